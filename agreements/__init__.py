@@ -1,0 +1,1 @@
+"""Multilateral mutual-authorization agreements (pure; no HTTP, no storage)."""

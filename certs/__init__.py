@@ -1,0 +1,1 @@
+"""The development PKI tool (``tongban pki``). Generated material is never committed."""

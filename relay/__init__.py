@@ -1,0 +1,1 @@
+"""The tongban node: packets, outbox/inbox, receipts, storage, HTTP, CLI and demo."""

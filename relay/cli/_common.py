@@ -1,0 +1,35 @@
+"""Shared helpers for CLI commands: error reporting and file reading."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+__all__ = ["CliError", "fail", "read_bytes"]
+
+
+class CliError(Exception):
+    """An error to report on stderr with a stable code and a non-zero exit."""
+
+    def __init__(self, code: str, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.exit_code = exit_code
+
+
+def fail(code: str, message: str, exit_code: int = 1) -> int:
+    sys.stderr.write(f"tongban: error[{code}]: {message}\n")
+    return exit_code
+
+
+def read_bytes(path: str | Path, what: str) -> bytes:
+    """Read a file the user named, turning OS errors into a usage error."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CliError("file-not-found", f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise CliError("file-not-found", f"{what} {path} is a directory, not a file") from None
+    except OSError as exc:
+        raise CliError("file-unreadable", f"cannot read {what} {path}: {exc.strerror}") from None

@@ -1,0 +1,1 @@
+"""Remote site surveys over WebRTC with tamper-evident evidence."""

@@ -1,0 +1,14 @@
+#!/bin/sh
+# Installs the Debian packages the test suite drives as real parts, when missing.
+# Without root the missing parts are reported and the tests that need them fail loudly.
+set -eu
+need=""
+command -v openssl >/dev/null 2>&1 || need="$need openssl"
+if [ -z "$need" ]; then exit 0; fi
+if [ "$(id -u)" = 0 ]; then
+    echo "installing Debian packages:$need"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
+else
+    echo "missing Debian packages:$need (run as root, or install them); tests that need them will fail" >&2
+fi
