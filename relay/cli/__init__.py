@@ -23,8 +23,8 @@ from relay.cli._common import CliError, fail
 __all__ = ["main"]
 
 # Command modules, in the order they appear in ``tongban --help``.
-_COMMAND_MODULES = (
-    "relay.cli.demo",
+_COMMAND_MODULES: tuple[str, ...] = (
+    # one line per command module; keep this list sorted by help order
 )
 
 
