@@ -1,0 +1,332 @@
+"""The node configuration file (TOML) as frozen dataclasses.
+
+:func:`load_config` reads ``node.toml``; :func:`parse_config` is the pure part (a parsed
+TOML mapping in, a :class:`NodeConfig` out). Every setting is documented in
+``docs/configuration.md``. Relative paths are resolved against the folder of the
+configuration file, so a node directory can be moved as a whole. Any error — a missing
+key, a wrong type, an out-of-range value, an unknown key (usually a typo) — raises
+:class:`ConfigError` naming the file and the dotted key::
+
+    node.toml: listeners.federation.port: must be an integer 1-65535
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from signing.certificates import is_node_id
+
+__all__ = [
+    "ConfigError",
+    "Limits",
+    "Listener",
+    "NodeConfig",
+    "OutboxSettings",
+    "Partner",
+    "StaffSettings",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+]
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; names the file and the dotted key."""
+
+    def __init__(self, source: str, key: str, message: str) -> None:
+        super().__init__(f"{source}: {key}: {message}" if key else f"{source}: {message}")
+        self.source = source
+        self.key = key
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One listening socket; ``tls`` is always true for federation (mutual TLS)."""
+
+    host: str
+    port: int
+    tls: bool
+
+
+@dataclass(frozen=True)
+class Partner:
+    """A partner node: its signed descriptor file and federation base URL."""
+
+    node_id: str
+    descriptor: Path
+    federation_url: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 1024 * 1024
+    max_batch_size: int = 100
+    max_header_bytes: int = 8190
+    request_timeout: float = 30.0
+    max_connections_per_peer: int = 8
+    max_attachment_bytes: int = 4 * 1024**3
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    batch_size: int = 50
+    base_backoff: float = 1.0
+    max_backoff: float = 300.0
+
+
+@dataclass(frozen=True)
+class StaffSettings:
+    token_key: Path
+    token_ttl: float = 8 * 3600.0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    source: Path
+    node_id: str
+    key_dir: Path
+    data_dir: Path
+    trust_bundle: Path
+    federation: Listener
+    public: Listener
+    staff_listener: Listener
+    partners: tuple[Partner, ...]
+    agreements: tuple[Path, ...]
+    limits: Limits
+    outbox: OutboxSettings
+    staff: StaffSettings
+
+    def partner(self, node_id: str) -> Partner | None:
+        for partner in self.partners:
+            if partner.node_id == node_id:
+                return partner
+        return None
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string such as ``"90s"``, ``"8h"``, ``"1h30m"``."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration")
+    if isinstance(value, int | float):
+        if value <= 0:
+            raise ValueError("must be a positive duration")
+        return float(value)
+    if not isinstance(value, str) or not value:
+        raise ValueError('must be a duration such as 30 or "30s", "8h"')
+    total, pos = 0.0, 0
+    for match in _DURATION.finditer(value):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(value) or total <= 0:
+        raise ValueError(f'must be a duration such as "30s" or "8h", not {value!r}')
+    return total
+
+
+class _Reader:
+    """Typed access to one TOML table, reporting errors with the dotted key."""
+
+    def __init__(self, source: str, base: Path, table: Mapping[str, Any], prefix: str) -> None:
+        self.source, self.base, self.table, self.prefix = source, base, table, prefix
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name: str, message: str) -> ConfigError:
+        return ConfigError(self.source, self.key(name), message)
+
+    def raw(self, name: str, default: object = ...) -> object:
+        self.seen.add(name)
+        if name in self.table:
+            return self.table[name]
+        if default is ...:
+            raise self.error(name, "is required")
+        return default
+
+    def sub(self, name: str, *, required: bool = True) -> _Reader:
+        value = self.raw(name, ... if required else {})
+        if not isinstance(value, Mapping):
+            raise self.error(name, "must be a table")
+        return _Reader(self.source, self.base, value, self.key(name))
+
+    def string(self, name: str, default: object = ...) -> str:
+        value = self.raw(name, default)
+        if not isinstance(value, str) or not value:
+            raise self.error(name, "must be a non-empty string")
+        return value
+
+    def boolean(self, name: str, default: object = ...) -> bool:
+        value = self.raw(name, default)
+        if not isinstance(value, bool):
+            raise self.error(name, "must be true or false")
+        return value
+
+    def integer(self, name: str, low: int, high: int, default: object = ...) -> int:
+        value = self.raw(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.error(name, f"must be an integer {low}-{high}")
+        return value
+
+    def duration(self, name: str, default: object = ...) -> float:
+        try:
+            return parse_duration(self.raw(name, default))
+        except ValueError as exc:
+            raise self.error(name, str(exc)) from None
+
+    def path(self, name: str, default: object = ...) -> Path:
+        value = self.raw(name, default)
+        if isinstance(value, Path):
+            return value
+        if not isinstance(value, str) or not value:
+            raise self.error(name, "must be a path (non-empty string)")
+        return (self.base / value).resolve()
+
+    def node_id(self, name: str) -> str:
+        value = self.string(name)
+        if not is_node_id(value):
+            raise self.error(name, 'must be a 6-digit division code such as "420106"')
+        return value
+
+    def done(self) -> None:
+        unknown = sorted(set(self.table) - self.seen)
+        if unknown:
+            raise self.error(unknown[0], "unknown setting")
+
+
+def _listener(listeners: _Reader, name: str, *, tls_default: bool, plain_ok: bool) -> Listener:
+    table = listeners.sub(name)
+    host = table.string("host", "127.0.0.1")
+    port = table.integer("port", 1, 65535)
+    tls = table.boolean("tls", tls_default)
+    if not tls and not plain_ok:
+        raise table.error("tls", "must be true: this listener is only offered over TLS")
+    table.done()
+    return Listener(host=host, port=port, tls=tls)
+
+
+def _partners(root: _Reader) -> tuple[Partner, ...]:
+    value = root.raw("partners", [])
+    if not isinstance(value, list):
+        raise root.error("partners", "must be an array of tables ([[partners]])")
+    partners: list[Partner] = []
+    for index, item in enumerate(value):
+        if not isinstance(item, Mapping):
+            raise root.error(f"partners[{index}]", "must be a table")
+        table = _Reader(root.source, root.base, item, f"partners[{index}]")
+        url = table.string("federation_url")
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise table.error("federation_url", "must be an https:// URL")
+        partner = Partner(table.node_id("id"), table.path("descriptor"), url.rstrip("/"))
+        table.done()
+        if any(p.node_id == partner.node_id for p in partners):
+            raise table.error("id", f"partner {partner.node_id} is listed twice")
+        partners.append(partner)
+    return tuple(partners)
+
+
+def _agreements(root: _Reader) -> tuple[Path, ...]:
+    table = root.sub("agreements", required=False)
+    files = table.raw("files", [])
+    if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
+        raise table.error("files", "must be an array of paths")
+    table.done()
+    return tuple((root.base / f).resolve() for f in files)
+
+
+def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
+    """Build a :class:`NodeConfig` from a parsed TOML document read from ``source``."""
+    root = _Reader(str(source), source.parent.resolve(), data, "")
+    node = root.sub("node")
+    node_id = node.node_id("id")
+    key_dir = node.path("key_dir")
+    data_dir = node.path("data_dir")
+    trust_bundle = node.path("trust_bundle")
+    node.done()
+
+    listeners = root.sub("listeners")
+    federation = _listener(listeners, "federation", tls_default=True, plain_ok=False)
+    public = _listener(listeners, "public", tls_default=False, plain_ok=True)
+    staff_listener = _listener(listeners, "staff", tls_default=True, plain_ok=True)
+    listeners.done()
+
+    limits_t = root.sub("limits", required=False)
+    d = Limits()
+    limits = Limits(
+        max_body_bytes=limits_t.integer("max_body_bytes", 1024, 2**31, d.max_body_bytes),
+        max_batch_size=limits_t.integer("max_batch_size", 1, 10_000, d.max_batch_size),
+        max_header_bytes=limits_t.integer("max_header_bytes", 1024, 65536, d.max_header_bytes),
+        request_timeout=limits_t.duration("request_timeout", d.request_timeout),
+        max_connections_per_peer=limits_t.integer(
+            "max_connections_per_peer", 1, 1024, d.max_connections_per_peer
+        ),
+        max_attachment_bytes=limits_t.integer(
+            "max_attachment_bytes", 1, 2**50, d.max_attachment_bytes
+        ),
+    )
+    limits_t.done()
+
+    outbox_t = root.sub("outbox", required=False)
+    o = OutboxSettings()
+    outbox = OutboxSettings(
+        batch_size=outbox_t.integer("batch_size", 1, 10_000, o.batch_size),
+        base_backoff=outbox_t.duration("base_backoff", o.base_backoff),
+        max_backoff=outbox_t.duration("max_backoff", o.max_backoff),
+    )
+    if outbox.max_backoff < outbox.base_backoff:
+        raise outbox_t.error("max_backoff", "must not be smaller than outbox.base_backoff")
+    outbox_t.done()
+
+    staff_t = root.sub("staff", required=False)
+    staff = StaffSettings(
+        token_key=staff_t.path("token_key", data_dir / "staff-token.key"),
+        token_ttl=staff_t.duration("token_ttl", 8 * 3600.0),
+    )
+    staff_t.done()
+
+    partners = _partners(root)
+    if any(p.node_id == node_id for p in partners):
+        raise ConfigError(str(source), "partners", f"lists this node ({node_id}) itself")
+    agreements = _agreements(root)
+    root.done()
+    return NodeConfig(
+        source=source.resolve(),
+        node_id=node_id,
+        key_dir=key_dir,
+        data_dir=data_dir,
+        trust_bundle=trust_bundle,
+        federation=federation,
+        public=public,
+        staff_listener=staff_listener,
+        partners=partners,
+        agreements=agreements,
+        limits=limits,
+        outbox=outbox,
+        staff=staff,
+    )
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Read and check the TOML configuration file at ``path``."""
+    source = Path(path)
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(source), "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(source), "", f"cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(source), "", f"not valid TOML: {exc}") from None
+    return parse_config(data, source=source)
