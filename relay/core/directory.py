@@ -1,0 +1,100 @@
+"""Partner directory: verified node descriptors by node id, with key rotation.
+
+A descriptor is accepted only after :func:`signing.descriptor.verify_descriptor`
+checked its seal signature and certificate paths against the trust bundle. A node may
+hold several descriptors at once: when a newer one (later ``issued_at``) arrives, the
+older ones stay usable until ``newer.issued_at + overlap`` so packets sealed to the old
+HPKE keys, or already queued, still open at the partner. Senders seal to the newest
+descriptor's preferred key (the post-quantum hybrid when offered, else X25519).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from relay.core.errors import UnknownNode
+
+if TYPE_CHECKING:
+    from signing.descriptor import NodeDescriptor
+
+    from signing.certificates import TrustBundle
+    from signing.hpke import HpkePublicKey
+
+__all__ = ["DEFAULT_OVERLAP", "Directory"]
+
+DEFAULT_OVERLAP = timedelta(days=14)
+_SUITE_PREFERENCE = ("mlkem768x25519-sha256-aes256gcm", "x25519-sha256-aes256gcm")
+
+
+class Directory:
+    """Verified descriptors of partner nodes (and of this node itself)."""
+
+    def __init__(self, bundle: TrustBundle, *, overlap: timedelta = DEFAULT_OVERLAP) -> None:
+        self._bundle = bundle
+        self._overlap = overlap
+        self._by_node: dict[str, list[NodeDescriptor]] = {}
+
+    def add(self, data: bytes, *, at: datetime) -> NodeDescriptor:
+        """Verify ``node.json`` bytes at time ``at`` and add the descriptor.
+
+        Raises ``signing.errors.InvalidSignature`` / ``CertificateRejected`` as
+        :func:`signing.descriptor.verify_descriptor` does; nothing is added then.
+        """
+        from signing.descriptor import verify_descriptor
+
+        descriptor = verify_descriptor(data, self._bundle, at=at)
+        self._insert(descriptor)
+        return descriptor
+
+    def add_all(self, items: Iterable[bytes], *, at: datetime) -> None:
+        for data in items:
+            self.add(data, at=at)
+
+    def _insert(self, descriptor: NodeDescriptor) -> None:
+        held = self._by_node.setdefault(descriptor.node_id, [])
+        if any(d.issued_at == descriptor.issued_at for d in held):
+            return
+        held.append(descriptor)
+        held.sort(key=lambda d: d.issued_at)
+
+    def knows(self, node_id: str) -> bool:
+        return node_id in self._by_node
+
+    def node_ids(self) -> list[str]:
+        return sorted(self._by_node)
+
+    def current(self, node_id: str) -> NodeDescriptor:
+        """The newest descriptor of ``node_id``; raises :class:`UnknownNode`."""
+        held = self._by_node.get(node_id)
+        if not held:
+            raise UnknownNode(node_id)
+        return held[-1]
+
+    def valid(self, node_id: str, *, at: datetime) -> tuple[NodeDescriptor, ...]:
+        """Descriptors usable at ``at``: the newest, plus older ones inside the overlap."""
+        held = self._by_node.get(node_id)
+        if not held:
+            raise UnknownNode(node_id)
+        usable = [held[-1]]
+        for older, newer in itertools.pairwise(held):
+            if at < newer.issued_at + self._overlap:
+                usable.append(older)
+        return tuple(usable)
+
+    def sealing_key(self, node_id: str) -> HpkePublicKey:
+        """The HPKE public key to seal new packets to ``node_id`` with."""
+        keys: tuple[HpkePublicKey, ...] = tuple(self.current(node_id).hpke_keys)
+        for suite in _SUITE_PREFERENCE:
+            for key in keys:
+                if str(key.suite) == suite:
+                    return key
+        if not keys:
+            raise UnknownNode(node_id)
+        return keys[0]
+
+    def hpke_keys(self, node_id: str, *, at: datetime) -> tuple[HpkePublicKey, ...]:
+        """Every HPKE public key of ``node_id`` valid at ``at`` (for checking a kid)."""
+        return tuple(k for d in self.valid(node_id, at=at) for k in d.hpke_keys)

@@ -1,0 +1,74 @@
+"""Exceptions of the relay core.
+
+::
+
+    RelayError
+    ├── PeerUnavailable       the link could not reach the peer (retry later; transient)
+    ├── UnknownNode           no verified descriptor for that node id
+    ├── NotAuthorized         the agreement does not grant what a caller asked (reason)
+    ├── NotFound              no packet / attachment with that id or digest
+    ├── AttachmentError       an upload does not fit (offset, size, digest); reason code
+    └── StoreError            the store refused an operation (corrupt state, conflict)
+
+Refused *incoming* packets are not exceptions: they are answered with a signed
+``rejected`` receipt carrying a stable reason code (see :mod:`relay.core.receiver`).
+HTTP status codes exist only in the HTTP layer, which maps this tree in one place.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AttachmentError",
+    "NotAuthorized",
+    "NotFound",
+    "PeerUnavailable",
+    "RelayError",
+    "StoreError",
+    "UnknownNode",
+]
+
+
+class RelayError(Exception):
+    """Base of every error raised by :mod:`relay.core`."""
+
+
+class PeerUnavailable(RelayError):
+    """The peer could not be reached or did not answer usefully; try again later."""
+
+
+class UnknownNode(RelayError):
+    """No verified descriptor is known for this node id."""
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__(f"no verified descriptor for node {node_id}")
+        self.node_id = node_id
+
+
+class NotAuthorized(RelayError):
+    """The agreement does not grant the request; ``reason`` is the agreement's code."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"not authorized: {reason}")
+        self.reason = reason
+
+
+class NotFound(RelayError):
+    """No packet or attachment with that id or digest."""
+
+
+class AttachmentError(RelayError):
+    """An attachment upload was refused; ``reason`` is a stable code.
+
+    Codes: ``offset-mismatch`` (the upload does not continue at the stored offset; ask
+    again), ``size-mismatch``, ``too-large`` (more bytes than announced),
+    ``digest-mismatch`` (complete but the SHA-256 differs; the partial data is dropped),
+    ``bad-digest`` (not 64 lowercase hex characters).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StoreError(RelayError):
+    """The store refused an operation."""

@@ -1,0 +1,96 @@
+"""The relay core's ports: what it needs from the world, as small interfaces.
+
+- :class:`PeerLink` carries packets and attachment blobs to a partner node. The real
+  one is mutual TLS over HTTPS (``relay.http``); :class:`relay.core.fakes.FakePeerLink`
+  connects :class:`~relay.core.service.RelayNode` objects in memory with loss, delay
+  and down partners.
+- :data:`Clock` is the time source (aware UTC datetimes); tests advance a fake one.
+- :class:`Authorizer` is the agreement decision (``agreements.authorize`` adapted);
+  both the sending and the receiving node call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from relay.core.errors import PeerUnavailable
+
+__all__ = [
+    "AgreementRef",
+    "AuthorizationDecision",
+    "AuthorizationRequest",
+    "Authorizer",
+    "Clock",
+    "OpenAt",
+    "PeerLink",
+    "PeerUnavailable",
+]
+
+Clock = Callable[[], datetime]
+"""Returns the current time as an aware UTC ``datetime``."""
+
+OpenAt = Callable[[int], AsyncIterator[bytes]]
+"""``open_at(offset)`` streams a blob's bytes from ``offset`` to its end, in chunks."""
+
+
+class PeerLink(Protocol):
+    """Transport to partner nodes. Implementations add no semantics of their own."""
+
+    async def deliver(self, peer: str, packets: Sequence[str]) -> list[str]:
+        """Send a batch of compact packet JWS to ``peer``; return its receipts.
+
+        The result holds one compact receipt JWS per packet, in the same order. Raises
+        :class:`PeerUnavailable` when the peer cannot be reached or answers with
+        anything but a well-formed batch of receipts (the caller retries later; the
+        receiver deduplicates, so a batch that was in fact delivered is harmless).
+        """
+        ...
+
+    async def upload_attachment(self, peer: str, digest: str, size: int, open_at: OpenAt) -> None:
+        """Make sure ``peer`` holds the sealed blob ``digest`` (``size`` bytes).
+
+        Resumable: asks the peer how many bytes it already holds (its offset), then
+        streams the rest from ``open_at(offset)``. Returns once the peer holds the
+        complete blob and has checked its digest. Raises :class:`PeerUnavailable`.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class AgreementRef:
+    """Which agreement version a packet travels under (pinned in the outer packet)."""
+
+    id: str
+    version: int
+    digest: str
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    """One step between two parties. ``agreement`` is None when the caller (the sending
+    node) asks the authorizer to find the agreement that grants it."""
+
+    sender: str
+    receiver: str
+    matter: str
+    action: str
+    mode: str
+    agreement: AgreementRef | None = None
+
+
+@dataclass(frozen=True)
+class AuthorizationDecision:
+    """``allowed`` with the granting agreement, or refused with a stable reason code."""
+
+    allowed: bool
+    reason: str | None = None
+    agreement: AgreementRef | None = None
+
+
+class Authorizer(Protocol):
+    """The agreement decision at time ``at``."""
+
+    def __call__(self, request: AuthorizationRequest, at: datetime) -> AuthorizationDecision: ...
