@@ -1,0 +1,204 @@
+"""The audit log on SQLite: append-only leaves plus every complete subtree hash.
+
+Two tables live in the node's database file::
+
+    audit_leaves(idx INTEGER PRIMARY KEY, data BLOB)           -- leaf bytes, 0, 1, 2, ...
+    audit_nodes(level, idx, hash) PRIMARY KEY (level, idx)     -- WITHOUT ROWID
+
+``audit_nodes`` holds the hash of every *complete* subtree: ``(0, i)`` is leaf ``i``'s
+hash, ``(l, i)`` covers leaves ``[i * 2**l, (i + 1) * 2**l)``. A complete subtree never
+changes once its last leaf is appended, so every historical root and every proof for
+any tree size is made of such rows plus hashing: O(log n) primary-key reads (see
+:func:`relay.audit.merkle.range_hash`). Appending leaf ``n`` writes the leaf, its hash
+and one row per subtree it completes (the trailing one bits of ``n``): two rows
+amortized, one read amortized. Storage is about ``2 * 32`` bytes of hashes per leaf.
+
+Appends run **inside the caller's transaction** so a leaf is durable exactly when the
+event it records is; this module never commits. Triggers refuse UPDATE and DELETE on
+both tables: the log is append-only at the database level too.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from relay.audit.errors import LogStoreError
+from relay.audit.merkle import (
+    SubtreeSource,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+    range_hash,
+)
+
+__all__ = ["AuditStore", "append", "append_many", "create_schema", "open_database"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_leaves (
+    idx  INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_nodes (
+    level INTEGER NOT NULL,
+    idx   INTEGER NOT NULL,
+    hash  BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS audit_leaves_no_update BEFORE UPDATE ON audit_leaves
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_leaves_no_delete BEFORE DELETE ON audit_leaves
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_nodes_no_update BEFORE UPDATE ON audit_nodes
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_nodes_no_delete BEFORE DELETE ON audit_nodes
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+
+Executor = sqlite3.Connection | sqlite3.Cursor
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) a database file in WAL mode with the audit schema."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    create_schema(conn)
+    return conn
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the audit tables and triggers if missing (commits: call at startup)."""
+    conn.executescript(_SCHEMA)
+
+
+def _connection(executor: Executor) -> sqlite3.Connection:
+    return executor.connection if isinstance(executor, sqlite3.Cursor) else executor
+
+
+def _size(executor: Executor) -> int:
+    row = executor.execute("SELECT MAX(idx) FROM audit_leaves").fetchone()
+    return 0 if row[0] is None else int(row[0]) + 1
+
+
+def _require_transaction(executor: Executor) -> None:
+    if not _connection(executor).in_transaction:
+        raise LogStoreError("append must run inside the caller's open transaction")
+
+
+def append(conn: Executor, data: bytes) -> int:
+    """Append one leaf inside the caller's transaction; return its index. Never commits."""
+    _require_transaction(conn)
+    index = _size(conn)
+    h = leaf_hash(data)
+    conn.execute("INSERT INTO audit_leaves (idx, data) VALUES (?, ?)", (index, data))
+    rows = [(0, index, h)]
+    level, i = 0, index
+    while i & 1:
+        row = conn.execute(
+            "SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?", (level, i - 1)
+        ).fetchone()
+        if row is None:
+            raise LogStoreError(f"audit tree is missing node ({level}, {i - 1})")
+        h = node_hash(bytes(row[0]), h)
+        level, i = level + 1, i >> 1
+        rows.append((level, i, h))
+    conn.executemany("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)", rows)
+    return index
+
+
+def _frontier(conn: Executor, size: int) -> list[tuple[int, bytes]]:
+    """The complete subtrees on the right edge of a tree of ``size``, largest first."""
+    out: list[tuple[int, bytes]] = []
+    start = 0
+    for level in range(size.bit_length() - 1, -1, -1):
+        if size >> level & 1:
+            row = conn.execute(
+                "SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?",
+                (level, start >> level),
+            ).fetchone()
+            if row is None:
+                raise LogStoreError(f"audit tree is missing node ({level}, {start >> level})")
+            out.append((level, bytes(row[0])))
+            start += 1 << level
+    return out
+
+
+def append_many(conn: Executor, leaves: Iterable[bytes]) -> range:
+    """Append leaves in order inside the caller's transaction; return their indexes."""
+    _require_transaction(conn)
+    first = index = _size(conn)
+    frontier = _frontier(conn, first)
+    leaf_rows: list[tuple[int, bytes]] = []
+    node_rows: list[tuple[int, int, bytes]] = []
+    for data in leaves:
+        h = leaf_hash(data)
+        leaf_rows.append((index, data))
+        node_rows.append((0, index, h))
+        level, i = 0, index
+        while frontier and frontier[-1][0] == level:
+            h = node_hash(frontier.pop()[1], h)
+            level, i = level + 1, i >> 1
+            node_rows.append((level, i, h))
+        frontier.append((level, h))
+        index += 1
+    conn.executemany("INSERT INTO audit_leaves (idx, data) VALUES (?, ?)", leaf_rows)
+    conn.executemany("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)", node_rows)
+    return range(first, index)
+
+
+class AuditStore:
+    """Read side of the log: size, leaves, roots and proofs for any size, O(log n) reads."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def size(self) -> int:
+        """Number of leaves committed (or appended in this connection's transaction)."""
+        return _size(self._conn)
+
+    def leaf(self, index: int) -> bytes:
+        row = self._conn.execute("SELECT data FROM audit_leaves WHERE idx = ?", (index,)).fetchone()
+        if row is None:
+            raise LogStoreError(f"no leaf at index {index}")
+        return bytes(row[0])
+
+    def leaf_hash(self, index: int) -> bytes:
+        return self._subtree(0, index)
+
+    def _subtree(self, level: int, index: int) -> bytes:
+        row = self._conn.execute(
+            "SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?", (level, index)
+        ).fetchone()
+        if row is None:
+            raise LogStoreError(f"audit tree has no node ({level}, {index})")
+        return bytes(row[0])
+
+    def _source(self) -> SubtreeSource:
+        """A subtree reader memoized for one query (ranges on the right edge repeat)."""
+        return functools.cache(self._subtree)
+
+    def _check_size(self, size: int) -> None:
+        current = self.size()
+        if not 0 <= size <= current:
+            raise LogStoreError(f"tree size {size} is not between 0 and {current}")
+
+    def root(self, size: int | None = None) -> bytes:
+        """Root hash of the first ``size`` leaves (default: the whole log)."""
+        size = self.size() if size is None else size
+        self._check_size(size)
+        return range_hash(self._source(), 0, size)
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        self._check_size(size)
+        if not 0 <= index < size:
+            raise LogStoreError(f"leaf index {index} outside a tree of {size} leaves")
+        return inclusion_proof(self._source(), index, size)
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        self._check_size(new)
+        if not 0 < old <= new:
+            raise LogStoreError(f"no consistency proof from size {old} to size {new}")
+        return consistency_proof(self._source(), old, new)
