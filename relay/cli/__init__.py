@@ -25,6 +25,7 @@ __all__ = ["main"]
 # Command modules, in the order they appear in ``tongban --help``.
 _COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module; keep this list sorted by help order
+    "relay.cli.pki",
 )
 
 

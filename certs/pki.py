@@ -1,0 +1,386 @@
+"""The development PKI: federation roots, node certificates and CRLs.
+
+Everything here is a function of its arguments (``now`` is passed in; randomness comes
+from the OS for keys and serial numbers); the only I/O is reading and writing the
+federation and node directories. Generated material is never committed.
+
+Federation directory: ``root.pem``, ``root.key`` (0600), ``crl.pem``, ``state.json``.
+Node directory (see ``docs/protocol.md`` § identities): ``tls.pem``, ``tls.key``,
+``seal.pem``, ``seal.key``, ``hpke-x25519.key``, ``hpke-mlkem768x25519.key``,
+``root.pem`` and, once signed, ``node.json``. Private keys are created with mode 0600
+(``os.open(..., 0o600)``; never widened then narrowed).
+
+Profile: root ECDSA P-256, ``CN=<name> Root, O=tongban federation``, CA with
+``pathLenConstraint=0``, 10 years; TLS leaf ECDSA P-256 with serverAuth+clientAuth and a
+DNS/IP SAN; seal leaf Ed25519 with digitalSignature+nonRepudiation and EKU
+id-kp-documentSigning (so TLS stacks refuse it); leaves 2 years;
+every ``notBefore`` is backdated 5 minutes; serials are random 128-bit (top bit clear);
+the CRL is valid 30 days.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from signing.certificates import is_node_id
+
+__all__ = [
+    "BACKDATE",
+    "CRL_VALIDITY",
+    "DOCUMENT_SIGNING",
+    "LEAF_VALIDITY",
+    "ROOT_VALIDITY",
+    "NodeFiles",
+    "PkiError",
+    "default_endpoints",
+    "init_federation",
+    "issue_node",
+    "revoke",
+    "write_private",
+]
+
+ROOT_VALIDITY = timedelta(days=3652)
+LEAF_VALIDITY = timedelta(days=730)
+CRL_VALIDITY = timedelta(days=30)
+BACKDATE = timedelta(minutes=5)
+#: id-kp-documentSigning (RFC 9336): keeps seal certificates out of TLS stacks.
+DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
+
+
+class PkiError(Exception):
+    """A PKI operation was refused (bad node code, existing directory, wrong root...)."""
+
+
+@dataclass(frozen=True)
+class NodeFiles:
+    """Paths of a freshly issued node directory."""
+
+    directory: Path
+    tls_cert: Path
+    seal_cert: Path
+    tls_serial: int
+    seal_serial: int
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 from the start; refuse to overwrite."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _replace_public(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    _write_public(tmp, data)
+    os.replace(tmp, path)
+
+
+def _serial() -> int:
+    return secrets.randbits(127) | 1
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _empty_dir(path: Path, what: str) -> None:
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise PkiError(f"{what} {path} already exists and is not empty; refusing to overwrite")
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def _build_crl(
+    root_cert: x509.Certificate,
+    root_key: ec.EllipticCurvePrivateKey,
+    revoked: list[x509.RevokedCertificate],
+    number: int,
+    now: datetime,
+) -> x509.CertificateRevocationList:
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(root_cert.subject)
+        .last_update(now - BACKDATE)
+        .next_update(now + CRL_VALIDITY)
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()),
+            critical=False,
+        )
+    )
+    for entry in revoked:
+        builder = builder.add_revoked_certificate(entry)
+    return builder.sign(root_key, hashes.SHA256())
+
+
+def init_federation(out: Path, name: str, *, now: datetime) -> x509.Certificate:
+    """Create a federation root, an empty CRL and the state file in ``out``."""
+    if not name.strip():
+        raise PkiError("the federation name must not be empty")
+    _empty_dir(out, "federation directory")
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{name} Root"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tongban federation"),
+        ]
+    )
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(_serial())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + ROOT_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    write_private(out / "root.key", _pem_key(key))
+    _write_public(out / "root.pem", _pem(cert))
+    crl = _build_crl(cert, key, [], 1, now)
+    _write_public(out / "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
+    state = {"name": name, "crl_number": 1, "issued": []}
+    _write_public(out / "state.json", json.dumps(state, indent=2).encode() + b"\n")
+    return cert
+
+
+def _load_federation(
+    federation: Path,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey, dict[str, object]]:
+    try:
+        cert = x509.load_pem_x509_certificate((federation / "root.pem").read_bytes())
+        key = serialization.load_pem_private_key(
+            (federation / "root.key").read_bytes(), password=None
+        )
+        state = json.loads((federation / "state.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise PkiError(f"{federation} is not a readable federation directory: {exc}") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(state, dict):
+        raise PkiError(f"{federation} is not a federation directory made by this tool")
+    return cert, key, state
+
+
+def _save_state(federation: Path, state: Mapping[str, object]) -> None:
+    _replace_public(federation / "state.json", json.dumps(state, indent=2).encode() + b"\n")
+
+
+def _key_usage(*, signature: bool, commitment: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=signature,
+        content_commitment=commitment,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _leaf_builder(
+    root: x509.Certificate,
+    root_key: ec.EllipticCurvePrivateKey,
+    subject: x509.Name,
+    public_key: ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey,
+    now: datetime,
+) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(root.subject)
+        .public_key(public_key)
+        .serial_number(_serial())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(min(now + LEAF_VALIDITY, root.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()),
+            critical=False,
+        )
+    )
+
+
+def _san(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if not host or any(c.isspace() for c in host):
+        raise PkiError(f"host {host!r} is neither an IP address nor a DNS name")
+    return x509.DNSName(host)
+
+
+def default_endpoints(host: str) -> dict[str, str]:
+    """Endpoints a node gets when none are given: federation 8443, public 8444."""
+    shown = f"[{host}]" if ":" in host else host
+    return {"federation": f"https://{shown}:8443", "public": f"https://{shown}:8444"}
+
+
+def issue_node(
+    federation: Path,
+    node: str,
+    name: str,
+    host: str,
+    out: Path,
+    *,
+    now: datetime,
+    name_en: str | None = None,
+    endpoints: Mapping[str, str] | None = None,
+) -> NodeFiles:
+    """Issue TLS and seal certificates and HPKE keys for ``node`` into ``out``.
+
+    ``node.json`` (the signed descriptor) is written too, naming ``name`` (zh),
+    ``name_en`` (defaults to ``name``) and ``endpoints`` (defaults to
+    :func:`default_endpoints`).
+    """
+    from signing.hpke import HpkeSuite, generate_hpke_key
+
+    if not is_node_id(node):
+        raise PkiError(
+            f"node code {node!r} is not a 6-digit administrative division code (e.g. 420106)"
+        )
+    if not name.strip():
+        raise PkiError("the office name must not be empty")
+    san = _san(host)
+    root, root_key, state = _load_federation(federation)
+    _empty_dir(out, "node directory")
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, node),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
+        ]
+    )
+    tls_key = ec.generate_private_key(ec.SECP256R1())
+    tls_cert = (
+        _leaf_builder(root, root_key, subject, tls_key.public_key(), now)
+        .add_extension(_key_usage(signature=True, commitment=False), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
+        .sign(root_key, hashes.SHA256())
+    )
+    seal_key = ed25519.Ed25519PrivateKey.generate()
+    seal_cert = (
+        _leaf_builder(root, root_key, subject, seal_key.public_key(), now)
+        .add_extension(_key_usage(signature=True, commitment=True), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([DOCUMENT_SIGNING]), critical=False)
+        .sign(root_key, hashes.SHA256())
+    )
+    hpke_keys = [generate_hpke_key(HpkeSuite.X25519), generate_hpke_key(HpkeSuite.MLKEM768_X25519)]
+    write_private(out / "tls.key", _pem_key(tls_key))
+    _write_public(out / "tls.pem", _pem(tls_cert))
+    write_private(out / "seal.key", _pem_key(seal_key))
+    _write_public(out / "seal.pem", _pem(seal_cert))
+    write_private(out / "hpke-x25519.key", hpke_keys[0].to_pem())
+    write_private(out / "hpke-mlkem768x25519.key", hpke_keys[1].to_pem())
+    _write_public(out / "root.pem", _pem(root))
+    _write_node_json(out, node, name, name_en or name, endpoints or default_endpoints(host), now)
+    issued = state.setdefault("issued", [])
+    if isinstance(issued, list):
+        for purpose, cert in (("tls", tls_cert), ("seal", seal_cert)):
+            issued.append(
+                {
+                    "node": node,
+                    "purpose": purpose,
+                    "serial": f"{cert.serial_number:x}",
+                    "not_after": cert.not_valid_after_utc.isoformat(),
+                }
+            )
+    _save_state(federation, state)
+    return NodeFiles(
+        directory=out,
+        tls_cert=out / "tls.pem",
+        seal_cert=out / "seal.pem",
+        tls_serial=tls_cert.serial_number,
+        seal_serial=seal_cert.serial_number,
+    )
+
+
+def _write_node_json(
+    out: Path, node: str, name_zh: str, name_en: str, endpoints: Mapping[str, str], now: datetime
+) -> None:
+    """Sign and write the node descriptor (filled in once signing.descriptor exists)."""
+    del out, node, name_zh, name_en, endpoints, now
+
+
+def revoke(federation: Path, cert_pem: bytes, *, now: datetime) -> x509.CertificateRevocationList:
+    """Add the certificate to the federation's CRL and re-issue ``crl.pem``."""
+    root, root_key, state = _load_federation(federation)
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as exc:
+        raise PkiError("the certificate to revoke is not a PEM certificate") from exc
+    try:
+        if cert.issuer != root.subject:
+            raise ValueError("issuer name differs")
+        cert.verify_directly_issued_by(root)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise PkiError("the certificate was not issued by this federation's root") from exc
+    try:
+        old = x509.load_pem_x509_crl((federation / "crl.pem").read_bytes())
+    except (OSError, ValueError) as exc:
+        raise PkiError(f"cannot read the CRL of {federation}: {exc}") from exc
+    revoked = list(old)
+    if old.get_revoked_certificate_by_serial_number(cert.serial_number) is None:
+        revoked.append(
+            x509.RevokedCertificateBuilder()
+            .serial_number(cert.serial_number)
+            .revocation_date(now)
+            .build()
+        )
+    number = int(str(state.get("crl_number", 1))) + 1
+    crl = _build_crl(root, root_key, revoked, number, now)
+    _replace_public(federation / "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
+    state["crl_number"] = number
+    _save_state(federation, state)
+    return crl

@@ -1,0 +1,101 @@
+"""Signing keys bound to their certificate chain.
+
+A :class:`Signer` is a private key plus the certificate chain (leaf first) whose leaf
+holds the matching public key. The JWS algorithm is a property of the key, never a
+choice: Ed25519 signs ``EdDSA``, ECDSA P-256 signs ``ES256``; any other key is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from signing.encoding import b64url
+from signing.errors import MalformedInput
+
+__all__ = ["PublicKey", "Signer", "algorithm_for", "certificate_kid", "load_pem_chain"]
+
+PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+
+_CERT_BLOCK = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+def algorithm_for(key: object) -> str:
+    """The one JWS algorithm a key may use: ``EdDSA`` or ``ES256``."""
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
+        return "EdDSA"
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) and isinstance(
+        key.curve, ec.SECP256R1
+    ):
+        return "ES256"
+    raise MalformedInput(f"unsupported signing key type {type(key).__name__}")
+
+
+def certificate_kid(cert: x509.Certificate) -> str:
+    """``b64url(SHA-256(DER(cert)))`` — the JWS ``kid`` (equal to ``x5t#S256``)."""
+    return b64url(hashlib.sha256(cert.public_bytes(Encoding.DER)).digest())
+
+
+def load_pem_chain(data: bytes) -> tuple[x509.Certificate, ...]:
+    """Parse concatenated PEM certificates, keeping their order."""
+    blocks = _CERT_BLOCK.findall(data)
+    if not blocks:
+        raise MalformedInput("no PEM certificate found")
+    try:
+        return tuple(x509.load_pem_x509_certificate(b) for b in blocks)
+    except ValueError as exc:
+        raise MalformedInput("unparsable PEM certificate") from exc
+
+
+def _spki(key: PublicKey) -> bytes:
+    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A private key and its certificate chain (leaf first)."""
+
+    key: PrivateKey
+    chain: tuple[x509.Certificate, ...]
+
+    def __post_init__(self) -> None:
+        if not self.chain:
+            raise MalformedInput("a signer needs its certificate chain")
+        algorithm_for(self.key)
+        leaf_key = self.chain[0].public_key()
+        if not isinstance(leaf_key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey) or (
+            _spki(leaf_key) != _spki(self.key.public_key())
+        ):
+            raise MalformedInput("the private key does not match the leaf certificate")
+
+    @property
+    def kid(self) -> str:
+        return certificate_kid(self.chain[0])
+
+    @property
+    def algorithm(self) -> str:
+        return algorithm_for(self.key)
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        return self.chain[0]
+
+    @classmethod
+    def from_pem(cls, key_pem: bytes, chain_pem: bytes) -> Signer:
+        """Load a PKCS#8 PEM private key and a PEM chain (leaf first)."""
+        try:
+            key = serialization.load_pem_private_key(key_pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise MalformedInput("unparsable PEM private key") from exc
+        if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
+            raise MalformedInput(f"unsupported signing key type {type(key).__name__}")
+        return cls(key=key, chain=load_pem_chain(chain_pem))

@@ -1,0 +1,119 @@
+"""`tongban pki` commands: exit codes, refusals and private key file modes."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from relay.cli import main
+
+
+@pytest.fixture
+def federation(tmp_path):
+    assert main(["pki", "init-federation", "--out", str(tmp_path / "fed"), "--name", "Hubei"]) == 0
+    return tmp_path / "fed"
+
+
+def _issue(federation, out, node="420106", *extra: str) -> int:
+    return main(
+        [
+            "pki",
+            "issue-node",
+            "--federation",
+            str(federation),
+            "--node",
+            node,
+            "--name",
+            "武昌区政务服务中心",
+            "--host",
+            "127.0.0.1",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_private_key_files_are_mode_0600(federation, tmp_path) -> None:
+    assert _issue(federation, tmp_path / "node") == 0
+    assert _mode(federation / "root.key") == 0o600
+    for name in ("tls.key", "seal.key", "hpke-x25519.key", "hpke-mlkem768x25519.key"):
+        assert _mode(tmp_path / "node" / name) == 0o600, name
+    assert (tmp_path / "node" / "root.pem").read_bytes() == (federation / "root.pem").read_bytes()
+
+
+@pytest.mark.parametrize("code", ["12345", "1234567", "abcdef", "000000", "42-106", "４２０１０６"])
+def test_bad_node_codes_are_refused_with_exit_2(federation, tmp_path, capsys, code) -> None:
+    assert _issue(federation, tmp_path / "node", code) == 2
+    err = capsys.readouterr().err
+    assert "tongban: error[pki]:" in err
+    assert "6-digit" in err
+    assert not (tmp_path / "node").exists()
+
+
+def test_existing_node_directory_is_not_overwritten(federation, tmp_path, capsys) -> None:
+    out = tmp_path / "node"
+    assert _issue(federation, out) == 0
+    before = (out / "seal.key").read_bytes()
+    assert _issue(federation, out) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert (out / "seal.key").read_bytes() == before
+
+
+def test_existing_federation_is_not_overwritten(federation, capsys) -> None:
+    key = (federation / "root.key").read_bytes()
+    assert main(["pki", "init-federation", "--out", str(federation), "--name", "X"]) == 2
+    assert (federation / "root.key").read_bytes() == key
+
+
+def test_revoke_command_reissues_the_crl(federation, tmp_path, capsys) -> None:
+    from cryptography import x509
+
+    assert _issue(federation, tmp_path / "node") == 0
+    seal = x509.load_pem_x509_certificate((tmp_path / "node" / "seal.pem").read_bytes())
+    assert (
+        main(
+            [
+                "pki",
+                "revoke",
+                "--federation",
+                str(federation),
+                "--cert",
+                str(tmp_path / "node" / "seal.pem"),
+            ]
+        )
+        == 0
+    )
+    crl = x509.load_pem_x509_crl((federation / "crl.pem").read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(seal.serial_number) is not None
+
+
+def test_revoke_refuses_a_certificate_of_another_federation(federation, tmp_path) -> None:
+    other = tmp_path / "other"
+    assert main(["pki", "init-federation", "--out", str(other), "--name", "Jiangsu"]) == 0
+    assert (
+        main(["pki", "revoke", "--federation", str(federation), "--cert", str(other / "root.pem")])
+        == 2
+    )
+    assert (
+        main(
+            [
+                "pki",
+                "revoke",
+                "--federation",
+                str(federation),
+                "--cert",
+                str(tmp_path / "missing.pem"),
+            ]
+        )
+        == 2
+    )
+
+
+def test_issue_node_needs_both_urls_or_neither(federation, tmp_path) -> None:
+    assert _issue(federation, tmp_path / "n", "420106", "--public-url", "https://x") == 2
