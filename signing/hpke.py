@@ -235,8 +235,15 @@ def generate_hpke_key(suite: HpkeSuite) -> HpkePrivateKey:
 
 
 def hpke_seal(plaintext: bytes, recipient: HpkePublicKey, *, info: bytes) -> bytes:
-    """Seal ``plaintext`` to ``recipient`` (base mode, single shot); returns ``enc || ct``."""
-    return _suite(recipient.suite).encrypt(plaintext, recipient._key(), info=info)
+    """Seal ``plaintext`` to ``recipient`` (base mode, single shot); returns ``enc || ct``.
+
+    A recipient key that cannot be used (an X25519 point of small order, which gives
+    an all-zero shared secret) raises :class:`MalformedInput`.
+    """
+    try:
+        return _suite(recipient.suite).encrypt(plaintext, recipient._key(), info=info)
+    except ValueError as exc:
+        raise MalformedInput(f"cannot seal to this {recipient.suite} key: {exc}") from exc
 
 
 def hpke_open(ciphertext: bytes, key: HpkePrivateKey, *, info: bytes) -> bytes:
