@@ -1,0 +1,74 @@
+"""Helpers for the relay HTTP tests: a development PKI and servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiohttp import web
+
+from certs.pki import init_federation, issue_node, revoke
+from signing.certificates import TrustBundle
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Two nodes of a trusted federation, a revoked node, and a node of a foreign root."""
+
+    root: Path
+    bundle_path: Path
+    a: Path  # 420106
+    b: Path  # 320982
+    revoked: Path  # 420981 (revoked)
+    foreign: Path  # 371422 under an unknown root
+
+    @property
+    def bundle(self) -> TrustBundle:
+        return TrustBundle.from_pem(self.bundle_path.read_bytes())
+
+
+def make_pki(base: Path) -> Pki:
+    init_federation(base / "fed", "Yangtze", now=NOW)
+    init_federation(base / "foreign-fed", "Elsewhere", now=NOW)
+    a = issue_node(base / "fed", "420106", "武昌区", "127.0.0.1", base / "a", now=NOW)
+    b = issue_node(base / "fed", "320982", "大丰区", "127.0.0.1", base / "b", now=NOW)
+    r = issue_node(base / "fed", "420981", "应城市", "127.0.0.1", base / "r", now=NOW)
+    f = issue_node(base / "foreign-fed", "371422", "宁津县", "127.0.0.1", base / "f", now=NOW)
+    revoke(base / "fed", r.tls_cert.read_bytes(), now=NOW)
+    bundle = base / "bundle.pem"
+    bundle.write_bytes(
+        (base / "fed" / "root.pem").read_bytes() + (base / "fed" / "crl.pem").read_bytes()
+    )
+    return Pki(base / "fed", bundle, a.directory, b.directory, r.directory, f.directory)
+
+
+def client_ssl(pki: Pki, node_dir: Path | None) -> ssl.SSLContext:
+    """A TLS 1.3 client context trusting the federation, with ``node_dir``'s certificate."""
+    from relay.tls import client_context
+
+    if node_dir is None:
+        return client_context(pki.bundle)
+    return client_context(pki.bundle, node_dir / "tls.pem", node_dir / "tls.key")
+
+
+@asynccontextmanager
+async def serve(app: web.Application, ssl_context: ssl.SSLContext | None) -> AsyncIterator[str]:
+    """Run ``app`` on 127.0.0.1 (ephemeral port); yield its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    server = site._server
+    assert server is not None
+    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    scheme = "https" if ssl_context is not None else "http"
+    try:
+        yield f"{scheme}://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
