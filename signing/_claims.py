@@ -1,0 +1,77 @@
+"""Claim-level helpers shared by the licence and status list credentials (private)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from signing.certificates import is_node_id
+from signing.encoding import b64url_decode
+from signing.errors import MalformedInput
+
+_URN_PREFIX = "urn:tongban:node:"
+
+
+def issuer_urn(node_id: str) -> str:
+    """``urn:tongban:node:<node id>``, the ``iss`` of licences and status lists."""
+    if not is_node_id(node_id):
+        raise MalformedInput(f"{node_id!r} is not a node id")
+    return _URN_PREFIX + node_id
+
+
+def node_from_urn(urn: object) -> str:
+    """The node id named by an ``iss`` value; :class:`MalformedInput` otherwise."""
+    if not isinstance(urn, str) or not urn.startswith(_URN_PREFIX):
+        raise MalformedInput("iss is not urn:tongban:node:<node id>")
+    node = urn[len(_URN_PREFIX) :]
+    if not is_node_id(node):
+        raise MalformedInput("iss is not urn:tongban:node:<node id>")
+    return node
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """The payload of a compact JWS as a JSON object, without any verification."""
+    if not isinstance(token, str):
+        raise MalformedInput("a token is text")
+    parts = token.strip().split(".")
+    if len(parts) != 3:
+        raise MalformedInput("not a compact JWS (three dot-separated parts)")
+    return json_object(b64url_decode(parts[1]))
+
+
+def json_object(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedInput("payload is not UTF-8 JSON") from exc
+    if not isinstance(value, dict):
+        raise MalformedInput("payload is not a JSON object")
+    return value
+
+
+def as_object(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise MalformedInput(f"{where} must be a JSON object")
+    return value
+
+
+def check_url(url: object) -> None:
+    if (
+        not isinstance(url, str)
+        or not url.startswith(("https://", "http://"))
+        or "#" in url
+        or any(c.isspace() for c in url)
+    ):
+        raise MalformedInput(f"{url!r} is not an http(s) URL without fragment")
+
+
+def numeric(t: datetime) -> int:
+    return int(t.timestamp())
+
+
+def from_numeric(value: object, name: str) -> datetime:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise MalformedInput(f"{name} must be a non-negative integer NumericDate")
+    return datetime.fromtimestamp(value, UTC)
