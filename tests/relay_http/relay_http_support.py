@@ -72,3 +72,36 @@ async def serve(app: web.Application, ssl_context: ssl.SSLContext | None) -> Asy
         yield f"{scheme}://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+def write_config(
+    folder: Path,
+    pki: Pki,
+    node_dir: Path,
+    node_id: str,
+    *,
+    ports: tuple[int, int, int] = (0, 0, 0),
+    partners: tuple[tuple[str, Path, str], ...] = (),
+    extra: str = "",
+) -> Path:
+    """Write a ``node.toml`` for ``node_dir`` into ``folder``; return its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "[node]",
+        f'id = "{node_id}"',
+        f'key_dir = "{node_dir}"',
+        'data_dir = "data"',
+        f'trust_bundle = "{pki.bundle_path}"',
+        "[listeners.federation]",
+        f"port = {ports[0] or 1}",
+        "[listeners.public]",
+        f"port = {ports[1] or 1}",
+        "[listeners.staff]",
+        f"port = {ports[2] or 1}",
+    ]
+    for pid, descriptor, url in partners:
+        lines += ["[[partners]]", f'id = "{pid}"', f'descriptor = "{descriptor}"']
+        lines += [f'federation_url = "{url}"']
+    path = folder / "node.toml"
+    path.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
+    return path

@@ -1,0 +1,247 @@
+"""Staff bearer tokens: EdDSA JWTs signed by a per-node key, checked by a middleware.
+
+A node signs its staff tokens with its own Ed25519 *staff-token key* (PKCS#8 PEM in the
+data dir, mode 0600, created on first use) — not with its seal key: a staff token is a
+local credential and must never verify anywhere else. Claims::
+
+    {"iss": "tongban:<node id>", "aud": "tongban-staff:<node id>", "sub": "<name>",
+     "roles": ["clerk"], "iat": <int>, "exp": <int>, "jti": "<random>"}
+
+Verification pins the algorithm to ``EdDSA`` (the key's algorithm; the token's ``alg``
+header is never trusted), requires every claim above, checks the audience, and takes
+the current time as an argument (:func:`verify_token`). Failures map to 401 problems
+``unauthorized`` (no token), ``token-expired`` and ``token-invalid``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import stat
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import jwt
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from relay.problem import Problem, ProblemCode
+
+__all__ = [
+    "STAFF_KEY",
+    "StaffClaims",
+    "StaffRole",
+    "TokenError",
+    "TokenKeyError",
+    "audience",
+    "issue_token",
+    "load_or_create_token_key",
+    "require_role",
+    "staff_auth_middleware",
+    "verify_token",
+]
+
+_log = logging.getLogger("tongban.relay.staff")
+_ALGORITHM = "EdDSA"
+_MAX_TTL = 31 * 86400
+
+
+class StaffRole(StrEnum):
+    """What a staff member may do through the staff API."""
+
+    CLERK = "clerk"  # create packets, upload attachments, read
+    READER = "reader"  # read outbox, inbox and packets only
+
+
+class TokenError(Exception):
+    """A bearer token that does not verify; ``code`` is ``token-expired`` or ``token-invalid``."""
+
+    def __init__(self, code: ProblemCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TokenKeyError(Exception):
+    """The staff-token key file cannot be used (unreadable, not Ed25519, too open)."""
+
+
+@dataclass(frozen=True)
+class StaffClaims:
+    """A verified staff token."""
+
+    subject: str
+    roles: tuple[StaffRole, ...]
+    issued_at: datetime
+    expires_at: datetime
+    token_id: str
+
+
+STAFF_KEY = web.RequestKey("staff", StaffClaims)
+"""``request[STAFF_KEY]`` holds the verified claims of the calling staff member."""
+
+
+def audience(node_id: str) -> str:
+    return f"tongban-staff:{node_id}"
+
+
+def load_or_create_token_key(path: Path) -> Ed25519PrivateKey:
+    """Load the staff-token key, creating it (mode 0600, parents 0700) when missing."""
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # created concurrently: load that one
+        else:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(pem)
+            return key
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TokenKeyError(f"cannot read staff-token key {path}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise TokenKeyError(f"staff-token key {path} is readable by others; chmod 600 it")
+    try:
+        loaded = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise TokenKeyError(f"staff-token key {path} is not a PEM private key") from exc
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise TokenKeyError(f"staff-token key {path} is not an Ed25519 key")
+    return loaded
+
+
+def issue_token(
+    key: Ed25519PrivateKey,
+    *,
+    node_id: str,
+    subject: str,
+    roles: Sequence[StaffRole],
+    now: datetime,
+    ttl: float,
+) -> str:
+    """A signed staff token for ``subject`` valid from ``now`` for ``ttl`` seconds."""
+    if not subject.strip():
+        raise ValueError("the subject must not be empty")
+    if not roles:
+        raise ValueError("a staff token needs at least one role")
+    if not 0 < ttl <= _MAX_TTL:
+        raise ValueError("the token lifetime must be between 1 second and 31 days")
+    iat = int(now.timestamp())
+    claims: dict[str, Any] = {
+        "iss": f"tongban:{node_id}",
+        "aud": audience(node_id),
+        "sub": subject,
+        "roles": [str(r) for r in roles],
+        "iat": iat,
+        "exp": iat + int(ttl),
+        "jti": secrets.token_urlsafe(12),
+    }
+    return jwt.encode(claims, key, algorithm=_ALGORITHM, headers={"typ": "JWT"})
+
+
+def verify_token(
+    token: str, public_key: Ed25519PublicKey, *, node_id: str, now: datetime
+) -> StaffClaims:
+    """Verify a staff token at ``now``; raises :class:`TokenError`."""
+    try:
+        claims = jwt.decode(
+            token,
+            public_key,
+            algorithms=[_ALGORITHM],
+            audience=audience(node_id),
+            issuer=f"tongban:{node_id}",
+            options={
+                "require": ["iss", "aud", "sub", "iat", "exp", "jti"],
+                "verify_exp": False,  # checked below against ``now``
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
+        )
+    except jwt.PyJWTError as exc:
+        _log.info("staff token refused: %s", exc)
+        raise TokenError(ProblemCode.TOKEN_INVALID, "the bearer token is not valid") from None
+    iat, exp, roles = claims.get("iat"), claims.get("exp"), claims.get("roles")
+    if not isinstance(iat, int) or not isinstance(exp, int) or not isinstance(roles, list):
+        raise TokenError(ProblemCode.TOKEN_INVALID, "the bearer token is not valid")
+    try:
+        parsed_roles = tuple(StaffRole(r) for r in roles)
+    except ValueError:
+        raise TokenError(
+            ProblemCode.TOKEN_INVALID, "the bearer token names an unknown role"
+        ) from None
+    stamp = now.timestamp()
+    if stamp >= exp:
+        raise TokenError(ProblemCode.TOKEN_EXPIRED, "the bearer token has expired")
+    if iat > stamp + 60:
+        raise TokenError(ProblemCode.TOKEN_INVALID, "the bearer token is issued in the future")
+    return StaffClaims(
+        subject=str(claims["sub"]),
+        roles=parsed_roles,
+        issued_at=datetime.fromtimestamp(iat, UTC),
+        expires_at=datetime.fromtimestamp(exp, UTC),
+        token_id=str(claims["jti"]),
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_CHALLENGE = 'Bearer realm="tongban-staff"'
+
+
+def staff_auth_middleware(
+    public_key: Ed25519PublicKey,
+    node_id: str,
+    clock: Callable[[], datetime],
+    *,
+    open_paths: Collection[str] = ("/openapi.yaml",),
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Middleware: require a valid staff bearer token (except on ``open_paths``)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in open_paths:
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Problem(
+                401,
+                ProblemCode.UNAUTHORIZED,
+                "a staff bearer token is required (tongban staff token)",
+                headers={"WWW-Authenticate": _CHALLENGE},
+            )
+        try:
+            claims = verify_token(token.strip(), public_key, node_id=node_id, now=clock())
+        except TokenError as exc:
+            error = "invalid_token"
+            raise Problem(
+                401,
+                exc.code,
+                str(exc),
+                headers={"WWW-Authenticate": f'{_CHALLENGE}, error="{error}"'},
+            ) from None
+        request[STAFF_KEY] = claims
+        return await handler(request)
+
+    return middleware
+
+
+def require_role(request: web.Request, role: StaffRole) -> StaffClaims:
+    """The caller's claims if they hold ``role``; else a 403 problem."""
+    claims = request[STAFF_KEY]
+    if role not in claims.roles:
+        raise Problem(403, ProblemCode.FORBIDDEN, f"this needs the staff role {role.value!r}")
+    return claims
