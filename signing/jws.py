@@ -1,0 +1,263 @@
+"""Compact JWS (RFC 7515) signed by a node's certificate-bound key.
+
+Signing goes through pyjwt's :class:`jwt.api_jws.PyJWS`; the signature primitive on the
+verifying side is pyjwt's algorithm object too (:func:`verify_raw`), so the Wycheproof
+vectors that test ``verify_raw`` exercise the code :func:`verify_compact` runs.
+
+Protected header: ``alg`` (``EdDSA`` or ``ES256``, dictated by the key), ``typ`` (the
+artefact type, compared exactly), ``kid`` = ``b64url(SHA-256(DER of the leaf))``,
+``x5c`` (standard base64 DER, leaf first) and ``iat`` (integer signing time), plus any
+extra members the caller adds. Before any signature check the verifier refuses: a
+header that is not a JSON object or has duplicate members; ``alg`` other than the one
+the ``x5c`` leaf key implies (so ``none``, ``HS256`` with the public key as a secret,
+``RS256``... are all refused); any ``crit`` (no extension is understood) or ``b64``;
+``jku``/``jwk``/``x5u`` (keys are never fetched or taken from the token); a ``typ``
+other than expected; a ``kid`` (or ``x5t#S256``) that is not the leaf's digest; an
+``iat`` missing or more than :data:`MAX_CLOCK_SKEW` in the future; a chain that fails
+:func:`~signing.certificates.validate_path`. Every failure surfaces as the opaque
+:class:`~signing.errors.InvalidSignature`; the cause is logged on ``tongban.signing``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.serialization import Encoding
+from jwt.api_jws import PyJWS
+
+from signing.certificates import Identity, Purpose, TrustBundle, validate_path
+from signing.encoding import b64url, b64url_decode
+from signing.errors import CertificateRejected, InvalidSignature, MalformedInput
+from signing.keys import PublicKey, Signer, algorithm_for, certificate_kid
+
+__all__ = [
+    "MAX_CLOCK_SKEW",
+    "VerifiedJws",
+    "sign_compact",
+    "verify_compact",
+    "verify_raw",
+    "verify_with_key",
+]
+
+_log = logging.getLogger("tongban.signing")
+
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+_ALGORITHMS = ("EdDSA", "ES256")
+_PYJWS = PyJWS(algorithms=list(_ALGORITHMS))
+_RESERVED = frozenset({"alg", "typ", "kid", "x5c", "iat", "crit", "b64", "jku", "jwk", "x5u"})
+_FORBIDDEN = ("crit", "b64", "jku", "jwk", "x5u")
+_MAX_X5C = 5
+
+
+@dataclass(frozen=True)
+class VerifiedJws:
+    """A JWS whose signature, header and certificate path all checked out."""
+
+    payload: bytes
+    header: Mapping[str, object]
+    signer: Identity
+    signed_at: datetime
+
+
+def _fail(cause: str) -> InvalidSignature:
+    _log.warning("JWS refused: %s", cause)
+    return InvalidSignature()
+
+
+def sign_compact(
+    payload: bytes,
+    signer: Signer,
+    *,
+    typ: str,
+    at: datetime,
+    detached: bool = False,
+    extra_header: Mapping[str, object] | None = None,
+) -> str:
+    """Sign ``payload``; with ``detached`` the payload segment is left empty (RFC 7515
+    Appendix F: the signing input still holds ``b64url(payload)``)."""
+    extra = dict(extra_header or {})
+    clash = _RESERVED.intersection(extra)
+    if clash:
+        raise ValueError(f"extra_header may not set {sorted(clash)}")
+    header: dict[str, Any] = {
+        **extra,
+        "alg": signer.algorithm,
+        "typ": typ,
+        "kid": signer.kid,
+        "x5c": [base64.b64encode(c.public_bytes(Encoding.DER)).decode() for c in signer.chain],
+        "iat": int(at.timestamp()),
+    }
+    token = _PYJWS.encode(payload, signer.key, algorithm=signer.algorithm, headers=header)
+    if detached:
+        head, _, sig = token.split(".")
+        return f"{head}..{sig}"
+    return token
+
+
+def verify_raw(algorithm: str, key: PublicKey, signing_input: bytes, signature: bytes) -> None:
+    """Check a raw JWS signature (Ed25519, or P-256 ``r||s``) with pyjwt's primitive.
+
+    ``algorithm`` must be the one the key dictates. Raises :class:`InvalidSignature`.
+    """
+    try:
+        expected = algorithm_for(key)
+    except MalformedInput:
+        raise _fail(f"unsupported key type {type(key).__name__}") from None
+    if algorithm != expected:
+        raise _fail(f"alg {algorithm!r} does not match the {expected} key")
+    if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
+        raise _fail("a public key is required")
+    try:
+        ok = _PYJWS.get_algorithm_by_name(algorithm).verify(signing_input, key, signature)
+    except (ValueError, TypeError) as exc:
+        raise _fail(f"signature check error: {exc}") from None
+    if not ok:
+        raise _fail("signature does not verify")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate member {key!r}")
+        obj[key] = value
+    return obj
+
+
+@dataclass(frozen=True)
+class _Parts:
+    header: dict[str, Any]
+    payload: bytes
+    signing_input: bytes
+    signature: bytes
+
+
+def _split(token: str, detached_payload: bytes | None) -> _Parts:
+    if not isinstance(token, str) or not token.isascii():
+        raise _fail("token is not an ASCII string")
+    pieces = token.split(".")
+    if len(pieces) != 3:
+        raise _fail(f"compact JWS has {len(pieces)} segments, not 3")
+    head, body, sig = pieces
+    try:
+        header_bytes = b64url_decode(head)
+        header = json.loads(header_bytes.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        if detached_payload is not None:
+            if body:
+                raise ValueError("payload segment must be empty for a detached payload")
+            payload = detached_payload
+            body = b64url(detached_payload)
+        else:
+            payload = b64url_decode(body)
+        signature = b64url_decode(sig)
+    except (MalformedInput, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise _fail(f"malformed token: {exc}") from None
+    if not isinstance(header, dict):
+        raise _fail("protected header is not a JSON object")
+    return _Parts(header, payload, f"{head}.{body}".encode("ascii"), signature)
+
+
+def _check_common(header: Mapping[str, Any], key_alg: str) -> None:
+    for name in _FORBIDDEN:
+        if name in header:
+            raise _fail(f"header member {name!r} is not accepted")
+    alg = header.get("alg")
+    if alg not in _ALGORITHMS:
+        raise _fail(f"alg {alg!r} is not accepted")
+    if alg != key_alg:
+        raise _fail(f"alg {alg!r} does not match the certificate key ({key_alg})")
+
+
+def verify_with_key(
+    token: str, key: PublicKey, *, detached_payload: bytes | None = None
+) -> tuple[Mapping[str, Any], bytes]:
+    """Structural and signature checks only, with a known key (no ``typ``/``x5c``/path).
+
+    For tests against key-based vectors; protocol code uses :func:`verify_compact`.
+    """
+    parts = _split(token, detached_payload)
+    try:
+        key_alg = algorithm_for(key)
+    except MalformedInput:
+        raise _fail(f"unsupported key type {type(key).__name__}") from None
+    _check_common(parts.header, key_alg)
+    verify_raw(key_alg, key, parts.signing_input, parts.signature)
+    return MappingProxyType(parts.header), parts.payload
+
+
+def _chain(header: Mapping[str, Any]) -> tuple[x509.Certificate, ...]:
+    x5c = header.get("x5c")
+    if not isinstance(x5c, list) or not 1 <= len(x5c) <= _MAX_X5C:
+        raise _fail("x5c missing or not a list of 1 to 5 certificates")
+    chain = []
+    for item in x5c:
+        if not isinstance(item, str):
+            raise _fail("x5c entry is not a string")
+        try:
+            der = base64.b64decode(item, validate=True)
+            chain.append(x509.load_der_x509_certificate(der))
+        except (binascii.Error, ValueError) as exc:
+            raise _fail(f"x5c entry does not parse: {exc}") from None
+    return tuple(chain)
+
+
+def verify_compact(
+    token: str,
+    bundle: TrustBundle,
+    *,
+    at: datetime,
+    typ: str,
+    purpose: Purpose = Purpose.SEAL,
+    node_id: str | None = None,
+    detached_payload: bytes | None = None,
+) -> VerifiedJws:
+    """Verify a compact JWS made by :func:`sign_compact`; raise :class:`InvalidSignature`."""
+    parts = _split(token, detached_payload)
+    header = parts.header
+    chain = _chain(header)
+    leaf = chain[0]
+    leaf_key = leaf.public_key()
+    try:
+        key_alg = algorithm_for(leaf_key)
+    except MalformedInput:
+        raise _fail("x5c leaf key is neither Ed25519 nor P-256") from None
+    _check_common(header, key_alg)
+    if header.get("typ") != typ:
+        raise _fail(f"typ {header.get('typ')!r} is not the expected {typ!r}")
+    kid = certificate_kid(leaf)
+    if header.get("kid") != kid:
+        raise _fail("kid is not b64url(SHA-256(x5c leaf))")
+    if "x5t#S256" in header and header["x5t#S256"] != kid:
+        raise _fail("x5t#S256 is not the digest of the x5c leaf")
+    iat = header.get("iat")
+    if not isinstance(iat, int) or isinstance(iat, bool) or iat < 0:
+        raise _fail("iat missing or not a non-negative integer")
+    try:
+        signed_at = datetime.fromtimestamp(iat, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise _fail("iat out of range") from None
+    if signed_at > at + MAX_CLOCK_SKEW:
+        raise _fail(f"iat {signed_at.isoformat()} is in the future (now {at.isoformat()})")
+    try:
+        signer = validate_path(chain, bundle, purpose=purpose, at=at, node_id=node_id)
+    except CertificateRejected as exc:
+        raise _fail(f"certificate path rejected: {exc.reason}") from None
+    assert isinstance(leaf_key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey)
+    verify_raw(key_alg, leaf_key, parts.signing_input, parts.signature)
+    frozen = {**header, "x5c": tuple(header["x5c"])}
+    return VerifiedJws(
+        payload=parts.payload,
+        header=MappingProxyType(frozen),
+        signer=signer,
+        signed_at=signed_at,
+    )
