@@ -58,6 +58,7 @@ _DASH = "— "  # U+2014 EM DASH, U+0020
 _SIZE = re.compile(r"0|[1-9][0-9]{0,18}")
 _NODE_ID = re.compile(r"[0-9]{6}")
 _COSIGNATURE_HEADER = b"cosignature/v1\n"
+_EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 
 class KeyType(IntEnum):
@@ -278,6 +279,8 @@ class Checkpoint:
             raise CheckpointError("checkpoint size out of range")
         if len(self.root_hash) != 32:
             raise CheckpointError("checkpoint root hash must be 32 bytes")
+        if self.size == 0 and self.root_hash != _EMPTY_ROOT:
+            raise CheckpointError("an empty tree's root hash is SHA-256 of nothing")
         if any(not line or "\n" in line for line in self.extensions):
             raise CheckpointError("checkpoint extension lines must be non-empty lines")
 
