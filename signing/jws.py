@@ -160,6 +160,8 @@ def _split(token: str, detached_payload: bytes | None) -> _Parts:
         else:
             payload = b64url_decode(body)
         signature = b64url_decode(sig)
+        if b64url(header_bytes) != head or b64url(signature) != sig or b64url(payload) != body:
+            raise ValueError("non-canonical base64url (stray trailing bits)")
     except (MalformedInput, ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _fail(f"malformed token: {exc}") from None
     if not isinstance(header, dict):
@@ -205,6 +207,8 @@ def _chain(header: Mapping[str, Any]) -> tuple[x509.Certificate, ...]:
             raise _fail("x5c entry is not a string")
         try:
             der = base64.b64decode(item, validate=True)
+            if base64.b64encode(der).decode() != item:
+                raise ValueError("non-canonical base64")
             chain.append(x509.load_der_x509_certificate(der))
         except (binascii.Error, ValueError) as exc:
             raise _fail(f"x5c entry does not parse: {exc}") from None

@@ -289,3 +289,15 @@ def test_refusal_cause_is_logged_on_tongban_signing(world, caplog) -> None:
         _verify(world, token, typ="nope")
     assert str(info.value) == "signature verification failed"  # opaque to the caller
     assert any("typ" in r.getMessage() and r.name == "tongban.signing" for r in caplog.records)
+
+
+def test_non_canonical_base64url_with_stray_trailing_bits_is_refused(world) -> None:
+    """A 64-byte signature is 86 base64url characters; the last one carries 2 unused bits.
+    Flipping one of them decodes to the same bytes: a second spelling of the same token."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    token = sign_compact(b"x", world.ed_signer, typ=TYP, at=world.now)
+    head, body, sig = token.split(".")
+    twin = sig[:-1] + alphabet[alphabet.index(sig[-1]) ^ 1]
+    assert b64url_decode(twin) == b64url_decode(sig)
+    with pytest.raises(InvalidSignature):
+        _verify(world, f"{head}.{body}.{twin}")
