@@ -1,0 +1,193 @@
+"""The authorization decision: may ``from`` send ``action`` on ``matter`` to ``to`` now?
+
+Deny by default. :func:`authorize` looks up, in an :class:`AgreementIndex`, only the
+agreements that name both ``from`` and ``to`` as parties (a hash lookup on the ordered
+pair), then only the clause for ``matter`` in each (a hash lookup on the matter code).
+The work per decision therefore depends on how many agreements bind that pair, not on
+how many agreements or matters the index holds.
+
+For each candidate agreement the checks run in this order; the first that fails gives
+that agreement's reason:
+
+1. ``agreement-not-signed`` — at ``at`` the lifecycle is draft or proposed;
+2. ``not-yet-active`` — before ``valid_from`` (or before the lifecycle started);
+3. ``expired`` — at or after ``valid_until``, or the lifecycle expired;
+   ``superseded`` — a newer, fully signed version replaced it;
+4. ``party-withdrawn`` — ``from`` or ``to`` withdrew at or before ``at`` (a bilateral
+   agreement that a party left has ended with this reason too);
+5. ``suspended`` — suspended at ``at``;
+6. ``matter-not-covered`` — no clause for the matter;
+7. ``mode-not-allowed`` — the request's mode is not in the clause, or none of the
+   clause's modes may carry the action;
+8. ``role-not-granted`` — no relation of the action holds (see :mod:`agreements.actions`).
+
+The first agreement (in index order) that permits gives a :class:`Permit` naming the
+clause and the relation. If none permits, the :class:`Deny` carries the reason of the
+candidate that got furthest down the list (ties: the first in index order); with no
+candidate at all the reason is ``no-agreement``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from types import MappingProxyType
+
+from agreements.actions import ACTION_RULES, Action, Relation, relation_holds
+from agreements.lifecycle import Lifecycle, State
+from agreements.model import ServiceMode
+
+__all__ = [
+    "AgreementIndex",
+    "ClauseRef",
+    "Decision",
+    "Deny",
+    "Permit",
+    "Reason",
+    "Request",
+    "authorize",
+]
+
+
+class Reason(StrEnum):
+    NO_AGREEMENT = "no-agreement"
+    AGREEMENT_NOT_SIGNED = "agreement-not-signed"
+    NOT_YET_ACTIVE = "not-yet-active"
+    EXPIRED = "expired"
+    SUPERSEDED = "superseded"
+    PARTY_WITHDRAWN = "party-withdrawn"
+    SUSPENDED = "suspended"
+    MATTER_NOT_COVERED = "matter-not-covered"
+    MODE_NOT_ALLOWED = "mode-not-allowed"
+    ROLE_NOT_GRANTED = "role-not-granted"
+
+
+_RANK = {reason: i for i, reason in enumerate(Reason)}
+_RANK[Reason.SUPERSEDED] = _RANK[Reason.EXPIRED]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    sender: str  # "from" node id
+    recipient: str  # "to" node id
+    matter: str
+    action: Action
+    mode: ServiceMode | None = None  # None: any mode the clause allows
+
+
+@dataclass(frozen=True, slots=True)
+class ClauseRef:
+    agreement_id: str
+    version: int
+    matter: str
+    role: Relation
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    clause: ClauseRef
+
+    @property
+    def permitted(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    reason: Reason
+    agreement: tuple[str, int] | None = None  # the candidate that gave the reason
+
+    @property
+    def permitted(self) -> bool:
+        return False
+
+
+Decision = Permit | Deny
+
+
+class AgreementIndex:
+    """Lifecycles indexed by ordered party pair ``(from, to)``.
+
+    Building costs one entry per ordered pair of parties per agreement (a 46-party
+    agreement adds 2,070 entries, independent of its number of matters); clauses are
+    not copied: each agreement's own ``matter -> clause`` mapping is used.
+    """
+
+    __slots__ = ("_by_pair", "_count")
+
+    def __init__(self, lifecycles: Iterable[Lifecycle] = ()) -> None:
+        by_pair: dict[tuple[str, str], list[Lifecycle]] = {}
+        count = 0
+        for lc in lifecycles:
+            count += 1
+            ids = sorted(lc.agreement.party_ids)
+            for a in ids:
+                for b in ids:
+                    if a != b:
+                        by_pair.setdefault((a, b), []).append(lc)
+        self._by_pair: Mapping[tuple[str, str], tuple[Lifecycle, ...]] = MappingProxyType(
+            {k: tuple(v) for k, v in by_pair.items()}
+        )
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def candidates(self, sender: str, recipient: str) -> tuple[Lifecycle, ...]:
+        return self._by_pair.get((sender, recipient), ())
+
+
+def _status_reason(lc: Lifecycle, request: Request, at: datetime) -> Reason | None:
+    snap = lc.status_at(at)
+    ag = lc.agreement
+    if snap is None or snap.state in (State.DRAFT, State.PROPOSED):
+        return Reason.AGREEMENT_NOT_SIGNED
+    if at < ag.valid_from:
+        return Reason.NOT_YET_ACTIVE
+    if at >= ag.valid_until or snap.state is State.EXPIRED:
+        return Reason.EXPIRED
+    if snap.state is State.SUPERSEDED:
+        return Reason.SUPERSEDED
+    if snap.state is State.WITHDRAWN or {request.sender, request.recipient} & snap.withdrawn:
+        return Reason.PARTY_WITHDRAWN
+    if snap.state is State.SUSPENDED:
+        return Reason.SUSPENDED
+    return None
+
+
+def _evaluate(lc: Lifecycle, request: Request, at: datetime) -> Permit | Reason:
+    status = _status_reason(lc, request, at)
+    if status is not None:
+        return status
+    clause = lc.agreement.clauses.get(request.matter)
+    if clause is None:
+        return Reason.MATTER_NOT_COVERED
+    rule = ACTION_RULES[request.action]
+    if request.mode is not None:
+        if request.mode not in clause.modes:
+            return Reason.MODE_NOT_ALLOWED
+        modes = frozenset({request.mode})
+    else:
+        modes = clause.modes
+    modes = modes & rule.modes
+    if not modes:
+        return Reason.MODE_NOT_ALLOWED
+    for relation in rule.relations:
+        if relation_holds(relation, clause.roles, request.sender, request.recipient, modes):
+            ag = lc.agreement
+            return Permit(ClauseRef(ag.id, ag.version, request.matter, relation))
+    return Reason.ROLE_NOT_GRANTED
+
+
+def authorize(index: AgreementIndex, request: Request, at: datetime) -> Decision:
+    """Permit with the granting clause, or deny with a stable reason code."""
+    best: Deny = Deny(Reason.NO_AGREEMENT)
+    for lc in index.candidates(request.sender, request.recipient):
+        outcome = _evaluate(lc, request, at)
+        if isinstance(outcome, Permit):
+            return outcome
+        if _RANK[outcome] > _RANK[best.reason]:
+            best = Deny(outcome, lc.agreement.ref)
+    return best
