@@ -50,6 +50,9 @@ class ProblemCode(StrEnum):
     NOT_FOUND = "not-found"
     METHOD_NOT_ALLOWED = "method-not-allowed"
     CONFLICT = "conflict"
+    NOT_AUTHORIZED = "not-authorized"
+    UNKNOWN_NODE = "unknown-node"
+    SIZE_MISMATCH = "size-mismatch"
     OFFSET_MISMATCH = "offset-mismatch"
     DIGEST_MISMATCH = "digest-mismatch"
     BODY_TOO_LARGE = "body-too-large"
@@ -59,6 +62,7 @@ class ProblemCode(StrEnum):
     TOO_MANY_REQUESTS = "too-many-requests"
     REQUEST_TIMEOUT = "request-timeout"
     NOT_READY = "not-ready"
+    SERVICE_UNAVAILABLE = "service-unavailable"
     INTERNAL_ERROR = "internal-error"
 
 
@@ -75,6 +79,9 @@ _TITLES: Mapping[ProblemCode, str] = {
     ProblemCode.NOT_FOUND: "Not found",
     ProblemCode.METHOD_NOT_ALLOWED: "Method not allowed",
     ProblemCode.CONFLICT: "Conflict",
+    ProblemCode.NOT_AUTHORIZED: "Not granted by the agreement",
+    ProblemCode.UNKNOWN_NODE: "Unknown node",
+    ProblemCode.SIZE_MISMATCH: "Upload size does not match",
     ProblemCode.OFFSET_MISMATCH: "Upload offset does not match",
     ProblemCode.DIGEST_MISMATCH: "Content digest does not match",
     ProblemCode.BODY_TOO_LARGE: "Request body too large",
@@ -84,6 +91,7 @@ _TITLES: Mapping[ProblemCode, str] = {
     ProblemCode.TOO_MANY_REQUESTS: "Too many concurrent requests",
     ProblemCode.REQUEST_TIMEOUT: "Request took too long",
     ProblemCode.NOT_READY: "Node not ready",
+    ProblemCode.SERVICE_UNAVAILABLE: "Service unavailable",
     ProblemCode.INTERNAL_ERROR: "Internal error",
 }
 

@@ -1,0 +1,101 @@
+"""The federation API: what partner nodes call, over mutual TLS.
+
+Routes (the peer is the node id of the validated client certificate)::
+
+    POST /federation/v1/packets               {"packets": [JWS...]} -> {"receipts": [JWS...]}
+    HEAD /federation/v1/attachments/{digest}  -> Upload-Offset: bytes held
+    PUT  /federation/v1/attachments/{digest}  Content-Range upload (resumable, streamed)
+    GET  /federation/v1/descriptor            this node's signed node.json
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from aiohttp import web
+
+from relay.config import Limits
+from relay.http.api import RelayApi, core_error_middleware
+from relay.http.body import read_json_object
+from relay.http.limits import (
+    body_chunks,
+    peer_concurrency_middleware,
+    timeout_middleware,
+    upload_range,
+)
+from relay.problem import Problem, ProblemCode, problem_middleware
+from relay.tls import PEER_KEY, BundleSource, mtls_middleware
+
+__all__ = ["DIGEST_PATTERN", "federation_app"]
+
+DIGEST_PATTERN = "[0-9a-f]{64}"
+
+
+def _is_upload(request: web.Request) -> bool:
+    return request.method == "PUT" and request.path.startswith("/federation/v1/attachments/")
+
+
+def federation_app(
+    core: RelayApi,
+    *,
+    bundle: BundleSource,
+    clock: Callable[[], datetime],
+    limits: Limits,
+    descriptor: Callable[[], bytes],
+) -> web.Application:
+    """The federation application. Serve it only with :func:`relay.tls.server_context`
+    (``require_client_cert=True``): the peer identity comes from the TLS connection."""
+    app = web.Application(
+        client_max_size=limits.max_body_bytes,
+        middlewares=[
+            problem_middleware,
+            mtls_middleware(bundle, clock),
+            peer_concurrency_middleware(limits.max_connections_per_peer),
+            timeout_middleware(limits.request_timeout, _is_upload),
+            core_error_middleware,
+        ],
+    )
+
+    async def post_packets(request: web.Request) -> web.Response:
+        body = await read_json_object(request)
+        packets = body.get("packets")
+        if not isinstance(packets, list) or not all(isinstance(p, str) for p in packets):
+            raise Problem(400, ProblemCode.INVALID_REQUEST, "'packets' must be an array of strings")
+        if not packets:
+            raise Problem(400, ProblemCode.INVALID_REQUEST, "'packets' must not be empty")
+        if len(packets) > limits.max_batch_size:
+            raise Problem(
+                413,
+                ProblemCode.BATCH_TOO_LARGE,
+                f"at most {limits.max_batch_size} packets per batch",
+                extra={"max_batch_size": limits.max_batch_size},
+            )
+        receipts = await core.receive_batch(request[PEER_KEY].node_id, packets)
+        return web.json_response({"receipts": receipts})
+
+    async def head_attachment(request: web.Request) -> web.Response:
+        offset = core.blob_offset(request.match_info["digest"])
+        return web.Response(headers={"Upload-Offset": str(offset), "Cache-Control": "no-store"})
+
+    async def put_attachment(request: web.Request) -> web.Response:
+        digest = request.match_info["digest"]
+        target = upload_range(request, max_size=limits.max_attachment_bytes)
+        chunks = body_chunks(request, target.length, limits.request_timeout)
+        offset = await core.write_blob(
+            request[PEER_KEY].node_id, digest, target.size, target.offset, chunks
+        )
+        return web.json_response(
+            {"digest": digest, "offset": offset, "size": target.size},
+            headers={"Upload-Offset": str(offset)},
+        )
+
+    async def get_descriptor(request: web.Request) -> web.Response:
+        return web.Response(body=descriptor(), content_type="application/json")
+
+    attachment = f"/federation/v1/attachments/{{digest:{DIGEST_PATTERN}}}"
+    app.router.add_post("/federation/v1/packets", post_packets)
+    app.router.add_route("HEAD", attachment, head_attachment)
+    app.router.add_put(attachment, put_attachment)
+    app.router.add_get("/federation/v1/descriptor", get_descriptor)
+    return app

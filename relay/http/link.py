@@ -1,0 +1,196 @@
+"""``HttpsPeerLink``: the relay core's :class:`~relay.core.ports.PeerLink` over mutual TLS.
+
+One :class:`aiohttp.ClientSession` per partner, each with a connector that checks the
+partner's identity on every *new* connection, before any request byte is sent: OpenSSL
+verifies the chain to the bundle roots and the host name, then
+:func:`relay.tls.peer_identity` path-validates the server certificate with the CRLs at
+that instant and requires the partner's node id. Any transport failure, refusal or
+malformed answer becomes :class:`~relay.core.errors.PeerUnavailable` (the outbox retries
+with backoff; the receiver deduplicates).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.tracing import Trace
+
+from relay.core.errors import PeerUnavailable
+from relay.core.ports import OpenAt
+from relay.tls import BundleSource, client_context, peer_identity
+from signing.errors import CertificateRejected
+
+__all__ = ["HttpsPeerLink", "PeerIdentityError"]
+
+_log = logging.getLogger("tongban.relay.link")
+
+
+class PeerIdentityError(aiohttp.ClientConnectionError):
+    """The server's certificate does not name the partner we meant to reach."""
+
+
+class _VerifyingConnector(aiohttp.TCPConnector):
+    """A TCP connector that path-validates the server of each new TLS connection."""
+
+    def __init__(
+        self,
+        *,
+        expected: str,
+        bundle: BundleSource,
+        clock: Callable[[], datetime],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._expected = expected
+        self._bundle = bundle
+        self._clock = clock
+
+    async def _create_connection(
+        self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
+    ) -> ResponseHandler:
+        proto = await super()._create_connection(req, traces, timeout)
+        transport = proto.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        try:
+            peer_identity(
+                ssl_object, self._bundle.current(), at=self._clock(), node_id=self._expected
+            )
+        except CertificateRejected as exc:
+            proto.close()
+            raise PeerIdentityError(
+                f"{req.url.host}:{req.url.port} is not node {self._expected} ({exc.reason})"
+            ) from exc
+        return proto
+
+
+class HttpsPeerLink:
+    """Deliver packet batches and upload sealed blobs to partners over mutual TLS."""
+
+    def __init__(
+        self,
+        partners: Mapping[str, str],
+        *,
+        bundle: BundleSource,
+        cert: Path,
+        key: Path,
+        clock: Callable[[], datetime],
+        connections_per_peer: int = 4,
+        request_timeout: float = 30.0,
+        upload_chunk_timeout: float = 30.0,
+    ) -> None:
+        """``partners`` maps node id → federation base URL (``https://host:port``)."""
+        self._partners = dict(partners)
+        self._bundle = bundle
+        self._ssl: ssl.SSLContext = client_context(bundle.current(), cert, key)
+        self._clock = clock
+        self._limit = connections_per_peer
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._upload_timeout = aiohttp.ClientTimeout(
+            total=None, connect=request_timeout, sock_read=upload_chunk_timeout
+        )
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+
+    def _session(self, peer: str) -> tuple[aiohttp.ClientSession, str]:
+        url = self._partners.get(peer)
+        if url is None:
+            raise PeerUnavailable(f"no federation URL configured for node {peer}")
+        session = self._sessions.get(peer)
+        if session is None or session.closed:
+            connector = _VerifyingConnector(
+                expected=peer,
+                bundle=self._bundle,
+                clock=self._clock,
+                ssl=self._ssl,
+                limit=self._limit,
+            )
+            session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            self._sessions[peer] = session
+        return session, url
+
+    async def close(self) -> None:
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
+
+    async def deliver(self, peer: str, packets: Sequence[str]) -> list[str]:
+        session, url = self._session(peer)
+        try:
+            async with session.post(
+                f"{url}/federation/v1/packets", json={"packets": list(packets)}
+            ) as resp:
+                if resp.status != 200:
+                    raise PeerUnavailable(
+                        f"node {peer} answered {resp.status} to a batch: {await _problem(resp)}"
+                    )
+                body = await resp.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise PeerUnavailable(f"cannot deliver to node {peer}: {exc!r}") from exc
+        receipts = body.get("receipts") if isinstance(body, dict) else None
+        if (
+            not isinstance(receipts, list)
+            or len(receipts) != len(packets)
+            or not all(isinstance(r, str) for r in receipts)
+        ):
+            raise PeerUnavailable(f"node {peer} answered a malformed batch of receipts")
+        return receipts
+
+    async def upload_attachment(self, peer: str, digest: str, size: int, open_at: OpenAt) -> None:
+        session, url = self._session(peer)
+        target = f"{url}/federation/v1/attachments/{digest}"
+        try:
+            for _attempt in range(3):
+                offset = await self._remote_offset(session, target)
+                if offset == size:
+                    return
+                if not 0 <= offset < size:
+                    raise PeerUnavailable(f"node {peer} holds {offset} bytes of a {size}-byte blob")
+                headers = {
+                    "Content-Range": f"bytes {offset}-{size - 1}/{size}",
+                    "Content-Type": "application/octet-stream",
+                }
+                async with session.put(
+                    target,
+                    data=_stream(open_at, offset),
+                    headers=headers,
+                    timeout=self._upload_timeout,
+                ) as resp:
+                    if resp.status == 409:
+                        continue  # offset moved (a concurrent or earlier upload): ask again
+                    if resp.status not in (200, 201):
+                        raise PeerUnavailable(
+                            f"node {peer} refused blob {digest[:12]}: {await _problem(resp)}"
+                        )
+                    if int(resp.headers.get("Upload-Offset", "-1")) == size:
+                        return
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
+            raise PeerUnavailable(f"cannot upload to node {peer}: {exc!r}") from exc
+        raise PeerUnavailable(f"node {peer} did not complete blob {digest[:12]}")
+
+    async def _remote_offset(self, session: aiohttp.ClientSession, target: str) -> int:
+        async with session.head(target) as resp:
+            if resp.status != 200:
+                raise PeerUnavailable(f"{target} answered {resp.status} to HEAD")
+            return int(resp.headers["Upload-Offset"])
+
+
+async def _stream(open_at: OpenAt, offset: int) -> AsyncIterator[bytes]:
+    async for chunk in open_at(offset):
+        yield chunk
+
+
+async def _problem(resp: aiohttp.ClientResponse) -> str:
+    try:
+        body = await resp.json(content_type=None)
+    except (aiohttp.ClientError, ValueError):
+        return resp.reason or ""
+    if isinstance(body, dict):
+        return f"{body.get('code')}: {body.get('detail')}"
+    return resp.reason or ""

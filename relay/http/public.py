@@ -1,0 +1,54 @@
+"""The public listener: liveness, readiness, the published descriptor, the API description.
+
+Routes::
+
+    GET /healthz                        200 {"status": "ok"} while the process serves
+    GET /readyz                         200 when every readiness check passes, else 503
+    GET /.well-known/tongban/node.json  this node's signed descriptor
+    GET /openapi.yaml                   the OpenAPI description
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from aiohttp import web
+
+from relay.http.openapi import openapi_handler
+from relay.problem import Problem, ProblemCode, problem_middleware
+
+__all__ = ["ReadinessChecks", "public_app"]
+
+ReadinessChecks = Mapping[str, Callable[[], bool]]
+"""Named checks, e.g. ``{"storage": ..., "outbox": ...}``; each True when ready."""
+
+
+def public_app(*, descriptor: Callable[[], bytes], readiness: ReadinessChecks) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024, middlewares=[problem_middleware])
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        checks = {name: bool(check()) for name, check in readiness.items()}
+        if not all(checks.values()):
+            failing = ", ".join(name for name, ok in checks.items() if not ok)
+            raise Problem(
+                503,
+                ProblemCode.NOT_READY,
+                f"not ready: {failing}",
+                headers={"Cache-Control": "no-store"},
+                extra={"checks": checks},
+            )
+        return web.json_response(
+            {"status": "ready", "checks": checks}, headers={"Cache-Control": "no-store"}
+        )
+
+    async def node_json(request: web.Request) -> web.Response:
+        return web.Response(body=descriptor(), content_type="application/json")
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/.well-known/tongban/node.json", node_json)
+    app.router.add_get("/openapi.yaml", openapi_handler)
+    return app

@@ -1,0 +1,159 @@
+"""The staff API: the office's own staff and systems, with bearer tokens.
+
+Routes::
+
+    POST /staff/v1/packets                create a case packet   (role clerk)
+    HEAD /staff/v1/attachments/{digest}   Upload-Offset of a staged attachment
+    PUT  /staff/v1/attachments/{digest}   stage an attachment, streamed and resumable
+                                          (Content-Range; ?name=; Content-Type) (clerk)
+    GET  /staff/v1/outbox[?state=&peer=]  outgoing packets, delivery state, receipts
+    GET  /staff/v1/inbox[?case_id=]       accepted incoming packets and receipts
+    GET  /staff/v1/packets/{id}           a packet opened: content and proofs
+    GET  /openapi.yaml                    the API description (no token needed)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from relay.config import Limits
+from relay.core.model import OutboxState
+from relay.http.api import RelayApi, core_error_middleware
+from relay.http.body import read_json_object, require_str
+from relay.http.encode import attachment_json, inbox_json, outbox_json, packet_json, summary_json
+from relay.http.federation import DIGEST_PATTERN
+from relay.http.limits import body_chunks, timeout_middleware, upload_range
+from relay.http.openapi import openapi_handler
+from relay.problem import Problem, ProblemCode, problem_middleware
+from relay.staff_auth import StaffRole, require_role, staff_auth_middleware
+from signing.certificates import is_node_id
+
+__all__ = ["staff_app"]
+
+_MAX_ATTACHMENTS = 100
+
+
+def _is_upload(request: web.Request) -> bool:
+    return request.method == "PUT" and request.path.startswith("/staff/v1/attachments/")
+
+
+def _packet_request(body: dict[str, Any]) -> dict[str, Any]:
+    to = require_str(body, "to")
+    if not is_node_id(to):
+        raise Problem(400, ProblemCode.INVALID_REQUEST, "'to' must be a 6-digit node id")
+    content = body.get("content")
+    if not isinstance(content, dict):
+        raise Problem(400, ProblemCode.INVALID_REQUEST, "'content' must be a JSON object")
+    attachments = body.get("attachments", [])
+    if (
+        not isinstance(attachments, list)
+        or len(attachments) > _MAX_ATTACHMENTS
+        or not all(isinstance(a, str) and len(a) == 64 for a in attachments)
+    ):
+        raise Problem(400, ProblemCode.INVALID_REQUEST, "'attachments' must be SHA-256 hex digests")
+    expires = body.get("expires_in_seconds")
+    if expires is not None and (
+        isinstance(expires, bool) or not isinstance(expires, int) or expires <= 0
+    ):
+        raise Problem(
+            400, ProblemCode.INVALID_REQUEST, "'expires_in_seconds' must be a positive integer"
+        )
+    return {
+        "to": to,
+        "case_id": require_str(body, "case_id"),
+        "matter": require_str(body, "matter"),
+        "action": require_str(body, "action"),
+        "mode": require_str(body, "mode"),
+        "content": content,
+        "attachments": tuple(attachments),
+        "expires_in": timedelta(seconds=expires) if expires is not None else None,
+    }
+
+
+def staff_app(
+    core: RelayApi,
+    *,
+    node_id: str,
+    token_key: Ed25519PublicKey,
+    clock: Callable[[], datetime],
+    limits: Limits,
+) -> web.Application:
+    """The staff application (serve over TLS unless bound to a trusted interface)."""
+    app = web.Application(
+        client_max_size=limits.max_body_bytes,
+        middlewares=[
+            problem_middleware,
+            staff_auth_middleware(token_key, node_id, clock),
+            timeout_middleware(limits.request_timeout, _is_upload),
+            core_error_middleware,
+        ],
+    )
+
+    async def post_packet(request: web.Request) -> web.Response:
+        require_role(request, StaffRole.CLERK)
+        body = await read_json_object(request)
+        summary = await core.create_packet(**_packet_request(body))
+        return web.json_response(
+            summary_json(summary),
+            status=201,
+            headers={"Location": f"/staff/v1/packets/{summary.packet_id}"},
+        )
+
+    async def head_attachment(request: web.Request) -> web.Response:
+        offset = core.attachment_offset(request.match_info["digest"])
+        return web.Response(headers={"Upload-Offset": str(offset), "Cache-Control": "no-store"})
+
+    async def put_attachment(request: web.Request) -> web.Response:
+        require_role(request, StaffRole.CLERK)
+        digest = request.match_info["digest"]
+        target = upload_range(request, max_size=limits.max_attachment_bytes)
+        chunks = body_chunks(request, target.length, limits.request_timeout)
+        info = await core.write_attachment(
+            digest,
+            target.size,
+            target.offset,
+            chunks,
+            media_type=request.content_type or "application/octet-stream",
+            name=request.query.get("name", ""),
+        )
+        offset = target.size if info is not None else core.attachment_offset(digest)
+        body: dict[str, Any] = {"digest": digest, "offset": offset, "size": target.size}
+        body["attachment"] = attachment_json(info) if info is not None else None
+        return web.json_response(
+            body, status=201 if info is not None else 200, headers={"Upload-Offset": str(offset)}
+        )
+
+    async def get_outbox(request: web.Request) -> web.Response:
+        state_text = request.query.get("state")
+        try:
+            state = OutboxState(state_text) if state_text else None
+        except ValueError:
+            allowed = ", ".join(s.value for s in OutboxState)
+            raise Problem(
+                400, ProblemCode.INVALID_REQUEST, f"'state' must be one of {allowed}"
+            ) from None
+        items = core.list_outbox(state=state, peer=request.query.get("peer") or None)
+        return web.json_response({"items": [outbox_json(i) for i in items]})
+
+    async def get_inbox(request: web.Request) -> web.Response:
+        items = core.list_inbox(case_id=request.query.get("case_id") or None)
+        return web.json_response({"items": [inbox_json(i) for i in items]})
+
+    async def get_packet(request: web.Request) -> web.Response:
+        content = core.read_packet(request.match_info["packet_id"])
+        return web.json_response(packet_json(content))
+
+    attachment = f"/staff/v1/attachments/{{digest:{DIGEST_PATTERN}}}"
+    app.router.add_post("/staff/v1/packets", post_packet)
+    app.router.add_route("HEAD", attachment, head_attachment)
+    app.router.add_put(attachment, put_attachment)
+    app.router.add_get("/staff/v1/outbox", get_outbox)
+    app.router.add_get("/staff/v1/inbox", get_inbox)
+    app.router.add_get("/staff/v1/packets/{packet_id}", get_packet)
+    app.router.add_get("/openapi.yaml", openapi_handler)
+    return app
