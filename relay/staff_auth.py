@@ -19,7 +19,7 @@ import logging
 import os
 import secrets
 import stat
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -28,6 +28,7 @@ from typing import Any
 
 import jwt
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -197,7 +198,6 @@ def verify_token(
     )
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _CHALLENGE = 'Bearer realm="tongban-staff"'
 
 
@@ -207,7 +207,7 @@ def staff_auth_middleware(
     clock: Callable[[], datetime],
     *,
     open_paths: Collection[str] = ("/openapi.yaml",),
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+) -> Middleware:
     """Middleware: require a valid staff bearer token (except on ``open_paths``)."""
 
     @web.middleware

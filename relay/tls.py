@@ -22,11 +22,12 @@ import logging
 import os
 import ssl
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -142,12 +143,7 @@ def peer_identity(
     return validate_path([certificate], bundle, purpose=Purpose.TLS_PEER, at=at, node_id=node_id)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def mtls_middleware(
-    bundle: BundleSource, clock: Callable[[], datetime]
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def mtls_middleware(bundle: BundleSource, clock: Callable[[], datetime]) -> Middleware:
     """Middleware: validate the client certificate, set ``request["peer"]`` or refuse 403.
 
     Must sit inside :func:`relay.problem.problem_middleware`. Nothing below it runs for
