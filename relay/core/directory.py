@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING
 from relay.core.errors import UnknownNode
 
 if TYPE_CHECKING:
-    from signing.descriptor import NodeDescriptor
-
     from signing.certificates import TrustBundle
+    from signing.descriptor import NodeDescriptor
     from signing.hpke import HpkePublicKey
 
 __all__ = ["DEFAULT_OVERLAP", "Directory"]
@@ -48,6 +47,11 @@ class Directory:
         descriptor = verify_descriptor(data, self._bundle, at=at)
         self._insert(descriptor)
         return descriptor
+
+    def add_verified(self, descriptor: NodeDescriptor) -> None:
+        """Add a descriptor already verified elsewhere (e.g. this node's own, loaded
+        with its keys)."""
+        self._insert(descriptor)
 
     def add_all(self, items: Iterable[bytes], *, at: datetime) -> None:
         for data in items:

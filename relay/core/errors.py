@@ -7,6 +7,7 @@
     ├── UnknownNode           no verified descriptor for that node id
     ├── NotAuthorized         the agreement does not grant what a caller asked (reason)
     ├── NotFound              no packet / attachment with that id or digest
+    ├── MalformedPacket       authentic bytes that are not a well-formed v1 packet/receipt
     ├── AttachmentError       an upload does not fit (offset, size, digest); reason code
     └── StoreError            the store refused an operation (corrupt state, conflict)
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 __all__ = [
     "AttachmentError",
+    "MalformedPacket",
     "NotAuthorized",
     "NotFound",
     "PeerUnavailable",
@@ -50,6 +52,10 @@ class NotAuthorized(RelayError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"not authorized: {reason}")
         self.reason = reason
+
+
+class MalformedPacket(RelayError):
+    """Bytes that verify but are not a well-formed packet, content or receipt."""
 
 
 class NotFound(RelayError):

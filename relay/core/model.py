@@ -38,15 +38,16 @@ class AttachmentInfo:
     """An attachment as the packet's routing facts name it.
 
     ``digest``/``size`` are those of the *sealed blob* (what travels and what the
-    receiver checks); ``plain_digest``/``plain_size`` those of the plaintext.
+    receiver checks); ``plain_digest``/``plain_size`` those of the plaintext (None
+    where only the routing facts are known: an incoming packet not yet opened).
     """
 
     digest: str
     size: int
     media_type: str
     name: str
-    plain_digest: str
-    plain_size: int
+    plain_digest: str | None = None
+    plain_size: int | None = None
 
 
 @dataclass(frozen=True)

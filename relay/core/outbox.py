@@ -1,0 +1,161 @@
+"""Outbox policy (pure): what to send next, when to retry, what to give up on.
+
+Everything here is a function of the outbox rows, the time and a random number passed
+in; the service applies the decisions through the store.
+
+- **Per-case order.** Per destination and case, only the *head* (lowest ``seq`` not yet
+  settled) may be sent; ``seq`` k+1 waits until k has an accepted receipt.
+- **Batches.** Up to ``batch_size`` heads per destination per request, oldest first.
+- **Backoff.** After the peer could not be reached (or asked us to retry), the next
+  attempt waits ``uniform(0, 1) * min(max_delay, base_delay * 2**(failures - 1))``
+  ("full jitter"); the random number is an argument.
+- **Expiry.** A packet not delivered by its ``expires`` time is dead-lettered, and so
+  are the later packets of the same case and destination (their ``prev`` chain can
+  no longer be accepted). The same holds after a final rejection.
+- **Catch-up.** Nothing special: every unsettled packet is still in the outbox, and a
+  destination whose backoff elapsed is sent its heads again, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from relay.core.model import OutboxState
+
+__all__ = [
+    "RETRYABLE_REASONS",
+    "Batch",
+    "OutboxPolicy",
+    "OutboxRow",
+    "PeerBackoff",
+    "backoff_delay",
+    "blocked_successors",
+    "due_batches",
+    "expired",
+    "next_wakeup",
+]
+
+RETRYABLE_REASONS = frozenset({"gap", "attachment-missing", "unknown-sender"})
+"""Rejections that may succeed later unchanged; every other rejection is final."""
+
+_OPEN = (OutboxState.QUEUED, OutboxState.IN_FLIGHT)
+
+
+@dataclass(frozen=True)
+class OutboxPolicy:
+    base_delay: timedelta = timedelta(seconds=1)
+    max_delay: timedelta = timedelta(minutes=5)
+    batch_size: int = 64
+    default_ttl: timedelta = timedelta(days=7)
+    idle_poll: timedelta = timedelta(seconds=30)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.base_delay <= timedelta(0):
+            raise ValueError("batch_size and base_delay must be positive")
+        if self.max_delay < self.base_delay:
+            raise ValueError("max_delay must be at least base_delay")
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """What the policy needs to know of one outgoing packet."""
+
+    packet_id: str
+    peer: str
+    case_id: str
+    seq: int
+    order: int
+    state: OutboxState
+    expires: datetime
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PeerBackoff:
+    failures: int = 0
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    peer: str
+    packet_ids: tuple[str, ...] = field(default_factory=tuple)
+
+
+def backoff_delay(policy: OutboxPolicy, failures: int, rand: float) -> timedelta:
+    """Full-jitter exponential backoff after ``failures`` consecutive failures."""
+    if failures < 1:
+        return timedelta(0)
+    if not 0.0 <= rand <= 1.0:
+        raise ValueError("rand must be in [0, 1]")
+    exp = min(failures - 1, 40)
+    ceiling = min(policy.max_delay, policy.base_delay * (1 << exp))
+    return ceiling * rand
+
+
+def expired(rows: Iterable[OutboxRow], at: datetime) -> list[str]:
+    """Open packets whose expiry has passed."""
+    return [r.packet_id for r in rows if r.state in _OPEN and r.expires <= at]
+
+
+def blocked_successors(rows: Iterable[OutboxRow], settled: OutboxRow) -> list[str]:
+    """Open packets after ``settled`` in its case and destination (to be dead-lettered
+    when ``settled`` was rejected or died)."""
+    return [
+        r.packet_id
+        for r in rows
+        if r.state in _OPEN
+        and r.peer == settled.peer
+        and r.case_id == settled.case_id
+        and r.seq > settled.seq
+    ]
+
+
+def _heads(rows: Sequence[OutboxRow]) -> list[OutboxRow]:
+    head: dict[tuple[str, str], OutboxRow] = {}
+    for r in rows:
+        if r.state not in _OPEN:
+            continue
+        key = (r.peer, r.case_id)
+        if key not in head or r.seq < head[key].seq:
+            head[key] = r
+    return sorted(head.values(), key=lambda r: r.order)
+
+
+def due_batches(
+    rows: Sequence[OutboxRow],
+    peers: dict[str, PeerBackoff],
+    policy: OutboxPolicy,
+    at: datetime,
+) -> list[Batch]:
+    """Batches to send now: per destination whose backoff elapsed, the due case heads
+    (oldest first, at most ``batch_size``). Expired packets are never included."""
+    by_peer: dict[str, list[str]] = {}
+    for r in _heads(rows):
+        backoff = peers.get(r.peer)
+        if backoff and backoff.next_attempt_at and backoff.next_attempt_at > at:
+            continue
+        if r.expires <= at or (r.next_attempt_at is not None and r.next_attempt_at > at):
+            continue
+        ids = by_peer.setdefault(r.peer, [])
+        if len(ids) < policy.batch_size:
+            ids.append(r.packet_id)
+    return [Batch(peer, tuple(ids)) for peer, ids in by_peer.items()]
+
+
+def next_wakeup(
+    rows: Sequence[OutboxRow], peers: dict[str, PeerBackoff], policy: OutboxPolicy, at: datetime
+) -> datetime:
+    """When the next pass has something to do (at the latest ``at + idle_poll``)."""
+    wake = at + policy.idle_poll
+    for r in _heads(rows):
+        candidates = [r.expires]
+        due = r.next_attempt_at or at
+        backoff = peers.get(r.peer)
+        if backoff and backoff.next_attempt_at:
+            due = max(due, backoff.next_attempt_at)
+        candidates.append(due)
+        wake = min(wake, *candidates)
+    return max(wake, at)

@@ -1,0 +1,509 @@
+"""The packet and receipt formats (pure: bytes, keys and time in; tokens out).
+
+Packet (compact JWS, typ ``tongban-packet+jws``, signed by the sending node's seal)
+whose payload is the canonical JSON of the routing facts::
+
+    {v: 1, id, case, from, to, matter, action, mode,
+     agreement: {id, version, digest}, seq, prev, created, expires,
+     attachments: [{digest, size, media_type, name}],
+     sealed: {suite, kid, ct}}
+
+``sealed.ct`` is ``b64url(hpke_seal(inner, recipient, info=seal_info("packet",
+{id, from, to})))`` and ``inner`` the ASCII bytes of a compact JWS (typ
+``tongban-content+jws``, same signer) over the canonical JSON::
+
+    {v: 1, packet_id, case, from, to, body: <business content>,
+     attachments: [{digest, key, plain_digest, plain_size}]}
+
+``key`` (b64url) is the ``signing.stream`` key of the sealed blob ``digest``.
+Digests are lowercase hex SHA-256; a packet's digest is SHA-256 of the compact JWS
+ASCII bytes. Times are RFC 3339 UTC with whole seconds (``2026-11-28T01:02:03Z``).
+
+Receipt (compact JWS, typ ``tongban-receipt+jws``, signed by the receiving node)::
+
+    {v: 1, packet_id, packet_digest, from, to, status, reason, received_at,
+     log: {index, size} | null}
+
+The normative description is ``docs/protocol.md`` section ``packets``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from relay.core.errors import MalformedPacket
+from relay.core.ports import AgreementRef
+from signing.certificates import Identity, Purpose, TrustBundle
+from signing.encoding import b64url, b64url_decode, canonical_json
+from signing.errors import MalformedInput
+from signing.hpke import HpkePrivateKey, HpkePublicKey, hpke_open, hpke_seal, seal_info
+from signing.jws import sign_compact, verify_compact
+from signing.keys import Signer
+
+__all__ = [
+    "CONTENT_TYP",
+    "PACKET_TYP",
+    "RECEIPT_TYP",
+    "AttachmentKey",
+    "AttachmentRef",
+    "Content",
+    "MalformedPacket",
+    "Receipt",
+    "ReceiptStatus",
+    "RoutingFacts",
+    "SealedContent",
+    "VerifiedPacket",
+    "build_packet",
+    "format_time",
+    "is_digest",
+    "open_content",
+    "packet_digest",
+    "parse_time",
+    "peek_facts",
+    "sign_receipt",
+    "verify_packet",
+    "verify_receipt",
+]
+
+PACKET_TYP = "tongban-packet+jws"
+CONTENT_TYP = "tongban-content+jws"
+RECEIPT_TYP = "tongban-receipt+jws"
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+_NODE = re.compile(r"\d{6}")
+_FACT_KEYS = {
+    "v", "id", "case", "from", "to", "matter", "action", "mode", "agreement", "seq",
+    "prev", "created", "expires", "attachments", "sealed",
+}  # fmt: skip
+
+
+def is_digest(text: object) -> bool:
+    return isinstance(text, str) and _DIGEST.fullmatch(text) is not None
+
+
+def packet_digest(token: str) -> str:
+    """SHA-256 (lowercase hex) of the compact JWS ASCII bytes."""
+    return hashlib.sha256(token.encode("ascii", "surrogateescape")).hexdigest()
+
+
+def format_time(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: object) -> datetime:
+    if not isinstance(text, str) or not _TIME.fullmatch(text):
+        raise MalformedPacket(f"not an RFC 3339 UTC time with seconds: {text!r}")
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _str(obj: Mapping[str, Any], key: str, *, max_len: int = 256) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise MalformedPacket(f"{key!r} must be a non-empty string")
+    return value
+
+
+def _int(obj: Mapping[str, Any], key: str, *, minimum: int = 0) -> int:
+    value = obj.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise MalformedPacket(f"{key!r} must be an integer >= {minimum}")
+    return value
+
+
+def _node(obj: Mapping[str, Any], key: str) -> str:
+    value = _str(obj, key)
+    if not _NODE.fullmatch(value):
+        raise MalformedPacket(f"{key!r} must be a 6-digit node id")
+    return value
+
+
+def _digest(obj: Mapping[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if not is_digest(value):
+        raise MalformedPacket(f"{key!r} must be a lowercase hex SHA-256")
+    assert isinstance(value, str)
+    return value
+
+
+@dataclass(frozen=True)
+class AttachmentRef:
+    """An attachment named in the routing facts: the sealed blob's digest and size."""
+
+    digest: str
+    size: int
+    media_type: str
+    name: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest,
+            "size": self.size,
+            "media_type": self.media_type,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> AttachmentRef:
+        if not isinstance(obj, dict) or set(obj) != {"digest", "size", "media_type", "name"}:
+            raise MalformedPacket("attachment entries are {digest, size, media_type, name}")
+        name = obj["name"]
+        if not isinstance(name, str) or len(name) > 256:
+            raise MalformedPacket("attachment name must be a string")
+        return cls(_digest(obj, "digest"), _int(obj, "size"), _str(obj, "media_type"), name)
+
+
+@dataclass(frozen=True)
+class SealedContent:
+    suite: str
+    kid: str
+    ct: bytes
+
+
+@dataclass(frozen=True)
+class RoutingFacts:
+    """The outer payload of a packet, validated."""
+
+    id: str
+    case: str
+    sender: str
+    receiver: str
+    matter: str
+    action: str
+    mode: str
+    agreement: AgreementRef
+    seq: int
+    prev: str | None
+    created: datetime
+    expires: datetime
+    attachments: tuple[AttachmentRef, ...]
+    sealed: SealedContent
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "id": self.id,
+            "case": self.case,
+            "from": self.sender,
+            "to": self.receiver,
+            "matter": self.matter,
+            "action": self.action,
+            "mode": self.mode,
+            "agreement": {
+                "id": self.agreement.id,
+                "version": self.agreement.version,
+                "digest": self.agreement.digest,
+            },
+            "seq": self.seq,
+            "prev": self.prev,
+            "created": format_time(self.created),
+            "expires": format_time(self.expires),
+            "attachments": [a.to_json() for a in self.attachments],
+            "sealed": {
+                "suite": self.sealed.suite,
+                "kid": self.sealed.kid,
+                "ct": b64url(self.sealed.ct),
+            },
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> RoutingFacts:
+        if not isinstance(obj, dict) or set(obj) != _FACT_KEYS or obj.get("v") != 1:
+            raise MalformedPacket("routing facts must have exactly the v1 keys")
+        agreement = obj["agreement"]
+        if not isinstance(agreement, dict) or set(agreement) != {"id", "version", "digest"}:
+            raise MalformedPacket("agreement is {id, version, digest}")
+        sealed = obj["sealed"]
+        if not isinstance(sealed, dict) or set(sealed) != {"suite", "kid", "ct"}:
+            raise MalformedPacket("sealed is {suite, kid, ct}")
+        try:
+            ct = b64url_decode(_str(sealed, "ct", max_len=1 << 24))
+        except MalformedInput as exc:
+            raise MalformedPacket("sealed.ct is not base64url") from exc
+        seq = _int(obj, "seq", minimum=1)
+        prev = obj["prev"]
+        if (seq == 1) != (prev is None) or (prev is not None and not is_digest(prev)):
+            raise MalformedPacket("prev is null exactly when seq is 1, else a digest")
+        attachments = obj["attachments"]
+        if not isinstance(attachments, list):
+            raise MalformedPacket("attachments must be a list")
+        created, expires = parse_time(obj["created"]), parse_time(obj["expires"])
+        if expires <= created:
+            raise MalformedPacket("expires must be after created")
+        refs = tuple(AttachmentRef.from_json(a) for a in attachments)
+        if len({a.digest for a in refs}) != len(refs):
+            raise MalformedPacket("an attachment digest is listed twice")
+        return cls(
+            id=_str(obj, "id", max_len=64),
+            case=_str(obj, "case", max_len=128),
+            sender=_node(obj, "from"),
+            receiver=_node(obj, "to"),
+            matter=_str(obj, "matter"),
+            action=_str(obj, "action"),
+            mode=_str(obj, "mode"),
+            agreement=AgreementRef(
+                _str(agreement, "id"), _int(agreement, "version"), _str(agreement, "digest")
+            ),
+            seq=seq,
+            prev=prev,
+            created=created,
+            expires=expires,
+            attachments=refs,
+            sealed=SealedContent(_str(sealed, "suite"), _str(sealed, "kid"), ct),
+        )
+
+
+@dataclass(frozen=True)
+class AttachmentKey:
+    """Inside the sealed content: how to open one attachment blob."""
+
+    digest: str
+    key: bytes
+    plain_digest: str
+    plain_size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest,
+            "key": b64url(self.key),
+            "plain_digest": self.plain_digest,
+            "plain_size": self.plain_size,
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> AttachmentKey:
+        if not isinstance(obj, dict) or set(obj) != {"digest", "key", "plain_digest", "plain_size"}:
+            raise MalformedPacket("attachment keys are {digest, key, plain_digest, plain_size}")
+        try:
+            key = b64url_decode(_str(obj, "key"))
+        except MalformedInput as exc:
+            raise MalformedPacket("attachment key is not base64url") from exc
+        return cls(
+            _digest(obj, "digest"), key, _digest(obj, "plain_digest"), _int(obj, "plain_size")
+        )
+
+
+@dataclass(frozen=True)
+class Content:
+    """The opened inner content of a packet."""
+
+    body: Mapping[str, Any]
+    attachment_keys: tuple[AttachmentKey, ...]
+    jws: str
+
+
+def _canonical_parts(token: str) -> None:
+    """Refuse compact JWS whose base64url parts are not the canonical encoding (a
+    flipped padding bit would otherwise leave the signature valid)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise MalformedInput("a compact JWS has three parts")
+    for part in parts:
+        if b64url(b64url_decode(part)) != part:
+            raise MalformedInput("non-canonical base64url")
+
+
+def peek_facts(token: str) -> Mapping[str, Any] | None:
+    """The unverified payload object of a packet, for naming it in a refusal; None if
+    it does not even parse. Never trust anything read here."""
+    try:
+        payload = b64url_decode(token.split(".")[1])
+        obj = json.loads(payload)
+    except (IndexError, ValueError, MalformedInput, AttributeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def build_packet(
+    facts_without_seal: Mapping[str, Any],
+    body: Mapping[str, Any],
+    attachment_keys: Sequence[AttachmentKey],
+    *,
+    signer: Signer,
+    recipient: HpkePublicKey,
+    at: datetime,
+) -> tuple[str, RoutingFacts, str]:
+    """Sign and seal a packet: (outer token, its facts, the inner content JWS).
+    ``facts_without_seal`` is the routing-facts object without ``sealed`` (as
+    :meth:`RoutingFacts.to_json` would write it)."""
+    ident = {
+        "id": facts_without_seal["id"],
+        "from": facts_without_seal["from"],
+        "to": facts_without_seal["to"],
+    }
+    inner_payload = {
+        "v": 1,
+        "packet_id": ident["id"],
+        "case": facts_without_seal["case"],
+        "from": ident["from"],
+        "to": ident["to"],
+        "body": dict(body),
+        "attachments": [k.to_json() for k in attachment_keys],
+    }
+    inner = sign_compact(canonical_json(inner_payload), signer, typ=CONTENT_TYP, at=at)
+    ct = hpke_seal(inner.encode("ascii"), recipient, info=seal_info("packet", ident))
+    obj = dict(facts_without_seal)
+    obj["sealed"] = {"suite": str(recipient.suite), "kid": recipient.kid, "ct": b64url(ct)}
+    facts = RoutingFacts.from_json(obj)
+    token = sign_compact(canonical_json(facts.to_json()), signer, typ=PACKET_TYP, at=at)
+    return token, facts, inner
+
+
+@dataclass(frozen=True)
+class VerifiedPacket:
+    token: str
+    digest: str
+    facts: RoutingFacts
+    signer: Identity
+
+
+def verify_packet(token: str, bundle: TrustBundle, *, at: datetime) -> VerifiedPacket:
+    """Verify the outer signature and parse the routing facts.
+
+    Raises :class:`signing.errors.SigningError` (signature, certificate path or
+    encoding: the packet is not authentic) or :class:`MalformedPacket` (authentic but
+    not a v1 packet). The caller compares ``signer.node_id`` with ``facts.sender``.
+    """
+    _canonical_parts(token)
+    verified = verify_compact(token, bundle, at=at, typ=PACKET_TYP, purpose=Purpose.SEAL)
+    try:
+        obj = json.loads(verified.payload)
+    except ValueError as exc:
+        raise MalformedPacket("payload is not JSON") from exc
+    facts = RoutingFacts.from_json(obj)
+    if canonical_json(obj) != verified.payload:
+        raise MalformedPacket("payload is not canonical JSON")
+    return VerifiedPacket(token, packet_digest(token), facts, verified.signer)
+
+
+def open_content(
+    facts: RoutingFacts, keys: Sequence[HpkePrivateKey], bundle: TrustBundle, *, at: datetime
+) -> Content:
+    """Open and verify the sealed inner content with whichever of ``keys`` has the
+    packet's ``sealed.kid``. Raises :class:`SigningError` (no key, decryption or
+    signature failure) or :class:`MalformedPacket` (content does not match the facts).
+    """
+    ident = {"id": facts.id, "from": facts.sender, "to": facts.receiver}
+    key = next((k for k in keys if k.public_key().kid == facts.sealed.kid), None)
+    if key is None:
+        raise MalformedInput("no private key with the packet's kid")
+    inner = hpke_open(facts.sealed.ct, key, info=seal_info("packet", ident)).decode("ascii")
+    _canonical_parts(inner)
+    verified = verify_compact(
+        inner, bundle, at=at, typ=CONTENT_TYP, purpose=Purpose.SEAL, node_id=facts.sender
+    )
+    try:
+        obj = json.loads(verified.payload)
+    except ValueError as exc:
+        raise MalformedPacket("content is not JSON") from exc
+    expected = {"v", "packet_id", "case", "from", "to", "body", "attachments"}
+    if not isinstance(obj, dict) or set(obj) != expected or obj["v"] != 1:
+        raise MalformedPacket("content must have exactly the v1 keys")
+    if (obj["packet_id"], obj["case"], obj["from"], obj["to"]) != (
+        facts.id, facts.case, facts.sender, facts.receiver,
+    ):  # fmt: skip
+        raise MalformedPacket("content does not belong to this packet")
+    if not isinstance(obj["body"], dict) or not isinstance(obj["attachments"], list):
+        raise MalformedPacket("content body must be an object, attachments a list")
+    akeys = tuple(AttachmentKey.from_json(a) for a in obj["attachments"])
+    if sorted(k.digest for k in akeys) != sorted(a.digest for a in facts.attachments):
+        raise MalformedPacket("content attachment keys do not match the routing facts")
+    return Content(obj["body"], akeys, inner)
+
+
+class ReceiptStatus(StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A receipt's facts. ``sender`` is the receiving node that signs it (``from``)."""
+
+    packet_id: str | None
+    packet_digest: str
+    sender: str
+    to: str
+    status: ReceiptStatus
+    reason: str | None
+    received_at: datetime
+    log_index: int | None = None
+    log_size: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        log = None
+        if self.log_index is not None:
+            log = {"index": self.log_index, "size": self.log_size}
+        return {
+            "v": 1,
+            "packet_id": self.packet_id,
+            "packet_digest": self.packet_digest,
+            "from": self.sender,
+            "to": self.to,
+            "status": str(self.status),
+            "reason": self.reason,
+            "received_at": format_time(self.received_at),
+            "log": log,
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> Receipt:
+        keys = {"v", "packet_id", "packet_digest", "from", "to", "status", "reason"}
+        if not isinstance(obj, dict) or set(obj) != keys | {"received_at", "log"}:
+            raise MalformedPacket("receipt must have exactly the v1 keys")
+        if obj["v"] != 1 or obj["status"] not in ("accepted", "rejected"):
+            raise MalformedPacket("bad receipt version or status")
+        status = ReceiptStatus(obj["status"])
+        reason = obj["reason"]
+        if (status is ReceiptStatus.ACCEPTED) != (reason is None) or (
+            reason is not None and not isinstance(reason, str)
+        ):
+            raise MalformedPacket("a reason is given exactly when the packet was rejected")
+        packet_id = obj["packet_id"]
+        if packet_id is not None and not isinstance(packet_id, str):
+            raise MalformedPacket("packet_id must be a string or null")
+        log = obj["log"]
+        index = size = None
+        if log is not None:
+            if not isinstance(log, dict) or set(log) != {"index", "size"}:
+                raise MalformedPacket("log is {index, size} or null")
+            index, size = _int(log, "index"), _int(log, "size", minimum=1)
+            if index >= size:
+                raise MalformedPacket("log index must be below the log size")
+        return cls(
+            packet_id=packet_id,
+            packet_digest=_digest(obj, "packet_digest"),
+            sender=_node(obj, "from"),
+            to=_node(obj, "to"),
+            status=status,
+            reason=reason,
+            received_at=parse_time(obj["received_at"]),
+            log_index=index,
+            log_size=size,
+        )
+
+
+def sign_receipt(receipt: Receipt, signer: Signer, *, at: datetime) -> str:
+    return sign_compact(canonical_json(receipt.to_json()), signer, typ=RECEIPT_TYP, at=at)
+
+
+def verify_receipt(token: str, bundle: TrustBundle, *, at: datetime, expected_from: str) -> Receipt:
+    """Verify a receipt signed by ``expected_from``'s seal; raises :class:`SigningError`
+    or :class:`MalformedPacket`."""
+    _canonical_parts(token)
+    verified = verify_compact(
+        token, bundle, at=at, typ=RECEIPT_TYP, purpose=Purpose.SEAL, node_id=expected_from
+    )
+    try:
+        receipt = Receipt.from_json(json.loads(verified.payload))
+    except ValueError as exc:
+        raise MalformedPacket("receipt payload is not JSON") from exc
+    if receipt.sender != expected_from:
+        raise MalformedPacket("receipt 'from' is not its signer")
+    return receipt

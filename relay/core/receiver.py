@@ -1,0 +1,203 @@
+"""The acceptance pipeline for incoming packets, as named checks.
+
+Order (the first refusal wins and names the receipt's reason code):
+
+1. ``authentic`` — outer JWS verifies against the trust bundle with a seal
+   certificate (``bad-signature``); its payload is v1 routing facts (``malformed``);
+   the seal certificate's node id is ``from`` and ``from`` is the mutual-TLS peer
+   (``sender-mismatch``); ``to`` is this node (``not-for-me``).
+2. ``known-sender`` — ``from`` has a verified descriptor here (``unknown-sender``).
+3. *deduplication* (not a check: done by the service against the inbox) — a packet
+   id already accepted gets the original receipt back if the digest is the same,
+   ``duplicate-id-different-content`` otherwise. It runs before the checks below on
+   purpose: a retried packet whose receipt was lost must get its receipt even after
+   the packet expired or the agreement changed.
+4. ``not-expired`` (``expired``).
+5. ``authorized`` — the agreement named in the packet grants this sender, receiver,
+   matter, action and mode now (``agreement-denied:<agreement reason>``).
+6. ``in-sequence`` — ``seq`` is one past the last accepted of this case from this
+   sender and ``prev`` its digest (``gap`` when packets are missing before it,
+   ``out-of-order`` when it is behind or its ``prev`` does not chain).
+7. ``content`` — the sealed content opens with one of our HPKE keys and its inner JWS
+   is signed by the sender and names this packet (``malformed``, ``bad-signature``).
+8. ``attachments`` — every attachment blob is held complete (``attachment-missing``)
+   with the announced size (``attachment-digest-mismatch``).
+
+Everything is pure: what the store knows is read into :class:`Inbound` first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from relay.core.errors import MalformedPacket
+from relay.core.packets import VerifiedPacket, open_content, verify_packet
+from relay.core.ports import AuthorizationRequest, Authorizer
+from signing.certificates import TrustBundle
+from signing.errors import InvalidSignature, SigningError
+from signing.hpke import HpkePrivateKey
+
+__all__ = [
+    "Check",
+    "Inbound",
+    "Pipeline",
+    "Reason",
+    "authenticate",
+    "standard_pipeline",
+]
+
+
+class Reason(StrEnum):
+    """Stable reason codes of a rejected receipt (``agreement-denied:*`` is built by
+    :meth:`agreement_denied`)."""
+
+    BAD_SIGNATURE = "bad-signature"
+    NOT_FOR_ME = "not-for-me"
+    SENDER_MISMATCH = "sender-mismatch"
+    UNKNOWN_SENDER = "unknown-sender"
+    EXPIRED = "expired"
+    AGREEMENT_DENIED = "agreement-denied"
+    DUPLICATE_ID_DIFFERENT_CONTENT = "duplicate-id-different-content"
+    OUT_OF_ORDER = "out-of-order"
+    GAP = "gap"
+    ATTACHMENT_MISSING = "attachment-missing"
+    ATTACHMENT_DIGEST_MISMATCH = "attachment-digest-mismatch"
+    MALFORMED = "malformed"
+
+    @staticmethod
+    def agreement_denied(reason: str | None) -> str:
+        return f"agreement-denied:{reason or 'denied'}"
+
+
+def authenticate(
+    token: str, bundle: TrustBundle, *, at: datetime, peer_id: str, me: str
+) -> VerifiedPacket | str:
+    """Check 1 (``authentic``): the verified packet, or the reason code refusing it."""
+    if not isinstance(token, str) or not token.isascii():
+        return Reason.MALFORMED
+    try:
+        packet = verify_packet(token, bundle, at=at)
+    except SigningError:
+        return Reason.BAD_SIGNATURE
+    except MalformedPacket:
+        return Reason.MALFORMED
+    if packet.signer.node_id != packet.facts.sender or packet.facts.sender != peer_id:
+        return Reason.SENDER_MISMATCH
+    if packet.facts.receiver != me:
+        return Reason.NOT_FOR_ME
+    return packet
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """An authentic packet with what the store knows about it, at time ``at``."""
+
+    packet: VerifiedPacket
+    at: datetime
+    sender_known: bool
+    previous: tuple[int, str] | None
+    blob_sizes: Mapping[str, int | None]
+
+
+@dataclass(frozen=True)
+class Check:
+    """A named acceptance rule: returns a reason code, or None to let the packet pass."""
+
+    name: str
+    run: Callable[[Inbound], str | None]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    checks: tuple[Check, ...]
+
+    def __post_init__(self) -> None:
+        if not self.checks:
+            raise ValueError("an empty acceptance pipeline would accept everything")
+
+    def first_refusal(self, inbound: Inbound) -> tuple[str, str] | None:
+        """(check name, reason code) of the first check that refuses, or None."""
+        for check in self.checks:
+            reason = check.run(inbound)
+            if reason is not None:
+                return check.name, reason
+        return None
+
+
+def _known_sender(i: Inbound) -> str | None:
+    return None if i.sender_known else Reason.UNKNOWN_SENDER
+
+
+def _not_expired(i: Inbound) -> str | None:
+    return Reason.EXPIRED if i.packet.facts.expires <= i.at else None
+
+
+def _in_sequence(i: Inbound) -> str | None:
+    facts = i.packet.facts
+    last_seq, last_digest = i.previous if i.previous is not None else (0, None)
+    if facts.seq > last_seq + 1:
+        return Reason.GAP
+    if facts.seq <= last_seq or facts.prev != last_digest:
+        return Reason.OUT_OF_ORDER
+    return None
+
+
+def _attachments(i: Inbound) -> str | None:
+    for ref in i.packet.facts.attachments:
+        size = i.blob_sizes.get(ref.digest)
+        if size is None:
+            return Reason.ATTACHMENT_MISSING
+        if size != ref.size:
+            return Reason.ATTACHMENT_DIGEST_MISMATCH
+    return None
+
+
+def _authorized(authorizer: Authorizer) -> Callable[[Inbound], str | None]:
+    def run(i: Inbound) -> str | None:
+        f = i.packet.facts
+        request = AuthorizationRequest(
+            sender=f.sender,
+            receiver=f.receiver,
+            matter=f.matter,
+            action=f.action,
+            mode=f.mode,
+            agreement=f.agreement,
+        )
+        decision = authorizer(request, i.at)
+        return None if decision.allowed else Reason.agreement_denied(decision.reason)
+
+    return run
+
+
+def _content(
+    keys: Sequence[HpkePrivateKey], bundle: TrustBundle
+) -> Callable[[Inbound], str | None]:
+    def run(i: Inbound) -> str | None:
+        try:
+            open_content(i.packet.facts, keys, bundle, at=i.at)
+        except InvalidSignature:
+            return Reason.BAD_SIGNATURE
+        except (MalformedPacket, SigningError):  # no key for the kid, decryption failed
+            return Reason.MALFORMED
+        return None
+
+    return run
+
+
+def standard_pipeline(
+    authorizer: Authorizer, keys: Sequence[HpkePrivateKey], bundle: TrustBundle
+) -> Pipeline:
+    """Checks 2 and 4-8 of the module docstring, in that order."""
+    return Pipeline(
+        (
+            Check("known-sender", _known_sender),
+            Check("not-expired", _not_expired),
+            Check("authorized", _authorized(authorizer)),
+            Check("in-sequence", _in_sequence),
+            Check("content", _content(keys, bundle)),
+            Check("attachments", _attachments),
+        )
+    )

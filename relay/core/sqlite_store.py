@@ -1,0 +1,457 @@
+"""``RelayStore`` on one SQLite file per node (WAL, ``synchronous=FULL``) plus a
+content-addressed blob directory.
+
+Layout of a node's data directory::
+
+    relay.sqlite3            outbox, inbox, sequence state, uploads, audit log
+    blobs/ab/abcdef…         sealed blobs, named by the SHA-256 of their bytes
+    partial/<kind>-<digest>  uploads in progress (offset recorded after fsync)
+    tmp/                     files being sealed; renamed into blobs/ when complete
+
+Files enter ``blobs/`` only by ``fsync`` + ``rename`` + ``fsync`` of the directory, so
+a blob that is named exists completely. Transactions are explicit (``BEGIN IMMEDIATE``)
+and commit with ``synchronous=FULL``: committed means on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from relay.audit.store import append as audit_append
+from relay.audit.store import create_schema as audit_schema
+from relay.core.errors import StoreError
+from relay.core.model import (
+    AttachmentInfo,
+    InboxItem,
+    OutboxItem,
+    OutboxState,
+    PacketSummary,
+)
+from relay.core.outbox import OutboxRow, PeerBackoff
+from relay.core.store import (
+    Incoming,
+    NewOutgoing,
+    OutboxUpdate,
+    Outgoing,
+    StagedAttachment,
+    Upload,
+)
+
+__all__ = ["SqliteStore", "fsync_dir"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    ord INTEGER PRIMARY KEY AUTOINCREMENT,
+    packet_id TEXT NOT NULL UNIQUE,
+    peer TEXT NOT NULL, case_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    digest TEXT NOT NULL, token TEXT NOT NULL, summary TEXT NOT NULL,
+    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL, expires REAL NOT NULL, reason TEXT, receipt TEXT,
+    own_copy TEXT NOT NULL,
+    UNIQUE (peer, case_id, seq)
+);
+CREATE INDEX IF NOT EXISTS outbox_open ON outbox (state, peer);
+CREATE TABLE IF NOT EXISTS send_seq (
+    peer TEXT NOT NULL, case_id TEXT NOT NULL, seq INTEGER NOT NULL, digest TEXT NOT NULL,
+    PRIMARY KEY (peer, case_id)
+);
+CREATE TABLE IF NOT EXISTS peers (
+    peer TEXT PRIMARY KEY, failures INTEGER NOT NULL, next_attempt_at REAL
+);
+CREATE TABLE IF NOT EXISTS uploaded (
+    peer TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (peer, digest)
+);
+CREATE TABLE IF NOT EXISTS inbox (
+    ord INTEGER PRIMARY KEY AUTOINCREMENT,
+    packet_id TEXT NOT NULL UNIQUE,
+    sender TEXT NOT NULL, case_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    digest TEXT NOT NULL, token TEXT NOT NULL, summary TEXT NOT NULL,
+    received_at REAL NOT NULL, receipt TEXT NOT NULL, log_index INTEGER,
+    UNIQUE (sender, case_id, seq)
+);
+CREATE TABLE IF NOT EXISTS recv_seq (
+    sender TEXT NOT NULL, case_id TEXT NOT NULL, seq INTEGER NOT NULL, digest TEXT NOT NULL,
+    PRIMARY KEY (sender, case_id)
+);
+CREATE TABLE IF NOT EXISTS inbox_blobs (
+    digest TEXT NOT NULL, packet_id TEXT NOT NULL, PRIMARY KEY (digest, packet_id)
+);
+CREATE TABLE IF NOT EXISTS blobs (digest TEXT PRIMARY KEY, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS uploads (
+    kind TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL, offset INTEGER NOT NULL,
+    PRIMARY KEY (kind, digest)
+);
+CREATE TABLE IF NOT EXISTS attachments (
+    plain_digest TEXT PRIMARY KEY, plain_size INTEGER NOT NULL,
+    blob_digest TEXT NOT NULL, blob_size INTEGER NOT NULL,
+    media_type TEXT NOT NULL, name TEXT NOT NULL, key_kid TEXT NOT NULL,
+    wrapped_key BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attachments_blob ON attachments (blob_digest);
+"""
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _ts(at: datetime | None) -> float | None:
+    return None if at is None else at.timestamp()
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _summary_json(s: PacketSummary) -> str:
+    return json.dumps(
+        {
+            "packet_id": s.packet_id,
+            "digest": s.digest,
+            "case_id": s.case_id,
+            "sender": s.sender,
+            "receiver": s.receiver,
+            "matter": s.matter,
+            "action": s.action,
+            "mode": s.mode,
+            "seq": s.seq,
+            "created": s.created.timestamp(),
+            "expires": s.expires.timestamp(),
+            "attachments": [a.__dict__ for a in s.attachments],
+        },
+        ensure_ascii=False,
+    )
+
+
+def _summary(text: str) -> PacketSummary:
+    d: dict[str, Any] = json.loads(text)
+    d["created"] = datetime.fromtimestamp(d["created"], UTC)
+    d["expires"] = datetime.fromtimestamp(d["expires"], UTC)
+    d["attachments"] = tuple(AttachmentInfo(**a) for a in d["attachments"])
+    return PacketSummary(**d)
+
+
+class _ReceiveTx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def inbox_lookup(self, packet_id: str) -> tuple[str, str] | None:
+        row = self._conn.execute(
+            "SELECT digest, receipt FROM inbox WHERE packet_id = ?", (packet_id,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def recv_sequence(self, sender: str, case_id: str) -> tuple[int, str] | None:
+        row = self._conn.execute(
+            "SELECT seq, digest FROM recv_seq WHERE sender = ? AND case_id = ?", (sender, case_id)
+        ).fetchone()
+        return None if row is None else (int(row[0]), row[1])
+
+    def blob_size(self, digest: str) -> int | None:
+        row = self._conn.execute("SELECT size FROM blobs WHERE digest = ?", (digest,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def audit_append(self, leaf: bytes) -> int:
+        return audit_append(self._conn, leaf)
+
+    def inbox_put(
+        self, summary: PacketSummary, token: str, received_at: datetime, receipt: str, log: int
+    ) -> None:
+        self._conn.execute(
+            "INSERT INTO inbox (packet_id, sender, case_id, seq, digest, token, summary,"
+            " received_at, receipt, log_index) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                summary.packet_id, summary.sender, summary.case_id, summary.seq, summary.digest,
+                token, _summary_json(summary), received_at.timestamp(), receipt, log,
+            ),
+        )  # fmt: skip
+        self._conn.execute(
+            "INSERT INTO recv_seq (sender, case_id, seq, digest) VALUES (?,?,?,?)"
+            " ON CONFLICT (sender, case_id) DO UPDATE SET seq = excluded.seq,"
+            " digest = excluded.digest",
+            (summary.sender, summary.case_id, summary.seq, summary.digest),
+        )
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO inbox_blobs (digest, packet_id) VALUES (?, ?)",
+            [(a.digest, summary.packet_id) for a in summary.attachments],
+        )
+
+
+class SqliteStore:
+    """The relay store of one node in ``directory`` (created if missing)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        for sub in ("blobs", "partial", "tmp"):
+            (directory / sub).mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(
+            directory / "relay.sqlite3", isolation_level=None, check_same_thread=False
+        )
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._conn.executescript(_SCHEMA)
+        audit_schema(self._conn)
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The node's database connection (for the audit log reader)."""
+        return self._conn
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self._conn.in_transaction:
+            raise StoreError("nested transaction")
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # -- sender ------------------------------------------------------------------------
+
+    def enqueue(
+        self, peer: str, case_id: str, build: Callable[[int, str | None], NewOutgoing]
+    ) -> NewOutgoing:
+        with self._tx() as c:
+            row = c.execute(
+                "SELECT seq, digest FROM send_seq WHERE peer = ? AND case_id = ?", (peer, case_id)
+            ).fetchone()
+            seq, prev = (1, None) if row is None else (int(row[0]) + 1, str(row[1]))
+            new = build(seq, prev)
+            s = new.summary
+            if s.seq != seq or s.receiver != peer or s.case_id != case_id:
+                raise StoreError("built packet does not match the allocated sequence")
+            c.execute(
+                "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, token, summary,"
+                " state, expires, own_copy) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    s.packet_id, peer, case_id, seq, s.digest, new.token, _summary_json(s),
+                    str(OutboxState.QUEUED), s.expires.timestamp(), new.own_copy,
+                ),
+            )  # fmt: skip
+            c.execute(
+                "INSERT INTO send_seq (peer, case_id, seq, digest) VALUES (?,?,?,?)"
+                " ON CONFLICT (peer, case_id) DO UPDATE SET seq = excluded.seq,"
+                " digest = excluded.digest",
+                (peer, case_id, seq, s.digest),
+            )
+        return new
+
+    def open_rows(self) -> list[OutboxRow]:
+        rows = self._conn.execute(
+            "SELECT packet_id, peer, case_id, seq, ord, state, expires, next_attempt_at"
+            " FROM outbox WHERE state IN (?, ?) ORDER BY ord",
+            (str(OutboxState.QUEUED), str(OutboxState.IN_FLIGHT)),
+        ).fetchall()
+        return [
+            OutboxRow(
+                packet_id=r[0], peer=r[1], case_id=r[2], seq=int(r[3]), order=int(r[4]),
+                state=OutboxState(r[5]), expires=datetime.fromtimestamp(r[6], UTC),
+                next_attempt_at=_dt(r[7]),
+            )
+            for r in rows
+        ]  # fmt: skip
+
+    def _outbox_item(self, r: Sequence[Any]) -> OutboxItem:
+        return OutboxItem(
+            summary=_summary(r[0]),
+            state=OutboxState(r[1]),
+            attempts=int(r[2]),
+            next_attempt_at=_dt(r[3]),
+            reason=r[4],
+            receipt=r[5],
+        )
+
+    _OUT_COLS = "summary, state, attempts, next_attempt_at, reason, receipt"
+
+    def outgoing(self, packet_id: str) -> Outgoing | None:
+        r = self._conn.execute(
+            f"SELECT {self._OUT_COLS}, token, own_copy FROM outbox"  # noqa: S608
+            " WHERE packet_id = ?",
+            (packet_id,),
+        ).fetchone()
+        return None if r is None else Outgoing(self._outbox_item(r), r[6], r[7])
+
+    def update_outbox(self, updates: Sequence[OutboxUpdate]) -> None:
+        with self._tx() as c:
+            for u in updates:
+                c.execute(
+                    "UPDATE outbox SET state = ?, next_attempt_at = ?, reason = ?,"
+                    " receipt = COALESCE(?, receipt), attempts = attempts + ?"
+                    " WHERE packet_id = ?",
+                    (
+                        str(u.state), _ts(u.next_attempt_at), u.reason, u.receipt,
+                        1 if u.attempted else 0, u.packet_id,
+                    ),
+                )  # fmt: skip
+
+    def peer_backoffs(self) -> dict[str, PeerBackoff]:
+        rows = self._conn.execute("SELECT peer, failures, next_attempt_at FROM peers").fetchall()
+        return {r[0]: PeerBackoff(int(r[1]), _dt(r[2])) for r in rows}
+
+    def set_peer_backoff(self, peer: str, backoff: PeerBackoff) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO peers (peer, failures, next_attempt_at) VALUES (?,?,?)"
+                " ON CONFLICT (peer) DO UPDATE SET failures = excluded.failures,"
+                " next_attempt_at = excluded.next_attempt_at",
+                (peer, backoff.failures, _ts(backoff.next_attempt_at)),
+            )
+
+    def list_outbox(self, state: OutboxState | None, peer: str | None) -> list[OutboxItem]:
+        sql = f"SELECT {self._OUT_COLS} FROM outbox WHERE 1=1"  # noqa: S608
+        args: list[str] = []
+        if state is not None:
+            sql += " AND state = ?"
+            args.append(str(state))
+        if peer is not None:
+            sql += " AND peer = ?"
+            args.append(peer)
+        return [self._outbox_item(r) for r in self._conn.execute(sql + " ORDER BY ord", args)]
+
+    def uploaded(self, peer: str, digest: str) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM uploaded WHERE peer = ? AND digest = ?", (peer, digest)
+        ).fetchone()
+        return row is not None
+
+    def mark_uploaded(self, peer: str, digest: str) -> None:
+        with self._tx() as c:
+            c.execute("INSERT OR IGNORE INTO uploaded (peer, digest) VALUES (?, ?)", (peer, digest))
+
+    # -- receiver ----------------------------------------------------------------------
+
+    @contextmanager
+    def receiving(self) -> Iterator[_ReceiveTx]:
+        with self._tx() as c:
+            yield _ReceiveTx(c)
+
+    _IN_COLS = "summary, received_at, receipt, log_index"
+
+    def _inbox_item(self, r: Sequence[Any]) -> InboxItem:
+        return InboxItem(
+            summary=_summary(r[0]),
+            received_at=datetime.fromtimestamp(r[1], UTC),
+            receipt=r[2],
+            log_index=r[3],
+        )
+
+    def incoming(self, packet_id: str) -> Incoming | None:
+        r = self._conn.execute(
+            f"SELECT {self._IN_COLS}, token FROM inbox WHERE packet_id = ?",  # noqa: S608
+            (packet_id,),
+        ).fetchone()
+        return None if r is None else Incoming(self._inbox_item(r), r[4])
+
+    def list_inbox(self, case_id: str | None) -> list[InboxItem]:
+        sql = f"SELECT {self._IN_COLS} FROM inbox"  # noqa: S608
+        args: tuple[str, ...] = ()
+        if case_id is not None:
+            sql += " WHERE case_id = ?"
+            args = (case_id,)
+        return [self._inbox_item(r) for r in self._conn.execute(sql + " ORDER BY ord", args)]
+
+    def inbox_count(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0])
+
+    def packet_naming_blob(self, digest: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT packet_id FROM inbox_blobs WHERE digest = ? LIMIT 1", (digest,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- blobs and uploads -------------------------------------------------------------
+
+    def blob_size(self, digest: str) -> int | None:
+        return _ReceiveTx(self._conn).blob_size(digest)
+
+    def blob_path(self, digest: str) -> Path:
+        return self.directory / "blobs" / digest[:2] / digest
+
+    def temp_path(self) -> Path:
+        return self.directory / "tmp" / uuid.uuid4().hex
+
+    def publish_blob(self, src: Path, digest: str, size: int) -> None:
+        """Move the complete, fsync'd file ``src`` to its content address, then record it."""
+        target = self.blob_path(digest)
+        target.parent.mkdir(exist_ok=True)
+        with open(src, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(src, target)
+        fsync_dir(target.parent)
+        with self._tx() as c:
+            c.execute("INSERT OR IGNORE INTO blobs (digest, size) VALUES (?, ?)", (digest, size))
+
+    def _partial(self, kind: str, digest: str) -> Path:
+        return self.directory / "partial" / f"{kind}-{digest}"
+
+    def upload(self, kind: str, digest: str) -> Upload | None:
+        r = self._conn.execute(
+            "SELECT size, offset FROM uploads WHERE kind = ? AND digest = ?", (kind, digest)
+        ).fetchone()
+        if r is None:
+            return None
+        return Upload(kind, digest, int(r[0]), int(r[1]), self._partial(kind, digest))
+
+    def begin_upload(self, kind: str, digest: str, size: int) -> Upload:
+        existing = self.upload(kind, digest)
+        if existing is not None:
+            return existing
+        path = self._partial(kind, digest)
+        with open(path, "wb") as f:
+            os.fsync(f.fileno())
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO uploads (kind, digest, size, offset) VALUES (?,?,?,0)",
+                (kind, digest, size),
+            )
+        return Upload(kind, digest, size, 0, path)
+
+    def advance_upload(self, kind: str, digest: str, offset: int) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE uploads SET offset = ? WHERE kind = ? AND digest = ?",
+                (offset, kind, digest),
+            )
+
+    def drop_upload(self, kind: str, digest: str) -> None:
+        with self._tx() as c:
+            c.execute("DELETE FROM uploads WHERE kind = ? AND digest = ?", (kind, digest))
+        self._partial(kind, digest).unlink(missing_ok=True)
+
+    def put_attachment(self, staged: StagedAttachment) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO attachments VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    staged.plain_digest, staged.plain_size, staged.blob_digest, staged.blob_size,
+                    staged.media_type, staged.name, staged.key_kid, staged.wrapped_key,
+                ),
+            )  # fmt: skip
+
+    def attachment(self, digest: str) -> StagedAttachment | None:
+        r = self._conn.execute(
+            "SELECT * FROM attachments WHERE plain_digest = ? OR blob_digest = ? LIMIT 1",
+            (digest, digest),
+        ).fetchone()
+        if r is None:
+            return None
+        return StagedAttachment(r[0], int(r[1]), r[2], int(r[3]), r[4], r[5], r[6], bytes(r[7]))

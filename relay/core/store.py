@@ -1,0 +1,164 @@
+"""The relay's storage interface. Nothing above it writes SQL.
+
+One implementation today: :class:`relay.core.sqlite_store.SqliteStore` (one SQLite
+file per node, WAL, ``synchronous=FULL``, plus a content-addressed blob directory).
+Every method is one transaction; :meth:`RelayStore.receiving` opens a transaction the
+receive pipeline reads and writes through and that commits when the block exits —
+before any receipt leaves the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from relay.core.model import (
+    InboxItem,
+    OutboxItem,
+    OutboxState,
+    PacketSummary,
+)
+from relay.core.outbox import OutboxRow, PeerBackoff
+
+__all__ = [
+    "Incoming",
+    "NewOutgoing",
+    "OutboxUpdate",
+    "Outgoing",
+    "ReceiveTx",
+    "RelayStore",
+    "StagedAttachment",
+    "Upload",
+    "UploadKind",
+]
+
+
+@dataclass(frozen=True)
+class NewOutgoing:
+    """A packet to queue; ``own_copy`` is its inner content JWS sealed to this node
+    (``<kid>.<b64url ct>``) so staff can read what they sent."""
+
+    summary: PacketSummary
+    token: str
+    own_copy: str
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    item: OutboxItem
+    token: str
+    own_copy: str
+
+
+@dataclass(frozen=True)
+class Incoming:
+    item: InboxItem
+    token: str
+
+
+@dataclass(frozen=True)
+class OutboxUpdate:
+    """A state change of one outgoing packet (``attempted`` adds one attempt)."""
+
+    packet_id: str
+    state: OutboxState
+    next_attempt_at: datetime | None = None
+    reason: str | None = None
+    receipt: str | None = None
+    attempted: bool = False
+
+
+@dataclass(frozen=True)
+class StagedAttachment:
+    """A staff-staged attachment, sealed at rest; ``wrapped_key`` is its stream key
+    HPKE-sealed to this node's own key ``key_kid``."""
+
+    plain_digest: str
+    plain_size: int
+    blob_digest: str
+    blob_size: int
+    media_type: str
+    name: str
+    key_kid: str
+    wrapped_key: bytes
+
+
+class UploadKind:
+    STAGE = "stage"  # plaintext from staff
+    BLOB = "blob"  # sealed blob from a peer
+
+
+@dataclass(frozen=True)
+class Upload:
+    kind: str
+    digest: str
+    size: int
+    offset: int
+    path: Path
+
+
+class ReceiveTx(Protocol):
+    """The receive pipeline's view of the store inside one transaction."""
+
+    def inbox_lookup(self, packet_id: str) -> tuple[str, str] | None:
+        """(digest, receipt) of an accepted packet with that id."""
+        ...
+
+    def recv_sequence(self, sender: str, case_id: str) -> tuple[int, str] | None:
+        """(last accepted seq, its packet digest) from ``sender`` in ``case_id``."""
+        ...
+
+    def blob_size(self, digest: str) -> int | None: ...
+
+    def audit_append(self, leaf: bytes) -> int:
+        """Append an audit-log leaf in this transaction; return its index."""
+        ...
+
+    def inbox_put(
+        self, summary: PacketSummary, token: str, received_at: datetime, receipt: str, log: int
+    ) -> None: ...
+
+
+class RelayStore(Protocol):
+    # sender
+    def enqueue(
+        self, peer: str, case_id: str, build: Callable[[int, str | None], NewOutgoing]
+    ) -> NewOutgoing:
+        """Allocate the next (seq, prev) of ``case_id`` towards ``peer``, call ``build``
+        with them and queue the result — all in one transaction."""
+        ...
+
+    def open_rows(self) -> list[OutboxRow]: ...
+    def outgoing(self, packet_id: str) -> Outgoing | None: ...
+    def update_outbox(self, updates: Sequence[OutboxUpdate]) -> None: ...
+    def peer_backoffs(self) -> dict[str, PeerBackoff]: ...
+    def set_peer_backoff(self, peer: str, backoff: PeerBackoff) -> None: ...
+    def list_outbox(self, state: OutboxState | None, peer: str | None) -> list[OutboxItem]: ...
+    def uploaded(self, peer: str, digest: str) -> bool: ...
+    def mark_uploaded(self, peer: str, digest: str) -> None: ...
+
+    # receiver
+    def receiving(self) -> AbstractContextManager[ReceiveTx]: ...
+    def incoming(self, packet_id: str) -> Incoming | None: ...
+    def list_inbox(self, case_id: str | None) -> list[InboxItem]: ...
+    def packet_naming_blob(self, digest: str) -> str | None: ...
+
+    # blobs and attachments
+    def blob_size(self, digest: str) -> int | None: ...
+    def blob_path(self, digest: str) -> Path: ...
+    def temp_path(self) -> Path: ...
+    def publish_blob(self, src: Path, digest: str, size: int) -> None: ...
+    def upload(self, kind: str, digest: str) -> Upload | None: ...
+    def begin_upload(self, kind: str, digest: str, size: int) -> Upload: ...
+    def advance_upload(self, kind: str, digest: str, offset: int) -> None: ...
+    def drop_upload(self, kind: str, digest: str) -> None: ...
+    def put_attachment(self, staged: StagedAttachment) -> None: ...
+    def attachment(self, digest: str) -> StagedAttachment | None:
+        """A staged attachment by plaintext or blob digest."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,187 @@
+"""Fixtures for the relay core: a generated development PKI (session-wide), nodes on
+real SQLite files in tmp dirs, a fake clock, a fake agreement and the FakeNetwork."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from certs.pki import init_federation, issue_node
+from relay.core.directory import Directory
+from relay.core.fakes import FakeNetwork
+from relay.core.outbox import OutboxPolicy
+from relay.core.ports import AgreementRef, AuthorizationDecision, AuthorizationRequest
+from relay.core.service import RelayNode
+from relay.core.sqlite_store import SqliteStore
+from signing.certificates import TrustBundle
+from signing.hpke import HpkePrivateKey
+from signing.keys import Signer
+
+WUCHANG, DAFENG, NINGJIN, OUTSIDER = "420106", "320982", "371422", "420981"
+START = datetime(2026, 11, 28, 1, 0, 0, tzinfo=UTC)
+AGREEMENT = AgreementRef("agr-hubei-jiangsu-shandong", 3, "a" * 64)
+MATTER, ACTION, MODE = "food-business-licence", "submit", "proxy_receipt"
+
+
+@dataclass(frozen=True)
+class TestKeys:
+    """What RelayNode reads of signing.nodedir.NodeKeys."""
+
+    seal: Signer
+    hpke_keys: tuple[HpkePrivateKey, ...]
+
+
+@dataclass(frozen=True)
+class TestDescriptor:
+    """What the Directory reads of a verified signing.descriptor.NodeDescriptor."""
+
+    node_id: str
+    issued_at: datetime
+    hpke_keys: tuple[object, ...]
+
+
+def load_keys(directory: Path) -> TestKeys:
+    seal = Signer.from_pem(
+        (directory / "seal.key").read_bytes(), (directory / "seal.pem").read_bytes()
+    )
+    hpke = tuple(
+        HpkePrivateKey.from_pem((directory / name).read_bytes())
+        for name in ("hpke-mlkem768x25519.key", "hpke-x25519.key")
+    )
+    return TestKeys(seal, hpke)
+
+
+@dataclass(frozen=True)
+class Pki:
+    bundle: TrustBundle
+    keys: dict[str, TestKeys]
+    rogue_keys: TestKeys  # a node certificate from a root nobody trusts
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    base = tmp_path_factory.mktemp("pki")
+    then = START - timedelta(days=1)
+    fed = base / "federation"
+    init_federation(fed, "Test", now=then)
+    keys = {}
+    for node in (WUCHANG, DAFENG, NINGJIN, OUTSIDER):
+        issue_node(
+            fed, node, f"office {node}", "127.0.0.1", base / node, now=START - timedelta(days=1)
+        )
+        keys[node] = load_keys(base / node)
+    rogue_fed = base / "rogue"
+    init_federation(rogue_fed, "Rogue", now=then)
+    issue_node(
+        rogue_fed,
+        DAFENG,
+        "fake dafeng",
+        "127.0.0.1",
+        base / "rogue-node",
+        now=START - timedelta(days=1),
+    )
+    bundle = TrustBundle.from_pem((fed / "root.pem").read_bytes() + (fed / "crl.pem").read_bytes())
+    return Pki(bundle, keys, load_keys(base / "rogue-node"))
+
+
+class FakeClock:
+    def __init__(self, start: datetime = START) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+@dataclass
+class FakeAgreement:
+    """Grants (sender, receiver, matter, action) under AGREEMENT to parties only."""
+
+    parties: set[str] = field(default_factory=lambda: {WUCHANG, DAFENG, NINGJIN})
+    denied_actions: set[str] = field(default_factory=set)
+    calls: list[AuthorizationRequest] = field(default_factory=list)
+
+    def __call__(self, request: AuthorizationRequest, at: datetime) -> AuthorizationDecision:
+        self.calls.append(request)
+        if request.agreement is not None and request.agreement != AGREEMENT:
+            return AuthorizationDecision(False, "unknown-agreement")
+        if request.sender not in self.parties or request.receiver not in self.parties:
+            return AuthorizationDecision(False, "not-a-party")
+        if request.matter != MATTER:
+            return AuthorizationDecision(False, "matter-not-granted")
+        if request.action in self.denied_actions:
+            return AuthorizationDecision(False, "action-not-granted")
+        return AuthorizationDecision(True, None, AGREEMENT)
+
+
+@dataclass
+class Federation:
+    """Nodes on one FakeNetwork sharing a clock and an agreement."""
+
+    pki: Pki
+    root: Path
+    clock: FakeClock
+    agreement: FakeAgreement
+    network: FakeNetwork
+    policy: OutboxPolicy
+    nodes: dict[str, RelayNode] = field(default_factory=dict)
+    stores: dict[str, SqliteStore] = field(default_factory=dict)
+
+    def directory(self) -> Directory:
+        d = Directory(self.pki.bundle)
+        for node, keys in self.pki.keys.items():
+            pub = tuple(k.public_key() for k in keys.hpke_keys)
+            d.add_verified(TestDescriptor(node, START - timedelta(days=1), pub))  # type: ignore[arg-type]
+        return d
+
+    def start(self, node_id: str, *, keys: TestKeys | None = None) -> RelayNode:
+        """(Re)start a node on its SQLite directory (closing a previous instance)."""
+        if node_id in self.stores:
+            self.stores[node_id].close()
+        store = SqliteStore(self.root / node_id)
+        node = RelayNode(
+            node_id=node_id,
+            keys=keys or self.pki.keys[node_id],  # type: ignore[arg-type]
+            bundle=self.pki.bundle,
+            directory=self.directory(),
+            authorizer=self.agreement,
+            store=store,
+            link=self.network.link(node_id),
+            clock=self.clock,
+            rng=random.Random(hash(node_id) & 0xFFFF),
+            policy=self.policy,
+        )
+        self.stores[node_id] = store
+        self.nodes[node_id] = node
+        self.network.attach(node)
+        return node
+
+    def close(self) -> None:
+        for store in self.stores.values():
+            store.close()
+
+
+@pytest.fixture
+def federation(pki: Pki, tmp_path: Path) -> Iterator[Federation]:
+    fed = Federation(
+        pki=pki,
+        root=tmp_path,
+        clock=FakeClock(),
+        agreement=FakeAgreement(),
+        network=FakeNetwork(rng=random.Random(7)),
+        policy=OutboxPolicy(batch_size=16),
+    )
+    for node in (WUCHANG, DAFENG, NINGJIN):
+        fed.start(node)
+    yield fed
+    fed.close()
+
+
+SendPacket = Callable[..., object]
