@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,7 +34,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from certs._io import replace_public as _replace_public
+from certs._io import write_private
+from certs._io import write_public as _write_public
 from signing.certificates import is_node_id
+from signing.descriptor import NodeDescriptor, sign_descriptor
+from signing.hpke import HpkePublicKey, HpkeSuite, generate_hpke_key
+from signing.keys import Signer
 
 __all__ = [
     "BACKDATE",
@@ -73,26 +78,6 @@ class NodeFiles:
     seal_cert: Path
     tls_serial: int
     seal_serial: int
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 from the start; refuse to overwrite."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-
-
-def _replace_public(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    _write_public(tmp, data)
-    os.replace(tmp, path)
 
 
 def _serial() -> int:
@@ -279,8 +264,6 @@ def issue_node(
     ``name_en`` (defaults to ``name``) and ``endpoints`` (defaults to
     :func:`default_endpoints`).
     """
-    from signing.hpke import HpkeSuite, generate_hpke_key
-
     if not is_node_id(node):
         raise PkiError(
             f"node code {node!r} is not a 6-digit administrative division code (e.g. 420106)"
@@ -324,7 +307,16 @@ def issue_node(
     write_private(out / "hpke-x25519.key", hpke_keys[0].to_pem())
     write_private(out / "hpke-mlkem768x25519.key", hpke_keys[1].to_pem())
     _write_public(out / "root.pem", _pem(root))
-    _write_node_json(out, node, name, name_en or name, endpoints or default_endpoints(host), now)
+    _write_node_json(
+        out,
+        node,
+        (name, name_en or name),
+        endpoints or default_endpoints(host),
+        (tls_cert, seal_cert),
+        seal_key,
+        tuple(k.public_key() for k in hpke_keys),
+        now,
+    )
     issued = state.setdefault("issued", [])
     if isinstance(issued, list):
         for purpose, cert in (("tls", tls_cert), ("seal", seal_cert)):
@@ -347,10 +339,29 @@ def issue_node(
 
 
 def _write_node_json(
-    out: Path, node: str, name_zh: str, name_en: str, endpoints: Mapping[str, str], now: datetime
+    out: Path,
+    node: str,
+    names: tuple[str, str],
+    endpoints: Mapping[str, str],
+    certs: tuple[x509.Certificate, x509.Certificate],
+    seal_key: ed25519.Ed25519PrivateKey,
+    hpke_public: tuple[HpkePublicKey, ...],
+    now: datetime,
 ) -> None:
-    """Sign and write the node descriptor (filled in once signing.descriptor exists)."""
-    del out, node, name_zh, name_en, endpoints, now
+    """Sign the node descriptor with the new seal key and write ``node.json``."""
+    tls_cert, seal_cert = certs
+    descriptor = NodeDescriptor(
+        node_id=node,
+        name_zh=names[0],
+        name_en=names[1],
+        endpoints=endpoints,
+        tls_chain=(tls_cert,),
+        seal_chain=(seal_cert,),
+        hpke_keys=hpke_public,
+        issued_at=now,
+    )
+    signer = Signer(key=seal_key, chain=(seal_cert,))
+    _write_public(out / "node.json", sign_descriptor(descriptor, signer, at=now))
 
 
 def revoke(federation: Path, cert_pem: bytes, *, now: datetime) -> x509.CertificateRevocationList:
