@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+from cryptography import x509
 
 from signing.certificates import is_node_id
 from signing.encoding import b64url_decode
@@ -75,3 +79,19 @@ def from_numeric(value: object, name: str) -> datetime:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise MalformedInput(f"{name} must be a non-negative integer NumericDate")
     return datetime.fromtimestamp(value, UTC)
+
+
+def x5c_chain(token: str) -> tuple[x509.Certificate, ...]:
+    """The ``x5c`` chain of a compact JWS header, unverified (for path checks)."""
+    if not isinstance(token, str) or token.strip().count(".") != 2:
+        raise MalformedInput("not a compact JWS (three dot-separated parts)")
+    header = json_object(b64url_decode(token.strip().split(".")[0]))
+    x5c = header.get("x5c")
+    if not isinstance(x5c, list) or not x5c or not all(isinstance(c, str) for c in x5c):
+        raise MalformedInput("the header carries no x5c certificate chain")
+    try:
+        return tuple(
+            x509.load_der_x509_certificate(base64.b64decode(c, validate=True)) for c in x5c
+        )
+    except (ValueError, binascii.Error) as exc:
+        raise MalformedInput("x5c holds an unparsable certificate") from exc

@@ -21,8 +21,6 @@ names the one that failed with a stable code.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,9 +37,10 @@ from signing._claims import (
     node_from_urn,
     numeric,
     unverified_claims,
+    x5c_chain,
 )
 from signing.certificates import Identity, Purpose, TrustBundle, validate_path
-from signing.encoding import b64url_decode, canonical_json
+from signing.encoding import canonical_json
 from signing.errors import CertificateRejected, InvalidSignature, MalformedInput
 from signing.licence_report import Check, CheckResult, Failure, LicenceReport, Outcome
 from signing.status_list import VC_TYP, StatusListRejected, StatusPurpose, verify_status_list
@@ -236,19 +235,6 @@ def parse_licence(token: str) -> Licence:
     return Licence.from_claims(unverified_claims(token))
 
 
-def _x5c_chain(token: str) -> tuple[x509.Certificate, ...]:
-    header = json_object(b64url_decode(token.strip().split(".")[0]))
-    x5c = header.get("x5c")
-    if not isinstance(x5c, list) or not x5c or not all(isinstance(c, str) for c in x5c):
-        raise MalformedInput("the header carries no x5c certificate chain")
-    try:
-        return tuple(
-            x509.load_der_x509_certificate(base64.b64decode(c, validate=True)) for c in x5c
-        )
-    except (ValueError, binascii.Error) as exc:
-        raise MalformedInput("x5c holds an unparsable certificate") from exc
-
-
 def _resolve(source: StatusSource, url: str) -> str | None:
     if callable(source):
         return source(url)
@@ -333,8 +319,11 @@ def verify_licence(
     if at.tzinfo is None:
         raise ValueError("verify_licence needs a timezone-aware time")
     try:
-        chain = _x5c_chain(token)
-        claims_issuer = node_from_urn(unverified_claims(token).get("iss"))
+        claims_issuer: str | None = node_from_urn(unverified_claims(token).get("iss"))
+    except MalformedInput:
+        claims_issuer = None  # a mangled payload is for the signature check to refuse
+    try:
+        chain = x5c_chain(token)
     except MalformedInput as exc:
         skipped = CheckResult(Check.CHAIN, Outcome.SKIPPED, detail="not a licence")
         return _early(_bad_seal(Failure.MALFORMED, str(exc)), skipped, "not a licence")
@@ -347,7 +336,7 @@ def verify_licence(
             CheckResult(Check.CHAIN, Outcome.FAILED, Failure.CHAIN, f"{exc.reason}: {exc}"),
             why,
         )
-    chain_ok = CheckResult(Check.CHAIN, Outcome.PASSED, detail=f"seal of node {claims_issuer}")
+    chain_ok = CheckResult(Check.CHAIN, Outcome.PASSED, detail="seal certificate path valid")
     try:
         payload, signer = _verify_jws(token, bundle, at)
     except InvalidSignature:
