@@ -40,6 +40,7 @@ from remote_survey.session import (
     Participant,
     Site,
     SurveyPlan,
+    SurveySession,
     TimeWindow,
     schedule,
     transition,
@@ -103,6 +104,7 @@ def make_pki(root: Path, base: datetime) -> Pki:
 @dataclass(frozen=True)
 class FinishedSurvey:
     plan: SurveyPlan
+    session: SurveySession
     chain: EvidenceChain
     report: SurveyReport
     token: str
@@ -177,4 +179,4 @@ def run_survey(
         at=t_end + timedelta(minutes=1),
     )
     token = sign_report(report, pki.seal(seal_node), at=t_end + timedelta(minutes=1))
-    return FinishedSurvey(plan, chain, report, token, media, t_end + timedelta(minutes=5))
+    return FinishedSurvey(plan, session, chain, report, token, media, t_end + timedelta(minutes=5))
