@@ -165,3 +165,13 @@ class FakeCore:
             raise NotFound(f"no packet {packet_id}")
         summary = self._summary("p1", "320982", "C1", "m", "submit", "online")
         return PacketContent(summary, {"applicant": "张三"}, "inner.jws", "outer.jws", None)
+
+
+class RunningFakeCore(FakeCore):
+    """The fake with an outbox loop, as ``relay.node.Node`` runs a core."""
+
+    outbox_runs: int = 0
+
+    async def run_outbox(self, stop: Any) -> None:
+        self.outbox_runs += 1
+        await stop.wait()

@@ -105,3 +105,19 @@ def write_config(
     path = folder / "node.toml"
     path.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
     return path
+
+
+def free_ports(count: int) -> tuple[int, ...]:
+    """Distinct free TCP ports on 127.0.0.1 (bound then released)."""
+    import socket
+
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return tuple(s.getsockname()[1] for s in sockets)
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -1,0 +1,80 @@
+"""The relay core's :class:`~relay.core.ports.Authorizer` over signed agreement files.
+
+:func:`load_authorizer` reads the node's agreement files (``[agreements] files``),
+verifies each party signature and signed event against the trust bundle
+(:meth:`agreements.signed.SignedAgreement.evaluate`), indexes the resulting lifecycles
+and answers the core's :class:`~relay.core.ports.AuthorizationRequest` with
+:func:`agreements.authorize.authorize` at the time of the request. When the request
+pins an agreement (the receiving side: the packet names id, version and document
+digest), the granting agreement must be exactly that one (``agreement-mismatch``).
+Unknown actions or modes are refused (``unknown-action``, ``mode-not-allowed``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from agreements.actions import Action
+from agreements.authorize import AgreementIndex, Deny, Request, authorize
+from agreements.errors import AgreementError
+from agreements.events import document_digest
+from agreements.model import ServiceMode
+from agreements.signed import SignedAgreement
+from relay.core.ports import AgreementRef, AuthorizationDecision, AuthorizationRequest
+from signing.certificates import TrustBundle
+
+__all__ = ["AgreementAuthorizer", "AgreementLoadError", "load_authorizer"]
+
+
+class AgreementLoadError(Exception):
+    """An agreement file that cannot be read or parsed (names the file)."""
+
+
+class AgreementAuthorizer:
+    """Callable authorizer over an :class:`AgreementIndex`."""
+
+    def __init__(self, index: AgreementIndex, digests: dict[tuple[str, int], str]) -> None:
+        self._index = index
+        self._digests = digests
+
+    def __call__(self, request: AuthorizationRequest, at: datetime) -> AuthorizationDecision:
+        try:
+            action = Action(request.action)
+        except ValueError:
+            return AuthorizationDecision(False, "unknown-action")
+        try:
+            mode = ServiceMode(request.mode)
+        except ValueError:
+            return AuthorizationDecision(False, "mode-not-allowed")
+        decision = authorize(
+            self._index, Request(request.sender, request.receiver, request.matter, action, mode), at
+        )
+        if isinstance(decision, Deny):
+            return AuthorizationDecision(False, decision.reason.value)
+        key = (decision.clause.agreement_id, decision.clause.version)
+        granted = AgreementRef(id=key[0], version=key[1], digest=self._digests[key])
+        pinned = request.agreement
+        if pinned is not None and pinned != granted:
+            return AuthorizationDecision(False, "agreement-mismatch")
+        return AuthorizationDecision(True, None, granted)
+
+
+def load_authorizer(
+    paths: Sequence[Path], bundle: TrustBundle, *, at: datetime
+) -> AgreementAuthorizer:
+    """Read, verify and index the agreement files at ``paths``."""
+    lifecycles = []
+    digests: dict[tuple[str, int], str] = {}
+    for path in paths:
+        try:
+            signed = SignedAgreement.from_bytes(path.read_bytes())
+        except OSError as exc:
+            raise AgreementLoadError(f"{path}: cannot read: {exc.strerror}") from None
+        except AgreementError as exc:
+            raise AgreementLoadError(f"{path}: {exc}") from None
+        evaluation = signed.evaluate(bundle, at=at)
+        lifecycles.append(evaluation.lifecycle)
+        digests[signed.agreement.ref] = document_digest(signed.agreement)
+    return AgreementAuthorizer(AgreementIndex(lifecycles), digests)

@@ -1,0 +1,67 @@
+"""``tongban serve --config node.toml``: run one node until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from relay.authorizer import AgreementLoadError
+from relay.cli._common import CliError
+from relay.config import ConfigError, NodeConfig, load_config
+from relay.node import Node
+from relay.staff_auth import TokenKeyError
+from signing.errors import SigningError
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="run a node (federation, public and staff listeners, outbox)",
+        description="Start the node described by the configuration file and run until "
+        "SIGTERM or SIGINT, then stop accepting, finish in-flight requests and close.",
+    )
+    serve.add_argument("--config", required=True, help="the node's node.toml")
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise CliError("config", str(exc)) from None
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return asyncio.run(_run(config))
+
+
+async def _run(config: NodeConfig) -> int:
+    node = Node(config)
+    try:
+        await node.start()
+    except (OSError, SigningError, AgreementLoadError, TokenKeyError) as exc:
+        raise CliError("start", f"node {config.node_id} could not start: {exc}") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    listing = " ".join(f"{name}={url}" for name, url in node.urls.items())
+    sys.stdout.write(f"tongban: node {config.node_id} serving {listing}\n")
+    sys.stdout.flush()
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await node.stop()
+    sys.stdout.write(f"tongban: node {config.node_id} stopped\n")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,277 @@
+"""One running node: three listeners, the outbox task, graceful shutdown.
+
+:class:`Node` composes the HTTP shell around a relay core:
+
+- federation listener — :func:`relay.http.federation.federation_app`, TLS 1.3 with
+  required client certificates (:func:`relay.tls.server_context`);
+- public listener — :func:`relay.http.public.public_app`, HTTPS or plain HTTP;
+- staff listener — :func:`relay.http.staff.staff_app`, bearer JWT, HTTPS by default;
+- the outbox task — ``core.run_outbox(stop)`` delivering through
+  :class:`relay.http.link.HttpsPeerLink`.
+
+Every listener runs with the configured limits: ``client_max_size`` (JSON bodies),
+``max_line_size``/``max_field_size`` (header size, enforced by the HTTP parser),
+a per-request timeout, per-peer concurrency on the federation listener, and an idle
+keep-alive timeout so slow or silent clients do not hold connections.
+
+Shutdown (:meth:`Node.stop`, on SIGTERM/SIGINT in ``tongban serve``): all listeners stop
+accepting at once, in-flight requests finish (up to ``shutdown_timeout``), the outbox
+task is told to stop and awaited, the peer link and then the storage are closed.
+
+The core is built by a :data:`CoreFactory`; :func:`relay_core_factory` wires the real
+``relay.core.service.RelayNode`` over SQLite, and tests pass a fake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from aiohttp import web
+
+from relay.config import Listener, NodeConfig
+from relay.core.ports import PeerLink
+from relay.http.api import RelayApi
+from relay.http.federation import federation_app
+from relay.http.link import HttpsPeerLink
+from relay.http.public import public_app
+from relay.http.staff import staff_app
+from relay.staff_auth import load_or_create_token_key
+from relay.tls import BundleSource, server_context
+
+__all__ = ["CoreFactory", "CoreHandle", "CoreService", "Node", "relay_core_factory", "utc_now"]
+
+_log = logging.getLogger("tongban.relay.node")
+_KEEPALIVE = 75.0
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CoreService(RelayApi, Protocol):
+    """The core as the node runs it: the HTTP-facing methods plus the outbox loop."""
+
+    async def run_outbox(self, stop: asyncio.Event) -> None: ...
+
+
+@dataclass
+class CoreHandle:
+    """A built core with its storage check and its closer."""
+
+    core: CoreService
+    storage_ok: Callable[[], bool]
+    close: Callable[[], None]
+
+
+CoreFactory = Callable[[NodeConfig, PeerLink, BundleSource, Callable[[], datetime]], CoreHandle]
+
+
+def relay_core_factory(
+    config: NodeConfig, link: PeerLink, bundle: BundleSource, clock: Callable[[], datetime]
+) -> CoreHandle:
+    """Build ``relay.core.service.RelayNode`` from the configuration (SQLite store)."""
+    import random
+    from datetime import timedelta
+
+    from relay.authorizer import load_authorizer
+    from relay.core.directory import Directory
+    from relay.core.outbox import OutboxPolicy
+    from relay.core.service import RelayNode
+    from relay.core.sqlite_store import SqliteStore
+    from signing.nodedir import load_node_keys
+
+    keys = load_node_keys(config.key_dir)
+    trust = bundle.current()
+    now = clock()
+    directory = Directory(trust)
+    directory.add(keys.descriptor_bytes, at=now)
+    for partner in config.partners:
+        directory.add(partner.descriptor.read_bytes(), at=now)
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = SqliteStore(config.data_dir)
+    policy = OutboxPolicy(
+        base_delay=timedelta(seconds=config.outbox.base_backoff),
+        max_delay=timedelta(seconds=config.outbox.max_backoff),
+        batch_size=config.outbox.batch_size,
+    )
+    node = RelayNode(
+        node_id=config.node_id,
+        keys=keys,
+        bundle=trust,
+        directory=directory,
+        authorizer=load_authorizer(config.agreements, trust, at=now),
+        store=store,
+        link=link,
+        clock=clock,
+        rng=random.Random(),  # noqa: S311 - retry jitter, not a secret
+        policy=policy,
+    )
+    closed = False
+
+    def storage_ok() -> bool:
+        if closed:
+            return False
+        try:
+            store.connection.execute("SELECT 1").fetchone()
+        except Exception:  # any failure means "not ready"
+            return False
+        return True
+
+    def close() -> None:
+        nonlocal closed
+        closed = True
+        store.close()
+
+    return CoreHandle(core=node, storage_ok=storage_ok, close=close)
+
+
+class Node:
+    """A node's listeners and outbox task, started and stopped as one."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        core_factory: CoreFactory = relay_core_factory,
+        clock: Callable[[], datetime] = utc_now,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        self.config = config
+        self._factory = core_factory
+        self._clock = clock
+        self._shutdown_timeout = shutdown_timeout
+        self._runners: list[web.AppRunner] = []
+        self._outbox_stop = asyncio.Event()
+        self._outbox: asyncio.Task[None] | None = None
+        self._link: HttpsPeerLink | None = None
+        self._handle: CoreHandle | None = None
+        self.urls: dict[str, str] = {}
+
+    @property
+    def core(self) -> CoreService:
+        if self._handle is None:
+            raise RuntimeError("the node is not started")
+        return self._handle.core
+
+    def readiness(self) -> dict[str, bool]:
+        handle, task = self._handle, self._outbox
+        return {
+            "storage": handle is not None and handle.storage_ok(),
+            "outbox": task is not None and not task.done(),
+        }
+
+    async def start(self) -> None:
+        config = self.config
+        bundle = BundleSource(config.trust_bundle)
+        cert, key = config.key_dir / "tls.pem", config.key_dir / "tls.key"
+        descriptor_path = config.key_dir / "node.json"
+        self._link = HttpsPeerLink(
+            {p.node_id: p.federation_url for p in config.partners},
+            bundle=bundle,
+            cert=cert,
+            key=key,
+            clock=self._clock,
+            connections_per_peer=config.limits.max_connections_per_peer,
+            request_timeout=config.limits.request_timeout,
+            upload_chunk_timeout=config.limits.request_timeout,
+        )
+        self._handle = self._factory(config, self._link, bundle, self._clock)
+        core = self._handle.core
+        token_key = load_or_create_token_key(config.staff.token_key).public_key()
+
+        def descriptor() -> bytes:
+            return descriptor_path.read_bytes()
+
+        checks = {
+            "storage": lambda: self.readiness()["storage"],
+            "outbox": lambda: self.readiness()["outbox"],
+        }
+        apps: list[tuple[str, web.Application, Listener, ssl.SSLContext | None]] = [
+            (
+                "federation",
+                federation_app(
+                    core,
+                    bundle=bundle,
+                    clock=self._clock,
+                    limits=config.limits,
+                    descriptor=descriptor,
+                ),
+                config.federation,
+                server_context(cert, key, bundle.current(), require_client_cert=True),
+            ),
+            (
+                "public",
+                public_app(descriptor=descriptor, readiness=checks),
+                config.public,
+                server_context(cert, key, None, require_client_cert=False)
+                if config.public.tls
+                else None,
+            ),
+            (
+                "staff",
+                staff_app(
+                    core,
+                    node_id=config.node_id,
+                    token_key=token_key,
+                    clock=self._clock,
+                    limits=config.limits,
+                ),
+                config.staff_listener,
+                server_context(cert, key, None, require_client_cert=False)
+                if config.staff_listener.tls
+                else None,
+            ),
+        ]
+        try:
+            for name, app, listener, context in apps:
+                runner = web.AppRunner(
+                    app,
+                    handle_signals=False,
+                    access_log=None,
+                    shutdown_timeout=self._shutdown_timeout,
+                    max_line_size=config.limits.max_header_bytes,
+                    max_field_size=config.limits.max_header_bytes,
+                    keepalive_timeout=_KEEPALIVE,
+                )
+                await runner.setup()
+                self._runners.append(runner)
+                site = web.TCPSite(runner, listener.host, listener.port, ssl_context=context)
+                await site.start()
+                scheme = "https" if context is not None else "http"
+                host = f"[{listener.host}]" if ":" in listener.host else listener.host
+                self.urls[name] = f"{scheme}://{host}:{listener.port}"
+        except BaseException:
+            await self.stop()
+            raise
+        self._outbox = asyncio.create_task(core.run_outbox(self._outbox_stop), name="outbox")
+        self._outbox.add_done_callback(_log_outbox_end)
+        _log.info("node %s serving %s", config.node_id, self.urls)
+
+    async def stop(self) -> None:
+        """Stop accepting, finish in-flight requests, stop the outbox, close storage."""
+        runners, self._runners = self._runners, []
+        await asyncio.gather(*(r.cleanup() for r in runners), return_exceptions=True)
+        self._outbox_stop.set()
+        if self._outbox is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._outbox), self._shutdown_timeout)
+            except TimeoutError:
+                self._outbox.cancel()
+            except Exception:  # already logged by _log_outbox_end
+                _log.debug("outbox task ended with an error", exc_info=True)
+        if self._link is not None:
+            await self._link.close()
+        if self._handle is not None:
+            self._handle.close()
+        _log.info("node %s stopped", self.config.node_id)
+
+
+def _log_outbox_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        _log.error("the outbox task stopped", exc_info=task.exception())

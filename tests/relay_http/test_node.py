@@ -1,0 +1,167 @@
+"""A whole node (three listeners, outbox task) over a fake core; graceful shutdown; CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from fake_core import RunningFakeCore
+from relay_http_support import Pki, client_ssl, free_ports, write_config
+
+from relay.cli import main
+from relay.config import NodeConfig, load_config
+from relay.core.ports import PeerLink
+from relay.node import CoreHandle, Node
+from relay.tls import BundleSource
+
+
+class Built:
+    core: RunningFakeCore | None = None
+    closed = False
+
+
+def _factory(folder: Path, built: Built, core_class: type[RunningFakeCore] = RunningFakeCore):
+    def factory(
+        config: NodeConfig, link: PeerLink, bundle: BundleSource, clock: object
+    ) -> CoreHandle:
+        built.core = core_class(folder)
+
+        def close() -> None:
+            built.closed = True
+
+        return CoreHandle(core=built.core, storage_ok=lambda: not built.closed, close=close)
+
+    return factory
+
+
+@pytest.fixture
+async def running(pki: Pki, tmp_path: Path) -> AsyncIterator[tuple[Node, Built, Path]]:
+    ports = free_ports(3)
+    config_path = write_config(
+        tmp_path / "node", pki, pki.a, "420106", ports=(ports[0], ports[1], ports[2])
+    )
+    built = Built()
+    node = Node(load_config(config_path), core_factory=_factory(tmp_path, built))
+    await node.start()
+    try:
+        yield node, built, config_path
+    finally:
+        await node.stop()
+
+
+async def test_node_serves_three_listeners_with_readiness(
+    pki: Pki, running: tuple[Node, Built, Path]
+) -> None:
+    node, built, _ = running
+    assert set(node.urls) == {"federation", "public", "staff"}
+    assert node.urls["public"].startswith("http://")
+    async with aiohttp.ClientSession() as session:
+        ready = await session.get(node.urls["public"] + "/readyz")
+        assert ready.status == 200
+        assert (await ready.json())["checks"] == {"storage": True, "outbox": True}
+        resp = await session.post(
+            node.urls["federation"] + "/federation/v1/packets",
+            json={"packets": ["x"]},
+            ssl=client_ssl(pki, pki.b),
+        )
+        assert resp.status == 200
+        staff = await session.get(node.urls["staff"] + "/staff/v1/inbox", ssl=client_ssl(pki, None))
+        assert staff.status == 401
+    assert built.core is not None
+    assert built.core.batches == [("320982", ["x"])]
+    assert built.core.outbox_runs == 1
+
+
+async def test_oversize_header_is_refused_by_the_parser(running: tuple[Node, Built, Path]) -> None:
+    node, _, _ = running
+    async with aiohttp.ClientSession() as session:
+        resp = await session.get(node.urls["public"] + "/healthz", headers={"X-Big": "a" * 10_000})
+        assert resp.status in (400, 431)
+
+
+async def test_graceful_shutdown_finishes_in_flight_requests(pki: Pki, tmp_path: Path) -> None:
+    gate = asyncio.Event()
+    entered = asyncio.Event()
+
+    class Slow(RunningFakeCore):
+        async def receive_batch(self, peer_id: str, packets: list[str]) -> list[str]:  # type: ignore[override]
+            entered.set()
+            await gate.wait()
+            return await super().receive_batch(peer_id, packets)
+
+    ports = free_ports(3)
+    config_path = write_config(tmp_path / "n", pki, pki.a, "420106", ports=ports)  # type: ignore[arg-type]
+    built = Built()
+    node = Node(load_config(config_path), core_factory=_factory(tmp_path, built, Slow))
+    await node.start()
+    url = node.urls["federation"] + "/federation/v1/packets"
+    async with aiohttp.ClientSession() as session:
+        in_flight = asyncio.ensure_future(
+            session.post(url, json={"packets": ["late"]}, ssl=client_ssl(pki, pki.b))
+        )
+        await entered.wait()
+        stopping = asyncio.ensure_future(node.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=0.2)
+        assert not done, "stop() returned while a request was in flight"
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await session.post(
+                node.urls["public"] + "/healthz",
+                ssl=False,
+            )
+        gate.set()
+        resp = await in_flight
+        assert resp.status == 200
+        assert (await resp.json())["receipts"] == ["receipt-of-late"]
+        await stopping
+    assert built.closed
+
+
+async def test_cli_send_and_inbox_over_the_staff_api(
+    pki: Pki, running: tuple[Node, Built, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, built, config_path = running
+    content = tmp_path / "content.json"
+    content.write_text(json.dumps({"applicant": "张三"}, ensure_ascii=False), encoding="utf-8")
+    scan = tmp_path / "id-card.pdf"
+    scan.write_bytes(b"%PDF scan " * 50_000)
+    argv = ["send", "--config", str(config_path), "--to", "320982", "--case", "C-1"]
+    argv += ["--matter", "business-licence", "--action", "submit", "--content", str(content)]
+    argv += ["--attach", str(scan)]
+    code = await asyncio.to_thread(main, argv)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert json.loads(out.out)["to"] == "320982"
+    assert built.core is not None
+    assert built.core.created[0]["content"] == {"applicant": "张三"}
+    assert len(built.core.complete) == 1
+
+    code = await asyncio.to_thread(main, ["inbox", "--config", str(config_path)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "case C1" in out.out
+    assert len(out.out.strip().splitlines()) == 2
+
+    code = await asyncio.to_thread(
+        main, ["inbox", "--config", str(config_path), "--token", "not-a-token"]
+    )
+    assert code == 1
+    assert "tongban: error[token-invalid]" in capsys.readouterr().err
+
+
+async def test_cli_send_refused_by_agreement_exits_1(
+    running: tuple[Node, Built, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, built, config_path = running
+    content = tmp_path / "c.json"
+    content.write_text("{}", encoding="utf-8")
+    argv = ["send", "--config", str(config_path), "--to", "320982", "--case", "C-2"]
+    argv += ["--matter", "m", "--action", "forbidden", "--content", str(content)]
+    code = await asyncio.to_thread(main, argv)
+    assert code == 1
+    assert "tongban: error[not-authorized]" in capsys.readouterr().err
+    assert built.core is not None
+    assert built.core.created == []
