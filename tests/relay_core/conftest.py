@@ -29,7 +29,7 @@ MATTER, ACTION, MODE = "food-business-licence", "submit", "proxy_receipt"
 
 
 @dataclass(frozen=True)
-class TestKeys:
+class KeysStub:
     """What RelayNode reads of signing.nodedir.NodeKeys."""
 
     seal: Signer
@@ -37,7 +37,7 @@ class TestKeys:
 
 
 @dataclass(frozen=True)
-class TestDescriptor:
+class DescriptorStub:
     """What the Directory reads of a verified signing.descriptor.NodeDescriptor."""
 
     node_id: str
@@ -45,7 +45,7 @@ class TestDescriptor:
     hpke_keys: tuple[object, ...]
 
 
-def load_keys(directory: Path) -> TestKeys:
+def load_keys(directory: Path) -> KeysStub:
     seal = Signer.from_pem(
         (directory / "seal.key").read_bytes(), (directory / "seal.pem").read_bytes()
     )
@@ -53,14 +53,14 @@ def load_keys(directory: Path) -> TestKeys:
         HpkePrivateKey.from_pem((directory / name).read_bytes())
         for name in ("hpke-mlkem768x25519.key", "hpke-x25519.key")
     )
-    return TestKeys(seal, hpke)
+    return KeysStub(seal, hpke)
 
 
 @dataclass(frozen=True)
 class Pki:
     bundle: TrustBundle
-    keys: dict[str, TestKeys]
-    rogue_keys: TestKeys  # a node certificate from a root nobody trusts
+    keys: dict[str, KeysStub]
+    rogue_keys: KeysStub  # a node certificate from a root nobody trusts
 
 
 @pytest.fixture(scope="session")
@@ -138,10 +138,10 @@ class Federation:
         d = Directory(self.pki.bundle)
         for node, keys in self.pki.keys.items():
             pub = tuple(k.public_key() for k in keys.hpke_keys)
-            d.add_verified(TestDescriptor(node, START - timedelta(days=1), pub))  # type: ignore[arg-type]
+            d.add_verified(DescriptorStub(node, START - timedelta(days=1), pub))  # type: ignore[arg-type]
         return d
 
-    def start(self, node_id: str, *, keys: TestKeys | None = None) -> RelayNode:
+    def start(self, node_id: str, *, keys: KeysStub | None = None) -> RelayNode:
         """(Re)start a node on its SQLite directory (closing a previous instance)."""
         if node_id in self.stores:
             self.stores[node_id].close()
