@@ -31,6 +31,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "relay.cli.casework",
     "relay.cli.staff",
     "relay.cli.licence",
+    "relay.cli.survey",
 )
 
 
