@@ -27,6 +27,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module; keep this list sorted by help order
     "relay.cli.pki",
     "relay.cli.files",
+    "relay.cli.sealing",
     "relay.cli.serve",
     "relay.cli.casework",
     "relay.cli.staff",
