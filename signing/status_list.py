@@ -41,8 +41,9 @@ from signing._claims import (
     node_from_urn,
     numeric,
     unverified_claims,
+    x5c_chain,
 )
-from signing.certificates import Purpose, TrustBundle
+from signing.certificates import Purpose, TrustBundle, validate_path
 from signing.encoding import b64url, b64url_decode, canonical_json
 from signing.errors import CertificateRejected, InvalidSignature, MalformedInput, SigningError
 
@@ -289,9 +290,13 @@ def verify_status_list(
     from signing.jws import verify_compact
 
     try:
-        verified = verify_compact(token, bundle, at=at, typ=VC_TYP, purpose=Purpose.SEAL)
+        validate_path(x5c_chain(token), bundle, purpose=Purpose.SEAL, at=at)
+    except MalformedInput as exc:
+        raise StatusListRejected("malformed", f"status list: {exc}") from None
     except CertificateRejected as exc:
-        raise StatusListRejected("chain", f"status list certificate: {exc}") from None
+        raise StatusListRejected("chain", f"status list seal {exc.reason}: {exc}") from None
+    try:
+        verified = verify_compact(token, bundle, at=at, typ=VC_TYP, purpose=Purpose.SEAL)
     except (InvalidSignature, MalformedInput):
         raise StatusListRejected("signature", "status list signature does not verify") from None
     try:

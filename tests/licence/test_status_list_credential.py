@@ -105,3 +105,13 @@ def test_list_payload_variants_are_malformed(fed: Federation) -> None:
         mutate(doc)
         with pytest.raises(MalformedInput):
             StatusListCredential.from_claims(doc)
+
+
+def test_list_sealed_under_an_untrusted_root_is_a_chain_rejection(
+    fed: Federation, rogue: Federation
+) -> None:
+    token = publish(rogue.signer(ISSUER), REV)
+    with pytest.raises(StatusListRejected) as caught:
+        _verify(fed, token)
+    assert caught.value.reason == "chain"
+    assert "untrusted-root" in str(caught.value)
