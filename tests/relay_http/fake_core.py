@@ -154,7 +154,7 @@ class FakeCore:
             InboxItem(
                 self._summary(f"in{i}", "420106", "C1", "m", "submit", "online"),
                 T0,
-                "receipt",
+                "rcpt.payload.sig",
                 i,
             )
             for i in range(2)
@@ -164,7 +164,7 @@ class FakeCore:
         if packet_id != "p1":
             raise NotFound(f"no packet {packet_id}")
         summary = self._summary("p1", "320982", "C1", "m", "submit", "online")
-        return PacketContent(summary, {"applicant": "张三"}, "inner.jws", "outer.jws", None)
+        return PacketContent(summary, {"applicant": "张三"}, "inner.p.s", "outer.p.s", None)
 
 
 class RunningFakeCore(FakeCore):

@@ -1,0 +1,160 @@
+"""The OpenAPI 3.1 document: valid, served, in step with the routes and the responses."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fake_core import FakeCore
+from openapi_schema_validator import OAS31Validator
+from openapi_spec_validator import validate
+from relay_http_support import Pki, client_ssl, serve
+
+from relay.config import Limits
+from relay.http.federation import federation_app
+from relay.http.openapi import openapi_bytes
+from relay.http.public import public_app
+from relay.http.staff import staff_app
+from relay.staff_auth import StaffRole, issue_token
+from relay.tls import BundleSource, server_context
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
+SPEC: dict[str, Any] = yaml.safe_load(openapi_bytes())
+NODE = "420106"
+
+
+def _schema_check(instance: object, name: str) -> None:
+    schema = {"$ref": f"#/components/schemas/{name}", "components": SPEC["components"]}
+    OAS31Validator(schema).validate(instance)
+
+
+def test_document_is_valid_openapi_31() -> None:
+    assert SPEC["openapi"].startswith("3.1")
+    validate(SPEC)
+
+
+def test_docs_copy_is_the_served_document() -> None:
+    assert DOCS.read_bytes() == openapi_bytes()
+
+
+def _routes(app: Any) -> set[tuple[str, str]]:
+    found = set()
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path") or info.get("formatter")
+        path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", path)
+        found.add((route.method.lower(), path))
+    return found
+
+
+def test_every_route_is_documented_and_every_documented_route_exists(pki: Pki) -> None:
+    core = FakeCore(Path("."))
+    apps = [
+        federation_app(
+            core,
+            bundle=BundleSource(pki.bundle_path),
+            clock=lambda: datetime.now(UTC),
+            limits=Limits(),
+            descriptor=lambda: b"{}",
+        ),
+        staff_app(
+            core,
+            node_id=NODE,
+            token_key=Ed25519PrivateKey.generate().public_key(),
+            clock=lambda: datetime.now(UTC),
+            limits=Limits(),
+        ),
+        public_app(descriptor=lambda: b"{}", readiness={}),
+    ]
+    served = set().union(*(_routes(a) for a in apps))
+    served = {(m, p) for m, p in served if m != "head" or "attachments" in p}
+    documented = {
+        (method, path)
+        for path, item in SPEC["paths"].items()
+        for method in item
+        if method in {"get", "put", "post", "head", "delete", "patch"}
+    }
+    assert served == documented
+
+
+@pytest.fixture
+async def staff_url(
+    pki: Pki, tmp_path: Path
+) -> AsyncIterator[tuple[str, FakeCore, Ed25519PrivateKey]]:
+    core = FakeCore(tmp_path)
+    key = Ed25519PrivateKey.generate()
+    app = staff_app(
+        core,
+        node_id=NODE,
+        token_key=key.public_key(),
+        clock=lambda: datetime.now(UTC),
+        limits=Limits(),
+    )
+    context = server_context(pki.a / "tls.pem", pki.a / "tls.key", None, require_client_cert=False)
+    async with serve(app, context) as url:
+        yield url, core, key
+
+
+async def test_served_on_staff_and_public_listeners_without_token(
+    pki: Pki, staff_url: tuple[str, FakeCore, Ed25519PrivateKey]
+) -> None:
+    url, _, _ = staff_url
+    public = public_app(descriptor=lambda: b"{}", readiness={})
+    async with serve(public, None) as public_url, aiohttp.ClientSession() as session:
+        for base, context in ((url, client_ssl(pki, None)), (public_url, None)):
+            resp = await session.get(base + "/openapi.yaml", ssl=context or False)
+            assert resp.status == 200
+            assert resp.content_type == "application/yaml"
+            validate(yaml.safe_load(await resp.read()))
+
+
+async def test_staff_responses_match_their_schemas(
+    pki: Pki, staff_url: tuple[str, FakeCore, Ed25519PrivateKey]
+) -> None:
+    url, _, key = staff_url
+    token = issue_token(
+        key, node_id=NODE, subject="s", roles=[StaffRole.CLERK], now=datetime.now(UTC), ttl=60
+    )
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {
+        "to": "320982",
+        "case_id": "C1",
+        "matter": "m",
+        "action": "submit",
+        "mode": "online",
+        "content": {"a": 1},
+    }
+    _schema_check(body, "NewPacket")
+    async with aiohttp.ClientSession(headers=headers) as session:
+        ctx = client_ssl(pki, None)
+        created = await session.post(url + "/staff/v1/packets", json=body, ssl=ctx)
+        _schema_check(await created.json(), "PacketSummary")
+        outbox = await (await session.get(url + "/staff/v1/outbox", ssl=ctx)).json()
+        for item in outbox["items"]:
+            _schema_check(item, "OutboxItem")
+        inbox = await (await session.get(url + "/staff/v1/inbox", ssl=ctx)).json()
+        for item in inbox["items"]:
+            _schema_check(item, "InboxItem")
+        packet = await (await session.get(url + "/staff/v1/packets/p1", ssl=ctx)).json()
+        _schema_check(packet, "PacketContent")
+        missing = await session.get(url + "/staff/v1/packets/nope", ssl=ctx)
+        _schema_check(await missing.json(content_type=None), "Problem")
+        data = b"hello attachment"
+        digest = hashlib.sha256(data).hexdigest()
+        put = await session.put(url + f"/staff/v1/attachments/{digest}", data=data, ssl=ctx)
+        _schema_check(await put.json(), "UploadProgress")
+
+
+def test_problem_codes_in_the_document_match_the_code() -> None:
+    from relay.problem import ProblemCode
+
+    documented = set(SPEC["components"]["schemas"]["Problem"]["properties"]["code"]["enum"])
+    assert documented == {c.value for c in ProblemCode}
