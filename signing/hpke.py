@@ -4,8 +4,10 @@ Two suites, both HKDF-SHA256 and AES-256-GCM, differing in the KEM:
 
 - ``x25519-sha256-aes256gcm``: DHKEM(X25519, HKDF-SHA256) (KEM id 0x0020);
 - ``mlkem768x25519-sha256-aes256gcm``: the hybrid ML-KEM-768 + X25519 KEM of
-  ``cryptography`` (draft-ietf-hpke-pq "MLKEM768-X25519"), for confidentiality that
-  survives a quantum adversary.
+  ``cryptography`` — X-Wing (draft-connolly-cfrg-xwing-kem), KEM id 0x647A
+  ("MLKEM768-X25519" in draft-ietf-hpke-pq) — for confidentiality that survives a
+  quantum adversary. Only the private key *storage* differs from X-Wing's 32-byte seed
+  (see below); the wire bytes are X-Wing's (pinned by tests/sealing/test_hpke_pq_spec.py).
 
 Wire form of a sealed message (``hpke_seal`` output, what ``Suite.encrypt`` returns):
 ``enc || ct`` where ``enc`` is the KEM encapsulation (32 bytes for X25519, 1120 bytes
