@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
@@ -40,7 +40,7 @@ from signing._claims import (
     x5c_chain,
 )
 from signing.certificates import Identity, Purpose, TrustBundle, validate_path
-from signing.encoding import canonical_json
+from signing.encoding import b64url_decode, canonical_json
 from signing.errors import CertificateRejected, InvalidSignature, MalformedInput
 from signing.licence_report import Check, CheckResult, Failure, LicenceReport, Outcome
 from signing.status_list import VC_TYP, StatusListRejected, StatusPurpose, verify_status_list
@@ -235,12 +235,6 @@ def parse_licence(token: str) -> Licence:
     return Licence.from_claims(unverified_claims(token))
 
 
-def _resolve(source: StatusSource, url: str) -> str | None:
-    if callable(source):
-        return source(url)
-    return source.get(url)
-
-
 _STATUS_CHECK: dict[StatusPurpose, tuple[Check, Failure]] = {
     StatusPurpose.REVOCATION: (Check.REVOCATION, Failure.REVOKED),
     StatusPurpose.SUSPENSION: (Check.SUSPENSION, Failure.SUSPENDED),
@@ -260,7 +254,7 @@ def _status_check(
         return CheckResult(check, Outcome.SKIPPED, detail=f"the licence has no {purpose} entry")
     if source is None:
         return CheckResult(check, Outcome.SKIPPED, detail="no status lists supplied")
-    token = _resolve(source, entry.list_url)
+    token = source(entry.list_url) if callable(source) else source.get(entry.list_url)
     if token is None:
         return CheckResult(
             check,
@@ -340,7 +334,7 @@ def verify_licence(
     try:
         payload, signer = _verify_jws(token, bundle, at)
     except InvalidSignature:
-        failed = _bad_seal(Failure.SIGNATURE, "the seal signature does not verify")
+        failed = _bad_seal(Failure.SIGNATURE, _why_unverified(token, at))
         return _early(failed, chain_ok, "signature failed")
     try:
         licence = Licence.from_claims(json_object(payload))
@@ -357,6 +351,18 @@ def verify_licence(
         results.append(_status_check(licence, purpose, bundle, at, status_lists))
     results.append(_entitlement_check(licence, entitled))
     return LicenceReport(tuple(results), licence=licence, signer=signer)
+
+
+def _why_unverified(token: str, at: datetime) -> str:
+    """A hint for the one refusal a careful reader can act on: a verifier clock behind."""
+    try:
+        iat = json_object(b64url_decode(token.strip().split(".")[0])).get("iat")
+        sealed = from_numeric(iat, "iat")
+    except MalformedInput:
+        sealed = None
+    if sealed is not None and sealed > at + timedelta(minutes=5):
+        return f"sealed at {sealed.isoformat()}, after the verification time {at.isoformat()}"
+    return "the seal signature does not verify"
 
 
 def _verify_jws(token: str, bundle: TrustBundle, at: datetime) -> tuple[bytes, Identity]:

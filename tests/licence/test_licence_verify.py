@@ -280,3 +280,9 @@ def test_report_json_lists_every_check_in_order(fed: Federation, token: str) -> 
     assert doc["failure"] == "revoked"
     assert [c["code"] for c in doc["checks"]] == [None, None, None, "revoked", "suspended", None]
     assert doc["licence"]["holder_name"] == "盐城市丰收农资经营部"
+
+
+def test_verifying_before_the_seal_was_made_says_so(fed: Federation, token: str) -> None:
+    report = verify_licence(token, fed.bundle, at=T0 + timedelta(minutes=10))
+    assert report.failure is Failure.SIGNATURE
+    assert "after the verification time" in report.result(Check.SIGNATURE).detail
