@@ -1,0 +1,125 @@
+"""Outages, crashes, expiry and final rejections: nothing lost, nothing duplicated."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from conftest import ACTION, DAFENG, NINGJIN, WUCHANG, Federation
+from test_delivery import drain, send
+
+from relay.core.model import OutboxState
+from relay.core.packets import peek_facts
+
+
+def inbox_ids(fed: Federation, node: str) -> list[str]:
+    return [i.summary.packet_id for i in fed.nodes[node].list_inbox()]
+
+
+async def test_a_partner_that_was_down_gets_everything_in_order_once_back(
+    federation: Federation,
+) -> None:
+    federation.network.down.add(DAFENG)
+    sent = await send(federation, WUCHANG, DAFENG, "case-a", n=6)
+    sent += await send(federation, WUCHANG, DAFENG, "case-b", n=6)
+    waits = []
+    for _ in range(12):
+        await federation.nodes[WUCHANG].deliver_once()
+        backoff = federation.stores[WUCHANG].peer_backoffs()[DAFENG]
+        assert backoff.next_attempt_at is not None
+        waits.append(backoff.next_attempt_at - federation.clock())
+        federation.clock.advance(minutes=5)
+    assert all(w <= federation.policy.max_delay for w in waits)
+    assert federation.stores[WUCHANG].peer_backoffs()[DAFENG].failures == 12
+    assert inbox_ids(federation, DAFENG) == []
+    federation.network.down.clear()
+    await drain(federation, WUCHANG)
+    inbox = federation.nodes[DAFENG].list_inbox()
+    assert sorted(inbox_ids(federation, DAFENG)) == sorted(sent)
+    for case in ("case-a", "case-b"):
+        assert [i.summary.seq for i in inbox if i.summary.case_id == case] == [1, 2, 3, 4, 5, 6]
+    assert federation.stores[WUCHANG].peer_backoffs()[DAFENG].failures == 0
+
+
+async def test_each_request_carries_at_most_the_head_of_each_case(federation: Federation) -> None:
+    batches: list[Sequence[str]] = []
+    link = federation.nodes[WUCHANG]._sender._link
+    original = link.deliver
+
+    async def spy(peer: str, packets: Sequence[str]) -> list[str]:
+        batches.append(packets)
+        return await original(peer, packets)
+
+    link.deliver = spy  # type: ignore[method-assign]
+    for case in range(20):
+        await send(federation, WUCHANG, DAFENG, f"case-{case}", n=3)
+    await drain(federation, WUCHANG)
+    assert len(federation.nodes[DAFENG].list_inbox()) == 60
+    seen: set[tuple[str, int]] = set()
+    for batch in batches:
+        assert len(batch) <= federation.policy.batch_size
+        cases = [peek_facts(t)["case"] for t in batch]  # type: ignore[index]
+        assert len(cases) == len(set(cases))
+        for token in batch:
+            facts = peek_facts(token)
+            assert facts is not None
+            if facts["seq"] > 1:
+                assert (facts["case"], facts["seq"] - 1) in seen  # k sent before k+1
+            seen.add((facts["case"], facts["seq"]))
+    assert len(batches) == 6  # 20 heads in 2 requests, three times over
+
+
+async def test_a_crash_between_persist_and_receipt_loses_and_duplicates_nothing(
+    federation: Federation,
+) -> None:
+    sent = await send(federation, WUCHANG, DAFENG, "case-a", n=3)
+    federation.network.reply_loss = 1.0  # receiver commits, the answer never arrives
+    await federation.nodes[WUCHANG].deliver_once()
+    assert len(inbox_ids(federation, DAFENG)) == 1
+    original = federation.nodes[DAFENG].list_inbox()[0].receipt
+    assert federation.nodes[WUCHANG].list_outbox()[0].state is OutboxState.IN_FLIGHT
+    # both nodes die and come back on their SQLite files
+    federation.start(DAFENG)
+    federation.start(WUCHANG)
+    federation.network.reply_loss = 0.0
+    await drain(federation, WUCHANG)
+    assert inbox_ids(federation, DAFENG) == sent
+    outbox = federation.nodes[WUCHANG].list_outbox()
+    assert [i.state for i in outbox] == [OutboxState.DELIVERED] * 3
+    assert outbox[0].receipt == original  # the duplicate got the original receipt
+    receipts = [i.receipt for i in federation.nodes[DAFENG].list_inbox()]
+    assert [i.receipt for i in outbox] == receipts
+
+
+async def test_expired_packets_and_their_successors_become_dead_letters(
+    federation: Federation,
+) -> None:
+    federation.network.down.add(DAFENG)
+    node = federation.nodes[WUCHANG]
+    first = await node.create_packet(
+        to=DAFENG, case_id="c", matter="food-business-licence", action=ACTION,
+        mode="proxy_receipt", content={}, expires_in=timedelta(minutes=10),
+    )  # fmt: skip
+    [later] = await send(federation, WUCHANG, DAFENG, "c")
+    [other_case] = await send(federation, WUCHANG, DAFENG, "d")
+    await node.deliver_once()
+    federation.clock.advance(minutes=11)
+    federation.network.down.clear()
+    assert await node.deliver_once() == 3  # two dead letters, one delivered
+    dead = {i.summary.packet_id: i.reason for i in node.list_outbox(state=OutboxState.DEAD)}
+    assert dead == {first.packet_id: "expired", later: "predecessor-dead"}
+    assert inbox_ids(federation, DAFENG) == [other_case]
+
+
+async def test_a_final_rejection_is_kept_and_blocks_the_rest_of_the_case(
+    federation: Federation,
+) -> None:
+    ids = await send(federation, WUCHANG, NINGJIN, "case-x", n=3)
+    federation.agreement.denied_actions.add(ACTION)
+    await drain(federation, WUCHANG)
+    items = {i.summary.packet_id: i for i in federation.nodes[WUCHANG].list_outbox()}
+    assert items[ids[0]].state is OutboxState.REJECTED
+    assert items[ids[0]].reason == "agreement-denied:action-not-granted"
+    assert items[ids[0]].receipt is not None
+    assert [items[i].state for i in ids[1:]] == [OutboxState.DEAD, OutboxState.DEAD]
+    assert inbox_ids(federation, NINGJIN) == []
