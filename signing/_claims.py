@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,9 +55,14 @@ def json_object(data: bytes) -> dict[str, Any]:
     return value
 
 
-def as_object(value: object, where: str) -> Mapping[str, Any]:
+def as_object(value: object, where: str, allowed: Iterable[str] | None = None) -> Mapping[str, Any]:
+    """``value`` as a JSON object; with ``allowed``, any other member is refused."""
     if not isinstance(value, dict):
         raise MalformedInput(f"{where} must be a JSON object")
+    if allowed is not None:
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            raise MalformedInput(f"{where} has unknown member(s) {', '.join(unknown)}")
     return value
 
 

@@ -66,6 +66,8 @@ Entitlement = Callable[[str, str, datetime], bool]
 
 _LICENCE_TYPE = ["VerifiableCredential", "TongbanLicence"]
 _MAX_TEXT = 512
+_STATUS = "credentialStatus"
+_ENTRY_KEYS = ("type", "statusPurpose", "statusListIndex", "statusListCredential")
 
 
 def _text(value: object, name: str, *, limit: int = _MAX_TEXT) -> str:
@@ -97,7 +99,7 @@ class StatusEntry:
 
     @classmethod
     def from_json(cls, value: object) -> StatusEntry:
-        entry = as_object(value, "credentialStatus entry")
+        entry = as_object(value, "credentialStatus entry", _ENTRY_KEYS)
         if entry.get("type") != "BitstringStatusListEntry":
             raise MalformedInput("credentialStatus entry type must be BitstringStatusListEntry")
         index = entry.get("statusListIndex")
@@ -176,12 +178,12 @@ class Licence:
 
     @classmethod
     def from_claims(cls, claims: Mapping[str, Any]) -> Licence:
-        vc = as_object(claims.get("vc"), "vc")
+        vc = as_object(claims.get("vc"), "vc", ("type", "credentialSubject", "dept", _STATUS))
         if vc.get("type") != _LICENCE_TYPE:
             raise MalformedInput("vc.type is not [VerifiableCredential, TongbanLicence]")
-        subject = as_object(vc.get("credentialSubject"), "vc.credentialSubject")
-        dept = as_object(vc.get("dept"), "vc.dept")
-        raw_status = vc.get("credentialStatus", [])
+        subject = as_object(vc.get("credentialSubject"), "vc.credentialSubject", ("n", "lt", "sc"))
+        dept = as_object(vc.get("dept"), "vc.dept", ("zh", "en"))
+        raw_status = vc.get(_STATUS, [])
         if not isinstance(raw_status, list):
             raise MalformedInput("vc.credentialStatus must be an array")
         return cls(

@@ -286,3 +286,22 @@ def test_verifying_before_the_seal_was_made_says_so(fed: Federation, token: str)
     report = verify_licence(token, fed.bundle, at=T0 + timedelta(minutes=10))
     assert report.failure is Failure.SIGNATURE
     assert "after the verification time" in report.result(Check.SIGNATURE).detail
+
+
+@pytest.mark.parametrize(
+    "where", ["vc", "credentialSubject", "dept", "entry"], ids=lambda w: f"extra-in-{w}"
+)
+def test_unknown_members_inside_the_credential_are_refused(where: str) -> None:
+    claims = make_licence().to_claims()
+    target = {
+        "vc": claims["vc"],
+        "credentialSubject": claims["vc"]["credentialSubject"],
+        "dept": claims["vc"]["dept"],
+        "entry": claims["vc"]["credentialStatus"][0],
+    }[where]
+    target["extra"] = "x"
+    with pytest.raises(MalformedInput, match="unknown member"):
+        Licence.from_claims(claims)
+    claims = make_licence().to_claims()
+    claims["extra"] = "top-level claims are ignored"
+    assert Licence.from_claims(claims) == make_licence()
