@@ -1,0 +1,147 @@
+"""Two real nodes (RelayNode on SQLite) exchange a case packet over mutual TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from relay_http_support import NOW, Pki, free_ports, write_agreement, write_config
+
+from relay.cli import main
+from relay.config import load_config
+from relay.node import Node
+from relay.staff_auth import StaffRole, issue_token, load_or_create_token_key
+from relay.staff_client import StaffClient
+
+A, B = "420106", "320982"
+
+
+@dataclass
+class Pair:
+    a: Node
+    b: Node
+    config_a: Path
+    config_b: Path
+
+
+def _client(node: Node, role: StaffRole = StaffRole.CLERK) -> StaffClient:
+    key = load_or_create_token_key(node.config.staff.token_key)
+    token = issue_token(
+        key, node_id=node.config.node_id, subject="test", roles=[role], now=NOW, ttl=3600
+    )
+    return StaffClient.for_config(node.config, token)
+
+
+@pytest.fixture
+async def pair(pki: Pki, tmp_path: Path) -> AsyncIterator[Pair]:
+    agreement = write_agreement(tmp_path / "agreement.json", {A: pki.a, B: pki.b}, at=NOW)
+    pa, pb = free_ports(3), free_ports(3)
+    extra = f'[agreements]\nfiles = ["{agreement}"]\n[outbox]\nbase_backoff = "50ms"\n'
+    config_a = write_config(
+        tmp_path / "a",
+        pki,
+        pki.a,
+        A,
+        ports=pa,  # type: ignore[arg-type]
+        partners=((B, pki.b / "node.json", f"https://127.0.0.1:{pb[0]}"),),
+        extra=extra,
+    )
+    config_b = write_config(
+        tmp_path / "b",
+        pki,
+        pki.b,
+        B,
+        ports=pb,  # type: ignore[arg-type]
+        partners=((A, pki.a / "node.json", f"https://127.0.0.1:{pa[0]}"),),
+        extra=extra,
+    )
+    a, b = Node(load_config(config_a)), Node(load_config(config_b))
+    await b.start()
+    await a.start()
+    try:
+        yield Pair(a, b, config_a, config_b)
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def _settled(client: StaffClient, packet_id: str) -> dict[str, Any]:
+    """The outbox item of ``packet_id`` once it is no longer queued or in flight."""
+    async with asyncio.timeout(30):
+        while True:
+            outbox = await client.get("/staff/v1/outbox")
+            for item in outbox["items"]:
+                if item["packet"]["packet_id"] == packet_id and item["state"] not in (
+                    "queued",
+                    "in_flight",
+                ):
+                    return dict(item)
+            await asyncio.sleep(0.05)  # the outbox runs on its own task; poll its state
+
+
+async def test_packet_with_attachment_crosses_between_two_nodes(pair: Pair, tmp_path: Path) -> None:
+    scan = tmp_path / "营业执照.pdf"
+    scan.write_bytes(b"%PDF-1.7 licence scan\n" * 40_000)
+    plain_digest = hashlib.sha256(scan.read_bytes()).hexdigest()
+    request = {
+        "to": B,
+        "case_id": "WC-2026-000123",
+        "matter": "food-business-licence",
+        "action": "submit",
+        "mode": "proxy_receipt",
+        "content": {"applicant": "张三", "shop": "武昌区中山路 1 号"},
+    }
+    sent = await _client(pair.a).send(request, [scan])
+    item = await _settled(_client(pair.a), sent["packet_id"])
+    assert item["state"] == "delivered", item
+    assert item["receipt"]
+
+    reader = _client(pair.b, StaffRole.READER)
+    inbox = await reader.get("/staff/v1/inbox")
+    assert [i["packet"]["packet_id"] for i in inbox["items"]] == [sent["packet_id"]]
+    assert inbox["items"][0]["packet"]["from"] == A
+    opened = await reader.get(f"/staff/v1/packets/{sent['packet_id']}")
+    assert opened["content"] == request["content"]
+    assert opened["packet"]["attachments"][0]["plain_digest"] == plain_digest
+    assert opened["receipt"] == item["receipt"]
+
+
+async def test_cli_send_then_inbox_on_the_other_node(
+    pair: Pair, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    content = tmp_path / "content.json"
+    content.write_text(json.dumps({"applicant": "李四"}, ensure_ascii=False), encoding="utf-8")
+    argv = ["send", "--config", str(pair.config_a), "--to", B, "--case", "WC-9"]
+    argv += ["--matter", "food-business-licence", "--action", "submit"]
+    argv += ["--content", str(content)]
+    assert await asyncio.to_thread(main, argv) == 0
+    sent = json.loads(capsys.readouterr().out)
+    item = await _settled(_client(pair.a), sent["packet_id"])
+    assert item["state"] == "delivered"
+    assert await asyncio.to_thread(main, ["inbox", "--config", str(pair.config_b)]) == 0
+    out = capsys.readouterr().out
+    assert sent["packet_id"] in out
+    assert f"{A}→{B}" in out
+
+
+async def test_action_the_agreement_does_not_grant_is_refused_before_sending(pair: Pair) -> None:
+    from relay.staff_client import StaffApiError
+
+    request = {
+        "to": B,
+        "case_id": "WC-2",
+        "matter": "pesticide-retail-licence",
+        "action": "submit",
+        "mode": "proxy_receipt",
+        "content": {},
+    }
+    with pytest.raises(StaffApiError) as info:
+        await _client(pair.a).send(request, [])
+    assert info.value.status == 403
+    assert info.value.code == "not-authorized"
