@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from licence_support import (
     ISSUER,
     OTHER,
@@ -25,7 +28,7 @@ from signing.certificates import TrustBundle
 from signing.encoding import b64url, b64url_decode, canonical_json
 from signing.errors import MalformedInput
 from signing.jws import sign_compact
-from signing.licence import Licence, issue_licence, parse_licence, verify_licence
+from signing.licence import Licence, StatusEntry, issue_licence, parse_licence, verify_licence
 from signing.licence_report import Check, Failure, Outcome
 from signing.status_list import StatusPurpose
 
@@ -305,3 +308,30 @@ def test_unknown_members_inside_the_credential_are_refused(where: str) -> None:
     claims = make_licence().to_claims()
     claims["extra"] = "top-level claims are ignored"
     assert Licence.from_claims(claims) == make_licence()
+
+
+_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40
+).filter(str.strip)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    number=_TEXT,
+    holder=_TEXT,
+    scope=_TEXT,
+    index=st.integers(min_value=0, max_value=2**20),
+    days=st.integers(min_value=1, max_value=3650),
+)
+def test_any_licence_round_trips_through_its_claims(
+    number: str, holder: str, scope: str, index: int, days: int
+) -> None:
+    licence = make_licence(
+        number=number,
+        holder_name=holder,
+        scope=scope,
+        valid_until=T0 + timedelta(days=days, hours=2),
+        status=(StatusEntry(StatusPurpose.SUSPENSION, index, SUS_URL),),
+    )
+    claims = json.loads(canonical_json(licence.to_claims()))
+    assert Licence.from_claims(claims) == licence
