@@ -13,19 +13,16 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from relay.core.errors import UnknownNode
-
-if TYPE_CHECKING:
-    from signing.certificates import TrustBundle
-    from signing.descriptor import NodeDescriptor
-    from signing.hpke import HpkePublicKey
+from signing.certificates import TrustBundle
+from signing.descriptor import NodeDescriptor, verify_descriptor
+from signing.hpke import HpkePublicKey, HpkeSuite
 
 __all__ = ["DEFAULT_OVERLAP", "Directory"]
 
 DEFAULT_OVERLAP = timedelta(days=14)
-_SUITE_PREFERENCE = ("mlkem768x25519-sha256-aes256gcm", "x25519-sha256-aes256gcm")
+_SUITE_PREFERENCE = (HpkeSuite.MLKEM768_X25519, HpkeSuite.X25519)
 
 
 class Directory:
@@ -42,8 +39,6 @@ class Directory:
         Raises ``signing.errors.InvalidSignature`` / ``CertificateRejected`` as
         :func:`signing.descriptor.verify_descriptor` does; nothing is added then.
         """
-        from signing.descriptor import verify_descriptor
-
         descriptor = verify_descriptor(data, self._bundle, at=at)
         self._insert(descriptor)
         return descriptor
@@ -90,14 +85,12 @@ class Directory:
 
     def sealing_key(self, node_id: str) -> HpkePublicKey:
         """The HPKE public key to seal new packets to ``node_id`` with."""
-        keys: tuple[HpkePublicKey, ...] = tuple(self.current(node_id).hpke_keys)
+        descriptor = self.current(node_id)
         for suite in _SUITE_PREFERENCE:
-            for key in keys:
-                if str(key.suite) == suite:
-                    return key
-        if not keys:
-            raise UnknownNode(node_id)
-        return keys[0]
+            keys = descriptor.keys_for(suite)
+            if keys:
+                return keys[0]
+        return descriptor.hpke_keys[0]
 
     def hpke_keys(self, node_id: str, *, at: datetime) -> tuple[HpkePublicKey, ...]:
         """Every HPKE public key of ``node_id`` valid at ``at`` (for checking a kid)."""

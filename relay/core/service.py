@@ -22,7 +22,7 @@ import random
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from relay.core import blobs
 from relay.core.directory import Directory
@@ -59,10 +59,8 @@ from signing.certificates import TrustBundle
 from signing.encoding import b64url, b64url_decode, canonical_json
 from signing.errors import SigningError
 from signing.hpke import HpkePrivateKey, hpke_open, hpke_seal, seal_info
+from signing.nodedir import NodeKeys
 from signing.stream import new_stream_key
-
-if TYPE_CHECKING:
-    from signing.nodedir import NodeKeys
 
 __all__ = ["RelayNode"]
 

@@ -19,8 +19,7 @@ from relay.core.ports import AgreementRef, AuthorizationDecision, AuthorizationR
 from relay.core.service import RelayNode
 from relay.core.sqlite_store import SqliteStore
 from signing.certificates import TrustBundle
-from signing.hpke import HpkePrivateKey
-from signing.keys import Signer
+from signing.nodedir import NodeKeys, load_node_keys
 
 WUCHANG, DAFENG, NINGJIN, OUTSIDER = "420106", "320982", "371422", "420981"
 START = datetime(2026, 11, 28, 1, 0, 0, tzinfo=UTC)
@@ -29,38 +28,11 @@ MATTER, ACTION, MODE = "food-business-licence", "submit", "proxy_receipt"
 
 
 @dataclass(frozen=True)
-class KeysStub:
-    """What RelayNode reads of signing.nodedir.NodeKeys."""
-
-    seal: Signer
-    hpke_keys: tuple[HpkePrivateKey, ...]
-
-
-@dataclass(frozen=True)
-class DescriptorStub:
-    """What the Directory reads of a verified signing.descriptor.NodeDescriptor."""
-
-    node_id: str
-    issued_at: datetime
-    hpke_keys: tuple[object, ...]
-
-
-def load_keys(directory: Path) -> KeysStub:
-    seal = Signer.from_pem(
-        (directory / "seal.key").read_bytes(), (directory / "seal.pem").read_bytes()
-    )
-    hpke = tuple(
-        HpkePrivateKey.from_pem((directory / name).read_bytes())
-        for name in ("hpke-mlkem768x25519.key", "hpke-x25519.key")
-    )
-    return KeysStub(seal, hpke)
-
-
-@dataclass(frozen=True)
 class Pki:
     bundle: TrustBundle
-    keys: dict[str, KeysStub]
-    rogue_keys: KeysStub  # a node certificate from a root nobody trusts
+    keys: dict[str, NodeKeys]
+    descriptors: dict[str, bytes]  # node.json of every node
+    rogue_keys: NodeKeys  # a node certificate from a root nobody trusts
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +46,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         issue_node(
             fed, node, f"office {node}", "127.0.0.1", base / node, now=START - timedelta(days=1)
         )
-        keys[node] = load_keys(base / node)
+        keys[node] = load_node_keys(base / node)
     rogue_fed = base / "rogue"
     init_federation(rogue_fed, "Rogue", now=then)
     issue_node(
@@ -86,7 +58,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         now=START - timedelta(days=1),
     )
     bundle = TrustBundle.from_pem((fed / "root.pem").read_bytes() + (fed / "crl.pem").read_bytes())
-    return Pki(bundle, keys, load_keys(base / "rogue-node"))
+    descriptors = {node: k.descriptor_bytes for node, k in keys.items()}
+    return Pki(bundle, keys, descriptors, load_node_keys(base / "rogue-node"))
 
 
 class FakeClock:
@@ -134,23 +107,23 @@ class Federation:
     nodes: dict[str, RelayNode] = field(default_factory=dict)
     stores: dict[str, SqliteStore] = field(default_factory=dict)
 
-    def directory(self) -> Directory:
+    def directory(self, *, without: str | None = None) -> Directory:
         d = Directory(self.pki.bundle)
-        for node, keys in self.pki.keys.items():
-            pub = tuple(k.public_key() for k in keys.hpke_keys)
-            d.add_verified(DescriptorStub(node, START - timedelta(days=1), pub))  # type: ignore[arg-type]
+        d.add_all((v for k, v in self.pki.descriptors.items() if k != without), at=self.clock())
         return d
 
-    def start(self, node_id: str, *, keys: KeysStub | None = None) -> RelayNode:
+    def start(
+        self, node_id: str, *, keys: NodeKeys | None = None, directory: Directory | None = None
+    ) -> RelayNode:
         """(Re)start a node on its SQLite directory (closing a previous instance)."""
         if node_id in self.stores:
             self.stores[node_id].close()
         store = SqliteStore(self.root / node_id)
         node = RelayNode(
             node_id=node_id,
-            keys=keys or self.pki.keys[node_id],  # type: ignore[arg-type]
+            keys=keys or self.pki.keys[node_id],
             bundle=self.pki.bundle,
-            directory=self.directory(),
+            directory=directory or self.directory(),
             authorizer=self.agreement,
             store=store,
             link=self.network.link(node_id),

@@ -6,9 +6,10 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from conftest import ACTION, AGREEMENT, MATTER, MODE, Federation, KeysStub
+from conftest import ACTION, AGREEMENT, MATTER, MODE, Federation
 
 from relay.core.packets import AttachmentKey, build_packet, format_time
+from signing.nodedir import NodeKeys
 
 
 def facts(
@@ -37,7 +38,7 @@ def facts(
 
 def forge(
     fed: Federation,
-    signer: KeysStub,
+    signer: NodeKeys,
     to: str,
     obj: dict[str, Any],
     *,
