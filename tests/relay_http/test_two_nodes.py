@@ -145,3 +145,34 @@ async def test_action_the_agreement_does_not_grant_is_refused_before_sending(pai
         await _client(pair.a).send(request, [])
     assert info.value.status == 403
     assert info.value.code == "not-authorized"
+
+
+async def test_refused_peers_store_nothing_on_a_real_node(pki: Pki, pair: Pair) -> None:
+    """A revoked or foreign client, even carrying a well-formed packet, leaves no trace."""
+    import aiohttp
+    from relay_http_support import client_ssl
+
+    request = {
+        "to": B,
+        "case_id": "WC-3",
+        "matter": "food-business-licence",
+        "action": "submit",
+        "mode": "proxy_receipt",
+        "content": {"x": 1},
+    }
+    sent = await _client(pair.a).send(request, [])
+    await _settled(_client(pair.a), sent["packet_id"])
+    packet = pair.a.core.read_packet(sent["packet_id"]).packet
+    before = await _client(pair.b, StaffRole.READER).get("/staff/v1/inbox")
+    url = pair.b.urls["federation"] + "/federation/v1/packets"
+    async with aiohttp.ClientSession() as session:
+        revoked = await session.post(
+            url, json={"packets": [packet]}, ssl=client_ssl(pki, pki.revoked)
+        )
+        assert revoked.status == 403
+        assert (await revoked.json(content_type=None))["code"] == "peer-revoked"
+        for node_dir in (pki.foreign, None):
+            with pytest.raises(aiohttp.ClientError):
+                await session.post(url, json={"packets": [packet]}, ssl=client_ssl(pki, node_dir))
+    after = await _client(pair.b, StaffRole.READER).get("/staff/v1/inbox")
+    assert after == before

@@ -1,0 +1,81 @@
+"""``tongban serve`` as a real process: starts, answers, stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+from relay_http_support import NOW, Pki, free_ports, write_agreement, write_config
+
+A, B = "420106", "320982"
+
+
+async def test_serve_starts_answers_and_stops_on_sigterm(pki: Pki, tmp_path: Path) -> None:
+    agreement = write_agreement(tmp_path / "agreement.json", {A: pki.a, B: pki.b}, at=NOW)
+    ports = free_ports(4)
+    config = write_config(
+        tmp_path / "a",
+        pki,
+        pki.a,
+        A,
+        ports=ports[:3],  # type: ignore[arg-type]
+        partners=((B, pki.b / "node.json", f"https://127.0.0.1:{ports[3]}"),),
+        extra=f'[agreements]\nfiles = ["{agreement}"]\n',
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relay.cli",
+        "serve",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            line = (await proc.stdout.readline()).decode()
+        assert line.startswith(f"tongban: node {A} serving "), line
+        async with aiohttp.ClientSession() as session:
+            health = await session.get(f"http://127.0.0.1:{ports[1]}/healthz")
+            assert health.status == 200
+            ready = await session.get(f"http://127.0.0.1:{ports[1]}/readyz")
+            assert ready.status == 200
+            assert (await ready.json())["checks"] == {"storage": True, "outbox": True}
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):
+            out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        assert f"tongban: node {A} stopped" in out.decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert (tmp_path / "a" / "data" / "relay.sqlite3").exists()
+
+
+async def test_serve_with_a_bad_config_exits_2_naming_file_and_key(
+    pki: Pki, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "a", pki, pki.a, A, extra="[limits]\nmax_batch_size = 0\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relay.cli",
+        "serve",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        _, err = await proc.communicate()
+    assert proc.returncode == 2
+    assert "tongban: error[config]:" in err.decode()
+    assert "node.toml: limits.max_batch_size: must be an integer 1-10000" in err.decode()
