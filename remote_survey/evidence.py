@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from remote_survey.entries import (
@@ -152,44 +152,49 @@ class Entry:
         return cls(obj["session"], obj["seq"], obj["t_ms"], body, obj["prev"], obj["hash"])
 
 
+@dataclass(frozen=True)
 class _Consistency:
-    """Facts a well-formed chain obeys beyond its hashes; one entry at a time."""
+    """Facts a well-formed chain obeys beyond its hashes, carried one entry at a time."""
 
-    def __init__(self) -> None:
-        self.last_t = 0
-        self.last_segment_end = 0
-        self.files: set[str] = set()
-        self.issued: set[str] = set()
-        self.shown: set[str] = set()
-        self.confirmed: set[str] = set()
+    last_t: int = 0
+    last_segment_end: int = 0
+    files: frozenset[str] = frozenset()
+    issued: frozenset[str] = frozenset()
+    shown: frozenset[str] = frozenset()
+    confirmed: frozenset[str] = frozenset()
 
-    def problem(self, e: Entry) -> tuple[str, str] | None:
+    def step(self, e: Entry) -> tuple[_Consistency, tuple[str, str] | None]:
+        """The state after ``e`` and the problem ``e`` has, if any."""
         b = e.body
         if e.t_ms < self.last_t:
-            return "time-regression", f"time {e.t_ms} is before the previous entry's {self.last_t}"
-        self.last_t = e.t_ms
+            return self, ("time-regression", f"time {e.t_ms} is before the previous {self.last_t}")
+        state = replace(self, last_t=e.t_ms)
         if isinstance(b, Segment | Snapshot):
-            if b.name in self.files:
-                return "inconsistent", f"file {b.name} appears twice"
-            self.files.add(b.name)
+            if b.name in state.files:
+                return state, ("inconsistent", f"file {b.name} appears twice")
+            state = replace(state, files=state.files | {b.name})
         if isinstance(b, Segment | Gap) and b.end_ms > e.t_ms:
-            return "inconsistent", f"{b.KIND} ends after it was recorded"
+            return state, ("inconsistent", f"{b.KIND} ends after it was recorded")
         if isinstance(b, Segment):
-            if b.start_ms < self.last_segment_end:
-                return "inconsistent", f"segment {b.name} overlaps the previous segment"
-            self.last_segment_end = b.end_ms
+            if b.start_ms < state.last_segment_end:
+                return state, ("inconsistent", f"segment {b.name} overlaps the previous one")
+            state = replace(state, last_segment_end=b.end_ms)
         if isinstance(b, ChallengeIssued):
-            if b.challenge_id in self.issued:
-                return "inconsistent", f"challenge {b.challenge_id} issued twice"
-            self.issued.add(b.challenge_id)
+            if b.challenge_id in state.issued:
+                return state, ("inconsistent", f"challenge {b.challenge_id} issued twice")
+            state = replace(state, issued=state.issued | {b.challenge_id})
         if isinstance(b, ChallengeShown | ChallengeConfirmed):
-            seen = self.shown if isinstance(b, ChallengeShown) else self.confirmed
-            if b.challenge_id not in self.issued:
-                return "inconsistent", f"challenge {b.challenge_id} was never issued"
+            shown = isinstance(b, ChallengeShown)
+            seen = state.shown if shown else state.confirmed
+            if b.challenge_id not in state.issued:
+                return state, ("inconsistent", f"challenge {b.challenge_id} was never issued")
             if b.challenge_id in seen:
-                return "inconsistent", f"challenge {b.challenge_id}: {b.KIND} recorded twice"
-            seen.add(b.challenge_id)
-        return None
+                return state, ("inconsistent", f"challenge {b.challenge_id}: {b.KIND} twice")
+            if shown:
+                state = replace(state, shown=seen | {b.challenge_id})
+            else:
+                state = replace(state, confirmed=seen | {b.challenge_id})
+        return state, None
 
 
 @dataclass(frozen=True)
@@ -198,6 +203,18 @@ class EvidenceChain:
 
     session_id: str
     entries: tuple[Entry, ...] = ()
+    _state: _Consistency | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self._state is not None:
+            return
+        result = verify_chain(self.entries, session_id=self.session_id)
+        if not result.ok:
+            raise _bad(f"not a valid chain: {result.problems[0].message}")
+        state = _Consistency()
+        for e in self.entries:
+            state, _ = state.step(e)
+        object.__setattr__(self, "_state", state)
 
     @property
     def head(self) -> str:
@@ -209,15 +226,13 @@ class EvidenceChain:
         Raises :class:`MalformedEvidence` when the entry would make the chain
         inconsistent (time going backwards, a file named twice, an unknown challenge).
         """
-        check = _Consistency()
-        for e in self.entries:
-            check.problem(e)
+        assert self._state is not None  # set by __post_init__
         draft = Entry(self.session_id, len(self.entries), t_ms, body, self.head, GENESIS)
-        problem = check.problem(draft)
+        state, problem = self._state.step(draft)
         if problem is not None:
             raise _bad(problem[1])
         entry = Entry(self.session_id, draft.seq, t_ms, body, draft.prev, draft.computed_hash())
-        return EvidenceChain(self.session_id, (*self.entries, entry))
+        return EvidenceChain(self.session_id, (*self.entries, entry), state)
 
     def extend(self, items: Iterable[tuple[Body, int]]) -> EvidenceChain:
         chain = self
@@ -286,7 +301,7 @@ def verify_chain(
     """
     problems: list[ChainProblem] = []
     session = session_id if session_id is not None else (entries[0].session if entries else "")
-    check = _Consistency()
+    state = _Consistency()
     prev = GENESIS
     for i, e in enumerate(entries):
         if e.computed_hash() != e.hash:
@@ -301,7 +316,7 @@ def verify_chain(
             problems.append(
                 ChainProblem(i, "wrong-session", f"entry {i} belongs to session {e.session}")
             )
-        problem = check.problem(e)
+        state, problem = state.step(e)
         if problem is not None:
             problems.append(ChainProblem(i, problem[0], f"entry {i}: {problem[1]}"))
         prev = e.hash

@@ -8,6 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from survey_support import FinishedSurvey
 
 from remote_survey.entries import (
@@ -187,3 +189,40 @@ def test_wire_entry_hash_covers_every_member(survey: FinishedSurvey) -> None:
 def test_empty_chain_head_is_genesis(tmp_path: Path) -> None:
     assert EvidenceChain("sv-1").head == GENESIS
     assert parse_evidence(b"") == ()
+
+
+def test_chain_cannot_be_built_from_tampered_entries(survey: FinishedSurvey) -> None:
+    entries = list(survey.chain.entries)
+    assert EvidenceChain(survey.plan.session_id, tuple(entries)) == survey.chain
+    entries[1], entries[2] = entries[2], entries[1]
+    with pytest.raises(MalformedEvidence, match="not a valid chain"):
+        EvidenceChain(survey.plan.session_id, tuple(entries))
+
+
+def _small_chain(n: int) -> EvidenceChain:
+    return EvidenceChain("sv-prop").extend(
+        (Note(f"记录 {i}", "insp-1"), 1_000 * (i // 2)) for i in range(n)
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_any_single_edit_is_detected_against_the_pinned_head(data: st.DataObject) -> None:
+    n = data.draw(st.integers(min_value=2, max_value=12), label="length")
+    chain = _small_chain(n)
+    entries = list(chain.entries)
+    i = data.draw(st.integers(min_value=0, max_value=n - 1), label="i")
+    j = data.draw(st.integers(min_value=0, max_value=n - 1).filter(lambda x: x != i), label="j")
+    edit = data.draw(st.sampled_from(["remove", "swap", "duplicate", "alter", "move"]))
+    if edit == "remove":
+        del entries[i]
+    elif edit == "swap":
+        entries[i], entries[j] = entries[j], entries[i]
+    elif edit == "duplicate":
+        entries.insert(j, entries[i])
+    elif edit == "move":
+        entries.insert(j, entries.pop(i))
+    else:
+        entries[i] = replace(entries[i], t_ms=entries[i].t_ms + 1)
+    result = verify_chain(entries, session_id="sv-prop", head=chain.head, length=n)
+    assert not result.ok, (edit, i, j)
