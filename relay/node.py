@@ -11,8 +11,9 @@
 
 Every listener runs with the configured limits: ``client_max_size`` (JSON bodies),
 ``max_line_size``/``max_field_size`` (header size, enforced by the HTTP parser),
-a per-request timeout, per-peer concurrency on the federation listener, and an idle
-keep-alive timeout so slow or silent clients do not hold connections.
+a per-request timeout, per-peer concurrency on the federation listener, and the same
+timeout as idle keep-alive and first-request deadline, so clients that are silent or
+trickle their request head do not hold connections.
 
 Shutdown (:meth:`Node.stop`, on SIGTERM/SIGINT in ``tongban serve``): all listeners stop
 accepting at once, in-flight requests finish (up to ``shutdown_timeout``), the outbox
@@ -47,7 +48,6 @@ from relay.tls import BundleSource, server_context
 __all__ = ["CoreFactory", "CoreHandle", "CoreService", "Node", "relay_core_factory", "utc_now"]
 
 _log = logging.getLogger("tongban.relay.node")
-_KEEPALIVE = 75.0
 
 
 def utc_now() -> datetime:
@@ -237,7 +237,9 @@ class Node:
                     shutdown_timeout=self._shutdown_timeout,
                     max_line_size=config.limits.max_header_bytes,
                     max_field_size=config.limits.max_header_bytes,
-                    keepalive_timeout=_KEEPALIVE,
+                    # also the deadline for a new connection's first request head:
+                    # a client that trickles its headers is closed when it fires
+                    keepalive_timeout=config.limits.request_timeout,
                 )
                 await runner.setup()
                 self._runners.append(runner)

@@ -165,3 +165,28 @@ async def test_cli_send_refused_by_agreement_exits_1(
     assert "tongban: error[not-authorized]" in capsys.readouterr().err
     assert built.core is not None
     assert built.core.created == []
+
+
+async def test_client_trickling_its_request_head_is_disconnected(pki: Pki, tmp_path: Path) -> None:
+    ports = free_ports(3)
+    config_path = write_config(
+        tmp_path / "n",
+        pki,
+        pki.a,
+        "420106",
+        ports=ports,  # type: ignore[arg-type]
+        extra='[limits]\nrequest_timeout = "500ms"\n',
+    )
+    built = Built()
+    node = Node(load_config(config_path), core_factory=_factory(tmp_path, built))
+    await node.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ports[1])
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        await writer.drain()
+        async with asyncio.timeout(10):
+            rest = await reader.read()  # EOF once the node gives up on us
+        assert rest == b""
+        writer.close()
+    finally:
+        await node.stop()
