@@ -78,7 +78,14 @@ class ChecklistAnswer:
     until_ms: int | None = None
 
     def __post_init__(self) -> None:
-        Answer(self.answer)
+        try:
+            object.__setattr__(self, "answer", Answer(self.answer))
+        except ValueError:
+            raise MalformedReport(f"item {self.item_id}: unknown answer {self.answer!r}") from None
+        if not isinstance(self.snapshots, tuple) or not all(
+            isinstance(h, str) for h in self.snapshots
+        ):
+            raise MalformedReport(f"item {self.item_id}: snapshots are SHA-256 hex strings")
         if not isinstance(self.note, str) or len(self.note) > 4096:
             raise MalformedReport(f"item {self.item_id}: the note must be text")
         if self.answer is not Answer.PASS and not self.note.strip():
@@ -121,6 +128,17 @@ class SurveyReport:
     issued_ms: int
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "outcome", SurveyState(self.outcome))
+            object.__setattr__(self, "verdict", Verdict(self.verdict))
+        except ValueError as exc:
+            raise MalformedReport(str(exc)) from None
+        for name in ("start_ms", "end_ms", "issued_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise MalformedReport(f"{name} must be a non-negative integer")
+        if not isinstance(self.remarks, str) or len(self.remarks) > 4096:
+            raise MalformedReport("remarks must be text of at most 4096 characters")
         if self.outcome not in _OUTCOMES:
             raise MalformedReport(f"no report for a session that is {self.outcome}")
         if self.outcome is SurveyState.CONVERTED_TO_ONSITE and (
@@ -200,22 +218,20 @@ def _report_from_json(obj: Any) -> SurveyReport:
         answers.append(
             ChecklistAnswer(
                 item_id=a["item"],
-                answer=Answer(a["answer"]),
+                answer=a["answer"],
                 note=a["note"],
                 snapshots=tuple(a["snapshots"]),
                 from_ms=a["from_ms"],
                 until_ms=a["until_ms"],
             )
         )
-    if not isinstance(obj["remarks"], str):
-        raise MalformedReport("remarks must be text")
     return SurveyReport(
         plan=plan,
-        outcome=SurveyState(outcome),
+        outcome=outcome,
         start_ms=start_ms,
         end_ms=end_ms,
         answers=tuple(answers),
-        verdict=Verdict(obj["verdict"]),
+        verdict=obj["verdict"],
         remarks=obj["remarks"],
         evidence=EvidenceManifest.from_json(obj["evidence"]),
         issued_ms=obj["issued_ms"],

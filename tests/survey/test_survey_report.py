@@ -29,7 +29,8 @@ from remote_survey.report import (
     verify_report,
 )
 from remote_survey.session import Event, schedule, transition
-from signing.encoding import b64url, b64url_decode
+from signing.encoding import b64url, b64url_decode, canonical_json
+from signing.jws import sign_compact
 
 
 def _verify(survey: FinishedSurvey, pki: Pki, token: str | None = None) -> set[str]:
@@ -272,3 +273,42 @@ def test_converted_session_reports_convert_to_onsite(survey: FinishedSurvey) -> 
     )
     assert report.outcome.value == "converted_to_onsite"
     assert SurveyReport.from_payload(report.payload()) == report
+
+
+def _resign(survey: FinishedSurvey, pki: Pki, obj: object) -> str:
+    payload = canonical_json(obj)
+    return sign_compact(payload, pki.seal(SURVEYOR), typ=REPORT_TYP, at=survey.verify_at)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda o: o.pop("verdict"),
+        lambda o: o.update(verdict="maybe"),
+        lambda o: o.update(extra=1),
+        lambda o: o.update(v=2),
+        lambda o: o["checklist"].pop(),
+        lambda o: o["checklist"][0].update(answer="perhaps"),
+        lambda o: o["checklist"][0].update(snapshots="f" * 64),
+        lambda o: o["survey"].update(outcome="abandoned"),
+        lambda o: o["survey"].update(surveying_office="4201"),
+        lambda o: o["survey"]["site"].update(lat_e7=900_000_001),
+        lambda o: o["evidence"]["chain"].update(head="XYZ"),
+        lambda o: o["evidence"]["geolocation"].update(within_permille=999),
+        lambda o: o["evidence"]["segments"][0].update(name="../../etc/passwd"),
+        lambda o: o.update(issued_ms=True),
+    ],
+)
+def test_sealed_but_malformed_reports_are_refused(
+    survey: FinishedSurvey, pki: Pki, mutate: object
+) -> None:
+    obj = survey.report.to_json()
+    mutate(obj)  # type: ignore[operator]
+    result = verify_report(_resign(survey, pki, obj), pki.bundle, survey.media, survey.verify_at)
+    assert [f.code for f in result.failures] == ["report-malformed"]
+    assert result.report is None
+
+
+def test_resigned_untouched_report_verifies(survey: FinishedSurvey, pki: Pki) -> None:
+    token = _resign(survey, pki, survey.report.to_json())
+    assert verify_report(token, pki.bundle, survey.media, survey.verify_at).ok
