@@ -2,3 +2,74 @@
 
 The public surface is re-exported here; raw primitives stay in private modules.
 """
+
+# --- identities, JWS, file signatures, descriptors (helper H1) ---
+from signing.certificates import Identity, Purpose, TrustBundle, is_node_id, validate_path
+from signing.descriptor import NodeDescriptor, sign_descriptor, verify_descriptor
+from signing.errors import (
+    CertificateRejected,
+    DecryptionFailed,
+    InvalidSignature,
+    MalformedInput,
+    SigningError,
+)
+from signing.files import FileManifest, VerifiedFile, file_digest, sign_file, verify_file
+from signing.hpke import (
+    HpkePrivateKey,
+    HpkePublicKey,
+    HpkeSuite,
+    generate_hpke_key,
+    hpke_open,
+    hpke_seal,
+    seal_info,
+)
+from signing.jws import VerifiedJws, sign_compact, verify_compact
+from signing.keys import Signer
+from signing.nodedir import NodeKeys, load_node_keys
+from signing.sealed import SealedHeader, open_file, read_header, seal_file
+from signing.stream import decrypt_stream, encrypt_stream, new_stream_key
+
+__all__ = [
+    "CertificateRejected",
+    "DecryptionFailed",
+    "FileManifest",
+    "Identity",
+    "InvalidSignature",
+    "MalformedInput",
+    "NodeDescriptor",
+    "NodeKeys",
+    "Purpose",
+    "Signer",
+    "SigningError",
+    "TrustBundle",
+    "VerifiedFile",
+    "VerifiedJws",
+    "file_digest",
+    "is_node_id",
+    "load_node_keys",
+    "sign_compact",
+    "sign_descriptor",
+    "sign_file",
+    "validate_path",
+    "verify_compact",
+    "verify_descriptor",
+    "verify_file",
+]
+
+# --- sealing: HPKE, segmented streams, sealed files (helper H2) ---
+__all__ += [
+    "HpkePrivateKey",
+    "HpkePublicKey",
+    "HpkeSuite",
+    "SealedHeader",
+    "decrypt_stream",
+    "encrypt_stream",
+    "generate_hpke_key",
+    "hpke_open",
+    "hpke_seal",
+    "new_stream_key",
+    "open_file",
+    "read_header",
+    "seal_file",
+    "seal_info",
+]
