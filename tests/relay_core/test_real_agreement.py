@@ -1,5 +1,5 @@
-"""The relay's authorizer over the real agreements package: both nodes check the same
-agreement, and the receiver holds the sender to the agreement version it pinned."""
+"""The core under the real agreements package (``relay.authorizer``): both nodes check
+the same agreement, and the receiver holds the sender to the version it pinned."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 from conftest import DAFENG, START, WUCHANG, Federation
 
 from agreements.authorize import AgreementIndex
+from agreements.events import document_digest
 from agreements.model import ServiceMode
-from relay.core.agreement_port import IndexAuthorizer
+from relay.authorizer import AgreementAuthorizer
 from relay.core.packets import ReceiptStatus, verify_receipt
 from relay.core.ports import AuthorizationRequest
 
@@ -22,17 +23,17 @@ from agreement_support import active, agreement, clause
 MATTER = "food-business-licence"
 
 
-def index() -> AgreementIndex:
+def authorizer() -> AgreementAuthorizer:
     ag = agreement(
         [WUCHANG, DAFENG],
         [clause(MATTER, handle=[DAFENG], receive_for={WUCHANG: [DAFENG]})],
         aid="hubei-jiangsu-food",
     )
-    return AgreementIndex([active(ag)])
+    return AgreementAuthorizer(AgreementIndex([active(ag)]), {ag.ref: document_digest(ag)})
 
 
 def test_the_sender_gets_the_granting_agreement_and_the_receiver_holds_it_to_it() -> None:
-    auth = IndexAuthorizer(index)
+    auth = authorizer()
     ask = AuthorizationRequest(WUCHANG, DAFENG, MATTER, "submit", "proxy_receipt")
     permit = auth(ask, START)
     assert permit.allowed
@@ -47,11 +48,12 @@ def test_the_sender_gets_the_granting_agreement_and_the_receiver_holds_it_to_it(
     assert auth(replace(ask, sender=DAFENG, receiver=WUCHANG), START).reason == "role-not-granted"
     assert auth(replace(ask, action="teleport"), START).reason == "unknown-action"
     assert auth(replace(ask, mode=str(ServiceMode.JOINT)), START).reason == "mode-not-allowed"
+    assert auth(replace(ask, mode="carrier-pigeon"), START).reason == "mode-not-allowed"
     assert auth(ask, START + timedelta(days=3650)).reason == "expired"
 
 
 async def test_packets_travel_under_a_real_agreement(federation: Federation) -> None:
-    auth = IndexAuthorizer(index)
+    auth = authorizer()
     federation.agreement = auth  # type: ignore[assignment]
     sender = federation.start(WUCHANG)
     receiver = federation.start(DAFENG)
