@@ -117,3 +117,44 @@ def test_revoke_refuses_a_certificate_of_another_federation(federation, tmp_path
 
 def test_issue_node_needs_both_urls_or_neither(federation, tmp_path) -> None:
     assert _issue(federation, tmp_path / "n", "420106", "--public-url", "https://x") == 2
+
+
+def test_installed_tongban_command_refuses_a_bad_code_with_exit_2(tmp_path) -> None:
+    """The real console script, in a child process: exit status and stderr format."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tongban = Path(sys.executable).with_name("tongban")
+    fed = tmp_path / "fed"
+    ok = subprocess.run(
+        [str(tongban), "pki", "init-federation", "--out", str(fed), "--name", "Hubei"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run(
+        [
+            str(tongban),
+            "pki",
+            "issue-node",
+            "--federation",
+            str(fed),
+            "--node",
+            "42O106",
+            "--name",
+            "x",
+            "--host",
+            "127.0.0.1",
+            "--out",
+            str(tmp_path / "n"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("tongban: error[pki]: node code '42O106' is not a 6-digit")
