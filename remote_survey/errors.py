@@ -43,7 +43,7 @@ class JoinRefused(SurveyError):
 
     Reasons: ``bad-token`` (signature, algorithm, structure), ``wrong-audience``,
     ``expired``, ``not-yet-valid``, ``wrong-session``, ``role-not-granted``,
-    ``used-on-other-device``.
+    ``used-on-other-device``, ``not-a-participant``.
     """
 
     def __init__(self, reason: str, message: str) -> None:

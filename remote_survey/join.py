@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from remote_survey.errors import JoinRefused
-from remote_survey.session import Role
+from remote_survey.session import Participant, Role, SurveyPlan
 
 __all__ = [
     "JOIN_TYP",
@@ -45,6 +45,7 @@ __all__ = [
     "check_join_token",
     "issue_join_token",
     "new_jti",
+    "participant_for",
 ]
 
 JOIN_TYP = "tongban-survey-join+jwt"
@@ -185,6 +186,25 @@ def check_join_token(
         not_before=datetime.fromtimestamp(nbf, UTC),
         expires=datetime.fromtimestamp(exp, UTC),
     )
+
+
+def participant_for(plan: SurveyPlan, claims: JoinClaims) -> Participant:
+    """The participant of ``plan`` a checked token was made for, in the role it grants.
+
+    Refuses (``not-a-participant``) a token whose subject is not, or no longer, in the
+    plan under that role, e.g. an inspector removed after the links were sent.
+    """
+    if claims.session_id != plan.session_id:
+        raise _refuse("wrong-session", "the join link is for another survey")
+    people = {
+        Role.INSPECTOR: plan.inspectors,
+        Role.SITE: (plan.site_party,),
+        Role.OBSERVER: plan.observers,
+    }[claims.role]
+    for person in people:
+        if person.person_id == claims.subject:
+            return person
+    raise _refuse("not-a-participant", f"{claims.subject} is not a {claims.role} of this survey")
 
 
 @dataclass(frozen=True)

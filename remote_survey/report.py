@@ -8,29 +8,49 @@ its :class:`~remote_survey.evidence.EvidenceChain` and the inspector's answers i
 of: the seal signature and its certificate path; that the seal belongs to the surveying
 office; the evidence file in the media directory (chain integrity, head and length as
 the report pins them); the report's manifest against the manifest recomputed from the
-chain; and every segment and snapshot file, re-hashed in constant memory.
+chain; who did what (snapshots and challenges by inspectors, challenges shown by the
+site party); each fix's distance to the site; and every segment and snapshot file,
+re-hashed in constant memory.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
-from remote_survey.entries import EVIDENCE_FILE, GeoFix
-from remote_survey.errors import MalformedEvidence, MalformedReport, SurveyError
-from remote_survey.evidence import EvidenceChain, epoch_ms, parse_evidence, verify_chain
+from remote_survey.entries import (
+    EVIDENCE_FILE,
+    ChallengeConfirmed,
+    ChallengeIssued,
+    ChallengeShown,
+    GeoFix,
+    Note,
+    Snapshot,
+)
+from remote_survey.errors import MalformedEvidence, MalformedReport
+from remote_survey.evidence import (
+    Entry,
+    EvidenceChain,
+    epoch_ms,
+    parse_evidence,
+    verify_chain,
+)
 from remote_survey.geo import distance_mm
-from remote_survey.manifest import EvidenceManifest, manifest_from_chain
+from remote_survey.manifest import manifest_from_chain
 from remote_survey.media import verify_media
-from remote_survey.reportjson import plan_from_json, plan_to_json
-from remote_survey.session import SurveyPlan, SurveySession, SurveyState
+from remote_survey.report_model import (
+    OUTCOMES,
+    REPORT_TYP,
+    Answer,
+    ChecklistAnswer,
+    SurveyReport,
+    Verdict,
+)
+from remote_survey.session import SurveyPlan, SurveySession
 from signing.certificates import Identity, TrustBundle
-from signing.encoding import b64url_decode, canonical_json
+from signing.encoding import b64url_decode
 from signing.errors import SigningError
 from signing.jws import sign_compact, verify_compact
 from signing.keys import Signer
@@ -48,195 +68,6 @@ __all__ = [
     "verify_report",
 ]
 
-REPORT_TYP = "tongban-survey-report+jws"
-REPORT_TYPE = "tongban-survey-report"
-REPORT_VERSION = 1
-
-
-class Verdict(StrEnum):
-    PASS = "pass"  # noqa: S105 - a verdict, not a password
-    PASS_WITH_CORRECTIONS = "pass_with_corrections"  # noqa: S105
-    FAIL = "fail"
-    CONVERT_TO_ONSITE = "convert_to_onsite"
-
-
-class Answer(StrEnum):
-    PASS = "pass"  # noqa: S105
-    FAIL = "fail"
-    NOTE = "note"
-
-
-@dataclass(frozen=True)
-class ChecklistAnswer:
-    """One checklist item answered, linked to snapshot digests and a time range."""
-
-    item_id: str
-    answer: Answer
-    note: str = ""
-    snapshots: tuple[str, ...] = ()
-    from_ms: int | None = None
-    until_ms: int | None = None
-
-    def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "answer", Answer(self.answer))
-        except ValueError:
-            raise MalformedReport(f"item {self.item_id}: unknown answer {self.answer!r}") from None
-        if not isinstance(self.snapshots, tuple) or not all(
-            isinstance(h, str) for h in self.snapshots
-        ):
-            raise MalformedReport(f"item {self.item_id}: snapshots are SHA-256 hex strings")
-        if not isinstance(self.note, str) or len(self.note) > 4096:
-            raise MalformedReport(f"item {self.item_id}: the note must be text")
-        if self.answer is not Answer.PASS and not self.note.strip():
-            raise MalformedReport(f"item {self.item_id}: a {self.answer} answer needs a note")
-        if (self.from_ms is None) != (self.until_ms is None):
-            raise MalformedReport(f"item {self.item_id}: a time range needs both ends")
-        if self.from_ms is not None and self.until_ms is not None:
-            for v in (self.from_ms, self.until_ms):
-                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                    raise MalformedReport(f"item {self.item_id}: times are non-negative ms")
-            if self.until_ms < self.from_ms:
-                raise MalformedReport(f"item {self.item_id}: the time range ends before it starts")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "item": self.item_id,
-            "answer": self.answer.value,
-            "note": self.note,
-            "snapshots": list(self.snapshots),
-            "from_ms": self.from_ms,
-            "until_ms": self.until_ms,
-        }
-
-
-_OUTCOMES = (SurveyState.COMPLETED, SurveyState.CONVERTED_TO_ONSITE)
-
-
-@dataclass(frozen=True)
-class SurveyReport:
-    """A complete, self-consistent survey report (invalid combinations cannot be built)."""
-
-    plan: SurveyPlan
-    outcome: SurveyState
-    start_ms: int
-    end_ms: int
-    answers: tuple[ChecklistAnswer, ...]
-    verdict: Verdict
-    remarks: str
-    evidence: EvidenceManifest
-    issued_ms: int
-
-    def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "outcome", SurveyState(self.outcome))
-            object.__setattr__(self, "verdict", Verdict(self.verdict))
-        except ValueError as exc:
-            raise MalformedReport(str(exc)) from None
-        for name in ("start_ms", "end_ms", "issued_ms"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise MalformedReport(f"{name} must be a non-negative integer")
-        if not isinstance(self.remarks, str) or len(self.remarks) > 4096:
-            raise MalformedReport("remarks must be text of at most 4096 characters")
-        if self.outcome not in _OUTCOMES:
-            raise MalformedReport(f"no report for a session that is {self.outcome}")
-        if self.outcome is SurveyState.CONVERTED_TO_ONSITE and (
-            self.verdict is not Verdict.CONVERT_TO_ONSITE
-        ):
-            raise MalformedReport("a session converted to on-site has that verdict")
-        if self.end_ms < self.start_ms or self.issued_ms < self.end_ms:
-            raise MalformedReport("the live span must end after it starts, before issue")
-        items = [i.item_id for i in self.plan.checklist]
-        answered = [a.item_id for a in self.answers]
-        if answered != items:
-            raise MalformedReport(
-                f"every checklist item is answered once, in order: expected {items}, got {answered}"
-            )
-        snapshots = {s.sha256 for s in self.evidence.snapshots}
-        for a in self.answers:
-            unknown = [h for h in a.snapshots if h not in snapshots]
-            if unknown:
-                raise MalformedReport(f"item {a.item_id} links unknown snapshots {unknown}")
-            if (
-                a.from_ms is not None
-                and a.until_ms is not None
-                and not (self.start_ms <= a.from_ms and a.until_ms <= self.end_ms)
-            ):
-                raise MalformedReport(f"item {a.item_id}: time range outside the session")
-        if self.verdict is Verdict.PASS and any(a.answer is Answer.FAIL for a in self.answers):
-            raise MalformedReport("a pass verdict cannot have a failed checklist item")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "type": REPORT_TYPE,
-            "v": REPORT_VERSION,
-            "survey": {
-                **plan_to_json(self.plan),
-                "outcome": self.outcome.value,
-                "start_ms": self.start_ms,
-                "end_ms": self.end_ms,
-            },
-            "checklist": [a.to_json() for a in self.answers],
-            "verdict": self.verdict.value,
-            "remarks": self.remarks,
-            "evidence": self.evidence.to_json(),
-            "issued_ms": self.issued_ms,
-        }
-
-    def payload(self) -> bytes:
-        return canonical_json(self.to_json())
-
-    @classmethod
-    def from_payload(cls, payload: bytes) -> SurveyReport:
-        try:
-            obj = json.loads(payload)
-        except ValueError:
-            raise MalformedReport("the report payload is not JSON") from None
-        try:
-            report = _report_from_json(obj)
-        except SurveyError as exc:
-            raise MalformedReport(str(exc)) from None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MalformedReport(f"the report has a missing or malformed member: {exc}") from None
-        if report.payload() != payload:
-            raise MalformedReport("the report payload is not in canonical form")
-        return report
-
-
-def _report_from_json(obj: Any) -> SurveyReport:
-    keys = {"type", "v", "survey", "checklist", "verdict", "remarks", "evidence", "issued_ms"}
-    if not isinstance(obj, dict) or set(obj) != keys:
-        raise MalformedReport(f"a report is an object with exactly {sorted(keys)}")
-    if obj["type"] != REPORT_TYPE or obj["v"] != REPORT_VERSION:
-        raise MalformedReport("not a version 1 tongban survey report")
-    survey = dict(obj["survey"])
-    outcome, start_ms, end_ms = survey.pop("outcome"), survey.pop("start_ms"), survey.pop("end_ms")
-    plan = plan_from_json(survey)
-    answers = []
-    for a in obj["checklist"]:
-        answers.append(
-            ChecklistAnswer(
-                item_id=a["item"],
-                answer=a["answer"],
-                note=a["note"],
-                snapshots=tuple(a["snapshots"]),
-                from_ms=a["from_ms"],
-                until_ms=a["until_ms"],
-            )
-        )
-    return SurveyReport(
-        plan=plan,
-        outcome=outcome,
-        start_ms=start_ms,
-        end_ms=end_ms,
-        answers=tuple(answers),
-        verdict=obj["verdict"],
-        remarks=obj["remarks"],
-        evidence=EvidenceManifest.from_json(obj["evidence"]),
-        issued_ms=obj["issued_ms"],
-    )
-
 
 def build_report(
     session: SurveySession,
@@ -251,7 +82,7 @@ def build_report(
     """Assemble the report of a finished session from its chain and the answers."""
     if chain.session_id != session.plan.session_id:
         raise MalformedReport("the evidence chain belongs to another session")
-    if session.ended_at is None or session.state not in _OUTCOMES:
+    if session.ended_at is None or session.state not in OUTCOMES:
         raise MalformedReport(f"no report for a session that is {session.state}")
     end_ms = epoch_ms(session.ended_at)
     start_ms = epoch_ms(session.started_at) if session.started_at else end_ms
@@ -369,6 +200,7 @@ def _check_evidence(report: SurveyReport, media_dir: Path) -> list[Failure]:
         Failure("manifest-mismatch", f"the report's {section} differ from the evidence chain")
         for section in manifest.differences(recomputed)
     )
+    failures.extend(_check_attribution(report.plan, entries))
     site = report.plan.site.location
     for i, e in enumerate(entries):
         if (
@@ -379,4 +211,26 @@ def _check_evidence(report: SurveyReport, media_dir: Path) -> list[Failure]:
                 Failure("geofix-distance", f"entry {i}: the distance to the site is misstated")
             )
     failures.extend(Failure(f"media-{p.code}", p.message) for p in verify_media(entries, media_dir))
+    return failures
+
+
+def _check_attribution(plan: SurveyPlan, entries: Sequence[Entry]) -> list[Failure]:
+    """Snapshots and challenges are by inspectors; a challenge is shown by the site party."""
+    inspectors = {p.person_id for p in plan.inspectors}
+    everyone = {*inspectors, plan.site_party.person_id, *(p.person_id for p in plan.observers)}
+    failures = []
+    for i, e in enumerate(entries):
+        b = e.body
+        if isinstance(b, Snapshot | ChallengeIssued | ChallengeConfirmed):
+            allowed, who = inspectors, "an inspector"
+        elif isinstance(b, ChallengeShown):
+            allowed, who = {plan.site_party.person_id}, "the site party"
+        elif isinstance(b, Note):
+            allowed, who = everyone, "a participant"
+        else:
+            continue
+        if b.by not in allowed:
+            failures.append(
+                Failure("wrong-participant", f"entry {i} ({b.KIND}) by {b.by}, not {who}")
+            )
     return failures

@@ -21,6 +21,7 @@ from remote_survey.join import (
     check_join_token,
     issue_join_token,
     new_jti,
+    participant_for,
 )
 from remote_survey.session import Role
 
@@ -213,3 +214,21 @@ def test_prune_forgets_only_expired_links(key: Ed25519PrivateKey) -> None:
 def test_issuer_refuses_inverted_validity(key: Ed25519PrivateKey) -> None:
     with pytest.raises(ValueError, match="expire"):
         _token(key, expires=T - timedelta(seconds=1))
+
+
+def test_participant_for_checks_the_plan(key: Ed25519PrivateKey) -> None:
+    from survey_support import make_plan
+
+    plan = make_plan(T - timedelta(hours=1), session_id=SESSION)
+    claims = _check(key, _token(key))
+    assert participant_for(plan, claims).name == "张店主"  # type: ignore[arg-type]
+    stranger = _check(key, _token(key, subject="site-9"))
+    with pytest.raises(JoinRefused) as info:
+        participant_for(plan, stranger)  # type: ignore[arg-type]
+    assert info.value.reason == "not-a-participant"
+    inspector_as_observer = _check(
+        key, _token(key, role=Role.OBSERVER, subject="insp-1"), role=Role.OBSERVER
+    )
+    with pytest.raises(JoinRefused) as info:
+        participant_for(plan, inspector_as_observer)  # type: ignore[arg-type]
+    assert info.value.reason == "not-a-participant"

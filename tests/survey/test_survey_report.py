@@ -15,7 +15,7 @@ from joserfc.jwk import OKPKey
 from joserfc.registry import HeaderParameter
 from survey_support import REQUESTER, SURVEYOR, FinishedSurvey, Pki, make_pki, run_survey
 
-from remote_survey.entries import GeoFix
+from remote_survey.entries import GeoFix, Snapshot
 from remote_survey.errors import MalformedReport
 from remote_survey.evidence import EVIDENCE_FILE, EvidenceChain
 from remote_survey.report import (
@@ -312,3 +312,26 @@ def test_sealed_but_malformed_reports_are_refused(
 def test_resigned_untouched_report_verifies(survey: FinishedSurvey, pki: Pki) -> None:
     token = _resign(survey, pki, survey.report.to_json())
     assert verify_report(token, pki.bundle, survey.media, survey.verify_at).ok
+
+
+def test_snapshot_by_an_observer_is_reported(survey: FinishedSurvey, pki: Pki) -> None:
+    chain = EvidenceChain(survey.plan.session_id)
+    for e in survey.chain.entries:
+        body = e.body
+        if isinstance(body, Snapshot):
+            body = replace(body, by="obs-1")
+        chain = chain.append(body, e.t_ms)
+    (survey.media / EVIDENCE_FILE).write_bytes(chain.to_jsonl())
+    at = survey.verify_at - timedelta(minutes=1)
+    report = build_report(
+        survey.session,
+        chain,
+        survey.report.answers,
+        Verdict.PASS_WITH_CORRECTIONS,
+        radius_mm=20_000,
+        at=at,
+    )
+    token = sign_report(report, pki.seal(SURVEYOR), at=at)
+    result = verify_report(token, pki.bundle, survey.media, survey.verify_at)
+    assert [f.code for f in result.failures] == ["wrong-participant"]
+    assert "by obs-1, not an inspector" in result.failures[0].message
