@@ -17,7 +17,7 @@ whose payload is the canonical JSON of the routing facts::
 
 ``key`` (b64url) is the ``signing.stream`` key of the sealed blob ``digest``.
 Digests are lowercase hex SHA-256; a packet's digest is SHA-256 of the compact JWS
-ASCII bytes. Times are RFC 3339 UTC with whole seconds (``2026-11-28T01:02:03Z``).
+ASCII bytes. Times are integers: whole seconds since the Unix epoch, UTC.
 
 Receipt (compact JWS, typ ``tongban-receipt+jws``, signed by the receiving node)::
 
@@ -76,7 +76,6 @@ PACKET_TYP = "tongban-packet+jws"
 CONTENT_TYP = "tongban-content+jws"
 RECEIPT_TYP = "tongban-receipt+jws"
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 _NODE = re.compile(r"\d{6}")
 _FACT_KEYS = {
     "v", "id", "case", "from", "to", "matter", "action", "mode", "agreement", "seq",
@@ -93,14 +92,15 @@ def packet_digest(token: str) -> str:
     return hashlib.sha256(token.encode("ascii", "surrogateescape")).hexdigest()
 
 
-def format_time(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def format_time(at: datetime) -> int:
+    """A time as it appears in packets and receipts: whole seconds since the epoch."""
+    return int(at.timestamp())
 
 
-def parse_time(text: object) -> datetime:
-    if not isinstance(text, str) or not _TIME.fullmatch(text):
-        raise MalformedPacket(f"not an RFC 3339 UTC time with seconds: {text!r}")
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+def parse_time(value: object) -> datetime:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**40:
+        raise MalformedPacket(f"not a time in whole seconds since the epoch: {value!r}")
+    return datetime.fromtimestamp(value, UTC)
 
 
 def _str(obj: Mapping[str, Any], key: str, *, max_len: int = 256) -> str:

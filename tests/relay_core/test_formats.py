@@ -65,7 +65,7 @@ async def test_packet_content_and_receipt_have_exactly_the_documented_members(
     assert receipt["payload"] == {
         "v": 1, "packet_id": pid, "packet_digest": packet_digest(opened.packet),
         "from": DAFENG, "to": WUCHANG, "status": "accepted", "reason": None,
-        "received_at": "2026-11-28T01:00:00Z", "log": {"index": 0, "size": 1},
+        "received_at": 1795827600, "log": {"index": 0, "size": 1},
     }  # fmt: skip
 
 
@@ -86,7 +86,7 @@ async def test_sealed_content_opens_only_inside_its_own_packet(federation: Feder
 def test_a_receipt_must_be_consistent_to_parse() -> None:
     good = {
         "v": 1, "packet_id": "p", "packet_digest": "a" * 64, "from": DAFENG, "to": WUCHANG,
-        "status": "accepted", "reason": None, "received_at": "2026-11-28T01:00:00Z",
+        "status": "accepted", "reason": None, "received_at": 1795827600,
         "log": {"index": 0, "size": 1},
     }  # fmt: skip
     assert Receipt.from_json(good).log_size == 1
@@ -94,7 +94,7 @@ def test_a_receipt_must_be_consistent_to_parse() -> None:
         {**good, "reason": "gap"},
         {**good, "status": "rejected"},
         {**good, "log": {"index": 1, "size": 1}},
-        {**good, "received_at": "2026-11-28 01:00:00"},
+        {**good, "received_at": "2026-11-28T01:00:00Z"},
         {**good, "extra": 1},
     ):
         with pytest.raises(MalformedPacket):
