@@ -169,3 +169,15 @@ def write_agreement(path: Path, signers: dict[str, Path], *, at: datetime) -> Pa
         signed = signed.with_signature(sign_agreement(agreement, signer, at=at))
     path.write_bytes(signed.to_bytes())
     return path
+
+
+def schema_check(instance: object, name: str) -> None:
+    """Validate ``instance`` against ``components/schemas/<name>`` of the OpenAPI document."""
+    import yaml
+    from openapi_schema_validator import OAS31Validator
+
+    from relay.http.openapi import openapi_bytes
+
+    spec = yaml.safe_load(openapi_bytes())
+    schema = {"$ref": f"#/components/schemas/{name}", "components": spec["components"]}
+    OAS31Validator(schema).validate(instance)

@@ -116,3 +116,25 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 async def _chunked(data: bytes) -> AsyncIterator[bytes]:
     for i in range(0, len(data), 65536):
         yield data[i : i + 65536]
+
+
+async def test_server_with_a_revoked_certificate_gets_nothing(pki: Pki, tmp_path: Path) -> None:
+    core = FakeCore(tmp_path)
+    app = federation_app(
+        core,
+        bundle=BundleSource(pki.bundle_path),
+        clock=_now,
+        limits=Limits(),
+        descriptor=lambda: b"{}",
+    )
+    context = server_context(
+        pki.revoked / "tls.pem", pki.revoked / "tls.key", pki.bundle, require_client_cert=True
+    )
+    async with serve(app, context) as url:
+        link = _link(pki, {"420981": url})
+        try:
+            with pytest.raises(PeerUnavailable, match="revoked"):
+                await link.deliver("420981", ["p1"])
+        finally:
+            await link.close()
+    assert core.batches == []

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from relay_http_support import NOW, Pki, free_ports, write_agreement, write_config
+from relay_http_support import (
+    NOW,
+    Pki,
+    free_ports,
+    schema_check,
+    write_agreement,
+    write_config,
+)
 
 from relay.cli import main
 from relay.config import load_config
@@ -110,6 +117,10 @@ async def test_packet_with_attachment_crosses_between_two_nodes(pair: Pair, tmp_
     assert opened["content"] == request["content"]
     assert opened["packet"]["attachments"][0]["plain_digest"] == plain_digest
     assert opened["receipt"] == item["receipt"]
+    schema_check(sent, "PacketSummary")
+    schema_check(item, "OutboxItem")
+    schema_check(inbox["items"][0], "InboxItem")
+    schema_check(opened, "PacketContent")
 
 
 async def test_cli_send_then_inbox_on_the_other_node(
