@@ -85,6 +85,8 @@ def sign_compact(
 ) -> str:
     """Sign ``payload``; with ``detached`` the payload segment is left empty (RFC 7515
     Appendix F: the signing input still holds ``b64url(payload)``)."""
+    if at.tzinfo is None:
+        raise ValueError("sign_compact needs a timezone-aware time")
     extra = dict(extra_header or {})
     clash = _RESERVED.intersection(extra)
     if clash:

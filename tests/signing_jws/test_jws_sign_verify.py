@@ -301,3 +301,8 @@ def test_non_canonical_base64url_with_stray_trailing_bits_is_refused(world) -> N
     assert b64url_decode(twin) == b64url_decode(sig)
     with pytest.raises(InvalidSignature):
         _verify(world, f"{head}.{body}.{twin}")
+
+
+def test_signing_time_must_be_timezone_aware(world) -> None:
+    with pytest.raises(ValueError, match="timezone"):
+        sign_compact(b"x", world.ed_signer, typ=TYP, at=world.now.replace(tzinfo=None))
