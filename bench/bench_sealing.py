@@ -8,7 +8,8 @@ Every operation runs in a fresh Python process so its peak RSS is its own; the t
 covers the operation only (not interpreter start-up or key loading). The file is real
 (non-sparse) data in a temporary directory, deleted afterwards; ratios compare against
 the baseline measured in the same run on the same file, so the page cache treats all
-operations alike.
+operations alike. Each operation runs twice, interleaved with the others, and the
+faster run is reported (shared machines are noisy).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 SIZE = 1 << 30
+ROUNDS = 2  # interleaved; the fastest round of each operation is reported
 MIB = 1 << 20
 
 _CHILD = textwrap.dedent(
@@ -64,20 +66,7 @@ _CHILD = textwrap.dedent(
         from signing.keys import Signer
         node = work / "node"
         signer = Signer.from_pem((node / "seal.key").read_bytes(), (node / "seal.pem").read_bytes())
-        try:
-            from signing.files import sign_file
-        except ImportError:
-            from signing.encoding import canonical_json
-            from signing.jws import sign_compact
-
-            def sign_file(stream, *, name, media_type, signer, at):
-                digest, size = hashlib.sha256(), 0
-                while chunk := stream.read(1 << 20):
-                    digest.update(chunk)
-                    size += len(chunk)
-                manifest = {"name": name, "media_type": media_type, "size": size,
-                            "sha256": digest.hexdigest()}
-                return sign_compact(canonical_json(manifest), signer, typ="bench", at=at)
+        from signing.files import sign_file
 
         def task():
             with plain.open("rb") as src:
@@ -136,7 +125,8 @@ def run() -> list[dict[str, object]]:
         work = Path(tmp)
         _prepare(work)
         ops = ("copy", "sha256", "seal", "seal-to-null", "open", "sign-digest")
-        measured = {op: _measure(op, work) for op in ops}
+        rounds = [{op: _measure(op, work) for op in ops} for _ in range(ROUNDS)]
+        measured = {op: min((r[op] for r in rounds), key=lambda m: m["seconds"]) for op in ops}
         opened_ok = (work / "opened.bin").stat().st_size == SIZE
         sealed_size = (work / "plain.bin.sealed").stat().st_size
     baseline = {"copy": "copy", "sha256": "sha256", "seal": "copy", "open": "copy"}
