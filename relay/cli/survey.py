@@ -21,6 +21,10 @@ from signing.errors import MalformedInput
 
 __all__ = ["register"]
 
+# A rewritten evidence file can fail thousands of entries the same way; list the first
+# few of each kind and count the rest.
+_MAX_PER_CODE = 20
+
 
 class _Causes(logging.Handler):
     def __init__(self) -> None:
@@ -71,11 +75,18 @@ def _verify(args: argparse.Namespace) -> int:
     with _capture() as causes:
         result = verify_report(token, bundle, media, at)
     if not result.ok:
+        shown: dict[str, int] = {}
         for failure in result.failures:
+            shown[failure.code] = shown.get(failure.code, 0) + 1
+            if shown[failure.code] > _MAX_PER_CODE:
+                continue
             message = failure.message
             if failure.code == "signature" and causes.messages:
                 message += f" ({'; '.join(causes.messages)})"
             fail(failure.code, message)
+        for code, count in shown.items():
+            if count > _MAX_PER_CODE:
+                fail(code, f"... and {count - _MAX_PER_CODE} more {code} failures")
         sys.stderr.write(f"{args.report}: INVALID ({len(result.failures)} problems)\n")
         return 1
     report, signer = result.report, result.signer

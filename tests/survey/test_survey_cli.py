@@ -118,3 +118,16 @@ def test_real_process_exit_codes(survey: FinishedSurvey, pki: Pki, tmp_path: Pat
     bad = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 1
     assert "error[chain-length-mismatch]" in bad.stderr
+
+
+def test_repeated_failures_are_counted_not_flooded(
+    survey: FinishedSurvey, pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = _write_report(survey, tmp_path)
+    evidence = survey.media / "evidence.jsonl"
+    lines = evidence.read_bytes().splitlines(keepends=True)
+    evidence.write_bytes(b"".join(reversed(lines)))  # 24 entries, every link broken
+    assert main(_args(report, survey, pki)) == 1
+    err = capsys.readouterr().err
+    assert err.count("error[chain-broken-link]: entry") == 20
+    assert "error[chain-broken-link]: ... and 4 more chain-broken-link failures" in err
