@@ -144,7 +144,7 @@ def test_truncation_inside_the_header_is_detected(keys: dict[HpkeSuite, HpkePriv
 def test_reordering_stream_segments_is_detected(keys: dict[HpkeSuite, HpkePrivateKey]) -> None:
     key = keys[HpkeSuite.X25519]
     sealed = seal(os.urandom(MULTI), [key])
-    start = header_len(sealed) + 65536 - 40 + 40  # second segment starts after the first
+    start = header_len(sealed) + 65536  # after the stream header (40) and segment 0 (65,496)
     one, two = sealed[start : start + 65536], sealed[start + 65536 : start + 2 * 65536]
     swapped = sealed[:start] + two + one + sealed[start + 2 * 65536 :]
     assert len(swapped) == len(sealed)

@@ -6,6 +6,8 @@ import io
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sealing_stream_spec import spec_decrypt, spec_encrypt
 
 from signing.errors import DecryptionFailed, MalformedInput
@@ -203,3 +205,22 @@ def test_splicing_segments_of_two_streams_under_one_key_is_detected(key: bytes) 
     spliced = a[:CIPHERTEXT_SEGMENT_SIZE] + b[CIPHERTEXT_SEGMENT_SIZE:]
     with pytest.raises(DecryptionFailed):
         decrypt(spliced, key)
+
+
+@settings(max_examples=25, deadline=None)
+@given(size=st.integers(min_value=0, max_value=FIRST + 2 * FULL + 10), data=st.data())
+def test_any_size_round_trips_matches_the_spec_and_any_flip_is_detected(
+    size: int, data: st.DataObject
+) -> None:
+    key = b"\x07" * 32
+    plaintext = os.urandom(size)
+    ciphertext = encrypt(plaintext, key)
+    assert len(ciphertext) == ciphertext_size(size)
+    assert spec_decrypt(ciphertext, key, AAD) == plaintext
+    assert decrypt(ciphertext, key) == plaintext
+    position = data.draw(st.integers(min_value=0, max_value=len(ciphertext) - 1))
+    bit = data.draw(st.integers(min_value=0, max_value=7))
+    tampered = bytearray(ciphertext)
+    tampered[position] ^= 1 << bit
+    with pytest.raises(DecryptionFailed):
+        decrypt(bytes(tampered), key)
