@@ -19,11 +19,7 @@ whose payload is the canonical JSON of the routing facts::
 Digests are lowercase hex SHA-256; a packet's digest is SHA-256 of the compact JWS
 ASCII bytes. Times are integers: whole seconds since the Unix epoch, UTC.
 
-Receipt (compact JWS, typ ``tongban-receipt+jws``, signed by the receiving node)::
-
-    {v: 1, packet_id, packet_digest, from, to, status, reason, received_at,
-     log: {index, size} | null}
-
+Receipts are in :mod:`relay.core.receipts`.
 The normative description is ``docs/protocol.md`` section ``packets``.
 """
 
@@ -31,14 +27,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime
 from typing import Any
 
 from relay.core.errors import MalformedPacket
+from relay.core.fields import (
+    digest_field,
+    format_time,
+    int_field,
+    is_digest,
+    node_field,
+    parse_time,
+    str_field,
+)
 from relay.core.ports import AgreementRef
 from signing.certificates import Identity, Purpose, TrustBundle
 from signing.encoding import b64url, b64url_decode, canonical_json
@@ -50,86 +53,32 @@ from signing.keys import Signer
 __all__ = [
     "CONTENT_TYP",
     "PACKET_TYP",
-    "RECEIPT_TYP",
     "AttachmentKey",
     "AttachmentRef",
     "Content",
     "MalformedPacket",
-    "Receipt",
-    "ReceiptStatus",
     "RoutingFacts",
     "SealedContent",
     "VerifiedPacket",
     "build_packet",
-    "format_time",
-    "is_digest",
+    "canonical_parts",
     "open_content",
     "packet_digest",
-    "parse_time",
     "peek_facts",
-    "sign_receipt",
     "verify_packet",
-    "verify_receipt",
 ]
 
 PACKET_TYP = "tongban-packet+jws"
 CONTENT_TYP = "tongban-content+jws"
-RECEIPT_TYP = "tongban-receipt+jws"
-_DIGEST = re.compile(r"[0-9a-f]{64}")
-_NODE = re.compile(r"\d{6}")
 _FACT_KEYS = {
     "v", "id", "case", "from", "to", "matter", "action", "mode", "agreement", "seq",
     "prev", "created", "expires", "attachments", "sealed",
 }  # fmt: skip
 
 
-def is_digest(text: object) -> bool:
-    return isinstance(text, str) and _DIGEST.fullmatch(text) is not None
-
-
 def packet_digest(token: str) -> str:
     """SHA-256 (lowercase hex) of the compact JWS ASCII bytes."""
     return hashlib.sha256(token.encode("ascii", "surrogateescape")).hexdigest()
-
-
-def format_time(at: datetime) -> int:
-    """A time as it appears in packets and receipts: whole seconds since the epoch."""
-    return int(at.timestamp())
-
-
-def parse_time(value: object) -> datetime:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**40:
-        raise MalformedPacket(f"not a time in whole seconds since the epoch: {value!r}")
-    return datetime.fromtimestamp(value, UTC)
-
-
-def _str(obj: Mapping[str, Any], key: str, *, max_len: int = 256) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value or len(value) > max_len:
-        raise MalformedPacket(f"{key!r} must be a non-empty string")
-    return value
-
-
-def _int(obj: Mapping[str, Any], key: str, *, minimum: int = 0) -> int:
-    value = obj.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise MalformedPacket(f"{key!r} must be an integer >= {minimum}")
-    return value
-
-
-def _node(obj: Mapping[str, Any], key: str) -> str:
-    value = _str(obj, key)
-    if not _NODE.fullmatch(value):
-        raise MalformedPacket(f"{key!r} must be a 6-digit node id")
-    return value
-
-
-def _digest(obj: Mapping[str, Any], key: str) -> str:
-    value = obj.get(key)
-    if not is_digest(value):
-        raise MalformedPacket(f"{key!r} must be a lowercase hex SHA-256")
-    assert isinstance(value, str)
-    return value
 
 
 @dataclass(frozen=True)
@@ -156,7 +105,9 @@ class AttachmentRef:
         name = obj["name"]
         if not isinstance(name, str) or len(name) > 256:
             raise MalformedPacket("attachment name must be a string")
-        return cls(_digest(obj, "digest"), _int(obj, "size"), _str(obj, "media_type"), name)
+        return cls(
+            digest_field(obj, "digest"), int_field(obj, "size"), str_field(obj, "media_type"), name
+        )
 
 
 @dataclass(frozen=True)
@@ -223,10 +174,10 @@ class RoutingFacts:
         if not isinstance(sealed, dict) or set(sealed) != {"suite", "kid", "ct"}:
             raise MalformedPacket("sealed is {suite, kid, ct}")
         try:
-            ct = b64url_decode(_str(sealed, "ct", max_len=1 << 24))
+            ct = b64url_decode(str_field(sealed, "ct", max_len=1 << 24))
         except MalformedInput as exc:
             raise MalformedPacket("sealed.ct is not base64url") from exc
-        seq = _int(obj, "seq", minimum=1)
+        seq = int_field(obj, "seq", minimum=1)
         prev = obj["prev"]
         if (seq == 1) != (prev is None) or (prev is not None and not is_digest(prev)):
             raise MalformedPacket("prev is null exactly when seq is 1, else a digest")
@@ -240,22 +191,24 @@ class RoutingFacts:
         if len({a.digest for a in refs}) != len(refs):
             raise MalformedPacket("an attachment digest is listed twice")
         return cls(
-            id=_str(obj, "id", max_len=64),
-            case=_str(obj, "case", max_len=128),
-            sender=_node(obj, "from"),
-            receiver=_node(obj, "to"),
-            matter=_str(obj, "matter"),
-            action=_str(obj, "action"),
-            mode=_str(obj, "mode"),
+            id=str_field(obj, "id", max_len=64),
+            case=str_field(obj, "case", max_len=128),
+            sender=node_field(obj, "from"),
+            receiver=node_field(obj, "to"),
+            matter=str_field(obj, "matter"),
+            action=str_field(obj, "action"),
+            mode=str_field(obj, "mode"),
             agreement=AgreementRef(
-                _str(agreement, "id"), _int(agreement, "version"), _str(agreement, "digest")
+                str_field(agreement, "id"),
+                int_field(agreement, "version"),
+                str_field(agreement, "digest"),
             ),
             seq=seq,
             prev=prev,
             created=created,
             expires=expires,
             attachments=refs,
-            sealed=SealedContent(_str(sealed, "suite"), _str(sealed, "kid"), ct),
+            sealed=SealedContent(str_field(sealed, "suite"), str_field(sealed, "kid"), ct),
         )
 
 
@@ -281,11 +234,14 @@ class AttachmentKey:
         if not isinstance(obj, dict) or set(obj) != {"digest", "key", "plain_digest", "plain_size"}:
             raise MalformedPacket("attachment keys are {digest, key, plain_digest, plain_size}")
         try:
-            key = b64url_decode(_str(obj, "key"))
+            key = b64url_decode(str_field(obj, "key"))
         except MalformedInput as exc:
             raise MalformedPacket("attachment key is not base64url") from exc
         return cls(
-            _digest(obj, "digest"), key, _digest(obj, "plain_digest"), _int(obj, "plain_size")
+            digest_field(obj, "digest"),
+            key,
+            digest_field(obj, "plain_digest"),
+            int_field(obj, "plain_size"),
         )
 
 
@@ -298,7 +254,7 @@ class Content:
     jws: str
 
 
-def _canonical_parts(token: str) -> None:
+def canonical_parts(token: str) -> None:
     """Refuse compact JWS whose base64url parts are not the canonical encoding (a
     flipped padding bit would otherwise leave the signature valid)."""
     parts = token.split(".")
@@ -370,7 +326,7 @@ def verify_packet(token: str, bundle: TrustBundle, *, at: datetime) -> VerifiedP
     encoding: the packet is not authentic) or :class:`MalformedPacket` (authentic but
     not a v1 packet). The caller compares ``signer.node_id`` with ``facts.sender``.
     """
-    _canonical_parts(token)
+    canonical_parts(token)
     verified = verify_compact(token, bundle, at=at, typ=PACKET_TYP, purpose=Purpose.SEAL)
     try:
         obj = json.loads(verified.payload)
@@ -394,7 +350,7 @@ def open_content(
     if key is None:
         raise MalformedInput("no private key with the packet's kid")
     inner = hpke_open(facts.sealed.ct, key, info=seal_info("packet", ident)).decode("ascii")
-    _canonical_parts(inner)
+    canonical_parts(inner)
     verified = verify_compact(
         inner, bundle, at=at, typ=CONTENT_TYP, purpose=Purpose.SEAL, node_id=facts.sender
     )
@@ -415,95 +371,3 @@ def open_content(
     if sorted(k.digest for k in akeys) != sorted(a.digest for a in facts.attachments):
         raise MalformedPacket("content attachment keys do not match the routing facts")
     return Content(obj["body"], akeys, inner)
-
-
-class ReceiptStatus(StrEnum):
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """A receipt's facts. ``sender`` is the receiving node that signs it (``from``)."""
-
-    packet_id: str | None
-    packet_digest: str
-    sender: str
-    to: str
-    status: ReceiptStatus
-    reason: str | None
-    received_at: datetime
-    log_index: int | None = None
-    log_size: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        log = None
-        if self.log_index is not None:
-            log = {"index": self.log_index, "size": self.log_size}
-        return {
-            "v": 1,
-            "packet_id": self.packet_id,
-            "packet_digest": self.packet_digest,
-            "from": self.sender,
-            "to": self.to,
-            "status": str(self.status),
-            "reason": self.reason,
-            "received_at": format_time(self.received_at),
-            "log": log,
-        }
-
-    @classmethod
-    def from_json(cls, obj: object) -> Receipt:
-        keys = {"v", "packet_id", "packet_digest", "from", "to", "status", "reason"}
-        if not isinstance(obj, dict) or set(obj) != keys | {"received_at", "log"}:
-            raise MalformedPacket("receipt must have exactly the v1 keys")
-        if obj["v"] != 1 or obj["status"] not in ("accepted", "rejected"):
-            raise MalformedPacket("bad receipt version or status")
-        status = ReceiptStatus(obj["status"])
-        reason = obj["reason"]
-        if (status is ReceiptStatus.ACCEPTED) != (reason is None) or (
-            reason is not None and not isinstance(reason, str)
-        ):
-            raise MalformedPacket("a reason is given exactly when the packet was rejected")
-        packet_id = obj["packet_id"]
-        if packet_id is not None and not isinstance(packet_id, str):
-            raise MalformedPacket("packet_id must be a string or null")
-        log = obj["log"]
-        index = size = None
-        if log is not None:
-            if not isinstance(log, dict) or set(log) != {"index", "size"}:
-                raise MalformedPacket("log is {index, size} or null")
-            index, size = _int(log, "index"), _int(log, "size", minimum=1)
-            if index >= size:
-                raise MalformedPacket("log index must be below the log size")
-        return cls(
-            packet_id=packet_id,
-            packet_digest=_digest(obj, "packet_digest"),
-            sender=_node(obj, "from"),
-            to=_node(obj, "to"),
-            status=status,
-            reason=reason,
-            received_at=parse_time(obj["received_at"]),
-            log_index=index,
-            log_size=size,
-        )
-
-
-def sign_receipt(receipt: Receipt, signer: Signer, *, at: datetime) -> str:
-    return sign_compact(canonical_json(receipt.to_json()), signer, typ=RECEIPT_TYP, at=at)
-
-
-def verify_receipt(token: str, bundle: TrustBundle, *, at: datetime, expected_from: str) -> Receipt:
-    """Verify a receipt signed by ``expected_from``'s seal; raises :class:`SigningError`
-    or :class:`MalformedPacket`."""
-    _canonical_parts(token)
-    verified = verify_compact(
-        token, bundle, at=at, typ=RECEIPT_TYP, purpose=Purpose.SEAL, node_id=expected_from
-    )
-    try:
-        receipt = Receipt.from_json(json.loads(verified.payload))
-    except ValueError as exc:
-        raise MalformedPacket("receipt payload is not JSON") from exc
-    if receipt.sender != expected_from:
-        raise MalformedPacket("receipt 'from' is not its signer")
-    return receipt

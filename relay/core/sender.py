@@ -30,8 +30,8 @@ from relay.core.outbox import (
     due_batches,
     expired,
 )
-from relay.core.packets import Receipt, ReceiptStatus, verify_receipt
 from relay.core.ports import Clock, PeerLink
+from relay.core.receipts import Receipt, ReceiptStatus, verify_receipt
 from relay.core.store import OutboxUpdate, Outgoing, RelayStore
 from signing.certificates import TrustBundle
 from signing.errors import SigningError

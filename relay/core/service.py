@@ -27,6 +27,7 @@ from typing import Any
 from relay.core import blobs
 from relay.core.directory import Directory
 from relay.core.errors import AttachmentError, MalformedPacket, NotAuthorized, NotFound
+from relay.core.fields import format_time, is_digest
 from relay.core.model import (
     AttachmentInfo,
     InboxItem,
@@ -39,19 +40,15 @@ from relay.core.outbox import OutboxPolicy, next_wakeup
 from relay.core.packets import (
     AttachmentKey,
     AttachmentRef,
-    Receipt,
-    ReceiptStatus,
     RoutingFacts,
     build_packet,
-    format_time,
-    is_digest,
     open_content,
     packet_digest,
     peek_facts,
-    sign_receipt,
     verify_packet,
 )
 from relay.core.ports import AuthorizationRequest, Authorizer, Clock, PeerLink
+from relay.core.receipts import Receipt, ReceiptStatus, sign_receipt
 from relay.core.receiver import Inbound, Reason, authenticate, standard_pipeline
 from relay.core.sender import Sender
 from relay.core.store import NewOutgoing, ReceiveTx, RelayStore, StagedAttachment, UploadKind

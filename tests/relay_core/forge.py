@@ -8,7 +8,8 @@ from typing import Any
 
 from conftest import ACTION, AGREEMENT, MATTER, MODE, Federation
 
-from relay.core.packets import AttachmentKey, build_packet, format_time
+from relay.core.fields import format_time
+from relay.core.packets import AttachmentKey, build_packet
 from signing.nodedir import NodeKeys
 
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 from conftest import ACTION, DAFENG, MATTER, MODE, NINGJIN, WUCHANG, Federation
 
 from relay.core.model import OutboxState
-from relay.core.packets import ReceiptStatus, verify_receipt
+from relay.core.receipts import ReceiptStatus, verify_receipt
 
 
 async def send(fed: Federation, sender: str, to: str, case: str, n: int = 1) -> list[str]:

@@ -14,7 +14,7 @@ from test_delivery import send
 from relay.core.directory import Directory
 from relay.core.errors import UnknownNode
 from relay.core.model import OutboxState
-from relay.core.packets import ReceiptStatus, verify_receipt
+from relay.core.receipts import ReceiptStatus, verify_receipt
 from signing.descriptor import sign_descriptor, verify_descriptor
 from signing.errors import InvalidSignature
 from signing.hpke import HpkeSuite, generate_hpke_key

@@ -17,7 +17,8 @@ from joserfc.registry import HeaderParameter
 from test_delivery import send
 
 from relay.core.errors import MalformedPacket
-from relay.core.packets import Receipt, open_content, packet_digest, verify_packet
+from relay.core.packets import open_content, packet_digest, verify_packet
+from relay.core.receipts import Receipt
 from signing.errors import SigningError
 
 

@@ -14,8 +14,8 @@ from agreements.authorize import AgreementIndex
 from agreements.events import document_digest
 from agreements.model import ServiceMode
 from relay.authorizer import AgreementAuthorizer
-from relay.core.packets import ReceiptStatus, verify_receipt
 from relay.core.ports import AuthorizationRequest
+from relay.core.receipts import ReceiptStatus, verify_receipt
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "agreements"))
 from agreement_support import active, agreement, clause

@@ -12,7 +12,8 @@ from conftest import ACTION, DAFENG, MATTER, MODE, NINGJIN, OUTSIDER, WUCHANG, F
 from forge import facts, forge
 
 from relay.core.errors import NotAuthorized
-from relay.core.packets import AttachmentKey, ReceiptStatus, packet_digest, verify_receipt
+from relay.core.packets import AttachmentKey, packet_digest
+from relay.core.receipts import ReceiptStatus, verify_receipt
 from signing.encoding import canonical_json
 from signing.jws import sign_compact
 

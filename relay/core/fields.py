@@ -1,0 +1,67 @@
+"""Validation of the JSON members shared by packets and receipts (pure)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from relay.core.errors import MalformedPacket
+
+__all__ = [
+    "digest_field",
+    "format_time",
+    "int_field",
+    "is_digest",
+    "node_field",
+    "parse_time",
+    "str_field",
+]
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_NODE = re.compile(r"\d{6}")
+
+
+def is_digest(text: object) -> bool:
+    return isinstance(text, str) and _DIGEST.fullmatch(text) is not None
+
+
+def format_time(at: datetime) -> int:
+    """A time as it appears in packets and receipts: whole seconds since the epoch."""
+    return int(at.timestamp())
+
+
+def parse_time(value: object) -> datetime:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**40:
+        raise MalformedPacket(f"not a time in whole seconds since the epoch: {value!r}")
+    return datetime.fromtimestamp(value, UTC)
+
+
+def str_field(obj: Mapping[str, Any], key: str, *, max_len: int = 256) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise MalformedPacket(f"{key!r} must be a non-empty string")
+    return value
+
+
+def int_field(obj: Mapping[str, Any], key: str, *, minimum: int = 0) -> int:
+    value = obj.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise MalformedPacket(f"{key!r} must be an integer >= {minimum}")
+    return value
+
+
+def node_field(obj: Mapping[str, Any], key: str) -> str:
+    value = str_field(obj, key)
+    if not _NODE.fullmatch(value):
+        raise MalformedPacket(f"{key!r} must be a 6-digit node id")
+    return value
+
+
+def digest_field(obj: Mapping[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if not is_digest(value):
+        raise MalformedPacket(f"{key!r} must be a lowercase hex SHA-256")
+    assert isinstance(value, str)
+    return value
