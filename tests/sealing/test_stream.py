@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -224,3 +228,24 @@ def test_any_size_round_trips_matches_the_spec_and_any_flip_is_detected(
     tampered[position] ^= 1 << bit
     with pytest.raises(DecryptionFailed):
         decrypt(bytes(tampered), key)
+
+
+VECTORS = json.loads((Path(__file__).parent / "vectors" / "stream_v1.json").read_text())
+
+
+@pytest.mark.parametrize("case", VECTORS["cases"], ids=lambda c: str(c["plaintext_size"]))
+def test_fixed_vectors_are_reproduced_by_the_spec_and_opened_by_tink(case: dict[str, Any]) -> None:
+    key, aad = bytes.fromhex(VECTORS["key"]), bytes.fromhex(VECTORS["aad"])
+    plaintext = bytes((7 * i + 3) % 256 for i in range(case["plaintext_size"]))
+    ciphertext = spec_encrypt(
+        plaintext,
+        key,
+        aad,
+        salt=bytes.fromhex(VECTORS["salt"]),
+        prefix=bytes.fromhex(VECTORS["nonce_prefix"]),
+    )
+    assert len(ciphertext) == case["ciphertext_size"] == ciphertext_size(len(plaintext))
+    assert hashlib.sha256(ciphertext).hexdigest() == case["ciphertext_sha256"]
+    if "ciphertext" in case:
+        assert ciphertext.hex() == case["ciphertext"]
+    assert decrypt(ciphertext, key, aad=aad) == plaintext
