@@ -22,3 +22,5 @@ with the seal certificate chain that checks against the federation trust bundle.
 Everything except :mod:`relay.audit.store` is pure: keys, time and proofs are arguments.
 The normative formats are in ``docs/protocol.md`` section 7.
 """
+
+__all__: list[str] = []
