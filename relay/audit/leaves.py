@@ -10,7 +10,7 @@ kind                      kind-specific fields
 ========================  ===============================================================
 ``packet-sent``,          ``packet``: {digest, id, case, from, to, matter, action,
 ``packet-received``       agreement_id, agreement_version, agreement_digest, seq, prev,
-                          created}
+                          created}  (copied from the packet's routing facts)
 ``receipt``               ``receipt``: {digest, direction, packet_id, packet_digest, from,
                           to, status, reason, log_index}
 ``agreement-event``       ``agreement``: {id, version, document_sha256, event, party,
@@ -153,7 +153,7 @@ class PacketLeaf(_Body):
     SPEC: ClassVar[Mapping[str, str]] = {
         "digest": "hex", "id": "str", "case": "str", "from_node": "node", "to_node": "node",
         "matter": "str", "action": "str", "agreement_id": "str", "agreement_version": "int",
-        "agreement_digest": "hex", "seq": "int", "prev": "hex?", "created": "str",
+        "agreement_digest": "hex", "seq": "int", "prev": "hex?", "created": "int",
     }  # fmt: skip
 
     digest: str
@@ -168,7 +168,24 @@ class PacketLeaf(_Body):
     agreement_digest: str
     seq: int
     prev: str | None
-    created: str
+    created: int
+
+    @classmethod
+    def from_facts(cls, digest: str, facts: Mapping[str, Any]) -> PacketLeaf:
+        """From a packet's digest and its routing facts (the outer JWS payload object)."""
+        agreement = facts.get("agreement")
+        if not isinstance(agreement, Mapping):
+            raise _fail("packet/agreement", "routing facts carry no agreement object")
+        try:
+            return cls(
+                digest=digest, id=facts["id"], case=facts["case"], from_node=facts["from"],
+                to_node=facts["to"], matter=facts["matter"], action=facts["action"],
+                agreement_id=agreement["id"], agreement_version=agreement["version"],
+                agreement_digest=agreement["digest"], seq=facts["seq"], prev=facts["prev"],
+                created=facts["created"],
+            )  # fmt: skip
+        except KeyError as exc:
+            raise _fail(f"packet/{exc.args[0]}", "missing from the routing facts") from None
 
 
 @dataclass(frozen=True)

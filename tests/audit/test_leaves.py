@@ -29,7 +29,7 @@ def _h(text: str) -> str:
 PACKET = PacketLeaf(
     digest=_h("packet"), id="p-1", case="c-1", from_node="420981", to_node="420106",
     matter="m-001", action="submit", agreement_id="hb-2026", agreement_version=1,
-    agreement_digest=_h("agreement"), seq=0, prev=None, created="2026-11-28T01:02:03Z",
+    agreement_digest=_h("agreement"), seq=0, prev=None, created=1764291723,
 )  # fmt: skip
 
 LEAVES = [
@@ -69,6 +69,20 @@ def test_every_kind_round_trips_through_canonical_bytes(leaf: AuditLeaf) -> None
     obj = json.loads(data)
     assert obj["kind"] == leaf.kind.value
     assert data == json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def test_packet_leaf_from_routing_facts() -> None:
+    facts = {
+        "v": 1, "id": "p-1", "case": "c-1", "from": "420981", "to": "420106",
+        "matter": "m-001", "action": "submit", "mode": "proxy_receipt",
+        "agreement": {"id": "hb-2026", "version": 1, "digest": _h("agreement")},
+        "seq": 0, "prev": None, "created": 1764291723, "expires": 1764378123,
+        "attachments": [], "sealed": {"suite": "x", "kid": "k", "ct": "c"},
+    }  # fmt: skip
+    assert PacketLeaf.from_facts(_h("packet"), facts) == PACKET
+    del facts["seq"]
+    with pytest.raises(AuditError, match="seq"):
+        PacketLeaf.from_facts(_h("packet"), facts)
 
 
 def test_packet_leaf_wire_names() -> None:
