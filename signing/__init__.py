@@ -73,3 +73,49 @@ __all__ += [
     "seal_file",
     "seal_info",
 ]
+
+# --- e-licences, status lists, QR codes (helper H7) ---
+from signing.licence import (  # noqa: E402
+    Entitlement,
+    Licence,
+    StatusEntry,
+    StatusSource,
+    issue_licence,
+    parse_licence,
+    verify_licence,
+)
+from signing.licence_report import Check, CheckResult, Failure, LicenceReport, Outcome  # noqa: E402
+from signing.qr import QrImage, render_qr  # noqa: E402
+from signing.status_list import (  # noqa: E402
+    StatusList,
+    StatusListCredential,
+    StatusListRejected,
+    StatusPurpose,
+    parse_status_list,
+    sign_status_list,
+    verify_status_list,
+)
+
+__all__ += [
+    "Check",
+    "CheckResult",
+    "Entitlement",
+    "Failure",
+    "Licence",
+    "LicenceReport",
+    "Outcome",
+    "QrImage",
+    "StatusEntry",
+    "StatusList",
+    "StatusListCredential",
+    "StatusListRejected",
+    "StatusPurpose",
+    "StatusSource",
+    "issue_licence",
+    "parse_licence",
+    "parse_status_list",
+    "render_qr",
+    "sign_status_list",
+    "verify_licence",
+    "verify_status_list",
+]
