@@ -12,6 +12,7 @@ key, a wrong type, an out-of-range value, an unknown key (usually a typo) — ra
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -205,6 +206,15 @@ class _Reader:
             raise self.error(unknown[0], "unknown setting")
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _listener(listeners: _Reader, name: str, *, tls_default: bool, plain_ok: bool) -> Listener:
     table = listeners.sub(name)
     host = table.string("host", "127.0.0.1")
@@ -260,6 +270,12 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
     federation = _listener(listeners, "federation", tls_default=True, plain_ok=False)
     public = _listener(listeners, "public", tls_default=False, plain_ok=True)
     staff_listener = _listener(listeners, "staff", tls_default=True, plain_ok=True)
+    if not staff_listener.tls and not _is_loopback(staff_listener.host):
+        raise ConfigError(
+            str(source),
+            "listeners.staff.tls",
+            "may be false only when listeners.staff.host is a loopback address",
+        )
     listeners.done()
 
     limits_t = root.sub("limits", required=False)

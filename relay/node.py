@@ -233,7 +233,7 @@ class Node:
                 runner = web.AppRunner(
                     app,
                     handle_signals=False,
-                    access_log=None,
+                    access_log=logging.getLogger(f"tongban.relay.access.{name}"),
                     shutdown_timeout=self._shutdown_timeout,
                     max_line_size=config.limits.max_header_bytes,
                     max_field_size=config.limits.max_header_bytes,

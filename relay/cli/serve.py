@@ -49,17 +49,24 @@ async def _run(config: NodeConfig) -> int:
         await node.start()
     except (OSError, SigningError, AgreementLoadError, TokenKeyError) as exc:
         raise CliError("start", f"node {config.node_id} could not start: {exc}") from None
+    except Exception as exc:  # the edge: any other start failure, traceback in the log
+        logging.getLogger("tongban.relay.node").debug("start failed", exc_info=True)
+        raise CliError(
+            "start", f"node {config.node_id} could not start: {type(exc).__name__}: {exc}"
+        ) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    listing = " ".join(f"{name}={url}" for name, url in node.urls.items())
-    sys.stdout.write(f"tongban: node {config.node_id} serving {listing}\n")
-    sys.stdout.flush()
+    installed: list[signal.Signals] = []
     try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        listing = " ".join(f"{name}={url}" for name, url in node.urls.items())
+        sys.stdout.write(f"tongban: node {config.node_id} serving {listing}\n")
+        sys.stdout.flush()
         await stop.wait()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in installed:
             loop.remove_signal_handler(sig)
         await node.stop()
     sys.stdout.write(f"tongban: node {config.node_id} stopped\n")

@@ -126,3 +126,11 @@ def test_durations_parse(text: str | int, seconds: float) -> None:
 def test_bad_durations_are_refused(text: object) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)
+
+
+def test_plain_staff_listener_only_on_loopback(tmp_path: Path) -> None:
+    ok = VALID.replace("port = 8444", "port = 8444\ntls = false")
+    assert load_config(_write(tmp_path, ok)).staff_listener.tls is False
+    exposed = VALID.replace("port = 8444", 'port = 8444\ntls = false\nhost = "0.0.0.0"')
+    message = _error(tmp_path, exposed)
+    assert "node.toml: listeners.staff.tls: may be false only when" in message

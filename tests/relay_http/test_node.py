@@ -190,3 +190,30 @@ async def test_client_trickling_its_request_head_is_disconnected(pki: Pki, tmp_p
         writer.close()
     finally:
         await node.stop()
+
+
+async def test_serve_refuses_a_tampered_partner_descriptor(
+    pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tampered = tmp_path / "320982.json"
+    document = json.loads((pki.b / "node.json").read_bytes())
+    jws = document["descriptor"]
+    middle = len(jws) // 2
+    document["descriptor"] = jws[:middle] + ("A" if jws[middle] != "A" else "B") + jws[middle + 1 :]
+    tampered.write_text(json.dumps(document), encoding="utf-8")
+    ports = free_ports(4)
+    config_path = write_config(
+        tmp_path / "n",
+        pki,
+        pki.a,
+        "420106",
+        ports=ports[:3],  # type: ignore[arg-type]
+        partners=(("320982", tampered, f"https://127.0.0.1:{ports[3]}"),),
+    )
+    code = await asyncio.to_thread(main, ["serve", "--config", str(config_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "tongban: error[start]: node 420106 could not start" in err
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await session.get(f"http://127.0.0.1:{ports[1]}/healthz")
