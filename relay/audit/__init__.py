@@ -13,7 +13,8 @@ with a consistency proof from the last checkpoint they cosigned, check it and co
 checkpoint that is not consistent with an earlier one signed by the same key is a fork:
 the witness keeps both notes as evidence, halts the partner and the relay alerts staff.
 Partners that compare the cosigned checkpoints they hold for a third node catch a node
-that shows them different histories (split view).
+that shows them different histories (split view). :mod:`relay.audit.exchange` holds
+both sides of the federation API messages that carry the exchange.
 
 Any single leaf can be shown to an outsider as an offline proof bundle
 (:mod:`relay.audit.bundle`): the leaf, its inclusion proof and the signed checkpoint,

@@ -117,6 +117,27 @@ class PartnerState:
         if (self.status is PartnerStatus.HALTED) != (self.evidence is not None):
             raise ValueError("a partner is halted exactly when fork evidence is kept")
 
+    def to_json(self) -> dict[str, object]:
+        """For storage: ``{origin, status, cosigned (note text or null), evidence}``."""
+        return {
+            "origin": self.origin,
+            "status": self.status.value,
+            "cosigned": None if self.cosigned is None else self.cosigned.decode(),
+            "evidence": None if self.evidence is None else self.evidence.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, object]) -> PartnerState:
+        cosigned, evidence = obj.get("cosigned"), obj.get("evidence")
+        if evidence is not None and not isinstance(evidence, Mapping):
+            raise CheckpointError("stored fork evidence must be an object")
+        return cls(
+            origin=str(obj["origin"]),
+            status=PartnerStatus(str(obj["status"])),
+            cosigned=None if cosigned is None else str(cosigned).encode(),
+            evidence=None if evidence is None else ForkEvidence.from_json(evidence),
+        )
+
     @property
     def checkpoint(self) -> Checkpoint | None:
         """The checkpoint we last cosigned (our own stored copy, not re-verified)."""
