@@ -191,6 +191,15 @@ class AuditStore:
         self._check_size(size)
         return range_hash(self._source(), 0, size)
 
+    def head(self) -> tuple[int, bytes]:
+        """(size, root) of one consistent view, for signing a checkpoint.
+
+        The root is computed for the size read first, so an append committed meanwhile
+        cannot mix in (complete subtrees never change once written).
+        """
+        size = self.size()
+        return size, self.root(size)
+
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         self._check_size(size)
         if not 0 <= index < size:

@@ -55,7 +55,7 @@ class LogNode:
         self.append(*leaves)
 
     def checkpoint(self) -> bytes:
-        cp = Checkpoint(self.origin, self.store.size(), self.store.root())
+        cp = Checkpoint(self.origin, *self.store.head())
         return sign_checkpoint(cp, self.key).to_bytes()
 
     def consistency(self, old: int, new: int) -> list[bytes]:

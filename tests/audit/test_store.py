@@ -129,3 +129,8 @@ def test_requests_beyond_the_log_are_refused(conn: sqlite3.Connection) -> None:
         store.consistency_proof(0, 5)
     with pytest.raises(LogStoreError):
         store.leaf(5)
+
+
+def test_head_is_the_size_and_root_of_one_view(conn: sqlite3.Connection) -> None:
+    data = _fill(conn, 11)
+    assert AuditStore(conn).head() == (11, MemoryTree(data).root())
