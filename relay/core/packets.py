@@ -201,7 +201,7 @@ class RoutingFacts:
             agreement=AgreementRef(
                 str_field(agreement, "id"),
                 int_field(agreement, "version"),
-                str_field(agreement, "digest"),
+                digest_field(agreement, "digest"),
             ),
             seq=seq,
             prev=prev,

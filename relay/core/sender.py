@@ -16,8 +16,10 @@ import random
 from collections.abc import Sequence
 from datetime import datetime
 
+from relay.audit.leaves import Direction
 from relay.core import blobs
 from relay.core.errors import MalformedPacket, PeerUnavailable
+from relay.core.leaves import receipt_leaf
 from relay.core.model import OutboxState
 from relay.core.outbox import (
     RETRYABLE_REASONS,
@@ -118,17 +120,35 @@ class Sender:
             if receipt is None:
                 retry = at + backoff_delay(self._policy, out.item.attempts + 1, self._rng.random())
                 updates.append(OutboxUpdate(s.packet_id, OutboxState.QUEUED, retry, "bad-receipt"))
-            elif receipt.status is ReceiptStatus.ACCEPTED:
-                updates.append(OutboxUpdate(s.packet_id, OutboxState.DELIVERED, receipt=token))
+                continue
+            leaf = receipt_leaf(Direction.RECEIVED, receipt, token, node=self._me, at=at)
+            if receipt.status is ReceiptStatus.ACCEPTED:
+                updates.append(
+                    OutboxUpdate(s.packet_id, OutboxState.DELIVERED, receipt=token, audit_leaf=leaf)
+                )
                 settled += 1
             elif receipt.reason in RETRYABLE_REASONS:
                 retry = at + backoff_delay(self._policy, out.item.attempts + 1, self._rng.random())
                 updates.append(
-                    OutboxUpdate(s.packet_id, OutboxState.QUEUED, retry, receipt.reason, token)
+                    OutboxUpdate(
+                        s.packet_id,
+                        OutboxState.QUEUED,
+                        retry,
+                        receipt.reason,
+                        token,
+                        audit_leaf=leaf,
+                    )
                 )
             else:
                 updates.append(
-                    OutboxUpdate(s.packet_id, OutboxState.REJECTED, None, receipt.reason, token)
+                    OutboxUpdate(
+                        s.packet_id,
+                        OutboxState.REJECTED,
+                        None,
+                        receipt.reason,
+                        token,
+                        audit_leaf=leaf,
+                    )
                 )
                 settled += 1
                 for succ in blocked_successors(rows, by_id[s.packet_id]):

@@ -24,10 +24,12 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from relay.audit.leaves import Direction, LeafKind
 from relay.core import blobs
 from relay.core.directory import Directory
 from relay.core.errors import AttachmentError, MalformedPacket, NotAuthorized, NotFound
 from relay.core.fields import format_time, is_digest
+from relay.core.leaves import packet_leaf, receipt_leaf
 from relay.core.model import (
     AttachmentInfo,
     InboxItem,
@@ -53,7 +55,7 @@ from relay.core.receiver import Inbound, Reason, authenticate, standard_pipeline
 from relay.core.sender import Sender
 from relay.core.store import NewOutgoing, ReceiveTx, RelayStore, StagedAttachment, UploadKind
 from signing.certificates import TrustBundle
-from signing.encoding import b64url, b64url_decode, canonical_json
+from signing.encoding import b64url, b64url_decode
 from signing.errors import SigningError
 from signing.hpke import HpkePrivateKey, hpke_open, hpke_seal, seal_info
 from signing.nodedir import NodeKeys
@@ -183,18 +185,7 @@ class RelayNode:
         refusal = self._pipeline.first_refusal(inbound)
         if refusal is not None:
             return self._reject(token, peer_id, refusal[1], at)
-        leaf = canonical_json(
-            {
-                "type": "packet-accepted",
-                "packet_id": facts.id,
-                "packet_digest": result.digest,
-                "from": facts.sender,
-                "to": facts.receiver,
-                "case": facts.case,
-                "seq": facts.seq,
-                "received_at": format_time(at),
-            }
-        )
+        leaf = packet_leaf(LeafKind.PACKET_RECEIVED, facts, result.digest, node=self.node_id, at=at)
         index = tx.audit_append(leaf)
         receipt = Receipt(
             packet_id=facts.id,
@@ -208,6 +199,7 @@ class RelayNode:
             log_size=index + 1,
         )
         signed = sign_receipt(receipt, self._signer, at=at)
+        tx.audit_append(receipt_leaf(Direction.SENT, receipt, signed, node=self.node_id, at=at))
         tx.inbox_put(summary_of(facts, result.digest), token, at, signed, index)
         return signed
 
@@ -338,10 +330,10 @@ class RelayNode:
             token, parsed, inner = build_packet(
                 facts, content, keys, signer=self._signer, recipient=recipient, at=at
             )
+            digest = packet_digest(token)
+            leaf = packet_leaf(LeafKind.PACKET_SENT, parsed, digest, node=self.node_id, at=at)
             return NewOutgoing(
-                summary_of(parsed, packet_digest(token), infos),
-                token,
-                self._own_copy(inner, packet_id),
+                summary_of(parsed, digest, infos), token, self._own_copy(inner, packet_id), leaf
             )
 
         try:

@@ -253,6 +253,7 @@ class SqliteStore:
                 " digest = excluded.digest",
                 (peer, case_id, seq, s.digest),
             )
+            audit_append(c, new.audit_leaf)
         return new
 
     def open_rows(self) -> list[OutboxRow]:
@@ -293,6 +294,12 @@ class SqliteStore:
     def update_outbox(self, updates: Sequence[OutboxUpdate]) -> None:
         with self._tx() as c:
             for u in updates:
+                if u.audit_leaf is not None and u.receipt is not None:
+                    held = c.execute(
+                        "SELECT receipt FROM outbox WHERE packet_id = ?", (u.packet_id,)
+                    ).fetchone()
+                    if held is None or held[0] != u.receipt:
+                        audit_append(c, u.audit_leaf)
                 c.execute(
                     "UPDATE outbox SET state = ?, next_attempt_at = ?, reason = ?,"
                     " receipt = COALESCE(?, receipt), attempts = attempts + ?"

@@ -40,11 +40,13 @@ __all__ = [
 @dataclass(frozen=True)
 class NewOutgoing:
     """A packet to queue; ``own_copy`` is its inner content JWS sealed to this node
-    (``<kid>.<b64url ct>``) so staff can read what they sent."""
+    (``<kid>.<b64url ct>``) so staff can read what they sent; ``audit_leaf`` is the
+    ``packet-sent`` leaf appended in the same transaction."""
 
     summary: PacketSummary
     token: str
     own_copy: str
+    audit_leaf: bytes
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,10 @@ class Incoming:
 
 @dataclass(frozen=True)
 class OutboxUpdate:
-    """A state change of one outgoing packet (``attempted`` adds one attempt)."""
+    """A state change of one outgoing packet (``attempted`` adds one attempt).
+
+    ``audit_leaf`` (the ``receipt`` leaf of ``receipt``) is appended in the same
+    transaction unless that very receipt was stored before."""
 
     packet_id: str
     state: OutboxState
@@ -70,6 +75,7 @@ class OutboxUpdate:
     reason: str | None = None
     receipt: str | None = None
     attempted: bool = False
+    audit_leaf: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from collections import defaultdict
 
 from conftest import ACTION, DAFENG, MATTER, MODE, NINGJIN, WUCHANG, Federation
 
+from relay.audit.leaves import AuditLeaf, LeafKind, decode_leaf
+from relay.audit.store import AuditStore
 from relay.core.model import OutboxState
 from relay.core.receipts import ReceiptStatus, verify_receipt
 
@@ -55,6 +57,20 @@ async def test_a_packet_is_delivered_receipted_and_readable(federation: Federati
     opened = federation.nodes[DAFENG].read_packet(pid)
     assert opened.content == {"step": 0, "applicant": "张三"}
     assert federation.nodes[WUCHANG].read_packet(pid).content == opened.content
+    # both audit logs record the packet and the receipt, naming the same digests
+    received = audit_leaves(federation, DAFENG)
+    assert [leaf.kind for leaf in received] == [LeafKind.PACKET_RECEIVED, LeafKind.RECEIPT]
+    assert received[0].body.digest == item.summary.digest  # type: ignore[union-attr]
+    assert received[1].body.log_index == 0  # type: ignore[union-attr]
+    sent = audit_leaves(federation, WUCHANG)
+    assert [leaf.kind for leaf in sent] == [LeafKind.PACKET_SENT, LeafKind.RECEIPT]
+    assert sent[1].body.direction == "received"  # type: ignore[union-attr]
+    assert sent[1].body.digest == received[1].body.digest  # type: ignore[union-attr]
+
+
+def audit_leaves(fed: Federation, node: str) -> list[AuditLeaf]:
+    store = AuditStore(fed.stores[node].connection)
+    return [decode_leaf(store.leaf(i)) for i in range(store.size())]
 
 
 async def test_lossy_slow_links_deliver_every_packet_exactly_once_in_case_order(
