@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 CHUNK_SIZE = 256 * 1024
+_log = logging.getLogger("tongban.relay.http")
 _RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19})")
 
 
@@ -129,7 +131,8 @@ async def body_chunks(
     """Stream the request body in chunks of at most :data:`CHUNK_SIZE` bytes.
 
     Memory stays constant whatever the body size. Refuses (413) a body longer than
-    ``length``; a shorter one simply ends (a resumable upload that stopped early). A
+    ``length``; a shorter one, or a connection lost mid-body, simply ends (a resumable
+    upload that stopped early: the bytes received so far are kept). A
     client that sends nothing for ``chunk_timeout`` seconds is cut off (408).
     """
     received = 0
@@ -139,6 +142,11 @@ async def body_chunks(
             async with asyncio.timeout(chunk_timeout):
                 chunk = await iterator.__anext__()
         except StopAsyncIteration:
+            return
+        except ConnectionError:
+            # the client went away mid-body: what arrived is kept (a resumable upload
+            # continues from the held offset); there is nobody left to answer
+            _log.info("upload to %s ended by the client after %d bytes", request.path, received)
             return
         except TimeoutError:
             raise Problem(

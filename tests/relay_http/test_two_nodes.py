@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -187,3 +188,49 @@ async def test_refused_peers_store_nothing_on_a_real_node(pki: Pki, pair: Pair) 
                 await session.post(url, json={"packets": [packet]}, ssl=client_ssl(pki, node_dir))
     after = await _client(pair.b, StaffRole.READER).get("/staff/v1/inbox")
     assert after == before
+
+
+async def test_interrupted_blob_upload_resumes_from_the_held_offset(pki: Pki, pair: Pair) -> None:
+    """A connection cut mid-body keeps what arrived; the upload resumes from there."""
+    import ssl as _ssl
+    from urllib.parse import urlsplit
+
+    import aiohttp
+    from relay_http_support import client_ssl
+
+    blob = hashlib.sha256(b"seed").digest() * (4 * 1024 * 1024 // 32)  # 4 MiB
+    digest = hashlib.sha256(blob).hexdigest()
+    path = f"/federation/v1/attachments/{digest}"
+    base = pair.b.urls["federation"]
+    parts = urlsplit(base)
+    context: _ssl.SSLContext = client_ssl(pki, pki.a)
+    reader, writer = await asyncio.open_connection(
+        parts.hostname, parts.port, ssl=context, server_hostname=parts.hostname
+    )
+    head = (
+        f"PUT {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Content-Range: bytes 0-{len(blob) - 1}/{len(blob)}\r\n"
+        f"Content-Length: {len(blob)}\r\nContent-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    sent = 3 * 1024 * 1024
+    writer.write(head + blob[:sent])
+    await writer.drain()
+    writer.transport.abort()  # the line drops mid-body
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+        async with asyncio.timeout(20):
+            while True:  # the node notices the drop on its own task
+                resp = await session.head(base + path)
+                offset = int(resp.headers["Upload-Offset"])
+                if offset > 0:
+                    break
+                await asyncio.sleep(0.05)
+        assert 0 < offset <= sent
+        rest = await session.put(
+            base + path,
+            data=io.BytesIO(blob[offset:]),
+            headers={"Content-Range": f"bytes {offset}-{len(blob) - 1}/{len(blob)}"},
+        )
+        assert rest.status == 200, await rest.text()
+        assert rest.headers["Upload-Offset"] == str(len(blob))
+    del reader
