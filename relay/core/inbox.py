@@ -1,0 +1,135 @@
+"""Receiving: run each packet of a batch through the acceptance pipeline
+(:mod:`relay.core.receiver`) inside one store transaction and answer with receipts.
+
+Accepted packets, their receipts and their audit leaves are written in that
+transaction, which commits (fsync) before the receipts are returned. Refused packets
+are answered with a signed ``rejected`` receipt and leave no trace in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from relay.audit.leaves import Direction, LeafKind
+from relay.core.directory import Directory
+from relay.core.leaves import packet_leaf, receipt_leaf
+from relay.core.model import AttachmentInfo, PacketSummary
+from relay.core.packets import RoutingFacts, packet_digest, peek_facts
+from relay.core.ports import Clock
+from relay.core.receipts import Receipt, ReceiptStatus, sign_receipt
+from relay.core.receiver import Inbound, Pipeline, Reason, authenticate
+from relay.core.store import ReceiveTx, RelayStore
+from signing.certificates import TrustBundle
+from signing.keys import Signer
+
+__all__ = ["Inbox", "summary_of"]
+
+_log = logging.getLogger("tongban.relay")
+
+
+def summary_of(
+    facts: RoutingFacts, digest: str, infos: Sequence[AttachmentInfo] = ()
+) -> PacketSummary:
+    by_digest = {i.digest: i for i in infos}
+    return PacketSummary(
+        packet_id=facts.id,
+        digest=digest,
+        case_id=facts.case,
+        sender=facts.sender,
+        receiver=facts.receiver,
+        matter=facts.matter,
+        action=facts.action,
+        mode=facts.mode,
+        seq=facts.seq,
+        created=facts.created,
+        expires=facts.expires,
+        attachments=tuple(
+            by_digest.get(a.digest) or AttachmentInfo(a.digest, a.size, a.media_type, a.name)
+            for a in facts.attachments
+        ),
+    )
+
+
+class Inbox:
+    def __init__(
+        self,
+        *,
+        me: str,
+        signer: Signer,
+        bundle: TrustBundle,
+        directory: Directory,
+        pipeline: Pipeline,
+        store: RelayStore,
+        clock: Clock,
+    ) -> None:
+        self._me = me
+        self._signer = signer
+        self._bundle = bundle
+        self._directory = directory
+        self._pipeline = pipeline
+        self._store = store
+        self._clock = clock
+        self._lock = asyncio.Lock()
+
+    async def receive_batch(self, peer_id: str, packets: Sequence[str]) -> list[str]:
+        async with self._lock:
+            at = self._clock()
+            with self._store.receiving() as tx:
+                return [self._receive_one(tx, peer_id, token, at) for token in packets]
+
+    def _reject(self, token: object, peer_id: str, reason: str, at: datetime) -> str:
+        text = token if isinstance(token, str) else ""
+        facts = peek_facts(text) or {}
+        packet_id = facts.get("id")
+        _log.info("refused packet %r from %s: %s", packet_id, peer_id, reason)
+        receipt = Receipt(
+            packet_id=packet_id if isinstance(packet_id, str) else None,
+            packet_digest=packet_digest(text),
+            sender=self._me,
+            to=peer_id,
+            status=ReceiptStatus.REJECTED,
+            reason=str(reason),
+            received_at=at,
+        )
+        return sign_receipt(receipt, self._signer, at=at)
+
+    def _receive_one(self, tx: ReceiveTx, peer_id: str, token: str, at: datetime) -> str:
+        result = authenticate(token, self._bundle, at=at, peer_id=peer_id, me=self._me)
+        if isinstance(result, str):
+            return self._reject(token, peer_id, result, at)
+        facts = result.facts
+        existing = tx.inbox_lookup(facts.id)
+        if existing is not None:
+            if existing[0] == result.digest:
+                return existing[1]
+            return self._reject(token, peer_id, Reason.DUPLICATE_ID_DIFFERENT_CONTENT, at)
+        inbound = Inbound(
+            packet=result,
+            at=at,
+            sender_known=self._directory.knows(facts.sender),
+            previous=tx.recv_sequence(facts.sender, facts.case),
+            blob_sizes={a.digest: tx.blob_size(a.digest) for a in facts.attachments},
+        )
+        refusal = self._pipeline.first_refusal(inbound)
+        if refusal is not None:
+            return self._reject(token, peer_id, refusal[1], at)
+        leaf = packet_leaf(LeafKind.PACKET_RECEIVED, facts, result.digest, node=self._me, at=at)
+        index = tx.audit_append(leaf)
+        receipt = Receipt(
+            packet_id=facts.id,
+            packet_digest=result.digest,
+            sender=self._me,
+            to=facts.sender,
+            status=ReceiptStatus.ACCEPTED,
+            reason=None,
+            received_at=at,
+            log_index=index,
+            log_size=index + 1,
+        )
+        signed = sign_receipt(receipt, self._signer, at=at)
+        tx.audit_append(receipt_leaf(Direction.SENT, receipt, signed, node=self._me, at=at))
+        tx.inbox_put(summary_of(facts, result.digest), token, at, signed, index)
+        return signed
