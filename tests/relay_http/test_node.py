@@ -217,3 +217,27 @@ async def test_serve_refuses_a_tampered_partner_descriptor(
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientConnectionError):
             await session.get(f"http://127.0.0.1:{ports[1]}/healthz")
+
+
+async def test_public_over_tls_and_staff_over_plain_loopback(pki: Pki, tmp_path: Path) -> None:
+    ports = free_ports(3)
+    config_path = write_config(tmp_path / "n", pki, pki.a, "420106", ports=ports)  # type: ignore[arg-type]
+    text = config_path.read_text(encoding="utf-8")
+    text = text.replace(f"port = {ports[1]}", f"port = {ports[1]}\ntls = true")
+    text = text.replace(f"port = {ports[2]}", f"port = {ports[2]}\ntls = false")
+    config_path.write_text(text, encoding="utf-8")
+    built = Built()
+    node = Node(load_config(config_path), core_factory=_factory(tmp_path, built))
+    await node.start()
+    try:
+        assert node.urls["public"].startswith("https://")
+        assert node.urls["staff"].startswith("http://")
+        async with aiohttp.ClientSession() as session:
+            health = await session.get(node.urls["public"] + "/healthz", ssl=client_ssl(pki, None))
+            assert health.status == 200
+            staff = await session.get(node.urls["staff"] + "/staff/v1/outbox")
+            assert staff.status == 401
+        code = await asyncio.to_thread(main, ["inbox", "--config", str(config_path), "--json"])
+        assert code == 0
+    finally:
+        await node.stop()
