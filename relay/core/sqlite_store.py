@@ -15,7 +15,6 @@ and commit with ``synchronous=FULL``: committed means on disk.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import uuid
@@ -29,13 +28,13 @@ from relay.audit.store import append as audit_append
 from relay.audit.store import create_schema as audit_schema
 from relay.core.errors import StoreError
 from relay.core.model import (
-    AttachmentInfo,
     InboxItem,
     OutboxItem,
     OutboxState,
     PacketSummary,
 )
 from relay.core.outbox import OutboxRow, PeerBackoff
+from relay.core.sqlite_schema import SCHEMA, dt, fsync_dir, summary_from_json, summary_json, ts
 from relay.core.store import (
     Incoming,
     NewOutgoing,
@@ -46,101 +45,6 @@ from relay.core.store import (
 )
 
 __all__ = ["SqliteStore", "fsync_dir"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    ord INTEGER PRIMARY KEY AUTOINCREMENT,
-    packet_id TEXT NOT NULL UNIQUE,
-    peer TEXT NOT NULL, case_id TEXT NOT NULL, seq INTEGER NOT NULL,
-    digest TEXT NOT NULL, token TEXT NOT NULL, summary TEXT NOT NULL,
-    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL, expires REAL NOT NULL, reason TEXT, receipt TEXT,
-    own_copy TEXT NOT NULL,
-    UNIQUE (peer, case_id, seq)
-);
-CREATE INDEX IF NOT EXISTS outbox_open ON outbox (state, peer);
-CREATE TABLE IF NOT EXISTS send_seq (
-    peer TEXT NOT NULL, case_id TEXT NOT NULL, seq INTEGER NOT NULL, digest TEXT NOT NULL,
-    PRIMARY KEY (peer, case_id)
-);
-CREATE TABLE IF NOT EXISTS peers (
-    peer TEXT PRIMARY KEY, failures INTEGER NOT NULL, next_attempt_at REAL
-);
-CREATE TABLE IF NOT EXISTS uploaded (
-    peer TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (peer, digest)
-);
-CREATE TABLE IF NOT EXISTS inbox (
-    ord INTEGER PRIMARY KEY AUTOINCREMENT,
-    packet_id TEXT NOT NULL UNIQUE,
-    sender TEXT NOT NULL, case_id TEXT NOT NULL, seq INTEGER NOT NULL,
-    digest TEXT NOT NULL, token TEXT NOT NULL, summary TEXT NOT NULL,
-    received_at REAL NOT NULL, receipt TEXT NOT NULL, log_index INTEGER,
-    UNIQUE (sender, case_id, seq)
-);
-CREATE TABLE IF NOT EXISTS recv_seq (
-    sender TEXT NOT NULL, case_id TEXT NOT NULL, seq INTEGER NOT NULL, digest TEXT NOT NULL,
-    PRIMARY KEY (sender, case_id)
-);
-CREATE TABLE IF NOT EXISTS inbox_blobs (
-    digest TEXT NOT NULL, packet_id TEXT NOT NULL, PRIMARY KEY (digest, packet_id)
-);
-CREATE TABLE IF NOT EXISTS blobs (digest TEXT PRIMARY KEY, size INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS uploads (
-    kind TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL, offset INTEGER NOT NULL,
-    PRIMARY KEY (kind, digest)
-);
-CREATE TABLE IF NOT EXISTS attachments (
-    plain_digest TEXT PRIMARY KEY, plain_size INTEGER NOT NULL,
-    blob_digest TEXT NOT NULL, blob_size INTEGER NOT NULL,
-    media_type TEXT NOT NULL, name TEXT NOT NULL, key_kid TEXT NOT NULL,
-    wrapped_key BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS attachments_blob ON attachments (blob_digest);
-"""
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _ts(at: datetime | None) -> float | None:
-    return None if at is None else at.timestamp()
-
-
-def _dt(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC)
-
-
-def _summary_json(s: PacketSummary) -> str:
-    return json.dumps(
-        {
-            "packet_id": s.packet_id,
-            "digest": s.digest,
-            "case_id": s.case_id,
-            "sender": s.sender,
-            "receiver": s.receiver,
-            "matter": s.matter,
-            "action": s.action,
-            "mode": s.mode,
-            "seq": s.seq,
-            "created": s.created.timestamp(),
-            "expires": s.expires.timestamp(),
-            "attachments": [a.__dict__ for a in s.attachments],
-        },
-        ensure_ascii=False,
-    )
-
-
-def _summary(text: str) -> PacketSummary:
-    d: dict[str, Any] = json.loads(text)
-    d["created"] = datetime.fromtimestamp(d["created"], UTC)
-    d["expires"] = datetime.fromtimestamp(d["expires"], UTC)
-    d["attachments"] = tuple(AttachmentInfo(**a) for a in d["attachments"])
-    return PacketSummary(**d)
 
 
 class _ReceiveTx:
@@ -174,7 +78,7 @@ class _ReceiveTx:
             " received_at, receipt, log_index) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 summary.packet_id, summary.sender, summary.case_id, summary.seq, summary.digest,
-                token, _summary_json(summary), received_at.timestamp(), receipt, log,
+                token, summary_json(summary), received_at.timestamp(), receipt, log,
             ),
         )  # fmt: skip
         self._conn.execute(
@@ -202,7 +106,7 @@ class SqliteStore:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=5000")
-        self._conn.executescript(_SCHEMA)
+        self._conn.executescript(SCHEMA)
         audit_schema(self._conn)
 
     @property
@@ -243,7 +147,7 @@ class SqliteStore:
                 "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, token, summary,"
                 " state, expires, own_copy) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
-                    s.packet_id, peer, case_id, seq, s.digest, new.token, _summary_json(s),
+                    s.packet_id, peer, case_id, seq, s.digest, new.token, summary_json(s),
                     str(OutboxState.QUEUED), s.expires.timestamp(), new.own_copy,
                 ),
             )  # fmt: skip
@@ -266,17 +170,17 @@ class SqliteStore:
             OutboxRow(
                 packet_id=r[0], peer=r[1], case_id=r[2], seq=int(r[3]), order=int(r[4]),
                 state=OutboxState(r[5]), expires=datetime.fromtimestamp(r[6], UTC),
-                next_attempt_at=_dt(r[7]),
+                next_attempt_at=dt(r[7]),
             )
             for r in rows
         ]  # fmt: skip
 
     def _outbox_item(self, r: Sequence[Any]) -> OutboxItem:
         return OutboxItem(
-            summary=_summary(r[0]),
+            summary=summary_from_json(r[0]),
             state=OutboxState(r[1]),
             attempts=int(r[2]),
-            next_attempt_at=_dt(r[3]),
+            next_attempt_at=dt(r[3]),
             reason=r[4],
             receipt=r[5],
         )
@@ -305,14 +209,14 @@ class SqliteStore:
                     " receipt = COALESCE(?, receipt), attempts = attempts + ?"
                     " WHERE packet_id = ?",
                     (
-                        str(u.state), _ts(u.next_attempt_at), u.reason, u.receipt,
+                        str(u.state), ts(u.next_attempt_at), u.reason, u.receipt,
                         1 if u.attempted else 0, u.packet_id,
                     ),
                 )  # fmt: skip
 
     def peer_backoffs(self) -> dict[str, PeerBackoff]:
         rows = self._conn.execute("SELECT peer, failures, next_attempt_at FROM peers").fetchall()
-        return {r[0]: PeerBackoff(int(r[1]), _dt(r[2])) for r in rows}
+        return {r[0]: PeerBackoff(int(r[1]), dt(r[2])) for r in rows}
 
     def set_peer_backoff(self, peer: str, backoff: PeerBackoff) -> None:
         with self._tx() as c:
@@ -320,7 +224,7 @@ class SqliteStore:
                 "INSERT INTO peers (peer, failures, next_attempt_at) VALUES (?,?,?)"
                 " ON CONFLICT (peer) DO UPDATE SET failures = excluded.failures,"
                 " next_attempt_at = excluded.next_attempt_at",
-                (peer, backoff.failures, _ts(backoff.next_attempt_at)),
+                (peer, backoff.failures, ts(backoff.next_attempt_at)),
             )
 
     def list_outbox(self, state: OutboxState | None, peer: str | None) -> list[OutboxItem]:
@@ -355,7 +259,7 @@ class SqliteStore:
 
     def _inbox_item(self, r: Sequence[Any]) -> InboxItem:
         return InboxItem(
-            summary=_summary(r[0]),
+            summary=summary_from_json(r[0]),
             received_at=datetime.fromtimestamp(r[1], UTC),
             receipt=r[2],
             log_index=r[3],

@@ -1,0 +1,118 @@
+"""The SQLite schema of a node's relay store and the row conversions it needs.
+
+Tables: ``outbox`` (one row per outgoing packet: state, attempts, next attempt, receipt,
+the packet and a sealed copy of its content), ``send_seq`` (per destination and case:
+last seq and digest), ``peers`` (per destination backoff), ``uploaded`` (blobs a peer
+holds), ``inbox`` (one row per accepted packet with the receipt returned), ``recv_seq``
+(per sender and case), ``inbox_blobs`` (which packet names which blob), ``blobs``
+(complete content-addressed blobs), ``uploads`` (partial uploads and their durable
+offset), ``attachments`` (staged attachments and their wrapped keys); plus the audit
+log tables of :mod:`relay.audit.store`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from relay.core.model import AttachmentInfo, PacketSummary
+
+__all__ = ["SCHEMA", "dt", "fsync_dir", "summary_from_json", "summary_json", "ts"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    ord INTEGER PRIMARY KEY AUTOINCREMENT,
+    packet_id TEXT NOT NULL UNIQUE,
+    peer TEXT NOT NULL, case_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    digest TEXT NOT NULL, token TEXT NOT NULL, summary TEXT NOT NULL,
+    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL, expires REAL NOT NULL, reason TEXT, receipt TEXT,
+    own_copy TEXT NOT NULL,
+    UNIQUE (peer, case_id, seq)
+);
+CREATE INDEX IF NOT EXISTS outbox_open ON outbox (state, peer);
+CREATE TABLE IF NOT EXISTS send_seq (
+    peer TEXT NOT NULL, case_id TEXT NOT NULL, seq INTEGER NOT NULL, digest TEXT NOT NULL,
+    PRIMARY KEY (peer, case_id)
+);
+CREATE TABLE IF NOT EXISTS peers (
+    peer TEXT PRIMARY KEY, failures INTEGER NOT NULL, next_attempt_at REAL
+);
+CREATE TABLE IF NOT EXISTS uploaded (
+    peer TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (peer, digest)
+);
+CREATE TABLE IF NOT EXISTS inbox (
+    ord INTEGER PRIMARY KEY AUTOINCREMENT,
+    packet_id TEXT NOT NULL UNIQUE,
+    sender TEXT NOT NULL, case_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    digest TEXT NOT NULL, token TEXT NOT NULL, summary TEXT NOT NULL,
+    received_at REAL NOT NULL, receipt TEXT NOT NULL, log_index INTEGER,
+    UNIQUE (sender, case_id, seq)
+);
+CREATE TABLE IF NOT EXISTS recv_seq (
+    sender TEXT NOT NULL, case_id TEXT NOT NULL, seq INTEGER NOT NULL, digest TEXT NOT NULL,
+    PRIMARY KEY (sender, case_id)
+);
+CREATE TABLE IF NOT EXISTS inbox_blobs (
+    digest TEXT NOT NULL, packet_id TEXT NOT NULL, PRIMARY KEY (digest, packet_id)
+);
+CREATE TABLE IF NOT EXISTS blobs (digest TEXT PRIMARY KEY, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS uploads (
+    kind TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL, offset INTEGER NOT NULL,
+    PRIMARY KEY (kind, digest)
+);
+CREATE TABLE IF NOT EXISTS attachments (
+    plain_digest TEXT PRIMARY KEY, plain_size INTEGER NOT NULL,
+    blob_digest TEXT NOT NULL, blob_size INTEGER NOT NULL,
+    media_type TEXT NOT NULL, name TEXT NOT NULL, key_kid TEXT NOT NULL,
+    wrapped_key BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attachments_blob ON attachments (blob_digest);
+"""
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ts(at: datetime | None) -> float | None:
+    return None if at is None else at.timestamp()
+
+
+def dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def summary_json(s: PacketSummary) -> str:
+    return json.dumps(
+        {
+            "packet_id": s.packet_id,
+            "digest": s.digest,
+            "case_id": s.case_id,
+            "sender": s.sender,
+            "receiver": s.receiver,
+            "matter": s.matter,
+            "action": s.action,
+            "mode": s.mode,
+            "seq": s.seq,
+            "created": s.created.timestamp(),
+            "expires": s.expires.timestamp(),
+            "attachments": [a.__dict__ for a in s.attachments],
+        },
+        ensure_ascii=False,
+    )
+
+
+def summary_from_json(text: str) -> PacketSummary:
+    d: dict[str, Any] = json.loads(text)
+    d["created"] = datetime.fromtimestamp(d["created"], UTC)
+    d["expires"] = datetime.fromtimestamp(d["expires"], UTC)
+    d["attachments"] = tuple(AttachmentInfo(**a) for a in d["attachments"])
+    return PacketSummary(**d)
