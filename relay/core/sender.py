@@ -10,6 +10,7 @@ treated like no answer. Every verified receipt is kept with its packet.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import random
@@ -69,9 +70,10 @@ class Sender:
         settled = self._expire(rows, at)
         if settled:
             rows = self._store.open_rows()
-        for batch in due_batches(rows, self._store.peer_backoffs(), self._policy, at):
-            settled += await self._send(batch, rows)
-        return settled
+        batches = due_batches(rows, self._store.peer_backoffs(), self._policy, at)
+        # destinations are served concurrently: one slow partner does not hold up others
+        sent = await asyncio.gather(*(self._send(batch, rows) for batch in batches))
+        return settled + sum(sent)
 
     def _expire(self, rows: Sequence[OutboxRow], at: datetime) -> int:
         dead = set(expired(rows, at))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import defaultdict
 
@@ -106,3 +107,22 @@ async def test_lossy_slow_links_deliver_every_packet_exactly_once_in_case_order(
                 at=federation.clock(),
                 expected_from=item.summary.receiver,
             )
+
+
+async def test_the_outbox_task_sends_new_packets_and_stops_when_told(
+    federation: Federation,
+) -> None:
+    node = federation.nodes[WUCHANG]
+    stop = asyncio.Event()
+    task = asyncio.create_task(node.run_outbox(stop))
+    await asyncio.sleep(0)  # the task is now idle, waiting (30 s idle poll)
+    ids = await send(federation, WUCHANG, DAFENG, "case-t", n=1)
+    ids += await send(federation, WUCHANG, NINGJIN, "case-t", n=1)
+    for _ in range(100):  # a few loop turns: the new packet wakes the task
+        if all(i.state is OutboxState.DELIVERED for i in node.list_outbox()):
+            break
+        await asyncio.sleep(0)
+    assert [i.state for i in node.list_outbox()] == [OutboxState.DELIVERED] * 2
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert task.done()
