@@ -201,6 +201,7 @@ class Node:
                     clock=self._clock,
                     limits=config.limits,
                     descriptor=descriptor,
+                    partners={p.node_id for p in config.partners},
                 ),
                 config.federation,
                 server_context(cert, key, bundle.current(), require_client_cert=True),

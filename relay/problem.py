@@ -47,6 +47,7 @@ class ProblemCode(StrEnum):
     FORBIDDEN = "forbidden"
     PEER_NOT_TRUSTED = "peer-not-trusted"
     PEER_REVOKED = "peer-revoked"
+    PEER_NOT_PARTNER = "peer-not-partner"
     NOT_FOUND = "not-found"
     METHOD_NOT_ALLOWED = "method-not-allowed"
     CONFLICT = "conflict"
@@ -76,6 +77,7 @@ _TITLES: Mapping[ProblemCode, str] = {
     ProblemCode.FORBIDDEN: "Not allowed",
     ProblemCode.PEER_NOT_TRUSTED: "Peer certificate not trusted",
     ProblemCode.PEER_REVOKED: "Peer certificate revoked",
+    ProblemCode.PEER_NOT_PARTNER: "Peer is not a partner of this node",
     ProblemCode.NOT_FOUND: "Not found",
     ProblemCode.METHOD_NOT_ALLOWED: "Method not allowed",
     ProblemCode.CONFLICT: "Conflict",

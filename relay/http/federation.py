@@ -10,10 +10,11 @@ Routes (the peer is the node id of the validated client certificate)::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from relay.config import Limits
 from relay.http.api import RelayApi, core_error_middleware
@@ -27,9 +28,24 @@ from relay.http.limits import (
 from relay.problem import Problem, ProblemCode, problem_middleware
 from relay.tls import PEER_KEY, BundleSource, mtls_middleware
 
-__all__ = ["DIGEST_PATTERN", "federation_app"]
+__all__ = ["DIGEST_PATTERN", "federation_app", "partner_middleware"]
 
 DIGEST_PATTERN = "[0-9a-f]{64}"
+
+
+def partner_middleware(partners: frozenset[str]) -> Middleware:
+    """Refuse peers that are not configured partners of this node."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        peer = request[PEER_KEY].node_id
+        if peer not in partners:
+            raise Problem(
+                403, ProblemCode.PEER_NOT_PARTNER, f"node {peer} is not a partner of this node"
+            )
+        return await handler(request)
+
+    return middleware
 
 
 def _is_upload(request: web.Request) -> bool:
@@ -43,14 +59,19 @@ def federation_app(
     clock: Callable[[], datetime],
     limits: Limits,
     descriptor: Callable[[], bytes],
+    partners: Collection[str] | None = None,
 ) -> web.Application:
     """The federation application. Serve it only with :func:`relay.tls.server_context`
-    (``require_client_cert=True``): the peer identity comes from the TLS connection."""
+    (``require_client_cert=True``): the peer identity comes from the TLS connection.
+
+    With ``partners``, a validly certified node that is not one of them is refused
+    (403 ``peer-not-partner``) before anything else runs."""
     app = web.Application(
         client_max_size=limits.max_body_bytes,
         middlewares=[
             problem_middleware,
             mtls_middleware(bundle, clock),
+            *([partner_middleware(frozenset(partners))] if partners is not None else []),
             peer_concurrency_middleware(limits.max_connections_per_peer),
             timeout_middleware(limits.request_timeout, _is_upload),
             core_error_middleware,

@@ -27,6 +27,7 @@ class Pki:
     b: Path  # 320982
     revoked: Path  # 420981 (revoked)
     foreign: Path  # 371422 under an unknown root
+    stranger: Path  # 420984: trusted root, partner of nobody
 
     @property
     def bundle(self) -> TrustBundle:
@@ -40,12 +41,15 @@ def make_pki(base: Path) -> Pki:
     b = issue_node(base / "fed", "320982", "大丰区", "127.0.0.1", base / "b", now=NOW)
     r = issue_node(base / "fed", "420981", "应城市", "127.0.0.1", base / "r", now=NOW)
     f = issue_node(base / "foreign-fed", "371422", "宁津县", "127.0.0.1", base / "f", now=NOW)
+    s = issue_node(base / "fed", "420984", "汉川市", "127.0.0.1", base / "s", now=NOW)
     revoke(base / "fed", r.tls_cert.read_bytes(), now=NOW)
     bundle = base / "bundle.pem"
     bundle.write_bytes(
         (base / "fed" / "root.pem").read_bytes() + (base / "fed" / "crl.pem").read_bytes()
     )
-    return Pki(base / "fed", bundle, a.directory, b.directory, r.directory, f.directory)
+    return Pki(
+        base / "fed", bundle, a.directory, b.directory, r.directory, f.directory, s.directory
+    )
 
 
 def client_ssl(pki: Pki, node_dir: Path | None) -> ssl.SSLContext:

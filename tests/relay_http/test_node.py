@@ -42,7 +42,12 @@ def _factory(folder: Path, built: Built, core_class: type[RunningFakeCore] = Run
 async def running(pki: Pki, tmp_path: Path) -> AsyncIterator[tuple[Node, Built, Path]]:
     ports = free_ports(3)
     config_path = write_config(
-        tmp_path / "node", pki, pki.a, "420106", ports=(ports[0], ports[1], ports[2])
+        tmp_path / "node",
+        pki,
+        pki.a,
+        "420106",
+        ports=(ports[0], ports[1], ports[2]),
+        partners=(("320982", pki.b / "node.json", "https://127.0.0.1:1"),),
     )
     built = Built()
     node = Node(load_config(config_path), core_factory=_factory(tmp_path, built))
@@ -94,7 +99,14 @@ async def test_graceful_shutdown_finishes_in_flight_requests(pki: Pki, tmp_path:
             return await super().receive_batch(peer_id, packets)
 
     ports = free_ports(3)
-    config_path = write_config(tmp_path / "n", pki, pki.a, "420106", ports=ports)  # type: ignore[arg-type]
+    config_path = write_config(
+        tmp_path / "n",
+        pki,
+        pki.a,
+        "420106",
+        ports=ports,  # type: ignore[arg-type]
+        partners=(("320982", pki.b / "node.json", "https://127.0.0.1:1"),),
+    )
     built = Built()
     node = Node(load_config(config_path), core_factory=_factory(tmp_path, built, Slow))
     await node.start()
@@ -241,3 +253,19 @@ async def test_public_over_tls_and_staff_over_plain_loopback(pki: Pki, tmp_path:
         assert code == 0
     finally:
         await node.stop()
+
+
+async def test_certified_node_that_is_not_a_partner_is_refused(
+    pki: Pki, running: tuple[Node, Built, Path]
+) -> None:
+    node, built, _ = running
+    async with aiohttp.ClientSession() as session:
+        resp = await session.post(
+            node.urls["federation"] + "/federation/v1/packets",
+            json={"packets": ["x"]},
+            ssl=client_ssl(pki, pki.stranger),
+        )
+        assert resp.status == 403
+        assert (await resp.json(content_type=None))["code"] == "peer-not-partner"
+    assert built.core is not None
+    assert built.core.batches == []
