@@ -11,6 +11,9 @@ peer, as mutual TLS would). Faults, all drawn from the ``rng`` passed in:
 - ``delay``: seconds each request takes (``asyncio.sleep``, so it composes with
   concurrent passes);
 - ``cut_uploads_after``: bytes after which an upload connection breaks (resumption).
+
+An exception inside the receiving node reaches the sender as :class:`PeerUnavailable`,
+as a 500 answer would over HTTP.
 """
 
 from __future__ import annotations
@@ -68,7 +71,10 @@ class FakePeerLink:
 
     async def deliver(self, peer: str, packets: Sequence[str]) -> list[str]:
         node = await self._net._reach(peer)
-        receipts = await node.receive_batch(self._me, list(packets))
+        try:
+            receipts = await node.receive_batch(self._me, list(packets))
+        except Exception as exc:  # what an HTTP peer answers with a 500: try again later
+            raise PeerUnavailable(f"{peer} failed: {exc!r}") from exc
         if self._net.rng.random() < self._net.reply_loss:
             raise PeerUnavailable(f"answer from {peer} lost")
         return receipts

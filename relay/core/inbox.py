@@ -18,11 +18,10 @@ from relay.core.directory import Directory
 from relay.core.leaves import packet_leaf, receipt_leaf
 from relay.core.model import AttachmentInfo, PacketSummary
 from relay.core.packets import RoutingFacts, packet_digest, peek_facts
-from relay.core.ports import Clock
+from relay.core.ports import BundleSource, Clock
 from relay.core.receipts import Receipt, ReceiptStatus, sign_receipt
 from relay.core.receiver import Inbound, Pipeline, Reason, authenticate
 from relay.core.store import ReceiveTx, RelayStore
-from signing.certificates import TrustBundle
 from signing.keys import Signer
 
 __all__ = ["Inbox", "summary_of"]
@@ -59,7 +58,7 @@ class Inbox:
         *,
         me: str,
         signer: Signer,
-        bundle: TrustBundle,
+        bundle: BundleSource,
         directory: Directory,
         pipeline: Pipeline,
         store: RelayStore,
@@ -97,7 +96,8 @@ class Inbox:
         return sign_receipt(receipt, self._signer, at=at)
 
     def _receive_one(self, tx: ReceiveTx, peer_id: str, token: str, at: datetime) -> str:
-        result = authenticate(token, self._bundle, at=at, peer_id=peer_id, me=self._me)
+        bundle = self._bundle()
+        result = authenticate(token, bundle, at=at, peer_id=peer_id, me=self._me)
         if isinstance(result, str):
             return self._reject(token, peer_id, result, at)
         facts = result.facts
@@ -109,6 +109,7 @@ class Inbox:
         inbound = Inbound(
             packet=result,
             at=at,
+            bundle=bundle,
             sender_known=self._directory.knows(facts.sender),
             previous=tx.recv_sequence(facts.sender, facts.case),
             blob_sizes={a.digest: tx.blob_size(a.digest) for a in facts.attachments},

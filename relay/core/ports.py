@@ -17,12 +17,14 @@ from datetime import datetime
 from typing import Protocol
 
 from relay.core.errors import PeerUnavailable
+from signing.certificates import TrustBundle
 
 __all__ = [
     "AgreementRef",
     "AuthorizationDecision",
     "AuthorizationRequest",
     "Authorizer",
+    "BundleSource",
     "Clock",
     "OpenAt",
     "PeerLink",
@@ -31,6 +33,9 @@ __all__ = [
 
 Clock = Callable[[], datetime]
 """Returns the current time as an aware UTC ``datetime``."""
+
+BundleSource = Callable[[], TrustBundle]
+"""Returns the trust bundle in force now (roots and the freshest CRLs)."""
 
 OpenAt = Callable[[int], AsyncIterator[bytes]]
 """``open_at(offset)`` streams a blob's bytes from ``offset`` to its end, in chunks."""

@@ -97,6 +97,7 @@ class Inbound:
 
     packet: VerifiedPacket
     at: datetime
+    bundle: TrustBundle
     sender_known: bool
     previous: tuple[int, str] | None
     blob_sizes: Mapping[str, int | None]
@@ -172,12 +173,10 @@ def _authorized(authorizer: Authorizer) -> Callable[[Inbound], str | None]:
     return run
 
 
-def _content(
-    keys: Sequence[HpkePrivateKey], bundle: TrustBundle
-) -> Callable[[Inbound], str | None]:
+def _content(keys: Sequence[HpkePrivateKey]) -> Callable[[Inbound], str | None]:
     def run(i: Inbound) -> str | None:
         try:
-            open_content(i.packet.facts, keys, bundle, at=i.at)
+            open_content(i.packet.facts, keys, i.bundle, at=i.at)
         except InvalidSignature:
             return Reason.BAD_SIGNATURE
         except (MalformedPacket, SigningError):  # no key for the kid, decryption failed
@@ -187,9 +186,7 @@ def _content(
     return run
 
 
-def standard_pipeline(
-    authorizer: Authorizer, keys: Sequence[HpkePrivateKey], bundle: TrustBundle
-) -> Pipeline:
+def standard_pipeline(authorizer: Authorizer, keys: Sequence[HpkePrivateKey]) -> Pipeline:
     """Checks 2 and 4-8 of the module docstring, in that order."""
     return Pipeline(
         (
@@ -197,7 +194,7 @@ def standard_pipeline(
             Check("not-expired", _not_expired),
             Check("authorized", _authorized(authorizer)),
             Check("in-sequence", _in_sequence),
-            Check("content", _content(keys, bundle)),
+            Check("content", _content(keys)),
             Check("attachments", _attachments),
         )
     )

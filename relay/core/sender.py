@@ -33,10 +33,9 @@ from relay.core.outbox import (
     due_batches,
     expired,
 )
-from relay.core.ports import Clock, PeerLink
+from relay.core.ports import BundleSource, Clock, PeerLink
 from relay.core.receipts import Receipt, ReceiptStatus, verify_receipt
 from relay.core.store import OutboxUpdate, Outgoing, RelayStore
-from signing.certificates import TrustBundle
 from signing.errors import SigningError
 
 __all__ = ["Sender"]
@@ -49,7 +48,7 @@ class Sender:
         self,
         *,
         me: str,
-        bundle: TrustBundle,
+        bundle: BundleSource,
         store: RelayStore,
         link: PeerLink,
         clock: Clock,
@@ -164,7 +163,7 @@ class Sender:
     def _check_receipt(self, token: str, out: Outgoing, peer: str) -> Receipt | None:
         s = out.item.summary
         try:
-            r = verify_receipt(token, self._bundle, at=self._clock(), expected_from=peer)
+            r = verify_receipt(token, self._bundle(), at=self._clock(), expected_from=peer)
         except (SigningError, MalformedPacket) as exc:
             _log.warning("receipt from %s for %s does not verify: %s", peer, s.packet_id, exc)
             return None

@@ -48,7 +48,7 @@ from relay.core.packets import (
     packet_digest,
     verify_packet,
 )
-from relay.core.ports import AuthorizationRequest, Authorizer, Clock, PeerLink
+from relay.core.ports import AuthorizationRequest, Authorizer, BundleSource, Clock, PeerLink
 from relay.core.receiver import standard_pipeline
 from relay.core.sender import Sender
 from relay.core.store import NewOutgoing, RelayStore
@@ -71,7 +71,7 @@ class RelayNode:
         *,
         node_id: str,
         keys: NodeKeys,
-        bundle: TrustBundle,
+        bundle: TrustBundle | BundleSource,
         directory: Directory,
         authorizer: Authorizer,
         store: RelayStore,
@@ -81,14 +81,15 @@ class RelayNode:
         policy: OutboxPolicy | None = None,
     ) -> None:
         """``keys`` gives the seal signer and HPKE private keys (current first, then
-        previous ones still inside the rotation overlap); ``policy`` the outbox's retry,
-        batch and expiry settings (defaults when None)."""
+        previous ones still inside the rotation overlap); ``bundle`` the trust bundle,
+        or a callable returning the one in force (so fresh CRLs apply without a
+        restart); ``policy`` the outbox's retry, batch and expiry settings."""
         self.node_id = node_id
         self._signer = keys.seal
         self._hpke: tuple[HpkePrivateKey, ...] = tuple(keys.hpke_keys)
         if not self._hpke:
             raise ValueError("a node needs at least one HPKE private key")
-        self._bundle = bundle
+        self._bundle: BundleSource = bundle if callable(bundle) else (lambda: bundle)
         self._directory = directory
         self._authorizer = authorizer
         self._store = store
@@ -99,16 +100,16 @@ class RelayNode:
         self._inbox = Inbox(
             me=node_id,
             signer=keys.seal,
-            bundle=bundle,
+            bundle=self._bundle,
             directory=directory,
-            pipeline=standard_pipeline(authorizer, self._hpke, bundle),
+            pipeline=standard_pipeline(authorizer, self._hpke),
             store=store,
             clock=clock,
         )
         self._vault = AttachmentVault(store, self._hpke, self._incoming_keys)
         self._sender = Sender(
             me=node_id,
-            bundle=bundle,
+            bundle=self._bundle,
             store=store,
             link=link,
             clock=clock,
@@ -235,8 +236,8 @@ class RelayNode:
         incoming = self._store.incoming(packet_id)
         if incoming is not None:
             at = incoming.item.received_at
-            packet = verify_packet(incoming.token, self._bundle, at=at)
-            content = open_content(packet.facts, self._hpke, self._bundle, at=at)
+            packet = verify_packet(incoming.token, self._bundle(), at=at)
+            content = open_content(packet.facts, self._hpke, self._bundle(), at=at)
             infos = [
                 AttachmentInfo(a.digest, a.size, a.media_type, a.name, k.plain_digest, k.plain_size)
                 for a in packet.facts.attachments
@@ -291,8 +292,8 @@ class RelayNode:
             raise NotFound(f"no packet {packet_id}")
         at = incoming.item.received_at
         try:
-            facts = verify_packet(incoming.token, self._bundle, at=at).facts
-            return open_content(facts, self._hpke, self._bundle, at=at).attachment_keys
+            facts = verify_packet(incoming.token, self._bundle(), at=at).facts
+            return open_content(facts, self._hpke, self._bundle(), at=at).attachment_keys
         except SigningError as exc:
             raise NotFound(f"packet {packet_id} no longer opens") from exc
 

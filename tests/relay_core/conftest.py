@@ -33,11 +33,23 @@ class Pki:
     keys: dict[str, NodeKeys]
     descriptors: dict[str, bytes]  # node.json of every node
     rogue_keys: NodeKeys  # a node certificate from a root nobody trusts
+    federation_dir: Path  # root.pem, root.key, crl.pem of the trusted federation
+
+    def current_bundle(self) -> TrustBundle:
+        """The bundle with the federation's crl.pem as it is on disk now."""
+        fed = self.federation_dir
+        return TrustBundle.from_pem(
+            (fed / "root.pem").read_bytes() + (fed / "crl.pem").read_bytes()
+        )
 
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    base = tmp_path_factory.mktemp("pki")
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def make_pki(base: Path) -> Pki:
+    """A federation with four nodes (three parties and an outsider) and a rogue one."""
     then = START - timedelta(days=1)
     fed = base / "federation"
     init_federation(fed, "Test", now=then)
@@ -59,7 +71,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     )
     bundle = TrustBundle.from_pem((fed / "root.pem").read_bytes() + (fed / "crl.pem").read_bytes())
     descriptors = {node: k.descriptor_bytes for node, k in keys.items()}
-    return Pki(bundle, keys, descriptors, load_node_keys(base / "rogue-node"))
+    return Pki(bundle, keys, descriptors, load_node_keys(base / "rogue-node"), fed)
 
 
 class FakeClock:
@@ -113,7 +125,12 @@ class Federation:
         return d
 
     def start(
-        self, node_id: str, *, keys: NodeKeys | None = None, directory: Directory | None = None
+        self,
+        node_id: str,
+        *,
+        keys: NodeKeys | None = None,
+        directory: Directory | None = None,
+        bundle: Callable[[], TrustBundle] | None = None,
     ) -> RelayNode:
         """(Re)start a node on its SQLite directory (closing a previous instance)."""
         if node_id in self.stores:
@@ -122,7 +139,7 @@ class Federation:
         node = RelayNode(
             node_id=node_id,
             keys=keys or self.pki.keys[node_id],
-            bundle=self.pki.bundle,
+            bundle=bundle or self.pki.bundle,
             directory=directory or self.directory(),
             authorizer=self.agreement,
             store=store,
