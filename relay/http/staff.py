@@ -6,6 +6,8 @@ Routes::
     HEAD /staff/v1/attachments/{digest}   Upload-Offset of a staged attachment
     PUT  /staff/v1/attachments/{digest}   stage an attachment, streamed and resumable
                                           (Content-Range; ?name=; Content-Type) (clerk)
+    POST /staff/v1/attachments            stage a whole file in one request, its SHA-256
+                                          in Repr-Digest (RFC 9530) (clerk)
     GET  /staff/v1/outbox[?state=&peer=]  outgoing packets, delivery state, receipts
     GET  /staff/v1/inbox[?case_id=]       accepted incoming packets and receipts
     GET  /staff/v1/packets/{id}           a packet opened: content and proofs
@@ -14,6 +16,7 @@ Routes::
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,7 +30,7 @@ from relay.http.api import RelayApi, core_error_middleware
 from relay.http.body import read_json_object, require_str
 from relay.http.encode import attachment_json, inbox_json, outbox_json, packet_json, summary_json
 from relay.http.federation import DIGEST_PATTERN
-from relay.http.limits import body_chunks, timeout_middleware, upload_range
+from relay.http.limits import UploadRange, body_chunks, timeout_middleware, upload_range
 from relay.http.openapi import openapi_handler
 from relay.problem import Problem, ProblemCode, problem_middleware
 from relay.staff_auth import StaffRole, require_role, staff_auth_middleware
@@ -40,6 +43,25 @@ _MAX_ATTACHMENTS = 100
 
 def _is_upload(request: web.Request) -> bool:
     return request.method == "PUT" and request.path.startswith("/staff/v1/attachments/")
+
+
+def _repr_digest(request: web.Request) -> str:
+    """The SHA-256 declared in ``Repr-Digest: sha-256=:<base64>:`` (RFC 9530), as hex."""
+    header = request.headers.get("Repr-Digest", "")
+    for member in header.split(","):
+        name, _, value = member.strip().partition("=")
+        if name.strip().lower() == "sha-256" and value.startswith(":") and value.endswith(":"):
+            try:
+                raw = base64.b64decode(value[1:-1], validate=True)
+            except ValueError:
+                break
+            if len(raw) == 32:
+                return raw.hex()
+    raise Problem(
+        400,
+        ProblemCode.INVALID_REQUEST,
+        "POST /staff/v1/attachments needs Repr-Digest: sha-256=:<base64 SHA-256>:",
+    )
 
 
 def _packet_request(body: dict[str, Any]) -> dict[str, Any]:
@@ -108,10 +130,8 @@ def staff_app(
         offset = core.attachment_offset(request.match_info["digest"])
         return web.Response(headers={"Upload-Offset": str(offset), "Cache-Control": "no-store"})
 
-    async def put_attachment(request: web.Request) -> web.Response:
+    async def stage(request: web.Request, digest: str, target: UploadRange) -> web.Response:
         require_role(request, StaffRole.CLERK)
-        digest = request.match_info["digest"]
-        target = upload_range(request, max_size=limits.max_attachment_bytes)
         chunks = body_chunks(request, target.length, limits.request_timeout)
         info = await core.write_attachment(
             digest,
@@ -125,7 +145,26 @@ def staff_app(
         body: dict[str, Any] = {"digest": digest, "offset": offset, "size": target.size}
         body["attachment"] = attachment_json(info) if info is not None else None
         return web.json_response(
-            body, status=201 if info is not None else 200, headers={"Upload-Offset": str(offset)}
+            body,
+            status=201 if info is not None else 200,
+            headers={
+                "Upload-Offset": str(offset),
+                "Location": f"/staff/v1/attachments/{digest}",
+            },
+        )
+
+    async def put_attachment(request: web.Request) -> web.Response:
+        target = upload_range(request, max_size=limits.max_attachment_bytes)
+        return await stage(request, request.match_info["digest"], target)
+
+    async def post_attachment(request: web.Request) -> web.Response:
+        if request.headers.get("Content-Range") is not None:
+            raise Problem(
+                400, ProblemCode.INVALID_REQUEST, "POST uploads a whole file; resume with PUT"
+            )
+        digest = _repr_digest(request)
+        return await stage(
+            request, digest, upload_range(request, max_size=limits.max_attachment_bytes)
         )
 
     async def get_outbox(request: web.Request) -> web.Response:
@@ -152,6 +191,7 @@ def staff_app(
     app.router.add_post("/staff/v1/packets", post_packet)
     app.router.add_route("HEAD", attachment, head_attachment)
     app.router.add_put(attachment, put_attachment)
+    app.router.add_post("/staff/v1/attachments", post_attachment)
     app.router.add_get("/staff/v1/outbox", get_outbox)
     app.router.add_get("/staff/v1/inbox", get_inbox)
     app.router.add_get("/staff/v1/packets/{packet_id}", get_packet)

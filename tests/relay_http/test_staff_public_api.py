@@ -189,3 +189,36 @@ async def test_health_and_readiness(tmp_path: Path) -> None:
         assert await node.read() == b'{"node_id": "420106"}'
         missing = await session.get(url + "/nope")
         assert (await missing.json(content_type=None))["code"] == "not-found"
+
+
+async def test_post_attachment_with_repr_digest(staff: Staff) -> None:
+    import base64
+
+    data = "办事指南".encode() * 5000
+    sha = hashlib.sha256(data)
+    header = f"sha-256=:{base64.b64encode(sha.digest()).decode()}:"
+    resp = await staff.session.post(
+        staff.url + "/staff/v1/attachments?name=guide.txt",
+        data=data,
+        headers={**staff.auth(), "Repr-Digest": header, "Content-Type": "text/plain"},
+    )
+    assert resp.status == 201
+    body = await resp.json()
+    assert body["digest"] == sha.hexdigest()
+    assert resp.headers["Location"] == f"/staff/v1/attachments/{sha.hexdigest()}"
+    assert sha.hexdigest() in staff.core.complete
+
+    missing = await staff.session.post(
+        staff.url + "/staff/v1/attachments", data=data, headers=staff.auth()
+    )
+    assert missing.status == 400
+    assert (await missing.json(content_type=None))["code"] == "invalid-request"
+
+    wrong = hashlib.sha256(b"other").digest()
+    bad = await staff.session.post(
+        staff.url + "/staff/v1/attachments",
+        data=b"not the declared content",
+        headers={**staff.auth(), "Repr-Digest": f"sha-256=:{base64.b64encode(wrong).decode()}:"},
+    )
+    assert bad.status == 422
+    assert (await bad.json(content_type=None))["code"] == "digest-mismatch"
