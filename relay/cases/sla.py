@@ -1,0 +1,175 @@
+"""SLA clocks in working days: the case's statutory time limit and the complaint clock.
+
+The case clock starts when the case is submitted to the handling office, stops while a
+correction (补正) is outstanding (from ``request-correction`` to ``supplement``) and stops
+for good at the handling office's answer (``reject`` or ``decide``) or the applicant's
+withdrawal. Days are counted in China Standard Time (UTC+8) on the agreement's
+:class:`~agreements.calendar.WorkingCalendar`: a running interval from day ``a`` to day
+``b`` uses the working days in ``(a, b]`` (the starting day does not count, as for
+statutory periods).
+
+Colours: **green** below 75 % of the limit used, **yellow** from 75 % (electronic
+supervision's warning), **red** once more working days are used than the limit allows
+(overdue; 红牌). Each complaint (办不成事) has its own clock of three working days from
+the complaint to the handling office's answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from enum import StrEnum
+
+from agreements.calendar import WorkingCalendar
+from relay.cases.model import EventKind
+from relay.cases.workflow import CaseView, Complaint
+
+__all__ = [
+    "CHINA_TIME",
+    "COMPLAINT_LIMIT_WORKING_DAYS",
+    "ClockState",
+    "Colour",
+    "SlaReport",
+    "case_clock",
+    "clock",
+    "complaint_clock",
+    "local_date",
+]
+
+CHINA_TIME = timezone(timedelta(hours=8), "CST")
+COMPLAINT_LIMIT_WORKING_DAYS = 3
+YELLOW_FRACTION = 0.75
+
+_PAUSE = frozenset({EventKind.REQUEST_CORRECTION})
+_RESUME = frozenset({EventKind.SUPPLEMENT})
+_STOP = frozenset({EventKind.REJECT, EventKind.DECIDE, EventKind.WITHDRAW})
+
+
+class ClockState(StrEnum):
+    NOT_STARTED = "not_started"
+    RUNNING = "running"
+    PAUSED = "paused"  # correction outstanding
+    STOPPED = "stopped"  # answered, decided or withdrawn
+
+
+class Colour(StrEnum):
+    GREEN = "green"
+    YELLOW = "yellow"
+    RED = "red"
+
+
+@dataclass(frozen=True)
+class SlaReport:
+    state: ClockState
+    colour: Colour
+    limit: int  # working days
+    used: int  # working days counted so far
+    deadline: date | None  # last working day allowed (None while paused or not started)
+
+    @property
+    def remaining(self) -> int:
+        return self.limit - self.used
+
+    @property
+    def overdue(self) -> bool:
+        return self.colour is Colour.RED
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "state": self.state.value,
+            "colour": self.colour.value,
+            "limit_working_days": self.limit,
+            "used_working_days": self.used,
+            "remaining_working_days": self.remaining,
+            "deadline": None if self.deadline is None else self.deadline.isoformat(),
+        }
+
+
+def local_date(at: datetime) -> date:
+    """The calendar day of ``at`` in China Standard Time."""
+    return at.astimezone(CHINA_TIME).date()
+
+
+def _colour(used: int, limit: int) -> Colour:
+    if used > limit:
+        return Colour.RED
+    if used >= YELLOW_FRACTION * limit:
+        return Colour.YELLOW
+    return Colour.GREEN
+
+
+def clock(
+    intervals: Sequence[tuple[datetime, datetime | None]],
+    *,
+    limit: int,
+    calendar: WorkingCalendar,
+    now: datetime,
+    stopped: bool = False,
+) -> SlaReport:
+    """A clock from its running intervals (start, end or None while running).
+
+    ``stopped`` says the clock ended for good with the last interval's end; otherwise
+    a closed last interval means the clock is paused.
+    """
+    if not intervals:
+        return SlaReport(ClockState.NOT_STARTED, Colour.GREEN, limit, 0, None)
+    today = local_date(now)
+    used = 0
+    for start, end in intervals[:-1]:
+        used += calendar.working_days_between(local_date(start), local_date(end or now))
+    last_start, last_end = intervals[-1]
+    before_last = used
+    used += calendar.working_days_between(local_date(last_start), local_date(last_end or now))
+    if last_end is None:
+        state = ClockState.RUNNING
+    else:
+        state = ClockState.STOPPED if stopped else ClockState.PAUSED
+    deadline: date | None = None
+    if state is ClockState.RUNNING and before_last <= limit:
+        deadline = calendar.add_working_days(local_date(last_start), limit - before_last)
+    elif state is ClockState.STOPPED:
+        deadline = None
+    colour = _colour(used, limit)
+    if state is ClockState.RUNNING and deadline is not None and today > deadline:
+        colour = Colour.RED
+    return SlaReport(state, colour, limit, used, deadline)
+
+
+def case_clock(
+    view: CaseView, *, limit: int, calendar: WorkingCalendar, now: datetime
+) -> SlaReport:
+    """The statutory clock of a case (applied timeline entries only)."""
+    intervals: list[tuple[datetime, datetime | None]] = []
+    stopped = False
+    for entry in view.timeline:
+        if not entry.applied:
+            continue
+        kind, at = entry.event.kind, entry.event.at
+        running = bool(intervals) and intervals[-1][1] is None
+        if kind is EventKind.SUBMIT or (kind in _RESUME and not running):
+            intervals.append((at, None))
+        elif running and (kind in _PAUSE or kind in _STOP):
+            intervals[-1] = (intervals[-1][0], at)
+            stopped = kind in _STOP
+            if stopped:
+                break
+    return clock(intervals, limit=limit, calendar=calendar, now=now, stopped=stopped)
+
+
+def complaint_clock(
+    complaint: Complaint,
+    *,
+    calendar: WorkingCalendar,
+    now: datetime,
+    limit: int = COMPLAINT_LIMIT_WORKING_DAYS,
+) -> SlaReport:
+    """The response clock of one complaint: three working days until it is answered."""
+    answered = complaint.answered_at
+    return clock(
+        [(complaint.at, answered)],
+        limit=limit,
+        calendar=calendar,
+        now=now,
+        stopped=answered is not None,
+    )
