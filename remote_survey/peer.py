@@ -1,0 +1,221 @@
+"""The media of one survey: a server-side aiortc peer per participant, wired together.
+
+The server is the offerer. Each participant's :class:`aiortc.RTCPeerConnection` is
+created with the transceivers of its role, so no renegotiation is ever needed:
+
+============ ===================================== =====================================
+role         server receives                       server sends
+============ ===================================== =====================================
+site         camera (video), microphone (audio)    the inspector's voice (audio)
+inspector    microphone (audio)                    site video, site audio
+observer     nothing                               site video, site audio
+============ ===================================== =====================================
+
+Every received track is consumed at once by a :class:`~remote_survey.fanout.TrackTap`;
+what goes out is a :class:`~remote_survey.fanout.ForwardTrack` that keeps working when
+the source leaves and comes back. The site's tracks also feed the
+:class:`~remote_survey.recorder.SegmentRecorder` (one bounded sink); each finished
+segment is appended to the evidence chain. The session goes live (or ends its
+interruption) when the site's first video frame arrives, and is interrupted when the
+site's connection goes away, after the open segment has been closed and recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import av
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+
+from remote_survey.entries import Segment
+from remote_survey.fanout import ForwardTrack, FrameSink, TrackTap
+from remote_survey.recorder import SegmentRecorder
+from remote_survey.room import SurveyRoom
+from remote_survey.session import Role
+
+__all__ = ["RECORDER_BUFFER", "Peer", "RoomMedia"]
+
+RECORDER_BUFFER = 150  # frames (about 2 s of video and audio) before the oldest is dropped
+_VIEWER_VIDEO_BUFFER = 2  # a viewer always gets the freshest picture
+_VIEWER_AUDIO_BUFFER = 10  # 200 ms
+_STOP_TIMEOUT = 10.0
+
+
+def _configuration(room: SurveyRoom) -> RTCConfiguration:
+    servers = [
+        RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+        for s in room.config.ice_servers
+    ]
+    return RTCConfiguration(iceServers=servers)
+
+
+class Peer:
+    """One participant's server-side peer connection and what it sends."""
+
+    def __init__(self, role: Role, device_id: str, room: SurveyRoom) -> None:
+        self.role = role
+        self.device_id = device_id
+        self.pc = RTCPeerConnection(_configuration(room))
+        self.outgoing: list[ForwardTrack] = []
+        self.taps: list[TrackTap] = []
+        self.closed = asyncio.Event()
+
+    async def close(self) -> None:
+        for track in self.outgoing:
+            track.stop()
+        for tap in self.taps:
+            await tap.stop()
+        await self.pc.close()
+        self.closed.set()
+
+
+class RoomMedia:
+    """Taps, forward tracks and the recorder of one room."""
+
+    def __init__(self, room: SurveyRoom, notify: Callable[[dict[str, Any]], None]) -> None:
+        self.room = room
+        self._notify = notify
+        self.site: Peer | None = None
+        self.site_video: TrackTap | None = None
+        self.site_audio: TrackTap | None = None
+        self.inspector_audio: TrackTap | None = None
+        self._to_viewers_video: set[ForwardTrack] = set()
+        self._to_viewers_audio: set[ForwardTrack] = set()
+        self._to_site_audio: set[ForwardTrack] = set()
+        self.recorder = SegmentRecorder(
+            room.media_dir,
+            now_ms=room.now_ms,
+            on_segment=self._segment_written,
+            segment_ms=room.config.segment_ms,
+        )
+        self._recording: asyncio.Task[None] | None = None
+        self._waiting_live = False
+
+    # -- offers and answers ---------------------------------------------------------------
+
+    async def offer(self, peer: Peer) -> str:
+        """Add the role's transceivers and return the server's offer SDP (ICE gathered)."""
+        pc = peer.pc
+        if peer.role is Role.SITE:
+            pc.addTransceiver("video", direction="recvonly")
+            back = self._forward("audio", self._to_site_audio, self.inspector_audio)
+            pc.addTransceiver(back, direction="sendrecv")
+        else:
+            video = self._forward("video", self._to_viewers_video, self.site_video)
+            audio = self._forward("audio", self._to_viewers_audio, self.site_audio)
+            pc.addTransceiver(video, direction="sendonly")
+            audio_direction = "sendrecv" if peer.role is Role.INSPECTOR else "sendonly"
+            pc.addTransceiver(audio, direction=audio_direction)
+            peer.outgoing.extend((video, audio))
+        if peer.role is Role.SITE:
+            peer.outgoing.append(back)
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._received(peer, track)
+
+        await pc.setLocalDescription(await pc.createOffer())
+        return str(pc.localDescription.sdp)
+
+    async def answer(self, peer: Peer, sdp: str) -> None:
+        await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        if peer.role is Role.SITE and peer is self.site:
+            self._start_recording()
+
+    def _forward(self, kind: str, group: set[ForwardTrack], tap: TrackTap | None) -> ForwardTrack:
+        maxlen = _VIEWER_VIDEO_BUFFER if kind == "video" else _VIEWER_AUDIO_BUFFER
+        track = ForwardTrack(kind, maxlen)
+        track.attach(tap)
+        group.add(track)
+        track.on("ended", lambda: group.discard(track))
+        return track
+
+    # -- received media ---------------------------------------------------------------------
+
+    def _received(self, peer: Peer, track: MediaStreamTrack) -> None:
+        if peer.role is Role.SITE and peer is self.site:
+            if track.kind == "video":
+                tap = TrackTap(track, on_frame=self._site_frame)
+                self.site_video = tap
+                group = self._to_viewers_video
+            else:
+                tap = TrackTap(track)
+                self.site_audio = tap
+                group = self._to_viewers_audio
+            for forward in tuple(group):
+                forward.attach(tap)
+        elif peer.role is Role.INSPECTOR and track.kind == "audio":
+            tap = TrackTap(track)
+            self.inspector_audio = tap
+            for forward in tuple(self._to_site_audio):
+                forward.attach(tap)
+        else:
+            tap = TrackTap(track)  # consumed and discarded: never left to pile up
+        peer.taps.append(tap)
+
+    def set_site(self, peer: Peer) -> None:
+        self.site = peer
+        self._waiting_live = True
+
+    def _site_frame(self, frame: av.VideoFrame | av.AudioFrame) -> None:
+        if self._waiting_live:
+            self._waiting_live = False
+            state = self.room.site_live()
+            if state is not None:
+                self._notify({"type": "state", "state": state.value})
+
+    def _start_recording(self) -> None:
+        if not self.room.config.record or self.site_video is None:
+            return
+        sink = FrameSink(RECORDER_BUFFER)
+        self.site_video.add_sink(sink)
+        self.recorder.with_audio = self.site_audio is not None
+        if self.site_audio is not None:
+            self.site_audio.add_sink(sink)
+        self._recording = asyncio.ensure_future(self.recorder.run(sink))
+
+    def _segment_written(self, segment: Segment) -> None:
+        t_ms = self.room.record(segment)
+        self._notify(
+            {"type": "segment", "name": segment.name, "sha256": segment.sha256, "t_ms": t_ms}
+        )
+
+    def latest_frame(self) -> av.VideoFrame | None:
+        return self.site_video.latest if self.site_video is not None else None
+
+    # -- leaving ------------------------------------------------------------------------------
+
+    async def stop_recording(self) -> None:
+        """Close the site's taps and wait for the open segment to be written and chained."""
+        for tap in (self.site_video, self.site_audio):
+            if tap is not None:
+                await tap.stop()
+        if self._recording is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._recording), _STOP_TIMEOUT)
+            self._recording = None
+
+    async def site_gone(self, peer: Peer) -> None:
+        """The site's connection went away: finish the segment, then interrupt the session."""
+        if peer is not self.site:
+            await peer.close()
+            return
+        self._waiting_live = False
+        await self.stop_recording()
+        self.site_video = self.site_audio = None
+        self.site = None
+        await peer.close()
+        state = self.room.site_lost()
+        if state is not None:
+            self._notify({"type": "state", "state": state.value})
+
+    async def viewer_gone(self, peer: Peer) -> None:
+        if peer.role is Role.INSPECTOR and self.inspector_audio in peer.taps:
+            self.inspector_audio = None
+            for forward in tuple(self._to_site_audio):
+                forward.attach(None)
+        await peer.close()

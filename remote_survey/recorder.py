@@ -1,0 +1,196 @@
+"""Recording the site's camera and microphone in short, self-contained segments.
+
+A :class:`SegmentRecorder` reads one bounded :class:`~remote_survey.fanout.FrameSink`
+fed by the site's video and audio taps and writes Matroska segments (H.264 video,
+libx264 ``ultrafast``/``zerolatency``; Opus audio) of about ``segment_ms`` each. Every
+segment starts with a key frame (a fresh encoder per segment), so each file decodes on
+its own. A segment is written under a temporary name, closed, hashed, renamed to its
+final name (``seg-000001.mkv``...) and only then reported through ``on_segment`` with
+its size, SHA-256 and server start/end times: the room appends it to the evidence chain
+at once, so the chain is extended as the recording is written.
+
+Frames arrive with their monotonic arrival time; presentation times inside a segment are
+arrival times relative to the segment's first video frame, so what the file shows
+follows what the server received. Audio arriving before a segment's first video frame
+is dropped (there is no segment yet to hold it).
+
+:func:`encode_still` encodes one video frame, at full resolution, as PNG (lossless) for
+inspector snapshots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fractions
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+
+from remote_survey.entries import Segment
+from remote_survey.fanout import AUDIO_RATE, FrameSink
+
+__all__ = ["SegmentRecorder", "encode_still"]
+
+_MS = fractions.Fraction(1, 1000)
+_AUDIO_BASE = fractions.Fraction(1, AUDIO_RATE)
+
+
+def encode_still(frame: av.VideoFrame) -> bytes:
+    """A lossless PNG of ``frame`` at its full resolution."""
+    codec = av.CodecContext.create("png", "w")
+    codec.width = frame.width
+    codec.height = frame.height
+    codec.pix_fmt = "rgb24"
+    codec.time_base = _MS
+    rgb = frame.reformat(format="rgb24")
+    rgb.pts = 0
+    rgb.time_base = _MS
+    data = b"".join(bytes(p) for p in codec.encode(rgb))
+    data += b"".join(bytes(p) for p in codec.encode(None))
+    return data
+
+
+@dataclass
+class _Open:
+    name: str
+    path: Path
+    container: av.container.OutputContainer
+    video: av.VideoStream
+    audio: av.AudioStream | None
+    first_arrival: float
+    start_ms: int
+    audio_samples: int = 0
+    frames: int = 0
+
+
+class SegmentRecorder:
+    """Writes segments from one sink; ``on_segment`` gets each finished file's entry body."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        now_ms: Callable[[], int],
+        on_segment: Callable[[Segment], None],
+        segment_ms: int = 3000,
+        with_audio: bool = True,
+    ) -> None:
+        self.directory = directory
+        self._now_ms = now_ms
+        self._on_segment = on_segment
+        self.segment_ms = segment_ms
+        self.with_audio = with_audio
+        self._open: _Open | None = None
+        self._count = 0
+        self.segments: list[Segment] = []
+
+    async def run(self, sink: FrameSink) -> None:
+        """Record every frame of ``sink`` until it is closed, then close the segment."""
+        try:
+            while True:
+                item = await sink.get()
+                if item is None:
+                    break
+                arrival, frame = item
+                if isinstance(frame, av.VideoFrame):
+                    self._video(arrival, frame)
+                elif isinstance(frame, av.AudioFrame):
+                    self._audio(frame)
+        finally:
+            self.close_segment()
+
+    def _start(self, arrival: float, frame: av.VideoFrame) -> _Open:
+        self._count += 1
+        name = f"seg-{self._count:06d}.mkv"
+        path = self.directory / f"{name}.partial"
+        container = av.open(str(path), mode="w", format="matroska")
+        video = container.add_stream("libx264", rate=30)
+        video.width = frame.width - frame.width % 2
+        video.height = frame.height - frame.height % 2
+        video.pix_fmt = "yuv420p"
+        video.time_base = _MS
+        video.codec_context.time_base = _MS
+        video.options = {"preset": "ultrafast", "tune": "zerolatency"}
+        audio = None
+        if self.with_audio:
+            audio = container.add_stream("libopus", rate=AUDIO_RATE)
+            audio.layout = "stereo"
+            audio.time_base = _AUDIO_BASE
+        return _Open(name, path, container, video, audio, arrival, self._now_ms())
+
+    def _video(self, arrival: float, frame: av.VideoFrame) -> None:
+        seg = self._open
+        if seg is not None and (
+            (arrival - seg.first_arrival) * 1000 >= self.segment_ms
+            or frame.width - frame.width % 2 != seg.video.width
+            or frame.height - frame.height % 2 != seg.video.height
+        ):
+            self.close_segment()
+            seg = None
+        if seg is None:
+            seg = self._open = self._start(arrival, frame)
+        out = frame.reformat(width=seg.video.width, height=seg.video.height, format="yuv420p")
+        out.pts = self._monotonic_pts(seg, round((arrival - seg.first_arrival) * 1000))
+        out.time_base = _MS
+        for packet in seg.video.encode(out):
+            seg.container.mux(packet)
+
+    @staticmethod
+    def _monotonic_pts(seg: _Open, pts: int) -> int:
+        # two frames arriving in the same millisecond still need increasing timestamps
+        pts = max(pts, seg.frames)
+        seg.frames = pts + 1
+        return pts
+
+    def _audio(self, frame: av.AudioFrame) -> None:
+        seg = self._open
+        if seg is None or seg.audio is None:
+            return
+        frame.pts = seg.audio_samples
+        frame.time_base = _AUDIO_BASE
+        seg.audio_samples += frame.samples
+        for packet in seg.audio.encode(frame):
+            seg.container.mux(packet)
+
+    def close_segment(self) -> Segment | None:
+        """Finish the open segment (if any), hash it, rename it and report it."""
+        seg, self._open = self._open, None
+        if seg is None:
+            return None
+        try:
+            for stream in (seg.video, seg.audio):
+                if stream is not None:
+                    for packet in stream.encode(None):
+                        seg.container.mux(packet)
+        finally:
+            seg.container.close()
+        final = self.directory / seg.name
+        size, digest = _digest(seg.path)
+        os.replace(seg.path, final)
+        end_ms = max(self._now_ms(), seg.start_ms)
+        body = Segment(seg.name, size, digest, seg.start_ms, end_ms)
+        self.segments.append(body)
+        self._on_segment(body)
+        return body
+
+    def abort(self) -> None:
+        """Drop the open segment without reporting it (used only when tearing down)."""
+        seg, self._open = self._open, None
+        if seg is not None:
+            with contextlib.suppress(Exception):
+                seg.container.close()
+            seg.path.unlink(missing_ok=True)
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()

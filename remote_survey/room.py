@@ -1,0 +1,298 @@
+"""One running survey: its session, its evidence chain on disk, and what people do in it.
+
+A :class:`SurveyRoom` is the shell around the pure core for one session. It owns the
+:class:`~remote_survey.session.SurveySession`, the
+:class:`~remote_survey.evidence.EvidenceChain` (each entry is appended to
+``<media>/evidence.jsonl`` as it is recorded), the join ledger and the media directory.
+Every time comes from the injected server clock, made non-decreasing here so the chain
+never sees time go backwards. Actions (snapshot, challenge, geolocation fix, end,
+report) are methods that check who may do them, record the evidence and return what
+the signalling layer sends back; they raise :class:`RoomError` with a stable code when
+refused. Media wiring lives in :mod:`remote_survey.peer`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from remote_survey.entries import (
+    EVIDENCE_FILE,
+    Body,
+    ChallengeConfirmed,
+    ChallengeIssued,
+    ChallengeShown,
+    Snapshot,
+    epoch_ms,
+    geofix,
+)
+from remote_survey.errors import InvalidTransition, MalformedEvidence, MalformedReport, SurveyError
+from remote_survey.evidence import EvidenceChain
+from remote_survey.geo import GeoPoint
+from remote_survey.join import JoinClaims, JoinLedger, admit, participant_for
+from remote_survey.report import ChecklistAnswer, Verdict, build_report, sign_report
+from remote_survey.session import (
+    Event,
+    Participant,
+    Role,
+    SurveyPlan,
+    SurveyState,
+    schedule,
+    transition,
+)
+from signing.encoding import canonical_json
+from signing.keys import Signer
+
+__all__ = ["REPORT_FILE", "Clock", "RoomConfig", "RoomError", "SurveyRoom", "new_code"]
+
+Clock = Callable[[], datetime]
+REPORT_FILE = "report.jws"
+_MIN_FIX_INTERVAL_MS = 1000
+
+
+def new_code() -> str:
+    """A six-digit challenge code from the system's CSPRNG."""
+    return f"{secrets.randbelow(1_000_000):06d}"
+
+
+class RoomError(SurveyError):
+    """An action refused in a running survey; ``code`` is stable (sent to the page)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class RoomConfig:
+    """What every room of a node shares: identity, keys, clock, storage and media knobs."""
+
+    node_id: str
+    join_key: Ed25519PublicKey
+    seal: Signer
+    media_root: Path
+    clock: Clock
+    ice_servers: tuple[dict[str, Any], ...] = ()
+    segment_ms: int = 3000
+    radius_mm: int = 50_000
+    record: bool = True
+    new_code: Callable[[], str] = field(default=new_code)
+
+
+class SurveyRoom:
+    """The mutable shell state of one survey session."""
+
+    def __init__(self, plan: SurveyPlan, config: RoomConfig) -> None:
+        self.plan = plan
+        self.config = config
+        self.session = schedule(plan)
+        self.chain = EvidenceChain(plan.session_id)
+        self.ledger = JoinLedger()
+        self.media_dir = config.media_root / plan.session_id
+        self.media_dir.mkdir(parents=True, exist_ok=True)
+        self._evidence = self.media_dir / EVIDENCE_FILE
+        self._evidence.write_bytes(b"")
+        self._last_ms = 0
+        self._last_fix_ms = -_MIN_FIX_INTERVAL_MS
+        self._snapshots = 0
+        self._challenges = 0
+        self.report_token: str | None = None
+
+    # -- time and evidence -------------------------------------------------------------
+
+    def now(self) -> datetime:
+        at = self.config.clock()
+        if at.tzinfo is None:
+            raise ValueError("the survey clock must give timezone-aware times")
+        last = self.session.last_change
+        return at if last is None or at >= last else last
+
+    def now_ms(self) -> int:
+        self._last_ms = max(self._last_ms, epoch_ms(self.now()))
+        return self._last_ms
+
+    def record(self, body: Body) -> int:
+        """Append ``body`` to the chain and to the evidence file; return its time."""
+        t_ms = self.now_ms()
+        self.chain = self.chain.append(body, t_ms)
+        with self._evidence.open("ab") as f:
+            f.write(canonical_json(self.chain.entries[-1].to_json()) + b"\n")
+        return t_ms
+
+    # -- joining and state -------------------------------------------------------------
+
+    def admit(self, token: str, role: Role, device_id: str) -> tuple[JoinClaims, Participant]:
+        """Check a join link for ``role`` on ``device_id`` (raises JoinRefused)."""
+        claims, ledger = admit(
+            token,
+            self.config.join_key,
+            self.ledger,
+            node_id=self.config.node_id,
+            session_id=self.plan.session_id,
+            role=role,
+            device_id=device_id,
+            at=self.config.clock(),
+        )
+        person = participant_for(self.plan, claims)
+        if self.session.state.is_final:
+            raise RoomError("session-ended", f"the survey is {self.session.state.value}")
+        self.ledger = ledger
+        return claims, person
+
+    @property
+    def state(self) -> SurveyState:
+        return self.session.state
+
+    def apply(self, event: Event) -> SurveyState:
+        """Run ``event`` through the state machine; record the gap it may close."""
+        try:
+            self.session, effects = transition(self.session, event, self.now())
+        except InvalidTransition as exc:
+            raise RoomError("bad-state", str(exc)) from None
+        for gap in effects:
+            self.record(gap)
+        return self.session.state
+
+    def site_live(self) -> SurveyState | None:
+        """The site's media flows: start the session, or end its interruption."""
+        if self.state is SurveyState.SCHEDULED:
+            return self.apply(Event.START)
+        if self.state is SurveyState.INTERRUPTED:
+            return self.apply(Event.REJOIN)
+        return None
+
+    def site_lost(self) -> SurveyState | None:
+        if self.state is SurveyState.LIVE:
+            return self.apply(Event.DROP)
+        return None
+
+    # -- actions -----------------------------------------------------------------------
+
+    def _require(self, person: Participant, *roles: Role) -> None:
+        if self.plan.role_of(person.person_id) not in roles:
+            raise RoomError("not-allowed", f"{person.person_id} may not do this")
+
+    def _require_live(self) -> None:
+        if self.state is not SurveyState.LIVE:
+            raise RoomError("not-live", f"the survey is {self.state.value}, not live")
+
+    def check_snapshot(self, person: Participant) -> None:
+        """Refuse early (before encoding a frame) a snapshot that would be refused."""
+        self._require(person, Role.INSPECTOR)
+        self._require_live()
+
+    def snapshot(self, person: Participant, png: bytes) -> dict[str, Any]:
+        self.check_snapshot(person)
+        self._snapshots += 1
+        name = f"snap-{self._snapshots:04d}.png"
+        (self.media_dir / name).write_bytes(png)
+        body = Snapshot(name, len(png), hashlib.sha256(png).hexdigest(), person.person_id)
+        t_ms = self.record(body)
+        return {"type": "snapshot", "name": name, "sha256": body.sha256, "t_ms": t_ms}
+
+    def issue_challenge(self, person: Participant, instruction: str = "") -> dict[str, Any]:
+        self._require(person, Role.INSPECTOR)
+        self._require_live()
+        self._challenges += 1
+        challenge_id = f"ch-{self._challenges}"
+        text = self.config.new_code()
+        if instruction.strip():
+            text = f"{text} {instruction.strip()[:200]}"
+        t_ms = self.record(ChallengeIssued(challenge_id, text, person.person_id))
+        return {"type": "challenge", "id": challenge_id, "challenge": text, "t_ms": t_ms}
+
+    def challenge_shown(self, person: Participant, challenge_id: str) -> dict[str, Any]:
+        self._require(person, Role.SITE)
+        try:
+            t_ms = self.record(ChallengeShown(challenge_id, person.person_id))
+        except MalformedEvidence as exc:
+            raise RoomError("bad-challenge", str(exc)) from None
+        return {"type": "challenge-shown", "id": challenge_id, "t_ms": t_ms}
+
+    def confirm_challenge(
+        self, person: Participant, challenge_id: str, result: str
+    ) -> dict[str, Any]:
+        self._require(person, Role.INSPECTOR)
+        try:
+            t_ms = self.record(ChallengeConfirmed(challenge_id, person.person_id, result))
+        except MalformedEvidence as exc:
+            raise RoomError("bad-challenge", str(exc)) from None
+        return {"type": "challenge-confirmed", "id": challenge_id, "result": result, "t_ms": t_ms}
+
+    def fix(self, person: Participant, lat: float, lon: float, accuracy_m: float) -> int | None:
+        """Record a geolocation fix of the site device (at most one a second)."""
+        self._require(person, Role.SITE)
+        self._require_live()
+        if self.now_ms() - self._last_fix_ms < _MIN_FIX_INTERVAL_MS:
+            return None
+        try:
+            point = GeoPoint.from_degrees(lat, lon)
+            accuracy_mm = round(accuracy_m * 1000)
+            body = geofix(self.plan.site.location, point, max(0, accuracy_mm))
+        except (SurveyError, ValueError, OverflowError) as exc:
+            raise RoomError("bad-geofix", str(exc)) from None
+        t_ms = self.record(body)
+        self._last_fix_ms = t_ms
+        return body.distance_mm
+
+    def end(self, person: Participant, event: Event) -> SurveyState:
+        self._require(person, Role.INSPECTOR)
+        if event not in (Event.COMPLETE, Event.ABANDON, Event.CONVERT):
+            raise RoomError("bad-request", f"{event.value} is not a way to end a survey")
+        return self.apply(event)
+
+    def report(
+        self,
+        person: Participant,
+        answers: Sequence[ChecklistAnswer],
+        verdict: Verdict,
+        remarks: str = "",
+    ) -> str:
+        """Build and seal the report of the ended session; write it beside the evidence."""
+        self._require(person, Role.INSPECTOR)
+        if self.report_token is not None:
+            raise RoomError("already-reported", "the report has already been signed")
+        at = self.now()
+        try:
+            report = build_report(
+                self.session,
+                self.chain,
+                answers,
+                verdict,
+                radius_mm=self.config.radius_mm,
+                at=at,
+                remarks=remarks,
+            )
+        except MalformedReport as exc:
+            raise RoomError("bad-report", str(exc)) from None
+        token = sign_report(report, self.config.seal, at=at)
+        (self.media_dir / REPORT_FILE).write_text(token + "\n", encoding="ascii")
+        self.report_token = token
+        return token
+
+    def welcome(self, person: Participant, role: Role) -> dict[str, Any]:
+        """What a page needs to show on joining (no secrets)."""
+        plan = self.plan
+        return {
+            "type": "welcome",
+            "session": plan.session_id,
+            "role": role.value,
+            "person": {"id": person.person_id, "name": person.name},
+            "state": self.state.value,
+            "case": plan.case_id,
+            "matter": plan.matter,
+            "site": {
+                "address": plan.site.address,
+                "lat": plan.site.location.lat,
+                "lon": plan.site.location.lon,
+            },
+            "checklist": [{"id": i.item_id, "text": i.text} for i in plan.checklist],
+            "iceServers": list(self.config.ice_servers),
+        }

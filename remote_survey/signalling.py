@@ -1,0 +1,257 @@
+"""WebSocket signalling of a survey: admission, offer/answer and inspector actions.
+
+``GET /survey/v1/ws?token=JOIN_TOKEN&device=DEVICE_ID[&session=ID][&role=ROLE]``
+upgrades to a WebSocket, then checks the join link (:mod:`remote_survey.join`) for the
+session and role asked for (by default those the link names). A refused link closes
+the socket with an application close code and the stable reason as close reason
+(:data:`CLOSE_CODES`). An admitted participant gets ``welcome`` then the server's
+``offer``; everything else is JSON text messages, one object each, with a ``type``
+(normative list: ``docs/protocol.md`` §12). Each connection has a bounded outgoing
+queue; a client that stops reading is disconnected instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+from aiohttp import WSMsgType, web
+
+from remote_survey.errors import JoinRefused, MalformedReport, SurveyError
+from remote_survey.peer import Peer, RoomMedia
+from remote_survey.recorder import encode_still
+from remote_survey.report import Answer, ChecklistAnswer, Verdict
+from remote_survey.room import RoomError, SurveyRoom
+from remote_survey.session import Event, Participant, Role, SurveyState
+
+__all__ = ["CLOSE_CODES", "Connection", "LiveRoom", "handle_ws"]
+
+CLOSE_CODES = {
+    "bad-request": 4400,
+    "bad-token": 4401,
+    "wrong-audience": 4401,
+    "role-not-granted": 4403,
+    "not-a-participant": 4403,
+    "wrong-session": 4404,
+    "used-on-other-device": 4409,
+    "expired": 4410,
+    "session-ended": 4410,
+    "not-yet-valid": 4425,
+    "replaced": 4000,
+    "too-slow": 4008,
+}
+_OUTBOX = 64
+_MAX_MESSAGE = 256 * 1024
+
+
+@dataclass(eq=False)
+class Connection:
+    role: Role
+    person: Participant
+    device_id: str
+    ws: web.WebSocketResponse
+    peer: Peer
+    outbox: asyncio.Queue[dict[str, Any] | None] = field(
+        default_factory=lambda: asyncio.Queue(_OUTBOX)
+    )
+    closing: asyncio.Future[bool] | None = None
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            self.outbox.put_nowait(message)
+        except asyncio.QueueFull:
+            self.closing = asyncio.ensure_future(
+                self.ws.close(code=CLOSE_CODES["too-slow"], message=b"too-slow")
+            )
+
+    async def writer(self) -> None:
+        while (message := await self.outbox.get()) is not None:
+            if self.ws.closed:
+                return
+            with contextlib.suppress(ConnectionError):
+                await self.ws.send_json(message)
+
+
+class LiveRoom:
+    """A room plus its media and the connections currently in it."""
+
+    def __init__(self, room: SurveyRoom) -> None:
+        self.room = room
+        self.media = RoomMedia(room, self.broadcast)
+        self.connections: set[Connection] = set()
+
+    def broadcast(self, message: dict[str, Any], roles: tuple[Role, ...] = tuple(Role)) -> None:
+        for conn in tuple(self.connections):
+            if conn.role in roles:
+                conn.send(message)
+
+    async def close(self) -> None:
+        for conn in tuple(self.connections):
+            await conn.ws.close(code=1001, message=b"server-shutdown")
+        if self.media.site is not None:
+            await self.media.site_gone(self.media.site)
+
+
+async def _refuse(ws: web.WebSocketResponse, reason: str) -> web.WebSocketResponse:
+    await ws.close(code=CLOSE_CODES.get(reason, 4400), message=reason.encode())
+    return ws
+
+
+def _peek(token: str) -> dict[str, Any]:
+    """Claims of a join token before it is checked (only to find the room and role)."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+async def handle_ws(request: web.Request, rooms: dict[str, LiveRoom]) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=15.0, max_msg_size=_MAX_MESSAGE)
+    await ws.prepare(request)
+    token = request.query.get("token", "")
+    device = request.query.get("device", "")
+    if not token or not device:
+        return await _refuse(ws, "bad-request")
+    claims = _peek(token)
+    session_id = request.query.get("session") or claims.get("session")
+    live = rooms.get(session_id) if isinstance(session_id, str) else None
+    if live is None:
+        return await _refuse(ws, "wrong-session")
+    try:
+        role = Role(str(request.query.get("role") or claims.get("role")))
+    except ValueError:
+        return await _refuse(ws, "role-not-granted")
+    try:
+        _, person = live.room.admit(token, role, device)
+    except JoinRefused as exc:
+        return await _refuse(ws, exc.reason)
+    except RoomError as exc:
+        return await _refuse(ws, exc.code)
+    for old in tuple(live.connections):
+        if old.device_id == device or (role is Role.SITE and old.role is Role.SITE):
+            await old.ws.close(code=CLOSE_CODES["replaced"], message=b"replaced")
+            await old.peer.closed.wait()
+    peer = Peer(role, device, live.room)
+    conn = Connection(role, person, device, ws, peer)
+    live.connections.add(conn)
+    writer = asyncio.ensure_future(conn.writer())
+    try:
+        await _session(live, conn)
+    finally:
+        live.connections.discard(conn)
+        if role is Role.SITE:
+            await live.media.site_gone(peer)
+        else:
+            await live.media.viewer_gone(peer)
+        try:
+            conn.outbox.put_nowait(None)
+        except asyncio.QueueFull:
+            writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+async def _session(live: LiveRoom, conn: Connection) -> None:
+    media, peer = live.media, conn.peer
+    conn.send(live.room.welcome(conn.person, conn.role))
+    if conn.role is Role.SITE:
+        media.set_site(peer)
+
+    @peer.pc.on("connectionstatechange")
+    async def on_state() -> None:
+        if peer.pc.connectionState in ("failed", "closed"):
+            await conn.ws.close(code=1000, message=b"media-ended")
+
+    conn.send({"type": "offer", "sdp": await media.offer(peer)})
+    async for msg in conn.ws:
+        if msg.type is not WSMsgType.TEXT:
+            break
+        try:
+            data = json.loads(msg.data)
+            if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+                raise RoomError("bad-request", "a message is a JSON object with a type")
+            await _dispatch(live, conn, data)
+        except (RoomError, SurveyError, ValueError, KeyError, TypeError) as exc:
+            code = exc.code if isinstance(exc, RoomError) else "bad-request"
+            conn.send({"type": "error", "code": code, "message": str(exc)[:300]})
+
+
+_VIEWERS = (Role.INSPECTOR, Role.OBSERVER)
+
+
+async def _dispatch(live: LiveRoom, conn: Connection, data: dict[str, Any]) -> None:
+    room, media, person, kind = live.room, live.media, conn.person, data["type"]
+    if kind == "answer":
+        await media.answer(conn.peer, str(data["sdp"]))
+    elif kind == "snapshot":
+        room.check_snapshot(person)
+        frame = media.latest_frame()
+        if frame is None:
+            raise RoomError("no-video", "no video from the site yet")
+        png = await asyncio.to_thread(encode_still, frame)
+        live.broadcast(room.snapshot(person, png), _VIEWERS)
+    elif kind == "challenge":
+        issued = room.issue_challenge(person, str(data.get("instruction", "")))
+        live.broadcast(issued, (Role.SITE, *_VIEWERS))
+    elif kind == "challenge-shown":
+        live.broadcast(room.challenge_shown(person, str(data["id"])), _VIEWERS)
+    elif kind == "challenge-confirm":
+        result = room.confirm_challenge(person, str(data["id"]), str(data["result"]))
+        live.broadcast(result, _VIEWERS)
+    elif kind == "geofix":
+        distance = room.fix(person, float(data["lat"]), float(data["lon"]), float(data["accuracy"]))
+        if distance is not None:
+            live.broadcast(
+                {
+                    "type": "geofix",
+                    "distance_m": distance / 1000,
+                    "accuracy_m": float(data["accuracy"]),
+                },
+                _VIEWERS,
+            )
+    elif kind == "end":
+        await _end(live, person, Event(str(data["event"])))
+    elif kind == "report":
+        await _report(live, conn, data)
+    else:
+        raise RoomError("bad-request", f"unknown message type {kind!r}")
+
+
+async def _end(live: LiveRoom, person: Participant, event: Event) -> None:
+    room = live.room
+    if room.plan.role_of(person.person_id) is not Role.INSPECTOR:
+        raise RoomError("not-allowed", f"{person.person_id} may not end the survey")
+    await live.media.stop_recording()  # the last segment is chained before the end
+    state = room.end(person, event)
+    live.broadcast({"type": "state", "state": state.value})
+
+
+async def _report(live: LiveRoom, conn: Connection, data: dict[str, Any]) -> None:
+    room = live.room
+    verdict = Verdict(str(data["verdict"]))
+    answers = []
+    for item in data["answers"]:
+        try:
+            answers.append(
+                ChecklistAnswer(
+                    item_id=str(item["item"]),
+                    answer=Answer(str(item["answer"])),
+                    note=str(item.get("note", "")),
+                    snapshots=tuple(str(h) for h in item.get("snapshots", ())),
+                )
+            )
+        except MalformedReport as exc:
+            raise RoomError("bad-report", str(exc)) from None
+    if room.state in (SurveyState.LIVE, SurveyState.INTERRUPTED):
+        convert = verdict is Verdict.CONVERT_TO_ONSITE
+        await _end(live, conn.person, Event.CONVERT if convert else Event.COMPLETE)
+    token = room.report(conn.person, answers, verdict, str(data.get("remarks", "")))
+    conn.send({"type": "report", "token": token, "head": room.chain.head})

@@ -1,0 +1,94 @@
+"""The survey's HTTP surface: signalling WebSocket and the two pages, as an aiohttp app.
+
+:class:`SurveyHub` holds the node's running surveys (:class:`~remote_survey.signalling.
+LiveRoom` per session); :func:`survey_app` returns an :class:`aiohttp.web.Application`
+serving, under ``/survey/v1/``:
+
+==================================== ===========================================
+``GET ws?token=..&device=..``        signalling (:mod:`remote_survey.signalling`)
+``GET site``                         the on-site party's page (phone)
+``GET inspector``                    the inspector's (and observer's) page
+``GET static/<file>``                the pages' scripts and styles, no build step
+==================================== ===========================================
+
+Join links point at a page with the token in the URL fragment
+(``/survey/v1/site#token=...``), so it never reaches access logs; the page opens the
+WebSocket itself. :func:`add_survey_routes` adds the same routes to an existing app
+(the node's public listener).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from remote_survey.room import RoomConfig, SurveyRoom
+from remote_survey.session import SurveyPlan
+from remote_survey.signalling import LiveRoom, handle_ws
+
+__all__ = ["HUB_KEY", "PREFIX", "SurveyHub", "add_survey_routes", "survey_app"]
+
+PREFIX = "/survey/v1"
+STATIC = Path(__file__).with_name("static")
+HUB_KEY: web.AppKey[SurveyHub] = web.AppKey("survey_hub", object)  # type: ignore[arg-type]
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self'; img-src 'self' data: blob:; "
+        "media-src 'self' blob:; style-src 'self'; script-src 'self'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+class SurveyHub:
+    """The surveys a node runs at the moment, keyed by session id."""
+
+    def __init__(self, config: RoomConfig) -> None:
+        self.config = config
+        self.rooms: dict[str, LiveRoom] = {}
+
+    def open(self, plan: SurveyPlan) -> LiveRoom:
+        """Start serving a scheduled survey (its media directory is created)."""
+        if plan.session_id in self.rooms:
+            raise ValueError(f"survey {plan.session_id} is already open")
+        live = LiveRoom(SurveyRoom(plan, self.config))
+        self.rooms[plan.session_id] = live
+        return live
+
+    async def close(self) -> None:
+        for live in tuple(self.rooms.values()):
+            await live.close()
+
+
+def _page(name: str) -> web.StreamResponse:
+    async def handler(_: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / name, headers=_HEADERS)
+
+    return handler  # type: ignore[return-value]
+
+
+def add_survey_routes(app: web.Application, hub: SurveyHub) -> None:
+    """Mount the survey routes on ``app`` and close the hub's rooms on shutdown."""
+
+    async def ws(request: web.Request) -> web.StreamResponse:
+        return await handle_ws(request, hub.rooms)
+
+    async def on_shutdown(_: web.Application) -> None:
+        await hub.close()
+
+    app[HUB_KEY] = hub
+    app.router.add_get(f"{PREFIX}/ws", ws)
+    app.router.add_get(f"{PREFIX}/site", _page("site.html"))  # type: ignore[arg-type]
+    app.router.add_get(f"{PREFIX}/inspector", _page("inspector.html"))  # type: ignore[arg-type]
+    app.router.add_static(f"{PREFIX}/static/", STATIC, follow_symlinks=False)
+    app.on_shutdown.append(on_shutdown)
+
+
+def survey_app(hub: SurveyHub) -> web.Application:
+    """A stand-alone application serving the survey routes of ``hub``."""
+    app = web.Application()
+    add_survey_routes(app, hub)
+    return app

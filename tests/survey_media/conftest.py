@@ -1,0 +1,1 @@
+"""Survey media tests: helpers live in ``media_support`` (importable from this folder)."""

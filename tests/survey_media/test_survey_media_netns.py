@@ -1,0 +1,15 @@
+"""WebRTC survey tests, each run in its own network namespace (loopback only).
+
+ICE does not offer 127.0.0.1, and these tests must not reach any other host, so each
+case runs in a private namespace with 127.0.0.2 added to its loopback device
+(``../shared/TESTING.md``). The namespace needs root (CAP_SYS_ADMIN), as in CI; without
+it these tests fail with that explanation rather than skip.
+"""
+
+from __future__ import annotations
+
+from media_support import run_in_netns
+
+
+def test_aiortc_peers_go_live_record_snapshot_rejoin_and_report_in_a_netns() -> None:
+    run_in_netns("_netns_aiortc.py", timeout=180)
