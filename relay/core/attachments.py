@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 
 from relay.core import blobs
 from relay.core.errors import AttachmentError, NotFound
 from relay.core.fields import is_digest
 from relay.core.model import AttachmentInfo
-from relay.core.packets import AttachmentKey
+from relay.core.packets import AttachmentKey, key_ring
 from relay.core.store import RelayStore, StagedAttachment, UploadKind
 from signing.hpke import HpkePrivateKey, hpke_open, hpke_seal, seal_info
 from signing.stream import new_stream_key
@@ -29,11 +29,11 @@ __all__ = ["AttachmentVault", "key_by_kid"]
 _log = logging.getLogger("tongban.relay")
 
 
-def key_by_kid(keys: Sequence[HpkePrivateKey], kid: str) -> HpkePrivateKey:
-    for key in keys:
-        if key.public_key().kid == kid:
-            return key
-    raise NotFound(f"no HPKE private key {kid} (rotated out?)")
+def key_by_kid(ring: Mapping[str, HpkePrivateKey], kid: str) -> HpkePrivateKey:
+    key = ring.get(kid)
+    if key is None:
+        raise NotFound(f"no HPKE private key {kid} (rotated out?)")
+    return key
 
 
 def _check_digest(digest: str) -> None:
@@ -60,6 +60,7 @@ class AttachmentVault:
     ) -> None:
         self._store = store
         self._keys = tuple(keys)
+        self._ring = key_ring(keys)
         self._incoming_keys = incoming_keys
 
     # -- sealed blobs (federation) ---------------------------------------------------
@@ -183,7 +184,7 @@ class AttachmentVault:
 
     def _unwrap(self, staged: StagedAttachment) -> bytes:
         info = seal_info("attachment-key", {"digest": staged.plain_digest})
-        return hpke_open(staged.wrapped_key, key_by_kid(self._keys, staged.key_kid), info=info)
+        return hpke_open(staged.wrapped_key, key_by_kid(self._ring, staged.key_kid), info=info)
 
     def open_attachment(self, digest: str) -> AsyncIterator[bytes]:
         staged = self._store.attachment(digest)

@@ -62,6 +62,7 @@ __all__ = [
     "VerifiedPacket",
     "build_packet",
     "canonical_parts",
+    "key_ring",
     "open_content",
     "packet_digest",
     "peek_facts",
@@ -338,15 +339,25 @@ def verify_packet(token: str, bundle: TrustBundle, *, at: datetime) -> VerifiedP
     return VerifiedPacket(token, packet_digest(token), facts, verified.signer)
 
 
+def key_ring(keys: Sequence[HpkePrivateKey]) -> dict[str, HpkePrivateKey]:
+    """Private keys by kid (computing a hybrid key's kid rebuilds it: do it once)."""
+    return {key.public_key().kid: key for key in keys}
+
+
 def open_content(
-    facts: RoutingFacts, keys: Sequence[HpkePrivateKey], bundle: TrustBundle, *, at: datetime
+    facts: RoutingFacts,
+    keys: Sequence[HpkePrivateKey] | Mapping[str, HpkePrivateKey],
+    bundle: TrustBundle,
+    *,
+    at: datetime,
 ) -> Content:
     """Open and verify the sealed inner content with whichever of ``keys`` has the
     packet's ``sealed.kid``. Raises :class:`SigningError` (no key, decryption or
     signature failure) or :class:`MalformedPacket` (content does not match the facts).
     """
     ident = {"id": facts.id, "from": facts.sender, "to": facts.receiver}
-    key = next((k for k in keys if k.public_key().kid == facts.sealed.kid), None)
+    ring = keys if isinstance(keys, Mapping) else key_ring(keys)
+    key = ring.get(facts.sealed.kid)
     if key is None:
         raise MalformedInput("no private key with the packet's kid")
     inner = hpke_open(facts.sealed.ct, key, info=seal_info("packet", ident)).decode("ascii")

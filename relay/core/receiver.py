@@ -34,7 +34,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from relay.core.errors import MalformedPacket
-from relay.core.packets import VerifiedPacket, open_content, verify_packet
+from relay.core.packets import VerifiedPacket, key_ring, open_content, verify_packet
 from relay.core.ports import AuthorizationRequest, Authorizer
 from signing.certificates import TrustBundle
 from signing.errors import InvalidSignature, SigningError
@@ -173,7 +173,7 @@ def _authorized(authorizer: Authorizer) -> Callable[[Inbound], str | None]:
     return run
 
 
-def _content(keys: Sequence[HpkePrivateKey]) -> Callable[[Inbound], str | None]:
+def _content(keys: Mapping[str, HpkePrivateKey]) -> Callable[[Inbound], str | None]:
     def run(i: Inbound) -> str | None:
         try:
             open_content(i.packet.facts, keys, i.bundle, at=i.at)
@@ -187,14 +187,16 @@ def _content(keys: Sequence[HpkePrivateKey]) -> Callable[[Inbound], str | None]:
 
 
 def standard_pipeline(authorizer: Authorizer, keys: Sequence[HpkePrivateKey]) -> Pipeline:
-    """Checks 2 and 4-8 of the module docstring, in that order."""
+    """Checks 2 and 4-8 of the module docstring, in that order (``keys``: this node's
+    HPKE private keys, current and those kept through a rotation overlap)."""
+    ring = key_ring(keys)
     return Pipeline(
         (
             Check("known-sender", _known_sender),
             Check("not-expired", _not_expired),
             Check("authorized", _authorized(authorizer)),
             Check("in-sequence", _in_sequence),
-            Check("content", _content(keys)),
+            Check("content", _content(ring)),
             Check("attachments", _attachments),
         )
     )

@@ -44,6 +44,7 @@ from relay.core.packets import (
     AttachmentKey,
     AttachmentRef,
     build_packet,
+    key_ring,
     open_content,
     packet_digest,
     verify_packet,
@@ -107,6 +108,8 @@ class RelayNode:
             clock=clock,
         )
         self._vault = AttachmentVault(store, self._hpke, self._incoming_keys)
+        self._ring = key_ring(self._hpke)
+        self._own_public = self._hpke[0].public_key()
         self._sender = Sender(
             me=node_id,
             bundle=self._bundle,
@@ -217,7 +220,7 @@ class RelayNode:
         return new.summary
 
     def _own_copy(self, inner: str, packet_id: str) -> str:
-        own = self._hpke[0].public_key()
+        own = self._own_public
         ct = hpke_seal(inner.encode("ascii"), own, info=seal_info("packet-copy", {"id": packet_id}))
         return f"{own.kid}.{b64url(ct)}"
 
@@ -237,7 +240,7 @@ class RelayNode:
         if incoming is not None:
             at = incoming.item.received_at
             packet = verify_packet(incoming.token, self._bundle(), at=at)
-            content = open_content(packet.facts, self._hpke, self._bundle(), at=at)
+            content = open_content(packet.facts, self._ring, self._bundle(), at=at)
             infos = [
                 AttachmentInfo(a.digest, a.size, a.media_type, a.name, k.plain_digest, k.plain_size)
                 for a in packet.facts.attachments
@@ -253,7 +256,7 @@ class RelayNode:
             raise NotFound(f"no packet {packet_id}")
         kid, _, ct = outgoing.own_copy.partition(".")
         info = seal_info("packet-copy", {"id": packet_id})
-        inner = hpke_open(b64url_decode(ct), key_by_kid(self._hpke, kid), info=info).decode("ascii")
+        inner = hpke_open(b64url_decode(ct), key_by_kid(self._ring, kid), info=info).decode("ascii")
         payload = json.loads(b64url_decode(inner.split(".")[1]))
         return PacketContent(
             outgoing.item.summary, payload["body"], inner, outgoing.token, outgoing.item.receipt
@@ -293,7 +296,7 @@ class RelayNode:
         at = incoming.item.received_at
         try:
             facts = verify_packet(incoming.token, self._bundle(), at=at).facts
-            return open_content(facts, self._hpke, self._bundle(), at=at).attachment_keys
+            return open_content(facts, self._ring, self._bundle(), at=at).attachment_keys
         except SigningError as exc:
             raise NotFound(f"packet {packet_id} no longer opens") from exc
 

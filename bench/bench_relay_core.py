@@ -1,0 +1,113 @@
+"""The relay core in one process: packets per second between two nodes (FakeNetwork,
+real SQLite files with ``synchronous=FULL``) against the crypto-only rate of the same
+work measured in the same run.
+
+- **end to end**: N packets created at A (agreement check, seal, sign, queued durably),
+  then delivered to B by A's outbox passes (batches, B's acceptance pipeline, receipts
+  committed on both sides, receipts verified and stored by A).
+- **crypto only** (baseline): for the same number of packets, exactly the signing,
+  sealing and verification both nodes must do: build the packet (inner JWS + HPKE seal +
+  outer JWS), verify the outer JWS, open and verify the inner content, sign a receipt,
+  verify the receipt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+N = 500
+CASES = 50
+A, B = "420106", "320982"
+
+
+def _setup(base: Path) -> Any:
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "relay_core"))
+    from conftest import FakeAgreement, FakeClock, Federation, make_pki  # type: ignore[import-not-found]
+
+    from relay.core.fakes import FakeNetwork
+    from relay.core.outbox import OutboxPolicy
+
+    pki = make_pki(base / "pki")
+    fed = Federation(
+        pki=pki, root=base, clock=FakeClock(), agreement=FakeAgreement(),
+        network=FakeNetwork(rng=random.Random(1)), policy=OutboxPolicy(batch_size=64),
+    )  # fmt: skip
+    fed.start(A)
+    fed.start(B)
+    return fed
+
+
+async def _end_to_end(fed: Any) -> float:
+    a = fed.nodes[A]
+    start = time.perf_counter()
+    for i in range(N):
+        await a.create_packet(
+            to=B, case_id=f"case-{i % CASES}", matter="food-business-licence",
+            action="submit", mode="proxy_receipt", content={"n": i, "applicant": "张三"},
+        )  # fmt: skip
+    while fed.stores[A].open_rows():
+        await a.deliver_once()
+    elapsed = time.perf_counter() - start
+    assert len(fed.nodes[B].list_inbox()) == N
+    return elapsed
+
+
+def _crypto_only(fed: Any) -> float:
+    from relay.core.fields import format_time
+    from relay.core.packets import build_packet, key_ring, open_content, verify_packet
+    from relay.core.receipts import Receipt, ReceiptStatus, sign_receipt, verify_receipt
+
+    keys_a, keys_b = fed.pki.keys[A], fed.pki.keys[B]
+    bundle = fed.pki.bundle
+    at = fed.clock()
+    recipient = keys_b.hpke_keys[0].public_key()
+    ring = key_ring(keys_b.hpke_keys)
+    start = time.perf_counter()
+    for i in range(N):
+        facts = {
+            "v": 1, "id": str(uuid.uuid4()), "case": f"case-{i}", "from": A, "to": B,
+            "matter": "food-business-licence", "action": "submit", "mode": "proxy_receipt",
+            "agreement": {"id": "x", "version": 1, "digest": "a" * 64}, "seq": 1,
+            "prev": None, "created": format_time(at),
+            "expires": format_time(at + timedelta(days=1)), "attachments": [],
+        }  # fmt: skip
+        token, _, _ = build_packet(
+            facts, {"n": i, "applicant": "张三"}, [], signer=keys_a.seal, recipient=recipient, at=at
+        )
+        packet = verify_packet(token, bundle, at=at)
+        open_content(packet.facts, ring, bundle, at=at)
+        receipt = Receipt(
+            packet.facts.id, packet.digest, B, A, ReceiptStatus.ACCEPTED, None, at, 0, 1
+        )
+        verify_receipt(sign_receipt(receipt, keys_b.seal, at=at), bundle, at=at, expected_from=B)
+    return time.perf_counter() - start
+
+
+def run() -> list[dict[str, object]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        fed = _setup(Path(tmp))
+        try:
+            crypto = _crypto_only(fed)
+            e2e = asyncio.run(_end_to_end(fed))
+        finally:
+            fed.close()
+    return [
+        {"measure": "end to end (FakeNetwork, SQLite FULL)", "packets": N,
+         "seconds": e2e, "packets/s": N / e2e},
+        {"measure": "crypto only (baseline)", "packets": N, "seconds": crypto,
+         "packets/s": N / crypto},
+        {"measure": "end to end / crypto only", "ratio": (N / e2e) / (N / crypto)},
+    ]  # fmt: skip
+
+
+if __name__ == "__main__":
+    for row in run():
+        print(row)
