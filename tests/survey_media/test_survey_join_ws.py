@@ -1,0 +1,94 @@
+"""Join links are refused at the signalling WebSocket with a clear close code and reason."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+from media_support import WAIT, Inbox, World, make_plan, make_world, served
+
+from remote_survey.session import Role
+
+
+async def _closed_with(url: str) -> tuple[int | None, str]:
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        msg = await ws.receive(timeout=WAIT)
+        assert msg.type is aiohttp.WSMsgType.CLOSE, msg
+        return msg.data, msg.extra
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    world = make_world(tmp_path)
+    now = datetime.now(UTC)
+    world.hub.open(make_plan(now))
+    world.hub.open(make_plan(now, session_id="sv-media-0002"))
+    return world
+
+
+async def test_expired_link_is_closed_4410_expired(world: World) -> None:
+    token = world.token(
+        Role.SITE,
+        "site-1",
+        not_before=datetime.now(UTC) - timedelta(hours=2),
+        valid_for=timedelta(minutes=30),
+    )
+    async with served(world, "127.0.0.1"):
+        assert await _closed_with(world.ws_url(token, "phone-1")) == (4410, "expired")
+
+
+async def test_link_not_yet_valid_is_closed_4425(world: World) -> None:
+    token = world.token(Role.SITE, "site-1", not_before=datetime.now(UTC) + timedelta(hours=1))
+    async with served(world, "127.0.0.1"):
+        assert await _closed_with(world.ws_url(token, "phone-1")) == (4425, "not-yet-valid")
+
+
+async def test_link_used_on_another_device_is_closed_4409(world: World) -> None:
+    token = world.token(Role.OBSERVER, "obs-1")
+    async with served(world, "127.0.0.1"), aiohttp.ClientSession() as http:
+        first = Inbox(await http.ws_connect(world.ws_url(token, "tablet-1")))
+        assert (await first.expect("welcome"))["role"] == "observer"
+        closed = await _closed_with(world.ws_url(token, "tablet-2"))
+        assert closed == (4409, "used-on-other-device")
+        await first.close()
+
+
+async def test_link_for_another_session_is_closed_4404(world: World) -> None:
+    other = world.token(Role.SITE, "site-1", session_id="sv-media-0002")
+    unknown = world.token(Role.SITE, "site-1", session_id="sv-not-open")
+    async with served(world, "127.0.0.1"):
+        url = world.ws_url(other, "phone-1", session="sv-media-0001")
+        assert await _closed_with(url) == (4404, "wrong-session")
+        assert await _closed_with(world.ws_url(unknown, "phone-1")) == (4404, "wrong-session")
+
+
+async def test_link_used_for_a_role_it_does_not_grant_is_closed_4403(world: World) -> None:
+    site = world.token(Role.SITE, "site-1")
+    async with served(world, "127.0.0.1"):
+        url = world.ws_url(site, "phone-1", role="inspector")
+        assert await _closed_with(url) == (4403, "role-not-granted")
+        # a link made for someone who is not in the plan under that role
+        stranger = world.token(Role.INSPECTOR, "site-1")
+        assert await _closed_with(world.ws_url(stranger, "pc-9")) == (4403, "not-a-participant")
+
+
+async def test_forged_or_missing_link_is_closed_4401_or_4400(world: World) -> None:
+    token = world.token(Role.INSPECTOR, "insp-1")
+    head, payload, sig = token.split(".")
+    forged = f"{head}.{payload}.{sig[:-4]}AAAA"
+    async with served(world, "127.0.0.1"):
+        assert await _closed_with(world.ws_url(forged, "pc-1")) == (4401, "bad-token")
+        url = world.base_url.replace("http", "ws", 1) + f"/survey/v1/ws?token={token}"
+        assert await _closed_with(url) == (4400, "bad-request")
+
+
+async def test_refused_joins_leave_the_ledger_and_the_evidence_untouched(world: World) -> None:
+    token = world.token(Role.SITE, "site-1")
+    async with served(world, "127.0.0.1"):
+        await _closed_with(world.ws_url(token, "phone-1", role="observer"))
+    room = world.hub.rooms["sv-media-0001"].room
+    assert dict(room.ledger.bindings) == {}
+    assert room.chain.entries == ()
+    assert (room.media_dir / "evidence.jsonl").read_bytes() == b""
