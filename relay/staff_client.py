@@ -12,7 +12,8 @@ import hashlib
 import mimetypes
 import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -79,12 +80,32 @@ class StaffClient:
             context = client_context(TrustBundle.from_pem(config.trust_bundle.read_bytes()))
         return cls(staff_base_url(config), token, context)
 
-    def _session(self) -> aiohttp.ClientSession:
+    _shared: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
+
+    async def __aenter__(self) -> StaffClient:
+        """Keep one connection pool for every call until the ``async with`` ends."""
+        self._shared = self._new_session()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._shared is not None:
+            await self._shared.close()
+            self._shared = None
+
+    def _new_session(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {self.token}"},
             connector=aiohttp.TCPConnector(ssl=self.ssl_context or False),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120),
         )
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[aiohttp.ClientSession]:
+        if self._shared is not None:
+            yield self._shared
+        else:
+            async with self._new_session() as session:
+                yield session
 
     async def _json(self, resp: aiohttp.ClientResponse) -> Any:
         if resp.status >= 400:
