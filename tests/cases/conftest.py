@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
 import pytest
+from casekit import HANDLING, RECEIVING
 
 from agreements.calendar import WorkingCalendar, default_calendar
+from certs.pki import init_federation, issue_node
+from signing.certificates import TrustBundle
+from signing.nodedir import NodeKeys, load_node_keys
 
 
 @pytest.fixture(scope="session")
 def calendar() -> WorkingCalendar:
     return default_calendar()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A test federation with the two offices of the case tests (keys in a tmp dir)."""
+    base = tmp_path_factory.mktemp("cases-pki")
+    fed = base / "federation"
+    then = datetime(2026, 8, 31, tzinfo=UTC)  # CRLs stay fresh for a month
+    init_federation(fed, "Cases", now=then)
+    keys = {}
+    for node in (RECEIVING, HANDLING):
+        issue_node(fed, node, f"office {node}", "127.0.0.1", base / node, now=then)
+        keys[node] = load_node_keys(base / node)
+    bundle = TrustBundle.from_pem((fed / "root.pem").read_bytes() + (fed / "crl.pem").read_bytes())
+    return Pki(base, fed, bundle, keys)
+
+
+@dataclass(frozen=True)
+class Pki:
+    base: Path
+    federation: Path
+    bundle: TrustBundle
+    keys: dict[str, NodeKeys]
