@@ -30,9 +30,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     digest TEXT NOT NULL, token TEXT NOT NULL, summary TEXT NOT NULL,
     state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL, expires REAL NOT NULL, reason TEXT, receipt TEXT,
-    own_copy TEXT NOT NULL,
-    UNIQUE (peer, case_id, seq)
+    own_copy TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS outbox_case ON outbox (peer, case_id, seq);
 CREATE INDEX IF NOT EXISTS outbox_open ON outbox (state, peer);
 CREATE TABLE IF NOT EXISTS send_seq (
     peer TEXT NOT NULL, case_id TEXT NOT NULL, seq INTEGER NOT NULL, digest TEXT NOT NULL,

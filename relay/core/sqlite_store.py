@@ -213,6 +213,33 @@ class SqliteStore:
                         1 if u.attempted else 0, u.packet_id,
                     ),
                 )  # fmt: skip
+            for u in updates:
+                if u.state in (OutboxState.DEAD, OutboxState.REJECTED):
+                    self._rewind(c, u.packet_id)
+
+    @staticmethod
+    def _rewind(c: sqlite3.Connection, packet_id: str) -> None:
+        """After a packet died or was rejected, let its case continue: the next packet
+        of that case and destination follows the last one still live (delivered or
+        open), reusing the sequence numbers of the dead ones."""
+        peer, case_id = c.execute(
+            "SELECT peer, case_id FROM outbox WHERE packet_id = ?", (packet_id,)
+        ).fetchone()
+        live = c.execute(
+            "SELECT seq, digest FROM outbox WHERE peer = ? AND case_id = ?"
+            " AND state IN (?, ?, ?) ORDER BY seq DESC LIMIT 1",
+            (
+                peer, case_id, str(OutboxState.QUEUED), str(OutboxState.IN_FLIGHT),
+                str(OutboxState.DELIVERED),
+            ),
+        ).fetchone()  # fmt: skip
+        if live is None:
+            c.execute("DELETE FROM send_seq WHERE peer = ? AND case_id = ?", (peer, case_id))
+        else:
+            c.execute(
+                "UPDATE send_seq SET seq = ?, digest = ? WHERE peer = ? AND case_id = ?",
+                (live[0], live[1], peer, case_id),
+            )
 
     def peer_backoffs(self) -> dict[str, PeerBackoff]:
         rows = self._conn.execute("SELECT peer, failures, next_attempt_at FROM peers").fetchall()

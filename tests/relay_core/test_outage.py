@@ -123,3 +123,23 @@ async def test_a_final_rejection_is_kept_and_blocks_the_rest_of_the_case(
     assert items[ids[0]].receipt is not None
     assert [items[i].state for i in ids[1:]] == [OutboxState.DEAD, OutboxState.DEAD]
     assert inbox_ids(federation, NINGJIN) == []
+
+
+async def test_a_case_continues_after_a_dead_letter(federation: Federation) -> None:
+    node = federation.nodes[WUCHANG]
+    [first] = await send(federation, WUCHANG, DAFENG, "c")
+    await node.deliver_once()
+    federation.network.down.add(DAFENG)
+    dead = await node.create_packet(
+        to=DAFENG, case_id="c", matter="food-business-licence", action=ACTION,
+        mode="proxy_receipt", content={}, expires_in=timedelta(minutes=10),
+    )  # fmt: skip
+    federation.clock.advance(minutes=11)
+    await node.deliver_once()
+    assert [i.state for i in node.list_outbox()] == [OutboxState.DELIVERED, OutboxState.DEAD]
+    federation.network.down.clear()
+    [again] = await send(federation, WUCHANG, DAFENG, "c")  # staff send the step anew
+    await drain(federation, WUCHANG)
+    inbox = federation.nodes[DAFENG].list_inbox()
+    assert [(i.summary.packet_id, i.summary.seq) for i in inbox] == [(first, 1), (again, 2)]
+    assert dead.seq == 2
