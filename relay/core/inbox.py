@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from relay.audit.leaves import Direction, LeafKind
@@ -20,8 +20,9 @@ from relay.core.model import AttachmentInfo, PacketSummary
 from relay.core.packets import RoutingFacts, packet_digest, peek_facts
 from relay.core.ports import BundleSource, Clock
 from relay.core.receipts import Receipt, ReceiptStatus, sign_receipt
-from relay.core.receiver import Inbound, Pipeline, Reason, authenticate
+from relay.core.receiver import Examined, Inbound, Pipeline, Reason, examine
 from relay.core.store import ReceiveTx, RelayStore
+from signing.hpke import HpkePrivateKey
 from signing.keys import Signer
 
 __all__ = ["Inbox", "summary_of"]
@@ -60,6 +61,7 @@ class Inbox:
         signer: Signer,
         bundle: BundleSource,
         directory: Directory,
+        keys: Mapping[str, HpkePrivateKey],
         pipeline: Pipeline,
         store: RelayStore,
         clock: Clock,
@@ -68,16 +70,29 @@ class Inbox:
         self._signer = signer
         self._bundle = bundle
         self._directory = directory
+        self._keys = keys
         self._pipeline = pipeline
         self._store = store
         self._clock = clock
         self._lock = asyncio.Lock()
 
     async def receive_batch(self, peer_id: str, packets: Sequence[str]) -> list[str]:
+        at = self._clock()
+        bundle = self._bundle()
+
+        def examine_all() -> list[Examined]:
+            return [
+                examine(t, bundle, self._keys, at=at, peer_id=peer_id, me=self._me) for t in packets
+            ]
+
+        # signatures, certificate paths and HPKE: pure and slow, so off the event loop
+        examined = await asyncio.to_thread(examine_all)
         async with self._lock:
-            at = self._clock()
             with self._store.receiving() as tx:
-                return [self._receive_one(tx, peer_id, token, at) for token in packets]
+                return [
+                    self._decide(tx, peer_id, token, ex, at)
+                    for token, ex in zip(packets, examined, strict=True)
+                ]
 
     def _reject(self, token: object, peer_id: str, reason: str, at: datetime) -> str:
         text = token if isinstance(token, str) else ""
@@ -95,9 +110,10 @@ class Inbox:
         )
         return sign_receipt(receipt, self._signer, at=at)
 
-    def _receive_one(self, tx: ReceiveTx, peer_id: str, token: str, at: datetime) -> str:
-        bundle = self._bundle()
-        result = authenticate(token, bundle, at=at, peer_id=peer_id, me=self._me)
+    def _decide(
+        self, tx: ReceiveTx, peer_id: str, token: str, examined: Examined, at: datetime
+    ) -> str:
+        result = examined.packet
         if isinstance(result, str):
             return self._reject(token, peer_id, result, at)
         facts = result.facts
@@ -109,7 +125,7 @@ class Inbox:
         inbound = Inbound(
             packet=result,
             at=at,
-            bundle=bundle,
+            content=examined.content,
             sender_known=self._directory.knows(facts.sender),
             previous=tx.recv_sequence(facts.sender, facts.case),
             blob_sizes={a.digest: tx.blob_size(a.digest) for a in facts.attachments},

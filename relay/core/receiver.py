@@ -28,13 +28,13 @@ Everything is pure: what the store knows is read into :class:`Inbound` first.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
 from relay.core.errors import MalformedPacket
-from relay.core.packets import VerifiedPacket, key_ring, open_content, verify_packet
+from relay.core.packets import VerifiedPacket, open_content, verify_packet
 from relay.core.ports import AuthorizationRequest, Authorizer
 from signing.certificates import TrustBundle
 from signing.errors import InvalidSignature, SigningError
@@ -42,10 +42,13 @@ from signing.hpke import HpkePrivateKey
 
 __all__ = [
     "Check",
+    "Examined",
     "Inbound",
     "Pipeline",
     "Reason",
     "authenticate",
+    "content_verdict",
+    "examine",
     "standard_pipeline",
 ]
 
@@ -91,13 +94,52 @@ def authenticate(
     return packet
 
 
+def content_verdict(
+    packet: VerifiedPacket, keys: Mapping[str, HpkePrivateKey], bundle: TrustBundle, *, at: datetime
+) -> str | None:
+    """Check 7 (``content``) on its own: None when the sealed content opens with one of
+    ``keys`` (by kid) and its inner JWS matches, else the reason code."""
+    try:
+        open_content(packet.facts, keys, bundle, at=at)
+    except InvalidSignature:
+        return Reason.BAD_SIGNATURE
+    except (MalformedPacket, SigningError):  # no key for the kid, decryption failed
+        return Reason.MALFORMED
+    return None
+
+
+@dataclass(frozen=True)
+class Examined:
+    """What can be decided about a packet without the store (checks 1 and 7): the
+    expensive, pure part, which the inbox runs off the event loop."""
+
+    packet: VerifiedPacket | str  # the authentic packet, or the reason refusing it
+    content: str | None = None  # the ``content`` check's verdict
+
+
+def examine(
+    token: str,
+    bundle: TrustBundle,
+    keys: Mapping[str, HpkePrivateKey],
+    *,
+    at: datetime,
+    peer_id: str,
+    me: str,
+) -> Examined:
+    packet = authenticate(token, bundle, at=at, peer_id=peer_id, me=me)
+    if isinstance(packet, str):
+        return Examined(packet)
+    return Examined(packet, content_verdict(packet, keys, bundle, at=at))
+
+
 @dataclass(frozen=True)
 class Inbound:
-    """An authentic packet with what the store knows about it, at time ``at``."""
+    """An authentic packet with what the store knows about it, at time ``at``, and the
+    precomputed verdict of the ``content`` check."""
 
     packet: VerifiedPacket
     at: datetime
-    bundle: TrustBundle
+    content: str | None
     sender_known: bool
     previous: tuple[int, str] | None
     blob_sizes: Mapping[str, int | None]
@@ -173,30 +215,20 @@ def _authorized(authorizer: Authorizer) -> Callable[[Inbound], str | None]:
     return run
 
 
-def _content(keys: Mapping[str, HpkePrivateKey]) -> Callable[[Inbound], str | None]:
-    def run(i: Inbound) -> str | None:
-        try:
-            open_content(i.packet.facts, keys, i.bundle, at=i.at)
-        except InvalidSignature:
-            return Reason.BAD_SIGNATURE
-        except (MalformedPacket, SigningError):  # no key for the kid, decryption failed
-            return Reason.MALFORMED
-        return None
-
-    return run
+def _content(i: Inbound) -> str | None:
+    return i.content
 
 
-def standard_pipeline(authorizer: Authorizer, keys: Sequence[HpkePrivateKey]) -> Pipeline:
-    """Checks 2 and 4-8 of the module docstring, in that order (``keys``: this node's
-    HPKE private keys, current and those kept through a rotation overlap)."""
-    ring = key_ring(keys)
+def standard_pipeline(authorizer: Authorizer) -> Pipeline:
+    """Checks 2 and 4-8 of the module docstring, in that order (7 reads the verdict
+    :func:`examine` computed)."""
     return Pipeline(
         (
             Check("known-sender", _known_sender),
             Check("not-expired", _not_expired),
             Check("authorized", _authorized(authorizer)),
             Check("in-sequence", _in_sequence),
-            Check("content", _content(ring)),
+            Check("content", _content),
             Check("attachments", _attachments),
         )
     )

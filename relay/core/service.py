@@ -103,7 +103,8 @@ class RelayNode:
             signer=keys.seal,
             bundle=self._bundle,
             directory=directory,
-            pipeline=standard_pipeline(authorizer, self._hpke),
+            keys=key_ring(self._hpke),
+            pipeline=standard_pipeline(authorizer),
             store=store,
             clock=clock,
         )
