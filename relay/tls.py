@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from relay.problem import Problem, ProblemCode
 from signing.certificates import Identity, Purpose, TrustBundle, validate_path
-from signing.errors import CertificateRejected
+from signing.errors import CertificateRejected, MalformedInput
 
 __all__ = [
     "PEER_KEY",
@@ -155,7 +155,15 @@ def mtls_middleware(bundle: BundleSource, clock: Callable[[], datetime]) -> Midd
         transport = request.transport
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         try:
-            identity = peer_identity(ssl_object, bundle.current(), at=clock())
+            trust = bundle.current()
+        except (OSError, MalformedInput) as exc:
+            # fail closed: without the current CRLs no peer can be checked
+            _log.error("trust bundle %s cannot be read: %s", bundle.path, exc)
+            raise Problem(
+                503, ProblemCode.SERVICE_UNAVAILABLE, "the node cannot check peers right now"
+            ) from None
+        try:
+            identity = peer_identity(ssl_object, trust, at=clock())
         except CertificateRejected as exc:
             _log.warning("federation peer refused (%s) on %s", exc.reason, request.path)
             if exc.reason == "revoked":

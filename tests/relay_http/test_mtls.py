@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -103,11 +104,10 @@ async def test_tls12_client_is_refused(pki: Pki) -> None:
     assert seen == []
 
 
-async def test_crl_update_takes_effect_without_restart(pki: Pki, tmp_path: object) -> None:
+async def test_crl_update_takes_effect_without_restart(pki: Pki, tmp_path: Path) -> None:
     """A bundle without the CRL accepts the node; writing the CRL in refuses it."""
-    from pathlib import Path
 
-    bundle_file = Path(str(tmp_path)) / "bundle.pem"
+    bundle_file = tmp_path / "bundle.pem"
     bundle_file.write_bytes((pki.root / "root.pem").read_bytes())
     source = BundleSource(bundle_file)
     seen: list[str] = []
@@ -127,3 +127,27 @@ async def test_crl_update_takes_effect_without_restart(pki: Pki, tmp_path: objec
     assert first.status == 200
     assert second.status == 403
     assert seen == ["420981"]
+
+
+async def test_unreadable_trust_bundle_fails_closed(pki: Pki, tmp_path: Path) -> None:
+    bundle_file = tmp_path / "bundle.pem"
+    bundle_file.write_bytes(pki.bundle_path.read_bytes())
+    source = BundleSource(bundle_file)
+    seen: list[str] = []
+    app = web.Application(
+        middlewares=[problem_middleware, mtls_middleware(source, lambda: datetime.now(UTC))]
+    )
+
+    async def who(request: web.Request) -> web.Response:
+        seen.append(request[PEER_KEY].node_id)
+        return web.Response(text="ok")
+
+    app.router.add_post("/who", who)
+    async with serve(app, _server_ssl(pki)) as url:
+        bundle_file.write_bytes(
+            b"-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n"
+        )
+        resp = await _post(url, client_ssl(pki, pki.a))
+        assert resp.status == 503
+        assert (await resp.json(content_type=None))["code"] == "service-unavailable"
+    assert seen == []
