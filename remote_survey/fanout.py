@@ -209,7 +209,7 @@ class ForwardTrack(MediaStreamTrack):
                 format=frame.format.name, layout=frame.layout.name, samples=frame.samples
             )
             for dst, src in zip(copy.planes, frame.planes, strict=True):
-                dst.update(bytes(src))
+                dst.update(bytes(src)[: dst.buffer_size])  # decoders over-allocate
             copy.sample_rate = frame.sample_rate
             copy.pts = self._samples
             copy.time_base = _AUDIO_BASE

@@ -4,6 +4,10 @@
 set -eu
 need=""
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
+# survey media tests: headless Chromium, and `ip`/`unshare` for their network namespace
+[ -x /usr/bin/chromium ] || need="$need chromium"
+command -v ip >/dev/null 2>&1 || need="$need iproute2"
+command -v unshare >/dev/null 2>&1 || need="$need util-linux"
 if [ -z "$need" ]; then exit 0; fi
 if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages:$need"
