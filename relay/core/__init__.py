@@ -2,27 +2,32 @@
 
 Design note
 -----------
-A *packet* is an outer compact JWS signed by the sending node's seal whose payload is
-the routing facts any hop may check, with the business content HPKE-sealed inside as
-an inner JWS (``relay.core.packets``). The *receiver* runs a fixed pipeline of named
-checks (``relay.core.receiver``) and answers every packet with a signed *receipt*:
-accepted, or rejected with a stable reason code. Accepted packets and their receipts
-are committed before the receipt leaves, so a crash after the commit and before the
-answer costs only a retry: the duplicate gets the original receipt back.
+A *packet* (``packets``) is an outer compact JWS signed by the sending node's seal whose
+payload is the routing facts any hop may check, with the business content HPKE-sealed
+inside as an inner JWS the recipient can later show an auditor. Every packet is answered
+with a signed *receipt* (``receipts``): accepted, or rejected with a stable reason code.
 
-The *outbox* (``relay.core.outbox``, pure policy) sends per destination in batches,
-never more than the head of each case's sequence per request (packet ``seq`` k+1 only
-after k is receipted), backs off exponentially with full jitter, and dead-letters
-packets past their expiry (and the undeliverable successors of a dead or rejected
-packet). Catch-up after an outage is nothing special: everything unacknowledged is
-still queued, in order.
+Receiving (``inbox``) runs a fixed pipeline of named checks (``receiver``): the pure,
+slow part (signatures, certificate paths, HPKE) for a whole batch in a worker thread,
+then one short store transaction for deduplication, sequence, persistence, audit
+leaves and receipts. The transaction commits before any receipt leaves, so a crash
+after the commit and before the answer costs only a retry: the duplicate gets the
+original receipt back, byte for byte.
 
-Attachments are staged in plaintext by staff, sealed at rest with a fresh stream key
-(``signing.stream``) into a content-addressed blob directory, uploaded resumably to the
-partner before the packet naming them, and opened there with the key carried inside
-the sealed packet content.
+Sending (``sender``) applies the pure outbox policy (``outbox``): per destination,
+batches of case heads only (``seq`` k+1 after k is receipted), full-jitter capped
+backoff, dead letters for expired packets and the successors of a dead or rejected one
+(after which the case continues from its last live packet). Catch-up after an outage is
+nothing special: everything unacknowledged is still queued, in order.
 
-``relay.core.service.RelayNode`` composes it all over a ``RelayStore``
-(``relay.core.sqlite_store``) and a ``PeerLink`` (``relay.core.fakes.FakePeerLink`` in
-tests, mutual TLS in ``relay.http``).
+Attachments (``attachments``, ``blobs``) are staged in plaintext by staff, sealed at
+rest with a fresh stream key into a content-addressed blob directory, uploaded
+resumably to the partner before the packet naming them, and opened there with the key
+carried in the sealed content.
+
+Storage goes through one interface (``store``); ``sqlite_store`` implements it on one
+SQLite file per node (WAL, ``synchronous=FULL``). ``directory`` holds verified partner
+descriptors with key rotation; ``ports`` names what the core needs from outside
+(``PeerLink``, ``Authorizer``, clock, trust bundle source); ``fakes`` links nodes in
+memory with loss, delay and down partners. ``service.RelayNode`` composes it all.
 """
