@@ -79,7 +79,7 @@ _FACT_KEYS = {
 
 def packet_digest(token: str) -> str:
     """SHA-256 (lowercase hex) of the compact JWS ASCII bytes."""
-    return hashlib.sha256(token.encode("ascii", "surrogateescape")).hexdigest()
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
