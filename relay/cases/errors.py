@@ -60,3 +60,7 @@ class ConflictingEvent(CaseError):
 
 class TrackingDenied(CaseError):
     code = "bad-code"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: float = 0.0) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after

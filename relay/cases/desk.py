@@ -1,0 +1,386 @@
+"""``CaseDesk``: the case workflow composed with the relay node, the store and tracking.
+
+The desk is the shell around the pure core: it reads and writes cases through a
+:class:`~relay.cases.store.CaseStore`, turns our own steps into case packets through
+the relay core (``create_packet``, which checks the agreement and queues the signed,
+sealed packet), and applies the partner's case packets (``list_inbox`` /
+``read_packet``) with the same :func:`~relay.cases.workflow.transition`. Nothing here
+knows about HTTP.
+
+Incoming packets are applied by :meth:`CaseDesk.sync`, which the node calls after every
+accepted federation batch (see :class:`SyncingCore`) and once at start. Each packet is
+applied at most once: its outcome (``applied``, ``duplicate`` or a refusal code) is
+recorded in the same transaction as the case change.
+
+A step of ours is stored first and then queued; if the relay refuses to queue it (the
+agreement does not grant it, unknown partner) the stored step is taken back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from agreements.calendar import WorkingCalendar
+from relay.cases.errors import CaseError, MalformedEvent, TrackingDenied
+from relay.cases.model import CaseHeader, Event, EventKind, Office
+from relay.cases.sla import Colour, SlaReport, case_clock, complaint_clock
+from relay.cases.store import AppliedPacket, CaseRecord, CaseStore
+from relay.cases.terms import TermsSource
+from relay.cases.tracking import (
+    LookupThrottle,
+    check_access_code,
+    hash_access_code,
+    new_access_code,
+    sign_tracking_link,
+    verify_tracking_link,
+)
+from relay.cases.tracking_view import OfficeNames, public_view
+from relay.cases.workflow import Case, Command, Received, action_for, transition
+from relay.core.errors import RelayError
+from relay.core.model import InboxItem, PacketContent, PacketSummary
+from signing.certificates import TrustBundle
+from signing.keys import Signer
+
+__all__ = ["CASE_ACTIONS", "CaseDesk", "Opened", "Overdue", "PacketPort", "SyncingCore"]
+
+_log = logging.getLogger("tongban.relay.cases")
+
+CASE_ACTIONS = frozenset(
+    {
+        "submit", "accept", "reject", "request-correction", "supplement", "withdraw",
+        "request-survey", "survey-report", "decide", "issue-licence", "deliver",
+        "status-update", "rating", "complaint",
+    }
+)  # fmt: skip
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to check codes for unknown cases against (the same work as a real one)."""
+    return hash_access_code("unknown-case", b"\x00" * 16)
+
+
+class PacketPort(Protocol):
+    """What the desk needs of ``relay.core.service.RelayNode``."""
+
+    async def create_packet(
+        self,
+        *,
+        to: str,
+        case_id: str,
+        matter: str,
+        action: str,
+        mode: str,
+        content: Mapping[str, Any],
+        attachments: Sequence[str] = (),
+        expires_in: timedelta | None = None,
+    ) -> PacketSummary: ...
+
+    def list_inbox(self, *, case_id: str | None = None) -> list[InboxItem]: ...
+
+    def read_packet(self, packet_id: str) -> PacketContent: ...
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A case opened at hand-in; ``access_code`` is shown to the applicant once."""
+
+    record: CaseRecord
+    access_code: str
+    tracking_link: str
+
+
+@dataclass(frozen=True)
+class Overdue:
+    record: CaseRecord
+    clock: SlaReport
+    complaints: tuple[tuple[int, SlaReport], ...]  # (complaint seq, its clock)
+
+
+class CaseDesk:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        relay: PacketPort,
+        store: CaseStore,
+        terms: TermsSource,
+        calendar: WorkingCalendar,
+        signer: Signer,
+        bundle: Callable[[], TrustBundle],
+        clock: Callable[[], datetime],
+        office_names: OfficeNames,
+        randbytes: Callable[[int], bytes] = os.urandom,
+        monotonic: Callable[[], float] = time.monotonic,
+        throttle: LookupThrottle | None = None,
+        link_ttl: timedelta = timedelta(days=180),
+    ) -> None:
+        self.node_id = node_id
+        self._relay = relay
+        self._store = store
+        self._terms = terms
+        self.calendar = calendar
+        self._signer = signer
+        self._bundle = bundle
+        self._clock = clock
+        self.office_names = office_names
+        self._randbytes = randbytes
+        self._monotonic = monotonic
+        self.throttle = throttle or LookupThrottle()
+        self._link_ttl = link_ttl
+        self._sync_lock = asyncio.Lock()
+        self._changed = asyncio.Condition()
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    # -- staff -----------------------------------------------------------------------
+
+    async def open_case(
+        self,
+        *,
+        matter: str,
+        mode: str,
+        handling: str,
+        case_id: str | None = None,
+        materials: Sequence[str] = (),
+        submit: bool = True,
+    ) -> Opened:
+        """Open a case at hand-in (we are the receiving office); submit it unless told
+        not to. Raises :class:`~relay.cases.terms.NoTerms`, ``case-exists``."""
+        now = self._clock()
+        terms = self._terms(self.node_id, handling, matter, mode, now)
+        if case_id is None:
+            suffix = base64.b32encode(self._randbytes(5)).decode("ascii")
+            case_id = f"{self.node_id}-{now:%Y%m%d}-{suffix}"
+        header = CaseHeader(
+            case_id, matter, mode, self.node_id, handling,
+            terms.time_limit_working_days, terms.survey_required,
+        )  # fmt: skip
+        code = new_access_code(self._randbytes)
+        salt = self._randbytes(16)
+        access_hash = await asyncio.to_thread(hash_access_code, code, salt)
+        record = CaseRecord(Case(header, Office.RECEIVING), access_hash, now, 1)
+        self._store.create(record)
+        if submit:
+            details = {"materials": list(materials)} if materials else {}
+            record = await self.act(case_id, EventKind.SUBMIT, details)
+        return Opened(record, code, self.tracking_link(case_id))
+
+    def get(self, case_id: str) -> CaseRecord:
+        record = self._store.get(case_id)
+        if record is None:
+            raise CaseError(f"no case {case_id}", code="unknown-case")
+        return record
+
+    def list_cases(self) -> list[CaseRecord]:
+        return self._store.list_cases()
+
+    def packets(self, case_id: str) -> list[AppliedPacket]:
+        return self._store.packets(case_id)
+
+    async def act(self, case_id: str, kind: EventKind, details: Mapping[str, Any]) -> CaseRecord:
+        """Our office takes a step: checked, stored, and sent to the other office."""
+        now = self._clock()
+        before = self.get(case_id)
+        case, packets = transition(before.case, Command(kind, details), now)
+
+        def change(old: CaseRecord | None) -> CaseRecord | None:
+            if old is None or old.version != before.version:
+                raise CaseError("the case changed meanwhile; try again", code="conflict")
+            return CaseRecord(case, old.access_hash, old.opened_at, old.version)
+
+        after = self._store.update(case_id, change)
+        assert after is not None
+        try:
+            for packet in packets:
+                await self._relay.create_packet(
+                    to=packet.to,
+                    case_id=case_id,
+                    matter=case.header.matter,
+                    action=packet.action.value,
+                    mode=case.header.mode,
+                    content=packet.content,
+                )
+        except RelayError:
+            self._store.update(
+                case_id,
+                lambda old: (
+                    CaseRecord(before.case, old.access_hash, old.opened_at, 0)
+                    if old is not None and old.version == after.version
+                    else None
+                ),
+            )
+            raise
+        await self._notify()
+        return after
+
+    def overdue(self, now: datetime | None = None) -> list[Overdue]:
+        """Cases whose clock or an open complaint's clock is yellow or red."""
+        now = now or self._clock()
+        out = []
+        for record in self._store.list_cases():
+            report = self.clock_of(record.case, now)
+            complaints = tuple(
+                (c.seq, complaint_clock(c, calendar=self.calendar, now=now))
+                for c in record.case.view.open_complaints
+            )
+            flagged = report.colour is not Colour.GREEN or any(
+                r.colour is not Colour.GREEN for _, r in complaints
+            )
+            if flagged:
+                out.append(Overdue(record, report, complaints))
+        return out
+
+    def clock_of(self, case: Case, now: datetime) -> SlaReport:
+        return case_clock(
+            case.view, limit=case.header.time_limit_working_days, calendar=self.calendar, now=now
+        )
+
+    # -- incoming packets ------------------------------------------------------------
+
+    async def sync(self) -> list[AppliedPacket]:
+        """Apply every accepted case packet not yet applied, in arrival order."""
+        async with self._sync_lock:
+            items = [i for i in self._relay.list_inbox() if i.summary.action in CASE_ACTIONS]
+            todo = set(self._store.unapplied([i.summary.packet_id for i in items]))
+            done = [self._apply(i.summary) for i in items if i.summary.packet_id in todo]
+        if done:
+            await self._notify()
+        return done
+
+    def _apply(self, summary: PacketSummary) -> AppliedPacket:
+        def change(old: CaseRecord | None) -> tuple[CaseRecord | None, AppliedPacket]:
+            pid, cid = summary.packet_id, summary.case_id
+            try:
+                new = self._received(old, summary)
+            except CaseError as exc:
+                _log.warning("case packet %s refused: %s", pid, exc)
+                return None, AppliedPacket(pid, cid, exc.code, str(exc))
+            kind = "duplicate" if old is not None and new.case == old.case else "applied"
+            return new, AppliedPacket(pid, cid, kind, "")
+
+        return self._store.apply_packet(summary.packet_id, summary.case_id, change)
+
+    def _received(self, old: CaseRecord | None, summary: PacketSummary) -> CaseRecord:
+        try:
+            content = self._relay.read_packet(summary.packet_id).content
+        except RelayError as exc:
+            raise MalformedEvent(f"packet does not open: {exc}") from exc
+        event = Event.from_content(content)
+        if content.get("case") != summary.case_id:
+            raise MalformedEvent("content names another case")
+        now = self._clock()
+        if old is None:
+            if event.kind is not EventKind.SUBMIT or "header" not in content:
+                raise CaseError(
+                    "first packet of an unknown case is not a submit", code="unknown-case"
+                )
+            header = CaseHeader.from_json(content["header"])
+            if header.case_id != summary.case_id or header.handling != self.node_id:
+                raise MalformedEvent("the submit header names another case or office")
+            terms = self._terms(header.receiving, header.handling, header.matter, header.mode, now)
+            if (terms.time_limit_working_days, terms.survey_required) != (
+                header.time_limit_working_days,
+                header.survey_required,
+            ):
+                raise CaseError(
+                    "the submit header disagrees with our agreement", code="terms-mismatch"
+                )
+            old = CaseRecord(Case(header, Office.HANDLING), None, now, 0)
+        header = old.case.header
+        if summary.sender != header.node(event.origin) or summary.matter != header.matter:
+            raise MalformedEvent("packet sender or matter does not match the event")
+        if summary.action != action_for(event).value:
+            raise MalformedEvent(f"action {summary.action} does not carry {event.kind}")
+        case, _ = transition(old.case, Received(event), now)
+        return CaseRecord(case, old.access_hash, old.opened_at, old.version)
+
+    # -- applicants ------------------------------------------------------------------
+
+    def tracking_link(self, case_id: str) -> str:
+        return sign_tracking_link(
+            case_id, self._signer, node_id=self.node_id, at=self._clock(), ttl=self._link_ttl
+        )
+
+    async def lookup(self, case_id: str, code: str, client: str) -> CaseRecord:
+        """The case if ``code`` is its access code; raises :class:`TrackingDenied`
+        (``throttled`` with ``retry_after``, or ``bad-code`` — the same for an unknown
+        case and a wrong code)."""
+        wait = self.throttle.admit(client, case_id, self._monotonic())
+        if wait > 0:
+            raise TrackingDenied(
+                "too many lookups; try again later", code="throttled", retry_after=wait
+            )
+        record = self._store.get(case_id)
+        stored = record.access_hash if record is not None and record.access_hash else _dummy_hash()
+        ok = await asyncio.to_thread(check_access_code, code, stored)
+        if record is None or not ok:
+            self.throttle.failed(case_id, self._monotonic())
+            raise TrackingDenied("no case with this number and access code", code="bad-code")
+        return record
+
+    def lookup_link(self, token: str) -> CaseRecord:
+        case_id = verify_tracking_link(
+            token, self._bundle(), node_id=self.node_id, at=self._clock()
+        )
+        record = self._store.get(case_id)
+        if record is None or record.access_hash is None:
+            raise TrackingDenied("no such case", code="bad-link")
+        return record
+
+    def view(self, record: CaseRecord, lang: str) -> dict[str, Any]:
+        out = public_view(
+            record.case,
+            lang=lang,
+            now=self._clock(),
+            calendar=self.calendar,
+            office_names=self.office_names,
+        )
+        out["version"] = record.version
+        return out
+
+    async def changed(self, case_id: str, version: int, timeout: float) -> CaseRecord | None:
+        """Wait until the case's version differs from ``version`` (None on timeout)."""
+
+        def newer() -> bool:
+            record = self._store.get(case_id)
+            return record is not None and record.version != version
+
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(newer), timeout)
+            except TimeoutError:
+                return None
+        return self._store.get(case_id)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+
+class SyncingCore:
+    """A relay core whose ``receive_batch`` applies new case packets after answering.
+
+    Every other attribute is the wrapped core's."""
+
+    def __init__(self, core: Any, desk: CaseDesk) -> None:
+        self._core = core
+        self._desk = desk
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._core, name)
+
+    async def receive_batch(self, peer_id: str, packets: Sequence[str]) -> list[str]:
+        receipts: list[str] = await self._core.receive_batch(peer_id, packets)
+        await self._desk.sync()
+        return receipts

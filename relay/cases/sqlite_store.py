@@ -1,0 +1,200 @@
+""":class:`CaseStore` on the node's SQLite file (its own connection, WAL).
+
+Tables (created if missing, next to the relay's own tables in ``relay.sqlite3``)::
+
+    cases         case_id PK, me, header JSON, events JSON, access_hash, opened_at,
+                  version, state, updated_at
+    case_packets  packet_id PK, case_id, outcome, detail, applied_at
+
+A case row holds the whole copy (header, which office we are, the events in canonical
+order as docs/protocol.md §11 contents). Every write is one ``BEGIN IMMEDIATE``
+transaction; ``synchronous=FULL`` makes committed mean on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from relay.cases.errors import CaseError
+from relay.cases.model import CaseHeader, Event, Office
+from relay.cases.store import AppliedPacket, CaseRecord
+from relay.cases.workflow import Case
+
+__all__ = ["SCHEMA", "SqliteCaseStore", "case_from_json", "case_to_json"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cases (
+    case_id TEXT PRIMARY KEY, me TEXT NOT NULL, header TEXT NOT NULL, events TEXT NOT NULL,
+    access_hash TEXT, opened_at REAL NOT NULL, version INTEGER NOT NULL,
+    state TEXT NOT NULL, updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS case_packets (
+    packet_id TEXT PRIMARY KEY, case_id TEXT NOT NULL, outcome TEXT NOT NULL,
+    detail TEXT NOT NULL, applied_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS case_packets_case ON case_packets (case_id);
+"""
+
+
+def case_to_json(case: Case) -> dict[str, Any]:
+    return {
+        "header": case.header.to_json(),
+        "me": case.me.value,
+        "events": [e.to_content(case.header) for e in case.events],
+    }
+
+
+def case_from_json(obj: dict[str, Any]) -> Case:
+    header = CaseHeader.from_json(obj["header"])
+    return Case(header, Office(obj["me"]), tuple(Event.from_content(e) for e in obj["events"]))
+
+
+class SqliteCaseStore:
+    """Cases of one node in ``path`` (the relay's ``relay.sqlite3``)."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> CaseRecord:
+        me, header, events, access_hash, opened_at, version = row
+        case = case_from_json(
+            {"me": me, "header": json.loads(header), "events": json.loads(events)}
+        )
+        return CaseRecord(case, access_hash, datetime.fromtimestamp(opened_at, UTC), int(version))
+
+    _COLUMNS = "me, header, events, access_hash, opened_at, version"
+
+    def _get(self, conn: sqlite3.Connection, case_id: str) -> CaseRecord | None:
+        row = conn.execute(
+            f"SELECT {self._COLUMNS} FROM cases WHERE case_id = ?",  # noqa: S608 - constant
+            (case_id,),
+        ).fetchone()
+        return None if row is None else self._record(row)
+
+    def _put(self, conn: sqlite3.Connection, record: CaseRecord, *, insert: bool) -> None:
+        data = case_to_json(record.case)
+        values = (
+            data["me"],
+            json.dumps(data["header"], ensure_ascii=False),
+            json.dumps(data["events"], ensure_ascii=False),
+            record.access_hash,
+            record.opened_at.timestamp(),
+            record.version,
+            record.case.state.value,
+            datetime.now(UTC).timestamp(),
+            record.case.header.case_id,
+        )
+        if insert:
+            conn.execute(
+                "INSERT INTO cases (me, header, events, access_hash, opened_at, version, state,"
+                " updated_at, case_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                values,
+            )
+        else:
+            conn.execute(
+                "UPDATE cases SET me = ?, header = ?, events = ?, access_hash = ?,"
+                " opened_at = ?, version = ?, state = ?, updated_at = ? WHERE case_id = ?",
+                values,
+            )
+
+    def create(self, record: CaseRecord) -> None:
+        with self._tx() as conn:
+            if self._get(conn, record.case.header.case_id) is not None:
+                raise CaseError(f"case {record.case.header.case_id} exists", code="case-exists")
+            self._put(conn, record, insert=True)
+
+    def get(self, case_id: str) -> CaseRecord | None:
+        return self._get(self._conn, case_id)
+
+    def _change(
+        self,
+        conn: sqlite3.Connection,
+        case_id: str,
+        change: Callable[[CaseRecord | None], CaseRecord | None],
+    ) -> CaseRecord | None:
+        old = self._get(conn, case_id)
+        new = change(old)
+        if new is None or new is old:
+            return old
+        stored = CaseRecord(
+            new.case, new.access_hash, new.opened_at, (old.version if old else 0) + 1
+        )
+        self._put(conn, stored, insert=old is None)
+        return stored
+
+    def update(
+        self, case_id: str, change: Callable[[CaseRecord | None], CaseRecord | None]
+    ) -> CaseRecord | None:
+        with self._tx() as conn:
+            return self._change(conn, case_id, change)
+
+    def list_cases(self) -> list[CaseRecord]:
+        rows = self._conn.execute(
+            f"SELECT {self._COLUMNS} FROM cases ORDER BY opened_at, case_id"  # noqa: S608
+        ).fetchall()
+        return [self._record(r) for r in rows]
+
+    def unapplied(self, packet_ids: list[str]) -> list[str]:
+        done = {r[0] for r in self._conn.execute("SELECT packet_id FROM case_packets").fetchall()}
+        return [p for p in packet_ids if p not in done]
+
+    def apply_packet(
+        self,
+        packet_id: str,
+        case_id: str,
+        change: Callable[[CaseRecord | None], tuple[CaseRecord | None, AppliedPacket]],
+    ) -> AppliedPacket:
+        outcome: list[AppliedPacket] = []
+
+        def record_change(old: CaseRecord | None) -> CaseRecord | None:
+            new, applied = change(old)
+            outcome.append(applied)
+            return new
+
+        with self._tx() as conn:
+            self._change(conn, case_id, record_change)
+            applied = outcome[0]
+            conn.execute(
+                "INSERT OR IGNORE INTO case_packets (packet_id, case_id, outcome, detail,"
+                " applied_at) VALUES (?,?,?,?,?)",
+                (
+                    applied.packet_id,
+                    applied.case_id,
+                    applied.outcome,
+                    applied.detail,
+                    datetime.now(UTC).timestamp(),
+                ),
+            )
+        return applied
+
+    def packets(self, case_id: str) -> list[AppliedPacket]:
+        rows = self._conn.execute(
+            "SELECT packet_id, case_id, outcome, detail FROM case_packets WHERE case_id = ?"
+            " ORDER BY applied_at, packet_id",
+            (case_id,),
+        ).fetchall()
+        return [AppliedPacket(*r) for r in rows]

@@ -1,0 +1,70 @@
+"""The case storage interface (nothing above it writes SQL) and its records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from relay.cases.workflow import Case
+
+__all__ = ["AppliedPacket", "CaseRecord", "CaseStore"]
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """A stored case: our copy, the applicant's access-code hash (receiving office
+    only), when it was opened here and a version counter for updates."""
+
+    case: Case
+    access_hash: str | None
+    opened_at: datetime
+    version: int
+
+
+@dataclass(frozen=True)
+class AppliedPacket:
+    """What became of an incoming case packet: ``outcome`` is ``applied``,
+    ``duplicate`` or a refusal code (``wrong-state``, ``malformed-event``, …)."""
+
+    packet_id: str
+    case_id: str
+    outcome: str
+    detail: str
+
+
+class CaseStore(Protocol):
+    def create(self, record: CaseRecord) -> None:
+        """Store a new case; raises :class:`relay.cases.errors.CaseError`
+        (``case-exists``) when the id is taken."""
+        ...
+
+    def get(self, case_id: str) -> CaseRecord | None: ...
+
+    def update(
+        self, case_id: str, change: Callable[[CaseRecord | None], CaseRecord | None]
+    ) -> CaseRecord | None:
+        """Read, change and write one case in one transaction (``change`` returning
+        None leaves it as it was)."""
+        ...
+
+    def list_cases(self) -> list[CaseRecord]: ...
+
+    def unapplied(self, packet_ids: list[str]) -> list[str]:
+        """Those of ``packet_ids`` not yet recorded by :meth:`record_packet`."""
+        ...
+
+    def apply_packet(
+        self,
+        packet_id: str,
+        case_id: str,
+        change: Callable[[CaseRecord | None], tuple[CaseRecord | None, AppliedPacket]],
+    ) -> AppliedPacket:
+        """Apply an incoming packet to its case and record the outcome ``change``
+        returns, in one transaction (a None record leaves the case as it was)."""
+        ...
+
+    def packets(self, case_id: str) -> list[AppliedPacket]: ...
+
+    def close(self) -> None: ...

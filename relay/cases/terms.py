@@ -1,0 +1,98 @@
+"""The agreed terms of a case: time limit and site-survey duty from the agreement clause.
+
+Both offices take these from their own verified copy of the agreement that grants the
+``submit`` (receiving → handling) for the matter; the handling office refuses a
+``submit`` whose header disagrees with what it finds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from agreements.actions import Action
+from agreements.authorize import AgreementIndex, Deny, Request, authorize
+from agreements.errors import AgreementError
+from agreements.lifecycle import Lifecycle
+from agreements.model import ServiceMode
+from agreements.signed import SignedAgreement
+from relay.cases.errors import CaseError
+from signing.certificates import TrustBundle
+
+__all__ = ["AgreementTerms", "CaseTerms", "NoTerms", "TermsSource", "load_terms"]
+
+
+class NoTerms(CaseError):
+    """No agreement grants this case (``code`` is the agreement's deny reason)."""
+
+
+@dataclass(frozen=True)
+class CaseTerms:
+    time_limit_working_days: int
+    survey_required: bool
+    agreement_id: str
+    agreement_version: int
+
+
+class TermsSource(Protocol):
+    def __call__(
+        self, receiving: str, handling: str, matter: str, mode: str, at: datetime
+    ) -> CaseTerms: ...
+
+
+class AgreementTerms:
+    """Terms looked up in an :class:`~agreements.authorize.AgreementIndex`."""
+
+    def __init__(self, lifecycles: Sequence[Lifecycle]) -> None:
+        self._lifecycles = tuple(lifecycles)
+        self._index = AgreementIndex(self._lifecycles)
+
+    def entitled(self, issuer: str, licence_type: str, at: datetime) -> bool:
+        """Whether an agreement lets ``issuer`` issue licences of ``licence_type`` at
+        ``at`` (``issue-licence`` on that matter to some other party is permitted)."""
+        for lc in self._lifecycles:
+            for party in lc.agreement.party_ids - {issuer}:
+                request = Request(issuer, party, licence_type, Action.ISSUE_LICENCE)
+                if authorize(self._index, request, at).permitted:
+                    return True
+        return False
+
+    def __call__(
+        self, receiving: str, handling: str, matter: str, mode: str, at: datetime
+    ) -> CaseTerms:
+        try:
+            service_mode = ServiceMode(mode)
+        except ValueError:
+            raise NoTerms(f"unknown service mode {mode!r}", code="mode-not-allowed") from None
+        request = Request(receiving, handling, matter, Action.SUBMIT, service_mode)
+        decision = authorize(self._index, request, at)
+        if isinstance(decision, Deny):
+            raise NoTerms(
+                f"no agreement grants this case ({decision.reason})", code=decision.reason
+            )
+        for lc in self._index.candidates(receiving, handling):
+            agreement = lc.agreement
+            if agreement.ref == (decision.clause.agreement_id, decision.clause.version):
+                clause = agreement.clauses[matter]
+                return CaseTerms(
+                    clause.time_limit_working_days,
+                    clause.survey_required,
+                    agreement.id,
+                    agreement.version,
+                )
+        raise NoTerms("the granting agreement vanished from the index", code="no-agreement")
+
+
+def load_terms(paths: Sequence[Path], bundle: TrustBundle, *, at: datetime) -> AgreementTerms:
+    """Read and verify the agreement files at ``paths`` (as ``relay.authorizer`` does)."""
+    lifecycles = []
+    for path in paths:
+        try:
+            signed = SignedAgreement.from_bytes(path.read_bytes())
+        except (OSError, AgreementError) as exc:
+            raise NoTerms(f"{path}: {exc}", code="agreement-unreadable") from None
+        lifecycles.append(signed.evaluate(bundle, at=at).lifecycle)
+    return AgreementTerms(lifecycles)

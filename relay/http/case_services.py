@@ -1,0 +1,108 @@
+"""Case services of a running node: the desk, its HTTP routes, licence verification.
+
+:func:`attach_cases` builds them from the node configuration around the relay core the
+node runs: the case store (tables ``cases`` and ``case_packets`` in the node's SQLite
+file), the agreement terms, office names and public endpoints from the verified node
+descriptors (our own and the partners'), the bundled working-day calendar, and the
+node's seal for tracking links. The node serves the federation listener with
+:attr:`CaseServices.core` (the core whose ``receive_batch`` also applies new case
+packets) and adds the staff and public routes with :meth:`CaseServices.add_routes`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from agreements.calendar import default_calendar
+from relay.cases.desk import CaseDesk, SyncingCore
+from relay.cases.errors import CaseError
+from relay.cases.sqlite_store import SqliteCaseStore
+from relay.cases.terms import load_terms
+from relay.config import NodeConfig
+from relay.core.errors import RelayError
+from relay.http.cases import add_case_routes
+from relay.http.licences import LicenceVerifier, add_licence_routes
+from relay.http.tracking import add_tracking_routes
+from relay.tls import BundleSource
+from signing.descriptor import verify_descriptor
+from signing.errors import SigningError
+from signing.nodedir import load_node_keys
+
+__all__ = ["CaseServices", "attach_cases"]
+
+_log = logging.getLogger("tongban.relay.cases")
+
+
+@dataclass
+class CaseServices:
+    desk: CaseDesk
+    verifier: LicenceVerifier
+    core: Any  # the relay core, receive_batch wrapped to apply case packets
+    store: SqliteCaseStore
+
+    def add_routes(self, listener: str, app: web.Application) -> None:
+        if listener == "staff":
+            add_case_routes(app, self.desk)
+        elif listener == "public":
+            add_tracking_routes(app, self.desk)
+            add_licence_routes(app, self.verifier)
+
+    async def start(self) -> None:
+        """Apply case packets that arrived while the case layer was not running."""
+        try:
+            await self.desk.sync()
+        except (CaseError, RelayError) as exc:
+            _log.error("case packets not applied at start: %s", exc)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def attach_cases(
+    config: NodeConfig, core: Any, bundle: BundleSource, clock: Callable[[], datetime]
+) -> CaseServices:
+    now = clock()
+    trust = bundle.current()
+    keys = load_node_keys(config.key_dir)
+    names: dict[str, tuple[str, str]] = {}
+    public: dict[str, str] = {}
+    descriptors = [keys.descriptor_bytes]
+    descriptors += [p.descriptor.read_bytes() for p in config.partners]
+    for data in descriptors:
+        try:
+            descriptor = verify_descriptor(data, trust, at=now)
+        except SigningError as exc:
+            _log.warning("descriptor not used for case names: %s", exc)
+            continue
+        names[descriptor.node_id] = (descriptor.name_zh, descriptor.name_en)
+        if "public" in descriptor.endpoints:
+            public[descriptor.node_id] = descriptor.endpoints["public"]
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = SqliteCaseStore(config.data_dir / "relay.sqlite3")
+    terms = load_terms(config.agreements, trust, at=now)
+    desk = CaseDesk(
+        node_id=config.node_id,
+        relay=core,
+        store=store,
+        terms=terms,
+        calendar=default_calendar(),
+        signer=keys.seal,
+        bundle=bundle.current,
+        clock=clock,
+        office_names=names,
+    )
+    verifier = LicenceVerifier(
+        node_id=config.node_id,
+        bundle=bundle.current,
+        clock=clock,
+        public_endpoints=public,
+        status_dir=config.data_dir / "status",
+        entitled=terms.entitled,
+    )
+    return CaseServices(desk, verifier, SyncingCore(core, desk), store)
