@@ -30,6 +30,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "relay.cli.sealing",
     "relay.cli.serve",
     "relay.cli.casework",
+    "relay.cli.cases",
     "relay.cli.staff",
     "relay.cli.licence",
     "relay.cli.survey",
