@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from relay.core.errors import MalformedPacket
+from signing.certificates import is_node_id
 
 __all__ = [
     "digest_field",
@@ -20,7 +21,6 @@ __all__ = [
 ]
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-_NODE = re.compile(r"\d{6}")
 
 
 def is_digest(text: object) -> bool:
@@ -54,8 +54,8 @@ def int_field(obj: Mapping[str, Any], key: str, *, minimum: int = 0) -> int:
 
 def node_field(obj: Mapping[str, Any], key: str) -> str:
     value = str_field(obj, key)
-    if not _NODE.fullmatch(value):
-        raise MalformedPacket(f"{key!r} must be a 6-digit node id")
+    if not is_node_id(value):
+        raise MalformedPacket(f"{key!r} must be a node id (6 digits, not 000000)")
     return value
 
 
