@@ -158,7 +158,8 @@ def _relation(
             raise MalformedAgreement(pointer(*path, key), "key must be the id of a party")
         got = _party_set(targets, (*path, key), handlers, "handling party", min_len=1)
         if key in got:
-            raise MalformedAgreement(pointer(*path, key), "a party cannot act for itself")
+            where = targets.index(key)
+            raise MalformedAgreement(pointer(*path, key, where), "a party cannot act for itself")
         out[key] = got
     return out
 
