@@ -71,7 +71,9 @@ def test_bundled_2026_calendar_spring_festival() -> None:
     assert cal.is_working_day(date(2026, 2, 28))
     # Accepted Thu 12 Feb, 10 working days: 13, 14, 24, 25, 26, 27, 28, Mar 2, 3, 4.
     assert cal.deadline(date(2026, 2, 12), 10) == date(2026, 3, 4)
-    assert cal.working_days_between(date(2026, 9, 30), date(2026, 10, 12)) == 4  # 8, 9, 10 (Sat), 12
+    assert (
+        cal.working_days_between(date(2026, 9, 30), date(2026, 10, 12)) == 4
+    )  # 8, 9, 10 (Sat), 12
 
 
 def test_bundled_2026_calendar_working_day_count() -> None:
