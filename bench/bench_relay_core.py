@@ -9,6 +9,9 @@ work measured in the same run.
   sealing and verification both nodes must do: build the packet (inner JWS + HPKE seal +
   outer JWS), verify the outer JWS, open and verify the inner content, sign a receipt,
   verify the receipt.
+- **1 GiB attachment**: staged at A (streamed, hashed, sealed at rest), uploaded to B
+  before its packet, opened at B and hashed; the peak RSS of this process (both nodes)
+  against its RSS before. Baseline: SHA-256 of the same 1 GiB in this process.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 N = 500
+SIZE = 1 << 30
 CASES = 50
 A, B = "420106", "320982"
 
@@ -91,15 +95,63 @@ def _crypto_only(fed: Any) -> float:
     return time.perf_counter() - start
 
 
+async def _attachment(fed: Any) -> dict[str, object]:
+    import hashlib
+    import os
+    import resource
+
+    import psutil
+
+    a, b = fed.nodes[A], fed.nodes[B]
+    block = os.urandom(1 << 20)
+    t0 = time.perf_counter()
+    h = hashlib.sha256()
+    for _ in range(SIZE >> 20):
+        h.update(block)
+    digest = h.hexdigest()
+    baseline = time.perf_counter() - t0
+
+    async def source() -> Any:
+        for _ in range(SIZE >> 20):
+            yield block
+
+    rss_before = psutil.Process().memory_info().rss
+    t0 = time.perf_counter()
+    await a.write_attachment(digest, SIZE, 0, source())
+    await a.create_packet(
+        to=B, case_id="big", matter="food-business-licence", action="submit",
+        mode="proxy_receipt", content={}, attachments=[digest],
+    )  # fmt: skip
+    while fed.stores[A].open_rows():
+        await a.deliver_once()
+    blob = a.list_outbox(peer=B)[-1].summary.attachments[0].digest
+    out = hashlib.sha256()
+    async for chunk in b.open_attachment(blob):
+        out.update(chunk)
+    elapsed = time.perf_counter() - t0
+    assert out.hexdigest() == digest
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {
+        "measure": "1 GiB attachment: stage, send, open (both nodes)",
+        "seconds": elapsed,
+        "baseline sha256 s": baseline,
+        "ratio": baseline / elapsed,
+        "rss before MiB": rss_before / 2**20,
+        "peak rss MiB": peak / 2**20,
+    }
+
+
 def run() -> list[dict[str, object]]:
     with tempfile.TemporaryDirectory() as tmp:
         fed = _setup(Path(tmp))
         try:
             crypto = _crypto_only(fed)
             e2e = asyncio.run(_end_to_end(fed))
+            big = asyncio.run(_attachment(fed))
         finally:
             fed.close()
     return [
+        big,
         {"measure": "end to end (FakeNetwork, SQLite FULL)", "packets": N,
          "seconds": e2e, "packets/s": N / e2e},
         {"measure": "crypto only (baseline)", "packets": N, "seconds": crypto,
