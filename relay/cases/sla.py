@@ -10,7 +10,8 @@ statutory periods).
 
 Colours: **green** below 75 % of the limit used, **yellow** from 75 % (electronic
 supervision's warning), **red** once more working days are used than the limit allows
-(overdue; 红牌). Each complaint (办不成事) has its own clock of three working days from
+(overdue; 红牌). Dates the calendar does not cover give the state ``unknown`` rather
+than a guess. Each complaint (办不成事) has its own clock of three working days from
 the complaint to the handling office's answer.
 """
 
@@ -22,6 +23,7 @@ from datetime import date, datetime, timedelta, timezone
 from enum import StrEnum
 
 from agreements.calendar import WorkingCalendar
+from agreements.errors import CalendarError
 from relay.cases.model import EventKind
 from relay.cases.workflow import CaseView, Complaint
 
@@ -51,6 +53,7 @@ class ClockState(StrEnum):
     RUNNING = "running"
     PAUSED = "paused"  # correction outstanding
     STOPPED = "stopped"  # answered, decided or withdrawn
+    UNKNOWN = "unknown"  # the calendar does not cover the dates (no guessing)
 
 
 class Colour(StrEnum):
@@ -114,6 +117,20 @@ def clock(
     """
     if not intervals:
         return SlaReport(ClockState.NOT_STARTED, Colour.GREEN, limit, 0, None)
+    try:
+        return _clock(intervals, limit=limit, calendar=calendar, now=now, stopped=stopped)
+    except CalendarError:
+        return SlaReport(ClockState.UNKNOWN, Colour.GREEN, limit, 0, None)
+
+
+def _clock(
+    intervals: Sequence[tuple[datetime, datetime | None]],
+    *,
+    limit: int,
+    calendar: WorkingCalendar,
+    now: datetime,
+    stopped: bool,
+) -> SlaReport:
     today = local_date(now)
     used = 0
     for start, end in intervals[:-1]:
@@ -128,8 +145,6 @@ def clock(
     deadline: date | None = None
     if state is ClockState.RUNNING and before_last <= limit:
         deadline = calendar.add_working_days(local_date(last_start), limit - before_last)
-    elif state is ClockState.STOPPED:
-        deadline = None
     colour = _colour(used, limit)
     if state is ClockState.RUNNING and deadline is not None and today > deadline:
         colour = Colour.RED

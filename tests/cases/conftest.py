@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import casekit_offices
 import pytest
 from casekit import HANDLING, RECEIVING
 
@@ -41,3 +43,22 @@ class Pki:
     federation: Path
     bundle: TrustBundle
     keys: dict[str, NodeKeys]
+
+
+@pytest.fixture(scope="session")
+def office_pki(tmp_path_factory: pytest.TempPathFactory) -> casekit_offices.Pki:
+    return casekit_offices.make_pki(tmp_path_factory.mktemp("offices-pki"))
+
+
+@pytest.fixture
+def clock() -> casekit_offices.Clock:
+    return casekit_offices.Clock()
+
+
+@pytest.fixture
+def offices(
+    office_pki: casekit_offices.Pki, tmp_path: Path, clock: casekit_offices.Clock
+) -> Iterator[casekit_offices.Offices]:
+    pair = casekit_offices.make_offices(office_pki, tmp_path, clock)
+    yield pair
+    pair.close()

@@ -130,3 +130,10 @@ def test_a_pause_adds_exactly_its_working_days_and_the_deadline_uses_the_whole_l
         assert late.colour is Colour.RED
     else:
         assert report.colour is Colour.RED
+
+
+def test_dates_outside_the_calendar_give_an_unknown_clock_not_a_guess(calendar):
+    start = datetime(2027, 3, 1, 2, tzinfo=UTC)
+    report = clock([(start, None)], limit=5, calendar=calendar, now=start + timedelta(days=3))
+    assert report.state is ClockState.UNKNOWN
+    assert report.deadline is None
