@@ -20,7 +20,7 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -80,11 +80,14 @@ class RelayNode:
         clock: Clock,
         rng: random.Random,
         policy: OutboxPolicy | None = None,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         """``keys`` gives the seal signer and HPKE private keys (current first, then
         previous ones still inside the rotation overlap); ``bundle`` the trust bundle,
         or a callable returning the one in force (so fresh CRLs apply without a
-        restart); ``policy`` the outbox's retry, batch and expiry settings."""
+        restart); ``rng`` the retry jitter; ``policy`` the outbox's retry, batch and
+        expiry settings; ``new_id`` makes packet ids (random UUIDs from the OS: they
+        must stay unique across restarts, which a seeded ``rng`` would not give)."""
         self.node_id = node_id
         self._signer = keys.seal
         self._hpke: tuple[HpkePrivateKey, ...] = tuple(keys.hpke_keys)
@@ -96,6 +99,7 @@ class RelayNode:
         self._store = store
         self._clock = clock
         self._rng = rng
+        self._new_id = new_id
         self._policy = policy or OutboxPolicy()
         self._wake = asyncio.Event()
         self._inbox = Inbox(
@@ -180,7 +184,7 @@ class RelayNode:
         keys = [key for _, key in staged]
         refs = [AttachmentRef(s.blob_digest, s.blob_size, s.media_type, s.name) for s, _ in staged]
         infos = [info_of(s) for s, _ in staged]
-        packet_id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        packet_id = self._new_id()
         agreement = decision.agreement
 
         def build(seq: int, prev: str | None) -> NewOutgoing:
