@@ -178,9 +178,13 @@ def parse_material(value: Any, path: tuple[str | int, ...]) -> Material:
     form, fp = obj.at("form")
     copy, cp = obj.at("original_or_ecopy")
     if form not in {f.value for f in MaterialForm}:
-        raise MalformedAgreement(pointer(*fp), f"must be one of {sorted(MaterialForm)}")
+        raise MalformedAgreement(
+            pointer(*fp), f"must be one of {sorted(f.value for f in MaterialForm)}"
+        )
     if copy not in {c.value for c in MaterialCopy}:
-        raise MalformedAgreement(pointer(*cp), f"must be one of {sorted(MaterialCopy)}")
+        raise MalformedAgreement(
+            pointer(*cp), f"must be one of {sorted(c.value for c in MaterialCopy)}"
+        )
     return Material(
         name_zh=_str(*obj.at("name_zh")),
         name_en=_str(*obj.at("name_en")),
@@ -209,7 +213,9 @@ def _parse_clause(value: Any, path: tuple[str | int, ...], parties: frozenset[st
     modes: set[ServiceMode] = set()
     for item, p in _list(*obj.at("modes"), min_len=1):
         if item not in {m.value for m in ServiceMode}:
-            raise MalformedAgreement(pointer(*p), f"must be one of {sorted(ServiceMode)}")
+            raise MalformedAgreement(
+                pointer(*p), f"must be one of {sorted(m.value for m in ServiceMode)}"
+            )
         if ServiceMode(item) in modes:
             raise MalformedAgreement(pointer(*p), f"repeats {item}")
         modes.add(ServiceMode(item))

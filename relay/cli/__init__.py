@@ -26,6 +26,7 @@ __all__ = ["main"]
 _COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module; keep this list sorted by help order
     "relay.cli.pki",
+    "relay.cli.agreement",
     "relay.cli.files",
     "relay.cli.sealing",
     "relay.cli.serve",
