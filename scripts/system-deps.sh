@@ -4,7 +4,8 @@
 set -eu
 need=""
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
-# survey media tests: headless Chromium, and `ip`/`unshare` for their network namespace
+# headless Chromium for the survey media and case tracking page tests; `ip`/`unshare` for
+# the survey network namespace
 [ -x /usr/bin/chromium ] || need="$need chromium"
 command -v ip >/dev/null 2>&1 || need="$need iproute2"
 command -v unshare >/dev/null 2>&1 || need="$need util-linux"

@@ -1,0 +1,128 @@
+"""The tracking page in real headless Chromium (Debian's /usr/bin/chromium via Playwright).
+
+An applicant opens /track, enters the case number and access code, sees the timeline in
+Chinese, switches to English, and sees the handling office's next step appear without a
+reload (WebSocket). Wrong codes are throttled on the page; another applicant's case is
+never shown. These tests fail (never skip) when Chromium is missing.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from casekit import HANDLING
+from casekit_offices import serve
+from playwright.async_api import Browser, Page, async_playwright
+
+from relay.cases.model import EventKind
+
+CHROMIUM = "/usr/bin/chromium"
+MS = 15_000
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+BOOKS = "publication-retail-licence"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
+        pytest.fail(
+            f"headless Chromium is required at {CHROMIUM} for the tracking page tests: "
+            "install Debian's chromium package (scripts/system-deps.sh does, as root)"
+        )
+    async with async_playwright() as pw:  # a fresh temporary profile per launch
+        launched = await pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=FLAGS, timeout=MS
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def _look_up(page: Page, base: str, case_id: str, code: str) -> None:
+    await page.goto(f"{base}/track", timeout=MS)
+    await page.fill("#case", case_id)
+    await page.fill("#code", code)
+    await page.click("#lookup-button")
+
+
+async def test_applicant_sees_chinese_then_english_and_a_live_new_step(browser, offices):
+    opened = await offices.r.desk.open_case(
+        matter=BOOKS, mode="proxy_receipt", handling=HANDLING, case_id="WC-2026-0042",
+        materials=["营业执照", "身份证"],
+    )  # fmt: skip
+    await offices.deliver()
+    async with serve(offices.r.public()) as base:
+        context = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+        page = await context.new_page()
+        navigations: list[str] = []
+        page.on("framenavigated", lambda frame: navigations.append(frame.url))
+        await _look_up(page, base, "WC-2026-0042", opened.access_code)
+        await page.wait_for_selector("#state[data-state='submitted']", timeout=MS)
+        assert await page.text_content("h1") == "办件进度查询"
+        assert await page.text_content("#state") == "办理地审查中"
+        labels = await page.locator("#timeline li .label").all_text_contents()
+        assert labels == ["收件并提交办理地"]
+        assert "营业执照" in await page.text_content("#timeline")
+        await page.evaluate("window.__stillTheSamePage = true")
+
+        await page.click("#lang-switch")
+        await page.wait_for_function(
+            "document.querySelector('#state').textContent === "
+            "'Under review by the handling office'",
+            timeout=MS,
+        )
+        assert await page.text_content("h1") == "Case progress"
+        labels = await page.locator("#timeline li .label").all_text_contents()
+        assert labels == ["Received and sent to the handling office"]
+
+        # the handling office asks for a correction; the page shows what is missing
+        await offices.h.desk.act(
+            "WC-2026-0042", EventKind.REQUEST_CORRECTION,
+            {"missing": ["经营场所证明"], "note": "内部：申请人电话未接"},
+        )  # fmt: skip
+        await offices.deliver()
+        await page.wait_for_selector("#timeline li[data-event='request-correction']", timeout=MS)
+        assert await page.is_visible("#missing-box")
+        assert await page.text_content("#missing") == "经营场所证明"
+        assert await page.text_content("#deadline") == "clock paused during correction"
+        assert "内部" not in await page.content()
+        assert await page.evaluate("window.__stillTheSamePage") is True
+        assert len([u for u in navigations if "/track" in u]) == 1  # no reload
+        await context.close()
+
+
+async def test_guessing_is_throttled_and_another_case_is_never_shown(browser, offices):
+    mine = await offices.r.desk.open_case(
+        matter=BOOKS, mode="proxy_receipt", handling=HANDLING, case_id="WC-A"
+    )
+    await offices.r.desk.open_case(
+        matter=BOOKS, mode="proxy_receipt", handling=HANDLING, case_id="WC-B"
+    )
+    async with serve(offices.r.public()) as base:
+        context = await browser.new_context()
+        page = await context.new_page()
+        await page.goto(f"{base}/track", timeout=MS)
+        statuses = []
+        for _ in range(6):  # WC-B with WC-A's code, again and again
+            await page.fill("#case", "WC-B")
+            await page.fill("#code", mine.access_code)
+            async with page.expect_response(
+                lambda r: r.url.endswith("/public/v1/track"), timeout=MS
+            ) as answer:
+                await page.click("#lookup-button")
+            statuses.append((await answer.value).status)
+            await page.wait_for_selector("#error:not([hidden])", timeout=MS)
+            if statuses[-1] == 404:
+                assert await page.text_content("#error") == "办件编号或查询码不正确。"
+        assert statuses == [404] * 5 + [429]
+        assert await page.text_content("#error") == "查询过于频繁，请稍后再试。"
+        assert await page.is_hidden("#case-view")
+        assert "WC-B" not in (await page.text_content("#case-view") or "")
+        await context.close()
