@@ -26,7 +26,7 @@ from aiohttp.tracing import Trace
 from relay.core.errors import PeerUnavailable
 from relay.core.ports import OpenAt
 from relay.tls import BundleSource, client_context, peer_identity
-from signing.errors import CertificateRejected
+from signing.errors import CertificateRejected, MalformedInput
 
 __all__ = ["HttpsPeerLink", "PeerIdentityError"]
 
@@ -60,9 +60,12 @@ class _VerifyingConnector(aiohttp.TCPConnector):
         transport = proto.transport
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         try:
-            peer_identity(
-                ssl_object, self._bundle.current(), at=self._clock(), node_id=self._expected
-            )
+            trust = self._bundle.current()
+        except (OSError, MalformedInput) as exc:
+            proto.close()
+            raise PeerIdentityError(f"the trust bundle cannot be read: {exc}") from exc
+        try:
+            peer_identity(ssl_object, trust, at=self._clock(), node_id=self._expected)
         except CertificateRejected as exc:
             proto.close()
             raise PeerIdentityError(
