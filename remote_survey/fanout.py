@@ -152,6 +152,11 @@ class ForwardTrack(MediaStreamTrack):
         self._sink = tap.add_sink(FrameSink(self._maxlen)) if tap is not None else None
         self._changed.set()
 
+    @property
+    def pending(self) -> int:
+        """Frames waiting to be sent (at most ``maxlen``)."""
+        return len(self._sink) if self._sink is not None else 0
+
     def stop(self) -> None:
         self.attach(None)
         super().stop()

@@ -1,0 +1,152 @@
+"""The room: who may do what, evidence written as it happens, server time only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from media_support import World, make_plan, make_world
+
+from remote_survey.entries import ChallengeConfirmed, ChallengeIssued, ChallengeShown, Gap
+from remote_survey.evidence import parse_evidence, verify_chain
+from remote_survey.report import Answer, ChecklistAnswer, Verdict, verify_report
+from remote_survey.room import RoomConfig, RoomError, SurveyRoom
+from remote_survey.session import Event, Participant, Role, SurveyState
+from signing.certificates import TrustBundle
+
+INSPECTOR = Participant("insp-1", "李勘查")
+SITE_PARTY = Participant("site-1", "张店主")
+OBSERVER = Participant("obs-1", "观察员")
+
+
+class Clock:
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+    def advance(self, seconds: float) -> None:
+        self.at += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return make_world(tmp_path)
+
+
+def _room(world: World, clock: Clock) -> SurveyRoom:
+    config = world.hub.config
+    fixed = RoomConfig(
+        node_id=config.node_id,
+        join_key=config.join_key,
+        seal=config.seal,
+        media_root=config.media_root,
+        clock=clock,
+        new_code=lambda: "424242",
+    )
+    return SurveyRoom(make_plan(clock.at), fixed)
+
+
+def test_actions_need_the_right_role_and_a_live_session(world: World) -> None:
+    clock = Clock(datetime.now(UTC))
+    room = _room(world, clock)
+    with pytest.raises(RoomError) as refused:
+        room.snapshot(INSPECTOR, b"png")
+    assert refused.value.code == "not-live"
+    room.site_live()
+    for person in (SITE_PARTY, OBSERVER):
+        with pytest.raises(RoomError) as refused:
+            room.issue_challenge(person)
+        assert refused.value.code == "not-allowed"
+    with pytest.raises(RoomError) as refused:
+        room.fix(INSPECTOR, 30.5, 114.3, 5)
+    assert refused.value.code == "not-allowed"
+    with pytest.raises(RoomError) as refused:
+        room.challenge_shown(SITE_PARTY, "ch-9")
+    assert refused.value.code == "bad-challenge"
+    assert room.chain.entries == ()
+
+
+def test_challenge_times_and_fixes_come_from_the_server_clock(world: World) -> None:
+    clock = Clock(datetime.now(UTC).replace(microsecond=0))
+    room = _room(world, clock)
+    room.site_live()
+    issued = room.issue_challenge(INSPECTOR, "请举起三根手指")
+    assert issued["challenge"] == "424242 请举起三根手指"
+    clock.advance(1.5)
+    room.challenge_shown(SITE_PARTY, issued["id"])
+    clock.advance(2)
+    room.confirm_challenge(INSPECTOR, issued["id"], "confirmed")
+    distance = room.fix(SITE_PARTY, 30.54282, 114.3162, 6.0)
+    assert distance is not None
+    assert 2_000 < distance < 2_500  # about 2.2 m north of the site
+    assert room.fix(SITE_PARTY, 30.54282, 114.3162, 6.0) is None  # at most one a second
+    bodies = [e.body for e in room.chain.entries]
+    assert [type(b) for b in bodies[:3]] == [ChallengeIssued, ChallengeShown, ChallengeConfirmed]
+    times = [e.t_ms for e in room.chain.entries]
+    assert times[1] - times[0] == 1500
+    assert times[2] - times[1] == 2000
+    # the evidence file is the chain, written entry by entry
+    written = (room.media_dir / "evidence.jsonl").read_bytes()
+    assert written == room.chain.to_jsonl()
+
+
+def test_a_clock_that_steps_back_never_makes_time_go_backwards(world: World) -> None:
+    clock = Clock(datetime.now(UTC))
+    room = _room(world, clock)
+    room.site_live()
+    room.issue_challenge(INSPECTOR)
+    clock.advance(-30)  # NTP step
+    room.issue_challenge(INSPECTOR)
+    first, second = room.chain.entries
+    assert second.t_ms == first.t_ms
+    assert verify_chain(room.chain.entries).ok
+
+
+def test_drop_and_rejoin_record_the_gap_and_the_report_verifies(world: World) -> None:
+    clock = Clock(datetime.now(UTC))
+    room = _room(world, clock)
+    assert room.site_live() is SurveyState.LIVE
+    clock.advance(10)
+    assert room.site_lost() is SurveyState.INTERRUPTED
+    clock.advance(7)
+    assert room.site_live() is SurveyState.LIVE
+    gap = room.chain.entries[-1].body
+    assert isinstance(gap, Gap)
+    assert gap.end_ms - gap.start_ms == 7000
+    clock.advance(5)
+    with pytest.raises(RoomError) as refused:
+        room.report(INSPECTOR, [], Verdict.PASS)
+    assert refused.value.code == "bad-report"
+    room.end(INSPECTOR, Event.COMPLETE)
+    answers = [
+        ChecklistAnswer("kitchen-layout", Answer.PASS),
+        ChecklistAnswer("fire-exit", Answer.PASS),
+    ]
+    token = room.report(INSPECTOR, answers, Verdict.PASS)
+    with pytest.raises(RoomError):
+        room.report(INSPECTOR, answers, Verdict.PASS)
+    bundle = TrustBundle.from_pem(world.bundle_path.read_bytes())
+    result = verify_report(token, bundle, room.media_dir, clock())
+    assert result.ok, result.failures
+    assert parse_evidence((room.media_dir / "evidence.jsonl").read_bytes()) == room.chain.entries
+
+
+def test_an_abandoned_survey_cannot_be_reported_and_refuses_new_joins(world: World) -> None:
+    clock = Clock(datetime.now(UTC))
+    room = _room(world, clock)
+    room.site_live()
+    room.site_lost()
+    assert room.end(INSPECTOR, Event.ABANDON) is SurveyState.ABANDONED
+    with pytest.raises(RoomError) as refused:
+        room.report(INSPECTOR, [], Verdict.FAIL)
+    assert refused.value.code == "bad-report"
+    with pytest.raises(RoomError) as refused:
+        room.end(SITE_PARTY, Event.COMPLETE)
+    assert refused.value.code == "not-allowed"
+    token = world.token(Role.SITE, "site-1")
+    with pytest.raises(RoomError) as refused:
+        room.admit(token, Role.SITE, "phone-1")
+    assert refused.value.code == "session-ended"
