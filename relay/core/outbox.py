@@ -9,9 +9,12 @@ in; the service applies the decisions through the store.
 - **Backoff.** After the peer could not be reached (or asked us to retry), the next
   attempt waits ``uniform(0, 1) * min(max_delay, base_delay * 2**(failures - 1))``
   ("full jitter"); the random number is an argument.
-- **Expiry.** A packet not delivered by its ``expires`` time is dead-lettered, and so
-  are the later packets of the same case and destination (their ``prev`` chain can
-  no longer be accepted). The same holds after a final rejection.
+- **Expiry.** A packet past its ``expires`` time still gets one more chance when it is
+  next due: the receiver answers with the original receipt if it had accepted it (its
+  answer was lost), or refuses it as ``expired``. Only when the destination stays
+  unreachable for ``expiry_grace`` after expiry is it dead-lettered without an answer.
+  A dead packet takes the later packets of its case and destination with it (their
+  ``prev`` chain can no longer be accepted); so does a final rejection.
 - **Catch-up.** Nothing special: every unsettled packet is still in the outbox, and a
   destination whose backoff elapsed is sent its heads again, in order.
 """
@@ -50,6 +53,7 @@ class OutboxPolicy:
     batch_size: int = 64
     default_ttl: timedelta = timedelta(days=7)
     idle_poll: timedelta = timedelta(seconds=30)
+    expiry_grace: timedelta = timedelta(hours=1)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.base_delay <= timedelta(0):
@@ -95,9 +99,9 @@ def backoff_delay(policy: OutboxPolicy, failures: int, rand: float) -> timedelta
     return ceiling * rand
 
 
-def expired(rows: Iterable[OutboxRow], at: datetime) -> list[str]:
-    """Open packets whose expiry has passed."""
-    return [r.packet_id for r in rows if r.state in _OPEN and r.expires <= at]
+def expired(rows: Iterable[OutboxRow], policy: OutboxPolicy, at: datetime) -> list[str]:
+    """Open packets to give up on without an answer: past expiry plus the grace."""
+    return [r.packet_id for r in rows if r.state in _OPEN and r.expires + policy.expiry_grace <= at]
 
 
 def blocked_successors(rows: Iterable[OutboxRow], settled: OutboxRow) -> list[str]:
@@ -131,13 +135,13 @@ def due_batches(
     at: datetime,
 ) -> list[Batch]:
     """Batches to send now: per destination whose backoff elapsed, the due case heads
-    (oldest first, at most ``batch_size``). Expired packets are never included."""
+    (oldest first, at most ``batch_size``); expired heads too, for their last chance."""
     by_peer: dict[str, list[str]] = {}
     for r in _heads(rows):
         backoff = peers.get(r.peer)
         if backoff and backoff.next_attempt_at and backoff.next_attempt_at > at:
             continue
-        if r.expires <= at or (r.next_attempt_at is not None and r.next_attempt_at > at):
+        if r.next_attempt_at is not None and r.next_attempt_at > at:
             continue
         ids = by_peer.setdefault(r.peer, [])
         if len(ids) < policy.batch_size:
@@ -151,7 +155,7 @@ def next_wakeup(
     """When the next pass has something to do (at the latest ``at + idle_poll``)."""
     wake = at + policy.idle_poll
     for r in _heads(rows):
-        candidates = [r.expires]
+        candidates = [r.expires + policy.expiry_grace]
         due = r.next_attempt_at or at
         backoff = peers.get(r.peer)
         if backoff and backoff.next_attempt_at:

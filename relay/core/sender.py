@@ -75,7 +75,7 @@ class Sender:
         return settled + sum(sent)
 
     def _expire(self, rows: Sequence[OutboxRow], at: datetime) -> int:
-        dead = set(expired(rows, at))
+        dead = set(expired(rows, self._policy, at))
         updates = [OutboxUpdate(pid, OutboxState.DEAD, reason="expired") for pid in sorted(dead)]
         for row in rows:
             if row.packet_id in dead:
@@ -141,10 +141,12 @@ class Sender:
                     )
                 )
             else:
+                # the receiver's "expired" makes a dead letter; any other reason a rejection
+                final = OutboxState.DEAD if receipt.reason == "expired" else OutboxState.REJECTED
                 updates.append(
                     OutboxUpdate(
                         s.packet_id,
-                        OutboxState.REJECTED,
+                        final,
                         None,
                         receipt.reason,
                         token,
@@ -152,10 +154,9 @@ class Sender:
                     )
                 )
                 settled += 1
+                why = "predecessor-dead" if final is OutboxState.DEAD else "predecessor-rejected"
                 for succ in blocked_successors(rows, by_id[s.packet_id]):
-                    updates.append(
-                        OutboxUpdate(succ, OutboxState.DEAD, reason="predecessor-rejected")
-                    )
+                    updates.append(OutboxUpdate(succ, OutboxState.DEAD, reason=why))
                     settled += 1
         self._store.update_outbox(updates)
         return settled

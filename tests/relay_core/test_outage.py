@@ -135,6 +135,9 @@ async def test_a_case_continues_after_a_dead_letter(federation: Federation) -> N
         mode="proxy_receipt", content={}, expires_in=timedelta(minutes=10),
     )  # fmt: skip
     federation.clock.advance(minutes=11)
+    await node.deliver_once()  # past expiry, but the partner could not answer yet
+    assert node.list_outbox()[1].state is not OutboxState.DEAD
+    federation.clock.advance(minutes=60)  # unreachable through the grace: given up
     await node.deliver_once()
     assert [i.state for i in node.list_outbox()] == [OutboxState.DELIVERED, OutboxState.DEAD]
     federation.network.down.clear()
@@ -143,3 +146,22 @@ async def test_a_case_continues_after_a_dead_letter(federation: Federation) -> N
     inbox = federation.nodes[DAFENG].list_inbox()
     assert [(i.summary.packet_id, i.summary.seq) for i in inbox] == [(first, 1), (again, 2)]
     assert dead.seq == 2
+
+
+async def test_an_expired_packet_the_partner_did_accept_ends_delivered_not_dead(
+    federation: Federation,
+) -> None:
+    node = federation.nodes[WUCHANG]
+    summary = await node.create_packet(
+        to=DAFENG, case_id="c", matter="food-business-licence", action=ACTION,
+        mode="proxy_receipt", content={}, expires_in=timedelta(minutes=10),
+    )  # fmt: skip
+    federation.network.reply_loss = 1.0  # accepted there, the answer lost
+    await node.deliver_once()
+    assert inbox_ids(federation, DAFENG) == [summary.packet_id]
+    federation.network.reply_loss = 0.0
+    federation.clock.advance(minutes=11)  # now expired
+    await node.deliver_once()
+    [item] = node.list_outbox()
+    assert item.state is OutboxState.DELIVERED  # its last chance brought the original receipt
+    assert item.receipt == federation.nodes[DAFENG].list_inbox()[0].receipt

@@ -56,7 +56,7 @@ def test_only_case_heads_go_out_oldest_first_in_batches_per_peer() -> None:
     assert batches == {"P": ("a1", "b1", "c3"), "Q": ("q1",)}
 
 
-def test_peers_in_backoff_and_packets_not_yet_due_or_expired_wait() -> None:
+def test_peers_in_backoff_and_packets_not_yet_due_wait_expired_ones_get_a_last_chance() -> None:
     rows = [
         row("a1", "P", "a", 1, 1),
         row("b1", "Q", "b", 1, 2, next_attempt_at=T + timedelta(seconds=5)),
@@ -64,9 +64,11 @@ def test_peers_in_backoff_and_packets_not_yet_due_or_expired_wait() -> None:
         row("d1", "Q", "d", 1, 4),
     ]
     peers = {"P": PeerBackoff(3, T + timedelta(seconds=30))}
-    assert [(b.peer, b.packet_ids) for b in due_batches(rows, peers, POLICY, T)] == [("Q", ("d1",))]
-    assert expired(rows, T) == ["c1"]
-    assert next_wakeup(rows, peers, POLICY, T) == T  # c1 is due for dead-lettering now
+    assert [(b.peer, b.packet_ids) for b in due_batches(rows, peers, POLICY, T)] == [
+        ("Q", ("c1", "d1"))  # c1 expired: it still goes, for its last chance
+    ]
+    assert expired(rows, POLICY, T) == []  # c1 gets its last chance first
+    assert expired(rows, POLICY, T + POLICY.expiry_grace) == ["c1"]
     later = [r for r in rows if r.packet_id != "c1"]
     assert next_wakeup(later, peers, POLICY, T) == T  # d1 is due now
     waiting = [r for r in later if r.packet_id != "d1"]
