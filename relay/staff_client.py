@@ -122,14 +122,15 @@ class StaffClient:
             )
         return await resp.json()
 
-    async def upload(self, session: aiohttp.ClientSession, path: Path) -> dict[str, Any]:
+    async def _upload(self, session: aiohttp.ClientSession, path: Path) -> dict[str, Any]:
         size, digest = file_digest(path)
         url = f"{self.base_url}/staff/v1/attachments/{digest}"
         async with session.head(url) as resp:
             offset = int(resp.headers.get("Upload-Offset", "0")) if resp.status == 200 else 0
-        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        result: dict[str, Any] = {"digest": digest, "size": size, "offset_before": offset}
         if offset >= size:
-            return {"digest": digest, "size": size}  # already staged: nothing to send
+            return result  # already staged: nothing to send
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         headers = {
             "Content-Range": f"bytes {offset}-{size - 1}/{size}",
             "Content-Type": media_type,
@@ -137,15 +138,23 @@ class StaffClient:
         async with session.put(
             f"{url}?name={quote(path.name)}", data=_read_from(path, offset), headers=headers
         ) as resp:
-            body = await self._json(resp)
-        return {"digest": digest, "size": size, "reply": body}
+            result["reply"] = await self._json(resp)
+        return result
+
+    async def upload_file(self, path: Path) -> dict[str, Any]:
+        """Stage ``path`` (resuming from what the node holds); its digest and the reply."""
+        try:
+            async with self._session() as session:
+                return await self._upload(session, path)
+        except aiohttp.ClientError as exc:
+            raise StaffApiError(0, "unreachable", f"cannot reach {self.base_url}: {exc}") from None
 
     async def send(self, request: Mapping[str, Any], attachments: Sequence[Path]) -> dict[str, Any]:
         try:
             async with self._session() as session:
                 digests = []
                 for path in attachments:
-                    digests.append((await self.upload(session, path))["digest"])
+                    digests.append((await self._upload(session, path))["digest"])
                 body = {**request, "attachments": digests}
                 async with session.post(f"{self.base_url}/staff/v1/packets", json=body) as resp:
                     result: dict[str, Any] = await self._json(resp)

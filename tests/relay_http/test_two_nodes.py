@@ -234,3 +234,31 @@ async def test_interrupted_blob_upload_resumes_from_the_held_offset(pki: Pki, pa
         assert rest.status == 200, await rest.text()
         assert rest.headers["Upload-Offset"] == str(len(blob))
     del reader
+
+
+async def test_staff_upload_resumes_where_an_earlier_attempt_stopped(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """Half a file staged by a cut-off PUT; the client then sends only the rest."""
+    import aiohttp
+
+    scan = tmp_path / "floor-plan.pdf"
+    scan.write_bytes(bytes(range(256)) * 8192)  # 2 MiB
+    data = scan.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    client = _client(pair.a)
+    url = f"{client.base_url}/staff/v1/attachments/{digest}"
+    half = len(data) // 2
+    headers = {"Authorization": f"Bearer {client.token}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        first = await session.put(
+            url,
+            data=io.BytesIO(data[:half]),
+            headers={"Content-Range": f"bytes 0-{half - 1}/{len(data)}"},
+            ssl=client.ssl_context,
+        )
+        assert first.status == 200
+        assert first.headers["Upload-Offset"] == str(half)
+    reply = await client.upload_file(scan)
+    assert reply["offset_before"] == half
+    assert reply["reply"]["attachment"]["plain_digest"] == digest
