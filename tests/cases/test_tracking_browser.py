@@ -126,3 +126,33 @@ async def test_guessing_is_throttled_and_another_case_is_never_shown(browser, of
         assert await page.is_hidden("#case-view")
         assert "WC-B" not in (await page.text_content("#case-view") or "")
         await context.close()
+
+
+async def test_verify_page_reports_a_licence_in_chinese_and_english(browser, offices, clock):
+    from datetime import timedelta
+
+    from signing.licence import Licence, issue_licence
+
+    licence = Licence(
+        issuer_node=HANDLING, number="XK-320982-0007", licence_type=BOOKS,
+        holder_id="91420106MA4KXXXX1X", holder_name="武昌书店", scope="图书零售",
+        department_zh="大丰区行政审批局", department_en="Dafeng Approval Bureau",
+        issued_at=clock(), valid_from=clock(), valid_until=clock() + timedelta(days=365),
+    )  # fmt: skip
+    token = issue_licence(licence, offices.pki.keys[HANDLING].seal, at=clock())
+    async with serve(offices.r.public()) as base:
+        context = await browser.new_context()
+        page = await context.new_page()
+        await page.goto(f"{base}/verify#token={token}", timeout=MS)
+        await page.wait_for_selector("#verdict[data-valid='true']", timeout=MS)
+        assert await page.text_content("#verdict") == "证照有效"
+        assert "大丰区行政审批局" in await page.text_content("#licence")
+        await page.click("#lang-switch")
+        assert await page.text_content("#verdict") == "Valid licence"
+        assert "Dafeng Approval Bureau" in await page.text_content("#licence")
+        await page.fill("#token", token[:-8] + "AAAAAAAA")
+        await page.click("button[type=submit]")
+        await page.wait_for_selector("#verdict[data-valid='false']", timeout=MS)
+        outcome = await page.get_attribute("tr[data-check='signature']", "data-outcome")
+        assert outcome == "failed"
+        await context.close()
