@@ -49,6 +49,8 @@ from relay.core.errors import RelayError
 from relay.core.model import InboxItem, PacketContent, PacketSummary
 from signing.certificates import TrustBundle
 from signing.keys import Signer
+from signing.licence import verify_licence
+from signing.licence_report import Check, Outcome
 
 __all__ = ["CASE_ACTIONS", "CaseDesk", "Opened", "Overdue", "PacketPort", "SyncingCore"]
 
@@ -192,6 +194,8 @@ class CaseDesk:
         """Our office takes a step: checked, stored, and sent to the other office."""
         now = self._clock()
         before = self.get(case_id)
+        if kind is EventKind.ISSUE_LICENCE:
+            self._check_licence(details, before.case.header, now)
         case, packets = transition(before.case, Command(kind, details), now)
 
         def change(old: CaseRecord | None) -> CaseRecord | None:
@@ -302,8 +306,36 @@ class CaseDesk:
             raise MalformedEvent("packet sender or matter does not match the event")
         if summary.action != action_for(event).value:
             raise MalformedEvent(f"action {summary.action} does not carry {event.kind}")
+        if event.kind is EventKind.ISSUE_LICENCE:
+            self._check_licence(event.details, header, event.at)
         case, _ = transition(old.case, Received(event), now)
         return CaseRecord(case, old.access_hash, old.opened_at, old.version)
+
+    def _check_licence(self, details: Mapping[str, Any], header: CaseHeader, at: datetime) -> None:
+        """A licence carried by ``issue-licence`` must be sealed by the handling office
+        (signature and certificate path valid at issuance), for this matter, with the
+        number the event names; raises :class:`MalformedEvent` (``bad-licence``)."""
+        token = details.get("licence")
+        if not isinstance(token, str):
+            raise MalformedEvent("issue-licence needs the licence token", code="bad-licence")
+        report = verify_licence(token, self._bundle(), at=at)
+        sealed = all(
+            report.result(check).outcome is Outcome.PASSED
+            for check in (Check.SIGNATURE, Check.CHAIN)
+        )
+        licence = report.licence
+        if not sealed or licence is None:
+            why = report.failure.value if report.failure else "unverified"
+            raise MalformedEvent(f"the licence does not verify ({why})", code="bad-licence")
+        if (
+            licence.issuer_node != header.handling
+            or licence.licence_type != header.matter
+            or licence.number != details.get("licence_number")
+        ):
+            raise MalformedEvent(
+                "the licence is not the handling office's licence for this matter",
+                code="bad-licence",
+            )
 
     # -- applicants ------------------------------------------------------------------
 

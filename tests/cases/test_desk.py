@@ -140,3 +140,35 @@ async def test_relay_refusal_rolls_the_case_back(offices, monkeypatch):
         await r.desk.open_case(matter=BOOKS, mode="proxy_receipt", handling=HANDLING,
                                case_id="WC-ROLLBACK")  # fmt: skip
     assert r.desk.get("WC-ROLLBACK").case.state is CaseState.RECEIVED
+
+
+async def test_issue_licence_needs_the_handling_offices_sealed_licence(offices, clock):
+    r, h = offices.r, offices.h
+    opened = await r.desk.open_case(matter=BOOKS, mode="proxy_receipt", handling=HANDLING)
+    case_id = opened.record.case.header.case_id
+    await offices.deliver()
+    await h.desk.act(case_id, K.ACCEPT, {})
+    await h.desk.act(case_id, K.DECIDE, {"decision": "approve"})
+
+    def licence(issuer: str, matter: str) -> str:
+        lic = Licence(
+            issuer_node=issuer, number="XK-1", licence_type=matter, holder_id="H-1",
+            holder_name="武昌书店", scope="图书零售", department_zh="某局", department_en="Bureau",
+            issued_at=clock(), valid_from=clock(), valid_until=clock() + timedelta(days=30),
+        )  # fmt: skip
+        return issue_licence(lic, offices.pki.keys[issuer].seal, at=clock())
+
+    for token in (
+        "eyJhbGciOiJFZERTQSJ9.e30.c2ln",
+        licence(RECEIVING, BOOKS),
+        licence(HANDLING, FOOD),
+    ):
+        with pytest.raises(CaseError) as info:
+            await h.desk.act(case_id, K.ISSUE_LICENCE, {"licence": token, "licence_number": "XK-1"})
+        assert info.value.code == "bad-licence"
+    good = licence(HANDLING, BOOKS)
+    with pytest.raises(CaseError):
+        await h.desk.act(case_id, K.ISSUE_LICENCE, {"licence": good, "licence_number": "XK-2"})
+    await h.desk.act(case_id, K.ISSUE_LICENCE, {"licence": good, "licence_number": "XK-1"})
+    await offices.deliver()
+    assert r.desk.get(case_id).case.state is CaseState.LICENCE_ISSUED
