@@ -150,7 +150,10 @@ def _status_reason(lc: Lifecycle, request: Request, at: datetime) -> Reason | No
         return Reason.EXPIRED
     if snap.state is State.SUPERSEDED:
         return Reason.SUPERSEDED
-    if snap.state is State.WITHDRAWN or {request.sender, request.recipient} & snap.withdrawn:
+    gone = snap.withdrawn
+    if snap.state is State.WITHDRAWN or (
+        gone and (request.sender in gone or request.recipient in gone)
+    ):
         return Reason.PARTY_WITHDRAWN
     if snap.state is State.SUSPENDED:
         return Reason.SUSPENDED

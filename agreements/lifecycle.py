@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -74,6 +74,12 @@ class Snapshot:
 class Lifecycle:
     agreement: Agreement
     snapshots: tuple[Snapshot, ...]  # non-empty, in time order
+    _times: tuple[datetime, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.snapshots:
+            raise ValueError("a lifecycle has at least one snapshot")
+        object.__setattr__(self, "_times", tuple(s.at for s in self.snapshots))
 
     @property
     def current(self) -> Snapshot:
@@ -85,8 +91,7 @@ class Lifecycle:
 
     def status_at(self, at: datetime) -> Snapshot | None:
         """The snapshot in force at ``at``; ``None`` before the lifecycle started."""
-        times = [s.at for s in self.snapshots]
-        i = bisect_right(times, at)
+        i = bisect_right(self._times, at)
         return self.snapshots[i - 1] if i else None
 
     def state_at(self, at: datetime) -> State:
