@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -141,8 +141,12 @@ class Node:
         core_factory: CoreFactory = relay_core_factory,
         clock: Callable[[], datetime] = utc_now,
         shutdown_timeout: float = 30.0,
+        federation_routes: Iterable[web.AbstractRouteDef] = (),
     ) -> None:
+        """``federation_routes`` mounts further federation endpoints (behind mutual TLS,
+        the partner check and the limits), e.g. the audit witnessing exchange."""
         self.config = config
+        self._federation_routes = tuple(federation_routes)
         self._factory = core_factory
         self._clock = clock
         self._shutdown_timeout = shutdown_timeout
@@ -202,6 +206,7 @@ class Node:
                     limits=config.limits,
                     descriptor=descriptor,
                     partners={p.node_id for p in config.partners},
+                    routes=self._federation_routes,
                 ),
                 config.federation,
                 server_context(cert, key, bundle.current(), require_client_cert=True),

@@ -10,7 +10,7 @@ Routes (the peer is the node id of the validated client certificate)::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 
 from aiohttp import web
@@ -60,12 +60,15 @@ def federation_app(
     limits: Limits,
     descriptor: Callable[[], bytes],
     partners: Collection[str] | None = None,
+    routes: Iterable[web.AbstractRouteDef] = (),
 ) -> web.Application:
     """The federation application. Serve it only with :func:`relay.tls.server_context`
     (``require_client_cert=True``): the peer identity comes from the TLS connection.
 
     With ``partners``, a validly certified node that is not one of them is refused
-    (403 ``peer-not-partner``) before anything else runs."""
+    (403 ``peer-not-partner``) before anything else runs. ``routes`` adds further
+    federation endpoints (e.g. the audit witnessing exchange) behind the same checks and
+    limits; their handlers find the caller in ``request[relay.tls.PEER_KEY]``."""
     app = web.Application(
         client_max_size=limits.max_body_bytes,
         middlewares=[
@@ -119,4 +122,5 @@ def federation_app(
     app.router.add_route("HEAD", attachment, head_attachment)
     app.router.add_put(attachment, put_attachment)
     app.router.add_get("/federation/v1/descriptor", get_descriptor)
+    app.router.add_routes(routes)
     return app

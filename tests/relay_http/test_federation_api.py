@@ -278,3 +278,37 @@ async def test_wrong_digest_is_422_digest_mismatch(fed: Harness) -> None:
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+async def test_extra_routes_sit_behind_the_same_peer_checks(pki: Pki, tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from relay.tls import PEER_KEY
+
+    calls: list[str] = []
+
+    async def checkpoint(request: web.Request) -> web.Response:
+        calls.append(request[PEER_KEY].node_id)
+        return web.json_response({"checkpoint": "note"})
+
+    app = federation_app(
+        FakeCore(tmp_path),
+        bundle=BundleSource(pki.bundle_path),
+        clock=_now,
+        limits=LIMITS,
+        descriptor=lambda: DESCRIPTOR,
+        partners={"420106"},
+        routes=[web.get("/federation/v1/audit/checkpoint", checkpoint)],
+    )
+    context = server_context(
+        pki.b / "tls.pem", pki.b / "tls.key", pki.bundle, require_client_cert=True
+    )
+    async with serve(app, context) as url, aiohttp.ClientSession() as session:
+        ok = await session.get(url + "/federation/v1/audit/checkpoint", ssl=client_ssl(pki, pki.a))
+        assert ok.status == 200
+        stranger = await session.get(
+            url + "/federation/v1/audit/checkpoint", ssl=client_ssl(pki, pki.stranger)
+        )
+        assert stranger.status == 403
+        assert (await stranger.json(content_type=None))["code"] == "peer-not-partner"
+    assert calls == ["420106"]
