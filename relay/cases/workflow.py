@@ -198,8 +198,7 @@ def _apply(view: CaseView, event: Event) -> CaseView:
             Complaint(c.seq, c.at, c.text, event.at, d["answer"]) if c.seq == d["complaint"] else c
             for c in view.complaints
         )
-    entry = TimelineEntry(event, True, state)
-    return _replace(view, state=state, timeline=(*view.timeline, entry), **changes)
+    return _replace(view, state=state, **changes)
 
 
 def _replace(view: CaseView, **changes: Any) -> CaseView:
@@ -210,13 +209,13 @@ def _replace(view: CaseView, **changes: Any) -> CaseView:
 
 def _fold(header: CaseHeader, events: tuple[Event, ...]) -> CaseView:
     view = CaseView(S.RECEIVED, ())
+    timeline = []
     for event in events:
-        if _why_not(view, header, event) is None:
+        applied = _why_not(view, header, event) is None
+        if applied:
             view = _apply(view, event)
-        else:
-            void = TimelineEntry(event, False, view.state)
-            view = _replace(view, timeline=(*view.timeline, void))
-    return view
+        timeline.append(TimelineEntry(event, applied, view.state))
+    return _replace(view, timeline=tuple(timeline))
 
 
 @dataclass(frozen=True)
@@ -240,7 +239,14 @@ class Case:
 
     def count(self, origin: Office) -> int:
         """How many events of ``origin`` this copy holds (they are numbered 1..count)."""
-        return sum(1 for e in self.events if e.origin is origin)
+        return self._counts[origin]
+
+    @cached_property
+    def _counts(self) -> dict[Office, int]:
+        counts = dict.fromkeys(Office, 0)
+        for e in self.events:
+            counts[e.origin] += 1
+        return counts
 
     def event(self, origin: Office, seq: int) -> Event | None:
         for e in self.events:
