@@ -69,12 +69,18 @@ def _lang(value: object) -> str:
 
 
 def add_tracking_routes(
-    app: web.Application, desk: CaseDesk, *, posts: TokenBucketLimiter | None = None
+    app: web.Application,
+    desk: CaseDesk,
+    *,
+    posts: TokenBucketLimiter | None = None,
+    max_sockets: int = 1000,
 ) -> None:
     """Add the tracking routes and pages to a public application (before it starts).
 
-    ``posts`` throttles ratings and complaints per client address."""
+    ``posts`` throttles ratings and complaints per client address; at most
+    ``max_sockets`` live tracking WebSockets are held at once (503 beyond)."""
     post_limit = posts or TokenBucketLimiter(capacity=5, rate=1 / 60)
+    sockets = {"open": 0}
 
     def by_link(token: object) -> CaseRecord:
         if not isinstance(token, str) or not token:
@@ -104,8 +110,17 @@ def add_tracking_routes(
 
     async def track_ws(request: web.Request) -> web.WebSocketResponse:
         record = by_link(request.query.get("link"))
-        case_id = record.case.header.case_id
         lang = _lang(request.query.get("lang"))
+        if sockets["open"] >= max_sockets:
+            raise Problem(503, ProblemCode.SERVICE_UNAVAILABLE, "too many live tracking pages")
+        sockets["open"] += 1
+        try:
+            return await follow(request, record, lang)
+        finally:
+            sockets["open"] -= 1
+
+    async def follow(request: web.Request, record: CaseRecord, lang: str) -> web.WebSocketResponse:
+        case_id = record.case.header.case_id
         ws = web.WebSocketResponse(heartbeat=_WS_WAIT, max_msg_size=4096)
         await ws.prepare(request)
         await ws.send_str(_dumps({"type": "view", "view": desk.view(record, lang)}))
