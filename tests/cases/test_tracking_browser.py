@@ -20,7 +20,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from relay.cases.model import EventKind
 
 CHROMIUM = "/usr/bin/chromium"
-MS = 15_000
+MS = 30_000  # generous: the machine may be busy with other suites
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
