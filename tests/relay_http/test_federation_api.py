@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from fake_core import FakeCore
+from relay_http_fake_core import FakeCore
 from relay_http_support import Pki, client_ssl, serve
 
 from relay.config import Limits

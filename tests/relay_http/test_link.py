@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from fake_core import FakeCore
+from relay_http_fake_core import FakeCore
 from relay_http_support import Pki, serve
 
 from relay.config import Limits

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from fake_core import RunningFakeCore
+from relay_http_fake_core import RunningFakeCore
 from relay_http_support import Pki, client_ssl, free_ports, write_config
 
 from relay.cli import main

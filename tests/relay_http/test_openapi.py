@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fake_core import FakeCore
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
+from relay_http_fake_core import FakeCore
 from relay_http_support import Pki, client_ssl, serve
 
 from relay.config import Limits

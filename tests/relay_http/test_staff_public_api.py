@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fake_core import FakeCore
+from relay_http_fake_core import FakeCore
 from relay_http_support import Pki, client_ssl, serve
 
 from relay.config import Limits
