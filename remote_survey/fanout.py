@@ -25,7 +25,7 @@ from collections.abc import Callable
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-__all__ = ["AUDIO_RATE", "ForwardTrack", "FrameSink", "TrackTap"]
+__all__ = ["AUDIO_RATE", "ForwardTrack", "FrameSink", "TrackTap", "copy_video"]
 
 Frame = av.VideoFrame | av.AudioFrame
 Item = tuple[float, Frame]  # (monotonic arrival time, frame)
@@ -35,6 +35,26 @@ _VIDEO_BASE = fractions.Fraction(1, 90_000)
 _AUDIO_BASE = fractions.Fraction(1, AUDIO_RATE)
 _EPOCH = time.monotonic()  # shared by every forward track: a frame sent to several
 # participants is stamped with (nearly) the same value whichever track stamps it
+
+
+def copy_video(frame: av.VideoFrame) -> av.VideoFrame:
+    """A private copy of ``frame`` (pixels only), row by row when line sizes differ.
+
+    A received frame is shared by every consumer; aiortc's encoders run in worker
+    threads and set ``pts`` and ``pict_type`` on the frame they are given, so each
+    forward track sends its own copy.
+    """
+    out = av.VideoFrame(frame.width, frame.height, frame.format.name)
+    for dst, src in zip(out.planes, frame.planes, strict=True):
+        d, s = memoryview(dst).cast("B"), memoryview(src).cast("B")
+        if dst.line_size == src.line_size:
+            d[:] = s[: d.nbytes]
+            continue
+        width = min(dst.line_size, src.line_size)
+        for row in range(dst.height):
+            a, b = row * dst.line_size, row * src.line_size
+            d[a : a + width] = s[b : b + width]
+    return out
 
 
 class FrameSink:
@@ -206,8 +226,8 @@ class ForwardTrack(MediaStreamTrack):
     def _stamp(self, frame: Frame) -> Frame:
         """Give the frame our own clock so timestamps never jump back on a source switch.
 
-        Audio frames are small and copied (each receiver counts its own samples); a
-        video frame shared by several receivers gets the shared clock's value.
+        Each receiver gets its own copy (see :func:`copy_video`); audio counts samples,
+        video takes the shared monotonic clock.
         """
         if isinstance(frame, av.AudioFrame):
             copy = av.AudioFrame(
@@ -220,6 +240,7 @@ class ForwardTrack(MediaStreamTrack):
             copy.time_base = _AUDIO_BASE
             self._samples += frame.samples
             return copy
-        frame.pts = round((time.monotonic() - _EPOCH) * 90_000)
-        frame.time_base = _VIDEO_BASE
-        return frame
+        video = copy_video(frame)
+        video.pts = round((time.monotonic() - _EPOCH) * 90_000)
+        video.time_base = _VIDEO_BASE
+        return video

@@ -7,7 +7,7 @@ import asyncio
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from remote_survey.fanout import ForwardTrack, FrameSink, TrackTap
+from remote_survey.fanout import ForwardTrack, FrameSink, TrackTap, copy_video
 
 
 class FakeTrack(MediaStreamTrack):
@@ -87,3 +87,18 @@ async def test_a_video_forward_track_waits_for_a_source_without_buffering() -> N
     await asyncio.wait_for(tap.ended.wait(), 5)
     assert forward.pending == 2  # 99 frames offered, the freshest two kept
     forward.stop()
+
+
+def test_each_receiver_gets_its_own_video_frame_with_the_same_pixels() -> None:
+    # aiortc encoders set pts/pict_type on the frame they get, in worker threads
+    frame = av.VideoFrame(642, 480, "yuv420p")
+    for plane in frame.planes:
+        plane.update(
+            bytes(range(256)) * (plane.buffer_size // 256) + bytes(plane.buffer_size % 256)
+        )
+    frame.pts = 7
+    copy = copy_video(frame)
+    assert copy is not frame
+    assert [bytes(p) for p in copy.planes] == [bytes(p) for p in frame.planes]
+    copy.pts = 99
+    assert frame.pts == 7
