@@ -171,6 +171,16 @@ class Node:
         }
 
     async def start(self) -> None:
+        """Build the core, bind the three listeners, start the outbox; on any failure
+        undo what was done (listeners closed, storage closed) and raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+        _log.info("node %s serving %s", self.config.node_id, self.urls)
+
+    async def _start(self) -> None:
         config = self.config
         bundle = BundleSource(config.trust_bundle)
         cert, key = config.key_dir / "tls.pem", config.key_dir / "tls.key"
@@ -234,32 +244,27 @@ class Node:
                 else None,
             ),
         ]
-        try:
-            for name, app, listener, context in apps:
-                runner = web.AppRunner(
-                    app,
-                    handle_signals=False,
-                    access_log=logging.getLogger(f"tongban.relay.access.{name}"),
-                    shutdown_timeout=self._shutdown_timeout,
-                    max_line_size=config.limits.max_header_bytes,
-                    max_field_size=config.limits.max_header_bytes,
-                    # also the deadline for a new connection's first request head:
-                    # a client that trickles its headers is closed when it fires
-                    keepalive_timeout=config.limits.request_timeout,
-                )
-                await runner.setup()
-                self._runners.append(runner)
-                site = web.TCPSite(runner, listener.host, listener.port, ssl_context=context)
-                await site.start()
-                scheme = "https" if context is not None else "http"
-                host = f"[{listener.host}]" if ":" in listener.host else listener.host
-                self.urls[name] = f"{scheme}://{host}:{listener.port}"
-        except BaseException:
-            await self.stop()
-            raise
+        for name, app, listener, context in apps:
+            runner = web.AppRunner(
+                app,
+                handle_signals=False,
+                access_log=logging.getLogger(f"tongban.relay.access.{name}"),
+                shutdown_timeout=self._shutdown_timeout,
+                max_line_size=config.limits.max_header_bytes,
+                max_field_size=config.limits.max_header_bytes,
+                # also the deadline for a new connection's first request head:
+                # a client that trickles its headers is closed when it fires
+                keepalive_timeout=config.limits.request_timeout,
+            )
+            await runner.setup()
+            self._runners.append(runner)
+            site = web.TCPSite(runner, listener.host, listener.port, ssl_context=context)
+            await site.start()
+            scheme = "https" if context is not None else "http"
+            host = f"[{listener.host}]" if ":" in listener.host else listener.host
+            self.urls[name] = f"{scheme}://{host}:{listener.port}"
         self._outbox = asyncio.create_task(core.run_outbox(self._outbox_stop), name="outbox")
         self._outbox.add_done_callback(_log_outbox_end)
-        _log.info("node %s serving %s", config.node_id, self.urls)
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight requests, stop the outbox, close storage."""

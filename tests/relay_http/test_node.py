@@ -269,3 +269,20 @@ async def test_certified_node_that_is_not_a_partner_is_refused(
         assert (await resp.json(content_type=None))["code"] == "peer-not-partner"
     assert built.core is not None
     assert built.core.batches == []
+
+
+async def test_failed_start_undoes_what_it_did(pki: Pki, tmp_path: Path) -> None:
+    import socket
+
+    ports = free_ports(3)
+    config_path = write_config(tmp_path / "n", pki, pki.a, "420106", ports=ports)  # type: ignore[arg-type]
+    built = Built()
+    node = Node(load_config(config_path), core_factory=_factory(tmp_path, built))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", ports[2]))  # the staff port is taken
+        busy.listen()
+        with pytest.raises(OSError, match="address already in use"):
+            await node.start()
+    assert built.closed, "storage was left open"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", ports[0]))  # the federation listener was closed again
