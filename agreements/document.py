@@ -28,6 +28,7 @@ from agreements.model import (
     ServiceMode,
     from_epoch,
 )
+from signing.certificates import is_node_id as _is_node_id
 
 __all__ = [
     "is_node_id",
@@ -41,13 +42,12 @@ __all__ = [
 _ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _MATTER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _TOKEN = re.compile(r"[a-z][a-z0-9-]{0,63}")
-_NODE_ID = re.compile(r"[0-9]{6}")
 _MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z
 
 
 def is_node_id(text: object) -> bool:
-    """Exactly 6 ASCII digits, not ``000000`` (same rule as the signing core)."""
-    return isinstance(text, str) and bool(_NODE_ID.fullmatch(text)) and text != "000000"
+    """Exactly 6 ASCII digits, not ``000000`` (:func:`signing.certificates.is_node_id`)."""
+    return isinstance(text, str) and _is_node_id(text)
 
 
 def pointer(*parts: str | int) -> str:
