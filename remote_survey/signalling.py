@@ -46,6 +46,7 @@ CLOSE_CODES = {
 }
 _OUTBOX = 64
 _MAX_MESSAGE = 256 * 1024
+_REPLACE_TIMEOUT = 10.0
 
 
 @dataclass(eq=False)
@@ -135,7 +136,8 @@ async def handle_ws(request: web.Request, rooms: dict[str, LiveRoom]) -> web.Web
     for old in tuple(live.connections):
         if old.device_id == device or (role is Role.SITE and old.role is Role.SITE):
             await old.ws.close(code=CLOSE_CODES["replaced"], message=b"replaced")
-            await old.peer.closed.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(old.peer.closed.wait(), _REPLACE_TIMEOUT)
     peer = Peer(role, device, live.room)
     conn = Connection(role, person, device, ws, peer)
     live.connections.add(conn)

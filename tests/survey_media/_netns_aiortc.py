@@ -38,6 +38,7 @@ class Party:
         self.inbox: Inbox | None = None
         self.video_frames = 0
         self.got_video = asyncio.Event()
+        self.got_audio = asyncio.Event()
         self._consumers: list[asyncio.Task[None]] = []
 
     async def join(self, *, send_media: bool) -> dict[str, Any]:
@@ -66,6 +67,8 @@ class Party:
                 if isinstance(frame, av.VideoFrame):
                     self.video_frames += 1
                     self.got_video.set()
+                else:
+                    self.got_audio.set()
 
     async def send(self, message: dict[str, Any]) -> None:
         assert self.inbox is not None
@@ -96,12 +99,16 @@ async def test_live_session_records_snapshots_survives_a_drop_and_is_reported(
         welcome = await inspector.join(send_media=True)
         assert welcome["role"] == "inspector"
         assert [i["id"] for i in welcome["checklist"]] == ["kitchen-layout", "fire-exit"]
+        observer = Party(http, world, world.token(Role.OBSERVER, "obs-1"), "tablet-1")
+        await observer.join(send_media=False)
         await site.join(send_media=True)
         assert inspector.inbox
         assert site.inbox
-        # going live: the first site frame starts the session; the inspector sees video
+        # going live: the first site frame starts the session; inspector and observer
+        # see and hear the site, the site hears the inspector
         await inspector.inbox.expect("state", state="live")
-        await asyncio.wait_for(inspector.got_video.wait(), WAIT)
+        for event in (inspector.got_video, inspector.got_audio, observer.got_video, site.got_audio):
+            await asyncio.wait_for(event.wait(), WAIT)
         await inspector.inbox.expect("segment")
         # snapshot: a full-resolution PNG, hashed into the chain
         await inspector.send({"type": "snapshot"})
@@ -151,6 +158,7 @@ async def test_live_session_records_snapshots_survives_a_drop_and_is_reported(
         report = await inspector.inbox.expect("report")
         await inspector.inbox.expect("state", state="completed")
         await site.leave()
+        await observer.leave()
         await inspector.leave()
 
     entries = parse_evidence((live.room.media_dir / "evidence.jsonl").read_bytes())
