@@ -20,8 +20,20 @@ settled, verified and tested on its own:
   (a function of the chain, so verifiers recompute it) and the report sealed by the
   surveying office, verified step by step with every failure listed.
 
-The wire formats are normative in ``docs/protocol.md`` §10. Time is always an argument
-(server time for evidence); randomness (token ids) is too. The shell that will add
-WebSocket signalling, aiortc recording and the pages calls into this core and never the
-other way round. The package reports; it never decides a case.
+The shell around that core (signalling and media, ``docs/protocol.md`` §12):
+
+- :mod:`remote_survey.room` — one running survey: session, chain written to
+  ``evidence.jsonl`` entry by entry, who may do what, all times from the injected clock.
+- :mod:`remote_survey.peer`, :mod:`remote_survey.fanout` — a server-side aiortc peer per
+  participant; every received track consumed at once into bounded buffers, relayed to
+  viewers and recorded.
+- :mod:`remote_survey.recorder` — short H.264/Opus segments, each hashed and chained as
+  it is written; lossless PNG snapshots.
+- :mod:`remote_survey.signalling`, :mod:`remote_survey.web` — the WebSocket and the
+  pages (``static/``), as an aiohttp app or routes added to the node's public listener.
+
+The wire formats are normative in ``docs/protocol.md`` §10 and §12. Time is always an
+argument (server time for evidence); randomness (token ids, challenge codes) is too. The
+shell calls into the core and never the other way round. The package reports; it never
+decides a case.
 """
