@@ -2,7 +2,7 @@
 
 Usage: ``python receiver_process.py PKI_DIR DATA_DIR NODE_ID``. Reads one JSON request
 per line on stdin (``{"peer": id, "packets": [token, ...]}``), answers one JSON line
-(the receipts) on stdout. Time is fixed at ``conftest.START``.
+(the receipts) on stdout. Time is fixed at ``relay_core_support.START``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from conftest import START, FakeAgreement
+from relay_core_support import START, FakeAgreement
 
 from relay.core.directory import Directory
 from relay.core.fakes import FakeNetwork

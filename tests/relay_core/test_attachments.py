@@ -9,21 +9,21 @@ import tracemalloc
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import ACTION, DAFENG, MATTER, MODE, WUCHANG, Federation
-from test_delivery import drain
+from relay_core_support import (
+    ACTION,
+    DAFENG,
+    MATTER,
+    MODE,
+    WUCHANG,
+    Federation,
+    chunks_of,
+    collect,
+    drain,
+)
 
 from relay.core.errors import AttachmentError
 from relay.core.model import OutboxState
 from relay.core.service import RelayNode
-
-
-async def chunks_of(data: bytes, size: int = 65_536) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), size):
-        yield data[i : i + size]
-
-
-async def collect(stream: AsyncIterator[bytes]) -> bytes:
-    return b"".join([c async for c in stream])
 
 
 async def stage(node: RelayNode, data: bytes) -> str:

@@ -12,8 +12,17 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import DAFENG, NINGJIN, WUCHANG, FakeAgreement, FakeClock, Federation, Pki
-from test_attachments import chunks_of, collect
+from relay_core_support import (
+    DAFENG,
+    NINGJIN,
+    WUCHANG,
+    FakeAgreement,
+    FakeClock,
+    Federation,
+    Pki,
+    chunks_of,
+    collect,
+)
 
 from relay.core.fakes import FakeNetwork
 from relay.core.model import OutboxState

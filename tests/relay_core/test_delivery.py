@@ -6,38 +6,12 @@ import asyncio
 import random
 from collections import defaultdict
 
-from conftest import ACTION, DAFENG, MATTER, MODE, NINGJIN, WUCHANG, Federation
+from relay_core_support import DAFENG, NINGJIN, WUCHANG, Federation, drain, send
 
 from relay.audit.leaves import AuditLeaf, LeafKind, decode_leaf
 from relay.audit.store import AuditStore
 from relay.core.model import OutboxState
 from relay.core.receipts import ReceiptStatus, verify_receipt
-
-
-async def send(fed: Federation, sender: str, to: str, case: str, n: int = 1) -> list[str]:
-    ids = []
-    for i in range(n):
-        summary = await fed.nodes[sender].create_packet(
-            to=to,
-            case_id=case,
-            matter=MATTER,
-            action=ACTION,
-            mode=MODE,
-            content={"step": i, "applicant": "张三"},
-        )
-        ids.append(summary.packet_id)
-    return ids
-
-
-async def drain(fed: Federation, *senders: str, max_passes: int = 500) -> None:
-    """Run outbox passes (advancing the fake clock past every backoff) until idle."""
-    for _ in range(max_passes):
-        if not any(fed.stores[s].open_rows() for s in senders):
-            return
-        for s in senders:
-            await fed.nodes[s].deliver_once()
-        fed.clock.advance(seconds=fed.policy.max_delay.total_seconds())
-    raise AssertionError("outbox did not drain")
 
 
 async def test_a_packet_is_delivered_receipted_and_readable(federation: Federation) -> None:

@@ -7,9 +7,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from conftest import DAFENG, WUCHANG, Federation
-from forge import facts, forge
-from test_delivery import send
+from relay_core_support import DAFENG, WUCHANG, Federation, facts, forge, send
 
 from relay.core.directory import Directory
 from relay.core.errors import UnknownNode

@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import (
+from relay_core_support import (
     DAFENG,
     OUTSIDER,
     START,
@@ -15,11 +15,13 @@ from conftest import (
     FakeAgreement,
     FakeClock,
     Federation,
+    audit_size,
+    drain,
+    facts,
+    forge,
     make_pki,
+    send,
 )
-from forge import facts, forge
-from test_delivery import drain, send
-from test_refusals import audit_size
 
 import relay.core.inbox
 from certs.pki import revoke

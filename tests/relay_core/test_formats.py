@@ -8,13 +8,12 @@ import json
 from dataclasses import replace
 
 import pytest
-from conftest import DAFENG, WUCHANG, Federation
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import load_der_x509_certificate
 from joserfc import jws
 from joserfc.jwk import OKPKey
 from joserfc.registry import HeaderParameter
-from test_delivery import send
+from relay_core_support import DAFENG, WUCHANG, Federation, send
 
 from relay.core.errors import MalformedPacket
 from relay.core.packets import open_content, packet_digest, verify_packet

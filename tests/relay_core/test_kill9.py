@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import DAFENG, WUCHANG, Federation
+from relay_core_support import DAFENG, WUCHANG, Federation
 
 from relay.core.errors import PeerUnavailable
 from relay.core.model import OutboxState

@@ -5,15 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from conftest import ACTION, DAFENG, NINGJIN, WUCHANG, Federation
-from test_delivery import drain, send
+from relay_core_support import ACTION, DAFENG, NINGJIN, WUCHANG, Federation, drain, inbox_ids, send
 
 from relay.core.model import OutboxState
 from relay.core.packets import peek_facts
-
-
-def inbox_ids(fed: Federation, node: str) -> list[str]:
-    return [i.summary.packet_id for i in fed.nodes[node].list_inbox()]
 
 
 async def test_a_partner_that_was_down_gets_everything_in_order_once_back(

@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from conftest import DAFENG, START, WUCHANG, Federation
+from relay_core_support import DAFENG, START, WUCHANG, Federation
 
 from agreements.authorize import AgreementIndex
 from agreements.events import document_digest

@@ -4,12 +4,22 @@ store nothing, a replay gets the original receipt back and stores nothing twice.
 from __future__ import annotations
 
 import random
-import sqlite3
 from datetime import timedelta
 
 import pytest
-from conftest import ACTION, DAFENG, MATTER, MODE, NINGJIN, OUTSIDER, WUCHANG, Federation
-from forge import facts, forge
+from relay_core_support import (
+    ACTION,
+    DAFENG,
+    MATTER,
+    MODE,
+    NINGJIN,
+    OUTSIDER,
+    WUCHANG,
+    Federation,
+    audit_size,
+    facts,
+    forge,
+)
 
 from relay.core.errors import NotAuthorized
 from relay.core.packets import AttachmentKey, packet_digest
@@ -36,14 +46,6 @@ async def refusal(fed: Federation, token: str, *, peer: str = WUCHANG, to: str =
     assert r.log_index is None
     assert r.reason is not None
     return r.reason
-
-
-def audit_size(fed: Federation, node: str) -> int:
-    conn = sqlite3.connect(fed.root / node / "relay.sqlite3")
-    try:
-        return int(conn.execute("SELECT COUNT(*) FROM audit_leaves").fetchone()[0])
-    finally:
-        conn.close()
 
 
 async def test_a_packet_with_any_byte_changed_is_refused_as_bad_signature(

@@ -1,0 +1,249 @@
+"""Shared helpers of the relay core tests (a uniquely named module: the test
+directories share one import namespace, so nothing is imported from ``conftest``): a
+generated development PKI, nodes on real SQLite files, a fake clock, a fake agreement,
+the FakeNetwork, hand-built packets and small async helpers."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from certs.pki import init_federation, issue_node
+from relay.core.directory import Directory
+from relay.core.fakes import FakeNetwork
+from relay.core.fields import format_time
+from relay.core.outbox import OutboxPolicy
+from relay.core.packets import AttachmentKey, build_packet
+from relay.core.ports import AgreementRef, AuthorizationDecision, AuthorizationRequest
+from relay.core.service import RelayNode
+from relay.core.sqlite_store import SqliteStore
+from signing.certificates import TrustBundle
+from signing.nodedir import NodeKeys, load_node_keys
+
+WUCHANG, DAFENG, NINGJIN, OUTSIDER = "420106", "320982", "371422", "420981"
+START = datetime(2026, 11, 28, 1, 0, 0, tzinfo=UTC)
+AGREEMENT = AgreementRef("agr-hubei-jiangsu-shandong", 3, "a" * 64)
+MATTER, ACTION, MODE = "food-business-licence", "submit", "proxy_receipt"
+
+
+@dataclass(frozen=True)
+class Pki:
+    bundle: TrustBundle
+    keys: dict[str, NodeKeys]
+    descriptors: dict[str, bytes]  # node.json of every node
+    rogue_keys: NodeKeys  # a node certificate from a root nobody trusts
+    federation_dir: Path  # root.pem, root.key, crl.pem of the trusted federation
+
+    def current_bundle(self) -> TrustBundle:
+        """The bundle with the federation's crl.pem as it is on disk now."""
+        fed = self.federation_dir
+        return TrustBundle.from_pem(
+            (fed / "root.pem").read_bytes() + (fed / "crl.pem").read_bytes()
+        )
+
+
+def make_pki(base: Path) -> Pki:
+    """A federation with four nodes (three parties and an outsider) and a rogue one."""
+    then = START - timedelta(days=1)
+    fed = base / "federation"
+    init_federation(fed, "Test", now=then)
+    keys = {}
+    for node in (WUCHANG, DAFENG, NINGJIN, OUTSIDER):
+        issue_node(
+            fed, node, f"office {node}", "127.0.0.1", base / node, now=START - timedelta(days=1)
+        )
+        keys[node] = load_node_keys(base / node)
+    rogue_fed = base / "rogue"
+    init_federation(rogue_fed, "Rogue", now=then)
+    issue_node(
+        rogue_fed,
+        DAFENG,
+        "fake dafeng",
+        "127.0.0.1",
+        base / "rogue-node",
+        now=START - timedelta(days=1),
+    )
+    bundle = TrustBundle.from_pem((fed / "root.pem").read_bytes() + (fed / "crl.pem").read_bytes())
+    descriptors = {node: k.descriptor_bytes for node, k in keys.items()}
+    return Pki(bundle, keys, descriptors, load_node_keys(base / "rogue-node"), fed)
+
+
+class FakeClock:
+    def __init__(self, start: datetime = START) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+@dataclass
+class FakeAgreement:
+    """Grants (sender, receiver, matter, action) under AGREEMENT to parties only."""
+
+    parties: set[str] = field(default_factory=lambda: {WUCHANG, DAFENG, NINGJIN})
+    denied_actions: set[str] = field(default_factory=set)
+    calls: list[AuthorizationRequest] = field(default_factory=list)
+
+    def __call__(self, request: AuthorizationRequest, at: datetime) -> AuthorizationDecision:
+        self.calls.append(request)
+        if request.agreement is not None and request.agreement != AGREEMENT:
+            return AuthorizationDecision(False, "unknown-agreement")
+        if request.sender not in self.parties or request.receiver not in self.parties:
+            return AuthorizationDecision(False, "not-a-party")
+        if request.matter != MATTER:
+            return AuthorizationDecision(False, "matter-not-granted")
+        if request.action in self.denied_actions:
+            return AuthorizationDecision(False, "action-not-granted")
+        return AuthorizationDecision(True, None, AGREEMENT)
+
+
+@dataclass
+class Federation:
+    """Nodes on one FakeNetwork sharing a clock and an agreement."""
+
+    pki: Pki
+    root: Path
+    clock: FakeClock
+    agreement: FakeAgreement
+    network: FakeNetwork
+    policy: OutboxPolicy
+    nodes: dict[str, RelayNode] = field(default_factory=dict)
+    stores: dict[str, SqliteStore] = field(default_factory=dict)
+
+    def directory(self, *, without: str | None = None) -> Directory:
+        d = Directory(self.pki.bundle)
+        d.add_all((v for k, v in self.pki.descriptors.items() if k != without), at=self.clock())
+        return d
+
+    def start(
+        self,
+        node_id: str,
+        *,
+        keys: NodeKeys | None = None,
+        directory: Directory | None = None,
+        bundle: Callable[[], TrustBundle] | None = None,
+    ) -> RelayNode:
+        """(Re)start a node on its SQLite directory (closing a previous instance)."""
+        if node_id in self.stores:
+            self.stores[node_id].close()
+        store = SqliteStore(self.root / node_id)
+        node = RelayNode(
+            node_id=node_id,
+            keys=keys or self.pki.keys[node_id],
+            bundle=bundle or self.pki.bundle,
+            directory=directory or self.directory(),
+            authorizer=self.agreement,
+            store=store,
+            link=self.network.link(node_id),
+            clock=self.clock,
+            rng=random.Random(hash(node_id) & 0xFFFF),
+            policy=self.policy,
+        )
+        self.stores[node_id] = store
+        self.nodes[node_id] = node
+        self.network.attach(node)
+        return node
+
+    def close(self) -> None:
+        for store in self.stores.values():
+            store.close()
+
+
+SendPacket = Callable[..., object]
+
+
+async def send(fed: Federation, sender: str, to: str, case: str, n: int = 1) -> list[str]:
+    ids = []
+    for i in range(n):
+        summary = await fed.nodes[sender].create_packet(
+            to=to,
+            case_id=case,
+            matter=MATTER,
+            action=ACTION,
+            mode=MODE,
+            content={"step": i, "applicant": "张三"},
+        )
+        ids.append(summary.packet_id)
+    return ids
+
+
+async def drain(fed: Federation, *senders: str, max_passes: int = 500) -> None:
+    """Run outbox passes (advancing the fake clock past every backoff) until idle."""
+    for _ in range(max_passes):
+        if not any(fed.stores[s].open_rows() for s in senders):
+            return
+        for s in senders:
+            await fed.nodes[s].deliver_once()
+        fed.clock.advance(seconds=fed.policy.max_delay.total_seconds())
+    raise AssertionError("outbox did not drain")
+
+
+async def chunks_of(data: bytes, size: int = 65_536) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+async def collect(stream: AsyncIterator[bytes]) -> bytes:
+    return b"".join([c async for c in stream])
+
+
+def inbox_ids(fed: Federation, node: str) -> list[str]:
+    return [i.summary.packet_id for i in fed.nodes[node].list_inbox()]
+
+
+def audit_size(fed: Federation, node: str) -> int:
+    conn = sqlite3.connect(fed.root / node / "relay.sqlite3")
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM audit_leaves").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def facts(
+    fed: Federation, sender: str, to: str, *, seq: int = 1, prev: str | None = None, **over: Any
+) -> dict[str, Any]:
+    at = fed.clock()
+    obj: dict[str, Any] = {
+        "v": 1,
+        "id": str(uuid.uuid4()),
+        "case": "case-forged",
+        "from": sender,
+        "to": to,
+        "matter": MATTER,
+        "action": ACTION,
+        "mode": MODE,
+        "agreement": {"id": AGREEMENT.id, "version": AGREEMENT.version, "digest": AGREEMENT.digest},
+        "seq": seq,
+        "prev": prev,
+        "created": format_time(at),
+        "expires": format_time(at + timedelta(days=1)),
+        "attachments": [],
+    }
+    obj.update(over)
+    return obj
+
+
+def forge(
+    fed: Federation,
+    signer: NodeKeys,
+    to: str,
+    obj: dict[str, Any],
+    *,
+    body: dict[str, Any] | None = None,
+    keys: list[AttachmentKey] | None = None,
+) -> str:
+    recipient = fed.pki.keys[to].hpke_keys[0].public_key()
+    token, _, _ = build_packet(
+        obj, body or {"forged": True}, keys or [], signer=signer.seal, recipient=recipient,
+        at=fed.clock(),
+    )  # fmt: skip
+    return token
