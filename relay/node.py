@@ -45,7 +45,15 @@ from relay.http.staff import staff_app
 from relay.staff_auth import load_or_create_token_key
 from relay.tls import BundleSource, server_context
 
-__all__ = ["CoreFactory", "CoreHandle", "CoreService", "Node", "relay_core_factory", "utc_now"]
+__all__ = [
+    "CoreFactory",
+    "CoreHandle",
+    "CoreService",
+    "Extension",
+    "Node",
+    "relay_core_factory",
+    "utc_now",
+]
 
 _log = logging.getLogger("tongban.relay.node")
 
@@ -70,6 +78,9 @@ class CoreHandle:
 
 
 CoreFactory = Callable[[NodeConfig, PeerLink, BundleSource, Callable[[], datetime]], CoreHandle]
+
+Extension = Callable[[str, web.Application], None]
+"""``extension(listener_name, app)`` adds routes to a listener's application."""
 
 
 def relay_core_factory(
@@ -141,12 +152,16 @@ class Node:
         core_factory: CoreFactory = relay_core_factory,
         clock: Callable[[], datetime] = utc_now,
         shutdown_timeout: float = 30.0,
-        federation_routes: Iterable[web.AbstractRouteDef] = (),
+        extensions: Iterable[Extension] = (),
     ) -> None:
-        """``federation_routes`` mounts further federation endpoints (behind mutual TLS,
-        the partner check and the limits), e.g. the audit witnessing exchange."""
+        """``extensions`` are called as ``extension(listener_name, app)`` for the
+        ``"federation"``, ``"public"`` and ``"staff"`` applications before they start,
+        to add routes (case tracking, licences, the audit witnessing exchange...). The
+        routes they add sit behind that listener's middlewares: problem documents,
+        limits, and mutual TLS + the partner check (federation) or the bearer token
+        (staff)."""
         self.config = config
-        self._federation_routes = tuple(federation_routes)
+        self._extensions = tuple(extensions)
         self._factory = core_factory
         self._clock = clock
         self._shutdown_timeout = shutdown_timeout
@@ -216,7 +231,6 @@ class Node:
                     limits=config.limits,
                     descriptor=descriptor,
                     partners={p.node_id for p in config.partners},
-                    routes=self._federation_routes,
                 ),
                 config.federation,
                 server_context(cert, key, bundle.current(), require_client_cert=True),
@@ -245,6 +259,8 @@ class Node:
             ),
         ]
         for name, app, listener, context in apps:
+            for extension in self._extensions:
+                extension(name, app)
             runner = web.AppRunner(
                 app,
                 handle_signals=False,

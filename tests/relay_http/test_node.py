@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from relay_http_fake_core import RunningFakeCore
 from relay_http_support import Pki, client_ssl, free_ports, write_config
 
@@ -286,3 +287,33 @@ async def test_failed_start_undoes_what_it_did(pki: Pki, tmp_path: Path) -> None
     assert built.closed, "storage was left open"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", ports[0]))  # the federation listener was closed again
+
+
+async def test_extensions_add_routes_behind_each_listeners_checks(pki: Pki, tmp_path: Path) -> None:
+    listener_key = web.AppKey("listener", str)
+
+    async def hello_keyed(request: web.Request) -> web.Response:
+        return web.json_response({"hello": request.app[listener_key]})
+
+    def extension(name: str, app: web.Application) -> None:
+        if name in ("public", "staff"):
+            app[listener_key] = name
+            app.router.add_get(f"/{name}/v1/hello", hello_keyed)
+
+    ports = free_ports(3)
+    config_path = write_config(tmp_path / "n", pki, pki.a, "420106", ports=ports)  # type: ignore[arg-type]
+    built = Built()
+    node = Node(
+        load_config(config_path), core_factory=_factory(tmp_path, built), extensions=[extension]
+    )
+    await node.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            public = await session.get(node.urls["public"] + "/public/v1/hello")
+            assert await public.json() == {"hello": "public"}
+            staff = await session.get(
+                node.urls["staff"] + "/staff/v1/hello", ssl=client_ssl(pki, None)
+            )
+            assert staff.status == 401  # the staff token check applies to added routes
+    finally:
+        await node.stop()
