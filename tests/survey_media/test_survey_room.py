@@ -150,3 +150,29 @@ def test_an_abandoned_survey_cannot_be_reported_and_refuses_new_joins(world: Wor
     with pytest.raises(RoomError) as refused:
         room.admit(token, Role.SITE, "phone-1")
     assert refused.value.code == "session-ended"
+
+
+def test_an_interrupted_survey_converted_to_onsite_is_reported_as_such(world: World) -> None:
+    clock = Clock(datetime.now(UTC))
+    room = _room(world, clock)
+    room.site_live()
+    clock.advance(20)
+    room.site_lost()  # the phone lost its signal and never came back
+    clock.advance(60)
+    assert room.end(INSPECTOR, Event.CONVERT) is SurveyState.CONVERTED_TO_ONSITE
+    gap = room.chain.entries[-1].body
+    assert isinstance(gap, Gap)
+    assert gap.end_ms - gap.start_ms == 60_000
+    note = "现场信号不足, 转现场勘查"
+    answers = [
+        ChecklistAnswer("kitchen-layout", Answer.NOTE, note),
+        ChecklistAnswer("fire-exit", Answer.NOTE, note),
+    ]
+    with pytest.raises(RoomError):
+        room.report(INSPECTOR, answers, Verdict.PASS)
+    token = room.report(INSPECTOR, answers, Verdict.CONVERT_TO_ONSITE)
+    bundle = TrustBundle.from_pem(world.bundle_path.read_bytes())
+    result = verify_report(token, bundle, room.media_dir, clock())
+    assert result.ok, result.failures
+    assert result.report is not None
+    assert result.report.outcome is SurveyState.CONVERTED_TO_ONSITE
