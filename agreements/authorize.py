@@ -12,7 +12,9 @@ that agreement's reason:
 1. ``agreement-not-signed`` — at ``at`` the lifecycle is draft or proposed;
 2. ``not-yet-active`` — before ``valid_from`` (or before the lifecycle started);
 3. ``expired`` — at or after ``valid_until``, or the lifecycle expired;
-   ``superseded`` — a newer, fully signed version replaced it;
+   ``superseded`` — a supersede event, or a successor version in the same index (same
+   id, ``supersedes`` naming this version) that is fully signed: from the later of its
+   activation and its ``valid_from`` on;
 4. ``party-withdrawn`` — ``from`` or ``to`` withdrew at or before ``at`` (a bilateral
    agreement that a party left has ended with this reason too);
 5. ``suspended`` — suspended at ``at``;
@@ -115,13 +117,21 @@ class AgreementIndex:
     not copied: each agreement's own ``matter -> clause`` mapping is used.
     """
 
-    __slots__ = ("_by_pair", "_count")
+    __slots__ = ("_by_pair", "_count", "_superseded_at")
 
     def __init__(self, lifecycles: Iterable[Lifecycle] = ()) -> None:
         by_pair: dict[tuple[str, str], list[Lifecycle]] = {}
+        superseded_at: dict[tuple[str, int], datetime] = {}
         count = 0
         for lc in lifecycles:
             count += 1
+            ag = lc.agreement
+            activated = lc.activated_at
+            if ag.supersedes is not None and activated is not None:
+                # a successor supersedes once fully signed and in its window
+                when = max(activated, ag.valid_from)
+                key = (ag.id, ag.supersedes)
+                superseded_at[key] = min(when, superseded_at.get(key, when))
             ids = sorted(lc.agreement.party_ids)
             for a in ids:
                 for b in ids:
@@ -130,6 +140,7 @@ class AgreementIndex:
         self._by_pair: Mapping[tuple[str, str], tuple[Lifecycle, ...]] = MappingProxyType(
             {k: tuple(v) for k, v in by_pair.items()}
         )
+        self._superseded_at: Mapping[tuple[str, int], datetime] = MappingProxyType(superseded_at)
         self._count = count
 
     def __len__(self) -> int:
@@ -138,8 +149,18 @@ class AgreementIndex:
     def candidates(self, sender: str, recipient: str) -> tuple[Lifecycle, ...]:
         return self._by_pair.get((sender, recipient), ())
 
+    @property
+    def has_successors(self) -> bool:
+        return bool(self._superseded_at)
 
-def _status_reason(lc: Lifecycle, request: Request, at: datetime) -> Reason | None:
+    def superseded_at(self, agreement_id: str, version: int) -> datetime | None:
+        """When a fully signed successor in this index replaced that version, if one did."""
+        return self._superseded_at.get((agreement_id, version))
+
+
+def _status_reason(
+    index: AgreementIndex, lc: Lifecycle, request: Request, at: datetime
+) -> Reason | None:
     snap = lc.status_at(at)
     ag = lc.agreement
     if snap is None or snap.state in (State.DRAFT, State.PROPOSED):
@@ -148,7 +169,8 @@ def _status_reason(lc: Lifecycle, request: Request, at: datetime) -> Reason | No
         return Reason.NOT_YET_ACTIVE
     if at >= ag.valid_until or snap.state is State.EXPIRED:
         return Reason.EXPIRED
-    if snap.state is State.SUPERSEDED:
+    replaced = index.superseded_at(ag.id, ag.version) if index.has_successors else None
+    if snap.state is State.SUPERSEDED or (replaced is not None and at >= replaced):
         return Reason.SUPERSEDED
     gone = snap.withdrawn
     if snap.state is State.WITHDRAWN or (
@@ -160,8 +182,10 @@ def _status_reason(lc: Lifecycle, request: Request, at: datetime) -> Reason | No
     return None
 
 
-def _evaluate(lc: Lifecycle, request: Request, at: datetime) -> Permit | Reason:
-    status = _status_reason(lc, request, at)
+def _evaluate(
+    index: AgreementIndex, lc: Lifecycle, request: Request, at: datetime
+) -> Permit | Reason:
+    status = _status_reason(index, lc, request, at)
     if status is not None:
         return status
     clause = lc.agreement.clauses.get(request.matter)
@@ -188,7 +212,7 @@ def authorize(index: AgreementIndex, request: Request, at: datetime) -> Decision
     """Permit with the granting clause, or deny with a stable reason code."""
     best: Deny = Deny(Reason.NO_AGREEMENT)
     for lc in index.candidates(request.sender, request.recipient):
-        outcome = _evaluate(lc, request, at)
+        outcome = _evaluate(index, lc, request, at)
         if isinstance(outcome, Permit):
             return outcome
         if _RANK[outcome] > _RANK[best.reason]:

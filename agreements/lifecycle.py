@@ -94,6 +94,14 @@ class Lifecycle:
         i = bisect_right(self._times, at)
         return self.snapshots[i - 1] if i else None
 
+    @property
+    def activated_at(self) -> datetime | None:
+        """When the agreement first became active (fully signed), if it did."""
+        for snap in self.snapshots:
+            if snap.event is EventKind.ACTIVATE:
+                return snap.at
+        return None
+
     def state_at(self, at: datetime) -> State:
         """The state at ``at``, counting the end of the validity window as expiry."""
         snap = self.status_at(at)

@@ -183,3 +183,29 @@ def test_resumed_agreement_permits_again_only_when_every_suspender_resumed() -> 
 
 def test_a_sender_cannot_address_itself(index: AgreementIndex) -> None:
     assert decide(index, B, B, Action.STATUS_UPDATE) == Deny(Reason.NO_AGREEMENT)
+
+
+def test_new_version_supersedes_only_once_fully_signed() -> None:
+    v2 = agreement(
+        [A, B, C, D], [clause("food", handle=[C], receive_for={A: [C]})], version=2, supersedes=1
+    )
+    proposed = apply(start(v2, T0), event(v2, EventKind.PROPOSE, A, NOW))
+    index = AgreementIndex([active(BASE), proposed])
+    assert isinstance(decide(index, A, B, Action.SUBMIT, at=NOW + timedelta(days=1)), Permit)
+
+    signed_at = NOW + timedelta(days=2)
+    v2_active = apply(proposed, event(v2, EventKind.ACTIVATE, D, signed_at), signed_by=v2.party_ids)
+    index = AgreementIndex([active(BASE), v2_active])
+    before = signed_at - timedelta(seconds=1)
+    assert isinstance(decide(index, A, B, Action.SUBMIT, at=before), Permit)  # v1 still rules
+    # v1 is superseded; v2 does not let A submit to B any more, but to C
+    assert decide(index, A, B, Action.SUBMIT, at=signed_at) == Deny(Reason.ROLE_NOT_GRANTED, v2.ref)
+    permit = decide(index, A, C, Action.SUBMIT, at=signed_at)
+    assert isinstance(permit, Permit)
+    assert permit.clause.version == 2
+    only_v1 = AgreementIndex([active(BASE), v2_active]).candidates(D, B)
+    assert [lc.agreement.version for lc in only_v1] == [1, 2]
+    assert decide(index, D, B, Action.SUBMIT, at=signed_at) == Deny(Reason.ROLE_NOT_GRANTED, v2.ref)
+    assert decide(index, B, D, Action.ACCEPT, at=signed_at, matter="online-matter") == Deny(
+        Reason.MATTER_NOT_COVERED, v2.ref
+    )
