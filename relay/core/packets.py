@@ -66,6 +66,7 @@ __all__ = [
     "open_content",
     "packet_digest",
     "peek_facts",
+    "require_canonical",
     "verify_packet",
 ]
 
@@ -266,6 +267,16 @@ def canonical_parts(token: str) -> None:
             raise MalformedInput("non-canonical base64url")
 
 
+def require_canonical(obj: object, payload: bytes) -> None:
+    """Refuse a signed payload that is not exactly the canonical JSON of what it holds."""
+    try:
+        canonical = canonical_json(obj)
+    except MalformedInput as exc:  # e.g. floating-point numbers
+        raise MalformedPacket(f"payload is not canonical JSON: {exc}") from exc
+    if canonical != payload:
+        raise MalformedPacket("payload is not canonical JSON")
+
+
 def peek_facts(token: str) -> Mapping[str, Any] | None:
     """The unverified payload object of a packet, for naming it in a refusal; None if
     it does not even parse. Never trust anything read here."""
@@ -334,8 +345,7 @@ def verify_packet(token: str, bundle: TrustBundle, *, at: datetime) -> VerifiedP
     except ValueError as exc:
         raise MalformedPacket("payload is not JSON") from exc
     facts = RoutingFacts.from_json(obj)
-    if canonical_json(obj) != verified.payload:
-        raise MalformedPacket("payload is not canonical JSON")
+    require_canonical(obj, verified.payload)
     return VerifiedPacket(token, packet_digest(token), facts, verified.signer)
 
 
@@ -369,6 +379,7 @@ def open_content(
         obj = json.loads(verified.payload)
     except ValueError as exc:
         raise MalformedPacket("content is not JSON") from exc
+    require_canonical(obj, verified.payload)
     expected = {"v", "packet_id", "case", "from", "to", "body", "attachments"}
     if not isinstance(obj, dict) or set(obj) != expected or obj["v"] != 1:
         raise MalformedPacket("content must have exactly the v1 keys")

@@ -21,7 +21,7 @@ from typing import Any
 
 from relay.core.errors import MalformedPacket
 from relay.core.fields import digest_field, format_time, int_field, node_field, parse_time
-from relay.core.packets import canonical_parts
+from relay.core.packets import canonical_parts, require_canonical
 from signing.certificates import Purpose, TrustBundle
 from signing.encoding import canonical_json
 from signing.jws import sign_compact, verify_compact
@@ -116,9 +116,11 @@ def verify_receipt(token: str, bundle: TrustBundle, *, at: datetime, expected_fr
         token, bundle, at=at, typ=RECEIPT_TYP, purpose=Purpose.SEAL, node_id=expected_from
     )
     try:
-        receipt = Receipt.from_json(json.loads(verified.payload))
+        obj = json.loads(verified.payload)
     except ValueError as exc:
         raise MalformedPacket("receipt payload is not JSON") from exc
+    receipt = Receipt.from_json(obj)
+    require_canonical(obj, verified.payload)
     if receipt.sender != expected_from:
         raise MalformedPacket("receipt 'from' is not its signer")
     return receipt
