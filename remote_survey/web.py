@@ -19,6 +19,7 @@ WebSocket itself. :func:`add_survey_routes` adds the same routes to an existing 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -63,11 +64,11 @@ class SurveyHub:
             await live.close()
 
 
-def _page(name: str) -> web.StreamResponse:
+def _page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handler(_: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC / name, headers=_HEADERS)
 
-    return handler  # type: ignore[return-value]
+    return handler
 
 
 def add_survey_routes(app: web.Application, hub: SurveyHub) -> None:
@@ -81,8 +82,8 @@ def add_survey_routes(app: web.Application, hub: SurveyHub) -> None:
 
     app[HUB_KEY] = hub
     app.router.add_get(f"{PREFIX}/ws", ws)
-    app.router.add_get(f"{PREFIX}/site", _page("site.html"))  # type: ignore[arg-type]
-    app.router.add_get(f"{PREFIX}/inspector", _page("inspector.html"))  # type: ignore[arg-type]
+    app.router.add_get(f"{PREFIX}/site", _page("site.html"))
+    app.router.add_get(f"{PREFIX}/inspector", _page("inspector.html"))
     app.router.add_static(f"{PREFIX}/static/", STATIC, follow_symlinks=False)
     app.on_shutdown.append(on_shutdown)
 
