@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 
+from cryptography.x509.oid import NameOID
+
 from agreements.errors import AgreementError, SignatureRefused
 from agreements.events import Event, parse_event
 from agreements.model import Agreement
@@ -83,8 +85,6 @@ class SigningStatus:
 
 def signer_node_id(signer: Signer) -> str:
     """The node id (subject CN) of the signer's leaf certificate."""
-    from cryptography.x509.oid import NameOID
-
     names = signer.leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(names[0].value) if names else ""
 
