@@ -178,6 +178,19 @@ async def test_site_and_inspector_in_chromium_produce_a_verifiable_report(
     assert "error[media-missing]" in err
     assert snap in err
 
+    snap_altered = variant("snap-altered")
+    with (snap_altered / snap).open("ab") as f:
+        f.write(b"\0")
+    code, err = _verify(world, snap_altered, capsys)
+    assert code == 1
+    assert "error[media-size-mismatch]" in err
+
+    segment_removed = variant("segment-removed")
+    (segment_removed / segments[-1].name).unlink()
+    code, err = _verify(world, segment_removed, capsys)
+    assert code == 1
+    assert f"{segments[-1].name} is missing" in err
+
     if len(segments) >= 2:  # swap two segments' files: both digests differ
         swapped = variant("swapped")
         a, b = swapped / segments[0].name, swapped / segments[1].name
