@@ -100,6 +100,8 @@ class SqliteStore:
         self.directory = directory
         for sub in ("blobs", "partial", "tmp"):
             (directory / sub).mkdir(parents=True, exist_ok=True)
+        for leftover in (directory / "tmp").iterdir():  # half-sealed files of a crash
+            leftover.unlink()
         self._conn = sqlite3.connect(
             directory / "relay.sqlite3", isolation_level=None, check_same_thread=False
         )

@@ -84,3 +84,12 @@ async def test_a_revoked_seal_certificate_is_refused_once_the_new_crl_is_in_forc
         assert len(receiver.list_inbox()) == 1
     finally:
         fed.close()
+
+
+async def test_reopening_a_store_drops_half_written_temporary_files(
+    federation: Federation,
+) -> None:
+    leftover = federation.root / WUCHANG / "tmp" / "half-sealed"
+    leftover.write_bytes(b"\0" * 100)
+    federation.start(WUCHANG)
+    assert not leftover.exists()
