@@ -3,7 +3,8 @@
 Real headless Chromium (Debian's /usr/bin/chromium, fake camera and microphone) joins
 as the site party and as the inspector, from two browser contexts, against the real
 app on 127.0.0.2. The session goes live, a snapshot and a challenge are taken, the
-site's location is shared, the checklist is filled and the report is signed on the
+site's location is shared, the phone reloads the page and rejoins with the same link
+(a gap in the chain), the checklist is filled and the report is signed on the
 page. Then: every segment decodes, the segments match the sealed manifest, ``tongban
 survey verify`` passes, and fails once any segment or snapshot is altered, removed or
 reordered.
@@ -91,6 +92,10 @@ async def _survey_in_browsers(world: World) -> str:
             # the phone's location reached the inspector as a distance to the site
             await inspector.wait_for_selector("#distance[data-m]", timeout=MS)
             assert "米" in (await inspector.text_content("#distance") or "")
+            # the phone reloads the page: same link, same device (kept in localStorage)
+            await site.reload(timeout=MS)
+            await _wait_state(site, "live")
+            await _wait_state(inspector, "live")
             # the English switch
             await site.click("#lang")
             assert await site.text_content("h1") == "Remote survey — site"
@@ -143,6 +148,7 @@ async def test_site_and_inspector_in_chromium_produce_a_verifiable_report(
     assert report.evidence.challenges[0].shown_ms is not None
     assert report.answers[0].snapshots == (report.evidence.snapshots[0].sha256,)
     assert report.evidence.geolocation.to_json()["fixes"] >= 1
+    assert len(report.evidence.interruptions) == 1  # the reload, as a gap
     # the recording decodes and is exactly the manifest's segments, in order
     on_disk = sorted(p.name for p in media.glob("seg-*.mkv"))
     assert on_disk == [s.name for s in segments]
