@@ -110,7 +110,8 @@ class Sender:
         except PeerUnavailable as exc:
             self._peer_failed(batch.peer, exc)
             return 0
-        self._store.set_peer_backoff(batch.peer, PeerBackoff())
+        if batch.peer in self._store.peer_backoffs():
+            self._store.set_peer_backoff(batch.peer, PeerBackoff())  # reachable again
         at = self._clock()
         updates: list[OutboxUpdate] = []
         settled = 0

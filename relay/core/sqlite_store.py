@@ -249,6 +249,9 @@ class SqliteStore:
 
     def set_peer_backoff(self, peer: str, backoff: PeerBackoff) -> None:
         with self._tx() as c:
+            if backoff == PeerBackoff():  # reachable: no row at all
+                c.execute("DELETE FROM peers WHERE peer = ?", (peer,))
+                return
             c.execute(
                 "INSERT INTO peers (peer, failures, next_attempt_at) VALUES (?,?,?)"
                 " ON CONFLICT (peer) DO UPDATE SET failures = excluded.failures,"
