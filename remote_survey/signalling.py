@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,7 @@ CLOSE_CODES = {
 _OUTBOX = 64
 _MAX_MESSAGE = 256 * 1024
 _REPLACE_TIMEOUT = 10.0
+_log = logging.getLogger("tongban.survey.signalling")
 
 
 @dataclass(eq=False)
@@ -144,6 +146,10 @@ async def handle_ws(request: web.Request, rooms: dict[str, LiveRoom]) -> web.Web
     writer = asyncio.ensure_future(conn.writer())
     try:
         await _session(live, conn)
+    except Exception:
+        # the response is a WebSocket already: log here, close with 1011 below
+        _log.exception("survey %s: signalling with %s failed", live.room.plan.session_id, role)
+        await ws.close(code=1011, message=b"internal-error")
     finally:
         live.connections.discard(conn)
         if role is Role.SITE:
