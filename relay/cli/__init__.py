@@ -35,6 +35,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "relay.cli.staff",
     "relay.cli.licence",
     "relay.cli.survey",
+    "relay.cli.demo",
 )
 
 

@@ -1,0 +1,17 @@
+"""The demo's exceptions (tree drawn in :mod:`relay.demo`)."""
+
+from __future__ import annotations
+
+__all__ = ["DemoError", "NotADemoFolder", "StepFailed"]
+
+
+class DemoError(Exception):
+    """Base of the demo's errors."""
+
+
+class NotADemoFolder(DemoError):
+    """The work folder exists, is not empty and has no demo marker: left untouched."""
+
+
+class StepFailed(DemoError):
+    """A check of a demo step did not hold."""

@@ -1,0 +1,163 @@
+"""The scenario and its run: steps in order, then the node listing and the wait.
+
+:data:`SCENARIO` is the list of steps; adding a step is adding one entry. The run stops
+at the first failed step (later steps build on earlier ones) and reports it; the nodes
+are always stopped (SIGTERM, wait) before :func:`run_demo` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from relay.demo.agreement import agreement_step
+from relay.demo.context import Demo
+from relay.demo.errors import DemoError
+from relay.demo.nodes import staff_token, stop_nodes
+from relay.demo.relaying import relay_step
+from relay.demo.report import Reporter
+from relay.demo.trust import pki_step, signing_step
+from relay.demo.workdir import prepare_workdir
+from relay.staff_client import StaffApiError
+from signing.errors import SigningError
+
+__all__ = ["SCENARIO", "Step", "run_demo"]
+
+StepFn = Callable[[Demo, Reporter], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Step:
+    zh: str
+    en: str
+    run: StepFn
+
+
+SCENARIO: tuple[Step, ...] = (
+    Step("公钥基础设施：三个省级联盟", "PKI: three provincial federations", pki_step),
+    Step(
+        "签名核心：签名、验签、抗量子加密",
+        "Signing core: sign, verify, post-quantum sealing",
+        signing_step,
+    ),
+    Step(
+        "多方互认协议：起草、逐方签署、授权判定",
+        "Multilateral agreement: draft, sign in turn, authorize",
+        agreement_step,
+    ),
+    Step(
+        "联盟中继：三个节点之间的办件包与回执",
+        "Federation: a case packet and its receipt between three nodes",
+        relay_step,
+    ),
+)
+
+# Failures a step may end with, reported as a failed step (anything else is a bug
+# and propagates with its traceback, after the nodes are stopped).
+_STEP_ERRORS = (DemoError, SigningError, StaffApiError, OSError, TimeoutError, ValueError)
+
+
+async def _run_steps(demo: Demo, out: Reporter, steps: tuple[Step, ...]) -> bool:
+    total = len(steps) + 1
+    for number, step in enumerate(steps, 1):
+        out.step(number, total, step.zh, step.en)
+        started = time.perf_counter()
+        try:
+            await step.run(demo, out)
+        except _STEP_ERRORS as exc:
+            out.failed("此步骤失败", f"step failed: {type(exc).__name__}: {exc}")
+            return False
+        out.info(f"({time.perf_counter() - started:.1f} s)")
+    return True
+
+
+def _listing(demo: Demo, out: Reporter, total: int) -> None:
+    out.step(total, total, "节点地址与职员令牌", "Node URLs and staff tokens")
+    bundle = demo.bundle_path
+    for office in demo.offices:
+        urls = demo.endpoints(office.node_id)
+        out.plain(f"  {office.short} {office.place_en}")
+        out.info(
+            f"public     {urls['public']}   (/healthz, /readyz, /.well-known/tongban/node.json)"
+        )
+        out.info(f"staff      {urls['staff']}  (bearer token below; CA: {bundle})")
+        out.info(f"federation {urls['federation']}  (mutual TLS, partners only)")
+        if office.node_id in demo.nodes:
+            token = staff_token(demo, office.node_id, subject="demo-visitor")
+            out.info(f"token      {token}")
+    first = demo.offices[0].node_id
+    out.plain(
+        f'\n  e.g. curl --cacert {bundle} -H "Authorization: Bearer $TOKEN" '
+        f"{demo.endpoints(first)['staff']}/staff/v1/outbox"
+    )
+
+
+async def _wait_for_interrupt() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def run_demo(
+    workdir: Path, out: Reporter, *, once: bool, steps: tuple[Step, ...] = SCENARIO
+) -> bool:
+    """Run ``steps`` in a fresh ``workdir``; unless ``once``, keep the nodes running
+    until SIGINT/SIGTERM. True when every step held. Raises :class:`NotADemoFolder`."""
+    root = prepare_workdir(workdir)
+    demo = Demo.create(root)
+    with _log_to(root / "demo.log"):
+        return await _run(demo, out, once=once, steps=steps)
+
+
+@contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    """Library log lines (the precise causes of refusals) go to a file, not the screen."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        handler.close()
+
+
+async def _run(demo: Demo, out: Reporter, *, once: bool, steps: tuple[Step, ...]) -> bool:
+    root = demo.root
+    out.title(
+        f"通办 tongban 演示 — 工作目录 {root}",
+        f"tongban demo — embedded default (SQLite, development PKI, local federation) in {root}",
+    )
+    started = time.perf_counter()
+    try:
+        ok = await _run_steps(demo, out, steps)
+        if ok:
+            _listing(demo, out, len(steps) + 1)
+        out.plain(
+            f"\n{'全部通过' if ok else '演示失败'} {'all steps held' if ok else 'demo failed'}: "
+            f"{out.proofs} proofs ✓ in {time.perf_counter() - started:.1f} s"
+        )
+        if ok and not once and demo.nodes:
+            out.plain("节点运行中，按 Ctrl-C 停止 · nodes running; press Ctrl-C to stop")
+            await _wait_for_interrupt()
+        return ok
+    finally:
+        if demo.nodes:
+            for node_id, status in await stop_nodes(demo):
+                out.info(f"{node_id} stopped (exit status {status})")

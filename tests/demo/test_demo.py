@@ -1,0 +1,123 @@
+"""`tongban demo`: the scripted run as a real subprocess, and the work-folder rules."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from relay.demo.context import Demo
+from relay.demo.errors import NotADemoFolder, StepFailed
+from relay.demo.report import Reporter
+from relay.demo.runner import Step, run_demo
+from relay.demo.workdir import MARKER, prepare_workdir
+
+TONGBAN = [sys.executable, "-m", "relay.cli"]
+
+
+def test_demo_once_runs_every_step_and_exits_zero_with_the_proofs(tmp_path: Path):
+    work = tmp_path / "demo"
+    result = subprocess.run(
+        [*TONGBAN, "demo", "--once", "--dir", str(work)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "✗" not in out
+    # PKI: three roots and the CRL at work
+    assert "3 roots + 3 CRLs" in out
+    assert "refused: revoked" in out
+    # signing core
+    assert "320982 verifies it: signer 420106" in out
+    assert "one bit flipped is refused" in out
+    assert "mlkem768x25519" in out
+    assert "371422 cannot open it" in out
+    # agreement: partial signing state, then active, then decisions
+    assert "missing 320982, 371422; state proposed" in out
+    assert "the agreement is active" in out
+    assert "/ receiver-to-handler" in out
+    assert "reason role-not-granted" in out
+    # federation: a verified receipt, the inbox, the content read back
+    assert "signed receipt verified: status accepted, receiver 320982" in out
+    assert "audit-log position" in out
+    assert "320982's inbox lists it: from 420106" in out
+    assert "plaintext SHA-256 matches" in out
+    # listing and graceful stop of the three nodes
+    for node in ("420106", "320982", "371422"):
+        assert f"{node} stopped (exit status 0)" in out
+    assert out.count("token      eyJ") == 3
+    assert "all steps held" in out
+    assert (work / MARKER).is_file()
+    assert (work / "pki" / "trust-bundle.pem").is_file()
+    for node in ("420106", "320982", "371422"):
+        assert "serving" in (work / "nodes" / node / "node.log").read_text()
+    # library log lines (the precise causes of the refusals) went to the log file
+    assert "wrong-purpose" in (work / "demo.log").read_text()
+    assert "certificate rejected" not in result.stderr
+
+
+def test_demo_refuses_to_delete_a_folder_it_did_not_create(tmp_path: Path):
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.txt").write_text("keep me")
+    result = subprocess.run(
+        [*TONGBAN, "demo", "--once", "--dir", str(precious)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "error[demo-dir]" in result.stderr
+    assert "refusing to delete" in result.stderr
+    assert (precious / "chapter1.txt").read_text() == "keep me"
+    assert sorted(p.name for p in precious.iterdir()) == ["chapter1.txt"]
+
+
+def test_workdir_with_the_marker_is_recreated_empty(tmp_path: Path):
+    work = prepare_workdir(tmp_path / "d")
+    (work / "old-run.txt").write_text("x")
+    again = prepare_workdir(tmp_path / "d")
+    assert sorted(p.name for p in again.iterdir()) == [MARKER]
+
+
+def test_workdir_empty_folder_is_used_and_a_file_is_refused(tmp_path: Path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (prepare_workdir(empty) / MARKER).is_file()
+    target = tmp_path / "file.txt"
+    target.write_text("data")
+    with pytest.raises(NotADemoFolder):
+        prepare_workdir(target)
+    assert target.read_text() == "data"
+
+
+async def test_a_failing_step_makes_the_run_fail_and_stops_there(tmp_path: Path):
+    ran: list[str] = []
+
+    async def good(demo: Demo, out: Reporter) -> None:
+        ran.append("good")
+        out.proved("好", "good")
+
+    async def bad(demo: Demo, out: Reporter) -> None:
+        ran.append("bad")
+        raise StepFailed("the receipt did not verify")
+
+    async def never(demo: Demo, out: Reporter) -> None:
+        ran.append("never")
+
+    stream = io.StringIO()
+    steps = (Step("一", "one", good), Step("二", "two", bad), Step("三", "three", never))
+    ok = await run_demo(tmp_path / "d", Reporter(stream), once=True, steps=steps)
+    assert ok is False
+    assert ran == ["good", "bad"]
+    text = stream.getvalue()
+    assert "✗" in text
+    assert "the receipt did not verify" in text
+    assert "demo failed" in text
