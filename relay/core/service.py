@@ -7,7 +7,8 @@ returns it only after the store committed what it acknowledges.
 Federation side (called with the mTLS-authenticated peer id):
     ``receive_batch``, ``blob_offset``, ``write_blob``, ``open_blob``.
 Staff side:
-    ``create_packet``, ``list_outbox``, ``list_inbox``, ``read_packet``,
+    ``create_packet``, ``resend`` (a dead letter), ``list_outbox``, ``list_inbox``,
+    ``read_packet``,
     ``attachment_offset``, ``write_attachment``, ``open_attachment``.
 Background:
     ``run_outbox`` (or ``deliver_once`` step by step in tests).
@@ -228,6 +229,29 @@ class RelayNode:
         own = self._own_public
         ct = hpke_seal(inner.encode("ascii"), own, info=seal_info("packet-copy", {"id": packet_id}))
         return f"{own.kid}.{b64url(ct)}"
+
+    async def resend(self, packet_id: str, *, expires_in: timedelta | None = None) -> PacketSummary:
+        """Staff's action on a dead letter or a rejected packet: send the same step again
+        as a new packet (new id, next sequence number of its case, fresh expiry), with
+        the same content and attachments, after checking the agreement again. Raises
+        :class:`NotFound` (no such outgoing packet) or :class:`NotAuthorized` (the
+        packet is not dead or rejected: ``not-settled-as-failed``)."""
+        outgoing = self._store.outgoing(packet_id)
+        if outgoing is None:
+            raise NotFound(f"no outgoing packet {packet_id}")
+        if outgoing.item.state not in (OutboxState.DEAD, OutboxState.REJECTED):
+            raise NotAuthorized("not-settled-as-failed")
+        s = outgoing.item.summary
+        return await self.create_packet(
+            to=s.receiver,
+            case_id=s.case_id,
+            matter=s.matter,
+            action=s.action,
+            mode=s.mode,
+            content=self.read_packet(packet_id).content,
+            attachments=[a.plain_digest for a in s.attachments if a.plain_digest],
+            expires_in=expires_in,
+        )
 
     def list_outbox(
         self, *, state: OutboxState | None = None, peer: str | None = None

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
+import pytest
 from relay_core_support import ACTION, DAFENG, NINGJIN, WUCHANG, Federation, drain, inbox_ids, send
 
+from relay.core.errors import NotAuthorized
 from relay.core.model import OutboxState
 from relay.core.packets import peek_facts
 
@@ -160,3 +162,26 @@ async def test_an_expired_packet_the_partner_did_accept_ends_delivered_not_dead(
     [item] = node.list_outbox()
     assert item.state is OutboxState.DELIVERED  # its last chance brought the original receipt
     assert item.receipt == federation.nodes[DAFENG].list_inbox()[0].receipt
+
+
+async def test_staff_resend_a_dead_letter_as_a_new_packet_that_arrives(
+    federation: Federation,
+) -> None:
+    node = federation.nodes[WUCHANG]
+    federation.network.down.add(DAFENG)
+    dead = await node.create_packet(
+        to=DAFENG, case_id="c", matter="food-business-licence", action=ACTION,
+        mode="proxy_receipt", content={"form": "申请书"}, expires_in=timedelta(minutes=10),
+    )  # fmt: skip
+    with pytest.raises(NotAuthorized):
+        await node.resend(dead.packet_id)  # still queued: nothing to act on yet
+    federation.clock.advance(minutes=71)
+    await node.deliver_once()
+    federation.network.down.clear()
+    again = await node.resend(dead.packet_id)
+    assert again.packet_id != dead.packet_id
+    assert again.seq == 1  # the case continues from its last live packet
+    await drain(federation, WUCHANG)
+    [item] = federation.nodes[DAFENG].list_inbox()
+    assert item.summary.packet_id == again.packet_id
+    assert federation.nodes[DAFENG].read_packet(again.packet_id).content == {"form": "申请书"}
