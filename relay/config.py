@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from signing.certificates import is_node_id
 
 __all__ = [
+    "AuditSettings",
     "ConfigError",
     "Limits",
     "Listener",
@@ -86,6 +87,14 @@ class OutboxSettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    """How often the node signs a checkpoint (if its log grew) and witnesses partners."""
+
+    checkpoint_interval: float = 600.0
+    witness_interval: float = 600.0
+
+
+@dataclass(frozen=True)
 class StaffSettings:
     token_key: Path
     token_ttl: float = 8 * 3600.0
@@ -106,6 +115,7 @@ class NodeConfig:
     limits: Limits
     outbox: OutboxSettings
     staff: StaffSettings
+    audit: AuditSettings = AuditSettings()
 
     def partner(self, node_id: str) -> Partner | None:
         for partner in self.partners:
@@ -312,6 +322,13 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
     )
     staff_t.done()
 
+    audit_t = root.sub("audit", required=False)
+    audit = AuditSettings(
+        checkpoint_interval=audit_t.duration("checkpoint_interval", 600.0),
+        witness_interval=audit_t.duration("witness_interval", 600.0),
+    )
+    audit_t.done()
+
     partners = _partners(root)
     if any(p.node_id == node_id for p in partners):
         raise ConfigError(str(source), "partners", f"lists this node ({node_id}) itself")
@@ -331,6 +348,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
         limits=limits,
         outbox=outbox,
         staff=staff,
+        audit=audit,
     )
 
 

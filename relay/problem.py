@@ -65,6 +65,12 @@ class ProblemCode(StrEnum):
     NOT_READY = "not-ready"
     SERVICE_UNAVAILABLE = "service-unavailable"
     INTERNAL_ERROR = "internal-error"
+    AUDIT_RANGE = "audit-range"
+    AUDIT_COSIGNATURE = "audit-cosignature"
+    AUDIT_UNKNOWN_ORIGIN = "audit-unknown-origin"
+    AUDIT_UNKNOWN_LEAF = "audit-unknown-leaf"
+    AUDIT_HALTED = "audit-halted"
+    AUDIT_UNAVAILABLE = "audit-unavailable"
 
 
 _TITLES: Mapping[ProblemCode, str] = {
@@ -95,6 +101,12 @@ _TITLES: Mapping[ProblemCode, str] = {
     ProblemCode.NOT_READY: "Node not ready",
     ProblemCode.SERVICE_UNAVAILABLE: "Service unavailable",
     ProblemCode.INTERNAL_ERROR: "Internal error",
+    ProblemCode.AUDIT_RANGE: "Audit log cannot prove that range",
+    ProblemCode.AUDIT_COSIGNATURE: "Cosignature refused",
+    ProblemCode.AUDIT_UNKNOWN_ORIGIN: "No cosigned checkpoint of that origin",
+    ProblemCode.AUDIT_UNKNOWN_LEAF: "No audit leaf for that packet",
+    ProblemCode.AUDIT_HALTED: "Audit exchange halted after a fork",
+    ProblemCode.AUDIT_UNAVAILABLE: "Audit log unavailable",
 }
 
 

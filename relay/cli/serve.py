@@ -44,7 +44,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _run(config: NodeConfig) -> int:
-    node = Node(config)
+    from relay.http.audit_node import AuditNode
+
+    audit = AuditNode(config)
+    node = Node(config, extensions=[audit.extension])
     try:
         await node.start()
     except (OSError, SigningError, AgreementLoadError, TokenKeyError) as exc:

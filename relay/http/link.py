@@ -28,7 +28,7 @@ from relay.core.ports import OpenAt
 from relay.tls import BundleSource, client_context, peer_identity
 from signing.errors import CertificateRejected, MalformedInput
 
-__all__ = ["HttpsPeerLink", "PeerIdentityError"]
+__all__ = ["HttpsPeerLink", "PeerIdentityError", "VerifyingConnector"]
 
 _log = logging.getLogger("tongban.relay.link")
 
@@ -72,6 +72,10 @@ class _VerifyingConnector(aiohttp.TCPConnector):
                 f"{req.url.host}:{req.url.port} is not node {self._expected} ({exc.reason})"
             ) from exc
         return proto
+
+
+VerifyingConnector = _VerifyingConnector
+"""Public name for other mutual-TLS clients of partners (e.g. the audit witness)."""
 
 
 class HttpsPeerLink:

@@ -74,6 +74,10 @@ def test_every_route_is_documented_and_every_documented_route_exists(pki: Pki) -
         ),
         public_app(descriptor=lambda: b"{}", readiness={}),
     ]
+    from relay.http.audit import add_audit_federation_routes, add_audit_staff_routes
+
+    add_audit_federation_routes(apps[0], None)  # type: ignore[arg-type]  # routes only
+    add_audit_staff_routes(apps[1], None)  # type: ignore[arg-type]
     served = set().union(*(_routes(a) for a in apps))
     served = {(m, p) for m, p in served if m != "head" or "attachments" in p}
     documented = {

@@ -1,0 +1,274 @@
+"""What a running node remembers about witnessing, on its SQLite file (storage layer).
+
+Tables, next to the log itself (:mod:`relay.audit.store`) in ``relay.sqlite3``::
+
+    audit_checkpoints   size PK, note, signed_at        our own signed checkpoints
+    audit_cosignatures  (size, witness) PK, note, at    our checkpoints as partners
+                                                        cosigned them (POST cosign)
+    audit_partners      origin PK, state (JSON)         PartnerState per partner we witness
+    audit_alerts        id PK, at, origin, reason, detail, evidence (JSON)
+    audit_packet_leaves idx PK, packet_id, digest       index of our packet leaves
+    audit_meta          key PK, value                   e.g. how far the index reached
+
+The packet index is a cache derived from the log (rebuilt from any point), so it is
+filled after the fact, not in the append's transaction. Each write here is one short
+``BEGIN IMMEDIATE`` transaction on this module's own connection.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from relay.audit.errors import AuditError
+from relay.audit.leaves import LeafKind, PacketLeaf, decode_leaf
+from relay.audit.store import AuditStore, create_schema
+from relay.audit.witness import ForkEvidence, PartnerState
+
+__all__ = ["Alert", "AuditState", "PacketEntry"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    size INTEGER PRIMARY KEY, note BLOB NOT NULL, signed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_cosignatures (
+    size INTEGER NOT NULL, witness TEXT NOT NULL, note BLOB NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (size, witness)
+);
+CREATE TABLE IF NOT EXISTS audit_partners (origin TEXT PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, origin TEXT NOT NULL,
+    reason TEXT NOT NULL, detail TEXT NOT NULL, evidence TEXT
+);
+CREATE TABLE IF NOT EXISTS audit_packet_leaves (
+    idx INTEGER PRIMARY KEY, packet_id TEXT NOT NULL, digest TEXT NOT NULL,
+    kind TEXT NOT NULL, peer TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_packet_leaves_id ON audit_packet_leaves (packet_id);
+CREATE INDEX IF NOT EXISTS audit_packet_leaves_digest ON audit_packet_leaves (digest);
+CREATE INDEX IF NOT EXISTS audit_packet_leaves_peer ON audit_packet_leaves (peer);
+CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+_SELECT = "SELECT idx, packet_id, digest, kind, peer FROM audit_packet_leaves"
+_ENTRY_QUERIES = {
+    "packet_id": _SELECT + " WHERE packet_id = ? ORDER BY idx",
+    "digest": _SELECT + " WHERE digest = ? ORDER BY idx",
+    "peer": _SELECT + " WHERE peer = ? ORDER BY idx",
+}
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A staff alert: a partner's log forked (or showed a split view)."""
+
+    id: int
+    at: datetime
+    origin: str
+    reason: str
+    detail: str
+    evidence: ForkEvidence | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "at": self.at.isoformat(),
+            "origin": self.origin,
+            "reason": self.reason,
+            "detail": self.detail,
+            "evidence": None if self.evidence is None else self.evidence.to_json(),
+        }
+
+
+@dataclass(frozen=True)
+class PacketEntry:
+    """One packet leaf of our log: where it is and what it names."""
+
+    index: int
+    packet_id: str
+    digest: str
+    kind: LeafKind
+    peer: str  # the other node: ``to`` of a sent packet, ``from`` of a received one
+
+
+class AuditState:
+    """Our log (read side), our checkpoints, partner states and alerts, on one file."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        create_schema(self._conn)
+        self._conn.executescript(_SCHEMA)
+        self.log = AuditStore(self._conn)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # -- our checkpoints -----------------------------------------------------------------
+
+    def latest_checkpoint(self) -> bytes | None:
+        row = self._conn.execute(
+            "SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def checkpoint(self, size: int) -> bytes | None:
+        row = self._conn.execute(
+            "SELECT note FROM audit_checkpoints WHERE size = ?", (size,)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def checkpoint_covering(self, index: int) -> bytes | None:
+        """The latest signed checkpoint whose tree holds leaf ``index``."""
+        row = self._conn.execute(
+            "SELECT note FROM audit_checkpoints WHERE size > ? ORDER BY size DESC LIMIT 1",
+            (index,),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def put_checkpoint(self, size: int, note: bytes, at: datetime) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO audit_checkpoints (size, note, signed_at) VALUES (?,?,?)",
+                (size, note, at.timestamp()),
+            )
+
+    def put_cosignature(self, size: int, witness: str, note: bytes, at: datetime) -> None:
+        """Keep a partner's cosigned copy of our checkpoint of ``size`` (latest wins)."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO audit_cosignatures (size, witness, note, at)"
+                " VALUES (?,?,?,?)",
+                (size, witness, note, at.timestamp()),
+            )
+
+    def cosignatures(self, size: int) -> dict[str, bytes]:
+        """Witness origin → cosigned note, for our checkpoint of ``size``."""
+        rows = self._conn.execute(
+            "SELECT witness, note FROM audit_cosignatures WHERE size = ?", (size,)
+        ).fetchall()
+        return {str(w): bytes(n) for w, n in rows}
+
+    def latest_cosigned_size(self, witness: str) -> int | None:
+        row = self._conn.execute(
+            "SELECT MAX(size) FROM audit_cosignatures WHERE witness = ?", (witness,)
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    # -- partners we witness --------------------------------------------------------------
+
+    def partner(self, origin: str) -> PartnerState:
+        row = self._conn.execute(
+            "SELECT state FROM audit_partners WHERE origin = ?", (origin,)
+        ).fetchone()
+        if row is None:
+            return PartnerState(origin)
+        return PartnerState.from_json(json.loads(row[0]))
+
+    def put_partner(self, state: PartnerState) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO audit_partners (origin, state) VALUES (?, ?)",
+                (state.origin, json.dumps(state.to_json())),
+            )
+
+    def halt_partner(self, state: PartnerState, detail: str, at: datetime) -> Alert:
+        """Persist a halted state and its alert in one transaction."""
+        evidence = state.evidence
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO audit_partners (origin, state) VALUES (?, ?)",
+                (state.origin, json.dumps(state.to_json())),
+            )
+            cur = c.execute(
+                "INSERT INTO audit_alerts (at, origin, reason, detail, evidence)"
+                " VALUES (?,?,?,?,?)",
+                (
+                    at.timestamp(),
+                    state.origin,
+                    evidence.reason.value if evidence is not None else "fork",
+                    detail,
+                    None if evidence is None else json.dumps(evidence.to_json()),
+                ),
+            )
+            alert_id = int(cur.lastrowid or 0)
+        return Alert(alert_id, at, state.origin, evidence.reason.value if evidence else "fork",
+                     detail, evidence)  # fmt: skip
+
+    def alerts(self) -> list[Alert]:
+        rows = self._conn.execute(
+            "SELECT id, at, origin, reason, detail, evidence FROM audit_alerts ORDER BY id"
+        ).fetchall()
+        return [
+            Alert(
+                int(r[0]),
+                datetime.fromtimestamp(r[1], UTC),
+                str(r[2]),
+                str(r[3]),
+                str(r[4]),
+                None if r[5] is None else ForkEvidence.from_json(json.loads(r[5])),
+            )
+            for r in rows
+        ]
+
+    # -- packet leaves of our log ----------------------------------------------------------
+
+    def _index_packets(self) -> None:
+        row = self._conn.execute("SELECT value FROM audit_meta WHERE key = 'indexed'").fetchone()
+        start, size = (0 if row is None else int(row[0])), self.log.size()
+        if start >= size:
+            return
+        entries = []
+        for index in range(start, size):
+            try:
+                leaf = decode_leaf(self.log.leaf(index))
+            except AuditError:
+                continue
+            body = leaf.body
+            if isinstance(body, PacketLeaf):
+                peer = body.to_node if leaf.kind is LeafKind.PACKET_SENT else body.from_node
+                entries.append((index, body.id, body.digest, leaf.kind.value, peer))
+        with self._tx() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO audit_packet_leaves (idx, packet_id, digest, kind, peer)"
+                " VALUES (?,?,?,?,?)",
+                entries,
+            )
+            c.execute(
+                "INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('indexed', ?)",
+                (str(size),),
+            )
+
+    def _entries(self, where: str, arg: str) -> list[PacketEntry]:
+        self._index_packets()
+        query = _ENTRY_QUERIES[where]
+        rows = self._conn.execute(query, (arg,)).fetchall()
+        return [PacketEntry(int(r[0]), r[1], r[2], LeafKind(r[3]), r[4]) for r in rows]
+
+    def packets_by_id(self, packet_id: str) -> list[PacketEntry]:
+        return self._entries("packet_id", packet_id)
+
+    def packets_by_digest(self, digest: str) -> list[PacketEntry]:
+        return self._entries("digest", digest)
+
+    def packets_with(self, peer: str) -> list[PacketEntry]:
+        """Packet leaves of packets exchanged with ``peer`` (sent to or received from)."""
+        return self._entries("peer", peer)

@@ -1,0 +1,149 @@
+"""HTTP routes of the audit log: the witnessing exchange and the staff endpoints.
+
+Federation listener (mutual TLS; the requester is the client certificate's node)::
+
+    GET  /federation/v1/audit/checkpoint                  our latest signed checkpoint
+    GET  /federation/v1/audit/consistency?from=M&to=N     consistency proof
+    GET  /federation/v1/audit/inclusion?index=I&size=N    inclusion proof (+ leaf if it
+    GET  /federation/v1/audit/inclusion?packet=D&size=N     names the requester)
+    GET  /federation/v1/audit/cosigned?origin=O           the note of O we last cosigned
+    POST /federation/v1/audit/cosign                      our checkpoint, cosigned
+
+Staff listener (bearer token)::
+
+    POST /staff/v1/audit/checkpoint   sign a checkpoint now (clerk)
+    GET  /staff/v1/alerts             audit alerts: forks and split views found
+
+Handlers only decode, call :class:`relay.audit.service.AuditService` and encode; audit
+errors become problem documents with the codes of docs/protocol.md §7.5.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+
+from relay.audit.errors import AuditError, CheckpointError, LogStoreError
+from relay.audit.service import AuditService, LeafNotFound
+from relay.http.body import read_json_object
+from relay.problem import Problem, ProblemCode
+from relay.staff_auth import StaffRole, require_role
+from relay.tls import PEER_KEY
+
+__all__ = ["add_audit_federation_routes", "add_audit_staff_routes"]
+
+_INT = re.compile(r"0|[1-9][0-9]{0,18}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _int(request: web.Request, name: str) -> int:
+    value = request.query.get(name)
+    if value is None or not _INT.fullmatch(value):
+        raise Problem(
+            400, ProblemCode.INVALID_REQUEST, f"query parameter {name!r} must be a decimal integer"
+        )
+    return int(value)
+
+
+def _range(exc: AuditError) -> Problem:
+    return Problem(400, ProblemCode.AUDIT_RANGE, str(exc))
+
+
+def _checkpoint(audit: AuditService) -> dict[str, Any]:
+    try:
+        return audit.answer_checkpoint()
+    except LogStoreError:
+        raise Problem(
+            503, ProblemCode.AUDIT_UNAVAILABLE, "the node cannot sign a checkpoint now"
+        ) from None
+
+
+def add_audit_federation_routes(app: web.Application, audit: AuditService) -> None:
+    """Add the §7.5 exchange to a federation application (behind its mTLS checks)."""
+
+    def requester(request: web.Request) -> str:
+        node = request[PEER_KEY].node_id
+        if audit.is_halted(node):
+            raise Problem(
+                403, ProblemCode.AUDIT_HALTED, f"audit exchange with node {node} is halted"
+            )
+        return node
+
+    async def get_checkpoint(request: web.Request) -> web.Response:
+        requester(request)
+        return web.json_response(_checkpoint(audit))
+
+    async def get_consistency(request: web.Request) -> web.Response:
+        requester(request)
+        old, new = _int(request, "from"), _int(request, "to")
+        try:
+            return web.json_response(audit.answer_consistency(old, new))
+        except LogStoreError as exc:
+            raise _range(exc) from None
+
+    async def get_inclusion(request: web.Request) -> web.Response:
+        node = requester(request)
+        size = _int(request, "size")
+        packet = request.query.get("packet")
+        try:
+            if packet is not None:
+                if not _HEX64.fullmatch(packet) or "index" in request.query:
+                    raise Problem(
+                        400,
+                        ProblemCode.INVALID_REQUEST,
+                        "'packet' must be a lowercase hex SHA-256, without 'index'",
+                    )
+                return web.json_response(audit.answer_inclusion_of_packet(packet, size, node))
+            return web.json_response(audit.answer_inclusion(_int(request, "index"), size, node))
+        except LeafNotFound as exc:
+            raise Problem(404, ProblemCode.AUDIT_UNKNOWN_LEAF, str(exc)) from None
+        except LogStoreError as exc:
+            raise _range(exc) from None
+
+    async def get_cosigned(request: web.Request) -> web.Response:
+        requester(request)
+        origin = request.query.get("origin", "")
+        answer = audit.answer_cosigned(origin) if origin else None
+        if answer is None:
+            raise Problem(
+                404,
+                ProblemCode.AUDIT_UNKNOWN_ORIGIN,
+                "no cosigned checkpoint of that origin here",
+            )
+        return web.json_response(answer)
+
+    async def post_cosign(request: web.Request) -> web.Response:
+        node = requester(request)
+        body = await read_json_object(request)
+        note = body.get("checkpoint")
+        if not isinstance(note, str):
+            raise Problem(400, ProblemCode.INVALID_REQUEST, "'checkpoint' must be the note text")
+        try:
+            audit.accept_cosignature(note.encode(), node)
+        except (CheckpointError, LogStoreError) as exc:
+            raise Problem(400, ProblemCode.AUDIT_COSIGNATURE, str(exc)) from None
+        return web.json_response({"stored": True})
+
+    base = "/federation/v1/audit"
+    app.router.add_get(f"{base}/checkpoint", get_checkpoint)
+    app.router.add_get(f"{base}/consistency", get_consistency)
+    app.router.add_get(f"{base}/inclusion", get_inclusion)
+    app.router.add_get(f"{base}/cosigned", get_cosigned)
+    app.router.add_post(f"{base}/cosign", post_cosign)
+
+
+def add_audit_staff_routes(app: web.Application, audit: AuditService) -> None:
+    """Add the staff audit endpoints (behind the staff listener's bearer tokens)."""
+
+    async def post_checkpoint(request: web.Request) -> web.Response:
+        require_role(request, StaffRole.CLERK)
+        answer = _checkpoint(audit)
+        return web.json_response(answer, status=201)
+
+    async def get_alerts(request: web.Request) -> web.Response:
+        return web.json_response({"alerts": [a.to_json() for a in audit.state.alerts()]})
+
+    app.router.add_post("/staff/v1/audit/checkpoint", post_checkpoint)
+    app.router.add_get("/staff/v1/alerts", get_alerts)

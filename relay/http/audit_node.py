@@ -1,0 +1,198 @@
+"""The audit log wired into a running node: routes, the checkpoint and witness tasks.
+
+:class:`AuditNode` is built from the node configuration and handed to
+:class:`relay.node.Node` as an extension (``Node(config, extensions=[audit.extension])``):
+
+- on the federation listener it adds the §7.5 exchange
+  (:func:`relay.http.audit.add_audit_federation_routes`) behind the listener's mutual
+  TLS, partner and limit checks, and runs two tasks while that listener is up: signing
+  a checkpoint every ``[audit] checkpoint_interval`` when the log grew, and a witness
+  round every ``[audit] witness_interval`` (:meth:`AuditService.witness_round` over
+  :class:`~relay.http.audit_client.AuditClient` per partner);
+- on the staff listener it adds ``POST /staff/v1/audit/checkpoint`` and
+  ``GET /staff/v1/alerts``.
+
+Partners' seal keys come from their signed descriptors (the configured files), verified
+and path-validated against the trust bundle at each use (:class:`DescriptorKeys`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from aiohttp import web
+from cryptography import x509
+
+from relay.audit.errors import AuditError, CheckpointError
+from relay.audit.service import AuditPeer, AuditService, RoundResult
+from relay.audit.state import AuditState
+from relay.config import NodeConfig
+from relay.http.audit import add_audit_federation_routes, add_audit_staff_routes
+from relay.http.audit_client import AuditClient
+from relay.tls import BundleSource, client_context
+from signing.certificates import Purpose, validate_path
+from signing.descriptor import verify_descriptor
+from signing.errors import SigningError
+from signing.nodedir import load_node_keys
+
+__all__ = ["AuditNode", "DescriptorKeys"]
+
+_log = logging.getLogger("tongban.relay.audit")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class DescriptorKeys:
+    """Seal chains of this node and its partners, validated when asked."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        bundle: BundleSource,
+        clock: Callable[[], datetime],
+        own_chain: tuple[x509.Certificate, ...],
+    ) -> None:
+        self._config = config
+        self._bundle = bundle
+        self._clock = clock
+        self._own = own_chain
+
+    def seal_chain(self, node_id: str) -> tuple[x509.Certificate, ...]:
+        try:
+            trust, now = self._bundle.current(), self._clock()
+            if node_id == self._config.node_id:
+                chain = self._own
+            else:
+                partner = self._config.partner(node_id)
+                if partner is None:
+                    raise CheckpointError(f"node {node_id} is not a partner of this node")
+                descriptor = verify_descriptor(partner.descriptor.read_bytes(), trust, at=now)
+                if descriptor.node_id != node_id:
+                    raise CheckpointError(f"the descriptor of {node_id} names another node")
+                chain = descriptor.seal_chain
+            validate_path(chain, trust, purpose=Purpose.SEAL, at=now, node_id=node_id)
+        except (OSError, SigningError) as exc:
+            raise CheckpointError(f"no valid seal key for node {node_id}: {exc}") from exc
+        return chain
+
+
+class AuditNode:
+    """The audit service of one node and its background tasks."""
+
+    def __init__(self, config: NodeConfig, *, clock: Callable[[], datetime] = _now) -> None:
+        self.config = config
+        self._clock = clock
+        self._service: AuditService | None = None
+        self._peers: dict[str, AuditClient] = {}
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def service(self) -> AuditService:
+        """The service, opening the node's database on first use."""
+        if self._service is None:
+            config = self.config
+            config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            keys = load_node_keys(config.key_dir)
+            bundle = BundleSource(config.trust_bundle)
+            state = AuditState(config.data_dir / "relay.sqlite3")
+            self._service = AuditService(
+                node_id=config.node_id,
+                state=state,
+                seal=keys.seal,
+                keys=DescriptorKeys(config, bundle, self._clock, keys.seal.chain),
+                clock=self._clock,
+            )
+            context = client_context(
+                bundle.current(), config.key_dir / "tls.pem", config.key_dir / "tls.key"
+            )
+            self._peers = {
+                p.node_id: AuditClient(
+                    p.node_id,
+                    p.federation_url,
+                    bundle=bundle,
+                    ssl_context=context,
+                    clock=self._clock,
+                    timeout=config.limits.request_timeout,
+                )
+                for p in config.partners
+            }
+        return self._service
+
+    @property
+    def peers(self) -> dict[str, AuditPeer]:
+        _ = self.service
+        return dict(self._peers)
+
+    def extension(self, listener: str, app: web.Application) -> None:
+        """``Node`` extension: add routes (and, on federation, the tasks)."""
+        if listener == "federation":
+            add_audit_federation_routes(app, self.service)
+            app.on_startup.append(self._on_startup)
+            app.on_cleanup.append(self._on_cleanup)
+        elif listener == "staff":
+            add_audit_staff_routes(app, self.service)
+
+    async def witness_round(self) -> list[RoundResult]:
+        """Witness every partner now (also what the witness task runs)."""
+        return await self.service.witness_round(self.peers)
+
+    def checkpoint(self) -> bytes:
+        return self.service.checkpoint()
+
+    async def _on_startup(self, app: web.Application) -> None:
+        self._stop.clear()
+        self._tasks = [
+            asyncio.create_task(
+                self._every(self.config.audit.checkpoint_interval, self._checkpoint_step),
+                name="audit-checkpoints",
+            ),
+            asyncio.create_task(
+                self._every(self.config.audit.witness_interval, self._witness_step),
+                name="audit-witness",
+            ),
+        ]
+
+    async def _on_cleanup(self, app: web.Application) -> None:
+        await self.close()
+
+    async def _checkpoint_step(self) -> None:
+        self.service.checkpoint()
+
+    async def _witness_step(self) -> None:
+        for result in await self.witness_round():
+            _log.info("audit: %s %s %s", result.partner, result.outcome.value, result.detail)
+
+    async def _every(self, interval: float, step: Callable[[], object]) -> None:
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), interval)
+                return
+            except TimeoutError:
+                pass
+            try:
+                result = step()
+                if asyncio.iscoroutine(result):
+                    await result
+            except (AuditError, sqlite3.Error) as exc:
+                _log.error("audit task step failed: %s", exc)
+
+    async def close(self) -> None:
+        """Stop the tasks, close the partner clients and the database connection."""
+        self._stop.set()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for peer in self._peers.values():
+            await peer.close()
+        self._peers = {}
+        if self._service is not None:
+            self._service.state.close()
+            self._service = None
