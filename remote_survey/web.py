@@ -14,7 +14,8 @@ serving, under ``/survey/v1/``:
 Join links point at a page with the token in the URL fragment
 (``/survey/v1/site#token=...``), so it never reaches access logs; the page opens the
 WebSocket itself. :func:`add_survey_routes` adds the same routes to an existing app
-(the node's public listener).
+(the node's public listener); :func:`survey_extension` is the same as a
+``relay.node.Node`` extension: ``Node(config, extensions=[survey_extension(hub)])``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ from remote_survey.room import RoomConfig, SurveyRoom
 from remote_survey.session import SurveyPlan
 from remote_survey.signalling import LiveRoom, handle_ws
 
-__all__ = ["HUB_KEY", "PREFIX", "SurveyHub", "add_survey_routes", "survey_app"]
+__all__ = [
+    "HUB_KEY",
+    "PREFIX",
+    "SurveyHub",
+    "add_survey_routes",
+    "survey_app",
+    "survey_extension",
+]
 
 PREFIX = "/survey/v1"
 STATIC = Path(__file__).with_name("static")
@@ -93,3 +101,13 @@ def survey_app(hub: SurveyHub) -> web.Application:
     app = web.Application()
     add_survey_routes(app, hub)
     return app
+
+
+def survey_extension(hub: SurveyHub) -> Callable[[str, web.Application], None]:
+    """A node extension mounting the survey routes on the public listener only."""
+
+    def extension(listener: str, app: web.Application) -> None:
+        if listener == "public":
+            add_survey_routes(app, hub)
+
+    return extension

@@ -31,3 +31,36 @@ async def test_pages_and_scripts_are_served_with_a_same_origin_policy(tmp_path: 
         assert "zh: {" in shared
         outside = await http.get(f"{world.base_url}/survey/v1/static/../web.py")
         assert outside.status in (403, 404)
+
+
+async def test_the_survey_mounts_on_the_nodes_public_listener_app_only(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from relay.http.public import public_app
+    from remote_survey.web import survey_extension
+
+    world = make_world(tmp_path)
+    extension = survey_extension(world.hub)
+    staff_like = web.Application()
+    extension("staff", staff_like)
+    extension("federation", staff_like)
+    assert len(staff_like.router.routes()) == 0
+    app = public_app(descriptor=lambda: b"{}", readiness={})
+    extension("public", app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    world.base_url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            assert (await http.get(f"{world.base_url}/healthz")).status == 200
+            page = await http.get(f"{world.base_url}/survey/v1/site")
+            assert page.status == 200
+            # behind the public listener's problem middleware the socket still upgrades
+            async with http.ws_connect(world.ws_url("not-a-token", "d1")) as ws:
+                msg = await ws.receive(timeout=10)
+                assert (msg.data, msg.extra) == (4404, "wrong-session")
+    finally:
+        await runner.cleanup()
