@@ -22,6 +22,9 @@ Setup (same process, same query mix, in this run):
 time (steadier on a shared machine). ``candidates`` is the mean number of agreements
 evaluated per decision (the algorithmic work; the rest is memory locality).
 ``rss_mb`` is this process's resident-set growth while building that index (psutil).
+A ``control`` row per size times the same random (from, to) probes against a bare
+Python dict with the index's keys: the part of any growth that is the memory hierarchy
+(a bigger table no longer fits the caches), not tongban's algorithm.
 """
 
 from __future__ import annotations
@@ -181,5 +184,36 @@ def run() -> list[dict[str, object]]:
                     "cpu_ratio": cpu / baseline[kind + "-cpu"],
                 }
             )
+        rows.append(_control(index, randoms, n_agreements, n_matters, baseline))
         del lifecycles, index, hits, randoms
     return rows
+
+
+def _control(
+    index: AgreementIndex,
+    requests: list[Request],
+    n_agreements: int,
+    n_matters: int,
+    baseline: dict[str, float],
+) -> dict[str, object]:
+    """The same random (from, to) probes against a bare dict as large as the pair index.
+
+    Shows what the memory hierarchy alone costs at this size (no tongban code involved).
+    """
+    table = {key: None for key in index._by_pair}  # same keys, same size
+    probes = [(r.sender, r.recipient) for r in requests]
+    cpu = float("inf")
+    for _ in range(ROUNDS):
+        c0 = time.process_time_ns()
+        for key in probes:
+            table.get(key)
+        cpu = min(cpu, (time.process_time_ns() - c0) / len(probes))
+    baseline.setdefault("control-cpu", cpu)
+    return {
+        "agreements": n_agreements,
+        "matters_each": n_matters,
+        "clauses": n_agreements * n_matters,
+        "queries": f"control: bare dict of {len(table):,} pairs",
+        "cpu_ns": cpu,
+        "cpu_ratio": cpu / baseline["control-cpu"],
+    }
