@@ -130,7 +130,7 @@ def _verify(world: World, media: Path, capsys: pytest.CaptureFixture[str]) -> tu
     return code, capsys.readouterr().err
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(180)
 async def test_site_and_inspector_in_chromium_produce_a_verifiable_report(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -214,6 +214,7 @@ class Inbox:
         self._taken: set[int] = set()
         self._changed = asyncio.Event()
         self.closed: tuple[int | None, str] | None = None
+        self.closed_event = asyncio.Event()
         self._task = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
@@ -222,6 +223,7 @@ class Inbox:
                 self.messages.append(json.loads(msg.data))
                 self._changed.set()
         self.closed = (self.ws.close_code, str(self.ws.protocol or ""))
+        self.closed_event.set()
         self._changed.set()
 
     async def expect(self, kind: str, **match: Any) -> dict[str, Any]:

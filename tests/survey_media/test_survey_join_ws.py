@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -92,3 +93,29 @@ async def test_refused_joins_leave_the_ledger_and_the_evidence_untouched(world: 
     assert dict(room.ledger.bindings) == {}
     assert room.chain.entries == ()
     assert (room.media_dir / "evidence.jsonl").read_bytes() == b""
+
+
+async def test_a_client_that_stops_reading_is_disconnected_not_buffered(world: World) -> None:
+    token = world.token(Role.OBSERVER, "obs-1")
+    async with served(world, "127.0.0.1"), aiohttp.ClientSession() as http:
+        inbox = Inbox(await http.ws_connect(world.ws_url(token, "tablet-1")))
+        await inbox.expect("welcome")
+        live = world.hub.rooms["sv-media-0001"]
+        (conn,) = live.connections
+        writer_blocked = asyncio.Event()
+        original = conn.ws.send_json
+
+        async def stuck(*args: object, **kwargs: object) -> None:  # a peer that never reads
+            writer_blocked.set()
+            await asyncio.Event().wait()
+
+        conn.ws.send_json = stuck  # type: ignore[method-assign]
+        live.broadcast({"type": "state", "state": "live"})
+        await asyncio.wait_for(writer_blocked.wait(), WAIT)
+        for _ in range(200):
+            live.broadcast({"type": "state", "state": "live"})
+        assert conn.outbox.qsize() <= 64
+        await asyncio.wait_for(inbox.closed_event.wait(), WAIT)
+        assert inbox.closed is not None
+        assert inbox.closed[0] == 4008
+        conn.ws.send_json = original  # type: ignore[method-assign]

@@ -16,4 +16,4 @@ def test_aiortc_peers_go_live_record_snapshot_rejoin_and_report_in_a_netns() -> 
 
 
 def test_chromium_site_and_inspector_survey_verifies_and_tampering_fails_in_a_netns() -> None:
-    run_in_netns("_netns_browser.py", timeout=300)
+    run_in_netns("_netns_browser.py", timeout=240)
