@@ -1,0 +1,78 @@
+"""The survey hub of a running node: its seal, its join-link key, its media directory.
+
+:func:`node_survey_hub` builds the :class:`~remote_survey.web.SurveyHub` that
+``tongban serve`` mounts on the public listener. Reports are sealed with the node's seal
+(``seal.key``/``seal.pem`` in the node directory). Join links are signed with a separate
+Ed25519 key, ``survey-join.key`` in the node directory, created on first use with mode
+0600 (a key that others can read is refused): join links and sealed documents never
+share a key. Media and evidence go under ``<data dir>/survey/<session id>/``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from remote_survey.errors import SurveyError
+from remote_survey.room import Clock, RoomConfig
+from remote_survey.web import SurveyHub
+from signing.keys import Signer
+
+__all__ = ["JOIN_KEY_FILE", "load_or_create_join_key", "node_survey_hub"]
+
+JOIN_KEY_FILE = "survey-join.key"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def load_or_create_join_key(path: Path) -> Ed25519PrivateKey:
+    """The join-link signing key at ``path``, created (0600, exclusive) when missing."""
+    if not path.exists():
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # created concurrently: load that one
+        else:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(pem)
+            return key
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SurveyError(f"cannot read survey join key {path}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SurveyError(f"survey join key {path} is readable by others; chmod 600 it")
+    loaded = serialization.load_pem_private_key(data, password=None)
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise SurveyError(f"survey join key {path} is not an Ed25519 key")
+    return loaded
+
+
+def node_survey_hub(
+    node_id: str, key_dir: Path, data_dir: Path, *, clock: Clock = _utc_now
+) -> tuple[SurveyHub, Ed25519PrivateKey]:
+    """The node's hub (no session open yet) and the key that signs its join links."""
+    seal = Signer.from_pem((key_dir / "seal.key").read_bytes(), (key_dir / "seal.pem").read_bytes())
+    join_key = load_or_create_join_key(key_dir / JOIN_KEY_FILE)
+    config = RoomConfig(
+        node_id=node_id,
+        join_key=join_key.public_key(),
+        seal=seal,
+        media_root=data_dir / "survey",
+        clock=clock,
+    )
+    return SurveyHub(config), join_key
