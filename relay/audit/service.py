@@ -148,7 +148,8 @@ class AuditService:
 
     # -- keys -------------------------------------------------------------------------------
 
-    def _key(self, node_id: str, key_type: KeyType = KeyType.ED25519) -> NoteKey:
+    def key_of(self, node_id: str, key_type: KeyType = KeyType.ED25519) -> NoteKey:
+        """The note key of ``node_id``, from its seal certificate validated now."""
         chain = self._keys.seal_chain(node_id)
         return NoteKey.from_certificate(origin_for(node_id), chain[0], key_type)
 
@@ -208,7 +209,7 @@ class AuditService:
 
     def accept_cosignature(self, note: bytes, requester: str) -> None:
         """``POST cosign``: keep our own checkpoint cosigned by ``requester``."""
-        witness_key = self._key(requester, KeyType.COSIGNATURE_V1)
+        witness_key = self.key_of(requester, KeyType.COSIGNATURE_V1)
         opened = accept_cosigned(note, own_key=self.own_key, witness_key=witness_key)
         ours = self.state.checkpoint(opened.checkpoint.size)
         if ours is None or SignedNote.parse(ours).text != opened.note.text:
@@ -256,7 +257,7 @@ class AuditService:
                 state,
                 note,
                 proof,
-                origin_key=self._key(partner),
+                origin_key=self.key_of(partner),
                 witness=Witness(self.origin, self._seal),
                 at=int(self._clock().timestamp()),
             )
@@ -291,7 +292,7 @@ class AuditService:
                 theirs = await peer.cosigned(origin)
                 if theirs is None:
                     continue
-                key = self._key(third)
+                key = self.key_of(third)
                 verdict = compare_cosigned(mine.cosigned, theirs, origin_key=key)
                 if verdict is ViewComparison.NEEDS_PROOF:
                     sizes = sorted(

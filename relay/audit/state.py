@@ -8,6 +8,7 @@ Tables, next to the log itself (:mod:`relay.audit.store`) in ``relay.sqlite3``::
     audit_partners      origin PK, state (JSON)         PartnerState per partner we witness
     audit_alerts        id PK, at, origin, reason, detail, evidence (JSON)
     audit_packet_leaves idx PK, packet_id, digest       index of our packet leaves
+    audit_acks          packet_digest PK, peer, idx     partners' accepting receipts
     audit_meta          key PK, value                   e.g. how far the index reached
 
 The packet index is a cache derived from the log (rebuilt from any point), so it is
@@ -26,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from relay.audit.errors import AuditError
-from relay.audit.leaves import LeafKind, PacketLeaf, decode_leaf
+from relay.audit.leaves import Direction, LeafKind, PacketLeaf, ReceiptLeaf, decode_leaf
 from relay.audit.store import AuditStore, create_schema
 from relay.audit.witness import ForkEvidence, PartnerState
 
@@ -52,6 +53,9 @@ CREATE TABLE IF NOT EXISTS audit_packet_leaves (
 CREATE INDEX IF NOT EXISTS audit_packet_leaves_id ON audit_packet_leaves (packet_id);
 CREATE INDEX IF NOT EXISTS audit_packet_leaves_digest ON audit_packet_leaves (digest);
 CREATE INDEX IF NOT EXISTS audit_packet_leaves_peer ON audit_packet_leaves (peer);
+CREATE TABLE IF NOT EXISTS audit_acks (
+    packet_digest TEXT PRIMARY KEY, peer TEXT NOT NULL, idx INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -61,6 +65,9 @@ _ENTRY_QUERIES = {
     "packet_id": _SELECT + " WHERE packet_id = ? ORDER BY idx",
     "digest": _SELECT + " WHERE digest = ? ORDER BY idx",
     "peer": _SELECT + " WHERE peer = ? ORDER BY idx",
+    "exchanged": "SELECT idx, packet_id, digest, kind, peer FROM audit_packet_leaves"
+    " WHERE peer = ?1 AND (kind = 'packet-received' OR digest IN"
+    " (SELECT packet_digest FROM audit_acks WHERE peer = ?1)) ORDER BY idx",
 }
 
 
@@ -236,7 +243,7 @@ class AuditState:
         start, size = (0 if row is None else int(row[0])), self.log.size()
         if start >= size:
             return
-        entries = []
+        entries, acks = [], []
         for index in range(start, size):
             try:
                 leaf = decode_leaf(self.log.leaf(index))
@@ -246,11 +253,21 @@ class AuditState:
             if isinstance(body, PacketLeaf):
                 peer = body.to_node if leaf.kind is LeafKind.PACKET_SENT else body.from_node
                 entries.append((index, body.id, body.digest, leaf.kind.value, peer))
+            elif (
+                isinstance(body, ReceiptLeaf)
+                and body.direction == Direction.RECEIVED
+                and body.status == "accepted"
+            ):
+                acks.append((body.packet_digest, body.from_node, index))
         with self._tx() as c:
             c.executemany(
                 "INSERT OR REPLACE INTO audit_packet_leaves (idx, packet_id, digest, kind, peer)"
                 " VALUES (?,?,?,?,?)",
                 entries,
+            )
+            c.executemany(
+                "INSERT OR REPLACE INTO audit_acks (packet_digest, peer, idx) VALUES (?,?,?)",
+                acks,
             )
             c.execute(
                 "INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('indexed', ?)",
@@ -270,5 +287,10 @@ class AuditState:
         return self._entries("digest", digest)
 
     def packets_with(self, peer: str) -> list[PacketEntry]:
-        """Packet leaves of packets exchanged with ``peer`` (sent to or received from)."""
+        """Packet leaves of packets sent to or received from ``peer``."""
         return self._entries("peer", peer)
+
+    def exchanged_with(self, peer: str) -> list[PacketEntry]:
+        """Packets ``peer`` must have logged: those it sent us, and those we sent that it
+        accepted (its receipt is in our log; refused packets are not logged)."""
+        return self._entries("exchanged", peer)

@@ -36,6 +36,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "relay.cli.licence",
     "relay.cli.survey",
     "relay.cli.demo",
+    "relay.cli.audit",
 )
 
 
