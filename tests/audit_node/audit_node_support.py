@@ -48,10 +48,14 @@ def make_pki(base: Path) -> Pki:
     init_federation(base / "fed", "Audit", now=NOW)
     dirs = {}
     for node_id in IDS:
-        issued = issue_node(base / "fed", node_id, NAMES[node_id], "127.0.0.1", base / node_id, now=NOW)
+        issued = issue_node(
+            base / "fed", node_id, NAMES[node_id], "127.0.0.1", base / node_id, now=NOW
+        )
         dirs[node_id] = issued.directory
     bundle = base / "bundle.pem"
-    bundle.write_bytes((base / "fed" / "root.pem").read_bytes() + (base / "fed" / "crl.pem").read_bytes())
+    bundle.write_bytes(
+        (base / "fed" / "root.pem").read_bytes() + (base / "fed" / "crl.pem").read_bytes()
+    )
     return Pki(bundle, dirs)
 
 
@@ -105,7 +109,9 @@ def write_agreement(path: Path, signers: dict[str, Path]) -> Path:
     agreement = draft_from_template(json.loads(json.dumps(template)), default_catalog())
     signed = SignedAgreement(agreement)
     for node_dir in signers.values():
-        signer = Signer.from_pem((node_dir / "seal.key").read_bytes(), (node_dir / "seal.pem").read_bytes())
+        signer = Signer.from_pem(
+            (node_dir / "seal.key").read_bytes(), (node_dir / "seal.pem").read_bytes()
+        )
         signed = signed.with_signature(sign_agreement(agreement, signer, at=NOW))
     path.write_bytes(signed.to_bytes())
     return path
@@ -146,7 +152,9 @@ class RunningNode:
 
     def token(self, role: StaffRole = StaffRole.CLERK) -> str:
         key = load_or_create_token_key(self.config.staff.token_key)
-        return issue_token(key, node_id=self.node_id, subject="test", roles=[role], now=NOW, ttl=3600)
+        return issue_token(
+            key, node_id=self.node_id, subject="test", roles=[role], now=NOW, ttl=3600
+        )
 
     def staff(self, role: StaffRole = StaffRole.CLERK) -> StaffClient:
         return StaffClient.for_config(self.config, self.token(role))
@@ -155,9 +163,11 @@ class RunningNode:
         assert self.node is not None
         url = self.node.urls["staff"] + path
         headers = {"Authorization": f"Bearer {self.token()}"}
-        async with aiohttp.ClientSession(headers=headers) as session:
-            async with session.request(method, url, ssl=client_context(pki.bundle)) as resp:
-                return resp.status, await resp.json(content_type=None)
+        async with (
+            aiohttp.ClientSession(headers=headers) as session,
+            session.request(method, url, ssl=client_context(pki.bundle)) as resp,
+        ):
+            return resp.status, await resp.json(content_type=None)
 
     async def send(self, to: str, case_id: str) -> str:
         """Send a packet to ``to`` and wait until the outbox settled it (delivered)."""

@@ -23,7 +23,9 @@ def _seal_key(fed: Federation, node: str, kind: KeyType = KeyType.ED25519) -> No
     return NoteKey.from_certificate(origin_for(node), cert, kind)
 
 
-async def test_after_exchanging_packets_checkpoints_are_cosigned_both_ways(pair: Federation) -> None:
+async def test_after_exchanging_packets_checkpoints_are_cosigned_both_ways(
+    pair: Federation,
+) -> None:
     a, b = pair[A], pair[B]
     await a.send(B, "CASE-1")
     await b.send(A, "CASE-2")
@@ -35,7 +37,8 @@ async def test_after_exchanging_packets_checkpoints_are_cosigned_both_ways(pair:
 
     # A keeps B's checkpoint with its own cosignature, and it verifies
     held = a.live.service.state.partner(origin_for(B))
-    assert held.status is PartnerStatus.ACTIVE and held.cosigned is not None
+    assert held.status is PartnerStatus.ACTIVE
+    assert held.cosigned is not None
     opened = open_checkpoint(
         held.cosigned, _seal_key(pair, B), [_seal_key(pair, A, KeyType.COSIGNATURE_V1)]
     )
@@ -44,17 +47,22 @@ async def test_after_exchanging_packets_checkpoints_are_cosigned_both_ways(pair:
     # ... and B kept its own checkpoint as A cosigned it (POST cosign)
     kept = b.live.service.state.cosignatures(opened.checkpoint.size)
     assert set(kept) == {origin_for(A)}
-    open_checkpoint(kept[origin_for(A)], _seal_key(pair, B), [_seal_key(pair, A, KeyType.COSIGNATURE_V1)])
+    open_checkpoint(
+        kept[origin_for(A)], _seal_key(pair, B), [_seal_key(pair, A, KeyType.COSIGNATURE_V1)]
+    )
     # and the other way round
     assert b.live.service.state.partner(origin_for(A)).cosigned is not None
-    assert set(a.live.service.state.cosignatures(a.live.service.state.log.size())) == {origin_for(B)}
+    assert set(a.live.service.state.cosignatures(a.live.service.state.log.size())) == {
+        origin_for(B)
+    }
 
     # a second round after more traffic extends the cosigned checkpoint consistently
     await a.send(B, "CASE-3")
     assert [r.outcome for r in await a.live.witness_round()] == [Outcome.COSIGNED]
     assert a.live.service.state.partner(origin_for(B)).checkpoint.size == 6  # type: ignore[union-attr]
     status, alerts = await a.staff_request(pair.pki, "GET", "/staff/v1/alerts")
-    assert status == 200 and alerts == {"alerts": []}
+    assert status == 200
+    assert alerts == {"alerts": []}
 
 
 @pytest.mark.parametrize(
@@ -87,14 +95,16 @@ async def test_rewritten_or_truncated_log_is_detected_and_the_partner_halted(
     )
     state = a.live.service.state.partner(origin_for(B))
     assert state.status is PartnerStatus.HALTED
-    assert state.evidence is not None and state.evidence.reason.value == reason
+    assert state.evidence is not None
+    assert state.evidence.reason.value == reason
     assert state.evidence.first == before  # the note we cosigned, kept as evidence
 
     # staff see the alert with both signed checkpoints
     status, body = await a.staff_request(pair.pki, "GET", "/staff/v1/alerts")
     assert status == 200
     [alert] = body["alerts"]
-    assert alert["origin"] == origin_for(B) and alert["reason"] == reason
+    assert alert["origin"] == origin_for(B)
+    assert alert["reason"] == reason
     second = alert["evidence"]["second"].encode()
     open_checkpoint(second, _seal_key(pair, B))  # B really signed the conflicting note
     assert alert["evidence"]["first"].encode() == before
@@ -103,7 +113,9 @@ async def test_rewritten_or_truncated_log_is_detected_and_the_partner_halted(
     assert [r.outcome for r in await a.live.witness_round()] == [Outcome.HALTED]
     assert a.node is not None
     url = a.node.urls["federation"] + "/federation/v1/audit/checkpoint"
-    ssl = client_context(pair.pki.bundle, pair.pki.dirs[B] / "tls.pem", pair.pki.dirs[B] / "tls.key")
+    ssl = client_context(
+        pair.pki.bundle, pair.pki.dirs[B] / "tls.pem", pair.pki.dirs[B] / "tls.key"
+    )
     async with aiohttp.ClientSession() as session, session.get(url, ssl=ssl) as resp:
         assert resp.status == 403
         assert (await resp.json(content_type=None))["code"] == "audit-halted"
@@ -118,7 +130,9 @@ async def test_exchange_endpoints_answer_problems_with_the_audit_codes(pair: Fed
     await a.send(B, "CASE-1")
     assert a.node is not None
     base = a.node.urls["federation"] + "/federation/v1/audit"
-    ssl = client_context(pair.pki.bundle, pair.pki.dirs[B] / "tls.pem", pair.pki.dirs[B] / "tls.key")
+    ssl = client_context(
+        pair.pki.bundle, pair.pki.dirs[B] / "tls.pem", pair.pki.dirs[B] / "tls.key"
+    )
     cases = [
         ("GET", "/consistency?from=1&to=99", 400, "audit-range"),
         ("GET", "/consistency?from=0&to=1", 400, "audit-range"),
@@ -130,7 +144,10 @@ async def test_exchange_endpoints_answer_problems_with_the_audit_codes(pair: Fed
     async with aiohttp.ClientSession() as session:
         for method, path, status, code in cases:
             async with session.request(method, base + path, ssl=ssl) as resp:
-                assert (resp.status, (await resp.json(content_type=None))["code"]) == (status, code), path
+                assert (resp.status, (await resp.json(content_type=None))["code"]) == (
+                    status,
+                    code,
+                ), path
         # a cosignature by another key than the requester's is refused
         async with session.get(base + "/checkpoint", ssl=ssl) as resp:
             note = (await resp.json())["checkpoint"]
@@ -141,6 +158,7 @@ async def test_exchange_endpoints_answer_problems_with_the_audit_codes(pair: Fed
         size = a.live.service.state.log.size()
         async with session.get(base + f"/inclusion?index=0&size={size}", ssl=ssl) as resp:
             answer = await resp.json()
-        assert answer["leaf"] is not None and answer["index"] == 0
+        assert answer["leaf"] is not None
+        assert answer["index"] == 0
     # none of these refusals disturbs witnessing: B still cosigns A
     assert [r.outcome for r in await b.live.witness_round()] == [Outcome.COSIGNED]
