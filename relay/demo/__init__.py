@@ -18,6 +18,8 @@ Layout::
     trust.py     steps 1–2: PKI and the signing core
     agreement.py step 3: the multilateral agreement and authorization decisions
     relaying.py  step 4: three nodes, a case packet with an attachment, receipts
+    casework.py  step 5: whole cross-province cases (staff case API, public tracking)
+    licensing.py the handling office's status lists, sealed licences, QR codes
     runner.py    the scenario list, the run, the URL listing and the wait for Ctrl-C
 
 A scenario is a tuple of :class:`~relay.demo.runner.Step`; a step is an async function

@@ -1,0 +1,300 @@
+"""Step 5: whole cross-province cases through the nodes' staff and public APIs.
+
+- 食品经营许可: handed in at 420106 武昌区, handled by 320982 大丰区 (which surveys the
+  premises itself), approved, licence sealed and carried back, delivered, concluded and
+  rated by the applicant on the public tracking API.
+- 农药经营许可 with a delegated survey (委托勘查): handed in at 371422 宁津县 where the
+  shop is, handled by 320982, which delegates the site survey to 371422.
+
+Every step is a signed packet under the agreement; the demo only drives the staff API
+as a desk clerk would and reads what the other office's copy says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from relay.cases.terms import load_terms
+from relay.demo.context import Demo
+from relay.demo.errors import StepFailed
+from relay.demo.licensing import (
+    LicenceFacts,
+    publish_status_lists,
+    save_qr,
+    seal_licence,
+    status_lists,
+    terminal_qr,
+)
+from relay.demo.nodes import staff_client
+from relay.demo.offices import DAFENG, NINGJIN, WUCHANG
+from relay.demo.report import Reporter
+from signing.licence import verify_licence
+
+__all__ = ["CaseDesk", "cases_step", "delegated_survey_case", "food_licence_case"]
+
+_WAIT = 30.0
+FOOD = "food-business-licence"
+PESTICIDE = "pesticide-retail-licence"
+
+
+class CaseDesk:
+    """One office's case routes (staff API, bearer token) and its public listener."""
+
+    def __init__(self, demo: Demo, node_id: str) -> None:
+        self.node_id = node_id
+        client = staff_client(demo, node_id)
+        self._base = client.base_url
+        self._ssl = client.ssl_context
+        self._headers = {"Authorization": f"Bearer {client.token}"}
+        self.public = demo.endpoints(node_id)["public"]
+        self._http: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> CaseDesk:
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self._ssl or False),
+            timeout=aiohttp.ClientTimeout(total=30),
+        )
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    async def _call(
+        self, method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        assert self._http is not None, "use CaseDesk in 'async with'"
+        async with self._http.request(method, url, json=body, headers=headers) as resp:
+            text = await resp.text()
+            return resp.status, json.loads(text) if text else None
+
+    async def staff(self, method: str, path: str, body: Any = None) -> Any:
+        status, data = await self._call(method, self._base + path, body, self._headers)
+        if status >= 400:
+            detail = data.get("detail") if isinstance(data, dict) else data
+            raise StepFailed(f"{self.node_id} {method} {path}: {status} {detail}")
+        return data
+
+    async def public_post(self, path: str, body: Any) -> Any:
+        status, data = await self._call("POST", self.public + path, body)
+        if status >= 400:
+            raise StepFailed(f"{self.node_id} public POST {path}: {status} {data}")
+        return data
+
+    async def act(self, case_id: str, event: str, details: dict[str, Any] | None = None) -> Any:
+        body = {"event": event, "details": details or {}}
+        return await self.staff("POST", f"/staff/v1/cases/{case_id}/events", body)
+
+    async def wait(self, case_id: str, state: object, what: str = "state") -> dict[str, Any]:
+        """Poll our copy of the case until its field ``what`` equals ``state``."""
+        try:
+            async with asyncio.timeout(_WAIT):
+                while True:
+                    code, data = await self._call(
+                        "GET", f"{self._base}/staff/v1/cases/{case_id}", None, self._headers
+                    )
+                    if code == 200 and isinstance(data, dict) and data.get(what) == state:
+                        return data
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            raise StepFailed(f"{self.node_id}'s copy of {case_id} never reached {state}") from None
+
+
+def _timeline(case: dict[str, Any]) -> list[tuple[str, str, int]]:
+    return [(e["event"], e["origin"], e["seq"]) for e in case["timeline"]]
+
+
+def _show_licence(demo: Demo, out: Reporter, token: str, stem: str) -> None:
+    qr, png, svg = save_qr(token, demo.root / "licences", stem)
+    (demo.root / "licences" / f"{stem}.jwt").write_text(token + "\n", encoding="ascii")
+    out.plain(terminal_qr(token, qr))
+    out.info(
+        f"电子证照二维码 licence QR: version {qr.version}, level {qr.error}, "
+        f"{qr.modules}×{qr.modules} modules ({qr.printed_width_mm(0.5):.0f} mm at 0.5 mm); "
+        f"{png.relative_to(demo.root.parent)}, {svg.name}"
+    )
+
+
+async def _verify_licence(demo: Demo, out: Reporter, token: str, verifier: CaseDesk) -> None:
+    at = demo.now()
+    terms = load_terms([demo.agreement_path], demo.bundle(), at=at)
+    lists = status_lists(demo, DAFENG.node_id)
+    report = verify_licence(
+        token, demo.bundle(), at=at, status_lists=lists, entitled=terms.entitled
+    )
+    if not report.valid or report.unchecked:
+        raise StepFailed(f"licence check failed offline: {report.to_json()}")
+    checks = ", ".join(str(r.check) for r in report.checks)
+    out.proved(
+        "证照离线验证全部通过",
+        f"licence verified offline with the trust bundle, 320982's status lists and the "
+        f"agreement: {checks} all passed",
+    )
+    online = await verifier.public_post("/public/v1/licences/verify", {"token": token})
+    if not online.get("valid"):
+        raise StepFailed(f"licence refused by {verifier.node_id}'s public endpoint: {online}")
+    out.proved(
+        f"{demo.office(verifier.node_id).short}公共验证接口确认证照有效",
+        f"{verifier.node_id}'s public endpoint POST /public/v1/licences/verify says valid "
+        f"(status lists fetched from the issuer 320982's public listener)",
+    )
+
+
+Desks = dict[str, CaseDesk]
+
+
+async def food_licence_case(demo: Demo, out: Reporter, desks: Desks) -> None:
+    """Hand-in at 420106, handled by 320982, licence back, delivered, rated."""
+    wuchang, dafeng = desks[WUCHANG.node_id], desks[DAFENG.node_id]
+    materials = ["食品经营许可申请书", "营业执照", "经营场所平面图和设备布局图", "食品安全管理制度"]
+    body = {"matter": FOOD, "handling": DAFENG.node_id, "materials": materials}
+    opened = await wuchang.staff("POST", "/staff/v1/cases", body)
+    case_id, code = opened["case"]["case"], opened["access_code"]
+    out.info(
+        f"申请人在武昌区窗口递交 the applicant hands in at 420106: case {case_id}, "
+        f"access code {code} (the node keeps only its scrypt hash)"
+    )
+    at_dafeng = await dafeng.wait(case_id, "submitted")
+    out.proved(
+        "大丰区收到签名的提交包，开始计时",
+        f"320982's copy is submitted: {at_dafeng['time_limit_working_days']} working days, "
+        f"site survey required: {at_dafeng['survey_required']}",
+    )
+    steps: list[tuple[str, dict[str, Any], str]] = [
+        ("accept", {}, "受理"),
+        ("request-survey", {"surveyor": "handling"}, "自行安排远程勘查"),
+        (
+            "survey-report",
+            {"outcome": "pass", "report": "远程勘查：加工间布局与平面图一致"},
+            "勘查通过",
+        ),
+        ("decide", {"decision": "approve"}, "准予许可"),
+    ]
+    for event, details, zh in steps:
+        await dafeng.act(case_id, event, details)
+        out.info(f"320982 {zh} · {event}")
+    facts = LicenceFacts(
+        matter=FOOD,
+        number="JY13209820260001",
+        holder_id="91320982MA1XK2JC3L",
+        holder_name="盐城江城餐饮管理有限公司",
+        scope="热食类食品制售 (hot food preparation and sale)",
+        department_zh="盐城市大丰区行政审批局",
+        department_en="Dafeng District Administrative Approval Bureau, Yancheng",
+        valid_days=5 * 365,
+        status_index=1,
+    )
+    token = seal_licence(demo, DAFENG.node_id, facts, demo.now())
+    await dafeng.act(case_id, "issue-licence", {"licence": token, "licence_number": facts.number})
+    out.info(f"320982 签发电子证照 · issues e-licence {facts.number}, sealed with its seal")
+    at_wuchang = await wuchang.wait(case_id, "licence_issued")
+    out.proved(
+        "证照随签名包送回武昌区",
+        f"420106's copy holds licence {at_wuchang['licence_number']} (its seal checked when "
+        f"the packet was applied)",
+    )
+    await wuchang.act(case_id, "deliver", {"method": "窗口领取"})
+    await wuchang.act(case_id, "conclude")
+    view = await wuchang.public_post("/public/v1/track", {"case": case_id, "code": code})
+    link = view["link"]
+    rating = {"rating": "good", "comment": "跑一次就办成了"}
+    rated = await wuchang.public_post("/public/v1/track/rating", {"link": link, **rating})
+    out.info(
+        f"420106 送达、办结 · delivers and concludes; the applicant looks the case up with its "
+        f"access code and rates it 好评 good ({rated['state_label']})"
+    )
+    final = await dafeng.wait(case_id, rating, "rating")
+    mine = await wuchang.staff("GET", f"/staff/v1/cases/{case_id}")
+    if _timeline(mine) != _timeline(final) or mine["state"] != "concluded":
+        raise StepFailed("the two offices' copies of the case differ")
+    out.proved(
+        "好评送达办理地，两地案卷一致",
+        f"the rating reached 320982 and both copies hold the same "
+        f"{len(mine['timeline'])}-step timeline, state {mine['state']}",
+    )
+    await _verify_licence(demo, out, token, desks[NINGJIN.node_id])
+    _show_licence(demo, out, token, "food-business-licence")
+    url = f"{wuchang.public}/track#link={link}"
+    out.info(f"申请人查询页 applicant's tracking page: {url}")
+    out.info(f"  (or {wuchang.public}/track with case {case_id} and access code {code})")
+    demo.facts.setdefault("tracking", []).append(url)
+
+
+async def delegated_survey_case(demo: Demo, out: Reporter, desks: Desks) -> None:
+    """Pesticide retail licence: hand-in at 371422 where the shop is, handled by 320982,
+    which delegates the site survey to 371422 (委托勘查)."""
+    ningjin, dafeng = desks[NINGJIN.node_id], desks[DAFENG.node_id]
+    body = {
+        "matter": PESTICIDE,
+        "handling": DAFENG.node_id,
+        "materials": ["农药经营许可申请表", "营业执照", "经营场所和仓储场所地址、面积、平面图"],
+    }
+    opened = await ningjin.staff("POST", "/staff/v1/cases", body)
+    case_id, code = opened["case"]["case"], opened["access_code"]
+    out.info(
+        f"农药经营许可：店在宁津县，371422 收件 · pesticide retail licence handed in at "
+        f"371422 where the shop is: case {case_id}"
+    )
+    await dafeng.wait(case_id, "submitted")
+    await dafeng.act(case_id, "accept")
+    await dafeng.act(case_id, "request-survey", {"surveyor": "receiving"})
+    request = await ningjin.wait(case_id, "survey_requested")
+    out.proved(
+        "大丰区委托宁津县现场勘查",
+        f"320982 accepts and delegates the site survey: 371422's copy is "
+        f"{request['state']} (a request-survey packet under the handler-to-surveyor clause)",
+    )
+    report = "现场勘查：经营场所 60㎡，农药与食品、饲料隔离存放，防护设施齐全"
+    await ningjin.act(case_id, "survey-report", {"outcome": "pass", "report": report})
+    await dafeng.wait(case_id, "survey_reported")
+    out.proved(
+        "宁津县勘查结论送达大丰区",
+        "371422 reports the survey (pass); 320982's copy is survey_reported",
+    )
+    await dafeng.act(case_id, "decide", {"decision": "approve"})
+    facts = LicenceFacts(
+        matter=PESTICIDE,
+        number="农药经许（苏）32098220260002",
+        holder_id="91320982MA2NJ4FX7Q",
+        holder_name="盐城绿丰农资有限公司宁津经营部",
+        scope="农药零售（不含限制使用农药） pesticide retail, restricted pesticides excluded",
+        department_zh="盐城市大丰区行政审批局",
+        department_en="Dafeng District Administrative Approval Bureau, Yancheng",
+        valid_days=5 * 365,
+        status_index=2,
+    )
+    token = seal_licence(demo, DAFENG.node_id, facts, demo.now())
+    await dafeng.act(case_id, "issue-licence", {"licence": token, "licence_number": facts.number})
+    await ningjin.wait(case_id, "licence_issued")
+    await ningjin.act(case_id, "deliver", {"method": "邮寄"})
+    await ningjin.act(case_id, "conclude")
+    done = await dafeng.wait(case_id, "concluded")
+    out.proved(
+        "农药经营许可证送达宁津县，案件办结",
+        f"licence {facts.number} sealed by 320982 reached 371422, was delivered and the case "
+        f"concluded on both sides ({len(done['timeline'])} steps)",
+    )
+    save_qr(token, demo.root / "licences", "pesticide-retail-licence")
+    view = await ningjin.public_post("/public/v1/track", {"case": case_id, "code": code})
+    url = f"{ningjin.public}/track#link={view['link']}"
+    out.info(f"申请人查询页 applicant's tracking page: {url}")
+    demo.facts.setdefault("tracking", []).append(url)
+
+
+async def cases_step(demo: Demo, out: Reporter) -> None:
+    publish_status_lists(demo, DAFENG.node_id, demo.now())
+    async with AsyncExitStack() as stack:
+        desks = {
+            o.node_id: await stack.enter_async_context(CaseDesk(demo, o.node_id))
+            for o in demo.offices
+        }
+        await food_licence_case(demo, out, desks)
+        await delegated_survey_case(demo, out, desks)

@@ -1,0 +1,124 @@
+"""E-licences in the demo: the handling office's status lists, sealing a licence, and
+its QR code (PNG, SVG and the terminal) — through :mod:`signing.licence`,
+:mod:`signing.status_list` and :mod:`signing.qr`, as ``tongban licence`` does."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import segno
+
+from relay.demo.context import Demo
+from relay.http.licences import status_url
+from signing.licence import Licence, StatusEntry, issue_licence
+from signing.qr import QrImage, render_qr
+from signing.status_list import (
+    StatusList,
+    StatusListCredential,
+    StatusPurpose,
+    sign_status_list,
+)
+
+__all__ = [
+    "LicenceFacts",
+    "publish_status_lists",
+    "save_qr",
+    "seal_licence",
+    "status_lists",
+    "terminal_qr",
+]
+
+_PURPOSES = (StatusPurpose.REVOCATION, StatusPurpose.SUSPENSION)
+
+
+@dataclass(frozen=True)
+class LicenceFacts:
+    """What the handling office decided to license."""
+
+    matter: str
+    number: str
+    holder_id: str  # 统一社会信用代码
+    holder_name: str
+    scope: str
+    department_zh: str
+    department_en: str
+    valid_days: int
+    status_index: int
+
+
+def _status_dir(demo: Demo, node_id: str) -> Path:
+    return demo.config_path(node_id).parent / "data" / "status"
+
+
+def publish_status_lists(demo: Demo, node_id: str, at: datetime) -> list[str]:
+    """Write the node's empty revocation and suspension lists where it serves them
+    (``<data_dir>/status/<purpose>.jwt``); returns their URLs."""
+    folder = _status_dir(demo, node_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    public = demo.endpoints(node_id)["public"]
+    urls = []
+    for purpose in _PURPOSES:
+        url = status_url(public, purpose)
+        credential = StatusListCredential(
+            issuer_node=node_id,
+            url=url,
+            status_list=StatusList.empty(purpose),
+            issued_at=at,
+            valid_from=at,
+            valid_until=at + timedelta(days=7),
+        )
+        token = sign_status_list(credential, demo.signer(node_id), at=at)
+        (folder / f"{purpose.value}.jwt").write_text(token + "\n", encoding="ascii")
+        urls.append(url)
+    return urls
+
+
+def status_lists(demo: Demo, node_id: str) -> dict[str, str]:
+    """The node's published lists as ``{url: token}`` (for offline verification)."""
+    public = demo.endpoints(node_id)["public"]
+    folder = _status_dir(demo, node_id)
+    return {
+        status_url(public, p): (folder / f"{p.value}.jwt").read_text("ascii").strip()
+        for p in _PURPOSES
+    }
+
+
+def seal_licence(demo: Demo, node_id: str, facts: LicenceFacts, at: datetime) -> str:
+    """The licence credential sealed by ``node_id``'s seal (whole-second times)."""
+    at = at.replace(microsecond=0)
+    public = demo.endpoints(node_id)["public"]
+    licence = Licence(
+        issuer_node=node_id,
+        number=facts.number,
+        licence_type=facts.matter,
+        holder_id=facts.holder_id,
+        holder_name=facts.holder_name,
+        scope=facts.scope,
+        department_zh=facts.department_zh,
+        department_en=facts.department_en,
+        issued_at=at,
+        valid_from=at,
+        valid_until=at + timedelta(days=facts.valid_days),
+        status=tuple(StatusEntry(p, facts.status_index, status_url(public, p)) for p in _PURPOSES),
+    )
+    return issue_licence(licence, demo.signer(node_id), at=at)
+
+
+def save_qr(token: str, folder: Path, stem: str) -> tuple[QrImage, Path, Path]:
+    qr = render_qr(token)
+    folder.mkdir(parents=True, exist_ok=True)
+    png, svg = folder / f"{stem}.png", folder / f"{stem}.svg"
+    png.write_bytes(qr.png)
+    svg.write_bytes(qr.svg)
+    return qr, png, svg
+
+
+def terminal_qr(token: str, qr: QrImage) -> str:
+    """The same symbol as :func:`render_qr` drawn with half blocks for a terminal."""
+    code = segno.make_qr(token, error=qr.error, boost_error=False, mode="byte")
+    buffer = io.StringIO()
+    code.terminal(out=buffer, compact=True)
+    return buffer.getvalue().rstrip("\n")
