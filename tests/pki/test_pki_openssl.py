@@ -180,9 +180,13 @@ def test_openssl_tls13_server_refuses_client_without_certificate(hubei) -> None:
             timeout=20,
             check=False,
         )
+        # With -naccept the server exits after the refused handshake; waiting for it
+        # (rather than killing it at once) lets it report the refusal under load too.
+        server_out, _ = srv.communicate(timeout=20)
     finally:
-        srv.kill()
-        server_out, _ = srv.communicate(timeout=10)
+        if srv.poll() is None:
+            srv.kill()
+            srv.communicate(timeout=10)
     text = server_out.decode(errors="replace") + cli.stdout.decode(errors="replace")
     assert "certificate required" in text or cli.returncode != 0, text
 
