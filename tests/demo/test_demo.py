@@ -121,3 +121,45 @@ async def test_a_failing_step_makes_the_run_fail_and_stops_there(tmp_path: Path)
     assert "✗" in text
     assert "the receipt did not verify" in text
     assert "demo failed" in text
+
+
+@pytest.mark.timeout(120)
+def test_demo_keeps_the_nodes_running_until_ctrl_c_then_stops_them_gracefully(tmp_path: Path):
+    import signal
+    import urllib.error
+    import urllib.request
+
+    work = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [*TONGBAN, "demo", "--dir", str(work)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "press Ctrl-C to stop" in line:
+                break
+        text = "".join(lines)
+        assert "all steps held" in text, text
+        publics = [ln.split()[1] for ln in lines if ln.strip().startswith("public ")]
+        assert len(publics) == 3
+        for url in publics:  # the nodes still serve after the scripted part
+            with urllib.request.urlopen(f"{url}/readyz", timeout=10) as resp:
+                assert resp.status == 200
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    for node in ("420106", "320982", "371422"):
+        assert f"{node} stopped (exit status 0)" in rest
+        assert "stopped" in (work / "nodes" / node / "node.log").read_text()
+    for url in publics:
+        with pytest.raises(urllib.error.URLError, match="refused"):
+            urllib.request.urlopen(f"{url}/readyz", timeout=5)
