@@ -7,10 +7,19 @@ descriptors (our own and the partners'), the bundled working-day calendar, and t
 node's seal for tracking links. The node serves the federation listener with
 :attr:`CaseServices.core` (the core whose ``receive_batch`` also applies new case
 packets) and adds the staff and public routes with :meth:`CaseServices.add_routes`.
+
+:class:`CaseLayer` plugs all of it into :class:`relay.node.Node` without the node
+knowing about cases: its ``core_factory`` wraps the node's core factory (the core the
+node gets is the case-applying one; closing it closes the case store too) and its
+``extension`` adds the routes::
+
+    cases = CaseLayer()
+    node = Node(config, core_factory=cases.core_factory, extensions=[cases.extension])
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,15 +35,17 @@ from relay.cases.sqlite_store import SqliteCaseStore
 from relay.cases.terms import load_terms
 from relay.config import NodeConfig
 from relay.core.errors import RelayError
+from relay.core.ports import PeerLink
 from relay.http.cases import add_case_routes
 from relay.http.licences import LicenceVerifier, add_licence_routes
 from relay.http.tracking import add_tracking_routes
+from relay.node import CoreFactory, CoreHandle, relay_core_factory
 from relay.tls import BundleSource
 from signing.descriptor import verify_descriptor
 from signing.errors import SigningError
 from signing.nodedir import load_node_keys
 
-__all__ = ["CaseServices", "attach_cases"]
+__all__ = ["CaseLayer", "CaseServices", "attach_cases"]
 
 _log = logging.getLogger("tongban.relay.cases")
 
@@ -106,3 +117,42 @@ def attach_cases(
         entitled=terms.entitled,
     )
     return CaseServices(desk, verifier, SyncingCore(core, desk), store)
+
+
+class CaseLayer:
+    """The case services of one node, for ``Node(core_factory=…, extensions=[…])``."""
+
+    def __init__(self, inner: CoreFactory = relay_core_factory) -> None:
+        self._inner = inner
+        self.services: CaseServices | None = None
+        self._catch_up: asyncio.Task[None] | None = None
+
+    def core_factory(
+        self,
+        config: NodeConfig,
+        link: PeerLink,
+        bundle: BundleSource,
+        clock: Callable[[], datetime],
+    ) -> CoreHandle:
+        handle = self._inner(config, link, bundle, clock)
+        try:
+            services = attach_cases(config, handle.core, bundle, clock)
+        except BaseException:
+            handle.close()
+            raise
+        self.services = services
+        # packets that arrived while the case layer was not running are applied now
+        self._catch_up = asyncio.get_running_loop().create_task(services.start())
+
+        def close() -> None:
+            if self._catch_up is not None:
+                self._catch_up.cancel()
+            services.close()
+            handle.close()
+
+        return CoreHandle(core=services.core, storage_ok=handle.storage_ok, close=close)
+
+    def extension(self, listener: str, app: web.Application) -> None:
+        if self.services is None:
+            raise RuntimeError("the case layer's core factory has not run")
+        self.services.add_routes(listener, app)
