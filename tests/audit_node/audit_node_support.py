@@ -202,7 +202,9 @@ class Federation:
         return self.nodes[node_id]
 
 
-def write_configs(pki: Pki, base: Path, ids: tuple[str, ...]) -> dict[str, RunningNode]:
+def write_configs(
+    pki: Pki, base: Path, ids: tuple[str, ...], *, interval: str = "1h"
+) -> dict[str, RunningNode]:
     agreement = write_agreement(base / "agreement.json", {i: pki.dirs[i] for i in ids})
     ports = {i: free_ports(3) for i in ids}
     nodes = {}
@@ -220,7 +222,7 @@ def write_configs(pki: Pki, base: Path, ids: tuple[str, ...]) -> dict[str, Runni
             f"[listeners.staff]\nport = {ports[node_id][2]}",
             f'[agreements]\nfiles = ["{agreement}"]',
             '[outbox]\nbase_backoff = "50ms"',
-            '[audit]\ncheckpoint_interval = "1h"\nwitness_interval = "1h"',
+            f'[audit]\ncheckpoint_interval = "{interval}"\nwitness_interval = "{interval}"',
         ]
         for other in ids:
             if other != node_id:
