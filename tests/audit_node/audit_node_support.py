@@ -238,11 +238,13 @@ def write_configs(
     return nodes
 
 
-def rewrite_log(db: Path, *, change: int | None = None, keep: int | None = None) -> None:
+def rewrite_log(
+    db: Path, *, change: int | None = None, keep: int | None = None, forget: bool = True
+) -> None:
     """What a dishonest operator would do to a stopped node's database: drop the
     append-only triggers, alter leaf ``change`` and/or keep only the first ``keep``
     leaves, recompute every tree hash so the log is self-consistent again, and forget
-    the checkpoints the node signed before."""
+    the checkpoints the node signed before (unless ``forget`` is false)."""
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         for name in ("leaves_no_update", "leaves_no_delete", "nodes_no_update", "nodes_no_delete"):
@@ -257,7 +259,8 @@ def rewrite_log(db: Path, *, change: int | None = None, keep: int | None = None)
         conn.execute("BEGIN")
         conn.execute("DELETE FROM audit_leaves")
         conn.execute("DELETE FROM audit_nodes")
-        conn.execute("DELETE FROM audit_checkpoints")
+        if forget:
+            conn.execute("DELETE FROM audit_checkpoints")
         append_many(conn, leaves)
         conn.execute("COMMIT")
     finally:

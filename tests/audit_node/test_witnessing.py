@@ -162,3 +162,36 @@ async def test_exchange_endpoints_answer_problems_with_the_audit_codes(pair: Fed
         assert answer["index"] == 0
     # none of these refusals disturbs witnessing: B still cosigns A
     assert [r.outcome for r in await b.live.witness_round()] == [Outcome.COSIGNED]
+
+
+async def test_an_unreachable_partner_is_no_verdict_and_is_witnessed_again_later(
+    pair: Federation,
+) -> None:
+    a, b = pair[A], pair[B]
+    await b.send(A, "CASE-1")
+    await b.stop()
+    [result] = await a.live.witness_round()
+    assert result.outcome is Outcome.UNAVAILABLE
+    assert a.live.service.state.partner(origin_for(B)).status is PartnerStatus.ACTIVE
+    assert a.live.service.state.alerts() == []
+    await b.start()
+    assert [r.outcome for r in await a.live.witness_round()] == [Outcome.COSIGNED]
+
+
+async def test_a_node_refuses_to_sign_a_log_that_does_not_extend_its_last_checkpoint(
+    pair: Federation, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = pair[A], pair[B]
+    await a.send(B, "CASE-1")
+    assert [r.outcome for r in await a.live.witness_round()] == [Outcome.COSIGNED]
+    await b.stop()
+    rewrite_log(b.db, change=1, forget=False)  # B still holds the checkpoints it signed
+    await b.start()
+    with caplog.at_level(logging.ERROR, logger="tongban.relay.audit"):
+        [result] = await a.live.witness_round()
+    # B answers audit-unavailable: nothing signed, so no evidence and no verdict for A
+    assert result.outcome is Outcome.UNAVAILABLE
+    assert "audit-unavailable" in result.detail
+    assert a.live.service.state.partner(origin_for(B)).status is PartnerStatus.ACTIVE
+    # ... while B logged the inconsistency of its own database at ERROR
+    assert any("not consistent with our last checkpoint" in r.getMessage() for r in caplog.records)
