@@ -45,9 +45,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _run(config: NodeConfig) -> int:
     from relay.http.audit_node import AuditNode
+    from remote_survey.errors import SurveyError
+    from remote_survey.nodehub import node_survey_hub
+    from remote_survey.web import survey_extension
 
     audit = AuditNode(config)
-    node = Node(config, extensions=[audit.extension])
+    try:  # the survey pages and signalling, on the public listener
+        surveys, _ = node_survey_hub(config.node_id, config.key_dir, config.data_dir)
+    except (OSError, ValueError, SigningError, SurveyError) as exc:
+        raise CliError("start", f"node {config.node_id} cannot run surveys: {exc}") from None
+    node = Node(config, extensions=[audit.extension, survey_extension(surveys)])
     try:
         await node.start()
     except (OSError, SigningError, AgreementLoadError, TokenKeyError) as exc:
