@@ -56,6 +56,7 @@ from relay.audit.exchange import (
 from relay.audit.merkle import verify_consistency
 from relay.audit.state import AuditState
 from relay.audit.witness import (
+    PartnerState,
     PartnerStatus,
     ViewComparison,
     Witness,
@@ -217,6 +218,19 @@ class AuditService:
         self.state.put_cosignature(opened.checkpoint.size, witness_key.name, note, self._clock())
 
     # -- witnessing ------------------------------------------------------------------------
+
+    def resume(self, node_id: str) -> bool:
+        """Staff decision: witness a halted partner again, from its next checkpoint on.
+
+        The evidence stays in the alerts; the partner's cosigned state starts afresh (the
+        checkpoint we held conflicts with what it serves now). False if it was not halted.
+        """
+        origin = origin_for(node_id)
+        if self.state.partner(origin).status is not PartnerStatus.HALTED:
+            return False
+        self.state.put_partner(PartnerState(origin))
+        _log.warning("audit: witnessing of %s resumed by staff", origin)
+        return True
 
     def _halt(self, exc: ForkDetected, outcome: Outcome) -> RoundResult:
         state = exc.state

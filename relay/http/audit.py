@@ -13,6 +13,8 @@ Staff listener (bearer token)::
 
     POST /staff/v1/audit/checkpoint   sign a checkpoint now (clerk)
     GET  /staff/v1/alerts             audit alerts: forks and split views found
+    POST /staff/v1/audit/partners/{node}/resume
+                                      witness a halted partner again (clerk)
 
 Handlers only decode, call :class:`relay.audit.service.AuditService` and encode; audit
 errors become problem documents with the codes of docs/protocol.md §7.5.
@@ -145,5 +147,13 @@ def add_audit_staff_routes(app: web.Application, audit: AuditService) -> None:
     async def get_alerts(request: web.Request) -> web.Response:
         return web.json_response({"alerts": [a.to_json() for a in audit.state.alerts()]})
 
+    async def post_resume(request: web.Request) -> web.Response:
+        require_role(request, StaffRole.CLERK)
+        node = request.match_info["node"]
+        if not audit.resume(node):
+            raise Problem(409, ProblemCode.CONFLICT, f"witnessing of {node} is not halted")
+        return web.json_response({"node": node, "status": "active"})
+
     app.router.add_post("/staff/v1/audit/checkpoint", post_checkpoint)
+    app.router.add_post("/staff/v1/audit/partners/{node:[0-9]{6}}/resume", post_resume)
     app.router.add_get("/staff/v1/alerts", get_alerts)

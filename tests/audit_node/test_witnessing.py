@@ -124,6 +124,15 @@ async def test_rewritten_or_truncated_log_is_detected_and_the_partner_halted(
     await a.start()
     assert a.live.service.state.partner(origin_for(B)).status is PartnerStatus.HALTED
 
+    # staff may resume witnessing: B's next checkpoint is taken afresh, the alert stays
+    resume = f"/staff/v1/audit/partners/{B}/resume"
+    status, body = await a.staff_request(pair.pki, "POST", resume)
+    assert (status, body) == (200, {"node": B, "status": "active"})
+    assert [r.outcome for r in await a.live.witness_round()] == [Outcome.COSIGNED]
+    status, body = await a.staff_request(pair.pki, "POST", resume)
+    assert (status, body["code"]) == (409, "conflict")
+    assert len(a.live.service.state.alerts()) == 1
+
 
 async def test_exchange_endpoints_answer_problems_with_the_audit_codes(pair: Federation) -> None:
     a, b = pair[A], pair[B]
