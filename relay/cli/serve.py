@@ -45,6 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _run(config: NodeConfig) -> int:
     from relay.http.audit_node import AuditNode
+    from relay.http.case_services import CaseLayer
     from remote_survey.errors import SurveyError
     from remote_survey.nodehub import node_survey_hub
     from remote_survey.web import survey_extension
@@ -54,7 +55,12 @@ async def _run(config: NodeConfig) -> int:
         surveys, _ = node_survey_hub(config.node_id, config.key_dir, config.data_dir)
     except (OSError, ValueError, SigningError, SurveyError) as exc:
         raise CliError("start", f"node {config.node_id} cannot run surveys: {exc}") from None
-    node = Node(config, extensions=[audit.extension, survey_extension(surveys)])
+    cases = CaseLayer()  # case workflow, applicant tracking, licence verification
+    node = Node(
+        config,
+        core_factory=cases.core_factory,
+        extensions=[audit.extension, survey_extension(surveys), cases.extension],
+    )
     try:
         await node.start()
     except (OSError, SigningError, AgreementLoadError, TokenKeyError) as exc:
