@@ -156,3 +156,52 @@ async def test_verify_page_reports_a_licence_in_chinese_and_english(browser, off
         outcome = await page.get_attribute("tr[data-check='signature']", "data-outcome")
         assert outcome == "failed"
         await context.close()
+
+
+async def test_rating_and_complaint_from_the_page_reach_the_handling_office(
+    browser, offices, clock
+):
+    from datetime import timedelta
+
+    from signing.licence import Licence, issue_licence
+
+    r, h = offices.r, offices.h
+    opened = await r.desk.open_case(
+        matter=BOOKS, mode="proxy_receipt", handling=HANDLING, case_id="WC-RATED"
+    )
+    await offices.deliver()
+    await h.desk.act("WC-RATED", EventKind.ACCEPT, {})
+    await h.desk.act("WC-RATED", EventKind.DECIDE, {"decision": "approve"})
+    licence = Licence(
+        issuer_node=HANDLING, number="XK-9", licence_type=BOOKS, holder_id="H-9",
+        holder_name="武昌书店", scope="图书零售", department_zh="大丰区行政审批局",
+        department_en="Dafeng Approval Bureau", issued_at=clock(), valid_from=clock(),
+        valid_until=clock() + timedelta(days=365),
+    )  # fmt: skip
+    token = issue_licence(licence, offices.pki.keys[HANDLING].seal, at=clock())
+    issued = {"licence": token, "licence_number": "XK-9"}
+    await h.desk.act("WC-RATED", EventKind.ISSUE_LICENCE, issued)
+    await offices.deliver()
+    await r.desk.act("WC-RATED", EventKind.DELIVER, {})
+    await r.desk.act("WC-RATED", EventKind.CONCLUDE, {})
+    async with serve(r.public()) as base:
+        context = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+        page = await context.new_page()
+        await _look_up(page, base, "WC-RATED", opened.access_code)
+        await page.wait_for_selector("#state[data-state='concluded']", timeout=MS)
+        assert await page.text_content("#licence") == "XK-9"
+        assert await page.is_visible("#rating-box")
+        await page.check("input[name=rating][value=average]")
+        await page.fill("#comment", "等了一周")
+        await page.click("#rating-form button[type=submit]")
+        await page.wait_for_selector("#rated-box:not([hidden])", timeout=MS)
+        assert await page.is_hidden("#rating-box")
+        await page.fill("#complaint-text", "证照打印不清楚")
+        await page.click("#complaint-form button[type=submit]")
+        await page.wait_for_selector("#complaints li", timeout=MS)
+        await context.close()
+    await offices.deliver()
+    handled = h.desk.get("WC-RATED").case.view
+    assert handled.rating is not None
+    assert dict(handled.rating) == {"rating": "average", "comment": "等了一周"}
+    assert [c.text for c in handled.open_complaints] == ["证照打印不清楚"]
