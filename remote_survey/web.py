@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from remote_survey.room import RoomConfig, SurveyRoom
 from remote_survey.session import SurveyPlan
@@ -103,11 +104,19 @@ def survey_app(hub: SurveyHub) -> web.Application:
     return app
 
 
-def survey_extension(hub: SurveyHub) -> Callable[[str, web.Application], None]:
-    """A node extension mounting the survey routes on the public listener only."""
+def survey_extension(
+    hub: SurveyHub, join_key: Ed25519PrivateKey | None = None
+) -> Callable[[str, web.Application], None]:
+    """A node extension: pages and signalling on the public listener; with ``join_key``
+    also the staff routes that schedule surveys and hand out their join links
+    (:mod:`remote_survey.staffapi`) on the staff listener."""
 
     def extension(listener: str, app: web.Application) -> None:
         if listener == "public":
             add_survey_routes(app, hub)
+        elif listener == "staff" and join_key is not None:
+            from remote_survey.staffapi import add_staff_routes
+
+            add_staff_routes(app, hub, join_key)
 
     return extension

@@ -52,14 +52,14 @@ async def _run(config: NodeConfig) -> int:
 
     audit = AuditNode(config)
     try:  # the survey pages and signalling, on the public listener
-        surveys, _ = node_survey_hub(config.node_id, config.key_dir, config.data_dir)
+        surveys, join_key = node_survey_hub(config.node_id, config.key_dir, config.data_dir)
     except (OSError, ValueError, SigningError, SurveyError) as exc:
         raise CliError("start", f"node {config.node_id} cannot run surveys: {exc}") from None
     cases = CaseLayer()  # case workflow, applicant tracking, licence verification
     node = Node(
         config,
         core_factory=cases.core_factory,
-        extensions=[audit.extension, survey_extension(surveys), cases.extension],
+        extensions=[audit.extension, survey_extension(surveys, join_key), cases.extension],
     )
     try:
         await node.start()

@@ -1,4 +1,4 @@
-"""``tongban serve`` mounts the survey pages and signalling on the public listener."""
+"""``tongban serve`` runs surveys: staff schedule them, the public listener serves them."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+from media_support import make_plan
 
 from certs.pki import init_federation, issue_node
+from relay.staff_auth import StaffRole, issue_token, load_or_create_token_key
 from remote_survey.nodehub import JOIN_KEY_FILE
+from remote_survey.reportjson import plan_to_json
 
 
 def _ports(count: int) -> list[int]:
@@ -27,7 +30,9 @@ def _ports(count: int) -> list[int]:
             s.close()
 
 
-async def test_serve_answers_survey_pages_and_refuses_unknown_sessions(tmp_path: Path) -> None:
+async def test_serve_schedules_a_survey_for_staff_and_admits_its_links_publicly(
+    tmp_path: Path,
+) -> None:
     base = datetime.now(UTC) - timedelta(hours=1)
     init_federation(tmp_path / "fed", "Hubei", now=base)
     node = tmp_path / "node"
@@ -49,6 +54,7 @@ async def test_serve_answers_survey_pages_and_refuses_unknown_sessions(tmp_path:
                 "[listeners.public]",
                 f"port = {ports[1]}",
                 "[listeners.staff]",
+                "tls = false",
                 f"port = {ports[2]}",
             ]
         )
@@ -72,7 +78,57 @@ async def test_serve_answers_survey_pages_and_refuses_unknown_sessions(tmp_path:
             line = (await proc.stdout.readline()).decode()
         assert line.startswith("tongban: node 420106 serving "), line
         public = f"http://127.0.0.1:{ports[1]}"
+        staff = f"http://127.0.0.1:{ports[2]}"
+        key = load_or_create_token_key(tmp_path / "data" / "staff-token.key")
+        clerk = issue_token(
+            key,
+            node_id="420106",
+            subject="王科员",
+            roles=[StaffRole.CLERK],
+            now=datetime.now(UTC),
+            ttl=600,
+        )
+        auth = {"Authorization": f"Bearer {clerk}"}
+        plan = make_plan(datetime.now(UTC))
         async with aiohttp.ClientSession() as http:
+            anonymous = await http.post(f"{staff}/staff/v1/surveys", json=plan_to_json(plan))
+            assert anonymous.status == 401
+            made = await http.post(
+                f"{staff}/staff/v1/surveys", json=plan_to_json(plan), headers=auth
+            )
+            assert made.status == 201, await made.text()
+            links = {link["person"]: link for link in (await made.json())["links"]}
+            assert set(links) == {"insp-1", "site-1", "obs-1"}
+            assert links["obs-1"]["path"].endswith("&role=observer")
+            again = await http.post(
+                f"{staff}/staff/v1/surveys", json=plan_to_json(plan), headers=auth
+            )
+            assert again.status == 409
+            other = plan_to_json(make_plan(datetime.now(UTC), session_id="sv-other"))
+            other["surveying_office"] = "320982"
+            wrong = await http.post(f"{staff}/staff/v1/surveys", json=other, headers=auth)
+            assert wrong.status == 422
+            reader = issue_token(
+                key,
+                node_id="420106",
+                subject="读者",
+                roles=[StaffRole.READER],
+                now=datetime.now(UTC),
+                ttl=600,
+            )
+            reading = {"Authorization": f"Bearer {reader}"}
+            forbidden = await http.post(f"{staff}/staff/v1/surveys", json=other, headers=reading)
+            assert forbidden.status == 403
+            unknown = await http.get(f"{staff}/staff/v1/surveys/sv-nope", headers=reading)
+            assert unknown.status == 404
+            token = links["site-1"]["path"].split("#token=")[1]
+            ws_url = public.replace("http", "ws", 1) + f"/survey/v1/ws?token={token}&device=p1"
+            async with http.ws_connect(ws_url) as ws:
+                welcome = await ws.receive_json(timeout=20)
+                assert welcome["type"] == "welcome"
+                assert welcome["role"] == "site"
+            status = await http.get(f"{staff}/staff/v1/surveys/{plan.session_id}", headers=auth)
+            assert (await status.json())["state"] == "scheduled"
             page = await http.get(f"{public}/survey/v1/inspector")
             assert page.status == 200
             assert "inspector.js" in await page.text()

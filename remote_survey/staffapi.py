@@ -1,0 +1,128 @@
+"""Staff routes to run surveys on a node: schedule one and get its join links, follow it.
+
+Added to the node's staff listener (behind its bearer-token check) by
+:func:`remote_survey.web.survey_extension` when the hub's join key is given::
+
+    POST /staff/v1/surveys             schedule: body = the survey plan object of
+                                       docs/protocol.md §10.6 ("survey" without the
+                                       outcome fields); answers 201 with one join link
+                                       per participant                   (role clerk)
+    GET  /staff/v1/surveys/{session}   state, chain head and length, the sealed
+                                       report once signed                (any role)
+
+A link is ``{"person", "role", "path"}`` where ``path`` is the page path with the token
+in its fragment (``/survey/v1/site#token=...``), to append to the node's public
+endpoint. Links are valid from 15 minutes before the window until its end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from relay.http.body import read_json_object
+from relay.problem import Problem, ProblemCode
+from relay.staff_auth import StaffRole, require_role
+from remote_survey.errors import SurveyError
+from remote_survey.join import issue_join_token, new_jti
+from remote_survey.reportjson import plan_from_json
+from remote_survey.session import Role, SurveyPlan
+
+if TYPE_CHECKING:
+    from remote_survey.web import SurveyHub
+
+__all__ = ["LINK_LEAD", "add_staff_routes"]
+
+LINK_LEAD = timedelta(minutes=15)
+_PAGES = {Role.SITE: "site", Role.INSPECTOR: "inspector", Role.OBSERVER: "inspector"}
+
+
+def _links(
+    plan: SurveyPlan, key: Ed25519PrivateKey, node_id: str, jti: Callable[[], str]
+) -> list[dict[str, str]]:
+    people = [
+        *((p, Role.INSPECTOR) for p in plan.inspectors),
+        (plan.site_party, Role.SITE),
+        *((p, Role.OBSERVER) for p in plan.observers),
+    ]
+    links = []
+    for person, role in people:
+        token = issue_join_token(
+            key,
+            node_id=node_id,
+            session_id=plan.session_id,
+            role=role,
+            subject=person.person_id,
+            not_before=plan.window.start - LINK_LEAD,
+            expires=plan.window.end,
+            jti=jti(),
+        )
+        fragment = f"token={token}" + ("&role=observer" if role is Role.OBSERVER else "")
+        links.append(
+            {
+                "person": person.person_id,
+                "role": role.value,
+                "path": f"/survey/v1/{_PAGES[role]}#{fragment}",
+            }
+        )
+    return links
+
+
+def add_staff_routes(
+    app: web.Application,
+    hub: SurveyHub,
+    join_key: Ed25519PrivateKey,
+    *,
+    jti: Callable[[], str] = new_jti,
+) -> None:
+    """Add the survey staff routes for ``hub``; links are signed with ``join_key``."""
+    node_id = hub.config.node_id
+    clock = hub.config.clock
+
+    async def schedule(request: web.Request) -> web.Response:
+        require_role(request, StaffRole.CLERK)
+        body = await read_json_object(request)
+        try:
+            plan = plan_from_json(body)
+        except (SurveyError, KeyError, TypeError, ValueError) as exc:
+            raise Problem(422, ProblemCode.INVALID_REQUEST, f"not a survey plan: {exc}") from None
+        if plan.surveying_office != node_id:
+            raise Problem(
+                422,
+                ProblemCode.INVALID_REQUEST,
+                f"this node is {node_id}; the plan names {plan.surveying_office} as surveyor",
+            )
+        if plan.window.end <= clock():
+            raise Problem(422, ProblemCode.INVALID_REQUEST, "the survey window has passed")
+        if plan.session_id in hub.rooms:
+            raise Problem(409, ProblemCode.CONFLICT, f"survey {plan.session_id} already exists")
+        hub.open(plan)
+        links = _links(plan, join_key, node_id, jti)
+        return web.json_response(
+            {"session": plan.session_id, "links": links},
+            status=201,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def status(request: web.Request) -> web.Response:
+        session = request.match_info["session"]
+        live = hub.rooms.get(session)
+        if live is None:
+            raise Problem(404, ProblemCode.NOT_FOUND, f"no survey {session} on this node")
+        room = live.room
+        return web.json_response(
+            {
+                "session": session,
+                "state": room.state.value,
+                "chain": {"head": room.chain.head, "length": len(room.chain.entries)},
+                "report": room.report_token,
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    app.router.add_post("/staff/v1/surveys", schedule)
+    app.router.add_get("/staff/v1/surveys/{session}", status)
