@@ -16,6 +16,10 @@ intermediates. :func:`validate_path` checks, at a given instant:
    is revoked. An issuer without a CRL in the bundle has no revocation information;
 6. binding: the leaf's subject CN is a node id, and equals ``node_id`` when given.
 
+The signature checks of steps 1 and 5 are pure functions of the DER bytes involved
+and are memoized in :mod:`signing.pathcache`; every time-dependent check (validity,
+CRL freshness, the revocation lookup) and purpose/binding runs on every call.
+
 Failures raise :class:`~signing.errors.CertificateRejected` with a stable ``reason``
 (``untrusted-root``, ``bad-chain``, ``expired``, ``not-yet-valid``, ``revoked``,
 ``wrong-purpose``, ``wrong-node``, ``crl-invalid``); the precise cause is logged on the
@@ -31,13 +35,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from signing import pathcache
 from signing.errors import CertificateRejected, MalformedInput
 
 __all__ = ["Identity", "Purpose", "TrustBundle", "is_node_id", "validate_path"]
@@ -100,6 +105,11 @@ class TrustBundle:
         parts += [c.public_bytes(Encoding.PEM) for c in self.crls]
         return b"".join(parts)
 
+    @cached_property
+    def crl_ders(self) -> tuple[bytes, ...]:
+        """DER of each CRL, in :attr:`crls` order (computed once per bundle)."""
+        return tuple(pathcache.der(c) for c in self.crls)
+
 
 @dataclass(frozen=True)
 class Identity:
@@ -127,11 +137,7 @@ def _describe(cert: x509.Certificate) -> str:
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     if cert.issuer != issuer.subject:
         return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (_CryptoInvalidSignature, ValueError, TypeError):
-        return False
-    return True
+    return pathcache.issued_by_signature(cert, issuer)  # memoized by both DERs
 
 
 def _build_path(chain: Sequence[x509.Certificate], bundle: TrustBundle) -> list[x509.Certificate]:
@@ -220,12 +226,15 @@ def _check_purpose(leaf: x509.Certificate, purpose: Purpose) -> None:
 
 def _check_revocation(path: Sequence[x509.Certificate], bundle: TrustBundle, at: datetime) -> None:
     for cert, issuer in itertools.pairwise(path):
-        candidates = [c for c in bundle.crls if c.issuer == issuer.subject]
+        candidates = [
+            (crl, crl_der)
+            for crl, crl_der in zip(bundle.crls, bundle.crl_ders, strict=True)
+            if crl.issuer == issuer.subject
+        ]
         if not candidates:
             continue
-        crl = max(candidates, key=lambda c: c.last_update_utc)
-        issuer_key = issuer.public_key()
-        if not crl.is_signature_valid(issuer_key):  # type: ignore[arg-type]
+        crl, crl_der = max(candidates, key=lambda c: c[0].last_update_utc)
+        if not pathcache.crl_signed_by(crl, crl_der, issuer):  # memoized by both DERs
             raise _reject("crl-invalid", f"CRL of {_describe(issuer)} has a bad signature")
         if crl.next_update_utc is None or at > crl.next_update_utc:
             raise _reject(

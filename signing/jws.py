@@ -21,7 +21,6 @@ other than expected; a ``kid`` (or ``x5t#S256``) that is not the leaf's digest; 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 from collections.abc import Mapping
@@ -35,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding
 from jwt.api_jws import PyJWS
 
+from signing import pathcache
 from signing.certificates import Identity, Purpose, TrustBundle, validate_path
 from signing.encoding import b64url, b64url_decode
 from signing.errors import CertificateRejected, InvalidSignature, MalformedInput
@@ -208,11 +208,8 @@ def _chain(header: Mapping[str, Any]) -> tuple[x509.Certificate, ...]:
         if not isinstance(item, str):
             raise _fail("x5c entry is not a string")
         try:
-            der = base64.b64decode(item, validate=True)
-            if base64.b64encode(der).decode() != item:
-                raise ValueError("non-canonical base64")
-            chain.append(x509.load_der_x509_certificate(der))
-        except (binascii.Error, ValueError) as exc:
+            chain.append(pathcache.certificate_from_x5c(item))  # memoized by the text
+        except ValueError as exc:
             raise _fail(f"x5c entry does not parse: {exc}") from None
     return tuple(chain)
 
