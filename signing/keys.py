@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from signing import pathcache
 from signing.encoding import b64url
 from signing.errors import MalformedInput
 
@@ -42,7 +43,7 @@ def algorithm_for(key: object) -> str:
 
 def certificate_kid(cert: x509.Certificate) -> str:
     """``b64url(SHA-256(DER(cert)))`` — the JWS ``kid`` (equal to ``x5t#S256``)."""
-    return b64url(hashlib.sha256(cert.public_bytes(Encoding.DER)).digest())
+    return b64url(hashlib.sha256(pathcache.der(cert)).digest())  # DER memoized per object
 
 
 def load_pem_chain(data: bytes) -> tuple[x509.Certificate, ...]:
