@@ -48,6 +48,7 @@ from relay.cases.workflow import Case, Command, Received, action_for, transition
 from relay.core.errors import RelayError
 from relay.core.model import InboxItem, PacketContent, PacketSummary
 from signing.certificates import TrustBundle
+from signing.errors import SigningError
 from signing.keys import Signer
 from signing.licence import verify_licence
 from signing.licence_report import Check, Outcome
@@ -278,7 +279,7 @@ class CaseDesk:
     def _received(self, old: CaseRecord | None, summary: PacketSummary) -> CaseRecord:
         try:
             content = self._relay.read_packet(summary.packet_id).content
-        except RelayError as exc:
+        except (RelayError, SigningError) as exc:
             raise MalformedEvent(f"packet does not open: {exc}") from exc
         event = Event.from_content(content)
         if content.get("case") != summary.case_id:
