@@ -108,7 +108,7 @@ class TrustBundle:
     @cached_property
     def crl_ders(self) -> tuple[bytes, ...]:
         """DER of each CRL, in :attr:`crls` order (computed once per bundle)."""
-        return tuple(pathcache.der(c) for c in self.crls)
+        return tuple(c.public_bytes(Encoding.DER) for c in self.crls)
 
 
 @dataclass(frozen=True)

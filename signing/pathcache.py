@@ -11,7 +11,7 @@ exact DER encodings (never by names, serials or object identity):
 - ``crl``: ``(CRL DER, issuer DER)`` for which the CRL signature verified;
 - ``x5c``: a JWS ``x5c`` entry (the exact base64 text) that decoded canonically and
   parsed, with its parsed certificate;
-- ``der``: the DER encoding of a certificate or CRL object (by object identity).
+- ``der``: the DER encoding of a certificate object (by object identity).
 
 Only successes are remembered, so a hit means "these very bytes verified before" and a
 miss falls back to the full check. A forged issuer with the same name as a trusted one
@@ -101,8 +101,8 @@ _CACHES: dict[str, LruCache[Any]] = {
 }
 
 
-def der(obj: x509.Certificate | x509.CertificateRevocationList) -> bytes:
-    """The DER encoding of a certificate or CRL (the cache key material).
+def der(obj: x509.Certificate) -> bytes:
+    """The DER encoding of a certificate (the cache key material).
 
     Encoding costs more than a dictionary lookup, so it is remembered per object: the
     entry holds the (immutable) object itself, so its ``id`` cannot be reused by another
