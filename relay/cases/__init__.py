@@ -21,8 +21,11 @@ Pure core (data in, data out; time, randomness and keys are arguments):
   lookup throttle; :mod:`~relay.cases.tracking_view` — the applicant's view (zh/en).
 
 Shell: :mod:`~relay.cases.store` (the storage interface) and
-:mod:`~relay.cases.sqlite_store`; :mod:`~relay.cases.desk` composes the core with the
-relay node; ``relay.http.cases`` and ``relay.http.tracking`` are the HTTP handlers.
+:mod:`~relay.cases.sqlite_store`; :mod:`~relay.cases.terms` reads the agreement terms;
+:mod:`~relay.cases.incoming` applies a partner's packet; :mod:`~relay.cases.desk`
+composes the core with the relay node; ``relay.http.cases``, ``relay.http.tracking``
+and ``relay.http.licences`` are the HTTP handlers, ``relay.http.case_services`` plugs
+it all into a node.
 """
 
 from relay.cases.errors import (

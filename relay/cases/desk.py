@@ -31,7 +31,8 @@ from typing import Any, Protocol
 
 from agreements.calendar import WorkingCalendar
 from relay.cases.errors import CaseError, MalformedEvent, TrackingDenied
-from relay.cases.model import CaseHeader, Event, EventKind, Office
+from relay.cases.incoming import apply_incoming, check_licence
+from relay.cases.model import CaseHeader, EventKind, Office
 from relay.cases.sla import Colour, SlaReport, case_clock, complaint_clock
 from relay.cases.store import AppliedPacket, CaseRecord, CaseStore
 from relay.cases.terms import TermsSource
@@ -44,14 +45,12 @@ from relay.cases.tracking import (
     verify_tracking_link,
 )
 from relay.cases.tracking_view import OfficeNames, public_view
-from relay.cases.workflow import Case, Command, Received, action_for, transition
+from relay.cases.workflow import Case, Command, transition
 from relay.core.errors import RelayError
 from relay.core.model import InboxItem, PacketContent, PacketSummary
 from signing.certificates import TrustBundle
 from signing.errors import SigningError
 from signing.keys import Signer
-from signing.licence import verify_licence
-from signing.licence_report import Check, Outcome
 
 __all__ = ["CASE_ACTIONS", "CaseDesk", "Opened", "Overdue", "PacketPort", "SyncingCore"]
 
@@ -196,7 +195,7 @@ class CaseDesk:
         now = self._clock()
         before = self.get(case_id)
         if kind is EventKind.ISSUE_LICENCE:
-            self._check_licence(details, before.case.header, now)
+            check_licence(details, before.case.header, self._bundle(), now)
         case, packets = transition(before.case, Command(kind, details), now)
 
         def change(old: CaseRecord | None) -> CaseRecord | None:
@@ -281,62 +280,10 @@ class CaseDesk:
             content = self._relay.read_packet(summary.packet_id).content
         except (RelayError, SigningError) as exc:
             raise MalformedEvent(f"packet does not open: {exc}") from exc
-        event = Event.from_content(content)
-        if content.get("case") != summary.case_id:
-            raise MalformedEvent("content names another case")
-        now = self._clock()
-        if old is None:
-            if event.kind is not EventKind.SUBMIT or "header" not in content:
-                raise CaseError(
-                    "first packet of an unknown case is not a submit", code="unknown-case"
-                )
-            header = CaseHeader.from_json(content["header"])
-            if header.case_id != summary.case_id or header.handling != self.node_id:
-                raise MalformedEvent("the submit header names another case or office")
-            terms = self._terms(header.receiving, header.handling, header.matter, header.mode, now)
-            if (terms.time_limit_working_days, terms.survey_required) != (
-                header.time_limit_working_days,
-                header.survey_required,
-            ):
-                raise CaseError(
-                    "the submit header disagrees with our agreement", code="terms-mismatch"
-                )
-            old = CaseRecord(Case(header, Office.HANDLING), None, now, 0)
-        header = old.case.header
-        if summary.sender != header.node(event.origin) or summary.matter != header.matter:
-            raise MalformedEvent("packet sender or matter does not match the event")
-        if summary.action != action_for(event).value:
-            raise MalformedEvent(f"action {summary.action} does not carry {event.kind}")
-        if event.kind is EventKind.ISSUE_LICENCE:
-            self._check_licence(event.details, header, event.at)
-        case, _ = transition(old.case, Received(event), now)
-        return CaseRecord(case, old.access_hash, old.opened_at, old.version)
-
-    def _check_licence(self, details: Mapping[str, Any], header: CaseHeader, at: datetime) -> None:
-        """A licence carried by ``issue-licence`` must be sealed by the handling office
-        (signature and certificate path valid at issuance), for this matter, with the
-        number the event names; raises :class:`MalformedEvent` (``bad-licence``)."""
-        token = details.get("licence")
-        if not isinstance(token, str):
-            raise MalformedEvent("issue-licence needs the licence token", code="bad-licence")
-        report = verify_licence(token, self._bundle(), at=at)
-        sealed = all(
-            report.result(check).outcome is Outcome.PASSED
-            for check in (Check.SIGNATURE, Check.CHAIN)
-        )
-        licence = report.licence
-        if not sealed or licence is None:
-            why = report.failure.value if report.failure else "unverified"
-            raise MalformedEvent(f"the licence does not verify ({why})", code="bad-licence")
-        if (
-            licence.issuer_node != header.handling
-            or licence.licence_type != header.matter
-            or licence.number != details.get("licence_number")
-        ):
-            raise MalformedEvent(
-                "the licence is not the handling office's licence for this matter",
-                code="bad-licence",
-            )
+        return apply_incoming(
+            old, summary, content, me=self.node_id, terms=self._terms,
+            bundle=self._bundle(), now=self._clock(),
+        )  # fmt: skip
 
     # -- applicants ------------------------------------------------------------------
 
