@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relay.demo.agreement import agreement_step
+from relay.demo.casework import cases_step
 from relay.demo.context import Demo
 from relay.demo.errors import DemoError
 from relay.demo.nodes import staff_token, stop_nodes
@@ -56,6 +57,11 @@ SCENARIO: tuple[Step, ...] = (
         "Federation: a case packet and its receipt between three nodes",
         relay_step,
     ),
+    Step(
+        "跨省办件：异地收件、远程办理、电子证照、委托勘查、好差评",
+        "Cross-province cases: hand-in, remote handling, e-licence, delegated survey, rating",
+        cases_step,
+    ),
 )
 
 # Failures a step may end with, reported as a failed step (anything else is a bug
@@ -83,14 +89,14 @@ def _listing(demo: Demo, out: Reporter, total: int) -> None:
     for office in demo.offices:
         urls = demo.endpoints(office.node_id)
         out.plain(f"  {office.short} {office.place_en}")
-        out.info(
-            f"public     {urls['public']}   (/healthz, /readyz, /.well-known/tongban/node.json)"
-        )
+        out.info(f"public     {urls['public']}   (/track, /verify, /readyz, node.json)")
         out.info(f"staff      {urls['staff']}  (bearer token below; CA: {bundle})")
         out.info(f"federation {urls['federation']}  (mutual TLS, partners only)")
         if office.node_id in demo.nodes:
             token = staff_token(demo, office.node_id, subject="demo-visitor")
             out.info(f"token      {token}")
+    for url in demo.facts.get("tracking", []):
+        out.plain(f"  申请人查询 applicant tracking: {url}")
     first = demo.offices[0].node_id
     out.plain(
         f'\n  e.g. curl --cacert {bundle} -H "Authorization: Bearer $TOKEN" '

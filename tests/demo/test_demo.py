@@ -18,6 +18,15 @@ from relay.demo.workdir import MARKER, prepare_workdir
 TONGBAN = [sys.executable, "-m", "relay.cli"]
 
 
+def _decode_qr(png: Path) -> str:
+    import zxingcpp
+    from PIL import Image
+
+    results = zxingcpp.read_barcodes(Image.open(png))
+    assert len(results) == 1
+    return str(results[0].text)
+
+
 def test_demo_once_runs_every_step_and_exits_zero_with_the_proofs(tmp_path: Path):
     work = tmp_path / "demo"
     result = subprocess.run(
@@ -48,6 +57,17 @@ def test_demo_once_runs_every_step_and_exits_zero_with_the_proofs(tmp_path: Path
     assert "audit-log position" in out
     assert "320982's inbox lists it: from 420106" in out
     assert "plaintext SHA-256 matches" in out
+    # cases: food licence 420106 -> 320982 to rating; pesticide licence, delegated survey
+    assert "320982's copy is submitted" in out
+    assert "420106's copy holds licence JY13209820260001" in out
+    assert "the rating reached 320982 and both copies hold the same" in out
+    assert "signature, chain, validity, revocation, suspension, entitlement all passed" in out
+    assert "371422's public endpoint POST /public/v1/licences/verify says valid" in out
+    assert "320982 accepts and delegates the site survey: 371422's copy is survey_requested" in out
+    assert "320982's copy is survey_reported" in out
+    assert "concluded on both sides" in out
+    assert out.count("/track#link=") >= 2
+    assert "▀" in out  # the licence QR code drawn in the terminal
     # listing and graceful stop of the three nodes
     for node in ("420106", "320982", "371422"):
         assert f"{node} stopped (exit status 0)" in out
@@ -57,6 +77,10 @@ def test_demo_once_runs_every_step_and_exits_zero_with_the_proofs(tmp_path: Path
     assert (work / "pki" / "trust-bundle.pem").is_file()
     for node in ("420106", "320982", "371422"):
         assert "serving" in (work / "nodes" / node / "node.log").read_text()
+    # an independent decoder reads the licence token back from the saved QR PNG
+    token = (work / "licences" / "food-business-licence.jwt").read_text().strip()
+    assert _decode_qr(work / "licences" / "food-business-licence.png") == token
+    assert (work / "licences" / "food-business-licence.svg").read_bytes().startswith(b"<svg")
     # library log lines (the precise causes of the refusals) went to the log file
     assert "wrong-purpose" in (work / "demo.log").read_text()
     assert "certificate rejected" not in result.stderr
