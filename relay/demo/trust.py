@@ -37,9 +37,9 @@ async def pki_step(demo: Demo, out: Reporter) -> None:
     for office in demo.offices:
         root = init_federation(demo.federation_dir(office), office.federation, now=now)
         out.info(
-            f"{office.federation_zh} {office.federation} 联盟根证书 federation root: valid until "
-            f"CN={office.federation} Root, O=tongban federation "
-            f"({root.not_valid_after_utc:%Y-%m-%d})"
+            f"{office.federation_zh} {office.federation} 联盟根证书 federation root "
+            f"{', '.join(a.rfc4514_string() for a in root.subject)}, "
+            f"valid until {root.not_valid_after_utc:%Y-%m-%d}"
         )
     for office in demo.offices:
         endpoints = demo.endpoints(office.node_id)
