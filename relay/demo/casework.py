@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 from contextlib import AsyncExitStack
+from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
@@ -252,12 +253,14 @@ async def delegated_survey_case(demo: Demo, out: Reporter, desks: Desks) -> None
         f"320982 accepts and delegates the site survey: 371422's copy is "
         f"{request['state']} (a request-survey packet under the handler-to-surveyor clause)",
     )
-    report = "现场勘查：经营场所 60㎡，农药与食品、饲料隔离存放，防护设施齐全"
+    session = await _schedule_survey(demo, out, ningjin, case_id)
+    report = f"远程勘查 {session}：经营场所 60㎡，农药与食品、饲料隔离存放，防护设施齐全"
     await ningjin.act(case_id, "survey-report", {"outcome": "pass", "report": report})
     await dafeng.wait(case_id, "survey_reported")
     out.proved(
         "宁津县勘查结论送达大丰区",
-        "371422 reports the survey (pass); 320982's copy is survey_reported",
+        "371422 reports the survey result (pass, entered by the demo in place of a live "
+        "video session, which the links above open); 320982's copy is survey_reported",
     )
     await dafeng.act(case_id, "decide", {"decision": "approve"})
     facts = LicenceFacts(
@@ -287,6 +290,50 @@ async def delegated_survey_case(demo: Demo, out: Reporter, desks: Desks) -> None
     url = f"{ningjin.public}/track#link={view['link']}"
     out.info(f"申请人查询页 applicant's tracking page: {url}")
     demo.facts.setdefault("tracking", []).append(url)
+
+
+async def _schedule_survey(demo: Demo, out: Reporter, desk: CaseDesk, case_id: str) -> str:
+    """The surveying office schedules a remote survey session for the case and gets one
+    join link per participant (the survey itself runs in browsers: open the links)."""
+    start = demo.now()
+    session = f"SV-{case_id}"
+    plan = {
+        "session": session,
+        "case": case_id,
+        "matter": PESTICIDE,
+        "surveying_office": desk.node_id,
+        "requesting_office": DAFENG.node_id,
+        "window": {
+            "start_ms": int(start.timestamp() * 1000),
+            "end_ms": int((start + timedelta(hours=8)).timestamp() * 1000),
+        },
+        "site": {
+            "address": "山东省德州市宁津县津城街道长官路 66 号",
+            "lat_e7": 376520000,
+            "lon_e7": 1168000000,
+        },
+        "inspectors": [{"id": "inspector-1", "name": "宁津县行政审批服务局 勘查员"}],
+        "site_party": {"id": "shop-owner", "name": "经营部负责人"},
+        "observers": [],
+        "checklist": [
+            {"item": f"c{i + 1}", "text": text}
+            for i, text in enumerate(
+                ["经营场所面积与仓储条件", "农药与食品、饲料隔离存放", "安全防护与应急处置设施"]
+            )
+        ],
+    }
+    scheduled = await desk.staff("POST", "/staff/v1/surveys", plan)
+    state = await desk.staff("GET", f"/staff/v1/surveys/{session}")
+    links = {link["role"]: f"{desk.public}{link['path']}" for link in scheduled["links"]}
+    out.proved(
+        "宁津县安排远程勘查，生成勘查员与现场人员的加入链接",
+        f"371422 schedules remote survey {session} ({state['state']}): signed join links "
+        f"for the {' and the '.join(sorted(links))}",
+    )
+    for role, url in sorted(links.items()):
+        out.info(f"  {role:<9} {url[:110]}…")
+    demo.facts.setdefault("survey", []).extend(sorted(links.items()))
+    return session
 
 
 async def cases_step(demo: Demo, out: Reporter) -> None:

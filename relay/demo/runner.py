@@ -97,6 +97,8 @@ def _listing(demo: Demo, out: Reporter, total: int) -> None:
             out.info(f"token      {token}")
     for url in demo.facts.get("tracking", []):
         out.plain(f"  申请人查询 applicant tracking: {url}")
+    for role, url in demo.facts.get("survey", []):
+        out.plain(f"  远程勘查 remote survey ({role}): {url}")
     first = demo.offices[0].node_id
     out.plain(
         f'\n  e.g. curl --cacert {bundle} -H "Authorization: Bearer $TOKEN" '

@@ -64,6 +64,8 @@ def test_demo_once_runs_every_step_and_exits_zero_with_the_proofs(tmp_path: Path
     assert "signature, chain, validity, revocation, suspension, entitlement all passed" in out
     assert "371422's public endpoint POST /public/v1/licences/verify says valid" in out
     assert "320982 accepts and delegates the site survey: 371422's copy is survey_requested" in out
+    assert "371422 schedules remote survey SV-371422-" in out
+    assert "/survey/v1/site#token=" in out
     assert "320982's copy is survey_reported" in out
     assert "concluded on both sides" in out
     assert out.count("/track#link=") >= 2
