@@ -189,3 +189,18 @@ def test_demo_keeps_the_nodes_running_until_ctrl_c_then_stops_them_gracefully(tm
     for url in publics:
         with pytest.raises(urllib.error.URLError, match="refused"):
             urllib.request.urlopen(f"{url}/readyz", timeout=5)
+
+
+def test_workdir_of_a_demo_still_running_is_refused_and_kept(tmp_path: Path):
+    work = prepare_workdir(tmp_path / "d")
+    (work / "node.log").write_text("serving")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (work / MARKER).write_text(f"made by tongban demo\npid {other.pid}\n")
+        with pytest.raises(NotADemoFolder, match=f"running `tongban demo` \\(pid {other.pid}\\)"):
+            prepare_workdir(work)
+        assert (work / "node.log").read_text() == "serving"
+    finally:
+        other.kill()
+        other.wait()
+    assert sorted(p.name for p in prepare_workdir(work).iterdir()) == [MARKER]
