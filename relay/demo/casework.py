@@ -116,7 +116,16 @@ def _timeline(case: dict[str, Any]) -> list[tuple[str, str, int]]:
 def _show_licence(demo: Demo, out: Reporter, token: str, stem: str) -> None:
     qr, png, svg = save_qr(token, demo.root / "licences", stem)
     (demo.root / "licences" / f"{stem}.jwt").write_text(token + "\n", encoding="ascii")
-    out.plain(terminal_qr(token, qr))
+    drawing = terminal_qr(token, qr)
+    width = max(len(line) for line in drawing.splitlines())
+    columns = out.terminal_columns()
+    if columns is None or columns >= width:
+        out.plain(drawing)
+    else:
+        out.info(
+            f"(二维码需要 {width} 列宽的终端 · the QR code needs a terminal {width} columns "
+            f"wide, this one has {columns}: widen it or open the PNG)"
+        )
     out.info(
         f"电子证照二维码 licence QR: version {qr.version}, level {qr.error}, "
         f"{qr.modules}×{qr.modules} modules ({qr.printed_width_mm(0.5):.0f} mm at 0.5 mm); "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TextIO
 
 __all__ = ["Reporter"]
@@ -13,6 +14,15 @@ class Reporter:
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self.proofs = 0
+
+    def terminal_columns(self) -> int | None:
+        """The terminal's width when writing to one; None for files and pipes."""
+        try:
+            if not self._stream.isatty():
+                return None
+            return os.get_terminal_size(self._stream.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def _line(self, text: str) -> None:
         self._stream.write(text + "\n")
