@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from relay.cases.terms import load_terms
+from relay.core.receipts import verify_receipt
 from relay.demo.context import Demo
 from relay.demo.errors import StepFailed
 from relay.demo.licensing import (
@@ -133,6 +134,34 @@ def _show_licence(demo: Demo, out: Reporter, token: str, stem: str) -> None:
     )
 
 
+async def _receipts(demo: Demo, out: Reporter, case_id: str, desks: list[CaseDesk]) -> None:
+    """Every packet of the case, both directions, with its verified signed receipt."""
+    rows = []
+    for desk in desks:
+        for item in (await desk.staff("GET", "/staff/v1/outbox"))["items"]:
+            packet = item["packet"]
+            if packet["case_id"] != case_id:
+                continue
+            if item["state"] != "delivered" or not item["receipt"]:
+                raise StepFailed(f"packet {packet['action']} of {case_id}: {item['state']}")
+            receipt = verify_receipt(
+                item["receipt"], demo.bundle(), at=demo.now(), expected_from=packet["to"]
+            )
+            if receipt.packet_digest != packet["digest"]:
+                raise StepFailed("a receipt names another packet")
+            rows.append((desks.index(desk), packet["seq"], packet, receipt))
+    for _, _, packet, receipt in sorted(rows, key=lambda row: row[:2]):
+        out.info(
+            f"  {packet['from']}→{packet['to']} #{packet['seq']:<2} {packet['action']:<15} "
+            f"{receipt.status.value} by {receipt.sender}, audit log #{receipt.log_index}"
+        )
+    out.proved(
+        "本案每个签名包都有对方签名的回执",
+        f"all {len(rows)} packets of the case, both directions, were delivered and each "
+        f"signed receipt verifies against the trust bundle",
+    )
+
+
 async def _verify_licence(demo: Demo, out: Reporter, token: str, verifier: CaseDesk) -> None:
     at = demo.now()
     terms = load_terms([demo.agreement_path], demo.bundle(), at=at)
@@ -230,6 +259,7 @@ async def food_licence_case(demo: Demo, out: Reporter, desks: Desks) -> None:
         f"the rating reached 320982 and both copies hold the same "
         f"{len(mine['timeline'])}-step timeline, state {mine['state']}",
     )
+    await _receipts(demo, out, case_id, [wuchang, dafeng])
     await _verify_licence(demo, out, token, desks[NINGJIN.node_id])
     _show_licence(demo, out, token, "food-business-licence")
     url = f"{wuchang.public}/track#link={link}"

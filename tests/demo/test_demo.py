@@ -61,6 +61,8 @@ def test_demo_once_runs_every_step_and_exits_zero_with_the_proofs(tmp_path: Path
     assert "320982's copy is submitted" in out
     assert "420106's copy holds licence JY13209820260001" in out
     assert "the rating reached 320982 and both copies hold the same" in out
+    assert "all 9 packets of the case, both directions, were delivered and each signed" in out
+    assert "320982→420106 #5  issue-licence   accepted by 420106" in out
     assert "signature, chain, validity, revocation, suspension, entitlement all passed" in out
     assert "371422's public endpoint POST /public/v1/licences/verify says valid" in out
     assert "320982 accepts and delegates the site survey: 371422's copy is survey_requested" in out
