@@ -4,6 +4,10 @@
 Accepted packets, their receipts and their audit leaves are written in that
 transaction, which commits (fsync) before the receipts are returned. Refused packets
 are answered with a signed ``rejected`` receipt and leave no trace in the store.
+
+Batches are decided one at a time (a lock around the transaction), packet after packet,
+so the optional content check sees everything accepted before the packet it judges:
+earlier batches through the store, earlier packets of its own batch as ``earlier``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from relay.core.directory import Directory
 from relay.core.leaves import packet_leaf, receipt_leaf
 from relay.core.model import AttachmentInfo, PacketSummary
 from relay.core.packets import RoutingFacts, packet_digest, peek_facts
-from relay.core.ports import BundleSource, Clock
+from relay.core.ports import BundleSource, Clock, OpenedPacket
 from relay.core.receipts import Receipt, ReceiptStatus, sign_receipt
 from relay.core.receiver import Examined, Inbound, Pipeline, Reason, examine
 from relay.core.store import ReceiveTx, RelayStore
@@ -76,6 +80,10 @@ class Inbox:
         self._clock = clock
         self._lock = asyncio.Lock()
 
+    def use_pipeline(self, pipeline: Pipeline) -> None:
+        """Decide later batches with ``pipeline`` (a batch being decided keeps its own)."""
+        self._pipeline = pipeline
+
     async def receive_batch(self, peer_id: str, packets: Sequence[str]) -> list[str]:
         at = self._clock()
         bundle = self._bundle()
@@ -88,9 +96,11 @@ class Inbox:
         # signatures, certificate paths and HPKE: pure and slow, so off the event loop
         examined = await asyncio.to_thread(examine_all)
         async with self._lock:
+            pipeline = self._pipeline
+            accepted: list[OpenedPacket] = []  # so far in this batch, not yet committed
             with self._store.receiving() as tx:
                 return [
-                    self._decide(tx, peer_id, token, ex, at)
+                    self._decide(tx, pipeline, peer_id, token, ex, at, accepted)
                     for token, ex in zip(packets, examined, strict=True)
                 ]
 
@@ -111,7 +121,14 @@ class Inbox:
         return sign_receipt(receipt, self._signer, at=at)
 
     def _decide(
-        self, tx: ReceiveTx, peer_id: str, token: str, examined: Examined, at: datetime
+        self,
+        tx: ReceiveTx,
+        pipeline: Pipeline,
+        peer_id: str,
+        token: str,
+        examined: Examined,
+        at: datetime,
+        accepted: list[OpenedPacket],
     ) -> str:
         result = examined.packet
         if isinstance(result, str):
@@ -122,6 +139,7 @@ class Inbox:
             if existing[0] == result.digest:
                 return existing[1]
             return self._reject(token, peer_id, Reason.DUPLICATE_ID_DIFFERENT_CONTENT, at)
+        summary = summary_of(facts, result.digest)
         inbound = Inbound(
             packet=result,
             at=at,
@@ -129,10 +147,14 @@ class Inbox:
             sender_known=self._directory.knows(facts.sender),
             previous=tx.recv_sequence(facts.sender, facts.case),
             blob_sizes={a.digest: tx.blob_size(a.digest) for a in facts.attachments},
+            opened=None if examined.body is None else OpenedPacket(summary, examined.body),
+            earlier=tuple(accepted),
         )
-        refusal = self._pipeline.first_refusal(inbound)
+        refusal = pipeline.first_refusal(inbound)
         if refusal is not None:
             return self._reject(token, peer_id, refusal[1], at)
+        if inbound.opened is not None:
+            accepted.append(inbound.opened)
         leaf = packet_leaf(LeafKind.PACKET_RECEIVED, facts, result.digest, node=self._me, at=at)
         index = tx.audit_append(leaf)
         receipt = Receipt(
@@ -148,5 +170,5 @@ class Inbox:
         )
         signed = sign_receipt(receipt, self._signer, at=at)
         tx.audit_append(receipt_leaf(Direction.SENT, receipt, signed, node=self._me, at=at))
-        tx.inbox_put(summary_of(facts, result.digest), token, at, signed, index)
+        tx.inbox_put(summary, token, at, signed, index)
         return signed

@@ -7,16 +7,21 @@
 - :data:`Clock` is the time source (aware UTC datetimes); tests advance a fake one.
 - :class:`Authorizer` is the agreement decision (``agreements.authorize`` adapted);
   both the sending and the receiving node call it.
+- :class:`ContentCheck` (optional) lets the application above the relay refuse a
+  packet for what its opened content says — the case layer refuses a partner's step
+  its state machine does not allow — before the packet is stored or receipted as
+  accepted. The core knows nothing of what the content means.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from relay.core.errors import PeerUnavailable
+from relay.core.model import PacketSummary
 from signing.certificates import TrustBundle
 
 __all__ = [
@@ -26,7 +31,9 @@ __all__ = [
     "Authorizer",
     "BundleSource",
     "Clock",
+    "ContentCheck",
     "OpenAt",
+    "OpenedPacket",
     "PeerLink",
     "PeerUnavailable",
 ]
@@ -99,3 +106,33 @@ class Authorizer(Protocol):
     """The agreement decision at time ``at``."""
 
     def __call__(self, request: AuthorizationRequest, at: datetime) -> AuthorizationDecision: ...
+
+
+@dataclass(frozen=True)
+class OpenedPacket:
+    """An authentic packet whose sealed content opened and verified: its routing facts
+    and the business content (the inner JWS ``body``)."""
+
+    summary: PacketSummary
+    body: Mapping[str, Any]
+
+
+class ContentCheck(Protocol):
+    """The application's say on an incoming packet's content (docs/protocol.md §8.5,
+    step 9).
+
+    The receiver runs it last, after every check of the relay itself passed, inside the
+    receive transaction and before anything is stored: returning None accepts the
+    packet; returning a code ``c`` (short kebab-case) refuses it with a signed
+    ``rejected`` receipt whose reason is ``content-refused:c``, and nothing is stored.
+    Raising fails the whole batch (the sender retries later): use it for the check's
+    own failures, never for a verdict.
+    """
+
+    def check(
+        self, packet: OpenedPacket, *, earlier: Sequence[OpenedPacket], at: datetime
+    ) -> str | None:
+        """Why ``packet`` is refused, or None. ``earlier`` are the packets of the same
+        batch accepted before it, in order: accepted, but not yet committed, so they
+        are not yet visible through the store; ``at`` is the receiving time."""
+        ...

@@ -22,8 +22,13 @@ Order (the first refusal wins and names the receipt's reason code):
    is signed by the sender and names this packet (``malformed``, ``bad-signature``).
 8. ``attachments`` — every attachment blob is held complete (``attachment-missing``)
    with the announced size (``attachment-digest-mismatch``).
+9. ``content-accepted`` (only with a :class:`~relay.core.ports.ContentCheck`) — the
+   application accepts the opened content (``content-refused:<its code>``). It runs
+   last, so a packet it lets pass is accepted; it is told which packets of the batch
+   were accepted before.
 
-Everything is pure: what the store knows is read into :class:`Inbound` first.
+Everything but the content check is pure: what the store knows is read into
+:class:`Inbound` first.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from relay.core.errors import MalformedPacket
-from relay.core.packets import VerifiedPacket, open_content, verify_packet
-from relay.core.ports import AuthorizationRequest, Authorizer
+from relay.core.packets import Content, VerifiedPacket, open_content, verify_packet
+from relay.core.ports import AuthorizationRequest, Authorizer, ContentCheck, OpenedPacket
 from signing.certificates import TrustBundle
 from signing.errors import InvalidSignature, SigningError
 from signing.hpke import HpkePrivateKey
@@ -55,7 +61,7 @@ __all__ = [
 
 class Reason(StrEnum):
     """Stable reason codes of a rejected receipt (``agreement-denied:*`` is built by
-    :meth:`agreement_denied`)."""
+    :meth:`agreement_denied`, ``content-refused:*`` by :meth:`content_refused`)."""
 
     BAD_SIGNATURE = "bad-signature"
     NOT_FOR_ME = "not-for-me"
@@ -69,10 +75,15 @@ class Reason(StrEnum):
     ATTACHMENT_MISSING = "attachment-missing"
     ATTACHMENT_DIGEST_MISMATCH = "attachment-digest-mismatch"
     MALFORMED = "malformed"
+    CONTENT_REFUSED = "content-refused"
 
     @staticmethod
     def agreement_denied(reason: str | None) -> str:
         return f"agreement-denied:{reason or 'denied'}"
+
+    @staticmethod
+    def content_refused(code: str) -> str:
+        return f"content-refused:{code or 'refused'}"
 
 
 def authenticate(
@@ -94,18 +105,24 @@ def authenticate(
     return packet
 
 
+def _open(
+    packet: VerifiedPacket, keys: Mapping[str, HpkePrivateKey], bundle: TrustBundle, at: datetime
+) -> Content | str:
+    try:
+        return open_content(packet.facts, keys, bundle, at=at)
+    except InvalidSignature:
+        return Reason.BAD_SIGNATURE
+    except (MalformedPacket, SigningError):  # no key for the kid, decryption failed
+        return Reason.MALFORMED
+
+
 def content_verdict(
     packet: VerifiedPacket, keys: Mapping[str, HpkePrivateKey], bundle: TrustBundle, *, at: datetime
 ) -> str | None:
     """Check 7 (``content``) on its own: None when the sealed content opens with one of
     ``keys`` (by kid) and its inner JWS matches, else the reason code."""
-    try:
-        open_content(packet.facts, keys, bundle, at=at)
-    except InvalidSignature:
-        return Reason.BAD_SIGNATURE
-    except (MalformedPacket, SigningError):  # no key for the kid, decryption failed
-        return Reason.MALFORMED
-    return None
+    opened = _open(packet, keys, bundle, at)
+    return opened if isinstance(opened, str) else None
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,7 @@ class Examined:
 
     packet: VerifiedPacket | str  # the authentic packet, or the reason refusing it
     content: str | None = None  # the ``content`` check's verdict
+    body: Mapping[str, Any] | None = None  # the opened business content (verdict None)
 
 
 def examine(
@@ -129,13 +147,17 @@ def examine(
     packet = authenticate(token, bundle, at=at, peer_id=peer_id, me=me)
     if isinstance(packet, str):
         return Examined(packet)
-    return Examined(packet, content_verdict(packet, keys, bundle, at=at))
+    opened = _open(packet, keys, bundle, at)
+    if isinstance(opened, str):
+        return Examined(packet, opened)
+    return Examined(packet, None, opened.body)
 
 
 @dataclass(frozen=True)
 class Inbound:
-    """An authentic packet with what the store knows about it, at time ``at``, and the
-    precomputed verdict of the ``content`` check."""
+    """An authentic packet with what the store knows about it, at time ``at``, the
+    precomputed verdict of the ``content`` check and, for the ``content-accepted``
+    check, the opened packet and the packets accepted before it in its batch."""
 
     packet: VerifiedPacket
     at: datetime
@@ -143,6 +165,8 @@ class Inbound:
     sender_known: bool
     previous: tuple[int, str] | None
     blob_sizes: Mapping[str, int | None]
+    opened: OpenedPacket | None = None  # None when the content did not open
+    earlier: tuple[OpenedPacket, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -219,16 +243,29 @@ def _content(i: Inbound) -> str | None:
     return i.content
 
 
-def standard_pipeline(authorizer: Authorizer) -> Pipeline:
+def _content_accepted(content_check: ContentCheck) -> Callable[[Inbound], str | None]:
+    def run(i: Inbound) -> str | None:
+        if i.opened is None:  # the ``content`` check refused it already
+            return Reason.MALFORMED
+        code = content_check.check(i.opened, earlier=i.earlier, at=i.at)
+        return None if code is None else Reason.content_refused(code)
+
+    return run
+
+
+def standard_pipeline(
+    authorizer: Authorizer, content_check: ContentCheck | None = None
+) -> Pipeline:
     """Checks 2 and 4-8 of the module docstring, in that order (7 reads the verdict
-    :func:`examine` computed)."""
-    return Pipeline(
-        (
-            Check("known-sender", _known_sender),
-            Check("not-expired", _not_expired),
-            Check("authorized", _authorized(authorizer)),
-            Check("in-sequence", _in_sequence),
-            Check("content", _content),
-            Check("attachments", _attachments),
-        )
+    :func:`examine` computed), then 9 when a ``content_check`` is given."""
+    checks: tuple[Check, ...] = (
+        Check("known-sender", _known_sender),
+        Check("not-expired", _not_expired),
+        Check("authorized", _authorized(authorizer)),
+        Check("in-sequence", _in_sequence),
+        Check("content", _content),
+        Check("attachments", _attachments),
     )
+    if content_check is not None:
+        checks += (Check("content-accepted", _content_accepted(content_check)),)
+    return Pipeline(checks)

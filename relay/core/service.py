@@ -50,7 +50,14 @@ from relay.core.packets import (
     packet_digest,
     verify_packet,
 )
-from relay.core.ports import AuthorizationRequest, Authorizer, BundleSource, Clock, PeerLink
+from relay.core.ports import (
+    AuthorizationRequest,
+    Authorizer,
+    BundleSource,
+    Clock,
+    ContentCheck,
+    PeerLink,
+)
 from relay.core.receiver import standard_pipeline
 from relay.core.sender import Sender
 from relay.core.store import NewOutgoing, RelayStore
@@ -82,13 +89,16 @@ class RelayNode:
         rng: random.Random,
         policy: OutboxPolicy | None = None,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        content_check: ContentCheck | None = None,
     ) -> None:
         """``keys`` gives the seal signer and HPKE private keys (current first, then
         previous ones still inside the rotation overlap); ``bundle`` the trust bundle,
         or a callable returning the one in force (so fresh CRLs apply without a
         restart); ``rng`` the retry jitter; ``policy`` the outbox's retry, batch and
         expiry settings; ``new_id`` makes packet ids (random UUIDs from the OS: they
-        must stay unique across restarts, which a seeded ``rng`` would not give)."""
+        must stay unique across restarts, which a seeded ``rng`` would not give);
+        ``content_check`` the application's check of incoming content (see
+        :meth:`install_content_check`)."""
         self.node_id = node_id
         self._signer = keys.seal
         self._hpke: tuple[HpkePrivateKey, ...] = tuple(keys.hpke_keys)
@@ -103,13 +113,14 @@ class RelayNode:
         self._new_id = new_id
         self._policy = policy or OutboxPolicy()
         self._wake = asyncio.Event()
+        self._content_check = content_check
         self._inbox = Inbox(
             me=node_id,
             signer=keys.seal,
             bundle=self._bundle,
             directory=directory,
             keys=key_ring(self._hpke),
-            pipeline=standard_pipeline(authorizer),
+            pipeline=standard_pipeline(authorizer, content_check),
             store=store,
             clock=clock,
         )
@@ -137,6 +148,19 @@ class RelayNode:
         returns; a duplicate packet id gets the original receipt back.
         """
         return await self._inbox.receive_batch(peer_id, packets)
+
+    def install_content_check(self, check: ContentCheck) -> None:
+        """Have the application judge the content of incoming packets from now on
+        (docs/protocol.md §8.5 step 9): a packet ``check`` refuses gets a signed
+        ``rejected`` receipt ``content-refused:<code>`` and is not stored.
+
+        For an application that needs the node itself (to read stored packets), so
+        cannot hand its check to the constructor. One check per node: raises
+        :class:`RuntimeError` when one is installed already."""
+        if self._content_check is not None:
+            raise RuntimeError("this node has a content check already")
+        self._content_check = check
+        self._inbox.use_pipeline(standard_pipeline(self._authorizer, check))
 
     def blob_offset(self, digest: str) -> int:
         """How many bytes of the sealed blob ``digest`` this node holds (its size when
