@@ -12,7 +12,8 @@ import pytest
 from relay.audit.errors import ProofError
 from relay.audit.merkle import verify_consistency, verify_inclusion
 
-VECTORS = Path("/work/shared/vectors/merkle")
+# ../shared beside the checkout (as in CI), whatever folder the checkout is in
+VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "merkle"
 
 
 def _load(kind: str) -> list[tuple[str, dict[str, object]]]:

@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from signing.errors import MalformedInput
 from signing.hpke import HpkePublicKey, HpkeSuite, hpke_seal
 
-VECTORS = Path("/work/shared/vectors/wycheproof")
+# ../shared beside the checkout (as in CI), whatever folder the checkout is in
+VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "wycheproof"
 
 
 def cases(name: str) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:

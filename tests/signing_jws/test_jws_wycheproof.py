@@ -13,7 +13,8 @@ from jwt.algorithms import ECAlgorithm
 from signing.errors import InvalidSignature
 from signing.jws import verify_raw, verify_with_key
 
-VECTORS = Path("/work/shared/vectors/wycheproof")
+# ../shared beside the checkout (as in CI), whatever folder the checkout is in
+VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "wycheproof"
 
 
 def _load(name: str) -> dict:
