@@ -64,7 +64,7 @@ class Served:
 
 
 async def _until(check: Callable[[], bool], what: str) -> None:
-    async with asyncio.timeout(30):
+    async with asyncio.timeout(90):  # generous: the suite runs on 2 loaded cores
         while not check():
             await asyncio.sleep(0.1)  # the node's own tasks run in another process
     assert check(), what
