@@ -94,6 +94,7 @@ class RoomMedia:
         )
         self._recording: asyncio.Task[None] | None = None
         self._waiting_live = False
+        self._site_lock = asyncio.Lock()
 
     # -- offers and answers ---------------------------------------------------------------
 
@@ -157,9 +158,18 @@ class RoomMedia:
             tap = TrackTap(track)  # consumed and discarded: never left to pile up
         peer.taps.append(tap)
 
-    def set_site(self, peer: Peer) -> None:
-        self.site = peer
-        self._waiting_live = True
+    async def claim_site(self, peer: Peer) -> None:
+        """Make ``peer`` the site, once the previous site's departure is fully handled.
+
+        A phone that reloads connects again while its old connection is still being
+        cleaned up; the lock orders the two so the old cleanup never touches the new one.
+        """
+        async with self._site_lock:
+            old = self.site
+            if old is not None and old is not peer:
+                await self._release_site(old)
+            self.site = peer
+            self._waiting_live = True
 
     def _site_frame(self, frame: av.VideoFrame | av.AudioFrame) -> None:
         if self._waiting_live:
@@ -201,9 +211,13 @@ class RoomMedia:
 
     async def site_gone(self, peer: Peer) -> None:
         """The site's connection went away: finish the segment, then interrupt the session."""
-        if peer is not self.site:
-            await peer.close()
-            return
+        async with self._site_lock:
+            if peer is not self.site:
+                await peer.close()
+                return
+            await self._release_site(peer)
+
+    async def _release_site(self, peer: Peer) -> None:
         self._waiting_live = False
         await self.stop_recording()
         self.site_video = self.site_audio = None

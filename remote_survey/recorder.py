@@ -20,18 +20,19 @@ inspector snapshots.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import fractions
 import hashlib
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 
 from remote_survey.entries import Segment
-from remote_survey.fanout import AUDIO_RATE, FrameSink
+from remote_survey.fanout import AUDIO_RATE, FrameSink, copy_video
 
 __all__ = ["SegmentRecorder", "encode_still"]
 
@@ -89,21 +90,41 @@ class SegmentRecorder:
         self.segments: list[Segment] = []
 
     async def run(self, sink: FrameSink) -> None:
-        """Record every frame of ``sink`` until it is closed, then close the segment."""
-        try:
-            while True:
-                item = await sink.get()
-                if item is None:
-                    break
-                arrival, frame = item
-                if isinstance(frame, av.VideoFrame):
-                    self._video(arrival, frame)
-                elif isinstance(frame, av.AudioFrame):
-                    self._audio(frame)
-        finally:
-            self.close_segment()
+        """Record every frame of ``sink`` until it is closed, then close the segment.
 
-    def _start(self, arrival: float, frame: av.VideoFrame) -> _Open:
+        Encoding and muxing run in one worker thread per recorder (in frame order), so
+        the event loop keeps serving signalling and RTP; server times are read on the
+        loop and each finished segment is reported from the loop.
+        """
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(1, thread_name_prefix="survey-recorder") as worker:
+            try:
+                while (item := await sink.get()) is not None:
+                    arrival, frame = item
+                    finished = await loop.run_in_executor(
+                        worker, self._frame, arrival, frame, self._now_ms()
+                    )
+                    if finished is not None:
+                        self._report(finished)
+            finally:
+                finished = await loop.run_in_executor(worker, self._close, self._now_ms())
+                if finished is not None:
+                    self._report(finished)
+
+    def _report(self, segment: Segment) -> None:
+        self.segments.append(segment)
+        self._on_segment(segment)
+
+    def _frame(
+        self, arrival: float, frame: av.VideoFrame | av.AudioFrame, now_ms: int
+    ) -> Segment | None:
+        if isinstance(frame, av.VideoFrame):
+            return self._video(arrival, frame, now_ms)
+        if isinstance(frame, av.AudioFrame):
+            self._audio(frame)
+        return None
+
+    def _start(self, arrival: float, frame: av.VideoFrame, now_ms: int) -> _Open:
         self._count += 1
         name = f"seg-{self._count:06d}.mkv"
         path = self.directory / f"{name}.partial"
@@ -120,24 +141,27 @@ class SegmentRecorder:
             audio = container.add_stream("libopus", rate=AUDIO_RATE)
             audio.layout = "stereo"
             audio.time_base = _AUDIO_BASE
-        return _Open(name, path, container, video, audio, arrival, self._now_ms())
+        return _Open(name, path, container, video, audio, arrival, now_ms)
 
-    def _video(self, arrival: float, frame: av.VideoFrame) -> None:
-        seg = self._open
+    def _video(self, arrival: float, frame: av.VideoFrame, now_ms: int) -> Segment | None:
+        seg, finished = self._open, None
         if seg is not None and (
             (arrival - seg.first_arrival) * 1000 >= self.segment_ms
             or frame.width - frame.width % 2 != seg.video.width
             or frame.height - frame.height % 2 != seg.video.height
         ):
-            self.close_segment()
+            finished = self._close(now_ms)
             seg = None
         if seg is None:
-            seg = self._open = self._start(arrival, frame)
+            seg = self._open = self._start(arrival, frame, now_ms)
         out = frame.reformat(width=seg.video.width, height=seg.video.height, format="yuv420p")
+        if out is frame:  # never stamp the shared received frame
+            out = copy_video(frame)
         out.pts = self._monotonic_pts(seg, round((arrival - seg.first_arrival) * 1000))
         out.time_base = _MS
         for packet in seg.video.encode(out):
             seg.container.mux(packet)
+        return finished
 
     @staticmethod
     def _monotonic_pts(seg: _Open, pts: int) -> int:
@@ -150,14 +174,20 @@ class SegmentRecorder:
         seg = self._open
         if seg is None or seg.audio is None:
             return
-        frame.pts = seg.audio_samples
-        frame.time_base = _AUDIO_BASE
+        out = av.AudioFrame(
+            format=frame.format.name, layout=frame.layout.name, samples=frame.samples
+        )
+        for dst, src in zip(out.planes, frame.planes, strict=True):
+            dst.update(bytes(src)[: dst.buffer_size])
+        out.sample_rate = frame.sample_rate
+        out.pts = seg.audio_samples
+        out.time_base = _AUDIO_BASE
         seg.audio_samples += frame.samples
-        for packet in seg.audio.encode(frame):
+        for packet in seg.audio.encode(out):
             seg.container.mux(packet)
 
-    def close_segment(self) -> Segment | None:
-        """Finish the open segment (if any), hash it, rename it and report it."""
+    def _close(self, now_ms: int) -> Segment | None:
+        """Finish the open segment (if any): flush, close, hash, rename; return its entry."""
         seg, self._open = self._open, None
         if seg is None:
             return None
@@ -171,19 +201,7 @@ class SegmentRecorder:
         final = self.directory / seg.name
         size, digest = _digest(seg.path)
         os.replace(seg.path, final)
-        end_ms = max(self._now_ms(), seg.start_ms)
-        body = Segment(seg.name, size, digest, seg.start_ms, end_ms)
-        self.segments.append(body)
-        self._on_segment(body)
-        return body
-
-    def abort(self) -> None:
-        """Drop the open segment without reporting it (used only when tearing down)."""
-        seg, self._open = self._open, None
-        if seg is not None:
-            with contextlib.suppress(Exception):
-                seg.container.close()
-            seg.path.unlink(missing_ok=True)
+        return Segment(seg.name, size, digest, seg.start_ms, max(now_ms, seg.start_ms))
 
 
 def _digest(path: Path) -> tuple[int, str]:

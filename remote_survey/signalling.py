@@ -169,9 +169,9 @@ async def handle_ws(request: web.Request, rooms: dict[str, LiveRoom]) -> web.Web
 
 async def _session(live: LiveRoom, conn: Connection) -> None:
     media, peer = live.media, conn.peer
-    conn.send(live.room.welcome(conn.person, conn.role))
     if conn.role is Role.SITE:
-        media.set_site(peer)
+        await media.claim_site(peer)  # after a previous site connection is handled
+    conn.send(live.room.welcome(conn.person, conn.role))
 
     @peer.pc.on("connectionstatechange")
     async def on_state() -> None:

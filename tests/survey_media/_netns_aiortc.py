@@ -144,6 +144,15 @@ async def test_live_session_records_snapshots_survives_a_drop_and_is_reported(
         await inspector.inbox.expect("state", state="live")
         segments_before = sum(isinstance(e.body, Segment) for e in live.room.chain.entries)
         await inspector.inbox.expect("segment", name=f"seg-{segments_before + 1:06d}.mkv")
+        # a reload: the phone reconnects at once, while its old connection is cleaned up
+        reloaded = Party(http, world, site_token, "phone-1")
+        await asyncio.gather(site.leave(), reloaded.join(send_media=True))
+        site = reloaded
+        await inspector.inbox.expect("state", state="interrupted")
+        await inspector.inbox.expect("state", state="live")
+        await asyncio.wait_for(site.got_audio.wait(), WAIT)
+        segments_before = sum(isinstance(e.body, Segment) for e in live.room.chain.entries)
+        await inspector.inbox.expect("segment", name=f"seg-{segments_before + 1:06d}.mkv")
         # report: answers linked to the snapshot, sealed by the surveying office
         await inspector.send(
             {
@@ -165,7 +174,7 @@ async def test_live_session_records_snapshots_survives_a_drop_and_is_reported(
     assert verify_chain(entries).ok
     assert entries[-1].hash == report["head"]
     gaps = [e.body for e in entries if isinstance(e.body, Gap)]
-    assert len(gaps) == 1
+    assert len(gaps) == 2
     assert gaps[0].end_ms > gaps[0].start_ms
     segments = [e.body for e in entries if isinstance(e.body, Segment)]
     assert len(segments) >= 3
