@@ -7,10 +7,13 @@ sealed packet), and applies the partner's case packets (``list_inbox`` /
 ``read_packet``) with the same :func:`~relay.cases.workflow.transition`. Nothing here
 knows about HTTP.
 
-Incoming packets are applied by :meth:`CaseDesk.sync`, which the node calls after every
-accepted federation batch (see :class:`SyncingCore`) and once at start. Each packet is
-applied at most once: its outcome (``applied``, ``duplicate`` or a refusal code) is
-recorded in the same transaction as the case change.
+A partner's case packet is judged before the relay accepts it
+(:mod:`relay.cases.admission`: a step outside the state machine gets a ``rejected``
+receipt and is never stored) and applied by :meth:`CaseDesk.sync`, which the node calls
+after every accepted federation batch (see :class:`SyncingCore`) and once at start.
+Each packet is applied at most once: its outcome (``applied``, ``duplicate`` or — for
+a packet that no longer opens, or one accepted before admission existed — a refusal
+code) is recorded in the same transaction as the case change.
 
 A step of ours is stored first and then queued; if the relay refuses to queue it (the
 agreement does not grant it, unknown partner) the stored step is taken back.
@@ -30,8 +33,9 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from agreements.calendar import WorkingCalendar
-from relay.cases.errors import CaseError, MalformedEvent, TrackingDenied
-from relay.cases.incoming import apply_incoming, check_licence
+from relay.cases.admission import CaseAdmission, advance, read_content
+from relay.cases.errors import CaseError, TrackingDenied
+from relay.cases.incoming import CASE_ACTIONS, check_licence
 from relay.cases.model import CaseHeader, EventKind, Office
 from relay.cases.sla import Colour, SlaReport, case_clock, complaint_clock
 from relay.cases.store import AppliedPacket, CaseRecord, CaseStore
@@ -49,20 +53,11 @@ from relay.cases.workflow import Case, Command, transition
 from relay.core.errors import RelayError
 from relay.core.model import InboxItem, PacketContent, PacketSummary
 from signing.certificates import TrustBundle
-from signing.errors import SigningError
 from signing.keys import Signer
 
 __all__ = ["CASE_ACTIONS", "CaseDesk", "Opened", "Overdue", "PacketPort", "SyncingCore"]
 
 _log = logging.getLogger("tongban.relay.cases")
-
-CASE_ACTIONS = frozenset(
-    {
-        "submit", "accept", "reject", "request-correction", "supplement", "withdraw",
-        "request-survey", "survey-report", "decide", "issue-licence", "deliver",
-        "status-update", "rating", "complaint",
-    }
-)  # fmt: skip
 
 
 @functools.cache
@@ -257,16 +252,26 @@ class CaseDesk:
         async with self._sync_lock:
             items = [i for i in self._relay.list_inbox() if i.summary.action in CASE_ACTIONS]
             todo = set(self._store.unapplied([i.summary.packet_id for i in items]))
-            done = [self._apply(i.summary) for i in items if i.summary.packet_id in todo]
+            done = [self._apply(i) for i in items if i.summary.packet_id in todo]
         if done:
             await self._notify()
         return done
 
-    def _apply(self, summary: PacketSummary) -> AppliedPacket:
+    def admission(self) -> CaseAdmission:
+        """The content check that refuses, before the relay accepts it, a partner's
+        packet :meth:`sync` would refuse (``relay.core`` ``install_content_check``)."""
+        return CaseAdmission(
+            node_id=self.node_id, relay=self._relay, store=self._store, terms=self._terms,
+            bundle=self._bundle,
+        )  # fmt: skip
+
+    def _apply(self, item: InboxItem) -> AppliedPacket:
+        summary = item.summary
+
         def change(old: CaseRecord | None) -> tuple[CaseRecord | None, AppliedPacket]:
             pid, cid = summary.packet_id, summary.case_id
             try:
-                new = self._received(old, summary)
+                new = self._received(old, item)
             except CaseError as exc:
                 _log.warning("case packet %s refused: %s", pid, exc)
                 return None, AppliedPacket(pid, cid, exc.code, str(exc))
@@ -275,14 +280,11 @@ class CaseDesk:
 
         return self._store.apply_packet(summary.packet_id, summary.case_id, change)
 
-    def _received(self, old: CaseRecord | None, summary: PacketSummary) -> CaseRecord:
-        try:
-            content = self._relay.read_packet(summary.packet_id).content
-        except (RelayError, SigningError) as exc:
-            raise MalformedEvent(f"packet does not open: {exc}") from exc
-        return apply_incoming(
-            old, summary, content, me=self.node_id, terms=self._terms,
-            bundle=self._bundle(), now=self._clock(),
+    def _received(self, old: CaseRecord | None, item: InboxItem) -> CaseRecord:
+        content = read_content(self._relay, item.summary.packet_id)
+        return advance(
+            old, item.summary, content, me=self.node_id, terms=self._terms,
+            bundle=self._bundle(), received_at=item.received_at,
         )  # fmt: skip
 
     # -- applicants ------------------------------------------------------------------
@@ -349,11 +351,15 @@ class CaseDesk:
 
 
 class SyncingCore:
-    """A relay core whose ``receive_batch`` applies new case packets after answering.
+    """A relay core with the case layer mounted: it refuses the partner's case packets
+    the desk would refuse (the desk's :meth:`~CaseDesk.admission` installed as the
+    core's content check) and its ``receive_batch`` applies new case packets after
+    answering.
 
     Every other attribute is the wrapped core's."""
 
     def __init__(self, core: Any, desk: CaseDesk) -> None:
+        core.install_content_check(desk.admission())
         self._core = core
         self._desk = desk
 

@@ -24,7 +24,16 @@ from signing.certificates import TrustBundle
 from signing.licence import verify_licence
 from signing.licence_report import Check, Outcome
 
-__all__ = ["apply_incoming", "check_licence"]
+__all__ = ["CASE_ACTIONS", "apply_incoming", "check_licence"]
+
+CASE_ACTIONS = frozenset(
+    {
+        "submit", "accept", "reject", "request-correction", "supplement", "withdraw",
+        "request-survey", "survey-report", "decide", "issue-licence", "deliver",
+        "status-update", "rating", "complaint",
+    }
+)  # fmt: skip
+"""The packet actions that carry case events (the case layer judges and applies them)."""
 
 
 def apply_incoming(

@@ -159,7 +159,12 @@ class SqliteCaseStore:
         return [self._record(r) for r in rows]
 
     def unapplied(self, packet_ids: list[str]) -> list[str]:
-        done = {r[0] for r in self._conn.execute("SELECT packet_id FROM case_packets").fetchall()}
+        done: set[str] = set()
+        for i in range(0, len(packet_ids), 500):  # under SQLite's bound-parameter limit
+            chunk = packet_ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT packet_id FROM case_packets WHERE packet_id IN ({marks})"  # noqa: S608
+            done.update(r[0] for r in self._conn.execute(sql, chunk))
         return [p for p in packet_ids if p not in done]
 
     def apply_packet(

@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS inbox (
     received_at REAL NOT NULL, receipt TEXT NOT NULL, log_index INTEGER,
     UNIQUE (sender, case_id, seq)
 );
+CREATE INDEX IF NOT EXISTS inbox_case ON inbox (case_id, ord);
 CREATE TABLE IF NOT EXISTS recv_seq (
     sender TEXT NOT NULL, case_id TEXT NOT NULL, seq INTEGER NOT NULL, digest TEXT NOT NULL,
     PRIMARY KEY (sender, case_id)

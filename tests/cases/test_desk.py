@@ -1,6 +1,6 @@
 """Case desks of two offices over real RelayNodes (SQLite, signed sealed packets, a real
 signed agreement) on the in-memory network: copies converge, partner packets that break
-the state machine are refused and recorded, SLA lists, terms from the agreement."""
+the state machine are rejected by the relay, SLA lists, terms from the agreement."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from relay.cases.model import CaseState, EventKind
 from relay.cases.sla import Colour
 from relay.cases.terms import NoTerms
 from relay.core.errors import NotAuthorized
+from relay.core.model import OutboxState
 from signing.licence import Licence, issue_licence
 
 K = EventKind
@@ -63,7 +64,7 @@ async def test_a_whole_case_converges_on_both_offices(offices, clock):
     assert len(h.desk.packets(case_id)) == 5  # submit, supplement, deliver, conclude, rate
 
 
-async def test_a_partner_packet_outside_the_state_machine_is_refused_and_recorded(offices):
+async def test_a_partner_packet_outside_the_state_machine_is_rejected_not_accepted(offices):
     r, h = offices.r, offices.h
     opened = await r.desk.open_case(matter=BOOKS, mode="proxy_receipt", handling=HANDLING)
     case_id = opened.record.case.header.case_id
@@ -73,14 +74,18 @@ async def test_a_partner_packet_outside_the_state_machine_is_refused_and_recorde
         "format": "tongban-case-event/1", "case": case_id, "event": "conclude",
         "origin": "receiving", "seq": 2, "seen": 0, "at": 1793000000, "details": {},
     }  # fmt: skip
-    await r.relay.create_packet(
+    sent = await r.relay.create_packet(
         to=HANDLING, case_id=case_id, matter=BOOKS, action="status-update",
         mode="proxy_receipt", content=forged,
     )  # fmt: skip
     await offices.deliver()
+    # refused by the relay before it stored anything: the sender's outbox says rejected
+    [item] = r.relay.list_outbox(state=OutboxState.REJECTED)
+    assert item.summary.packet_id == sent.packet_id
+    assert item.reason == "content-refused:wrong-state"
+    assert sent.packet_id not in {i.summary.packet_id for i in h.relay.list_inbox()}
     assert h.desk.get(case_id).case.state is CaseState.SUBMITTED
-    outcomes = {p.outcome for p in h.desk.packets(case_id)}
-    assert outcomes == {"applied", "wrong-state"}
+    assert {p.outcome for p in h.desk.packets(case_id)} == {"applied"}
 
 
 async def test_survey_required_by_the_agreement_is_enforced_and_delegated_survey_travels(offices):

@@ -1,0 +1,148 @@
+"""Admission of a partner's case packet: the case layer's content check for the relay.
+
+A partner's step that the state machine does not allow (docs/protocol.md §11.4) must
+not be accepted at all, so the case layer judges every incoming case packet *inside*
+the relay's receive pipeline (:class:`relay.core.ports.ContentCheck`, §8.5 step 9),
+before the relay stores it or answers: a refused packet gets a signed ``rejected``
+receipt ``content-refused:<code>`` (``wrong-state``, ``out-of-order``, ``bad-licence``…)
+and is never stored, so the sending office's staff see it as rejected in their outbox.
+
+The check and the later apply (:meth:`relay.cases.desk.CaseDesk.sync`) agree because
+both run :func:`relay.cases.incoming.apply_incoming` on the same copy with the same
+arguments (the receiving time as ``now``). The copy the check judges against is the
+one the apply will see: the stored copy, then the case packets accepted in earlier
+batches but not applied yet (the apply runs after the batch is answered, and a batch
+may come in before it did), then those accepted before it in its own batch (which the
+relay hands over as ``earlier``, not yet committed). The relay decides one batch at a
+time, so nothing is accepted meanwhile. A packet in that list that the apply would
+refuse changes nothing, as it will not.
+
+The check does not apply anything: it only reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from relay.cases.errors import CaseError, MalformedEvent
+from relay.cases.incoming import CASE_ACTIONS, apply_incoming
+from relay.cases.store import CaseRecord, CaseStore
+from relay.cases.terms import TermsSource
+from relay.core.errors import RelayError
+from relay.core.model import InboxItem, PacketContent, PacketSummary
+from relay.core.ports import OpenedPacket
+from signing.certificates import TrustBundle
+from signing.errors import SigningError
+
+__all__ = ["CaseAdmission", "InboxReader", "advance"]
+
+_log = logging.getLogger("tongban.relay.cases")
+
+
+class InboxReader(Protocol):
+    """What admission reads of the relay core (``relay.core.service.RelayNode``)."""
+
+    def list_inbox(self, *, case_id: str | None = None) -> list[InboxItem]: ...
+
+    def read_packet(self, packet_id: str) -> PacketContent: ...
+
+
+def advance(
+    old: CaseRecord | None,
+    summary: PacketSummary,
+    content: Mapping[str, Any],
+    *,
+    me: str,
+    terms: TermsSource,
+    bundle: TrustBundle,
+    received_at: datetime,
+) -> CaseRecord:
+    """Our copy after a partner's case packet received at ``received_at``; raises
+    :class:`CaseError` (its ``code`` is the refusal). What both the check and the apply
+    run, so they cannot disagree."""
+    return apply_incoming(old, summary, content, me=me, terms=terms, bundle=bundle, now=received_at)
+
+
+def read_content(relay: InboxReader, packet_id: str) -> Mapping[str, Any]:
+    """The business content of a stored incoming packet; :class:`MalformedEvent` when it
+    no longer opens."""
+    try:
+        return relay.read_packet(packet_id).content
+    except (RelayError, SigningError) as exc:
+        raise MalformedEvent(f"packet does not open: {exc}") from exc
+
+
+class CaseAdmission:
+    """The case layer's :class:`~relay.core.ports.ContentCheck` (see the module note)."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        relay: InboxReader,
+        store: CaseStore,
+        terms: TermsSource,
+        bundle: Callable[[], TrustBundle],
+    ) -> None:
+        self._me = node_id
+        self._relay = relay
+        self._store = store
+        self._terms = terms
+        self._bundle = bundle
+
+    def check(
+        self, packet: OpenedPacket, *, earlier: Sequence[OpenedPacket], at: datetime
+    ) -> str | None:
+        summary = packet.summary
+        if summary.action not in CASE_ACTIONS:
+            return None  # not a case packet: not ours to judge
+        bundle = self._bundle()
+        record = self._pending_copy(summary.case_id, earlier, bundle, at)
+        try:
+            self._advance(record, summary, packet.body, bundle, at)
+        except CaseError as exc:
+            _log.warning("case packet %s refused: %s", summary.packet_id, exc)
+            return exc.code
+        return None
+
+    def _advance(
+        self,
+        record: CaseRecord | None,
+        summary: PacketSummary,
+        content: Mapping[str, Any],
+        bundle: TrustBundle,
+        at: datetime,
+    ) -> CaseRecord:
+        return advance(
+            record, summary, content, me=self._me, terms=self._terms, bundle=bundle,
+            received_at=at,
+        )  # fmt: skip
+
+    def _pending_copy(
+        self, case_id: str, earlier: Sequence[OpenedPacket], bundle: TrustBundle, at: datetime
+    ) -> CaseRecord | None:
+        """The copy the apply will have reached when it comes to this packet."""
+        record = self._store.get(case_id)
+        in_batch = {e.summary.packet_id for e in earlier}
+        items = {
+            i.summary.packet_id: i
+            for i in self._relay.list_inbox(case_id=case_id)
+            if i.summary.action in CASE_ACTIONS and i.summary.packet_id not in in_batch
+        }
+        for packet_id in self._store.unapplied(list(items)):  # earlier batches, in order
+            item = items[packet_id]
+            try:
+                content = read_content(self._relay, packet_id)
+                record = self._advance(record, item.summary, content, bundle, item.received_at)
+            except CaseError:
+                continue  # the apply records it as refused and leaves the copy
+        for e in earlier:
+            if e.summary.case_id == case_id and e.summary.action in CASE_ACTIONS:
+                try:
+                    record = self._advance(record, e.summary, e.body, bundle, at)
+                except CaseError:
+                    continue
+        return record
