@@ -105,6 +105,7 @@ class RoomMedia:
             pc.addTransceiver("video", direction="recvonly")
             back = self._forward("audio", self._to_site_audio, self.inspector_audio)
             pc.addTransceiver(back, direction="sendrecv")
+            peer.outgoing.append(back)
         else:
             video = self._forward("video", self._to_viewers_video, self.site_video)
             audio = self._forward("audio", self._to_viewers_audio, self.site_audio)
@@ -112,8 +113,6 @@ class RoomMedia:
             audio_direction = "sendrecv" if peer.role is Role.INSPECTOR else "sendonly"
             pc.addTransceiver(audio, direction=audio_direction)
             peer.outgoing.extend((video, audio))
-        if peer.role is Role.SITE:
-            peer.outgoing.append(back)
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -179,7 +178,7 @@ class RoomMedia:
                 self._notify({"type": "state", "state": state.value})
 
     def _start_recording(self) -> None:
-        if not self.room.config.record or self.site_video is None:
+        if not self.room.config.record or self.site_video is None or self._recording:
             return
         sink = FrameSink(RECORDER_BUFFER)
         self.site_video.add_sink(sink)
