@@ -9,11 +9,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 from audit_node_support import IDS, Pki, RunningNode, rewrite_log, write_configs
 
 from relay.audit.checkpoint import origin_for
 from relay.audit.state import AuditState
 from relay.audit.witness import PartnerStatus
+from relay.tls import client_context
 
 A, B, _ = IDS
 
@@ -64,22 +66,35 @@ class Served:
 
 
 async def _until(check: Callable[[], bool], what: str) -> None:
-    async with asyncio.timeout(90):  # generous: the suite runs on 2 loaded cores
-        while not check():
-            await asyncio.sleep(0.1)  # the node's own tasks run in another process
-    assert check(), what
+    try:
+        async with asyncio.timeout(90):  # generous: the suite runs on 2 loaded cores
+            while not check():
+                await asyncio.sleep(0.1)  # the node's own tasks run in another process
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting: {what}") from None
 
 
 def _state(node: RunningNode) -> AuditState:
     return AuditState(node.db)
 
 
-def _cosigned(witness: RunningNode, origin: str) -> bool:
+def _cosigned(witness: RunningNode, origin: str, size: int) -> bool:
+    """``witness`` cosigned ``origin``'s checkpoint of ``size`` leaves, and ``origin``
+    cosigned ``witness``'s current checkpoint (it came back through POST cosign)."""
     state = _state(witness)
     try:
-        return state.partner(origin).cosigned is not None and bool(
-            state.cosignatures(state.log.size())
-        )
+        held = state.partner(origin).checkpoint
+        mine = state.log.size()
+        return held is not None and held.size == size and bool(state.cosignatures(mine))
+    finally:
+        state.close()
+
+
+def _delivered(node: RunningNode) -> bool:
+    """A packet ``node`` sent was accepted by B (B's receipt is in ``node``'s log)."""
+    state = _state(node)
+    try:
+        return bool(state.exchanged_with(B))
     finally:
         state.close()
 
@@ -101,20 +116,24 @@ async def test_serve_cosigns_on_its_interval_and_halts_a_partner_that_rewrote_it
         await a.start()
         await b.start()
         client = nodes[A].staff()
-        await client.send(
-            {
-                "to": B,
-                "case_id": "CASE-1",
-                "matter": "food-business-licence",
-                "action": "submit",
-                "mode": "proxy_receipt",
-                "content": {"n": 1},
-            },
-            [],
-        )
-        # both logs grow; each node cosigns the other's checkpoint and hands it back
-        await _until(lambda: _cosigned(nodes[A], origin_for(B)), "A cosigned B")
-        await _until(lambda: _cosigned(nodes[B], origin_for(A)), "B cosigned A")
+        # tongban serve runs the case layer: open a case, its submit packet goes to B
+        port = nodes[A].config.staff_listener.port
+        async with (
+            aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {nodes[A].token()}"}
+            ) as session,
+            session.post(
+                f"https://127.0.0.1:{port}/staff/v1/cases",
+                json={"matter": "food-business-licence", "handling": B, "case_id": "CASE-1"},
+                ssl=client_context(pki.bundle),
+            ) as resp,
+        ):
+            assert resp.status == 201, await resp.text()
+        await _until(lambda: _delivered(nodes[A]), "packet delivered")
+        # both logs hold two leaves (packet, receipt); each node cosigns the other's
+        # checkpoint and hands it back
+        await _until(lambda: _cosigned(nodes[A], origin_for(B), 2), "A cosigned B")
+        await _until(lambda: _cosigned(nodes[B], origin_for(A), 2), "B cosigned A")
 
         await b.stop()
         rewrite_log(nodes[B].db, change=0)
