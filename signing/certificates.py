@@ -31,11 +31,12 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from functools import cached_property
+from types import MappingProxyType
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -106,9 +107,15 @@ class TrustBundle:
         return b"".join(parts)
 
     @cached_property
-    def crl_ders(self) -> tuple[bytes, ...]:
-        """DER of each CRL, in :attr:`crls` order (computed once per bundle)."""
-        return tuple(c.public_bytes(Encoding.DER) for c in self.crls)
+    def newest_crls(self) -> Mapping[x509.Name, tuple[x509.CertificateRevocationList, bytes]]:
+        """Per issuer name, the CRL with the latest ``lastUpdate`` (the first one on a
+        tie) and its DER; computed once per bundle, read on every validation."""
+        newest: dict[x509.Name, tuple[x509.CertificateRevocationList, bytes]] = {}
+        for crl in self.crls:
+            held = newest.get(crl.issuer)
+            if held is None or crl.last_update_utc > held[0].last_update_utc:
+                newest[crl.issuer] = (crl, crl.public_bytes(Encoding.DER))
+        return MappingProxyType(newest)
 
 
 @dataclass(frozen=True)
@@ -226,14 +233,10 @@ def _check_purpose(leaf: x509.Certificate, purpose: Purpose) -> None:
 
 def _check_revocation(path: Sequence[x509.Certificate], bundle: TrustBundle, at: datetime) -> None:
     for cert, issuer in itertools.pairwise(path):
-        candidates = [
-            (crl, crl_der)
-            for crl, crl_der in zip(bundle.crls, bundle.crl_ders, strict=True)
-            if crl.issuer == issuer.subject
-        ]
-        if not candidates:
+        newest = bundle.newest_crls.get(issuer.subject)
+        if newest is None:
             continue
-        crl, crl_der = max(candidates, key=lambda c: c[0].last_update_utc)
+        crl, crl_der = newest
         if not pathcache.crl_signed_by(crl, crl_der, issuer):  # memoized by both DERs
             raise _reject("crl-invalid", f"CRL of {_describe(issuer)} has a bad signature")
         if crl.next_update_utc is None or at > crl.next_update_utc:

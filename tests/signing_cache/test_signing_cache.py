@@ -233,3 +233,17 @@ def test_concurrent_validations_agree_with_the_uncached_answer(fed) -> None:
         t.join()
     assert results.count("ok") == 40
     assert results.count("revoked") == 40
+
+
+def test_the_newest_crl_of_an_issuer_is_used_whatever_the_bundle_order(fed) -> None:
+    signer = fed.signer()
+    old_crl = fed.bundle().crls[0]
+    later = fed.now + timedelta(minutes=1)
+    revoke(fed.directory, (fed.node_dir / "seal.pem").read_bytes(), now=later)
+    new_crl = fed.bundle().crls[0]
+    assert new_crl.last_update_utc > old_crl.last_update_utc
+    roots = fed.bundle().roots
+    for crls in ((old_crl, new_crl), (new_crl, old_crl)):
+        bundle = TrustBundle(roots=roots, crls=crls)
+        assert bundle.newest_crls[roots[0].subject][0] is new_crl
+        assert _reason(signer.chain, bundle, later) == "revoked"
