@@ -22,7 +22,9 @@ Pure core (data in, data out; time, randomness and keys are arguments):
 
 Shell: :mod:`~relay.cases.store` (the storage interface) and
 :mod:`~relay.cases.sqlite_store`; :mod:`~relay.cases.terms` reads the agreement terms;
-:mod:`~relay.cases.incoming` applies a partner's packet; :mod:`~relay.cases.desk`
+:mod:`~relay.cases.incoming` applies a partner's packet and
+:mod:`~relay.cases.admission` refuses, inside the relay's receive pipeline, one that
+could not be applied (so it is never accepted); :mod:`~relay.cases.desk`
 composes the core with the relay node; ``relay.http.cases``, ``relay.http.tracking``
 and ``relay.http.licences`` are the HTTP handlers, ``relay.http.case_services`` plugs
 it all into a node.

@@ -6,6 +6,9 @@ the relay's receive pipeline (:class:`relay.core.ports.ContentCheck`, §8.5 step
 before the relay stores it or answers: a refused packet gets a signed ``rejected``
 receipt ``content-refused:<code>`` (``wrong-state``, ``out-of-order``, ``bad-licence``…)
 and is never stored, so the sending office's staff see it as rejected in their outbox.
+Only packets that carry a case event (content ``format`` ``tongban-case-event/1``) are
+judged: the relay also carries plain packets between offices, and those cannot move a
+case (the apply records them as ``malformed-event`` and changes nothing).
 
 The check and the later apply (:meth:`relay.cases.desk.CaseDesk.sync`) agree because
 both run :func:`relay.cases.incoming.apply_incoming` on the same copy with the same
@@ -29,6 +32,7 @@ from typing import Any, Protocol
 
 from relay.cases.errors import CaseError, MalformedEvent
 from relay.cases.incoming import CASE_ACTIONS, apply_incoming
+from relay.cases.model import CONTENT_FORMAT
 from relay.cases.store import CaseRecord, CaseStore
 from relay.cases.terms import TermsSource
 from relay.core.errors import RelayError
@@ -97,8 +101,8 @@ class CaseAdmission:
         self, packet: OpenedPacket, *, earlier: Sequence[OpenedPacket], at: datetime
     ) -> str | None:
         summary = packet.summary
-        if summary.action not in CASE_ACTIONS:
-            return None  # not a case packet: not ours to judge
+        if summary.action not in CASE_ACTIONS or packet.body.get("format") != CONTENT_FORMAT:
+            return None  # a plain packet, no case event: it cannot move a case either
         bundle = self._bundle()
         record = self._pending_copy(summary.case_id, earlier, bundle, at)
         try:

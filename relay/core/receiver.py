@@ -33,6 +33,7 @@ Everything but the content check is pure: what the store knows is read into
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,6 +58,8 @@ __all__ = [
     "examine",
     "standard_pipeline",
 ]
+
+_CODE = re.compile(r"[a-z0-9-]{1,64}")
 
 
 class Reason(StrEnum):
@@ -83,7 +86,9 @@ class Reason(StrEnum):
 
     @staticmethod
     def content_refused(code: str) -> str:
-        return f"content-refused:{code or 'refused'}"
+        """``content-refused:<code>``; a code that is not 1-64 of ``[a-z0-9-]`` (what
+        docs/protocol.md §8.5 promises a reader of the receipt) becomes ``refused``."""
+        return f"content-refused:{code if _CODE.fullmatch(code) else 'refused'}"
 
 
 def authenticate(

@@ -5,8 +5,9 @@ node runs: the case store (tables ``cases`` and ``case_packets`` in the node's S
 file), the agreement terms, office names and public endpoints from the verified node
 descriptors (our own and the partners'), the bundled working-day calendar, and the
 node's seal for tracking links. The node serves the federation listener with
-:attr:`CaseServices.core` (the core whose ``receive_batch`` also applies new case
-packets) and adds the staff and public routes with :meth:`CaseServices.add_routes`.
+:attr:`CaseServices.core` (the core that refuses a partner's case packet the state
+machine does not allow and whose ``receive_batch`` applies the accepted ones) and adds
+the staff and public routes with :meth:`CaseServices.add_routes`.
 
 :class:`CaseLayer` plugs all of it into :class:`relay.node.Node` without the node
 knowing about cases: its ``core_factory`` wraps the node's core factory (the core the

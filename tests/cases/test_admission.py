@@ -134,3 +134,17 @@ async def test_a_step_is_judged_after_the_accepted_ones_before_it_not_yet_applie
     applied = await h.desk.sync()
     assert [p.outcome for p in applied] == ["applied", "applied"]  # the apply agrees
     assert len(h.desk.get(case_id).case.view.open_complaints) == 2
+
+
+async def test_a_plain_packet_that_carries_no_case_event_is_still_relayed(
+    offices: Offices,
+) -> None:
+    case_id = await submitted_case(offices)
+    sent = await offices.r.relay.create_packet(
+        to=HANDLING, case_id=case_id, matter=BOOKS, action="status-update",
+        mode="proxy_receipt", content={"note": "材料原件已寄出"},
+    )  # fmt: skip
+    await offices.deliver()
+    [item] = [i for i in offices.r.relay.list_outbox() if i.summary.packet_id == sent.packet_id]
+    assert item.state is OutboxState.DELIVERED
+    assert offices.h.desk.get(case_id).case.state is CaseState.SUBMITTED  # moved nothing

@@ -109,3 +109,33 @@ async def test_a_node_takes_one_content_check_only(federation: Federation) -> No
     federation.nodes[DAFENG].install_content_check(Ledger())
     with pytest.raises(RuntimeError):
         federation.nodes[DAFENG].install_content_check(Ledger())
+
+
+class Saying:
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def check(
+        self, packet: OpenedPacket, *, earlier: Sequence[OpenedPacket], at: datetime
+    ) -> str | None:
+        return self.code
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        ("wrong-state", "content-refused:wrong-state"),
+        ("Wrong State", "content-refused:refused"),
+        ("x" * 65, "content-refused:refused"),
+        ("", "content-refused:refused"),
+    ],
+)
+async def test_a_refusal_code_outside_the_documented_alphabet_is_sent_as_refused(
+    federation: Federation, code: str, reason: str
+) -> None:
+    federation.nodes[DAFENG].install_content_check(Saying(code))
+    [pid] = await queue(federation, [1])
+    token = federation.stores[WUCHANG].outgoing(pid).token  # type: ignore[union-attr]
+    [receipt] = await federation.nodes[DAFENG].receive_batch(WUCHANG, [token])
+    r = verify_receipt(receipt, federation.pki.bundle, at=federation.clock(), expected_from=DAFENG)
+    assert r.reason == reason
