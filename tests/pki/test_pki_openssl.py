@@ -188,7 +188,14 @@ def test_openssl_tls13_server_refuses_client_without_certificate(hubei) -> None:
             srv.kill()
             srv.communicate(timeout=10)
     text = server_out.decode(errors="replace") + cli.stdout.decode(errors="replace")
-    assert "certificate required" in text or cli.returncode != 0, text
+    # The refusal shows as the client's alert ("certificate required") when the client
+    # is still reading, or only in the server's log when the client quit first.
+    refused = (
+        "certificate required" in text
+        or "peer did not return a certificate" in text
+        or cli.returncode != 0
+    )
+    assert refused, text
 
 
 def test_revocation_is_seen_by_validate_path_and_by_openssl(tmp_path, now) -> None:
