@@ -238,15 +238,22 @@ class AuditState:
 
     # -- packet leaves of our log ----------------------------------------------------------
 
-    def _index_packets(self) -> None:
+    def index_packets(self, limit: int | None = None) -> bool:
+        """Index the packet leaves appended since the last call (at most ``limit``
+        leaves); True when the index has caught up with the log."""
         row = self._conn.execute("SELECT value FROM audit_meta WHERE key = 'indexed'").fetchone()
         start, size = (0 if row is None else int(row[0])), self.log.size()
-        if start >= size:
-            return
+        end = size if limit is None else min(size, start + limit)
+        if start >= end:
+            return True
         entries, acks = [], []
-        for index in range(start, size):
+        rows = self._conn.execute(
+            "SELECT idx, data FROM audit_leaves WHERE idx >= ? AND idx < ? ORDER BY idx",
+            (start, end),
+        )
+        for index, data in rows:
             try:
-                leaf = decode_leaf(self.log.leaf(index))
+                leaf = decode_leaf(bytes(data))
             except AuditError:
                 continue
             body = leaf.body
@@ -271,11 +278,12 @@ class AuditState:
             )
             c.execute(
                 "INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('indexed', ?)",
-                (str(size),),
+                (str(end),),
             )
+        return end == size
 
     def _entries(self, where: str, arg: str) -> list[PacketEntry]:
-        self._index_packets()
+        self.index_packets()
         query = _ENTRY_QUERIES[where]
         rows = self._conn.execute(query, (arg,)).fetchall()
         return [PacketEntry(int(r[0]), r[1], r[2], LeafKind(r[3]), r[4]) for r in rows]

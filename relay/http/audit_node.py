@@ -164,6 +164,10 @@ class AuditNode:
 
     async def _checkpoint_step(self) -> None:
         self.service.checkpoint()
+        # keep the packet index current in small steps, so that requests that need it
+        # (inclusion by packet digest) find little or nothing left to do
+        while not self.service.state.index_packets(limit=5000):
+            await asyncio.sleep(0)
 
     async def _witness_step(self) -> None:
         for result in await self.witness_round():
