@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from audit_node_support import IDS, Federation, copy_data, rewrite_log, swap_data
 from cryptography import x509
 
@@ -14,9 +15,12 @@ from relay.audit.witness import PartnerStatus
 A, B, C = IDS
 
 
+@pytest.mark.parametrize("grow", [False, True], ids=["same-size", "forked-log-grew"])
 async def test_two_partners_shown_different_histories_detect_the_split_view(
-    trio: Federation, tmp_path: Path
+    trio: Federation, tmp_path: Path, grow: bool
 ) -> None:
+    """Same sizes: the roots differ. Different sizes: C's consistency proof between
+    the two cosigned sizes cannot verify against both roots (or C cannot give one)."""
     a, b, c = trio[A], trio[B], trio[C]
     await c.send(A, "CASE-1")
     await c.send(B, "CASE-2")
@@ -39,6 +43,8 @@ async def test_two_partners_shown_different_histories_detect_the_split_view(
     await c.stop()
     swap_data(c, tmp_path / "y")
     await c.start()
+    if grow:
+        await c.send(B, "CASE-3")  # Y grows to 6 leaves
     results_b = await b.live.witness_round()
     assert (C, Outcome.SPLIT_VIEW) in {(r.partner, r.outcome) for r in results_b}
     assert b.live.service.state.partner(origin_for(C)).status is PartnerStatus.HALTED
@@ -62,8 +68,8 @@ async def test_two_partners_shown_different_histories_detect_the_split_view(
         assert alert["reason"] == "split-view"
         first = open_checkpoint(alert["evidence"]["first"].encode(), c_key).checkpoint
         second = open_checkpoint(alert["evidence"]["second"].encode(), c_key).checkpoint
-        # C signed both: same size, different roots
-        assert first.size == second.size == 4
+        # C signed both, and they cannot both be true
+        assert {first.size, second.size} == ({4, 6} if grow else {4})
         assert first.root_hash != second.root_hash
         assert witness.live.service.state.partner(origin_for(C)).status is PartnerStatus.HALTED
     # the honest partners still witness each other
