@@ -12,7 +12,10 @@ slow part (signatures, certificate paths, HPKE) for a whole batch in a worker th
 then one short store transaction for deduplication, sequence, persistence, audit
 leaves and receipts. The transaction commits before any receipt leaves, so a crash
 after the commit and before the answer costs only a retry: the duplicate gets the
-original receipt back, byte for byte.
+original receipt back, byte for byte. The application above may add one last check on
+the opened content (``ports.ContentCheck``; the case layer refuses a partner's step its
+state machine does not allow), run in that transaction before anything is stored and
+told what the batch accepted before; the core never learns what the content means.
 
 Sending (``sender``) applies the pure outbox policy (``outbox``): per destination,
 batches of case heads only (``seq`` k+1 after k is receipted), full-jitter capped
