@@ -185,8 +185,15 @@ class CaseDesk:
     def packets(self, case_id: str) -> list[AppliedPacket]:
         return self._store.packets(case_id)
 
-    async def act(self, case_id: str, kind: EventKind, details: Mapping[str, Any]) -> CaseRecord:
-        """Our office takes a step: checked, stored, and sent to the other office."""
+    async def act(
+        self,
+        case_id: str,
+        kind: EventKind,
+        details: Mapping[str, Any],
+        attachments: Sequence[str] = (),
+    ) -> CaseRecord:
+        """Our office takes a step: checked, stored, and sent to the other office
+        (with ``attachments``: plaintext digests staged with the relay core)."""
         now = self._clock()
         before = self.get(case_id)
         if kind is EventKind.ISSUE_LICENCE:
@@ -209,6 +216,7 @@ class CaseDesk:
                     action=packet.action.value,
                     mode=case.header.mode,
                     content=packet.content,
+                    attachments=attachments,
                 )
         except RelayError:
             self._store.update(

@@ -97,7 +97,11 @@ DETAIL_FIELDS: Mapping[EventKind, Mapping[str, tuple[str, bool]]] = MappingProxy
         EventKind.REQUEST_CORRECTION: {"missing": (_STRS, True), "reason": (_STR, False)},
         EventKind.SUPPLEMENT: {"supplied": (_STRS, False)},
         EventKind.REQUEST_SURVEY: {"surveyor": (_STR, True)},
-        EventKind.SURVEY_REPORT: {"outcome": (_STR, True), "report": (_STR, False)},
+        EventKind.SURVEY_REPORT: {
+            "outcome": (_STR, True),
+            "report": (_STR, False),
+            "verdict": (_STR, False),
+        },
         EventKind.DECIDE: {"decision": (_STR, True), "reason": (_STR, False)},
         EventKind.ISSUE_LICENCE: {"licence": (_STR, True), "licence_number": (_STR, True)},
         EventKind.DELIVER: {"method": (_STR, False)},
@@ -111,11 +115,15 @@ DETAIL_FIELDS: Mapping[EventKind, Mapping[str, tuple[str, bool]]] = MappingProxy
 _ENUMS: Mapping[tuple[EventKind, str], frozenset[str]] = {
     (EventKind.REQUEST_SURVEY, "surveyor"): frozenset(Office),
     (EventKind.SURVEY_REPORT, "outcome"): frozenset({"pass", "fail"}),
+    (EventKind.SURVEY_REPORT, "verdict"): frozenset(
+        {"pass", "pass_with_corrections", "fail", "convert_to_onsite"}
+    ),
     (EventKind.DECIDE, "decision"): frozenset({"approve", "deny"}),
     (EventKind.RATE, "rating"): frozenset({"good", "average", "poor"}),
 }
 _MAX_TEXT = 2000
 _MAX_LICENCE = 16384
+_MAX_REPORT = 262144  # a survey-report's ``report``: text, or the sealed report (JWS)
 _MAX_ITEMS = 100
 
 
@@ -139,6 +147,8 @@ def thaw(value: Any) -> Any:
 
 def _check_field(kind: EventKind, name: str, typ: str, value: Any) -> None:
     limit = _MAX_LICENCE if name == "licence" else _MAX_TEXT
+    if kind is EventKind.SURVEY_REPORT and name == "report":
+        limit = _MAX_REPORT
     if typ == _STR:
         ok = isinstance(value, str) and 0 < len(value) <= limit
     elif typ == _INT:

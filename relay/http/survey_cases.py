@@ -1,0 +1,373 @@
+"""Survey reports in the case flow: the sealed report and its media travel as the case's
+``survey-report`` packet, and the receiving office keeps a copy it has verified.
+
+Sending (the surveying office, staff ``POST /staff/v1/surveys/{session}/send``, role
+clerk): the session's ``report.jws`` is verified against its own media first
+(:func:`remote_survey.report.verify_report`; a report that does not verify is never
+sent), then ``evidence.jsonl`` and every segment and snapshot the chain names are
+staged with the relay core (streamed, sealed at rest) and the case's ``survey-report``
+event is taken with details ``{"outcome", "verdict", "report": <the JWS>}`` and those
+files as packet attachments, so they travel resumably to the requesting office only.
+``outcome`` is ``pass`` for the verdicts ``pass`` and ``pass_with_corrections``,
+``fail`` for ``fail``; a survey converted to an on-site visit is not reported here.
+
+Receiving (the requesting office, after every accepted federation batch): each
+accepted case packet carrying a survey-report event with a sealed report is collected
+once into ``<data dir>/survey-reports/<case>/<session>/`` (its attachments decrypted
+there under their names, and ``report.jws``), so ``tongban survey verify`` works on
+that folder. The copy is accepted when the report verifies against those files, names
+this case, was sealed by the sender as surveying office for us as requesting office,
+and the files are exactly the evidence and the media the chain names; otherwise the
+folder gets ``refused.json`` with every failure.
+
+Both sides append a ``survey-report`` audit leaf (:mod:`relay.audit.leaves`) for a
+report sent or accepted, in a transaction of their own on the node's database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from relay.audit.leaves import AuditLeaf, LeafKind, SurveyReportLeaf, encode_leaf
+from relay.audit.store import append as audit_append
+from relay.cases.desk import CaseDesk
+from relay.cases.errors import CaseError
+from relay.cases.model import CONTENT_FORMAT, EventKind
+from relay.config import NodeConfig
+from relay.core.errors import RelayError
+from relay.core.ports import PeerLink
+from relay.http.case_services import CaseLayer
+from relay.node import CoreHandle
+from relay.problem import Problem, ProblemCode
+from relay.staff_auth import StaffRole, require_role
+from relay.tls import BundleSource
+from remote_survey.entries import EVIDENCE_FILE, Segment, Snapshot
+from remote_survey.errors import SurveyError
+from remote_survey.evidence import parse_evidence
+from remote_survey.report import ReportVerification, verify_report
+from remote_survey.report_model import SurveyReport, Verdict
+from remote_survey.room import REPORT_FILE
+from remote_survey.web import SurveyHub
+from signing.certificates import TrustBundle
+from signing.encoding import canonical_json
+from signing.files import file_digest
+
+__all__ = [
+    "REPORTS_DIR",
+    "Collected",
+    "SurveyCaseLayer",
+    "collect_reports",
+    "report_files",
+    "send_report",
+    "survey_leaf",
+]
+
+_log = logging.getLogger("tongban.relay.survey")
+
+REPORTS_DIR = "survey-reports"
+REFUSED_FILE = "refused.json"
+_CHUNK = 1 << 20
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+_OUTCOME = {Verdict.PASS: "pass", Verdict.PASS_WITH_CORRECTIONS: "pass", Verdict.FAIL: "fail"}
+_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".webm": "video/webm", ".mp4": "video/mp4"}
+
+
+class SurveyCaseError(Exception):
+    """A report that cannot be sent; ``code`` is stable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _media_names(evidence: bytes) -> list[str]:
+    entries = parse_evidence(evidence)
+    return [e.body.name for e in entries if isinstance(e.body, Segment | Snapshot)]
+
+
+def report_files(
+    media_dir: Path, bundle: TrustBundle, at: datetime
+) -> tuple[str, SurveyReport, list[Path]]:
+    """The sealed report of a session folder, verified against its files, and the files
+    that travel with it (evidence first, then the media in chain order)."""
+    try:
+        token = (media_dir / REPORT_FILE).read_text(encoding="ascii").strip()
+    except OSError:
+        raise SurveyCaseError("no-report", "the survey has no signed report yet") from None
+    result = verify_report(token, bundle, media_dir, at)
+    if not result.ok or result.report is None:
+        failures = "; ".join(f"{f.code}: {f.message}" for f in result.failures)
+        raise SurveyCaseError("report-invalid", f"the report does not verify: {failures}")
+    names = _media_names((media_dir / EVIDENCE_FILE).read_bytes())
+    return token, result.report, [media_dir / n for n in (EVIDENCE_FILE, *names)]
+
+
+def survey_leaf(token: str, report: SurveyReport, *, node: str, at: datetime) -> bytes:
+    """The ``survey-report`` audit leaf of a sealed report."""
+    body = SurveyReportLeaf(
+        id=report.plan.session_id,
+        case=report.plan.case_id,
+        surveyor=report.plan.surveying_office,
+        requested_by=report.plan.requesting_office,
+        report_digest=hashlib.sha256(token.encode("ascii")).hexdigest(),
+        manifest_digest=hashlib.sha256(canonical_json(report.evidence.to_json())).hexdigest(),
+    )
+    return encode_leaf(AuditLeaf(LeafKind.SURVEY_REPORT, node, int(at.timestamp()), body))
+
+
+def _append_leaf(database: Path, leaf: bytes) -> int:
+    conn = sqlite3.connect(database, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            index = audit_append(conn, leaf)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return index
+    finally:
+        conn.close()
+
+
+async def _chunks(path: Path, offset: int) -> AsyncIterator[bytes]:
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        while chunk := await asyncio.to_thread(fh.read, _CHUNK):
+            yield chunk
+
+
+async def _stage(core: Any, path: Path) -> str:
+    with path.open("rb") as fh:
+        size, digest = await asyncio.to_thread(file_digest, fh)
+    offset = core.attachment_offset(digest)
+    media_type = _TYPES.get(path.suffix, "application/octet-stream")
+    if path.name == EVIDENCE_FILE:
+        media_type = "application/x-ndjson"
+    info = await core.write_attachment(
+        digest, size, offset, _chunks(path, offset), media_type=media_type, name=path.name
+    )
+    if info is None:
+        raise SurveyCaseError("stage-failed", f"{path.name} was not staged completely")
+    return str(digest)
+
+
+async def send_report(
+    desk: CaseDesk, core: Any, media_dir: Path, bundle: TrustBundle, database: Path
+) -> tuple[SurveyReport, list[str]]:
+    """Send the session's sealed report and media as its case's survey-report event;
+    log the survey-report leaf. Raises :class:`SurveyCaseError`, ``CaseError``,
+    ``RelayError``."""
+    token, report, files = report_files(media_dir, bundle, desk.now())
+    outcome = _OUTCOME.get(report.verdict)
+    if outcome is None:
+        raise SurveyCaseError("convert-to-onsite", "an on-site visit reports this case")
+    if report.plan.surveying_office != desk.node_id:
+        raise SurveyCaseError("not-surveyor", "this node did not run the survey")
+    digests = [await _stage(core, path) for path in files]
+    details = {"outcome": outcome, "verdict": report.verdict.value, "report": token}
+    await desk.act(report.plan.case_id, EventKind.SURVEY_REPORT, details, attachments=digests)
+    await asyncio.to_thread(_append_leaf, database, survey_leaf(token, report, node=desk.node_id,
+                                                                at=desk.now()))  # fmt: skip
+    return report, [p.name for p in files]
+
+
+@dataclass(frozen=True)
+class Collected:
+    """A received report: where its copy is and what the check found."""
+
+    packet_id: str
+    case_id: str
+    folder: Path
+    failures: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def _judge(
+    result: ReportVerification, summary: Any, me: str, received: set[str], evidence: bytes
+) -> list[str]:
+    failures = [f"{f.code}: {f.message}" for f in result.failures]
+    report = result.report
+    if report is None:
+        return failures or ["report-malformed: no report"]
+    plan = report.plan
+    if plan.case_id != summary.case_id:
+        failures.append(f"wrong-case: the report is for case {plan.case_id}")
+    if plan.surveying_office != summary.sender or plan.requesting_office != me:
+        failures.append("wrong-offices: not surveyed by the sender for this office")
+    try:
+        expected = {EVIDENCE_FILE, *_media_names(evidence)}
+    except SurveyError:
+        expected = {EVIDENCE_FILE}
+    if received != expected:
+        failures.append("files-mismatch: the attachments are not the evidence and its media")
+    return failures
+
+
+async def _collect_one(
+    core: Any, packet_id: str, root: Path, me: str, bundle: TrustBundle, at: datetime
+) -> Collected | None:
+    opened = core.read_packet(packet_id)
+    content, summary = opened.content, opened.summary
+    details = content.get("details")
+    if content.get("format") != CONTENT_FORMAT or content.get("event") != "survey-report":
+        return None
+    token = details.get("report") if isinstance(details, dict) else None
+    if not isinstance(token, str) or token.count(".") != 2 or not summary.attachments:
+        return None  # a survey result typed in by staff, no sealed report
+    folder = root / summary.case_id / packet_id
+    if folder.exists():
+        return None  # collected before
+    tmp = folder.with_name(f".{packet_id}.part")
+    tmp.mkdir(parents=True, exist_ok=True)
+    names: set[str] = set()
+    for a in summary.attachments:
+        if not _NAME.fullmatch(a.name) or a.name in names or a.name == REPORT_FILE:
+            names.add("\x00bad-name")
+            continue
+        names.add(a.name)
+        with (tmp / a.name).open("wb") as fh:
+            async for chunk in core.open_attachment(a.digest):
+                await asyncio.to_thread(fh.write, chunk)
+    (tmp / REPORT_FILE).write_text(token + "\n", encoding="ascii")
+    result = await asyncio.to_thread(verify_report, token, bundle, tmp, at)
+    evidence = (tmp / EVIDENCE_FILE).read_bytes() if EVIDENCE_FILE in names else b""
+    failures = _judge(result, summary, me, names, evidence)
+    if failures:
+        (tmp / REFUSED_FILE).write_text(json.dumps(failures, indent=1) + "\n", encoding="utf-8")
+        _log.warning("survey report in packet %s refused: %s", packet_id, failures)
+    tmp.rename(folder)
+    return Collected(packet_id, summary.case_id, folder, tuple(failures))
+
+
+async def collect_reports(
+    core: Any, root: Path, *, me: str, bundle: TrustBundle, at: datetime, database: Path
+) -> list[Collected]:
+    """Collect every accepted survey-report packet not collected yet (see the module
+    note); log a survey-report leaf for each report accepted."""
+    done = []
+    for item in core.list_inbox():
+        if not item.summary.attachments:
+            continue
+        try:
+            collected = await _collect_one(core, item.summary.packet_id, root, me, bundle, at)
+        except (RelayError, OSError) as exc:
+            _log.warning("survey report in %s not collected: %s", item.summary.packet_id, exc)
+            continue
+        if collected is None:
+            continue
+        if collected.ok:
+            token = (collected.folder / REPORT_FILE).read_text(encoding="ascii").strip()
+            report = verify_report(token, bundle, collected.folder, at).report
+            assert report is not None
+            leaf = survey_leaf(token, report, node=me, at=at)
+            await asyncio.to_thread(_append_leaf, database, leaf)
+        done.append(collected)
+    return done
+
+
+class _CollectingCore:
+    """The case layer's core, collecting survey reports after each accepted batch."""
+
+    def __init__(self, core: Any, collect: Callable[[], Any]) -> None:
+        self._core = core
+        self._collect = collect
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._core, name)
+
+    async def receive_batch(self, peer_id: str, packets: Sequence[str]) -> list[str]:
+        receipts: list[str] = await self._core.receive_batch(peer_id, packets)
+        await self._collect()
+        return receipts
+
+
+class SurveyCaseLayer:
+    """Survey reports in the case flow, for ``Node(core_factory=…, extensions=[…])``
+    around a :class:`~relay.http.case_services.CaseLayer` and the node's survey hub."""
+
+    def __init__(self, cases: CaseLayer, hub: SurveyHub) -> None:
+        self._cases = cases
+        self._hub = hub
+        self._lock = asyncio.Lock()
+        self._config: NodeConfig | None = None
+        self._bundle: BundleSource | None = None
+        self._core: Any = None
+
+    def core_factory(
+        self,
+        config: NodeConfig,
+        link: PeerLink,
+        bundle: BundleSource,
+        clock: Callable[[], datetime],
+    ) -> CoreHandle:
+        handle = self._cases.core_factory(config, link, bundle, clock)
+        self._config, self._bundle, self._core = config, bundle, handle.core
+        self._clock = clock
+        core = _CollectingCore(handle.core, self.collect)
+        return CoreHandle(core=core, storage_ok=handle.storage_ok, close=handle.close)
+
+    @property
+    def reports_dir(self) -> Path:
+        assert self._config is not None, "the core factory has not run"
+        return self._config.data_dir / REPORTS_DIR
+
+    def _database(self) -> Path:
+        assert self._config is not None
+        return self._config.data_dir / "relay.sqlite3"
+
+    async def collect(self) -> list[Collected]:
+        assert self._config is not None
+        assert self._bundle is not None
+        async with self._lock:
+            return await collect_reports(
+                self._core, self.reports_dir, me=self._config.node_id,
+                bundle=self._bundle.current(), at=self._clock(), database=self._database(),
+            )  # fmt: skip
+
+    def extension(self, listener: str, app: web.Application) -> None:
+        if listener == "staff":
+            app.router.add_post("/staff/v1/surveys/{session}/send", self._send)
+
+    async def _send(self, request: web.Request) -> web.Response:
+        require_role(request, StaffRole.CLERK)
+        session = request.match_info["session"]
+        live = self._hub.rooms.get(session)
+        services = self._cases.services
+        if live is None or services is None or self._bundle is None:
+            raise Problem(404, ProblemCode.NOT_FOUND, f"no survey {session} on this node")
+        try:
+            report, files = await send_report(
+                services.desk, self._core, live.room.media_dir, self._bundle.current(),
+                self._database(),
+            )  # fmt: skip
+        except SurveyCaseError as exc:
+            raise Problem(422, ProblemCode.INVALID_REQUEST, f"{exc.code}: {exc}") from None
+        except CaseError as exc:
+            raise Problem(409, ProblemCode.CONFLICT, f"{exc.code}: {exc}") from None
+        except RelayError as exc:
+            raise Problem(409, ProblemCode.CONFLICT, str(exc)) from None
+        body = {
+            "session": session,
+            "case": report.plan.case_id,
+            "to": report.plan.requesting_office,
+            "verdict": report.verdict.value,
+            "files": files,
+        }
+        return web.json_response(body, status=202)

@@ -1,0 +1,202 @@
+"""A remote survey's sealed report enters the case flow between two real nodes: the
+surveying office sends it as the case's survey-report packet with its evidence and
+media, the requesting office's copy of the case shows the verdict, the media it keeps
+verify with `tongban survey verify`, tampered media are refused, and both audit logs
+hold a survey-report leaf."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import shutil
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from survey_case_kit import HANDLING, RECEIVING, Office
+
+from relay.audit.leaves import LeafKind, decode_leaf
+from relay.cases.model import EventKind
+from relay.cli import main
+from relay.http.survey_cases import REFUSED_FILE, report_files
+from remote_survey.geo import GeoPoint
+from remote_survey.report import Answer, ChecklistAnswer, Verdict
+from remote_survey.session import (
+    ChecklistItem,
+    Event,
+    Participant,
+    Site,
+    SurveyPlan,
+    TimeWindow,
+)
+from signing.certificates import TrustBundle
+
+BOOKS = "publication-retail-licence"
+INSPECTOR = Participant("insp-1", "李勘查")
+SITE_PARTY = Participant("site-1", "张店主")
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
+
+
+async def _json(http: aiohttp.ClientSession, method: str, url: str, office: Office,
+                body: Any = None) -> tuple[int, Any]:  # fmt: skip
+    async with http.request(method, url, json=body, headers=office.auth()) as resp:
+        return resp.status, await resp.json()
+
+
+async def _case_until(http: aiohttp.ClientSession, office: Office, case_id: str,
+                      state: str) -> dict[str, Any]:  # fmt: skip
+    async with asyncio.timeout(30):
+        while True:
+            code, case = await _json(http, "GET", office.url(f"/staff/v1/cases/{case_id}"),
+                                     office)  # fmt: skip
+            if code == 200 and case["state"] == state:
+                return case  # type: ignore[no-any-return]
+            await asyncio.sleep(0.05)  # delivery runs on the nodes' outbox tasks
+
+
+async def _survey_requested(http: aiohttp.ClientSession, r: Office, h: Office,
+                            case_id: str) -> None:  # fmt: skip
+    body = {"matter": BOOKS, "handling": HANDLING, "case_id": case_id}
+    code, _ = await _json(http, "POST", r.url("/staff/v1/cases"), r, body)
+    assert code == 201
+    await _case_until(http, h, case_id, "submitted")
+    for event, details in (("accept", {}), ("request-survey", {"surveyor": "receiving"})):
+        url = h.url(f"/staff/v1/cases/{case_id}/events")
+        code, answer = await _json(http, "POST", url, h, {"event": event, "details": details})
+        assert code == 200, answer
+    await _case_until(http, r, case_id, "survey_requested")
+
+
+def _surveyed(office: Office, case_id: str, session: str) -> Path:
+    """Run a short survey at the surveying office: live, two snapshots, a geolocation
+    fix at the site, completed, checklist answered and the report sealed."""
+    now = datetime.now(UTC)
+    site = GeoPoint.from_degrees(30.5428, 114.3162)
+    plan = SurveyPlan(
+        session_id=session, case_id=case_id, matter=BOOKS, surveying_office=RECEIVING,
+        requesting_office=HANDLING,
+        window=TimeWindow(now - timedelta(hours=1), now + timedelta(hours=2)),
+        inspectors=(INSPECTOR,), site_party=SITE_PARTY, observers=(),
+        checklist=(ChecklistItem("shelves", "书架与消防通道"),), site=Site("武汉市武昌区", site),
+    )  # fmt: skip
+    room = office.hub.open(plan).room
+    room.site_live()
+    room.fix(SITE_PARTY, 30.5428, 114.3162, 8.0)
+    room.snapshot(INSPECTOR, PNG)
+    room.snapshot(INSPECTOR, PNG[::-1])
+    room.end(INSPECTOR, Event.COMPLETE)
+    room.report(INSPECTOR, [ChecklistAnswer("shelves", Answer.PASS)], Verdict.PASS_WITH_CORRECTIONS)
+    return room.media_dir
+
+
+def _survey_leaves(office: Office) -> list[Any]:
+    conn = sqlite3.connect(office.node.config.data_dir / "relay.sqlite3")
+    try:
+        rows = conn.execute("SELECT data FROM audit_leaves ORDER BY idx").fetchall()
+    finally:
+        conn.close()
+    leaves = [decode_leaf(bytes(row[0])) for row in rows]
+    return [leaf for leaf in leaves if leaf.kind is LeafKind.SURVEY_REPORT]
+
+
+async def _received_folder(h: Office, case_id: str) -> Path:
+    base = h.layer.reports_dir / case_id
+    async with asyncio.timeout(30):
+        while not (base.exists() and any(p.name[0] != "." for p in base.iterdir())):
+            await asyncio.sleep(0.05)
+    (folder,) = [p for p in base.iterdir() if p.name[0] != "."]
+    return folder
+
+
+def _verify_cli(folder: Path, bundle: Path) -> int:
+    return main(["survey", "verify", str(folder / "report.jws"), "--media", str(folder),
+                 "--trust", str(bundle)])  # fmt: skip
+
+
+async def test_a_sealed_survey_report_travels_with_its_media_and_verifies_at_the_requester(
+    offices: tuple[Office, Office], capsys
+) -> None:
+    r, h = offices
+    async with aiohttp.ClientSession() as http:
+        await _survey_requested(http, r, h, "WC-SV-1")
+        media = _surveyed(r, "WC-SV-1", "SV-WC-SV-1")
+        code, sent = await _json(http, "POST", r.url("/staff/v1/surveys/SV-WC-SV-1/send"), r)
+        assert code == 202, sent
+        assert sent["to"] == HANDLING
+        assert sent["files"] == ["evidence.jsonl", "snap-0001.png", "snap-0002.png"]
+        case = await _case_until(http, h, "WC-SV-1", "survey_reported")
+        step = case["timeline"][-1]
+        assert step["event"] == "survey-report"
+        assert step["details"]["verdict"] == "pass_with_corrections"
+        assert step["details"]["outcome"] == "pass"
+        token = (media / "report.jws").read_text().strip()
+        assert step["details"]["report"] == token
+        code, again = await _json(http, "POST", r.url("/staff/v1/surveys/SV-WC-SV-1/send"), r)
+        assert code == 409, again  # the case has moved on: a report is sent once
+
+    folder = await _received_folder(h, "WC-SV-1")
+    assert not (folder / REFUSED_FILE).exists()
+    for name in ("evidence.jsonl", "snap-0001.png", "snap-0002.png"):
+        assert (folder / name).read_bytes() == (media / name).read_bytes()
+    capsys.readouterr()
+    assert _verify_cli(folder, h.bundle) == 0
+    assert "surveyed by node 420106" in capsys.readouterr().out
+
+    digest = hashlib.sha256(token.encode("ascii")).hexdigest()
+    for office in (r, h):
+        (leaf,) = _survey_leaves(office)
+        assert leaf.node == office.node.config.node_id
+        assert leaf.body.report_digest == digest
+        assert (leaf.body.case, leaf.body.id) == ("WC-SV-1", "SV-WC-SV-1")
+        assert (leaf.body.surveyor, leaf.body.requested_by) == (RECEIVING, HANDLING)
+
+    (folder / "snap-0002.png").write_bytes(PNG)  # altered after arrival
+    assert _verify_cli(folder, h.bundle) == 1
+
+
+async def test_the_surveying_office_refuses_to_send_a_report_whose_media_were_altered(
+    offices: tuple[Office, Office],
+) -> None:
+    r, h = offices
+    async with aiohttp.ClientSession() as http:
+        await _survey_requested(http, r, h, "WC-SV-2")
+        media = _surveyed(r, "WC-SV-2", "SV-WC-SV-2")
+        (media / "snap-0001.png").write_bytes(PNG[:-1] + b"\x00")
+        code, refused = await _json(http, "POST", r.url("/staff/v1/surveys/SV-WC-SV-2/send"), r)
+        assert code == 422
+        assert "report-invalid" in refused["detail"]
+        code, case = await _json(http, "GET", r.url("/staff/v1/cases/WC-SV-2"), r)
+        assert case["state"] == "survey_requested"
+    assert _survey_leaves(r) == []
+
+
+async def test_the_requesting_office_refuses_a_report_that_arrives_with_altered_media(
+    offices: tuple[Office, Office], tmp_path: Path
+) -> None:
+    """A sender that skips its own check: the receiving node keeps the copy with
+    refused.json, logs no survey-report leaf, and the copy does not verify."""
+    r, h = offices
+    async with aiohttp.ClientSession() as http:
+        await _survey_requested(http, r, h, "WC-SV-3")
+        media = _surveyed(r, "WC-SV-3", "SV-WC-SV-3")
+        bundle = TrustBundle.from_pem(r.bundle.read_bytes())
+        token, report, files = report_files(media, bundle, datetime.now(UTC))
+        forged = tmp_path / "forged"
+        shutil.copytree(media, forged)
+        (forged / "snap-0002.png").write_bytes(PNG + b"!")  # another picture, same name
+        core, desk = r.node.core, r.cases.services.desk  # type: ignore[union-attr]
+        from relay.http.survey_cases import _stage
+
+        digests = [await _stage(core, forged / p.name) for p in files]
+        details = {"outcome": "pass", "verdict": "pass", "report": token}
+        await desk.act("WC-SV-3", EventKind.SURVEY_REPORT, details, attachments=digests)
+        await _case_until(http, h, "WC-SV-3", "survey_reported")
+    folder = await _received_folder(h, "WC-SV-3")
+    failures = json.loads((folder / REFUSED_FILE).read_text())
+    assert any(f.startswith("media-") for f in failures), failures
+    assert _verify_cli(folder, h.bundle) == 1
+    assert _survey_leaves(h) == []
+    assert report.plan.case_id == "WC-SV-3"
