@@ -46,6 +46,7 @@ def _serve(args: argparse.Namespace) -> int:
 async def _run(config: NodeConfig) -> int:
     from relay.http.audit_node import AuditNode
     from relay.http.case_services import CaseLayer
+    from relay.http.survey_cases import SurveyCaseLayer
     from remote_survey.errors import SurveyError
     from remote_survey.nodehub import node_survey_hub
     from remote_survey.web import survey_extension
@@ -56,10 +57,16 @@ async def _run(config: NodeConfig) -> int:
     except (OSError, ValueError, SigningError, SurveyError) as exc:
         raise CliError("start", f"node {config.node_id} cannot run surveys: {exc}") from None
     cases = CaseLayer()  # case workflow, applicant tracking, licence verification
+    reports = SurveyCaseLayer(cases, surveys)  # sealed survey reports as case packets
     node = Node(
         config,
-        core_factory=cases.core_factory,
-        extensions=[audit.extension, survey_extension(surveys, join_key), cases.extension],
+        core_factory=reports.core_factory,
+        extensions=[
+            audit.extension,
+            survey_extension(surveys, join_key),
+            cases.extension,
+            reports.extension,
+        ],
     )
     try:
         await node.start()

@@ -62,6 +62,7 @@ from remote_survey.room import REPORT_FILE
 from remote_survey.web import SurveyHub
 from signing.certificates import TrustBundle
 from signing.encoding import canonical_json
+from signing.errors import SigningError
 from signing.files import file_digest
 
 __all__ = [
@@ -267,7 +268,7 @@ async def collect_reports(
             continue
         try:
             collected = await _collect_one(core, item.summary.packet_id, root, me, bundle, at)
-        except (RelayError, OSError) as exc:
+        except (RelayError, SigningError, SurveyError, OSError) as exc:
             _log.warning("survey report in %s not collected: %s", item.summary.packet_id, exc)
             continue
         if collected is None:
@@ -321,7 +322,14 @@ class SurveyCaseLayer:
         self._config, self._bundle, self._core = config, bundle, handle.core
         self._clock = clock
         core = _CollectingCore(handle.core, self.collect)
-        return CoreHandle(core=core, storage_ok=handle.storage_ok, close=handle.close)
+        # reports accepted while this layer was not running are collected now
+        catch_up = asyncio.get_running_loop().create_task(self.collect())
+
+        def close() -> None:
+            catch_up.cancel()
+            handle.close()
+
+        return CoreHandle(core=core, storage_ok=handle.storage_ok, close=close)
 
     @property
     def reports_dir(self) -> Path:
