@@ -46,6 +46,7 @@ def _serve(args: argparse.Namespace) -> int:
 async def _run(config: NodeConfig) -> int:
     from relay.http.audit_node import AuditNode
     from relay.http.case_services import CaseLayer
+    from relay.http.survey_admission import survey_checked
     from relay.http.survey_cases import SurveyCaseLayer
     from remote_survey.errors import SurveyError
     from remote_survey.nodehub import node_survey_hub
@@ -56,7 +57,8 @@ async def _run(config: NodeConfig) -> int:
         surveys, join_key = node_survey_hub(config.node_id, config.key_dir, config.data_dir)
     except (OSError, ValueError, SigningError, SurveyError) as exc:
         raise CliError("start", f"node {config.node_id} cannot run surveys: {exc}") from None
-    cases = CaseLayer()  # case workflow, applicant tracking, licence verification
+    # case workflow, applicant tracking, licence verification; sealed survey reports judged
+    cases = CaseLayer(inner=survey_checked())
     reports = SurveyCaseLayer(cases, surveys)  # sealed survey reports as case packets
     node = Node(
         config,

@@ -18,6 +18,7 @@ from casekit import HANDLING, RECEIVING
 
 from relay.config import load_config
 from relay.http.case_services import CaseLayer
+from relay.http.survey_admission import survey_checked
 from relay.http.survey_cases import SurveyCaseLayer
 from relay.node import Node
 from relay.staff_auth import StaffRole, issue_token, load_or_create_token_key
@@ -95,7 +96,7 @@ def make_office(config_path: Path, pki: casekit_offices.Pki) -> Office:
             clock=lambda: datetime.now(UTC),
         )
     )
-    cases = CaseLayer()
+    cases = CaseLayer(inner=survey_checked())
     layer = SurveyCaseLayer(cases, hub)
     node = Node(config, core_factory=layer.core_factory,
                 extensions=[cases.extension, layer.extension])  # fmt: skip

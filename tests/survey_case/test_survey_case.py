@@ -191,7 +191,7 @@ async def test_the_requesting_office_refuses_a_report_that_arrives_with_altered_
         from relay.http.survey_cases import _stage
 
         digests = [await _stage(core, forged / p.name) for p in files]
-        details = {"outcome": "pass", "verdict": "pass", "report": token}
+        details = {"outcome": "pass", "verdict": "pass_with_corrections", "report": token}
         await desk.act("WC-SV-3", EventKind.SURVEY_REPORT, details, attachments=digests)
         await _case_until(http, h, "WC-SV-3", "survey_reported")
     folder = await _received_folder(h, "WC-SV-3")
@@ -200,3 +200,63 @@ async def test_the_requesting_office_refuses_a_report_that_arrives_with_altered_
     assert _verify_cli(folder, h.bundle) == 1
     assert _survey_leaves(h) == []
     assert report.plan.case_id == "WC-SV-3"
+
+
+async def _outbox_reason(office: Office, case_id: str, action_seq: int) -> str | None:
+    async with asyncio.timeout(30):
+        while True:
+            items = [i for i in office.node.core.list_outbox() if i.summary.case_id == case_id]
+            last = max(items, key=lambda i: i.summary.seq)
+            if last.summary.seq >= action_seq and last.state.value in ("rejected", "delivered"):
+                return last.reason
+            await asyncio.sleep(0.05)
+
+
+async def test_a_report_whose_seal_or_files_are_wrong_gets_a_signed_rejected_receipt(
+    offices: tuple[Office, Office],
+) -> None:
+    """Judged in the receive pipeline: the packet is refused with content-refused:<code>
+    (a signed rejected receipt in the sender's outbox), the requester's copy of the case
+    does not move and nothing is collected."""
+    r, h = offices
+    async with aiohttp.ClientSession() as http:
+        await _survey_requested(http, r, h, "WC-SV-4")
+        media = _surveyed(r, "WC-SV-4", "SV-WC-SV-4")
+        bundle = TrustBundle.from_pem(r.bundle.read_bytes())
+        token, _, files = report_files(media, bundle, datetime.now(UTC))
+        core, desk = r.node.core, r.cases.services.desk  # type: ignore[union-attr]
+        from relay.http.survey_cases import _stage
+
+        head, payload, signature = token.split(".")
+        broken = f"{head}.{payload}.{signature[:-4]}AAAA"
+        digests = [await _stage(core, p) for p in files]
+        details = {"outcome": "pass", "verdict": "pass_with_corrections", "report": broken}
+        await desk.act("WC-SV-4", EventKind.SURVEY_REPORT, details, attachments=digests)
+        seq = max(i.summary.seq for i in core.list_outbox() if i.summary.case_id == "WC-SV-4")
+        reason = await _outbox_reason(r, "WC-SV-4", seq)
+        assert reason == "content-refused:survey-report-invalid"
+        _, case = await _json(http, "GET", h.url("/staff/v1/cases/WC-SV-4"), h)
+        assert case["state"] == "survey_requested"
+    assert not (h.layer.reports_dir / "WC-SV-4").exists()
+    assert _survey_leaves(h) == []
+
+
+async def test_a_report_missing_a_snapshot_is_refused_by_the_requester(
+    offices: tuple[Office, Office],
+) -> None:
+    r, h = offices
+    async with aiohttp.ClientSession() as http:
+        await _survey_requested(http, r, h, "WC-SV-5")
+        media = _surveyed(r, "WC-SV-5", "SV-WC-SV-5")
+        bundle = TrustBundle.from_pem(r.bundle.read_bytes())
+        token, _, files = report_files(media, bundle, datetime.now(UTC))
+        core, desk = r.node.core, r.cases.services.desk  # type: ignore[union-attr]
+        from relay.http.survey_cases import _stage
+
+        digests = [await _stage(core, p) for p in files[:-1]]  # snap-0002.png left out
+        details = {"outcome": "pass", "verdict": "pass_with_corrections", "report": token}
+        await desk.act("WC-SV-5", EventKind.SURVEY_REPORT, details, attachments=digests)
+        seq = max(i.summary.seq for i in core.list_outbox() if i.summary.case_id == "WC-SV-5")
+        assert await _outbox_reason(r, "WC-SV-5", seq) == "content-refused:survey-files-mismatch"
+        _, case = await _json(http, "GET", h.url("/staff/v1/cases/WC-SV-5"), h)
+        assert case["state"] == "survey_requested"
