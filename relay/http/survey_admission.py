@@ -29,6 +29,7 @@ installs is composed with this one (both must accept).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -45,9 +46,15 @@ from signing.certificates import TrustBundle
 from signing.errors import SigningError
 from signing.jws import verify_compact
 
-__all__ = ["SurveyAdmission", "judge_report", "survey_checked"]
+__all__ = ["SurveyAdmission", "is_sealed_report", "judge_report", "survey_checked"]
 
+_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _OUTCOMES = {"pass": "pass", "pass_with_corrections": "pass", "fail": "fail"}
+
+
+def is_sealed_report(text: str) -> bool:
+    """Whether a survey-report's ``report`` is a compact JWS (else a typed-in text)."""
+    return _JWS.fullmatch(text) is not None
 
 
 def judge_report(packet: OpenedPacket, *, me: str, bundle: TrustBundle, at: datetime) -> str | None:
@@ -57,7 +64,7 @@ def judge_report(packet: OpenedPacket, *, me: str, bundle: TrustBundle, at: date
     if body.get("format") != CONTENT_FORMAT or body.get("event") != "survey-report":
         return None
     token = details.get("report") if isinstance(details, Mapping) else None
-    if not isinstance(token, str) or token.count(".") != 2:
+    if not isinstance(token, str) or not is_sealed_report(token):
         return None  # a survey result typed in by staff: nothing sealed to judge
     assert isinstance(details, Mapping)
     try:

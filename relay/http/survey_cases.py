@@ -49,6 +49,7 @@ from relay.config import NodeConfig
 from relay.core.errors import RelayError
 from relay.core.ports import PeerLink
 from relay.http.case_services import CaseLayer
+from relay.http.survey_admission import is_sealed_report
 from relay.node import CoreHandle
 from relay.problem import Problem, ProblemCode
 from relay.staff_auth import StaffRole, require_role
@@ -230,7 +231,7 @@ async def _collect_one(
     if content.get("format") != CONTENT_FORMAT or content.get("event") != "survey-report":
         return None
     token = details.get("report") if isinstance(details, dict) else None
-    if not isinstance(token, str) or token.count(".") != 2 or not summary.attachments:
+    if not isinstance(token, str) or not is_sealed_report(token) or not summary.attachments:
         return None  # a survey result typed in by staff, no sealed report
     folder = root / summary.case_id / packet_id
     if folder.exists():
