@@ -21,7 +21,7 @@ from agreements.authorize import AgreementIndex, Deny, Request, authorize
 from agreements.errors import AgreementError
 from agreements.events import document_digest
 from agreements.model import ServiceMode
-from agreements.signed import SignedAgreement
+from agreements.signed import Evaluation, SignedAgreement
 from relay.core.ports import AgreementRef, AuthorizationDecision, AuthorizationRequest
 from signing.certificates import TrustBundle
 
@@ -35,9 +35,15 @@ class AgreementLoadError(Exception):
 class AgreementAuthorizer:
     """Callable authorizer over an :class:`AgreementIndex`."""
 
-    def __init__(self, index: AgreementIndex, digests: dict[tuple[str, int], str]) -> None:
+    def __init__(
+        self,
+        index: AgreementIndex,
+        digests: dict[tuple[str, int], str],
+        loaded: tuple[tuple[SignedAgreement, Evaluation], ...] = (),
+    ) -> None:
         self._index = index
         self._digests = digests
+        self.loaded = loaded  # the files as read and evaluated (for the audit log)
 
     def __call__(self, request: AuthorizationRequest, at: datetime) -> AuthorizationDecision:
         try:
@@ -67,6 +73,7 @@ def load_authorizer(
     """Read, verify and index the agreement files at ``paths``."""
     lifecycles = []
     digests: dict[tuple[str, int], str] = {}
+    loaded: list[tuple[SignedAgreement, Evaluation]] = []
     for path in paths:
         try:
             signed = SignedAgreement.from_bytes(path.read_bytes())
@@ -76,5 +83,6 @@ def load_authorizer(
             raise AgreementLoadError(f"{path}: {exc}") from None
         evaluation = signed.evaluate(bundle, at=at)
         lifecycles.append(evaluation.lifecycle)
+        loaded.append((signed, evaluation))
         digests[signed.agreement.ref] = document_digest(signed.agreement)
-    return AgreementAuthorizer(AgreementIndex(lifecycles), digests)
+    return AgreementAuthorizer(AgreementIndex(lifecycles), digests, tuple(loaded))

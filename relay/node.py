@@ -90,6 +90,7 @@ def relay_core_factory(
     import random
     from datetime import timedelta
 
+    from relay.audit.agreement_events import agreement_event_leaves
     from relay.authorizer import load_authorizer
     from relay.core.directory import Directory
     from relay.core.outbox import OutboxPolicy
@@ -106,6 +107,10 @@ def relay_core_factory(
         directory.add(partner.descriptor.read_bytes(), at=now)
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = SqliteStore(config.data_dir)
+    authorizer = load_authorizer(config.agreements, trust, at=now)
+    store.audit_append_once(
+        agreement_event_leaves(authorizer.loaded, trust, node_id=config.node_id, at=now)
+    )
     policy = OutboxPolicy(
         base_delay=timedelta(seconds=config.outbox.base_backoff),
         max_delay=timedelta(seconds=config.outbox.max_backoff),
@@ -116,7 +121,7 @@ def relay_core_factory(
         keys=keys,
         bundle=trust,
         directory=directory,
-        authorizer=load_authorizer(config.agreements, trust, at=now),
+        authorizer=authorizer,
         store=store,
         link=link,
         clock=clock,

@@ -110,6 +110,9 @@ class SqliteStore:
         self._conn.execute("PRAGMA busy_timeout=5000")
         self._conn.executescript(SCHEMA)
         audit_schema(self._conn)
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS audit_once (digest TEXT PRIMARY KEY) WITHOUT ROWID"
+        )
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -118,6 +121,23 @@ class SqliteStore:
 
     def close(self) -> None:
         self._conn.close()
+
+    def audit_append_once(self, entries: Sequence[tuple[str, bytes]]) -> int:
+        """Append each ``(key, leaf)`` whose key was never logged; one transaction.
+
+        For events the node learns from files rather than from a transaction of its own
+        (agreement signatures and events): the key (the event's digest) is recorded
+        with the leaf, so loading the same files again appends nothing. Returns how
+        many leaves were appended.
+        """
+        added = 0
+        with self._tx() as c:
+            for key, leaf in entries:
+                cur = c.execute("INSERT OR IGNORE INTO audit_once (digest) VALUES (?)", (key,))
+                if cur.rowcount == 1:
+                    audit_append(c, leaf)
+                    added += 1
+        return added
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -202,6 +202,13 @@ class Federation:
         return self.nodes[node_id]
 
 
+def base_leaves(federation: Federation | dict[str, RunningNode]) -> int:
+    """Leaves each node logs at start before any traffic: one ``agreement-event`` per
+    party signature of the shared agreement (every node of the federation signs it)."""
+    nodes = federation.nodes if isinstance(federation, Federation) else federation
+    return len(nodes)
+
+
 def write_configs(
     pki: Pki, base: Path, ids: tuple[str, ...], *, interval: str = "1h"
 ) -> dict[str, RunningNode]:

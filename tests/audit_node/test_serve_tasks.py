@@ -10,7 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
-from audit_node_support import IDS, Pki, RunningNode, rewrite_log, write_configs
+from audit_node_support import (
+    IDS,
+    Pki,
+    RunningNode,
+    base_leaves,
+    rewrite_log,
+    write_configs,
+)
 
 from relay.audit.checkpoint import origin_for
 from relay.audit.state import AuditState
@@ -132,8 +139,9 @@ async def test_serve_cosigns_on_its_interval_and_halts_a_partner_that_rewrote_it
         await _until(lambda: _delivered(nodes[A]), "packet delivered")
         # both logs hold two leaves (packet, receipt); each node cosigns the other's
         # checkpoint and hands it back
-        await _until(lambda: _cosigned(nodes[A], origin_for(B), 2), "A cosigned B")
-        await _until(lambda: _cosigned(nodes[B], origin_for(A), 2), "B cosigned A")
+        size = 2 + base_leaves(nodes)  # after the agreement-event leaves
+        await _until(lambda: _cosigned(nodes[A], origin_for(B), size), "A cosigned B")
+        await _until(lambda: _cosigned(nodes[B], origin_for(A), size), "B cosigned A")
 
         await b.stop()
         rewrite_log(nodes[B].db, change=0)

@@ -6,7 +6,7 @@ import logging
 
 import aiohttp
 import pytest
-from audit_node_support import IDS, Federation, rewrite_log
+from audit_node_support import IDS, Federation, base_leaves, rewrite_log
 
 from relay.audit.checkpoint import KeyType, NoteKey, open_checkpoint, origin_for
 from relay.audit.service import Outcome
@@ -42,7 +42,8 @@ async def test_after_exchanging_packets_checkpoints_are_cosigned_both_ways(
     opened = open_checkpoint(
         held.cosigned, _seal_key(pair, B), [_seal_key(pair, A, KeyType.COSIGNATURE_V1)]
     )
-    assert opened.checkpoint.size == b.live.service.state.log.size() == 4  # 2 packets, 2 receipts
+    expected = 4 + base_leaves(pair)  # agreement events, 2 packets, 2 receipts
+    assert opened.checkpoint.size == b.live.service.state.log.size() == expected
     assert [c.key.name for c in opened.cosignatures] == [origin_for(A)]
     # ... and B kept its own checkpoint as A cosigned it (POST cosign)
     kept = b.live.service.state.cosignatures(opened.checkpoint.size)
@@ -59,7 +60,9 @@ async def test_after_exchanging_packets_checkpoints_are_cosigned_both_ways(
     # a second round after more traffic extends the cosigned checkpoint consistently
     await a.send(B, "CASE-3")
     assert [r.outcome for r in await a.live.witness_round()] == [Outcome.COSIGNED]
-    assert a.live.service.state.partner(origin_for(B)).checkpoint.size == 6  # type: ignore[union-attr]
+    grown = a.live.service.state.partner(origin_for(B)).checkpoint
+    assert grown is not None
+    assert grown.size == 6 + base_leaves(pair)
     status, alerts = await a.staff_request(pair.pki, "GET", "/staff/v1/alerts")
     assert status == 200
     assert alerts == {"alerts": []}
@@ -165,10 +168,11 @@ async def test_exchange_endpoints_answer_problems_with_the_audit_codes(pair: Fed
             assert (await resp.json(content_type=None))["code"] == "audit-cosignature"
         # inclusion by packet digest discloses the leaf to the node it names
         size = a.live.service.state.log.size()
-        async with session.get(base + f"/inclusion?index=0&size={size}", ssl=ssl) as resp:
+        first = base_leaves(pair)  # the first packet leaf, after the agreement events
+        async with session.get(base + f"/inclusion?index={first}&size={size}", ssl=ssl) as resp:
             answer = await resp.json()
         assert answer["leaf"] is not None
-        assert answer["index"] == 0
+        assert answer["index"] == first
     # none of these refusals disturbs witnessing: B still cosigns A
     assert [r.outcome for r in await b.live.witness_round()] == [Outcome.COSIGNED]
 
