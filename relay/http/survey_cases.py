@@ -14,7 +14,9 @@ files as packet attachments, so they travel resumably to the requesting office o
 Receiving (the requesting office, after every accepted federation batch): each
 accepted case packet carrying a survey-report event with a sealed report is collected
 once into ``<data dir>/survey-reports/<case>/<session>/`` (its attachments decrypted
-there under their names, and ``report.jws``), so ``tongban survey verify`` works on
+there under their names, and ``report.jws``; ``<session>-<packet id>`` when that
+survey was reported before, the packet id when the report names no usable session;
+``.<packet id>.done`` marks a packet collected), so ``tongban survey verify`` works on
 that folder. The copy is accepted when the report verifies against those files, names
 this case, was sealed by the sender as surveying office for us as requesting office,
 and the files are exactly the evidence and the media the chain names; otherwise the
@@ -233,10 +235,11 @@ async def _collect_one(
     token = details.get("report") if isinstance(details, dict) else None
     if not isinstance(token, str) or not is_sealed_report(token) or not summary.attachments:
         return None  # a survey result typed in by staff, no sealed report
-    folder = root / summary.case_id / packet_id
-    if folder.exists():
+    base = root / summary.case_id
+    done = base / f".{packet_id}.done"
+    if done.exists():
         return None  # collected before
-    tmp = folder.with_name(f".{packet_id}.part")
+    tmp = base / f".{packet_id}.part"
     tmp.mkdir(parents=True, exist_ok=True)
     names: set[str] = set()
     for a in summary.attachments:
@@ -254,7 +257,14 @@ async def _collect_one(
     if failures:
         (tmp / REFUSED_FILE).write_text(json.dumps(failures, indent=1) + "\n", encoding="utf-8")
         _log.warning("survey report in packet %s refused: %s", packet_id, failures)
+    session = result.report.plan.session_id if result.report is not None else packet_id
+    if not _NAME.fullmatch(session) or session.startswith("."):
+        session = packet_id
+    folder = base / session
+    if folder.exists():  # another report of the same survey: keep both
+        folder = base / f"{session}-{packet_id}"
     tmp.rename(folder)
+    done.write_text(folder.name + "\n", encoding="utf-8")
     return Collected(packet_id, summary.case_id, folder, tuple(failures))
 
 

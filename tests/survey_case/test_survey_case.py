@@ -138,6 +138,7 @@ async def test_a_sealed_survey_report_travels_with_its_media_and_verifies_at_the
         assert code == 409, again  # the case has moved on: a report is sent once
 
     folder = await _received_folder(h, "WC-SV-1")
+    assert folder == h.layer.reports_dir / "WC-SV-1" / "SV-WC-SV-1"
     assert not (folder / REFUSED_FILE).exists()
     for name in ("evidence.jsonl", "snap-0001.png", "snap-0002.png"):
         assert (folder / name).read_bytes() == (media / name).read_bytes()
