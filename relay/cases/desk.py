@@ -33,6 +33,8 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from agreements.calendar import WorkingCalendar
+from relay.audit.leaves import LicenceEvent
+from relay.audit.licence_events import licence_leaf
 from relay.cases.admission import CaseAdmission, advance, read_content
 from relay.cases.errors import CaseError, TrackingDenied
 from relay.cases.incoming import CASE_ACTIONS, check_licence
@@ -196,8 +198,14 @@ class CaseDesk:
         (with ``attachments``: plaintext digests staged with the relay core)."""
         now = self._clock()
         before = self.get(case_id)
+        audit: list[bytes] = []
         if kind is EventKind.ISSUE_LICENCE:
             check_licence(details, before.case.header, self._bundle(), now)
+            token = details["licence"]
+            leaf = licence_leaf(
+                token, LicenceEvent.ISSUED, node_id=self.node_id, case_id=case_id, at=now
+            )
+            audit.append(leaf)
         case, packets = transition(before.case, Command(kind, details), now)
 
         def change(old: CaseRecord | None) -> CaseRecord | None:
@@ -205,7 +213,7 @@ class CaseDesk:
                 raise CaseError("the case changed meanwhile; try again", code="conflict")
             return CaseRecord(case, old.access_hash, old.opened_at, old.version)
 
-        after = self._store.update(case_id, change)
+        after = self._store.update(case_id, change, audit)
         assert after is not None
         try:
             for packet in packets:

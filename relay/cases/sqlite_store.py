@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from relay.audit.store import append as audit_append
+from relay.audit.store import create_schema as audit_schema
 from relay.cases.errors import CaseError
 from relay.cases.model import CaseHeader, Event, Office
 from relay.cases.store import AppliedPacket, CaseRecord
@@ -64,6 +66,7 @@ class SqliteCaseStore:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=5000")
         self._conn.executescript(SCHEMA)
+        audit_schema(self._conn)
 
     def close(self) -> None:
         self._conn.close()
@@ -147,10 +150,17 @@ class SqliteCaseStore:
         return stored
 
     def update(
-        self, case_id: str, change: Callable[[CaseRecord | None], CaseRecord | None]
+        self,
+        case_id: str,
+        change: Callable[[CaseRecord | None], CaseRecord | None],
+        audit: Sequence[bytes] = (),
     ) -> CaseRecord | None:
         with self._tx() as conn:
-            return self._change(conn, case_id, change)
+            after = self._change(conn, case_id, change)
+            if after is not None:
+                for leaf in audit:  # durable with the step they record
+                    audit_append(conn, leaf)
+            return after
 
     def list_cases(self) -> list[CaseRecord]:
         rows = self._conn.execute(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -43,10 +43,13 @@ class CaseStore(Protocol):
     def get(self, case_id: str) -> CaseRecord | None: ...
 
     def update(
-        self, case_id: str, change: Callable[[CaseRecord | None], CaseRecord | None]
+        self,
+        case_id: str,
+        change: Callable[[CaseRecord | None], CaseRecord | None],
+        audit: Sequence[bytes] = (),
     ) -> CaseRecord | None:
         """Read, change and write one case in one transaction (``change`` returning
-        None leaves it as it was)."""
+        None leaves it as it was), appending the ``audit`` leaves in it when it changed."""
         ...
 
     def list_cases(self) -> list[CaseRecord]: ...
