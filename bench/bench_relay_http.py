@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -39,13 +38,9 @@ A, B = "420106", "320982"
 
 
 def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+    from relay.loopback import free_ports
+
+    return free_ports(count)
 
 
 def _agreement(path: Path, node_dirs: dict[str, Path], at: datetime) -> None:

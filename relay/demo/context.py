@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from relay import loopback
 from relay.demo.offices import OFFICES, Office
 from signing.certificates import TrustBundle
 from signing.hpke import HpkePrivateKey
@@ -25,15 +25,8 @@ class Ports:
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct ports the OS reports free on ``host`` right now."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind((host, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """``count`` distinct ports free on ``host`` right now (see :mod:`relay.loopback`)."""
+    return loopback.free_ports(count, host)
 
 
 def _utc_now() -> datetime:

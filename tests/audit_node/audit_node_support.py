@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,16 +59,9 @@ def make_pki(base: Path) -> Pki:
 
 
 def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    from relay.loopback import free_ports as pick
+
+    return pick(count)
 
 
 def write_agreement(path: Path, signers: dict[str, Path]) -> Path:

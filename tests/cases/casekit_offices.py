@@ -237,9 +237,6 @@ async def serve(app: web.Application, port: int = 0) -> AsyncIterator[str]:
 
 
 def free_port() -> int:
-    import socket
+    from relay.loopback import free_ports
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]

@@ -64,9 +64,9 @@ def test_openssl_refuses_seal_certificate_for_tls_server_purpose(hubei) -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    from relay.loopback import free_ports
+
+    return free_ports(1)[0]
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float) -> None:

@@ -112,19 +112,10 @@ def write_config(
 
 
 def free_ports(count: int) -> tuple[int, ...]:
-    """Distinct free TCP ports on 127.0.0.1 (bound then released)."""
-    import socket
+    """Distinct free TCP ports on 127.0.0.1, outside the ephemeral range."""
+    from relay.loopback import free_ports as pick
 
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return tuple(s.getsockname()[1] for s in sockets)
-    finally:
-        for sock in sockets:
-            sock.close()
+    return tuple(pick(count))
 
 
 def write_agreement(path: Path, signers: dict[str, Path], *, at: datetime) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,14 +19,9 @@ from remote_survey.reportjson import plan_to_json
 
 
 def _ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+    from relay.loopback import free_ports
+
+    return free_ports(count)
 
 
 async def test_serve_schedules_a_survey_for_staff_and_admits_its_links_publicly(
