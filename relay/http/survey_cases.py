@@ -269,19 +269,30 @@ async def _collect_one(
 
 
 async def collect_reports(
-    core: Any, root: Path, *, me: str, bundle: TrustBundle, at: datetime, database: Path
+    core: Any,
+    root: Path,
+    *,
+    me: str,
+    bundle: TrustBundle,
+    at: datetime,
+    database: Path,
+    seen: set[str] | None = None,
 ) -> list[Collected]:
     """Collect every accepted survey-report packet not collected yet (see the module
-    note); log a survey-report leaf for each report accepted."""
+    note); log a survey-report leaf for each report accepted. ``seen`` (kept by the
+    caller) holds the packets already looked at, so each is opened once per process."""
     done = []
+    seen = set() if seen is None else seen
     for item in core.list_inbox():
-        if not item.summary.attachments:
+        packet_id = item.summary.packet_id
+        if not item.summary.attachments or packet_id in seen:
             continue
         try:
-            collected = await _collect_one(core, item.summary.packet_id, root, me, bundle, at)
+            collected = await _collect_one(core, packet_id, root, me, bundle, at)
         except (RelayError, SigningError, SurveyError, OSError) as exc:
-            _log.warning("survey report in %s not collected: %s", item.summary.packet_id, exc)
+            _log.warning("survey report in %s not collected: %s", packet_id, exc)
             continue
+        seen.add(packet_id)
         if collected is None:
             continue
         if collected.ok:
@@ -318,6 +329,7 @@ class SurveyCaseLayer:
         self._cases = cases
         self._hub = hub
         self._lock = asyncio.Lock()
+        self._seen: set[str] = set()
         self._config: NodeConfig | None = None
         self._bundle: BundleSource | None = None
         self._core: Any = None
@@ -358,6 +370,7 @@ class SurveyCaseLayer:
             return await collect_reports(
                 self._core, self.reports_dir, me=self._config.node_id,
                 bundle=self._bundle.current(), at=self._clock(), database=self._database(),
+                seen=self._seen,
             )  # fmt: skip
 
     def extension(self, listener: str, app: web.Application) -> None:
