@@ -321,6 +321,11 @@ class _CollectingCore:
         return receipts
 
 
+def _log_catch_up_end(task: asyncio.Task[list[Collected]]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        _log.error("survey reports not collected at start", exc_info=task.exception())
+
+
 class SurveyCaseLayer:
     """Survey reports in the case flow, for ``Node(core_factory=…, extensions=[…])``
     around a :class:`~relay.http.case_services.CaseLayer` and the node's survey hub."""
@@ -347,6 +352,7 @@ class SurveyCaseLayer:
         core = _CollectingCore(handle.core, self.collect)
         # reports accepted while this layer was not running are collected now
         catch_up = asyncio.get_running_loop().create_task(self.collect())
+        catch_up.add_done_callback(_log_catch_up_end)
 
         def close() -> None:
             catch_up.cancel()
