@@ -162,6 +162,14 @@ class SqliteCaseStore:
                     audit_append(conn, leaf)
             return after
 
+    def append_audit(self, leaf: bytes, publish: Callable[[], None]) -> int:
+        """Append ``leaf`` and run ``publish`` (the act it records) in one transaction:
+        a failing ``publish`` rolls the leaf back. Returns the leaf's index."""
+        with self._tx() as conn:
+            index = audit_append(conn, leaf)
+            publish()
+            return index
+
     def list_cases(self) -> list[CaseRecord]:
         rows = self._conn.execute(
             f"SELECT {self._COLUMNS} FROM cases ORDER BY opened_at, case_id"  # noqa: S608

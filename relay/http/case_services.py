@@ -38,6 +38,7 @@ from relay.config import NodeConfig
 from relay.core.errors import RelayError
 from relay.core.ports import PeerLink
 from relay.http.cases import add_case_routes
+from relay.http.licence_status import LicenceStatus, add_licence_status_routes
 from relay.http.licences import LicenceVerifier, add_licence_routes
 from relay.http.tracking import add_tracking_routes
 from relay.node import CoreFactory, CoreHandle, relay_core_factory
@@ -57,10 +58,13 @@ class CaseServices:
     verifier: LicenceVerifier
     core: Any  # the relay core, receive_batch wrapped to apply case packets
     store: SqliteCaseStore
+    licence_status: LicenceStatus | None = None
 
     def add_routes(self, listener: str, app: web.Application) -> None:
         if listener == "staff":
             add_case_routes(app, self.desk)
+            if self.licence_status is not None:
+                add_licence_status_routes(app, self.licence_status)
         elif listener == "public":
             add_tracking_routes(app, self.desk)
             add_licence_routes(app, self.verifier)
@@ -117,7 +121,15 @@ def attach_cases(
         status_dir=config.data_dir / "status",
         entitled=terms.entitled,
     )
-    return CaseServices(desk, verifier, SyncingCore(core, desk), store)
+    status = LicenceStatus(
+        node_id=config.node_id,
+        desk=desk,
+        store=store,
+        signer=keys.seal,
+        status_dir=verifier.status_dir,
+        clock=clock,
+    )
+    return CaseServices(desk, verifier, SyncingCore(core, desk), store, status)
 
 
 class CaseLayer:

@@ -83,6 +83,9 @@ def test_every_route_is_documented_and_every_documented_route_exists(pki: Pki) -
     from relay.http.tracking import add_tracking_routes
 
     add_case_routes(apps[1], None)  # type: ignore[arg-type]  # routes only
+    from relay.http.licence_status import add_licence_status_routes
+
+    add_licence_status_routes(apps[1], None)  # type: ignore[arg-type]
     add_tracking_routes(apps[2], None)  # type: ignore[arg-type]
     add_licence_routes(apps[2], None)  # type: ignore[arg-type]
     served = set().union(*(_routes(a) for a in apps))

@@ -1,0 +1,153 @@
+"""Staff route that changes the status of a licence this node issued.
+
+``POST /staff/v1/licences/{number}/status`` ``{"purpose": "revocation"|"suspension",
+"value": true|false}`` (role ``clerk``) finds the licence with that number in this
+node's cases, sets or clears its bit in the node's own status list of that purpose
+(``<data_dir>/status/<purpose>.jwt``, the list at the URL the licence names; created
+empty when missing), re-signs the list with the node's seal and publishes it, and
+appends a ``licence-event`` audit leaf (``revoked``, ``suspended`` or ``reinstated``)
+in the same database transaction as the file is put in place. Answers
+``{"number", "purpose", "index", "value", "changed", "log_index"}``; an unchanged bit
+changes nothing and logs nothing. Revocation cannot be undone (409 ``conflict``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from relay.audit.leaves import LicenceEvent
+from relay.audit.licence_events import licence_leaf
+from relay.cases.desk import CaseDesk
+from relay.cases.sqlite_store import SqliteCaseStore
+from relay.http.body import read_json_object, require_str
+from relay.problem import Problem, ProblemCode
+from relay.staff_auth import StaffRole, require_role
+from signing.errors import MalformedInput
+from signing.keys import Signer
+from signing.licence import parse_licence
+from signing.status_list import (
+    StatusList,
+    StatusListCredential,
+    StatusPurpose,
+    parse_status_list,
+    sign_status_list,
+)
+
+__all__ = ["LIST_VALID_DAYS", "LicenceStatus", "add_licence_status_routes"]
+
+LIST_VALID_DAYS = 30
+
+
+class LicenceStatus:
+    """Changes the node's own status lists and logs each change."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        desk: CaseDesk,
+        store: SqliteCaseStore,
+        signer: Signer,
+        status_dir: Path,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.node_id = node_id
+        self._desk = desk
+        self._store = store
+        self._signer = signer
+        self.status_dir = status_dir
+        self._clock = clock
+
+    def _licence(self, number: str) -> tuple[str, str]:
+        for record in self._desk.list_cases():
+            view = record.case.view
+            if view.licence_number == number and view.licence:
+                return view.licence, record.case.header.case_id
+        raise Problem(404, ProblemCode.NOT_FOUND, f"no licence {number} in this node's cases")
+
+    def change(self, number: str, purpose: StatusPurpose, value: bool) -> dict[str, Any]:
+        token, case_id = self._licence(number)
+        licence = parse_licence(token)
+        if licence.issuer_node != self.node_id:
+            raise Problem(409, ProblemCode.CONFLICT, "only the issuing office changes its status")
+        entry = next((e for e in licence.status if e.purpose is purpose), None)
+        if entry is None:
+            raise Problem(409, ProblemCode.CONFLICT, f"the licence has no {purpose} status entry")
+        path = self.status_dir / f"{purpose.value}.jwt"
+        lst = StatusList.empty(purpose)
+        if path.exists():
+            current = parse_status_list(path.read_text("ascii").strip())
+            if current.url != entry.list_url or current.status_list.purpose is not purpose:
+                raise Problem(409, ProblemCode.CONFLICT, f"{path.name} is not the licence's list")
+            lst = current.status_list
+        old = lst.get(entry.index)
+        answer: dict[str, Any] = {
+            "number": number, "purpose": purpose.value, "index": entry.index, "value": value,
+            "changed": old != value, "log_index": None,
+        }  # fmt: skip
+        if old == value:
+            return answer
+        if purpose is StatusPurpose.REVOCATION and not value:
+            raise Problem(409, ProblemCode.CONFLICT, "revocation cannot be undone")
+        now = self._clock()
+        self.status_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for other in licence.status:  # the licence's other lists must be published too
+            other_path = self.status_dir / f"{other.purpose.value}.jwt"
+            if other.purpose is not purpose and not other_path.exists():
+                empty = self._sign(other.list_url, StatusList.empty(other.purpose), now)
+                os.replace(self._stage(other_path, empty), other_path)
+        signed = self._sign(entry.list_url, lst.with_bit(entry.index, value), now)
+        if purpose is StatusPurpose.REVOCATION:
+            event = LicenceEvent.REVOKED
+        else:
+            event = LicenceEvent.SUSPENDED if value else LicenceEvent.REINSTATED
+        leaf = licence_leaf(token, event, node_id=self.node_id, case_id=case_id, at=now)
+        staged = self._stage(path, signed)
+        answer["log_index"] = self._store.append_audit(leaf, lambda: os.replace(staged, path))
+        return answer
+
+    def _sign(self, url: str, lst: StatusList, now: datetime) -> str:
+        credential = StatusListCredential(
+            issuer_node=self.node_id, url=url, status_list=lst, issued_at=now, valid_from=now,
+            valid_until=now + timedelta(days=LIST_VALID_DAYS),
+        )  # fmt: skip
+        return sign_status_list(credential, self._signer, at=now)
+
+    @staticmethod
+    def _stage(path: Path, token: str) -> Path:
+        staged = path.with_suffix(".jwt.tmp")
+        with staged.open("wb") as fh:
+            fh.write(token.encode("ascii") + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return staged
+
+
+def add_licence_status_routes(app: web.Application, status: LicenceStatus) -> None:
+    """``POST /staff/v1/licences/{number}/status`` on a staff application."""
+
+    async def change(request: web.Request) -> web.Response:
+        require_role(request, StaffRole.CLERK)
+        body = await read_json_object(request)
+        try:
+            purpose = StatusPurpose(require_str(body, "purpose"))
+        except ValueError:
+            raise Problem(
+                400, ProblemCode.INVALID_REQUEST, "'purpose' is revocation or suspension"
+            ) from None
+        value = body.get("value")
+        if not isinstance(value, bool):
+            raise Problem(400, ProblemCode.INVALID_REQUEST, "'value' must be true or false")
+        try:
+            answer = status.change(request.match_info["number"], purpose, value)
+        except MalformedInput as exc:
+            raise Problem(409, ProblemCode.CONFLICT, str(exc)) from None
+        return web.json_response(answer)
+
+    app.router.add_post("/staff/v1/licences/{number}/status", change)

@@ -1,0 +1,112 @@
+"""Revoking a licence through the staff route publishes it and logs a licence-event."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+from casekit import HANDLING
+from casekit_offices import Offices, serve
+
+from relay.audit.leaves import LeafKind, LicenceEventLeaf, decode_leaf
+from relay.audit.merkle import leaf_hash, verify_inclusion
+from relay.audit.store import AuditStore
+from relay.cases.model import EventKind
+from relay.http.licence_status import LicenceStatus, add_licence_status_routes
+from signing.licence import Licence, StatusEntry, issue_licence
+from signing.status_list import StatusPurpose
+
+BOOKS = "publication-retail-licence"
+BASE = "https://127.0.0.1:9/.well-known/tongban/status"
+
+
+async def _issue(offices: Offices, number: str, index: int) -> str:
+    r, h = offices.r, offices.h
+    opened = await r.desk.open_case(matter=BOOKS, mode="proxy_receipt", handling=HANDLING)
+    case_id = opened.record.case.header.case_id
+    await offices.deliver()
+    await h.desk.act(case_id, EventKind.ACCEPT, {})
+    await h.desk.act(case_id, EventKind.DECIDE, {"decision": "approve"})
+    now = offices.clock()
+    licence = Licence(
+        issuer_node=HANDLING, number=number, licence_type=BOOKS,
+        holder_id="91420106MA4KXXXX1X", holder_name="武昌书店", scope="图书零售",
+        department_zh="大丰区行政审批局", department_en="Dafeng Approval Bureau",
+        issued_at=now, valid_from=now, valid_until=now + timedelta(days=365),
+        status=tuple(StatusEntry(p, index, f"{BASE}/{p.value}") for p in StatusPurpose),
+    )  # fmt: skip
+    token = issue_licence(licence, offices.pki.keys[HANDLING].seal, at=now)
+    await h.desk.act(case_id, EventKind.ISSUE_LICENCE, {"licence": token, "licence_number": number})
+    return token
+
+
+async def test_revocation_through_the_staff_route_is_published_and_logged(
+    offices: Offices,
+) -> None:
+    h, clock = offices.h, offices.clock
+    token = await _issue(offices, "XK-320982-0007", 7)
+    other = await _issue(offices, "XK-320982-0008", 8)
+    status = LicenceStatus(
+        node_id=HANDLING, desk=h.desk, store=h.cases, signer=offices.pki.keys[HANDLING].seal,
+        status_dir=h.verifier.status_dir, clock=clock,
+    )  # fmt: skip
+    app = h.staff(clock)
+    add_licence_status_routes(app, status)
+    headers = {"Authorization": f"Bearer {h.staff_token(clock)}"}
+    log = AuditStore(h.store.connection)
+    before = log.size()
+
+    async def post(number: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        url = f"{base}/staff/v1/licences/{number}/status"
+        async with http.post(url, json=body) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async with serve(app) as base, aiohttp.ClientSession(headers=headers) as http:
+        code, answer = await post("XK-320982-0007", {"purpose": "revocation", "value": True})
+        assert code == 200, answer
+        assert (answer["index"], answer["changed"]) == (7, True)
+        # the same request again changes nothing and logs nothing
+        code, again = await post("XK-320982-0007", {"purpose": "revocation", "value": True})
+        assert (code, again["changed"], again["log_index"]) == (200, False, None)
+        code, undo = await post("XK-320982-0007", {"purpose": "revocation", "value": False})
+        assert (code, undo["code"]) == (409, "conflict")
+        code, missing = await post("XK-NOPE", {"purpose": "revocation", "value": True})
+        assert (code, missing["code"]) == (404, "not-found")
+        code, bad = await post("XK-320982-0007", {"purpose": "expiry", "value": True})
+        assert (code, bad["code"]) == (400, "invalid-request")
+
+    report = await h.verifier.verify(token)
+    assert (report["valid"], report["failure"]) == (False, "revoked")
+    assert (await h.verifier.verify(other))["valid"] is True  # only bit 7 was set
+
+    new = [(i, log.leaf(i)) for i in range(before, log.size())]
+    assert [i for i, _ in new] == [answer["log_index"]]
+    index, data = new[0]
+    leaf = decode_leaf(data)
+    assert leaf.kind is LeafKind.LICENCE_EVENT
+    assert isinstance(leaf.body, LicenceEventLeaf)
+    assert (leaf.body.id, leaf.body.event, leaf.body.status_index) == (
+        "XK-320982-0007",
+        "revoked",
+        7,
+    )
+    size, root = log.head()
+    verify_inclusion(leaf_hash(data), index, size, log.inclusion_proof(index, size), root)
+
+
+async def test_suspension_and_reinstatement_each_append_a_leaf(offices: Offices) -> None:
+    h, clock = offices.h, offices.clock
+    token = await _issue(offices, "XK-320982-0009", 9)
+    status = LicenceStatus(
+        node_id=HANDLING, desk=h.desk, store=h.cases, signer=offices.pki.keys[HANDLING].seal,
+        status_dir=h.verifier.status_dir, clock=clock,
+    )  # fmt: skip
+    log = AuditStore(h.store.connection)
+    before = log.size()
+    status.change("XK-320982-0009", StatusPurpose.SUSPENSION, True)
+    assert (await h.verifier.verify(token))["failure"] == "suspended"
+    status.change("XK-320982-0009", StatusPurpose.SUSPENSION, False)
+    assert (await h.verifier.verify(token))["valid"] is True
+    events = [decode_leaf(log.leaf(i)).body for i in range(before, log.size())]
+    assert [getattr(b, "event", None) for b in events] == ["suspended", "reinstated"]
