@@ -50,6 +50,8 @@ def _routes(app: Any) -> set[tuple[str, str]]:
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
         path = info.get("path") or info.get("formatter")
+        if path is None:  # a static folder: documented as PREFIX/{filename}
+            path = info["prefix"].rstrip("/") + "/{filename}"
         path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", path)
         found.add((route.method.lower(), path))
     return found
@@ -88,6 +90,16 @@ def test_every_route_is_documented_and_every_documented_route_exists(pki: Pki) -
     add_licence_status_routes(apps[1], None)  # type: ignore[arg-type]
     add_tracking_routes(apps[2], None)  # type: ignore[arg-type]
     add_licence_routes(apps[2], None)  # type: ignore[arg-type]
+    from types import SimpleNamespace
+
+    from relay.http.survey_cases import SurveyCaseLayer
+    from remote_survey.staffapi import add_staff_routes as add_survey_staff_routes
+    from remote_survey.web import add_survey_routes
+
+    hub: Any = SimpleNamespace(config=SimpleNamespace(node_id=NODE, clock=None), rooms={})
+    add_survey_staff_routes(apps[1], hub, Ed25519PrivateKey.generate())
+    SurveyCaseLayer(None, hub).extension("staff", apps[1])  # type: ignore[arg-type]
+    add_survey_routes(apps[2], hub)
     served = set().union(*(_routes(a) for a in apps))
     served = {(m, p) for m, p in served if m != "head" or "attachments" in p}
     documented = {
