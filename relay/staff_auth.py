@@ -16,9 +16,7 @@ the current time as an argument (:func:`verify_token`). Failures map to 401 prob
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-import stat
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,10 +27,10 @@ from typing import Any
 import jwt
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from relay.problem import Problem, ProblemCode
+from signing.keyfile import KeyFileError, load_or_create_ed25519_key
 
 __all__ = [
     "STAFF_KEY",
@@ -93,36 +91,10 @@ def audience(node_id: str) -> str:
 
 def load_or_create_token_key(path: Path) -> Ed25519PrivateKey:
     """Load the staff-token key, creating it (mode 0600, parents 0700) when missing."""
-    if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # created concurrently: load that one
-        else:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(pem)
-            return key
     try:
-        mode = path.stat().st_mode
-        data = path.read_bytes()
-    except OSError as exc:
-        raise TokenKeyError(f"cannot read staff-token key {path}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise TokenKeyError(f"staff-token key {path} is readable by others; chmod 600 it")
-    try:
-        loaded = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise TokenKeyError(f"staff-token key {path} is not a PEM private key") from exc
-    if not isinstance(loaded, Ed25519PrivateKey):
-        raise TokenKeyError(f"staff-token key {path} is not an Ed25519 key")
-    return loaded
+        return load_or_create_ed25519_key(path, "staff-token key")
+    except KeyFileError as exc:
+        raise TokenKeyError(str(exc)) from exc.__cause__
 
 
 def issue_token(

@@ -10,17 +10,15 @@ share a key. Media and evidence go under ``<data dir>/survey/<session id>/``.
 
 from __future__ import annotations
 
-import os
-import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from remote_survey.errors import SurveyError
 from remote_survey.room import Clock, RoomConfig
 from remote_survey.web import SurveyHub
+from signing.keyfile import KeyFileError, load_or_create_ed25519_key
 from signing.keys import Signer
 
 __all__ = ["JOIN_KEY_FILE", "load_or_create_join_key", "node_survey_hub"]
@@ -34,32 +32,10 @@ def _utc_now() -> datetime:
 
 def load_or_create_join_key(path: Path) -> Ed25519PrivateKey:
     """The join-link signing key at ``path``, created (0600, exclusive) when missing."""
-    if not path.exists():
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # created concurrently: load that one
-        else:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(pem)
-            return key
     try:
-        mode = path.stat().st_mode
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SurveyError(f"cannot read survey join key {path}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise SurveyError(f"survey join key {path} is readable by others; chmod 600 it")
-    loaded = serialization.load_pem_private_key(data, password=None)
-    if not isinstance(loaded, Ed25519PrivateKey):
-        raise SurveyError(f"survey join key {path} is not an Ed25519 key")
-    return loaded
+        return load_or_create_ed25519_key(path, "survey join key")
+    except KeyFileError as exc:
+        raise SurveyError(str(exc)) from exc.__cause__
 
 
 def node_survey_hub(

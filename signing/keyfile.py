@@ -1,0 +1,63 @@
+"""Node-local Ed25519 key files (staff-token key, survey join-link key).
+
+A key file is PKCS#8 PEM, created exclusively with mode 0600 (parents 0700) when
+missing; an existing file readable by group or others is refused, so a key that leaked
+through permissions is not silently used.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from signing.errors import SigningError
+
+__all__ = ["KeyFileError", "load_or_create_ed25519_key"]
+
+
+class KeyFileError(SigningError):
+    """A key file that cannot be read, is exposed, or holds no Ed25519 private key."""
+
+
+def _create(path: Path) -> Ed25519PrivateKey | None:
+    """Write a fresh key to ``path``; None when another process created it first."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return None  # created concurrently: load that one
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    return key
+
+
+def load_or_create_ed25519_key(path: Path, what: str) -> Ed25519PrivateKey:
+    """Load the Ed25519 key at ``path`` (``what`` names it in errors), creating it if missing."""
+    if not path.exists():
+        created = _create(path)
+        if created is not None:
+            return created
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(f"{what} {path} is readable by others; chmod 600 it")
+    try:
+        loaded = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"{what} {path} is not a PEM private key") from exc
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise KeyFileError(f"{what} {path} is not an Ed25519 key")
+    return loaded
