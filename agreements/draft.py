@@ -15,6 +15,7 @@ template is refused with the JSON pointer of the offending field.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from agreements.document import parse_agreement, pointer
 from agreements.errors import MalformedAgreement
 from agreements.model import Agreement, epoch
 
-__all__ = ["draft_from_template"]
+__all__ = ["draft_from_template", "reciprocal_template"]
 
 
 def _defaults(entry: CatalogEntry) -> dict[str, Any]:
@@ -64,3 +65,44 @@ def draft_from_template(template: Any, catalog: Catalog) -> Agreement:
             for key, value in _defaults(entry).items():
                 item.setdefault(key, value)
     return parse_agreement(doc)
+
+
+def reciprocal_template(
+    party_ids: Sequence[str],
+    *,
+    agreement_id: str,
+    title_zh: str,
+    title_en: str,
+    matters: Sequence[str] = ("food-business-licence",),
+    province: str = "湖北省",
+    valid_from: str = "2026-01-01T00:00:00+08:00",
+    valid_until: str = "2029-01-01T00:00:00+08:00",
+) -> dict[str, Any]:
+    """A template in which every party receives for every other, handles and issues.
+
+    The simplest full-trust agreement among ``party_ids``, for local federations (tests,
+    benchmarks); matter details come from the catalog when drafted.
+    """
+    ids = sorted(party_ids)
+    roles = {
+        "receive_for": {i: [j for j in ids if j != i] for i in ids},
+        "handle": list(ids),
+        "survey_for": {},
+        "issue": list(ids),
+    }
+    return {
+        "format": "tongban-agreement/1",
+        "id": agreement_id,
+        "version": 1,
+        "supersedes": None,
+        "title": {"zh": title_zh, "en": title_en},
+        "parties": [
+            {"id": i, "name_zh": f"办公室{i}", "name_en": f"Office {i}", "province": province}
+            for i in ids
+        ],
+        "valid_from": valid_from,
+        "valid_until": valid_until,
+        "matters": [{"matter": m, "roles": copy.deepcopy(roles)} for m in matters],
+        "data_categories": ["case-materials"],
+        "retention_years": 30,
+    }

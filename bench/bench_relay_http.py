@@ -45,45 +45,22 @@ def _free_ports(count: int) -> list[int]:
 
 def _agreement(path: Path, node_dirs: dict[str, Path], at: datetime) -> None:
     from agreements.catalog import default_catalog
-    from agreements.draft import draft_from_template
+    from agreements.draft import draft_from_template, reciprocal_template
     from agreements.signatures import sign_agreement
     from agreements.signed import SignedAgreement
-    from signing.keys import Signer
+    from signing.nodedir import load_node_keys
 
-    ids = sorted(node_dirs)
-    template = {
-        "format": "tongban-agreement/1",
-        "id": "bench-relay-http",
-        "version": 1,
-        "supersedes": None,
-        "title": {"zh": "基准测试协议", "en": "Benchmark agreement"},
-        "parties": [
-            {"id": i, "name_zh": f"办公室{i}", "name_en": f"Office {i}", "province": "湖北省"}
-            for i in ids
-        ],
-        "valid_from": "2026-01-01T00:00:00+08:00",
-        "valid_until": "2029-01-01T00:00:00+08:00",
-        "matters": [
-            {
-                "matter": "food-business-licence",
-                "roles": {
-                    "receive_for": {i: [j for j in ids if j != i] for i in ids},
-                    "handle": ids,
-                    "survey_for": {},
-                    "issue": ids,
-                },
-            }
-        ],
-        "data_categories": ["case-materials"],
-        "retention_years": 30,
-    }
+    template = reciprocal_template(
+        list(node_dirs),
+        agreement_id="bench-relay-http",
+        title_zh="基准测试协议",
+        title_en="Benchmark agreement",
+    )
     agreement = draft_from_template(template, default_catalog())
     signed = SignedAgreement(agreement)
     for node_dir in node_dirs.values():
-        signer = Signer.from_pem(
-            (node_dir / "seal.key").read_bytes(), (node_dir / "seal.pem").read_bytes()
-        )
-        signed = signed.with_signature(sign_agreement(agreement, signer, at=at))
+        seal = load_node_keys(node_dir).seal
+        signed = signed.with_signature(sign_agreement(agreement, seal, at=at))
     path.write_bytes(signed.to_bytes())
 
 

@@ -66,45 +66,22 @@ def free_ports(count: int) -> list[int]:
 
 def write_agreement(path: Path, signers: dict[str, Path]) -> Path:
     from agreements.catalog import default_catalog
-    from agreements.draft import draft_from_template
+    from agreements.draft import draft_from_template, reciprocal_template
     from agreements.signatures import sign_agreement
     from agreements.signed import SignedAgreement
-    from signing.keys import Signer
+    from signing.nodedir import load_node_keys
 
-    ids = sorted(signers)
-    template = {
-        "format": "tongban-agreement/1",
-        "id": "audit-node-test-2026",
-        "version": 1,
-        "supersedes": None,
-        "title": {"zh": "审计测试协议", "en": "Audit test agreement"},
-        "parties": [
-            {"id": i, "name_zh": f"办公室{i}", "name_en": f"Office {i}", "province": "湖北省"}
-            for i in ids
-        ],
-        "valid_from": "2026-01-01T00:00:00+08:00",
-        "valid_until": "2029-01-01T00:00:00+08:00",
-        "matters": [
-            {
-                "matter": "food-business-licence",
-                "roles": {
-                    "receive_for": {i: [j for j in ids if j != i] for i in ids},
-                    "handle": ids,
-                    "survey_for": {},
-                    "issue": ids,
-                },
-            }
-        ],
-        "data_categories": ["case-materials"],
-        "retention_years": 30,
-    }
-    agreement = draft_from_template(json.loads(json.dumps(template)), default_catalog())
+    template = reciprocal_template(
+        list(signers),
+        agreement_id="audit-node-test-2026",
+        title_zh="审计测试协议",
+        title_en="Audit test agreement",
+    )
+    agreement = draft_from_template(template, default_catalog())
     signed = SignedAgreement(agreement)
     for node_dir in signers.values():
-        signer = Signer.from_pem(
-            (node_dir / "seal.key").read_bytes(), (node_dir / "seal.pem").read_bytes()
-        )
-        signed = signed.with_signature(sign_agreement(agreement, signer, at=NOW))
+        seal = load_node_keys(node_dir).seal
+        signed = signed.with_signature(sign_agreement(agreement, seal, at=NOW))
     path.write_bytes(signed.to_bytes())
     return path
 
