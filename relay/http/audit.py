@@ -12,7 +12,8 @@ Federation listener (mutual TLS; the requester is the client certificate's node)
 Staff listener (bearer token)::
 
     POST /staff/v1/audit/checkpoint   sign a checkpoint now (clerk)
-    GET  /staff/v1/alerts             audit alerts: forks and split views found
+    (alerts)                          forks and split views found, on the staff
+                                      alert board (GET /staff/v1/alerts)
     POST /staff/v1/audit/partners/{node}/resume
                                       witness a halted partner again (clerk)
 
@@ -23,10 +24,13 @@ errors become problem documents with the codes of docs/protocol.md §7.5.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
+from relay.alerts import ALERTS, Severity, StaffAlert
 from relay.audit.errors import AuditError, CheckpointError, LogStoreError
 from relay.audit.service import AuditService, LeafNotFound
 from relay.http.body import read_json_object
@@ -144,8 +148,22 @@ def add_audit_staff_routes(app: web.Application, audit: AuditService) -> None:
         answer = _checkpoint(audit)
         return web.json_response(answer, status=201)
 
-    async def get_alerts(request: web.Request) -> web.Response:
-        return web.json_response({"alerts": [a.to_json() for a in audit.state.alerts()]})
+    def alerts(now: datetime) -> Iterable[StaffAlert]:
+        for a in audit.state.alerts():
+            yield StaffAlert(
+                id=f"audit:{a.id}",
+                source="audit",
+                code=f"audit-{a.reason}",
+                severity=Severity.CRITICAL,
+                at=a.at,
+                title_zh="伙伴节点的审计日志出现分叉，已停止见证",
+                title_en="A partner's audit log forked; witnessing it is halted",
+                detail=f"{a.detail}. Both signed checkpoints are kept as evidence; "
+                "raise it with the partner office, then resume witnessing",
+                subject=a.origin,
+                extra={"origin": a.origin, "reason": a.reason,
+                       "evidence": None if a.evidence is None else a.evidence.to_json()},
+            )  # fmt: skip
 
     async def post_resume(request: web.Request) -> web.Response:
         require_role(request, StaffRole.CLERK)
@@ -156,4 +174,4 @@ def add_audit_staff_routes(app: web.Application, audit: AuditService) -> None:
 
     app.router.add_post("/staff/v1/audit/checkpoint", post_checkpoint)
     app.router.add_post("/staff/v1/audit/partners/{node:[0-9]{6}}/resume", post_resume)
-    app.router.add_get("/staff/v1/alerts", get_alerts)
+    app[ALERTS].add_source("audit", alerts)

@@ -11,6 +11,8 @@ Routes::
     GET  /staff/v1/outbox[?state=&peer=]  outgoing packets, delivery state, receipts
     GET  /staff/v1/inbox[?case_id=]       accepted incoming packets and receipts
     GET  /staff/v1/packets/{id}           a packet opened: content and proofs
+    GET  /staff/v1/alerts                 standing staff alerts (every source on
+                                          ``app[ALERTS]``), oldest first
     GET  /openapi.yaml                    the API description (no token needed)
 """
 
@@ -24,6 +26,7 @@ from typing import Any
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from relay.alerts import ALERTS, AlertBoard
 from relay.config import Limits
 from relay.core.model import OutboxState
 from relay.http.api import RelayApi, core_error_middleware
@@ -115,6 +118,7 @@ def staff_app(
             core_error_middleware,
         ],
     )
+    app[ALERTS] = AlertBoard()
 
     async def post_packet(request: web.Request) -> web.Response:
         require_role(request, StaffRole.CLERK)
@@ -187,6 +191,10 @@ def staff_app(
         content = core.read_packet(request.match_info["packet_id"])
         return web.json_response(packet_json(content))
 
+    async def get_alerts(request: web.Request) -> web.Response:
+        alerts = request.app[ALERTS].current(clock())
+        return web.json_response({"alerts": [a.to_json() for a in alerts]})
+
     attachment = f"/staff/v1/attachments/{{digest:{DIGEST_PATTERN}}}"
     app.router.add_post("/staff/v1/packets", post_packet)
     app.router.add_route("HEAD", attachment, head_attachment)
@@ -195,5 +203,6 @@ def staff_app(
     app.router.add_get("/staff/v1/outbox", get_outbox)
     app.router.add_get("/staff/v1/inbox", get_inbox)
     app.router.add_get("/staff/v1/packets/{packet_id}", get_packet)
+    app.router.add_get("/staff/v1/alerts", get_alerts)
     app.router.add_get("/openapi.yaml", openapi_handler)
     return app
