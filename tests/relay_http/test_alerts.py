@@ -35,7 +35,8 @@ def test_a_failing_source_becomes_a_critical_alert_and_hides_nothing(caplog):
     alerts = board.current(NOW)
     assert {a.code for a in alerts} == {"alert-source-failed", "test-alert"}
     failed = next(a for a in alerts if a.code == "alert-source-failed")
-    assert failed.severity is Severity.CRITICAL and failed.subject == "broken"
+    assert failed.severity is Severity.CRITICAL
+    assert failed.subject == "broken"
     assert "database is locked" not in failed.detail  # internals go to the log only
     assert "alert source broken failed" in caplog.text
 
@@ -49,5 +50,7 @@ def test_a_source_name_is_registered_once():
 
 def test_an_alert_in_json_has_a_stable_code_and_both_languages():
     body = _alert("k", NOW).to_json()
-    assert body["code"] == "test-alert" and body["title"] == {"zh": "测试", "en": "test"}
-    assert body["at"] == NOW.isoformat() and body["severity"] == "warning"
+    assert body["code"] == "test-alert"
+    assert body["title"] == {"zh": "测试", "en": "test"}
+    assert body["at"] == NOW.isoformat()
+    assert body["severity"] == "warning"
