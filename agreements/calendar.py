@@ -10,6 +10,14 @@ day a time limit starts on does not count; the deadline of ``n`` working days fr
 calendar's covered years raises :class:`~agreements.errors.CalendarError` rather than
 guessing.
 
+Official and provisional years: the years of a calendar file are *official* (the State
+Council's arrangement with its 调休 days, as loaded). A calendar built with
+``compute_missing=True`` (as :func:`default_calendar` is) also answers for every other
+year from 2025 on, from the statutory holidays computed by :mod:`agreements.holidays`
+(with their make-up days, no 调休); such a year is *provisional*
+(:meth:`WorkingCalendar.is_provisional`) and clocks counted on it say so. Years before
+2025 without a file still raise :class:`~agreements.errors.CalendarError`.
+
 Calendar file (``tongban-calendar/1``)::
 
     {"format": "tongban-calendar/1", "name": "...", "source": "...",
@@ -22,12 +30,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from importlib import resources
 from typing import Any
 
 from agreements.errors import CalendarError
+from agreements.holidays import computed_rest_days
 
 __all__ = ["WorkingCalendar", "default_calendar"]
 
@@ -60,6 +69,7 @@ class WorkingCalendar:
     weekend: frozenset[int]  # ISO weekdays (1 = Monday .. 7 = Sunday)
     holidays: frozenset[date]
     adjusted_working_days: frozenset[date]
+    compute_missing: bool = False  # answer for uncovered years from the computed rules
 
     def __post_init__(self) -> None:
         clash = self.holidays & self.adjusted_working_days
@@ -110,17 +120,47 @@ class WorkingCalendar:
             weekend=self.weekend,
             holidays=frozenset().union(*(c.holidays for c in cals)),
             adjusted_working_days=frozenset().union(*(c.adjusted_working_days for c in cals)),
+            compute_missing=self.compute_missing,
         )
 
-    def _covered(self, day: date) -> None:
-        if day.year not in self.years:
-            raise CalendarError(f"{day} is outside the calendar ({sorted(self.years)})")
+    def with_official(self, others: Iterable[WorkingCalendar]) -> WorkingCalendar:
+        """This calendar with the years of ``others`` taken from them (an office's
+        official file for a year wins over what this calendar had for that year)."""
+        cals = list(others)
+        replaced: frozenset[int] = frozenset().union(*(c.years for c in cals))
+
+        def keep(days: frozenset[date]) -> frozenset[date]:
+            return frozenset(d for d in days if d.year not in replaced)
+
+        return WorkingCalendar(
+            name=" + ".join(c.name for c in [self, *cals]),
+            source=" | ".join(c.source for c in [self, *cals]),
+            years=self.years | replaced,
+            weekend=self.weekend,
+            holidays=keep(self.holidays).union(*(c.holidays for c in cals)),
+            adjusted_working_days=keep(self.adjusted_working_days).union(
+                *(c.adjusted_working_days for c in cals)
+            ),
+            compute_missing=self.compute_missing,
+        )
+
+    def is_provisional(self, day: date) -> bool:
+        """Whether ``day``'s year is computed from the rules rather than loaded."""
+        return day.year not in self.years
+
+    def provisional_between(self, a: date, b: date) -> bool:
+        """Whether any year from ``a`` to ``b`` (either order) is provisional."""
+        lo, hi = min(a, b), max(a, b)
+        return any(y not in self.years for y in range(lo.year, hi.year + 1))
 
     def is_working_day(self, day: date) -> bool:
-        self._covered(day)
-        if day in self.adjusted_working_days:
-            return True
-        return day.isoweekday() not in self.weekend and day not in self.holidays
+        if day.year in self.years:
+            if day in self.adjusted_working_days:
+                return True
+            return day.isoweekday() not in self.weekend and day not in self.holidays
+        if not self.compute_missing:
+            raise CalendarError(f"{day} is outside the calendar ({sorted(self.years)})")
+        return day.isoweekday() not in self.weekend and day not in computed_rest_days(day.year)
 
     def add_working_days(self, start: date, n: int) -> date:
         """The ``n``-th working day after ``start`` (``start`` itself not counted)."""
@@ -156,6 +196,7 @@ class WorkingCalendar:
 
 
 def default_calendar() -> WorkingCalendar:
-    """The bundled mainland-China calendar (2026; see its ``source`` field)."""
+    """The mainland-China calendar for any year from 2025: the bundled official 2026
+    arrangement (see its ``source`` field), every other year computed and provisional."""
     data = resources.files("agreements.data").joinpath("calendar-cn-2026.json").read_bytes()
-    return WorkingCalendar.from_bytes(data)
+    return replace(WorkingCalendar.from_bytes(data), compute_missing=True)

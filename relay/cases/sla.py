@@ -10,13 +10,19 @@ statutory periods).
 
 Colours: **green** below 75 % of the limit used, **yellow** from 75 % (electronic
 supervision's warning), **red** once more working days are used than the limit allows
-(overdue; 红牌). Dates the calendar does not cover give the state ``unknown`` rather
-than a guess. Each complaint (办不成事) has its own clock of three working days from
-the complaint to the handling office's answer.
+(overdue; 红牌). A clock that counts any day of a year whose official holiday
+arrangement is not loaded (the calendar computed it from the statutory rules) is
+``provisional``: it still counts and still turns yellow and red, and every place that
+shows it says so. Dates the calendar cannot answer for at all give the state
+``unknown`` with the colour **grey** (never green: such a case is listed with the
+yellow and red ones and logged at ERROR) rather than a guess. Each complaint (办不成事)
+has its own clock of three working days from the complaint to the handling office's
+answer.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -43,6 +49,8 @@ CHINA_TIME = timezone(timedelta(hours=8), "CST")
 COMPLAINT_LIMIT_WORKING_DAYS = 3
 YELLOW_FRACTION = 0.75
 
+_log = logging.getLogger("tongban.relay.cases.sla")
+
 _PAUSE = frozenset({EventKind.REQUEST_CORRECTION})
 _RESUME = frozenset({EventKind.SUPPLEMENT})
 _STOP = frozenset({EventKind.REJECT, EventKind.DECIDE, EventKind.WITHDRAW})
@@ -60,6 +68,7 @@ class Colour(StrEnum):
     GREEN = "green"
     YELLOW = "yellow"
     RED = "red"
+    GREY = "grey"  # the clock could not be computed (state unknown): look at it
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,7 @@ class SlaReport:
     limit: int  # working days
     used: int  # working days counted so far
     deadline: date | None  # last working day allowed (None while paused or not started)
+    provisional: bool = False  # counted on computed (not official) holidays somewhere
 
     @property
     def remaining(self) -> int:
@@ -86,6 +96,7 @@ class SlaReport:
             "used_working_days": self.used,
             "remaining_working_days": self.remaining,
             "deadline": None if self.deadline is None else self.deadline.isoformat(),
+            "provisional": self.provisional,
         }
 
 
@@ -119,8 +130,9 @@ def clock(
         return SlaReport(ClockState.NOT_STARTED, Colour.GREEN, limit, 0, None)
     try:
         return _clock(intervals, limit=limit, calendar=calendar, now=now, stopped=stopped)
-    except CalendarError:
-        return SlaReport(ClockState.UNKNOWN, Colour.GREEN, limit, 0, None)
+    except CalendarError as exc:
+        _log.error("SLA clock not computed (shown as unknown, grey): %s", exc)
+        return SlaReport(ClockState.UNKNOWN, Colour.GREY, limit, 0, None)
 
 
 def _clock(
@@ -148,7 +160,9 @@ def _clock(
     colour = _colour(used, limit)
     if state is ClockState.RUNNING and deadline is not None and today > deadline:
         colour = Colour.RED
-    return SlaReport(state, colour, limit, used, deadline)
+    last_day = max(local_date(last_end or now), deadline or today)
+    provisional = calendar.provisional_between(local_date(intervals[0][0]), last_day)
+    return SlaReport(state, colour, limit, used, deadline, provisional)
 
 
 def case_clock(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, date, datetime, time, timedelta
+from importlib import resources
 
 from casekit import details_for, header
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agreements.calendar import WorkingCalendar
 from relay.cases.model import CaseHeader, Event, EventKind, Office
 from relay.cases.sla import CHINA_TIME, ClockState, Colour, case_clock, clock, complaint_clock
 from relay.cases.workflow import Case, Command, Complaint, Received, transition
@@ -132,8 +135,46 @@ def test_a_pause_adds_exactly_its_working_days_and_the_deadline_uses_the_whole_l
         assert report.colour is Colour.RED
 
 
-def test_dates_outside_the_calendar_give_an_unknown_clock_not_a_guess(calendar):
+def test_dates_no_calendar_answers_for_give_a_grey_unknown_clock_never_green(caplog):
+    strict = WorkingCalendar.from_bytes(
+        resources.files("agreements.data").joinpath("calendar-cn-2026.json").read_bytes()
+    )
     start = datetime(2027, 3, 1, 2, tzinfo=UTC)
-    report = clock([(start, None)], limit=5, calendar=calendar, now=start + timedelta(days=3))
+    with caplog.at_level(logging.ERROR, logger="tongban.relay.cases.sla"):
+        report = clock([(start, None)], limit=5, calendar=strict, now=start + timedelta(days=3))
     assert report.state is ClockState.UNKNOWN
     assert report.deadline is None
+    assert report.colour is Colour.GREY
+    assert "2027-03-02" in caplog.text
+
+
+def test_a_case_opened_on_2026_12_20_with_20_working_days_has_its_deadline_in_2027(calendar):
+    case = handled(20, [(K.SUBMIT, date(2026, 12, 20)), (K.ACCEPT, date(2026, 12, 21))])
+    report = case_clock(case.view, limit=20, calendar=calendar, now=beijing(date(2026, 12, 28)))
+    assert report.state is ClockState.RUNNING
+    # 21-31 Dec: 9 working days; 1 Jan 2027 (Fri) is New Year's Day; 4-15 Jan: 10; 18 Jan
+    assert report.deadline == date(2027, 1, 18)
+    assert report.provisional
+    assert report.to_json()["provisional"] is True
+
+
+def test_a_case_running_into_the_provisional_year_turns_yellow_then_red(calendar):
+    case = handled(20, [(K.SUBMIT, date(2026, 12, 20))])
+    deadline = date(2027, 1, 18)
+    yellow = case_clock(case.view, limit=20, calendar=calendar, now=beijing(date(2027, 1, 12)))
+    assert yellow.colour is Colour.YELLOW
+    on_time = case_clock(case.view, limit=20, calendar=calendar, now=beijing(deadline))
+    assert on_time.colour is Colour.YELLOW
+    late = case_clock(
+        case.view, limit=20, calendar=calendar, now=beijing(deadline + timedelta(days=1))
+    )
+    assert late.colour is Colour.RED
+    assert late.overdue
+    assert late.provisional
+
+
+def test_a_clock_inside_the_official_year_is_not_provisional(calendar):
+    case = handled(5, [(K.SUBMIT, date(2026, 11, 2))])
+    report = case_clock(case.view, limit=5, calendar=calendar, now=beijing(date(2026, 11, 4)))
+    assert report.deadline == date(2026, 11, 9)
+    assert not report.provisional
