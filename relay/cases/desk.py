@@ -39,7 +39,7 @@ from relay.cases.admission import CaseAdmission, advance, read_content
 from relay.cases.errors import CaseError, TrackingDenied
 from relay.cases.incoming import CASE_ACTIONS, check_licence
 from relay.cases.model import CaseHeader, EventKind, Office
-from relay.cases.sla import Colour, SlaReport, case_clock, complaint_clock
+from relay.cases.sla import ClockState, Colour, SlaReport, case_clock, complaint_clock
 from relay.cases.store import AppliedPacket, CaseRecord, CaseStore
 from relay.cases.terms import TermsSource
 from relay.cases.tracking import (
@@ -113,7 +113,7 @@ class CaseDesk:
         relay: PacketPort,
         store: CaseStore,
         terms: TermsSource,
-        calendar: WorkingCalendar,
+        calendar: WorkingCalendar | Callable[[], WorkingCalendar],
         signer: Signer,
         bundle: Callable[[], TrustBundle],
         clock: Callable[[], datetime],
@@ -127,7 +127,8 @@ class CaseDesk:
         self._relay = relay
         self._store = store
         self._terms = terms
-        self.calendar = calendar
+        # a callable is asked each time, so a calendar loaded while the node runs is used
+        self._calendar = calendar
         self._signer = signer
         self._bundle = bundle
         self._clock = clock
@@ -239,14 +240,30 @@ class CaseDesk:
         await self._notify()
         return after
 
+    @property
+    def calendar(self) -> WorkingCalendar:
+        """The working-day calendar now."""
+        if isinstance(self._calendar, WorkingCalendar):
+            return self._calendar
+        return self._calendar()
+
+    def unknown_clocks(self, now: datetime) -> list[str]:
+        """Cases whose statutory clock cannot be computed (state unknown)."""
+        return [
+            o.record.case.header.case_id
+            for o in self.overdue(now)
+            if o.clock.state is ClockState.UNKNOWN
+        ]
+
     def overdue(self, now: datetime | None = None) -> list[Overdue]:
         """Cases whose clock or an open complaint's clock is yellow or red."""
         now = now or self._clock()
+        calendar = self.calendar
         out = []
         for record in self._store.list_cases():
-            report = self.clock_of(record.case, now)
+            report = self.clock_of(record.case, now, calendar)
             complaints = tuple(
-                (c.seq, complaint_clock(c, calendar=self.calendar, now=now))
+                (c.seq, complaint_clock(c, calendar=calendar, now=now))
                 for c in record.case.view.open_complaints
             )
             flagged = report.colour is not Colour.GREEN or any(
@@ -256,9 +273,14 @@ class CaseDesk:
                 out.append(Overdue(record, report, complaints))
         return out
 
-    def clock_of(self, case: Case, now: datetime) -> SlaReport:
+    def clock_of(
+        self, case: Case, now: datetime, calendar: WorkingCalendar | None = None
+    ) -> SlaReport:
         return case_clock(
-            case.view, limit=case.header.time_limit_working_days, calendar=self.calendar, now=now
+            case.view,
+            limit=case.header.time_limit_working_days,
+            calendar=calendar or self.calendar,
+            now=now,
         )
 
     # -- incoming packets ------------------------------------------------------------

@@ -32,6 +32,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "relay.cli.serve",
     "relay.cli.casework",
     "relay.cli.cases",
+    "relay.cli.calendar",
     "relay.cli.staff",
     "relay.cli.licence",
     "relay.cli.survey",

@@ -3,11 +3,13 @@
 :func:`attach_cases` builds them from the node configuration around the relay core the
 node runs: the case store (tables ``cases`` and ``case_packets`` in the node's SQLite
 file), the agreement terms, office names and public endpoints from the verified node
-descriptors (our own and the partners'), the bundled working-day calendar, and the
-node's seal for tracking links. The node serves the federation listener with
-:attr:`CaseServices.core` (the core that refuses a partner's case packet the state
-machine does not allow and whose ``receive_batch`` applies the accepted ones) and adds
-the staff and public routes with :meth:`CaseServices.add_routes`.
+descriptors (our own and the partners'), the working-day calendar (the default one with
+the office's official years from ``<data_dir>/calendars/``, see :mod:`relay.calendars`;
+its alerts go on the staff board), and the node's seal for tracking links. The node
+serves the federation listener with :attr:`CaseServices.core` (the core that refuses a
+partner's case packet the state machine does not allow and whose ``receive_batch``
+applies the accepted ones) and adds the staff and public routes with
+:meth:`CaseServices.add_routes`.
 
 :class:`CaseLayer` plugs all of it into :class:`relay.node.Node` without the node
 knowing about cases: its ``core_factory`` wraps the node's core factory (the core the
@@ -29,7 +31,8 @@ from typing import Any
 
 from aiohttp import web
 
-from agreements.calendar import default_calendar
+from relay.alerts import ALERTS
+from relay.calendars import CalendarDir
 from relay.cases.desk import CaseDesk, SyncingCore
 from relay.cases.errors import CaseError
 from relay.cases.sqlite_store import SqliteCaseStore
@@ -59,10 +62,16 @@ class CaseServices:
     core: Any  # the relay core, receive_batch wrapped to apply case packets
     store: SqliteCaseStore
     licence_status: LicenceStatus | None = None
+    calendars: CalendarDir | None = None
 
     def add_routes(self, listener: str, app: web.Application) -> None:
         if listener == "staff":
             add_case_routes(app, self.desk)
+            if self.calendars is not None:
+                calendars, desk = self.calendars, self.desk
+                app[ALERTS].add_source(
+                    "calendar", lambda now: calendars.alerts(now, desk.unknown_clocks)
+                )
             if self.licence_status is not None:
                 add_licence_status_routes(app, self.licence_status)
         elif listener == "public":
@@ -102,12 +111,14 @@ def attach_cases(
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = SqliteCaseStore(config.data_dir / "relay.sqlite3")
     terms = load_terms(config.agreements, trust, at=now)
+    calendars = CalendarDir(config.data_dir / "calendars")
+    calendars.current()  # read (and log any invalid file) at start
     desk = CaseDesk(
         node_id=config.node_id,
         relay=core,
         store=store,
         terms=terms,
-        calendar=default_calendar(),
+        calendar=calendars.current,
         signer=keys.seal,
         bundle=bundle.current,
         clock=clock,
@@ -129,7 +140,7 @@ def attach_cases(
         status_dir=verifier.status_dir,
         clock=clock,
     )
-    return CaseServices(desk, verifier, SyncingCore(core, desk), store, status)
+    return CaseServices(desk, verifier, SyncingCore(core, desk), store, status, calendars)
 
 
 class CaseLayer:
