@@ -2,9 +2,11 @@
 
 Only facts about the applicant's own case are in it: the steps and their times, which
 office took each step (the office, never a person), the current state and what comes
-next, the deadline, what is missing during a correction, the licence number, the
-rating and complaints with their answers. Internal fields (``note``, ``staff``, survey
-report references) never appear: each event kind has an explicit list of public fields.
+next, the deadline (with ``provisional`` true when it is counted on holidays computed
+from the statutory rules rather than the official arrangement), what is missing during a
+correction, the licence number, the rating and complaints with their answers. Internal
+fields (``note``, ``staff``, survey report references) never appear: each event kind has
+an explicit list of public fields.
 """
 
 from __future__ import annotations
@@ -137,15 +139,17 @@ def public_view(
         for i, entry in enumerate(view.timeline)
     ]
     sla = case_clock(view, limit=case.header.time_limit_working_days, calendar=calendar, now=now)
+    complaint_clocks = [complaint_clock(c, calendar=calendar, now=now) for c in view.complaints]
     complaints = [
         {
             "at": c.at.isoformat(),
             "text": c.text,
             "answered_at": None if c.answered_at is None else c.answered_at.isoformat(),
             "answer": c.answer,
-            "respond_by": _deadline(complaint_clock(c, calendar=calendar, now=now).deadline),
+            "respond_by": _deadline(complaint_clocks[i].deadline),
+            "provisional": complaint_clocks[i].provisional,
         }
-        for c in view.complaints
+        for i, c in enumerate(view.complaints)
     ]
     return {
         "lang": lang,
@@ -160,6 +164,7 @@ def public_view(
         "steps": steps,
         "deadline": _deadline(sla.deadline),
         "clock": sla.state.value,
+        "provisional": sla.provisional,
         "time_limit_working_days": case.header.time_limit_working_days,
         "missing": list(view.missing) if view.state is CaseState.CORRECTION_REQUESTED else [],
         "licence_number": view.licence_number,

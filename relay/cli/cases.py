@@ -95,6 +95,8 @@ def _print_json(obj: object) -> None:
 def _line(case: dict[str, Any]) -> str:
     clock = case["clock"]
     deadline = clock["deadline"] or "-"
+    if clock.get("provisional"):
+        deadline += " (provisional holidays 暂定)"
     complaints = [c for c in case.get("complaints", []) if c["answered_at"] is None]
     extra = f"  {len(complaints)} open complaint(s)" if complaints else ""
     return (

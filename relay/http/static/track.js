@@ -13,6 +13,7 @@
       stopped: "已办结计时", notFound: "办件编号或查询码不正确。",
       throttled: "查询过于频繁，请稍后再试。", failed: "暂时无法查询，请稍后再试。",
       answered: "答复", respondBy: "答复期限", workingDays: "个工作日",
+      provisional: "（按暂定节假日安排计算）",
     },
     en: {
       title: "Case progress", caseNumber: "Case number", accessCode: "Access code", lookup: "Look up",
@@ -26,6 +27,7 @@
       throttled: "Too many attempts. Please try again later.",
       failed: "The case cannot be shown right now. Please try again later.",
       answered: "Answer", respondBy: "Answer due", workingDays: "working days",
+      provisional: "(counted on the provisional holiday arrangement)",
     },
   };
   let lang = new URLSearchParams(location.search).get("lang") === "en" ? "en" : "zh";
@@ -78,6 +80,7 @@
     if (view.clock === "paused") deadline = t("paused");
     if (view.clock === "stopped") deadline = t("stopped");
     $("deadline").textContent = deadline;
+    $("provisional").hidden = !(view.provisional && view.clock === "running");
     const missing = $("missing");
     missing.replaceChildren(...view.missing.map((m) => {
       const li = document.createElement("li"); li.textContent = m; return li;
@@ -113,7 +116,8 @@
       const li = document.createElement("li");
       li.textContent = when(c.at) + " · " + c.text +
         (c.answer ? " — " + t("answered") + ": " + c.answer
-                  : " — " + t("respondBy") + ": " + (c.respond_by || t("none")));
+                  : " — " + t("respondBy") + ": " + (c.respond_by || t("none")) +
+                    (c.respond_by && c.provisional ? " " + t("provisional") : ""));
       return li;
     }));
   }
