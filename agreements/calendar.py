@@ -75,7 +75,7 @@ class WorkingCalendar:
         clash = self.holidays & self.adjusted_working_days
         if clash:
             raise CalendarError(f"{min(clash)} is both a holiday and an adjusted working day")
-        if not self.years:
+        if not self.years and not self.compute_missing:
             raise CalendarError("a calendar must cover at least one year")
 
     @classmethod
@@ -98,6 +98,19 @@ class WorkingCalendar:
             adjusted_working_days=_dates(
                 obj.get("adjusted_working_days", []), "/adjusted_working_days", ys
             ),
+        )
+
+    @classmethod
+    def computed(cls) -> WorkingCalendar:
+        """A calendar with no official year: every year computed (provisional)."""
+        return cls(
+            name="computed from the statutory rules",
+            source="agreements.holidays",
+            years=frozenset(),
+            weekend=frozenset({6, 7}),
+            holidays=frozenset(),
+            adjusted_working_days=frozenset(),
+            compute_missing=True,
         )
 
     @classmethod

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,7 +17,7 @@ from aiohttp import web
 from casekit import HANDLING, RECEIVING
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agreements.calendar import default_calendar
+from agreements.calendar import WorkingCalendar, default_calendar
 from agreements.catalog import default_catalog
 from agreements.draft import draft_from_template
 from agreements.signatures import sign_agreement
@@ -188,12 +188,19 @@ class Offices:
 
 
 def make_offices(
-    pki: Pki, root: Path, clock: Clock, public_urls: dict[str, str] | None = None
+    pki: Pki,
+    root: Path,
+    clock: Clock,
+    public_urls: dict[str, str] | None = None,
+    calendar: Callable[[], WorkingCalendar] | None = None,
 ) -> Offices:
+    """Two offices on a fake network; ``calendar`` (asked each time) defaults to the
+    default calendar."""
     network = FakeNetwork(rng=random.Random(3))
     directory = Directory(pki.bundle)
     directory.add_all((k.descriptor_bytes for k in pki.keys.values()), at=clock())
     offices = {}
+    desk_calendar = calendar or default_calendar()
     for node in (RECEIVING, HANDLING):
         store = SqliteStore(root / node)
         relay = RelayNode(
@@ -205,7 +212,7 @@ def make_offices(
         cases = SqliteCaseStore(root / node / "relay.sqlite3")
         terms = load_terms([pki.agreement], pki.bundle, at=clock())
         desk = CaseDesk(
-            node_id=node, relay=relay, store=cases, terms=terms, calendar=default_calendar(),
+            node_id=node, relay=relay, store=cases, terms=terms, calendar=desk_calendar,
             signer=pki.keys[node].seal, bundle=lambda: pki.bundle, clock=clock,
             office_names=NAMES, randbytes=random.Random(node.__hash__()).randbytes,
         )  # fmt: skip
