@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 from casekit import HANDLING
-from casekit_offices import serve
+from casekit_offices import make_offices, serve
 from playwright.async_api import Browser, Page, async_playwright
 
+from agreements.calendar import WorkingCalendar
 from relay.cases.model import EventKind
 
 CHROMIUM = "/usr/bin/chromium"
@@ -205,3 +206,36 @@ async def test_rating_and_complaint_from_the_page_reach_the_handling_office(
     assert handled.rating is not None
     assert dict(handled.rating) == {"rating": "average", "comment": "等了一周"}
     assert [c.text for c in handled.open_complaints] == ["证照打印不清楚"]
+
+
+async def test_a_deadline_on_provisional_holidays_says_so_in_both_languages(
+    browser, office_pki, tmp_path, clock
+):
+    # a node holding no official holiday arrangement for any year: every deadline it
+    # shows is counted on the holidays computed from the statutory rules
+    computed = WorkingCalendar.computed()
+    offices = make_offices(office_pki, tmp_path, clock, calendar=lambda: computed)
+    try:
+        opened = await offices.r.desk.open_case(
+            matter=BOOKS, mode="proxy_receipt", handling=HANDLING, case_id="WC-PROV-2"
+        )
+        await offices.deliver()
+        async with serve(offices.r.public()) as base:
+            context = await browser.new_context()
+            page = await context.new_page()
+            await _look_up(page, base, "WC-PROV-2", opened.access_code)
+            await page.wait_for_selector("#provisional:not([hidden])", timeout=MS)
+            assert await page.text_content("#provisional") == "（按暂定节假日安排计算）"
+            deadline = offices.r.desk.clock_of(opened.record.case, clock()).deadline
+            assert deadline is not None
+            assert await page.text_content("#deadline") == deadline.isoformat()
+            await page.click("#lang-switch")
+            await page.wait_for_function(
+                "document.querySelector('#provisional').textContent === "
+                "'(counted on the provisional holiday arrangement)'",
+                timeout=MS,
+            )
+            assert await page.is_visible("#provisional")
+            await context.close()
+    finally:
+        offices.close()
