@@ -256,7 +256,7 @@ class CaseDesk:
         ]
 
     def overdue(self, now: datetime | None = None) -> list[Overdue]:
-        """Cases whose clock or an open complaint's clock is yellow or red."""
+        """Cases whose clock or an open complaint's clock is yellow, red or grey (unknown)."""
         now = now or self._clock()
         calendar = self.calendar
         out = []
