@@ -267,3 +267,26 @@ def test_the_default_calendar_keeps_its_official_year() -> None:
     cal = default_calendar()
     assert not cal.is_provisional(date(2026, 10, 8))
     assert cal.is_provisional(date(2027, 10, 8))
+
+
+async def test_a_clock_the_calendar_cannot_count_is_grey_listed_and_alerted(
+    office_pki, tmp_path: Path, clock: Clock, year: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a calendar that answers only for a year far from the case (no computed years)
+    strict = WorkingCalendar.from_bytes(notice(year + 5))
+    offices = make_offices(office_pki, tmp_path, clock, calendar=lambda: strict)
+    try:
+        await offices.r.desk.open_case(
+            matter=BOOKS, mode="proxy_receipt", handling=HANDLING, case_id="WC-GREY-1"
+        )
+        await offices.deliver()
+        desk = offices.h.desk
+        with caplog.at_level(logging.ERROR, logger="tongban.relay.cases.sla"):
+            (listed,) = desk.overdue(clock())
+        assert listed.clock.colour.value == "grey"
+        assert listed.clock.state.value == "unknown"
+        assert "SLA clock not computed" in caplog.text
+        alerts = CalendarDir(tmp_path / "calendars").alerts(clock(), desk.unknown_clocks)
+        assert ("sla-clock-unknown", "WC-GREY-1") in codes(alerts)
+    finally:
+        offices.close()
