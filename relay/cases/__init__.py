@@ -15,8 +15,9 @@ Pure core (data in, data out; time, randomness and keys are arguments):
 
 - :mod:`~relay.cases.model` — states, offices, event kinds, header, events;
 - :mod:`~relay.cases.workflow` — ``transition(case, step, now) -> (case, packets)``;
-- :mod:`~relay.cases.sla` — working-day clocks (75 % yellow, overdue red, paused
-  during correction) and the three-working-day complaint clock;
+- :mod:`~relay.cases.sla` — working-day clocks (75 % yellow, overdue red, grey when
+  uncountable, paused during correction, flagged provisional on computed holidays) and
+  the three-working-day complaint clock;
 - :mod:`~relay.cases.tracking` — access codes (scrypt), signed tracking links, the
   lookup throttle; :mod:`~relay.cases.tracking_view` — the applicant's view (zh/en).
 
