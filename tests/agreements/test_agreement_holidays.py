@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import chinese_calendar  # official arrangements 2025-2026 (test-only dependency)
 import pytest
@@ -116,3 +116,10 @@ def test_an_official_year_loaded_over_the_computed_one_stops_being_provisional()
     assert cal.is_working_day(_d("2027-02-20"))  # 调休 Saturday
     assert not cal.is_working_day(_d("2026-02-16"))  # 2026 still official, from the bundle
     assert cal.is_provisional(_d("2028-01-03"))
+
+
+def test_the_bundled_official_2026_file_agrees_day_by_day_with_chinese_calendar() -> None:
+    cal = default_calendar()
+    days = [date(2026, 1, 1) + timedelta(days=i) for i in range(365)]
+    differ = [d for d in days if cal.is_working_day(d) != chinese_calendar.is_workday(d)]
+    assert differ == []
