@@ -160,7 +160,8 @@ def _clock(
     colour = _colour(used, limit)
     if state is ClockState.RUNNING and deadline is not None and today > deadline:
         colour = Colour.RED
-    last_day = max(local_date(last_end or now), deadline or today)
+    counted_to = local_date(last_end or now)
+    last_day = counted_to if deadline is None else max(counted_to, deadline)
     provisional = calendar.provisional_between(local_date(intervals[0][0]), last_day)
     return SlaReport(state, colour, limit, used, deadline, provisional)
 

@@ -178,3 +178,18 @@ def test_a_clock_inside_the_official_year_is_not_provisional(calendar):
     report = case_clock(case.view, limit=5, calendar=calendar, now=beijing(date(2026, 11, 4)))
     assert report.deadline == date(2026, 11, 9)
     assert not report.provisional
+
+
+def test_a_clock_stopped_inside_the_official_year_stays_official_when_read_later(calendar):
+    case = handled(
+        5,
+        [
+            (K.SUBMIT, date(2026, 11, 2)),
+            (K.ACCEPT, date(2026, 11, 3)),
+            (K.DECIDE, date(2026, 11, 4)),
+        ],
+    )
+    report = case_clock(case.view, limit=5, calendar=calendar, now=beijing(date(2027, 3, 1)))
+    assert report.state is ClockState.STOPPED
+    assert report.used == 2
+    assert not report.provisional
