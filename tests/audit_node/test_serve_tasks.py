@@ -148,7 +148,9 @@ async def test_serve_cosigns_on_its_interval_and_halts_a_partner_that_rewrote_it
         await b.start()
         await _until(lambda: _halted(nodes[A], origin_for(B)), "A halted B")
         alerts = await client.get("/staff/v1/alerts")
-        assert [x["origin"] for x in alerts["alerts"]] == [origin_for(B)]
+        # other sources (e.g. the calendar's, in December) may stand beside the fork alert
+        audit = [x for x in alerts["alerts"] if x["source"] == "audit"]
+        assert [x["origin"] for x in audit] == [origin_for(B)]
         await a.stop()
         assert b"ERROR tongban.relay.audit" in a.stderr
         assert b"fork detected for tongban.node/320982" in a.stderr
