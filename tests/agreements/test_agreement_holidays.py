@@ -6,10 +6,16 @@ from datetime import date, timedelta
 
 import chinese_calendar  # official arrangements 2025-2026 (test-only dependency)
 import pytest
+from lunardate import LunarDate  # independent lunar tables (test-only dependency)
 
 from agreements.calendar import WorkingCalendar, default_calendar
 from agreements.errors import CalendarError
-from agreements.holidays import computed_rest_days, statutory_holidays
+from agreements.holidays import (
+    FIRST_YEAR,
+    LAST_YEAR,
+    computed_rest_days,
+    statutory_holidays,
+)
 
 
 def _d(text: str) -> date:
@@ -123,3 +129,15 @@ def test_the_bundled_official_2026_file_agrees_day_by_day_with_chinese_calendar(
     days = [date(2026, 1, 1) + timedelta(days=i) for i in range(365)]
     differ = [d for d in days if cal.is_working_day(d) != chinese_calendar.is_workday(d)]
     assert differ == []
+
+
+def test_the_lunar_holidays_agree_with_an_independent_lunar_library_to_2099() -> None:
+    # lunardate (its own tables, 1900-2099) judges lunar-python's conversions
+    for year in range(FIRST_YEAR, LAST_YEAR + 1):
+        got = {h.name_zh: h.days for h in statutory_holidays(year)}
+        new_year = LunarDate(year, 1, 1).to_solar_date()
+        assert got["春节"] == tuple(new_year + timedelta(days=i) for i in range(-1, 3)), year
+        assert got["端午节"] == (LunarDate(year, 5, 5).to_solar_date(),), year
+        assert got["中秋节"] == (LunarDate(year, 8, 15).to_solar_date(),), year
+        eve = got["春节"][0]
+        assert LunarDate.from_solar_date(eve.year, eve.month, eve.day).month == 12, year
