@@ -20,10 +20,11 @@ from relay_http_support import Pki, client_ssl, serve
 from test_staff_public_api import NODE, PACKET, Staff
 
 from relay.config import Limits
+from relay.http.federation import federation_app
 from relay.http.staff import staff_app
 from relay.problem import problem_middleware
 from relay.staff_auth import issue_token
-from relay.tls import server_context
+from relay.tls import BundleSource, server_context
 
 POST = "/staff/v1/packets"
 
@@ -152,3 +153,36 @@ async def test_storage_faults_are_503_with_retry_after(fault: Exception) -> None
     assert status == 503
     assert problem["code"] == "storage-unavailable"
     assert int(headers["Retry-After"]) > 0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b'{"packets": ' + b"[" * 1000 + b"]" * 1000 + b"}", id="nested-1000-deep"),
+        pytest.param(b'{"packets": ["\\udfff"]}', id="lone-surrogate"),
+        pytest.param(b'{"packets": [NaN]}', id="nan"),
+    ],
+)
+async def test_federation_json_outside_the_rules_is_400_over_mutual_tls(
+    pki: Pki, tmp_path: Path, raw: bytes
+) -> None:
+    core = FakeCore(tmp_path)
+    app = federation_app(
+        core,
+        bundle=BundleSource(pki.bundle_path),
+        clock=lambda: datetime.now(UTC),
+        limits=Limits(max_body_bytes=4096),
+        descriptor=lambda: b"{}",
+    )
+    context = server_context(
+        pki.b / "tls.pem", pki.b / "tls.key", pki.bundle, require_client_cert=True
+    )
+    connector = aiohttp.TCPConnector(ssl=client_ssl(pki, pki.a))
+    async with serve(app, context) as url, aiohttp.ClientSession(connector=connector) as session:
+        resp = await session.post(
+            url + "/federation/v1/packets",
+            data=raw,
+            headers={"Content-Type": "application/json"},
+        )
+        assert resp.status == 400
+        assert (await resp.json(content_type=None))["code"] == "bad-json"
