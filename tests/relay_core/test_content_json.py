@@ -14,7 +14,8 @@ from relay_core_support import ACTION, DAFENG, MATTER, MODE, WUCHANG, Federation
 import relay.core.packets
 from relay.core.errors import MalformedPacket
 from relay.core.model import OutboxState
-from relay.core.receipts import verify_receipt
+from relay.core.receipts import RECEIPT_TYP, verify_receipt
+from signing.jws import sign_compact
 
 BUSINESS = {"area_m2": 12.5, "fee_yuan": 0.1, "floors": 3, "ratio": 1e-7, "max": 2**53 - 1}
 
@@ -89,3 +90,14 @@ async def test_a_receiver_refuses_content_nested_too_deep_as_malformed(
     )
     assert verified.reason == "malformed"
     assert federation.nodes[DAFENG].list_inbox() == []
+
+
+def test_a_signed_receipt_nested_too_deep_is_malformed_not_a_crash(
+    federation: Federation,
+) -> None:
+    deep = b'{"a":' * 5000 + b"1" + b"}" * 5000
+    token = sign_compact(
+        deep, federation.pki.keys[DAFENG].seal, typ=RECEIPT_TYP, at=federation.clock()
+    )
+    with pytest.raises(MalformedPacket):
+        verify_receipt(token, federation.pki.bundle, at=federation.clock(), expected_from=DAFENG)
