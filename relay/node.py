@@ -13,7 +13,8 @@ Every listener runs with the configured limits: ``client_max_size`` (JSON bodies
 ``max_line_size``/``max_field_size`` (header size, enforced by the HTTP parser),
 a per-request timeout, per-peer concurrency on the federation listener, and the same
 timeout as idle keep-alive and first-request deadline, so clients that are silent or
-trickle their request head do not hold connections.
+trickle their request head do not hold connections; on TLS listeners the handshake
+must also finish within that timeout (a silent TCP connection is closed).
 
 Shutdown (:meth:`Node.stop`, on SIGTERM/SIGINT in ``tongban serve``): all listeners stop
 accepting at once, in-flight requests finish (up to ``shutdown_timeout``), the outbox
@@ -31,9 +32,10 @@ import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from relay.config import Listener, NodeConfig
 from relay.core.ports import PeerLink
@@ -96,6 +98,7 @@ def relay_core_factory(
     from relay.core.outbox import OutboxPolicy
     from relay.core.service import RelayNode
     from relay.core.sqlite_store import SqliteStore
+    from relay.storage_health import StorageHealth
     from signing.nodedir import load_node_keys
 
     keys = load_node_keys(config.key_dir)
@@ -129,15 +132,10 @@ def relay_core_factory(
         policy=policy,
     )
     closed = False
+    health = StorageHealth(lambda: store.connection, config.data_dir)
 
     def storage_ok() -> bool:
-        if closed:
-            return False
-        try:
-            store.connection.execute("SELECT 1").fetchone()
-        except Exception:  # any failure means "not ready"
-            return False
-        return True
+        return not closed and not health.faults()
 
     def close() -> None:
         nonlocal closed
@@ -276,10 +274,17 @@ class Node:
                 # also the deadline for a new connection's first request head:
                 # a client that trickles its headers is closed when it fires
                 keepalive_timeout=config.limits.request_timeout,
+                logger=ProtocolLog(logging.getLogger(f"tongban.relay.http.{name}")),
             )
             await runner.setup()
             self._runners.append(runner)
-            site = web.TCPSite(runner, listener.host, listener.port, ssl_context=context)
+            site = _TlsSite(
+                runner,
+                listener.host,
+                listener.port,
+                ssl_context=context,
+                handshake_timeout=config.limits.request_timeout,
+            )
             await site.start()
             scheme = "https" if context is not None else "http"
             host = f"[{listener.host}]" if ":" in listener.host else listener.host
@@ -304,6 +309,55 @@ class Node:
         if self._handle is not None:
             self._handle.close()
         _log.info("node %s stopped", self.config.node_id)
+
+
+class ProtocolLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The logger of aiohttp's connection handler. It reports a request the HTTP parser
+    refused (answered 400/431: bad request line, header too large, ...) with
+    ``logger.exception``; that is the client's fault, answered correctly, so it is
+    logged at INFO without a traceback. Everything else keeps ERROR and the traceback."""
+
+    def exception(self, msg: object, *args: object, exc_info: object = True, **kw: Any) -> None:
+        error = exc_info if isinstance(exc_info, BaseException) else None
+        if isinstance(error, HttpProcessingError) and 400 <= (error.code or 0) < 500:
+            self.info(f"{msg}: %s", *args, error.message, **kw)
+            return
+        self.error(msg, *args, exc_info=exc_info, **kw)  # type: ignore[arg-type]
+
+
+class _TlsSite(web.TCPSite):
+    """A TCP site whose TLS handshake must finish within ``handshake_timeout`` seconds:
+    a client that connects and sends nothing (or stalls mid-handshake) is closed then,
+    not held (asyncio's default is 60 s, aiohttp does not expose it)."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        handshake_timeout: float,
+    ) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context)
+        self._handshake_timeout = handshake_timeout
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            server,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=self._handshake_timeout if self._ssl_context else None,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
 
 
 def _log_outbox_end(task: asyncio.Task[None]) -> None:

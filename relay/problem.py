@@ -10,12 +10,19 @@ exception into an ``application/problem+json`` body::
 Codes are stable (:class:`ProblemCode`); titles are fixed per code; ``detail`` is the
 only free text and never carries an internal cause (a 500 logs the cause and says
 nothing about it).
+
+A storage fault that reaches the edge (an ``sqlite3.Error``, or an ``OSError`` such as
+a full disk or an I/O error) is not a bug in the request: it answers 503
+``storage-unavailable`` with ``Retry-After`` (:func:`storage_problem`), logged once as
+an error without a traceback. Nothing was accepted: the write was one transaction.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from typing import Any
@@ -28,6 +35,7 @@ __all__ = [
     "ProblemCode",
     "problem_middleware",
     "problem_response",
+    "storage_problem",
 ]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -64,6 +72,7 @@ class ProblemCode(StrEnum):
     REQUEST_TIMEOUT = "request-timeout"
     NOT_READY = "not-ready"
     SERVICE_UNAVAILABLE = "service-unavailable"
+    STORAGE_UNAVAILABLE = "storage-unavailable"
     INTERNAL_ERROR = "internal-error"
     AUDIT_RANGE = "audit-range"
     AUDIT_COSIGNATURE = "audit-cosignature"
@@ -100,6 +109,7 @@ _TITLES: Mapping[ProblemCode, str] = {
     ProblemCode.REQUEST_TIMEOUT: "Request took too long",
     ProblemCode.NOT_READY: "Node not ready",
     ProblemCode.SERVICE_UNAVAILABLE: "Service unavailable",
+    ProblemCode.STORAGE_UNAVAILABLE: "Storage unavailable",
     ProblemCode.INTERNAL_ERROR: "Internal error",
     ProblemCode.AUDIT_RANGE: "Audit log cannot prove that range",
     ProblemCode.AUDIT_COSIGNATURE: "Cosignature refused",
@@ -186,6 +196,26 @@ def _from_http_exception(exc: web.HTTPException) -> Problem:
     return Problem(status, ProblemCode.BAD_REQUEST, exc.reason or "bad request")
 
 
+STORAGE_RETRY_AFTER = 30
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
+
+
+def storage_problem() -> Problem:
+    """503 ``storage-unavailable``: storage refused the operation; try again later."""
+    return Problem(
+        503,
+        ProblemCode.STORAGE_UNAVAILABLE,
+        "the node's storage cannot take this now; nothing was accepted, try again later",
+        headers={"Retry-After": str(STORAGE_RETRY_AFTER)},
+    )
+
+
+def _is_storage_fault(exc: Exception) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -200,7 +230,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise
         return problem_response(_from_http_exception(exc), request.path)
-    except Exception:
+    except Exception as exc:
+        if _is_storage_fault(exc):
+            _log.error("storage fault answering %s %s: %s", request.method, request.path, exc)
+            return problem_response(storage_problem(), request.path)
         _log.exception("unexpected error answering %s %s", request.method, request.path)
         internal = Problem(500, ProblemCode.INTERNAL_ERROR, "the node could not answer")
         return problem_response(internal, request.path)

@@ -11,6 +11,10 @@ Verification pins the algorithm to ``EdDSA`` (the key's algorithm; the token's `
 header is never trusted), requires every claim above, checks the audience, and takes
 the current time as an argument (:func:`verify_token`). Failures map to 401 problems
 ``unauthorized`` (no token), ``token-expired`` and ``token-invalid``.
+
+A token must carry at least one known role (``roles: []`` or an unknown role is
+``token-invalid``): reading (outbox, inbox, packets, alerts) needs any role — ``reader``
+or ``clerk`` — and acting needs ``clerk`` (:func:`require_role`).
 """
 
 from __future__ import annotations
@@ -156,6 +160,8 @@ def verify_token(
         raise TokenError(
             ProblemCode.TOKEN_INVALID, "the bearer token names an unknown role"
         ) from None
+    if not parsed_roles:
+        raise TokenError(ProblemCode.TOKEN_INVALID, "the bearer token carries no role")
     stamp = now.timestamp()
     if stamp >= exp:
         raise TokenError(ProblemCode.TOKEN_EXPIRED, "the bearer token has expired")

@@ -3,9 +3,14 @@
 - ``b64url`` / ``b64url_decode``: base64url without padding (RFC 7515 §2); decoding
   refuses padding, whitespace and non-alphabet characters.
 - ``canonical_json``: the bytes tongban signs when it signs a JSON object: RFC 8785
-  (JCS) for the subset tongban uses (objects, arrays, strings, integers, booleans,
-  null; no floating-point numbers): keys sorted, no insignificant whitespace, UTF-8
-  without escaping non-ASCII characters.
+  (JCS): keys sorted, no insignificant whitespace, UTF-8 without escaping non-ASCII
+  characters, numbers written as ECMAScript writes them (``12.5``, ``12`` for 12.0,
+  ``1e-7``). Only I-JSON values (RFC 7493, :func:`check_ijson`) are canonical.
+- ``check_ijson`` / ``loads_ijson``: the JSON tongban accepts anywhere (protocol.md,
+  "tongban JSON values"): numbers of magnitude at most 2^53-1 (fractions allowed), no NaN or
+  Infinity, strings of valid Unicode (no lone surrogates), objects with unique keys,
+  nesting at most :data:`MAX_DEPTH` arrays/objects deep. Anything else raises
+  :class:`MalformedInput` naming the JSON pointer where it is wrong.
 """
 
 from __future__ import annotations
@@ -13,12 +18,27 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
+from decimal import Decimal
 from typing import Any
 
 from signing.errors import MalformedInput
 
-__all__ = ["b64url", "b64url_decode", "canonical_json"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_SAFE_INTEGER",
+    "b64url",
+    "b64url_decode",
+    "canonical_json",
+    "check_ijson",
+    "loads_ijson",
+]
+
+MAX_SAFE_INTEGER = 2**53 - 1
+"""The largest magnitude of a JSON number tongban accepts (I-JSON, RFC 7493 §2.2)."""
+MAX_DEPTH = 32
+"""How deep arrays and objects may nest in one JSON document (the top level is 1)."""
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
@@ -36,29 +56,126 @@ def b64url_decode(text: str) -> bytes:
         raise MalformedInput("not base64url without padding") from exc
 
 
-def _check(value: Any, path: str) -> None:
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+def _check_string(text: str, path: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedInput(f"{path or '/'}: a string holds a lone surrogate") from None
+
+
+def _check_scalar(value: Any, path: str) -> None:
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, str):
+        _check_string(value, path)
         return
     if isinstance(value, int):
-        if abs(value) > 2**53 - 1:
+        if abs(value) > MAX_SAFE_INTEGER:
             raise MalformedInput(f"{path or '/'}: integer outside the I-JSON range")
         return
     if isinstance(value, float):
-        raise MalformedInput(f"{path or '/'}: floating-point numbers are not canonical here")
-    if isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            _check(item, f"{path}/{i}")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise MalformedInput(f"{path or '/'}: object keys must be strings")
-            _check(item, f"{path}/{key}")
+        if not math.isfinite(value):
+            raise MalformedInput(f"{path or '/'}: NaN and Infinity are not JSON numbers")
+        if abs(value) > MAX_SAFE_INTEGER:
+            raise MalformedInput(f"{path or '/'}: number outside the I-JSON range")
         return
     raise MalformedInput(f"{path or '/'}: {type(value).__name__} is not a JSON value")
 
 
+def check_ijson(value: Any, *, max_depth: int = MAX_DEPTH) -> None:
+    """Raise :class:`MalformedInput` unless ``value`` is an I-JSON value (module docstring).
+
+    Iterative, so a deeply nested value cannot exhaust the interpreter's stack."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, list | tuple | dict):
+            if depth + 1 > max_depth:
+                raise MalformedInput(f"{path or '/'}: nested deeper than {max_depth} levels")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        raise MalformedInput(f"{path or '/'}: object keys must be strings")
+                    _check_string(key, path)
+                    stack.append((child, f"{path}/{key}", depth + 1))
+            else:
+                stack.extend((child, f"{path}/{i}", depth + 1) for i, child in enumerate(item))
+        else:
+            _check_scalar(item, path)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise MalformedInput(f"{name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise MalformedInput("an object repeats a key")
+    return obj
+
+
+def loads_ijson(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse JSON text and :func:`check_ijson` it; :class:`MalformedInput` if either fails."""
+    try:
+        value = json.loads(data, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise MalformedInput(f"nested deeper than {max_depth} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedInput(f"not JSON: {exc}") from None
+    check_ijson(value, max_depth=max_depth)
+    return value
+
+
+def _number(value: int | float) -> str:
+    """A number as ECMAScript's Number.prototype.toString writes it (RFC 8785 §3.2.2.3)."""
+    if isinstance(value, int) or value == 0:
+        return str(int(value))
+    if value < 0:
+        return "-" + _number(-value)
+    _sign, digit_tuple, exponent = Decimal(repr(value)).normalize().as_tuple()
+    digits = "".join(map(str, digit_tuple))
+    k = len(digits)
+    n = k + int(exponent)  # value = 0.digits * 10**n
+    if k <= n <= 21:
+        return digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return "0." + "0" * -n + digits
+    e = n - 1
+    mantissa = digits if k == 1 else digits[0] + "." + digits[1:]
+    return f"{mantissa}e{'+' if e >= 0 else '-'}{abs(e)}"
+
+
+def _serialize(value: Any) -> str:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int | float):
+        return _number(value)
+    if isinstance(value, dict):
+        items = sorted(value.items())
+        return "{" + ",".join(f"{_serialize(k)}:{_serialize(v)}" for k, v in items) + "}"
+    return "[" + ",".join(_serialize(v) for v in value) + "]"
+
+
 def canonical_json(value: Any) -> bytes:
     """Serialize ``value`` to its canonical bytes (JCS subset, see module docstring)."""
-    _check(value, "")
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    check_ijson(value)
+    if not _has_float(value):
+        # the common case: the C encoder gives the same bytes, much faster
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _serialize(value).encode()
+
+
+def _has_float(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False

@@ -38,7 +38,7 @@ from relay.audit.licence_events import licence_leaf
 from relay.cases.admission import CaseAdmission, advance, read_content
 from relay.cases.errors import CaseError, TrackingDenied
 from relay.cases.incoming import CASE_ACTIONS, check_licence
-from relay.cases.model import CaseHeader, EventKind, Office
+from relay.cases.model import CONTENT_FORMAT, CaseHeader, EventKind, Office
 from relay.cases.sla import ClockState, Colour, SlaReport, case_clock, complaint_clock
 from relay.cases.store import AppliedPacket, CaseRecord, CaseStore
 from relay.cases.terms import TermsSource
@@ -58,6 +58,13 @@ from signing.certificates import TrustBundle
 from signing.keys import Signer
 
 __all__ = ["CASE_ACTIONS", "CaseDesk", "Opened", "Overdue", "PacketPort", "SyncingCore"]
+
+
+class _NotACaseEvent(CaseError):
+    """A packet whose content is not a case event (admission lets it pass, §8.5 step 9)."""
+
+    code = "not-a-case-event"
+
 
 _log = logging.getLogger("tongban.relay.cases")
 
@@ -310,6 +317,11 @@ class CaseDesk:
             pid, cid = summary.packet_id, summary.case_id
             try:
                 new = self._received(old, item)
+            except _NotACaseEvent:
+                # a plain packet between the offices (no case event): nothing to apply,
+                # nothing for an operator to look at
+                _log.debug("packet %s carries no case event", pid)
+                return None, AppliedPacket(pid, cid, "not-a-case-event", "")
             except CaseError as exc:
                 _log.warning("case packet %s refused: %s", pid, exc)
                 return None, AppliedPacket(pid, cid, exc.code, str(exc))
@@ -320,6 +332,8 @@ class CaseDesk:
 
     def _received(self, old: CaseRecord | None, item: InboxItem) -> CaseRecord:
         content = read_content(self._relay, item.summary.packet_id)
+        if content.get("format") != CONTENT_FORMAT:
+            raise _NotACaseEvent("no case event in this packet")
         return advance(
             old, item.summary, content, me=self.node_id, terms=self._terms,
             bundle=self._bundle(), received_at=item.received_at,

@@ -26,7 +26,8 @@ class CaseRecord:
 @dataclass(frozen=True)
 class AppliedPacket:
     """What became of an incoming case packet: ``outcome`` is ``applied``,
-    ``duplicate`` or a refusal code (``wrong-state``, ``malformed-event``, …)."""
+    ``duplicate``, ``not-a-case-event`` (a plain packet) or a refusal code
+    (``wrong-state``, ``malformed-event``, …)."""
 
     packet_id: str
     case_id: str

@@ -44,7 +44,14 @@ from relay.core.fields import (
 )
 from relay.core.ports import AgreementRef
 from signing.certificates import Identity, Purpose, TrustBundle
-from signing.encoding import b64url, b64url_decode, canonical_json
+from signing.encoding import (
+    MAX_DEPTH,
+    b64url,
+    b64url_decode,
+    canonical_json,
+    check_ijson,
+    loads_ijson,
+)
 from signing.errors import MalformedInput
 from signing.hpke import HpkePrivateKey, HpkePublicKey, hpke_open, hpke_seal, seal_info
 from signing.jws import sign_compact, verify_compact
@@ -62,6 +69,7 @@ __all__ = [
     "VerifiedPacket",
     "build_packet",
     "canonical_parts",
+    "check_new_packet",
     "key_ring",
     "open_content",
     "packet_digest",
@@ -277,13 +285,33 @@ def require_canonical(obj: object, payload: bytes) -> None:
         raise MalformedPacket("payload is not canonical JSON")
 
 
+def check_new_packet(
+    case_id: str, matter: str, action: str, mode: str, body: Mapping[str, Any]
+) -> None:
+    """Refuse (:class:`MalformedPacket`) what :func:`build_packet` could not sign or a
+    receiver would refuse as ``malformed``: routing strings of the wrong length and
+    content that is not a tongban JSON value (protocol.md "Conventions"), where the body
+    sits at level 2 of the content payload."""
+    for name, value, limit in (
+        ("case", case_id, 128), ("matter", matter, 256), ("action", action, 256),
+        ("mode", mode, 256),
+    ):  # fmt: skip
+        if not isinstance(value, str) or not 1 <= len(value) <= limit:
+            raise MalformedPacket(f"{name} must be a string of 1 to {limit} characters")
+    try:
+        check_ijson({"case": case_id, "matter": matter, "action": action, "mode": mode})
+        check_ijson(dict(body), max_depth=MAX_DEPTH - 1)
+    except MalformedInput as exc:
+        raise MalformedPacket(f"content: {exc}") from None
+
+
 def peek_facts(token: str) -> Mapping[str, Any] | None:
     """The unverified payload object of a packet, for naming it in a refusal; None if
     it does not even parse. Never trust anything read here."""
     try:
         payload = b64url_decode(token.split(".")[1])
         obj = json.loads(payload)
-    except (IndexError, ValueError, MalformedInput, AttributeError):
+    except (IndexError, ValueError, MalformedInput, AttributeError, RecursionError):
         return None
     return obj if isinstance(obj, dict) else None
 
@@ -341,9 +369,9 @@ def verify_packet(token: str, bundle: TrustBundle, *, at: datetime) -> VerifiedP
     canonical_parts(token)
     verified = verify_compact(token, bundle, at=at, typ=PACKET_TYP, purpose=Purpose.SEAL)
     try:
-        obj = json.loads(verified.payload)
-    except ValueError as exc:
-        raise MalformedPacket("payload is not JSON") from exc
+        obj = loads_ijson(verified.payload)
+    except MalformedInput as exc:
+        raise MalformedPacket(f"payload is not JSON: {exc}") from exc
     facts = RoutingFacts.from_json(obj)
     require_canonical(obj, verified.payload)
     return VerifiedPacket(token, packet_digest(token), facts, verified.signer)
@@ -376,9 +404,9 @@ def open_content(
         inner, bundle, at=at, typ=CONTENT_TYP, purpose=Purpose.SEAL, node_id=facts.sender
     )
     try:
-        obj = json.loads(verified.payload)
-    except ValueError as exc:
-        raise MalformedPacket("content is not JSON") from exc
+        obj = loads_ijson(verified.payload)
+    except MalformedInput as exc:
+        raise MalformedPacket(f"content is not tongban JSON: {exc}") from exc
     require_canonical(obj, verified.payload)
     expected = {"v", "packet_id", "case", "from", "to", "body", "attachments"}
     if not isinstance(obj, dict) or set(obj) != expected or obj["v"] != 1:

@@ -13,7 +13,6 @@ records an accepted packet (null for rejections, which are not stored).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -23,7 +22,8 @@ from relay.core.errors import MalformedPacket
 from relay.core.fields import digest_field, format_time, int_field, node_field, parse_time
 from relay.core.packets import canonical_parts, require_canonical
 from signing.certificates import Purpose, TrustBundle
-from signing.encoding import canonical_json
+from signing.encoding import canonical_json, loads_ijson
+from signing.errors import MalformedInput
 from signing.jws import sign_compact, verify_compact
 from signing.keys import Signer
 
@@ -116,9 +116,9 @@ def verify_receipt(token: str, bundle: TrustBundle, *, at: datetime, expected_fr
         token, bundle, at=at, typ=RECEIPT_TYP, purpose=Purpose.SEAL, node_id=expected_from
     )
     try:
-        obj = json.loads(verified.payload)
-    except ValueError as exc:
-        raise MalformedPacket("receipt payload is not JSON") from exc
+        obj = loads_ijson(verified.payload)
+    except MalformedInput as exc:
+        raise MalformedPacket(f"receipt payload is not JSON: {exc}") from exc
     receipt = Receipt.from_json(obj)
     require_canonical(obj, verified.payload)
     if receipt.sender != expected_from:

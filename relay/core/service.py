@@ -45,6 +45,7 @@ from relay.core.packets import (
     AttachmentKey,
     AttachmentRef,
     build_packet,
+    check_new_packet,
     key_ring,
     open_content,
     packet_digest,
@@ -197,8 +198,11 @@ class RelayNode:
 
         ``attachments`` are plaintext SHA-256 digests (hex) of attachments staged with
         :meth:`write_attachment`. Raises :class:`NotAuthorized` (the agreement does not
-        grant it), :class:`UnknownNode`, :class:`NotFound` (attachment not staged).
+        grant it), :class:`UnknownNode`, :class:`NotFound` (attachment not staged),
+        :class:`MalformedPacket` (content or routing strings are not tongban JSON values,
+        protocol.md "Conventions", or ``case_id`` is not 1-128 characters).
         """
+        check_new_packet(case_id, matter, action, mode, content)
         at = self._clock()
         recipient = self._directory.sealing_key(to)  # UnknownNode first
         request = AuthorizationRequest(self.node_id, to, matter, action, mode, None)

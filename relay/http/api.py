@@ -15,6 +15,7 @@ from aiohttp import web
 
 from relay.core.errors import (
     AttachmentError,
+    MalformedPacket,
     NotAuthorized,
     NotFound,
     PeerUnavailable,
@@ -30,7 +31,7 @@ from relay.core.model import (
     PacketContent,
     PacketSummary,
 )
-from relay.problem import Problem, ProblemCode
+from relay.problem import Problem, ProblemCode, storage_problem
 
 __all__ = ["RelayApi", "core_error_middleware", "problem_from_core"]
 
@@ -99,6 +100,8 @@ def problem_from_core(exc: RelayError) -> Problem:
             f"the agreement does not grant this ({exc.reason})",
             extra={"reason": exc.reason},
         )
+    if isinstance(exc, MalformedPacket):
+        return Problem(400, ProblemCode.INVALID_REQUEST, str(exc) or "malformed packet")
     if isinstance(exc, UnknownNode):
         return Problem(404, ProblemCode.UNKNOWN_NODE, f"no verified descriptor for {exc.node_id}")
     if isinstance(exc, NotFound):
@@ -109,7 +112,7 @@ def problem_from_core(exc: RelayError) -> Problem:
     if isinstance(exc, PeerUnavailable):
         return Problem(503, ProblemCode.SERVICE_UNAVAILABLE, "a partner node is unavailable")
     if isinstance(exc, StoreError):
-        return Problem(503, ProblemCode.SERVICE_UNAVAILABLE, "storage refused the operation")
+        return storage_problem()
     return Problem(500, ProblemCode.INTERNAL_ERROR, "the node could not answer")
 
 

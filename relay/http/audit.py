@@ -37,6 +37,7 @@ from relay.http.body import read_json_object
 from relay.problem import Problem, ProblemCode
 from relay.staff_auth import StaffRole, require_role
 from relay.tls import PEER_KEY
+from signing.certificates import is_node_id
 
 __all__ = ["add_audit_federation_routes", "add_audit_staff_routes"]
 
@@ -168,6 +169,8 @@ def add_audit_staff_routes(app: web.Application, audit: AuditService) -> None:
     async def post_resume(request: web.Request) -> web.Response:
         require_role(request, StaffRole.CLERK)
         node = request.match_info["node"]
+        if not is_node_id(node):
+            raise Problem(404, ProblemCode.NOT_FOUND, f"{node} is not a node id")
         if not audit.resume(node):
             raise Problem(409, ProblemCode.CONFLICT, f"witnessing of {node} is not halted")
         return web.json_response({"node": node, "status": "active"})

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from relay.problem import Problem, ProblemCode
+from signing.encoding import loads_ijson
+from signing.errors import MalformedInput
 
 __all__ = ["read_json_object", "require_str"]
 
@@ -15,23 +16,30 @@ __all__ = ["read_json_object", "require_str"]
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object; 415 for another media type, 400 ``bad-json``.
 
-    The body size is bounded by the application's ``client_max_size`` (413).
+    The body must be I-JSON (``signing.encoding.loads_ijson``: no NaN, numbers within
+    ±(2^53-1), valid Unicode, nested at most 32 deep), else 400 ``bad-json`` naming
+    where. The body size is bounded by the application's ``client_max_size`` (413).
     """
     if request.content_type != "application/json":
         raise Problem(415, ProblemCode.UNSUPPORTED_MEDIA_TYPE, "the body must be application/json")
     raw = await request.read()
     try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise Problem(400, ProblemCode.BAD_JSON, "the body is not valid JSON") from None
+        value = loads_ijson(raw)
+    except MalformedInput as exc:
+        raise Problem(400, ProblemCode.BAD_JSON, f"the body is not valid I-JSON: {exc}") from None
     if not isinstance(value, dict):
         raise Problem(400, ProblemCode.INVALID_REQUEST, "the body must be a JSON object")
     return value
 
 
-def require_str(body: dict[str, Any], key: str) -> str:
-    """``body[key]`` as a non-empty string, else 400 ``invalid-request``."""
+def require_str(body: dict[str, Any], key: str, *, max_length: int = 128) -> str:
+    """``body[key]`` as a string of 1 to ``max_length`` characters, else 400
+    ``invalid-request``."""
     value = body.get(key)
-    if not isinstance(value, str) or not value:
-        raise Problem(400, ProblemCode.INVALID_REQUEST, f"{key!r} must be a non-empty string")
+    if not isinstance(value, str) or not value or len(value) > max_length:
+        raise Problem(
+            400,
+            ProblemCode.INVALID_REQUEST,
+            f"{key!r} must be a string of 1 to {max_length} characters",
+        )
     return value

@@ -21,6 +21,7 @@ from relay.http.api import RelayApi, core_error_middleware
 from relay.http.body import read_json_object
 from relay.http.limits import (
     body_chunks,
+    declared_size_middleware,
     peer_concurrency_middleware,
     timeout_middleware,
     upload_range,
@@ -73,6 +74,7 @@ def federation_app(
         client_max_size=limits.max_body_bytes,
         middlewares=[
             problem_middleware,
+            declared_size_middleware(limits.max_body_bytes, _is_upload),
             mtls_middleware(bundle, clock),
             *([partner_middleware(frozenset(partners))] if partners is not None else []),
             peer_concurrency_middleware(limits.max_connections_per_peer),

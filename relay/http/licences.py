@@ -37,6 +37,7 @@ _log = logging.getLogger("tongban.relay.licences")
 
 STATUS_PATH = "/.well-known/tongban/status/"
 _MAX_LIST = 1 << 20
+_MAX_TOKEN_CHARS = 64 * 1024
 
 
 def status_url(public_base: str, purpose: StatusPurpose) -> str:
@@ -132,7 +133,7 @@ def add_licence_routes(app: web.Application, verifier: LicenceVerifier) -> None:
 
     async def verify(request: web.Request) -> web.Response:
         body = await read_json_object(request)
-        token = require_str(body, "token").strip()
+        token = require_str(body, "token", max_length=_MAX_TOKEN_CHARS).strip()
         if len(token) > 16384:
             raise Problem(400, ProblemCode.INVALID_REQUEST, "'token' is too long")
         report = await verifier.verify(token)

@@ -3,6 +3,10 @@
 - :func:`timeout_middleware` cuts a request off after ``request_timeout`` (408 problem);
   streaming uploads are exempt as a whole and limited per chunk instead
   (:func:`body_chunks`), so a large attachment may take long but a stalled one may not.
+- :func:`declared_size_middleware` answers 413 ``body-too-large`` at once when a
+  (non-upload) request declares a ``Content-Length`` over the JSON body limit, before
+  reading any of it (aiohttp's own check only fires once that much has arrived, so a
+  client declaring 10 GB and sending nothing was held until the request timeout).
 - :func:`peer_concurrency_middleware` bounds concurrent federation requests per partner
   node (by certificate node id): beyond the bound, 429 ``too-many-requests``.
 - :func:`upload_range` reads ``Content-Range: bytes START-END/TOTAL`` (END inclusive)
@@ -28,6 +32,7 @@ __all__ = [
     "CHUNK_SIZE",
     "UploadRange",
     "body_chunks",
+    "declared_size_middleware",
     "peer_concurrency_middleware",
     "timeout_middleware",
     "upload_range",
@@ -52,6 +57,27 @@ def timeout_middleware(seconds: float, exempt: Callable[[web.Request], bool]) ->
             raise Problem(
                 408, ProblemCode.REQUEST_TIMEOUT, f"the request took over {seconds:g} s"
             ) from None
+
+    return middleware
+
+
+def declared_size_middleware(
+    max_bytes: int, exempt: Callable[[web.Request], bool] = lambda request: False
+) -> Middleware:
+    """Answer 413 before reading when ``Content-Length`` exceeds ``max_bytes``; the
+    connection is then closed (its unread body cannot be skipped)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > max_bytes and not exempt(request):
+            raise Problem(
+                413,
+                ProblemCode.BODY_TOO_LARGE,
+                f"request bodies are limited to {max_bytes} bytes",
+                headers={"Connection": "close"},
+            )
+        return await handler(request)
 
     return middleware
 

@@ -14,17 +14,23 @@ from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
+from relay.http.limits import declared_size_middleware
 from relay.http.openapi import openapi_handler
 from relay.problem import Problem, ProblemCode, problem_middleware
 
 __all__ = ["ReadinessChecks", "public_app"]
+
+_MAX_BODY = 64 * 1024  # tracking, rating, complaint and licence-verify bodies are small
 
 ReadinessChecks = Mapping[str, Callable[[], bool]]
 """Named checks, e.g. ``{"storage": ..., "outbox": ...}``; each True when ready."""
 
 
 def public_app(*, descriptor: Callable[[], bytes], readiness: ReadinessChecks) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024, middlewares=[problem_middleware])
+    app = web.Application(
+        client_max_size=_MAX_BODY,
+        middlewares=[problem_middleware, declared_size_middleware(_MAX_BODY)],
+    )
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})

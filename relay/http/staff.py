@@ -33,7 +33,13 @@ from relay.http.api import RelayApi, core_error_middleware
 from relay.http.body import read_json_object, require_str
 from relay.http.encode import attachment_json, inbox_json, outbox_json, packet_json, summary_json
 from relay.http.federation import DIGEST_PATTERN
-from relay.http.limits import UploadRange, body_chunks, timeout_middleware, upload_range
+from relay.http.limits import (
+    UploadRange,
+    body_chunks,
+    declared_size_middleware,
+    timeout_middleware,
+    upload_range,
+)
 from relay.http.openapi import openapi_handler
 from relay.problem import Problem, ProblemCode, problem_middleware
 from relay.staff_auth import StaffRole, require_role, staff_auth_middleware
@@ -42,10 +48,18 @@ from signing.certificates import is_node_id
 __all__ = ["staff_app"]
 
 _MAX_ATTACHMENTS = 100
+_MAX_EXPIRES_SECONDS = 10 * 366 * 86400  # ten years: far beyond any time limit
 
 
 def _is_upload(request: web.Request) -> bool:
     return request.method == "PUT" and request.path.startswith("/staff/v1/attachments/")
+
+
+def _is_streamed(request: web.Request) -> bool:
+    """Attachment uploads: their size limit is the attachment limit, checked per route."""
+    return _is_upload(request) or (
+        request.method == "POST" and request.path == "/staff/v1/attachments"
+    )
 
 
 def _repr_digest(request: web.Request) -> str:
@@ -83,17 +97,21 @@ def _packet_request(body: dict[str, Any]) -> dict[str, Any]:
         raise Problem(400, ProblemCode.INVALID_REQUEST, "'attachments' must be SHA-256 hex digests")
     expires = body.get("expires_in_seconds")
     if expires is not None and (
-        isinstance(expires, bool) or not isinstance(expires, int) or expires <= 0
+        isinstance(expires, bool)
+        or not isinstance(expires, int)
+        or not 0 < expires <= _MAX_EXPIRES_SECONDS
     ):
         raise Problem(
-            400, ProblemCode.INVALID_REQUEST, "'expires_in_seconds' must be a positive integer"
+            400,
+            ProblemCode.INVALID_REQUEST,
+            f"'expires_in_seconds' must be an integer from 1 to {_MAX_EXPIRES_SECONDS}",
         )
     return {
         "to": to,
         "case_id": require_str(body, "case_id"),
-        "matter": require_str(body, "matter"),
-        "action": require_str(body, "action"),
-        "mode": require_str(body, "mode"),
+        "matter": require_str(body, "matter", max_length=256),
+        "action": require_str(body, "action", max_length=256),
+        "mode": require_str(body, "mode", max_length=256),
         "content": content,
         "attachments": tuple(attachments),
         "expires_in": timedelta(seconds=expires) if expires is not None else None,
@@ -113,6 +131,7 @@ def staff_app(
         client_max_size=limits.max_body_bytes,
         middlewares=[
             problem_middleware,
+            declared_size_middleware(limits.max_body_bytes, _is_streamed),
             staff_auth_middleware(token_key, node_id, clock),
             timeout_middleware(limits.request_timeout, _is_upload),
             core_error_middleware,

@@ -35,6 +35,8 @@ from relay.cases.tracking import TokenBucketLimiter
 from relay.http.body import read_json_object, require_str
 from relay.http.cases import problem_from_case
 from relay.problem import Problem, ProblemCode
+from signing.encoding import loads_ijson
+from signing.errors import MalformedInput
 
 __all__ = ["add_tracking_routes"]
 
@@ -58,8 +60,8 @@ def _dumps(obj: Any) -> str:
 
 def _json_object(text: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
-    except ValueError:
+        value = loads_ijson(text)
+    except MalformedInput:
         return {}
     return value if isinstance(value, dict) else {}
 

@@ -208,3 +208,11 @@ async def test_a_node_refuses_to_sign_a_log_that_does_not_extend_its_last_checkp
     assert a.live.service.state.partner(origin_for(B)).status is PartnerStatus.ACTIVE
     # ... while B logged the inconsistency of its own database at ERROR
     assert any("not consistent with our last checkpoint" in r.getMessage() for r in caplog.records)
+
+
+async def test_resuming_a_code_that_is_no_node_id_is_404_not_500(pair: Federation) -> None:
+    """Issue 11, finding 3: ``000000`` matches the route's six digits but is no node id."""
+    status, body = await pair[A].staff_request(
+        pair.pki, "POST", "/staff/v1/audit/partners/000000/resume"
+    )
+    assert (status, body["code"]) == (404, "not-found")

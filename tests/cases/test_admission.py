@@ -7,6 +7,7 @@ earlier batches not yet applied, and agrees with the apply."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -148,3 +149,21 @@ async def test_a_plain_packet_that_carries_no_case_event_is_still_relayed(
     [item] = [i for i in offices.r.relay.list_outbox() if i.summary.packet_id == sent.packet_id]
     assert item.state is OutboxState.DELIVERED
     assert offices.h.desk.get(case_id).case.state is CaseState.SUBMITTED  # moved nothing
+
+
+async def test_a_plain_packet_is_not_a_warning_in_the_log(
+    offices: Offices, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11, finding 5: a plain packet is ordinary traffic, not something an operator
+    should look at (it is still logged, at DEBUG)."""
+    case_id = await submitted_case(offices)
+    caplog.set_level(logging.DEBUG)
+    sent = await offices.r.relay.create_packet(
+        to=HANDLING, case_id=case_id, matter=BOOKS, action="status-update",
+        mode="proxy_receipt", content={"note": "材料原件已寄出"},
+    )  # fmt: skip
+    await offices.deliver()
+    await offices.h.desk.sync()
+    about = [r for r in caplog.records if sent.packet_id in r.getMessage()]
+    assert about, "the packet is still mentioned at DEBUG"
+    assert [r.getMessage() for r in about if r.levelno >= logging.WARNING] == []

@@ -1,0 +1,91 @@
+"""Listener hygiene of a whole node (issue 11, finding 4 and 5): a silent TCP client on a
+TLS listener is closed once the handshake deadline passes, a request the HTTP parser
+refuses is answered without an ERROR traceback, and a declared oversize body is answered
+413 before any of it is read."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from relay_http_support import Pki, client_ssl, free_ports, write_config
+from test_node import Built, _factory
+
+from relay.config import load_config
+from relay.node import Node
+
+
+@pytest.fixture
+async def short_node(pki: Pki, tmp_path: Path) -> AsyncIterator[tuple[Node, tuple[int, ...]]]:
+    """A node whose request timeout (and so TLS handshake deadline) is 500 ms; the JSON
+    body limit is 4 KiB."""
+    ports = free_ports(3)
+    config_path = write_config(
+        tmp_path / "n",
+        pki,
+        pki.a,
+        "420106",
+        ports=ports,  # type: ignore[arg-type]
+        extra='[limits]\nrequest_timeout = "500ms"\nmax_body_bytes = 4096\n',
+    )
+    node = Node(load_config(config_path), core_factory=_factory(tmp_path, Built()))
+    await node.start()
+    try:
+        yield node, ports
+    finally:
+        await node.stop()
+
+
+async def test_silent_tcp_client_on_the_federation_port_is_closed(
+    short_node: tuple[Node, tuple[int, ...]],
+) -> None:
+    _, ports = short_node
+    reader, writer = await asyncio.open_connection("127.0.0.1", ports[0])
+    try:
+        # asyncio's default TLS handshake timeout is 60 s; the node's is request_timeout
+        async with asyncio.timeout(30):
+            rest = await reader.read()  # EOF once the node gives up on us
+        assert rest == b""
+    finally:
+        writer.close()
+
+
+async def test_a_request_the_parser_refuses_logs_no_error(
+    short_node: tuple[Node, tuple[int, ...]], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, ports = short_node
+    caplog.set_level(logging.DEBUG)
+    reader, writer = await asyncio.open_connection("127.0.0.1", ports[1])
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+    await writer.drain()
+    async with asyncio.timeout(30):
+        answer = await reader.read()
+    writer.close()
+    assert answer.split(b" ")[1] in (b"400", b"431")
+    refusals = [r for r in caplog.records if "Error handling request" in r.getMessage()]
+    assert refusals, "the refusal is still logged"
+    assert all(r.levelno < logging.WARNING and r.exc_info is None for r in refusals)
+
+
+async def test_declared_oversize_body_is_answered_413_before_reading(
+    short_node: tuple[Node, tuple[int, ...]], pki: Pki
+) -> None:
+    _, ports = short_node
+    context: ssl.SSLContext = client_ssl(pki, None)
+    context.check_hostname = False
+    reader, writer = await asyncio.open_connection("127.0.0.1", ports[2], ssl=context)
+    writer.write(
+        b"POST /staff/v1/packets HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 10000000000\r\n\r\n"
+    )
+    await writer.drain()
+    # nothing of the body is sent: the answer can only come from the declared length
+    async with asyncio.timeout(30):
+        head = await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 413 ")
+    assert b"application/problem+json" in head

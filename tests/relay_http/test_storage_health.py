@@ -1,0 +1,61 @@
+"""Issue 11, finding 4: readiness sees a full disk and a corrupt database
+(relay.storage_health), where ``SELECT 1`` said ready."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from relay.storage_health import StorageHealth
+
+
+def _database(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.execute("CREATE INDEX t_v ON t (v)")
+    conn.executemany("INSERT INTO t (v) VALUES (?)", [(f"row {i}" * 20,) for i in range(2000)])
+    conn.commit()
+    return conn
+
+
+def test_a_healthy_store_is_ready(tmp_path: Path) -> None:
+    conn = _database(tmp_path / "db.sqlite")
+    assert StorageHealth(lambda: conn, tmp_path, free=lambda _: 10**12).faults() == []
+
+
+def test_a_full_disk_is_not_ready(tmp_path: Path) -> None:
+    conn = _database(tmp_path / "db.sqlite")
+    health = StorageHealth(lambda: conn, tmp_path, min_free_bytes=1 << 20, free=lambda _: 4096)
+    assert health.faults() == ["disk-full"]
+    assert conn.execute("SELECT 1").fetchone() == (1,)  # what readiness used to ask
+
+
+def test_the_real_free_space_of_the_data_dir_is_read(tmp_path: Path) -> None:
+    conn = _database(tmp_path / "db.sqlite")
+    assert StorageHealth(lambda: conn, tmp_path, min_free_bytes=1).faults() == []
+    too_much = StorageHealth(lambda: conn, tmp_path, min_free_bytes=1 << 62)
+    assert too_much.faults() == ["disk-full"]
+
+
+def test_a_corrupt_database_is_not_ready_and_is_rechecked(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    _database(path).close()
+    conn = sqlite3.connect(path)
+    now = [0.0]
+    health = StorageHealth(
+        lambda: conn, tmp_path, free=lambda _: 10**12, recheck_seconds=60, monotonic=lambda: now[0]
+    )
+    assert health.faults() == []
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    data = bytearray(path.read_bytes())
+    for offset in range(3 * page, 6 * page, 7):  # scribble over b-tree pages
+        data[offset] = 0xA5
+    path.write_bytes(bytes(data))
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT 1").fetchone() == (1,)  # what readiness used to ask
+    assert health.faults() == []  # a passing check is reused within recheck_seconds
+    now[0] = 61.0
+    assert health.faults() in (["database-corrupt"], ["database-unreadable"])
+    now[0] = 62.0
+    assert health.faults() != []  # a failing check is never cached
