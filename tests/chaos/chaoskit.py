@@ -100,11 +100,11 @@ class Federation:
 OUTBOX = '[outbox]\nbase_backoff = "50ms"\nmax_backoff = "500ms"\nbatch_size = 10\n'
 
 
-def make_federation(pki: Pki, base: Path, *, outbox: str = OUTBOX) -> Federation:
+def make_federation(pki: Pki, base: Path, *, outbox: str = OUTBOX, extra: str = "") -> Federation:
     now = datetime.now(UTC).replace(microsecond=0)
     agreement = write_agreement(base / "agreement.json", {A: pki.a, B: pki.b}, at=now)
     pa, pb = free_ports(3), free_ports(3)
-    extra = f'[agreements]\nfiles = ["{agreement}"]\n' + outbox
+    extra = f'[agreements]\nfiles = ["{agreement}"]\n' + outbox + extra
     config_a = write_config(base / "a", pki, pki.a, A, ports=(pa[0], pa[1], pa[2]),
                             partners=((B, pki.b / "node.json", f"https://127.0.0.1:{pb[0]}"),),
                             extra=extra)  # fmt: skip
