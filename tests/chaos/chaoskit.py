@@ -54,13 +54,17 @@ class Proc:
             line = (await self.proc.stdout.readline()).decode()
         assert "serving" in line, f"{self.config} did not start: {line!r}\n{self.said()}"
 
-    async def start_refused(self) -> tuple[int, str]:
-        """Start a node that must not come up; its exit status and what it said."""
-        proc = await self._spawn()
+    async def start_or_refuse(self) -> tuple[bool, str]:
+        """Start the node; (True, "") when it serves, else (False, exit status and output)."""
+        self.proc = await self._spawn()
+        assert self.proc.stdout is not None
         async with asyncio.timeout(60):
-            out, _ = await proc.communicate()
-        assert proc.returncode is not None
-        return proc.returncode, out.decode() + self.said()
+            line = (await self.proc.stdout.readline()).decode()
+        if "serving" in line:
+            return True, ""
+        async with asyncio.timeout(60):
+            rest, _ = await self.proc.communicate()
+        return False, f"exit {self.proc.returncode}: {line}{rest.decode()}{self.said()}"
 
     def said(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")[-4000:]
@@ -87,6 +91,8 @@ class Federation:
     config_a: Path
     config_b: Path
     federation_port_b: int
+    public_port_a: int
+    public_port_b: int
 
     @property
     def data_a(self) -> Path:
@@ -111,7 +117,7 @@ def make_federation(pki: Pki, base: Path, *, outbox: str = OUTBOX, extra: str = 
     config_b = write_config(base / "b", pki, pki.b, B, ports=(pb[0], pb[1], pb[2]),
                             partners=((A, pki.a / "node.json", f"https://127.0.0.1:{pa[0]}"),),
                             extra=extra)  # fmt: skip
-    return Federation(pki, config_a, config_b, pb[0])
+    return Federation(pki, config_a, config_b, pb[0], pa[1], pb[1])
 
 
 def staff(config: Path, role: StaffRole = StaffRole.READER) -> StaffClient:
