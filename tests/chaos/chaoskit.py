@@ -106,7 +106,8 @@ class Federation:
 OUTBOX = '[outbox]\nbase_backoff = "50ms"\nmax_backoff = "500ms"\nbatch_size = 10\n'
 
 
-def make_federation(pki: Pki, base: Path, *, outbox: str = OUTBOX, extra: str = "") -> Federation:
+def make_federation(pki: Pki, base: Path, *, outbox: str = OUTBOX, extra: str = "",
+                    extra_b: str = "") -> Federation:  # fmt: skip
     now = datetime.now(UTC).replace(microsecond=0)
     agreement = write_agreement(base / "agreement.json", {A: pki.a, B: pki.b}, at=now)
     pa, pb = free_ports(3), free_ports(3)
@@ -116,7 +117,7 @@ def make_federation(pki: Pki, base: Path, *, outbox: str = OUTBOX, extra: str = 
                             extra=extra)  # fmt: skip
     config_b = write_config(base / "b", pki, pki.b, B, ports=(pb[0], pb[1], pb[2]),
                             partners=((A, pki.a / "node.json", f"https://127.0.0.1:{pa[0]}"),),
-                            extra=extra)  # fmt: skip
+                            extra=extra + extra_b)  # fmt: skip
     return Federation(pki, config_a, config_b, pb[0], pa[1], pb[1])
 
 
