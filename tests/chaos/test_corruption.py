@@ -15,12 +15,13 @@ PAGE = 4096
 
 
 def flip_middle_page(path: Path, rng: random.Random) -> int:
-    """Overwrite 256 bytes in the middle of a page in the middle of ``path``; the offset."""
+    """Scramble a whole page (header, cell pointers, cells) in the middle of ``path``;
+    its offset."""
     data = bytearray(path.read_bytes())
     pages = len(data) // PAGE
     assert pages >= 4, f"{path} is too small to corrupt a middle page ({len(data)} bytes)"
-    offset = (pages // 2) * PAGE + 512
-    for i in range(offset, offset + 256):
+    offset = (pages // 2) * PAGE
+    for i in range(offset, offset + PAGE):
         data[i] ^= rng.randrange(1, 256)
     path.write_bytes(bytes(data))
     return offset
