@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean system-deps
+.PHONY: demo test lint typecheck unit chaos bench clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ unit: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 test: lint typecheck unit
+
+# The fault-injection suite (tests/chaos, root needed for tmpfs) at a larger scale than
+# its short form in `make unit`: more cases and kills; CHAOS_SEED=N replays a run.
+chaos: $(STAMP) system-deps
+	CHAOS_SCALE=$${CHAOS_SCALE:-5} $(BIN)/python -m pytest -q -s tests/chaos
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import random
+import sqlite3
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from datetime import timedelta
@@ -28,7 +29,7 @@ from typing import Any
 from relay.audit.leaves import LeafKind
 from relay.core.attachments import AttachmentVault, info_of, key_by_kid
 from relay.core.directory import Directory
-from relay.core.errors import MalformedPacket, NotAuthorized, NotFound
+from relay.core.errors import MalformedPacket, NotAuthorized, NotFound, StoreError
 from relay.core.fields import format_time
 from relay.core.inbox import Inbox, summary_of
 from relay.core.leaves import packet_leaf
@@ -371,12 +372,18 @@ class RelayNode:
         (or until a new packet is queued)."""
         while not stop.is_set():
             self._wake.clear()
-            await self.deliver_once()
-            now = self._clock()
-            wake = next_wakeup(
-                self._store.open_rows(), self._store.peer_backoffs(), self._policy, now
-            )
-            delay = max((wake - now).total_seconds(), 0.0)
+            try:
+                await self.deliver_once()
+                now = self._clock()
+                wake = next_wakeup(
+                    self._store.open_rows(), self._store.peer_backoffs(), self._policy, now
+                )
+                delay = max((wake - now).total_seconds(), 0.0)
+            except (StoreError, OSError, sqlite3.Error) as exc:
+                # a storage fault (full disk, I/O error) must not end delivery for good:
+                # the pass is retried once the fault may be gone, nothing was committed
+                delay = self._policy.max_delay.total_seconds()
+                _log.error("outbox pass failed on storage (%s); retrying in %.0fs", exc, delay)
             waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())}
             _, pending = await asyncio.wait(
                 waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED
