@@ -4,6 +4,7 @@
 
     RelayError
     ├── PeerUnavailable       the link could not reach the peer (retry later; transient)
+    │   └── PeerRefused       the peer answered an HTTP refusal (status, code, limits)
     ├── UnknownNode           no verified descriptor for that node id
     ├── NotAuthorized         the agreement does not grant what a caller asked (reason)
     ├── NotFound              no packet / attachment with that id or digest
@@ -23,6 +24,7 @@ __all__ = [
     "MalformedPacket",
     "NotAuthorized",
     "NotFound",
+    "PeerRefused",
     "PeerUnavailable",
     "RelayError",
     "StoreError",
@@ -36,6 +38,27 @@ class RelayError(Exception):
 
 class PeerUnavailable(RelayError):
     """The peer could not be reached or did not answer usefully; try again later."""
+
+
+class PeerRefused(PeerUnavailable):
+    """The peer answered a request with a refusal: ``status`` (HTTP status), ``code``
+    (its problem code, if any), ``limits`` (limit extension members of its problem,
+    e.g. ``max_batch_size``). Whether to retry is decided by
+    :func:`relay.core.outbox.classify_refusal`; code that only knows
+    :class:`PeerUnavailable` retries it, which is the safe default."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        code: str | None = None,
+        limits: dict[str, int] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.limits = dict(limits or {})
 
 
 class UnknownNode(RelayError):
