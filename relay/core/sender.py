@@ -65,6 +65,7 @@ class Sender:
         self._rng = rng
         self._policy = policy
         self._limits: dict[str, dict[str, int]] = {}
+        self._failing_since: dict[str, datetime] = {}
 
     async def deliver_once(self) -> int:
         at = self._clock()
@@ -178,6 +179,7 @@ class Sender:
             self._store.update_outbox(self._retrying(outgoing, [], exc, sent=True))
             self._peer_failed(peer, exc)
             return None
+        self._failing_since.pop(peer, None)
         if peer in self._store.peer_backoffs():
             self._store.set_peer_backoff(peer, PeerBackoff())  # reachable again
         at = self._clock()
@@ -282,7 +284,13 @@ class Sender:
             return None
         return r
 
+    def failing_since(self) -> dict[str, datetime]:
+        """Partners whose every request failed (retry-later) since when, by node id
+        (kept in memory: a restart starts the count again)."""
+        return dict(self._failing_since)
+
     def _peer_failed(self, peer: str, exc: Exception) -> None:
+        self._failing_since.setdefault(peer, self._clock())
         previous = self._store.peer_backoffs().get(peer, PeerBackoff())
         failures = previous.failures + 1
         delay = backoff_delay(self._policy, failures, self._rng.random())

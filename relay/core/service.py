@@ -22,7 +22,7 @@ import logging
 import random
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from relay.audit.leaves import LeafKind
@@ -276,6 +276,10 @@ class RelayNode:
             attachments=[a.plain_digest for a in s.attachments if a.plain_digest],
             expires_in=expires_in,
         )
+
+    def unreachable_partners(self) -> dict[str, datetime]:
+        """Partners the outbox could not deliver to since when (consecutive failures)."""
+        return self._sender.failing_since()
 
     def list_outbox(
         self, *, state: OutboxState | None = None, peer: str | None = None

@@ -8,7 +8,7 @@ where :mod:`relay.core.errors` become problem documents.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -62,6 +62,8 @@ class RelayApi(Protocol):
     def list_outbox(
         self, *, state: OutboxState | None = None, peer: str | None = None
     ) -> list[OutboxItem]: ...
+
+    def unreachable_partners(self) -> dict[str, datetime]: ...
 
     def list_inbox(self, *, case_id: str | None = None) -> list[InboxItem]: ...
 

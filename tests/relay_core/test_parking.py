@@ -15,6 +15,7 @@ from relay.core.errors import PeerRefused
 from relay.core.model import OutboxState
 from relay.core.outbox import Refusal, classify_refusal
 from relay.core.service import RelayNode
+from relay.http.staff import delivery_alerts
 
 
 def states(node: RelayNode) -> dict[str, tuple[OutboxState, str | None]]:
@@ -44,6 +45,39 @@ async def test_a_flipped_byte_in_a_blob_parks_its_packet_and_others_move_on(
     assert seen[after_bad[0]] == (OutboxState.DEAD, "predecessor-dead")
     assert all(seen[p][0] is OutboxState.DELIVERED for p in others)
     assert [i.summary.packet_id for i in receiver.list_inbox()] == others
+
+    alerts = {a.subject: a for a in delivery_alerts(sender, federation.clock())}
+    assert {bad.packet_id, after_bad[0]} <= set(alerts)
+    parked = alerts[bad.packet_id]
+    assert (parked.source, parked.code) == ("outbox", "packet-parked")
+    assert "attachment-digest-mismatch" in parked.detail
+    # staff fix the blob and resend: the packet goes through, its alert goes away
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(bytes(data))
+    again = await sender.resend(bad.packet_id)
+    await drain(federation, WUCHANG)
+    assert states(sender)[again.packet_id][0] is OutboxState.DELIVERED
+    still = {a.subject for a in delivery_alerts(sender, federation.clock())}
+    assert bad.packet_id not in still
+
+
+async def test_a_partner_failing_for_an_hour_raises_an_alert(federation: Federation) -> None:
+    sender = federation.nodes[WUCHANG]
+    await send(federation, WUCHANG, DAFENG, "c", 1)
+    federation.network.down.add(DAFENG)
+    await sender.deliver_once()
+    [item] = sender.list_outbox()
+    assert item.state is OutboxState.IN_FLIGHT  # the partner may hold it: ask again
+    assert item.reason == "peer-unavailable"
+    assert item.attempts == 1
+    assert delivery_alerts(sender, federation.clock()) == []
+    federation.clock.advance(hours=1, seconds=1)
+    await sender.deliver_once()
+    [alert] = delivery_alerts(sender, federation.clock())
+    assert (alert.code, alert.subject) == ("partner-unreachable", DAFENG)
+    federation.network.down.clear()
+    await drain(federation, WUCHANG)
+    assert delivery_alerts(sender, federation.clock()) == []
 
 
 class _Limited:
