@@ -41,7 +41,8 @@ class PeerUnavailable(RelayError):
 
 
 class PeerRefused(PeerUnavailable):
-    """The peer answered a request with a refusal: ``status`` (HTTP status), ``code``
+    """The peer answered a request of ``kind`` (``batch``, ``blob-offset``,
+    ``blob-upload``) with a refusal: ``status`` (HTTP status), ``code``
     (its problem code, if any), ``limits`` (limit extension members of its problem,
     e.g. ``max_batch_size``). Whether to retry is decided by
     :func:`relay.core.outbox.classify_refusal`; code that only knows
@@ -52,11 +53,13 @@ class PeerRefused(PeerUnavailable):
         message: str,
         *,
         status: int,
+        kind: str = "batch",
         code: str | None = None,
         limits: dict[str, int] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
+        self.kind = kind
         self.code = code
         self.limits = dict(limits or {})
 

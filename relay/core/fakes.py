@@ -92,7 +92,10 @@ class FakePeerLink:
         except AttachmentError as exc:  # answered as the federation listener would
             status = 409 if exc.reason == "offset-mismatch" else 422
             raise PeerRefused(
-                f"upload to {peer} refused: {exc.reason}", status=status, code=exc.reason
+                f"upload to {peer} refused: {exc.reason}",
+                status=status,
+                kind="blob-upload",
+                code=exc.reason,
             ) from exc
         if node.blob_offset(digest) < size:
             raise PeerUnavailable(f"upload to {peer} incomplete")

@@ -316,7 +316,7 @@ class Sender:
                     await self._link.upload_attachment(peer, a.digest, a.size, open_at)
                     self._store.mark_uploaded(peer, a.digest)
             except PeerRefused as exc:
-                if classify_refusal("blob-upload", exc.status) is not Refusal.PERMANENT:
+                if classify_refusal(exc.kind, exc.status) is not Refusal.PERMANENT:
                     raise
                 parked += self._park(out, _refusal_reason("attachment", exc), rows)
                 _log.warning(

@@ -170,7 +170,9 @@ class HttpsPeerLink:
                     if resp.status == 409:
                         continue  # offset moved (a concurrent or earlier upload): ask again
                     if resp.status not in (200, 201):
-                        raise await _refused(resp, f"node {peer} refused blob {digest[:12]}")
+                        raise await _refused(
+                            resp, f"node {peer} refused blob {digest[:12]}", "blob-upload"
+                        )
                     if int(resp.headers.get("Upload-Offset", "-1")) == size:
                         return
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
@@ -180,7 +182,11 @@ class HttpsPeerLink:
     async def _remote_offset(self, session: aiohttp.ClientSession, target: str) -> int:
         async with session.head(target) as resp:
             if resp.status != 200:
-                raise PeerRefused(f"{target} answered {resp.status} to HEAD", status=resp.status)
+                raise PeerRefused(
+                    f"{target} answered {resp.status} to HEAD",
+                    status=resp.status,
+                    kind="blob-offset",
+                )
             return int(resp.headers["Upload-Offset"])
 
 
@@ -192,7 +198,7 @@ async def _stream(open_at: OpenAt, offset: int) -> AsyncIterator[bytes]:
 _LIMIT_MEMBERS = ("max_batch_size", "max_body_bytes")
 
 
-async def _refused(resp: aiohttp.ClientResponse, what: str) -> PeerRefused:
+async def _refused(resp: aiohttp.ClientResponse, what: str, kind: str = "batch") -> PeerRefused:
     """A :class:`PeerRefused` from a refusal: status, problem code and limit members."""
     code: str | None = None
     limits: dict[str, int] = {}
@@ -209,4 +215,4 @@ async def _refused(resp: aiohttp.ClientResponse, what: str) -> PeerRefused:
             value = body.get(name)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 limits[name] = value
-    return PeerRefused(f"{what}: {detail}", status=resp.status, code=code, limits=limits)
+    return PeerRefused(f"{what}: {detail}", status=resp.status, kind=kind, code=code, limits=limits)
