@@ -9,6 +9,7 @@
     ├── NotAuthorized         the agreement does not grant what a caller asked (reason)
     ├── NotFound              no packet / attachment with that id or digest
     ├── MalformedPacket       authentic bytes that are not a well-formed v1 packet/receipt
+    ├── PacketTooLarge        a new packet would not fit in any batch the partner takes
     ├── AttachmentError       an upload does not fit (offset, size, digest); reason code
     └── StoreError            the store refused an operation (corrupt state, conflict)
 
@@ -24,6 +25,7 @@ __all__ = [
     "MalformedPacket",
     "NotAuthorized",
     "NotFound",
+    "PacketTooLarge",
     "PeerRefused",
     "PeerUnavailable",
     "RelayError",
@@ -86,6 +88,18 @@ class MalformedPacket(RelayError):
 
 class NotFound(RelayError):
     """No packet or attachment with that id or digest."""
+
+
+class PacketTooLarge(RelayError):
+    """A new packet is ``size`` bytes on the wire; batches take at most ``limit``."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"the packet would be {size} bytes on the wire; a batch holds at most {limit} "
+            "bytes, so it could never be delivered (send large files as attachments)"
+        )
+        self.size = size
+        self.limit = limit
 
 
 class AttachmentError(RelayError):

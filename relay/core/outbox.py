@@ -34,6 +34,8 @@ from datetime import datetime, timedelta
 from relay.core.model import OutboxState
 
 __all__ = [
+    "BATCH_ENVELOPE_BYTES",
+    "PER_PACKET_BYTES",
     "RETRYABLE_REASONS",
     "Batch",
     "OutboxPolicy",
@@ -50,6 +52,11 @@ __all__ = [
 
 RETRYABLE_REASONS = frozenset({"gap", "attachment-missing", "unknown-sender"})
 """Rejections that may succeed later unchanged; every other rejection is final."""
+
+PER_PACKET_BYTES = 4
+"""JSON overhead per packet in a batch body (quotes and comma)."""
+BATCH_ENVELOPE_BYTES = 64
+"""JSON overhead of a batch body around its packets, with room to spare."""
 
 _OPEN = (OutboxState.QUEUED, OutboxState.IN_FLIGHT)
 
@@ -105,6 +112,8 @@ class OutboxPolicy:
     default_ttl: timedelta = timedelta(days=7)
     idle_poll: timedelta = timedelta(seconds=30)
     expiry_grace: timedelta = timedelta(hours=1)
+    max_packet_bytes: int | None = None
+    """Largest packet (compact serialization) accepted at creation; ``None``: no limit."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.base_delay <= timedelta(0):

@@ -23,6 +23,8 @@ from relay.core.errors import MalformedPacket, PeerRefused, PeerUnavailable
 from relay.core.leaves import receipt_leaf
 from relay.core.model import OutboxState
 from relay.core.outbox import (
+    BATCH_ENVELOPE_BYTES,
+    PER_PACKET_BYTES,
     RETRYABLE_REASONS,
     Batch,
     OutboxPolicy,
@@ -125,11 +127,11 @@ class Sender:
         chunks: list[list[Outgoing]] = []
         size = 0
         for out in outgoing:
-            cost = len(out.token) + _PER_PACKET_BYTES
+            cost = len(out.token) + PER_PACKET_BYTES
             if (
                 not chunks
                 or len(chunks[-1]) >= most
-                or (room is not None and size + cost > room - _ENVELOPE_BYTES)
+                or (room is not None and size + cost > room - BATCH_ENVELOPE_BYTES)
             ):
                 chunks.append([])
                 size = 0
@@ -328,12 +330,6 @@ class Sender:
                 continue
             ready.append(out)
         return ready
-
-
-_PER_PACKET_BYTES = 4
-"""JSON overhead per packet in a batch body (quotes and comma)."""
-_ENVELOPE_BYTES = 64
-"""JSON overhead of the batch body around the packets, with room to spare."""
 
 
 def _refusal_reason(prefix: str, exc: PeerRefused) -> str:

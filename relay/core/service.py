@@ -28,7 +28,7 @@ from typing import Any
 from relay.audit.leaves import LeafKind
 from relay.core.attachments import AttachmentVault, info_of, key_by_kid
 from relay.core.directory import Directory
-from relay.core.errors import MalformedPacket, NotAuthorized, NotFound
+from relay.core.errors import MalformedPacket, NotAuthorized, NotFound, PacketTooLarge
 from relay.core.fields import format_time
 from relay.core.inbox import Inbox, summary_of
 from relay.core.leaves import packet_leaf
@@ -197,7 +197,8 @@ class RelayNode:
 
         ``attachments`` are plaintext SHA-256 digests (hex) of attachments staged with
         :meth:`write_attachment`. Raises :class:`NotAuthorized` (the agreement does not
-        grant it), :class:`UnknownNode`, :class:`NotFound` (attachment not staged).
+        grant it), :class:`UnknownNode`, :class:`NotFound` (attachment not staged),
+        :class:`PacketTooLarge` (over ``policy.max_packet_bytes``; nothing is queued).
         """
         at = self._clock()
         recipient = self._directory.sealing_key(to)  # UnknownNode first
@@ -236,6 +237,9 @@ class RelayNode:
             token, parsed, inner = build_packet(
                 facts, content, keys, signer=self._signer, recipient=recipient, at=at
             )
+            most = self._policy.max_packet_bytes
+            if most is not None and len(token) > most:
+                raise PacketTooLarge(len(token), most)
             digest = packet_digest(token)
             leaf = packet_leaf(LeafKind.PACKET_SENT, parsed, digest, node=self.node_id, at=at)
             return NewOutgoing(

@@ -17,6 +17,7 @@ from relay.core.errors import (
     AttachmentError,
     NotAuthorized,
     NotFound,
+    PacketTooLarge,
     PeerUnavailable,
     RelayError,
     StoreError,
@@ -105,6 +106,13 @@ def problem_from_core(exc: RelayError) -> Problem:
         return Problem(404, ProblemCode.UNKNOWN_NODE, f"no verified descriptor for {exc.node_id}")
     if isinstance(exc, NotFound):
         return Problem(404, ProblemCode.NOT_FOUND, str(exc) or "not found")
+    if isinstance(exc, PacketTooLarge):
+        return Problem(
+            413,
+            ProblemCode.PACKET_TOO_LARGE,
+            str(exc),
+            extra={"size": exc.size, "max_packet_bytes": exc.limit},
+        )
     if isinstance(exc, AttachmentError):
         status, code = _ATTACHMENT_STATUS.get(exc.reason, (400, ProblemCode.INVALID_REQUEST))
         return Problem(status, code, str(exc), extra={"reason": exc.reason})

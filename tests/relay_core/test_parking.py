@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 from relay_core_support import ACTION, DAFENG, MATTER, MODE, WUCHANG, Federation, drain, send
 from test_attachments import stage
 
-from relay.core.errors import PeerRefused
+from relay.core.errors import PacketTooLarge, PeerRefused
 from relay.core.model import OutboxState
 from relay.core.outbox import Refusal, classify_refusal
 from relay.core.service import RelayNode
+from relay.http.api import problem_from_core
 from relay.http.staff import delivery_alerts
 
 
@@ -140,3 +142,28 @@ async def test_a_batch_over_the_partner_limit_is_split_and_the_limit_learned(
 )
 def test_every_partner_status_has_one_meaning(kind: str, status: int, verdict: Refusal) -> None:
     assert classify_refusal(kind, status) is verdict
+
+
+async def test_a_packet_too_large_for_any_batch_is_refused_at_creation(
+    federation: Federation,
+) -> None:
+    sender = federation.nodes[WUCHANG]
+    sender._policy = replace(federation.policy, max_packet_bytes=20_000)
+    await send(federation, WUCHANG, DAFENG, "small", 1)
+    with pytest.raises(PacketTooLarge) as err:
+        await sender.create_packet(
+            to=DAFENG, case_id="big", matter=MATTER, action=ACTION, mode=MODE,
+            content={"notes": "很长的说明" * 3000},
+        )  # fmt: skip
+    assert err.value.limit == 20_000
+    assert err.value.size > 20_000
+    assert [i.summary.case_id for i in sender.list_outbox()] == ["small"]
+    problem = problem_from_core(err.value)
+    assert (problem.status, problem.code) == (413, "packet-too-large")
+    assert "20000" in str(problem)
+    # the case did not consume a sequence number: its first packet is still seq 1
+    ok = await sender.create_packet(
+        to=DAFENG, case_id="big", matter=MATTER, action=ACTION, mode=MODE,
+        content={"notes": "短"},
+    )  # fmt: skip
+    assert ok.seq == 1
