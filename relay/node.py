@@ -95,7 +95,7 @@ def relay_core_factory(
     from relay.audit.agreement_events import agreement_event_leaves
     from relay.authorizer import load_authorizer
     from relay.core.directory import Directory
-    from relay.core.outbox import OutboxPolicy
+    from relay.core.outbox import BATCH_ENVELOPE_BYTES, OutboxPolicy
     from relay.core.service import RelayNode
     from relay.core.sqlite_store import SqliteStore
     from relay.storage_health import StorageHealth
@@ -118,6 +118,8 @@ def relay_core_factory(
         base_delay=timedelta(seconds=config.outbox.base_backoff),
         max_delay=timedelta(seconds=config.outbox.max_backoff),
         batch_size=config.outbox.batch_size,
+        # a packet must fit a one-packet batch at a partner with the same limits as ours
+        max_packet_bytes=config.limits.max_body_bytes - BATCH_ENVELOPE_BYTES,
     )
     node = RelayNode(
         node_id=config.node_id,

@@ -66,6 +66,7 @@ class ProblemCode(StrEnum):
     DIGEST_MISMATCH = "digest-mismatch"
     BODY_TOO_LARGE = "body-too-large"
     BATCH_TOO_LARGE = "batch-too-large"
+    PACKET_TOO_LARGE = "packet-too-large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type"
     HEADER_TOO_LARGE = "header-too-large"
     TOO_MANY_REQUESTS = "too-many-requests"
@@ -103,6 +104,7 @@ _TITLES: Mapping[ProblemCode, str] = {
     ProblemCode.DIGEST_MISMATCH: "Content digest does not match",
     ProblemCode.BODY_TOO_LARGE: "Request body too large",
     ProblemCode.BATCH_TOO_LARGE: "Batch too large",
+    ProblemCode.PACKET_TOO_LARGE: "Packet too large for any batch",
     ProblemCode.UNSUPPORTED_MEDIA_TYPE: "Unsupported media type",
     ProblemCode.HEADER_TOO_LARGE: "Request header too large",
     ProblemCode.TOO_MANY_REQUESTS: "Too many concurrent requests",

@@ -4,10 +4,12 @@
 
     RelayError
     ├── PeerUnavailable       the link could not reach the peer (retry later; transient)
+    │   └── PeerRefused       the peer answered an HTTP refusal (status, code, limits)
     ├── UnknownNode           no verified descriptor for that node id
     ├── NotAuthorized         the agreement does not grant what a caller asked (reason)
     ├── NotFound              no packet / attachment with that id or digest
     ├── MalformedPacket       authentic bytes that are not a well-formed v1 packet/receipt
+    ├── PacketTooLarge        a new packet would not fit in any batch the partner takes
     ├── AttachmentError       an upload does not fit (offset, size, digest); reason code
     └── StoreError            the store refused an operation (corrupt state, conflict)
 
@@ -23,6 +25,8 @@ __all__ = [
     "MalformedPacket",
     "NotAuthorized",
     "NotFound",
+    "PacketTooLarge",
+    "PeerRefused",
     "PeerUnavailable",
     "RelayError",
     "StoreError",
@@ -36,6 +40,30 @@ class RelayError(Exception):
 
 class PeerUnavailable(RelayError):
     """The peer could not be reached or did not answer usefully; try again later."""
+
+
+class PeerRefused(PeerUnavailable):
+    """The peer answered a request of ``kind`` (``batch``, ``blob-offset``,
+    ``blob-upload``) with a refusal: ``status`` (HTTP status), ``code``
+    (its problem code, if any), ``limits`` (limit extension members of its problem,
+    e.g. ``max_batch_size``). Whether to retry is decided by
+    :func:`relay.core.outbox.classify_refusal`; code that only knows
+    :class:`PeerUnavailable` retries it, which is the safe default."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        kind: str = "batch",
+        code: str | None = None,
+        limits: dict[str, int] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.code = code
+        self.limits = dict(limits or {})
 
 
 class UnknownNode(RelayError):
@@ -60,6 +88,18 @@ class MalformedPacket(RelayError):
 
 class NotFound(RelayError):
     """No packet or attachment with that id or digest."""
+
+
+class PacketTooLarge(RelayError):
+    """A new packet is ``size`` bytes on the wire; batches take at most ``limit``."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"the packet would be {size} bytes on the wire; a batch holds at most {limit} "
+            "bytes, so it could never be delivered (send large files as attachments)"
+        )
+        self.size = size
+        self.limit = limit
 
 
 class AttachmentError(RelayError):

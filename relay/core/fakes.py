@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from relay.core.errors import AttachmentError, PeerUnavailable
+from relay.core.errors import AttachmentError, PeerRefused, PeerUnavailable
 from relay.core.ports import OpenAt
 
 if TYPE_CHECKING:
@@ -89,8 +89,14 @@ class FakePeerLink:
             await node.write_blob(self._me, digest, size, offset, _cut(open_at(offset), limit))
         except _Cut as exc:
             raise PeerUnavailable(f"upload to {peer} broke") from exc
-        except AttachmentError as exc:
-            raise PeerUnavailable(f"upload to {peer} refused: {exc.reason}") from exc
+        except AttachmentError as exc:  # answered as the federation listener would
+            status = 409 if exc.reason == "offset-mismatch" else 422
+            raise PeerRefused(
+                f"upload to {peer} refused: {exc.reason}",
+                status=status,
+                kind="blob-upload",
+                code=exc.reason,
+            ) from exc
         if node.blob_offset(digest) < size:
             raise PeerUnavailable(f"upload to {peer} incomplete")
 

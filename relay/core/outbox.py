@@ -15,12 +15,18 @@ in; the service applies the decisions through the store.
   unreachable for ``expiry_grace`` after expiry is it dead-lettered without an answer.
   A dead packet takes the later packets of its case and destination with it (their
   ``prev`` chain can no longer be accepted); so does a final rejection.
+- **Refusals.** A partner's HTTP refusal is classified by :func:`classify_refusal`
+  (one table, documented in ``docs/federation-http.md``): *retry* (the partner or the
+  network may recover: the destination backs off), *split* (the batch is too big: send
+  it in halves) or *permanent* (this packet can never be accepted as it is: park it as
+  a dead letter with the reason, so nothing else waits behind it).
 - **Catch-up.** Nothing special: every unsettled packet is still in the outbox, and a
   destination whose backoff elapsed is sent its heads again, in order.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,13 +34,17 @@ from datetime import datetime, timedelta
 from relay.core.model import OutboxState
 
 __all__ = [
+    "BATCH_ENVELOPE_BYTES",
+    "PER_PACKET_BYTES",
     "RETRYABLE_REASONS",
     "Batch",
     "OutboxPolicy",
     "OutboxRow",
     "PeerBackoff",
+    "Refusal",
     "backoff_delay",
     "blocked_successors",
+    "classify_refusal",
     "due_batches",
     "expired",
     "next_wakeup",
@@ -43,7 +53,55 @@ __all__ = [
 RETRYABLE_REASONS = frozenset({"gap", "attachment-missing", "unknown-sender"})
 """Rejections that may succeed later unchanged; every other rejection is final."""
 
+PER_PACKET_BYTES = 4
+"""JSON overhead per packet in a batch body (quotes and comma)."""
+BATCH_ENVELOPE_BYTES = 64
+"""JSON overhead of a batch body around its packets, with room to spare."""
+
 _OPEN = (OutboxState.QUEUED, OutboxState.IN_FLIGHT)
+
+
+class Refusal(enum.StrEnum):
+    RETRY = "retry"
+    SPLIT = "split"
+    PERMANENT = "permanent"
+
+
+REQUEST_KINDS = ("batch", "blob-offset", "blob-upload")
+"""Requests the sender makes: ``POST /packets``, ``HEAD`` and ``PUT /attachments/{d}``."""
+
+_RETRY_STATUSES = frozenset({408, 425, 429})
+"""4xx answers that say "later" rather than "never"."""
+
+_BY_KIND: dict[tuple[str, int], Refusal] = {
+    # the batch is over the partner's body or batch-size limit: halve it; a single
+    # packet that is still too large is permanent (see Sender)
+    ("batch", 413): Refusal.SPLIT,
+    # the partner does not hold the blob / the offset moved: ask again later
+    ("blob-offset", 404): Refusal.RETRY,
+    ("blob-upload", 409): Refusal.RETRY,
+    # the partner has not (yet) a verified descriptor or agreement for us
+    ("batch", 403): Refusal.RETRY,
+    ("blob-offset", 403): Refusal.RETRY,
+    ("blob-upload", 403): Refusal.RETRY,
+    ("batch", 401): Refusal.RETRY,
+    ("blob-offset", 401): Refusal.RETRY,
+    ("blob-upload", 401): Refusal.RETRY,
+}
+
+
+def classify_refusal(kind: str, status: int) -> Refusal:
+    """The one table of what a partner's HTTP answer ``status`` to a request of
+    ``kind`` means for the sender. Network errors, timeouts and garbage never reach
+    here: they are :data:`Refusal.RETRY` by construction."""
+    if kind not in REQUEST_KINDS:
+        raise ValueError(f"unknown request kind {kind!r}")
+    special = _BY_KIND.get((kind, status))
+    if special is not None:
+        return special
+    if status in _RETRY_STATUSES or status >= 500 or status < 400:
+        return Refusal.RETRY
+    return Refusal.PERMANENT
 
 
 @dataclass(frozen=True)
@@ -54,6 +112,8 @@ class OutboxPolicy:
     default_ttl: timedelta = timedelta(days=7)
     idle_poll: timedelta = timedelta(seconds=30)
     expiry_grace: timedelta = timedelta(hours=1)
+    max_packet_bytes: int | None = None
+    """Largest packet (compact serialization) accepted at creation; ``None``: no limit."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.base_delay <= timedelta(0):

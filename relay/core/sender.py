@@ -19,17 +19,21 @@ from datetime import datetime
 
 from relay.audit.leaves import Direction
 from relay.core import blobs
-from relay.core.errors import MalformedPacket, PeerUnavailable
+from relay.core.errors import MalformedPacket, PeerRefused, PeerUnavailable
 from relay.core.leaves import receipt_leaf
 from relay.core.model import OutboxState
 from relay.core.outbox import (
+    BATCH_ENVELOPE_BYTES,
+    PER_PACKET_BYTES,
     RETRYABLE_REASONS,
     Batch,
     OutboxPolicy,
     OutboxRow,
     PeerBackoff,
+    Refusal,
     backoff_delay,
     blocked_successors,
+    classify_refusal,
     due_batches,
     expired,
 )
@@ -62,6 +66,8 @@ class Sender:
         self._clock = clock
         self._rng = rng
         self._policy = policy
+        self._limits: dict[str, dict[str, int]] = {}
+        self._failing_since: dict[str, datetime] = {}
 
     async def deliver_once(self) -> int:
         at = self._clock()
@@ -96,29 +102,95 @@ class Sender:
             out = self._store.outgoing(pid)
             assert out is not None
             outgoing.append(out)
+        parked: list[OutboxUpdate] = []
         try:
-            await self._upload_attachments(batch.peer, outgoing)
+            ready = await self._upload_attachments(batch.peer, outgoing, rows, parked)
+        except PeerUnavailable as exc:
+            self._store.update_outbox(parked + self._retrying(outgoing, parked, exc))
+            self._peer_failed(batch.peer, exc)
+            return len(parked)
+        self._store.update_outbox(parked)
+        settled = len(parked)
+        for chunk in self._fit(batch.peer, ready):
+            done = await self._deliver(batch.peer, chunk, rows)
+            if done is None:
+                break  # the partner is unavailable: the rest waits for the backoff
+            settled += done
+        return settled
+
+    def _fit(self, peer: str, outgoing: Sequence[Outgoing]) -> list[list[Outgoing]]:
+        """Split ``outgoing`` into batches within the partner's limits as last learned
+        from its refusals (``max_batch_size``, ``max_body_bytes``)."""
+        limits = self._limits.get(peer, {})
+        most = limits.get("max_batch_size", len(outgoing) or 1)
+        room = limits.get("max_body_bytes")
+        chunks: list[list[Outgoing]] = []
+        size = 0
+        for out in outgoing:
+            cost = len(out.token) + PER_PACKET_BYTES
+            if (
+                not chunks
+                or len(chunks[-1]) >= most
+                or (room is not None and size + cost > room - BATCH_ENVELOPE_BYTES)
+            ):
+                chunks.append([])
+                size = 0
+            chunks[-1].append(out)
+            size += cost
+        return chunks
+
+    async def _deliver(
+        self, peer: str, outgoing: Sequence[Outgoing], rows: Sequence[OutboxRow]
+    ) -> int | None:
+        """Send one batch and apply its receipts; ``None`` when the partner is
+        unavailable (backoff recorded). A refusal that is not "later" is split until it
+        can be pinned on one packet, which is then parked."""
+        try:
             self._store.update_outbox(
                 [
                     OutboxUpdate(o.item.summary.packet_id, OutboxState.IN_FLIGHT, attempted=True)
                     for o in outgoing
                 ]
             )
-            receipts = await self._link.deliver(batch.peer, [o.token for o in outgoing])
+            receipts = await self._link.deliver(peer, [o.token for o in outgoing])
             if len(receipts) != len(outgoing):
                 raise PeerUnavailable("the peer answered with the wrong number of receipts")
+        except PeerRefused as exc:
+            verdict = classify_refusal("batch", exc.status)
+            if verdict is Refusal.RETRY:
+                self._store.update_outbox(self._retrying(outgoing, [], exc, sent=True))
+                self._peer_failed(peer, exc)
+                return None
+            self._learn(peer, exc)
+            if len(outgoing) > 1:
+                settled = 0
+                half = len(outgoing) // 2
+                for part in (outgoing[:half], outgoing[half:]):
+                    done = await self._deliver(peer, part, rows)
+                    if done is None:
+                        return None if settled == 0 else settled
+                    settled += done
+                return settled
+            [out] = outgoing
+            why = "packet-too-large" if exc.status == 413 else _refusal_reason("refused", exc)
+            parked = self._park(out, why, rows)
+            self._store.update_outbox(parked)
+            _log.warning("parked packet %s for %s: %s", out.item.summary.packet_id, peer, exc)
+            return len(parked)
         except PeerUnavailable as exc:
-            self._peer_failed(batch.peer, exc)
-            return 0
-        if batch.peer in self._store.peer_backoffs():
-            self._store.set_peer_backoff(batch.peer, PeerBackoff())  # reachable again
+            self._store.update_outbox(self._retrying(outgoing, [], exc, sent=True))
+            self._peer_failed(peer, exc)
+            return None
+        self._failing_since.pop(peer, None)
+        if peer in self._store.peer_backoffs():
+            self._store.set_peer_backoff(peer, PeerBackoff())  # reachable again
         at = self._clock()
         updates: list[OutboxUpdate] = []
         settled = 0
         by_id = {r.packet_id: r for r in rows}
         for out, token in zip(outgoing, receipts, strict=True):
             s = out.item.summary
-            receipt = self._check_receipt(token, out, batch.peer)
+            receipt = self._check_receipt(token, out, peer)
             if receipt is None:
                 retry = at + backoff_delay(self._policy, out.item.attempts + 1, self._rng.random())
                 updates.append(OutboxUpdate(s.packet_id, OutboxState.QUEUED, retry, "bad-receipt"))
@@ -162,6 +234,46 @@ class Sender:
         self._store.update_outbox(updates)
         return settled
 
+    def _learn(self, peer: str, exc: PeerRefused) -> None:
+        """Remember the limits a partner's refusal states (e.g. ``max_batch_size``)."""
+        known = self._limits.setdefault(peer, {})
+        for name in ("max_batch_size", "max_body_bytes"):
+            value = exc.limits.get(name)
+            if isinstance(value, int) and value > 0:
+                known[name] = value
+
+    def _park(self, out: Outgoing, why: str, rows: Sequence[OutboxRow]) -> list[OutboxUpdate]:
+        """Dead-letter ``out`` with reason ``why`` and its open case successors."""
+        pid = out.item.summary.packet_id
+        updates = [OutboxUpdate(pid, OutboxState.DEAD, reason=why)]
+        row = next((r for r in rows if r.packet_id == pid), None)
+        if row is not None:
+            updates += [
+                OutboxUpdate(succ, OutboxState.DEAD, reason="predecessor-dead")
+                for succ in blocked_successors(rows, row)
+            ]
+        return updates
+
+    def _retrying(
+        self,
+        outgoing: Sequence[Outgoing],
+        parked: Sequence[OutboxUpdate],
+        exc: Exception,
+        *,
+        sent: bool = False,
+    ) -> list[OutboxUpdate]:
+        """Record why the attempt failed on packets that stay open: ``in_flight`` when
+        the batch was ``sent`` (the partner may hold it; attempt already counted),
+        else ``queued`` with one more attempt."""
+        gone = {u.packet_id for u in parked}
+        why = _refusal_reason("http", exc) if isinstance(exc, PeerRefused) else "peer-unavailable"
+        state = OutboxState.IN_FLIGHT if sent else OutboxState.QUEUED
+        return [
+            OutboxUpdate(o.item.summary.packet_id, state, None, why, attempted=not sent)
+            for o in outgoing
+            if o.item.summary.packet_id not in gone
+        ]
+
     def _check_receipt(self, token: str, out: Outgoing, peer: str) -> Receipt | None:
         s = out.item.summary
         try:
@@ -174,18 +286,52 @@ class Sender:
             return None
         return r
 
+    def failing_since(self) -> dict[str, datetime]:
+        """Partners whose every request failed (retry-later) since when, by node id
+        (kept in memory: a restart starts the count again)."""
+        return dict(self._failing_since)
+
     def _peer_failed(self, peer: str, exc: Exception) -> None:
+        self._failing_since.setdefault(peer, self._clock())
         previous = self._store.peer_backoffs().get(peer, PeerBackoff())
         failures = previous.failures + 1
         delay = backoff_delay(self._policy, failures, self._rng.random())
         self._store.set_peer_backoff(peer, PeerBackoff(failures, self._clock() + delay))
         _log.info("peer %s unavailable (%s); retry in %.1fs", peer, exc, delay.total_seconds())
 
-    async def _upload_attachments(self, peer: str, outgoing: Sequence[Outgoing]) -> None:
+    async def _upload_attachments(
+        self,
+        peer: str,
+        outgoing: Sequence[Outgoing],
+        rows: Sequence[OutboxRow],
+        parked: list[OutboxUpdate],
+    ) -> list[Outgoing]:
+        """Upload the blobs of ``outgoing``; a packet whose blob the partner refuses for
+        good is parked (its updates appended to ``parked``) and left out of the result."""
+        ready: list[Outgoing] = []
         for out in outgoing:
-            for a in out.item.summary.attachments:
-                if self._store.uploaded(peer, a.digest):
-                    continue
-                open_at = functools.partial(blobs.read_from, self._store.blob_path(a.digest))
-                await self._link.upload_attachment(peer, a.digest, a.size, open_at)
-                self._store.mark_uploaded(peer, a.digest)
+            try:
+                for a in out.item.summary.attachments:
+                    if self._store.uploaded(peer, a.digest):
+                        continue
+                    open_at = functools.partial(blobs.read_from, self._store.blob_path(a.digest))
+                    await self._link.upload_attachment(peer, a.digest, a.size, open_at)
+                    self._store.mark_uploaded(peer, a.digest)
+            except PeerRefused as exc:
+                if classify_refusal(exc.kind, exc.status) is not Refusal.PERMANENT:
+                    raise
+                parked += self._park(out, _refusal_reason("attachment", exc), rows)
+                _log.warning(
+                    "parked packet %s: %s refused its attachment: %s",
+                    out.item.summary.packet_id,
+                    peer,
+                    exc,
+                )
+                continue
+            ready.append(out)
+        return ready
+
+
+def _refusal_reason(prefix: str, exc: PeerRefused) -> str:
+    """A stable reason for the outbox: ``<prefix>-<problem code>`` or ``<prefix>-<status>``."""
+    return f"{prefix}-{exc.code}" if exc.code else f"{prefix}-{exc.status}"

@@ -23,13 +23,19 @@ import random
 import sqlite3
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from relay.audit.leaves import LeafKind
 from relay.core.attachments import AttachmentVault, info_of, key_by_kid
 from relay.core.directory import Directory
-from relay.core.errors import MalformedPacket, NotAuthorized, NotFound, StoreError
+from relay.core.errors import (
+    MalformedPacket,
+    NotAuthorized,
+    NotFound,
+    PacketTooLarge,
+    StoreError,
+)
 from relay.core.fields import format_time
 from relay.core.inbox import Inbox, summary_of
 from relay.core.leaves import packet_leaf
@@ -201,7 +207,8 @@ class RelayNode:
         :meth:`write_attachment`. Raises :class:`NotAuthorized` (the agreement does not
         grant it), :class:`UnknownNode`, :class:`NotFound` (attachment not staged),
         :class:`MalformedPacket` (content or routing strings are not tongban JSON values,
-        protocol.md "Conventions", or ``case_id`` is not 1-128 characters).
+        protocol.md "Conventions", or ``case_id`` is not 1-128 characters),
+        :class:`PacketTooLarge` (over ``policy.max_packet_bytes``; nothing is queued).
         """
         check_new_packet(case_id, matter, action, mode, content)
         at = self._clock()
@@ -241,6 +248,9 @@ class RelayNode:
             token, parsed, inner = build_packet(
                 facts, content, keys, signer=self._signer, recipient=recipient, at=at
             )
+            most = self._policy.max_packet_bytes
+            if most is not None and len(token) > most:
+                raise PacketTooLarge(len(token), most)
             digest = packet_digest(token)
             leaf = packet_leaf(LeafKind.PACKET_SENT, parsed, digest, node=self.node_id, at=at)
             return NewOutgoing(
@@ -281,6 +291,10 @@ class RelayNode:
             attachments=[a.plain_digest for a in s.attachments if a.plain_digest],
             expires_in=expires_in,
         )
+
+    def unreachable_partners(self) -> dict[str, datetime]:
+        """Partners the outbox could not deliver to since when (consecutive failures)."""
+        return self._sender.failing_since()
 
     def list_outbox(
         self, *, state: OutboxState | None = None, peer: str | None = None

@@ -8,7 +8,7 @@ where :mod:`relay.core.errors` become problem documents.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -18,6 +18,7 @@ from relay.core.errors import (
     MalformedPacket,
     NotAuthorized,
     NotFound,
+    PacketTooLarge,
     PeerUnavailable,
     RelayError,
     StoreError,
@@ -64,6 +65,8 @@ class RelayApi(Protocol):
         self, *, state: OutboxState | None = None, peer: str | None = None
     ) -> list[OutboxItem]: ...
 
+    def unreachable_partners(self) -> dict[str, datetime]: ...
+
     def list_inbox(self, *, case_id: str | None = None) -> list[InboxItem]: ...
 
     def read_packet(self, packet_id: str) -> PacketContent: ...
@@ -106,6 +109,13 @@ def problem_from_core(exc: RelayError) -> Problem:
         return Problem(404, ProblemCode.UNKNOWN_NODE, f"no verified descriptor for {exc.node_id}")
     if isinstance(exc, NotFound):
         return Problem(404, ProblemCode.NOT_FOUND, str(exc) or "not found")
+    if isinstance(exc, PacketTooLarge):
+        return Problem(
+            413,
+            ProblemCode.PACKET_TOO_LARGE,
+            str(exc),
+            extra={"size": exc.size, "max_packet_bytes": exc.limit},
+        )
     if isinstance(exc, AttachmentError):
         status, code = _ATTACHMENT_STATUS.get(exc.reason, (400, ProblemCode.INVALID_REQUEST))
         return Problem(status, code, str(exc), extra={"reason": exc.reason})

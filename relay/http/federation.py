@@ -83,8 +83,22 @@ def federation_app(
         ],
     )
 
+    batch_limits = {
+        "max_body_bytes": limits.max_body_bytes,
+        "max_batch_size": limits.max_batch_size,
+    }
+
     async def post_packets(request: web.Request) -> web.Response:
-        body = await read_json_object(request)
+        try:
+            body = await read_json_object(request)
+        except web.HTTPRequestEntityTooLarge as exc:
+            # the sender splits its batch by these extension members (federation-http §2)
+            raise Problem(
+                413,
+                ProblemCode.BODY_TOO_LARGE,
+                f"a batch body is limited to {limits.max_body_bytes} bytes",
+                extra=batch_limits,
+            ) from exc
         packets = body.get("packets")
         if not isinstance(packets, list) or not all(isinstance(p, str) for p in packets):
             raise Problem(400, ProblemCode.INVALID_REQUEST, "'packets' must be an array of strings")
@@ -95,7 +109,7 @@ def federation_app(
                 413,
                 ProblemCode.BATCH_TOO_LARGE,
                 f"at most {limits.max_batch_size} packets per batch",
-                extra={"max_batch_size": limits.max_batch_size},
+                extra=batch_limits,
             )
         receipts = await core.receive_batch(request[PEER_KEY].node_id, packets)
         return web.json_response({"receipts": receipts})

@@ -23,7 +23,7 @@ from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import ClientRequest
 from aiohttp.tracing import Trace
 
-from relay.core.errors import PeerUnavailable
+from relay.core.errors import PeerRefused, PeerUnavailable
 from relay.core.ports import OpenAt
 from relay.tls import BundleSource, client_context, peer_identity
 from signing.errors import CertificateRejected, MalformedInput
@@ -134,9 +134,7 @@ class HttpsPeerLink:
                 f"{url}/federation/v1/packets", json={"packets": list(packets)}
             ) as resp:
                 if resp.status != 200:
-                    raise PeerUnavailable(
-                        f"node {peer} answered {resp.status} to a batch: {await _problem(resp)}"
-                    )
+                    raise await _refused(resp, f"node {peer} answered {resp.status} to a batch")
                 body = await resp.json()
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise PeerUnavailable(f"cannot deliver to node {peer}: {exc!r}") from exc
@@ -172,8 +170,8 @@ class HttpsPeerLink:
                     if resp.status == 409:
                         continue  # offset moved (a concurrent or earlier upload): ask again
                     if resp.status not in (200, 201):
-                        raise PeerUnavailable(
-                            f"node {peer} refused blob {digest[:12]}: {await _problem(resp)}"
+                        raise await _refused(
+                            resp, f"node {peer} refused blob {digest[:12]}", "blob-upload"
                         )
                     if int(resp.headers.get("Upload-Offset", "-1")) == size:
                         return
@@ -184,7 +182,11 @@ class HttpsPeerLink:
     async def _remote_offset(self, session: aiohttp.ClientSession, target: str) -> int:
         async with session.head(target) as resp:
             if resp.status != 200:
-                raise PeerUnavailable(f"{target} answered {resp.status} to HEAD")
+                raise PeerRefused(
+                    f"{target} answered {resp.status} to HEAD",
+                    status=resp.status,
+                    kind="blob-offset",
+                )
             return int(resp.headers["Upload-Offset"])
 
 
@@ -193,11 +195,24 @@ async def _stream(open_at: OpenAt, offset: int) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _problem(resp: aiohttp.ClientResponse) -> str:
+_LIMIT_MEMBERS = ("max_batch_size", "max_body_bytes")
+
+
+async def _refused(resp: aiohttp.ClientResponse, what: str, kind: str = "batch") -> PeerRefused:
+    """A :class:`PeerRefused` from a refusal: status, problem code and limit members."""
+    code: str | None = None
+    limits: dict[str, int] = {}
+    detail = resp.reason or ""
     try:
         body = await resp.json(content_type=None)
     except (aiohttp.ClientError, ValueError):
-        return resp.reason or ""
+        body = None
     if isinstance(body, dict):
-        return f"{body.get('code')}: {body.get('detail')}"
-    return resp.reason or ""
+        raw = body.get("code")
+        code = raw if isinstance(raw, str) and raw.isascii() and len(raw) <= 64 else None
+        detail = f"{code}: {body.get('detail')}"
+        for name in _LIMIT_MEMBERS:
+            value = body.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                limits[name] = value
+    return PeerRefused(f"{what}: {detail}", status=resp.status, kind=kind, code=code, limits=limits)

@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from relay.alerts import ALERTS, AlertBoard
+from relay.alerts import ALERTS, AlertBoard, Severity, StaffAlert
 from relay.config import Limits
 from relay.core.model import OutboxState
 from relay.http.api import RelayApi, core_error_middleware
@@ -118,6 +118,61 @@ def _packet_request(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+PARTNER_UNREACHABLE_AFTER = timedelta(hours=1)
+"""Consecutive delivery failures to a partner for this long raise an alert."""
+
+
+def delivery_alerts(core: RelayApi, now: datetime) -> list[StaffAlert]:
+    """Alerts of the outbox: a parked packet (dead, reason other than ``expired``, not
+    yet sent again: no later live packet of its case to that partner) and a partner
+    unreachable for longer than :data:`PARTNER_UNREACHABLE_AFTER`."""
+    alerts: list[StaffAlert] = []
+    live: set[tuple[str, str]] = set()
+    for item in reversed(core.list_outbox()):
+        s = item.summary
+        key = (s.receiver, s.case_id)
+        if item.state in (OutboxState.QUEUED, OutboxState.IN_FLIGHT, OutboxState.DELIVERED):
+            live.add(key)
+            continue
+        if item.state is not OutboxState.DEAD or item.reason in (None, "expired") or key in live:
+            continue
+        alerts.append(
+            StaffAlert(
+                id=f"outbox:parked:{s.packet_id}",
+                source="outbox",
+                code="packet-parked",
+                severity=Severity.CRITICAL,
+                at=now,
+                title_zh="有一份案卷无法送达对方，已暂停发送",
+                title_en="A packet can never be delivered as it is and was set aside",
+                detail=f"Packet {s.packet_id} of case {s.case_id} to node {s.receiver} was "
+                f"refused for good ({item.reason}). Fix the cause (e.g. upload the "
+                "attachment again), then resend the packet; other cases keep moving",
+                subject=s.packet_id,
+                extra={"reason": item.reason, "peer": s.receiver, "case_id": s.case_id},
+            )
+        )
+    for peer, since in sorted(core.unreachable_partners().items()):
+        if now - since < PARTNER_UNREACHABLE_AFTER:
+            continue
+        alerts.append(
+            StaffAlert(
+                id=f"outbox:unreachable:{peer}",
+                source="outbox",
+                code="partner-unreachable",
+                severity=Severity.WARNING,
+                at=since,
+                title_zh="对方节点长时间无法连通，案卷正在排队重试",
+                title_en="A partner node has been unreachable for a long time; packets wait",
+                detail=f"Every delivery to node {peer} has failed since {since.isoformat()}. "
+                "Check the network and the partner's address and certificate with its office",
+                subject=peer,
+                extra={"since": since.isoformat()},
+            )
+        )
+    return alerts
+
+
 def staff_app(
     core: RelayApi,
     *,
@@ -138,6 +193,7 @@ def staff_app(
         ],
     )
     app[ALERTS] = AlertBoard()
+    app[ALERTS].add_source("outbox", lambda now: delivery_alerts(core, now))
 
     async def post_packet(request: web.Request) -> web.Response:
         require_role(request, StaffRole.CLERK)

@@ -102,7 +102,9 @@ async def test_oversize_body_is_413_body_too_large(fed: Harness) -> None:
     resp = await fed.session.post(
         fed.url + "/federation/v1/packets", json={"packets": ["x" * 5000]}
     )
-    await _problem(resp, 413, "body-too-large")
+    body = await _problem(resp, 413, "body-too-large")
+    assert body["max_body_bytes"] == LIMITS.max_body_bytes
+    assert body["max_batch_size"] == LIMITS.max_batch_size
     assert fed.core.batches == []
 
 

@@ -1,0 +1,169 @@
+"""Issue 11: delivery never wedges. A packet that can never be delivered is parked
+(dead, with its reason) and the rest of the outbox to that partner keeps moving; a
+batch over the partner's limits is split."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+
+import pytest
+from relay_core_support import ACTION, DAFENG, MATTER, MODE, WUCHANG, Federation, drain, send
+from test_attachments import stage
+
+from relay.core.errors import PacketTooLarge, PeerRefused
+from relay.core.model import OutboxState
+from relay.core.outbox import Refusal, classify_refusal
+from relay.core.service import RelayNode
+from relay.http.api import problem_from_core
+from relay.http.staff import delivery_alerts
+
+
+def states(node: RelayNode) -> dict[str, tuple[OutboxState, str | None]]:
+    return {i.summary.packet_id: (i.state, i.reason) for i in node.list_outbox()}
+
+
+async def test_a_flipped_byte_in_a_blob_parks_its_packet_and_others_move_on(
+    federation: Federation,
+) -> None:
+    sender, receiver = federation.nodes[WUCHANG], federation.nodes[DAFENG]
+    digest = await stage(sender, os.urandom(10_000))
+    bad = await sender.create_packet(
+        to=DAFENG, case_id="bad", matter=MATTER, action=ACTION, mode=MODE,
+        content={"photos": 1}, attachments=[digest],
+    )  # fmt: skip
+    after_bad = await send(federation, WUCHANG, DAFENG, "bad", 1)
+    others = await send(federation, WUCHANG, DAFENG, "good", 3)
+    blob = federation.stores[WUCHANG].blob_path(bad.attachments[0].digest)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(bytes(data))
+
+    await drain(federation, WUCHANG)
+
+    seen = states(sender)
+    assert seen[bad.packet_id] == (OutboxState.DEAD, "attachment-digest-mismatch")
+    assert seen[after_bad[0]] == (OutboxState.DEAD, "predecessor-dead")
+    assert all(seen[p][0] is OutboxState.DELIVERED for p in others)
+    assert [i.summary.packet_id for i in receiver.list_inbox()] == others
+
+    alerts = {a.subject: a for a in delivery_alerts(sender, federation.clock())}
+    assert {bad.packet_id, after_bad[0]} <= set(alerts)
+    parked = alerts[bad.packet_id]
+    assert (parked.source, parked.code) == ("outbox", "packet-parked")
+    assert "attachment-digest-mismatch" in parked.detail
+    # staff fix the blob and resend: the packet goes through, its alert goes away
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(bytes(data))
+    again = await sender.resend(bad.packet_id)
+    await drain(federation, WUCHANG)
+    assert states(sender)[again.packet_id][0] is OutboxState.DELIVERED
+    still = {a.subject for a in delivery_alerts(sender, federation.clock())}
+    assert bad.packet_id not in still
+
+
+async def test_a_partner_failing_for_an_hour_raises_an_alert(federation: Federation) -> None:
+    sender = federation.nodes[WUCHANG]
+    await send(federation, WUCHANG, DAFENG, "c", 1)
+    federation.network.down.add(DAFENG)
+    await sender.deliver_once()
+    [item] = sender.list_outbox()
+    assert item.state is OutboxState.IN_FLIGHT  # the partner may hold it: ask again
+    assert item.reason == "peer-unavailable"
+    assert item.attempts == 1
+    assert delivery_alerts(sender, federation.clock()) == []
+    federation.clock.advance(hours=1, seconds=1)
+    await sender.deliver_once()
+    [alert] = delivery_alerts(sender, federation.clock())
+    assert (alert.code, alert.subject) == ("partner-unreachable", DAFENG)
+    federation.network.down.clear()
+    await drain(federation, WUCHANG)
+    assert delivery_alerts(sender, federation.clock()) == []
+
+
+class _Limited:
+    """A link in front of the fake network that refuses batches over ``most`` packets
+    with 413 and the limit as an extension member, as the federation listener does."""
+
+    def __init__(self, inner: object, most: int) -> None:
+        self._inner = inner
+        self.most = most
+        self.sizes: list[int] = []
+
+    async def deliver(self, peer: str, packets: Sequence[str]) -> list[str]:
+        self.sizes.append(len(packets))
+        if len(packets) > self.most:
+            raise PeerRefused(
+                "413", status=413, code="batch-too-large", limits={"max_batch_size": self.most}
+            )
+        return await self._inner.deliver(peer, packets)  # type: ignore[attr-defined,no-any-return]
+
+    async def upload_attachment(self, *args: object) -> None:
+        await self._inner.upload_attachment(*args)  # type: ignore[attr-defined]
+
+
+async def test_a_batch_over_the_partner_limit_is_split_and_the_limit_learned(
+    federation: Federation,
+) -> None:
+    sender = federation.nodes[WUCHANG]
+    limited = _Limited(sender._sender._link, most=3)
+    sender._sender._link = limited  # type: ignore[assignment]
+    ids = []
+    for case in range(10):
+        ids += await send(federation, WUCHANG, DAFENG, f"case-{case}", 1)
+    await drain(federation, WUCHANG)
+    assert all(state is OutboxState.DELIVERED for state, _ in states(sender).values())
+    assert [i.summary.packet_id for i in federation.nodes[DAFENG].list_inbox()] == ids
+    # once learned, later batches are cut to the limit before sending
+    limited.sizes.clear()
+    for case in range(7):
+        await send(federation, WUCHANG, DAFENG, f"later-{case}", 1)
+    await drain(federation, WUCHANG)
+    assert limited.sizes
+    assert max(limited.sizes) <= 3
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "verdict"),
+    [
+        ("batch", 413, Refusal.SPLIT),
+        ("batch", 400, Refusal.PERMANENT),
+        ("batch", 422, Refusal.PERMANENT),
+        ("batch", 408, Refusal.RETRY),
+        ("batch", 429, Refusal.RETRY),
+        ("batch", 500, Refusal.RETRY),
+        ("batch", 503, Refusal.RETRY),
+        ("blob-upload", 422, Refusal.PERMANENT),
+        ("blob-upload", 413, Refusal.PERMANENT),
+        ("blob-upload", 409, Refusal.RETRY),
+        ("blob-offset", 404, Refusal.RETRY),
+    ],
+)
+def test_every_partner_status_has_one_meaning(kind: str, status: int, verdict: Refusal) -> None:
+    assert classify_refusal(kind, status) is verdict
+
+
+async def test_a_packet_too_large_for_any_batch_is_refused_at_creation(
+    federation: Federation,
+) -> None:
+    sender = federation.nodes[WUCHANG]
+    sender._policy = replace(federation.policy, max_packet_bytes=20_000)
+    await send(federation, WUCHANG, DAFENG, "small", 1)
+    with pytest.raises(PacketTooLarge) as err:
+        await sender.create_packet(
+            to=DAFENG, case_id="big", matter=MATTER, action=ACTION, mode=MODE,
+            content={"notes": "很长的说明" * 3000},
+        )  # fmt: skip
+    assert err.value.limit == 20_000
+    assert err.value.size > 20_000
+    assert [i.summary.case_id for i in sender.list_outbox()] == ["small"]
+    problem = problem_from_core(err.value)
+    assert (problem.status, problem.code) == (413, "packet-too-large")
+    assert "20000" in str(problem)
+    # the case did not consume a sequence number: its first packet is still seq 1
+    ok = await sender.create_packet(
+        to=DAFENG, case_id="big", matter=MATTER, action=ACTION, mode=MODE,
+        content={"notes": "短"},
+    )  # fmt: skip
+    assert ok.seq == 1
