@@ -41,7 +41,19 @@ from relay.staff_auth import StaffRole, issue_token
 from signing.certificates import TrustBundle
 from signing.nodedir import NodeKeys, load_node_keys
 
-START = datetime(2026, 11, 2, 2, 0, tzinfo=UTC)  # Monday 10:00 in Beijing
+
+def last_beijing_monday_10(now: datetime) -> datetime:
+    """The latest Monday 10:00 in Beijing (02:00 UTC) at or before `now`.
+
+    The case tests start their injected clock there and build their PKI a day earlier,
+    so the CRLs stay fresh for nodes that run on the wall clock, whatever the date.
+    """
+    monday = (now - timedelta(hours=2)).date()
+    monday -= timedelta(days=monday.weekday())
+    return datetime(monday.year, monday.month, monday.day, 2, 0, tzinfo=UTC)
+
+
+START = last_beijing_monday_10(datetime.now(UTC))  # Monday 10:00 in Beijing, derived from now
 NAMES = {RECEIVING: ("武昌区政务服务中心", "Wuchang District Service Centre"),
          HANDLING: ("大丰区行政审批局", "Dafeng District Approval Bureau")}  # fmt: skip
 MATTERS = ("publication-retail-licence", "food-business-licence")
@@ -101,8 +113,8 @@ def write_agreement(path: Path, keys: dict[str, NodeKeys], *, at: datetime) -> P
                 "province": "江苏省",
             },
         ],
-        "valid_from": "2026-01-01T00:00:00+08:00",
-        "valid_until": "2028-01-01T00:00:00+08:00",
+        "valid_from": (at - timedelta(days=365)).isoformat(),
+        "valid_until": (at + timedelta(days=2 * 365)).isoformat(),
         "matters": [
             {
                 "matter": matter,

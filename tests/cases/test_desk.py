@@ -27,7 +27,8 @@ async def test_a_whole_case_converges_on_both_offices(offices, clock):
     opened = await r.desk.open_case(matter=BOOKS, mode="proxy_receipt", handling=HANDLING,
                                     materials=["营业执照", "身份证"])  # fmt: skip
     case_id = opened.record.case.header.case_id
-    assert case_id.startswith(f"{RECEIVING}-20261102-")
+    beijing_day = (clock() + timedelta(hours=8)).strftime("%Y%m%d")
+    assert case_id.startswith(f"{RECEIVING}-{beijing_day}-")
     assert opened.record.case.header.time_limit_working_days == 20
     assert not opened.record.case.header.survey_required
     await offices.deliver()
