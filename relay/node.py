@@ -35,8 +35,10 @@ from typing import Protocol
 
 from aiohttp import web
 
+from relay.alerts import ALERTS
 from relay.config import Listener, NodeConfig
 from relay.core.ports import PeerLink
+from relay.expiry import ExpiryWatch
 from relay.http.api import RelayApi
 from relay.http.federation import federation_app
 from relay.http.link import HttpsPeerLink
@@ -263,6 +265,16 @@ class Node:
                 else None,
             ),
         ]
+        staff = apps[2][1]
+        staff[ALERTS].add_source(
+            "expiry",
+            ExpiryWatch(
+                node_id=config.node_id,
+                bundle=bundle.current,
+                key_dir=config.key_dir,
+                agreements=config.agreements,
+            ),
+        )
         for name, app, listener, context in apps:
             for extension in self._extensions:
                 extension(name, app)
