@@ -122,11 +122,11 @@ async def test_overdue_list_turns_yellow_then_red_and_lists_open_complaints(offi
     case_id = opened.record.case.header.case_id
     await offices.deliver()
     assert h.desk.overdue() == []
-    clock.advance(days=11)  # Mon 2 Nov + 11 days: 9 working days used of 10
+    clock.advance(days=11)  # a plain Monday + 11 days: 9 working days used of 10
     [item] = h.desk.overdue()
     assert item.clock.colour is Colour.YELLOW
     assert item.record.case.header.case_id == case_id
-    clock.advance(days=4)  # Tuesday 17 Nov: 11 working days used
+    clock.advance(days=4)  # the Tuesday two weeks on: 11 working days used
     [item] = h.desk.overdue()
     assert item.clock.colour is Colour.RED
     await r.desk.act(case_id, K.COMPLAIN, {"text": "两周没有消息"})
