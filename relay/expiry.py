@@ -10,6 +10,8 @@ clears its alert by itself) and logs each standing alert as a WARNING once a day
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, timedelta
@@ -29,6 +31,7 @@ __all__ = [
     "CRL_WARN",
     "ExpiryWatch",
     "expiry_alerts",
+    "watch_until_stopped",
 ]
 
 _log = logging.getLogger("tongban.relay.expiry")
@@ -184,3 +187,20 @@ class ExpiryWatch:
                 self._logged[alert.id] = now.date()
                 _log.warning("%s (%s): %s", alert.code, alert.severity.value, alert.detail)
         return alerts
+
+
+async def watch_until_stopped(
+    watch: Callable[[datetime], object],
+    clock: Callable[[], datetime],
+    stop: asyncio.Event,
+    interval: float = 3600.0,
+) -> None:
+    """Run ``watch`` at start and then every ``interval`` seconds until ``stop`` is set, so
+    its daily WARNINGs reach the log even when nobody reads the alert board."""
+    while not stop.is_set():
+        try:
+            watch(clock())
+        except Exception:  # a broken file must not stop the node; the board reports it too
+            _log.exception("the expiry check failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)

@@ -91,3 +91,22 @@ def test_the_watch_is_a_source_on_the_staff_alert_board(tmp_path) -> None:
     [alert] = board.current(ISSUED + CRL_VALIDITY + timedelta(days=1))
     assert (alert.source, alert.code) == ("expiry", "crl-stale")
     assert alert.title_zh == "吊销列表已过期"
+
+
+async def test_a_running_node_checks_at_start_and_stops_when_told(tmp_path, caplog) -> None:
+    import asyncio
+
+    from relay.expiry import watch_until_stopped
+
+    _, node, bundle = _setup(tmp_path)
+    watch = ExpiryWatch(node_id="420106", bundle=lambda: bundle, key_dir=node, agreements=())
+    stale = ISSUED + CRL_VALIDITY + timedelta(days=1)  # a node started a month on
+    stop = asyncio.Event()
+    with caplog.at_level(logging.WARNING, logger="tongban.relay.expiry"):
+        task = asyncio.create_task(watch_until_stopped(watch, lambda: stale, stop))
+        async with asyncio.timeout(20):
+            while not any("crl-stale" in r.getMessage() for r in caplog.records):
+                await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(task, 20)
+    assert task.done()
