@@ -27,7 +27,7 @@ import signal
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ def _agreement(path: Path, node_dirs: dict[str, Path], at: datetime) -> None:
     template = reciprocal_template(
         list(node_dirs),
         agreement_id="bench-relay-http",
+        # the nodes run on the wall clock: valid from a year before now for three years
+        valid_from=(datetime.now(UTC) - timedelta(days=365)).isoformat(),
+        valid_until=(datetime.now(UTC) + timedelta(days=3 * 365)).isoformat(),
         title_zh="基准测试协议",
         title_en="Benchmark agreement",
     )

@@ -53,6 +53,7 @@ __all__ = [
     "default_endpoints",
     "init_federation",
     "issue_node",
+    "renew_crl",
     "revoke",
     "write_private",
 ]
@@ -389,6 +390,28 @@ def revoke(federation: Path, cert_pem: bytes, *, now: datetime) -> x509.Certific
             .revocation_date(now)
             .build()
         )
+    return _reissue_crl(federation, root, root_key, state, revoked, now)
+
+
+def renew_crl(federation: Path, *, now: datetime) -> x509.CertificateRevocationList:
+    """Re-issue ``crl.pem`` with the same revoked certificates and a fresh nextUpdate
+    (``now + CRL_VALIDITY``), before the old one goes stale and nodes refuse it."""
+    root, root_key, state = _load_federation(federation)
+    try:
+        old = x509.load_pem_x509_crl((federation / "crl.pem").read_bytes())
+    except (OSError, ValueError) as exc:
+        raise PkiError(f"cannot read the CRL of {federation}: {exc}") from exc
+    return _reissue_crl(federation, root, root_key, state, list(old), now)
+
+
+def _reissue_crl(
+    federation: Path,
+    root: x509.Certificate,
+    root_key: ec.EllipticCurvePrivateKey,
+    state: dict[str, object],
+    revoked: list[x509.RevokedCertificate],
+    now: datetime,
+) -> x509.CertificateRevocationList:
     number = int(str(state.get("crl_number", 1))) + 1
     crl = _build_crl(root, root_key, revoked, number, now)
     _replace_public(federation / "crl.pem", crl.public_bytes(serialization.Encoding.PEM))

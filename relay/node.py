@@ -37,8 +37,10 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from relay.alerts import ALERTS
 from relay.config import Listener, NodeConfig
 from relay.core.ports import PeerLink
+from relay.expiry import ExpiryWatch, watch_until_stopped
 from relay.http.api import RelayApi
 from relay.http.federation import federation_app
 from relay.http.link import HttpsPeerLink
@@ -173,6 +175,7 @@ class Node:
         self._runners: list[web.AppRunner] = []
         self._outbox_stop = asyncio.Event()
         self._outbox: asyncio.Task[None] | None = None
+        self._expiry: asyncio.Task[None] | None = None
         self._link: HttpsPeerLink | None = None
         self._handle: CoreHandle | None = None
         self.urls: dict[str, str] = {}
@@ -263,6 +266,13 @@ class Node:
                 else None,
             ),
         ]
+        expiry = ExpiryWatch(
+            node_id=config.node_id,
+            bundle=bundle.current,
+            key_dir=config.key_dir,
+            agreements=config.agreements,
+        )
+        apps[2][1][ALERTS].add_source("expiry", expiry)  # the staff application
         for name, app, listener, context in apps:
             for extension in self._extensions:
                 extension(name, app)
@@ -293,6 +303,9 @@ class Node:
             self.urls[name] = f"{scheme}://{host}:{listener.port}"
         self._outbox = asyncio.create_task(core.run_outbox(self._outbox_stop), name="outbox")
         self._outbox.add_done_callback(_log_outbox_end)
+        self._expiry = asyncio.create_task(
+            watch_until_stopped(expiry, self._clock, self._outbox_stop), name="expiry"
+        )
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight requests, stop the outbox, close storage."""
@@ -306,6 +319,8 @@ class Node:
                 self._outbox.cancel()
             except Exception:  # already logged by _log_outbox_end
                 _log.debug("outbox task ended with an error", exc_info=True)
+        if self._expiry is not None:
+            await asyncio.wait_for(self._expiry, self._shutdown_timeout)
         if self._link is not None:
             await self._link.close()
         if self._handle is not None:

@@ -9,6 +9,10 @@ command -v openssl >/dev/null 2>&1 || need="$need openssl"
 [ -x /usr/bin/chromium ] || need="$need chromium"
 command -v ip >/dev/null 2>&1 || need="$need iproute2"
 command -v unshare >/dev/null 2>&1 || need="$need util-linux"
+# libfaketime for `make test-dates` and the future-date run of `make test`; stress-ng to
+# load both cores while the suite runs (see README, "Tests on other dates and under load")
+command -v faketime >/dev/null 2>&1 || need="$need faketime"
+command -v stress-ng >/dev/null 2>&1 || need="$need stress-ng"
 if [ -z "$need" ]; then exit 0; fi
 if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages:$need"

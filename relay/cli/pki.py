@@ -6,7 +6,7 @@ import argparse
 from datetime import UTC, datetime
 from pathlib import Path
 
-from certs.pki import PkiError, init_federation, issue_node, revoke
+from certs.pki import PkiError, init_federation, issue_node, renew_crl, revoke
 from relay.cli._common import CliError, read_bytes
 
 __all__ = ["register"]
@@ -61,6 +61,15 @@ def _revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _renew_crl(args: argparse.Namespace) -> int:
+    try:
+        crl = renew_crl(Path(args.federation), now=_now())
+    except PkiError as exc:
+        raise CliError("pki", str(exc), 2) from None
+    print(f"{args.federation}/crl.pem re-issued, next update {crl.next_update_utc}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pki = subparsers.add_parser("pki", help="development PKI: roots, node certificates, CRLs")
     sub = pki.add_subparsers(dest="pki_command", metavar="PKI_COMMAND")
@@ -86,3 +95,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rev.add_argument("--federation", required=True, help="federation directory")
     rev.add_argument("--cert", required=True, help="PEM certificate to revoke")
     rev.set_defaults(handler=_revoke)
+
+    renew = sub.add_parser("renew-crl", help="re-issue the CRL with a fresh next update")
+    renew.add_argument("--federation", required=True, help="federation directory")
+    renew.set_defaults(handler=_renew_crl)

@@ -12,7 +12,7 @@ import json
 import shutil
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,9 @@ def write_agreement(path: Path, signers: dict[str, Path]) -> Path:
     template = reciprocal_template(
         list(signers),
         agreement_id="audit-node-test-2026",
+        # the nodes run on the wall clock: valid from a year before now for three years
+        valid_from=(datetime.now(UTC) - timedelta(days=365)).isoformat(),
+        valid_until=(datetime.now(UTC) + timedelta(days=3 * 365)).isoformat(),
         title_zh="审计测试协议",
         title_en="Audit test agreement",
     )

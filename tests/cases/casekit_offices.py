@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agreements.calendar import WorkingCalendar, default_calendar
 from agreements.catalog import default_catalog
 from agreements.draft import draft_from_template
+from agreements.errors import CalendarError
 from agreements.signatures import sign_agreement
 from agreements.signed import SignedAgreement
 from certs.pki import init_federation, issue_node
@@ -41,7 +42,33 @@ from relay.staff_auth import StaffRole, issue_token
 from signing.certificates import TrustBundle
 from signing.nodedir import NodeKeys, load_node_keys
 
-START = datetime(2026, 11, 2, 2, 0, tzinfo=UTC)  # Monday 10:00 in Beijing
+
+def plain_beijing_monday_10(now: datetime, weeks: int = 3) -> datetime:
+    """The latest Monday 10:00 in Beijing (02:00 UTC) at or before `now` that starts
+    `weeks` plain weeks (Monday to Friday working, weekends off) on the default calendar.
+
+    The case tests start their injected clock there ("11 days later: 9 working days
+    used" holds whatever the date); their PKI is made a day before it. Until the calendar
+    covers the year of `now`, the latest Monday is taken as it is.
+    """
+    monday = (now - timedelta(hours=2)).date()
+    monday -= timedelta(days=monday.weekday())
+    calendar = default_calendar()
+    for back in range(12):
+        start = monday - timedelta(weeks=back)
+        days = [start + timedelta(days=i) for i in range(7 * weeks)]
+        try:
+            if all(calendar.is_working_day(d) == (d.weekday() < 5) for d in days):
+                monday = start
+                break
+        except CalendarError:
+            break
+    return datetime(monday.year, monday.month, monday.day, 2, 0, tzinfo=UTC)
+
+
+START = plain_beijing_monday_10(datetime.now(UTC))  # Monday 10:00 in Beijing, from now
+
+
 NAMES = {RECEIVING: ("武昌区政务服务中心", "Wuchang District Service Centre"),
          HANDLING: ("大丰区行政审批局", "Dafeng District Approval Bureau")}  # fmt: skip
 MATTERS = ("publication-retail-licence", "food-business-licence")
@@ -66,8 +93,9 @@ class Pki:
     agreement: Path
 
 
-def make_pki(base: Path) -> Pki:
-    then = START - timedelta(days=1)
+def make_pki(base: Path, then: datetime = START - timedelta(days=1)) -> Pki:
+    """The offices' PKI and agreement made at `then` (a day before START for the tests on
+    the injected clock; a day before the real now for nodes on the wall clock)."""
     fed = base / "federation"
     init_federation(fed, "Cases", now=then)
     keys = {}
@@ -101,8 +129,8 @@ def write_agreement(path: Path, keys: dict[str, NodeKeys], *, at: datetime) -> P
                 "province": "江苏省",
             },
         ],
-        "valid_from": "2026-01-01T00:00:00+08:00",
-        "valid_until": "2028-01-01T00:00:00+08:00",
+        "valid_from": (at - timedelta(days=365)).isoformat(),
+        "valid_until": (at + timedelta(days=2 * 365)).isoformat(),
         "matters": [
             {
                 "matter": matter,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import casekit_offices
@@ -27,7 +27,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A test federation with the two offices of the case tests (keys in a tmp dir)."""
     base = tmp_path_factory.mktemp("cases-pki")
     fed = base / "federation"
-    then = datetime(2026, 8, 31, tzinfo=UTC)  # CRLs stay fresh for a month
+    then = datetime.now(UTC) - timedelta(days=1)  # CRLs stay fresh for a month from now
     init_federation(fed, "Cases", now=then)
     keys = {}
     for node in (RECEIVING, HANDLING):

@@ -27,7 +27,8 @@ async def test_a_whole_case_converges_on_both_offices(offices, clock):
     opened = await r.desk.open_case(matter=BOOKS, mode="proxy_receipt", handling=HANDLING,
                                     materials=["营业执照", "身份证"])  # fmt: skip
     case_id = opened.record.case.header.case_id
-    assert case_id.startswith(f"{RECEIVING}-20261102-")
+    beijing_day = (clock() + timedelta(hours=8)).strftime("%Y%m%d")
+    assert case_id.startswith(f"{RECEIVING}-{beijing_day}-")
     assert opened.record.case.header.time_limit_working_days == 20
     assert not opened.record.case.header.survey_required
     await offices.deliver()
@@ -121,11 +122,11 @@ async def test_overdue_list_turns_yellow_then_red_and_lists_open_complaints(offi
     case_id = opened.record.case.header.case_id
     await offices.deliver()
     assert h.desk.overdue() == []
-    clock.advance(days=11)  # Mon 2 Nov + 11 days: 9 working days used of 10
+    clock.advance(days=11)  # a plain Monday + 11 days: 9 working days used of 10
     [item] = h.desk.overdue()
     assert item.clock.colour is Colour.YELLOW
     assert item.record.case.header.case_id == case_id
-    clock.advance(days=4)  # Tuesday 17 Nov: 11 working days used
+    clock.advance(days=4)  # the Tuesday two weeks on: 11 working days used
     [item] = h.desk.overdue()
     assert item.clock.colour is Colour.RED
     await r.desk.act(case_id, K.COMPLAIN, {"text": "两周没有消息"})

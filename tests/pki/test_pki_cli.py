@@ -158,3 +158,42 @@ def test_installed_tongban_command_refuses_a_bad_code_with_exit_2(tmp_path) -> N
     )
     assert bad.returncode == 2
     assert bad.stderr.startswith("tongban: error[pki]: node code '42O106' is not a 6-digit")
+
+
+def test_renew_crl_keeps_the_revoked_and_moves_next_update_past_a_future_instant(
+    federation, tmp_path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+
+    from certs.pki import CRL_VALIDITY, renew_crl, revoke
+
+    assert _issue(federation, tmp_path / "node") == 0
+    seal_pem = (tmp_path / "node" / "seal.pem").read_bytes()
+    seal = x509.load_pem_x509_certificate(seal_pem)
+    revoke(federation, seal_pem, now=datetime.now(UTC))
+    before = x509.load_pem_x509_crl((federation / "crl.pem").read_bytes())
+    later = before.next_update_utc + timedelta(days=400)  # long stale by then
+    crl = renew_crl(federation, now=later)
+    assert crl.next_update_utc == later.replace(microsecond=0) + CRL_VALIDITY
+    assert crl.get_revoked_certificate_by_serial_number(seal.serial_number) is not None
+    number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    assert number == before.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
+    assert x509.load_pem_x509_crl((federation / "crl.pem").read_bytes()) == crl
+
+
+def test_renew_crl_command_reissues_a_fresh_crl(federation, capsys) -> None:
+    from cryptography import x509
+
+    before = x509.load_pem_x509_crl((federation / "crl.pem").read_bytes())
+    assert main(["pki", "renew-crl", "--federation", str(federation)]) == 0
+    after = x509.load_pem_x509_crl((federation / "crl.pem").read_bytes())
+    assert after.next_update_utc >= before.next_update_utc
+    assert after.extensions != before.extensions  # a new CRL number
+    assert "crl.pem re-issued, next update" in capsys.readouterr().out
+
+
+def test_renew_crl_refuses_a_directory_that_is_no_federation(tmp_path, capsys) -> None:
+    assert main(["pki", "renew-crl", "--federation", str(tmp_path / "nothing")]) == 2
+    assert "not a readable federation directory" in capsys.readouterr().err

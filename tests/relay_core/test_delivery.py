@@ -92,10 +92,10 @@ async def test_the_outbox_task_sends_new_packets_and_stops_when_told(
     await asyncio.sleep(0)  # the task is now idle, waiting (30 s idle poll)
     ids = await send(federation, WUCHANG, DAFENG, "case-t", n=1)
     ids += await send(federation, WUCHANG, NINGJIN, "case-t", n=1)
-    for _ in range(100):  # a few loop turns: the new packet wakes the task
-        if all(i.state is OutboxState.DELIVERED for i in node.list_outbox()):
-            break
-        await asyncio.sleep(0)
+    # The new packets wake the task: both arrive well before its 30 s idle poll would.
+    async with asyncio.timeout(20):
+        while not all(i.state is OutboxState.DELIVERED for i in node.list_outbox()):
+            await asyncio.sleep(0.01)
     assert [i.state for i in node.list_outbox()] == [OutboxState.DELIVERED] * 2
     stop.set()
     await asyncio.wait_for(task, timeout=5)

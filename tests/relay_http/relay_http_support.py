@@ -6,7 +6,7 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiohttp import web
@@ -129,6 +129,9 @@ def write_agreement(path: Path, signers: dict[str, Path], *, at: datetime) -> Pa
     template = reciprocal_template(
         list(signers),
         agreement_id="relay-http-test-2026",
+        # the nodes run on the wall clock: valid from a year before now for three years
+        valid_from=(datetime.now(UTC) - timedelta(days=365)).isoformat(),
+        valid_until=(datetime.now(UTC) + timedelta(days=3 * 365)).isoformat(),
         title_zh="测试协议",
         title_en="Test agreement",
     )

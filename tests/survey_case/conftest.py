@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ from survey_case_kit import HANDLING, RECEIVING, Office, casekit_offices, make_o
 
 @pytest.fixture(scope="session")
 def office_pki(tmp_path_factory: pytest.TempPathFactory) -> casekit_offices.Pki:
-    return casekit_offices.make_pki(tmp_path_factory.mktemp("survey-case-pki"))
+    # the nodes run on the wall clock: PKI and agreement made a day before the real now
+    then = datetime.now(UTC) - timedelta(days=1)
+    return casekit_offices.make_pki(tmp_path_factory.mktemp("survey-case-pki"), then)
 
 
 @pytest.fixture

@@ -1,0 +1,206 @@
+"""Staff alerts for what runs out: CRLs, the node's own certificates, its agreements.
+
+A CRL in the trust bundle warns 7 days before its nextUpdate and is critical once stale
+(peers are then refused); the node's TLS and seal certificates warn 30 days before they
+expire and are critical within 7; an agreement the node is party to warns 30 days before
+it ends. :func:`expiry_alerts` is the pure core (data and the instant in, alerts out);
+:class:`ExpiryWatch` reads the files anew on every call (so a renewed CRL or certificate
+clears its alert by itself) and logs each standing alert as a WARNING once a day.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+
+from agreements.model import Agreement
+from agreements.signed import SignedAgreement
+from relay.alerts import Severity, StaffAlert
+from signing.certificates import TrustBundle
+
+__all__ = [
+    "AGREEMENT_WARN",
+    "CERT_CRITICAL",
+    "CERT_WARN",
+    "CRL_WARN",
+    "ExpiryWatch",
+    "expiry_alerts",
+    "watch_until_stopped",
+]
+
+_log = logging.getLogger("tongban.relay.expiry")
+
+CRL_WARN = timedelta(days=7)
+CERT_WARN = timedelta(days=30)
+CERT_CRITICAL = timedelta(days=7)
+AGREEMENT_WARN = timedelta(days=30)
+SOURCE = "expiry"
+
+
+def _alert(
+    key: str,
+    code: str,
+    severity: Severity,
+    now: datetime,
+    zh: str,
+    en: str,
+    detail: str,
+    subject: str,
+) -> StaffAlert:
+    return StaffAlert(
+        id=f"{SOURCE}:{key}",
+        source=SOURCE,
+        code=code,
+        severity=severity,
+        at=now,
+        title_zh=zh,
+        title_en=en,
+        detail=detail,
+        subject=subject,
+    )
+
+
+def expiry_alerts(
+    now: datetime,
+    *,
+    crls: Iterable[x509.CertificateRevocationList],
+    certificates: Mapping[str, x509.Certificate],
+    agreements: Iterable[Agreement],
+    node_id: str,
+) -> list[StaffAlert]:
+    """The alerts standing at ``now`` for everything given that runs out."""
+    out: list[StaffAlert] = []
+    for crl in crls:
+        issuer = crl.issuer.rfc4514_string()
+        end = crl.next_update_utc
+        if end is None:
+            continue
+        if end <= now:
+            out.append(
+                _alert(
+                    f"crl:{issuer}",
+                    "crl-stale",
+                    Severity.CRITICAL,
+                    now,
+                    "吊销列表已过期",
+                    "A CRL is stale",
+                    f"the CRL of {issuer} was due for renewal at {end.isoformat()}; "
+                    "peers it covers are refused until a fresh CRL is installed "
+                    "(tongban pki renew-crl on the federation root)",
+                    issuer,
+                )
+            )
+        elif end - now <= CRL_WARN:
+            out.append(
+                _alert(
+                    f"crl:{issuer}",
+                    "crl-expiring",
+                    Severity.WARNING,
+                    now,
+                    "吊销列表即将过期",
+                    "A CRL runs out soon",
+                    f"the CRL of {issuer} must be renewed before {end.isoformat()} "
+                    "(tongban pki renew-crl on the federation root)",
+                    issuer,
+                )
+            )
+    for name, cert in sorted(certificates.items()):
+        end = cert.not_valid_after_utc
+        if end - now > CERT_WARN:
+            continue
+        severity = Severity.CRITICAL if end - now <= CERT_CRITICAL else Severity.WARNING
+        verb = "expired at" if end <= now else "expires at"
+        out.append(
+            _alert(
+                f"certificate:{name}",
+                "certificate-expiring",
+                severity,
+                now,
+                "本节点证书即将过期",
+                "This node's certificate runs out soon",
+                f"the node's {name} certificate {verb} {end.isoformat()}; "
+                "have the federation issue a new one",
+                name,
+            )
+        )
+    for agreement in agreements:
+        end = agreement.valid_until
+        if node_id not in agreement.party_ids or end <= now or end - now > AGREEMENT_WARN:
+            continue
+        ref = f"{agreement.id} v{agreement.version}"
+        out.append(
+            _alert(
+                f"agreement:{agreement.id}:{agreement.version}",
+                "agreement-ending",
+                Severity.WARNING,
+                now,
+                "协议即将到期",
+                "An agreement ends soon",
+                f"agreement {ref} ends at {end.isoformat()}; cases under it cannot "
+                "be opened afterwards unless a new version is signed",
+                ref,
+            )
+        )
+    return out
+
+
+class ExpiryWatch:
+    """The alert source of a running node (``app[ALERTS].add_source("expiry", watch)``)."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        bundle: Callable[[], TrustBundle],
+        key_dir: Path,
+        agreements: Iterable[Path],
+    ) -> None:
+        self._node_id = node_id
+        self._bundle = bundle
+        self._key_dir = key_dir
+        self._agreements = tuple(agreements)
+        self._logged: dict[str, date] = {}
+
+    def __call__(self, now: datetime) -> list[StaffAlert]:
+        certificates = {
+            name: x509.load_pem_x509_certificate((self._key_dir / f"{name}.pem").read_bytes())
+            for name in ("tls", "seal")
+        }
+        agreements = [
+            SignedAgreement.from_bytes(p.read_bytes()).agreement for p in self._agreements
+        ]
+        alerts = expiry_alerts(
+            now,
+            crls=self._bundle().crls,
+            certificates=certificates,
+            agreements=agreements,
+            node_id=self._node_id,
+        )
+        for alert in alerts:
+            if self._logged.get(alert.id) != now.date():
+                self._logged[alert.id] = now.date()
+                _log.warning("%s (%s): %s", alert.code, alert.severity.value, alert.detail)
+        return alerts
+
+
+async def watch_until_stopped(
+    watch: Callable[[datetime], object],
+    clock: Callable[[], datetime],
+    stop: asyncio.Event,
+    interval: float = 3600.0,
+) -> None:
+    """Run ``watch`` at start and then every ``interval`` seconds until ``stop`` is set, so
+    its daily WARNINGs reach the log even when nobody reads the alert board."""
+    while not stop.is_set():
+        try:
+            watch(clock())
+        except Exception:  # a broken file must not stop the node; the board reports it too
+            _log.exception("the expiry check failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
