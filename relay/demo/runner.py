@@ -106,12 +106,15 @@ def _listing(demo: Demo, out: Reporter, total: int) -> None:
     )
 
 
-async def _wait_for_interrupt() -> None:
+async def _wait_for_interrupt(announce: Callable[[], None]) -> None:
+    """Install the handlers, then ``announce`` (so a Ctrl-C sent as soon as the prompt
+    is read is never the default KeyboardInterrupt), then wait for SIGINT/SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        announce()
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -162,8 +165,8 @@ async def _run(demo: Demo, out: Reporter, *, once: bool, steps: tuple[Step, ...]
             f"{out.proofs} proofs ✓ in {time.perf_counter() - started:.1f} s"
         )
         if ok and not once and demo.nodes:
-            out.plain("节点运行中，按 Ctrl-C 停止 · nodes running; press Ctrl-C to stop")
-            await _wait_for_interrupt()
+            prompt = "节点运行中，按 Ctrl-C 停止 · nodes running; press Ctrl-C to stop"
+            await _wait_for_interrupt(lambda: out.plain(prompt))
         return ok
     finally:
         if demo.nodes:

@@ -70,11 +70,15 @@ def federation_app(
     (403 ``peer-not-partner``) before anything else runs. ``routes`` adds further
     federation endpoints (e.g. the audit witnessing exchange) behind the same checks and
     limits; their handlers find the caller in ``request[relay.tls.PEER_KEY]``."""
+    batch_limits = {
+        "max_body_bytes": limits.max_body_bytes,
+        "max_batch_size": limits.max_batch_size,
+    }
     app = web.Application(
         client_max_size=limits.max_body_bytes,
         middlewares=[
             problem_middleware,
-            declared_size_middleware(limits.max_body_bytes, _is_upload),
+            declared_size_middleware(limits.max_body_bytes, _is_upload, extra=batch_limits),
             mtls_middleware(bundle, clock),
             *([partner_middleware(frozenset(partners))] if partners is not None else []),
             peer_concurrency_middleware(limits.max_connections_per_peer),
@@ -82,11 +86,6 @@ def federation_app(
             core_error_middleware,
         ],
     )
-
-    batch_limits = {
-        "max_body_bytes": limits.max_body_bytes,
-        "max_batch_size": limits.max_batch_size,
-    }
 
     async def post_packets(request: web.Request) -> web.Response:
         try:

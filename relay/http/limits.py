@@ -19,8 +19,9 @@ import asyncio
 import logging
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -62,10 +63,15 @@ def timeout_middleware(seconds: float, exempt: Callable[[web.Request], bool]) ->
 
 
 def declared_size_middleware(
-    max_bytes: int, exempt: Callable[[web.Request], bool] = lambda request: False
+    max_bytes: int,
+    exempt: Callable[[web.Request], bool] = lambda request: False,
+    *,
+    extra: Mapping[str, Any] | None = None,
 ) -> Middleware:
     """Answer 413 before reading when ``Content-Length`` exceeds ``max_bytes``; the
-    connection is then closed (its unread body cannot be skipped)."""
+    connection is then closed (its unread body cannot be skipped). ``extra`` are
+    extension members of the problem (the federation listener's limits, which a
+    sender cuts its batches by)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -76,6 +82,7 @@ def declared_size_middleware(
                 ProblemCode.BODY_TOO_LARGE,
                 f"request bodies are limited to {max_bytes} bytes",
                 headers={"Connection": "close"},
+                extra=extra,
             )
         return await handler(request)
 

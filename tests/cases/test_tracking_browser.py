@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from casekit import HANDLING
 from casekit_offices import make_offices, serve
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from agreements.calendar import WorkingCalendar
 from relay.cases.model import EventKind
@@ -74,10 +74,10 @@ async def test_applicant_sees_chinese_then_english_and_a_live_new_step(browser, 
         await page.evaluate("window.__stillTheSamePage = true")
 
         await page.click("#lang-switch")
-        await page.wait_for_function(
-            "document.querySelector('#state').textContent === "
-            "'Under review by the handling office'",
-            timeout=MS,
+        # a locator wait, not wait_for_function: the page's CSP forbids the string
+        # evaluation that polling a JavaScript predicate needs
+        await expect(page.locator("#state")).to_have_text(
+            "Under review by the handling office", timeout=MS
         )
         assert await page.text_content("h1") == "Case progress"
         labels = await page.locator("#timeline li .label").all_text_contents()
@@ -230,10 +230,8 @@ async def test_a_deadline_on_provisional_holidays_says_so_in_both_languages(
             assert deadline is not None
             assert await page.text_content("#deadline") == deadline.isoformat()
             await page.click("#lang-switch")
-            await page.wait_for_function(
-                "document.querySelector('#provisional').textContent === "
-                "'(counted on the provisional holiday arrangement)'",
-                timeout=MS,
+            await expect(page.locator("#provisional")).to_have_text(
+                "(counted on the provisional holiday arrangement)", timeout=MS
             )
             assert await page.is_visible("#provisional")
             await context.close()

@@ -2,10 +2,9 @@
 the *outbox* branch implements): a packet that can never be delivered is parked — outbox
 state ``dead`` with a stable reason other than ``expired``, and a standing staff alert
 (source ``outbox``, code ``packet-parked``, subject the packet id) — while the other
-cases to the same partner keep moving; batches fit the partner's body limit, and a
-packet too big for any batch is refused at creation (413 ``packet-too-large``).
-
-These tests fail until the outbox branch is merged; they are written to the contract.
+cases to the same partner keep moving; batches fit the partner's body limit (learned
+from its 413), a packet too big for any batch the sender could send is refused at
+creation (413 ``packet-too-large``), and one over a partner's smaller limit is parked.
 """
 
 from __future__ import annotations
@@ -114,14 +113,58 @@ async def test_batches_fit_the_partners_body_limit(chaos_pki: Pki, tmp_path: Pat
 async def test_packet_too_large_for_any_batch_is_refused_at_creation(
     chaos_pki: Pki, tmp_path: Path
 ) -> None:
-    fed = make_federation(chaos_pki, tmp_path, extra_b=SMALL_LIMIT)
+    """Over the sender's own body limit (which bounds every batch it could send): 413
+    at creation, nothing queued."""
+    fed = make_federation(chaos_pki, tmp_path, extra=SMALL_LIMIT)
     node_a = Proc(fed.config_a)
     await node_a.start()
     try:
-        with pytest.raises(StaffApiError) as refused:
-            await send_backlog(fed.config_a, 1, 1, filler=40_000)  # > 64 KiB sealed
+        # a 40 KB request (within A's 64 KiB body limit) whose packet, sealed and signed
+        # (base64url twice), is over 64 KiB
+        async with staff(fed.config_a, StaffRole.CLERK) as clerk:
+            with pytest.raises(StaffApiError) as refused:
+                await clerk.send(
+                    {"to": B, "case_id": "BIG-001", "matter": MATTER, "action": "submit",
+                     "mode": "proxy_receipt", "content": {"note": "x" * 40_000}},
+                    [],
+                )  # fmt: skip
         assert (refused.value.status, refused.value.code) == (413, "packet-too-large")
         outbox = (await staff(fed.config_a).get("/staff/v1/outbox"))["items"]
         assert outbox == [], "a refused packet was queued"
     finally:
         await node_a.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_a_packet_over_the_partners_smaller_limit_is_parked_and_others_flow(
+    chaos_pki: Pki, tmp_path: Path
+) -> None:
+    """A packet within the sender's limit but over the partner's smaller one: the
+    partner's 413 for it alone parks it (``packet-too-large``, with an alert); the
+    other cases are delivered."""
+    fed = make_federation(chaos_pki, tmp_path, extra_b=SMALL_LIMIT)
+    node_a, node_b = Proc(fed.config_a), Proc(fed.config_b)
+    await node_a.start()
+    try:
+        big = await send_backlog(fed.config_a, 1, 1, tag="BIG", filler=40_000)
+        others = await send_backlog(fed.config_a, 4, 2, filler=100)
+        [big_id] = big
+        await node_b.start()
+
+        async def settled() -> bool:
+            states = await outbox_states(fed.config_a)
+            return states[big_id]["state"] == "dead" and all(
+                states[p]["state"] == "delivered" for p in others
+            )
+
+        await wait_for(settled, "the big packet parked and the others delivered", 180)
+        parked = (await outbox_states(fed.config_a))[big_id]
+        assert parked["reason"] == "packet-too-large", parked
+        alerts = (await staff(fed.config_a).get("/staff/v1/alerts"))["alerts"]
+        mine = [a for a in alerts if a["source"] == "outbox" and a["code"] == "packet-parked"]
+        assert [a["subject"] for a in mine] == [big_id], alerts
+        await assert_exactly_once(fed, others)
+    finally:
+        await node_a.stop()
+        await node_b.stop()
