@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,7 +41,11 @@ from relay.config import NodeConfig
 from relay.core.errors import RelayError
 from relay.core.ports import PeerLink
 from relay.http.cases import add_case_routes
-from relay.http.licence_status import LicenceStatus, add_licence_status_routes
+from relay.http.licence_status import (
+    LicenceStatus,
+    add_licence_status_routes,
+    renew_status_lists_hourly,
+)
 from relay.http.licences import LicenceVerifier, add_licence_routes
 from relay.http.tracking import add_tracking_routes
 from relay.node import CoreFactory, CoreHandle, relay_core_factory
@@ -74,9 +78,21 @@ class CaseServices:
                 )
             if self.licence_status is not None:
                 add_licence_status_routes(app, self.licence_status)
+                app.cleanup_ctx.append(self._renewing_status_lists)
         elif listener == "public":
             add_tracking_routes(app, self.desk)
             add_licence_routes(app, self.verifier)
+
+    async def _renewing_status_lists(self, app: web.Application) -> AsyncIterator[None]:
+        """While the staff listener runs: keep the published status lists valid."""
+        assert self.licence_status is not None
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            renew_status_lists_hourly(self.licence_status, stop), name="status-lists"
+        )
+        yield
+        stop.set()
+        await task
 
     async def start(self) -> None:
         """Apply case packets that arrived while the case layer was not running."""

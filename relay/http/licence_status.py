@@ -6,13 +6,22 @@ node's cases, sets or clears its bit in the node's own status list of that purpo
 (``<data_dir>/status/<purpose>.jwt``, the list at the URL the licence names; created
 empty when missing), re-signs the list with the node's seal and publishes it, and
 appends a ``licence-event`` audit leaf (``revoked``, ``suspended`` or ``reinstated``)
-in the same database transaction as the file is put in place. Answers
+in the same database transaction as the file is put in place.
+
+A published list is valid for ``LIST_VALID_DAYS``; :meth:`LicenceStatus.renew_due`
+re-signs each of the node's lists (same bits, same URL, nothing logged: no licence's
+status changes) once less than ``RENEW_BEFORE`` of its validity is left, so verifiers
+never meet an expired list while the node runs. The case layer runs it at start and
+hourly (:func:`renew_status_lists_hourly`). Answers
 ``{"number", "purpose", "index", "value", "changed", "log_index"}``; an unchanged bit
 changes nothing and logs nothing. Revocation cannot be undone (409 ``conflict``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -28,7 +37,7 @@ from relay.cases.sqlite_store import SqliteCaseStore
 from relay.http.body import read_json_object, require_str
 from relay.problem import Problem, ProblemCode
 from relay.staff_auth import StaffRole, require_role
-from signing.errors import MalformedInput
+from signing.errors import MalformedInput, SigningError
 from signing.keys import Signer
 from signing.licence import parse_licence
 from signing.status_list import (
@@ -39,9 +48,17 @@ from signing.status_list import (
     sign_status_list,
 )
 
-__all__ = ["LIST_VALID_DAYS", "LicenceStatus", "add_licence_status_routes"]
+__all__ = [
+    "LIST_VALID_DAYS",
+    "RENEW_BEFORE",
+    "LicenceStatus",
+    "add_licence_status_routes",
+    "renew_status_lists_hourly",
+]
 
 LIST_VALID_DAYS = 30
+RENEW_BEFORE = timedelta(days=10)
+_log = logging.getLogger("tongban.relay.licences")
 
 
 class LicenceStatus:
@@ -112,6 +129,23 @@ class LicenceStatus:
         answer["log_index"] = self._store.append_audit(leaf, lambda: os.replace(staged, path))
         return answer
 
+    def renew_due(self) -> list[StatusPurpose]:
+        """Re-sign every published list of this node with less than ``RENEW_BEFORE``
+        of validity left (or already expired); the purposes renewed."""
+        now = self._clock()
+        renewed: list[StatusPurpose] = []
+        for purpose in StatusPurpose:
+            path = self.status_dir / f"{purpose.value}.jwt"
+            if not path.exists():
+                continue
+            current = parse_status_list(path.read_text("ascii").strip())
+            if current.valid_until - now > RENEW_BEFORE:
+                continue
+            signed = self._sign(current.url, current.status_list, now)
+            os.replace(self._stage(path, signed), path)
+            renewed.append(purpose)
+        return renewed
+
     def _sign(self, url: str, lst: StatusList, now: datetime) -> str:
         credential = StatusListCredential(
             issuer_node=self.node_id, url=url, status_list=lst, issued_at=now, valid_from=now,
@@ -127,6 +161,19 @@ class LicenceStatus:
             fh.flush()
             os.fsync(fh.fileno())
         return staged
+
+
+async def renew_status_lists_hourly(status: LicenceStatus, stop: asyncio.Event) -> None:
+    """Run :meth:`LicenceStatus.renew_due` now and every hour until ``stop``; a
+    failure is logged at ERROR and tried again the next hour."""
+    while not stop.is_set():
+        try:
+            for purpose in status.renew_due():
+                _log.info("status list %s re-signed before it ran out", purpose.value)
+        except (OSError, MalformedInput, SigningError):
+            _log.exception("the node's status lists could not be renewed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 3600)
 
 
 def add_licence_status_routes(app: web.Application, status: LicenceStatus) -> None:

@@ -13,9 +13,14 @@ from relay.audit.leaves import LeafKind, LicenceEventLeaf, decode_leaf
 from relay.audit.merkle import leaf_hash, verify_inclusion
 from relay.audit.store import AuditStore
 from relay.cases.model import EventKind
-from relay.http.licence_status import LicenceStatus, add_licence_status_routes
+from relay.http.licence_status import (
+    LIST_VALID_DAYS,
+    RENEW_BEFORE,
+    LicenceStatus,
+    add_licence_status_routes,
+)
 from signing.licence import Licence, StatusEntry, issue_licence
-from signing.status_list import StatusPurpose
+from signing.status_list import StatusPurpose, parse_status_list
 
 BOOKS = "publication-retail-licence"
 BASE = "https://127.0.0.1:9/.well-known/tongban/status"
@@ -110,3 +115,37 @@ async def test_suspension_and_reinstatement_each_append_a_leaf(offices: Offices)
     assert (await h.verifier.verify(token))["valid"] is True
     events = [decode_leaf(log.leaf(i)).body for i in range(before, log.size())]
     assert [getattr(b, "event", None) for b in events] == ["suspended", "reinstated"]
+
+
+async def test_published_status_lists_are_re_signed_before_they_run_out(
+    offices: Offices,
+) -> None:
+    h, clock = offices.h, offices.clock
+    token = await _issue(offices, "XK-320982-0009", 9)
+    status = LicenceStatus(
+        node_id=HANDLING, desk=h.desk, store=h.cases, signer=offices.pki.keys[HANDLING].seal,
+        status_dir=h.verifier.status_dir, clock=clock,
+    )  # fmt: skip
+    status.change("XK-320982-0009", StatusPurpose.SUSPENSION, True)
+    path = h.verifier.status_dir / "suspension.jwt"
+    first = parse_status_list(path.read_text("ascii").strip())
+    assert status.renew_due() == []  # 30 days left: nothing to do
+
+    clock.advance(days=LIST_VALID_DAYS - 11)
+    assert status.renew_due() == []
+    clock.advance(days=2)  # 9 days left: re-signed, same bits, same URL
+    assert set(status.renew_due()) == set(StatusPurpose)
+    renewed = parse_status_list(path.read_text("ascii").strip())
+    assert renewed.valid_until == clock() + timedelta(days=LIST_VALID_DAYS)
+    assert renewed.valid_until > first.valid_until
+    assert renewed.url == first.url
+    assert renewed.status_list.get(9) is True
+    report = await h.verifier.verify(token)
+    assert (report["valid"], report["failure"]) == (False, "suspended")
+
+    # run hourly, the lists never run out, however long the node runs
+    for _ in range(6 * 24 * 10):
+        clock.advance(hours=1)
+        status.renew_due()
+        current = parse_status_list(path.read_text("ascii").strip())
+        assert current.valid_until - clock() > RENEW_BEFORE
