@@ -55,6 +55,7 @@ __all__ = [
     "StatusSource",
     "issue_licence",
     "parse_licence",
+    "sealed_report",
     "verify_licence",
 ]
 
@@ -346,7 +347,24 @@ def verify_licence(
     if signer.node_id != licence.issuer_node:  # unreachable unless the header lied
         failed = _bad_seal(Failure.SIGNATURE, f"sealed by {signer.node_id}, not the issuer")
         return _early(failed, chain_ok, "signature failed")
+    return sealed_report(
+        licence, signer, bundle, at=at, status_lists=status_lists, entitled=entitled
+    )
+
+
+def sealed_report(
+    licence: Licence,
+    signer: Identity,
+    bundle: TrustBundle,
+    *,
+    at: datetime,
+    status_lists: StatusSource | None,
+    entitled: Entitlement | None,
+) -> LicenceReport:
+    """The report once the seal and its certificate path passed: the validity, status
+    and entitlement checks (shared by the vc+jwt and the compact form)."""
     sealed = f"sealed by {signer.node_id} {signer.name}, certificate serial {signer.serial:x}"
+    chain_ok = CheckResult(Check.CHAIN, Outcome.PASSED, detail="seal certificate path valid")
     results = [CheckResult(Check.SIGNATURE, Outcome.PASSED, detail=sealed), chain_ok]
     results.append(_validity_check(licence, at))
     for purpose in (StatusPurpose.REVOCATION, StatusPurpose.SUSPENSION):

@@ -7,7 +7,9 @@ failure). A licence is valid when no check failed; :attr:`LicenceReport.unchecke
 names what was skipped so a caller can say so (e.g. "revocation not checked").
 
 Failure codes: ``malformed``, ``signature``, ``chain``, ``not-yet-valid``,
-``expired``, ``revoked``, ``suspended``, ``issuer-not-entitled``, ``status-unavailable``.
+``expired``, ``revoked``, ``suspended``, ``issuer-not-entitled``, ``status-unavailable``,
+``unknown-issuer`` (a compact licence whose key id names no issuer the verifier holds;
+reported on the ``chain`` check).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class Failure(StrEnum):
     SUSPENDED = "suspended"
     ISSUER_NOT_ENTITLED = "issuer-not-entitled"
     STATUS_UNAVAILABLE = "status-unavailable"
+    UNKNOWN_ISSUER = "unknown-issuer"  # compact form: no certificate for its key id
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,11 @@
 """QR codes for printed e-licences (SVG and PNG), through ``segno``.
 
-The whole compact token goes into one QR code in byte mode (a JWS is base64url text
-and dots, which the alphanumeric mode cannot carry). Error correction level M (15 %
+:func:`render_url_qr` draws a verify URL of the compact form
+(:mod:`signing.licence_compact`): the part up to and including ``#`` in byte mode, the
+base45 fragment in alphanumeric mode (5.5 bits a character), which keeps a typical
+licence at version 12 or less at level M. :func:`render_qr` puts a whole ``vc+jwt``
+into one code in byte mode (a JWS is base64url text and dots, which the alphanumeric
+mode cannot carry). Error correction level M (15 %
 recovery) is used when the token fits; otherwise L. No other content is added, so any
 QR reader returns the exact token. The quiet zone is 4 modules, as ISO/IEC 18004
 requires.
@@ -11,12 +15,14 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Any
 
 import segno
+from segno import consts
 
 from signing.errors import MalformedInput
 
-__all__ = ["QrImage", "render_qr"]
+__all__ = ["QrImage", "render_qr", "render_url_qr"]
 
 QUIET_ZONE = 4
 
@@ -41,16 +47,35 @@ def render_qr(token: str, *, scale: int = 4) -> QrImage:
     """Render ``token`` (ASCII) as a QR code; ``scale`` is PNG/SVG pixels per module."""
     if not isinstance(token, str) or not token or not token.isascii():
         raise MalformedInput("a QR token must be non-empty ASCII text")
+    return _render(token, token, mode="byte", scale=scale)
+
+
+_ALNUM = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:")
+
+
+def render_url_qr(url: str, *, scale: int = 4) -> QrImage:
+    """Render a verify URL ``<base>/v#<fragment>``: the fragment, when it is all QR
+    alphanumeric characters, goes into an alphanumeric segment."""
+    if not isinstance(url, str) or not url.isascii() or "#" not in url:
+        raise MalformedInput("a licence URL is ASCII text with a #fragment")
+    head, fragment = url.split("#", 1)
+    if fragment and set(fragment) <= _ALNUM:
+        segments = [(head + "#", consts.MODE_BYTE), (fragment, consts.MODE_ALPHANUMERIC)]
+        return _render(url, segments, mode=None, scale=scale)
+    return _render(url, url, mode="byte", scale=scale)
+
+
+def _render(text: str, content: Any, *, mode: str | None, scale: int) -> QrImage:
     if scale < 1:
         raise ValueError("scale must be at least 1")
     for level in ("M", "L"):
         try:
-            code = segno.make_qr(token, error=level, boost_error=False, mode="byte")
+            code = segno.make_qr(content, error=level, boost_error=False, mode=mode)
             break
         except segno.DataOverflowError:
             continue
     else:
-        raise MalformedInput(f"a {len(token)}-character token does not fit in one QR code")
+        raise MalformedInput(f"a {len(text)}-character text does not fit in one QR code")
     svg, png = io.BytesIO(), io.BytesIO()
     code.save(svg, kind="svg", scale=scale, border=QUIET_ZONE, xmldecl=False)
     code.save(png, kind="png", scale=scale, border=QUIET_ZONE)
@@ -61,7 +86,7 @@ def render_qr(token: str, *, scale: int = 4) -> QrImage:
         version=version,
         error=str(code.error),
         modules=int(code.symbol_size(border=0)[0]),
-        token_length=len(token),
+        token_length=len(text),
         svg=svg.getvalue(),
         png=png.getvalue(),
     )

@@ -1,0 +1,261 @@
+"""The compact licence form (CWT / COSE_Sign1 / zlib / base45 in a verify URL)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zlib
+from dataclasses import replace
+from datetime import timedelta
+
+import cbor2
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from licence_support import ISSUER, OTHER, T0, Federation, make_licence, publish
+
+from signing.base45 import b45decode, b45encode
+from signing.licence import StatusEntry
+from signing.licence_compact import (
+    Issuer,
+    IssuerList,
+    credential_from_text,
+    issue_compact_licence,
+    licence_url,
+    parse_compact_licence,
+    verify_compact_licence,
+)
+from signing.licence_report import Check, Failure, Outcome
+from signing.qr import render_url_qr
+from signing.status_list import StatusPurpose
+
+AT = T0 + timedelta(days=3)
+PUBLIC = "https://zwfw.dafeng.example:8443"
+NAME_ZH = "盐城市大丰区行政审批局"
+NAME_EN = "Dafeng District Administrative Approval Bureau, Yancheng"
+
+
+def _issuer(fed: Federation, node: str = ISSUER) -> Issuer:
+    return Issuer(node, NAME_ZH, NAME_EN, PUBLIC, fed.signer(node).chain)
+
+
+def _typical(issuer: Issuer, **changes: object):
+    """A food business licence as a county office issues it (Chinese scope)."""
+    status = tuple(
+        StatusEntry(p, 1, issuer.status_url(p))
+        for p in (StatusPurpose.REVOCATION, StatusPurpose.SUSPENSION)
+    )
+    fields: dict[str, object] = {
+        "number": "JY13209820260001",
+        "licence_type": "food-business-licence",
+        "holder_id": "91320982MA1XK2JC3L",
+        "holder_name": "盐城江城餐饮管理有限公司",
+        "scope": "热食类食品制售",
+        "status": status,
+    }
+    fields.update(changes)
+    return make_licence(**fields)
+
+
+def _lists(fed: Federation, issuer: Issuer, *, revoked=(), suspended=()) -> dict[str, str]:
+    signer = fed.signer(ISSUER)
+    rev, sus = (issuer.status_url(p) for p in (StatusPurpose.REVOCATION, StatusPurpose.SUSPENSION))
+    return {
+        rev: publish(signer, StatusPurpose.REVOCATION, set_bits=revoked, url=rev),
+        sus: publish(signer, StatusPurpose.SUSPENSION, set_bits=suspended, url=sus),
+    }
+
+
+def test_round_trip_states_the_same_licence_and_passes_every_check(fed: Federation) -> None:
+    issuer = _issuer(fed)
+    licence = _typical(issuer)
+    url = licence_url(PUBLIC, issue_compact_licence(licence, fed.signer(ISSUER), issuer))
+    assert url.startswith(PUBLIC + "/v#")
+    assert " " not in url
+    report = verify_compact_licence(
+        url,
+        fed.bundle,
+        IssuerList([issuer]),
+        at=AT,
+        status_lists=_lists(fed, issuer),
+        entitled=lambda node, kind, at: node == ISSUER,
+    )
+    assert report.valid, report.to_json()
+    assert report.unchecked == ()
+    assert report.licence == licence
+    assert parse_compact_licence(url, IssuerList([issuer])) == licence
+
+
+def test_claims_that_differ_from_the_defaults_travel_explicitly(fed: Federation) -> None:
+    issuer = _issuer(fed)
+    licence = _typical(
+        issuer,
+        department_zh="盐城市大丰区市场监督管理局",
+        department_en="Dafeng Market Regulation",
+        valid_from=T0 + timedelta(days=1),
+        status=(StatusEntry(StatusPurpose.REVOCATION, 7, "https://elsewhere.example/rev"),),
+    )
+    credential = issue_compact_licence(licence, fed.signer(ISSUER), issuer)
+    report = verify_compact_licence(credential, fed.bundle, IssuerList([issuer]), at=AT)
+    assert report.licence == licence
+
+
+def _b45decode_independently(text: str) -> bytes:
+    """RFC 9285 in a few lines, not our module."""
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
+    out = bytearray()
+    for i in range(0, len(text), 3):
+        chunk = [alphabet.index(c) for c in text[i : i + 3]]
+        n = sum(v * 45**k for k, v in enumerate(chunk))
+        out += n.to_bytes(2 if len(chunk) == 3 else 1, "big")
+    return bytes(out)
+
+
+def test_an_independent_decoder_verifies_the_compact_form(fed: Federation) -> None:
+    """cbor2 + cryptography + zlib, following docs/protocol.md §9.4 alone."""
+    from urllib.parse import unquote
+
+    issuer = _issuer(fed)
+    licence = _typical(issuer)
+    url = licence_url(PUBLIC, issue_compact_licence(licence, fed.signer(ISSUER), issuer))
+    data = _b45decode_independently(unquote(url.split("#", 1)[1]))
+    if data[0] == 0x78:
+        data = zlib.decompress(data)
+    sign1 = cbor2.loads(data)
+    assert sign1.tag == 18
+    protected, unprotected, payload, signature = sign1.value
+    header = cbor2.loads(protected)
+    leaf = fed.signer(ISSUER).chain[0]
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    assert header == {1: -8, 4: hashlib.sha256(leaf.public_bytes(Encoding.DER)).digest()[:8]}
+    assert unprotected == {}
+    to_be_signed = cbor2.dumps(["Signature1", protected, b"", payload])
+    key = leaf.public_key()
+    assert isinstance(key, ed25519.Ed25519PublicKey)
+    key.verify(signature, to_be_signed)  # raises if the seal does not verify
+    claims = cbor2.loads(payload)
+    body = claims[-65537]
+    assert claims[2] == licence.holder_id
+    assert claims[7].decode() == licence.number
+    assert claims[6] == int(licence.issued_at.timestamp())
+    assert claims[4] == int(licence.valid_until.timestamp())
+    assert (body[1], body[2], body[3]) == (
+        licence.holder_name,
+        licence.licence_type,
+        "热食类食品制售",
+    )
+    assert body[6] == 1  # index 1 in both of the issuer's standard lists
+
+
+def test_a_typical_licence_is_a_version_12_code_at_level_m_that_zxing_reads(
+    fed: Federation,
+) -> None:
+    """Printed at 300 dpi with 4 pixels a module (0.34 mm), zxing-cpp reads the URL."""
+    import zxingcpp
+    from PIL import Image
+
+    issuer = _issuer(fed)
+    for second in range(5):  # signatures differ, and with them the base45 escapes
+        at = T0 + timedelta(hours=1, seconds=second)
+        licence = _typical(issuer, issued_at=at, valid_from=at)
+        url = licence_url(PUBLIC, issue_compact_licence(licence, fed.signer(ISSUER), issuer))
+        qr = render_url_qr(url, scale=4)
+        assert qr.error == "M"
+        assert qr.version <= 12, (qr.version, len(url))
+    image = Image.open(io.BytesIO(qr.png))
+    image.info["dpi"] = (300, 300)
+    module_mm = 4 / 300 * 25.4
+    assert 0.33 <= module_mm < 0.35
+    results = zxingcpp.read_barcodes(image)
+    assert [r.text for r in results] == [url]
+
+
+def test_b45_round_trip_and_rfc_9285_vectors() -> None:
+    assert b45encode(b"AB") == "BB8"
+    assert b45encode(b"Hello!!") == "%69 VD92EX0"
+    assert b45encode(b"base-45") == "UJCLQE7W581"
+    assert b45decode("QED8WEX0") == b"ietf!"
+    for bad in ("GGW", "ZZZZ", "a"):
+        with pytest.raises(Exception, match="base45"):
+            b45decode(bad)
+
+
+def _verify(fed: Federation, issuer: Issuer, credential: str, **kw: object):
+    return verify_compact_licence(credential, fed.bundle, IssuerList([issuer]), **kw)  # type: ignore[arg-type]
+
+
+def _flip_signature(credential: str) -> str:
+    data = b45decode(credential)
+    cose = zlib.decompress(data) if data[0] == 0x78 else data
+    obj = cbor2.loads(cose)
+    claims = cbor2.loads(obj.value[2])
+    claims[-65537][3] = "全部食品经营"  # a broader scope than the office granted
+    obj.value[2] = cbor2.dumps(claims)
+    return b45encode(cbor2.dumps(obj))
+
+
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [
+        ("tampered", Failure.SIGNATURE),
+        ("revoked", Failure.REVOKED),
+        ("suspended", Failure.SUSPENDED),
+        ("expired", Failure.EXPIRED),
+        ("not-entitled", Failure.ISSUER_NOT_ENTITLED),
+        ("unknown-issuer", Failure.UNKNOWN_ISSUER),
+        ("garbage", Failure.MALFORMED),
+    ],
+)
+def test_each_bad_compact_licence_gets_its_verdict(fed: Federation, case: str, code: Failure):
+    issuer = _issuer(fed)
+    credential = issue_compact_licence(_typical(issuer), fed.signer(ISSUER), issuer)
+    lists = _lists(fed, issuer)
+    entitled, known = (lambda node, kind, at: True), IssuerList([issuer])
+    if case == "tampered":
+        credential = _flip_signature(credential)
+    elif case == "revoked":
+        lists = _lists(fed, issuer, revoked=[1])
+    elif case == "suspended":
+        lists = _lists(fed, issuer, suspended=[1])
+    elif case == "expired":
+        short = _typical(issuer, valid_until=T0 + timedelta(days=2))
+        credential = issue_compact_licence(short, fed.signer(ISSUER), issuer)
+    elif case == "not-entitled":
+        entitled = lambda node, kind, at: False  # noqa: E731
+    elif case == "unknown-issuer":
+        known = IssuerList([_issuer(fed, OTHER)])
+    elif case == "garbage":
+        credential = "NOT A LICENCE"
+    report = verify_compact_licence(
+        credential, fed.bundle, known, at=AT, status_lists=lists, entitled=entitled
+    )
+    assert not report.valid
+    assert report.failure is code, report.to_json()
+    if case == "unknown-issuer":
+        detail = report.result(Check.CHAIN).detail
+        assert "key id" in detail
+        assert "descriptor" in detail
+
+
+def test_a_kid_resolving_to_another_key_fails_the_signature(fed: Federation) -> None:
+    """A trust list that maps the kid to the wrong certificate cannot make it verify."""
+    issuer = _issuer(fed)
+    credential = issue_compact_licence(_typical(issuer), fed.signer(ISSUER), issuer)
+    liar = Issuer(OTHER, NAME_ZH, NAME_EN, PUBLIC, fed.signer(OTHER).chain)
+    report = verify_compact_licence(credential, fed.bundle, lambda kid: liar, at=AT)
+    assert report.result(Check.CHAIN).outcome is Outcome.PASSED
+    assert report.failure is Failure.SIGNATURE
+
+
+def test_credential_from_text_takes_a_url_or_the_bare_text() -> None:
+    assert credential_from_text("https://h.example/v#AB%20C%25D") == "AB C%D"
+    assert credential_from_text("  AB C  ") == "AB C"
+    with pytest.raises(Exception, match="fragment"):
+        credential_from_text("https://h.example/v")
+
+
+def test_the_compact_form_refuses_a_licence_of_another_node(fed: Federation) -> None:
+    issuer = _issuer(fed)
+    other = replace(issuer, node_id=OTHER)
+    with pytest.raises(Exception, match="another issuing node"):
+        issue_compact_licence(_typical(issuer), fed.signer(ISSUER), other)
