@@ -1,7 +1,11 @@
 """``tongban licence``: issue, verify and revoke/suspend e-licences (offline).
 
-- ``issue``: seal a licence with the node's seal key; write the token and QR images.
-- ``verify``: check a licence with a trust bundle, status list files and optionally an
+- ``issue``: seal a licence with the node's seal key; write the ``vc+jwt`` token and,
+  from the node's ``node.json``, the compact form's verify URL (``--url-out``) and its
+  QR images (the QR holds the URL: version 12 or less for a typical licence).
+- ``verify``: check a licence — a ``vc+jwt``, a compact credential or its verify URL,
+  inline or in a file — with a trust bundle, the issuers' node descriptors or a trust
+  list (``--issuer``, for the compact form), status list files and optionally an
   agreement; exit 0 valid, 1 invalid (the failed check's code on stderr), 2 usage.
 - ``status set`` / ``status show``: maintain a node's signed status list file.
 """
@@ -20,11 +24,19 @@ from cryptography import x509
 
 from relay.cli._common import CliError, read_bytes
 from signing.certificates import TrustBundle
+from signing.encoding import b64url_decode
 from signing.errors import MalformedInput
 from signing.keys import Signer
 from signing.licence import Entitlement, Licence, StatusEntry, issue_licence, verify_licence
+from signing.licence_compact import (
+    Issuer,
+    IssuerList,
+    issue_compact_licence,
+    licence_url,
+    verify_compact_licence,
+)
 from signing.licence_report import LicenceReport
-from signing.qr import render_qr
+from signing.qr import render_url_qr
 from signing.status_list import (
     StatusList,
     StatusListCredential,
@@ -45,6 +57,8 @@ _FAILURE_SENTENCES = {
     "suspended": "the licence is suspended by its issuer",
     "issuer-not-entitled": "the agreement does not entitle the issuing office to issue this type",
     "status-unavailable": "the licence's revocation/suspension status could not be established",
+    "unknown-issuer": "no certificate of the issuing office was given: pass its node.json or "
+    "the federation's trust list with --issuer",
 }
 
 
@@ -114,8 +128,18 @@ def _issue(args: argparse.Namespace) -> int:
         raise CliError("usage", str(exc)) from None
     _write(args.out, token.encode() + b"\n")
     print(f"licence {licence.number} issued by {node} ({len(token)} characters) -> {args.out}")
+    if not (args.qr_png or args.qr_svg or args.url_out):
+        return 0
+    issuer = _own_issuer(Path(args.node_dir))
+    try:
+        url = licence_url(issuer.public_base, issue_compact_licence(licence, signer, issuer))
+    except MalformedInput as exc:
+        raise CliError("node-dir", f"{args.node_dir}/node.json: {exc}") from None
+    print(f"verify URL ({len(url)} characters): {url}")
+    if args.url_out:
+        _write(args.url_out, url.encode() + b"\n")
     if args.qr_png or args.qr_svg:
-        qr = render_qr(token, scale=args.qr_scale)
+        qr = render_url_qr(url, scale=args.qr_scale)
         if args.qr_png:
             _write(args.qr_png, qr.png)
         if args.qr_svg:
@@ -127,14 +151,53 @@ def _issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _own_issuer(node_dir: Path) -> Issuer:
+    """This node as verifiers resolve it: its own ``node.json`` (names, public base)."""
+    from signing.descriptor import NodeDescriptor
+
+    data = read_bytes(node_dir / "node.json", "node descriptor")
+    try:
+        token = json.loads(data.decode("utf-8"))["descriptor"]
+        payload = json.loads(b64url_decode(token.split(".")[1]).decode("utf-8"))
+        return Issuer.from_descriptor(NodeDescriptor.from_json(payload))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, MalformedInput):
+        raise CliError("node-dir", f"{node_dir}/node.json is not a node descriptor") from None
+
+
 _JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
 def _read_token(arg: str) -> str:
-    """A compact token given inline (only base64url and two dots), else a file name."""
-    if _JWS.fullmatch(arg.strip()):
-        return arg.strip()
+    """A token, compact credential or verify URL given inline, else a file holding one."""
+    text = arg.strip()
+    if _JWS.fullmatch(text) or text.lower().startswith(("https://", "http://")):
+        return text
+    path = Path(arg)
+    if not path.is_file() and text and text.isascii():
+        return text  # a bare compact credential (base45)
     return read_bytes(arg, "licence file").decode("ascii", "replace").strip()
+
+
+def _issuers(paths: list[str], bundle: TrustBundle, at: datetime) -> IssuerList:
+    """Issuers from ``node.json`` files or trust lists ``{"descriptors": [<JWS>, …]}``,
+    each descriptor verified against the trust bundle."""
+    from signing.errors import SigningError
+
+    documents: list[bytes] = []
+    for path in paths:
+        data = read_bytes(path, "issuer descriptor")
+        try:
+            obj = json.loads(data.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise CliError("issuer", f"{path} is not JSON") from None
+        if isinstance(obj, dict) and isinstance(obj.get("descriptors"), list):
+            documents += [json.dumps({"descriptor": d}).encode() for d in obj["descriptors"]]
+        else:
+            documents.append(data)
+    try:
+        return IssuerList.from_descriptors(documents, bundle, at=at)
+    except SigningError as exc:
+        raise CliError("issuer", f"an issuer descriptor does not verify: {exc}") from None
 
 
 def _status_sources(paths: list[str]) -> dict[str, str]:
@@ -182,7 +245,14 @@ def _verify(args: argparse.Namespace) -> int:
         raise CliError("trust-bundle", f"{args.trust}: {exc}") from None
     lists = _status_sources(args.status_list) if args.status_list else None
     entitled = _agreement_entitlement(args.agreement, bundle) if args.agreement else None
-    report = verify_licence(token, bundle, at=_time(args.at), status_lists=lists, entitled=entitled)
+    at = _time(args.at)
+    if _JWS.fullmatch(token):
+        report = verify_licence(token, bundle, at=at, status_lists=lists, entitled=entitled)
+    else:
+        issuers = _issuers(args.issuer, bundle, at)
+        report = verify_compact_licence(
+            token, bundle, issuers, at=at, status_lists=lists, entitled=entitled
+        )
     if args.json:
         print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
     else:
@@ -309,14 +379,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     issue.add_argument("--department-en", help="issuing department in English")
     issue.add_argument("--at", help="issuance time, ISO 8601 with zone (default: now)")
     issue.add_argument("--out", required=True, help="file to write the token to")
-    issue.add_argument("--qr-png", help="write the QR code as PNG")
-    issue.add_argument("--qr-svg", help="write the QR code as SVG")
+    issue.add_argument("--url-out", help="write the compact form's verify URL (from node.json)")
+    issue.add_argument("--qr-png", help="write the QR code of the verify URL as PNG")
+    issue.add_argument("--qr-svg", help="write the QR code of the verify URL as SVG")
     issue.add_argument("--qr-scale", type=_positive, default=4, help="pixels per module")
     issue.set_defaults(handler=_issue)
 
     verify = sub.add_parser("verify", help="verify a licence offline")
-    verify.add_argument("licence", metavar="TOKEN|FILE", help="the token, or a file holding it")
+    verify.add_argument(
+        "licence",
+        metavar="LICENCE|FILE",
+        help="a vc+jwt, a compact credential or its verify URL (https://…/v#…), or a file",
+    )
     verify.add_argument("--trust", required=True, help="trust bundle (roots and CRLs, PEM)")
+    verify.add_argument(
+        "--issuer",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help='an issuing office\'s node.json, or a trust list {"descriptors": [...]} '
+        "(repeatable; the compact form names its issuer by key id only)",
+    )
     verify.add_argument(
         "--status-list",
         action="append",

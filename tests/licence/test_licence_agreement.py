@@ -123,3 +123,24 @@ def test_unreadable_agreement_is_a_usage_error(
         (tmp_path / name).write_bytes((files / name).read_bytes())
     assert _verify(tmp_path, "good.jwt") == 2
     assert "error[agreement]" in capsys.readouterr().err
+
+
+def test_a_compact_licence_of_an_office_not_entitled_is_refused(
+    fed: Federation, files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The compact form (its verify URL), issuer resolved from the office's node.json."""
+    from relay.cli.licence import _own_issuer
+    from signing.licence_compact import issue_compact_licence, licence_url
+
+    issuer = _own_issuer(fed.nodes[OTHER])
+    bad = make_licence(issuer_node=OTHER, status=())
+    url = licence_url(issuer.public_base, issue_compact_licence(bad, fed.signer(OTHER), issuer))
+    (files / "bad.url").write_text(url + "\n")
+    assert main([
+        "licence", "verify", str(files / "bad.url"), "--trust", str(files / "bundle.pem"),
+        "--agreement", str(files / "agreement.json"), "--at", AT.isoformat(),
+        "--issuer", str(fed.nodes[OTHER] / "node.json"),
+    ]) == 1  # fmt: skip
+    captured = capsys.readouterr()
+    assert "error[issuer-not-entitled]" in captured.err
+    assert "entitlement  failed [issuer-not-entitled]" in captured.out
