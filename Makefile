@@ -37,7 +37,8 @@ unit: $(STAMP) system-deps
 # clock_nanosleep with TIMER_ABSTIME in libfaketime 0.9.10), so it is not set.
 FAKETIME      := faketime -f
 PYTEST        := $(BIN)/python -m pytest -q -n 2 --dist loadgroup
-BROWSER_TESTS := tests/cases/test_tracking_browser.py tests/survey_media/test_survey_media_netns.py
+BROWSER_TESTS := tests/cases/test_tracking_browser.py tests/survey_media/test_survey_media_netns.py \
+                 tests/cases/test_licence_page_browser.py
 
 # `make test` runs the non-browser part once more a year ahead.
 unit-future: $(STAMP) system-deps

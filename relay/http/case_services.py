@@ -52,6 +52,7 @@ from relay.node import CoreFactory, CoreHandle, relay_core_factory
 from relay.tls import BundleSource
 from signing.descriptor import verify_descriptor
 from signing.errors import SigningError
+from signing.licence_compact import Issuer, IssuerList
 from signing.nodedir import load_node_keys
 
 __all__ = ["CaseLayer", "CaseServices", "attach_cases"]
@@ -113,6 +114,7 @@ def attach_cases(
     keys = load_node_keys(config.key_dir)
     names: dict[str, tuple[str, str]] = {}
     public: dict[str, str] = {}
+    issuers = IssuerList()
     descriptors = [keys.descriptor_bytes]
     descriptors += [p.descriptor.read_bytes() for p in config.partners]
     for data in descriptors:
@@ -122,6 +124,8 @@ def attach_cases(
             _log.warning("descriptor not used for case names: %s", exc)
             continue
         names[descriptor.node_id] = (descriptor.name_zh, descriptor.name_en)
+        if "public" in descriptor.endpoints:
+            issuers.add(Issuer.from_descriptor(descriptor))  # compact licences' key ids
         if "public" in descriptor.endpoints:
             public[descriptor.node_id] = descriptor.endpoints["public"]
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -147,6 +151,7 @@ def attach_cases(
         public_endpoints=public,
         status_dir=config.data_dir / "status",
         entitled=terms.entitled,
+        issuers=issuers,
     )
     status = LicenceStatus(
         node_id=config.node_id,

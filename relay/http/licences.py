@@ -1,11 +1,16 @@
 """Public licence verification: any office's e-licence checked by this node.
 
-``POST /public/v1/licences/verify`` ``{"token": "<vc+jwt>"}`` answers the
+``POST /public/v1/licences/verify`` ``{"token": "<vc+jwt>"}`` or
+``{"credential": "<compact credential or its verify URL>"}`` answers the
 :class:`~signing.licence_report.LicenceReport` as JSON (200 whether valid or not; the
-report says which check failed). Status lists are fetched only from the public
-endpoint of the *issuing* node named in a verified descriptor
-(``<public>/.well-known/tongban/status/<purpose>``), never from an arbitrary URL in
-the token; this node's own lists are read from its status directory. Each node serves
+report says which check failed), with ``names`` added for people: the licence type's
+matter name from the catalog (``{"zh", "en"}``, null when the catalog lacks it) and the
+issuing office's names. A compact licence's key id is resolved from the node
+descriptors this node verified (its own and its partners'; :class:`IssuerList`).
+Status lists are fetched only from the public endpoint of the *issuing* node named in
+a verified descriptor (``<public>/.well-known/tongban/status/<purpose>``), never from an
+arbitrary URL in the token; this node's own lists are read from its status directory.
+Each node serves
 its own lists at ``GET /.well-known/tongban/status/{revocation|suspension}`` from
 ``<data_dir>/status/<purpose>.jwt`` (written with ``tongban licence status set``).
 """
@@ -13,6 +18,7 @@ its own lists at ``GET /.well-known/tongban/status/{revocation|suspension}`` fro
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 from collections.abc import Callable, Mapping
@@ -23,21 +29,45 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from agreements.catalog import Catalog, default_catalog
 from relay.http.body import read_json_object, require_str
 from relay.problem import Problem, ProblemCode
 from relay.tls import client_context
 from signing.certificates import TrustBundle
 from signing.errors import MalformedInput
-from signing.licence import Entitlement, parse_licence, verify_licence
+from signing.licence import Entitlement, Licence, parse_licence, verify_licence
+from signing.licence_compact import (
+    STATUS_PATH,
+    IssuerList,
+    IssuerResolver,
+    parse_compact_licence,
+    verify_compact_licence,
+)
 from signing.status_list import StatusPurpose
 
-__all__ = ["STATUS_PATH", "LicenceVerifier", "add_licence_routes", "status_url"]
+__all__ = [
+    "STATUS_PATH",
+    "LicenceVerifier",
+    "add_licence_routes",
+    "catalog_matter_names",
+    "status_url",
+]
 
 _log = logging.getLogger("tongban.relay.licences")
 
-STATUS_PATH = "/.well-known/tongban/status/"
 _MAX_LIST = 1 << 20
 _MAX_TOKEN_CHARS = 64 * 1024
+
+
+@functools.cache
+def _catalog() -> Catalog:
+    return default_catalog()
+
+
+def catalog_matter_names(code: str) -> tuple[str, str] | None:
+    """A licence type's matter name (zh, en) from the bundled catalog, None if absent."""
+    entry = _catalog().get(code)
+    return None if entry is None else (entry.name_zh, entry.name_en)
 
 
 def status_url(public_base: str, purpose: StatusPurpose) -> str:
@@ -58,6 +88,8 @@ class LicenceVerifier:
         status_dir: Path,
         entitled: Entitlement | None = None,
         fetch_timeout: float = 5.0,
+        issuers: IssuerResolver | None = None,
+        matter_names: Callable[[str], tuple[str, str] | None] | None = None,
     ) -> None:
         self.node_id = node_id
         self._bundle = bundle
@@ -66,6 +98,8 @@ class LicenceVerifier:
         self.status_dir = status_dir
         self._entitled = entitled
         self._timeout = fetch_timeout
+        self.issuers: IssuerResolver = issuers or IssuerList()
+        self._matter_names = matter_names or catalog_matter_names
 
     def own_list(self, purpose: StatusPurpose) -> str | None:
         try:
@@ -93,10 +127,12 @@ class LicenceVerifier:
             return None
         return data.decode("ascii", "replace").strip()
 
-    async def status_lists(self, token: str) -> dict[str, str]:
+    async def status_lists(self, token: str, *, compact: bool = False) -> dict[str, str]:
         """The issuer's status lists the licence names, fetched only where allowed."""
         try:
-            licence = parse_licence(token)
+            licence: Licence = (
+                parse_compact_licence(token, self.issuers) if compact else parse_licence(token)
+            )
         except MalformedInput:
             return {}
         issuer = licence.issuer_node
@@ -115,17 +151,39 @@ class LicenceVerifier:
                 out[entry.list_url] = fetched
         return out
 
-    async def verify(self, token: str) -> dict[str, Any]:
-        lists = await self.status_lists(token)
-        report = await asyncio.to_thread(
-            verify_licence,
-            token,
-            self._bundle(),
-            at=self._clock(),
-            status_lists=lists,
-            entitled=self._entitled,
-        )
-        return report.to_json()
+    async def verify(self, token: str, *, compact: bool = False) -> dict[str, Any]:
+        lists = await self.status_lists(token, compact=compact)
+        if compact:
+            report = await asyncio.to_thread(
+                verify_compact_licence,
+                token,
+                self._bundle(),
+                self.issuers,
+                at=self._clock(),
+                status_lists=lists,
+                entitled=self._entitled,
+            )
+        else:
+            report = await asyncio.to_thread(
+                verify_licence,
+                token,
+                self._bundle(),
+                at=self._clock(),
+                status_lists=lists,
+                entitled=self._entitled,
+            )
+        out = report.to_json()
+        out["names"] = self._names(report.licence)
+        return out
+
+    def _names(self, licence: Licence | None) -> dict[str, Any]:
+        if licence is None:
+            return {"licence_type": None}
+        matter = self._matter_names(licence.licence_type)
+        return {
+            "licence_type": None if matter is None else {"zh": matter[0], "en": matter[1]},
+            "issuer": {"zh": licence.department_zh, "en": licence.department_en},
+        }
 
 
 def add_licence_routes(app: web.Application, verifier: LicenceVerifier) -> None:
@@ -133,6 +191,10 @@ def add_licence_routes(app: web.Application, verifier: LicenceVerifier) -> None:
 
     async def verify(request: web.Request) -> web.Response:
         body = await read_json_object(request)
+        if "credential" in body and "token" not in body:
+            credential = require_str(body, "credential", max_length=8192).strip()
+            report = await verifier.verify(credential, compact=True)
+            return web.json_response(report, headers={"Cache-Control": "no-store"})
         token = require_str(body, "token", max_length=_MAX_TOKEN_CHARS).strip()
         if len(token) > 16384:
             raise Problem(400, ProblemCode.INVALID_REQUEST, "'token' is too long")

@@ -11,6 +11,8 @@ Routes::
     POST /public/v1/track/rating       {link, rating: good|average|poor, comment?}
     POST /public/v1/track/complaint    {link, text}
     GET  /track, /verify               the pages (plain HTML + JS from package files)
+    GET  /v                            the verify page at the compact licence URL
+                                       ``/v#<credential>`` (the fragment stays in the browser)
     GET  /static/cases/{file}          their scripts and style sheet
 
 Every answer about a case is the applicant view of :mod:`relay.cases.tracking_view`
@@ -45,7 +47,7 @@ _STATIC = {
     "verify.js": "application/javascript",
     "cases.css": "text/css",
 }
-_PAGES = {"/track": "track.html", "/verify": "verify.html"}
+_PAGES = {"/track": "track.html", "/verify": "verify.html", "/v": "verify.html"}
 _NO_STORE = {"Cache-Control": "no-store"}
 _WS_WAIT = 25.0  # seconds between change checks (and the heartbeat)
 

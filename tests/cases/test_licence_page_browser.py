@@ -1,0 +1,207 @@
+"""The compact licence in real headless Chromium on an emulated phone.
+
+The printed licence's QR code (a PNG at 300 dpi, 0.34 mm a module) is read by zxing-cpp;
+the URL it holds is opened as a phone camera would open it, and the verify page shows
+the verdict with nothing typed: 有效 for a good licence, and the right verdict for a
+tampered, revoked, suspended, expired and not-entitled one, in Chinese words (no codes),
+with the matter's name from the catalog, the issuing office and dates in Beijing time.
+Fails (never skips) when Chromium is missing.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import cbor2
+import pytest
+from casekit import HANDLING
+from casekit_offices import serve
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from signing.base45 import b45decode, b45encode
+from signing.descriptor import verify_descriptor
+from signing.licence import Licence, StatusEntry
+from signing.licence_compact import (
+    Issuer,
+    IssuerList,
+    credential_from_text,
+    issue_compact_licence,
+    licence_url,
+)
+from signing.qr import render_url_qr
+from signing.status_list import StatusList, StatusListCredential, StatusPurpose, sign_status_list
+
+CHROMIUM = "/usr/bin/chromium"
+MS = 30_000
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+FOOD = "food-business-licence"  # in the offices' agreement, issued by HANDLING
+PESTICIDE = "pesticide-retail-licence"  # in the catalog, not in the agreement
+
+
+@pytest.fixture
+async def phone() -> AsyncIterator[tuple[Browser, dict]]:
+    """Chromium and Playwright's description of a Pixel 5 (viewport, touch, user agent)."""
+    if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
+        pytest.fail(
+            f"headless Chromium is required at {CHROMIUM} for the licence page tests: "
+            "install Debian's chromium package (scripts/system-deps.sh does, as root)"
+        )
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=FLAGS, timeout=MS
+        )
+        try:
+            yield launched, dict(pw.devices["Pixel 5"])
+        finally:
+            await launched.close()
+
+
+@dataclass
+class Issuing:
+    issuer: Issuer
+    base: str
+    now: datetime
+
+    def licence(self, **changes: object) -> Licence:
+        at = self.now.replace(microsecond=0) - timedelta(days=1)
+        fields: dict[str, object] = {
+            "issuer_node": HANDLING,
+            "number": "JY13209820260001",
+            "licence_type": FOOD,
+            "holder_id": "91320982MA1XK2JC3L",
+            "holder_name": "盐城江城餐饮管理有限公司",
+            "scope": "热食类食品制售",
+            "department_zh": self.issuer.name_zh,
+            "department_en": self.issuer.name_en,
+            "issued_at": at,
+            "valid_from": at,
+            "valid_until": at + timedelta(days=5 * 365),
+            "status": tuple(
+                StatusEntry(p, 1, self.issuer.status_url(p))
+                for p in (StatusPurpose.REVOCATION, StatusPurpose.SUSPENSION)
+            ),
+        }
+        fields.update(changes)
+        return Licence(**fields)  # type: ignore[arg-type]
+
+
+def _publish(offices, issuer: Issuer, now: datetime, *, revoked=(), suspended=()) -> None:
+    folder = offices.h.verifier.status_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    at = now.replace(microsecond=0) - timedelta(hours=1)
+    for purpose, bits in (
+        (StatusPurpose.REVOCATION, revoked),
+        (StatusPurpose.SUSPENSION, suspended),
+    ):
+        lst = StatusList.empty(purpose)
+        for i in bits:
+            lst = lst.with_bit(i, True)
+        credential = StatusListCredential(
+            issuer_node=HANDLING, url=issuer.status_url(purpose), status_list=lst,
+            issued_at=at, valid_from=at, valid_until=at + timedelta(days=7),
+        )  # fmt: skip
+        token = sign_status_list(credential, offices.pki.keys[HANDLING].seal, at=at)
+        (folder / f"{purpose.value}.jwt").write_text(token + "\n")
+
+
+def _tamper(url: str) -> str:
+    data = b45decode(credential_from_text(url))
+    cose = zlib.decompress(data) if data[0] == 0x78 else data
+    obj = cbor2.loads(cose)
+    claims = cbor2.loads(obj.value[2])
+    claims[-65537][3] = "全部食品经营"
+    obj.value[2] = cbor2.dumps(claims)
+    return (
+        url.split("#", 1)[0]
+        + "#"
+        + b45encode(cbor2.dumps(obj)).replace("%", "%25").replace(" ", "%20")
+    )
+
+
+async def _open(page: Page, url: str) -> None:
+    await page.goto("about:blank")
+    await page.goto(url, timeout=MS)
+    await expect(page.locator("#verdict")).not_to_be_empty(timeout=MS)
+
+
+async def test_the_printed_qr_opens_the_verify_page_on_a_phone_with_each_verdict(
+    phone, offices, clock
+):
+    import zxingcpp
+    from PIL import Image
+
+    browser, device = phone
+    keys = offices.pki.keys[HANDLING]
+    own = verify_descriptor(keys.descriptor_bytes, offices.pki.bundle, at=clock())
+    async with serve(offices.h.public()) as base:  # the issuer's public listener
+        issuer = Issuer(own.node_id, own.name_zh, own.name_en, base, own.seal_chain)
+        offices.h.verifier.issuers = IssuerList([issuer])
+        issuing = Issuing(issuer, base, clock())
+        _publish(offices, issuer, clock())
+
+        def url_of(licence: Licence) -> str:
+            return licence_url(base, issue_compact_licence(licence, keys.seal, issuer))
+
+        good = url_of(issuing.licence())
+        qr = render_url_qr(good, scale=4)  # 4 dots at 300 dpi: a 0.34 mm module
+        assert qr.version <= 12
+        assert qr.error == "M"
+        scanned = zxingcpp.read_barcodes(
+            Image.open(io.BytesIO(qr.png)), formats=zxingcpp.BarcodeFormat.QRCode
+        )
+        assert [r.text for r in scanned] == [good]
+
+        context = await browser.new_context(**device)
+        page = await context.new_page()
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        await _open(page, scanned[0].text)
+        assert await page.text_content("#verdict") == "有效"
+        table = await page.text_content("#licence")
+        assert "食品经营许可" in table  # the catalog's name, not the code
+        assert FOOD not in table
+        assert issuer.name_zh in table
+        assert "北京时间" in table
+        assert not re.search(r"\d{4}-\d{2}-\d{2}T", table)  # no ISO timestamps
+        assert all("#" not in r and "/v#" not in r for r in requests)  # fragment stays local
+        await page.click("#lang-switch")
+        await expect(page.locator("#verdict")).to_have_text("Valid", timeout=MS)
+        assert "Food business licence" in await page.text_content("#licence")
+        assert "Beijing time" in await page.text_content("#licence")
+        await page.click("#lang-switch")
+
+        expired_at = clock().replace(microsecond=0) - timedelta(days=30)
+        bad = {
+            "signature": _tamper(good),
+            "expired": url_of(
+                issuing.licence(
+                    issued_at=expired_at,
+                    valid_from=expired_at,
+                    valid_until=expired_at + timedelta(days=10),
+                )
+            ),
+            "issuer-not-entitled": url_of(issuing.licence(licence_type=PESTICIDE)),
+        }
+        for code, url in bad.items():
+            await _open(page, url)
+            await expect(page.locator("#verdict")).to_have_attribute("data-failure", code)
+            assert await page.text_content("#verdict") == "无效"
+            reason = await page.text_content("#reason")
+            assert code not in reason
+            assert reason.strip()
+        for code, lists in (("revoked", {"revoked": [1]}), ("suspended", {"suspended": [1]})):
+            _publish(offices, issuer, clock(), **lists)
+            await _open(page, good)
+            await expect(page.locator("#verdict")).to_have_attribute("data-failure", code)
+            assert await page.text_content("#verdict") == "无效"
+        await context.close()
