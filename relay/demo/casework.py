@@ -27,6 +27,7 @@ from relay.demo.context import Demo
 from relay.demo.errors import StepFailed
 from relay.demo.licensing import (
     LicenceFacts,
+    compact_url,
     publish_status_lists,
     save_qr,
     seal_licence,
@@ -114,23 +115,45 @@ def _timeline(case: dict[str, Any]) -> list[tuple[str, str, int]]:
     return [(e["event"], e["origin"], e["seq"]) for e in case["timeline"]]
 
 
-def _show_licence(demo: Demo, out: Reporter, token: str, stem: str) -> None:
-    qr, png, svg = save_qr(token, demo.root / "licences", stem)
+_TERMINAL_COLUMNS = 80
+
+
+def _show_licence(demo: Demo, out: Reporter, token: str, stem: str) -> str:
+    """The licence's QR code: the compact form's verify URL, drawn in the terminal when
+    it fits (80 columns, and the terminal's width), else the URL and the PNG's path."""
+    url = compact_url(demo, DAFENG.node_id, token)
+    qr, png, svg = save_qr(url, demo.root / "licences", stem)
     (demo.root / "licences" / f"{stem}.jwt").write_text(token + "\n", encoding="ascii")
-    drawing = terminal_qr(token, qr)
+    (demo.root / "licences" / f"{stem}.url").write_text(url + "\n", encoding="ascii")
+    drawing = terminal_qr(url, qr)
     width = max(len(line) for line in drawing.splitlines())
     columns = out.terminal_columns()
-    if columns is None or columns >= width:
+    if width <= min(columns or _TERMINAL_COLUMNS, _TERMINAL_COLUMNS):
         out.plain(drawing)
     else:
         out.info(
-            f"(二维码需要 {width} 列宽的终端 · the QR code needs a terminal {width} columns "
-            f"wide, this one has {columns}: widen it or open the PNG)"
+            f"(二维码需要 {width} 列，终端只有 {columns or _TERMINAL_COLUMNS} 列，请打开 PNG · "
+            f"the QR code needs {width} columns: open the PNG below)"
         )
     out.info(
         f"电子证照二维码 licence QR: version {qr.version}, level {qr.error}, "
-        f"{qr.modules}×{qr.modules} modules ({qr.printed_width_mm(0.5):.0f} mm at 0.5 mm); "
+        f"{qr.modules}×{qr.modules} modules ({qr.printed_width_mm(0.34):.0f} mm at 0.34 mm); "
         f"{png.relative_to(demo.root.parent)}, {svg.name}"
+    )
+    out.info(f"  扫码打开核验页 the code opens the verify page: {url}")
+    return url
+
+
+async def _verify_compact(out: Reporter, url: str, verifier: CaseDesk) -> None:
+    """The compact form checked by a partner's public endpoint, as the page does."""
+    online = await verifier.public_post("/public/v1/licences/verify", {"credential": url})
+    if not online.get("valid"):
+        raise StepFailed(f"compact licence refused by {verifier.node_id}: {online}")
+    out.proved(
+        "二维码中的紧凑证照经宁津县核验有效",
+        f"{verifier.node_id} verifies the QR code's compact licence (issuer found by its "
+        f"key id among the partners' descriptors): valid, "
+        f"{online['names']['licence_type']['zh']}",
     )
 
 
@@ -225,7 +248,7 @@ async def food_licence_case(demo: Demo, out: Reporter, desks: Desks) -> None:
         number="JY13209820260001",
         holder_id="91320982MA1XK2JC3L",
         holder_name="盐城江城餐饮管理有限公司",
-        scope="热食类食品制售 (hot food preparation and sale)",
+        scope="热食类食品制售",  # as printed on a licence: the catalogue's Chinese term
         department_zh="盐城市大丰区行政审批局",
         department_en="Dafeng District Administrative Approval Bureau, Yancheng",
         valid_days=5 * 365,
@@ -261,7 +284,8 @@ async def food_licence_case(demo: Demo, out: Reporter, desks: Desks) -> None:
     )
     await _receipts(demo, out, case_id, [wuchang, dafeng])
     await _verify_licence(demo, out, token, desks[NINGJIN.node_id])
-    _show_licence(demo, out, token, "food-business-licence")
+    compact = _show_licence(demo, out, token, "food-business-licence")
+    await _verify_compact(out, compact, desks[NINGJIN.node_id])
     url = f"{wuchang.public}/track#link={link}"
     out.info(f"申请人查询页 applicant's tracking page: {url}")
     out.info(f"  (or {wuchang.public}/track with case {case_id} and access code {code})")
@@ -324,7 +348,9 @@ async def delegated_survey_case(demo: Demo, out: Reporter, desks: Desks) -> None
         f"licence {facts.number} sealed by 320982 reached 371422, was delivered and the case "
         f"concluded on both sides ({len(done['timeline'])} steps)",
     )
-    save_qr(token, demo.root / "licences", "pesticide-retail-licence")
+    save_qr(
+        compact_url(demo, DAFENG.node_id, token), demo.root / "licences", "pesticide-retail-licence"
+    )
     view = await ningjin.public_post("/public/v1/track", {"case": case_id, "code": code})
     url = f"{ningjin.public}/track#link={view['link']}"
     out.info(f"申请人查询页 applicant's tracking page: {url}")

@@ -1,5 +1,6 @@
-"""E-licences in the demo: the handling office's status lists, sealing a licence, and
-its QR code (PNG, SVG and the terminal) — through :mod:`signing.licence`,
+"""E-licences in the demo: the handling office's status lists, sealing a licence (the
+``vc+jwt`` and the compact form's verify URL), and the QR code of that URL (PNG, SVG and
+the terminal) — through :mod:`signing.licence`, :mod:`signing.licence_compact`,
 :mod:`signing.status_list` and :mod:`signing.qr`, as ``tongban licence`` does."""
 
 from __future__ import annotations
@@ -8,13 +9,17 @@ import io
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import segno
+from segno import consts
 
 from relay.demo.context import Demo
 from relay.http.licences import status_url
+from signing.descriptor import verify_descriptor
 from signing.licence import Licence, StatusEntry, issue_licence
-from signing.qr import QrImage, render_qr
+from signing.licence_compact import Issuer, issue_compact_licence, licence_url
+from signing.qr import QrImage, render_url_qr
 from signing.status_list import (
     StatusList,
     StatusListCredential,
@@ -24,6 +29,7 @@ from signing.status_list import (
 
 __all__ = [
     "LicenceFacts",
+    "compact_url",
     "publish_status_lists",
     "save_qr",
     "seal_licence",
@@ -107,8 +113,21 @@ def seal_licence(demo: Demo, node_id: str, facts: LicenceFacts, at: datetime) ->
     return issue_licence(licence, demo.signer(node_id), at=at)
 
 
-def save_qr(token: str, folder: Path, stem: str) -> tuple[QrImage, Path, Path]:
-    qr = render_qr(token)
+def compact_url(demo: Demo, node_id: str, token: str) -> str:
+    """The compact form of the licence ``node_id`` just sealed as ``token``, in the
+    verify URL of its public listener; the issuer is its verified ``node.json``."""
+    from signing.licence import parse_licence
+
+    data = (demo.node_dir(node_id) / "node.json").read_bytes()
+    issuer = Issuer.from_descriptor(verify_descriptor(data, demo.bundle(), at=demo.now()))
+    credential = issue_compact_licence(parse_licence(token), demo.signer(node_id), issuer)
+    return licence_url(issuer.public_base, credential)
+
+
+def save_qr(url: str, folder: Path, stem: str) -> tuple[QrImage, Path, Path]:
+    """The QR code of a licence's verify URL as ``<stem>.png`` (300 dpi, 4 dots a
+    module: 0.34 mm) and ``<stem>.svg``."""
+    qr = render_url_qr(url)
     folder.mkdir(parents=True, exist_ok=True)
     png, svg = folder / f"{stem}.png", folder / f"{stem}.svg"
     png.write_bytes(qr.png)
@@ -116,9 +135,14 @@ def save_qr(token: str, folder: Path, stem: str) -> tuple[QrImage, Path, Path]:
     return qr, png, svg
 
 
-def terminal_qr(token: str, qr: QrImage) -> str:
-    """The same symbol as :func:`render_qr` drawn with half blocks for a terminal."""
-    code = segno.make_qr(token, error=qr.error, boost_error=False, mode="byte")
+def terminal_qr(url: str, qr: QrImage) -> str:
+    """The same symbol as :func:`render_url_qr` drawn with half blocks for a terminal
+    (one column a module: a version-12 code with its quiet zone is 73 columns)."""
+    head, fragment = url.split("#", 1)
+    segments: Any = [(head + "#", consts.MODE_BYTE), (fragment, consts.MODE_ALPHANUMERIC)]
+    code = segno.make_qr(segments, error=qr.error, boost_error=False, mode=None)
+    if code.version != qr.version:
+        raise ValueError("the terminal drawing would differ from the printed code")
     buffer = io.StringIO()
     code.terminal(out=buffer, compact=True)
     return buffer.getvalue().rstrip("\n")

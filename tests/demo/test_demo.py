@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ def _decode_qr(png: Path) -> str:
     import zxingcpp
     from PIL import Image
 
-    results = zxingcpp.read_barcodes(Image.open(png))
+    results = zxingcpp.read_barcodes(Image.open(png), formats=zxingcpp.BarcodeFormat.QRCode)
     assert len(results) == 1
     return str(results[0].text)
 
@@ -72,6 +73,15 @@ def test_demo_once_runs_every_step_and_exits_zero_with_the_proofs(tmp_path: Path
     assert "concluded on both sides" in out
     assert out.count("/track#link=") >= 2
     assert "▀" in out  # the licence QR code drawn in the terminal
+    # the licence QR holds the compact form's verify URL: version 12 or less at level M,
+    # drawn within 80 columns, and a partner verifies what it holds
+    found = re.search(r"licence QR: version (\d+), level M", out)
+    assert found, out
+    assert int(found.group(1)) <= 12
+    drawing = [line for line in out.splitlines() if "▀" in line or "▄" in line]
+    assert max(len(line) for line in drawing) <= 80
+    assert "the code opens the verify page: http://127.0.0.1:" in out
+    assert "371422 verifies the QR code's compact licence" in out
     # listing and graceful stop of the three nodes
     for node in ("420106", "320982", "371422"):
         assert f"{node} stopped (exit status 0)" in out
@@ -81,9 +91,10 @@ def test_demo_once_runs_every_step_and_exits_zero_with_the_proofs(tmp_path: Path
     assert (work / "pki" / "trust-bundle.pem").is_file()
     for node in ("420106", "320982", "371422"):
         assert "serving" in (work / "nodes" / node / "node.log").read_text()
-    # an independent decoder reads the licence token back from the saved QR PNG
-    token = (work / "licences" / "food-business-licence.jwt").read_text().strip()
-    assert _decode_qr(work / "licences" / "food-business-licence.png") == token
+    # an independent decoder reads the licence's verify URL back from the saved QR PNG
+    verify_url = (work / "licences" / "food-business-licence.url").read_text().strip()
+    assert _decode_qr(work / "licences" / "food-business-licence.png") == verify_url
+    assert (work / "licences" / "food-business-licence.jwt").read_text().startswith("eyJ")
     assert (work / "licences" / "food-business-licence.svg").read_bytes().startswith(b"<svg")
     # library log lines (the precise causes of the refusals) went to the log file
     assert "wrong-purpose" in (work / "demo.log").read_text()
