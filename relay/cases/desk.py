@@ -39,6 +39,7 @@ from relay.cases.admission import CaseAdmission, advance, read_content
 from relay.cases.errors import CaseError, TrackingDenied
 from relay.cases.incoming import CASE_ACTIONS, check_licence
 from relay.cases.model import CONTENT_FORMAT, CaseHeader, EventKind, Office
+from relay.cases.short_links import ShortLinks
 from relay.cases.sla import ClockState, Colour, SlaReport, case_clock, complaint_clock
 from relay.cases.store import AppliedPacket, CaseRecord, CaseStore
 from relay.cases.terms import TermsSource
@@ -103,6 +104,7 @@ class Opened:
     record: CaseRecord
     access_code: str
     tracking_link: str
+    short_code: str | None = None  # for the SMS link /t/<short_code> (relay.cases.short_links)
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ class CaseDesk:
         monotonic: Callable[[], float] = time.monotonic,
         throttle: LookupThrottle | None = None,
         link_ttl: timedelta = timedelta(days=180),
+        short_links: ShortLinks | None = None,
     ) -> None:
         self.node_id = node_id
         self._relay = relay
@@ -144,6 +147,7 @@ class CaseDesk:
         self._monotonic = monotonic
         self.throttle = throttle or LookupThrottle()
         self._link_ttl = link_ttl
+        self.short_links = short_links
         self._sync_lock = asyncio.Lock()
         self._changed = asyncio.Condition()
 
@@ -181,7 +185,8 @@ class CaseDesk:
         if submit:
             details = {"materials": list(materials)} if materials else {}
             record = await self.act(case_id, EventKind.SUBMIT, details)
-        return Opened(record, code, self.tracking_link(case_id))
+        short = None if self.short_links is None else self.short_links.code_for(case_id)
+        return Opened(record, code, self.tracking_link(case_id), short)
 
     def get(self, case_id: str) -> CaseRecord:
         record = self._store.get(case_id)
@@ -362,6 +367,12 @@ class CaseDesk:
             self.throttle.failed(case_id, self._monotonic())
             raise TrackingDenied("no case with this number and access code", code="bad-code")
         return record
+
+    async def lookup_short(self, short: str, code: str, client: str) -> CaseRecord:
+        """:meth:`lookup` by a short link's code: the same throttle (the named case's
+        bucket) and the same ``bad-code`` answer for an unknown short code."""
+        case_id = None if self.short_links is None else self.short_links.case_for(short)
+        return await self.lookup(case_id or f"short:{short[:16]}", code, client)
 
     def lookup_link(self, token: str) -> CaseRecord:
         case_id = verify_tracking_link(

@@ -35,6 +35,7 @@ from relay.alerts import ALERTS
 from relay.calendars import CalendarDir
 from relay.cases.desk import CaseDesk, SyncingCore
 from relay.cases.errors import CaseError
+from relay.cases.short_links import ShortLinks
 from relay.cases.sqlite_store import SqliteCaseStore
 from relay.cases.terms import load_terms
 from relay.config import NodeConfig
@@ -103,6 +104,8 @@ class CaseServices:
             _log.error("case packets not applied at start: %s", exc)
 
     def close(self) -> None:
+        if self.desk.short_links is not None:
+            self.desk.short_links.close()
         self.store.close()
 
 
@@ -143,6 +146,7 @@ def attach_cases(
         bundle=bundle.current,
         clock=clock,
         office_names=names,
+        short_links=ShortLinks(config.data_dir / "relay.sqlite3"),
     )
     verifier = LicenceVerifier(
         node_id=config.node_id,

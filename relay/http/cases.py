@@ -149,6 +149,7 @@ def add_case_routes(app: web.Application, desk: CaseDesk) -> None:
                 "access_code": opened.access_code,
                 "tracking_link": opened.tracking_link,
                 "tracking_path": f"/track#link={opened.tracking_link}",
+                **({} if opened.short_code is None else {"short_path": f"/t/{opened.short_code}"}),
             },
             status=201,
             headers={"Location": f"/staff/v1/cases/{case_id}", "Cache-Control": "no-store"},

@@ -3,14 +3,16 @@ complaint. Added to the public application by the node.
 
 Routes::
 
-    POST /public/v1/track              {case, code, lang?} → the applicant's view and a
-                                       signed tracking link (throttled: 429 problem)
+    POST /public/v1/track              {case, code, lang?} or {short, code, lang?} → the
+                                       applicant's view and a signed tracking link
+                                       (throttled: 429 problem; relay.cases.short_links)
     GET  /public/v1/track?link=&lang=  the view for a signed tracking link
     GET  /public/v1/track/ws?link=&lang=  WebSocket: {"type": "view", "view": …} now and
                                        after every change; send {"lang": "en"} to switch
     POST /public/v1/track/rating       {link, rating: good|average|poor, comment?}
     POST /public/v1/track/complaint    {link, text}
     GET  /track, /verify               the pages (plain HTML + JS from package files)
+    GET  /t/{short}                    the tracking page of a short link (asks the code)
     GET  /v                            the verify page at the compact licence URL
                                        ``/v#<credential>`` (the fragment stays in the browser)
     GET  /static/cases/{file}          their scripts and style sheet
@@ -96,15 +98,21 @@ def add_tracking_routes(
 
     async def track_post(request: web.Request) -> web.Response:
         body = await read_json_object(request)
-        case_id, code = require_str(body, "case").strip(), require_str(body, "code")
+        by_short = "short" in body and "case" not in body
+        case_id = require_str(body, "short" if by_short else "case").strip()
+        code = require_str(body, "code")
         if len(case_id) > 64 or len(code) > 64:
             raise Problem(400, ProblemCode.INVALID_REQUEST, "case or code too long")
+        client = request.remote or "unknown"
         try:
-            record = await desk.lookup(case_id, code, request.remote or "unknown")
+            if by_short:
+                record = await desk.lookup_short(case_id, code, client)
+            else:
+                record = await desk.lookup(case_id, code, client)
         except CaseError as exc:
             raise problem_from_case(exc) from exc
         view = desk.view(record, _lang(body.get("lang")))
-        view["link"] = desk.tracking_link(case_id)
+        view["link"] = desk.tracking_link(record.case.header.case_id)
         return web.json_response(view, headers=_NO_STORE, dumps=_dumps)
 
     async def track_get(request: web.Request) -> web.Response:
@@ -182,7 +190,7 @@ def add_tracking_routes(
         return await applicant_step(request, EventKind.COMPLAIN)
 
     async def page(request: web.Request) -> web.Response:
-        name = _PAGES[request.path]
+        name = "track.html" if request.path.startswith("/t/") else _PAGES[request.path]
         return web.Response(
             body=_asset(name),
             content_type="text/html",
@@ -207,4 +215,5 @@ def add_tracking_routes(
     app.router.add_post("/public/v1/track/complaint", complaint)
     for path in _PAGES:
         app.router.add_get(path, page)
+    app.router.add_get("/t/{short}", page)  # a short link: the page asks for the access code
     app.router.add_get("/static/cases/{file}", static)

@@ -146,9 +146,9 @@
 
   async function lookup(event) {
     event.preventDefault();
-    const { response, data } = await post("/public/v1/track", {
-      case: $("case").value.trim(), code: $("code").value.trim(),
-    });
+    const code = $("code").value.trim();
+    const { response, data } = await post("/public/v1/track",
+      SHORT ? { short: SHORT, code } : { case: $("case").value.trim(), code });
     if (response.status === 429) return showError("throttled");
     if (!response.ok) return showError(response.status === 404 ? "notFound" : "failed");
     link = data.link;
@@ -163,8 +163,16 @@
     render(data);
   }
 
+  // A short link (/t/AB3K7Q, sent by SMS) names the case; the access code is asked for.
+  const SHORT = (/^\/t\/([A-Za-z0-9]{1,16})$/.exec(location.pathname) || [])[1] || null;
+
   document.addEventListener("DOMContentLoaded", () => {
     applyStatic();
+    if (SHORT) {
+      $("case").required = false;
+      $("case").hidden = true;
+      document.querySelector("label[for=case]").hidden = true;
+    }
     $("lookup-form").addEventListener("submit", lookup);
     $("lang-switch").addEventListener("click", () => {
       lang = lang === "zh" ? "en" : "zh";

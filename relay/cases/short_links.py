@@ -1,0 +1,102 @@
+"""Short tracking links that fit an SMS: ``https://<public host>/t/AB3K7Q``.
+
+The signed tracking link (:mod:`relay.cases.tracking`) is about 1,200 characters; a
+text message to an applicant holds the short link and, in a separate message or on the
+hand-in slip, the access code. The short code only *names* the case, like the case
+number: it grants nothing. Opening ``/t/<code>`` shows the tracking page asking for the
+access code, and the lookup (``POST /public/v1/track {"short", "code"}``) goes through
+the same :meth:`~relay.cases.desk.CaseDesk.lookup` as a case number does:
+
+- the code is 6 characters from :data:`~relay.cases.tracking.CODE_ALPHABET` (30 random
+  bits; a fresh one is drawn on the rare collision), kept server-side in the table
+  ``short_links`` of the node's SQLite file (``short`` → ``case_id``);
+- the secret stays the 50-bit access code, compared against its scrypt hash;
+- the throttle is unchanged: the client address's bucket (10, one more every 6 s) on
+  every lookup and the *case's* bucket (5, one more every 60 s) on every failed one — a
+  short code that names a case charges that case's bucket, so guessing an access code
+  through the short link or the case number shares one budget of about 1,440 tries a
+  day: trying all 2^50 codes takes about 8 · 10^11 days. An unknown short code answers
+  exactly like a wrong access code (``not-found``), so probing short codes does not even
+  tell which exist, and it charges a bucket of its own.
+
+An https host of up to 40 characters gives a link of at most 60 characters.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from relay.cases.tracking import CODE_ALPHABET, normalize_code
+
+__all__ = ["SHORT_LENGTH", "ShortLinks", "new_short_code"]
+
+SHORT_LENGTH = 6
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS short_links (
+    short   TEXT PRIMARY KEY,
+    case_id TEXT NOT NULL UNIQUE
+);
+"""
+
+
+def new_short_code(randbytes: Callable[[int], bytes] = os.urandom) -> str:
+    """Six characters from the access-code alphabet (30 random bits)."""
+    value = int.from_bytes(randbytes(4), "big") >> 2  # 30 bits
+    chars = []
+    for _ in range(SHORT_LENGTH):
+        value, index = divmod(value, 32)
+        chars.append(CODE_ALPHABET[index])
+    return "".join(chars)
+
+
+def is_short_code(text: str) -> bool:
+    return len(text) == SHORT_LENGTH and all(ch in CODE_ALPHABET for ch in text)
+
+
+class ShortLinks:
+    """Short codes of this node's cases, in ``path`` (the relay's SQLite file)."""
+
+    def __init__(self, path: Path, *, randbytes: Callable[[int], bytes] = os.urandom) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._conn.executescript(_SCHEMA)
+        self._randbytes = randbytes
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def code_for(self, case_id: str) -> str:
+        """The case's short code, drawn and stored on first use."""
+        row = self._conn.execute(
+            "SELECT short FROM short_links WHERE case_id = ?", (case_id,)
+        ).fetchone()
+        if row is not None:
+            return str(row[0])
+        for _ in range(32):
+            short = new_short_code(self._randbytes)
+            try:
+                self._conn.execute(
+                    "INSERT INTO short_links (short, case_id) VALUES (?, ?)", (short, case_id)
+                )
+            except sqlite3.IntegrityError:
+                row = self._conn.execute(
+                    "SELECT short FROM short_links WHERE case_id = ?", (case_id,)
+                ).fetchone()
+                if row is not None:  # another process stored one for this case meanwhile
+                    return str(row[0])
+                continue  # the code names another case: draw again
+            return short
+        raise RuntimeError("no free short code after 32 draws")  # pragma: no cover
+
+    def case_for(self, short: str) -> str | None:
+        """The case a short code names (letters normalized as access codes are)."""
+        code = normalize_code(short)
+        if not is_short_code(code):
+            return None
+        row = self._conn.execute(
+            "SELECT case_id FROM short_links WHERE short = ?", (code,)
+        ).fetchone()
+        return None if row is None else str(row[0])

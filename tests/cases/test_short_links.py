@@ -1,0 +1,83 @@
+"""Short tracking links (/t/AB3K7Q): they fit an SMS, name a case, grant nothing without
+the access code, and share the case's guessing budget with the case number."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import aiohttp
+from casekit_offices import serve
+from test_http import open_case, post
+
+from relay.cases.short_links import SHORT_LENGTH, ShortLinks, new_short_code
+from relay.cases.tracking import CODE_ALPHABET
+
+
+def test_short_codes_are_six_letters_of_the_code_alphabet_and_map_one_to_one(tmp_path: Path):
+    rng = random.Random(5)
+    codes = {new_short_code(rng.randbytes) for _ in range(2000)}
+    assert len(codes) == 2000  # 30 bits: no collision among a few thousand
+    assert all(len(c) == SHORT_LENGTH and set(c) <= set(CODE_ALPHABET) for c in codes)
+    links = ShortLinks(tmp_path / "relay.sqlite3", randbytes=random.Random(1).randbytes)
+    a, b = links.code_for("CASE-A"), links.code_for("CASE-B")
+    assert a != b
+    assert links.code_for("CASE-A") == a  # one code per case, kept
+    assert links.case_for(a) == "CASE-A"
+    assert links.case_for(a.lower()) == "CASE-A"  # typed from an SMS in lower case
+    assert links.case_for("ZZZZZZ") is None  # the seeded draws never give this one
+    assert links.case_for("no such code!") is None
+    links.close()
+    reopened = ShortLinks(tmp_path / "relay.sqlite3")
+    assert reopened.case_for(b) == "CASE-B"  # server-side, across restarts
+    reopened.close()
+
+
+def test_a_collision_draws_again(tmp_path: Path):
+    draws = iter([b"\x00\x00\x00\x00", b"\x00\x00\x00\x00", b"\x00\x00\x00\x04"])
+    links = ShortLinks(tmp_path / "s.sqlite3", randbytes=lambda n: next(draws))
+    first = links.code_for("CASE-A")
+    second = links.code_for("CASE-B")  # the first draw collides with CASE-A's code
+    assert first != second
+    assert links.case_for(second) == "CASE-B"
+
+
+async def test_short_link_fits_an_sms_and_needs_the_access_code(offices, clock, tmp_path: Path):
+    offices.r.desk.short_links = ShortLinks(tmp_path / "short.sqlite3")
+    async with (
+        serve(offices.r.staff(clock)) as staff,
+        serve(offices.r.public()) as public,
+        aiohttp.ClientSession() as http,
+    ):
+        mine = await open_case(http, staff, offices.r, clock, case_id="WC-SHORT-1")
+        other = await open_case(http, staff, offices.r, clock, case_id="WC-SHORT-2")
+        short_path = mine["short_path"]
+        assert short_path.startswith("/t/")
+        host = "https://zwfw-" + "x" * 20 + ".gov.cn"  # a 40-character https host
+        assert len(host) == 40
+        assert len(host + short_path) <= 60
+        async with http.get(public + short_path) as r:
+            assert r.status == 200
+            assert "办件进度查询" in await r.text()
+        track = f"{public}/public/v1/track"
+        short = short_path.removeprefix("/t/")
+        status, view = await post(http, track, {"short": short, "code": mine["access_code"]})
+        assert status == 200
+        assert view["case"] == "WC-SHORT-1"
+        async with http.get(track, params={"link": view["link"]}) as r:
+            assert (await r.json())["case"] == "WC-SHORT-1"  # the long signed link still works
+        # another case's code, and an unknown short code, get the same answer
+        wrong = await post(http, track, {"short": short, "code": other["access_code"]})
+        unknown = await post(http, track, {"short": "ZZZZZZ", "code": mine["access_code"]})
+        assert wrong[0] == unknown[0] == 404
+        assert wrong[1]["code"] == unknown[1]["code"] == "not-found"
+        # the short link and the case number draw on one budget of guesses for the case
+        for guess in range(3):
+            await post(http, track, {"short": short, "code": f"2222{guess}-22222"})
+        status, _ = await post(http, track, {"case": "WC-SHORT-1", "code": "33333-33333"})
+        assert status == 404  # the fifth failure: the case's bucket (5) is now empty
+        status, problem = await post(http, track, {"short": short, "code": mine["access_code"]})
+        assert status == 429
+        assert problem["code"] == "too-many-requests"
+        status, _ = await post(http, track, {"case": "WC-SHORT-1", "code": mine["access_code"]})
+        assert status == 429
