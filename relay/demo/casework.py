@@ -289,6 +289,12 @@ async def food_licence_case(demo: Demo, out: Reporter, desks: Desks) -> None:
     url = f"{wuchang.public}/track#link={link}"
     out.info(f"申请人查询页 applicant's tracking page: {url}")
     out.info(f"  (or {wuchang.public}/track with case {case_id} and access code {code})")
+    if "short_path" in opened:
+        short = f"{wuchang.public}{opened['short_path']}"
+        out.info(
+            f"  短信链接 SMS link ({len(short)} characters, the access code sent separately): "
+            f"{short}"
+        )
     demo.facts.setdefault("tracking", []).append(url)
 
 

@@ -82,6 +82,9 @@ def test_demo_once_runs_every_step_and_exits_zero_with_the_proofs(tmp_path: Path
     assert max(len(line) for line in drawing) <= 80
     assert "the code opens the verify page: http://127.0.0.1:" in out
     assert "371422 verifies the QR code's compact licence" in out
+    sms = re.search(r"SMS link \((\d+) characters.*: (http://127\.0\.0\.1:\d+/t/\w{6})$", out, re.M)
+    assert sms, out
+    assert int(sms.group(1)) == len(sms.group(2)) <= 60
     # listing and graceful stop of the three nodes
     for node in ("420106", "320982", "371422"):
         assert f"{node} stopped (exit status 0)" in out
