@@ -22,7 +22,7 @@ from segno import consts
 
 from signing.errors import MalformedInput
 
-__all__ = ["QrImage", "render_qr", "render_url_qr"]
+__all__ = ["QrImage", "render_qr", "render_url_qr", "url_qr_svg"]
 
 QUIET_ZONE = 4
 PNG_DPI = 300
@@ -55,16 +55,37 @@ def render_qr(token: str, *, scale: int = 4) -> QrImage:
 _ALNUM = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:")
 
 
-def render_url_qr(url: str, *, scale: int = 4) -> QrImage:
-    """Render a verify URL ``<base>/v#<fragment>``: the fragment, when it is all QR
-    alphanumeric characters, goes into an alphanumeric segment."""
+def _url_content(url: str) -> tuple[Any, str | None]:
     if not isinstance(url, str) or not url.isascii() or "#" not in url:
         raise MalformedInput("a licence URL is ASCII text with a #fragment")
     head, fragment = url.split("#", 1)
     if fragment and set(fragment) <= _ALNUM:
-        segments = [(head + "#", consts.MODE_BYTE), (fragment, consts.MODE_ALPHANUMERIC)]
-        return _render(url, segments, mode=None, scale=scale)
-    return _render(url, url, mode="byte", scale=scale)
+        return [(head + "#", consts.MODE_BYTE), (fragment, consts.MODE_ALPHANUMERIC)], None
+    return url, "byte"
+
+
+def render_url_qr(url: str, *, scale: int = 4) -> QrImage:
+    """Render a verify URL ``<base>/v#<fragment>``: the fragment, when it is all QR
+    alphanumeric characters, goes into an alphanumeric segment."""
+    content, mode = _url_content(url)
+    return _render(url, content, mode=mode, scale=scale)
+
+
+def url_qr_svg(url: str, *, module_mm: float) -> str:
+    """The QR code of :func:`render_url_qr` as inline SVG sized in millimetres
+    (``module_mm`` a module, quiet zone included), for a print view."""
+    content, mode = _url_content(url)
+    for level in ("M", "L"):
+        try:
+            code = segno.make_qr(content, error=level, boost_error=False, mode=mode)
+            break
+        except segno.DataOverflowError:
+            continue
+    else:
+        raise MalformedInput(f"a {len(url)}-character URL does not fit in one QR code")
+    out = io.BytesIO()
+    code.save(out, kind="svg", scale=module_mm, unit="mm", border=QUIET_ZONE, xmldecl=False)
+    return out.getvalue().decode("ascii")
 
 
 def _render(text: str, content: Any, *, mode: str | None, scale: int) -> QrImage:

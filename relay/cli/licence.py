@@ -1,8 +1,9 @@
 """``tongban licence``: issue, verify and revoke/suspend e-licences (offline).
 
 - ``issue``: seal a licence with the node's seal key; write the ``vc+jwt`` token and,
-  from the node's ``node.json``, the compact form's verify URL (``--url-out``) and its
-  QR images (the QR holds the URL: version 12 or less for a typical licence).
+  from the node's ``node.json``, the compact form's verify URL (``--url-out``), its
+  QR images (the QR holds the URL: version 12 or less for a typical licence) and the
+  A4 and card print views (``--print PREFIX``, :mod:`relay.licence_print`).
 - ``verify``: check a licence — a ``vc+jwt``, a compact credential or its verify URL,
   inline or in a file — with a trust bundle, the issuers' node descriptors or a trust
   list (``--issuer``, for the compact form), status list files and optionally an
@@ -128,7 +129,7 @@ def _issue(args: argparse.Namespace) -> int:
         raise CliError("usage", str(exc)) from None
     _write(args.out, token.encode() + b"\n")
     print(f"licence {licence.number} issued by {node} ({len(token)} characters) -> {args.out}")
-    if not (args.qr_png or args.qr_svg or args.url_out):
+    if not (args.qr_png or args.qr_svg or args.url_out or args.print_to):
         return 0
     issuer = _own_issuer(Path(args.node_dir))
     try:
@@ -138,6 +139,13 @@ def _issue(args: argparse.Namespace) -> int:
     print(f"verify URL ({len(url)} characters): {url}")
     if args.url_out:
         _write(args.url_out, url.encode() + b"\n")
+    if args.print_to:
+        from relay.licence_print import PrintSize, print_view
+
+        for size in PrintSize:
+            page = print_view(licence, url, size=size, lang=args.print_lang)
+            _write(f"{args.print_to}-{size.value}.html", page.encode("utf-8"))
+        print(f"print views -> {args.print_to}-a4.html, {args.print_to}-card.html")
     if args.qr_png or args.qr_svg:
         qr = render_url_qr(url, scale=args.qr_scale)
         if args.qr_png:
@@ -383,6 +391,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     issue.add_argument("--qr-png", help="write the QR code of the verify URL as PNG")
     issue.add_argument("--qr-svg", help="write the QR code of the verify URL as SVG")
     issue.add_argument("--qr-scale", type=_positive, default=4, help="pixels per module")
+    issue.add_argument(
+        "--print",
+        dest="print_to",
+        metavar="PREFIX",
+        help="write the print views PREFIX-a4.html and PREFIX-card.html",
+    )
+    issue.add_argument("--print-lang", choices=["zh", "en"], default="zh")
     issue.set_defaults(handler=_issue)
 
     verify = sub.add_parser("verify", help="verify a licence offline")

@@ -37,7 +37,8 @@ from relay.demo.licensing import (
 from relay.demo.nodes import staff_client
 from relay.demo.offices import DAFENG, NINGJIN, WUCHANG
 from relay.demo.report import Reporter
-from signing.licence import verify_licence
+from relay.licence_print import PrintSize, print_view
+from signing.licence import parse_licence, verify_licence
 
 __all__ = ["CaseDesk", "cases_step", "delegated_survey_case", "food_licence_case"]
 
@@ -125,6 +126,9 @@ def _show_licence(demo: Demo, out: Reporter, token: str, stem: str) -> str:
     qr, png, svg = save_qr(url, demo.root / "licences", stem)
     (demo.root / "licences" / f"{stem}.jwt").write_text(token + "\n", encoding="ascii")
     (demo.root / "licences" / f"{stem}.url").write_text(url + "\n", encoding="ascii")
+    for size in PrintSize:
+        page = print_view(parse_licence(token), url, size=size)
+        (demo.root / "licences" / f"{stem}-{size.value}.html").write_text(page, encoding="utf-8")
     drawing = terminal_qr(url, qr)
     width = max(len(line) for line in drawing.splitlines())
     columns = out.terminal_columns()
@@ -141,6 +145,7 @@ def _show_licence(demo: Demo, out: Reporter, token: str, stem: str) -> str:
         f"{png.relative_to(demo.root.parent)}, {svg.name}"
     )
     out.info(f"  扫码打开核验页 the code opens the verify page: {url}")
+    out.info(f"  打印版 print views: {stem}-a4.html, {stem}-card.html")
     return url
 
 

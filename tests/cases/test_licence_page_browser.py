@@ -205,3 +205,55 @@ async def test_the_printed_qr_opens_the_verify_page_on_a_phone_with_each_verdict
             await expect(page.locator("#verdict")).to_have_attribute("data-failure", code)
             assert await page.text_content("#verdict") == "无效"
         await context.close()
+
+
+async def test_print_views_hold_a_qr_a_camera_reads_at_300_dpi(phone, offices, clock, tmp_path):
+    """The A4 and card print views rendered by Chromium at 300 dpi (print media): zxing-cpp
+    reads the verify URL from each, and the card's text and code fit on the card."""
+    import zxingcpp
+    from PIL import Image
+
+    from relay.licence_print import BEIJING, PrintSize, print_view
+
+    browser, _ = phone
+    keys = offices.pki.keys[HANDLING]
+    own = verify_descriptor(keys.descriptor_bytes, offices.pki.bundle, at=clock())
+    issuer = Issuer(
+        own.node_id, own.name_zh, own.name_en, "https://zwfw.dafeng.example", own.seal_chain
+    )
+    licence = Issuing(issuer, issuer.public_base, clock()).licence()
+    url = licence_url(issuer.public_base, issue_compact_licence(licence, keys.seal, issuer))
+    sizes = {PrintSize.A4: (210, 297), PrintSize.CARD: (85.6, 54)}
+    for size, (width_mm, height_mm) in sizes.items():
+        html = tmp_path / f"licence-{size.value}.html"
+        html.write_text(print_view(licence, url, size=size), encoding="utf-8")
+        px = 96 / 25.4  # CSS pixels per millimetre
+        context = await browser.new_context(
+            viewport={"width": round(width_mm * px), "height": round(height_mm * px)},
+            device_scale_factor=300 / 96,  # 300 dots per inch
+        )
+        page = await context.new_page()
+        await page.emulate_media(media="print")
+        await page.goto(html.as_uri(), timeout=MS)
+        png = await page.screenshot(full_page=True)
+        (tmp_path / f"licence-{size.value}.png").write_bytes(png)
+        dpi_width = Image.open(io.BytesIO(png)).size[0] / (width_mm / 25.4)
+        assert abs(dpi_width - 300) < 3
+        read = zxingcpp.read_barcodes(
+            Image.open(io.BytesIO(png)), formats=zxingcpp.BarcodeFormat.QRCode
+        )
+        assert [r.text for r in read] == [url], size
+        text = await page.inner_text("body")
+        assert "食品经营许可" in text
+        until = licence.valid_until.astimezone(BEIJING)
+        assert f"{until.year}年{until.month}月{until.day}日" in text  # Beijing, in Chinese
+        if size is PrintSize.CARD:
+            overflow = await page.evaluate(
+                "[document.body.scrollWidth > document.body.clientWidth,"
+                " document.body.scrollHeight > document.body.clientHeight]"
+            )
+            assert overflow == [False, False]
+            box = await page.locator(".qr svg").bounding_box()
+            assert box is not None
+            assert box["width"] / px >= 24  # 73 modules of 0.34 mm
+        await context.close()

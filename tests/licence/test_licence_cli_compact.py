@@ -43,6 +43,7 @@ def _issue(fed: Federation, tmp: Path, *, node: str = ISSUER, days: int = 30) ->
         "--valid-days", str(days), "--status-index", "7", "--status-url", status,
         "--at", ISSUED.isoformat(), "--out", str(tmp / f"{node}-{days}.jwt"),
         "--url-out", str(url_file), "--qr-png", str(tmp / f"{node}-{days}.png"),
+        "--print", str(tmp / f"{node}-{days}"),
     ]) == 0  # fmt: skip
     return url_file.read_text().strip()
 
@@ -74,6 +75,11 @@ def test_issue_puts_the_verify_url_in_the_qr_and_verify_accepts_it(
     assert url.startswith(_public(fed, ISSUER) + "/v#")
     assert f"verify URL ({len(url)} characters)" in out
     assert "level M" in out
+    for size, module in (("a4", "0.5"), ("card", "0.34")):
+        page = (tmp_path / f"{ISSUER}-30-{size}.html").read_text()
+        assert f'data-module-mm="{module}"' in page
+        assert "盐城市丰收农资经营部" in page
+        assert "<svg" in page
     png = (tmp_path / f"{ISSUER}-30.png").read_bytes()
     assert [
         r.text
