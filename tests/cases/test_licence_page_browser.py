@@ -199,6 +199,14 @@ async def test_the_printed_qr_opens_the_verify_page_on_a_phone_with_each_verdict
             reason = await page.text_content("#reason")
             assert code not in reason
             assert reason.strip()
+        # reading a QR with the laptop camera needs BarcodeDetector (Chrome on macOS,
+        # ChromeOS, Android); Debian's Chromium on Linux lacks it, and the page says what
+        # to do instead, in Chinese
+        assert await page.evaluate("'BarcodeDetector' in window") is False
+        await page.click("#scan")
+        await expect(page.locator("#scan-note")).to_contain_text("手机相机", timeout=MS)
+        note = await page.text_content("#scan-note")
+        assert not re.search(r"[A-Za-z]", note)
         for code, lists in (("revoked", {"revoked": [1]}), ("suspended", {"suspended": [1]})):
             _publish(offices, issuer, clock(), **lists)
             await _open(page, good)
