@@ -11,6 +11,8 @@ from datetime import timedelta
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from licence_support import ISSUER, OTHER, T0, Federation, make_licence, publish
 
 from signing.base45 import b45decode, b45encode
@@ -259,3 +261,71 @@ def test_the_compact_form_refuses_a_licence_of_another_node(fed: Federation) -> 
     other = replace(issuer, node_id=OTHER)
     with pytest.raises(Exception, match="another issuing node"):
         issue_compact_licence(_typical(issuer), fed.signer(ISSUER), other)
+
+
+def _es256_seal(fed: Federation):
+    """An ES256 (P-256) seal certificate for ISSUER under the federation root."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from certs.pki import DOCUMENT_SIGNING, _key_usage, _leaf_builder
+    from signing.keys import Signer
+
+    root = x509.load_pem_x509_certificate((fed.directory / "root.pem").read_bytes())
+    root_key = serialization.load_pem_private_key(
+        (fed.directory / "root.key").read_bytes(), password=None
+    )
+    assert isinstance(root_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = fed.signer(ISSUER).chain[0].subject
+    cert = (
+        _leaf_builder(root, root_key, subject, key.public_key(), T0)
+        .add_extension(_key_usage(signature=True, commitment=True), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([DOCUMENT_SIGNING]), critical=False)
+        .sign(root_key, hashes.SHA256())
+    )
+    return Signer(key=key, chain=(cert,))
+
+
+def test_an_es256_seal_makes_a_compact_licence_that_verifies_independently(fed: Federation):
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+    from cryptography.hazmat.primitives.hashes import SHA256
+
+    signer = _es256_seal(fed)
+    issuer = Issuer(ISSUER, NAME_ZH, NAME_EN, PUBLIC, signer.chain)
+    licence = _typical(issuer)
+    credential = issue_compact_licence(licence, signer, issuer)
+    report = verify_compact_licence(credential, fed.bundle, IssuerList([issuer]), at=AT)
+    assert report.failure is None
+    assert report.licence == licence
+    data = _b45decode_independently(credential)
+    sign1 = cbor2.loads(zlib.decompress(data) if data[0] == 0x78 else data)
+    protected, _, payload, signature = sign1.value
+    assert cbor2.loads(protected)[1] == -7
+    assert len(signature) == 64  # r || s, as COSE writes ECDSA signatures
+    der = encode_dss_signature(
+        int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    )
+    key = signer.chain[0].public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    key.verify(der, cbor2.dumps(["Signature1", protected, b"", payload]), ec.ECDSA(SHA256()))
+    # the algorithm is bound to the key: an Ed25519 issuer's kid with alg -7 is refused
+    ed = _issuer(fed)
+    relabelled = cbor2.dumps({1: -7, 4: ed.kid})
+    forged = cbor2.dumps(cbor2.CBORTag(18, [relabelled, {}, payload, signature]))
+    report = verify_compact_licence(b45encode(forged), fed.bundle, IssuerList([ed]), at=AT)
+    assert report.failure is Failure.SIGNATURE
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.binary(max_size=400) | st.text(max_size=300).map(lambda t: t.encode()))
+def test_any_input_gets_a_report_never_an_exception(fed: Federation, data: bytes) -> None:
+    issuer = _issuer(fed)
+    for text in (b45encode(data), b45encode(zlib.compress(data)), data.decode("latin-1")):
+        report = verify_compact_licence(text, fed.bundle, IssuerList([issuer]), at=AT)
+        assert not report.valid
+        assert report.failure in (Failure.MALFORMED, Failure.UNKNOWN_ISSUER)
