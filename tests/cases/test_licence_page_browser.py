@@ -265,3 +265,24 @@ async def test_print_views_hold_a_qr_a_camera_reads_at_300_dpi(phone, offices, c
             assert box is not None
             assert box["width"] / px >= 24  # 73 modules of 0.34 mm
         await context.close()
+
+
+async def test_the_sms_short_link_asks_only_for_the_access_code(phone, offices, tmp_path):
+    from relay.cases.short_links import ShortLinks
+
+    browser, device = phone
+    offices.r.desk.short_links = ShortLinks(tmp_path / "short.sqlite3")
+    opened = await offices.r.desk.open_case(
+        matter=FOOD, mode="proxy_receipt", handling=HANDLING, case_id="WC-SMS-1"
+    )
+    assert opened.short_code is not None
+    async with serve(offices.r.public()) as base:
+        context = await browser.new_context(**device)
+        page = await context.new_page()
+        await page.goto(f"{base}/t/{opened.short_code}", timeout=MS)
+        assert not await page.is_visible("#case")  # the link names the case
+        await page.fill("#code", opened.access_code)
+        await page.click("#lookup-button")
+        await expect(page.locator("#case-id")).to_have_text("WC-SMS-1", timeout=MS)
+        assert await page.text_content("#state") == "办理地审查中"
+        await context.close()
