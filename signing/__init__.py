@@ -84,8 +84,17 @@ from signing.licence import (  # noqa: E402
     parse_licence,
     verify_licence,
 )
+from signing.licence_compact import (  # noqa: E402
+    Issuer,
+    IssuerList,
+    IssuerResolver,
+    issue_compact_licence,
+    licence_url,
+    parse_compact_licence,
+    verify_compact_licence,
+)
 from signing.licence_report import Check, CheckResult, Failure, LicenceReport, Outcome  # noqa: E402
-from signing.qr import QrImage, render_qr  # noqa: E402
+from signing.qr import QrImage, render_qr, render_url_qr  # noqa: E402
 from signing.status_list import (  # noqa: E402
     StatusList,
     StatusListCredential,
@@ -118,4 +127,15 @@ __all__ += [
     "sign_status_list",
     "verify_licence",
     "verify_status_list",
+]
+
+__all__ += [  # the compact licence form for QR codes
+    "Issuer",
+    "IssuerList",
+    "IssuerResolver",
+    "issue_compact_licence",
+    "licence_url",
+    "parse_compact_licence",
+    "render_url_qr",
+    "verify_compact_licence",
 ]

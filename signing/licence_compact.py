@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -415,7 +415,7 @@ def verify_compact_licence(
     issuers: IssuerResolver,
     *,
     at: datetime,
-    status_lists: StatusSource | Mapping[str, str] | None = None,
+    status_lists: StatusSource | None = None,
     entitled: Entitlement | None = None,
 ) -> LicenceReport:
     """Check a compact licence (credential text or verify URL) offline at ``at``.
