@@ -1,0 +1,169 @@
+"""The integration services of a running node, around its case layer.
+
+:class:`IntegrationLayer` wraps the node's core factory (after the case layer's, so the
+case store exists and no case change happens before the event sink is attached) and
+adds the staff routes, the alert source and the background work while the staff
+listener runs::
+
+    cases = CaseLayer()
+    integration = IntegrationLayer(cases)
+    node = Node(config, core_factory=integration.core_factory(cases.core_factory),
+                extensions=[cases.extension, integration.extension])
+
+Background work (one task, stopped with the listener): the webhook dispatcher, and
+every ``scan_interval`` the look for events nothing writes (a partner's refusal of our
+packet, an SLA clock turned yellow or red) and the retention purge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from relay.alerts import ALERTS
+from relay.cases.sla import Colour
+from relay.config import NodeConfig
+from relay.core.model import OutboxState
+from relay.core.ports import PeerLink
+from relay.http.case_services import CaseLayer, CaseServices
+from relay.integration.events import refused_event, sla_event
+from relay.integration.http import add_integration_routes
+from relay.integration.retention import RetentionPurge
+from relay.integration.store import IntegrationStore, OutboxSink
+from relay.integration.webhooks import WebhookDispatcher
+from relay.node import CoreFactory, CoreHandle
+from relay.tls import BundleSource
+from signing.nodedir import load_node_keys
+
+__all__ = ["Integration", "IntegrationLayer"]
+
+_log = logging.getLogger("tongban.relay.integration")
+
+
+@dataclass
+class Integration:
+    """The integration of one node: its store, sink, dispatcher and purge."""
+
+    node_id: str
+    services: CaseServices
+    store: IntegrationStore
+    sink: OutboxSink
+    dispatcher: WebhookDispatcher
+    purge: RetentionPurge
+    clock: Callable[[], datetime]
+    scan_interval: float = 30.0
+
+    @classmethod
+    def attach(
+        cls, config: NodeConfig, services: CaseServices, clock: Callable[[], datetime]
+    ) -> Integration:
+        path = config.data_dir / "relay.sqlite3"
+        store = IntegrationStore(path, config.node_id, config.webhooks)
+        sink = OutboxSink(config.node_id, config.webhooks, clock)
+        services.store.add_sink(sink)
+        keys = load_node_keys(config.key_dir)
+        dispatcher = WebhookDispatcher(
+            store=store, targets=config.webhooks, signer=keys.seal, clock=clock, poll=0.5
+        )
+        purge = RetentionPurge(
+            node_id=config.node_id, cases=services.store, terms=services.desk.terms_source,
+            relay_dir=config.data_dir, clock=clock, forget_applicant=store.forget_applicant_of,
+        )  # fmt: skip
+        return cls(config.node_id, services, store, sink, dispatcher, purge, clock)
+
+    def scan(self) -> int:
+        """Record the events found by looking; how many were new."""
+        now = self.clock()
+        new = 0
+        core: Any = self.services.core
+        for item in core.list_outbox(state=OutboxState.REJECTED):
+            s = item.summary
+            event = refused_event(self.node_id, packet_id=s.packet_id, case_id=s.case_id,
+                                  action=s.action, reason=item.reason or "", at=now)  # fmt: skip
+            new += self.store.record(event)
+        marked = self.store.sla_marked()
+        for overdue in self.services.desk.overdue(now):
+            colour = overdue.clock.colour
+            case_id = overdue.record.case.header.case_id
+            if colour not in (Colour.YELLOW, Colour.RED) or (case_id, colour.value) in marked:
+                continue
+            event = sla_event(self.node_id, case_id=case_id, colour=colour.value,
+                              matter=overdue.record.case.header.matter, at=now)  # fmt: skip
+            new += self.store.record(event, sla_mark=(case_id, colour.value))
+        return new
+
+    async def run(self, stop: asyncio.Event) -> None:
+        dispatching = asyncio.create_task(self.dispatcher.run(stop), name="webhooks")
+        while not stop.is_set():
+            try:
+                if await asyncio.to_thread(self.scan):
+                    self.dispatcher.wake()
+                await asyncio.to_thread(self.purge.run)
+            except Exception:  # the loop outlives one bad pass; the cause is logged
+                _log.exception("integration scan failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.scan_interval)
+        await dispatching
+
+    def add_routes(self, app: web.Application) -> None:
+        add_integration_routes(
+            app, self.services.desk, self.store,
+            lambda target: self.store.retry_parked(target, self.clock()),
+        )  # fmt: skip
+        app[ALERTS].add_source("webhooks", self.dispatcher.alerts)
+        app.cleanup_ctx.append(self._running)
+
+    async def _running(self, app: web.Application) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(self.run(stop), name="integration")
+        yield
+        stop.set()
+        await task
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class IntegrationLayer:
+    """The integration of one node, for ``Node(core_factory=…, extensions=[…])``."""
+
+    def __init__(self, cases: CaseLayer) -> None:
+        self._cases = cases
+        self.integration: Integration | None = None
+
+    def core_factory(self, inner: CoreFactory) -> CoreFactory:
+        def factory(
+            config: NodeConfig, link: PeerLink, bundle: BundleSource, clock: Callable[[], datetime]
+        ) -> CoreHandle:
+            handle = inner(config, link, bundle, clock)
+            services = self._cases.services
+            if services is None:
+                handle.close()
+                raise RuntimeError("the case layer's core factory has not run")
+            try:
+                integration = Integration.attach(config, services, clock)
+            except BaseException:
+                handle.close()
+                raise
+            self.integration = integration
+
+            def close() -> None:
+                handle.close()
+                integration.close()
+
+            return CoreHandle(core=handle.core, storage_ok=handle.storage_ok, close=close)
+
+        return factory
+
+    def extension(self, listener: str, app: web.Application) -> None:
+        if self.integration is None:
+            raise RuntimeError("the integration's core factory has not run")
+        if listener == "staff":
+            self.integration.add_routes(app)
