@@ -20,16 +20,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from relay.alerts import ALERTS
 from relay.cases.sla import Colour
-from relay.config import NodeConfig
+from relay.config import NodeConfig, Webhook
 from relay.core.model import OutboxState
 from relay.core.ports import PeerLink
 from relay.http.case_services import CaseLayer, CaseServices
@@ -40,6 +41,7 @@ from relay.integration.store import IntegrationStore, OutboxSink
 from relay.integration.webhooks import WebhookDispatcher
 from relay.node import CoreFactory, CoreHandle
 from relay.tls import BundleSource
+from signing.keys import Signer
 from signing.nodedir import load_node_keys
 
 __all__ = ["Integration", "IntegrationLayer"]
@@ -62,21 +64,27 @@ class Integration:
 
     @classmethod
     def attach(
-        cls, config: NodeConfig, services: CaseServices, clock: Callable[[], datetime]
+        cls,
+        *,
+        node_id: str,
+        data_dir: Path,
+        webhooks: Sequence[Webhook],
+        signer: Signer,
+        services: CaseServices,
+        clock: Callable[[], datetime],
     ) -> Integration:
-        path = config.data_dir / "relay.sqlite3"
-        store = IntegrationStore(path, config.node_id, config.webhooks)
-        sink = OutboxSink(config.node_id, config.webhooks, clock)
+        """Create the tables, attach the event sink to the case store, build the rest."""
+        store = IntegrationStore(data_dir / "relay.sqlite3", node_id, webhooks)
+        sink = OutboxSink(node_id, webhooks, clock)
         services.store.add_sink(sink)
-        keys = load_node_keys(config.key_dir)
         dispatcher = WebhookDispatcher(
-            store=store, targets=config.webhooks, signer=keys.seal, clock=clock, poll=0.5
+            store=store, targets=webhooks, signer=signer, clock=clock, poll=0.5
         )
         purge = RetentionPurge(
-            node_id=config.node_id, cases=services.store, terms=services.desk.terms_source,
-            relay_dir=config.data_dir, clock=clock, forget_applicant=store.forget_applicant_of,
+            node_id=node_id, cases=services.store, terms=services.desk.terms_source,
+            relay_dir=data_dir, clock=clock, forget_applicant=store.forget_applicant_of,
         )  # fmt: skip
-        return cls(config.node_id, services, store, sink, dispatcher, purge, clock)
+        return cls(node_id, services, store, sink, dispatcher, purge, clock)
 
     def scan(self) -> int:
         """Record the events found by looking; how many were new."""
@@ -112,13 +120,16 @@ class Integration:
                 await asyncio.wait_for(stop.wait(), self.scan_interval)
         await dispatching
 
-    def add_routes(self, app: web.Application) -> None:
+    def add_routes(self, app: web.Application, *, background: bool = True) -> None:
+        """The staff routes and alert source; with ``background`` the dispatcher, scan
+        and purge run while ``app`` does."""
         add_integration_routes(
             app, self.services.desk, self.store,
             lambda target: self.store.retry_parked(target, self.clock()),
         )  # fmt: skip
         app[ALERTS].add_source("webhooks", self.dispatcher.alerts)
-        app.cleanup_ctx.append(self._running)
+        if background:
+            app.cleanup_ctx.append(self._running)
 
     async def _running(self, app: web.Application) -> AsyncIterator[None]:
         stop = asyncio.Event()
@@ -148,7 +159,10 @@ class IntegrationLayer:
                 handle.close()
                 raise RuntimeError("the case layer's core factory has not run")
             try:
-                integration = Integration.attach(config, services, clock)
+                integration = Integration.attach(
+                    node_id=config.node_id, data_dir=config.data_dir, webhooks=config.webhooks,
+                    signer=load_node_keys(config.key_dir).seal, services=services, clock=clock,
+                )  # fmt: skip
             except BaseException:
                 handle.close()
                 raise

@@ -34,7 +34,7 @@ from typing import Any
 
 from relay.audit.leaves import AuditLeaf, LeafKind, RetentionPurgeLeaf, encode_leaf
 from relay.cases.errors import CaseError
-from relay.cases.model import DETAIL_FIELDS, CaseState, EventKind, thaw
+from relay.cases.model import CaseState, thaw
 from relay.cases.sqlite_store import SqliteCaseStore, case_to_json
 from relay.cases.store import CaseRecord
 from relay.cases.terms import TermsSource
@@ -53,19 +53,22 @@ _KEPT = frozenset(
 )  # fmt: skip
 
 
-def _purged_details(kind: EventKind, details: Mapping[str, Any]) -> dict[str, Any]:
-    spec = DETAIL_FIELDS[kind]
+def _purged_details(details: Mapping[str, Any]) -> dict[str, Any]:
+    """What the fold needs stays; texts become :data:`PURGED` (a required one keeps the
+    event valid), the application (an object) goes."""
     out: dict[str, Any] = {}
     for name, value in thaw(details).items():
-        if name in _KEPT:
+        if name in _KEPT or isinstance(value, int):
             out[name] = value
-        elif name in spec and spec[name][1]:  # required: a marker keeps the event valid
-            out[name] = [PURGED] if isinstance(value, list) else PURGED
+        elif isinstance(value, str):
+            out[name] = PURGED
+        elif isinstance(value, list):
+            out[name] = [PURGED] if value else []
     return out
 
 
 def purged_copy(case: Case) -> Case:
-    events = tuple(replace(e, details=_purged_details(e.kind, e.details)) for e in case.events)
+    events = tuple(replace(e, details=_purged_details(e.details)) for e in case.events)
     return Case(case.header, case.me, events)
 
 
