@@ -20,7 +20,9 @@ Run it as a program::
         --matter food-business-licence --handling 320982 --form form.json
 
 Tests use :class:`Platform` and :func:`import_case` in process. ``down`` makes the
-webhook endpoint answer 503 (a platform under maintenance).
+webhook endpoint answer 503 (a platform under maintenance); ``lose_answers`` makes it
+take the next events and then answer 502, as when the answer is lost on the way back
+(the node sends them again and the platform must not act twice).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import argparse
 import asyncio
 import json
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +41,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from joserfc import jws
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import ECKey, OKPKey
 
 SIGNATURE_TYP = "tongban-webhook+jws"
@@ -54,10 +57,22 @@ def seal_key(pem: bytes) -> OKPKey | ECKey:
     raise ValueError("the seal certificate's key is neither Ed25519 nor EC")
 
 
+def _registry() -> jws.JWSRegistry:
+    # the header carries the seal certificate chain (x5c): larger than joserfc's 512-byte
+    # default; our own members (tongban_event) are checked below, not by the registry
+    registry = jws.JWSRegistry(algorithms=["EdDSA", "ES256"], strict_check_header=False)
+    registry.max_header_length = 16384
+    registry.max_payload_length = 1 << 20
+    return registry
+
+
 def verify_signature(signature: str, body: bytes, key: OKPKey | ECKey) -> dict[str, Any]:
     """The protected header of a valid detached JWS over ``body``; raises ``JoseError``
     or ``ValueError``."""
-    compact = jws.deserialize_compact(signature, key, algorithms=["EdDSA", "ES256"], payload=body)
+    with warnings.catch_warnings():  # tongban signs with "EdDSA" (docs/protocol.md §2),
+        # which RFC 9864 deprecates in favour of "Ed25519"; joserfc still verifies it
+        warnings.filterwarnings("ignore", "EdDSA is deprecated", SecurityWarning)
+        compact = jws.deserialize_compact(signature, key, registry=_registry(), payload=body)
     header = dict(compact.protected)
     if header.get("typ") != SIGNATURE_TYP:
         raise ValueError(f"typ is {header.get('typ')!r}")
@@ -70,6 +85,7 @@ class Platform:
 
     key: OKPKey | ECKey
     down: bool = False
+    lose_answers: int = 0
     events: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> body, once
     order: list[str] = field(default_factory=list)
     repeats: int = 0
@@ -103,6 +119,9 @@ class Platform:
                 self.events[event_id] = event
                 self.order.append(event_id)
             self.arrived.notify_all()
+        if self.lose_answers > 0:
+            self.lose_answers -= 1
+            return web.json_response({"error": "lost on the way"}, status=502)
         return web.json_response({"ok": True})
 
     async def wait_for(self, predicate: Any, timeout: float) -> None:
