@@ -10,9 +10,10 @@ listener runs::
     node = Node(config, core_factory=integration.core_factory(cases.core_factory),
                 extensions=[cases.extension, integration.extension])
 
-Background work (one task, stopped with the listener): the webhook dispatcher, and
-every ``scan_interval`` the look for events nothing writes (a partner's refusal of our
-packet, an SLA clock turned yellow or red) and the retention purge.
+Background work (one task, stopped with the listener): the webhook dispatcher; every
+``scan_interval`` (30 s) the look for events nothing writes (a partner's refusal of our
+packet, an SLA clock turned yellow or red); at start and every ``purge_interval`` (1 h)
+the retention purge.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Integration:
     purge: RetentionPurge
     clock: Callable[[], datetime]
     scan_interval: float = 30.0
+    purge_interval: float = 3600.0
 
     @classmethod
     def attach(
@@ -109,11 +111,15 @@ class Integration:
 
     async def run(self, stop: asyncio.Event) -> None:
         dispatching = asyncio.create_task(self.dispatcher.run(stop), name="webhooks")
+        loop = asyncio.get_running_loop()
+        purged_at: float | None = None
         while not stop.is_set():
             try:
                 if await asyncio.to_thread(self.scan):
                     self.dispatcher.wake()
-                await asyncio.to_thread(self.purge.run)
+                if purged_at is None or loop.time() - purged_at >= self.purge_interval:
+                    purged_at = loop.time()
+                    await asyncio.to_thread(self.purge.run)
             except Exception:  # the loop outlives one bad pass; the cause is logged
                 _log.exception("integration scan failed")
             with contextlib.suppress(TimeoutError):
