@@ -93,8 +93,11 @@ class Integration:
         now = self.clock()
         new = 0
         core: Any = self.services.core
+        known = self.store.known_events(f"{self.node_id}:step-refused:")
         for item in core.list_outbox(state=OutboxState.REJECTED):
             s = item.summary
+            if f"{self.node_id}:step-refused:{s.packet_id}" in known:
+                continue
             event = refused_event(self.node_id, packet_id=s.packet_id, case_id=s.case_id,
                                   action=s.action, reason=item.reason or "", at=now)  # fmt: skip
             new += self.store.record(event)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sqlite3
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -99,7 +100,11 @@ class WebhookDispatcher:
         waker = self._wakers[target.url]
         while not stop.is_set():
             waker.clear()
-            wait = await self._step(target, session, context)
+            try:
+                wait = await self._step(target, session, context)
+            except (sqlite3.Error, OSError) as exc:  # storage: look again after a pause
+                _log.error("webhook delivery to %s: storage error: %s", target.url, exc)
+                wait = self._poll
             if wait is None:
                 continue
             stopping = asyncio.ensure_future(stop.wait())
