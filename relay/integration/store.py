@@ -111,6 +111,17 @@ def _insert_event(
     return True
 
 
+def _withdraw(conn: sqlite3.Connection, event_id: str) -> None:
+    """Drop an event whose change was taken back, unless a target already has it."""
+    delivered = conn.execute(
+        "SELECT 1 FROM webhook_deliveries WHERE event_id = ? AND state = 'delivered'",
+        (event_id,),
+    ).fetchone()
+    if delivered is None:
+        conn.execute("DELETE FROM webhook_deliveries WHERE event_id = ?", (event_id,))
+        conn.execute("DELETE FROM integration_events WHERE event_id = ?", (event_id,))
+
+
 class OutboxSink:
     """Writes a case change's events and deliveries in the change's transaction."""
 
@@ -124,6 +135,12 @@ class OutboxSink:
         at = self._clock()
         for event in events_of_change(self._node, old, new, at):
             self.written += _insert_event(conn, event, self._node, self._targets)
+        if old is not None:  # a step taken back (the relay refused to queue it)
+            kept = {e.ref for e in new.case.events}
+            gone = [e for e in old.case.events if e.ref not in kept]
+            case_id = new.case.header.case_id
+            for e in gone:
+                _withdraw(conn, f"{self._node}:step:{case_id}:{e.origin.value}:{e.seq}")
         submit = next((e for e in new.case.events if e.kind is EventKind.SUBMIT), None)
         applicant = applicant_key(submit.details.get("application") if submit else None)
         if applicant is not None:

@@ -19,8 +19,12 @@ from casekit_offices import Pki, free_port, serve
 from integkit import FOOD, WiredOffices, target
 from joserfc.errors import BadSignatureError
 
+from agreements.calendar import default_calendar
 from relay.alerts import ALERTS
+from relay.cases.desk import CaseDesk
 from relay.cases.model import EventKind
+from relay.cases.terms import load_terms
+from relay.core.errors import NotAuthorized
 from relay.core.model import OutboxState
 from relay.http.licence_status import LicenceStatus
 from relay.integration.events import EventType
@@ -228,3 +232,49 @@ async def test_a_tampered_body_fails_the_independent_check(data_pki: Pki):
     for tampered, k in ((body.replace(b"C-1", b"C-2"), key), (body, other)):
         with pytest.raises(BadSignatureError):
             example.verify_signature(signature, tampered, k)
+
+
+class _RefusingRelay:
+    """A relay core that refuses to queue anything (as when the agreement was withdrawn
+    between the desk's check and the queueing)."""
+
+    async def create_packet(self, **_: Any) -> Any:
+        raise NotAuthorized("not-a-party")
+
+    def list_inbox(self, *, case_id: str | None = None) -> list[Any]:
+        return []
+
+    def read_packet(self, packet_id: str) -> Any:
+        raise NotAuthorized("not-a-party")
+
+
+async def test_a_step_taken_back_takes_its_event_back(data_pki: Pki, tmp_path: Path, clock):
+    """The relay refuses to queue our step: the desk takes the stored step back, and the
+    event the step made goes with it."""
+    w = integkit.wired_offices(
+        data_pki, tmp_path, clock, webhooks={RECEIVING: [target("http://127.0.0.1:9/h")]}
+    )
+    try:
+        r = w.office(RECEIVING)
+        opened = await r.desk.open_case(
+            matter=FOOD, mode="proxy_receipt", handling=HANDLING, application=FOOD_FORM
+        )
+        case_id = opened.record.case.header.case_id
+        await w.deliver()
+        await w.office(HANDLING).desk.act(case_id, K.ACCEPT, {})
+        await w.deliver()
+        before = [e["id"] for e in w.r.store.events()]
+        refusing = CaseDesk(
+            node_id=RECEIVING, relay=_RefusingRelay(), store=r.cases,
+            terms=load_terms([data_pki.agreement], data_pki.bundle, at=clock()),
+            calendar=default_calendar(), signer=data_pki.keys[RECEIVING].seal,
+            bundle=lambda: data_pki.bundle, clock=clock, office_names={},
+        )  # fmt: skip
+        with pytest.raises(NotAuthorized):
+            await refusing.act(case_id, K.COMPLAIN, {"text": "领证要跑两趟"})
+        assert r.desk.get(case_id).case.events[-1].kind is not K.COMPLAIN
+        assert [e["id"] for e in w.r.store.events()] == before
+        [row] = w.r.store.delivery_status()
+        assert row["pending"] == len(before)
+    finally:
+        w.close()
