@@ -101,6 +101,19 @@ class StaffSettings:
 
 
 @dataclass(frozen=True)
+class Webhook:
+    """A target of the node's outbound events (``[[webhooks]]``, relay.integration)."""
+
+    url: str
+    events: frozenset[str]  # the event types delivered to it (all when not configured)
+    ca: Path | None = None  # CA bundle for an https target (system CAs when None)
+    max_attempts: int = 12
+    base_backoff: float = 1.0
+    max_backoff: float = 600.0
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     source: Path
     node_id: str
@@ -116,6 +129,7 @@ class NodeConfig:
     outbox: OutboxSettings
     staff: StaffSettings
     audit: AuditSettings = AuditSettings()
+    webhooks: tuple[Webhook, ...] = ()
 
     def partner(self, node_id: str) -> Partner | None:
         for partner in self.partners:
@@ -266,6 +280,48 @@ def _agreements(root: _Reader) -> tuple[Path, ...]:
     return tuple((root.base / f).resolve() for f in files)
 
 
+def _webhooks(root: _Reader) -> tuple[Webhook, ...]:
+    from relay.integration.events import EventType
+
+    value = root.raw("webhooks", [])
+    if not isinstance(value, list):
+        raise root.error("webhooks", "must be an array of tables ([[webhooks]])")
+    hooks: list[Webhook] = []
+    known = {t.value for t in EventType}
+    for index, item in enumerate(value):
+        if not isinstance(item, Mapping):
+            raise root.error(f"webhooks[{index}]", "must be a table")
+        table = _Reader(root.source, root.base, item, f"webhooks[{index}]")
+        url = table.string("url")
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise table.error("url", "must be an https:// (or loopback http://) URL")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise table.error("url", "may be http:// only for a loopback address")
+        events = table.raw("events", sorted(known))
+        if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+            raise table.error("events", "must be an array of event types")
+        unknown = sorted(set(events) - known)
+        if unknown or not events:
+            raise table.error("events", f"unknown event type {unknown[:1]}; one of {sorted(known)}")
+        hook = Webhook(
+            url=url,
+            events=frozenset(events),
+            ca=table.path("ca") if "ca" in item else None,
+            max_attempts=table.integer("max_attempts", 1, 1000, 12),
+            base_backoff=table.duration("base_backoff", 1.0),
+            max_backoff=table.duration("max_backoff", 600.0),
+            timeout=table.duration("timeout", 10.0),
+        )
+        table.done()
+        if hook.max_backoff < hook.base_backoff:
+            raise table.error("max_backoff", "must not be smaller than base_backoff")
+        if any(h.url == hook.url for h in hooks):
+            raise table.error("url", "is listed twice")
+        hooks.append(hook)
+    return tuple(hooks)
+
+
 def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
     """Build a :class:`NodeConfig` from a parsed TOML document read from ``source``."""
     root = _Reader(str(source), source.parent.resolve(), data, "")
@@ -333,6 +389,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
     if any(p.node_id == node_id for p in partners):
         raise ConfigError(str(source), "partners", f"lists this node ({node_id}) itself")
     agreements = _agreements(root)
+    webhooks = _webhooks(root)
     root.done()
     return NodeConfig(
         source=source.resolve(),
@@ -349,6 +406,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
         outbox=outbox,
         staff=staff,
         audit=audit,
+        webhooks=webhooks,
     )
 
 

@@ -18,6 +18,8 @@ kind                      kind-specific fields
 ``licence-event``         ``licence``: {id, case, event, credential_digest, status_index}
 ``survey-report``         ``survey``: {id, case, surveyor, requested_by, report_digest,
                           manifest_digest}
+``retention-purge``       ``purge``: {case, agreement_id, retention_years, content_digest,
+                          packets, attachments}
 ========================  ===============================================================
 
 Digests are lowercase hex SHA-256 of the exact signed bytes the leaf stands for (the
@@ -50,6 +52,7 @@ __all__ = [
     "LicenceEventLeaf",
     "PacketLeaf",
     "ReceiptLeaf",
+    "RetentionPurgeLeaf",
     "SurveyReportLeaf",
     "decode_leaf",
     "encode_leaf",
@@ -67,6 +70,7 @@ class LeafKind(StrEnum):
     AGREEMENT_EVENT = "agreement-event"
     LICENCE_EVENT = "licence-event"
     SURVEY_REPORT = "survey-report"
+    RETENTION_PURGE = "retention-purge"
 
 
 class Direction(StrEnum):
@@ -260,7 +264,33 @@ class SurveyReportLeaf(_Body):
     manifest_digest: str | None
 
 
-Body = PacketLeaf | ReceiptLeaf | AgreementEventLeaf | LicenceEventLeaf | SurveyReportLeaf
+@dataclass(frozen=True)
+class RetentionPurgeLeaf(_Body):
+    """A case's content and attachments purged after the agreement's retention period
+    (``content_digest``: SHA-256 of the canonical JSON of the case copy before)."""
+
+    KEY: ClassVar[str] = "purge"
+    SPEC: ClassVar[Mapping[str, str]] = {
+        "case": "str", "agreement_id": "str", "retention_years": "int",
+        "content_digest": "hex", "packets": "int", "attachments": "int",
+    }  # fmt: skip
+
+    case: str
+    agreement_id: str
+    retention_years: int
+    content_digest: str
+    packets: int
+    attachments: int
+
+
+Body = (
+    PacketLeaf
+    | ReceiptLeaf
+    | AgreementEventLeaf
+    | LicenceEventLeaf
+    | SurveyReportLeaf
+    | RetentionPurgeLeaf
+)
 
 _BODY_OF_KIND: dict[LeafKind, type[_Body]] = {
     LeafKind.PACKET_SENT: PacketLeaf,
@@ -269,6 +299,7 @@ _BODY_OF_KIND: dict[LeafKind, type[_Body]] = {
     LeafKind.AGREEMENT_EVENT: AgreementEventLeaf,
     LeafKind.LICENCE_EVENT: LicenceEventLeaf,
     LeafKind.SURVEY_REPORT: SurveyReportLeaf,
+    LeafKind.RETENTION_PURGE: RetentionPurgeLeaf,
 }
 
 

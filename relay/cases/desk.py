@@ -36,13 +36,14 @@ from agreements.calendar import WorkingCalendar
 from relay.audit.leaves import LicenceEvent
 from relay.audit.licence_events import licence_leaf
 from relay.cases.admission import CaseAdmission, advance, read_content
+from relay.cases.application import check_application
 from relay.cases.errors import CaseError, TrackingDenied
 from relay.cases.incoming import CASE_ACTIONS, check_licence
 from relay.cases.model import CONTENT_FORMAT, CaseHeader, EventKind, Office
 from relay.cases.short_links import ShortLinks
 from relay.cases.sla import ClockState, Colour, SlaReport, case_clock, complaint_clock
 from relay.cases.store import AppliedPacket, CaseRecord, CaseStore
-from relay.cases.terms import TermsSource
+from relay.cases.terms import CaseTerms, TermsSource
 from relay.cases.tracking import (
     LookupThrottle,
     check_access_code,
@@ -165,11 +166,21 @@ class CaseDesk:
         case_id: str | None = None,
         materials: Sequence[str] = (),
         submit: bool = True,
+        application: Mapping[str, Any] | None = None,
     ) -> Opened:
         """Open a case at hand-in (we are the receiving office); submit it unless told
-        not to. Raises :class:`~relay.cases.terms.NoTerms`, ``case-exists``."""
+        not to. ``application`` is the structured content (relay.cases.application),
+        checked against the agreement's data rules. Raises
+        :class:`~relay.cases.terms.NoTerms`, ``case-exists``, ``data-category-not-agreed``,
+        ``content-schema``."""
         now = self._clock()
         terms = self._terms(self.node_id, handling, matter, mode, now)
+        if application is not None and not submit:
+            raise CaseError("an application is handed in with the submit", code="malformed-event")
+        check_application(
+            application, matter=matter, materials=terms.materials,
+            categories=terms.data_categories,
+        )  # fmt: skip
         if case_id is None:
             suffix = base64.b32encode(self._randbytes(5)).decode("ascii")
             case_id = f"{self.node_id}-{now:%Y%m%d}-{suffix}"
@@ -183,10 +194,20 @@ class CaseDesk:
         record = CaseRecord(Case(header, Office.RECEIVING), access_hash, now, 1)
         self._store.create(record)
         if submit:
-            details = {"materials": list(materials)} if materials else {}
+            details: dict[str, Any] = {"materials": list(materials)} if materials else {}
+            if application is not None:
+                details["application"] = application
             record = await self.act(case_id, EventKind.SUBMIT, details)
         short = None if self.short_links is None else self.short_links.code_for(case_id)
         return Opened(record, code, self.tracking_link(case_id), short)
+
+    @property
+    def terms_source(self) -> TermsSource:
+        return self._terms
+
+    def terms(self, handling: str, matter: str, mode: str) -> CaseTerms:
+        """The agreed terms now of a case we would receive for ``handling``."""
+        return self._terms(self.node_id, handling, matter, mode, self._clock())
 
     def get(self, case_id: str) -> CaseRecord:
         record = self._store.get(case_id)

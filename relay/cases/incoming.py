@@ -5,7 +5,9 @@ packet's case; the first packet of a case we do not hold is a ``submit`` address
 us whose header agrees with our own agreement terms (``terms-mismatch``); the packet's
 sender is the node of the event's origin and its matter the case's; its action is the
 one that carries the event; a licence carried by ``issue-licence`` is the handling
-office's sealed licence for this matter and number (``bad-licence``).
+office's sealed licence for this matter and number (``bad-licence``); the ``submit``
+keeps the agreement's data rules (:mod:`relay.cases.application`:
+``data-category-not-agreed``, ``content-schema``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from relay.cases.application import check_application
 from relay.cases.errors import CaseError, MalformedEvent
 from relay.cases.model import CaseHeader, Event, EventKind, Office
 from relay.cases.store import CaseRecord
@@ -62,6 +65,10 @@ def apply_incoming(
             header.survey_required,
         ):
             raise CaseError("the submit header disagrees with our agreement", code="terms-mismatch")
+        check_application(
+            event.details.get("application"), matter=header.matter, materials=agreed.materials,
+            categories=agreed.data_categories, attachments=len(summary.attachments),
+        )  # fmt: skip
         old = CaseRecord(Case(header, Office.HANDLING), None, now, 0)
     header = old.case.header
     if summary.sender != header.node(event.origin) or summary.matter != header.matter:

@@ -9,6 +9,11 @@ Tables (created if missing, next to the relay's own tables in ``relay.sqlite3``)
 A case row holds the whole copy (header, which office we are, the events in canonical
 order as docs/protocol.md §11 contents). Every write is one ``BEGIN IMMEDIATE``
 transaction; ``synchronous=FULL`` makes committed mean on disk.
+
+A :class:`CaseSink` added with :meth:`SqliteCaseStore.add_sink` sees every stored
+change of a case and every audit leaf this store appends *inside* the transaction that
+makes them, so what it writes (relay.integration's event outbox) commits or rolls back
+with the change.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from relay.audit.store import append as audit_append
 from relay.audit.store import create_schema as audit_schema
@@ -28,7 +33,7 @@ from relay.cases.model import CaseHeader, Event, Office
 from relay.cases.store import AppliedPacket, CaseRecord
 from relay.cases.workflow import Case
 
-__all__ = ["SCHEMA", "SqliteCaseStore", "case_from_json", "case_to_json"]
+__all__ = ["SCHEMA", "CaseSink", "SqliteCaseStore", "case_from_json", "case_to_json"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cases (
@@ -57,6 +62,16 @@ def case_from_json(obj: dict[str, Any]) -> Case:
     return Case(header, Office(obj["me"]), tuple(Event.from_content(e) for e in obj["events"]))
 
 
+class CaseSink(Protocol):
+    """Told of changes inside their transaction (``conn``); raising rolls them back."""
+
+    def changed(
+        self, conn: sqlite3.Connection, old: CaseRecord | None, new: CaseRecord
+    ) -> None: ...
+
+    def logged(self, conn: sqlite3.Connection, leaf: bytes) -> None: ...
+
+
 class SqliteCaseStore:
     """Cases of one node in ``path`` (the relay's ``relay.sqlite3``)."""
 
@@ -67,6 +82,21 @@ class SqliteCaseStore:
         self._conn.execute("PRAGMA busy_timeout=5000")
         self._conn.executescript(SCHEMA)
         audit_schema(self._conn)
+        self._sinks: list[CaseSink] = []
+
+    def add_sink(self, sink: CaseSink) -> None:
+        self._sinks.append(sink)
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The case store's connection (for a sink's own tables in the same file)."""
+        return self._conn
+
+    def _audit(self, conn: sqlite3.Connection, leaf: bytes) -> int:
+        index = audit_append(conn, leaf)
+        for sink in self._sinks:
+            sink.logged(conn, leaf)
+        return index
 
     def close(self) -> None:
         self._conn.close()
@@ -129,6 +159,8 @@ class SqliteCaseStore:
             if self._get(conn, record.case.header.case_id) is not None:
                 raise CaseError(f"case {record.case.header.case_id} exists", code="case-exists")
             self._put(conn, record, insert=True)
+            for sink in self._sinks:
+                sink.changed(conn, None, record)
 
     def get(self, case_id: str) -> CaseRecord | None:
         return self._get(self._conn, case_id)
@@ -147,6 +179,8 @@ class SqliteCaseStore:
             new.case, new.access_hash, new.opened_at, (old.version if old else 0) + 1
         )
         self._put(conn, stored, insert=old is None)
+        for sink in self._sinks:
+            sink.changed(conn, old, stored)
         return stored
 
     def update(
@@ -159,14 +193,14 @@ class SqliteCaseStore:
             after = self._change(conn, case_id, change)
             if after is not None:
                 for leaf in audit:  # durable with the step they record
-                    audit_append(conn, leaf)
+                    self._audit(conn, leaf)
             return after
 
     def append_audit(self, leaf: bytes, publish: Callable[[], None]) -> int:
         """Append ``leaf`` and run ``publish`` (the act it records) in one transaction:
         a failing ``publish`` rolls the leaf back. Returns the leaf's index."""
         with self._tx() as conn:
-            index = audit_append(conn, leaf)
+            index = self._audit(conn, leaf)
             publish()
             return index
 

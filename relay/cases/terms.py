@@ -17,7 +17,7 @@ from agreements.actions import Action
 from agreements.authorize import AgreementIndex, Deny, Request, authorize
 from agreements.errors import AgreementError
 from agreements.lifecycle import Lifecycle
-from agreements.model import ServiceMode
+from agreements.model import Material, ServiceMode
 from agreements.signed import SignedAgreement
 from relay.cases.errors import CaseError
 from signing.certificates import TrustBundle
@@ -35,6 +35,10 @@ class CaseTerms:
     survey_required: bool
     agreement_id: str
     agreement_version: int
+    # the data rules of the agreement (relay.cases.application) and the clause's materials
+    data_categories: frozenset[str] = frozenset()
+    retention_years: int = 30
+    materials: tuple[Material, ...] = ()
 
 
 class TermsSource(Protocol):
@@ -82,6 +86,9 @@ class AgreementTerms:
                     clause.survey_required,
                     agreement.id,
                     agreement.version,
+                    agreement.data_categories,
+                    agreement.retention_years,
+                    clause.materials,
                 )
         raise NoTerms("the granting agreement vanished from the index", code="no-agreement")
 

@@ -48,6 +48,7 @@ async def _run(config: NodeConfig) -> int:
     from relay.http.case_services import CaseLayer
     from relay.http.survey_admission import survey_checked
     from relay.http.survey_cases import SurveyCaseLayer
+    from relay.integration.layer import IntegrationLayer
     from remote_survey.errors import SurveyError
     from remote_survey.nodehub import node_survey_hub
     from remote_survey.web import survey_extension
@@ -60,14 +61,16 @@ async def _run(config: NodeConfig) -> int:
     # case workflow, applicant tracking, licence verification; sealed survey reports judged
     cases = CaseLayer(inner=survey_checked())
     reports = SurveyCaseLayer(cases, surveys)  # sealed survey reports as case packets
+    integration = IntegrationLayer(cases)  # webhooks, import/export, personal data
     node = Node(
         config,
-        core_factory=reports.core_factory,
+        core_factory=integration.core_factory(reports.core_factory),
         extensions=[
             audit.extension,
             survey_extension(surveys, join_key),
             cases.extension,
             reports.extension,
+            integration.extension,
         ],
     )
     try:

@@ -17,10 +17,12 @@ Routes (bearer token; writing needs the ``clerk`` role)::
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
+from relay.cases.application import ContentRefused
 from relay.cases.desk import CaseDesk, Overdue
 from relay.cases.errors import CaseError, IllegalTransition, MalformedEvent, TrackingDenied
 from relay.cases.model import EventKind, thaw
@@ -53,6 +55,10 @@ def problem_from_case(exc: CaseError) -> Problem:
         return Problem(409, ProblemCode.CONFLICT, str(exc), extra=extra)
     if isinstance(exc, MalformedEvent):
         return Problem(400, ProblemCode.INVALID_REQUEST, str(exc), extra=extra)
+    if isinstance(exc, ContentRefused):
+        if exc.code == "data-category-not-agreed":
+            return Problem(403, ProblemCode.NOT_AUTHORIZED, str(exc), extra=extra)
+        return Problem(422, ProblemCode.INVALID_REQUEST, str(exc), extra=extra)
     if isinstance(exc, NoTerms):
         return Problem(403, ProblemCode.NOT_AUTHORIZED, str(exc), extra=extra)
     if exc.code == "unknown-case":
@@ -92,13 +98,24 @@ def case_json(desk: CaseDesk, record: CaseRecord, overdue: Overdue | None = None
                 "seq": e.event.seq,
                 "seen": e.event.seen,
                 "at": e.event.at.isoformat(),
-                "details": thaw(e.event.details),
+                "details": _without_personal_data(e.event.details),
                 "applied": e.applied,
                 "state": e.state.value,
             }
             for e in view.timeline
         ],
     }
+
+
+def _without_personal_data(details: Mapping[str, Any]) -> dict[str, Any]:
+    """Event details for the staff case view: a submit's application (personal data)
+    is replaced by its categories; it is read, with a purpose that is logged, from
+    ``GET /staff/v1/cases/{case}/application`` (relay.integration.http)."""
+    plain: dict[str, Any] = thaw(details)
+    application = plain.pop("application", None)
+    if isinstance(application, dict):
+        plain["application_categories"] = sorted(application)
+    return plain
 
 
 def _event_request(body: dict[str, Any]) -> tuple[EventKind, dict[str, Any]]:

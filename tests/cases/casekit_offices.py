@@ -93,7 +93,11 @@ class Pki:
     agreement: Path
 
 
-def make_pki(base: Path, then: datetime = START - timedelta(days=1)) -> Pki:
+def make_pki(
+    base: Path,
+    then: datetime = START - timedelta(days=1),
+    categories: tuple[str, ...] = ("case-materials",),
+) -> Pki:
     """The offices' PKI and agreement made at `then` (a day before START for the tests on
     the injected clock; a day before the real now for nodes on the wall clock)."""
     fed = base / "federation"
@@ -103,11 +107,17 @@ def make_pki(base: Path, then: datetime = START - timedelta(days=1)) -> Pki:
         issue_node(fed, node, NAMES[node][0], "127.0.0.1", base / node, now=then)
         keys[node] = load_node_keys(base / node)
     bundle = TrustBundle.from_pem((fed / "root.pem").read_bytes() + (fed / "crl.pem").read_bytes())
-    agreement = write_agreement(base / "agreement.json", keys, at=then)
+    agreement = write_agreement(base / "agreement.json", keys, at=then, categories=categories)
     return Pki(fed, bundle, keys, agreement)
 
 
-def write_agreement(path: Path, keys: dict[str, NodeKeys], *, at: datetime) -> Path:
+def write_agreement(
+    path: Path,
+    keys: dict[str, NodeKeys],
+    *,
+    at: datetime,
+    categories: tuple[str, ...] = ("case-materials",),
+) -> Path:
     ids = sorted(keys)
     template = {
         "format": "tongban-agreement/1",
@@ -144,7 +154,7 @@ def write_agreement(path: Path, keys: dict[str, NodeKeys], *, at: datetime) -> P
             }
             for matter in MATTERS
         ],
-        "data_categories": ["case-materials"],
+        "data_categories": list(categories),
         "retention_years": 30,
     }
     agreement = draft_from_template(json.loads(json.dumps(template)), default_catalog())

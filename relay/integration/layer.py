@@ -1,0 +1,192 @@
+"""The integration services of a running node, around its case layer.
+
+:class:`IntegrationLayer` wraps the node's core factory (after the case layer's, so the
+case store exists and no case change happens before the event sink is attached) and
+adds the staff routes, the alert source and the background work while the staff
+listener runs::
+
+    cases = CaseLayer()
+    integration = IntegrationLayer(cases)
+    node = Node(config, core_factory=integration.core_factory(cases.core_factory),
+                extensions=[cases.extension, integration.extension])
+
+Background work (one task, stopped with the listener): the webhook dispatcher; every
+``scan_interval`` (30 s) the look for events nothing writes (a partner's refusal of our
+packet, an SLA clock turned yellow or red); at start and every ``purge_interval`` (1 h)
+the retention purge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from relay.alerts import ALERTS
+from relay.cases.sla import Colour
+from relay.config import NodeConfig, Webhook
+from relay.core.model import OutboxState
+from relay.core.ports import PeerLink
+from relay.http.case_services import CaseLayer, CaseServices
+from relay.integration.events import refused_event, sla_event
+from relay.integration.http import add_integration_routes
+from relay.integration.retention import RetentionPurge
+from relay.integration.store import IntegrationStore, OutboxSink
+from relay.integration.webhooks import WebhookDispatcher
+from relay.node import CoreFactory, CoreHandle
+from relay.tls import BundleSource
+from signing.keys import Signer
+from signing.nodedir import load_node_keys
+
+__all__ = ["Integration", "IntegrationLayer"]
+
+_log = logging.getLogger("tongban.relay.integration")
+
+
+@dataclass
+class Integration:
+    """The integration of one node: its store, sink, dispatcher and purge."""
+
+    node_id: str
+    services: CaseServices
+    store: IntegrationStore
+    sink: OutboxSink
+    dispatcher: WebhookDispatcher
+    purge: RetentionPurge
+    clock: Callable[[], datetime]
+    scan_interval: float = 30.0
+    purge_interval: float = 3600.0
+
+    @classmethod
+    def attach(
+        cls,
+        *,
+        node_id: str,
+        data_dir: Path,
+        webhooks: Sequence[Webhook],
+        signer: Signer,
+        services: CaseServices,
+        clock: Callable[[], datetime],
+    ) -> Integration:
+        """Create the tables, attach the event sink to the case store, build the rest."""
+        store = IntegrationStore(data_dir / "relay.sqlite3", node_id, webhooks)
+        sink = OutboxSink(node_id, webhooks, clock)
+        services.store.add_sink(sink)
+        dispatcher = WebhookDispatcher(
+            store=store, targets=webhooks, signer=signer, clock=clock, poll=0.5
+        )
+        purge = RetentionPurge(
+            node_id=node_id, cases=services.store, terms=services.desk.terms_source,
+            relay_dir=data_dir, clock=clock, forget_applicant=store.forget_applicant_of,
+        )  # fmt: skip
+        return cls(node_id, services, store, sink, dispatcher, purge, clock)
+
+    def scan(self) -> int:
+        """Record the events found by looking; how many were new."""
+        now = self.clock()
+        new = 0
+        core: Any = self.services.core
+        known = self.store.known_events(f"{self.node_id}:step-refused:")
+        for item in core.list_outbox(state=OutboxState.REJECTED):
+            s = item.summary
+            if f"{self.node_id}:step-refused:{s.packet_id}" in known:
+                continue
+            event = refused_event(self.node_id, packet_id=s.packet_id, case_id=s.case_id,
+                                  action=s.action, reason=item.reason or "", at=now)  # fmt: skip
+            new += self.store.record(event)
+        marked = self.store.sla_marked()
+        for overdue in self.services.desk.overdue(now):
+            colour = overdue.clock.colour
+            case_id = overdue.record.case.header.case_id
+            if colour not in (Colour.YELLOW, Colour.RED) or (case_id, colour.value) in marked:
+                continue
+            event = sla_event(self.node_id, case_id=case_id, colour=colour.value,
+                              matter=overdue.record.case.header.matter, at=now)  # fmt: skip
+            new += self.store.record(event, sla_mark=(case_id, colour.value))
+        return new
+
+    async def run(self, stop: asyncio.Event) -> None:
+        dispatching = asyncio.create_task(self.dispatcher.run(stop), name="webhooks")
+        loop = asyncio.get_running_loop()
+        purged_at: float | None = None
+        while not stop.is_set():
+            try:
+                if await asyncio.to_thread(self.scan):
+                    self.dispatcher.wake()
+                if purged_at is None or loop.time() - purged_at >= self.purge_interval:
+                    purged_at = loop.time()
+                    await asyncio.to_thread(self.purge.run)
+            except Exception:  # the loop outlives one bad pass; the cause is logged
+                _log.exception("integration scan failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.scan_interval)
+        await dispatching
+
+    def add_routes(self, app: web.Application, *, background: bool = True) -> None:
+        """The staff routes and alert source; with ``background`` the dispatcher, scan
+        and purge run while ``app`` does."""
+        add_integration_routes(
+            app, self.services.desk, self.store,
+            lambda target: self.store.retry_parked(target, self.clock()),
+        )  # fmt: skip
+        app[ALERTS].add_source("webhooks", self.dispatcher.alerts)
+        if background:
+            app.cleanup_ctx.append(self._running)
+
+    async def _running(self, app: web.Application) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(self.run(stop), name="integration")
+        yield
+        stop.set()
+        await task
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class IntegrationLayer:
+    """The integration of one node, for ``Node(core_factory=…, extensions=[…])``."""
+
+    def __init__(self, cases: CaseLayer) -> None:
+        self._cases = cases
+        self.integration: Integration | None = None
+
+    def core_factory(self, inner: CoreFactory) -> CoreFactory:
+        def factory(
+            config: NodeConfig, link: PeerLink, bundle: BundleSource, clock: Callable[[], datetime]
+        ) -> CoreHandle:
+            handle = inner(config, link, bundle, clock)
+            services = self._cases.services
+            if services is None:
+                handle.close()
+                raise RuntimeError("the case layer's core factory has not run")
+            try:
+                integration = Integration.attach(
+                    node_id=config.node_id, data_dir=config.data_dir, webhooks=config.webhooks,
+                    signer=load_node_keys(config.key_dir).seal, services=services, clock=clock,
+                )  # fmt: skip
+            except BaseException:
+                handle.close()
+                raise
+            self.integration = integration
+
+            def close() -> None:
+                handle.close()
+                integration.close()
+
+            return CoreHandle(core=handle.core, storage_ok=handle.storage_ok, close=close)
+
+        return factory
+
+    def extension(self, listener: str, app: web.Application) -> None:
+        if self.integration is None:
+            raise RuntimeError("the integration's core factory has not run")
+        if listener == "staff":
+            self.integration.add_routes(app)

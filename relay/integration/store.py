@@ -1,0 +1,318 @@
+"""The integration tables in the node's SQLite file, and the sink that fills the outbox.
+
+Tables (created if missing, in ``relay.sqlite3`` next to the case tables)::
+
+    integration_events   seq PK, event_id UNIQUE, type, case_id, at, body JSON
+    webhook_deliveries   (event_id, target) PK, seq, state (pending | delivered |
+                         parked), attempts, next_at, last_error, delivered_at
+    case_applicants      case_id PK, applicant      per-applicant reports and export
+    personal_data_reads  seq PK, at, who, purpose, case_id, applicant, what
+    sla_marks            (case_id, colour) PK        (the SLA events already made)
+
+:class:`OutboxSink` is the case store's :class:`~relay.cases.sqlite_store.CaseSink`:
+inside the transaction of a case change it writes the events the change makes
+(:func:`relay.integration.events.events_of_change`) and one delivery row per webhook
+target whose filter takes the event, so an event exists exactly when its change does.
+Events found by looking (a partner's refusal, an SLA colour) are written by
+:meth:`IntegrationStore.record` in their own transaction; ids make both idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from relay.audit.leaves import LeafKind, LicenceEvent, decode_leaf
+from relay.cases.application import applicant_key
+from relay.cases.model import EventKind
+from relay.cases.store import CaseRecord
+from relay.config import Webhook
+from relay.integration.events import IntegrationEvent, events_of_change, revoked_event
+
+__all__ = ["SCHEMA", "Delivery", "IntegrationStore", "OutboxSink", "Read"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS integration_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL, case_id TEXT NOT NULL, at REAL NOT NULL, body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    event_id TEXT NOT NULL, target TEXT NOT NULL, seq INTEGER NOT NULL,
+    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL,
+    last_error TEXT, delivered_at REAL, PRIMARY KEY (event_id, target)
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (target, state, seq);
+CREATE TABLE IF NOT EXISTS case_applicants (case_id TEXT PRIMARY KEY, applicant TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS case_applicants_applicant ON case_applicants (applicant);
+CREATE TABLE IF NOT EXISTS personal_data_reads (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, who TEXT NOT NULL,
+    purpose TEXT NOT NULL, case_id TEXT NOT NULL, applicant TEXT, what TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS personal_data_reads_case ON personal_data_reads (case_id);
+CREATE TABLE IF NOT EXISTS sla_marks (
+    case_id TEXT NOT NULL, colour TEXT NOT NULL, PRIMARY KEY (case_id, colour)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    event_id: str
+    target: str
+    seq: int
+    state: str
+    attempts: int
+    next_at: datetime
+    last_error: str | None
+    body: str
+
+
+@dataclass(frozen=True)
+class Read:
+    """One read of a case's personal data."""
+
+    at: datetime
+    who: str
+    purpose: str
+    case_id: str
+    applicant: str | None
+    what: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(), "who": self.who, "purpose": self.purpose,
+            "case": self.case_id, "applicant": self.applicant, "what": self.what,
+        }  # fmt: skip
+
+
+def _insert_event(
+    conn: sqlite3.Connection, event: IntegrationEvent, node_id: str, targets: Sequence[Webhook]
+) -> bool:
+    body = json.dumps(event.body(node_id), ensure_ascii=False, sort_keys=True)
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO integration_events (event_id, type, case_id, at, body)"
+        " VALUES (?,?,?,?,?)",
+        (event.id, event.type.value, event.case_id, event.at.timestamp(), body),
+    )
+    if cur.rowcount == 0:
+        return False
+    seq = cur.lastrowid
+    conn.executemany(
+        "INSERT OR IGNORE INTO webhook_deliveries (event_id, target, seq, state, next_at)"
+        " VALUES (?,?,?,'pending',?)",
+        [(event.id, t.url, seq, event.at.timestamp()) for t in targets if event.type in t.events],
+    )
+    return True
+
+
+def _withdraw(conn: sqlite3.Connection, event_id: str) -> None:
+    """Drop an event whose change was taken back, unless a target already has it."""
+    delivered = conn.execute(
+        "SELECT 1 FROM webhook_deliveries WHERE event_id = ? AND state = 'delivered'",
+        (event_id,),
+    ).fetchone()
+    if delivered is None:
+        conn.execute("DELETE FROM webhook_deliveries WHERE event_id = ?", (event_id,))
+        conn.execute("DELETE FROM integration_events WHERE event_id = ?", (event_id,))
+
+
+class OutboxSink:
+    """Writes a case change's events and deliveries in the change's transaction."""
+
+    def __init__(self, node_id: str, targets: Sequence[Webhook], clock: Any) -> None:
+        self._node = node_id
+        self._targets = tuple(targets)
+        self._clock = clock
+        self.written = 0  # events written (the dispatcher is woken when it grows)
+
+    def changed(self, conn: sqlite3.Connection, old: CaseRecord | None, new: CaseRecord) -> None:
+        at = self._clock()
+        for event in events_of_change(self._node, old, new, at):
+            self.written += _insert_event(conn, event, self._node, self._targets)
+        if old is not None:  # a step taken back (the relay refused to queue it)
+            kept = {e.ref for e in new.case.events}
+            gone = [e for e in old.case.events if e.ref not in kept]
+            case_id = new.case.header.case_id
+            for e in gone:
+                _withdraw(conn, f"{self._node}:step:{case_id}:{e.origin.value}:{e.seq}")
+        submit = next((e for e in new.case.events if e.kind is EventKind.SUBMIT), None)
+        applicant = applicant_key(submit.details.get("application") if submit else None)
+        if applicant is not None:
+            conn.execute(
+                "INSERT OR IGNORE INTO case_applicants (case_id, applicant) VALUES (?, ?)",
+                (new.case.header.case_id, applicant),
+            )
+
+    def logged(self, conn: sqlite3.Connection, leaf: bytes) -> None:
+        decoded = decode_leaf(leaf)
+        if decoded.kind is not LeafKind.LICENCE_EVENT:
+            return
+        body: Any = decoded.body
+        if body.event == LicenceEvent.REVOKED.value:
+            event = revoked_event(self._node, case_id=body.case or "", number=body.id,
+                                  at=self._clock())  # fmt: skip
+            self.written += _insert_event(conn, event, self._node, self._targets)
+
+
+class IntegrationStore:
+    """The integration tables of one node (its own connection to ``relay.sqlite3``)."""
+
+    def __init__(self, path: Path, node_id: str, targets: Sequence[Webhook]) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._conn.executescript(SCHEMA)
+        self._node = node_id
+        self._targets = tuple(targets)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # -- events found by looking -------------------------------------------------------
+
+    def record(self, event: IntegrationEvent, *, sla_mark: tuple[str, str] | None = None) -> bool:
+        """Store ``event`` (and its SLA mark) once; whether it was new."""
+        with self._tx() as conn:
+            if sla_mark is not None:
+                conn.execute("INSERT OR IGNORE INTO sla_marks VALUES (?, ?)", sla_mark)
+            return _insert_event(conn, event, self._node, self._targets)
+
+    def sla_marked(self) -> set[tuple[str, str]]:
+        return {(r[0], r[1]) for r in self._conn.execute("SELECT * FROM sla_marks")}
+
+    def known_events(self, prefix: str) -> set[str]:
+        rows = self._conn.execute(
+            "SELECT event_id FROM integration_events WHERE event_id LIKE ? || '%'", (prefix,)
+        )
+        return {r[0] for r in rows}
+
+    def events(self) -> list[dict[str, Any]]:
+        rows = self._conn.execute("SELECT body FROM integration_events ORDER BY seq")
+        return [json.loads(r[0]) for r in rows]
+
+    # -- deliveries ------------------------------------------------------------------
+
+    def next_delivery(self, target: str) -> Delivery | None:
+        """The oldest pending delivery to ``target`` (they go in order)."""
+        row = self._conn.execute(
+            "SELECT d.event_id, d.target, d.seq, d.state, d.attempts, d.next_at, d.last_error,"
+            " e.body FROM webhook_deliveries d JOIN integration_events e USING (event_id)"
+            " WHERE d.target = ? AND d.state = 'pending' ORDER BY d.seq LIMIT 1",
+            (target,),
+        ).fetchone()
+        if row is None:
+            return None
+        event_id, target_url, seq, state, attempts, next_at, last_error, body = row
+        when = datetime.fromtimestamp(next_at, UTC)
+        return Delivery(event_id, target_url, seq, state, attempts, when, last_error, body)
+
+    def delivered(self, event_id: str, target: str, at: datetime) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE webhook_deliveries SET state = 'delivered', attempts = attempts + 1,"
+                " delivered_at = ?, last_error = NULL WHERE event_id = ? AND target = ?",
+                (at.timestamp(), event_id, target),
+            )
+
+    def failed(self, event_id: str, target: str, error: str, *, retry_at: datetime | None) -> None:
+        """A failed attempt: retried at ``retry_at``, or parked when it is None."""
+        with self._tx() as conn:
+            if retry_at is None:
+                conn.execute(
+                    "UPDATE webhook_deliveries SET state = 'parked', attempts = attempts + 1,"
+                    " last_error = ? WHERE event_id = ? AND target = ?",
+                    (error, event_id, target),
+                )
+            else:
+                conn.execute(
+                    "UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = ?,"
+                    " next_at = ? WHERE event_id = ? AND target = ?",
+                    (error, retry_at.timestamp(), event_id, target),
+                )
+
+    def retry_parked(self, target: str, now: datetime) -> int:
+        """Put ``target``'s parked deliveries back in line (after the target is fixed)."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_at = ?"
+                " WHERE target = ? AND state = 'parked'",
+                (now.timestamp(), target),
+            )
+            return cur.rowcount
+
+    def delivery_status(self) -> list[dict[str, Any]]:
+        """Per target: counts by state, and the parked and failing deliveries."""
+        out = []
+        for target in self._targets:
+            counts = dict.fromkeys(("pending", "delivered", "parked"), 0)
+            for state, n in self._conn.execute(
+                "SELECT state, count(*) FROM webhook_deliveries WHERE target = ? GROUP BY state",
+                (target.url,),
+            ):
+                counts[state] = n
+            troubled = [
+                {"event": r[0], "state": r[1], "attempts": r[2], "error": r[3]}
+                for r in self._conn.execute(
+                    "SELECT event_id, state, attempts, last_error FROM webhook_deliveries"
+                    " WHERE target = ? AND (state = 'parked' OR (state = 'pending'"
+                    " AND attempts > 0)) ORDER BY seq LIMIT 50",
+                    (target.url,),
+                )
+            ]
+            out.append({"target": target.url, **counts, "troubled": troubled})
+        return out
+
+    # -- personal data ---------------------------------------------------------------
+
+    def applicant_of(self, case_id: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT applicant FROM case_applicants WHERE case_id = ?", (case_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def cases_of(self, applicant: str) -> list[str]:
+        rows = self._conn.execute(
+            "SELECT case_id FROM case_applicants WHERE applicant = ? ORDER BY case_id",
+            (applicant,),
+        )
+        return [r[0] for r in rows]
+
+    def log_read(self, read: Read) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO personal_data_reads (at, who, purpose, case_id, applicant, what)"
+                " VALUES (?,?,?,?,?,?)",
+                (read.at.timestamp(), read.who, read.purpose, read.case_id, read.applicant,
+                 read.what),
+            )  # fmt: skip
+
+    def reads(self, *, applicant: str | None = None, case_id: str | None = None) -> list[Read]:
+        sql = "SELECT at, who, purpose, case_id, applicant, what FROM personal_data_reads"
+        if applicant is not None:
+            rows = self._conn.execute(f"{sql} WHERE applicant = ? ORDER BY seq", (applicant,))
+        elif case_id is not None:
+            rows = self._conn.execute(f"{sql} WHERE case_id = ? ORDER BY seq", (case_id,))
+        else:
+            rows = self._conn.execute(f"{sql} ORDER BY seq")
+        return [Read(datetime.fromtimestamp(r[0], UTC), *r[1:]) for r in rows]
+
+    def forget_applicant_of(self, case_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM case_applicants WHERE case_id = ?", (case_id,))

@@ -1,0 +1,280 @@
+"""Webhooks: every listed event reaches the office's platform (examples/platform.py)
+exactly once despite the platform being down for a while and answers lost on the way,
+each signature checked by joserfc; a dead target is parked with an alert."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import example_platform as example  # examples/platform.py (loaded by conftest)
+import integkit
+import pytest
+from casekit import HANDLING, RECEIVING
+from casekit_offices import Pki, free_port, serve
+from integkit import FOOD, WiredOffices, target
+from joserfc.errors import BadSignatureError
+
+from agreements.calendar import default_calendar
+from relay.alerts import ALERTS
+from relay.cases.desk import CaseDesk
+from relay.cases.model import EventKind
+from relay.cases.terms import load_terms
+from relay.core.errors import NotAuthorized
+from relay.core.model import OutboxState
+from relay.http.licence_status import LicenceStatus
+from relay.integration.events import EventType
+from signing.licence import Licence, StatusEntry, issue_licence
+from signing.status_list import StatusPurpose
+
+K = EventKind
+FOOD_FORM: dict[str, Any] = {
+    "applicant-identity": {
+        "name": "江城餐饮",
+        "id_type": "resident-id",
+        "id_number": "420106199001011234",
+    },
+    "case-materials": [{"material": "食品经营许可申请书"}, {"material": "营业执照"}],
+}
+STATUS = "https://127.0.0.1:9/.well-known/tongban/status"
+
+
+async def _until(predicate: Any, what: str, timeout: float = 60.0, tick: Any = None) -> None:
+    """Wait for ``predicate``; ``tick`` (if given) runs between looks (time passing)."""
+
+    async def poll() -> None:
+        while not predicate():
+            if tick is not None:
+                tick()
+            await asyncio.sleep(0.02)
+
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+def _key(pki: Pki, node: str) -> Any:
+    return example.seal_key((pki.keys[node].directory / "seal.pem").read_bytes())
+
+
+async def test_every_event_reaches_the_platform_once_despite_downtime(
+    data_pki: Pki, tmp_path: Path, clock
+):
+    platform = example.Platform(
+        example.seal_key((data_pki.keys[RECEIVING].directory / "seal.pem").read_bytes())
+    )
+    platform_h = example.Platform(
+        example.seal_key((data_pki.keys[HANDLING].directory / "seal.pem").read_bytes())
+    )
+    platform.down = platform_h.down = True
+    async with serve(platform.app()) as url_r, serve(platform_h.app()) as url_h:
+        w = integkit.wired_offices(
+            data_pki, tmp_path, clock,
+            webhooks={RECEIVING: [target(f"{url_r}/webhooks")],
+                      HANDLING: [target(f"{url_h}/webhooks")]},
+        )  # fmt: skip
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(i.dispatcher.run(stop)) for i in (w.r, w.h)]
+        try:
+            await _run_case(w)
+            await _until(lambda: platform.unavailable >= 3 and platform_h.unavailable >= 3,
+                         "attempts while the platforms are down",
+                         tick=lambda: clock.advance(seconds=1))  # fmt: skip
+            platform.down = platform_h.down = False
+            platform.lose_answers = 2  # two events taken, their answers lost
+            clock.advance(minutes=10)  # the backoff has passed
+            for i in (w.r, w.h):
+                i.dispatcher.wake()
+            expected = {n: i.store.events() for n, i in ((RECEIVING, w.r), (HANDLING, w.h))}
+            await _until(
+                lambda: (
+                    len(platform.events) == len(expected[RECEIVING])
+                    and len(platform_h.events) == len(expected[HANDLING])
+                ),
+                "every event at the platforms",
+                tick=lambda: clock.advance(seconds=1),
+            )
+            await _until(lambda: platform.repeats == 2, "the two repeats after lost answers",
+                         tick=lambda: clock.advance(seconds=1))  # fmt: skip
+            status = w.r.store.delivery_status() + w.h.store.delivery_status()
+            await _until(lambda: all(s["pending"] == 0 for s in (
+                w.r.store.delivery_status() + w.h.store.delivery_status())), "settled",
+                tick=lambda: clock.advance(seconds=1))  # fmt: skip
+            assert all(s["parked"] == 0 for s in status)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+            w.close()
+    for p, node in ((platform, RECEIVING), (platform_h, HANDLING)):
+        assert p.refused == 0  # every signature verified (joserfc, in the platform)
+        assert list(p.events.values()) == expected[node]  # each once, in outbox order
+    assert platform_h.repeats == 0
+    types = {e["type"] for e in expected[RECEIVING] + expected[HANDLING]}
+    assert types == {t.value for t in EventType}
+    r_types = [e["type"] for e in expected[RECEIVING]]
+    assert r_types.count("sla-yellow") == r_types.count("sla-red") == 1
+    assert "applicant-identity" not in json.dumps(expected, ensure_ascii=False)
+
+
+async def _run_case(w: WiredOffices) -> None:
+    """One food business licence case through every event type, the platforms down."""
+    r, h, clock = w.office(RECEIVING), w.office(HANDLING), w.clock
+    opened = await r.desk.open_case(
+        matter=FOOD, mode="proxy_receipt", handling=HANDLING, application=FOOD_FORM
+    )
+    case_id = opened.record.case.header.case_id
+    await w.deliver()
+    await h.desk.act(case_id, K.ACCEPT, {})
+    await w.deliver()
+    for days in (10, 5):  # 8 of 10 working days used: yellow; then 11: red
+        clock.advance(days=days)
+        for i in (w.r, w.h):
+            i.scan()
+            i.scan()  # a second look makes nothing new
+    await h.desk.act(case_id, K.REQUEST_SURVEY, {"surveyor": "receiving"})
+    await w.deliver()
+    await r.desk.act(case_id, K.SURVEY_REPORT, {"outcome": "pass", "report": "现场符合"})
+    await w.deliver()
+    await h.desk.act(case_id, K.DECIDE, {"decision": "approve"})
+    now = clock()
+    licence = Licence(
+        issuer_node=HANDLING, number="JY-320982-0001", licence_type=FOOD,
+        holder_id="420106199001011234", holder_name="江城餐饮", scope="热食类食品制售",
+        department_zh="大丰区行政审批局", department_en="Dafeng Approval Bureau",
+        issued_at=now, valid_from=now, valid_until=now + timedelta(days=1825),
+        status=tuple(StatusEntry(p, 3, f"{STATUS}/{p.value}") for p in StatusPurpose),
+    )  # fmt: skip
+    token = issue_licence(licence, w.offices.pki.keys[HANDLING].seal, at=now)
+    await h.desk.act(case_id, K.ISSUE_LICENCE, {"licence": token, "licence_number": licence.number})
+    await w.deliver()
+    await r.desk.act(case_id, K.COMPLAIN, {"text": "领证要跑两趟"})
+    await w.deliver()
+    status = LicenceStatus(
+        node_id=HANDLING, desk=h.desk, store=h.cases, signer=w.offices.pki.keys[HANDLING].seal,
+        status_dir=h.verifier.status_dir, clock=clock,
+    )  # fmt: skip
+    status.change(licence.number, StatusPurpose.REVOCATION, True)
+    forged = {
+        "format": "tongban-case-event/1", "case": case_id, "event": "conclude",
+        "origin": "receiving", "seq": 9, "seen": 0, "at": int(clock().timestamp()),
+        "details": {},
+    }  # fmt: skip
+    await r.relay.create_packet(
+        to=HANDLING, case_id=case_id, matter=FOOD, action="status-update",
+        mode="proxy_receipt", content=forged,
+    )  # fmt: skip
+    await w.deliver()
+    assert r.relay.list_outbox(state=OutboxState.REJECTED)
+    assert w.r.scan() == 1  # step-refused
+    assert w.r.scan() == 0
+
+
+async def test_a_dead_target_is_parked_with_an_alert_and_retried_on_request(
+    data_pki: Pki, tmp_path: Path, clock
+):
+    dead = f"http://127.0.0.1:{free_port()}/webhooks"  # nothing listens there
+    w = integkit.wired_offices(
+        data_pki, tmp_path, clock, webhooks={RECEIVING: [target(dead, max_attempts=3)]}
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.r.dispatcher.run(stop))
+    try:
+        r = w.office(RECEIVING)
+        opened = await r.desk.open_case(
+            matter=FOOD, mode="proxy_receipt", handling=HANDLING, application=FOOD_FORM
+        )
+        w.r.dispatcher.wake()
+        app = w.staff(RECEIVING)
+
+        def state() -> dict[str, Any]:
+            [row] = w.r.store.delivery_status()
+            return row
+
+        # each failure waits out its backoff on the injected clock, which time moves on
+        await _until(lambda: state()["parked"] == 1, "the delivery parked",
+                     tick=lambda: clock.advance(seconds=30))  # fmt: skip
+        [row] = state()["troubled"]
+        assert row["attempts"] == 3
+        assert "ClientConnectorError" in row["error"] or "Connect" in row["error"]
+        assert row["event"] == f"{RECEIVING}:case-created:{opened.record.case.header.case_id}"
+        codes = {a.code for a in app[ALERTS].current(clock())}
+        assert {"webhook-parked", "webhook-failing"} <= codes
+        headers = {"Authorization": f"Bearer {r.staff_token(clock)}"}
+        async with serve(app) as base, aiohttp.ClientSession(headers=headers) as http:
+            url = f"{base}/staff/v1/integration/webhooks/retry"
+            async with http.post(url, json={"target": dead}) as resp:
+                assert (await resp.json())["retried"] == 1
+        assert state()["parked"] == 0
+        assert "webhook-parked" not in {a.code for a in app[ALERTS].current(clock())}
+    finally:
+        stop.set()
+        await task
+        w.close()
+
+
+async def test_a_tampered_body_fails_the_independent_check(data_pki: Pki):
+    from relay.integration.webhooks import sign_body
+
+    seal = data_pki.keys[RECEIVING].seal
+    key = example.seal_key((data_pki.keys[RECEIVING].directory / "seal.pem").read_bytes())
+    body = b'{"id":"420106:case-created:C-1","type":"case-created"}'
+    from datetime import UTC, datetime
+
+    signature = sign_body(body, seal, event_id="420106:case-created:C-1", at=datetime.now(UTC))
+    header = example.verify_signature(signature, body, key)
+    assert header["tongban_event"] == "420106:case-created:C-1"
+    other = example.seal_key((data_pki.keys[HANDLING].directory / "seal.pem").read_bytes())
+    for tampered, k in ((body.replace(b"C-1", b"C-2"), key), (body, other)):
+        with pytest.raises(BadSignatureError):
+            example.verify_signature(signature, tampered, k)
+
+
+class _RefusingRelay:
+    """A relay core that refuses to queue anything (as when the agreement was withdrawn
+    between the desk's check and the queueing)."""
+
+    async def create_packet(self, **_: Any) -> Any:
+        raise NotAuthorized("not-a-party")
+
+    def list_inbox(self, *, case_id: str | None = None) -> list[Any]:
+        return []
+
+    def read_packet(self, packet_id: str) -> Any:
+        raise NotAuthorized("not-a-party")
+
+
+async def test_a_step_taken_back_takes_its_event_back(data_pki: Pki, tmp_path: Path, clock):
+    """The relay refuses to queue our step: the desk takes the stored step back, and the
+    event the step made goes with it."""
+    w = integkit.wired_offices(
+        data_pki, tmp_path, clock, webhooks={RECEIVING: [target("http://127.0.0.1:9/h")]}
+    )
+    try:
+        r = w.office(RECEIVING)
+        opened = await r.desk.open_case(
+            matter=FOOD, mode="proxy_receipt", handling=HANDLING, application=FOOD_FORM
+        )
+        case_id = opened.record.case.header.case_id
+        await w.deliver()
+        await w.office(HANDLING).desk.act(case_id, K.ACCEPT, {})
+        await w.deliver()
+        before = [e["id"] for e in w.r.store.events()]
+        refusing = CaseDesk(
+            node_id=RECEIVING, relay=_RefusingRelay(), store=r.cases,
+            terms=load_terms([data_pki.agreement], data_pki.bundle, at=clock()),
+            calendar=default_calendar(), signer=data_pki.keys[RECEIVING].seal,
+            bundle=lambda: data_pki.bundle, clock=clock, office_names={},
+        )  # fmt: skip
+        with pytest.raises(NotAuthorized):
+            await refusing.act(case_id, K.COMPLAIN, {"text": "领证要跑两趟"})
+        assert r.desk.get(case_id).case.events[-1].kind is not K.COMPLAIN
+        assert [e["id"] for e in w.r.store.events()] == before
+        [row] = w.r.store.delivery_status()
+        assert row["pending"] == len(before)
+    finally:
+        w.close()
