@@ -21,10 +21,12 @@ Certificate did:
   a trust list or the federation's verified node descriptors, so the chain does not
   travel in the code. The issuer named by the kid is the licence's ``iss``;
 - the COSE bytes are zlib-compressed (RFC 1950) when that is shorter (first byte
-  ``0x78``; raw tagged COSE starts with ``0xD2``), then base45 (RFC 9285);
-- the QR code holds ``https://<issuer public host>/v#<credential>`` with ``' '`` and
-  ``'%'`` of the base45 text percent-encoded (``%20``, ``%25``): the fragment never
-  reaches a server log, and the base45 part is QR alphanumeric text.
+  ``0x78``; raw tagged COSE starts with ``0xD2``), then written in decimal digits
+  (:mod:`signing.digits`: 7 bytes to 17 digits);
+- the QR code holds ``https://<issuer public host>/v#<credential>``: the fragment never
+  reaches a server log, and its digits go into the code's numeric mode. (Base45 was
+  tried first: its space and ``%`` need percent-escapes in a URL, which made the length
+  depend on the signature's bytes and pushed one typical licence in 60 to version 13.)
 
 Verification (:func:`verify_compact_licence`) returns the same
 :class:`~signing.licence_report.LicenceReport` as the ``vc+jwt``; a kid that names no
@@ -40,14 +42,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import cbor2
 from cryptography import x509
 
 from signing import pathcache
-from signing.base45 import b45decode, b45encode
 from signing.certificates import Purpose, TrustBundle, validate_path
+from signing.digits import digits_decode, digits_encode
 from signing.errors import CertificateRejected, MalformedInput, SigningError
 from signing.licence import (
     Entitlement,
@@ -200,7 +202,7 @@ def compact_claims(licence: Licence, issuer: Issuer) -> dict[int, Any]:
 
 
 def issue_compact_licence(licence: Licence, signer: Signer, issuer: Issuer) -> str:
-    """Seal ``licence`` in the compact form; returns the base45 credential text.
+    """Seal ``licence`` in the compact form; returns the credential (decimal digits).
 
     ``issuer`` is the issuing office as verifiers will resolve it (its descriptor);
     its seal certificate must be the signer's."""
@@ -213,7 +215,7 @@ def issue_compact_licence(licence: Licence, signer: Signer, issuer: Issuer) -> s
     protected = {1: _ALGS[signer.algorithm], 4: issuer.kid}
     cose = cwt.COSE.new().encode(payload, key, protected=protected, unprotected={})
     packed = zlib.compress(cose, 9)
-    return b45encode(packed if len(packed) < len(cose) else cose)
+    return digits_encode(packed if len(packed) < len(cose) else cose)
 
 
 def _private_pem(signer: Signer) -> bytes:
@@ -223,12 +225,12 @@ def _private_pem(signer: Signer) -> bytes:
 
 
 def licence_url(public_base: str, credential: str) -> str:
-    """``<public base>/v#<credential>``, the fragment percent-encoded where base45 needs it."""
-    return f"{public_base.rstrip('/')}/v#{quote(credential, safe='$*+-./:')}"
+    """``<public base>/v#<credential>`` (digits need no escaping in a fragment)."""
+    return f"{public_base.rstrip('/')}/v#{credential}"
 
 
 def credential_from_text(text: str) -> str:
-    """The base45 credential in a verify URL (its fragment) or given bare."""
+    """The credential in a verify URL (its fragment) or given bare."""
     text = text.strip()
     if "#" in text or text.lower().startswith(("https://", "http://")):
         fragment = urlsplit(text).fragment
@@ -236,7 +238,7 @@ def credential_from_text(text: str) -> str:
             raise MalformedInput("the URL has no licence in its fragment (#…)")
         text = unquote(fragment)
     if not text or len(text) > _MAX_CREDENTIAL:
-        raise MalformedInput("a compact licence is 1 to 4096 base45 characters")
+        raise MalformedInput("a compact licence is 1 to 4096 decimal digits")
     return text
 
 
@@ -254,7 +256,7 @@ class _Sign1:
 
 
 def _sign1(credential: str) -> _Sign1:
-    data = b45decode(credential_from_text(credential))
+    data = digits_decode(credential_from_text(credential))
     if data[:1] == b"\x78":
         inflater = zlib.decompressobj()
         try:

@@ -2,7 +2,7 @@
 
 :func:`render_url_qr` draws a verify URL of the compact form
 (:mod:`signing.licence_compact`): the part up to and including ``#`` in byte mode, the
-base45 fragment in alphanumeric mode (5.5 bits a character), which keeps a typical
+fragment of decimal digits in numeric mode (10 bits for 3 digits), which keeps a typical
 licence at version 12 or less at level M. :func:`render_qr` puts a whole ``vc+jwt``
 into one code in byte mode (a JWS is base64url text and dots, which the alphanumeric
 mode cannot carry). Error correction level M (15 %
@@ -22,7 +22,7 @@ from segno import consts
 
 from signing.errors import MalformedInput
 
-__all__ = ["QrImage", "render_qr", "render_url_qr", "url_qr_svg"]
+__all__ = ["QrImage", "render_qr", "render_url_qr", "url_qr_svg", "url_symbol"]
 
 QUIET_ZONE = 4
 PNG_DPI = 300
@@ -59,46 +59,52 @@ def _url_content(url: str) -> tuple[Any, str | None]:
     if not isinstance(url, str) or not url.isascii() or "#" not in url:
         raise MalformedInput("a licence URL is ASCII text with a #fragment")
     head, fragment = url.split("#", 1)
+    if fragment and fragment.isascii() and fragment.isdigit():
+        return [(head + "#", consts.MODE_BYTE), (fragment, consts.MODE_NUMERIC)], None
     if fragment and set(fragment) <= _ALNUM:
         return [(head + "#", consts.MODE_BYTE), (fragment, consts.MODE_ALPHANUMERIC)], None
     return url, "byte"
 
 
-def render_url_qr(url: str, *, scale: int = 4) -> QrImage:
-    """Render a verify URL ``<base>/v#<fragment>``: the fragment, when it is all QR
-    alphanumeric characters, goes into an alphanumeric segment."""
+def url_symbol(url: str) -> segno.QRCode:
+    """The QR symbol of a verify URL ``<base>/v#<fragment>``: a fragment of digits goes
+    into a numeric segment (one of QR alphanumeric characters into an alphanumeric one);
+    level M, else L."""
     content, mode = _url_content(url)
-    return _render(url, content, mode=mode, scale=scale)
+    return _symbol(url, content, mode=mode)
+
+
+def render_url_qr(url: str, *, scale: int = 4) -> QrImage:
+    """:func:`url_symbol` rendered as SVG and PNG."""
+    return _images(url, url_symbol(url), scale=scale)
 
 
 def url_qr_svg(url: str, *, module_mm: float) -> str:
     """The QR code of :func:`render_url_qr` as inline SVG sized in millimetres
     (``module_mm`` a module, quiet zone included), for a print view."""
-    content, mode = _url_content(url)
-    for level in ("M", "L"):
-        try:
-            code = segno.make_qr(content, error=level, boost_error=False, mode=mode)
-            break
-        except segno.DataOverflowError:
-            continue
-    else:
-        raise MalformedInput(f"a {len(url)}-character URL does not fit in one QR code")
     out = io.BytesIO()
-    code.save(out, kind="svg", scale=module_mm, unit="mm", border=QUIET_ZONE, xmldecl=False)
+    url_symbol(url).save(
+        out, kind="svg", scale=module_mm, unit="mm", border=QUIET_ZONE, xmldecl=False
+    )
     return out.getvalue().decode("ascii")
 
 
-def _render(text: str, content: Any, *, mode: str | None, scale: int) -> QrImage:
-    if scale < 1:
-        raise ValueError("scale must be at least 1")
+def _symbol(text: str, content: Any, *, mode: str | None) -> segno.QRCode:
     for level in ("M", "L"):
         try:
-            code = segno.make_qr(content, error=level, boost_error=False, mode=mode)
-            break
+            return segno.make_qr(content, error=level, boost_error=False, mode=mode)
         except segno.DataOverflowError:
             continue
-    else:
-        raise MalformedInput(f"a {len(text)}-character text does not fit in one QR code")
+    raise MalformedInput(f"a {len(text)}-character text does not fit in one QR code")
+
+
+def _render(text: str, content: Any, *, mode: str | None, scale: int) -> QrImage:
+    return _images(text, _symbol(text, content, mode=mode), scale=scale)
+
+
+def _images(text: str, code: segno.QRCode, *, scale: int) -> QrImage:
+    if scale < 1:
+        raise ValueError("scale must be at least 1")
     svg, png = io.BytesIO(), io.BytesIO()
     code.save(svg, kind="svg", scale=scale, border=QUIET_ZONE, xmldecl=False)
     code.save(png, kind="png", scale=scale, border=QUIET_ZONE, dpi=PNG_DPI)

@@ -175,14 +175,20 @@ def _own_issuer(node_dir: Path) -> Issuer:
 _JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
+def _is_file(arg: str) -> bool:
+    try:
+        return Path(arg).is_file()
+    except OSError:  # e.g. a name longer than the file system allows
+        return False
+
+
 def _read_token(arg: str) -> str:
     """A token, compact credential or verify URL given inline, else a file holding one."""
     text = arg.strip()
     if _JWS.fullmatch(text) or text.lower().startswith(("https://", "http://")):
         return text
-    path = Path(arg)
-    if not path.is_file() and text and text.isascii():
-        return text  # a bare compact credential (base45)
+    if text.isascii() and text.isdigit() and not _is_file(arg):
+        return text  # a bare compact credential (decimal digits)
     return read_bytes(arg, "licence file").decode("ascii", "replace").strip()
 
 

@@ -9,17 +9,13 @@ import io
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import segno
-from segno import consts
 
 from relay.demo.context import Demo
 from relay.http.licences import status_url
 from signing.descriptor import verify_descriptor
 from signing.licence import Licence, StatusEntry, issue_licence
 from signing.licence_compact import Issuer, issue_compact_licence, licence_url
-from signing.qr import QrImage, render_url_qr
+from signing.qr import QrImage, render_url_qr, url_symbol
 from signing.status_list import (
     StatusList,
     StatusListCredential,
@@ -138,9 +134,7 @@ def save_qr(url: str, folder: Path, stem: str) -> tuple[QrImage, Path, Path]:
 def terminal_qr(url: str, qr: QrImage) -> str:
     """The same symbol as :func:`render_url_qr` drawn with half blocks for a terminal
     (one column a module: a version-12 code with its quiet zone is 73 columns)."""
-    head, fragment = url.split("#", 1)
-    segments: Any = [(head + "#", consts.MODE_BYTE), (fragment, consts.MODE_ALPHANUMERIC)]
-    code = segno.make_qr(segments, error=qr.error, boost_error=False, mode=None)
+    code = url_symbol(url)
     if code.version != qr.version:
         raise ValueError("the terminal drawing would differ from the printed code")
     buffer = io.StringIO()

@@ -25,8 +25,8 @@ from casekit import HANDLING
 from casekit_offices import serve
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from signing.base45 import b45decode, b45encode
 from signing.descriptor import verify_descriptor
+from signing.digits import digits_decode, digits_encode
 from signing.licence import Licence, StatusEntry
 from signing.licence_compact import (
     Issuer,
@@ -115,17 +115,13 @@ def _publish(offices, issuer: Issuer, now: datetime, *, revoked=(), suspended=()
 
 
 def _tamper(url: str) -> str:
-    data = b45decode(credential_from_text(url))
+    data = digits_decode(credential_from_text(url))
     cose = zlib.decompress(data) if data[0] == 0x78 else data
     obj = cbor2.loads(cose)
     claims = cbor2.loads(obj.value[2])
     claims[-65537][3] = "全部食品经营"
     obj.value[2] = cbor2.dumps(claims)
-    return (
-        url.split("#", 1)[0]
-        + "#"
-        + b45encode(cbor2.dumps(obj)).replace("%", "%25").replace(" ", "%20")
-    )
+    return url.split("#", 1)[0] + "#" + digits_encode(cbor2.dumps(obj))
 
 
 async def _open(page: Page, url: str) -> None:

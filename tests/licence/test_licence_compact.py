@@ -1,4 +1,4 @@
-"""The compact licence form (CWT / COSE_Sign1 / zlib / base45 in a verify URL)."""
+"""The compact licence form (CWT / COSE_Sign1 / zlib / decimal digits in a verify URL)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from licence_support import ISSUER, OTHER, T0, Federation, make_licence, publish
 
-from signing.base45 import b45decode, b45encode
+from signing.digits import digits_decode, digits_encode
+from signing.errors import MalformedInput
 from signing.licence import StatusEntry
 from signing.licence_compact import (
     Issuer,
@@ -101,14 +102,13 @@ def test_claims_that_differ_from_the_defaults_travel_explicitly(fed: Federation)
     assert report.licence == licence
 
 
-def _b45decode_independently(text: str) -> bytes:
-    """RFC 9285 in a few lines, not our module."""
-    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
+def _digits_decode_independently(text: str) -> bytes:
+    """docs/protocol.md §9.4's digit groups in a few lines, not our module."""
+    last = {0: 0, 3: 1, 5: 2, 8: 3, 10: 4, 13: 5, 15: 6}
     out = bytearray()
-    for i in range(0, len(text), 3):
-        chunk = [alphabet.index(c) for c in text[i : i + 3]]
-        n = sum(v * 45**k for k, v in enumerate(chunk))
-        out += n.to_bytes(2 if len(chunk) == 3 else 1, "big")
+    for i in range(0, len(text), 17):
+        chunk = text[i : i + 17]
+        out += int(chunk).to_bytes(7 if len(chunk) == 17 else last[len(chunk)], "big")
     return bytes(out)
 
 
@@ -119,7 +119,7 @@ def test_an_independent_decoder_verifies_the_compact_form(fed: Federation) -> No
     issuer = _issuer(fed)
     licence = _typical(issuer)
     url = licence_url(PUBLIC, issue_compact_licence(licence, fed.signer(ISSUER), issuer))
-    data = _b45decode_independently(unquote(url.split("#", 1)[1]))
+    data = _digits_decode_independently(unquote(url.split("#", 1)[1]))
     if data[0] == 0x78:
         data = zlib.decompress(data)
     sign1 = cbor2.loads(data)
@@ -157,7 +157,7 @@ def test_a_typical_licence_is_a_version_12_code_at_level_m_that_zxing_reads(
     from PIL import Image
 
     issuer = _issuer(fed)
-    for second in range(5):  # signatures differ, and with them the base45 escapes
+    for second in range(5):  # signatures differ; the length must not
         at = T0 + timedelta(hours=1, seconds=second)
         licence = _typical(issuer, issued_at=at, valid_from=at)
         url = licence_url(PUBLIC, issue_compact_licence(licence, fed.signer(ISSUER), issuer))
@@ -172,14 +172,20 @@ def test_a_typical_licence_is_a_version_12_code_at_level_m_that_zxing_reads(
     assert [r.text for r in results] == [url]
 
 
-def test_b45_round_trip_and_rfc_9285_vectors() -> None:
-    assert b45encode(b"AB") == "BB8"
-    assert b45encode(b"Hello!!") == "%69 VD92EX0"
-    assert b45encode(b"base-45") == "UJCLQE7W581"
-    assert b45decode("QED8WEX0") == b"ietf!"
-    for bad in ("GGW", "ZZZZ", "a"):
-        with pytest.raises(Exception, match="base45"):
-            b45decode(bad)
+def test_digits_round_trip_every_length_and_refuse_what_no_encoder_writes() -> None:
+    assert digits_encode(b"") == ""
+    assert digits_encode(b"AB") == "16706"  # 0x4142, 5 digits for a last group of 2
+    assert digits_encode(b"\xff" * 7) == "72057594037927935"  # 2^56 - 1 in 17 digits
+    assert digits_encode(b"\x00" * 8) == "0" * 17 + "000"
+    for n in range(30):
+        data = bytes((i * 37 + n) % 256 for i in range(n))
+        text = digits_encode(data)
+        assert text.isdigit() or not text
+        assert digits_decode(text) == data
+        assert _digits_decode_independently(text) == data
+    for bad in ("12", "1" * 18, "256", "72057594037927936", "12a45", "１２３"):
+        with pytest.raises(MalformedInput):
+            digits_decode(bad)
 
 
 def _verify(fed: Federation, issuer: Issuer, credential: str, **kw: object):
@@ -187,13 +193,13 @@ def _verify(fed: Federation, issuer: Issuer, credential: str, **kw: object):
 
 
 def _flip_signature(credential: str) -> str:
-    data = b45decode(credential)
+    data = digits_decode(credential)
     cose = zlib.decompress(data) if data[0] == 0x78 else data
     obj = cbor2.loads(cose)
     claims = cbor2.loads(obj.value[2])
     claims[-65537][3] = "全部食品经营"  # a broader scope than the office granted
     obj.value[2] = cbor2.dumps(claims)
-    return b45encode(cbor2.dumps(obj))
+    return digits_encode(cbor2.dumps(obj))
 
 
 @pytest.mark.parametrize(
@@ -300,7 +306,7 @@ def test_an_es256_seal_makes_a_compact_licence_that_verifies_independently(fed: 
     report = verify_compact_licence(credential, fed.bundle, IssuerList([issuer]), at=AT)
     assert report.failure is None
     assert report.licence == licence
-    data = _b45decode_independently(credential)
+    data = _digits_decode_independently(credential)
     sign1 = cbor2.loads(zlib.decompress(data) if data[0] == 0x78 else data)
     protected, _, payload, signature = sign1.value
     assert cbor2.loads(protected)[1] == -7
@@ -315,7 +321,7 @@ def test_an_es256_seal_makes_a_compact_licence_that_verifies_independently(fed: 
     ed = _issuer(fed)
     relabelled = cbor2.dumps({1: -7, 4: ed.kid})
     forged = cbor2.dumps(cbor2.CBORTag(18, [relabelled, {}, payload, signature]))
-    report = verify_compact_licence(b45encode(forged), fed.bundle, IssuerList([ed]), at=AT)
+    report = verify_compact_licence(digits_encode(forged), fed.bundle, IssuerList([ed]), at=AT)
     assert report.failure is Failure.SIGNATURE
 
 
@@ -325,7 +331,7 @@ def test_an_es256_seal_makes_a_compact_licence_that_verifies_independently(fed: 
 @given(st.binary(max_size=400) | st.text(max_size=300).map(lambda t: t.encode()))
 def test_any_input_gets_a_report_never_an_exception(fed: Federation, data: bytes) -> None:
     issuer = _issuer(fed)
-    for text in (b45encode(data), b45encode(zlib.compress(data)), data.decode("latin-1")):
+    for text in (digits_encode(data), digits_encode(zlib.compress(data)), data.decode("latin-1")):
         report = verify_compact_licence(text, fed.bundle, IssuerList([issuer]), at=AT)
         assert not report.valid
         assert report.failure in (Failure.MALFORMED, Failure.UNKNOWN_ISSUER)
