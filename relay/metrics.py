@@ -18,7 +18,9 @@ Two kinds of figures:
   (the SLA colours, recomputed at most once a minute). A failing source is counted in
   ``tongban_metrics_source_errors_total`` and logged; it never hides the others.
 
-Metric names and labels (``partner`` is a node id, ``reason`` a receipt reason code,
+Times are in seconds, the Prometheus base unit (``promtool`` refuses a ``_days``
+metric): the days left of a CRL or certificate are ``remaining_seconds / 86400``, negative
+once past. Metric names and labels (``partner`` is a node id, ``reason`` a receipt reason code,
 ``none`` for accepted packets)::
 
     tongban_packets_received_total{partner,status,reason}   receipts we gave
@@ -30,8 +32,8 @@ Metric names and labels (``partner`` is a node id, ``reason`` a receipt reason c
     tongban_outbox_oldest_age_seconds{partner}               age of the oldest of them
     tongban_cases{colour}                                    SLA clock colour of cases
     tongban_survey_sessions                                  surveys running now
-    tongban_crl_days_left{issuer}                            to the CRL's nextUpdate
-    tongban_certificate_days_left{certificate}               to notAfter (tls, seal)
+    tongban_crl_remaining_seconds{issuer}                    to the CRL's nextUpdate
+    tongban_certificate_remaining_seconds{certificate}       to notAfter (tls, seal)
     tongban_audit_log_leaves                                 size of the audit log
     tongban_audit_last_cosignature_age_seconds               since a partner last cosigned
 
@@ -45,7 +47,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +83,6 @@ GaugeSource = Callable[[datetime], Iterable[Metric]]
 """``fn(now)`` → metric families standing at ``now`` (computed at scrape time)."""
 
 LATENCY_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400)
-_DAY = 86400.0
 
 
 def _payload(token: str) -> Mapping[str, Any]:
@@ -171,11 +172,10 @@ class NodeMetrics:
         for packet, receipt in zip(packets, receipts, strict=False):
             if _payload(receipt).get("status") != "accepted":
                 continue
-            created = _payload(packet).get("created")
-            try:
-                started = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
-            except ValueError:
+            created = _payload(packet).get("created")  # whole seconds since the epoch
+            if not isinstance(created, int):
                 continue
+            started = datetime.fromtimestamp(created, UTC)
             self.latency.labels(partner).observe(max((at - started).total_seconds(), 0.0))
 
     def exposition(self) -> bytes:
@@ -283,26 +283,27 @@ def outbox_gauges(depth: Callable[[], Mapping[str, tuple[int, datetime]]]) -> Ga
 
 
 def expiry_gauges(bundle: Callable[[], TrustBundle], key_dir: Path) -> GaugeSource:
-    """Days left to each CRL's nextUpdate and to the node's certificates' notAfter
+    """Seconds left to each CRL's nextUpdate and to the node's certificates' notAfter
     (negative once past), read anew on every scrape like :class:`relay.expiry.ExpiryWatch`."""
 
     def source(now: datetime) -> list[Metric]:
         crl = GaugeMetricFamily(
-            "tongban_crl_days_left", "Days until the CRL's nextUpdate", labels=["issuer"]
+            "tongban_crl_remaining_seconds",
+            "Seconds until the CRL's nextUpdate (negative: stale)",
+            labels=["issuer"],
         )
         for item in bundle().crls:
             if item.next_update_utc is not None:
-                days = (item.next_update_utc - now).total_seconds() / _DAY
-                crl.add_metric([item.issuer.rfc4514_string()], days)
+                left = (item.next_update_utc - now).total_seconds()
+                crl.add_metric([item.issuer.rfc4514_string()], left)
         cert = GaugeMetricFamily(
-            "tongban_certificate_days_left",
-            "Days until this node's certificate expires",
+            "tongban_certificate_remaining_seconds",
+            "Seconds until this node's certificate expires (negative: expired)",
             labels=["certificate"],
         )
         for name in ("tls", "seal"):
             loaded = x509.load_pem_x509_certificate((key_dir / f"{name}.pem").read_bytes())
-            days = (loaded.not_valid_after_utc - now).total_seconds() / _DAY
-            cert.add_metric([name], days)
+            cert.add_metric([name], (loaded.not_valid_after_utc - now).total_seconds())
         return [crl, cert]
 
     return source
