@@ -17,8 +17,8 @@ for folder in ("relay_http", "chaos", "survey_media"):
     if str(_TESTS / folder) not in sys.path:
         sys.path.insert(0, str(_TESTS / folder))
 
-from chaoskit import Federation, make_federation
-from relay_http_support import Pki, make_pki
+from chaoskit import Federation, make_federation  # noqa: E402 - after the path setup
+from relay_http_support import Pki, make_pki  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,8 @@ async def test_metrics_count_packets_backlog_and_latency_and_pass_promtool(
         waiting = await wait_for(failures_seen, "a failed delivery to the absent partner")
         assert _value(waiting, "tongban_outbox_packets", partner=B) == len(sent)
         age = _value(waiting, "tongban_outbox_oldest_age_seconds", partner=B)
-        assert age is not None and age >= 0
+        assert age is not None
+        assert age >= 0
 
         await node_b.start()
         await wait_drained(federation.config_a, len(sent))
@@ -75,11 +76,14 @@ async def test_metrics_count_packets_backlog_and_latency_and_pass_promtool(
         assert _value(at_a, "tongban_outbox_packets", partner=B) is None  # drained
         for name in ("tls", "seal"):
             left = _value(at_a, "tongban_certificate_remaining_seconds", certificate=name)
-            assert left is not None and left > 30 * DAY
+            assert left is not None
+            assert left > 30 * DAY
         crl_left = [v for (n, _), v in at_a.items() if n == "tongban_crl_remaining_seconds"]
-        assert crl_left and all(0 < v <= 366 * DAY for v in crl_left)
+        assert crl_left
+        assert all(0 < v <= 366 * DAY for v in crl_left)
         leaves = _value(at_b, "tongban_audit_log_leaves")
-        assert leaves is not None and leaves >= len(sent)  # every accepted packet is a leaf
+        assert leaves is not None
+        assert leaves >= len(sent)
         assert _value(at_a, "tongban_survey_sessions") == 0
         colours = {dict(labels)["colour"] for n, labels in at_a if n == "tongban_cases"}
         assert colours == {"green", "yellow", "red", "grey"}
