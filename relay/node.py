@@ -38,6 +38,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from relay.alerts import ALERTS
+from relay.backup import DataDirLock
 from relay.config import Listener, NodeConfig
 from relay.core.ports import PeerLink
 from relay.expiry import ExpiryWatch, watch_until_stopped
@@ -187,6 +188,7 @@ class Node:
         self._expiry: asyncio.Task[None] | None = None
         self._link: HttpsPeerLink | None = None
         self._handle: CoreHandle | None = None
+        self._lock: DataDirLock | None = None
         self.urls: dict[str, str] = {}
         self.metrics = NodeMetrics(clock)
 
@@ -215,6 +217,7 @@ class Node:
 
     async def _start(self) -> None:
         config = self.config
+        self._lock = DataDirLock(config.data_dir)  # one node per data dir; restore waits
         bundle = BundleSource(config.trust_bundle)
         cert, key = config.key_dir / "tls.pem", config.key_dir / "tls.key"
         descriptor_path = config.key_dir / "node.json"
@@ -351,6 +354,8 @@ class Node:
             await self._link.close()
         if self._handle is not None:
             self._handle.close()
+        if self._lock is not None:
+            self._lock.release()
         _log.info("node %s stopped", self.config.node_id)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 _TESTS = Path(__file__).resolve().parent.parent
-for folder in ("relay_http", "chaos", "survey_media"):
+for folder in ("relay_http", "chaos", "survey_media", "audit_node"):
     if str(_TESTS / folder) not in sys.path:
         sys.path.insert(0, str(_TESTS / folder))
 

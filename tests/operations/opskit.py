@@ -43,17 +43,23 @@ def token(config: Path, role: StaffRole = StaffRole.READER, subject: str = "ops"
     )
 
 
-async def staff_get(config: Path, path: str, bearer: str | None) -> tuple[int, str]:
-    """``GET path`` on the staff listener with a raw answer (status, text)."""
+async def staff_request(
+    config: Path, method: str, path: str, bearer: str | None
+) -> tuple[int, str]:
+    """``method path`` on the staff listener with a raw answer (status, text)."""
     cfg = load_config(config)
     client = StaffClient.for_config(cfg, "unused")
     headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
     connector = aiohttp.TCPConnector(ssl=client.ssl_context or False)
     async with (
         aiohttp.ClientSession(connector=connector) as http,
-        http.get(staff_base_url(cfg) + path, headers=headers) as resp,
+        http.request(method, staff_base_url(cfg) + path, headers=headers) as resp,
     ):
         return resp.status, await resp.text()
+
+
+async def staff_get(config: Path, path: str, bearer: str | None) -> tuple[int, str]:
+    return await staff_request(config, "GET", path, bearer)
 
 
 def tool(name: str, package: str) -> str:
