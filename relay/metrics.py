@@ -132,14 +132,14 @@ class NodeMetrics:
             ["direction", "partner"],
             registry=r,
         )
+        self._sources: list[tuple[str, GaugeSource]] = []
+        r.register(_Sources(self))  # before the error counter: a scrape shows its own errors
         self.source_errors = Counter(
             "tongban_metrics_source_errors",
             "Gauge sources that failed during a scrape",
             ["source"],
             registry=r,
         )
-        self._sources: list[tuple[str, GaugeSource]] = []
-        r.register(_Sources(self))
 
     def add_gauges(self, name: str, source: GaugeSource) -> None:
         if any(n == name for n, _ in self._sources):

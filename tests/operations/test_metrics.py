@@ -1,11 +1,13 @@
 """Issue 14: ``GET /metrics`` on the staff listener of real ``tongban serve`` processes,
-checked by the real ``promtool check metrics`` (Debian ``prometheus``) and read back."""
+checked by the real ``promtool check metrics`` (Debian ``prometheus``) and read back;
+``/readyz`` of the same node with its expiry detail."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
 
+import aiohttp
 from chaoskit import A, B, Federation, send_backlog, wait_drained, wait_for
 from opskit import LoggedProc, staff_get, token, tool
 from prometheus_client.parser import text_string_to_metric_families
@@ -87,5 +89,13 @@ async def test_metrics_count_packets_backlog_and_latency_and_pass_promtool(
         assert _value(at_a, "tongban_survey_sessions") == 0
         colours = {dict(labels)["colour"] for n, labels in at_a if n == "tongban_cases"}
         assert colours == {"green", "yellow", "red", "grey"}
+        url = f"http://127.0.0.1:{federation.public_port_a}/readyz"
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            assert resp.status == 200
+            ready = await resp.json()
+        assert ready["checks"] == {"storage": True, "outbox": True}
+        assert [c["state"] for c in ready["expiry"]["crls"]] == ["ok"] * len(crl_left)
+        names = {c["name"]: c["state"] for c in ready["expiry"]["certificates"]}
+        assert names == {"tls": "ok", "seal": "ok"}
     finally:
         await asyncio.gather(node_a.stop(), node_b.stop())
