@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import os
 import shutil
 import sqlite3
 import sys
@@ -96,14 +97,20 @@ async def _witness_b(node_a: RunningNode) -> Outcome:
     return results[B].outcome
 
 
-async def _delivered(node: RunningNode) -> dict[str, str]:
+async def _delivered(node: RunningNode) -> dict[str, tuple[str, list[str]]]:
+    """Packet id → (B's receipt, digests of its sealed attachments), as A holds them."""
     outbox = await node.staff().get("/staff/v1/outbox", {"state": "delivered"})
-    return {i["packet"]["packet_id"]: i["receipt"] for i in outbox["items"]}
+    return {
+        i["packet"]["packet_id"]: (i["receipt"], [a["digest"] for a in i["packet"]["attachments"]])
+        for i in outbox["items"]
+    }
 
 
-async def _backup_under_load(node_a: RunningNode, node_b: RunningNode, out: Path) -> dict:  # type: ignore[type-arg]
-    """Run ``tongban backup`` of B while A keeps sending; return what B had
-    acknowledged before the backup began."""
+async def _backup_under_load(
+    node_a: RunningNode, node_b: RunningNode, out: Path
+) -> dict[str, tuple[str, list[str]]]:
+    """Run ``tongban backup`` of B while A keeps sending (every third packet with an
+    attachment of its own); return what B had acknowledged before the backup began."""
     for n in range(3):
         await node_a.send(B, f"W-{n}")
     stop, backing_up, count = asyncio.Event(), asyncio.Event(), {"sent": 0, "during": 0}
@@ -111,11 +118,15 @@ async def _backup_under_load(node_a: RunningNode, node_b: RunningNode, out: Path
     async def load() -> None:
         async with node_a.staff() as clerk:
             while not stop.is_set():
+                files = []
+                if count["sent"] % 3 == 0:
+                    files = [out.parent / f"scan-{count['sent']}.pdf"]
+                    files[0].write_bytes(os.urandom(40_000))
                 await clerk.send(
                     {"to": B, "case_id": f"L-{count['sent'] % 7}", "matter":
                      "food-business-licence", "action": "submit", "mode": "proxy_receipt",
                      "content": {"n": count["sent"]}},
-                    [],
+                    files,
                 )  # fmt: skip
                 count["sent"] += 1
                 count["during"] += backing_up.is_set()
@@ -175,7 +186,16 @@ async def test_backup_under_load_destroy_restore(pair: Federation, tmp_path: Pat
             (await node_b.staff().get("/staff/v1/inbox"))["items"]}  # fmt: skip
     missing = sorted(set(acknowledged) - set(held))
     assert not missing, f"{len(missing)} acknowledged packets lost, e.g. {missing[:3]}"
-    assert all(held[p] == r for p, r in acknowledged.items()), "a receipt differs"
+    assert all(held[p] == r for p, (r, _) in acknowledged.items()), "a receipt differs"
+    blobs = [d for _, digests in acknowledged.values() for d in digests]
+    assert blobs, "no attachment was acknowledged before the backup"
+    data = node_b.config.data_dir
+    for digest in blobs:  # the attachments came back with the database rows naming them
+        blob = data / "blobs" / digest[:2] / digest
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == digest
+    with_file = next(p for p, (_, digests) in acknowledged.items() if digests)
+    opened = await node_b.staff().get(f"/staff/v1/packets/{with_file}")
+    assert opened["packet"]["attachments"][0]["digest"] in blobs
 
     await node_a.send(B, "W-after")  # the restored node works on
     assert await _witness_b(node_a) is Outcome.COSIGNED  # consistent with what A saw
