@@ -11,7 +11,8 @@
 3. every other file of the data directory (calendars, status lists, survey media and
    reports, the staff-token key) is copied; uploads in progress (``partial/``,
    ``tmp/``) are not: the sender resumes them;
-4. ``manifest.json`` lists every file with its size and SHA-256.
+4. ``manifest.json`` lists every file with its size and SHA-256; it is written last, so
+   a folder without one is an unfinished backup (and ``restore`` refuses it).
 
 ``tongban restore --config node.toml --from DIR`` checks every digest of the manifest
 first, refuses while the node runs (the node holds an exclusive lock on

@@ -218,6 +218,7 @@ class Node:
     async def _start(self) -> None:
         config = self.config
         self._lock = DataDirLock(config.data_dir)  # one node per data dir; restore waits
+        self.metrics = NodeMetrics(self._clock)  # fresh figures for each start
         bundle = BundleSource(config.trust_bundle)
         cert, key = config.key_dir / "tls.pem", config.key_dir / "tls.key"
         descriptor_path = config.key_dir / "node.json"
