@@ -25,7 +25,7 @@ once past. Metric names and labels (``partner`` is a node id, ``reason`` a recei
 
     tongban_packets_received_total{partner,status,reason}   receipts we gave
     tongban_packets_sent_total{partner,status,reason}       receipts we got
-    tongban_delivery_failures_total{partner}                 batches with no receipts
+    tongban_delivery_failures_total{partner,reason}          batches with no receipts
     tongban_delivery_latency_seconds{partner}                created → accepted receipt
     tongban_attachment_bytes_total{direction,partner}        sealed blob bytes moved
     tongban_outbox_packets{partner}                          queued or in flight
@@ -58,6 +58,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from relay.core.errors import PeerRefused
 from relay.core.ports import OpenAt, PeerLink
 from signing.certificates import TrustBundle
 from signing.encoding import b64url_decode
@@ -115,8 +116,9 @@ class NodeMetrics:
         )
         self.failures = Counter(
             "tongban_delivery_failures",
-            "Batches a partner did not answer with receipts (unreachable, refused, bad answer)",
-            ["partner"],
+            "Batches a partner did not answer with receipts, by the problem code of its "
+            "refusal (unavailable: unreachable or no usable answer)",
+            ["partner", "reason"],
             registry=r,
         )
         self.latency = Histogram(
@@ -204,8 +206,12 @@ class MeteredLink:
     async def deliver(self, peer: str, packets: Sequence[str]) -> list[str]:
         try:
             receipts = await self._inner.deliver(peer, packets)
+        except PeerRefused as exc:
+            reason = exc.code or f"http-{exc.status}"
+            self._metrics.failures.labels(peer, reason).inc()
+            raise
         except Exception:
-            self._metrics.failures.labels(peer).inc()
+            self._metrics.failures.labels(peer, "unavailable").inc()
             raise
         self._metrics.observe_delivered(peer, packets, receipts, self._metrics._clock())
         return receipts

@@ -51,7 +51,8 @@ async def test_metrics_count_packets_backlog_and_latency_and_pass_promtool(
         async def failures_seen() -> dict | None:  # type: ignore[type-arg]
             _, text = await staff_get(federation.config_a, "/metrics", reader)
             found = _samples(text)
-            return found if _value(found, "tongban_delivery_failures_total", partner=B) else None
+            down = _value(found, "tongban_delivery_failures_total", partner=B, reason="unavailable")
+            return found if down else None
 
         waiting = await wait_for(failures_seen, "a failed delivery to the absent partner")
         assert _value(waiting, "tongban_outbox_packets", partner=B) == len(sent)

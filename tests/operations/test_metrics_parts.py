@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client.core import GaugeMetricFamily
 
-from relay.core.errors import PeerUnavailable
+from relay.core.errors import PeerRefused, PeerUnavailable
 from relay.metrics import MeteredLink, NodeMetrics, cached, gauge
 
 NOW = datetime.now(UTC)
@@ -17,12 +17,10 @@ NOW = datetime.now(UTC)
 
 class _Link:
     def __init__(self) -> None:
-        self.up = False
+        self.refusal: PeerUnavailable = PeerUnavailable("down")
 
     async def deliver(self, peer: str, packets: list[str]) -> list[str]:
-        if not self.up:
-            raise PeerUnavailable("down")
-        return []
+        raise self.refusal
 
     async def upload_attachment(self, peer, digest, size, open_at) -> None:  # type: ignore[no-untyped-def]
         async for _ in open_at(100):
@@ -36,12 +34,23 @@ async def _chunks(offset: int) -> AsyncIterator[bytes]:
 
 async def test_the_link_counts_failures_and_the_bytes_it_sends() -> None:
     metrics = NodeMetrics(lambda: NOW)
-    link = MeteredLink(_Link(), metrics)
+    inner = _Link()
+    link = MeteredLink(inner, metrics)
     with pytest.raises(PeerUnavailable):
+        await link.deliver("320982", ["p"])
+    inner.refusal = PeerRefused("no", status=403, code="peer-not-partner")
+    with pytest.raises(PeerRefused):
+        await link.deliver("320982", ["p"])
+    inner.refusal = PeerRefused("no", status=502)
+    with pytest.raises(PeerRefused):
         await link.deliver("320982", ["p"])
     await link.upload_attachment("320982", "d" * 64, 250, _chunks)
     reg = metrics.registry
-    assert reg.get_sample_value("tongban_delivery_failures_total", {"partner": "320982"}) == 1
+    down = {"partner": "320982", "reason": "unavailable"}
+    assert reg.get_sample_value("tongban_delivery_failures_total", down) == 1
+    for reason in ("peer-not-partner", "http-502"):
+        refused = {"partner": "320982", "reason": reason}
+        assert reg.get_sample_value("tongban_delivery_failures_total", refused) == 1
     bytes_out = {"direction": "out", "partner": "320982"}
     assert reg.get_sample_value("tongban_attachment_bytes_total", bytes_out) == 150
 
