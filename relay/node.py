@@ -9,6 +9,12 @@
 - the outbox task — ``core.run_outbox(stop)`` delivering through
   :class:`relay.http.link.HttpsPeerLink`.
 
+Operations: ``GET /metrics`` on the staff listener (:mod:`relay.metrics`; the peer link
+and the federation listener's view of the core are metered, gauges are read at scrape
+time), the access log without query strings (:class:`relay.logs.AccessLog`), ``/readyz``
+with what runs out when, and an exclusive lock on ``<data_dir>/node.lock`` while the
+node runs (one node per data directory; ``tongban restore`` waits for it to stop).
+
 Every listener runs with the configured limits: ``client_max_size`` (JSON bodies),
 ``max_line_size``/``max_field_size`` (header size, enforced by the HTTP parser),
 a per-request timeout, per-peer concurrency on the federation listener, and the same
