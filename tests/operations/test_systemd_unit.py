@@ -22,6 +22,20 @@ def test_the_unit_exposure_is_at_most_3() -> None:
     assert float(found.group(1)) <= 3.0, run.stdout
 
 
+def test_the_unit_has_no_unknown_or_misspelt_directive(tmp_path: Path) -> None:
+    """``systemd-analyze verify`` on a copy whose ExecStart exists on this machine (the
+    real one is where docs/operations.md installs tongban)."""
+    text = UNIT.read_text(encoding="utf-8").replace("/opt/tongban/bin/tongban", "/bin/true")
+    copy = tmp_path / "tongban.service"
+    copy.write_text(text, encoding="utf-8")
+    run = subprocess.run(
+        [tool("systemd-analyze", "systemd"), "verify", str(copy)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "Unknown" not in run.stderr, run.stderr
+
+
 def test_the_unit_serves_with_json_logs_as_an_unprivileged_user() -> None:
     text = UNIT.read_text(encoding="utf-8")
     exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
