@@ -31,7 +31,7 @@ once past. Metric names and labels (``partner`` is a node id, ``reason`` a recei
     tongban_outbox_packets{partner}                          queued or in flight
     tongban_outbox_oldest_age_seconds{partner}               age of the oldest of them
     tongban_cases{colour}                                    SLA clock colour of cases
-    tongban_survey_sessions                                  surveys running now
+    tongban_survey_sessions{state}                           surveys held, by state
     tongban_crl_remaining_seconds{issuer}                    to the CRL's nextUpdate
     tongban_certificate_remaining_seconds{certificate}       to notAfter (tls, seal)
     tongban_audit_log_leaves                                 size of the audit log
@@ -44,9 +44,10 @@ which are the office's business, and the staff listener already checks tokens.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -337,15 +338,21 @@ def cached(source: GaugeSource, every: timedelta) -> GaugeSource:
     return wrapped
 
 
-def survey_gauges(rooms: Sized) -> Callable[[str, web.Application], None]:
-    """A ``Node`` extension reporting how many surveys the node runs (``len(rooms)``)."""
+def survey_gauges(states: Callable[[], Iterable[str]]) -> Callable[[str, web.Application], None]:
+    """A ``Node`` extension reporting the node's surveys by state (``states()`` gives the
+    state of each survey the node holds: scheduled, live, interrupted, completed...)."""
+
+    def source(now: datetime) -> list[Metric]:
+        family = GaugeMetricFamily(
+            "tongban_survey_sessions", "Surveys held by this node, by state", labels=["state"]
+        )
+        for state, n in sorted(collections.Counter(states()).items()):
+            family.add_metric([state], n)
+        return [family]
 
     def extension(listener: str, app: web.Application) -> None:
         if listener == "staff" and METRICS in app:
-            app[METRICS].add_gauges(
-                "surveys",
-                gauge("tongban_survey_sessions", "Surveys open on this node", lambda _: len(rooms)),
-            )
+            app[METRICS].add_gauges("surveys", source)
 
     return extension
 

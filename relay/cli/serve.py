@@ -90,7 +90,7 @@ async def _run(config: NodeConfig) -> int:
             survey_extension(surveys, join_key),
             cases.extension,
             reports.extension,
-            survey_gauges(surveys.rooms),
+            survey_gauges(lambda: (live.room.state.value for live in surveys.rooms.values())),
         ],
     )
     try:

@@ -44,16 +44,18 @@ def token(config: Path, role: StaffRole = StaffRole.READER, subject: str = "ops"
 
 
 async def staff_request(
-    config: Path, method: str, path: str, bearer: str | None
+    config: Path, method: str, path: str, bearer: str | None, *, body: str | None = None
 ) -> tuple[int, str]:
-    """``method path`` on the staff listener with a raw answer (status, text)."""
+    """``method path`` (with a JSON ``body``) on the staff listener; (status, text)."""
     cfg = load_config(config)
     client = StaffClient.for_config(cfg, "unused")
     headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
     connector = aiohttp.TCPConnector(ssl=client.ssl_context or False)
     async with (
         aiohttp.ClientSession(connector=connector) as http,
-        http.request(method, staff_base_url(cfg) + path, headers=headers) as resp,
+        http.request(method, staff_base_url(cfg) + path, headers=headers, data=body) as resp,
     ):
         return resp.status, await resp.text()
 

@@ -5,14 +5,18 @@ checked by the real ``promtool check metrics`` (Debian ``prometheus``) and read 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
+from datetime import UTC, datetime
 
 import aiohttp
 from chaoskit import A, B, Federation, send_backlog, wait_drained, wait_for
-from opskit import LoggedProc, staff_get, token, tool
+from media_support import make_plan
+from opskit import LoggedProc, staff_get, staff_request, token, tool
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.staff_auth import StaffRole
+from remote_survey.reportjson import plan_to_json
 
 DAY = 86400
 
@@ -60,6 +64,12 @@ async def test_metrics_count_packets_backlog_and_latency_and_pass_promtool(
         assert age is not None
         assert age >= 0
 
+        clerk = token(federation.config_a, StaffRole.CLERK)
+        plan = json.dumps(plan_to_json(make_plan(datetime.now(UTC), session_id="sv-metrics")))
+        status, said = await staff_request(
+            federation.config_a, "POST", "/staff/v1/surveys", clerk, body=plan
+        )
+        assert status == 201, said
         await node_b.start()
         await wait_drained(federation.config_a, len(sent))
         status, text_a = await staff_get(federation.config_a, "/metrics", reader)
@@ -87,7 +97,7 @@ async def test_metrics_count_packets_backlog_and_latency_and_pass_promtool(
         leaves = _value(at_b, "tongban_audit_log_leaves")
         assert leaves is not None
         assert leaves >= len(sent)
-        assert _value(at_a, "tongban_survey_sessions") == 0
+        assert _value(at_a, "tongban_survey_sessions", state="scheduled") == 1
         colours = {dict(labels)["colour"] for n, labels in at_a if n == "tongban_cases"}
         assert colours == {"green", "yellow", "red", "grey"}
         url = f"http://127.0.0.1:{federation.public_port_a}/readyz"
