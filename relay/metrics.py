@@ -19,9 +19,10 @@ Two kinds of figures:
   ``tongban_metrics_source_errors_total`` and logged; it never hides the others.
 
 Times are in seconds, the Prometheus base unit (``promtool`` refuses a ``_days``
-metric): the days left of a CRL or certificate are ``remaining_seconds / 86400``, negative
-once past. Metric names and labels (``partner`` is a node id, ``reason`` a receipt reason code,
-``none`` for accepted packets)::
+metric): the days left of a CRL or certificate are ``remaining_seconds / 86400``,
+negative once past. Metric names and labels (``partner`` is a node id; ``reason`` a
+receipt's reason code, ``none`` for accepted packets, or for a delivery failure the
+partner's problem code, ``http-<status>`` or ``unavailable``)::
 
     tongban_packets_received_total{partner,status,reason}   receipts we gave
     tongban_packets_sent_total{partner,status,reason}       receipts we got
