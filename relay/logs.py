@@ -33,6 +33,8 @@ import logging
 import logging.handlers
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,7 @@ from typing import Any
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-__all__ = ["AccessLog", "JsonFormatter", "TextFormatter", "configure_logging", "redact"]
+__all__ = ["AccessLog", "JsonFormatter", "TextFormatter", "configured_logging", "redact"]
 
 REDACTED = "[redacted]"
 _SECRETS: list[tuple[re.Pattern[str], str]] = [
@@ -128,18 +130,34 @@ class AccessLog(AbstractAccessLogger):
         )
 
 
-def configure_logging(
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (as logging's own
+    last-resort handler does), not to the stream that was current when it was made."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
+@contextmanager
+def configured_logging(
     level: str,
     *,
     fmt: str = "text",
     file: Path | None = None,
     max_bytes: int = 50 * 1024 * 1024,
     backups: int = 10,
-) -> logging.Handler:
-    """Route the root logger to one handler (stderr, or a size-rotated ``file``)."""
+) -> Iterator[logging.Handler]:
+    """Route the root logger to one handler (stderr, or a size-rotated ``file``) for the
+    duration of the block, then put back the handlers and level there were before (so
+    ``tongban serve`` run in-process, as tests do, leaves logging as it found it)."""
     handler: logging.Handler
     if file is None:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
     else:
         file.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.handlers.RotatingFileHandler(
@@ -147,8 +165,16 @@ def configure_logging(
         )
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
-    for old in root.handlers[:]:
+    saved, saved_level = root.handlers[:], root.level
+    for old in saved:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    return handler
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        for old in saved:
+            root.addHandler(old)
+        root.setLevel(saved_level)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 from relay.authorizer import AgreementLoadError
 from relay.cli._common import CliError
 from relay.config import ConfigError, NodeConfig, load_config
-from relay.logs import configure_logging
+from relay.logs import configured_logging
 from relay.metrics import survey_gauges
 from relay.node import Node
 from relay.staff_auth import TokenKeyError
@@ -52,17 +53,20 @@ def _serve(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         raise CliError("config", str(exc)) from None
-    try:
-        configure_logging(
-            args.log_level,
-            fmt=args.log_format,
-            file=args.log_file,
-            max_bytes=args.log_max_bytes,
-            backups=args.log_backups,
-        )
-    except OSError as exc:
-        raise CliError("log-file", f"cannot open the log file: {exc}") from None
-    return asyncio.run(_run(config))
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(
+                configured_logging(
+                    args.log_level,
+                    fmt=args.log_format,
+                    file=args.log_file,
+                    max_bytes=args.log_max_bytes,
+                    backups=args.log_backups,
+                )
+            )
+        except OSError as exc:
+            raise CliError("log-file", f"cannot open the log file: {exc}") from None
+        return asyncio.run(_run(config))
 
 
 async def _run(config: NodeConfig) -> int:

@@ -4,30 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from relay.logs import JsonFormatter, configure_logging, redact
+from relay.logs import JsonFormatter, configured_logging, redact
 
 JWS = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiLlvKDkuIkifQ.c2lnbmF0dXJlLWJ5dGVz"
-
-
-@pytest.fixture
-def root_logging() -> Iterator[None]:
-    """configure_logging replaces the root handlers: put pytest's back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        for handler in root.handlers[:]:
-            root.removeHandler(handler)
-            handler.close()
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
 
 
 @pytest.mark.parametrize(
@@ -69,16 +52,28 @@ def test_an_event_is_one_json_line_with_its_traceback_and_fields() -> None:
     assert JWS not in line
 
 
-def test_a_log_file_rotates_by_size(tmp_path: Path, root_logging: None) -> None:
+def test_a_log_file_rotates_by_size_and_logging_is_put_back(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    before = (root.handlers[:], root.level)
     log = tmp_path / "logs" / "node.log"
-    configure_logging("INFO", fmt="json", file=log, max_bytes=4000, backups=2)
-    logger = logging.getLogger("tongban.test.rotation")
-    for n in range(200):
-        logger.info("event %d %s", n, "x" * 40)
+    with configured_logging("INFO", fmt="json", file=log, max_bytes=4000, backups=2):
+        logger = logging.getLogger("tongban.test.rotation")
+        for n in range(200):
+            logger.info("event %d %s", n, "x" * 40)
+    assert (root.handlers, root.level) == before  # as tongban serve run in-process leaves it
     files = sorted(p.name for p in log.parent.iterdir())
     assert files == ["node.log", "node.log.1", "node.log.2"]
     for path in log.parent.iterdir():
         assert path.stat().st_size <= 4000
-        assert all(
-            json.loads(line)["msg"].startswith("event") for line in path.read_text().splitlines()
-        )
+        lines = path.read_text(encoding="utf-8").splitlines()
+        assert all(json.loads(line)["msg"].startswith("event") for line in lines)
+
+
+def test_the_stderr_handler_writes_to_the_stderr_of_the_moment(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with configured_logging("INFO", fmt="text"):
+        logging.getLogger("tongban.test.stderr").warning("first")
+        capsys.readouterr()  # pytest swaps the captured stream
+        logging.getLogger("tongban.test.stderr").warning("second")
+    assert "second" in capsys.readouterr().err
