@@ -18,8 +18,10 @@ a file rotated by size (``--log-max-bytes``, ``--log-backups``) by the process i
 tracking link are query parameters of WebSocket and GET requests), in headers (staff
 bearer tokens) and in files (keys). Two measures:
 
-- the access log (:class:`AccessLog`) records the request *path* only, never the query
-  string or a header;
+- the access log (:class:`AccessLog`) records the request path only, never the query
+  string or a header; and of a matched route only the parameters known to name no
+  secret and no person (:data:`LOGGED_PARAMETERS`: case, packet, digest, session...),
+  the others as their template (``/t/{short}``, ``.../applicants/{applicant}``);
 - every line passes :func:`redact`, which replaces what looks like a compact JWS/JWT
   (the join token, tracking links, staff tokens, packets and receipts), a ``token=`` /
   ``link=`` / ``code=`` parameter, a bearer credential or a PEM private key block by
@@ -42,7 +44,15 @@ from typing import Any
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-__all__ = ["AccessLog", "JsonFormatter", "TextFormatter", "configured_logging", "redact"]
+__all__ = [
+    "LOGGED_PARAMETERS",
+    "AccessLog",
+    "JsonFormatter",
+    "TextFormatter",
+    "configured_logging",
+    "logged_path",
+    "redact",
+]
 
 REDACTED = "[redacted]"
 _SECRETS: list[tuple[re.Pattern[str], str]] = [
@@ -60,6 +70,10 @@ _SECRETS: list[tuple[re.Pattern[str], str]] = [
     # secret query or form parameters
     (re.compile(r"(?i)\b(token|link|code|key)=[^&\s\"']+"), rf"\1={REDACTED}"),
 ]
+LOGGED_PARAMETERS = frozenset(
+    {"case", "packet_id", "digest", "session", "matter", "purpose", "file", "node", "number"}
+)
+"""Route parameters the access log writes as they are; any other stays ``{name}``."""
 # attributes every LogRecord has; anything else came in through ``extra=``
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -104,16 +118,32 @@ class TextFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+def logged_path(request: BaseRequest) -> str:
+    """The path as the access log writes it: the matched route's template with only the
+    :data:`LOGGED_PARAMETERS` filled in; an unmatched path as it is, redacted."""
+    match = getattr(request, "match_info", None)
+    resource = getattr(getattr(match, "route", None), "resource", None)
+    info: dict[str, object] = getattr(resource, "get_info", dict)()
+    if match is None or "formatter" not in info:  # a plain path, a static file, no match
+        return redact(request.path)[:300]
+    values = {k: (v if k in LOGGED_PARAMETERS else f"{{{k}}}") for k, v in match.items()}
+    try:
+        return str(info["formatter"]).format_map(values)
+    except (KeyError, ValueError):
+        return str(info["formatter"])
+
+
 class AccessLog(AbstractAccessLogger):
-    """aiohttp's access log without query strings or headers (they carry secrets)."""
+    """aiohttp's access log without query strings, headers or secret path parameters."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         if not self.logger.isEnabledFor(logging.INFO):
             return
+        path = logged_path(request)
         fields = {
             "remote": request.remote or "-",
             "method": request.method,
-            "path": request.path,
+            "path": path,
             "status": response.status,
             "bytes": response.body_length,
             "seconds": round(time, 6),
@@ -122,7 +152,7 @@ class AccessLog(AbstractAccessLogger):
             "%s %s %s %d %d %.3fs",
             fields["remote"],
             request.method,
-            request.path,
+            path,
             response.status,
             response.body_length,
             time,

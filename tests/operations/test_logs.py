@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.logs import JsonFormatter, configured_logging, redact
+from relay.logs import AccessLog, JsonFormatter, configured_logging, redact
 
 JWS = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiLlvKDkuIkifQ.c2lnbmF0dXJlLWJ5dGVz"
 
@@ -77,3 +77,48 @@ def test_the_stderr_handler_writes_to_the_stderr_of_the_moment(
         capsys.readouterr()  # pytest swaps the captured stream
         logging.getLogger("tongban.test.stderr").warning("second")
     assert "second" in capsys.readouterr().err
+
+
+async def test_the_access_log_writes_only_harmless_route_parameters(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A short tracking link (/t/{short}) or an applicant's id in a path is written as its
+    template; a case number or digest as it is; a query string never."""
+    import aiohttp
+    from aiohttp import web
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/t/{short}", ok)
+    app.router.add_get("/staff/v1/personal-data/applicants/{applicant}", ok)
+    app.router.add_get("/staff/v1/cases/{case}", ok)
+    app.router.add_get("/public/v1/track", ok)
+    logger = logging.getLogger("tongban.test.access")
+    runner = web.AppRunner(app, access_log=logger, access_log_class=AccessLog)
+    with caplog.at_level(logging.INFO, logger="tongban.test.access"):
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+            async with aiohttp.ClientSession() as http:
+                for path in ("/t/AB3K7Q", "/staff/v1/personal-data/applicants/420106199001011234",
+                             "/staff/v1/cases/WC-2026-0001", f"/public/v1/track?link={JWS}",
+                             "/nowhere/token=abc"):  # fmt: skip
+                    async with http.get(base + path) as resp:
+                        await resp.read()
+        finally:
+            await runner.cleanup()  # waits for the handlers, access log lines included
+    paths = [r.path for r in caplog.records if r.name == "tongban.test.access"]  # type: ignore[attr-defined]
+    assert paths == [
+        "/t/{short}",
+        "/staff/v1/personal-data/applicants/{applicant}",
+        "/staff/v1/cases/WC-2026-0001",
+        "/public/v1/track",
+        "/nowhere/token=[redacted]",
+    ]
+    text = caplog.text
+    for secret in ("AB3K7Q", "420106199001011234", JWS, "abc"):
+        assert secret not in text
