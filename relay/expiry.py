@@ -31,6 +31,7 @@ __all__ = [
     "CRL_WARN",
     "ExpiryWatch",
     "expiry_alerts",
+    "expiry_detail",
     "watch_until_stopped",
 ]
 
@@ -150,6 +151,44 @@ def expiry_alerts(
     return out
 
 
+def _state(end: datetime, now: datetime, warn: timedelta) -> str:
+    return "expired" if end <= now else "expiring" if end - now <= warn else "ok"
+
+
+def expiry_detail(
+    now: datetime,
+    *,
+    crls: Iterable[x509.CertificateRevocationList],
+    certificates: Mapping[str, x509.Certificate],
+) -> dict[str, list[dict[str, object]]]:
+    """What runs out when, for ``/readyz``: each CRL's nextUpdate and each of the node's
+    certificates' notAfter, with the days left and ``ok``/``expiring``/``expired``
+    (``expiring`` from the same thresholds as the alerts)."""
+    out: dict[str, list[dict[str, object]]] = {"crls": [], "certificates": []}
+    for crl in crls:
+        end = crl.next_update_utc
+        if end is not None:
+            out["crls"].append(
+                {
+                    "issuer": crl.issuer.rfc4514_string(),
+                    "next_update": end.isoformat(),
+                    "days_left": round((end - now).total_seconds() / 86400, 2),
+                    "state": _state(end, now, CRL_WARN),
+                }
+            )
+    for name, cert in sorted(certificates.items()):
+        end = cert.not_valid_after_utc
+        out["certificates"].append(
+            {
+                "name": name,
+                "not_after": end.isoformat(),
+                "days_left": round((end - now).total_seconds() / 86400, 2),
+                "state": _state(end, now, CERT_WARN),
+            }
+        )
+    return out
+
+
 class ExpiryWatch:
     """The alert source of a running node (``app[ALERTS].add_source("expiry", watch)``)."""
 
@@ -167,11 +206,18 @@ class ExpiryWatch:
         self._agreements = tuple(agreements)
         self._logged: dict[str, date] = {}
 
-    def __call__(self, now: datetime) -> list[StaffAlert]:
-        certificates = {
+    def _certificates(self) -> dict[str, x509.Certificate]:
+        return {
             name: x509.load_pem_x509_certificate((self._key_dir / f"{name}.pem").read_bytes())
             for name in ("tls", "seal")
         }
+
+    def detail(self, now: datetime) -> dict[str, list[dict[str, object]]]:
+        """:func:`expiry_detail` of the files as they are now."""
+        return expiry_detail(now, crls=self._bundle().crls, certificates=self._certificates())
+
+    def __call__(self, now: datetime) -> list[StaffAlert]:
+        certificates = self._certificates()
         agreements = [
             SignedAgreement.from_bytes(p.read_bytes()).agreement for p in self._agreements
         ]

@@ -9,6 +9,12 @@
 - the outbox task — ``core.run_outbox(stop)`` delivering through
   :class:`relay.http.link.HttpsPeerLink`.
 
+Operations: ``GET /metrics`` on the staff listener (:mod:`relay.metrics`; the peer link
+and the federation listener's view of the core are metered, gauges are read at scrape
+time), the access log without query strings (:class:`relay.logs.AccessLog`), ``/readyz``
+with what runs out when, and an exclusive lock on ``<data_dir>/node.lock`` while the
+node runs (one node per data directory; ``tongban restore`` waits for it to stop).
+
 Every listener runs with the configured limits: ``client_max_size`` (JSON bodies),
 ``max_line_size``/``max_field_size`` (header size, enforced by the HTTP parser),
 a per-request timeout, per-peer concurrency on the federation listener, and the same
@@ -38,6 +44,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from relay.alerts import ALERTS
+from relay.backup import DataDirLock
 from relay.config import Listener, NodeConfig
 from relay.core.ports import PeerLink
 from relay.expiry import ExpiryWatch, watch_until_stopped
@@ -46,6 +53,15 @@ from relay.http.federation import federation_app
 from relay.http.link import HttpsPeerLink
 from relay.http.public import public_app
 from relay.http.staff import staff_app
+from relay.logs import AccessLog
+from relay.metrics import (
+    MeteredCore,
+    MeteredLink,
+    NodeMetrics,
+    add_metrics_routes,
+    expiry_gauges,
+    outbox_gauges,
+)
 from relay.staff_auth import load_or_create_token_key
 from relay.tls import BundleSource, server_context
 
@@ -178,7 +194,9 @@ class Node:
         self._expiry: asyncio.Task[None] | None = None
         self._link: HttpsPeerLink | None = None
         self._handle: CoreHandle | None = None
+        self._lock: DataDirLock | None = None
         self.urls: dict[str, str] = {}
+        self.metrics = NodeMetrics(clock)
 
     @property
     def core(self) -> CoreService:
@@ -205,6 +223,8 @@ class Node:
 
     async def _start(self) -> None:
         config = self.config
+        self._lock = DataDirLock(config.data_dir)  # one node per data dir; restore waits
+        self.metrics = NodeMetrics(self._clock)  # fresh figures for each start
         bundle = BundleSource(config.trust_bundle)
         cert, key = config.key_dir / "tls.pem", config.key_dir / "tls.key"
         descriptor_path = config.key_dir / "node.json"
@@ -218,13 +238,20 @@ class Node:
             request_timeout=config.limits.request_timeout,
             upload_chunk_timeout=config.limits.request_timeout,
         )
-        self._handle = self._factory(config, self._link, bundle, self._clock)
+        link = MeteredLink(self._link, self.metrics)
+        self._handle = self._factory(config, link, bundle, self._clock)
         core = self._handle.core
         token_key = load_or_create_token_key(config.staff.token_key).public_key()
 
         def descriptor() -> bytes:
             return descriptor_path.read_bytes()
 
+        expiry = ExpiryWatch(
+            node_id=config.node_id,
+            bundle=bundle.current,
+            key_dir=config.key_dir,
+            agreements=config.agreements,
+        )
         checks = {
             "storage": lambda: self.readiness()["storage"],
             "outbox": lambda: self.readiness()["outbox"],
@@ -233,7 +260,7 @@ class Node:
             (
                 "federation",
                 federation_app(
-                    core,
+                    MeteredCore(core, self.metrics),
                     bundle=bundle,
                     clock=self._clock,
                     limits=config.limits,
@@ -245,7 +272,11 @@ class Node:
             ),
             (
                 "public",
-                public_app(descriptor=descriptor, readiness=checks),
+                public_app(
+                    descriptor=descriptor,
+                    readiness=checks,
+                    detail=lambda: {"expiry": expiry.detail(self._clock())},
+                ),
                 config.public,
                 server_context(cert, key, None, require_client_cert=False)
                 if config.public.tls
@@ -266,13 +297,8 @@ class Node:
                 else None,
             ),
         ]
-        expiry = ExpiryWatch(
-            node_id=config.node_id,
-            bundle=bundle.current,
-            key_dir=config.key_dir,
-            agreements=config.agreements,
-        )
         apps[2][1][ALERTS].add_source("expiry", expiry)  # the staff application
+        self._add_metrics(apps[2][1], bundle)
         for name, app, listener, context in apps:
             for extension in self._extensions:
                 extension(name, app)
@@ -280,6 +306,7 @@ class Node:
                 app,
                 handle_signals=False,
                 access_log=logging.getLogger(f"tongban.relay.access.{name}"),
+                access_log_class=AccessLog,  # the path only: queries carry secrets
                 shutdown_timeout=self._shutdown_timeout,
                 max_line_size=config.limits.max_header_bytes,
                 max_field_size=config.limits.max_header_bytes,
@@ -307,6 +334,15 @@ class Node:
             watch_until_stopped(expiry, self._clock, self._outbox_stop), name="expiry"
         )
 
+    def _add_metrics(self, staff: web.Application, bundle: BundleSource) -> None:
+        """``GET /metrics`` on the staff listener and the node's own gauge sources;
+        extensions add theirs through ``app[METRICS]`` (see :mod:`relay.metrics`)."""
+        add_metrics_routes(staff, self.metrics)
+        depth = getattr(self.core, "outbox_depth", None)  # the relay core reports it
+        if depth is not None:
+            self.metrics.add_gauges("outbox", outbox_gauges(depth))
+        self.metrics.add_gauges("expiry", expiry_gauges(bundle.current, self.config.key_dir))
+
     async def stop(self) -> None:
         """Stop accepting, finish in-flight requests, stop the outbox, close storage."""
         runners, self._runners = self._runners, []
@@ -325,6 +361,8 @@ class Node:
             await self._link.close()
         if self._handle is not None:
             self._handle.close()
+        if self._lock is not None:
+            self._lock.release()
         _log.info("node %s stopped", self.config.node_id)
 
 

@@ -4,6 +4,10 @@
 
 - **disk**: the data directory's file system has at least ``min_free_bytes`` free for
   the node (``statvfs`` ``f_bavail``), else ``disk-full``;
+- **writes**: a small probe file in the data directory can be written, synced and
+  removed, else ``disk-unwritable`` (a file system remounted read-only after an I/O
+  error, lost permissions, a vanished directory — free space and reads still look fine
+  then); ``disk-full`` when the write itself runs out of space;
 - **database**: ``PRAGMA quick_check`` says ``ok``, else ``database-corrupt``
   (``database-unreadable`` if SQLite cannot even run it). It reads the whole file, so
   a passing result is reused for ``recheck_seconds``; a failing one is never cached.
@@ -14,6 +18,7 @@ Time comes from the ``monotonic`` argument; the file-system figure from ``free_b
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -62,6 +67,9 @@ class StorageHealth:
                 found.append("disk-full")
         except OSError:
             found.append("disk-unreadable")
+        probe = self._write_probe()
+        if probe is not None and probe not in found:
+            found.append(probe)
         now = self._monotonic()
         if self._checked_ok_at is None or now - self._checked_ok_at >= self._recheck:
             verdict = self._quick_check()
@@ -77,6 +85,20 @@ class StorageHealth:
                 _log.info("storage ready again")
             self._last = found
         return found
+
+    def _write_probe(self) -> str | None:
+        path = self._data_dir / ".ready-probe"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, b"\0" * 512)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            path.unlink()
+        except OSError as exc:
+            return "disk-full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "disk-unwritable"
+        return None
 
     def _quick_check(self) -> str | None:
         try:

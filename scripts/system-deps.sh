@@ -13,6 +13,10 @@ command -v unshare >/dev/null 2>&1 || need="$need util-linux"
 # load both cores while the suite runs (see README, "Tests on other dates and under load")
 command -v faketime >/dev/null 2>&1 || need="$need faketime"
 command -v stress-ng >/dev/null 2>&1 || need="$need stress-ng"
+# promtool (`promtool check metrics`) judges GET /metrics; systemd-analyze judges the
+# hardening of deploy/tongban.service
+command -v promtool >/dev/null 2>&1 || need="$need prometheus"
+command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
 if [ -z "$need" ]; then exit 0; fi
 if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages:$need"

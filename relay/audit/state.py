@@ -174,6 +174,11 @@ class AuditState:
         ).fetchall()
         return {str(w): bytes(n) for w, n in rows}
 
+    def last_cosignature_at(self) -> datetime | None:
+        """When a partner last cosigned one of our checkpoints (None: never)."""
+        row = self._conn.execute("SELECT MAX(at) FROM audit_cosignatures").fetchone()
+        return None if row[0] is None else datetime.fromtimestamp(float(row[0]), UTC)
+
     def latest_cosigned_size(self, witness: str) -> int | None:
         row = self._conn.execute(
             "SELECT MAX(size) FROM audit_cosignatures WHERE witness = ?", (witness,)

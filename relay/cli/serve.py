@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from relay.authorizer import AgreementLoadError
 from relay.cli._common import CliError
 from relay.config import ConfigError, NodeConfig, load_config
+from relay.logs import configured_logging
+from relay.metrics import survey_gauges
 from relay.node import Node
 from relay.staff_auth import TokenKeyError
 from signing.errors import SigningError
@@ -27,6 +31,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.add_argument("--config", required=True, help="the node's node.toml")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="json: one JSON object a line (what the systemd unit uses); text: for people",
+    )
+    serve.add_argument(
+        "--log-file",
+        type=Path,
+        help="write the log to this file, rotated by size (default: standard error, "
+        "which systemd sends to the journal)",
+    )
+    serve.add_argument("--log-max-bytes", type=int, default=50 * 1024 * 1024)
+    serve.add_argument("--log-backups", type=int, default=10)
     serve.set_defaults(handler=_serve)
 
 
@@ -35,12 +53,20 @@ def _serve(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         raise CliError("config", str(exc)) from None
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    return asyncio.run(_run(config))
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(
+                configured_logging(
+                    args.log_level,
+                    fmt=args.log_format,
+                    file=args.log_file,
+                    max_bytes=args.log_max_bytes,
+                    backups=args.log_backups,
+                )
+            )
+        except OSError as exc:
+            raise CliError("log-file", f"cannot open the log file: {exc}") from None
+        return asyncio.run(_run(config))
 
 
 async def _run(config: NodeConfig) -> int:
@@ -71,6 +97,7 @@ async def _run(config: NodeConfig) -> int:
             cases.extension,
             reports.extension,
             integration.extension,
+            survey_gauges(lambda: (live.room.state.value for live in surveys.rooms.values())),
         ],
     )
     try:

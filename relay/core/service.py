@@ -296,6 +296,10 @@ class RelayNode:
         """Partners the outbox could not deliver to since when (consecutive failures)."""
         return self._sender.failing_since()
 
+    def outbox_depth(self) -> dict[str, tuple[int, datetime]]:
+        """Partner → (packets queued or in flight, creation of the oldest), for metrics."""
+        return self._store.outbox_depth()
+
     def list_outbox(
         self, *, state: OutboxState | None = None, peer: str | None = None
     ) -> list[OutboxItem]:

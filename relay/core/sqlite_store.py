@@ -418,3 +418,24 @@ class SqliteStore:
         if r is None:
             return None
         return StagedAttachment(r[0], int(r[1]), r[2], int(r[3]), r[4], r[5], r[6], bytes(r[7]))
+
+    # -- figures for the metrics (read at scrape time) -----------------------------------
+
+    def outbox_depth(self) -> dict[str, tuple[int, datetime]]:
+        """Partner → (packets queued or in flight, creation time of the oldest of them).
+
+        A grouped count over the ``outbox_open`` index plus one primary-key read per
+        partner, never a read of the whole table."""
+        open_states = (str(OutboxState.QUEUED), str(OutboxState.IN_FLIGHT))
+        groups = self._conn.execute(
+            "SELECT peer, COUNT(*), MIN(ord) FROM outbox WHERE state IN (?, ?) GROUP BY peer",
+            open_states,
+        ).fetchall()
+        out: dict[str, tuple[int, datetime]] = {}
+        for peer, count, first in groups:
+            row = self._conn.execute(
+                "SELECT summary FROM outbox WHERE ord = ?", (first,)
+            ).fetchone()
+            if row is not None:
+                out[str(peer)] = (int(count), summary_from_json(row[0]).created)
+        return out

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 from cryptography import x509
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from relay.audit.errors import AuditError, CheckpointError
 from relay.audit.service import AuditPeer, AuditService, RoundResult
@@ -33,6 +34,7 @@ from relay.audit.state import AuditState
 from relay.config import NodeConfig
 from relay.http.audit import add_audit_federation_routes, add_audit_staff_routes
 from relay.http.audit_client import AuditClient
+from relay.metrics import METRICS
 from relay.tls import BundleSource, client_context
 from signing.certificates import Purpose, validate_path
 from signing.descriptor import verify_descriptor
@@ -138,6 +140,26 @@ class AuditNode:
             app.on_cleanup.append(self._on_cleanup)
         elif listener == "staff":
             add_audit_staff_routes(app, self.service)
+            if METRICS in app:
+                app[METRICS].add_gauges("audit", self._gauges)
+
+    def _gauges(self, now: datetime) -> list[Metric]:
+        state = self.service.state
+        out: list[Metric] = [
+            GaugeMetricFamily(
+                "tongban_audit_log_leaves", "Leaves in the audit log", value=state.log.size()
+            )
+        ]
+        last = state.last_cosignature_at()
+        if last is not None:
+            out.append(
+                GaugeMetricFamily(
+                    "tongban_audit_last_cosignature_age_seconds",
+                    "Seconds since a partner last cosigned a checkpoint of this node",
+                    value=max((now - last).total_seconds(), 0.0),
+                )
+            )
+        return out
 
     async def witness_round(self) -> list[RoundResult]:
         """Witness every partner now (also what the witness task runs)."""

@@ -26,16 +26,18 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from relay.alerts import ALERTS
 from relay.calendars import CalendarDir
 from relay.cases.desk import CaseDesk, SyncingCore
 from relay.cases.errors import CaseError
 from relay.cases.short_links import ShortLinks
+from relay.cases.sla import ClockState, Colour
 from relay.cases.sqlite_store import SqliteCaseStore
 from relay.cases.terms import load_terms
 from relay.config import NodeConfig
@@ -49,6 +51,7 @@ from relay.http.licence_status import (
 )
 from relay.http.licences import LicenceVerifier, add_licence_routes
 from relay.http.tracking import add_tracking_routes
+from relay.metrics import METRICS, cached
 from relay.node import CoreFactory, CoreHandle, relay_core_factory
 from relay.tls import BundleSource
 from signing.descriptor import verify_descriptor
@@ -78,12 +81,29 @@ class CaseServices:
                 app[ALERTS].add_source(
                     "calendar", lambda now: calendars.alerts(now, desk.unknown_clocks)
                 )
+            if METRICS in app:
+                app[METRICS].add_gauges("cases", cached(self._sla_gauges, timedelta(minutes=1)))
             if self.licence_status is not None:
                 add_licence_status_routes(app, self.licence_status)
                 app.cleanup_ctx.append(self._renewing_status_lists)
         elif listener == "public":
             add_tracking_routes(app, self.desk)
             add_licence_routes(app, self.verifier)
+
+    def _sla_gauges(self, now: datetime) -> list[Metric]:
+        """Open cases (clock not stopped) by the colour of their statutory clock."""
+        family = GaugeMetricFamily(
+            "tongban_cases", "Open cases by the colour of their SLA clock", labels=["colour"]
+        )
+        counts = dict.fromkeys(Colour, 0)
+        calendar = self.desk.calendar
+        for record in self.desk.list_cases():
+            report = self.desk.clock_of(record.case, now, calendar)
+            if report.state is not ClockState.STOPPED:
+                counts[report.colour] += 1
+        for colour, n in counts.items():
+            family.add_metric([colour.value], n)
+        return [family]
 
     async def _renewing_status_lists(self, app: web.Application) -> AsyncIterator[None]:
         """While the staff listener runs: keep the published status lists valid."""

@@ -3,7 +3,9 @@
 Routes::
 
     GET /healthz                        200 {"status": "ok"} while the process serves
-    GET /readyz                         200 when every readiness check passes, else 503
+    GET /readyz                         200 when every readiness check passes, else 503;
+                                        with what runs out when (``expiry``: CRLs and
+                                        the node's certificates, days left)
     GET /.well-known/tongban/node.json  this node's signed descriptor
     GET /openapi.yaml                   the OpenAPI description
 """
@@ -26,7 +28,14 @@ ReadinessChecks = Mapping[str, Callable[[], bool]]
 """Named checks, e.g. ``{"storage": ..., "outbox": ...}``; each True when ready."""
 
 
-def public_app(*, descriptor: Callable[[], bytes], readiness: ReadinessChecks) -> web.Application:
+def public_app(
+    *,
+    descriptor: Callable[[], bytes],
+    readiness: ReadinessChecks,
+    detail: Callable[[], Mapping[str, object]] | None = None,
+) -> web.Application:
+    """``detail`` adds members to the ``/readyz`` answer (what runs out when: CRLs and
+    certificates), ready or not; it never decides readiness."""
     app = web.Application(
         client_max_size=_MAX_BODY,
         middlewares=[problem_middleware, declared_size_middleware(_MAX_BODY)],
@@ -37,6 +46,12 @@ def public_app(*, descriptor: Callable[[], bytes], readiness: ReadinessChecks) -
 
     async def readyz(request: web.Request) -> web.Response:
         checks = {name: bool(check()) for name, check in readiness.items()}
+        extra: dict[str, object] = {}
+        if detail is not None:
+            try:
+                extra.update(detail())
+            except Exception as exc:  # unreadable files: reported, readiness unchanged
+                extra["detail_error"] = f"{type(exc).__name__}: {exc}"
         if not all(checks.values()):
             failing = ", ".join(name for name, ok in checks.items() if not ok)
             raise Problem(
@@ -44,10 +59,10 @@ def public_app(*, descriptor: Callable[[], bytes], readiness: ReadinessChecks) -
                 ProblemCode.NOT_READY,
                 f"not ready: {failing}",
                 headers={"Cache-Control": "no-store"},
-                extra={"checks": checks},
+                extra={"checks": checks, **extra},
             )
         return web.json_response(
-            {"status": "ready", "checks": checks}, headers={"Cache-Control": "no-store"}
+            {"status": "ready", "checks": checks, **extra}, headers={"Cache-Control": "no-store"}
         )
 
     async def node_json(request: web.Request) -> web.Response:

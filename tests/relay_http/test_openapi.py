@@ -103,6 +103,9 @@ def test_every_route_is_documented_and_every_documented_route_exists(pki: Pki) -
     from relay.integration.http import add_integration_routes
 
     add_integration_routes(apps[1], None, None, None)  # type: ignore[arg-type]  # routes only
+    from relay.metrics import NodeMetrics, add_metrics_routes
+
+    add_metrics_routes(apps[1], NodeMetrics(lambda: datetime.now(UTC)))
     served = set().union(*(_routes(a) for a in apps))
     served = {(m, p) for m, p in served if m != "head" or "attachments" in p}
     documented = {

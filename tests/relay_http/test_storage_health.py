@@ -59,3 +59,27 @@ def test_a_corrupt_database_is_not_ready_and_is_rechecked(tmp_path: Path) -> Non
     assert health.faults() in (["database-corrupt"], ["database-unreadable"])
     now[0] = 62.0
     assert health.faults() != []  # a failing check is never cached
+
+
+def test_a_read_only_data_dir_is_not_ready(tmp_path: Path) -> None:
+    """Issue 14: a file system remounted read-only (as Linux does after an I/O error)
+    still reads and still reports free space; only a write shows the fault."""
+    import os
+    import subprocess
+
+    assert os.geteuid() == 0, "this test mounts a tmpfs: run it as root (as CI does)"
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    try:
+        _database(mount / "db.sqlite").close()
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        conn = sqlite3.connect(f"file:{mount / 'db.sqlite'}?mode=ro", uri=True)
+        health = StorageHealth(lambda: conn, mount, min_free_bytes=1)
+        assert conn.execute("SELECT COUNT(*) FROM t").fetchone() == (2000,)  # reads work
+        assert health.faults() == ["disk-unwritable"]
+        subprocess.run(["mount", "-o", "remount,rw", str(mount)], check=True)
+        assert health.faults() == []
+        conn.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -1,0 +1,180 @@
+"""Online backup and restore of a node's data directory.
+
+``tongban backup --config node.toml --out DIR`` runs while the node works:
+
+1. ``relay.sqlite3`` (outbox, inbox, cases, audit log, witnessing state: every table of
+   the node is in this one file) is copied with SQLite's online backup API in one step,
+   which reads one consistent snapshot while writers continue;
+2. the blobs the *snapshot* names (its ``blobs`` table) are copied and checked against
+   their names (a blob is named by the SHA-256 of its bytes and only enters ``blobs/``
+   complete, before the row naming it commits), so the blobs match the database state;
+3. every other file of the data directory (calendars, status lists, survey media and
+   reports, the staff-token key) is copied; uploads in progress (``partial/``,
+   ``tmp/``) are not: the sender resumes them;
+4. ``manifest.json`` lists every file with its size and SHA-256; it is written last, so
+   a folder without one is an unfinished backup (and ``restore`` refuses it).
+
+``tongban restore --config node.toml --from DIR`` checks every digest of the manifest
+first, refuses while the node runs (the node holds an exclusive lock on
+``<data_dir>/node.lock`` while it serves), refuses a data directory that holds files
+unless ``--replace`` (the old directory is then kept as ``<data_dir>.replaced-<time>``),
+and writes into a fresh directory renamed into place at the end, so an interrupted
+restore leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+__all__ = ["BackupError", "DataDirLock", "Manifest", "backup", "restore"]
+
+DATABASE = "relay.sqlite3"
+MANIFEST = "manifest.json"
+LOCK = "node.lock"
+_SKIPPED = {DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", "blobs", "partial", "tmp", LOCK}
+_SKIPPED |= {".ready-probe"}
+
+
+class BackupError(Exception):
+    """A backup or restore that cannot be done; the message says why."""
+
+
+class DataDirLock:
+    """An exclusive ``flock`` on ``<data_dir>/node.lock`` held while a node serves."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._fd = os.open(data_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise BackupError(f"{data_dir} is in use by a running node") from None
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    node_id: str
+    created: str
+    files: dict[str, tuple[int, str]]  # relative path → (size, sha256)
+    audit_leaves: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "v": 1,
+            "node_id": self.node_id,
+            "created": self.created,
+            "audit_leaves": self.audit_leaves,
+            "files": {p: {"size": s, "sha256": d} for p, (s, d) in sorted(self.files.items())},
+        }
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest:
+        try:
+            obj = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+            files = {p: (int(f["size"]), str(f["sha256"])) for p, f in obj["files"].items()}
+            return cls(str(obj["node_id"]), str(obj["created"]), files, int(obj["audit_leaves"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BackupError(f"{folder} holds no readable {MANIFEST}: {exc}") from None
+
+
+def backup(data_dir: Path, out: Path, *, node_id: str, now: datetime) -> Manifest:
+    """Copy the node's data in ``data_dir`` into the new folder ``out`` (see above)."""
+    if not (data_dir / DATABASE).is_file():
+        raise BackupError(f"{data_dir} holds no {DATABASE}")
+    if out.exists() and any(out.iterdir()):
+        raise BackupError(f"{out} exists and is not empty")
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    source = sqlite3.connect(f"file:{data_dir / DATABASE}?mode=ro", uri=True, timeout=30)
+    target = sqlite3.connect(out / DATABASE)
+    try:
+        source.backup(target)  # one step: a single consistent snapshot
+    finally:
+        source.close()
+    try:
+        digests = [str(r[0]) for r in target.execute("SELECT digest FROM blobs")]
+        leaves = int(target.execute("SELECT COUNT(*) FROM audit_leaves").fetchone()[0])
+    finally:
+        target.close()
+    for digest in digests:
+        rel = Path("blobs") / digest[:2] / digest
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(data_dir / rel, out / rel)
+        if _sha256(out / rel) != digest:
+            raise BackupError(f"blob {digest} does not match its name: the store is damaged")
+    for path in sorted(data_dir.rglob("*")):
+        rel = path.relative_to(data_dir)
+        if rel.parts[0] in _SKIPPED or not path.is_file():
+            continue
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, out / rel)
+    files = {
+        str(p.relative_to(out)): (p.stat().st_size, _sha256(p))
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
+    }
+    for name in files:
+        _fsync(out / name)
+    manifest = Manifest(node_id, now.isoformat(), files, leaves)
+    (out / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=1), encoding="utf-8")
+    _fsync(out / MANIFEST)
+    return manifest
+
+
+def restore(
+    source: Path, data_dir: Path, *, node_id: str, now: datetime, replace: bool
+) -> Manifest:
+    """Restore the backup in ``source`` as the node's ``data_dir`` (see above)."""
+    manifest = Manifest.read(source)
+    if manifest.node_id != node_id:
+        raise BackupError(f"the backup is of node {manifest.node_id}, not of {node_id}")
+    for rel, (size, digest) in manifest.files.items():
+        held = source / rel
+        if not held.is_file() or held.stat().st_size != size or _sha256(held) != digest:
+            raise BackupError(f"{rel} in the backup is missing or damaged (digest differs)")
+    if data_dir.exists():
+        lock = DataDirLock(data_dir)  # refuses while the node runs
+        lock.release()
+        if any(p.name != LOCK for p in data_dir.iterdir()) and not replace:
+            raise BackupError(f"{data_dir} holds data: restore with --replace to set it aside")
+    fresh = data_dir.with_name(f"{data_dir.name}.restoring")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(mode=0o700, parents=True)
+    for rel in manifest.files:
+        (fresh / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / rel, fresh / rel)
+        _fsync(fresh / rel)
+    if data_dir.exists():
+        data_dir.rename(data_dir.with_name(f"{data_dir.name}.replaced-{now:%Y%m%dT%H%M%S}"))
+    fresh.rename(data_dir)
+    _fsync(data_dir.parent)
+    return manifest

@@ -1,0 +1,375 @@
+"""Prometheus metrics of one node, served as ``GET /metrics`` on the staff listener.
+
+Each node has its own :class:`prometheus_client.CollectorRegistry` (never the global
+one), so several nodes in one process (tests, the demo) keep their figures apart.
+
+Two kinds of figures:
+
+- **counters and the latency histogram** are incremented where a result is already
+  known, at the node's edges, never by a query: the receipts a partner gets from
+  ``receive_batch`` (:class:`MeteredCore`), the receipts and failures the outbox gets
+  from the peer link, and the attachment bytes that cross it (:class:`MeteredLink`).
+  Receipts are this node's own or already verified by the core; the wrappers only read
+  their payloads (status, reason, the packet's ``created`` time).
+- **gauges** are computed when Prometheus scrapes, by *gauge sources* registered like
+  the staff alerts' sources: ``app[METRICS].add_gauges(name, fn)``, ``fn(now)`` returns
+  metric families. Each source reads what its part already keeps, from an index (the
+  outbox depth is a grouped count over ``outbox_open``), or caches a costlier figure
+  (the SLA colours, recomputed at most once a minute). A failing source is counted in
+  ``tongban_metrics_source_errors_total`` and logged; it never hides the others.
+
+Times are in seconds, the Prometheus base unit (``promtool`` refuses a ``_days``
+metric): the days left of a CRL or certificate are ``remaining_seconds / 86400``,
+negative once past. Metric names and labels (``partner`` is a node id; ``reason`` a
+receipt's reason code, ``none`` for accepted packets, or for a delivery failure the
+partner's problem code, ``http-<status>`` or ``unavailable``)::
+
+    tongban_packets_received_total{partner,status,reason}   receipts we gave
+    tongban_packets_sent_total{partner,status,reason}       receipts we got
+    tongban_delivery_failures_total{partner,reason}          batches with no receipts
+    tongban_delivery_latency_seconds{partner}                created → accepted receipt
+    tongban_attachment_bytes_total{direction,partner}        sealed blob bytes moved
+    tongban_outbox_packets{partner}                          queued or in flight
+    tongban_outbox_oldest_age_seconds{partner}               age of the oldest of them
+    tongban_cases{colour}                                    SLA clock colour of cases
+    tongban_survey_sessions{state}                           surveys held, by state
+    tongban_crl_remaining_seconds{issuer}                    to the CRL's nextUpdate
+    tongban_certificate_remaining_seconds{certificate}       to notAfter (tls, seal)
+    tongban_audit_log_leaves                                 size of the audit log
+    tongban_audit_last_cosignature_age_seconds               since a partner last cosigned
+
+``/metrics`` needs a staff bearer token of any role (a ``reader`` token for the
+scraper, ``tongban staff token --role reader``): the figures name partners and volumes,
+which are the office's business, and the staff listener already checks tokens.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from cryptography import x509
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from relay.core.errors import PeerRefused
+from relay.core.ports import OpenAt, PeerLink
+from signing.certificates import TrustBundle
+from signing.encoding import b64url_decode
+
+__all__ = [
+    "METRICS",
+    "GaugeSource",
+    "MeteredCore",
+    "MeteredLink",
+    "NodeMetrics",
+    "add_metrics_routes",
+    "cached",
+    "expiry_gauges",
+    "gauge",
+    "metrics_handler",
+    "outbox_gauges",
+    "survey_gauges",
+]
+
+_log = logging.getLogger("tongban.relay.metrics")
+
+GaugeSource = Callable[[datetime], Iterable[Metric]]
+"""``fn(now)`` → metric families standing at ``now`` (computed at scrape time)."""
+
+LATENCY_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400)
+
+
+def _payload(token: str) -> Mapping[str, Any]:
+    """The unverified payload of a compact JWS this node made or already verified."""
+    try:
+        obj = json.loads(b64url_decode(token.split(".")[1]))
+    except (IndexError, ValueError, TypeError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+class NodeMetrics:
+    """The registry of one node, its counters, and its gauge sources."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self._clock = clock
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.received = Counter(
+            "tongban_packets_received",
+            "Packets partners sent us, by the receipt we gave",
+            ["partner", "status", "reason"],
+            registry=r,
+        )
+        self.sent = Counter(
+            "tongban_packets_sent",
+            "Packets we sent, by the receipt the partner gave",
+            ["partner", "status", "reason"],
+            registry=r,
+        )
+        self.failures = Counter(
+            "tongban_delivery_failures",
+            "Batches a partner did not answer with receipts, by the problem code of its "
+            "refusal (unavailable: unreachable or no usable answer)",
+            ["partner", "reason"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "tongban_delivery_latency_seconds",
+            "From a packet's creation to its accepted receipt",
+            ["partner"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.attachment_bytes = Counter(
+            "tongban_attachment_bytes",
+            "Sealed attachment bytes moved between nodes",
+            ["direction", "partner"],
+            registry=r,
+        )
+        self._sources: list[tuple[str, GaugeSource]] = []
+        r.register(_Sources(self))  # before the error counter: a scrape shows its own errors
+        self.source_errors = Counter(
+            "tongban_metrics_source_errors",
+            "Gauge sources that failed during a scrape",
+            ["source"],
+            registry=r,
+        )
+
+    def add_gauges(self, name: str, source: GaugeSource) -> None:
+        if any(n == name for n, _ in self._sources):
+            raise ValueError(f"a gauge source named {name!r} is registered already")
+        self._sources.append((name, source))
+
+    def gauges(self) -> list[Metric]:
+        now = self._clock()
+        out: list[Metric] = []
+        for name, source in self._sources:
+            try:
+                out.extend(source(now))
+            except Exception:  # a broken source must not hide the other figures
+                _log.exception("metrics source %s failed", name)
+                self.source_errors.labels(name).inc()
+        return out
+
+    # -- counting at the edges ---------------------------------------------------------
+
+    def count_receipts(self, counter: Counter, partner: str, receipts: Sequence[str]) -> None:
+        for receipt in receipts:
+            facts = _payload(receipt)
+            status = str(facts.get("status", "unknown"))
+            counter.labels(partner, status, str(facts.get("reason") or "none")).inc()
+
+    def observe_delivered(
+        self, partner: str, packets: Sequence[str], receipts: Sequence[str], at: datetime
+    ) -> None:
+        self.count_receipts(self.sent, partner, receipts)
+        for packet, receipt in zip(packets, receipts, strict=False):
+            if _payload(receipt).get("status") != "accepted":
+                continue
+            created = _payload(packet).get("created")  # whole seconds since the epoch
+            if not isinstance(created, int):
+                continue
+            started = datetime.fromtimestamp(created, UTC)
+            self.latency.labels(partner).observe(max((at - started).total_seconds(), 0.0))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Sources(Collector):
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        return self._metrics.gauges()
+
+    def describe(self) -> Iterable[Metric]:
+        return ()  # the families are only known at scrape time
+
+
+class MeteredLink:
+    """A :class:`PeerLink` that counts what crosses it (delivery outcomes, latency,
+    attachment bytes); it adds no semantics of its own."""
+
+    def __init__(self, inner: PeerLink, metrics: NodeMetrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    async def deliver(self, peer: str, packets: Sequence[str]) -> list[str]:
+        try:
+            receipts = await self._inner.deliver(peer, packets)
+        except PeerRefused as exc:
+            reason = exc.code or f"http-{exc.status}"
+            self._metrics.failures.labels(peer, reason).inc()
+            raise
+        except Exception:
+            self._metrics.failures.labels(peer, "unavailable").inc()
+            raise
+        self._metrics.observe_delivered(peer, packets, receipts, self._metrics._clock())
+        return receipts
+
+    async def upload_attachment(self, peer: str, digest: str, size: int, open_at: OpenAt) -> None:
+        sent = 0
+
+        async def counted(offset: int) -> Any:
+            nonlocal sent
+            async for chunk in open_at(offset):
+                sent += len(chunk)
+                yield chunk
+
+        try:
+            await self._inner.upload_attachment(peer, digest, size, counted)
+        finally:
+            self._metrics.attachment_bytes.labels("out", peer).inc(sent)
+
+
+class MeteredCore:
+    """The core as the federation listener sees it, counting receipts given and blob
+    bytes received; every other attribute is the core's own."""
+
+    def __init__(self, core: Any, metrics: NodeMetrics) -> None:
+        self._core = core
+        self._metrics = metrics
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._core, name)
+
+    async def receive_batch(self, peer_id: str, packets: Sequence[str]) -> list[str]:
+        receipts: list[str] = await self._core.receive_batch(peer_id, packets)
+        self._metrics.count_receipts(self._metrics.received, peer_id, receipts)
+        return receipts
+
+    async def write_blob(
+        self, peer_id: str, digest: str, size: int, offset: int, chunks: Any
+    ) -> int:
+        moved = 0
+
+        async def counted() -> Any:
+            nonlocal moved
+            async for chunk in chunks:
+                moved += len(chunk)
+                yield chunk
+
+        try:
+            result: int = await self._core.write_blob(peer_id, digest, size, offset, counted())
+        finally:
+            self._metrics.attachment_bytes.labels("in", peer_id).inc(moved)
+        return result
+
+
+# -- gauge sources -------------------------------------------------------------------
+
+
+def outbox_gauges(depth: Callable[[], Mapping[str, tuple[int, datetime]]]) -> GaugeSource:
+    """``depth()`` → partner → (open packets, creation of the oldest open one)."""
+
+    def source(now: datetime) -> list[Metric]:
+        count = GaugeMetricFamily(
+            "tongban_outbox_packets", "Packets queued or in flight", labels=["partner"]
+        )
+        age = GaugeMetricFamily(
+            "tongban_outbox_oldest_age_seconds",
+            "Age of the oldest packet queued or in flight",
+            labels=["partner"],
+        )
+        for partner, (n, oldest) in sorted(depth().items()):
+            count.add_metric([partner], n)
+            age.add_metric([partner], max((now - oldest).total_seconds(), 0.0))
+        return [count, age]
+
+    return source
+
+
+def expiry_gauges(bundle: Callable[[], TrustBundle], key_dir: Path) -> GaugeSource:
+    """Seconds left to each CRL's nextUpdate and to the node's certificates' notAfter
+    (negative once past), read anew on every scrape like :class:`relay.expiry.ExpiryWatch`."""
+
+    def source(now: datetime) -> list[Metric]:
+        crl = GaugeMetricFamily(
+            "tongban_crl_remaining_seconds",
+            "Seconds until the CRL's nextUpdate (negative: stale)",
+            labels=["issuer"],
+        )
+        for item in bundle().crls:
+            if item.next_update_utc is not None:
+                left = (item.next_update_utc - now).total_seconds()
+                crl.add_metric([item.issuer.rfc4514_string()], left)
+        cert = GaugeMetricFamily(
+            "tongban_certificate_remaining_seconds",
+            "Seconds until this node's certificate expires (negative: expired)",
+            labels=["certificate"],
+        )
+        for name in ("tls", "seal"):
+            loaded = x509.load_pem_x509_certificate((key_dir / f"{name}.pem").read_bytes())
+            cert.add_metric([name], (loaded.not_valid_after_utc - now).total_seconds())
+        return [crl, cert]
+
+    return source
+
+
+def gauge(name: str, doc: str, value: Callable[[datetime], float | None]) -> GaugeSource:
+    """A source of one unlabelled gauge (absent while ``value`` is None)."""
+
+    def source(now: datetime) -> list[Metric]:
+        figure = value(now)
+        return [] if figure is None else [GaugeMetricFamily(name, doc, value=figure)]
+
+    return source
+
+
+def cached(source: GaugeSource, every: timedelta) -> GaugeSource:
+    """``source`` recomputed at most once per ``every`` (for figures that read a table)."""
+    last: list[tuple[datetime, list[Metric]]] = []
+
+    def wrapped(now: datetime) -> list[Metric]:
+        if not last or now - last[0][0] >= every or now < last[0][0]:
+            last[:] = [(now, list(source(now)))]
+        return last[0][1]
+
+    return wrapped
+
+
+def survey_gauges(states: Callable[[], Iterable[str]]) -> Callable[[str, web.Application], None]:
+    """A ``Node`` extension reporting the node's surveys by state (``states()`` gives the
+    state of each survey the node holds: scheduled, live, interrupted, completed...)."""
+
+    def source(now: datetime) -> list[Metric]:
+        family = GaugeMetricFamily(
+            "tongban_survey_sessions", "Surveys held by this node, by state", labels=["state"]
+        )
+        for state, n in sorted(collections.Counter(states()).items()):
+            family.add_metric([state], n)
+        return [family]
+
+    def extension(listener: str, app: web.Application) -> None:
+        if listener == "staff" and METRICS in app:
+            app[METRICS].add_gauges("surveys", source)
+
+    return extension
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    body = request.app[METRICS].exposition()
+    return web.Response(
+        body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"}
+    )
+
+
+METRICS = web.AppKey("metrics", NodeMetrics)
+"""Where the staff application keeps its node's metrics (``app[METRICS]``)."""
+
+
+def add_metrics_routes(app: web.Application, metrics: NodeMetrics) -> None:
+    """``GET /metrics`` on the staff application (behind its bearer-token check)."""
+    app[METRICS] = metrics
+    app.router.add_get("/metrics", metrics_handler)

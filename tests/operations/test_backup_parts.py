@@ -1,0 +1,64 @@
+"""Issue 14: ``relay.backup`` on a stopped node's data directory: what restore refuses,
+and what it keeps (the drill with running nodes is test_backup_drill)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from relay.backup import BackupError, DataDirLock, backup, restore
+from relay.core.sqlite_store import SqliteStore
+
+NOW = datetime.now(UTC)
+
+
+def _data(folder: Path) -> Path:
+    SqliteStore(folder).close()
+    (folder / "calendars").mkdir()
+    (folder / "calendars" / "cn-2027.json").write_text('{"year": 2027}', encoding="utf-8")
+    (folder / "partial" / "upload-half").write_bytes(b"half an upload")
+    return folder
+
+
+def test_a_backup_lists_every_file_and_leaves_uploads_out(tmp_path: Path) -> None:
+    data = _data(tmp_path / "data")
+    manifest = backup(data, tmp_path / "bk", node_id="420106", now=NOW)
+    assert set(manifest.files) == {"relay.sqlite3", "calendars/cn-2027.json"}
+    listed = json.loads((tmp_path / "bk" / "manifest.json").read_text(encoding="utf-8"))
+    assert listed["node_id"] == "420106"
+    assert set(listed["files"]) == set(manifest.files)
+    with pytest.raises(BackupError, match="not empty"):
+        backup(data, tmp_path / "bk", node_id="420106", now=NOW)
+
+
+def test_restore_refuses_a_data_dir_with_files_unless_replacing(tmp_path: Path) -> None:
+    data = _data(tmp_path / "data")
+    backup(data, tmp_path / "bk", node_id="420106", now=NOW)
+    (data / "calendars" / "cn-2027.json").write_text('{"year": 2028}', encoding="utf-8")
+    with pytest.raises(BackupError, match="--replace"):
+        restore(tmp_path / "bk", data, node_id="420106", now=NOW, replace=False)
+    with pytest.raises(BackupError, match="of node 420106, not of 999999"):
+        restore(tmp_path / "bk", tmp_path / "other", node_id="999999", now=NOW, replace=True)
+    restore(tmp_path / "bk", data, node_id="420106", now=NOW, replace=True)
+    assert (data / "calendars" / "cn-2027.json").read_text(encoding="utf-8") == '{"year": 2027}'
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("data.replaced-")]
+    assert len(kept) == 1
+    assert '"year": 2028' in (kept[0] / "calendars" / "cn-2027.json").read_text(encoding="utf-8")
+
+
+def test_restore_refuses_an_unfinished_backup_and_a_running_node(tmp_path: Path) -> None:
+    data = _data(tmp_path / "data")
+    backup(data, tmp_path / "bk", node_id="420106", now=NOW)
+    (tmp_path / "bk" / "manifest.json").unlink()
+    with pytest.raises(BackupError, match="manifest"):
+        restore(tmp_path / "bk", data, node_id="420106", now=NOW, replace=True)
+    backup(data, tmp_path / "bk2", node_id="420106", now=NOW)
+    running = DataDirLock(data)
+    try:
+        with pytest.raises(BackupError, match="running node"):
+            restore(tmp_path / "bk2", data, node_id="420106", now=NOW, replace=True)
+    finally:
+        running.release()
