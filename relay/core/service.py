@@ -47,7 +47,7 @@ from relay.core.model import (
     PacketContent,
     PacketSummary,
 )
-from relay.core.outbox import OutboxPolicy, next_wakeup
+from relay.core.outbox import OutboxPolicy
 from relay.core.packets import (
     AttachmentKey,
     AttachmentRef,
@@ -389,9 +389,7 @@ class RelayNode:
             try:
                 await self.deliver_once()
                 now = self._clock()
-                wake = next_wakeup(
-                    self._store.open_rows(), self._store.peer_backoffs(), self._policy, now
-                )
+                wake = self._sender.next_wakeup(now)
                 delay = max((wake - now).total_seconds(), 0.0)
             except (StoreError, OSError, sqlite3.Error) as exc:
                 # a storage fault (full disk, I/O error) must not end delivery for good:
