@@ -296,6 +296,11 @@ class RelayNode:
         """Partners the outbox could not deliver to since when (consecutive failures)."""
         return self._sender.failing_since()
 
+    def parked_packets(self) -> list[OutboxItem]:
+        """Dead letters refused for good (not ``expired``) and not sent again since,
+        newest first: what staff must act on (an indexed read, not the outbox)."""
+        return self._store.parked()
+
     def list_outbox(
         self, *, state: OutboxState | None = None, peer: str | None = None
     ) -> list[OutboxItem]:
