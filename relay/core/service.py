@@ -65,6 +65,7 @@ from relay.core.ports import (
     Clock,
     ContentCheck,
     PeerLink,
+    ReceivedBatch,
 )
 from relay.core.receiver import standard_pipeline
 from relay.core.sender import Sender
@@ -156,6 +157,13 @@ class RelayNode:
         returns; a duplicate packet id gets the original receipt back.
         """
         return await self._inbox.receive_batch(peer_id, packets)
+
+    async def receive_batch_opened(self, peer_id: str, packets: Sequence[str]) -> ReceivedBatch:
+        """:meth:`receive_batch` that also hands over the packets it accepted with their
+        opened content (for the case layer: no second verify and decrypt). Returns
+        after the commit, with nothing awaited in between: batches come back in commit
+        order."""
+        return await self._inbox.receive_batch_opened(peer_id, packets)
 
     def install_content_check(self, check: ContentCheck) -> None:
         """Have the application judge the content of incoming packets from now on
