@@ -34,9 +34,9 @@ __all__ = [
     "ContentCheck",
     "OpenAt",
     "OpenedPacket",
-    "ReceivedBatch",
     "PeerLink",
     "PeerUnavailable",
+    "ReceivedBatch",
 ]
 
 Clock = Callable[[], datetime]

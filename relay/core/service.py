@@ -2,7 +2,8 @@
 
 The HTTP shell (``relay.http``) only decodes requests, calls these methods and encodes
 results; nothing here knows about HTTP. Every method that returns an acknowledgement
-returns it only after the store committed what it acknowledges.
+returns it only after the store committed what it acknowledges; packets created in the
+same event-loop turn share one commit (:mod:`relay.core.group_commit`).
 
 Federation side (called with the mTLS-authenticated peer id):
     ``receive_batch``, ``blob_offset``, ``write_blob``, ``open_blob``.
@@ -37,6 +38,7 @@ from relay.core.errors import (
     StoreError,
 )
 from relay.core.fields import format_time
+from relay.core.group_commit import GroupCommit
 from relay.core.inbox import Inbox, summary_of
 from relay.core.leaves import packet_leaf
 from relay.core.model import (
@@ -122,6 +124,7 @@ class RelayNode:
         self._new_id = new_id
         self._policy = policy or OutboxPolicy()
         self._wake = asyncio.Event()
+        self._commits = GroupCommit(store)
         self._content_check = content_check
         self._inbox = Inbox(
             me=node_id,
@@ -266,7 +269,7 @@ class RelayNode:
             )
 
         try:
-            new = self._store.enqueue(to, case_id, build)
+            new = await self._commits.enqueue(to, case_id, build)
         except MalformedPacket as exc:
             raise NotAuthorized(f"malformed: {exc}") from exc
         self._wake.set()

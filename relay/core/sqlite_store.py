@@ -170,31 +170,58 @@ class SqliteStore:
         self, peer: str, case_id: str, build: Callable[[int, str | None], NewOutgoing]
     ) -> NewOutgoing:
         with self._tx() as c:
-            row = c.execute(
-                "SELECT seq, digest FROM send_seq WHERE peer = ? AND case_id = ?", (peer, case_id)
-            ).fetchone()
-            seq, prev = (1, None) if row is None else (int(row[0]) + 1, str(row[1]))
-            new = build(seq, prev)
-            s = new.summary
-            if s.seq != seq or s.receiver != peer or s.case_id != case_id:
-                raise StoreError("built packet does not match the allocated sequence")
-            c.execute(
-                "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, token, summary,"
-                " state, expires, own_copy) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    s.packet_id, peer, case_id, seq, s.digest, new.token, summary_json(s),
-                    str(OutboxState.QUEUED), s.expires.timestamp(), new.own_copy,
-                ),
-            )  # fmt: skip
-            c.execute(
-                "INSERT INTO send_seq (peer, case_id, seq, digest) VALUES (?,?,?,?)"
-                " ON CONFLICT (peer, case_id) DO UPDATE SET seq = excluded.seq,"
-                " digest = excluded.digest",
-                (peer, case_id, seq, s.digest),
-            )
-            self._refresh_heads(c, [(peer, case_id)])
-            audit_append(c, new.audit_leaf)
+            return self._enqueue(c, peer, case_id, build)
+
+    def _enqueue(
+        self,
+        c: sqlite3.Connection,
+        peer: str,
+        case_id: str,
+        build: Callable[[int, str | None], NewOutgoing],
+    ) -> NewOutgoing:
+        row = c.execute(
+            "SELECT seq, digest FROM send_seq WHERE peer = ? AND case_id = ?", (peer, case_id)
+        ).fetchone()
+        seq, prev = (1, None) if row is None else (int(row[0]) + 1, str(row[1]))
+        new = build(seq, prev)
+        s = new.summary
+        if s.seq != seq or s.receiver != peer or s.case_id != case_id:
+            raise StoreError("built packet does not match the allocated sequence")
+        c.execute(
+            "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, token, summary,"
+            " state, expires, own_copy) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                s.packet_id, peer, case_id, seq, s.digest, new.token, summary_json(s),
+                str(OutboxState.QUEUED), s.expires.timestamp(), new.own_copy,
+            ),
+        )  # fmt: skip
+        c.execute(
+            "INSERT INTO send_seq (peer, case_id, seq, digest) VALUES (?,?,?,?)"
+            " ON CONFLICT (peer, case_id) DO UPDATE SET seq = excluded.seq,"
+            " digest = excluded.digest",
+            (peer, case_id, seq, s.digest),
+        )
+        self._refresh_heads(c, [(peer, case_id)])
+        audit_append(c, new.audit_leaf)
         return new
+
+    def enqueue_many(
+        self, items: Sequence[tuple[str, str, Callable[[int, str | None], NewOutgoing]]]
+    ) -> list[NewOutgoing | Exception]:
+        """:meth:`enqueue` for several packets in one transaction (one commit); each in
+        its own savepoint, so one whose build fails is left out alone and its exception
+        returned in its place."""
+        out: list[NewOutgoing | Exception] = []
+        with self._tx() as c:
+            for peer, case_id, build in items:
+                c.execute("SAVEPOINT one")
+                try:
+                    out.append(self._enqueue(c, peer, case_id, build))
+                except Exception as exc:  # handed back to that packet's caller
+                    c.execute("ROLLBACK TO one")
+                    out.append(exc)
+                c.execute("RELEASE one")
+        return out
 
     @staticmethod
     def _refresh_heads(c: sqlite3.Connection, pairs: Iterable[tuple[str, str]]) -> None:

@@ -140,6 +140,13 @@ class RelayStore(Protocol):
         with them and queue the result — all in one transaction."""
         ...
 
+    def enqueue_many(
+        self, items: Sequence[tuple[str, str, Callable[[int, str | None], NewOutgoing]]]
+    ) -> list[NewOutgoing | Exception]:
+        """:meth:`enqueue` for ``(peer, case_id, build)`` items in one transaction; a
+        build that raises leaves out its packet alone (its exception in its place)."""
+        ...
+
     def open_rows(self) -> list[OutboxRow]:
         """Every open packet (tests and tools; the outbox reads only what is due)."""
         ...
