@@ -228,6 +228,27 @@ def _chain(header: Mapping[str, Any]) -> tuple[x509.Certificate, ...]:
     return tuple(chain)
 
 
+_LEAF_FACTS: pathcache.LruCache[tuple[PublicKey, str, str]] = pathcache.LruCache(1024)
+
+
+def _leaf_facts(leaf: x509.Certificate) -> tuple[PublicKey, str, str]:
+    """The leaf's public key object, its JWS algorithm and its ``kid``: functions of its
+    DER only, so remembered by it (a signer's certificate is seen over and over)."""
+    der = pathcache.der(leaf)
+    known = _LEAF_FACTS.get(der)
+    if known is not None:
+        return known
+    key = leaf.public_key()
+    try:
+        algorithm = algorithm_for(key)
+    except MalformedInput:
+        raise _fail("x5c leaf key is neither Ed25519 nor P-256") from None
+    assert isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey)
+    facts = (key, algorithm, certificate_kid(leaf))
+    _LEAF_FACTS.put(der, facts)
+    return facts
+
+
 def verify_compact(
     token: str,
     bundle: TrustBundle,
@@ -243,15 +264,10 @@ def verify_compact(
     header = parts.header
     chain = _chain(header)
     leaf = chain[0]
-    leaf_key = leaf.public_key()
-    try:
-        key_alg = algorithm_for(leaf_key)
-    except MalformedInput:
-        raise _fail("x5c leaf key is neither Ed25519 nor P-256") from None
+    leaf_key, key_alg, kid = _leaf_facts(leaf)
     _check_common(header, key_alg)
     if header.get("typ") != typ:
         raise _fail(f"typ {header.get('typ')!r} is not the expected {typ!r}")
-    kid = certificate_kid(leaf)
     if header.get("kid") != kid:
         raise _fail("kid is not b64url(SHA-256(x5c leaf))")
     if "x5t#S256" in header and header["x5t#S256"] != kid:
@@ -269,7 +285,6 @@ def verify_compact(
         signer = validate_path(chain, bundle, purpose=purpose, at=at, node_id=node_id)
     except CertificateRejected as exc:
         raise _fail(f"certificate path rejected: {exc.reason}") from None
-    assert isinstance(leaf_key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey)
     verify_raw(key_alg, leaf_key, parts.signing_input, parts.signature)
     frozen = {**header, "x5c": tuple(header["x5c"])}
     return VerifiedJws(
