@@ -32,7 +32,6 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.serialization import Encoding
 from jwt.api_jws import PyJWS
 
 from signing import pathcache
@@ -97,7 +96,7 @@ def sign_compact(
         "alg": signer.algorithm,
         "typ": typ,
         "kid": signer.kid,
-        "x5c": [base64.b64encode(c.public_bytes(Encoding.DER)).decode() for c in signer.chain],
+        "x5c": [base64.b64encode(pathcache.der(c)).decode() for c in signer.chain],
         "iat": int(at.timestamp()),
     }
     token = _PYJWS.encode(payload, signer.key, algorithm=signer.algorithm, headers=header)
