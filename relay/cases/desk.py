@@ -486,7 +486,11 @@ class SyncingCore:
         return getattr(self._core, name)
 
     async def receive_batch(self, peer_id: str, packets: Sequence[str]) -> list[str]:
+        return list((await self.receive_batch_opened(peer_id, packets)).receipts)
+
+    async def receive_batch_opened(self, peer_id: str, packets: Sequence[str]) -> ReceivedBatch:
+        """The core's ``receive_batch_opened``, with the accepted case packets applied."""
         batch: ReceivedBatch = await self._core.receive_batch_opened(peer_id, packets)
         self._desk.received(batch)  # before any await: the queue keeps commit order
         await self._desk.apply_received()
-        return list(batch.receipts)
+        return batch
