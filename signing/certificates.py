@@ -28,6 +28,7 @@ Failures raise :class:`~signing.errors.CertificateRejected` with a stable ``reas
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import re
@@ -105,6 +106,17 @@ class TrustBundle:
         parts = [c.public_bytes(Encoding.PEM) for c in self.roots]
         parts += [c.public_bytes(Encoding.PEM) for c in self.crls]
         return b"".join(parts)
+
+    @cached_property
+    def fingerprint(self) -> bytes:
+        """SHA-256 over the DER of every root and CRL: bundles with the same roots and
+        CRLs have the same fingerprint (a cache key part, see ``signing.pathcache``)."""
+        digest = hashlib.sha256()
+        ders = [c.public_bytes(Encoding.DER) for c in self.roots]
+        ders += [crl.public_bytes(Encoding.DER) for crl in self.crls]
+        for der in ders:
+            digest.update(len(der).to_bytes(4, "big") + der)
+        return digest.digest()
 
     @cached_property
     def newest_crls(self) -> Mapping[x509.Name, tuple[x509.CertificateRevocationList, bytes]]:
@@ -270,6 +282,10 @@ def validate_path(
     """
     if at.tzinfo is None:
         raise ValueError("validate_path needs a timezone-aware time")
+    key = (tuple(pathcache.der(c) for c in chain), bundle.fingerprint, purpose, node_id)
+    known = pathcache.path_result(key, at)  # only inside the validity window it found
+    if known is not None:
+        return known  # type: ignore[no-any-return]
     path = _build_path(chain, bundle)
     _check_validity(path, at)
     _check_issuers(path)
@@ -282,6 +298,21 @@ def validate_path(
     if node_id is not None and cns[0] != node_id:
         raise _reject("wrong-node", f"{_describe(leaf)} is not node {node_id}")
     names = _subject_attr(leaf, NameOID.ORGANIZATION_NAME)
-    return Identity(
+    identity = Identity(
         node_id=cns[0], name=names[0] if names else "", certificate=leaf, purpose=purpose
     )
+    pathcache.remember_path(key, identity, *_window(path, bundle))
+    return identity
+
+
+def _window(path: Sequence[x509.Certificate], bundle: TrustBundle) -> tuple[datetime, datetime]:
+    """When a validation of ``path`` against ``bundle`` gives the same answer: from the
+    latest ``notBefore`` to the earliest ``notAfter`` and CRL ``nextUpdate`` (every other
+    check depends only on the bytes, and the CRLs are part of the cache key)."""
+    valid_from = max(c.not_valid_before_utc for c in path)
+    ends = [c.not_valid_after_utc for c in path]
+    for issuer in path[1:]:
+        newest = bundle.newest_crls.get(issuer.subject)
+        if newest is not None and newest[0].next_update_utc is not None:
+            ends.append(newest[0].next_update_utc)
+    return valid_from, min(ends)

@@ -82,10 +82,70 @@ def _check_scalar(value: Any, path: str) -> None:
     raise MalformedInput(f"{path or '/'}: {type(value).__name__} is not a JSON value")
 
 
+_UNSURE, _PLAIN, _FLOATS = 0, 1, 2
+
+
+def _scan(value: Any, max_depth: int) -> int:
+    """A quick pass over ``value`` (exact built-in types only, no paths built):
+    :data:`_PLAIN` or :data:`_FLOATS` (valid, without or with a float) when it is surely
+    an I-JSON value, :data:`_UNSURE` otherwise (invalid, or of a type it leaves to the
+    full check, such as a str subclass)."""
+    floats = False
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, depth = pop()
+        kind = type(item)
+        if kind is str:
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return _UNSURE
+        elif kind is dict:
+            if depth >= max_depth:
+                return _UNSURE
+            for key, child in item.items():
+                if type(key) is not str or not (key.isascii() or _encodes(key)):
+                    return _UNSURE
+                push((child, depth + 1))
+        elif kind is list or kind is tuple:
+            if depth >= max_depth:
+                return _UNSURE
+            for child in item:
+                push((child, depth + 1))
+        elif kind is int:
+            if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                return _UNSURE
+        elif kind is float:
+            if not (math.isfinite(item) and abs(item) <= MAX_SAFE_INTEGER):
+                return _UNSURE
+            floats = True
+        elif item is not None and kind is not bool:
+            return _UNSURE
+    return _FLOATS if floats else _PLAIN
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_ijson(value: Any, *, max_depth: int = MAX_DEPTH) -> None:
     """Raise :class:`MalformedInput` unless ``value`` is an I-JSON value (module docstring).
 
-    Iterative, so a deeply nested value cannot exhaust the interpreter's stack."""
+    Iterative, so a deeply nested value cannot exhaust the interpreter's stack. A quick
+    pass settles the common case; anything it is unsure of gets the full check, which
+    names where the value is wrong."""
+    if _scan(value, max_depth) != _UNSURE:
+        return
+    _check_with_paths(value, max_depth)
+
+
+def _check_with_paths(value: Any, max_depth: int) -> None:
     stack: list[tuple[Any, str, int]] = [(value, "", 0)]
     while stack:
         item, path, depth = stack.pop()
@@ -161,8 +221,10 @@ def _serialize(value: Any) -> str:
 
 def canonical_json(value: Any) -> bytes:
     """Serialize ``value`` to its canonical bytes (JCS subset, see module docstring)."""
-    check_ijson(value)
-    if not _has_float(value):
+    scanned = _scan(value, MAX_DEPTH)
+    if scanned == _UNSURE:
+        _check_with_paths(value, MAX_DEPTH)
+    if scanned == _PLAIN or (scanned == _UNSURE and not _has_float(value)):
         # the common case: the C encoder gives the same bytes, much faster
         return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return _serialize(value).encode()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import logging
 import re
@@ -152,6 +153,11 @@ class HpkePublicKey:
         return key
 
     def _key(self) -> x25519.X25519PublicKey | MLKEM768X25519PublicKey:
+        return self._key_object
+
+    @functools.cached_property
+    def _key_object(self) -> x25519.X25519PublicKey | MLKEM768X25519PublicKey:
+        """The parsed key, built once per object (the bytes are immutable)."""
         try:
             if self.suite is HpkeSuite.X25519:
                 return x25519.X25519PublicKey.from_public_bytes(self.public_bytes)
@@ -223,6 +229,12 @@ class HpkePrivateKey:
         return pq, x25519.X25519PrivateKey.from_private_bytes(self.secret[_MLKEM_SEED_LEN:])
 
     def _key(self) -> x25519.X25519PrivateKey | MLKEM768X25519PrivateKey:
+        return self._key_object
+
+    @functools.cached_property
+    def _key_object(self) -> x25519.X25519PrivateKey | MLKEM768X25519PrivateKey:
+        """The key object, built once per object: expanding the ML-KEM seed into the
+        decapsulation key costs more than the decapsulation itself."""
         if self.suite is HpkeSuite.X25519:
             return x25519.X25519PrivateKey.from_private_bytes(self.secret)
         return MLKEM768X25519PrivateKey(*self._parts())

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,7 +32,6 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.serialization import Encoding
 from jwt.api_jws import PyJWS
 
 from signing import pathcache
@@ -96,7 +96,7 @@ def sign_compact(
         "alg": signer.algorithm,
         "typ": typ,
         "kid": signer.kid,
-        "x5c": [base64.b64encode(c.public_bytes(Encoding.DER)).decode() for c in signer.chain],
+        "x5c": [base64.b64encode(pathcache.der(c)).decode() for c in signer.chain],
         "iat": int(at.timestamp()),
     }
     token = _PYJWS.encode(payload, signer.key, algorithm=signer.algorithm, headers=header)
@@ -125,6 +125,19 @@ def verify_raw(algorithm: str, key: PublicKey, signing_input: bytes, signature: 
         raise _fail(f"signature check error: {exc}") from None
     if not ok:
         raise _fail("signature does not verify")
+
+
+_B64URL_VALUE = {c: i for i, c in enumerate(string.ascii_uppercase + string.ascii_lowercase
+                                          + string.digits + "-_")}  # fmt: skip
+_UNUSED_BITS = {2: 0b1111, 3: 0b11}  # by length mod 4: bits of the last character unused
+
+
+def _stray_bits(text: str) -> bool:
+    """True when ``text`` (already decoded as base64url without padding) is not the
+    canonical encoding of its bytes: the unused low bits of its last character are
+    not zero. The same answer as re-encoding and comparing, in constant time."""
+    unused = _UNUSED_BITS.get(len(text) % 4)
+    return unused is not None and _B64URL_VALUE[text[-1]] & unused != 0
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -162,7 +175,7 @@ def _split(token: str, detached_payload: bytes | None) -> _Parts:
         else:
             payload = b64url_decode(body)
         signature = b64url_decode(sig)
-        if b64url(header_bytes) != head or b64url(signature) != sig or b64url(payload) != body:
+        if _stray_bits(head) or _stray_bits(sig) or _stray_bits(body):
             raise ValueError("non-canonical base64url (stray trailing bits)")
     except (MalformedInput, ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _fail(f"malformed token: {exc}") from None
@@ -214,6 +227,27 @@ def _chain(header: Mapping[str, Any]) -> tuple[x509.Certificate, ...]:
     return tuple(chain)
 
 
+_LEAF_FACTS: pathcache.LruCache[tuple[PublicKey, str, str]] = pathcache.LruCache(1024)
+
+
+def _leaf_facts(leaf: x509.Certificate) -> tuple[PublicKey, str, str]:
+    """The leaf's public key object, its JWS algorithm and its ``kid``: functions of its
+    DER only, so remembered by it (a signer's certificate is seen over and over)."""
+    der = pathcache.der(leaf)
+    known = _LEAF_FACTS.get(der)
+    if known is not None:
+        return known
+    key = leaf.public_key()
+    try:
+        algorithm = algorithm_for(key)
+    except MalformedInput:
+        raise _fail("x5c leaf key is neither Ed25519 nor P-256") from None
+    assert isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey)
+    facts = (key, algorithm, certificate_kid(leaf))
+    _LEAF_FACTS.put(der, facts)
+    return facts
+
+
 def verify_compact(
     token: str,
     bundle: TrustBundle,
@@ -229,15 +263,10 @@ def verify_compact(
     header = parts.header
     chain = _chain(header)
     leaf = chain[0]
-    leaf_key = leaf.public_key()
-    try:
-        key_alg = algorithm_for(leaf_key)
-    except MalformedInput:
-        raise _fail("x5c leaf key is neither Ed25519 nor P-256") from None
+    leaf_key, key_alg, kid = _leaf_facts(leaf)
     _check_common(header, key_alg)
     if header.get("typ") != typ:
         raise _fail(f"typ {header.get('typ')!r} is not the expected {typ!r}")
-    kid = certificate_kid(leaf)
     if header.get("kid") != kid:
         raise _fail("kid is not b64url(SHA-256(x5c leaf))")
     if "x5t#S256" in header and header["x5t#S256"] != kid:
@@ -255,7 +284,6 @@ def verify_compact(
         signer = validate_path(chain, bundle, purpose=purpose, at=at, node_id=node_id)
     except CertificateRejected as exc:
         raise _fail(f"certificate path rejected: {exc.reason}") from None
-    assert isinstance(leaf_key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey)
     verify_raw(key_alg, leaf_key, parts.signing_input, parts.signature)
     frozen = {**header, "x5c": tuple(header["x5c"])}
     return VerifiedJws(

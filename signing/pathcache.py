@@ -11,7 +11,13 @@ exact DER encodings (never by names, serials or object identity):
 - ``crl``: ``(CRL DER, issuer DER)`` for which the CRL signature verified;
 - ``x5c``: a JWS ``x5c`` entry (the exact base64 text) that decoded canonically and
   parsed, with its parsed certificate;
-- ``der``: the DER encoding of a certificate object (by object identity).
+- ``der``: the DER encoding of a certificate object (by object identity);
+- ``path``: a whole validation's result (the identity) keyed by the chain's DER, the
+  bundle's fingerprint (its roots and CRLs: a new CRL is a new key), the purpose and the
+  node id asked for, *with its validity window*: the latest ``notBefore`` and the
+  earliest ``notAfter`` of the path and ``nextUpdate`` of the CRLs consulted. A hit
+  counts only for a time inside that window; outside it the full check runs (and
+  says why it fails).
 
 Only successes are remembered, so a hit means "these very bytes verified before" and a
 miss falls back to the full check. A forged issuer with the same name as a trusted one
@@ -32,6 +38,7 @@ import binascii
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from cryptography import x509
@@ -45,6 +52,8 @@ __all__ = [
     "crl_signed_by",
     "der",
     "issued_by_signature",
+    "path_result",
+    "remember_path",
     "stats",
 ]
 
@@ -93,12 +102,28 @@ _ISSUED_BY: LruCache[bool] = LruCache(4096)
 _CRL: LruCache[bool] = LruCache(64)
 _X5C: LruCache[x509.Certificate] = LruCache(2048)
 _DER: LruCache[tuple[object, bytes]] = LruCache(2048)
+_PATH: LruCache[tuple[Any, datetime, datetime]] = LruCache(1024)
 _CACHES: dict[str, LruCache[Any]] = {
     "issued_by": _ISSUED_BY,
     "crl": _CRL,
     "x5c": _X5C,
     "der": _DER,
+    "path": _PATH,
 }
+
+
+def path_result(key: Hashable, at: datetime) -> Any | None:
+    """The remembered result of validating ``key`` if ``at`` is inside its window."""
+    entry = _PATH.get(key)
+    if entry is None:
+        return None
+    result, valid_from, valid_until = entry
+    return result if valid_from <= at <= valid_until else None
+
+
+def remember_path(key: Hashable, result: Any, valid_from: datetime, valid_until: datetime) -> None:
+    """Remember a successful validation of ``key`` for times in [valid_from, valid_until]."""
+    _PATH.put(key, (result, valid_from, valid_until))
 
 
 def der(obj: x509.Certificate) -> bytes:

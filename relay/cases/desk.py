@@ -9,11 +9,17 @@ knows about HTTP.
 
 A partner's case packet is judged before the relay accepts it
 (:mod:`relay.cases.admission`: a step outside the state machine gets a ``rejected``
-receipt and is never stored) and applied by :meth:`CaseDesk.sync`, which the node calls
-after every accepted federation batch (see :class:`SyncingCore`) and once at start.
-Each packet is applied at most once: its outcome (``applied``, ``duplicate`` or — for
-a packet that no longer opens, or one accepted before admission existed — a refusal
-code) is recorded in the same transaction as the case change.
+receipt and is never stored) and applied after every accepted federation batch (see
+:class:`SyncingCore`): the relay hands over the packets the batch accepted with the
+content its pipeline opened (:class:`~relay.core.ports.ReceivedBatch`), the desk queues
+them in commit order (:meth:`CaseDesk.received`) and applies the queue in one
+transaction (:meth:`CaseDesk.apply_received`) — no second verify and decrypt, no read of
+the inbox, so the cost per packet does not grow with what is stored. :meth:`CaseDesk.sync`
+reads the inbox for every packet not applied yet (once at start, for what arrived while
+the case layer was not running or was applied by no one). Each packet is applied at
+most once: its outcome (``applied``, ``duplicate`` or — for a packet that no longer
+opens, or one accepted before admission existed — a refusal code) is recorded in the
+same transaction as the case change.
 
 A step of ours is stored first and then queued; if the relay refuses to queue it (the
 agreement does not grant it, unknown partner) the stored step is taken back.
@@ -27,6 +33,7 @@ import functools
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -56,6 +63,7 @@ from relay.cases.tracking_view import OfficeNames, public_view
 from relay.cases.workflow import Case, Command, transition
 from relay.core.errors import RelayError
 from relay.core.model import InboxItem, PacketContent, PacketSummary
+from relay.core.ports import OpenedPacket, ReceivedBatch
 from signing.certificates import TrustBundle
 from signing.keys import Signer
 
@@ -75,6 +83,12 @@ _log = logging.getLogger("tongban.relay.cases")
 def _dummy_hash() -> str:
     """A hash to check codes for unknown cases against (the same work as a real one)."""
     return hash_access_code("unknown-case", b"\x00" * 16)
+
+
+def _given(content: Mapping[str, Any]) -> Callable[[], Mapping[str, Any]]:
+    """Content already opened by the relay, as the reader :meth:`CaseDesk._change_for`
+    takes."""
+    return lambda: content
 
 
 class PacketPort(Protocol):
@@ -151,6 +165,8 @@ class CaseDesk:
         self.short_links = short_links
         self._sync_lock = asyncio.Lock()
         self._changed = asyncio.Condition()
+        # accepted case packets not applied yet, in commit order (see received())
+        self._pending: deque[tuple[OpenedPacket, datetime]] = deque()
 
     def now(self) -> datetime:
         return self._clock()
@@ -319,11 +335,52 @@ class CaseDesk:
     # -- incoming packets ------------------------------------------------------------
 
     async def sync(self) -> list[AppliedPacket]:
-        """Apply every accepted case packet not yet applied, in arrival order."""
+        """Apply every accepted case packet not yet applied, in arrival order, reading
+        the whole inbox and opening each packet again: at start, or on request. After a
+        federation batch the node uses :meth:`received` and :meth:`apply_received`."""
         async with self._sync_lock:
             items = [i for i in self._relay.list_inbox() if i.summary.action in CASE_ACTIONS]
             todo = set(self._store.unapplied([i.summary.packet_id for i in items]))
-            done = [self._apply(i) for i in items if i.summary.packet_id in todo]
+            done = self._store.apply_packets(
+                [
+                    self._change_for(
+                        i.summary,
+                        functools.partial(read_content, self._relay, i.summary.packet_id),
+                        i.received_at,
+                    )
+                    for i in items
+                    if i.summary.packet_id in todo
+                ]
+            )
+        if done:
+            await self._notify()
+        return done
+
+    def received(self, batch: ReceivedBatch) -> None:
+        """Queue the case packets a federation batch accepted, with the content the
+        relay opened. Called as soon as the batch committed (nothing awaited between),
+        so the queue is in commit order."""
+        for packet in batch.accepted:
+            if packet.summary.action in CASE_ACTIONS:
+                self._pending.append((packet, batch.received_at))
+
+    async def apply_received(self) -> list[AppliedPacket]:
+        """Apply the queued packets (:meth:`received`) in order, in one transaction; a
+        packet applied meanwhile (by :meth:`sync`) is skipped. Reads only those packets:
+        nothing that grows with the inbox. On a failure they stay queued (and
+        :meth:`sync` at the next start applies them in any case)."""
+        async with self._sync_lock:
+            queued = list(self._pending)
+            todo = set(self._store.unapplied([p.summary.packet_id for p, _ in queued]))
+            done = self._store.apply_packets(
+                [
+                    self._change_for(p.summary, _given(p.body), at)
+                    for p, at in queued
+                    if p.summary.packet_id in todo
+                ]
+            )
+            for _ in queued:
+                self._pending.popleft()
         if done:
             await self._notify()
         return done
@@ -336,13 +393,18 @@ class CaseDesk:
             bundle=self._bundle,
         )  # fmt: skip
 
-    def _apply(self, item: InboxItem) -> AppliedPacket:
-        summary = item.summary
+    def _change_for(
+        self,
+        summary: PacketSummary,
+        content: Callable[[], Mapping[str, Any]],
+        received_at: datetime,
+    ) -> tuple[str, str, Callable[[CaseRecord | None], tuple[CaseRecord | None, AppliedPacket]]]:
+        """The store's ``apply_packets`` item for one incoming packet."""
+        pid, cid = summary.packet_id, summary.case_id
 
         def change(old: CaseRecord | None) -> tuple[CaseRecord | None, AppliedPacket]:
-            pid, cid = summary.packet_id, summary.case_id
             try:
-                new = self._received(old, item)
+                new = self._received(old, summary, content(), received_at)
             except _NotACaseEvent:
                 # a plain packet between the offices (no case event): nothing to apply,
                 # nothing for an operator to look at
@@ -354,15 +416,20 @@ class CaseDesk:
             kind = "duplicate" if old is not None and new.case == old.case else "applied"
             return new, AppliedPacket(pid, cid, kind, "")
 
-        return self._store.apply_packet(summary.packet_id, summary.case_id, change)
+        return pid, cid, change
 
-    def _received(self, old: CaseRecord | None, item: InboxItem) -> CaseRecord:
-        content = read_content(self._relay, item.summary.packet_id)
+    def _received(
+        self,
+        old: CaseRecord | None,
+        summary: PacketSummary,
+        content: Mapping[str, Any],
+        received_at: datetime,
+    ) -> CaseRecord:
         if content.get("format") != CONTENT_FORMAT:
             raise _NotACaseEvent("no case event in this packet")
         return advance(
-            old, item.summary, content, me=self.node_id, terms=self._terms,
-            bundle=self._bundle(), received_at=item.received_at,
+            old, summary, content, me=self.node_id, terms=self._terms,
+            bundle=self._bundle(), received_at=received_at,
         )  # fmt: skip
 
     # -- applicants ------------------------------------------------------------------
@@ -437,8 +504,8 @@ class CaseDesk:
 class SyncingCore:
     """A relay core with the case layer mounted: it refuses the partner's case packets
     the desk would refuse (the desk's :meth:`~CaseDesk.admission` installed as the
-    core's content check) and its ``receive_batch`` applies new case packets after
-    answering.
+    core's content check) and its ``receive_batch`` applies the case packets the batch
+    accepted, with the content the core opened, before answering.
 
     Every other attribute is the wrapped core's."""
 
@@ -451,6 +518,11 @@ class SyncingCore:
         return getattr(self._core, name)
 
     async def receive_batch(self, peer_id: str, packets: Sequence[str]) -> list[str]:
-        receipts: list[str] = await self._core.receive_batch(peer_id, packets)
-        await self._desk.sync()
-        return receipts
+        return list((await self.receive_batch_opened(peer_id, packets)).receipts)
+
+    async def receive_batch_opened(self, peer_id: str, packets: Sequence[str]) -> ReceivedBatch:
+        """The core's ``receive_batch_opened``, with the accepted case packets applied."""
+        batch: ReceivedBatch = await self._core.receive_batch_opened(peer_id, packets)
+        self._desk.received(batch)  # before any await: the queue keeps commit order
+        await self._desk.apply_received()
+        return batch

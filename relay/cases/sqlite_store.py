@@ -225,28 +225,48 @@ class SqliteCaseStore:
         case_id: str,
         change: Callable[[CaseRecord | None], tuple[CaseRecord | None, AppliedPacket]],
     ) -> AppliedPacket:
-        outcome: list[AppliedPacket] = []
-
-        def record_change(old: CaseRecord | None) -> CaseRecord | None:
-            new, applied = change(old)
-            outcome.append(applied)
-            return new
-
-        with self._tx() as conn:
-            self._change(conn, case_id, record_change)
-            applied = outcome[0]
-            conn.execute(
-                "INSERT OR IGNORE INTO case_packets (packet_id, case_id, outcome, detail,"
-                " applied_at) VALUES (?,?,?,?,?)",
-                (
-                    applied.packet_id,
-                    applied.case_id,
-                    applied.outcome,
-                    applied.detail,
-                    datetime.now(UTC).timestamp(),
-                ),
-            )
+        [applied] = self.apply_packets([(packet_id, case_id, change)])
         return applied
+
+    def apply_packets(
+        self,
+        items: Sequence[
+            tuple[str, str, Callable[[CaseRecord | None], tuple[CaseRecord | None, AppliedPacket]]]
+        ],
+    ) -> list[AppliedPacket]:
+        """:meth:`apply_packet` for several packets in one transaction (one commit),
+        in order: each change sees the copy the ones before it left."""
+        outcomes: list[AppliedPacket] = []
+        with self._tx() as conn:
+            for _packet_id, case_id, change in items:
+                outcome: list[AppliedPacket] = []
+
+                def record_change(
+                    old: CaseRecord | None,
+                    change: Callable[
+                        [CaseRecord | None], tuple[CaseRecord | None, AppliedPacket]
+                    ] = change,
+                    outcome: list[AppliedPacket] = outcome,
+                ) -> CaseRecord | None:
+                    new, applied = change(old)
+                    outcome.append(applied)
+                    return new
+
+                self._change(conn, case_id, record_change)
+                applied = outcome[0]
+                conn.execute(
+                    "INSERT OR IGNORE INTO case_packets (packet_id, case_id, outcome, detail,"
+                    " applied_at) VALUES (?,?,?,?,?)",
+                    (
+                        applied.packet_id,
+                        applied.case_id,
+                        applied.outcome,
+                        applied.detail,
+                        datetime.now(UTC).timestamp(),
+                    ),
+                )
+                outcomes.append(applied)
+        return outcomes
 
     def packets(self, case_id: str) -> list[AppliedPacket]:
         rows = self._conn.execute(

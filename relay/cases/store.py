@@ -69,6 +69,16 @@ class CaseStore(Protocol):
         returns, in one transaction (a None record leaves the case as it was)."""
         ...
 
+    def apply_packets(
+        self,
+        items: Sequence[
+            tuple[str, str, Callable[[CaseRecord | None], tuple[CaseRecord | None, AppliedPacket]]]
+        ],
+    ) -> list[AppliedPacket]:
+        """:meth:`apply_packet` for ``(packet_id, case_id, change)`` items in order, in
+        one transaction."""
+        ...
+
     def packets(self, case_id: str) -> list[AppliedPacket]: ...
 
     def close(self) -> None: ...

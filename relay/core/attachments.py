@@ -2,16 +2,19 @@
 peer uploads of sealed blobs, and opening either in constant memory.
 
 Staged attachment: the plaintext is appended to ``partial/stage-<digest>`` (offset
-recorded after fsync), checked against its SHA-256 on completion, encrypted with a
+recorded after fsync), checked against its SHA-256 on completion (hashed while it is
+written; an upload resumed after a break hashes the file once instead), encrypted with a
 fresh stream key into a content-addressed blob, and the key HPKE-sealed to this node's
 own current key (``info`` purpose ``attachment-key``). Peer upload: the sealed blob's
-bytes are appended the same way and published once their SHA-256 matches. A received
+bytes are appended the same way (hashed while written) and published once their SHA-256
+matches. The sealed blob's own digest is taken while it is encrypted, not read back. A received
 blob opens with the key carried in the sealed content of the packet naming it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 
@@ -81,12 +84,13 @@ class AttachmentVault:
             if held != size:
                 raise AttachmentError("size-mismatch", "a blob with this digest has another size")
             return held
-        pos = await self._append(UploadKind.BLOB, digest, size, offset, chunks)
+        pos, actual = await self._append(UploadKind.BLOB, digest, size, offset, chunks)
         if pos < size:
             return pos
         upload = self._store.upload(UploadKind.BLOB, digest)
         assert upload is not None
-        actual, _ = await asyncio.to_thread(blobs.sha256_file, upload.path)
+        if actual is None:  # resumed: the bytes of earlier calls are hashed from the file
+            actual, _ = await asyncio.to_thread(blobs.sha256_file, upload.path)
         if actual != digest:
             self._store.drop_upload(UploadKind.BLOB, digest)
             raise AttachmentError("digest-mismatch", "the uploaded bytes have another SHA-256")
@@ -102,7 +106,9 @@ class AttachmentVault:
 
     async def _append(
         self, kind: str, digest: str, size: int, offset: int, chunks: AsyncIterable[bytes]
-    ) -> int:
+    ) -> tuple[int, str | None]:
+        """Append to the upload; (new offset, SHA-256 of the whole upload when this call
+        wrote all of it — hashed while writing — else None)."""
         if size < 0:
             raise AttachmentError("size-mismatch", "size must not be negative")
         upload = self._store.begin_upload(kind, digest, size)
@@ -114,7 +120,9 @@ class AttachmentVault:
         def record(pos: int) -> None:
             self._store.advance_upload(kind, digest, pos)
 
-        return await blobs.append_stream(upload.path, offset, size, chunks, record)
+        sha = hashlib.sha256() if offset == 0 else None
+        pos = await blobs.append_stream(upload.path, offset, size, chunks, record, sha)
+        return pos, None if sha is None else sha.hexdigest()
 
     # -- staged attachments (staff) --------------------------------------------------
 
@@ -138,26 +146,28 @@ class AttachmentVault:
         _check_digest(digest)
         staged = self._store.attachment(digest)
         if staged is None:
-            pos = await self._append(UploadKind.STAGE, digest, size, offset, chunks)
+            pos, actual = await self._append(UploadKind.STAGE, digest, size, offset, chunks)
             if pos < size:
                 return None
-            staged = await self._seal_staged(digest, size, media_type, name)
+            staged = await self._seal_staged(digest, size, media_type, name, actual)
         return info_of(staged)
 
     async def _seal_staged(
-        self, digest: str, size: int, media_type: str, name: str
+        self, digest: str, size: int, media_type: str, name: str, actual: str | None
     ) -> StagedAttachment:
         upload = self._store.upload(UploadKind.STAGE, digest)
         assert upload is not None
-        actual, _ = await asyncio.to_thread(blobs.sha256_file, upload.path)
+        if actual is None:  # resumed: the bytes of earlier calls are hashed from the file
+            actual, _ = await asyncio.to_thread(blobs.sha256_file, upload.path)
         if actual != digest:
             self._store.drop_upload(UploadKind.STAGE, digest)
             raise AttachmentError("digest-mismatch", "the uploaded bytes have another SHA-256")
         key = new_stream_key()
         tmp = self._store.temp_path()
         aad = blobs.attachment_aad(digest)
-        await asyncio.to_thread(blobs.seal_file, upload.path, tmp, key, aad=aad)
-        blob_digest, blob_size = await asyncio.to_thread(blobs.sha256_file, tmp)
+        blob_digest, blob_size = await asyncio.to_thread(
+            blobs.seal_file, upload.path, tmp, key, aad=aad
+        )
         self._store.publish_blob(tmp, blob_digest, blob_size)
         own = self._keys[0].public_key()
         wrapped = hpke_seal(key, own, info=seal_info("attachment-key", {"digest": digest}))

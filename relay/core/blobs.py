@@ -9,6 +9,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from relay.core.errors import AttachmentError
 from signing.stream import decrypt_stream, encrypt_stream
@@ -42,12 +43,32 @@ def sha256_file(path: Path) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def seal_file(src: Path, dst: Path, key: bytes, *, aad: bytes) -> None:
-    """Encrypt ``src`` into ``dst`` with ``signing.stream`` and fsync ``dst``."""
+class _HashingWriter:
+    """A binary sink that writes to ``out`` and hashes what it writes."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self._out.write(data)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
+def seal_file(src: Path, dst: Path, key: bytes, *, aad: bytes) -> tuple[str, int]:
+    """Encrypt ``src`` into ``dst`` with ``signing.stream`` and fsync ``dst``; returns
+    the SHA-256 (hex) and size of what it wrote (hashed on the way: no read-back)."""
     with open(src, "rb") as fin, open(dst, "wb") as fout:
-        encrypt_stream(fin, fout, key, aad=aad)
+        sink = _HashingWriter(fout)
+        encrypt_stream(fin, sink, key, aad=aad)  # type: ignore[arg-type]
         fout.flush()
         os.fsync(fout.fileno())
+    return sink.sha.hexdigest(), sink.size
 
 
 async def append_stream(
@@ -56,8 +77,10 @@ async def append_stream(
     size: int,
     chunks: AsyncIterable[bytes],
     record: Callable[[int], None],
+    sha: Any = None,
 ) -> int:
-    """Write ``chunks`` to ``path`` from ``start`` (truncating anything after it).
+    """Write ``chunks`` to ``path`` from ``start`` (truncating anything after it);
+    ``sha`` (a ``hashlib`` object), when given, is updated with every byte written.
 
     Progress is fsync'd and ``record``-ed every 16 MiB and when the stream ends —
     also when it ends with an error, so an interrupted upload resumes where the
@@ -73,6 +96,8 @@ async def append_stream(
                 if pos + len(chunk) > size:
                     raise AttachmentError("too-large", "more bytes than the announced size")
                 f.write(chunk)
+                if sha is not None:
+                    sha.update(chunk)
                 pos += len(chunk)
                 if pos - synced >= _SYNC_EVERY:
                     f.flush()

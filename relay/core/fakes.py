@@ -86,7 +86,14 @@ class FakePeerLink:
             return
         limit = self._net.cut_uploads_after
         try:
-            await node.write_blob(self._me, digest, size, offset, _cut(open_at(offset), limit))
+            # closed here, not by the garbage collector, whoever stops reading first
+            source = open_at(offset)
+            try:
+                await node.write_blob(self._me, digest, size, offset, _cut(source, limit))
+            finally:
+                aclose = getattr(source, "aclose", None)  # an async generator: close it now
+                if aclose is not None:
+                    await aclose()
         except _Cut as exc:
             raise PeerUnavailable(f"upload to {peer} broke") from exc
         except AttachmentError as exc:  # answered as the federation listener would

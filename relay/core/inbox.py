@@ -22,7 +22,7 @@ from relay.core.directory import Directory
 from relay.core.leaves import packet_leaf, receipt_leaf
 from relay.core.model import AttachmentInfo, PacketSummary
 from relay.core.packets import RoutingFacts, packet_digest, peek_facts
-from relay.core.ports import BundleSource, Clock, OpenedPacket
+from relay.core.ports import BundleSource, Clock, OpenedPacket, ReceivedBatch
 from relay.core.receipts import Receipt, ReceiptStatus, sign_receipt
 from relay.core.receiver import Examined, Inbound, Pipeline, Reason, examine
 from relay.core.store import ReceiveTx, RelayStore
@@ -85,6 +85,12 @@ class Inbox:
         self._pipeline = pipeline
 
     async def receive_batch(self, peer_id: str, packets: Sequence[str]) -> list[str]:
+        return list((await self.receive_batch_opened(peer_id, packets)).receipts)
+
+    async def receive_batch_opened(self, peer_id: str, packets: Sequence[str]) -> ReceivedBatch:
+        """As :meth:`receive_batch`, with the accepted packets' opened content. Nothing
+        awaits between the commit and the return, so callers see batches in commit
+        order."""
         at = self._clock()
         bundle = self._bundle()
 
@@ -99,10 +105,11 @@ class Inbox:
             pipeline = self._pipeline
             accepted: list[OpenedPacket] = []  # so far in this batch, not yet committed
             with self._store.receiving() as tx:
-                return [
+                receipts = tuple(
                     self._decide(tx, pipeline, peer_id, token, ex, at, accepted)
                     for token, ex in zip(packets, examined, strict=True)
-                ]
+                )
+            return ReceivedBatch(receipts, tuple(accepted), at)
 
     def _reject(self, token: object, peer_id: str, reason: str, at: datetime) -> str:
         text = token if isinstance(token, str) else ""

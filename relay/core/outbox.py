@@ -3,9 +3,14 @@
 Everything here is a function of the outbox rows, the time and a random number passed
 in; the service applies the decisions through the store.
 
-- **Per-case order.** Per destination and case, only the *head* (lowest ``seq`` not yet
-  settled) may be sent; ``seq`` k+1 waits until k has an accepted receipt.
-- **Batches.** Up to ``batch_size`` heads per destination per request, oldest first.
+- **Per-case order.** Per destination and case, the *head* (lowest ``seq`` not yet
+  settled) goes first; ``seq`` k+1 goes only behind k in the same batch (the receiver
+  decides a batch packet after packet, so it admits k+1 once k is in) or once k has an
+  accepted receipt. A case is in at most one batch in flight.
+- **Batches.** Up to ``batch_size`` packets per destination per request, oldest case
+  first; up to ``batches_in_flight`` requests to one destination at once, each with
+  other cases. (The pure :func:`due_batches` below is the head-only rule on a list of
+  rows; the sender reads the same choice from the store's indexes.)
 - **Backoff.** After the peer could not be reached (or asked us to retry), the next
   attempt waits ``uniform(0, 1) * min(max_delay, base_delay * 2**(failures - 1))``
   ("full jitter"); the random number is an argument.
@@ -109,6 +114,8 @@ class OutboxPolicy:
     base_delay: timedelta = timedelta(seconds=1)
     max_delay: timedelta = timedelta(minutes=5)
     batch_size: int = 64
+    batches_in_flight: int = 4
+    """Batches sent to one destination at once (each holds other cases)."""
     default_ttl: timedelta = timedelta(days=7)
     idle_poll: timedelta = timedelta(seconds=30)
     expiry_grace: timedelta = timedelta(hours=1)
@@ -116,8 +123,8 @@ class OutboxPolicy:
     """Largest packet (compact serialization) accepted at creation; ``None``: no limit."""
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.base_delay <= timedelta(0):
-            raise ValueError("batch_size and base_delay must be positive")
+        if self.batch_size < 1 or self.base_delay <= timedelta(0) or self.batches_in_flight < 1:
+            raise ValueError("batch_size, batches_in_flight and base_delay must be positive")
         if self.max_delay < self.base_delay:
             raise ValueError("max_delay must be at least base_delay")
 

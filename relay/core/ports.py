@@ -36,6 +36,7 @@ __all__ = [
     "OpenedPacket",
     "PeerLink",
     "PeerUnavailable",
+    "ReceivedBatch",
 ]
 
 Clock = Callable[[], datetime]
@@ -115,6 +116,17 @@ class OpenedPacket:
 
     summary: PacketSummary
     body: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ReceivedBatch:
+    """What one federation batch left: the receipts (in order) and the packets it
+    accepted, committed, with the content as the pipeline opened it, so that an
+    application applying them need not verify and decrypt them a second time."""
+
+    receipts: tuple[str, ...]
+    accepted: tuple[OpenedPacket, ...]
+    received_at: datetime
 
 
 class ContentCheck(Protocol):

@@ -1,7 +1,12 @@
 """The outbox executor: applies :mod:`relay.core.outbox` policy through the store and
 the link. One pass = dead-letter what expired, then for every destination that is due
-send one batch of case heads (uploading their attachment blobs first) and apply the
-receipts.
+send up to ``batches_in_flight`` batches at once (uploading their attachment blobs
+first) and apply the receipts. A batch holds, per case, the head and the due packets
+after it in sequence (the receiver admits them in order within the batch); a case is in
+one batch of a pass only, so batches in flight never race within a case.
+
+Every read is of what is due (:meth:`RelayStore.due_rows`, ``expired_rows``,
+``open_after``): a pass costs the same with ten or ten thousand packets queued.
 
 Receipts are verified (signature by the destination's seal, our packet's digest and
 id, addressed to us) before they change anything; a receipt that does not verify is
@@ -26,16 +31,12 @@ from relay.core.outbox import (
     BATCH_ENVELOPE_BYTES,
     PER_PACKET_BYTES,
     RETRYABLE_REASONS,
-    Batch,
     OutboxPolicy,
     OutboxRow,
     PeerBackoff,
     Refusal,
     backoff_delay,
-    blocked_successors,
     classify_refusal,
-    due_batches,
-    expired,
 )
 from relay.core.ports import BundleSource, Clock, PeerLink
 from relay.core.receipts import Receipt, ReceiptStatus, verify_receipt
@@ -43,6 +44,9 @@ from relay.core.store import OutboxUpdate, Outgoing, RelayStore
 from signing.errors import SigningError
 
 __all__ = ["Sender"]
+
+_EXPIRE_PER_PASS = 1000
+"""Most expired packets dead-lettered in one pass (the next pass takes the rest)."""
 
 _log = logging.getLogger("tongban.relay")
 
@@ -71,48 +75,86 @@ class Sender:
 
     async def deliver_once(self) -> int:
         at = self._clock()
-        rows = self._store.open_rows()
-        settled = self._expire(rows, at)
-        if settled:
-            rows = self._store.open_rows()
-        batches = due_batches(rows, self._store.peer_backoffs(), self._policy, at)
+        settled = self._expire(at)
+        backoffs = self._store.peer_backoffs()
+        work: dict[str, list[list[OutboxRow]]] = {}
+        for peer in self._store.open_peers():
+            backoff = backoffs.get(peer)
+            if backoff and backoff.next_attempt_at and backoff.next_attempt_at > at:
+                continue
+            # several batches at once, each case in one of them only: per-case order holds
+            busy: set[str] = set()
+            for _ in range(self._policy.batches_in_flight):
+                rows = self._store.due_rows(peer, at, self._policy.batch_size, busy)
+                if not rows:
+                    break
+                busy.update(r.case_id for r in rows)
+                work.setdefault(peer, []).append(rows)
         # destinations are served concurrently: one slow partner does not hold up others
-        sent = await asyncio.gather(*(self._send(batch, rows) for batch in batches))
+        sent = await asyncio.gather(*(self._serve(peer, batches) for peer, batches in work.items()))
         return settled + sum(sent)
 
-    def _expire(self, rows: Sequence[OutboxRow], at: datetime) -> int:
-        dead = set(expired(rows, self._policy, at))
-        updates = [OutboxUpdate(pid, OutboxState.DEAD, reason="expired") for pid in sorted(dead)]
+    def next_wakeup(self, at: datetime) -> datetime:
+        """When the next pass has something to do (at the latest ``at + idle_poll``):
+        the earliest due case head of a destination whose backoff elapsed, or the
+        earliest expiry plus the grace. Indexed reads only."""
+        wake = at + self._policy.idle_poll
+        soonest = self._store.earliest_expiry()
+        if soonest is not None:
+            wake = min(wake, soonest + self._policy.expiry_grace)
+        backoffs = self._store.peer_backoffs()
+        for peer in self._store.open_peers():
+            has_open, due = self._store.head_due(peer)
+            if not has_open:
+                continue
+            when = due or at
+            backoff = backoffs.get(peer)
+            if backoff and backoff.next_attempt_at:
+                when = max(when, backoff.next_attempt_at)
+            wake = min(wake, when)
+        return max(wake, at)
+
+    def _expire(self, at: datetime) -> int:
+        rows = self._store.expired_rows(at - self._policy.expiry_grace, _EXPIRE_PER_PASS)
+        dead = {r.packet_id for r in rows}
+        updates = [OutboxUpdate(r.packet_id, OutboxState.DEAD, reason="expired") for r in rows]
         for row in rows:
-            if row.packet_id in dead:
-                for succ in blocked_successors(rows, row):
-                    if succ not in dead:
-                        dead.add(succ)
-                        updates.append(
-                            OutboxUpdate(succ, OutboxState.DEAD, reason="predecessor-dead")
-                        )
+            for succ in self._store.open_after(row.peer, row.case_id, row.seq):
+                if succ not in dead:
+                    dead.add(succ)
+                    updates.append(OutboxUpdate(succ, OutboxState.DEAD, reason="predecessor-dead"))
         if updates:
             self._store.update_outbox(updates)
             _log.warning("dead-lettered %d packets", len(updates))
         return len(updates)
 
-    async def _send(self, batch: Batch, rows: Sequence[OutboxRow]) -> int:
+    async def _serve(self, peer: str, batches: Sequence[Sequence[OutboxRow]]) -> int:
+        """Send ``batches`` (disjoint cases) to ``peer`` concurrently; one backoff step
+        however many of them found the partner unavailable."""
+        failures: list[Exception] = []
+        sent = await asyncio.gather(*(self._send(peer, rows, failures) for rows in batches))
+        if failures:
+            self._peer_failed(peer, failures[0])
+        return sum(sent)
+
+    async def _send(self, peer: str, rows: Sequence[OutboxRow], failures: list[Exception]) -> int:
         outgoing: list[Outgoing] = []
-        for pid in batch.packet_ids:
-            out = self._store.outgoing(pid)
+        for row in rows:
+            out = self._store.outgoing(row.packet_id)
             assert out is not None
             outgoing.append(out)
         parked: list[OutboxUpdate] = []
         try:
-            ready = await self._upload_attachments(batch.peer, outgoing, rows, parked)
+            ready = await self._upload_attachments(peer, outgoing, parked)
         except PeerUnavailable as exc:
             self._store.update_outbox(parked + self._retrying(outgoing, parked, exc))
-            self._peer_failed(batch.peer, exc)
+            failures.append(exc)
             return len(parked)
         self._store.update_outbox(parked)
         settled = len(parked)
-        for chunk in self._fit(batch.peer, ready):
-            done = await self._deliver(batch.peer, chunk, rows)
+        gone = {u.packet_id for u in parked}  # dead-lettered during this send
+        for chunk in self._fit(peer, ready):
+            done = await self._deliver(peer, chunk, failures, gone)
             if done is None:
                 break  # the partner is unavailable: the rest waits for the backoff
             settled += done
@@ -140,11 +182,20 @@ class Sender:
         return chunks
 
     async def _deliver(
-        self, peer: str, outgoing: Sequence[Outgoing], rows: Sequence[OutboxRow]
+        self,
+        peer: str,
+        outgoing: Sequence[Outgoing],
+        failures: list[Exception],
+        gone: set[str],
     ) -> int | None:
         """Send one batch and apply its receipts; ``None`` when the partner is
-        unavailable (backoff recorded). A refusal that is not "later" is split until it
-        can be pinned on one packet, which is then parked."""
+        unavailable (the failure appended to ``failures``). A refusal that is not
+        "later" is split until it can be pinned on one packet, which is then parked.
+        Packets in ``gone`` (dead-lettered behind a predecessor during this send) are
+        left out; those this call dead-letters are added to it."""
+        outgoing = [o for o in outgoing if o.item.summary.packet_id not in gone]
+        if not outgoing:
+            return 0
         try:
             self._store.update_outbox(
                 [
@@ -159,27 +210,28 @@ class Sender:
             verdict = classify_refusal("batch", exc.status)
             if verdict is Refusal.RETRY:
                 self._store.update_outbox(self._retrying(outgoing, [], exc, sent=True))
-                self._peer_failed(peer, exc)
+                failures.append(exc)
                 return None
             self._learn(peer, exc)
             if len(outgoing) > 1:
                 settled = 0
                 half = len(outgoing) // 2
                 for part in (outgoing[:half], outgoing[half:]):
-                    done = await self._deliver(peer, part, rows)
+                    done = await self._deliver(peer, part, failures, gone)
                     if done is None:
                         return None if settled == 0 else settled
                     settled += done
                 return settled
             [out] = outgoing
             why = "packet-too-large" if exc.status == 413 else _refusal_reason("refused", exc)
-            parked = self._park(out, why, rows)
+            parked = self._park(out, why)
             self._store.update_outbox(parked)
+            gone.update(u.packet_id for u in parked)
             _log.warning("parked packet %s for %s: %s", out.item.summary.packet_id, peer, exc)
             return len(parked)
         except PeerUnavailable as exc:
             self._store.update_outbox(self._retrying(outgoing, [], exc, sent=True))
-            self._peer_failed(peer, exc)
+            failures.append(exc)
             return None
         self._failing_since.pop(peer, None)
         if peer in self._store.peer_backoffs():
@@ -187,10 +239,13 @@ class Sender:
         at = self._clock()
         updates: list[OutboxUpdate] = []
         settled = 0
-        by_id = {r.packet_id: r for r in rows}
         for out, token in zip(outgoing, receipts, strict=True):
             s = out.item.summary
             receipt = self._check_receipt(token, out, peer)
+            if s.packet_id in gone and (
+                receipt is None or receipt.status is not ReceiptStatus.ACCEPTED
+            ):
+                continue  # already dead-lettered behind its refused predecessor
             if receipt is None:
                 retry = at + backoff_delay(self._policy, out.item.attempts + 1, self._rng.random())
                 updates.append(OutboxUpdate(s.packet_id, OutboxState.QUEUED, retry, "bad-receipt"))
@@ -228,9 +283,11 @@ class Sender:
                 )
                 settled += 1
                 why = "predecessor-dead" if final is OutboxState.DEAD else "predecessor-rejected"
-                for succ in blocked_successors(rows, by_id[s.packet_id]):
-                    updates.append(OutboxUpdate(succ, OutboxState.DEAD, reason=why))
-                    settled += 1
+                for succ in self._store.open_after(peer, s.case_id, s.seq):
+                    if succ not in gone:
+                        gone.add(succ)
+                        updates.append(OutboxUpdate(succ, OutboxState.DEAD, reason=why))
+                        settled += 1
         self._store.update_outbox(updates)
         return settled
 
@@ -242,16 +299,14 @@ class Sender:
             if isinstance(value, int) and value > 0:
                 known[name] = value
 
-    def _park(self, out: Outgoing, why: str, rows: Sequence[OutboxRow]) -> list[OutboxUpdate]:
+    def _park(self, out: Outgoing, why: str) -> list[OutboxUpdate]:
         """Dead-letter ``out`` with reason ``why`` and its open case successors."""
-        pid = out.item.summary.packet_id
-        updates = [OutboxUpdate(pid, OutboxState.DEAD, reason=why)]
-        row = next((r for r in rows if r.packet_id == pid), None)
-        if row is not None:
-            updates += [
-                OutboxUpdate(succ, OutboxState.DEAD, reason="predecessor-dead")
-                for succ in blocked_successors(rows, row)
-            ]
+        s = out.item.summary
+        updates = [OutboxUpdate(s.packet_id, OutboxState.DEAD, reason=why)]
+        updates += [
+            OutboxUpdate(succ, OutboxState.DEAD, reason="predecessor-dead")
+            for succ in self._store.open_after(s.receiver, s.case_id, s.seq)
+        ]
         return updates
 
     def _retrying(
@@ -303,13 +358,14 @@ class Sender:
         self,
         peer: str,
         outgoing: Sequence[Outgoing],
-        rows: Sequence[OutboxRow],
         parked: list[OutboxUpdate],
     ) -> list[Outgoing]:
         """Upload the blobs of ``outgoing``; a packet whose blob the partner refuses for
         good is parked (its updates appended to ``parked``) and left out of the result."""
         ready: list[Outgoing] = []
         for out in outgoing:
+            if any(u.packet_id == out.item.summary.packet_id for u in parked):
+                continue  # parked behind its predecessor earlier in this batch
             try:
                 for a in out.item.summary.attachments:
                     if self._store.uploaded(peer, a.digest):
@@ -320,7 +376,7 @@ class Sender:
             except PeerRefused as exc:
                 if classify_refusal(exc.kind, exc.status) is not Refusal.PERMANENT:
                     raise
-                parked += self._park(out, _refusal_reason("attachment", exc), rows)
+                parked += self._park(out, _refusal_reason("attachment", exc))
                 _log.warning(
                     "parked packet %s: %s refused its attachment: %s",
                     out.item.summary.packet_id,

@@ -2,7 +2,8 @@
 
 The HTTP shell (``relay.http``) only decodes requests, calls these methods and encodes
 results; nothing here knows about HTTP. Every method that returns an acknowledgement
-returns it only after the store committed what it acknowledges.
+returns it only after the store committed what it acknowledges; packets created in the
+same event-loop turn share one commit (:mod:`relay.core.group_commit`).
 
 Federation side (called with the mTLS-authenticated peer id):
     ``receive_batch``, ``blob_offset``, ``write_blob``, ``open_blob``.
@@ -37,6 +38,7 @@ from relay.core.errors import (
     StoreError,
 )
 from relay.core.fields import format_time
+from relay.core.group_commit import GroupCommit
 from relay.core.inbox import Inbox, summary_of
 from relay.core.leaves import packet_leaf
 from relay.core.model import (
@@ -47,7 +49,7 @@ from relay.core.model import (
     PacketContent,
     PacketSummary,
 )
-from relay.core.outbox import OutboxPolicy, next_wakeup
+from relay.core.outbox import OutboxPolicy
 from relay.core.packets import (
     AttachmentKey,
     AttachmentRef,
@@ -65,6 +67,7 @@ from relay.core.ports import (
     Clock,
     ContentCheck,
     PeerLink,
+    ReceivedBatch,
 )
 from relay.core.receiver import standard_pipeline
 from relay.core.sender import Sender
@@ -121,6 +124,7 @@ class RelayNode:
         self._new_id = new_id
         self._policy = policy or OutboxPolicy()
         self._wake = asyncio.Event()
+        self._commits = GroupCommit(store)
         self._content_check = content_check
         self._inbox = Inbox(
             me=node_id,
@@ -156,6 +160,13 @@ class RelayNode:
         returns; a duplicate packet id gets the original receipt back.
         """
         return await self._inbox.receive_batch(peer_id, packets)
+
+    async def receive_batch_opened(self, peer_id: str, packets: Sequence[str]) -> ReceivedBatch:
+        """:meth:`receive_batch` that also hands over the packets it accepted with their
+        opened content (for the case layer: no second verify and decrypt). Returns
+        after the commit, with nothing awaited in between: batches come back in commit
+        order."""
+        return await self._inbox.receive_batch_opened(peer_id, packets)
 
     def install_content_check(self, check: ContentCheck) -> None:
         """Have the application judge the content of incoming packets from now on
@@ -258,7 +269,7 @@ class RelayNode:
             )
 
         try:
-            new = self._store.enqueue(to, case_id, build)
+            new = await self._commits.enqueue(to, case_id, build)
         except MalformedPacket as exc:
             raise NotAuthorized(f"malformed: {exc}") from exc
         self._wake.set()
@@ -299,6 +310,11 @@ class RelayNode:
     def outbox_depth(self) -> dict[str, tuple[int, datetime]]:
         """Partner → (packets queued or in flight, creation of the oldest), for metrics."""
         return self._store.outbox_depth()
+
+    def parked_packets(self) -> list[OutboxItem]:
+        """Dead letters refused for good (not ``expired``) and not sent again since,
+        newest first: what staff must act on (an indexed read, not the outbox)."""
+        return self._store.parked()
 
     def list_outbox(
         self, *, state: OutboxState | None = None, peer: str | None = None
@@ -393,9 +409,7 @@ class RelayNode:
             try:
                 await self.deliver_once()
                 now = self._clock()
-                wake = next_wakeup(
-                    self._store.open_rows(), self._store.peer_backoffs(), self._policy, now
-                )
+                wake = self._sender.next_wakeup(now)
                 delay = max((wake - now).total_seconds(), 0.0)
             except (StoreError, OSError, sqlite3.Error) as exc:
                 # a storage fault (full disk, I/O error) must not end delivery for good:

@@ -8,6 +8,14 @@ holds), ``inbox`` (one row per accepted packet with the receipt returned), ``rec
 (complete content-addressed blobs), ``uploads`` (partial uploads and their durable
 offset), ``attachments`` (staged attachments and their wrapped keys); plus the audit
 log tables of :mod:`relay.audit.store`.
+
+``outbox_heads`` keeps, per destination and case with open packets, the *head* (the
+open packet with the lowest ``seq``) and when it is next due, so the outbox finds what
+to send, and when to wake, with indexed reads whose cost does not grow with the number
+of queued or stored packets. It is derived data: rebuilt from ``outbox`` at every open
+(:data:`REBUILD_HEADS`) and kept in step by every write that changes a packet's state.
+Partial indexes (``outbox_live``, ``outbox_live_expiry``, ``outbox_parked``) hold only
+open or parked packets, so delivered history costs nothing to skip.
 """
 
 from __future__ import annotations
@@ -20,7 +28,16 @@ from typing import Any
 
 from relay.core.model import AttachmentInfo, PacketSummary
 
-__all__ = ["SCHEMA", "dt", "fsync_dir", "summary_from_json", "summary_json", "ts"]
+__all__ = [
+    "LIVE",
+    "REBUILD_HEADS",
+    "SCHEMA",
+    "dt",
+    "fsync_dir",
+    "summary_from_json",
+    "summary_json",
+    "ts",
+]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -72,6 +89,32 @@ CREATE TABLE IF NOT EXISTS attachments (
     wrapped_key BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS attachments_blob ON attachments (blob_digest);
+CREATE INDEX IF NOT EXISTS outbox_live ON outbox (peer, case_id, seq)
+    WHERE state IN ('queued', 'in_flight');
+CREATE INDEX IF NOT EXISTS outbox_live_expiry ON outbox (expires)
+    WHERE state IN ('queued', 'in_flight');
+CREATE INDEX IF NOT EXISTS outbox_parked ON outbox (ord)
+    WHERE state = 'dead' AND reason IS NOT NULL AND reason != 'expired';
+CREATE TABLE IF NOT EXISTS outbox_heads (
+    peer TEXT NOT NULL, case_id TEXT NOT NULL, ord INTEGER NOT NULL, due REAL,
+    PRIMARY KEY (peer, case_id)
+);
+CREATE INDEX IF NOT EXISTS outbox_heads_ord ON outbox_heads (peer, ord);
+CREATE INDEX IF NOT EXISTS outbox_heads_due ON outbox_heads (peer, due);
+"""
+
+LIVE = "('queued', 'in_flight')"
+"""The open outbox states as an SQL literal (the partial indexes above name them so: a
+query uses such an index only when it repeats the literal, not a bound parameter)."""
+
+REBUILD_HEADS = """
+DELETE FROM outbox_heads;
+INSERT INTO outbox_heads (peer, case_id, ord, due)
+SELECT o.peer, o.case_id, o.ord, o.next_attempt_at FROM outbox o
+WHERE o.state IN ('queued', 'in_flight') AND o.seq = (
+    SELECT MIN(p.seq) FROM outbox p
+    WHERE p.peer = o.peer AND p.case_id = o.case_id AND p.state IN ('queued', 'in_flight')
+);
 """
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +34,16 @@ from relay.core.model import (
     PacketSummary,
 )
 from relay.core.outbox import OutboxRow, PeerBackoff
-from relay.core.sqlite_schema import SCHEMA, dt, fsync_dir, summary_from_json, summary_json, ts
+from relay.core.sqlite_schema import (
+    LIVE,
+    REBUILD_HEADS,
+    SCHEMA,
+    dt,
+    fsync_dir,
+    summary_from_json,
+    summary_json,
+    ts,
+)
 from relay.core.store import (
     Incoming,
     NewOutgoing,
@@ -113,6 +122,10 @@ class SqliteStore:
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS audit_once (digest TEXT PRIMARY KEY) WITHOUT ROWID"
         )
+        with self._tx() as c:  # derived data: rebuilt once per open (see sqlite_schema)
+            for statement in REBUILD_HEADS.split(";"):
+                if statement.strip():
+                    c.execute(statement)
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -157,45 +170,187 @@ class SqliteStore:
         self, peer: str, case_id: str, build: Callable[[int, str | None], NewOutgoing]
     ) -> NewOutgoing:
         with self._tx() as c:
-            row = c.execute(
-                "SELECT seq, digest FROM send_seq WHERE peer = ? AND case_id = ?", (peer, case_id)
-            ).fetchone()
-            seq, prev = (1, None) if row is None else (int(row[0]) + 1, str(row[1]))
-            new = build(seq, prev)
-            s = new.summary
-            if s.seq != seq or s.receiver != peer or s.case_id != case_id:
-                raise StoreError("built packet does not match the allocated sequence")
-            c.execute(
-                "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, token, summary,"
-                " state, expires, own_copy) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    s.packet_id, peer, case_id, seq, s.digest, new.token, summary_json(s),
-                    str(OutboxState.QUEUED), s.expires.timestamp(), new.own_copy,
-                ),
-            )  # fmt: skip
-            c.execute(
-                "INSERT INTO send_seq (peer, case_id, seq, digest) VALUES (?,?,?,?)"
-                " ON CONFLICT (peer, case_id) DO UPDATE SET seq = excluded.seq,"
-                " digest = excluded.digest",
-                (peer, case_id, seq, s.digest),
-            )
-            audit_append(c, new.audit_leaf)
+            return self._enqueue(c, peer, case_id, build)
+
+    def _enqueue(
+        self,
+        c: sqlite3.Connection,
+        peer: str,
+        case_id: str,
+        build: Callable[[int, str | None], NewOutgoing],
+    ) -> NewOutgoing:
+        row = c.execute(
+            "SELECT seq, digest FROM send_seq WHERE peer = ? AND case_id = ?", (peer, case_id)
+        ).fetchone()
+        seq, prev = (1, None) if row is None else (int(row[0]) + 1, str(row[1]))
+        new = build(seq, prev)
+        s = new.summary
+        if s.seq != seq or s.receiver != peer or s.case_id != case_id:
+            raise StoreError("built packet does not match the allocated sequence")
+        c.execute(
+            "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, token, summary,"
+            " state, expires, own_copy) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                s.packet_id, peer, case_id, seq, s.digest, new.token, summary_json(s),
+                str(OutboxState.QUEUED), s.expires.timestamp(), new.own_copy,
+            ),
+        )  # fmt: skip
+        c.execute(
+            "INSERT INTO send_seq (peer, case_id, seq, digest) VALUES (?,?,?,?)"
+            " ON CONFLICT (peer, case_id) DO UPDATE SET seq = excluded.seq,"
+            " digest = excluded.digest",
+            (peer, case_id, seq, s.digest),
+        )
+        self._refresh_heads(c, [(peer, case_id)])
+        audit_append(c, new.audit_leaf)
         return new
 
-    def open_rows(self) -> list[OutboxRow]:
+    def enqueue_many(
+        self, items: Sequence[tuple[str, str, Callable[[int, str | None], NewOutgoing]]]
+    ) -> list[NewOutgoing | Exception]:
+        """:meth:`enqueue` for several packets in one transaction (one commit); each in
+        its own savepoint, so one whose build fails is left out alone and its exception
+        returned in its place."""
+        out: list[NewOutgoing | Exception] = []
+        with self._tx() as c:
+            for peer, case_id, build in items:
+                c.execute("SAVEPOINT one")
+                try:
+                    out.append(self._enqueue(c, peer, case_id, build))
+                except Exception as exc:  # handed back to that packet's caller
+                    c.execute("ROLLBACK TO one")
+                    out.append(exc)
+                c.execute("RELEASE one")
+        return out
+
+    @staticmethod
+    def _refresh_heads(c: sqlite3.Connection, pairs: Iterable[tuple[str, str]]) -> None:
+        """Bring ``outbox_heads`` in step for these (destination, case) pairs."""
+        for peer, case_id in set(pairs):
+            row = c.execute(
+                "SELECT ord, next_attempt_at FROM outbox INDEXED BY outbox_live"  # noqa: S608
+                f" WHERE peer = ? AND case_id = ? AND state IN {LIVE} ORDER BY seq LIMIT 1",
+                (peer, case_id),
+            ).fetchone()
+            if row is None:
+                c.execute(
+                    "DELETE FROM outbox_heads WHERE peer = ? AND case_id = ?", (peer, case_id)
+                )
+            else:
+                c.execute(
+                    "INSERT INTO outbox_heads (peer, case_id, ord, due) VALUES (?,?,?,?)"
+                    " ON CONFLICT (peer, case_id) DO UPDATE SET ord = excluded.ord,"
+                    " due = excluded.due",
+                    (peer, case_id, row[0], row[1]),
+                )
+
+    _ROW_COLS = "packet_id, peer, case_id, seq, ord, state, expires, next_attempt_at"
+
+    @staticmethod
+    def _row(r: Sequence[Any]) -> OutboxRow:
+        return OutboxRow(
+            packet_id=r[0], peer=r[1], case_id=r[2], seq=int(r[3]), order=int(r[4]),
+            state=OutboxState(r[5]), expires=datetime.fromtimestamp(r[6], UTC),
+            next_attempt_at=dt(r[7]),
+        )  # fmt: skip
+
+    def open_peers(self) -> list[str]:
+        """Destinations with open packets (one index probe per destination)."""
         rows = self._conn.execute(
-            "SELECT packet_id, peer, case_id, seq, ord, state, expires, next_attempt_at"
-            " FROM outbox WHERE state IN (?, ?) ORDER BY ord",
-            (str(OutboxState.QUEUED), str(OutboxState.IN_FLIGHT)),
+            "WITH RECURSIVE p(peer) AS (SELECT MIN(peer) FROM outbox_heads UNION ALL"
+            " SELECT (SELECT MIN(peer) FROM outbox_heads WHERE peer > p.peer) FROM p"
+            " WHERE p.peer IS NOT NULL) SELECT peer FROM p WHERE peer IS NOT NULL"
         ).fetchall()
-        return [
-            OutboxRow(
-                packet_id=r[0], peer=r[1], case_id=r[2], seq=int(r[3]), order=int(r[4]),
-                state=OutboxState(r[5]), expires=datetime.fromtimestamp(r[6], UTC),
-                next_attempt_at=dt(r[7]),
-            )
-            for r in rows
-        ]  # fmt: skip
+        return [r[0] for r in rows]
+
+    def head_due(self, peer: str) -> tuple[bool, datetime | None]:
+        """Whether ``peer`` has open packets, and when its earliest case head is due
+        (None: due now, it never failed)."""
+        row = self._conn.execute(
+            "SELECT due FROM outbox_heads WHERE peer = ? ORDER BY due LIMIT 1", (peer,)
+        ).fetchone()
+        return (False, None) if row is None else (True, dt(row[0]))
+
+    def due_rows(
+        self, peer: str, at: datetime, limit: int, busy: Collection[str] = ()
+    ) -> list[OutboxRow]:
+        """Up to ``limit`` open packets for ``peer`` that may go out now, oldest case
+        first: per case (except the ``busy`` ones) its head and the open packets after
+        it in sequence, as long as each is due."""
+        heads = self._conn.execute(
+            "SELECT case_id FROM outbox_heads WHERE peer = ? AND (due IS NULL OR due <= ?)"
+            " ORDER BY ord LIMIT ?",
+            (peer, at.timestamp(), limit + len(busy)),
+        ).fetchall()
+        out: list[OutboxRow] = []
+        for (case_id,) in heads:
+            room = limit - len(out)
+            if room <= 0:
+                break
+            if case_id in busy:
+                continue
+            rows = self._conn.execute(
+                f"SELECT {self._ROW_COLS} FROM outbox INDEXED BY outbox_live"  # noqa: S608
+                f" WHERE peer = ? AND case_id = ? AND state IN {LIVE} ORDER BY seq LIMIT ?",
+                (peer, case_id, room),
+            ).fetchall()
+            for r in rows:
+                row = self._row(r)
+                if row.next_attempt_at is not None and row.next_attempt_at > at:
+                    break
+                out.append(row)
+        return out
+
+    def expired_rows(self, before: datetime, limit: int) -> list[OutboxRow]:
+        """Up to ``limit`` open packets whose expiry is at or before ``before``."""
+        rows = self._conn.execute(
+            f"SELECT {self._ROW_COLS} FROM outbox INDEXED BY outbox_live_expiry"  # noqa: S608
+            f" WHERE state IN {LIVE} AND expires <= ? ORDER BY expires LIMIT ?",
+            (before.timestamp(), limit),
+        ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def earliest_expiry(self) -> datetime | None:
+        """The earliest expiry of an open packet."""
+        row = self._conn.execute(
+            f"SELECT MIN(expires) FROM outbox INDEXED BY outbox_live_expiry WHERE state IN {LIVE}"  # noqa: S608
+        ).fetchone()
+        return dt(row[0])
+
+    def open_after(self, peer: str, case_id: str, seq: int) -> list[str]:
+        """Open packets of ``case_id`` towards ``peer`` after ``seq``, in order."""
+        rows = self._conn.execute(
+            "SELECT packet_id FROM outbox INDEXED BY outbox_live"  # noqa: S608
+            " WHERE peer = ? AND case_id = ?"
+            f" AND state IN {LIVE} AND seq > ? ORDER BY seq",
+            (peer, case_id, seq),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def has_open(self) -> bool:
+        return self._conn.execute("SELECT 1 FROM outbox_heads LIMIT 1").fetchone() is not None
+
+    def parked(self) -> list[OutboxItem]:
+        """Dead packets refused for good (reason other than ``expired``) with no later
+        live or delivered packet of their case to that destination (not sent again)."""
+        rows = self._conn.execute(
+            f"SELECT {self._OUT_COLS} FROM outbox d INDEXED BY outbox_parked"  # noqa: S608
+            " WHERE d.state = 'dead' AND d.reason IS NOT NULL AND d.reason != 'expired'"
+            " AND NOT EXISTS (SELECT 1 FROM outbox l WHERE l.peer = d.peer"
+            " AND l.case_id = d.case_id AND l.ord > d.ord"
+            " AND l.state IN ('queued', 'in_flight', 'delivered'))"
+            " ORDER BY d.ord DESC"
+        ).fetchall()
+        return [self._outbox_item(r) for r in rows]
+
+    def open_rows(self) -> list[OutboxRow]:
+        """Every open packet (for tests and tools; the outbox itself reads only what is
+        due, through :meth:`due_rows` and friends)."""
+        rows = self._conn.execute(
+            f"SELECT {self._ROW_COLS} FROM outbox"  # noqa: S608 - constants
+            f" WHERE state IN {LIVE} ORDER BY ord"
+        ).fetchall()
+        return [self._row(r) for r in rows]
 
     def _outbox_item(self, r: Sequence[Any]) -> OutboxItem:
         return OutboxItem(
@@ -219,6 +374,7 @@ class SqliteStore:
 
     def update_outbox(self, updates: Sequence[OutboxUpdate]) -> None:
         with self._tx() as c:
+            touched: list[tuple[str, str]] = []
             for u in updates:
                 if u.audit_leaf is not None and u.receipt is not None:
                     held = c.execute(
@@ -226,18 +382,21 @@ class SqliteStore:
                     ).fetchone()
                     if held is None or held[0] != u.receipt:
                         audit_append(c, u.audit_leaf)
-                c.execute(
+                pair = c.execute(
                     "UPDATE outbox SET state = ?, next_attempt_at = ?, reason = ?,"
                     " receipt = COALESCE(?, receipt), attempts = attempts + ?"
-                    " WHERE packet_id = ?",
+                    " WHERE packet_id = ? RETURNING peer, case_id",
                     (
                         str(u.state), ts(u.next_attempt_at), u.reason, u.receipt,
                         1 if u.attempted else 0, u.packet_id,
                     ),
-                )  # fmt: skip
+                ).fetchone()  # fmt: skip
+                if pair is not None:
+                    touched.append((pair[0], pair[1]))
             for u in updates:
                 if u.state in (OutboxState.DEAD, OutboxState.REJECTED):
                     self._rewind(c, u.packet_id)
+            self._refresh_heads(c, touched)
 
     @staticmethod
     def _rewind(c: sqlite3.Connection, packet_id: str) -> None:

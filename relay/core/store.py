@@ -2,14 +2,16 @@
 
 One implementation today: :class:`relay.core.sqlite_store.SqliteStore` (one SQLite
 file per node, WAL, ``synchronous=FULL``, plus a content-addressed blob directory).
-Every method is one transaction; :meth:`RelayStore.receiving` opens a transaction the
+Every method is one transaction, and no method the outbox or the receive pipeline
+calls per batch reads more than what is due (the cost stays flat however many packets
+are queued or stored); :meth:`RelayStore.receiving` opens a transaction the
 receive pipeline reads and writes through and that commits when the block exits —
 before any receipt leaves the node.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -138,7 +140,49 @@ class RelayStore(Protocol):
         with them and queue the result — all in one transaction."""
         ...
 
-    def open_rows(self) -> list[OutboxRow]: ...
+    def enqueue_many(
+        self, items: Sequence[tuple[str, str, Callable[[int, str | None], NewOutgoing]]]
+    ) -> list[NewOutgoing | Exception]:
+        """:meth:`enqueue` for ``(peer, case_id, build)`` items in one transaction; a
+        build that raises leaves out its packet alone (its exception in its place)."""
+        ...
+
+    def open_rows(self) -> list[OutboxRow]:
+        """Every open packet (tests and tools; the outbox reads only what is due)."""
+        ...
+
+    def open_peers(self) -> list[str]:
+        """Destinations that have open packets."""
+        ...
+
+    def head_due(self, peer: str) -> tuple[bool, datetime | None]:
+        """(``peer`` has open packets, when its earliest case head is due; None: now)."""
+        ...
+
+    def due_rows(
+        self, peer: str, at: datetime, limit: int, busy: Collection[str] = ()
+    ) -> list[OutboxRow]:
+        """Up to ``limit`` open packets for ``peer`` due at ``at``, oldest case first:
+        per case (not in ``busy``) its head and the due packets after it in sequence."""
+        ...
+
+    def expired_rows(self, before: datetime, limit: int) -> list[OutboxRow]:
+        """Up to ``limit`` open packets that expire at or before ``before``."""
+        ...
+
+    def earliest_expiry(self) -> datetime | None: ...
+
+    def open_after(self, peer: str, case_id: str, seq: int) -> list[str]:
+        """Open packets of ``case_id`` towards ``peer`` after ``seq``, in order."""
+        ...
+
+    def has_open(self) -> bool: ...
+
+    def parked(self) -> list[OutboxItem]:
+        """Dead packets refused for good (not ``expired``) and not sent again since
+        (no later live or delivered packet of their case and destination), newest first."""
+        ...
+
     def outgoing(self, packet_id: str) -> Outgoing | None: ...
     def update_outbox(self, updates: Sequence[OutboxUpdate]) -> None: ...
     def peer_backoffs(self) -> dict[str, PeerBackoff]: ...

@@ -127,15 +127,8 @@ def delivery_alerts(core: RelayApi, now: datetime) -> list[StaffAlert]:
     yet sent again: no later live packet of its case to that partner) and a partner
     unreachable for longer than :data:`PARTNER_UNREACHABLE_AFTER`."""
     alerts: list[StaffAlert] = []
-    live: set[tuple[str, str]] = set()
-    for item in reversed(core.list_outbox()):
+    for item in core.parked_packets():  # indexed: not the whole outbox on every read
         s = item.summary
-        key = (s.receiver, s.case_id)
-        if item.state in (OutboxState.QUEUED, OutboxState.IN_FLIGHT, OutboxState.DELIVERED):
-            live.add(key)
-            continue
-        if item.state is not OutboxState.DEAD or item.reason in (None, "expired") or key in live:
-            continue
         alerts.append(
             StaffAlert(
                 id=f"outbox:parked:{s.packet_id}",

@@ -49,7 +49,8 @@ from relay.cases.errors import CaseError
 from relay.cases.model import CONTENT_FORMAT, EventKind
 from relay.config import NodeConfig
 from relay.core.errors import RelayError
-from relay.core.ports import PeerLink
+from relay.core.model import PacketSummary
+from relay.core.ports import PeerLink, ReceivedBatch
 from relay.http.case_services import CaseLayer
 from relay.http.survey_admission import is_sealed_report
 from relay.node import CoreHandle
@@ -277,15 +278,18 @@ async def collect_reports(
     at: datetime,
     database: Path,
     seen: set[str] | None = None,
+    only: Sequence[PacketSummary] | None = None,
 ) -> list[Collected]:
     """Collect every accepted survey-report packet not collected yet (see the module
     note); log a survey-report leaf for each report accepted. ``seen`` (kept by the
     caller) holds the packets already looked at, so each is opened once per process."""
     done = []
     seen = set() if seen is None else seen
-    for item in core.list_inbox():
-        packet_id = item.summary.packet_id
-        if not item.summary.attachments or packet_id in seen:
+    # ``only``: the packets a batch just accepted (not the whole inbox on every batch)
+    summaries = [i.summary for i in core.list_inbox()] if only is None else only
+    for summary in summaries:
+        packet_id = summary.packet_id
+        if not summary.attachments or packet_id in seen:
             continue
         try:
             collected = await _collect_one(core, packet_id, root, me, bundle, at)
@@ -308,7 +312,7 @@ async def collect_reports(
 class _CollectingCore:
     """The case layer's core, collecting survey reports after each accepted batch."""
 
-    def __init__(self, core: Any, collect: Callable[[], Any]) -> None:
+    def __init__(self, core: Any, collect: Callable[[Sequence[PacketSummary]], Any]) -> None:
         self._core = core
         self._collect = collect
 
@@ -316,9 +320,14 @@ class _CollectingCore:
         return getattr(self._core, name)
 
     async def receive_batch(self, peer_id: str, packets: Sequence[str]) -> list[str]:
-        receipts: list[str] = await self._core.receive_batch(peer_id, packets)
-        await self._collect()
-        return receipts
+        return list((await self.receive_batch_opened(peer_id, packets)).receipts)
+
+    async def receive_batch_opened(self, peer_id: str, packets: Sequence[str]) -> ReceivedBatch:
+        batch: ReceivedBatch = await self._core.receive_batch_opened(peer_id, packets)
+        carrying = [p.summary for p in batch.accepted if p.summary.attachments]
+        if carrying:  # only what this batch accepted: flat however big the inbox grew
+            await self._collect(carrying)
+        return batch
 
 
 def _log_catch_up_end(task: asyncio.Task[list[Collected]]) -> None:
@@ -369,14 +378,15 @@ class SurveyCaseLayer:
         assert self._config is not None
         return self._config.data_dir / "relay.sqlite3"
 
-    async def collect(self) -> list[Collected]:
+    async def collect(self, only: Sequence[PacketSummary] | None = None) -> list[Collected]:
+        """Collect reports: from ``only`` (a batch's accepted packets) or the whole inbox."""
         assert self._config is not None
         assert self._bundle is not None
         async with self._lock:
             return await collect_reports(
                 self._core, self.reports_dir, me=self._config.node_id,
                 bundle=self._bundle.current(), at=self._clock(), database=self._database(),
-                seen=self._seen,
+                seen=self._seen, only=only,
             )  # fmt: skip
 
     def extension(self, listener: str, app: web.Application) -> None:

@@ -133,3 +133,47 @@ async def test_staging_sending_and_opening_run_in_constant_memory(federation: Fe
         tracemalloc.stop()
     assert out.hexdigest() == digest
     assert peak < 16 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB for a {size >> 20} MiB file"
+
+
+async def test_uploads_are_hashed_while_written_and_read_back_only_when_resumed(
+    federation: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: a complete upload is hashed as it is written (staged plaintext, sealed
+    blob, received blob): no file is read back to hash it. An upload resumed after a
+    break hashes its file once, since the earlier bytes came in another call."""
+    from relay.core import blobs
+
+    reads: list[str] = []
+    real = blobs.sha256_file
+
+    def counting(path: os.PathLike[str]) -> tuple[str, int]:
+        reads.append(os.fspath(path))
+        return real(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(blobs, "sha256_file", counting)
+    sender, receiver = federation.nodes[WUCHANG], federation.nodes[DAFENG]
+    data = os.urandom(300_000)
+    digest = await stage(sender, data)
+    await sender.create_packet(
+        to=DAFENG, case_id="c", matter=MATTER, action=ACTION, mode=MODE, content={},
+        attachments=[digest],
+    )  # fmt: skip
+    await drain(federation, WUCHANG)
+    [item] = sender.list_outbox()
+    assert item.state is OutboxState.DELIVERED
+    blob = item.summary.attachments[0].digest
+    assert await collect(receiver.open_attachment(blob)) == data
+    assert reads == []
+
+    other = os.urandom(200_000)
+    other_digest = hashlib.sha256(other).hexdigest()
+    assert (
+        await sender.write_attachment(other_digest, len(other), 0, chunks_of(other[:70_000]))
+        is None
+    )
+    info = await sender.write_attachment(
+        other_digest, len(other), 70_000, chunks_of(other[70_000:])
+    )
+    assert info is not None
+    assert len(reads) == 1  # the resumed upload, once
+    assert await collect(sender.open_attachment(other_digest)) == other

@@ -40,6 +40,8 @@ class ProcessLink:
         self.after_commit = 0
         self.starts = 0
         self._proc: asyncio.subprocess.Process | None = None
+        self._pipe = asyncio.Lock()  # one request at a time on the pipe (the outbox
+        # sends several batches at once, as it may over HTTP)
 
     async def _process(self) -> asyncio.subprocess.Process:
         if self._proc is None or self._proc.returncode is not None:
@@ -55,6 +57,10 @@ class ProcessLink:
         return self._proc
 
     async def deliver(self, peer: str, packets: Sequence[str]) -> list[str]:
+        async with self._pipe:
+            return await self._deliver(peer, packets)
+
+    async def _deliver(self, peer: str, packets: Sequence[str]) -> list[str]:
         assert peer == DAFENG
         proc = await self._process()
         assert proc.stdin is not None

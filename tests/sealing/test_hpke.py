@@ -216,3 +216,19 @@ def test_key_of_one_suite_cannot_open_the_other_suite() -> None:
         hpke_open(hpke_seal(b"s", x.public_key(), info=INFO), pq, info=INFO)
     with pytest.raises(DecryptionFailed):
         hpke_open(hpke_seal(b"s", pq.public_key(), info=INFO), x, info=INFO)
+
+
+@pytest.mark.parametrize("suite", list(HpkeSuite))
+def test_a_key_object_is_built_once_and_still_opens_and_refuses(suite: HpkeSuite) -> None:
+    """Issue 12: expanding the ML-KEM seed cost more than the decapsulation; a private
+    (and a public) key builds its key object once, and the cached object behaves as
+    a fresh one: it opens what was sealed to it and nothing else."""
+    key = generate_hpke_key(suite)
+    public = key.public_key()
+    assert key._key() is key._key()
+    assert public._key() is public._key()
+    for n in range(3):
+        sealed = hpke_seal(b"packet %d" % n, public, info=b"i")
+        assert hpke_open(sealed, key, info=b"i") == b"packet %d" % n
+        with pytest.raises(DecryptionFailed):
+            hpke_open(sealed, generate_hpke_key(suite), info=b"i")

@@ -66,10 +66,18 @@ def test_second_validation_of_a_path_hits_the_cache(fed) -> None:
     first = pathcache.stats()
     assert first["issued_by"]["size"] == 1
     assert first["crl"]["size"] == 1
-    validate_path(chain, bundle, purpose=Purpose.SEAL, at=fed.now)
+    assert first["path"]["size"] == 1
+    validate_path(chain, bundle, purpose=Purpose.SEAL, at=fed.now + timedelta(minutes=1))
     second = pathcache.stats()
-    assert second["issued_by"]["hits"] == first["issued_by"]["hits"] + 1
-    assert second["crl"]["hits"] == first["crl"]["hits"] + 1
+    # issue 12: the whole result is remembered with its validity window, so a second
+    # validation inside that window checks no signature again
+    assert second["path"]["hits"] == first["path"]["hits"] + 1
+    assert second["issued_by"] == first["issued_by"]
+    assert second["crl"] == first["crl"]
+    # another purpose is another question: the signature memo answers it
+    with pytest.raises(CertificateRejected):
+        validate_path(chain, bundle, purpose=Purpose.TLS_PEER, at=fed.now)
+    assert pathcache.stats()["issued_by"]["hits"] == first["issued_by"]["hits"] + 1
 
 
 def test_revoked_certificate_is_refused_after_the_same_path_was_accepted(fed) -> None:

@@ -1,0 +1,181 @@
+"""The cost curve (issue 12): CPU per packet as the work around it grows.
+
+Two relay nodes in one process (FakeNetwork, real SQLite files with
+``synchronous=FULL``); each measurement creates ``N`` packets at A and delivers them to
+B (A's outbox passes, B's acceptance pipeline, receipts committed and verified on both
+sides) and reports the process CPU time per packet (both nodes, their worker threads
+included). The curve holds the measurement constant and grows one thing at a time:
+
+- **queued**: 0 / 1,000 / 10,000 packets already queued at A for a third node that is
+  down (backing off), so they stay in A's outbox while the N go to B;
+- **stored**: 0 / 100,000 packets already delivered (A's outbox) and accepted (B's
+  inbox) — the history of a node that has run for a while;
+- **open cases**: the N packets in 1 case, or spread over 1,000 cases with a packet
+  each already sent.
+
+The backlog and the history are written into the SQLite files directly (valid rows,
+quickly), then the nodes restart on their files. The goal is every row within ±20% of
+the first row of its group (``vs first``). ``FLAT_N`` sets N (default 500),
+``FLAT_SCALE`` divides the sizes (a smoke run uses a large value).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+A, B, C = "420106", "320982", "371422"
+
+
+def _sizes() -> tuple[int, int]:
+    return int(os.environ.get("FLAT_N", "500")), max(1, int(os.environ.get("FLAT_SCALE", "1")))
+
+
+def _federation(base: Path) -> Any:
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "relay_core"))
+    from relay_core_support import FakeAgreement, FakeClock, Federation, make_pki  # type: ignore[import-not-found]
+
+    from relay.core.fakes import FakeNetwork
+    from relay.core.outbox import OutboxPolicy
+
+    fed = Federation(
+        pki=make_pki(base / "pki"), root=base, clock=FakeClock(), agreement=FakeAgreement(),
+        network=FakeNetwork(rng=random.Random(1)), policy=OutboxPolicy(batch_size=64),
+    )  # fmt: skip
+    for node in (A, B, C):
+        fed.start(node)
+    return fed
+
+
+async def _create(fed: Any, to: str, case: str, n: int) -> Any:
+    return await fed.nodes[A].create_packet(
+        to=to, case_id=case, matter="food-business-licence", action="submit",
+        mode="proxy_receipt", content={"n": n, "applicant": "张三", "note": "x" * 256},
+    )  # fmt: skip
+
+
+async def _measure(fed: Any, label: str, n: int, cases: int) -> float:
+    """CPU seconds per packet to create ``n`` packets at A over ``cases`` cases and
+    deliver them all to B."""
+    a = fed.nodes[A]
+    start = time.process_time()
+    for i in range(n):
+        await _create(fed, B, f"{label}-{i % cases}", i)
+    while fed.stores[A].head_due(B)[0]:  # an index probe, not a read of the outbox
+        await a.deliver_once()
+    return (time.process_time() - start) / n
+
+
+def _seed_rows(fed: Any, node: str, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    fed.stores[node].close()
+    conn = sqlite3.connect(fed.root / node / "relay.sqlite3")
+    with conn:
+        conn.executemany(sql, rows)
+    conn.close()
+    fed.start(node)  # back on its files (the outbox heads are rebuilt at open)
+
+
+def _template(fed: Any) -> tuple[str, str]:
+    """A real packet's token and summary JSON, to copy into seeded rows."""
+    from relay.core.sqlite_schema import summary_json
+
+    [item] = fed.nodes[A].list_outbox(peer=B)[:1]
+    out = fed.stores[A].outgoing(item.summary.packet_id)
+    return out.token, summary_json(item.summary)
+
+
+def _seed_backlog(fed: Any, count: int, token: str, summary: str, expires: float) -> None:
+    rows = [
+        (str(uuid.uuid4()), C, f"backlog-{i // 10}", i % 10 + 1, "d" * 64, token, summary,
+         "queued", expires, "own")
+        for i in range(count)
+    ]  # fmt: skip
+    _seed_rows(
+        fed, A,
+        "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, token, summary, state,"
+        " expires, own_copy) VALUES (?,?,?,?,?,?,?,?,?,?)", rows,
+    )  # fmt: skip
+
+
+def _seed_history(fed: Any, count: int, token: str, summary: str, at: float) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    _seed_rows(
+        fed, A,
+        "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, token, summary, state,"
+        " expires, own_copy, receipt) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        [(p, B, f"old-{i}", 1, "d" * 64, token, summary, "delivered", at, "own", "r")
+         for i, p in enumerate(ids)],
+    )  # fmt: skip
+    _seed_rows(
+        fed, B,
+        "INSERT INTO inbox (packet_id, sender, case_id, seq, digest, token, summary,"
+        " received_at, receipt, log_index) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        [(p, A, f"old-{i}", 1, "d" * 64, token, summary, at, "r", None)
+         for i, p in enumerate(ids)],
+    )  # fmt: skip
+
+
+async def _scenario(base: Path) -> list[dict[str, object]]:
+    n, scale = _sizes()
+    fed = _federation(base)
+    rows: list[dict[str, object]] = []
+
+    def row(group: str, what: str, cpu: float, first: float | None) -> float:
+        rows.append(
+            {
+                "group": group,
+                "measure": what,
+                "cpu ms/packet": cpu * 1000,
+                "vs first": 1.0 if first is None else cpu / first,
+            }
+        )
+        return cpu
+
+    try:
+        fed.network.down.add(C)
+        await _measure(fed, "warm", max(n // 5, 10), 10)  # caches, first-time paths
+        token, summary = _template(fed)
+        expires = (fed.clock() + timedelta(days=30)).timestamp()
+        await _create(fed, C, "backlog-probe", 0)  # C is down: A backs off from it
+        await fed.nodes[A].deliver_once()
+
+        first = row("queued", "0 queued for a partner that is down", await _measure(
+            fed, "q0", n, 50), None)  # fmt: skip
+        for queued in (1_000 // scale, 10_000 // scale):
+            _seed_backlog(fed, queued, token, summary, expires)
+            await fed.nodes[A].deliver_once()  # the restarted node learns C is down
+            row("queued", f"{queued:,} queued", await _measure(fed, f"q{queued}", n, 50), first)
+            _seed_rows(fed, A, "DELETE FROM outbox WHERE peer = ? AND case_id LIKE ?",
+                       [(C, "backlog-%")])  # fmt: skip
+
+        first = row("stored", "0 stored", await _measure(fed, "s0", n, 50), None)
+        stored = 100_000 // scale
+        _seed_history(fed, stored, token, summary, fed.clock().timestamp())
+        row("stored", f"{stored:,} stored", await _measure(fed, "s1", n, 50), first)
+
+        first = row("cases", "1 open case", await _measure(fed, "c1", n, 1), None)
+        many = 1_000 // scale
+        await _measure(fed, "cN", many, many)  # every case opened: one packet each
+        row("cases", f"{many:,} open cases", await _measure(fed, "cN", n, many), first)
+    finally:
+        fed.close()
+    return rows
+
+
+def run() -> list[dict[str, object]]:
+    with tempfile.TemporaryDirectory(prefix="bench-flat-") as tmp:
+        return asyncio.run(_scenario(Path(tmp)))
+
+
+if __name__ == "__main__":
+    for r in run():
+        print(r)

@@ -1,0 +1,101 @@
+"""Issue 12: applying a partner's case packets after a federation batch costs the same
+however much is stored. The desk applies the packets the batch accepted with the
+content the relay's pipeline opened: it neither lists the whole inbox nor verifies and
+decrypts a packet a second time, and a plain packet is not a warning."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from casekit import HANDLING
+from casekit_offices import Office, Offices
+
+from relay.cases.model import CaseState, EventKind
+
+BOOKS = "publication-retail-licence"
+
+
+class Reads:
+    """Counts the relay reads the desk could make of one office's node."""
+
+    def __init__(self, office: Office, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.whole_inbox = 0
+        self.reopened: list[str] = []
+        relay = office.relay
+        list_inbox, read_packet = relay.list_inbox, relay.read_packet
+
+        def counting_list(*, case_id: str | None = None) -> Any:
+            if case_id is None:
+                self.whole_inbox += 1
+            return list_inbox(case_id=case_id)
+
+        def counting_read(packet_id: str) -> Any:
+            self.reopened.append(packet_id)
+            return read_packet(packet_id)
+
+        monkeypatch.setattr(relay, "list_inbox", counting_list)
+        monkeypatch.setattr(relay, "read_packet", counting_read)
+
+
+@pytest.fixture
+def reads(offices: Offices, monkeypatch: pytest.MonkeyPatch) -> dict[str, Reads]:
+    return {o.node_id: Reads(o, monkeypatch) for o in (offices.r, offices.h)}
+
+
+async def test_a_batch_is_applied_from_what_the_relay_opened(
+    offices: Offices, reads: dict[str, Reads]
+) -> None:
+    opened = await offices.r.desk.open_case(matter=BOOKS, mode="proxy_receipt", handling=HANDLING)
+    case_id = opened.record.case.header.case_id
+    await offices.deliver()
+    assert offices.h.desk.get(case_id).case.state is CaseState.SUBMITTED  # applied
+    await offices.h.desk.act(case_id, EventKind.ACCEPT, {})
+    await offices.deliver()
+    assert offices.r.desk.get(case_id).case.state is CaseState.ACCEPTED  # and back
+    for office in (offices.r, offices.h):
+        assert reads[office.node_id].whole_inbox == 0
+        assert reads[office.node_id].reopened == []
+    [applied] = offices.h.desk.packets(case_id)
+    [item] = offices.h.relay.list_inbox(case_id=case_id)
+    assert (applied.packet_id, applied.outcome) == (item.summary.packet_id, "applied")
+
+
+async def test_sync_at_start_still_applies_what_no_batch_applied(
+    offices: Offices, reads: dict[str, Reads]
+) -> None:
+    """A packet accepted while the case layer was not mounted (straight into the core)
+    is applied by ``sync``, which reads the inbox and opens it again."""
+    opened = await offices.r.desk.open_case(
+        matter=BOOKS, mode="proxy_receipt", handling=HANDLING, submit=False
+    )
+    case_id = opened.record.case.header.case_id
+    offices.network.nodes[HANDLING] = offices.h.relay  # no case layer on the way in
+    await offices.r.desk.act(case_id, EventKind.SUBMIT, {})
+    await offices.deliver()
+    assert offices.h.desk.list_cases() == []
+    [applied] = await offices.h.desk.sync()
+    assert applied.outcome == "applied"
+    assert offices.h.desk.get(case_id).case.state is CaseState.SUBMITTED
+    assert reads[HANDLING].whole_inbox == 1
+    assert reads[HANDLING].reopened == [applied.packet_id]
+    assert await offices.h.desk.sync() == []  # once only
+
+
+async def test_a_plain_packet_is_applied_without_a_warning(
+    offices: Offices, caplog: pytest.LogCaptureFixture
+) -> None:
+    opened = await offices.r.desk.open_case(matter=BOOKS, mode="proxy_receipt", handling=HANDLING)
+    case_id = opened.record.case.header.case_id
+    await offices.deliver()
+    caplog.set_level(logging.DEBUG)
+    for n in range(3):
+        await offices.r.relay.create_packet(
+            to=HANDLING, case_id=case_id, matter=BOOKS, action="status-update",
+            mode="proxy_receipt", content={"note": f"第{n}份材料已寄出"},
+        )  # fmt: skip
+    await offices.deliver()
+    outcomes = [p.outcome for p in offices.h.desk.packets(case_id)]
+    assert outcomes.count("not-a-case-event") == 3
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
