@@ -10,7 +10,10 @@
   round every ``[audit] witness_interval`` (:meth:`AuditService.witness_round` over
   :class:`~relay.http.audit_client.AuditClient` per partner);
 - on the staff listener it adds ``POST /staff/v1/audit/checkpoint`` and
-  ``GET /staff/v1/alerts``.
+  ``GET /staff/v1/alerts``;
+- with a ``[timestamps]`` table it stamps each new checkpoint at an RFC 3161 TSA right
+  after signing it (:class:`relay.timestamps.stamper.Stamper`, catching up what the TSA
+  missed) and adds the ``timestamps`` staff alert source.
 
 Partners' seal keys come from their signed descriptors (the configured files), verified
 and path-validated against the trust bundle at each use (:class:`DescriptorKeys`).
@@ -27,12 +30,16 @@ from datetime import UTC, datetime
 from aiohttp import web
 from cryptography import x509
 
+from relay.alerts import ALERTS
 from relay.audit.errors import AuditError, CheckpointError
 from relay.audit.service import AuditPeer, AuditService, RoundResult
 from relay.audit.state import AuditState
 from relay.config import NodeConfig
 from relay.http.audit import add_audit_federation_routes, add_audit_staff_routes
 from relay.http.audit_client import AuditClient
+from relay.timestamps.stamper import HttpTsa, Stamper
+from relay.timestamps.store import TimestampStore
+from relay.timestamps.tokens import TimestampError, TsaTrust
 from relay.tls import BundleSource, client_context
 from signing.certificates import Purpose, validate_path
 from signing.descriptor import verify_descriptor
@@ -92,6 +99,30 @@ class AuditNode:
         self._peers: dict[str, AuditClient] = {}
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stamper: Stamper | None = None
+        self._stamps: TimestampStore | None = None
+
+    @property
+    def stamper(self) -> Stamper | None:
+        """The checkpoint stamper, when ``[timestamps]`` is configured."""
+        settings = self.config.timestamps
+        if settings is None:
+            return None
+        if self._stamper is None:
+            try:
+                trust = TsaTrust.from_pem(settings.trust.read_bytes())
+            except OSError as exc:
+                raise TimestampError(f"cannot read [timestamps] trust: {exc}") from exc
+            self.config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._stamps = TimestampStore(self.config.data_dir / "relay.sqlite3")
+            self._stamper = Stamper(
+                self._stamps,
+                HttpTsa(settings.url, timeout=settings.timeout),
+                trust,
+                alert_after=settings.alert_after,
+                clock=self._clock,
+            )
+        return self._stamper
 
     @property
     def service(self) -> AuditService:
@@ -138,6 +169,9 @@ class AuditNode:
             app.on_cleanup.append(self._on_cleanup)
         elif listener == "staff":
             add_audit_staff_routes(app, self.service)
+            stamper = self.stamper
+            if stamper is not None:
+                app[ALERTS].add_source("timestamps", stamper.alerts)
 
     async def witness_round(self) -> list[RoundResult]:
         """Witness every partner now (also what the witness task runs)."""
@@ -164,6 +198,8 @@ class AuditNode:
 
     async def _checkpoint_step(self) -> None:
         self.service.checkpoint()
+        if self.stamper is not None:
+            await self.stamper.catch_up()
         # keep the packet index current in small steps, so that requests that need it
         # (inclusion by packet digest) find little or nothing left to do
         while not self.service.state.index_packets(limit=5000):
@@ -197,6 +233,9 @@ class AuditNode:
         for peer in self._peers.values():
             await peer.close()
         self._peers = {}
+        if self._stamps is not None:
+            self._stamps.close()
+            self._stamps, self._stamper = None, None
         if self._service is not None:
             self._service.state.close()
             self._service = None
