@@ -103,6 +103,10 @@ class AuditNode:
         self._stamps: TimestampStore | None = None
 
     @property
+    def clock(self) -> Callable[[], datetime]:
+        return self._clock
+
+    @property
     def stamper(self) -> Stamper | None:
         """The checkpoint stamper, when ``[timestamps]`` is configured."""
         settings = self.config.timestamps
