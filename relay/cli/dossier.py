@@ -19,7 +19,7 @@ from pathlib import Path
 
 from relay.audit.errors import AuditError
 from relay.cli._common import CliError, read_bytes
-from relay.config import ConfigError, load_config
+from relay.config import ConfigError, NodeConfig, load_config
 from relay.dossier.export import UnknownCase, export_case
 from relay.dossier.layout import DossierError
 from relay.dossier.report import render_html, render_json
@@ -72,10 +72,17 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _export_async(config, case: str) -> bytes:  # type: ignore[no-untyped-def]
+async def _export_async(config: NodeConfig, case: str) -> bytes:
     audit = AuditNode(config)
     try:
-        return await export_case(config, case, audit=audit, now=datetime.now(UTC))
+        return await export_case(
+            config,
+            case,
+            service=audit.service,
+            keys=audit.partner_keys,
+            stamper=audit.stamper,
+            now=datetime.now(UTC),
+        )
     except UnknownCase as exc:
         raise CliError("unknown-case", str(exc), 1) from None
     except (AuditError, SigningError, TimestampError, OSError, sqlite3.Error) as exc:

@@ -32,12 +32,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from relay.audit.bundle import bundle_from_store
 from relay.audit.checkpoint import Checkpoint, SignedNote, node_id_of_origin
 from relay.audit.errors import AuditError
+from relay.audit.service import AuditService, PartnerKeys
 from relay.config import NodeConfig
 from relay.core.packets import peek_facts
 from relay.dossier.layout import pack
-from relay.http.audit_node import AuditNode, DescriptorKeys
+from relay.timestamps.stamper import Stamper
 from relay.timestamps.store import TimestampStore
-from relay.tls import BundleSource
 from signing.certificates import TrustBundle
 from signing.encoding import canonical_json
 from signing.nodedir import load_node_keys
@@ -83,16 +83,26 @@ def _case_rows(
 
 
 async def export_case(
-    config: NodeConfig, case_id: str, *, audit: AuditNode, now: datetime
+    config: NodeConfig,
+    case_id: str,
+    *,
+    service: AuditService,
+    keys: PartnerKeys,
+    stamper: Stamper | None,
+    now: datetime,
 ) -> bytes:
-    """The dossier of ``case_id`` as this node holds it (see the module docstring)."""
+    """The dossier of ``case_id`` as this node holds it (see the module docstring).
+
+    ``service`` is the node's audit service, ``keys`` gives the seal chains of the
+    witnesses whose cosignatures go into the proofs, ``stamper`` (if any) catches up
+    the timestamp tokens first.
+    """
     conn = sqlite3.connect(config.data_dir / "relay.sqlite3")
     try:
         case, packets = _case_rows(conn, case_id)
     finally:
         conn.close()
-    audit.checkpoint()
-    stamper = audit.stamper
+    service.checkpoint()
     if stamper is not None:
         await stamper.catch_up()  # never raises for a TSA failure: what is stamped goes
     members: dict[str, bytes] = {"case.json": canonical_json(case)}
@@ -121,20 +131,20 @@ async def export_case(
     trust = TrustBundle.from_pem(config.trust_bundle.read_bytes())
     for n, crl in enumerate(trust.crls):
         members[f"validation/crl-{n}.der"] = crl.public_bytes(Encoding.DER)
-    _add_proofs(config, audit, signed, members)
-    keys = load_node_keys(config.key_dir)
-    return pack(members, case=case_id, node=config.node_id, seal=keys.seal, at=now)
+    _add_proofs(config, service, keys, signed, members)
+    seal = load_node_keys(config.key_dir).seal
+    return pack(members, case=case_id, node=config.node_id, seal=seal, at=now)
 
 
 def _add_proofs(
     config: NodeConfig,
-    audit: AuditNode,
+    service: AuditService,
+    keys: PartnerKeys,
     signed: list[tuple[str, str, str]],
     members: dict[str, bytes],
 ) -> None:
-    state = audit.service.state
+    state = service.state
     own = load_node_keys(config.key_dir).seal.chain
-    keys = DescriptorKeys(config, BundleSource(config.trust_bundle), audit.clock, own)
     stamps = TimestampStore(config.data_dir / "relay.sqlite3")
     conn = sqlite3.connect(config.data_dir / "relay.sqlite3")
     try:

@@ -11,6 +11,8 @@
   :class:`~relay.http.audit_client.AuditClient` per partner);
 - on the staff listener it adds ``POST /staff/v1/audit/checkpoint`` and
   ``GET /staff/v1/alerts``;
+- on the staff listener also ``GET /staff/v1/cases/{case}/dossier``
+  (:mod:`relay.http.dossier`);
 - with a ``[timestamps]`` table it stamps each new checkpoint at an RFC 3161 TSA right
   after signing it (:class:`relay.timestamps.stamper.Stamper`, catching up what the TSA
   missed) and adds the ``timestamps`` staff alert source.
@@ -37,6 +39,7 @@ from relay.audit.state import AuditState
 from relay.config import NodeConfig
 from relay.http.audit import add_audit_federation_routes, add_audit_staff_routes
 from relay.http.audit_client import AuditClient
+from relay.http.dossier import add_dossier_staff_route
 from relay.timestamps.stamper import HttpTsa, Stamper
 from relay.timestamps.store import TimestampStore
 from relay.timestamps.tokens import TimestampError, TsaTrust
@@ -101,10 +104,14 @@ class AuditNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._stamper: Stamper | None = None
         self._stamps: TimestampStore | None = None
+        self._partner_keys: DescriptorKeys | None = None
 
     @property
-    def clock(self) -> Callable[[], datetime]:
-        return self._clock
+    def partner_keys(self) -> DescriptorKeys:
+        """Seal chains of this node and its partners (opens the service if needed)."""
+        _ = self.service
+        assert self._partner_keys is not None
+        return self._partner_keys
 
     @property
     def stamper(self) -> Stamper | None:
@@ -137,11 +144,12 @@ class AuditNode:
             keys = load_node_keys(config.key_dir)
             bundle = BundleSource(config.trust_bundle)
             state = AuditState(config.data_dir / "relay.sqlite3")
+            self._partner_keys = DescriptorKeys(config, bundle, self._clock, keys.seal.chain)
             self._service = AuditService(
                 node_id=config.node_id,
                 state=state,
                 seal=keys.seal,
-                keys=DescriptorKeys(config, bundle, self._clock, keys.seal.chain),
+                keys=self._partner_keys,
                 clock=self._clock,
             )
             context = client_context(
@@ -173,6 +181,7 @@ class AuditNode:
             app.on_cleanup.append(self._on_cleanup)
         elif listener == "staff":
             add_audit_staff_routes(app, self.service)
+            add_dossier_staff_route(app, self)
             stamper = self.stamper
             if stamper is not None:
                 app[ALERTS].add_source("timestamps", stamper.alerts)

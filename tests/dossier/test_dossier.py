@@ -19,17 +19,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from tsakit import OpenSslTsa, TsaPki, make_tsa_pki, openssl_ts_verify
 
-from relay.config import load_config
+from relay.config import NodeConfig, load_config
 from relay.dossier.layout import DossierError, pack, unpack
 from relay.dossier.verify import Report, Revocation, verify_dossier
 from relay.http.audit_node import AuditNode
 from relay.node import Node
+from relay.staff_auth import StaffRole, issue_token, load_or_create_token_key
 from relay.timestamps.tokens import TsaTrust
+from relay.tls import client_context
 from signing.certificates import TrustBundle
 from signing.nodedir import load_node_keys
 
@@ -60,8 +63,26 @@ class Exported:
         )
 
 
-async def _cosign(demo: Path) -> None:
-    """Start both offices again, sign checkpoints and witness each other once."""
+async def _download(node: Node, config: NodeConfig, case: str) -> tuple[int, str, bytes]:
+    """``GET /staff/v1/cases/{case}/dossier`` with a reader's token."""
+    key = load_or_create_token_key(config.staff.token_key)
+    now = datetime.now(UTC)
+    token = issue_token(
+        key, node_id=config.node_id, subject="t", roles=[StaffRole.READER], now=now, ttl=600
+    )
+    trust = TrustBundle.from_pem(config.trust_bundle.read_bytes())
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session,
+        session.get(
+            f"{node.urls['staff']}/staff/v1/cases/{case}/dossier", ssl=client_context(trust)
+        ) as resp,
+    ):
+        return resp.status, resp.content_type, await resp.read()
+
+
+async def _cosign(demo: Path) -> bytes:
+    """Start both offices again, sign checkpoints and witness each other once; return
+    320982's dossier downloaded from its staff API while it runs."""
     audits, nodes = {}, {}
     try:
         for node_id in (A, B):
@@ -76,6 +97,13 @@ async def _cosign(demo: Path) -> None:
         for node_id, other in ((A, B), (B, A)):
             result = await audits[node_id].service.witness(other, audits[node_id].peers[other])
             assert result.outcome.value == "cosigned", result
+        config = load_config(demo / "nodes" / B / "node.toml")
+        status, media, _ = await _download(nodes[B], config, "NO-SUCH-CASE")
+        assert status == 404
+        status, media, data = await _download(nodes[B], config, _case_id(demo))
+        assert status == 200
+        assert media == "application/vnd.tongban.dossier+zip"
+        return data
     finally:
         for node in nodes.values():
             await node.stop()
@@ -88,9 +116,9 @@ async def _export(demo: Path, tsa_pki: TsaPki, out: Path) -> dict[str, bytes]:
         for node_id in (A, B):
             with (demo / "nodes" / node_id / "node.toml").open("a", encoding="utf-8") as f:
                 f.write(f'\n[timestamps]\nurl = "{url}"\ntrust = "{tsa_pki.ca}"\n')
-        await _cosign(demo)
+        downloaded = await _cosign(demo)
         case = _case_id(demo)
-        dossiers = {}
+        dossiers = {"downloaded": downloaded}
         for node_id in (A, B):
             target = out / f"{node_id}.zip"
             proc = await asyncio.create_subprocess_exec(
@@ -147,14 +175,14 @@ def _failed(report: Report) -> list[tuple[str, str]]:
     return [(line.subject, line.problem) for line in report.lines if not line.ok]
 
 
-@pytest.mark.parametrize("office", [A, B])
+@pytest.mark.parametrize("office", [A, B, "downloaded"])
 def test_both_offices_dossiers_verify_today_and_ten_years_on(exported: Exported, office: str):
     data = exported.dossiers[office]
     for at in (datetime.now(UTC), datetime.now(UTC) + timedelta(days=3653)):
         report = exported.verify(data, at=at)
         assert report.ok, _failed(report)
         assert report.case == exported.case
-        assert report.node == office
+        assert report.node == (B if office == "downloaded" else office)
     kinds = {line.kind for line in report.lines}
     assert {"manifest", "packet", "receipt", "licence", "agreement", "timestamp"} <= kinds
     packets = [line for line in report.lines if line.kind == "packet"]
