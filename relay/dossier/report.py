@@ -31,6 +31,21 @@ _REVOCATION = {
     Revocation.INDETERMINATE: ("无法确定", "indeterminate"),
     Revocation.UNKNOWN: ("无吊销数据", "no revocation data"),
 }
+_PROBLEM_ZH = {
+    "member-missing": "清单列出的文件缺失",
+    "member-changed": "文件已被改动（摘要与清单不符）",
+    "member-unlisted": "文件不在已签名的清单中",
+    "manifest": "清单格式错误",
+    "signature": "签名验证失败",
+    "proof": "审计日志证明验证失败",
+    "timestamp": "时间戳验证失败",
+    "backdated": "时间戳早于签名声称的时间",
+    "late": "时间晚于验证时间",
+    "wrong-party": "签署方与协议当事方不符",
+    "revocation-revoked": "证书在签署前已被吊销",
+    "revocation-indeterminate": "证书已被吊销，无法证明签署早于吊销",
+    "revocation-unknown": "没有签署时的吊销数据",
+}
 
 
 def render_json(report: Report) -> str:
@@ -50,17 +65,32 @@ def _row(line: Line) -> str:
     status = _REVOCATION.get(line.revocation) if line.revocation is not None else None
     verdict = _both("通过", "valid") if line.ok else _both("不通过", "INVALID")
     revocation = "—" if status is None else _both(*status)
-    detail = html.escape(line.revocation_detail)
-    problem = html.escape(line.problem)
+    if line.revoked_at is not None:
+        revocation += (
+            "<br><small>"
+            + _both(f"吊销时间 {_when(line.revoked_at)}", line.revocation_detail)
+            + "</small>"
+        )
+    problem = ""
+    if line.code:
+        problem = _both(_PROBLEM_ZH.get(line.code, "验证未通过"), line.problem)
     return (
         f'<tr class="{"ok" if line.ok else "bad"}"><td>{_both(*kind)}</td>'
         f"<td><code>{html.escape(line.subject)}</code></td><td>{html.escape(line.signer)}</td>"
         f"<td>{_when(line.claimed)}</td>"
-        f"<td>{_when(line.proven)}<br><small>{html.escape(line.proven_by)}</small></td>"
+        f"<td>{_when(line.proven)}<br><small>{_proven_by(line)}</small></td>"
         f"<td><small>{html.escape(line.chain)}</small></td>"
-        f"<td>{revocation}<br><small>{detail}</small></td>"
+        f"<td>{revocation}</td>"
         f"<td>{verdict}<br><small>{problem}</small></td></tr>"
     )
+
+
+def _proven_by(line: Line) -> str:
+    if line.proven is not None:
+        return _both("由可信时间戳（覆盖审计日志检查点）证明", line.proven_by)
+    if line.claimed is None:
+        return ""
+    return _both("仅有签署方自述时间", line.proven_by)
 
 
 _STYLE = """

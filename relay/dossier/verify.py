@@ -78,6 +78,8 @@ class Line:
     chain: str = ""  # leaf subject → issuer
     revocation: Revocation | None = None
     revocation_detail: str = ""
+    revoked_at: datetime | None = None
+    code: str = ""  # stable: member-missing, member-changed, signature, proof, ...
     problem: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -92,6 +94,8 @@ class Line:
             "chain": self.chain,
             "revocation": None if self.revocation is None else self.revocation.value,
             "revocation_detail": self.revocation_detail,
+            "revoked_at": None if self.revoked_at is None else self.revoked_at.isoformat(),
+            "code": self.code,
             "problem": self.problem,
         }
 
@@ -191,14 +195,14 @@ class _Context:
         issuer: x509.Certificate,
         claimed: datetime,
         proven: datetime | None,
-    ) -> tuple[Revocation, str]:
+    ) -> tuple[Revocation, str, datetime | None]:
         crls = []
         for crl in self.crls:
             if crl.issuer == issuer.subject and crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
                 crls.append(crl)
         current = [c for c in crls if c.next_update_utc is None or claimed <= c.next_update_utc]
         if not current:
-            return Revocation.UNKNOWN, "no CRL of the issuer in force at the signing time"
+            return Revocation.UNKNOWN, "no CRL of the issuer in force at the signing time", None
         dates = [
             entry.revocation_date_utc
             for c in crls
@@ -206,15 +210,28 @@ class _Context:
         ]
         if not dates:
             newest = max(current, key=lambda c: c.last_update_utc)
-            return Revocation.GOOD, f"not revoked (CRL of {newest.last_update_utc.isoformat()})"
+            return (
+                Revocation.GOOD,
+                f"not revoked (CRL of {newest.last_update_utc.isoformat()})",
+                None,
+            )
         revoked = min(dates)
         if revoked <= claimed:
-            return Revocation.REVOKED, f"revoked {revoked.isoformat()}, before this signature"
+            return (
+                Revocation.REVOKED,
+                f"revoked {revoked.isoformat()}, before this signature",
+                revoked,
+            )
         if proven is not None and proven < revoked:
-            return Revocation.GOOD, f"good when signed; revoked later, {revoked.isoformat()}"
+            return (
+                Revocation.GOOD,
+                f"good when signed; revoked later, {revoked.isoformat()}",
+                revoked,
+            )
         return (
             Revocation.INDETERMINATE,
             f"revoked {revoked.isoformat()}, after the claimed time but before any proof",
+            revoked,
         )
 
     def proof(self, path: str, digest: str, claimed: datetime) -> tuple[datetime | None, str, str]:
@@ -282,7 +299,9 @@ class _Context:
                 token, self.roots, at=claimed, typ=typ, detached_payload=detached
             )
         except SigningError as exc:
-            return Line(kind, subject, False, problem=f"signature does not verify: {exc}")
+            return Line(
+                kind, subject, False, code="signature", problem=f"signature does not verify: {exc}"
+            )
         signer = verified.signer
         who = f"{signer.node_id} {signer.name}".strip()
         x5c_chain = tuple(
@@ -292,18 +311,26 @@ class _Context:
         chain_text = signer.certificate.subject.rfc4514_string()
         if issuer is not None:
             chain_text += " ← " + issuer.subject.rfc4514_string()
-        proven, proven_by, problem = (None, "", "")
+        proven, proven_by, problem, code = (None, "", "", "")
         if digest_of is not None:
             digest = hashlib.sha256(digest_of).hexdigest()
             proven, proven_by, problem = self.proof(subject, digest, claimed)
+            code = "proof" if problem else ""
         if proven is not None and proven < claimed - _SKEW:
             problem = "the timestamp is older than the time the signature claims"
+            code = "backdated"
         if issuer is None:
-            status, detail = Revocation.UNKNOWN, "the issuer is not in the trust bundle"
+            status, detail, revoked_at = (
+                Revocation.UNKNOWN,
+                "the issuer is not in the trust bundle",
+                None,
+            )
         else:
-            status, detail = self.revocation(signer.certificate, issuer, claimed, proven)
+            status, detail, revoked_at = self.revocation(
+                signer.certificate, issuer, claimed, proven
+            )
         if claimed > self.at + _SKEW:
-            problem = problem or f"signed after {self.at.isoformat()}"
+            code, problem = code or "late", problem or f"signed after {self.at.isoformat()}"
         return Line(
             kind,
             subject,
@@ -315,6 +342,8 @@ class _Context:
             chain=chain_text,
             revocation=status,
             revocation_detail=detail,
+            revoked_at=revoked_at,
+            code=code or ("" if status is Revocation.GOOD else f"revocation-{status.value}"),
             problem=problem,
         )
 
@@ -323,27 +352,57 @@ def _members(ctx: _Context, manifest: Mapping[str, Any]) -> list[Line]:
     lines = []
     listed = manifest.get("members")
     if not isinstance(listed, list):
-        return [Line("member", MANIFEST_PATH, False, problem="the manifest lists no members")]
+        return [
+            Line(
+                "member",
+                MANIFEST_PATH,
+                False,
+                code="manifest",
+                problem="the manifest lists no members",
+            )
+        ]
     seen = set()
     for entry in listed:
         if not isinstance(entry, dict):
-            lines.append(Line("member", "?", False, problem="malformed manifest entry"))
+            lines.append(
+                Line("member", "?", False, code="manifest", problem="malformed manifest entry")
+            )
             continue
         path = str(entry.get("path"))
         seen.add(path)
         data = ctx.files.get(path)
         if data is None:
-            lines.append(Line("member", path, False, problem="listed in the manifest but missing"))
+            lines.append(
+                Line(
+                    "member",
+                    path,
+                    False,
+                    code="member-missing",
+                    problem="listed in the manifest but missing",
+                )
+            )
         elif hashlib.sha256(data).hexdigest() != entry.get("sha256") or len(data) != entry.get(
             "size"
         ):
             lines.append(
                 Line(
-                    "member", path, False, problem="changed: its SHA-256 differs from the manifest"
+                    "member",
+                    path,
+                    False,
+                    code="member-changed",
+                    problem="changed: its SHA-256 differs from the manifest",
                 )
             )
     for path in sorted(set(ctx.files) - seen):
-        lines.append(Line("member", path, False, problem="not listed in the signed manifest"))
+        lines.append(
+            Line(
+                "member",
+                path,
+                False,
+                code="member-unlisted",
+                problem="not listed in the signed manifest",
+            )
+        )
     return lines
 
 
@@ -370,11 +429,12 @@ def verify_dossier(
                     proven=stamp.gen_time,
                     proven_by=f"RFC 3161 token {stamp.serial} over checkpoints/{size}.note",
                     chain=stamp.tsa,
+                    code="late" if late else "",
                     problem=f"dated after {at.isoformat()}" if late else "",
                 )
             )
         else:
-            lines.append(Line("timestamp", subject, False, problem=stamp))
+            lines.append(Line("timestamp", subject, False, code="timestamp", problem=stamp))
     for path, content in sorted(unpacked.files.items()):
         typ = next((t for p, t in _TYPS.items() if path.startswith(p)), None)
         if typ is not None:
@@ -395,7 +455,11 @@ def _agreement(ctx: _Context, path: str, content: bytes) -> list[Line]:
         document = canonical_json(signed["document"])
         signatures = [(str(s["party"]), str(s["jws"])) for s in signed["signatures"]]
     except (ValueError, KeyError, TypeError) as exc:
-        return [Line("agreement", path, False, problem=f"not a signed agreement: {exc}")]
+        return [
+            Line(
+                "agreement", path, False, code="signature", problem=f"not a signed agreement: {exc}"
+            )
+        ]
     lines = []
     for party, token in signatures:
         line = ctx.signature(
@@ -407,6 +471,7 @@ def _agreement(ctx: _Context, path: str, content: bytes) -> list[Line]:
                 line.subject,
                 False,
                 signer=line.signer,
+                code="wrong-party",
                 problem="signed by another node than the party named",
             )
         lines.append(line)
