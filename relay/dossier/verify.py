@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,7 @@ _TYPS = {
 }
 _AGREEMENT_TYP = "tongban-agreement+jws"
 _SKEW = timedelta(minutes=5)
+_TIMESTAMP_PATH = re.compile(r"timestamps/(0|[1-9][0-9]{0,18})\.tsr")
 
 
 class Revocation(StrEnum):
@@ -161,8 +163,9 @@ class _Context:
         self.crls = crls
         self.stamps: dict[int, Stamp | str] = {}
         for path, data in files.items():
-            if path.startswith("timestamps/") and path.endswith(".tsr"):
-                size = int(path.removeprefix("timestamps/").removesuffix(".tsr"))
+            match = _TIMESTAMP_PATH.fullmatch(path)
+            if match is not None:
+                size = int(match.group(1))
                 note = files.get(f"checkpoints/{size}.note")
                 if note is None:
                     self.stamps[size] = f"checkpoints/{size}.note is missing"
