@@ -22,6 +22,7 @@ _KIND = {
     "receipt": ("回执", "Receipt"),
     "licence": ("电子证照", "E-licence"),
     "agreement": ("协议签署", "Agreement signature"),
+    "agreement-version": ("生效协议版本", "Agreement version in force"),
     "timestamp": ("可信时间戳", "Trusted timestamp"),
     "member": ("文件", "File"),
 }
@@ -42,6 +43,7 @@ _PROBLEM_ZH = {
     "backdated": "时间戳早于签名声称的时间",
     "late": "时间晚于验证时间",
     "wrong-party": "签署方与协议当事方不符",
+    "agreement-missing": "卷宗中没有办件包所依据的协议版本",
     "revocation-revoked": "证书在签署前已被吊销",
     "revocation-indeterminate": "证书已被吊销，无法证明签署早于吊销",
     "revocation-unknown": "没有签署时的吊销数据",

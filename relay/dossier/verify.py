@@ -449,7 +449,49 @@ def verify_dossier(
             )
         elif path.startswith("agreements/"):
             lines += _agreement(ctx, path, content)
+    lines += _agreement_versions(unpacked.files)
     return Report(str(manifest.get("case", "")), str(manifest.get("node", "")), at, tuple(lines))
+
+
+def _agreement_versions(files: Mapping[str, bytes]) -> list[Line]:
+    """One line per agreement version the packets name: the dossier must hold exactly
+    that document (its canonical JSON's SHA-256 is the packets' ``agreement.digest``)."""
+    held: dict[str, str] = {}
+    for path, content in files.items():
+        if path.startswith("agreements/"):
+            try:
+                held[
+                    hashlib.sha256(canonical_json(json.loads(content)["document"])).hexdigest()
+                ] = path
+            except (ValueError, KeyError, TypeError):
+                continue
+    named: dict[tuple[str, int, str], str] = {}
+    for path, content in sorted(files.items()):
+        if not path.startswith("packets/"):
+            continue
+        try:
+            payload = json.loads(b64url_decode(content.decode("ascii").split(".")[1]))
+            ref = payload["agreement"]
+            named.setdefault((str(ref["id"]), int(ref["version"]), str(ref["digest"])), path)
+        except (ValueError, KeyError, TypeError, IndexError, SigningError):
+            continue  # the packet's own line reports it
+    lines = []
+    for (agreement, version, digest), first in sorted(named.items()):
+        subject = f"{agreement} v{version}"
+        if digest in held:
+            lines.append(Line("agreement-version", subject, True, proven_by=held[digest]))
+        else:
+            lines.append(
+                Line(
+                    "agreement-version",
+                    subject,
+                    False,
+                    code="agreement-missing",
+                    problem=f"{first} names agreement digest {digest[:12]}…, which no "
+                    "agreements/ member holds",
+                )
+            )
+    return lines
 
 
 def _agreement(ctx: _Context, path: str, content: bytes) -> list[Line]:

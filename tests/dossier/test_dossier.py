@@ -185,7 +185,15 @@ def test_both_offices_dossiers_verify_today_and_ten_years_on(exported: Exported,
         assert report.case == exported.case
         assert report.node == (B if office == "downloaded" else office)
     kinds = {line.kind for line in report.lines}
-    assert {"manifest", "packet", "receipt", "licence", "agreement", "timestamp"} <= kinds
+    assert {
+        "manifest",
+        "packet",
+        "receipt",
+        "licence",
+        "agreement",
+        "agreement-version",
+        "timestamp",
+    } <= kinds
     packets = [line for line in report.lines if line.kind == "packet"]
     assert len(packets) >= 9  # every packet of the case, both directions
     for line in packets:
@@ -255,6 +263,21 @@ def test_removing_or_changing_any_member_fails_on_that_line(
     page = render_html(report)
     assert ("清单列出的文件缺失" if how == "remove" else "文件已被改动") in page
     assert "卷宗验证不通过" in page
+
+
+def test_a_dossier_without_the_agreement_version_in_force_fails(exported: Exported):
+    files = dict(unpack(exported.dossiers[B]).files)
+    (agreement,) = [p for p in files if p.startswith("agreements/")]
+    del files[agreement]
+    config = load_config(exported.demo / "nodes" / B / "node.toml")
+    seal = load_node_keys(config.key_dir).seal
+    report = exported.verify(
+        pack(files, case=exported.case, node=B, seal=seal, at=datetime.now(UTC))
+    )
+    (line,) = [line for line in report.lines if line.kind == "agreement-version"]
+    assert not line.ok
+    assert line.code == "agreement-missing"
+    assert "卷宗中没有办件包所依据的协议版本" in render_html(report)
 
 
 def test_a_resigned_manifest_does_not_hide_a_changed_receipt_or_proof(exported: Exported):
