@@ -32,6 +32,7 @@ __all__ = [
     "OutboxSettings",
     "Partner",
     "StaffSettings",
+    "TimestampSettings",
     "load_config",
     "parse_config",
     "parse_duration",
@@ -95,6 +96,16 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class TimestampSettings:
+    """The RFC 3161 time-stamping authority that stamps our checkpoints (optional)."""
+
+    url: str
+    trust: Path  # PEM: the TSA's root certificate(s) and any intermediates
+    alert_after: float = 3600.0
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
 class StaffSettings:
     token_key: Path
     token_ttl: float = 8 * 3600.0
@@ -130,6 +141,7 @@ class NodeConfig:
     staff: StaffSettings
     audit: AuditSettings = AuditSettings()
     webhooks: tuple[Webhook, ...] = ()
+    timestamps: TimestampSettings | None = None
 
     def partner(self, node_id: str) -> Partner | None:
         for partner in self.partners:
@@ -385,6 +397,20 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
     )
     audit_t.done()
 
+    timestamps_t = root.sub("timestamps", required=False)
+    timestamps = None
+    if timestamps_t.table:
+        url = timestamps_t.string("url")
+        if not url.startswith(("http://", "https://")):
+            raise timestamps_t.error("url", "must be an http:// or https:// URL")
+        timestamps = TimestampSettings(
+            url=url,
+            trust=timestamps_t.path("trust"),
+            alert_after=timestamps_t.duration("alert_after", 3600.0),
+            timeout=timestamps_t.duration("timeout", 30.0),
+        )
+    timestamps_t.done()
+
     partners = _partners(root)
     if any(p.node_id == node_id for p in partners):
         raise ConfigError(str(source), "partners", f"lists this node ({node_id}) itself")
@@ -407,6 +433,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
         staff=staff,
         audit=audit,
         webhooks=webhooks,
+        timestamps=timestamps,
     )
 
 

@@ -39,6 +39,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "relay.cli.demo",
     "relay.cli.audit",
     "relay.cli.backup",
+    "relay.cli.dossier",
 )
 
 

@@ -10,7 +10,12 @@
   round every ``[audit] witness_interval`` (:meth:`AuditService.witness_round` over
   :class:`~relay.http.audit_client.AuditClient` per partner);
 - on the staff listener it adds ``POST /staff/v1/audit/checkpoint`` and
-  ``GET /staff/v1/alerts``.
+  ``GET /staff/v1/alerts``;
+- on the staff listener also ``GET /staff/v1/cases/{case}/dossier``
+  (:mod:`relay.http.dossier`);
+- with a ``[timestamps]`` table it stamps each new checkpoint at an RFC 3161 TSA right
+  after signing it (:class:`relay.timestamps.stamper.Stamper`, catching up what the TSA
+  missed) and adds the ``timestamps`` staff alert source.
 
 Partners' seal keys come from their signed descriptors (the configured files), verified
 and path-validated against the trust bundle at each use (:class:`DescriptorKeys`).
@@ -28,6 +33,7 @@ from aiohttp import web
 from cryptography import x509
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from relay.alerts import ALERTS
 from relay.audit.errors import AuditError, CheckpointError
 from relay.audit.service import AuditPeer, AuditService, RoundResult
 from relay.audit.state import AuditState
@@ -35,6 +41,10 @@ from relay.config import NodeConfig
 from relay.http.audit import add_audit_federation_routes, add_audit_staff_routes
 from relay.http.audit_client import AuditClient
 from relay.metrics import METRICS
+from relay.http.dossier import add_dossier_staff_route
+from relay.timestamps.stamper import HttpTsa, Stamper
+from relay.timestamps.store import TimestampStore
+from relay.timestamps.tokens import TimestampError, TsaTrust
 from relay.tls import BundleSource, client_context
 from signing.certificates import Purpose, validate_path
 from signing.descriptor import verify_descriptor
@@ -94,6 +104,38 @@ class AuditNode:
         self._peers: dict[str, AuditClient] = {}
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stamper: Stamper | None = None
+        self._stamps: TimestampStore | None = None
+        self._partner_keys: DescriptorKeys | None = None
+
+    @property
+    def partner_keys(self) -> DescriptorKeys:
+        """Seal chains of this node and its partners (opens the service if needed)."""
+        _ = self.service
+        assert self._partner_keys is not None
+        return self._partner_keys
+
+    @property
+    def stamper(self) -> Stamper | None:
+        """The checkpoint stamper, when ``[timestamps]`` is configured."""
+        settings = self.config.timestamps
+        if settings is None:
+            return None
+        if self._stamper is None:
+            try:
+                trust = TsaTrust.from_pem(settings.trust.read_bytes())
+            except OSError as exc:
+                raise TimestampError(f"cannot read [timestamps] trust: {exc}") from exc
+            self.config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._stamps = TimestampStore(self.config.data_dir / "relay.sqlite3")
+            self._stamper = Stamper(
+                self._stamps,
+                HttpTsa(settings.url, timeout=settings.timeout),
+                trust,
+                alert_after=settings.alert_after,
+                clock=self._clock,
+            )
+        return self._stamper
 
     @property
     def service(self) -> AuditService:
@@ -104,11 +146,12 @@ class AuditNode:
             keys = load_node_keys(config.key_dir)
             bundle = BundleSource(config.trust_bundle)
             state = AuditState(config.data_dir / "relay.sqlite3")
+            self._partner_keys = DescriptorKeys(config, bundle, self._clock, keys.seal.chain)
             self._service = AuditService(
                 node_id=config.node_id,
                 state=state,
                 seal=keys.seal,
-                keys=DescriptorKeys(config, bundle, self._clock, keys.seal.chain),
+                keys=self._partner_keys,
                 clock=self._clock,
             )
             context = client_context(
@@ -142,6 +185,10 @@ class AuditNode:
             add_audit_staff_routes(app, self.service)
             if METRICS in app:
                 app[METRICS].add_gauges("audit", self._gauges)
+            add_dossier_staff_route(app, self)
+            stamper = self.stamper
+            if stamper is not None:
+                app[ALERTS].add_source("timestamps", stamper.alerts)
 
     def _gauges(self, now: datetime) -> list[Metric]:
         state = self.service.state
@@ -186,6 +233,8 @@ class AuditNode:
 
     async def _checkpoint_step(self) -> None:
         self.service.checkpoint()
+        if self.stamper is not None:
+            await self.stamper.catch_up()
         # keep the packet index current in small steps, so that requests that need it
         # (inclusion by packet digest) find little or nothing left to do
         while not self.service.state.index_packets(limit=5000):
@@ -219,6 +268,9 @@ class AuditNode:
         for peer in self._peers.values():
             await peer.close()
         self._peers = {}
+        if self._stamps is not None:
+            self._stamps.close()
+            self._stamps, self._stamper = None, None
         if self._service is not None:
             self._service.state.close()
             self._service = None

@@ -1,0 +1,179 @@
+"""Collect one case from a node's database into a dossier (I/O shell).
+
+What goes in (member names are normative, docs/dossier.md §2):
+
+- ``case.json``: this office's copy of the case (header and events);
+- ``packets/<packet id>.jws`` and ``receipts/<packet id>.jws``: every packet of the
+  case this node sent (outbox) or received (inbox), and the receipt of each;
+- ``licences/<n>.jwt``: every licence credential the case's events carry;
+- ``agreements/<agreement id>.json``: the signed agreement the packets name, with every
+  party's signature;
+- ``proofs/<member>.json``: for each signed member our log holds a leaf of (packets,
+  receipts, licences), an audit proof bundle (docs/protocol.md §7.6) to the smallest
+  checkpoint covering it that has a timestamp token (else the latest covering one);
+- ``checkpoints/<size>.note`` and ``timestamps/<size>.tsr``: those checkpoints as signed
+  and their RFC 3161 answers;
+- ``validation/crl-<n>.der``: the CRLs of the node's trust bundle, frozen now.
+
+Before collecting, the node signs a checkpoint (if its log grew) and, with
+``[timestamps]`` configured, catches up the tokens, so a fresh case is covered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from relay.audit.bundle import bundle_from_store
+from relay.audit.checkpoint import Checkpoint, SignedNote, node_id_of_origin
+from relay.audit.errors import AuditError
+from relay.audit.service import AuditService, PartnerKeys
+from relay.config import NodeConfig
+from relay.core.packets import peek_facts
+from relay.dossier.layout import pack
+from relay.timestamps.stamper import Stamper
+from relay.timestamps.store import TimestampStore
+from signing.certificates import TrustBundle
+from signing.encoding import canonical_json
+from signing.nodedir import load_node_keys
+
+__all__ = ["UnknownCase", "export_case"]
+
+
+class UnknownCase(Exception):
+    """This node holds no case with that id."""
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _leaf_of(conn: sqlite3.Connection, key: str, digest: str) -> int | None:
+    """Index of the first leaf whose canonical JSON has ``"key":"digest"``."""
+    needle = f'"{key}":"{digest}"'.encode()
+    row = conn.execute(
+        "SELECT idx FROM audit_leaves WHERE instr(data, ?) > 0 ORDER BY idx LIMIT 1", (needle,)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _case_rows(
+    conn: sqlite3.Connection, case_id: str
+) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    row = conn.execute("SELECT header, events FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+    packets = [
+        (str(p), str(t), str(r))
+        for p, t, r in conn.execute(
+            "SELECT packet_id, token, receipt FROM outbox WHERE case_id = ? AND receipt IS NOT NULL"
+            " UNION ALL SELECT packet_id, token, receipt FROM inbox WHERE case_id = ?",
+            (case_id, case_id),
+        )
+    ]
+    if row is None and not packets:
+        raise UnknownCase(f"this node holds no case {case_id}")
+    case: dict[str, Any] = {"case": case_id, "header": None, "events": []}
+    if row is not None:
+        case = {"case": case_id, "header": json.loads(row[0]), "events": json.loads(row[1])}
+    return case, packets
+
+
+async def export_case(
+    config: NodeConfig,
+    case_id: str,
+    *,
+    service: AuditService,
+    keys: PartnerKeys,
+    stamper: Stamper | None,
+    now: datetime,
+) -> bytes:
+    """The dossier of ``case_id`` as this node holds it (see the module docstring).
+
+    ``service`` is the node's audit service, ``keys`` gives the seal chains of the
+    witnesses whose cosignatures go into the proofs, ``stamper`` (if any) catches up
+    the timestamp tokens first.
+    """
+    conn = sqlite3.connect(config.data_dir / "relay.sqlite3")
+    try:
+        case, packets = _case_rows(conn, case_id)
+    finally:
+        conn.close()
+    service.checkpoint()
+    if stamper is not None:
+        await stamper.catch_up()  # never raises for a TSA failure: what is stamped goes
+    members: dict[str, bytes] = {"case.json": canonical_json(case)}
+    signed: list[tuple[str, str, str]] = []  # (member path, leaf key, digest)
+    agreement_ids: set[str] = set()
+    for packet_id, token, receipt in packets:
+        members[f"packets/{packet_id}.jws"] = token.encode()
+        members[f"receipts/{packet_id}.jws"] = receipt.encode()
+        signed.append((f"packets/{packet_id}.jws", "digest", _sha(token.encode())))
+        signed.append((f"receipts/{packet_id}.jws", "digest", _sha(receipt.encode())))
+        facts = peek_facts(token)
+        agreement = facts.get("agreement") if facts is not None else None
+        if isinstance(agreement, dict) and isinstance(agreement.get("id"), str):
+            agreement_ids.add(agreement["id"])
+    for n, event in enumerate(case["events"] or []):
+        licence = event.get("details", {}).get("licence") if isinstance(event, dict) else None
+        if isinstance(licence, str):
+            path = f"licences/{n}.jwt"
+            members[path] = licence.encode()
+            signed.append((path, "credential_digest", _sha(licence.encode())))
+    for file in config.agreements:
+        data = file.read_bytes()
+        document = json.loads(data).get("document", {})
+        if isinstance(document, dict) and document.get("id") in agreement_ids:
+            members[f"agreements/{document['id']}.json"] = data
+    trust = TrustBundle.from_pem(config.trust_bundle.read_bytes())
+    for n, crl in enumerate(trust.crls):
+        members[f"validation/crl-{n}.der"] = crl.public_bytes(Encoding.DER)
+    _add_proofs(config, service, keys, signed, members)
+    seal = load_node_keys(config.key_dir).seal
+    return pack(members, case=case_id, node=config.node_id, seal=seal, at=now)
+
+
+def _add_proofs(
+    config: NodeConfig,
+    service: AuditService,
+    keys: PartnerKeys,
+    signed: list[tuple[str, str, str]],
+    members: dict[str, bytes],
+) -> None:
+    state = service.state
+    own = load_node_keys(config.key_dir).seal.chain
+    stamps = TimestampStore(config.data_dir / "relay.sqlite3")
+    conn = sqlite3.connect(config.data_dir / "relay.sqlite3")
+    try:
+        for path, key, digest in signed:
+            index = _leaf_of(conn, key, digest)
+            if index is None:
+                continue
+            stamped = stamps.stamped_covering(index)
+            if stamped is not None:
+                size, note, response = stamped
+                members[f"timestamps/{size}.tsr"] = response
+            else:
+                latest = state.checkpoint_covering(index)
+                if latest is None:
+                    continue
+                note = latest
+                size = Checkpoint.parse(SignedNote.parse(note).text).size
+            members[f"checkpoints/{size}.note"] = note
+            signed_note = SignedNote.parse(note)
+            chains = []
+            for witness, cosigned in sorted(state.cosignatures(size).items()):
+                theirs = [s for s in SignedNote.parse(cosigned).signatures if s.name == witness]
+                try:
+                    chains.append(keys.seal_chain(node_id_of_origin(witness)))
+                except AuditError:  # no valid seal key for that witness now: left out
+                    continue
+                signed_note = signed_note.with_signatures(*theirs)
+            bundle = bundle_from_store(state.log, index, signed_note.to_bytes(), own, chains)
+            members[f"proofs/{path}.json"] = json.dumps(bundle, indent=1).encode()
+    finally:
+        conn.close()
+        stamps.close()

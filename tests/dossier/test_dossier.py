@@ -1,0 +1,432 @@
+"""Case dossiers of a finished demo case, exported from both offices and verified offline.
+
+One module-wide run: ``tongban demo --once`` finishes a case between 420106 and 320982;
+both nodes are started again in-process to sign and cosign each other's checkpoints,
+then each exports the case with ``tongban dossier export`` while a real ``openssl ts``
+TSA stamps the checkpoints. Tests verify copies of those two files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import sqlite3
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from tsakit import OpenSslTsa, TsaPki, make_tsa_pki, openssl_ts_verify
+
+from relay.config import NodeConfig, load_config
+from relay.dossier.layout import DossierError, pack, unpack
+from relay.dossier.report import render_html
+from relay.dossier.verify import Report, Revocation, verify_dossier
+from relay.http.audit_node import AuditNode
+from relay.node import Node
+from relay.staff_auth import StaffRole, issue_token, load_or_create_token_key
+from relay.timestamps.tokens import TsaTrust
+from relay.tls import client_context
+from signing.certificates import TrustBundle
+from signing.nodedir import load_node_keys
+
+TONGBAN = [sys.executable, "-m", "relay.cli"]
+A, B = "420106", "320982"
+
+
+@dataclass(frozen=True)
+class Exported:
+    demo: Path
+    case: str
+    dossiers: dict[str, bytes]
+    tsa: TsaPki
+
+    @property
+    def trust(self) -> TrustBundle:
+        return TrustBundle.from_pem((self.demo / "pki" / "trust-bundle.pem").read_bytes())
+
+    @property
+    def tsa_trust(self) -> TsaTrust:
+        return TsaTrust.from_pem(self.tsa.ca.read_bytes())
+
+    def verify(
+        self, data: bytes, *, at: datetime | None = None, trust: TrustBundle | None = None
+    ) -> Report:
+        return verify_dossier(
+            data, trust or self.trust, at=at or datetime.now(UTC), tsa_trust=self.tsa_trust
+        )
+
+
+async def _download(node: Node, config: NodeConfig, case: str) -> tuple[int, str, bytes]:
+    """``GET /staff/v1/cases/{case}/dossier`` with a reader's token."""
+    key = load_or_create_token_key(config.staff.token_key)
+    now = datetime.now(UTC)
+    token = issue_token(
+        key, node_id=config.node_id, subject="t", roles=[StaffRole.READER], now=now, ttl=600
+    )
+    trust = TrustBundle.from_pem(config.trust_bundle.read_bytes())
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session,
+        session.get(
+            f"{node.urls['staff']}/staff/v1/cases/{case}/dossier", ssl=client_context(trust)
+        ) as resp,
+    ):
+        return resp.status, resp.content_type, await resp.read()
+
+
+async def _cosign(demo: Path) -> bytes:
+    """Start both offices again, sign checkpoints and witness each other once; return
+    320982's dossier downloaded from its staff API while it runs."""
+    audits, nodes = {}, {}
+    try:
+        for node_id in (A, B):
+            config = load_config(demo / "nodes" / node_id / "node.toml")
+            audits[node_id] = AuditNode(config)
+            nodes[node_id] = Node(
+                config, extensions=[audits[node_id].extension], shutdown_timeout=5
+            )
+            await nodes[node_id].start()
+        for node_id in (A, B):
+            audits[node_id].checkpoint()
+        for node_id, other in ((A, B), (B, A)):
+            result = await audits[node_id].service.witness(other, audits[node_id].peers[other])
+            assert result.outcome.value == "cosigned", result
+        config = load_config(demo / "nodes" / B / "node.toml")
+        status, media, _ = await _download(nodes[B], config, "NO-SUCH-CASE")
+        assert status == 404
+        status, media, data = await _download(nodes[B], config, _case_id(demo))
+        assert status == 200
+        assert media == "application/vnd.tongban.dossier+zip"
+        return data
+    finally:
+        for node in nodes.values():
+            await node.stop()
+
+
+async def _export(demo: Path, tsa_pki: TsaPki, out: Path) -> dict[str, bytes]:
+    tsa = OpenSslTsa(tsa_pki)
+    url = await tsa.start()
+    try:
+        for node_id in (A, B):
+            with (demo / "nodes" / node_id / "node.toml").open("a", encoding="utf-8") as f:
+                f.write(f'\n[timestamps]\nurl = "{url}"\ntrust = "{tsa_pki.ca}"\n')
+        downloaded = await _cosign(demo)
+        case = _case_id(demo)
+        dossiers = {"downloaded": downloaded}
+        for node_id in (A, B):
+            target = out / f"{node_id}.zip"
+            proc = await asyncio.create_subprocess_exec(
+                *TONGBAN,
+                "dossier",
+                "export",
+                case,
+                "--config",
+                str(demo / "nodes" / node_id / "node.toml"),
+                "--out",
+                str(target),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
+            assert proc.returncode == 0, stdout + stderr
+            dossiers[node_id] = target.read_bytes()
+        assert tsa.answered >= 2
+        return dossiers
+    finally:
+        await tsa.stop()
+
+
+def _case_id(demo: Path) -> str:
+    db = demo / "nodes" / A / "data" / "relay.sqlite3"
+    conn = sqlite3.connect(db)
+    try:
+        (case,) = conn.execute(
+            "SELECT case_id FROM cases WHERE state = 'concluded' ORDER BY opened_at LIMIT 1"
+        ).fetchone()
+    finally:
+        conn.close()
+    return str(case)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    base = tmp_path_factory.mktemp("dossier")
+    demo = base / "demo"
+    result = subprocess.run(
+        [*TONGBAN, "demo", "--once", "--dir", str(demo)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    tsa_pki = make_tsa_pki(base / "tsa")
+    dossiers = asyncio.run(_export(demo, tsa_pki, base))
+    return Exported(demo, _case_id(demo), dossiers, tsa_pki)
+
+
+def _failed(report: Report) -> list[tuple[str, str]]:
+    return [(line.subject, line.problem) for line in report.lines if not line.ok]
+
+
+@pytest.mark.parametrize("office", [A, B, "downloaded"])
+def test_both_offices_dossiers_verify_today_and_ten_years_on(exported: Exported, office: str):
+    data = exported.dossiers[office]
+    for at in (datetime.now(UTC), datetime.now(UTC) + timedelta(days=3653)):
+        report = exported.verify(data, at=at)
+        assert report.ok, _failed(report)
+        assert report.case == exported.case
+        assert report.node == (B if office == "downloaded" else office)
+    kinds = {line.kind for line in report.lines}
+    assert {
+        "manifest",
+        "packet",
+        "receipt",
+        "licence",
+        "agreement",
+        "agreement-version",
+        "timestamp",
+    } <= kinds
+    packets = [line for line in report.lines if line.kind == "packet"]
+    assert len(packets) >= 9  # every packet of the case, both directions
+    for line in packets:
+        assert line.proven is not None, line  # proven by a timestamp over a checkpoint
+        assert "timestamp" in line.proven_by
+        assert "cosigned by" in line.proven_by
+        assert line.revocation is Revocation.GOOD
+
+
+def test_openssl_ts_verify_accepts_every_token_in_a_dossier(exported: Exported, tmp_path: Path):
+    for office, data in exported.dossiers.items():
+        files = unpack(data).files
+        tokens = [p for p in files if p.startswith("timestamps/")]
+        assert tokens, office
+        for path in tokens:
+            size = path.removeprefix("timestamps/").removesuffix(".tsr")
+            note = files[f"checkpoints/{size}.note"]
+            openssl_ts_verify(files[path], note, exported.tsa, tmp_path / office / size)
+
+
+def _rezip(data: bytes, change) -> bytes:  # type: ignore[no-untyped-def]
+    """A copy of the dossier ZIP with ``change(files)`` applied to its entries."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    files = {i.filename: src.read(i) for i in src.infolist()}
+    change(files)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, content in files.items():
+            zf.writestr(name, content)
+    return out.getvalue()
+
+
+def _first(files: dict[str, bytes], prefix: str) -> str:
+    return sorted(p for p in files if p.startswith(prefix))[0]
+
+
+@pytest.mark.parametrize(
+    ("prefix", "how"),
+    [
+        ("packets/", "remove"),
+        ("receipts/", "change"),
+        ("proofs/", "change"),
+        ("timestamps/", "change"),
+        ("timestamps/", "remove"),
+        ("checkpoints/", "change"),
+        ("licences/", "remove"),
+        ("validation/", "change"),
+    ],
+)
+def test_removing_or_changing_any_member_fails_on_that_line(
+    exported: Exported, prefix: str, how: str
+):
+    data = exported.dossiers[A]
+    target = _first(dict(unpack(data).files), prefix)
+
+    def change(files: dict[str, bytes]) -> None:
+        if how == "remove":
+            del files[target]
+        else:
+            files[target] = files[target][:-3] + bytes(b ^ 1 for b in files[target][-3:])
+
+    report = exported.verify(_rezip(data, change))
+    assert not report.ok
+    bad = [line for line in report.lines if line.subject == target and not line.ok]
+    assert bad, _failed(report)
+    assert bad[0].code == ("member-missing" if how == "remove" else "member-changed")
+    page = render_html(report)
+    assert ("清单列出的文件缺失" if how == "remove" else "文件已被改动") in page
+    assert "卷宗验证不通过" in page
+
+
+def test_a_dossier_without_the_agreement_version_in_force_fails(exported: Exported):
+    files = dict(unpack(exported.dossiers[B]).files)
+    (agreement,) = [p for p in files if p.startswith("agreements/")]
+    del files[agreement]
+    config = load_config(exported.demo / "nodes" / B / "node.toml")
+    seal = load_node_keys(config.key_dir).seal
+    report = exported.verify(
+        pack(files, case=exported.case, node=B, seal=seal, at=datetime.now(UTC))
+    )
+    (line,) = [line for line in report.lines if line.kind == "agreement-version"]
+    assert not line.ok
+    assert line.code == "agreement-missing"
+    assert "卷宗中没有办件包所依据的协议版本" in render_html(report)
+
+
+def test_a_resigned_manifest_does_not_hide_a_changed_receipt_or_proof(exported: Exported):
+    """Someone with a seal key rewrites members and signs a new manifest: the lines of
+    the changed receipt and the tampered proof fail on their own."""
+    files = dict(unpack(exported.dossiers[A]).files)
+    receipt = _first(files, "receipts/")
+    files[receipt] = files[receipt].replace(b".", b".x", 1)
+    proof_path = _first(files, "proofs/packets/")
+    proof = json.loads(files[proof_path])
+    proof["index"] = proof["index"] + 1
+    files[proof_path] = json.dumps(proof).encode()
+    config = load_config(exported.demo / "nodes" / A / "node.toml")
+    seal = load_node_keys(config.key_dir).seal
+    forged = pack(files, case=exported.case, node=A, seal=seal, at=datetime.now(UTC))
+    report = exported.verify(forged)
+    lines = {line.subject: line for line in report.lines}
+    assert not lines[receipt].ok
+    assert "signature does not verify" in lines[receipt].problem
+    member = proof_path.removeprefix("proofs/").removesuffix(".json")
+    assert not lines[member].ok
+    assert "proof" in lines[member].problem
+
+
+def _crl_revoking(exported: Exported, node_id: str, revoked_at: datetime, published: datetime):  # type: ignore[no-untyped-def]
+    fed = exported.demo / "pki"
+    seal_cert = x509.load_pem_x509_certificate((fed / "nodes" / node_id / "seal.pem").read_bytes())
+    root, key = _issuer_of(fed, seal_cert)
+    return (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(root.subject)
+        .last_update(published)
+        .next_update(published + timedelta(days=30))
+        .add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(seal_cert.serial_number)
+            .revocation_date(revoked_at)
+            .build()
+        )
+        .sign(key, hashes.SHA256())
+    )
+
+
+def test_a_signature_made_after_its_certificate_was_revoked_is_reported_so(
+    exported: Exported,
+):
+    """320982's seal is revoked as of its first signature in the dossier, but the CRL
+    saying so is published only after the dossier was made: every 320982 signature is
+    reported revoked, 420106's stay good."""
+    report = exported.verify(exported.dossiers[A])
+    theirs = [line for line in report.lines if line.signer.startswith(B) and line.claimed]
+    first = min(line.claimed for line in theirs if line.claimed is not None)
+    published = datetime.now(UTC) + timedelta(days=1)
+    crl = _crl_revoking(exported, B, first, published)
+    later = TrustBundle(exported.trust.roots, (*exported.trust.crls, crl))
+    report = exported.verify(exported.dossiers[A], trust=later, at=published + timedelta(days=2))
+    assert not report.ok
+    for line in report.lines:
+        if line.signer.startswith(B) and line.kind != "timestamp":
+            assert not line.ok, line
+            assert line.revocation is Revocation.REVOKED, line
+            assert "before this signature" in line.revocation_detail
+            assert line.code == "revocation-revoked"
+        elif line.signer.startswith(A):
+            assert line.ok, line
+    page = render_html(report)
+    assert "证书在签署前已被吊销" in page
+    assert "签署前已吊销" in page
+
+
+def test_a_revocation_after_the_timestamp_leaves_the_signatures_good(exported: Exported):
+    """Revoked an hour after the dossier was stamped: the signatures a timestamp proves
+    stay good ("revoked later"); the agreement signatures, which only their signer's
+    claim dates, cannot be placed before the revocation and are indeterminate."""
+    revoked_at = datetime.now(UTC) + timedelta(hours=1)
+    crl = _crl_revoking(exported, B, revoked_at, revoked_at + timedelta(hours=1))
+    later = TrustBundle(exported.trust.roots, (*exported.trust.crls, crl))
+    report = exported.verify(exported.dossiers[A], trust=later, at=revoked_at + timedelta(days=1))
+    theirs = [line for line in report.lines if line.signer.startswith(B)]
+    proven = [line for line in theirs if line.proven is not None and line.kind != "timestamp"]
+    assert proven
+    for line in proven:
+        assert line.ok, line
+        assert line.revocation is Revocation.GOOD
+        assert "revoked later" in line.revocation_detail
+    unproven = [line for line in theirs if line.kind == "agreement"]
+    assert unproven
+    for line in unproven:
+        assert line.revocation is Revocation.INDETERMINATE, line
+        assert not line.ok
+
+
+def _issuer_of(fed: Path, cert: x509.Certificate):  # type: ignore[no-untyped-def]
+    for pem in fed.glob("federation-*/root.pem"):
+        root = x509.load_pem_x509_certificate(pem.read_bytes())
+        if root.subject == cert.issuer:
+            key = serialization.load_pem_private_key((pem.parent / "root.key").read_bytes(), None)
+            return root, key
+    raise AssertionError(f"no root of {cert.issuer.rfc4514_string()} under {fed}")
+
+
+def test_verify_cli_writes_the_html_and_json_reports(exported: Exported, tmp_path: Path):
+    dossier = tmp_path / "a.zip"
+    dossier.write_bytes(exported.dossiers[B])
+    later = (datetime.now(UTC) + timedelta(days=3653)).isoformat()
+    result = subprocess.run(
+        [
+            *TONGBAN,
+            "dossier",
+            "verify",
+            str(dossier),
+            "--trust",
+            str(exported.demo / "pki" / "trust-bundle.pem"),
+            "--tsa-trust",
+            str(exported.tsa.ca),
+            "--at",
+            later,
+            "--report-html",
+            str(tmp_path / "r.html"),
+            "--report-json",
+            str(tmp_path / "r.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "卷宗验证通过" in page
+    assert "签署时有效" in page
+    assert "可信时间戳" in page
+    assert json.loads((tmp_path / "r.json").read_text())["valid"] is True
+    dossier.write_bytes(b"not a zip")
+    bad = subprocess.run(
+        [
+            *TONGBAN,
+            "dossier",
+            "verify",
+            str(dossier),
+            "--trust",
+            str(exported.demo / "pki" / "trust-bundle.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert "error[not-a-dossier]" in bad.stderr
+    with pytest.raises(DossierError):
+        unpack(b"PK\x03\x04garbage")

@@ -1,0 +1,127 @@
+"""Checkpoints stamped by a real RFC 3161 TSA (``openssl ts -reply``), and a TSA outage."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from audit_node_support import IDS, Federation, Pki, write_configs
+from tsakit import OpenSslTsa, TsaPki, openssl_ts_verify
+
+from relay.config import ConfigError, load_config
+from relay.timestamps.store import TimestampStore
+from relay.timestamps.tokens import TimestampError, TsaTrust, check_response
+
+A, B, _ = IDS
+
+
+def _with_tsa(federation: Federation, tsa: OpenSslTsa, pki: TsaPki, alert_after: str) -> None:
+    for node in federation.nodes.values():
+        with node.config_path.open("a", encoding="utf-8") as out:
+            out.write(
+                f'[timestamps]\nurl = "{tsa.url}"\ntrust = "{pki.ca}"\n'
+                f'alert_after = "{alert_after}"\n'
+            )
+
+
+@pytest.fixture
+async def stamped_pair(
+    node_pki: Pki, tsa: OpenSslTsa, tsa_pki: TsaPki, tmp_path: Path
+) -> AsyncIterator[Federation]:
+    federation = Federation(node_pki, write_configs(node_pki, tmp_path, IDS[:2], interval="200ms"))
+    _with_tsa(federation, tsa, tsa_pki, "10m")
+    try:
+        for node in federation.nodes.values():
+            await node.start()
+        yield federation
+    finally:
+        for node in federation.nodes.values():
+            await node.stop()
+
+
+async def _wait_stamped(store: TimestampStore, index: int) -> tuple[int, bytes, bytes]:
+    """Wait until a stamped checkpoint covers leaf ``index`` (the task runs on its own)."""
+    async with asyncio.timeout(60):
+        while (stamped := store.stamped_covering(index)) is None:
+            await asyncio.sleep(0.05)
+    return stamped
+
+
+async def test_every_checkpoint_gets_a_token_that_openssl_and_our_code_accept(
+    stamped_pair: Federation, tsa_pki: TsaPki, tmp_path: Path
+):
+    a = stamped_pair[A]
+    await a.send(B, "CASE-TS-1")
+    store = TimestampStore(a.db)
+    try:
+        last = a.live.service.state.log.size() - 1  # the packet's leaf or a later one
+        _, note, response = await _wait_stamped(store, last)
+        openssl_ts_verify(response, note, tsa_pki, tmp_path / "ossl")
+        stamp = check_response(response, note, TsaTrust.from_pem(tsa_pki.ca.read_bytes()))
+        assert stamp.tsa == "CN=tongban test TSA"
+        with pytest.raises(TimestampError, match="Mismatch"):
+            check_response(response, note + b"x", TsaTrust.from_pem(tsa_pki.ca.read_bytes()))
+    finally:
+        store.close()
+
+
+async def test_tsa_down_exchange_goes_on_alert_after_the_set_time_then_caught_up(
+    node_pki: Pki, tsa: OpenSslTsa, tsa_pki: TsaPki, tmp_path: Path
+):
+    federation = Federation(node_pki, write_configs(node_pki, tmp_path, IDS[:2]))
+    _with_tsa(federation, tsa, tsa_pki, "10m")
+    a, b = federation[A], federation[B]
+    try:
+        await a.start()
+        await b.start()
+        tsa.up = False
+        await a.send(B, "CASE-TS-2")  # delivered although the TSA is down
+        a.live.checkpoint()
+        stamper = a.live.stamper
+        assert stamper is not None
+        assert await stamper.catch_up() == 0
+        assert "503" in stamper.last_error
+        store = TimestampStore(a.db)
+        try:
+            (_, _, signed_at), *_ = store.unstamped()
+            assert list(stamper.alerts(signed_at + timedelta(minutes=9))) == []
+            (alert,) = stamper.alerts(signed_at + timedelta(minutes=11))
+            assert alert.code == "tsa-unavailable"
+            assert "503" in alert.detail
+            assert alert.title_zh == "可信时间戳服务不可用"
+            await b.send(A, "CASE-TS-3")
+            a.live.checkpoint()
+            assert len(store.unstamped()) == 2
+            tsa.up = True
+            assert await stamper.catch_up() == 2
+            assert store.unstamped() == []
+            assert list(stamper.alerts(signed_at + timedelta(days=1))) == []
+        finally:
+            store.close()
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+def test_timestamps_config_is_checked(tmp_path: Path):
+    path = tmp_path / "node.toml"
+    base = (
+        '[node]\nid = "420106"\nkey_dir = "k"\ndata_dir = "d"\ntrust_bundle = "t.pem"\n'
+        "[listeners.federation]\nport = 1\n[listeners.public]\nport = 2\n"
+        "[listeners.staff]\nport = 3\n"
+    )
+    path.write_text(base + '[timestamps]\nurl = "ftp://x"\ntrust = "tsa.pem"\n')
+    with pytest.raises(ConfigError, match=r"timestamps\.url"):
+        load_config(path)
+    path.write_text(base + '[timestamps]\nurl = "http://127.0.0.1:9/tsa"\n')
+    with pytest.raises(ConfigError, match=r"timestamps\.trust"):
+        load_config(path)
+    path.write_text(base + '[timestamps]\nurl = "http://127.0.0.1:9/tsa"\ntrust = "tsa.pem"\n')
+    settings = load_config(path).timestamps
+    assert settings is not None
+    assert settings.alert_after == 3600.0
+    path.write_text(base)
+    assert load_config(path).timestamps is None
