@@ -40,8 +40,8 @@ from relay.audit.state import AuditState
 from relay.config import NodeConfig
 from relay.http.audit import add_audit_federation_routes, add_audit_staff_routes
 from relay.http.audit_client import AuditClient
-from relay.metrics import METRICS
 from relay.http.dossier import add_dossier_staff_route
+from relay.metrics import METRICS
 from relay.timestamps.stamper import HttpTsa, Stamper
 from relay.timestamps.store import TimestampStore
 from relay.timestamps.tokens import TimestampError, TsaTrust
