@@ -120,6 +120,7 @@ class SignIn:
         self.clock = clock
         self.totp = totp or TotpCheck(store)
         self.oidc_enabled = False
+        self.route_hooks: list[Callable[[web.Application], None]] = []  # e.g. OpenID Connect
         self.open_paths: frozenset[str] = frozenset(
             {"/login", "/login/options", "/console/v1/session", *_STATIC}
         )
@@ -237,6 +238,8 @@ class SignIn:
         app.router.add_post("/console/v1/session", self._sign_in)
         app.router.add_delete("/console/v1/session", self._sign_out)
         app.router.add_get("/console/v1/me", self._me)
+        for hook in self.route_hooks:
+            hook(app)
 
     async def _page(self, request: web.Request) -> web.Response:
         return web.Response(
