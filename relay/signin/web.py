@@ -47,7 +47,7 @@ from relay.config import StaffSettings
 from relay.http.body import read_json_object
 from relay.permissions import actions_of
 from relay.problem import Problem, ProblemCode
-from relay.signin.passwords import needs_rehash, verify_password
+from relay.signin.passwords import hash_password, needs_rehash, verify_password
 from relay.signin.policy import address_retry_at, after_failure, session_end
 from relay.signin.store import AccountRecord, SessionRecord, StaffStore, session_hash
 from relay.signin.totp import TotpCheck
@@ -342,8 +342,6 @@ class SignIn:
                 raise self._fail(request, user, account, now, "totp")
         self.store.clear_failures(account.name)
         if stored is not None and needs_rehash(stored):
-            from relay.signin.passwords import hash_password
-
             self.store.set_password_hash_only(account.name, hash_password(password))
         record = self.open_session(account.name, account.display_name, account.roles, "password")
         self.store.journal(self.clock(), account.name, "signin", address, {"via": "password"})

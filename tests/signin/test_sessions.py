@@ -200,3 +200,18 @@ async def test_bearer_tokens_keep_working_beside_sessions(desk: Desk) -> None:
         f"{desk.url}/staff/v1/packets", json=PACKET, headers=headers, ssl=desk.ssl
     ) as resp:
         assert resp.status == 201  # no CSRF token needed with a bearer token
+
+
+async def test_a_hash_with_older_parameters_is_renewed_at_sign_in(desk: Desk) -> None:
+    from argon2 import PasswordHasher
+    from argon2.profiles import RFC_9106_LOW_MEMORY
+
+    old = PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY).hash(PASSWORD)
+    desk.store.add_account("old.hand", "老王", (StaffRole.CLERK,), old, desk.clock().timestamp())
+    await sign_in(desk.http, desk.url, "old.hand", PASSWORD, ssl=desk.ssl)
+    account = desk.store.account("old.hand")
+    assert account is not None
+    assert account.password_hash != old
+    assert account.password_hash is not None
+    assert "m=19456,t=2,p=1" in account.password_hash
+    assert (await _get(desk, "/staff/v1/inbox"))[0] == 200  # the session stays
