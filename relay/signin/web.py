@@ -36,13 +36,14 @@ import hmac
 import importlib.resources
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from relay.alerts import ALERTS, Severity, StaffAlert
 from relay.config import StaffSettings
 from relay.http.body import read_json_object
 from relay.permissions import actions_of
@@ -240,6 +241,36 @@ class SignIn:
         app.router.add_get("/console/v1/me", self._me)
         for hook in self.route_hooks:
             hook(app)
+        if ALERTS in app:
+            app[ALERTS].add_source("signin", self.alerts)
+
+    def alerts(self, now: datetime) -> list[StaffAlert]:
+        """An account locked after repeated failed sign-ins: someone may be guessing its
+        password, or its owner needs help (``tongban staff user reset`` unlocks it)."""
+        stamp = now.timestamp()
+        found: list[StaffAlert] = []
+        for account in self.store.accounts():
+            if account.locked_until is None or account.locked_until <= stamp:
+                continue
+            until = _stamp(account.locked_until)
+            found.append(
+                StaffAlert(
+                    id=f"signin:locked:{account.name}",
+                    source="signin",
+                    code="account-locked",
+                    severity=Severity.WARNING,
+                    at=until - timedelta(seconds=self.settings.lockout_duration),
+                    title_zh="有工作人员账户因多次登录失败被暂时锁定",
+                    title_en="A staff account is locked after repeated failed sign-ins",
+                    detail=f"Account {account.name} is locked until "
+                    f"{until.isoformat(timespec='seconds')}. If its owner did not mistype, "
+                    "someone may be guessing the password: see tongban staff journal; "
+                    "tongban staff user reset unlocks it with a new password",
+                    subject=account.name,
+                    extra={"locked_until": until.isoformat(timespec="seconds")},
+                )
+            )
+        return found
 
     async def _page(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -350,8 +381,12 @@ class SignIn:
     def open_session(
         self, name: str, display_name: str, roles: tuple[StaffRole, ...], via: str
     ) -> tuple[str, SessionRecord]:
-        """A new session for a person (the random id and its stored record)."""
+        """A new session for a person (the random id and its stored record); ended
+        sessions of anyone are dropped on the way."""
         now = self.clock().timestamp()
+        self.store.delete_sessions_before(
+            now - self.settings.session_idle_timeout, now - self.settings.session_lifetime
+        )
         session_id = secrets.token_urlsafe(32)
         record = SessionRecord(
             id_hash=session_hash(session_id),
