@@ -326,6 +326,9 @@ class SignIn:
         return Problem(401, ProblemCode.SIGNIN_FAILED, "the user name or password is wrong")
 
     async def _sign_in(self, request: web.Request) -> web.Response:
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != f"{request.scheme}://{request.host}":
+            raise Problem(403, ProblemCode.CSRF_FAILED, "the request comes from another site")
         body = await read_json_object(request)
         user, password, code = body.get("user"), body.get("password"), body.get("totp")
         if not isinstance(user, str) or not isinstance(password, str) or not user:

@@ -36,7 +36,14 @@ async def test_signin_sets_a_strict_cookie_and_the_session_opens_the_staff_api(
 ) -> None:
     add_account(desk.data_dir, "wang.fang", PASSWORD, ["clerk"], display_name="王芳")
     assert (await _get(desk, "/staff/v1/outbox"))[0] == 401
-    status, answer, resp = await _post_signin(desk, {"user": "wang.fang", "password": PASSWORD})
+    body = {"user": "wang.fang", "password": PASSWORD}
+    async with desk.http.post(
+        f"{desk.url}/console/v1/session", json=body, ssl=desk.ssl,
+        headers={"Origin": "https://evil.example"},
+    ) as resp:  # fmt: skip
+        assert resp.status == 403  # a sign-in posted from another site (login CSRF)
+    assert not desk.http.cookie_jar.filter_cookies(desk.url)
+    status, answer, resp = await _post_signin(desk, body)
     assert status == 201, answer
     assert answer["name"] == "wang.fang"
     assert answer["display_name"] == "王芳"

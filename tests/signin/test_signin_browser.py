@@ -103,6 +103,8 @@ async def setup(pki: Pki, tmp_path: Path) -> AsyncIterator[Setup]:
     issuer = f"http://127.0.0.1:{provider_port}"
     staff_url = f"https://127.0.0.1:{staff}"
     oidc = f"""
+[staff]
+lockout_threshold = 2
 [staff.oidc]
 issuer = "{issuer}"
 client_id = "tongban-420106"
@@ -119,6 +121,7 @@ tongban-licence = ["licence_officer"]
     )
     config = load_config(config_path)
     add_account(config.data_dir, "zhou.min", PASSWORD, ["clerk"], display_name="周敏")
+    add_account(config.data_dir, "lu.xun", PASSWORD, ["approver"], display_name="鲁迅")
     provider = await _start_provider(provider_port, f"{staff_url}/login/oidc/callback")
 
     def factory(
@@ -238,6 +241,28 @@ async def test_password_sign_in_page_in_chinese_and_english(browser, setup) -> N
     await sign_in_page(helper_page, setup.staff, "zhou.min", PASSWORD)
     assert urlsplit(helper_page.url).path == "/"
     await other.close()
+    await context.close()
+
+
+async def test_the_page_says_when_a_locked_account_may_try_again(browser, setup) -> None:
+    context = await _context(browser)
+    page = await context.new_page()
+    await page.goto(f"{setup.staff}/login", timeout=MS)
+    await page.fill("#user", "lu.xun")
+    for _ in range(2):  # lockout_threshold = 2, lockout_duration 15 minutes
+        await page.fill("#password", "not the password")
+        await page.click("#submit")
+        await expect(page.locator("#message")).not_to_have_text("正在登录……")
+    message = page.locator("#message")
+    await expect(message).to_have_text("登录失败次数过多，账户已暂时锁定，请在 15 分钟后重试。")
+    await page.click("#lang")
+    await expect(message).to_have_text(
+        "Too many failed sign-ins: the account is locked. Try again in 15 minute(s)."
+    )
+    await page.fill("#password", PASSWORD)  # the right one, while locked
+    await page.click("#submit")
+    await expect(message).to_contain_text("Try again in 15 minute(s)")
+    assert urlsplit(page.url).path == "/login"
     await context.close()
 
 
