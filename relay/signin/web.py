@@ -34,7 +34,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import importlib.resources
+import logging
 import secrets
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -61,6 +63,7 @@ CSRF_HEADER = "X-CSRF-Token"
 SESSION_KEY = web.RequestKey("console_session", SessionRecord)
 """``request[SESSION_KEY]``: the console session of a request made with the cookie."""
 
+_log = logging.getLogger("tongban.relay.signin")
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 _STATIC = {"/login/login.js": "application/javascript", "/login/login.css": "text/css"}
 _PAGE_HEADERS = {
@@ -205,7 +208,9 @@ class SignIn:
     async def journal_middleware(
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
-        """Record every unsafe staff request: who, method, path, status."""
+        """Record every unsafe staff request: who, method, path, status. When the journal
+        cannot be written (a full disk), the line is logged at ERROR and the answer stays
+        what the handler said."""
         claims = request.get(STAFF_KEY)
         if claims is None or request.method in _SAFE or request.path == "/console/v1/session":
             return await handler(request)
@@ -227,7 +232,14 @@ class SignIn:
                 "status": status,
                 "credential": claims.credential,
             }
-            self.store.journal(self.clock(), claims.subject, "request", _address(request), detail)
+            try:
+                self.store.journal(
+                    self.clock(), claims.subject, "request", _address(request), detail
+                )
+            except (sqlite3.Error, OSError) as exc:
+                # what was done stays done: a full disk must not turn an accepted request
+                # into a refusal the caller would retry; the line goes to the log instead
+                _log.error("staff journal unwritable (%s); %s %s", exc, claims.subject, detail)
 
     # -- routes -------------------------------------------------------------------------
 

@@ -239,3 +239,27 @@ async def test_a_hash_with_older_parameters_is_renewed_at_sign_in(desk: Desk) ->
     assert account.password_hash is not None
     assert "m=19456,t=2,p=1" in account.password_hash
     assert (await _get(desk, "/staff/v1/inbox"))[0] == 200  # the session stays
+
+
+async def test_an_unwritable_journal_never_turns_an_accepted_request_into_a_refusal(
+    desk: Desk, monkeypatch, caplog
+) -> None:
+    """Found by tests/chaos/test_full_disk: on a full disk the journal line failed after
+    the packet was stored, the caller was told 503 and the packet went out anyway."""
+    import sqlite3
+
+    add_account(desk.data_dir, "ma.li", PASSWORD, ["clerk"])
+    me = await sign_in(desk.http, desk.url, "ma.li", PASSWORD, ssl=desk.ssl)
+
+    def full(*args: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(desk.store, "journal", full)
+    async with desk.http.post(
+        f"{desk.url}/staff/v1/packets", json=PACKET, headers={CSRF_HEADER: me["csrf"]},
+        ssl=desk.ssl,
+    ) as resp:  # fmt: skip
+        assert resp.status == 201
+    assert len(desk.core.created) == 1
+    assert "staff journal unwritable" in caplog.text
+    assert "ma.li" in caplog.text
