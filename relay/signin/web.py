@@ -182,7 +182,10 @@ class SignIn:
         if request.method not in _SAFE:
             self._check_csrf(request, record)
         now = self.clock().timestamp()
-        self.store.touch_session(record.id_hash, now)
+        try:
+            self.store.touch_session(record.id_hash, now)
+        except (sqlite3.Error, OSError) as exc:  # e.g. a full disk: still let people read
+            _log.warning("session of %s not refreshed: %s", record.name, exc)
         request[SESSION_KEY] = record
         return StaffClaims(
             subject=record.name,
