@@ -88,6 +88,8 @@ class ProblemCode(StrEnum):
     SIGNIN_THROTTLED = "signin-throttled"
     SESSION_EXPIRED = "session-expired"
     CSRF_FAILED = "csrf-failed"
+    PASSWORD_CHANGE_REQUIRED = "password-change-required"  # noqa: S105 - a problem code
+    WEAK_PASSWORD = "weak-password"  # noqa: S105 - a problem code
 
 
 _TITLES: Mapping[ProblemCode, str] = {
@@ -132,6 +134,8 @@ _TITLES: Mapping[ProblemCode, str] = {
     ProblemCode.SIGNIN_THROTTLED: "Too many failed sign-ins from this address",
     ProblemCode.SESSION_EXPIRED: "Session ended",
     ProblemCode.CSRF_FAILED: "CSRF token missing or wrong",
+    ProblemCode.PASSWORD_CHANGE_REQUIRED: "Choose your own password",
+    ProblemCode.WEAK_PASSWORD: "New password not acceptable",
 }
 
 

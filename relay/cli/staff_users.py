@@ -10,10 +10,11 @@
     tongban staff user list    --config C [--json]
     tongban staff journal      --config C [--user NAME] [--json]
 
-Without ``--password-stdin``, ``add`` and ``reset`` make a random password and print it
-once on stdout (hand it to the person); with it, the first line of stdin is the
-password. They work on the staff directory in the node's data dir, also while the node
-runs. Every change is written to the staff journal as done by ``cli``.
+Without ``--password-stdin``, ``add`` and ``reset`` make a random one-time password and
+print it on stdout (hand it to the person): it signs in once, together with the
+person's own new password. With it, the first line of stdin is the password. They work
+on the staff directory in the node's data dir, also while the node runs. Every change
+is written to the staff journal as done by ``cli``.
 """
 
 from __future__ import annotations
@@ -144,9 +145,8 @@ def _add(args: argparse.Namespace) -> int:
     password, generated = _password(args)
     store, _ = _open(args)
     granted = _role_list(args)
-    if not store.add_account(
-        name, display, granted, _hash(password), datetime.now(UTC).timestamp()
-    ):
+    hashed, now = _hash(password), datetime.now(UTC).timestamp()
+    if not store.add_account(name, display, granted, hashed, now, must_change=generated):
         raise CliError("account-exists", f"an account {name!r} already exists", 1)
     _note(store, name, "account-added", {"roles": [r.value for r in granted]})
     if generated:
@@ -171,7 +171,7 @@ def _reset(args: argparse.Namespace) -> int:
     password, generated = _password(args)
     hashed = _hash(password)
     store, _ = _open(args)
-    if not store.set_password(name, hashed):
+    if not store.set_password(name, hashed, must_change=generated):
         raise _missing(name)
     _note(store, name, "password-reset", {})
     if generated:
@@ -219,6 +219,7 @@ def _list(args: argparse.Namespace) -> int:
             "roles": [r.value for r in account.roles],
             "enabled": account.enabled,
             "totp": account.totp_secret is not None,
+            "must_change_password": account.must_change,
             "locked_until": None
             if account.locked_until is None
             else datetime.fromtimestamp(account.locked_until, UTC).isoformat(timespec="seconds"),

@@ -8,14 +8,16 @@ expiry, hashing) are in :mod:`relay.signin.policy` and :mod:`relay.signin.passwo
 Tables::
 
     account(name PK, display_name, roles, password_hash, enabled, totp_secret,
-            failures, locked_until, created_at, totp_last_step)
+            failures, locked_until, created_at, totp_last_step, must_change)
     session(id_hash PK, name, display_name, roles, csrf, via, created_at, last_seen)
     address_failure(address, at)
     journal(seq PK, at, name, event, address, detail)
 
-A session row is keyed by the SHA-256 of the random session id: the cookie value itself
-is never stored. Roles are space-separated role names. Times are POSIX seconds, except
-``journal.at`` (ISO 8601 UTC, for people reading it).
+``must_change`` marks a password handed out once (``tongban staff user add|reset``):
+the person must choose their own at the next sign-in. A session row is keyed by the
+SHA-256 of the random session id: the cookie value itself is never stored. Roles are
+space-separated role names. Times are POSIX seconds, except ``journal.at`` (ISO 8601
+UTC, for people reading it).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ CREATE TABLE IF NOT EXISTS account (
     failures INTEGER NOT NULL DEFAULT 0,
     locked_until REAL,
     created_at REAL NOT NULL,
-    totp_last_step INTEGER
+    totp_last_step INTEGER,
+    must_change INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS session (
     id_hash TEXT PRIMARY KEY,
@@ -104,6 +107,7 @@ class AccountRecord:
     failures: int
     locked_until: float | None
     created_at: float
+    must_change: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,11 @@ class StaffStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(account)")}
+        if "must_change" not in columns:  # a directory made before the column existed
+            self._db.execute(
+                "ALTER TABLE account ADD COLUMN must_change INTEGER NOT NULL DEFAULT 0"
+            )
 
     def close(self) -> None:
         self._db.close()
@@ -154,13 +163,15 @@ class StaffStore:
         roles: tuple[StaffRole, ...],
         password_hash: str | None,
         now: float,
+        *,
+        must_change: bool = False,
     ) -> bool:
         """Insert an account; ``False`` when the name is taken."""
         try:
             self._db.execute(
                 "INSERT INTO account (name, display_name, roles, password_hash, enabled,"
-                " created_at) VALUES (?, ?, ?, ?, 1, ?)",
-                (name, display_name, _roles_text(roles), password_hash, now),
+                " created_at, must_change) VALUES (?, ?, ?, ?, 1, ?, ?)",
+                (name, display_name, _roles_text(roles), password_hash, now, int(must_change)),
             )
         except sqlite3.IntegrityError:
             return False
@@ -169,7 +180,7 @@ class StaffStore:
     def account(self, name: str) -> AccountRecord | None:
         row = self._db.execute(
             "SELECT name, display_name, roles, password_hash, enabled, totp_secret, failures,"
-            " locked_until, created_at FROM account WHERE name = ?",
+            " locked_until, created_at, must_change FROM account WHERE name = ?",
             (name,),
         ).fetchone()
         return None if row is None else self._account(row)
@@ -177,7 +188,7 @@ class StaffStore:
     def accounts(self) -> list[AccountRecord]:
         rows = self._db.execute(
             "SELECT name, display_name, roles, password_hash, enabled, totp_secret, failures,"
-            " locked_until, created_at FROM account ORDER BY name"
+            " locked_until, created_at, must_change FROM account ORDER BY name"
         ).fetchall()
         return [self._account(r) for r in rows]
 
@@ -193,6 +204,7 @@ class StaffStore:
             failures=int(row[6]),
             locked_until=row[7],
             created_at=float(row[8]),
+            must_change=bool(row[9]),
         )
 
     def _update(self, name: str, sql: str, args: tuple[Any, ...]) -> bool:
@@ -206,13 +218,13 @@ class StaffStore:
                 self._db.execute("DELETE FROM session WHERE name = ?", (name,))
         return changed
 
-    def set_password(self, name: str, password_hash: str) -> bool:
+    def set_password(self, name: str, password_hash: str, *, must_change: bool = False) -> bool:
         """A new password: clears the lockout and ends the account's sessions."""
         with self._db:
             changed = self._update(
                 name,
-                "password_hash = ?, failures = 0, locked_until = NULL",
-                (password_hash,),
+                "password_hash = ?, failures = 0, locked_until = NULL, must_change = ?",
+                (password_hash, int(must_change)),
             )
             if changed:
                 self._db.execute("DELETE FROM session WHERE name = ?", (name,))

@@ -40,13 +40,19 @@ def add_account(
     *,
     display_name: str | None = None,
     totp: bool = False,
+    must_change: bool = False,
 ) -> str | None:
-    """Create an enabled account; returns its TOTP secret when ``totp`` (else ``None``)."""
+    """Create an enabled account; returns its TOTP secret when ``totp`` (else ``None``).
+    ``must_change``: the password is a handed-out one (as ``tongban staff user add``
+    makes), to be replaced at the first sign-in."""
     store = StaffStore(data_dir)
     try:
         granted = tuple(StaffRole(r) for r in roles)
         now = datetime.now(UTC).timestamp()
-        if not store.add_account(name, display_name or name, granted, hash_password(password), now):
+        hashed = hash_password(password)
+        if not store.add_account(
+            name, display_name or name, granted, hashed, now, must_change=must_change
+        ):
             raise ValueError(f"account {name!r} exists")
         secret = new_secret() if totp else None
         if secret is not None:

@@ -5,11 +5,16 @@ Routes::
     GET    /login                   the sign-in page (zh, English switch; no session)
     GET    /login/login.js|.css     its script and style
     GET    /login/options           {"oidc": bool}: whether OpenID Connect sign-in is on
-    POST   /console/v1/session      sign in: {user, password, totp?} → 201 + cookie,
+    POST   /console/v1/session      sign in: {user, password, totp?, new_password?} → 201
+                                    + cookie,
                                     {name, display_name, roles, actions, csrf, expires_at}
     DELETE /console/v1/session      sign out (session + X-CSRF-Token)
     GET    /console/v1/me           who is signed in: {name, display_name, roles, actions,
                                     csrf, credential, expires_at} (session or token)
+
+A password handed out by ``tongban staff user add|reset`` signs in only once, together
+with the person's own ``new_password`` (403 ``password-change-required`` without it,
+400 ``weak-password`` for one that is too short or the same).
 
 The session cookie ``__Host-tongban-session`` holds 256 random bits (HttpOnly, Secure,
 SameSite=Strict, Path=/, no Max-Age); the node keeps only its SHA-256. CSRF protection is
@@ -50,7 +55,12 @@ from relay.config import StaffSettings
 from relay.http.body import read_json_object
 from relay.permissions import actions_of
 from relay.problem import Problem, ProblemCode
-from relay.signin.passwords import hash_password, needs_rehash, verify_password
+from relay.signin.passwords import (
+    check_new_password,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
 from relay.signin.policy import address_retry_at, after_failure, session_end
 from relay.signin.store import AccountRecord, SessionRecord, StaffStore, session_hash
 from relay.signin.totp import TotpCheck
@@ -389,12 +399,42 @@ class SignIn:
                 )
             if not self.totp.verify(account.name, account.totp_secret, code, now):
                 raise self._fail(request, user, account, now, "totp")
-        self.store.clear_failures(account.name)
-        if stored is not None and needs_rehash(stored):
-            self.store.set_password_hash_only(account.name, hash_password(password))
+        if account.must_change:
+            await self._replace_handed_out_password(account.name, password, body, address)
+        else:
+            self.store.clear_failures(account.name)
+            if stored is not None and needs_rehash(stored):
+                self.store.set_password_hash_only(account.name, hash_password(password))
         record = self.open_session(account.name, account.display_name, account.roles, "password")
         self.store.journal(self.clock(), account.name, "signin", address, {"via": "password"})
         return self.session_response(record, status=201)
+
+    async def _replace_handed_out_password(
+        self, name: str, password: str, body: dict[str, Any], address: str
+    ) -> None:
+        """A password handed out once (``must_change``) signs in only together with the
+        person's own new one (``new_password``), which replaces it."""
+        new = body.get("new_password")
+        if new is None:
+            raise Problem(
+                403,
+                ProblemCode.PASSWORD_CHANGE_REQUIRED,
+                "this password was handed out once: send your own in 'new_password'",
+            )
+        if not isinstance(new, str):
+            raise Problem(400, ProblemCode.INVALID_REQUEST, "'new_password' must be a string")
+        if new == password:
+            raise Problem(
+                400, ProblemCode.WEAK_PASSWORD, "the new password must differ from the old"
+            )
+        try:
+            check_new_password(new)
+        except ValueError as exc:
+            raise Problem(400, ProblemCode.WEAK_PASSWORD, str(exc)) from None
+        loop = asyncio.get_running_loop()
+        hashed = await loop.run_in_executor(None, hash_password, new)
+        self.store.set_password(name, hashed, must_change=False)
+        self.store.journal(self.clock(), name, "password-chosen", address, {})
 
     def open_session(
         self, name: str, display_name: str, roles: tuple[StaffRole, ...], via: str

@@ -9,43 +9,27 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "relay_http"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cases"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import casekit_offices
 from relay_http_fake_core import FakeCore
 from relay_http_support import Pki, client_ssl, make_pki, serve
+from signin_kit import NODE, OIDC, SETTINGS, Clock, Desk
 
-from relay.config import Limits, OidcSettings, StaffSettings
+from relay.config import Limits
 from relay.http.staff import staff_app
 from relay.signin.oidc import OidcSignIn
 from relay.signin.store import StaffStore
 from relay.signin.testing import cookie_session
 from relay.signin.web import SignIn
 from relay.tls import server_context
-
-NODE = "420106"
-
-
-class Clock:
-    """A clock the test moves; starts at the real now (no day is special)."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kwargs: float) -> None:
-        self.now += timedelta(**kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -56,37 +40,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
-
-
-SETTINGS = StaffSettings(
-    token_key=Path("unused"),
-    session_idle_timeout=600.0,
-    session_lifetime=3600.0,
-    lockout_threshold=3,
-    lockout_duration=300.0,
-    signin_address_limit=8,
-    signin_address_window=600.0,
-)
-
-
-OIDC = OidcSettings(
-    issuer="https://127.0.0.1:1", client_id="tongban", client_secret="secret",
-    roles={"approvers": ("approver",)},
-)  # fmt: skip
-
-
-@dataclass
-class Desk:
-    """A staff listener (fake core) with sign-in, served over TLS on 127.0.0.1."""
-
-    url: str
-    http: aiohttp.ClientSession
-    data_dir: Path
-    store: StaffStore
-    clock: Clock
-    token_key: Ed25519PrivateKey
-    core: FakeCore
-    ssl: object
 
 
 @pytest.fixture

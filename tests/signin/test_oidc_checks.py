@@ -9,8 +9,8 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import Desk
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from signin_kit import Desk
 
 from relay.config import OidcSettings
 from relay.signin.oidc import OidcError, pkce_challenge, roles_from_claims, verify_id_token

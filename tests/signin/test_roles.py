@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 from casekit import HANDLING
 from casekit_offices import Offices
-from conftest import SETTINGS
 from relay_http_support import Pki, client_ssl, serve
+from signin_kit import SETTINGS
 
 from relay.cases.model import EventKind
 from relay.config import Limits

@@ -7,7 +7,7 @@ from http.cookies import SimpleCookie
 from typing import Any
 
 import pyotp
-from conftest import NODE, SETTINGS, Desk
+from signin_kit import NODE, SETTINGS, Desk
 
 from relay.signin.store import session_hash
 from relay.signin.testing import add_account, cookie_session, sign_in
@@ -266,3 +266,25 @@ async def test_an_unwritable_journal_never_turns_an_accepted_request_into_a_refu
     assert len(desk.core.created) == 1
     assert "staff journal unwritable" in caplog.text
     assert "ma.li" in caplog.text
+
+
+async def test_a_handed_out_password_signs_in_once_with_the_persons_own(desk: Desk) -> None:
+    handed = "handed-out-0123"
+    add_account(desk.data_dir, "tang.yi", handed, ["clerk"], must_change=True)
+    body: dict[str, Any] = {"user": "tang.yi", "password": handed}
+    status, problem, _ = await _post_signin(desk, body)
+    assert (status, problem["code"]) == (403, "password-change-required")
+    assert not desk.http.cookie_jar.filter_cookies(desk.url)  # no session yet
+    for weak in ("short", handed):
+        status, problem, _ = await _post_signin(desk, {**body, "new_password": weak})
+        assert (status, problem["code"]) == (400, "weak-password")
+    status, answer, _ = await _post_signin(desk, {**body, "new_password": PASSWORD})
+    assert status == 201
+    assert answer["name"] == "tang.yi"
+    account = desk.store.account("tang.yi")
+    assert account is not None
+    assert account.must_change is False
+    assert (await _post_signin(desk, body))[0] == 401  # the handed-out one is spent
+    assert (await _post_signin(desk, {"user": "tang.yi", "password": PASSWORD}))[0] == 201
+    events = [e.event for e in desk.store.journal_entries(name="tang.yi")]
+    assert events == ["password-chosen", "signin", "signin-failed", "signin"]

@@ -34,6 +34,7 @@ PROVIDER_LIB = ROOT / ".cache/npm-oidc/node_modules/oidc-provider/lib/index.js"
 PROVIDER_JS = Path(__file__).with_name("oidc_provider.mjs")
 CLIENT_SECRET = "a-client-secret-of-the-test-only-0123456789"
 PASSWORD = "a long enough password"
+HANDED_OUT = "handed-out-4711"
 
 
 @dataclass
@@ -122,6 +123,7 @@ tongban-licence = ["licence_officer"]
     config = load_config(config_path)
     add_account(config.data_dir, "zhou.min", PASSWORD, ["clerk"], display_name="周敏")
     add_account(config.data_dir, "lu.xun", PASSWORD, ["approver"], display_name="鲁迅")
+    add_account(config.data_dir, "han.mei", HANDED_OUT, ["clerk"], must_change=True)
     provider = await _start_provider(provider_port, f"{staff_url}/login/oidc/callback")
 
     def factory(
@@ -290,3 +292,29 @@ async def test_a_response_for_another_browser_is_refused(setup) -> None:
             assert resp.status == 303  # the state was used up by the refused attempt
     reasons = [e.detail["reason"] for e in setup.store.journal_entries()]
     assert reasons == ["oidc-state", "oidc-state"]
+
+
+async def test_a_handed_out_password_asks_for_the_persons_own(browser, setup) -> None:
+    context = await _context(browser)
+    page = await context.new_page()
+    await page.goto(f"{setup.staff}/login?next=/cases/WC-4", timeout=MS)
+    await page.fill("#user", "han.mei")
+    await page.fill("#password", HANDED_OUT)
+    await page.click("#submit")
+    message = page.locator("#message")
+    await expect(message).to_have_text("这是发给您的一次性密码，请设置您自己的新密码后登录。")
+    await expect(page.locator("#change-row legend")).to_have_text(
+        "请设置您自己的密码（至少 10 个字符）"
+    )
+    await expect(page.locator("label[for=new-password]")).to_have_text("新密码")
+    await page.fill("#new-password", PASSWORD)
+    await page.fill("#new-password-2", PASSWORD + "!")
+    await page.click("#submit")
+    await expect(message).to_have_text("两次输入的新密码不一致。")
+    await page.fill("#new-password-2", PASSWORD)
+    await page.click("#submit")
+    await page.wait_for_url(f"{setup.staff}/cases/WC-4", timeout=MS)
+    account = setup.store.account("han.mei")
+    assert account is not None
+    assert account.must_change is False
+    await context.close()

@@ -52,6 +52,7 @@ def test_add_prints_a_one_time_password_that_signs_in(capsys, monkeypatch, confi
     assert account.password_hash is not None
     assert account.password_hash.startswith("$argon2id$")
     assert verify_password(account.password_hash, password)
+    assert account.must_change is True  # handed out: to be replaced at the first sign-in
 
     code, _, err = _run(
         capsys, monkeypatch, "add", "--config", str(config), "wang.fang", "--role", "clerk"
@@ -104,6 +105,7 @@ def test_disable_reset_roles_totp_and_list(capsys, monkeypatch, config) -> None:
     assert (code, out) == (0, "")  # a password read from stdin is not echoed
     account = _store(config).account("zhao")
     assert account is not None
+    assert account.must_change is False  # chosen, not handed out
     assert verify_password(account.password_hash, "a new long password")
     assert _run(capsys, monkeypatch, "roles", *base, "zhao", "--role", "inspector")[0] == 0
     code, out, _ = _run(capsys, monkeypatch, "totp", *base, "zhao")

@@ -8,6 +8,9 @@ const TEXT = {
     "account-locked": (m) => `登录失败次数过多，账户已暂时锁定，请在 ${m} 分钟后重试。`,
     "signin-throttled": (m) => `此地址登录失败次数过多，请在 ${m} 分钟后重试。`,
     "invalid-request": "请填写用户名和密码。",
+    "password-change-required": "这是发给您的一次性密码，请设置您自己的新密码后登录。",
+    "weak-password": "新密码至少需要 10 个字符，且不能与原密码相同。",
+    mismatch: "两次输入的新密码不一致。",
     other: "暂时无法登录，请稍后再试。",
     busy: "正在登录……",
     oidcFailed: "统一身份认证登录未成功，请重试或使用用户名和密码登录。",
@@ -19,6 +22,9 @@ const TEXT = {
     "account-locked": (m) => `Too many failed sign-ins: the account is locked. Try again in ${m} minute(s).`,
     "signin-throttled": (m) => `Too many failed sign-ins from this address. Try again in ${m} minute(s).`,
     "invalid-request": "Enter your user name and password.",
+    "password-change-required": "This password was handed to you once: choose your own new password to sign in.",
+    "weak-password": "The new password needs at least 10 characters and must differ from the old one.",
+    mismatch: "The two new passwords differ.",
     other: "Sign-in is not possible right now. Please try again later.",
     busy: "Signing in…",
     oidcFailed: "Sign-in through the identity platform did not succeed. Try again or use your user name and password.",
@@ -71,6 +77,14 @@ async function signIn(event) {
   };
   const code = document.getElementById("totp").value.trim();
   if (code) body.totp = code;
+  if (!document.getElementById("change-row").hidden) {
+    const fresh = document.getElementById("new-password").value;
+    if (fresh !== document.getElementById("new-password-2").value) {
+      say(() => TEXT[lang].mismatch);
+      return;
+    }
+    body.new_password = fresh;
+  }
   if (!body.user || !body.password) {
     say(() => TEXT[lang]["invalid-request"]);
     return;
@@ -97,6 +111,10 @@ async function signIn(event) {
     problem = await response.json();
   } catch (_) {
     /* not a problem document */
+  }
+  if (problem.code === "password-change-required") {
+    document.getElementById("change-row").hidden = false;
+    document.getElementById("new-password").focus();
   }
   if (problem.code === "totp-required") {
     document.getElementById("totp-row").hidden = false;
