@@ -7,14 +7,15 @@ package adds *accounts* and *sessions* beside the tokens, and both end in the sa
 unchanged, and what a caller may do is decided in one place, the permission map of
 :mod:`relay.permissions`.
 
-Modules, imported one way (web → policy/passwords/totp → store)::
+Modules, imported one way (oidc → web → journal/policy/passwords/totp → store)::
 
     store      the staff directory file (accounts, sessions, failed sign-ins, journal)
     passwords  argon2id hashing
     policy     account names, lockout, per-address throttle, session expiry (pure)
     totp       the optional TOTP second factor
-    web        /login, /console/v1/session, /console/v1/me, the session check,
-               the journal of staff requests
+    journal    the middleware journaling acting staff requests; locked-account alerts
+    web        /login, /console/v1/session, /console/v1/me, the session check
+    oidc       sign-in through the office's OpenID Connect provider
     testing    helpers for tests: make an account, sign a client or a browser in
 
 Where the trail is kept: sign-ins and staff requests go to the *staff journal* in the

@@ -43,18 +43,19 @@ import logging
 import secrets
 import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Middleware
 
-from relay.alerts import ALERTS, Severity, StaffAlert
+from relay.alerts import ALERTS, StaffAlert
 from relay.config import StaffSettings
 from relay.http.body import read_json_object
 from relay.permissions import actions_of
 from relay.problem import Problem, ProblemCode
+from relay.signin.journal import journal_middleware, locked_account_alerts
 from relay.signin.passwords import (
     check_new_password,
     hash_password,
@@ -217,42 +218,10 @@ class SignIn:
 
     # -- the journal of staff requests --------------------------------------------------
 
-    @web.middleware
-    async def journal_middleware(
-        self, request: web.Request, handler: Handler
-    ) -> web.StreamResponse:
-        """Record every unsafe staff request: who, method, path, status. When the journal
-        cannot be written (a full disk), the line is logged at ERROR and the answer stays
-        what the handler said."""
-        claims = request.get(STAFF_KEY)
-        if claims is None or request.method in _SAFE or request.path == "/console/v1/session":
-            return await handler(request)
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except Problem as problem:
-            status = problem.status
-            raise
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            detail = {
-                "method": request.method,
-                "path": request.path,
-                "status": status,
-                "credential": claims.credential,
-            }
-            try:
-                self.store.journal(
-                    self.clock(), claims.subject, "request", _address(request), detail
-                )
-            except (sqlite3.Error, OSError) as exc:
-                # what was done stays done: a full disk must not turn an accepted request
-                # into a refusal the caller would retry; the line goes to the log instead
-                _log.error("staff journal unwritable (%s); %s %s", exc, claims.subject, detail)
+    @property
+    def journal_middleware(self) -> Middleware:
+        """Records every unsafe staff request (:func:`relay.signin.journal.journal_middleware`)."""
+        return journal_middleware(self.store, self.clock)
 
     # -- routes -------------------------------------------------------------------------
 
@@ -270,32 +239,8 @@ class SignIn:
             app[ALERTS].add_source("signin", self.alerts)
 
     def alerts(self, now: datetime) -> list[StaffAlert]:
-        """An account locked after repeated failed sign-ins: someone may be guessing its
-        password, or its owner needs help (``tongban staff user reset`` unlocks it)."""
-        stamp = now.timestamp()
-        found: list[StaffAlert] = []
-        for account in self.store.accounts():
-            if account.locked_until is None or account.locked_until <= stamp:
-                continue
-            until = _stamp(account.locked_until)
-            found.append(
-                StaffAlert(
-                    id=f"signin:locked:{account.name}",
-                    source="signin",
-                    code="account-locked",
-                    severity=Severity.WARNING,
-                    at=until - timedelta(seconds=self.settings.lockout_duration),
-                    title_zh="有工作人员账户因多次登录失败被暂时锁定",
-                    title_en="A staff account is locked after repeated failed sign-ins",
-                    detail=f"Account {account.name} is locked until "
-                    f"{until.isoformat(timespec='seconds')}. If its owner did not mistype, "
-                    "someone may be guessing the password: see tongban staff journal; "
-                    "tongban staff user reset unlocks it with a new password",
-                    subject=account.name,
-                    extra={"locked_until": until.isoformat(timespec="seconds")},
-                )
-            )
-        return found
+        """The staff alerts of sign-in (:func:`relay.signin.journal.locked_account_alerts`)."""
+        return locked_account_alerts(self.store, self.settings, now)
 
     async def _page(self, request: web.Request) -> web.Response:
         return web.Response(

@@ -3,9 +3,10 @@ provider (npm oidc-provider, started here) through a whole node's TLS staff list
 
 from __future__ import annotations
 
-import asyncio
+import selectors
 import shutil
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -34,6 +35,7 @@ PROVIDER_LIB = ROOT / ".cache/npm-oidc/node_modules/oidc-provider/lib/index.js"
 PROVIDER_JS = Path(__file__).with_name("oidc_provider.mjs")
 CLIENT_SECRET = "a-client-secret-of-the-test-only-0123456789"
 PASSWORD = "a long enough password"
+START_DEADLINE = 120  # seconds for node + oidc-provider to listen on a busy machine
 HANDED_OUT = "handed-out-4711"
 
 
@@ -65,43 +67,53 @@ async def browser() -> AsyncIterator[Browser]:
             await launched.close()
 
 
-async def _start_provider(port: int, redirect_uri: str) -> asyncio.subprocess.Process:
+@dataclass(frozen=True)
+class Provider:
+    issuer: str
+    staff_port: int  # the node's staff port, registered in the provider's redirect URI
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[Provider]:
+    """One oidc-provider for the module (its start is the slow part), on 127.0.0.1."""
     node = shutil.which("node")
     if node is None or not PROVIDER_LIB.exists():
         pytest.fail(
             "the OpenID Connect test needs Node.js and npm's oidc-provider: "
             "run scripts/npm-oidc.sh (make oidc-deps)"
         )
+    port, staff_port = free_ports(2)
     env = {
         "PATH": "/usr/bin:/bin",
         "OIDC_PROVIDER_LIB": str(PROVIDER_LIB),
         "OIDC_PORT": str(port),
         "OIDC_CLIENT_ID": "tongban-420106",
         "OIDC_CLIENT_SECRET": CLIENT_SECRET,
-        "OIDC_REDIRECT_URI": redirect_uri,
+        "OIDC_REDIRECT_URI": f"https://127.0.0.1:{staff_port}/login/oidc/callback",
     }
-    process = await asyncio.create_subprocess_exec(
-        node, str(PROVIDER_JS), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    process = subprocess.Popen(
+        [node, str(PROVIDER_JS)], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
     assert process.stdout is not None
     try:
-        line = await asyncio.wait_for(process.stdout.readline(), 30)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        pytest.fail("oidc-provider did not start within 30 s")
-    if not line.startswith(b"listening "):
-        process.kill()
-        await process.wait()
-        pytest.fail(f"oidc-provider did not start: {line!r}")
-    return process
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            if not selector.select(timeout=START_DEADLINE):
+                pytest.fail(f"oidc-provider did not start within {START_DEADLINE} s")
+        line = process.stdout.readline()
+        if not line.startswith(b"listening "):
+            pytest.fail(f"oidc-provider did not start: {line!r}")
+        yield Provider(f"http://127.0.0.1:{port}", staff_port)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        process.stdout.close()
 
 
 @pytest.fixture
-async def setup(pki: Pki, tmp_path: Path) -> AsyncIterator[Setup]:
-    federation, public, staff, provider_port = free_ports(4)
-    issuer = f"http://127.0.0.1:{provider_port}"
+async def setup(pki: Pki, tmp_path: Path, provider: Provider) -> AsyncIterator[Setup]:
+    staff, issuer = provider.staff_port, provider.issuer
+    federation, public = [p for p in free_ports(3) if p != staff][:2]
     staff_url = f"https://127.0.0.1:{staff}"
     oidc = f"""
 [staff]
@@ -124,7 +136,6 @@ tongban-licence = ["licence_officer"]
     add_account(config.data_dir, "zhou.min", PASSWORD, ["clerk"], display_name="周敏")
     add_account(config.data_dir, "lu.xun", PASSWORD, ["approver"], display_name="鲁迅")
     add_account(config.data_dir, "han.mei", HANDED_OUT, ["clerk"], must_change=True)
-    provider = await _start_provider(provider_port, f"{staff_url}/login/oidc/callback")
 
     def factory(
         config: NodeConfig, link: PeerLink, bundle: BundleSource, clock: object
@@ -144,8 +155,6 @@ tongban-licence = ["licence_officer"]
     finally:
         await node.stop()
         store.close()
-        provider.terminate()
-        await provider.wait()
 
 
 async def _context(browser: Browser) -> BrowserContext:
