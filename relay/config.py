@@ -259,36 +259,6 @@ def _listener(listeners: _Reader, name: str, *, tls_default: bool, plain_ok: boo
     return Listener(host=host, port=port, tls=tls)
 
 
-def _partners(root: _Reader) -> tuple[Partner, ...]:
-    value = root.raw("partners", [])
-    if not isinstance(value, list):
-        raise root.error("partners", "must be an array of tables ([[partners]])")
-    partners: list[Partner] = []
-    for index, item in enumerate(value):
-        if not isinstance(item, Mapping):
-            raise root.error(f"partners[{index}]", "must be a table")
-        table = _Reader(root.source, root.base, item, f"partners[{index}]")
-        url = table.string("federation_url")
-        parts = urlsplit(url)
-        if parts.scheme != "https" or not parts.hostname:
-            raise table.error("federation_url", "must be an https:// URL")
-        partner = Partner(table.node_id("id"), table.path("descriptor"), url.rstrip("/"))
-        table.done()
-        if any(p.node_id == partner.node_id for p in partners):
-            raise table.error("id", f"partner {partner.node_id} is listed twice")
-        partners.append(partner)
-    return tuple(partners)
-
-
-def _agreements(root: _Reader) -> tuple[Path, ...]:
-    table = root.sub("agreements", required=False)
-    files = table.raw("files", [])
-    if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
-        raise table.error("files", "must be an array of paths")
-    table.done()
-    return tuple((root.base / f).resolve() for f in files)
-
-
 _ACCOUNT_ROLES = ("clerk", "approver", "inspector", "licence_officer", "administrator")
 
 
@@ -333,6 +303,36 @@ def _oidc(staff_t: _Reader) -> OidcSettings | None:
         raise t.error("scopes", "must include openid")
     t.done()
     return settings
+
+
+def _partners(root: _Reader) -> tuple[Partner, ...]:
+    value = root.raw("partners", [])
+    if not isinstance(value, list):
+        raise root.error("partners", "must be an array of tables ([[partners]])")
+    partners: list[Partner] = []
+    for index, item in enumerate(value):
+        if not isinstance(item, Mapping):
+            raise root.error(f"partners[{index}]", "must be a table")
+        table = _Reader(root.source, root.base, item, f"partners[{index}]")
+        url = table.string("federation_url")
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise table.error("federation_url", "must be an https:// URL")
+        partner = Partner(table.node_id("id"), table.path("descriptor"), url.rstrip("/"))
+        table.done()
+        if any(p.node_id == partner.node_id for p in partners):
+            raise table.error("id", f"partner {partner.node_id} is listed twice")
+        partners.append(partner)
+    return tuple(partners)
+
+
+def _agreements(root: _Reader) -> tuple[Path, ...]:
+    table = root.sub("agreements", required=False)
+    files = table.raw("files", [])
+    if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
+        raise table.error("files", "must be an array of paths")
+    table.done()
+    return tuple((root.base / f).resolve() for f in files)
 
 
 def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
