@@ -62,6 +62,9 @@ from relay.metrics import (
     expiry_gauges,
     outbox_gauges,
 )
+from relay.signin.oidc import OidcSignIn
+from relay.signin.store import StaffStore
+from relay.signin.web import SignIn
 from relay.staff_auth import load_or_create_token_key
 from relay.tls import BundleSource, server_context
 
@@ -195,6 +198,7 @@ class Node:
         self._link: HttpsPeerLink | None = None
         self._handle: CoreHandle | None = None
         self._lock: DataDirLock | None = None
+        self._staff_store: StaffStore | None = None
         self.urls: dict[str, str] = {}
         self.metrics = NodeMetrics(clock)
 
@@ -290,6 +294,7 @@ class Node:
                     token_key=token_key,
                     clock=self._clock,
                     limits=config.limits,
+                    signin=self._signin(),
                 ),
                 config.staff_listener,
                 server_context(cert, key, None, require_client_cert=False)
@@ -343,6 +348,14 @@ class Node:
             self.metrics.add_gauges("outbox", outbox_gauges(depth))
         self.metrics.add_gauges("expiry", expiry_gauges(bundle.current, self.config.key_dir))
 
+    def _signin(self) -> SignIn:
+        """Console sign-in on the staff listener (the staff directory in the data dir)."""
+        self._staff_store = StaffStore(self.config.data_dir)
+        signin = SignIn(self._staff_store, self.config.staff, self._clock)
+        if self.config.staff.oidc is not None:
+            OidcSignIn(self.config.staff.oidc, signin)
+        return signin
+
     async def stop(self) -> None:
         """Stop accepting, finish in-flight requests, stop the outbox, close storage."""
         runners, self._runners = self._runners, []
@@ -361,6 +374,8 @@ class Node:
             await self._link.close()
         if self._handle is not None:
             self._handle.close()
+        if self._staff_store is not None:
+            self._staff_store.close()
         if self._lock is not None:
             self._lock.release()
         _log.info("node %s stopped", self.config.node_id)

@@ -81,6 +81,15 @@ class ProblemCode(StrEnum):
     AUDIT_UNKNOWN_LEAF = "audit-unknown-leaf"
     AUDIT_HALTED = "audit-halted"
     AUDIT_UNAVAILABLE = "audit-unavailable"
+    # console sign-in (relay.signin)
+    SIGNIN_FAILED = "signin-failed"
+    TOTP_REQUIRED = "totp-required"
+    ACCOUNT_LOCKED = "account-locked"
+    SIGNIN_THROTTLED = "signin-throttled"
+    SESSION_EXPIRED = "session-expired"
+    CSRF_FAILED = "csrf-failed"
+    PASSWORD_CHANGE_REQUIRED = "password-change-required"  # noqa: S105 - a problem code
+    WEAK_PASSWORD = "weak-password"  # noqa: S105 - a problem code
 
 
 _TITLES: Mapping[ProblemCode, str] = {
@@ -119,6 +128,14 @@ _TITLES: Mapping[ProblemCode, str] = {
     ProblemCode.AUDIT_UNKNOWN_LEAF: "No audit leaf for that packet",
     ProblemCode.AUDIT_HALTED: "Audit exchange halted after a fork",
     ProblemCode.AUDIT_UNAVAILABLE: "Audit log unavailable",
+    ProblemCode.SIGNIN_FAILED: "Sign-in failed",
+    ProblemCode.TOTP_REQUIRED: "One-time code required",
+    ProblemCode.ACCOUNT_LOCKED: "Account locked for a while",
+    ProblemCode.SIGNIN_THROTTLED: "Too many failed sign-ins from this address",
+    ProblemCode.SESSION_EXPIRED: "Session ended",
+    ProblemCode.CSRF_FAILED: "CSRF token missing or wrong",
+    ProblemCode.PASSWORD_CHANGE_REQUIRED: "Choose your own password",
+    ProblemCode.WEAK_PASSWORD: "New password not acceptable",
 }
 
 
