@@ -185,12 +185,14 @@ def staff_auth_middleware(
     clock: Callable[[], datetime],
     *,
     open_paths: Collection[str] = ("/openapi.yaml",),
+    open_prefixes: Sequence[str] = (),
 ) -> Middleware:
-    """Middleware: require a valid staff bearer token (except on ``open_paths``)."""
+    """Middleware: require a valid staff bearer token (except on ``open_paths`` and
+    paths starting with one of ``open_prefixes``)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in open_paths:
+        if request.path in open_paths or request.path.startswith(tuple(open_prefixes)):
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")

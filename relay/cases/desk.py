@@ -161,9 +161,12 @@ class CaseDesk:
         case_id: str | None = None,
         materials: Sequence[str] = (),
         submit: bool = True,
+        applicant: Mapping[str, str] | None = None,
+        attachments: Sequence[str] = (),
     ) -> Opened:
         """Open a case at hand-in (we are the receiving office); submit it unless told
-        not to. Raises :class:`~relay.cases.terms.NoTerms`, ``case-exists``."""
+        not to, with the ``applicant``'s data and the staged ``attachments`` (plaintext
+        digests). Raises :class:`~relay.cases.terms.NoTerms`, ``case-exists``."""
         now = self._clock()
         terms = self._terms(self.node_id, handling, matter, mode, now)
         if case_id is None:
@@ -179,8 +182,10 @@ class CaseDesk:
         record = CaseRecord(Case(header, Office.RECEIVING), access_hash, now, 1)
         self._store.create(record)
         if submit:
-            details = {"materials": list(materials)} if materials else {}
-            record = await self.act(case_id, EventKind.SUBMIT, details)
+            details: dict[str, Any] = {"materials": list(materials)} if materials else {}
+            if applicant:
+                details["applicant"] = dict(applicant)
+            record = await self.act(case_id, EventKind.SUBMIT, details, attachments)
         return Opened(record, code, self.tracking_link(case_id))
 
     def get(self, case_id: str) -> CaseRecord:
@@ -396,6 +401,16 @@ class CaseDesk:
             except TimeoutError:
                 return None
         return self._store.get(case_id)
+
+    async def wait_changed(self, timeout: float) -> bool:
+        """Wait until any case changes (our step or a partner's packet applied); False
+        on timeout. For live views: they read what they show again afterwards."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except TimeoutError:
+                return False
+        return True
 
     async def _notify(self) -> None:
         async with self._changed:

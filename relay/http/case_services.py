@@ -36,7 +36,7 @@ from relay.calendars import CalendarDir
 from relay.cases.desk import CaseDesk, SyncingCore
 from relay.cases.errors import CaseError
 from relay.cases.sqlite_store import SqliteCaseStore
-from relay.cases.terms import load_terms
+from relay.cases.terms import AgreementTerms, load_terms
 from relay.config import NodeConfig
 from relay.core.errors import RelayError
 from relay.core.ports import PeerLink
@@ -67,6 +67,7 @@ class CaseServices:
     store: SqliteCaseStore
     licence_status: LicenceStatus | None = None
     calendars: CalendarDir | None = None
+    terms: AgreementTerms | None = None  # read by the console (agreements, standards)
 
     def add_routes(self, listener: str, app: web.Application) -> None:
         if listener == "staff":
@@ -156,7 +157,7 @@ def attach_cases(
         status_dir=verifier.status_dir,
         clock=clock,
     )
-    return CaseServices(desk, verifier, SyncingCore(core, desk), store, status, calendars)
+    return CaseServices(desk, verifier, SyncingCore(core, desk), store, status, calendars, terms)
 
 
 class CaseLayer:

@@ -118,6 +118,9 @@ def _packet_request(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+OPEN_PATHS = ("/openapi.yaml", "/")  # the console page (relay.console) signs in itself
+OPEN_PREFIXES = ("/console/",)  # the console's scripts and style
+
 PARTNER_UNREACHABLE_AFTER = timedelta(hours=1)
 """Consecutive delivery failures to a partner for this long raise an alert."""
 
@@ -187,7 +190,9 @@ def staff_app(
         middlewares=[
             problem_middleware,
             declared_size_middleware(limits.max_body_bytes, _is_streamed),
-            staff_auth_middleware(token_key, node_id, clock),
+            staff_auth_middleware(
+                token_key, node_id, clock, open_paths=OPEN_PATHS, open_prefixes=OPEN_PREFIXES
+            ),
             timeout_middleware(limits.request_timeout, _is_upload),
             core_error_middleware,
         ],

@@ -1,0 +1,506 @@
+"""The console's routes on the staff listener: the page, its JSON, live updates.
+
+Routes (the page and its files need no token; everything under ``/staff/v1/console``
+needs a staff token like the rest of the staff API, acting needs ``clerk``)::
+
+    GET  /                                      the console (single page, zh/en)
+    GET  /console/{file}                        its scripts and style (no build step)
+    GET  /staff/v1/console/me                   this office and the signed-in person
+    GET  /staff/v1/console/queue                the work queue (?matter=&partner=&mine=1
+                                                &turn=1&overdue=1): counts per state,
+                                                cases sorted by deadline
+    GET  /staff/v1/console/events               Server-Sent Events: ``changed`` whenever
+                                                a case changes (a step of ours or a
+                                                partner's packet applied)
+    GET  /staff/v1/console/matters              what we may hand in: matter, handling
+                                                offices, the agreed materials
+    GET  /staff/v1/console/agreements           agreements in force: parties, matters,
+                                                standards
+    POST /staff/v1/console/cases                hand-in: {matter, handling, applicant,
+                                                materials, attachments} → 201
+    GET  /staff/v1/console/cases/{case}         the case page's data
+    POST /staff/v1/console/cases/{case}/steps   take a step {event, details} (the
+                                                person's name goes in ``staff``)
+    POST /staff/v1/console/cases/{case}/licence seal and issue the licence {holder_id,
+                                                holder_name, scope, valid_days, number}
+    GET  /staff/v1/console/cases/{case}/licence.svg   the licence as a QR code
+    GET  /staff/v1/console/attachments/{digest} an attachment's plaintext (?name=)
+    POST /staff/v1/console/outbox/{packet}/resend     send a refused/parked step again
+
+Nothing here decides: the queue, the checklist and the allowed steps come from
+:mod:`relay.console.views`, every step goes through the case desk (the state machine
+and the agreement), and case errors become problem documents in one place
+(:func:`relay.http.cases.problem_from_case`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from agreements.actions import Action
+from agreements.catalog import Catalog
+from relay.cases.desk import CaseDesk
+from relay.cases.errors import CaseError
+from relay.cases.model import EventKind, thaw
+from relay.cases.terms import AgreementTerms
+from relay.cases.workflow import Case
+from relay.console.licensing import LicenceDesk
+from relay.console.views import (
+    QueueFilter,
+    available_actions,
+    checklist,
+    queue_view,
+    refusals,
+    timeline,
+)
+from relay.http.body import read_json_object, require_str
+from relay.http.cases import problem_from_case
+from relay.http.encode import attachment_json
+from relay.http.federation import DIGEST_PATTERN
+from relay.problem import Problem, ProblemCode
+from relay.staff_auth import STAFF_KEY, StaffRole, require_role
+from signing.certificates import is_node_id
+
+__all__ = ["PAGE_PATHS", "add_console_routes"]
+
+PAGE_PATHS = ("/",)
+STATIC_PREFIX = "/console/"
+_FILES = {
+    "console.js": "text/javascript",
+    "i18n.js": "text/javascript",
+    "console.css": "text/css",
+}
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+_KEEPALIVE_SECONDS = 15.0
+_APPLICANT_KEY = re.compile(r"[a-z_]{1,64}")
+_CLOSING = web.AppKey("console-closing", asyncio.Event)
+
+
+def _static(name: str) -> bytes:
+    return resources.files("relay.http.static").joinpath("console").joinpath(name).read_bytes()
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def _json(obj: Any, status: int = 200) -> web.Response:
+    return web.json_response(
+        obj, status=status, dumps=_dumps, headers={"Cache-Control": "no-store"}
+    )
+
+
+class Console:
+    """What the console's handlers need, composed once per staff application."""
+
+    def __init__(
+        self,
+        *,
+        desk: CaseDesk,
+        core: Any,
+        terms: AgreementTerms,
+        catalog: Catalog,
+        licences: LicenceDesk,
+    ) -> None:
+        self.desk = desk
+        self.core = core
+        self.terms = terms
+        self.catalog = catalog
+        self.licences = licences
+
+    # -- names: never a code alone -----------------------------------------------------
+
+    def matter_names(self, code: str) -> dict[str, str]:
+        entry = self.catalog.get(code)
+        if entry is None:
+            return {"name_zh": code, "name_en": code}
+        return {"name_zh": entry.name_zh, "name_en": entry.name_en}
+
+    def office(self, node_id: str) -> dict[str, str]:
+        zh, en = self.desk.office_names.get(node_id, (node_id, node_id))
+        return {"id": node_id, "name_zh": zh, "name_en": en}
+
+    def names(self, case: Case) -> dict[str, Any]:
+        h = case.header
+        return {
+            "matter_names": self.matter_names(h.matter),
+            "receiving_office": self.office(h.receiving),
+            "handling_office": self.office(h.handling),
+        }
+
+    # -- the case page -------------------------------------------------------------------
+
+    def case_page(self, case_id: str) -> dict[str, Any]:
+        desk, now = self.desk, self.desk.now()
+        record = desk.get(case_id)
+        case = record.case
+        h = case.header
+        clause = self.terms.clause(h.receiving, h.handling, h.matter, now)
+        partner = h.node(case.me.other)
+
+        def granted(action: Action) -> bool:
+            return self.terms.permits(desk.node_id, partner, h.matter, action, h.mode, now)
+
+        submit = next((e for e in case.events if e.kind is EventKind.SUBMIT), None)
+        applicant = thaw(submit.details.get("applicant", {})) if submit is not None else {}
+        return {
+            **h.to_json(),
+            **self.names(case),
+            "me": case.me.value,
+            "partner": partner,
+            "state": case.state.value,
+            "version": record.version,
+            "opened_at": record.opened_at.isoformat(),
+            "clock": desk.clock_of(case, now).to_json(),
+            "applicant": applicant,
+            "checklist": checklist(case, clause.materials if clause else ()),
+            "survey_checklist": list(clause.survey_checklist) if clause else [],
+            "missing": list(case.view.missing),
+            "timeline": timeline(case),
+            "actions": available_actions(case, now, granted),
+            "refused": refusals(case, self.core.list_outbox()),
+            "incoming_refused": [
+                {"packet_id": p.packet_id, "reason": p.outcome, "detail": p.detail}
+                for p in desk.packets(case_id)
+                if p.outcome not in ("applied", "duplicate", "not-a-case-event")
+            ],
+            "attachments": self._attachments(case_id),
+            "licence_number": case.view.licence_number,
+            "licence": case.view.licence,
+            "complaints": [
+                {
+                    "seq": c.seq,
+                    "at": c.at.isoformat(),
+                    "text": c.text,
+                    "answer": c.answer,
+                    "answered_at": None if c.answered_at is None else c.answered_at.isoformat(),
+                }
+                for c in case.view.complaints
+            ],
+            "rating": None if case.view.rating is None else thaw(case.view.rating),
+        }
+
+    def _attachments(self, case_id: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        packets = [(i.summary, "outgoing") for i in self.core.list_outbox()]
+        packets += [(i.summary, "incoming") for i in self.core.list_inbox(case_id=case_id)]
+        for summary, direction in packets:
+            if summary.case_id != case_id:
+                continue
+            for info in summary.attachments:
+                key = info.plain_digest or info.digest
+                if key in seen:
+                    continue
+                seen.add(key)
+                out.append({**attachment_json(info), "direction": direction})
+        return out
+
+    def handin_options(self) -> list[dict[str, Any]]:
+        """Each matter we may receive for a handling office, with its agreed standard."""
+        now, me = self.desk.now(), self.desk.node_id
+        out = []
+        for agreement in self.terms.active(now):
+            for code, clause in sorted(agreement.clauses.items()):
+                handlers = sorted(clause.roles.receive_for.get(me, frozenset()))
+                if not handlers:
+                    continue
+                out.append(
+                    {
+                        "matter": code,
+                        **self.matter_names(code),
+                        "agreement": agreement.id,
+                        "modes": sorted(m.value for m in clause.modes),
+                        "handling": [self.office(n) for n in handlers],
+                        "materials": [m.to_json() for m in clause.materials],
+                        "time_limit_working_days": clause.time_limit_working_days,
+                        "survey_required": clause.survey_required,
+                    }
+                )
+        return out
+
+    def agreements(self) -> list[dict[str, Any]]:
+        out = []
+        for a in self.terms.active(self.desk.now()):
+            out.append(
+                {
+                    "id": a.id,
+                    "version": a.version,
+                    "title_zh": a.title_zh,
+                    "title_en": a.title_en,
+                    "valid_from": a.valid_from.isoformat(),
+                    "valid_until": a.valid_until.isoformat(),
+                    "parties": [p.to_json() for p in a.parties],
+                    "matters": [
+                        {**c.to_json(), **self.matter_names(code)}
+                        for code, c in sorted(a.clauses.items())
+                    ],
+                }
+            )
+        return out
+
+
+def _staff_name(request: web.Request) -> str:
+    return request[STAFF_KEY].subject
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "") in ("1", "true", "yes")
+
+
+def _applicant(body: Mapping[str, Any]) -> dict[str, str]:
+    applicant = body.get("applicant", {})
+    if not isinstance(applicant, dict) or not all(
+        isinstance(k, str) and _APPLICANT_KEY.fullmatch(k) and isinstance(v, str)
+        for k, v in applicant.items()
+    ):
+        raise Problem(
+            400,
+            ProblemCode.INVALID_REQUEST,
+            "'applicant' must be an object of texts named in lower case (e.g. name, phone)",
+        )
+    return {k: v.strip() for k, v in applicant.items() if v.strip()}
+
+
+def _digests(body: Mapping[str, Any]) -> list[str]:
+    digests = body.get("attachments", [])
+    if not isinstance(digests, list) or not all(
+        isinstance(d, str) and re.fullmatch(DIGEST_PATTERN, d) for d in digests
+    ):
+        raise Problem(
+            400, ProblemCode.INVALID_REQUEST, "'attachments' must list SHA-256 hex digests"
+        )
+    return digests
+
+
+def add_console_routes(app: web.Application, console: Console) -> None:
+    """Add the console page and its API to a staff application (before it starts)."""
+    desk = console.desk
+    app[_CLOSING] = asyncio.Event()
+
+    async def closing(app: web.Application) -> None:
+        app[_CLOSING].set()
+
+    app.on_shutdown.append(closing)
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(
+            body=_static("index.html"),
+            content_type="text/html",
+            charset="utf-8",
+            headers={"Content-Security-Policy": _CSP, "Cache-Control": "no-store"},
+        )
+
+    async def static(request: web.Request) -> web.Response:
+        name = request.match_info["file"]
+        if name not in _FILES:
+            raise Problem(404, ProblemCode.NOT_FOUND, f"no console file {name}")
+        return web.Response(
+            body=_static(name),
+            content_type=_FILES[name],
+            charset="utf-8",
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    async def me(request: web.Request) -> web.Response:
+        claims = request[STAFF_KEY]
+        return _json(
+            {
+                "office": console.office(desk.node_id),
+                "name": claims.subject,
+                "roles": [r.value for r in claims.roles],
+            }
+        )
+
+    async def queue(request: web.Request) -> web.Response:
+        partner = request.query.get("partner", "")
+        if partner and not is_node_id(partner):
+            raise Problem(400, ProblemCode.INVALID_REQUEST, "'partner' must be a 6-digit node id")
+        keep = QueueFilter(
+            matter=request.query.get("matter", ""),
+            partner=partner,
+            mine=_staff_name(request) if _flag(request, "mine") else "",
+            turn=_flag(request, "turn"),
+            overdue=_flag(request, "overdue"),
+        )
+        now = desk.now()
+        calendar = desk.calendar
+        body = queue_view(
+            desk.list_cases(),
+            clock_of=lambda case: desk.clock_of(case, now, calendar),
+            names=console.names,
+            keep=keep,
+        )
+        return _json(body)
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        await response.write(b"retry: 2000\nevent: hello\ndata: {}\n\n")
+        stop = request.app[_CLOSING]
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                change = asyncio.ensure_future(desk.wait_changed(_KEEPALIVE_SECONDS))
+                done, _ = await asyncio.wait(
+                    {change, stopping}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if stopping in done:
+                    change.cancel()
+                    break
+                if change.result():
+                    stamp = json.dumps({"at": desk.now().isoformat()})
+                    await response.write(f"event: changed\ndata: {stamp}\n\n".encode())
+                else:
+                    await response.write(b": keep-alive\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            stopping.cancel()
+        return response
+
+    async def matters(request: web.Request) -> web.Response:
+        return _json({"matters": console.handin_options()})
+
+    async def agreements(request: web.Request) -> web.Response:
+        return _json({"agreements": console.agreements()})
+
+    async def hand_in(request: web.Request) -> web.Response:
+        require_role(request, StaffRole.CLERK)
+        body = await read_json_object(request)
+        handling = require_str(body, "handling")
+        if not is_node_id(handling):
+            raise Problem(400, ProblemCode.INVALID_REQUEST, "'handling' must be a node id")
+        materials = body.get("materials", [])
+        if not isinstance(materials, list) or not all(isinstance(m, str) for m in materials):
+            raise Problem(400, ProblemCode.INVALID_REQUEST, "'materials' must list strings")
+        try:
+            opened = await desk.open_case(
+                matter=require_str(body, "matter"),
+                mode=body.get("mode") or "proxy_receipt",
+                handling=handling,
+                materials=materials,
+                applicant=_applicant(body),
+                attachments=_digests(body),
+            )
+        except CaseError as exc:
+            raise problem_from_case(exc) from exc
+        case_id = opened.record.case.header.case_id
+        return _json(
+            {
+                "case": case_id,
+                "access_code": opened.access_code,
+                "tracking_path": f"/track#link={opened.tracking_link}",
+            },
+            status=201,
+        )
+
+    async def case_page(request: web.Request) -> web.Response:
+        try:
+            return _json(console.case_page(request.match_info["case"]))
+        except CaseError as exc:
+            raise problem_from_case(exc) from exc
+
+    async def step(request: web.Request) -> web.Response:
+        require_role(request, StaffRole.CLERK)
+        body = await read_json_object(request)
+        try:
+            kind = EventKind(require_str(body, "event"))
+        except ValueError:
+            raise Problem(400, ProblemCode.INVALID_REQUEST, "unknown 'event'") from None
+        if kind is EventKind.ISSUE_LICENCE:
+            raise Problem(400, ProblemCode.INVALID_REQUEST, "a licence is issued through …/licence")
+        details = body.get("details", {})
+        if not isinstance(details, dict):
+            raise Problem(400, ProblemCode.INVALID_REQUEST, "'details' must be an object")
+        details = {**details, "staff": _staff_name(request)}
+        try:
+            await desk.act(request.match_info["case"], kind, details, _digests(body))
+            return _json(console.case_page(request.match_info["case"]))
+        except CaseError as exc:
+            raise problem_from_case(exc) from exc
+
+    async def licence(request: web.Request) -> web.Response:
+        require_role(request, StaffRole.CLERK)
+        body = await read_json_object(request)
+        case_id = request.match_info["case"]
+        try:
+            await console.licences.issue(case_id, body, staff=_staff_name(request))
+            return _json(console.case_page(case_id), status=201)
+        except CaseError as exc:
+            raise problem_from_case(exc) from exc
+
+    async def licence_svg(request: web.Request) -> web.Response:
+        try:
+            record = desk.get(request.match_info["case"])
+        except CaseError as exc:
+            raise problem_from_case(exc) from exc
+        token = record.case.view.licence
+        if token is None:
+            raise Problem(404, ProblemCode.NOT_FOUND, "this case has no licence yet")
+        svg = await asyncio.to_thread(console.licences.qr_svg, token)
+        return web.Response(body=svg, content_type="image/svg+xml")
+
+    async def attachment(request: web.Request) -> web.StreamResponse:
+        digest = request.match_info["digest"]
+        name = request.query.get("name", "") or digest[:12]
+        chunks = console.core.open_attachment(digest)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Disposition": _disposition(name),
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+            }
+        )
+        first = await anext(chunks, b"")  # not-found errors before the headers go out
+        await response.prepare(request)
+        await response.write(first)
+        async for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    async def resend(request: web.Request) -> web.Response:
+        require_role(request, StaffRole.CLERK)
+        summary = await console.core.resend(request.match_info["packet"])
+        return _json({"packet_id": summary.packet_id}, status=201)
+
+    base = "/staff/v1/console"
+    for path in PAGE_PATHS:
+        app.router.add_get(path, page)
+    app.router.add_get(STATIC_PREFIX + "{file}", static)
+    app.router.add_get(f"{base}/me", me)
+    app.router.add_get(f"{base}/queue", queue)
+    app.router.add_get(f"{base}/events", events)
+    app.router.add_get(f"{base}/matters", matters)
+    app.router.add_get(f"{base}/agreements", agreements)
+    app.router.add_post(f"{base}/cases", hand_in)
+    app.router.add_get(f"{base}/cases/{{case}}", case_page)
+    app.router.add_post(f"{base}/cases/{{case}}/steps", step)
+    app.router.add_post(f"{base}/cases/{{case}}/licence", licence)
+    app.router.add_get(f"{base}/cases/{{case}}/licence.svg", licence_svg)
+    app.router.add_get(f"{base}/attachments/{{digest:{DIGEST_PATTERN}}}", attachment)
+    app.router.add_post(f"{base}/outbox/{{packet}}/resend", resend)
+
+
+def _disposition(name: str) -> str:
+    ascii_name = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:100] or "attachment"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
