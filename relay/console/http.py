@@ -286,7 +286,6 @@ def _digests(body: Mapping[str, Any]) -> list[str]:
 
 def add_console_routes(app: web.Application, console: Console) -> None:
     """Add the console page and its API to a staff application (before it starts)."""
-    desk = console.desk
     app[_CLOSING] = asyncio.Event()
 
     async def closing(app: web.Application) -> None:
@@ -317,7 +316,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         claims = request[STAFF_KEY]
         return _json(
             {
-                "office": console.office(desk.node_id),
+                "office": console.office(console.desk.node_id),
                 "name": claims.subject,
                 "roles": [r.value for r in claims.roles],
             }
@@ -334,11 +333,11 @@ def add_console_routes(app: web.Application, console: Console) -> None:
             turn=_flag(request, "turn"),
             overdue=_flag(request, "overdue"),
         )
-        now = desk.now()
-        calendar = desk.calendar
+        now = console.desk.now()
+        calendar = console.desk.calendar
         body = queue_view(
-            desk.list_cases(),
-            clock_of=lambda case: desk.clock_of(case, now, calendar),
+            console.desk.list_cases(),
+            clock_of=lambda case: console.desk.clock_of(case, now, calendar),
             names=console.names,
             keep=keep,
         )
@@ -358,7 +357,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                change = asyncio.ensure_future(desk.wait_changed(_KEEPALIVE_SECONDS))
+                change = asyncio.ensure_future(console.desk.wait_changed(_KEEPALIVE_SECONDS))
                 done, _ = await asyncio.wait(
                     {change, stopping}, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -366,7 +365,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
                     change.cancel()
                     break
                 if change.result():
-                    stamp = json.dumps({"at": desk.now().isoformat()})
+                    stamp = json.dumps({"at": console.desk.now().isoformat()})
                     await response.write(f"event: changed\ndata: {stamp}\n\n".encode())
                 else:
                     await response.write(b": keep-alive\n\n")
@@ -392,7 +391,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         if not isinstance(materials, list) or not all(isinstance(m, str) for m in materials):
             raise Problem(400, ProblemCode.INVALID_REQUEST, "'materials' must list strings")
         try:
-            opened = await desk.open_case(
+            opened = await console.desk.open_case(
                 matter=require_str(body, "matter"),
                 mode=body.get("mode") or "proxy_receipt",
                 handling=handling,
@@ -432,7 +431,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
             raise Problem(400, ProblemCode.INVALID_REQUEST, "'details' must be an object")
         details = {**details, "staff": _staff_name(request)}
         try:
-            await desk.act(request.match_info["case"], kind, details, _digests(body))
+            await console.desk.act(request.match_info["case"], kind, details, _digests(body))
             return _json(console.case_page(request.match_info["case"]))
         except CaseError as exc:
             raise problem_from_case(exc) from exc
@@ -449,7 +448,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
 
     async def licence_svg(request: web.Request) -> web.Response:
         try:
-            record = desk.get(request.match_info["case"])
+            record = console.desk.get(request.match_info["case"])
         except CaseError as exc:
             raise problem_from_case(exc) from exc
         token = record.case.view.licence
