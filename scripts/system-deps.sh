@@ -13,6 +13,8 @@ command -v unshare >/dev/null 2>&1 || need="$need util-linux"
 # load both cores while the suite runs (see README, "Tests on other dates and under load")
 command -v faketime >/dev/null 2>&1 || need="$need faketime"
 command -v stress-ng >/dev/null 2>&1 || need="$need stress-ng"
+# npm, to install the pinned npm packages the browser tests inject (scripts/npm-deps.sh)
+command -v npm >/dev/null 2>&1 || need="$need npm"
 if [ -z "$need" ]; then exit 0; fi
 if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages:$need"
