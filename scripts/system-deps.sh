@@ -15,6 +15,8 @@ command -v faketime >/dev/null 2>&1 || need="$need faketime"
 command -v stress-ng >/dev/null 2>&1 || need="$need stress-ng"
 # npm, to install the pinned npm packages the browser tests inject (scripts/npm-deps.sh)
 command -v npm >/dev/null 2>&1 || need="$need npm"
+# a Chinese font, so the console's screenshots show Chinese rather than empty boxes
+[ -n "$(fc-list :lang=zh 2>/dev/null)" ] || need="$need fonts-wqy-microhei"
 if [ -z "$need" ]; then exit 0; fi
 if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages:$need"
