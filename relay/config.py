@@ -98,6 +98,13 @@ class AuditSettings:
 class StaffSettings:
     token_key: Path
     token_ttl: float = 8 * 3600.0
+    # console sessions (relay.signin)
+    session_idle_timeout: float = 30 * 60.0
+    session_lifetime: float = 12 * 3600.0
+    lockout_threshold: int = 5
+    lockout_duration: float = 15 * 60.0
+    signin_address_limit: int = 20
+    signin_address_window: float = 15 * 60.0
 
 
 @dataclass(frozen=True)
@@ -319,6 +326,12 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
     staff = StaffSettings(
         token_key=staff_t.path("token_key", data_dir / "staff-token.key"),
         token_ttl=staff_t.duration("token_ttl", 8 * 3600.0),
+        session_idle_timeout=staff_t.duration("session_idle_timeout", 30 * 60.0),
+        session_lifetime=staff_t.duration("session_lifetime", 12 * 3600.0),
+        lockout_threshold=staff_t.integer("lockout_threshold", 1, 1000, 5),
+        lockout_duration=staff_t.duration("lockout_duration", 15 * 60.0),
+        signin_address_limit=staff_t.integer("signin_address_limit", 1, 100_000, 20),
+        signin_address_window=staff_t.duration("signin_address_window", 15 * 60.0),
     )
     staff_t.done()
 

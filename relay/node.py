@@ -46,6 +46,8 @@ from relay.http.federation import federation_app
 from relay.http.link import HttpsPeerLink
 from relay.http.public import public_app
 from relay.http.staff import staff_app
+from relay.signin.store import StaffStore
+from relay.signin.web import SignIn
 from relay.staff_auth import load_or_create_token_key
 from relay.tls import BundleSource, server_context
 
@@ -178,6 +180,7 @@ class Node:
         self._expiry: asyncio.Task[None] | None = None
         self._link: HttpsPeerLink | None = None
         self._handle: CoreHandle | None = None
+        self._staff_store: StaffStore | None = None
         self.urls: dict[str, str] = {}
 
     @property
@@ -259,6 +262,7 @@ class Node:
                     token_key=token_key,
                     clock=self._clock,
                     limits=config.limits,
+                    signin=self._signin(),
                 ),
                 config.staff_listener,
                 server_context(cert, key, None, require_client_cert=False)
@@ -307,6 +311,11 @@ class Node:
             watch_until_stopped(expiry, self._clock, self._outbox_stop), name="expiry"
         )
 
+    def _signin(self) -> SignIn:
+        """Console sign-in on the staff listener (the staff directory in the data dir)."""
+        self._staff_store = StaffStore(self.config.data_dir)
+        return SignIn(self._staff_store, self.config.staff, self._clock)
+
     async def stop(self) -> None:
         """Stop accepting, finish in-flight requests, stop the outbox, close storage."""
         runners, self._runners = self._runners, []
@@ -325,6 +334,8 @@ class Node:
             await self._link.close()
         if self._handle is not None:
             self._handle.close()
+        if self._staff_store is not None:
+            self._staff_store.close()
         _log.info("node %s stopped", self.config.node_id)
 
 

@@ -81,6 +81,13 @@ class ProblemCode(StrEnum):
     AUDIT_UNKNOWN_LEAF = "audit-unknown-leaf"
     AUDIT_HALTED = "audit-halted"
     AUDIT_UNAVAILABLE = "audit-unavailable"
+    # console sign-in (relay.signin)
+    SIGNIN_FAILED = "signin-failed"
+    TOTP_REQUIRED = "totp-required"
+    ACCOUNT_LOCKED = "account-locked"
+    SIGNIN_THROTTLED = "signin-throttled"
+    SESSION_EXPIRED = "session-expired"
+    CSRF_FAILED = "csrf-failed"
 
 
 _TITLES: Mapping[ProblemCode, str] = {
@@ -119,6 +126,12 @@ _TITLES: Mapping[ProblemCode, str] = {
     ProblemCode.AUDIT_UNKNOWN_LEAF: "No audit leaf for that packet",
     ProblemCode.AUDIT_HALTED: "Audit exchange halted after a fork",
     ProblemCode.AUDIT_UNAVAILABLE: "Audit log unavailable",
+    ProblemCode.SIGNIN_FAILED: "Sign-in failed",
+    ProblemCode.TOTP_REQUIRED: "One-time code required",
+    ProblemCode.ACCOUNT_LOCKED: "Account locked for a while",
+    ProblemCode.SIGNIN_THROTTLED: "Too many failed sign-ins from this address",
+    ProblemCode.SESSION_EXPIRED: "Session ended",
+    ProblemCode.CSRF_FAILED: "CSRF token missing or wrong",
 }
 
 

@@ -13,15 +13,20 @@ the current time as an argument (:func:`verify_token`). Failures map to 401 prob
 ``unauthorized`` (no token), ``token-expired`` and ``token-invalid``.
 
 A token must carry at least one known role (``roles: []`` or an unknown role is
-``token-invalid``): reading (outbox, inbox, packets, alerts) needs any role — ``reader``
-or ``clerk`` — and acting needs ``clerk`` (:func:`require_role`).
+``token-invalid``). What each role may do is the one permission map in
+:mod:`relay.permissions`; handlers ask for an action (:func:`relay.permissions.require`).
+
+The staff listener also accepts a console session (a cookie, see :mod:`relay.signin`)
+instead of a bearer token: the middleware is given a ``session_check`` that turns the
+request's cookie into the same :class:`StaffClaims` (``credential="session"``, the
+account name as subject), so every handler works unchanged.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -38,6 +43,7 @@ from signing.keyfile import KeyFileError, load_or_create_ed25519_key
 
 __all__ = [
     "STAFF_KEY",
+    "SessionCheck",
     "StaffClaims",
     "StaffRole",
     "TokenError",
@@ -58,8 +64,12 @@ _MAX_TTL = 31 * 86400
 class StaffRole(StrEnum):
     """What a staff member may do through the staff API."""
 
-    CLERK = "clerk"  # create packets, upload attachments, read
-    READER = "reader"  # read outbox, inbox and packets only
+    CLERK = "clerk"  # 收件: hand in cases, create packets, upload attachments, read
+    READER = "reader"  # read outbox, inbox and packets only (bearer tokens)
+    APPROVER = "approver"  # 审批: accept, correct, decide
+    INSPECTOR = "inspector"  # 勘查: surveys only
+    LICENCE_OFFICER = "licence_officer"  # 证照: issue, suspend, revoke licences
+    ADMINISTRATOR = "administrator"  # 管理员: accounts, the audit log
 
 
 class TokenError(Exception):
@@ -83,6 +93,7 @@ class StaffClaims:
     issued_at: datetime
     expires_at: datetime
     token_id: str
+    credential: str = "token"  # "token" (bearer JWT) or "session" (console cookie)
 
 
 STAFF_KEY = web.RequestKey("staff", StaffClaims)
@@ -179,24 +190,39 @@ def verify_token(
 _CHALLENGE = 'Bearer realm="tongban-staff"'
 
 
+SessionCheck = Callable[[web.Request], Awaitable[StaffClaims | None]]
+"""Claims of the request's console session; ``None`` when it carries no session cookie;
+raises a :class:`~relay.problem.Problem` for a bad or expired session or a missing CSRF
+token."""
+
+
 def staff_auth_middleware(
     public_key: Ed25519PublicKey,
     node_id: str,
     clock: Callable[[], datetime],
     *,
     open_paths: Collection[str] = ("/openapi.yaml",),
-    open_prefixes: Sequence[str] = (),
+    session_check: SessionCheck | None = None,
+    on_denied: Callable[[web.Request], web.StreamResponse | None] | None = None,
 ) -> Middleware:
-    """Middleware: require a valid staff bearer token (except on ``open_paths`` and
-    paths starting with one of ``open_prefixes``)."""
+    """Middleware: require a valid staff bearer token or, when ``session_check`` is
+    given, a console session (except on ``open_paths``). ``on_denied`` may answer a
+    request that carries neither (e.g. send a browser to the sign-in page)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in open_paths or request.path.startswith(tuple(open_prefixes)):
+        if request.path in open_paths:
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
+        if not header and session_check is not None:
+            session = await session_check(request)
+            if session is not None:
+                request[STAFF_KEY] = session
+                return await handler(request)
         if scheme.lower() != "bearer" or not token.strip():
+            if on_denied is not None and (answer := on_denied(request)) is not None:
+                return answer
             raise Problem(
                 401,
                 ProblemCode.UNAUTHORIZED,

@@ -25,8 +25,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from relay.http.body import read_json_object
+from relay.permissions import StaffAction, require
 from relay.problem import Problem, ProblemCode
-from relay.staff_auth import StaffRole, require_role
 from remote_survey.errors import SurveyError
 from remote_survey.join import issue_join_token, new_jti
 from remote_survey.reportjson import plan_from_json
@@ -84,7 +84,7 @@ def add_staff_routes(
     clock = hub.config.clock
 
     async def schedule(request: web.Request) -> web.Response:
-        require_role(request, StaffRole.CLERK)
+        require(request, StaffAction.SURVEY)
         body = await read_json_object(request)
         try:
             plan = plan_from_json(body)

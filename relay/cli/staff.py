@@ -1,4 +1,8 @@
-"""``tongban staff token``: issue a staff bearer token for this node's staff API."""
+"""``tongban staff token``: issue a staff bearer token for this node's staff API.
+
+Console accounts (``tongban staff user ...``, ``tongban staff journal``) are in
+:mod:`relay.cli.staff_users`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
+from relay.cli import staff_users
 from relay.cli._common import CliError
 from relay.config import ConfigError, load_config, parse_duration
 from relay.staff_auth import (
@@ -38,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     token.add_argument("--ttl", help="lifetime, e.g. 30m, 8h (default: staff.token_ttl)")
     token.set_defaults(handler=_token)
+    staff_users.register(staff_sub)
 
 
 def _token(args: argparse.Namespace) -> int:

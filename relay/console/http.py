@@ -1,7 +1,8 @@
 """The console's routes on the staff listener: the page, its JSON, live updates.
 
-Routes (the page and its files need no token; everything under ``/staff/v1/console``
-needs a staff token like the rest of the staff API, acting needs ``clerk``)::
+Routes (all behind the staff listener's sign-in: a console session or a bearer token;
+a browser without a session is sent to ``/login``; reads need ``read``, each step the
+permission of its kind, :mod:`relay.permissions`)::
 
     GET  /                                      the console (single page, zh/en)
     GET  /console/{file}                        its scripts and style (no build step)
@@ -38,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
 from urllib.parse import quote
@@ -65,8 +66,9 @@ from relay.http.body import read_json_object, require_str
 from relay.http.cases import problem_from_case
 from relay.http.encode import attachment_json
 from relay.http.federation import DIGEST_PATTERN
+from relay.permissions import EVENT_ACTIONS, StaffAction, allowed, require
 from relay.problem import Problem, ProblemCode
-from relay.staff_auth import STAFF_KEY, StaffRole, require_role
+from relay.staff_auth import STAFF_KEY
 from signing.certificates import is_node_id
 
 __all__ = ["PAGE_PATHS", "add_console_routes"]
@@ -141,7 +143,10 @@ class Console:
 
     # -- the case page -------------------------------------------------------------------
 
-    def case_page(self, case_id: str) -> dict[str, Any]:
+    def case_page(
+        self, case_id: str, may: Callable[[EventKind], bool] = lambda kind: True
+    ) -> dict[str, Any]:
+        """The case page's data; ``actions`` only lists steps the person ``may`` take."""
         desk, now = self.desk, self.desk.now()
         record = desk.get(case_id)
         case = record.case
@@ -168,7 +173,9 @@ class Console:
             "survey_checklist": list(clause.survey_checklist) if clause else [],
             "missing": list(case.view.missing),
             "timeline": timeline(case),
-            "actions": available_actions(case, now, granted),
+            "actions": [
+                a for a in available_actions(case, now, granted) if may(EventKind(a["event"]))
+            ],
             "refused": refusals(case, self.core.list_outbox()),
             "incoming_refused": [
                 {"packet_id": p.packet_id, "reason": p.outcome, "detail": p.detail}
@@ -249,6 +256,12 @@ class Console:
                 }
             )
         return out
+
+
+def _may(request: web.Request) -> Callable[[EventKind], bool]:
+    """Whether the caller's roles let them take a step of that kind."""
+    claims = request[STAFF_KEY]
+    return lambda kind: allowed(claims, EVENT_ACTIONS[kind])
 
 
 def _staff_name(request: web.Request) -> str:
@@ -382,7 +395,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         return _json({"agreements": console.agreements()})
 
     async def hand_in(request: web.Request) -> web.Response:
-        require_role(request, StaffRole.CLERK)
+        require(request, StaffAction.RECEIVE)
         body = await read_json_object(request)
         handling = require_str(body, "handling")
         if not is_node_id(handling):
@@ -413,17 +426,17 @@ def add_console_routes(app: web.Application, console: Console) -> None:
 
     async def case_page(request: web.Request) -> web.Response:
         try:
-            return _json(console.case_page(request.match_info["case"]))
+            return _json(console.case_page(request.match_info["case"], _may(request)))
         except CaseError as exc:
             raise problem_from_case(exc) from exc
 
     async def step(request: web.Request) -> web.Response:
-        require_role(request, StaffRole.CLERK)
         body = await read_json_object(request)
         try:
             kind = EventKind(require_str(body, "event"))
         except ValueError:
             raise Problem(400, ProblemCode.INVALID_REQUEST, "unknown 'event'") from None
+        require(request, EVENT_ACTIONS[kind])
         if kind is EventKind.ISSUE_LICENCE:
             raise Problem(400, ProblemCode.INVALID_REQUEST, "a licence is issued through …/licence")
         details = body.get("details", {})
@@ -432,17 +445,17 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         details = {**details, "staff": _staff_name(request)}
         try:
             await console.desk.act(request.match_info["case"], kind, details, _digests(body))
-            return _json(console.case_page(request.match_info["case"]))
+            return _json(console.case_page(request.match_info["case"], _may(request)))
         except CaseError as exc:
             raise problem_from_case(exc) from exc
 
     async def licence(request: web.Request) -> web.Response:
-        require_role(request, StaffRole.CLERK)
+        require(request, StaffAction.LICENCE)
         body = await read_json_object(request)
         case_id = request.match_info["case"]
         try:
             await console.licences.issue(case_id, body, staff=_staff_name(request))
-            return _json(console.case_page(case_id), status=201)
+            return _json(console.case_page(case_id, _may(request)), status=201)
         except CaseError as exc:
             raise problem_from_case(exc) from exc
 
@@ -478,7 +491,10 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         return response
 
     async def resend(request: web.Request) -> web.Response:
-        require_role(request, StaffRole.CLERK)
+        claims = request[STAFF_KEY]
+        acting = (StaffAction.RECEIVE, StaffAction.DECIDE, StaffAction.LICENCE)
+        if not any(allowed(claims, a) for a in acting):
+            require(request, StaffAction.RECEIVE)  # the 403 naming what is needed
         summary = await console.core.resend(request.match_info["packet"])
         return _json({"packet_id": summary.packet_id}, status=201)
 

@@ -34,8 +34,8 @@ from relay.alerts import ALERTS, Severity, StaffAlert
 from relay.audit.errors import AuditError, CheckpointError, LogStoreError
 from relay.audit.service import AuditService, LeafNotFound
 from relay.http.body import read_json_object
+from relay.permissions import StaffAction, require
 from relay.problem import Problem, ProblemCode
-from relay.staff_auth import StaffRole, require_role
 from relay.tls import PEER_KEY
 from signing.certificates import is_node_id
 
@@ -145,7 +145,7 @@ def add_audit_staff_routes(app: web.Application, audit: AuditService) -> None:
     """Add the staff audit endpoints (behind the staff listener's bearer tokens)."""
 
     async def post_checkpoint(request: web.Request) -> web.Response:
-        require_role(request, StaffRole.CLERK)
+        require(request, StaffAction.AUDIT)
         answer = _checkpoint(audit)
         return web.json_response(answer, status=201)
 
@@ -167,7 +167,7 @@ def add_audit_staff_routes(app: web.Application, audit: AuditService) -> None:
             )  # fmt: skip
 
     async def post_resume(request: web.Request) -> web.Response:
-        require_role(request, StaffRole.CLERK)
+        require(request, StaffAction.AUDIT)
         node = request.match_info["node"]
         if not is_node_id(node):
             raise Problem(404, ProblemCode.NOT_FOUND, f"{node} is not a node id")

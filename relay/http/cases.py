@@ -28,8 +28,8 @@ from relay.cases.sla import complaint_clock
 from relay.cases.store import CaseRecord
 from relay.cases.terms import NoTerms
 from relay.http.body import read_json_object, require_str
+from relay.permissions import EVENT_ACTIONS, StaffAction, require
 from relay.problem import Problem, ProblemCode
-from relay.staff_auth import StaffRole, require_role
 from signing.certificates import is_node_id
 
 __all__ = ["add_case_routes", "case_json", "problem_from_case"]
@@ -120,7 +120,7 @@ def add_case_routes(app: web.Application, desk: CaseDesk) -> None:
     """Add the case routes to a staff application (before it starts)."""
 
     async def open_case(request: web.Request) -> web.Response:
-        require_role(request, StaffRole.CLERK)
+        require(request, StaffAction.RECEIVE)
         body = await read_json_object(request)
         handling = require_str(body, "handling")
         if not is_node_id(handling):
@@ -176,8 +176,8 @@ def add_case_routes(app: web.Application, desk: CaseDesk) -> None:
         return web.json_response(body, dumps=_dumps)
 
     async def post_event(request: web.Request) -> web.Response:
-        require_role(request, StaffRole.CLERK)
         kind, details = _event_request(await read_json_object(request))
+        require(request, EVENT_ACTIONS[kind])
         try:
             record = await desk.act(request.match_info["case"], kind, details)
         except CaseError as exc:

@@ -35,8 +35,8 @@ from relay.audit.licence_events import licence_leaf
 from relay.cases.desk import CaseDesk
 from relay.cases.sqlite_store import SqliteCaseStore
 from relay.http.body import read_json_object, require_str
+from relay.permissions import StaffAction, require
 from relay.problem import Problem, ProblemCode
-from relay.staff_auth import StaffRole, require_role
 from signing.errors import MalformedInput, SigningError
 from signing.keys import Signer
 from signing.licence import parse_licence
@@ -180,7 +180,7 @@ def add_licence_status_routes(app: web.Application, status: LicenceStatus) -> No
     """``POST /staff/v1/licences/{number}/status`` on a staff application."""
 
     async def change(request: web.Request) -> web.Response:
-        require_role(request, StaffRole.CLERK)
+        require(request, StaffAction.LICENCE)
         body = await read_json_object(request)
         try:
             purpose = StatusPurpose(require_str(body, "purpose"))

@@ -14,6 +14,10 @@ Routes::
     GET  /staff/v1/alerts                 standing staff alerts (every source on
                                           ``app[ALERTS]``), oldest first
     GET  /openapi.yaml                    the API description (no token needed)
+
+Every route also takes a console session cookie instead of the token when the node
+gives ``signin`` (:mod:`relay.signin.web`, which adds ``/login`` and ``/console/v1/``);
+what each role may do is :mod:`relay.permissions`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from relay.alerts import ALERTS, AlertBoard, Severity, StaffAlert
@@ -41,8 +46,10 @@ from relay.http.limits import (
     upload_range,
 )
 from relay.http.openapi import openapi_handler
+from relay.permissions import StaffAction, permission_middleware, require
 from relay.problem import Problem, ProblemCode, problem_middleware
-from relay.staff_auth import StaffRole, require_role, staff_auth_middleware
+from relay.signin.web import SignIn
+from relay.staff_auth import staff_auth_middleware
 from signing.certificates import is_node_id
 
 __all__ = ["staff_app"]
@@ -118,9 +125,6 @@ def _packet_request(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-OPEN_PATHS = ("/openapi.yaml", "/")  # the console page (relay.console) signs in itself
-OPEN_PREFIXES = ("/console/",)  # the console's scripts and style
-
 PARTNER_UNREACHABLE_AFTER = timedelta(hours=1)
 """Consecutive delivery failures to a partner for this long raise an alert."""
 
@@ -183,25 +187,42 @@ def staff_app(
     token_key: Ed25519PublicKey,
     clock: Callable[[], datetime],
     limits: Limits,
+    signin: SignIn | None = None,
 ) -> web.Application:
-    """The staff application (serve over TLS unless bound to a trusted interface)."""
+    """The staff application (serve over TLS unless bound to a trusted interface).
+    With ``signin`` it also takes console sessions and serves the sign-in routes."""
+    if signin is None:
+        auth = staff_auth_middleware(token_key, node_id, clock)
+        journal: list[Middleware] = []
+    else:
+        auth = staff_auth_middleware(
+            token_key,
+            node_id,
+            clock,
+            open_paths={"/openapi.yaml", *signin.open_paths},
+            session_check=signin.session_check,
+            on_denied=signin.on_denied,
+        )
+        journal = [signin.journal_middleware]
     app = web.Application(
         client_max_size=limits.max_body_bytes,
         middlewares=[
             problem_middleware,
             declared_size_middleware(limits.max_body_bytes, _is_streamed),
-            staff_auth_middleware(
-                token_key, node_id, clock, open_paths=OPEN_PATHS, open_prefixes=OPEN_PREFIXES
-            ),
+            auth,
+            *journal,
+            permission_middleware,
             timeout_middleware(limits.request_timeout, _is_upload),
             core_error_middleware,
         ],
     )
+    if signin is not None:
+        signin.add_routes(app)
     app[ALERTS] = AlertBoard()
     app[ALERTS].add_source("outbox", lambda now: delivery_alerts(core, now))
 
     async def post_packet(request: web.Request) -> web.Response:
-        require_role(request, StaffRole.CLERK)
+        require(request, StaffAction.RECEIVE)
         body = await read_json_object(request)
         summary = await core.create_packet(**_packet_request(body))
         return web.json_response(
@@ -215,7 +236,7 @@ def staff_app(
         return web.Response(headers={"Upload-Offset": str(offset), "Cache-Control": "no-store"})
 
     async def stage(request: web.Request, digest: str, target: UploadRange) -> web.Response:
-        require_role(request, StaffRole.CLERK)
+        require(request, StaffAction.RECEIVE)
         chunks = body_chunks(request, target.length, limits.request_timeout)
         info = await core.write_attachment(
             digest,

@@ -53,8 +53,8 @@ from relay.core.ports import PeerLink
 from relay.http.case_services import CaseLayer
 from relay.http.survey_admission import is_sealed_report
 from relay.node import CoreHandle
+from relay.permissions import StaffAction, require
 from relay.problem import Problem, ProblemCode
-from relay.staff_auth import StaffRole, require_role
 from relay.tls import BundleSource
 from remote_survey.entries import EVIDENCE_FILE, Segment, Snapshot
 from remote_survey.errors import SurveyError
@@ -384,7 +384,7 @@ class SurveyCaseLayer:
             app.router.add_post("/staff/v1/surveys/{session}/send", self._send)
 
     async def _send(self, request: web.Request) -> web.Response:
-        require_role(request, StaffRole.CLERK)
+        require(request, StaffAction.SURVEY)
         session = request.match_info["session"]
         live = self._hub.rooms.get(session)
         services = self._cases.services

@@ -21,8 +21,6 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -35,7 +33,7 @@ from relay.cases.model import CaseState, EventKind
 from relay.cases.sla import ClockState, Colour
 from relay.config import load_config
 from relay.core.model import OutboxState
-from relay.staff_auth import StaffRole, issue_token, load_or_create_token_key
+from relay.signin.testing import add_account, sign_in_page
 
 CHROMIUM = "/usr/bin/chromium"
 AXE = Path(__file__).resolve().parents[2] / ".cache/npm/node_modules/axe-core/axe.min.js"
@@ -57,14 +55,26 @@ CODES = {
 }  # fmt: skip
 
 
-@dataclass
-class Served:
-    base: str
-    token: str
+PASSWORD = "a-long-password-for-tests"
+PEOPLE = {  # one person per office: the window clerk and the approver
+    RECEIVING: ("wang.shoujian", "王收件", ["clerk"]),
+    HANDLING: ("li.shenpi", "李审批", ["approver", "licence_officer"]),
+}
+
+
+def staff_over_tls(config: Path) -> Path:
+    """The console's session cookie is Secure: serve the staff listener over TLS."""
+    text = config.read_text("utf-8")
+    text = re.sub(r"(\[listeners\.staff\]\nport = \d+\n)tls = false", r"\1tls = true", text)
+    config.write_text(text, "utf-8")
+    return config
 
 
 @asynccontextmanager
-async def tongban_serve(config: Path, node: str) -> AsyncIterator[Served]:
+async def tongban_serve(config: Path, node: str) -> AsyncIterator[str]:
+    """A real node; yields its staff URL, with the office's person's account made."""
+    name, display, roles = PEOPLE[node]
+    add_account(load_config(config).data_dir, name, PASSWORD, roles, display_name=display)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "relay.cli", "serve", "--config", str(config),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
@@ -74,14 +84,9 @@ async def tongban_serve(config: Path, node: str) -> AsyncIterator[Served]:
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), 60)
         assert b"serving" in line, line
-        staff = re.search(rb"staff=(\S+)", line)
+        staff = re.search(rb"staff=(https://\S+)", line)
         assert staff is not None, line
-        loaded = load_config(config)
-        key = load_or_create_token_key(loaded.staff.token_key)
-        name = "王收件" if node == RECEIVING else "李审批"
-        token = issue_token(key, node_id=node, subject=name, roles=[StaffRole.CLERK],
-                            now=datetime.now(UTC), ttl=3600)  # fmt: skip
-        yield Served(staff.group(1).decode().rstrip("/"), token)
+        yield staff.group(1).decode().rstrip("/")
     finally:
         if proc.returncode is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -170,22 +175,30 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
     shots.mkdir()
     ports = {n: {k: free_port() for k in ("federation", "public", "staff")}
              for n in (RECEIVING, HANDLING)}  # fmt: skip
-    config_r = write_config(tmp_path / "r", office_pki, RECEIVING, ports[RECEIVING], HANDLING,
-                            ports[HANDLING]["federation"])  # fmt: skip
-    config_h = write_config(tmp_path / "h", office_pki, HANDLING, ports[HANDLING], RECEIVING,
-                            ports[RECEIVING]["federation"])  # fmt: skip
+    config_r = staff_over_tls(write_config(
+        tmp_path / "r", office_pki, RECEIVING, ports[RECEIVING], HANDLING,
+        ports[HANDLING]["federation"]))  # fmt: skip
+    config_h = staff_over_tls(write_config(
+        tmp_path / "h", office_pki, HANDLING, ports[HANDLING], RECEIVING,
+        ports[RECEIVING]["federation"]))  # fmt: skip
     async with (
         tongban_serve(config_r, RECEIVING) as node_r,
         tongban_serve(config_h, HANDLING) as node_h,
     ):
-        ctx_r = await browser.new_context(viewport=DESKTOP, locale="zh-CN")
-        ctx_h = await browser.new_context(viewport=DESKTOP, locale="zh-CN")
-        r, h = await ctx_r.new_page(), await ctx_h.new_page()
-        await r.goto(f"{node_r.base}/#token={node_r.token}", timeout=MS)
-        await h.goto(f"{node_h.base}/#token={node_h.token}", timeout=MS)
+        contexts = [
+            await browser.new_context(viewport=DESKTOP, locale="zh-CN", ignore_https_errors=True)
+            for _ in range(2)
+        ]
+        r, h = [await c.new_page() for c in contexts]
+        await r.goto(f"{node_r}/", timeout=MS)
+        await r.wait_for_url(re.compile(r"/login\?next=/"), timeout=MS)  # no session yet
+        await sign_in_page(r, node_r, PEOPLE[RECEIVING][0], PASSWORD)
+        await sign_in_page(h, node_h, PEOPLE[HANDLING][0], PASSWORD)
         await expect(h.locator("#queue-empty")).to_be_visible(timeout=MS)
         await expect(h.locator("#live")).to_have_attribute("data-live", "on", timeout=MS)
-        assert "#token" not in h.url  # the credential does not stay in the address bar
+        await expect(h.locator("#whoami")).to_have_text("经办人：李审批")
+        # the approver holds no 'receive' permission: no hand-in for them
+        assert await h.is_hidden("#nav-hand-in")
         await h.evaluate("window.__samePage = true")
 
         # 收件: the clerk hands in the case with the applicant's data and one scan
@@ -296,6 +309,6 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         await expect(r.locator(f"#queue-table tr[data-case='{case_id}']")).to_be_visible()
         await axe_check(r, "work queue (en)")
         await shot(r, shots, "queue-en")
-        await ctx_r.close()
-        await ctx_h.close()
+        for context in contexts:
+            await context.close()
     assert len(list(shots.glob("*.png"))) == 16

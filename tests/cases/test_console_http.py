@@ -209,23 +209,22 @@ async def test_hand_in_reaches_the_handling_office_live_with_its_standard(office
         assert {a["event"] for a in page_r["actions"]} == {"deliver"}
 
 
-async def test_the_page_is_open_the_api_is_not_and_bad_input_is_a_problem(offices):
+async def test_nothing_without_credentials_and_bad_input_is_a_problem(offices):
     clock, r = offices.clock, offices.r
     async with serve(console_app(offices, r)) as base, aiohttp.ClientSession() as http:
-        async with http.get(f"{base}/") as resp:
+        for path in ("/", "/console/console.js", "/staff/v1/console/queue",
+                     "/staff/v1/console/events"):  # fmt: skip
+            async with http.get(f"{base}{path}") as resp:
+                assert resp.status == 401, path
+        async with http.get(f"{base}/", headers=auth(r, clock)) as resp:
             assert resp.status == 200
-            text = await resp.text()
-            assert "通办工作台" in text
+            assert "通办工作台" in await resp.text()
             assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
         for name in ("console.js", "i18n.js", "console.css"):
-            async with http.get(f"{base}/console/{name}") as resp:
+            async with http.get(f"{base}/console/{name}", headers=auth(r, clock)) as resp:
                 assert resp.status == 200
-        async with http.get(f"{base}/console/secret.py") as resp:
+        async with http.get(f"{base}/console/secret.py", headers=auth(r, clock)) as resp:
             assert resp.status == 404
-        async with http.get(f"{base}/staff/v1/console/queue") as resp:
-            assert resp.status == 401
-        async with http.get(f"{base}/staff/v1/console/events") as resp:
-            assert resp.status == 401
         headers = auth(r, clock)
         bad: list[tuple[dict[str, Any], str]] = [
             ({"matter": BOOKS, "handling": "x"}, "node id"),

@@ -23,6 +23,7 @@ from relay.http.federation import federation_app
 from relay.http.openapi import openapi_bytes
 from relay.http.public import public_app
 from relay.http.staff import staff_app
+from relay.signin.web import SignIn
 from relay.staff_auth import StaffRole, issue_token
 from relay.tls import BundleSource, server_context
 
@@ -73,6 +74,7 @@ def test_every_route_is_documented_and_every_documented_route_exists(pki: Pki) -
             token_key=Ed25519PrivateKey.generate().public_key(),
             clock=lambda: datetime.now(UTC),
             limits=Limits(),
+            signin=SignIn(None, None, lambda: datetime.now(UTC)),  # type: ignore[arg-type]
         ),
         public_app(descriptor=lambda: b"{}", readiness={}),
     ]

@@ -1,12 +1,12 @@
 // tongban staff console: one page, hash routes, zh by default with an English switch.
-// Talks only to this node's staff API; live updates come as Server-Sent Events read
-// through fetch (so the staff credential goes in a header, never in a URL).
+// Talks only to this node's staff API with the console session (cookie; X-CSRF-Token on
+// every change, from GET /console/v1/me); without a session the sign-in page (/login)
+// takes over. Live updates come as Server-Sent Events read through fetch.
 import { TEXT } from "/console/i18n.js";
 
 const API = "/staff/v1";
 let lang = localStorage.getItem("tongban.lang") === "en" ? "en" : "zh";
-let token = sessionStorage.getItem("tongban.token") || "";
-let me = null;
+let me = null; // {office, name, display_name, roles, actions, csrf}
 let current = null; // {name, arg}: the view shown
 let filters = { state: "", matter: "", partner: "", mine: false, turn: false, overdue: false };
 let queueCache = null;
@@ -58,16 +58,28 @@ class ApiError extends Error {
   }
 }
 
+function toSignIn() {
+  location.assign(`/login?next=${encodeURIComponent(location.pathname + location.hash)}`);
+}
+
+function unsafeHeaders(extra) {
+  return Object.assign(me && me.csrf ? { "X-CSRF-Token": me.csrf } : {}, extra || {});
+}
+
+const may = (action) => Boolean(me && me.actions.includes(action));
+
 async function api(path, options = {}) {
-  const headers = Object.assign({ Accept: "application/json" }, options.headers || {});
-  if (token) headers.Authorization = `Bearer ${token}`;
+  const method = options.method || "GET";
+  const headers = Object.assign({ Accept: "application/json" },
+    method === "GET" ? {} : unsafeHeaders(), options.headers || {});
   if (options.json !== undefined) {
     headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(options.json);
   }
-  const resp = await fetch(API + path, { method: options.method || "GET", headers, body: options.body });
+  const base = options.base === undefined ? API : options.base;
+  const resp = await fetch(base + path, { method, headers, body: options.body });
   if (resp.status === 401) {
-    signOut(t("expired"));
+    toSignIn();
     throw new ApiError(401, null);
   }
   const type = resp.headers.get("Content-Type") || "";
@@ -112,30 +124,14 @@ function detailValue(name, value) {
   return t("values")[value] || String(value);
 }
 
-// -- sign-in (until the office's sign-in is in place: a staff token) --------------------
+// -- sign-out ---------------------------------------------------------------------------
 
-function signOut(message) {
-  token = "";
-  sessionStorage.removeItem("tongban.token");
-  me = null;
+async function signOut() {
   stopLive();
-  render();
-  if (message) fail(message);
-}
-
-function renderSignIn(view) {
-  view.append(h("section", { class: "card", id: "sign-in" },
-    h("h1", { text: t("signInTitle") }),
-    h("p", { class: "muted", text: t("signInHint") }),
-    h("form", { id: "sign-in-form", onsubmit: async (ev) => {
-      ev.preventDefault();
-      token = $("token").value.trim();
-      sessionStorage.setItem("tongban.token", token);
-      await start();
-    } },
-    h("label", { for: "token", text: t("token") }),
-    h("input", { id: "token", type: "password", autocomplete: "off", required: true }),
-    h("p", { class: "buttons" }, h("button", { type: "submit", text: t("signIn") })))));
+  try {
+    await api("/console/v1/session", { base: "", method: "DELETE" });
+  } catch (err) { /* signed out already */ }
+  location.assign("/login");
 }
 
 // -- live updates ---------------------------------------------------------------------
@@ -153,7 +149,7 @@ function stopLive() {
 function setLive(on) {
   const el = $("live");
   el.dataset.live = on ? "on" : "off";
-  el.textContent = on ? t("live") : (token ? t("offline") : "");
+  el.textContent = on ? t("live") : (me ? t("offline") : "");
 }
 
 async function startLive() {
@@ -162,9 +158,9 @@ async function startLive() {
   liveAbort = controller;
   try {
     const resp = await fetch(`${API}/console/events`, {
-      headers: { Authorization: `Bearer ${token}`, Accept: "text/event-stream" },
-      signal: controller.signal,
+      headers: { Accept: "text/event-stream" }, signal: controller.signal,
     });
+    if (resp.status === 401) { toSignIn(); return; }
     if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
     setLive(true);
     const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -323,8 +319,7 @@ async function showCase(view, caseId) {
 
 async function download(a) {
   const digest = a.plain_digest || a.digest;
-  const resp = await fetch(`${API}/console/attachments/${digest}?name=${encodeURIComponent(a.name || "")}`,
-    { headers: { Authorization: `Bearer ${token}` } });
+  const resp = await fetch(`${API}/console/attachments/${digest}?name=${encodeURIComponent(a.name || "")}`);
   if (!resp.ok) { fail(t("error")); return; }
   const url = URL.createObjectURL(await resp.blob());
   const link = h("a", { href: url, download: a.name || digest.slice(0, 12) });
@@ -482,21 +477,20 @@ async function sha256hex(file) {
 async function upload(file, onProgress) {
   const digest = await sha256hex(file);
   const path = `${API}/attachments/${digest}`;
-  const auth = { Authorization: `Bearer ${token}` };
-  const head = await fetch(path, { method: "HEAD", headers: auth });
+  const head = await fetch(path, { method: "HEAD" });
   let offset = head.ok ? Number(head.headers.get("Upload-Offset") || 0) : 0;
   onProgress(offset);
   while (offset < file.size) {
     const end = Math.min(offset + CHUNK, file.size);
     const resp = await fetch(`${path}?name=${encodeURIComponent(file.name)}`, {
       method: "PUT",
-      headers: Object.assign({ "Content-Range": `bytes ${offset}-${end - 1}/${file.size}`,
-        "Content-Type": file.type || "application/octet-stream" }, auth),
+      headers: unsafeHeaders({ "Content-Range": `bytes ${offset}-${end - 1}/${file.size}`,
+        "Content-Type": file.type || "application/octet-stream" }),
       body: file.slice(offset, end),
     });
     if (!resp.ok) {
       // resume from where the server says it is (another tab, a lost answer)
-      const again = await fetch(path, { method: "HEAD", headers: auth });
+      const again = await fetch(path, { method: "HEAD" });
       const at = again.ok ? Number(again.headers.get("Upload-Offset") || 0) : -1;
       if (at <= offset) throw new ApiError(resp.status, await resp.json().catch(() => null));
       offset = at;
@@ -646,7 +640,7 @@ async function showLicence(view, caseId) {
   const c = await api(`/console/cases/${encodeURIComponent(caseId)}`);
   const claims = licenceFacts(c.licence || "");
   const subject = (claims.vc && claims.vc.credentialSubject) || {};
-  const resp = await fetch(`${API}/console/cases/${encodeURIComponent(caseId)}/licence.svg`, { headers: { Authorization: `Bearer ${token}` } });
+  const resp = await fetch(`${API}/console/cases/${encodeURIComponent(caseId)}/licence.svg`);
   const img = resp.ok ? h("img", { id: "licence-qr", alt: `${t("licenceNumber")} ${c.licence_number}`, src: URL.createObjectURL(await resp.blob()) }) : null;
   const status = async (purpose, value) => {
     try {
@@ -654,7 +648,7 @@ async function showLicence(view, caseId) {
       notice(t("statusChanged"));
     } catch (err) { fail(t("error") + err.message); }
   };
-  const mine = c.me === "handling";
+  const mine = c.me === "handling" && may("licence");
   view.append(h("section", { class: "card licence-print", id: "licence-print" },
     h("p", { class: "no-print" }, h("a", { href: `#/case/${encodeURIComponent(caseId)}`, text: t("back") })),
     h("h1", { text: `${t("licencePrintTitle")} · ${pick(c.matter_names)}` }),
@@ -703,7 +697,7 @@ async function show(name, arg, quiet) {
 function route() {
   const hash = decodeURIComponent(location.hash.slice(2));
   const [name, ...rest] = hash.split("/");
-  if (!token) { render(); return; }
+  if (!me) return;
   show(VIEWS[name] ? name : "queue", rest.join("/"));
 }
 
@@ -716,21 +710,19 @@ function render() {
   for (const [id, key] of [["nav-queue", "navQueue"], ["nav-hand-in", "navHandIn"], ["nav-alerts", "navAlerts"],
     ["nav-outbox", "navOutbox"], ["nav-agreements", "navAgreements"]]) $(id).textContent = t(key);
   $("sign-out").textContent = t("signOut");
-  $("nav").hidden = !token;
-  $("sign-out").hidden = !token;
+  $("nav").hidden = !me;
+  $("sign-out").hidden = !me;
+  $("nav-hand-in").hidden = !may("receive");
   $("office").textContent = me ? pick(me.office) : "";
-  $("whoami").textContent = me ? t("signedInAs")(me.name) : "";
+  $("whoami").textContent = me ? t("signedInAs")(me.display_name || me.name) : "";
   setLive($("live").dataset.live === "on");
-  if (!token) {
-    const view = h("section", { id: "view" });
-    renderSignIn(view);
-    $("view").replaceWith(view);
-  }
 }
 
 async function start() {
   try {
-    me = await api("/console/me");
+    const [person, office] = await Promise.all([
+      api("/console/v1/me", { base: "" }), api("/console/me")]);
+    me = Object.assign({}, person, { office: office.office });
   } catch (err) {
     if (err.status !== 401) fail(t("error") + err.message);
     return;
@@ -741,20 +733,14 @@ async function start() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  const fragment = new URLSearchParams(location.hash.slice(1));
-  if (fragment.get("token")) { // a token handed over in the link: keep it, drop it from the URL
-    token = fragment.get("token");
-    sessionStorage.setItem("tongban.token", token);
-    history.replaceState(null, "", `${location.pathname}#/queue`);
-  }
   $("lang-switch").addEventListener("click", () => {
     lang = lang === "zh" ? "en" : "zh";
     localStorage.setItem("tongban.lang", lang);
     render();
-    if (token && current) show(current.name, current.arg, true);
+    if (me && current) show(current.name, current.arg, true);
   });
-  $("sign-out").addEventListener("click", () => signOut(""));
+  $("sign-out").addEventListener("click", signOut);
   window.addEventListener("hashchange", route);
   render();
-  if (token) start();
+  start();
 });

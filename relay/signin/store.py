@@ -1,0 +1,334 @@
+"""The staff directory file: accounts, console sessions, failed sign-ins, the journal.
+
+One SQLite file in the node's data dir (``staff.sqlite``, WAL, mode 0600), apart from
+the case store: it holds people, not cases, and the CLI opens it while the node runs
+(``tongban staff user ...``). Everything here is plain storage; the rules (lockout,
+expiry, hashing) are in :mod:`relay.signin.policy` and :mod:`relay.signin.passwords`.
+
+Tables::
+
+    account(name PK, display_name, roles, password_hash, enabled, totp_secret,
+            failures, locked_until, created_at, totp_last_step)
+    session(id_hash PK, name, display_name, roles, csrf, via, created_at, last_seen)
+    address_failure(address, at)
+    journal(seq PK, at, name, event, address, detail)
+
+A session row is keyed by the SHA-256 of the random session id: the cookie value itself
+is never stored. Roles are space-separated role names. Times are POSIX seconds, except
+``journal.at`` (ISO 8601 UTC, for people reading it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from relay.staff_auth import StaffRole
+
+__all__ = [
+    "FILE_NAME",
+    "AccountRecord",
+    "JournalEntry",
+    "SessionRecord",
+    "StaffStore",
+    "session_hash",
+]
+
+FILE_NAME = "staff.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS account (
+    name TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    password_hash TEXT,
+    enabled INTEGER NOT NULL,
+    totp_secret TEXT,
+    failures INTEGER NOT NULL DEFAULT 0,
+    locked_until REAL,
+    created_at REAL NOT NULL,
+    totp_last_step INTEGER
+);
+CREATE TABLE IF NOT EXISTS session (
+    id_hash TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    via TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    last_seen REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS session_name ON session(name);
+CREATE TABLE IF NOT EXISTS address_failure (address TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS address_failure_address ON address_failure(address, at);
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    name TEXT NOT NULL,
+    event TEXT NOT NULL,
+    address TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+
+def session_hash(session_id: str) -> str:
+    """The stored key of a session: hex SHA-256 of its random id."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def _roles(text: str) -> tuple[StaffRole, ...]:
+    return tuple(StaffRole(r) for r in text.split())
+
+
+def _roles_text(roles: tuple[StaffRole, ...]) -> str:
+    return " ".join(r.value for r in roles)
+
+
+@dataclass(frozen=True)
+class AccountRecord:
+    name: str
+    display_name: str
+    roles: tuple[StaffRole, ...]
+    password_hash: str | None
+    enabled: bool
+    totp_secret: str | None
+    failures: int
+    locked_until: float | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id_hash: str
+    name: str
+    display_name: str
+    roles: tuple[StaffRole, ...]
+    csrf: str
+    via: str  # "password" or "oidc"
+    created_at: float
+    last_seen: float
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    seq: int
+    at: str
+    name: str
+    event: str
+    address: str
+    detail: Mapping[str, Any]
+
+
+class StaffStore:
+    """The staff directory of one node (``data_dir / staff.sqlite``)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = data_dir / FILE_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- accounts ---------------------------------------------------------------------
+
+    def add_account(
+        self,
+        name: str,
+        display_name: str,
+        roles: tuple[StaffRole, ...],
+        password_hash: str | None,
+        now: float,
+    ) -> bool:
+        """Insert an account; ``False`` when the name is taken."""
+        try:
+            self._db.execute(
+                "INSERT INTO account (name, display_name, roles, password_hash, enabled,"
+                " created_at) VALUES (?, ?, ?, ?, 1, ?)",
+                (name, display_name, _roles_text(roles), password_hash, now),
+            )
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def account(self, name: str) -> AccountRecord | None:
+        row = self._db.execute(
+            "SELECT name, display_name, roles, password_hash, enabled, totp_secret, failures,"
+            " locked_until, created_at FROM account WHERE name = ?",
+            (name,),
+        ).fetchone()
+        return None if row is None else self._account(row)
+
+    def accounts(self) -> list[AccountRecord]:
+        rows = self._db.execute(
+            "SELECT name, display_name, roles, password_hash, enabled, totp_secret, failures,"
+            " locked_until, created_at FROM account ORDER BY name"
+        ).fetchall()
+        return [self._account(r) for r in rows]
+
+    @staticmethod
+    def _account(row: tuple[Any, ...]) -> AccountRecord:
+        return AccountRecord(
+            name=row[0],
+            display_name=row[1],
+            roles=_roles(row[2]),
+            password_hash=row[3],
+            enabled=bool(row[4]),
+            totp_secret=row[5],
+            failures=int(row[6]),
+            locked_until=row[7],
+            created_at=float(row[8]),
+        )
+
+    def _update(self, name: str, sql: str, args: tuple[Any, ...]) -> bool:
+        cursor = self._db.execute(f"UPDATE account SET {sql} WHERE name = ?", (*args, name))  # noqa: S608 - fixed column lists
+        return cursor.rowcount == 1
+
+    def set_enabled(self, name: str, enabled: bool) -> bool:
+        with self._db:
+            changed = self._update(name, "enabled = ?", (int(enabled),))
+            if changed and not enabled:
+                self._db.execute("DELETE FROM session WHERE name = ?", (name,))
+        return changed
+
+    def set_password(self, name: str, password_hash: str) -> bool:
+        """A new password: clears the lockout and ends the account's sessions."""
+        with self._db:
+            changed = self._update(
+                name,
+                "password_hash = ?, failures = 0, locked_until = NULL",
+                (password_hash,),
+            )
+            if changed:
+                self._db.execute("DELETE FROM session WHERE name = ?", (name,))
+        return changed
+
+    def set_password_hash_only(self, name: str, password_hash: str) -> None:
+        """Store the same password hashed with current parameters (sessions stay)."""
+        self._update(name, "password_hash = ?", (password_hash,))
+
+    def set_totp(self, name: str, secret: str | None) -> bool:
+        return self._update(name, "totp_secret = ?, totp_last_step = NULL", (secret,))
+
+    def use_totp_step(self, name: str, step: int) -> bool:
+        """Mark time step ``step`` used; ``False`` if it (or a later one) already was."""
+        cursor = self._db.execute(
+            "UPDATE account SET totp_last_step = ? WHERE name = ?"
+            " AND (totp_last_step IS NULL OR totp_last_step < ?)",
+            (step, name, step),
+        )
+        return cursor.rowcount == 1
+
+    def set_roles(self, name: str, roles: tuple[StaffRole, ...]) -> bool:
+        return self._update(name, "roles = ?", (_roles_text(roles),))
+
+    def record_failure(self, name: str, failures: int, locked_until: float | None) -> None:
+        self._update(name, "failures = ?, locked_until = ?", (failures, locked_until))
+
+    def clear_failures(self, name: str) -> None:
+        self._update(name, "failures = 0, locked_until = NULL", ())
+
+    # -- failed sign-ins per address ----------------------------------------------------
+
+    def address_failures(self, address: str, since: float) -> list[float]:
+        """Times of the failed sign-ins from ``address`` at or after ``since``, oldest
+        first (older ones are dropped)."""
+        with self._db:
+            self._db.execute("DELETE FROM address_failure WHERE at < ?", (since,))
+            rows = self._db.execute(
+                "SELECT at FROM address_failure WHERE address = ? ORDER BY at", (address,)
+            ).fetchall()
+        return [float(r[0]) for r in rows]
+
+    def add_address_failure(self, address: str, at: float) -> None:
+        self._db.execute("INSERT INTO address_failure (address, at) VALUES (?, ?)", (address, at))
+
+    # -- sessions ---------------------------------------------------------------------
+
+    def add_session(self, record: SessionRecord) -> None:
+        self._db.execute(
+            "INSERT INTO session (id_hash, name, display_name, roles, csrf, via, created_at,"
+            " last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.id_hash,
+                record.name,
+                record.display_name,
+                _roles_text(record.roles),
+                record.csrf,
+                record.via,
+                record.created_at,
+                record.last_seen,
+            ),
+        )
+
+    def session(self, id_hash: str) -> SessionRecord | None:
+        row = self._db.execute(
+            "SELECT id_hash, name, display_name, roles, csrf, via, created_at, last_seen"
+            " FROM session WHERE id_hash = ?",
+            (id_hash,),
+        ).fetchone()
+        if row is None:
+            return None
+        return SessionRecord(
+            id_hash=row[0],
+            name=row[1],
+            display_name=row[2],
+            roles=_roles(row[3]),
+            csrf=row[4],
+            via=row[5],
+            created_at=float(row[6]),
+            last_seen=float(row[7]),
+        )
+
+    def touch_session(self, id_hash: str, now: float) -> None:
+        self._db.execute("UPDATE session SET last_seen = ? WHERE id_hash = ?", (now, id_hash))
+
+    def delete_session(self, id_hash: str) -> bool:
+        return self._db.execute("DELETE FROM session WHERE id_hash = ?", (id_hash,)).rowcount == 1
+
+    def delete_sessions_before(self, idle_since: float, created_since: float) -> int:
+        """Drop sessions idle since before ``idle_since`` or created before ``created_since``."""
+        return self._db.execute(
+            "DELETE FROM session WHERE last_seen < ? OR created_at < ?",
+            (idle_since, created_since),
+        ).rowcount
+
+    # -- journal ----------------------------------------------------------------------
+
+    def journal(
+        self, at: datetime, name: str, event: str, address: str, detail: Mapping[str, Any]
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO journal (at, name, event, address, detail) VALUES (?, ?, ?, ?, ?)",
+            (
+                at.astimezone(UTC).isoformat(timespec="milliseconds"),
+                name,
+                event,
+                address,
+                json.dumps(dict(detail), ensure_ascii=False, sort_keys=True),
+            ),
+        )
+
+    def journal_entries(self, *, name: str | None = None, after: int = 0) -> Iterator[JournalEntry]:
+        sql = "SELECT seq, at, name, event, address, detail FROM journal WHERE seq > ?"
+        args: tuple[Any, ...] = (after,)
+        if name is not None:
+            sql += " AND name = ?"
+            args = (after, name)
+        for row in self._db.execute(sql + " ORDER BY seq", args).fetchall():
+            yield JournalEntry(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))

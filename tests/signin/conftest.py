@@ -1,0 +1,111 @@
+"""Fixtures for the console sign-in tests: a staff listener over TLS with sign-in on.
+
+Helpers shared with other suites come from tests/relay_http (PKI, TLS, fake core) and
+tests/cases (two case offices); the sign-in helpers themselves are the product's
+:mod:`relay.signin.testing`, which other suites (the console) use as well.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "relay_http"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cases"))
+
+import casekit_offices
+from relay_http_fake_core import FakeCore
+from relay_http_support import Pki, client_ssl, make_pki, serve
+
+from relay.config import Limits, StaffSettings
+from relay.http.staff import staff_app
+from relay.signin.store import StaffStore
+from relay.signin.testing import cookie_session
+from relay.signin.web import SignIn
+from relay.tls import server_context
+
+NODE = "420106"
+
+
+class Clock:
+    """A clock the test moves; starts at the real now (no day is special)."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("signin-pki"))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+SETTINGS = StaffSettings(
+    token_key=Path("unused"),
+    session_idle_timeout=600.0,
+    session_lifetime=3600.0,
+    lockout_threshold=3,
+    lockout_duration=300.0,
+    signin_address_limit=8,
+    signin_address_window=600.0,
+)
+
+
+@dataclass
+class Desk:
+    """A staff listener (fake core) with sign-in, served over TLS on 127.0.0.1."""
+
+    url: str
+    http: aiohttp.ClientSession
+    data_dir: Path
+    store: StaffStore
+    clock: Clock
+    token_key: Ed25519PrivateKey
+    core: FakeCore
+    ssl: object
+
+
+@pytest.fixture
+async def desk(pki: Pki, tmp_path: Path, clock: Clock) -> AsyncIterator[Desk]:
+    data_dir = tmp_path / "data"
+    store = StaffStore(data_dir)
+    core = FakeCore(tmp_path)
+    key = Ed25519PrivateKey.generate()
+    app = staff_app(
+        core, node_id=NODE, token_key=key.public_key(), clock=clock,
+        limits=Limits(max_body_bytes=4096), signin=SignIn(store, SETTINGS, clock),
+    )  # fmt: skip
+    context = server_context(pki.a / "tls.pem", pki.a / "tls.key", None, require_client_cert=False)
+    tls = client_ssl(pki, None)
+    async with serve(app, context) as url, cookie_session() as http:
+        yield Desk(url, http, data_dir, store, clock, key, core, tls)
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def office_pki(tmp_path_factory: pytest.TempPathFactory) -> casekit_offices.Pki:
+    return casekit_offices.make_pki(tmp_path_factory.mktemp("signin-offices"))
+
+
+@pytest.fixture
+def offices(office_pki: casekit_offices.Pki, tmp_path: Path) -> Iterator[casekit_offices.Offices]:
+    pair = casekit_offices.make_offices(office_pki, tmp_path, casekit_offices.Clock())
+    yield pair
+    pair.close()
