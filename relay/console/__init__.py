@@ -37,6 +37,7 @@ from aiohttp import web
 
 from agreements.catalog import default_catalog
 from relay.config import NodeConfig
+from relay.console.acks import AlertAcks
 from relay.console.http import Console, add_console_routes
 from relay.console.licensing import LicenceDesk
 from relay.http.case_services import CaseLayer
@@ -81,5 +82,6 @@ class ConsoleLayer:
             terms=services.terms,
             catalog=default_catalog(),
             licences=licences,
+            acks=AlertAcks(self._config.data_dir / "console" / "alert-acks.jsonl"),
         )
         add_console_routes(app, console)

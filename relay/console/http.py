@@ -27,6 +27,9 @@ permission of its kind, :mod:`relay.permissions`)::
     GET  /staff/v1/console/cases/{case}/licence.svg   the licence as a QR code
     GET  /staff/v1/console/attachments/{digest} an attachment's plaintext (?name=)
     POST /staff/v1/console/outbox/{packet}/resend     send a refused/parked step again
+    GET  /staff/v1/console/alerts               the alert board with who acknowledged what
+    POST /staff/v1/console/alerts/{alert}/ack   a person takes an alert on ({note?}; kept
+                                                in <data dir>/console/alert-acks.jsonl)
 
 Nothing here decides: the queue, the checklist and the allowed steps come from
 :mod:`relay.console.views`, every step goes through the case desk (the state machine
@@ -48,11 +51,13 @@ from aiohttp import web
 
 from agreements.actions import Action
 from agreements.catalog import Catalog
+from relay.alerts import ALERTS
 from relay.cases.desk import CaseDesk
 from relay.cases.errors import CaseError
 from relay.cases.model import EventKind, thaw
 from relay.cases.terms import AgreementTerms
 from relay.cases.workflow import Case
+from relay.console.acks import AlertAcks
 from relay.console.licensing import LicenceDesk
 from relay.console.views import (
     QueueFilter,
@@ -114,12 +119,14 @@ class Console:
         terms: AgreementTerms,
         catalog: Catalog,
         licences: LicenceDesk,
+        acks: AlertAcks | None = None,
     ) -> None:
         self.desk = desk
         self.core = core
         self.terms = terms
         self.catalog = catalog
         self.licences = licences
+        self.acks = acks or AlertAcks(None)
 
     # -- names: never a code alone -----------------------------------------------------
 
@@ -490,6 +497,26 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         await response.write_eof()
         return response
 
+    async def alerts(request: web.Request) -> web.Response:
+        board = request.app[ALERTS].current(console.desk.now())
+        out = []
+        for alert in board:
+            ack = console.acks.of(alert.id)
+            out.append({**alert.to_json(), "acknowledged": None if ack is None else ack.to_json()})
+        return _json({"alerts": out})
+
+    async def acknowledge(request: web.Request) -> web.Response:
+        body = await read_json_object(request)
+        note = body.get("note", "")
+        if not isinstance(note, str) or len(note) > 500:
+            raise Problem(400, ProblemCode.INVALID_REQUEST, "'note' must be a text of 0..500")
+        alert_id = request.match_info["alert"]
+        standing = {a.id for a in request.app[ALERTS].current(console.desk.now())}
+        if alert_id not in standing:
+            raise Problem(404, ProblemCode.NOT_FOUND, "no such standing alert")
+        ack = console.acks.acknowledge(alert_id, _staff_name(request), console.desk.now(), note)
+        return _json(ack.to_json(), status=201)
+
     async def resend(request: web.Request) -> web.Response:
         claims = request[STAFF_KEY]
         acting = (StaffAction.RECEIVE, StaffAction.DECIDE, StaffAction.LICENCE)
@@ -514,6 +541,8 @@ def add_console_routes(app: web.Application, console: Console) -> None:
     app.router.add_get(f"{base}/cases/{{case}}/licence.svg", licence_svg)
     app.router.add_get(f"{base}/attachments/{{digest:{DIGEST_PATTERN}}}", attachment)
     app.router.add_post(f"{base}/outbox/{{packet}}/resend", resend)
+    app.router.add_get(f"{base}/alerts", alerts)
+    app.router.add_post(f"{base}/alerts/{{alert}}/ack", acknowledge)
 
 
 def _disposition(name: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,7 +16,9 @@ from casekit import HANDLING, RECEIVING
 from casekit_offices import Clock, Office, Offices, serve
 
 from agreements.catalog import default_catalog
+from relay.alerts import ALERTS, Severity, StaffAlert
 from relay.cases.terms import load_terms
+from relay.console.acks import AlertAcks
 from relay.console.http import Console, add_console_routes
 from relay.console.licensing import LicenceDesk
 from relay.staff_auth import StaffRole
@@ -24,7 +27,7 @@ from signing.licence import parse_licence
 BOOKS = "publication-retail-licence"
 
 
-def console_app(offices: Offices, office: Office) -> web.Application:
+def console_app(offices: Offices, office: Office, acks: Path | None = None) -> web.Application:
     clock = offices.clock
     app = office.staff(clock)
     console = Console(
@@ -38,6 +41,7 @@ def console_app(offices: Offices, office: Office) -> web.Application:
             public_base=f"http://127.0.0.1/{office.node_id}",
             clock=clock,
         ),
+        acks=AlertAcks(acks),
     )
     add_console_routes(app, console)
     return app
@@ -255,3 +259,31 @@ async def test_nothing_without_credentials_and_bad_input_is_a_problem(offices):
         me = await (await http.get(f"{base}/staff/v1/console/me", headers=headers)).json()
         assert me["office"] == {"id": RECEIVING, "name_zh": "武昌区政务服务中心",
                                 "name_en": "Wuchang District Service Centre"}  # fmt: skip
+
+
+async def test_an_alert_is_taken_on_by_a_named_person_and_that_is_kept(offices, tmp_path):
+    clock, r = offices.clock, offices.r
+    path = tmp_path / "console" / "alert-acks.jsonl"
+    app = console_app(offices, r, path)
+    red = StaffAlert(
+        id="cases:red:WC-1", source="cases", code="red-card", severity=Severity.CRITICAL,
+        at=clock(), title_zh="办件超期", title_en="A case is overdue", detail="WC-1",
+    )  # fmt: skip
+    app[ALERTS].add_source("test", lambda now: [red])
+    async with serve(app) as base, aiohttp.ClientSession() as http:
+        url = f"{base}/staff/v1/console/alerts"
+        board = await (await http.get(url, headers=auth(r, clock))).json()
+        assert [(a["id"], a["acknowledged"]) for a in board["alerts"]] == [("cases:red:WC-1", None)]
+        async with http.post(
+            f"{url}/cases:red:WC-1/ack", json={"note": "我来催办"}, headers=auth(r, clock)
+        ) as resp:
+            assert resp.status == 201
+        async with http.post(f"{url}/nothing/ack", json={}, headers=auth(r, clock)) as resp:
+            assert resp.status == 404
+        board = await (await http.get(url, headers=auth(r, clock))).json()
+        ack = board["alerts"][0]["acknowledged"]
+        assert (ack["person"], ack["note"]) == ("clerk-1", "我来催办")
+    again = AlertAcks(path)  # after a restart
+    kept = again.of("cases:red:WC-1")
+    assert kept is not None
+    assert kept.person == "clerk-1"

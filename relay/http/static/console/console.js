@@ -577,12 +577,27 @@ async function showHandIn(view) {
 // -- alerts, outbox/inbox, agreements, licence print view ------------------------------------
 
 async function showAlerts(view) {
-  const data = await api("/alerts");
+  const data = await api("/console/alerts");
+  const ack = async (a) => {
+    try {
+      await api(`/console/alerts/${encodeURIComponent(a.id)}/ack`, { method: "POST",
+        json: { note: ($(`note-${a.id}`) || {}).value || "" } });
+      notice(t("acknowledgedDone"));
+      show("alerts", "", true);
+    } catch (err) { fail(t("error") + err.message); }
+  };
   view.append(h("h1", { text: t("alertsTitle") }), data.alerts.length
-    ? h("ul", { id: "alerts" }, data.alerts.map((a) => h("li", { class: "card", "data-alert": a.id, "data-severity": a.severity },
-      h("strong", { text: `${t("severity")[a.severity] || ""} · ${lang === "zh" ? a.title_zh : a.title_en}` }),
+    ? h("ul", { id: "alerts", class: "plain" }, data.alerts.map((a) => h("li", { class: "card", "data-alert": a.id, "data-severity": a.severity },
+      h("h2", { text: `${t("severity")[a.severity] || ""} · ${lang === "zh" ? a.title_zh : a.title_en}` }),
       h("div", { class: "when", text: when(a.at) }),
-      lang === "en" ? h("div", { text: a.detail }) : null)))
+      lang === "en" ? h("div", { text: a.detail }) : null,
+      a.extra && a.extra.case_id ? h("a", { href: `#/case/${encodeURIComponent(a.extra.case_id)}`, text: a.extra.case_id }) : null,
+      a.acknowledged
+        ? h("p", { class: "acknowledged", text: t("acknowledgedBy")(a.acknowledged.person, when(a.acknowledged.at)) })
+        : h("p", { class: "buttons" },
+          h("label", { for: `note-${a.id}`, class: "inline" }, t("ackNote"),
+            h("input", { id: `note-${a.id}`, type: "text", maxlength: 500 })),
+          h("button", { type: "button", "data-ack": a.id, onclick: () => ack(a), text: t("acknowledge") })))))
     : h("p", { class: "muted", text: t("noAlerts") }));
 }
 
