@@ -27,6 +27,7 @@ permission of its kind, :mod:`relay.permissions`)::
     GET  /staff/v1/console/cases/{case}/licence.svg   the licence as a QR code
     GET  /staff/v1/console/attachments/{digest} an attachment's plaintext (?name=)
     POST /staff/v1/console/outbox/{packet}/resend     send a refused/parked step again
+    POST /staff/v1/console/qr                   a link drawn as a QR code (SVG): {text}
     GET  /staff/v1/console/alerts               the alert board with who acknowledged what
     POST /staff/v1/console/alerts/{alert}/ack   a person takes an alert on ({note?}; kept
                                                 in <data dir>/console/alert-acks.jsonl)
@@ -172,6 +173,8 @@ class Console:
             "me": case.me.value,
             "partner": partner,
             "state": case.state.value,
+            "surveyor": None if case.view.surveyor is None else case.view.surveyor.value,
+            "public_base": self.licences.public_base,
             "version": record.version,
             "opened_at": record.opened_at.isoformat(),
             "clock": desk.clock_of(case, now).to_json(),
@@ -477,6 +480,14 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         svg = await asyncio.to_thread(console.licences.qr_svg, token)
         return web.Response(body=svg, content_type="image/svg+xml")
 
+    async def qr(request: web.Request) -> web.Response:
+        body = await read_json_object(request)
+        text = require_str(body, "text", max_length=4000)
+        if not text.isascii():
+            raise Problem(400, ProblemCode.INVALID_REQUEST, "'text' must be ASCII (a link)")
+        svg = await asyncio.to_thread(console.licences.qr_svg, text)
+        return web.Response(body=svg, content_type="image/svg+xml")
+
     async def attachment(request: web.Request) -> web.StreamResponse:
         digest = request.match_info["digest"]
         name = request.query.get("name", "") or digest[:12]
@@ -542,6 +553,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
     app.router.add_get(f"{base}/attachments/{{digest:{DIGEST_PATTERN}}}", attachment)
     app.router.add_post(f"{base}/outbox/{{packet}}/resend", resend)
     app.router.add_get(f"{base}/alerts", alerts)
+    app.router.add_post(f"{base}/qr", qr)
     app.router.add_post(f"{base}/alerts/{{alert}}/ack", acknowledge)
 
 

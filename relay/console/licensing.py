@@ -63,7 +63,7 @@ class LicenceDesk:
     ) -> None:
         self._desk = desk
         self._signer = signer
-        self._public = public_base
+        self.public_base = public_base
         self._clock = clock
 
     async def issue(self, case_id: str, body: Mapping[str, Any], *, staff: str) -> CaseRecord:
@@ -96,7 +96,9 @@ class LicenceDesk:
                 issued_at=at,
                 valid_from=at,
                 valid_until=at + timedelta(days=days),
-                status=tuple(StatusEntry(p, index, status_url(self._public, p)) for p in _PURPOSES),
+                status=tuple(
+                    StatusEntry(p, index, status_url(self.public_base, p)) for p in _PURPOSES
+                ),
             )
             token = issue_licence(licence, self._signer, at=at)
         except MalformedInput as exc:

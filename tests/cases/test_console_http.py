@@ -132,6 +132,14 @@ async def test_hand_in_reaches_the_handling_office_live_with_its_standard(office
             await http.get(f"{base_h}/staff/v1/console/cases/{case_id}", headers=auth(h, clock))
         ).json()
         assert page["applicant"] == {"name": "武昌书店", "id_number": "91420106MA4KXXXX1X"}
+        assert page["public_base"] == f"http://127.0.0.1/{HANDLING}"
+        assert page["surveyor"] is None
+        async with http.post(
+            f"{base_h}/staff/v1/console/qr", json={"text": "http://x/survey/v1/site#token=a"},
+            headers=auth(h, clock),
+        ) as resp:  # fmt: skip
+            assert resp.status == 200
+            assert resp.content_type == "image/svg+xml"
         statuses = {m["name_zh"]: m["status"] for m in page["checklist"]}
         assert statuses[standard[0]] == "received"
         assert all(statuses[m] == "missing" for m in standard[1:])

@@ -305,16 +305,104 @@ async function showCase(view, caseId) {
     h("ul", {}, c.complaints.map((x) => h("li", {}, `${when(x.at)}: ${x.text} — `,
       x.answer ? `${t("answered")}: ${x.answer}` : h("strong", { class: "error", text: t("unanswered") })))))
     : null;
+  const survey = c.surveyor === c.me && ["survey_requested", "survey_reported"].includes(c.state)
+    ? h("section", { class: "card no-print", id: "survey" }, h("h2", { text: t("surveyTitle") }))
+    : null;
+  if (survey) surveyPanel(survey, c);
   section.append(h("div", { class: "case-grid" },
     h("div", {},
       h("section", { class: "card" }, facts),
       h("section", { class: "card no-print" }, h("h2", { text: t("actionsTitle") }), actions),
+      survey,
       complaints,
       h("section", { class: "card" }, h("h2", { text: t("timelineTitle") }), timeline)),
     h("div", {},
       h("section", { class: "card" }, h("h2", { text: t("checklistTitle") }), checklist),
       h("section", { class: "card" }, h("h2", { text: t("attachmentsTitle") }), attachments))));
   view.append(section);
+}
+
+// -- surveys: schedule from the case page, hand out the links, send the signed report -------
+
+async function qrImage(text, alt) {
+  const resp = await fetch(`${API}/console/qr`, { method: "POST",
+    headers: unsafeHeaders({ "Content-Type": "application/json" }), body: JSON.stringify({ text }) });
+  return resp.ok ? h("img", { class: "qr", alt, src: URL.createObjectURL(await resp.blob()) }) : null;
+}
+
+function linkRow(url, label, withQr) {
+  const row = h("li", { "data-link": label },
+    h("strong", { text: label }), " ",
+    h("input", { type: "text", readonly: true, value: url, "aria-label": label }),
+    h("button", { type: "button", class: "secondary",
+      onclick: () => navigator.clipboard.writeText(url).then(() => notice(t("copied"))), text: t("copy") }),
+    " ", h("a", { href: url, target: "_blank", rel: "noopener", text: t("openLink") }));
+  if (withQr) qrImage(url, label).then((img) => img && row.append(img));
+  return row;
+}
+
+async function surveyPanel(panel, c) {
+  const session = `SV-${c.case}`;
+  let status = null;
+  try {
+    status = await api(`/surveys/${encodeURIComponent(session)}`);
+  } catch (err) {
+    if (err.status !== 404) { panel.append(h("p", { class: "error", text: t("error") + err.message })); return; }
+  }
+  if (status) {
+    panel.append(h("p", { id: "survey-state", "data-state": status.state },
+      `${t("surveyState")}: ${t("surveyStates")[status.state] || t("surveyStates").other}`));
+    if (status.report) {
+      panel.append(h("p", { class: "ok", text: t("reportSigned") }));
+      if (c.state === "survey_requested" && may("survey")) {
+        panel.append(h("button", { type: "button", id: "survey-send", onclick: async () => {
+          try {
+            await api(`/surveys/${encodeURIComponent(session)}/send`, { method: "POST", json: {} });
+            notice(t("doneStep"));
+            show("case", c.case, true);
+          } catch (err) { fail(t("error") + err.message); }
+        }, text: t("sendReport") }));
+      }
+    }
+    return;
+  }
+  if (!may("survey") || c.state !== "survey_requested") {
+    panel.append(h("p", { class: "muted", text: t("surveyNotScheduled") }));
+    return;
+  }
+  const start = new Date(Date.now() + 3600_000);
+  const local = new Date(start.getTime() - start.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+  const form = h("form", { id: "survey-form" },
+    field("sv-start", t("surveyStart"), h("input", { id: "sv-start", type: "datetime-local", value: local, required: true })),
+    field("sv-hours", t("surveyHours"), h("input", { id: "sv-hours", type: "number", min: 1, max: 72, value: 4, required: true })),
+    field("sv-address", t("siteAddress"), h("input", { id: "sv-address", type: "text", required: true, value: c.applicant.address || "" })),
+    field("sv-lat", t("latitude"), h("input", { id: "sv-lat", type: "number", step: "0.000001", required: true })),
+    field("sv-lon", t("longitude"), h("input", { id: "sv-lon", type: "number", step: "0.000001", required: true })),
+    field("sv-site", t("siteParty"), h("input", { id: "sv-site", type: "text", required: true, value: c.applicant.name || "" })),
+    h("p", { class: "buttons" }, h("button", { type: "submit", text: t("scheduleSurvey") })));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const begin = new Date($("sv-start").value);
+    const plan = {
+      session, case: c.case, matter: c.matter,
+      surveying_office: c.me === "receiving" ? c.receiving : c.handling,
+      requesting_office: c.handling,
+      window: { start_ms: begin.getTime(), end_ms: begin.getTime() + Number($("sv-hours").value) * 3600_000 },
+      site: { address: $("sv-address").value, lat_e7: Math.round(Number($("sv-lat").value) * 1e7),
+        lon_e7: Math.round(Number($("sv-lon").value) * 1e7) },
+      inspectors: [{ id: me.name, name: me.display_name || me.name }],
+      site_party: { id: "site", name: $("sv-site").value },
+      observers: [],
+      checklist: c.survey_checklist.map((text, i) => ({ item: `c${i + 1}`, text })),
+    };
+    try {
+      const scheduled = await api("/surveys", { method: "POST", json: plan });
+      const links = h("ul", { id: "survey-links", class: "plain" }, scheduled.links.map((l) =>
+        linkRow(c.public_base + l.path, t("surveyRoles")[l.role] || l.person, l.role === "site")));
+      form.replaceWith(h("div", {}, h("p", { text: t("surveyScheduled") }), links));
+    } catch (err) { fail(t("error") + err.message); }
+  });
+  panel.append(form);
 }
 
 async function download(a) {
