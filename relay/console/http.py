@@ -56,6 +56,7 @@ from relay.alerts import ALERTS
 from relay.cases.desk import CaseDesk
 from relay.cases.errors import CaseError
 from relay.cases.model import EventKind, thaw
+from relay.cases.sla import complaint_clock
 from relay.cases.terms import AgreementTerms
 from relay.cases.workflow import Case
 from relay.console.acks import AlertAcks
@@ -202,6 +203,7 @@ class Console:
                     "text": c.text,
                     "answer": c.answer,
                     "answered_at": None if c.answered_at is None else c.answered_at.isoformat(),
+                    "clock": complaint_clock(c, calendar=desk.calendar, now=now).to_json(),
                 }
                 for c in case.view.complaints
             ],

@@ -155,6 +155,27 @@ async def test_hand_in_reaches_the_handling_office_live_with_its_standard(office
             assert resp.status == 200
             assert await resp.read() == scan
 
+        # a person sees only the steps their roles allow (relay.permissions)
+        def steps_for(role: StaffRole) -> Any:
+            return http.get(
+                f"{base_h}/staff/v1/console/cases/{case_id}", headers=auth(h, clock, role)
+            )
+
+        for role, expected in (
+            (StaffRole.APPROVER, {"accept", "reject", "request-correction"}),
+            (StaffRole.LICENCE_OFFICER, set()),
+            (StaffRole.READER, set()),
+        ):
+            async with steps_for(role) as resp:
+                assert {a["event"] for a in (await resp.json())["actions"]} == expected, role
+        step = {"event": "accept", "details": {}}
+        async with http.post(
+            f"{base_h}/staff/v1/console/cases/{case_id}/steps", json=step,
+            headers=auth(h, clock, StaffRole.LICENCE_OFFICER),
+        ) as resp:  # fmt: skip
+            assert resp.status == 403
+            assert (await resp.json())["action"] == "decide"
+
         # the receiving office may not act for the handling office
         page_r = await (
             await http.get(f"{base_r}/staff/v1/console/cases/{case_id}", headers=auth(r, clock))
@@ -193,11 +214,12 @@ async def test_hand_in_reaches_the_handling_office_live_with_its_standard(office
 
         licence = {"holder_name": "武昌书店", "holder_id": "91420106MA4KXXXX1X",
                    "scope": "图书零售", "valid_days": 365}  # fmt: skip
-        async with http.post(
-            f"{base_h}/staff/v1/console/cases/{case_id}/licence", json=licence,
-            headers=auth(h, clock, StaffRole.READER),
-        ) as resp:  # fmt: skip
-            assert resp.status == 403
+        for role in (StaffRole.READER, StaffRole.APPROVER):  # issuing needs 'licence'
+            async with http.post(
+                f"{base_h}/staff/v1/console/cases/{case_id}/licence", json=licence,
+                headers=auth(h, clock, role),
+            ) as resp:  # fmt: skip
+                assert resp.status == 403
         async with http.post(
             f"{base_h}/staff/v1/console/cases/{case_id}/licence", json=licence,
             headers=auth(h, clock),

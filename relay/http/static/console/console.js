@@ -302,8 +302,8 @@ async function showCase(view, caseId) {
     : h("p", { class: "muted", text: t("noActions") }));
   const complaints = c.complaints.length ? h("section", { class: "card", id: "complaints" },
     h("h2", { text: t("complaintsTitle") }),
-    h("ul", {}, c.complaints.map((x) => h("li", {}, `${when(x.at)}: ${x.text} — `,
-      x.answer ? `${t("answered")}: ${x.answer}` : h("strong", { class: "error", text: t("unanswered") })))))
+    h("ul", {}, c.complaints.map((x) => h("li", { "data-complaint": x.seq }, `${when(x.at)}: ${x.text} — `,
+      x.answer ? `${t("answered")}: ${x.answer}` : [h("strong", { class: "error", text: t("unanswered") }), " ", clockChip(x.clock)]))))
     : null;
   const survey = c.surveyor === c.me && ["survey_requested", "survey_reported"].includes(c.state)
     ? h("section", { class: "card no-print", id: "survey" }, h("h2", { text: t("surveyTitle") }))
