@@ -432,6 +432,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
                 "case": case_id,
                 "access_code": opened.access_code,
                 "tracking_path": f"/track#link={opened.tracking_link}",
+                "tracking_url": f"{console.licences.public_base}/track#link={opened.tracking_link}",
             },
             status=201,
         )

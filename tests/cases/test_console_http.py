@@ -112,6 +112,7 @@ async def test_hand_in_reaches_the_handling_office_live_with_its_standard(office
             opened = await resp.json()
         case_id = opened["case"]
         assert opened["access_code"]
+        assert opened["tracking_url"].startswith(f"http://127.0.0.1/{RECEIVING}/track#link=")
 
         await offices.deliver()
         assert await asyncio.wait_for(_read_event(events), 30) == "changed"

@@ -650,7 +650,9 @@ async function showHandIn(view) {
         h("h1", { text: t("handedIn") }),
         h("dl", { class: "facts" },
           h("dt", { text: t("caseNumber") }), h("dd", { id: "handin-case", text: opened.case }),
-          h("dt", { text: t("accessCode") }), h("dd", { class: "code", id: "handin-code", text: opened.access_code })),
+          h("dt", { text: t("accessCode") }), h("dd", { class: "code", id: "handin-code", text: opened.access_code }),
+          h("dt", { text: t("trackingLink") }), h("dd", {}, h("a", { href: opened.tracking_url, target: "_blank",
+            rel: "noopener", id: "handin-tracking", text: t("openLink") }))),
         h("p", { class: "buttons" },
           h("a", { href: `#/case/${encodeURIComponent(opened.case)}`, id: "handin-open", text: t("openCase") }), " ",
           h("a", { href: "#/hand-in", onclick: () => show("hand-in"), text: t("newHandIn") }))));
