@@ -294,6 +294,12 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         # the licence print view with its QR code
         await h.click("#case-view a[href^='#/licence/']")
         await expect(h.locator("#licence-qr")).to_be_visible(timeout=MS)
+        # suspended and reinstated by the licence officer, each confirmed first
+        h.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        for button in ("#licence-suspend", "#licence-reinstate"):
+            await h.click(button)
+            await expect(h.locator("#notice")).to_have_text("证照状态已更新。", timeout=MS)
+            await h.evaluate("document.getElementById('notice').textContent = ''")
         await no_codes(h, "licence print view")
         await axe_check(h, "licence print view (zh)")
         await shot(h, shots, "licence-zh")

@@ -747,7 +747,8 @@ async function showLicence(view, caseId) {
   const subject = (claims.vc && claims.vc.credentialSubject) || {};
   const resp = await fetch(`${API}/console/cases/${encodeURIComponent(caseId)}/licence.svg`);
   const img = resp.ok ? h("img", { id: "licence-qr", alt: `${t("licenceNumber")} ${c.licence_number}`, src: URL.createObjectURL(await resp.blob()) }) : null;
-  const status = async (purpose, value) => {
+  const status = async (purpose, value, label) => {
+    if (!window.confirm(t("confirmQuestion")(label))) return;
     try {
       await api(`/licences/${encodeURIComponent(c.licence_number)}/status`, { method: "POST", json: { purpose, value } });
       notice(t("statusChanged"));
@@ -766,9 +767,9 @@ async function showLicence(view, caseId) {
     img,
     h("p", { class: "buttons no-print" },
       h("button", { type: "button", onclick: () => window.print(), text: t("print") }),
-      mine ? h("button", { type: "button", class: "secondary", onclick: () => status("suspension", true), text: t("suspend") }) : null,
-      mine ? h("button", { type: "button", class: "secondary", onclick: () => status("suspension", false), text: t("reinstate") }) : null,
-      mine ? h("button", { type: "button", class: "danger", onclick: () => status("revocation", true), text: t("revoke") }) : null)));
+      mine ? h("button", { type: "button", id: "licence-suspend", class: "secondary", onclick: () => status("suspension", true, t("suspend")), text: t("suspend") }) : null,
+      mine ? h("button", { type: "button", id: "licence-reinstate", class: "secondary", onclick: () => status("suspension", false, t("reinstate")), text: t("reinstate") }) : null,
+      mine ? h("button", { type: "button", id: "licence-revoke", class: "danger", onclick: () => status("revocation", true, t("revoke")), text: t("revoke") }) : null)));
 }
 
 // -- shell ------------------------------------------------------------------------------
