@@ -304,6 +304,30 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         await axe_check(h, "licence print view (zh)")
         await shot(h, shots, "licence-zh")
 
+        # the other pages, in Chinese: outbox per partner, supervision, agreements
+        await r.click("#nav-outbox")
+        await expect(r.locator(f"section[data-peer='{HANDLING}'] h2")).to_have_text(
+            "大丰区行政审批局", timeout=MS
+        )
+        assert await r.locator(f"section[data-peer='{HANDLING}'] tbody tr").count() == 3  # ours
+        await no_codes(r, "outbox")
+        await axe_check(r, "outbox (zh)")
+        await r.click("#nav-alerts")
+        await expect(r.locator("body[data-view='alerts']")).to_be_visible(timeout=MS)
+        await no_codes(r, "alerts")
+        await axe_check(r, "alerts (zh)")
+        await r.click("#nav-agreements")
+        await expect(r.locator("section[data-agreement] h2")).to_have_text(
+            "鄂苏跨省通办协议", timeout=MS
+        )
+        assert "出版物零售业务经营许可申请表" in await r.inner_text("section[data-agreement]")
+        await no_codes(r, "agreements")
+        await axe_check(r, "agreements (zh)")
+        await r.go_back()
+        await r.go_back()
+        await r.go_back()
+        await expect(r.locator("#case-view")).to_be_visible(timeout=MS)
+
         # English
         for page, name in ((r, "case-delivered-en"), (h, "licence-en")):
             await page.click("#lang-switch")

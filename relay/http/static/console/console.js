@@ -678,10 +678,10 @@ async function showAlerts(view) {
   };
   view.append(h("h1", { text: t("alertsTitle") }), data.alerts.length
     ? h("ul", { id: "alerts", class: "plain" }, data.alerts.map((a) => h("li", { class: "card", "data-alert": a.id, "data-severity": a.severity },
-      h("h2", { text: `${t("severity")[a.severity] || ""} · ${lang === "zh" ? a.title_zh : a.title_en}` }),
+      h("h2", { text: `${t("severity")[a.severity] || ""} · ${a.title[lang]}` }),
       h("div", { class: "when", text: when(a.at) }),
       lang === "en" ? h("div", { text: a.detail }) : null,
-      a.extra && a.extra.case_id ? h("a", { href: `#/case/${encodeURIComponent(a.extra.case_id)}`, text: a.extra.case_id }) : null,
+      a.case_id ? h("a", { href: `#/case/${encodeURIComponent(a.case_id)}`, text: a.case_id }) : null,
       a.acknowledged
         ? h("p", { class: "acknowledged", text: t("acknowledgedBy")(a.acknowledged.person, when(a.acknowledged.at)) })
         : h("p", { class: "buttons" },
