@@ -83,5 +83,7 @@ class ConsoleLayer:
             catalog=default_catalog(),
             licences=licences,
             acks=AlertAcks(self._config.data_dir / "console" / "alert-acks.jsonl"),
+            licence_status=services.licence_status,
+            records=self._config.data_dir / "console",
         )
         add_console_routes(app, console)

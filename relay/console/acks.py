@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from relay.console.records import append_record
 
 __all__ = ["Acknowledgement", "AlertAcks"]
 
@@ -70,12 +71,7 @@ class AlertAcks:
             raise ValueError(f"the note is limited to {_MAX_NOTE} characters")
         ack = Acknowledgement(alert_id, person, at, note)
         if self._path is not None:
-            self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            line = json.dumps(ack.to_json(), ensure_ascii=False) + "\n"
-            with self._path.open("a", encoding="utf-8") as out:
-                out.write(line)
-                out.flush()
-                os.fsync(out.fileno())
+            append_record(self._path, ack.to_json())
         self._latest[alert_id] = ack
         _log.info("alert %s acknowledged by %s", alert_id, person)
         return ack

@@ -27,6 +27,12 @@ permission of its kind, :mod:`relay.permissions`)::
     GET  /staff/v1/console/cases/{case}/licence.svg   the licence as a QR code
     GET  /staff/v1/console/attachments/{digest} an attachment's plaintext (?name=)
     POST /staff/v1/console/outbox/{packet}/resend     send a refused/parked step again
+    POST /staff/v1/console/licences/{number}/status   suspend, reinstate or revoke with a
+                                                reason {purpose, value, reason}: the
+                                                status list changes (and is logged) as
+                                                by POST /staff/v1/licences/{number}/status;
+                                                the person and reason are kept in
+                                                <data dir>/console/licence-status.jsonl
     POST /staff/v1/console/qr                   a link drawn as a QR code (SVG): {text}
     GET  /staff/v1/console/alerts               the alert board with who acknowledged what
     POST /staff/v1/console/alerts/{alert}/ack   a person takes an alert on ({note?}; kept
@@ -45,6 +51,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -61,6 +68,7 @@ from relay.cases.terms import AgreementTerms
 from relay.cases.workflow import Case
 from relay.console.acks import AlertAcks
 from relay.console.licensing import LicenceDesk
+from relay.console.records import append_record
 from relay.console.views import (
     QueueFilter,
     available_actions,
@@ -73,10 +81,13 @@ from relay.http.body import read_json_object, require_str
 from relay.http.cases import problem_from_case
 from relay.http.encode import attachment_json
 from relay.http.federation import DIGEST_PATTERN
+from relay.http.licence_status import LicenceStatus
 from relay.permissions import EVENT_ACTIONS, StaffAction, allowed, require
 from relay.problem import Problem, ProblemCode
 from relay.staff_auth import STAFF_KEY
 from signing.certificates import is_node_id
+from signing.errors import MalformedInput
+from signing.status_list import StatusPurpose
 
 __all__ = ["PAGE_PATHS", "add_console_routes"]
 
@@ -122,6 +133,8 @@ class Console:
         catalog: Catalog,
         licences: LicenceDesk,
         acks: AlertAcks | None = None,
+        licence_status: LicenceStatus | None = None,
+        records: Path | None = None,
     ) -> None:
         self.desk = desk
         self.core = core
@@ -129,6 +142,8 @@ class Console:
         self.catalog = catalog
         self.licences = licences
         self.acks = acks or AlertAcks(None)
+        self.licence_status = licence_status
+        self.records = records  # folder of the console's own records (None: not kept)
 
     # -- names: never a code alone -----------------------------------------------------
 
@@ -531,6 +546,37 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         ack = console.acks.acknowledge(alert_id, _staff_name(request), console.desk.now(), note)
         return _json(ack.to_json(), status=201)
 
+    async def licence_status(request: web.Request) -> web.Response:
+        require(request, StaffAction.LICENCE)
+        if console.licence_status is None:
+            raise Problem(404, ProblemCode.NOT_FOUND, "this node publishes no status lists")
+        body = await read_json_object(request)
+        try:
+            purpose = StatusPurpose(require_str(body, "purpose"))
+        except ValueError:
+            raise Problem(
+                400, ProblemCode.INVALID_REQUEST, "'purpose' is revocation or suspension"
+            ) from None
+        value = body.get("value")
+        if not isinstance(value, bool):
+            raise Problem(400, ProblemCode.INVALID_REQUEST, "'value' must be true or false")
+        reason = require_str(body, "reason", max_length=500)
+        number = request.match_info["number"]
+        try:
+            answer = console.licence_status.change(number, purpose, value)
+        except MalformedInput as exc:
+            raise Problem(409, ProblemCode.CONFLICT, str(exc)) from None
+        if answer["changed"] and console.records is not None:
+            append_record(
+                console.records / "licence-status.jsonl",
+                {
+                    "number": number, "purpose": purpose.value, "value": value,
+                    "reason": reason, "person": _staff_name(request),
+                    "at": console.desk.now().isoformat(), "log_index": answer["log_index"],
+                },
+            )  # fmt: skip
+        return _json({**answer, "reason": reason})
+
     async def resend(request: web.Request) -> web.Response:
         claims = request[STAFF_KEY]
         acting = (StaffAction.RECEIVE, StaffAction.DECIDE, StaffAction.LICENCE)
@@ -557,6 +603,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
     app.router.add_post(f"{base}/outbox/{{packet}}/resend", resend)
     app.router.add_get(f"{base}/alerts", alerts)
     app.router.add_post(f"{base}/qr", qr)
+    app.router.add_post(f"{base}/licences/{{number}}/status", licence_status)
     app.router.add_post(f"{base}/alerts/{{alert}}/ack", acknowledge)
 
 

@@ -14,6 +14,7 @@ code. Fails (never skips) when Chromium or axe-core is missing.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -294,15 +295,27 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         # the licence print view with its QR code
         await h.click("#case-view a[href^='#/licence/']")
         await expect(h.locator("#licence-qr")).to_be_visible(timeout=MS)
-        # suspended and reinstated by the licence officer, each confirmed first
-        h.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
-        for button in ("#licence-suspend", "#licence-reinstate"):
+        # suspended and reinstated by the licence officer, each with a reason, confirmed
+        for button, reason in (
+            ("#licence-suspend", "场所整改期间"),
+            ("#licence-reinstate", "已整改"),
+        ):
             await h.click(button)
+            await expect(h.locator("#action-dialog")).to_be_visible(timeout=MS)
+            await h.fill("#f-reason", reason)
+            await h.click("#action-confirm")
             await expect(h.locator("#notice")).to_have_text("证照状态已更新。", timeout=MS)
             await h.evaluate("document.getElementById('notice').textContent = ''")
         await no_codes(h, "licence print view")
         await axe_check(h, "licence print view (zh)")
         await shot(h, shots, "licence-zh")
+
+        records = (tmp_path / "h" / "data" / "console" / "licence-status.jsonl").read_text()
+        kept = [json.loads(line) for line in records.splitlines()]
+        assert [(k["purpose"], k["value"], k["reason"], k["person"]) for k in kept] == [
+            ("suspension", True, "场所整改期间", PEOPLE[HANDLING][0]),
+            ("suspension", False, "已整改", PEOPLE[HANDLING][0]),
+        ]
 
         # the other pages, in Chinese: outbox per partner, supervision, agreements
         await r.click("#nav-outbox")

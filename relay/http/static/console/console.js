@@ -553,6 +553,27 @@ function openAction(c, a) {
   dialog.showModal();
 }
 
+// A reason for a step outside the case flow (suspend, reinstate, revoke), confirmed in
+// the same dialog as the case steps; resolves to the reason, or null when cancelled.
+function askReason(label) {
+  const dialog = $("action-dialog");
+  $("action-title").textContent = label;
+  $("action-question").textContent = t("confirmQuestion")(label);
+  $("action-fields").replaceChildren(field("f-reason", t("fields").reason,
+    h("input", { id: "f-reason", type: "text", required: true, maxlength: 500 })));
+  $("action-cancel").textContent = t("cancel");
+  $("action-confirm").textContent = t("confirm");
+  return new Promise((resolve) => {
+    $("action-cancel").onclick = () => { dialog.close(); resolve(null); };
+    $("action-form").onsubmit = (ev) => {
+      ev.preventDefault();
+      dialog.close();
+      resolve($("f-reason").value.trim());
+    };
+    dialog.showModal();
+  });
+}
+
 // -- resumable uploads with a progress bar ------------------------------------------------
 
 const CHUNK = 256 * 1024;
@@ -748,9 +769,11 @@ async function showLicence(view, caseId) {
   const resp = await fetch(`${API}/console/cases/${encodeURIComponent(caseId)}/licence.svg`);
   const img = resp.ok ? h("img", { id: "licence-qr", alt: `${t("licenceNumber")} ${c.licence_number}`, src: URL.createObjectURL(await resp.blob()) }) : null;
   const status = async (purpose, value, label) => {
-    if (!window.confirm(t("confirmQuestion")(label))) return;
+    const reason = await askReason(label);
+    if (reason === null) return;
     try {
-      await api(`/licences/${encodeURIComponent(c.licence_number)}/status`, { method: "POST", json: { purpose, value } });
+      await api(`/console/licences/${encodeURIComponent(c.licence_number)}/status`, { method: "POST",
+        json: { purpose, value, reason } });
       notice(t("statusChanged"));
     } catch (err) { fail(t("error") + err.message); }
   };
