@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit unit-future test-dates chaos bench clean system-deps npm-deps
+.PHONY: oidc-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +44,14 @@ FAKETIME      := faketime -f
 PYTEST        := $(BIN)/python -m pytest -q -n 2 --dist loadgroup
 BROWSER_TESTS := tests/cases/test_tracking_browser.py tests/survey_media/test_survey_media_netns.py \
                  tests/cases/test_console_browser.py
+
+# The console sign-in tests: npm's oidc-provider (pinned, into .cache/npm-oidc) for the
+# OpenID Connect test, and that test's file among the browser tests (it runs once).
+oidc-deps:
+	@sh scripts/npm-oidc.sh
+unit: oidc-deps
+test-dates: oidc-deps
+BROWSER_TESTS += tests/signin/test_signin_browser.py
 
 # `make test` runs the non-browser part once more a year ahead.
 unit-future: $(STAMP) system-deps

@@ -16,7 +16,7 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -95,6 +95,21 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class OidcSettings:
+    """Console sign-in through an OpenID Connect provider (``[staff.oidc]``)."""
+
+    issuer: str
+    client_id: str
+    client_secret: str
+    role_claim: str = "roles"
+    roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # claim value -> roles
+    scopes: str = "openid profile"
+    name_claim: str = "preferred_username"
+    redirect_uri: str | None = None  # default: https://<staff host>/login/oidc/callback
+    ca_file: Path | None = None  # extra CA certificates for an https issuer
+
+
+@dataclass(frozen=True)
 class StaffSettings:
     token_key: Path
     token_ttl: float = 8 * 3600.0
@@ -105,6 +120,7 @@ class StaffSettings:
     lockout_duration: float = 15 * 60.0
     signin_address_limit: int = 20
     signin_address_window: float = 15 * 60.0
+    oidc: OidcSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -273,6 +289,52 @@ def _agreements(root: _Reader) -> tuple[Path, ...]:
     return tuple((root.base / f).resolve() for f in files)
 
 
+_ACCOUNT_ROLES = ("clerk", "approver", "inspector", "licence_officer", "administrator")
+
+
+def _oidc(staff_t: _Reader) -> OidcSettings | None:
+    if "oidc" not in staff_t.table:
+        staff_t.seen.add("oidc")
+        return None
+    t = staff_t.sub("oidc")
+    issuer = t.string("issuer")
+    parsed = urlsplit(issuer)
+    if parsed.scheme != "https" and not (
+        parsed.scheme == "http" and _is_loopback(parsed.hostname or "")
+    ):
+        raise t.error("issuer", "must be an https URL (http only for a loopback address)")
+    roles_t = t.sub("roles")
+    mapped: dict[str, tuple[str, ...]] = {}
+    for value, granted in roles_t.table.items():
+        names = [granted] if isinstance(granted, str) else granted
+        if not isinstance(names, list) or not names or not all(n in _ACCOUNT_ROLES for n in names):
+            raise roles_t.error(value, f"must name roles among {', '.join(_ACCOUNT_ROLES)}")
+        mapped[str(value)] = tuple(names)
+        roles_t.seen.add(value)
+    if not mapped:
+        raise t.error("roles", "must map at least one claim value to a role")
+    redirect = t.raw("redirect_uri", None)
+    if redirect is not None and (
+        not isinstance(redirect, str) or not redirect.startswith("https://")
+    ):
+        raise t.error("redirect_uri", "must be an https URL ending in /login/oidc/callback")
+    settings = OidcSettings(
+        issuer=issuer.rstrip("/"),
+        client_id=t.string("client_id"),
+        client_secret=t.string("client_secret"),
+        role_claim=t.string("role_claim", "roles"),
+        roles=mapped,
+        scopes=t.string("scopes", "openid profile"),
+        name_claim=t.string("name_claim", "preferred_username"),
+        redirect_uri=redirect,
+        ca_file=t.path("ca_file") if "ca_file" in t.table else None,
+    )
+    if "openid" not in settings.scopes.split():
+        raise t.error("scopes", "must include openid")
+    t.done()
+    return settings
+
+
 def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
     """Build a :class:`NodeConfig` from a parsed TOML document read from ``source``."""
     root = _Reader(str(source), source.parent.resolve(), data, "")
@@ -332,6 +394,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
         lockout_duration=staff_t.duration("lockout_duration", 15 * 60.0),
         signin_address_limit=staff_t.integer("signin_address_limit", 1, 100_000, 20),
         signin_address_window=staff_t.duration("signin_address_window", 15 * 60.0),
+        oidc=_oidc(staff_t),
     )
     staff_t.done()
 

@@ -46,6 +46,7 @@ from relay.http.federation import federation_app
 from relay.http.link import HttpsPeerLink
 from relay.http.public import public_app
 from relay.http.staff import staff_app
+from relay.signin.oidc import OidcSignIn
 from relay.signin.store import StaffStore
 from relay.signin.web import SignIn
 from relay.staff_auth import load_or_create_token_key
@@ -314,7 +315,10 @@ class Node:
     def _signin(self) -> SignIn:
         """Console sign-in on the staff listener (the staff directory in the data dir)."""
         self._staff_store = StaffStore(self.config.data_dir)
-        return SignIn(self._staff_store, self.config.staff, self._clock)
+        signin = SignIn(self._staff_store, self.config.staff, self._clock)
+        if self.config.staff.oidc is not None:
+            OidcSignIn(self.config.staff.oidc, signin)
+        return signin
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight requests, stop the outbox, close storage."""

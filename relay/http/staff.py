@@ -216,10 +216,10 @@ def staff_app(
             core_error_middleware,
         ],
     )
-    if signin is not None:
-        signin.add_routes(app)
     app[ALERTS] = AlertBoard()
     app[ALERTS].add_source("outbox", lambda now: delivery_alerts(core, now))
+    if signin is not None:
+        signin.add_routes(app)  # also its alert source ("signin": locked accounts)
 
     async def post_packet(request: web.Request) -> web.Response:
         require(request, StaffAction.RECEIVE)

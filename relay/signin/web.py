@@ -36,18 +36,19 @@ import hmac
 import importlib.resources
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from relay.alerts import ALERTS, Severity, StaffAlert
 from relay.config import StaffSettings
 from relay.http.body import read_json_object
 from relay.permissions import actions_of
 from relay.problem import Problem, ProblemCode
-from relay.signin.passwords import needs_rehash, verify_password
+from relay.signin.passwords import hash_password, needs_rehash, verify_password
 from relay.signin.policy import address_retry_at, after_failure, session_end
 from relay.signin.store import AccountRecord, SessionRecord, StaffStore, session_hash
 from relay.signin.totp import TotpCheck
@@ -120,6 +121,7 @@ class SignIn:
         self.clock = clock
         self.totp = totp or TotpCheck(store)
         self.oidc_enabled = False
+        self.route_hooks: list[Callable[[web.Application], None]] = []  # e.g. OpenID Connect
         self.open_paths: frozenset[str] = frozenset(
             {"/login", "/login/options", "/console/v1/session", *_STATIC}
         )
@@ -237,6 +239,38 @@ class SignIn:
         app.router.add_post("/console/v1/session", self._sign_in)
         app.router.add_delete("/console/v1/session", self._sign_out)
         app.router.add_get("/console/v1/me", self._me)
+        for hook in self.route_hooks:
+            hook(app)
+        if ALERTS in app:
+            app[ALERTS].add_source("signin", self.alerts)
+
+    def alerts(self, now: datetime) -> list[StaffAlert]:
+        """An account locked after repeated failed sign-ins: someone may be guessing its
+        password, or its owner needs help (``tongban staff user reset`` unlocks it)."""
+        stamp = now.timestamp()
+        found: list[StaffAlert] = []
+        for account in self.store.accounts():
+            if account.locked_until is None or account.locked_until <= stamp:
+                continue
+            until = _stamp(account.locked_until)
+            found.append(
+                StaffAlert(
+                    id=f"signin:locked:{account.name}",
+                    source="signin",
+                    code="account-locked",
+                    severity=Severity.WARNING,
+                    at=until - timedelta(seconds=self.settings.lockout_duration),
+                    title_zh="有工作人员账户因多次登录失败被暂时锁定",
+                    title_en="A staff account is locked after repeated failed sign-ins",
+                    detail=f"Account {account.name} is locked until "
+                    f"{until.isoformat(timespec='seconds')}. If its owner did not mistype, "
+                    "someone may be guessing the password: see tongban staff journal; "
+                    "tongban staff user reset unlocks it with a new password",
+                    subject=account.name,
+                    extra={"locked_until": until.isoformat(timespec="seconds")},
+                )
+            )
+        return found
 
     async def _page(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -339,8 +373,6 @@ class SignIn:
                 raise self._fail(request, user, account, now, "totp")
         self.store.clear_failures(account.name)
         if stored is not None and needs_rehash(stored):
-            from relay.signin.passwords import hash_password
-
             self.store.set_password_hash_only(account.name, hash_password(password))
         record = self.open_session(account.name, account.display_name, account.roles, "password")
         self.store.journal(self.clock(), account.name, "signin", address, {"via": "password"})
@@ -349,8 +381,12 @@ class SignIn:
     def open_session(
         self, name: str, display_name: str, roles: tuple[StaffRole, ...], via: str
     ) -> tuple[str, SessionRecord]:
-        """A new session for a person (the random id and its stored record)."""
+        """A new session for a person (the random id and its stored record); ended
+        sessions of anyone are dropped on the way."""
         now = self.clock().timestamp()
+        self.store.delete_sessions_before(
+            now - self.settings.session_idle_timeout, now - self.settings.session_lifetime
+        )
         session_id = secrets.token_urlsafe(32)
         record = SessionRecord(
             id_hash=session_hash(session_id),

@@ -18,11 +18,12 @@ from openapi_spec_validator import validate
 from relay_http_fake_core import FakeCore
 from relay_http_support import Pki, client_ssl, serve
 
-from relay.config import Limits
+from relay.config import Limits, OidcSettings
 from relay.http.federation import federation_app
 from relay.http.openapi import openapi_bytes
 from relay.http.public import public_app
 from relay.http.staff import staff_app
+from relay.signin.oidc import OidcSignIn
 from relay.signin.web import SignIn
 from relay.staff_auth import StaffRole, issue_token
 from relay.tls import BundleSource, server_context
@@ -58,6 +59,13 @@ def _routes(app: Any) -> set[tuple[str, str]]:
     return found
 
 
+def _console_signin() -> SignIn:
+    """Console sign-in with OpenID Connect on, for its routes only."""
+    signin = SignIn(None, None, lambda: datetime.now(UTC))  # type: ignore[arg-type]
+    OidcSignIn(OidcSettings(issuer="https://idp.test", client_id="c", client_secret="s"), signin)
+    return signin
+
+
 def test_every_route_is_documented_and_every_documented_route_exists(pki: Pki) -> None:
     core = FakeCore(Path("."))
     apps = [
@@ -74,7 +82,7 @@ def test_every_route_is_documented_and_every_documented_route_exists(pki: Pki) -
             token_key=Ed25519PrivateKey.generate().public_key(),
             clock=lambda: datetime.now(UTC),
             limits=Limits(),
-            signin=SignIn(None, None, lambda: datetime.now(UTC)),  # type: ignore[arg-type]
+            signin=_console_signin(),
         ),
         public_app(descriptor=lambda: b"{}", readiness={}),
     ]

@@ -24,8 +24,9 @@ import casekit_offices
 from relay_http_fake_core import FakeCore
 from relay_http_support import Pki, client_ssl, make_pki, serve
 
-from relay.config import Limits, StaffSettings
+from relay.config import Limits, OidcSettings, StaffSettings
 from relay.http.staff import staff_app
+from relay.signin.oidc import OidcSignIn
 from relay.signin.store import StaffStore
 from relay.signin.testing import cookie_session
 from relay.signin.web import SignIn
@@ -68,6 +69,12 @@ SETTINGS = StaffSettings(
 )
 
 
+OIDC = OidcSettings(
+    issuer="https://127.0.0.1:1", client_id="tongban", client_secret="secret",
+    roles={"approvers": ("approver",)},
+)  # fmt: skip
+
+
 @dataclass
 class Desk:
     """A staff listener (fake core) with sign-in, served over TLS on 127.0.0.1."""
@@ -88,9 +95,11 @@ async def desk(pki: Pki, tmp_path: Path, clock: Clock) -> AsyncIterator[Desk]:
     store = StaffStore(data_dir)
     core = FakeCore(tmp_path)
     key = Ed25519PrivateKey.generate()
+    signin = SignIn(store, SETTINGS, clock)
+    OidcSignIn(OIDC, signin)  # a provider nobody answers for: only local checks run
     app = staff_app(
         core, node_id=NODE, token_key=key.public_key(), clock=clock,
-        limits=Limits(max_body_bytes=4096), signin=SignIn(store, SETTINGS, clock),
+        limits=Limits(max_body_bytes=4096), signin=signin,
     )  # fmt: skip
     context = server_context(pki.a / "tls.pem", pki.a / "tls.key", None, require_client_cert=False)
     tls = client_ssl(pki, None)

@@ -120,6 +120,22 @@ async def test_lockout_after_repeated_failures_says_when_to_retry(desk: Desk) ->
     assert (status, problem["code"]) == (429, "account-locked")
     assert int(resp.headers["Retry-After"]) == int(SETTINGS.lockout_duration)
     assert problem["retry_after"] == int(SETTINGS.lockout_duration)
+    reader = issue_token(
+        desk.token_key, node_id=NODE, subject="monitor", roles=[StaffRole.READER],
+        now=desk.clock(), ttl=3600,
+    )  # fmt: skip
+    alerts_url = "/staff/v1/alerts"
+    auth = {"Authorization": f"Bearer {reader}"}
+
+    async def signin_alerts() -> list[dict[str, Any]]:
+        alerts = (await _get(desk, alerts_url, headers=auth))[1]["alerts"]
+        return [a for a in alerts if a["source"] == "signin"]  # the fake core has no outbox
+
+    [alert] = await signin_alerts()
+    assert (alert["id"], alert["code"], alert["subject"]) == (
+        "signin:locked:sun.li", "account-locked", "sun.li",
+    )  # fmt: skip
+    assert "锁定" in alert["title"]["zh"]
     # even the right password is not checked while locked
     right = {"user": "sun.li", "password": PASSWORD}
     desk.clock.advance(seconds=SETTINGS.lockout_duration - 60)
@@ -127,6 +143,7 @@ async def test_lockout_after_repeated_failures_says_when_to_retry(desk: Desk) ->
     assert (status, problem["code"], resp.headers["Retry-After"]) == (429, "account-locked", "60")
     desk.clock.advance(seconds=61)
     assert (await _post_signin(desk, right))[0] == 201
+    assert await signin_alerts() == []
     events = [e.event for e in desk.store.journal_entries(name="sun.li")]
     assert events == ["signin-failed", "signin-failed", "lockout", "signin-locked", "signin"]
 
@@ -200,3 +217,18 @@ async def test_bearer_tokens_keep_working_beside_sessions(desk: Desk) -> None:
         f"{desk.url}/staff/v1/packets", json=PACKET, headers=headers, ssl=desk.ssl
     ) as resp:
         assert resp.status == 201  # no CSRF token needed with a bearer token
+
+
+async def test_a_hash_with_older_parameters_is_renewed_at_sign_in(desk: Desk) -> None:
+    from argon2 import PasswordHasher
+    from argon2.profiles import RFC_9106_LOW_MEMORY
+
+    old = PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY).hash(PASSWORD)
+    desk.store.add_account("old.hand", "老王", (StaffRole.CLERK,), old, desk.clock().timestamp())
+    await sign_in(desk.http, desk.url, "old.hand", PASSWORD, ssl=desk.ssl)
+    account = desk.store.account("old.hand")
+    assert account is not None
+    assert account.password_hash != old
+    assert account.password_hash is not None
+    assert "m=19456,t=2,p=1" in account.password_hash
+    assert (await _get(desk, "/staff/v1/inbox"))[0] == 200  # the session stays

@@ -11,6 +11,7 @@ const TEXT = {
     other: "暂时无法登录，请稍后再试。",
     busy: "正在登录……",
     oidcFailed: "统一身份认证登录未成功，请重试或使用用户名和密码登录。",
+    oidcNoRole: "您在统一身份认证平台的账号未被授予本系统的任何岗位，请联系本单位管理员。",
   },
   en: {
     "signin-failed": "The user name or password is wrong.",
@@ -21,6 +22,7 @@ const TEXT = {
     other: "Sign-in is not possible right now. Please try again later.",
     busy: "Signing in…",
     oidcFailed: "Sign-in through the identity platform did not succeed. Try again or use your user name and password.",
+    oidcNoRole: "Your identity platform account holds no role in this system. Please ask your office's administrator.",
   },
 };
 
@@ -42,10 +44,14 @@ function applyLang() {
   button.textContent = lang === "zh" ? "English" : "中文";
   button.lang = lang === "zh" ? "en" : "zh-CN";
   button.setAttribute("aria-label", button.textContent);
+  if (shown) say(shown);
 }
 
-function say(text) {
-  document.getElementById("message").textContent = text;
+let shown = null; // what the message says, as a function of the language
+
+function say(message) {
+  shown = message;
+  document.getElementById("message").textContent = message ? message() : "";
 }
 
 function explain(problem) {
@@ -66,10 +72,10 @@ async function signIn(event) {
   const code = document.getElementById("totp").value.trim();
   if (code) body.totp = code;
   if (!body.user || !body.password) {
-    say(TEXT[lang]["invalid-request"]);
+    say(() => TEXT[lang]["invalid-request"]);
     return;
   }
-  say(TEXT[lang].busy);
+  say(() => TEXT[lang].busy);
   let response;
   try {
     response = await fetch("/console/v1/session", {
@@ -79,7 +85,7 @@ async function signIn(event) {
       body: JSON.stringify(body),
     });
   } catch (_) {
-    say(TEXT[lang].other);
+    say(() => TEXT[lang].other);
     return;
   }
   if (response.ok) {
@@ -96,7 +102,7 @@ async function signIn(event) {
     document.getElementById("totp-row").hidden = false;
     document.getElementById("totp").focus();
   }
-  say(explain(problem));
+  say(() => explain(problem));
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -117,6 +123,8 @@ document.addEventListener("DOMContentLoaded", () => {
       }
     })
     .catch(() => {});
-  if (params.get("error") === "oidc") say(TEXT[lang].oidcFailed);
+  const error = params.get("error");
+  if (error === "oidc") say(() => TEXT[lang].oidcFailed);
+  if (error === "oidc-role") say(() => TEXT[lang].oidcNoRole);
   document.getElementById("user").focus();
 });
