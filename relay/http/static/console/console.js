@@ -277,6 +277,8 @@ async function showCase(view, caseId) {
     h("dt", { text: t("receivingOffice") }), h("dd", { text: pick(c.receiving_office) }),
     h("dt", { text: t("handlingOffice") }), h("dd", { text: pick(c.handling_office) }),
     Object.entries(c.applicant || {}).map(([k, v]) => [h("dt", { text: t("applicantFields")[k] || t("applicant") }), h("dd", { text: v })]),
+    c.rating ? [h("dt", { text: t("details").rating }), h("dd", { id: "rating" },
+      t("values")[c.rating.rating] || "", c.rating.comment ? ` · ${c.rating.comment}` : "")] : null,
     c.licence_number ? [h("dt", { text: t("licenceNumber") }), h("dd", {},
       h("span", { id: "licence-number", text: c.licence_number }), " ",
       h("a", { href: `#/licence/${encodeURIComponent(c.case)}`, text: t("printView") }))] : null);
