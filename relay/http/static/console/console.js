@@ -429,6 +429,16 @@ async function resend(packetId) {
 
 // -- the step forms (each confirmed in a dialog) ------------------------------------------
 
+// A file chooser in the page's language (the browser's own button speaks the browser's).
+function filePicker(id, label, multiple, attrs) {
+  const names = h("span", { class: "muted", id: `${id}-names`, text: t("noFile") });
+  const input = h("input", Object.assign({ type: "file", id, class: "visually-hidden", multiple,
+    onchange: () => { names.textContent = [...input.files].map((f) => f.name).join("、") || t("noFile"); } }, attrs || {}));
+  return h("span", { class: "file-picker" }, input,
+    h("label", { for: id, class: "button secondary" }, t("chooseFile"), h("span", { class: "visually-hidden" }, ` ${label}`)),
+    " ", names);
+}
+
 function field(id, label, input) {
   return h("div", {}, h("label", { for: id, text: label }), input);
 }
@@ -458,7 +468,7 @@ function actionFields(c, a) {
         h("input", { id: "f-reason", type: "text", required: a.event === "reject" }))];
     case "supplement":
       return [h("p", { text: f.supplied }), checks("supplied", c.missing.map((m) => ({ value: m, text: m })), () => true),
-        field("f-files", f.files, h("input", { id: "f-files", type: "file", multiple: true })),
+        h("p", {}, h("span", { class: "muted", text: `${f.files}: ` }), filePicker("f-files", f.files, true)),
         h("progress", { id: "f-progress", max: 1, value: 0, hidden: true, "aria-label": t("uploading") })];
     case "request-survey":
       return [radios("surveyor", f.surveyor, a.surveyors.map((s) => ({ value: s, text: t("surveyors")[s] })))];
@@ -651,8 +661,12 @@ async function showHandIn(view) {
       h("ul", { class: "checklist", id: "handin-materials" }, m.materials.map((mat, i) => h("li", {},
         h("label", { class: "inline", for: `mat-${i}` },
           h("input", { type: "checkbox", id: `mat-${i}`, name: "material", value: mat.name_zh }), pick(mat)),
-        h("input", { type: "file", id: `file-${i}`, "data-material": i, "aria-label": t("fileFor")(pick(mat)) })))),
+        filePicker(`file-${i}`, t("fileFor")(pick(mat)), false, { "data-material": i })))),
       h("progress", { id: "handin-progress", max: 1, value: 0, hidden: true, "aria-label": t("uploading") }));
+    for (const input of detail.querySelectorAll("input[type=file][data-material]")) {
+      // a scan of a material means it was handed in
+      input.addEventListener("change", () => { if (input.files.length) $(`mat-${input.dataset.material}`).checked = true; });
+    }
   }
   form.append(h("h1", { text: t("handInTitle") }), field("handin-matter", t("matter"), matterSelect), detail,
     h("p", { class: "buttons" }, h("button", { type: "submit", id: "handin-submit", text: t("handIn") })));
