@@ -161,12 +161,13 @@ class CaseDesk:
         case_id: str | None = None,
         materials: Sequence[str] = (),
         submit: bool = True,
-        applicant: Mapping[str, str] | None = None,
+        application: Mapping[str, Any] | None = None,
         attachments: Sequence[str] = (),
     ) -> Opened:
         """Open a case at hand-in (we are the receiving office); submit it unless told
-        not to, with the ``applicant``'s data and the staged ``attachments`` (plaintext
-        digests). Raises :class:`~relay.cases.terms.NoTerms`, ``case-exists``."""
+        not to, with the ``application`` (the structured content: the applicant's data
+        entered once) and the staged ``attachments`` (plaintext digests). Raises
+        :class:`~relay.cases.terms.NoTerms`, ``case-exists``."""
         now = self._clock()
         terms = self._terms(self.node_id, handling, matter, mode, now)
         if case_id is None:
@@ -183,8 +184,8 @@ class CaseDesk:
         self._store.create(record)
         if submit:
             details: dict[str, Any] = {"materials": list(materials)} if materials else {}
-            if applicant:
-                details["applicant"] = dict(applicant)
+            if application is not None:
+                details["application"] = application
             record = await self.act(case_id, EventKind.SUBMIT, details, attachments)
         return Opened(record, code, self.tracking_link(case_id))
 

@@ -87,11 +87,11 @@ class EventKind(StrEnum):
 
 INTERNAL_FIELDS = frozenset({"note", "staff"})
 
-_STR, _STRS, _INT, _FIELDS = "str", "strs", "int", "fields"
+_STR, _STRS, _INT, _OBJ = "str", "strs", "int", "obj"
 # kind -> {field: (type, required)}
 DETAIL_FIELDS: Mapping[EventKind, Mapping[str, tuple[str, bool]]] = MappingProxyType(
     {
-        EventKind.SUBMIT: {"materials": (_STRS, False), "applicant": (_FIELDS, False)},
+        EventKind.SUBMIT: {"materials": (_STRS, False), "application": (_OBJ, False)},
         EventKind.ACCEPT: {},
         EventKind.REJECT: {"reason": (_STR, True)},
         EventKind.REQUEST_CORRECTION: {"missing": (_STRS, True), "reason": (_STR, False)},
@@ -125,7 +125,7 @@ _MAX_TEXT = 2000
 _MAX_LICENCE = 16384
 _MAX_REPORT = 262144  # a survey-report's ``report``: text, or the sealed report (JWS)
 _MAX_ITEMS = 100
-_MAX_FIELD_NAME = 64
+_MAX_APPLICATION = 65536  # a submit's ``application`` (relay.cases.application), as JSON
 
 
 def freeze(value: Any) -> Any:
@@ -154,18 +154,8 @@ def _check_field(kind: EventKind, name: str, typ: str, value: Any) -> None:
         ok = isinstance(value, str) and 0 < len(value) <= limit
     elif typ == _INT:
         ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
-    elif typ == _FIELDS:  # the applicant's data: a flat object of named texts
-        ok = (
-            isinstance(value, Mapping)
-            and 0 < len(value) <= _MAX_ITEMS
-            and all(
-                isinstance(k, str)
-                and 0 < len(k) <= _MAX_FIELD_NAME
-                and isinstance(v, str)
-                and len(v) <= _MAX_TEXT
-                for k, v in value.items()
-            )
-        )
+    elif typ == _OBJ:  # its structure is checked against the agreement's schema
+        ok = isinstance(value, Mapping) and len(canonical_json(thaw(value))) <= _MAX_APPLICATION
     else:
         ok = (
             isinstance(value, list | tuple)

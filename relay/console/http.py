@@ -17,7 +17,7 @@ permission of its kind, :mod:`relay.permissions`)::
                                                 offices, the agreed materials
     GET  /staff/v1/console/agreements           agreements in force: parties, matters,
                                                 standards
-    POST /staff/v1/console/cases                hand-in: {matter, handling, applicant,
+    POST /staff/v1/console/cases                hand-in: {matter, handling, application,
                                                 materials, attachments} → 201
     GET  /staff/v1/console/cases/{case}         the case page's data
     POST /staff/v1/console/cases/{case}/steps   take a step {event, details} (the
@@ -103,7 +103,6 @@ _CSP = (
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 _KEEPALIVE_SECONDS = 15.0
-_APPLICANT_KEY = re.compile(r"[a-z_]{1,64}")
 _CLOSING = web.AppKey("console-closing", asyncio.Event)
 
 
@@ -182,7 +181,7 @@ class Console:
             return self.terms.permits(desk.node_id, partner, h.matter, action, h.mode, now)
 
         submit = next((e for e in case.events if e.kind is EventKind.SUBMIT), None)
-        applicant = thaw(submit.details.get("applicant", {})) if submit is not None else {}
+        application = thaw(submit.details.get("application", {})) if submit is not None else {}
         return {
             **h.to_json(),
             **self.names(case),
@@ -194,7 +193,8 @@ class Console:
             "version": record.version,
             "opened_at": record.opened_at.isoformat(),
             "clock": desk.clock_of(case, now).to_json(),
-            "applicant": applicant,
+            "application": application,
+            "applicant": _applicant(application),
             "checklist": checklist(case, clause.materials if clause else ()),
             "survey_checklist": list(clause.survey_checklist) if clause else [],
             "missing": list(case.view.missing),
@@ -255,6 +255,7 @@ class Console:
                         "matter": code,
                         **self.matter_names(code),
                         "agreement": agreement.id,
+                        "categories": sorted(agreement.data_categories),
                         "modes": sorted(m.value for m in clause.modes),
                         "handling": [self.office(n) for n in handlers],
                         "materials": [m.to_json() for m in clause.materials],
@@ -299,18 +300,25 @@ def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "") in ("1", "true", "yes")
 
 
-def _applicant(body: Mapping[str, Any]) -> dict[str, str]:
-    applicant = body.get("applicant", {})
-    if not isinstance(applicant, dict) or not all(
-        isinstance(k, str) and _APPLICANT_KEY.fullmatch(k) and isinstance(v, str)
-        for k, v in applicant.items()
-    ):
+def _applicant(application: Mapping[str, Any]) -> dict[str, Any]:
+    """The applicant's identity and premises from an application, for the page."""
+    out: dict[str, Any] = {}
+    for category in ("applicant-identity", "business-premises"):
+        part = application.get(category)
+        if isinstance(part, dict):
+            out.update(part)
+    return out
+
+
+def _application(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    application = body.get("application")
+    if application is not None and not isinstance(application, dict):
         raise Problem(
             400,
             ProblemCode.INVALID_REQUEST,
-            "'applicant' must be an object of texts named in lower case (e.g. name, phone)",
+            "'application' must be an object of data categories (docs/protocol.md 11.3)",
         )
-    return {k: v.strip() for k, v in applicant.items() if v.strip()}
+    return application
 
 
 def _digests(body: Mapping[str, Any]) -> list[str]:
@@ -436,7 +444,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
                 mode=body.get("mode") or "proxy_receipt",
                 handling=handling,
                 materials=materials,
-                applicant=_applicant(body),
+                application=_application(body),
                 attachments=_digests(body),
             )
         except CaseError as exc:

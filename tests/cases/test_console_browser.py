@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from casekit import HANDLING, RECEIVING
 from casekit_offices import free_port
+from console_kit import with_categories
 from playwright.async_api import Browser, Page, async_playwright, expect
 from test_node_cases import write_config
 
@@ -170,6 +171,7 @@ async def act(page: Page, event: str, state: str) -> None:
 async def test_hand_in_correction_licence_delivery_across_two_consoles(
     browser, office_pki, tmp_path
 ):
+    office_pki = with_categories(office_pki)  # the form's data categories are agreed
     axe = _axe_source()  # fail early when missing
     assert axe
     shots = tmp_path / "screenshots"
@@ -208,6 +210,7 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         await r.fill("#applicant-name", "武昌书店")
         await r.fill("#applicant-id_number", "91420106MA4KXXXX1X")
         await r.fill("#applicant-phone", "027-88886666")
+        await r.fill("#applicant-address", "武汉市武昌区中北路 1 号")
         await r.check("#mat-0")
         scan = {"name": "营业执照.pdf", "mimeType": "application/pdf",
                 "buffer": b"%PDF-1.4 " + os.urandom(600_000)}  # fmt: skip
@@ -238,6 +241,8 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         await r.click("#handin-open")
         await agree(r, h, "submitted")
         assert "武昌书店" in await h.inner_text("#case-view")
+        await expect(h.locator("dd[data-field='id_type']")).to_have_text("统一社会信用代码")
+        await expect(h.locator("dd[data-field='address']")).to_have_text("武汉市武昌区中北路 1 号")
         statuses = await h.eval_on_selector_all(
             "#checklist li", "items => items.map(i => i.dataset.status)"
         )

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from casekit import HANDLING, RECEIVING
-from casekit_offices import Clock, Office, Offices, serve
+from casekit_offices import Clock, Office, Offices, make_offices, serve
+from console_kit import CATEGORIES, with_categories
 
 from agreements.catalog import default_catalog
 from relay.alerts import ALERTS, Severity, StaffAlert
@@ -77,7 +80,16 @@ async def _upload(http: aiohttp.ClientSession, base: str, headers: dict[str, str
     return digest
 
 
-async def test_hand_in_reaches_the_handling_office_live_with_its_standard(offices):
+@pytest.fixture
+def console_offices(office_pki, tmp_path, clock) -> Iterator[Offices]:
+    """The two offices under an agreement listing the hand-in form's data categories."""
+    pair = make_offices(with_categories(office_pki), tmp_path, clock)
+    yield pair
+    pair.close()
+
+
+async def test_hand_in_reaches_the_handling_office_live_with_its_standard(console_offices):
+    offices = console_offices
     clock, r, h = offices.clock, offices.r, offices.h
     scan = b"%PDF-1.4 licence scan " * 4000
     async with (
@@ -99,10 +111,16 @@ async def test_hand_in_reaches_the_handling_office_live_with_its_standard(office
         standard = [m["name_zh"] for m in books["materials"]]
         assert standard, "the agreement's clause names the materials"
 
+        assert books["categories"] == list(CATEGORIES)
         digest = await _upload(http, base_r, auth(r, clock), scan, "营业执照.pdf")
+        identity = {"name": "武昌书店", "id_type": "unified-social-credit-code",
+                    "id_number": "91420106MA4KXXXX1X"}  # fmt: skip
         body = {
             "matter": BOOKS, "handling": HANDLING,
-            "applicant": {"name": "武昌书店", "id_number": "91420106MA4KXXXX1X", "phone": ""},
+            "application": {
+                "applicant-identity": identity,
+                "case-materials": [{"material": standard[0], "digest": digest}],
+            },
             "materials": standard[:1], "attachments": [digest],
         }  # fmt: skip
         async with http.post(
@@ -132,7 +150,10 @@ async def test_hand_in_reaches_the_handling_office_live_with_its_standard(office
         page = await (
             await http.get(f"{base_h}/staff/v1/console/cases/{case_id}", headers=auth(h, clock))
         ).json()
-        assert page["applicant"] == {"name": "武昌书店", "id_number": "91420106MA4KXXXX1X"}
+        assert page["applicant"] == identity  # entered once, never re-typed
+        assert page["application"]["case-materials"] == [
+            {"material": standard[0], "digest": digest}
+        ]
         assert page["public_base"] == f"http://127.0.0.1/{HANDLING}"
         assert page["surveyor"] is None
         async with http.post(
@@ -263,7 +284,7 @@ async def test_nothing_without_credentials_and_bad_input_is_a_problem(offices):
         headers = auth(r, clock)
         bad: list[tuple[dict[str, Any], str]] = [
             ({"matter": BOOKS, "handling": "x"}, "node id"),
-            ({"matter": BOOKS, "handling": HANDLING, "applicant": {"Name!": "x"}}, "applicant"),
+            ({"matter": BOOKS, "handling": HANDLING, "application": ["x"]}, "application"),
             ({"matter": BOOKS, "handling": HANDLING, "attachments": ["zz"]}, "attachments"),
         ]
         for body, words in bad:

@@ -276,7 +276,8 @@ async function showCase(view, caseId) {
     h("dt", { text: t("deadline") }), h("dd", {}, clockChip(c.clock)),
     h("dt", { text: t("receivingOffice") }), h("dd", { text: pick(c.receiving_office) }),
     h("dt", { text: t("handlingOffice") }), h("dd", { text: pick(c.handling_office) }),
-    Object.entries(c.applicant || {}).map(([k, v]) => [h("dt", { text: t("applicantFields")[k] || t("applicant") }), h("dd", { text: v })]),
+    Object.entries(c.applicant || {}).map(([k, v]) => [h("dt", { text: t("applicantFields")[k] || t("applicant") }),
+      h("dd", { "data-field": k, text: k === "id_type" ? (t("idTypes")[v] || t("idTypes").other) : String(v) })]),
     c.rating ? [h("dt", { text: t("details").rating }), h("dd", { id: "rating" },
       t("values")[c.rating.rating] || "", c.rating.comment ? ` · ${c.rating.comment}` : "")] : null,
     c.licence_number ? [h("dt", { text: t("licenceNumber") }), h("dd", {},
@@ -292,7 +293,7 @@ async function showCase(view, caseId) {
       h("div", { class: "when" }, `${when(e.at)} · ${pick(e.origin === "receiving" ? c.receiving_office : c.handling_office)}`),
       Object.entries(e.details).map(([k, v]) => {
         const text = detailValue(k, v);
-        return text === null || k === "applicant" ? null : h("div", {}, `${t("details")[k] || t("details").text}: ${text}`);
+        return text === null || k === "application" ? null : h("div", {}, `${t("details")[k] || t("details").text}: ${text}`);
       }))));
   const attachments = c.attachments.length ? h("ul", { id: "attachments" }, c.attachments.map((a) =>
     h("li", {}, `${a.name || (a.plain_digest || a.digest).slice(0, 12)} (${Math.ceil((a.plain_size || a.size) / 1024)} KiB) `,
@@ -649,20 +650,27 @@ async function showHandIn(view) {
   function fill() {
     const m = matters[Number(matterSelect.value)];
     if (!m || matterSelect.value === "") { detail.replaceChildren(); return; }
-    detail.replaceChildren(
+    detail.replaceChildren(h("div", {},
       h("p", { class: "muted" }, t("timeLimit")(m.time_limit_working_days), m.survey_required ? ` · ${t("surveyRequired")}` : ""),
       field("handin-handling", t("handlingOffice2"), h("select", { id: "handin-handling" },
         m.handling.map((o) => h("option", { value: o.id }, pick(o))))),
-      h("h2", { text: t("applicant") }),
-      ...["name", "id_number", "phone", "address"].map((k) =>
-        field(`applicant-${k}`, t("applicantFields")[k], h("input", { id: `applicant-${k}`, type: "text",
-          required: k === "name" || k === "id_number", "data-key": k }))),
+      // only the data categories the agreement lists are asked for (and sent)
+      m.categories.includes("applicant-identity") ? [
+        h("h2", { text: t("applicant") }),
+        field("applicant-name", t("applicantFields").name, h("input", { id: "applicant-name", type: "text", required: true, maxlength: 200 })),
+        field("applicant-id_type", t("applicantFields").id_type, h("select", { id: "applicant-id_type" },
+          Object.entries(t("idTypes")).map(([value, text]) => h("option", { value }, text)))),
+        field("applicant-id_number", t("applicantFields").id_number, h("input", { id: "applicant-id_number", type: "text", required: true, pattern: "[0-9A-Za-z\\-]{4,40}" })),
+        field("applicant-phone", t("applicantFields").phone, h("input", { id: "applicant-phone", type: "tel", pattern: "[0-9+ \\-]{5,20}" }))] : null,
+      m.categories.includes("business-premises")
+        ? field("applicant-address", t("applicantFields").address, h("input", { id: "applicant-address", type: "text", maxlength: 200 }))
+        : null,
       h("h2", { text: t("materialsHanded") }),
       h("ul", { class: "checklist", id: "handin-materials" }, m.materials.map((mat, i) => h("li", {},
         h("label", { class: "inline", for: `mat-${i}` },
           h("input", { type: "checkbox", id: `mat-${i}`, name: "material", value: mat.name_zh }), pick(mat)),
         filePicker(`file-${i}`, t("fileFor")(pick(mat)), false, { "data-material": i })))),
-      h("progress", { id: "handin-progress", max: 1, value: 0, hidden: true, "aria-label": t("uploading") }));
+      h("progress", { id: "handin-progress", max: 1, value: 0, hidden: true, "aria-label": t("uploading") })));
     for (const input of detail.querySelectorAll("input[type=file][data-material]")) {
       // a scan of a material means it was handed in
       input.addEventListener("change", () => { if (input.files.length) $(`mat-${input.dataset.material}`).checked = true; });
@@ -673,16 +681,35 @@ async function showHandIn(view) {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const m = matters[Number(matterSelect.value)];
-    const applicant = {};
-    for (const input of detail.querySelectorAll("input[data-key]")) applicant[input.dataset.key] = input.value;
-    const files = [...detail.querySelectorAll("input[type=file]")].flatMap((x) => [...x.files]);
+    const pickers = [...detail.querySelectorAll("input[type=file][data-material]")];
+    const files = pickers.flatMap((x) => [...x.files]);
     $("handin-submit").disabled = true;
     try {
       const attachments = await uploadAll(files, $("handin-progress"));
+      const digestOf = new Map(); // material index -> digest of its scan
+      let next = 0;
+      for (const picker of pickers) for (const _ of picker.files) digestOf.set(picker.dataset.material, attachments[next++]);
+      const handed = [...detail.querySelectorAll("input[name=material]:checked")];
+      const application = {};
+      const value = (id) => ($(id) ? $(id).value.trim() : "");
+      if (m.categories.includes("applicant-identity")) {
+        const identity = { name: value("applicant-name"), id_type: value("applicant-id_type"), id_number: value("applicant-id_number") };
+        if (value("applicant-phone")) identity.phone = value("applicant-phone");
+        application["applicant-identity"] = identity;
+      }
+      if (m.categories.includes("business-premises") && value("applicant-address")) {
+        application["business-premises"] = { address: value("applicant-address") };
+      }
+      if (m.categories.includes("case-materials") && handed.length) {
+        application["case-materials"] = handed.map((x) => {
+          const digest = digestOf.get(x.id.slice(4));
+          return digest ? { material: x.value, digest } : { material: x.value };
+        });
+      }
       const opened = await api("/console/cases", { method: "POST", json: {
-        matter: m.matter, handling: $("handin-handling").value, applicant,
-        materials: [...detail.querySelectorAll("input[name=material]:checked")].map((x) => x.value),
-        attachments } });
+        matter: m.matter, handling: $("handin-handling").value,
+        application: Object.keys(application).length ? application : undefined,
+        materials: handed.map((x) => x.value), attachments } });
       view.replaceChildren(h("section", { class: "card", id: "handin-done", "data-case": opened.case },
         h("h1", { text: t("handedIn") }),
         h("dl", { class: "facts" },
