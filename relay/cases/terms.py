@@ -11,17 +11,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+import agreements.lifecycle as lifecycle_states
 from agreements.actions import Action
 from agreements.authorize import AgreementIndex, Deny, Request, authorize
 from agreements.errors import AgreementError
 from agreements.lifecycle import Lifecycle
-from agreements.lifecycle import State as LifecycleState
-from agreements.model import Agreement, MatterClause, ServiceMode
+from agreements.model import ServiceMode
 from agreements.signed import SignedAgreement
 from relay.cases.errors import CaseError
 from signing.certificates import TrustBundle
+
+if TYPE_CHECKING:  # the console's reads (relay.console)
+    from agreements.model import Agreement, MatterClause
+
+_ACTIVE = lifecycle_states.State.ACTIVE
 
 __all__ = ["AgreementTerms", "CaseTerms", "NoTerms", "TermsSource", "load_terms"]
 
@@ -65,7 +70,7 @@ class AgreementTerms:
         """The agreements in force at ``at`` (for showing parties, matters, standards)."""
         out = []
         for lc in self._lifecycles:
-            if lc.state_at(at) is LifecycleState.ACTIVE:
+            if lc.state_at(at) is _ACTIVE:
                 out.append(lc.agreement)
         return out
 
@@ -74,7 +79,7 @@ class AgreementTerms:
     ) -> MatterClause | None:
         """The clause of the agreement in force between the two offices for ``matter``."""
         for lc in self._index.candidates(receiving, handling):
-            if lc.state_at(at) is LifecycleState.ACTIVE and matter in lc.agreement.clauses:
+            if lc.state_at(at) is _ACTIVE and matter in lc.agreement.clauses:
                 return lc.agreement.clauses[matter]
         return None
 

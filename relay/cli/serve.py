@@ -66,10 +66,10 @@ async def _run(config: NodeConfig) -> int:
         core_factory=reports.core_factory,
         extensions=[
             audit.extension,
+            ConsoleLayer(cases, config).extension,  # the clerk's console on the staff listener
             survey_extension(surveys, join_key),
             cases.extension,
             reports.extension,
-            ConsoleLayer(cases, config).extension,  # the clerk's console on the staff listener
         ],
     )
     try:
