@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit unit-future test-dates chaos bench clean system-deps
+.PHONY: demo test lint typecheck unit unit-future test-dates chaos bench clean system-deps npm-deps
 .PHONY: oidc-deps
 
 $(STAMP): pyproject.toml
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 system-deps:
 	@sh scripts/system-deps.sh
 
+# npm packages the browser tests inject (axe-core), pinned, into the gitignored .cache/npm
+npm-deps: system-deps
+	@sh scripts/npm-deps.sh
+
 demo: $(STAMP)
 	$(BIN)/tongban demo
 
@@ -28,7 +32,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) system-deps
+unit: $(STAMP) system-deps npm-deps
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 # The suite on other dates: libfaketime shifts the wall clock of pytest, its xdist workers
@@ -39,7 +43,7 @@ unit: $(STAMP) system-deps
 FAKETIME      := faketime -f
 PYTEST        := $(BIN)/python -m pytest -q -n 2 --dist loadgroup
 BROWSER_TESTS := tests/cases/test_tracking_browser.py tests/survey_media/test_survey_media_netns.py \
-                 tests/cases/test_licence_page_browser.py
+                 tests/cases/test_licence_page_browser.py tests/cases/test_console_browser.py
 
 # The console sign-in tests: npm's oidc-provider (pinned, into .cache/npm-oidc) for the
 # OpenID Connect test, and that test's file among the browser tests (it runs once).
@@ -54,7 +58,7 @@ unit-future: $(STAMP) system-deps
 	$(FAKETIME) +365d $(PYTEST) $(addprefix --ignore=,$(BROWSER_TESTS))
 
 # The whole suite, browser tests included, one and five years ahead.
-test-dates: $(STAMP) system-deps
+test-dates: $(STAMP) system-deps npm-deps
 	$(FAKETIME) +365d $(PYTEST)
 	$(FAKETIME) +1826d $(PYTEST)
 

@@ -17,6 +17,10 @@ command -v stress-ng >/dev/null 2>&1 || need="$need stress-ng"
 # hardening of deploy/tongban.service
 command -v promtool >/dev/null 2>&1 || need="$need prometheus"
 command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
+# npm, to install the pinned npm packages the browser tests inject (scripts/npm-deps.sh)
+command -v npm >/dev/null 2>&1 || need="$need npm"
+# a Chinese font, so the console's screenshots show Chinese rather than empty boxes
+[ -n "$(fc-list :lang=zh 2>/dev/null)" ] || need="$need fonts-wqy-microhei"
 if [ -z "$need" ]; then exit 0; fi
 if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages:$need"

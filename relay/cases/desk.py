@@ -183,10 +183,12 @@ class CaseDesk:
         materials: Sequence[str] = (),
         submit: bool = True,
         application: Mapping[str, Any] | None = None,
+        attachments: Sequence[str] = (),
     ) -> Opened:
         """Open a case at hand-in (we are the receiving office); submit it unless told
-        not to. ``application`` is the structured content (relay.cases.application),
-        checked against the agreement's data rules. Raises
+        not to, with the ``application`` (the structured content: the applicant's data
+        entered once, relay.cases.application, checked against the agreement's data
+        rules) and the staged ``attachments`` (plaintext digests). Raises
         :class:`~relay.cases.terms.NoTerms`, ``case-exists``, ``data-category-not-agreed``,
         ``content-schema``."""
         now = self._clock()
@@ -195,7 +197,7 @@ class CaseDesk:
             raise CaseError("an application is handed in with the submit", code="malformed-event")
         check_application(
             application, matter=matter, materials=terms.materials,
-            categories=terms.data_categories,
+            categories=terms.data_categories, attachments=len(attachments),
         )  # fmt: skip
         if case_id is None:
             suffix = base64.b32encode(self._randbytes(5)).decode("ascii")
@@ -213,7 +215,7 @@ class CaseDesk:
             details: dict[str, Any] = {"materials": list(materials)} if materials else {}
             if application is not None:
                 details["application"] = application
-            record = await self.act(case_id, EventKind.SUBMIT, details)
+            record = await self.act(case_id, EventKind.SUBMIT, details, attachments)
         short = None if self.short_links is None else self.short_links.code_for(case_id)
         return Opened(record, code, self.tracking_link(case_id), short)
 
@@ -495,6 +497,16 @@ class CaseDesk:
             except TimeoutError:
                 return None
         return self._store.get(case_id)
+
+    async def wait_changed(self, timeout: float) -> bool:
+        """Wait until any case changes (our step or a partner's packet applied); False
+        on timeout. For live views: they read what they show again afterwards."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except TimeoutError:
+                return False
+        return True
 
     async def _notify(self) -> None:
         async with self._changed:

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+import agreements.lifecycle as lifecycle_states
 from agreements.actions import Action
 from agreements.authorize import AgreementIndex, Deny, Request, authorize
 from agreements.errors import AgreementError
@@ -21,6 +22,11 @@ from agreements.model import Material, ServiceMode
 from agreements.signed import SignedAgreement
 from relay.cases.errors import CaseError
 from signing.certificates import TrustBundle
+
+if TYPE_CHECKING:  # the console's reads (relay.console)
+    from agreements.model import Agreement, MatterClause
+
+_ACTIVE = lifecycle_states.State.ACTIVE
 
 __all__ = ["AgreementTerms", "CaseTerms", "NoTerms", "TermsSource", "load_terms"]
 
@@ -63,6 +69,34 @@ class AgreementTerms:
                 if authorize(self._index, request, at).permitted:
                     return True
         return False
+
+    def active(self, at: datetime) -> list[Agreement]:
+        """The agreements in force at ``at`` (for showing parties, matters, standards)."""
+        out = []
+        for lc in self._lifecycles:
+            if lc.state_at(at) is _ACTIVE:
+                out.append(lc.agreement)
+        return out
+
+    def clause(
+        self, receiving: str, handling: str, matter: str, at: datetime
+    ) -> MatterClause | None:
+        """The clause of the agreement in force between the two offices for ``matter``."""
+        for lc in self._index.candidates(receiving, handling):
+            if lc.state_at(at) is _ACTIVE and matter in lc.agreement.clauses:
+                return lc.agreement.clauses[matter]
+        return None
+
+    def permits(
+        self, sender: str, recipient: str, matter: str, action: Action, mode: str, at: datetime
+    ) -> bool:
+        """Whether an agreement grants ``sender`` this ``action`` to ``recipient`` now."""
+        try:
+            service_mode = ServiceMode(mode)
+        except ValueError:
+            return False
+        request = Request(sender, recipient, matter, action, service_mode)
+        return authorize(self._index, request, at).permitted
 
     def __call__(
         self, receiving: str, handling: str, matter: str, mode: str, at: datetime

@@ -70,6 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _run(config: NodeConfig) -> int:
+    from relay.console import ConsoleLayer
     from relay.http.audit_node import AuditNode
     from relay.http.case_services import CaseLayer
     from relay.http.survey_admission import survey_checked
@@ -93,6 +94,7 @@ async def _run(config: NodeConfig) -> int:
         core_factory=integration.core_factory(reports.core_factory),
         extensions=[
             audit.extension,
+            ConsoleLayer(cases, config).extension,  # the clerk's console on the staff listener
             survey_extension(surveys, join_key),
             cases.extension,
             reports.extension,

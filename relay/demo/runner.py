@@ -18,6 +18,7 @@ from pathlib import Path
 
 from relay.demo.agreement import agreement_step
 from relay.demo.casework import cases_step
+from relay.demo.console_users import demo_console_users
 from relay.demo.context import Demo
 from relay.demo.errors import DemoError
 from relay.demo.nodes import staff_token, stop_nodes
@@ -95,6 +96,13 @@ def _listing(demo: Demo, out: Reporter, total: int) -> None:
         if office.node_id in demo.nodes:
             token = staff_token(demo, office.node_id, subject="demo-visitor")
             out.info(f"token      {token}")
+    users = demo_console_users(demo, time.time())
+    if users:
+        out.plain("  职员工作台 staff console (sign in with the user and password below):")
+    for user in users:
+        out.info(f"{user.node_id} {user.url}  user {user.name}  password {user.password}")
+    if users:
+        out.info(f"(also in {demo.root / 'console-users.txt'})")
     for url in demo.facts.get("tracking", []):
         out.plain(f"  申请人查询 applicant tracking: {url}")
     for role, url in demo.facts.get("survey", []):

@@ -39,7 +39,7 @@ from relay.cases.errors import CaseError
 from relay.cases.short_links import ShortLinks
 from relay.cases.sla import ClockState, Colour
 from relay.cases.sqlite_store import SqliteCaseStore
-from relay.cases.terms import load_terms
+from relay.cases.terms import AgreementTerms, load_terms
 from relay.config import NodeConfig
 from relay.core.errors import RelayError
 from relay.core.ports import PeerLink
@@ -72,6 +72,7 @@ class CaseServices:
     store: SqliteCaseStore
     licence_status: LicenceStatus | None = None
     calendars: CalendarDir | None = None
+    terms: AgreementTerms | None = None  # read by the console (agreements, standards)
 
     def add_routes(self, listener: str, app: web.Application) -> None:
         if listener == "staff":
@@ -185,7 +186,7 @@ def attach_cases(
         status_dir=verifier.status_dir,
         clock=clock,
     )
-    return CaseServices(desk, verifier, SyncingCore(core, desk), store, status, calendars)
+    return CaseServices(desk, verifier, SyncingCore(core, desk), store, status, calendars, terms)
 
 
 class CaseLayer:

@@ -101,6 +101,10 @@ class LicenceVerifier:
         self.issuers: IssuerResolver = issuers or IssuerList()
         self._matter_names = matter_names or catalog_matter_names
 
+    def public_endpoint(self, node_id: str) -> str | None:
+        """The public base URL a verified descriptor gives for ``node_id``."""
+        return self._endpoints.get(node_id)
+
     def own_list(self, purpose: StatusPurpose) -> str | None:
         try:
             return (self.status_dir / f"{purpose.value}.jwt").read_text("ascii").strip()

@@ -101,6 +101,9 @@ def test_every_route_is_documented_and_every_documented_route_exists(pki: Pki) -
     from relay.http.licence_status import add_licence_status_routes
 
     add_licence_status_routes(apps[1], None)  # type: ignore[arg-type]
+    from relay.console.http import add_console_routes
+
+    add_console_routes(apps[1], None)  # type: ignore[arg-type]  # routes only
     add_tracking_routes(apps[2], None)  # type: ignore[arg-type]
     add_licence_routes(apps[2], None)  # type: ignore[arg-type]
     from types import SimpleNamespace

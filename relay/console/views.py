@@ -1,0 +1,319 @@
+"""What the console shows, computed from cases, clocks and the agreement (pure).
+
+Data in, data out: the records, their SLA clocks, the clause of the agreement for the
+matter and ``now`` are arguments; nothing here reads storage or knows about HTTP. Every
+label a person reads is chosen by the page from the stable values here (state, event
+kind, colour, material status); names (matters, offices, materials) come with both
+languages, so no Chinese page ever shows a code alone.
+
+- :func:`queue_view` — the work queue: filters (matter, partner office, mine, our turn,
+  overdue), counts per state, sorted by deadline (red first, then the nearest deadline;
+  paused and stopped clocks after the running ones);
+- :func:`checklist` — the per-matter standard as materials received / missing / to be
+  corrected;
+- :func:`available_actions` — the steps the state machine allows our office *now*
+  (:meth:`~relay.cases.workflow.Case.allowed`) and the agreement grants;
+- :func:`refusals` — our packets of a case the partner refused, with its reason code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from agreements.actions import Action
+from agreements.model import Material
+from relay.cases.model import CaseState, EventKind, Office, thaw
+from relay.cases.sla import ClockState, Colour, SlaReport
+from relay.cases.store import CaseRecord
+from relay.cases.workflow import Case, action_for
+from relay.core.model import OutboxItem, OutboxState
+
+__all__ = [
+    "CONSOLE_ACTIONS",
+    "MaterialStatus",
+    "QueueFilter",
+    "available_actions",
+    "checklist",
+    "queue_view",
+    "refusals",
+    "turn_of",
+]
+
+# The steps a person takes from the case page, in the order the page lists them.
+CONSOLE_ACTIONS: tuple[EventKind, ...] = (
+    EventKind.SUBMIT,
+    EventKind.ACCEPT,
+    EventKind.REQUEST_CORRECTION,
+    EventKind.REJECT,
+    EventKind.SUPPLEMENT,
+    EventKind.REQUEST_SURVEY,
+    EventKind.DECIDE,
+    EventKind.ISSUE_LICENCE,
+    EventKind.DELIVER,
+    EventKind.CONCLUDE,
+    EventKind.WITHDRAW,
+    EventKind.ANSWER_COMPLAINT,
+)
+
+# Details that make each kind well-formed for asking the state machine whether it may
+# be taken now (the person's real details are checked again when the step is taken).
+_PROBE: Mapping[EventKind, Mapping[str, Any]] = {
+    EventKind.REJECT: {"reason": "?"},
+    EventKind.REQUEST_CORRECTION: {"missing": ["?"]},
+    EventKind.REQUEST_SURVEY: {"surveyor": "handling"},
+    EventKind.DECIDE: {"decision": "approve"},
+    EventKind.ISSUE_LICENCE: {"licence": "?", "licence_number": "?"},
+}
+
+# Which office acts next in a state (None: nobody; the case is closed).
+_TURN: Mapping[CaseState, Office | None] = {
+    CaseState.RECEIVED: Office.RECEIVING,
+    CaseState.SUBMITTED: Office.HANDLING,
+    CaseState.ACCEPTED: Office.HANDLING,
+    CaseState.REJECTED: None,
+    CaseState.CORRECTION_REQUESTED: Office.RECEIVING,
+    CaseState.SURVEY_REQUESTED: None,  # the surveyor's; see turn_of
+    CaseState.SURVEY_REPORTED: Office.HANDLING,
+    CaseState.APPROVED: Office.HANDLING,
+    CaseState.DENIED: Office.RECEIVING,
+    CaseState.LICENCE_ISSUED: Office.RECEIVING,
+    CaseState.DELIVERED: Office.RECEIVING,
+    CaseState.CONCLUDED: None,
+    CaseState.WITHDRAWN: None,
+}
+
+
+def turn_of(case: Case) -> Office | None:
+    """The office whose step the case waits for (None when nobody's)."""
+    view = case.view
+    if view.state is CaseState.SURVEY_REQUESTED:
+        return view.surveyor
+    if view.open_complaints and _TURN[view.state] is None:
+        return Office.HANDLING
+    return _TURN[view.state]
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """The work queue's filters; an empty field does not filter."""
+
+    matter: str = ""
+    partner: str = ""  # node id of the other office
+    mine: str = ""  # a person's name: cases where our office acted through them
+    turn: bool = False  # only cases waiting for our office
+    overdue: bool = False  # only yellow, red or grey clocks
+
+    def keeps(self, case: Case, clock: SlaReport) -> bool:
+        header = case.header
+        if self.matter and header.matter != self.matter:
+            return False
+        if self.partner and header.node(case.me.other) != self.partner:
+            return False
+        if self.mine and not any(
+            e.origin is case.me and e.details.get("staff") == self.mine for e in case.events
+        ):
+            return False
+        if self.turn and turn_of(case) is not case.me:
+            return False
+        return not (self.overdue and clock.colour is Colour.GREEN)
+
+
+_COLOUR_RANK = {Colour.RED: 0, Colour.GREY: 1, Colour.YELLOW: 2, Colour.GREEN: 3}
+_CLOCK_RANK = {
+    ClockState.RUNNING: 0,
+    ClockState.UNKNOWN: 0,
+    ClockState.NOT_STARTED: 1,
+    ClockState.PAUSED: 2,
+    ClockState.STOPPED: 3,
+}
+
+
+def _deadline_key(case_id: str, clock: SlaReport) -> tuple[int, int, date, str]:
+    return (
+        _CLOCK_RANK[clock.state],
+        _COLOUR_RANK[clock.colour],
+        clock.deadline or date.max,
+        case_id,
+    )
+
+
+def queue_view(
+    records: Iterable[CaseRecord],
+    *,
+    clock_of: Callable[[Case], SlaReport],
+    names: Callable[[Case], Mapping[str, Any]],
+    keep: QueueFilter,
+) -> dict[str, Any]:
+    """The work queue: ``{"counts": {state: n}, "total": n, "cases": [...]}``.
+
+    Counts are per state over the cases the filter keeps; the rows are sorted by
+    deadline (running clocks first, red before yellow before green, then the nearest
+    deadline)."""
+    rows: list[tuple[tuple[int, int, date, str], dict[str, Any]]] = []
+    counts = dict.fromkeys((s.value for s in CaseState), 0)
+    for record in records:
+        case = record.case
+        clock = clock_of(case)
+        if not keep.keeps(case, clock):
+            continue
+        counts[case.state.value] += 1
+        turn = turn_of(case)
+        row = {
+            **case.header.to_json(),
+            **names(case),
+            "me": case.me.value,
+            "partner": case.header.node(case.me.other),
+            "state": case.state.value,
+            "our_turn": turn is case.me,
+            "version": record.version,
+            "opened_at": record.opened_at.isoformat(),
+            "clock": clock.to_json(),
+            "open_complaints": len(case.view.open_complaints),
+        }
+        rows.append((_deadline_key(case.header.case_id, clock), row))
+    rows.sort(key=lambda pair: pair[0])
+    return {"counts": counts, "total": len(rows), "cases": [row for _, row in rows]}
+
+
+class MaterialStatus:
+    """A material's status on the checklist (stable values the page translates)."""
+
+    RECEIVED = "received"
+    MISSING = "missing"
+    CORRECTION = "correction"  # the handling office asked for it (补正)
+
+
+def _named(name: str, material: Material) -> bool:
+    wanted = name.strip().casefold()
+    return wanted in (material.name_zh.casefold(), material.name_en.casefold())
+
+
+def checklist(case: Case, materials: Sequence[Material]) -> list[dict[str, Any]]:
+    """The agreement's materials for the matter, each received / missing / to correct.
+
+    A material is *received* when the receiving office listed it at hand-in or supplied
+    it later, *correction* while an outstanding correction names it, *missing*
+    otherwise. Materials listed at hand-in that the standard does not name are added
+    at the end (``required: false``), so nothing the applicant handed in is hidden."""
+    supplied: list[str] = []
+    for entry in case.view.timeline:
+        if not entry.applied:
+            continue
+        details = entry.event.details
+        if entry.event.kind is EventKind.SUBMIT:
+            supplied += list(details.get("materials", ()))
+        elif entry.event.kind is EventKind.SUPPLEMENT:
+            supplied += list(details.get("supplied", ()))
+    missing = list(case.view.missing)
+    out: list[dict[str, Any]] = []
+    for m in materials:
+        if any(_named(n, m) for n in missing):
+            status = MaterialStatus.CORRECTION
+        elif any(_named(n, m) for n in supplied):
+            status = MaterialStatus.RECEIVED
+        else:
+            status = MaterialStatus.MISSING
+        out.append({**m.to_json(), "required": True, "status": status})
+    known = list(materials)
+    for name in dict.fromkeys([*supplied, *missing]):
+        if not any(_named(name, m) for m in known):
+            status = MaterialStatus.CORRECTION if name in missing else MaterialStatus.RECEIVED
+            out.append({"name_zh": name, "name_en": name, "required": False, "status": status})
+    return out
+
+
+def available_actions(
+    case: Case, now: datetime, granted: Callable[[Action], bool]
+) -> list[dict[str, Any]]:
+    """The steps our office may take now: allowed by the state machine and, for a step
+    that travels to the partner, granted by the agreement (``granted(action)``).
+
+    Each is ``{"event": kind}``; ``request-survey`` lists the offices that may survey,
+    ``answer-complaint`` the open complaints (``complaints``: their seq and text)."""
+    out: list[dict[str, Any]] = []
+    for kind in CONSOLE_ACTIONS:
+        if kind is EventKind.ANSWER_COMPLAINT:
+            if case.me is Office.HANDLING and case.view.open_complaints:
+                answer = {"complaint": case.view.open_complaints[0].seq, "answer": "?"}
+                if case.allowed(kind, answer, now) is None:
+                    out.append(
+                        {
+                            "event": kind.value,
+                            "complaints": [
+                                {"seq": c.seq, "text": c.text, "at": c.at.isoformat()}
+                                for c in case.view.open_complaints
+                            ],
+                        }
+                    )
+            continue
+        if kind is EventKind.REQUEST_SURVEY:
+            offices = [
+                o.value
+                for o in Office
+                if case.allowed(kind, {"surveyor": o.value}, now) is None
+                and _granted(case, kind, {"surveyor": o.value}, now, granted)
+            ]
+            if offices:
+                out.append({"event": kind.value, "surveyors": offices})
+            continue
+        probe: Mapping[str, Any] = _PROBE.get(kind, {})
+        if case.allowed(kind, probe, now) is None and _granted(case, kind, probe, now, granted):
+            out.append({"event": kind.value})
+    return out
+
+
+def _granted(
+    case: Case,
+    kind: EventKind,
+    details: Mapping[str, Any],
+    now: datetime,
+    granted: Callable[[Action], bool],
+) -> bool:
+    if case.state is CaseState.RECEIVED and kind is not EventKind.SUBMIT:
+        return True  # stays with us: nothing travels to the partner yet
+    event = case._next_event(kind, details, now)
+    return granted(action_for(event))
+
+
+def refusals(case: Case, outbox: Iterable[OutboxItem]) -> list[dict[str, Any]]:
+    """Our packets of this case the partner refused for good (a rejected receipt) or
+    that can never be delivered (dead, other than expired): each with the partner's
+    reason code and the step it carried."""
+    out = []
+    for item in outbox:
+        s = item.summary
+        if s.case_id != case.header.case_id:
+            continue
+        if item.state not in (OutboxState.REJECTED, OutboxState.DEAD) or item.reason is None:
+            continue
+        out.append(
+            {
+                "packet_id": s.packet_id,
+                "action": s.action,
+                "partner": s.receiver,
+                "state": item.state.value,
+                "reason": item.reason,
+            }
+        )
+    return out
+
+
+def timeline(case: Case) -> list[dict[str, Any]]:
+    """Both offices' events in the canonical order, with the office that took each."""
+    return [
+        {
+            "event": e.event.kind.value,
+            "origin": e.event.origin.value,
+            "node": case.header.node(e.event.origin),
+            "ours": e.event.origin is case.me,
+            "seq": e.event.seq,
+            "at": e.event.at.isoformat(),
+            "details": thaw(e.event.details),
+            "applied": e.applied,
+            "state": e.state.value,
+        }
+        for e in case.view.timeline
+    ]

@@ -1,0 +1,362 @@
+"""The staff console end to end in real headless Chromium through two real `tongban serve`
+nodes (Debian's /usr/bin/chromium via Playwright).
+
+A clerk at 武昌区 hands in a case with the applicant's data and a scanned material; the
+approver at 大丰区 sees it appear in the work queue live (no reload), asks for a
+correction naming a missing material; the clerk supplements; the approver accepts,
+approves and issues the licence; the clerk delivers. Both consoles show the same state
+and timeline at every step. Screenshots at 1366×768 and 768×1024, in Chinese and
+English, go under the test's tmp dir; axe-core (npm, pinned, installed by
+scripts/npm-deps.sh) finds no serious or critical violation; no Chinese page shows a
+code. Fails (never skips) when Chromium or axe-core is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from casekit import HANDLING, RECEIVING
+from casekit_offices import free_port
+from console_kit import with_categories
+from playwright.async_api import Browser, Page, async_playwright, expect
+from test_node_cases import write_config
+
+from relay.cases.model import CaseState, EventKind
+from relay.cases.sla import ClockState, Colour
+from relay.config import load_config
+from relay.core.model import OutboxState
+from relay.signin.testing import add_account, sign_in_page
+
+CHROMIUM = "/usr/bin/chromium"
+AXE = Path(__file__).resolve().parents[2] / ".cache/npm/node_modules/axe-core/axe.min.js"
+MS = 30_000  # generous: the machine may be busy with other suites
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+BOOKS_ZH = "出版物零售业务许可"
+DESKTOP = {"width": 1366, "height": 768}
+TABLET = {"width": 768, "height": 1024}
+# every stable value the console's API answers: none may show on a Chinese page
+CODES = {
+    *(s.value for s in CaseState), *(k.value for k in EventKind), *(c.value for c in Colour),
+    *(c.value for c in ClockState), *(s.value for s in OutboxState),
+    "received", "missing", "correction", "receiving", "handling", "approve", "deny",
+    "publication-retail-licence", "food-business-licence", "None", "null", "undefined",
+    "[object",
+}  # fmt: skip
+
+
+PASSWORD = "a-long-password-for-tests"
+PEOPLE = {  # one person per office: the window clerk and the approver
+    RECEIVING: ("wang.shoujian", "王收件", ["clerk"]),
+    HANDLING: ("li.shenpi", "李审批", ["approver", "licence_officer"]),
+}
+
+
+def staff_over_tls(config: Path) -> Path:
+    """The console's session cookie is Secure: serve the staff listener over TLS."""
+    text = config.read_text("utf-8")
+    text = re.sub(r"(\[listeners\.staff\]\nport = \d+\n)tls = false", r"\1tls = true", text)
+    config.write_text(text, "utf-8")
+    return config
+
+
+@asynccontextmanager
+async def tongban_serve(config: Path, node: str) -> AsyncIterator[str]:
+    """A real node; yields its staff URL, with the office's person's account made."""
+    name, display, roles = PEOPLE[node]
+    add_account(load_config(config).data_dir, name, PASSWORD, roles, display_name=display)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay.cli", "serve", "--config", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert b"serving" in line, line
+        staff = re.search(rb"staff=(https://\S+)", line)
+        assert staff is not None, line
+        yield staff.group(1).decode().rstrip("/")
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 60)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
+        pytest.fail(
+            f"headless Chromium is required at {CHROMIUM} for the console test: "
+            "install Debian's chromium package (scripts/system-deps.sh does, as root)"
+        )
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=FLAGS, timeout=MS
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+def _axe_source() -> str:
+    if not AXE.exists():
+        pytest.fail(f"axe-core is required at {AXE}: run scripts/npm-deps.sh (make npm-deps)")
+    return AXE.read_text("utf-8")
+
+
+async def axe_check(page: Page, where: str) -> None:
+    """No serious or critical accessibility violation on the page as it is now."""
+    if not await page.evaluate("typeof window.axe !== 'undefined'"):
+        await page.evaluate(_axe_source())
+    result = await page.evaluate(
+        "axe.run(document, {resultTypes: ['violations']})"
+        ".then(r => r.violations.map(v => ({id: v.id, impact: v.impact,"
+        " nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 3)})))"
+    )
+    bad = [v for v in result if v["impact"] in ("serious", "critical")]
+    assert bad == [], f"{where}: {bad}"
+
+
+async def no_codes(page: Page, where: str) -> None:
+    """A Chinese page shows no state, event, colour or matter code, nor a JS repr."""
+    assert await page.get_attribute("html", "lang") == "zh-CN"
+    text = await page.inner_text("body")
+    words = set(re.findall(r"[A-Za-z_\[\-]+", text))
+    shown = sorted(c for c in CODES if c in words or (c.startswith("[") and c in text))
+    assert shown == [], f"{where} shows codes: {shown}"
+
+
+async def shot(page: Page, folder: Path, name: str) -> None:
+    for label, size in (("1366x768", DESKTOP), ("768x1024", TABLET)):
+        await page.set_viewport_size(size)
+        await page.screenshot(path=str(folder / f"{name}-{label}.png"), full_page=True)
+    await page.set_viewport_size(DESKTOP)
+
+
+async def timeline(page: Page) -> list[str | None]:
+    return await page.eval_on_selector_all(
+        "#timeline li", "items => items.map(i => i.dataset.event)"
+    )
+
+
+async def agree(r: Page, h: Page, state: str) -> None:
+    """Both consoles show the case in ``state`` with the same timeline."""
+    for page in (r, h):
+        await expect(page.locator("#case-view")).to_have_attribute("data-state", state, timeout=MS)
+    assert await timeline(r) == await timeline(h)
+
+
+async def act(page: Page, event: str, state: str) -> None:
+    """Take ``event`` from the case page: open its form, confirm, see the new state."""
+    await page.click(f"#actions button[data-event='{event}']")
+    await expect(page.locator("#action-dialog")).to_be_visible(timeout=MS)
+    await page.click("#action-confirm")
+    await expect(page.locator("#case-view")).to_have_attribute("data-state", state, timeout=MS)
+
+
+async def test_hand_in_correction_licence_delivery_across_two_consoles(
+    browser, office_pki, tmp_path
+):
+    office_pki = with_categories(office_pki)  # the form's data categories are agreed
+    axe = _axe_source()  # fail early when missing
+    assert axe
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    ports = {n: {k: free_port() for k in ("federation", "public", "staff")}
+             for n in (RECEIVING, HANDLING)}  # fmt: skip
+    config_r = staff_over_tls(write_config(
+        tmp_path / "r", office_pki, RECEIVING, ports[RECEIVING], HANDLING,
+        ports[HANDLING]["federation"]))  # fmt: skip
+    config_h = staff_over_tls(write_config(
+        tmp_path / "h", office_pki, HANDLING, ports[HANDLING], RECEIVING,
+        ports[RECEIVING]["federation"]))  # fmt: skip
+    async with (
+        tongban_serve(config_r, RECEIVING) as node_r,
+        tongban_serve(config_h, HANDLING) as node_h,
+    ):
+        contexts = [
+            await browser.new_context(viewport=DESKTOP, locale="zh-CN", ignore_https_errors=True)
+            for _ in range(2)
+        ]
+        r, h = [await c.new_page() for c in contexts]
+        await r.goto(f"{node_r}/", timeout=MS)
+        await r.wait_for_url(re.compile(r"/login\?next=/"), timeout=MS)  # no session yet
+        await sign_in_page(r, node_r, PEOPLE[RECEIVING][0], PASSWORD)
+        await sign_in_page(h, node_h, PEOPLE[HANDLING][0], PASSWORD)
+        await expect(h.locator("#queue-empty")).to_be_visible(timeout=MS)
+        await expect(h.locator("#live")).to_have_attribute("data-live", "on", timeout=MS)
+        await expect(h.locator("#whoami")).to_have_text("经办人：李审批")
+        # the approver holds no 'receive' permission: no hand-in for them
+        assert await h.is_hidden("#nav-hand-in")
+        await h.evaluate("window.__samePage = true")
+
+        # 收件: the clerk hands in the case with the applicant's data and one scan
+        await r.click("#nav-hand-in")
+        await r.select_option("#handin-matter", label=BOOKS_ZH)
+        await r.fill("#applicant-name", "武昌书店")
+        await r.fill("#applicant-id_number", "91420106MA4KXXXX1X")
+        await r.fill("#applicant-phone", "027-88886666")
+        await r.fill("#applicant-address", "武汉市武昌区中北路 1 号")
+        await r.check("#mat-0")
+        scan = {"name": "营业执照.pdf", "mimeType": "application/pdf",
+                "buffer": b"%PDF-1.4 " + os.urandom(600_000)}  # fmt: skip
+        await r.set_input_files("#file-0", files=[scan])
+        await no_codes(r, "hand-in form")
+        await axe_check(r, "hand-in form (zh)")
+        await shot(r, shots, "hand-in-zh")
+        await r.click("#handin-submit")
+        await expect(r.locator("#handin-done")).to_be_visible(timeout=MS)
+        case_id = await r.text_content("#handin-case")
+        assert case_id
+        assert re.fullmatch(
+            r"[2-9A-HJ-NP-Z]{5}-[2-9A-HJ-NP-Z]{5}", await r.text_content("#handin-code") or ""
+        )
+
+        # the approver's queue shows it without a reload
+        row = h.locator(f"#queue-table tr[data-case='{case_id}']")
+        await expect(row).to_be_visible(timeout=MS)
+        assert await h.evaluate("window.__samePage") is True
+        assert BOOKS_ZH in await row.inner_text()
+        assert "武昌区政务服务中心" in await row.inner_text()
+        await expect(row.locator(".clock")).to_have_attribute("data-colour", "green")
+        await no_codes(h, "work queue")
+        await axe_check(h, "work queue (zh)")
+        await shot(h, shots, "queue-zh")
+
+        await row.locator("a").click()
+        await r.click("#handin-open")
+        await agree(r, h, "submitted")
+        assert "武昌书店" in await h.inner_text("#case-view")
+        await expect(h.locator("dd[data-field='id_type']")).to_have_text("统一社会信用代码")
+        await expect(h.locator("dd[data-field='address']")).to_have_text("武汉市武昌区中北路 1 号")
+        statuses = await h.eval_on_selector_all(
+            "#checklist li", "items => items.map(i => i.dataset.status)"
+        )
+        assert statuses[0] == "received"
+        assert "missing" in statuses
+        assert "营业执照.pdf" in await h.inner_text("#attachments")
+        await no_codes(h, "case page")
+        await axe_check(h, "case page (zh)")
+        await shot(h, shots, "case-zh")
+
+        # a correction naming the missing materials (pre-checked in the form)
+        await h.click("#actions button[data-event='request-correction']")
+        await expect(h.locator("#action-dialog")).to_be_visible(timeout=MS)
+        await axe_check(h, "correction form (zh)")
+        await h.click("#action-confirm")
+        await agree(r, h, "correction_requested")
+        await expect(r.locator("#case-state")).to_have_text("待补正")
+        await expect(r.locator(".clock")).to_have_attribute("data-clock", "paused")
+        assert await r.locator("#checklist li[data-status='correction']").count() >= 1
+
+        # the clerk supplements with a file (progress bar, resumable upload)
+        await r.click("#actions button[data-event='supplement']")
+        await r.set_input_files(
+            "#f-files", files=[{"name": "经营场所证明.pdf", "mimeType": "application/pdf",
+                                "buffer": b"%PDF-1.4 " + os.urandom(300_000)}]
+        )  # fmt: skip
+        await r.click("#action-confirm")
+        await expect(r.locator("#case-view")).to_have_attribute(
+            "data-state", "submitted", timeout=MS
+        )
+        await agree(r, h, "submitted")
+        assert await r.locator("#checklist li[data-status='correction']").count() == 0
+
+        await act(h, "accept", "accepted")
+        await agree(r, h, "accepted")
+        await act(h, "decide", "approved")
+        await agree(r, h, "approved")
+        await h.click("#actions button[data-event='issue-licence']")
+        assert await h.input_value("#f-holder-name") == "武昌书店"
+        await h.click("#action-confirm")
+        await agree(r, h, "licence_issued")
+        number = await r.text_content("#licence-number")
+        assert number
+        assert number == await h.text_content("#licence-number")
+
+        await act(r, "deliver", "delivered")
+        await agree(r, h, "delivered")
+        assert await timeline(r) == [
+            "submit", "request-correction", "supplement", "accept", "decide",
+            "issue-licence", "deliver",
+        ]  # fmt: skip
+        await no_codes(r, "delivered case")
+        await shot(r, shots, "case-delivered-zh")
+
+        # the licence print view with its QR code
+        await h.click("#case-view a[href^='#/licence/']")
+        await expect(h.locator("#licence-qr")).to_be_visible(timeout=MS)
+        # suspended and reinstated by the licence officer, each with a reason, confirmed
+        for button, reason in (
+            ("#licence-suspend", "场所整改期间"),
+            ("#licence-reinstate", "已整改"),
+        ):
+            await h.click(button)
+            await expect(h.locator("#action-dialog")).to_be_visible(timeout=MS)
+            await h.fill("#f-reason", reason)
+            await h.click("#action-confirm")
+            await expect(h.locator("#notice")).to_have_text("证照状态已更新。", timeout=MS)
+            await h.evaluate("document.getElementById('notice').textContent = ''")
+        await no_codes(h, "licence print view")
+        await axe_check(h, "licence print view (zh)")
+        await shot(h, shots, "licence-zh")
+
+        records = (tmp_path / "h" / "data" / "console" / "licence-status.jsonl").read_text()
+        kept = [json.loads(line) for line in records.splitlines()]
+        assert [(k["purpose"], k["value"], k["reason"], k["person"]) for k in kept] == [
+            ("suspension", True, "场所整改期间", PEOPLE[HANDLING][0]),
+            ("suspension", False, "已整改", PEOPLE[HANDLING][0]),
+        ]
+
+        # the other pages, in Chinese: outbox per partner, supervision, agreements
+        await r.click("#nav-outbox")
+        await expect(r.locator(f"section[data-peer='{HANDLING}'] h2")).to_have_text(
+            "大丰区行政审批局", timeout=MS
+        )
+        assert await r.locator(f"section[data-peer='{HANDLING}'] tbody tr").count() == 3  # ours
+        await no_codes(r, "outbox")
+        await axe_check(r, "outbox (zh)")
+        await r.click("#nav-alerts")
+        await expect(r.locator("body[data-view='alerts']")).to_be_visible(timeout=MS)
+        await no_codes(r, "alerts")
+        await axe_check(r, "alerts (zh)")
+        await r.click("#nav-agreements")
+        await expect(r.locator("section[data-agreement] h2")).to_have_text(
+            "鄂苏跨省通办协议", timeout=MS
+        )
+        assert "出版物零售业务经营许可申请表" in await r.inner_text("section[data-agreement]")
+        await no_codes(r, "agreements")
+        await axe_check(r, "agreements (zh)")
+        await r.go_back()
+        await r.go_back()
+        await r.go_back()
+        await expect(r.locator("#case-view")).to_be_visible(timeout=MS)
+
+        # English
+        for page, name in ((r, "case-delivered-en"), (h, "licence-en")):
+            await page.click("#lang-switch")
+            await expect(page.locator("html")).to_have_attribute("lang", "en")
+            await axe_check(page, f"{name} (en)")
+            await shot(page, shots, name)
+        await expect(r.locator("#case-state")).to_have_text("Delivered")
+        await r.click("#nav-queue")
+        await expect(r.locator(f"#queue-table tr[data-case='{case_id}']")).to_be_visible()
+        await axe_check(r, "work queue (en)")
+        await shot(r, shots, "queue-en")
+        for context in contexts:
+            await context.close()
+    assert len(list(shots.glob("*.png"))) == 16
