@@ -81,6 +81,7 @@ class ProblemCode(StrEnum):
     AUDIT_UNKNOWN_LEAF = "audit-unknown-leaf"
     AUDIT_HALTED = "audit-halted"
     AUDIT_UNAVAILABLE = "audit-unavailable"
+    RELOAD_REFUSED = "reload-refused"
 
 
 _TITLES: Mapping[ProblemCode, str] = {
@@ -119,6 +120,7 @@ _TITLES: Mapping[ProblemCode, str] = {
     ProblemCode.AUDIT_UNKNOWN_LEAF: "No audit leaf for that packet",
     ProblemCode.AUDIT_HALTED: "Audit exchange halted after a fork",
     ProblemCode.AUDIT_UNAVAILABLE: "Audit log unavailable",
+    ProblemCode.RELOAD_REFUSED: "Reload refused; the previous state stays",
 }
 
 

@@ -60,6 +60,7 @@ class StaffRole(StrEnum):
 
     CLERK = "clerk"  # create packets, upload attachments, read
     READER = "reader"  # read outbox, inbox and packets only
+    ADMINISTRATOR = "administrator"  # 管理员: accounts, the audit log, reload
 
 
 class TokenError(Exception):

@@ -22,10 +22,12 @@ import aiohttp
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import ClientRequest
 from aiohttp.tracing import Trace
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from relay.core.errors import PeerRefused, PeerUnavailable
 from relay.core.ports import OpenAt
 from relay.tls import BundleSource, client_context, peer_identity
+from signing.certificates import TrustBundle
 from signing.errors import CertificateRejected, MalformedInput
 
 __all__ = ["HttpsPeerLink", "PeerIdentityError", "VerifyingConnector"]
@@ -104,6 +106,19 @@ class HttpsPeerLink:
             total=None, connect=request_timeout, sock_read=upload_chunk_timeout
         )
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+
+    def set_partners(self, partners: Mapping[str, str]) -> None:
+        """Replace the partner URLs (directory refresh, reload); open sessions stay."""
+        self._partners = dict(partners)
+
+    def add_trust(self, bundle: TrustBundle, cert: Path, key: Path) -> None:
+        """Trust the roots of ``bundle`` too and present ``cert`` from now on (reload:
+        new roots, a rotated TLS certificate). New connections use them; open ones end
+        as they would."""
+        self._ssl.load_verify_locations(
+            cadata="".join(c.public_bytes(Encoding.PEM).decode() for c in bundle.roots)
+        )
+        self._ssl.load_cert_chain(cert, key)
 
     def _session(self, peer: str) -> tuple[aiohttp.ClientSession, str]:
         url = self._partners.get(peer)
