@@ -3,8 +3,8 @@
 :class:`FederationService` keeps the node's :class:`DirectorySet` (its province's file
 from ``[directory] own``, then every copy fetched, cached on disk), serves them with the
 bundle's CRLs at ``GET /.well-known/tongban/directory`` on the public listener, fetches
-the same document from the configured ``sources`` and from every partner's public URL
-every ``refresh`` seconds, and resolves the node's partners
+the same document from the configured ``sources`` and from partners' public URLs (three
+a round, in turn) every ``refresh`` seconds, and resolves the node's partners
 (:func:`relay.federation.partners.resolve_partners`), handing each new resolution to
 ``on_routes`` (the node updates its peer link, its partner check and its descriptor
 directory). Fresher CRLs found on the way are written into the trust bundle file
@@ -34,6 +34,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from agreements.lifecycle import Lifecycle
@@ -64,6 +65,7 @@ _log = logging.getLogger("tongban.relay.federation")
 
 DIRECTORY_PATH = "/.well-known/tongban/directory"
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+PARTNERS_PER_ROUND = 3
 SOURCE = "federation"
 
 
@@ -117,6 +119,7 @@ class FederationService:
         self.last_success: datetime | None = None
         self.failures: dict[str, str] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._round = 0
 
     # --- state ---------------------------------------------------------------------
 
@@ -172,7 +175,10 @@ class FederationService:
         return self.resolution
 
     def offer(self, token: str, *, at: datetime) -> Offer | None:
-        """A copy fetched from somewhere; None when it does not verify."""
+        """A copy fetched from somewhere; None when it does not verify. A copy identical
+        to one held is not verified again (every partner serves the same few files)."""
+        if any(v.token == token for v in self.directories):
+            return Offer.SAME
         try:
             verified = verify_directory(token, self._bundle.current(), at=at)
         except InvalidSignature:
@@ -199,11 +205,16 @@ class FederationService:
     # --- fetching --------------------------------------------------------------------
 
     def targets(self) -> list[str]:
-        """Where to fetch from: the sources, then every partner's public URL."""
+        """Where to fetch from this round: every source, and :data:`PARTNERS_PER_ROUND`
+        partners' public URLs in turn (so the load stays flat as the federation grows)."""
         urls = [s.rstrip("/") for s in self.settings.sources]
-        for route in self.resolution.routes.values():
-            if route.public_url and route.public_url not in urls:
-                urls.append(route.public_url)
+        partners = sorted(
+            {r.public_url for r in self.resolution.routes.values() if r.public_url} - set(urls)
+        )
+        if partners:
+            start = self._round % len(partners)
+            turn = (partners[start:] + partners[:start])[:PARTNERS_PER_ROUND]
+            urls += turn
         return urls
 
     def _client_ssl(self) -> ssl.SSLContext:
@@ -234,6 +245,7 @@ class FederationService:
                 connector=aiohttp.TCPConnector(ssl=self._client_ssl()),
             )
         targets = self.targets()
+        self._round += PARTNERS_PER_ROUND
         answers = await asyncio.gather(
             *(self._fetch(self._session, t) for t in targets), return_exceptions=True
         )
@@ -260,9 +272,13 @@ class FederationService:
         return answered
 
     def _take_crls(self, crls: list[x509.CertificateRevocationList], now: datetime) -> None:
+        held = self._bundle.current()
+        crls = list(
+            {c.fingerprint(hashes.SHA256()): c for c in crls if c not in held.crls}.values()
+        )
         if not crls:
             return
-        fresher = fresher_bundle(self._bundle.current(), crls, at=now)
+        fresher = fresher_bundle(held, crls, at=now)
         if fresher is None:
             return
         try:
