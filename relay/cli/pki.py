@@ -117,6 +117,55 @@ def _sign_directory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csr(args: argparse.Namespace) -> int:
+    from certs.renewal import make_csr
+
+    try:
+        pem = make_csr(Path(args.node_dir))
+    except PkiError as exc:
+        raise CliError("pki", str(exc), 2) from None
+    Path(args.out).write_bytes(pem)
+    print(f"new key {args.node_dir}/tls.key.next; certificate request written to {args.out}")
+    return 0
+
+
+def _sign_csr(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from certs.renewal import sign_csr
+
+    try:
+        cert = sign_csr(Path(args.federation), read_bytes(args.csr, "CSR"), now=_now())
+    except PkiError as exc:
+        raise CliError("pki", str(exc), 2) from None
+    Path(args.out).write_bytes(cert.public_bytes(Encoding.PEM))
+    print(f"certificate serial {cert.serial_number:x} written to {args.out}")
+    return 0
+
+
+def _install(args: argparse.Namespace) -> int:
+    from certs.renewal import install_certificate
+    from signing.certificates import TrustBundle
+    from signing.errors import MalformedInput
+
+    try:
+        bundle = TrustBundle.from_pem(read_bytes(args.trust, "trust bundle"))
+    except MalformedInput as exc:
+        raise CliError("pki", f"{args.trust}: {exc}", 2) from None
+    try:
+        leaf = install_certificate(
+            Path(args.node_dir), read_bytes(args.cert, "certificate"), bundle, now=_now()
+        )
+    except PkiError as exc:
+        raise CliError("pki", str(exc), 2) from None
+    print(
+        f"installed tls.pem serial {leaf.serial_number:x} (until "
+        f"{leaf.not_valid_after_utc.isoformat()}) in {args.node_dir}; node.json re-signed; "
+        "reload the node (SIGHUP or POST /staff/v1/reload)"
+    )
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pki = subparsers.add_parser("pki", help="development PKI: roots, node certificates, CRLs")
     sub = pki.add_subparsers(dest="pki_command", metavar="PKI_COMMAND")
@@ -170,3 +219,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sdir.add_argument("--max-body-bytes", type=int, default=1024 * 1024)
     sdir.add_argument("--max-batch-size", type=int, default=100)
     sdir.set_defaults(handler=_sign_directory)
+
+    csr = sub.add_parser("csr", help="new TLS key (tls.key.next) and a certificate request")
+    csr.add_argument("--node-dir", required=True, help="the node's key folder")
+    csr.add_argument("--out", required=True, help="CSR file to write (PEM)")
+    csr.set_defaults(handler=_csr)
+
+    scsr = sub.add_parser("sign-csr", help="the development CA signs a node's TLS CSR")
+    scsr.add_argument("--federation", required=True, help="federation directory")
+    scsr.add_argument("--csr", required=True, help="PEM certificate request")
+    scsr.add_argument("--out", required=True, help="certificate file to write (PEM)")
+    scsr.set_defaults(handler=_sign_csr)
+
+    inst = sub.add_parser("install", help="install a signed TLS certificate for tls.key.next")
+    inst.add_argument("--node-dir", required=True, help="the node's key folder")
+    inst.add_argument("--cert", required=True, help="PEM: the certificate, then intermediates")
+    inst.add_argument("--trust", required=True, help="trust bundle it must validate under")
+    inst.set_defaults(handler=_install)

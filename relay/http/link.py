@@ -106,6 +106,7 @@ class HttpsPeerLink:
             total=None, connect=request_timeout, sock_read=upload_chunk_timeout
         )
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._retired: list[aiohttp.ClientSession] = []  # replaced by add_trust
 
     def set_partners(self, partners: Mapping[str, str]) -> None:
         """Replace the partner URLs (directory refresh, reload); open sessions stay."""
@@ -119,6 +120,10 @@ class HttpsPeerLink:
             cadata="".join(c.public_bytes(Encoding.PEM).decode() for c in bundle.roots)
         )
         self._ssl.load_cert_chain(cert, key)
+        # open connections present the old certificate: new requests take new sessions
+        # (new connections); the old sessions finish what they carry, then close
+        self._retired.extend(self._sessions.values())
+        self._sessions = {}
 
     def _session(self, peer: str) -> tuple[aiohttp.ClientSession, str]:
         url = self._partners.get(peer)
@@ -138,9 +143,10 @@ class HttpsPeerLink:
         return session, url
 
     async def close(self) -> None:
-        for session in self._sessions.values():
+        for session in [*self._sessions.values(), *self._retired]:
             await session.close()
         self._sessions.clear()
+        self._retired.clear()
 
     async def deliver(self, peer: str, packets: Sequence[str]) -> list[str]:
         session, url = self._session(peer)
