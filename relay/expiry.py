@@ -92,7 +92,7 @@ def expiry_alerts(
                     "A CRL is stale",
                     f"the CRL of {issuer} was due for renewal at {end.isoformat()}; "
                     "peers it covers are refused until a fresh CRL is installed "
-                    "(tongban pki renew-crl on the federation root)",
+                    "(tongban pki crl on the federation root)",
                     issuer,
                 )
             )
@@ -106,7 +106,7 @@ def expiry_alerts(
                     "吊销列表即将过期",
                     "A CRL runs out soon",
                     f"the CRL of {issuer} must be renewed before {end.isoformat()} "
-                    "(tongban pki renew-crl on the federation root)",
+                    "(tongban pki crl on the federation root)",
                     issuer,
                 )
             )

@@ -300,8 +300,13 @@ class FederationService:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.refresh)
         finally:
-            if self._session is not None:
-                await self._session.close()
+            await self.close()
+
+    async def close(self) -> None:
+        """Close the fetching session (:meth:`run` does it when it ends)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     # --- staff alerts ----------------------------------------------------------------
 

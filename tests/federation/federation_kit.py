@@ -113,6 +113,7 @@ class Federation:
     ports: dict[str, tuple[int, int, int]]
     agreements: Path
     nodes: dict[str, Node] = field(default_factory=dict)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     configs: dict[str, Path] = field(default_factory=dict)
 
     def publisher(self, province: str) -> str:
@@ -133,7 +134,7 @@ class Federation:
             node_files=[d / "node.json" for d in p.nodes.values()],
             out=self.directory_file(province),
             now=NOW,
-            valid_for=7 * 86400,
+            valid_for=90 * 86400,
         )
 
     def write_config(self, node_id: str, province: str) -> Path:
@@ -163,7 +164,8 @@ class Federation:
         return path
 
     async def start(self, node_id: str, province: str) -> Node:
-        node = Node(load_config(self.write_config(node_id, province)), shutdown_timeout=5)
+        config = load_config(self.write_config(node_id, province))
+        node = Node(config, shutdown_timeout=5, clock=self.clock)
         await node.start()
         self.nodes[node_id] = node
         return node
@@ -177,9 +179,11 @@ def endpoints(ports: tuple[int, int, int]) -> dict[str, str]:
 
 
 def staff_client(node: Node, role: StaffRole = StaffRole.CLERK) -> StaffClient:
+    """A staff client with a token issued at the node's own (possibly injected) time."""
     key = load_or_create_token_key(node.config.staff.token_key)
+    now = node._clock()
     token = issue_token(
-        key, node_id=node.config.node_id, subject="test", roles=[role], now=NOW, ttl=3600
+        key, node_id=node.config.node_id, subject="test", roles=[role], now=now, ttl=3600
     )
     return StaffClient.for_config(node.config, token)
 
@@ -244,7 +248,10 @@ async def delivered(sender: Node, packet_id: str) -> dict[str, object]:
 
 @asynccontextmanager
 async def running_federation(
-    base: Path, layout: dict[str, tuple[str, ...]]
+    base: Path,
+    layout: dict[str, tuple[str, ...]],
+    *,
+    clock: Callable[[], datetime] | None = None,
 ) -> AsyncIterator[Federation]:
     """Provinces, their nodes (all started), one agreement among all, directories."""
     provinces = {name: make_province(base, name) for name in layout}
@@ -257,6 +264,8 @@ async def running_federation(
     agreements = base / "agreements"
     agreements.mkdir()
     fed = Federation(base, layout, provinces, ports, agreements)
+    if clock is not None:
+        fed.clock = clock
     signers = {n: d for p in provinces.values() for n, d in p.nodes.items()}
     agreement_file(agreements / "federation-v1.json", signers)
     for name in layout:
