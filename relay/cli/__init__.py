@@ -38,6 +38,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "relay.cli.survey",
     "relay.cli.demo",
     "relay.cli.audit",
+    "relay.cli.init",
 )
 
 
