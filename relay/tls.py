@@ -9,7 +9,8 @@ Two layers check a peer, on purpose:
    listener, :func:`mtls_middleware`) or of each new connection (outgoing, in
    :mod:`relay.http.link`): purpose (TLS), validity, the CRLs of the bundle, and the node
    id in the certificate. The bundle is re-read when its file changes, so a new CRL takes
-   effect without a restart (new *roots* need a restart: OpenSSL holds them).
+   effect without a restart; new *roots* (OpenSSL holds them) and a renewed certificate
+   are added to the running contexts by a reload (:mod:`relay.federation.reload`).
 
 The path checked in layer 2 is the chain the peer sent (leaf, then intermediates, as
 ``tls.pem`` holds them for a certificate from an outside CA): Python 3.11 has no public
