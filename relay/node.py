@@ -183,7 +183,7 @@ class Node:
         limits, and mutual TLS + the partner check (federation) or the bearer token
         (staff)."""
         self.config = config
-        self._extensions = tuple(extensions)
+        self._extensions = (self._federation_routes, *extensions)
         self._factory = core_factory
         self._clock = clock
         self._shutdown_timeout = shutdown_timeout
@@ -240,8 +240,8 @@ class Node:
         )
         self._handle = self._factory(config, self._link, bundle, self._clock)
         core = self._handle.core
-        self.federation = self._federation_service(bundle)
         token_key = load_or_create_token_key(config.staff.token_key).public_key()
+        self.federation = self._federation_service(bundle)  # partners, directories
 
         def descriptor() -> bytes:
             return descriptor_path.read_bytes()
@@ -294,14 +294,8 @@ class Node:
             agreements=config.agreements,
         )
         apps[2][1][ALERTS].add_source("expiry", expiry)  # the staff application
-        apps[2][1][ALERTS].add_source("federation", self.federation.alerts)
-        apps[2][1][ALERTS].add_source("reload", self._reload_alerts)
-        self._contexts = [c for _, _, _, c in apps if c is not None]
-        from relay.federation.reload import reload_extension
-
-        own = (self.federation.extension, reload_extension(self.reload))
         for name, app, listener, context in apps:
-            for extension in (*own, *self._extensions):
+            for extension in self._extensions:
                 extension(name, app)
             runner = web.AppRunner(
                 app,
@@ -324,6 +318,8 @@ class Node:
                 ssl_context=context,
                 handshake_timeout=config.limits.request_timeout,
             )
+            if context is not None:
+                self._contexts.append(context)  # a reload renews its certificate
             await site.start()
             scheme = "https" if context is not None else "http"
             host = f"[{listener.host}]" if ":" in listener.host else listener.host
@@ -360,6 +356,17 @@ class Node:
         )
         service.start()
         return service
+
+    def _federation_routes(self, listener: str, app: web.Application) -> None:
+        """The directory document (public), reload and the alerts of both (staff)."""
+        from relay.federation.reload import reload_extension
+
+        assert self.federation is not None
+        self.federation.extension(listener, app)
+        reload_extension(self.reload)(listener, app)
+        if listener == "staff":
+            app[ALERTS].add_source("federation", self.federation.alerts)
+            app[ALERTS].add_source("reload", self._reload_alerts)
 
     def _lifecycles(self) -> list[Any]:
         switch = self._handle.agreements if self._handle is not None else None
