@@ -191,13 +191,13 @@ class Node:
         self._outbox_stop = asyncio.Event()
         self._outbox: asyncio.Task[None] | None = None
         self._expiry: asyncio.Task[None] | None = None
-        self._link: HttpsPeerLink | None = None
-        self._handle: CoreHandle | None = None
         self._partner_ids: set[str] = {p.node_id for p in config.partners}  # live, see _routes
         self._contexts: list[ssl.SSLContext] = []  # server TLS contexts (reload: rotation)
         self._directory_task: asyncio.Task[None] | None = None
         self.federation: FederationService | None = None
         self.last_reload: ReloadReport | None = None
+        self._link: HttpsPeerLink | None = None
+        self._handle: CoreHandle | None = None
         self.urls: dict[str, str] = {}
 
     @property
