@@ -80,10 +80,10 @@ def test_every_route_is_documented_and_every_documented_route_exists(pki: Pki) -
 
     add_audit_federation_routes(apps[0], None)  # type: ignore[arg-type]  # routes only
     add_audit_staff_routes(apps[1], None)  # type: ignore[arg-type]
-    from relay.http.cases import add_case_routes
-    from relay.http.licences import add_licence_routes
     from relay.federation.reload import reload_extension
     from relay.federation.service import FederationService
+    from relay.http.cases import add_case_routes
+    from relay.http.licences import add_licence_routes
     from relay.http.tracking import add_tracking_routes
 
     reload_extension(None)("staff", apps[1])
