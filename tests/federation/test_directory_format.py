@@ -257,3 +257,21 @@ def test_pki_crl_reissues_and_renew_crl_stays_an_alias(world, tmp_path: Path) ->
         before.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
     )
     assert main(["pki", "renew-crl", "--federation", str(copy)]) == 0
+
+
+def test_a_directory_signed_by_a_revoked_directory_key_is_refused(world, tmp_path: Path) -> None:
+    import shutil
+
+    from certs.pki import revoke
+
+    hubei, _, bundle = world
+    data = _publish(hubei, bundle, tmp_path / "h.jws", [hubei.nodes["420106"]])
+    copy = tmp_path / "fed"
+    shutil.copytree(hubei.folder, copy)
+    later = NOW + timedelta(minutes=1)
+    crl = revoke(copy, (hubei.key_dir / "directory.pem").read_bytes(), now=later)
+    held = TrustBundle.from_pem(bundle.read_bytes())
+    revoked = TrustBundle(held.roots, (*held.crls, crl))  # the newest CRL of Hubei wins
+    assert verify_directory(data, held, at=later).entries
+    with pytest.raises(InvalidSignature):
+        verify_directory(data, revoked, at=later)
