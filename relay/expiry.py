@@ -159,12 +159,13 @@ class ExpiryWatch:
         node_id: str,
         bundle: Callable[[], TrustBundle],
         key_dir: Path,
-        agreements: Iterable[Path],
+        agreements: Iterable[Path] | Callable[[], Iterable[Path]],
     ) -> None:
         self._node_id = node_id
         self._bundle = bundle
         self._key_dir = key_dir
-        self._agreements = tuple(agreements)
+        # a callable is asked on every check: the files the node holds after a reload
+        self._agreement_files = agreements if callable(agreements) else tuple(agreements)
         self._logged: dict[str, date] = {}
 
     def __call__(self, now: datetime) -> list[StaffAlert]:
@@ -187,6 +188,11 @@ class ExpiryWatch:
                 self._logged[alert.id] = now.date()
                 _log.warning("%s (%s): %s", alert.code, alert.severity.value, alert.detail)
         return alerts
+
+    @property
+    def _agreements(self) -> tuple[Path, ...]:
+        files = self._agreement_files
+        return tuple(files() if callable(files) else files)
 
 
 async def watch_until_stopped(

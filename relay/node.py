@@ -291,7 +291,7 @@ class Node:
             node_id=config.node_id,
             bundle=bundle.current,
             key_dir=config.key_dir,
-            agreements=config.agreements,
+            agreements=lambda: self.config.agreements,  # as reloaded
         )
         apps[2][1][ALERTS].add_source("expiry", expiry)  # the staff application
         for name, app, listener, context in apps:
