@@ -283,3 +283,15 @@ async def test_openssl_ca_as_the_outside_ca_with_the_intermediate_in_the_tls_cha
     assert out.count("-----BEGIN CERTIFICATE-----") == 2, shown.stderr.decode()
     assert "Verify return code: 0 (ok)" in out
     assert "Outside Issuing CA" in out
+
+
+async def test_after_a_reload_the_expiry_alerts_read_the_agreement_files_now_held(
+    pair: Federation,
+) -> None:
+    fed = pair
+    first = fed.agreements / "federation-v1.json"
+    first.rename(fed.agreements / "federation-2026.json")  # the office renames its file
+    status, report = await reload_over_http(fed.nodes[A])
+    assert (status, report["agreements"]) == (200, 1)
+    alerts = await staff_client(fed.nodes[A], StaffRole.READER).get("/staff/v1/alerts")
+    assert [a["code"] for a in alerts["alerts"]] == []
