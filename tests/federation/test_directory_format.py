@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -234,12 +234,13 @@ def test_pki_cli_makes_a_directory_key_and_signs_the_directory(
         argv += ["--node", str(node / "node.json")]
     assert main(argv) == 0
     assert "serial 1 with 2 node(s)" in capsys.readouterr().out
-    verified = verify_directory(out.read_bytes(), TrustBundle.from_pem(bundle.read_bytes()), at=NOW)
+    now = datetime.now(UTC)  # the command signed at the wall clock's now
+    verified = verify_directory(out.read_bytes(), TrustBundle.from_pem(bundle.read_bytes()), at=now)
     assert verified.directory.expires_at - verified.directory.issued_at == timedelta(days=2)
     assert main([*argv, "--node", str(tmp_path / "missing.json")]) == 2
     assert "missing.json" in capsys.readouterr().err
     assert (
-        verify_directory(out.read_bytes(), TrustBundle.from_pem(bundle.read_bytes()), at=NOW)
+        verify_directory(out.read_bytes(), TrustBundle.from_pem(bundle.read_bytes()), at=now)
         == verified
     )
 
