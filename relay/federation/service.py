@@ -4,7 +4,8 @@
 from ``[directory] own``, then every copy fetched, cached on disk), serves them with the
 bundle's CRLs at ``GET /.well-known/tongban/directory`` on the public listener, fetches
 the same document from the configured ``sources`` and from partners' public URLs (three
-a round, in turn) every ``refresh`` seconds, and resolves the node's partners
+a round, in turn) every ``refresh`` seconds, and resolves the node's partners (again
+whenever a new copy arrives or, at a round, an agreement has begun or ended)
 (:func:`relay.federation.partners.resolve_partners`), handing each new resolution to
 ``on_routes`` (the node updates its peer link, its partner check and its descriptor
 directory). Fresher CRLs found on the way are written into the trust bundle file
@@ -120,6 +121,7 @@ class FederationService:
         self.failures: dict[str, str] = {}
         self._session: aiohttp.ClientSession | None = None
         self._round = 0
+        self._wanted: frozenset[str] = frozenset()
 
     # --- state ---------------------------------------------------------------------
 
@@ -168,11 +170,13 @@ class FederationService:
 
     def resolve(self) -> Resolution:
         """Resolve the partners now and hand the result to ``on_routes``."""
-        now = self._clock()
-        wanted = agreement_partners(self.node_id, self._lifecycles(), at=now)
-        self.resolution = resolve_partners(wanted, self.directories, self._overrides)
+        self._wanted = self._wanted_now()
+        self.resolution = resolve_partners(self._wanted, self.directories, self._overrides)
         self._on_routes(self.resolution)
         return self.resolution
+
+    def _wanted_now(self) -> frozenset[str]:
+        return agreement_partners(self.node_id, self._lifecycles(), at=self._clock())
 
     def offer(self, token: str, *, at: datetime) -> Offer | None:
         """A copy fetched from somewhere; None when it does not verify. A copy identical
@@ -239,15 +243,20 @@ class FederationService:
 
     async def refresh(self) -> int:
         """One round over :meth:`targets`; returns how many answered."""
-        if self._session is None or self._session.closed:
+        targets = self.targets()
+        self._round += PARTNERS_PER_ROUND
+        if targets and (self._session is None or self._session.closed):
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=30),
                 connector=aiohttp.TCPConnector(ssl=self._client_ssl()),
             )
-        targets = self.targets()
-        self._round += PARTNERS_PER_ROUND
-        answers = await asyncio.gather(
-            *(self._fetch(self._session, t) for t in targets), return_exceptions=True
+        session = self._session
+        answers = (
+            await asyncio.gather(
+                *(self._fetch(session, t) for t in targets), return_exceptions=True
+            )
+            if session is not None
+            else []
         )
         now = self._clock()
         crls: list[x509.CertificateRevocationList] = []
@@ -267,7 +276,8 @@ class FederationService:
         if answered:
             self.last_success = now
         self._take_crls(crls, now)
-        if self.directories is not before:
+        # new copies, or an agreement that began or ended since: resolve again
+        if self.directories is not before or self._wanted_now() != self._wanted:
             self.resolve()
         return answered
 

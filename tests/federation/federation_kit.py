@@ -50,6 +50,9 @@ def add_node(
     now: datetime = NOW,
 ) -> Path:
     out = base / "nodes" / node_id
+    if endpoints is None:  # ports nothing listens on: no test reaches a stranger's server
+        fed, pub = free_ports(2)
+        endpoints = {"federation": f"https://127.0.0.1:{fed}", "public": f"http://127.0.0.1:{pub}"}
     issue_node(
         province.folder,
         node_id,

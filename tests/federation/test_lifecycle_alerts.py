@@ -147,3 +147,43 @@ async def test_directory_alerts_while_the_node_works_on_its_cache(tmp_path: Path
     assert document["directories"] == [published.token]
     crl = x509.load_pem_x509_crl(document["crls"][0].encode())
     assert crl.public_bytes(Encoding.PEM) in bundle.read_bytes()
+
+
+async def test_partners_follow_the_agreements_as_they_begin_and_end(tmp_path: Path) -> None:
+    hubei = make_province(tmp_path, "Hubei")
+    a, b = add_node(tmp_path, hubei, A), add_node(tmp_path, hubei, "420981")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(bundle_bytes([hubei]))
+    own = tmp_path / "hubei.directory.jws"
+    publish_directory(
+        key_dir=hubei.key_dir,
+        trust_bundle=bundle,
+        federation="Hubei",
+        node_files=[a / "node.json", b / "node.json"],
+        out=own,
+        now=NOW,
+        valid_for=10 * 365 * 86400,
+    )
+    path = agreement_file(tmp_path / "ag.json", {A: a, "420981": b})
+    trust = TrustBundle.from_pem(bundle.read_bytes())
+    lifecycle = SignedAgreement.from_bytes(path.read_bytes()).evaluate(trust, at=NOW).lifecycle
+    clock = Clock(NOW - datetime.now(UTC))
+    seen: list[set[str]] = []
+    service = FederationService(
+        node_id=A,
+        settings=DirectorySettings(cache=tmp_path / "cache", own=own),
+        bundle=BundleSource(bundle),
+        clock=clock,
+        lifecycles=lambda: [lifecycle],
+        overrides={},
+        on_routes=lambda resolution: seen.append(set(resolution.routes)),
+    )
+    service.start()
+    try:
+        await service.refresh()  # nothing changed: not resolved again
+        assert seen == [{"420981"}]
+        clock.offset = lifecycle.agreement.valid_until - datetime.now(UTC) + timedelta(seconds=1)
+        await service.refresh()  # the agreement ended: no partner left
+        assert seen == [{"420981"}, set()]
+    finally:
+        await service.close()
