@@ -255,11 +255,15 @@ async def running_federation(
     layout: dict[str, tuple[str, ...]],
     *,
     clock: Callable[[], datetime] | None = None,
+    joining: tuple[str, ...] = (),
 ) -> AsyncIterator[Federation]:
-    """Provinces, their nodes (all started), one agreement among all, directories."""
+    """Provinces, their nodes (all started), one agreement among all, directories;
+    ``joining`` node ids get their ports now too (they join later)."""
     provinces = {name: make_province(base, name) for name in layout}
     ids = [n for nodes in layout.values() for n in nodes]
-    ports = {n: (p[0], p[1], p[2]) for n, p in zip(ids, (free_ports(3) for _ in ids), strict=True)}
+    ids += [n for n in joining if n not in ids]
+    pool = free_ports(3 * len(ids))  # one draw: the ports are distinct
+    ports = {n: (pool[3 * i], pool[3 * i + 1], pool[3 * i + 2]) for i, n in enumerate(ids)}
     for name, nodes in layout.items():
         for node_id in nodes:
             add_node(base, provinces[name], node_id, endpoints=endpoints(ports[node_id]))

@@ -34,7 +34,6 @@ from federation_kit import (
 )
 
 from certs.pki import renew_crl
-from relay.loopback import free_ports
 from signing.certificates import TrustBundle
 
 PROVINCES = {
@@ -48,8 +47,7 @@ NEWCOMER = "420115"  # 江夏区, joins Hubei
 
 @pytest.fixture
 async def federation(tmp_path: Path) -> AsyncIterator[Federation]:
-    async with running_federation(tmp_path, PROVINCES) as fed:
-        fed.ports[NEWCOMER] = tuple(free_ports(3))  # type: ignore[assignment]
+    async with running_federation(tmp_path, PROVINCES, joining=(NEWCOMER,)) as fed:
         yield fed
 
 
