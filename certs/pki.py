@@ -5,6 +5,9 @@ from the OS for keys and serial numbers); the only I/O is reading and writing th
 federation and node directories. Generated material is never committed.
 
 Federation directory: ``root.pem``, ``root.key`` (0600), ``crl.pem``, ``state.json``.
+Directory key (``issue_directory_key``): ``directory.key`` (0600) + ``directory.pem``, an
+Ed25519 leaf ``CN=<name> Directory`` with digitalSignature and only the EKU
+:data:`signing.certificates.DIRECTORY_SIGNING`, signing the federation directory.
 Node directory (see ``docs/protocol.md`` § identities): ``tls.pem``, ``tls.key``,
 ``seal.pem``, ``seal.key``, ``hpke-x25519.key``, ``hpke-mlkem768x25519.key``,
 ``root.pem`` and, once signed, ``node.json``. Private keys are created with mode 0600
@@ -37,7 +40,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from certs._io import replace_public as _replace_public
 from certs._io import write_private
 from certs._io import write_public as _write_public
-from signing.certificates import is_node_id
+from signing.certificates import DIRECTORY_SIGNING, is_node_id
 from signing.descriptor import NodeDescriptor, sign_descriptor
 from signing.hpke import HpkePublicKey, HpkeSuite, generate_hpke_key
 from signing.keys import Signer
@@ -52,6 +55,7 @@ __all__ = [
     "PkiError",
     "default_endpoints",
     "init_federation",
+    "issue_directory_key",
     "issue_node",
     "renew_crl",
     "revoke",
@@ -418,3 +422,38 @@ def _reissue_crl(
     state["crl_number"] = number
     _save_state(federation, state)
     return crl
+
+
+def issue_directory_key(federation: Path, out: Path, *, now: datetime) -> x509.Certificate:
+    """Create the federation's directory-signing key and certificate in ``out`` (a new
+    folder, so the root key can stay offline while the directory is re-signed)."""
+    root, root_key, state = _load_federation(federation)
+    _empty_dir(out, "directory key folder")
+    name = str(state.get("name") or root.subject.rfc4514_string())
+    key = ed25519.Ed25519PrivateKey.generate()
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{name} Directory"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tongban federation"),
+        ]
+    )
+    cert = (
+        _leaf_builder(root, root_key, subject, key.public_key(), now)
+        .add_extension(_key_usage(signature=True, commitment=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([DIRECTORY_SIGNING]), critical=False)
+        .sign(root_key, hashes.SHA256())
+    )
+    write_private(out / "directory.key", _pem_key(key))
+    _write_public(out / "directory.pem", _pem(cert))
+    issued = state.setdefault("issued", [])
+    if isinstance(issued, list):
+        issued.append(
+            {
+                "node": "",
+                "purpose": "directory",
+                "serial": f"{cert.serial_number:x}",
+                "not_after": cert.not_valid_after_utc.isoformat(),
+            }
+        )
+    _save_state(federation, state)
+    return cert

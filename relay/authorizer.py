@@ -12,7 +12,7 @@ Unknown actions or modes are refused (``unknown-action``, ``mode-not-allowed``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from agreements.signed import Evaluation, SignedAgreement
 from relay.core.ports import AgreementRef, AuthorizationDecision, AuthorizationRequest
 from signing.certificates import TrustBundle
 
-__all__ = ["AgreementAuthorizer", "AgreementLoadError", "load_authorizer"]
+__all__ = ["AgreementAuthorizer", "AgreementLoadError", "AgreementSwitch", "load_authorizer"]
 
 
 class AgreementLoadError(Exception):
@@ -86,3 +86,31 @@ def load_authorizer(
         loaded.append((signed, evaluation))
         digests[signed.agreement.ref] = document_digest(signed.agreement)
     return AgreementAuthorizer(AgreementIndex(lifecycles), digests, tuple(loaded))
+
+
+class AgreementSwitch:
+    """The authorizer a running core calls, replaced as a whole on reload.
+
+    ``on_install(authorizer, bundle, at)`` runs before the switch (the node records the
+    agreement events in its audit log there); if it raises, the old set stays in force.
+    """
+
+    def __init__(
+        self,
+        current: AgreementAuthorizer,
+        on_install: Callable[[AgreementAuthorizer, TrustBundle, datetime], None] | None = None,
+    ) -> None:
+        self.current = current
+        self._on_install = on_install
+
+    def __call__(self, request: AuthorizationRequest, at: datetime) -> AuthorizationDecision:
+        return self.current(request, at)
+
+    @property
+    def loaded(self) -> tuple[tuple[SignedAgreement, Evaluation], ...]:
+        return self.current.loaded
+
+    def install(self, authorizer: AgreementAuthorizer, bundle: TrustBundle, at: datetime) -> None:
+        if self._on_install is not None:
+            self._on_install(authorizer, bundle, at)
+        self.current = authorizer

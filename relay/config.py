@@ -26,6 +26,7 @@ from signing.certificates import is_node_id
 __all__ = [
     "AuditSettings",
     "ConfigError",
+    "DirectorySettings",
     "Limits",
     "Listener",
     "NodeConfig",
@@ -148,6 +149,17 @@ class Webhook:
 
 
 @dataclass(frozen=True)
+class DirectorySettings:
+    """``[directory]``: the federation directory (see relay.federation.service)."""
+
+    cache: Path
+    own: Path | None = None
+    sources: tuple[str, ...] = ()
+    refresh: float = 60.0
+    validity: float = 600.0
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     source: Path
     node_id: str
@@ -165,6 +177,11 @@ class NodeConfig:
     audit: AuditSettings = AuditSettings()
     webhooks: tuple[Webhook, ...] = ()
     timestamps: TimestampSettings | None = None
+    directory: DirectorySettings | None = None  # None: built by hand, not from a file
+
+    @property
+    def directory_settings(self) -> DirectorySettings:
+        return self.directory or DirectorySettings(cache=self.data_dir / "directories")
 
     def partner(self, node_id: str) -> Partner | None:
         for partner in self.partners:
@@ -357,8 +374,35 @@ def _agreements(root: _Reader) -> tuple[Path, ...]:
     files = table.raw("files", [])
     if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
         raise table.error("files", "must be an array of paths")
+    paths = [(root.base / f).resolve() for f in files]
+    if "folder" in table.table:  # every *.json in it, read anew at each start and reload
+        folder = table.path("folder")
+        if not folder.is_dir():
+            raise table.error("folder", f"{folder} is not a folder")
+        paths += [p for p in sorted(folder.glob("*.json")) if p not in paths]
     table.done()
-    return tuple((root.base / f).resolve() for f in files)
+    return tuple(paths)
+
+
+def _directory(root: _Reader, data_dir: Path) -> DirectorySettings:
+    table = root.sub("directory", required=False)
+    own = table.path("own") if "own" in table.table else None
+    sources = table.raw("sources", [])
+    if not isinstance(sources, list) or not all(isinstance(u, str) for u in sources):
+        raise table.error("sources", "must be an array of URLs")
+    for url in sources:
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise table.error("sources", f"{url!r} is not an http(s):// URL")
+    settings = DirectorySettings(
+        cache=table.path("cache", data_dir / "directories"),
+        own=own,
+        sources=tuple(u.rstrip("/") for u in sources),
+        refresh=table.duration("refresh", 60.0),
+        validity=table.duration("validity", 600.0),
+    )
+    table.done()
+    return settings
 
 
 def _webhooks(root: _Reader) -> tuple[Webhook, ...]:
@@ -492,6 +536,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
         raise ConfigError(str(source), "partners", f"lists this node ({node_id}) itself")
     agreements = _agreements(root)
     webhooks = _webhooks(root)
+    directory = _directory(root, data_dir)
     root.done()
     return NodeConfig(
         source=source.resolve(),
@@ -510,6 +555,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
         audit=audit,
         webhooks=webhooks,
         timestamps=timestamps,
+        directory=directory,
     )
 
 

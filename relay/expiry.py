@@ -93,7 +93,7 @@ def expiry_alerts(
                     "A CRL is stale",
                     f"the CRL of {issuer} was due for renewal at {end.isoformat()}; "
                     "peers it covers are refused until a fresh CRL is installed "
-                    "(tongban pki renew-crl on the federation root)",
+                    "(tongban pki crl on the federation root)",
                     issuer,
                 )
             )
@@ -107,7 +107,7 @@ def expiry_alerts(
                     "吊销列表即将过期",
                     "A CRL runs out soon",
                     f"the CRL of {issuer} must be renewed before {end.isoformat()} "
-                    "(tongban pki renew-crl on the federation root)",
+                    "(tongban pki crl on the federation root)",
                     issuer,
                 )
             )
@@ -198,12 +198,13 @@ class ExpiryWatch:
         node_id: str,
         bundle: Callable[[], TrustBundle],
         key_dir: Path,
-        agreements: Iterable[Path],
+        agreements: Iterable[Path] | Callable[[], Iterable[Path]],
     ) -> None:
         self._node_id = node_id
         self._bundle = bundle
         self._key_dir = key_dir
-        self._agreements = tuple(agreements)
+        # a callable is asked on every check: the files the node holds after a reload
+        self._agreement_files = agreements if callable(agreements) else tuple(agreements)
         self._logged: dict[str, date] = {}
 
     def _certificates(self) -> dict[str, x509.Certificate]:
@@ -233,6 +234,11 @@ class ExpiryWatch:
                 self._logged[alert.id] = now.date()
                 _log.warning("%s (%s): %s", alert.code, alert.severity.value, alert.detail)
         return alerts
+
+    @property
+    def _agreements(self) -> tuple[Path, ...]:
+        files = self._agreement_files
+        return tuple(files() if callable(files) else files)
 
 
 async def watch_until_stopped(

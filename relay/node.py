@@ -38,7 +38,7 @@ import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -67,6 +67,13 @@ from relay.signin.store import StaffStore
 from relay.signin.web import SignIn
 from relay.staff_auth import load_or_create_token_key
 from relay.tls import BundleSource, server_context
+
+if TYPE_CHECKING:
+    from relay.authorizer import AgreementSwitch
+    from relay.core.directory import Directory
+    from relay.federation.partners import Resolution
+    from relay.federation.reload import ReloadReport
+    from relay.federation.service import FederationService
 
 __all__ = [
     "CoreFactory",
@@ -98,6 +105,8 @@ class CoreHandle:
     core: CoreService
     storage_ok: Callable[[], bool]
     close: Callable[[], None]
+    directory: Directory | None = None  # partner descriptors; resolved partners are added
+    agreements: AgreementSwitch | None = None  # replaced as a whole on reload
 
 
 CoreFactory = Callable[[NodeConfig, PeerLink, BundleSource, Callable[[], datetime]], CoreHandle]
@@ -114,7 +123,7 @@ def relay_core_factory(
     from datetime import timedelta
 
     from relay.audit.agreement_events import agreement_event_leaves
-    from relay.authorizer import load_authorizer
+    from relay.authorizer import AgreementSwitch, load_authorizer
     from relay.core.directory import Directory
     from relay.core.outbox import BATCH_ENVELOPE_BYTES, OutboxPolicy
     from relay.core.service import RelayNode
@@ -131,10 +140,14 @@ def relay_core_factory(
         directory.add(partner.descriptor.read_bytes(), at=now)
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = SqliteStore(config.data_dir)
-    authorizer = load_authorizer(config.agreements, trust, at=now)
-    store.audit_append_once(
-        agreement_event_leaves(authorizer.loaded, trust, node_id=config.node_id, at=now)
-    )
+
+    def record(loaded: AgreementSwitch | Any, trust: Any, at: datetime) -> None:
+        store.audit_append_once(
+            agreement_event_leaves(loaded.loaded, trust, node_id=config.node_id, at=at)
+        )
+
+    authorizer = AgreementSwitch(load_authorizer(config.agreements, trust, at=now), record)
+    record(authorizer, trust, now)
     policy = OutboxPolicy(
         base_delay=timedelta(seconds=config.outbox.base_backoff),
         max_delay=timedelta(seconds=config.outbox.max_backoff),
@@ -165,7 +178,9 @@ def relay_core_factory(
         closed = True
         store.close()
 
-    return CoreHandle(core=node, storage_ok=storage_ok, close=close)
+    return CoreHandle(
+        core=node, storage_ok=storage_ok, close=close, directory=directory, agreements=authorizer
+    )
 
 
 class Node:
@@ -187,7 +202,7 @@ class Node:
         limits, and mutual TLS + the partner check (federation) or the bearer token
         (staff)."""
         self.config = config
-        self._extensions = tuple(extensions)
+        self._extensions = (self._federation_routes, *extensions)
         self._factory = core_factory
         self._clock = clock
         self._shutdown_timeout = shutdown_timeout
@@ -195,6 +210,11 @@ class Node:
         self._outbox_stop = asyncio.Event()
         self._outbox: asyncio.Task[None] | None = None
         self._expiry: asyncio.Task[None] | None = None
+        self._partner_ids: set[str] = {p.node_id for p in config.partners}  # live, see _routes
+        self._contexts: list[ssl.SSLContext] = []  # server TLS contexts (reload: rotation)
+        self._directory_task: asyncio.Task[None] | None = None
+        self.federation: FederationService | None = None
+        self.last_reload: ReloadReport | None = None
         self._link: HttpsPeerLink | None = None
         self._handle: CoreHandle | None = None
         self._lock: DataDirLock | None = None
@@ -246,6 +266,7 @@ class Node:
         self._handle = self._factory(config, link, bundle, self._clock)
         core = self._handle.core
         token_key = load_or_create_token_key(config.staff.token_key).public_key()
+        self.federation = self._federation_service(bundle)  # partners, directories
 
         def descriptor() -> bytes:
             return descriptor_path.read_bytes()
@@ -254,7 +275,7 @@ class Node:
             node_id=config.node_id,
             bundle=bundle.current,
             key_dir=config.key_dir,
-            agreements=config.agreements,
+            agreements=lambda: self.config.agreements,  # as reloaded
         )
         checks = {
             "storage": lambda: self.readiness()["storage"],
@@ -269,7 +290,7 @@ class Node:
                     clock=self._clock,
                     limits=config.limits,
                     descriptor=descriptor,
-                    partners={p.node_id for p in config.partners},
+                    partners=self._partner_ids,
                 ),
                 config.federation,
                 server_context(cert, key, bundle.current(), require_client_cert=True),
@@ -329,6 +350,8 @@ class Node:
                 ssl_context=context,
                 handshake_timeout=config.limits.request_timeout,
             )
+            if context is not None:
+                self._contexts.append(context)  # a reload renews its certificate
             await site.start()
             scheme = "https" if context is not None else "http"
             host = f"[{listener.host}]" if ":" in listener.host else listener.host
@@ -338,6 +361,79 @@ class Node:
         self._expiry = asyncio.create_task(
             watch_until_stopped(expiry, self._clock, self._outbox_stop), name="expiry"
         )
+        self._directory_task = asyncio.create_task(
+            self.federation.run(self._outbox_stop), name="directory"
+        )
+
+    def _federation_service(self, bundle: BundleSource) -> FederationService:
+        """The directory service over this node's agreements and ``[[partners]]``."""
+        from relay.federation.partners import PartnerRoute
+        from relay.federation.service import FederationService
+
+        config = self.config
+        overrides = {
+            p.node_id: PartnerRoute(
+                p.node_id, p.federation_url, p.descriptor.read_bytes(), "override"
+            )
+            for p in config.partners
+        }
+        service = FederationService(
+            node_id=config.node_id,
+            settings=config.directory_settings,
+            bundle=bundle,
+            clock=self._clock,
+            lifecycles=self._lifecycles,
+            overrides=overrides,
+            on_routes=self._routes,
+        )
+        service.start()
+        return service
+
+    def _federation_routes(self, listener: str, app: web.Application) -> None:
+        """The directory document (public), reload and the alerts of both (staff)."""
+        from relay.federation.reload import reload_extension
+
+        assert self.federation is not None
+        self.federation.extension(listener, app)
+        reload_extension(self.reload)(listener, app)
+        if listener == "staff":
+            app[ALERTS].add_source("federation", self.federation.alerts)
+            app[ALERTS].add_source("reload", self._reload_alerts)
+
+    def _lifecycles(self) -> list[Any]:
+        switch = self._handle.agreements if self._handle is not None else None
+        return [evaluation.lifecycle for _, evaluation in switch.loaded] if switch else []
+
+    def _routes(self, resolution: Resolution) -> None:
+        """Apply a partner resolution: peer link URLs, the partner check, descriptors."""
+        from signing.errors import CertificateRejected, InvalidSignature
+
+        if self._link is not None:
+            self._link.set_partners(resolution.urls())
+        self._partner_ids.clear()
+        self._partner_ids.update(resolution.routes)
+        directory = self._handle.directory if self._handle is not None else None
+        if directory is None:
+            return
+        now = self._clock()
+        for route in resolution.routes.values():
+            try:
+                directory.add(route.node_json, at=now)
+            except (InvalidSignature, CertificateRejected) as exc:
+                _log.warning("descriptor of partner %s refused: %s", route.node_id, exc)
+
+    async def reload(self) -> ReloadReport:
+        """Re-read configuration, trust bundle, agreements and directories; all or
+        nothing (see :mod:`relay.federation.reload`)."""
+        from relay.federation.reload import reload_node
+
+        self.last_reload = await reload_node(self)
+        return self.last_reload
+
+    def _reload_alerts(self, now: datetime) -> list[Any]:
+        from relay.federation.reload import reload_alerts
+
+        return reload_alerts(self.last_reload, now)
 
     def _add_metrics(self, staff: web.Application, bundle: BundleSource) -> None:
         """``GET /metrics`` on the staff listener and the node's own gauge sources;
@@ -370,6 +466,8 @@ class Node:
                 _log.debug("outbox task ended with an error", exc_info=True)
         if self._expiry is not None:
             await asyncio.wait_for(self._expiry, self._shutdown_timeout)
+        if self._directory_task is not None:
+            await asyncio.wait_for(self._directory_task, self._shutdown_timeout)
         if self._link is not None:
             await self._link.close()
         if self._handle is not None:

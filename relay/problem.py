@@ -90,6 +90,7 @@ class ProblemCode(StrEnum):
     CSRF_FAILED = "csrf-failed"
     PASSWORD_CHANGE_REQUIRED = "password-change-required"  # noqa: S105 - a problem code
     WEAK_PASSWORD = "weak-password"  # noqa: S105 - a problem code
+    RELOAD_REFUSED = "reload-refused"
 
 
 _TITLES: Mapping[ProblemCode, str] = {
@@ -136,6 +137,7 @@ _TITLES: Mapping[ProblemCode, str] = {
     ProblemCode.CSRF_FAILED: "CSRF token missing or wrong",
     ProblemCode.PASSWORD_CHANGE_REQUIRED: "Choose your own password",
     ProblemCode.WEAK_PASSWORD: "New password not acceptable",
+    ProblemCode.RELOAD_REFUSED: "Reload refused; the previous state stays",
 }
 
 

@@ -9,11 +9,13 @@ Two layers check a peer, on purpose:
    listener, :func:`mtls_middleware`) or of each new connection (outgoing, in
    :mod:`relay.http.link`): purpose (TLS), validity, the CRLs of the bundle, and the node
    id in the certificate. The bundle is re-read when its file changes, so a new CRL takes
-   effect without a restart (new *roots* need a restart: OpenSSL holds them).
+   effect without a restart; new *roots* (OpenSSL holds them) and a renewed certificate
+   are added to the running contexts by a reload (:mod:`relay.federation.reload`).
 
-Python 3.11 exposes only the peer's leaf certificate, so the path is the leaf directly
-under a bundle root (the profile of ``certs.pki``); intermediates would be refused as
-``bad-chain``.
+The path checked in layer 2 is the chain the peer sent (leaf, then intermediates, as
+``tls.pem`` holds them for a certificate from an outside CA): Python 3.11 has no public
+call for it (3.13's ``get_unverified_chain``), so :func:`peer_chain` uses the private
+one of the ``_ssl`` module when present and falls back to the leaf alone.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "BundleSource",
     "client_context",
     "mtls_middleware",
+    "peer_chain",
     "peer_identity",
     "server_context",
 ]
@@ -133,14 +136,33 @@ def peer_identity(
 
     Raises :class:`CertificateRejected` (``bad-chain`` when there is no certificate).
     """
-    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-    if not der:
+    ders = peer_chain(ssl_object)
+    if not ders:
         raise CertificateRejected("bad-chain", "the peer presented no certificate")
     try:
-        certificate = x509.load_der_x509_certificate(der)
+        chain = [x509.load_der_x509_certificate(der) for der in ders]
     except ValueError as exc:
         raise CertificateRejected("bad-chain", "the peer certificate does not parse") from exc
-    return validate_path([certificate], bundle, purpose=Purpose.TLS_PEER, at=at, node_id=node_id)
+    return validate_path(chain, bundle, purpose=Purpose.TLS_PEER, at=at, node_id=node_id)
+
+
+_DER = 2  # _ssl.ENCODING_DER
+
+
+def peer_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> list[bytes]:
+    """The DER certificates the peer sent, leaf first (empty when it sent none)."""
+    if ssl_object is None:
+        return []
+    leaf = ssl_object.getpeercert(binary_form=True)
+    if not leaf:
+        return []
+    inner = getattr(ssl_object, "_sslobj", ssl_object)
+    sent = getattr(inner, "get_unverified_chain", None)
+    chain = sent() if callable(sent) else None
+    if not chain:
+        return [leaf]
+    ders = [c.public_bytes(_DER) for c in chain]
+    return ders if ders[0] == leaf else [leaf, *ders]  # a server's list may lack the leaf
 
 
 def mtls_middleware(bundle: BundleSource, clock: Callable[[], datetime]) -> Middleware:

@@ -15,6 +15,8 @@ intermediates. :func:`validate_path` checks, at a given instant:
    be signed by that issuer and not be past its nextUpdate at ``at``; a listed serial
    is revoked. An issuer without a CRL in the bundle has no revocation information;
 6. binding: the leaf's subject CN is a node id, and equals ``node_id`` when given.
+   A directory-signing leaf (:attr:`Purpose.DIRECTORY`: EKU exactly
+   :data:`DIRECTORY_SIGNING`) names its federation instead; its identity has no node id.
 
 The signature checks of steps 1 and 5 are pure functions of the DER bytes involved
 and are memoized in :mod:`signing.pathcache`; every time-dependent check (validity,
@@ -47,7 +49,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from signing import pathcache
 from signing.errors import CertificateRejected, MalformedInput
 
-__all__ = ["Identity", "Purpose", "TrustBundle", "is_node_id", "validate_path"]
+__all__ = [
+    "DIRECTORY_SIGNING",
+    "Identity",
+    "Purpose",
+    "TrustBundle",
+    "is_node_id",
+    "validate_path",
+]
 
 _log = logging.getLogger("tongban.signing")
 
@@ -62,6 +71,11 @@ class Purpose(StrEnum):
 
     TLS_PEER = "tls"
     SEAL = "seal"
+    DIRECTORY = "directory"  # a federation's directory-signing key (signing.federation_directory)
+
+
+#: The extended key usage of a directory-signing certificate (a UUID OID, X.667).
+DIRECTORY_SIGNING = x509.ObjectIdentifier("2.25.157613478228184910049091599385324285935")
 
 
 def is_node_id(text: str) -> bool:
@@ -235,6 +249,9 @@ def _check_purpose(leaf: x509.Certificate, purpose: Purpose) -> None:
     if purpose is Purpose.TLS_PEER:
         if not all(oid in ekus for oid in _TLS_EKUS):
             raise _reject("wrong-purpose", f"{_describe(leaf)} lacks serverAuth+clientAuth EKU")
+    elif purpose is Purpose.DIRECTORY:
+        if ekus != {DIRECTORY_SIGNING}:
+            raise _reject("wrong-purpose", f"{_describe(leaf)} is not a directory-signing key")
     else:
         if not ku.content_commitment:
             raise _reject("wrong-purpose", f"{_describe(leaf)} lacks nonRepudiation")
@@ -293,6 +310,10 @@ def validate_path(
     _check_purpose(leaf, purpose)
     _check_revocation(path, bundle, at)
     cns = _subject_attr(leaf, NameOID.COMMON_NAME)
+    if purpose is Purpose.DIRECTORY:  # names a federation, not a node: no node id
+        if node_id is not None or len(cns) != 1:
+            raise _reject("wrong-node", f"{_describe(leaf)} is not a directory key")
+        return Identity(node_id="", name=cns[0], certificate=leaf, purpose=purpose)
     if len(cns) != 1 or not is_node_id(cns[0]):
         raise _reject("wrong-node", f"{_describe(leaf)} does not name a node id")
     if node_id is not None and cns[0] != node_id:

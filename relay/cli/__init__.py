@@ -29,6 +29,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "relay.cli.agreement",
     "relay.cli.files",
     "relay.cli.sealing",
+    "relay.cli.init",
     "relay.cli.serve",
     "relay.cli.casework",
     "relay.cli.cases",

@@ -1,4 +1,5 @@
-"""``tongban pki``: the development PKI (federation roots, node certificates, CRLs)."""
+"""``tongban pki``: the development PKI (federation roots, node certificates, CRLs) and
+the federation directory (``directory-key``, ``sign-directory``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,16 @@ import argparse
 from datetime import UTC, datetime
 from pathlib import Path
 
-from certs.pki import PkiError, init_federation, issue_node, renew_crl, revoke
+from certs.pki import (
+    PkiError,
+    init_federation,
+    issue_directory_key,
+    issue_node,
+    renew_crl,
+    revoke,
+)
 from relay.cli._common import CliError, read_bytes
+from relay.config import parse_duration
 
 __all__ = ["register"]
 
@@ -70,6 +79,93 @@ def _renew_crl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _directory_key(args: argparse.Namespace) -> int:
+    try:
+        cert = issue_directory_key(Path(args.federation), Path(args.out), now=_now())
+    except PkiError as exc:
+        raise CliError("pki", str(exc), 2) from None
+    print(f"directory key {cert.subject.rfc4514_string()} written to {args.out}")
+    return 0
+
+
+def _sign_directory(args: argparse.Namespace) -> int:
+    from relay.federation.publish import PublishError, publish_directory
+
+    try:
+        valid_for = parse_duration(args.valid_for)
+    except ValueError as exc:
+        raise CliError("usage", f"--valid-for {exc}") from None
+    try:
+        signed = publish_directory(
+            key_dir=Path(args.key_dir),
+            trust_bundle=Path(args.trust),
+            federation=args.federation_name,
+            node_files=[Path(n) for n in args.node],
+            out=Path(args.out),
+            now=_now(),
+            valid_for=valid_for,
+            max_body_bytes=args.max_body_bytes,
+            max_batch_size=args.max_batch_size,
+        )
+    except PublishError as exc:
+        raise CliError("directory", str(exc), 2) from None
+    d = signed.directory
+    print(
+        f"directory {d.federation} serial {d.serial} with {len(d.entries)} node(s) "
+        f"written to {args.out}, valid until {d.expires_at.isoformat()}"
+    )
+    return 0
+
+
+def _csr(args: argparse.Namespace) -> int:
+    from certs.renewal import make_csr
+
+    try:
+        pem = make_csr(Path(args.node_dir))
+    except PkiError as exc:
+        raise CliError("pki", str(exc), 2) from None
+    Path(args.out).write_bytes(pem)
+    print(f"new key {args.node_dir}/tls.key.next; certificate request written to {args.out}")
+    return 0
+
+
+def _sign_csr(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from certs.renewal import sign_csr
+
+    try:
+        cert = sign_csr(Path(args.federation), read_bytes(args.csr, "CSR"), now=_now())
+    except PkiError as exc:
+        raise CliError("pki", str(exc), 2) from None
+    Path(args.out).write_bytes(cert.public_bytes(Encoding.PEM))
+    print(f"certificate serial {cert.serial_number:x} written to {args.out}")
+    return 0
+
+
+def _install(args: argparse.Namespace) -> int:
+    from certs.renewal import install_certificate
+    from signing.certificates import TrustBundle
+    from signing.errors import MalformedInput
+
+    try:
+        bundle = TrustBundle.from_pem(read_bytes(args.trust, "trust bundle"))
+    except MalformedInput as exc:
+        raise CliError("pki", f"{args.trust}: {exc}", 2) from None
+    try:
+        leaf = install_certificate(
+            Path(args.node_dir), read_bytes(args.cert, "certificate"), bundle, now=_now()
+        )
+    except PkiError as exc:
+        raise CliError("pki", str(exc), 2) from None
+    print(
+        f"installed tls.pem serial {leaf.serial_number:x} (until "
+        f"{leaf.not_valid_after_utc.isoformat()}) in {args.node_dir}; node.json re-signed; "
+        "reload the node (SIGHUP or POST /staff/v1/reload)"
+    )
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pki = subparsers.add_parser("pki", help="development PKI: roots, node certificates, CRLs")
     sub = pki.add_subparsers(dest="pki_command", metavar="PKI_COMMAND")
@@ -96,6 +192,47 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rev.add_argument("--cert", required=True, help="PEM certificate to revoke")
     rev.set_defaults(handler=_revoke)
 
-    renew = sub.add_parser("renew-crl", help="re-issue the CRL with a fresh next update")
-    renew.add_argument("--federation", required=True, help="federation directory")
-    renew.set_defaults(handler=_renew_crl)
+    for command, shown in (("crl", True), ("renew-crl", False)):
+        renew = sub.add_parser(
+            command,
+            help="re-issue the CRL with a fresh next update"
+            if shown
+            else "old name of `tongban pki crl`",
+        )
+        renew.add_argument("--federation", required=True, help="federation directory")
+        renew.set_defaults(handler=_renew_crl)
+
+    dkey = sub.add_parser("directory-key", help="create the federation's directory-signing key")
+    dkey.add_argument("--federation", required=True, help="federation directory (its root)")
+    dkey.add_argument("--out", required=True, help="new folder for directory.key/.pem")
+    dkey.set_defaults(handler=_directory_key)
+
+    sdir = sub.add_parser("sign-directory", help="sign (publish) the federation directory")
+    sdir.add_argument("--key-dir", required=True, help="folder made by pki directory-key")
+    sdir.add_argument("--trust", required=True, help="trust bundle the result is checked with")
+    sdir.add_argument("--federation-name", required=True, help="e.g. Hubei")
+    sdir.add_argument(
+        "--node", action="append", required=True, help="a member's node.json (repeat)"
+    )
+    sdir.add_argument("--out", required=True, help="directory file to write (replaced)")
+    sdir.add_argument("--valid-for", default="7d", help="validity (default 7d)")
+    sdir.add_argument("--max-body-bytes", type=int, default=1024 * 1024)
+    sdir.add_argument("--max-batch-size", type=int, default=100)
+    sdir.set_defaults(handler=_sign_directory)
+
+    csr = sub.add_parser("csr", help="new TLS key (tls.key.next) and a certificate request")
+    csr.add_argument("--node-dir", required=True, help="the node's key folder")
+    csr.add_argument("--out", required=True, help="CSR file to write (PEM)")
+    csr.set_defaults(handler=_csr)
+
+    scsr = sub.add_parser("sign-csr", help="the development CA signs a node's TLS CSR")
+    scsr.add_argument("--federation", required=True, help="federation directory")
+    scsr.add_argument("--csr", required=True, help="PEM certificate request")
+    scsr.add_argument("--out", required=True, help="certificate file to write (PEM)")
+    scsr.set_defaults(handler=_sign_csr)
+
+    inst = sub.add_parser("install", help="install a signed TLS certificate for tls.key.next")
+    inst.add_argument("--node-dir", required=True, help="the node's key folder")
+    inst.add_argument("--cert", required=True, help="PEM: the certificate, then intermediates")
+    inst.add_argument("--trust", required=True, help="trust bundle it must validate under")
+    inst.set_defaults(handler=_install)

@@ -118,6 +118,15 @@ async def _run(config: NodeConfig) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
+        reloads: set[asyncio.Task[object]] = set()
+
+        def on_hangup() -> None:  # SIGHUP: reload (the outcome is logged by the node)
+            task: asyncio.Task[object] = asyncio.ensure_future(node.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        installed.append(signal.SIGHUP)
         listing = " ".join(f"{name}={url}" for name, url in node.urls.items())
         sys.stdout.write(f"tongban: node {config.node_id} serving {listing}\n")
         sys.stdout.flush()

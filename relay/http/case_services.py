@@ -23,6 +23,7 @@ node gets is the case-applying one; closing it closes the case store too) and it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -220,7 +221,7 @@ class CaseLayer:
             services.close()
             handle.close()
 
-        return CoreHandle(core=services.core, storage_ok=handle.storage_ok, close=close)
+        return dataclasses.replace(handle, core=services.core, close=close)
 
     def extension(self, listener: str, app: web.Application) -> None:
         if self.services is None:

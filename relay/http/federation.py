@@ -34,8 +34,9 @@ __all__ = ["DIGEST_PATTERN", "federation_app", "partner_middleware"]
 DIGEST_PATTERN = "[0-9a-f]{64}"
 
 
-def partner_middleware(partners: frozenset[str]) -> Middleware:
-    """Refuse peers that are not configured partners of this node."""
+def partner_middleware(partners: Collection[str]) -> Middleware:
+    """Refuse peers that are not partners of this node. ``partners`` is read on every
+    request, so a live set the node updates (directory refresh, reload) takes effect."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -80,7 +81,7 @@ def federation_app(
             problem_middleware,
             declared_size_middleware(limits.max_body_bytes, _is_upload, extra=batch_limits),
             mtls_middleware(bundle, clock),
-            *([partner_middleware(frozenset(partners))] if partners is not None else []),
+            *([partner_middleware(partners)] if partners is not None else []),
             peer_concurrency_middleware(limits.max_connections_per_peer),
             timeout_middleware(limits.request_timeout, _is_upload),
             core_error_middleware,

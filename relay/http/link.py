@@ -22,10 +22,12 @@ import aiohttp
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import ClientRequest
 from aiohttp.tracing import Trace
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from relay.core.errors import PeerRefused, PeerUnavailable
 from relay.core.ports import OpenAt
 from relay.tls import BundleSource, client_context, peer_identity
+from signing.certificates import TrustBundle
 from signing.errors import CertificateRejected, MalformedInput
 
 __all__ = ["HttpsPeerLink", "PeerIdentityError", "VerifyingConnector"]
@@ -104,6 +106,24 @@ class HttpsPeerLink:
             total=None, connect=request_timeout, sock_read=upload_chunk_timeout
         )
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._retired: list[aiohttp.ClientSession] = []  # replaced by add_trust
+
+    def set_partners(self, partners: Mapping[str, str]) -> None:
+        """Replace the partner URLs (directory refresh, reload); open sessions stay."""
+        self._partners = dict(partners)
+
+    def add_trust(self, bundle: TrustBundle, cert: Path, key: Path) -> None:
+        """Trust the roots of ``bundle`` too and present ``cert`` from now on (reload:
+        new roots, a rotated TLS certificate). New connections use them; open ones end
+        as they would."""
+        self._ssl.load_verify_locations(
+            cadata="".join(c.public_bytes(Encoding.PEM).decode() for c in bundle.roots)
+        )
+        self._ssl.load_cert_chain(cert, key)
+        # open connections present the old certificate: new requests take new sessions
+        # (new connections); the old sessions finish what they carry, then close
+        self._retired.extend(self._sessions.values())
+        self._sessions = {}
 
     def _session(self, peer: str) -> tuple[aiohttp.ClientSession, str]:
         url = self._partners.get(peer)
@@ -123,9 +143,10 @@ class HttpsPeerLink:
         return session, url
 
     async def close(self) -> None:
-        for session in self._sessions.values():
+        for session in [*self._sessions.values(), *self._retired]:
             await session.close()
         self._sessions.clear()
+        self._retired.clear()
 
     async def deliver(self, peer: str, packets: Sequence[str]) -> list[str]:
         session, url = self._session(peer)

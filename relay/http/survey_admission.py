@@ -29,6 +29,7 @@ installs is composed with this one (both must accept).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -147,6 +148,6 @@ def survey_checked(inner: CoreFactory = relay_core_factory) -> CoreFactory:
     ) -> CoreHandle:
         handle = inner(config, link, bundle, clock)
         core = _Composing(handle.core, SurveyAdmission(config.node_id, bundle.current))
-        return CoreHandle(core=core, storage_ok=handle.storage_ok, close=handle.close)
+        return dataclasses.replace(handle, core=core, close=handle.close)
 
     return factory

@@ -29,6 +29,7 @@ report sent or accepted, in a transaction of their own on the node's database.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -367,7 +368,7 @@ class SurveyCaseLayer:
             catch_up.cancel()
             handle.close()
 
-        return CoreHandle(core=core, storage_ok=handle.storage_ok, close=close)
+        return dataclasses.replace(handle, core=core, close=close)
 
     @property
     def reports_dir(self) -> Path:

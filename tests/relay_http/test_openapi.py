@@ -93,9 +93,14 @@ def test_every_route_is_documented_and_every_documented_route_exists(pki: Pki) -
     from relay.http.dossier import add_dossier_staff_route
 
     add_dossier_staff_route(apps[1], None)  # type: ignore[arg-type]
+    from relay.federation.reload import reload_extension
+    from relay.federation.service import FederationService
     from relay.http.cases import add_case_routes
     from relay.http.licences import add_licence_routes
     from relay.http.tracking import add_tracking_routes
+
+    reload_extension(None)("staff", apps[1])
+    FederationService.extension(None, "public", apps[2])  # type: ignore[arg-type]
 
     add_case_routes(apps[1], None)  # type: ignore[arg-type]  # routes only
     from relay.http.licence_status import add_licence_status_routes
