@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -181,7 +182,7 @@ class IntegrationLayer:
                 handle.close()
                 integration.close()
 
-            return CoreHandle(core=handle.core, storage_ok=handle.storage_ok, close=close)
+            return dataclasses.replace(handle, close=close)  # keeps every other field
 
         return factory
 
