@@ -14,6 +14,7 @@ refused. Media wiring lives in :mod:`remote_survey.peer`.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,15 +30,29 @@ from remote_survey.entries import (
     ChallengeConfirmed,
     ChallengeIssued,
     ChallengeShown,
+    Note,
     Snapshot,
     epoch_ms,
     geofix,
 )
-from remote_survey.errors import InvalidTransition, MalformedEvidence, MalformedReport, SurveyError
+from remote_survey.errors import (
+    InvalidTransition,
+    MalformedEvidence,
+    MalformedReport,
+    ReasonRequired,
+    SurveyError,
+)
 from remote_survey.evidence import EvidenceChain
 from remote_survey.geo import GeoPoint
 from remote_survey.join import JoinClaims, JoinLedger, admit, participant_for
-from remote_survey.report import ChecklistAnswer, Verdict, build_report, sign_report
+from remote_survey.report import (
+    ChecklistAnswer,
+    Verdict,
+    build_report,
+    missing_proof,
+    sign_report,
+)
+from remote_survey.report_model import PASSING, Answer
 from remote_survey.session import (
     Event,
     Participant,
@@ -50,11 +65,21 @@ from remote_survey.session import (
 from signing.encoding import canonical_json
 from signing.keys import Signer
 
-__all__ = ["REPORT_FILE", "Clock", "RoomConfig", "RoomError", "SurveyRoom", "new_code"]
+__all__ = [
+    "NOTICE_ACKNOWLEDGED",
+    "REPORT_FILE",
+    "Clock",
+    "RoomConfig",
+    "RoomError",
+    "SurveyRoom",
+    "new_code",
+]
 
 Clock = Callable[[], datetime]
 REPORT_FILE = "report.jws"
 _MIN_FIX_INTERVAL_MS = 1000
+# the text of the note the site party's acknowledgement of the recording notice records
+NOTICE_ACKNOWLEDGED = "recording-notice-acknowledged"
 
 
 def new_code() -> str:
@@ -63,11 +88,17 @@ def new_code() -> str:
 
 
 class RoomError(SurveyError):
-    """An action refused in a running survey; ``code`` is stable (sent to the page)."""
+    """An action refused in a running survey; ``code`` is stable (sent to the page).
 
-    def __init__(self, code: str, message: str) -> None:
+    ``detail`` holds machine-readable members the page needs to explain the refusal in
+    its own language (``item``: the checklist item concerned; ``missing``: the proofs a
+    pass verdict lacks).
+    """
+
+    def __init__(self, code: str, message: str, **detail: Any) -> None:
         super().__init__(message)
         self.code = code
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -103,6 +134,7 @@ class SurveyRoom:
         self._last_fix_ms = -_MIN_FIX_INTERVAL_MS
         self._snapshots = 0
         self._challenges = 0
+        self.notice_ms: int | None = None
         self.report_token: str | None = None
 
     # -- time and evidence -------------------------------------------------------------
@@ -119,11 +151,14 @@ class SurveyRoom:
         return self._last_ms
 
     def record(self, body: Body) -> int:
-        """Append ``body`` to the chain and to the evidence file; return its time."""
+        """Append ``body`` to the chain and to the evidence file (fsynced); return its time."""
         t_ms = self.now_ms()
-        self.chain = self.chain.append(body, t_ms)
+        chain = self.chain.append(body, t_ms)
         with self._evidence.open("ab") as f:
-            f.write(canonical_json(self.chain.entries[-1].to_json()) + b"\n")
+            f.write(canonical_json(chain.entries[-1].to_json()) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.chain = chain
         return t_ms
 
     # -- joining and state -------------------------------------------------------------
@@ -208,7 +243,15 @@ class SurveyRoom:
         t_ms = self.record(ChallengeIssued(challenge_id, text, person.person_id))
         return {"type": "challenge", "id": challenge_id, "challenge": text, "t_ms": t_ms}
 
+    def acknowledge_notice(self, person: Participant) -> int:
+        """The site party acknowledged the recording notice (chained once, as a note)."""
+        self._require(person, Role.SITE)
+        if self.notice_ms is None:
+            self.notice_ms = self.record(Note(NOTICE_ACKNOWLEDGED, person.person_id))
+        return self.notice_ms
+
     def challenge_shown(self, person: Participant, challenge_id: str) -> dict[str, Any]:
+        """The site party acknowledged (on the phone) that the code was shown."""
         self._require(person, Role.SITE)
         try:
             t_ms = self.record(ChallengeShown(challenge_id, person.person_id))
@@ -248,12 +291,60 @@ class SurveyRoom:
             raise RoomError("bad-request", f"{event.value} is not a way to end a survey")
         return self.apply(event)
 
+    def check_report(
+        self,
+        person: Participant,
+        answers: Sequence[ChecklistAnswer],
+        verdict: Verdict,
+        remarks: str = "",
+        reason: str = "",
+    ) -> None:
+        """Refuse, before the session is ended for it, a report that could not be sealed."""
+        self._require(person, Role.INSPECTOR)
+        if self.report_token is not None:
+            raise RoomError("already-reported", "the report has already been signed")
+        items = [i.item_id for i in self.plan.checklist]
+        answered = [a.item_id for a in answers]
+        if answered != items:
+            absent = [i for i in items if i not in answered]
+            raise RoomError(
+                "unanswered",
+                f"every checklist item is answered once, in order: expected {items}",
+                item=absent[0] if absent else items[0],
+            )
+        if verdict is Verdict.PASS:
+            failed = [a.item_id for a in answers if a.answer is Answer.FAIL]
+            if failed:
+                raise RoomError(
+                    "pass-with-failed-item",
+                    "a pass verdict cannot have a failed checklist item",
+                    item=failed[0],
+                )
+        if len(remarks) > 4096 or len(reason) > 4096:
+            raise RoomError("bad-report", "remarks and reason are at most 4096 characters")
+        if verdict in PASSING and not reason.strip():
+            started = self.session.started_at
+            end_ms = self.now_ms()
+            lacking = missing_proof(
+                self.chain.entries,
+                radius_mm=self.config.radius_mm,
+                start_ms=epoch_ms(started) if started else end_ms,
+                end_ms=end_ms,
+            )
+            if lacking:
+                raise RoomError(
+                    "reason-required",
+                    f"a pass verdict without {' and '.join(lacking)} proof needs a reason",
+                    missing=list(lacking),
+                )
+
     def report(
         self,
         person: Participant,
         answers: Sequence[ChecklistAnswer],
         verdict: Verdict,
         remarks: str = "",
+        reason: str = "",
     ) -> str:
         """Build and seal the report of the ended session; write it beside the evidence."""
         self._require(person, Role.INSPECTOR)
@@ -269,7 +360,10 @@ class SurveyRoom:
                 radius_mm=self.config.radius_mm,
                 at=at,
                 remarks=remarks,
+                reason=reason,
             )
+        except ReasonRequired as exc:
+            raise RoomError("reason-required", str(exc), missing=list(exc.missing)) from None
         except MalformedReport as exc:
             raise RoomError("bad-report", str(exc)) from None
         token = sign_report(report, self.config.seal, at=at)
@@ -288,6 +382,17 @@ class SurveyRoom:
             "state": self.state.value,
             "case": plan.case_id,
             "matter": plan.matter,
+            "offices": {
+                "surveying": plan.surveying_office,
+                "requesting": plan.requesting_office,
+            },
+            "window": {
+                "start_ms": epoch_ms(plan.window.start),
+                "end_ms": epoch_ms(plan.window.end),
+            },
+            "inspectors": [p.name for p in plan.inspectors],
+            "site_party": plan.site_party.name,
+            "notice": self.notice_ms is not None,
             "site": {
                 "address": plan.site.address,
                 "lat": plan.site.location.lat,

@@ -72,7 +72,8 @@ async def _survey_requested(http: aiohttp.ClientSession, r: Office, h: Office,
 
 def _surveyed(office: Office, case_id: str, session: str) -> Path:
     """Run a short survey at the surveying office: live, two snapshots, a geolocation
-    fix at the site, completed, checklist answered and the report sealed."""
+    fix at the site, a challenge acknowledged and confirmed, completed, checklist
+    answered and the report sealed."""
     now = datetime.now(UTC)
     site = GeoPoint.from_degrees(30.5428, 114.3162)
     plan = SurveyPlan(
@@ -87,6 +88,9 @@ def _surveyed(office: Office, case_id: str, session: str) -> Path:
     room.fix(SITE_PARTY, 30.5428, 114.3162, 8.0)
     room.snapshot(INSPECTOR, PNG)
     room.snapshot(INSPECTOR, PNG[::-1])
+    challenge = room.issue_challenge(INSPECTOR)["id"]
+    room.challenge_shown(SITE_PARTY, challenge)
+    room.confirm_challenge(INSPECTOR, challenge, "confirmed")
     room.end(INSPECTOR, Event.COMPLETE)
     room.report(INSPECTOR, [ChecklistAnswer("shelves", Answer.PASS)], Verdict.PASS_WITH_CORRECTIONS)
     return room.media_dir

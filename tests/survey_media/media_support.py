@@ -96,9 +96,17 @@ class World:
             jti=new_jti(),
         )
 
-    def ws_url(self, token: str, device: str, **extra: str) -> str:
-        query = "&".join(f"{k}={v}" for k, v in {"token": token, "device": device, **extra}.items())
+    def ws_url(self, device: str, **extra: str) -> str:
+        query = "&".join(f"{k}={v}" for k, v in {"device": device, **extra}.items())
         return self.base_url.replace("http", "ws", 1) + f"/survey/v1/ws?{query}"
+
+    async def join(
+        self, http: aiohttp.ClientSession, token: str, device: str, **extra: str
+    ) -> aiohttp.ClientWebSocketResponse:
+        """Open the signalling socket as a page does: the token in the first message."""
+        ws = await http.ws_connect(self.ws_url(device, **extra))
+        await ws.send_json({"type": "join", "token": token})
+        return ws
 
     def verify_cli(self, session_id: str = "sv-media-0001") -> subprocess.CompletedProcess[str]:
         media = self.tmp / "media" / session_id

@@ -59,7 +59,7 @@ async def test_the_survey_mounts_on_the_nodes_public_listener_app_only(tmp_path:
             page = await http.get(f"{world.base_url}/survey/v1/site")
             assert page.status == 200
             # behind the public listener's problem middleware the socket still upgrades
-            async with http.ws_connect(world.ws_url("not-a-token", "d1")) as ws:
+            async with await world.join(http, "not-a-token", "d1") as ws:
                 msg = await ws.receive(timeout=10)
                 assert (msg.data, msg.extra) == (4404, "wrong-session")
     finally:
