@@ -34,10 +34,16 @@ import av
 from remote_survey.entries import Segment
 from remote_survey.fanout import AUDIO_RATE, FrameSink, copy_video
 
-__all__ = ["SegmentRecorder", "encode_still"]
+__all__ = ["SegmentRecorder", "encode_still", "encode_thumbnail"]
 
 _MS = fractions.Fraction(1, 1000)
 _AUDIO_BASE = fractions.Fraction(1, AUDIO_RATE)
+
+
+def encode_thumbnail(frame: av.VideoFrame, width: int = 240) -> bytes:
+    """A small PNG of ``frame`` (``width`` pixels wide, aspect kept) for the pages."""
+    height = max(2, round(frame.height * width / frame.width) // 2 * 2)
+    return encode_still(frame.reformat(width=width, height=height))
 
 
 def encode_still(frame: av.VideoFrame) -> bytes:

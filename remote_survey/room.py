@@ -393,6 +393,7 @@ class SurveyRoom:
             "inspectors": [p.name for p in plan.inspectors],
             "site_party": plan.site_party.name,
             "notice": self.notice_ms is not None,
+            "radius_m": self.config.radius_mm / 1000,
             "site": {
                 "address": plan.site.address,
                 "lat": plan.site.location.lat,

@@ -19,6 +19,7 @@ connected, and each one's last status) whenever someone joins, leaves or reports
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -30,7 +31,7 @@ from aiohttp import WSMsgType, web
 
 from remote_survey.errors import JoinRefused, MalformedReport, SurveyError
 from remote_survey.peer import Peer, RoomMedia
-from remote_survey.recorder import encode_still
+from remote_survey.recorder import encode_still, encode_thumbnail
 from remote_survey.report import Answer, ChecklistAnswer, Verdict
 from remote_survey.room import RoomError, SurveyRoom
 from remote_survey.session import Event, Participant, Role, SurveyState
@@ -262,7 +263,10 @@ async def _dispatch(live: LiveRoom, conn: Connection, data: dict[str, Any]) -> N
         if frame is None:
             raise RoomError("no-video", "no video from the site yet")
         png = await asyncio.to_thread(encode_still, frame)
-        live.broadcast(room.snapshot(person, png), _VIEWERS)
+        thumb = await asyncio.to_thread(encode_thumbnail, frame)
+        taken = room.snapshot(person, png)
+        taken["thumbnail"] = "data:image/png;base64," + base64.b64encode(thumb).decode("ascii")
+        live.broadcast(taken, _VIEWERS)
     elif kind == "challenge":
         issued = room.issue_challenge(person, str(data.get("instruction", "")))
         live.broadcast(issued, (Role.SITE, *_VIEWERS))

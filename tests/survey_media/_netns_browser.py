@@ -69,6 +69,7 @@ async def _survey_in_browsers(world: World) -> str:
             await inspector.goto(inspector_link, timeout=MS)
             assert await inspector.text_content("h1") == "远程勘查 — 勘查端"  # Chinese first
             await site.goto(site_link, timeout=MS)
+            await site.click("#notice-ack")  # the recording notice, acknowledged
             # live: the inspector sees the site's (fake) camera, segments are recorded
             await _wait_state(inspector, "live")
             await _wait_state(site, "live")
@@ -84,6 +85,8 @@ async def _survey_in_browsers(world: World) -> str:
             code = await site.text_content("#challenge-code")
             assert code is not None
             assert code.startswith(await inspector.text_content("#challenge-code") or "-")
+            assert await inspector.is_disabled("#confirm")  # not before the site says so
+            await site.click("#challenge-ack")
             await inspector.wait_for_selector("#challenge-shown:not([hidden])", timeout=MS)
             await inspector.click("#confirm")
             await inspector.wait_for_selector(
@@ -102,14 +105,18 @@ async def _survey_in_browsers(world: World) -> str:
             # checklist: item 1 passes with the snapshot linked, item 2 gets a note
             items = inspector.locator("#checklist li")
             assert await items.count() == 2
+            await items.nth(0).locator(".answer").select_option("pass")
             await items.nth(0).locator(".links input").check()
             await items.nth(1).locator(".answer").select_option("note")
             await items.nth(1).locator(".note").fill("通道有纸箱, 已当场清理")
             await inspector.select_option("#verdict", "pass")
             await inspector.click("#sign")
+            await inspector.wait_for_selector("#confirm-box:not([hidden])", timeout=MS)
+            await inspector.click("#confirm-sign")
             await inspector.wait_for_selector("#report:not([hidden])", timeout=MS)
             assert await inspector.text_content("#error") == ""
             await _wait_state(site, "completed")
+            await site.wait_for_selector("#preview[data-camera='stopped']", timeout=MS)
             return await inspector.input_value("#report-token")
         finally:
             await browser.close()
@@ -145,7 +152,8 @@ async def test_site_and_inspector_in_chromium_produce_a_verifiable_report(
     assert segments
     assert len(report.evidence.snapshots) == 1
     assert report.evidence.challenges[0].result == "confirmed"
-    assert report.evidence.challenges[0].shown_ms is not None
+    assert report.evidence.challenges[0].shown_ms is not None  # acknowledged on the phone
+    assert report.guard is None  # location and challenge proven: no reason needed
     assert report.answers[0].snapshots == (report.evidence.snapshots[0].sha256,)
     assert report.evidence.geolocation.to_json()["fixes"] >= 1
     assert len(report.evidence.interruptions) == 1  # the reload, as a gap

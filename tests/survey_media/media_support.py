@@ -180,9 +180,11 @@ async def next_of(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, A
     return await asyncio.wait_for(read(), WAIT)
 
 
-def run_in_netns(case: str, timeout: float) -> None:
+def run_in_netns(case: str, timeout: float, artefacts: Path | None = None) -> None:
     """Run a pytest file inside a fresh network namespace with 127.0.0.2 on loopback.
 
+    ``artefacts`` (the calling test's tmp dir) is passed on as
+    ``$TONGBAN_SURVEY_ARTEFACTS`` for screenshots that outlive the inner run.
     Fails (never skips) when the namespace cannot be made: these tests need root, as CI has.
     """
     script = (
@@ -191,6 +193,8 @@ def run_in_netns(case: str, timeout: float) -> None:
         f"tests/survey_media/{case}"
     )
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    if artefacts is not None:
+        env["TONGBAN_SURVEY_ARTEFACTS"] = str(artefacts)
     try:
         done = subprocess.run(
             ["unshare", "-n", "sh", "-c", script],
