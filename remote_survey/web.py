@@ -5,7 +5,7 @@ LiveRoom` per session); :func:`survey_app` returns an :class:`aiohttp.web.Applic
 serving, under ``/survey/v1/``:
 
 ==================================== ===========================================
-``GET ws?token=..&device=..``        signalling (:mod:`remote_survey.signalling`)
+``GET ws?device=..``                 signalling (:mod:`remote_survey.signalling`)
 ``GET site``                         the on-site party's page (phone)
 ``GET inspector``                    the inspector's (and observer's) page
 ``GET static/<file>``                the pages' scripts and styles, no build step
@@ -13,7 +13,7 @@ serving, under ``/survey/v1/``:
 
 Join links point at a page with the token in the URL fragment
 (``/survey/v1/site#token=...``), so it never reaches access logs; the page opens the
-WebSocket itself. :func:`add_survey_routes` adds the same routes to an existing app
+WebSocket itself and sends the token as its first message, never in the socket's URL. :func:`add_survey_routes` adds the same routes to an existing app
 (the node's public listener); :func:`survey_extension` is the same as a
 ``relay.node.Node`` extension: ``Node(config, extensions=[survey_extension(hub)])``.
 """
