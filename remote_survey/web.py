@@ -13,7 +13,8 @@ serving, under ``/survey/v1/``:
 
 Join links point at a page with the token in the URL fragment
 (``/survey/v1/site#token=...``), so it never reaches access logs; the page opens the
-WebSocket itself and sends the token as its first message, never in the socket's URL. :func:`add_survey_routes` adds the same routes to an existing app
+WebSocket itself and sends the token as its first message, never in the socket's URL.
+:func:`add_survey_routes` adds the same routes to an existing app
 (the node's public listener); :func:`survey_extension` is the same as a
 ``relay.node.Node`` extension: ``Node(config, extensions=[survey_extension(hub)])``.
 """
