@@ -11,6 +11,12 @@ files as packet attachments, so they travel resumably to the requesting office o
 ``outcome`` is ``pass`` for the verdicts ``pass`` and ``pass_with_corrections``,
 ``fail`` for ``fail``; a survey converted to an on-site visit is not reported here.
 
+The report is sent only when its requesting office is the case's other office (the
+one that requested the survey and receives the packet): otherwise the partner would
+refuse it after our own copy of the case had moved on (``wrong-offices``). A report
+the partner refuses all the same (a ``rejected`` receipt ``content-refused:survey-*``)
+raises a staff alert ``survey-report-refused`` (:func:`refused_report_alerts`).
+
 Receiving (the requesting office, after every accepted federation batch): each
 accepted case packet carrying a survey-report event with a sealed report is collected
 once into ``<data dir>/survey-reports/<case>/<session>/`` (its attachments decrypted
@@ -42,6 +48,7 @@ from typing import Any
 
 from aiohttp import web
 
+from relay.alerts import ALERTS, Severity, StaffAlert
 from relay.audit.leaves import AuditLeaf, LeafKind, SurveyReportLeaf, encode_leaf
 from relay.audit.store import append as audit_append
 from relay.cases.desk import CaseDesk
@@ -49,6 +56,7 @@ from relay.cases.errors import CaseError
 from relay.cases.model import CONTENT_FORMAT, EventKind
 from relay.config import NodeConfig
 from relay.core.errors import RelayError
+from relay.core.model import OutboxState
 from relay.core.ports import PeerLink
 from relay.http.case_services import CaseLayer
 from relay.http.survey_admission import is_sealed_report
@@ -73,6 +81,7 @@ __all__ = [
     "Collected",
     "SurveyCaseLayer",
     "collect_reports",
+    "refused_report_alerts",
     "report_files",
     "send_report",
     "survey_leaf",
@@ -85,6 +94,7 @@ REFUSED_FILE = "refused.json"
 _CHUNK = 1 << 20
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 _OUTCOME = {Verdict.PASS: "pass", Verdict.PASS_WITH_CORRECTIONS: "pass", Verdict.FAIL: "fail"}
+_REFUSED = "content-refused:survey-"
 _TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".webm": "video/webm", ".mp4": "video/mp4"}
 
 
@@ -181,6 +191,15 @@ async def send_report(
         raise SurveyCaseError("convert-to-onsite", "an on-site visit reports this case")
     if report.plan.surveying_office != desk.node_id:
         raise SurveyCaseError("not-surveyor", "this node did not run the survey")
+    header = desk.get(report.plan.case_id).case.header
+    partner = header.node(header.office_of(desk.node_id).other)
+    if report.plan.requesting_office != partner:
+        # the partner would refuse it (survey-wrong-case) after our copy had moved on
+        raise SurveyCaseError(
+            "wrong-offices",
+            f"the report names {report.plan.requesting_office} as requesting office; it can "
+            f"only be sent to this case's other office {partner}, which requested the survey",
+        )
     digests = [await _stage(core, path) for path in files]
     details = {"outcome": outcome, "verdict": report.verdict.value, "report": token}
     await desk.act(report.plan.case_id, EventKind.SURVEY_REPORT, details, attachments=digests)
@@ -305,6 +324,35 @@ async def collect_reports(
     return done
 
 
+def refused_report_alerts(core: Any, now: datetime) -> list[StaffAlert]:
+    """An alert per survey-report packet the partner refused (``content-refused:survey-*``):
+    our copy of the case shows the report sent, the partner's and the applicant's do not."""
+    alerts = []
+    for item in core.list_outbox():
+        reason = item.reason or ""
+        if item.state is not OutboxState.REJECTED or not reason.startswith(_REFUSED):
+            continue
+        s = item.summary
+        alerts.append(
+            StaffAlert(
+                id=f"survey:refused:{s.packet_id}",
+                source="survey",
+                code="survey-report-refused",
+                severity=Severity.CRITICAL,
+                at=now,
+                title_zh="对方机关拒收了勘查报告，双方案卷状态不一致",
+                title_en="The partner refused a survey report; the two copies of the case differ",
+                detail=f"Node {s.receiver} refused the survey report of case {s.case_id} "
+                f"(packet {s.packet_id}: {reason}). Our copy shows the report as sent, the "
+                "partner's and the applicant's do not. Check the report with `tongban survey "
+                "verify`, agree the next step with the partner, then send a corrected report",
+                subject=s.packet_id,
+                extra={"reason": reason, "peer": s.receiver, "case_id": s.case_id},
+            )
+        )
+    return alerts
+
+
 class _CollectingCore:
     """The case layer's core, collecting survey reports after each accepted batch."""
 
@@ -382,6 +430,11 @@ class SurveyCaseLayer:
     def extension(self, listener: str, app: web.Application) -> None:
         if listener == "staff":
             app.router.add_post("/staff/v1/surveys/{session}/send", self._send)
+            if ALERTS in app:
+                app[ALERTS].add_source("survey", self._alerts)
+
+    def _alerts(self, now: datetime) -> list[StaffAlert]:
+        return [] if self._core is None else refused_report_alerts(self._core, now)
 
     async def _send(self, request: web.Request) -> web.Response:
         require_role(request, StaffRole.CLERK)

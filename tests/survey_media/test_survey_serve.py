@@ -98,6 +98,11 @@ async def test_serve_schedules_a_survey_for_staff_and_admits_its_links_publicly(
                 f"{staff}/staff/v1/surveys", json=plan_to_json(plan), headers=auth
             )
             assert again.status == 409
+            own = plan_to_json(make_plan(datetime.now(UTC), session_id="sv-own"))
+            own["requesting_office"] = "420106"  # this node: the report could not be sent
+            itself = await http.post(f"{staff}/staff/v1/surveys", json=own, headers=auth)
+            assert itself.status == 422
+            assert "requesting-office-is-surveyor" in (await itself.json())["detail"]
             other = plan_to_json(make_plan(datetime.now(UTC), session_id="sv-other"))
             other["surveying_office"] = "320982"
             wrong = await http.post(f"{staff}/staff/v1/surveys", json=other, headers=auth)
