@@ -41,7 +41,7 @@ def load_or_create_join_key(path: Path) -> Ed25519PrivateKey:
 def node_survey_hub(
     node_id: str, key_dir: Path, data_dir: Path, *, clock: Clock = _utc_now
 ) -> tuple[SurveyHub, Ed25519PrivateKey]:
-    """The node's hub (no session open yet) and the key that signs its join links."""
+    """The node's hub (with the sessions it kept, resumed) and the key of its join links."""
     seal = Signer.from_pem((key_dir / "seal.key").read_bytes(), (key_dir / "seal.pem").read_bytes())
     join_key = load_or_create_join_key(key_dir / JOIN_KEY_FILE)
     config = RoomConfig(
@@ -51,4 +51,6 @@ def node_survey_hub(
         media_root=data_dir / "survey",
         clock=clock,
     )
-    return SurveyHub(config), join_key
+    hub = SurveyHub(config)
+    hub.resume()
+    return hub, join_key

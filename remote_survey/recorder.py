@@ -85,6 +85,7 @@ class SegmentRecorder:
         on_segment: Callable[[Segment], None],
         segment_ms: int = 3000,
         with_audio: bool = True,
+        first_index: int = 0,
     ) -> None:
         self.directory = directory
         self._now_ms = now_ms
@@ -92,7 +93,7 @@ class SegmentRecorder:
         self.segment_ms = segment_ms
         self.with_audio = with_audio
         self._open: _Open | None = None
-        self._count = 0
+        self._count = first_index  # segments already recorded (named from first_index + 1)
         self.segments: list[Segment] = []
 
     async def run(self, sink: FrameSink) -> None:

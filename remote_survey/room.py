@@ -30,7 +30,9 @@ from remote_survey.entries import (
     ChallengeConfirmed,
     ChallengeIssued,
     ChallengeShown,
+    GeoFix,
     Note,
+    Segment,
     Snapshot,
     epoch_ms,
     geofix,
@@ -42,9 +44,10 @@ from remote_survey.errors import (
     ReasonRequired,
     SurveyError,
 )
-from remote_survey.evidence import EvidenceChain
+from remote_survey.evidence import EvidenceChain, parse_evidence
 from remote_survey.geo import GeoPoint
 from remote_survey.join import JoinClaims, JoinLedger, admit, participant_for
+from remote_survey.persist import load_state, save_state
 from remote_survey.report import (
     ChecklistAnswer,
     Verdict,
@@ -53,6 +56,7 @@ from remote_survey.report import (
     sign_report,
 )
 from remote_survey.report_model import PASSING, Answer
+from remote_survey.reportjson import from_epoch_ms
 from remote_survey.session import (
     Event,
     Participant,
@@ -118,9 +122,10 @@ class RoomConfig:
 
 
 class SurveyRoom:
-    """The mutable shell state of one survey session."""
+    """The mutable shell state of one survey session (kept on disk: :meth:`restore`)."""
 
-    def __init__(self, plan: SurveyPlan, config: RoomConfig) -> None:
+    def __init__(self, plan: SurveyPlan, config: RoomConfig, *, _restoring: bool = False) -> None:
+        """A new session: an empty evidence file and its ``session.json``."""
         self.plan = plan
         self.config = config
         self.session = schedule(plan)
@@ -129,13 +134,62 @@ class SurveyRoom:
         self.media_dir = config.media_root / plan.session_id
         self.media_dir.mkdir(parents=True, exist_ok=True)
         self._evidence = self.media_dir / EVIDENCE_FILE
-        self._evidence.write_bytes(b"")
         self._last_ms = 0
         self._last_fix_ms = -_MIN_FIX_INTERVAL_MS
         self._snapshots = 0
         self._challenges = 0
         self.notice_ms: int | None = None
         self.report_token: str | None = None
+        self.resumed_from: SurveyState | None = None
+        if not _restoring:
+            self._evidence.write_bytes(b"")
+            self._save()
+
+    @classmethod
+    def restore(cls, media_dir: Path, config: RoomConfig) -> SurveyRoom:
+        """The session kept in ``media_dir``, as the node left it (raises SurveyError).
+
+        The evidence file must be an intact chain. A session that was live when the node
+        stopped is interrupted as of its last recorded moment; the site's rejoin closes
+        that interruption with a ``gap`` entry, and the recording continues with the next
+        segment number.
+        """
+        session, ledger = load_state(media_dir)
+        room = cls(session.plan, config, _restoring=True)
+        if room.media_dir != media_dir:
+            raise SurveyError(f"{media_dir} does not hold session {session.plan.session_id}")
+        try:
+            entries = parse_evidence(room._evidence.read_bytes())
+        except OSError as exc:
+            raise SurveyError(f"cannot read {room._evidence}: {exc.strerror}") from None
+        room.chain = EvidenceChain(session.plan.session_id, tuple(entries))  # checks it
+        room.session, room.ledger = session, ledger
+        room.resumed_from = session.state
+        room._last_ms = entries[-1].t_ms if entries else 0
+        for e in entries:
+            if isinstance(e.body, Snapshot):
+                room._snapshots += 1
+            elif isinstance(e.body, ChallengeIssued):
+                room._challenges += 1
+            elif isinstance(e.body, GeoFix):
+                room._last_fix_ms = e.t_ms
+            elif isinstance(e.body, Note) and e.body.text == NOTICE_ACKNOWLEDGED:
+                room.notice_ms = room.notice_ms if room.notice_ms is not None else e.t_ms
+        if (media_dir / REPORT_FILE).exists():
+            room.report_token = (media_dir / REPORT_FILE).read_text(encoding="ascii").strip()
+        if session.state is SurveyState.LIVE:
+            stopped = max(epoch_ms(session.last_change or room.now()), room._last_ms)
+            room.session, _ = transition(session, Event.DROP, from_epoch_ms(stopped))
+            room._save()
+        return room
+
+    def _save(self) -> None:
+        save_state(self.media_dir, self.session, self.ledger)
+
+    @property
+    def segment_count(self) -> int:
+        """How many segments the chain holds (the recording continues after them)."""
+        return sum(isinstance(e.body, Segment) for e in self.chain.entries)
 
     # -- time and evidence -------------------------------------------------------------
 
@@ -178,7 +232,9 @@ class SurveyRoom:
         person = participant_for(self.plan, claims)
         if self.session.state.is_final:
             raise RoomError("session-ended", f"the survey is {self.session.state.value}")
-        self.ledger = ledger
+        if ledger is not self.ledger:
+            self.ledger = ledger
+            self._save()
         return claims, person
 
     @property
@@ -193,6 +249,7 @@ class SurveyRoom:
             raise RoomError("bad-state", str(exc)) from None
         for gap in effects:
             self.record(gap)
+        self._save()
         return self.session.state
 
     def site_live(self) -> SurveyState | None:

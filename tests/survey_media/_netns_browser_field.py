@@ -11,7 +11,10 @@ The people around a survey, in real headless Chromium (a phone emulated at 390×
   inspector's controls are disabled and the phone's camera is stopped;
 - survey 2, camera denied on the phone: both pages say the camera is not allowed (and
   what to do), the session never goes live;
-- refusal pages: an expired link and a link opened on another phone say which it is.
+- refusal pages: an expired link and a link opened on another phone say which it is;
+- survey 3, the node restarts mid-survey: both pages reconnect by themselves, the
+  survey resumes from disk with a gap, the recording continues its numbering and the
+  report verifies.
 
 Permissions are granted per browser context (no ``--use-fake-ui-for-media-stream``), so
 what is not granted is denied as on a real phone. Screenshots are kept as artefacts in
@@ -20,15 +23,21 @@ what is not granted is denied as on a real phone. Screenshots are kept as artefa
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from aiohttp import web
 from media_support import WAIT, World, make_plan, make_world, served
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
+from remote_survey.entries import Gap, Segment
 from remote_survey.report_model import Guard, SurveyReport
 from remote_survey.session import Role, SurveyState
+from remote_survey.web import SurveyHub, survey_app
 from signing.encoding import b64url_decode
 
 HOST = "127.0.0.2"
@@ -228,6 +237,70 @@ async def _refusals(world: World, browser: Browser, shots: Shots) -> None:
         await ctx.close()
 
 
+@asynccontextmanager
+async def _serving(hub: SurveyHub, port: int) -> AsyncIterator[int]:
+    runner = web.AppRunner(survey_app(hub), shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, port)
+    await site.start()
+    try:
+        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    finally:
+        await asyncio.wait_for(runner.cleanup(), WAIT)
+
+
+async def _restart_mid_survey(world: World, browser: Browser, shots: Shots) -> None:
+    """The node stops during a live survey and starts again on the same address: both
+    pages reconnect by themselves, the survey resumes with a gap and records on."""
+    session = "sv-media-0003"
+    world.hub.open(make_plan(datetime.now(UTC), session_id=session))
+    site_token = world.token(Role.SITE, "site-1", session_id=session)
+    inspector_token = world.token(Role.INSPECTOR, "insp-1", session_id=session)
+    phone = await _phone(browser, "camera", "microphone", "geolocation")
+    desk = await browser.new_context(permissions=["microphone"])
+    async with _serving(world.hub, 0) as port:
+        base = f"http://{HOST}:{port}"
+        inspector = await desk.new_page()
+        await inspector.goto(f"{base}/survey/v1/inspector#token={inspector_token}", timeout=MS)
+        site = await phone.new_page()
+        await site.goto(f"{base}/survey/v1/site#token={site_token}", timeout=MS)
+        await site.click("#notice-ack")
+        await _state(site, "live")
+        await inspector.wait_for_selector("#segments:not([data-count='0'])", timeout=MS)
+    # stopped: the open segment was closed and chained, the session interrupted on disk
+    await _state(site, "reconnecting")
+    before = world.hub.rooms[session].room
+    assert before.state is SurveyState.INTERRUPTED
+    segments_before = before.segment_count
+    await shots.take(site, "12-phone-node-restarting")
+    world.hub = SurveyHub(world.hub.config)  # a new process: only the disk is left
+    assert session in world.hub.resume()
+    async with _serving(world.hub, port):
+        await _state(site, "live")  # the page reconnected by itself, same link
+        await _state(inspector, "live")
+        room = world.hub.rooms[session].room
+        async with asyncio.timeout(WAIT):
+            while room.segment_count <= segments_before:
+                await asyncio.sleep(0.1)
+        await shots.take(site, "13-phone-resumed-after-restart")
+        items = inspector.locator("#checklist li")
+        for n in range(await items.count()):
+            await items.nth(n).locator(".answer").select_option("fail")
+            await items.nth(n).locator(".note").fill("需整改")
+        await inspector.select_option("#verdict", "fail")
+        await inspector.click("#sign")
+        await inspector.click("#confirm-sign")
+        await inspector.wait_for_selector("#report:not([hidden])", timeout=MS)
+        await _state(site, "completed")
+    names = [e.body.name for e in room.chain.entries if isinstance(e.body, Segment)]
+    assert names == [f"seg-{n:06d}.mkv" for n in range(1, len(names) + 1)]  # one numbering
+    gaps = [e.body for e in room.chain.entries if isinstance(e.body, Gap)]
+    assert len(gaps) == 1  # the time the node was down
+    assert world.verify_cli(session).returncode == 0
+    await desk.close()
+    await phone.close()
+
+
 async def test_people_in_the_field_see_presence_reasons_and_guarded_signing(
     tmp_path: Path,
 ) -> None:
@@ -236,17 +309,19 @@ async def test_people_in_the_field_see_presence_reasons_and_guarded_signing(
     world.hub.open(make_plan(now))
     world.hub.open(make_plan(now, session_id="sv-media-0002"))
     shots = Shots(Path(os.environ.get("TONGBAN_SURVEY_ARTEFACTS", tmp_path)) / "screenshots")
-    async with served(world, HOST), async_playwright() as pw:
+    async with async_playwright() as pw:
         browser = await pw.chromium.launch(
             executable_path="/usr/bin/chromium", headless=True, args=FLAGS, timeout=MS
         )
         try:
-            await _location_denied_and_guarded_signing(world, browser, shots)
-            await _camera_denied(world, browser, shots)
-            await _refusals(world, browser, shots)
+            async with served(world, HOST):
+                await _location_denied_and_guarded_signing(world, browser, shots)
+                await _camera_denied(world, browser, shots)
+                await _refusals(world, browser, shots)
+            await _restart_mid_survey(world, browser, shots)
         finally:
             await browser.close()
-    room = world.hub.rooms["sv-media-0001"].room
+    room = world.hub.rooms["sv-media-0001"].room  # as resumed from disk
     assert room.report_token is not None
     report = SurveyReport.from_payload(b64url_decode(room.report_token.split(".")[1]))
     assert report.guard == Guard(
