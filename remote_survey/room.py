@@ -66,6 +66,7 @@ from remote_survey.session import (
     schedule,
     transition,
 )
+from remote_survey.turn import IceConfig
 from signing.encoding import canonical_json
 from signing.keys import Signer
 
@@ -119,6 +120,9 @@ class RoomConfig:
     radius_mm: int = 50_000
     record: bool = True
     new_code: Callable[[], str] = field(default=new_code)
+    # STUN/TURN for the pages (TURN with per-person time-limited credentials); the
+    # node's own peer uses ``ice_servers`` only and must be reachable from the TURN server
+    ice: IceConfig | None = None
 
 
 class SurveyRoom:
@@ -428,6 +432,12 @@ class SurveyRoom:
         self.report_token = token
         return token
 
+    def _ice_for(self, person: Participant) -> list[dict[str, Any]]:
+        if self.config.ice is None:
+            return []
+        user = f"{self.plan.session_id}.{person.person_id}".replace(":", "_")
+        return self.config.ice.servers_for(user, self.config.clock())
+
     def welcome(self, person: Participant, role: Role) -> dict[str, Any]:
         """What a page needs to show on joining (no secrets)."""
         plan = self.plan
@@ -457,5 +467,5 @@ class SurveyRoom:
                 "lon": plan.site.location.lon,
             },
             "checklist": [{"id": i.item_id, "text": i.text} for i in plan.checklist],
-            "iceServers": list(self.config.ice_servers),
+            "iceServers": [*self.config.ice_servers, *self._ice_for(person)],
         }

@@ -13,6 +13,8 @@ command -v unshare >/dev/null 2>&1 || need="$need util-linux"
 # load both cores while the suite runs (see README, "Tests on other dates and under load")
 command -v faketime >/dev/null 2>&1 || need="$need faketime"
 command -v stress-ng >/dev/null 2>&1 || need="$need stress-ng"
+# coturn: the TURN relay the survey TURN-only network test runs (phone and node apart)
+command -v turnserver >/dev/null 2>&1 || need="$need coturn"
 if [ -z "$need" ]; then exit 0; fi
 if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages:$need"

@@ -28,3 +28,8 @@ def test_chromium_phone_denied_camera_or_location_presence_and_guarded_signing_i
 ) -> None:
     """Screenshots of every step are kept in this test's tmp dir (``screenshots/``)."""
     run_in_netns("_netns_browser_field.py", timeout=240, artefacts=tmp_path)
+
+
+def test_chromium_phone_reaches_the_node_only_through_a_coturn_relay_in_netns() -> None:
+    """coturn (Debian) between a phone namespace and a node namespace; see _netns_turn.py."""
+    run_in_netns("_netns_turn.py", timeout=240)
