@@ -15,6 +15,8 @@ command -v faketime >/dev/null 2>&1 || need="$need faketime"
 command -v stress-ng >/dev/null 2>&1 || need="$need stress-ng"
 # coturn: the TURN relay the survey TURN-only network test runs (phone and node apart)
 command -v turnserver >/dev/null 2>&1 || need="$need coturn"
+# ffprobe (ffmpeg): an independent judge of the recorded segments' frame rate and size
+command -v ffprobe >/dev/null 2>&1 || need="$need ffmpeg"
 if [ -z "$need" ]; then exit 0; fi
 if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages:$need"

@@ -12,9 +12,13 @@ reordered.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 from datetime import UTC, datetime
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
@@ -122,6 +126,17 @@ async def _survey_in_browsers(world: World) -> str:
             await browser.close()
 
 
+def _ffprobe(path: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames",
+         "-show_entries", "stream=width,height,avg_frame_rate,nb_read_frames:format=duration",
+         "-of", "json", str(path)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    data = json.loads(done.stdout)
+    return {**data["streams"][0], "duration": data["format"]["duration"]}
+
+
 def _verify(world: World, media: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     args = [
         "survey",
@@ -165,6 +180,18 @@ async def test_site_and_inspector_in_chromium_produce_a_verifiable_report(
         with av.open(str(media / seg.name)) as container:
             frames += sum(1 for _ in container.decode(video=0))
     assert frames >= 10
+    # ffprobe (ffmpeg, an implementation we did not write) agrees with the manifest on
+    # every segment's picture size and frame count, and its frame rate is the real one
+    # (about 20 fps from Chromium's fake camera), not a nominal 30
+    for seg in segments:
+        probe = _ffprobe(media / seg.name)
+        assert (probe["width"], probe["height"]) == (seg.width, seg.height), seg
+        assert int(probe["nb_read_frames"]) == seg.frames, (probe, seg)
+        duration = float(probe["duration"])
+        if seg.frames >= 10 and duration > 0.5:
+            measured = seg.frames / duration
+            claimed = float(Fraction(probe["avg_frame_rate"]))
+            assert abs(claimed - measured) <= 0.15 * measured, (probe, seg)
     with av.open(str(media / report.evidence.snapshots[0].name)) as still:
         assert next(iter(still.decode(video=0))).width >= 320
     # the real command, in a child process: valid
