@@ -17,6 +17,8 @@ command -v stress-ng >/dev/null 2>&1 || need="$need stress-ng"
 command -v turnserver >/dev/null 2>&1 || need="$need coturn"
 # ffprobe (ffmpeg): an independent judge of the recorded segments' frame rate and size
 command -v ffprobe >/dev/null 2>&1 || need="$need ffmpeg"
+# a Chinese font, so the survey pages' screenshots (test artefacts) are readable
+fc-list :lang=zh 2>/dev/null | grep -q . || need="$need fonts-wqy-microhei"
 if [ -z "$need" ]; then exit 0; fi
 if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages:$need"
