@@ -108,7 +108,12 @@ def add_staff_routes(
             raise Problem(422, ProblemCode.INVALID_REQUEST, "the survey window has passed")
         if plan.session_id in hub.rooms:
             raise Problem(409, ProblemCode.CONFLICT, f"survey {plan.session_id} already exists")
-        hub.open(plan)
+        try:
+            hub.open(plan)
+        except ValueError:  # kept on disk but not resumed (damaged): never overwritten
+            raise Problem(
+                409, ProblemCode.CONFLICT, f"survey {plan.session_id} already exists on disk"
+            ) from None
         links = _links(plan, join_key, node_id, jti)
         return web.json_response(
             {"session": plan.session_id, "links": links},

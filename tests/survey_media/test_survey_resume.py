@@ -148,7 +148,10 @@ def test_a_damaged_session_is_logged_and_left_alone(
     (two.media_dir / STATE_FILE).write_text(json.dumps(state))
     damaged = (one.media_dir / "evidence.jsonl").read_bytes()
     caplog.set_level(logging.ERROR)
-    assert SurveyHub(_config(world, clock)).resume() == []
+    restarted = SurveyHub(_config(world, clock))
+    assert restarted.resume() == []
     assert "sv-media-0001 not resumed" in caplog.text
     assert "sv-media-0002 not resumed" in caplog.text
+    with pytest.raises(ValueError, match="already open"):  # scheduling it again overwrites nothing
+        restarted.open(make_plan(clock.at))
     assert (one.media_dir / "evidence.jsonl").read_bytes() == damaged
