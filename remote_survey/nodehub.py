@@ -6,7 +6,9 @@
 Ed25519 key, ``survey-join.key`` in the node directory, created on first use with mode
 0600 (a key that others can read is refused): join links and sealed documents never
 share a key. Media and evidence go under ``<data dir>/survey/<session id>/``. The
-``[survey]`` settings give the pages STUN and TURN servers, TURN with time-limited
+Segments and snapshots are sealed at rest with ``survey-media.key`` in the node
+directory (:mod:`remote_survey.vault`). The ``[survey]`` settings give the pages STUN
+and TURN servers, TURN with time-limited
 credentials (:mod:`remote_survey.turn`).
 """
 
@@ -21,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from remote_survey.errors import SurveyError
 from remote_survey.room import Clock, RoomConfig
 from remote_survey.turn import IceConfig, load_turn_secret
+from remote_survey.vault import MEDIA_KEY_FILE, MediaVault, load_or_create_media_key
 from remote_survey.web import SurveyHub
 from signing.keyfile import KeyFileError, load_or_create_ed25519_key
 from signing.keys import Signer
@@ -80,6 +83,7 @@ def node_survey_hub(
         media_root=data_dir / "survey",
         clock=clock,
         ice=None if survey is None else ice_config(survey),
+        vault=MediaVault(load_or_create_media_key(key_dir / MEDIA_KEY_FILE)),
     )
     hub = SurveyHub(config)
     hub.resume()

@@ -36,6 +36,7 @@ import av
 
 from remote_survey.entries import Segment
 from remote_survey.fanout import AUDIO_RATE, FrameSink, copy_video
+from remote_survey.vault import MediaVault
 
 __all__ = ["SegmentRecorder", "encode_still", "encode_thumbnail"]
 
@@ -90,6 +91,7 @@ class SegmentRecorder:
         segment_ms: int = 3000,
         with_audio: bool = True,
         first_index: int = 0,
+        vault: MediaVault | None = None,
     ) -> None:
         self.directory = directory
         self._now_ms = now_ms
@@ -98,6 +100,7 @@ class SegmentRecorder:
         self.with_audio = with_audio
         self._open: _Open | None = None
         self._count = first_index  # segments already recorded (named from first_index + 1)
+        self._vault = vault  # seals each finished segment at rest
         self.segments: list[Segment] = []
 
     async def run(self, sink: FrameSink) -> None:
@@ -217,7 +220,10 @@ class SegmentRecorder:
             _declare_rate(seg.path, seg.count)
         final = self.directory / seg.name
         size, digest = _digest(seg.path)
-        os.replace(seg.path, final)
+        if self._vault is not None:
+            self._vault.seal_file(seg.path, final)
+        else:
+            os.replace(seg.path, final)
         end_ms = max(now_ms, seg.start_ms)
         return Segment(
             seg.name, size, digest, seg.start_ms, end_ms, seg.video.width, seg.video.height,

@@ -52,6 +52,7 @@ from remote_survey.report_model import (
     Verdict,
 )
 from remote_survey.session import SurveyPlan, SurveySession
+from remote_survey.vault import MediaVault
 from signing.certificates import Identity, TrustBundle
 from signing.encoding import b64url_decode
 from signing.errors import SigningError
@@ -182,13 +183,17 @@ def _unverified_payload(token: str) -> bytes | None:
 
 
 def verify_report(
-    token: str, bundle: TrustBundle, media_dir: str | Path, at: datetime
+    token: str,
+    bundle: TrustBundle,
+    media_dir: str | Path,
+    at: datetime,
+    vault: MediaVault | None = None,
 ) -> ReportVerification:
     """Check signature, chain, manifest and every file; list every failure found.
 
     When the signature fails the payload is still read (unverified) so that the chain
     and the files are checked too and every problem is reported at once; such a report
-    is never valid.
+    is never valid. ``vault`` opens media sealed at rest (the surveying node's folder).
     """
     failures: list[Failure] = []
     signer: Identity | None = None
@@ -214,11 +219,13 @@ def verify_report(
                 f"{report.plan.surveying_office}",
             )
         )
-    failures.extend(_check_evidence(report, Path(media_dir)))
+    failures.extend(_check_evidence(report, Path(media_dir), vault))
     return ReportVerification(report, signer, tuple(failures))
 
 
-def _check_evidence(report: SurveyReport, media_dir: Path) -> list[Failure]:
+def _check_evidence(
+    report: SurveyReport, media_dir: Path, vault: MediaVault | None = None
+) -> list[Failure]:
     path = media_dir / EVIDENCE_FILE
     try:
         entries = parse_evidence(path.read_bytes())
@@ -257,7 +264,9 @@ def _check_evidence(report: SurveyReport, media_dir: Path) -> list[Failure]:
             failures.append(
                 Failure("geofix-distance", f"entry {i}: the distance to the site is misstated")
             )
-    failures.extend(Failure(f"media-{p.code}", p.message) for p in verify_media(entries, media_dir))
+    failures.extend(
+        Failure(f"media-{p.code}", p.message) for p in verify_media(entries, media_dir, vault)
+    )
     return failures
 
 

@@ -67,6 +67,7 @@ from remote_survey.session import (
     transition,
 )
 from remote_survey.turn import IceConfig
+from remote_survey.vault import MediaVault
 from signing.encoding import canonical_json
 from signing.keys import Signer
 
@@ -123,6 +124,8 @@ class RoomConfig:
     # STUN/TURN for the pages (TURN with per-person time-limited credentials); the
     # node's own peer uses ``ice_servers`` only and must be reachable from the TURN server
     ice: IceConfig | None = None
+    # media sealed at rest (segments and snapshots); None keeps them as plain files
+    vault: MediaVault | None = None
 
 
 class SurveyRoom:
@@ -288,7 +291,10 @@ class SurveyRoom:
         self.check_snapshot(person)
         self._snapshots += 1
         name = f"snap-{self._snapshots:04d}.png"
-        (self.media_dir / name).write_bytes(png)
+        if self.config.vault is not None:
+            self.config.vault.seal_chunks([png], self.media_dir / name)
+        else:
+            (self.media_dir / name).write_bytes(png)
         body = Snapshot(name, len(png), hashlib.sha256(png).hexdigest(), person.person_id)
         t_ms = self.record(body)
         return {"type": "snapshot", "name": name, "sha256": body.sha256, "t_ms": t_ms}

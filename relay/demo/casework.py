@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 
 from relay.cases.terms import load_terms
+from relay.config import load_config
 from relay.core.receipts import verify_receipt
 from relay.demo.context import Demo
 from relay.demo.errors import StepFailed
@@ -42,6 +43,7 @@ from relay.demo.nodes import staff_client
 from relay.demo.offices import DAFENG, NINGJIN, WUCHANG
 from relay.demo.report import Reporter
 from relay.demo.survey import run_remote_survey
+from remote_survey.vault import MAGIC, MEDIA_KEY_FILE
 from signing.licence import verify_licence
 
 __all__ = ["CaseDesk", "cases_step", "delegated_survey_case", "food_licence_case"]
@@ -316,13 +318,18 @@ async def delegated_survey_case(demo: Demo, out: Reporter, desks: Desks) -> None
     sent = await ningjin.staff("POST", f"/staff/v1/surveys/{session}/send")
     await dafeng.wait(case_id, "survey_reported")
     copy = demo.config_path(DAFENG.node_id).parent / "data" / "survey-reports" / case_id / session
-    for folder in (media, copy):
-        await _survey_verify(demo, folder)
+    key = load_config(demo.config_path(NINGJIN.node_id)).key_dir / MEDIA_KEY_FILE
+    sealed = sum(p.read_bytes().startswith(MAGIC) for p in media.glob("seg-*.mkv"))
+    if sealed != len(segments) or not segments:
+        raise StepFailed(f"371422 keeps {len(segments) - sealed} segments unencrypted")
+    await _survey_verify(demo, media, key)  # sealed at rest: opened with the node's key
+    await _survey_verify(demo, copy)
     out.proved(
         "勘查报告连同录像送达大丰区，两地用 tongban survey verify 验证通过",
         f"371422 sent the sealed report with {len(sent['files'])} files as the case's "
         f"survey-report packet; 320982's copy is survey_reported, and `tongban survey "
-        f"verify` accepts the report against the media at 371422 and at 320982",
+        f"verify` accepts the report against the media at 371422 (kept encrypted at rest, "
+        f"opened with its survey-media.key) and at 320982",
     )
     await dafeng.act(case_id, "decide", {"decision": "approve"})
     facts = LicenceFacts(
@@ -354,11 +361,12 @@ async def delegated_survey_case(demo: Demo, out: Reporter, desks: Desks) -> None
     demo.facts.setdefault("tracking", []).append(url)
 
 
-async def _survey_verify(demo: Demo, folder: Path) -> None:
+async def _survey_verify(demo: Demo, folder: Path, key: Path | None = None) -> None:
     """``tongban survey verify`` on a survey folder, as a real command."""
+    extra = [] if key is None else ["--media-key", str(key)]
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "relay.cli", "survey", "verify", str(folder / "report.jws"),
-        "--media", str(folder), "--trust", str(demo.bundle_path),
+        "--media", str(folder), "--trust", str(demo.bundle_path), *extra,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     stdout, stderr = await asyncio.wait_for(process.communicate(), _WAIT)

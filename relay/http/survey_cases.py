@@ -70,6 +70,7 @@ from remote_survey.evidence import parse_evidence
 from remote_survey.report import ReportVerification, verify_report
 from remote_survey.report_model import SurveyReport, Verdict
 from remote_survey.room import REPORT_FILE
+from remote_survey.vault import MediaVault
 from remote_survey.web import SurveyHub
 from signing.certificates import TrustBundle
 from signing.encoding import canonical_json
@@ -112,15 +113,16 @@ def _media_names(evidence: bytes) -> list[str]:
 
 
 def report_files(
-    media_dir: Path, bundle: TrustBundle, at: datetime
+    media_dir: Path, bundle: TrustBundle, at: datetime, vault: MediaVault | None = None
 ) -> tuple[str, SurveyReport, list[Path]]:
     """The sealed report of a session folder, verified against its files, and the files
-    that travel with it (evidence first, then the media in chain order)."""
+    that travel with it (evidence first, then the media in chain order). ``vault`` opens
+    media sealed at rest."""
     try:
         token = (media_dir / REPORT_FILE).read_text(encoding="ascii").strip()
     except OSError:
         raise SurveyCaseError("no-report", "the survey has no signed report yet") from None
-    result = verify_report(token, bundle, media_dir, at)
+    result = verify_report(token, bundle, media_dir, at, vault)
     if not result.ok or result.report is None:
         failures = "; ".join(f"{f.code}: {f.message}" for f in result.failures)
         raise SurveyCaseError("report-invalid", f"the report does not verify: {failures}")
@@ -164,7 +166,38 @@ async def _chunks(path: Path, offset: int) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def _stage(core: Any, path: Path) -> str:
+async def _plain_chunks(vault: MediaVault, path: Path, offset: int) -> AsyncIterator[bytes]:
+    """The plaintext of a sealed media file from ``offset``, decrypted chunk by chunk."""
+    chunks = vault.open_chunks(path)
+    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        if offset >= len(chunk):
+            offset -= len(chunk)
+            continue
+        yield chunk[offset:]
+        offset = 0
+
+
+def _sealed_digest(vault: MediaVault, path: Path) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    for chunk in vault.open_chunks(path):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
+async def _stage(core: Any, path: Path, vault: MediaVault | None = None) -> str:
+    """Stage one file with the relay core (plaintext: a sealed media file is opened)."""
+    if vault is not None and path.name != EVIDENCE_FILE:
+        size, digest = await asyncio.to_thread(_sealed_digest, vault, path)
+        offset = core.attachment_offset(digest)
+        media_type = _TYPES.get(path.suffix, "application/octet-stream")
+        info = await core.write_attachment(
+            digest, size, offset, _plain_chunks(vault, path, offset), media_type=media_type,
+            name=path.name,
+        )  # fmt: skip
+        if info is None:
+            raise SurveyCaseError("stage-failed", f"{path.name} was not staged completely")
+        return str(digest)
     with path.open("rb") as fh:
         size, digest = await asyncio.to_thread(file_digest, fh)
     offset = core.attachment_offset(digest)
@@ -180,12 +213,18 @@ async def _stage(core: Any, path: Path) -> str:
 
 
 async def send_report(
-    desk: CaseDesk, core: Any, media_dir: Path, bundle: TrustBundle, database: Path
+    desk: CaseDesk,
+    core: Any,
+    media_dir: Path,
+    bundle: TrustBundle,
+    database: Path,
+    vault: MediaVault | None = None,
 ) -> tuple[SurveyReport, list[str]]:
     """Send the session's sealed report and media as its case's survey-report event;
     log the survey-report leaf. Raises :class:`SurveyCaseError`, ``CaseError``,
-    ``RelayError``."""
-    token, report, files = report_files(media_dir, bundle, desk.now())
+    ``RelayError``. ``vault`` opens the media sealed at rest (they travel as plaintext,
+    sealed by the relay core)."""
+    token, report, files = report_files(media_dir, bundle, desk.now(), vault)
     outcome = _OUTCOME.get(report.verdict)
     if outcome is None:
         raise SurveyCaseError("convert-to-onsite", "an on-site visit reports this case")
@@ -200,7 +239,7 @@ async def send_report(
             f"the report names {report.plan.requesting_office} as requesting office; it can "
             f"only be sent to this case's other office {partner}, which requested the survey",
         )
-    digests = [await _stage(core, path) for path in files]
+    digests = [await _stage(core, path, vault) for path in files]
     details = {"outcome": outcome, "verdict": report.verdict.value, "report": token}
     await desk.act(report.plan.case_id, EventKind.SURVEY_REPORT, details, attachments=digests)
     await asyncio.to_thread(_append_leaf, database, survey_leaf(token, report, node=desk.node_id,
@@ -446,7 +485,7 @@ class SurveyCaseLayer:
         try:
             report, files = await send_report(
                 services.desk, self._core, live.room.media_dir, self._bundle.current(),
-                self._database(),
+                self._database(), self._hub.config.vault,
             )  # fmt: skip
         except SurveyCaseError as exc:
             raise Problem(422, ProblemCode.INVALID_REQUEST, f"{exc.code}: {exc}") from None

@@ -75,6 +75,7 @@ def test_demo_once_runs_every_step_and_exits_zero_with_the_proofs(tmp_path: Path
     assert "acknowledged on site and confirmed" in out
     assert "320982's copy is survey_reported" in out
     assert "`tongban survey verify` accepts the report against the media at 371422" in out
+    assert "kept encrypted at rest, opened with its survey-media.key" in out
     assert "concluded on both sides" in out
     assert out.count("/track#link=") >= 2
     assert "▀" in out  # the licence QR code drawn in the terminal
