@@ -114,7 +114,9 @@ async def _client(site_url: str, inspector_url: str, seconds: float) -> None:
             pass
 
     async def join(http: aiohttp.ClientSession, url: str, send: bool) -> RTCPeerConnection:
-        ws = await http.ws_connect(url)
+        address, _, token = url.partition("#")  # the token goes in the first message
+        ws = await http.ws_connect(address)
+        await ws.send_json({"type": "join", "token": token})
         sockets.append(ws)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         tasks = []
@@ -220,7 +222,7 @@ async def _scenario(tmp: Path, name: str, record: bool, watch: bool) -> dict[str
             expires=now.replace(year=now.year + 1),
             jti=new_jti(),
         )
-        return f"ws://{HOST}:{port}/survey/v1/ws?token={token}&device={subject}-dev"
+        return f"ws://{HOST}:{port}/survey/v1/ws?device={subject}-dev#{token}"
 
     child = await asyncio.create_subprocess_exec(
         sys.executable,

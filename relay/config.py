@@ -33,6 +33,7 @@ __all__ = [
     "OutboxSettings",
     "Partner",
     "StaffSettings",
+    "SurveySettings",
     "TimestampSettings",
     "load_config",
     "parse_config",
@@ -160,6 +161,18 @@ class DirectorySettings:
 
 
 @dataclass(frozen=True)
+class SurveySettings:
+    """``[survey]``: ICE servers for remote surveys. ``turn_urls`` (``turn:``/``turns:``
+    URLs) get time-limited credentials per participant (TURN REST scheme) from the shared
+    secret in ``turn_secret_file``, valid for ``turn_ttl``; ``stun_urls`` need none."""
+
+    stun_urls: tuple[str, ...] = ()
+    turn_urls: tuple[str, ...] = ()
+    turn_secret_file: Path | None = None
+    turn_ttl: float = 6 * 3600.0
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     source: Path
     node_id: str
@@ -182,6 +195,8 @@ class NodeConfig:
     @property
     def directory_settings(self) -> DirectorySettings:
         return self.directory or DirectorySettings(cache=self.data_dir / "directories")
+
+    survey: SurveySettings = SurveySettings()
 
     def partner(self, node_id: str) -> Partner | None:
         for partner in self.partners:
@@ -530,6 +545,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
             timeout=timestamps_t.duration("timeout", 30.0),
         )
     timestamps_t.done()
+    survey = _survey(root.sub("survey", required=False))
 
     partners = _partners(root)
     if any(p.node_id == node_id for p in partners):
@@ -556,7 +572,34 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
         webhooks=webhooks,
         timestamps=timestamps,
         directory=directory,
+        survey=survey,
     )
+
+
+def _urls(table: _Reader, name: str, schemes: tuple[str, ...]) -> tuple[str, ...]:
+    value = table.raw(name, [])
+    if not isinstance(value, list) or not all(
+        isinstance(u, str) and u.startswith(schemes) for u in value
+    ):
+        raise table.error(name, f"must be a list of {'/'.join(schemes)} URLs")
+    return tuple(value)
+
+
+def _survey(table: _Reader) -> SurveySettings:
+    turn_urls = _urls(table, "turn_urls", ("turn:", "turns:"))
+    secret = table.raw("turn_secret_file", None)
+    if turn_urls and secret is None:
+        raise table.error("turn_secret_file", "is required when turn_urls is set")
+    settings = SurveySettings(
+        stun_urls=_urls(table, "stun_urls", ("stun:", "stuns:")),
+        turn_urls=turn_urls,
+        turn_secret_file=None if secret is None else table.path("turn_secret_file"),
+        turn_ttl=table.duration("turn_ttl", 6 * 3600.0),
+    )
+    if not 60 <= settings.turn_ttl <= 7 * 86400:
+        raise table.error("turn_ttl", "must be between 1 minute and 7 days")
+    table.done()
+    return settings
 
 
 def load_config(path: str | Path) -> NodeConfig:

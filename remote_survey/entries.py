@@ -68,6 +68,8 @@ class _Body:
     """Shared validation: every field is a str or a non-negative int, as annotated."""
 
     KIND: ClassVar[EntryKind]
+    # fields a kind added later: absent from the JSON of older entries (then all 0)
+    OPTIONAL: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         for f in fields(self):  # type: ignore[arg-type]
@@ -85,7 +87,11 @@ class _Body:
         """Kind-specific checks."""
 
     def to_data(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        data = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        if self.OPTIONAL and not any(data[k] for k in self.OPTIONAL):
+            for k in self.OPTIONAL:
+                del data[k]
+        return data
 
 
 def _check_file(name: str, sha256: str, kind: str) -> None:
@@ -98,16 +104,25 @@ def _check_file(name: str, sha256: str, kind: str) -> None:
 @dataclass(frozen=True)
 class Segment(_Body):
     KIND: ClassVar[EntryKind] = EntryKind.SEGMENT
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("width", "height", "frames")
     name: str
     size: int
     sha256: str
     start_ms: int
     end_ms: int
+    # the video the file holds: one picture size per segment, and how many frames (its
+    # true frame rate is frames over the file's duration); 0, 0, 0 in older chains
+    width: int = 0
+    height: int = 0
+    frames: int = 0
 
     def _check(self) -> None:
         _check_file(self.name, self.sha256, "segment")
         if self.end_ms < self.start_ms:
             raise _bad(f"segment {self.name} ends before it starts")
+        video = (self.width, self.height, self.frames)
+        if any(video) and not all(video):
+            raise _bad(f"segment {self.name}: width, height and frames are all positive")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@
     ├── JoinRefused             a join token was refused (stable ``reason`` code attached)
     ├── MalformedEvidence       an evidence entry or evidence file that does not parse
     └── MalformedReport         a survey report that cannot be built or parsed
+        └── ReasonRequired      a pass verdict without location/challenge proof and no reason
 
 Verification of evidence and of reports does not raise for what it finds: it returns a
 list of every problem (tampered entry, missing file, bad signature) so an operator sees
@@ -22,6 +23,7 @@ __all__ = [
     "JoinRefused",
     "MalformedEvidence",
     "MalformedReport",
+    "ReasonRequired",
     "SurveyError",
 ]
 
@@ -57,3 +59,15 @@ class MalformedEvidence(SurveyError):
 
 class MalformedReport(SurveyError):
     """A survey report that cannot be built (inconsistent answers) or parsed."""
+
+
+class ReasonRequired(MalformedReport):
+    """A pass verdict lacks proof (``missing``: ``location``, ``challenge``) and no reason
+    was written; the inspector must write one (it goes into the report) or change the
+    verdict."""
+
+    def __init__(self, missing: tuple[str, ...]) -> None:
+        super().__init__(
+            f"a pass verdict without {' and '.join(missing)} proof needs a written reason"
+        )
+        self.missing = missing

@@ -146,7 +146,8 @@ class Entry:
             raise _bad(f"unknown entry kind {obj['kind']!r}")
         data = obj["data"]
         names = {f.name for f in fields(body_cls)}  # type: ignore[arg-type]
-        if not isinstance(data, dict) or set(data) != names:
+        older = names - set(body_cls.OPTIONAL)
+        if not isinstance(data, dict) or set(data) not in (names, older):
             raise _bad(f"{body_cls.KIND} data must have exactly the members {sorted(names)}")
         body: Body = body_cls(**data)  # type: ignore[assignment]
         return cls(obj["session"], obj["seq"], obj["t_ms"], body, obj["prev"], obj["hash"])

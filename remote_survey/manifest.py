@@ -138,7 +138,10 @@ def _manifest_from_json(obj: object) -> EvidenceManifest:
     head = _str(chain["head"], "evidence.chain.head")
     if not HEX64.fullmatch(head):
         raise MalformedReport("evidence.chain.head must be 64 lowercase hex digits")
-    segments = tuple(Segment(**_obj(s, _SEG, "segment")) for s in _list(top["segments"], "seg"))
+    segments = tuple(
+        Segment(**_obj(s, _SEG | _VIDEO if isinstance(s, dict) and "width" in s else _SEG, "seg"))
+        for s in _list(top["segments"], "seg")
+    )
     snapshots = []
     for s in _list(top["snapshots"], "evidence.snapshots"):
         s = _obj(s, {"name", "size", "sha256", "t_ms", "by"}, "snapshot")
@@ -184,6 +187,7 @@ def _manifest_from_json(obj: object) -> EvidenceManifest:
 
 
 _SEG = {"name", "size", "sha256", "start_ms", "end_ms"}
+_VIDEO = {"width", "height", "frames"}
 _GEO = {
     "radius_mm",
     "max_fix_age_ms",

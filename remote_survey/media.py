@@ -21,6 +21,7 @@ from remote_survey.entries import Segment, Snapshot
 
 if TYPE_CHECKING:
     from remote_survey.evidence import Entry
+    from remote_survey.vault import MediaVault
 
 __all__ = ["CHUNK", "MediaProblem", "file_digest", "verify_media"]
 
@@ -78,14 +79,50 @@ def _check_one(directory: Path, name: str, size: int, sha256: str) -> MediaProbl
     return None
 
 
-def verify_media(entries: Sequence[Entry], media_dir: str | Path) -> tuple[MediaProblem, ...]:
-    """Recompute every named file's size and SHA-256; return every problem found."""
+def _check_sealed(
+    directory: Path, name: str, size: int, sha256: str, vault: MediaVault
+) -> MediaProblem | None:
+    from remote_survey.vault import VaultError
+
+    path = directory / name
+    if path.is_symlink() or not path.exists():
+        return MediaProblem(name, "missing", f"{name} is missing from {directory}")
+    if not path.is_file():
+        return MediaProblem(name, "not-a-file", f"{name} is not a regular file")
+    digest, actual_size = hashlib.sha256(), 0
+    try:
+        for chunk in vault.open_chunks(path):
+            digest.update(chunk)
+            actual_size += len(chunk)
+    except VaultError as exc:
+        return MediaProblem(name, "digest-mismatch", f"{name} was altered ({exc})")
+    except OSError as exc:
+        return MediaProblem(name, "unreadable", f"{name}: {exc.strerror}")
+    if actual_size != size:
+        return MediaProblem(
+            name, "size-mismatch", f"{name} has {actual_size} bytes, the chain says {size}"
+        )
+    if digest.hexdigest() != sha256:
+        return MediaProblem(name, "digest-mismatch", f"{name} was altered (SHA-256 differs)")
+    return None
+
+
+def verify_media(
+    entries: Sequence[Entry], media_dir: str | Path, vault: MediaVault | None = None
+) -> tuple[MediaProblem, ...]:
+    """Recompute every named file's size and SHA-256; return every problem found.
+
+    With ``vault`` the files are sealed media (:mod:`remote_survey.vault`): their
+    plaintext is checked, and a file that does not open is reported altered."""
     directory = Path(media_dir)
     problems = []
     for entry in entries:
         body = entry.body
         if isinstance(body, Segment | Snapshot):
-            problem = _check_one(directory, body.name, body.size, body.sha256)
+            if vault is not None:
+                problem = _check_sealed(directory, body.name, body.size, body.sha256, vault)
+            else:
+                problem = _check_one(directory, body.name, body.size, body.sha256)
             if problem is not None:
                 problems.append(problem)
     return tuple(problems)

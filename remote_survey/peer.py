@@ -91,6 +91,8 @@ class RoomMedia:
             now_ms=room.now_ms,
             on_segment=self._segment_written,
             segment_ms=room.config.segment_ms,
+            first_index=room.segment_count,  # a resumed session continues its numbering
+            vault=room.config.vault,
         )
         self._recording: asyncio.Task[None] | None = None
         self._waiting_live = False

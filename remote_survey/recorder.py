@@ -11,7 +11,10 @@ at once, so the chain is extended as the recording is written.
 
 Frames arrive with their monotonic arrival time; presentation times inside a segment are
 arrival times relative to the segment's first video frame, so what the file shows
-follows what the server received. Audio arriving before a segment's first video frame
+follows what the server received. A segment holds one picture size (a new segment starts
+when the camera's size changes); once closed it is rewritten (stream copy) to declare its
+true frame rate, and its entry carries width, height and frames.
+Audio arriving before a segment's first video frame
 is dropped (there is no segment yet to hold it).
 
 :func:`encode_still` encodes one video frame, at full resolution, as PNG (lossless) for
@@ -33,11 +36,18 @@ import av
 
 from remote_survey.entries import Segment
 from remote_survey.fanout import AUDIO_RATE, FrameSink, copy_video
+from remote_survey.vault import MediaVault
 
-__all__ = ["SegmentRecorder", "encode_still"]
+__all__ = ["SegmentRecorder", "encode_still", "encode_thumbnail"]
 
 _MS = fractions.Fraction(1, 1000)
 _AUDIO_BASE = fractions.Fraction(1, AUDIO_RATE)
+
+
+def encode_thumbnail(frame: av.VideoFrame, width: int = 240) -> bytes:
+    """A small PNG of ``frame`` (``width`` pixels wide, aspect kept) for the pages."""
+    height = max(2, round(frame.height * width / frame.width) // 2 * 2)
+    return encode_still(frame.reformat(width=width, height=height))
 
 
 def encode_still(frame: av.VideoFrame) -> bytes:
@@ -65,7 +75,8 @@ class _Open:
     first_arrival: float
     start_ms: int
     audio_samples: int = 0
-    frames: int = 0
+    frames: int = 0  # the next free presentation time (ms)
+    count: int = 0  # video frames written
 
 
 class SegmentRecorder:
@@ -79,6 +90,8 @@ class SegmentRecorder:
         on_segment: Callable[[Segment], None],
         segment_ms: int = 3000,
         with_audio: bool = True,
+        first_index: int = 0,
+        vault: MediaVault | None = None,
     ) -> None:
         self.directory = directory
         self._now_ms = now_ms
@@ -86,7 +99,8 @@ class SegmentRecorder:
         self.segment_ms = segment_ms
         self.with_audio = with_audio
         self._open: _Open | None = None
-        self._count = 0
+        self._count = first_index  # segments already recorded (named from first_index + 1)
+        self._vault = vault  # seals each finished segment at rest
         self.segments: list[Segment] = []
 
     async def run(self, sink: FrameSink) -> None:
@@ -136,6 +150,9 @@ class SegmentRecorder:
         video.time_base = _MS
         video.codec_context.time_base = _MS
         video.options = {"preset": "ultrafast", "tune": "zerolatency"}
+        # no nominal rate in the file (no Matroska DefaultDuration): the frame rate is what
+        # the timestamps say, i.e. what arrived (a phone camera gives 15-30 fps, varying)
+        video.codec_context.framerate = fractions.Fraction(0, 1)
         audio = None
         if self.with_audio:
             audio = container.add_stream("libopus", rate=AUDIO_RATE)
@@ -159,6 +176,7 @@ class SegmentRecorder:
             out = copy_video(frame)
         out.pts = self._monotonic_pts(seg, round((arrival - seg.first_arrival) * 1000))
         out.time_base = _MS
+        seg.count += 1
         for packet in seg.video.encode(out):
             seg.container.mux(packet)
         return finished
@@ -198,10 +216,44 @@ class SegmentRecorder:
                         seg.container.mux(packet)
         finally:
             seg.container.close()
+        if seg.count > 1:
+            _declare_rate(seg.path, seg.count)
         final = self.directory / seg.name
         size, digest = _digest(seg.path)
-        os.replace(seg.path, final)
-        return Segment(seg.name, size, digest, seg.start_ms, max(now_ms, seg.start_ms))
+        if self._vault is not None:
+            self._vault.seal_file(seg.path, final)
+        else:
+            os.replace(seg.path, final)
+        end_ms = max(now_ms, seg.start_ms)
+        return Segment(
+            seg.name, size, digest, seg.start_ms, end_ms, seg.video.width, seg.video.height,
+            seg.count,
+        )  # fmt: skip
+
+
+def _declare_rate(path: Path, frames: int) -> None:
+    """Rewrite the closed segment at ``path`` (stream copy) declaring its true frame rate
+    (its ``frames - 1`` intervals over the span of their timestamps), so that players and
+    ffprobe report what was recorded."""
+    tmp = path.with_name(path.name + ".rate")
+    with av.open(str(path)) as source:
+        if not source.duration:
+            return
+        span = fractions.Fraction(source.duration, 1_000_000)  # first to last timestamp
+        rate = ((frames - 1) / span).limit_denominator(1000)
+        with av.open(str(tmp), "w", format="matroska") as target:
+            streams = {}
+            for stream in source.streams:
+                copy = target.add_stream_from_template(stream)
+                if isinstance(copy, av.VideoStream):
+                    copy.codec_context.framerate = rate
+                streams[stream.index] = copy
+            for packet in source.demux():
+                if packet.dts is None:  # the demuxer's end-of-stream marker
+                    continue
+                packet.stream = streams[packet.stream.index]
+                target.mux(packet)
+    os.replace(tmp, path)
 
 
 def _digest(path: Path) -> tuple[int, str]:

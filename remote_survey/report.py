@@ -29,7 +29,7 @@ from remote_survey.entries import (
     Note,
     Snapshot,
 )
-from remote_survey.errors import MalformedEvidence, MalformedReport
+from remote_survey.errors import MalformedEvidence, MalformedReport, ReasonRequired
 from remote_survey.evidence import (
     Entry,
     EvidenceChain,
@@ -41,14 +41,18 @@ from remote_survey.geo import distance_mm
 from remote_survey.manifest import manifest_from_chain
 from remote_survey.media import verify_media
 from remote_survey.report_model import (
+    GUARDS,
     OUTCOMES,
+    PASSING,
     REPORT_TYP,
     Answer,
     ChecklistAnswer,
+    Guard,
     SurveyReport,
     Verdict,
 )
 from remote_survey.session import SurveyPlan, SurveySession
+from remote_survey.vault import MediaVault
 from signing.certificates import Identity, TrustBundle
 from signing.encoding import b64url_decode
 from signing.errors import SigningError
@@ -64,6 +68,7 @@ __all__ = [
     "SurveyReport",
     "Verdict",
     "build_report",
+    "missing_proof",
     "sign_report",
     "verify_report",
 ]
@@ -78,8 +83,14 @@ def build_report(
     radius_mm: int,
     at: datetime,
     remarks: str = "",
+    reason: str = "",
 ) -> SurveyReport:
-    """Assemble the report of a finished session from its chain and the answers."""
+    """Assemble the report of a finished session from its chain and the answers.
+
+    A pass verdict (with or without corrections) whose chain lacks proof
+    (:func:`missing_proof`) needs ``reason``, the inspector's written explanation; it
+    is sealed in the report's ``guard``. Without one :class:`ReasonRequired` is raised.
+    """
     if chain.session_id != session.plan.session_id:
         raise MalformedReport("the evidence chain belongs to another session")
     if session.ended_at is None or session.state not in OUTCOMES:
@@ -89,6 +100,12 @@ def build_report(
     manifest = manifest_from_chain(
         chain.entries, start_ms=start_ms, end_ms=end_ms, radius_mm=radius_mm
     )
+    guard = None
+    missing = missing_proof(chain.entries, radius_mm=radius_mm, start_ms=start_ms, end_ms=end_ms)
+    if verdict in PASSING and missing:
+        if not reason.strip():
+            raise ReasonRequired(missing)
+        guard = Guard(missing, reason.strip())
     return SurveyReport(
         plan=session.plan,
         outcome=session.state,
@@ -99,7 +116,38 @@ def build_report(
         remarks=remarks,
         evidence=manifest,
         issued_ms=epoch_ms(at),
+        guard=guard,
     )
+
+
+def missing_proof(
+    entries: Sequence[Entry], *, radius_mm: int, start_ms: int, end_ms: int
+) -> tuple[str, ...]:
+    """The proofs (of :data:`~remote_survey.report_model.GUARDS`) a chain does not hold.
+
+    ``location``: no fix of the site device, recorded while live, whose distance to the
+    site is within ``radius_mm``. ``challenge``: no challenge that the site party
+    acknowledged (``challenge_shown``) and the inspector then confirmed.
+    """
+    located = any(
+        isinstance(e.body, GeoFix)
+        and start_ms <= e.t_ms <= end_ms
+        and e.body.distance_mm <= radius_mm
+        for e in entries
+    )
+    shown: set[str] = set()
+    confirmed = False
+    for e in entries:
+        if isinstance(e.body, ChallengeShown):
+            shown.add(e.body.challenge_id)
+        elif (
+            isinstance(e.body, ChallengeConfirmed)
+            and e.body.result == "confirmed"
+            and e.body.challenge_id in shown
+        ):
+            confirmed = True
+    have = {"location": located, "challenge": confirmed}
+    return tuple(g for g in GUARDS if not have[g])
 
 
 def sign_report(report: SurveyReport, seal: Signer, *, at: datetime) -> str:
@@ -135,13 +183,17 @@ def _unverified_payload(token: str) -> bytes | None:
 
 
 def verify_report(
-    token: str, bundle: TrustBundle, media_dir: str | Path, at: datetime
+    token: str,
+    bundle: TrustBundle,
+    media_dir: str | Path,
+    at: datetime,
+    vault: MediaVault | None = None,
 ) -> ReportVerification:
     """Check signature, chain, manifest and every file; list every failure found.
 
     When the signature fails the payload is still read (unverified) so that the chain
     and the files are checked too and every problem is reported at once; such a report
-    is never valid.
+    is never valid. ``vault`` opens media sealed at rest (the surveying node's folder).
     """
     failures: list[Failure] = []
     signer: Identity | None = None
@@ -167,11 +219,13 @@ def verify_report(
                 f"{report.plan.surveying_office}",
             )
         )
-    failures.extend(_check_evidence(report, Path(media_dir)))
+    failures.extend(_check_evidence(report, Path(media_dir), vault))
     return ReportVerification(report, signer, tuple(failures))
 
 
-def _check_evidence(report: SurveyReport, media_dir: Path) -> list[Failure]:
+def _check_evidence(
+    report: SurveyReport, media_dir: Path, vault: MediaVault | None = None
+) -> list[Failure]:
     path = media_dir / EVIDENCE_FILE
     try:
         entries = parse_evidence(path.read_bytes())
@@ -210,7 +264,9 @@ def _check_evidence(report: SurveyReport, media_dir: Path) -> list[Failure]:
             failures.append(
                 Failure("geofix-distance", f"entry {i}: the distance to the site is misstated")
             )
-    failures.extend(Failure(f"media-{p.code}", p.message) for p in verify_media(entries, media_dir))
+    failures.extend(
+        Failure(f"media-{p.code}", p.message) for p in verify_media(entries, media_dir, vault)
+    )
     return failures
 
 

@@ -22,12 +22,15 @@ from remote_survey.session import SurveyPlan, SurveyState
 from signing.encoding import canonical_json
 
 __all__ = [
+    "GUARDS",
     "OUTCOMES",
+    "PASSING",
     "REPORT_TYP",
     "REPORT_TYPE",
     "REPORT_VERSION",
     "Answer",
     "ChecklistAnswer",
+    "Guard",
     "SurveyReport",
     "Verdict",
 ]
@@ -35,6 +38,8 @@ __all__ = [
 REPORT_TYP = "tongban-survey-report+jws"
 REPORT_TYPE = "tongban-survey-report"
 REPORT_VERSION = 1
+GUARDED_VERSION = 2  # a report that carries a ``guard`` (a pass signed despite missing proof)
+GUARDS = ("location", "challenge")
 
 
 class Verdict(StrEnum):
@@ -42,6 +47,9 @@ class Verdict(StrEnum):
     PASS_WITH_CORRECTIONS = "pass_with_corrections"  # noqa: S105
     FAIL = "fail"
     CONVERT_TO_ONSITE = "convert_to_onsite"
+
+
+PASSING = (Verdict.PASS, Verdict.PASS_WITH_CORRECTIONS)
 
 
 class Answer(StrEnum):
@@ -98,6 +106,32 @@ OUTCOMES = (SurveyState.COMPLETED, SurveyState.CONVERTED_TO_ONSITE)
 
 
 @dataclass(frozen=True)
+class Guard:
+    """What a pass verdict was signed without, and the inspector's written reason.
+
+    ``missing`` lists, in :data:`GUARDS` order, ``location`` (no fix of the site device
+    within the configured distance while live) and/or ``challenge`` (no challenge both
+    acknowledged by the site party and confirmed by the inspector).
+    """
+
+    missing: tuple[str, ...]
+    reason: str
+
+    def __post_init__(self) -> None:
+        if (
+            not isinstance(self.missing, tuple)
+            or not self.missing
+            or list(self.missing) != [g for g in GUARDS if g in self.missing]
+        ):
+            raise MalformedReport(f"guard.missing is a non-empty ordered subset of {GUARDS}")
+        if not isinstance(self.reason, str) or not self.reason.strip() or len(self.reason) > 4096:
+            raise MalformedReport("guard.reason is the inspector's written reason")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"missing": list(self.missing), "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class SurveyReport:
     """A complete, self-consistent survey report (invalid combinations cannot be built)."""
 
@@ -110,6 +144,7 @@ class SurveyReport:
     remarks: str
     evidence: EvidenceManifest
     issued_ms: int
+    guard: Guard | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -150,11 +185,15 @@ class SurveyReport:
                 raise MalformedReport(f"item {a.item_id}: time range outside the session")
         if self.verdict is Verdict.PASS and any(a.answer is Answer.FAIL for a in self.answers):
             raise MalformedReport("a pass verdict cannot have a failed checklist item")
+        if self.guard is not None and self.verdict not in PASSING:
+            raise MalformedReport("only a pass verdict carries a guard")
 
     def to_json(self) -> dict[str, Any]:
+        guarded = {} if self.guard is None else {"guard": self.guard.to_json()}
         return {
             "type": REPORT_TYPE,
-            "v": REPORT_VERSION,
+            "v": REPORT_VERSION if self.guard is None else GUARDED_VERSION,
+            **guarded,
             "survey": {
                 **plan_to_json(self.plan),
                 "outcome": self.outcome.value,
@@ -190,10 +229,19 @@ class SurveyReport:
 
 def _report_from_json(obj: Any) -> SurveyReport:
     keys = {"type", "v", "survey", "checklist", "verdict", "remarks", "evidence", "issued_ms"}
+    version = obj.get("v") if isinstance(obj, dict) else None
+    if version == GUARDED_VERSION:
+        keys.add("guard")
     if not isinstance(obj, dict) or set(obj) != keys:
         raise MalformedReport(f"a report is an object with exactly {sorted(keys)}")
-    if obj["type"] != REPORT_TYPE or obj["v"] != REPORT_VERSION:
-        raise MalformedReport("not a version 1 tongban survey report")
+    if obj["type"] != REPORT_TYPE or version not in (REPORT_VERSION, GUARDED_VERSION):
+        raise MalformedReport("not a version 1 or 2 tongban survey report")
+    guard = None
+    if version == GUARDED_VERSION:
+        g = obj["guard"]
+        if not isinstance(g, dict) or set(g) != {"missing", "reason"}:
+            raise MalformedReport("guard is an object with exactly ['missing', 'reason']")
+        guard = Guard(tuple(g["missing"]), g["reason"])
     survey = dict(obj["survey"])
     outcome, start_ms, end_ms = survey.pop("outcome"), survey.pop("start_ms"), survey.pop("end_ms")
     plan = plan_from_json(survey)
@@ -219,4 +267,5 @@ def _report_from_json(obj: Any) -> SurveyReport:
         remarks=obj["remarks"],
         evidence=EvidenceManifest.from_json(obj["evidence"]),
         issued_ms=obj["issued_ms"],
+        guard=guard,
     )

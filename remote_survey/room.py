@@ -14,6 +14,7 @@ refused. Media wiring lives in :mod:`remote_survey.peer`.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,15 +30,33 @@ from remote_survey.entries import (
     ChallengeConfirmed,
     ChallengeIssued,
     ChallengeShown,
+    GeoFix,
+    Note,
+    Segment,
     Snapshot,
     epoch_ms,
     geofix,
 )
-from remote_survey.errors import InvalidTransition, MalformedEvidence, MalformedReport, SurveyError
-from remote_survey.evidence import EvidenceChain
+from remote_survey.errors import (
+    InvalidTransition,
+    MalformedEvidence,
+    MalformedReport,
+    ReasonRequired,
+    SurveyError,
+)
+from remote_survey.evidence import EvidenceChain, parse_evidence
 from remote_survey.geo import GeoPoint
 from remote_survey.join import JoinClaims, JoinLedger, admit, participant_for
-from remote_survey.report import ChecklistAnswer, Verdict, build_report, sign_report
+from remote_survey.persist import load_state, save_state
+from remote_survey.report import (
+    ChecklistAnswer,
+    Verdict,
+    build_report,
+    missing_proof,
+    sign_report,
+)
+from remote_survey.report_model import PASSING, Answer
+from remote_survey.reportjson import from_epoch_ms
 from remote_survey.session import (
     Event,
     Participant,
@@ -47,14 +66,26 @@ from remote_survey.session import (
     schedule,
     transition,
 )
+from remote_survey.turn import IceConfig
+from remote_survey.vault import MediaVault
 from signing.encoding import canonical_json
 from signing.keys import Signer
 
-__all__ = ["REPORT_FILE", "Clock", "RoomConfig", "RoomError", "SurveyRoom", "new_code"]
+__all__ = [
+    "NOTICE_ACKNOWLEDGED",
+    "REPORT_FILE",
+    "Clock",
+    "RoomConfig",
+    "RoomError",
+    "SurveyRoom",
+    "new_code",
+]
 
 Clock = Callable[[], datetime]
 REPORT_FILE = "report.jws"
 _MIN_FIX_INTERVAL_MS = 1000
+# the text of the note the site party's acknowledgement of the recording notice records
+NOTICE_ACKNOWLEDGED = "recording-notice-acknowledged"
 
 
 def new_code() -> str:
@@ -63,11 +94,17 @@ def new_code() -> str:
 
 
 class RoomError(SurveyError):
-    """An action refused in a running survey; ``code`` is stable (sent to the page)."""
+    """An action refused in a running survey; ``code`` is stable (sent to the page).
 
-    def __init__(self, code: str, message: str) -> None:
+    ``detail`` holds machine-readable members the page needs to explain the refusal in
+    its own language (``item``: the checklist item concerned; ``missing``: the proofs a
+    pass verdict lacks).
+    """
+
+    def __init__(self, code: str, message: str, **detail: Any) -> None:
         super().__init__(message)
         self.code = code
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -84,12 +121,18 @@ class RoomConfig:
     radius_mm: int = 50_000
     record: bool = True
     new_code: Callable[[], str] = field(default=new_code)
+    # STUN/TURN for the pages (TURN with per-person time-limited credentials); the
+    # node's own peer uses ``ice_servers`` only and must be reachable from the TURN server
+    ice: IceConfig | None = None
+    # media sealed at rest (segments and snapshots); None keeps them as plain files
+    vault: MediaVault | None = None
 
 
 class SurveyRoom:
-    """The mutable shell state of one survey session."""
+    """The mutable shell state of one survey session (kept on disk: :meth:`restore`)."""
 
-    def __init__(self, plan: SurveyPlan, config: RoomConfig) -> None:
+    def __init__(self, plan: SurveyPlan, config: RoomConfig, *, _restoring: bool = False) -> None:
+        """A new session: an empty evidence file and its ``session.json``."""
         self.plan = plan
         self.config = config
         self.session = schedule(plan)
@@ -98,12 +141,62 @@ class SurveyRoom:
         self.media_dir = config.media_root / plan.session_id
         self.media_dir.mkdir(parents=True, exist_ok=True)
         self._evidence = self.media_dir / EVIDENCE_FILE
-        self._evidence.write_bytes(b"")
         self._last_ms = 0
         self._last_fix_ms = -_MIN_FIX_INTERVAL_MS
         self._snapshots = 0
         self._challenges = 0
+        self.notice_ms: int | None = None
         self.report_token: str | None = None
+        self.resumed_from: SurveyState | None = None
+        if not _restoring:
+            self._evidence.write_bytes(b"")
+            self._save()
+
+    @classmethod
+    def restore(cls, media_dir: Path, config: RoomConfig) -> SurveyRoom:
+        """The session kept in ``media_dir``, as the node left it (raises SurveyError).
+
+        The evidence file must be an intact chain. A session that was live when the node
+        stopped is interrupted as of its last recorded moment; the site's rejoin closes
+        that interruption with a ``gap`` entry, and the recording continues with the next
+        segment number.
+        """
+        session, ledger = load_state(media_dir)
+        room = cls(session.plan, config, _restoring=True)
+        if room.media_dir != media_dir:
+            raise SurveyError(f"{media_dir} does not hold session {session.plan.session_id}")
+        try:
+            entries = parse_evidence(room._evidence.read_bytes())
+        except OSError as exc:
+            raise SurveyError(f"cannot read {room._evidence}: {exc.strerror}") from None
+        room.chain = EvidenceChain(session.plan.session_id, tuple(entries))  # checks it
+        room.session, room.ledger = session, ledger
+        room.resumed_from = session.state
+        room._last_ms = entries[-1].t_ms if entries else 0
+        for e in entries:
+            if isinstance(e.body, Snapshot):
+                room._snapshots += 1
+            elif isinstance(e.body, ChallengeIssued):
+                room._challenges += 1
+            elif isinstance(e.body, GeoFix):
+                room._last_fix_ms = e.t_ms
+            elif isinstance(e.body, Note) and e.body.text == NOTICE_ACKNOWLEDGED:
+                room.notice_ms = room.notice_ms if room.notice_ms is not None else e.t_ms
+        if (media_dir / REPORT_FILE).exists():
+            room.report_token = (media_dir / REPORT_FILE).read_text(encoding="ascii").strip()
+        if session.state is SurveyState.LIVE:
+            stopped = max(epoch_ms(session.last_change or room.now()), room._last_ms)
+            room.session, _ = transition(session, Event.DROP, from_epoch_ms(stopped))
+            room._save()
+        return room
+
+    def _save(self) -> None:
+        save_state(self.media_dir, self.session, self.ledger)
+
+    @property
+    def segment_count(self) -> int:
+        """How many segments the chain holds (the recording continues after them)."""
+        return sum(isinstance(e.body, Segment) for e in self.chain.entries)
 
     # -- time and evidence -------------------------------------------------------------
 
@@ -119,11 +212,14 @@ class SurveyRoom:
         return self._last_ms
 
     def record(self, body: Body) -> int:
-        """Append ``body`` to the chain and to the evidence file; return its time."""
+        """Append ``body`` to the chain and to the evidence file (fsynced); return its time."""
         t_ms = self.now_ms()
-        self.chain = self.chain.append(body, t_ms)
+        chain = self.chain.append(body, t_ms)
         with self._evidence.open("ab") as f:
-            f.write(canonical_json(self.chain.entries[-1].to_json()) + b"\n")
+            f.write(canonical_json(chain.entries[-1].to_json()) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.chain = chain
         return t_ms
 
     # -- joining and state -------------------------------------------------------------
@@ -143,7 +239,9 @@ class SurveyRoom:
         person = participant_for(self.plan, claims)
         if self.session.state.is_final:
             raise RoomError("session-ended", f"the survey is {self.session.state.value}")
-        self.ledger = ledger
+        if ledger is not self.ledger:
+            self.ledger = ledger
+            self._save()
         return claims, person
 
     @property
@@ -158,6 +256,7 @@ class SurveyRoom:
             raise RoomError("bad-state", str(exc)) from None
         for gap in effects:
             self.record(gap)
+        self._save()
         return self.session.state
 
     def site_live(self) -> SurveyState | None:
@@ -192,7 +291,10 @@ class SurveyRoom:
         self.check_snapshot(person)
         self._snapshots += 1
         name = f"snap-{self._snapshots:04d}.png"
-        (self.media_dir / name).write_bytes(png)
+        if self.config.vault is not None:
+            self.config.vault.seal_chunks([png], self.media_dir / name)
+        else:
+            (self.media_dir / name).write_bytes(png)
         body = Snapshot(name, len(png), hashlib.sha256(png).hexdigest(), person.person_id)
         t_ms = self.record(body)
         return {"type": "snapshot", "name": name, "sha256": body.sha256, "t_ms": t_ms}
@@ -208,7 +310,15 @@ class SurveyRoom:
         t_ms = self.record(ChallengeIssued(challenge_id, text, person.person_id))
         return {"type": "challenge", "id": challenge_id, "challenge": text, "t_ms": t_ms}
 
+    def acknowledge_notice(self, person: Participant) -> int:
+        """The site party acknowledged the recording notice (chained once, as a note)."""
+        self._require(person, Role.SITE)
+        if self.notice_ms is None:
+            self.notice_ms = self.record(Note(NOTICE_ACKNOWLEDGED, person.person_id))
+        return self.notice_ms
+
     def challenge_shown(self, person: Participant, challenge_id: str) -> dict[str, Any]:
+        """The site party acknowledged (on the phone) that the code was shown."""
         self._require(person, Role.SITE)
         try:
             t_ms = self.record(ChallengeShown(challenge_id, person.person_id))
@@ -248,12 +358,60 @@ class SurveyRoom:
             raise RoomError("bad-request", f"{event.value} is not a way to end a survey")
         return self.apply(event)
 
+    def check_report(
+        self,
+        person: Participant,
+        answers: Sequence[ChecklistAnswer],
+        verdict: Verdict,
+        remarks: str = "",
+        reason: str = "",
+    ) -> None:
+        """Refuse, before the session is ended for it, a report that could not be sealed."""
+        self._require(person, Role.INSPECTOR)
+        if self.report_token is not None:
+            raise RoomError("already-reported", "the report has already been signed")
+        items = [i.item_id for i in self.plan.checklist]
+        answered = [a.item_id for a in answers]
+        if answered != items:
+            absent = [i for i in items if i not in answered]
+            raise RoomError(
+                "unanswered",
+                f"every checklist item is answered once, in order: expected {items}",
+                item=absent[0] if absent else items[0],
+            )
+        if verdict is Verdict.PASS:
+            failed = [a.item_id for a in answers if a.answer is Answer.FAIL]
+            if failed:
+                raise RoomError(
+                    "pass-with-failed-item",
+                    "a pass verdict cannot have a failed checklist item",
+                    item=failed[0],
+                )
+        if len(remarks) > 4096 or len(reason) > 4096:
+            raise RoomError("bad-report", "remarks and reason are at most 4096 characters")
+        if verdict in PASSING and not reason.strip():
+            started = self.session.started_at
+            end_ms = self.now_ms()
+            lacking = missing_proof(
+                self.chain.entries,
+                radius_mm=self.config.radius_mm,
+                start_ms=epoch_ms(started) if started else end_ms,
+                end_ms=end_ms,
+            )
+            if lacking:
+                raise RoomError(
+                    "reason-required",
+                    f"a pass verdict without {' and '.join(lacking)} proof needs a reason",
+                    missing=list(lacking),
+                )
+
     def report(
         self,
         person: Participant,
         answers: Sequence[ChecklistAnswer],
         verdict: Verdict,
         remarks: str = "",
+        reason: str = "",
     ) -> str:
         """Build and seal the report of the ended session; write it beside the evidence."""
         self._require(person, Role.INSPECTOR)
@@ -269,13 +427,22 @@ class SurveyRoom:
                 radius_mm=self.config.radius_mm,
                 at=at,
                 remarks=remarks,
+                reason=reason,
             )
+        except ReasonRequired as exc:
+            raise RoomError("reason-required", str(exc), missing=list(exc.missing)) from None
         except MalformedReport as exc:
             raise RoomError("bad-report", str(exc)) from None
         token = sign_report(report, self.config.seal, at=at)
         (self.media_dir / REPORT_FILE).write_text(token + "\n", encoding="ascii")
         self.report_token = token
         return token
+
+    def _ice_for(self, person: Participant) -> list[dict[str, Any]]:
+        if self.config.ice is None:
+            return []
+        user = f"{self.plan.session_id}.{person.person_id}".replace(":", "_")
+        return self.config.ice.servers_for(user, self.config.clock())
 
     def welcome(self, person: Participant, role: Role) -> dict[str, Any]:
         """What a page needs to show on joining (no secrets)."""
@@ -288,11 +455,23 @@ class SurveyRoom:
             "state": self.state.value,
             "case": plan.case_id,
             "matter": plan.matter,
+            "offices": {
+                "surveying": plan.surveying_office,
+                "requesting": plan.requesting_office,
+            },
+            "window": {
+                "start_ms": epoch_ms(plan.window.start),
+                "end_ms": epoch_ms(plan.window.end),
+            },
+            "inspectors": [p.name for p in plan.inspectors],
+            "site_party": plan.site_party.name,
+            "notice": self.notice_ms is not None,
+            "radius_m": self.config.radius_mm / 1000,
             "site": {
                 "address": plan.site.address,
                 "lat": plan.site.location.lat,
                 "lon": plan.site.location.lon,
             },
             "checklist": [{"id": i.item_id, "text": i.text} for i in plan.checklist],
-            "iceServers": list(self.config.ice_servers),
+            "iceServers": [*self.config.ice_servers, *self._ice_for(person)],
         }

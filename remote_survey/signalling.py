@@ -1,18 +1,25 @@
 """WebSocket signalling of a survey: admission, offer/answer and inspector actions.
 
-``GET /survey/v1/ws?token=JOIN_TOKEN&device=DEVICE_ID[&session=ID][&role=ROLE]``
-upgrades to a WebSocket, then checks the join link (:mod:`remote_survey.join`) for the
-session and role asked for (by default those the link names). A refused link closes
+``GET /survey/v1/ws?device=DEVICE_ID[&session=ID][&role=ROLE]`` upgrades to a
+WebSocket; the client's first message is ``{"type": "join", "token": JOIN_TOKEN}`` (the
+token never appears in a URL, so no access log holds it). The server then checks the
+join link (:mod:`remote_survey.join`) for the session and role asked for (by default
+those the link names). A refused link closes
 the socket with an application close code and the stable reason as close reason
 (:data:`CLOSE_CODES`). An admitted participant gets ``welcome`` then the server's
 ``offer``; everything else is JSON text messages, one object each, with a ``type``
 (normative list: ``docs/protocol.md`` §12). Each connection has a bounded outgoing
 queue; a client that stops reading is disconnected instead of growing memory.
+
+Presence: each client reports its own devices (``status``: camera, microphone,
+location, network quality) and the server sends everyone ``presence`` (who is
+connected, and each one's last status) whenever someone joins, leaves or reports.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -24,7 +31,7 @@ from aiohttp import WSMsgType, web
 
 from remote_survey.errors import JoinRefused, MalformedReport, SurveyError
 from remote_survey.peer import Peer, RoomMedia
-from remote_survey.recorder import encode_still
+from remote_survey.recorder import encode_still, encode_thumbnail
 from remote_survey.report import Answer, ChecklistAnswer, Verdict
 from remote_survey.room import RoomError, SurveyRoom
 from remote_survey.session import Event, Participant, Role, SurveyState
@@ -42,12 +49,21 @@ CLOSE_CODES = {
     "expired": 4410,
     "session-ended": 4410,
     "not-yet-valid": 4425,
+    "token-in-url": 4400,
     "replaced": 4000,
     "too-slow": 4008,
 }
 _OUTBOX = 64
 _MAX_MESSAGE = 256 * 1024
 _REPLACE_TIMEOUT = 10.0
+_JOIN_TIMEOUT = 10.0
+# what a page may report about its own devices (``status``), per member
+STATUS_VALUES = {
+    "camera": ("on", "off", "denied", "absent", "unknown"),
+    "microphone": ("on", "off", "denied", "absent", "unknown"),
+    "location": ("ok", "waiting", "denied", "absent", "unknown"),
+    "network": ("good", "fair", "poor", "unknown"),
+}
 _log = logging.getLogger("tongban.survey.signalling")
 
 
@@ -62,6 +78,7 @@ class Connection:
         default_factory=lambda: asyncio.Queue(_OUTBOX)
     )
     closing: asyncio.Future[bool] | None = None
+    status: dict[str, str] = field(default_factory=lambda: dict.fromkeys(STATUS_VALUES, "unknown"))
 
     def send(self, message: dict[str, Any]) -> None:
         try:
@@ -92,6 +109,22 @@ class LiveRoom:
             if conn.role in roles:
                 conn.send(message)
 
+    def presence(self) -> dict[str, Any]:
+        """Who is connected as the site party and as an inspector, with their devices."""
+        message: dict[str, Any] = {"type": "presence"}
+        for role in (Role.SITE, Role.INSPECTOR):
+            present = [c for c in self.connections if c.role is role]
+            if present:
+                conn = present[-1]
+                message[role.value] = {"joined": True, "name": conn.person.name, **conn.status}
+            else:
+                message[role.value] = {"joined": False}
+        message["notice"] = self.room.notice_ms is not None
+        return message
+
+    def announce(self) -> None:
+        self.broadcast(self.presence())
+
     async def close(self) -> None:
         for conn in tuple(self.connections):
             await conn.ws.close(code=1001, message=b"server-shutdown")
@@ -113,12 +146,34 @@ def _peek(token: str) -> dict[str, Any]:
     return claims if isinstance(claims, dict) else {}
 
 
+async def _join_token(ws: web.WebSocketResponse) -> str:
+    """The token of the client's first message, ``{"type": "join", "token": ...}``."""
+    try:
+        msg = await ws.receive(timeout=_JOIN_TIMEOUT)
+    except TimeoutError:
+        return ""
+    if msg.type is not WSMsgType.TEXT:
+        return ""
+    try:
+        data = json.loads(msg.data)
+    except ValueError:
+        return ""
+    if not isinstance(data, dict) or data.get("type") != "join":
+        return ""
+    token = data.get("token")
+    return token if isinstance(token, str) else ""
+
+
 async def handle_ws(request: web.Request, rooms: dict[str, LiveRoom]) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=15.0, max_msg_size=_MAX_MESSAGE)
     await ws.prepare(request)
-    token = request.query.get("token", "")
+    if "token" in request.query:  # would be in access logs: refused, never used
+        return await _refuse(ws, "token-in-url")
     device = request.query.get("device", "")
-    if not token or not device:
+    if not device:
+        return await _refuse(ws, "bad-request")
+    token = await _join_token(ws)
+    if not token:
         return await _refuse(ws, "bad-request")
     claims = _peek(token)
     session_id = request.query.get("session") or claims.get("session")
@@ -152,6 +207,7 @@ async def handle_ws(request: web.Request, rooms: dict[str, LiveRoom]) -> web.Web
         await ws.close(code=1011, message=b"internal-error")
     finally:
         live.connections.discard(conn)
+        live.announce()
         if role is Role.SITE:
             await live.media.site_gone(peer)
         else:
@@ -172,6 +228,7 @@ async def _session(live: LiveRoom, conn: Connection) -> None:
     if conn.role is Role.SITE:
         await media.claim_site(peer)  # after a previous site connection is handled
     conn.send(live.room.welcome(conn.person, conn.role))
+    live.announce()
 
     @peer.pc.on("connectionstatechange")
     async def on_state() -> None:
@@ -189,7 +246,8 @@ async def _session(live: LiveRoom, conn: Connection) -> None:
             await _dispatch(live, conn, data)
         except (RoomError, SurveyError, ValueError, KeyError, TypeError) as exc:
             code = exc.code if isinstance(exc, RoomError) else "bad-request"
-            conn.send({"type": "error", "code": code, "message": str(exc)[:300]})
+            detail = exc.detail if isinstance(exc, RoomError) else {}
+            conn.send({"type": "error", "code": code, "message": str(exc)[:300], **detail})
 
 
 _VIEWERS = (Role.INSPECTOR, Role.OBSERVER)
@@ -205,12 +263,21 @@ async def _dispatch(live: LiveRoom, conn: Connection, data: dict[str, Any]) -> N
         if frame is None:
             raise RoomError("no-video", "no video from the site yet")
         png = await asyncio.to_thread(encode_still, frame)
-        live.broadcast(room.snapshot(person, png), _VIEWERS)
+        thumb = await asyncio.to_thread(encode_thumbnail, frame)
+        taken = room.snapshot(person, png)
+        taken["thumbnail"] = "data:image/png;base64," + base64.b64encode(thumb).decode("ascii")
+        live.broadcast(taken, _VIEWERS)
     elif kind == "challenge":
         issued = room.issue_challenge(person, str(data.get("instruction", "")))
         live.broadcast(issued, (Role.SITE, *_VIEWERS))
     elif kind == "challenge-shown":
         live.broadcast(room.challenge_shown(person, str(data["id"])), _VIEWERS)
+    elif kind == "notice-ack":
+        room.acknowledge_notice(person)
+        live.announce()
+    elif kind == "status":
+        _status(conn, data)
+        live.announce()
     elif kind == "challenge-confirm":
         result = room.confirm_challenge(person, str(data["id"]), str(data["result"]))
         live.broadcast(result, _VIEWERS)
@@ -233,6 +300,15 @@ async def _dispatch(live: LiveRoom, conn: Connection, data: dict[str, Any]) -> N
         raise RoomError("bad-request", f"unknown message type {kind!r}")
 
 
+def _status(conn: Connection, data: dict[str, Any]) -> None:
+    for key, allowed in STATUS_VALUES.items():
+        if key in data:
+            value = data[key]
+            if value not in allowed:
+                raise RoomError("bad-request", f"status {key} is one of {list(allowed)}")
+            conn.status[key] = value
+
+
 async def _end(live: LiveRoom, person: Participant, event: Event) -> None:
     room = live.room
     if room.plan.role_of(person.person_id) is not Role.INSPECTOR:
@@ -244,22 +320,32 @@ async def _end(live: LiveRoom, person: Participant, event: Event) -> None:
 
 async def _report(live: LiveRoom, conn: Connection, data: dict[str, Any]) -> None:
     room = live.room
-    verdict = Verdict(str(data["verdict"]))
+    try:
+        verdict = Verdict(str(data["verdict"]))
+    except ValueError:
+        raise RoomError("no-verdict", "choose a verdict") from None
     answers = []
     for item in data["answers"]:
+        item_id = str(item["item"])
+        try:
+            answer = Answer(str(item["answer"]))
+        except ValueError:
+            raise RoomError("unanswered", f"item {item_id} is not answered", item=item_id) from None
         try:
             answers.append(
                 ChecklistAnswer(
-                    item_id=str(item["item"]),
-                    answer=Answer(str(item["answer"])),
+                    item_id=item_id,
+                    answer=answer,
                     note=str(item.get("note", "")),
                     snapshots=tuple(str(h) for h in item.get("snapshots", ())),
                 )
             )
         except MalformedReport as exc:
-            raise RoomError("bad-report", str(exc)) from None
+            raise RoomError("bad-report", str(exc), item=item_id) from None
+    remarks, reason = str(data.get("remarks", "")), str(data.get("reason", ""))
+    room.check_report(conn.person, answers, verdict, remarks, reason)  # before ending it
     if room.state in (SurveyState.LIVE, SurveyState.INTERRUPTED):
         convert = verdict is Verdict.CONVERT_TO_ONSITE
         await _end(live, conn.person, Event.CONVERT if convert else Event.COMPLETE)
-    token = room.report(conn.person, answers, verdict, str(data.get("remarks", "")))
+    token = room.report(conn.person, answers, verdict, remarks, reason)
     conn.send({"type": "report", "token": token, "head": room.chain.head})

@@ -12,7 +12,8 @@ Added to the node's staff listener (behind its bearer-token check) by
 
 A link is ``{"person", "role", "path"}`` where ``path`` is the page path with the token
 in its fragment (``/survey/v1/site#token=...``), to append to the node's public
-endpoint. Links are valid from 15 minutes before the window until its end.
+endpoint. Links are valid from 15 minutes before the window until its end. A plan
+whose requesting office is this node itself is refused: the report could never be sent.
 """
 
 from __future__ import annotations
@@ -96,11 +97,23 @@ def add_staff_routes(
                 ProblemCode.INVALID_REQUEST,
                 f"this node is {node_id}; the plan names {plan.surveying_office} as surveyor",
             )
+        if plan.requesting_office == plan.surveying_office:
+            raise Problem(
+                422,
+                ProblemCode.INVALID_REQUEST,
+                f"requesting-office-is-surveyor: the report goes to the requesting office, "
+                f"which must be the case's other office, not this node ({node_id})",
+            )
         if plan.window.end <= clock():
             raise Problem(422, ProblemCode.INVALID_REQUEST, "the survey window has passed")
         if plan.session_id in hub.rooms:
             raise Problem(409, ProblemCode.CONFLICT, f"survey {plan.session_id} already exists")
-        hub.open(plan)
+        try:
+            hub.open(plan)
+        except ValueError:  # kept on disk but not resumed (damaged): never overwritten
+            raise Problem(
+                409, ProblemCode.CONFLICT, f"survey {plan.session_id} already exists on disk"
+            ) from None
         links = _links(plan, join_key, node_id, jti)
         return web.json_response(
             {"session": plan.session_id, "links": links},

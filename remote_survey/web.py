@@ -1,11 +1,12 @@
 """The survey's HTTP surface: signalling WebSocket and the two pages, as an aiohttp app.
 
-:class:`SurveyHub` holds the node's running surveys (:class:`~remote_survey.signalling.
+:class:`SurveyHub` holds the node's running surveys (kept on disk, resumed after a
+restart by :meth:`SurveyHub.resume`) (:class:`~remote_survey.signalling.
 LiveRoom` per session); :func:`survey_app` returns an :class:`aiohttp.web.Application`
 serving, under ``/survey/v1/``:
 
 ==================================== ===========================================
-``GET ws?token=..&device=..``        signalling (:mod:`remote_survey.signalling`)
+``GET ws?device=..``                 signalling (:mod:`remote_survey.signalling`)
 ``GET site``                         the on-site party's page (phone)
 ``GET inspector``                    the inspector's (and observer's) page
 ``GET static/<file>``                the pages' scripts and styles, no build step
@@ -13,19 +14,23 @@ serving, under ``/survey/v1/``:
 
 Join links point at a page with the token in the URL fragment
 (``/survey/v1/site#token=...``), so it never reaches access logs; the page opens the
-WebSocket itself. :func:`add_survey_routes` adds the same routes to an existing app
+WebSocket itself and sends the token as its first message, never in the socket's URL.
+:func:`add_survey_routes` adds the same routes to an existing app
 (the node's public listener); :func:`survey_extension` is the same as a
 ``relay.node.Node`` extension: ``Node(config, extensions=[survey_extension(hub)])``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from remote_survey.errors import SurveyError
+from remote_survey.persist import STATE_FILE
 from remote_survey.room import RoomConfig, SurveyRoom
 from remote_survey.session import SurveyPlan
 from remote_survey.signalling import LiveRoom, handle_ws
@@ -39,6 +44,7 @@ __all__ = [
     "survey_extension",
 ]
 
+_log = logging.getLogger("tongban.survey")
 PREFIX = "/survey/v1"
 STATIC = Path(__file__).with_name("static")
 HUB_KEY: web.AppKey[SurveyHub] = web.AppKey("survey_hub", object)  # type: ignore[arg-type]
@@ -60,9 +66,32 @@ class SurveyHub:
         self.config = config
         self.rooms: dict[str, LiveRoom] = {}
 
+    def resume(self) -> list[str]:
+        """Open again every session kept under the media root (after a node restart).
+
+        A session that cannot be read is logged and left alone (its files untouched);
+        returns the ids of the sessions resumed.
+        """
+        resumed = []
+        root = self.config.media_root
+        for folder in sorted(root.iterdir()) if root.is_dir() else ():
+            if not (folder / STATE_FILE).is_file() or folder.name in self.rooms:
+                continue
+            try:
+                room = SurveyRoom.restore(folder, self.config)
+            except SurveyError as exc:
+                _log.error("survey %s not resumed: %s", folder.name, exc)
+                continue
+            self.rooms[room.plan.session_id] = LiveRoom(room)
+            resumed.append(room.plan.session_id)
+        return resumed
+
     def open(self, plan: SurveyPlan) -> LiveRoom:
         """Start serving a scheduled survey (its media directory is created)."""
-        if plan.session_id in self.rooms:
+        if (
+            plan.session_id in self.rooms
+            or (self.config.media_root / plan.session_id / STATE_FILE).exists()
+        ):
             raise ValueError(f"survey {plan.session_id} is already open")
         live = LiveRoom(SurveyRoom(plan, self.config))
         self.rooms[plan.session_id] = live

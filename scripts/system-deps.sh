@@ -21,6 +21,10 @@ command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
 command -v npm >/dev/null 2>&1 || need="$need npm"
 # a Chinese font, so the console's screenshots show Chinese rather than empty boxes
 [ -n "$(fc-list :lang=zh 2>/dev/null)" ] || need="$need fonts-wqy-microhei"
+# coturn: the TURN relay the survey TURN-only network test runs (phone and node apart)
+command -v turnserver >/dev/null 2>&1 || need="$need coturn"
+# ffprobe (ffmpeg): an independent judge of the recorded segments' frame rate and size
+command -v ffprobe >/dev/null 2>&1 || need="$need ffmpeg"
 if [ -z "$need" ]; then exit 0; fi
 if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages:$need"

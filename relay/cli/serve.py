@@ -82,7 +82,9 @@ async def _run(config: NodeConfig) -> int:
 
     audit = AuditNode(config)
     try:  # the survey pages and signalling, on the public listener
-        surveys, join_key = node_survey_hub(config.node_id, config.key_dir, config.data_dir)
+        surveys, join_key = node_survey_hub(
+            config.node_id, config.key_dir, config.data_dir, survey=config.survey
+        )
     except (OSError, ValueError, SigningError, SurveyError) as exc:
         raise CliError("start", f"node {config.node_id} cannot run surveys: {exc}") from None
     # case workflow, applicant tracking, licence verification; sealed survey reports judged

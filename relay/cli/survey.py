@@ -61,7 +61,9 @@ def _parse_at(text: str | None) -> datetime:
 
 def _verify(args: argparse.Namespace) -> int:
     # remote_survey sits beside relay; the CLI shell is the one place that wires it in.
+    from remote_survey.errors import SurveyError
     from remote_survey.report import verify_report
+    from remote_survey.vault import MediaVault, read_media_key
 
     token = read_bytes(args.report, "report").decode("ascii", errors="replace").strip()
     try:
@@ -72,8 +74,14 @@ def _verify(args: argparse.Namespace) -> int:
     if not media.is_dir():
         raise CliError("file-not-found", f"media directory {media} does not exist")
     at = _parse_at(args.at)
+    vault = None
+    if args.media_key is not None:
+        try:
+            vault = MediaVault(read_media_key(Path(args.media_key)))
+        except SurveyError as exc:
+            raise CliError("bad-media-key", str(exc)) from None
     with _capture() as causes:
-        result = verify_report(token, bundle, media, at)
+        result = verify_report(token, bundle, media, at, vault)
     if not result.ok:
         shown: dict[str, int] = {}
         for failure in result.failures:
@@ -121,4 +129,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify.add_argument("--media", required=True, metavar="DIR", help="evidence and media dir")
     verify.add_argument("--trust", required=True, metavar="BUNDLE", help="trust bundle (PEM)")
     verify.add_argument("--at", help="verification time, ISO 8601 with zone (default now)")
+    verify.add_argument(
+        "--media-key",
+        metavar="KEY",
+        help="the surveying node's survey-media.key, for its own folder (media sealed at rest)",
+    )
     verify.set_defaults(handler=_verify)

@@ -4,7 +4,10 @@
   premises itself), approved, licence sealed and carried back, delivered, concluded and
   rated by the applicant on the public tracking API.
 - 农药经营许可 with a delegated survey (委托勘查): handed in at 371422 宁津县 where the
-  shop is, handled by 320982, which delegates the site survey to 371422.
+  shop is, handled by 320982, which delegates the site survey to 371422; 371422 runs a
+  real recorded remote survey (:mod:`relay.demo.survey`: WebRTC peers, a synthetic
+  camera), sends the sealed report with its media, and both copies verify with
+  ``tongban survey verify``.
 
 Every step is a signed packet under the agreement; the demo only drives the staff API
 as a desk clerk would and reads what the other office's copy says.
@@ -14,14 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from contextlib import AsyncExitStack
 from datetime import timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 
 from relay.cases.terms import load_terms
+from relay.config import load_config
 from relay.core.receipts import verify_receipt
 from relay.demo.context import Demo
 from relay.demo.errors import StepFailed
@@ -37,7 +43,9 @@ from relay.demo.licensing import (
 from relay.demo.nodes import staff_client
 from relay.demo.offices import DAFENG, NINGJIN, WUCHANG
 from relay.demo.report import Reporter
+from relay.demo.survey import run_remote_survey
 from relay.licence_print import PrintSize, print_view
+from remote_survey.vault import MAGIC, MEDIA_KEY_FILE
 from signing.licence import parse_licence, verify_licence
 
 __all__ = ["CaseDesk", "cases_step", "delegated_survey_case", "food_licence_case"]
@@ -327,14 +335,36 @@ async def delegated_survey_case(demo: Demo, out: Reporter, desks: Desks) -> None
         f"320982 accepts and delegates the site survey: 371422's copy is "
         f"{request['state']} (a request-survey packet under the handler-to-surveyor clause)",
     )
-    session = await _schedule_survey(demo, out, ningjin, case_id)
-    report = f"远程勘查 {session}：经营场所 60㎡，农药与食品、饲料隔离存放，防护设施齐全"
-    await ningjin.act(case_id, "survey-report", {"outcome": "pass", "report": report})
-    await dafeng.wait(case_id, "survey_reported")
+    session, links = await _schedule_survey(demo, out, ningjin, case_id)
+    site = (37.6520004, 116.8000003)  # the phone at the shop's door
+    items = ["c1", "c2", "c3"]
+    survey = await run_remote_survey(ningjin.public, links, site, items)
+    media = demo.config_path(NINGJIN.node_id).parent / "data" / "survey" / session
+    segments = sorted(p.name for p in media.glob("seg-*.mkv"))
     out.proved(
-        "宁津县勘查结论送达大丰区",
-        "371422 reports the survey result (pass, entered by the demo in place of a live "
-        "video session, which the links above open); 320982's copy is survey_reported",
+        "远程勘查真实进行：合成摄像头录像、截图、核验码、定位，勘查员签章报告",
+        f"two WebRTC peers joined {session} with their signed links: the site party "
+        f"acknowledged the recording notice, a synthetic camera sent {survey['frames_sent']} "
+        f"frames, recorded in {len(segments)} segments, snapshot {survey['snapshot']}, "
+        f"challenge {survey['challenge'].split()[0]} acknowledged on site and confirmed, a "
+        f"fix {survey['distance_m']:.1f} m from the shop; report sealed by 371422 "
+        f"(chain head {survey['head'][:16]}…)",
+    )
+    sent = await ningjin.staff("POST", f"/staff/v1/surveys/{session}/send")
+    await dafeng.wait(case_id, "survey_reported")
+    copy = demo.config_path(DAFENG.node_id).parent / "data" / "survey-reports" / case_id / session
+    key = load_config(demo.config_path(NINGJIN.node_id)).key_dir / MEDIA_KEY_FILE
+    sealed = sum(p.read_bytes().startswith(MAGIC) for p in media.glob("seg-*.mkv"))
+    if sealed != len(segments) or not segments:
+        raise StepFailed(f"371422 keeps {len(segments) - sealed} segments unencrypted")
+    await _survey_verify(demo, media, key)  # sealed at rest: opened with the node's key
+    await _survey_verify(demo, copy)
+    out.proved(
+        "勘查报告连同录像送达大丰区，两地用 tongban survey verify 验证通过",
+        f"371422 sent the sealed report with {len(sent['files'])} files as the case's "
+        f"survey-report packet; 320982's copy is survey_reported, and `tongban survey "
+        f"verify` accepts the report against the media at 371422 (kept encrypted at rest, "
+        f"opened with its survey-media.key) and at 320982",
     )
     await dafeng.act(case_id, "decide", {"decision": "approve"})
     facts = LicenceFacts(
@@ -368,9 +398,24 @@ async def delegated_survey_case(demo: Demo, out: Reporter, desks: Desks) -> None
     demo.facts.setdefault("tracking", []).append(url)
 
 
-async def _schedule_survey(demo: Demo, out: Reporter, desk: CaseDesk, case_id: str) -> str:
+async def _survey_verify(demo: Demo, folder: Path, key: Path | None = None) -> None:
+    """``tongban survey verify`` on a survey folder, as a real command."""
+    extra = [] if key is None else ["--media-key", str(key)]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay.cli", "survey", "verify", str(folder / "report.jws"),
+        "--media", str(folder), "--trust", str(demo.bundle_path), *extra,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), _WAIT)
+    if process.returncode != 0:
+        raise StepFailed(f"tongban survey verify {folder}: {stderr.decode()}{stdout.decode()}")
+
+
+async def _schedule_survey(
+    demo: Demo, out: Reporter, desk: CaseDesk, case_id: str
+) -> tuple[str, dict[str, str]]:
     """The surveying office schedules a remote survey session for the case and gets one
-    join link per participant (the survey itself runs in browsers: open the links)."""
+    join link per participant (role -> page path with the token in its fragment)."""
     start = demo.now()
     session = f"SV-{case_id}"
     plan = {
@@ -409,6 +454,7 @@ async def _schedule_survey(demo: Demo, out: Reporter, desk: CaseDesk, case_id: s
     for role, url in sorted(links.items()):
         out.info(f"  {role:<9} {url[:110]}…")
     demo.facts.setdefault("survey", []).extend(sorted(links.items()))
+    return session, {link["role"]: link["path"] for link in scheduled["links"]}
     return session
 
 

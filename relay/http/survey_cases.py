@@ -11,6 +11,12 @@ files as packet attachments, so they travel resumably to the requesting office o
 ``outcome`` is ``pass`` for the verdicts ``pass`` and ``pass_with_corrections``,
 ``fail`` for ``fail``; a survey converted to an on-site visit is not reported here.
 
+The report is sent only when its requesting office is the case's other office (the
+one that requested the survey and receives the packet): otherwise the partner would
+refuse it after our own copy of the case had moved on (``wrong-offices``). A report
+the partner refuses all the same (a ``rejected`` receipt ``content-refused:survey-*``)
+raises a staff alert ``survey-report-refused`` (:func:`refused_report_alerts`).
+
 Receiving (the requesting office, after every accepted federation batch): each
 accepted case packet carrying a survey-report event with a sealed report is collected
 once into ``<data dir>/survey-reports/<case>/<session>/`` (its attachments decrypted
@@ -43,6 +49,7 @@ from typing import Any
 
 from aiohttp import web
 
+from relay.alerts import ALERTS, Severity, StaffAlert
 from relay.audit.leaves import AuditLeaf, LeafKind, SurveyReportLeaf, encode_leaf
 from relay.audit.store import append as audit_append
 from relay.cases.desk import CaseDesk
@@ -50,7 +57,7 @@ from relay.cases.errors import CaseError
 from relay.cases.model import CONTENT_FORMAT, EventKind
 from relay.config import NodeConfig
 from relay.core.errors import RelayError
-from relay.core.model import PacketSummary
+from relay.core.model import OutboxState, PacketSummary
 from relay.core.ports import PeerLink, ReceivedBatch
 from relay.http.case_services import CaseLayer
 from relay.http.survey_admission import is_sealed_report
@@ -64,6 +71,7 @@ from remote_survey.evidence import parse_evidence
 from remote_survey.report import ReportVerification, verify_report
 from remote_survey.report_model import SurveyReport, Verdict
 from remote_survey.room import REPORT_FILE
+from remote_survey.vault import MediaVault
 from remote_survey.web import SurveyHub
 from signing.certificates import TrustBundle
 from signing.encoding import canonical_json
@@ -75,6 +83,7 @@ __all__ = [
     "Collected",
     "SurveyCaseLayer",
     "collect_reports",
+    "refused_report_alerts",
     "report_files",
     "send_report",
     "survey_leaf",
@@ -87,6 +96,7 @@ REFUSED_FILE = "refused.json"
 _CHUNK = 1 << 20
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 _OUTCOME = {Verdict.PASS: "pass", Verdict.PASS_WITH_CORRECTIONS: "pass", Verdict.FAIL: "fail"}
+_REFUSED = "content-refused:survey-"
 _TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".webm": "video/webm", ".mp4": "video/mp4"}
 
 
@@ -104,15 +114,16 @@ def _media_names(evidence: bytes) -> list[str]:
 
 
 def report_files(
-    media_dir: Path, bundle: TrustBundle, at: datetime
+    media_dir: Path, bundle: TrustBundle, at: datetime, vault: MediaVault | None = None
 ) -> tuple[str, SurveyReport, list[Path]]:
     """The sealed report of a session folder, verified against its files, and the files
-    that travel with it (evidence first, then the media in chain order)."""
+    that travel with it (evidence first, then the media in chain order). ``vault`` opens
+    media sealed at rest."""
     try:
         token = (media_dir / REPORT_FILE).read_text(encoding="ascii").strip()
     except OSError:
         raise SurveyCaseError("no-report", "the survey has no signed report yet") from None
-    result = verify_report(token, bundle, media_dir, at)
+    result = verify_report(token, bundle, media_dir, at, vault)
     if not result.ok or result.report is None:
         failures = "; ".join(f"{f.code}: {f.message}" for f in result.failures)
         raise SurveyCaseError("report-invalid", f"the report does not verify: {failures}")
@@ -156,7 +167,38 @@ async def _chunks(path: Path, offset: int) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def _stage(core: Any, path: Path) -> str:
+async def _plain_chunks(vault: MediaVault, path: Path, offset: int) -> AsyncIterator[bytes]:
+    """The plaintext of a sealed media file from ``offset``, decrypted chunk by chunk."""
+    chunks = vault.open_chunks(path)
+    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        if offset >= len(chunk):
+            offset -= len(chunk)
+            continue
+        yield chunk[offset:]
+        offset = 0
+
+
+def _sealed_digest(vault: MediaVault, path: Path) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    for chunk in vault.open_chunks(path):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
+async def _stage(core: Any, path: Path, vault: MediaVault | None = None) -> str:
+    """Stage one file with the relay core (plaintext: a sealed media file is opened)."""
+    if vault is not None and path.name != EVIDENCE_FILE:
+        size, digest = await asyncio.to_thread(_sealed_digest, vault, path)
+        offset = core.attachment_offset(digest)
+        media_type = _TYPES.get(path.suffix, "application/octet-stream")
+        info = await core.write_attachment(
+            digest, size, offset, _plain_chunks(vault, path, offset), media_type=media_type,
+            name=path.name,
+        )  # fmt: skip
+        if info is None:
+            raise SurveyCaseError("stage-failed", f"{path.name} was not staged completely")
+        return str(digest)
     with path.open("rb") as fh:
         size, digest = await asyncio.to_thread(file_digest, fh)
     offset = core.attachment_offset(digest)
@@ -172,18 +214,33 @@ async def _stage(core: Any, path: Path) -> str:
 
 
 async def send_report(
-    desk: CaseDesk, core: Any, media_dir: Path, bundle: TrustBundle, database: Path
+    desk: CaseDesk,
+    core: Any,
+    media_dir: Path,
+    bundle: TrustBundle,
+    database: Path,
+    vault: MediaVault | None = None,
 ) -> tuple[SurveyReport, list[str]]:
     """Send the session's sealed report and media as its case's survey-report event;
     log the survey-report leaf. Raises :class:`SurveyCaseError`, ``CaseError``,
-    ``RelayError``."""
-    token, report, files = report_files(media_dir, bundle, desk.now())
+    ``RelayError``. ``vault`` opens the media sealed at rest (they travel as plaintext,
+    sealed by the relay core)."""
+    token, report, files = report_files(media_dir, bundle, desk.now(), vault)
     outcome = _OUTCOME.get(report.verdict)
     if outcome is None:
         raise SurveyCaseError("convert-to-onsite", "an on-site visit reports this case")
     if report.plan.surveying_office != desk.node_id:
         raise SurveyCaseError("not-surveyor", "this node did not run the survey")
-    digests = [await _stage(core, path) for path in files]
+    header = desk.get(report.plan.case_id).case.header
+    partner = header.node(header.office_of(desk.node_id).other)
+    if report.plan.requesting_office != partner:
+        # the partner would refuse it (survey-wrong-case) after our copy had moved on
+        raise SurveyCaseError(
+            "wrong-offices",
+            f"the report names {report.plan.requesting_office} as requesting office; it can "
+            f"only be sent to this case's other office {partner}, which requested the survey",
+        )
+    digests = [await _stage(core, path, vault) for path in files]
     details = {"outcome": outcome, "verdict": report.verdict.value, "report": token}
     await desk.act(report.plan.case_id, EventKind.SURVEY_REPORT, details, attachments=digests)
     await asyncio.to_thread(_append_leaf, database, survey_leaf(token, report, node=desk.node_id,
@@ -310,6 +367,35 @@ async def collect_reports(
     return done
 
 
+def refused_report_alerts(core: Any, now: datetime) -> list[StaffAlert]:
+    """An alert per survey-report packet the partner refused (``content-refused:survey-*``):
+    our copy of the case shows the report sent, the partner's and the applicant's do not."""
+    alerts = []
+    for item in core.list_outbox():
+        reason = item.reason or ""
+        if item.state is not OutboxState.REJECTED or not reason.startswith(_REFUSED):
+            continue
+        s = item.summary
+        alerts.append(
+            StaffAlert(
+                id=f"survey:refused:{s.packet_id}",
+                source="survey",
+                code="survey-report-refused",
+                severity=Severity.CRITICAL,
+                at=now,
+                title_zh="对方机关拒收了勘查报告，双方案卷状态不一致",
+                title_en="The partner refused a survey report; the two copies of the case differ",
+                detail=f"Node {s.receiver} refused the survey report of case {s.case_id} "
+                f"(packet {s.packet_id}: {reason}). Our copy shows the report as sent, the "
+                "partner's and the applicant's do not. Check the report with `tongban survey "
+                "verify`, agree the next step with the partner, then send a corrected report",
+                subject=s.packet_id,
+                extra={"reason": reason, "peer": s.receiver, "case_id": s.case_id},
+            )
+        )
+    return alerts
+
+
 class _CollectingCore:
     """The case layer's core, collecting survey reports after each accepted batch."""
 
@@ -393,6 +479,11 @@ class SurveyCaseLayer:
     def extension(self, listener: str, app: web.Application) -> None:
         if listener == "staff":
             app.router.add_post("/staff/v1/surveys/{session}/send", self._send)
+            if ALERTS in app:
+                app[ALERTS].add_source("survey", self._alerts)
+
+    def _alerts(self, now: datetime) -> list[StaffAlert]:
+        return [] if self._core is None else refused_report_alerts(self._core, now)
 
     async def _send(self, request: web.Request) -> web.Response:
         require(request, StaffAction.SURVEY)
@@ -404,7 +495,7 @@ class SurveyCaseLayer:
         try:
             report, files = await send_report(
                 services.desk, self._core, live.room.media_dir, self._bundle.current(),
-                self._database(),
+                self._database(), self._hub.config.vault,
             )  # fmt: skip
         except SurveyCaseError as exc:
             raise Problem(422, ProblemCode.INVALID_REQUEST, f"{exc.code}: {exc}") from None

@@ -69,7 +69,13 @@ def test_demo_once_runs_every_step_and_exits_zero_with_the_proofs(tmp_path: Path
     assert "320982 accepts and delegates the site survey: 371422's copy is survey_requested" in out
     assert "371422 schedules remote survey SV-371422-" in out
     assert "/survey/v1/site#token=" in out
+    # a real recorded survey: synthetic camera, snapshot, challenge, fix, sealed report
+    assert "a synthetic camera sent" in out
+    assert re.search(r"frames, recorded in [2-9] segments", out)
+    assert "acknowledged on site and confirmed" in out
     assert "320982's copy is survey_reported" in out
+    assert "`tongban survey verify` accepts the report against the media at 371422" in out
+    assert "kept encrypted at rest, opened with its survey-media.key" in out
     assert "concluded on both sides" in out
     assert out.count("/track#link=") >= 2
     assert "▀" in out  # the licence QR code drawn in the terminal
@@ -101,6 +107,9 @@ def test_demo_once_runs_every_step_and_exits_zero_with_the_proofs(tmp_path: Path
     assert (work / "licences" / "food-business-licence.svg").read_bytes().startswith(b"<svg")
     # library log lines (the precise causes of the refusals) went to the log file
     assert "wrong-purpose" in (work / "demo.log").read_text()
+    surveyed = next((work / "nodes" / "371422" / "data" / "survey").iterdir())
+    assert len(list(surveyed.glob("seg-*.mkv"))) >= 2
+    assert (surveyed / "report.jws").is_file()
     assert "certificate rejected" not in result.stderr
 
 

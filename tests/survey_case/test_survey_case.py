@@ -70,14 +70,15 @@ async def _survey_requested(http: aiohttp.ClientSession, r: Office, h: Office,
     await _case_until(http, r, case_id, "survey_requested")
 
 
-def _surveyed(office: Office, case_id: str, session: str) -> Path:
+def _surveyed(office: Office, case_id: str, session: str, requesting: str = HANDLING) -> Path:
     """Run a short survey at the surveying office: live, two snapshots, a geolocation
-    fix at the site, completed, checklist answered and the report sealed."""
+    fix at the site, a challenge acknowledged and confirmed, completed, checklist
+    answered and the report sealed."""
     now = datetime.now(UTC)
     site = GeoPoint.from_degrees(30.5428, 114.3162)
     plan = SurveyPlan(
         session_id=session, case_id=case_id, matter=BOOKS, surveying_office=RECEIVING,
-        requesting_office=HANDLING,
+        requesting_office=requesting,
         window=TimeWindow(now - timedelta(hours=1), now + timedelta(hours=2)),
         inspectors=(INSPECTOR,), site_party=SITE_PARTY, observers=(),
         checklist=(ChecklistItem("shelves", "书架与消防通道"),), site=Site("武汉市武昌区", site),
@@ -87,6 +88,9 @@ def _surveyed(office: Office, case_id: str, session: str) -> Path:
     room.fix(SITE_PARTY, 30.5428, 114.3162, 8.0)
     room.snapshot(INSPECTOR, PNG)
     room.snapshot(INSPECTOR, PNG[::-1])
+    challenge = room.issue_challenge(INSPECTOR)["id"]
+    room.challenge_shown(SITE_PARTY, challenge)
+    room.confirm_challenge(INSPECTOR, challenge, "confirmed")
     room.end(INSPECTOR, Event.COMPLETE)
     room.report(INSPECTOR, [ChecklistAnswer("shelves", Answer.PASS)], Verdict.PASS_WITH_CORRECTIONS)
     return room.media_dir
@@ -238,6 +242,14 @@ async def test_a_report_whose_seal_or_files_are_wrong_gets_a_signed_rejected_rec
         assert reason == "content-refused:survey-report-invalid"
         _, case = await _json(http, "GET", h.url("/staff/v1/cases/WC-SV-4"), h)
         assert case["state"] == "survey_requested"
+        # the copies differ now: the surveying office's staff are told
+        code, board = await _json(http, "GET", r.url("/staff/v1/alerts"), r)
+        assert code == 200, board
+        (alert,) = [a for a in board["alerts"] if a["code"] == "survey-report-refused"]
+        assert alert["case_id"] == "WC-SV-4"
+        assert alert["reason"] == "content-refused:survey-report-invalid"
+        assert alert["severity"] == "critical"
+        assert alert["title"]["zh"].startswith("对方机关拒收了勘查报告")
     assert not (h.layer.reports_dir / "WC-SV-4").exists()
     assert _survey_leaves(h) == []
 
@@ -261,3 +273,24 @@ async def test_a_report_missing_a_snapshot_is_refused_by_the_requester(
         assert await _outbox_reason(r, "WC-SV-5", seq) == "content-refused:survey-files-mismatch"
         _, case = await _json(http, "GET", h.url("/staff/v1/cases/WC-SV-5"), h)
         assert case["state"] == "survey_requested"
+
+
+async def test_a_report_naming_the_surveyor_as_requester_is_not_sent_and_no_copy_moves(
+    offices: tuple[Office, Office],
+) -> None:
+    """The partner would refuse it (survey-wrong-case) after our copy had moved to
+    survey_reported: refused before anything is sent, both copies stay as they were."""
+    r, h = offices
+    async with aiohttp.ClientSession() as http:
+        await _survey_requested(http, r, h, "WC-SV-6")
+        _surveyed(r, "WC-SV-6", "SV-WC-SV-6", requesting=RECEIVING)
+        code, refused = await _json(http, "POST", r.url("/staff/v1/surveys/SV-WC-SV-6/send"), r)
+        assert code == 422, refused
+        assert refused["detail"].startswith("wrong-offices:")
+        assert HANDLING in refused["detail"]
+        for office in (r, h):
+            _, case = await _json(http, "GET", office.url("/staff/v1/cases/WC-SV-6"), office)
+            assert case["state"] == "survey_requested"
+        items = [i for i in r.node.core.list_outbox() if i.summary.case_id == "WC-SV-6"]
+        assert all(i.summary.action != "survey-report" for i in items)
+    assert _survey_leaves(r) == []

@@ -42,7 +42,7 @@ class Party:
         self._consumers: list[asyncio.Task[None]] = []
 
     async def join(self, *, send_media: bool) -> dict[str, Any]:
-        ws = await self.http.ws_connect(self.world.ws_url(self.token, self.device))
+        ws = await self.world.join(self.http, self.token, self.device)
         self.inbox = Inbox(ws)
         welcome = await self.inbox.expect("welcome")
         offer = await self.inbox.expect("offer")
@@ -136,7 +136,7 @@ async def test_live_session_records_snapshots_survives_a_drop_and_is_reported(
         await site.leave()
         await inspector.inbox.expect("state", state="interrupted")
         # another device with the same link is refused; the same device rejoins
-        thief = await http.ws_connect(world.ws_url(site_token, "other-phone"))
+        thief = await world.join(http, site_token, "other-phone")
         await thief.receive()
         assert thief.close_code == 4409
         site = Party(http, world, site_token, "phone-1")

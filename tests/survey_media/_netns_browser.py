@@ -12,9 +12,13 @@ reordered.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 from datetime import UTC, datetime
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
@@ -69,6 +73,7 @@ async def _survey_in_browsers(world: World) -> str:
             await inspector.goto(inspector_link, timeout=MS)
             assert await inspector.text_content("h1") == "远程勘查 — 勘查端"  # Chinese first
             await site.goto(site_link, timeout=MS)
+            await site.click("#notice-ack")  # the recording notice, acknowledged
             # live: the inspector sees the site's (fake) camera, segments are recorded
             await _wait_state(inspector, "live")
             await _wait_state(site, "live")
@@ -84,6 +89,8 @@ async def _survey_in_browsers(world: World) -> str:
             code = await site.text_content("#challenge-code")
             assert code is not None
             assert code.startswith(await inspector.text_content("#challenge-code") or "-")
+            assert await inspector.is_disabled("#confirm")  # not before the site says so
+            await site.click("#challenge-ack")
             await inspector.wait_for_selector("#challenge-shown:not([hidden])", timeout=MS)
             await inspector.click("#confirm")
             await inspector.wait_for_selector(
@@ -102,17 +109,32 @@ async def _survey_in_browsers(world: World) -> str:
             # checklist: item 1 passes with the snapshot linked, item 2 gets a note
             items = inspector.locator("#checklist li")
             assert await items.count() == 2
+            await items.nth(0).locator(".answer").select_option("pass")
             await items.nth(0).locator(".links input").check()
             await items.nth(1).locator(".answer").select_option("note")
             await items.nth(1).locator(".note").fill("通道有纸箱, 已当场清理")
             await inspector.select_option("#verdict", "pass")
             await inspector.click("#sign")
+            await inspector.wait_for_selector("#confirm-box:not([hidden])", timeout=MS)
+            await inspector.click("#confirm-sign")
             await inspector.wait_for_selector("#report:not([hidden])", timeout=MS)
             assert await inspector.text_content("#error") == ""
             await _wait_state(site, "completed")
+            await site.wait_for_selector("#preview[data-camera='stopped']", timeout=MS)
             return await inspector.input_value("#report-token")
         finally:
             await browser.close()
+
+
+def _ffprobe(path: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames",
+         "-show_entries", "stream=width,height,avg_frame_rate,nb_read_frames:format=duration",
+         "-of", "json", str(path)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    data = json.loads(done.stdout)
+    return {**data["streams"][0], "duration": data["format"]["duration"]}
 
 
 def _verify(world: World, media: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -145,7 +167,8 @@ async def test_site_and_inspector_in_chromium_produce_a_verifiable_report(
     assert segments
     assert len(report.evidence.snapshots) == 1
     assert report.evidence.challenges[0].result == "confirmed"
-    assert report.evidence.challenges[0].shown_ms is not None
+    assert report.evidence.challenges[0].shown_ms is not None  # acknowledged on the phone
+    assert report.guard is None  # location and challenge proven: no reason needed
     assert report.answers[0].snapshots == (report.evidence.snapshots[0].sha256,)
     assert report.evidence.geolocation.to_json()["fixes"] >= 1
     assert len(report.evidence.interruptions) == 1  # the reload, as a gap
@@ -157,6 +180,18 @@ async def test_site_and_inspector_in_chromium_produce_a_verifiable_report(
         with av.open(str(media / seg.name)) as container:
             frames += sum(1 for _ in container.decode(video=0))
     assert frames >= 10
+    # ffprobe (ffmpeg, an implementation we did not write) agrees with the manifest on
+    # every segment's picture size and frame count, and its frame rate is the real one
+    # (about 20 fps from Chromium's fake camera), not a nominal 30
+    for seg in segments:
+        probe = _ffprobe(media / seg.name)
+        assert (probe["width"], probe["height"]) == (seg.width, seg.height), seg
+        assert int(probe["nb_read_frames"]) == seg.frames, (probe, seg)
+        duration = float(probe["duration"])
+        if seg.frames >= 10 and duration > 0.5:
+            measured = seg.frames / duration
+            claimed = float(Fraction(probe["avg_frame_rate"]))
+            assert abs(claimed - measured) <= 0.15 * measured, (probe, seg)
     with av.open(str(media / report.evidence.snapshots[0].name)) as still:
         assert next(iter(still.decode(video=0))).width >= 320
     # the real command, in a child process: valid

@@ -96,9 +96,17 @@ class World:
             jti=new_jti(),
         )
 
-    def ws_url(self, token: str, device: str, **extra: str) -> str:
-        query = "&".join(f"{k}={v}" for k, v in {"token": token, "device": device, **extra}.items())
+    def ws_url(self, device: str, **extra: str) -> str:
+        query = "&".join(f"{k}={v}" for k, v in {"device": device, **extra}.items())
         return self.base_url.replace("http", "ws", 1) + f"/survey/v1/ws?{query}"
+
+    async def join(
+        self, http: aiohttp.ClientSession, token: str, device: str, **extra: str
+    ) -> aiohttp.ClientWebSocketResponse:
+        """Open the signalling socket as a page does: the token in the first message."""
+        ws = await http.ws_connect(self.ws_url(device, **extra))
+        await ws.send_json({"type": "join", "token": token})
+        return ws
 
     def verify_cli(self, session_id: str = "sv-media-0001") -> subprocess.CompletedProcess[str]:
         media = self.tmp / "media" / session_id
@@ -172,9 +180,11 @@ async def next_of(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, A
     return await asyncio.wait_for(read(), WAIT)
 
 
-def run_in_netns(case: str, timeout: float) -> None:
+def run_in_netns(case: str, timeout: float, artefacts: Path | None = None) -> None:
     """Run a pytest file inside a fresh network namespace with 127.0.0.2 on loopback.
 
+    ``artefacts`` (the calling test's tmp dir) is passed on as
+    ``$TONGBAN_SURVEY_ARTEFACTS`` for screenshots that outlive the inner run.
     Fails (never skips) when the namespace cannot be made: these tests need root, as CI has.
     """
     script = (
@@ -183,6 +193,8 @@ def run_in_netns(case: str, timeout: float) -> None:
         f"tests/survey_media/{case}"
     )
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    if artefacts is not None:
+        env["TONGBAN_SURVEY_ARTEFACTS"] = str(artefacts)
     try:
         done = subprocess.run(
             ["unshare", "-n", "sh", "-c", script],

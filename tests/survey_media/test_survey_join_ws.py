@@ -13,9 +13,13 @@ from media_support import WAIT, Inbox, World, make_plan, make_world, served
 from remote_survey.session import Role
 
 
-async def _closed_with(url: str) -> tuple[int | None, str]:
-    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+async def _closed_with(
+    world: World, token: str, device: str, **extra: str
+) -> tuple[int | None, str]:
+    async with aiohttp.ClientSession() as http:
+        ws = await world.join(http, token, device, **extra)
         msg = await ws.receive(timeout=WAIT)
+        await ws.close()
         assert msg.type is aiohttp.WSMsgType.CLOSE, msg
         return msg.data, msg.extra
 
@@ -37,21 +41,21 @@ async def test_expired_link_is_closed_4410_expired(world: World) -> None:
         valid_for=timedelta(minutes=30),
     )
     async with served(world, "127.0.0.1"):
-        assert await _closed_with(world.ws_url(token, "phone-1")) == (4410, "expired")
+        assert await _closed_with(world, token, "phone-1") == (4410, "expired")
 
 
 async def test_link_not_yet_valid_is_closed_4425(world: World) -> None:
     token = world.token(Role.SITE, "site-1", not_before=datetime.now(UTC) + timedelta(hours=1))
     async with served(world, "127.0.0.1"):
-        assert await _closed_with(world.ws_url(token, "phone-1")) == (4425, "not-yet-valid")
+        assert await _closed_with(world, token, "phone-1") == (4425, "not-yet-valid")
 
 
 async def test_link_used_on_another_device_is_closed_4409(world: World) -> None:
     token = world.token(Role.OBSERVER, "obs-1")
     async with served(world, "127.0.0.1"), aiohttp.ClientSession() as http:
-        first = Inbox(await http.ws_connect(world.ws_url(token, "tablet-1")))
+        first = Inbox(await world.join(http, token, "tablet-1"))
         assert (await first.expect("welcome"))["role"] == "observer"
-        closed = await _closed_with(world.ws_url(token, "tablet-2"))
+        closed = await _closed_with(world, token, "tablet-2")
         assert closed == (4409, "used-on-other-device")
         await first.close()
 
@@ -60,19 +64,19 @@ async def test_link_for_another_session_is_closed_4404(world: World) -> None:
     other = world.token(Role.SITE, "site-1", session_id="sv-media-0002")
     unknown = world.token(Role.SITE, "site-1", session_id="sv-not-open")
     async with served(world, "127.0.0.1"):
-        url = world.ws_url(other, "phone-1", session="sv-media-0001")
-        assert await _closed_with(url) == (4404, "wrong-session")
-        assert await _closed_with(world.ws_url(unknown, "phone-1")) == (4404, "wrong-session")
+        closed = await _closed_with(world, other, "phone-1", session="sv-media-0001")
+        assert closed == (4404, "wrong-session")
+        assert await _closed_with(world, unknown, "phone-1") == (4404, "wrong-session")
 
 
 async def test_link_used_for_a_role_it_does_not_grant_is_closed_4403(world: World) -> None:
     site = world.token(Role.SITE, "site-1")
     async with served(world, "127.0.0.1"):
-        url = world.ws_url(site, "phone-1", role="inspector")
-        assert await _closed_with(url) == (4403, "role-not-granted")
+        closed = await _closed_with(world, site, "phone-1", role="inspector")
+        assert closed == (4403, "role-not-granted")
         # a link made for someone who is not in the plan under that role
         stranger = world.token(Role.INSPECTOR, "site-1")
-        assert await _closed_with(world.ws_url(stranger, "pc-9")) == (4403, "not-a-participant")
+        assert await _closed_with(world, stranger, "pc-9") == (4403, "not-a-participant")
 
 
 async def test_forged_or_missing_link_is_closed_4401_or_4400(world: World) -> None:
@@ -80,15 +84,14 @@ async def test_forged_or_missing_link_is_closed_4401_or_4400(world: World) -> No
     head, payload, sig = token.split(".")
     forged = f"{head}.{payload}.{sig[:-4]}AAAA"
     async with served(world, "127.0.0.1"):
-        assert await _closed_with(world.ws_url(forged, "pc-1")) == (4401, "bad-token")
-        url = world.base_url.replace("http", "ws", 1) + f"/survey/v1/ws?token={token}"
-        assert await _closed_with(url) == (4400, "bad-request")
+        assert await _closed_with(world, forged, "pc-1") == (4401, "bad-token")
+        assert await _closed_with(world, "", "pc-1") == (4400, "bad-request")
 
 
 async def test_refused_joins_leave_the_ledger_and_the_evidence_untouched(world: World) -> None:
     token = world.token(Role.SITE, "site-1")
     async with served(world, "127.0.0.1"):
-        await _closed_with(world.ws_url(token, "phone-1", role="observer"))
+        await _closed_with(world, token, "phone-1", role="observer")
     room = world.hub.rooms["sv-media-0001"].room
     assert dict(room.ledger.bindings) == {}
     assert room.chain.entries == ()
@@ -98,7 +101,7 @@ async def test_refused_joins_leave_the_ledger_and_the_evidence_untouched(world: 
 async def test_a_client_that_stops_reading_is_disconnected_not_buffered(world: World) -> None:
     token = world.token(Role.OBSERVER, "obs-1")
     async with served(world, "127.0.0.1"), aiohttp.ClientSession() as http:
-        inbox = Inbox(await http.ws_connect(world.ws_url(token, "tablet-1")))
+        inbox = Inbox(await world.join(http, token, "tablet-1"))
         await inbox.expect("welcome")
         live = world.hub.rooms["sv-media-0001"]
         (conn,) = live.connections

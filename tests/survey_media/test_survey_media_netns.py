@@ -8,6 +8,8 @@ it these tests fail with that explanation rather than skip.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from media_support import run_in_netns
 
 
@@ -15,5 +17,19 @@ def test_aiortc_peers_go_live_record_snapshot_rejoin_and_report_in_a_netns() -> 
     run_in_netns("_netns_aiortc.py", timeout=180)
 
 
-def test_chromium_site_and_inspector_survey_verifies_and_tampering_fails_in_a_netns() -> None:
-    run_in_netns("_netns_browser.py", timeout=240)
+def test_chromium_site_and_inspector_survey_verifies_and_tampering_fails_in_a_netns(
+    tmp_path: Path,
+) -> None:
+    run_in_netns("_netns_browser.py", timeout=240, artefacts=tmp_path)
+
+
+def test_chromium_phone_denied_camera_or_location_presence_and_guarded_signing_in_a_netns(
+    tmp_path: Path,
+) -> None:
+    """Screenshots of every step are kept in this test's tmp dir (``screenshots/``)."""
+    run_in_netns("_netns_browser_field.py", timeout=240, artefacts=tmp_path)
+
+
+def test_chromium_phone_reaches_the_node_only_through_a_coturn_relay_in_netns() -> None:
+    """coturn (Debian) between a phone namespace and a node namespace; see _netns_turn.py."""
+    run_in_netns("_netns_turn.py", timeout=240)

@@ -24,9 +24,9 @@ async def test_pages_and_scripts_are_served_with_a_same_origin_policy(tmp_path: 
             assert js.status == 200
             assert "javascript" in js.headers["Content-Type"]
         shared = await (await http.get(f"{world.base_url}/survey/v1/static/survey.js")).text()
-        assert 'facingMode: { ideal: "environment" }' in (
-            await (await http.get(f"{world.base_url}/survey/v1/static/site.js")).text()
-        )
+        site_js = await (await http.get(f"{world.base_url}/survey/v1/static/site.js")).text()
+        assert 'let facing = "environment"' in site_js  # the rear camera first
+        assert "facingMode: { ideal: facing }" in site_js
         assert "en: {" in shared
         assert "zh: {" in shared
         outside = await http.get(f"{world.base_url}/survey/v1/static/../web.py")
@@ -59,7 +59,7 @@ async def test_the_survey_mounts_on_the_nodes_public_listener_app_only(tmp_path:
             page = await http.get(f"{world.base_url}/survey/v1/site")
             assert page.status == 200
             # behind the public listener's problem middleware the socket still upgrades
-            async with http.ws_connect(world.ws_url("not-a-token", "d1")) as ws:
+            async with await world.join(http, "not-a-token", "d1") as ws:
                 msg = await ws.receive(timeout=10)
                 assert (msg.data, msg.extra) == (4404, "wrong-session")
     finally:

@@ -60,6 +60,11 @@ async def test_segments_rotate_on_time_decode_alone_and_are_reported_with_their_
             audio = sum(1 for _ in container.decode(audio=0))
         assert video in (20, 10)  # 1 s at 20 fps; the last segment holds the last 0.5 s
         assert audio >= video
+        assert (seg.width, seg.height, seg.frames) == (320, 240, video)
+        with av.open(str(tmp_path / seg.name)) as container:
+            rate = container.streams.video[0].average_rate
+        assert rate is not None
+        assert 19 <= float(rate) <= 21  # the 20 fps that arrived, not a nominal 30
     assert recorder.segments == reported
 
 
@@ -79,6 +84,8 @@ async def test_a_resolution_change_starts_a_new_segment(tmp_path: Path) -> None:
     with av.open(str(tmp_path / reported[1].name)) as container:
         frame = next(iter(container.decode(video=0)))
     assert (frame.width, frame.height) == (240, 320)
+    # the manifest's entries say which size each segment holds
+    assert [(s.width, s.height, s.frames) for s in reported] == [(320, 240, 5), (240, 320, 5)]
 
 
 def test_a_still_is_a_lossless_png_at_full_resolution() -> None:

@@ -8,12 +8,21 @@ from pathlib import Path
 import pytest
 from media_support import World, make_plan, make_world
 
-from remote_survey.entries import ChallengeConfirmed, ChallengeIssued, ChallengeShown, Gap
+from remote_survey.entries import (
+    ChallengeConfirmed,
+    ChallengeIssued,
+    ChallengeShown,
+    Gap,
+    Note,
+)
+from remote_survey.errors import MalformedReport
 from remote_survey.evidence import parse_evidence, verify_chain
 from remote_survey.report import Answer, ChecklistAnswer, Verdict, verify_report
-from remote_survey.room import RoomConfig, RoomError, SurveyRoom
+from remote_survey.report_model import Guard, SurveyReport
+from remote_survey.room import NOTICE_ACKNOWLEDGED, RoomConfig, RoomError, SurveyRoom
 from remote_survey.session import Event, Participant, Role, SurveyState
 from signing.certificates import TrustBundle
+from signing.encoding import b64url_decode
 
 INSPECTOR = Participant("insp-1", "李勘查")
 SITE_PARTY = Participant("site-1", "张店主")
@@ -125,13 +134,115 @@ def test_drop_and_rejoin_record_the_gap_and_the_report_verifies(world: World) ->
         ChecklistAnswer("kitchen-layout", Answer.PASS),
         ChecklistAnswer("fire-exit", Answer.PASS),
     ]
-    token = room.report(INSPECTOR, answers, Verdict.PASS)
+    token = room.report(INSPECTOR, answers, Verdict.FAIL)
     with pytest.raises(RoomError):
-        room.report(INSPECTOR, answers, Verdict.PASS)
+        room.report(INSPECTOR, answers, Verdict.FAIL)
     bundle = TrustBundle.from_pem(world.bundle_path.read_bytes())
     result = verify_report(token, bundle, room.media_dir, clock())
     assert result.ok, result.failures
     assert parse_evidence((room.media_dir / "evidence.jsonl").read_bytes()) == room.chain.entries
+
+
+ANSWERS = [
+    ChecklistAnswer("kitchen-layout", Answer.PASS),
+    ChecklistAnswer("fire-exit", Answer.PASS),
+]
+
+
+def _payload(token: str) -> SurveyReport:
+    return SurveyReport.from_payload(b64url_decode(token.split(".")[1]))
+
+
+def test_a_pass_without_location_or_acknowledged_challenge_needs_a_sealed_reason(
+    world: World,
+) -> None:
+    clock = Clock(datetime.now(UTC))
+    room = _room(world, clock)
+    room.site_live()
+    clock.advance(3)
+    room.fix(SITE_PARTY, 30.5438, 114.3162, 5.0)  # about 110 m away: not within 50 m
+    issued = room.issue_challenge(INSPECTOR)
+    room.confirm_challenge(INSPECTOR, issued["id"], "confirmed")  # never acknowledged on site
+    # refused while live, before the session is ended for it: the inspector can still act
+    for verdict in (Verdict.PASS, Verdict.PASS_WITH_CORRECTIONS):
+        with pytest.raises(RoomError) as refused:
+            room.check_report(INSPECTOR, ANSWERS, verdict)
+        assert refused.value.code == "reason-required"
+        assert refused.value.detail == {"missing": ["location", "challenge"]}
+    assert room.state is SurveyState.LIVE
+    room.check_report(INSPECTOR, ANSWERS, Verdict.FAIL)  # no proof needed to refuse
+    room.end(INSPECTOR, Event.COMPLETE)
+    with pytest.raises(RoomError) as refused:
+        room.report(INSPECTOR, ANSWERS, Verdict.PASS, reason="   ")
+    assert refused.value.code == "reason-required"
+    reason = "店主手机定位失灵；营业执照与门牌已在截图中核对"
+    token = room.report(INSPECTOR, ANSWERS, Verdict.PASS, reason=reason)
+    report = _payload(token)
+    assert report.guard == Guard(("location", "challenge"), reason)
+    assert report.to_json()["v"] == 2
+    assert report.to_json()["guard"] == {"missing": ["location", "challenge"], "reason": reason}
+    bundle = TrustBundle.from_pem(world.bundle_path.read_bytes())
+    assert verify_report(token, bundle, room.media_dir, clock()).ok
+
+
+def test_a_pass_with_a_fix_on_site_and_an_acknowledged_challenge_needs_no_reason(
+    world: World,
+) -> None:
+    clock = Clock(datetime.now(UTC))
+    room = _room(world, clock)
+    room.site_live()
+    clock.advance(2)
+    room.fix(SITE_PARTY, 30.54282, 114.3162, 6.0)
+    issued = room.issue_challenge(INSPECTOR)
+    room.challenge_shown(SITE_PARTY, issued["id"])
+    room.confirm_challenge(INSPECTOR, issued["id"], "confirmed")
+    room.check_report(INSPECTOR, ANSWERS, Verdict.PASS)
+    room.end(INSPECTOR, Event.COMPLETE)
+    report = _payload(room.report(INSPECTOR, ANSWERS, Verdict.PASS))
+    assert report.guard is None
+    assert report.to_json()["v"] == 1  # unchanged format when nothing is waived
+
+
+def test_unanswered_items_and_a_pass_over_a_failed_item_are_refused_by_item(
+    world: World,
+) -> None:
+    clock = Clock(datetime.now(UTC))
+    room = _room(world, clock)
+    room.site_live()
+    with pytest.raises(RoomError) as refused:
+        room.check_report(INSPECTOR, ANSWERS[:1], Verdict.FAIL)
+    assert (refused.value.code, refused.value.detail) == ("unanswered", {"item": "fire-exit"})
+    failed = [ANSWERS[0], ChecklistAnswer("fire-exit", Answer.FAIL, note="堵塞")]
+    with pytest.raises(RoomError) as refused:
+        room.check_report(INSPECTOR, failed, Verdict.PASS)
+    assert refused.value.code == "pass-with-failed-item"
+    assert refused.value.detail == {"item": "fire-exit"}
+
+
+def test_the_recording_notice_acknowledgement_is_chained_once_as_the_site_partys_note(
+    world: World,
+) -> None:
+    clock = Clock(datetime.now(UTC))
+    room = _room(world, clock)
+    with pytest.raises(RoomError):
+        room.acknowledge_notice(INSPECTOR)
+    first = room.acknowledge_notice(SITE_PARTY)
+    clock.advance(5)
+    assert room.acknowledge_notice(SITE_PARTY) == first  # a reload does not chain it again
+    (entry,) = room.chain.entries
+    assert entry.body == Note(NOTICE_ACKNOWLEDGED, "site-1")
+    assert room.welcome(SITE_PARTY, Role.SITE)["notice"] is True
+    written = parse_evidence((room.media_dir / "evidence.jsonl").read_bytes())
+    assert written == room.chain.entries
+
+
+def test_a_guarded_report_without_its_reason_does_not_parse() -> None:
+    with pytest.raises(MalformedReport):
+        Guard(("location",), " ")
+    with pytest.raises(MalformedReport):
+        Guard(("challenge", "location"), "顺序不对")
+    with pytest.raises(MalformedReport):
+        Guard((), "无")
 
 
 def test_an_abandoned_survey_cannot_be_reported_and_refuses_new_joins(world: World) -> None:

@@ -98,6 +98,11 @@ async def test_serve_schedules_a_survey_for_staff_and_admits_its_links_publicly(
                 f"{staff}/staff/v1/surveys", json=plan_to_json(plan), headers=auth
             )
             assert again.status == 409
+            own = plan_to_json(make_plan(datetime.now(UTC), session_id="sv-own"))
+            own["requesting_office"] = "420106"  # this node: the report could not be sent
+            itself = await http.post(f"{staff}/staff/v1/surveys", json=own, headers=auth)
+            assert itself.status == 422
+            assert "requesting-office-is-surveyor" in (await itself.json())["detail"]
             other = plan_to_json(make_plan(datetime.now(UTC), session_id="sv-other"))
             other["surveying_office"] = "320982"
             wrong = await http.post(f"{staff}/staff/v1/surveys", json=other, headers=auth)
@@ -116,8 +121,9 @@ async def test_serve_schedules_a_survey_for_staff_and_admits_its_links_publicly(
             unknown = await http.get(f"{staff}/staff/v1/surveys/sv-nope", headers=reading)
             assert unknown.status == 404
             token = links["site-1"]["path"].split("#token=")[1]
-            ws_url = public.replace("http", "ws", 1) + f"/survey/v1/ws?token={token}&device=p1"
+            ws_url = public.replace("http", "ws", 1) + "/survey/v1/ws?device=p1"
             async with http.ws_connect(ws_url) as ws:
+                await ws.send_json({"type": "join", "token": token})
                 welcome = await ws.receive_json(timeout=20)
                 assert welcome["type"] == "welcome"
                 assert welcome["role"] == "site"
@@ -126,7 +132,8 @@ async def test_serve_schedules_a_survey_for_staff_and_admits_its_links_publicly(
             page = await http.get(f"{public}/survey/v1/inspector")
             assert page.status == 200
             assert "inspector.js" in await page.text()
-            async with http.ws_connect(f"{public}/survey/v1/ws?token=x.y.z&device=d") as ws:
+            async with http.ws_connect(f"{public}/survey/v1/ws?device=d") as ws:
+                await ws.send_json({"type": "join", "token": "x.y.z"})
                 msg = await ws.receive(timeout=20)
                 assert (msg.data, msg.extra) == (4404, "wrong-session")
         proc.send_signal(signal.SIGTERM)

@@ -1,0 +1,157 @@
+"""A node restart during a survey resumes it: the same links and devices, a gap in the
+chain for the time it was down, the numbering of snapshots and segments continued, and a
+report that verifies; a session file or chain that is damaged is left alone."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from hashlib import sha256
+from pathlib import Path
+
+import pytest
+from media_support import World, make_plan, make_world
+
+from remote_survey.entries import Gap, Segment
+from remote_survey.errors import JoinRefused
+from remote_survey.persist import STATE_FILE
+from remote_survey.report import Answer, ChecklistAnswer, Verdict, verify_report
+from remote_survey.room import RoomConfig
+from remote_survey.session import Event, Participant, Role, SurveyState
+from remote_survey.web import SurveyHub
+from signing.certificates import TrustBundle
+
+INSPECTOR = Participant("insp-1", "李勘查")
+SITE_PARTY = Participant("site-1", "张店主")
+
+
+class Clock:
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+    def advance(self, seconds: float) -> None:
+        self.at += timedelta(seconds=seconds)
+
+
+def _config(world: World, clock: Clock) -> RoomConfig:
+    base = world.hub.config
+    return RoomConfig(
+        node_id=base.node_id,
+        join_key=base.join_key,
+        seal=base.seal,
+        media_root=base.media_root,
+        clock=clock,
+    )
+
+
+def test_a_restarted_node_resumes_a_live_survey_with_a_gap_and_continues(
+    tmp_path: Path,
+) -> None:
+    world = make_world(tmp_path)
+    clock = Clock(datetime.now(UTC).replace(microsecond=0))
+    before = SurveyHub(_config(world, clock))
+    room = before.open(make_plan(clock.at)).room
+    site_token = world.token(Role.SITE, "site-1")
+    room.admit(site_token, Role.SITE, "phone-1")
+    assert room.site_live() is SurveyState.LIVE
+    clock.advance(2)
+    room.snapshot(INSPECTOR, b"\x89PNG first")
+    room.fix(SITE_PARTY, 30.54282, 114.3162, 6.0)
+    issued = room.issue_challenge(INSPECTOR)
+    room.challenge_shown(SITE_PARTY, issued["id"])
+    room.confirm_challenge(INSPECTOR, issued["id"], "confirmed")
+    room.acknowledge_notice(SITE_PARTY)
+    last_t = room.chain.entries[-1].t_ms
+    chain_before = room.chain.entries
+
+    # the process dies here (nothing is closed); a new hub starts 30 s later
+    clock.advance(30)
+    after = SurveyHub(_config(world, clock))
+    assert after.resume() == ["sv-media-0001"]
+    again = after.rooms["sv-media-0001"].room
+    assert again.resumed_from is SurveyState.LIVE
+    assert again.state is SurveyState.INTERRUPTED
+    assert again.chain.entries == chain_before
+    assert again.notice_ms is not None
+    # the same phone is admitted with its link, another phone still is not
+    again.admit(site_token, Role.SITE, "phone-1")
+    with pytest.raises(JoinRefused) as refused:
+        again.admit(site_token, Role.SITE, "phone-2")
+    assert refused.value.reason == "used-on-other-device"
+    clock.advance(3)
+    assert again.site_live() is SurveyState.LIVE
+    gap = again.chain.entries[-1].body
+    assert isinstance(gap, Gap)
+    assert (gap.start_ms, gap.end_ms) == (last_t, last_t + 33_000)
+    assert again.snapshot(INSPECTOR, b"\x89PNG second")["name"] == "snap-0002.png"
+    assert again.issue_challenge(INSPECTOR)["id"] == "ch-2"
+    assert after.rooms["sv-media-0001"].media.recorder._count == 0  # no segment yet
+    again.end(INSPECTOR, Event.COMPLETE)
+    answers = [
+        ChecklistAnswer("kitchen-layout", Answer.PASS),
+        ChecklistAnswer("fire-exit", Answer.PASS),
+    ]
+    token = again.report(INSPECTOR, answers, Verdict.PASS)
+    bundle = TrustBundle.from_pem(world.bundle_path.read_bytes())
+    result = verify_report(token, bundle, again.media_dir, clock())
+    assert result.ok, result.failures
+    assert result.report is not None
+    assert [(i.start_ms, i.end_ms) for i in result.report.evidence.interruptions] == [
+        (last_t, last_t + 33_000)
+    ]
+    # and once more: a signed report comes back with the session, ready to be sent
+    third = SurveyHub(_config(world, clock))
+    third.resume()
+    kept = third.rooms["sv-media-0001"].room
+    assert kept.state is SurveyState.COMPLETED
+    assert kept.report_token == token
+    with pytest.raises(Exception, match="completed"):
+        kept.admit(site_token, Role.SITE, "phone-1")
+
+
+def test_segment_numbering_continues_after_a_restart(tmp_path: Path) -> None:
+    world = make_world(tmp_path)
+    clock = Clock(datetime.now(UTC).replace(microsecond=0))
+    room = SurveyHub(_config(world, clock)).open(make_plan(clock.at)).room
+    room.site_live()
+    for n in (1, 2):
+        data = f"segment {n}".encode()
+        (room.media_dir / f"seg-{n:06d}.mkv").write_bytes(data)
+        start = room.now_ms()
+        clock.advance(3)
+        end = room.now_ms()
+        room.record(Segment(f"seg-{n:06d}.mkv", len(data), sha256(data).hexdigest(), start, end))
+    after = SurveyHub(_config(world, clock))
+    after.resume()
+    assert after.rooms["sv-media-0001"].media.recorder._count == 2  # the next is seg-000003
+
+
+def test_a_damaged_session_is_logged_and_left_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world(tmp_path)
+    clock = Clock(datetime.now(UTC))
+    hub = SurveyHub(_config(world, clock))
+    one = hub.open(make_plan(clock.at)).room
+    two = hub.open(make_plan(clock.at, session_id="sv-media-0002")).room
+    one.site_live()
+    one.issue_challenge(INSPECTOR)
+    one.issue_challenge(INSPECTOR)
+    lines = (one.media_dir / "evidence.jsonl").read_bytes().splitlines(keepends=True)
+    (one.media_dir / "evidence.jsonl").write_bytes(lines[1] + lines[0])  # reordered
+    state = json.loads((two.media_dir / STATE_FILE).read_text())
+    state["state"] = "dancing"
+    (two.media_dir / STATE_FILE).write_text(json.dumps(state))
+    damaged = (one.media_dir / "evidence.jsonl").read_bytes()
+    caplog.set_level(logging.ERROR)
+    restarted = SurveyHub(_config(world, clock))
+    assert restarted.resume() == []
+    assert "sv-media-0001 not resumed" in caplog.text
+    assert "sv-media-0002 not resumed" in caplog.text
+    with pytest.raises(ValueError, match="already open"):  # scheduling it again overwrites nothing
+        restarted.open(make_plan(clock.at))
+    assert (one.media_dir / "evidence.jsonl").read_bytes() == damaged
