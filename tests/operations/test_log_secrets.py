@@ -87,8 +87,14 @@ async def test_no_token_key_or_access_code_reaches_a_log_line(federation: Federa
                 secrets[f"join token of {entry['person']}"] = join
                 secrets[f"join token signature of {entry['person']}"] = join.split(".")[2]
             site = next(e for e in links if e["role"] == "site")["path"].split("#token=")[1]
-            ws = public.replace("http", "ws", 1) + f"/survey/v1/ws?token={site}&device=p1"
-            async with http.ws_connect(ws) as sock:
+            ws = public.replace("http", "ws", 1) + "/survey/v1/ws"
+            # a careless client putting the token in the URL is refused, and not logged
+            async with http.ws_connect(f"{ws}?token={site}&device=p1") as sock:
+                closing = await sock.receive(timeout=20)
+                assert closing.type == aiohttp.WSMsgType.CLOSE, closing
+                assert closing.data == 4400
+            async with http.ws_connect(f"{ws}?device=p1") as sock:  # as the page joins
+                await sock.send_json({"type": "join", "token": site})
                 assert (await sock.receive_json(timeout=20))["type"] == "welcome"
     finally:
         await asyncio.gather(node_a.stop(), node_b.stop())

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from aiohttp import web
 from media_support import WAIT, World, make_plan, make_world, served
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from remote_survey.entries import Gap, Segment
 from remote_survey.report_model import Guard, SurveyReport
@@ -199,10 +199,11 @@ async def _camera_denied(world: World, browser: Browser, shots: Shots) -> None:
     await _state(inspector, "site_no_camera")
     assert "摄像头：未授权" in await _text(inspector, "#presence-site")
     await inspector.click("#snapshot")  # refused in Chinese, with the next step
-    await inspector.wait_for_function(
-        "document.getElementById('error').textContent.length > 0", timeout=MS
+    # a locator wait: the page's CSP forbids the string evaluation wait_for_function
+    # polls with once its first try finds the condition false
+    await expect(inspector.locator("#error")).to_contain_text(
+        "请等待现场方画面出现后再操作", timeout=MS
     )
-    assert "请等待现场方画面出现后再操作" in await _text(inspector, "#error")
     assert live_state(world, session) is SurveyState.SCHEDULED
     await shots.take(site, "8-phone-camera-denied")
     await shots.take(inspector, "9-inspector-site-camera-denied")
