@@ -143,19 +143,24 @@ def test_key_encodings_round_trip() -> None:
     assert key.secret.hex() not in repr(key)
 
 
+def _bad_public_keys() -> dict[str, bytes]:
+    good = Sm2PrivateKey.generate().public_key.to_der()
+    p256 = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200") + b"\x04" * 65
+    return {
+        "empty": b"",
+        "empty sequence": b"\x30\x00",
+        "P-256 curve": p256,
+        "truncated": good[:-1],
+        "trailing byte": good + b"\x00",
+    }
+
+
 @pytest.mark.parametrize(
-    "bad",
-    [
-        b"",
-        b"\x30\x00",
-        bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200") + b"\x04" * 65,
-        Sm2PrivateKey.generate().public_key.to_der()[:-1],
-        Sm2PrivateKey.generate().public_key.to_der() + b"\x00",
-    ],
+    "case", ["empty", "empty sequence", "P-256 curve", "truncated", "trailing byte"]
 )
-def test_malformed_public_keys_are_refused(bad: bytes) -> None:
+def test_malformed_public_keys_are_refused(case: str) -> None:
     with pytest.raises(MalformedInput):
-        Sm2PublicKey.from_der(bad)
+        Sm2PublicKey.from_der(_bad_public_keys()[case])
 
 
 def test_point_off_the_curve_is_refused() -> None:

@@ -257,3 +257,15 @@ def test_cli_init_federation_profile_sm(tmp_path: Path) -> None:
     assert _openssl_verify(fed / "root.pem", tmp_path / "n" / "seal.pem").returncode == 0
     with pytest.raises(SystemExit):
         main([*args[:3], str(tmp_path / "x"), "--name", "Y", "--profile", "gost"])
+
+
+def test_checkpoint_keys_refuse_sm2_seals_with_a_checkpoint_error(sm_fed: SmFed) -> None:
+    """Audit checkpoints are Ed25519 signed notes; an SM2 seal is refused cleanly (not
+    with cryptography's UnsupportedAlgorithm escaping)."""
+    from relay.audit.checkpoint import CheckpointError, NoteKey
+
+    seal = load_pem_chain((sm_fed.nodes["450102"] / "seal.pem").read_bytes())[0]
+    with pytest.raises(CheckpointError):
+        NoteKey.from_certificate("tongban.example/450102", seal)
+    with pytest.raises(CheckpointError):
+        NoteKey.for_private_key("tongban.example/450102", sm_fed.signer("450102"))
