@@ -19,6 +19,10 @@ DNS/IP SAN; seal leaf Ed25519 with digitalSignature+nonRepudiation and EKU
 id-kp-documentSigning (so TLS stacks refuse it); leaves 2 years;
 every ``notBefore`` is backdated 5 minutes; serials are random 128-bit (top bit clear);
 the CRL is valid 30 days.
+
+``init_federation(..., profile="sm")`` makes an SM-profile federation instead (SM2 root,
+SM2 seal keys, SM2-with-SM3 signatures; :mod:`certs.sm_pki`); ``state.json`` names the
+profile and every later operation (issue, revoke, renew) follows it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -42,14 +47,20 @@ from certs._io import write_private
 from certs._io import write_public as _write_public
 from signing.certificates import DIRECTORY_SIGNING, is_node_id
 from signing.descriptor import NodeDescriptor, sign_descriptor
+from signing.errors import MalformedInput
 from signing.hpke import HpkePublicKey, HpkeSuite, generate_hpke_key
 from signing.keys import Signer
+from signing.sm2 import Sm2PrivateKey
+
+if TYPE_CHECKING:
+    from certs import sm_pki
 
 __all__ = [
     "BACKDATE",
     "CRL_VALIDITY",
     "DOCUMENT_SIGNING",
     "LEAF_VALIDITY",
+    "PROFILES",
     "ROOT_VALIDITY",
     "NodeFiles",
     "PkiError",
@@ -66,6 +77,9 @@ ROOT_VALIDITY = timedelta(days=3652)
 LEAF_VALIDITY = timedelta(days=730)
 CRL_VALIDITY = timedelta(days=30)
 BACKDATE = timedelta(minutes=5)
+#: Cryptographic profiles of a federation: ``default`` (P-256 root, Ed25519 seals) and
+#: ``sm`` (SM2 root and seals, SM2-with-SM3 signatures; see :mod:`certs.sm_pki`).
+PROFILES = ("default", "sm")
 #: id-kp-documentSigning (RFC 9336): keeps seal certificates out of TLS stacks.
 DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
 
@@ -130,11 +144,21 @@ def _build_crl(
     return builder.sign(root_key, hashes.SHA256())
 
 
-def init_federation(out: Path, name: str, *, now: datetime) -> x509.Certificate:
-    """Create a federation root, an empty CRL and the state file in ``out``."""
+def init_federation(
+    out: Path, name: str, *, now: datetime, profile: str = "default"
+) -> x509.Certificate:
+    """Create a federation root, an empty CRL and the state file in ``out``.
+
+    ``profile`` ``sm`` makes an SM2 root signing SM2-with-SM3 (:mod:`certs.sm_pki`)."""
     if not name.strip():
         raise PkiError("the federation name must not be empty")
+    if profile not in PROFILES:
+        raise PkiError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     _empty_dir(out, "federation directory")
+    if profile == "sm":
+        from certs import sm_pki
+
+        return sm_pki.init_sm_federation(out, name, serial=_serial(), now=now)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name(
         [
@@ -192,6 +216,29 @@ def _load_federation(
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(state, dict):
         raise PkiError(f"{federation} is not a federation directory made by this tool")
     return cert, key, state
+
+
+def _profile(federation: Path) -> str:
+    """The federation's profile from ``state.json`` (``default`` when not named)."""
+    try:
+        state = json.loads((federation / "state.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise PkiError(f"{federation} is not a readable federation directory: {exc}") from exc
+    profile = state.get("profile", "default") if isinstance(state, dict) else None
+    if profile not in PROFILES:
+        raise PkiError(f"{federation} names an unknown profile {profile!r}")
+    return str(profile)
+
+
+def _load_sm(federation: Path) -> tuple[sm_pki.SmFederation, dict[str, object]]:
+    from certs import sm_pki
+
+    try:
+        fed = sm_pki.SmFederation.load(federation)
+        state = json.loads((federation / "state.json").read_text())
+    except (OSError, ValueError, MalformedInput) as exc:
+        raise PkiError(f"{federation} is not a readable SM federation directory: {exc}") from exc
+    return fed, state
 
 
 def _save_state(federation: Path, state: Mapping[str, object]) -> None:
@@ -252,6 +299,39 @@ def default_endpoints(host: str) -> dict[str, str]:
     return {"federation": f"https://{shown}:8443", "public": f"https://{shown}:8444"}
 
 
+def _default_leaves(
+    root: x509.Certificate,
+    root_key: ec.EllipticCurvePrivateKey,
+    subject: x509.Name,
+    san: x509.GeneralName,
+    now: datetime,
+) -> tuple[
+    ec.EllipticCurvePrivateKey, x509.Certificate, ed25519.Ed25519PrivateKey, x509.Certificate
+]:
+    """The default profile's TLS leaf (P-256) and seal leaf (Ed25519)."""
+    tls_key = ec.generate_private_key(ec.SECP256R1())
+    tls_cert = (
+        _leaf_builder(root, root_key, subject, tls_key.public_key(), now)
+        .add_extension(_key_usage(signature=True, commitment=False), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
+        .sign(root_key, hashes.SHA256())
+    )
+    seal_key = ed25519.Ed25519PrivateKey.generate()
+    seal_cert = (
+        _leaf_builder(root, root_key, subject, seal_key.public_key(), now)
+        .add_extension(_key_usage(signature=True, commitment=True), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([DOCUMENT_SIGNING]), critical=False)
+        .sign(root_key, hashes.SHA256())
+    )
+    return tls_key, tls_cert, seal_key, seal_cert
+
+
 def issue_node(
     federation: Path,
     node: str,
@@ -276,7 +356,13 @@ def issue_node(
     if not name.strip():
         raise PkiError("the office name must not be empty")
     san = _san(host)
-    root, root_key, state = _load_federation(federation)
+    sm = _profile(federation) == "sm"
+    if sm:
+        from certs import sm_pki
+
+        sm_fed, state = _load_sm(federation)
+    else:
+        root, root_key, state = _load_federation(federation)
     _empty_dir(out, "node directory")
     subject = x509.Name(
         [
@@ -284,30 +370,20 @@ def issue_node(
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
         ]
     )
-    tls_key = ec.generate_private_key(ec.SECP256R1())
-    tls_cert = (
-        _leaf_builder(root, root_key, subject, tls_key.public_key(), now)
-        .add_extension(_key_usage(signature=True, commitment=False), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
+    seal_key: ed25519.Ed25519PrivateKey | Sm2PrivateKey
+    if sm:
+        tls_key, tls_cert, seal_key, seal_cert = sm_pki.issue_sm_leaves(
+            sm_fed, subject, san, (_serial(), _serial()), now
         )
-        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
-        .sign(root_key, hashes.SHA256())
-    )
-    seal_key = ed25519.Ed25519PrivateKey.generate()
-    seal_cert = (
-        _leaf_builder(root, root_key, subject, seal_key.public_key(), now)
-        .add_extension(_key_usage(signature=True, commitment=True), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([DOCUMENT_SIGNING]), critical=False)
-        .sign(root_key, hashes.SHA256())
-    )
+        root = sm_fed.cert
+        seal_pem = seal_key.to_pem()
+    else:
+        tls_key, tls_cert, ed_key, seal_cert = _default_leaves(root, root_key, subject, san, now)
+        seal_key, seal_pem = ed_key, _pem_key(ed_key)
     hpke_keys = [generate_hpke_key(HpkeSuite.X25519), generate_hpke_key(HpkeSuite.MLKEM768_X25519)]
     write_private(out / "tls.key", _pem_key(tls_key))
     _write_public(out / "tls.pem", _pem(tls_cert))
-    write_private(out / "seal.key", _pem_key(seal_key))
+    write_private(out / "seal.key", seal_pem)
     _write_public(out / "seal.pem", _pem(seal_cert))
     write_private(out / "hpke-x25519.key", hpke_keys[0].to_pem())
     write_private(out / "hpke-mlkem768x25519.key", hpke_keys[1].to_pem())
@@ -349,7 +425,7 @@ def _write_node_json(
     names: tuple[str, str],
     endpoints: Mapping[str, str],
     certs: tuple[x509.Certificate, x509.Certificate],
-    seal_key: ed25519.Ed25519PrivateKey,
+    seal_key: ed25519.Ed25519PrivateKey | Sm2PrivateKey,
     hpke_public: tuple[HpkePublicKey, ...],
     now: datetime,
 ) -> None:
@@ -371,6 +447,8 @@ def _write_node_json(
 
 def revoke(federation: Path, cert_pem: bytes, *, now: datetime) -> x509.CertificateRevocationList:
     """Add the certificate to the federation's CRL and re-issue ``crl.pem``."""
+    if _profile(federation) == "sm":
+        return _sm_reissue_crl(federation, cert_pem, now)
     root, root_key, state = _load_federation(federation)
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
@@ -400,6 +478,8 @@ def revoke(federation: Path, cert_pem: bytes, *, now: datetime) -> x509.Certific
 def renew_crl(federation: Path, *, now: datetime) -> x509.CertificateRevocationList:
     """Re-issue ``crl.pem`` with the same revoked certificates and a fresh nextUpdate
     (``now + CRL_VALIDITY``), before the old one goes stale and nodes refuse it."""
+    if _profile(federation) == "sm":
+        return _sm_reissue_crl(federation, None, now)
     root, root_key, state = _load_federation(federation)
     try:
         old = x509.load_pem_x509_crl((federation / "crl.pem").read_bytes())
@@ -457,3 +537,33 @@ def issue_directory_key(federation: Path, out: Path, *, now: datetime) -> x509.C
         )
     _save_state(federation, state)
     return cert
+
+
+def _sm_reissue_crl(
+    federation: Path, cert_pem: bytes | None, now: datetime
+) -> x509.CertificateRevocationList:
+    """:func:`revoke` (``cert_pem`` given) or :func:`renew_crl` for an SM federation."""
+    from certs import sm_pki
+    from signing.sm_x509 import verify_certificate
+
+    fed, state = _load_sm(federation)
+    try:
+        old = x509.load_pem_x509_crl((federation / "crl.pem").read_bytes())
+        revoked = sm_pki.sm_revoked(fed, old)
+    except (OSError, ValueError, MalformedInput) as exc:
+        raise PkiError(f"cannot read the CRL of {federation}: {exc}") from exc
+    if cert_pem is not None:
+        try:
+            cert = x509.load_pem_x509_certificate(cert_pem)
+        except ValueError as exc:
+            raise PkiError("the certificate to revoke is not a PEM certificate") from exc
+        if not verify_certificate(cert, fed.cert):
+            raise PkiError("the certificate was not issued by this federation's root")
+        if all(serial != cert.serial_number for serial, _ in revoked):
+            revoked.append((cert.serial_number, now))
+    number = int(str(state.get("crl_number", 1))) + 1
+    crl = sm_pki.sm_crl(fed, revoked, number, now)
+    _replace_public(federation / "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
+    state["crl_number"] = number
+    _save_state(federation, state)
+    return crl

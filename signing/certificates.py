@@ -10,7 +10,8 @@ intermediates. :func:`validate_path` checks, at a given instant:
 2. validity at ``at`` of every certificate of the path, root included;
 3. ``basicConstraints cA=TRUE`` (and ``keyCertSign`` when key usage is present) on every
    issuer, ``pathLenConstraint`` honoured, and a leaf that is not a CA;
-4. key usage / extended key usage for the purpose and an Ed25519 or P-256 leaf key;
+4. key usage / extended key usage for the purpose and an Ed25519, P-256 or (SM
+   profile) SM2 leaf key;
 5. revocation: for every issuer that has a CRL in the bundle, the newest such CRL must
    be signed by that issuer and not be past its nextUpdate at ``at``; a listed serial
    is revoked. An issuer without a CRL in the bundle has no revocation information;
@@ -18,9 +19,11 @@ intermediates. :func:`validate_path` checks, at a given instant:
    A directory-signing leaf (:attr:`Purpose.DIRECTORY`: EKU exactly
    :data:`DIRECTORY_SIGNING`) names its federation instead; its identity has no node id.
 
-The signature checks of steps 1 and 5 are pure functions of the DER bytes involved
-and are memoized in :mod:`signing.pathcache`; every time-dependent check (validity,
-CRL freshness, the revocation lookup) and purpose/binding runs on every call.
+Signatures may be ECDSA/Ed25519 (default profile) or SM2-with-SM3 (SM profile,
+:mod:`signing.sm_x509`). The signature checks of steps 1 and 5 are pure functions of
+the DER bytes involved and are memoized in :mod:`signing.pathcache`; every
+time-dependent check (validity, CRL freshness, the revocation lookup) and
+purpose/binding runs on every call.
 
 Failures raise :class:`~signing.errors.CertificateRejected` with a stable ``reason``
 (``untrusted-root``, ``bad-chain``, ``expired``, ``not-yet-valid``, ``revoked``,
@@ -42,11 +45,12 @@ from functools import cached_property
 from types import MappingProxyType
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from signing import pathcache
+from signing import pathcache, sm_x509
 from signing.errors import CertificateRejected, MalformedInput
 
 __all__ = [
@@ -234,13 +238,21 @@ def _check_issuers(path: Sequence[x509.Certificate]) -> None:
             raise _reject("bad-chain", f"issuer {_describe(issuer)} lacks keyCertSign")
 
 
+def _supported_leaf_key(leaf: x509.Certificate) -> bool:
+    if sm_x509.sm2_public_key(leaf) is not None:
+        return True  # SM profile
+    try:
+        key = leaf.public_key()
+    except UnsupportedAlgorithm:
+        return False
+    return isinstance(key, ed25519.Ed25519PublicKey) or (
+        isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
+    )
+
+
 def _check_purpose(leaf: x509.Certificate, purpose: Purpose) -> None:
-    key = leaf.public_key()
-    if not (
-        isinstance(key, ed25519.Ed25519PublicKey)
-        or (isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1))
-    ):
-        raise _reject("wrong-purpose", f"{_describe(leaf)} key is neither Ed25519 nor P-256")
+    if not _supported_leaf_key(leaf):
+        raise _reject("wrong-purpose", f"{_describe(leaf)} key is not Ed25519, P-256 or SM2")
     ku = _extension(leaf, x509.KeyUsage)
     eku = _extension(leaf, x509.ExtendedKeyUsage)
     ekus = set(eku) if isinstance(eku, x509.ExtendedKeyUsage) else set()

@@ -4,7 +4,8 @@ Signing goes through pyjwt's :class:`jwt.api_jws.PyJWS`; the signature primitive
 verifying side is pyjwt's algorithm object too (:func:`verify_raw`), so the Wycheproof
 vectors that test ``verify_raw`` exercise the code :func:`verify_compact` runs.
 
-Protected header: ``alg`` (``EdDSA`` or ``ES256``, dictated by the key), ``typ`` (the
+Protected header: ``alg`` (``EdDSA``, ``ES256`` or, in the SM profile, ``SM2SM3``:
+SM2 over SM3 with the default GM/T 0009 signer id, ``r || s``; dictated by the key), ``typ`` (the
 artefact type, compared exactly), ``kid`` = ``b64url(SHA-256(DER of the leaf))``,
 ``x5c`` (standard base64 DER, leaf first) and ``iat`` (integer signing time), plus any
 extra members the caller adds. Before any signature check the verifier refuses: a
@@ -32,13 +33,22 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from jwt.algorithms import Algorithm
 from jwt.api_jws import PyJWS
 
 from signing import pathcache
 from signing.certificates import Identity, Purpose, TrustBundle, validate_path
 from signing.encoding import b64url, b64url_decode
 from signing.errors import CertificateRejected, InvalidSignature, MalformedInput
-from signing.keys import PublicKey, Signer, algorithm_for, certificate_kid
+from signing.keys import (
+    SM2_ALGORITHM,
+    PublicKey,
+    Signer,
+    algorithm_for,
+    certificate_kid,
+    certificate_public_key,
+)
+from signing.sm2 import Sm2PrivateKey, Sm2PublicKey
 
 __all__ = [
     "MAX_CLOCK_SKEW",
@@ -52,8 +62,36 @@ __all__ = [
 _log = logging.getLogger("tongban.signing")
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
-_ALGORITHMS = ("EdDSA", "ES256")
-_PYJWS = PyJWS(algorithms=list(_ALGORITHMS))
+_ALGORITHMS = ("EdDSA", "ES256", SM2_ALGORITHM)
+
+
+class _Sm2Sm3(Algorithm):
+    """pyjwt algorithm object for ``SM2SM3`` (GmSSL through :mod:`signing.sm2`)."""
+
+    def prepare_key(self, key: Any) -> Any:
+        if not isinstance(key, Sm2PrivateKey | Sm2PublicKey):
+            raise TypeError("SM2SM3 needs an SM2 key")
+        return key
+
+    def sign(self, msg: bytes, key: Any) -> bytes:
+        if not isinstance(key, Sm2PrivateKey):
+            raise TypeError("SM2SM3 signs with an SM2 private key")
+        return key.sign_raw(msg)
+
+    def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
+        return isinstance(key, Sm2PublicKey) and key.verify_raw(sig, msg)
+
+    @staticmethod
+    def to_jwk(key_obj: Any, as_dict: bool = False) -> Any:
+        raise NotImplementedError("keys are never exchanged as JWK")
+
+    @staticmethod
+    def from_jwk(jwk: Any) -> Any:
+        raise NotImplementedError("keys are never taken from a JWK")
+
+
+_PYJWS = PyJWS(algorithms=["EdDSA", "ES256"])
+_PYJWS.register_algorithm(SM2_ALGORITHM, _Sm2Sm3())
 _RESERVED = frozenset({"alg", "typ", "kid", "x5c", "iat", "crit", "b64", "jku", "jwk", "x5u"})
 _FORBIDDEN = ("crit", "b64", "jku", "jwk", "x5u")
 _MAX_X5C = 5
@@ -99,7 +137,8 @@ def sign_compact(
         "x5c": [base64.b64encode(pathcache.der(c)).decode() for c in signer.chain],
         "iat": int(at.timestamp()),
     }
-    token = _PYJWS.encode(payload, signer.key, algorithm=signer.algorithm, headers=header)
+    key: Any = signer.key  # an SM2 key goes to the registered SM2SM3 algorithm
+    token = _PYJWS.encode(payload, key, algorithm=signer.algorithm, headers=header)
     if detached:
         head, _, sig = token.split(".")
         return f"{head}..{sig}"
@@ -107,7 +146,7 @@ def sign_compact(
 
 
 def verify_raw(algorithm: str, key: PublicKey, signing_input: bytes, signature: bytes) -> None:
-    """Check a raw JWS signature (Ed25519, or P-256 ``r||s``) with pyjwt's primitive.
+    """Check a raw JWS signature (Ed25519, or P-256 / SM2 ``r||s``) with pyjwt's primitive.
 
     ``algorithm`` must be the one the key dictates. Raises :class:`InvalidSignature`.
     """
@@ -117,7 +156,7 @@ def verify_raw(algorithm: str, key: PublicKey, signing_input: bytes, signature: 
         raise _fail(f"unsupported key type {type(key).__name__}") from None
     if algorithm != expected:
         raise _fail(f"alg {algorithm!r} does not match the {expected} key")
-    if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
+    if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | Sm2PublicKey):
         raise _fail("a public key is required")
     try:
         ok = _PYJWS.get_algorithm_by_name(algorithm).verify(signing_input, key, signature)
@@ -237,12 +276,11 @@ def _leaf_facts(leaf: x509.Certificate) -> tuple[PublicKey, str, str]:
     known = _LEAF_FACTS.get(der)
     if known is not None:
         return known
-    key = leaf.public_key()
     try:
+        key = certificate_public_key(leaf)
         algorithm = algorithm_for(key)
     except MalformedInput:
-        raise _fail("x5c leaf key is neither Ed25519 nor P-256") from None
-    assert isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey)
+        raise _fail("x5c leaf key is not Ed25519, P-256 or SM2") from None
     facts = (key, algorithm, certificate_kid(leaf))
     _LEAF_FACTS.put(der, facts)
     return facts

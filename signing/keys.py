@@ -2,7 +2,8 @@
 
 A :class:`Signer` is a private key plus the certificate chain (leaf first) whose leaf
 holds the matching public key. The JWS algorithm is a property of the key, never a
-choice: Ed25519 signs ``EdDSA``, ECDSA P-256 signs ``ES256``; any other key is refused.
+choice: Ed25519 signs ``EdDSA``, ECDSA P-256 signs ``ES256``, SM2 (the SM profile,
+:mod:`signing.sm2`) signs ``SM2SM3``; any other key is refused.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -19,11 +21,24 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from signing import pathcache
 from signing.encoding import b64url
 from signing.errors import MalformedInput
+from signing.sm2 import Sm2PrivateKey, Sm2PublicKey
+from signing.sm_x509 import sm2_public_key
 
-__all__ = ["PublicKey", "Signer", "algorithm_for", "certificate_kid", "load_pem_chain"]
+__all__ = [
+    "SM2_ALGORITHM",
+    "PublicKey",
+    "Signer",
+    "algorithm_for",
+    "certificate_kid",
+    "certificate_public_key",
+    "load_pem_chain",
+]
 
-PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
-PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | Sm2PrivateKey
+PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | Sm2PublicKey
+#: The JWS ``alg`` of the SM profile: SM2 over SM3 with the GM/T 0009 default signer id
+#: ``1234567812345678``, signature ``r || s`` (64 bytes). JOSE registers none.
+SM2_ALGORITHM = "SM2SM3"
 
 _CERT_BLOCK = re.compile(
     rb"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----", re.DOTALL
@@ -31,7 +46,9 @@ _CERT_BLOCK = re.compile(
 
 
 def algorithm_for(key: object) -> str:
-    """The one JWS algorithm a key may use: ``EdDSA`` or ``ES256``."""
+    """The one JWS algorithm a key may use: ``EdDSA``, ``ES256`` or ``SM2SM3``."""
+    if isinstance(key, Sm2PrivateKey | Sm2PublicKey):
+        return SM2_ALGORITHM
     if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
         return "EdDSA"
     if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) and isinstance(
@@ -46,6 +63,20 @@ def certificate_kid(cert: x509.Certificate) -> str:
     return b64url(hashlib.sha256(pathcache.der(cert)).digest())  # DER memoized per object
 
 
+def certificate_public_key(cert: x509.Certificate) -> PublicKey:
+    """The leaf key of ``cert`` if it is one a signer may hold (else MalformedInput)."""
+    sm2 = sm2_public_key(cert)
+    if sm2 is not None:
+        return sm2
+    try:
+        key = cert.public_key()
+    except UnsupportedAlgorithm:
+        raise MalformedInput("unsupported certificate key") from None
+    if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
+        raise MalformedInput(f"unsupported signing key type {type(key).__name__}")
+    return key
+
+
 def load_pem_chain(data: bytes) -> tuple[x509.Certificate, ...]:
     """Parse concatenated PEM certificates, keeping their order."""
     blocks = _CERT_BLOCK.findall(data)
@@ -58,6 +89,8 @@ def load_pem_chain(data: bytes) -> tuple[x509.Certificate, ...]:
 
 
 def _spki(key: PublicKey) -> bytes:
+    if isinstance(key, Sm2PublicKey):
+        return key.to_der()
     return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -72,10 +105,9 @@ class Signer:
         if not self.chain:
             raise MalformedInput("a signer needs its certificate chain")
         algorithm_for(self.key)
-        leaf_key = self.chain[0].public_key()
-        if not isinstance(leaf_key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey) or (
-            _spki(leaf_key) != _spki(self.key.public_key())
-        ):
+        own = self.key.public_key
+        own_key = own if isinstance(own, Sm2PublicKey) else own()
+        if _spki(certificate_public_key(self.chain[0])) != _spki(own_key):
             raise MalformedInput("the private key does not match the leaf certificate")
 
     @property
@@ -93,10 +125,15 @@ class Signer:
     @classmethod
     def from_pem(cls, key_pem: bytes, chain_pem: bytes) -> Signer:
         """Load a PKCS#8 PEM private key and a PEM chain (leaf first)."""
+        key: object
         try:
             key = serialization.load_pem_private_key(key_pem, password=None)
+        except UnsupportedAlgorithm:
+            key = Sm2PrivateKey.from_pem(key_pem)  # the SM profile (MalformedInput if not)
         except (ValueError, TypeError) as exc:
             raise MalformedInput("unparsable PEM private key") from exc
-        if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
+        if not isinstance(
+            key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | Sm2PrivateKey
+        ):
             raise MalformedInput(f"unsupported signing key type {type(key).__name__}")
         return cls(key=key, chain=load_pem_chain(chain_pem))

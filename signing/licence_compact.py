@@ -220,8 +220,13 @@ def issue_compact_licence(licence: Licence, signer: Signer, issuer: Issuer) -> s
 
 def _private_pem(signer: Signer) -> bytes:
     from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-    return signer.key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
+    key = signer.key
+    if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
+        # COSE registers no SM2 algorithm: an SM-profile office issues the vc+jwt only
+        raise MalformedInput(f"the compact licence form has no {signer.algorithm} signature")
+    return key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
 
 
 def licence_url(public_base: str, credential: str) -> str:

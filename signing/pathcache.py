@@ -7,7 +7,8 @@ answers depend only on the bytes involved, so they are remembered here, keyed by
 exact DER encodings (never by names, serials or object identity):
 
 - ``issued_by``: ``(child DER, issuer DER)`` for which
-  ``child.verify_directly_issued_by(issuer)`` succeeded;
+  ``child.verify_directly_issued_by(issuer)`` succeeded (for an SM2-with-SM3 signature
+  of the SM profile, :func:`signing.sm_x509.verify_certificate`);
 - ``crl``: ``(CRL DER, issuer DER)`` for which the CRL signature verified;
 - ``x5c``: a JWS ``x5c`` entry (the exact base64 text) that decoded canonically and
   parsed, with its parsed certificate;
@@ -43,7 +44,10 @@ from typing import Any, Generic, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
+
+from signing import sm_x509
 
 __all__ = [
     "LruCache",
@@ -147,10 +151,14 @@ def issued_by_signature(child: x509.Certificate, issuer: x509.Certificate) -> bo
     key = (der(child), der(issuer))
     if _ISSUED_BY.get(key):
         return True
-    try:
-        child.verify_directly_issued_by(issuer)
-    except (_CryptoInvalidSignature, ValueError, TypeError):
-        return False
+    if sm_x509.sm2_signed(child):  # SM profile: cryptography has no SM2
+        if not sm_x509.verify_certificate(child, issuer):
+            return False
+    else:
+        try:
+            child.verify_directly_issued_by(issuer)
+        except (_CryptoInvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
+            return False
     _ISSUED_BY.put(key, True)
     return True
 
@@ -164,10 +172,13 @@ def crl_signed_by(
     key = (crl_der, der(issuer))
     if _CRL.get(key):
         return True
-    try:
-        valid = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
-    except (ValueError, TypeError):
-        return False
+    if sm_x509.sm2_signed(crl):  # SM profile: cryptography has no SM2
+        valid = sm_x509.verify_crl(crl, issuer)
+    else:
+        try:
+            valid = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+        except (UnsupportedAlgorithm, ValueError, TypeError):
+            return False
     if valid:
         _CRL.put(key, True)
     return valid

@@ -28,6 +28,7 @@ from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -161,7 +162,10 @@ class NoteKey:
     def from_certificate(
         cls, name: str, cert: x509.Certificate, key_type: KeyType = KeyType.ED25519
     ) -> NoteKey:
-        public_key = cert.public_key()
+        try:
+            public_key = cert.public_key()
+        except UnsupportedAlgorithm:  # e.g. an SM2 seal key (SM profile): not for notes
+            raise CheckpointError("the certificate does not hold an Ed25519 key") from None
         if not isinstance(public_key, Ed25519PublicKey):
             raise CheckpointError("the certificate does not hold an Ed25519 key")
         return cls(name, public_key, key_type)

@@ -2,6 +2,9 @@
 
 Hashing (RFC 9162 §2.1.1): a leaf hashes as ``SHA-256(0x00 || data)``, an interior
 node as ``SHA-256(0x01 || left || right)``; the empty tree's root is ``SHA-256("")``.
+An SM-profile log (issue 19) hashes the same way with SM3 (GB/T 32905) in place of
+SHA-256: every function and :class:`MemoryTree` take ``tree_hash`` (:data:`SHA256_TREE`
+by default, :data:`SM3_TREE`); both digests are 32 bytes, so proofs look alike.
 
 Proof *generation* is written against a :data:`SubtreeSource`: a function returning the
 hash of the complete subtree at ``(level, index)`` — the ``2**level`` leaves starting at
@@ -15,14 +18,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from relay.audit.errors import ProofError
+from signing.sm2 import sm3
 
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "SHA256_TREE",
+    "SM3_TREE",
     "MemoryTree",
     "SubtreeSource",
+    "TreeHash",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
@@ -49,12 +57,36 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
+@dataclass(frozen=True)
+class TreeHash:
+    """The RFC 9162 tree hashing over one 32-byte hash function."""
+
+    name: str
+    digest: Callable[[bytes], bytes]
+
+    @property
+    def empty(self) -> bytes:
+        return self.digest(b"")
+
+    def leaf(self, data: bytes) -> bytes:
+        return self.digest(b"\x00" + data)
+
+    def node(self, left: bytes, right: bytes) -> bytes:
+        return self.digest(b"\x01" + left + right)
+
+
+SHA256_TREE = TreeHash("sha256", lambda data: hashlib.sha256(data).digest())
+SM3_TREE = TreeHash("sm3", sm3)
+
+
 def _largest_power_of_two_below(n: int) -> int:
     """The largest power of two strictly smaller than ``n`` (``n >= 2``)."""
     return 1 << ((n - 1).bit_length() - 1)
 
 
-def range_hash(source: SubtreeSource, start: int, end: int) -> bytes:
+def range_hash(
+    source: SubtreeSource, start: int, end: int, *, tree_hash: TreeHash = SHA256_TREE
+) -> bytes:
     """MTH(D[start:end]) for a range that RFC 9162's recursion can produce.
 
     Such a range starts at a multiple of the largest power of two not above its length,
@@ -64,17 +96,22 @@ def range_hash(source: SubtreeSource, start: int, end: int) -> bytes:
     if n < 0:
         raise ValueError("range end before start")
     if n == 0:
-        return EMPTY_ROOT
+        return tree_hash.empty
     if n & (n - 1) == 0:
         level = n.bit_length() - 1
         if start % n:
             raise ValueError("complete subtree not aligned")
         return source(level, start >> level)
     k = _largest_power_of_two_below(n)
-    return node_hash(range_hash(source, start, start + k), range_hash(source, start + k, end))
+    return tree_hash.node(
+        range_hash(source, start, start + k, tree_hash=tree_hash),
+        range_hash(source, start + k, end, tree_hash=tree_hash),
+    )
 
 
-def inclusion_proof(source: SubtreeSource, index: int, size: int) -> list[bytes]:
+def inclusion_proof(
+    source: SubtreeSource, index: int, size: int, *, tree_hash: TreeHash = SHA256_TREE
+) -> list[bytes]:
     """PATH(index, D[0:size]) of RFC 9162 §2.1.3.1, leaf side first."""
     if not 0 <= index < size:
         raise ValueError(f"leaf index {index} outside a tree of {size} leaves")
@@ -83,16 +120,18 @@ def inclusion_proof(source: SubtreeSource, index: int, size: int) -> list[bytes]
     while end - start > 1:
         k = _largest_power_of_two_below(end - start)
         if index < start + k:
-            proof.append(range_hash(source, start + k, end))
+            proof.append(range_hash(source, start + k, end, tree_hash=tree_hash))
             end = start + k
         else:
-            proof.append(range_hash(source, start, start + k))
+            proof.append(range_hash(source, start, start + k, tree_hash=tree_hash))
             start += k
     proof.reverse()
     return proof
 
 
-def consistency_proof(source: SubtreeSource, old: int, new: int) -> list[bytes]:
+def consistency_proof(
+    source: SubtreeSource, old: int, new: int, *, tree_hash: TreeHash = SHA256_TREE
+) -> list[bytes]:
     """PROOF(old, D[0:new]) of RFC 9162 §2.1.4.1 (empty when ``old == new``)."""
     if not 0 < old <= new:
         raise ValueError(f"no consistency proof from size {old} to size {new}")
@@ -102,15 +141,15 @@ def consistency_proof(source: SubtreeSource, old: int, new: int) -> list[bytes]:
         n = end - start
         k = _largest_power_of_two_below(n)
         if m <= k:
-            proof.append(range_hash(source, start + k, end))
+            proof.append(range_hash(source, start + k, end, tree_hash=tree_hash))
             end = start + k
         else:
-            proof.append(range_hash(source, start, start + k))
+            proof.append(range_hash(source, start, start + k, tree_hash=tree_hash))
             start += k
             m -= k
             complete = False
     if not complete:
-        proof.append(range_hash(source, start, end))
+        proof.append(range_hash(source, start, end, tree_hash=tree_hash))
     proof.reverse()
     return proof
 
@@ -121,7 +160,13 @@ def _check_hash(value: bytes, what: str) -> None:
 
 
 def verify_inclusion(
-    leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
+    leaf: bytes,
+    index: int,
+    size: int,
+    proof: Sequence[bytes],
+    root: bytes,
+    *,
+    tree_hash: TreeHash = SHA256_TREE,
 ) -> None:
     """Check that leaf hash ``leaf`` is at ``index`` in the tree of ``size`` with ``root``.
 
@@ -138,13 +183,13 @@ def verify_inclusion(
         if sn == 0:
             raise ProofError("inclusion proof too long")
         if fn & 1 or fn == sn:
-            r = node_hash(p, r)
+            r = tree_hash.node(p, r)
             if not fn & 1:
                 while fn and not fn & 1:
                     fn >>= 1
                     sn >>= 1
         else:
-            r = node_hash(r, p)
+            r = tree_hash.node(r, p)
         fn >>= 1
         sn >>= 1
     if sn != 0:
@@ -154,7 +199,13 @@ def verify_inclusion(
 
 
 def verify_consistency(
-    old: int, new: int, proof: Sequence[bytes], old_root: bytes, new_root: bytes
+    old: int,
+    new: int,
+    proof: Sequence[bytes],
+    old_root: bytes,
+    new_root: bytes,
+    *,
+    tree_hash: TreeHash = SHA256_TREE,
 ) -> None:
     """Check that the tree (``new``, ``new_root``) extends (``old``, ``old_root``).
 
@@ -190,14 +241,14 @@ def verify_consistency(
         if sn == 0:
             raise ProofError("consistency proof too long")
         if fn & 1 or fn == sn:
-            fr = node_hash(c, fr)
-            sr = node_hash(c, sr)
+            fr = tree_hash.node(c, fr)
+            sr = tree_hash.node(c, sr)
             if not fn & 1:
                 while fn and not fn & 1:
                     fn >>= 1
                     sn >>= 1
         else:
-            sr = node_hash(sr, c)
+            sr = tree_hash.node(sr, c)
         fn >>= 1
         sn >>= 1
     if sn != 0:
@@ -211,7 +262,8 @@ def verify_consistency(
 class MemoryTree:
     """An in-memory log (a list of leaf hashes): a reference for tests and tools."""
 
-    def __init__(self, leaves: Sequence[bytes] = ()) -> None:
+    def __init__(self, leaves: Sequence[bytes] = (), *, tree_hash: TreeHash = SHA256_TREE) -> None:
+        self.tree_hash = tree_hash
         self._levels: list[list[bytes]] = [[]]
         for data in leaves:
             self.append(data)
@@ -219,13 +271,13 @@ class MemoryTree:
     def append(self, data: bytes) -> int:
         """Append a leaf's data; return its index."""
         index = len(self._levels[0])
-        self._levels[0].append(leaf_hash(data))
+        self._levels[0].append(self.tree_hash.leaf(data))
         level, i = 0, index
         while i & 1:
             if len(self._levels) == level + 1:
                 self._levels.append([])
             row = self._levels[level]
-            self._levels[level + 1].append(node_hash(row[i - 1], row[i]))
+            self._levels[level + 1].append(self.tree_hash.node(row[i - 1], row[i]))
             level, i = level + 1, i >> 1
         return index
 
@@ -239,10 +291,12 @@ class MemoryTree:
         size = len(self) if size is None else size
         if not 0 <= size <= len(self):
             raise ValueError(f"no tree of size {size}")
-        return range_hash(self.subtree, 0, size)
+        return range_hash(self.subtree, 0, size, tree_hash=self.tree_hash)
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        return inclusion_proof(self.subtree, index, len(self) if size is None else size)
+        size = len(self) if size is None else size
+        return inclusion_proof(self.subtree, index, size, tree_hash=self.tree_hash)
 
     def consistency_proof(self, old: int, new: int | None = None) -> list[bytes]:
-        return consistency_proof(self.subtree, old, len(self) if new is None else new)
+        new = len(self) if new is None else new
+        return consistency_proof(self.subtree, old, new, tree_hash=self.tree_hash)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from certs.pki import (
+    PROFILES,
     PkiError,
     init_federation,
     issue_directory_key,
@@ -27,7 +28,7 @@ def _now() -> datetime:
 
 def _init_federation(args: argparse.Namespace) -> int:
     try:
-        cert = init_federation(Path(args.out), args.name, now=_now())
+        cert = init_federation(Path(args.out), args.name, now=_now(), profile=args.profile)
     except PkiError as exc:
         raise CliError("pki", str(exc), 2) from None
     print(f"federation root {cert.subject.rfc4514_string()} written to {args.out}")
@@ -174,6 +175,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     init = sub.add_parser("init-federation", help="create a federation root and empty CRL")
     init.add_argument("--out", required=True, help="new federation directory")
     init.add_argument("--name", required=True, help="federation name, e.g. Hubei")
+    init.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="default",
+        help="cryptographic profile: default (P-256 root, Ed25519 seals) or sm (SM2/SM3)",
+    )
     init.set_defaults(handler=_init_federation)
 
     node = sub.add_parser("issue-node", help="issue a node's certificates and keys")

@@ -1,0 +1,105 @@
+"""A mixed federation (issue 19): Hubei in the default profile (P-256 root, Ed25519
+seals) and Jiangsu in the SM profile (SM2 root, SM2 seals, SM2-with-SM3 certificates)
+sign one agreement and exchange a packet and its receipt under it."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from relay_core_support import DAFENG, START, WUCHANG, FakeClock, Federation, Pki
+
+from agreements.authorize import AgreementIndex
+from agreements.events import document_digest
+from agreements.lifecycle import State, from_signatures
+from agreements.signatures import sign_agreement, signing_status
+from certs.pki import init_federation, issue_node
+from relay.authorizer import AgreementAuthorizer
+from relay.core.fakes import FakeNetwork
+from relay.core.outbox import OutboxPolicy
+from relay.core.receipts import ReceiptStatus, verify_receipt
+from signing.certificates import TrustBundle
+from signing.encoding import b64url_decode
+from signing.errors import SigningError
+from signing.nodedir import load_node_keys
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "agreements"))
+from agreement_support import agreement, clause
+
+MATTER = "food-business-licence"
+
+
+def _alg(token: str) -> str:
+    return str(json.loads(b64url_decode(token.split(".")[0]))["alg"])
+
+
+def _mixed_pki(base: Path) -> Pki:
+    then = START - timedelta(days=1)
+    init_federation(base / "hubei", "Hubei", now=then)
+    init_federation(base / "jiangsu", "Jiangsu", now=then, profile="sm")
+    issue_node(base / "hubei", WUCHANG, "武昌区政务服务中心", "127.0.0.1", base / WUCHANG, now=then)
+    issue_node(base / "jiangsu", DAFENG, "大丰区行政审批局", "127.0.0.1", base / DAFENG, now=then)
+    bundle = TrustBundle.from_pem(
+        b"".join(
+            (base / fed / name).read_bytes()
+            for fed in ("hubei", "jiangsu")
+            for name in ("root.pem", "crl.pem")
+        )
+    )
+    keys = {node: load_node_keys(base / node) for node in (WUCHANG, DAFENG)}
+    descriptors = {node: k.descriptor_bytes for node, k in keys.items()}
+    return Pki(bundle, keys, descriptors, keys[WUCHANG], base / "jiangsu")
+
+
+async def test_default_and_sm_provinces_exchange_packets_under_one_agreement(
+    tmp_path: Path,
+) -> None:
+    pki = _mixed_pki(tmp_path / "pki")
+    assert pki.keys[WUCHANG].seal.algorithm == "EdDSA"
+    assert pki.keys[DAFENG].seal.algorithm == "SM2SM3"
+    ag = agreement(
+        [WUCHANG, DAFENG],
+        [clause(MATTER, handle=[DAFENG], receive_for={WUCHANG: [DAFENG]})],
+        aid="hubei-jiangsu-food",
+    )
+    signed_at = START - timedelta(hours=12)
+    signatures = [sign_agreement(ag, pki.keys[n].seal, at=signed_at) for n in (WUCHANG, DAFENG)]
+    assert _alg(signatures[1].jws) == "SM2SM3"
+    status = signing_status(ag, signatures, pki.bundle)
+    assert set(status.signed) == {WUCHANG, DAFENG}
+    assert not status.refused
+    lifecycle = from_signatures(ag, status.signed)
+    assert lifecycle.state is State.ACTIVE
+    auth = AgreementAuthorizer(AgreementIndex([lifecycle]), {ag.ref: document_digest(ag)})
+    fed = Federation(
+        pki=pki,
+        root=tmp_path / "nodes",
+        clock=FakeClock(),
+        agreement=auth,  # type: ignore[arg-type]
+        network=FakeNetwork(rng=random.Random(7)),
+        policy=OutboxPolicy(batch_size=16),
+    )
+    (tmp_path / "nodes").mkdir()
+    try:
+        sender = fed.start(WUCHANG)
+        receiver = fed.start(DAFENG)
+        summary = await sender.create_packet(
+            to=DAFENG, case_id="c1", matter=MATTER, action="submit", mode="proxy_receipt",
+            content={"form": "申请书"},
+        )  # fmt: skip
+        await sender.deliver_once()
+        [item] = sender.list_outbox()
+        assert item.receipt is not None
+        assert _alg(item.receipt) == "SM2SM3"  # Jiangsu's receipt, signed SM2
+        receipt = verify_receipt(item.receipt, pki.bundle, at=fed.clock(), expected_from=DAFENG)
+        assert receipt.status is ReceiptStatus.ACCEPTED
+        assert receiver.read_packet(summary.packet_id).content == {"form": "申请书"}
+        hubei_only = TrustBundle(roots=pki.bundle.roots[:1], crls=pki.bundle.crls[:1])
+        with pytest.raises(SigningError):  # without Jiangsu's SM2 root nothing verifies
+            verify_receipt(item.receipt, hubei_only, at=fed.clock(), expected_from=DAFENG)
+    finally:
+        fed.close()
