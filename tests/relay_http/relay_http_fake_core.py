@@ -114,11 +114,14 @@ class FakeCore:
             if digest not in self.complete:
                 raise NotFound(f"attachment {digest} is not staged")
         self.created.append({"to": to, "case_id": case_id, "content": dict(content)})
-        return self._summary(f"p{len(self.created)}", to, case_id, matter, action, mode)
+        return self._summary(
+            f"p{len(self.created)}", to, case_id, matter, action, mode, len(self.created)
+        )
 
     def _summary(
-        self, pid: str, to: str, case_id: str, matter: str, action: str, mode: str
+        self, pid: str, to: str, case_id: str, matter: str, action: str, mode: str, seq: int
     ) -> PacketSummary:
+        """A summary as the core gives it: ``seq`` counts from 1, as the schema says."""
         return PacketSummary(
             packet_id=pid,
             digest="d" * 64,
@@ -128,7 +131,7 @@ class FakeCore:
             matter=matter,
             action=action,
             mode=mode,
-            seq=len(self.created),
+            seq=seq,
             created=T0,
             expires=T0 + timedelta(days=7),
         )
@@ -138,7 +141,7 @@ class FakeCore:
     ) -> list[OutboxItem]:
         items = [
             OutboxItem(
-                self._summary(f"p{i + 1}", c["to"], c["case_id"], "m", "submit", "online"),
+                self._summary(f"p{i + 1}", c["to"], c["case_id"], "m", "submit", "online", i + 1),
                 OutboxState.QUEUED,
                 0,
                 T0,
@@ -152,7 +155,7 @@ class FakeCore:
     def list_inbox(self, *, case_id: str | None = None) -> list[InboxItem]:
         return [
             InboxItem(
-                self._summary(f"in{i}", "420106", "C1", "m", "submit", "online"),
+                self._summary(f"in{i}", "420106", "C1", "m", "submit", "online", i + 1),
                 T0,
                 "rcpt.payload.sig",
                 i,
@@ -163,7 +166,7 @@ class FakeCore:
     def read_packet(self, packet_id: str) -> PacketContent:
         if packet_id != "p1":
             raise NotFound(f"no packet {packet_id}")
-        summary = self._summary("p1", "320982", "C1", "m", "submit", "online")
+        summary = self._summary("p1", "320982", "C1", "m", "submit", "online", 1)
         return PacketContent(summary, {"applicant": "张三"}, "inner.p.s", "outer.p.s", None)
 
 
