@@ -129,9 +129,10 @@ class HpkePublicKey:
             raise MalformedInput(f"an {self.suite} public key has {_PUBLIC_LEN[self.suite]} bytes")
         self._key()  # refuse bytes that are not a valid key of the suite
 
-    @property
+    @functools.cached_property
     def kid(self) -> str:
-        """``b64url(SHA-256(suite || 0x00 || public_bytes)[:16])`` (22 characters)."""
+        """``b64url(SHA-256(suite || 0x00 || public_bytes)[:16])`` (22 characters;
+        computed once per object: the bytes are immutable)."""
         digest = hashlib.sha256(self.suite.value.encode("ascii") + b"\x00" + self.public_bytes)
         return b64url(digest.digest()[:16])
 

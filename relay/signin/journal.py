@@ -5,13 +5,21 @@ The journal itself (``journal`` table of the staff directory, :mod:`relay.signin
 holds one line per sign-in event and per unsafe staff request: when, who (the account
 name, or a token's subject), from which address, what (method, path, status, and
 whether a session or a bearer token was used). ``tongban staff journal`` prints it.
+
+Request lines are group-committed (:class:`JournalWriter`): a request's answer still
+waits until its line is committed, but the lines of all requests that finish while a
+commit is running share the next commit, made in a worker thread on the journal's own
+connection. Sixteen busy staff clients used to cost sixteen fsyncs in a row on the
+event loop (issue 12: over half the wall time of packet creation).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
@@ -20,14 +28,55 @@ from aiohttp.typedefs import Handler, Middleware
 from relay.alerts import Severity, StaffAlert
 from relay.config import StaffSettings
 from relay.problem import Problem
-from relay.signin.store import StaffStore
+from relay.signin.store import JournalRow, StaffStore, journal_row
 from relay.staff_auth import STAFF_KEY
 
-__all__ = ["journal_middleware", "locked_account_alerts"]
+__all__ = ["JournalWriter", "journal_middleware", "locked_account_alerts"]
 
 _log = logging.getLogger("tongban.relay.signin")
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 _NOT_JOURNALED = frozenset({"/console/v1/session"})  # sign-in and sign-out log themselves
+
+
+@dataclass
+class _Line:
+    row: JournalRow
+    written: asyncio.Future[None]
+
+
+class JournalWriter:
+    """Group commit of journal lines: one transaction for every line queued while the
+    previous transaction ran, committed in a worker thread (a single writer)."""
+
+    def __init__(self, store: StaffStore) -> None:
+        self._store = store
+        self._queue: list[_Line] = []
+        self._drain: asyncio.Task[None] | None = None
+        self.commits = 0
+        """Transactions committed so far (for tests)."""
+
+    async def write(self, row: JournalRow) -> None:
+        """Returns once ``row`` is committed; raises what the commit raised. A caller
+        that goes away does not take its line with it: the line is written anyway."""
+        line = _Line(row, asyncio.get_running_loop().create_future())
+        self._queue.append(line)
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.create_task(self._run())
+        await asyncio.shield(line.written)
+
+    async def _run(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue, []
+            try:
+                await asyncio.to_thread(self._store.journal_many, [line.row for line in group])
+            except Exception as exc:  # nothing of the group is written; each caller hears
+                for line in group:
+                    line.written.set_exception(exc)
+                    line.written.exception()  # retrieved: a caller that went away is no error
+                continue
+            self.commits += 1
+            for line in group:
+                line.written.set_result(None)
 
 
 def journal_middleware(store: StaffStore, clock: Callable[[], datetime]) -> Middleware:
@@ -35,6 +84,7 @@ def journal_middleware(store: StaffStore, clock: Callable[[], datetime]) -> Midd
     cannot be written (a full disk), the line is logged at ERROR and the answer stays
     what the handler said: what was done stays done, and a refusal would make the
     caller retry something already accepted."""
+    writer = JournalWriter(store)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -59,8 +109,9 @@ def journal_middleware(store: StaffStore, clock: Callable[[], datetime]) -> Midd
                 "status": status,
                 "credential": claims.credential,
             }
+            row = journal_row(clock(), claims.subject, "request", request.remote or "-", detail)
             try:
-                store.journal(clock(), claims.subject, "request", request.remote or "-", detail)
+                await writer.write(row)
             except (sqlite3.Error, OSError) as exc:
                 _log.error("staff journal unwritable (%s); %s %s", exc, claims.subject, detail)
 

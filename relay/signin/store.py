@@ -26,7 +26,8 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,8 +39,10 @@ __all__ = [
     "FILE_NAME",
     "AccountRecord",
     "JournalEntry",
+    "JournalRow",
     "SessionRecord",
     "StaffStore",
+    "journal_row",
     "session_hash",
 ]
 
@@ -81,6 +84,31 @@ CREATE TABLE IF NOT EXISTS journal (
     detail TEXT NOT NULL
 );
 """
+
+
+_JOURNAL_INSERT = "INSERT INTO journal (at, name, event, address, detail) VALUES (?, ?, ?, ?, ?)"
+
+JournalRow = tuple[str, str, str, str, str]
+"""One journal line as stored: at, name, event, address, detail (JSON)."""
+
+
+def journal_row(
+    at: datetime, name: str, event: str, address: str, detail: Mapping[str, Any]
+) -> JournalRow:
+    return (
+        at.astimezone(UTC).isoformat(timespec="milliseconds"),
+        name,
+        event,
+        address,
+        json.dumps(dict(detail), ensure_ascii=False, sort_keys=True),
+    )
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
 
 
 def session_hash(session_id: str) -> str:
@@ -141,10 +169,10 @@ class StaffStore:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db = _connect(path)
         self._db.executescript(_SCHEMA)
+        self._journal_db: sqlite3.Connection | None = None  # opened by journal_many
+        self._journal_lock = threading.Lock()
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(account)")}
         if "must_change" not in columns:  # a directory made before the column existed
             self._db.execute(
@@ -153,6 +181,10 @@ class StaffStore:
 
     def close(self) -> None:
         self._db.close()
+        with self._journal_lock:
+            if self._journal_db is not None:
+                self._journal_db.close()
+                self._journal_db = None
 
     # -- accounts ---------------------------------------------------------------------
 
@@ -325,16 +357,23 @@ class StaffStore:
     def journal(
         self, at: datetime, name: str, event: str, address: str, detail: Mapping[str, Any]
     ) -> None:
-        self._db.execute(
-            "INSERT INTO journal (at, name, event, address, detail) VALUES (?, ?, ?, ?, ?)",
-            (
-                at.astimezone(UTC).isoformat(timespec="milliseconds"),
-                name,
-                event,
-                address,
-                json.dumps(dict(detail), ensure_ascii=False, sort_keys=True),
-            ),
-        )
+        self._db.execute(_JOURNAL_INSERT, journal_row(at, name, event, address, detail))
+
+    def journal_many(self, rows: Sequence[JournalRow]) -> None:
+        """Append ``rows`` (from :func:`journal_row`) in one transaction, on the
+        journal's own connection: safe to call from one worker thread while the event
+        loop uses the store (:class:`relay.signin.journal.JournalWriter`)."""
+        with self._journal_lock:
+            if self._journal_db is None:
+                self._journal_db = _connect(self.path)
+            db = self._journal_db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(_JOURNAL_INSERT, rows)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def journal_entries(self, *, name: str | None = None, after: int = 0) -> Iterator[JournalEntry]:
         sql = "SELECT seq, at, name, event, address, detail FROM journal WHERE seq > ?"

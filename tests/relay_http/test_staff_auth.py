@@ -18,6 +18,7 @@ from relay.problem import problem_middleware
 from relay.staff_auth import (
     STAFF_KEY,
     StaffRole,
+    TokenCache,
     TokenError,
     TokenKeyError,
     issue_token,
@@ -75,6 +76,29 @@ def test_hs256_and_none_tokens_are_invalid() -> None:
     ):
         with pytest.raises(TokenError) as info:
             verify_token(token, key.public_key(), node_id=NODE, now=T0)
+        assert info.value.code == "token-invalid"
+
+
+def test_token_cache_verifies_a_signature_once_and_checks_time_at_every_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    cache = TokenCache(key.public_key(), NODE)
+    token = _token(key)
+    assert cache.verify(token, T0).subject == "王芳"
+
+    def no_verify(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the signature of a known token was verified again")
+
+    monkeypatch.setattr(jwt, "decode", no_verify)
+    assert cache.verify(token, T0 + timedelta(seconds=59)).roles == (StaffRole.CLERK,)
+    with pytest.raises(TokenError) as info:  # cached, yet expired all the same
+        cache.verify(token, T0 + timedelta(seconds=60))
+    assert info.value.code == "token-expired"
+    monkeypatch.undo()
+    for _ in range(2):  # a refused token is never remembered
+        with pytest.raises(TokenError) as info:
+            cache.verify(_token(other), T0)
         assert info.value.code == "token-invalid"
 
 

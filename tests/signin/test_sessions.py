@@ -255,6 +255,7 @@ async def test_an_unwritable_journal_never_turns_an_accepted_request_into_a_refu
         raise sqlite3.OperationalError("database or disk is full")
 
     monkeypatch.setattr(desk.store, "journal", full)
+    monkeypatch.setattr(desk.store, "journal_many", full)
     monkeypatch.setattr(desk.store, "touch_session", full)
     async with desk.http.get(f"{desk.url}/staff/v1/outbox", ssl=desk.ssl) as resp:
         assert resp.status == 200  # people can still read (alerts!) on a full disk
