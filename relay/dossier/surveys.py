@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 SURVEYS = "surveys/"
+_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")  # survey_admission
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _REPORTS_DIR = "survey-reports"  # relay.http.survey_cases.REPORTS_DIR
 _MEDIA_DIR = "survey"  # remote_survey.nodehub: <data dir>/survey/<session>
@@ -65,10 +66,12 @@ def _reports(case: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(folder name, token) of every sealed report the case's events carry."""
     found: list[tuple[str, str]] = []
     for n, event in enumerate(case.get("events") or []):
-        details = event.get("details") if isinstance(event, dict) else None
+        if not isinstance(event, dict) or event.get("event") != "survey-report":
+            continue
+        details = event.get("details")
         token = details.get("report") if isinstance(details, dict) else None
-        if not isinstance(token, str) or token.count(".") != 2:
-            continue  # a plain-text survey report (no remote survey)
+        if not isinstance(token, str) or not _JWS.fullmatch(token.strip()):
+            continue  # a survey result typed in by staff: nothing sealed
         try:
             session = report_of(token).plan.session_id
         except MalformedReport:
