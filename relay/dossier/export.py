@@ -12,7 +12,8 @@ What goes in (member names are normative, docs/dossier.md §2):
   receipts, licences), an audit proof bundle (docs/protocol.md §7.6) to the smallest
   checkpoint covering it that has a timestamp token (else the latest covering one);
 - ``checkpoints/<size>.note`` and ``timestamps/<size>.tsr``: those checkpoints as signed
-  and their RFC 3161 answers;
+  and their RFC 3161 answers; ``timestamps/leaves/<index>.tsr``: the token over a
+  survey-report or licence-event leaf itself, when the node has one;
 - ``validation/crl-<n>.der``: the CRLs of the node's trust bundle, frozen now;
 - ``surveys/<session>/...``: every sealed survey report the case's events carry, its
   evidence chain and, with ``with_media``, its media as plaintext
@@ -172,6 +173,9 @@ def _add_proofs(
                 note = latest
                 size = Checkpoint.parse(SignedNote.parse(note).text).size
             members[f"checkpoints/{size}.note"] = note
+            leaf_token = stamps.leaf_response(index)
+            if leaf_token is not None:
+                members[f"timestamps/leaves/{index}.tsr"] = leaf_token
             signed_note = SignedNote.parse(note)
             chains = []
             for witness, cosigned in sorted(state.cosignatures(size).items()):

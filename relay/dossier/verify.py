@@ -164,6 +164,7 @@ class _Context:
         self.trust = trust
         self.roots = TrustBundle(trust.roots)
         self.at = at
+        self.tsa_trust = tsa_trust
         crls = list(trust.crls)
         for path, data in files.items():
             if path.startswith("validation/") and path.endswith(".der"):
@@ -293,9 +294,32 @@ class _Context:
         where = f"checkpoint {checkpoint.size} of {checkpoint.origin}, leaf {verified.index}"
         if cosigned:
             where += f", cosigned by {', '.join(cosigned)}"
+        own = self.leaf_stamp(verified.index, leaf)
+        if isinstance(own, str):
+            return None, "", own
+        if own is not None and (stamp is None or own.gen_time <= stamp.gen_time):
+            by = f"timestamp {own.serial} ({own.tsa}) over leaf {verified.index} itself, in {where}"
+            return own.gen_time, by, ""
         if stamp is None:
             return None, f"{where}; no timestamp", ""
         return stamp.gen_time, f"timestamp {stamp.serial} ({stamp.tsa}) over {where}", ""
+
+    def leaf_stamp(self, index: int, leaf: bytes) -> Stamp | str | None:
+        """The token ``timestamps/leaves/<index>.tsr`` over the leaf's bytes (a problem as
+        text when it does not verify or is dated after the report's time)."""
+        path = f"timestamps/leaves/{index}.tsr"
+        data = self.files.get(path)
+        if data is None:
+            return None
+        if self.tsa_trust is None:
+            return f"{path}: no TSA trust given (--tsa-trust)"
+        try:
+            stamp = check_response(data, leaf, self.tsa_trust)
+        except TimestampError as exc:
+            return f"{path}: {exc}"
+        if stamp.gen_time > self.at + _SKEW:
+            return f"{path}: dated after {self.at.isoformat()}"
+        return stamp
 
     def signature(
         self,

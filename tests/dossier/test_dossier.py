@@ -11,6 +11,7 @@ both of its offices, with ``--with-media`` (and once from 320982 without).
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import sqlite3
@@ -233,10 +234,20 @@ def test_openssl_ts_verify_accepts_every_token_in_a_dossier(exported: Exported, 
         files = unpack(data).files
         tokens = [p for p in files if p.startswith("timestamps/")]
         assert tokens, office
+        leaves = _leaves(files)
         for path in tokens:
-            size = path.removeprefix("timestamps/").removesuffix(".tsr")
-            note = files[f"checkpoints/{size}.note"]
-            openssl_ts_verify(files[path], note, exported.tsa, tmp_path / office / size)
+            name = path.removeprefix("timestamps/").removesuffix(".tsr")
+            if name.startswith("leaves/"):  # a token over a survey or licence leaf itself
+                stamped = leaves[int(name.removeprefix("leaves/"))]
+            else:
+                stamped = files[f"checkpoints/{name}.note"]
+            openssl_ts_verify(files[path], stamped, exported.tsa, tmp_path / office / name)
+
+
+def _leaves(files: dict[str, bytes]) -> dict[int, bytes]:
+    """Leaf index -> leaf bytes, from the dossier's proof bundles."""
+    bundles = [json.loads(files[p]) for p in files if p.startswith("proofs/")]
+    return {b["index"]: base64.b64decode(b["leaf"]) for b in bundles}
 
 
 def _rezip(data: bytes, change) -> bytes:  # type: ignore[no-untyped-def]
@@ -592,3 +603,38 @@ def test_a_survey_dossier_without_its_evidence_chain_fails(exported: Exported):
     line = _survey_line(exported.verify(_forge(exported, C, drop)))
     assert not line.ok
     assert line.code == "survey-evidence"
+
+
+@pytest.mark.parametrize("office", [C, B])
+def test_survey_reports_and_licences_carry_a_timestamp_over_their_own_leaf(
+    exported: Exported, office: str
+):
+    """With a TSA configured each survey-report and licence-event leaf gets a token of
+    its own (before the checkpoints are stamped); the report's and the licence's lines
+    are proven by it, and a changed token fails the line even under a manifest signed
+    anew."""
+    data = exported.dossiers[f"survey-{office}"]
+    files = dict(unpack(data).files)
+    leaves = _leaves(files)
+    own = sorted(int(p.split("/")[2].removesuffix(".tsr")) for p in files if "/leaves/" in p)
+    kinds = sorted(json.loads(leaves[i])["kind"] for i in own)
+    assert "survey-report" in kinds
+    # the issuing office logs the licence-event; the receiving one logs none (protocol §7)
+    assert ("licence-event" in kinds) == (office == B)
+    report = exported.verify(data)
+    stamped = ("survey", "licence") if office == B else ("survey",)
+    for line in report.lines:
+        if line.kind in stamped:
+            assert "over leaf" in line.proven_by, line
+            assert line.proven is not None
+    survey = _survey_line(report)
+    index = int(survey.proven_by.split("over leaf ")[1].split()[0])
+
+    def change(files: dict[str, bytes]) -> None:
+        path = f"timestamps/leaves/{index}.tsr"
+        files[path] = files[path][:-3] + bytes(b ^ 1 for b in files[path][-3:])
+
+    line = _survey_line(exported.verify(_forge(exported, office, change)))
+    assert not line.ok
+    assert line.code == "proof"
+    assert f"timestamps/leaves/{index}.tsr" in line.problem
