@@ -1,7 +1,8 @@
 """``tongban dossier``: export a case's evidence as one file, verify it offline.
 
-- ``export CASE --config node.toml [--out FILE]``: the case dossier (docs/dossier.md)
-  as this office holds it; signs a checkpoint and catches up timestamp tokens first.
+- ``export CASE --config node.toml [--out FILE] [--with-media]``: the case dossier
+  (docs/dossier.md) as this office holds it; signs a checkpoint and catches up timestamp
+  tokens first; ``--with-media`` adds the survey segments and snapshots (plaintext).
   Exit 0 written, 1 unknown case.
 - ``verify FILE --trust BUNDLE [--tsa-trust PEM] [--at TIME] [--report-html FILE]
   [--report-json FILE]``: verify everything offline as of ``TIME`` (ISO 8601, default
@@ -26,6 +27,7 @@ from relay.dossier.report import render_html, render_json
 from relay.dossier.verify import verify_dossier
 from relay.http.audit_node import AuditNode
 from relay.timestamps.tokens import TimestampError, TsaTrust
+from remote_survey.errors import SurveyError
 from signing.certificates import TrustBundle
 from signing.errors import SigningError
 
@@ -43,6 +45,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     export.add_argument("case", metavar="CASE")
     export.add_argument("--config", required=True, help="the node's node.toml")
     export.add_argument("--out", help="file to write (default CASE.dossier.zip)")
+    export.add_argument(
+        "--with-media",
+        action="store_true",
+        help="include the survey media (segments, snapshots; opened from the vault)",
+    )
     export.set_defaults(handler=_export)
 
     verify = sub.add_parser("verify", help="verify a dossier offline and write the report")
@@ -63,7 +70,7 @@ def _export(args: argparse.Namespace) -> int:
     if not (config.data_dir / "relay.sqlite3").exists():
         raise CliError("no-log", f"node {config.node_id} has no database in {config.data_dir}")
     out = Path(args.out or f"{args.case}.dossier.zip")
-    data = asyncio.run(_export_async(config, args.case))
+    data = asyncio.run(_export_async(config, args.case, args.with_media))
     try:
         out.write_bytes(data)
     except OSError as exc:
@@ -72,7 +79,7 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _export_async(config: NodeConfig, case: str) -> bytes:
+async def _export_async(config: NodeConfig, case: str, with_media: bool = False) -> bytes:
     audit = AuditNode(config)
     try:
         return await export_case(
@@ -82,10 +89,18 @@ async def _export_async(config: NodeConfig, case: str) -> bytes:
             keys=audit.partner_keys,
             stamper=audit.stamper,
             now=datetime.now(UTC),
+            with_media=with_media,
         )
     except UnknownCase as exc:
         raise CliError("unknown-case", str(exc), 1) from None
-    except (AuditError, SigningError, TimestampError, OSError, sqlite3.Error) as exc:
+    except (
+        AuditError,
+        SigningError,
+        TimestampError,
+        SurveyError,
+        OSError,
+        sqlite3.Error,
+    ) as exc:
         raise CliError("export", f"no dossier written: {exc}", 1) from None
     finally:
         await audit.close()

@@ -12,8 +12,12 @@ What goes in (member names are normative, docs/dossier.md §2):
   receipts, licences), an audit proof bundle (docs/protocol.md §7.6) to the smallest
   checkpoint covering it that has a timestamp token (else the latest covering one);
 - ``checkpoints/<size>.note`` and ``timestamps/<size>.tsr``: those checkpoints as signed
-  and their RFC 3161 answers;
-- ``validation/crl-<n>.der``: the CRLs of the node's trust bundle, frozen now.
+  and their RFC 3161 answers; ``timestamps/leaves/<index>.tsr``: the token over a
+  survey-report or licence-event leaf itself, when the node has one;
+- ``validation/crl-<n>.der``: the CRLs of the node's trust bundle, frozen now;
+- ``surveys/<session>/...``: every sealed survey report the case's events carry, its
+  evidence chain and, with ``with_media``, its media as plaintext
+  (:mod:`relay.dossier.surveys`); the report gets a proof to its ``survey-report`` leaf.
 
 Before collecting, the node signs a checkpoint (if its log grew) and, with
 ``[timestamps]`` configured, catches up the tokens, so a fresh case is covered.
@@ -36,6 +40,7 @@ from relay.audit.service import AuditService, PartnerKeys
 from relay.config import NodeConfig
 from relay.core.packets import peek_facts
 from relay.dossier.layout import pack
+from relay.dossier.surveys import collect_surveys
 from relay.timestamps.stamper import Stamper
 from relay.timestamps.store import TimestampStore
 from signing.certificates import TrustBundle
@@ -90,12 +95,14 @@ async def export_case(
     keys: PartnerKeys,
     stamper: Stamper | None,
     now: datetime,
+    with_media: bool = False,
 ) -> bytes:
     """The dossier of ``case_id`` as this node holds it (see the module docstring).
 
     ``service`` is the node's audit service, ``keys`` gives the seal chains of the
     witnesses whose cosignatures go into the proofs, ``stamper`` (if any) catches up
-    the timestamp tokens first.
+    the timestamp tokens first; ``with_media`` adds the survey media. Raises
+    :class:`remote_survey.errors.SurveyError` when survey media cannot be read.
     """
     conn = sqlite3.connect(config.data_dir / "relay.sqlite3")
     try:
@@ -123,6 +130,9 @@ async def export_case(
             path = f"licences/{n}.jwt"
             members[path] = licence.encode()
             signed.append((path, "credential_digest", _sha(licence.encode())))
+    surveys, reports = collect_surveys(config, case_id, case, with_media=with_media)
+    members.update(surveys)
+    signed += [(path, "report_digest", _sha(surveys[path])) for path in reports]
     for file in config.agreements:
         data = file.read_bytes()
         document = json.loads(data).get("document", {})
@@ -163,6 +173,9 @@ def _add_proofs(
                 note = latest
                 size = Checkpoint.parse(SignedNote.parse(note).text).size
             members[f"checkpoints/{size}.note"] = note
+            leaf_token = stamps.leaf_response(index)
+            if leaf_token is not None:
+                members[f"timestamps/leaves/{index}.tsr"] = leaf_token
             signed_note = SignedNote.parse(note)
             chains = []
             for witness, cosigned in sorted(state.cosignatures(size).items()):

@@ -25,6 +25,7 @@ _KIND = {
     "agreement-version": ("生效协议版本", "Agreement version in force"),
     "timestamp": ("可信时间戳", "Trusted timestamp"),
     "member": ("文件", "File"),
+    "survey": ("远程勘查报告", "Remote survey report"),
 }
 _REVOCATION = {
     Revocation.GOOD: ("签署时有效", "good at signing time"),
@@ -47,6 +48,10 @@ _PROBLEM_ZH = {
     "revocation-revoked": "证书在签署前已被吊销",
     "revocation-indeterminate": "证书已被吊销，无法证明签署早于吊销",
     "revocation-unknown": "没有签署时的吊销数据",
+    "survey-report": "勘查报告格式错误",
+    "survey-case": "勘查报告与本案不符",
+    "survey-evidence": "勘查证据链与报告不符",
+    "survey-media": "勘查影像资料与报告不符（已被改动）",
 }
 
 
@@ -76,6 +81,8 @@ def _row(line: Line) -> str:
     problem = ""
     if line.code:
         problem = _both(_PROBLEM_ZH.get(line.code, "验证未通过"), line.problem)
+    elif line.detail:
+        problem = _both("证据链及所附影像资料与报告一致", line.detail)
     return (
         f'<tr class="{"ok" if line.ok else "bad"}"><td>{_both(*kind)}</td>'
         f"<td><code>{html.escape(line.subject)}</code></td><td>{html.escape(line.signer)}</td>"

@@ -6,6 +6,12 @@ timestamp token) and one per member, proof or timestamp that fails. The dossier 
 valid when every line is. Nothing here reads a clock: ``at`` is the instant the report
 speaks for (a signature or token dated after it fails).
 
+A sealed survey report (``surveys/<session>/report.jws``) gets one line: its signature
+as below, then (:mod:`relay.dossier.surveys`) that it names this case, is sealed by its
+surveying office and is the report ``case.json`` carries, that its evidence chain
+matches the sealed manifest, and that every media file present has the manifest's
+size and SHA-256.
+
 Per signature (a compact JWS made by ``signing.jws.sign_compact``):
 
 1. *claimed time* = its ``iat``; the chain in ``x5c`` is path-validated against the
@@ -26,6 +32,7 @@ Per signature (a compact JWS made by ``signing.jws.sign_compact``):
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import re
@@ -41,7 +48,9 @@ from relay.audit.bundle import verify_bundle
 from relay.audit.checkpoint import Checkpoint, SignedNote
 from relay.audit.errors import AuditError
 from relay.dossier.layout import MANIFEST_PATH, MANIFEST_TYP, DossierError, unpack
+from relay.dossier.surveys import REPORT_TYP, SURVEYS, case_report_tokens, check_survey
 from relay.timestamps.tokens import Stamp, TimestampError, TsaTrust, check_response
+from remote_survey.room import REPORT_FILE
 from signing.certificates import TrustBundle
 from signing.encoding import b64url_decode, canonical_json
 from signing.errors import SigningError
@@ -70,7 +79,7 @@ class Revocation(StrEnum):
 class Line:
     """One line of the validation report."""
 
-    kind: str  # manifest, packet, receipt, licence, agreement, timestamp, member, proof
+    kind: str  # manifest, packet, receipt, licence, agreement, survey, timestamp, member
     subject: str  # the member path (and party) it is about
     ok: bool
     signer: str = ""  # node id and name, or the TSA's name
@@ -83,6 +92,7 @@ class Line:
     revoked_at: datetime | None = None
     code: str = ""  # stable: member-missing, member-changed, signature, proof, ...
     problem: str = ""
+    detail: str = ""  # what else was checked (a survey report's evidence and media)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,6 +109,7 @@ class Line:
             "revoked_at": None if self.revoked_at is None else self.revoked_at.isoformat(),
             "code": self.code,
             "problem": self.problem,
+            "detail": self.detail,
         }
 
 
@@ -153,6 +164,7 @@ class _Context:
         self.trust = trust
         self.roots = TrustBundle(trust.roots)
         self.at = at
+        self.tsa_trust = tsa_trust
         crls = list(trust.crls)
         for path, data in files.items():
             if path.startswith("validation/") and path.endswith(".der"):
@@ -274,16 +286,40 @@ class _Context:
         except (ValueError, KeyError, TypeError, AuditError, SigningError) as exc:
             return None, "", f"proof does not verify: {exc}"
         leaf = verified.leaf
-        if f'"digest":"{digest}"'.encode() not in leaf and (
-            f'"credential_digest":"{digest}"'.encode() not in leaf
+        if not any(
+            f'"{key}":"{digest}"'.encode() in leaf
+            for key in ("digest", "credential_digest", "report_digest")
         ):
             return None, "", "the proof's leaf is not this member's"
         where = f"checkpoint {checkpoint.size} of {checkpoint.origin}, leaf {verified.index}"
         if cosigned:
             where += f", cosigned by {', '.join(cosigned)}"
+        own = self.leaf_stamp(verified.index, leaf)
+        if isinstance(own, str):
+            return None, "", own
+        if own is not None and (stamp is None or own.gen_time <= stamp.gen_time):
+            by = f"timestamp {own.serial} ({own.tsa}) over leaf {verified.index} itself, in {where}"
+            return own.gen_time, by, ""
         if stamp is None:
             return None, f"{where}; no timestamp", ""
         return stamp.gen_time, f"timestamp {stamp.serial} ({stamp.tsa}) over {where}", ""
+
+    def leaf_stamp(self, index: int, leaf: bytes) -> Stamp | str | None:
+        """The token ``timestamps/leaves/<index>.tsr`` over the leaf's bytes (a problem as
+        text when it does not verify or is dated after the report's time)."""
+        path = f"timestamps/leaves/{index}.tsr"
+        data = self.files.get(path)
+        if data is None:
+            return None
+        if self.tsa_trust is None:
+            return f"{path}: no TSA trust given (--tsa-trust)"
+        try:
+            stamp = check_response(data, leaf, self.tsa_trust)
+        except TimestampError as exc:
+            return f"{path}: {exc}"
+        if stamp.gen_time > self.at + _SKEW:
+            return f"{path}: dated after {self.at.isoformat()}"
+        return stamp
 
     def signature(
         self,
@@ -449,8 +485,29 @@ def verify_dossier(
             )
         elif path.startswith("agreements/"):
             lines += _agreement(ctx, path, content)
+        elif path.startswith(SURVEYS) and path.endswith("/" + REPORT_FILE):
+            lines.append(_survey(ctx, path, content, str(manifest.get("case", ""))))
     lines += _agreement_versions(unpacked.files)
     return Report(str(manifest.get("case", "")), str(manifest.get("node", "")), at, tuple(lines))
+
+
+def _survey(ctx: _Context, path: str, content: bytes, case_id: str) -> Line:
+    """The line of a sealed survey report: its signature (chain, proof, revocation at
+    the time) and, when that holds, its binding to the case, its evidence chain and the
+    media present (:func:`relay.dossier.surveys.check_survey`)."""
+    token = content.decode("ascii", "replace")
+    line = ctx.signature("survey", path, token, REPORT_TYP, digest_of=content)
+    node = line.signer.split(" ", 1)[0]
+    code, problem, detail = check_survey(
+        ctx.files,
+        path,
+        case_id=case_id,
+        signer_node=node,
+        case_tokens=case_report_tokens(ctx.files.get("case.json")),
+    )
+    if problem and not line.problem:
+        return dataclasses.replace(line, ok=False, code=code, problem=problem)
+    return dataclasses.replace(line, detail=detail)
 
 
 def _agreement_versions(files: Mapping[str, bytes]) -> list[Line]:

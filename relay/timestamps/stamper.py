@@ -1,11 +1,14 @@
 """Getting tokens for our checkpoints, and the alert when the TSA stays down.
 
 :meth:`Stamper.catch_up` sends every checkpoint without a token to the TSA, oldest
-first, and keeps each token that verifies; it stops at the first TSA failure (the rest
-wait for the next step) and never raises for one, so the checkpoint task and the
-exchange go on. :meth:`Stamper.alerts` is the staff alert source ``timestamps``: one
-``tsa-unavailable`` alert while the oldest unstamped checkpoint is older than
-``alert_after`` (it disappears by itself once the tokens are caught up).
+first, and keeps each token that verifies; before them every ``survey-report`` and
+``licence-event`` leaf without a token of its own (a token over the leaf's bytes, which
+name the report's or credential's SHA-256: docs/dossier.md §2); it stops at the first
+TSA failure (the rest wait for the next step) and never raises for one, so the
+checkpoint task and the exchange go on. :meth:`Stamper.alerts` is the staff alert
+source ``timestamps``: one ``tsa-unavailable`` alert while the oldest unstamped
+checkpoint is older than ``alert_after`` (it disappears by itself once the tokens are
+caught up).
 """
 
 from __future__ import annotations
@@ -74,7 +77,18 @@ class Stamper:
         self.last_error = ""
 
     async def catch_up(self) -> int:
-        """Stamp every unstamped checkpoint now; the number stamped."""
+        """Stamp every unstamped survey-report and licence-event leaf, then every
+        unstamped checkpoint, now; the number of checkpoints stamped."""
+        for index, leaf in self._store.unstamped_leaves():
+            request, nonce = build_request(leaf)
+            try:
+                response = await self._tsa(request)
+                stamp = check_response(response, leaf, self._trust, nonce=nonce)
+            except TimestampError as exc:
+                self.last_error = str(exc)
+                _log.warning("timestamps: leaf %d not stamped: %s", index, exc)
+                return 0
+            self._store.put_leaf(index, stamp.response, stamp.gen_time, self._clock())
         done = 0
         for size, note, _ in self._store.unstamped():
             request, nonce = build_request(note)

@@ -2,11 +2,14 @@
 
 ::
 
-    audit_timestamps   size PK, response BLOB (DER TimeStampResp), gen_time, at
+    audit_timestamps       size PK, response BLOB (DER TimeStampResp), gen_time, at
+    audit_leaf_timestamps  idx PK, response BLOB, gen_time, at
 
-A row exists only for a checkpoint in ``audit_checkpoints`` and only once its token
-verified (:func:`relay.timestamps.tokens.check_response`). Each write is one short
-transaction on this module's own connection.
+A row exists only for a checkpoint in ``audit_checkpoints`` (or, in the second table,
+for a ``survey-report`` or ``licence-event`` leaf of ``audit_leaves``: a token over the
+leaf's exact bytes) and only once its token verified
+(:func:`relay.timestamps.tokens.check_response`). Each write is one short transaction
+on this module's own connection.
 """
 
 from __future__ import annotations
@@ -24,7 +27,11 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 CREATE TABLE IF NOT EXISTS audit_timestamps (
     size INTEGER PRIMARY KEY, response BLOB NOT NULL, gen_time REAL NOT NULL, at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_leaf_timestamps (
+    idx INTEGER PRIMARY KEY, response BLOB NOT NULL, gen_time REAL NOT NULL, at REAL NOT NULL
+);
 """
+_STAMPED_KINDS = ("survey-report", "licence-event")  # leaves stamped on their own
 
 
 class TimestampStore:
@@ -69,3 +76,31 @@ class TimestampStore:
             (index,),
         ).fetchone()
         return None if row is None else (int(row[0]), bytes(row[1]), bytes(row[2]))
+
+    def unstamped_leaves(self) -> list[tuple[int, bytes]]:
+        """(index, leaf bytes) of every survey-report and licence-event leaf without a
+        token of its own, oldest first (none while the node has no audit log yet)."""
+        try:
+            rows = self._conn.execute(
+                "SELECT l.idx, l.data FROM audit_leaves l"
+                " LEFT JOIN audit_leaf_timestamps t ON t.idx = l.idx"
+                " WHERE t.idx IS NULL AND (instr(l.data, ?) > 0 OR instr(l.data, ?) > 0)"
+                " ORDER BY l.idx",
+                tuple(f'"kind":"{k}"'.encode() for k in _STAMPED_KINDS),
+            ).fetchall()
+        except sqlite3.OperationalError:  # no audit_leaves table (yet)
+            return []
+        return [(int(i), bytes(d)) for i, d in rows]
+
+    def put_leaf(self, index: int, response: bytes, gen_time: datetime, at: datetime) -> None:
+        self._conn.execute(
+            "INSERT OR IGNORE INTO audit_leaf_timestamps (idx, response, gen_time, at)"
+            " VALUES (?, ?, ?, ?)",
+            (index, response, gen_time.timestamp(), at.timestamp()),
+        )
+
+    def leaf_response(self, index: int) -> bytes | None:
+        row = self._conn.execute(
+            "SELECT response FROM audit_leaf_timestamps WHERE idx = ?", (index,)
+        ).fetchone()
+        return None if row is None else bytes(row[0])

@@ -3,12 +3,15 @@
 One module-wide run: ``tongban demo --once`` finishes a case between 420106 and 320982;
 both nodes are started again in-process to sign and cosign each other's checkpoints,
 then each exports the case with ``tongban dossier export`` while a real ``openssl ts``
-TSA stamps the checkpoints. Tests verify copies of those two files.
+TSA stamps the checkpoints. Tests verify copies of those two files. The delegated-survey
+case (a real recorded remote survey by 371422 for 320982) is exported the same way from
+both of its offices, with ``--with-media`` (and once from 320982 without).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import sqlite3
@@ -38,7 +41,7 @@ from signing.certificates import TrustBundle
 from signing.nodedir import load_node_keys
 
 TONGBAN = [sys.executable, "-m", "relay.cli"]
-A, B = "420106", "320982"
+A, B, C = "420106", "320982", "371422"
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Exported:
     case: str
     dossiers: dict[str, bytes]
     tsa: TsaPki
+    survey_case: str
 
     @property
     def trust(self) -> TrustBundle:
@@ -114,29 +118,37 @@ async def _export(demo: Path, tsa_pki: TsaPki, out: Path) -> dict[str, bytes]:
     tsa = OpenSslTsa(tsa_pki)
     url = await tsa.start()
     try:
-        for node_id in (A, B):
+        for node_id in (A, B, C):
             with (demo / "nodes" / node_id / "node.toml").open("a", encoding="utf-8") as f:
                 f.write(f'\n[timestamps]\nurl = "{url}"\ntrust = "{tsa_pki.ca}"\n')
         downloaded = await _cosign(demo)
-        case = _case_id(demo)
+        case, survey = _case_id(demo), _survey_case_id(demo)
         dossiers = {"downloaded": downloaded}
-        for node_id in (A, B):
-            target = out / f"{node_id}.zip"
+        exports = [
+            (A, A, case, ()),
+            (B, B, case, ()),
+            (f"survey-{C}", C, survey, ("--with-media",)),
+            (f"survey-{B}", B, survey, ("--with-media",)),
+            ("survey-no-media", B, survey, ()),
+        ]
+        for name, node_id, case_id, flags in exports:
+            target = out / f"{name}.zip"
             proc = await asyncio.create_subprocess_exec(
                 *TONGBAN,
                 "dossier",
                 "export",
-                case,
+                case_id,
                 "--config",
                 str(demo / "nodes" / node_id / "node.toml"),
                 "--out",
                 str(target),
+                *flags,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
             stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
             assert proc.returncode == 0, stdout + stderr
-            dossiers[node_id] = target.read_bytes()
+            dossiers[name] = target.read_bytes()
         assert tsa.answered >= 2
         return dossiers
     finally:
@@ -149,6 +161,20 @@ def _case_id(demo: Path) -> str:
     try:
         (case,) = conn.execute(
             "SELECT case_id FROM cases WHERE state = 'concluded' ORDER BY opened_at LIMIT 1"
+        ).fetchone()
+    finally:
+        conn.close()
+    return str(case)
+
+
+def _survey_case_id(demo: Path) -> str:
+    """The delegated-survey case: surveyed by 371422 for 320982."""
+    conn = sqlite3.connect(demo / "nodes" / C / "data" / "relay.sqlite3")
+    try:
+        (case,) = conn.execute(
+            "SELECT case_id FROM cases WHERE json_extract(header, '$.handling') = ?"
+            " AND json_extract(header, '$.receiving') = ?",
+            (B, C),
         ).fetchone()
     finally:
         conn.close()
@@ -169,7 +195,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     assert result.returncode == 0, result.stdout + result.stderr
     tsa_pki = make_tsa_pki(base / "tsa")
     dossiers = asyncio.run(_export(demo, tsa_pki, base))
-    return Exported(demo, _case_id(demo), dossiers, tsa_pki)
+    return Exported(demo, _case_id(demo), dossiers, tsa_pki, _survey_case_id(demo))
 
 
 def _failed(report: Report) -> list[tuple[str, str]]:
@@ -208,10 +234,20 @@ def test_openssl_ts_verify_accepts_every_token_in_a_dossier(exported: Exported, 
         files = unpack(data).files
         tokens = [p for p in files if p.startswith("timestamps/")]
         assert tokens, office
+        leaves = _leaves(files)
         for path in tokens:
-            size = path.removeprefix("timestamps/").removesuffix(".tsr")
-            note = files[f"checkpoints/{size}.note"]
-            openssl_ts_verify(files[path], note, exported.tsa, tmp_path / office / size)
+            name = path.removeprefix("timestamps/").removesuffix(".tsr")
+            if name.startswith("leaves/"):  # a token over a survey or licence leaf itself
+                stamped = leaves[int(name.removeprefix("leaves/"))]
+            else:
+                stamped = files[f"checkpoints/{name}.note"]
+            openssl_ts_verify(files[path], stamped, exported.tsa, tmp_path / office / name)
+
+
+def _leaves(files: dict[str, bytes]) -> dict[int, bytes]:
+    """Leaf index -> leaf bytes, from the dossier's proof bundles."""
+    bundles = [json.loads(files[p]) for p in files if p.startswith("proofs/")]
+    return {b["index"]: base64.b64decode(b["leaf"]) for b in bundles}
 
 
 def _rezip(data: bytes, change) -> bytes:  # type: ignore[no-untyped-def]
@@ -430,3 +466,175 @@ def test_verify_cli_writes_the_html_and_json_reports(exported: Exported, tmp_pat
     assert "error[not-a-dossier]" in bad.stderr
     with pytest.raises(DossierError):
         unpack(b"PK\x03\x04garbage")
+
+
+def _survey_line(report: Report):  # type: ignore[no-untyped-def]
+    (line,) = [line for line in report.lines if line.kind == "survey"]
+    return line
+
+
+@pytest.mark.parametrize("office", [C, B])
+def test_survey_case_dossiers_from_both_offices_verify_today_and_ten_years_on(
+    exported: Exported, office: str
+):
+    """371422 keeps the media sealed at rest, 320982 its verified copy: both dossiers hold
+    the sealed report, its evidence chain and the media in plaintext, and verify."""
+    data = exported.dossiers[f"survey-{office}"]
+    files = unpack(data).files
+    (report_path,) = [p for p in files if p.startswith("surveys/") and p.endswith("/report.jws")]
+    base = report_path.removesuffix("report.jws")
+    media = [p for p in files if p.startswith(base + "media/")]
+    assert any(p.endswith(".mkv") for p in media)
+    assert any(p.endswith(".png") for p in media)
+    assert f"proofs/{report_path}.json" in files
+    for at in (datetime.now(UTC), datetime.now(UTC) + timedelta(days=3653)):
+        report = exported.verify(data, at=at)
+        assert report.ok, _failed(report)
+        assert (report.case, report.node) == (exported.survey_case, office)
+        line = _survey_line(report)
+        assert line.subject == report_path
+        assert line.signer.startswith(C)  # sealed by the surveying office
+        assert line.revocation is Revocation.GOOD
+        assert line.proven is not None
+        assert "timestamp" in line.proven_by
+        assert f"{len(media)} of {len(media)} media files" in line.detail
+    page = render_html(report)
+    assert "远程勘查报告" in page
+    assert "卷宗验证通过" in page
+
+
+def test_a_survey_dossier_without_media_verifies_and_says_so(exported: Exported):
+    data = exported.dossiers["survey-no-media"]
+    files = unpack(data).files
+    assert not [p for p in files if "/media/" in p]
+    assert [p for p in files if p.endswith("/evidence.jsonl")]
+    report = exported.verify(data)
+    assert report.ok, _failed(report)
+    assert " 0 of " in _survey_line(report).detail
+
+
+def _forge(exported: Exported, office: str, change, *, case: str | None = None) -> bytes:  # type: ignore[no-untyped-def]
+    """The survey dossier of ``office`` with ``change(files)`` applied and a new manifest
+    signed by that office's own seal (someone with the key rewriting members)."""
+    files = dict(unpack(exported.dossiers[f"survey-{office}"]).files)
+    change(files)
+    config = load_config(exported.demo / "nodes" / office / "node.toml")
+    seal = load_node_keys(config.key_dir).seal
+    return pack(
+        files, case=case or exported.survey_case, node=office, seal=seal, at=datetime.now(UTC)
+    )
+
+
+def _report_path(files: dict[str, bytes]) -> str:
+    return _first(files, "surveys/").rsplit("/", 1)[0] + "/report.jws"
+
+
+@pytest.mark.parametrize("how", ["rezip", "resign"])
+def test_tampering_with_the_survey_report_fails_on_its_line(exported: Exported, how: str):
+    def change(files: dict[str, bytes]) -> None:
+        path = _report_path(files)
+        files[path] = files[path][:-6] + bytes(b ^ 1 for b in files[path][-6:-3]) + files[path][-3:]
+
+    if how == "rezip":
+        data = _rezip(exported.dossiers[f"survey-{B}"], change)
+    else:
+        data = _forge(exported, B, change)
+    report = exported.verify(data)
+    line = _survey_line(report)
+    assert not report.ok
+    assert not line.ok
+    assert line.code == "signature", line
+    if how == "rezip":
+        assert any(
+            x.subject == line.subject and x.code == "member-changed" for x in report.lines
+        ), _failed(report)
+
+
+@pytest.mark.parametrize("office", [C, B])
+@pytest.mark.parametrize("how", ["rezip", "resign"])
+def test_tampering_with_a_media_file_fails_on_the_report_line(
+    exported: Exported, office: str, how: str
+):
+    target = ""
+
+    def change(files: dict[str, bytes]) -> None:
+        nonlocal target
+        target = sorted(p for p in files if "/media/" in p and p.endswith(".mkv"))[-1]
+        files[target] = files[target][:-3] + bytes(b ^ 1 for b in files[target][-3:])
+
+    if how == "rezip":
+        data = _rezip(exported.dossiers[f"survey-{office}"], change)
+        report = exported.verify(data)
+        (member,) = [x for x in report.lines if x.subject == target]
+        assert member.code == "member-changed"
+    else:
+        report = exported.verify(_forge(exported, office, change))
+    line = _survey_line(report)
+    assert not line.ok
+    assert line.code == "survey-media", line
+    assert target.rsplit("/", 1)[1] in line.problem
+    assert "勘查影像资料与报告不符" in render_html(report)
+
+
+def test_a_survey_report_not_bound_to_the_dossiers_case_fails(exported: Exported):
+    """The same sealed report in a dossier of another case, or with the case's
+    survey-report event gone from case.json, fails on its line."""
+    other = _forge(exported, B, lambda files: None, case=exported.case)
+    line = _survey_line(exported.verify(other))
+    assert not line.ok
+    assert line.code == "survey-case"
+    assert exported.survey_case in line.problem
+
+    def drop_event(files: dict[str, bytes]) -> None:
+        case = json.loads(files["case.json"])
+        case["events"] = [e for e in case["events"] if e.get("event") != "survey-report"]
+        files["case.json"] = json.dumps(case).encode()
+
+    line = _survey_line(exported.verify(_forge(exported, B, drop_event)))
+    assert not line.ok
+    assert line.code == "survey-case"
+    assert "case.json" in line.problem
+
+
+def test_a_survey_dossier_without_its_evidence_chain_fails(exported: Exported):
+    def drop(files: dict[str, bytes]) -> None:
+        del files[_report_path(files).removesuffix("report.jws") + "evidence.jsonl"]
+
+    line = _survey_line(exported.verify(_forge(exported, C, drop)))
+    assert not line.ok
+    assert line.code == "survey-evidence"
+
+
+@pytest.mark.parametrize("office", [C, B])
+def test_survey_reports_and_licences_carry_a_timestamp_over_their_own_leaf(
+    exported: Exported, office: str
+):
+    """With a TSA configured each survey-report and licence-event leaf gets a token of
+    its own (before the checkpoints are stamped); the report's and the licence's lines
+    are proven by it, and a changed token fails the line even under a manifest signed
+    anew."""
+    data = exported.dossiers[f"survey-{office}"]
+    files = dict(unpack(data).files)
+    leaves = _leaves(files)
+    own = sorted(int(p.split("/")[2].removesuffix(".tsr")) for p in files if "/leaves/" in p)
+    kinds = sorted(json.loads(leaves[i])["kind"] for i in own)
+    assert "survey-report" in kinds
+    # the issuing office logs the licence-event; the receiving one logs none (protocol §7)
+    assert ("licence-event" in kinds) == (office == B)
+    report = exported.verify(data)
+    stamped = ("survey", "licence") if office == B else ("survey",)
+    for line in report.lines:
+        if line.kind in stamped:
+            assert "over leaf" in line.proven_by, line
+            assert line.proven is not None
+    survey = _survey_line(report)
+    index = int(survey.proven_by.split("over leaf ")[1].split()[0])
+
+    def change(files: dict[str, bytes]) -> None:
+        path = f"timestamps/leaves/{index}.tsr"
+        files[path] = files[path][:-3] + bytes(b ^ 1 for b in files[path][-3:])
+
+    line = _survey_line(exported.verify(_forge(exported, office, change)))
+    assert not line.ok
+    assert line.code == "proof"
+    assert f"timestamps/leaves/{index}.tsr" in line.problem
