@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from datetime import datetime
 
 from relay.dossier.verify import Line, Report, Revocation
@@ -82,7 +83,7 @@ def _row(line: Line) -> str:
     if line.code:
         problem = _both(_PROBLEM_ZH.get(line.code, "验证未通过"), line.problem)
     elif line.detail:
-        problem = _both("证据链及所附影像资料与报告一致", line.detail)
+        problem = _both(_detail_zh(line.detail), line.detail)
     return (
         f'<tr class="{"ok" if line.ok else "bad"}"><td>{_both(*kind)}</td>'
         f"<td><code>{html.escape(line.subject)}</code></td><td>{html.escape(line.signer)}</td>"
@@ -92,6 +93,16 @@ def _row(line: Line) -> str:
         f"<td>{revocation}</td>"
         f"<td>{verdict}<br><small>{problem}</small></td></tr>"
     )
+
+
+def _detail_zh(detail: str) -> str:
+    """The Chinese sentence of a passing survey line: it names the media only when the
+    dossier carries them (the English detail counts them: "N of M media files")."""
+    found = re.search(r"(\d+) of (\d+) media files", detail)
+    if found is None or found.group(1) == "0":
+        return "证据链与报告一致（本卷未附影像资料）"
+    present, named = found.groups()
+    return f"证据链与报告一致，所附影像资料 {present}/{named} 个与报告一致"
 
 
 def _proven_by(line: Line) -> str:
