@@ -15,7 +15,9 @@ Windows lack it, so there the page posts a still from the camera every ~400 ms t
 - Per client address a token bucket (:data:`BURST` stills, refilled :data:`PER_SECOND`
   a second: a page sends 2.5 a second) answers 429 ``too-many-requests`` with
   ``Retry-After``; at most :data:`DECODERS` stills are decoded at once (in threads), the
-  next one answers 503 ``service-unavailable`` with ``Retry-After: 1``.
+  next one answers 503 ``service-unavailable`` with ``Retry-After: 1``. The body is
+  read whole first, within :data:`READ_SECONDS` (408 ``request-timeout``), so a slow
+  sender never holds a decoder.
 - Neither the image nor the text is logged or kept: the text may be a licence.
 
 :func:`read_qr` is the pure core (bytes in, text out); the handler only limits, reads
@@ -50,7 +52,7 @@ MAX_PIXELS = 4_000_000  # e.g. 2560 x 1440; the page sends at most 960 x 960
 BURST = 25
 PER_SECOND = 5.0
 DECODERS = 2
-_CHUNK_TIMEOUT = 10.0
+READ_SECONDS = 10.0
 
 
 class ImageRefused(ValueError):
@@ -80,6 +82,33 @@ def read_qr(data: bytes, *, max_pixels: int = MAX_PIXELS) -> str | None:
     return next((result.text for result in found if result.valid), None)
 
 
+async def _read_image(request: web.Request) -> bytes:
+    """The whole body, at most :data:`MAX_IMAGE_BYTES` (413) within
+    :data:`READ_SECONDS` (408): a slow sender holds no decoder."""
+    too_large = Problem(
+        413,
+        ProblemCode.BODY_TOO_LARGE,
+        f"images are limited to {MAX_IMAGE_BYTES} bytes",
+        headers={"Connection": "close"},
+    )
+    if request.content_length is not None and request.content_length > MAX_IMAGE_BYTES:
+        raise too_large
+    body = bytearray()
+    try:
+        async with asyncio.timeout(READ_SECONDS):
+            async for chunk in body_chunks(request, MAX_IMAGE_BYTES, READ_SECONDS):
+                body += chunk
+    except TimeoutError:
+        raise Problem(
+            408, ProblemCode.REQUEST_TIMEOUT, f"the image took over {READ_SECONDS:g} s"
+        ) from None
+    except Problem as exc:
+        raise too_large if exc.status == 413 else exc from None
+    if not body:
+        raise Problem(400, ProblemCode.INVALID_REQUEST, "the body must be an image")
+    return bytes(body)
+
+
 def add_qr_decode_route(app: web.Application, limiter: TokenBucketLimiter | None = None) -> None:
     """``POST /public/v1/qr-decode`` (the public listener exempts it from its 64 KiB
     JSON body limit; this handler applies :data:`MAX_IMAGE_BYTES`). ``limiter`` (per
@@ -98,14 +127,7 @@ def add_qr_decode_route(app: web.Application, limiter: TokenBucketLimiter | None
                 headers={"Retry-After": str(seconds)},
                 extra={"retry_after": seconds},
             )
-        length = request.content_length
-        if length is not None and length > MAX_IMAGE_BYTES:
-            raise Problem(
-                413,
-                ProblemCode.BODY_TOO_LARGE,
-                f"images are limited to {MAX_IMAGE_BYTES} bytes",
-                headers={"Connection": "close"},
-            )
+        body = await _read_image(request)
         if decoding["now"] >= DECODERS:
             raise Problem(
                 503,
@@ -115,30 +137,11 @@ def add_qr_decode_route(app: web.Application, limiter: TokenBucketLimiter | None
             )
         decoding["now"] += 1
         try:
-            body = bytearray()
-            try:
-                async for chunk in body_chunks(request, MAX_IMAGE_BYTES, _CHUNK_TIMEOUT):
-                    body += chunk
-            except Problem as exc:
-                if exc.status != 413:
-                    raise
-                raise Problem(
-                    413,
-                    ProblemCode.BODY_TOO_LARGE,
-                    f"images are limited to {MAX_IMAGE_BYTES} bytes",
-                    headers={"Connection": "close"},
-                ) from None
-            if not body:
-                raise Problem(400, ProblemCode.INVALID_REQUEST, "the body must be an image")
-            try:
-                text = await asyncio.to_thread(read_qr, bytes(body))
-            except ImageRefused as exc:
-                status, code = (
-                    (413, ProblemCode.BODY_TOO_LARGE)
-                    if exc.too_large
-                    else (400, ProblemCode.INVALID_REQUEST)
-                )
-                raise Problem(status, code, str(exc)) from None
+            text = await asyncio.to_thread(read_qr, body)
+        except ImageRefused as exc:
+            too_large = (413, ProblemCode.BODY_TOO_LARGE)
+            status, code = too_large if exc.too_large else (400, ProblemCode.INVALID_REQUEST)
+            raise Problem(status, code, str(exc)) from None
         finally:
             decoding["now"] -= 1
         return web.json_response({"text": text}, headers={"Cache-Control": "no-store"})

@@ -103,3 +103,41 @@ async def test_a_flood_from_one_address_is_throttled(burst):
         status, problem = await _post(session, base, _still("JPEG"))
         assert (status, problem["type"]) == (429, "urn:tongban:problem:too-many-requests")
         assert int(problem["Retry-After"]) >= 1
+
+
+async def test_a_third_still_while_two_are_decoded_is_told_to_retry_and_a_slow_one_times_out(
+    monkeypatch,
+):
+    import asyncio
+    import threading
+
+    import relay.http.qr_decode as qr_decode
+
+    entered = threading.Semaphore(0)
+    release = threading.Event()
+
+    def held_read(data: bytes) -> str:
+        entered.release()
+        assert release.wait(60)
+        return "held"
+
+    monkeypatch.setattr(qr_decode, "read_qr", held_read)
+    monkeypatch.setattr(qr_decode, "READ_SECONDS", 0.5)
+    stalled = asyncio.Event()
+
+    async def slow():
+        yield b"\x89PNG"
+        await stalled.wait()  # never set: the sender stops mid-image
+        yield b""
+
+    async with serve(_app()) as base, aiohttp.ClientSession() as session:
+        held = [asyncio.create_task(_post(session, base, b"still")) for _ in range(2)]
+        for _ in held:
+            assert await asyncio.to_thread(entered.acquire, timeout=60)
+        status, problem = await _post(session, base, b"still")
+        assert (status, problem["type"]) == (503, "urn:tongban:problem:service-unavailable")
+        assert problem["Retry-After"] == "1"
+        status, problem = await _post(session, base, slow())
+        assert (status, problem["type"]) == (408, "urn:tongban:problem:request-timeout")
+        release.set()
+        assert [(s, a["text"]) for s, a in await asyncio.gather(*held)] == [(200, "held")] * 2
