@@ -31,6 +31,7 @@ from aiohttp import web
 
 from agreements.catalog import Catalog, default_catalog
 from relay.http.body import read_json_object, require_str
+from relay.http.qr_decode import add_qr_decode_route
 from relay.problem import Problem, ProblemCode
 from relay.tls import client_context
 from signing.certificates import TrustBundle
@@ -191,7 +192,8 @@ class LicenceVerifier:
 
 
 def add_licence_routes(app: web.Application, verifier: LicenceVerifier) -> None:
-    """``POST /public/v1/licences/verify`` and the status list routes."""
+    """``POST /public/v1/licences/verify``, the status list routes and the verify page's
+    QR reader for cameras without ``BarcodeDetector`` (:mod:`relay.http.qr_decode`)."""
 
     async def verify(request: web.Request) -> web.Response:
         body = await read_json_object(request)
@@ -221,3 +223,4 @@ def add_licence_routes(app: web.Application, verifier: LicenceVerifier) -> None:
 
     app.router.add_post("/public/v1/licences/verify", verify)
     app.router.add_get(STATUS_PATH + "{purpose}", status)
+    add_qr_decode_route(app)

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from relay.http.limits import declared_size_middleware
 from relay.http.openapi import openapi_handler
+from relay.http.qr_decode import QR_DECODE_PATH
 from relay.problem import Problem, ProblemCode, problem_middleware
 
 __all__ = ["ReadinessChecks", "public_app"]
@@ -38,7 +39,11 @@ def public_app(
     certificates), ready or not; it never decides readiness."""
     app = web.Application(
         client_max_size=_MAX_BODY,
-        middlewares=[problem_middleware, declared_size_middleware(_MAX_BODY)],
+        middlewares=[
+            problem_middleware,
+            # camera stills for the verify page's QR reader have their own, larger limit
+            declared_size_middleware(_MAX_BODY, lambda request: request.path == QR_DECODE_PATH),
+        ],
     )
 
     async def healthz(request: web.Request) -> web.Response:

@@ -1,6 +1,8 @@
 // tongban licence verification page. Opened from a licence QR code (/v#<compact licence>)
-// it verifies at once; it also reads a QR code with the camera (BarcodeDetector) or takes
-// pasted text (the verify URL, the compact credential or a vc+jwt).
+// it verifies at once; it also reads a QR code with the camera or takes pasted text (the
+// verify URL, the compact credential or a vc+jwt). The camera is read with the browser's
+// BarcodeDetector where it exists; elsewhere (Chromium on Linux, Chrome on Windows) a
+// still every ~400 ms goes to POST /public/v1/qr-decode on this node, which reads it.
 "use strict";
 (function () {
   const TEXT = {
@@ -8,8 +10,11 @@
       title: "电子证照核验", token: "证照内容（扫码所得网址或文本）", check: "核验", checks: "核验项目",
       valid: "有效", invalid: "无效", other: "English", failed: "暂时无法核验，请稍后再试。",
       scan: "用摄像头扫描证照二维码", scanning: "请将证照二维码对准摄像头……",
-      noDetector: "此浏览器不能读取二维码，请用手机相机扫描证照上的二维码，或把扫码所得内容粘贴到下方。",
-      noCamera: "无法打开摄像头，请检查权限，或把扫码所得内容粘贴到下方。",
+      noCamera: "没有找到可用的摄像头（或摄像头正被其他程序占用）：请接好摄像头、关闭占用它的程序后再按扫描，或用手机相机扫描证照上的二维码。",
+      denied: "浏览器未允许本网页使用摄像头：请在地址栏的摄像头图标处选择“允许”，再按一次扫描；也可以把扫码所得内容粘贴到下方。",
+      notFound: "还没有识别出二维码：请把证照二维码放在摄像头前约二十厘米处、占画面一半左右，保持平稳、避免反光。",
+      busy: "核验服务繁忙，正在稍后重试……",
+      stopped: "已停止扫描：没有识别出二维码。请再按一次扫描重试，或把扫码所得内容粘贴到下方。",
       passed: "通过", skipped: "未检查", failedCheck: "未通过",
       signature: "印章签名", chain: "证书链", validity: "有效期", revocation: "是否吊销",
       suspension: "是否暂停", entitlement: "签发资格",
@@ -33,8 +38,11 @@
       checks: "Checks", valid: "Valid", invalid: "Not valid", other: "中文",
       failed: "The licence cannot be checked right now.",
       scan: "Scan the licence QR code with the camera", scanning: "Hold the licence QR code up to the camera…",
-      noDetector: "This browser cannot read QR codes: scan the code with a phone camera, or paste what it read below.",
-      noCamera: "The camera cannot be opened: check the permission, or paste the scanned text below.",
+      noCamera: "No usable camera was found (or another program is using it): connect the camera or close that program and press Scan again, or scan the code with a phone camera.",
+      denied: "The browser does not allow this page to use the camera: choose \u201cAllow\u201d at the camera icon in the address bar and press Scan again, or paste the scanned text below.",
+      notFound: "No QR code recognised yet: hold the licence code about 20 cm from the camera, filling about half the picture, steady and without glare.",
+      busy: "The verification service is busy; retrying shortly…",
+      stopped: "Scanning stopped: no QR code was recognised. Press Scan to try again, or paste the scanned text below.",
       passed: "passed", skipped: "not checked", failedCheck: "failed",
       signature: "Seal signature", chain: "Certificate chain", validity: "Validity period",
       revocation: "Revocation", suspension: "Suspension", entitlement: "Issuer entitlement",
@@ -65,6 +73,7 @@
     document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
     document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
     $("lang-switch").textContent = t("other");
+    if (noteKey) $("scan-note").textContent = t(noteKey);
     if (last) render(last);
   }
 
@@ -146,33 +155,96 @@
     try { return decodeURIComponent(fragment); } catch (e) { return fragment; }
   }
 
-  async function scan() {
-    const note = $("scan-note");
-    note.hidden = false;
-    if (!("BarcodeDetector" in window)) { note.textContent = t("noDetector"); return; }
-    let stream;
+  const FRAME_MS = 400; // one still to the node this often, without BarcodeDetector
+  const HINT_MS = 8000; // then say how to hold the code
+  const GIVE_UP_MS = 120000; // then stop the camera
+  const MAX_SIDE = 960; // stills are scaled down to this many pixels a side
+  let noteKey = null;
+  let scanning = false;
+
+  function say(key) {
+    noteKey = key;
+    $("scan-note").hidden = !key;
+    $("scan-note").textContent = key ? t(key) : "";
+  }
+
+  // What a scanned code holds, verified as if the page had been opened from it.
+  function scanned(text) {
+    const hash = text.indexOf("#");
+    verify(hash >= 0 ? fromFragment(text.slice(hash)) || text : text);
+  }
+
+  async function openCamera() {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) { say("noCamera"); return null; }
     try {
-      stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
-    } catch (e) { note.textContent = t("noCamera"); return; }
+      return await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+    } catch (e) {
+      say(e && (e.name === "NotAllowedError" || e.name === "SecurityError") ? "denied" : "noCamera");
+      return null;
+    }
+  }
+
+  // One still of the video as a JPEG, at most MAX_SIDE pixels a side.
+  function still(video, canvas) {
+    const scale = Math.min(1, MAX_SIDE / Math.max(video.videoWidth, video.videoHeight));
+    canvas.width = Math.round(video.videoWidth * scale);
+    canvas.height = Math.round(video.videoHeight * scale);
+    canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
+    return new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.9));
+  }
+
+  // The node reads the still: its text, null when none is found; throws a delay in ms
+  // when the node asks to wait.
+  async function readOnNode(blob) {
+    const response = await fetch("/public/v1/qr-decode", {
+      method: "POST", headers: { "Content-Type": "image/jpeg" }, body: blob,
+    });
+    if (response.status === 429 || response.status === 503) {
+      throw 1000 * Math.max(1, Number(response.headers.get("Retry-After")) || 1);
+    }
+    if (!response.ok) return null;
+    return (await response.json()).text || null;
+  }
+
+  async function scan() {
+    if (scanning) return;
+    const stream = await openCamera();
+    if (!stream) return;
+    scanning = true;
     const video = $("camera");
     video.srcObject = stream; video.hidden = false;
     await video.play();
-    note.textContent = t("scanning");
-    const detector = new window.BarcodeDetector({ formats: ["qr_code"] });
-    const stop = () => { stream.getTracks().forEach((track) => track.stop()); video.hidden = true; note.hidden = true; };
-    const tick = async () => {
-      let codes = [];
-      try { codes = await detector.detect(video); } catch (e) { codes = []; }
-      if (codes.length) {
-        stop();
-        const text = codes[0].rawValue;
-        const hash = text.indexOf("#");
-        verify(hash >= 0 ? fromFragment(text.slice(hash)) || text : text);
-        return;
-      }
-      requestAnimationFrame(tick);
+    say("scanning");
+    const started = Date.now();
+    const stop = (key) => {
+      scanning = false;
+      stream.getTracks().forEach((track) => track.stop());
+      video.hidden = true;
+      say(key);
     };
-    requestAnimationFrame(tick);
+    const detector = "BarcodeDetector" in window ? new window.BarcodeDetector({ formats: ["qr_code"] }) : null;
+    const canvas = document.createElement("canvas");
+    const tick = async () => {
+      const elapsed = Date.now() - started;
+      if (elapsed > GIVE_UP_MS) { stop("stopped"); return; }
+      if (elapsed > HINT_MS && noteKey === "scanning") say("notFound");
+      let text = null;
+      let wait = detector ? 0 : FRAME_MS;
+      try {
+        if (detector) {
+          const codes = await detector.detect(video);
+          text = codes.length ? codes[0].rawValue : null;
+        } else if (video.videoWidth) {
+          text = await readOnNode(await still(video, canvas));
+          if (noteKey === "busy") say("scanning");
+        }
+      } catch (delay) {
+        if (typeof delay === "number") { wait = delay; say("busy"); }
+      }
+      if (text) { stop(null); scanned(text); return; }
+      if (detector) requestAnimationFrame(tick); else setTimeout(tick, wait);
+    };
+    tick();
   }
 
   document.addEventListener("DOMContentLoaded", () => {
