@@ -405,13 +405,28 @@ class Node:
         return [evaluation.lifecycle for _, evaluation in switch.loaded] if switch else []
 
     def _routes(self, resolution: Resolution) -> None:
-        """Apply a partner resolution: peer link URLs, the partner check, descriptors."""
+        """Apply a partner resolution: peer link URLs, the partner check, the limits
+        partners announce (batches to them fit from the start), descriptors."""
         from signing.errors import CertificateRejected, InvalidSignature
 
         if self._link is not None:
             self._link.set_partners(resolution.urls())
         self._partner_ids.clear()
         self._partner_ids.update(resolution.routes)
+        announce = (
+            getattr(self._handle.core, "announce_partner_limits", None) if self._handle else None
+        )
+        if announce is not None:  # batches fit each partner's directory limits from the start
+            announce(
+                {
+                    n: {
+                        "max_batch_size": r.limits.max_batch_size,
+                        "max_body_bytes": r.limits.max_body_bytes,
+                    }
+                    for n, r in resolution.routes.items()
+                    if r.limits is not None
+                }
+            )
         directory = self._handle.directory if self._handle is not None else None
         if directory is None:
             return
