@@ -167,6 +167,10 @@ class Sender:
             settled += done
         return settled
 
+    def set_policy(self, policy: OutboxPolicy) -> None:
+        """Use ``policy`` from the next pass on."""
+        self._policy = policy
+
     def announce_limits(self, limits: Mapping[str, Mapping[str, int]]) -> None:
         """Take the limits partners announce (node id -> ``max_batch_size`` and/or
         ``max_body_bytes``), replacing those announced before: a partner no longer
