@@ -285,6 +285,7 @@ class Node:
             bundle=bundle.current,
             key_dir=config.key_dir,
             agreements=lambda: self.config.agreements,  # as reloaded
+            directory_keys=self.federation.directory_signers,  # the province's, as held
         )
         checks = {
             "storage": lambda: self.readiness()["storage"],
