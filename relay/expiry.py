@@ -1,8 +1,10 @@
-"""Staff alerts for what runs out: CRLs, the node's own certificates, its agreements.
+"""Staff alerts for what runs out: CRLs, the node's own certificates, its province's
+directory-signing certificate, its agreements.
 
 A CRL in the trust bundle warns 7 days before its nextUpdate and is critical once stale
-(peers are then refused); the node's TLS and seal certificates warn 30 days before they
-expire and are critical within 7; an agreement the node is party to warns 30 days before
+(peers are then refused); the node's TLS and seal certificates, and the certificate of
+the directory key that signs its own province's federation directory, warn 30 days
+before they expire and are critical within 7; an agreement the node is party to warns 30 days before
 it ends. :func:`expiry_alerts` is the pure core (data and the instant in, alerts out);
 :class:`ExpiryWatch` reads the files anew on every call (so a renewed CRL or certificate
 clears its alert by itself) and logs each standing alert as a WARNING once a day.
@@ -74,8 +76,10 @@ def expiry_alerts(
     certificates: Mapping[str, x509.Certificate],
     agreements: Iterable[Agreement],
     node_id: str,
+    directory_keys: Mapping[str, x509.Certificate] | None = None,
 ) -> list[StaffAlert]:
-    """The alerts standing at ``now`` for everything given that runs out."""
+    """The alerts standing at ``now`` for everything given that runs out;
+    ``directory_keys`` maps a federation name to its directory-signing certificate."""
     out: list[StaffAlert] = []
     for crl in crls:
         issuer = crl.issuer.rfc4514_string()
@@ -128,6 +132,27 @@ def expiry_alerts(
                 f"the node's {name} certificate {verb} {end.isoformat()}; "
                 "have the federation issue a new one",
                 name,
+            )
+        )
+    for federation, cert in sorted((directory_keys or {}).items()):
+        end = cert.not_valid_after_utc
+        if end - now > CERT_WARN:
+            continue
+        severity = Severity.CRITICAL if end - now <= CERT_CRITICAL else Severity.WARNING
+        verb = "expired at" if end <= now else "expires at"
+        out.append(
+            _alert(
+                f"directory-key:{federation}",
+                "directory-key-expiring",
+                severity,
+                now,
+                "联邦目录签名证书即将过期",
+                "The federation directory's signing certificate runs out soon",
+                f"the directory-signing certificate of {federation} {verb} "
+                f"{end.isoformat()}; directories it signs are refused afterwards, so the "
+                "province must issue a new directory key (tongban pki directory-key) and "
+                "sign the directory with it",
+                federation,
             )
         )
     for agreement in agreements:
@@ -199,13 +224,17 @@ class ExpiryWatch:
         bundle: Callable[[], TrustBundle],
         key_dir: Path,
         agreements: Iterable[Path] | Callable[[], Iterable[Path]],
+        directory_keys: Callable[[], Mapping[str, x509.Certificate]] | None = None,
     ) -> None:
+        """``directory_keys`` gives the directory-signing certificates to watch
+        (federation name -> certificate), asked on every check."""
         self._node_id = node_id
         self._bundle = bundle
         self._key_dir = key_dir
         # a callable is asked on every check: the files the node holds after a reload
         self._agreement_files = agreements if callable(agreements) else tuple(agreements)
         self._logged: dict[str, date] = {}
+        self._directory_keys = directory_keys
 
     def _certificates(self) -> dict[str, x509.Certificate]:
         return {
@@ -228,6 +257,7 @@ class ExpiryWatch:
             certificates=certificates,
             agreements=agreements,
             node_id=self._node_id,
+            directory_keys=self._directory_keys() if self._directory_keys else None,
         )
         for alert in alerts:
             if self._logged.get(alert.id) != now.date():

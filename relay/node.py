@@ -45,7 +45,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from relay.alerts import ALERTS
 from relay.backup import DataDirLock
-from relay.config import Listener, NodeConfig
+from relay.config import Limits, Listener, NodeConfig
 from relay.core.ports import PeerLink
 from relay.expiry import ExpiryWatch, watch_until_stopped
 from relay.http.api import RelayApi
@@ -71,6 +71,7 @@ from relay.tls import BundleSource, server_context
 if TYPE_CHECKING:
     from relay.authorizer import AgreementSwitch
     from relay.core.directory import Directory
+    from relay.core.outbox import OutboxPolicy
     from relay.federation.partners import Resolution
     from relay.federation.reload import ReloadReport
     from relay.federation.service import FederationService
@@ -81,6 +82,7 @@ __all__ = [
     "CoreService",
     "Extension",
     "Node",
+    "outbox_policy",
     "relay_core_factory",
     "utc_now",
 ]
@@ -120,12 +122,10 @@ def relay_core_factory(
 ) -> CoreHandle:
     """Build ``relay.core.service.RelayNode`` from the configuration (SQLite store)."""
     import random
-    from datetime import timedelta
 
     from relay.audit.agreement_events import agreement_event_leaves
     from relay.authorizer import AgreementSwitch, load_authorizer
     from relay.core.directory import Directory
-    from relay.core.outbox import BATCH_ENVELOPE_BYTES, OutboxPolicy
     from relay.core.service import RelayNode
     from relay.core.sqlite_store import SqliteStore
     from relay.storage_health import StorageHealth
@@ -148,13 +148,7 @@ def relay_core_factory(
 
     authorizer = AgreementSwitch(load_authorizer(config.agreements, trust, at=now), record)
     record(authorizer, trust, now)
-    policy = OutboxPolicy(
-        base_delay=timedelta(seconds=config.outbox.base_backoff),
-        max_delay=timedelta(seconds=config.outbox.max_backoff),
-        batch_size=config.outbox.batch_size,
-        # a packet must fit a one-packet batch at a partner with the same limits as ours
-        max_packet_bytes=config.limits.max_body_bytes - BATCH_ENVELOPE_BYTES,
-    )
+    policy = outbox_policy(config)
     node = RelayNode(
         node_id=config.node_id,
         keys=keys,
@@ -180,6 +174,21 @@ def relay_core_factory(
 
     return CoreHandle(
         core=node, storage_ok=storage_ok, close=close, directory=directory, agreements=authorizer
+    )
+
+
+def outbox_policy(config: NodeConfig) -> OutboxPolicy:
+    """The outbox policy of ``config`` (``[outbox]``; the largest packet from ``[limits]``)."""
+    from datetime import timedelta
+
+    from relay.core.outbox import BATCH_ENVELOPE_BYTES, OutboxPolicy
+
+    return OutboxPolicy(
+        base_delay=timedelta(seconds=config.outbox.base_backoff),
+        max_delay=timedelta(seconds=config.outbox.max_backoff),
+        batch_size=config.outbox.batch_size,
+        # a packet must fit a one-packet batch at a partner with the same limits as ours
+        max_packet_bytes=config.limits.max_body_bytes - BATCH_ENVELOPE_BYTES,
     )
 
 
@@ -276,6 +285,7 @@ class Node:
             bundle=bundle.current,
             key_dir=config.key_dir,
             agreements=lambda: self.config.agreements,  # as reloaded
+            directory_keys=self.federation.directory_signers,  # the province's, as held
         )
         checks = {
             "storage": lambda: self.readiness()["storage"],
@@ -288,7 +298,7 @@ class Node:
                     MeteredCore(core, self.metrics),
                     bundle=bundle,
                     clock=self._clock,
-                    limits=config.limits,
+                    limits=self._live_limits,  # as reloaded (see relay.federation.reload)
                     descriptor=descriptor,
                     partners=self._partner_ids,
                 ),
@@ -314,7 +324,7 @@ class Node:
                     node_id=config.node_id,
                     token_key=token_key,
                     clock=self._clock,
-                    limits=config.limits,
+                    limits=self._live_limits,  # as reloaded (see relay.federation.reload)
                     signin=self._signin(),
                 ),
                 config.staff_listener,
@@ -400,18 +410,36 @@ class Node:
             app[ALERTS].add_source("federation", self.federation.alerts)
             app[ALERTS].add_source("reload", self._reload_alerts)
 
+    def _live_limits(self) -> Limits:
+        return self.config.limits
+
     def _lifecycles(self) -> list[Any]:
         switch = self._handle.agreements if self._handle is not None else None
         return [evaluation.lifecycle for _, evaluation in switch.loaded] if switch else []
 
     def _routes(self, resolution: Resolution) -> None:
-        """Apply a partner resolution: peer link URLs, the partner check, descriptors."""
+        """Apply a partner resolution: peer link URLs, the partner check, the limits
+        partners announce (batches to them fit from the start), descriptors."""
         from signing.errors import CertificateRejected, InvalidSignature
 
         if self._link is not None:
             self._link.set_partners(resolution.urls())
         self._partner_ids.clear()
         self._partner_ids.update(resolution.routes)
+        announce = (
+            getattr(self._handle.core, "announce_partner_limits", None) if self._handle else None
+        )
+        if announce is not None:  # batches fit each partner's directory limits from the start
+            announce(
+                {
+                    n: {
+                        "max_batch_size": r.limits.max_batch_size,
+                        "max_body_bytes": r.limits.max_body_bytes,
+                    }
+                    for n, r in resolution.routes.items()
+                    if r.limits is not None
+                }
+            )
         directory = self._handle.directory if self._handle is not None else None
         if directory is None:
             return

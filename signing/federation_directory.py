@@ -238,6 +238,8 @@ class VerifiedDirectory:
     entries: Mapping[str, DirectoryEntry]
     descriptors: Mapping[str, NodeDescriptor]
     refused: Mapping[str, str] = field(default_factory=dict)
+    signer: x509.Certificate | None = None
+    """The directory-signing certificate the copy verified with (its expiry is watched)."""
 
     @property
     def root_id(self) -> str:
@@ -325,4 +327,5 @@ def verify_directory(data: bytes | str, bundle: TrustBundle, *, at: datetime) ->
         entries=MappingProxyType(entries),
         descriptors=MappingProxyType(descriptors),
         refused=MappingProxyType(refused),
+        signer=verified.signer.certificate,
     )

@@ -1,10 +1,11 @@
 """``tongban pki``: the development PKI (federation roots, node certificates, CRLs) and
-the federation directory (``directory-key``, ``sign-directory``)."""
+the federation directory (``directory-key``, ``sign-directory``), HPKE key rotation
+(``rotate-hpke``, ``retire-hpke``)."""
 
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from certs.pki import (
@@ -167,6 +168,42 @@ def _install(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rotate_hpke(args: argparse.Namespace) -> int:
+    from certs.hpke_rotation import rotate_hpke
+    from signing.errors import MalformedInput
+
+    try:
+        overlap = timedelta(seconds=parse_duration(args.overlap))
+        kids = rotate_hpke(Path(args.node_dir), at=_now(), overlap=overlap)
+    except (MalformedInput, ValueError, OSError) as exc:
+        raise CliError("pki", f"{args.node_dir}: {exc}", 2) from None
+    print(
+        f"new HPKE keys {', '.join(kids)} in {args.node_dir}; node.json re-signed (new keys "
+        f"first, the old ones retire in {args.overlap}); restart the node, have the province "
+        "sign the directory with the new node.json, and run `tongban pki retire-hpke` after "
+        "the overlap"
+    )
+    return 0
+
+
+def _retire_hpke(args: argparse.Namespace) -> int:
+    from certs.hpke_rotation import retire_due
+    from signing.errors import MalformedInput
+
+    try:
+        kids = retire_due(Path(args.node_dir), at=_now())
+    except (MalformedInput, ValueError, OSError) as exc:
+        raise CliError("pki", f"{args.node_dir}: {exc}", 2) from None
+    if not kids:
+        print(f"no HPKE key of {args.node_dir} is due for retirement")
+        return 0
+    print(
+        f"retired HPKE keys {', '.join(kids)} (private keys deleted, node.json re-signed); "
+        "restart the node and have the province sign the directory with the new node.json"
+    )
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pki = subparsers.add_parser("pki", help="development PKI: roots, node certificates, CRLs")
     sub = pki.add_subparsers(dest="pki_command", metavar="PKI_COMMAND")
@@ -237,6 +274,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     scsr.add_argument("--csr", required=True, help="PEM certificate request")
     scsr.add_argument("--out", required=True, help="certificate file to write (PEM)")
     scsr.set_defaults(handler=_sign_csr)
+
+    rot = sub.add_parser("rotate-hpke", help="add new HPKE keys; the old ones retire later")
+    rot.add_argument("--node-dir", required=True, help="the node's key folder")
+    rot.add_argument(
+        "--overlap",
+        default="8d",
+        help="how long the old keys still open packets (default 8d: more than a packet's "
+        "7-day time to live)",
+    )
+    rot.set_defaults(handler=_rotate_hpke)
+
+    ret = sub.add_parser("retire-hpke", help="drop the HPKE keys whose overlap has ended")
+    ret.add_argument("--node-dir", required=True, help="the node's key folder")
+    ret.set_defaults(handler=_retire_hpke)
 
     inst = sub.add_parser("install", help="install a signed TLS certificate for tls.key.next")
     inst.add_argument("--node-dir", required=True, help="the node's key folder")

@@ -8,6 +8,10 @@ one batch of a pass only, so batches in flight never race within a case.
 Every read is of what is due (:meth:`RelayStore.due_rows`, ``expired_rows``,
 ``open_after``): a pass costs the same with ten or ten thousand packets queued.
 
+Batches fit the partner's limits (``max_batch_size``, ``max_body_bytes``): those its
+federation directory entry announces (:meth:`Sender.announce_limits`, from the start)
+and, tighter where they are, those its 413 refusals state (learned, kept in memory).
+
 Receipts are verified (signature by the destination's seal, our packet's digest and
 id, addressed to us) before they change anything; a receipt that does not verify is
 treated like no answer. Every verified receipt is kept with its packet.
@@ -19,7 +23,7 @@ import asyncio
 import functools
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from relay.audit.leaves import Direction
@@ -48,6 +52,8 @@ __all__ = ["Sender"]
 _EXPIRE_PER_PASS = 1000
 """Most expired packets dead-lettered in one pass (the next pass takes the rest)."""
 
+_LIMIT_NAMES = ("max_batch_size", "max_body_bytes")
+
 _log = logging.getLogger("tongban.relay")
 
 
@@ -70,7 +76,8 @@ class Sender:
         self._clock = clock
         self._rng = rng
         self._policy = policy
-        self._limits: dict[str, dict[str, int]] = {}
+        self._limits: dict[str, dict[str, int]] = {}  # learned from refusals
+        self._announced: dict[str, dict[str, int]] = {}  # from directory entries
         self._failing_since: dict[str, datetime] = {}
 
     async def deliver_once(self) -> int:
@@ -160,10 +167,33 @@ class Sender:
             settled += done
         return settled
 
+    def set_policy(self, policy: OutboxPolicy) -> None:
+        """Use ``policy`` from the next pass on."""
+        self._policy = policy
+
+    def announce_limits(self, limits: Mapping[str, Mapping[str, int]]) -> None:
+        """Take the limits partners announce (node id -> ``max_batch_size`` and/or
+        ``max_body_bytes``), replacing those announced before: a partner no longer
+        listed keeps only what its refusals taught."""
+        self._announced = {
+            peer: {
+                name: value
+                for name in _LIMIT_NAMES
+                if isinstance(value := stated.get(name), int) and value > 0
+            }
+            for peer, stated in limits.items()
+        }
+
+    def limits(self, peer: str) -> dict[str, int]:
+        """The limits batches to ``peer`` are cut to: the tighter of announced and learned."""
+        out = dict(self._announced.get(peer, {}))
+        for name, value in self._limits.get(peer, {}).items():
+            out[name] = min(value, out.get(name, value))
+        return out
+
     def _fit(self, peer: str, outgoing: Sequence[Outgoing]) -> list[list[Outgoing]]:
-        """Split ``outgoing`` into batches within the partner's limits as last learned
-        from its refusals (``max_batch_size``, ``max_body_bytes``)."""
-        limits = self._limits.get(peer, {})
+        """Split ``outgoing`` into batches within the partner's :meth:`limits`."""
+        limits = self.limits(peer)
         most = limits.get("max_batch_size", len(outgoing) or 1)
         room = limits.get("max_body_bytes")
         chunks: list[list[Outgoing]] = []
@@ -294,7 +324,7 @@ class Sender:
     def _learn(self, peer: str, exc: PeerRefused) -> None:
         """Remember the limits a partner's refusal states (e.g. ``max_batch_size``)."""
         known = self._limits.setdefault(peer, {})
-        for name in ("max_batch_size", "max_body_bytes"):
+        for name in _LIMIT_NAMES:
             value = exc.limits.get(name)
             if isinstance(value, int) and value > 0:
                 known[name] = value

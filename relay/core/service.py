@@ -307,6 +307,23 @@ class RelayNode:
         """Partners the outbox could not deliver to since when (consecutive failures)."""
         return self._sender.failing_since()
 
+    @property
+    def outbox_policy(self) -> OutboxPolicy:
+        return self._policy
+
+    def set_outbox_policy(self, policy: OutboxPolicy) -> None:
+        """Use ``policy`` from the next outbox pass on (a reload of ``[outbox]``): batch
+        size and backoff of the next attempts; backoffs already scheduled stand."""
+        self._policy = policy
+        self._sender.set_policy(policy)
+        self._wake.set()
+
+    def announce_partner_limits(self, limits: Mapping[str, Mapping[str, int]]) -> None:
+        """The limits partners announce in their directory entries (node id ->
+        ``max_batch_size`` / ``max_body_bytes``): batches to them are cut to these
+        from the first one on (see :class:`relay.core.sender.Sender`)."""
+        self._sender.announce_limits(limits)
+
     def outbox_depth(self) -> dict[str, tuple[int, datetime]]:
         """Partner → (packets queued or in flight, creation of the oldest), for metrics."""
         return self._store.outbox_depth()

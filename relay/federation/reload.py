@@ -18,9 +18,24 @@ keeps its old state, the report names the step and why, and a staff alert
 Then it *installs*: the agreements (their events appended to the audit log, as at
 start), the TLS certificate and new roots on every listener and on the peer link (new
 connections use them; open ones are not cut, so a rotation has no downtime), the
-directories and the partner overrides, and the partners are resolved again. Changed
-``[limits]``, ``[outbox]``, ``[staff]`` and ``[audit]`` settings are reported under
-``restart_needed``: the listeners were built with the old ones.
+directories and the partner overrides, and the partners are resolved again.
+
+Limits and outbox settings (:data:`LIVE_LIMITS`, ``[outbox]``) take effect at once:
+``[limits] max_batch_size`` and ``max_attachment_bytes`` are read by the listeners on
+every request, and the outbox takes the new ``batch_size`` and backoff from its next
+pass (backoffs already scheduled stand). :data:`RESTART_LIMITS` are reported under
+``restart_needed`` (as ``limits.<key>``) and keep their running value until a restart:
+
+- ``max_body_bytes``: each listener's application fixes the largest body it reads
+  when it is built (aiohttp ``client_max_size``), and the largest packet the node
+  creates derives from it, so that it fits a one-packet batch;
+- ``max_header_bytes``: the HTTP parser of every connection is built with it;
+- ``request_timeout``: it is the keep-alive and TLS handshake deadline of the
+  listeners and the peer link's request timeout, all set when they start;
+- ``max_connections_per_peer``: the peer link's connection pool and the listener's
+  per-partner counters are sized with it.
+
+Changed ``[staff]`` and ``[audit]`` settings are reported under ``restart_needed`` too.
 """
 
 from __future__ import annotations
@@ -28,7 +43,7 @@ from __future__ import annotations
 import logging
 import ssl
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -44,6 +59,7 @@ from relay.config import ConfigError, NodeConfig, load_config
 from relay.federation.directories import DirectorySet
 from relay.federation.partners import PartnerRoute
 from relay.federation.service import DirectoryError
+from relay.node import outbox_policy
 from relay.problem import Problem, ProblemCode
 from relay.staff_auth import StaffRole, require_role
 from signing.certificates import Purpose, TrustBundle, validate_path
@@ -54,6 +70,8 @@ if TYPE_CHECKING:
     from relay.node import Node
 
 __all__ = [
+    "LIVE_LIMITS",
+    "RESTART_LIMITS",
     "ReloadReport",
     "ReloadStep",
     "reload_alerts",
@@ -64,6 +82,16 @@ __all__ = [
 _log = logging.getLogger("tongban.relay.reload")
 
 RELOAD_PATH = "/staff/v1/reload"
+
+LIVE_LIMITS = ("max_batch_size", "max_attachment_bytes")
+"""``[limits]`` keys a reload changes on the running node."""
+RESTART_LIMITS = (
+    "max_body_bytes",
+    "max_header_bytes",
+    "request_timeout",
+    "max_connections_per_peer",
+)
+"""``[limits]`` keys that keep their running value until a restart (see above)."""
 
 
 class ReloadStep(StrEnum):
@@ -134,10 +162,21 @@ def _prepare(node: Node, now: datetime) -> _Prepared:
             f"{old.source}: {', '.join(changed)} changed; that needs a restart",
         )
     restart = tuple(
-        name
-        for name in ("limits", "outbox", "staff", "audit")
-        if getattr(config, name) != getattr(old, name)
+        f"limits.{name}"
+        for name in RESTART_LIMITS
+        if getattr(config.limits, name) != getattr(old.limits, name)
+    ) + tuple(name for name in ("staff", "audit") if getattr(config, name) != getattr(old, name))
+    # what runs keeps its restart-only limits; node.config is the configuration in force
+    config = replace(
+        config,
+        limits=replace(
+            config.limits, **{name: getattr(old.limits, name) for name in RESTART_LIMITS}
+        ),
     )
+    try:
+        outbox_policy(config)
+    except ValueError as exc:
+        raise _Refused(ReloadStep.CONFIG, f"{old.source}: [outbox]: {exc}") from None
     try:
         bundle = TrustBundle.from_pem(config.trust_bundle.read_bytes())
     except OSError as exc:
@@ -189,6 +228,17 @@ def _install(node: Node, prepared: _Prepared, now: datetime) -> None:
     handle = node._handle
     if handle is not None and handle.agreements is not None:
         handle.agreements.install(prepared.authorizer, prepared.bundle, now)
+    running = getattr(handle.core, "outbox_policy", None) if handle is not None else None
+    if handle is not None and running is not None and config.outbox != node.config.outbox:
+        fresh = outbox_policy(config)
+        handle.core.set_outbox_policy(  # type: ignore[attr-defined]
+            replace(
+                running,
+                base_delay=fresh.base_delay,
+                max_delay=fresh.max_delay,
+                batch_size=fresh.batch_size,
+            )
+        )
     cert, key = config.key_dir / "tls.pem", config.key_dir / "tls.key"
     roots = _roots_file(prepared.bundle)
     for context in node._contexts:

@@ -198,6 +198,16 @@ class FederationService:
             self._save(verified)
         return outcome
 
+    def directory_signers(self) -> dict[str, x509.Certificate]:
+        """Federation name -> directory-signing certificate of the directories that list
+        this node (its own province's): when that certificate runs out, the province can
+        no longer publish a directory its members accept."""
+        return {
+            v.directory.federation: v.signer
+            for v in self.directories
+            if v.signer is not None and self.node_id in v.entries
+        }
+
     def document(self) -> dict[str, list[str]]:
         """What ``GET /.well-known/tongban/directory`` answers."""
         bundle = self._bundle.current()

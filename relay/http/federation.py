@@ -59,7 +59,7 @@ def federation_app(
     *,
     bundle: BundleSource,
     clock: Callable[[], datetime],
-    limits: Limits,
+    limits: Limits | Callable[[], Limits],
     descriptor: Callable[[], bytes],
     partners: Collection[str] | None = None,
     routes: Iterable[web.AbstractRouteDef] = (),
@@ -70,20 +70,27 @@ def federation_app(
     With ``partners``, a validly certified node that is not one of them is refused
     (403 ``peer-not-partner``) before anything else runs. ``routes`` adds further
     federation endpoints (e.g. the audit witnessing exchange) behind the same checks and
-    limits; their handlers find the caller in ``request[relay.tls.PEER_KEY]``."""
-    batch_limits = {
-        "max_body_bytes": limits.max_body_bytes,
-        "max_batch_size": limits.max_batch_size,
-    }
+    limits; their handlers find the caller in ``request[relay.tls.PEER_KEY]``.
+
+    ``limits`` may be a callable returning the limits in force: ``max_batch_size`` and
+    ``max_attachment_bytes`` are then read on every request (a reload changes them);
+    the others are fixed when the application is built (body size, concurrency and
+    timeouts shape the application and its middlewares)."""
+    current = limits if callable(limits) else (lambda: limits)
+    built = current()
+
+    def batch_limits() -> dict[str, int]:
+        return {"max_body_bytes": built.max_body_bytes, "max_batch_size": current().max_batch_size}
+
     app = web.Application(
-        client_max_size=limits.max_body_bytes,
+        client_max_size=built.max_body_bytes,
         middlewares=[
             problem_middleware,
-            declared_size_middleware(limits.max_body_bytes, _is_upload, extra=batch_limits),
+            declared_size_middleware(built.max_body_bytes, _is_upload, extra=batch_limits),
             mtls_middleware(bundle, clock),
             *([partner_middleware(partners)] if partners is not None else []),
-            peer_concurrency_middleware(limits.max_connections_per_peer),
-            timeout_middleware(limits.request_timeout, _is_upload),
+            peer_concurrency_middleware(built.max_connections_per_peer),
+            timeout_middleware(built.request_timeout, _is_upload),
             core_error_middleware,
         ],
     )
@@ -96,20 +103,21 @@ def federation_app(
             raise Problem(
                 413,
                 ProblemCode.BODY_TOO_LARGE,
-                f"a batch body is limited to {limits.max_body_bytes} bytes",
-                extra=batch_limits,
+                f"a batch body is limited to {built.max_body_bytes} bytes",
+                extra=batch_limits(),
             ) from exc
         packets = body.get("packets")
         if not isinstance(packets, list) or not all(isinstance(p, str) for p in packets):
             raise Problem(400, ProblemCode.INVALID_REQUEST, "'packets' must be an array of strings")
         if not packets:
             raise Problem(400, ProblemCode.INVALID_REQUEST, "'packets' must not be empty")
-        if len(packets) > limits.max_batch_size:
+        most = current().max_batch_size
+        if len(packets) > most:
             raise Problem(
                 413,
                 ProblemCode.BATCH_TOO_LARGE,
-                f"at most {limits.max_batch_size} packets per batch",
-                extra=batch_limits,
+                f"at most {most} packets per batch",
+                extra=batch_limits(),
             )
         receipts = await core.receive_batch(request[PEER_KEY].node_id, packets)
         return web.json_response({"receipts": receipts})
@@ -120,8 +128,8 @@ def federation_app(
 
     async def put_attachment(request: web.Request) -> web.Response:
         digest = request.match_info["digest"]
-        target = upload_range(request, max_size=limits.max_attachment_bytes)
-        chunks = body_chunks(request, target.length, limits.request_timeout)
+        target = upload_range(request, max_size=current().max_attachment_bytes)
+        chunks = body_chunks(request, target.length, built.request_timeout)
         offset = await core.write_blob(
             request[PEER_KEY].node_id, digest, target.size, target.offset, chunks
         )

@@ -66,12 +66,12 @@ def declared_size_middleware(
     max_bytes: int,
     exempt: Callable[[web.Request], bool] = lambda request: False,
     *,
-    extra: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
 ) -> Middleware:
     """Answer 413 before reading when ``Content-Length`` exceeds ``max_bytes``; the
     connection is then closed (its unread body cannot be skipped). ``extra`` are
     extension members of the problem (the federation listener's limits, which a
-    sender cuts its batches by)."""
+    sender cuts its batches by; a callable is asked on each refusal)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -82,7 +82,7 @@ def declared_size_middleware(
                 ProblemCode.BODY_TOO_LARGE,
                 f"request bodies are limited to {max_bytes} bytes",
                 headers={"Connection": "close"},
-                extra=extra,
+                extra=extra() if callable(extra) else extra,
             )
         return await handler(request)
 

@@ -179,11 +179,16 @@ def staff_app(
     node_id: str,
     token_key: Ed25519PublicKey,
     clock: Callable[[], datetime],
-    limits: Limits,
+    limits: Limits | Callable[[], Limits],
     signin: SignIn | None = None,
 ) -> web.Application:
     """The staff application (serve over TLS unless bound to a trusted interface).
-    With ``signin`` it also takes console sessions and serves the sign-in routes."""
+    With ``signin`` it also takes console sessions and serves the sign-in routes.
+    ``limits`` may be a callable returning the limits in force: ``max_attachment_bytes``
+    is then read on every upload (a reload changes it); body size and timeout are fixed
+    when the application is built."""
+    current = limits if callable(limits) else (lambda: limits)
+    built = current()
     if signin is None:
         auth = staff_auth_middleware(token_key, node_id, clock)
         journal: list[Middleware] = []
@@ -198,14 +203,14 @@ def staff_app(
         )
         journal = [signin.journal_middleware]
     app = web.Application(
-        client_max_size=limits.max_body_bytes,
+        client_max_size=built.max_body_bytes,
         middlewares=[
             problem_middleware,
-            declared_size_middleware(limits.max_body_bytes, _is_streamed),
+            declared_size_middleware(built.max_body_bytes, _is_streamed),
             auth,
             *journal,
             permission_middleware,
-            timeout_middleware(limits.request_timeout, _is_upload),
+            timeout_middleware(built.request_timeout, _is_upload),
             core_error_middleware,
         ],
     )
@@ -230,7 +235,7 @@ def staff_app(
 
     async def stage(request: web.Request, digest: str, target: UploadRange) -> web.Response:
         require(request, StaffAction.RECEIVE)
-        chunks = body_chunks(request, target.length, limits.request_timeout)
+        chunks = body_chunks(request, target.length, built.request_timeout)
         info = await core.write_attachment(
             digest,
             target.size,
@@ -252,7 +257,7 @@ def staff_app(
         )
 
     async def put_attachment(request: web.Request) -> web.Response:
-        target = upload_range(request, max_size=limits.max_attachment_bytes)
+        target = upload_range(request, max_size=current().max_attachment_bytes)
         return await stage(request, request.match_info["digest"], target)
 
     async def post_attachment(request: web.Request) -> web.Response:
@@ -262,7 +267,7 @@ def staff_app(
             )
         digest = _repr_digest(request)
         return await stage(
-            request, digest, upload_range(request, max_size=limits.max_attachment_bytes)
+            request, digest, upload_range(request, max_size=current().max_attachment_bytes)
         )
 
     async def get_outbox(request: web.Request) -> web.Response:

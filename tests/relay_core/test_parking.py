@@ -124,6 +124,40 @@ async def test_a_batch_over_the_partner_limit_is_split_and_the_limit_learned(
     assert max(limited.sizes) <= 3
 
 
+async def test_a_partner_announcing_a_small_batch_size_never_receives_a_bigger_batch(
+    federation: Federation,
+) -> None:
+    """Issue 14: the limits of a partner's directory entry apply from the first batch,
+    not only after a 413 taught them."""
+    sender = federation.nodes[WUCHANG]
+    limited = _Limited(sender._sender._link, most=3)
+    sender._sender._link = limited  # type: ignore[assignment]
+    sender.announce_partner_limits({DAFENG: {"max_batch_size": 3, "max_body_bytes": 1 << 20}})
+    ids = []
+    for case in range(10):
+        ids += await send(federation, WUCHANG, DAFENG, f"case-{case}", 1)
+    await drain(federation, WUCHANG)
+    assert all(state is OutboxState.DELIVERED for state, _ in states(sender).values())
+    assert [i.summary.packet_id for i in federation.nodes[DAFENG].list_inbox()] == ids
+    assert len(limited.sizes) >= 4
+    assert max(limited.sizes) <= 3  # no 413 was needed to learn it
+    # a refusal tighter than the announcement wins; an announcement never loosens it
+    limited.most = 2
+    limited.sizes.clear()
+    for case in range(6):
+        await send(federation, WUCHANG, DAFENG, f"later-{case}", 1)
+    await drain(federation, WUCHANG)
+    assert sender._sender.limits(DAFENG)["max_batch_size"] == 2
+    sender.announce_partner_limits({DAFENG: {"max_batch_size": 5, "max_body_bytes": 1 << 20}})
+    assert sender._sender.limits(DAFENG)["max_batch_size"] == 2
+
+
+def test_announced_limits_that_are_not_positive_are_ignored(federation: Federation) -> None:
+    sender = federation.nodes[WUCHANG]._sender
+    sender.announce_limits({DAFENG: {"max_body_bytes": 2048, "max_batch_size": 0}})
+    assert sender.limits(DAFENG) == {"max_body_bytes": 2048}
+
+
 @pytest.mark.parametrize(
     ("kind", "status", "verdict"),
     [
