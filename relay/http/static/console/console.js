@@ -295,9 +295,15 @@ async function showCase(view, caseId) {
         const text = detailValue(k, v);
         return text === null || k === "application" ? null : h("div", {}, `${t("details")[k] || t("details").text}: ${text}`);
       }))));
-  const attachments = c.attachments.length ? h("ul", { id: "attachments" }, c.attachments.map((a) =>
-    h("li", {}, `${a.name || (a.plain_digest || a.digest).slice(0, 12)} (${Math.ceil((a.plain_size || a.size) / 1024)} KiB) `,
-      h("button", { type: "button", class: "secondary", onclick: () => download(a), text: t("download") }))))
+  const attachments = c.attachments.length ? h("ul", { id: "attachments", class: "plain" }, c.attachments.map((a) => {
+    const viewer = h("div", { class: "viewer" });
+    return h("li", { "data-digest": a.plain_digest || a.digest },
+      `${a.name || (a.plain_digest || a.digest).slice(0, 12)} (${Math.ceil((a.plain_size || a.size) / 1024)} KiB) `,
+      INLINE_TYPES.has(a.media_type)
+        ? h("button", { type: "button", class: "secondary", "data-view": a.media_type,
+          onclick: () => viewInline(a, viewer), text: t("viewInline") }) : null, " ",
+      h("button", { type: "button", class: "secondary", onclick: () => download(a), text: t("download") }), viewer);
+  }))
     : h("p", { class: "muted", text: t("noAttachments") });
   const actions = h("div", { class: "actions", id: "actions" }, c.actions.length
     ? c.actions.map((a) => h("button", { type: "button", "data-event": a.event, onclick: () => openAction(c, a),
@@ -312,11 +318,13 @@ async function showCase(view, caseId) {
     ? h("section", { class: "card no-print", id: "survey" }, h("h2", { text: t("surveyTitle") }))
     : null;
   if (survey) surveyPanel(survey, c);
+  const reports = (c.survey_reports || []).length ? surveyReports(c) : null;
   section.append(h("div", { class: "case-grid" },
     h("div", {},
       h("section", { class: "card" }, facts),
       h("section", { class: "card no-print" }, h("h2", { text: t("actionsTitle") }), actions),
       survey,
+      reports,
       complaints,
       h("section", { class: "card" }, h("h2", { text: t("timelineTitle") }), timeline)),
     h("div", {},
@@ -406,6 +414,69 @@ async function surveyPanel(panel, c) {
     } catch (err) { fail(t("error") + err.message); }
   });
   panel.append(form);
+}
+
+// -- the signed survey report, readable, with its snapshots as thumbnails -------------------
+
+function surveyReports(c) {
+  const r = t("report");
+  const section = h("section", { class: "card", id: "survey-report" }, h("h2", { text: r.title }));
+  for (const rep of c.survey_reports) {
+    const shots = new Map(rep.snapshots.map((s) => [s.sha256, s]));
+    const thumb = (s) => (may("view-surveys") && s.thumbnail
+      ? h("a", { href: s.thumbnail, target: "_blank", rel: "noopener" },
+        h("img", { class: "thumb", src: s.thumbnail, loading: "lazy", "data-sha256": s.sha256,
+          alt: r.snapshotAlt(s.by, when(s.at)) }))
+      : null);
+    const geo = rep.geolocation;
+    section.append(h("div", { class: "report", "data-session": rep.session, "data-verdict": rep.verdict },
+      h("dl", { class: "facts" },
+        h("dt", { text: r.verdict }), h("dd", { class: "verdict", text: r.verdicts[rep.verdict] || r.verdicts.other }),
+        h("dt", { text: r.span }), h("dd", { text: `${when(rep.start)} – ${when(rep.end)}` }),
+        h("dt", { text: r.inspectors }), h("dd", { text: rep.inspectors.join("、") }),
+        h("dt", { text: t("siteParty") }), h("dd", { text: rep.site_party }),
+        h("dt", { text: t("siteAddress") }), h("dd", { text: rep.site_address }),
+        h("dt", { text: r.location }), h("dd", { text: r.locationText(geo.fixes, geo.within_permille) }),
+        h("dt", { text: r.challenges }), h("dd", { text: r.challengeText(rep.challenges) }),
+        h("dt", { text: r.interruptions }), h("dd", { text: String(rep.interruptions) }),
+        rep.guard ? [h("dt", { text: r.guard }), h("dd", { class: "error" },
+          rep.guard.missing.map((g) => r.guards[g] || g).join("、"), ` — ${rep.guard.reason}`)] : null,
+        rep.remarks ? [h("dt", { text: r.remarks }), h("dd", { text: rep.remarks })] : null),
+      h("h3", { text: r.checklist }),
+      h("ol", { class: "report-checklist" }, rep.checklist.map((item) => h("li", { "data-answer": item.answer },
+        h("strong", { text: item.text }), ` — ${r.answers[item.answer] || ""}`,
+        item.note ? h("div", { class: "muted", text: item.note }) : null,
+        h("div", { class: "thumbs" }, item.snapshots.map((sha) => (shots.has(sha) ? thumb(shots.get(sha)) : null)))))),
+      h("h3", { text: r.snapshots }),
+      may("view-surveys")
+        ? h("div", { class: "thumbs", id: `thumbs-${rep.session}` }, rep.snapshots.map(thumb))
+        : h("p", { class: "muted", text: r.snapshotsNeedPermission })));
+  }
+  return section;
+}
+
+// -- attachments: images and PDFs shown in the page, anything else downloaded ----------------
+
+const INLINE_TYPES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf"]);
+
+async function attachmentBlob(a) {
+  const digest = a.plain_digest || a.digest;
+  const resp = await fetch(`${API}/console/attachments/${digest}?name=${encodeURIComponent(a.name || "")}`);
+  if (!resp.ok) throw new ApiError(resp.status, null);
+  // typed by what was recorded at upload, and only for the types shown inline (never SVG/HTML)
+  const type = INLINE_TYPES.has(a.media_type) ? a.media_type : "application/octet-stream";
+  return new Blob([await resp.arrayBuffer()], { type });
+}
+
+async function viewInline(a, viewer) {
+  if (viewer.childElementCount) { viewer.replaceChildren(); return; } // a second click closes it
+  try {
+    const url = URL.createObjectURL(await attachmentBlob(a));
+    const label = a.name || t("attachmentsTitle");
+    viewer.replaceChildren(a.media_type === "application/pdf"
+      ? h("iframe", { src: url, title: label, class: "pdf", "data-viewer": "pdf" })
+      : h("img", { src: url, alt: label, class: "inline-image", "data-viewer": "image" }));
+  } catch (err) { fail(t("error") + err.message); }
 }
 
 async function download(a) {
