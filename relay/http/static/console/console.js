@@ -390,6 +390,10 @@ async function surveyPanel(panel, c) {
     field("sv-lat", t("latitude"), h("input", { id: "sv-lat", type: "number", step: "0.000001", required: true })),
     field("sv-lon", t("longitude"), h("input", { id: "sv-lon", type: "number", step: "0.000001", required: true })),
     field("sv-site", t("siteParty"), h("input", { id: "sv-site", type: "text", required: true, value: c.applicant.name || "" })),
+    // the agreed survey checklist, one point per line; the inspector adds points when the
+    // agreement names none for this matter (a survey needs at least one)
+    field("sv-checklist", t("surveyChecklist"), h("textarea", { id: "sv-checklist", rows: 3, required: true },
+      c.survey_checklist.join("\n"))),
     h("p", { class: "buttons" }, h("button", { type: "submit", text: t("scheduleSurvey") })));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -404,7 +408,8 @@ async function surveyPanel(panel, c) {
       inspectors: [{ id: me.name, name: me.display_name || me.name }],
       site_party: { id: "site", name: $("sv-site").value },
       observers: [],
-      checklist: c.survey_checklist.map((text, i) => ({ item: `c${i + 1}`, text })),
+      checklist: $("sv-checklist").value.split("\n").map((x) => x.trim()).filter(Boolean)
+        .map((text, i) => ({ item: `c${i + 1}`, text })),
     };
     try {
       const scheduled = await api("/surveys", { method: "POST", json: plan });
@@ -868,6 +873,58 @@ async function showAgreements(view) {
   }
 }
 
+// The delivery's error in the page's language (the technical text stays in the title).
+function webhookError(error, w) {
+  if (lang === "en") return error;
+  const status = /^HTTP (\d{3})/.exec(error);
+  if (status) return w.errors.status(status[1]);
+  if (/^TimeoutError|timeout/i.test(error)) return w.errors.timeout;
+  if (/Connect|refused|OSError/i.test(error)) return w.errors.connect;
+  return w.errors.other;
+}
+
+// The office's own systems: webhook deliveries per target, the last error, retry parked.
+async function showWebhooks(view) {
+  const [status, events] = await Promise.all([api("/integration/webhooks"), api("/integration/events")]);
+  const w = t("webhooks");
+  const byId = new Map(events.events.map((e) => [e.id, e]));
+  const retry = async (target) => {
+    try {
+      const done = await api("/integration/webhooks/retry", { method: "POST", json: { target } });
+      notice(w.retried(done.retried));
+      show("webhooks", "", true);
+    } catch (err) { fail(t("error") + err.message); }
+  };
+  view.append(h("h1", { text: w.title }), h("p", { class: "muted", text: w.intro }));
+  if (!status.targets.length) view.append(h("p", { class: "muted", id: "webhooks-none", text: w.none }));
+  status.targets.forEach((target, i) => {
+    const failing = target.troubled.filter((d) => d.error);
+    const last = failing.length ? failing[failing.length - 1] : null;
+    view.append(h("section", { class: "card", "data-target": target.target, id: `webhook-${i}` },
+      h("h2", { text: target.target }),
+      h("dl", { class: "facts" },
+        h("dt", { text: w.pending }), h("dd", { "data-count": "pending", text: String(target.pending) }),
+        h("dt", { text: w.delivered }), h("dd", { "data-count": "delivered", text: String(target.delivered) }),
+        h("dt", { text: w.parked }), h("dd", { "data-count": "parked", class: target.parked ? "error" : null, text: String(target.parked) }),
+        h("dt", { text: w.lastError }), h("dd", { class: "last-error", title: last ? last.error : null },
+          last ? webhookError(last.error, w) : w.noError)),
+      target.troubled.length ? h("table", {},
+        h("caption", { class: "muted", text: w.troubled }),
+        h("thead", {}, h("tr", {}, [w.event, t("caseNumber"), t("state"), w.attempts].map((x) => h("th", { scope: "col", text: x })))),
+        h("tbody", {}, target.troubled.map((d) => {
+          const e = byId.get(d.event) || {};
+          return h("tr", { "data-state": d.state },
+            h("td", { text: w.types[e.type] || w.types.other }),
+            h("td", {}, e.case ? h("a", { href: `#/case/${encodeURIComponent(e.case)}`, text: e.case }) : ""),
+            h("td", { text: w.states[d.state] || "" }),
+            h("td", { text: String(d.attempts) }));
+        }))) : null,
+      target.parked && may("integration")
+        ? h("p", { class: "buttons" }, h("button", { type: "button", "data-retry": target.target,
+          onclick: () => retry(target.target), text: w.retry })) : null));
+  });
+}
+
 function licenceFacts(jwt) {
   try {
     const part = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
@@ -912,7 +969,7 @@ async function showLicence(view, caseId) {
 // -- shell ------------------------------------------------------------------------------
 
 const VIEWS = { queue: showQueue, case: showCase, "hand-in": showHandIn, alerts: showAlerts,
-  outbox: showOutbox, agreements: showAgreements, licence: showLicence };
+  outbox: showOutbox, agreements: showAgreements, licence: showLicence, webhooks: showWebhooks };
 let showing = 0;
 
 async function show(name, arg, quiet) {
@@ -951,11 +1008,12 @@ function render() {
   $("lang-switch").textContent = t("other");
   $("nav").setAttribute("aria-label", t("title"));
   for (const [id, key] of [["nav-queue", "navQueue"], ["nav-hand-in", "navHandIn"], ["nav-alerts", "navAlerts"],
-    ["nav-outbox", "navOutbox"], ["nav-agreements", "navAgreements"]]) $(id).textContent = t(key);
+    ["nav-outbox", "navOutbox"], ["nav-agreements", "navAgreements"], ["nav-webhooks", "navWebhooks"]]) $(id).textContent = t(key);
   $("sign-out").textContent = t("signOut");
   $("nav").hidden = !me;
   $("sign-out").hidden = !me;
   $("nav-hand-in").hidden = !may("receive");
+  $("nav-webhooks").hidden = !may("read");
   $("office").textContent = me ? pick(me.office) : "";
   $("whoami").textContent = me ? t("signedInAs")(me.display_name || me.name) : "";
   setLive($("live").dataset.live === "on");
