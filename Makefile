@@ -52,6 +52,8 @@ oidc-deps:
 unit: oidc-deps
 test-dates: oidc-deps
 BROWSER_TESTS += tests/signin/test_signin_browser.py
+# the signed survey report on the console's case page
+BROWSER_TESTS += tests/survey_case/test_survey_view_browser.py
 
 # `make test` runs the non-browser part once more a year ahead.
 unit-future: $(STAMP) system-deps

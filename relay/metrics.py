@@ -37,6 +37,8 @@ partner's problem code, ``http-<status>`` or ``unavailable``)::
     tongban_certificate_remaining_seconds{certificate}       to notAfter (tls, seal)
     tongban_audit_log_leaves                                 size of the audit log
     tongban_audit_last_cosignature_age_seconds               since a partner last cosigned
+    tongban_webhook_deliveries{target,state}                 webhook deliveries (pending,
+                                                             delivered, parked) per target
 
 ``/metrics`` needs a staff bearer token of any role (a ``reader`` token for the
 scraper, ``tongban staff token --role reader``): the figures name partners and volumes,

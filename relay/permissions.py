@@ -11,7 +11,7 @@ approver (审批)      read, decide
 inspector (勘查)     view-surveys, survey
 licence_officer     read, licence
 (证照)
-administrator       read, view-surveys, audit, accounts
+administrator       read, view-surveys, audit, accounts, personal-data, integration
 (管理员)
 reader (token)      read, view-surveys
 ==================  ====================================================================
@@ -66,6 +66,8 @@ class StaffAction(StrEnum):
     LICENCE = "licence"  # issue, suspend, reinstate, revoke a licence
     AUDIT = "audit"  # sign a checkpoint now, resume witnessing a partner
     ACCOUNTS = "accounts"  # manage staff accounts
+    PERSONAL_DATA = "personal-data"  # the personal-data access log, an applicant's export
+    INTEGRATION = "integration"  # retry the parked webhook deliveries of a target
 
 
 _A = StaffAction
@@ -75,7 +77,9 @@ PERMISSIONS: Mapping[StaffRole, frozenset[StaffAction]] = MappingProxyType(
         StaffRole.APPROVER: frozenset({_A.READ, _A.DECIDE}),
         StaffRole.INSPECTOR: frozenset({_A.VIEW_SURVEYS, _A.SURVEY}),
         StaffRole.LICENCE_OFFICER: frozenset({_A.READ, _A.LICENCE}),
-        StaffRole.ADMINISTRATOR: frozenset({_A.READ, _A.VIEW_SURVEYS, _A.AUDIT, _A.ACCOUNTS}),
+        StaffRole.ADMINISTRATOR: frozenset(
+            {_A.READ, _A.VIEW_SURVEYS, _A.AUDIT, _A.ACCOUNTS, _A.PERSONAL_DATA, _A.INTEGRATION}
+        ),
         StaffRole.READER: frozenset({_A.READ, _A.VIEW_SURVEYS}),
     }
 )

@@ -19,7 +19,10 @@ permission of its kind, :mod:`relay.permissions`)::
                                                 standards
     POST /staff/v1/console/cases                hand-in: {matter, handling, application,
                                                 materials, attachments} → 201
-    GET  /staff/v1/console/cases/{case}         the case page's data
+    GET  /staff/v1/console/cases/{case}         the case page's data (with its sealed
+                                                survey reports in readable form; their
+                                                snapshots are GET /staff/v1/surveys/cases/
+                                                {case}/snapshots/{sha256}, view-surveys)
     POST /staff/v1/console/cases/{case}/steps   take a step {event, details} (the
                                                 person's name goes in ``staff``)
     POST /staff/v1/console/cases/{case}/licence seal and issue the licence {holder_id,
@@ -82,6 +85,7 @@ from relay.http.cases import problem_from_case
 from relay.http.encode import attachment_json
 from relay.http.federation import DIGEST_PATTERN
 from relay.http.licence_status import LicenceStatus
+from relay.http.survey_view import readable_reports, snapshot_path
 from relay.permissions import EVENT_ACTIONS, StaffAction, allowed, require
 from relay.problem import Problem, ProblemCode
 from relay.staff_auth import STAFF_KEY
@@ -100,7 +104,8 @@ _FILES = {
 }
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    "connect-src 'self'; frame-src blob:; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
 )
 _KEEPALIVE_SECONDS = 15.0
 _CLOSING = web.AppKey("console-closing", asyncio.Event)
@@ -223,6 +228,7 @@ class Console:
                 for c in case.view.complaints
             ],
             "rating": None if case.view.rating is None else thaw(case.view.rating),
+            "survey_reports": readable_reports(case, snapshot_path(case.header.case_id)),
         }
 
     def _attachments(self, case_id: str) -> list[dict[str, Any]]:

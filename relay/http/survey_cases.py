@@ -61,6 +61,7 @@ from relay.core.model import OutboxState, PacketSummary
 from relay.core.ports import PeerLink, ReceivedBatch
 from relay.http.case_services import CaseLayer
 from relay.http.survey_admission import is_sealed_report
+from relay.http.survey_view import add_survey_view_routes
 from relay.node import CoreHandle
 from relay.permissions import StaffAction, require
 from relay.problem import Problem, ProblemCode
@@ -479,8 +480,13 @@ class SurveyCaseLayer:
     def extension(self, listener: str, app: web.Application) -> None:
         if listener == "staff":
             app.router.add_post("/staff/v1/surveys/{session}/send", self._send)
+            add_survey_view_routes(app, self._desk_and_core)  # readable reports, snapshots
             if ALERTS in app:
                 app[ALERTS].add_source("survey", self._alerts)
+
+    def _desk_and_core(self) -> tuple[CaseDesk, Any] | None:
+        services = self._cases.services
+        return None if services is None or self._core is None else (services.desk, self._core)
 
     def _alerts(self, now: datetime) -> list[StaffAlert]:
         return [] if self._core is None else refused_report_alerts(self._core, now)

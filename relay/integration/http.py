@@ -1,6 +1,9 @@
 """Staff routes of the integration: schemas, import/export, personal data, webhooks.
 
-Routes (bearer token; importing and retrying need the ``clerk`` role)::
+Routes (a console session or a bearer token; each needs the action of the permission
+map, :mod:`relay.permissions`: importing ``receive``, reading an application or a
+result ``read`` with a purpose, the access log and an applicant's export
+``personal-data``, retrying ``integration``; other reads ``read``)::
 
     GET  /staff/v1/integration/schemas/{matter}?handling=N[&mode=M]
                                         the JSON Schema of the matter's application
@@ -40,8 +43,9 @@ from relay.cases.store import CaseRecord
 from relay.http.body import read_json_object, require_str
 from relay.http.cases import problem_from_case
 from relay.integration.store import IntegrationStore, Read
+from relay.permissions import StaffAction, require
 from relay.problem import Problem, ProblemCode
-from relay.staff_auth import STAFF_KEY, StaffRole, require_role
+from relay.staff_auth import STAFF_KEY
 from signing.certificates import is_node_id
 
 __all__ = ["add_integration_routes", "case_result"]
@@ -130,7 +134,7 @@ def add_integration_routes(
         return _json(body, content_type="application/schema+json")
 
     async def import_case(request: web.Request) -> web.Response:
-        require_role(request, StaffRole.CLERK)
+        require(request, StaffAction.RECEIVE)
         body = await read_json_object(request)
         handling = require_str(body, "handling")
         if not is_node_id(handling):
@@ -160,12 +164,14 @@ def add_integration_routes(
         )  # fmt: skip
 
     async def result(request: web.Request) -> web.Response:
+        require(request, StaffAction.READ)
         purpose = _purpose(request)
         record = get_record(request.match_info["case"])
         log_read(request, record.case.header.case_id, "result", purpose)
         return _json(case_result(record), headers={"Cache-Control": "no-store"})
 
     async def application(request: web.Request) -> web.Response:
+        require(request, StaffAction.READ)
         purpose = _purpose(request)
         record = get_record(request.match_info["case"])
         content = application_of(record)
@@ -174,6 +180,7 @@ def add_integration_routes(
                      headers={"Cache-Control": "no-store"})  # fmt: skip
 
     async def reads(request: web.Request) -> web.Response:
+        require(request, StaffAction.PERSONAL_DATA)
         applicant = request.query.get("applicant")
         case_id = request.query.get("case")
         if not applicant and not case_id:
@@ -182,6 +189,7 @@ def add_integration_routes(
         return _json({"reads": [r.to_json() for r in found]})
 
     async def applicant_export(request: web.Request) -> web.Response:
+        require(request, StaffAction.PERSONAL_DATA)
         purpose = _purpose(request)
         applicant = request.match_info["applicant"]
         cases = []
@@ -202,7 +210,7 @@ def add_integration_routes(
         return _json({"targets": store.delivery_status()})
 
     async def retry_parked(request: web.Request) -> web.Response:
-        require_role(request, StaffRole.CLERK)
+        require(request, StaffAction.INTEGRATION)
         target = require_str(await read_json_object(request), "target")
         return _json({"target": target, "retried": retry(target)})
 

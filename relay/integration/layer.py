@@ -2,7 +2,8 @@
 
 :class:`IntegrationLayer` wraps the node's core factory (after the case layer's, so the
 case store exists and no case change happens before the event sink is attached) and
-adds the staff routes, the alert source and the background work while the staff
+adds the staff routes, the alert source, the ``tongban_webhook_deliveries{target,state}``
+gauges (a grouped count at scrape time) and the background work while the staff
 listener runs::
 
     cases = CaseLayer()
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from relay.alerts import ALERTS
 from relay.cases.sla import Colour
@@ -41,6 +43,7 @@ from relay.integration.http import add_integration_routes
 from relay.integration.retention import RetentionPurge
 from relay.integration.store import IntegrationStore, OutboxSink
 from relay.integration.webhooks import WebhookDispatcher
+from relay.metrics import METRICS
 from relay.node import CoreFactory, CoreHandle
 from relay.tls import BundleSource
 from signing.keys import Signer
@@ -138,8 +141,21 @@ class Integration:
             lambda target: self.store.retry_parked(target, self.clock()),
         )  # fmt: skip
         app[ALERTS].add_source("webhooks", self.dispatcher.alerts)
+        if METRICS in app:
+            app[METRICS].add_gauges("webhooks", self.webhook_gauges)
         if background:
             app.cleanup_ctx.append(self._running)
+
+    def webhook_gauges(self, now: datetime) -> list[Metric]:
+        """``tongban_webhook_deliveries{target,state}``, counted at scrape time."""
+        family = GaugeMetricFamily(
+            "tongban_webhook_deliveries",
+            "Webhook deliveries per target by state (pending, delivered, parked)",
+            labels=["target", "state"],
+        )
+        for (target, state), n in sorted(self.store.delivery_counts().items()):
+            family.add_metric([target, state], n)
+        return [family]
 
     async def _running(self, app: web.Application) -> AsyncIterator[None]:
         stop = asyncio.Event()

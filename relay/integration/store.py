@@ -257,6 +257,20 @@ class IntegrationStore:
             )
             return cur.rowcount
 
+    def delivery_counts(self) -> dict[tuple[str, str], int]:
+        """(target, state) -> deliveries, every configured target and state present:
+        one grouped count over the ``webhook_deliveries_due`` index (for the gauges)."""
+        counts = {
+            (t.url, state): 0 for t in self._targets for state in ("pending", "delivered", "parked")
+        }
+        rows = self._conn.execute(
+            "SELECT target, state, count(*) FROM webhook_deliveries GROUP BY target, state"
+        )
+        for target, state, n in rows:
+            if (target, state) in counts:
+                counts[target, state] = n
+        return counts
+
     def delivery_status(self) -> list[dict[str, Any]]:
         """Per target: counts by state, and the parked and failing deliveries."""
         out = []

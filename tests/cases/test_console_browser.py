@@ -19,16 +19,26 @@ import os
 import re
 import shutil
 import signal
+import struct
 import sys
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from casekit import HANDLING, RECEIVING
 from casekit_offices import free_port
 from console_kit import with_categories
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Route,
+    async_playwright,
+    expect,
+)
 from test_node_cases import write_config
 
 from relay.cases.model import CaseState, EventKind
@@ -58,10 +68,32 @@ CODES = {
 
 
 PASSWORD = "a-long-password-for-tests"
-PEOPLE = {  # one person per office: the window clerk and the approver
-    RECEIVING: ("wang.shoujian", "王收件", ["clerk"]),
+PEOPLE = {  # one person per office: the window clerk (who also surveys and runs the
+    # office's systems) and the approver
+    RECEIVING: ("wang.shoujian", "王收件", ["clerk", "inspector", "administrator"]),
     HANDLING: ("li.shenpi", "李审批", ["approver", "licence_officer"]),
 }
+
+
+def png(width: int = 4, height: int = 3) -> bytes:
+    """A real (red) PNG picture."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    raw = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))  # fmt: skip
+
+
+def with_dead_webhook(config: Path) -> Path:
+    """A webhook target nothing listens on: its deliveries park after one attempt."""
+    with config.open("a", encoding="utf-8") as fh:
+        fh.write(f'\n[[webhooks]]\nurl = "http://127.0.0.1:{free_port()}/webhooks"\n'
+                 'max_attempts = 1\nbase_backoff = "1s"\n')  # fmt: skip
+    return config
 
 
 def staff_over_tls(config: Path) -> Path:
@@ -178,9 +210,9 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
     shots.mkdir()
     ports = {n: {k: free_port() for k in ("federation", "public", "staff")}
              for n in (RECEIVING, HANDLING)}  # fmt: skip
-    config_r = staff_over_tls(write_config(
+    config_r = with_dead_webhook(staff_over_tls(write_config(
         tmp_path / "r", office_pki, RECEIVING, ports[RECEIVING], HANDLING,
-        ports[HANDLING]["federation"]))  # fmt: skip
+        ports[HANDLING]["federation"])))  # fmt: skip
     config_h = staff_over_tls(write_config(
         tmp_path / "h", office_pki, HANDLING, ports[HANDLING], RECEIVING,
         ports[RECEIVING]["federation"]))  # fmt: skip
@@ -195,6 +227,8 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         r, h = [await c.new_page() for c in contexts]
         await r.goto(f"{node_r}/", timeout=MS)
         await r.wait_for_url(re.compile(r"/login\?next=/"), timeout=MS)  # no session yet
+        await expect(r.locator("#user")).to_be_visible(timeout=MS)
+        await axe_check(r, "sign-in page (zh)")
         await sign_in_page(r, node_r, PEOPLE[RECEIVING][0], PASSWORD)
         await sign_in_page(h, node_h, PEOPLE[HANDLING][0], PASSWORD)
         await expect(h.locator("#queue-empty")).to_be_visible(timeout=MS)
@@ -252,6 +286,10 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         await no_codes(h, "case page")
         await axe_check(h, "case page (zh)")
         await shot(h, shots, "case-zh")
+        # a PDF is viewed in the page
+        await h.click("#attachments li:has-text('营业执照.pdf') button[data-view]")
+        await expect(h.locator("#attachments iframe[data-viewer='pdf']")).to_be_visible(timeout=MS)
+        assert (await h.get_attribute("#attachments iframe", "src") or "").startswith("blob:")
 
         # a correction naming the missing materials (pre-checked in the form)
         await h.click("#actions button[data-event='request-correction']")
@@ -267,7 +305,9 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         await r.click("#actions button[data-event='supplement']")
         await r.set_input_files(
             "#f-files", files=[{"name": "经营场所证明.pdf", "mimeType": "application/pdf",
-                                "buffer": b"%PDF-1.4 " + os.urandom(300_000)}]
+                                "buffer": b"%PDF-1.4 " + os.urandom(300_000)},
+                               {"name": "经营场所照片.png", "mimeType": "image/png",
+                                "buffer": png()}]
         )  # fmt: skip
         await r.click("#action-confirm")
         await expect(r.locator("#case-view")).to_have_attribute(
@@ -275,6 +315,11 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         )
         await agree(r, h, "submitted")
         assert await r.locator("#checklist li[data-status='correction']").count() == 0
+        # a picture is shown in the page; nothing is offered inline but images and PDFs
+        await h.click("#attachments li:has-text('经营场所照片.png') button[data-view]")
+        picture = h.locator("#attachments img[data-viewer='image']")
+        await expect(picture).to_be_visible(timeout=MS)
+        assert await picture.evaluate("img => img.decode().then(() => img.naturalWidth)") == 4
 
         await act(h, "accept", "accepted")
         await agree(r, h, "accepted")
@@ -357,6 +402,91 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         await expect(r.locator(f"#queue-table tr[data-case='{case_id}']")).to_be_visible()
         await axe_check(r, "work queue (en)")
         await shot(r, shots, "queue-en")
+        await r.click("#lang-switch")  # back to Chinese
+        await expect(r.locator("html")).to_have_attribute("lang", "zh-CN")
+
+        # the office's systems: the dead webhook target's deliveries parked, retried
+        await r.click("#nav-webhooks")
+        target = r.locator("section[data-target]")
+        await expect(target.locator("dd[data-count='parked']")).to_have_text(
+            re.compile(r"[1-9]\d*"), timeout=MS
+        )
+        await expect(target.locator(".last-error")).to_have_text("无法连接对方系统")
+        await no_codes(r, "webhooks")
+        await axe_check(r, "webhooks (zh)")
+        await target.locator("button[data-retry]").click()
+        await expect(r.locator("#notice")).to_have_text(re.compile(r"已重新排队 [1-9]\d* 条推送。"))
+
+        public_r = f"http://127.0.0.1:{ports[RECEIVING]['public']}"
+        await survey_from_the_case_page(r, h, contexts[0], public_r)
         for context in contexts:
             await context.close()
     assert len(list(shots.glob("*.png"))) == 16
+
+
+async def survey_from_the_case_page(r: Page, h: Page, context: BrowserContext, public: str) -> None:
+    """A second case: the approver asks the receiving office to survey; its inspector
+    schedules the survey from the case page, copies the site party's link, sees its QR
+    code and opens the inspector page."""
+    await context.grant_permissions(["clipboard-read", "clipboard-write"])
+    await r.click("#nav-hand-in")
+    await r.select_option("#handin-matter", label=BOOKS_ZH)
+    await r.fill("#applicant-name", "洪山书店")
+    await r.fill("#applicant-id_number", "91420111MA4KYYYY2Y")
+    await r.fill("#applicant-address", "武汉市洪山区珞喻路 2 号")
+    await r.check("#mat-0")
+    await r.click("#handin-submit")
+    await expect(r.locator("#handin-done")).to_be_visible(timeout=MS)
+    case_id = await r.text_content("#handin-case")
+    for page in (r, h):
+        await page.evaluate(f"location.hash = '#/case/{case_id}'")
+    await agree(r, h, "submitted")
+    await act(h, "accept", "accepted")
+    await h.click("#actions button[data-event='request-survey']")
+    await h.check("input[name=surveyor][value=receiving]")
+    await h.click("#action-confirm")
+    await agree(r, h, "survey_requested")
+
+    await expect(r.locator("#survey-form")).to_be_visible(timeout=MS)
+    await r.evaluate(  # the window opens now, so the links are valid at once
+        "(() => { const d = new Date(Date.now() - 300000);"
+        " document.getElementById('sv-start').value = new Date(d.getTime()"
+        " - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16); })()"
+    )
+    await r.fill("#sv-lat", "30.5428")
+    await r.fill("#sv-lon", "114.3162")
+    # this matter's agreement names no survey points: the inspector writes them
+    assert await r.input_value("#sv-checklist") == ""
+    await r.fill("#sv-checklist", "书架与消防通道\n经营场所面积")
+    await no_codes(r, "survey form")
+    await r.click("#survey-form button[type=submit]")
+    site = r.locator("#survey-links li[data-link='现场人员链接']")
+    await expect(site.locator("img.qr")).to_be_visible(timeout=MS)
+    link = await site.locator("input").input_value()
+    assert "/survey/v1/site#token=" in link
+    await site.locator("button").click()
+    await expect(r.locator("#notice")).to_have_text("已复制。", timeout=MS)
+    assert await r.evaluate("navigator.clipboard.readText()") == link
+    await no_codes(r, "survey links")
+    await axe_check(r, "survey links (zh)")
+
+    # the links name the public endpoint of the node's descriptor (the development PKI's,
+    # not served here): the browser reaches this node's public listener in its place
+    published = urlsplit(link)
+    published_base = f"{published.scheme}://{published.netloc}"
+
+    async def to_public_listener(route: Route) -> None:
+        url = urlsplit(route.request.url)
+        real = f"{public}{url.path}" + (f"?{url.query}" if url.query else "")
+        await route.fulfill(response=await route.fetch(url=real))
+
+    await context.route(f"{published_base}/**", to_public_listener)
+    inspector = r.locator("#survey-links li[data-link='勘查员页面'] a")
+    async with context.expect_page(timeout=MS) as opened:
+        await inspector.click()
+    page = await opened.value
+    await page.wait_for_load_state(timeout=MS)
+    assert "/survey/v1/inspector#token=" in page.url
+    await expect(page.locator("body")).not_to_be_empty(timeout=MS)
+    assert (await page.evaluate("document.documentElement.lang")).startswith("zh")
+    await page.close()

@@ -18,6 +18,8 @@ from casekit import HANDLING, RECEIVING
 from casekit_offices import Pki, free_port, serve
 from integkit import FOOD, WiredOffices, target
 from joserfc.errors import BadSignatureError
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from agreements.calendar import default_calendar
 from relay.alerts import ALERTS
@@ -174,6 +176,24 @@ async def _run_case(w: WiredOffices) -> None:
     assert w.r.scan() == 0
 
 
+def _gauges(integration: Any, now: Any) -> dict[tuple[str, str], float]:
+    """The webhook gauges as Prometheus exposes them, read back from the text."""
+
+    class Source:
+        def collect(self) -> Any:
+            return integration.webhook_gauges(now)
+
+    registry = CollectorRegistry()
+    registry.register(Source())  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    return {
+        (s.labels["target"], s.labels["state"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "tongban_webhook_deliveries"
+    }
+
+
 async def test_a_dead_target_is_parked_with_an_alert_and_retried_on_request(
     data_pki: Pki, tmp_path: Path, clock
 ):
@@ -204,12 +224,15 @@ async def test_a_dead_target_is_parked_with_an_alert_and_retried_on_request(
         assert row["event"] == f"{RECEIVING}:case-created:{opened.record.case.header.case_id}"
         codes = {a.code for a in app[ALERTS].current(clock())}
         assert {"webhook-parked", "webhook-failing"} <= codes
+        assert _gauges(w.r, clock()) == {(dead, "pending"): 0, (dead, "delivered"): 0,
+                                         (dead, "parked"): 1}  # fmt: skip
         headers = {"Authorization": f"Bearer {r.staff_token(clock)}"}
         async with serve(app) as base, aiohttp.ClientSession(headers=headers) as http:
             url = f"{base}/staff/v1/integration/webhooks/retry"
             async with http.post(url, json={"target": dead}) as resp:
                 assert (await resp.json())["retried"] == 1
         assert state()["parked"] == 0
+        assert _gauges(w.r, clock())[dead, "pending"] == 1
         assert "webhook-parked" not in {a.code for a in app[ALERTS].current(clock())}
     finally:
         stop.set()

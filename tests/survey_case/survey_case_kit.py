@@ -17,6 +17,7 @@ import casekit_offices
 from casekit import HANDLING, RECEIVING
 
 from relay.config import load_config
+from relay.console import ConsoleLayer
 from relay.http.case_services import CaseLayer
 from relay.http.survey_admission import survey_checked
 from relay.http.survey_cases import SurveyCaseLayer
@@ -81,7 +82,8 @@ base_backoff = "50ms"
     return path
 
 
-def make_office(config_path: Path, pki: casekit_offices.Pki) -> Office:
+def make_office(config_path: Path, pki: casekit_offices.Pki, *, console: bool = False) -> Office:
+    """An office; with ``console`` the staff console is served too."""
     config = load_config(config_path)
     node_dir = pki.federation.parent / config.node_id
     seal = Signer.from_pem(
@@ -98,6 +100,8 @@ def make_office(config_path: Path, pki: casekit_offices.Pki) -> Office:
     )
     cases = CaseLayer(inner=survey_checked())
     layer = SurveyCaseLayer(cases, hub)
-    node = Node(config, core_factory=layer.core_factory,
-                extensions=[cases.extension, layer.extension])  # fmt: skip
+    extensions = [cases.extension, layer.extension]
+    if console:
+        extensions.append(ConsoleLayer(cases, config).extension)
+    node = Node(config, core_factory=layer.core_factory, extensions=extensions)
     return Office(node, layer, cases, hub, config_path.parent / "bundle.pem")

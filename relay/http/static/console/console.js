@@ -295,9 +295,15 @@ async function showCase(view, caseId) {
         const text = detailValue(k, v);
         return text === null || k === "application" ? null : h("div", {}, `${t("details")[k] || t("details").text}: ${text}`);
       }))));
-  const attachments = c.attachments.length ? h("ul", { id: "attachments" }, c.attachments.map((a) =>
-    h("li", {}, `${a.name || (a.plain_digest || a.digest).slice(0, 12)} (${Math.ceil((a.plain_size || a.size) / 1024)} KiB) `,
-      h("button", { type: "button", class: "secondary", onclick: () => download(a), text: t("download") }))))
+  const attachments = c.attachments.length ? h("ul", { id: "attachments", class: "plain" }, c.attachments.map((a) => {
+    const viewer = h("div", { class: "viewer" });
+    return h("li", { "data-digest": a.plain_digest || a.digest },
+      `${a.name || (a.plain_digest || a.digest).slice(0, 12)} (${Math.ceil((a.plain_size || a.size) / 1024)} KiB) `,
+      INLINE_TYPES.has(a.media_type)
+        ? h("button", { type: "button", class: "secondary", "data-view": a.media_type,
+          onclick: () => viewInline(a, viewer), text: t("viewInline") }) : null, " ",
+      h("button", { type: "button", class: "secondary", onclick: () => download(a), text: t("download") }), viewer);
+  }))
     : h("p", { class: "muted", text: t("noAttachments") });
   const actions = h("div", { class: "actions", id: "actions" }, c.actions.length
     ? c.actions.map((a) => h("button", { type: "button", "data-event": a.event, onclick: () => openAction(c, a),
@@ -312,11 +318,13 @@ async function showCase(view, caseId) {
     ? h("section", { class: "card no-print", id: "survey" }, h("h2", { text: t("surveyTitle") }))
     : null;
   if (survey) surveyPanel(survey, c);
+  const reports = (c.survey_reports || []).length ? surveyReports(c) : null;
   section.append(h("div", { class: "case-grid" },
     h("div", {},
       h("section", { class: "card" }, facts),
       h("section", { class: "card no-print" }, h("h2", { text: t("actionsTitle") }), actions),
       survey,
+      reports,
       complaints,
       h("section", { class: "card" }, h("h2", { text: t("timelineTitle") }), timeline)),
     h("div", {},
@@ -382,6 +390,10 @@ async function surveyPanel(panel, c) {
     field("sv-lat", t("latitude"), h("input", { id: "sv-lat", type: "number", step: "0.000001", required: true })),
     field("sv-lon", t("longitude"), h("input", { id: "sv-lon", type: "number", step: "0.000001", required: true })),
     field("sv-site", t("siteParty"), h("input", { id: "sv-site", type: "text", required: true, value: c.applicant.name || "" })),
+    // the agreed survey checklist, one point per line; the inspector adds points when the
+    // agreement names none for this matter (a survey needs at least one)
+    field("sv-checklist", t("surveyChecklist"), h("textarea", { id: "sv-checklist", rows: 3, required: true },
+      c.survey_checklist.join("\n"))),
     h("p", { class: "buttons" }, h("button", { type: "submit", text: t("scheduleSurvey") })));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -396,7 +408,8 @@ async function surveyPanel(panel, c) {
       inspectors: [{ id: me.name, name: me.display_name || me.name }],
       site_party: { id: "site", name: $("sv-site").value },
       observers: [],
-      checklist: c.survey_checklist.map((text, i) => ({ item: `c${i + 1}`, text })),
+      checklist: $("sv-checklist").value.split("\n").map((x) => x.trim()).filter(Boolean)
+        .map((text, i) => ({ item: `c${i + 1}`, text })),
     };
     try {
       const scheduled = await api("/surveys", { method: "POST", json: plan });
@@ -406,6 +419,69 @@ async function surveyPanel(panel, c) {
     } catch (err) { fail(t("error") + err.message); }
   });
   panel.append(form);
+}
+
+// -- the signed survey report, readable, with its snapshots as thumbnails -------------------
+
+function surveyReports(c) {
+  const r = t("report");
+  const section = h("section", { class: "card", id: "survey-report" }, h("h2", { text: r.title }));
+  for (const rep of c.survey_reports) {
+    const shots = new Map(rep.snapshots.map((s) => [s.sha256, s]));
+    const thumb = (s) => (may("view-surveys") && s.thumbnail
+      ? h("a", { href: s.thumbnail, target: "_blank", rel: "noopener" },
+        h("img", { class: "thumb", src: s.thumbnail, loading: "lazy", "data-sha256": s.sha256,
+          alt: r.snapshotAlt(s.by, when(s.at)) }))
+      : null);
+    const geo = rep.geolocation;
+    section.append(h("div", { class: "report", "data-session": rep.session, "data-verdict": rep.verdict },
+      h("dl", { class: "facts" },
+        h("dt", { text: r.verdict }), h("dd", { class: "verdict", text: r.verdicts[rep.verdict] || r.verdicts.other }),
+        h("dt", { text: r.span }), h("dd", { text: `${when(rep.start)} – ${when(rep.end)}` }),
+        h("dt", { text: r.inspectors }), h("dd", { text: rep.inspectors.join("、") }),
+        h("dt", { text: t("siteParty") }), h("dd", { text: rep.site_party }),
+        h("dt", { text: t("siteAddress") }), h("dd", { text: rep.site_address }),
+        h("dt", { text: r.location }), h("dd", { text: r.locationText(geo.fixes, geo.within_permille) }),
+        h("dt", { text: r.challenges }), h("dd", { text: r.challengeText(rep.challenges) }),
+        h("dt", { text: r.interruptions }), h("dd", { text: String(rep.interruptions) }),
+        rep.guard ? [h("dt", { text: r.guard }), h("dd", { class: "error" },
+          rep.guard.missing.map((g) => r.guards[g] || g).join("、"), ` — ${rep.guard.reason}`)] : null,
+        rep.remarks ? [h("dt", { text: r.remarks }), h("dd", { text: rep.remarks })] : null),
+      h("h3", { text: r.checklist }),
+      h("ol", { class: "report-checklist" }, rep.checklist.map((item) => h("li", { "data-answer": item.answer },
+        h("strong", { text: item.text }), ` — ${r.answers[item.answer] || ""}`,
+        item.note ? h("div", { class: "muted", text: item.note }) : null,
+        h("div", { class: "thumbs" }, item.snapshots.map((sha) => (shots.has(sha) ? thumb(shots.get(sha)) : null)))))),
+      h("h3", { text: r.snapshots }),
+      may("view-surveys")
+        ? h("div", { class: "thumbs", id: `thumbs-${rep.session}` }, rep.snapshots.map(thumb))
+        : h("p", { class: "muted", text: r.snapshotsNeedPermission })));
+  }
+  return section;
+}
+
+// -- attachments: images and PDFs shown in the page, anything else downloaded ----------------
+
+const INLINE_TYPES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf"]);
+
+async function attachmentBlob(a) {
+  const digest = a.plain_digest || a.digest;
+  const resp = await fetch(`${API}/console/attachments/${digest}?name=${encodeURIComponent(a.name || "")}`);
+  if (!resp.ok) throw new ApiError(resp.status, null);
+  // typed by what was recorded at upload, and only for the types shown inline (never SVG/HTML)
+  const type = INLINE_TYPES.has(a.media_type) ? a.media_type : "application/octet-stream";
+  return new Blob([await resp.arrayBuffer()], { type });
+}
+
+async function viewInline(a, viewer) {
+  if (viewer.childElementCount) { viewer.replaceChildren(); return; } // a second click closes it
+  try {
+    const url = URL.createObjectURL(await attachmentBlob(a));
+    const label = a.name || t("attachmentsTitle");
+    viewer.replaceChildren(a.media_type === "application/pdf"
+      ? h("iframe", { src: url, title: label, class: "pdf", "data-viewer": "pdf" })
+      : h("img", { src: url, alt: label, class: "inline-image", "data-viewer": "image" }));
+  } catch (err) { fail(t("error") + err.message); }
 }
 
 async function download(a) {
@@ -797,6 +873,58 @@ async function showAgreements(view) {
   }
 }
 
+// The delivery's error in the page's language (the technical text stays in the title).
+function webhookError(error, w) {
+  if (lang === "en") return error;
+  const status = /^HTTP (\d{3})/.exec(error);
+  if (status) return w.errors.status(status[1]);
+  if (/^TimeoutError|timeout/i.test(error)) return w.errors.timeout;
+  if (/Connect|refused|OSError/i.test(error)) return w.errors.connect;
+  return w.errors.other;
+}
+
+// The office's own systems: webhook deliveries per target, the last error, retry parked.
+async function showWebhooks(view) {
+  const [status, events] = await Promise.all([api("/integration/webhooks"), api("/integration/events")]);
+  const w = t("webhooks");
+  const byId = new Map(events.events.map((e) => [e.id, e]));
+  const retry = async (target) => {
+    try {
+      const done = await api("/integration/webhooks/retry", { method: "POST", json: { target } });
+      notice(w.retried(done.retried));
+      show("webhooks", "", true);
+    } catch (err) { fail(t("error") + err.message); }
+  };
+  view.append(h("h1", { text: w.title }), h("p", { class: "muted", text: w.intro }));
+  if (!status.targets.length) view.append(h("p", { class: "muted", id: "webhooks-none", text: w.none }));
+  status.targets.forEach((target, i) => {
+    const failing = target.troubled.filter((d) => d.error);
+    const last = failing.length ? failing[failing.length - 1] : null;
+    view.append(h("section", { class: "card", "data-target": target.target, id: `webhook-${i}` },
+      h("h2", { text: target.target }),
+      h("dl", { class: "facts" },
+        h("dt", { text: w.pending }), h("dd", { "data-count": "pending", text: String(target.pending) }),
+        h("dt", { text: w.delivered }), h("dd", { "data-count": "delivered", text: String(target.delivered) }),
+        h("dt", { text: w.parked }), h("dd", { "data-count": "parked", class: target.parked ? "error" : null, text: String(target.parked) }),
+        h("dt", { text: w.lastError }), h("dd", { class: "last-error", title: last ? last.error : null },
+          last ? webhookError(last.error, w) : w.noError)),
+      target.troubled.length ? h("table", {},
+        h("caption", { class: "muted", text: w.troubled }),
+        h("thead", {}, h("tr", {}, [w.event, t("caseNumber"), t("state"), w.attempts].map((x) => h("th", { scope: "col", text: x })))),
+        h("tbody", {}, target.troubled.map((d) => {
+          const e = byId.get(d.event) || {};
+          return h("tr", { "data-state": d.state },
+            h("td", { text: w.types[e.type] || w.types.other }),
+            h("td", {}, e.case ? h("a", { href: `#/case/${encodeURIComponent(e.case)}`, text: e.case }) : ""),
+            h("td", { text: w.states[d.state] || "" }),
+            h("td", { text: String(d.attempts) }));
+        }))) : null,
+      target.parked && may("integration")
+        ? h("p", { class: "buttons" }, h("button", { type: "button", "data-retry": target.target,
+          onclick: () => retry(target.target), text: w.retry })) : null));
+  });
+}
+
 function licenceFacts(jwt) {
   try {
     const part = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
@@ -841,7 +969,7 @@ async function showLicence(view, caseId) {
 // -- shell ------------------------------------------------------------------------------
 
 const VIEWS = { queue: showQueue, case: showCase, "hand-in": showHandIn, alerts: showAlerts,
-  outbox: showOutbox, agreements: showAgreements, licence: showLicence };
+  outbox: showOutbox, agreements: showAgreements, licence: showLicence, webhooks: showWebhooks };
 let showing = 0;
 
 async function show(name, arg, quiet) {
@@ -880,11 +1008,12 @@ function render() {
   $("lang-switch").textContent = t("other");
   $("nav").setAttribute("aria-label", t("title"));
   for (const [id, key] of [["nav-queue", "navQueue"], ["nav-hand-in", "navHandIn"], ["nav-alerts", "navAlerts"],
-    ["nav-outbox", "navOutbox"], ["nav-agreements", "navAgreements"]]) $(id).textContent = t(key);
+    ["nav-outbox", "navOutbox"], ["nav-agreements", "navAgreements"], ["nav-webhooks", "navWebhooks"]]) $(id).textContent = t(key);
   $("sign-out").textContent = t("signOut");
   $("nav").hidden = !me;
   $("sign-out").hidden = !me;
   $("nav-hand-in").hidden = !may("receive");
+  $("nav-webhooks").hidden = !may("read");
   $("office").textContent = me ? pick(me.office) : "";
   $("whoami").textContent = me ? t("signedInAs")(me.display_name || me.name) : "";
   setLive($("live").dataset.live === "on");
