@@ -17,7 +17,7 @@ from media_support import run_in_netns
 def test_aiortc_peers_go_live_record_snapshot_rejoin_and_report_in_a_netns(
     tmp_path: Path,
 ) -> None:
-    run_in_netns("_netns_aiortc.py", timeout=180, artefacts=tmp_path)
+    run_in_netns("_netns_aiortc.py", timeout=240, artefacts=tmp_path)
 
 
 def test_chromium_site_and_inspector_survey_verifies_and_tampering_fails_in_a_netns(
