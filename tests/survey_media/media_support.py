@@ -47,6 +47,8 @@ SITE = GeoPoint.from_degrees(30.5428, 114.3162)
 WAIT = 20.0  # seconds: the bound of every single wait in these tests
 if os.environ.get("TONGBAN_SURVEY_LOG_DEBUG"):  # set by run_in_netns: a full log on failure
     logging.getLogger("tongban").setLevel(logging.DEBUG)
+    for _chatty in ("aiortc.rtcrtpsender", "aiortc.rtcrtpreceiver"):  # a line per RTP packet
+        logging.getLogger(_chatty).setLevel(logging.INFO)
 
 
 def make_plan(now: datetime, session_id: str = "sv-media-0001") -> SurveyPlan:
