@@ -23,7 +23,8 @@ site's connection goes away, after the open segment has been closed and recorded
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +43,8 @@ __all__ = ["RECORDER_BUFFER", "Peer", "RoomMedia"]
 RECORDER_BUFFER = 150  # frames (about 2 s of video and audio) before the oldest is dropped
 _VIEWER_VIDEO_BUFFER = 2  # a viewer always gets the freshest picture
 _VIEWER_AUDIO_BUFFER = 10  # 200 ms
-_STOP_TIMEOUT = 10.0
+_STOP_WARNING = 10.0  # seconds between warnings while the last segment is written
+_log = logging.getLogger("tongban.survey.media")
 
 
 def _configuration(room: SurveyRoom) -> RTCConfiguration:
@@ -171,11 +173,13 @@ class RoomMedia:
                 await self._release_site(old)
             self.site = peer
             self._waiting_live = True
+        _log.debug("survey %s: site is %s", self.room.plan.session_id, peer.device_id)
 
     def _site_frame(self, frame: av.VideoFrame | av.AudioFrame) -> None:
         if self._waiting_live:
             self._waiting_live = False
             state = self.room.site_live()
+            _log.debug("survey %s: first site frame, state %s", self.room.plan.session_id, state)
             if state is not None:
                 self._notify({"type": "state", "state": state.value})
 
@@ -188,9 +192,11 @@ class RoomMedia:
         if self.site_audio is not None:
             self.site_audio.add_sink(sink)
         self._recording = asyncio.ensure_future(self.recorder.run(sink))
+        _log.debug("survey %s: recording started", self.room.plan.session_id)
 
     def _segment_written(self, segment: Segment) -> None:
         t_ms = self.room.record(segment)
+        _log.debug("survey %s: %s chained", self.room.plan.session_id, segment.name)
         self._notify(
             {"type": "segment", "name": segment.name, "sha256": segment.sha256, "t_ms": t_ms}
         )
@@ -201,14 +207,33 @@ class RoomMedia:
     # -- leaving ------------------------------------------------------------------------------
 
     async def stop_recording(self) -> None:
-        """Close the site's taps and wait for the open segment to be written and chained."""
+        """Close the site's taps and wait for the open segment to be written and chained.
+
+        The wait has no deadline: the recorder drains a bounded sink, and a recording
+        left running would share the recorder with the next one (after a rejoin) and
+        chain its last segment after the interruption. A slow finish is logged every
+        ``_STOP_WARNING`` seconds; a failed recording is logged and the site still leaves.
+        """
         for tap in (self.site_video, self.site_audio):
             if tap is not None:
                 await tap.stop()
-        if self._recording is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._recording), _STOP_TIMEOUT)
-            self._recording = None
+        if self._recording is None:
+            return
+        session, began = self.room.plan.session_id, time.monotonic()
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._recording), _STOP_WARNING)
+                break
+            except TimeoutError:
+                waited = time.monotonic() - began
+                _log.warning(
+                    "survey %s: last segment still being written after %.0f s", session, waited
+                )
+            except Exception:
+                _log.exception("survey %s: the recording failed", session)
+                break
+        self._recording = None
+        _log.debug("survey %s: recording stopped in %.2f s", session, time.monotonic() - began)
 
     async def site_gone(self, peer: Peer) -> None:
         """The site's connection went away: finish the segment, then interrupt the session."""
@@ -225,6 +250,9 @@ class RoomMedia:
         self.site = None
         await peer.close()
         state = self.room.site_lost()
+        _log.debug(
+            "survey %s: site %s gone, state %s", self.room.plan.session_id, peer.device_id, state
+        )
         if state is not None:
             self._notify({"type": "state", "state": state.value})
 

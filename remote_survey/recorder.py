@@ -249,7 +249,9 @@ def _declare_rate(path: Path, frames: int) -> None:
                     copy.codec_context.framerate = rate
                 streams[stream.index] = copy
             for packet in source.demux():
-                if packet.dts is None:  # the demuxer's end-of-stream marker
+                # the demuxer ends each stream with an empty flush packet; a real packet
+                # may lack a dts (Matroska stores only pts), the muxer derives it then
+                if packet.size == 0:
                     continue
                 packet.stream = streams[packet.stream.index]
                 target.mux(packet)

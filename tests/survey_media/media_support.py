@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -43,6 +45,10 @@ SURVEYOR = "420106"
 REQUESTER = "320982"
 SITE = GeoPoint.from_degrees(30.5428, 114.3162)
 WAIT = 20.0  # seconds: the bound of every single wait in these tests
+if os.environ.get("TONGBAN_SURVEY_LOG_DEBUG"):  # set by run_in_netns: a full log on failure
+    logging.getLogger("tongban").setLevel(logging.DEBUG)
+    for _chatty in ("aiortc.rtcrtpsender", "aiortc.rtcrtpreceiver"):  # a line per RTP packet
+        logging.getLogger(_chatty).setLevel(logging.INFO)
 
 
 def make_plan(now: datetime, session_id: str = "sv-media-0001") -> SurveyPlan:
@@ -180,40 +186,71 @@ async def next_of(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, A
     return await asyncio.wait_for(read(), WAIT)
 
 
-def run_in_netns(case: str, timeout: float, artefacts: Path | None = None) -> None:
+def run_in_netns(case: str, timeout: float, artefacts: Path) -> None:
     """Run a pytest file inside a fresh network namespace with 127.0.0.2 on loopback.
 
-    ``artefacts`` (the calling test's tmp dir) is passed on as
-    ``$TONGBAN_SURVEY_ARTEFACTS`` for screenshots that outlive the inner run.
+    ``artefacts`` (the calling test's tmp dir) keeps everything a failure needs: the
+    inner run's output (``inner-output.txt``), its whole log at DEBUG with times
+    (``inner.log``) and its tmp dirs (``inner/``: evidence, segments). It is passed on as
+    ``$TONGBAN_SURVEY_ARTEFACTS`` (screenshots). On a failure or a timeout the output and
+    the end of the log are printed.
     Fails (never skips) when the namespace cannot be made: these tests need root, as CI has.
     """
-    script = (
-        "ip link set lo up && ip addr add 127.0.0.2/8 dev lo && exec "
-        f"{sys.executable} -m pytest -q -p no:cacheprovider "
-        f"tests/survey_media/{case}"
+    output, log = artefacts / "inner-output.txt", artefacts / "inner.log"
+    inner = [
+        sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider",
+        f"--basetemp={artefacts / 'inner'}", f"--log-file={log}", "--log-file-level=DEBUG",
+        "-o", "log_level=INFO", "-o", f"log_file_format={_LOG_FORMAT}",
+        f"tests/survey_media/{case}",
+    ]  # fmt: skip
+    script = "ip link set lo up && ip addr add 127.0.0.2/8 dev lo && exec " + " ".join(
+        shlex.quote(a) for a in inner
     )
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    if artefacts is not None:
-        env["TONGBAN_SURVEY_ARTEFACTS"] = str(artefacts)
+    env = {
+        **os.environ,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "TONGBAN_SURVEY_ARTEFACTS": str(artefacts),
+        "TONGBAN_SURVEY_LOG_DEBUG": "1",
+    }
     try:
-        done = subprocess.run(
-            ["unshare", "-n", "sh", "-c", script],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        with output.open("w") as out:
+            done = subprocess.run(
+                ["unshare", "-n", "sh", "-c", script],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+            )
     except FileNotFoundError as exc:
         raise AssertionError(f"unshare is not installed (util-linux): {exc}") from None
-    if "unshare failed" in done.stderr or "Operation not permitted" in done.stderr:
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            f"{case} did not finish within {timeout:.0f} s inside the namespace"
+            + _diagnosis(output, log)
+        ) from None
+    text = output.read_text(errors="replace")
+    if "unshare failed" in text or "Operation not permitted" in text:
         raise AssertionError(
             "cannot create a network namespace (unshare -n needs root or CAP_SYS_ADMIN); "
-            f"these WebRTC tests must run as root, as in CI:\n{done.stderr}"
+            f"these WebRTC tests must run as root, as in CI:\n{text}"
         )
-    assert done.returncode == 0, (
-        f"{case} failed inside the namespace:\n{done.stdout}\n{done.stderr}"
+    assert done.returncode == 0, f"{case} failed inside the namespace" + _diagnosis(output, log)
+
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+_LOG_TAIL = 400  # lines of the inner log printed on a failure (the whole file is kept)
+
+
+def _diagnosis(output: Path, log: Path) -> str:
+    """The inner run's output and the end of its log, for a failure message."""
+    text = output.read_text(errors="replace") if output.exists() else "(no output)"
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    tail = "\n".join(lines[-_LOG_TAIL:])
+    return (
+        f"\n--- output ({output}) ---\n{text}\n"
+        f"--- last {min(len(lines), _LOG_TAIL)} of {len(lines)} log lines ({log}) ---\n{tail}"
     )
 
 

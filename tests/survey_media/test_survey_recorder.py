@@ -88,6 +88,37 @@ async def test_a_resolution_change_starts_a_new_segment(tmp_path: Path) -> None:
     assert [(s.width, s.height, s.frames) for s in reported] == [(320, 240, 5), (240, 320, 5)]
 
 
+async def test_a_short_segment_of_a_still_picture_keeps_every_frame_when_its_rate_is_declared(
+    tmp_path: Path,
+) -> None:
+    """The segment closed when the site leaves may be a few frames of an unchanging
+    picture; the demuxer then gives its video packets no dts. The rewrite declaring the
+    frame rate took that for the end of the stream and dropped the whole video, leaving
+    a chained segment without a picture (or, video only, no file at all)."""
+    still = av.VideoFrame(640, 480, "yuv420p")
+    for plane in still.planes:
+        plane.update(bytes([100]) * plane.buffer_size)
+    for with_audio in (True, False):
+        for frames in range(1, 13):
+            folder = tmp_path / f"{with_audio}-{frames}"
+            folder.mkdir()
+            reported: list[Segment] = []
+            recorder = SegmentRecorder(
+                folder, now_ms=lambda: 5, on_segment=reported.append, with_audio=with_audio
+            )
+            sink = FrameSink(100)
+            for i in range(frames):  # about 22 fps, 20 ms audio frames in between
+                sink.offer((i * 0.045, still))
+                sink.offer((i * 0.045 + 0.01, _audio()))
+                sink.offer((i * 0.045 + 0.03, _audio()))
+            sink.close()
+            await asyncio.wait_for(recorder.run(sink), 30)
+            assert [s.frames for s in reported] == [frames]
+            with av.open(str(folder / reported[0].name)) as container:
+                decoded = sum(1 for _ in container.decode(video=0))
+            assert decoded == frames, f"{frames} frames, audio {with_audio}: {decoded} decode"
+
+
 def test_a_still_is_a_lossless_png_at_full_resolution() -> None:
     frame = av.VideoFrame(1280, 720, "rgb24")
     frame.planes[0].update(bytes(range(256)) * (frame.planes[0].buffer_size // 256))
