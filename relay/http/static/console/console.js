@@ -2,7 +2,7 @@
 // Talks only to this node's staff API with the console session (cookie; X-CSRF-Token on
 // every change, from GET /console/v1/me); without a session the sign-in page (/login)
 // takes over. Live updates come as Server-Sent Events read through fetch.
-import { TEXT } from "/console/i18n.js";
+import { PROBLEMS_ZH, STATUS_ZH, TEXT } from "/console/i18n.js";
 
 const API = "/staff/v1";
 let lang = localStorage.getItem("tongban.lang") === "en" ? "en" : "zh";
@@ -50,9 +50,18 @@ function fail(text) {
   $("error").hidden = !text;
 }
 
+// A refusal in the page's language: the English detail on the English page, a Chinese
+// sentence with the next step (by the problem's reason, code or status) on the Chinese one.
+function problemText(status, problem) {
+  if (lang === "en") return (problem && (problem.detail || problem.title)) || `HTTP ${status}`;
+  const p = problem || {};
+  return PROBLEMS_ZH[p.reason] || PROBLEMS_ZH[p.code]
+    || STATUS_ZH[status] || STATUS_ZH[status >= 500 ? 500 : 400];
+}
+
 class ApiError extends Error {
   constructor(status, problem) {
-    super((problem && (problem.detail || problem.title)) || `HTTP ${status}`);
+    super(problemText(status, problem));
     this.status = status;
     this.problem = problem || {};
   }

@@ -595,3 +595,45 @@ export const TEXT = {
     },
   },
 };
+
+// What a Chinese page says when the staff API refuses something: by the problem's case
+// `reason` or `code` first, else by its HTTP status. The API's English `detail` is shown
+// only on the English page.
+export const PROBLEMS_ZH = {
+  "bad-request": "提交的内容有误，请检查填写后重试。",
+  "bad-json": "提交的内容格式有误，请刷新页面后重试。",
+  "invalid-request": "提交的内容有误，请检查填写后重试。",
+  "unauthorized": "登录已失效，请重新登录。",
+  "session-expired": "登录已超时，请重新登录。",
+  "csrf-failed": "页面已过期，请刷新页面后重试。",
+  "forbidden": "您的角色无权进行此操作；如需办理，请联系本单位管理员。",
+  "not-found": "未找到该记录，请刷新页面后重试。",
+  "unknown-case": "未找到该案件，请刷新待办列表后重试。",
+  "conflict": "案件状态已发生变化，请刷新页面后再操作。",
+  "case-exists": "该案件编号已存在，请刷新页面后查看。",
+  "malformed-event": "此步骤填写不完整或不符合规则，请检查后重试。",
+  "content-schema": "申请信息不符合该事项的填报要求，请按提示补全后重试。",
+  "data-category-not-agreed": "所填信息超出协议约定的数据范围，请删去协议未列的内容后重试。",
+  "purpose-required": "查看申请人信息需注明用途，请填写后重试。",
+  "no-agreement": "与对方单位之间没有有效的协议或该事项未约定，请联系管理员确认协议。",
+  "mode-not-allowed": "协议不允许以此方式办理该事项，请选择其他办理方式。",
+  "terms-mismatch": "办理条件与协议不一致，请刷新页面后重试。",
+  "wrong-office": "此步骤应由对方单位办理。",
+  "packet-too-large": "内容或附件过大，超过了对方单位可接收的大小，请压缩或拆分后重试。",
+  "body-too-large": "内容或附件过大，请压缩或拆分后重试。",
+  "too-many-requests": "操作过于频繁，请稍后再试。",
+  "storage-unavailable": "本节点存储暂时不可用，请稍后再试并通知管理员。",
+  "reload-refused": "新配置未生效，原配置继续使用；请按提示修正配置文件后重试。",
+};
+
+export const STATUS_ZH = {
+  400: "提交的内容有误，请检查填写后重试。",
+  401: "登录已失效，请重新登录。",
+  403: "您的角色无权进行此操作；如需办理，请联系本单位管理员。",
+  404: "未找到该记录，请刷新页面后重试。",
+  409: "案件状态已发生变化，请刷新页面后再操作。",
+  413: "内容或附件过大，请压缩或拆分后重试。",
+  422: "内容不符合协议或填报规则，请检查后重试。",
+  429: "操作过于频繁，请稍后再试。",
+  500: "服务出现问题，请稍后再试；如持续出现，请联系管理员。",
+};
