@@ -237,6 +237,15 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         # the approver holds no 'receive' permission: no hand-in for them
         assert await h.is_hidden("#nav-hand-in")
         await h.evaluate("window.__samePage = true")
+        # a refusal reads in the page's language, with what to do next: a case that is
+        # not there (404 from the API, whose detail is English) in Chinese
+        await h.evaluate("location.hash = '#/case/420106-20260101-NOSUCHCASE'")
+        await expect(h.locator("p.error:not(#error)")).to_contain_text("未找到", timeout=MS)
+        assert (
+            re.search(r"[A-Za-z]{3,}", await h.locator("p.error:not(#error)").text_content() or "")
+            is None
+        )
+        await h.evaluate("location.hash = '#/queue'")
 
         # 收件: the clerk hands in the case with the applicant's data and one scan
         await r.click("#nav-hand-in")
