@@ -53,6 +53,32 @@ class StaffAlert:
     subject: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(
+        cls,
+        source: str,
+        key: str,
+        code: str,
+        severity: Severity,
+        at: datetime,
+        title_zh: str,
+        title_en: str,
+        detail: str,
+        subject: str = "",
+    ) -> StaffAlert:
+        """The alert of ``source`` about ``key`` (its id is ``<source>:<key>``)."""
+        return cls(
+            id=f"{source}:{key}",
+            source=source,
+            code=code,
+            severity=severity,
+            at=at,
+            title_zh=title_zh,
+            title_en=title_en,
+            detail=detail,
+            subject=subject,
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             **self.extra,

@@ -17,6 +17,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from cryptography import x509
@@ -46,27 +47,7 @@ AGREEMENT_WARN = timedelta(days=30)
 SOURCE = "expiry"
 
 
-def _alert(
-    key: str,
-    code: str,
-    severity: Severity,
-    now: datetime,
-    zh: str,
-    en: str,
-    detail: str,
-    subject: str,
-) -> StaffAlert:
-    return StaffAlert(
-        id=f"{SOURCE}:{key}",
-        source=SOURCE,
-        code=code,
-        severity=severity,
-        at=now,
-        title_zh=zh,
-        title_en=en,
-        detail=detail,
-        subject=subject,
-    )
+_alert = partial(StaffAlert.of, SOURCE)  # (key, code, severity, now, zh, en, detail, subject)
 
 
 def expiry_alerts(

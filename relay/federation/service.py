@@ -30,6 +30,7 @@ import logging
 import ssl
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -401,24 +402,4 @@ def _strings(value: object) -> list[str]:
     return [v for v in value if isinstance(v, str)]
 
 
-def _alert(
-    key: str,
-    code: str,
-    severity: Severity,
-    now: datetime,
-    zh: str,
-    en: str,
-    detail: str,
-    subject: str,
-) -> StaffAlert:
-    return StaffAlert(
-        id=f"{SOURCE}:{key}",
-        source=SOURCE,
-        code=code,
-        severity=severity,
-        at=now,
-        title_zh=zh,
-        title_en=en,
-        detail=detail,
-        subject=subject,
-    )
+_alert = partial(StaffAlert.of, SOURCE)  # (key, code, severity, now, zh, en, detail, subject)
