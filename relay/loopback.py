@@ -5,11 +5,18 @@ range outgoing connections draw their source ports from; between releasing it an
 node binding it again, any client connection on the machine may take it ("address
 already in use"). Ports are therefore drawn at random from below the ephemeral range
 (Linux default 32768-60999) and checked to be bindable right now.
+
+Parallel test workers (pytest-xdist sets ``PYTEST_XDIST_WORKER=gwN`` and
+``PYTEST_XDIST_WORKER_COUNT``) each draw from their own slice of that range, and so do
+the processes they start: between one worker's check and its node's bind, another
+worker could otherwise check and take the same port.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import re
 import socket
 
 __all__ = ["free_ports"]
@@ -26,16 +33,31 @@ def _bindable(host: str, port: int) -> bool:
     return True
 
 
+def _slice() -> tuple[int, int]:
+    """The part of the range this process draws from (all of it outside parallel tests)."""
+    worker = re.fullmatch(r"gw(\d+)", os.environ.get("PYTEST_XDIST_WORKER", ""))
+    try:
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    except ValueError:
+        workers = 1
+    if worker is None or workers < 2 or int(worker.group(1)) >= workers:
+        return _LOW, _HIGH
+    width = (_HIGH - _LOW) // workers
+    low = _LOW + int(worker.group(1)) * width
+    return low, low + width
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """``count`` distinct ports on ``host``, outside the ephemeral range, free right now."""
     rng = random.SystemRandom()
+    low, high = _slice()
     chosen: list[int] = []
     for _ in range(count * 200):
         if len(chosen) == count:
             break
-        port = rng.randrange(_LOW, _HIGH)
+        port = rng.randrange(low, high)
         if port not in chosen and _bindable(host, port):
             chosen.append(port)
     if len(chosen) != count:
-        raise OSError(f"no {count} free ports on {host} in {_LOW}-{_HIGH}")
+        raise OSError(f"no {count} free ports on {host} in {low}-{high}")
     return chosen
