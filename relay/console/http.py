@@ -207,7 +207,7 @@ class Console:
             "actions": [
                 a for a in available_actions(case, now, granted) if may(EventKind(a["event"]))
             ],
-            "refused": refusals(case, self.core.list_outbox()),
+            "refused": refusals(case, self.core.list_outbox(case_id=case_id)),
             "incoming_refused": [
                 {"packet_id": p.packet_id, "reason": p.outcome, "detail": p.detail}
                 for p in desk.packets(case_id)
@@ -234,7 +234,7 @@ class Console:
     def _attachments(self, case_id: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         seen: set[str] = set()
-        packets = [(i.summary, "outgoing") for i in self.core.list_outbox()]
+        packets = [(i.summary, "outgoing") for i in self.core.list_outbox(case_id=case_id)]
         packets += [(i.summary, "incoming") for i in self.core.list_inbox(case_id=case_id)]
         for summary, direction in packets:
             if summary.case_id != case_id:

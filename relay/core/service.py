@@ -334,10 +334,14 @@ class RelayNode:
         return self._store.parked()
 
     def list_outbox(
-        self, *, state: OutboxState | None = None, peer: str | None = None
+        self,
+        *,
+        state: OutboxState | None = None,
+        peer: str | None = None,
+        case_id: str | None = None,
     ) -> list[OutboxItem]:
         """Outgoing packets in creation order, optionally filtered (``dead`` = dead letters)."""
-        return self._store.list_outbox(state, peer)
+        return self._store.list_outbox(state, peer, case_id)
 
     def list_inbox(self, *, case_id: str | None = None) -> list[InboxItem]:
         """Accepted incoming packets in arrival order."""

@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_case ON outbox (peer, case_id, seq);
 CREATE INDEX IF NOT EXISTS outbox_open ON outbox (state, peer);
+CREATE INDEX IF NOT EXISTS outbox_by_case ON outbox (case_id, ord);
 CREATE TABLE IF NOT EXISTS send_seq (
     peer TEXT NOT NULL, case_id TEXT NOT NULL, seq INTEGER NOT NULL, digest TEXT NOT NULL,
     PRIMARY KEY (peer, case_id)

@@ -438,7 +438,9 @@ class SqliteStore:
                 (peer, backoff.failures, ts(backoff.next_attempt_at)),
             )
 
-    def list_outbox(self, state: OutboxState | None, peer: str | None) -> list[OutboxItem]:
+    def list_outbox(
+        self, state: OutboxState | None, peer: str | None, case_id: str | None = None
+    ) -> list[OutboxItem]:
         sql = f"SELECT {self._OUT_COLS} FROM outbox WHERE 1=1"  # noqa: S608
         args: list[str] = []
         if state is not None:
@@ -447,6 +449,9 @@ class SqliteStore:
         if peer is not None:
             sql += " AND peer = ?"
             args.append(peer)
+        if case_id is not None:  # indexed (outbox_by_case): a case page reads its own rows
+            sql += " AND case_id = ?"
+            args.append(case_id)
         return [self._outbox_item(r) for r in self._conn.execute(sql + " ORDER BY ord", args)]
 
     def uploaded(self, peer: str, digest: str) -> bool:

@@ -62,7 +62,11 @@ class RelayApi(Protocol):
     ) -> PacketSummary: ...
 
     def list_outbox(
-        self, *, state: OutboxState | None = None, peer: str | None = None
+        self,
+        *,
+        state: OutboxState | None = None,
+        peer: str | None = None,
+        case_id: str | None = None,
     ) -> list[OutboxItem]: ...
 
     def unreachable_partners(self) -> dict[str, datetime]: ...

@@ -372,7 +372,7 @@ def refused_report_alerts(core: Any, now: datetime) -> list[StaffAlert]:
     """An alert per survey-report packet the partner refused (``content-refused:survey-*``):
     our copy of the case shows the report sent, the partner's and the applicant's do not."""
     alerts = []
-    for item in core.list_outbox():
+    for item in core.list_outbox(state=OutboxState.REJECTED):  # indexed: refusals only
         reason = item.reason or ""
         if item.state is not OutboxState.REJECTED or not reason.startswith(_REFUSED):
             continue

@@ -194,7 +194,7 @@ def add_survey_view_routes(
 
 async def _snapshot_bytes(core: Any, case_id: str, name: str, sha: str) -> bytes:
     """The snapshot ``name`` from the case's packets, checked against ``sha``."""
-    infos = [(i.summary, i.summary.attachments) for i in core.list_outbox()]
+    infos = [(i.summary, i.summary.attachments) for i in core.list_outbox(case_id=case_id)]
     infos += [(i.summary, i.summary.attachments) for i in core.list_inbox(case_id=case_id)]
     for summary, attachments in infos:
         if summary.case_id != case_id:

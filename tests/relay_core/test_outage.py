@@ -201,3 +201,14 @@ async def test_staff_resend_a_dead_letter_as_a_new_packet_that_arrives(
     [item] = federation.nodes[DAFENG].list_inbox()
     assert item.summary.packet_id == again.packet_id
     assert federation.nodes[DAFENG].read_packet(again.packet_id).content == {"form": "申请书"}
+
+
+async def test_the_outbox_lists_one_case_without_the_others(federation: Federation) -> None:
+    """A case page reads its own packets through an index, not the whole outbox."""
+    federation.network.down.add(DAFENG)
+    a = await send(federation, WUCHANG, DAFENG, "case-a", n=3)
+    await send(federation, WUCHANG, DAFENG, "case-b", n=2)
+    node = federation.nodes[WUCHANG]
+    assert [i.summary.packet_id for i in node.list_outbox(case_id="case-a")] == a
+    assert node.list_outbox(case_id="case-c") == []
+    assert len(node.list_outbox()) == 5

@@ -137,7 +137,11 @@ class FakeCore:
         )
 
     def list_outbox(
-        self, *, state: OutboxState | None = None, peer: str | None = None
+        self,
+        *,
+        state: OutboxState | None = None,
+        peer: str | None = None,
+        case_id: str | None = None,
     ) -> list[OutboxItem]:
         items = [
             OutboxItem(
@@ -150,7 +154,13 @@ class FakeCore:
             )
             for i, c in enumerate(self.created)
         ]
-        return [i for i in items if state is None or i.state == state]
+        return [
+            i
+            for i in items
+            if (state is None or i.state == state)
+            and (peer is None or i.summary.receiver == peer)
+            and (case_id is None or i.summary.case_id == case_id)
+        ]
 
     def list_inbox(self, *, case_id: str | None = None) -> list[InboxItem]:
         return [
