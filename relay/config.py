@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from relay.db.settings import DatabaseSettings, DatabaseUrlError, check_url
 from signing.certificates import is_node_id
 
 __all__ = [
@@ -197,6 +198,7 @@ class NodeConfig:
         return self.directory or DirectorySettings(cache=self.data_dir / "directories")
 
     survey: SurveySettings = SurveySettings()
+    database: DatabaseSettings = DatabaseSettings()  # noqa: RUF009 - frozen, immutable
 
     def partner(self, node_id: str) -> Partner | None:
         for partner in self.partners:
@@ -546,6 +548,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
         )
     timestamps_t.done()
     survey = _survey(root.sub("survey", required=False))
+    database = _database(root.sub("database", required=False))
 
     partners = _partners(root)
     if any(p.node_id == node_id for p in partners):
@@ -573,7 +576,22 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
         timestamps=timestamps,
         directory=directory,
         survey=survey,
+        database=database,
     )
+
+
+def _database(table: _Reader) -> DatabaseSettings:
+    url = table.raw("url", None)
+    if url is not None:
+        if not isinstance(url, str):
+            raise table.error("url", "must be a postgresql:// URL")
+        try:
+            check_url(url)
+        except DatabaseUrlError as exc:
+            raise table.error("url", str(exc)) from None
+    blob_dir = None if table.raw("blob_dir", None) is None else table.path("blob_dir")
+    table.done()
+    return DatabaseSettings(url=url, blob_dir=blob_dir)
 
 
 def _urls(table: _Reader, name: str, schemes: tuple[str, ...]) -> tuple[str, ...]:

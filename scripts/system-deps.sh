@@ -25,6 +25,11 @@ command -v npm >/dev/null 2>&1 || need="$need npm"
 command -v turnserver >/dev/null 2>&1 || need="$need coturn"
 # ffprobe (ffmpeg): an independent judge of the recorded segments' frame rate and size
 command -v ffprobe >/dev/null 2>&1 || need="$need ffmpeg"
+# PostgreSQL server programs (initdb, pg_ctl): the tests start a throwaway cluster and run
+# the storage suites against it; haproxy: the load balancer in front of several workers
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
+    || need="$need postgresql"
+command -v haproxy >/dev/null 2>&1 || need="$need haproxy"
 if [ -z "$need" ]; then exit 0; fi
 if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages:$need"
