@@ -9,11 +9,17 @@ own current key (``info`` purpose ``attachment-key``). Peer upload: the sealed b
 bytes are appended the same way (hashed while written) and published once their SHA-256
 matches. The sealed blob's own digest is taken while it is encrypted, not read back. A received
 blob opens with the key carried in the sealed content of the packet naming it.
+
+Streams: a staged blob is encrypted with the stream of the suite of the node's own key
+(SM4-GCM under an SM node's ``sm2-sm4gcm`` key, else Tink AES-GCM;
+:func:`relay.core.blobs.stream_for`). A packet to a partner whose sealing key asks for
+the other stream carries a re-encrypted copy (:meth:`AttachmentVault.for_recipient`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
@@ -165,11 +171,11 @@ class AttachmentVault:
         key = new_stream_key()
         tmp = self._store.temp_path()
         aad = blobs.attachment_aad(digest)
+        own = self._keys[0].public_key()
         blob_digest, blob_size = await asyncio.to_thread(
-            blobs.seal_file, upload.path, tmp, key, aad=aad
+            blobs.seal_file, upload.path, tmp, key, aad=aad, kind=blobs.stream_for(own.suite)
         )
         self._store.publish_blob(tmp, blob_digest, blob_size)
-        own = self._keys[0].public_key()
         wrapped = hpke_seal(key, own, info=seal_info("attachment-key", {"digest": digest}))
         staged = StagedAttachment(
             digest, size, blob_digest, blob_size, media_type, name, own.kid, wrapped
@@ -187,10 +193,43 @@ class AttachmentVault:
             if item is None:
                 raise NotFound(f"attachment {digest} is not staged")
             key = AttachmentKey(
-                item.blob_digest, self._unwrap(item), item.plain_digest, item.plain_size
+                item.blob_digest,
+                self._unwrap(item),
+                item.plain_digest,
+                item.plain_size,
+                self._stream_of(item),
             )
             found.append((item, key))
         return found
+
+    def _stream_of(self, staged: StagedAttachment) -> blobs.Stream:
+        return blobs.stream_for(key_by_kid(self._ring, staged.key_kid).suite)
+
+    async def for_recipient(
+        self, staged: list[tuple[StagedAttachment, AttachmentKey]], suite: str
+    ) -> list[tuple[StagedAttachment, AttachmentKey]]:
+        """``staged`` as a packet sealed with ``suite`` carries them: a blob in another
+        stream than the suite's is re-encrypted, under a fresh key, into a new blob
+        (published; the staged record and its blob stay as they are)."""
+        want = blobs.stream_for(suite)
+        out = []
+        for item, key in staged:
+            if key.stream is want:
+                out.append((item, key))
+                continue
+            fresh, tmp = new_stream_key(), self._store.temp_path()
+            digest, size = await asyncio.to_thread(
+                blobs.transcode_file,
+                self._store.blob_path(item.blob_digest),
+                tmp,
+                (key.key, fresh),
+                aad=blobs.attachment_aad(item.plain_digest),
+                kinds=(key.stream, want),
+            )
+            self._store.publish_blob(tmp, digest, size)
+            copy = dataclasses.replace(item, blob_digest=digest, blob_size=size)
+            out.append((copy, AttachmentKey(digest, fresh, key.plain_digest, key.plain_size, want)))
+        return out
 
     def _unwrap(self, staged: StagedAttachment) -> bytes:
         info = seal_info("attachment-key", {"digest": staged.plain_digest})
@@ -200,6 +239,7 @@ class AttachmentVault:
         staged = self._store.attachment(digest)
         if staged is not None:
             key, blob, plain = self._unwrap(staged), staged.blob_digest, staged.plain_digest
+            kind = self._stream_of(staged)
         else:
             packet_id = self._store.packet_naming_blob(digest)
             if packet_id is None:
@@ -208,6 +248,11 @@ class AttachmentVault:
             if not match or self._store.blob_size(digest) is None:
                 raise NotFound(f"no attachment {digest}")
             key, blob, plain = match[0].key, digest, match[0].plain_digest
+            kind = match[0].stream
         return blobs.decrypt_to_async(
-            self._store.blob_path(blob), key, aad=blobs.attachment_aad(plain), plain_digest=plain
+            self._store.blob_path(blob),
+            key,
+            aad=blobs.attachment_aad(plain),
+            plain_digest=plain,
+            kind=kind,
         )
