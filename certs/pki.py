@@ -72,6 +72,7 @@ __all__ = [
     "issue_node",
     "renew_crl",
     "revoke",
+    "tls_issuer",
     "write_private",
 ]
 
@@ -218,6 +219,17 @@ def _load_federation(
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(state, dict):
         raise PkiError(f"{federation} is not a federation directory made by this tool")
     return cert, key, state
+
+
+def tls_issuer(
+    federation: Path,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey, dict[str, object]]:
+    """The root that issues TLS leaves, its key and the state: the federation root, or
+    in the SM profile its P-256 transport root (:mod:`certs.sm_pki`)."""
+    if _profile(federation) == "sm":
+        fed, state = _load_sm(federation)
+        return fed.transport_cert, fed.transport_key, state
+    return _load_federation(federation)
 
 
 def _profile(federation: Path) -> str:
@@ -516,24 +528,38 @@ def _reissue_crl(
 
 def issue_directory_key(federation: Path, out: Path, *, now: datetime) -> x509.Certificate:
     """Create the federation's directory-signing key and certificate in ``out`` (a new
-    folder, so the root key can stay offline while the directory is re-signed)."""
-    root, root_key, state = _load_federation(federation)
+    folder, so the root key can stay offline while the directory is re-signed). In the
+    SM profile the key is SM2 and the SM2 root certifies it SM2-with-SM3."""
+    sm = _profile(federation) == "sm"
+    if sm:
+        sm_fed, state = _load_sm(federation)
+        root = sm_fed.cert
+    else:
+        root, root_key, state = _load_federation(federation)
     _empty_dir(out, "directory key folder")
     name = str(state.get("name") or root.subject.rfc4514_string())
-    key = ed25519.Ed25519PrivateKey.generate()
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.COMMON_NAME, f"{name} Directory"),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tongban federation"),
         ]
     )
-    cert = (
-        _leaf_builder(root, root_key, subject, key.public_key(), now)
-        .add_extension(_key_usage(signature=True, commitment=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([DIRECTORY_SIGNING]), critical=False)
-        .sign(root_key, hashes.SHA256())
-    )
-    write_private(out / "directory.key", _pem_key(key))
+    if sm:
+        from certs import sm_pki
+
+        sm2_key = Sm2PrivateKey.generate()
+        cert = sm_pki.issue_directory_leaf(sm_fed, subject, sm2_key, _serial(), now)
+        key_pem = sm2_key.to_pem()
+    else:
+        key = ed25519.Ed25519PrivateKey.generate()
+        cert = (
+            _leaf_builder(root, root_key, subject, key.public_key(), now)
+            .add_extension(_key_usage(signature=True, commitment=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([DIRECTORY_SIGNING]), critical=False)
+            .sign(root_key, hashes.SHA256())
+        )
+        key_pem = _pem_key(key)
+    write_private(out / "directory.key", key_pem)
     _write_public(out / "directory.pem", _pem(cert))
     issued = state.setdefault("issued", [])
     if isinstance(issued, list):

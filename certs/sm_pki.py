@@ -35,6 +35,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certs._io import write_private, write_public
 from certs.pki import BACKDATE, CRL_VALIDITY, DOCUMENT_SIGNING, LEAF_VALIDITY, ROOT_VALIDITY
+from signing.certificates import DIRECTORY_SIGNING as DIRECTORY_SIGNING_EKU
 from signing.errors import MalformedInput
 from signing.keys import load_pem_chain
 from signing.sm2 import Sm2PrivateKey
@@ -54,6 +55,7 @@ __all__ = [
     "crl_blocks",
     "crl_pem",
     "init_sm_federation",
+    "issue_directory_leaf",
     "issue_sm_leaves",
     "issued_by",
     "sm_crl",
@@ -352,6 +354,24 @@ def issue_sm_leaves(
         subject_key_id=key_identifier(seal_key.public_key),
     )
     return tls_key, tls_cert, seal_key, seal_cert
+
+
+def issue_directory_leaf(
+    fed: SmFederation, subject: x509.Name, key: Sm2PrivateKey, serial: int, now: datetime
+) -> x509.Certificate:
+    """The federation's directory-signing certificate for the SM2 ``key``."""
+    return fed.issue(
+        subject,
+        key.public_key.to_der(),
+        [
+            _ext(_key_usage(signature=True, commitment=False, ca=False), True),
+            _ext(x509.ExtendedKeyUsage([DIRECTORY_SIGNING_EKU]), False),
+        ],
+        serial=serial,
+        now=now,
+        not_after=now + LEAF_VALIDITY,
+        subject_key_id=key_identifier(key.public_key),
+    )
 
 
 def issued_by(fed: SmFederation, cert: x509.Certificate) -> str | None:
