@@ -4,11 +4,12 @@ Layout: ``seal.key`` + ``seal.pem`` (the seal signer), ``tls.key`` + ``tls.pem``
 the TLS stack, so only their paths are kept), ``hpke-*.key`` (every HPKE private key,
 old and new during a rotation, in the order ``node.json`` lists them: current first;
 see :mod:`certs.hpke_rotation`) or, in the SM profile, ``enc-sm2.key`` (the SM2
-encryption key of the ``sm2-sm4gcm`` suite), and ``node.json`` (the signed descriptor,
-kept as bytes for publishing). Partners verify ``node.json`` with
-:func:`signing.descriptor.verify_descriptor`; a node trusts its own directory, with one
-check: the TLS certificate and the seal certificate name the same node id (in the SM
-profile they come from two roots, the transport root and the SM2 root).
+encryption key of the ``sm2-sm4gcm`` suite; ``enc-sm2-<stamp>.key`` after a
+rotation), and ``node.json`` (the signed descriptor, kept as bytes for publishing).
+Partners verify ``node.json`` with :func:`signing.descriptor.verify_descriptor`; a node
+trusts its own directory, with one check: the TLS certificate and the seal certificate
+name the same node id (in the SM profile they come from two roots, the transport root
+and the SM2 root).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def load_node_keys(directory: Path) -> NodeKeys:
     tls_cert, tls_key = directory / "tls.pem", directory / "tls.key"
     _same_node(load_pem_chain(_read(tls_cert))[0], seal.leaf, directory)
     _read(tls_key, private=True)
-    files = sorted(directory.glob("hpke-*.key")) + sorted(directory.glob("enc-sm2.key"))
+    files = sorted(directory.glob("hpke-*.key")) + sorted(directory.glob("enc-sm2*.key"))
     hpke = tuple(HpkePrivateKey.from_pem(_read(p, private=True)) for p in files)
     if not hpke:
         raise MalformedInput(f"node directory {directory} holds no hpke-*.key or enc-sm2.key")

@@ -218,3 +218,17 @@ async def test_openssl_cannot_handshake_an_sm2_signed_tls_chain_but_does_the_tra
         finally:
             listener.close()
             await listener.wait_closed()
+
+
+def test_an_sm_nodes_encryption_key_rotates_and_retires(fed: Path) -> None:
+    from certs.hpke_rotation import retire_due, rotate_hpke
+
+    node = fed.parent / A
+    [old] = load_node_keys(node).hpke_keys
+    [kid] = rotate_hpke(node, at=NOW, overlap=timedelta(days=8))
+    keys = load_node_keys(node).hpke_keys
+    assert [k.public_key().kid for k in keys] == [kid, old.public_key().kid]
+    assert all(k.suite is HpkeSuite.SM2_SM4GCM for k in keys)
+    assert retire_due(node, at=NOW + timedelta(days=9)) == (old.public_key().kid,)
+    assert [k.public_key().kid for k in load_node_keys(node).hpke_keys] == [kid]
+    assert not (node / "enc-sm2.key").exists()
