@@ -232,3 +232,28 @@ def test_an_sm_nodes_encryption_key_rotates_and_retires(fed: Path) -> None:
     assert retire_due(node, at=NOW + timedelta(days=9)) == (old.public_key().kid,)
     assert [k.public_key().kid for k in load_node_keys(node).hpke_keys] == [kid]
     assert not (node / "enc-sm2.key").exists()
+
+
+def test_fresher_crls_of_an_sm_federation_enter_the_bundle(fed: Path) -> None:
+    """CRL distribution (relay.federation.crls) takes an SM federation's re-issued CRLs,
+    the SM2-signed one included (it raised UnsupportedAlgorithm on the SM2 root key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from certs.sm_pki import crl_blocks
+    from relay.federation.crls import fresher_bundle
+
+    held = _bundle(fed)
+    later = NOW + timedelta(hours=1)
+    revoke(fed, (fed.parent / A / "tls.pem").read_bytes(), now=later)
+    offered = [x509.load_pem_x509_crl(b) for b in crl_blocks((fed / "crl.pem").read_bytes())]
+    updated = fresher_bundle(held, offered, at=later)
+    assert updated is not None
+    assert sorted(c.public_bytes(Encoding.DER) for c in updated.crls) == sorted(
+        c.public_bytes(Encoding.DER) for c in offered
+    )
+    with pytest.raises(CertificateRejected) as caught:
+        validate_path(
+            [_leaf(fed.parent / A / "tls.pem")], updated, purpose=Purpose.TLS_PEER, at=later
+        )
+    assert caught.value.reason == "revoked"
