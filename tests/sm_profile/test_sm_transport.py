@@ -257,3 +257,19 @@ def test_fresher_crls_of_an_sm_federation_enter_the_bundle(fed: Path) -> None:
             [_leaf(fed.parent / A / "tls.pem")], updated, purpose=Purpose.TLS_PEER, at=later
         )
     assert caught.value.reason == "revoked"
+
+
+def test_dossier_verification_reads_the_sm2_roots_crl(fed: Path) -> None:
+    """``tongban dossier verify`` judges an SM seal's revocation from the SM2 root's CRL
+    (it raised UnsupportedAlgorithm on the SM2 root key)."""
+    from relay.dossier.verify import Revocation, _Context
+
+    seal = _leaf(fed.parent / A / "seal.pem")
+    root = load_pem_chain((fed / "root.pem").read_bytes())[0]
+    context = _Context({}, _bundle(fed), None, NOW)
+    state, _, _ = context.revocation(seal, root, NOW, None)
+    assert state is Revocation.GOOD
+    revoke(fed, (fed.parent / A / "seal.pem").read_bytes(), now=NOW + timedelta(seconds=1))
+    context = _Context({}, _bundle(fed), None, NOW + timedelta(seconds=2))
+    state, _, _ = context.revocation(seal, root, NOW + timedelta(seconds=2), None)
+    assert state is not Revocation.GOOD
