@@ -10,10 +10,10 @@ bytes are appended the same way (hashed while written) and published once their 
 matches. The sealed blob's own digest is taken while it is encrypted, not read back. A received
 blob opens with the key carried in the sealed content of the packet naming it.
 
-Streams: a staged blob is encrypted with the stream of the suite of the node's own key
-(SM4-GCM under an SM node's ``sm2-sm4gcm`` key, else Tink AES-GCM;
-:func:`relay.core.blobs.stream_for`). A packet to a partner whose sealing key asks for
-the other stream carries a re-encrypted copy (:meth:`AttachmentVault.for_recipient`).
+Streams (:mod:`relay.core.streams`): staged blobs are the Tink AES-GCM stream; a packet
+sealed to an SM partner's ``sm2-sm4gcm`` key carries SM4-GCM copies, re-encrypted
+under fresh keys (:meth:`AttachmentVault.for_recipient`); a received blob is in the
+stream its packet's ``sealed.suite`` names.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import hashlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 
-from relay.core import blobs
+from relay.core import blobs, streams
 from relay.core.errors import AttachmentError, NotFound
 from relay.core.fields import is_digest
 from relay.core.model import AttachmentInfo
@@ -171,11 +171,11 @@ class AttachmentVault:
         key = new_stream_key()
         tmp = self._store.temp_path()
         aad = blobs.attachment_aad(digest)
-        own = self._keys[0].public_key()
         blob_digest, blob_size = await asyncio.to_thread(
-            blobs.seal_file, upload.path, tmp, key, aad=aad, kind=blobs.stream_for(own.suite)
+            blobs.seal_file, upload.path, tmp, key, aad=aad
         )
         self._store.publish_blob(tmp, blob_digest, blob_size)
+        own = self._keys[0].public_key()
         wrapped = hpke_seal(key, own, info=seal_info("attachment-key", {"digest": digest}))
         staged = StagedAttachment(
             digest, size, blob_digest, blob_size, media_type, name, own.kid, wrapped
@@ -193,17 +193,10 @@ class AttachmentVault:
             if item is None:
                 raise NotFound(f"attachment {digest} is not staged")
             key = AttachmentKey(
-                item.blob_digest,
-                self._unwrap(item),
-                item.plain_digest,
-                item.plain_size,
-                self._stream_of(item),
+                item.blob_digest, self._unwrap(item), item.plain_digest, item.plain_size
             )
             found.append((item, key))
         return found
-
-    def _stream_of(self, staged: StagedAttachment) -> blobs.Stream:
-        return blobs.stream_for(key_by_kid(self._ring, staged.key_kid).suite)
 
     async def for_recipient(
         self, staged: list[tuple[StagedAttachment, AttachmentKey]], suite: str
@@ -211,7 +204,7 @@ class AttachmentVault:
         """``staged`` as a packet sealed with ``suite`` carries them: a blob in another
         stream than the suite's is re-encrypted, under a fresh key, into a new blob
         (published; the staged record and its blob stay as they are)."""
-        want = blobs.stream_for(suite)
+        want = streams.stream_for(suite)
         out = []
         for item, key in staged:
             if key.stream is want:
@@ -219,7 +212,7 @@ class AttachmentVault:
                 continue
             fresh, tmp = new_stream_key(), self._store.temp_path()
             digest, size = await asyncio.to_thread(
-                blobs.transcode_file,
+                streams.transcode_file,
                 self._store.blob_path(item.blob_digest),
                 tmp,
                 (key.key, fresh),
@@ -239,7 +232,7 @@ class AttachmentVault:
         staged = self._store.attachment(digest)
         if staged is not None:
             key, blob, plain = self._unwrap(staged), staged.blob_digest, staged.plain_digest
-            kind = self._stream_of(staged)
+            kind = streams.Stream.TINK_AES256GCM
         else:
             packet_id = self._store.packet_naming_blob(digest)
             if packet_id is None:

@@ -1,12 +1,5 @@
 """File helpers for attachments: streaming hashes, sealing at rest, resumable appends,
-and decryption streamed to an async consumer — all in constant memory.
-
-A sealed blob is one of two segmented streams (:class:`Stream`): Tink AES-256-GCM-HKDF
-(:mod:`signing.stream`, protocol.md §4.2) or, in the SM profile, SM4-GCM with
-HKDF-SM3 (:mod:`signing.sm_seal`, §4.4). Which one follows from the suite of the key
-that wraps the blob's stream key (:func:`stream_for`): a packet's ``sealed.suite`` for
-a blob it carries, the node's own key for a staged attachment.
-"""
+and decryption streamed to an async consumer — all in constant memory."""
 
 from __future__ import annotations
 
@@ -15,55 +8,25 @@ import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from relay.core import streams
 from relay.core.errors import AttachmentError
-from signing import sm_seal, stream
-from signing.hpke import HpkeSuite
+from signing.stream import encrypt_stream
 
 __all__ = [
     "CHUNK",
-    "Stream",
     "append_stream",
     "attachment_aad",
     "decrypt_to_async",
     "read_from",
     "seal_file",
     "sha256_file",
-    "stream_for",
-    "transcode_file",
 ]
 
 CHUNK = 1 << 20
 _SYNC_EVERY = 16 * CHUNK
-
-
-class Stream(StrEnum):
-    """The segmented stream a sealed blob is encrypted with (32-byte key either way)."""
-
-    TINK_AES256GCM = "tink-aes256gcm-hkdf-sha256-64k"
-    SM4GCM = "sm4gcm-hkdf-sm3-64k"
-
-
-def stream_for(suite: str) -> Stream:
-    """The stream of blobs whose key is sealed with ``suite`` (a wire suite name)."""
-    return Stream.SM4GCM if suite == HpkeSuite.SM2_SM4GCM else Stream.TINK_AES256GCM
-
-
-def _encrypt(kind: Stream, src: BinaryIO, dst: BinaryIO, key: bytes, aad: bytes) -> None:
-    if kind is Stream.SM4GCM:
-        sm_seal.encrypt_stream(src, dst, key, aad)
-    else:
-        stream.encrypt_stream(src, dst, key, aad=aad)
-
-
-def _decrypt(kind: Stream, src: BinaryIO, dst: BinaryIO, key: bytes, aad: bytes) -> None:
-    if kind is Stream.SM4GCM:
-        sm_seal.decrypt_stream(src, dst, key, aad)
-    else:
-        stream.decrypt_stream(src, dst, key, aad=aad)
 
 
 def attachment_aad(plain_digest: str) -> bytes:
@@ -98,14 +61,12 @@ class _HashingWriter:
         self._out.flush()
 
 
-def seal_file(
-    src: Path, dst: Path, key: bytes, *, aad: bytes, kind: Stream = Stream.TINK_AES256GCM
-) -> tuple[str, int]:
-    """Encrypt ``src`` into ``dst`` with the ``kind`` stream and fsync ``dst``; returns
+def seal_file(src: Path, dst: Path, key: bytes, *, aad: bytes) -> tuple[str, int]:
+    """Encrypt ``src`` into ``dst`` with ``signing.stream`` and fsync ``dst``; returns
     the SHA-256 (hex) and size of what it wrote (hashed on the way: no read-back)."""
     with open(src, "rb") as fin, open(dst, "wb") as fout:
         sink = _HashingWriter(fout)
-        _encrypt(kind, fin, sink, key, aad)  # type: ignore[arg-type]
+        encrypt_stream(fin, sink, key, aad=aad)  # type: ignore[arg-type]
         fout.flush()
         os.fsync(fout.fileno())
     return sink.sha.hexdigest(), sink.size
@@ -182,31 +143,16 @@ class _QueueWriter:
         pass
 
 
-def transcode_file(
-    src: Path, dst: Path, keys: tuple[bytes, bytes], *, aad: bytes, kinds: tuple[Stream, Stream]
-) -> tuple[str, int]:
-    """Re-encrypt the sealed blob ``src`` (stream ``kinds[0]``, key ``keys[0]``) into
-    ``dst`` (``kinds[1]``, ``keys[1]``) through a plaintext file beside ``dst`` that is
-    removed afterwards; returns what :func:`seal_file` returns. For a packet to a
-    partner of the other profile than the node's own (constant memory)."""
-    plain = dst.with_name(dst.name + ".plain")
-    try:
-        with open(src, "rb") as fin, open(plain, "wb") as fplain:
-            _decrypt(kinds[0], fin, fplain, keys[0], aad)
-        return seal_file(plain, dst, keys[1], aad=aad, kind=kinds[1])
-    finally:
-        plain.unlink(missing_ok=True)
-
-
 async def decrypt_to_async(
     path: Path,
     key: bytes,
     *,
     aad: bytes,
     plain_digest: str,
-    kind: Stream = Stream.TINK_AES256GCM,
+    kind: streams.Stream = streams.Stream.TINK_AES256GCM,
 ) -> AsyncIterator[bytes]:
-    """Decrypt the sealed blob at ``path`` and yield plaintext as segments authenticate.
+    """Decrypt the sealed blob at ``path`` (stream ``kind``, :mod:`relay.core.streams`)
+    and yield plaintext as segments authenticate.
 
     At the end the plaintext SHA-256 is compared with ``plain_digest``; a mismatch
     raises :class:`AttachmentError` (``digest-mismatch``); a decryption failure
@@ -220,7 +166,7 @@ async def decrypt_to_async(
     def work() -> None:
         try:
             with open(path, "rb") as src:
-                _decrypt(kind, src, writer, key, aad)  # type: ignore[arg-type]
+                streams.decrypt(kind, src, writer, key, aad)  # type: ignore[arg-type]
         except _Abandoned:
             pass
         finally:

@@ -17,7 +17,7 @@ whose payload is the canonical JSON of the routing facts::
 
 ``key`` (b64url) is the stream key of the sealed blob ``digest``; the blob's stream is
 SM4-GCM (:mod:`signing.sm_seal`) when ``sealed.suite`` is ``sm2-sm4gcm``, else Tink
-AES-GCM (:mod:`signing.stream`) — :func:`relay.core.blobs.stream_for`.
+AES-GCM (:mod:`signing.stream`) — :func:`relay.core.streams.stream_for`.
 Digests are lowercase hex SHA-256; a packet's digest is SHA-256 of the compact JWS
 ASCII bytes. Times are integers: whole seconds since the Unix epoch, UTC.
 
@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from relay.core.blobs import Stream, stream_for
 from relay.core.errors import MalformedPacket
 from relay.core.fields import (
     digest_field,
@@ -47,6 +46,7 @@ from relay.core.fields import (
     str_field,
 )
 from relay.core.ports import AgreementRef
+from relay.core.streams import Stream, stream_for
 from signing.certificates import Identity, Purpose, TrustBundle
 from signing.encoding import (
     MAX_DEPTH,

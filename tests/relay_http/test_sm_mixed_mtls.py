@@ -224,7 +224,7 @@ async def test_sm_and_default_provinces_exchange_packets_over_mutual_tls(
     assert _header(item["receipt"])["alg"] == "EdDSA"
     receipt = verify_receipt(item["receipt"], mixed.bundle, at=NOW, expected_from=HUBEI)
     assert receipt.status is ReceiptStatus.ACCEPTED
-    # the SM node keeps its own staged copy SM4-GCM at rest, under its SM2 key
+    # the SM node's own staged copy: the Tink stream, its key sealed to its SM2 key
     store = mixed.jiangsu.core._store
     staged = store.attachment(hashlib.sha256(scan.read_bytes()).hexdigest())
     assert staged is not None
@@ -233,7 +233,7 @@ async def test_sm_and_default_provinces_exchange_packets_over_mutual_tls(
     assert staged.key_kid == own.public_key().kid
     info = seal_info("attachment-key", {"digest": staged.plain_digest})
     key = hpke_open(staged.wrapped_key, own, info=info)
-    assert _stream_of(store.blob_path(staged.blob_digest), key, scan.read_bytes()) == "sm4"
+    assert _stream_of(store.blob_path(staged.blob_digest), key, scan.read_bytes()) == "tink"
 
     # OpenSSL, as the independent judge, verifies the SM2 signature of that packet
     head, body, sig = packet.split(".")

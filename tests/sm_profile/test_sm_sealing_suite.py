@@ -106,3 +106,47 @@ def test_a_header_whose_stream_does_not_match_its_keys_is_refused(key: HpkePriva
         SealedHeader.parse(forged)
     with pytest.raises(MalformedInput):
         read_header(io.BytesIO(forged))
+
+
+def test_transcoding_a_blob_between_the_streams_writes_no_plaintext_and_refuses_damage(
+    tmp_path: Path,
+) -> None:
+    """relay.core.streams.transcode_file: Tink stream -> SM4-GCM stream and back, three
+    segments and more; a damaged source raises and leaves nothing to publish."""
+    import hashlib
+    import os
+
+    from relay.core.streams import Stream, decrypt, encrypt, transcode_file
+
+    plain = os.urandom(200_000)
+    aad = b"tongban/v1 attachment " + hashlib.sha256(plain).hexdigest().encode()
+    k1, k2 = os.urandom(32), os.urandom(32)
+    src = tmp_path / "tink.blob"
+    with src.open("wb") as out:
+        encrypt(Stream.TINK_AES256GCM, io.BytesIO(plain), out, k1, aad)
+    sm = tmp_path / "sm4.blob"
+    digest, size = transcode_file(
+        src, sm, (k1, k2), aad=aad, kinds=(Stream.TINK_AES256GCM, Stream.SM4GCM)
+    )
+    assert (digest, size) == (hashlib.sha256(sm.read_bytes()).hexdigest(), sm.stat().st_size)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sm4.blob", "tink.blob"]
+    clear = io.BytesIO()
+    with sm.open("rb") as fin:
+        sm_seal.decrypt_stream(fin, clear, k2, aad)  # the SM4 module itself opens it
+    assert clear.getvalue() == plain
+    back = tmp_path / "back.blob"
+    transcode_file(sm, back, (k2, k1), aad=aad, kinds=(Stream.SM4GCM, Stream.TINK_AES256GCM))
+    clear = io.BytesIO()
+    with back.open("rb") as fin:
+        decrypt(Stream.TINK_AES256GCM, fin, clear, k1, aad)
+    assert clear.getvalue() == plain
+
+    damaged = bytearray(src.read_bytes())
+    damaged[100_000] ^= 1  # inside the second segment
+    src.write_bytes(bytes(damaged))
+    with pytest.raises(DecryptionFailed):
+        transcode_file(
+            src, tmp_path / "out.blob", (k1, k2), aad=aad,
+            kinds=(Stream.TINK_AES256GCM, Stream.SM4GCM),
+        )  # fmt: skip
+    assert not (tmp_path / "out.blob").exists()
