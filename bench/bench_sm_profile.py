@@ -5,8 +5,8 @@
   (``signing.sm2``); Ed25519 and P-256 (ES256) through ``cryptography``;
 - **relayed packet**: ``PACKETS`` packets created at node A and delivered to node B
   (FakeNetwork, real SQLite, receipts back), once with both nodes in a default-profile
-  federation (Ed25519 seals, P-256 root, HPKE sealing) and once in an SM-profile one
-  (SM2 seals and root, ``sm2-sm4gcm`` sealing: SM2 encryption + SM4-GCM).
+  federation (Ed25519 seals, P-256 root) and once in an SM-profile one (SM2 seals and
+  root); sealing is HPKE in both (SM sealing is not built yet).
 
 Blocks alternate for ``ROUNDS`` rounds and the best rate of each is kept, to blunt the
 noise of a shared machine.
