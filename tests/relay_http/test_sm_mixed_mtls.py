@@ -16,6 +16,7 @@ import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,12 @@ async def mixed(tmp_path: Path) -> AsyncIterator[Mixed]:
 def _client(node: Node, role: StaffRole = StaffRole.CLERK) -> StaffClient:
     key = load_or_create_token_key(node.config.staff.token_key)
     token = issue_token(
-        key, node_id=node.config.node_id, subject="test", roles=[role], now=NOW, ttl=3600
+        key,
+        node_id=node.config.node_id,
+        subject="test",
+        roles=[role],
+        now=datetime.now(UTC),
+        ttl=3600,
     )
     return StaffClient.for_config(node.config, token)
 
@@ -213,7 +219,8 @@ async def test_sm_and_default_provinces_exchange_packets_over_mutual_tls(
     assert _payload(packet)["sealed"]["suite"] == "sm2-sm4gcm"
     assert kind == "sm4"
     assert _header(item["receipt"])["alg"] == "SM2SM3"  # Jiangsu's receipt
-    receipt = verify_receipt(item["receipt"], mixed.bundle, at=NOW, expected_from=JIANGSU)
+    now = datetime.now(UTC)  # the nodes sign on the wall clock (NOW is import time)
+    receipt = verify_receipt(item["receipt"], mixed.bundle, at=now, expected_from=JIANGSU)
     assert receipt.status is ReceiptStatus.ACCEPTED
 
     # SM -> default: signed SM2SM3, HPKE to Hubei, attachment as Tink AES-GCM
@@ -222,7 +229,8 @@ async def test_sm_and_default_provinces_exchange_packets_over_mutual_tls(
     assert _payload(packet)["sealed"]["suite"] == "mlkem768x25519-sha256-aes256gcm"
     assert kind == "tink"
     assert _header(item["receipt"])["alg"] == "EdDSA"
-    receipt = verify_receipt(item["receipt"], mixed.bundle, at=NOW, expected_from=HUBEI)
+    now = datetime.now(UTC)
+    receipt = verify_receipt(item["receipt"], mixed.bundle, at=now, expected_from=HUBEI)
     assert receipt.status is ReceiptStatus.ACCEPTED
     # the SM node's own staged copy: the Tink stream, its key sealed to its SM2 key
     store = mixed.jiangsu.core._store
