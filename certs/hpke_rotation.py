@@ -3,7 +3,8 @@
 
 A rotation, at instant ``at``, for every HPKE suite the node's descriptor lists:
 
-1. a new private key is written as ``hpke-<suite>-<YYYYMMDDhhmmss>.key`` (mode 0600);
+1. a new private key is written as ``hpke-<suite>-<YYYYMMDDhhmmss>.key`` (mode 0600;
+   ``enc-sm2-<YYYYMMDDhhmmss>.key`` for an SM node's ``sm2-sm4gcm`` key);
 2. ``node.json`` is signed again (seal key, ``issued_at = at``) listing the new keys
    first, then the keys it listed before: senders seal to the first key of the
    strongest suite (docs/protocol.md §6), so new packets go to the new keys;
@@ -89,7 +90,8 @@ def rotate_hpke(node_dir: Path, *, at: datetime, overlap: timedelta) -> tuple[st
     stamp = at.strftime("%Y%m%d%H%M%S")
     fresh: list[HpkePrivateKey] = []
     for suite in suites:
-        path = node_dir / f"hpke-{suite.value.split('-')[0]}-{stamp}.key"
+        prefix = "enc-sm2" if suite is HpkeSuite.SM2_SM4GCM else f"hpke-{suite.value.split('-')[0]}"
+        path = node_dir / f"{prefix}-{stamp}.key"
         if path.exists():
             raise MalformedInput(f"{path} exists already (one rotation per second)")
         private = generate_hpke_key(suite)
@@ -119,7 +121,7 @@ def retire_due(node_dir: Path, *, at: datetime) -> tuple[str, ...]:
     if not kept:
         raise MalformedInput("retiring these keys would leave the descriptor without a key")
     _sign(node_dir, replace(descriptor, hpke_keys=kept, issued_at=at), at)
-    for path in sorted(node_dir.glob("hpke-*.key")):
+    for path in sorted(node_dir.glob("hpke-*.key")) + sorted(node_dir.glob("enc-sm2*.key")):
         if HpkePrivateKey.from_pem(path.read_bytes()).public_key().kid in due:
             os.unlink(path)
     _write_schedule(node_dir, {k: v for k, v in schedule.items() if k not in due})

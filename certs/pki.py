@@ -21,8 +21,10 @@ every ``notBefore`` is backdated 5 minutes; serials are random 128-bit (top bit 
 the CRL is valid 30 days.
 
 ``init_federation(..., profile="sm")`` makes an SM-profile federation instead (SM2 root,
-SM2 seal keys, SM2-with-SM3 signatures; :mod:`certs.sm_pki`); ``state.json`` names the
-profile and every later operation (issue, revoke, renew) follows it.
+SM2 seal keys, SM2-with-SM3 signatures, and a P-256 transport root for TLS only;
+:mod:`certs.sm_pki`); ``state.json`` names the profile and every later operation
+(issue, revoke, renew) follows it. An SM node directory holds ``enc-sm2.key`` (the
+``sm2-sm4gcm`` sealing key) instead of the two ``hpke-*.key``.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ __all__ = [
     "issue_node",
     "renew_crl",
     "revoke",
+    "tls_issuer",
     "write_private",
 ]
 
@@ -158,7 +161,7 @@ def init_federation(
     if profile == "sm":
         from certs import sm_pki
 
-        return sm_pki.init_sm_federation(out, name, serial=_serial(), now=now)
+        return sm_pki.init_sm_federation(out, name, serials=(_serial(), _serial()), now=now)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name(
         [
@@ -216,6 +219,17 @@ def _load_federation(
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(state, dict):
         raise PkiError(f"{federation} is not a federation directory made by this tool")
     return cert, key, state
+
+
+def tls_issuer(
+    federation: Path,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey, dict[str, object]]:
+    """The root that issues TLS leaves, its key and the state: the federation root, or
+    in the SM profile its P-256 transport root (:mod:`certs.sm_pki`)."""
+    if _profile(federation) == "sm":
+        fed, state = _load_sm(federation)
+        return fed.transport_cert, fed.transport_key, state
+    return _load_federation(federation)
 
 
 def _profile(federation: Path) -> str:
@@ -380,14 +394,22 @@ def issue_node(
     else:
         tls_key, tls_cert, ed_key, seal_cert = _default_leaves(root, root_key, subject, san, now)
         seal_key, seal_pem = ed_key, _pem_key(ed_key)
-    hpke_keys = [generate_hpke_key(HpkeSuite.X25519), generate_hpke_key(HpkeSuite.MLKEM768_X25519)]
+    if sm:  # one SM2 encryption key: partners seal to it with sm2-sm4gcm
+        hpke_keys = [generate_hpke_key(HpkeSuite.SM2_SM4GCM)]
+        key_files = ["enc-sm2.key"]
+    else:
+        hpke_keys = [
+            generate_hpke_key(HpkeSuite.X25519),
+            generate_hpke_key(HpkeSuite.MLKEM768_X25519),
+        ]
+        key_files = ["hpke-x25519.key", "hpke-mlkem768x25519.key"]
     write_private(out / "tls.key", _pem_key(tls_key))
     _write_public(out / "tls.pem", _pem(tls_cert))
     write_private(out / "seal.key", seal_pem)
     _write_public(out / "seal.pem", _pem(seal_cert))
-    write_private(out / "hpke-x25519.key", hpke_keys[0].to_pem())
-    write_private(out / "hpke-mlkem768x25519.key", hpke_keys[1].to_pem())
-    _write_public(out / "root.pem", _pem(root))
+    for filename, hpke_key in zip(key_files, hpke_keys, strict=True):
+        write_private(out / filename, hpke_key.to_pem())
+    _write_public(out / "root.pem", sm_fed.roots_pem if sm else _pem(root))
     _write_node_json(
         out,
         node,
@@ -506,24 +528,38 @@ def _reissue_crl(
 
 def issue_directory_key(federation: Path, out: Path, *, now: datetime) -> x509.Certificate:
     """Create the federation's directory-signing key and certificate in ``out`` (a new
-    folder, so the root key can stay offline while the directory is re-signed)."""
-    root, root_key, state = _load_federation(federation)
+    folder, so the root key can stay offline while the directory is re-signed). In the
+    SM profile the key is SM2 and the SM2 root certifies it SM2-with-SM3."""
+    sm = _profile(federation) == "sm"
+    if sm:
+        sm_fed, state = _load_sm(federation)
+        root = sm_fed.cert
+    else:
+        root, root_key, state = _load_federation(federation)
     _empty_dir(out, "directory key folder")
     name = str(state.get("name") or root.subject.rfc4514_string())
-    key = ed25519.Ed25519PrivateKey.generate()
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.COMMON_NAME, f"{name} Directory"),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tongban federation"),
         ]
     )
-    cert = (
-        _leaf_builder(root, root_key, subject, key.public_key(), now)
-        .add_extension(_key_usage(signature=True, commitment=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([DIRECTORY_SIGNING]), critical=False)
-        .sign(root_key, hashes.SHA256())
-    )
-    write_private(out / "directory.key", _pem_key(key))
+    if sm:
+        from certs import sm_pki
+
+        sm2_key = Sm2PrivateKey.generate()
+        cert = sm_pki.issue_directory_leaf(sm_fed, subject, sm2_key, _serial(), now)
+        key_pem = sm2_key.to_pem()
+    else:
+        key = ed25519.Ed25519PrivateKey.generate()
+        cert = (
+            _leaf_builder(root, root_key, subject, key.public_key(), now)
+            .add_extension(_key_usage(signature=True, commitment=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([DIRECTORY_SIGNING]), critical=False)
+            .sign(root_key, hashes.SHA256())
+        )
+        key_pem = _pem_key(key)
+    write_private(out / "directory.key", key_pem)
     _write_public(out / "directory.pem", _pem(cert))
     issued = state.setdefault("issued", [])
     if isinstance(issued, list):
@@ -542,28 +578,33 @@ def issue_directory_key(federation: Path, out: Path, *, now: datetime) -> x509.C
 def _sm_reissue_crl(
     federation: Path, cert_pem: bytes | None, now: datetime
 ) -> x509.CertificateRevocationList:
-    """:func:`revoke` (``cert_pem`` given) or :func:`renew_crl` for an SM federation."""
+    """:func:`revoke` (``cert_pem`` given) or :func:`renew_crl` for an SM federation:
+    both CRLs (the SM2 root's and the transport root's) are re-issued with the next
+    number; the certificate goes onto the CRL of the root that issued it. Returns the
+    CRL that changed (the SM2 root's when renewing)."""
     from certs import sm_pki
-    from signing.sm_x509 import verify_certificate
 
     fed, state = _load_sm(federation)
     try:
-        old = x509.load_pem_x509_crl((federation / "crl.pem").read_bytes())
-        revoked = sm_pki.sm_revoked(fed, old)
+        revoked = sm_pki.sm_revoked(fed, (federation / "crl.pem").read_bytes())
     except (OSError, ValueError, MalformedInput) as exc:
         raise PkiError(f"cannot read the CRL of {federation}: {exc}") from exc
+    which = "sm2"
     if cert_pem is not None:
         try:
             cert = x509.load_pem_x509_certificate(cert_pem)
         except ValueError as exc:
             raise PkiError("the certificate to revoke is not a PEM certificate") from exc
-        if not verify_certificate(cert, fed.cert):
+        issuer = sm_pki.issued_by(fed, cert)
+        if issuer is None:
             raise PkiError("the certificate was not issued by this federation's root")
-        if all(serial != cert.serial_number for serial, _ in revoked):
-            revoked.append((cert.serial_number, now))
+        which = issuer
+        if all(serial != cert.serial_number for serial, _ in revoked[which]):
+            revoked[which].append((cert.serial_number, now))
     number = int(str(state.get("crl_number", 1))) + 1
-    crl = sm_pki.sm_crl(fed, revoked, number, now)
-    _replace_public(federation / "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
+    pem = sm_pki.crl_pem(fed, revoked, number, now)
+    _replace_public(federation / "crl.pem", pem)
     state["crl_number"] = number
     _save_state(federation, state)
-    return crl
+    crls = [x509.load_pem_x509_crl(b) for b in sm_pki.crl_blocks(pem)]
+    return crls[0] if which == "sm2" else crls[1]

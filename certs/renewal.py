@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certs._io import write_private
-from certs.pki import BACKDATE, LEAF_VALIDITY, PkiError, _load_federation, _save_state
+from certs.pki import BACKDATE, LEAF_VALIDITY, PkiError, _save_state, tls_issuer
 from signing.certificates import Purpose, TrustBundle, is_node_id, validate_path
 from signing.descriptor import NodeDescriptor, sign_descriptor
 from signing.encoding import b64url_decode
@@ -81,8 +81,9 @@ def make_csr(node_dir: Path) -> bytes:
 
 
 def sign_csr(federation: Path, csr_pem: bytes, *, now: datetime) -> x509.Certificate:
-    """The development CA issues a TLS leaf for a node's CSR."""
-    root, root_key, state = _load_federation(federation)
+    """The development CA issues a TLS leaf for a node's CSR (in the SM profile: the
+    federation's transport root)."""
+    root, root_key, state = tls_issuer(federation)
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
     except ValueError:

@@ -9,7 +9,9 @@ intermediates. :func:`validate_path` checks, at a given instant:
    one directly issued by a bundle root (a copy of the root at the end is tolerated);
 2. validity at ``at`` of every certificate of the path, root included;
 3. ``basicConstraints cA=TRUE`` (and ``keyCertSign`` when key usage is present) on every
-   issuer, ``pathLenConstraint`` honoured, and a leaf that is not a CA;
+   issuer, ``pathLenConstraint`` honoured, and a leaf that is not a CA; an issuer with
+   an extendedKeyUsage extension certifies only those usages (the SM profile's
+   transport root, EKU serverAuth+clientAuth, cannot anchor a seal or directory key);
 4. key usage / extended key usage for the purpose and an Ed25519, P-256 or (SM
    profile) SM2 leaf key;
 5. revocation: for every issuer that has a CRL in the bundle, the newest such CRL must
@@ -250,6 +252,25 @@ def _supported_leaf_key(leaf: x509.Certificate) -> bool:
     )
 
 
+def _check_issuer_usages(path: Sequence[x509.Certificate]) -> None:
+    """An issuer's extendedKeyUsage (when present, and not anyExtendedKeyUsage) bounds
+    the leaf's: every leaf EKU must be among it, and a leaf without EKU is refused."""
+    leaf_eku = _extension(path[0], x509.ExtendedKeyUsage)
+    leaf = set(leaf_eku) if isinstance(leaf_eku, x509.ExtendedKeyUsage) else None
+    for issuer in path[1:]:
+        eku = _extension(issuer, x509.ExtendedKeyUsage)
+        if not isinstance(eku, x509.ExtendedKeyUsage):
+            continue
+        allowed = set(eku)
+        if ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in allowed:
+            continue
+        if leaf is None or not leaf <= allowed:
+            raise _reject(
+                "wrong-purpose",
+                f"{_describe(path[0])} has a usage its issuer {_describe(issuer)} may not certify",
+            )
+
+
 def _check_purpose(leaf: x509.Certificate, purpose: Purpose) -> None:
     if not _supported_leaf_key(leaf):
         raise _reject("wrong-purpose", f"{_describe(leaf)} key is not Ed25519, P-256 or SM2")
@@ -320,6 +341,7 @@ def validate_path(
     _check_issuers(path)
     leaf = path[0]
     _check_purpose(leaf, purpose)
+    _check_issuer_usages(path)
     _check_revocation(path, bundle, at)
     cns = _subject_attr(leaf, NameOID.COMMON_NAME)
     if purpose is Purpose.DIRECTORY:  # names a federation, not a node: no node id

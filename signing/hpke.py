@@ -28,6 +28,15 @@ Private key files (PEM, mode 0600 on disk):
   ML-KEM-768 seed (FIPS 203 ``d || z``) followed by the 32-byte X25519 private key.
 
 ``info`` binds a sealed secret to its use: see :func:`seal_info`.
+
+**The SM profile's suite** ``sm2-sm4gcm`` is not HPKE but fills the same role, so it is
+a member of :class:`HpkeSuite` and goes wherever an HPKE key goes (descriptors, packets,
+sealed files): :func:`hpke_seal` / :func:`hpke_open` dispatch to
+:func:`signing.sm_seal.sm2_seal` / :func:`~signing.sm_seal.sm2_open` (SM2 encryption of a
+fresh SM4 key, SM4-GCM of the plaintext with ``info`` as associated data). Public key
+bytes: the 65-byte uncompressed SM2 point ``0x04 || x || y``; private key file: the SM2
+PKCS#8 ``PRIVATE KEY`` PEM of :mod:`signing.sm2` (``enc-sm2.key``); ``secret`` holds
+``d || x || y`` (96 bytes), since the public point is not derived here.
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from cryptography.hazmat.primitives.hpke import (
@@ -57,6 +66,8 @@ from cryptography.hazmat.primitives.hpke import (
 
 from signing.encoding import b64url, b64url_decode, canonical_json
 from signing.errors import DecryptionFailed, MalformedInput
+from signing.sm2 import Sm2PrivateKey, Sm2PublicKey
+from signing.sm_seal import sm2_open, sm2_seal
 
 __all__ = [
     "HpkePrivateKey",
@@ -84,11 +95,20 @@ class HpkeSuite(StrEnum):
 
     X25519 = "x25519-sha256-aes256gcm"
     MLKEM768_X25519 = "mlkem768x25519-sha256-aes256gcm"
+    SM2_SM4GCM = "sm2-sm4gcm"  # the SM profile (not HPKE; module docstring)
 
 
 _KEMS = {HpkeSuite.X25519: KEM.X25519, HpkeSuite.MLKEM768_X25519: KEM.MLKEM768_X25519}
-_PUBLIC_LEN = {HpkeSuite.X25519: _X25519_LEN, HpkeSuite.MLKEM768_X25519: _MLKEM_PUB_LEN + 32}
-_SECRET_LEN = {HpkeSuite.X25519: _X25519_LEN, HpkeSuite.MLKEM768_X25519: _MLKEM_SEED_LEN + 32}
+_PUBLIC_LEN = {
+    HpkeSuite.X25519: _X25519_LEN,
+    HpkeSuite.MLKEM768_X25519: _MLKEM_PUB_LEN + 32,
+    HpkeSuite.SM2_SM4GCM: 65,
+}
+_SECRET_LEN = {
+    HpkeSuite.X25519: _X25519_LEN,
+    HpkeSuite.MLKEM768_X25519: _MLKEM_SEED_LEN + 32,
+    HpkeSuite.SM2_SM4GCM: 96,
+}
 
 
 def _suite(suite: HpkeSuite) -> Suite:
@@ -153,12 +173,16 @@ class HpkePublicKey:
             raise MalformedInput("HPKE key kid does not match its public key")
         return key
 
-    def _key(self) -> x25519.X25519PublicKey | MLKEM768X25519PublicKey:
+    def _key(self) -> x25519.X25519PublicKey | MLKEM768X25519PublicKey | Sm2PublicKey:
         return self._key_object
 
     @functools.cached_property
-    def _key_object(self) -> x25519.X25519PublicKey | MLKEM768X25519PublicKey:
+    def _key_object(self) -> x25519.X25519PublicKey | MLKEM768X25519PublicKey | Sm2PublicKey:
         """The parsed key, built once per object (the bytes are immutable)."""
+        if self.suite is HpkeSuite.SM2_SM4GCM:
+            if self.public_bytes[:1] != b"\x04":
+                raise MalformedInput("an sm2-sm4gcm public key is an uncompressed point")
+            return Sm2PublicKey(self.public_bytes[1:])  # refuses a point off the curve
         try:
             if self.suite is HpkeSuite.X25519:
                 return x25519.X25519PublicKey.from_public_bytes(self.public_bytes)
@@ -181,8 +205,12 @@ class HpkePrivateKey:
             raise MalformedInput("unknown HPKE suite")
         if len(self.secret) != _SECRET_LEN[self.suite]:
             raise MalformedInput(f"an {self.suite} private key has {_SECRET_LEN[self.suite]} bytes")
+        if self.suite is HpkeSuite.SM2_SM4GCM:
+            self._sm2()  # refuses a secret that does not match its point
 
     def public_key(self) -> HpkePublicKey:
+        if self.suite is HpkeSuite.SM2_SM4GCM:
+            return HpkePublicKey(self.suite, b"\x04" + self.secret[32:])
         if self.suite is HpkeSuite.X25519:
             pub = x25519.X25519PrivateKey.from_private_bytes(self.secret).public_key()
             return HpkePublicKey(self.suite, pub.public_bytes_raw())
@@ -191,6 +219,8 @@ class HpkePrivateKey:
         return HpkePublicKey(self.suite, raw)
 
     def to_pem(self) -> bytes:
+        if self.suite is HpkeSuite.SM2_SM4GCM:
+            return self._sm2().to_pem()
         if self.suite is HpkeSuite.X25519:
             return x25519.X25519PrivateKey.from_private_bytes(self.secret).private_bytes(
                 serialization.Encoding.PEM,
@@ -219,11 +249,21 @@ class HpkePrivateKey:
             return cls(HpkeSuite.MLKEM768_X25519, secret)
         try:
             key = serialization.load_pem_private_key(data, password=None)
+        except UnsupportedAlgorithm:  # OpenSSL cannot load an SM2 PKCS#8 key as EC
+            sm2 = Sm2PrivateKey.from_pem(data)
+            return cls(HpkeSuite.SM2_SM4GCM, sm2.secret + sm2.public_key.point)
         except (ValueError, TypeError) as exc:
             raise MalformedInput("not an HPKE private key PEM") from exc
         if not isinstance(key, x25519.X25519PrivateKey):
             raise MalformedInput("PKCS#8 HPKE private key is not X25519")
         return cls(HpkeSuite.X25519, key.private_bytes_raw())
+
+    def _sm2(self) -> Sm2PrivateKey:
+        return self._sm2_key
+
+    @functools.cached_property
+    def _sm2_key(self) -> Sm2PrivateKey:
+        return Sm2PrivateKey(self.secret[:32], Sm2PublicKey(self.secret[32:]))
 
     def _parts(self) -> tuple[mlkem.MLKEM768PrivateKey, x25519.X25519PrivateKey]:
         pq = mlkem.MLKEM768PrivateKey.from_seed_bytes(self.secret[:_MLKEM_SEED_LEN])
@@ -243,6 +283,9 @@ class HpkePrivateKey:
 
 def generate_hpke_key(suite: HpkeSuite) -> HpkePrivateKey:
     """A fresh private key of ``suite`` from the OS random source."""
+    if suite is HpkeSuite.SM2_SM4GCM:
+        sm2 = Sm2PrivateKey.generate()
+        return HpkePrivateKey(suite, sm2.secret + sm2.public_key.point)
     if suite is HpkeSuite.X25519:
         return HpkePrivateKey(suite, x25519.X25519PrivateKey.generate().private_bytes_raw())
     pq = mlkem.MLKEM768PrivateKey.generate().private_bytes_raw()
@@ -255,14 +298,19 @@ def hpke_seal(plaintext: bytes, recipient: HpkePublicKey, *, info: bytes) -> byt
     A recipient key that cannot be used (an X25519 point of small order, which gives
     an all-zero shared secret) raises :class:`MalformedInput`.
     """
+    key = recipient._key()
+    if isinstance(key, Sm2PublicKey):
+        return sm2_seal(key, plaintext, info)
     try:
-        return _suite(recipient.suite).encrypt(plaintext, recipient._key(), info=info)
+        return _suite(recipient.suite).encrypt(plaintext, key, info=info)
     except ValueError as exc:
         raise MalformedInput(f"cannot seal to this {recipient.suite} key: {exc}") from exc
 
 
 def hpke_open(ciphertext: bytes, key: HpkePrivateKey, *, info: bytes) -> bytes:
     """Open ``enc || ct`` with ``key``; any failure is one opaque :class:`DecryptionFailed`."""
+    if key.suite is HpkeSuite.SM2_SM4GCM:
+        return sm2_open(key._sm2(), ciphertext, info)
     if len(ciphertext) < enc_length(key.suite) + _TAG_LEN:
         _log.info("hpke open failed: ciphertext of %d bytes is too short", len(ciphertext))
         raise DecryptionFailed

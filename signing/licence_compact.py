@@ -14,8 +14,10 @@ Certificate did:
   or ``[purpose, index, url]``, purpose 1 revocation, 2 suspension, url absent when it
   is the issuer's standard list ``<public>/.well-known/tongban/status/<purpose>``);
 - COSE_Sign1 (RFC 9052, tag 18) under the issuer's seal key: protected header
-  ``{1: alg, 4: kid}`` (alg -8 EdDSA or -7 ES256, bound to the key: a header naming
-  another algorithm is refused), empty unprotected header, no external AAD;
+  ``{1: alg, 4: kid}`` (alg -8 EdDSA, -7 ES256 or, for an SM-profile seal, the
+  private-use -65537 ``SM2SM3``: SM2 over SM3 with the default signer id, ``r || s``,
+  since COSE registers no SM2 algorithm; bound to the key: a header naming another
+  algorithm is refused), empty unprotected header, no external AAD;
 - ``kid`` is the first 8 bytes of SHA-256 over the DER seal certificate; the verifier
   resolves it to an :class:`Issuer` (node id, names, public base URL, seal chain) from
   a trust list or the federation's verified node descriptors, so the chain does not
@@ -59,6 +61,8 @@ from signing.licence import (
     sealed_report,
 )
 from signing.licence_report import Check, CheckResult, Failure, LicenceReport, Outcome
+from signing.sm2 import Sm2PrivateKey
+from signing.sm_x509 import sm2_public_key
 from signing.status_list import StatusPurpose
 
 if TYPE_CHECKING:
@@ -84,7 +88,7 @@ STATUS_PATH = "/.well-known/tongban/status/"
 KID_LENGTH = 8
 LICENCE_CLAIM = -65537
 _COSE_SIGN1 = 18
-_ALGS = {"EdDSA": -8, "ES256": -7}
+_ALGS = {"EdDSA": -8, "ES256": -7, "SM2SM3": -65537}  # -65537: private use (RFC 9053)
 _PURPOSE_CODE = {StatusPurpose.REVOCATION: 1, StatusPurpose.SUSPENSION: 2}
 _CODE_PURPOSE = {v: k for k, v in _PURPOSE_CODE.items()}
 _MAX_CREDENTIAL = 4096
@@ -211,11 +215,21 @@ def issue_compact_licence(licence: Licence, signer: Signer, issuer: Issuer) -> s
     if pathcache.der(signer.chain[0]) != pathcache.der(issuer.seal_chain[0]):
         raise MalformedInput("the signer's seal certificate is not the issuer's")
     payload = cbor2.dumps(compact_claims(licence, issuer))
-    key = cwt.COSEKey.from_pem(_private_pem(signer), alg=signer.algorithm, kid=issuer.kid)
     protected = {1: _ALGS[signer.algorithm], 4: issuer.kid}
-    cose = cwt.COSE.new().encode(payload, key, protected=protected, unprotected={})
+    if isinstance(signer.key, Sm2PrivateKey):  # COSE libraries know no SM2: built here
+        header = cbor2.dumps(protected)
+        signature = signer.key.sign_raw(_sig_structure(header, payload))
+        cose = cbor2.dumps(cbor2.CBORTag(_COSE_SIGN1, [header, {}, payload, signature]))
+    else:
+        key = cwt.COSEKey.from_pem(_private_pem(signer), alg=signer.algorithm, kid=issuer.kid)
+        cose = cwt.COSE.new().encode(payload, key, protected=protected, unprotected={})
     packed = zlib.compress(cose, 9)
     return digits_encode(packed if len(packed) < len(cose) else cose)
+
+
+def _sig_structure(protected: bytes, payload: bytes) -> bytes:
+    """RFC 9052 §4.4 ``Sig_structure`` for COSE_Sign1 without external AAD."""
+    return bytes(cbor2.dumps(["Signature1", protected, b"", payload]))
 
 
 def _private_pem(signer: Signer) -> bytes:
@@ -224,7 +238,6 @@ def _private_pem(signer: Signer) -> bytes:
 
     key = signer.key
     if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
-        # COSE registers no SM2 algorithm: an SM-profile office issues the vc+jwt only
         raise MalformedInput(f"the compact licence form has no {signer.algorithm} signature")
     return key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
 
@@ -292,7 +305,7 @@ def _sign1(credential: str) -> _Sign1:
         raise MalformedInput("the protected header holds exactly alg (1) and kid (4)")
     alg, kid = header[1], header[4]
     if alg not in _ALGS.values() or not isinstance(kid, bytes) or len(kid) != KID_LENGTH:
-        raise MalformedInput("alg must be -8 or -7 and kid 8 bytes")
+        raise MalformedInput("alg must be -8, -7 or -65537 and kid 8 bytes")
     return _Sign1(protected, alg, kid, payload, signature, data)
 
 
@@ -400,6 +413,13 @@ def _verify_signature(sign1: _Sign1, issuer: Issuer) -> bool:
     from cryptography.hazmat.primitives import serialization as ser
 
     alg = next(name for name, code in _ALGS.items() if code == sign1.alg)
+    sm2 = sm2_public_key(issuer.seal_chain[0])
+    if sm2 is not None or alg == "SM2SM3":  # the algorithm is bound to the key
+        return (
+            sm2 is not None
+            and alg == "SM2SM3"
+            and sm2.verify_raw(sign1.signature, _sig_structure(sign1.protected, sign1.payload))
+        )
     public_pem = (
         issuer.seal_chain[0]
         .public_key()

@@ -3,9 +3,13 @@
 Layout: ``seal.key`` + ``seal.pem`` (the seal signer), ``tls.key`` + ``tls.pem`` (used by
 the TLS stack, so only their paths are kept), ``hpke-*.key`` (every HPKE private key,
 old and new during a rotation, in the order ``node.json`` lists them: current first;
-see :mod:`certs.hpke_rotation`) and ``node.json`` (the signed descriptor, kept as bytes
-for publishing). Nothing is verified here: a node trusts its
-own directory; partners verify ``node.json`` with :func:`signing.descriptor.verify_descriptor`.
+see :mod:`certs.hpke_rotation`) or, in the SM profile, ``enc-sm2.key`` (the SM2
+encryption key of the ``sm2-sm4gcm`` suite; ``enc-sm2-<stamp>.key`` after a
+rotation), and ``node.json`` (the signed descriptor, kept as bytes for publishing).
+Partners verify ``node.json`` with :func:`signing.descriptor.verify_descriptor`; a node
+trusts its own directory, with one check: the TLS certificate and the seal certificate
+name the same node id (in the SM profile they come from two roots, the transport root
+and the SM2 root).
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
 from signing.encoding import b64url_decode
 from signing.errors import MalformedInput
 from signing.hpke import HpkePrivateKey
-from signing.keys import Signer
+from signing.keys import Signer, load_pem_chain
 
 __all__ = ["NodeKeys", "load_node_keys"]
 
@@ -58,14 +65,12 @@ def load_node_keys(directory: Path) -> NodeKeys:
         _read(directory / "seal.key", private=True), _read(directory / "seal.pem")
     )
     tls_cert, tls_key = directory / "tls.pem", directory / "tls.key"
-    _read(tls_cert)
+    _same_node(load_pem_chain(_read(tls_cert))[0], seal.leaf, directory)
     _read(tls_key, private=True)
-    hpke = tuple(
-        HpkePrivateKey.from_pem(_read(p, private=True))
-        for p in sorted(directory.glob("hpke-*.key"))
-    )
+    files = sorted(directory.glob("hpke-*.key")) + sorted(directory.glob("enc-sm2*.key"))
+    hpke = tuple(HpkePrivateKey.from_pem(_read(p, private=True)) for p in files)
     if not hpke:
-        raise MalformedInput(f"node directory {directory} holds no hpke-*.key")
+        raise MalformedInput(f"node directory {directory} holds no hpke-*.key or enc-sm2.key")
     descriptor = _read(directory / "node.json")
     return NodeKeys(
         directory=directory,
@@ -75,6 +80,19 @@ def load_node_keys(directory: Path) -> NodeKeys:
         hpke_keys=_in_descriptor_order(hpke, descriptor),
         descriptor_bytes=descriptor,
     )
+
+
+def _same_node(tls: x509.Certificate, seal: x509.Certificate, directory: Path) -> None:
+    """The TLS identity and the seal identity are one node: equal subject CNs."""
+    names = [
+        [str(a.value) for a in c.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        for c in (tls, seal)
+    ]
+    if names[0] != names[1] or len(names[0]) != 1:
+        raise MalformedInput(
+            f"{directory}: tls.pem names {names[0]} but seal.pem names {names[1]}; "
+            "both must name this node's id"
+        )
 
 
 def _in_descriptor_order(

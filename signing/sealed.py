@@ -9,6 +9,8 @@ random 32-byte stream key sealed with HPKE under
 ``info = seal_info("file-key", {"kid", "recipient", "suite"})``. The stream is
 :mod:`signing.stream` with ``aad`` = every header byte (magic through JSON), so the
 header cannot be changed, reordered or swapped without the content failing to open.
+A file sealed only to ``sm2-sm4gcm`` keys (an SM-profile recipient) uses the SM4-GCM
+stream of :mod:`signing.sm_seal` instead; the header's ``stream`` names which.
 
 Both directions run in constant memory. :func:`open_file` writes plaintext to ``dst``
 as segments authenticate, so on :class:`DecryptionFailed` ``dst`` may hold a prefix of
@@ -25,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from signing import sm_seal
 from signing.certificates import is_node_id
 from signing.encoding import b64url, b64url_decode, canonical_json
 from signing.errors import DecryptionFailed, MalformedInput
@@ -40,6 +43,7 @@ _PREFIX_LEN = len(MAGIC) + 4
 _MAX_HEADER_JSON = 64 * 1024
 _MAX_RECIPIENT_KEYS = 16
 _STREAM_NAME = "tink-aes256gcm-hkdf-sha256-64k"
+_SM_STREAM_NAME = "sm4gcm-hkdf-sm3-64k"  # every key sm2-sm4gcm (protocol.md §4.3)
 _FILE_KEY_PURPOSE = "file-key"
 
 
@@ -70,13 +74,19 @@ class SealedHeader:
     entries: tuple[RecipientEntry, ...]
     raw: bytes = field(repr=False)
 
+    @property
+    def sm_stream(self) -> bool:
+        """True when the content is the SM4-GCM stream (every key ``sm2-sm4gcm``)."""
+        return all(e.suite is HpkeSuite.SM2_SM4GCM for e in self.entries)
+
     @classmethod
     def build(cls, recipient_node: str, entries: Sequence[RecipientEntry]) -> SealedHeader:
+        sm = all(e.suite is HpkeSuite.SM2_SM4GCM for e in entries)
         body = canonical_json(
             {
                 "v": 1,
                 "recipient": recipient_node,
-                "stream": _STREAM_NAME,
+                "stream": _SM_STREAM_NAME if sm else _STREAM_NAME,
                 "keys": [entry.to_json() for entry in entries],
             }
         )
@@ -99,7 +109,7 @@ class SealedHeader:
             raise MalformedInput("sealed-file header has the wrong members")
         if canonical_json(obj) != body:
             raise MalformedInput("sealed-file header is not canonical JSON")
-        if obj["v"] != 1 or obj["stream"] != _STREAM_NAME:
+        if obj["v"] != 1 or obj["stream"] not in (_STREAM_NAME, _SM_STREAM_NAME):
             raise MalformedInput("sealed-file header names an unknown version or stream")
         recipient = obj["recipient"]
         if not isinstance(recipient, str) or not is_node_id(recipient):
@@ -110,6 +120,9 @@ class SealedHeader:
         entries = tuple(_entry(item) for item in keys)
         if len({entry.kid for entry in entries}) != len(entries):
             raise MalformedInput("a sealed file names a key twice")
+        sm = all(e.suite is HpkeSuite.SM2_SM4GCM for e in entries)
+        if obj["stream"] != (_SM_STREAM_NAME if sm else _STREAM_NAME):
+            raise MalformedInput("sealed-file stream does not match its keys")
         return cls(recipient, entries, raw)
 
 
@@ -162,7 +175,10 @@ def seal_file(
     ]
     header = SealedHeader.build(recipient_node, entries)
     dst.write(header.raw)
-    encrypt_stream(src, dst, stream_key, aad=header.raw)
+    if header.sm_stream:
+        sm_seal.encrypt_stream(src, dst, stream_key, header.raw)
+    else:
+        encrypt_stream(src, dst, stream_key, aad=header.raw)
     return header
 
 
@@ -191,7 +207,10 @@ def open_file(src: BinaryIO, dst: BinaryIO, keys: Sequence[HpkePrivateKey]) -> S
         if len(stream_key) != 32:
             _log.info("sealed file refused: stream key of %d bytes", len(stream_key))
             continue
-        decrypt_stream(src, dst, stream_key, aad=header.raw)
+        if header.sm_stream:
+            sm_seal.decrypt_stream(src, dst, stream_key, header.raw)
+        else:
+            decrypt_stream(src, dst, stream_key, aad=header.raw)
         return header
     _log.info("sealed file refused: none of %d keys opens an entry for %s", len(keys), header)
     raise DecryptionFailed

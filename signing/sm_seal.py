@@ -1,22 +1,23 @@
-"""Sealing primitives of the SM profile: SM2 encryption of a small secret, and SM4-GCM
-for streamed segments. Library level only: not yet used by packets, attachments or
-``tongban seal`` (they use :mod:`signing.hpke` and :mod:`signing.stream`), and not on
-the wire.
+"""Sealing primitives of the SM profile: SM2 encryption with SM4-GCM, and SM4-GCM for
+streamed segments. On the wire as the sealing suite ``sm2-sm4gcm`` (:mod:`signing.hpke`
+dispatches to :func:`sm2_seal` / :func:`sm2_open` for it; ``docs/protocol.md`` §4.4) and
+as the attachment stream of packets sealed to such a key (:mod:`relay.core.blobs`).
 
-**Secret sealing** (:func:`seal_secret` / :func:`open_secret`), the SM counterpart of an
+**Sealing** (:func:`sm2_seal` / :func:`sm2_open`; :func:`seal_secret` /
+:func:`open_secret` are the same for secrets of at most 4 KiB), the SM counterpart of an
 HPKE single-shot seal: a fresh 16-byte SM4 key ``k`` is encrypted to the recipient's SM2
 public key with SM2 public-key encryption (GB/T 32918.4, GmSSL, ciphertext DER
-``C1 || C3 || C2`` as in GM/T 0009), and the secret is encrypted under ``k`` with
+``C1 || C3 || C2`` as in GM/T 0009), and the plaintext is encrypted under ``k`` with
 SM4-GCM (12 zero bytes of nonce: ``k`` is used once) with ``info`` as associated data,
-so a sealed secret opens only for the use it was made for. Output::
+so a sealed message opens only for the use it was made for. Output::
 
     len(sm2_ct) (2 bytes, big-endian) || sm2_ct || sm4gcm_ct || tag (16 bytes)
 
 **Segmented stream** (:func:`encrypt_stream` / :func:`decrypt_stream`), the structure of
 the default profile's Tink ``AES-GCM-HKDF`` stream with SM primitives: a header of
-``0x27`` (its length, 39), a 32-byte salt and a 7-byte nonce prefix; the segment key is
+``0x28`` (its length, 40), a 32-byte salt and a 7-byte nonce prefix; the segment key is
 HKDF-SM3(stream key, salt, info = associated data) of 16 bytes; ciphertext segments of
-65,536 bytes (the first one 39 bytes shorter, for the header), each SM4-GCM with nonce
+65,536 bytes (the first one 40 bytes shorter, for the header), each SM4-GCM with nonce
 ``prefix || segment index (4 bytes, big-endian) || last flag (1 byte)`` and a 16-byte
 tag, so truncation, reordering, splicing and appended bytes are refused. Constant
 memory: one segment at a time.
@@ -43,6 +44,8 @@ __all__ = [
     "encrypt_stream",
     "open_secret",
     "seal_secret",
+    "sm2_open",
+    "sm2_seal",
     "sm4_gcm_decrypt",
     "sm4_gcm_encrypt",
 ]
@@ -80,14 +83,25 @@ def seal_secret(recipient: Sm2PublicKey, secret: bytes, info: bytes) -> bytes:
     """Seal ``secret`` (at most 4 KiB) to ``recipient`` for the use named by ``info``."""
     if len(secret) > _MAX_SECRET:
         raise ValueError("seal_secret is for small secrets (keys), at most 4 KiB")
-    k = os.urandom(SM4_KEY_SIZE)
-    sm2_ct = bytes(gmssl_pyx.sm2_encrypt(recipient.point, k))
-    return len(sm2_ct).to_bytes(2, "big") + sm2_ct + sm4_gcm_encrypt(k, bytes(12), info, secret)
+    return sm2_seal(recipient, secret, info)
 
 
 def open_secret(key: Sm2PrivateKey, sealed: bytes, info: bytes) -> bytes:
     """Open :func:`seal_secret` output with the recipient's key; :class:`DecryptionFailed`
     for another key, another ``info`` or any altered byte."""
+    return sm2_open(key, sealed, info)
+
+
+def sm2_seal(recipient: Sm2PublicKey, plaintext: bytes, info: bytes) -> bytes:
+    """Seal ``plaintext`` (any size held in memory: a packet's content) to ``recipient``."""
+    k = os.urandom(SM4_KEY_SIZE)
+    sm2_ct = bytes(gmssl_pyx.sm2_encrypt(recipient.point, k))
+    return len(sm2_ct).to_bytes(2, "big") + sm2_ct + sm4_gcm_encrypt(k, bytes(12), info, plaintext)
+
+
+def sm2_open(key: Sm2PrivateKey, sealed: bytes, info: bytes) -> bytes:
+    """Open :func:`sm2_seal` output; :class:`DecryptionFailed` for another key, another
+    ``info`` or any altered byte."""
     if len(sealed) < 2:
         raise DecryptionFailed()
     n = int.from_bytes(sealed[:2], "big")

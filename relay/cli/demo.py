@@ -9,6 +9,7 @@ from pathlib import Path
 
 from relay.cli._common import CliError
 from relay.demo.errors import NotADemoFolder
+from relay.demo.offices import OFFICES
 from relay.demo.report import Reporter
 from relay.demo.runner import run_demo
 
@@ -33,13 +34,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     demo.add_argument(
         "--once", action="store_true", help="exit after the scripted part (for scripts and CI)"
     )
+    demo.add_argument(
+        "--sm-province",
+        action="append",
+        default=[],
+        choices=[o.federation.lower() for o in OFFICES],
+        help="run this province in the SM (national cryptography) profile: SM2 root and "
+        "seals, SM2SM3 signatures, SM2 + SM4-GCM sealing (repeatable; default: none)",
+    )
     demo.set_defaults(handler=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
     out = Reporter(sys.stdout)
+    sm = frozenset(o.federation for o in OFFICES if o.federation.lower() in args.sm_province)
     try:
-        ok = asyncio.run(run_demo(Path(args.dir), out, once=args.once))
+        ok = asyncio.run(run_demo(Path(args.dir), out, once=args.once, sm_federations=sm))
     except NotADemoFolder as exc:
         raise CliError("demo-dir", str(exc), 2) from None
     return 0 if ok else 1

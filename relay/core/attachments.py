@@ -9,16 +9,22 @@ own current key (``info`` purpose ``attachment-key``). Peer upload: the sealed b
 bytes are appended the same way (hashed while written) and published once their SHA-256
 matches. The sealed blob's own digest is taken while it is encrypted, not read back. A received
 blob opens with the key carried in the sealed content of the packet naming it.
+
+Streams (:mod:`relay.core.streams`): staged blobs are the Tink AES-GCM stream; a packet
+sealed to an SM partner's ``sm2-sm4gcm`` key carries SM4-GCM copies, re-encrypted
+under fresh keys (:meth:`AttachmentVault.for_recipient`); a received blob is in the
+stream its packet's ``sealed.suite`` names.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 
-from relay.core import blobs
+from relay.core import blobs, streams
 from relay.core.errors import AttachmentError, NotFound
 from relay.core.fields import is_digest
 from relay.core.model import AttachmentInfo
@@ -192,6 +198,32 @@ class AttachmentVault:
             found.append((item, key))
         return found
 
+    async def for_recipient(
+        self, staged: list[tuple[StagedAttachment, AttachmentKey]], suite: str
+    ) -> list[tuple[StagedAttachment, AttachmentKey]]:
+        """``staged`` as a packet sealed with ``suite`` carries them: a blob in another
+        stream than the suite's is re-encrypted, under a fresh key, into a new blob
+        (published; the staged record and its blob stay as they are)."""
+        want = streams.stream_for(suite)
+        out = []
+        for item, key in staged:
+            if key.stream is want:
+                out.append((item, key))
+                continue
+            fresh, tmp = new_stream_key(), self._store.temp_path()
+            digest, size = await asyncio.to_thread(
+                streams.transcode_file,
+                self._store.blob_path(item.blob_digest),
+                tmp,
+                (key.key, fresh),
+                aad=blobs.attachment_aad(item.plain_digest),
+                kinds=(key.stream, want),
+            )
+            self._store.publish_blob(tmp, digest, size)
+            copy = dataclasses.replace(item, blob_digest=digest, blob_size=size)
+            out.append((copy, AttachmentKey(digest, fresh, key.plain_digest, key.plain_size, want)))
+        return out
+
     def _unwrap(self, staged: StagedAttachment) -> bytes:
         info = seal_info("attachment-key", {"digest": staged.plain_digest})
         return hpke_open(staged.wrapped_key, key_by_kid(self._ring, staged.key_kid), info=info)
@@ -200,6 +232,7 @@ class AttachmentVault:
         staged = self._store.attachment(digest)
         if staged is not None:
             key, blob, plain = self._unwrap(staged), staged.blob_digest, staged.plain_digest
+            kind = streams.Stream.TINK_AES256GCM
         else:
             packet_id = self._store.packet_naming_blob(digest)
             if packet_id is None:
@@ -208,6 +241,11 @@ class AttachmentVault:
             if not match or self._store.blob_size(digest) is None:
                 raise NotFound(f"no attachment {digest}")
             key, blob, plain = match[0].key, digest, match[0].plain_digest
+            kind = match[0].stream
         return blobs.decrypt_to_async(
-            self._store.blob_path(blob), key, aad=blobs.attachment_aad(plain), plain_digest=plain
+            self._store.blob_path(blob),
+            key,
+            aad=blobs.attachment_aad(plain),
+            plain_digest=plain,
+            kind=kind,
         )

@@ -11,8 +11,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from relay.core import streams
 from relay.core.errors import AttachmentError
-from signing.stream import decrypt_stream, encrypt_stream
+from signing.stream import encrypt_stream
 
 __all__ = [
     "CHUNK",
@@ -143,9 +144,15 @@ class _QueueWriter:
 
 
 async def decrypt_to_async(
-    path: Path, key: bytes, *, aad: bytes, plain_digest: str
+    path: Path,
+    key: bytes,
+    *,
+    aad: bytes,
+    plain_digest: str,
+    kind: streams.Stream = streams.Stream.TINK_AES256GCM,
 ) -> AsyncIterator[bytes]:
-    """Decrypt the sealed blob at ``path`` and yield plaintext as segments authenticate.
+    """Decrypt the sealed blob at ``path`` (stream ``kind``, :mod:`relay.core.streams`)
+    and yield plaintext as segments authenticate.
 
     At the end the plaintext SHA-256 is compared with ``plain_digest``; a mismatch
     raises :class:`AttachmentError` (``digest-mismatch``); a decryption failure
@@ -159,7 +166,7 @@ async def decrypt_to_async(
     def work() -> None:
         try:
             with open(path, "rb") as src:
-                decrypt_stream(src, writer, key, aad=aad)  # type: ignore[arg-type]
+                streams.decrypt(kind, src, writer, key, aad)  # type: ignore[arg-type]
         except _Abandoned:
             pass
         finally:

@@ -5,7 +5,9 @@ checked its seal signature and certificate paths against the trust bundle. A nod
 hold several descriptors at once: when a newer one (later ``issued_at``) arrives, the
 older ones stay usable until ``newer.issued_at + overlap`` so packets sealed to the old
 HPKE keys, or already queued, still open at the partner. Senders seal to the newest
-descriptor's preferred key (the post-quantum hybrid when offered, else X25519).
+descriptor's preferred key: the partner's key type decides — an SM-profile partner
+offers an ``sm2-sm4gcm`` key and gets SM2 + SM4-GCM; a default partner gets the
+post-quantum hybrid when offered, else X25519.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from signing.hpke import HpkePublicKey, HpkeSuite
 __all__ = ["DEFAULT_OVERLAP", "Directory"]
 
 DEFAULT_OVERLAP = timedelta(days=14)
-_SUITE_PREFERENCE = (HpkeSuite.MLKEM768_X25519, HpkeSuite.X25519)
+_SUITE_PREFERENCE = (HpkeSuite.SM2_SM4GCM, HpkeSuite.MLKEM768_X25519, HpkeSuite.X25519)
 
 
 class Directory:

@@ -15,7 +15,9 @@ whose payload is the canonical JSON of the routing facts::
     {v: 1, packet_id, case, from, to, body: <business content>,
      attachments: [{digest, key, plain_digest, plain_size}]}
 
-``key`` (b64url) is the ``signing.stream`` key of the sealed blob ``digest``.
+``key`` (b64url) is the stream key of the sealed blob ``digest``; the blob's stream is
+SM4-GCM (:mod:`signing.sm_seal`) when ``sealed.suite`` is ``sm2-sm4gcm``, else Tink
+AES-GCM (:mod:`signing.stream`) — :func:`relay.core.streams.stream_for`.
 Digests are lowercase hex SHA-256; a packet's digest is SHA-256 of the compact JWS
 ASCII bytes. Times are integers: whole seconds since the Unix epoch, UTC.
 
@@ -25,6 +27,7 @@ The normative description is ``docs/protocol.md`` section ``packets``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -43,6 +46,7 @@ from relay.core.fields import (
     str_field,
 )
 from relay.core.ports import AgreementRef
+from relay.core.streams import Stream, stream_for
 from signing.certificates import Identity, Purpose, TrustBundle
 from signing.encoding import (
     MAX_DEPTH,
@@ -230,6 +234,8 @@ class AttachmentKey:
     key: bytes
     plain_digest: str
     plain_size: int
+    #: Not on the wire: follows from the suite that sealed the key (``stream_for``).
+    stream: Stream = Stream.TINK_AES256GCM
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -398,6 +404,8 @@ def open_content(
     key = ring.get(facts.sealed.kid)
     if key is None:
         raise MalformedInput("no private key with the packet's kid")
+    if key.suite != facts.sealed.suite:
+        raise MalformedInput("sealed.suite is not the suite of the packet's kid")
     inner = hpke_open(facts.sealed.ct, key, info=seal_info("packet", ident)).decode("ascii")
     canonical_parts(inner)
     verified = verify_compact(
@@ -417,7 +425,10 @@ def open_content(
         raise MalformedPacket("content does not belong to this packet")
     if not isinstance(obj["body"], dict) or not isinstance(obj["attachments"], list):
         raise MalformedPacket("content body must be an object, attachments a list")
-    akeys = tuple(AttachmentKey.from_json(a) for a in obj["attachments"])
+    kind = stream_for(facts.sealed.suite)
+    akeys = tuple(
+        dataclasses.replace(AttachmentKey.from_json(a), stream=kind) for a in obj["attachments"]
+    )
     if sorted(k.digest for k in akeys) != sorted(a.digest for a in facts.attachments):
         raise MalformedPacket("content attachment keys do not match the routing facts")
     return Content(obj["body"], akeys, inner)

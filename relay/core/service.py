@@ -228,7 +228,7 @@ class RelayNode:
         decision = self._authorizer(request, at)
         if not decision.allowed or decision.agreement is None:
             raise NotAuthorized(decision.reason or "no-agreement")
-        staged = self._vault.staged(attachments)
+        staged = await self._vault.for_recipient(self._vault.staged(attachments), recipient.suite)
         keys = [key for _, key in staged]
         refs = [AttachmentRef(s.blob_digest, s.blob_size, s.media_type, s.name) for s, _ in staged]
         infos = [info_of(s) for s, _ in staged]

@@ -43,12 +43,24 @@ class Demo:
     clock: Callable[[], datetime] = _utc_now
     nodes: dict[str, Any] = field(default_factory=dict)  # node id -> NodeProcess
     facts: dict[str, Any] = field(default_factory=dict)  # what a step leaves for later ones
+    #: Federations (by name, e.g. ``"Jiangsu"``) made in the SM profile (SM2/SM3/SM4).
+    sm_federations: frozenset[str] = frozenset()
 
     @classmethod
-    def create(cls, root: Path, offices: tuple[Office, ...] = OFFICES) -> Demo:
+    def create(
+        cls,
+        root: Path,
+        offices: tuple[Office, ...] = OFFICES,
+        *,
+        sm_federations: frozenset[str] = frozenset(),
+    ) -> Demo:
         numbers = free_ports(3 * len(offices))
         ports = {o.node_id: Ports(*numbers[3 * i : 3 * i + 3]) for i, o in enumerate(offices)}
-        return cls(root=root, ports=ports, offices=offices)
+        return cls(root=root, ports=ports, offices=offices, sm_federations=sm_federations)
+
+    def profile(self, office: Office) -> str:
+        """The cryptographic profile of ``office``'s federation: ``sm`` or ``default``."""
+        return "sm" if office.federation in self.sm_federations else "default"
 
     def now(self) -> datetime:
         return self.clock()
@@ -96,4 +108,5 @@ class Demo:
 
     def hpke_keys(self, node_id: str) -> list[HpkePrivateKey]:
         d = self.node_dir(node_id)
-        return [HpkePrivateKey.from_pem(p.read_bytes()) for p in sorted(d.glob("hpke-*.key"))]
+        files = sorted(d.glob("hpke-*.key")) + sorted(d.glob("enc-sm2*.key"))
+        return [HpkePrivateKey.from_pem(p.read_bytes()) for p in files]

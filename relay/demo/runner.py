@@ -130,12 +130,18 @@ async def _wait_for_interrupt(announce: Callable[[], None]) -> None:
 
 
 async def run_demo(
-    workdir: Path, out: Reporter, *, once: bool, steps: tuple[Step, ...] = SCENARIO
+    workdir: Path,
+    out: Reporter,
+    *,
+    once: bool,
+    steps: tuple[Step, ...] = SCENARIO,
+    sm_federations: frozenset[str] = frozenset(),
 ) -> bool:
     """Run ``steps`` in a fresh ``workdir``; unless ``once``, keep the nodes running
-    until SIGINT/SIGTERM. True when every step held. Raises :class:`NotADemoFolder`."""
+    until SIGINT/SIGTERM. True when every step held. ``sm_federations`` names the
+    provinces made in the SM profile. Raises :class:`NotADemoFolder`."""
     root = prepare_workdir(workdir)
-    demo = Demo.create(root)
+    demo = Demo.create(root, sm_federations=sm_federations)
     with _log_to(root / "demo.log"):
         return await _run(demo, out, once=once, steps=steps)
 

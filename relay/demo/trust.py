@@ -35,12 +35,20 @@ async def pki_step(demo: Demo, out: Reporter) -> None:
     """Three federation roots, one node per province, a CRL, the trust bundle."""
     now = demo.now()
     for office in demo.offices:
-        root = init_federation(demo.federation_dir(office), office.federation, now=now)
+        profile = demo.profile(office)
+        root = init_federation(
+            demo.federation_dir(office), office.federation, now=now, profile=profile
+        )
         out.info(
             f"{office.federation_zh} {office.federation} 联盟根证书 federation root "
             f"{', '.join(a.rfc4514_string() for a in root.subject)}, "
             f"valid until {root.not_valid_after_utc:%Y-%m-%d}"
         )
+        if profile == "sm":
+            out.info(
+                f"{office.federation_zh}采用国密配置 SM profile: SM2 root signing SM2-with-SM3, "
+                "and a P-256 transport root for the TLS channel only"
+            )
     for office in demo.offices:
         endpoints = demo.endpoints(office.node_id)
         issue_node(
@@ -53,7 +61,8 @@ async def pki_step(demo: Demo, out: Reporter) -> None:
             name_en=office.name_en,
             endpoints={"federation": endpoints["federation"], "public": endpoints["public"]},
         )
-        out.info(f"{office.short} {office.place_en}: TLS + seal certificates, HPKE keys, node.json")
+        keys = "SM2 seal + encryption keys" if demo.profile(office) == "sm" else "HPKE keys"
+        out.info(f"{office.short} {office.place_en}: TLS + seal certificates, {keys}, node.json")
     # an old key of 420106, retired and revoked: the CRL in the bundle must refuse it
     retired = demo.root / "pki" / "retired-420106"
     issue_node(
@@ -90,7 +99,7 @@ async def pki_step(demo: Demo, out: Reporter) -> None:
             f"{office.short} 证书链经{office.federation_zh}根验证，节点描述签名有效",
             f"{office.node_id}'s TLS ({_short_serial(tls.serial)}) and seal "
             f"({_short_serial(seal.serial)}) certificates chain to the {office.federation} "
-            f"root; its signed descriptor lists HPKE keys {suites}",
+            f"root; its signed descriptor lists sealing keys {suites}",
         )
     d = demo.node_dir(WUCHANG.node_id)
     _expect_rejected(
@@ -189,15 +198,18 @@ async def signing_step(demo: Demo, out: Reporter) -> None:
     descriptor = verify_descriptor(
         (demo.node_dir(DAFENG.node_id) / "node.json").read_bytes(), bundle, at=demo.now()
     )
-    pq = [k for k in descriptor.hpke_keys if k.suite is HpkeSuite.MLKEM768_X25519]
-    if not pq:
-        raise StepFailed("320982's descriptor has no ML-KEM-768+X25519 key")
+    sm = demo.profile(DAFENG) == "sm"
+    suite = HpkeSuite.SM2_SM4GCM if sm else HpkeSuite.MLKEM768_X25519
+    keys = [k for k in descriptor.hpke_keys if k.suite is suite]
+    if not keys:
+        raise StepFailed(f"320982's descriptor has no {suite.value} key")
     sealed = files / "application.txt.sealed"
     with document.open("rb") as src, sealed.open("wb") as dst:
-        header = seal_file(src, dst, pq, recipient_node=DAFENG.node_id)
+        header = seal_file(src, dst, keys, recipient_node=DAFENG.node_id)
+    kind = "SM2 + SM4-GCM, SM profile" if sm else "post-quantum hybrid HPKE"
     out.info(
         f"420106 加密发送给大丰区 seals it to 320982 with {header.entries[0].suite.value} "
-        f"(post-quantum hybrid HPKE, key from 320982's verified descriptor): "
+        f"({kind}, key from 320982's verified descriptor): "
         f"{sealed.stat().st_size} bytes"
     )
     opened = files / "application.opened-by-320982.txt"

@@ -43,6 +43,7 @@ from enum import StrEnum
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from relay.audit.bundle import verify_bundle
 from relay.audit.checkpoint import Checkpoint, SignedNote
@@ -51,6 +52,7 @@ from relay.dossier.layout import MANIFEST_PATH, MANIFEST_TYP, DossierError, unpa
 from relay.dossier.surveys import REPORT_TYP, SURVEYS, case_report_tokens, check_survey
 from relay.timestamps.tokens import Stamp, TimestampError, TsaTrust, check_response
 from remote_survey.room import REPORT_FILE
+from signing import pathcache
 from signing.certificates import TrustBundle
 from signing.encoding import b64url_decode, canonical_json
 from signing.errors import SigningError
@@ -213,7 +215,10 @@ class _Context:
     ) -> tuple[Revocation, str, datetime | None]:
         crls = []
         for crl in self.crls:
-            if crl.issuer == issuer.subject and crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+            der = crl.public_bytes(Encoding.DER)
+            if crl.issuer == issuer.subject and pathcache.crl_signed_by(
+                crl, der, issuer
+            ):  # SM2 too
                 crls.append(crl)
         current = [c for c in crls if c.next_update_utc is None or claimed <= c.next_update_utc]
         if not current:

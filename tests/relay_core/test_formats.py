@@ -81,6 +81,9 @@ async def test_sealed_content_opens_only_inside_its_own_packet(federation: Feder
         open_content(replace(facts, id="another-id"), keys, federation.pki.bundle, at=at)
     with pytest.raises(SigningError):  # not addressed to Wuchang's keys
         open_content(facts, federation.pki.keys[WUCHANG].hpke_keys, federation.pki.bundle, at=at)
+    relabelled = replace(facts, sealed=replace(facts.sealed, suite="sm2-sm4gcm"))
+    with pytest.raises(SigningError, match="suite"):  # the suite must be the kid's
+        open_content(relabelled, keys, federation.pki.bundle, at=at)
 
 
 def test_a_receipt_must_be_consistent_to_parse() -> None:

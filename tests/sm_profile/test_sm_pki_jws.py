@@ -67,15 +67,26 @@ def _openssl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
     )
 
 
-def test_every_certificate_and_the_crl_are_sm2_with_sm3(sm_fed: SmFed) -> None:
-    root = x509.load_pem_x509_certificate((sm_fed.directory / "root.pem").read_bytes())
-    crl = x509.load_pem_x509_crl((sm_fed.directory / "crl.pem").read_bytes())
+def test_every_application_certificate_and_crl_is_sm2_with_sm3(sm_fed: SmFed) -> None:
+    root, transport = load_pem_chain((sm_fed.directory / "root.pem").read_bytes())
+    bundle = sm_fed.bundle()
+    crl, transport_crl = bundle.crls
     seal = load_pem_chain((sm_fed.nodes["450102"] / "seal.pem").read_bytes())[0]
     tls = load_pem_chain((sm_fed.nodes["450102"] / "tls.pem").read_bytes())[0]
-    assert all(sm2_signed(o) for o in (root, crl, seal, tls))
+    assert all(sm2_signed(o) for o in (root, crl, seal))
     assert sm2_public_key(root) is not None
     assert sm2_public_key(seal) is not None
-    assert sm2_public_key(tls) is None  # P-256: no TLCP in Python's TLS stack
+    # The channel: a P-256 transport root (ECDSA-SHA256) issues the P-256 TLS leaf,
+    # since OpenSSL's TLS cannot check SM2 chains (docs/protocol.md §1.2).
+    assert not any(sm2_signed(o) for o in (transport, transport_crl, tls))
+    assert sm2_public_key(transport) is None
+    assert sm2_public_key(tls) is None
+    assert tls.issuer == transport.subject
+    assert seal.issuer == root.subject
+    assert transport.subject.rfc4514_string() == "O=tongban federation,CN=Guangxi Transport Root"
+    eku = transport.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert {o.dotted_string for o in eku} == {"1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2"}
+    assert tls.subject == seal.subject  # one node id in both identities
     state = json.loads((sm_fed.directory / "state.json").read_text())
     assert state["profile"] == "sm"
 
@@ -106,10 +117,13 @@ def _openssl_checks_crl_signature(fed: Path, tmp_path: Path) -> bool:
 
 def test_openssl_verify_accepts_our_sm2_chains_and_crl(sm_fed: SmFed, tmp_path: Path) -> None:
     fed = sm_fed.directory
-    for leaf in ("seal.pem", "tls.pem"):
-        result = _openssl_verify(fed / "root.pem", sm_fed.nodes["450102"] / leaf)
-        assert result.returncode == 0, result.stderr + result.stdout
-        assert "OK" in result.stdout
+    result = _openssl_verify(fed / "root.pem", sm_fed.nodes["450102"] / "seal.pem")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "OK" in result.stdout
+    # the TLS leaf chains to the P-256 transport root (no signer id: not SM2)
+    tls = sm_fed.nodes["450102"] / "tls.pem"
+    result = _openssl("verify", "-purpose", "sslclient", "-CAfile", str(fed / "root.pem"), str(tls))
+    assert result.returncode == 0, result.stderr + result.stdout
     text = _openssl("x509", "-in", str(fed / "root.pem"), "-noout", "-text").stdout
     assert "SM2-with-SM3" in text
     assert _openssl_checks_crl_signature(fed, tmp_path)
