@@ -6,7 +6,16 @@
 - **relayed packet**: ``PACKETS`` packets created at node A and delivered to node B
   (FakeNetwork, real SQLite, receipts back), once with both nodes in a default-profile
   federation (Ed25519 seals, P-256 root) and once in an SM-profile one (SM2 seals and
-  root); sealing is HPKE in both (SM sealing is not built yet).
+  root); sealing is HPKE in both (SM sealing is not built yet). Each node's audit log
+  hashes in its profile (SHA-256 or SM3);
+- **audit log**: a checkpoint signed and opened (SM2 against Ed25519 signed notes) and an
+  RFC 9162 tree of ``TREE_LEAVES`` leaves built with SM3 against SHA-256;
+- **SM2 bindings**: gmssl-pyx (what ``signing.sm2`` uses) against every other compiled
+  SM2 binding that is importable here (``tongsuopy``, ``gmssl_fast``); each must first
+  verify the GB/T 32918.2 Annex A signature and produce a signature that
+  ``openssl pkeyutl`` verifies, else it is reported as failing, not timed. Install a
+  candidate into the venv to have it measured (none is a dependency; see the report of
+  issue 19 for why gmssl-pyx stays).
 
 Blocks alternate for ``ROUNDS`` rounds and the best rate of each is kept, to blunt the
 noise of a shared machine.
@@ -27,6 +36,7 @@ from typing import Any
 N = 300
 ROUNDS = 3
 PACKETS = 60
+TREE_LEAVES = 2000
 A, B = "420106", "320982"
 
 
@@ -98,6 +108,176 @@ def _relayed_packets() -> list[dict[str, object]]:
     ]
 
 
+def _best(cases: dict[str, Callable[[], object]]) -> dict[str, float]:
+    best = dict.fromkeys(cases, 0.0)
+    for _ in range(ROUNDS):
+        for name, fn in cases.items():
+            best[name] = max(best[name], _rate(fn))
+    return best
+
+
+def _audit_rows() -> list[dict[str, object]]:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from relay.audit.checkpoint import Checkpoint, NoteKey, open_checkpoint, sign_checkpoint
+    from relay.audit.merkle import SHA256_TREE, SM3_TREE, MemoryTree
+    from signing.sm2 import Sm2PrivateKey
+
+    leaves = [f"leaf {i}".encode() for i in range(TREE_LEAVES)]
+    cases: dict[str, Callable[[], object]] = {}
+    for label, key, tree_hash in (
+        ("SM2", Sm2PrivateKey.generate(), SM3_TREE),
+        ("Ed25519", ed25519.Ed25519PrivateKey.generate(), SHA256_TREE),
+    ):
+        root = MemoryTree(leaves[:100], tree_hash=tree_hash).root()
+        checkpoint = Checkpoint.for_tree("tongban.node/320982", 100, root, tree_hash)
+        note = sign_checkpoint(checkpoint, key).to_bytes()
+        note_key = NoteKey.for_private_key(checkpoint.origin, key)
+        cases[f"checkpoint sign {label}"] = lambda c=checkpoint, k=key: sign_checkpoint(c, k)  # type: ignore[misc]
+        cases[f"checkpoint open {label}"] = lambda n=note, k=note_key: open_checkpoint(n, k)  # type: ignore[misc]
+    best = _best(cases)
+    trees = {"SM3": 0.0, "SHA-256": 0.0}
+    for _ in range(ROUNDS):
+        for label, tree_hash in (("SM3", SM3_TREE), ("SHA-256", SHA256_TREE)):
+            start = time.perf_counter()
+            MemoryTree(leaves, tree_hash=tree_hash).root()
+            trees[label] = max(trees[label], TREE_LEAVES / (time.perf_counter() - start))
+    rows: list[dict[str, object]] = [{"measure": n, "ops/s": r} for n, r in best.items()]
+    rows += [
+        {"measure": f"{n} tree, {TREE_LEAVES} leaves", "leaves/s": r} for n, r in trees.items()
+    ]
+    for op in ("sign", "open"):
+        ratio = best[f"checkpoint {op} SM2"] / best[f"checkpoint {op} Ed25519"]
+        rows.append({"measure": f"checkpoint {op} SM2 / Ed25519", "ratio": f"{ratio:.4f}"})
+    rows.append(
+        {"measure": "tree SM3 / SHA-256", "ratio": f"{trees['SM3'] / trees['SHA-256']:.4f}"}
+    )
+    return rows
+
+
+# GB/T 32918.2-2016 Annex A (recommended curve): key, message "message digest", r || s
+_ANNEX_D = "3945208F7B2144B13F36E38AC6D39F95889393692860B51A42FB81EF4DF7C5B8"
+_ANNEX_XY = (
+    "09F9DF311E5421A150DD7D161E4BC5C672179FAD1833FC076BB08FF356F35020"
+    "CCEA490CE26775A52DC6EA718CC1AA600AED05FBF35E084A6632F6072DA9AD13"
+)
+_ANNEX_RS = (
+    "F5A03B0648D2C4630EEAC513E1BB81A15944DA3827D5B74143AC7EACEEE720B3"
+    "B1B6AA29DF212FD8763182BC0D421CA1BB9038FD1F7F42D4840B69C485BBC1AA"
+)
+_ID = b"1234567812345678"
+
+
+def _openssl_verifies(point: bytes, raw: bytes, message: bytes) -> bool:
+    import subprocess
+
+    from signing.sm2 import Sm2PublicKey, raw_to_der
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "p.pem").write_bytes(Sm2PublicKey(point).to_pem())
+        (folder / "m").write_bytes(message)
+        (folder / "s").write_bytes(raw_to_der(raw))
+        result = subprocess.run(
+            ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "p.pem", "-rawin",
+             "-digest", "sm3", "-in", "m", "-sigfile", "s", "-pkeyopt", f"distid:{_ID.decode()}"],
+            capture_output=True, text=True, timeout=30, check=False, cwd=folder,
+        )  # fmt: skip
+    return "Signature Verified Successfully" in result.stdout
+
+
+def _binding_candidates() -> dict[str, Any]:
+    """name -> (sign(msg) -> r||s, verify(msg, r||s) -> bool, public point, annex check)."""
+    import importlib
+
+    from signing.sm2 import DEFAULT_SIGNER_ID, Sm2PrivateKey, Sm2PublicKey
+
+    ours = Sm2PrivateKey.generate()
+    annex = Sm2PublicKey(bytes.fromhex(_ANNEX_XY))
+    found: dict[str, Any] = {
+        "gmssl-pyx": (
+            ours.sign_raw,
+            lambda m, s: ours.public_key.verify_raw(s, m),
+            ours.public_key.point,
+            lambda: annex.verify_raw(bytes.fromhex(_ANNEX_RS), b"message digest"),
+        )
+    }
+    assert DEFAULT_SIGNER_ID == _ID
+    try:
+        ts_ec = importlib.import_module("tongsuopy.crypto.asymciphers.ec")
+        ts_hashes = importlib.import_module("tongsuopy.crypto.hashes")
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        from signing.sm2 import raw_to_der
+
+        key = ts_ec.generate_private_key(ts_ec.SM2())
+        algorithm = ts_ec.ECDSA(ts_hashes.SM3())
+        numbers = key.public_key().public_numbers()
+
+        def ts_sign(m: bytes) -> bytes:
+            r, s = decode_dss_signature(key.sign(m, algorithm))
+            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+        own_public = key.public_key()
+
+        def ts_verify(m: bytes, raw: bytes, public: Any = own_public) -> bool:
+            try:
+                public.verify(raw_to_der(raw), m, algorithm)
+            except Exception:  # any refusal (InvalidSignature, bad input) fails the check
+                return False
+            return True
+
+        x, y = int(_ANNEX_XY[:64], 16), int(_ANNEX_XY[64:], 16)
+        annex_ts = ts_ec.EllipticCurvePublicNumbers(x, y, ts_ec.SM2()).public_key()
+        found["tongsuopy"] = (
+            ts_sign,
+            ts_verify,
+            numbers.x.to_bytes(32, "big") + numbers.y.to_bytes(32, "big"),
+            lambda: ts_verify(b"message digest", bytes.fromhex(_ANNEX_RS), annex_ts),
+        )
+    except ImportError:
+        found["tongsuopy"] = None
+    try:
+        fast = importlib.import_module("gmssl_fast")
+        fkey = fast.SM2.generate()
+        fannex = fast.SM2(private_key=_ANNEX_D, public_key="04" + _ANNEX_XY)
+        found["gmssl-fast"] = (
+            fkey.sign,
+            lambda m, s: bool(fkey.verify(m, s)),
+            bytes.fromhex(fkey.public_key_hex)[1:],
+            lambda: bool(fannex.verify(b"message digest", bytes.fromhex(_ANNEX_RS))),
+        )
+    except ImportError:
+        found["gmssl-fast"] = None
+    return found
+
+
+def _bindings() -> list[dict[str, object]]:
+    message = bytes(range(200))
+    rows: list[dict[str, object]] = []
+    cases: dict[str, Callable[[], object]] = {}
+    for name, candidate in _binding_candidates().items():
+        if candidate is None:
+            rows.append({"measure": f"binding {name}", "check": "not installed"})
+            continue
+        sign, verify, point, annex = candidate
+        signature = sign(message)
+        ok = annex() and verify(message, signature) and _openssl_verifies(point, signature, message)
+        rows.append(
+            {"measure": f"binding {name}", "check": "GB/T annex + OpenSSL ok" if ok else "FAILS"}
+        )
+        if ok:
+            cases[f"{name} sign"] = lambda s=sign: s(message)  # type: ignore[misc]
+            cases[f"{name} verify"] = lambda v=verify, sig=signature: v(message, sig)  # type: ignore[misc]
+    best = _best(cases)
+    rows += [{"measure": n, "ops/s": r} for n, r in best.items()]
+    for name in sorted({n.rsplit(" ", 1)[0] for n in best} - {"gmssl-pyx"}):
+        for op in ("sign", "verify"):
+            ratio = best[f"{name} {op}"] / best[f"gmssl-pyx {op}"]
+            rows.append({"measure": f"{name} {op} / gmssl-pyx {op}", "ratio": f"{ratio:.4f}"})
+    return rows
+
+
 def run() -> list[dict[str, object]]:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -126,16 +306,13 @@ def run() -> list[dict[str, object]]:
             p256_sig, message, ec.ECDSA(hashes.SHA256())
         ),
     }
-    best = dict.fromkeys(cases, 0.0)
-    for _ in range(ROUNDS):
-        for name, fn in cases.items():
-            best[name] = max(best[name], _rate(fn))
+    best = _best(cases)
     rows: list[dict[str, object]] = [{"measure": n, "ops/s": r} for n, r in best.items()]
     for op in ("sign", "verify"):  # how many times the default profile's rate SM2's is
         for other in ("Ed25519", "P-256"):
             rate = best[f"SM2 {op}"] / best[f"{other} {op}"]
             rows.append({"measure": f"SM2 {op} / {other} {op}", "ratio": f"{rate:.4f}"})
-    return rows + _relayed_packets()
+    return rows + _audit_rows() + _bindings() + _relayed_packets()
 
 
 if __name__ == "__main__":

@@ -124,6 +124,7 @@ def relay_core_factory(
     import random
 
     from relay.audit.agreement_events import agreement_event_leaves
+    from relay.audit.checkpoint import log_tree_hash
     from relay.authorizer import AgreementSwitch, load_authorizer
     from relay.core.directory import Directory
     from relay.core.service import RelayNode
@@ -139,7 +140,8 @@ def relay_core_factory(
     for partner in config.partners:
         directory.add(partner.descriptor.read_bytes(), at=now)
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    store = SqliteStore(config.data_dir)
+    # the audit log hashes as the seal key's profile says (SM3 for SM2), before any leaf
+    store = SqliteStore(config.data_dir, tree_hash=log_tree_hash(keys.seal))
 
     def record(loaded: AgreementSwitch | Any, trust: Any, at: datetime) -> None:
         store.audit_append_once(

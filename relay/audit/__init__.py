@@ -6,6 +6,12 @@ leaf (:mod:`relay.audit.leaves`, canonical JSON) appended in the *same* SQLite
 transaction as the fact itself (:mod:`relay.audit.store`), so the log and the database
 never disagree. Leaves are hashed into an RFC 9162 Merkle tree (:mod:`relay.audit.merkle`).
 
+Two profiles (issue 19): a node with an Ed25519 seal keeps a SHA-256 log with Ed25519
+checkpoints; a node with an SM2 seal an SM3 log with SM2 checkpoints (the note types
+are in :mod:`relay.audit.note_types`). The hash is fixed in the database for the life
+of the log and named in every checkpoint; a witness of either profile verifies with the
+origin's hash and key type and cosigns with its own.
+
 At an interval and on demand the node signs a checkpoint — origin, size, root — as a
 C2SP signed note with its seal key (:mod:`relay.audit.checkpoint`). Partners fetch it
 with a consistency proof from the last checkpoint they cosigned, check it and cosign

@@ -11,8 +11,9 @@ A bundle is a JSON object (all binary values standard base64, like ``x5c``)::
 
 :func:`verify_bundle` validates the seal chain for purpose SEAL and the node id named by
 the checkpoint origin (:func:`signing.certificates.validate_path`), verifies the
-checkpoint's note signature with that certificate's Ed25519 key, checks ``size`` equals
-the checkpoint size and the inclusion proof of ``leaf`` at ``index`` under its root,
+checkpoint's note signature with that certificate's key (Ed25519, or SM2 for an
+SM-profile node whose log hashes with SM3), checks ``size`` equals the checkpoint size
+and the inclusion proof of ``leaf`` at ``index`` under its root with the log's hash,
 and reports which listed cosigners (validated the same way) cosigned the checkpoint.
 Every failure is one :class:`~relay.audit.errors.BundleError`.
 """
@@ -39,7 +40,7 @@ from relay.audit.checkpoint import (
     origin_for,
 )
 from relay.audit.errors import AuditError, BundleError
-from relay.audit.merkle import leaf_hash, verify_inclusion
+from relay.audit.merkle import verify_inclusion
 from relay.audit.store import AuditStore
 from signing.certificates import Identity, Purpose, TrustBundle, validate_path
 from signing.errors import SigningError
@@ -176,7 +177,10 @@ def verify_bundle(
         opened = open_checkpoint(text, origin_key, list(cosigners.values()))
         if opened.checkpoint.size != size:
             raise BundleError("bundle size is not the checkpoint's size")
-        verify_inclusion(leaf_hash(leaf), index, size, proof, opened.checkpoint.root_hash)
+        tree = opened.checkpoint.tree_hash  # the origin key's (open_checkpoint checks)
+        verify_inclusion(
+            tree.leaf(leaf), index, size, proof, opened.checkpoint.root_hash, tree_hash=tree
+        )
     except (AuditError, SigningError) as exc:
         if isinstance(exc, BundleError):
             raise

@@ -2,13 +2,18 @@
 
 - Signed note (https://c2sp.org/signed-note): UTF-8 text ending in ``\\n``, a blank
   line, then signature lines ``— <key name> <base64(4-byte key id || signature)>\\n``.
-  Ed25519 note keys have key id ``SHA-256(name || 0x0A || 0x01 || public key)[:4]``.
+  Note keys have key id ``SHA-256(name || 0x0A || type || public key)[:4]``; the types
+  (Ed25519, and SM2 for the SM profile) are in :mod:`relay.audit.note_types`.
 - Checkpoint (https://c2sp.org/tlog-checkpoint): a note whose text is the origin line,
   the decimal tree size and the standard-base64 root hash, each ending in ``\\n``.
   tongban's origin is ``tongban.node/<node id>`` and the log key's name is the origin.
-- Cosignature (https://c2sp.org/tlog-cosignature, Ed25519, type ``0x04``): the
-  signature is ``u64 timestamp (big-endian) || Ed25519 signature`` over
-  ``"cosignature/v1\\ntime <timestamp>\\n" || checkpoint text``.
+  An SM-profile log (SM2 log key) hashes with SM3 and says so in one extension line,
+  ``hash sm3``; a default-profile checkpoint (Ed25519, SHA-256) has no extension line.
+  A checkpoint whose hash is not its log key's is refused.
+- Cosignature (https://c2sp.org/tlog-cosignature, type ``0x04``, or its SM2 twin): the
+  signature is ``u64 timestamp (big-endian) || signature`` over
+  ``"cosignature/v1\\ntime <timestamp>\\n" || checkpoint text``, by the witness's own
+  key type, whatever the origin's.
 
 Verification follows the spec: signatures from unknown keys are ignored, a known key
 whose signature fails rejects the whole note, and at least the origin's signature must
@@ -23,19 +28,22 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Protocol
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from relay.audit import note_types
 from relay.audit.errors import CheckpointError
+from relay.audit.merkle import SHA256_TREE, SM3_TREE, TreeHash
+from relay.audit.note_types import KeyType, NotePrivateKey, NotePublicKey
+from signing.sm2 import Sm2PrivateKey
+from signing.sm_x509 import sm2_public_key
 
 __all__ = [
     "ORIGIN_PREFIX",
+    "SM3_LINE",
     "Checkpoint",
     "Cosignature",
     "KeyType",
@@ -45,6 +53,7 @@ __all__ = [
     "SignedCheckpoint",
     "SignedNote",
     "cosign",
+    "log_tree_hash",
     "node_id_of_origin",
     "open_checkpoint",
     "origin_for",
@@ -59,14 +68,8 @@ _DASH = "— "  # U+2014 EM DASH, U+0020
 _SIZE = re.compile(r"0|[1-9][0-9]{0,18}")
 _NODE_ID = re.compile(r"[0-9]{6}")
 _COSIGNATURE_HEADER = b"cosignature/v1\n"
-_EMPTY_ROOT = hashlib.sha256(b"").digest()
-
-
-class KeyType(IntEnum):
-    """Signature type identifier bytes of C2SP signed-note."""
-
-    ED25519 = 0x01
-    COSIGNATURE_V1 = 0x04
+#: The extension line of an SM-profile checkpoint: its tree hashes with SM3.
+SM3_LINE = "hash sm3"
 
 
 class _HoldsKey(Protocol):
@@ -74,19 +77,24 @@ class _HoldsKey(Protocol):
     def key(self) -> object: ...
 
 
-SealKey = Ed25519PrivateKey | _HoldsKey
-"""An Ed25519 private key, or an object with one in ``.key`` (``signing.keys.Signer``)."""
+SealKey = Ed25519PrivateKey | Sm2PrivateKey | _HoldsKey
+"""An Ed25519 or SM2 private key, or an object with one in ``.key`` (``Signer``)."""
 
 
-def _private_key(key: SealKey) -> Ed25519PrivateKey:
-    inner = key if isinstance(key, Ed25519PrivateKey) else key.key
-    if not isinstance(inner, Ed25519PrivateKey):
-        raise CheckpointError("checkpoints and cosignatures need an Ed25519 seal key")
+def _private_key(key: SealKey) -> NotePrivateKey:
+    inner = key if isinstance(key, NotePrivateKey) else key.key
+    if not isinstance(inner, NotePrivateKey):
+        raise CheckpointError("checkpoints and cosignatures need an Ed25519 or SM2 seal key")
     return inner
 
 
-def _raw(public_key: Ed25519PublicKey) -> bytes:
-    return public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+def _public_key(key: NotePrivateKey) -> NotePublicKey:
+    return key.public_key if isinstance(key, Sm2PrivateKey) else key.public_key()
+
+
+def log_tree_hash(key: SealKey) -> TreeHash:
+    """The tree hash of a log whose log key is ``key``: SHA-256, or SM3 for SM2."""
+    return KeyType.ED25519.for_key(_private_key(key)).tree_hash
 
 
 def _check_name(name: str) -> None:
@@ -121,33 +129,45 @@ def node_id_of_origin(origin: str) -> str:
 
 @dataclass(frozen=True)
 class NoteKey:
-    """A verifier key: (name, signature type, Ed25519 public key)."""
+    """A verifier key: (name, signature type, Ed25519 or SM2 public key).
+
+    The constructors taking a private key or a certificate read ``key_type`` as a role
+    (log key or cosigner) and give the type of that role for the key's algorithm: an
+    SM2 seal key asked for as ``ED25519`` is an ``SM2_SM3`` note key."""
 
     name: str
-    public_key: Ed25519PublicKey
+    public_key: NotePublicKey
     key_type: KeyType = KeyType.ED25519
 
     def __post_init__(self) -> None:
         _check_name(self.name)
+        if self.key_type.for_key(self.public_key) is not self.key_type:
+            raise CheckpointError(f"a {self.key_type.name} note key needs a matching public key")
+
+    @property
+    def _material(self) -> bytes:
+        return self.key_type.value + note_types.public_bytes(self.public_key)
 
     @property
     def key_id(self) -> bytes:
-        material = self.name.encode() + b"\n" + bytes([self.key_type]) + _raw(self.public_key)
-        return hashlib.sha256(material).digest()[:4]
+        return hashlib.sha256(self.name.encode() + b"\n" + self._material).digest()[:4]
+
+    @property
+    def tree_hash(self) -> TreeHash:
+        """The tree hash of the log this (log) key signs for."""
+        return self.key_type.tree_hash
 
     def vkey(self) -> str:
         """The verifier-key text ``name+hex(key id)+base64(type || public key)``."""
-        material = base64.b64encode(bytes([self.key_type]) + _raw(self.public_key)).decode()
+        material = base64.b64encode(self._material).decode()
         return f"{self.name}+{self.key_id.hex()}+{material}"
 
     @classmethod
     def from_vkey(cls, text: str) -> NoteKey:
         name, _, rest = text.partition("+")
         key_id_hex, _, material = rest.partition("+")
-        raw = _b64decode(material, "verifier key")
-        if len(raw) != 33 or raw[0] not in tuple(KeyType):
-            raise CheckpointError("verifier key is not an Ed25519 note or cosigner key")
-        key = cls(name, Ed25519PublicKey.from_public_bytes(raw[1:]), KeyType(raw[0]))
+        kind, raw = KeyType.split(_b64decode(material, "verifier key"))
+        key = cls(name, note_types.public_key_from_bytes(kind, raw), kind)
         if key.key_id.hex() != key_id_hex:
             raise CheckpointError("verifier key id does not match its key")
         return key
@@ -156,19 +176,22 @@ class NoteKey:
     def for_private_key(
         cls, name: str, key: SealKey, key_type: KeyType = KeyType.ED25519
     ) -> NoteKey:
-        return cls(name, _private_key(key).public_key(), key_type)
+        public = _public_key(_private_key(key))
+        return cls(name, public, key_type.for_key(public))
 
     @classmethod
     def from_certificate(
         cls, name: str, cert: x509.Certificate, key_type: KeyType = KeyType.ED25519
     ) -> NoteKey:
-        try:
-            public_key = cert.public_key()
-        except UnsupportedAlgorithm:  # e.g. an SM2 seal key (SM profile): not for notes
-            raise CheckpointError("the certificate does not hold an Ed25519 key") from None
-        if not isinstance(public_key, Ed25519PublicKey):
-            raise CheckpointError("the certificate does not hold an Ed25519 key")
-        return cls(name, public_key, key_type)
+        public_key: object = sm2_public_key(cert)
+        if public_key is None:
+            try:
+                public_key = cert.public_key()
+            except UnsupportedAlgorithm:
+                raise CheckpointError("the certificate holds no Ed25519 or SM2 key") from None
+        if not isinstance(public_key, NotePublicKey):
+            raise CheckpointError("the certificate holds no Ed25519 or SM2 key")
+        return cls(name, public_key, key_type.for_key(public_key))
 
 
 @dataclass(frozen=True)
@@ -247,10 +270,10 @@ class SignedNote:
 
 
 def sign_note(text: bytes, name: str, key: SealKey) -> NoteSignature:
-    """An Ed25519 (type 0x01) signature line by ``key`` under ``name`` over ``text``."""
+    """A log-key signature line (Ed25519 or SM2) by ``key`` under ``name`` over ``text``."""
     private = _private_key(key)
-    note_key = NoteKey(name, private.public_key())
-    return NoteSignature(name, note_key.key_id, private.sign(text))
+    note_key = NoteKey.for_private_key(name, private)
+    return NoteSignature(name, note_key.key_id, note_types.sign(private, text))
 
 
 def _cosigned_message(text: bytes, timestamp: int) -> bytes:
@@ -258,18 +281,22 @@ def _cosigned_message(text: bytes, timestamp: int) -> bytes:
 
 
 def cosign(checkpoint_text: bytes, name: str, key: SealKey, *, at: int) -> NoteSignature:
-    """A ``cosignature/v1`` (type 0x04) line over a checkpoint text at POSIX time ``at``."""
+    """A ``cosignature/v1`` line (Ed25519 or SM2, by ``key``'s type) over a checkpoint
+    text at POSIX time ``at``."""
     if not 0 <= at < 2**63:
         raise CheckpointError("cosignature timestamp out of range")
     private = _private_key(key)
-    note_key = NoteKey(name, private.public_key(), KeyType.COSIGNATURE_V1)
-    signature = private.sign(_cosigned_message(checkpoint_text, at))
+    note_key = NoteKey.for_private_key(name, private, KeyType.COSIGNATURE_V1)
+    signature = note_types.sign(private, _cosigned_message(checkpoint_text, at))
     return NoteSignature(name, note_key.key_id, at.to_bytes(8, "big") + signature)
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A tlog checkpoint body: origin, tree size, root hash, optional extension lines."""
+    """A tlog checkpoint body: origin, tree size, root hash, optional extension lines.
+
+    The tree hash is SHA-256 unless the extension lines are exactly (:data:`SM3_LINE`,).
+    """
 
     origin: str
     size: int
@@ -283,10 +310,24 @@ class Checkpoint:
             raise CheckpointError("checkpoint size out of range")
         if len(self.root_hash) != 32:
             raise CheckpointError("checkpoint root hash must be 32 bytes")
-        if self.size == 0 and self.root_hash != _EMPTY_ROOT:
-            raise CheckpointError("an empty tree's root hash is SHA-256 of nothing")
         if any(not line or "\n" in line for line in self.extensions):
             raise CheckpointError("checkpoint extension lines must be non-empty lines")
+        hash_lines = [line for line in self.extensions if line.startswith("hash ")]
+        if hash_lines and self.extensions != (SM3_LINE,):
+            raise CheckpointError(f"the only tree hash line is {SM3_LINE!r}, alone")
+        if self.size == 0 and self.root_hash != self.tree_hash.empty:
+            raise CheckpointError(f"an empty tree's root hash is {self.tree_hash.name} of nothing")
+
+    @classmethod
+    def for_tree(cls, origin: str, size: int, root_hash: bytes, tree_hash: TreeHash) -> Checkpoint:
+        """The checkpoint of a tree hashed with ``tree_hash`` (SM3 adds its line)."""
+        if tree_hash not in (SHA256_TREE, SM3_TREE):
+            raise CheckpointError(f"no checkpoint form for tree hash {tree_hash.name}")
+        return cls(origin, size, root_hash, (SM3_LINE,) if tree_hash is SM3_TREE else ())
+
+    @property
+    def tree_hash(self) -> TreeHash:
+        return SM3_TREE if self.extensions == (SM3_LINE,) else SHA256_TREE
 
     def text(self) -> bytes:
         """The note text: each line ending in ``\\n``."""
@@ -330,17 +371,15 @@ class SignedCheckpoint:
 def _verify(key: NoteKey, sig: NoteSignature, text: bytes) -> int | None:
     """Verify one known-key signature; return the cosignature time (or None)."""
     message, signature, timestamp = text, sig.signature, None
-    if key.key_type is KeyType.COSIGNATURE_V1:
+    if key.key_type.cosigner:
         if len(signature) != 72:
             raise CheckpointError(f"malformed cosignature by {key.name}")
         timestamp = int.from_bytes(signature[:8], "big")
         if timestamp >= 2**63:
             raise CheckpointError(f"cosignature by {key.name} has an invalid timestamp")
         message, signature = _cosigned_message(text, timestamp), signature[8:]
-    try:
-        key.public_key.verify(signature, message)
-    except _CryptoInvalidSignature as exc:
-        raise CheckpointError(f"signature by known key {key.name} does not verify") from exc
+    if not note_types.verify(key.public_key, signature, message):
+        raise CheckpointError(f"signature by known key {key.name} does not verify")
     return timestamp
 
 
@@ -358,18 +397,25 @@ def open_checkpoint(
 ) -> SignedCheckpoint:
     """Parse and verify a checkpoint note.
 
-    ``origin_key`` must be an Ed25519 note key named after the checkpoint's origin and
-    its signature must verify. Signatures by ``cosigners`` are verified and returned;
-    any other signature is ignored. A failing known-key signature rejects the note.
+    ``origin_key`` must be a log key (Ed25519 or SM2) named after the checkpoint's
+    origin, the checkpoint's tree hash must be that key's (SHA-256 or SM3) and its
+    signature must verify. Signatures by ``cosigners`` (``cosignature/v1`` keys of
+    either algorithm) are verified and returned; any other signature is ignored. A
+    failing known-key signature rejects the note.
     """
     note = data if isinstance(data, SignedNote) else SignedNote.parse(data)
-    if origin_key.key_type is not KeyType.ED25519:
-        raise CheckpointError("the origin key must be an Ed25519 note key")
-    if any(k.key_type is not KeyType.COSIGNATURE_V1 for k in cosigners):
+    if origin_key.key_type.cosigner:
+        raise CheckpointError("the origin key must be a log key, not a cosigner key")
+    if any(not k.key_type.cosigner for k in cosigners):
         raise CheckpointError("cosigner keys must be cosignature/v1 keys")
     checkpoint = Checkpoint.parse(note.text)
     if checkpoint.origin != origin_key.name:
         raise CheckpointError(f"checkpoint origin {checkpoint.origin!r} is not the key's name")
+    if checkpoint.tree_hash is not origin_key.tree_hash:
+        raise CheckpointError(
+            f"checkpoint hashes with {checkpoint.tree_hash.name}, its log key with "
+            f"{origin_key.tree_hash.name}"
+        )
     known = {(k.name, k.key_id): k for k in (origin_key, *cosigners)}
     origin_ok = False
     cosignatures: list[Cosignature] = []

@@ -28,6 +28,7 @@ __all__ = [
     "HASH_SIZE",
     "SHA256_TREE",
     "SM3_TREE",
+    "TREE_HASHES",
     "MemoryTree",
     "SubtreeSource",
     "TreeHash",
@@ -77,6 +78,8 @@ class TreeHash:
 
 SHA256_TREE = TreeHash("sha256", lambda data: hashlib.sha256(data).digest())
 SM3_TREE = TreeHash("sm3", sm3)
+#: The tree hashes by name, as a log or a checkpoint names them.
+TREE_HASHES = {tree.name: tree for tree in (SHA256_TREE, SM3_TREE)}
 
 
 def _largest_power_of_two_below(n: int) -> int:

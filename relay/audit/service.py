@@ -55,6 +55,7 @@ from relay.audit.exchange import (
 )
 from relay.audit.merkle import verify_consistency
 from relay.audit.state import AuditState
+from relay.audit.store import declare_tree_hash
 from relay.audit.witness import (
     PartnerState,
     PartnerStatus,
@@ -146,6 +147,8 @@ class AuditService:
         self._keys = keys
         self._clock = clock
         self.own_key = NoteKey.for_private_key(self.origin, seal)
+        # our log hashes the way our log key says (SM3 for SM2); refuses a log that does not
+        declare_tree_hash(state.connection, self.own_key.tree_hash)
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -173,11 +176,15 @@ class AuditService:
                     raise ProofError("the log is smaller than our last checkpoint")
                 if last.size > 0:
                     proof = self.state.log.consistency_proof(last.size, size)
-                    verify_consistency(last.size, size, proof, last.root_hash, root)
+                    verify_consistency(
+                        last.size, size, proof, last.root_hash, root,
+                        tree_hash=self.own_key.tree_hash,
+                    )  # fmt: skip
             except (ProofError, LogStoreError) as exc:
                 _log.error("audit log %s is not consistent with our last checkpoint", self.origin)
                 raise LogStoreError(f"our log does not extend our last checkpoint: {exc}") from exc
-        note = sign_checkpoint(Checkpoint(self.origin, size, root), self._seal).to_bytes()
+        checkpoint = Checkpoint.for_tree(self.origin, size, root, self.own_key.tree_hash)
+        note = sign_checkpoint(checkpoint, self._seal).to_bytes()
         self.state.put_checkpoint(size, note, self._clock())
         return note
 

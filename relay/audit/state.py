@@ -116,6 +116,10 @@ class AuditState:
         self._conn.executescript(_SCHEMA)
         self.log = AuditStore(self._conn)
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self._conn
+
     def close(self) -> None:
         self._conn.close()
 

@@ -13,6 +13,12 @@ any tree size is made of such rows plus hashing: O(log n) primary-key reads (see
 and one row per subtree it completes (the trailing one bits of ``n``): two rows
 amortized, one read amortized. Storage is about ``2 * 32`` bytes of hashes per leaf.
 
+The tree hash is the log's, fixed once: ``audit_tree_hash`` holds its name (``sha256``,
+or ``sm3`` for an SM-profile node, RFC 9162 hashing with SM3 in place of SHA-256). The
+node declares it when it opens its store (:func:`declare_tree_hash`, from its seal key);
+a log with no declaration hashes with SHA-256, as every log did before the SM profile.
+Appends and proofs read the declared hash, so every writer of the file agrees.
+
 Appends run **inside the caller's transaction** so a leaf is durable exactly when the
 event it records is; this module never commits. Triggers refuse UPDATE and DELETE on
 both tables: the log is append-only at the database level too.
@@ -27,15 +33,24 @@ from pathlib import Path
 
 from relay.audit.errors import LogStoreError
 from relay.audit.merkle import (
+    SHA256_TREE,
+    TREE_HASHES,
     SubtreeSource,
+    TreeHash,
     consistency_proof,
     inclusion_proof,
-    leaf_hash,
-    node_hash,
     range_hash,
 )
 
-__all__ = ["AuditStore", "append", "append_many", "create_schema", "open_database"]
+__all__ = [
+    "AuditStore",
+    "append",
+    "append_many",
+    "create_schema",
+    "declare_tree_hash",
+    "open_database",
+    "tree_hash_of",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_leaves (
@@ -56,6 +71,14 @@ CREATE TRIGGER IF NOT EXISTS audit_nodes_no_update BEFORE UPDATE ON audit_nodes
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_nodes_no_delete BEFORE DELETE ON audit_nodes
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS audit_tree_hash (
+    one  INTEGER PRIMARY KEY CHECK (one = 1),
+    name TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_tree_hash_no_update BEFORE UPDATE ON audit_tree_hash
+BEGIN SELECT RAISE(ABORT, 'the audit log tree hash is fixed'); END;
+CREATE TRIGGER IF NOT EXISTS audit_tree_hash_no_delete BEFORE DELETE ON audit_tree_hash
+BEGIN SELECT RAISE(ABORT, 'the audit log tree hash is fixed'); END;
 """
 
 Executor = sqlite3.Connection | sqlite3.Cursor
@@ -72,6 +95,44 @@ def open_database(path: Path) -> sqlite3.Connection:
 def create_schema(conn: sqlite3.Connection) -> None:
     """Create the audit tables and triggers if missing (commits: call at startup)."""
     conn.executescript(_SCHEMA)
+
+
+def tree_hash_of(executor: Executor) -> TreeHash:
+    """The log's declared tree hash (SHA-256 when none was declared)."""
+    row = executor.execute("SELECT name FROM audit_tree_hash WHERE one = 1").fetchone()
+    if row is None:
+        return SHA256_TREE
+    try:
+        return TREE_HASHES[str(row[0])]
+    except KeyError:
+        raise LogStoreError(f"the audit log names an unknown tree hash {row[0]!r}") from None
+
+
+def declare_tree_hash(conn: sqlite3.Connection, tree_hash: TreeHash) -> None:
+    """Fix the log's tree hash (commits). Declaring the hash already declared is a
+    no-op; :class:`LogStoreError` when the log already hashes another way (a declared
+    other hash, or leaves appended under the SHA-256 default)."""
+    if conn.in_transaction:
+        raise LogStoreError("declare the tree hash outside any open transaction")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = conn.execute("SELECT name FROM audit_tree_hash WHERE one = 1").fetchone()
+        if current is not None and current[0] != tree_hash.name:
+            raise LogStoreError(
+                f"the audit log hashes with {current[0]}, not {tree_hash.name}: "
+                "a node keeps its profile for the life of its log"
+            )
+        if current is None and _size(conn) and tree_hash is not SHA256_TREE:
+            raise LogStoreError(
+                f"the audit log already holds leaves hashed with sha256; it cannot turn to "
+                f"{tree_hash.name}"
+            )
+        if current is None:
+            conn.execute("INSERT INTO audit_tree_hash (one, name) VALUES (1, ?)", (tree_hash.name,))
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _connection(executor: Executor) -> sqlite3.Connection:
@@ -91,8 +152,9 @@ def _require_transaction(executor: Executor) -> None:
 def append(conn: Executor, data: bytes) -> int:
     """Append one leaf inside the caller's transaction; return its index. Never commits."""
     _require_transaction(conn)
+    tree_hash = tree_hash_of(conn)
     index = _size(conn)
-    h = leaf_hash(data)
+    h = tree_hash.leaf(data)
     conn.execute("INSERT INTO audit_leaves (idx, data) VALUES (?, ?)", (index, data))
     rows = [(0, index, h)]
     level, i = 0, index
@@ -102,7 +164,7 @@ def append(conn: Executor, data: bytes) -> int:
         ).fetchone()
         if row is None:
             raise LogStoreError(f"audit tree is missing node ({level}, {i - 1})")
-        h = node_hash(bytes(row[0]), h)
+        h = tree_hash.node(bytes(row[0]), h)
         level, i = level + 1, i >> 1
         rows.append((level, i, h))
     conn.executemany("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)", rows)
@@ -129,17 +191,18 @@ def _frontier(conn: Executor, size: int) -> list[tuple[int, bytes]]:
 def append_many(conn: Executor, leaves: Iterable[bytes]) -> range:
     """Append leaves in order inside the caller's transaction; return their indexes."""
     _require_transaction(conn)
+    tree_hash = tree_hash_of(conn)
     first = index = _size(conn)
     frontier = _frontier(conn, first)
     leaf_rows: list[tuple[int, bytes]] = []
     node_rows: list[tuple[int, int, bytes]] = []
     for data in leaves:
-        h = leaf_hash(data)
+        h = tree_hash.leaf(data)
         leaf_rows.append((index, data))
         node_rows.append((0, index, h))
         level, i = 0, index
         while frontier and frontier[-1][0] == level:
-            h = node_hash(frontier.pop()[1], h)
+            h = tree_hash.node(frontier.pop()[1], h)
             level, i = level + 1, i >> 1
             node_rows.append((level, i, h))
         frontier.append((level, h))
@@ -154,6 +217,11 @@ class AuditStore:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+
+    @property
+    def tree_hash(self) -> TreeHash:
+        """The log's tree hash (see :func:`declare_tree_hash`)."""
+        return tree_hash_of(self._conn)
 
     def size(self) -> int:
         """Number of leaves committed (or appended in this connection's transaction)."""
@@ -189,7 +257,7 @@ class AuditStore:
         """Root hash of the first ``size`` leaves (default: the whole log)."""
         size = self.size() if size is None else size
         self._check_size(size)
-        return range_hash(self._source(), 0, size)
+        return range_hash(self._source(), 0, size, tree_hash=self.tree_hash)
 
     def head(self) -> tuple[int, bytes]:
         """(size, root) of one consistent view, for signing a checkpoint.
@@ -204,10 +272,10 @@ class AuditStore:
         self._check_size(size)
         if not 0 <= index < size:
             raise LogStoreError(f"leaf index {index} outside a tree of {size} leaves")
-        return inclusion_proof(self._source(), index, size)
+        return inclusion_proof(self._source(), index, size, tree_hash=self.tree_hash)
 
     def consistency_proof(self, old: int, new: int) -> list[bytes]:
         self._check_size(new)
         if not 0 < old <= new:
             raise LogStoreError(f"no consistency proof from size {old} to size {new}")
-        return consistency_proof(self._source(), old, new)
+        return consistency_proof(self._source(), old, new, tree_hash=self.tree_hash)

@@ -18,7 +18,7 @@ from enum import StrEnum
 from relay.audit.checkpoint import NoteKey, open_checkpoint, origin_for
 from relay.audit.errors import AuditError, ProofError
 from relay.audit.leaves import LeafKind, PacketLeaf, decode_leaf
-from relay.audit.merkle import leaf_hash, verify_inclusion
+from relay.audit.merkle import TreeHash, verify_inclusion
 from relay.audit.service import AuditPeer, LeafNotFound, PeerUnavailable, RangeRefused
 from relay.audit.state import AuditState, PacketEntry
 
@@ -58,7 +58,7 @@ _EXPECTED = {
 
 
 async def _check(
-    entry: PacketEntry, partner: str, peer: AuditPeer, size: int, root: bytes
+    entry: PacketEntry, partner: str, peer: AuditPeer, size: int, root: bytes, tree: TreeHash
 ) -> PacketCheck:
     try:
         index, proof, data = await peer.inclusion_of_packet(entry.digest, size)
@@ -79,7 +79,7 @@ async def _check(
             or body.id != entry.packet_id
         ):
             return PacketCheck(entry, Verdict.BAD_PROOF, index, "the leaf is not this packet's")
-        verify_inclusion(leaf_hash(data), index, size, proof, root)
+        verify_inclusion(tree.leaf(data), index, size, proof, root, tree_hash=tree)
     except ProofError as exc:
         return PacketCheck(entry, Verdict.BAD_PROOF, index, str(exc))
     except AuditError as exc:
@@ -99,7 +99,9 @@ async def verify_partner(
         raise AuditError(f"no checkpoint of node {partner} has been cosigned yet")
     checkpoint = open_checkpoint(held, origin_key).checkpoint
     checks = [
-        await _check(entry, partner, peer, checkpoint.size, checkpoint.root_hash)
+        await _check(
+            entry, partner, peer, checkpoint.size, checkpoint.root_hash, checkpoint.tree_hash
+        )
         for entry in state.exchanged_with(partner)
     ]
     return PartnerReport(partner, checkpoint.size, tuple(checks))

@@ -203,14 +203,20 @@ def witness_checkpoint(
                 raise _fork(state, ForkReason.SAME_SIZE_DIFFERENT_ROOT, presented, proof)
         elif new.size > old.size:
             try:
-                verify_consistency(old.size, new.size, proof, old.root_hash, new.root_hash)
+                verify_consistency(
+                    old.size, new.size, proof, old.root_hash, new.root_hash,
+                    tree_hash=origin_key.tree_hash,
+                )  # fmt: skip
             except ProofError:
                 raise _fork(state, ForkReason.INCONSISTENT, presented, proof) from None
         else:
             if new.size == 0:
                 raise _fork(state, ForkReason.ROLLBACK, presented, proof)
             try:
-                verify_consistency(new.size, old.size, proof, new.root_hash, old.root_hash)
+                verify_consistency(
+                    new.size, old.size, proof, new.root_hash, old.root_hash,
+                    tree_hash=origin_key.tree_hash,
+                )  # fmt: skip
             except ProofError:
                 raise _fork(state, ForkReason.ROLLBACK, presented, proof) from None
             raise WitnessRefused(
@@ -259,6 +265,7 @@ def compare_cosigned(
             proof,
             small.checkpoint.root_hash,
             large.checkpoint.root_hash,
+            tree_hash=origin_key.tree_hash,
         )
     except ProofError:
         raise SplitViewDetected(ForkEvidence(*evidence_args)) from None

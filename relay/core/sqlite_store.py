@@ -24,8 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from relay.audit.merkle import TreeHash
 from relay.audit.store import append as audit_append
 from relay.audit.store import create_schema as audit_schema
+from relay.audit.store import declare_tree_hash
 from relay.core.errors import StoreError
 from relay.core.model import (
     InboxItem,
@@ -103,9 +105,13 @@ class _ReceiveTx:
 
 
 class SqliteStore:
-    """The relay store of one node in ``directory`` (created if missing)."""
+    """The relay store of one node in ``directory`` (created if missing).
 
-    def __init__(self, directory: Path) -> None:
+    ``tree_hash`` fixes the audit log's hash (SM3 for an SM-profile node, see
+    :func:`relay.audit.store.declare_tree_hash`); a store opened without it keeps
+    whatever the file declares (SHA-256 when nothing)."""
+
+    def __init__(self, directory: Path, *, tree_hash: TreeHash | None = None) -> None:
         self.directory = directory
         for sub in ("blobs", "partial", "tmp"):
             (directory / sub).mkdir(parents=True, exist_ok=True)
@@ -119,6 +125,8 @@ class SqliteStore:
         self._conn.execute("PRAGMA busy_timeout=5000")
         self._conn.executescript(SCHEMA)
         audit_schema(self._conn)
+        if tree_hash is not None:
+            declare_tree_hash(self._conn, tree_hash)
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS audit_once (digest TEXT PRIMARY KEY) WITHOUT ROWID"
         )

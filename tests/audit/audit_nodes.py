@@ -8,18 +8,22 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from relay.audit.checkpoint import Checkpoint, NoteKey, origin_for, sign_checkpoint
-from relay.audit.store import AuditStore, append_many, open_database
+from relay.audit.checkpoint import Checkpoint, NoteKey, log_tree_hash, origin_for, sign_checkpoint
+from relay.audit.store import AuditStore, append_many, declare_tree_hash, open_database
+from signing.sm2 import Sm2PrivateKey
 
 
 class LogNode:
     _files = 0
     """A node's log on a real file, able to sign checkpoints and serve proofs.
 
-    ``rebuild`` replaces the whole history, as a node rewriting its past would.
+    ``rebuild`` replaces the whole history, as a node rewriting its past would. An SM2
+    key makes an SM-profile log (SM3 hashing, SM2 checkpoints).
     """
 
-    def __init__(self, directory: Path, node_id: str, key: Ed25519PrivateKey) -> None:
+    def __init__(
+        self, directory: Path, node_id: str, key: Ed25519PrivateKey | Sm2PrivateKey
+    ) -> None:
         self.directory = directory
         self.origin = origin_for(node_id)
         self.key = key
@@ -28,7 +32,9 @@ class LogNode:
 
     def _open(self) -> sqlite3.Connection:
         LogNode._files += 1
-        return open_database(self.directory / f"{self.origin[-6:]}-{LogNode._files}.db")
+        conn = open_database(self.directory / f"{self.origin[-6:]}-{LogNode._files}.db")
+        declare_tree_hash(conn, log_tree_hash(self.key))
+        return conn
 
     @property
     def store(self) -> AuditStore:
@@ -55,7 +61,7 @@ class LogNode:
         self.append(*leaves)
 
     def checkpoint(self) -> bytes:
-        cp = Checkpoint(self.origin, *self.store.head())
+        cp = Checkpoint.for_tree(self.origin, *self.store.head(), self.store.tree_hash)
         return sign_checkpoint(cp, self.key).to_bytes()
 
     def consistency(self, old: int, new: int) -> list[bytes]:

@@ -41,14 +41,17 @@ def small_disk(directory: Path, size: str = "16m") -> Iterator[Path]:
 
 
 def fill(directory: Path) -> Path:
-    """Write a filler file until the disk holding ``directory`` is full; its path."""
+    """Write a filler file until the disk holding ``directory`` is full; its path.
+
+    Unbuffered: a buffered file would keep the bytes of the write that failed and
+    fail again when closed (ENOSPC from ``close``), depending on how many bytes the
+    node's files happened to leave free."""
     filler = directory / "filler"
     chunk = b"\0" * 65536
-    with filler.open("wb") as out:
+    with filler.open("wb", buffering=0) as out:
         try:
             while True:
                 out.write(chunk)
-                out.flush()
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from certs.pki import init_federation, issue_node
+from relay.audit.checkpoint import log_tree_hash
 from relay.core.directory import Directory
 from relay.core.fakes import FakeNetwork
 from relay.core.fields import format_time
@@ -135,10 +136,12 @@ class Federation:
         """(Re)start a node on its SQLite directory (closing a previous instance)."""
         if node_id in self.stores:
             self.stores[node_id].close()
-        store = SqliteStore(self.root / node_id)
+        keys = keys or self.pki.keys[node_id]
+        # the log hashes as the node's seal says (SM3 for an SM2 seal), as tongban serve does
+        store = SqliteStore(self.root / node_id, tree_hash=log_tree_hash(keys.seal))
         node = RelayNode(
             node_id=node_id,
-            keys=keys or self.pki.keys[node_id],
+            keys=keys,
             bundle=bundle or self.pki.bundle,
             directory=directory or self.directory(),
             authorizer=self.agreement,

@@ -18,6 +18,8 @@ from agreements.events import document_digest
 from agreements.lifecycle import State, from_signatures
 from agreements.signatures import sign_agreement, signing_status
 from certs.pki import init_federation, issue_node
+from relay.audit.merkle import SHA256_TREE, SM3_TREE, MemoryTree
+from relay.audit.store import AuditStore
 from relay.authorizer import AgreementAuthorizer
 from relay.core.fakes import FakeNetwork
 from relay.core.outbox import OutboxPolicy
@@ -98,6 +100,13 @@ async def test_default_and_sm_provinces_exchange_packets_under_one_agreement(
         receipt = verify_receipt(item.receipt, pki.bundle, at=fed.clock(), expected_from=DAFENG)
         assert receipt.status is ReceiptStatus.ACCEPTED
         assert receiver.read_packet(summary.packet_id).content == {"form": "申请书"}
+        # each province logs in its own profile: Jiangsu's audit log hashes with SM3
+        logs = {node: AuditStore(fed.stores[node].connection) for node in (WUCHANG, DAFENG)}
+        assert logs[WUCHANG].tree_hash is SHA256_TREE
+        assert logs[DAFENG].tree_hash is SM3_TREE
+        leaves = [logs[DAFENG].leaf(i) for i in range(logs[DAFENG].size())]
+        assert leaves
+        assert logs[DAFENG].root() == MemoryTree(leaves, tree_hash=SM3_TREE).root()
         hubei_only = TrustBundle(roots=pki.bundle.roots[:1], crls=pki.bundle.crls[:1])
         with pytest.raises(SigningError):  # without Jiangsu's SM2 root nothing verifies
             verify_receipt(item.receipt, hubei_only, at=fed.clock(), expected_from=DAFENG)

@@ -273,13 +273,17 @@ def test_cli_init_federation_profile_sm(tmp_path: Path) -> None:
         main([*args[:3], str(tmp_path / "x"), "--name", "Y", "--profile", "gost"])
 
 
-def test_checkpoint_keys_refuse_sm2_seals_with_a_checkpoint_error(sm_fed: SmFed) -> None:
-    """Audit checkpoints are Ed25519 signed notes; an SM2 seal is refused cleanly (not
-    with cryptography's UnsupportedAlgorithm escaping)."""
-    from relay.audit.checkpoint import CheckpointError, NoteKey
+def test_checkpoint_keys_take_sm2_seals_and_refuse_other_keys_cleanly(sm_fed: SmFed) -> None:
+    """An SM2 seal is an SM2 note key (SM-profile checkpoints); a key that is neither
+    Ed25519 nor SM2 (the P-256 TLS key) is refused with CheckpointError, not with
+    cryptography's UnsupportedAlgorithm escaping."""
+    from relay.audit.checkpoint import CheckpointError, KeyType, NoteKey
 
     seal = load_pem_chain((sm_fed.nodes["450102"] / "seal.pem").read_bytes())[0]
+    from_cert = NoteKey.from_certificate("tongban.node/450102", seal)
+    from_key = NoteKey.for_private_key("tongban.node/450102", sm_fed.signer("450102"))
+    assert from_cert == from_key
+    assert from_cert.key_type is KeyType.SM2_SM3
+    tls = load_pem_chain((sm_fed.nodes["450102"] / "tls.pem").read_bytes())[0]
     with pytest.raises(CheckpointError):
-        NoteKey.from_certificate("tongban.example/450102", seal)
-    with pytest.raises(CheckpointError):
-        NoteKey.for_private_key("tongban.example/450102", sm_fed.signer("450102"))
+        NoteKey.from_certificate("tongban.node/450102", tls)
