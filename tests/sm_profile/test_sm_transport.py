@@ -152,6 +152,32 @@ def test_directory_key_of_an_sm_federation_is_sm2(fed: Path, tmp_path: Path) -> 
     assert identity.name == "Guangxi Directory"
 
 
+def test_an_sm_federation_signs_its_directory_and_a_node_is_set_up_from_it(
+    fed: Path, tmp_path: Path
+) -> None:
+    """sign-directory and init with an SM2 directory key (the root lookup of the
+    directory raised UnsupportedAlgorithm on the SM2 root)."""
+    from relay.cli import main
+    from signing.federation_directory import verify_directory
+
+    issue_directory_key(fed, tmp_path / "dirkey", now=NOW)
+    trust = tmp_path / "trust.pem"
+    trust.write_bytes(_bundle(fed).to_pem())
+    out = tmp_path / "guangxi.directory.jws"
+    argv = ["pki", "sign-directory", "--key-dir", str(tmp_path / "dirkey"), "--trust"]
+    argv += [str(trust), "--federation-name", "Guangxi", "--out", str(out)]
+    for code in (A, B):
+        argv += ["--node", str(fed.parent / code / "node.json")]
+    assert main(argv) == 0
+    verified = verify_directory(out.read_bytes(), _bundle(fed), at=datetime.now(UTC))
+    assert sorted(verified.entries) == [A, B]
+    assert not verified.refused
+    argv = ["init", "--directory", str(out), "--trust", str(trust)]
+    argv += ["--key-dir", str(fed.parent / A), "--out", str(tmp_path / "srv")]
+    assert main(argv) == 0
+    assert (tmp_path / "srv" / "node.toml").is_file()
+
+
 def test_a_node_directory_whose_tls_and_seal_name_two_nodes_is_refused(fed: Path) -> None:
     node = fed.parent / A
     shutil.copyfile(fed.parent / B / "tls.pem", node / "tls.pem")
