@@ -22,8 +22,10 @@ system-deps:
 npm-deps: system-deps
 	@sh scripts/npm-deps.sh
 
-demo: $(STAMP)
-	$(BIN)/tongban demo
+# `make demo DATABASE=postgres` plays the demo on a throwaway PostgreSQL cluster (initdb and
+# pg_ctl in a temporary folder, deleted afterwards); DATABASE=postgresql://… on that server.
+demo: $(STAMP) $(if $(filter postgres,$(DATABASE)),system-deps)
+	$(if $(filter postgres,$(DATABASE)),$(BIN)/python -m relay.demo.throwaway_postgres,$(BIN)/tongban demo $(if $(DATABASE),--database '$(DATABASE)'))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

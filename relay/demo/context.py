@@ -43,12 +43,16 @@ class Demo:
     clock: Callable[[], datetime] = _utc_now
     nodes: dict[str, Any] = field(default_factory=dict)  # node id -> NodeProcess
     facts: dict[str, Any] = field(default_factory=dict)  # what a step leaves for later ones
+    database: str | None = None  # PostgreSQL server URL (None: each node's SQLite file)
+    database_urls: dict[str, str] = field(default_factory=dict)  # node id -> its URL
 
     @classmethod
-    def create(cls, root: Path, offices: tuple[Office, ...] = OFFICES) -> Demo:
+    def create(
+        cls, root: Path, offices: tuple[Office, ...] = OFFICES, database: str | None = None
+    ) -> Demo:
         numbers = free_ports(3 * len(offices))
         ports = {o.node_id: Ports(*numbers[3 * i : 3 * i + 3]) for i, o in enumerate(offices)}
-        return cls(root=root, ports=ports, offices=offices)
+        return cls(root=root, ports=ports, offices=offices, database=database)
 
     def now(self) -> datetime:
         return self.clock()
