@@ -41,7 +41,6 @@ import hmac
 import importlib.resources
 import logging
 import secrets
-import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +51,7 @@ from aiohttp.typedefs import Middleware
 
 from relay.alerts import ALERTS, StaffAlert
 from relay.config import StaffSettings
+from relay.db.open import STORAGE_ERRORS
 from relay.http.body import read_json_object
 from relay.permissions import actions_of
 from relay.problem import Problem, ProblemCode
@@ -195,7 +195,7 @@ class SignIn:
         now = self.clock().timestamp()
         try:
             self.store.touch_session(record.id_hash, now)
-        except (sqlite3.Error, OSError) as exc:  # e.g. a full disk: still let people read
+        except STORAGE_ERRORS as exc:  # e.g. a full disk: still let people read
             _log.warning("session of %s not refreshed: %s", record.name, exc)
         request[SESSION_KEY] = record
         return StaffClaims(
