@@ -8,7 +8,8 @@
   TLS, partner and limit checks, and runs two tasks while that listener is up: signing
   a checkpoint every ``[audit] checkpoint_interval`` when the log grew, and a witness
   round every ``[audit] witness_interval`` (:meth:`AuditService.witness_round` over
-  :class:`~relay.http.audit_client.AuditClient` per partner);
+  :class:`~relay.http.audit_client.AuditClient` per partner) — both once per node: only
+  while this worker leads (``app[LEADERSHIP]``, :mod:`relay.workers`);
 - on the staff listener it adds ``POST /staff/v1/audit/checkpoint`` and
   ``GET /staff/v1/alerts``;
 - on the staff listener also ``GET /staff/v1/cases/{case}/dossier``
@@ -26,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -46,6 +47,7 @@ from relay.timestamps.stamper import HttpTsa, Stamper
 from relay.timestamps.store import TimestampStore
 from relay.timestamps.tokens import TimestampError, TsaTrust
 from relay.tls import BundleSource, client_context
+from relay.workers import LEADERSHIP, SoleWorker, while_leading
 from signing.certificates import Purpose, validate_path
 from signing.descriptor import verify_descriptor
 from signing.errors import SigningError
@@ -217,15 +219,20 @@ class AuditNode:
 
     async def _on_startup(self, app: web.Application) -> None:
         self._stop.clear()
+        leadership = app.get(LEADERSHIP) or SoleWorker()  # once per node: on the leader
+
+        def periodic(interval: float, step: Callable[[], object], name: str) -> asyncio.Task[None]:
+            def work(stop: asyncio.Event) -> Awaitable[None]:
+                return self._every(interval, step, stop)
+
+            return asyncio.create_task(
+                while_leading(leadership, work, self._stop, name=name), name=name
+            )
+
+        audit = self.config.audit
         self._tasks = [
-            asyncio.create_task(
-                self._every(self.config.audit.checkpoint_interval, self._checkpoint_step),
-                name="audit-checkpoints",
-            ),
-            asyncio.create_task(
-                self._every(self.config.audit.witness_interval, self._witness_step),
-                name="audit-witness",
-            ),
+            periodic(audit.checkpoint_interval, self._checkpoint_step, "audit-checkpoints"),
+            periodic(audit.witness_interval, self._witness_step, "audit-witness"),
         ]
 
     async def _on_cleanup(self, app: web.Application) -> None:
@@ -244,10 +251,12 @@ class AuditNode:
         for result in await self.witness_round():
             _log.info("audit: %s %s %s", result.partner, result.outcome.value, result.detail)
 
-    async def _every(self, interval: float, step: Callable[[], object]) -> None:
-        while not self._stop.is_set():
+    async def _every(
+        self, interval: float, step: Callable[[], object], stop: asyncio.Event
+    ) -> None:
+        while not stop.is_set():
             try:
-                await asyncio.wait_for(self._stop.wait(), interval)
+                await asyncio.wait_for(stop.wait(), interval)
                 return
             except TimeoutError:
                 pass

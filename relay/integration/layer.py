@@ -11,7 +11,8 @@ listener runs::
     node = Node(config, core_factory=integration.core_factory(cases.core_factory),
                 extensions=[cases.extension, integration.extension])
 
-Background work (one task, stopped with the listener): the webhook dispatcher; every
+Background work (one task, stopped with the listener, run by the node's leader only
+when it has several workers, see :mod:`relay.workers`): the webhook dispatcher; every
 ``scan_interval`` (30 s) the look for events nothing writes (a partner's refusal of our
 packet, an SLA clock turned yellow or red); at start and every ``purge_interval`` (1 h)
 the retention purge.
@@ -49,6 +50,7 @@ from relay.integration.webhooks import WebhookDispatcher
 from relay.metrics import METRICS
 from relay.node import CoreFactory, CoreHandle
 from relay.tls import BundleSource
+from relay.workers import LEADERSHIP, SoleWorker, while_leading
 from signing.keys import Signer
 from signing.nodedir import load_node_keys
 
@@ -168,7 +170,10 @@ class Integration:
 
     async def _running(self, app: web.Application) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        task = asyncio.create_task(self.run(stop), name="integration")
+        leadership = app.get(LEADERSHIP) or SoleWorker()  # once per node: on the leader
+        task = asyncio.create_task(
+            while_leading(leadership, self.run, stop, name="integration"), name="integration"
+        )
         yield
         stop.set()
         await task
