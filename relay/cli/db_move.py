@@ -20,8 +20,9 @@ import sys
 
 import psycopg
 
+from relay.backup import BackupError, DataDirLock
 from relay.cli._common import CliError
-from relay.config import ConfigError, load_config
+from relay.config import ConfigError, NodeConfig, load_config
 from relay.db.components import migrate_all
 from relay.db.from_sqlite import MoveError, move_to_postgresql
 from relay.db.pg import PgConnection, connect
@@ -71,6 +72,23 @@ def _move(args: argparse.Namespace) -> int:
         bundle = TrustBundle.from_pem(config.trust_bundle.read_bytes())
     except (OSError, SigningError, ValueError) as exc:
         raise CliError("trust-bundle", f"cannot read the trust bundle: {exc}") from None
+    if not config.data_dir.is_dir():
+        raise CliError("no-data", f"{config.data_dir} does not exist: nothing to move", 1)
+    try:  # held until the end: the node cannot start and write to SQLite meanwhile
+        lock = DataDirLock(config.data_dir)
+    except BackupError:
+        raise CliError(
+            "node-running", f"node {config.node_id} is running from {config.data_dir}: stop"
+            " it first, so nothing it accepts is left behind in SQLite", 1,
+        ) from None  # fmt: skip
+    try:
+        _run(config, url, bundle)
+    finally:
+        lock.release()
+    return 0
+
+
+def _run(config: NodeConfig, url: str, bundle: TrustBundle) -> None:
     try:
         target = connect(url, application_name="tongban db migrate-from-sqlite")
     except psycopg.Error as exc:
@@ -92,4 +110,3 @@ def _move(args: argparse.Namespace) -> int:
         f"tongban: {config.node_id} now runs on {url}; its SQLite files in"
         f" {config.data_dir} are no longer read (keep them until you are satisfied)\n"
     )
-    return 0
