@@ -62,7 +62,7 @@ from relay.signin.passwords import (
     needs_rehash,
     verify_password,
 )
-from relay.signin.policy import address_retry_at, after_failure, session_end
+from relay.signin.policy import Lockout, address_retry_at, after_failure, session_end
 from relay.signin.store import AccountRecord, SessionRecord, StaffStore, session_hash
 from relay.signin.totp import TotpCheck
 from relay.staff_auth import STAFF_KEY, StaffClaims, StaffRole
@@ -282,8 +282,13 @@ class SignIn:
         address = _address(request)
         self.store.add_address_failure(address, now)
         if account is not None:
-            lock = after_failure(account.failures, now, self.settings)
-            self.store.record_failure(account.name, lock.failures, lock.locked_until)
+
+            def step(failures: int) -> tuple[int, float | None]:
+                lock = after_failure(failures, now, self.settings)
+                return lock.failures, lock.locked_until
+
+            counted = self.store.count_failure(account.name, step)  # race-free across workers
+            lock = Lockout(0, None) if counted is None else Lockout(*counted)
             if lock.locked_until is not None:
                 self.store.journal(self.clock(), user, "lockout", address, {"reason": reason})
                 return _retry_problem(
