@@ -35,7 +35,6 @@ COMPONENTS: list[Component] = [
     Component("staff", "relay.signin.store", sqlite_file="staff.sqlite"),
     Component("integration", "relay.integration.store"),
     Component("timestamps", "relay.timestamps.store"),
-    Component("survey_cases", "relay.http.survey_cases"),
 ]
 
 

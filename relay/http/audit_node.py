@@ -39,6 +39,7 @@ from relay.audit.errors import AuditError, CheckpointError
 from relay.audit.service import AuditPeer, AuditService, RoundResult
 from relay.audit.state import AuditState
 from relay.config import NodeConfig
+from relay.db.open import open_connection
 from relay.http.audit import add_audit_federation_routes, add_audit_staff_routes
 from relay.http.audit_client import AuditClient
 from relay.http.dossier import add_dossier_staff_route
@@ -129,7 +130,7 @@ class AuditNode:
             except OSError as exc:
                 raise TimestampError(f"cannot read [timestamps] trust: {exc}") from exc
             self.config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._stamps = TimestampStore(self.config.data_dir / "relay.sqlite3")
+            self._stamps = TimestampStore(open_connection(self.config, "timestamps"))
             self._stamper = Stamper(
                 self._stamps,
                 HttpTsa(settings.url, timeout=settings.timeout),
