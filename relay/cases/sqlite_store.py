@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from relay.audit.store import append as audit_append
 from relay.audit.store import create_schema as audit_schema
@@ -67,6 +67,8 @@ CREATE INDEX IF NOT EXISTS case_packets_case ON case_packets (case_id);
 MIGRATIONS = [Migration(1, "cases and applied case packets", SCHEMA, pg_ddl(SCHEMA))]
 
 _LOCKS = 0x6361_7365  # advisory lock space "case"
+
+T = TypeVar("T")
 
 
 def case_to_json(case: Case) -> dict[str, Any]:
@@ -223,6 +225,14 @@ class SqliteCaseStore:
             index = self._audit(conn, leaf)
             publish()
             return index
+
+    def holding(self, names: Sequence[str], work: Callable[[Callable[[bytes], int]], T]) -> T:
+        """Run ``work`` in one write transaction that holds ``names`` (against every
+        worker of the node, as a case is held; prefix them, e.g. ``status-list:…``, so
+        they never meet a case id). ``work`` gets a function that appends an audit leaf
+        in that transaction and returns its index; raising rolls the leaves back."""
+        with self._tx(names) as conn:
+            return work(lambda leaf: self._audit(conn, leaf))
 
     def list_cases(self) -> list[CaseRecord]:
         rows = self._conn.execute(
