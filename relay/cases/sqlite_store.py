@@ -30,8 +30,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
+from relay.audit.store import MIGRATIONS as AUDIT_MIGRATIONS
 from relay.audit.store import append as audit_append
 from relay.audit.store import create_schema as audit_schema
 from relay.cases.errors import CaseError
@@ -101,7 +102,9 @@ class SqliteCaseStore:
         self._conn = connection_for(target)
         migrate(self._conn, "cases", MIGRATIONS)
         if isinstance(self._conn, sqlite3.Connection):
-            audit_schema(self._conn)  # on PostgreSQL: the audit component's migration
+            audit_schema(self._conn)
+        else:  # the log this store appends to
+            migrate(self._conn, "audit", AUDIT_MIGRATIONS)
         self._sinks: list[CaseSink] = []
 
     def add_sink(self, sink: CaseSink) -> None:
@@ -113,7 +116,7 @@ class SqliteCaseStore:
         return self._conn
 
     def _audit(self, conn: Connection, leaf: bytes) -> int:
-        index = audit_append(cast("sqlite3.Connection", conn), leaf)  # either backend
+        index = audit_append(conn, leaf)
         for sink in self._sinks:
             sink.logged(conn, leaf)
         return index

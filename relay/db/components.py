@@ -6,7 +6,8 @@ own at start. A component is ``(name, steps)``: ``steps()`` imports and returns 
 on nothing above :mod:`relay.db`). Add a component by appending one line to
 :data:`COMPONENTS`. On SQLite a component lives in ``relay.sqlite3`` unless
 :data:`SQLITE_FILES` names another file of the data directory (the staff directory's
-``staff.sqlite``); on PostgreSQL all share the one database.
+``staff.sqlite``, which its store migrates when it opens); on PostgreSQL all share the
+one database.
 """
 
 from __future__ import annotations
@@ -14,10 +15,25 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from relay.db.migrations import Connection, Migration, migrate, schema_version
+from relay.db.pg import connect
+from relay.db.settings import DatabaseSettings
 
-__all__ = ["COMPONENTS", "SQLITE_FILES", "Applied", "migrate_all"]
+__all__ = ["COMPONENTS", "SQLITE_FILES", "Applied", "migrate_all", "open_database"]
+
+
+def _relay() -> Sequence[Migration]:
+    from relay.core.sqlite_schema import MIGRATIONS
+
+    return MIGRATIONS
+
+
+def _audit() -> Sequence[Migration]:
+    from relay.audit.store import MIGRATIONS
+
+    return MIGRATIONS
 
 
 def _cases() -> Sequence[Migration]:
@@ -51,6 +67,8 @@ def _timestamps() -> Sequence[Migration]:
 
 
 COMPONENTS: list[tuple[str, Callable[[], Sequence[Migration]]]] = [
+    ("relay", _relay),
+    ("audit", _audit),
     ("cases", _cases),
     ("short_links", _short_links),
     ("staff", _staff),
@@ -67,6 +85,18 @@ class Applied:
     component: str
     ran: int  # steps applied now
     version: int  # the step the component is at
+
+
+def open_database(data_dir: Path, database: DatabaseSettings) -> Connection:
+    """A connection to the node's database: PostgreSQL at ``[database] url``, else the
+    SQLite file ``relay.sqlite3`` in the data directory."""
+    if database.url is not None:
+        return connect(database.url, application_name="tongban db")
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    conn = sqlite3.connect(data_dir / "relay.sqlite3", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
 
 
 def migrate_all(conn: Connection, *, sqlite_file: str = "relay.sqlite3") -> list[Applied]:
