@@ -42,12 +42,11 @@ import hashlib
 import json
 import logging
 import re
-import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
 
@@ -158,7 +157,7 @@ def _append_leaf(database: Database, leaf: bytes) -> int:
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            index = audit_append(cast("sqlite3.Connection", conn), leaf)  # either backend
+            index = audit_append(conn, leaf)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
