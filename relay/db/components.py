@@ -33,9 +33,16 @@ def _audit() -> Sequence[Migration]:
     return MIGRATIONS
 
 
+def _witnessing() -> Sequence[Migration]:
+    from relay.audit.state import MIGRATIONS
+
+    return MIGRATIONS
+
+
 COMPONENTS: list[tuple[str, Callable[[], Sequence[Migration]]]] = [
     ("relay", _relay),
     ("audit", _audit),
+    ("witnessing", _witnessing),
 ]
 
 
