@@ -19,12 +19,14 @@ verified, stored and receipted by B, receipts verified and stored by A. The wait
 indexed query on the node's own database every 20 ms (the staff API is not polled).
 After each run the bench checks, in the database the configuration names, that all N
 packets are delivered there — a node that silently kept its tables elsewhere fails the
-run instead of reporting a figure. CPU per packet is the nodes' user + system time.
+run instead of reporting a figure. CPU per packet is the nodes' user + system time, and
+for the relay on PostgreSQL the server's too (postmaster and backends).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -156,6 +158,18 @@ def _cpu(procs: list[asyncio.subprocess.Process]) -> float:
     return sum(_cpu_seconds(p.pid) for p in procs)
 
 
+def _server_cpu(cluster: Any) -> float:
+    """CPU seconds of the PostgreSQL server so far: the postmaster and its children
+    (the backends serving the nodes' connections, the WAL writer, the checkpointer)."""
+    pid = int((cluster.directory / "data" / "postmaster.pid").read_text().split()[0])
+    total = _cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):  # a backend that just ended
+                total += _cpu_seconds(int(child))
+    return total
+
+
 async def _one(setup: Setup, work: Path, pki: dict[str, Any], cluster: Any) -> dict[str, float]:
     from relay.loopback import free_ports
     from relay.staff_auth import StaffRole
@@ -185,15 +199,17 @@ async def _one(setup: Setup, work: Path, pki: dict[str, Any], cluster: Any) -> d
             created, create_cpu = time.perf_counter() - t0, _cpu(senders) - cpu0
         async with _workers(configs[B], setup.workers) as receivers:
             cpu0, t0 = _cpu(senders) + _cpu(receivers), time.perf_counter()
+            server0 = _server_cpu(cluster) if setup.postgresql else 0.0
             await _drained(query)
             relayed = time.perf_counter() - t0
             relay_cpu = _cpu(senders) + _cpu(receivers) - cpu0
+            server = _server_cpu(cluster) - server0 if setup.postgresql else 0.0
     delivered = int(query(DELIVERED)[0])
     if delivered != N_PACKETS:
         where = urls[A] or configs[A].parent / "data"
         raise RuntimeError(f"{setup.name}: {delivered} of {N_PACKETS} delivered in {where}")
     return {"created": created, "create_cpu": create_cpu, "relayed": relayed,
-            "relay_cpu": relay_cpu}  # fmt: skip
+            "relay_cpu": relay_cpu, "server_cpu": server}  # fmt: skip
 
 
 async def _scenario(work: Path) -> list[dict[str, object]]:
@@ -226,7 +242,9 @@ async def _scenario(work: Path) -> list[dict[str, object]]:
                 "measure": f"{setup.name}: relay {N_PACKETS} packets A→B (catch-up)",
                 "seconds": got["relayed"], "per_s": rate,
                 "note": f"{rate / (N_PACKETS / base['relayed']):.2f} of SQLite 1 worker; CPU"
-                        f" of all workers {got['relay_cpu'] / N_PACKETS * 1000:.2f} ms/packet",
+                        f" of all workers {got['relay_cpu'] / N_PACKETS * 1000:.2f} ms/packet"
+                        + (f", of the PostgreSQL server {got['server_cpu'] / N_PACKETS * 1000:.2f}"
+                           if setup.postgresql else ""),
             })  # fmt: skip
             rows.append({
                 "measure": f"{setup.name}: create {N_PACKETS} at A, 16 clients",
