@@ -63,3 +63,28 @@ def test_the_demo_refuses_a_database_option_that_is_not_a_postgresql_url(tmp_pat
     assert result.returncode == 2, result.stdout + result.stderr
     assert "error[demo-database]: --database must start with postgresql://" in result.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_the_whole_demo_plays_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    work = tmp_path / "demo"
+    result = subprocess.run(
+        [*TONGBAN, "demo", "--once", "--dir", str(work), "--database", pg_url],
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    out = result.stdout
+    assert result.returncode == 0, out[-6000:] + result.stderr
+    assert "✗" not in out
+    assert "tongban demo — on PostgreSQL (development PKI, local federation)" in out
+    assert "the rating reached 320982 and both copies hold the same" in out
+    assert "`tongban survey verify` accepts the report against the media at 371422" in out
+    for node in ("420106", "320982", "371422"):
+        assert f"{node}'s data is in PostgreSQL schema tongban_demo_{node}" in out
+        assert f"{node} stopped (exit status 0)" in out
+        assert (
+            f'search_path%3Dtongban_demo_{node}"'
+            in (work / "nodes" / node / "node.toml").read_text()
+        )
+    assert "all steps held" in out
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        cases = conn.execute("SELECT COUNT(*) FROM tongban_demo_320982.cases").fetchone()
+        assert cases == (2,)  # the food business and the pesticide retail licence
