@@ -32,7 +32,7 @@ from relay.staff_auth import StaffRole, issue_token, load_or_create_token_key  #
 from relay.staff_client import staff_base_url  # noqa: E402
 from relay.tls import client_context  # noqa: E402
 
-__all__ = ["A", "B", "Office", "make_office"]
+__all__ = ["CASE", "A", "B", "Office", "Proc", "make_office", "staff"]
 
 CASE = "WC-MOVE-1"
 

@@ -6,6 +6,7 @@ verify are refused with the target left empty."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from office_kit import A, B, Office, make_office
+from office_kit import CASE, A, B, Office, Proc, make_office, staff
 from relay_http_support import make_pki
 
 from relay.audit.merkle import MemoryTree
@@ -24,6 +25,7 @@ from relay.audit.store import AuditStore
 from relay.cli import main
 from relay.db.from_sqlite import _root_of
 from relay.db.pg import PgConnection, connect
+from relay.staff_auth import StaffRole
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +149,26 @@ def test_an_office_moves_to_postgresql_verified(
     assert again.returncode == 1, again.stdout + again.stderr
     assert "the PostgreSQL database is not empty" in again.stderr
     assert sum(_pg_held(pg_url).values()) == sum(held.values())
+    asyncio.run(_serves_what_it_held(config, data))
+
+
+async def _serves_what_it_held(config: Path, data: Path) -> None:
+    """The node, started on PostgreSQL, serves the moved inbox (same receipts) and case."""
+    conn = sqlite3.connect(f"file:{data / 'relay.sqlite3'}?mode=ro", uri=True)
+    try:
+        receipts = dict(conn.execute("SELECT packet_id, receipt FROM inbox").fetchall())
+    finally:
+        conn.close()
+    node = Proc(config)
+    await node.start()
+    try:
+        async with staff(config, StaffRole.CLERK) as clerk:
+            inbox = (await clerk.get("/staff/v1/inbox"))["items"]
+            case = await clerk.get(f"/staff/v1/cases/{CASE}")
+    finally:
+        await node.stop()
+    assert {i["packet"]["packet_id"]: i["receipt"] for i in inbox} == receipts
+    assert case["state"] == "accepted"
 
 
 def _tampered(office: Office, tmp_path: Path, pg_url: str, statements: list[str]) -> Ran:
