@@ -42,6 +42,7 @@ from typing import Any
 import psycopg
 
 from bench.bench_relay_http import _agreement, _client, _cpu_seconds, _create_concurrently
+from relay.staff_client import StaffApiError
 
 N_PACKETS = int(os.environ.get("BENCH_PG_PACKETS", "2000"))
 A, B = "420106", "320982"
@@ -98,11 +99,12 @@ max_backoff = "1s"
 
 async def _start(config: Path, reuse_port: bool) -> asyncio.subprocess.Process:
     extra = ["--reuse-port"] if reuse_port else []
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relay.cli", "serve", "--config", str(config), *extra,
-        "--log-level", "WARNING", stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    with (config.parent / "serve.log").open("ab") as log:  # what _log_tail reports
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "relay.cli", "serve", "--config", str(config), *extra,
+            "--log-level", "WARNING", stdout=asyncio.subprocess.PIPE, stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
     assert proc.stdout is not None
     async with asyncio.timeout(60):
         line = (await proc.stdout.readline()).decode()
@@ -152,6 +154,17 @@ async def _drained(query: Callable[[str], Any], timeout: float = 900) -> None:
     async with asyncio.timeout(timeout):
         while query(OPEN) is not None:
             await asyncio.sleep(0.02)
+
+
+def _log_tail(work: Path) -> str:
+    """The last line the nodes logged in this run (the cause of a failure, if any)."""
+    lines = [
+        line
+        for log in sorted(work.glob("*/serve.log"), key=lambda p: p.stat().st_mtime)
+        for line in log.read_text(errors="replace").splitlines()
+        if line.strip()
+    ]
+    return f"; last node log line: {lines[-1][:300]}" if lines else ""
 
 
 def _cpu(procs: list[asyncio.subprocess.Process]) -> float:
@@ -232,9 +245,10 @@ async def _scenario(work: Path) -> list[dict[str, object]]:
         for setup in SETUPS:
             try:
                 got = await _one(setup, work, pki, cluster)
-            except (RuntimeError, OSError, TimeoutError, psycopg.Error) as exc:
+            except (RuntimeError, OSError, TimeoutError, psycopg.Error, StaffApiError) as exc:
                 why = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
-                rows.append({"measure": f"{setup.name}: not measured", "note": why})
+                said = _log_tail(work)
+                rows.append({"measure": f"{setup.name}: not measured", "note": why + said})
                 continue
             base = base or got
             rate, create_rate = N_PACKETS / got["relayed"], N_PACKETS / got["created"]
