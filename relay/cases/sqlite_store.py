@@ -14,7 +14,10 @@ means on disk. On SQLite ``BEGIN IMMEDIATE`` makes each read-modify-write the on
 writer; on PostgreSQL, where several workers of the node share the tables, a write first
 takes an advisory lock per case it touches (:func:`relay.db.open.row_locks`, sorted, so
 two workers applying batches never deadlock), so each change reads the copy the last
-committed one left and cases that are not touched are not held up.
+committed one left and cases that are not touched are not held up. The audit leaves a
+change records are appended after its case locks are taken (the log's append lock,
+:data:`relay.audit.store.APPEND_LOCK`, comes last): no transaction takes a case lock
+while holding the log, so the two never wait on each other in a circle.
 
 A :class:`CaseSink` added with :meth:`SqliteCaseStore.add_sink` sees every stored
 change of a case and every audit leaf this store appends *inside* the transaction that
