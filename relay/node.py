@@ -502,7 +502,7 @@ class Node:
 
     def _signin(self) -> SignIn:
         """Console sign-in on the staff listener (the staff directory in the data dir)."""
-        self._staff_store = StaffStore(self.config.data_dir)
+        self._staff_store = StaffStore.for_node(self.config)
         signin = SignIn(self._staff_store, self.config.staff, self._clock)
         if self.config.staff.oidc is not None:
             OidcSignIn(self.config.staff.oidc, signin)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from relay.cases.sla import Colour
 from relay.config import NodeConfig, Webhook
 from relay.core.model import OutboxState
 from relay.core.ports import PeerLink
+from relay.db.migrations import Connection
+from relay.db.open import RELAY_FILE, open_connection, sqlite_connection
 from relay.http.case_services import CaseLayer, CaseServices
 from relay.integration.events import refused_event, sla_event
 from relay.integration.http import add_integration_routes
@@ -80,9 +83,14 @@ class Integration:
         signer: Signer,
         services: CaseServices,
         clock: Callable[[], datetime],
+        connect: Callable[[], Connection] | None = None,
+        blob_dir: Path | None = None,
     ) -> Integration:
-        """Create the tables, attach the event sink to the case store, build the rest."""
-        store = IntegrationStore(data_dir / "relay.sqlite3", node_id, webhooks)
+        """Create the tables, attach the event sink to the case store, build the rest.
+        ``connect`` opens the node's database (default: the SQLite file in
+        ``data_dir``), ``blob_dir`` is where attachment blobs live (default: in it)."""
+        connect = connect or (lambda: sqlite_connection(data_dir / RELAY_FILE))
+        store = IntegrationStore(connect(), node_id, webhooks)
         sink = OutboxSink(node_id, webhooks, clock)
         services.store.add_sink(sink)
         dispatcher = WebhookDispatcher(
@@ -91,6 +99,7 @@ class Integration:
         purge = RetentionPurge(
             node_id=node_id, cases=services.store, terms=services.desk.terms_source,
             relay_dir=data_dir, clock=clock, forget_applicant=store.forget_applicant_of,
+            connect=connect, blob_dir=blob_dir,
         )  # fmt: skip
         return cls(node_id, services, store, sink, dispatcher, purge, clock)
 
@@ -193,6 +202,8 @@ class IntegrationLayer:
                 integration = Integration.attach(
                     node_id=config.node_id, data_dir=config.data_dir, webhooks=config.webhooks,
                     signer=load_node_keys(config.key_dir).seal, services=services, clock=clock,
+                    connect=functools.partial(open_connection, config, "integration"),
+                    blob_dir=config.database.blob_dir,
                 )  # fmt: skip
             except BaseException:
                 handle.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 import casekit_offices
 import pytest
 from casekit import HANDLING, RECEIVING
+from dbkit import database  # noqa: F401 - the fixture, on SQLite and PostgreSQL
 
 from agreements.calendar import WorkingCalendar, default_calendar
 from certs.pki import init_federation, issue_node

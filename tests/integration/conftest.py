@@ -24,6 +24,7 @@ _spec.loader.exec_module(example_platform)
 
 import casekit_offices  # noqa: E402
 import integkit  # noqa: E402
+from dbkit import database  # noqa: E402, F401 - the fixture, on SQLite and PostgreSQL
 
 
 @pytest.fixture(scope="session")
