@@ -69,7 +69,14 @@ from relay.signin.store import StaffStore
 from relay.signin.web import SignIn
 from relay.staff_auth import load_or_create_token_key
 from relay.tls import BundleSource, server_context
-from relay.workers import LEADERSHIP, Leadership, check_reuse_port, leadership_for, while_leading
+from relay.workers import (
+    LEADERSHIP,
+    Leadership,
+    check_reuse_port,
+    leader_gauges,
+    leadership_for,
+    while_leading,
+)
 
 if TYPE_CHECKING:
     from relay.authorizer import AgreementSwitch
@@ -499,6 +506,8 @@ class Node:
         if depth is not None:
             self.metrics.add_gauges("outbox", outbox_gauges(depth))
         self.metrics.add_gauges("expiry", expiry_gauges(bundle.current, self.config.key_dir))
+        if self.leadership is not None:
+            self.metrics.add_gauges("leader", leader_gauges(self.leadership))
 
     def _signin(self) -> SignIn:
         """Console sign-in on the staff listener (the staff directory in the data dir)."""

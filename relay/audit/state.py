@@ -1,6 +1,8 @@
-"""What a running node remembers about witnessing, on its SQLite file (storage layer).
+"""What a running node remembers about witnessing, on SQLite or PostgreSQL (storage layer).
 
-Tables, next to the log itself (:mod:`relay.audit.store`) in ``relay.sqlite3``::
+Tables, next to the log itself (:mod:`relay.audit.store`) in ``relay.sqlite3`` or the
+PostgreSQL database the node's workers share (the ``audit_state`` component,
+:data:`MIGRATIONS`)::
 
     audit_checkpoints   size PK, note, signed_at        our own signed checkpoints
     audit_cosignatures  (size, witness) PK, note, at    our checkpoints as partners
@@ -13,25 +15,31 @@ Tables, next to the log itself (:mod:`relay.audit.store`) in ``relay.sqlite3``::
 
 The packet index is a cache derived from the log (rebuilt from any point), so it is
 filled after the fact, not in the append's transaction. Each write here is one short
-``BEGIN IMMEDIATE`` transaction on this module's own connection.
+``BEGIN IMMEDIATE`` transaction on this module's own connection. Every write is an
+upsert or an insert that ignores a duplicate, so several workers writing the same
+facts (two indexing the same leaves, two signing the same checkpoint: the first note
+of a size stays) agree.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 from relay.audit.errors import AuditError
 from relay.audit.leaves import Direction, LeafKind, PacketLeaf, ReceiptLeaf, decode_leaf
 from relay.audit.store import AuditStore, create_schema
 from relay.audit.witness import ForkEvidence, PartnerState
+from relay.db.migrations import Connection, Migration, dialect_of, migrate
+from relay.db.open import connection_for
+from relay.db.pg import pg_ddl
 
-__all__ = ["Alert", "AuditState", "PacketEntry"]
+__all__ = ["MIGRATIONS", "Alert", "AuditState", "PacketEntry"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
@@ -59,6 +67,13 @@ CREATE TABLE IF NOT EXISTS audit_acks (
 CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+MIGRATIONS = [Migration(1, "witnessing state", _SCHEMA, pg_ddl(_SCHEMA))]
+
+
+_PUT_PARTNER = (
+    "INSERT INTO audit_partners (origin, state) VALUES (?, ?)"
+    " ON CONFLICT (origin) DO UPDATE SET state = excluded.state"
+)
 
 _SELECT = "SELECT idx, packet_id, digest, kind, peer FROM audit_packet_leaves"
 _ENTRY_QUERIES = {
@@ -66,8 +81,8 @@ _ENTRY_QUERIES = {
     "digest": _SELECT + " WHERE digest = ? ORDER BY idx",
     "peer": _SELECT + " WHERE peer = ? ORDER BY idx",
     "exchanged": "SELECT idx, packet_id, digest, kind, peer FROM audit_packet_leaves"
-    " WHERE peer = ?1 AND (kind = 'packet-received' OR digest IN"
-    " (SELECT packet_digest FROM audit_acks WHERE peer = ?1)) ORDER BY idx",
+    " WHERE peer = ? AND (kind = 'packet-received' OR digest IN"
+    " (SELECT packet_digest FROM audit_acks WHERE peer = ?)) ORDER BY idx",
 }
 
 
@@ -105,22 +120,21 @@ class PacketEntry:
 
 
 class AuditState:
-    """Our log (read side), our checkpoints, partner states and alerts, on one file."""
+    """Our log (read side), our checkpoints, partner states and alerts: on the SQLite
+    file ``target`` names, or on a connection (SQLite or PostgreSQL) it takes over."""
 
-    def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        create_schema(self._conn)
-        self._conn.executescript(_SCHEMA)
+    def __init__(self, target: Path | Connection) -> None:
+        self._conn: Any = cast(Any, connection_for(target))  # sqlite3 or PgConnection
+        if dialect_of(self._conn) == "sqlite":
+            create_schema(self._conn)  # on PostgreSQL the relay store migrates the log
+        migrate(self._conn, "audit_state", MIGRATIONS)
         self.log = AuditStore(self._conn)
 
     def close(self) -> None:
         self._conn.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[Any]:
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
@@ -162,8 +176,9 @@ class AuditState:
         """Keep a partner's cosigned copy of our checkpoint of ``size`` (latest wins)."""
         with self._tx() as c:
             c.execute(
-                "INSERT OR REPLACE INTO audit_cosignatures (size, witness, note, at)"
-                " VALUES (?,?,?,?)",
+                "INSERT INTO audit_cosignatures (size, witness, note, at) VALUES (?,?,?,?)"
+                " ON CONFLICT (size, witness) DO UPDATE SET note = excluded.note,"
+                " at = excluded.at",
                 (size, witness, note, at.timestamp()),
             )
 
@@ -197,22 +212,16 @@ class AuditState:
 
     def put_partner(self, state: PartnerState) -> None:
         with self._tx() as c:
-            c.execute(
-                "INSERT OR REPLACE INTO audit_partners (origin, state) VALUES (?, ?)",
-                (state.origin, json.dumps(state.to_json())),
-            )
+            c.execute(_PUT_PARTNER, (state.origin, json.dumps(state.to_json())))
 
     def halt_partner(self, state: PartnerState, detail: str, at: datetime) -> Alert:
         """Persist a halted state and its alert in one transaction."""
         evidence = state.evidence
         with self._tx() as c:
-            c.execute(
-                "INSERT OR REPLACE INTO audit_partners (origin, state) VALUES (?, ?)",
-                (state.origin, json.dumps(state.to_json())),
-            )
+            c.execute(_PUT_PARTNER, (state.origin, json.dumps(state.to_json())))
             cur = c.execute(
                 "INSERT INTO audit_alerts (at, origin, reason, detail, evidence)"
-                " VALUES (?,?,?,?,?)",
+                " VALUES (?,?,?,?,?) RETURNING id",
                 (
                     at.timestamp(),
                     state.origin,
@@ -221,7 +230,7 @@ class AuditState:
                     None if evidence is None else json.dumps(evidence.to_json()),
                 ),
             )
-            alert_id = int(cur.lastrowid or 0)
+            alert_id = int(cur.fetchone()[0])
         return Alert(alert_id, at, state.origin, evidence.reason.value if evidence else "fork",
                      detail, evidence)  # fmt: skip
 
@@ -273,16 +282,21 @@ class AuditState:
                 acks.append((body.packet_digest, body.from_node, index))
         with self._tx() as c:
             c.executemany(
-                "INSERT OR REPLACE INTO audit_packet_leaves (idx, packet_id, digest, kind, peer)"
-                " VALUES (?,?,?,?,?)",
+                "INSERT INTO audit_packet_leaves (idx, packet_id, digest, kind, peer)"
+                " VALUES (?,?,?,?,?) ON CONFLICT (idx) DO UPDATE SET"
+                " packet_id = excluded.packet_id, digest = excluded.digest,"
+                " kind = excluded.kind, peer = excluded.peer",
                 entries,
             )
             c.executemany(
-                "INSERT OR REPLACE INTO audit_acks (packet_digest, peer, idx) VALUES (?,?,?)",
+                "INSERT INTO audit_acks (packet_digest, peer, idx) VALUES (?,?,?)"
+                " ON CONFLICT (packet_digest) DO UPDATE SET peer = excluded.peer,"
+                " idx = excluded.idx",
                 acks,
             )
             c.execute(
-                "INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('indexed', ?)",
+                "INSERT INTO audit_meta (key, value) VALUES ('indexed', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (str(end),),
             )
         return end == size
@@ -290,7 +304,7 @@ class AuditState:
     def _entries(self, where: str, arg: str) -> list[PacketEntry]:
         self.index_packets()
         query = _ENTRY_QUERIES[where]
-        rows = self._conn.execute(query, (arg,)).fetchall()
+        rows = self._conn.execute(query, (arg,) * query.count("?")).fetchall()
         return [PacketEntry(int(r[0]), r[1], r[2], LeafKind(r[3]), r[4]) for r in rows]
 
     def packets_by_id(self, packet_id: str) -> list[PacketEntry]:

@@ -36,6 +36,7 @@ COMPONENTS: list[Component] = [
     Component("integration", "relay.integration.store"),
     Component("timestamps", "relay.timestamps.store"),
     Component("survey_cases", "relay.http.survey_cases"),
+    Component("audit_state", "relay.audit.state"),
 ]
 
 

@@ -39,6 +39,7 @@ from relay.audit.errors import AuditError, CheckpointError
 from relay.audit.service import AuditPeer, AuditService, RoundResult
 from relay.audit.state import AuditState
 from relay.config import NodeConfig
+from relay.db.open import open_connection
 from relay.http.audit import add_audit_federation_routes, add_audit_staff_routes
 from relay.http.audit_client import AuditClient
 from relay.http.dossier import add_dossier_staff_route
@@ -147,7 +148,7 @@ class AuditNode:
             config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             keys = load_node_keys(config.key_dir)
             bundle = BundleSource(config.trust_bundle)
-            state = AuditState(config.data_dir / "relay.sqlite3")
+            state = AuditState(open_connection(config, "audit_state"))  # shared by workers
             self._partner_keys = DescriptorKeys(config, bundle, self._clock, keys.seal.chain)
             self._service = AuditService(
                 node_id=config.node_id,

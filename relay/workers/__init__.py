@@ -28,6 +28,7 @@ from relay.workers.leader import (
     AdvisoryLeadership,
     Leadership,
     SoleWorker,
+    leader_gauges,
     leadership_for,
     while_leading,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "SoleWorker",
     "WorkersRefused",
     "check_reuse_port",
+    "leader_gauges",
     "leadership_for",
     "while_leading",
 ]

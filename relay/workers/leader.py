@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 import psycopg
 from aiohttp import web
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from relay.config import NodeConfig
 
@@ -45,6 +46,7 @@ __all__ = [
     "AdvisoryLeadership",
     "Leadership",
     "SoleWorker",
+    "leader_gauges",
     "leadership_for",
     "while_leading",
 ]
@@ -203,6 +205,21 @@ class AdvisoryLeadership:
 def _close_quietly(conn: psycopg.Connection[Any]) -> None:
     with contextlib.suppress(Exception):
         conn.close()
+
+
+def leader_gauges(leadership: Leadership) -> Callable[[object], list[Metric]]:
+    """``tongban_worker_leader``: 1 while this worker leads, else 0 (for /metrics)."""
+
+    def source(now: object) -> list[Metric]:
+        return [
+            GaugeMetricFamily(
+                "tongban_worker_leader",
+                "1 while this worker is its node's leader (runs the once-per-node work)",
+                value=1.0 if leadership.leading else 0.0,
+            )
+        ]
+
+    return source
 
 
 def leadership_for(config: NodeConfig, *, poll: float = 2.0) -> Leadership:
