@@ -242,6 +242,8 @@ async def while_leading(
     started on becoming the leader and, on stepping down or ``stop``, its stop event is
     set and it is awaited (it ends its current step, then returns)."""
     stopping = asyncio.ensure_future(stop.wait())
+    task: asyncio.Future[object] | None = None
+    inner = asyncio.Event()
     try:
         while not stop.is_set():
             leading = asyncio.ensure_future(leadership.wait_leading())
@@ -263,3 +265,8 @@ async def while_leading(
                 return  # the work ended by itself while leading: do not restart it
     finally:
         stopping.cancel()
+        if task is not None and not task.done():  # cancelled ourselves: end the work too
+            inner.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
