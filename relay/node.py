@@ -130,14 +130,15 @@ Extension = Callable[[str, web.Application], None]
 def relay_core_factory(
     config: NodeConfig, link: PeerLink, bundle: BundleSource, clock: Callable[[], datetime]
 ) -> CoreHandle:
-    """Build ``relay.core.service.RelayNode`` from the configuration (SQLite store)."""
+    """Build ``relay.core.service.RelayNode`` from the configuration (the SQLite store,
+    or the PostgreSQL one of ``[database] url``)."""
     import random
 
     from relay.audit.agreement_events import agreement_event_leaves
     from relay.authorizer import AgreementSwitch, load_authorizer
     from relay.core.directory import Directory
     from relay.core.service import RelayNode
-    from relay.core.sqlite_store import SqliteStore
+    from relay.core.stores import open_relay_store
     from relay.storage_health import StorageHealth
     from signing.nodedir import load_node_keys
 
@@ -149,7 +150,7 @@ def relay_core_factory(
     for partner in config.partners:
         directory.add(partner.descriptor.read_bytes(), at=now)
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    store = SqliteStore(config.data_dir)
+    store = open_relay_store(config.data_dir, config.database, clock=clock)
 
     def record(loaded: AgreementSwitch | Any, trust: Any, at: datetime) -> None:
         store.audit_append_once(

@@ -1,6 +1,8 @@
-"""The audit log on SQLite: append-only leaves plus every complete subtree hash.
+"""The audit log: append-only leaves plus every complete subtree hash, on SQLite or
+PostgreSQL.
 
-Two tables live in the node's database file::
+Two tables live in the node's database (the SQLite file, or the PostgreSQL database
+its workers share)::
 
     audit_leaves(idx INTEGER PRIMARY KEY, data BLOB)           -- leaf bytes, 0, 1, 2, ...
     audit_nodes(level, idx, hash) PRIMARY KEY (level, idx)     -- WITHOUT ROWID
@@ -15,7 +17,21 @@ amortized, one read amortized. Storage is about ``2 * 32`` bytes of hashes per l
 
 Appends run **inside the caller's transaction** so a leaf is durable exactly when the
 event it records is; this module never commits. Triggers refuse UPDATE and DELETE on
-both tables: the log is append-only at the database level too.
+both tables (and TRUNCATE on PostgreSQL): the log is append-only at the database level
+too.
+
+**One appender at a time.** On SQLite the caller's ``BEGIN IMMEDIATE`` already makes
+its transaction the only writer. On PostgreSQL several workers of the node append to
+the same log: :func:`append` first takes the transaction-level advisory lock
+:data:`APPEND_LOCK` (held to commit or rollback), then reads the size in a new
+statement, so it sees every leaf its predecessor committed, and indexes are gap-free
+and never handed out twice. Everything the caller's transaction did before its first
+append runs concurrently with other workers; from the first append to the commit, the
+node's appends queue. A caller that takes row locks in the same transaction takes them
+after its first append (or calls :func:`lock_for_append` first), so no worker waits for
+a row while holding the log.
+
+The schema is the ``audit`` component's :data:`MIGRATIONS` (:mod:`relay.db.migrations`).
 """
 
 from __future__ import annotations
@@ -24,6 +40,7 @@ import functools
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from relay.audit.errors import LogStoreError
 from relay.audit.merkle import (
@@ -34,8 +51,19 @@ from relay.audit.merkle import (
     node_hash,
     range_hash,
 )
+from relay.db.migrations import Migration
+from relay.db.pg import PgConnection
 
-__all__ = ["AuditStore", "append", "append_many", "create_schema", "open_database"]
+__all__ = [
+    "APPEND_LOCK",
+    "MIGRATIONS",
+    "AuditStore",
+    "append",
+    "append_many",
+    "create_schema",
+    "lock_for_append",
+    "open_database",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_leaves (
@@ -58,7 +86,35 @@ CREATE TRIGGER IF NOT EXISTS audit_nodes_no_delete BEFORE DELETE ON audit_nodes
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 
-Executor = sqlite3.Connection | sqlite3.Cursor
+_PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_leaves (
+    idx  BIGINT PRIMARY KEY,
+    data BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_nodes (
+    level BIGINT NOT NULL,
+    idx   BIGINT NOT NULL,
+    hash  BYTEA NOT NULL,
+    PRIMARY KEY (level, idx)
+);
+CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$;
+CREATE TRIGGER audit_leaves_append_only BEFORE UPDATE OR DELETE ON audit_leaves
+FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+CREATE TRIGGER audit_leaves_no_truncate BEFORE TRUNCATE ON audit_leaves
+FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
+CREATE TRIGGER audit_nodes_append_only BEFORE UPDATE OR DELETE ON audit_nodes
+FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+CREATE TRIGGER audit_nodes_no_truncate BEFORE TRUNCATE ON audit_nodes
+FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
+"""
+
+MIGRATIONS = [Migration(1, "the log: leaves and complete subtree hashes", _SCHEMA, _PG_SCHEMA)]
+"""Steps of the ``audit`` component (step 1: the tables SQLite files already have)."""
+
+APPEND_LOCK = 0x7462_6175_6469_746C  # pg_advisory_xact_lock key: "tbauditl"
+
+Executor = sqlite3.Connection | sqlite3.Cursor | PgConnection
 
 
 def open_database(path: Path) -> sqlite3.Connection:
@@ -74,12 +130,20 @@ def create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(_SCHEMA)
 
 
-def _connection(executor: Executor) -> sqlite3.Connection:
+def _connection(executor: Executor) -> sqlite3.Connection | PgConnection:
     return executor.connection if isinstance(executor, sqlite3.Cursor) else executor
 
 
+def lock_for_append(executor: Executor) -> None:
+    """Make the caller's transaction the log's only appender until it ends (PostgreSQL;
+    nothing to do on SQLite, whose write transactions are exclusive). Idempotent."""
+    _require_transaction(executor)
+    if isinstance(executor, PgConnection):
+        executor.execute("SELECT pg_advisory_xact_lock(?)", (APPEND_LOCK,))
+
+
 def _size(executor: Executor) -> int:
-    row = executor.execute("SELECT MAX(idx) FROM audit_leaves").fetchone()
+    row: Any = executor.execute("SELECT MAX(idx) FROM audit_leaves").fetchone()
     return 0 if row[0] is None else int(row[0]) + 1
 
 
@@ -90,7 +154,7 @@ def _require_transaction(executor: Executor) -> None:
 
 def append(conn: Executor, data: bytes) -> int:
     """Append one leaf inside the caller's transaction; return its index. Never commits."""
-    _require_transaction(conn)
+    lock_for_append(conn)
     index = _size(conn)
     h = leaf_hash(data)
     conn.execute("INSERT INTO audit_leaves (idx, data) VALUES (?, ?)", (index, data))
@@ -128,7 +192,7 @@ def _frontier(conn: Executor, size: int) -> list[tuple[int, bytes]]:
 
 def append_many(conn: Executor, leaves: Iterable[bytes]) -> range:
     """Append leaves in order inside the caller's transaction; return their indexes."""
-    _require_transaction(conn)
+    lock_for_append(conn)
     first = index = _size(conn)
     frontier = _frontier(conn, first)
     leaf_rows: list[tuple[int, bytes]] = []
@@ -152,7 +216,7 @@ def append_many(conn: Executor, leaves: Iterable[bytes]) -> range:
 class AuditStore:
     """Read side of the log: size, leaves, roots and proofs for any size, O(log n) reads."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection | PgConnection) -> None:
         self._conn = conn
 
     def size(self) -> int:

@@ -30,8 +30,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar
 
+from relay.audit.store import MIGRATIONS as AUDIT_MIGRATIONS
 from relay.audit.store import append as audit_append
 from relay.audit.store import create_schema as audit_schema
 from relay.cases.errors import CaseError
@@ -68,6 +69,8 @@ MIGRATIONS = [Migration(1, "cases and applied case packets", SCHEMA, pg_ddl(SCHE
 
 _LOCKS = 0x6361_7365  # advisory lock space "case"
 
+T = TypeVar("T")
+
 
 def case_to_json(case: Case) -> dict[str, Any]:
     return {
@@ -99,7 +102,9 @@ class SqliteCaseStore:
         self._conn = connection_for(target)
         migrate(self._conn, "cases", MIGRATIONS)
         if isinstance(self._conn, sqlite3.Connection):
-            audit_schema(self._conn)  # on PostgreSQL: the audit component's migration
+            audit_schema(self._conn)
+        else:  # the log this store appends to
+            migrate(self._conn, "audit", AUDIT_MIGRATIONS)
         self._sinks: list[CaseSink] = []
 
     def add_sink(self, sink: CaseSink) -> None:
@@ -111,7 +116,7 @@ class SqliteCaseStore:
         return self._conn
 
     def _audit(self, conn: Connection, leaf: bytes) -> int:
-        index = audit_append(cast("sqlite3.Connection", conn), leaf)  # either backend
+        index = audit_append(conn, leaf)
         for sink in self._sinks:
             sink.logged(conn, leaf)
         return index
@@ -223,6 +228,14 @@ class SqliteCaseStore:
             index = self._audit(conn, leaf)
             publish()
             return index
+
+    def holding(self, names: Sequence[str], work: Callable[[Callable[[bytes], int]], T]) -> T:
+        """Run ``work`` in one write transaction that holds ``names`` (against every
+        worker of the node, as a case is held; prefix them, e.g. ``status-list:…``, so
+        they never meet a case id). ``work`` gets a function that appends an audit leaf
+        in that transaction and returns its index; raising rolls the leaves back."""
+        with self._tx(names) as conn:
+            return work(lambda leaf: self._audit(conn, leaf))
 
     def list_cases(self) -> list[CaseRecord]:
         rows = self._conn.execute(

@@ -130,7 +130,7 @@ class AuditNode:
             except OSError as exc:
                 raise TimestampError(f"cannot read [timestamps] trust: {exc}") from exc
             self.config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._stamps = TimestampStore(self.config.data_dir / "relay.sqlite3")
+            self._stamps = TimestampStore(open_connection(self.config, "timestamps"))
             self._stamper = Stamper(
                 self._stamps,
                 HttpTsa(settings.url, timeout=settings.timeout),

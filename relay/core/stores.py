@@ -1,0 +1,34 @@
+"""The relay store a node's configuration asks for: :class:`SqliteStore` in the data
+directory (no ``[database] url``), or :class:`PgStore` on the PostgreSQL database the
+node's workers share, with sealed blobs in ``[database] blob_dir`` (shared storage)
+when it is set, else in the data directory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from relay.core.pg_store import PgStore
+from relay.core.sqlite_store import SqliteStore, SqlStore
+from relay.db.settings import DatabaseSettings
+
+__all__ = ["open_relay_store"]
+
+
+def open_relay_store(
+    data_dir: Path,
+    database: DatabaseSettings,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    worker: str | None = None,
+) -> SqlStore:
+    """Open the relay store (applying the ``relay`` and ``audit`` migrations)."""
+    if database.url is None:
+        return SqliteStore(data_dir)
+    shared = database.blob_dir
+    if shared is None:
+        return PgStore(
+            database.url, blobs=data_dir / "blobs", work=data_dir, worker=worker, clock=clock
+        )
+    return PgStore(database.url, blobs=shared, work=shared, worker=worker, clock=clock)
