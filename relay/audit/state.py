@@ -1,8 +1,8 @@
-"""What a running node remembers about witnessing, on SQLite or PostgreSQL (storage layer).
+"""What a running node remembers about witnessing, in its database (storage layer): the
+SQLite file, or the PostgreSQL database of ``[database] url``.
 
-Tables, next to the log itself (:mod:`relay.audit.store`) in ``relay.sqlite3`` or the
-PostgreSQL database the node's workers share (the ``audit_state`` component,
-:data:`MIGRATIONS`)::
+Tables, next to the log itself (:mod:`relay.audit.store`) in ``relay.sqlite3`` (or the
+PostgreSQL database; the ``witnessing`` component's :data:`MIGRATIONS`)::
 
     audit_checkpoints   size PK, note, signed_at        our own signed checkpoints
     audit_cosignatures  (size, witness) PK, note, at    our checkpoints as partners
@@ -15,31 +15,31 @@ PostgreSQL database the node's workers share (the ``audit_state`` component,
 
 The packet index is a cache derived from the log (rebuilt from any point), so it is
 filled after the fact, not in the append's transaction. Each write here is one short
-``BEGIN IMMEDIATE`` transaction on this module's own connection. Every write is an
-upsert or an insert that ignores a duplicate, so several workers writing the same
-facts (two indexing the same leaves, two signing the same checkpoint: the first note
-of a size stays) agree.
+``BEGIN IMMEDIATE`` transaction on this module's own connection; the SQL is the portable
+subset :class:`relay.db.pg.PgConnection` runs unchanged.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from relay.audit.errors import AuditError
 from relay.audit.leaves import Direction, LeafKind, PacketLeaf, ReceiptLeaf, decode_leaf
-from relay.audit.store import AuditStore, create_schema
+from relay.audit.store import MIGRATIONS as LOG_MIGRATIONS
+from relay.audit.store import AuditStore
 from relay.audit.witness import ForkEvidence, PartnerState
-from relay.db.migrations import Connection, Migration, dialect_of, migrate
-from relay.db.open import connection_for
-from relay.db.pg import pg_ddl
+from relay.db.migrations import Migration, migrate
+from relay.db.pg import PgConnection, connect, pg_ddl
+from relay.db.settings import DatabaseSettings
 
-__all__ = ["MIGRATIONS", "Alert", "AuditState", "PacketEntry"]
+__all__ = ["MIGRATIONS", "Alert", "AuditState", "PacketEntry", "open_state"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
@@ -67,7 +67,11 @@ CREATE TABLE IF NOT EXISTS audit_acks (
 CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-MIGRATIONS = [Migration(1, "witnessing state", _SCHEMA, pg_ddl(_SCHEMA))]
+MIGRATIONS = [
+    Migration(1, "checkpoints, cosignatures, partners, alerts, packet index", _SCHEMA,
+              pg_ddl(_SCHEMA)),
+]  # fmt: skip
+"""Steps of the ``witnessing`` component (step 1: the tables SQLite files already have)."""
 
 
 _PUT_PARTNER = (
@@ -119,22 +123,35 @@ class PacketEntry:
     peer: str  # the other node: ``to`` of a sent packet, ``from`` of a received one
 
 
-class AuditState:
-    """Our log (read side), our checkpoints, partner states and alerts: on the SQLite
-    file ``target`` names, or on a connection (SQLite or PostgreSQL) it takes over."""
+def open_state(data_dir: Path, database: DatabaseSettings) -> AuditState:
+    """The node's witnessing state where its configuration keeps its tables."""
+    if database.url is not None:
+        return AuditState(connect(database.url, application_name="tongban audit"))
+    return AuditState(data_dir / "relay.sqlite3")
 
-    def __init__(self, target: Path | Connection) -> None:
-        self._conn: Any = cast(Any, connection_for(target))  # sqlite3 or PgConnection
-        if dialect_of(self._conn) == "sqlite":
-            create_schema(self._conn)  # on PostgreSQL the relay store migrates the log
-        migrate(self._conn, "audit_state", MIGRATIONS)
+
+class AuditState:
+    """Our log (read side), our checkpoints, partner states and alerts: in the SQLite
+    file at ``path``, or on a PostgreSQL connection (closed with this object)."""
+
+    def __init__(self, path: Path | PgConnection) -> None:
+        self._conn: sqlite3.Connection | PgConnection
+        if isinstance(path, PgConnection):
+            self._conn = path
+        else:
+            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA busy_timeout=5000")
+        migrate(self._conn, "audit", LOG_MIGRATIONS)
+        migrate(self._conn, "witnessing", MIGRATIONS)
         self.log = AuditStore(self._conn)
 
     def close(self) -> None:
         self._conn.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[Any]:
+    def _tx(self) -> Iterator[sqlite3.Connection | PgConnection]:
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
@@ -191,11 +208,11 @@ class AuditState:
 
     def last_cosignature_at(self) -> datetime | None:
         """When a partner last cosigned one of our checkpoints (None: never)."""
-        row = self._conn.execute("SELECT MAX(at) FROM audit_cosignatures").fetchone()
+        row: Any = self._conn.execute("SELECT MAX(at) FROM audit_cosignatures").fetchone()
         return None if row[0] is None else datetime.fromtimestamp(float(row[0]), UTC)
 
     def latest_cosigned_size(self, witness: str) -> int | None:
-        row = self._conn.execute(
+        row: Any = self._conn.execute(
             "SELECT MAX(size) FROM audit_cosignatures WHERE witness = ?", (witness,)
         ).fetchone()
         return None if row[0] is None else int(row[0])
@@ -219,7 +236,7 @@ class AuditState:
         evidence = state.evidence
         with self._tx() as c:
             c.execute(_PUT_PARTNER, (state.origin, json.dumps(state.to_json())))
-            cur = c.execute(
+            row: Any = c.execute(
                 "INSERT INTO audit_alerts (at, origin, reason, detail, evidence)"
                 " VALUES (?,?,?,?,?) RETURNING id",
                 (
@@ -229,8 +246,8 @@ class AuditState:
                     detail,
                     None if evidence is None else json.dumps(evidence.to_json()),
                 ),
-            )
-            alert_id = int(cur.fetchone()[0])
+            ).fetchone()
+            alert_id = int(row[0])
         return Alert(alert_id, at, state.origin, evidence.reason.value if evidence else "fork",
                      detail, evidence)  # fmt: skip
 

@@ -36,6 +36,12 @@ def _audit() -> Sequence[Migration]:
     return MIGRATIONS
 
 
+def _witnessing() -> Sequence[Migration]:
+    from relay.audit.state import MIGRATIONS
+
+    return MIGRATIONS
+
+
 def _cases() -> Sequence[Migration]:
     from relay.cases.sqlite_store import MIGRATIONS
 
@@ -69,6 +75,7 @@ def _timestamps() -> Sequence[Migration]:
 COMPONENTS: list[tuple[str, Callable[[], Sequence[Migration]]]] = [
     ("relay", _relay),
     ("audit", _audit),
+    ("witnessing", _witnessing),
     ("cases", _cases),
     ("short_links", _short_links),
     ("staff", _staff),

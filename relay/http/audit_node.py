@@ -37,7 +37,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from relay.alerts import ALERTS
 from relay.audit.errors import AuditError, CheckpointError
 from relay.audit.service import AuditPeer, AuditService, RoundResult
-from relay.audit.state import AuditState
+from relay.audit.state import open_state
 from relay.config import NodeConfig
 from relay.db.open import open_connection
 from relay.http.audit import add_audit_federation_routes, add_audit_staff_routes
@@ -148,7 +148,7 @@ class AuditNode:
             config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             keys = load_node_keys(config.key_dir)
             bundle = BundleSource(config.trust_bundle)
-            state = AuditState(open_connection(config, "audit_state"))  # shared by workers
+            state = open_state(config.data_dir, config.database)  # shared by the workers
             self._partner_keys = DescriptorKeys(config, bundle, self._clock, keys.seal.chain)
             self._service = AuditService(
                 node_id=config.node_id,
