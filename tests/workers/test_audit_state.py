@@ -4,6 +4,7 @@ witness, fork alerts) shared by two workers, on SQLite and on a real PostgreSQL.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from dbkit import Database
 
@@ -14,8 +15,11 @@ AT = datetime.now(UTC)
 ORIGIN = "tongban.node/320982"
 
 
-def test_two_workers_share_one_witnessing_state(database: Database) -> None:
-    one, two = AuditState(database.connect()), AuditState(database.connect())
+def test_two_workers_share_one_witnessing_state(database: Database, tmp_path: Path) -> None:
+    def worker() -> AuditState:  # its own connection to the node's tables
+        return AuditState(database.connect() if database.postgresql else tmp_path / "relay.sqlite3")
+
+    one, two = worker(), worker()
     try:
         one.put_checkpoint(5, b"signed first", AT)
         two.put_checkpoint(5, b"signed second", AT)  # the same size: the first note stays
