@@ -39,7 +39,7 @@ import logging
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
@@ -150,7 +150,8 @@ def relay_core_factory(
     for partner in config.partners:
         directory.add(partner.descriptor.read_bytes(), at=now)
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    store = open_relay_store(config.data_dir, config.database, clock=clock)
+    lease = timedelta(seconds=config.outbox.lease)  # several workers: claims on cases
+    store = open_relay_store(config.data_dir, config.database, clock=clock, lease=lease)
 
     def record(loaded: AgreementSwitch | Any, trust: Any, at: datetime) -> None:
         store.audit_append_once(
@@ -190,8 +191,6 @@ def relay_core_factory(
 
 def outbox_policy(config: NodeConfig) -> OutboxPolicy:
     """The outbox policy of ``config`` (``[outbox]``; the largest packet from ``[limits]``)."""
-    from datetime import timedelta
-
     from relay.core.outbox import BATCH_ENVELOPE_BYTES, OutboxPolicy
 
     return OutboxPolicy(
