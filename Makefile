@@ -73,7 +73,7 @@ chaos: $(STAMP) system-deps
 	CHAOS_SCALE=$${CHAOS_SCALE:-5} $(BIN)/python -m pytest -q -s tests/chaos
 
 # Several workers of one node behind HAProxy, one killed -9 mid-flood (tests/workers), at
-# the issue's 2,000 packets; `make unit` runs it with 200.
+# the issue's 2,000 packets; `make unit` runs it with 120.
 workers-flood: $(STAMP) system-deps
 	WORKERS_FLOOD=$${WORKERS_FLOOD:-2000} $(BIN)/python -m pytest -q -s tests/workers/test_flood_kill.py
 
