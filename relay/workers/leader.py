@@ -97,13 +97,13 @@ class AdvisoryLeadership:
         key: int = LEADER_KEY,
         poll: float = 2.0,
         check_timeout: float = 5.0,
-        name: str = f"worker {os.getpid()}",
+        name: str | None = None,
     ) -> None:
         self._url = url
         self._key = key
         self._poll = poll
         self._check_timeout = check_timeout
-        self.name = name
+        self.name = name or f"worker {os.getpid()}"
         self._conn: psycopg.Connection[Any] | None = None
         self._leading = asyncio.Event()
         self._following = asyncio.Event()
