@@ -39,7 +39,7 @@ import logging
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
@@ -69,7 +69,14 @@ from relay.signin.store import StaffStore
 from relay.signin.web import SignIn
 from relay.staff_auth import load_or_create_token_key
 from relay.tls import BundleSource, server_context
-from relay.workers import LEADERSHIP, Leadership, check_reuse_port, leadership_for, while_leading
+from relay.workers import (
+    LEADERSHIP,
+    Leadership,
+    check_reuse_port,
+    leader_gauges,
+    leadership_for,
+    while_leading,
+)
 
 if TYPE_CHECKING:
     from relay.authorizer import AgreementSwitch
@@ -143,7 +150,8 @@ def relay_core_factory(
     for partner in config.partners:
         directory.add(partner.descriptor.read_bytes(), at=now)
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    store = open_relay_store(config.data_dir, config.database, clock=clock)
+    lease = timedelta(seconds=config.outbox.lease)  # several workers: claims on cases
+    store = open_relay_store(config.data_dir, config.database, clock=clock, lease=lease)
 
     def record(loaded: AgreementSwitch | Any, trust: Any, at: datetime) -> None:
         store.audit_append_once(
@@ -183,8 +191,6 @@ def relay_core_factory(
 
 def outbox_policy(config: NodeConfig) -> OutboxPolicy:
     """The outbox policy of ``config`` (``[outbox]``; the largest packet from ``[limits]``)."""
-    from datetime import timedelta
-
     from relay.core.outbox import BATCH_ENVELOPE_BYTES, OutboxPolicy
 
     return OutboxPolicy(
@@ -500,6 +506,8 @@ class Node:
         if depth is not None:
             self.metrics.add_gauges("outbox", outbox_gauges(depth))
         self.metrics.add_gauges("expiry", expiry_gauges(bundle.current, self.config.key_dir))
+        if self.leadership is not None:
+            self.metrics.add_gauges("leader", leader_gauges(self.leadership))
 
     def _signin(self) -> SignIn:
         """Console sign-in on the staff listener (the staff directory in the data dir)."""

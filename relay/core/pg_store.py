@@ -32,6 +32,12 @@ keys, on one or more hosts) need beyond it:
   (a slow worker whose lease ran out may send a packet the new owner also sends: the
   receiver answers the duplicate with its original receipt).
 
+**A lost connection** (the server restarted, a failover, an idle connection cut) is
+opened again by the next statement outside a transaction; a transaction whose
+connection broke fails as a whole (its remaining statements are refused, never run in
+autocommit), and the caller's retry (the next outbox pass, the partner's next attempt)
+runs on the new connection.
+
 Blobs stay files. ``blobs`` is a directory every worker reaches (``[database]
 blob_dir`` on shared storage); uploads in progress (``partial/``) and files being sealed
 (``tmp/``) live under ``work``, which must be on the same file system (a complete file
@@ -45,6 +51,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -52,12 +59,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from relay.core.model import OutboxState, PacketSummary
 from relay.core.outbox import OutboxRow
 from relay.core.sqlite_schema import LIVE, summary_json
 from relay.core.sqlite_store import Db, SqlStore, _ReceiveTx
 from relay.core.store import OutboxUpdate
-from relay.db.pg import PgConnection, connect
+from relay.db.pg import PgConnection
 
 __all__ = ["DEFAULT_LEASE", "PgStore", "default_worker_id"]
 
@@ -84,6 +93,47 @@ def _file_name(worker: str) -> str:
 def _case_key(peer: str, case_id: str) -> int:
     digest = hashlib.sha256(f"{peer}\x00{case_id}".encode()).digest()
     return int.from_bytes(digest[:4], "big", signed=True)
+
+
+_VERB = re.compile(r"^\s*(\w+)(\s+TO\b)?", re.IGNORECASE)
+
+
+class _Reconnecting(PgConnection):
+    """A connection that opens itself again when the server dropped it — between
+    transactions only (see the module docstring)."""
+
+    def __init__(self, url: str, application_name: str) -> None:
+        self._url = url
+        self._name = application_name
+        super().__init__(self._open())
+        self._in_tx = False
+
+    def _open(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self._url, autocommit=True, application_name=self._name)
+
+    def _live(self, sql: str) -> None:
+        m = _VERB.match(sql)
+        verb = "" if m is None or m.group(2) else m.group(1).upper()
+        if self.raw.closed:
+            if self._in_tx and verb != "ROLLBACK":
+                raise psycopg.OperationalError("the connection was lost inside a transaction")
+            self.raw = self._open()
+        if verb in ("BEGIN", "START"):
+            self._in_tx = True
+        elif verb in ("COMMIT", "END", "ROLLBACK"):
+            self._in_tx = False
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_tx if self.raw.closed else super().in_transaction
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> psycopg.Cursor[Any]:
+        self._live(sql)
+        return super().execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
+        self._live(sql)
+        return super().executemany(sql, rows)
 
 
 class _PgReceiveTx(_ReceiveTx):
@@ -154,7 +204,7 @@ class PgStore(SqlStore):
         self.worker = worker or default_worker_id()
         self._lease = lease
         self._clock = clock or (lambda: datetime.now(UTC))
-        conn = connect(url, application_name=f"tongban {self.worker}"[:63])
+        conn = _Reconnecting(url, f"tongban {self.worker}"[:63])
         try:
             super().__init__(conn, blobs=blobs, work=work)
         except BaseException:

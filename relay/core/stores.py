@@ -6,10 +6,10 @@ when it is set, else in the data directory."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from relay.core.pg_store import PgStore
+from relay.core.pg_store import DEFAULT_LEASE, PgStore
 from relay.core.sqlite_store import SqliteStore, SqlStore
 from relay.db.settings import DatabaseSettings
 
@@ -22,13 +22,15 @@ def open_relay_store(
     *,
     clock: Callable[[], datetime] | None = None,
     worker: str | None = None,
+    lease: timedelta = DEFAULT_LEASE,
 ) -> SqlStore:
-    """Open the relay store (applying the ``relay`` and ``audit`` migrations)."""
+    """Open the relay store (applying the ``relay`` and ``audit`` migrations); ``lease``:
+    how long a worker's claim on a case lasts unrenewed (PostgreSQL, ``[outbox] lease``)."""
     if database.url is None:
         return SqliteStore(data_dir)
     shared = database.blob_dir
     if shared is None:
-        return PgStore(
-            database.url, blobs=data_dir / "blobs", work=data_dir, worker=worker, clock=clock
-        )
-    return PgStore(database.url, blobs=shared, work=shared, worker=worker, clock=clock)
+        return PgStore(database.url, blobs=data_dir / "blobs", work=data_dir, worker=worker,
+                       lease=lease, clock=clock)  # fmt: skip
+    return PgStore(database.url, blobs=shared, work=shared, worker=worker, lease=lease,
+                   clock=clock)  # fmt: skip

@@ -148,7 +148,7 @@ class AuditNode:
             config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             keys = load_node_keys(config.key_dir)
             bundle = BundleSource(config.trust_bundle)
-            state = open_state(config.data_dir, config.database)
+            state = open_state(config.data_dir, config.database)  # shared by the workers
             self._partner_keys = DescriptorKeys(config, bundle, self._clock, keys.seal.chain)
             self._service = AuditService(
                 node_id=config.node_id,

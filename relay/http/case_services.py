@@ -56,7 +56,6 @@ from relay.http.tracking import add_tracking_routes
 from relay.metrics import METRICS, cached
 from relay.node import CoreFactory, CoreHandle, relay_core_factory
 from relay.tls import BundleSource
-from relay.workers import LEADERSHIP, SoleWorker, while_leading
 from signing.descriptor import verify_descriptor
 from signing.errors import SigningError
 from signing.licence_compact import Issuer, IssuerList
@@ -113,16 +112,8 @@ class CaseServices:
         """While the staff listener runs: keep the published status lists valid."""
         assert self.licence_status is not None
         stop = asyncio.Event()
-        status = self.licence_status
-        leadership = app.get(LEADERSHIP) or SoleWorker()  # once per node: on the leader
         task = asyncio.create_task(
-            while_leading(
-                leadership,
-                lambda stop: renew_status_lists_hourly(status, stop),
-                stop,
-                name="status-lists",
-            ),
-            name="status-lists",
+            renew_status_lists_hourly(self.licence_status, stop), name="status-lists"
         )
         yield
         stop.set()

@@ -11,9 +11,12 @@ node (same node id, keys and configuration) on one PostgreSQL database
 - the stores keep every guarantee across workers in the database (outbox claims with
   leases, per-case order, deduplication by constraint, one audit appender at a time);
 - work that must happen once per node — the periodic checkpoint and the witness round,
-  the integration sweep (webhooks, the event scan, the retention purge), renewing the
-  published status lists, the expiry warnings — runs on one worker, the leader,
-  chosen by a PostgreSQL advisory lock (:mod:`relay.workers.leader`).
+  the integration sweep (webhooks, the event scan, the retention purge), the expiry
+  warnings — runs on one worker, the leader, chosen by a PostgreSQL advisory lock
+  (:mod:`relay.workers.leader`);
+- every worker refreshes the federation directories (its routes to partners are in its
+  memory) and renews the licence status lists in its own data directory (they are
+  files there, served by that worker).
 
 Several workers on one SQLite file are refused (:func:`check_reuse_port`): SQLite is the
 single-process default.
@@ -28,6 +31,7 @@ from relay.workers.leader import (
     AdvisoryLeadership,
     Leadership,
     SoleWorker,
+    leader_gauges,
     leadership_for,
     while_leading,
 )
@@ -40,6 +44,7 @@ __all__ = [
     "SoleWorker",
     "WorkersRefused",
     "check_reuse_port",
+    "leader_gauges",
     "leadership_for",
     "while_leading",
 ]

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 import psycopg
 from aiohttp import web
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from relay.config import NodeConfig
 
@@ -45,6 +46,7 @@ __all__ = [
     "AdvisoryLeadership",
     "Leadership",
     "SoleWorker",
+    "leader_gauges",
     "leadership_for",
     "while_leading",
 ]
@@ -95,13 +97,13 @@ class AdvisoryLeadership:
         key: int = LEADER_KEY,
         poll: float = 2.0,
         check_timeout: float = 5.0,
-        name: str = f"worker {os.getpid()}",
+        name: str | None = None,
     ) -> None:
         self._url = url
         self._key = key
         self._poll = poll
         self._check_timeout = check_timeout
-        self.name = name
+        self.name = name or f"worker {os.getpid()}"
         self._conn: psycopg.Connection[Any] | None = None
         self._leading = asyncio.Event()
         self._following = asyncio.Event()
@@ -205,6 +207,21 @@ def _close_quietly(conn: psycopg.Connection[Any]) -> None:
         conn.close()
 
 
+def leader_gauges(leadership: Leadership) -> Callable[[object], list[Metric]]:
+    """``tongban_worker_leader``: 1 while this worker leads, else 0 (for /metrics)."""
+
+    def source(now: object) -> list[Metric]:
+        return [
+            GaugeMetricFamily(
+                "tongban_worker_leader",
+                "1 while this worker is its node's leader (runs the once-per-node work)",
+                value=1.0 if leadership.leading else 0.0,
+            )
+        ]
+
+    return source
+
+
 def leadership_for(config: NodeConfig, *, poll: float = 2.0) -> Leadership:
     """The campaign of a worker of ``config``'s node: on PostgreSQL the advisory lock,
     on SQLite the sole worker."""
@@ -225,6 +242,8 @@ async def while_leading(
     started on becoming the leader and, on stepping down or ``stop``, its stop event is
     set and it is awaited (it ends its current step, then returns)."""
     stopping = asyncio.ensure_future(stop.wait())
+    task: asyncio.Future[object] | None = None
+    inner = asyncio.Event()
     try:
         while not stop.is_set():
             leading = asyncio.ensure_future(leadership.wait_leading())
@@ -246,3 +265,8 @@ async def while_leading(
                 return  # the work ended by itself while leading: do not restart it
     finally:
         stopping.cancel()
+        if task is not None and not task.done():  # cancelled ourselves: end the work too
+            inner.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -295,3 +295,29 @@ def test_two_workers_receiving_the_same_batch_at_once_keep_one_copy_and_one_rece
     log = AuditStore(fed.stores[DAFENG].connection)
     assert log.size() == leaves_before + 2 * len(ids)  # the loser's leaves were undone
     assert {i.log_index for i in inbox} == {leaves_before + 2 * k for k in range(len(ids))}
+
+
+async def test_a_worker_whose_connection_the_server_dropped_goes_on_with_a_new_one(
+    federation: Federation, relay_core_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    fed = federation
+    node = fed.nodes[WUCHANG]
+    first = await send(fed, WUCHANG, DAFENG, "case-cut")
+    backend_pid = fed.stores[WUCHANG].connection.raw.info.backend_pid  # type: ignore[union-attr]
+    with psycopg.connect(relay_core_database, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
+    stop = asyncio.Event()
+    task = asyncio.create_task(node.run_outbox(stop))
+    try:
+        async with asyncio.timeout(DEADLINE):  # the pass on the dropped connection fails
+            while "outbox pass failed on storage" not in caplog.text:
+                await asyncio.sleep(0.01)
+        assert not task.done()
+        second = await send(fed, WUCHANG, DAFENG, "case-cut")  # wakes the task
+        async with asyncio.timeout(DEADLINE):
+            while len(fed.nodes[DAFENG].list_inbox()) < 2:
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, DEADLINE)
+    assert [i.summary.packet_id for i in fed.nodes[DAFENG].list_inbox()] == first + second

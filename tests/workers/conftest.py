@@ -20,3 +20,6 @@ from relay_http_support import Pki, make_pki
 @pytest.fixture(scope="session")
 def workers_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("workers-pki"))
+
+
+from dbkit import database  # noqa: E402, F401 - the fixture, on SQLite and PostgreSQL

@@ -140,3 +140,21 @@ async def test_a_worker_that_cannot_reach_the_database_does_not_lead(url: str) -
     leadership = AdvisoryLeadership(url, poll=0.05, check_timeout=3, name="cut off")
     assert await leadership.step() is False
     assert not leadership.leading
+
+
+async def test_cancelling_the_leadership_task_ends_the_work_it_runs() -> None:
+    started, ended = asyncio.Event(), asyncio.Event()
+
+    async def work(stop: asyncio.Event) -> None:
+        started.set()
+        try:
+            await stop.wait()
+        finally:
+            ended.set()
+
+    job = asyncio.create_task(while_leading(SoleWorker(), work, asyncio.Event()))
+    await asyncio.wait_for(started.wait(), 30)
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    assert ended.is_set()  # not left running behind the cancelled task

@@ -159,3 +159,31 @@ def _wait_listening(
             if time.monotonic() > deadline:
                 raise AssertionError(f"haproxy did not listen on {host}:{port}") from None
             time.sleep(0.05)
+
+
+async def leads(config: Path) -> bool:
+    """Whether the worker serving ``config``'s staff listener reports that it leads
+    (``tongban_worker_leader`` on ``/metrics``)."""
+    from datetime import UTC, datetime
+
+    import aiohttp
+
+    from relay.config import load_config
+    from relay.staff_auth import StaffRole, issue_token, load_or_create_token_key
+    from relay.staff_client import staff_base_url
+    from relay.tls import client_context
+    from signing.certificates import TrustBundle
+
+    cfg = load_config(config)
+    key = load_or_create_token_key(cfg.staff.token_key)
+    token = issue_token(key, node_id=cfg.node_id, subject="workers", roles=[StaffRole.READER],
+                        now=datetime.now(UTC), ttl=600)  # fmt: skip
+    context = client_context(TrustBundle.from_pem(cfg.trust_bundle.read_bytes()))
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session,
+        session.get(f"{staff_base_url(cfg)}/metrics", ssl=context) as response,
+    ):
+        assert response.status == 200, await response.text()
+        text = await response.text()
+    (line,) = [x for x in text.splitlines() if x.startswith("tongban_worker_leader ")]
+    return float(line.split()[1]) == 1.0
