@@ -23,8 +23,10 @@ which works in this order and writes nothing to the target until every check pas
 6. **Copy and verify, one transaction.** Every table is copied with ``COPY`` (values
    checked against the PostgreSQL column type: an integer column takes integers only, a
    ``BYTEA`` column bytes only), identity sequences are set past the highest key (and
-   past SQLite's ``AUTOINCREMENT`` high-water mark, so no key is ever reused), then,
-   reading PostgreSQL inside the same transaction:
+   past SQLite's ``AUTOINCREMENT`` high-water mark, so no key is ever reused), derived
+   data is recomputed rather than copied (``outbox_heads``, each open case's next
+   packet: the workers find what to send), then, reading PostgreSQL inside the same
+   transaction:
 
    - the row count of every table equals the snapshot's;
    - every stored receipt verifies (:func:`relay.core.receipts.verify_receipt`, at the
@@ -61,6 +63,7 @@ from relay.audit.merkle import leaf_hash, node_hash
 from relay.audit.store import AuditStore
 from relay.core.errors import MalformedPacket
 from relay.core.receipts import ReceiptStatus, verify_receipt
+from relay.core.sqlite_schema import REBUILD_HEADS
 from relay.db.migrations import Connection, SchemaTooNew
 from relay.db.pg import PgConnection
 from signing.certificates import TrustBundle
@@ -72,6 +75,7 @@ DATABASE = "relay.sqlite3"
 STAFF_DATABASE = "staff.sqlite"
 DATABASES = (DATABASE, STAFF_DATABASE)  # the node's SQLite files; the staff one optional
 _NOT_COPIED = {"schema_versions", "sqlite_sequence", "sqlite_stat1", "sqlite_stat4"}
+_DERIVED = {"outbox_heads"}  # rebuilt from the copied rows (REBUILD_HEADS), not copied
 _BATCH = 1 << 12
 
 PrepareSource = Callable[[str, sqlite3.Connection], None]
@@ -169,6 +173,7 @@ def move_to_postgresql(
                 _refuse_non_empty(target)
                 counts = tuple(_copy_table(target, t) for t in tables)
                 _set_sequences(target, tables)
+                _rebuild_derived(target)
                 _same_counts(target, tables, counts)
                 receipts = _verify_receipts(target, node_id, bundle)
                 size, root = _same_audit_log(relay, target)
@@ -210,8 +215,17 @@ def _tables(conn: sqlite3.Connection) -> list[str]:
     return [
         str(r[0])
         for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        if str(r[0]) not in _NOT_COPIED and not str(r[0]).startswith("sqlite_")
+        if str(r[0]) not in _NOT_COPIED | _DERIVED and not str(r[0]).startswith("sqlite_")
     ]
+
+
+def _rebuild_derived(target: PgConnection) -> None:
+    """``outbox_heads`` (each open case's first packet, and on PostgreSQL its lease) is
+    computed from the copied outbox, as the SQLite store does at every open; the
+    PostgreSQL store keeps it in step from then on and never rebuilds it."""
+    for statement in REBUILD_HEADS.split(";"):
+        if statement.strip():
+            target.execute(statement)
 
 
 def _marks(conn: sqlite3.Connection) -> dict[str, int]:

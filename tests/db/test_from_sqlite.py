@@ -242,3 +242,22 @@ def test_a_running_node_is_not_moved(office: Office, tmp_path: Path, pg_url: str
     assert result.returncode == 1, result.stdout + result.stderr
     assert "error[node-running]" in result.stderr
     assert _pg_held(pg_url) == {}
+
+
+def test_the_open_cases_next_packets_are_found_again_on_postgresql(
+    office: Office, tmp_path: Path, pg_url: str
+) -> None:
+    """``outbox_heads`` is derived data the SQLite store rebuilds at every open: the
+    move recomputes it from the outbox (here a packet still queued whose head row the
+    file does not hold), so the workers find what they still have to send."""
+    result = _tampered(office, tmp_path, pg_url, [
+        "UPDATE outbox SET state = 'queued', receipt = NULL, next_attempt_at = NULL",
+        "DELETE FROM outbox_heads"])  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    conn = connect(pg_url)
+    try:
+        heads = conn.execute("SELECT h.peer, h.case_id, o.state FROM outbox_heads h"
+                             " JOIN outbox o ON o.ord = h.ord").fetchall()  # fmt: skip
+    finally:
+        conn.close()
+    assert heads == [(A, CASE, "queued")]
