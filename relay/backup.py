@@ -48,13 +48,15 @@ class BackupError(Exception):
 
 
 class DataDirLock:
-    """An exclusive ``flock`` on ``<data_dir>/node.lock`` held while a node serves."""
+    """An exclusive ``flock`` on ``<data_dir>/node.lock`` held while a node serves;
+    ``shared``: a shared one, held by each of several workers of one node (restore,
+    which takes it exclusively, still waits for all of them)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, shared: bool = False) -> None:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._fd = os.open(data_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._fd)
             raise BackupError(f"{data_dir} is in use by a running node") from None

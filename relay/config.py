@@ -16,7 +16,7 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -88,6 +88,7 @@ class OutboxSettings:
     batch_size: int = 50
     base_backoff: float = 1.0
     max_backoff: float = 300.0
+    lease: float = 120.0  # PostgreSQL: how long a worker's claim on a case lasts unrenewed
 
 
 @dataclass(frozen=True)
@@ -511,6 +512,10 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
     )
     if outbox.max_backoff < outbox.base_backoff:
         raise outbox_t.error("max_backoff", "must not be smaller than outbox.base_backoff")
+    lease = outbox_t.duration("lease", o.lease)
+    if lease <= limits.request_timeout:
+        raise outbox_t.error("lease", "must be longer than limits.request_timeout (one send)")
+    outbox = replace(outbox, lease=lease)
     outbox_t.done()
 
     staff_t = root.sub("staff", required=False)

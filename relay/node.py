@@ -13,7 +13,9 @@ Operations: ``GET /metrics`` on the staff listener (:mod:`relay.metrics`; the pe
 and the federation listener's view of the core are metered, gauges are read at scrape
 time), the access log without query strings (:class:`relay.logs.AccessLog`), ``/readyz``
 with what runs out when, and an exclusive lock on ``<data_dir>/node.lock`` while the
-node runs (one node per data directory; ``tongban restore`` waits for it to stop).
+node runs (one node per data directory; ``tongban restore`` waits for it to stop) —
+shared among the workers of one node when they share the ports (``reuse_port``,
+:mod:`relay.workers`), whose once-per-node work runs on the leader only.
 
 Every listener runs with the configured limits: ``client_max_size`` (JSON bodies),
 ``max_line_size``/``max_field_size`` (header size, enforced by the HTTP parser),
@@ -37,7 +39,7 @@ import logging
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
@@ -67,6 +69,14 @@ from relay.signin.store import StaffStore
 from relay.signin.web import SignIn
 from relay.staff_auth import load_or_create_token_key
 from relay.tls import BundleSource, server_context
+from relay.workers import (
+    LEADERSHIP,
+    Leadership,
+    check_reuse_port,
+    leader_gauges,
+    leadership_for,
+    while_leading,
+)
 
 if TYPE_CHECKING:
     from relay.authorizer import AgreementSwitch
@@ -120,7 +130,8 @@ Extension = Callable[[str, web.Application], None]
 def relay_core_factory(
     config: NodeConfig, link: PeerLink, bundle: BundleSource, clock: Callable[[], datetime]
 ) -> CoreHandle:
-    """Build ``relay.core.service.RelayNode`` from the configuration (SQLite store)."""
+    """Build ``relay.core.service.RelayNode`` from the configuration (the SQLite store,
+    or the PostgreSQL one of ``[database] url``)."""
     import random
 
     from relay.audit.agreement_events import agreement_event_leaves
@@ -128,7 +139,7 @@ def relay_core_factory(
     from relay.authorizer import AgreementSwitch, load_authorizer
     from relay.core.directory import Directory
     from relay.core.service import RelayNode
-    from relay.core.sqlite_store import SqliteStore
+    from relay.core.stores import open_relay_store
     from relay.storage_health import StorageHealth
     from signing.nodedir import load_node_keys
 
@@ -140,8 +151,12 @@ def relay_core_factory(
     for partner in config.partners:
         directory.add(partner.descriptor.read_bytes(), at=now)
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lease = timedelta(seconds=config.outbox.lease)  # several workers: claims on cases
     # the audit log hashes as the seal key's profile says (SM3 for SM2), before any leaf
-    store = SqliteStore(config.data_dir, tree_hash=log_tree_hash(keys.seal))
+    store = open_relay_store(
+        config.data_dir, config.database, clock=clock, lease=lease,
+        tree_hash=log_tree_hash(keys.seal),
+    )  # fmt: skip
 
     def record(loaded: AgreementSwitch | Any, trust: Any, at: datetime) -> None:
         store.audit_append_once(
@@ -181,8 +196,6 @@ def relay_core_factory(
 
 def outbox_policy(config: NodeConfig) -> OutboxPolicy:
     """The outbox policy of ``config`` (``[outbox]``; the largest packet from ``[limits]``)."""
-    from datetime import timedelta
-
     from relay.core.outbox import BATCH_ENVELOPE_BYTES, OutboxPolicy
 
     return OutboxPolicy(
@@ -205,14 +218,23 @@ class Node:
         clock: Callable[[], datetime] = utc_now,
         shutdown_timeout: float = 30.0,
         extensions: Iterable[Extension] = (),
+        reuse_port: bool = False,
     ) -> None:
         """``extensions`` are called as ``extension(listener_name, app)`` for the
         ``"federation"``, ``"public"`` and ``"staff"`` applications before they start,
         to add routes (case tracking, licences, the audit witnessing exchange...). The
         routes they add sit behind that listener's middlewares: problem documents,
         limits, and mutual TLS + the partner check (federation) or the bearer token
-        (staff)."""
+        (staff).
+
+        ``reuse_port``: bind the listeners with ``SO_REUSEPORT`` so that several workers
+        of this node share them (PostgreSQL only; see :mod:`relay.workers`). Each
+        application holds the worker's :class:`~relay.workers.Leadership` as
+        ``app[LEADERSHIP]``, for the work that must happen once per node."""
         self.config = config
+        self._reuse_port = reuse_port
+        self.leadership: Leadership | None = None
+        self._leader_task: asyncio.Task[None] | None = None
         self._extensions = (self._federation_routes, *extensions)
         self._factory = core_factory
         self._clock = clock
@@ -258,7 +280,14 @@ class Node:
 
     async def _start(self) -> None:
         config = self.config
-        self._lock = DataDirLock(config.data_dir)  # one node per data dir; restore waits
+        if self._reuse_port:
+            check_reuse_port(config)  # several workers: PostgreSQL only
+        # one node per data dir (workers sharing ports share it); restore waits
+        self._lock = DataDirLock(config.data_dir, shared=self._reuse_port)
+        self.leadership = leadership_for(config)  # once-per-node work runs on the leader
+        self._leader_task = asyncio.create_task(
+            self.leadership.run(self._outbox_stop), name="leadership"
+        )
         self.metrics = NodeMetrics(self._clock)  # fresh figures for each start
         bundle = BundleSource(config.trust_bundle)
         cert, key = config.key_dir / "tls.pem", config.key_dir / "tls.key"
@@ -338,6 +367,7 @@ class Node:
         apps[2][1][ALERTS].add_source("expiry", expiry)  # the staff application
         self._add_metrics(apps[2][1], bundle)
         for name, app, listener, context in apps:
+            app[LEADERSHIP] = self.leadership
             for extension in self._extensions:
                 extension(name, app)
             runner = web.AppRunner(
@@ -361,6 +391,7 @@ class Node:
                 listener.port,
                 ssl_context=context,
                 handshake_timeout=config.limits.request_timeout,
+                reuse_port=self._reuse_port,
             )
             if context is not None:
                 self._contexts.append(context)  # a reload renews its certificate
@@ -370,8 +401,15 @@ class Node:
             self.urls[name] = f"{scheme}://{host}:{listener.port}"
         self._outbox = asyncio.create_task(core.run_outbox(self._outbox_stop), name="outbox")
         self._outbox.add_done_callback(_log_outbox_end)
-        self._expiry = asyncio.create_task(
-            watch_until_stopped(expiry, self._clock, self._outbox_stop), name="expiry"
+        leadership = self.leadership
+        self._expiry = asyncio.create_task(  # its daily warnings: once per node
+            while_leading(
+                leadership,
+                lambda stop: watch_until_stopped(expiry, self._clock, stop),
+                self._outbox_stop,
+                name="expiry",
+            ),
+            name="expiry",
         )
         self._directory_task = asyncio.create_task(
             self.federation.run(self._outbox_stop), name="directory"
@@ -473,10 +511,12 @@ class Node:
         if depth is not None:
             self.metrics.add_gauges("outbox", outbox_gauges(depth))
         self.metrics.add_gauges("expiry", expiry_gauges(bundle.current, self.config.key_dir))
+        if self.leadership is not None:
+            self.metrics.add_gauges("leader", leader_gauges(self.leadership))
 
     def _signin(self) -> SignIn:
         """Console sign-in on the staff listener (the staff directory in the data dir)."""
-        self._staff_store = StaffStore(self.config.data_dir)
+        self._staff_store = StaffStore.for_node(self.config)
         signin = SignIn(self._staff_store, self.config.staff, self._clock)
         if self.config.staff.oidc is not None:
             OidcSignIn(self.config.staff.oidc, signin)
@@ -498,6 +538,8 @@ class Node:
             await asyncio.wait_for(self._expiry, self._shutdown_timeout)
         if self._directory_task is not None:
             await asyncio.wait_for(self._directory_task, self._shutdown_timeout)
+        if self._leader_task is not None:  # ends the session: another worker may lead
+            await asyncio.wait_for(self._leader_task, self._shutdown_timeout)
         if self._link is not None:
             await self._link.close()
         if self._handle is not None:
@@ -536,8 +578,9 @@ class _TlsSite(web.TCPSite):
         *,
         ssl_context: ssl.SSLContext | None,
         handshake_timeout: float,
+        reuse_port: bool = False,
     ) -> None:
-        super().__init__(runner, host, port, ssl_context=ssl_context)
+        super().__init__(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port)
         self._handshake_timeout = handshake_timeout
 
     async def start(self) -> None:

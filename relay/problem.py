@@ -11,7 +11,8 @@ Codes are stable (:class:`ProblemCode`); titles are fixed per code; ``detail`` i
 only free text and never carries an internal cause (a 500 logs the cause and says
 nothing about it).
 
-A storage fault that reaches the edge (an ``sqlite3.Error``, or an ``OSError`` such as
+A storage fault that reaches the edge (an ``sqlite3.Error`` or ``psycopg.Error`` — a
+PostgreSQL server gone or restarting —, or an ``OSError`` such as
 a full disk or an I/O error) is not a bug in the request: it answers 503
 ``storage-unavailable`` with ``Retry-After`` (:func:`storage_problem`), logged once as
 an error without a traceback. Nothing was accepted: the write was one transaction.
@@ -27,6 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
+import psycopg
 from aiohttp import web
 
 __all__ = [
@@ -232,7 +234,7 @@ def storage_problem() -> Problem:
 
 
 def _is_storage_fault(exc: Exception) -> bool:
-    if isinstance(exc, sqlite3.Error):
+    if isinstance(exc, sqlite3.Error | psycopg.Error):
         return True
     return isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS
 

@@ -26,6 +26,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
+
+from relay.db.pg import PgConnection
+
 __all__ = ["MIN_FREE_BYTES", "StorageHealth", "free_bytes"]
 
 MIN_FREE_BYTES = 64 * 1024 * 1024
@@ -43,7 +47,7 @@ class StorageHealth:
 
     def __init__(
         self,
-        connection: Callable[[], sqlite3.Connection],
+        connection: Callable[[], sqlite3.Connection | PgConnection],
         data_dir: Path,
         *,
         min_free_bytes: int = MIN_FREE_BYTES,
@@ -101,8 +105,15 @@ class StorageHealth:
         return None
 
     def _quick_check(self) -> str | None:
+        conn = self._connection()
+        if isinstance(conn, PgConnection):  # the server checks its own pages
+            try:
+                conn.execute("SELECT 1").fetchall()
+            except psycopg.Error:
+                return "database-unreadable"
+            return None
         try:
-            rows = self._connection().execute("PRAGMA quick_check(1)").fetchall()
+            rows = conn.execute("PRAGMA quick_check(1)").fetchall()
         except sqlite3.DatabaseError:
             return "database-unreadable"
         return None if rows == [("ok",)] else "database-corrupt"

@@ -164,9 +164,14 @@ class AuditService:
 
         Refuses (:class:`LogStoreError`) to sign a tree inconsistent with the last one
         we signed: the database was altered under us.
+
+        Several workers of one node may sign at once (:mod:`relay.workers`): the last
+        checkpoint is read before the head (the log only grows, so the head read next
+        holds it), and one note per size is stored, the first; every worker answers
+        with the stored one.
         """
-        size, root = self.state.log.head()
         latest = self.state.latest_checkpoint()
+        size, root = self.state.log.head()
         if latest is not None:
             last = Checkpoint.parse(SignedNote.parse(latest).text)
             if last.size == size and last.root_hash == root:
@@ -185,8 +190,8 @@ class AuditService:
                 raise LogStoreError(f"our log does not extend our last checkpoint: {exc}") from exc
         checkpoint = Checkpoint.for_tree(self.origin, size, root, self.own_key.tree_hash)
         note = sign_checkpoint(checkpoint, self._seal).to_bytes()
-        self.state.put_checkpoint(size, note, self._clock())
-        return note
+        self.state.put_checkpoint(size, note, self._clock())  # first of its size wins
+        return self.state.checkpoint(size) or note
 
     # -- server side of §7.5 ----------------------------------------------------------------
 

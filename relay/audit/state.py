@@ -1,6 +1,8 @@
-"""What a running node remembers about witnessing, on its SQLite file (storage layer).
+"""What a running node remembers about witnessing, in its database (storage layer): the
+SQLite file, or the PostgreSQL database of ``[database] url``.
 
-Tables, next to the log itself (:mod:`relay.audit.store`) in ``relay.sqlite3``::
+Tables, next to the log itself (:mod:`relay.audit.store`) in ``relay.sqlite3`` (or the
+PostgreSQL database; the ``witnessing`` component's :data:`MIGRATIONS`)::
 
     audit_checkpoints   size PK, note, signed_at        our own signed checkpoints
     audit_cosignatures  (size, witness) PK, note, at    our checkpoints as partners
@@ -13,7 +15,8 @@ Tables, next to the log itself (:mod:`relay.audit.store`) in ``relay.sqlite3``::
 
 The packet index is a cache derived from the log (rebuilt from any point), so it is
 filled after the fact, not in the append's transaction. Each write here is one short
-``BEGIN IMMEDIATE`` transaction on this module's own connection.
+``BEGIN IMMEDIATE`` transaction on this module's own connection; the SQL is the portable
+subset :class:`relay.db.pg.PgConnection` runs unchanged.
 """
 
 from __future__ import annotations
@@ -25,13 +28,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from relay.audit.errors import AuditError
 from relay.audit.leaves import Direction, LeafKind, PacketLeaf, ReceiptLeaf, decode_leaf
-from relay.audit.store import AuditStore, create_schema
+from relay.audit.store import MIGRATIONS as LOG_MIGRATIONS
+from relay.audit.store import AuditStore
 from relay.audit.witness import ForkEvidence, PartnerState
+from relay.db.migrations import Migration, migrate
+from relay.db.pg import PgConnection, connect, pg_ddl
+from relay.db.settings import DatabaseSettings
 
-__all__ = ["Alert", "AuditState", "PacketEntry"]
+__all__ = ["MIGRATIONS", "Alert", "AuditState", "PacketEntry", "open_state"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
@@ -59,6 +67,17 @@ CREATE TABLE IF NOT EXISTS audit_acks (
 CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+MIGRATIONS = [
+    Migration(1, "checkpoints, cosignatures, partners, alerts, packet index", _SCHEMA,
+              pg_ddl(_SCHEMA)),
+]  # fmt: skip
+"""Steps of the ``witnessing`` component (step 1: the tables SQLite files already have)."""
+
+
+_PUT_PARTNER = (
+    "INSERT INTO audit_partners (origin, state) VALUES (?, ?)"
+    " ON CONFLICT (origin) DO UPDATE SET state = excluded.state"
+)
 
 _SELECT = "SELECT idx, packet_id, digest, kind, peer FROM audit_packet_leaves"
 _ENTRY_QUERIES = {
@@ -66,8 +85,8 @@ _ENTRY_QUERIES = {
     "digest": _SELECT + " WHERE digest = ? ORDER BY idx",
     "peer": _SELECT + " WHERE peer = ? ORDER BY idx",
     "exchanged": "SELECT idx, packet_id, digest, kind, peer FROM audit_packet_leaves"
-    " WHERE peer = ?1 AND (kind = 'packet-received' OR digest IN"
-    " (SELECT packet_digest FROM audit_acks WHERE peer = ?1)) ORDER BY idx",
+    " WHERE peer = ? AND (kind = 'packet-received' OR digest IN"
+    " (SELECT packet_digest FROM audit_acks WHERE peer = ?)) ORDER BY idx",
 }
 
 
@@ -104,27 +123,39 @@ class PacketEntry:
     peer: str  # the other node: ``to`` of a sent packet, ``from`` of a received one
 
 
-class AuditState:
-    """Our log (read side), our checkpoints, partner states and alerts, on one file."""
+def open_state(data_dir: Path, database: DatabaseSettings) -> AuditState:
+    """The node's witnessing state where its configuration keeps its tables."""
+    if database.url is not None:
+        return AuditState(connect(database.url, application_name="tongban audit"))
+    return AuditState(data_dir / "relay.sqlite3")
 
-    def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        create_schema(self._conn)
-        self._conn.executescript(_SCHEMA)
+
+class AuditState:
+    """Our log (read side), our checkpoints, partner states and alerts: in the SQLite
+    file at ``path``, or on a PostgreSQL connection (closed with this object)."""
+
+    def __init__(self, path: Path | PgConnection) -> None:
+        self._conn: sqlite3.Connection | PgConnection
+        if isinstance(path, PgConnection):
+            self._conn = path
+        else:
+            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA busy_timeout=5000")
+        migrate(self._conn, "audit", LOG_MIGRATIONS)
+        migrate(self._conn, "witnessing", MIGRATIONS)
         self.log = AuditStore(self._conn)
 
     @property
-    def connection(self) -> sqlite3.Connection:
+    def connection(self) -> sqlite3.Connection | PgConnection:
         return self._conn
 
     def close(self) -> None:
         self._conn.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[sqlite3.Connection | PgConnection]:
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
@@ -166,8 +197,9 @@ class AuditState:
         """Keep a partner's cosigned copy of our checkpoint of ``size`` (latest wins)."""
         with self._tx() as c:
             c.execute(
-                "INSERT OR REPLACE INTO audit_cosignatures (size, witness, note, at)"
-                " VALUES (?,?,?,?)",
+                "INSERT INTO audit_cosignatures (size, witness, note, at) VALUES (?,?,?,?)"
+                " ON CONFLICT (size, witness) DO UPDATE SET note = excluded.note,"
+                " at = excluded.at",
                 (size, witness, note, at.timestamp()),
             )
 
@@ -180,11 +212,11 @@ class AuditState:
 
     def last_cosignature_at(self) -> datetime | None:
         """When a partner last cosigned one of our checkpoints (None: never)."""
-        row = self._conn.execute("SELECT MAX(at) FROM audit_cosignatures").fetchone()
+        row: Any = self._conn.execute("SELECT MAX(at) FROM audit_cosignatures").fetchone()
         return None if row[0] is None else datetime.fromtimestamp(float(row[0]), UTC)
 
     def latest_cosigned_size(self, witness: str) -> int | None:
-        row = self._conn.execute(
+        row: Any = self._conn.execute(
             "SELECT MAX(size) FROM audit_cosignatures WHERE witness = ?", (witness,)
         ).fetchone()
         return None if row[0] is None else int(row[0])
@@ -201,22 +233,16 @@ class AuditState:
 
     def put_partner(self, state: PartnerState) -> None:
         with self._tx() as c:
-            c.execute(
-                "INSERT OR REPLACE INTO audit_partners (origin, state) VALUES (?, ?)",
-                (state.origin, json.dumps(state.to_json())),
-            )
+            c.execute(_PUT_PARTNER, (state.origin, json.dumps(state.to_json())))
 
     def halt_partner(self, state: PartnerState, detail: str, at: datetime) -> Alert:
         """Persist a halted state and its alert in one transaction."""
         evidence = state.evidence
         with self._tx() as c:
-            c.execute(
-                "INSERT OR REPLACE INTO audit_partners (origin, state) VALUES (?, ?)",
-                (state.origin, json.dumps(state.to_json())),
-            )
-            cur = c.execute(
+            c.execute(_PUT_PARTNER, (state.origin, json.dumps(state.to_json())))
+            row: Any = c.execute(
                 "INSERT INTO audit_alerts (at, origin, reason, detail, evidence)"
-                " VALUES (?,?,?,?,?)",
+                " VALUES (?,?,?,?,?) RETURNING id",
                 (
                     at.timestamp(),
                     state.origin,
@@ -224,8 +250,8 @@ class AuditState:
                     detail,
                     None if evidence is None else json.dumps(evidence.to_json()),
                 ),
-            )
-            alert_id = int(cur.lastrowid or 0)
+            ).fetchone()
+            alert_id = int(row[0])
         return Alert(alert_id, at, state.origin, evidence.reason.value if evidence else "fork",
                      detail, evidence)  # fmt: skip
 
@@ -277,16 +303,21 @@ class AuditState:
                 acks.append((body.packet_digest, body.from_node, index))
         with self._tx() as c:
             c.executemany(
-                "INSERT OR REPLACE INTO audit_packet_leaves (idx, packet_id, digest, kind, peer)"
-                " VALUES (?,?,?,?,?)",
+                "INSERT INTO audit_packet_leaves (idx, packet_id, digest, kind, peer)"
+                " VALUES (?,?,?,?,?) ON CONFLICT (idx) DO UPDATE SET"
+                " packet_id = excluded.packet_id, digest = excluded.digest,"
+                " kind = excluded.kind, peer = excluded.peer",
                 entries,
             )
             c.executemany(
-                "INSERT OR REPLACE INTO audit_acks (packet_digest, peer, idx) VALUES (?,?,?)",
+                "INSERT INTO audit_acks (packet_digest, peer, idx) VALUES (?,?,?)"
+                " ON CONFLICT (packet_digest) DO UPDATE SET peer = excluded.peer,"
+                " idx = excluded.idx",
                 acks,
             )
             c.execute(
-                "INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('indexed', ?)",
+                "INSERT INTO audit_meta (key, value) VALUES ('indexed', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (str(end),),
             )
         return end == size
@@ -294,7 +325,7 @@ class AuditState:
     def _entries(self, where: str, arg: str) -> list[PacketEntry]:
         self.index_packets()
         query = _ENTRY_QUERIES[where]
-        rows = self._conn.execute(query, (arg,)).fetchall()
+        rows = self._conn.execute(query, (arg,) * query.count("?")).fetchall()
         return [PacketEntry(int(r[0]), r[1], r[2], LeafKind(r[3]), r[4]) for r in rows]
 
     def packets_by_id(self, packet_id: str) -> list[PacketEntry]:

@@ -1,6 +1,8 @@
-"""The audit log on SQLite: append-only leaves plus every complete subtree hash.
+"""The audit log: append-only leaves plus every complete subtree hash, on SQLite or
+PostgreSQL.
 
-Two tables live in the node's database file::
+Two tables live in the node's database (the SQLite file, or the PostgreSQL database
+its workers share)::
 
     audit_leaves(idx INTEGER PRIMARY KEY, data BLOB)           -- leaf bytes, 0, 1, 2, ...
     audit_nodes(level, idx, hash) PRIMARY KEY (level, idx)     -- WITHOUT ROWID
@@ -21,7 +23,21 @@ Appends and proofs read the declared hash, so every writer of the file agrees.
 
 Appends run **inside the caller's transaction** so a leaf is durable exactly when the
 event it records is; this module never commits. Triggers refuse UPDATE and DELETE on
-both tables: the log is append-only at the database level too.
+both tables (and TRUNCATE on PostgreSQL): the log is append-only at the database level
+too.
+
+**One appender at a time.** On SQLite the caller's ``BEGIN IMMEDIATE`` already makes
+its transaction the only writer. On PostgreSQL several workers of the node append to
+the same log: :func:`append` first takes the transaction-level advisory lock
+:data:`APPEND_LOCK` (held to commit or rollback), then reads the size in a new
+statement, so it sees every leaf its predecessor committed, and indexes are gap-free
+and never handed out twice. Everything the caller's transaction did before its first
+append runs concurrently with other workers; from the first append to the commit, the
+node's appends queue. A caller that takes row locks in the same transaction takes them
+after its first append (or calls :func:`lock_for_append` first), so no worker waits for
+a row while holding the log.
+
+The schema is the ``audit`` component's :data:`MIGRATIONS` (:mod:`relay.db.migrations`).
 """
 
 from __future__ import annotations
@@ -30,6 +46,7 @@ import functools
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from relay.audit.errors import LogStoreError
 from relay.audit.merkle import (
@@ -41,13 +58,18 @@ from relay.audit.merkle import (
     inclusion_proof,
     range_hash,
 )
+from relay.db.migrations import Migration
+from relay.db.pg import PgConnection
 
 __all__ = [
+    "APPEND_LOCK",
+    "MIGRATIONS",
     "AuditStore",
     "append",
     "append_many",
     "create_schema",
     "declare_tree_hash",
+    "lock_for_append",
     "open_database",
     "tree_hash_of",
 ]
@@ -81,7 +103,45 @@ CREATE TRIGGER IF NOT EXISTS audit_tree_hash_no_delete BEFORE DELETE ON audit_tr
 BEGIN SELECT RAISE(ABORT, 'the audit log tree hash is fixed'); END;
 """
 
-Executor = sqlite3.Connection | sqlite3.Cursor
+_PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_leaves (
+    idx  BIGINT PRIMARY KEY,
+    data BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_nodes (
+    level BIGINT NOT NULL,
+    idx   BIGINT NOT NULL,
+    hash  BYTEA NOT NULL,
+    PRIMARY KEY (level, idx)
+);
+CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$;
+CREATE TRIGGER audit_leaves_append_only BEFORE UPDATE OR DELETE ON audit_leaves
+FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+CREATE TRIGGER audit_leaves_no_truncate BEFORE TRUNCATE ON audit_leaves
+FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
+CREATE TRIGGER audit_nodes_append_only BEFORE UPDATE OR DELETE ON audit_nodes
+FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+CREATE TRIGGER audit_nodes_no_truncate BEFORE TRUNCATE ON audit_nodes
+FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
+CREATE TABLE IF NOT EXISTS audit_tree_hash (
+    one  BIGINT PRIMARY KEY CHECK (one = 1),
+    name TEXT NOT NULL
+);
+CREATE OR REPLACE FUNCTION audit_tree_hash_fixed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'the audit log tree hash is fixed'; END $$;
+CREATE TRIGGER audit_tree_hash_fixed BEFORE UPDATE OR DELETE ON audit_tree_hash
+FOR EACH ROW EXECUTE FUNCTION audit_tree_hash_fixed();
+CREATE TRIGGER audit_tree_hash_no_truncate BEFORE TRUNCATE ON audit_tree_hash
+FOR EACH STATEMENT EXECUTE FUNCTION audit_tree_hash_fixed();
+"""
+
+MIGRATIONS = [Migration(1, "the log: leaves and complete subtree hashes", _SCHEMA, _PG_SCHEMA)]
+"""Steps of the ``audit`` component (step 1: the tables SQLite files already have)."""
+
+APPEND_LOCK = 0x7462_6175_6469_746C  # pg_advisory_xact_lock key: "tbauditl"
+
+Executor = sqlite3.Connection | sqlite3.Cursor | PgConnection
 
 
 def open_database(path: Path) -> sqlite3.Connection:
@@ -108,7 +168,7 @@ def tree_hash_of(executor: Executor) -> TreeHash:
         raise LogStoreError(f"the audit log names an unknown tree hash {row[0]!r}") from None
 
 
-def declare_tree_hash(conn: sqlite3.Connection, tree_hash: TreeHash) -> None:
+def declare_tree_hash(conn: sqlite3.Connection | PgConnection, tree_hash: TreeHash) -> None:
     """Fix the log's tree hash (commits). Declaring the hash already declared is a
     no-op; :class:`LogStoreError` when the log already hashes another way (a declared
     other hash, or leaves appended under the SHA-256 default)."""
@@ -116,6 +176,7 @@ def declare_tree_hash(conn: sqlite3.Connection, tree_hash: TreeHash) -> None:
         raise LogStoreError("declare the tree hash outside any open transaction")
     conn.execute("BEGIN IMMEDIATE")
     try:
+        lock_for_append(conn)  # several workers declaring at once: one at a time
         current = conn.execute("SELECT name FROM audit_tree_hash WHERE one = 1").fetchone()
         if current is not None and current[0] != tree_hash.name:
             raise LogStoreError(
@@ -135,12 +196,20 @@ def declare_tree_hash(conn: sqlite3.Connection, tree_hash: TreeHash) -> None:
     conn.execute("COMMIT")
 
 
-def _connection(executor: Executor) -> sqlite3.Connection:
+def _connection(executor: Executor) -> sqlite3.Connection | PgConnection:
     return executor.connection if isinstance(executor, sqlite3.Cursor) else executor
 
 
+def lock_for_append(executor: Executor) -> None:
+    """Make the caller's transaction the log's only appender until it ends (PostgreSQL;
+    nothing to do on SQLite, whose write transactions are exclusive). Idempotent."""
+    _require_transaction(executor)
+    if isinstance(executor, PgConnection):
+        executor.execute("SELECT pg_advisory_xact_lock(?)", (APPEND_LOCK,))
+
+
 def _size(executor: Executor) -> int:
-    row = executor.execute("SELECT MAX(idx) FROM audit_leaves").fetchone()
+    row: Any = executor.execute("SELECT MAX(idx) FROM audit_leaves").fetchone()
     return 0 if row[0] is None else int(row[0]) + 1
 
 
@@ -151,7 +220,7 @@ def _require_transaction(executor: Executor) -> None:
 
 def append(conn: Executor, data: bytes) -> int:
     """Append one leaf inside the caller's transaction; return its index. Never commits."""
-    _require_transaction(conn)
+    lock_for_append(conn)
     tree_hash = tree_hash_of(conn)
     index = _size(conn)
     h = tree_hash.leaf(data)
@@ -190,7 +259,7 @@ def _frontier(conn: Executor, size: int) -> list[tuple[int, bytes]]:
 
 def append_many(conn: Executor, leaves: Iterable[bytes]) -> range:
     """Append leaves in order inside the caller's transaction; return their indexes."""
-    _require_transaction(conn)
+    lock_for_append(conn)
     tree_hash = tree_hash_of(conn)
     first = index = _size(conn)
     frontier = _frontier(conn, first)
@@ -215,7 +284,7 @@ def append_many(conn: Executor, leaves: Iterable[bytes]) -> range:
 class AuditStore:
     """Read side of the log: size, leaves, roots and proofs for any size, O(log n) reads."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection | PgConnection) -> None:
         self._conn = conn
 
     @property

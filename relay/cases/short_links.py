@@ -9,7 +9,8 @@ the same :meth:`~relay.cases.desk.CaseDesk.lookup` as a case number does:
 
 - the code is 6 characters from :data:`~relay.cases.tracking.CODE_ALPHABET` (30 random
   bits; a fresh one is drawn on the rare collision), kept server-side in the table
-  ``short_links`` of the node's SQLite file (``short`` → ``case_id``);
+  ``short_links`` of the node's database (``short`` → ``case_id``; both unique, so two
+  workers drawing a code for the same case at once keep the first one stored);
 - the secret stays the 50-bit access code, compared against its scrypt hash;
 - the throttle is unchanged: the client address's bucket (10, one more every 6 s) on
   every lookup and the *case's* bucket (5, one more every 60 s) on every failed one — a
@@ -25,13 +26,14 @@ An https host of up to 40 characters gives a link of at most 60 characters.
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 from relay.cases.tracking import CODE_ALPHABET, normalize_code
+from relay.db.migrations import Connection, Migration, migrate
+from relay.db.open import connection_for
 
-__all__ = ["SHORT_LENGTH", "ShortLinks", "new_short_code"]
+__all__ = ["MIGRATIONS", "SHORT_LENGTH", "ShortLinks", "new_short_code"]
 
 SHORT_LENGTH = 6
 _SCHEMA = """
@@ -40,6 +42,8 @@ CREATE TABLE IF NOT EXISTS short_links (
     case_id TEXT NOT NULL UNIQUE
 );
 """
+
+MIGRATIONS = [Migration(1, "short tracking codes", _SCHEMA, _SCHEMA)]
 
 
 def new_short_code(randbytes: Callable[[int], bytes] = os.urandom) -> str:
@@ -57,12 +61,14 @@ def is_short_code(text: str) -> bool:
 
 
 class ShortLinks:
-    """Short codes of this node's cases, in ``path`` (the relay's SQLite file)."""
+    """Short codes of this node's cases on ``target`` (a connection from
+    :func:`relay.db.open.open_connection`, or the path of the relay's SQLite file)."""
 
-    def __init__(self, path: Path, *, randbytes: Callable[[int], bytes] = os.urandom) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        self._conn.executescript(_SCHEMA)
+    def __init__(
+        self, target: Path | Connection, *, randbytes: Callable[[int], bytes] = os.urandom
+    ) -> None:
+        self._conn = connection_for(target)
+        migrate(self._conn, "short_links", MIGRATIONS)
         self._randbytes = randbytes
 
     def close(self) -> None:
@@ -77,18 +83,18 @@ class ShortLinks:
             return str(row[0])
         for _ in range(32):
             short = new_short_code(self._randbytes)
-            try:
-                self._conn.execute(
-                    "INSERT INTO short_links (short, case_id) VALUES (?, ?)", (short, case_id)
-                )
-            except sqlite3.IntegrityError:
-                row = self._conn.execute(
-                    "SELECT short FROM short_links WHERE case_id = ?", (case_id,)
-                ).fetchone()
-                if row is not None:  # another process stored one for this case meanwhile
-                    return str(row[0])
-                continue  # the code names another case: draw again
-            return short
+            stored = self._conn.execute(
+                "INSERT OR IGNORE INTO short_links (short, case_id) VALUES (?, ?)",
+                (short, case_id),
+            ).rowcount
+            if stored == 1:
+                return short
+            row = self._conn.execute(
+                "SELECT short FROM short_links WHERE case_id = ?", (case_id,)
+            ).fetchone()
+            if row is not None:  # another worker stored one for this case meanwhile
+                return str(row[0])
+            # the code names another case: draw again
         raise RuntimeError("no free short code after 32 draws")  # pragma: no cover
 
     def case_for(self, short: str) -> str | None:

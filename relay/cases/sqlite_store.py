@@ -1,14 +1,23 @@
-""":class:`CaseStore` on the node's SQLite file (its own connection, WAL).
+""":class:`CaseStore` on the node's database: its SQLite file (its own connection, WAL)
+or the configured PostgreSQL database (see :mod:`relay.db.open`).
 
-Tables (created if missing, next to the relay's own tables in ``relay.sqlite3``)::
+Tables (component ``cases``, migrated when the store opens; on SQLite next to the
+relay's own tables in ``relay.sqlite3``)::
 
     cases         case_id PK, me, header JSON, events JSON, access_hash, opened_at,
                   version, state, updated_at
     case_packets  packet_id PK, case_id, outcome, detail, applied_at
 
 A case row holds the whole copy (header, which office we are, the events in canonical
-order as docs/protocol.md §11 contents). Every write is one ``BEGIN IMMEDIATE``
-transaction; ``synchronous=FULL`` makes committed mean on disk.
+order as docs/protocol.md §11 contents). Every write is one transaction; committed
+means on disk. On SQLite ``BEGIN IMMEDIATE`` makes each read-modify-write the only
+writer; on PostgreSQL, where several workers of the node share the tables, a write first
+takes an advisory lock per case it touches (:func:`relay.db.open.row_locks`, sorted, so
+two workers applying batches never deadlock), so each change reads the copy the last
+committed one left and cases that are not touched are not held up. The audit leaves a
+change records are appended after its case locks are taken (the log's append lock,
+:data:`relay.audit.store.APPEND_LOCK`, comes last): no transaction takes a case lock
+while holding the log, so the two never wait on each other in a circle.
 
 A :class:`CaseSink` added with :meth:`SqliteCaseStore.add_sink` sees every stored
 change of a case and every audit leaf this store appends *inside* the transaction that
@@ -20,20 +29,31 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from relay.audit.store import MIGRATIONS as AUDIT_MIGRATIONS
 from relay.audit.store import append as audit_append
 from relay.audit.store import create_schema as audit_schema
 from relay.cases.errors import CaseError
 from relay.cases.model import CaseHeader, Event, Office
 from relay.cases.store import AppliedPacket, CaseRecord
 from relay.cases.workflow import Case
+from relay.db.migrations import Connection, Migration, migrate
+from relay.db.open import connection_for, row_locks
+from relay.db.pg import pg_ddl
 
-__all__ = ["SCHEMA", "CaseSink", "SqliteCaseStore", "case_from_json", "case_to_json"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA",
+    "CaseSink",
+    "SqliteCaseStore",
+    "case_from_json",
+    "case_to_json",
+]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cases (
@@ -47,6 +67,12 @@ CREATE TABLE IF NOT EXISTS case_packets (
 );
 CREATE INDEX IF NOT EXISTS case_packets_case ON case_packets (case_id);
 """
+
+MIGRATIONS = [Migration(1, "cases and applied case packets", SCHEMA, pg_ddl(SCHEMA))]
+
+_LOCKS = 0x6361_7365  # advisory lock space "case"
+
+T = TypeVar("T")
 
 
 def case_to_json(case: Case) -> dict[str, Any]:
@@ -65,34 +91,34 @@ def case_from_json(obj: dict[str, Any]) -> Case:
 class CaseSink(Protocol):
     """Told of changes inside their transaction (``conn``); raising rolls them back."""
 
-    def changed(
-        self, conn: sqlite3.Connection, old: CaseRecord | None, new: CaseRecord
-    ) -> None: ...
+    def changed(self, conn: Connection, old: CaseRecord | None, new: CaseRecord) -> None: ...
 
-    def logged(self, conn: sqlite3.Connection, leaf: bytes) -> None: ...
+    def logged(self, conn: Connection, leaf: bytes) -> None: ...
 
 
 class SqliteCaseStore:
-    """Cases of one node in ``path`` (the relay's ``relay.sqlite3``)."""
+    """Cases of one node on ``target``: a connection from
+    :func:`relay.db.open.open_connection` (SQLite or PostgreSQL), or the path of the
+    relay's SQLite file. The name stays from when SQLite was the only backend."""
 
-    def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        self._conn.executescript(SCHEMA)
-        audit_schema(self._conn)
+    def __init__(self, target: Path | Connection) -> None:
+        self._conn = connection_for(target)
+        migrate(self._conn, "cases", MIGRATIONS)
+        if isinstance(self._conn, sqlite3.Connection):
+            audit_schema(self._conn)
+        else:  # the log this store appends to
+            migrate(self._conn, "audit", AUDIT_MIGRATIONS)
         self._sinks: list[CaseSink] = []
 
     def add_sink(self, sink: CaseSink) -> None:
         self._sinks.append(sink)
 
     @property
-    def connection(self) -> sqlite3.Connection:
+    def connection(self) -> Connection:
         """The case store's connection (for a sink's own tables in the same file)."""
         return self._conn
 
-    def _audit(self, conn: sqlite3.Connection, leaf: bytes) -> int:
+    def _audit(self, conn: Connection, leaf: bytes) -> int:
         index = audit_append(conn, leaf)
         for sink in self._sinks:
             sink.logged(conn, leaf)
@@ -102,9 +128,11 @@ class SqliteCaseStore:
         self._conn.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, case_ids: Iterable[str] = ()) -> Iterator[Connection]:
+        """A write transaction holding the cases ``case_ids`` (see the module note)."""
         self._conn.execute("BEGIN IMMEDIATE")
         try:
+            row_locks(self._conn, _LOCKS, case_ids)
             yield self._conn
         except BaseException:
             self._conn.execute("ROLLBACK")
@@ -121,14 +149,14 @@ class SqliteCaseStore:
 
     _COLUMNS = "me, header, events, access_hash, opened_at, version"
 
-    def _get(self, conn: sqlite3.Connection, case_id: str) -> CaseRecord | None:
+    def _get(self, conn: Connection, case_id: str) -> CaseRecord | None:
         row = conn.execute(
             f"SELECT {self._COLUMNS} FROM cases WHERE case_id = ?",  # noqa: S608 - constant
             (case_id,),
         ).fetchone()
         return None if row is None else self._record(row)
 
-    def _put(self, conn: sqlite3.Connection, record: CaseRecord, *, insert: bool) -> None:
+    def _put(self, conn: Connection, record: CaseRecord, *, insert: bool) -> None:
         data = case_to_json(record.case)
         values = (
             data["me"],
@@ -155,7 +183,7 @@ class SqliteCaseStore:
             )
 
     def create(self, record: CaseRecord) -> None:
-        with self._tx() as conn:
+        with self._tx([record.case.header.case_id]) as conn:
             if self._get(conn, record.case.header.case_id) is not None:
                 raise CaseError(f"case {record.case.header.case_id} exists", code="case-exists")
             self._put(conn, record, insert=True)
@@ -167,7 +195,7 @@ class SqliteCaseStore:
 
     def _change(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         case_id: str,
         change: Callable[[CaseRecord | None], CaseRecord | None],
     ) -> CaseRecord | None:
@@ -189,7 +217,7 @@ class SqliteCaseStore:
         change: Callable[[CaseRecord | None], CaseRecord | None],
         audit: Sequence[bytes] = (),
     ) -> CaseRecord | None:
-        with self._tx() as conn:
+        with self._tx([case_id]) as conn:
             after = self._change(conn, case_id, change)
             if after is not None:
                 for leaf in audit:  # durable with the step they record
@@ -203,6 +231,14 @@ class SqliteCaseStore:
             index = self._audit(conn, leaf)
             publish()
             return index
+
+    def holding(self, names: Sequence[str], work: Callable[[Callable[[bytes], int]], T]) -> T:
+        """Run ``work`` in one write transaction that holds ``names`` (against every
+        worker of the node, as a case is held; prefix them, e.g. ``status-list:…``, so
+        they never meet a case id). ``work`` gets a function that appends an audit leaf
+        in that transaction and returns its index; raising rolls the leaves back."""
+        with self._tx(names) as conn:
+            return work(lambda leaf: self._audit(conn, leaf))
 
     def list_cases(self) -> list[CaseRecord]:
         rows = self._conn.execute(
@@ -237,7 +273,7 @@ class SqliteCaseStore:
         """:meth:`apply_packet` for several packets in one transaction (one commit),
         in order: each change sees the copy the ones before it left."""
         outcomes: list[AppliedPacket] = []
-        with self._tx() as conn:
+        with self._tx([case_id for _, case_id, _ in items]) as conn:
             for _packet_id, case_id, change in items:
                 outcome: list[AppliedPacket] = []
 

@@ -41,6 +41,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "relay.cli.audit",
     "relay.cli.backup",
     "relay.cli.dossier",
+    "relay.cli.db",
 )
 
 

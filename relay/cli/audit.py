@@ -73,7 +73,7 @@ def _config(path: str) -> NodeConfig:
 
 
 def _audit_node(config: NodeConfig) -> AuditNode:
-    if not (config.data_dir / "relay.sqlite3").exists():
+    if config.database.url is None and not (config.data_dir / "relay.sqlite3").exists():
         raise CliError("no-log", f"node {config.node_id} has no database in {config.data_dir}")
     return AuditNode(config)
 

@@ -41,9 +41,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _config(path: str) -> NodeConfig:
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
         raise CliError("config", str(exc)) from None
+    if config.database.postgresql:
+        raise CliError(
+            "postgresql",
+            "this node keeps its tables in PostgreSQL ([database] url): back the database"
+            " up with pg_dump and the blob directory with a file copy, restore with"
+            " pg_restore (docs/operations.md, 'Backup on PostgreSQL')",
+        )
+    return config
 
 
 def _backup(args: argparse.Namespace) -> int:

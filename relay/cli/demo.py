@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from relay.cli._common import CliError
-from relay.demo.errors import NotADemoFolder
+from relay.db.settings import DatabaseUrlError, check_url
+from relay.demo.errors import NotADemoDatabase, NotADemoFolder
 from relay.demo.offices import OFFICES
 from relay.demo.report import Reporter
 from relay.demo.runner import run_demo
@@ -42,14 +43,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run this province in the SM (national cryptography) profile: SM2 root and "
         "seals, SM2SM3 signatures, SM2 + SM4-GCM sealing (repeatable; default: none)",
     )
+    demo.add_argument(
+        "--database",
+        metavar="URL",
+        help="play the demo on PostgreSQL (postgresql://user@host:port/dbname): each "
+        "office gets its own schema tongban_demo_<node id> there, recreated on each run "
+        "(default: each node's embedded SQLite file)",
+    )
     demo.set_defaults(handler=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
     out = Reporter(sys.stdout)
     sm = frozenset(o.federation for o in OFFICES if o.federation.lower() in args.sm_province)
+    if args.database is not None:
+        try:
+            check_url(args.database)
+        except DatabaseUrlError as exc:
+            raise CliError("demo-database", f"--database {exc}", 2) from None
     try:
-        ok = asyncio.run(run_demo(Path(args.dir), out, once=args.once, sm_federations=sm))
+        ok = asyncio.run(
+            run_demo(Path(args.dir), out, once=args.once, sm_federations=sm, database=args.database)
+        )
     except NotADemoFolder as exc:
         raise CliError("demo-dir", str(exc), 2) from None
+    except NotADemoDatabase as exc:
+        raise CliError("demo-database", str(exc), 2) from None
     return 0 if ok else 1

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sqlite3
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 from relay.audit.errors import AuditError
 from relay.cli._common import CliError, read_bytes
 from relay.config import ConfigError, NodeConfig, load_config
+from relay.db.open import STORAGE_ERRORS
 from relay.dossier.export import UnknownCase, export_case
 from relay.dossier.layout import DossierError
 from relay.dossier.report import render_html, render_json
@@ -62,12 +62,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify.set_defaults(handler=_verify)
 
 
+_EXPORT_ERRORS: tuple[type[Exception], ...] = (
+    AuditError, SigningError, TimestampError, SurveyError, *STORAGE_ERRORS,
+)  # fmt: skip
+
+
 def _export(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         raise CliError("config", str(exc)) from None
-    if not (config.data_dir / "relay.sqlite3").exists():
+    if config.database.url is None and not (config.data_dir / "relay.sqlite3").exists():
         raise CliError("no-log", f"node {config.node_id} has no database in {config.data_dir}")
     out = Path(args.out or f"{args.case}.dossier.zip")
     data = asyncio.run(_export_async(config, args.case, args.with_media))
@@ -93,14 +98,7 @@ async def _export_async(config: NodeConfig, case: str, with_media: bool = False)
         )
     except UnknownCase as exc:
         raise CliError("unknown-case", str(exc), 1) from None
-    except (
-        AuditError,
-        SigningError,
-        TimestampError,
-        SurveyError,
-        OSError,
-        sqlite3.Error,
-    ) as exc:
+    except _EXPORT_ERRORS as exc:
         raise CliError("export", f"no dossier written: {exc}", 1) from None
     finally:
         await audit.close()

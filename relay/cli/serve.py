@@ -17,6 +17,7 @@ from relay.logs import configured_logging
 from relay.metrics import survey_gauges
 from relay.node import Node
 from relay.staff_auth import TokenKeyError
+from relay.workers import WorkersRefused, check_reuse_port
 from signing.errors import SigningError
 
 __all__ = ["register"]
@@ -45,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.add_argument("--log-max-bytes", type=int, default=50 * 1024 * 1024)
     serve.add_argument("--log-backups", type=int, default=10)
+    serve.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="share the listening ports with other workers of this node (SO_REUSEPORT); "
+        "the node's tables must be on PostgreSQL ([database] url)",
+    )
     serve.set_defaults(handler=_serve)
 
 
@@ -53,6 +60,11 @@ def _serve(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         raise CliError("config", str(exc)) from None
+    if args.reuse_port:
+        try:
+            check_reuse_port(config)
+        except WorkersRefused as exc:
+            raise CliError("reuse-port", str(exc)) from None
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(
@@ -66,10 +78,10 @@ def _serve(args: argparse.Namespace) -> int:
             )
         except OSError as exc:
             raise CliError("log-file", f"cannot open the log file: {exc}") from None
-        return asyncio.run(_run(config))
+        return asyncio.run(_run(config, reuse_port=args.reuse_port))
 
 
-async def _run(config: NodeConfig) -> int:
+async def _run(config: NodeConfig, *, reuse_port: bool = False) -> int:
     from relay.console import ConsoleLayer
     from relay.http.audit_node import AuditNode
     from relay.http.case_services import CaseLayer
@@ -103,6 +115,7 @@ async def _run(config: NodeConfig) -> int:
             integration.extension,
             survey_gauges(lambda: (live.room.state.value for live in surveys.rooms.values())),
         ],
+        reuse_port=reuse_port,
     )
     try:
         await node.start()

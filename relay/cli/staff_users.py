@@ -27,6 +27,7 @@ from typing import Any
 
 from relay.cli._common import CliError
 from relay.config import ConfigError, load_config
+from relay.db.open import STORAGE_ERRORS
 from relay.signin.passwords import hash_password, one_time_password
 from relay.signin.policy import ACCOUNT_ROLES, check_account_name
 from relay.signin.store import StaffStore
@@ -96,8 +97,8 @@ def _open(args: argparse.Namespace) -> tuple[StaffStore, str]:
     except ConfigError as exc:
         raise CliError("config", str(exc)) from None
     try:
-        return StaffStore(config.data_dir), config.node_id
-    except OSError as exc:
+        return StaffStore.for_node(config), config.node_id
+    except STORAGE_ERRORS as exc:  # a missing directory, a database that cannot be reached
         raise CliError("staff-store", f"cannot open the staff directory: {exc}") from None
 
 

@@ -160,8 +160,6 @@ class Inbox:
         refusal = pipeline.first_refusal(inbound)
         if refusal is not None:
             return self._reject(token, peer_id, refusal[1], at)
-        if inbound.opened is not None:
-            accepted.append(inbound.opened)
         leaf = packet_leaf(LeafKind.PACKET_RECEIVED, facts, result.digest, node=self._me, at=at)
         index = tx.audit_append(leaf)
         receipt = Receipt(
@@ -177,5 +175,9 @@ class Inbox:
         )
         signed = sign_receipt(receipt, self._signer, at=at)
         tx.audit_append(receipt_leaf(Direction.SENT, receipt, signed, node=self._me, at=at))
-        tx.inbox_put(summary, token, at, signed, index)
-        return signed
+        stood = tx.inbox_put(summary, token, at, signed, index)
+        if stood is None:  # another worker of this node accepted another packet in its place
+            return self._reject(token, peer_id, Reason.OUT_OF_ORDER, at)
+        if stood == signed and inbound.opened is not None:  # not accepted by another worker
+            accepted.append(inbound.opened)
+        return stood

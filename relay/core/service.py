@@ -27,6 +27,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Seq
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
+
 from relay.audit.leaves import LeafKind
 from relay.core.attachments import AttachmentVault, info_of, key_by_kid
 from relay.core.directory import Directory
@@ -432,8 +434,9 @@ class RelayNode:
                 now = self._clock()
                 wake = self._sender.next_wakeup(now)
                 delay = max((wake - now).total_seconds(), 0.0)
-            except (StoreError, OSError, sqlite3.Error) as exc:
-                # a storage fault (full disk, I/O error) must not end delivery for good:
+            except (StoreError, OSError, sqlite3.Error, psycopg.Error) as exc:
+                # a storage fault (full disk, I/O error, a lost or deadlocked PostgreSQL
+                # transaction) must not end delivery for good:
                 # the pass is retried once the fault may be gone, nothing was committed
                 delay = self._policy.max_delay.total_seconds()
                 _log.error("outbox pass failed on storage (%s); retrying in %.0fs", exc, delay)

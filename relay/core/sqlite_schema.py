@@ -1,4 +1,5 @@
-"""The SQLite schema of a node's relay store and the row conversions it needs.
+"""The schema of a node's relay store (SQLite, and PostgreSQL derived from it) and the
+row conversions it needs.
 
 Tables: ``outbox`` (one row per outgoing packet: state, attempts, next attempt, receipt,
 the packet and a sealed copy of its content), ``send_seq`` (per destination and case:
@@ -16,6 +17,14 @@ of queued or stored packets. It is derived data: rebuilt from ``outbox`` at ever
 (:data:`REBUILD_HEADS`) and kept in step by every write that changes a packet's state.
 Partial indexes (``outbox_live``, ``outbox_live_expiry``, ``outbox_parked``) hold only
 open or parked packets, so delivered history costs nothing to skip.
+
+The schema is the ``relay`` component's :data:`MIGRATIONS`. On PostgreSQL the tables and
+columns are the same (types mapped by :func:`relay.db.pg.pg_ddl`; ``offset`` is quoted,
+a reserved word there) plus the lease of a case head on ``outbox_heads``
+(``lease_owner``, ``lease_until``, ``lease_seq``: the worker sending that case, until
+when, up to which ``seq``; see :mod:`relay.core.pg_store`). There ``outbox_heads`` is
+kept in step transactionally and never rebuilt while workers run (a copy made from
+SQLite rebuilds it once with :data:`REBUILD_HEADS`).
 """
 
 from __future__ import annotations
@@ -27,9 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from relay.core.model import AttachmentInfo, PacketSummary
+from relay.db.migrations import Migration
+from relay.db.pg import pg_ddl
 
 __all__ = [
     "LIVE",
+    "MIGRATIONS",
     "REBUILD_HEADS",
     "SCHEMA",
     "dt",
@@ -103,6 +115,25 @@ CREATE TABLE IF NOT EXISTS outbox_heads (
 CREATE INDEX IF NOT EXISTS outbox_heads_ord ON outbox_heads (peer, ord);
 CREATE INDEX IF NOT EXISTS outbox_heads_due ON outbox_heads (peer, due);
 """
+
+_AUDIT_ONCE = """
+CREATE TABLE IF NOT EXISTS audit_once (digest TEXT PRIMARY KEY) WITHOUT ROWID;
+"""
+
+_PG_LEASES = """
+ALTER TABLE outbox_heads ADD COLUMN lease_owner TEXT,
+    ADD COLUMN lease_until DOUBLE PRECISION, ADD COLUMN lease_seq BIGINT;
+"""
+
+MIGRATIONS = [
+    Migration(
+        1,
+        "outbox, inbox, sequences, blobs, uploads, attachments",
+        SCHEMA + _AUDIT_ONCE,
+        pg_ddl(SCHEMA.replace(" offset INTEGER", ' "offset" INTEGER') + _AUDIT_ONCE) + _PG_LEASES,
+    )
+]
+"""Steps of the ``relay`` component (step 1: the tables SQLite files already have)."""
 
 LIVE = "('queued', 'in_flight')"
 """The open outbox states as an SQL literal (the partial indexes above name them so: a

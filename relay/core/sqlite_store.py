@@ -1,6 +1,12 @@
 """``RelayStore`` on one SQLite file per node (WAL, ``synchronous=FULL``) plus a
 content-addressed blob directory.
 
+The SQL is written once, in :class:`SqlStore`, in the portable subset
+:class:`relay.db.pg.PgConnection` runs unchanged on PostgreSQL; :class:`SqliteStore`
+opens it on the SQLite file, :class:`relay.core.pg_store.PgStore` on a PostgreSQL
+database several workers share (and adds what several workers need: leases on the
+cases they send, locks on sequence allocation, deduplication by constraint).
+
 Layout of a node's data directory::
 
     relay.sqlite3            outbox, inbox, sequence state, uploads, audit log
@@ -25,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from relay.audit.merkle import TreeHash
+from relay.audit.store import MIGRATIONS as AUDIT_MIGRATIONS
 from relay.audit.store import append as audit_append
-from relay.audit.store import create_schema as audit_schema
-from relay.audit.store import declare_tree_hash
+from relay.audit.store import declare_tree_hash, lock_for_append
 from relay.core.errors import StoreError
 from relay.core.model import (
     InboxItem,
@@ -38,8 +44,8 @@ from relay.core.model import (
 from relay.core.outbox import OutboxRow, PeerBackoff
 from relay.core.sqlite_schema import (
     LIVE,
+    MIGRATIONS,
     REBUILD_HEADS,
-    SCHEMA,
     dt,
     fsync_dir,
     summary_from_json,
@@ -54,12 +60,16 @@ from relay.core.store import (
     StagedAttachment,
     Upload,
 )
+from relay.db.migrations import migrate
+from relay.db.pg import PgConnection
 
-__all__ = ["SqliteStore", "fsync_dir"]
+__all__ = ["SqlStore", "SqliteStore", "fsync_dir"]
+
+Db = sqlite3.Connection | PgConnection
 
 
 class _ReceiveTx:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Db) -> None:
         self._conn = conn
 
     def inbox_lookup(self, packet_id: str) -> tuple[str, str] | None:
@@ -83,7 +93,7 @@ class _ReceiveTx:
 
     def inbox_put(
         self, summary: PacketSummary, token: str, received_at: datetime, receipt: str, log: int
-    ) -> None:
+    ) -> str | None:
         self._conn.execute(
             "INSERT INTO inbox (packet_id, sender, case_id, seq, digest, token, summary,"
             " received_at, receipt, log_index) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -102,41 +112,44 @@ class _ReceiveTx:
             "INSERT OR IGNORE INTO inbox_blobs (digest, packet_id) VALUES (?, ?)",
             [(a.digest, summary.packet_id) for a in summary.attachments],
         )
+        return receipt
 
 
-class SqliteStore:
-    """The relay store of one node in ``directory`` (created if missing).
+class SqlStore:
+    """The relay store's SQL on an open connection (SQLite or PostgreSQL): sealed blobs
+    in ``blobs``, uploads in progress and files being sealed under ``work``
+    (``partial/``, ``tmp/``), on the same file system as ``blobs`` (a finished file is
+    renamed into it). ``tree_hash`` fixes the audit log's hash (SM3 for an SM-profile
+    node, see :func:`relay.audit.store.declare_tree_hash`); a store opened without it
+    keeps whatever the database declares (SHA-256 when nothing)."""
 
-    ``tree_hash`` fixes the audit log's hash (SM3 for an SM-profile node, see
-    :func:`relay.audit.store.declare_tree_hash`); a store opened without it keeps
-    whatever the file declares (SHA-256 when nothing)."""
+    _HINTS = True  # SQLite's INDEXED BY (PostgreSQL's planner takes no hints)
 
-    def __init__(self, directory: Path, *, tree_hash: TreeHash | None = None) -> None:
-        self.directory = directory
-        for sub in ("blobs", "partial", "tmp"):
-            (directory / sub).mkdir(parents=True, exist_ok=True)
-        for leftover in (directory / "tmp").iterdir():  # half-sealed files of a crash
-            leftover.unlink()
-        self._conn = sqlite3.connect(
-            directory / "relay.sqlite3", isolation_level=None, check_same_thread=False
-        )
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        self._conn.executescript(SCHEMA)
-        audit_schema(self._conn)
-        if tree_hash is not None:
-            declare_tree_hash(self._conn, tree_hash)
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS audit_once (digest TEXT PRIMARY KEY) WITHOUT ROWID"
-        )
-        with self._tx() as c:  # derived data: rebuilt once per open (see sqlite_schema)
+    def __init__(
+        self, conn: Db, *, blobs: Path, work: Path, tree_hash: TreeHash | None = None
+    ) -> None:
+        self.directory = work
+        self._blobs = blobs
+        for folder in (blobs, work / "partial", work / "tmp"):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._conn = conn
+        migrate(conn, "relay", MIGRATIONS)
+        migrate(conn, "audit", AUDIT_MIGRATIONS)
+        if tree_hash is not None:  # SM3 for an SM-profile node, fixed before any leaf
+            declare_tree_hash(conn, tree_hash)
+
+    def _hint(self, index: str) -> str:
+        return f" INDEXED BY {index}" if self._HINTS else ""
+
+    def _rebuild_heads(self) -> None:
+        """Recompute ``outbox_heads`` from ``outbox`` (see sqlite_schema)."""
+        with self._tx() as c:
             for statement in REBUILD_HEADS.split(";"):
                 if statement.strip():
                     c.execute(statement)
 
     @property
-    def connection(self) -> sqlite3.Connection:
+    def connection(self) -> Db:
         """The node's database connection (for the audit log reader)."""
         return self._conn
 
@@ -153,6 +166,7 @@ class SqliteStore:
         """
         added = 0
         with self._tx() as c:
+            lock_for_append(c)  # before the row locks of audit_once (see relay.audit.store)
             for key, leaf in entries:
                 cur = c.execute("INSERT OR IGNORE INTO audit_once (digest) VALUES (?)", (key,))
                 if cur.rowcount == 1:
@@ -161,7 +175,7 @@ class SqliteStore:
         return added
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[Db]:
         if self._conn.in_transaction:
             raise StoreError("nested transaction")
         self._conn.execute("BEGIN IMMEDIATE")
@@ -178,11 +192,16 @@ class SqliteStore:
         self, peer: str, case_id: str, build: Callable[[int, str | None], NewOutgoing]
     ) -> NewOutgoing:
         with self._tx() as c:
+            self._lock_cases(c, [(peer, case_id)])
             return self._enqueue(c, peer, case_id, build)
+
+    def _lock_cases(self, c: Db, pairs: Iterable[tuple[str, str]]) -> None:
+        """Make this transaction the only one allocating sequence numbers in these
+        (destination, case) pairs (SQLite: its write transaction already is)."""
 
     def _enqueue(
         self,
-        c: sqlite3.Connection,
+        c: Db,
         peer: str,
         case_id: str,
         build: Callable[[int, str | None], NewOutgoing],
@@ -195,6 +214,7 @@ class SqliteStore:
         s = new.summary
         if s.seq != seq or s.receiver != peer or s.case_id != case_id:
             raise StoreError("built packet does not match the allocated sequence")
+        audit_append(c, new.audit_leaf)  # first: the log's lock before any row lock
         c.execute(
             "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, token, summary,"
             " state, expires, own_copy) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -210,7 +230,6 @@ class SqliteStore:
             (peer, case_id, seq, s.digest),
         )
         self._refresh_heads(c, [(peer, case_id)])
-        audit_append(c, new.audit_leaf)
         return new
 
     def enqueue_many(
@@ -221,6 +240,7 @@ class SqliteStore:
         returned in its place."""
         out: list[NewOutgoing | Exception] = []
         with self._tx() as c:
+            self._lock_cases(c, [(peer, case_id) for peer, case_id, _ in items])
             for peer, case_id, build in items:
                 c.execute("SAVEPOINT one")
                 try:
@@ -231,12 +251,11 @@ class SqliteStore:
                 c.execute("RELEASE one")
         return out
 
-    @staticmethod
-    def _refresh_heads(c: sqlite3.Connection, pairs: Iterable[tuple[str, str]]) -> None:
+    def _refresh_heads(self, c: Db, pairs: Iterable[tuple[str, str]]) -> None:
         """Bring ``outbox_heads`` in step for these (destination, case) pairs."""
-        for peer, case_id in set(pairs):
+        for peer, case_id in sorted(set(pairs)):
             row = c.execute(
-                "SELECT ord, next_attempt_at FROM outbox INDEXED BY outbox_live"  # noqa: S608
+                f"SELECT ord, next_attempt_at FROM outbox{self._hint('outbox_live')}"  # noqa: S608
                 f" WHERE peer = ? AND case_id = ? AND state IN {LIVE} ORDER BY seq LIMIT 1",
                 (peer, case_id),
             ).fetchone()
@@ -297,22 +316,30 @@ class SqliteStore:
                 break
             if case_id in busy:
                 continue
-            rows = self._conn.execute(
-                f"SELECT {self._ROW_COLS} FROM outbox INDEXED BY outbox_live"  # noqa: S608
-                f" WHERE peer = ? AND case_id = ? AND state IN {LIVE} ORDER BY seq LIMIT ?",
-                (peer, case_id, room),
-            ).fetchall()
-            for r in rows:
-                row = self._row(r)
-                if row.next_attempt_at is not None and row.next_attempt_at > at:
-                    break
-                out.append(row)
+            out += self._case_rows(self._conn, peer, case_id, at, room)
+        return out
+
+    def _case_rows(
+        self, c: Db, peer: str, case_id: str, at: datetime, room: int
+    ) -> list[OutboxRow]:
+        """Up to ``room`` open packets of one case from its head on, while each is due."""
+        rows = c.execute(
+            f"SELECT {self._ROW_COLS} FROM outbox{self._hint('outbox_live')}"  # noqa: S608
+            f" WHERE peer = ? AND case_id = ? AND state IN {LIVE} ORDER BY seq LIMIT ?",
+            (peer, case_id, room),
+        ).fetchall()
+        out: list[OutboxRow] = []
+        for r in rows:
+            row = self._row(r)
+            if row.next_attempt_at is not None and row.next_attempt_at > at:
+                break
+            out.append(row)
         return out
 
     def expired_rows(self, before: datetime, limit: int) -> list[OutboxRow]:
         """Up to ``limit`` open packets whose expiry is at or before ``before``."""
         rows = self._conn.execute(
-            f"SELECT {self._ROW_COLS} FROM outbox INDEXED BY outbox_live_expiry"  # noqa: S608
+            f"SELECT {self._ROW_COLS} FROM outbox{self._hint('outbox_live_expiry')}"  # noqa: S608
             f" WHERE state IN {LIVE} AND expires <= ? ORDER BY expires LIMIT ?",
             (before.timestamp(), limit),
         ).fetchall()
@@ -320,15 +347,16 @@ class SqliteStore:
 
     def earliest_expiry(self) -> datetime | None:
         """The earliest expiry of an open packet."""
-        row = self._conn.execute(
-            f"SELECT MIN(expires) FROM outbox INDEXED BY outbox_live_expiry WHERE state IN {LIVE}"  # noqa: S608
+        row: Any = self._conn.execute(
+            f"SELECT MIN(expires) FROM outbox{self._hint('outbox_live_expiry')}"  # noqa: S608
+            f" WHERE state IN {LIVE}"
         ).fetchone()
         return dt(row[0])
 
     def open_after(self, peer: str, case_id: str, seq: int) -> list[str]:
         """Open packets of ``case_id`` towards ``peer`` after ``seq``, in order."""
         rows = self._conn.execute(
-            "SELECT packet_id FROM outbox INDEXED BY outbox_live"  # noqa: S608
+            f"SELECT packet_id FROM outbox{self._hint('outbox_live')}"  # noqa: S608
             " WHERE peer = ? AND case_id = ?"
             f" AND state IN {LIVE} AND seq > ? ORDER BY seq",
             (peer, case_id, seq),
@@ -342,7 +370,7 @@ class SqliteStore:
         """Dead packets refused for good (reason other than ``expired``) with no later
         live or delivered packet of their case to that destination (not sent again)."""
         rows = self._conn.execute(
-            f"SELECT {self._OUT_COLS} FROM outbox d INDEXED BY outbox_parked"  # noqa: S608
+            f"SELECT {self._OUT_COLS} FROM outbox d{self._hint('outbox_parked')}"  # noqa: S608
             " WHERE d.state = 'dead' AND d.reason IS NOT NULL AND d.reason != 'expired'"
             " AND NOT EXISTS (SELECT 1 FROM outbox l WHERE l.peer = d.peer"
             " AND l.case_id = d.case_id AND l.ord > d.ord"
@@ -383,13 +411,14 @@ class SqliteStore:
     def update_outbox(self, updates: Sequence[OutboxUpdate]) -> None:
         with self._tx() as c:
             touched: list[tuple[str, str]] = []
-            for u in updates:
+            for u in updates:  # appends first: the log's lock before any row lock
                 if u.audit_leaf is not None and u.receipt is not None:
                     held = c.execute(
                         "SELECT receipt FROM outbox WHERE packet_id = ?", (u.packet_id,)
                     ).fetchone()
                     if held is None or held[0] != u.receipt:
                         audit_append(c, u.audit_leaf)
+            for u in updates:
                 pair = c.execute(
                     "UPDATE outbox SET state = ?, next_attempt_at = ?, reason = ?,"
                     " receipt = COALESCE(?, receipt), attempts = attempts + ?"
@@ -405,15 +434,20 @@ class SqliteStore:
                 if u.state in (OutboxState.DEAD, OutboxState.REJECTED):
                     self._rewind(c, u.packet_id)
             self._refresh_heads(c, touched)
+            self._after_updates(c, updates)
+
+    def _after_updates(self, c: Db, updates: Sequence[OutboxUpdate]) -> None:
+        """Hook inside :meth:`update_outbox`'s transaction (PostgreSQL: leases)."""
 
     @staticmethod
-    def _rewind(c: sqlite3.Connection, packet_id: str) -> None:
+    def _rewind(c: Db, packet_id: str) -> None:
         """After a packet died or was rejected, let its case continue: the next packet
         of that case and destination follows the last one still live (delivered or
         open), reusing the sequence numbers of the dead ones."""
-        peer, case_id = c.execute(
+        pair: Any = c.execute(
             "SELECT peer, case_id FROM outbox WHERE packet_id = ?", (packet_id,)
         ).fetchone()
+        peer, case_id = pair
         live = c.execute(
             "SELECT seq, digest FROM outbox WHERE peer = ? AND case_id = ?"
             " AND state IN (?, ?, ?) ORDER BY seq DESC LIMIT 1",
@@ -477,7 +511,10 @@ class SqliteStore:
     @contextmanager
     def receiving(self) -> Iterator[_ReceiveTx]:
         with self._tx() as c:
-            yield _ReceiveTx(c)
+            yield self._receive_tx(c)
+
+    def _receive_tx(self, c: Db) -> _ReceiveTx:
+        return _ReceiveTx(c)
 
     _IN_COLS = "summary, received_at, receipt, log_index"
 
@@ -505,7 +542,8 @@ class SqliteStore:
         return [self._inbox_item(r) for r in self._conn.execute(sql + " ORDER BY ord", args)]
 
     def inbox_count(self) -> int:
-        return int(self._conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0])
+        row: Any = self._conn.execute("SELECT COUNT(*) FROM inbox").fetchone()
+        return int(row[0])
 
     def packet_naming_blob(self, digest: str) -> str | None:
         row = self._conn.execute(
@@ -519,7 +557,7 @@ class SqliteStore:
         return _ReceiveTx(self._conn).blob_size(digest)
 
     def blob_path(self, digest: str) -> Path:
-        return self.directory / "blobs" / digest[:2] / digest
+        return self._blobs / digest[:2] / digest
 
     def temp_path(self) -> Path:
         return self.directory / "tmp" / uuid.uuid4().hex
@@ -540,7 +578,7 @@ class SqliteStore:
 
     def upload(self, kind: str, digest: str) -> Upload | None:
         r = self._conn.execute(
-            "SELECT size, offset FROM uploads WHERE kind = ? AND digest = ?", (kind, digest)
+            'SELECT size, "offset" FROM uploads WHERE kind = ? AND digest = ?', (kind, digest)
         ).fetchone()
         if r is None:
             return None
@@ -555,7 +593,7 @@ class SqliteStore:
             os.fsync(f.fileno())
         with self._tx() as c:
             c.execute(
-                "INSERT INTO uploads (kind, digest, size, offset) VALUES (?,?,?,0)",
+                'INSERT INTO uploads (kind, digest, size, "offset") VALUES (?,?,?,0)',
                 (kind, digest, size),
             )
         return Upload(kind, digest, size, 0, path)
@@ -563,7 +601,7 @@ class SqliteStore:
     def advance_upload(self, kind: str, digest: str, offset: int) -> None:
         with self._tx() as c:
             c.execute(
-                "UPDATE uploads SET offset = ? WHERE kind = ? AND digest = ?",
+                'UPDATE uploads SET "offset" = ? WHERE kind = ? AND digest = ?',
                 (offset, kind, digest),
             )
 
@@ -575,7 +613,12 @@ class SqliteStore:
     def put_attachment(self, staged: StagedAttachment) -> None:
         with self._tx() as c:
             c.execute(
-                "INSERT OR REPLACE INTO attachments VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO attachments (plain_digest, plain_size, blob_digest, blob_size,"
+                " media_type, name, key_kid, wrapped_key) VALUES (?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (plain_digest) DO UPDATE SET plain_size = excluded.plain_size,"
+                " blob_digest = excluded.blob_digest, blob_size = excluded.blob_size,"
+                " media_type = excluded.media_type, name = excluded.name,"
+                " key_kid = excluded.key_kid, wrapped_key = excluded.wrapped_key",
                 (
                     staged.plain_digest, staged.plain_size, staged.blob_digest, staged.blob_size,
                     staged.media_type, staged.name, staged.key_kid, staged.wrapped_key,
@@ -584,7 +627,9 @@ class SqliteStore:
 
     def attachment(self, digest: str) -> StagedAttachment | None:
         r = self._conn.execute(
-            "SELECT * FROM attachments WHERE plain_digest = ? OR blob_digest = ? LIMIT 1",
+            "SELECT plain_digest, plain_size, blob_digest, blob_size, media_type, name,"
+            " key_kid, wrapped_key FROM attachments"
+            " WHERE plain_digest = ? OR blob_digest = ? LIMIT 1",
             (digest, digest),
         ).fetchone()
         if r is None:
@@ -611,3 +656,26 @@ class SqliteStore:
             if row is not None:
                 out[str(peer)] = (int(count), summary_from_json(row[0]).created)
         return out
+
+
+class SqliteStore(SqlStore):
+    """The relay store of one node in ``directory`` (created if missing)."""
+
+    def __init__(self, directory: Path, *, tree_hash: TreeHash | None = None) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            directory / "relay.sqlite3", isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        super().__init__(conn, blobs=directory / "blobs", work=directory, tree_hash=tree_hash)
+        for leftover in (directory / "tmp").iterdir():  # half-sealed files of a crash
+            leftover.unlink()
+        self._rebuild_heads()  # derived data: rebuilt once per open (see sqlite_schema)
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The node's SQLite connection (for the audit log reader)."""
+        assert isinstance(self._conn, sqlite3.Connection)
+        return self._conn

@@ -1,7 +1,10 @@
 """The relay's storage interface. Nothing above it writes SQL.
 
-One implementation today: :class:`relay.core.sqlite_store.SqliteStore` (one SQLite
-file per node, WAL, ``synchronous=FULL``, plus a content-addressed blob directory).
+Two implementations: :class:`relay.core.sqlite_store.SqliteStore` (one SQLite file per
+node, WAL, ``synchronous=FULL``, plus a content-addressed blob directory) and
+:class:`relay.core.pg_store.PgStore` (one PostgreSQL database the node's workers share,
+blobs in a shared directory; :func:`relay.core.stores.open_relay_store` picks one from
+the configuration).
 Every method is one transaction, and no method the outbox or the receive pipeline
 calls per batch reads more than what is due (the cost stays flat however many packets
 are queued or stored); :meth:`RelayStore.receiving` opens a transaction the
@@ -128,7 +131,12 @@ class ReceiveTx(Protocol):
 
     def inbox_put(
         self, summary: PacketSummary, token: str, received_at: datetime, receipt: str, log: int
-    ) -> None: ...
+    ) -> str | None:
+        """Record the accepted packet; return the receipt that stands: ``receipt``, or
+        (several workers share the store) the one another worker returned when it
+        accepted the same packet first — this packet's audit leaves are then undone —
+        or None when another worker accepted a different packet in its place."""
+        ...
 
 
 class RelayStore(Protocol):

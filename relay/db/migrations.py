@@ -74,9 +74,15 @@ def _run_script(conn: Connection, script: str) -> None:
     if isinstance(conn, PgConnection):
         conn.executescript(script)
         return
-    for statement in script.split(";"):  # executescript would COMMIT our transaction
-        if statement.strip():
-            conn.execute(statement)
+    pending = ""  # executescript would COMMIT our transaction: one statement at a time
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):  # a trigger body holds ';' of its own
+            if pending.strip(" \n\t;"):
+                conn.execute(pending)
+            pending = ""
+    if pending.strip(" \n\t;"):
+        conn.execute(pending)
 
 
 def schema_version(conn: Connection, component: str) -> int:

@@ -21,6 +21,8 @@ Layout::
     casework.py  step 5: whole cross-province cases (staff case API, public tracking)
     licensing.py the handling office's status lists, sealed licences, QR codes
     runner.py    the scenario list, the run, the URL listing and the wait for Ctrl-C
+    database.py  ``--database``: a PostgreSQL schema per office, and the final check
+                 that every office's data is there
 
 A scenario is a tuple of :class:`~relay.demo.runner.Step`; a step is an async function
 ``(demo, report) -> None`` that raises :class:`StepFailed` when a check does not hold.
@@ -29,11 +31,13 @@ Errors::
 
     DemoError
      ├── NotADemoFolder   the work folder exists and is not the demo's (never deleted)
+     ├── NotADemoDatabase the --database is unreachable or holds a schema the demo did
+     │                    not make (never dropped)
      └── StepFailed       a check of a step did not hold (the run stops, exit 1)
 """
 
 from __future__ import annotations
 
-from relay.demo.errors import DemoError, NotADemoFolder, StepFailed
+from relay.demo.errors import DemoError, NotADemoDatabase, NotADemoFolder, StepFailed
 
-__all__ = ["DemoError", "NotADemoFolder", "StepFailed"]
+__all__ = ["DemoError", "NotADemoDatabase", "NotADemoFolder", "StepFailed"]

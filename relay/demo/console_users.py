@@ -40,7 +40,7 @@ def demo_console_users(demo: Demo, now: float) -> list[ConsoleUser]:
             continue
         config = load_config(demo.config_path(office.node_id))
         name, password = f"demo.{office.node_id}", secrets.token_urlsafe(12)
-        store = StaffStore(config.data_dir)
+        store = StaffStore.for_node(config)
         try:
             display = f"演示职员（{office.place_zh}）"
             if not store.add_account(name, display, ROLES, hash_password(password), now):

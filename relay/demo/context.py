@@ -45,6 +45,8 @@ class Demo:
     facts: dict[str, Any] = field(default_factory=dict)  # what a step leaves for later ones
     #: Federations (by name, e.g. ``"Jiangsu"``) made in the SM profile (SM2/SM3/SM4).
     sm_federations: frozenset[str] = frozenset()
+    database: str | None = None  # PostgreSQL server URL (None: each node's SQLite file)
+    database_urls: dict[str, str] = field(default_factory=dict)  # node id -> its URL
 
     @classmethod
     def create(
@@ -53,10 +55,17 @@ class Demo:
         offices: tuple[Office, ...] = OFFICES,
         *,
         sm_federations: frozenset[str] = frozenset(),
+        database: str | None = None,
     ) -> Demo:
         numbers = free_ports(3 * len(offices))
         ports = {o.node_id: Ports(*numbers[3 * i : 3 * i + 3]) for i, o in enumerate(offices)}
-        return cls(root=root, ports=ports, offices=offices, sm_federations=sm_federations)
+        return cls(
+            root=root,
+            ports=ports,
+            offices=offices,
+            sm_federations=sm_federations,
+            database=database,
+        )
 
     def profile(self, office: Office) -> str:
         """The cryptographic profile of ``office``'s federation: ``sm`` or ``default``."""

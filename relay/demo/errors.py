@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DemoError", "NotADemoFolder", "StepFailed"]
+__all__ = ["DemoError", "NotADemoDatabase", "NotADemoFolder", "StepFailed"]
 
 
 class DemoError(Exception):
@@ -15,3 +15,8 @@ class NotADemoFolder(DemoError):
 
 class StepFailed(DemoError):
     """A check of a demo step did not hold."""
+
+
+class NotADemoDatabase(DemoError):
+    """The PostgreSQL database given is unreachable or holds a schema the demo did not
+    make (never dropped)."""

@@ -41,7 +41,8 @@ _STOP_TIMEOUT = 30.0
 def write_config(demo: Demo, node_id: str) -> Path:
     """Write the node's ``node.toml``: its keys, the trust bundle, the two partners,
     the signed agreement; public and staff listeners on loopback (public plain HTTP so
-    a browser opens the tracking pages without a certificate warning)."""
+    a browser opens the tracking pages without a certificate warning); with
+    ``--database``, the node's PostgreSQL URL."""
     path = demo.config_path(node_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     p = demo.ports[node_id]
@@ -82,6 +83,9 @@ files = ["{demo.agreement_path}"]
 base_backoff = "100ms"
 max_backoff = "2s"
 {partners}"""
+    if node_id in demo.database_urls:
+        text += f'\n[database]\nurl = "{demo.database_urls[node_id]}"\n'
+
     path.write_text(text, encoding="utf-8")
     return path
 

@@ -20,6 +20,7 @@ from relay.demo.agreement import agreement_step
 from relay.demo.casework import cases_step
 from relay.demo.console_users import demo_console_users
 from relay.demo.context import Demo
+from relay.demo.database import database_step, prepare_schemas
 from relay.demo.errors import DemoError
 from relay.demo.nodes import staff_token, stop_nodes
 from relay.demo.relaying import relay_step
@@ -64,6 +65,13 @@ SCENARIO: tuple[Step, ...] = (
         cases_step,
     ),
 )
+
+DATABASE_STEP = Step(
+    "数据库：各办公室的数据都在 PostgreSQL 中",
+    "Database: every office's data is in PostgreSQL",
+    database_step,
+)
+"""Appended to the scenario when the demo runs on PostgreSQL (``--database``)."""
 
 # Failures a step may end with, reported as a failed step (anything else is a bug
 # and propagates with its traceback, after the nodes are stopped).
@@ -136,12 +144,18 @@ async def run_demo(
     once: bool,
     steps: tuple[Step, ...] = SCENARIO,
     sm_federations: frozenset[str] = frozenset(),
+    database: str | None = None,
 ) -> bool:
     """Run ``steps`` in a fresh ``workdir``; unless ``once``, keep the nodes running
     until SIGINT/SIGTERM. True when every step held. ``sm_federations`` names the
-    provinces made in the SM profile. Raises :class:`NotADemoFolder`."""
+    provinces made in the SM profile. With ``database`` (a PostgreSQL URL) every node
+    keeps its tables in its own fresh schema there, and a last step checks they did.
+    Raises :class:`NotADemoFolder` or :class:`NotADemoDatabase`."""
     root = prepare_workdir(workdir)
-    demo = Demo.create(root, sm_federations=sm_federations)
+    demo = Demo.create(root, sm_federations=sm_federations, database=database)
+    if database is not None:
+        demo.database_urls.update(prepare_schemas(database, (o.node_id for o in demo.offices)))
+        steps = (*steps, DATABASE_STEP)
     with _log_to(root / "demo.log"):
         return await _run(demo, out, once=once, steps=steps)
 
@@ -165,10 +179,13 @@ def _log_to(path: Path) -> Iterator[None]:
 
 async def _run(demo: Demo, out: Reporter, *, once: bool, steps: tuple[Step, ...]) -> bool:
     root = demo.root
+    storage = "embedded default (SQLite, " if demo.database is None else "on PostgreSQL ("
     out.title(
         f"通办 tongban 演示 — 工作目录 {root}",
-        f"tongban demo — embedded default (SQLite, development PKI, local federation) in {root}",
+        f"tongban demo — {storage}development PKI, local federation) in {root}",
     )
+    if demo.database is not None:
+        out.info(f"PostgreSQL: {demo.database}, one schema per office (tongban_demo_<node id>)")
     started = time.perf_counter()
     try:
         ok = await _run_steps(demo, out, steps)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +38,8 @@ from relay.audit.errors import AuditError
 from relay.audit.service import AuditService, PartnerKeys
 from relay.config import NodeConfig
 from relay.core.packets import peek_facts
+from relay.db.migrations import Connection, dialect_of
+from relay.db.open import open_connection
 from relay.dossier.layout import pack
 from relay.dossier.surveys import collect_surveys
 from relay.timestamps.stamper import Stamper
@@ -58,18 +59,20 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _leaf_of(conn: sqlite3.Connection, key: str, digest: str) -> int | None:
+_LEAF_WITH = {
+    "sqlite": "SELECT idx FROM audit_leaves WHERE instr(data, ?) > 0 ORDER BY idx LIMIT 1",
+    "postgresql": "SELECT idx FROM audit_leaves WHERE position(? in data) > 0 ORDER BY idx LIMIT 1",
+}
+
+
+def _leaf_of(conn: Connection, key: str, digest: str) -> int | None:
     """Index of the first leaf whose canonical JSON has ``"key":"digest"``."""
     needle = f'"{key}":"{digest}"'.encode()
-    row = conn.execute(
-        "SELECT idx FROM audit_leaves WHERE instr(data, ?) > 0 ORDER BY idx LIMIT 1", (needle,)
-    ).fetchone()
+    row = conn.execute(_LEAF_WITH[dialect_of(conn)], (needle,)).fetchone()
     return None if row is None else int(row[0])
 
 
-def _case_rows(
-    conn: sqlite3.Connection, case_id: str
-) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+def _case_rows(conn: Connection, case_id: str) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
     row = conn.execute("SELECT header, events FROM cases WHERE case_id = ?", (case_id,)).fetchone()
     packets = [
         (str(p), str(t), str(r))
@@ -104,7 +107,7 @@ async def export_case(
     the timestamp tokens first; ``with_media`` adds the survey media. Raises
     :class:`remote_survey.errors.SurveyError` when survey media cannot be read.
     """
-    conn = sqlite3.connect(config.data_dir / "relay.sqlite3")
+    conn = open_connection(config, "dossier")
     try:
         case, packets = _case_rows(conn, case_id)
     finally:
@@ -155,8 +158,8 @@ def _add_proofs(
 ) -> None:
     state = service.state
     own = load_node_keys(config.key_dir).seal.chain
-    stamps = TimestampStore(config.data_dir / "relay.sqlite3")
-    conn = sqlite3.connect(config.data_dir / "relay.sqlite3")
+    stamps = TimestampStore(open_connection(config, "timestamps"))
+    conn = open_connection(config, "dossier")
     try:
         for path, key, digest in signed:
             index = _leaf_of(conn, key, digest)

@@ -8,7 +8,8 @@
   TLS, partner and limit checks, and runs two tasks while that listener is up: signing
   a checkpoint every ``[audit] checkpoint_interval`` when the log grew, and a witness
   round every ``[audit] witness_interval`` (:meth:`AuditService.witness_round` over
-  :class:`~relay.http.audit_client.AuditClient` per partner);
+  :class:`~relay.http.audit_client.AuditClient` per partner) — both once per node: only
+  while this worker leads (``app[LEADERSHIP]``, :mod:`relay.workers`);
 - on the staff listener it adds ``POST /staff/v1/audit/checkpoint`` and
   ``GET /staff/v1/alerts``;
 - on the staff listener also ``GET /staff/v1/cases/{case}/dossier``
@@ -26,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -36,8 +37,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from relay.alerts import ALERTS
 from relay.audit.errors import AuditError, CheckpointError
 from relay.audit.service import AuditPeer, AuditService, RoundResult
-from relay.audit.state import AuditState
+from relay.audit.state import open_state
 from relay.config import NodeConfig
+from relay.db.open import open_connection
 from relay.http.audit import add_audit_federation_routes, add_audit_staff_routes
 from relay.http.audit_client import AuditClient
 from relay.http.dossier import add_dossier_staff_route
@@ -46,6 +48,7 @@ from relay.timestamps.stamper import HttpTsa, Stamper
 from relay.timestamps.store import TimestampStore
 from relay.timestamps.tokens import TimestampError, TsaTrust
 from relay.tls import BundleSource, client_context
+from relay.workers import LEADERSHIP, SoleWorker, while_leading
 from signing.certificates import Purpose, validate_path
 from signing.descriptor import verify_descriptor
 from signing.errors import SigningError
@@ -127,7 +130,7 @@ class AuditNode:
             except OSError as exc:
                 raise TimestampError(f"cannot read [timestamps] trust: {exc}") from exc
             self.config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._stamps = TimestampStore(self.config.data_dir / "relay.sqlite3")
+            self._stamps = TimestampStore(open_connection(self.config, "timestamps"))
             self._stamper = Stamper(
                 self._stamps,
                 HttpTsa(settings.url, timeout=settings.timeout),
@@ -145,7 +148,7 @@ class AuditNode:
             config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             keys = load_node_keys(config.key_dir)
             bundle = BundleSource(config.trust_bundle)
-            state = AuditState(config.data_dir / "relay.sqlite3")
+            state = open_state(config.data_dir, config.database)  # shared by the workers
             self._partner_keys = DescriptorKeys(config, bundle, self._clock, keys.seal.chain)
             self._service = AuditService(
                 node_id=config.node_id,
@@ -217,15 +220,20 @@ class AuditNode:
 
     async def _on_startup(self, app: web.Application) -> None:
         self._stop.clear()
+        leadership = app.get(LEADERSHIP) or SoleWorker()  # once per node: on the leader
+
+        def periodic(interval: float, step: Callable[[], object], name: str) -> asyncio.Task[None]:
+            def work(stop: asyncio.Event) -> Awaitable[None]:
+                return self._every(interval, step, stop)
+
+            return asyncio.create_task(
+                while_leading(leadership, work, self._stop, name=name), name=name
+            )
+
+        audit = self.config.audit
         self._tasks = [
-            asyncio.create_task(
-                self._every(self.config.audit.checkpoint_interval, self._checkpoint_step),
-                name="audit-checkpoints",
-            ),
-            asyncio.create_task(
-                self._every(self.config.audit.witness_interval, self._witness_step),
-                name="audit-witness",
-            ),
+            periodic(audit.checkpoint_interval, self._checkpoint_step, "audit-checkpoints"),
+            periodic(audit.witness_interval, self._witness_step, "audit-witness"),
         ]
 
     async def _on_cleanup(self, app: web.Application) -> None:
@@ -244,10 +252,12 @@ class AuditNode:
         for result in await self.witness_round():
             _log.info("audit: %s %s %s", result.partner, result.outcome.value, result.detail)
 
-    async def _every(self, interval: float, step: Callable[[], object]) -> None:
-        while not self._stop.is_set():
+    async def _every(
+        self, interval: float, step: Callable[[], object], stop: asyncio.Event
+    ) -> None:
+        while not stop.is_set():
             try:
-                await asyncio.wait_for(self._stop.wait(), interval)
+                await asyncio.wait_for(stop.wait(), interval)
                 return
             except TimeoutError:
                 pass

@@ -44,6 +44,7 @@ from relay.cases.terms import AgreementTerms, load_terms
 from relay.config import NodeConfig
 from relay.core.errors import RelayError
 from relay.core.ports import PeerLink
+from relay.db.open import open_connection
 from relay.http.cases import add_case_routes
 from relay.http.licence_status import (
     LicenceStatus,
@@ -154,7 +155,7 @@ def attach_cases(
         if "public" in descriptor.endpoints:
             public[descriptor.node_id] = descriptor.endpoints["public"]
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    store = SqliteCaseStore(config.data_dir / "relay.sqlite3")
+    store = SqliteCaseStore(open_connection(config, "cases"))
     terms = load_terms(config.agreements, trust, at=now)
     calendars = CalendarDir(config.data_dir / "calendars")
     calendars.current()  # read (and log any invalid file) at start
@@ -168,7 +169,7 @@ def attach_cases(
         bundle=bundle.current,
         clock=clock,
         office_names=names,
-        short_links=ShortLinks(config.data_dir / "relay.sqlite3"),
+        short_links=ShortLinks(open_connection(config, "short_links")),
     )
     verifier = LicenceVerifier(
         node_id=config.node_id,

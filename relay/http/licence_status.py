@@ -6,7 +6,9 @@ node's cases, sets or clears its bit in the node's own status list of that purpo
 (``<data_dir>/status/<purpose>.jwt``, the list at the URL the licence names; created
 empty when missing), re-signs the list with the node's seal and publishes it, and
 appends a ``licence-event`` audit leaf (``revoked``, ``suspended`` or ``reinstated``)
-in the same database transaction as the file is put in place.
+in the same database transaction as the file is put in place. That transaction holds
+the list from before it is read (:meth:`SqliteCaseStore.holding`), so two workers of the
+node changing bits of one list at once never lose one another's bit.
 
 A published list is valid for ``LIST_VALID_DAYS``; :meth:`LicenceStatus.renew_due`
 re-signs each of the node's lists (same bits, same URL, nothing logged: no licence's
@@ -96,38 +98,46 @@ class LicenceStatus:
         entry = next((e for e in licence.status if e.purpose is purpose), None)
         if entry is None:
             raise Problem(409, ProblemCode.CONFLICT, f"the licence has no {purpose} status entry")
-        path = self.status_dir / f"{purpose.value}.jwt"
-        lst = StatusList.empty(purpose)
-        if path.exists():
-            current = parse_status_list(path.read_text("ascii").strip())
-            if current.url != entry.list_url or current.status_list.purpose is not purpose:
-                raise Problem(409, ProblemCode.CONFLICT, f"{path.name} is not the licence's list")
-            lst = current.status_list
-        old = lst.get(entry.index)
         answer: dict[str, Any] = {
             "number": number, "purpose": purpose.value, "index": entry.index, "value": value,
-            "changed": old != value, "log_index": None,
+            "changed": False, "log_index": None,
         }  # fmt: skip
-        if old == value:
-            return answer
-        if purpose is StatusPurpose.REVOCATION and not value:
-            raise Problem(409, ProblemCode.CONFLICT, "revocation cannot be undone")
-        now = self._clock()
-        self.status_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for other in licence.status:  # the licence's other lists must be published too
-            other_path = self.status_dir / f"{other.purpose.value}.jwt"
-            if other.purpose is not purpose and not other_path.exists():
-                empty = self._sign(other.list_url, StatusList.empty(other.purpose), now)
-                os.replace(self._stage(other_path, empty), other_path)
-        signed = self._sign(entry.list_url, lst.with_bit(entry.index, value), now)
-        if purpose is StatusPurpose.REVOCATION:
-            event = LicenceEvent.REVOKED
-        else:
-            event = LicenceEvent.SUSPENDED if value else LicenceEvent.REINSTATED
-        leaf = licence_leaf(token, event, node_id=self.node_id, case_id=case_id, at=now)
-        staged = self._stage(path, signed)
-        answer["log_index"] = self._store.append_audit(leaf, lambda: os.replace(staged, path))
-        return answer
+
+        def locked(append: Callable[[bytes], int]) -> dict[str, Any]:
+            """Read, change and publish the list while holding it: another worker
+            changing a bit of the same list waits, then reads what this one wrote."""
+            path = self.status_dir / f"{purpose.value}.jwt"
+            lst = StatusList.empty(purpose)
+            if path.exists():
+                current = parse_status_list(path.read_text("ascii").strip())
+                if current.url != entry.list_url or current.status_list.purpose is not purpose:
+                    raise Problem(
+                        409, ProblemCode.CONFLICT, f"{path.name} is not the licence's list"
+                    )
+                lst = current.status_list
+            if lst.get(entry.index) == value:
+                return answer
+            if purpose is StatusPurpose.REVOCATION and not value:
+                raise Problem(409, ProblemCode.CONFLICT, "revocation cannot be undone")
+            now = self._clock()
+            self.status_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for other in licence.status:  # the licence's other lists must be published too
+                other_path = self.status_dir / f"{other.purpose.value}.jwt"
+                if other.purpose is not purpose and not other_path.exists():
+                    empty = self._sign(other.list_url, StatusList.empty(other.purpose), now)
+                    os.replace(self._stage(other_path, empty), other_path)
+            signed = self._sign(entry.list_url, lst.with_bit(entry.index, value), now)
+            if purpose is StatusPurpose.REVOCATION:
+                event = LicenceEvent.REVOKED
+            else:
+                event = LicenceEvent.SUSPENDED if value else LicenceEvent.REINSTATED
+            leaf = licence_leaf(token, event, node_id=self.node_id, case_id=case_id, at=now)
+            staged = self._stage(path, signed)
+            index = append(leaf)
+            os.replace(staged, path)  # a failure rolls the leaf back
+            return {**answer, "changed": True, "log_index": index}
+
+        return self._store.holding([f"status-list:{purpose.value}"], locked)
 
     def renew_due(self) -> list[StatusPurpose]:
         """Re-sign every published list of this node with less than ``RENEW_BEFORE``

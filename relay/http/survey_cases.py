@@ -29,18 +29,19 @@ and the files are exactly the evidence and the media the chain names; otherwise 
 folder gets ``refused.json`` with every failure.
 
 Both sides append a ``survey-report`` audit leaf (:mod:`relay.audit.leaves`) for a
-report sent or accepted, in a transaction of their own on the node's database.
+report sent or accepted, in a transaction of their own on the node's database (SQLite or
+PostgreSQL: a new connection from :func:`relay.db.open.open_connection`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import re
-import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,6 +60,8 @@ from relay.config import NodeConfig
 from relay.core.errors import RelayError
 from relay.core.model import OutboxState, PacketSummary
 from relay.core.ports import PeerLink, ReceivedBatch
+from relay.db.migrations import Connection
+from relay.db.open import open_connection
 from relay.http.case_services import CaseLayer
 from relay.http.survey_admission import is_sealed_report
 from relay.http.survey_view import add_survey_view_routes
@@ -145,10 +148,13 @@ def survey_leaf(token: str, report: SurveyReport, *, node: str, at: datetime) ->
     return encode_leaf(AuditLeaf(LeafKind.SURVEY_REPORT, node, int(at.timestamp()), body))
 
 
-def _append_leaf(database: Path, leaf: bytes) -> int:
-    conn = sqlite3.connect(database, isolation_level=None)
+Database = Callable[[], Connection]
+"""Opens a new connection to the node's database (:func:`relay.db.open.open_connection`)."""
+
+
+def _append_leaf(database: Database, leaf: bytes) -> int:
+    conn = database()
     try:
-        conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("BEGIN IMMEDIATE")
         try:
             index = audit_append(conn, leaf)
@@ -219,7 +225,7 @@ async def send_report(
     core: Any,
     media_dir: Path,
     bundle: TrustBundle,
-    database: Path,
+    database: Database,
     vault: MediaVault | None = None,
 ) -> tuple[SurveyReport, list[str]]:
     """Send the session's sealed report and media as its case's survey-report event;
@@ -335,7 +341,7 @@ async def collect_reports(
     me: str,
     bundle: TrustBundle,
     at: datetime,
-    database: Path,
+    database: Database,
     seen: set[str] | None = None,
     only: Sequence[PacketSummary] | None = None,
 ) -> list[Collected]:
@@ -462,9 +468,9 @@ class SurveyCaseLayer:
         assert self._config is not None, "the core factory has not run"
         return self._config.data_dir / REPORTS_DIR
 
-    def _database(self) -> Path:
+    def _database(self) -> Database:
         assert self._config is not None
-        return self._config.data_dir / "relay.sqlite3"
+        return functools.partial(open_connection, self._config, "survey_cases")
 
     async def collect(self, only: Sequence[PacketSummary] | None = None) -> list[Collected]:
         """Collect reports: from ``only`` (a batch's accepted packets) or the whole inbox."""

@@ -11,7 +11,8 @@ listener runs::
     node = Node(config, core_factory=integration.core_factory(cases.core_factory),
                 extensions=[cases.extension, integration.extension])
 
-Background work (one task, stopped with the listener): the webhook dispatcher; every
+Background work (one task, stopped with the listener, run by the node's leader only
+when it has several workers, see :mod:`relay.workers`): the webhook dispatcher; every
 ``scan_interval`` (30 s) the look for events nothing writes (a partner's refusal of our
 packet, an SLA clock turned yellow or red); at start and every ``purge_interval`` (1 h)
 the retention purge.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ from relay.cases.sla import Colour
 from relay.config import NodeConfig, Webhook
 from relay.core.model import OutboxState
 from relay.core.ports import PeerLink
+from relay.db.migrations import Connection
+from relay.db.open import RELAY_FILE, open_connection, sqlite_connection
 from relay.http.case_services import CaseLayer, CaseServices
 from relay.integration.events import refused_event, sla_event
 from relay.integration.http import add_integration_routes
@@ -46,6 +50,7 @@ from relay.integration.webhooks import WebhookDispatcher
 from relay.metrics import METRICS
 from relay.node import CoreFactory, CoreHandle
 from relay.tls import BundleSource
+from relay.workers import LEADERSHIP, SoleWorker, while_leading
 from signing.keys import Signer
 from signing.nodedir import load_node_keys
 
@@ -78,9 +83,14 @@ class Integration:
         signer: Signer,
         services: CaseServices,
         clock: Callable[[], datetime],
+        connect: Callable[[], Connection] | None = None,
+        blob_dir: Path | None = None,
     ) -> Integration:
-        """Create the tables, attach the event sink to the case store, build the rest."""
-        store = IntegrationStore(data_dir / "relay.sqlite3", node_id, webhooks)
+        """Create the tables, attach the event sink to the case store, build the rest.
+        ``connect`` opens the node's database (default: the SQLite file in
+        ``data_dir``), ``blob_dir`` is where attachment blobs live (default: in it)."""
+        connect = connect or (lambda: sqlite_connection(data_dir / RELAY_FILE))
+        store = IntegrationStore(connect(), node_id, webhooks)
         sink = OutboxSink(node_id, webhooks, clock)
         services.store.add_sink(sink)
         dispatcher = WebhookDispatcher(
@@ -89,6 +99,7 @@ class Integration:
         purge = RetentionPurge(
             node_id=node_id, cases=services.store, terms=services.desk.terms_source,
             relay_dir=data_dir, clock=clock, forget_applicant=store.forget_applicant_of,
+            connect=connect, blob_dir=blob_dir,
         )  # fmt: skip
         return cls(node_id, services, store, sink, dispatcher, purge, clock)
 
@@ -159,7 +170,10 @@ class Integration:
 
     async def _running(self, app: web.Application) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        task = asyncio.create_task(self.run(stop), name="integration")
+        leadership = app.get(LEADERSHIP) or SoleWorker()  # once per node: on the leader
+        task = asyncio.create_task(
+            while_leading(leadership, self.run, stop, name="integration"), name="integration"
+        )
         yield
         stop.set()
         await task
@@ -188,6 +202,8 @@ class IntegrationLayer:
                 integration = Integration.attach(
                     node_id=config.node_id, data_dir=config.data_dir, webhooks=config.webhooks,
                     signer=load_node_keys(config.key_dir).seal, services=services, clock=clock,
+                    connect=functools.partial(open_connection, config, "integration"),
+                    blob_dir=config.database.blob_dir,
                 )  # fmt: skip
             except BaseException:
                 handle.close()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
@@ -39,6 +38,8 @@ from relay.cases.sqlite_store import SqliteCaseStore, case_to_json
 from relay.cases.store import CaseRecord
 from relay.cases.terms import TermsSource
 from relay.cases.workflow import Case
+from relay.db.migrations import Connection
+from relay.db.open import RELAY_FILE, sqlite_connection
 from signing.encoding import canonical_json
 
 __all__ = ["ENDED", "PURGED", "RetentionPurge", "due_at", "purged_copy"]
@@ -95,11 +96,17 @@ class RetentionPurge:
         relay_dir: Path,
         clock: Callable[[], datetime],
         forget_applicant: Callable[[str], None],
+        connect: Callable[[], Connection] | None = None,
+        blob_dir: Path | None = None,
     ) -> None:
+        """``connect`` opens a connection to the relay core's tables (default: the
+        SQLite file in ``relay_dir``); ``blob_dir`` holds the attachment blobs
+        (default: ``relay_dir / "blobs"``)."""
         self._node = node_id
         self._cases = cases
         self._terms = terms
-        self._dir = relay_dir
+        self._connect = connect or (lambda: sqlite_connection(relay_dir / RELAY_FILE))
+        self._blobs = blob_dir or relay_dir / "blobs"
         self._clock = clock
         self._forget = forget_applicant
 
@@ -152,10 +159,10 @@ class RetentionPurge:
 
     def _purge_packets(self, case_id: str) -> tuple[int, int]:
         """Empty the relay's packet copies of the case and delete their attachment blobs
-        (SQL on the relay core's ``inbox``/``outbox``/``blobs`` tables, same file)."""
-        conn = sqlite3.connect(self._dir / "relay.sqlite3", isolation_level=None)
+        (SQL on the relay core's ``inbox``/``outbox``/``blobs`` tables, through a
+        connection of the node's backend)."""
+        conn = self._connect()
         try:
-            conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 inbox = [r[0] for r in conn.execute(
@@ -180,7 +187,7 @@ class RetentionPurge:
             conn.close()
         removed = 0
         for digest in digests:
-            path = self._dir / "blobs" / digest[:2] / digest
+            path = self._blobs / digest[:2] / digest
             if path.exists():
                 path.unlink()
                 removed += 1

@@ -1,6 +1,7 @@
-"""The integration tables in the node's SQLite file, and the sink that fills the outbox.
+"""The integration tables in the node's database, and the sink that fills the outbox.
 
-Tables (created if missing, in ``relay.sqlite3`` next to the case tables)::
+Tables (component ``integration``, migrated when the store opens; on SQLite in
+``relay.sqlite3`` next to the case tables, else in the configured PostgreSQL)::
 
     integration_events   seq PK, event_id UNIQUE, type, case_id, at, body JSON
     webhook_deliveries   (event_id, target) PK, seq, state (pending | delivered |
@@ -15,12 +16,18 @@ inside the transaction of a case change it writes the events the change makes
 target whose filter takes the event, so an event exists exactly when its change does.
 Events found by looking (a partner's refusal, an SLA colour) are written by
 :meth:`IntegrationStore.record` in their own transaction; ids make both idempotent.
+
+With several workers on PostgreSQL, ``seq`` is drawn when an event is written and the
+events of one case are written under that case's lock (the case store's), so one case's
+events keep their order in ``seq`` and in delivery; events of different cases may commit
+out of ``seq`` order, which no receiver can tell from a slower transaction. Every write
+is a single statement or guarded by a constraint (``event_id`` unique, the deliveries'
+and marks' primary keys), so two workers writing the same event keep one.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,9 +40,12 @@ from relay.cases.application import applicant_key
 from relay.cases.model import EventKind
 from relay.cases.store import CaseRecord
 from relay.config import Webhook
+from relay.db.migrations import Connection, Migration, migrate
+from relay.db.open import connection_for
+from relay.db.pg import pg_ddl
 from relay.integration.events import IntegrationEvent, events_of_change, revoked_event
 
-__all__ = ["SCHEMA", "Delivery", "IntegrationStore", "OutboxSink", "Read"]
+__all__ = ["MIGRATIONS", "SCHEMA", "Delivery", "IntegrationStore", "OutboxSink", "Read"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS integration_events (
@@ -59,6 +69,8 @@ CREATE TABLE IF NOT EXISTS sla_marks (
     case_id TEXT NOT NULL, colour TEXT NOT NULL, PRIMARY KEY (case_id, colour)
 );
 """
+
+MIGRATIONS = [Migration(1, "webhook event outbox and personal data", SCHEMA, pg_ddl(SCHEMA))]
 
 
 @dataclass(frozen=True)
@@ -92,17 +104,17 @@ class Read:
 
 
 def _insert_event(
-    conn: sqlite3.Connection, event: IntegrationEvent, node_id: str, targets: Sequence[Webhook]
+    conn: Connection, event: IntegrationEvent, node_id: str, targets: Sequence[Webhook]
 ) -> bool:
     body = json.dumps(event.body(node_id), ensure_ascii=False, sort_keys=True)
-    cur = conn.execute(
-        "INSERT OR IGNORE INTO integration_events (event_id, type, case_id, at, body)"
-        " VALUES (?,?,?,?,?)",
+    row = conn.execute(
+        "INSERT INTO integration_events (event_id, type, case_id, at, body)"
+        " VALUES (?,?,?,?,?) ON CONFLICT (event_id) DO NOTHING RETURNING seq",
         (event.id, event.type.value, event.case_id, event.at.timestamp(), body),
-    )
-    if cur.rowcount == 0:
+    ).fetchone()
+    if row is None:
         return False
-    seq = cur.lastrowid
+    seq = int(row[0])
     conn.executemany(
         "INSERT OR IGNORE INTO webhook_deliveries (event_id, target, seq, state, next_at)"
         " VALUES (?,?,?,'pending',?)",
@@ -111,7 +123,7 @@ def _insert_event(
     return True
 
 
-def _withdraw(conn: sqlite3.Connection, event_id: str) -> None:
+def _withdraw(conn: Connection, event_id: str) -> None:
     """Drop an event whose change was taken back, unless a target already has it."""
     delivered = conn.execute(
         "SELECT 1 FROM webhook_deliveries WHERE event_id = ? AND state = 'delivered'",
@@ -131,7 +143,7 @@ class OutboxSink:
         self._clock = clock
         self.written = 0  # events written (the dispatcher is woken when it grows)
 
-    def changed(self, conn: sqlite3.Connection, old: CaseRecord | None, new: CaseRecord) -> None:
+    def changed(self, conn: Connection, old: CaseRecord | None, new: CaseRecord) -> None:
         at = self._clock()
         for event in events_of_change(self._node, old, new, at):
             self.written += _insert_event(conn, event, self._node, self._targets)
@@ -149,7 +161,7 @@ class OutboxSink:
                 (new.case.header.case_id, applicant),
             )
 
-    def logged(self, conn: sqlite3.Connection, leaf: bytes) -> None:
+    def logged(self, conn: Connection, leaf: bytes) -> None:
         decoded = decode_leaf(leaf)
         if decoded.kind is not LeafKind.LICENCE_EVENT:
             return
@@ -161,14 +173,12 @@ class OutboxSink:
 
 
 class IntegrationStore:
-    """The integration tables of one node (its own connection to ``relay.sqlite3``)."""
+    """The integration tables of one node on ``target``, its own connection (from
+    :func:`relay.db.open.open_connection`, or the path of the relay's SQLite file)."""
 
-    def __init__(self, path: Path, node_id: str, targets: Sequence[Webhook]) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        self._conn.executescript(SCHEMA)
+    def __init__(self, target: Path | Connection, node_id: str, targets: Sequence[Webhook]) -> None:
+        self._conn = connection_for(target)
+        migrate(self._conn, "integration", MIGRATIONS)
         self._node = node_id
         self._targets = tuple(targets)
 
@@ -176,7 +186,7 @@ class IntegrationStore:
         self._conn.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[Connection]:
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn

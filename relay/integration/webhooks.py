@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import sqlite3
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -37,6 +36,7 @@ import aiohttp
 
 from relay.alerts import Severity, StaffAlert
 from relay.config import Webhook
+from relay.db.open import STORAGE_ERRORS
 from relay.integration.store import Delivery, IntegrationStore
 from signing.jws import sign_compact
 from signing.keys import Signer
@@ -102,7 +102,7 @@ class WebhookDispatcher:
             waker.clear()
             try:
                 wait = await self._step(target, session, context)
-            except (sqlite3.Error, OSError) as exc:  # storage: look again after a pause
+            except STORAGE_ERRORS as exc:  # storage: look again after a pause
                 _log.error("webhook delivery to %s: storage error: %s", target.url, exc)
                 wait = self._poll
             if wait is None:

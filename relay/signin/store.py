@@ -1,9 +1,14 @@
-"""The staff directory file: accounts, console sessions, failed sign-ins, the journal.
+"""The staff directory: accounts, console sessions, failed sign-ins, the journal.
 
-One SQLite file in the node's data dir (``staff.sqlite``, WAL, mode 0600), apart from
+On SQLite one file in the node's data dir (``staff.sqlite``, WAL, mode 0600), apart from
 the case store: it holds people, not cases, and the CLI opens it while the node runs
-(``tongban staff user ...``). Everything here is plain storage; the rules (lockout,
-expiry, hashing) are in :mod:`relay.signin.policy` and :mod:`relay.signin.passwords`.
+(``tongban staff user ...``). With ``[database] url`` the same tables (component
+``staff``) live in the node's PostgreSQL database, shared by its workers: a session made
+by one worker is good at every other. Everything here is plain storage; the rules
+(lockout, expiry, hashing) are in :mod:`relay.signin.policy` and
+:mod:`relay.signin.passwords`. The one read-modify-write, counting a failed sign-in
+(:meth:`StaffStore.count_failure`), holds the account (``BEGIN IMMEDIATE`` on SQLite, an
+advisory lock on PostgreSQL), so parallel guesses at several workers all count.
 
 Tables::
 
@@ -22,21 +27,30 @@ UTC, for people reading it).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from relay.db.migrations import Connection, Migration, migrate
+from relay.db.open import open_connection, row_locks, sqlite_connection
+from relay.db.pg import pg_ddl
 from relay.staff_auth import StaffRole
+
+if TYPE_CHECKING:
+    from relay.config import NodeConfig
 
 __all__ = [
     "FILE_NAME",
+    "MIGRATIONS",
     "AccountRecord",
     "JournalEntry",
     "JournalRow",
@@ -85,6 +99,10 @@ CREATE TABLE IF NOT EXISTS journal (
 );
 """
 
+MIGRATIONS = [Migration(1, "staff accounts, sessions and journal", _SCHEMA, pg_ddl(_SCHEMA))]
+
+_LOCKS = 0x7374_6166  # advisory lock space "staf"
+
 
 _JOURNAL_INSERT = "INSERT INTO journal (at, name, event, address, detail) VALUES (?, ?, ?, ?, ?)"
 
@@ -102,13 +120,6 @@ def journal_row(
         address,
         json.dumps(dict(detail), ensure_ascii=False, sort_keys=True),
     )
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA busy_timeout=5000")
-    return db
 
 
 def session_hash(session_id: str) -> str:
@@ -161,23 +172,50 @@ class JournalEntry:
 
 
 class StaffStore:
-    """The staff directory of one node (``data_dir / staff.sqlite``)."""
+    """The staff directory of one node: ``data_dir / staff.sqlite``, or where
+    ``connect`` opens a connection to (:func:`relay.db.open.open_connection` with
+    ``file_name=FILE_NAME``; the store opens a second one for the journal writer)."""
 
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    def __init__(self, data_dir: Path, *, connect: Callable[[], Connection] | None = None) -> None:
         path = data_dir / FILE_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
+        if connect is None:
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
         self.path = path
-        self._db = _connect(path)
-        self._db.executescript(_SCHEMA)
-        self._journal_db: sqlite3.Connection | None = None  # opened by journal_many
+        self._connect: Callable[[], Connection] = connect or (lambda: sqlite_connection(path))
+        self._db = self._connect()
+        if isinstance(self._db, sqlite3.Connection):
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(account)")}
+            if columns and "must_change" not in columns:  # made before the column existed
+                self._db.execute(
+                    "ALTER TABLE account ADD COLUMN must_change INTEGER NOT NULL DEFAULT 0"
+                )
+        migrate(self._db, "staff", MIGRATIONS)
+        self._journal_db: Connection | None = None  # opened by journal_many
         self._journal_lock = threading.Lock()
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(account)")}
-        if "must_change" not in columns:  # a directory made before the column existed
-            self._db.execute(
-                "ALTER TABLE account ADD COLUMN must_change INTEGER NOT NULL DEFAULT 0"
-            )
+
+    @classmethod
+    def for_node(cls, config: NodeConfig) -> StaffStore:
+        """The staff directory of the node ``config`` describes, on its backend."""
+        if config.database.url is None:
+            return cls(config.data_dir)
+        return cls(
+            config.data_dir,
+            connect=functools.partial(open_connection, config, "staff", file_name=FILE_NAME),
+        )
+
+    @contextmanager
+    def _tx(self, names: Sequence[str] = ()) -> Iterator[Connection]:
+        """One write transaction holding the accounts ``names``."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            row_locks(self._db, _LOCKS, names)
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
@@ -199,15 +237,13 @@ class StaffStore:
         must_change: bool = False,
     ) -> bool:
         """Insert an account; ``False`` when the name is taken."""
-        try:
-            self._db.execute(
-                "INSERT INTO account (name, display_name, roles, password_hash, enabled,"
-                " created_at, must_change) VALUES (?, ?, ?, ?, 1, ?, ?)",
-                (name, display_name, _roles_text(roles), password_hash, now, int(must_change)),
-            )
-        except sqlite3.IntegrityError:
-            return False
-        return True
+        cursor = self._db.execute(
+            "INSERT INTO account (name, display_name, roles, password_hash, enabled,"
+            " created_at, must_change) VALUES (?, ?, ?, ?, 1, ?, ?)"
+            " ON CONFLICT (name) DO NOTHING",
+            (name, display_name, _roles_text(roles), password_hash, now, int(must_change)),
+        )
+        return cursor.rowcount == 1
 
     def account(self, name: str) -> AccountRecord | None:
         row = self._db.execute(
@@ -244,7 +280,7 @@ class StaffStore:
         return cursor.rowcount == 1
 
     def set_enabled(self, name: str, enabled: bool) -> bool:
-        with self._db:
+        with self._tx():
             changed = self._update(name, "enabled = ?", (int(enabled),))
             if changed and not enabled:
                 self._db.execute("DELETE FROM session WHERE name = ?", (name,))
@@ -252,7 +288,7 @@ class StaffStore:
 
     def set_password(self, name: str, password_hash: str, *, must_change: bool = False) -> bool:
         """A new password: clears the lockout and ends the account's sessions."""
-        with self._db:
+        with self._tx():
             changed = self._update(
                 name,
                 "password_hash = ?, failures = 0, locked_until = NULL, must_change = ?",
@@ -284,6 +320,20 @@ class StaffStore:
     def record_failure(self, name: str, failures: int, locked_until: float | None) -> None:
         self._update(name, "failures = ?, locked_until = ?", (failures, locked_until))
 
+    def count_failure(
+        self, name: str, step: Callable[[int], tuple[int, float | None]]
+    ) -> tuple[int, float | None] | None:
+        """One more failed sign-in of ``name``: ``step`` maps the stored failure count
+        to the new ``(failures, locked_until)``, stored and returned in one transaction
+        that holds the account (None: no such account)."""
+        with self._tx([name]) as db:
+            row = db.execute("SELECT failures FROM account WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return None
+            failures, locked_until = step(int(row[0]))
+            self._update(name, "failures = ?, locked_until = ?", (failures, locked_until))
+            return failures, locked_until
+
     def clear_failures(self, name: str) -> None:
         self._update(name, "failures = 0, locked_until = NULL", ())
 
@@ -292,7 +342,7 @@ class StaffStore:
     def address_failures(self, address: str, since: float) -> list[float]:
         """Times of the failed sign-ins from ``address`` at or after ``since``, oldest
         first (older ones are dropped)."""
-        with self._db:
+        with self._tx():
             self._db.execute("DELETE FROM address_failure WHERE at < ?", (since,))
             rows = self._db.execute(
                 "SELECT at FROM address_failure WHERE address = ? ORDER BY at", (address,)
@@ -365,7 +415,7 @@ class StaffStore:
         loop uses the store (:class:`relay.signin.journal.JournalWriter`)."""
         with self._journal_lock:
             if self._journal_db is None:
-                self._journal_db = _connect(self.path)
+                self._journal_db = self._connect()
             db = self._journal_db
             db.execute("BEGIN IMMEDIATE")
             try:

@@ -33,7 +33,7 @@ __all__ = ["CSRF_HEADER", "add_account", "cookie_session", "sign_in", "sign_in_p
 
 
 def add_account(
-    data_dir: Path,
+    directory: Path | StaffStore,
     name: str,
     password: str,
     roles: Iterable[str | StaffRole],
@@ -44,8 +44,9 @@ def add_account(
 ) -> str | None:
     """Create an enabled account; returns its TOTP secret when ``totp`` (else ``None``).
     ``must_change``: the password is a handed-out one (as ``tongban staff user add``
-    makes), to be replaced at the first sign-in."""
-    store = StaffStore(data_dir)
+    makes), to be replaced at the first sign-in. ``directory`` is a data dir (its
+    ``staff.sqlite``) or an open store (left open)."""
+    store = directory if isinstance(directory, StaffStore) else StaffStore(directory)
     try:
         granted = tuple(StaffRole(r) for r in roles)
         now = datetime.now(UTC).timestamp()
@@ -59,7 +60,8 @@ def add_account(
             store.set_totp(name, secret)
         return secret
     finally:
-        store.close()
+        if store is not directory:
+            store.close()
 
 
 def cookie_session(**kwargs: Any) -> aiohttp.ClientSession:

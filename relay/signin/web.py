@@ -41,7 +41,6 @@ import hmac
 import importlib.resources
 import logging
 import secrets
-import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +51,7 @@ from aiohttp.typedefs import Middleware
 
 from relay.alerts import ALERTS, StaffAlert
 from relay.config import StaffSettings
+from relay.db.open import STORAGE_ERRORS
 from relay.http.body import read_json_object
 from relay.permissions import actions_of
 from relay.problem import Problem, ProblemCode
@@ -62,7 +62,7 @@ from relay.signin.passwords import (
     needs_rehash,
     verify_password,
 )
-from relay.signin.policy import address_retry_at, after_failure, session_end
+from relay.signin.policy import Lockout, address_retry_at, after_failure, session_end
 from relay.signin.store import AccountRecord, SessionRecord, StaffStore, session_hash
 from relay.signin.totp import TotpCheck
 from relay.staff_auth import STAFF_KEY, StaffClaims, StaffRole
@@ -195,7 +195,7 @@ class SignIn:
         now = self.clock().timestamp()
         try:
             self.store.touch_session(record.id_hash, now)
-        except (sqlite3.Error, OSError) as exc:  # e.g. a full disk: still let people read
+        except STORAGE_ERRORS as exc:  # e.g. a full disk: still let people read
             _log.warning("session of %s not refreshed: %s", record.name, exc)
         request[SESSION_KEY] = record
         return StaffClaims(
@@ -282,8 +282,13 @@ class SignIn:
         address = _address(request)
         self.store.add_address_failure(address, now)
         if account is not None:
-            lock = after_failure(account.failures, now, self.settings)
-            self.store.record_failure(account.name, lock.failures, lock.locked_until)
+
+            def step(failures: int) -> tuple[int, float | None]:
+                lock = after_failure(failures, now, self.settings)
+                return lock.failures, lock.locked_until
+
+            counted = self.store.count_failure(account.name, step)  # race-free across workers
+            lock = Lockout(0, None) if counted is None else Lockout(*counted)
             if lock.locked_until is not None:
                 self.store.journal(self.clock(), user, "lockout", address, {"reason": reason})
                 return _retry_problem(

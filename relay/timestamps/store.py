@@ -1,4 +1,4 @@
-"""Timestamp tokens of our checkpoints, on the node's SQLite file (storage layer).
+"""Timestamp tokens of our checkpoints, on the node's database (storage layer).
 
 ::
 
@@ -9,7 +9,10 @@ A row exists only for a checkpoint in ``audit_checkpoints`` (or, in the second t
 for a ``survey-report`` or ``licence-event`` leaf of ``audit_leaves``: a token over the
 leaf's exact bytes) and only once its token verified
 (:func:`relay.timestamps.tokens.check_response`). Each write is one short transaction
-on this module's own connection.
+on this module's own connection, and an insert that finds the row there already keeps
+the first (two workers stamping the same checkpoint store one token). The schema is the
+``timestamps`` migration; ``audit_checkpoints`` is the audit log's table, declared here
+too (if missing) so the join works before the first checkpoint is signed.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["TimestampStore"]
+import psycopg
+
+from relay.db.migrations import Connection, Migration, dialect_of, migrate
+from relay.db.open import connection_for
+from relay.db.pg import pg_ddl
+
+__all__ = ["MIGRATIONS", "TimestampStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
@@ -31,16 +40,25 @@ CREATE TABLE IF NOT EXISTS audit_leaf_timestamps (
     idx INTEGER PRIMARY KEY, response BLOB NOT NULL, gen_time REAL NOT NULL, at REAL NOT NULL
 );
 """
+MIGRATIONS = [Migration(1, "RFC 3161 timestamp tokens", _SCHEMA, pg_ddl(_SCHEMA))]
 _STAMPED_KINDS = ("survey-report", "licence-event")  # leaves stamped on their own
+_CONTAINS = {"sqlite": "instr(l.data, ?) > 0", "postgresql": "position(? in l.data) > 0"}
 
 
 class TimestampStore:
     """Which checkpoints have a token, and the tokens."""
 
-    def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        self._conn.executescript(_SCHEMA)
+    def __init__(self, target: Path | Connection) -> None:
+        """On ``target``: a connection (:func:`relay.db.open.open_connection`) or the
+        path of the relay's SQLite file."""
+        self._conn = connection_for(target)
+        migrate(self._conn, "timestamps", MIGRATIONS)
+        contains = _CONTAINS[dialect_of(self._conn)]
+        self._unstamped_leaves = (
+            "SELECT l.idx, l.data FROM audit_leaves l"  # noqa: S608 - built from constants
+            " LEFT JOIN audit_leaf_timestamps t ON t.idx = l.idx"
+            f" WHERE t.idx IS NULL AND ({contains} OR {contains}) ORDER BY l.idx"
+        )
 
     def close(self) -> None:
         self._conn.close()
@@ -82,13 +100,9 @@ class TimestampStore:
         token of its own, oldest first (none while the node has no audit log yet)."""
         try:
             rows = self._conn.execute(
-                "SELECT l.idx, l.data FROM audit_leaves l"
-                " LEFT JOIN audit_leaf_timestamps t ON t.idx = l.idx"
-                " WHERE t.idx IS NULL AND (instr(l.data, ?) > 0 OR instr(l.data, ?) > 0)"
-                " ORDER BY l.idx",
-                tuple(f'"kind":"{k}"'.encode() for k in _STAMPED_KINDS),
+                self._unstamped_leaves, tuple(f'"kind":"{k}"'.encode() for k in _STAMPED_KINDS)
             ).fetchall()
-        except sqlite3.OperationalError:  # no audit_leaves table (yet)
+        except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):  # no audit log yet
             return []
         return [(int(i), bytes(d)) for i, d in rows]
 

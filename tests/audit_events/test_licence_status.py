@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import aiohttp
 from casekit import HANDLING
@@ -12,7 +14,10 @@ from casekit_offices import Offices, serve
 from relay.audit.leaves import LeafKind, LicenceEventLeaf, decode_leaf
 from relay.audit.merkle import leaf_hash, verify_inclusion
 from relay.audit.store import AuditStore
+from relay.cases.desk import CaseDesk
 from relay.cases.model import EventKind
+from relay.cases.sqlite_store import SqliteCaseStore
+from relay.cases.store import CaseRecord
 from relay.http.licence_status import (
     LIST_VALID_DAYS,
     RENEW_BEFORE,
@@ -149,3 +154,55 @@ async def test_published_status_lists_are_re_signed_before_they_run_out(
         status.renew_due()
         current = parse_status_list(path.read_text("ascii").strip())
         assert current.valid_until - clock() > RENEW_BEFORE
+
+
+async def test_two_workers_revoking_at_once_lose_no_bit(offices: Offices, tmp_path: Path) -> None:
+    """Two workers of the node (each its own connection to the node's database, one
+    status directory) revoke licences of the same list at the same time: every bit
+    they set is in the published list, every change is one leaf."""
+    h, clock = offices.h, offices.clock
+    numbers = [f"XK-320982-00{n:02d}" for n in range(1, 7)]
+    for n, number in enumerate(numbers, start=1):
+        await _issue(offices, number, n)
+    records = h.desk.list_cases()
+
+    class Cases:  # the lookup each worker makes, without sharing the test's connection
+        def list_cases(self) -> list[CaseRecord]:
+            return records
+
+    log = AuditStore(h.store.connection)
+    before = log.size()
+    workers = [
+        LicenceStatus(
+            node_id=HANDLING,
+            desk=cast(CaseDesk, Cases()),
+            store=SqliteCaseStore(tmp_path / HANDLING / "relay.sqlite3"),
+            signer=offices.pki.keys[HANDLING].seal,
+            status_dir=h.verifier.status_dir,
+            clock=clock,
+        )
+        for _ in range(2)
+    ]
+    errors: list[BaseException] = []
+
+    def revoke(worker: LicenceStatus, mine: list[str]) -> None:
+        try:
+            for number in mine:
+                worker.change(number, StatusPurpose.REVOCATION, True)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=revoke, args=(workers[0], numbers[0::2])),
+        threading.Thread(target=revoke, args=(workers[1], numbers[1::2])),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    path = h.verifier.status_dir / "revocation.jwt"
+    published = parse_status_list(path.read_text("ascii").strip()).status_list
+    assert [published.get(n) for n in range(1, 7)] == [True] * 6
+    events = [decode_leaf(log.leaf(i)).body for i in range(before, log.size())]
+    assert sorted(getattr(b, "status_index", None) for b in events) == [1, 2, 3, 4, 5, 6]

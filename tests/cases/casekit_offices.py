@@ -32,7 +32,8 @@ from relay.config import Limits
 from relay.core.directory import Directory
 from relay.core.fakes import FakeNetwork
 from relay.core.service import RelayNode
-from relay.core.sqlite_store import SqliteStore
+from relay.core.sqlite_store import SqliteStore, SqlStore
+from relay.db.migrations import Connection
 from relay.http.cases import add_case_routes
 from relay.http.licences import LicenceVerifier, add_licence_routes
 from relay.http.public import public_app
@@ -170,7 +171,7 @@ class Office:
     node_id: str
     relay: RelayNode
     desk: CaseDesk
-    store: SqliteStore
+    store: SqlStore
     cases: SqliteCaseStore
     verifier: LicenceVerifier
     token_key: Ed25519PrivateKey
@@ -231,23 +232,28 @@ def make_offices(
     clock: Clock,
     public_urls: dict[str, str] | None = None,
     calendar: Callable[[], WorkingCalendar] | None = None,
+    case_database: Callable[[str], Connection] | None = None,
+    relay_store: Callable[[str], SqlStore] | None = None,
 ) -> Offices:
     """Two offices on a fake network; ``calendar`` (asked each time) defaults to the
-    default calendar."""
+    default calendar; ``case_database(node)`` opens the database of an office's cases
+    and ``relay_store(node)`` its relay store (default: both in its SQLite file)."""
     network = FakeNetwork(rng=random.Random(3))
     directory = Directory(pki.bundle)
     directory.add_all((k.descriptor_bytes for k in pki.keys.values()), at=clock())
     offices = {}
     desk_calendar = calendar or default_calendar()
     for node in (RECEIVING, HANDLING):
-        store = SqliteStore(root / node)
+        store = relay_store(node) if relay_store else SqliteStore(root / node)
         relay = RelayNode(
             node_id=node, keys=pki.keys[node], bundle=pki.bundle, directory=directory,
             authorizer=load_authorizer([pki.agreement], pki.bundle, at=clock()),
             store=store, link=network.link(node), clock=clock,
             rng=random.Random(node.__hash__() & 0xFF),
         )  # fmt: skip
-        cases = SqliteCaseStore(root / node / "relay.sqlite3")
+        cases = SqliteCaseStore(
+            case_database(node) if case_database else root / node / "relay.sqlite3"
+        )
         terms = load_terms([pki.agreement], pki.bundle, at=clock())
         desk = CaseDesk(
             node_id=node, relay=relay, store=cases, terms=terms, calendar=desk_calendar,

@@ -10,9 +10,11 @@ from pathlib import Path
 import casekit_offices
 import pytest
 from casekit import HANDLING, RECEIVING
+from dbkit import Database, database  # noqa: F401 - the fixture, on SQLite and PostgreSQL
 
 from agreements.calendar import WorkingCalendar, default_calendar
 from certs.pki import init_federation, issue_node
+from relay.core.pg_store import PgStore
 from signing.certificates import TrustBundle
 from signing.nodedir import NodeKeys, load_node_keys
 
@@ -56,9 +58,28 @@ def clock() -> casekit_offices.Clock:
 
 
 @pytest.fixture
+def case_database() -> Database | None:
+    """Where the offices keep their cases: None, each relay's SQLite file. A module
+    whose tests run on both backends overrides it to return the ``database`` fixture;
+    on PostgreSQL each office's relay store and cases then share one database."""
+    return None
+
+
+@pytest.fixture
 def offices(
-    office_pki: casekit_offices.Pki, tmp_path: Path, clock: casekit_offices.Clock
+    office_pki: casekit_offices.Pki,
+    tmp_path: Path,
+    clock: casekit_offices.Clock,
+    case_database: Database | None,
 ) -> Iterator[casekit_offices.Offices]:
-    pair = casekit_offices.make_offices(office_pki, tmp_path, clock)
+    db = case_database
+    pair = casekit_offices.make_offices(
+        office_pki, tmp_path, clock,
+        case_database=None if db is None else db.connect,
+        relay_store=None if db is None or not db.postgresql else (
+            lambda node: PgStore(db.url(node), blobs=tmp_path / node / "blobs",
+                                 work=tmp_path / node, worker=node, clock=clock)
+        ),
+    )  # fmt: skip
     yield pair
     pair.close()

@@ -1,6 +1,7 @@
 """Case desks of two offices over real RelayNodes (SQLite, signed sealed packets, a real
 signed agreement) on the in-memory network: copies converge, partner packets that break
-the state machine are rejected by the relay, SLA lists, terms from the agreement."""
+the state machine are rejected by the relay, SLA lists, terms from the agreement. Each
+test runs twice: the offices' cases on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from casekit import HANDLING, RECEIVING
+from dbkit import Database
 
 from relay.cases.errors import CaseError, IllegalTransition
 from relay.cases.model import CaseState, EventKind
@@ -20,6 +22,11 @@ from signing.licence import Licence, issue_licence
 K = EventKind
 BOOKS = "publication-retail-licence"  # 20 working days, no survey
 FOOD = "food-business-licence"  # 10 working days, survey required
+
+
+@pytest.fixture
+def case_database(database: Database) -> Database:
+    return database
 
 
 async def test_a_whole_case_converges_on_both_offices(offices, clock):

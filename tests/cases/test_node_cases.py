@@ -1,7 +1,8 @@
 """Cases between two real nodes (`relay.node.Node`: federation over mutual TLS on
-127.0.0.1, SQLite, the outbox task): a case opened through the staff API of one node
-reaches the other, its step comes back live to the applicant's WebSocket on the
-receiving node's public listener, and `tongban cases` lists the cases."""
+127.0.0.1, the outbox task) with their tables on SQLite, and again on PostgreSQL
+(``[database] url``): a case opened through the staff API of one node reaches the
+other, its step comes back live to the applicant's WebSocket on the receiving node's
+public listener, and `tongban cases` lists the cases."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import psycopg
 import pytest
 from casekit import HANDLING, RECEIVING
 from casekit_offices import free_port
+from dbkit import Database
 
 from relay.cli import main
 from relay.config import load_config
@@ -34,7 +37,7 @@ class Pair:
 
 
 def write_config(folder: Path, pki, node: str, ports: dict[str, int], partner: str,
-                 partner_port: int) -> Path:  # fmt: skip
+                 partner_port: int, database: str | None = None) -> Path:  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     node_dir = pki.federation.parent / node
     partner_dir = pki.federation.parent / partner
@@ -63,19 +66,22 @@ files = ["{pki.agreement}"]
 [outbox]
 base_backoff = "50ms"
 """
+    if database is not None:
+        text += f'[database]\nurl = "{database}"\n'
     path = folder / "node.toml"
     path.write_text(text, encoding="utf-8")
     return path
 
 
 @pytest.fixture
-async def pair(office_pki, tmp_path: Path) -> AsyncIterator[Pair]:
+async def pair(office_pki, tmp_path: Path, database: Database) -> AsyncIterator[Pair]:
     ports = {n: {k: free_port() for k in ("federation", "public", "staff")}
              for n in (RECEIVING, HANDLING)}  # fmt: skip
+    url = {n: database.url(n) if database.postgresql else None for n in (RECEIVING, HANDLING)}
     config_r = write_config(tmp_path / "r", office_pki, RECEIVING, ports[RECEIVING], HANDLING,
-                            ports[HANDLING]["federation"])  # fmt: skip
+                            ports[HANDLING]["federation"], url[RECEIVING])  # fmt: skip
     config_h = write_config(tmp_path / "h", office_pki, HANDLING, ports[HANDLING], RECEIVING,
-                            ports[RECEIVING]["federation"])  # fmt: skip
+                            ports[RECEIVING]["federation"], url[HANDLING])  # fmt: skip
     r, h = (
         Node(load_config(c), core_factory=layer.core_factory, extensions=[layer.extension])
         for c, layer in ((config_r, CaseLayer()), (config_h, CaseLayer()))
@@ -153,3 +159,10 @@ async def test_case_between_two_real_nodes_with_live_tracking(pair: Pair, capsys
     )
     assert code == 1
     assert "error[conflict]" in capsys.readouterr().err
+    for node in (pair.r, pair.h):  # the tables are where [database] says, nowhere else
+        url = node.config.database.url
+        if url is not None:
+            with psycopg.connect(url) as conn:
+                found = conn.execute("SELECT case_id FROM cases").fetchall()
+            assert found == [("WC-NODE-1",)]
+        assert (node.config.data_dir / "relay.sqlite3").exists() is (url is None)

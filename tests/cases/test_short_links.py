@@ -8,18 +8,19 @@ from pathlib import Path
 
 import aiohttp
 from casekit_offices import serve
+from dbkit import Database
 from test_http import open_case, post
 
 from relay.cases.short_links import SHORT_LENGTH, ShortLinks, new_short_code
 from relay.cases.tracking import CODE_ALPHABET
 
 
-def test_short_codes_are_six_letters_of_the_code_alphabet_and_map_one_to_one(tmp_path: Path):
+def test_short_codes_are_six_letters_of_the_code_alphabet_and_map_one_to_one(database: Database):
     rng = random.Random(5)
     codes = {new_short_code(rng.randbytes) for _ in range(2000)}
     assert len(codes) == 2000  # 30 bits: no collision among a few thousand
     assert all(len(c) == SHORT_LENGTH and set(c) <= set(CODE_ALPHABET) for c in codes)
-    links = ShortLinks(tmp_path / "relay.sqlite3", randbytes=random.Random(1).randbytes)
+    links = ShortLinks(database.connect(), randbytes=random.Random(1).randbytes)
     a, b = links.code_for("CASE-A"), links.code_for("CASE-B")
     assert a != b
     assert links.code_for("CASE-A") == a  # one code per case, kept
@@ -28,14 +29,14 @@ def test_short_codes_are_six_letters_of_the_code_alphabet_and_map_one_to_one(tmp
     assert links.case_for("ZZZZZZ") is None  # the seeded draws never give this one
     assert links.case_for("no such code!") is None
     links.close()
-    reopened = ShortLinks(tmp_path / "relay.sqlite3")
+    reopened = ShortLinks(database.connect())
     assert reopened.case_for(b) == "CASE-B"  # server-side, across restarts
     reopened.close()
 
 
-def test_a_collision_draws_again(tmp_path: Path):
+def test_a_collision_draws_again(database: Database):
     draws = iter([b"\x00\x00\x00\x00", b"\x00\x00\x00\x00", b"\x00\x00\x00\x04"])
-    links = ShortLinks(tmp_path / "s.sqlite3", randbytes=lambda n: next(draws))
+    links = ShortLinks(database.connect(), randbytes=lambda n: next(draws))
     first = links.code_for("CASE-A")
     second = links.code_for("CASE-B")  # the first draw collides with CASE-A's code
     assert first != second

@@ -15,6 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "audit_node"))
 
 from audit_node_support import Pki, make_pki
+from dbkit import database  # noqa: F401 - the fixture, on SQLite and PostgreSQL
 from tsakit import OpenSslTsa, TsaPki, make_tsa_pki
 
 

@@ -24,6 +24,7 @@ _spec.loader.exec_module(example_platform)
 
 import casekit_offices  # noqa: E402
 import integkit  # noqa: E402
+from dbkit import Database, database  # noqa: E402, F401 - the fixture, on SQLite and PostgreSQL
 
 
 @pytest.fixture(scope="session")
@@ -41,9 +42,19 @@ def clock() -> casekit_offices.Clock:
 
 
 @pytest.fixture
+def case_database() -> Database | None:
+    """Where the offices keep their tables: None, each office's SQLite file. A module
+    whose tests run on both backends overrides it to return the ``database`` fixture."""
+    return None
+
+
+@pytest.fixture
 def offices(
-    data_pki: casekit_offices.Pki, tmp_path: Path, clock: casekit_offices.Clock
+    data_pki: casekit_offices.Pki,
+    tmp_path: Path,
+    clock: casekit_offices.Clock,
+    case_database: Database | None,
 ) -> Iterator[integkit.WiredOffices]:
-    pair = integkit.wired_offices(data_pki, tmp_path, clock)
+    pair = integkit.wired_offices(data_pki, tmp_path, clock, database=case_database)
     yield pair
     pair.close()

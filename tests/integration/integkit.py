@@ -4,6 +4,7 @@ with the case and integration routes."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -12,8 +13,10 @@ from typing import Any
 from aiohttp import web
 from casekit import HANDLING, RECEIVING
 from casekit_offices import Clock, Office, Offices, Pki, make_offices
+from dbkit import Database
 
 from relay.config import Webhook
+from relay.core.pg_store import PgStore
 from relay.http.case_services import CaseServices
 from relay.integration.events import EventType
 from relay.integration.layer import Integration
@@ -71,15 +74,31 @@ class WiredOffices:
 
 
 def wired_offices(
-    pki: Pki, root: Path, clock: Clock, webhooks: dict[str, list[Webhook]] | None = None
+    pki: Pki,
+    root: Path,
+    clock: Clock,
+    webhooks: dict[str, list[Webhook]] | None = None,
+    database: Database | None = None,
 ) -> WiredOffices:
-    offices = make_offices(pki, root, clock)
+    """The two offices with the integration attached; with a PostgreSQL ``database``
+    each office's relay store, cases and integration tables share one of its
+    databases (else all are in the office's SQLite file)."""
+    pg = database if database is not None and database.postgresql else None
+    offices = make_offices(
+        pki, root, clock,
+        case_database=None if pg is None else pg.connect,
+        relay_store=None if pg is None else (
+            lambda node: PgStore(pg.url(node), blobs=root / node / "blobs", work=root / node,
+                                 worker=node, clock=clock)
+        ),
+    )  # fmt: skip
     wired = {}
     for node, office in ((RECEIVING, offices.r), (HANDLING, offices.h)):
         services = CaseServices(office.desk, office.verifier, office.relay, office.cases)
         wired[node] = Integration.attach(
             node_id=node, data_dir=root / node, webhooks=(webhooks or {}).get(node, []),
             signer=pki.keys[node].seal, services=services, clock=clock,
+            connect=None if pg is None else functools.partial(pg.connect, node),
         )  # fmt: skip
     return WiredOffices(offices, wired[RECEIVING], wired[HANDLING])
 

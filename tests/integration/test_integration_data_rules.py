@@ -1,6 +1,7 @@
 """The agreement's data rules and the case content: schema, import, refusals, the access
 log and the retention purge, on two offices (real relay cores and desks, fake network,
-injected clock) with the example platform importing through the staff API."""
+injected clock) with the example platform importing through the staff API. Each test
+runs twice: the offices' tables on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import jsonschema
 import pytest
 from casekit import HANDLING, RECEIVING
 from casekit_offices import serve
+from dbkit import Database
 from integkit import BOOKS, FORM, WiredOffices
 
 from relay.audit.leaves import LeafKind, decode_leaf
@@ -31,6 +33,11 @@ from signing.encoding import canonical_json
 from signing.errors import SigningError
 
 K = EventKind
+
+
+@pytest.fixture
+def case_database(database: Database) -> Database:
+    return database
 
 
 def _auth(w: WiredOffices, node: str, **extra: str) -> dict[str, str]:

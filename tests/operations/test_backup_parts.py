@@ -62,3 +62,22 @@ def test_restore_refuses_an_unfinished_backup_and_a_running_node(tmp_path: Path)
             restore(tmp_path / "bk2", data, node_id="420106", now=NOW, replace=True)
     finally:
         running.release()
+
+
+def test_backup_on_postgresql_is_refused_naming_pg_dump(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The SQLite snapshot would copy nothing of a PostgreSQL node: say what to use."""
+    from relay.cli import main
+
+    config = tmp_path / "node.toml"
+    config.write_text(
+        '[node]\nid = "420106"\nkey_dir = "keys"\ndata_dir = "data"\n'
+        'trust_bundle = "bundle.pem"\n[listeners.federation]\nport = 8443\n'
+        "[listeners.public]\nport = 8080\n[listeners.staff]\nport = 8444\n"
+        '[database]\nurl = "postgresql://tongban@db.example/tongban"\n',
+        encoding="utf-8",
+    )
+    assert main(["backup", "--config", str(config), "--out", str(tmp_path / "bk")]) != 0
+    assert "pg_dump" in capsys.readouterr().err
+    assert not (tmp_path / "bk").exists()

@@ -1,18 +1,20 @@
 """Shared helpers of the relay core tests (a uniquely named module: the test
 directories share one import namespace, so nothing is imported from ``conftest``): a
-generated development PKI, nodes on real SQLite files, a fake clock, a fake agreement,
-the FakeNetwork, hand-built packets and small async helpers."""
+generated development PKI, nodes on real SQLite files or real PostgreSQL schemas, a
+fake clock, a fake agreement, the FakeNetwork, hand-built packets and small async
+helpers."""
 
 from __future__ import annotations
 
 import random
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from certs.pki import init_federation, issue_node
 from relay.audit.checkpoint import log_tree_hash
@@ -23,7 +25,7 @@ from relay.core.outbox import OutboxPolicy
 from relay.core.packets import AttachmentKey, build_packet
 from relay.core.ports import AgreementRef, AuthorizationDecision, AuthorizationRequest
 from relay.core.service import RelayNode
-from relay.core.sqlite_store import SqliteStore
+from relay.core.sqlite_store import SqliteStore, SqlStore
 from signing.certificates import TrustBundle
 from signing.nodedir import NodeKeys, load_node_keys
 
@@ -118,7 +120,9 @@ class Federation:
     network: FakeNetwork
     policy: OutboxPolicy
     nodes: dict[str, RelayNode] = field(default_factory=dict)
-    stores: dict[str, SqliteStore] = field(default_factory=dict)
+    stores: dict[str, SqlStore] = field(default_factory=dict)
+    open_store: Callable[[str], SqlStore] | None = None
+    """Opens a node's store (again, after a restart); None: SQLite under ``root``."""
 
     def directory(self, *, without: str | None = None) -> Directory:
         d = Directory(self.pki.bundle)
@@ -133,12 +137,16 @@ class Federation:
         directory: Directory | None = None,
         bundle: Callable[[], TrustBundle] | None = None,
     ) -> RelayNode:
-        """(Re)start a node on its SQLite directory (closing a previous instance)."""
+        """(Re)start a node on its store (closing a previous instance)."""
         if node_id in self.stores:
             self.stores[node_id].close()
         keys = keys or self.pki.keys[node_id]
         # the log hashes as the node's seal says (SM3 for an SM2 seal), as tongban serve does
-        store = SqliteStore(self.root / node_id, tree_hash=log_tree_hash(keys.seal))
+        store = (
+            SqliteStore(self.root / node_id, tree_hash=log_tree_hash(keys.seal))
+            if self.open_store is None
+            else self.open_store(node_id)
+        )
         node = RelayNode(
             node_id=node_id,
             keys=keys,
@@ -190,6 +198,13 @@ async def drain(fed: Federation, *senders: str, max_passes: int = 500) -> None:
     raise AssertionError("outbox did not drain")
 
 
+def pg_schema_url(database: str, name: str) -> str:
+    """A URL of ``database`` whose tables live in the (new) schema ``name``."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{name}"'.encode())
+    return f"{database}?options=-csearch_path%3D{name}"
+
+
 async def chunks_of(data: bytes, size: int = 65_536) -> AsyncIterator[bytes]:
     for i in range(0, len(data), size):
         yield data[i : i + size]
@@ -204,11 +219,8 @@ def inbox_ids(fed: Federation, node: str) -> list[str]:
 
 
 def audit_size(fed: Federation, node: str) -> int:
-    conn = sqlite3.connect(fed.root / node / "relay.sqlite3")
-    try:
-        return int(conn.execute("SELECT COUNT(*) FROM audit_leaves").fetchone()[0])
-    finally:
-        conn.close()
+    row: Any = fed.stores[node].connection.execute("SELECT COUNT(*) FROM audit_leaves").fetchone()
+    return int(row[0])
 
 
 def facts(

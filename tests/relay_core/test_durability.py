@@ -89,7 +89,8 @@ async def test_a_revoked_seal_certificate_is_refused_once_the_new_crl_is_in_forc
 async def test_reopening_a_store_drops_half_written_temporary_files(
     federation: Federation,
 ) -> None:
-    leftover = federation.root / WUCHANG / "tmp" / "half-sealed"
+    leftover = federation.stores[WUCHANG].temp_path()  # where this store seals files
+    assert leftover.is_relative_to(federation.root / WUCHANG / "tmp")
     leftover.write_bytes(b"\0" * 100)
     federation.start(WUCHANG)
     assert not leftover.exists()

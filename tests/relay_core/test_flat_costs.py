@@ -16,6 +16,12 @@ from pathlib import Path
 import pytest
 from relay_core_support import DAFENG, NINGJIN, WUCHANG, Federation, send
 
+
+@pytest.fixture
+def backend() -> str:
+    return "sqlite"  # these tests look into the SQLite file itself
+
+
 STEP = 100  # the progress handler runs every STEP instructions
 
 

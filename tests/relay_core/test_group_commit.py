@@ -15,6 +15,11 @@ from relay.core.errors import PacketTooLarge
 from relay.core.model import PacketSummary
 
 
+@pytest.fixture
+def backend() -> str:
+    return "sqlite"  # these tests look into the SQLite file itself
+
+
 async def create(fed: Federation, case: str, content: dict[str, object]) -> PacketSummary:
     return await fed.nodes[WUCHANG].create_packet(
         to=DAFENG, case_id=case, matter=MATTER, action=ACTION, mode=MODE, content=content

@@ -24,6 +24,12 @@ from relay.core.ports import OpenAt
 from relay.core.receipts import ReceiptStatus, verify_receipt
 from relay.core.sqlite_store import SqliteStore
 
+
+@pytest.fixture
+def backend() -> str:
+    return "sqlite"  # the receiver under kill -9 is a SQLite node; one sender backend
+
+
 HERE = Path(__file__).parent
 CASES, PER_CASE = 50, 20
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import jwt
+import psycopg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -142,8 +143,9 @@ async def _problem_of(
         sqlite3.OperationalError("database or disk is full"),
         sqlite3.DatabaseError("database disk image is malformed"),
         OSError(28, "No space left on device"),
+        psycopg.OperationalError("server closed the connection unexpectedly"),
     ],
-    ids=["disk-full", "corrupt", "enospc"],
+    ids=["disk-full", "corrupt", "enospc", "postgresql-gone"],
 )
 async def test_storage_faults_are_503_with_retry_after(fault: Exception) -> None:
     async def handler(request: web.Request) -> web.Response:

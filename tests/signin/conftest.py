@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cases"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import casekit_offices
+from dbkit import Database, database  # noqa: F401 - the fixture, on SQLite and PostgreSQL
 from relay_http_fake_core import FakeCore
 from relay_http_support import Pki, client_ssl, make_pki, serve
 from signin_kit import NODE, OIDC, SETTINGS, Clock, Desk
@@ -43,9 +44,19 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def desk(pki: Pki, tmp_path: Path, clock: Clock) -> AsyncIterator[Desk]:
+async def desk(
+    pki: Pki,
+    tmp_path: Path,
+    clock: Clock,
+    database: Database,  # noqa: F811 - the fixture imported above
+) -> AsyncIterator[Desk]:
+    """The staff listener with sign-in, its directory on SQLite and on PostgreSQL."""
     data_dir = tmp_path / "data"
-    store = StaffStore(data_dir)
+    store = (
+        StaffStore(data_dir, connect=lambda: database.connect("staff"))
+        if database.postgresql
+        else StaffStore(data_dir)
+    )
     core = FakeCore(tmp_path)
     key = Ed25519PrivateKey.generate()
     signin = SignIn(store, SETTINGS, clock)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dbkit import Database
 from signin_kit import NODE, Desk
 
 from relay.signin.journal import JournalWriter
@@ -25,14 +26,14 @@ def _row(i: int) -> Any:
 
 
 async def test_concurrent_lines_share_one_commit_and_are_on_disk_when_write_returns(
-    tmp_path: Path,
+    tmp_path: Path, database: Database
 ) -> None:
-    store = StaffStore(tmp_path)
+    store = StaffStore(tmp_path, connect=lambda: database.connect("staff"))
     writer = JournalWriter(store)
     try:
         await asyncio.gather(*(writer.write(_row(i)) for i in range(50)))
         assert writer.commits == 1
-        other = StaffStore(tmp_path)  # another connection: the lines are committed
+        other = StaffStore(tmp_path, connect=lambda: database.connect("staff"))  # committed
         try:
             assert sorted(e.detail["n"] for e in other.journal_entries()) == list(range(50))
         finally:

@@ -34,7 +34,7 @@ async def _get(desk: Desk, path: str, **kw: Any) -> tuple[int, dict[str, Any]]:
 async def test_signin_sets_a_strict_cookie_and_the_session_opens_the_staff_api(
     desk: Desk,
 ) -> None:
-    add_account(desk.data_dir, "wang.fang", PASSWORD, ["clerk"], display_name="王芳")
+    add_account(desk.store, "wang.fang", PASSWORD, ["clerk"], display_name="王芳")
     assert (await _get(desk, "/staff/v1/outbox"))[0] == 401
     body = {"user": "wang.fang", "password": PASSWORD}
     async with desk.http.post(
@@ -72,7 +72,7 @@ async def test_signin_sets_a_strict_cookie_and_the_session_opens_the_staff_api(
 async def test_an_unsafe_request_with_the_cookie_needs_the_sessions_csrf_token(
     desk: Desk,
 ) -> None:
-    add_account(desk.data_dir, "li.na", PASSWORD, ["clerk"])
+    add_account(desk.store, "li.na", PASSWORD, ["clerk"])
     me = await sign_in(desk.http, desk.url, "li.na", PASSWORD, ssl=desk.ssl)
     url = f"{desk.url}/staff/v1/packets"
     for headers in ({}, {CSRF_HEADER: "not-the-token"}, {CSRF_HEADER: me["csrf"] + "x"}):
@@ -95,7 +95,7 @@ async def test_an_unsafe_request_with_the_cookie_needs_the_sessions_csrf_token(
 
 
 async def test_a_session_ends_when_idle_and_at_its_lifetime(desk: Desk) -> None:
-    add_account(desk.data_dir, "zhao.lei", PASSWORD, ["clerk"])
+    add_account(desk.store, "zhao.lei", PASSWORD, ["clerk"])
     await sign_in(desk.http, desk.url, "zhao.lei", PASSWORD, ssl=desk.ssl)
     desk.clock.advance(seconds=SETTINGS.session_idle_timeout - 1)
     assert (await _get(desk, "/staff/v1/inbox"))[0] == 200  # used in time: stays
@@ -118,7 +118,7 @@ async def test_a_session_ends_when_idle_and_at_its_lifetime(desk: Desk) -> None:
 
 
 async def test_lockout_after_repeated_failures_says_when_to_retry(desk: Desk) -> None:
-    add_account(desk.data_dir, "sun.li", PASSWORD, ["approver"])
+    add_account(desk.store, "sun.li", PASSWORD, ["approver"])
     wrong = {"user": "sun.li", "password": "not the password"}
     for _ in range(SETTINGS.lockout_threshold - 1):
         status, problem, _resp = await _post_signin(desk, wrong)
@@ -156,7 +156,7 @@ async def test_lockout_after_repeated_failures_says_when_to_retry(desk: Desk) ->
 
 
 async def test_failures_from_one_address_are_throttled_whatever_the_name(desk: Desk) -> None:
-    add_account(desk.data_dir, "qian.yu", PASSWORD, ["clerk"])
+    add_account(desk.store, "qian.yu", PASSWORD, ["clerk"])
     for index in range(SETTINGS.signin_address_limit):
         body = {"user": f"guess-{index}", "password": "123456789012"}
         assert (await _post_signin(desk, body))[0] == 401
@@ -169,7 +169,7 @@ async def test_failures_from_one_address_are_throttled_whatever_the_name(desk: D
 
 
 async def test_sign_out_and_disabling_end_the_session(desk: Desk) -> None:
-    add_account(desk.data_dir, "he.ping", PASSWORD, ["clerk"])
+    add_account(desk.store, "he.ping", PASSWORD, ["clerk"])
     me = await sign_in(desk.http, desk.url, "he.ping", PASSWORD, ssl=desk.ssl)
     url = f"{desk.url}/console/v1/session"
     async with desk.http.delete(url, ssl=desk.ssl) as resp:
@@ -187,7 +187,7 @@ async def test_sign_out_and_disabling_end_the_session(desk: Desk) -> None:
 
 
 async def test_totp_is_asked_for_checked_and_never_accepted_twice(desk: Desk) -> None:
-    secret = add_account(desk.data_dir, "zhou.min", PASSWORD, ["clerk"], totp=True)
+    secret = add_account(desk.store, "zhou.min", PASSWORD, ["clerk"], totp=True)
     assert secret is not None
     body: dict[str, Any] = {"user": "zhou.min", "password": PASSWORD}
     status, problem, _ = await _post_signin(desk, body)
@@ -248,7 +248,7 @@ async def test_an_unwritable_journal_never_turns_an_accepted_request_into_a_refu
     the packet was stored, the caller was told 503 and the packet went out anyway."""
     import sqlite3
 
-    add_account(desk.data_dir, "ma.li", PASSWORD, ["clerk"])
+    add_account(desk.store, "ma.li", PASSWORD, ["clerk"])
     me = await sign_in(desk.http, desk.url, "ma.li", PASSWORD, ssl=desk.ssl)
 
     def full(*args: Any) -> None:
@@ -271,7 +271,7 @@ async def test_an_unwritable_journal_never_turns_an_accepted_request_into_a_refu
 
 async def test_a_handed_out_password_signs_in_once_with_the_persons_own(desk: Desk) -> None:
     handed = "handed-out-0123"
-    add_account(desk.data_dir, "tang.yi", handed, ["clerk"], must_change=True)
+    add_account(desk.store, "tang.yi", handed, ["clerk"], must_change=True)
     body: dict[str, Any] = {"user": "tang.yi", "password": handed}
     status, problem, _ = await _post_signin(desk, body)
     assert (status, problem["code"]) == (403, "password-change-required")

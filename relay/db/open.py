@@ -1,0 +1,98 @@
+"""Opening a component's tables on the backend the node is configured for.
+
+With no ``[database] url`` each component lives in its embedded SQLite file in the data
+directory (most in ``relay.sqlite3``; the staff directory in ``staff.sqlite``), opened in
+WAL mode with ``synchronous=FULL`` (committed means on disk) and a busy timeout, in
+autocommit mode with explicit transactions. With a URL every component shares that one
+PostgreSQL database, each store on its own connection.
+
+A store accepts either a :class:`Connection` (from :func:`open_connection`) or, as it
+always did, the path of a SQLite file (:func:`connection_for`), so tests and tools that
+open a file directly keep working.
+
+:func:`row_locks` is how a store makes a read-modify-write race-free on both backends:
+SQLite's ``BEGIN IMMEDIATE`` already holds the whole database for the writer; on
+PostgreSQL the store takes transaction-scoped advisory locks on the names it is about to
+change (a case id, an account name), in sorted order so two workers never deadlock,
+without serialising writes to other names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from relay.db import pg
+from relay.db.migrations import Connection
+
+if TYPE_CHECKING:
+    from relay.config import NodeConfig
+
+__all__ = [
+    "DATABASE_ERRORS",
+    "INTEGRITY_ERRORS",
+    "RELAY_FILE",
+    "STORAGE_ERRORS",
+    "connection_for",
+    "open_connection",
+    "row_locks",
+    "sqlite_connection",
+]
+
+RELAY_FILE = "relay.sqlite3"
+
+INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg.IntegrityError)
+"""A unique or check constraint refused a write, on either backend."""
+
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
+"""Anything the database driver raises, on either backend."""
+
+STORAGE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, OSError)
+"""A database error or a failing disk (``OSError``): storage cannot take this now."""
+
+
+def sqlite_connection(path: Path) -> sqlite3.Connection:
+    """A SQLite file opened the way every store opens it."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+def open_connection(
+    config: NodeConfig, component: str, *, file_name: str = RELAY_FILE
+) -> Connection:
+    """A new connection to ``component``'s tables: the configured PostgreSQL database,
+    else ``data_dir / file_name``."""
+    if config.database.url is not None:
+        return pg.connect(config.database.url, application_name=f"tongban-{component}")
+    return sqlite_connection(config.data_dir / file_name)
+
+
+def connection_for(target: Path | Connection) -> Connection:
+    """``target`` itself, or a new connection to the SQLite file it names."""
+    if isinstance(target, Path):
+        return sqlite_connection(target)
+    return target
+
+
+def _key(name: str) -> int:
+    return int.from_bytes(
+        hashlib.blake2b(name.encode(), digest_size=4).digest(), "big", signed=True
+    )
+
+
+def row_locks(conn: Connection, space: int, names: Iterable[str]) -> None:
+    """Inside an open transaction on PostgreSQL, hold an advisory lock per name of
+    ``names`` in lock space ``space`` (a 32-bit constant per table) until it ends.
+    Nothing to do on SQLite, where the writer already holds the database."""
+    if not isinstance(conn, pg.PgConnection):
+        return
+    for key in sorted({_key(n) for n in names}):
+        conn.execute("SELECT pg_advisory_xact_lock(?, ?)", (space, key))

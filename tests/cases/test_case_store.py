@@ -1,0 +1,186 @@
+"""The case store on both backends (SQLite and a real PostgreSQL), and what several
+workers sharing the PostgreSQL tables need: no lost update, no deadlock."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from casekit import T0, header
+from dbkit import Database
+
+from relay.cases.errors import CaseError
+from relay.cases.model import Office
+from relay.cases.sqlite_store import SCHEMA, SqliteCaseStore
+from relay.cases.store import AppliedPacket, CaseRecord
+from relay.cases.workflow import Case
+from relay.db.migrations import Connection, schema_version
+from relay.db.open import sqlite_connection
+
+
+def record(case_id: str, access: str | None = "0") -> CaseRecord:
+    return CaseRecord(Case(header(case_id), Office.RECEIVING), access, T0, 1)
+
+
+def bump(old: CaseRecord | None) -> CaseRecord | None:
+    """The access hash as a counter: a lost update shows as a missing increment."""
+    assert old is not None
+    return replace(old, access_hash=str(int(old.access_hash or "0") + 1))
+
+
+def test_cases_are_stored_read_back_and_listed(database: Database) -> None:
+    store = SqliteCaseStore(database.connect())
+    store.create(record("WC-B"))
+    store.create(record("WC-A", access=None))
+    with pytest.raises(CaseError) as taken:
+        store.create(record("WC-A"))
+    assert taken.value.code == "case-exists"
+    got = store.get("WC-A")
+    assert got is not None
+    assert got.case == record("WC-A").case
+    assert (got.access_hash, got.opened_at, got.version) == (None, T0, 1)
+    assert store.get("WC-NONE") is None
+    assert [r.case.header.case_id for r in store.list_cases()] == ["WC-A", "WC-B"]
+    store.close()
+    reopened = SqliteCaseStore(database.connect())
+    assert reopened.get("WC-B") == record("WC-B")
+    assert schema_version(database.connect(), "cases") == 1
+    reopened.close()
+
+
+def test_update_bumps_the_version_and_none_leaves_the_case(database: Database) -> None:
+    store = SqliteCaseStore(database.connect())
+    store.create(record("WC-1"))
+    after = store.update("WC-1", bump)
+    assert after is not None
+    assert (after.access_hash, after.version) == ("1", 2)
+    assert store.update("WC-1", lambda old: None) == after
+    assert store.get("WC-1") == after
+    assert store.update("WC-NEW", lambda old: record("WC-NEW") if old is None else None) is not None
+    assert store.get("WC-NEW") is not None
+    store.close()
+
+
+def test_packets_apply_in_order_in_one_transaction_and_are_recorded_once(
+    database: Database,
+) -> None:
+    store = SqliteCaseStore(database.connect())
+    store.create(record("WC-1"))
+
+    def applied(packet_id: str, case_id: str = "WC-1"):
+        def change(old: CaseRecord | None) -> tuple[CaseRecord | None, AppliedPacket]:
+            return bump(old), AppliedPacket(packet_id, case_id, "applied", old.access_hash or "")
+
+        return (packet_id, case_id, change)
+
+    out = store.apply_packets([applied("p1"), applied("p2"), applied("p3")])
+    assert [(a.packet_id, a.detail) for a in out] == [("p1", "0"), ("p2", "1"), ("p3", "2")]
+    stored = store.get("WC-1")
+    assert stored is not None
+    assert (stored.access_hash, stored.version) == ("3", 4)
+    assert store.unapplied(["p0", "p1", "p3", "p9"]) == ["p0", "p9"]
+    store.apply_packet("p1", "WC-1", lambda old: (None, AppliedPacket("p1", "WC-1", "dup", "")))
+    assert [a.packet_id for a in store.packets("WC-1")] == ["p1", "p2", "p3"]
+    assert store.packets("WC-1")[0].outcome == "applied"  # the first outcome stays
+
+    def broken(old: CaseRecord | None) -> tuple[CaseRecord | None, AppliedPacket]:
+        raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError):
+        store.apply_packets([applied("p4"), ("p5", "WC-1", broken)])
+    assert store.unapplied(["p4", "p5"]) == ["p4", "p5"]  # nothing of the batch stayed
+    stored = store.get("WC-1")
+    assert stored is not None
+    assert stored.version == 4
+    store.close()
+
+
+class Sink:
+    def __init__(self, table_conn: Connection, fail: bool = False) -> None:
+        self.fail = fail
+        table_conn.execute("CREATE TABLE sink_rows (case_id TEXT NOT NULL, version INTEGER)")
+
+    def changed(self, conn: Connection, old: CaseRecord | None, new: CaseRecord) -> None:
+        conn.execute(
+            "INSERT INTO sink_rows (case_id, version) VALUES (?, ?)",
+            (new.case.header.case_id, new.version),
+        )
+        if self.fail:
+            raise RuntimeError("sink refused")
+
+    def logged(self, conn: Connection, leaf: bytes) -> None:
+        raise AssertionError("no audit leaf here")
+
+
+def test_a_sink_writes_in_the_transaction_of_the_change(database: Database) -> None:
+    store = SqliteCaseStore(database.connect())
+    sink = Sink(store.connection)
+    store.add_sink(sink)
+    store.create(record("WC-1"))
+    store.update("WC-1", bump)
+    sink.fail = True
+    with pytest.raises(RuntimeError, match="sink refused"):
+        store.update("WC-1", bump)
+    rows = store.connection.execute("SELECT case_id, version FROM sink_rows").fetchall()
+    assert sorted(tuple(r) for r in rows) == [("WC-1", 1), ("WC-1", 2)]
+    stored = store.get("WC-1")
+    assert stored is not None
+    assert stored.version == 2
+    store.close()
+
+
+def test_workers_changing_the_same_cases_lose_no_update_and_never_deadlock(
+    database: Database,
+) -> None:
+    """Four workers, each its own connection, apply batches touching the same two cases
+    in opposite orders. On PostgreSQL each change reads the copy the last committed one
+    left (a per-case lock), and the batches' locks are taken in one order."""
+    setup = SqliteCaseStore(database.connect())
+    setup.create(record("WC-A"))
+    setup.create(record("WC-B"))
+    rounds, errors = 15, []
+    stores = [SqliteCaseStore(database.connect()) for _ in range(4)]
+
+    def work(n: int, store: SqliteCaseStore) -> None:
+        try:
+            for i in range(rounds):
+                order = ["WC-A", "WC-B"] if n % 2 else ["WC-B", "WC-A"]
+                store.apply_packets(
+                    [
+                        (f"w{n}-{i}-{c}", c, lambda old, p=f"w{n}-{i}-{c}", c=c: (
+                            bump(old), AppliedPacket(p, c, "applied", "")))
+                        for c in order
+                    ]
+                )  # fmt: skip
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n, s)) for n, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    for case_id in ("WC-A", "WC-B"):
+        stored = setup.get(case_id)
+        assert stored is not None
+        assert (stored.access_hash, stored.version) == (str(4 * rounds), 4 * rounds + 1)
+        assert len(setup.packets(case_id)) == 4 * rounds
+    for store in [setup, *stores]:
+        store.close()
+
+
+def test_the_migration_accepts_a_sqlite_file_written_before_migrations(tmp_path: Path) -> None:
+    conn = sqlite_connection(tmp_path / "relay.sqlite3")
+    conn.executescript(SCHEMA)
+    conn.execute(
+        "INSERT INTO case_packets VALUES (?, ?, ?, ?, ?)",
+        ("p-old", "WC-OLD", "applied", "", datetime.now(UTC).timestamp()),
+    )
+    store = SqliteCaseStore(conn)
+    assert schema_version(conn, "cases") == 1
+    assert store.unapplied(["p-old", "p-new"]) == ["p-new"]
+    store.close()

@@ -1,0 +1,76 @@
+"""Opening a component on the configured backend, and the per-name locks that make a
+store's read-modify-write race-free on PostgreSQL without serialising other names."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from relay.config import load_config
+from relay.db.open import open_connection, row_locks
+from relay.db.pg import PgConnection, connect
+from relay.signin.store import StaffStore
+from relay.staff_auth import StaffRole
+
+NODE = (
+    '[node]\nid = "420106"\nkey_dir = "keys"\ndata_dir = "data"\n'
+    'trust_bundle = "bundle.pem"\n[listeners.federation]\nport = 8443\n'
+    "[listeners.public]\nport = 8080\n[listeners.staff]\nport = 8444\n"
+)
+
+
+def test_without_a_url_each_component_opens_its_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(NODE, encoding="utf-8")
+    config = load_config(path)
+    config.data_dir.mkdir()
+    conn = open_connection(config, "cases")
+    assert isinstance(conn, sqlite3.Connection)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    assert (config.data_dir / "relay.sqlite3").exists()
+    conn.close()
+    staff = StaffStore.for_node(config)
+    staff.add_account("wang.fang", "王芳", (StaffRole.CLERK,), None, 1.0)
+    staff.close()
+    assert (config.data_dir / "staff.sqlite").stat().st_mode & 0o777 == 0o600
+
+
+def test_with_a_url_every_component_shares_the_postgresql_database(
+    tmp_path: Path, pg_url: str
+) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(NODE + f'[database]\nurl = "{pg_url}"\n', encoding="utf-8")
+    config = load_config(path)
+    conn = open_connection(config, "cases")
+    assert isinstance(conn, PgConnection)
+    name = conn.execute("SELECT current_setting('application_name')").fetchone()
+    assert name == ("tongban-cases",)
+    staff = StaffStore.for_node(config)
+    staff.add_account("wang.fang", "王芳", (StaffRole.CLERK,), None, 1.0)
+    staff.close()
+    assert conn.execute("SELECT name FROM account").fetchall() == [("wang.fang",)]
+    assert not (config.data_dir / "staff.sqlite").exists()
+    conn.close()
+
+
+def test_row_locks_hold_one_name_and_let_the_others_pass(pg_url: str) -> None:
+    one, two = connect(pg_url), connect(pg_url)
+    one.execute("BEGIN")
+    row_locks(one, 7, ["WC-A"])
+    two.execute("BEGIN")
+    two.execute("SET LOCAL lock_timeout = '200ms'")
+    row_locks(two, 7, ["WC-B"])  # another name: at once
+    row_locks(two, 8, ["WC-A"])  # the same name in another space: at once
+    with pytest.raises(psycopg.errors.LockNotAvailable):
+        row_locks(two, 7, ["WC-A", "WC-C"])
+    two.execute("ROLLBACK")
+    one.execute("COMMIT")  # the lock ends with the transaction
+    two.execute("BEGIN")
+    row_locks(two, 7, ["WC-A"])
+    two.execute("COMMIT")
+    one.close()
+    two.close()

@@ -1,0 +1,51 @@
+"""The timestamp token tables on both backends (SQLite and a real PostgreSQL): which
+checkpoints and leaves still need a token, one token kept per checkpoint."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from dbkit import Database
+
+from relay.db.migrations import schema_version
+from relay.timestamps.store import TimestampStore
+
+AT = datetime(2026, 9, 1, 2, tzinfo=UTC)  # a stamp written as data, never compared to now
+
+
+def test_checkpoints_get_one_token_each(database: Database) -> None:
+    store = TimestampStore(database.connect())
+    conn = database.connect()
+    assert schema_version(conn, "timestamps") == 1
+    for size in (3, 8):
+        conn.execute(
+            "INSERT INTO audit_checkpoints (size, note, signed_at) VALUES (?, ?, ?)",
+            (size, f"note {size}".encode(), AT.timestamp()),
+        )
+    assert [s for s, _, _ in store.unstamped()] == [3, 8]
+    assert store.stamped_covering(2) is None
+    store.put(3, b"\x30\x03first", AT, AT)
+    other = TimestampStore(database.connect())  # another worker stamps it again
+    other.put(3, b"\x30\x03second", AT, AT)
+    assert store.response(3) == b"\x30\x03first"
+    assert store.unstamped() == [(8, b"note 8", AT)]
+    assert store.stamped_covering(2) == (3, b"note 3", b"\x30\x03first")
+    assert store.stamped_covering(3) is None  # leaf 3 is in the size-8 checkpoint only
+    store.close()
+    other.close()
+
+
+def test_survey_and_licence_leaves_are_stamped_on_their_own(database: Database) -> None:
+    store = TimestampStore(database.connect())
+    assert store.unstamped_leaves() == []  # no audit log yet
+    conn = database.connect()
+    blob = "BYTEA" if database.postgresql else "BLOB"
+    conn.execute(f"CREATE TABLE audit_leaves (idx INTEGER PRIMARY KEY, data {blob} NOT NULL)")
+    leaves = [b'{"kind":"packet"}', b'{"kind":"survey-report"}', b'{"kind":"licence-event"}']
+    conn.executemany("INSERT INTO audit_leaves (idx, data) VALUES (?, ?)", list(enumerate(leaves)))
+    assert store.unstamped_leaves() == [(1, leaves[1]), (2, leaves[2])]
+    store.put_leaf(1, b"token", AT, AT)
+    assert store.unstamped_leaves() == [(2, leaves[2])]
+    assert store.leaf_response(1) == b"token"
+    assert store.leaf_response(2) is None
+    store.close()

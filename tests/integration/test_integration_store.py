@@ -1,0 +1,113 @@
+"""The integration tables on both backends (SQLite and a real PostgreSQL): the event
+outbox written with the case change, deliveries in order, the personal-data log; and
+two workers writing the same event keep one."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+from casekit import T0, header
+from dbkit import Database
+
+from relay.cases.model import Office
+from relay.cases.sqlite_store import SqliteCaseStore
+from relay.cases.store import CaseRecord
+from relay.cases.workflow import Case
+from relay.config import Webhook
+from relay.integration.events import EventType, IntegrationEvent, sla_event
+from relay.integration.store import IntegrationStore, OutboxSink, Read
+
+NODE = "420106"
+ALL = frozenset(t.value for t in EventType)
+HOOKS = [Webhook("https://a.example/hook", ALL), Webhook("https://b.example/hook", ALL)]
+
+
+def event(n: int, case_id: str = "WC-1") -> IntegrationEvent:
+    return sla_event(NODE, case_id=f"{case_id}-{n}", colour="yellow", matter="m", at=T0)
+
+
+def test_events_are_stored_once_and_delivered_in_order(database: Database) -> None:
+    store = IntegrationStore(database.connect(), NODE, HOOKS)
+    assert store.record(event(1), sla_mark=("WC-1-1", "yellow")) is True
+    assert store.record(event(1), sla_mark=("WC-1-1", "yellow")) is False
+    assert store.record(event(2)) is True
+    assert [e["case"] for e in store.events()] == ["WC-1-1", "WC-1-2"]
+    assert store.sla_marked() == {("WC-1-1", "yellow")}
+    assert store.known_events(f"{NODE}:sla-yellow:WC-1-1") == {event(1).id}
+    target = HOOKS[0].url
+    first = store.next_delivery(target)
+    assert first is not None
+    assert first.event_id == event(1).id
+    store.failed(first.event_id, target, "503", retry_at=T0 + timedelta(seconds=5))
+    again = store.next_delivery(target)
+    assert again is not None
+    assert (again.event_id, again.attempts, again.next_at) == (
+        first.event_id, 1, T0 + timedelta(seconds=5),
+    )  # fmt: skip
+    store.delivered(first.event_id, target, T0)
+    second = store.next_delivery(target)
+    assert second is not None
+    assert second.event_id == event(2).id
+    assert second.seq > first.seq
+    store.failed(second.event_id, target, "gone", retry_at=None)
+    assert store.next_delivery(target) is None
+    counts = store.delivery_counts()
+    assert (counts[target, "delivered"], counts[target, "parked"]) == (1, 1)
+    assert counts[HOOKS[1].url, "pending"] == 2
+    assert store.retry_parked(target, T0) == 1
+    status = {s["target"]: s for s in store.delivery_status()}
+    assert status[target]["pending"] == 1
+    store.close()
+
+
+def test_the_sink_writes_events_with_the_case_change(database: Database) -> None:
+    conn = database.connect()
+    store = IntegrationStore(conn, NODE, HOOKS)
+    cases = SqliteCaseStore(database.connect())
+    cases.add_sink(OutboxSink(NODE, HOOKS, lambda: T0))
+    cases.create(CaseRecord(Case(header("WC-9"), Office.RECEIVING), None, T0, 1))
+    assert [(e["type"], e["case"]) for e in store.events()] == [("case-created", "WC-9")]
+    delivery = store.next_delivery(HOOKS[1].url)
+    assert delivery is not None
+    assert delivery.event_id == f"{NODE}:case-created:WC-9"
+    cases.close()
+    store.close()
+
+
+def test_reads_of_personal_data_are_logged_per_applicant(database: Database) -> None:
+    store = IntegrationStore(database.connect(), NODE, [])
+    at = datetime(2026, 9, 1, 3, tzinfo=UTC)
+    store.log_read(Read(at, "clerk-1", "handling", "WC-1", "ID:1", "case"))
+    store.log_read(Read(at, "clerk-2", "audit", "WC-2", None, "case"))
+    assert [r.who for r in store.reads()] == ["clerk-1", "clerk-2"]
+    assert store.reads(applicant="ID:1")[0].at == at
+    assert [r.purpose for r in store.reads(case_id="WC-2")] == ["audit"]
+    assert store.applicant_of("WC-1") is None
+    store.forget_applicant_of("WC-1")
+    store.close()
+
+
+def test_workers_recording_the_same_events_keep_each_once(database: Database) -> None:
+    stores = [IntegrationStore(database.connect(), NODE, HOOKS) for _ in range(4)]
+    new: list[bool] = []
+    errors: list[BaseException] = []
+
+    def work(store: IntegrationStore) -> None:
+        try:
+            for n in range(20):
+                new.append(store.record(event(n)))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    assert new.count(True) == 20
+    assert len(stores[0].events()) == 20
+    assert stores[0].delivery_counts()[HOOKS[0].url, "pending"] == 20
+    for store in stores:
+        store.close()
