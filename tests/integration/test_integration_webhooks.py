@@ -1,6 +1,7 @@
 """Webhooks: every listed event reaches the office's platform (examples/platform.py)
 exactly once despite the platform being down for a while and answers lost on the way,
-each signature checked by joserfc; a dead target is parked with an alert."""
+each signature checked by joserfc; a dead target is parked with an alert. The tests with
+two offices run with their tables on SQLite and again on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import integkit
 import pytest
 from casekit import HANDLING, RECEIVING
 from casekit_offices import Pki, free_port, serve
+from dbkit import Database
 from integkit import FOOD, WiredOffices, target
 from joserfc.errors import BadSignatureError
 from prometheus_client import CollectorRegistry, generate_latest
@@ -65,7 +67,7 @@ def _key(pki: Pki, node: str) -> Any:
 
 
 async def test_every_event_reaches_the_platform_once_despite_downtime(
-    data_pki: Pki, tmp_path: Path, clock
+    data_pki: Pki, tmp_path: Path, clock, database: Database
 ):
     platform = example.Platform(
         example.seal_key((data_pki.keys[RECEIVING].directory / "seal.pem").read_bytes())
@@ -79,6 +81,7 @@ async def test_every_event_reaches_the_platform_once_despite_downtime(
             data_pki, tmp_path, clock,
             webhooks={RECEIVING: [target(f"{url_r}/webhooks")],
                       HANDLING: [target(f"{url_h}/webhooks")]},
+            database=database,
         )  # fmt: skip
         stop = asyncio.Event()
         tasks = [asyncio.create_task(i.dispatcher.run(stop)) for i in (w.r, w.h)]
@@ -195,12 +198,13 @@ def _gauges(integration: Any, now: Any) -> dict[tuple[str, str], float]:
 
 
 async def test_a_dead_target_is_parked_with_an_alert_and_retried_on_request(
-    data_pki: Pki, tmp_path: Path, clock
+    data_pki: Pki, tmp_path: Path, clock, database: Database
 ):
     dead = f"http://127.0.0.1:{free_port()}/webhooks"  # nothing listens there
     w = integkit.wired_offices(
-        data_pki, tmp_path, clock, webhooks={RECEIVING: [target(dead, max_attempts=3)]}
-    )
+        data_pki, tmp_path, clock, webhooks={RECEIVING: [target(dead, max_attempts=3)]},
+        database=database,
+    )  # fmt: skip
     stop = asyncio.Event()
     task = asyncio.create_task(w.r.dispatcher.run(stop))
     try:
@@ -271,12 +275,15 @@ class _RefusingRelay:
         raise NotAuthorized("not-a-party")
 
 
-async def test_a_step_taken_back_takes_its_event_back(data_pki: Pki, tmp_path: Path, clock):
+async def test_a_step_taken_back_takes_its_event_back(
+    data_pki: Pki, tmp_path: Path, clock, database: Database
+):
     """The relay refuses to queue our step: the desk takes the stored step back, and the
     event the step made goes with it."""
     w = integkit.wired_offices(
-        data_pki, tmp_path, clock, webhooks={RECEIVING: [target("http://127.0.0.1:9/h")]}
-    )
+        data_pki, tmp_path, clock, webhooks={RECEIVING: [target("http://127.0.0.1:9/h")]},
+        database=database,
+    )  # fmt: skip
     try:
         r = w.office(RECEIVING)
         opened = await r.desk.open_case(
