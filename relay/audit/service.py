@@ -178,8 +178,7 @@ class AuditService:
                 _log.error("audit log %s is not consistent with our last checkpoint", self.origin)
                 raise LogStoreError(f"our log does not extend our last checkpoint: {exc}") from exc
         note = sign_checkpoint(Checkpoint(self.origin, size, root), self._seal).to_bytes()
-        self.state.put_checkpoint(size, note, self._clock())
-        return note
+        return self.state.put_checkpoint(size, note, self._clock())  # signed once per size
 
     # -- server side of §7.5 ----------------------------------------------------------------
 
