@@ -111,29 +111,29 @@ class _Reconnecting(PgConnection):
     def _open(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self._url, autocommit=True, application_name=self._name)
 
-    def _live(self, sql: str) -> None:
+    def _run(self, sql: str, call: Callable[[], psycopg.Cursor[Any]]) -> psycopg.Cursor[Any]:
         m = _VERB.match(sql)
         verb = "" if m is None or m.group(2) else m.group(1).upper()
         if self.raw.closed:
             if self._in_tx and verb != "ROLLBACK":
                 raise psycopg.OperationalError("the connection was lost inside a transaction")
             self.raw = self._open()
+        if verb in ("COMMIT", "END", "ROLLBACK"):
+            self._in_tx = False  # whatever the server answers, the transaction is over
+        cursor = call()
         if verb in ("BEGIN", "START"):
             self._in_tx = True
-        elif verb in ("COMMIT", "END", "ROLLBACK"):
-            self._in_tx = False
+        return cursor
 
     @property
     def in_transaction(self) -> bool:
         return self._in_tx if self.raw.closed else super().in_transaction
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> psycopg.Cursor[Any]:
-        self._live(sql)
-        return super().execute(sql, params)
+        return self._run(sql, lambda: PgConnection.execute(self, sql, params))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
-        self._live(sql)
-        return super().executemany(sql, rows)
+        return self._run(sql, lambda: PgConnection.executemany(self, sql, rows))
 
 
 class _PgReceiveTx(_ReceiveTx):
