@@ -321,3 +321,16 @@ async def test_a_worker_whose_connection_the_server_dropped_goes_on_with_a_new_o
         stop.set()
         await asyncio.wait_for(task, DEADLINE)
     assert [i.summary.packet_id for i in fed.nodes[DAFENG].list_inbox()] == first + second
+
+
+def test_a_transaction_that_could_not_begin_on_a_dropped_connection_is_not_half_open(
+    workers: Any, worker_url: str
+) -> None:
+    clock = FakeClock()
+    store = workers("a", clock)
+    with psycopg.connect(worker_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (store.connection.raw.info.backend_pid,))
+    with pytest.raises(psycopg.OperationalError):  # BEGIN meets the dropped connection
+        store.enqueue(PEER, "c1", packet(clock, "c1"))
+    store.enqueue(PEER, "c1", packet(clock, "c1"))  # on a new connection, from the start
+    assert [r.seq for r in store.open_rows()] == [1]
