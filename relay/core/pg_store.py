@@ -12,6 +12,8 @@ keys, on one or more hosts) need beyond it:
 - **Sequence allocation.** :meth:`enqueue` and :meth:`enqueue_many` take a
   transaction-level advisory lock per (destination, case), all of them, in one sorted
   order, before anything else: two workers never hand out the same ``seq``.
+  :meth:`update_outbox` takes the same locks for the cases it touches, so the two
+  always lock case, then log, then rows, and never wait for each other in a cycle.
 - **Deduplication by constraint.** Each packet of a receive transaction is decided in
   a savepoint; its inbox row goes in with ``ON CONFLICT DO NOTHING``. When another
   worker accepted the same packet first, the savepoint is rolled back (our two audit
@@ -238,6 +240,14 @@ class PgStore(SqlStore):
                 "SELECT pg_advisory_xact_lock(?, k) FROM unnest(?::int[]) AS k",
                 (_CASE_LOCKS, keys),
             )
+
+    def _lock_updated(self, c: Db, updates: Sequence[OutboxUpdate]) -> None:
+        if updates:
+            pairs = c.execute(
+                "SELECT peer, case_id FROM outbox WHERE packet_id = ANY(?::text[])",
+                ([u.packet_id for u in updates],),
+            ).fetchall()
+            self._lock_cases(c, [(str(peer), str(case_id)) for peer, case_id in pairs])
 
     def _receive_tx(self, c: Db) -> _ReceiveTx:
         return _PgReceiveTx(c)
