@@ -190,8 +190,7 @@ class AuditService:
                 raise LogStoreError(f"our log does not extend our last checkpoint: {exc}") from exc
         checkpoint = Checkpoint.for_tree(self.origin, size, root, self.own_key.tree_hash)
         note = sign_checkpoint(checkpoint, self._seal).to_bytes()
-        self.state.put_checkpoint(size, note, self._clock())  # first of its size wins
-        return self.state.checkpoint(size) or note
+        return self.state.put_checkpoint(size, note, self._clock())  # signed once per size
 
     # -- server side of §7.5 ----------------------------------------------------------------
 

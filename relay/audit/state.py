@@ -186,12 +186,18 @@ class AuditState:
         ).fetchone()
         return None if row is None else bytes(row[0])
 
-    def put_checkpoint(self, size: int, note: bytes, at: datetime) -> None:
+    def put_checkpoint(self, size: int, note: bytes, at: datetime) -> bytes:
+        """Keep our signed checkpoint of ``size``; return the one that stands: the
+        first signed for that size (another worker of the node may have been first)."""
         with self._tx() as c:
             c.execute(
                 "INSERT OR IGNORE INTO audit_checkpoints (size, note, signed_at) VALUES (?,?,?)",
                 (size, note, at.timestamp()),
             )
+            row: Any = c.execute(
+                "SELECT note FROM audit_checkpoints WHERE size = ?", (size,)
+            ).fetchone()
+        return bytes(row[0])
 
     def put_cosignature(self, size: int, witness: str, note: bytes, at: datetime) -> None:
         """Keep a partner's cosigned copy of our checkpoint of ``size`` (latest wins)."""

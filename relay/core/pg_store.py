@@ -12,6 +12,8 @@ keys, on one or more hosts) need beyond it:
 - **Sequence allocation.** :meth:`enqueue` and :meth:`enqueue_many` take a
   transaction-level advisory lock per (destination, case), all of them, in one sorted
   order, before anything else: two workers never hand out the same ``seq``.
+  :meth:`update_outbox` takes the same locks for the cases it touches, so the two
+  always lock case, then log, then rows, and never wait for each other in a cycle.
 - **Deduplication by constraint.** Each packet of a receive transaction is decided in
   a savepoint; its inbox row goes in with ``ON CONFLICT DO NOTHING``. When another
   worker accepted the same packet first, the savepoint is rolled back (our two audit
@@ -112,29 +114,29 @@ class _Reconnecting(PgConnection):
     def _open(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self._url, autocommit=True, application_name=self._name)
 
-    def _live(self, sql: str) -> None:
+    def _run(self, sql: str, call: Callable[[], psycopg.Cursor[Any]]) -> psycopg.Cursor[Any]:
         m = _VERB.match(sql)
         verb = "" if m is None or m.group(2) else m.group(1).upper()
         if self.raw.closed:
             if self._in_tx and verb != "ROLLBACK":
                 raise psycopg.OperationalError("the connection was lost inside a transaction")
             self.raw = self._open()
+        if verb in ("COMMIT", "END", "ROLLBACK"):
+            self._in_tx = False  # whatever the server answers, the transaction is over
+        cursor = call()
         if verb in ("BEGIN", "START"):
             self._in_tx = True
-        elif verb in ("COMMIT", "END", "ROLLBACK"):
-            self._in_tx = False
+        return cursor
 
     @property
     def in_transaction(self) -> bool:
         return self._in_tx if self.raw.closed else super().in_transaction
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> psycopg.Cursor[Any]:
-        self._live(sql)
-        return super().execute(sql, params)
+        return self._run(sql, lambda: PgConnection.execute(self, sql, params))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
-        self._live(sql)
-        return super().executemany(sql, rows)
+        return self._run(sql, lambda: PgConnection.executemany(self, sql, rows))
 
 
 class _PgReceiveTx(_ReceiveTx):
@@ -240,6 +242,14 @@ class PgStore(SqlStore):
                 "SELECT pg_advisory_xact_lock(?, k) FROM unnest(?::int[]) AS k",
                 (_CASE_LOCKS, keys),
             )
+
+    def _lock_updated(self, c: Db, updates: Sequence[OutboxUpdate]) -> None:
+        if updates:
+            pairs = c.execute(
+                "SELECT peer, case_id FROM outbox WHERE packet_id = ANY(?::text[])",
+                ([u.packet_id for u in updates],),
+            ).fetchall()
+            self._lock_cases(c, [(str(peer), str(case_id)) for peer, case_id in pairs])
 
     def _receive_tx(self, c: Db) -> _ReceiveTx:
         return _PgReceiveTx(c)

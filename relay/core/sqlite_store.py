@@ -410,6 +410,7 @@ class SqlStore:
 
     def update_outbox(self, updates: Sequence[OutboxUpdate]) -> None:
         with self._tx() as c:
+            self._lock_updated(c, updates)
             touched: list[tuple[str, str]] = []
             for u in updates:  # appends first: the log's lock before any row lock
                 if u.audit_leaf is not None and u.receipt is not None:
@@ -435,6 +436,10 @@ class SqlStore:
                     self._rewind(c, u.packet_id)
             self._refresh_heads(c, touched)
             self._after_updates(c, updates)
+
+    def _lock_updated(self, c: Db, updates: Sequence[OutboxUpdate]) -> None:
+        """Hook at the start of :meth:`update_outbox`'s transaction (PostgreSQL: the
+        locks of the cases it touches, in the order enqueueing takes them)."""
 
     def _after_updates(self, c: Db, updates: Sequence[OutboxUpdate]) -> None:
         """Hook inside :meth:`update_outbox`'s transaction (PostgreSQL: leases)."""

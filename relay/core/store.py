@@ -171,7 +171,11 @@ class RelayStore(Protocol):
         self, peer: str, at: datetime, limit: int, busy: Collection[str] = ()
     ) -> list[OutboxRow]:
         """Up to ``limit`` open packets for ``peer`` due at ``at``, oldest case first:
-        per case (not in ``busy``) its head and the due packets after it in sequence."""
+        per case (not in ``busy``) its head and the due packets after it in sequence.
+
+        Where several workers share the store, the cases returned are claimed for this
+        worker (a lease :meth:`update_outbox` renews and releases) and cases another
+        worker holds are left out."""
         ...
 
     def expired_rows(self, before: datetime, limit: int) -> list[OutboxRow]:

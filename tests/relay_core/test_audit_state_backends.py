@@ -35,8 +35,9 @@ async def test_the_witnessing_state_reads_the_stores_log_and_keeps_what_it_is_gi
         assert [e.packet_id for e in state.exchanged_with(DAFENG)] == sent
         assert [e.packet_id for e in state.packets_by_id(sent[1])] == [sent[1]]
         at = fed.clock()
-        state.put_checkpoint(8, b"note 8", at)
-        state.put_checkpoint(8, b"another note 8", at)  # signed once: the first stays
+        assert state.put_checkpoint(8, b"note 8", at) == b"note 8"
+        # signed once: another worker's later note for the same size gets the first back
+        assert state.put_checkpoint(8, b"another note 8", at) == b"note 8"
         assert state.checkpoint(8) == b"note 8"
         state.put_cosignature(8, DAFENG, b"cosigned", at)
         state.put_cosignature(8, DAFENG, b"cosigned again", at + timedelta(seconds=1))

@@ -321,3 +321,29 @@ async def test_a_worker_whose_connection_the_server_dropped_goes_on_with_a_new_o
         stop.set()
         await asyncio.wait_for(task, DEADLINE)
     assert [i.summary.packet_id for i in fed.nodes[DAFENG].list_inbox()] == first + second
+
+
+def test_a_transaction_that_could_not_begin_on_a_dropped_connection_is_not_half_open(
+    workers: Any, worker_url: str
+) -> None:
+    clock = FakeClock()
+    store = workers("a", clock)
+    with psycopg.connect(worker_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (store.connection.raw.info.backend_pid,))
+    with pytest.raises(psycopg.OperationalError):  # BEGIN meets the dropped connection
+        store.enqueue(PEER, "c1", packet(clock, "c1"))
+    store.enqueue(PEER, "c1", packet(clock, "c1"))  # on a new connection, from the start
+    assert [r.seq for r in store.open_rows()] == [1]
+
+
+def test_heads_rebuilt_after_a_copy_from_sqlite_find_every_open_case(workers: Any) -> None:
+    clock = FakeClock()
+    store = workers("a", clock)
+    for case in ("c1", "c2"):
+        for _ in range(2):
+            store.enqueue(PEER, case, packet(clock, case))
+    store.connection.execute("DELETE FROM outbox_heads")  # as a copier leaves them
+    assert store.due_rows(PEER, clock(), 10) == []
+    store.rebuild_heads()
+    rows = store.due_rows(PEER, clock(), 10)
+    assert [(r.case_id, r.seq) for r in rows] == [("c1", 1), ("c1", 2), ("c2", 1), ("c2", 2)]
