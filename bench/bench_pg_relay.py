@@ -21,6 +21,14 @@ After each run the bench checks, in the database the configuration names, that a
 packets are delivered there — a node that silently kept its tables elsewhere fails the
 run instead of reporting a figure. CPU per packet is the nodes' user + system time, and
 for the relay on PostgreSQL the server's too (postmaster and backends).
+
+What limits the scaling shows in those CPU columns: on PostgreSQL every statement a
+store runs is a round trip to the server (a node profiled with cProfile while creating
+packets spends most of its wall time in psycopg's ``wait``), so a packet costs the
+nodes several times the CPU it costs on SQLite, plus the server's; a second worker
+adds throughput only while cores are free for it, its server backend and the
+partner's workers. Compare the ratios of one run, on an idle machine, never figures of
+different runs.
 """
 
 from __future__ import annotations
