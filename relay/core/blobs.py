@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import os
 import queue
+import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
@@ -123,32 +124,50 @@ class BlobSink:
 
 
 class _Budget:
-    """Bytes in flight to the worker: :meth:`take` waits while more than ``limit``
-    would be (one chunk always passes), until :meth:`close`."""
+    """Bytes in flight from the event loop to the worker thread. :meth:`take` (loop)
+    waits while more than ``limit`` would be (one chunk always passes) until the
+    worker :meth:`give`-s bytes back or :meth:`close`-s; the loop is woken only when it
+    waits (a wake-up per chunk costs the loop more than the chunk's bookkeeping)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        self._loop = loop
         self._limit = limit
+        self._lock = threading.Lock()
         self._used = 0
         self._closed = False
-        self._wake: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
 
     async def take(self, n: int) -> None:
-        while self._used and self._used + n > self._limit and not self._closed:
-            self._wake = asyncio.get_running_loop().create_future()
-            await self._wake
-        self._used += n
+        while True:
+            with self._lock:
+                if self._closed or not self._used or self._used + n <= self._limit:
+                    self._used += n
+                    return
+                self._waiter = waiter = self._loop.create_future()
+            await waiter
 
     def give(self, n: int) -> None:
-        self._used -= n
-        self._poke()
+        with self._lock:
+            self._used -= n
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self._loop.call_soon_threadsafe(_wake, waiter)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
-        self._closed = True
-        self._poke()
+        with self._lock:
+            self._closed = True
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self._loop.call_soon_threadsafe(_wake, waiter)
 
-    def _poke(self) -> None:
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 async def write_through(
@@ -168,7 +187,7 @@ async def write_through(
     the sink raised; what was synced before an error stays recorded.
     """
     loop = asyncio.get_running_loop()
-    room = _Budget(_IN_FLIGHT)
+    room = _Budget(loop, _IN_FLIGHT)
     handoff: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
     failures: list[Exception] = []
 
@@ -184,7 +203,7 @@ async def write_through(
             unsynced, since = 0, time.monotonic()
             while (chunk := handoff.get()) is not None:
                 sink.write(chunk)
-                loop.call_soon_threadsafe(room.give, len(chunk))
+                room.give(len(chunk))
                 unsynced += len(chunk)
                 if unsynced >= _SYNC_BYTES or time.monotonic() - since >= _SYNC_SECONDS:
                     loop.call_soon_threadsafe(recorded, sink.sync(False))
@@ -195,7 +214,7 @@ async def write_through(
         finally:
             with contextlib.suppress(Exception):
                 sink.close()
-            loop.call_soon_threadsafe(room.close)  # a reader waiting for room stops waiting
+            room.close()  # a reader waiting for room stops waiting
 
     worker = loop.run_in_executor(None, work)
     pos = start
@@ -204,8 +223,8 @@ async def write_through(
             if pos + len(chunk) > size:
                 raise AttachmentError("too-large", "more bytes than the announced size")
             await room.take(len(chunk))
-            if worker.done():
-                break  # the sink failed: its error is raised below
+            if room.closed:
+                break  # the worker stopped (the sink failed): its error is raised below
             handoff.put(chunk)
             pos += len(chunk)
     finally:
