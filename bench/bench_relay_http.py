@@ -342,7 +342,9 @@ async def _profilers(pids: dict[str, int]) -> list[asyncio.subprocess.Process]:
     if not folder:
         return []
     Path(folder).mkdir(parents=True, exist_ok=True)
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if spy is None:
+        raise RuntimeError("BENCH_PROFILE needs py-spy (not a dependency: pip install py-spy)")
     procs = []
     for name, pid in pids.items():
         out = Path(folder) / f"node-{name}.json"
