@@ -236,10 +236,19 @@ async def write_through(
 
 
 async def read_from(path: Path, offset: int) -> AsyncIterator[bytes]:
+    """The file from ``offset`` in chunks; each read runs in a worker thread while the
+    consumer sends the chunk before it (the event loop never waits for the disk)."""
+    loop = asyncio.get_running_loop()
     with open(path, "rb") as f:
         f.seek(offset)
-        while chunk := f.read(CHUNK):
-            yield chunk
+        pending = loop.run_in_executor(None, f.read, CHUNK)
+        try:
+            while chunk := await pending:
+                pending = loop.run_in_executor(None, f.read, CHUNK)
+                yield chunk
+        finally:
+            with contextlib.suppress(Exception):
+                await pending  # the file closes only after its last read
 
 
 class _Abandoned(Exception):
