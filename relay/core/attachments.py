@@ -22,8 +22,9 @@ opens with the key carried in the sealed content of the packet naming it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
 
 from relay.core import blobs
 from relay.core.blobs import Sink, UploadDamaged
@@ -75,6 +76,19 @@ class AttachmentVault:
         self._keys = tuple(keys)
         self._ring = key_ring(keys)
         self._incoming_keys = incoming_keys
+        self._writing: set[tuple[str, str]] = set()
+
+    @contextlib.contextmanager
+    def _exclusive(self, kind: str, digest: str) -> Iterator[None]:
+        """One call at a time writes an upload (a second one, e.g. a retry while the
+        first still runs, would interleave its bytes): the other is told to ask again."""
+        if (kind, digest) in self._writing:
+            raise AttachmentError("offset-mismatch", "this upload is being written; ask again")
+        self._writing.add((kind, digest))
+        try:
+            yield
+        finally:
+            self._writing.discard((kind, digest))
 
     # -- sealed blobs (federation) ---------------------------------------------------
 
@@ -94,16 +108,17 @@ class AttachmentVault:
             if held != size:
                 raise AttachmentError("size-mismatch", "a blob with this digest has another size")
             return held
-        upload = self._begin(UploadKind.BLOB, digest, size, offset)
-        sink = blobs.BlobSink(upload.path, offset)
-        pos = await self._write(upload, size, offset, chunks, sink)
-        if pos < size:
-            return pos
-        if sink.sha.hexdigest() != digest:
-            self._drop(upload)
-            raise AttachmentError("digest-mismatch", "the uploaded bytes have another SHA-256")
-        self._store.publish_blob(upload.path, digest, size)
-        self._store.drop_upload(UploadKind.BLOB, digest)
+        with self._exclusive(UploadKind.BLOB, digest):
+            upload = self._begin(UploadKind.BLOB, digest, size, offset)
+            sink = blobs.BlobSink(upload.path, offset)
+            pos = await self._write(upload, size, offset, chunks, sink)
+            if pos < size:
+                return pos
+            if sink.sha.hexdigest() != digest:
+                self._drop(upload)
+                raise AttachmentError("digest-mismatch", "the uploaded bytes have another SHA-256")
+            self._store.publish_blob(upload.path, digest, size)
+            self._store.drop_upload(UploadKind.BLOB, digest)
         _log.info("blob %s (%d bytes) received from %s", digest, size, peer_id)
         return size
 
@@ -165,7 +180,8 @@ class AttachmentVault:
         _check_digest(digest)
         staged = self._store.attachment(digest)
         if staged is None:
-            staged = await self._stage(digest, size, offset, chunks, media_type, name)
+            with self._exclusive(UploadKind.STAGE, digest):
+                staged = await self._stage(digest, size, offset, chunks, media_type, name)
             if staged is None:
                 return None
         return info_of(staged)

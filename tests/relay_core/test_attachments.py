@@ -3,6 +3,7 @@ digest-checked, opened by the recipient — in constant memory."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import os
@@ -243,5 +244,32 @@ async def test_an_upload_whose_held_part_cannot_continue_starts_again(
     assert node.attachment_offset(digest) == 0
     assert list(partial.iterdir()) == []
     info = await node.write_attachment(digest, len(data), 0, chunks_of(data))
+    assert info is not None
+    assert await collect(node.open_attachment(digest)) == data
+
+
+async def test_a_second_writer_of_the_same_upload_is_told_to_ask_again(
+    federation: Federation,
+) -> None:
+    """A retry that arrives while the first call still writes does not interleave its
+    bytes (nor replace the stream key): it is refused, the first call completes."""
+    node = federation.nodes[WUCHANG]
+    data = os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    gate, pulled = asyncio.Event(), asyncio.Event()
+
+    async def held_open() -> AsyncIterator[bytes]:
+        yield data[:100_000]
+        pulled.set()  # the first call is writing
+        await gate.wait()
+        yield data[100_000:]
+
+    first = asyncio.create_task(node.write_attachment(digest, len(data), 0, held_open()))
+    await asyncio.wait_for(pulled.wait(), 30)
+    with pytest.raises(AttachmentError) as second:
+        await node.write_attachment(digest, len(data), 0, chunks_of(data))
+    assert second.value.reason == "offset-mismatch"
+    gate.set()
+    info = await first
     assert info is not None
     assert await collect(node.open_attachment(digest)) == data
