@@ -14,9 +14,10 @@ Files of an upload in progress, beside the store's partial path ``P``::
 The recorded offset ``O`` (the store's ``Upload.offset``) is in plaintext bytes. Its
 segment boundary ``b`` (``signing.segments.segment_boundary``) says how much of ``P`` is
 kept; the bytes from ``b`` to ``O`` come from ``P.tail``. Periodic syncs record the
-boundary only; the end of a call records ``O`` after ``P.tail`` is durable. Should the
-tail not open (a crash between writing a new tail and recording its offset), the upload
-continues at ``b`` — the client is told so by the next ``offset-mismatch``.
+last boundary (or the offset the call resumed from, whose tail is still kept); the end
+of a call records ``O`` after ``P.tail`` is durable. Should the tail not open (a crash
+between writing a new tail and recording its offset), the upload continues at ``b`` —
+the client is told so by the next ``offset-mismatch``.
 
 Resuming hashes the plaintext again by decrypting the kept segments, and the blob by
 reading them: the only read-back, once per resumed call.
@@ -183,10 +184,6 @@ class SealingSink:
             seal_tail(self._key, self._sealer.header, start, self._sealer.pending),
         )
         return self._sealer.fed
-
-    @property
-    def done(self) -> bool:
-        return self._sealer.done
 
     def close(self) -> None:
         with contextlib.suppress(AttributeError):
