@@ -19,6 +19,11 @@ one index probe (``outbox_heads``, empty when nothing is open), every 20 ms.
   node process's VmHWM (/proc/<pid>/status) — the target is under 150 MiB per node.
   Baselines: raw TLS 1.3 over loopback between two processes (same size), and SHA-256 of
   the same file in this process.
+
+``BENCH_ONLY=attachment`` (or ``create``: creation and catch-up) runs one part; both
+nodes then start at once for the attachment. CPU seconds of each node during the
+attachment are printed too (``BENCH_PROFILE=DIR`` writes a py-spy flame graph of each
+node there, when ``py-spy`` is on the PATH).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import sys
@@ -40,6 +46,8 @@ N_PACKETS = int(os.environ.get("BENCH_PACKETS", "10000"))
 CLIENTS = 16
 MIB = 1 << 20
 SIZE = int(os.environ.get("BENCH_ATTACHMENT_MIB", "1024")) * MIB
+ONLY = os.environ.get("BENCH_ONLY", "")
+PHASES = ("create", "attachment")
 A, B = "420106", "320982"
 
 
@@ -118,6 +126,18 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far, all its threads (/proc/<pid>/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _io_mib(pid: int) -> tuple[float, float]:
+    """(MiB read, MiB written) by a process through read/write system calls so far
+    (/proc/<pid>/io ``rchar``, ``wchar``): its files — asyncio's sockets use
+    send/recv, which these do not count."""
+    fields = dict(
+        line.split(": ")
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines()
+        if ": " in line
+    )
+    return int(fields["rchar"]) / MIB, int(fields["wchar"]) / MIB
 
 
 def _vm_hwm_mib(pid: int) -> float:
@@ -210,6 +230,8 @@ async def _scenario(work: Path) -> list[dict[str, object]]:
     from certs.pki import init_federation, issue_node
     from relay.staff_auth import StaffRole
 
+    if ONLY and ONLY not in PHASES:
+        raise ValueError(f"BENCH_ONLY must be one of {', '.join(PHASES)}")
     now = datetime.now(UTC)
     init_federation(work / "fed", "Bench", now=now)
     dirs = {n: work / n for n in (A, B)}
@@ -240,109 +262,14 @@ async def _scenario(work: Path) -> list[dict[str, object]]:
                 "content": {"applicant": "张三", "note": "x" * 512},
             }
             db_a = cfg_a.parent / "data" / "relay.sqlite3"
-            started, cpu_a = time.perf_counter(), _cpu_seconds(node_a.pid)
-            latencies = await _create_concurrently(staff_a, request, N_PACKETS)
-            created = time.perf_counter() - started
-            create_cpu = (_cpu_seconds(node_a.pid) - cpu_a) / N_PACKETS
-            rate = N_PACKETS / created
-            rows.append(
-                {
-                    "measure": f"create {N_PACKETS} packets at A, {CLIENTS} clients (B down)",
-                    "seconds": created,
-                    "per_s": rate,
-                    "note": f"p50 {_quantile(latencies, 0.5) * 1000:.1f} ms, "
-                    f"p99 {_quantile(latencies, 0.99) * 1000:.1f} ms; node A CPU "
-                    f"{create_cpu * 1000:.2f} ms/packet (= {1 / create_cpu:.0f}/s on one "
-                    "idle core); goal >= 1,500/s",
-                }
-            )
-            paced = await _create_paced(staff_a, request, rate / 2, 4.0)
-            rows.append(
-                {
-                    "measure": f"create at half that rate ({rate / 2:.0f}/s, 4 s, open loop)",
-                    "seconds": sum(paced),
-                    "per_s": len(paced) / 4.0,
-                    "note": f"p50 {_quantile(paced, 0.5) * 1000:.1f} ms, "
-                    f"p99 {_quantile(paced, 0.99) * 1000:.1f} ms; goal p99 <= 50 ms",
-                }
-            )
-            backlog = N_PACKETS + len(paced)
-            node_b = await _start(cfg_b)
-            started = time.perf_counter()
-            cpu_a, cpu_b = _cpu_seconds(node_a.pid), _cpu_seconds(node_b.pid)
-            await _wait_drained(db_a)
-            delivered = time.perf_counter() - started
-            catch_cpu = (
-                _cpu_seconds(node_a.pid) - cpu_a + _cpu_seconds(node_b.pid) - cpu_b
-            ) / backlog
-            assert _count(db_a, "delivered") == backlog, "not everything was delivered"
-            bound, bound_cpu = _crypto_bound(dirs[A], dirs[B], bundle, 300)
-            rows.append(
-                {
-                    "measure": f"catch-up: {backlog} packets A→B over mTLS once B is back",
-                    "seconds": delivered,
-                    "per_s": backlog / delivered,
-                    "note": f"CPU of A + B {catch_cpu * 1000:.2f} ms/packet; goal >= 1,500/s"
-                    " and 10,000 in <= 10 s; includes up to 1 s of backoff",
-                }
-            )
-            rows.append(
-                {
-                    "measure": "baseline: crypto only, one packet at a time on one core",
-                    "seconds": 1 / bound,
-                    "per_s": bound,
-                    "note": f"CPU {bound_cpu * 1000:.2f} ms/packet; catch-up runs at "
-                    f"{backlog / delivered / bound:.2f} of this bound in wall time, at "
-                    f"{bound_cpu / catch_cpu:.2f} of it in CPU per packet (goal >= 0.4)",
-                }
-            )
-
-            big = work / "big.bin"
-            block = os.urandom(MIB)
-            with big.open("wb") as fh:
-                for i in range(SIZE // MIB):
-                    fh.write(hashlib.sha256(i.to_bytes(8, "big")).digest() + block[32:])
-            sha = hashlib.sha256()
-            t0 = time.perf_counter()
-            with big.open("rb") as fh:
-                while data := fh.read(MIB):
-                    sha.update(data)
-            sha_seconds = time.perf_counter() - t0
-
-            t0 = time.perf_counter()
-            await staff_a.send({**request, "case_id": "BENCH-BIG"}, [big])
-            staged = time.perf_counter() - t0
-            await _wait_drained(db_a)
-            big_seconds = time.perf_counter() - t0
-            tls_seconds = await _raw_tls(dirs[B], big)
-            rows.append(
-                {
-                    "measure": f"{SIZE // MIB} MiB attachment A→B (stage at A + upload + "
-                    "check at B)",
-                    "seconds": big_seconds,
-                    "per_s": SIZE / MIB / big_seconds,
-                    "note": f"MiB/s; staging at A {staged:.1f} s; "
-                    f"peak RSS A {_vm_hwm_mib(node_a.pid):.0f} MiB, "
-                    f"B {_vm_hwm_mib(node_b.pid):.0f} MiB",
-                }
-            )
-            rows.append(
-                {
-                    "measure": "baseline: raw TLS 1.3 over loopback, same file, 2 processes",
-                    "seconds": tls_seconds,
-                    "per_s": SIZE / MIB / tls_seconds,
-                    "note": f"MiB/s; the attachment runs at {tls_seconds / big_seconds:.2f} "
-                    "of this (goal >= 0.5)",
-                }
-            )
-            rows.append(
-                {
-                    "measure": "baseline: SHA-256 of the same file",
-                    "seconds": sha_seconds,
-                    "per_s": SIZE / MIB / sha_seconds,
-                    "note": "MiB/s",
-                }
-            )
+            if ONLY in ("", "create"):
+                node_b = await _create_and_catch_up(
+                    staff_a, request, node_a, cfg_b, db_a, dirs, bundle, rows
+                )
+            if ONLY in ("", "attachment"):
+                if node_b is None:
+                    node_b = await _start(cfg_b)
+                await _attachment(staff_a, request, node_a, node_b, db_a, dirs[B], work, rows)
     finally:
         procs = [p for p in (node_a, node_b) if p is not None]
         for proc in procs:
@@ -351,6 +278,175 @@ async def _scenario(work: Path) -> list[dict[str, object]]:
         for proc in procs:
             await asyncio.wait_for(proc.wait(), 60)
     return rows
+
+
+async def _create_and_catch_up(
+    staff_a: Any,
+    request: dict[str, Any],
+    node_a: asyncio.subprocess.Process,
+    cfg_b: Path,
+    db_a: Path,
+    dirs: dict[str, Path],
+    bundle: Path,
+    rows: list[dict[str, object]],
+) -> asyncio.subprocess.Process:
+    """Creation at A while B is down, then B's start and the catch-up; returns B."""
+    started, cpu_a = time.perf_counter(), _cpu_seconds(node_a.pid)
+    latencies = await _create_concurrently(staff_a, request, N_PACKETS)
+    created = time.perf_counter() - started
+    create_cpu = (_cpu_seconds(node_a.pid) - cpu_a) / N_PACKETS
+    rate = N_PACKETS / created
+    rows.append(
+        {
+            "measure": f"create {N_PACKETS} packets at A, {CLIENTS} clients (B down)",
+            "seconds": created,
+            "per_s": rate,
+            "note": f"p50 {_quantile(latencies, 0.5) * 1000:.1f} ms, "
+            f"p99 {_quantile(latencies, 0.99) * 1000:.1f} ms; node A CPU "
+            f"{create_cpu * 1000:.2f} ms/packet (= {1 / create_cpu:.0f}/s on one "
+            "idle core); goal >= 1,500/s",
+        }
+    )
+    paced = await _create_paced(staff_a, request, rate / 2, 4.0)
+    rows.append(
+        {
+            "measure": f"create at half that rate ({rate / 2:.0f}/s, 4 s, open loop)",
+            "seconds": sum(paced),
+            "per_s": len(paced) / 4.0,
+            "note": f"p50 {_quantile(paced, 0.5) * 1000:.1f} ms, "
+            f"p99 {_quantile(paced, 0.99) * 1000:.1f} ms; goal p99 <= 50 ms",
+        }
+    )
+    backlog = N_PACKETS + len(paced)
+    node_b = await _start(cfg_b)
+    started = time.perf_counter()
+    cpu_a, cpu_b = _cpu_seconds(node_a.pid), _cpu_seconds(node_b.pid)
+    await _wait_drained(db_a)
+    delivered = time.perf_counter() - started
+    catch_cpu = (_cpu_seconds(node_a.pid) - cpu_a + _cpu_seconds(node_b.pid) - cpu_b) / backlog
+    assert _count(db_a, "delivered") == backlog, "not everything was delivered"
+    bound, bound_cpu = _crypto_bound(dirs[A], dirs[B], bundle, 300)
+    rows.append(
+        {
+            "measure": f"catch-up: {backlog} packets A→B over mTLS once B is back",
+            "seconds": delivered,
+            "per_s": backlog / delivered,
+            "note": f"CPU of A + B {catch_cpu * 1000:.2f} ms/packet; goal >= 1,500/s"
+            " and 10,000 in <= 10 s; includes up to 1 s of backoff",
+        }
+    )
+    rows.append(
+        {
+            "measure": "baseline: crypto only, one packet at a time on one core",
+            "seconds": 1 / bound,
+            "per_s": bound,
+            "note": f"CPU {bound_cpu * 1000:.2f} ms/packet; catch-up runs at "
+            f"{backlog / delivered / bound:.2f} of this bound in wall time, at "
+            f"{bound_cpu / catch_cpu:.2f} of it in CPU per packet (goal >= 0.4)",
+        }
+    )
+    return node_b
+
+
+async def _profilers(pids: dict[str, int]) -> list[asyncio.subprocess.Process]:
+    """py-spy recorders of the node processes when ``BENCH_PROFILE`` names a folder."""
+    folder = os.environ.get("BENCH_PROFILE")
+    if not folder:
+        return []
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if spy is None:
+        raise RuntimeError("BENCH_PROFILE needs py-spy (not a dependency: pip install py-spy)")
+    procs = []
+    for name, pid in pids.items():
+        out = Path(folder) / f"node-{name}.json"
+        args = ["record", "--pid", str(pid), "--idle", "--threads", "--rate", "200"]
+        args += ["--format", "speedscope", "--output", str(out)]
+        quiet = asyncio.subprocess.DEVNULL
+        procs.append(await asyncio.create_subprocess_exec(spy, *args, stdout=quiet, stderr=quiet))
+    return procs
+
+
+async def _stop_profilers(procs: list[asyncio.subprocess.Process]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+    for proc in procs:
+        await asyncio.wait_for(proc.wait(), 120)
+
+
+async def _attachment(
+    staff_a: Any,
+    request: dict[str, Any],
+    node_a: asyncio.subprocess.Process,
+    node_b: asyncio.subprocess.Process,
+    db_a: Path,
+    b_dir: Path,
+    work: Path,
+    rows: list[dict[str, object]],
+) -> None:
+    """One large attachment staged at A and carried to B, with its baselines."""
+    big = work / "big.bin"
+    block = os.urandom(MIB)
+    with big.open("wb") as fh:
+        for i in range(SIZE // MIB):
+            fh.write(hashlib.sha256(i.to_bytes(8, "big")).digest() + block[32:])
+    sha = hashlib.sha256()
+    t0 = time.perf_counter()
+    with big.open("rb") as fh:
+        while data := fh.read(MIB):
+            sha.update(data)
+    sha_seconds = time.perf_counter() - t0
+
+    spies = await _profilers({"a": node_a.pid, "b": node_b.pid})
+    cpu_a, cpu_b = _cpu_seconds(node_a.pid), _cpu_seconds(node_b.pid)
+    io_a, io_b = _io_mib(node_a.pid), _io_mib(node_b.pid)
+    t0 = time.perf_counter()
+    await staff_a.send({**request, "case_id": "BENCH-BIG"}, [big])
+    staged = time.perf_counter() - t0
+    await _wait_drained(db_a)
+    big_seconds = time.perf_counter() - t0
+    cpu_a, cpu_b = _cpu_seconds(node_a.pid) - cpu_a, _cpu_seconds(node_b.pid) - cpu_b
+    (ra, wa), (rb, wb) = _io_mib(node_a.pid), _io_mib(node_b.pid)
+    moved = (ra - io_a[0], wa - io_a[1], rb - io_b[0], wb - io_b[1])
+    await _stop_profilers(spies)
+    tls_seconds = await _raw_tls(b_dir, big)
+    rows.append(
+        {
+            "measure": f"{SIZE // MIB} MiB attachment A→B (stage at A + upload + check at B)",
+            "seconds": big_seconds,
+            "per_s": SIZE / MIB / big_seconds,
+            "note": f"MiB/s; staging at A {staged:.1f} s; "
+            f"peak RSS A {_vm_hwm_mib(node_a.pid):.0f} MiB, "
+            f"B {_vm_hwm_mib(node_b.pid):.0f} MiB; CPU A {cpu_a:.1f} s, B {cpu_b:.1f} s",
+        }
+    )
+    rows.append(
+        {
+            "measure": "file bytes read / written per attachment byte, each node",
+            "seconds": "",
+            "per_s": "",
+            "note": "A read {:.2f} written {:.2f}, B read {:.2f} written {:.2f}".format(
+                *(m / (SIZE / MIB) for m in moved)
+            ),
+        }
+    )
+    rows.append(
+        {
+            "measure": "baseline: raw TLS 1.3 over loopback, same file, 2 processes",
+            "seconds": tls_seconds,
+            "per_s": SIZE / MIB / tls_seconds,
+            "note": f"MiB/s; the attachment runs at {tls_seconds / big_seconds:.2f} "
+            "of this (goal >= 0.5)",
+        }
+    )
+    rows.append(
+        {
+            "measure": "baseline: SHA-256 of the same file",
+            "seconds": sha_seconds,
+            "per_s": SIZE / MIB / sha_seconds,
+            "note": "MiB/s",
+        }
+    )
 
 
 def _client(cfg: Path, role: Any) -> Any:

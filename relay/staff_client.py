@@ -26,7 +26,7 @@ from signing.certificates import TrustBundle
 
 __all__ = ["StaffApiError", "StaffClient", "file_digest", "staff_base_url"]
 
-_CHUNK = 256 * 1024
+_CHUNK = 1 << 20
 
 
 class StaffApiError(Exception):
@@ -133,6 +133,7 @@ class StaffClient:
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         headers = {
             "Content-Range": f"bytes {offset}-{size - 1}/{size}",
+            "Content-Length": str(size - offset),  # not chunked: less to frame
             "Content-Type": media_type,
         }
         async with session.put(

@@ -23,10 +23,10 @@ backoff, dead letters for expired packets and the successors of a dead or reject
 (after which the case continues from its last live packet). Catch-up after an outage is
 nothing special: everything unacknowledged is still queued, in order.
 
-Attachments (``attachments``, ``blobs``) are staged in plaintext by staff, sealed at
-rest with a fresh stream key into a content-addressed blob directory, uploaded
-resumably to the partner before the packet naming them, and opened there with the key
-carried in the sealed content.
+Attachments (``attachments``, ``blobs``, ``staging``) are uploaded in plaintext by
+staff and sealed as they stream in, under a fresh stream key, into a content-addressed
+blob directory (each byte written once), uploaded resumably to the partner before the
+packet naming them, and opened there with the key carried in the sealed content.
 
 Storage goes through one interface (``store``); ``sqlite_store`` implements it on one
 SQLite file per node (WAL, ``synchronous=FULL``). ``directory`` holds verified partner

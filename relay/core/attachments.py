@@ -1,14 +1,22 @@
-"""Attachments of one node: staff uploads (plaintext, sealed at rest when complete),
-peer uploads of sealed blobs, and opening either in constant memory.
+"""Attachments of one node: staff uploads (sealed as they stream in), peer uploads of
+sealed blobs, and opening either in constant memory.
 
-Staged attachment: the plaintext is appended to ``partial/stage-<digest>`` (offset
-recorded after fsync), checked against its SHA-256 on completion (hashed while it is
-written; an upload resumed after a break hashes the file once instead), encrypted with a
-fresh stream key into a content-addressed blob, and the key HPKE-sealed to this node's
-own current key (``info`` purpose ``attachment-key``). Peer upload: the sealed blob's
-bytes are appended the same way (hashed while written) and published once their SHA-256
-matches. The sealed blob's own digest is taken while it is encrypted, not read back. A received
-blob opens with the key carried in the sealed content of the packet naming it.
+Every upload body goes through :func:`relay.core.blobs.write_through`: a worker thread
+writes each byte once while the event loop keeps reading, hashing on the way in, with
+progress fsync'd and recorded in the store's ``uploads`` row so a broken upload resumes
+where it stopped.
+
+Staged attachment (staff): sealed while it arrives (:mod:`relay.core.staging`) under a
+fresh stream key, HPKE-sealed to this node's own current key (``info`` purpose
+``attachment-key``) and kept beside the upload until it completes; the partial file is
+the sealed blob so far. On completion the plaintext SHA-256 (taken on the way in) must
+be the declared digest; the partial file is then published as the content-addressed
+blob under the SHA-256 of its own bytes (also taken on the way in). Peer upload: the
+sealed blob's bytes are appended the same way and published once their SHA-256
+matches. A resumed call hashes what earlier calls wrote once, from the file; an upload
+whose held bytes cannot be continued (damaged, or begun by an older version as
+plaintext) is dropped and starts again from 0 (``offset-mismatch``). A received blob
+opens with the key carried in the sealed content of the packet naming it.
 
 Streams (:mod:`relay.core.streams`): staged blobs are the Tink AES-GCM stream; a packet
 sealed to an SM partner's ``sm2-sm4gcm`` key carries SM4-GCM copies, re-encrypted
@@ -19,17 +27,20 @@ stream its packet's ``sealed.suite`` names.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-import hashlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
 
 from relay.core import blobs, streams
+from relay.core.blobs import Sink, UploadDamaged
 from relay.core.errors import AttachmentError, NotFound
 from relay.core.fields import is_digest
 from relay.core.model import AttachmentInfo
 from relay.core.packets import AttachmentKey, key_ring
-from relay.core.store import RelayStore, StagedAttachment, UploadKind
+from relay.core.staging import SealingSink, TailLost, drop_sidecars, read_key_file, write_key_file
+from relay.core.store import RelayStore, StagedAttachment, Upload, UploadKind
+from signing.errors import DecryptionFailed
 from signing.hpke import HpkePrivateKey, hpke_open, hpke_seal, seal_info
 from signing.stream import new_stream_key
 
@@ -71,6 +82,19 @@ class AttachmentVault:
         self._keys = tuple(keys)
         self._ring = key_ring(keys)
         self._incoming_keys = incoming_keys
+        self._writing: set[tuple[str, str]] = set()
+
+    @contextlib.contextmanager
+    def _exclusive(self, kind: str, digest: str) -> Iterator[None]:
+        """One call at a time writes an upload (a second one, e.g. a retry while the
+        first still runs, would interleave its bytes): the other is told to ask again."""
+        if (kind, digest) in self._writing:
+            raise AttachmentError("offset-mismatch", "this upload is being written; ask again")
+        self._writing.add((kind, digest))
+        try:
+            yield
+        finally:
+            self._writing.discard((kind, digest))
 
     # -- sealed blobs (federation) ---------------------------------------------------
 
@@ -90,18 +114,17 @@ class AttachmentVault:
             if held != size:
                 raise AttachmentError("size-mismatch", "a blob with this digest has another size")
             return held
-        pos, actual = await self._append(UploadKind.BLOB, digest, size, offset, chunks)
-        if pos < size:
-            return pos
-        upload = self._store.upload(UploadKind.BLOB, digest)
-        assert upload is not None
-        if actual is None:  # resumed: the bytes of earlier calls are hashed from the file
-            actual, _ = await asyncio.to_thread(blobs.sha256_file, upload.path)
-        if actual != digest:
+        with self._exclusive(UploadKind.BLOB, digest):
+            upload = self._begin(UploadKind.BLOB, digest, size, offset)
+            sink = blobs.BlobSink(upload.path, offset)
+            pos = await self._write(upload, size, offset, chunks, sink)
+            if pos < size:
+                return pos
+            if sink.sha.hexdigest() != digest:
+                self._drop(upload)
+                raise AttachmentError("digest-mismatch", "the uploaded bytes have another SHA-256")
+            self._store.publish_blob(upload.path, digest, size)
             self._store.drop_upload(UploadKind.BLOB, digest)
-            raise AttachmentError("digest-mismatch", "the uploaded bytes have another SHA-256")
-        self._store.publish_blob(upload.path, digest, size)
-        self._store.drop_upload(UploadKind.BLOB, digest)
         _log.info("blob %s (%d bytes) received from %s", digest, size, peer_id)
         return size
 
@@ -110,11 +133,7 @@ class AttachmentVault:
             raise NotFound(f"no blob {digest}")
         return blobs.read_from(self._store.blob_path(digest), offset)
 
-    async def _append(
-        self, kind: str, digest: str, size: int, offset: int, chunks: AsyncIterable[bytes]
-    ) -> tuple[int, str | None]:
-        """Append to the upload; (new offset, SHA-256 of the whole upload when this call
-        wrote all of it — hashed while writing — else None)."""
+    def _begin(self, kind: str, digest: str, size: int, offset: int) -> Upload:
         if size < 0:
             raise AttachmentError("size-mismatch", "size must not be negative")
         upload = self._store.begin_upload(kind, digest, size)
@@ -122,13 +141,28 @@ class AttachmentVault:
             raise AttachmentError("size-mismatch", f"upload started with size {upload.size}")
         if offset != upload.offset:
             raise AttachmentError("offset-mismatch", f"continue at offset {upload.offset}")
+        return upload
+
+    async def _write(
+        self, upload: Upload, size: int, offset: int, chunks: AsyncIterable[bytes], sink: Sink
+    ) -> int:
+        """Write the body through ``sink``; the durable offset it reached."""
 
         def record(pos: int) -> None:
-            self._store.advance_upload(kind, digest, pos)
+            self._store.advance_upload(upload.kind, upload.digest, pos)
 
-        sha = hashlib.sha256() if offset == 0 else None
-        pos = await blobs.append_stream(upload.path, offset, size, chunks, record, sha)
-        return pos, None if sha is None else sha.hexdigest()
+        try:
+            return await blobs.write_through(chunks, sink, start=offset, size=size, record=record)
+        except UploadDamaged as exc:
+            _log.warning("%s upload %s dropped, restarts at 0: %s", upload.kind, upload.digest, exc)
+            self._drop(upload)
+            raise AttachmentError(
+                "offset-mismatch", "the held part could not be continued: continue at offset 0"
+            ) from None
+
+    def _drop(self, upload: Upload) -> None:
+        self._store.drop_upload(upload.kind, upload.digest)
+        drop_sidecars(upload.path)
 
     # -- staged attachments (staff) --------------------------------------------------
 
@@ -152,37 +186,69 @@ class AttachmentVault:
         _check_digest(digest)
         staged = self._store.attachment(digest)
         if staged is None:
-            pos, actual = await self._append(UploadKind.STAGE, digest, size, offset, chunks)
-            if pos < size:
+            with self._exclusive(UploadKind.STAGE, digest):
+                staged = await self._stage(digest, size, offset, chunks, media_type, name)
+            if staged is None:
                 return None
-            staged = await self._seal_staged(digest, size, media_type, name, actual)
         return info_of(staged)
 
-    async def _seal_staged(
-        self, digest: str, size: int, media_type: str, name: str, actual: str | None
-    ) -> StagedAttachment:
-        upload = self._store.upload(UploadKind.STAGE, digest)
-        assert upload is not None
-        if actual is None:  # resumed: the bytes of earlier calls are hashed from the file
-            actual, _ = await asyncio.to_thread(blobs.sha256_file, upload.path)
-        if actual != digest:
-            self._store.drop_upload(UploadKind.STAGE, digest)
-            raise AttachmentError("digest-mismatch", "the uploaded bytes have another SHA-256")
-        key = new_stream_key()
-        tmp = self._store.temp_path()
+    async def _stage(
+        self,
+        digest: str,
+        size: int,
+        offset: int,
+        chunks: AsyncIterable[bytes],
+        media_type: str,
+        name: str,
+    ) -> StagedAttachment | None:
+        upload = self._begin(UploadKind.STAGE, digest, size, offset)
+        try:
+            kid, wrapped, key = await self._upload_key(upload, offset)
+        except UploadDamaged as exc:
+            _log.warning("staged upload %s dropped, restarts at 0: %s", digest, exc)
+            self._drop(upload)
+            raise AttachmentError(
+                "offset-mismatch", "the held part could not be continued: continue at offset 0"
+            ) from None
         aad = blobs.attachment_aad(digest)
-        blob_digest, blob_size = await asyncio.to_thread(
-            blobs.seal_file, upload.path, tmp, key, aad=aad
-        )
-        self._store.publish_blob(tmp, blob_digest, blob_size)
-        own = self._keys[0].public_key()
-        wrapped = hpke_seal(key, own, info=seal_info("attachment-key", {"digest": digest}))
+        sink = SealingSink(upload.path, key, aad=aad, size=size, offset=offset)
+        try:
+            pos = await self._write(upload, size, offset, chunks, sink)
+        except TailLost as lost:
+            self._store.advance_upload(UploadKind.STAGE, digest, lost.boundary)
+            raise AttachmentError(
+                "offset-mismatch", f"continue at offset {lost.boundary}"
+            ) from None
+        if pos < size:
+            return None
+        if sink.plain_sha.hexdigest() != digest:
+            self._drop(upload)
+            raise AttachmentError("digest-mismatch", "the uploaded bytes have another SHA-256")
         staged = StagedAttachment(
-            digest, size, blob_digest, blob_size, media_type, name, own.kid, wrapped
+            digest, size, sink.blob_sha.hexdigest(), sink.blob_size, media_type, name, kid, wrapped
         )
+        self._store.publish_blob(upload.path, staged.blob_digest, staged.blob_size)
         self._store.put_attachment(staged)
-        self._store.drop_upload(UploadKind.STAGE, digest)
+        self._drop(upload)
         return staged
+
+    async def _upload_key(self, upload: Upload, offset: int) -> tuple[str, bytes, bytes]:
+        """(kid, wrapped key, key) of a staged upload: a new one when it starts at 0."""
+        info = seal_info("attachment-key", {"digest": upload.digest})
+        if offset == 0:
+            key = new_stream_key()
+            own = self._keys[0].public_key()
+            wrapped = hpke_seal(key, own, info=info)
+            await asyncio.to_thread(write_key_file, upload.path, own.kid, wrapped)
+            return own.kid, wrapped, key
+        held = read_key_file(upload.path)
+        if held is None:
+            raise UploadDamaged("no key file (begun as plaintext by an older version?)")
+        kid, wrapped = held
+        try:
+            return kid, wrapped, hpke_open(wrapped, key_by_kid(self._ring, kid), info=info)
+        except (NotFound, DecryptionFailed) as exc:
+            raise UploadDamaged(f"the upload's key does not open: {exc}") from None
 
     def staged(self, digests: Sequence[str]) -> list[tuple[StagedAttachment, AttachmentKey]]:
         """The staged attachments ``digests`` with their stream keys, for a new packet;

@@ -1,5 +1,14 @@
-"""File helpers for attachments: streaming hashes, sealing at rest, resumable appends,
-and decryption streamed to an async consumer — all in constant memory."""
+"""File helpers for attachments: streaming hashes, resumable writes through a worker
+thread, and decryption streamed to an async consumer — all in constant memory.
+
+:func:`write_through` is how an upload body reaches the disk: the event loop keeps
+reading the request (TLS, HTTP) while one worker thread writes, hashes — and, for a
+staff upload, seals (:mod:`relay.core.staging`) — what it is handed, at most
+:data:`_IN_FLIGHT` bytes behind. Each byte is written once; progress is fsync'd and
+recorded every :data:`_SYNC_BYTES` or :data:`_SYNC_SECONDS`, and when the body ends
+(also when it ends with an error), so a broken upload resumes where the durable bytes
+stop.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +16,33 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import queue
+import threading
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO, Protocol
 
 from relay.core import streams
 from relay.core.errors import AttachmentError
-from signing.stream import encrypt_stream
 
 __all__ = [
     "CHUNK",
-    "append_stream",
+    "BlobSink",
+    "Sink",
+    "UploadDamaged",
     "attachment_aad",
     "decrypt_to_async",
     "read_from",
-    "seal_file",
     "sha256_file",
+    "write_through",
 ]
 
 CHUNK = 1 << 20
-_SYNC_EVERY = 16 * CHUNK
+_IN_FLIGHT = 4 * CHUNK
+"""Bytes handed to the worker thread and not yet written (one chunk more at most)."""
+_SYNC_BYTES = 64 * CHUNK
+_SYNC_SECONDS = 2.0
 
 
 def attachment_aad(plain_digest: str) -> bytes:
@@ -34,91 +50,205 @@ def attachment_aad(plain_digest: str) -> bytes:
     return b"tongban/v1 attachment " + plain_digest.encode("ascii")
 
 
-def sha256_file(path: Path) -> tuple[str, int]:
+def sha256_file(path: Path, limit: int | None = None) -> tuple[str, int]:
+    """(SHA-256 hex, size) of the file, or of its first ``limit`` bytes."""
     h = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
+        while chunk := f.read(CHUNK if limit is None else min(CHUNK, limit - size)):
             h.update(chunk)
             size += len(chunk)
     return h.hexdigest(), size
 
 
-class _HashingWriter:
-    """A binary sink that writes to ``out`` and hashes what it writes."""
+class UploadDamaged(Exception):
+    """What an upload holds on disk cannot be continued (shorter than recorded, does
+    not open): the caller drops it and the client starts again from 0."""
 
-    def __init__(self, out: BinaryIO) -> None:
-        self._out = out
+
+class Sink(Protocol):
+    """Where :func:`write_through` puts an upload; every method runs in the worker."""
+
+    def open(self) -> None:
+        """Prepare to continue at the start offset (read back what earlier calls wrote
+        when it must be hashed again)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def sync(self, final: bool) -> int:
+        """Make what was written durable; the offset to record (``final``: the body
+        ended, keep everything taken)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class BlobSink:
+    """A peer's upload of a sealed blob: appended as it comes, hashed on the way in.
+    Resumed at ``start`` > 0, the bytes before it are hashed again from the file."""
+
+    def __init__(self, path: Path, start: int) -> None:
+        self._path = path
+        self.pos = start
         self.sha = hashlib.sha256()
-        self.size = 0
+        self._f: BinaryIO  # opened in the worker thread
 
-    def write(self, data: bytes) -> int:
+    def open(self) -> None:
+        if self.pos:
+            h = hashlib.sha256()
+            with open(self._path, "rb") as f:
+                left = self.pos
+                while left and (chunk := f.read(min(CHUNK, left))):
+                    h.update(chunk)
+                    left -= len(chunk)
+            if left:
+                raise UploadDamaged("the held upload is shorter than its recorded offset")
+            self.sha = h
+        out = open(self._path, "r+b")  # noqa: SIM115 - closed by close()
+        out.truncate(self.pos)  # bytes after the recorded offset were never acknowledged
+        out.seek(self.pos)
+        self._f = out
+
+    def write(self, data: bytes) -> None:
+        self._f.write(data)
         self.sha.update(data)
-        self.size += len(data)
-        return self._out.write(data)
+        self.pos += len(data)
 
-    def flush(self) -> None:
-        self._out.flush()
+    def sync(self, final: bool) -> int:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        return self.pos
 
-
-def seal_file(src: Path, dst: Path, key: bytes, *, aad: bytes) -> tuple[str, int]:
-    """Encrypt ``src`` into ``dst`` with ``signing.stream`` and fsync ``dst``; returns
-    the SHA-256 (hex) and size of what it wrote (hashed on the way: no read-back)."""
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        sink = _HashingWriter(fout)
-        encrypt_stream(fin, sink, key, aad=aad)  # type: ignore[arg-type]
-        fout.flush()
-        os.fsync(fout.fileno())
-    return sink.sha.hexdigest(), sink.size
+    def close(self) -> None:
+        self._f.close()
 
 
-async def append_stream(
-    path: Path,
+class _Budget:
+    """Bytes in flight from the event loop to the worker thread. :meth:`take` (loop)
+    waits while more than ``limit`` would be (one chunk always passes) until the
+    worker :meth:`give`-s bytes back or :meth:`close`-s; the loop is woken only when it
+    waits (a wake-up per chunk costs the loop more than the chunk's bookkeeping)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        self._loop = loop
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._used = 0
+        self._closed = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def take(self, n: int) -> None:
+        while True:
+            with self._lock:
+                if self._closed or not self._used or self._used + n <= self._limit:
+                    self._used += n
+                    return
+                self._waiter = waiter = self._loop.create_future()
+            await waiter
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self._used -= n
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self._loop.call_soon_threadsafe(_wake, waiter)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self._loop.call_soon_threadsafe(_wake, waiter)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def write_through(
+    chunks: AsyncIterable[bytes],
+    sink: Sink,
+    *,
     start: int,
     size: int,
-    chunks: AsyncIterable[bytes],
     record: Callable[[int], None],
-    sha: Any = None,
 ) -> int:
-    """Write ``chunks`` to ``path`` from ``start`` (truncating anything after it);
-    ``sha`` (a ``hashlib`` object), when given, is updated with every byte written.
+    """Hand ``chunks`` (the body of an upload continuing at ``start`` of ``size``
+    bytes) to ``sink`` in a worker thread while this coroutine keeps reading them.
 
-    Progress is fsync'd and ``record``-ed every 16 MiB and when the stream ends —
-    also when it ends with an error, so an interrupted upload resumes where the
-    durable bytes stop. Raises :class:`AttachmentError` (``too-large``).
+    ``record(offset)`` runs on the event loop after each durable sync (the thread never
+    touches the store). Returns the offset of the final sync. Raises
+    :class:`AttachmentError` (``too-large``) for more bytes than ``size``, and whatever
+    the sink raised; what was synced before an error stays recorded.
     """
-    pos = start
-    synced = start
-    with open(path, "r+b") as f:
-        f.truncate(start)
-        f.seek(start)
+    loop = asyncio.get_running_loop()
+    room = _Budget(loop, _IN_FLIGHT)
+    handoff: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    failures: list[Exception] = []
+
+    def recorded(offset: int) -> None:
         try:
-            async for chunk in chunks:
-                if pos + len(chunk) > size:
-                    raise AttachmentError("too-large", "more bytes than the announced size")
-                f.write(chunk)
-                if sha is not None:
-                    sha.update(chunk)
-                pos += len(chunk)
-                if pos - synced >= _SYNC_EVERY:
-                    f.flush()
-                    os.fsync(f.fileno())
-                    record(pos)
-                    synced = pos
+            record(offset)
+        except Exception as exc:  # raised to the caller once the worker is done
+            failures.append(exc)
+
+    def work() -> int:
+        try:
+            sink.open()
+            unsynced, since = 0, time.monotonic()
+            while (chunk := handoff.get()) is not None:
+                sink.write(chunk)
+                room.give(len(chunk))
+                unsynced += len(chunk)
+                if unsynced >= _SYNC_BYTES or time.monotonic() - since >= _SYNC_SECONDS:
+                    loop.call_soon_threadsafe(recorded, sink.sync(False))
+                    unsynced, since = 0, time.monotonic()
+            offset = sink.sync(True)
+            loop.call_soon_threadsafe(recorded, offset)
+            return offset
         finally:
-            f.truncate(pos)
-            f.flush()
-            os.fsync(f.fileno())
-            if pos != synced:
-                record(pos)
-    return pos
+            with contextlib.suppress(Exception):
+                sink.close()
+            room.close()  # a reader waiting for room stops waiting
+
+    worker = loop.run_in_executor(None, work)
+    pos = start
+    try:
+        async for chunk in chunks:
+            if pos + len(chunk) > size:
+                raise AttachmentError("too-large", "more bytes than the announced size")
+            await room.take(len(chunk))
+            if room.closed:
+                break  # the worker stopped (the sink failed): its error is raised below
+            handoff.put(chunk)
+            pos += len(chunk)
+    finally:
+        handoff.put(None)
+        offset = await worker
+    if failures:
+        raise failures[0]
+    return offset
 
 
 async def read_from(path: Path, offset: int) -> AsyncIterator[bytes]:
+    """The file from ``offset`` in chunks; each read runs in a worker thread while the
+    consumer sends the chunk before it (the event loop never waits for the disk)."""
+    loop = asyncio.get_running_loop()
     with open(path, "rb") as f:
         f.seek(offset)
-        while chunk := f.read(CHUNK):
-            yield chunk
+        pending = loop.run_in_executor(None, f.read, CHUNK)
+        try:
+            while chunk := await pending:
+                pending = loop.run_in_executor(None, f.read, CHUNK)
+                yield chunk
+        finally:
+            with contextlib.suppress(Exception):
+                await pending  # the file closes only after its last read
 
 
 class _Abandoned(Exception):

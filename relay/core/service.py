@@ -393,8 +393,8 @@ class RelayNode:
         name: str = "",
     ) -> AttachmentInfo | None:
         """Stage a plaintext attachment (streamed, constant memory, resumable by
-        ``offset``). On completion the SHA-256 is checked and the content sealed at
-        rest (``signing.stream``); returns its info then, None while incomplete."""
+        ``offset``), sealed at rest as it arrives (``relay.core.staging``). On
+        completion the SHA-256 is checked; returns its info then, None while incomplete."""
         return await self._vault.write_attachment(
             digest, size, offset, chunks, media_type=media_type, name=name
         )

@@ -11,8 +11,10 @@ Layout of a node's data directory::
 
     relay.sqlite3            outbox, inbox, sequence state, uploads, audit log
     blobs/ab/abcdef…         sealed blobs, named by the SHA-256 of their bytes
-    partial/<kind>-<digest>  uploads in progress (offset recorded after fsync)
-    tmp/                     files being sealed; renamed into blobs/ when complete
+    partial/<kind>-<digest>  uploads in progress (offset recorded after fsync); a staff
+                             upload is sealed as it arrives, its key and unsealed tail
+                             beside it (.key, .tail: relay.core.staging)
+    tmp/                     scratch files; renamed into blobs/ when complete
 
 Files enter ``blobs/`` only by ``fsync`` + ``rename`` + ``fsync`` of the directory, so
 a blob that is named exists completely. Transactions are explicit (``BEGIN IMMEDIATE``)

@@ -180,6 +180,7 @@ class HttpsPeerLink:
                     raise PeerUnavailable(f"node {peer} holds {offset} bytes of a {size}-byte blob")
                 headers = {
                     "Content-Range": f"bytes {offset}-{size - 1}/{size}",
+                    "Content-Length": str(size - offset),  # not chunked: less to frame
                     "Content-Type": "application/octet-stream",
                 }
                 async with session.put(

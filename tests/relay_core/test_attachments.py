@@ -3,10 +3,13 @@ digest-checked, opened by the recipient — in constant memory."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import itertools
 import os
 import tracemalloc
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from relay_core_support import (
@@ -24,6 +27,9 @@ from relay_core_support import (
 from relay.core.errors import AttachmentError
 from relay.core.model import OutboxState
 from relay.core.service import RelayNode
+from signing.stream import ciphertext_size
+
+MIB = 1 << 20
 
 
 async def stage(node: RelayNode, data: bytes) -> str:
@@ -135,45 +141,135 @@ async def test_staging_sending_and_opening_run_in_constant_memory(federation: Fe
     assert peak < 16 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB for a {size >> 20} MiB file"
 
 
-async def test_uploads_are_hashed_while_written_and_read_back_only_when_resumed(
-    federation: Federation, monkeypatch: pytest.MonkeyPatch
+def _io() -> tuple[int, int]:
+    """(bytes read, bytes written) by this process through read/write system calls so
+    far, every thread counted (/proc/self/io ``rchar``, ``wchar``)."""
+    fields = dict(
+        line.split(": ") for line in Path("/proc/self/io").read_text().splitlines() if ": " in line
+    )
+    return int(fields["rchar"]), int(fields["wchar"])
+
+
+async def test_each_byte_is_written_once_per_node_and_read_back_only_when_resumed(
+    federation: Federation,
 ) -> None:
-    """Issue 12: a complete upload is hashed as it is written (staged plaintext, sealed
-    blob, received blob): no file is read back to hash it. An upload resumed after a
-    break hashes its file once, since the earlier bytes came in another call."""
-    from relay.core import blobs
-
-    reads: list[str] = []
-    real = blobs.sha256_file
-
-    def counting(path: os.PathLike[str]) -> tuple[str, int]:
-        reads.append(os.fspath(path))
-        return real(path)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(blobs, "sha256_file", counting)
+    """Issue 12: a staff upload is sealed as it streams in (the staged file is written
+    once, already sealed, nothing read back); the partner writes the blob once, hashed
+    on the way in; the sender reads it once to send it. A resumed call reads back what
+    earlier calls kept, once."""
     sender, receiver = federation.nodes[WUCHANG], federation.nodes[DAFENG]
-    data = os.urandom(300_000)
+    size, slack = 8 * MIB, MIB // 2  # slack: SQLite pages, logs; the blob is size + 0.04%
+    data = os.urandom(size)
+    read0, written0 = _io()
     digest = await stage(sender, data)
+    read1, written1 = _io()
+    assert size <= written1 - written0 < size + slack  # not plaintext, then sealed copy
+    assert read1 - read0 < slack
     await sender.create_packet(
         to=DAFENG, case_id="c", matter=MATTER, action=ACTION, mode=MODE, content={},
         attachments=[digest],
     )  # fmt: skip
     await drain(federation, WUCHANG)
+    read2, written2 = _io()
     [item] = sender.list_outbox()
     assert item.state is OutboxState.DELIVERED
+    assert size <= written2 - written1 < size + slack  # the partner's copy, once
+    assert size <= read2 - read1 < size + slack  # the sender reads its blob to send it
     blob = item.summary.attachments[0].digest
     assert await collect(receiver.open_attachment(blob)) == data
-    assert reads == []
 
-    other = os.urandom(200_000)
+    other = os.urandom(2 * MIB)
     other_digest = hashlib.sha256(other).hexdigest()
+    first = 700_000
     assert (
-        await sender.write_attachment(other_digest, len(other), 0, chunks_of(other[:70_000]))
-        is None
+        await sender.write_attachment(other_digest, len(other), 0, chunks_of(other[:first])) is None
     )
-    info = await sender.write_attachment(
-        other_digest, len(other), 70_000, chunks_of(other[70_000:])
-    )
+    read3, written3 = _io()
+    info = await sender.write_attachment(other_digest, len(other), first, chunks_of(other[first:]))
+    read4, written4 = _io()
     assert info is not None
-    assert len(reads) == 1  # the resumed upload, once
+    assert first - 70_000 <= read4 - read3 < first + slack  # the kept segments, once
+    assert written4 - written3 < len(other) - first + slack
     assert await collect(sender.open_attachment(other_digest)) == other
+
+
+async def test_a_staged_upload_resumes_from_any_offset_and_small_pieces_make_progress(
+    federation: Federation,
+) -> None:
+    """Pieces smaller than a sealing segment still move the offset (the plaintext past
+    the last whole segment waits sealed beside the upload), across segment boundaries,
+    and the result is the one sealed blob of the whole file."""
+    node = federation.nodes[WUCHANG]
+    data = os.urandom(3 * 65_536 + 123)
+    digest = hashlib.sha256(data).hexdigest()
+    cuts = [0, 1, 10_000, 65_479, 65_480, 65_481, 131_000, 131_001, 140_000, 196_000]
+    for start, end in itertools.pairwise([*cuts, len(data)]):
+        assert node.attachment_offset(digest) == start
+        info = await node.write_attachment(
+            digest, len(data), start, chunks_of(data[start:end], 4096), media_type="a/b", name="x"
+        )
+        assert (info is None) == (end < len(data))
+    assert info is not None
+    assert node.attachment_offset(digest) == len(data)
+    partial = federation.root / WUCHANG / "partial"
+    assert list(partial.iterdir()) == []  # no part file, key or tail left behind
+    blob = (federation.root / WUCHANG / "blobs" / info.digest[:2] / info.digest).read_bytes()
+    assert hashlib.sha256(blob).hexdigest() == info.digest
+    assert len(blob) == info.size == ciphertext_size(len(data))
+    assert await collect(node.open_attachment(digest)) == data
+
+
+async def test_an_upload_whose_held_part_cannot_continue_starts_again(
+    federation: Federation,
+) -> None:
+    """A lost tail (a crash between keeping it and recording its offset) sends the
+    client back to the segment boundary; a damaged or foreign held part (no key file:
+    begun as plaintext by an older version) back to 0 — never a wrong blob."""
+    node = federation.nodes[WUCHANG]
+    data = os.urandom(200_000)
+    digest = hashlib.sha256(data).hexdigest()
+    assert await node.write_attachment(digest, len(data), 0, chunks_of(data[:100_000])) is None
+    partial = federation.root / WUCHANG / "partial"
+    [tail] = partial.glob("*.tail")
+    tail.unlink()
+    with pytest.raises(AttachmentError) as lost:
+        await node.write_attachment(digest, len(data), 100_000, chunks_of(data[100_000:]))
+    assert lost.value.reason == "offset-mismatch"
+    assert node.attachment_offset(digest) == 65_480  # the boundary before 100,000
+    [key] = partial.glob("*.key")
+    key.unlink()
+    with pytest.raises(AttachmentError) as damaged:
+        await node.write_attachment(digest, len(data), 65_480, chunks_of(data[65_480:]))
+    assert damaged.value.reason == "offset-mismatch"
+    assert node.attachment_offset(digest) == 0
+    assert list(partial.iterdir()) == []
+    info = await node.write_attachment(digest, len(data), 0, chunks_of(data))
+    assert info is not None
+    assert await collect(node.open_attachment(digest)) == data
+
+
+async def test_a_second_writer_of_the_same_upload_is_told_to_ask_again(
+    federation: Federation,
+) -> None:
+    """A retry that arrives while the first call still writes does not interleave its
+    bytes (nor replace the stream key): it is refused, the first call completes."""
+    node = federation.nodes[WUCHANG]
+    data = os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    gate, pulled = asyncio.Event(), asyncio.Event()
+
+    async def held_open() -> AsyncIterator[bytes]:
+        yield data[:100_000]
+        pulled.set()  # the first call is writing
+        await gate.wait()
+        yield data[100_000:]
+
+    first = asyncio.create_task(node.write_attachment(digest, len(data), 0, held_open()))
+    await asyncio.wait_for(pulled.wait(), 30)
+    with pytest.raises(AttachmentError) as second:
+        await node.write_attachment(digest, len(data), 0, chunks_of(data))
+    assert second.value.reason == "offset-mismatch"
+    gate.set()
+    info = await first
+    assert info is not None
+    assert await collect(node.open_attachment(digest)) == data
