@@ -4,10 +4,10 @@ store's read-modify-write race-free on PostgreSQL without serialising other name
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
-
-import psycopg
-import pytest
+from typing import Any
 
 from relay.config import load_config
 from relay.db.open import open_connection, row_locks
@@ -57,20 +57,40 @@ def test_with_a_url_every_component_shares_the_postgresql_database(
     conn.close()
 
 
+def _in_thread(conn: PgConnection, space: int, names: list[str]) -> threading.Thread:
+    thread = threading.Thread(target=row_locks, args=(conn, space, names), daemon=True)
+    thread.start()
+    return thread
+
+
+def _waiting(watch: PgConnection, space: int) -> int:
+    row: Any = watch.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = ? AND NOT granted",
+        (space,),
+    ).fetchone()
+    return int(row[0])
+
+
 def test_row_locks_hold_one_name_and_let_the_others_pass(pg_url: str) -> None:
-    one, two = connect(pg_url), connect(pg_url)
+    one, two, watch = connect(pg_url), connect(pg_url), connect(pg_url)
     one.execute("BEGIN")
     row_locks(one, 7, ["WC-A"])
     two.execute("BEGIN")
-    two.execute("SET LOCAL lock_timeout = '200ms'")
-    row_locks(two, 7, ["WC-B"])  # another name: at once
-    row_locks(two, 8, ["WC-A"])  # the same name in another space: at once
-    with pytest.raises(psycopg.errors.LockNotAvailable):
-        row_locks(two, 7, ["WC-A", "WC-C"])
-    two.execute("ROLLBACK")
+    other = _in_thread(two, 7, ["WC-B"])  # another name
+    other.join(timeout=60)
+    assert not other.is_alive()
+    elsewhere = _in_thread(two, 8, ["WC-A"])  # the same name in another lock space
+    elsewhere.join(timeout=60)
+    assert not elsewhere.is_alive()
+    same = _in_thread(two, 7, ["WC-A", "WC-C"])  # waits for one's transaction
+    deadline = time.monotonic() + 60
+    while _waiting(watch, 7) == 0:
+        assert time.monotonic() < deadline, "the second worker never waited for WC-A"
+        time.sleep(0.02)
+    assert same.is_alive()
     one.execute("COMMIT")  # the lock ends with the transaction
-    two.execute("BEGIN")
-    row_locks(two, 7, ["WC-A"])
+    same.join(timeout=60)
+    assert not same.is_alive()
     two.execute("COMMIT")
-    one.close()
-    two.close()
+    for conn in (one, two, watch):
+        conn.close()
