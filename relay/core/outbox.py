@@ -25,6 +25,11 @@ in; the service applies the decisions through the store.
   network may recover: the destination backs off), *split* (the batch is too big: send
   it in halves) or *permanent* (this packet can never be accepted as it is: park it as
   a dead letter with the reason, so nothing else waits behind it).
+- **Probe.** While a destination is backing off (it failed and has not answered since),
+  the attempt after each backoff is one batch of one packet: an unreachable partner
+  costs one small request per attempt, not ``batches_in_flight`` full batches encoded,
+  marked in flight and marked back. Its first answer ends the backoff, and the next
+  pass sends full batches again.
 - **Catch-up.** Nothing special: every unsettled packet is still in the outbox, and a
   destination whose backoff elapsed is sent its heads again, in order.
 """

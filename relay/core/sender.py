@@ -89,10 +89,15 @@ class Sender:
             backoff = backoffs.get(peer)
             if backoff and backoff.next_attempt_at and backoff.next_attempt_at > at:
                 continue
-            # several batches at once, each case in one of them only: per-case order holds
+            # several batches at once, each case in one of them only: per-case order holds;
+            # one packet as a probe while the destination is failing (see outbox "Probe")
+            probing = backoff is not None and backoff.failures > 0
+            batches, size = (
+                (1, 1) if probing else (self._policy.batches_in_flight, self._policy.batch_size)
+            )
             busy: set[str] = set()
-            for _ in range(self._policy.batches_in_flight):
-                rows = self._store.due_rows(peer, at, self._policy.batch_size, busy)
+            for _ in range(batches):
+                rows = self._store.due_rows(peer, at, size, busy)
                 if not rows:
                     break
                 busy.update(r.case_id for r in rows)

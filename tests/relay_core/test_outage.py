@@ -118,7 +118,10 @@ async def test_expired_packets_and_their_successors_become_dead_letters(
     await node.deliver_once()
     federation.clock.advance(minutes=11)
     federation.network.down.clear()
-    assert await node.deliver_once() == 3  # two dead letters, one delivered
+    # the first pass after the outage probes with the oldest head: the expired packet
+    # (refused, its successor dead with it); the next pass sends the other case
+    assert await node.deliver_once() == 2
+    assert await node.deliver_once() == 1
     dead = {i.summary.packet_id: i.reason for i in node.list_outbox(state=OutboxState.DEAD)}
     assert dead == {first.packet_id: "expired", later: "predecessor-dead"}
     assert inbox_ids(federation, DAFENG) == [other_case]
@@ -212,3 +215,27 @@ async def test_the_outbox_lists_one_case_without_the_others(federation: Federati
     assert [i.summary.packet_id for i in node.list_outbox(case_id="case-a")] == a
     assert node.list_outbox(case_id="case-c") == []
     assert len(node.list_outbox()) == 5
+
+
+async def test_a_failing_partner_is_probed_with_one_packet_until_it_answers(
+    federation: Federation,
+) -> None:
+    node = federation.nodes[WUCHANG]
+
+    def attempts() -> int:
+        return sum(i.attempts for i in node.list_outbox())
+
+    federation.network.down.add(DAFENG)
+    for case in ("p-1", "p-2", "p-3"):
+        await send(federation, WUCHANG, DAFENG, case, n=4)
+    await node.deliver_once()  # not known to fail yet: every batch is tried
+    assert attempts() == 12
+    for tried in range(1, 4):  # backing off: each attempt is one packet
+        federation.clock.advance(minutes=5)
+        await node.deliver_once()
+        assert attempts() == 12 + tried
+    federation.network.down.clear()
+    federation.clock.advance(minutes=5)
+    assert await node.deliver_once() == 1  # the probe gets through, the backoff ends
+    assert DAFENG not in federation.stores[WUCHANG].peer_backoffs()
+    assert await node.deliver_once() == 11  # then full batches again
