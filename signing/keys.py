@@ -8,6 +8,8 @@ choice: Ed25519 signs ``EdDSA``, ECDSA P-256 signs ``ES256``, SM2 (the SM profil
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -110,13 +112,18 @@ class Signer:
         if _spki(certificate_public_key(self.chain[0])) != _spki(own_key):
             raise MalformedInput("the private key does not match the leaf certificate")
 
-    @property
+    @functools.cached_property
     def kid(self) -> str:
         return certificate_kid(self.chain[0])
 
-    @property
+    @functools.cached_property
     def algorithm(self) -> str:
         return algorithm_for(self.key)
+
+    @functools.cached_property
+    def x5c(self) -> tuple[str, ...]:
+        """The chain as a JWS ``x5c`` header holds it: standard base64 DER, leaf first."""
+        return tuple(base64.b64encode(pathcache.der(c)).decode("ascii") for c in self.chain)
 
     @property
     def leaf(self) -> x509.Certificate:
