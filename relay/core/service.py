@@ -74,15 +74,19 @@ from relay.core.ports import (
 from relay.core.receiver import standard_pipeline
 from relay.core.sender import Sender
 from relay.core.store import NewOutgoing, RelayStore
+from signing.at_rest import open_at_rest, seal_at_rest
 from signing.certificates import TrustBundle
 from signing.encoding import b64url, b64url_decode
 from signing.errors import SigningError
-from signing.hpke import HpkePrivateKey, hpke_open, hpke_seal, seal_info
+from signing.hpke import HpkePrivateKey, hpke_open, seal_info
 from signing.nodedir import NodeKeys
 
 __all__ = ["RelayNode"]
 
 _log = logging.getLogger("tongban.relay")
+
+_AT_REST = "r1"
+"""Marks an own copy sealed with :mod:`signing.at_rest` (``r1.<kid>.<b64url>``)."""
 
 
 class RelayNode:
@@ -140,7 +144,7 @@ class RelayNode:
         )
         self._vault = AttachmentVault(store, self._hpke, self._incoming_keys)
         self._ring = key_ring(self._hpke)
-        self._own_public = self._hpke[0].public_key()
+        self._own_kid = self._hpke[0].public_key().kid
         self._sender = Sender(
             me=node_id,
             bundle=self._bundle,
@@ -278,9 +282,23 @@ class RelayNode:
         return new.summary
 
     def _own_copy(self, inner: str, packet_id: str) -> str:
-        own = self._own_public
-        ct = hpke_seal(inner.encode("ascii"), own, info=seal_info("packet-copy", {"id": packet_id}))
-        return f"{own.kid}.{b64url(ct)}"
+        """The inner JWS sealed at rest for this node alone: ``r1.<kid>.<b64url>``, under
+        a key derived from our current HPKE private key (:mod:`signing.at_rest`; copies
+        made before are ``<kid>.<b64url>``, HPKE-sealed to our own public key)."""
+        key = self._hpke[0]
+        info = seal_info("packet-copy", {"id": packet_id})
+        sealed = seal_at_rest(inner.encode("ascii"), key, info=info)
+        return f"{_AT_REST}.{self._own_kid}.{b64url(sealed)}"
+
+    def _open_own_copy(self, own_copy: str, packet_id: str) -> str:
+        info = seal_info("packet-copy", {"id": packet_id})
+        if own_copy.startswith(f"{_AT_REST}."):
+            _, kid, ct = own_copy.split(".", 2)
+            plain = open_at_rest(b64url_decode(ct), key_by_kid(self._ring, kid), info=info)
+        else:  # HPKE-sealed to our own public key
+            kid, _, ct = own_copy.partition(".")
+            plain = hpke_open(b64url_decode(ct), key_by_kid(self._ring, kid), info=info)
+        return plain.decode("ascii")
 
     async def resend(self, packet_id: str, *, expires_in: timedelta | None = None) -> PacketSummary:
         """Staff's action on a dead letter or a rejected packet: send the same step again
@@ -369,9 +387,7 @@ class RelayNode:
         outgoing = self._store.outgoing(packet_id)
         if outgoing is None:
             raise NotFound(f"no packet {packet_id}")
-        kid, _, ct = outgoing.own_copy.partition(".")
-        info = seal_info("packet-copy", {"id": packet_id})
-        inner = hpke_open(b64url_decode(ct), key_by_kid(self._ring, kid), info=info).decode("ascii")
+        inner = self._open_own_copy(outgoing.own_copy, packet_id)
         payload = json.loads(b64url_decode(inner.split(".")[1]))
         return PacketContent(
             outgoing.item.summary, payload["body"], inner, outgoing.token, outgoing.item.receipt

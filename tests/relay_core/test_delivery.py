@@ -100,3 +100,34 @@ async def test_the_outbox_task_sends_new_packets_and_stops_when_told(
     stop.set()
     await asyncio.wait_for(task, timeout=5)
     assert task.done()
+
+
+async def test_own_copies_are_sealed_at_rest_and_older_hpke_copies_still_open(
+    federation: Federation,
+) -> None:
+    """The sender's own copy is sealed with a key derived from its HPKE private key
+    (signing.at_rest, issue 12: a second KEM encapsulation per packet cost a tenth of
+    the node's CPU); copies HPKE-sealed to its own key before still read."""
+    import sqlite3
+
+    from signing.encoding import b64url
+    from signing.hpke import hpke_seal, seal_info
+
+    node = federation.nodes[WUCHANG]
+    [new, old] = await send(federation, WUCHANG, DAFENG, "copies", n=2)
+    own = federation.pki.keys[WUCHANG].hpke_keys[0]
+    stored = federation.stores[WUCHANG].outgoing(new)
+    assert stored is not None
+    assert stored.own_copy.startswith(f"r1.{own.public_key().kid}.")
+    assert node.read_packet(new).content == {"step": 0, "applicant": "张三"}
+    inner = node.read_packet(old).content_jws
+    info = seal_info("packet-copy", {"id": old})
+    hpke_copy = (
+        f"{own.public_key().kid}.{b64url(hpke_seal(inner.encode(), own.public_key(), info=info))}"
+    )
+    conn = sqlite3.connect(federation.root / WUCHANG / "relay.sqlite3")
+    with conn:
+        conn.execute("UPDATE outbox SET own_copy = ? WHERE packet_id = ?", (hpke_copy, old))
+    conn.close()
+    assert node.read_packet(old).content == {"step": 1, "applicant": "张三"}
+    assert node.read_packet(old).content_jws == inner
