@@ -1,8 +1,11 @@
 """Compact JWS (RFC 7515) signed by a node's certificate-bound key.
 
-Signing goes through pyjwt's :class:`jwt.api_jws.PyJWS`; the signature primitive on the
-verifying side is pyjwt's algorithm object too (:func:`verify_raw`), so the Wycheproof
-vectors that test ``verify_raw`` exercise the code :func:`verify_compact` runs.
+Signing writes the bytes pyjwt's :class:`jwt.api_jws.PyJWS` would, with its algorithm
+objects; the verifying side checks every signature in :func:`verify_raw` (Ed25519 with
+``cryptography`` as pyjwt's OKP algorithm does, P-256 and SM2 through pyjwt's algorithm
+objects), so the Wycheproof vectors that test ``verify_raw`` exercise the code
+:func:`verify_compact` runs. A decoded protected header is remembered by its segment's
+text (a pure function of it); nothing that depends on time or revocation is.
 
 Protected header: ``alg`` (``EdDSA``, ``ES256`` or, in the SM profile, ``SM2SM3``:
 SM2 over SM3 with the default GM/T 0009 signer id, ``r || s``; dictated by the key), ``typ`` (the
@@ -31,6 +34,7 @@ from types import MappingProxyType
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import Algorithm
 from jwt.api_jws import PyJWS
@@ -148,7 +152,8 @@ def sign_compact(
 
 
 def verify_raw(algorithm: str, key: PublicKey, signing_input: bytes, signature: bytes) -> None:
-    """Check a raw JWS signature (Ed25519, or P-256 / SM2 ``r||s``) with pyjwt's primitive.
+    """Check a raw JWS signature: Ed25519 with ``cryptography``'s verify (what pyjwt's
+    OKP algorithm calls), P-256 / SM2 ``r||s`` with pyjwt's algorithm object.
 
     ``algorithm`` must be the one the key dictates. Raises :class:`InvalidSignature`.
     """
@@ -158,7 +163,15 @@ def verify_raw(algorithm: str, key: PublicKey, signing_input: bytes, signature: 
         raise _fail(f"unsupported key type {type(key).__name__}") from None
     if algorithm != expected:
         raise _fail(f"alg {algorithm!r} does not match the {expected} key")
-    if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | Sm2PublicKey):
+    if isinstance(key, ed25519.Ed25519PublicKey):  # what pyjwt's OKP verify does, inline
+        try:
+            key.verify(signature, signing_input)
+        except CryptoInvalidSignature:
+            raise _fail("signature does not verify") from None
+        except (ValueError, TypeError) as exc:
+            raise _fail(f"signature check error: {exc}") from None
+        return
+    if not isinstance(key, ec.EllipticCurvePublicKey | Sm2PublicKey):
         raise _fail("a public key is required")
     try:
         ok = _PYJWS.get_algorithm_by_name(algorithm).verify(signing_input, key, signature)
@@ -206,8 +219,7 @@ def _split(token: str, detached_payload: bytes | None) -> _Parts:
         raise _fail(f"compact JWS has {len(pieces)} segments, not 3")
     head, body, sig = pieces
     try:
-        header_bytes = b64url_decode(head)
-        header = json.loads(header_bytes.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        header = _header(head)
         if detached_payload is not None:
             if body:
                 raise ValueError("payload segment must be empty for a detached payload")
@@ -216,13 +228,32 @@ def _split(token: str, detached_payload: bytes | None) -> _Parts:
         else:
             payload = b64url_decode(body)
         signature = b64url_decode(sig)
-        if _stray_bits(head) or _stray_bits(sig) or _stray_bits(body):
+        if _stray_bits(sig) or _stray_bits(body):
             raise ValueError("non-canonical base64url (stray trailing bits)")
     except (MalformedInput, ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _fail(f"malformed token: {exc}") from None
     if not isinstance(header, dict):
         raise _fail("protected header is not a JSON object")
     return _Parts(header, payload, f"{head}.{body}".encode("ascii"), signature)
+
+
+_HEADERS: pathcache.LruCache[dict[str, Any]] = pathcache.LruCache(256)
+
+
+def _header(head: str) -> Any:
+    """The protected header decoded from its segment (raises ``MalformedInput`` or
+    ``ValueError``). A function of the segment's text only, so a header parsed once
+    is remembered by it: a signer's header is the same for every token it signs
+    within one second (same ``typ``, chain and ``iat``). Callers never mutate it."""
+    known = _HEADERS.get(head)
+    if known is not None:
+        return known
+    header = json.loads(b64url_decode(head).decode("utf-8"), object_pairs_hook=_no_duplicates)
+    if _stray_bits(head):
+        raise ValueError("non-canonical base64url (stray trailing bits)")
+    if isinstance(header, dict):
+        _HEADERS.put(head, header)
+    return header
 
 
 def _check_common(header: Mapping[str, Any], key_alg: str) -> None:

@@ -334,3 +334,20 @@ def test_tokens_are_the_bytes_pyjwt_writes(world, detached, extra) -> None:
     es = sign_compact(payload, world.es_signer, typ=TYP, at=world.now, extra_header=extra)
     public = world.es_signer.key.public_key()
     assert PyJWS().decode(es, public, algorithms=["ES256"]) == payload
+
+
+def test_a_remembered_header_lets_nothing_else_through(world) -> None:
+    """verify_compact remembers a decoded header by its segment (issue 12); every other
+    check still runs on every token with that header."""
+    token = sign_compact(b'{"n":1}', world.ed_signer, typ=TYP, at=world.now)
+    assert _verify(world, token).payload == b'{"n":1}'  # the header is remembered now
+    head, body, sig = token.split(".")
+    other_body = b64url(b'{"n":2}')
+    for forged in (f"{head}.{other_body}.{sig}", f"{head}.{body}.{sig[:-2]}AA"):
+        with pytest.raises(InvalidSignature):
+            _verify(world, forged)
+    with pytest.raises(InvalidSignature):
+        _verify(world, token, typ="other+jws")
+    with pytest.raises(InvalidSignature):
+        _verify(world, token, bundle=world.revoked_bundle, at=world.now + timedelta(days=4000))
+    assert _verify(world, token).payload == b'{"n":1}'
