@@ -79,6 +79,8 @@ __all__ = [
     "packet_digest",
     "peek_facts",
     "require_canonical",
+    "seal_content",
+    "sign_packet",
     "verify_packet",
 ]
 
@@ -334,27 +336,58 @@ def build_packet(
     """Sign and seal a packet: (outer token, its facts, the inner content JWS).
     ``facts_without_seal`` is the routing-facts object without ``sealed`` (as
     :meth:`RoutingFacts.to_json` would write it)."""
-    ident = {
-        "id": facts_without_seal["id"],
-        "from": facts_without_seal["from"],
-        "to": facts_without_seal["to"],
-    }
+    f = facts_without_seal
+    inner, sealed = seal_content(
+        f["id"], f["case"], f["from"], f["to"], body, attachment_keys,
+        signer=signer, recipient=recipient, at=at,
+    )  # fmt: skip
+    token, facts = sign_packet(f, sealed, signer=signer, at=at)
+    return token, facts, inner
+
+
+def seal_content(
+    packet_id: str,
+    case_id: str,
+    sender: str,
+    receiver: str,
+    body: Mapping[str, Any],
+    attachment_keys: Sequence[AttachmentKey],
+    *,
+    signer: Signer,
+    recipient: HpkePublicKey,
+    at: datetime,
+) -> tuple[str, dict[str, str]]:
+    """The first half of :func:`build_packet`, which needs no sequence number: the
+    inner content JWS and the ``sealed`` member of the routing facts."""
+    ident = {"id": packet_id, "from": sender, "to": receiver}
     inner_payload = {
         "v": 1,
-        "packet_id": ident["id"],
-        "case": facts_without_seal["case"],
-        "from": ident["from"],
-        "to": ident["to"],
+        "packet_id": packet_id,
+        "case": case_id,
+        "from": sender,
+        "to": receiver,
         "body": dict(body),
         "attachments": [k.to_json() for k in attachment_keys],
     }
     inner = sign_compact(canonical_json(inner_payload), signer, typ=CONTENT_TYP, at=at)
     ct = hpke_seal(inner.encode("ascii"), recipient, info=seal_info("packet", ident))
+    return inner, {"suite": str(recipient.suite), "kid": recipient.kid, "ct": b64url(ct)}
+
+
+def sign_packet(
+    facts_without_seal: Mapping[str, Any],
+    sealed: Mapping[str, str],
+    *,
+    signer: Signer,
+    at: datetime,
+) -> tuple[str, RoutingFacts]:
+    """The second half of :func:`build_packet`: the outer JWS over the routing facts
+    with ``sealed`` (from :func:`seal_content` for the same id, case, from and to)."""
     obj = dict(facts_without_seal)
-    obj["sealed"] = {"suite": str(recipient.suite), "kid": recipient.kid, "ct": b64url(ct)}
+    obj["sealed"] = dict(sealed)
     facts = RoutingFacts.from_json(obj)
     token = sign_compact(canonical_json(facts.to_json()), signer, typ=PACKET_TYP, at=at)
-    return token, facts, inner
+    return token, facts
 
 
 @dataclass(frozen=True)

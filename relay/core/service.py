@@ -55,11 +55,12 @@ from relay.core.outbox import OutboxPolicy
 from relay.core.packets import (
     AttachmentKey,
     AttachmentRef,
-    build_packet,
     check_new_packet,
     key_ring,
     open_content,
     packet_digest,
+    seal_content,
+    sign_packet,
     verify_packet,
 )
 from relay.core.ports import (
@@ -240,6 +241,16 @@ class RelayNode:
         infos = [info_of(s) for s, _ in staged]
         packet_id = self._new_id()
         agreement = decision.agreement
+        # the costly half (inner JWS, HPKE seal, own copy) needs no sequence number: done
+        # here, per request, so a group's transaction only signs the routing facts
+        try:
+            inner, sealed = seal_content(
+                packet_id, case_id, self.node_id, to, content, keys,
+                signer=self._signer, recipient=recipient, at=at,
+            )  # fmt: skip
+        except MalformedPacket as exc:
+            raise NotAuthorized(f"malformed: {exc}") from exc
+        own_copy = self._own_copy(inner, packet_id)
 
         def build(seq: int, prev: str | None) -> NewOutgoing:
             facts = {
@@ -262,17 +273,13 @@ class RelayNode:
                 "expires": format_time(at + (expires_in or self._policy.default_ttl)),
                 "attachments": [r.to_json() for r in refs],
             }
-            token, parsed, inner = build_packet(
-                facts, content, keys, signer=self._signer, recipient=recipient, at=at
-            )
+            token, parsed = sign_packet(facts, sealed, signer=self._signer, at=at)
             most = self._policy.max_packet_bytes
             if most is not None and len(token) > most:
                 raise PacketTooLarge(len(token), most)
             digest = packet_digest(token)
             leaf = packet_leaf(LeafKind.PACKET_SENT, parsed, digest, node=self.node_id, at=at)
-            return NewOutgoing(
-                summary_of(parsed, digest, infos), token, self._own_copy(inner, packet_id), leaf
-            )
+            return NewOutgoing(summary_of(parsed, digest, infos), token, own_copy, leaf)
 
         try:
             new = await self._commits.enqueue(to, case_id, build)
