@@ -108,8 +108,6 @@ async def test_own_copies_are_sealed_at_rest_and_older_hpke_copies_still_open(
     """The sender's own copy is sealed with a key derived from its HPKE private key
     (signing.at_rest, issue 12: a second KEM encapsulation per packet cost a tenth of
     the node's CPU); copies HPKE-sealed to its own key before still read."""
-    import sqlite3
-
     from signing.encoding import b64url
     from signing.hpke import hpke_seal, seal_info
 
@@ -125,9 +123,8 @@ async def test_own_copies_are_sealed_at_rest_and_older_hpke_copies_still_open(
     hpke_copy = (
         f"{own.public_key().kid}.{b64url(hpke_seal(inner.encode(), own.public_key(), info=info))}"
     )
-    conn = sqlite3.connect(federation.root / WUCHANG / "relay.sqlite3")
-    with conn:
-        conn.execute("UPDATE outbox SET own_copy = ? WHERE packet_id = ?", (hpke_copy, old))
-    conn.close()
+    federation.stores[WUCHANG].connection.execute(  # autocommit, on either backend
+        "UPDATE outbox SET own_copy = ? WHERE packet_id = ?", (hpke_copy, old)
+    )
     assert node.read_packet(old).content == {"step": 1, "applicant": "张三"}
     assert node.read_packet(old).content_jws == inner
