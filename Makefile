@@ -25,8 +25,11 @@ npm-deps: system-deps
 
 # `make demo DATABASE=postgres` plays the demo on a throwaway PostgreSQL cluster (initdb and
 # pg_ctl in a temporary folder, deleted afterwards); DATABASE=postgresql://… on that server.
+# `make demo SM_PROVINCE=jiangsu` runs that province in the SM (national cryptography)
+# profile; both can be combined.
+DEMO_OPTIONS := $(foreach p,$(SM_PROVINCE),--sm-province '$(p)')
 demo: $(STAMP) $(if $(filter postgres,$(DATABASE)),system-deps)
-	$(if $(filter postgres,$(DATABASE)),$(BIN)/python -m relay.demo.throwaway_postgres,$(BIN)/tongban demo $(if $(DATABASE),--database '$(DATABASE)'))
+	$(if $(filter postgres,$(DATABASE)),$(BIN)/python -m relay.demo.throwaway_postgres $(DEMO_OPTIONS),$(BIN)/tongban demo $(if $(DATABASE),--database '$(DATABASE)') $(DEMO_OPTIONS))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
