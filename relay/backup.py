@@ -67,7 +67,8 @@ class DataDirLock:
             self._fd = -1
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB pieces (hex)."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
@@ -75,7 +76,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory by its path."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -131,7 +133,7 @@ def backup(data_dir: Path, out: Path, *, node_id: str, now: datetime) -> Manifes
         rel = Path("blobs") / digest[:2] / digest
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(data_dir / rel, out / rel)
-        if _sha256(out / rel) != digest:
+        if file_sha256(out / rel) != digest:
             raise BackupError(f"blob {digest} does not match its name: the store is damaged")
     for path in sorted(data_dir.rglob("*")):
         rel = path.relative_to(data_dir)
@@ -140,15 +142,15 @@ def backup(data_dir: Path, out: Path, *, node_id: str, now: datetime) -> Manifes
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, out / rel)
     files = {
-        str(p.relative_to(out)): (p.stat().st_size, _sha256(p))
+        str(p.relative_to(out)): (p.stat().st_size, file_sha256(p))
         for p in sorted(out.rglob("*"))
         if p.is_file()
     }
     for name in files:
-        _fsync(out / name)
+        fsync_path(out / name)
     manifest = Manifest(node_id, now.isoformat(), files, leaves)
     (out / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=1), encoding="utf-8")
-    _fsync(out / MANIFEST)
+    fsync_path(out / MANIFEST)
     return manifest
 
 
@@ -161,7 +163,7 @@ def restore(
         raise BackupError(f"the backup is of node {manifest.node_id}, not of {node_id}")
     for rel, (size, digest) in manifest.files.items():
         held = source / rel
-        if not held.is_file() or held.stat().st_size != size or _sha256(held) != digest:
+        if not held.is_file() or held.stat().st_size != size or file_sha256(held) != digest:
             raise BackupError(f"{rel} in the backup is missing or damaged (digest differs)")
     if data_dir.exists():
         lock = DataDirLock(data_dir)  # refuses while the node runs
@@ -174,9 +176,9 @@ def restore(
     for rel in manifest.files:
         (fresh / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source / rel, fresh / rel)
-        _fsync(fresh / rel)
+        fsync_path(fresh / rel)
     if data_dir.exists():
         data_dir.rename(data_dir.with_name(f"{data_dir.name}.replaced-{now:%Y%m%dT%H%M%S}"))
     fresh.rename(data_dir)
-    _fsync(data_dir.parent)
+    fsync_path(data_dir.parent)
     return manifest

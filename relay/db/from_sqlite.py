@@ -46,9 +46,7 @@ Exceptions: :class:`MoveError` (refused or failed; the message says why and what
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import os
 import shutil
 import sqlite3
 import tempfile
@@ -59,8 +57,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from relay.audit.merkle import leaf_hash, node_hash
-from relay.audit.store import AuditStore
+from relay.audit.merkle import TreeHash
+from relay.audit.store import AuditStore, tree_hash_of
+from relay.backup import file_sha256, fsync_path
 from relay.core.errors import MalformedPacket
 from relay.core.receipts import ReceiptStatus, verify_receipt
 from relay.core.sqlite_schema import REBUILD_HEADS
@@ -440,8 +439,8 @@ def _same_audit_log(source: sqlite3.Connection, target: PgConnection) -> tuple[i
             f"the audit log differs: SQLite has {size} leaves with root {root.hex()},"
             f" PostgreSQL {pg_size} with root {pg_root.hex()}"
         )
-    leaves = _leaf_hashes(target)
-    recomputed = _root_of(leaves)
+    tree = tree_hash_of(source)  # SHA-256, or SM3 for an SM-profile node
+    recomputed = _root_of(_leaf_hashes(target, tree), tree)
     if (recomputed[0], recomputed[1]) != (size, root):
         raise MoveError(
             f"PostgreSQL's audit leaves hash to root {recomputed[1].hex()} over"
@@ -450,15 +449,15 @@ def _same_audit_log(source: sqlite3.Connection, target: PgConnection) -> tuple[i
     return size, root
 
 
-def _leaf_hashes(target: PgConnection) -> Iterator[tuple[int, bytes]]:
+def _leaf_hashes(target: PgConnection, tree: TreeHash) -> Iterator[tuple[int, bytes]]:
     cur = target.raw.cursor()
     cur.execute(b"SELECT idx, data FROM audit_leaves ORDER BY idx")
     while batch := cur.fetchmany(_BATCH):
         for idx, data in batch:
-            yield int(idx), leaf_hash(bytes(data))
+            yield int(idx), tree.leaf(bytes(data))
 
 
-def _root_of(leaves: Iterable[tuple[int, bytes]]) -> tuple[int, bytes]:
+def _root_of(leaves: Iterable[tuple[int, bytes]], tree: TreeHash) -> tuple[int, bytes]:
     """RFC 9162 root of leaf hashes given in index order (0, 1, 2, … without gaps),
     in O(log n) memory: a stack of complete subtrees, merged as they pair up."""
     stack: list[tuple[int, bytes]] = []  # (leaf count, hash), sizes decreasing
@@ -469,33 +468,17 @@ def _root_of(leaves: Iterable[tuple[int, bytes]]) -> tuple[int, bytes]:
         count += 1
         size = 1
         while stack and stack[-1][0] == size:
-            size, h = size * 2, node_hash(stack.pop()[1], h)
+            size, h = size * 2, tree.node(stack.pop()[1], h)
         stack.append((size, h))
     if not stack:
-        return 0, hashlib.sha256(b"").digest()
+        return 0, tree.empty
     root = stack[-1][1]
     for _, h in reversed(stack[:-1]):
-        root = node_hash(h, root)
+        root = tree.node(h, root)
     return count, root
 
 
 # -- blobs -------------------------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _copy_blobs(held: Path, blob_dir: Path | None, digests: Sequence[str]) -> tuple[int, int]:
@@ -507,17 +490,17 @@ def _copy_blobs(held: Path, blob_dir: Path | None, digests: Sequence[str]) -> tu
         source, dest = held / digest[:2] / digest, blob_dir / digest[:2] / digest
         if not source.is_file():
             raise MoveError(f"blob {digest} named by the database is missing from {held}")
-        if dest.is_file() and _sha256(dest) == digest:
+        if dest.is_file() and file_sha256(dest) == digest:
             in_place += 1
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(f".{digest}.moving")
         shutil.copyfile(source, partial)
-        if _sha256(partial) != digest:
+        if file_sha256(partial) != digest:
             partial.unlink()
             raise MoveError(f"blob {digest} does not match its name: the store is damaged")
-        _fsync(partial)
+        fsync_path(partial)
         partial.rename(dest)
-        _fsync(dest.parent)
+        fsync_path(dest.parent)
         copied += 1
     return copied, in_place

@@ -20,7 +20,7 @@ import pytest
 from office_kit import CASE, A, B, Office, Proc, make_office, staff
 from relay_http_support import make_pki
 
-from relay.audit.merkle import MemoryTree
+from relay.audit.merkle import SHA256_TREE, SM3_TREE, MemoryTree, TreeHash
 from relay.audit.store import AuditStore
 from relay.cli import main
 from relay.db.from_sqlite import _root_of
@@ -221,13 +221,44 @@ def test_a_config_without_a_database_url_is_a_usage_error(office: Office, tmp_pa
 
 
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 5, 8, 13, 64, 100])
-def test_the_streamed_root_is_the_rfc_9162_root(size: int) -> None:
-    from relay.audit.merkle import leaf_hash
-
+@pytest.mark.parametrize("tree", [SHA256_TREE, SM3_TREE], ids=lambda t: t.name)
+def test_the_streamed_root_is_the_rfc_9162_root(size: int, tree: TreeHash) -> None:
     leaves = [f"leaf {i}".encode() for i in range(size)]
-    assert _root_of((i, leaf_hash(d)) for i, d in enumerate(leaves)) == (
-        size, MemoryTree(leaves).root()
+    assert _root_of(((i, tree.leaf(d)) for i, d in enumerate(leaves)), tree) == (
+        size, MemoryTree(leaves, tree_hash=tree).root()
     )  # fmt: skip
+
+
+def test_an_sm_profile_log_moves_with_its_sm3_root(tmp_path: Path, pg_url: str) -> None:
+    """An SM-profile office's audit log hashes with SM3: the move checks the root in the
+    log's own hash (a SHA-256 recomputation refused every SM office) and the target
+    keeps the declaration."""
+    from relay.audit.store import append, tree_hash_of
+    from relay.cli.db_move import _prepare_source, _prepare_target
+    from relay.core.sqlite_store import SqliteStore
+    from relay.db.from_sqlite import move_to_postgresql
+
+    data = tmp_path / "data"
+    store = SqliteStore(data, tree_hash=SM3_TREE)
+    conn = store.connection
+    conn.execute("BEGIN IMMEDIATE")
+    for i in range(5):
+        append(conn, f"leaf {i}".encode())
+    conn.execute("COMMIT")
+    expected = AuditStore(conn).head()
+    store.close()
+    target = connect(pg_url)
+    try:
+        report = move_to_postgresql(
+            data, target, node_id="420106", bundle=make_pki(tmp_path / "pki").bundle,
+            prepare_source=_prepare_source, prepare_target=_prepare_target,
+        )  # fmt: skip
+        assert (report.audit_size, report.audit_root) == expected
+        assert expected[1] == MemoryTree([f"leaf {i}".encode() for i in range(5)],
+                                         tree_hash=SM3_TREE).root()  # fmt: skip
+        assert tree_hash_of(target) is SM3_TREE
+    finally:
+        target.close()
 
 
 def test_a_running_node_is_not_moved(office: Office, tmp_path: Path, pg_url: str) -> None:
