@@ -100,6 +100,13 @@ async def test_default_and_sm_provinces_exchange_packets_under_one_agreement(
         receipt = verify_receipt(item.receipt, pki.bundle, at=fed.clock(), expected_from=DAFENG)
         assert receipt.status is ReceiptStatus.ACCEPTED
         assert receiver.read_packet(summary.packet_id).content == {"form": "申请书"}
+        # the SM node reads its own copy of what it sent (sealed at rest under a key
+        # derived from its SM2 encryption key)
+        reply = await receiver.create_packet(
+            to=WUCHANG, case_id="c1", matter=MATTER, action="accept",
+            mode="proxy_receipt", content={"需补正": "身份证复印件"},
+        )  # fmt: skip
+        assert receiver.read_packet(reply.packet_id).content == {"需补正": "身份证复印件"}
         # each province logs in its own profile: Jiangsu's audit log hashes with SM3
         logs = {node: AuditStore(fed.stores[node].connection) for node in (WUCHANG, DAFENG)}
         assert logs[WUCHANG].tree_hash is SHA256_TREE
