@@ -39,6 +39,7 @@ from agreements.errors import (
     CalendarError,
     IllegalTransition,
     MalformedAgreement,
+    ProfileNotAllowed,
     SignatureRefused,
 )
 from agreements.events import Event, EventKind
@@ -64,6 +65,7 @@ __all__ = [
     "MatterClause",
     "Party",
     "Permit",
+    "ProfileNotAllowed",
     "Reason",
     "Relation",
     "Request",

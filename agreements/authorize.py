@@ -21,7 +21,14 @@ that agreement's reason:
 6. ``matter-not-covered`` — no clause for the matter;
 7. ``mode-not-allowed`` — the request's mode is not in the clause, or none of the
    clause's modes may carry the action;
-8. ``role-not-granted`` — no relation of the action holds (see :mod:`agreements.actions`).
+8. ``role-not-granted`` — no relation of the action holds (see :mod:`agreements.actions`);
+9. ``profile-not-allowed`` — the agreement names ``crypto_profiles`` and the
+   cryptographic profile of ``from`` or of ``to`` (:mod:`signing.profiles`) is not
+   among them. The relay always names both profiles (the sending node its own and the
+   recipient's descriptor's, the receiving node the packet signer's and its own), so
+   the one decision holds on both sides; a request that names none (the case layer
+   asking what the roles grant, ``tongban agreement check`` without profiles) skips
+   this check, and an agreement without ``crypto_profiles`` allows every profile.
 
 The first agreement (in index order) that permits gives a :class:`Permit` naming the
 clause and the relation. If none permits, the :class:`Deny` carries the reason of the
@@ -39,7 +46,8 @@ from types import MappingProxyType
 
 from agreements.actions import ACTION_RULES, Action, Relation, relation_holds
 from agreements.lifecycle import Lifecycle, State
-from agreements.model import ServiceMode
+from agreements.model import Agreement, ServiceMode
+from signing.profiles import Profile
 
 __all__ = [
     "AgreementIndex",
@@ -64,6 +72,7 @@ class Reason(StrEnum):
     MATTER_NOT_COVERED = "matter-not-covered"
     MODE_NOT_ALLOWED = "mode-not-allowed"
     ROLE_NOT_GRANTED = "role-not-granted"
+    PROFILE_NOT_ALLOWED = "profile-not-allowed"
 
 
 _RANK = {reason: i for i, reason in enumerate(Reason)}
@@ -77,6 +86,9 @@ class Request:
     matter: str
     action: Action
     mode: ServiceMode | None = None  # None: any mode the clause allows
+    # cryptographic profiles of ``from`` and ``to``; None: not checked (step 9)
+    sender_profile: Profile | None = None
+    recipient_profile: Profile | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,8 +216,17 @@ def _evaluate(
     for relation in rule.relations:
         if relation_holds(relation, clause.roles, request.sender, request.recipient, modes):
             ag = lc.agreement
+            if not _profiles_allowed(ag, request):
+                return Reason.PROFILE_NOT_ALLOWED
             return Permit(ClauseRef(ag.id, ag.version, request.matter, relation))
     return Reason.ROLE_NOT_GRANTED
+
+
+def _profiles_allowed(agreement: Agreement, request: Request) -> bool:
+    return all(
+        profile is None or agreement.allows_profile(profile)
+        for profile in (request.sender_profile, request.recipient_profile)
+    )
 
 
 def authorize(index: AgreementIndex, request: Request, at: datetime) -> Decision:

@@ -5,7 +5,9 @@ Every refusal is a :class:`~agreements.errors.MalformedAgreement` carrying the J
 pointer (RFC 6901) of the offending field, e.g. ``/matters/3/roles/receive_for/420106/0``.
 Unknown fields are refused (a field a party did not understand must not be signed).
 Set-valued arrays (modes, handle, issue, receive_for values, ...) may come in any order
-but must not repeat; the model writes them back sorted.
+but must not repeat; the model writes them back sorted. Every member is required except
+``crypto_profiles`` (absent: any cryptographic profile; present: a non-empty set of
+profile names, :class:`signing.profiles.Profile`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from agreements.model import (
     from_epoch,
 )
 from signing.certificates import is_node_id as _is_node_id
+from signing.profiles import Profile
 
 __all__ = [
     "is_node_id",
@@ -88,11 +91,17 @@ def load_json(data: bytes) -> Any:
 class _Obj:
     """A JSON object under validation, remembering its pointer and used keys."""
 
-    def __init__(self, value: Any, path: tuple[str | int, ...], keys: set[str]) -> None:
+    def __init__(
+        self,
+        value: Any,
+        path: tuple[str | int, ...],
+        keys: set[str],
+        optional: frozenset[str] = frozenset(),
+    ) -> None:
         if not isinstance(value, dict):
             raise MalformedAgreement(pointer(*path), "must be an object")
         for key in value:
-            if key not in keys:
+            if key not in keys and key not in optional:
                 raise MalformedAgreement(pointer(*path, key), "unknown field")
         for key in sorted(keys):
             if key not in value:
@@ -102,6 +111,9 @@ class _Obj:
 
     def at(self, key: str) -> tuple[Any, tuple[str | int, ...]]:
         return self.value[key], (*self.path, key)
+
+    def has(self, key: str) -> bool:
+        return key in self.value
 
 
 def _str(value: Any, path: tuple[str | int, ...], limit: int = 500) -> str:
@@ -273,11 +285,27 @@ _TOP = {
     "data_categories",
     "retention_years",
 }
+_OPTIONAL_TOP = frozenset({"crypto_profiles"})
+_PROFILE_NAMES = sorted(p.value for p in Profile)
+
+
+def _parse_profiles(value: Any, path: tuple[str | int, ...]) -> frozenset[Profile]:
+    """``crypto_profiles``: a non-empty set of known profile names."""
+    seen: set[Profile] = set()
+    for item, p in _list(value, path, min_len=1):
+        if item not in _PROFILE_NAMES:
+            raise MalformedAgreement(
+                pointer(*p), f"must be a cryptographic profile, one of {_PROFILE_NAMES}"
+            )
+        if Profile(item) in seen:
+            raise MalformedAgreement(pointer(*p), f"repeats {item}")
+        seen.add(Profile(item))
+    return frozenset(seen)
 
 
 def parse_agreement(value: Any) -> Agreement:
     """Validate a decoded JSON document and build the agreement (or raise with a pointer)."""
-    obj = _Obj(value, (), _TOP)
+    obj = _Obj(value, (), _TOP, _OPTIONAL_TOP)
     fmt, fp = obj.at("format")
     if fmt != FORMAT:
         raise MalformedAgreement(pointer(*fp), f"must be {FORMAT!r}")
@@ -313,6 +341,7 @@ def parse_agreement(value: Any) -> Agreement:
         if not isinstance(item, str) or not _TOKEN.fullmatch(item) or item in categories:
             raise MalformedAgreement(pointer(*p), "must be a unique lowercase token")
         categories.add(item)
+    profiles = _parse_profiles(*obj.at("crypto_profiles")) if obj.has("crypto_profiles") else None
     return Agreement(
         id=aid,
         version=version,
@@ -325,6 +354,7 @@ def parse_agreement(value: Any) -> Agreement:
         data_categories=frozenset(categories),
         retention_years=_int(*obj.at("retention_years"), 1, 100),
         supersedes=supersedes,
+        crypto_profiles=profiles,
     )
 
 

@@ -6,7 +6,9 @@ A template is an agreement document (``tongban-agreement/1``) with two convenien
 - in a matter entry, ``modes``, ``materials``, ``time_limit_working_days``,
   ``survey_required`` and ``survey_checklist`` may be left out and are then taken from
   the catalog entry for that matter code (a matter unknown to the catalog must spell
-  them out).
+  them out);
+- ``crypto_profiles`` (optional, as in the document) is kept as written: a template
+  without it drafts an agreement that allows any cryptographic profile.
 
 The result is checked exactly like any agreement (:func:`parse_agreement`), so a bad
 template is refused with the JSON pointer of the offending field.
@@ -77,11 +79,13 @@ def reciprocal_template(
     province: str = "湖北省",
     valid_from: str = "2026-01-01T00:00:00+08:00",
     valid_until: str = "2029-01-01T00:00:00+08:00",
+    crypto_profiles: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """A template in which every party receives for every other, handles and issues.
 
     The simplest full-trust agreement among ``party_ids``, for local federations (tests,
-    benchmarks); matter details come from the catalog when drafted.
+    benchmarks); matter details come from the catalog when drafted. ``crypto_profiles``
+    names the cryptographic profiles it allows (None: the field is left out, any).
     """
     ids = sorted(party_ids)
     roles = {
@@ -90,7 +94,7 @@ def reciprocal_template(
         "survey_for": {},
         "issue": list(ids),
     }
-    return {
+    template: dict[str, Any] = {
         "format": "tongban-agreement/1",
         "id": agreement_id,
         "version": 1,
@@ -106,3 +110,6 @@ def reciprocal_template(
         "data_categories": ["case-materials"],
         "retention_years": 30,
     }
+    if crypto_profiles is not None:
+        template["crypto_profiles"] = list(crypto_profiles)
+    return template

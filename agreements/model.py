@@ -11,6 +11,12 @@ single door from JSON, and the constructors keep to the same invariants. Sets ar
 as ``frozenset`` and written out sorted, so one meaning has one byte string:
 :meth:`Agreement.document_bytes` (canonical JSON of :meth:`Agreement.document`) is what
 every party signs.
+
+``crypto_profiles`` names the cryptographic profiles (:class:`signing.profiles.Profile`)
+of the nodes that may exchange packets under the agreement. It is optional: absent
+(``None``) means any profile, as for every agreement written before the field existed,
+and an absent field is not written, so the bytes (and the digest) of such an agreement
+are unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from types import MappingProxyType
 from typing import Any
 
 from signing.encoding import canonical_json
+from signing.profiles import Profile
 
 __all__ = [
     "FORMAT",
@@ -210,6 +217,7 @@ class Agreement:
     data_categories: frozenset[str]
     retention_years: int
     supersedes: int | None = None  # earlier version of the same id that this replaces
+    crypto_profiles: frozenset[Profile] | None = None  # None: any profile (field absent)
     party_ids: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -217,6 +225,11 @@ class Agreement:
         if not isinstance(self.clauses, MappingProxyType):
             object.__setattr__(self, "clauses", MappingProxyType(dict(self.clauses)))
         object.__setattr__(self, "party_ids", frozenset(p.id for p in self.parties))
+        if self.crypto_profiles is not None:
+            profiles = frozenset(Profile(p) for p in self.crypto_profiles)
+            if not profiles:
+                raise ValueError("crypto_profiles names at least one profile (None: any)")
+            object.__setattr__(self, "crypto_profiles", profiles)
 
     @property
     def ref(self) -> tuple[str, int]:
@@ -226,6 +239,10 @@ class Agreement:
     def is_bilateral(self) -> bool:
         return len(self.parties) == 2
 
+    def allows_profile(self, profile: Profile) -> bool:
+        """Whether a node of ``profile`` may exchange packets under this agreement."""
+        return self.crypto_profiles is None or profile in self.crypto_profiles
+
     def party(self, party_id: str) -> Party | None:
         for p in self.parties:
             if p.id == party_id:
@@ -233,8 +250,9 @@ class Agreement:
         return None
 
     def document(self) -> dict[str, Any]:
-        """The JSON document, normalized (sets sorted, matters sorted by code)."""
-        return {
+        """The JSON document, normalized (sets sorted, matters sorted by code);
+        ``crypto_profiles`` only when the agreement names profiles."""
+        doc: dict[str, Any] = {
             "data_categories": sorted(self.data_categories),
             "format": FORMAT,
             "id": self.id,
@@ -247,6 +265,9 @@ class Agreement:
             "valid_until": epoch(self.valid_until),
             "version": self.version,
         }
+        if self.crypto_profiles is not None:
+            doc["crypto_profiles"] = sorted(p.value for p in self.crypto_profiles)
+        return doc
 
     def document_bytes(self) -> bytes:
         """The exact bytes every party signs: canonical JSON of :meth:`document`."""

@@ -38,6 +38,7 @@ from signing.errors import InvalidSignature, MalformedInput
 from signing.hpke import HpkePublicKey, HpkeSuite
 from signing.jws import MAX_CLOCK_SKEW, sign_compact, verify_compact
 from signing.keys import Signer
+from signing.profiles import Profile, certificate_profile
 
 __all__ = ["NODE_TYP", "NodeDescriptor", "sign_descriptor", "verify_descriptor"]
 
@@ -111,6 +112,12 @@ class NodeDescriptor:
 
     def hpke_key(self, kid: str) -> HpkePublicKey | None:
         return next((k for k in self.hpke_keys if k.kid == kid), None)
+
+    @property
+    def profile(self) -> Profile:
+        """The node's cryptographic profile, as its seal certificate's key type says
+        (:mod:`signing.profiles`)."""
+        return certificate_profile(self.seal_chain[0])
 
     def to_json(self) -> dict[str, Any]:
         return {

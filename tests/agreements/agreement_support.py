@@ -70,6 +70,7 @@ def agreement(
     valid_from: datetime = T0,
     valid_until: datetime = T_END,
     supersedes: int | None = None,
+    crypto_profiles: Iterable[str] | None = None,
 ) -> Agreement:
     return Agreement(
         id=aid,
@@ -83,6 +84,7 @@ def agreement(
         data_categories=frozenset({"case-materials"}),
         retention_years=30,
         supersedes=supersedes,
+        crypto_profiles=None if crypto_profiles is None else frozenset(crypto_profiles),  # type: ignore[arg-type]
     )
 
 

@@ -13,6 +13,7 @@ from agreements.authorize import AgreementIndex, Deny, Permit, Reason, Request, 
 from agreements.events import EventKind
 from agreements.lifecycle import apply, start
 from agreements.model import ServiceMode
+from signing.profiles import Profile
 
 A, B, C, D = "420106", "320982", "371422", "420981"
 NOW = T0 + timedelta(days=100)
@@ -128,6 +129,9 @@ def test_every_reason_code_is_reachable() -> None:
         active(BASE), event(BASE, EventKind.SUPERSEDE, A, NOW, superseded_by=v2.version)
     )
     reached.add(_reason(AgreementIndex([superseded]), submit))  # superseded
+    only_sm = agreement([A, B, C, D], [FOOD], aid="sm-only", crypto_profiles=["sm"])
+    request = Request(A, B, "food", Action.SUBMIT, None, Profile.DEFAULT, Profile.SM)
+    reached.add(_reason(AgreementIndex([active(only_sm)]), request))  # profile-not-allowed
     assert reached == set(Reason)
 
 
