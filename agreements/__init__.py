@@ -39,7 +39,6 @@ from agreements.errors import (
     CalendarError,
     IllegalTransition,
     MalformedAgreement,
-    ProfileNotAllowed,
     SignatureRefused,
 )
 from agreements.events import Event, EventKind
@@ -65,7 +64,6 @@ __all__ = [
     "MatterClause",
     "Party",
     "Permit",
-    "ProfileNotAllowed",
     "Reason",
     "Relation",
     "Request",

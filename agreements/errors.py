@@ -9,8 +9,6 @@
     ├── SignatureRefused        a party signature was refused (non-party signer,
     │                           revoked/expired seal, signature over other bytes);
     │                           ``party`` names the claimed signer when known
-    │   └── ProfileNotAllowed   refused before signing: the signer's cryptographic
-    │                           profile is not among the agreement's ``crypto_profiles``
     ├── IllegalTransition       a lifecycle event that the current state does not allow
     │                           (``state`` and ``event`` attached)
     └── CalendarError           a working-day question the calendar cannot answer
@@ -27,7 +25,6 @@ __all__ = [
     "CalendarError",
     "IllegalTransition",
     "MalformedAgreement",
-    "ProfileNotAllowed",
     "SignatureRefused",
 ]
 
@@ -55,11 +52,6 @@ class SignatureRefused(AgreementError):
     def __init__(self, party: str | None, message: str) -> None:
         super().__init__(message)
         self.party = party
-
-
-class ProfileNotAllowed(SignatureRefused):
-    """A party may not sign: the agreement does not allow its seal's cryptographic
-    profile, so the party could never send or receive a packet under it."""
 
 
 class IllegalTransition(AgreementError):

@@ -29,7 +29,7 @@ from types import MappingProxyType
 
 from cryptography.x509.oid import NameOID
 
-from agreements.errors import AgreementError, ProfileNotAllowed, SignatureRefused
+from agreements.errors import AgreementError, SignatureRefused
 from agreements.events import Event, parse_event
 from agreements.model import Agreement
 from signing.certificates import Purpose, TrustBundle
@@ -37,7 +37,6 @@ from signing.encoding import b64url_decode
 from signing.errors import SigningError
 from signing.jws import sign_compact, verify_compact
 from signing.keys import Signer
-from signing.profiles import certificate_profile
 
 __all__ = [
     "AGREEMENT_TYP",
@@ -105,19 +104,12 @@ def _signed_at(token: str, party: str | None) -> datetime:
 def sign_agreement(agreement: Agreement, signer: Signer, *, at: datetime) -> PartySignature:
     """Sign the document bytes as the party named by the signer's seal certificate.
 
-    Refused (:class:`ProfileNotAllowed`) when the agreement names ``crypto_profiles``
-    without the profile of the signer's seal: that party could never act under it."""
+    A party may sign an agreement whose ``crypto_profiles`` exclude its own profile
+    (the decision then refuses every packet of that party under it, §6.6 step 9);
+    ``tongban agreement sign`` warns about it."""
     party = signer_node_id(signer)
     if party not in agreement.party_ids:
         raise SignatureRefused(party, f"{party} is not a party of {agreement.id}")
-    profile = certificate_profile(signer.leaf)
-    if not agreement.allows_profile(profile):
-        allowed = ", ".join(sorted(agreement.crypto_profiles or ()))
-        raise ProfileNotAllowed(
-            party,
-            f"{agreement.id} v{agreement.version} allows the cryptographic profiles "
-            f"[{allowed}]; the seal of {party} is in the {profile} profile",
-        )
     token = sign_compact(
         agreement.document_bytes(), signer, typ=AGREEMENT_TYP, at=at, detached=True
     )

@@ -1,14 +1,17 @@
 """``tongban agreement``: draft, sign, verify and check multilateral agreements.
 
-- ``draft --template FILE --out FILE``: fill catalog defaults into a template and write
-  an unsigned signed-agreement file (see :mod:`agreements.signed`);
+- ``draft --template FILE --out FILE [--crypto-profiles default,sm]``: fill catalog
+  defaults into a template and write an unsigned signed-agreement file (see
+  :mod:`agreements.signed`); ``--crypto-profiles`` sets the cryptographic profiles the
+  agreement allows (left out: as the template says; a template without them: any);
 - ``sign FILE --node-dir DIR``: add (or replace) this node's party signature;
 - ``event FILE --node-dir DIR --kind suspend|resume|withdraw|expire``: append a signed
   lifecycle event;
 - ``verify FILE --trust BUNDLE [--at ISO]``: state, parties signed / refused / missing;
   exit 0 only when the agreement is active at that instant;
-- ``check FILE... --trust BUNDLE --from --to --matter --action [--at] [--mode]``: the
-  authorization decision; exit 0 permit, 1 deny.
+- ``check FILE... --trust BUNDLE --from --to --matter --action [--at] [--mode]
+  [--from-profile P --to-profile P]``: the authorization decision; exit 0 permit,
+  1 deny (the profiles of the two nodes are checked only when given).
 
 A malformed document exits 2 with the JSON pointer of the offending field.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,6 +38,7 @@ from relay.cli._common import CliError, read_bytes
 from signing.certificates import TrustBundle
 from signing.errors import SigningError
 from signing.keys import Signer
+from signing.profiles import Profile, certificate_profile
 
 __all__ = ["register"]
 
@@ -95,6 +100,8 @@ def _draft(args: argparse.Namespace) -> int:
     raw = read_bytes(args.template, "template")
     try:
         template = json.loads(raw)
+        if args.crypto_profiles is not None and isinstance(template, dict):
+            template["crypto_profiles"] = [p.strip() for p in args.crypto_profiles.split(",")]
         agreement = draft_from_template(template, catalog)
     except ValueError as exc:
         raise CliError("malformed-agreement", f"{args.template}: /: not JSON ({exc})", 2) from None
@@ -119,6 +126,15 @@ def _sign(args: argparse.Namespace) -> int:
         raise CliError("not-a-party", str(exc), 1) from None
     signed = signed.with_signature(sig)
     _write(args.file, signed)
+    profile = certificate_profile(signer.leaf)
+    if not signed.agreement.allows_profile(profile):
+        allowed = ", ".join(sorted(signed.agreement.crypto_profiles or ()))
+        print(
+            f"warning: the agreement allows the cryptographic profiles [{allowed}] and the "
+            f"seal of {sig.party} is in the {profile} profile: {sig.party} can neither send "
+            "nor receive packets under it",
+            file=sys.stderr,
+        )
     have = {s.party for s in signed.signatures}
     print(
         f"{sig.party} signed {signed.agreement.id} v{signed.agreement.version}; "
@@ -151,6 +167,8 @@ def _report(path: str, ev: Evaluation, at: datetime) -> State:
     print(f"window: {ag.valid_from.isoformat()} .. {ag.valid_until.isoformat()}")
     note = " (validity window not yet begun)" if at < ag.valid_from else ""
     print(f"state at {at.isoformat()}: {state.value}{note}")
+    allowed = ", ".join(sorted(ag.crypto_profiles)) if ag.crypto_profiles else "any"
+    print(f"cryptographic profiles: {allowed}")
     for p in ag.parties:
         if p.id in ev.status.signed:
             line = f"signed {ev.status.signed[p.id].isoformat()}"
@@ -189,7 +207,15 @@ def _check(args: argparse.Namespace) -> int:
     bundle = _bundle(args.trust)
     lifecycles = [_load(f).evaluate(bundle, at=at).lifecycle for f in args.files]
     mode = None if args.mode is None else ServiceMode(args.mode)
-    request = Request(args.sender, args.recipient, args.matter, Action(args.action), mode)
+    request = Request(
+        args.sender,
+        args.recipient,
+        args.matter,
+        Action(args.action),
+        mode,
+        None if args.from_profile is None else Profile(args.from_profile),
+        None if args.to_profile is None else Profile(args.to_profile),
+    )
     decision = authorize(AgreementIndex(lifecycles), request, at)
     if isinstance(decision, Permit):
         c = decision.clause
@@ -212,6 +238,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--out", required=True, help="signed-agreement file to write")
     p.add_argument("--catalog", help="matter catalog JSON (default: the bundled catalog)")
     p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.add_argument(
+        "--crypto-profiles",
+        metavar="LIST",
+        help="cryptographic profiles the agreement allows, comma-separated "
+        f"({', '.join(p.value for p in Profile)}; default: as the template says, else any)",
+    )
     p.set_defaults(handler=_draft)
 
     p = sub.add_parser("sign", help="add this node's party signature")
@@ -250,4 +282,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--action", required=True, choices=[a.value for a in Action])
     p.add_argument("--mode", choices=[m.value for m in ServiceMode])
     p.add_argument("--at", help="instant of the request, ISO 8601 with offset (default: now)")
+    profiles = [p.value for p in Profile]
+    p.add_argument("--from-profile", choices=profiles, help="cryptographic profile of --from")
+    p.add_argument("--to-profile", choices=profiles, help="cryptographic profile of --to")
     p.set_defaults(handler=_check)

@@ -310,3 +310,47 @@ def test_missing_file_and_bad_time_are_usage_errors(capsys, federation, tmp_path
     )
     assert code == 2
     assert "UTC offset" in err
+
+
+def test_drafted_profiles_are_signed_shown_and_checked(capsys, federation, tmp_path) -> None:
+    out = tmp_path / "default-only.json"
+    template = str(_template(tmp_path))
+    argv = ["agreement", "draft", "--template", template, "--out", str(out)]
+    code, _, err = _run(capsys, *argv, "--crypto-profiles", "default,rsa")
+    assert code == 2
+    assert "error[malformed-agreement]" in err
+    assert "/crypto_profiles/1: must be a cryptographic profile" in err
+    code, _, err = _run(capsys, *argv, "--crypto-profiles", "default")
+    assert code == 0, err
+    assert json.loads(out.read_text("utf-8"))["document"]["crypto_profiles"] == ["default"]
+    _sign(capsys, federation, out, IDS.values())
+    verify = ["agreement", "verify", str(out), "--trust", str(federation.bundle_path)]
+    code, text, _ = _run(capsys, *verify, "--at", LATER)
+    assert code == 0, text
+    assert "cryptographic profiles: default" in text
+    submit = ("--from", "420106", "--to", "420103", "--action", "submit")
+    assert _check(capsys, federation, out, *submit)[0] == 0  # no profiles named: not checked
+    code, text, _ = _check(capsys, federation, out, *submit, "--from-profile", "default",
+                           "--to-profile", "sm")  # fmt: skip
+    assert (code, text.strip()) == (1, "deny: profile-not-allowed (kuasheng-tongban-2026-001 v1)")
+    code, text, _ = _check(capsys, federation, out, *submit, "--from-profile", "default",
+                           "--to-profile", "default")  # fmt: skip
+    assert code == 0, text
+
+
+def test_signing_an_agreement_that_excludes_the_own_profile_warns(
+    capsys, federation, tmp_path, drafted
+) -> None:
+    data = json.loads(drafted.read_text("utf-8"))
+    assert "crypto_profiles" not in data["document"]  # drafted from a template without them
+    code, _, err = _run(capsys, "agreement", "sign", str(drafted), "--node-dir",
+                        str(federation.node_dirs["420106"]), "--at", SIGN_AT)  # fmt: skip
+    assert code == 0
+    assert "warning" not in err
+    out = tmp_path / "sm-only.json"
+    argv = ["agreement", "draft", "--template", str(_template(tmp_path)), "--out", str(out)]
+    assert _run(capsys, *argv, "--crypto-profiles", "sm")[0] == 0
+    code, _, err = _run(capsys, "agreement", "sign", str(out), "--node-dir",
+                        str(federation.node_dirs["420106"]), "--at", SIGN_AT)  # fmt: skip
+    assert code == 0
+    assert "the seal of 420106 is in the default profile" in err

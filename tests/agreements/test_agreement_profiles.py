@@ -2,8 +2,7 @@
 
 Parsing and its refusals, the signed bytes (unchanged when the field is absent, a
 vector made before the field existed), drafting, the decision's step 9
-``profile-not-allowed`` and the refusal to sign an agreement that excludes the signer's
-own profile."""
+``profile-not-allowed``."""
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ from agreements.authorize import AgreementIndex, Deny, Permit, Reason, Request, 
 from agreements.catalog import default_catalog
 from agreements.document import parse_agreement
 from agreements.draft import draft_from_template, reciprocal_template
-from agreements.errors import MalformedAgreement, ProfileNotAllowed
+from agreements.errors import MalformedAgreement
 from agreements.events import document_digest
 from agreements.model import Agreement, ServiceMode
 from agreements.signatures import sign_agreement
@@ -168,14 +167,9 @@ def test_profile_refusal_is_the_reason_of_the_candidate_closest_to_permitting() 
     assert authorize(_index(narrow), request, NOW) == Deny(Reason.MODE_NOT_ALLOWED, narrow.ref)
 
 
-def test_a_party_does_not_sign_an_agreement_excluding_its_own_profile(federation) -> None:
+def test_a_party_may_sign_an_agreement_excluding_its_own_profile(federation) -> None:
+    """Signing is not refused (the party then cannot act under it: the decision refuses
+    every packet of that party, step 9); ``tongban agreement sign`` warns."""
     signer = federation.signers[A]  # a default-profile seal (Ed25519)
     only_sm = agreement([A, B], [FOOD], crypto_profiles={SM})
-    with pytest.raises(ProfileNotAllowed) as err:
-        sign_agreement(only_sm, signer, at=PKI_NOW)
-    assert err.value.party == A
-    assert "allows the cryptographic profiles [sm]" in str(err.value)
-    assert "in the default profile" in str(err.value)
-    both = agreement([A, B], [FOOD], crypto_profiles={DEFAULT, SM})
-    assert sign_agreement(both, signer, at=PKI_NOW).party == A
-    assert sign_agreement(agreement([A, B], [FOOD]), signer, at=PKI_NOW).party == A
+    assert sign_agreement(only_sm, signer, at=PKI_NOW).party == A
