@@ -7,7 +7,10 @@ and answers the core's :class:`~relay.core.ports.AuthorizationRequest` with
 :func:`agreements.authorize.authorize` at the time of the request. When the request
 pins an agreement (the receiving side: the packet names id, version and document
 digest), the granting agreement must be exactly that one (``agreement-mismatch``).
-Unknown actions or modes are refused (``unknown-action``, ``mode-not-allowed``).
+Unknown actions or modes are refused (``unknown-action``, ``mode-not-allowed``). The
+request's cryptographic profiles go to the decision (``profile-not-allowed``, step 9 of
+:mod:`agreements.authorize`); that refusal comes with a sentence naming the profiles
+the agreement allows and those of the two nodes.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from datetime import datetime
 from pathlib import Path
 
 from agreements.actions import Action
-from agreements.authorize import AgreementIndex, Deny, Request, authorize
+from agreements.authorize import AgreementIndex, Deny, Reason, Request, authorize
 from agreements.errors import AgreementError
 from agreements.events import document_digest
-from agreements.model import ServiceMode
+from agreements.model import Agreement, ServiceMode
 from agreements.signed import Evaluation, SignedAgreement
 from relay.core.ports import AgreementRef, AuthorizationDecision, AuthorizationRequest
 from signing.certificates import TrustBundle
+from signing.profiles import Profile
 
 __all__ = ["AgreementAuthorizer", "AgreementLoadError", "AgreementSwitch", "load_authorizer"]
 
@@ -54,17 +58,44 @@ class AgreementAuthorizer:
             mode = ServiceMode(request.mode)
         except ValueError:
             return AuthorizationDecision(False, "mode-not-allowed")
-        decision = authorize(
-            self._index, Request(request.sender, request.receiver, request.matter, action, mode), at
-        )
+        try:
+            profiles = [
+                None if p is None else Profile(p)
+                for p in (request.sender_profile, request.receiver_profile)
+            ]
+        except ValueError:
+            return AuthorizationDecision(False, Reason.PROFILE_NOT_ALLOWED.value)
+        ask = Request(request.sender, request.receiver, request.matter, action, mode, *profiles)
+        decision = authorize(self._index, ask, at)
         if isinstance(decision, Deny):
-            return AuthorizationDecision(False, decision.reason.value)
+            return AuthorizationDecision(
+                False, decision.reason.value, detail=self._explain(decision, request)
+            )
         key = (decision.clause.agreement_id, decision.clause.version)
         granted = AgreementRef(id=key[0], version=key[1], digest=self._digests[key])
         pinned = request.agreement
         if pinned is not None and pinned != granted:
             return AuthorizationDecision(False, "agreement-mismatch")
         return AuthorizationDecision(True, None, granted)
+
+    def _explain(self, deny: Deny, request: AuthorizationRequest) -> str | None:
+        """A sentence for a ``profile-not-allowed`` refusal (None for other reasons)."""
+        if deny.reason is not Reason.PROFILE_NOT_ALLOWED:
+            return None
+        for lc in self._index.candidates(request.sender, request.receiver):
+            if lc.agreement.ref == deny.agreement:
+                return profile_refusal(lc.agreement, request)
+        return None
+
+
+def profile_refusal(agreement: Agreement, request: AuthorizationRequest) -> str:
+    """Which profiles ``agreement`` allows and which the two nodes of ``request`` have."""
+    allowed = ", ".join(sorted(agreement.crypto_profiles or ())) or "any"
+    return (
+        f"agreement {agreement.id} v{agreement.version} allows the cryptographic profiles "
+        f"[{allowed}]; node {request.sender} is in the {request.sender_profile} profile "
+        f"and node {request.receiver} in the {request.receiver_profile} profile"
+    )
 
 
 def load_authorizer(

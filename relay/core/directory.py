@@ -7,7 +7,9 @@ older ones stay usable until ``newer.issued_at + overlap`` so packets sealed to 
 HPKE keys, or already queued, still open at the partner. Senders seal to the newest
 descriptor's preferred key: the partner's key type decides — an SM-profile partner
 offers an ``sm2-sm4gcm`` key and gets SM2 + SM4-GCM; a default partner gets the
-post-quantum hybrid when offered, else X25519.
+post-quantum hybrid when offered, else X25519. The same newest descriptor names the
+partner's cryptographic profile (:meth:`Directory.profile`, from its seal certificate)
+that agreements may restrict.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from relay.core.errors import UnknownNode
 from signing.certificates import TrustBundle
 from signing.descriptor import NodeDescriptor, verify_descriptor
 from signing.hpke import HpkePublicKey, HpkeSuite
+from signing.profiles import Profile
 
 __all__ = ["DEFAULT_OVERLAP", "Directory"]
 
@@ -93,6 +96,12 @@ class Directory:
             if keys:
                 return keys[0]
         return descriptor.hpke_keys[0]
+
+    def profile(self, node_id: str) -> Profile:
+        """The cryptographic profile of ``node_id``: that of its newest descriptor's seal
+        certificate (an SM2 seal is the SM profile, whose descriptor offers the
+        ``sm2-sm4gcm`` key :meth:`sealing_key` picks). Raises :class:`UnknownNode`."""
+        return self.current(node_id).profile
 
     def hpke_keys(self, node_id: str, *, at: datetime) -> tuple[HpkePublicKey, ...]:
         """Every HPKE public key of ``node_id`` valid at ``at`` (for checking a kid)."""

@@ -75,11 +75,13 @@ class UnknownNode(RelayError):
 
 
 class NotAuthorized(RelayError):
-    """The agreement does not grant the request; ``reason`` is the agreement's code."""
+    """The agreement does not grant the request; ``reason`` is the agreement's code,
+    ``detail`` a sentence saying more when the authorizer gave one."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, detail: str | None = None) -> None:
         super().__init__(f"not authorized: {reason}")
         self.reason = reason
+        self.detail = detail
 
 
 class MalformedPacket(RelayError):

@@ -84,7 +84,10 @@ class AgreementRef:
 @dataclass(frozen=True)
 class AuthorizationRequest:
     """One step between two parties. ``agreement`` is None when the caller (the sending
-    node) asks the authorizer to find the agreement that grants it."""
+    node) asks the authorizer to find the agreement that grants it. ``sender_profile``
+    and ``receiver_profile`` are the cryptographic profiles (``default``, ``sm``;
+    :mod:`signing.profiles`) of the two nodes, which the agreement must allow
+    (docs/protocol.md §6.6); the relay core always names both."""
 
     sender: str
     receiver: str
@@ -92,15 +95,19 @@ class AuthorizationRequest:
     action: str
     mode: str
     agreement: AgreementRef | None = None
+    sender_profile: str | None = None
+    receiver_profile: str | None = None
 
 
 @dataclass(frozen=True)
 class AuthorizationDecision:
-    """``allowed`` with the granting agreement, or refused with a stable reason code."""
+    """``allowed`` with the granting agreement, or refused with a stable reason code
+    and, when the authorizer can say more than the code, a sentence for people."""
 
     allowed: bool
     reason: str | None = None
     agreement: AgreementRef | None = None
+    detail: str | None = None
 
 
 class Authorizer(Protocol):

@@ -14,7 +14,9 @@ Order (the first refusal wins and names the receipt's reason code):
    the packet expired or the agreement changed.
 4. ``not-expired`` (``expired``).
 5. ``authorized`` — the agreement named in the packet grants this sender, receiver,
-   matter, action and mode now (``agreement-denied:<agreement reason>``).
+   matter, action and mode now, and allows the cryptographic profiles of the sender
+   (its seal certificate that signed the packet) and of this node
+   (``agreement-denied:<agreement reason>``, e.g. ``agreement-denied:profile-not-allowed``).
 6. ``in-sequence`` — ``seq`` is one past the last accepted of this case from this
    sender and ``prev`` its digest (``gap`` when packets are missing before it,
    ``out-of-order`` when it is behind or its ``prev`` does not chain).
@@ -46,6 +48,7 @@ from relay.core.ports import AuthorizationRequest, Authorizer, ContentCheck, Ope
 from signing.certificates import TrustBundle
 from signing.errors import InvalidSignature, SigningError
 from signing.hpke import HpkePrivateKey
+from signing.profiles import certificate_profile
 
 __all__ = [
     "Check",
@@ -227,7 +230,7 @@ def _attachments(i: Inbound) -> str | None:
     return None
 
 
-def _authorized(authorizer: Authorizer) -> Callable[[Inbound], str | None]:
+def _authorized(authorizer: Authorizer, profile: str | None) -> Callable[[Inbound], str | None]:
     def run(i: Inbound) -> str | None:
         f = i.packet.facts
         request = AuthorizationRequest(
@@ -237,6 +240,8 @@ def _authorized(authorizer: Authorizer) -> Callable[[Inbound], str | None]:
             action=f.action,
             mode=f.mode,
             agreement=f.agreement,
+            sender_profile=certificate_profile(i.packet.signer.certificate),
+            receiver_profile=profile,
         )
         decision = authorizer(request, i.at)
         return None if decision.allowed else Reason.agreement_denied(decision.reason)
@@ -259,14 +264,18 @@ def _content_accepted(content_check: ContentCheck) -> Callable[[Inbound], str | 
 
 
 def standard_pipeline(
-    authorizer: Authorizer, content_check: ContentCheck | None = None
+    authorizer: Authorizer,
+    content_check: ContentCheck | None = None,
+    *,
+    profile: str | None = None,
 ) -> Pipeline:
     """Checks 2 and 4-8 of the module docstring, in that order (7 reads the verdict
-    :func:`examine` computed), then 9 when a ``content_check`` is given."""
+    :func:`examine` computed), then 9 when a ``content_check`` is given. ``profile`` is
+    this node's cryptographic profile, which the agreement must allow (check 5)."""
     checks: tuple[Check, ...] = (
         Check("known-sender", _known_sender),
         Check("not-expired", _not_expired),
-        Check("authorized", _authorized(authorizer)),
+        Check("authorized", _authorized(authorizer, profile)),
         Check("in-sequence", _in_sequence),
         Check("content", _content),
         Check("attachments", _attachments),

@@ -81,6 +81,7 @@ from signing.encoding import b64url, b64url_decode
 from signing.errors import SigningError
 from signing.hpke import HpkePrivateKey, hpke_open, seal_info
 from signing.nodedir import NodeKeys
+from signing.profiles import certificate_profile
 
 __all__ = ["RelayNode"]
 
@@ -119,6 +120,7 @@ class RelayNode:
         :meth:`install_content_check`)."""
         self.node_id = node_id
         self._signer = keys.seal
+        self.profile = certificate_profile(keys.seal.leaf)  # of the seal: signing.profiles
         self._hpke: tuple[HpkePrivateKey, ...] = tuple(keys.hpke_keys)
         if not self._hpke:
             raise ValueError("a node needs at least one HPKE private key")
@@ -139,7 +141,7 @@ class RelayNode:
             bundle=self._bundle,
             directory=directory,
             keys=key_ring(self._hpke),
-            pipeline=standard_pipeline(authorizer, content_check),
+            pipeline=standard_pipeline(authorizer, content_check, profile=self.profile),
             store=store,
             clock=clock,
         )
@@ -186,7 +188,7 @@ class RelayNode:
         if self._content_check is not None:
             raise RuntimeError("this node has a content check already")
         self._content_check = check
-        self._inbox.use_pipeline(standard_pipeline(self._authorizer, check))
+        self._inbox.use_pipeline(standard_pipeline(self._authorizer, check, profile=self.profile))
 
     def blob_offset(self, digest: str) -> int:
         """How many bytes of the sealed blob ``digest`` this node holds (its size when
@@ -231,10 +233,13 @@ class RelayNode:
         check_new_packet(case_id, matter, action, mode, content)
         at = self._clock()
         recipient = self._directory.sealing_key(to)  # UnknownNode first
-        request = AuthorizationRequest(self.node_id, to, matter, action, mode, None)
+        request = AuthorizationRequest(
+            self.node_id, to, matter, action, mode, None,
+            sender_profile=self.profile, receiver_profile=self._directory.profile(to),
+        )  # fmt: skip
         decision = self._authorizer(request, at)
         if not decision.allowed or decision.agreement is None:
-            raise NotAuthorized(decision.reason or "no-agreement")
+            raise NotAuthorized(decision.reason or "no-agreement", decision.detail)
         staged = await self._vault.for_recipient(self._vault.staged(attachments), recipient.suite)
         keys = [key for _, key in staged]
         refs = [AttachmentRef(s.blob_digest, s.blob_size, s.media_type, s.name) for s, _ in staged]

@@ -106,7 +106,8 @@ def problem_from_core(exc: RelayError) -> Problem:
         return Problem(
             403,
             ProblemCode.NOT_AUTHORIZED,
-            f"the agreement does not grant this ({exc.reason})",
+            f"the agreement does not grant this ({exc.reason})"
+            + (f": {exc.detail}" if exc.detail else ""),
             extra={"reason": exc.reason},
         )
     if isinstance(exc, MalformedPacket):

@@ -11,13 +11,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from relay_core_support import DAFENG, START, WUCHANG, FakeClock, Federation, Pki
+from relay_core_support import DAFENG, START, WUCHANG, FakeClock, Federation, mixed_pki
 
 from agreements.authorize import AgreementIndex
 from agreements.events import document_digest
 from agreements.lifecycle import State, from_signatures
 from agreements.signatures import sign_agreement, signing_status
-from certs.pki import init_federation, issue_node
 from relay.audit.merkle import SHA256_TREE, SM3_TREE, MemoryTree
 from relay.audit.store import AuditStore
 from relay.authorizer import AgreementAuthorizer
@@ -27,7 +26,6 @@ from relay.core.receipts import ReceiptStatus, verify_receipt
 from signing.certificates import TrustBundle
 from signing.encoding import b64url_decode
 from signing.errors import SigningError
-from signing.nodedir import load_node_keys
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "agreements"))
 from agreement_support import agreement, clause
@@ -39,28 +37,10 @@ def _alg(token: str) -> str:
     return str(json.loads(b64url_decode(token.split(".")[0]))["alg"])
 
 
-def _mixed_pki(base: Path) -> Pki:
-    then = START - timedelta(days=1)
-    init_federation(base / "hubei", "Hubei", now=then)
-    init_federation(base / "jiangsu", "Jiangsu", now=then, profile="sm")
-    issue_node(base / "hubei", WUCHANG, "武昌区政务服务中心", "127.0.0.1", base / WUCHANG, now=then)
-    issue_node(base / "jiangsu", DAFENG, "大丰区行政审批局", "127.0.0.1", base / DAFENG, now=then)
-    bundle = TrustBundle.from_pem(
-        b"".join(
-            (base / fed / name).read_bytes()
-            for fed in ("hubei", "jiangsu")
-            for name in ("root.pem", "crl.pem")
-        )
-    )
-    keys = {node: load_node_keys(base / node) for node in (WUCHANG, DAFENG)}
-    descriptors = {node: k.descriptor_bytes for node, k in keys.items()}
-    return Pki(bundle, keys, descriptors, keys[WUCHANG], base / "jiangsu")
-
-
 async def test_default_and_sm_provinces_exchange_packets_under_one_agreement(
     tmp_path: Path,
 ) -> None:
-    pki = _mixed_pki(tmp_path / "pki")
+    pki = mixed_pki(tmp_path / "pki")
     assert pki.keys[WUCHANG].seal.algorithm == "EdDSA"
     assert pki.keys[DAFENG].seal.algorithm == "SM2SM3"
     ag = agreement(
