@@ -131,8 +131,10 @@ PARTNER_UNREACHABLE_AFTER = timedelta(hours=1)
 
 def delivery_alerts(core: RelayApi, now: datetime) -> list[StaffAlert]:
     """Alerts of the outbox: a parked packet (dead, reason other than ``expired``, not
-    yet sent again: no later live packet of its case to that partner) and a partner
-    unreachable for longer than :data:`PARTNER_UNREACHABLE_AFTER`."""
+    yet sent again: no later live packet of its case to that partner), a packet the
+    partner refused because the agreement does not allow a profile
+    (:func:`profile_refusal_alerts`) and a partner unreachable for longer than
+    :data:`PARTNER_UNREACHABLE_AFTER`."""
     alerts: list[StaffAlert] = []
     for item in core.parked_packets():  # indexed: not the whole outbox on every read
         s = item.summary
@@ -152,6 +154,7 @@ def delivery_alerts(core: RelayApi, now: datetime) -> list[StaffAlert]:
                 extra={"reason": item.reason, "peer": s.receiver, "case_id": s.case_id},
             )
         )
+    alerts += profile_refusal_alerts(core, now)
     for peer, since in sorted(core.unreachable_partners().items()):
         if now - since < PARTNER_UNREACHABLE_AFTER:
             continue
@@ -168,6 +171,50 @@ def delivery_alerts(core: RelayApi, now: datetime) -> list[StaffAlert]:
                 "Check the network and the partner's address and certificate with its office",
                 subject=peer,
                 extra={"since": since.isoformat()},
+            )
+        )
+    return alerts
+
+
+PROFILE_REFUSED = "agreement-denied:profile-not-allowed"
+"""The receipt reason of a packet refused for a cryptographic profile (protocol.md §8.5)."""
+
+
+def profile_refusal_alerts(core: RelayApi, now: datetime) -> list[StaffAlert]:
+    """An alert per packet a partner rejected because the agreement it names does not
+    allow the cryptographic profile of one of the two nodes (``crypto_profiles``), until
+    a later packet of its case to that partner is sent (resent under an agreement
+    that allows both)."""
+    alerts: list[StaffAlert] = []
+    for item in core.list_outbox(state=OutboxState.REJECTED):  # indexed: refusals only
+        s = item.summary
+        if item.reason != PROFILE_REFUSED:
+            continue
+        later = core.list_outbox(peer=s.receiver, case_id=s.case_id)
+        if any(
+            o.state in (OutboxState.QUEUED, OutboxState.IN_FLIGHT, OutboxState.DELIVERED)
+            and o.summary.created >= s.created
+            and o.summary.packet_id != s.packet_id
+            for o in later
+        ):
+            continue
+        alerts.append(
+            StaffAlert(
+                id=f"outbox:profile:{s.packet_id}",
+                source="outbox",
+                code="profile-not-allowed",
+                severity=Severity.CRITICAL,
+                at=now,
+                title_zh="对方按协议拒收了案卷：协议不允许该密码配置（国密/默认）",
+                title_en="A partner refused a packet: the agreement does not allow a "
+                "cryptographic profile",
+                detail=f"Node {s.receiver} refused packet {s.packet_id} of case {s.case_id} "
+                f"({item.reason}): the agreement does not allow the cryptographic profile "
+                "(default or SM) of this node or of the partner. Agree with the partner "
+                "on a version of the agreement that names both profiles, load it on both "
+                "nodes, then resend the packet",
+                subject=s.packet_id,
+                extra={"reason": item.reason, "peer": s.receiver, "case_id": s.case_id},
             )
         )
     return alerts

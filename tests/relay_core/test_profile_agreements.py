@@ -35,6 +35,7 @@ from relay.core.model import OutboxState, PacketSummary
 from relay.core.outbox import OutboxPolicy
 from relay.core.receipts import ReceiptStatus, verify_receipt
 from relay.core.service import RelayNode
+from relay.http.staff import delivery_alerts
 from signing.profiles import Profile
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "agreements"))
@@ -161,9 +162,15 @@ async def test_the_receiver_refuses_a_packet_outside_the_allowed_profiles(
         assert receipt.status is ReceiptStatus.REJECTED
         assert receipt.reason == "agreement-denied:profile-not-allowed"
     assert nodes[receiver].list_inbox() == []  # nothing stored on the refusing side
-    # the same two nodes under v1 on both sides: the packet is accepted
+    alerts = {a.subject: a for a in delivery_alerts(nodes[sender], fed.clock())}
+    assert set(alerts) == {first.packet_id, second.packet_id}
+    assert alerts[first.packet_id].code == "profile-not-allowed"
+    assert "agreement-denied:profile-not-allowed" in alerts[first.packet_id].detail
+    # the receiver back on v1 (both profiles): the resent step is accepted and its
+    # alert goes; the other case's stands until it is resent too
     nodes[receiver] = _start(fed, receiver, _authorizer(v1))
-    third = await _create(nodes[sender], receiver, "case-3")
+    again = await nodes[sender].resend(first.packet_id)
     await nodes[sender].deliver_once()
-    [item] = [i for i in nodes[sender].list_outbox() if i.summary.packet_id == third.packet_id]
+    [item] = [i for i in nodes[sender].list_outbox() if i.summary.packet_id == again.packet_id]
     assert item.state is OutboxState.DELIVERED
+    assert [a.subject for a in delivery_alerts(nodes[sender], fed.clock())] == [second.packet_id]
