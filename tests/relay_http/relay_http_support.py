@@ -118,8 +118,17 @@ def free_ports(count: int) -> tuple[int, ...]:
     return tuple(pick(count))
 
 
-def write_agreement(path: Path, signers: dict[str, Path], *, at: datetime) -> Path:
-    """A signed agreement file between the nodes of ``signers`` (id → node dir)."""
+def write_agreement(
+    path: Path,
+    signers: dict[str, Path],
+    *,
+    at: datetime,
+    crypto_profiles: list[str] | None = None,
+    version: int = 1,
+) -> Path:
+    """A signed agreement file between the nodes of ``signers`` (id → node dir);
+    ``crypto_profiles`` as the agreement's field (None: left out, any profile); a
+    ``version`` above 1 supersedes the one before."""
     from agreements.catalog import default_catalog
     from agreements.draft import draft_from_template, reciprocal_template
     from agreements.signatures import sign_agreement
@@ -134,7 +143,9 @@ def write_agreement(path: Path, signers: dict[str, Path], *, at: datetime) -> Pa
         valid_until=(datetime.now(UTC) + timedelta(days=3 * 365)).isoformat(),
         title_zh="测试协议",
         title_en="Test agreement",
+        crypto_profiles=crypto_profiles,
     )
+    template.update(version=version, supersedes=version - 1 if version > 1 else None)
     agreement = draft_from_template(template, default_catalog())
     signed = SignedAgreement(agreement)
     for node_dir in signers.values():

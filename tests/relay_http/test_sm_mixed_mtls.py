@@ -9,19 +9,20 @@ the run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from relay_http_support import NOW, free_ports, write_agreement
+from relay_http_support import NOW, free_ports, schema_check, write_agreement
 
 from certs.pki import init_federation, issue_node
 from relay.config import load_config
@@ -29,7 +30,7 @@ from relay.core.blobs import attachment_aad
 from relay.core.receipts import ReceiptStatus, verify_receipt
 from relay.node import Node
 from relay.staff_auth import StaffRole, issue_token, load_or_create_token_key
-from relay.staff_client import StaffClient
+from relay.staff_client import StaffApiError, StaffClient
 from relay.tls import client_context
 from signing import sm_seal, stream
 from signing.certificates import TrustBundle
@@ -57,7 +58,7 @@ def _write_config(
     bundle: Path,
     ports: tuple[int, ...],
     partner: tuple[str, Path, int],
-    agreement: Path,
+    agreements: list[Path],
 ) -> Path:
     folder.mkdir(parents=True)
     pid, descriptor, port = partner
@@ -77,7 +78,7 @@ id = "{pid}"
 descriptor = "{descriptor}"
 federation_url = "https://127.0.0.1:{port}"
 [agreements]
-files = ["{agreement}"]
+files = {json.dumps([str(a) for a in agreements])}
 [outbox]
 base_backoff = "50ms"
 """
@@ -85,8 +86,12 @@ base_backoff = "50ms"
     return folder / "node.toml"
 
 
-@pytest.fixture
-async def mixed(tmp_path: Path) -> AsyncIterator[Mixed]:
+Agreements = Callable[[dict[str, Path]], dict[str, list[Path]]]
+"""The agreement files each node loads, written for the node directories given."""
+
+
+@contextlib.asynccontextmanager
+async def _running(tmp_path: Path, agreements: Agreements) -> AsyncIterator[Mixed]:
     base = tmp_path / "pki"
     init_federation(base / "hubei", "Hubei", now=NOW)
     init_federation(base / "jiangsu", "Jiangsu", now=NOW, profile="sm")
@@ -101,7 +106,7 @@ async def mixed(tmp_path: Path) -> AsyncIterator[Mixed]:
             for name in ("root.pem", "crl.pem")
         )
     )
-    agreement = write_agreement(tmp_path / "agreement.json", dirs, at=NOW)
+    files = agreements(dirs)
     ports = {HUBEI: free_ports(3), JIANGSU: free_ports(3)}
     configs = {
         node: _write_config(
@@ -111,7 +116,7 @@ async def mixed(tmp_path: Path) -> AsyncIterator[Mixed]:
             bundle,
             ports[node],
             (other, dirs[other] / "node.json", ports[other][0]),
-            agreement,
+            files[node],
         )
         for node, other in ((HUBEI, JIANGSU), (JIANGSU, HUBEI))
     }
@@ -123,6 +128,20 @@ async def mixed(tmp_path: Path) -> AsyncIterator[Mixed]:
     finally:
         await hubei.stop()
         await jiangsu.stop()
+
+
+@pytest.fixture
+async def mixed(tmp_path: Path) -> AsyncIterator[Mixed]:
+    """Both nodes hold one agreement that names both profiles."""
+
+    def both(dirs: dict[str, Path]) -> dict[str, list[Path]]:
+        path = write_agreement(
+            tmp_path / "agreement.json", dirs, at=NOW, crypto_profiles=["default", "sm"]
+        )
+        return {HUBEI: [path], JIANGSU: [path]}
+
+    async with _running(tmp_path, both) as running:
+        yield running
 
 
 def _client(node: Node, role: StaffRole = StaffRole.CLERK) -> StaffClient:
@@ -284,3 +303,61 @@ async def test_the_sm_node_serves_tls_from_its_transport_root(mixed: Mixed) -> N
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+@pytest.fixture
+async def narrowed(tmp_path: Path) -> AsyncIterator[Mixed]:
+    """v1 names both profiles; v2 supersedes it and names only ``default``. Hubei holds
+    both versions (v2 in force), Jiangsu has not taken v2 yet."""
+
+    def versions(dirs: dict[str, Path]) -> dict[str, list[Path]]:
+        v1 = write_agreement(
+            tmp_path / "agreement-v1.json", dirs, at=NOW, crypto_profiles=["default", "sm"]
+        )
+        v2 = write_agreement(
+            tmp_path / "agreement-v2.json", dirs, at=NOW, crypto_profiles=["default"], version=2
+        )
+        return {HUBEI: [v1, v2], JIANGSU: [v1]}
+
+    async with _running(tmp_path, versions) as running:
+        yield running
+
+
+async def test_an_agreement_allowing_only_the_default_profile_refuses_the_sm_partner(
+    narrowed: Mixed,
+) -> None:
+    request = {
+        "case_id": "JS-2",
+        "matter": "food-business-licence",
+        "action": "submit",
+        "mode": "proxy_receipt",
+        "content": {"applicant": "李四"},
+    }
+    # Jiangsu (v1: both profiles) creates and sends; Hubei (v2: default only) refuses it
+    # for Jiangsu's SM profile with a signed receipt, final for that packet
+    jiangsu = _client(narrowed.jiangsu)
+    sent = await jiangsu.send({**request, "to": HUBEI}, [])
+    item = await _settled(jiangsu, sent["packet_id"])
+    assert item["state"] == "rejected", item
+    assert item["reason"] == "agreement-denied:profile-not-allowed"
+    now = datetime.now(UTC)
+    receipt = verify_receipt(item["receipt"], narrowed.bundle, at=now, expected_from=HUBEI)
+    assert receipt.status is ReceiptStatus.REJECTED
+    assert receipt.reason == "agreement-denied:profile-not-allowed"
+    assert narrowed.hubei.core.list_inbox() == []
+    alerts = (await jiangsu.get("/staff/v1/alerts"))["alerts"]
+    [alert] = [a for a in alerts if a["subject"] == sent["packet_id"]]
+    assert alert["code"] == "profile-not-allowed"
+    schema_check(alert, "StaffAlert")
+    assert "agreement-denied:profile-not-allowed" in alert["detail"]
+    assert alert["title"]["zh"].startswith("对方按协议拒收了案卷")
+
+    # Hubei refuses to create a packet to its SM partner: a problem document, nothing queued
+    hubei = _client(narrowed.hubei)
+    with pytest.raises(StaffApiError) as refused:
+        await hubei.send({**request, "case_id": "HB-2", "to": JIANGSU}, [])
+    assert (refused.value.status, refused.value.code) == (403, "not-authorized")
+    assert "profile-not-allowed" in refused.value.detail
+    assert "allows the cryptographic profiles [default]" in refused.value.detail
+    assert f"node {JIANGSU} in the sm profile" in refused.value.detail
+    assert (await hubei.get("/staff/v1/outbox"))["items"] == []
