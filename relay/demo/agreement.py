@@ -18,11 +18,13 @@ from relay.demo.context import Demo
 from relay.demo.errors import StepFailed
 from relay.demo.offices import DAFENG, NINGJIN, WUCHANG
 from relay.demo.report import Reporter
+from signing.profiles import Profile
 
 __all__ = ["AGREEMENT_ID", "agreement_step", "demo_template"]
 
 AGREEMENT_ID = "demo-kuasheng-tongban-2026"
 FOOD = "food-business-licence"
+_ZH = {Profile.DEFAULT: "默认配置", Profile.SM: "国密配置"}
 PESTICIDE = "pesticide-retail-licence"
 
 
@@ -33,10 +35,14 @@ def demo_template(demo: Demo) -> dict[str, Any]:
       and they for it.
     - 农药经营许可: 320982 handles and issues; 420106 and 371422 receive for it, and
       371422 surveys on its behalf (委托勘查: the shop is in Ningjin).
+
+    With a province in the SM profile the agreement names the profiles of its parties
+    (``crypto_profiles``: default and sm), so the mixed federation works because the
+    parties signed that it may; without, the field is left out (any profile).
     """
     w, d, n = WUCHANG.node_id, DAFENG.node_id, NINGJIN.node_id
     start = demo.now() - timedelta(days=1)
-    return {
+    template = {
         "format": "tongban-agreement/1",
         "id": AGREEMENT_ID,
         "version": 1,
@@ -85,6 +91,9 @@ def demo_template(demo: Demo) -> dict[str, Any]:
         ],
         "retention_years": 30,
     }
+    if demo.sm_federations:
+        template["crypto_profiles"] = sorted({demo.profile(o) for o in demo.offices})
+    return template
 
 
 async def agreement_step(demo: Demo, out: Reporter) -> None:
@@ -95,6 +104,11 @@ async def agreement_step(demo: Demo, out: Reporter) -> None:
         SignedAgreement(agreement).to_bytes().decode(), encoding="utf-8"
     )
     out.info(f"起草 drafted {agreement.id} v{agreement.version}: {agreement.title_zh}")
+    profiles = sorted(agreement.crypto_profiles or ())
+    out.info(
+        f"  密码配置 cryptographic profiles: {', '.join(profiles) or 'any (not named)'}"
+        + ("（含国密 SM）" if "sm" in profiles else "")
+    )
     for code, clause in sorted(agreement.clauses.items()):
         entry = catalog.get(code)
         if entry is not None:
@@ -159,11 +173,18 @@ async def agreement_step(demo: Demo, out: Reporter) -> None:
             "协议未约定出版物零售许可",
         ),
     ]
+    w, d = Profile(demo.profile(WUCHANG)), Profile(demo.profile(DAFENG))
+    named = Request(
+        WUCHANG.node_id, DAFENG.node_id, FOOD, Action.SUBMIT, ServiceMode.PROXY_RECEIPT, w, d
+    )
+    checks.append((named, None, f"协议允许两方的密码配置（{_ZH[w]} → {_ZH[d]}）"))
     for request, expected, zh in checks:
         decision = authorize(index, request, at)
         what = f"{request.sender}→{request.recipient} {request.matter} {request.action.value}"
         if request.mode is not None:
             what += f" ({request.mode.value})"
+        if request.sender_profile is not None and request.recipient_profile is not None:
+            what += f" [{request.sender_profile.value} → {request.recipient_profile.value}]"
         if expected is None and isinstance(decision, Permit):
             ref = decision.clause
             out.proved(

@@ -1,5 +1,5 @@
-"""`tongban demo --sm-province`: a province in the SM profile. The PKI and signing-core
-steps run here (no nodes, a few seconds); the whole run with nodes is
+"""`tongban demo --sm-province`: a province in the SM profile. The PKI, signing-core and
+agreement steps run here (no nodes, a few seconds); the whole run with nodes is
 ``tongban demo --once --sm-province jiangsu``."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agreements.signed import SignedAgreement
 from relay.cli import main
 from relay.demo.report import Reporter
 from relay.demo.runner import SCENARIO, run_demo
@@ -23,7 +24,7 @@ async def test_pki_and_signing_steps_with_jiangsu_in_the_sm_profile(tmp_path: Pa
         tmp_path / "d",
         Reporter(stream),
         once=True,
-        steps=SCENARIO[:2],
+        steps=SCENARIO[:3],
         sm_federations=frozenset({"Jiangsu"}),
     )
     text = stream.getvalue()
@@ -40,6 +41,28 @@ async def test_pki_and_signing_steps_with_jiangsu_in_the_sm_profile(tmp_path: Pa
     assert load_node_keys(pki / "nodes" / "420106").seal.algorithm == "EdDSA"
     roots = TrustBundle.from_pem((pki / "trust-bundle.pem").read_bytes()).roots
     assert sum(sm2_public_key(r) is not None for r in roots) == 1
+    # the agreement names both profiles, so Wuchang (default) and Dafeng (SM) may exchange
+    signed = SignedAgreement.from_bytes(
+        (tmp_path / "d" / "agreement" / "agreement.signed.json").read_bytes()
+    )
+    assert signed.agreement.crypto_profiles == {"default", "sm"}
+    assert "cryptographic profiles: default, sm" in text
+    assert "permit 420106→320982 food-business-licence submit (proxy_receipt) [default → sm]" in (
+        text
+    )
+
+
+async def test_without_an_sm_province_the_agreement_names_no_profiles(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    ok = await run_demo(tmp_path / "d", Reporter(stream), once=True, steps=SCENARIO[:3])
+    text = stream.getvalue()
+    assert ok, text
+    signed = SignedAgreement.from_bytes(
+        (tmp_path / "d" / "agreement" / "agreement.signed.json").read_bytes()
+    )
+    assert signed.agreement.crypto_profiles is None
+    assert "cryptographic profiles: any (not named)" in text
+    assert "[default → default]" in text
 
 
 def test_an_unknown_province_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
