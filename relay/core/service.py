@@ -75,7 +75,7 @@ from relay.core.ports import (
 from relay.core.receiver import standard_pipeline
 from relay.core.sender import Sender
 from relay.core.store import NewOutgoing, RelayStore
-from signing.at_rest import open_at_rest, seal_at_rest
+from signing.at_rest import AtRest, open_at_rest, seal_at_rest
 from signing.certificates import TrustBundle
 from signing.encoding import b64url, b64url_decode
 from signing.errors import SigningError
@@ -87,8 +87,9 @@ __all__ = ["RelayNode"]
 
 _log = logging.getLogger("tongban.relay")
 
-_AT_REST = "r1"
-"""Marks an own copy sealed with :mod:`signing.at_rest` (``r1.<kid>.<b64url>``)."""
+_AT_REST = {c.value: c for c in AtRest}
+"""Own copies sealed with :mod:`signing.at_rest` are ``<cipher>.<kid>.<b64url>``:
+``r1`` AES-256-GCM, ``r2`` SM4-GCM (an SM-profile node's copies since issue 19)."""
 
 
 class RelayNode:
@@ -294,19 +295,24 @@ class RelayNode:
         return new.summary
 
     def _own_copy(self, inner: str, packet_id: str) -> str:
-        """The inner JWS sealed at rest for this node alone: ``r1.<kid>.<b64url>``, under
-        a key derived from our current HPKE private key (:mod:`signing.at_rest`; copies
-        made before are ``<kid>.<b64url>``, HPKE-sealed to our own public key)."""
+        """The inner JWS sealed at rest for this node alone: ``r1.<kid>.<b64url>``
+        (``r2`` with SM4-GCM on an SM-profile node), under a key derived from our current
+        HPKE private key (:mod:`signing.at_rest`; copies made before are
+        ``<kid>.<b64url>``, HPKE-sealed to our own public key)."""
         key = self._hpke[0]
+        cipher = AtRest.for_key(key)
         info = seal_info("packet-copy", {"id": packet_id})
-        sealed = seal_at_rest(inner.encode("ascii"), key, info=info)
-        return f"{_AT_REST}.{self._own_kid}.{b64url(sealed)}"
+        sealed = seal_at_rest(inner.encode("ascii"), key, info=info, cipher=cipher)
+        return f"{cipher.value}.{self._own_kid}.{b64url(sealed)}"
 
     def _open_own_copy(self, own_copy: str, packet_id: str) -> str:
         info = seal_info("packet-copy", {"id": packet_id})
-        if own_copy.startswith(f"{_AT_REST}."):
-            _, kid, ct = own_copy.split(".", 2)
-            plain = open_at_rest(b64url_decode(ct), key_by_kid(self._ring, kid), info=info)
+        marker, _, rest = own_copy.partition(".")
+        if marker in _AT_REST:
+            kid, _, ct = rest.partition(".")
+            plain = open_at_rest(
+                b64url_decode(ct), key_by_kid(self._ring, kid), info=info, cipher=_AT_REST[marker]
+            )
         else:  # HPKE-sealed to our own public key
             kid, _, ct = own_copy.partition(".")
             plain = hpke_open(b64url_decode(ct), key_by_kid(self._ring, kid), info=info)

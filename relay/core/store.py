@@ -45,9 +45,10 @@ __all__ = [
 @dataclass(frozen=True)
 class NewOutgoing:
     """A packet to queue; ``own_copy`` is its inner content JWS sealed for this node
-    alone (``r1.<kid>.<b64url>``, :mod:`signing.at_rest`; older rows ``<kid>.<b64url>``,
-    HPKE-sealed to its own key) so staff can read what they sent; ``audit_leaf`` is the
-    ``packet-sent`` leaf appended in the same transaction."""
+    alone (``r1.<kid>.<b64url>``, ``r2`` on an SM-profile node, :mod:`signing.at_rest`;
+    older rows ``<kid>.<b64url>``, HPKE-sealed to its own key) so staff can read what
+    they sent; ``audit_leaf`` is the ``packet-sent`` leaf appended in the same
+    transaction."""
 
     summary: PacketSummary
     token: str

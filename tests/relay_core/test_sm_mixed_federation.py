@@ -23,9 +23,11 @@ from relay.authorizer import AgreementAuthorizer
 from relay.core.fakes import FakeNetwork
 from relay.core.outbox import OutboxPolicy
 from relay.core.receipts import ReceiptStatus, verify_receipt
+from signing.at_rest import seal_at_rest
 from signing.certificates import TrustBundle
-from signing.encoding import b64url_decode
+from signing.encoding import b64url, b64url_decode
 from signing.errors import SigningError
+from signing.hpke import seal_info
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "agreements"))
 from agreement_support import agreement, clause
@@ -87,6 +89,19 @@ async def test_default_and_sm_provinces_exchange_packets_under_one_agreement(
             mode="proxy_receipt", content={"需补正": "身份证复印件"},
         )  # fmt: skip
         assert receiver.read_packet(reply.packet_id).content == {"需补正": "身份证复印件"}
+        # ... with SM4-GCM (``r2``); a copy sealed before with AES-256-GCM (``r1``) opens
+        own = pki.keys[DAFENG].hpke_keys[0]
+        kid = own.public_key().kid
+        stored = fed.stores[DAFENG].outgoing(reply.packet_id)
+        assert stored is not None
+        assert stored.own_copy.startswith(f"r2.{kid}.")
+        inner = receiver.read_packet(reply.packet_id).content_jws
+        info = seal_info("packet-copy", {"id": reply.packet_id})
+        older = f"r1.{kid}.{b64url(seal_at_rest(inner.encode(), own, info=info))}"
+        fed.stores[DAFENG].connection.execute(
+            "UPDATE outbox SET own_copy = ? WHERE packet_id = ?", (older, reply.packet_id)
+        )
+        assert receiver.read_packet(reply.packet_id).content_jws == inner
         # each province logs in its own profile: Jiangsu's audit log hashes with SM3
         logs = {node: AuditStore(fed.stores[node].connection) for node in (WUCHANG, DAFENG)}
         assert logs[WUCHANG].tree_hash is SHA256_TREE

@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from signing.at_rest import open_at_rest, seal_at_rest
+from signing.at_rest import AtRest, open_at_rest, seal_at_rest
 from signing.errors import DecryptionFailed
 from signing.hpke import HpkeSuite, generate_hpke_key, seal_info
 
@@ -50,3 +50,31 @@ def test_another_key_another_use_or_altered_bytes_do_not_open() -> None:
             open_at_rest(bytes(altered), key, info=INFO)
     with pytest.raises(DecryptionFailed):
         open_at_rest(sealed[:31], key, info=INFO)
+
+
+def test_an_sm_key_seals_with_sm4_gcm_as_documented() -> None:
+    """``r2``: HKDF-SM3 and SM4-GCM, recomputed from the module docstring; the cipher is
+    part of what opens it (an ``r2`` text does not open as ``r1`` and back)."""
+    from signing.sm_seal import sm4_gcm_decrypt
+
+    key = generate_hpke_key(HpkeSuite.SM2_SM4GCM)
+    assert AtRest.for_key(key) is AtRest.SM4GCM
+    assert AtRest.for_key(generate_hpke_key(HpkeSuite.X25519)) is AtRest.AES256GCM
+    sealed = seal_at_rest(TEXT, key, info=INFO, cipher=AtRest.SM4GCM)
+    assert len(sealed) == 16 + len(TEXT) + 16
+    root = HKDF(hashes.SM3(), 32, salt=None, info=b"tongban/v1 at-rest root sm").derive(key.secret)
+    derived = HKDF(hashes.SM3(), 16, salt=sealed[:16], info=b"tongban/v1 at-rest " + INFO).derive(
+        root
+    )
+    assert sm4_gcm_decrypt(derived, bytes(12), b"", sealed[16:]) == TEXT
+    assert open_at_rest(sealed, key, info=INFO, cipher=AtRest.SM4GCM) == TEXT
+    with pytest.raises(DecryptionFailed):
+        open_at_rest(sealed, key, info=INFO)  # as r1 (AES-256-GCM)
+    older = seal_at_rest(TEXT, key, info=INFO)  # r1 under an SM key, as before r2 existed
+    assert open_at_rest(older, key, info=INFO) == TEXT
+    with pytest.raises(DecryptionFailed):
+        open_at_rest(older, key, info=INFO, cipher=AtRest.SM4GCM)
+    altered = bytearray(sealed)
+    altered[20] ^= 1
+    with pytest.raises(DecryptionFailed):
+        open_at_rest(bytes(altered), key, info=INFO, cipher=AtRest.SM4GCM)
