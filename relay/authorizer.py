@@ -84,11 +84,11 @@ class AgreementAuthorizer:
             return None
         for lc in self._index.candidates(request.sender, request.receiver):
             if lc.agreement.ref == deny.agreement:
-                return profile_refusal(lc.agreement, request)
+                return _profile_refusal(lc.agreement, request)
         return None
 
 
-def profile_refusal(agreement: Agreement, request: AuthorizationRequest) -> str:
+def _profile_refusal(agreement: Agreement, request: AuthorizationRequest) -> str:
     """Which profiles ``agreement`` allows and which the two nodes of ``request`` have."""
     allowed = ", ".join(sorted(agreement.crypto_profiles or ())) or "any"
     return (
