@@ -54,6 +54,7 @@ from relay.core.outbox import (
 from relay.core.ports import BundleSource, Clock, PeerLink
 from relay.core.receipts import Receipt, ReceiptStatus, verify_receipt
 from relay.core.store import OutboxUpdate, Outgoing, RelayStore
+from signing.certificates import TrustBundle
 from signing.errors import SigningError
 
 __all__ = ["Sender"]
@@ -326,11 +327,12 @@ class Sender:
         if peer in self._store.peer_backoffs():
             self._store.set_peer_backoff(peer, PeerBackoff())  # reachable again
         at = self._clock()
+        bundle = self._bundle()  # the one in force when the answer came, for all its receipts
         updates: list[OutboxUpdate] = []
         settled = 0
         for out, token in zip(outgoing, receipts, strict=True):
             s = out.item.summary
-            receipt = self._check_receipt(token, out, peer)
+            receipt = self._check_receipt(token, out, peer, bundle, at)
             if s.packet_id in gone and (
                 receipt is None or receipt.status is not ReceiptStatus.ACCEPTED
             ):
@@ -418,10 +420,12 @@ class Sender:
             if o.item.summary.packet_id not in gone
         ]
 
-    def _check_receipt(self, token: str, out: Outgoing, peer: str) -> Receipt | None:
+    def _check_receipt(
+        self, token: str, out: Outgoing, peer: str, bundle: TrustBundle, at: datetime
+    ) -> Receipt | None:
         s = out.item.summary
         try:
-            r = verify_receipt(token, self._bundle(), at=self._clock(), expected_from=peer)
+            r = verify_receipt(token, bundle, at=at, expected_from=peer)
         except (SigningError, MalformedPacket) as exc:
             _log.warning("receipt from %s for %s does not verify: %s", peer, s.packet_id, exc)
             return None
