@@ -51,6 +51,8 @@ MIB = 1 << 20
 SIZE = int(os.environ.get("BENCH_ATTACHMENT_MIB", "1024")) * MIB
 ONLY = os.environ.get("BENCH_ONLY", "")
 PHASES = ("create", "attachment")
+BATCH = int(os.environ.get("BENCH_BATCH", "0"))
+"""``[outbox] batch_size`` of both nodes; 0: the configuration's default."""
 A, B = "420106", "320982"
 
 
@@ -117,6 +119,7 @@ files = ["{agreement}"]
 [outbox]
 base_backoff = "100ms"
 max_backoff = "1s"
+{f"batch_size = {BATCH}" if BATCH else ""}
 [limits]
 max_attachment_bytes = {2 * SIZE}
 """
