@@ -99,6 +99,12 @@ def _payload(token: str) -> Mapping[str, Any]:
     return obj if isinstance(obj, dict) else {}
 
 
+def _outcome(receipt: str) -> tuple[str, str]:
+    """(status, reason) of a receipt, the labels it is counted under."""
+    facts = _payload(receipt)
+    return str(facts.get("status", "unknown")), str(facts.get("reason") or "none")
+
+
 class NodeMetrics:
     """The registry of one node, its counters, and its gauge sources."""
 
@@ -166,23 +172,28 @@ class NodeMetrics:
     # -- counting at the edges ---------------------------------------------------------
 
     def count_receipts(self, counter: Counter, partner: str, receipts: Sequence[str]) -> None:
-        for receipt in receipts:
-            facts = _payload(receipt)
-            status = str(facts.get("status", "unknown"))
-            counter.labels(partner, status, str(facts.get("reason") or "none")).inc()
+        self._count(counter, partner, [_outcome(r) for r in receipts])
+
+    @staticmethod
+    def _count(counter: Counter, partner: str, outcomes: Sequence[tuple[str, str]]) -> None:
+        """One increment per (status, reason) of a batch, not one per packet."""
+        for (status, reason), n in collections.Counter(outcomes).items():
+            counter.labels(partner, status, reason).inc(n)
 
     def observe_delivered(
         self, partner: str, packets: Sequence[str], receipts: Sequence[str], at: datetime
     ) -> None:
-        self.count_receipts(self.sent, partner, receipts)
-        for packet, receipt in zip(packets, receipts, strict=False):
-            if _payload(receipt).get("status") != "accepted":
+        outcomes = [_outcome(r) for r in receipts]  # each receipt decoded once
+        self._count(self.sent, partner, outcomes)
+        latency = self.latency.labels(partner)
+        for packet, (status, _) in zip(packets, outcomes, strict=False):
+            if status != "accepted":
                 continue
             created = _payload(packet).get("created")  # whole seconds since the epoch
             if not isinstance(created, int):
                 continue
             started = datetime.fromtimestamp(created, UTC)
-            self.latency.labels(partner).observe(max((at - started).total_seconds(), 0.0))
+            latency.observe(max((at - started).total_seconds(), 0.0))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,7 +3,16 @@ the link. One pass = dead-letter what expired, then for every destination that i
 send up to ``batches_in_flight`` batches at once (uploading their attachment blobs
 first) and apply the receipts. A batch holds, per case, the head and the due packets
 after it in sequence (the receiver admits them in order within the batch); a case is in
-one batch of a pass only, so batches in flight never race within a case.
+one batch in flight only, so batches in flight never race within a case.
+
+**Pipelining.** The running outbox (``deliver_once(refill=True)``) keeps each of those
+``batches_in_flight`` lanes busy: when a lane's batch comes back and its receipts are
+applied, the lane takes the next due batch of cases no other lane holds and sends it,
+while the other lanes' batches are still at the partner. Through a backlog the partner
+always has a batch to verify while we apply the receipts of another (without it, each
+pass waited for its slowest batch and the two nodes took turns). A pass ends after a
+bounded number of refills, so a partner whose packets were queued meanwhile is not kept
+waiting; no refill while the destination is being probed or after a failure.
 
 Every read is of what is due (:meth:`RelayStore.due_rows`, ``expired_rows``,
 ``open_after``): a pass costs the same with ten or ten thousand packets queued.
@@ -45,12 +54,18 @@ from relay.core.outbox import (
 from relay.core.ports import BundleSource, Clock, PeerLink
 from relay.core.receipts import Receipt, ReceiptStatus, verify_receipt
 from relay.core.store import OutboxUpdate, Outgoing, RelayStore
+from signing.certificates import TrustBundle
 from signing.errors import SigningError
 
 __all__ = ["Sender"]
 
 _EXPIRE_PER_PASS = 1000
 """Most expired packets dead-lettered in one pass (the next pass takes the rest)."""
+
+_REFILLS_PER_LANE = 8
+"""Batches a lane sends after its first in one pass of the running outbox: enough to
+keep both nodes busy through a backlog, few enough that a pass (and so the first send
+to a partner whose packets were queued meanwhile) ends within a few seconds."""
 
 _LIMIT_NAMES = ("max_batch_size", "max_body_bytes")
 
@@ -80,7 +95,12 @@ class Sender:
         self._announced: dict[str, dict[str, int]] = {}  # from directory entries
         self._failing_since: dict[str, datetime] = {}
 
-    async def deliver_once(self) -> int:
+    async def deliver_once(self, *, refill: bool = False) -> int:
+        """One pass. With ``refill`` (the running outbox) a batch that comes back is
+        followed at once by the next due batch of other cases, up to
+        :data:`_REFILLS_PER_LANE` times, while the other batches are still out: the
+        partner verifies one batch while we apply the receipts of another, instead of
+        both sides waiting for the slowest batch of the pass."""
         at = self._clock()
         settled = self._expire(at)
         backoffs = self._store.peer_backoffs()
@@ -91,9 +111,10 @@ class Sender:
                 continue
             # several batches at once, each case in one of them only: per-case order holds;
             # one packet as a probe while the destination is failing (see outbox "Probe")
-            probing = backoff is not None and backoff.failures > 0
             batches, size = (
-                (1, 1) if probing else (self._policy.batches_in_flight, self._policy.batch_size)
+                (1, 1)
+                if self._probing(peer, backoffs)
+                else (self._policy.batches_in_flight, self._policy.batch_size)
             )
             busy: set[str] = set()
             for _ in range(batches):
@@ -103,8 +124,18 @@ class Sender:
                 busy.update(r.case_id for r in rows)
                 work.setdefault(peer, []).append(rows)
         # destinations are served concurrently: one slow partner does not hold up others
-        sent = await asyncio.gather(*(self._serve(peer, batches) for peer, batches in work.items()))
+        sent = await asyncio.gather(
+            *(
+                self._serve(peer, batches, refill and not self._probing(peer, backoffs))
+                for peer, batches in work.items()
+            )
+        )
         return settled + sum(sent)
+
+    @staticmethod
+    def _probing(peer: str, backoffs: Mapping[str, PeerBackoff]) -> bool:
+        backoff = backoffs.get(peer)
+        return backoff is not None and backoff.failures > 0
 
     def next_wakeup(self, at: datetime) -> datetime:
         """When the next pass has something to do (at the latest ``at + idle_poll``):
@@ -140,11 +171,35 @@ class Sender:
             _log.warning("dead-lettered %d packets", len(updates))
         return len(updates)
 
-    async def _serve(self, peer: str, batches: Sequence[Sequence[OutboxRow]]) -> int:
-        """Send ``batches`` (disjoint cases) to ``peer`` concurrently; one backoff step
-        however many of them found the partner unavailable."""
+    async def _serve(
+        self, peer: str, batches: Sequence[Sequence[OutboxRow]], refill: bool = False
+    ) -> int:
+        """Send ``batches`` (disjoint cases) to ``peer`` concurrently, each in its own
+        lane; with ``refill`` a lane whose batch came back sends the next due batch of
+        cases no other lane holds (so a case is in one batch in flight only, and its
+        next packets go once its batch is settled). One backoff step however many lanes
+        found the partner unavailable; after a failure no lane sends again."""
         failures: list[Exception] = []
-        sent = await asyncio.gather(*(self._send(peer, rows, failures) for rows in batches))
+        busy = {r.case_id for rows in batches for r in rows}
+
+        async def lane(rows: Sequence[OutboxRow]) -> int:
+            settled = 0
+            for turn in range(_REFILLS_PER_LANE + 1 if refill else 1):
+                if turn:
+                    at = self._clock()
+                    rows = self._store.due_rows(peer, at, self._policy.batch_size, busy)
+                    if not rows:
+                        break
+                    busy.update(r.case_id for r in rows)
+                try:
+                    settled += await self._send(peer, rows, failures)
+                finally:
+                    busy.difference_update(r.case_id for r in rows)
+                if failures:
+                    break
+            return settled
+
+        sent = await asyncio.gather(*(lane(rows) for rows in batches))
         if failures:
             self._peer_failed(peer, failures[0])
         return sum(sent)
@@ -272,11 +327,12 @@ class Sender:
         if peer in self._store.peer_backoffs():
             self._store.set_peer_backoff(peer, PeerBackoff())  # reachable again
         at = self._clock()
+        bundle = self._bundle()  # the one in force when the answer came, for all its receipts
         updates: list[OutboxUpdate] = []
         settled = 0
         for out, token in zip(outgoing, receipts, strict=True):
             s = out.item.summary
-            receipt = self._check_receipt(token, out, peer)
+            receipt = self._check_receipt(token, out, peer, bundle, at)
             if s.packet_id in gone and (
                 receipt is None or receipt.status is not ReceiptStatus.ACCEPTED
             ):
@@ -364,10 +420,12 @@ class Sender:
             if o.item.summary.packet_id not in gone
         ]
 
-    def _check_receipt(self, token: str, out: Outgoing, peer: str) -> Receipt | None:
+    def _check_receipt(
+        self, token: str, out: Outgoing, peer: str, bundle: TrustBundle, at: datetime
+    ) -> Receipt | None:
         s = out.item.summary
         try:
-            r = verify_receipt(token, self._bundle(), at=self._clock(), expected_from=peer)
+            r = verify_receipt(token, bundle, at=at, expected_from=peer)
         except (SigningError, MalformedPacket) as exc:
             _log.warning("receipt from %s for %s does not verify: %s", peer, s.packet_id, exc)
             return None

@@ -464,7 +464,7 @@ class RelayNode:
         while not stop.is_set():
             self._wake.clear()
             try:
-                await self.deliver_once()
+                await self._sender.deliver_once(refill=True)
                 now = self._clock()
                 wake = self._sender.next_wakeup(now)
                 delay = max((wake - now).total_seconds(), 0.0)
