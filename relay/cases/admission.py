@@ -20,6 +20,12 @@ relay hands over as ``earlier``, not yet committed). The relay decides one batch
 time, so nothing is accepted meanwhile. A packet in that list that the apply would
 refuse changes nothing, as it will not.
 
+The packets of earlier batches come from the relay's unsettled packets of the case
+(``unsettled_inbox``: accepted and not yet settled by the desk, which settles them
+after their outcome is recorded), less those the case store has recorded: an index
+range of what is in progress, so judging a packet costs the same in a case that has
+received thousands before it as in a new one.
+
 The check does not apply anything: it only reads.
 """
 
@@ -49,7 +55,7 @@ _log = logging.getLogger("tongban.relay.cases")
 class InboxReader(Protocol):
     """What admission reads of the relay core (``relay.core.service.RelayNode``)."""
 
-    def list_inbox(self, *, case_id: str | None = None) -> list[InboxItem]: ...
+    def unsettled_inbox(self, *, case_id: str | None = None) -> list[InboxItem]: ...
 
     def read_packet(self, packet_id: str) -> PacketContent: ...
 
@@ -133,7 +139,7 @@ class CaseAdmission:
         in_batch = {e.summary.packet_id for e in earlier}
         items = {
             i.summary.packet_id: i
-            for i in self._relay.list_inbox(case_id=case_id)
+            for i in self._relay.unsettled_inbox(case_id=case_id)
             if i.summary.action in CASE_ACTIONS and i.summary.packet_id not in in_batch
         }
         for packet_id in self._store.unapplied(list(items)):  # earlier batches, in order

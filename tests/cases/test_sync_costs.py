@@ -99,3 +99,25 @@ async def test_a_plain_packet_is_applied_without_a_warning(
     outcomes = [p.outcome for p in offices.h.desk.packets(case_id)]
     assert outcomes.count("not-a-case-event") == 3
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_the_desk_settles_every_packet_it_recorded(offices: Offices) -> None:
+    """What the relay keeps unsettled is what admission reads as pending: after a batch
+    nothing of it (case and plain packets alike), after a packet that bypassed the case
+    layer that packet until ``sync`` applied it."""
+    opened = await offices.r.desk.open_case(matter=BOOKS, mode="proxy_receipt", handling=HANDLING)
+    case_id = opened.record.case.header.case_id
+    await offices.r.relay.create_packet(
+        to=HANDLING, case_id=case_id, matter=BOOKS, action="status-update",
+        mode="proxy_receipt", content={"note": "材料已寄出"},
+    )  # fmt: skip
+    await offices.deliver()
+    assert len(offices.h.relay.list_inbox(case_id=case_id)) == 2
+    assert offices.h.relay.unsettled_inbox() == []
+
+    offices.network.nodes[HANDLING] = offices.h.relay  # no case layer on the way in
+    await offices.r.desk.act(case_id, EventKind.COMPLAIN, {"text": "还没受理"})
+    await offices.deliver()
+    [waiting] = offices.h.relay.unsettled_inbox(case_id=case_id)
+    assert [p.packet_id for p in await offices.h.desk.sync()] == [waiting.summary.packet_id]
+    assert offices.h.relay.unsettled_inbox() == []
