@@ -26,13 +26,24 @@ after their outcome is recorded), less those the case store has recorded: an ind
 range of what is in progress, so judging a packet costs the same in a case that has
 received thousands before it as in a new one.
 
+Within a batch the copy is not built again for each packet: the check remembers, per
+case, the last packet it judged, the copy before it and the copy after it. The next
+packet of that case in the same batch starts from there (from the copy after it when
+it was accepted, before it when not), so a batch of ``k`` packets of one case costs
+``k`` steps of the case, not ``k²/2``. The first packet of a case in a batch (no case
+event of it before in the batch) always starts from the store: a batch cannot be told
+from the next by that alone, while later ones can (a packet is accepted in one batch
+only).
+
 The check does not apply anything: it only reads.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -85,6 +96,31 @@ def read_content(relay: InboxReader, packet_id: str) -> Mapping[str, Any]:
         raise MalformedEvent(f"packet does not open: {exc}") from exc
 
 
+def _case_events(case_id: str, packets: Sequence[OpenedPacket]) -> tuple[str, ...]:
+    """The ids of those of ``packets`` that carry an event of ``case_id``."""
+    return tuple(
+        p.summary.packet_id
+        for p in packets
+        if p.summary.case_id == case_id
+        and p.summary.action in CASE_ACTIONS
+        and p.body.get("format") == CONTENT_FORMAT
+    )
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """The last packet of a case judged: after the case events ``before`` of its batch
+    (which left ``copy``), and the copy ``after`` it (None: refused)."""
+
+    before: tuple[str, ...]
+    copy: CaseRecord | None
+    packet_id: str
+    after: CaseRecord | None
+
+
+_REMEMBERED = 256  # cases whose last judgement is kept (beyond: built from the store again)
+
+
 class CaseAdmission:
     """The case layer's :class:`~relay.core.ports.ContentCheck` (see the module note)."""
 
@@ -102,6 +138,7 @@ class CaseAdmission:
         self._store = store
         self._terms = terms
         self._bundle = bundle
+        self._judged: OrderedDict[str, _Judged] = OrderedDict()
 
     def check(
         self, packet: OpenedPacket, *, earlier: Sequence[OpenedPacket], at: datetime
@@ -110,12 +147,31 @@ class CaseAdmission:
         if summary.action not in CASE_ACTIONS or packet.body.get("format") != CONTENT_FORMAT:
             return None  # a plain packet, no case event: it cannot move a case either
         bundle = self._bundle()
-        record = self._pending_copy(summary.case_id, earlier, bundle, at)
+        case_id = summary.case_id
+        before = _case_events(case_id, earlier)
+        last = self._judged.get(case_id)
+        if before and last is not None and before == last.before:
+            record = last.copy  # the last one was not accepted
+        elif (
+            before
+            and last is not None
+            and last.after is not None
+            and before == (*last.before, last.packet_id)
+        ):
+            record = last.after  # the last one was accepted
+        else:
+            record = self._pending_copy(case_id, earlier, bundle, at)
+        after: CaseRecord | None = None
         try:
-            self._advance(record, summary, packet.body, bundle, at)
+            after = self._advance(record, summary, packet.body, bundle, at)
         except CaseError as exc:
             _log.warning("case packet %s refused: %s", summary.packet_id, exc)
             return exc.code
+        finally:
+            self._judged[case_id] = _Judged(before, record, summary.packet_id, after)
+            self._judged.move_to_end(case_id)
+            if len(self._judged) > _REMEMBERED:
+                self._judged.popitem(last=False)
         return None
 
     def _advance(

@@ -121,3 +121,33 @@ async def test_the_desk_settles_every_packet_it_recorded(offices: Offices) -> No
     [waiting] = offices.h.relay.unsettled_inbox(case_id=case_id)
     assert [p.packet_id for p in await offices.h.desk.sync()] == [waiting.summary.packet_id]
     assert offices.h.relay.unsettled_inbox() == []
+
+
+async def test_a_batch_of_one_case_is_judged_in_one_pass(
+    offices: Offices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Admission takes each case packet of a batch one step from the copy the one before
+    it left, instead of walking again every packet of the case before it in the batch."""
+    from test_admission import record_batches
+
+    import relay.cases.admission as admission
+
+    r, h = offices.r, offices.h
+    opened = await r.desk.open_case(matter=BOOKS, mode="proxy_receipt", handling=HANDLING)
+    case_id = opened.record.case.header.case_id
+    await offices.deliver()
+    steps: list[str] = []
+    advance = admission.advance
+
+    def counting(old: Any, summary: Any, content: Any, **kw: Any) -> Any:
+        steps.append(summary.packet_id)
+        return advance(old, summary, content, **kw)
+
+    monkeypatch.setattr(admission, "advance", counting)
+    sizes = record_batches(offices, monkeypatch)
+    for n in range(8):
+        await r.desk.act(case_id, EventKind.COMPLAIN, {"text": f"第{n}次催办"})
+    await offices.deliver()
+    assert sizes == [8]
+    assert len(h.desk.get(case_id).case.view.complaints) == 8
+    assert len(steps) == 8  # one step per packet (walking again: 8 + 7 + … + 1 = 36)
