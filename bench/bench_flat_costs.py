@@ -15,7 +15,10 @@ included). The curve holds the measurement constant and grows one thing at a tim
 - **case history**: two offices with the case layer mounted (real case desks, the
   admission check judging every case packet before the relay accepts it): N case
   events (complaints) in one case that has 0, or 1,000, earlier packets (status notes
-  between the offices, sent for real, accepted and applied).
+  between the offices, sent for real, accepted and applied). Each complaint adds an
+  event to the case copy, whose cost per event grows with its events (the copy is one
+  row, decoded and folded whole): the same in both rows, so the ratio shows what the
+  earlier packets cost.
 
 The backlog and the history are written into the SQLite files directly (valid rows,
 quickly), then the nodes restart on their files. The goal is every row within ±20% of
