@@ -11,12 +11,20 @@ included). The curve holds the measurement constant and grows one thing at a tim
 - **stored**: 0 / 100,000 packets already delivered (A's outbox) and accepted (B's
   inbox) — the history of a node that has run for a while;
 - **open cases**: the N packets in 1 case, or spread over 1,000 cases with a packet
-  each already sent.
+  each already sent;
+- **case history**: two offices with the case layer mounted (real case desks, the
+  admission check judging every case packet before the relay accepts it): N case
+  events (complaints) in one case that has 0, or 1,000, earlier packets (status notes
+  between the offices, sent for real, accepted and applied). Each complaint adds an
+  event to the case copy, whose cost per event grows with its events (the copy is one
+  row, decoded and folded whole): the same in both rows, so the ratio shows what the
+  earlier packets cost.
 
 The backlog and the history are written into the SQLite files directly (valid rows,
 quickly), then the nodes restart on their files. The goal is every row within ±20% of
 the first row of its group (``vs first``). ``FLAT_N`` sets N (default 500),
-``FLAT_SCALE`` divides the sizes (a smoke run uses a large value).
+``FLAT_SCALE`` divides the sizes (a smoke run uses a large value), ``FLAT_GROUPS``
+picks groups by name (comma-separated, default all).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,8 +45,19 @@ from typing import Any
 A, B, C = "420106", "320982", "371422"
 
 
+GROUPS = ("queued", "stored", "cases", "case history")
+
+
 def _sizes() -> tuple[int, int]:
     return int(os.environ.get("FLAT_N", "500")), max(1, int(os.environ.get("FLAT_SCALE", "1")))
+
+
+def _groups() -> set[str]:
+    picked = {g.strip() for g in os.environ.get("FLAT_GROUPS", "").split(",") if g.strip()}
+    unknown = picked - set(GROUPS)
+    if unknown:
+        raise ValueError(f"FLAT_GROUPS: no group {sorted(unknown)}; groups: {GROUPS}")
+    return picked or set(GROUPS)
 
 
 def _federation(base: Path) -> Any:
@@ -124,9 +144,10 @@ def _seed_history(fed: Any, count: int, token: str, summary: str, at: float) -> 
     )  # fmt: skip
 
 
+Row = Callable[[str, str, float, float | None], float]
+
+
 async def _scenario(base: Path) -> list[dict[str, object]]:
-    n, scale = _sizes()
-    fed = _federation(base)
     rows: list[dict[str, object]] = []
 
     def row(group: str, what: str, cpu: float, first: float | None) -> float:
@@ -140,6 +161,17 @@ async def _scenario(base: Path) -> list[dict[str, object]]:
         )
         return cpu
 
+    groups = _groups()
+    if groups & {"queued", "stored", "cases"}:
+        await _relay_groups(base / "relay", groups, row)
+    if "case history" in groups:
+        await _case_history(base / "cases", row)
+    return rows
+
+
+async def _relay_groups(base: Path, groups: set[str], row: Row) -> None:
+    n, scale = _sizes()
+    fed = _federation(base)
     try:
         fed.network.down.add(C)
         await _measure(fed, "warm", max(n // 5, 10), 10)  # caches, first-time paths
@@ -150,25 +182,80 @@ async def _scenario(base: Path) -> list[dict[str, object]]:
 
         first = row("queued", "0 queued for a partner that is down", await _measure(
             fed, "q0", n, 50), None)  # fmt: skip
-        for queued in (1_000 // scale, 10_000 // scale):
+        for queued in (1_000 // scale, 10_000 // scale) if "queued" in groups else ():
             _seed_backlog(fed, queued, token, summary, expires)
             await fed.nodes[A].deliver_once()  # the restarted node learns C is down
             row("queued", f"{queued:,} queued", await _measure(fed, f"q{queued}", n, 50), first)
             _seed_rows(fed, A, "DELETE FROM outbox WHERE peer = ? AND case_id LIKE ?",
                        [(C, "backlog-%")])  # fmt: skip
 
-        first = row("stored", "0 stored", await _measure(fed, "s0", n, 50), None)
-        stored = 100_000 // scale
-        _seed_history(fed, stored, token, summary, fed.clock().timestamp())
-        row("stored", f"{stored:,} stored", await _measure(fed, "s1", n, 50), first)
+        if "stored" in groups:
+            first = row("stored", "0 stored", await _measure(fed, "s0", n, 50), None)
+            stored = 100_000 // scale
+            _seed_history(fed, stored, token, summary, fed.clock().timestamp())
+            row("stored", f"{stored:,} stored", await _measure(fed, "s1", n, 50), first)
 
-        first = row("cases", "1 open case", await _measure(fed, "c1", n, 1), None)
-        many = 1_000 // scale
-        await _measure(fed, "cN", many, many)  # every case opened: one packet each
-        row("cases", f"{many:,} open cases", await _measure(fed, "cN", n, many), first)
+        if "cases" in groups:
+            first = row("cases", "1 open case", await _measure(fed, "c1", n, 1), None)
+            many = 1_000 // scale
+            await _measure(fed, "cN", many, many)  # every case opened: one packet each
+            row("cases", f"{many:,} open cases", await _measure(fed, "cN", n, many), first)
     finally:
         fed.close()
-    return rows
+
+
+async def _case_history(base: Path, row: Row) -> None:
+    """N complaints in a fresh case, then in a case with 1,000 earlier packets."""
+    n, scale = _sizes()
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "cases"))
+    from casekit import HANDLING  # type: ignore[import-not-found]
+    from casekit_offices import Clock, make_offices, make_pki  # type: ignore[import-not-found]
+
+    from relay.cases.model import EventKind
+
+    clock = Clock()
+    offices = make_offices(make_pki(base / "pki"), base, clock)
+    r = offices.r
+
+    async def deliver() -> None:
+        while offices.r.store.head_due(HANDLING)[0]:  # an index probe, not a read
+            await r.relay.deliver_once()
+
+    async def open_case() -> str:
+        opened = await r.desk.open_case(
+            matter="food-business-licence", mode="proxy_receipt", handling=HANDLING
+        )
+        await deliver()
+        return str(opened.record.case.header.case_id)
+
+    async def complaints(case_id: str, count: int) -> float:
+        start = time.process_time()
+        for i in range(count):
+            await r.desk.act(case_id, EventKind.COMPLAIN, {"text": f"第{i}次催办：材料已交齐"})
+            if i % 64 == 63:
+                await deliver()
+        await deliver()
+        return (time.process_time() - start) / count
+
+    try:
+        await complaints(await open_case(), max(n // 5, 10))  # warm
+        fresh, long = await open_case(), await open_case()
+        earlier = 1_000 // scale
+        for i in range(earlier):
+            await r.relay.create_packet(
+                to=HANDLING, case_id=long, matter="food-business-licence",
+                action="status-update", mode="proxy_receipt",
+                content={"note": f"第{i}份材料已寄出", "applicant": "张三"},
+            )  # fmt: skip
+            if i % 64 == 63:
+                await deliver()
+        await deliver()
+        first = row("case history", "0 earlier packets in the case", await complaints(
+            fresh, n), None)  # fmt: skip
+        row("case history", f"{earlier:,} earlier packets in the case", await complaints(
+            long, n), first)  # fmt: skip
+    finally:
+        offices.close()
 
 
 def run() -> list[dict[str, object]]:

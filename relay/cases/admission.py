@@ -20,13 +20,30 @@ relay hands over as ``earlier``, not yet committed). The relay decides one batch
 time, so nothing is accepted meanwhile. A packet in that list that the apply would
 refuse changes nothing, as it will not.
 
+The packets of earlier batches come from the relay's unsettled packets of the case
+(``unsettled_inbox``: accepted and not yet settled by the desk, which settles them
+after their outcome is recorded), less those the case store has recorded: an index
+range of what is in progress, so judging a packet costs the same in a case that has
+received thousands before it as in a new one.
+
+Within a batch the copy is not built again for each packet: the check remembers, per
+case, the last packet it judged, the copy before it and the copy after it. The next
+packet of that case in the same batch starts from there (from the copy after it when
+it was accepted, before it when not), so a batch of ``k`` packets of one case costs
+``k`` steps of the case, not ``k²/2``. The first packet of a case in a batch (no case
+event of it before in the batch) always starts from the store: a batch cannot be told
+from the next by that alone, while later ones can (a packet is accepted in one batch
+only).
+
 The check does not apply anything: it only reads.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -49,7 +66,7 @@ _log = logging.getLogger("tongban.relay.cases")
 class InboxReader(Protocol):
     """What admission reads of the relay core (``relay.core.service.RelayNode``)."""
 
-    def list_inbox(self, *, case_id: str | None = None) -> list[InboxItem]: ...
+    def unsettled_inbox(self, *, case_id: str | None = None) -> list[InboxItem]: ...
 
     def read_packet(self, packet_id: str) -> PacketContent: ...
 
@@ -79,6 +96,31 @@ def read_content(relay: InboxReader, packet_id: str) -> Mapping[str, Any]:
         raise MalformedEvent(f"packet does not open: {exc}") from exc
 
 
+def _case_events(case_id: str, packets: Sequence[OpenedPacket]) -> tuple[str, ...]:
+    """The ids of those of ``packets`` that carry an event of ``case_id``."""
+    return tuple(
+        p.summary.packet_id
+        for p in packets
+        if p.summary.case_id == case_id
+        and p.summary.action in CASE_ACTIONS
+        and p.body.get("format") == CONTENT_FORMAT
+    )
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """The last packet of a case judged: after the case events ``before`` of its batch
+    (which left ``copy``), and the copy ``after`` it (None: refused)."""
+
+    before: tuple[str, ...]
+    copy: CaseRecord | None
+    packet_id: str
+    after: CaseRecord | None
+
+
+_REMEMBERED = 256  # cases whose last judgement is kept (beyond: built from the store again)
+
+
 class CaseAdmission:
     """The case layer's :class:`~relay.core.ports.ContentCheck` (see the module note)."""
 
@@ -96,6 +138,7 @@ class CaseAdmission:
         self._store = store
         self._terms = terms
         self._bundle = bundle
+        self._judged: OrderedDict[str, _Judged] = OrderedDict()
 
     def check(
         self, packet: OpenedPacket, *, earlier: Sequence[OpenedPacket], at: datetime
@@ -104,12 +147,31 @@ class CaseAdmission:
         if summary.action not in CASE_ACTIONS or packet.body.get("format") != CONTENT_FORMAT:
             return None  # a plain packet, no case event: it cannot move a case either
         bundle = self._bundle()
-        record = self._pending_copy(summary.case_id, earlier, bundle, at)
+        case_id = summary.case_id
+        before = _case_events(case_id, earlier)
+        last = self._judged.get(case_id)
+        if before and last is not None and before == last.before:
+            record = last.copy  # the last one was not accepted
+        elif (
+            before
+            and last is not None
+            and last.after is not None
+            and before == (*last.before, last.packet_id)
+        ):
+            record = last.after  # the last one was accepted
+        else:
+            record = self._pending_copy(case_id, earlier, bundle, at)
+        after: CaseRecord | None = None
         try:
-            self._advance(record, summary, packet.body, bundle, at)
+            after = self._advance(record, summary, packet.body, bundle, at)
         except CaseError as exc:
             _log.warning("case packet %s refused: %s", summary.packet_id, exc)
             return exc.code
+        finally:
+            self._judged[case_id] = _Judged(before, record, summary.packet_id, after)
+            self._judged.move_to_end(case_id)
+            if len(self._judged) > _REMEMBERED:
+                self._judged.popitem(last=False)
         return None
 
     def _advance(
@@ -133,7 +195,7 @@ class CaseAdmission:
         in_batch = {e.summary.packet_id for e in earlier}
         items = {
             i.summary.packet_id: i
-            for i in self._relay.list_inbox(case_id=case_id)
+            for i in self._relay.unsettled_inbox(case_id=case_id)
             if i.summary.action in CASE_ACTIONS and i.summary.packet_id not in in_batch
         }
         for packet_id in self._store.unapplied(list(items)):  # earlier batches, in order

@@ -19,7 +19,9 @@ reads the inbox for every packet not applied yet (once at start, for what arrive
 the case layer was not running or was applied by no one). Each packet is applied at
 most once: its outcome (``applied``, ``duplicate`` or — for a packet that no longer
 opens, or one accepted before admission existed — a refusal code) is recorded in the
-same transaction as the case change.
+same transaction as the case change. Once that committed, the desk settles the packets
+with the relay (``settle_inbox``): what stays unsettled is what admission must still
+count as pending (:mod:`relay.cases.admission`).
 
 A step of ours is stored first and then queued; if the relay refuses to queue it (the
 agreement does not grant it, unknown partner) the stored step is taken back.
@@ -109,6 +111,10 @@ class PacketPort(Protocol):
 
     def list_inbox(self, *, case_id: str | None = None) -> list[InboxItem]: ...
 
+    def unsettled_inbox(self, *, case_id: str | None = None) -> list[InboxItem]: ...
+
+    def settle_inbox(self, packet_ids: Sequence[str]) -> None: ...
+
     def read_packet(self, packet_id: str) -> PacketContent: ...
 
 
@@ -165,7 +171,7 @@ class CaseDesk:
         self.short_links = short_links
         self._sync_lock = asyncio.Lock()
         self._changed = asyncio.Condition()
-        # accepted case packets not applied yet, in commit order (see received())
+        # accepted packets not applied and settled yet, in commit order (see received())
         self._pending: deque[tuple[OpenedPacket, datetime]] = deque()
 
     def now(self) -> datetime:
@@ -341,7 +347,9 @@ class CaseDesk:
         the whole inbox and opening each packet again: at start, or on request. After a
         federation batch the node uses :meth:`received` and :meth:`apply_received`."""
         async with self._sync_lock:
-            items = [i for i in self._relay.list_inbox() if i.summary.action in CASE_ACTIONS]
+            unsettled = {i.summary.packet_id for i in self._relay.unsettled_inbox()}
+            listed = self._relay.list_inbox()
+            items = [i for i in listed if i.summary.action in CASE_ACTIONS]
             todo = set(self._store.unapplied([i.summary.packet_id for i in items]))
             done = self._store.apply_packets(
                 [
@@ -354,35 +362,41 @@ class CaseDesk:
                     if i.summary.packet_id in todo
                 ]
             )
+            # every packet listed is recorded now (or carries no case event)
+            self._relay.settle_inbox(
+                [i.summary.packet_id for i in listed if i.summary.packet_id in unsettled]
+            )
         if done:
             await self._notify()
         return done
 
     def received(self, batch: ReceivedBatch) -> None:
-        """Queue the case packets a federation batch accepted, with the content the
-        relay opened. Called as soon as the batch committed (nothing awaited between),
-        so the queue is in commit order."""
+        """Queue the packets a federation batch accepted, with the content the relay
+        opened. Called as soon as the batch committed (nothing awaited between), so the
+        queue is in commit order."""
         for packet in batch.accepted:
-            if packet.summary.action in CASE_ACTIONS:
-                self._pending.append((packet, batch.received_at))
+            self._pending.append((packet, batch.received_at))
 
     async def apply_received(self) -> list[AppliedPacket]:
-        """Apply the queued packets (:meth:`received`) in order, in one transaction; a
-        packet applied meanwhile (by :meth:`sync`) is skipped. Reads only those packets:
-        nothing that grows with the inbox. On a failure they stay queued (and
+        """Apply the queued case packets (:meth:`received`) in order, in one
+        transaction, then settle every queued packet with the relay; a packet applied
+        meanwhile (by :meth:`sync`) is skipped. Reads only those packets: nothing that
+        grows with the inbox. On a failure they stay queued and unsettled (and
         :meth:`sync` at the next start applies them in any case)."""
         async with self._sync_lock:
             queued = list(self._pending)
-            todo = set(self._store.unapplied([p.summary.packet_id for p, _ in queued]))
+            cases = [(p, at) for p, at in queued if p.summary.action in CASE_ACTIONS]
+            todo = set(self._store.unapplied([p.summary.packet_id for p, _ in cases]))
             done = self._store.apply_packets(
                 [
                     self._change_for(p.summary, _given(p.body), at)
-                    for p, at in queued
+                    for p, at in cases
                     if p.summary.packet_id in todo
                 ]
             )
             for _ in queued:
                 self._pending.popleft()
+            self._relay.settle_inbox([p.summary.packet_id for p, _ in queued])
         if done:
             await self._notify()
         return done

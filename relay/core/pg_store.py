@@ -180,6 +180,7 @@ class _PgReceiveTx(_ReceiveTx):
             "INSERT INTO inbox_blobs (digest, packet_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
             [(a.digest, summary.packet_id) for a in summary.attachments],
         )
+        self._unsettled_put(summary)
         return receipt
 
 

@@ -13,6 +13,8 @@ Staff side:
     ``attachment_offset``, ``write_attachment``, ``open_attachment``.
 Background:
     ``run_outbox`` (or ``deliver_once`` step by step in tests).
+Application above (the case layer):
+    ``unsettled_inbox``, ``settle_inbox`` (accepted packets it has not recorded yet).
 """
 
 from __future__ import annotations
@@ -384,6 +386,17 @@ class RelayNode:
     def list_inbox(self, *, case_id: str | None = None) -> list[InboxItem]:
         """Accepted incoming packets in arrival order."""
         return self._store.list_inbox(case_id)
+
+    def unsettled_inbox(self, *, case_id: str | None = None) -> list[InboxItem]:
+        """Accepted packets (of ``case_id``) the application above has not settled yet
+        (:meth:`settle_inbox`), in arrival order. Every packet it has not applied is
+        among them, and the read costs what is in progress, not the inbox."""
+        return self._store.unsettled_inbox(case_id)
+
+    def settle_inbox(self, packet_ids: Sequence[str]) -> None:
+        """The application has recorded what these accepted packets made; call it after
+        that record committed (settling early would hide a packet not yet applied)."""
+        self._store.settle_inbox(packet_ids)
 
     def read_packet(self, packet_id: str) -> PacketContent:
         """Open an incoming or outgoing packet: content, inner JWS, outer JWS, receipt."""

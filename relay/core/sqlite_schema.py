@@ -10,6 +10,16 @@ holds), ``inbox`` (one row per accepted packet with the receipt returned), ``rec
 offset), ``attachments`` (staged attachments and their wrapped keys); plus the audit
 log tables of :mod:`relay.audit.store`.
 
+``inbox_unsettled`` (step 2) names, by case, the accepted packets the application above
+the relay has not settled yet (:meth:`relay.core.service.RelayNode.settle_inbox`: the
+case layer settles a packet once its outcome is recorded). A packet enters it in the
+transaction that accepts it and leaves it after the application committed what it made
+of it, so it holds at least every packet not yet applied (a crash in between leaves a
+settled one a little longer, never the reverse) and stays as small as what is in
+progress: the case layer's admission check reads a case's pending packets from it, an
+index range whatever the history of the case. Step 2 enters every packet accepted
+before it (the case layer's sync at start settles those it finds applied).
+
 ``outbox_heads`` keeps, per destination and case with open packets, the *head* (the
 open packet with the lowest ``seq``) and when it is next due, so the outbox finds what
 to send, and when to wake, with indexed reads whose cost does not grow with the number
@@ -125,13 +135,21 @@ ALTER TABLE outbox_heads ADD COLUMN lease_owner TEXT,
     ADD COLUMN lease_until DOUBLE PRECISION, ADD COLUMN lease_seq BIGINT;
 """
 
+_UNSETTLED = """
+CREATE TABLE IF NOT EXISTS inbox_unsettled (
+    case_id TEXT NOT NULL, packet_id TEXT NOT NULL, PRIMARY KEY (case_id, packet_id)
+) WITHOUT ROWID;
+INSERT INTO inbox_unsettled (case_id, packet_id) SELECT case_id, packet_id FROM inbox;
+"""
+
 MIGRATIONS = [
     Migration(
         1,
         "outbox, inbox, sequences, blobs, uploads, attachments",
         SCHEMA + _AUDIT_ONCE,
         pg_ddl(SCHEMA.replace(" offset INTEGER", ' "offset" INTEGER') + _AUDIT_ONCE) + _PG_LEASES,
-    )
+    ),
+    Migration(2, "accepted packets not yet settled", _UNSETTLED, pg_ddl(_UNSETTLED)),
 ]
 """Steps of the ``relay`` component (step 1: the tables SQLite files already have)."""
 

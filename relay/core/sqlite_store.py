@@ -114,7 +114,15 @@ class _ReceiveTx:
             "INSERT OR IGNORE INTO inbox_blobs (digest, packet_id) VALUES (?, ?)",
             [(a.digest, summary.packet_id) for a in summary.attachments],
         )
+        self._unsettled_put(summary)
         return receipt
+
+    def _unsettled_put(self, summary: PacketSummary) -> None:
+        """The accepted packet waits for the application (see sqlite_schema)."""
+        self._conn.execute(
+            "INSERT INTO inbox_unsettled (case_id, packet_id) VALUES (?, ?)",
+            (summary.case_id, summary.packet_id),
+        )
 
 
 class SqlStore:
@@ -547,6 +555,30 @@ class SqlStore:
             sql += " WHERE case_id = ?"
             args = (case_id,)
         return [self._inbox_item(r) for r in self._conn.execute(sql + " ORDER BY ord", args)]
+
+    def unsettled_inbox(self, case_id: str | None) -> list[InboxItem]:
+        """Accepted packets (of ``case_id``; None: of every case) not settled yet, in
+        arrival order: an index range of what is in progress (see sqlite_schema)."""
+        sql = (
+            f"SELECT {', '.join('i.' + c for c in self._IN_COLS.split(', '))}"  # noqa: S608
+            " FROM inbox_unsettled u JOIN inbox i ON i.packet_id = u.packet_id"
+        )
+        args: tuple[str, ...] = ()
+        if case_id is not None:
+            sql += " WHERE u.case_id = ?"
+            args = (case_id,)
+        return [self._inbox_item(r) for r in self._conn.execute(sql + " ORDER BY i.ord", args)]
+
+    def settle_inbox(self, packet_ids: Sequence[str]) -> None:
+        """The application is done with these packets (their outcome is recorded)."""
+        if not packet_ids:
+            return
+        with self._tx() as c:
+            c.executemany(
+                "DELETE FROM inbox_unsettled WHERE packet_id = ?"
+                " AND case_id = (SELECT case_id FROM inbox WHERE packet_id = ?)",
+                [(p, p) for p in packet_ids],
+            )
 
     def inbox_count(self) -> int:
         row: Any = self._conn.execute("SELECT COUNT(*) FROM inbox").fetchone()

@@ -134,7 +134,8 @@ class ReceiveTx(Protocol):
     def inbox_put(
         self, summary: PacketSummary, token: str, received_at: datetime, receipt: str, log: int
     ) -> str | None:
-        """Record the accepted packet; return the receipt that stands: ``receipt``, or
+        """Record the accepted packet (unsettled, :meth:`RelayStore.unsettled_inbox`);
+        return the receipt that stands: ``receipt``, or
         (several workers share the store) the one another worker returned when it
         accepted the same packet first — this packet's audit leaves are then undone —
         or None when another worker accepted a different packet in its place."""
@@ -212,6 +213,15 @@ class RelayStore(Protocol):
     def incoming(self, packet_id: str) -> Incoming | None: ...
     def list_inbox(self, case_id: str | None) -> list[InboxItem]: ...
     def packet_naming_blob(self, digest: str) -> str | None: ...
+    def unsettled_inbox(self, case_id: str | None) -> list[InboxItem]:
+        """Accepted packets (of ``case_id``, None: all) the application has not settled
+        yet, in arrival order: every packet not yet applied is among them, and the read
+        costs what is in progress, not what was received before."""
+        ...
+
+    def settle_inbox(self, packet_ids: Sequence[str]) -> None:
+        """The application recorded what these packets made (one transaction)."""
+        ...
 
     # blobs and attachments
     def blob_size(self, digest: str) -> int | None: ...

@@ -99,3 +99,55 @@ async def test_a_plain_packet_is_applied_without_a_warning(
     outcomes = [p.outcome for p in offices.h.desk.packets(case_id)]
     assert outcomes.count("not-a-case-event") == 3
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_the_desk_settles_every_packet_it_recorded(offices: Offices) -> None:
+    """What the relay keeps unsettled is what admission reads as pending: after a batch
+    nothing of it (case and plain packets alike), after a packet that bypassed the case
+    layer that packet until ``sync`` applied it."""
+    opened = await offices.r.desk.open_case(matter=BOOKS, mode="proxy_receipt", handling=HANDLING)
+    case_id = opened.record.case.header.case_id
+    await offices.r.relay.create_packet(
+        to=HANDLING, case_id=case_id, matter=BOOKS, action="status-update",
+        mode="proxy_receipt", content={"note": "材料已寄出"},
+    )  # fmt: skip
+    await offices.deliver()
+    assert len(offices.h.relay.list_inbox(case_id=case_id)) == 2
+    assert offices.h.relay.unsettled_inbox() == []
+
+    offices.network.nodes[HANDLING] = offices.h.relay  # no case layer on the way in
+    await offices.r.desk.act(case_id, EventKind.COMPLAIN, {"text": "还没受理"})
+    await offices.deliver()
+    [waiting] = offices.h.relay.unsettled_inbox(case_id=case_id)
+    assert [p.packet_id for p in await offices.h.desk.sync()] == [waiting.summary.packet_id]
+    assert offices.h.relay.unsettled_inbox() == []
+
+
+async def test_a_batch_of_one_case_is_judged_in_one_pass(
+    offices: Offices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Admission takes each case packet of a batch one step from the copy the one before
+    it left, instead of walking again every packet of the case before it in the batch."""
+    from test_admission import record_batches
+
+    import relay.cases.admission as admission
+
+    r, h = offices.r, offices.h
+    opened = await r.desk.open_case(matter=BOOKS, mode="proxy_receipt", handling=HANDLING)
+    case_id = opened.record.case.header.case_id
+    await offices.deliver()
+    steps: list[str] = []
+    advance = admission.advance
+
+    def counting(old: Any, summary: Any, content: Any, **kw: Any) -> Any:
+        steps.append(summary.packet_id)
+        return advance(old, summary, content, **kw)
+
+    monkeypatch.setattr(admission, "advance", counting)
+    sizes = record_batches(offices, monkeypatch)
+    for n in range(8):
+        await r.desk.act(case_id, EventKind.COMPLAIN, {"text": f"第{n}次催办"})
+    await offices.deliver()
+    assert sizes == [8]
+    assert len(h.desk.get(case_id).case.view.complaints) == 8
+    assert len(steps) == 8  # one step per packet (walking again: 8 + 7 + … + 1 = 36)

@@ -10,11 +10,15 @@ queued row.
 from __future__ import annotations
 
 import sqlite3
+import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from relay_core_support import DAFENG, NINGJIN, WUCHANG, Federation, send
+
+from relay.cases.model import EventKind
 
 
 @pytest.fixture
@@ -23,6 +27,7 @@ def backend() -> str:
 
 
 STEP = 100  # the progress handler runs every STEP instructions
+HISTORY = 200  # earlier packets in the long-running case
 
 
 def count_steps(fed: Federation) -> list[int]:
@@ -118,5 +123,73 @@ def test_the_cost_curve_benchmark_runs(module: str, monkeypatch: pytest.MonkeyPa
         ("stored", "200 stored"),
         ("cases", "1 open case"),
         ("cases", "2 open cases"),
+        ("case history", "0 earlier packets in the case"),
+        ("case history", "2 earlier packets in the case"),
     ]
     assert all(float(r["cpu ms/packet"]) > 0 for r in rows)  # type: ignore[arg-type]
+
+
+def _case_kit() -> Any:
+    """The two case offices of tests/cases (real desks and case stores, the admission
+    check installed in each relay core)."""
+    folder = str(Path(__file__).resolve().parents[1] / "cases")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    import casekit_offices
+
+    return casekit_offices
+
+
+async def test_receiving_in_a_case_with_a_long_history_costs_the_same(tmp_path: Path) -> None:
+    """The admission check judges each case packet against the copy the apply will
+    have reached: it reads what is accepted and not yet applied, not every packet the
+    case ever received."""
+    kit = _case_kit()
+    offices = kit.make_offices(kit.make_pki(tmp_path / "pki"), tmp_path, kit.Clock())
+    r, h = offices.r, offices.h
+    conns = [o.store.connection for o in (r, h)] + [o.cases.connection for o in (r, h)]
+
+    async def deliver() -> None:
+        while r.store.head_due(h.node_id)[0]:
+            await r.relay.deliver_once()
+
+    async def open_case() -> str:
+        opened = await r.desk.open_case(
+            matter="food-business-licence", mode="proxy_receipt", handling=h.node_id
+        )
+        await deliver()
+        return str(opened.record.case.header.case_id)
+
+    async def steps_to_complain(case_id: str) -> int:
+        counter = [0]
+
+        def tick() -> int:
+            counter[0] += 1
+            return 0
+
+        for conn in conns:
+            conn.set_progress_handler(tick, STEP)
+        for i in range(6):
+            await r.desk.act(case_id, EventKind.COMPLAIN, {"text": f"第{i}次催办"})
+        await deliver()
+        for conn in conns:
+            conn.set_progress_handler(None, STEP)
+        assert len(h.desk.get(case_id).case.view.complaints) == 6, "not applied"
+        return counter[0]
+
+    try:
+        await steps_to_complain(await open_case())  # warm: first-time paths
+        fresh, long = await open_case(), await open_case()
+        for i in range(HISTORY):  # status notes between the offices: accepted, applied
+            await r.relay.create_packet(
+                to=h.node_id, case_id=long, matter="food-business-licence",
+                action="status-update", mode="proxy_receipt", content={"note": f"第{i}份"},
+            )  # fmt: skip
+        await deliver()
+        assert len(h.relay.list_inbox(case_id=long)) == HISTORY + 1
+        before = await steps_to_complain(fresh)
+        after = await steps_to_complain(long)
+    finally:
+        offices.close()
+    # a read of the case's whole inbox per packet would cost thousands of steps more
+    assert after <= before * 1.15, (before, after)
