@@ -21,6 +21,11 @@ the client is told so by the next ``offset-mismatch``.
 
 Resuming hashes the plaintext again by decrypting the kept segments, and the blob by
 reading them: the only read-back, once per resumed call.
+
+Costs per piece of an upload (the worker thread of ``write_through``): the plaintext
+is hashed in a helper thread (:class:`relay.core.hashing.ThreadedSha256`) while the
+worker seals it, hashes the sealed segments and writes them with one ``writev`` per
+piece (no joined copy, not one system call per 64 KiB segment).
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from relay.core.blobs import UploadDamaged
+from relay.core.blobs import UploadDamaged, write_all
+from relay.core.hashing import ThreadedSha256
 from signing.errors import DecryptionFailed, MalformedInput
 from signing.segments import (
     SegmentSealer,
@@ -108,14 +114,14 @@ class SealingSink:
         self._aad = aad
         self._size = size
         self._offset = offset
-        self.plain_sha = hashlib.sha256()
+        self.plain_sha = ThreadedSha256()
         self.blob_sha = hashlib.sha256()
         self.blob_size = 0
-        self._f: BinaryIO
+        self._f: BinaryIO  # unbuffered: _emit writes the sealed pieces with os.writev
         self._sealer: SegmentSealer
 
     def open(self) -> None:
-        f = open(self._path, "r+b")  # noqa: SIM115 - closed by close()
+        f = open(self._path, "r+b", buffering=0)  # noqa: SIM115 - closed by close()
         try:
             if self._offset == 0:
                 self._sealer = SegmentSealer.start(self._key, aad=self._aad, size=self._size)
@@ -163,16 +169,21 @@ class SealingSink:
 
     def _emit(self, f: BinaryIO, pieces: list[bytes]) -> None:
         for piece in pieces:
-            f.write(piece)
             self.blob_sha.update(piece)
             self.blob_size += len(piece)
+        write_all(f.fileno(), pieces)
 
     def write(self, data: bytes) -> None:
         self.plain_sha.update(data)
         self._emit(self._f, self._sealer.feed(data))
 
+    def mark(self) -> int:
+        return max(self._sealer.sealed, self._offset)  # as sync(False) records
+
+    def fsync(self) -> None:
+        os.fsync(self._f.fileno())
+
     def sync(self, final: bool) -> int:
-        self._f.flush()
         os.fsync(self._f.fileno())
         if not final:  # the tail this call resumed from (if any) is still in P.tail
             return max(self._sealer.sealed, self._offset)
@@ -186,6 +197,7 @@ class SealingSink:
         return self._sealer.fed
 
     def close(self) -> None:
+        self.plain_sha.close()
         with contextlib.suppress(AttributeError):
             self._f.close()
 
