@@ -34,7 +34,6 @@ from typing import BinaryIO, Protocol
 
 from relay.core import streams
 from relay.core.errors import AttachmentError
-from relay.core.hashing import ThreadedSha256
 
 __all__ = [
     "CHUNK",
@@ -126,26 +125,28 @@ class BlobSink:
     def __init__(self, path: Path, start: int) -> None:
         self._path = path
         self.pos = start
-        self.sha = ThreadedSha256()  # hashes a piece while the worker writes it
+        self.sha = hashlib.sha256()
         self._f: BinaryIO  # opened in the worker thread, unbuffered (pieces are large)
 
     def open(self) -> None:
         if self.pos:
+            h = hashlib.sha256()
             with open(self._path, "rb") as f:
                 left = self.pos
                 while left and (chunk := f.read(min(CHUNK, left))):
-                    self.sha.update(chunk)
+                    h.update(chunk)
                     left -= len(chunk)
             if left:
                 raise UploadDamaged("the held upload is shorter than its recorded offset")
+            self.sha = h
         out = open(self._path, "r+b", buffering=0)  # noqa: SIM115 - closed by close()
         out.truncate(self.pos)  # bytes after the recorded offset were never acknowledged
         out.seek(self.pos)
         self._f = out
 
     def write(self, data: bytes) -> None:
-        self.sha.update(data)
         write_all(self._f.fileno(), [data])
+        self.sha.update(data)
         self.pos += len(data)
 
     def mark(self) -> int:
@@ -159,7 +160,6 @@ class BlobSink:
         return self.pos
 
     def close(self) -> None:
-        self.sha.close()
         with contextlib.suppress(AttributeError):
             self._f.close()
 

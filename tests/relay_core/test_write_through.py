@@ -5,8 +5,6 @@ periodic syncs run behind the writing."""
 from __future__ import annotations
 
 import errno
-import hashlib
-import os
 import threading
 from collections.abc import AsyncIterator
 
@@ -14,7 +12,6 @@ import pytest
 
 from relay.core import blobs
 from relay.core.errors import AttachmentError
-from relay.core.hashing import ThreadedSha256
 
 KIB = 1024
 
@@ -160,12 +157,3 @@ async def test_a_failing_periodic_fsync_fails_the_upload(monkeypatch: pytest.Mon
         )
     assert recorded == []
     assert sink.closed
-
-
-def test_a_threaded_sha256_is_the_sha256_of_its_pieces_in_order() -> None:
-    pieces = [os.urandom(n) for n in (0, 10, 70_000, 1 << 20, 5, 200_000, 65_536)]
-    sha = ThreadedSha256()
-    for piece in pieces:
-        sha.update(piece)
-    sha.close()
-    assert sha.hexdigest() == hashlib.sha256(b"".join(pieces)).hexdigest()
