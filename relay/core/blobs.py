@@ -8,18 +8,27 @@ staff upload, seals (:mod:`relay.core.staging`) — what it is handed, at most
 recorded every :data:`_SYNC_BYTES` or :data:`_SYNC_SECONDS`, and when the body ends
 (also when it ends with an error), so a broken upload resumes where the durable bytes
 stop.
+
+A periodic sync runs behind the writing: the worker takes the sink's :meth:`Sink.mark`
+(the offset everything written so far reaches) between two writes and hands
+:meth:`Sink.fsync` to a helper thread, then goes on writing; the mark is recorded once
+that fsync has returned (it covers at least the bytes written before it began). One
+periodic sync is in flight at most. The disk thus writes back while the upload streams
+in, the worker never waits for it, and the final sync finds little left to write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import queue
 import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -35,6 +44,7 @@ __all__ = [
     "decrypt_to_async",
     "read_from",
     "sha256_file",
+    "write_all",
     "write_through",
 ]
 
@@ -43,6 +53,7 @@ _IN_FLIGHT = 4 * CHUNK
 """Bytes handed to the worker thread and not yet written (one chunk more at most)."""
 _SYNC_BYTES = 64 * CHUNK
 _SYNC_SECONDS = 2.0
+_IOV_MAX = 1024  # iovecs per writev (Linux UIO_MAXIOV)
 
 
 def attachment_aad(plain_digest: str) -> bytes:
@@ -61,6 +72,21 @@ def sha256_file(path: Path, limit: int | None = None) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
+def write_all(fd: int, pieces: list[bytes]) -> None:
+    """Write ``pieces`` at the position of ``fd``, in order, in as few calls as the
+    kernel allows (a regular file takes them all at once unless the disk fills)."""
+    views = [memoryview(p) for p in pieces if p]
+    while views:
+        done = os.writev(fd, views[:_IOV_MAX])
+        if not done:
+            raise OSError(errno.EIO, "writev wrote nothing")
+        while views and done >= len(views[0]):
+            done -= len(views[0])
+            views.pop(0)
+        if views and done:
+            views[0] = views[0][done:]
+
+
 class UploadDamaged(Exception):
     """What an upload holds on disk cannot be continued (shorter than recorded, does
     not open): the caller drops it and the client starts again from 0."""
@@ -74,6 +100,15 @@ class Sink(Protocol):
         when it must be hashed again)."""
 
     def write(self, data: bytes) -> None: ...
+
+    def mark(self) -> int:
+        """The offset to record once what was written so far is durable (between two
+        writes, not at the end: the bytes kept only by :meth:`sync` do not count)."""
+        ...
+
+    def fsync(self) -> None:
+        """Make what was written so far durable. Runs in a helper thread while the
+        worker may go on writing."""
 
     def sync(self, final: bool) -> int:
         """Make what was written durable; the offset to record (``final``: the body
@@ -91,7 +126,7 @@ class BlobSink:
         self._path = path
         self.pos = start
         self.sha = hashlib.sha256()
-        self._f: BinaryIO  # opened in the worker thread
+        self._f: BinaryIO  # opened in the worker thread, unbuffered (pieces are large)
 
     def open(self) -> None:
         if self.pos:
@@ -104,23 +139,29 @@ class BlobSink:
             if left:
                 raise UploadDamaged("the held upload is shorter than its recorded offset")
             self.sha = h
-        out = open(self._path, "r+b")  # noqa: SIM115 - closed by close()
+        out = open(self._path, "r+b", buffering=0)  # noqa: SIM115 - closed by close()
         out.truncate(self.pos)  # bytes after the recorded offset were never acknowledged
         out.seek(self.pos)
         self._f = out
 
     def write(self, data: bytes) -> None:
-        self._f.write(data)
+        write_all(self._f.fileno(), [data])
         self.sha.update(data)
         self.pos += len(data)
 
+    def mark(self) -> int:
+        return self.pos
+
+    def fsync(self) -> None:
+        os.fsync(self._f.fileno())
+
     def sync(self, final: bool) -> int:
-        self._f.flush()
         os.fsync(self._f.fileno())
         return self.pos
 
     def close(self) -> None:
-        self._f.close()
+        with contextlib.suppress(AttributeError):
+            self._f.close()
 
 
 class _Budget:
@@ -197,7 +238,13 @@ async def write_through(
         except Exception as exc:  # raised to the caller once the worker is done
             failures.append(exc)
 
+    def sync_behind(mark: int) -> None:
+        sink.fsync()
+        loop.call_soon_threadsafe(recorded, mark)  # before the future is done: in order
+
     def work() -> int:
+        syncer = ThreadPoolExecutor(1, thread_name_prefix="tongban-fsync")
+        syncing: Future[None] | None = None
         try:
             sink.open()
             unsynced, since = 0, time.monotonic()
@@ -205,13 +252,19 @@ async def write_through(
                 sink.write(chunk)
                 room.give(len(chunk))
                 unsynced += len(chunk)
-                if unsynced >= _SYNC_BYTES or time.monotonic() - since >= _SYNC_SECONDS:
-                    loop.call_soon_threadsafe(recorded, sink.sync(False))
+                due = unsynced >= _SYNC_BYTES or time.monotonic() - since >= _SYNC_SECONDS
+                if due and (syncing is None or syncing.done()):
+                    if syncing is not None:
+                        syncing.result()  # an fsync that failed fails the upload
+                    syncing = syncer.submit(sync_behind, sink.mark())
                     unsynced, since = 0, time.monotonic()
+            if syncing is not None:
+                syncing.result()
             offset = sink.sync(True)
             loop.call_soon_threadsafe(recorded, offset)
             return offset
         finally:
+            syncer.shutdown()  # waits: the sink is not closed under a running fsync
             with contextlib.suppress(Exception):
                 sink.close()
             room.close()  # a reader waiting for room stops waiting
