@@ -35,6 +35,7 @@ from typing import Any
 from relay.audit.merkle import TreeHash
 from relay.audit.store import MIGRATIONS as AUDIT_MIGRATIONS
 from relay.audit.store import append as audit_append
+from relay.audit.store import append_many as audit_append_many
 from relay.audit.store import declare_tree_hash, lock_for_append
 from relay.core.errors import StoreError
 from relay.core.model import (
@@ -193,65 +194,88 @@ class SqlStore:
     def enqueue(
         self, peer: str, case_id: str, build: Callable[[int, str | None], NewOutgoing]
     ) -> NewOutgoing:
-        with self._tx() as c:
-            self._lock_cases(c, [(peer, case_id)])
-            return self._enqueue(c, peer, case_id, build)
+        [result] = self.enqueue_many([(peer, case_id, build)])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def _lock_cases(self, c: Db, pairs: Iterable[tuple[str, str]]) -> None:
         """Make this transaction the only one allocating sequence numbers in these
         (destination, case) pairs (SQLite: its write transaction already is)."""
 
-    def _enqueue(
-        self,
-        c: Db,
-        peer: str,
-        case_id: str,
-        build: Callable[[int, str | None], NewOutgoing],
-    ) -> NewOutgoing:
-        row = c.execute(
-            "SELECT seq, digest FROM send_seq WHERE peer = ? AND case_id = ?", (peer, case_id)
-        ).fetchone()
-        seq, prev = (1, None) if row is None else (int(row[0]) + 1, str(row[1]))
-        new = build(seq, prev)
-        s = new.summary
-        if s.seq != seq or s.receiver != peer or s.case_id != case_id:
-            raise StoreError("built packet does not match the allocated sequence")
-        audit_append(c, new.audit_leaf)  # first: the log's lock before any row lock
-        c.execute(
-            "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, token, summary,"
-            " state, expires, own_copy) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (
-                s.packet_id, peer, case_id, seq, s.digest, new.token, summary_json(s),
-                str(OutboxState.QUEUED), s.expires.timestamp(), new.own_copy,
-            ),
-        )  # fmt: skip
-        c.execute(
-            "INSERT INTO send_seq (peer, case_id, seq, digest) VALUES (?,?,?,?)"
-            " ON CONFLICT (peer, case_id) DO UPDATE SET seq = excluded.seq,"
-            " digest = excluded.digest",
-            (peer, case_id, seq, s.digest),
-        )
-        self._refresh_heads(c, [(peer, case_id)])
-        return new
-
     def enqueue_many(
         self, items: Sequence[tuple[str, str, Callable[[int, str | None], NewOutgoing]]]
     ) -> list[NewOutgoing | Exception]:
-        """:meth:`enqueue` for several packets in one transaction (one commit); each in
-        its own savepoint, so one whose build fails is left out alone and its exception
-        returned in its place."""
+        """:meth:`enqueue` for several packets in one transaction (one commit). Every
+        packet is built first (a build that raises is left out alone, its exception
+        returned in its place, and uses no sequence number); then the group is written
+        with one statement per table: its ``packet-sent`` leaves appended in order, its
+        outbox rows, each case's last (seq, digest), and a head for each case that had
+        no open packet. A case's existing head keeps its place: it is older than any
+        packet queued now."""
         out: list[NewOutgoing | Exception] = []
         with self._tx() as c:
             self._lock_cases(c, [(peer, case_id) for peer, case_id, _ in items])
+            last: dict[tuple[str, str], tuple[int, str | None]] = {}
             for peer, case_id, build in items:
-                c.execute("SAVEPOINT one")
+                key = (peer, case_id)
+                if key not in last:
+                    row = c.execute(
+                        "SELECT seq, digest FROM send_seq WHERE peer = ? AND case_id = ?", key
+                    ).fetchone()
+                    last[key] = (0, None) if row is None else (int(row[0]), str(row[1]))
+                seq = last[key][0] + 1
                 try:
-                    out.append(self._enqueue(c, peer, case_id, build))
+                    new = build(seq, last[key][1])
+                    s = new.summary
+                    if s.seq != seq or s.receiver != peer or s.case_id != case_id:
+                        raise StoreError("built packet does not match the allocated sequence")
                 except Exception as exc:  # handed back to that packet's caller
-                    c.execute("ROLLBACK TO one")
                     out.append(exc)
-                c.execute("RELEASE one")
+                    continue
+                last[key] = (seq, s.digest)
+                out.append(new)
+            built = [new for new in out if isinstance(new, NewOutgoing)]
+            if built:
+                self._write_new(c, built, last)
         return out
+
+    def _write_new(
+        self,
+        c: Db,
+        built: Sequence[NewOutgoing],
+        last: dict[tuple[str, str], tuple[int, str | None]],
+    ) -> None:
+        audit_append_many(c, [new.audit_leaf for new in built])  # the log's lock first
+        c.executemany(
+            "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, token, summary,"
+            " state, expires, own_copy) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    s.packet_id, s.receiver, s.case_id, s.seq, s.digest, new.token,
+                    summary_json(s), str(OutboxState.QUEUED), s.expires.timestamp(),
+                    new.own_copy,
+                )
+                for new in built
+                for s in (new.summary,)
+            ],
+        )  # fmt: skip
+        first: dict[tuple[str, str], str] = {}
+        for new in built:
+            first.setdefault((new.summary.receiver, new.summary.case_id), new.summary.packet_id)
+        c.executemany(
+            "INSERT INTO send_seq (peer, case_id, seq, digest) VALUES (?,?,?,?)"
+            " ON CONFLICT (peer, case_id) DO UPDATE SET seq = excluded.seq,"
+            " digest = excluded.digest",
+            [(peer, case_id, *last[peer, case_id]) for peer, case_id in first],
+        )
+        # a new packet is queued and due now: it heads its case unless an open one does
+        c.executemany(
+            "INSERT INTO outbox_heads (peer, case_id, ord, due)"
+            " SELECT peer, case_id, ord, NULL FROM outbox WHERE packet_id = ?"
+            " ON CONFLICT (peer, case_id) DO NOTHING",
+            [(packet_id,) for packet_id in first.values()],
+        )
 
     def _refresh_heads(self, c: Db, pairs: Iterable[tuple[str, str]]) -> None:
         """Bring ``outbox_heads`` in step for these (destination, case) pairs."""
