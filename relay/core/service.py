@@ -131,7 +131,8 @@ class RelayNode:
         self._new_id = new_id
         self._policy = policy or OutboxPolicy()
         self._wake = asyncio.Event()
-        self._commits = GroupCommit(store)
+        # the SQLite store commits new packets through a connection of its own: off the loop
+        self._commits = GroupCommit(store, off_loop=getattr(store, "NEW_PACKETS_OFF_LOOP", False))
         self._content_check = content_check
         self._inbox = Inbox(
             me=node_id,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -127,6 +128,9 @@ class SqlStore:
     keeps whatever the database declares (SHA-256 when nothing)."""
 
     _HINTS = True  # SQLite's INDEXED BY (PostgreSQL's planner takes no hints)
+    NEW_PACKETS_OFF_LOOP = False
+    """Whether :meth:`enqueue_many` may run in a worker thread while the event loop uses
+    the store (True only where it writes through a connection of its own)."""
 
     def __init__(
         self, conn: Db, *, blobs: Path, work: Path, tree_hash: TreeHash | None = None
@@ -178,16 +182,22 @@ class SqlStore:
         return added
 
     @contextmanager
-    def _tx(self) -> Iterator[Db]:
-        if self._conn.in_transaction:
+    def _tx(self, conn: Db | None = None) -> Iterator[Db]:
+        conn = self._conn if conn is None else conn
+        if conn.in_transaction:
             raise StoreError("nested transaction")
-        self._conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield self._conn
+            yield conn
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _new_packets(self) -> Iterator[Db]:
+        """The connection :meth:`enqueue_many` writes through (see :class:`SqliteStore`)."""
+        yield self._conn
 
     # -- sender ------------------------------------------------------------------------
 
@@ -214,7 +224,7 @@ class SqlStore:
         no open packet. A case's existing head keeps its place: it is older than any
         packet queued now."""
         out: list[NewOutgoing | Exception] = []
-        with self._tx() as c:
+        with self._new_packets() as conn, self._tx(conn) as c:
             self._lock_cases(c, [(peer, case_id) for peer, case_id, _ in items])
             last: dict[tuple[str, str], tuple[int, str | None]] = {}
             for peer, case_id, build in items:
@@ -690,20 +700,51 @@ class SqlStore:
 
 
 class SqliteStore(SqlStore):
-    """The relay store of one node in ``directory`` (created if missing)."""
+    """The relay store of one node in ``directory`` (created if missing).
+
+    New packets (:meth:`enqueue_many`) are written through a second connection of their
+    own, one group at a time (a lock), so that a group's transaction, fsync included,
+    may run in a worker thread while the event loop goes on with the node's connection
+    (:class:`~relay.core.group_commit.GroupCommit` with ``off_loop``, see
+    :attr:`NEW_PACKETS_OFF_LOOP`). SQLite keeps one writer at a time: a write on the
+    node's connection meanwhile waits (``busy_timeout``) for that commit, as it waited
+    for the same commit on the event loop before; reads are never blocked (WAL) and see
+    a group only once it is committed."""
+
+    NEW_PACKETS_OFF_LOOP = True
 
     def __init__(self, directory: Path, *, tree_hash: TreeHash | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            directory / "relay.sqlite3", isolation_level=None, check_same_thread=False
+        self._path = directory / "relay.sqlite3"
+        self._writer: sqlite3.Connection | None = None
+        self._writer_lock = threading.Lock()
+        super().__init__(
+            self._connect(), blobs=directory / "blobs", work=directory, tree_hash=tree_hash
         )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        super().__init__(conn, blobs=directory / "blobs", work=directory, tree_hash=tree_hash)
         for leftover in (directory / "tmp").iterdir():  # half-sealed files of a crash
             leftover.unlink()
         self._rebuild_heads()  # derived data: rebuilt once per open (see sqlite_schema)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    @contextmanager
+    def _new_packets(self) -> Iterator[Db]:
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = self._connect()
+            yield self._writer
+
+    def close(self) -> None:
+        with self._writer_lock:  # after a group committing in a worker thread
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        super().close()
 
     @property
     def connection(self) -> sqlite3.Connection:
