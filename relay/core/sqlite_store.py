@@ -718,6 +718,7 @@ class SqliteStore(SqlStore):
         self._path = directory / "relay.sqlite3"
         self._writer: sqlite3.Connection | None = None
         self._writer_lock = threading.Lock()
+        self._closed = False
         super().__init__(
             self._connect(), blobs=directory / "blobs", work=directory, tree_hash=tree_hash
         )
@@ -736,11 +737,14 @@ class SqliteStore(SqlStore):
     def _new_packets(self) -> Iterator[Db]:
         with self._writer_lock:
             if self._writer is None:
+                if self._closed:
+                    raise StoreError("the store is closed")
                 self._writer = self._connect()
             yield self._writer
 
     def close(self) -> None:
         with self._writer_lock:  # after a group committing in a worker thread
+            self._closed = True
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None

@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 from relay_core_support import ACTION, DAFENG, MATTER, MODE, WUCHANG, Federation, audit_size, drain
 
-from relay.core.errors import PacketTooLarge
+from relay.core.errors import PacketTooLarge, StoreError
 from relay.core.model import PacketSummary
 
 
@@ -170,3 +170,9 @@ async def test_grouped_writes_keep_each_case_head(federation: Federation) -> Non
     kept, implied = heads(federation)
     assert kept == implied
     assert len(kept) == 1
+
+
+async def test_a_closed_store_queues_nothing(federation: Federation) -> None:
+    federation.stores[WUCHANG].close()  # its writer connection is not opened again
+    with pytest.raises(StoreError, match="closed"):
+        await create(federation, "c", {"n": 1})
