@@ -23,6 +23,7 @@ and commit with ``synchronous=FULL``: committed means on disk.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -184,15 +185,20 @@ class SqlStore:
     @contextmanager
     def _tx(self, conn: Db | None = None) -> Iterator[Db]:
         conn = self._conn if conn is None else conn
-        if conn.in_transaction:
-            raise StoreError("nested transaction")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._writing():
+            if conn.in_transaction:
+                raise StoreError("nested transaction")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _writing(self) -> contextlib.AbstractContextManager[object]:
+        """Held around every write transaction of this store (see :class:`SqliteStore`)."""
+        return contextlib.nullcontext()
 
     @contextmanager
     def _new_packets(self) -> Iterator[Db]:
@@ -703,13 +709,14 @@ class SqliteStore(SqlStore):
     """The relay store of one node in ``directory`` (created if missing).
 
     New packets (:meth:`enqueue_many`) are written through a second connection of their
-    own, one group at a time (a lock), so that a group's transaction, fsync included,
-    may run in a worker thread while the event loop goes on with the node's connection
+    own, so that a group's transaction, fsync included, may run in a worker thread while
+    the event loop goes on with the node's connection
     (:class:`~relay.core.group_commit.GroupCommit` with ``off_loop``, see
-    :attr:`NEW_PACKETS_OFF_LOOP`). SQLite keeps one writer at a time: a write on the
-    node's connection meanwhile waits (``busy_timeout``) for that commit, as it waited
-    for the same commit on the event loop before; reads are never blocked (WAL) and see
-    a group only once it is committed."""
+    :attr:`NEW_PACKETS_OFF_LOOP`). One lock is held around every write transaction of
+    either connection: a write on the node's connection meanwhile waits for that commit
+    (as it waited for the same commit on the event loop before) on the lock, never on
+    SQLite's ``busy_timeout``, which a slow disk could run out; reads are never blocked
+    (WAL) and see a group only once it is committed."""
 
     NEW_PACKETS_OFF_LOOP = True
 
@@ -717,7 +724,7 @@ class SqliteStore(SqlStore):
         directory.mkdir(parents=True, exist_ok=True)
         self._path = directory / "relay.sqlite3"
         self._writer: sqlite3.Connection | None = None
-        self._writer_lock = threading.Lock()
+        self._writer_lock = threading.RLock()  # both connections' write transactions
         self._closed = False
         super().__init__(
             self._connect(), blobs=directory / "blobs", work=directory, tree_hash=tree_hash
@@ -732,6 +739,9 @@ class SqliteStore(SqlStore):
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=5000")
         return conn
+
+    def _writing(self) -> contextlib.AbstractContextManager[object]:
+        return self._writer_lock
 
     @contextmanager
     def _new_packets(self) -> Iterator[Db]:
