@@ -1,14 +1,20 @@
-"""Group commit of new outgoing packets: one transaction per event-loop turn.
+"""Group commit of new outgoing packets: one transaction per group of requests.
 
 Each created packet used to be its own ``BEGIN IMMEDIATE … COMMIT`` with an fsync,
 on the event loop: sixteen staff clients waited on sixteen fsyncs in a row. Here
-:meth:`GroupCommit.enqueue` only queues the request; the first request of a loop turn
-schedules one flush (``loop.call_soon``), which runs after every request that arrived
-in that turn was queued, allocates their sequence numbers and queues them all in one
-store transaction (:meth:`RelayStore.enqueue_many`, one savepoint per packet), and
-only then answers each caller: a packet's creation returns after the commit that holds
-it, never before. A packet whose build fails (too large, malformed) fails alone; a
-failing commit fails every packet of the group, and none of them is queued.
+:meth:`GroupCommit.enqueue` only queues the request; the first request finding no
+flush running starts one (a task, so it runs after every request that arrived in the
+same loop turn was queued), which allocates their sequence numbers and queues them all
+in one store transaction (:meth:`RelayStore.enqueue_many`), and only then answers each
+caller: a packet's creation returns after the commit that holds it, never before. A
+packet whose build fails (too large, malformed) fails alone; a failing commit fails
+every packet of the group, and none of them is queued.
+
+With ``off_loop`` (the SQLite store: its new packets go through a connection of their
+own) the transaction, fsync included, runs in a worker thread: the event loop keeps
+reading and checking requests meanwhile, and those that arrive while a group commits
+form the next group, committed as soon as the first is done. One group commits at a
+time, so sequence numbers are still allocated by one writer in request order.
 """
 
 from __future__ import annotations
@@ -35,14 +41,24 @@ class _Request:
 class GroupCommit:
     """Batches :meth:`RelayStore.enqueue` calls made in the same loop turn."""
 
-    def __init__(self, store: RelayStore, *, most: int = 256) -> None:
-        """``most``: the largest group (more requests wait for the next flush)."""
+    def __init__(self, store: RelayStore, *, most: int = 256, off_loop: bool = False) -> None:
+        """``most``: the largest group (more requests wait for the next flush).
+        ``off_loop``: run each group's transaction in a worker thread (for a store whose
+        ``enqueue_many`` writes through a connection of its own, as
+        :class:`~relay.core.sqlite_store.SqliteStore` does); the event loop meanwhile
+        takes the next requests, which form the next group."""
         self._store = store
         self._most = most
+        self._off_loop = off_loop
         self._queue: list[_Request] = []
-        self._scheduled = False
+        self._flushing: asyncio.Task[None] | None = None
         self.commits = 0
         """Transactions committed so far (for benchmarks and tests)."""
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued for the next group (for tests)."""
+        return len(self._queue)
 
     async def enqueue(self, peer: str, case_id: str, build: Build) -> NewOutgoing:
         """Queue ``build`` as the next packet of ``case_id`` towards ``peer``; returns
@@ -51,21 +67,25 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[NewOutgoing] = loop.create_future()
         self._queue.append(_Request(peer, case_id, build, answer))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
+        if self._flushing is None or self._flushing.done():
+            # starts after every request of this loop turn was queued
+            self._flushing = loop.create_task(self._flush())
         return await answer
 
-    def _flush(self) -> None:
-        group, self._queue = self._queue[: self._most], self._queue[self._most :]
-        self._scheduled = bool(self._queue)
-        if self._queue:
-            asyncio.get_running_loop().call_soon(self._flush)
-        group = [r for r in group if not r.answer.cancelled()]
-        if not group:
-            return
+    async def _flush(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue[: self._most], self._queue[self._most :]
+            group = [r for r in group if not r.answer.cancelled()]
+            if group:
+                await self._commit(group)
+
+    async def _commit(self, group: list[_Request]) -> None:
+        items = [(r.peer, r.case_id, r.build) for r in group]
         try:
-            results = self._store.enqueue_many([(r.peer, r.case_id, r.build) for r in group])
+            if self._off_loop:
+                results = await asyncio.to_thread(self._store.enqueue_many, items)
+            else:
+                results = self._store.enqueue_many(items)
         except Exception as exc:  # the commit failed: nothing of the group is queued
             for r in group:
                 if not r.answer.done():

@@ -3,7 +3,8 @@
 The HTTP shell (``relay.http``) only decodes requests, calls these methods and encodes
 results; nothing here knows about HTTP. Every method that returns an acknowledgement
 returns it only after the store committed what it acknowledges; packets created in the
-same event-loop turn share one commit (:mod:`relay.core.group_commit`).
+same event-loop turn, or while the previous group commits, share one commit
+(:mod:`relay.core.group_commit`; on SQLite in a worker thread, off the event loop).
 
 Federation side (called with the mTLS-authenticated peer id):
     ``receive_batch``, ``blob_offset``, ``write_blob``, ``open_blob``.
@@ -136,7 +137,8 @@ class RelayNode:
         self._new_id = new_id
         self._policy = policy or OutboxPolicy()
         self._wake = asyncio.Event()
-        self._commits = GroupCommit(store)
+        # the SQLite store commits new packets through a connection of its own: off the loop
+        self._commits = GroupCommit(store, off_loop=getattr(store, "NEW_PACKETS_OFF_LOOP", False))
         self._content_check = content_check
         self._inbox = Inbox(
             me=node_id,

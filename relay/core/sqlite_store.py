@@ -23,8 +23,10 @@ and commit with ``synchronous=FULL``: committed means on disk.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import threading
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +37,7 @@ from typing import Any
 from relay.audit.merkle import TreeHash
 from relay.audit.store import MIGRATIONS as AUDIT_MIGRATIONS
 from relay.audit.store import append as audit_append
+from relay.audit.store import append_many as audit_append_many
 from relay.audit.store import declare_tree_hash, lock_for_append
 from relay.core.errors import StoreError
 from relay.core.model import (
@@ -134,6 +137,9 @@ class SqlStore:
     keeps whatever the database declares (SHA-256 when nothing)."""
 
     _HINTS = True  # SQLite's INDEXED BY (PostgreSQL's planner takes no hints)
+    NEW_PACKETS_OFF_LOOP = False
+    """Whether :meth:`enqueue_many` may run in a worker thread while the event loop uses
+    the store (True only where it writes through a connection of its own)."""
 
     def __init__(
         self, conn: Db, *, blobs: Path, work: Path, tree_hash: TreeHash | None = None
@@ -185,81 +191,115 @@ class SqlStore:
         return added
 
     @contextmanager
-    def _tx(self) -> Iterator[Db]:
-        if self._conn.in_transaction:
-            raise StoreError("nested transaction")
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+    def _tx(self, conn: Db | None = None) -> Iterator[Db]:
+        conn = self._conn if conn is None else conn
+        with self._writing():
+            if conn.in_transaction:
+                raise StoreError("nested transaction")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _writing(self) -> contextlib.AbstractContextManager[object]:
+        """Held around every write transaction of this store (see :class:`SqliteStore`)."""
+        return contextlib.nullcontext()
+
+    @contextmanager
+    def _new_packets(self) -> Iterator[Db]:
+        """The connection :meth:`enqueue_many` writes through (see :class:`SqliteStore`)."""
+        yield self._conn
 
     # -- sender ------------------------------------------------------------------------
 
     def enqueue(
         self, peer: str, case_id: str, build: Callable[[int, str | None], NewOutgoing]
     ) -> NewOutgoing:
-        with self._tx() as c:
-            self._lock_cases(c, [(peer, case_id)])
-            return self._enqueue(c, peer, case_id, build)
+        [result] = self.enqueue_many([(peer, case_id, build)])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def _lock_cases(self, c: Db, pairs: Iterable[tuple[str, str]]) -> None:
         """Make this transaction the only one allocating sequence numbers in these
         (destination, case) pairs (SQLite: its write transaction already is)."""
 
-    def _enqueue(
-        self,
-        c: Db,
-        peer: str,
-        case_id: str,
-        build: Callable[[int, str | None], NewOutgoing],
-    ) -> NewOutgoing:
-        row = c.execute(
-            "SELECT seq, digest FROM send_seq WHERE peer = ? AND case_id = ?", (peer, case_id)
-        ).fetchone()
-        seq, prev = (1, None) if row is None else (int(row[0]) + 1, str(row[1]))
-        new = build(seq, prev)
-        s = new.summary
-        if s.seq != seq or s.receiver != peer or s.case_id != case_id:
-            raise StoreError("built packet does not match the allocated sequence")
-        audit_append(c, new.audit_leaf)  # first: the log's lock before any row lock
-        c.execute(
-            "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, token, summary,"
-            " state, expires, own_copy) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (
-                s.packet_id, peer, case_id, seq, s.digest, new.token, summary_json(s),
-                str(OutboxState.QUEUED), s.expires.timestamp(), new.own_copy,
-            ),
-        )  # fmt: skip
-        c.execute(
-            "INSERT INTO send_seq (peer, case_id, seq, digest) VALUES (?,?,?,?)"
-            " ON CONFLICT (peer, case_id) DO UPDATE SET seq = excluded.seq,"
-            " digest = excluded.digest",
-            (peer, case_id, seq, s.digest),
-        )
-        self._refresh_heads(c, [(peer, case_id)])
-        return new
-
     def enqueue_many(
         self, items: Sequence[tuple[str, str, Callable[[int, str | None], NewOutgoing]]]
     ) -> list[NewOutgoing | Exception]:
-        """:meth:`enqueue` for several packets in one transaction (one commit); each in
-        its own savepoint, so one whose build fails is left out alone and its exception
-        returned in its place."""
+        """:meth:`enqueue` for several packets in one transaction (one commit). Every
+        packet is built first (a build that raises is left out alone, its exception
+        returned in its place, and uses no sequence number); then the group is written
+        with one statement per table: its ``packet-sent`` leaves appended in order, its
+        outbox rows, each case's last (seq, digest), and a head for each case that had
+        no open packet. A case's existing head keeps its place: it is older than any
+        packet queued now."""
         out: list[NewOutgoing | Exception] = []
-        with self._tx() as c:
+        with self._new_packets() as conn, self._tx(conn) as c:
             self._lock_cases(c, [(peer, case_id) for peer, case_id, _ in items])
+            last: dict[tuple[str, str], tuple[int, str | None]] = {}
             for peer, case_id, build in items:
-                c.execute("SAVEPOINT one")
+                key = (peer, case_id)
+                if key not in last:
+                    row = c.execute(
+                        "SELECT seq, digest FROM send_seq WHERE peer = ? AND case_id = ?", key
+                    ).fetchone()
+                    last[key] = (0, None) if row is None else (int(row[0]), str(row[1]))
+                seq = last[key][0] + 1
                 try:
-                    out.append(self._enqueue(c, peer, case_id, build))
+                    new = build(seq, last[key][1])
+                    s = new.summary
+                    if s.seq != seq or s.receiver != peer or s.case_id != case_id:
+                        raise StoreError("built packet does not match the allocated sequence")
                 except Exception as exc:  # handed back to that packet's caller
-                    c.execute("ROLLBACK TO one")
                     out.append(exc)
-                c.execute("RELEASE one")
+                    continue
+                last[key] = (seq, s.digest)
+                out.append(new)
+            built = [new for new in out if isinstance(new, NewOutgoing)]
+            if built:
+                self._write_new(c, built, last)
         return out
+
+    def _write_new(
+        self,
+        c: Db,
+        built: Sequence[NewOutgoing],
+        last: dict[tuple[str, str], tuple[int, str | None]],
+    ) -> None:
+        audit_append_many(c, [new.audit_leaf for new in built])  # the log's lock first
+        c.executemany(
+            "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, token, summary,"
+            " state, expires, own_copy) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    s.packet_id, s.receiver, s.case_id, s.seq, s.digest, new.token,
+                    summary_json(s), str(OutboxState.QUEUED), s.expires.timestamp(),
+                    new.own_copy,
+                )
+                for new in built
+                for s in (new.summary,)
+            ],
+        )  # fmt: skip
+        first: dict[tuple[str, str], str] = {}
+        for new in built:
+            first.setdefault((new.summary.receiver, new.summary.case_id), new.summary.packet_id)
+        c.executemany(
+            "INSERT INTO send_seq (peer, case_id, seq, digest) VALUES (?,?,?,?)"
+            " ON CONFLICT (peer, case_id) DO UPDATE SET seq = excluded.seq,"
+            " digest = excluded.digest",
+            [(peer, case_id, *last[peer, case_id]) for peer, case_id in first],
+        )
+        # a new packet is queued and due now: it heads its case unless an open one does
+        c.executemany(
+            "INSERT INTO outbox_heads (peer, case_id, ord, due)"
+            " SELECT peer, case_id, ord, NULL FROM outbox WHERE packet_id = ?"
+            " ON CONFLICT (peer, case_id) DO NOTHING",
+            [(packet_id,) for packet_id in first.values()],
+        )
 
     def _refresh_heads(self, c: Db, pairs: Iterable[tuple[str, str]]) -> None:
         """Bring ``outbox_heads`` in step for these (destination, case) pairs."""
@@ -698,20 +738,59 @@ class SqlStore:
 
 
 class SqliteStore(SqlStore):
-    """The relay store of one node in ``directory`` (created if missing)."""
+    """The relay store of one node in ``directory`` (created if missing).
+
+    New packets (:meth:`enqueue_many`) are written through a second connection of their
+    own, so that a group's transaction, fsync included, may run in a worker thread while
+    the event loop goes on with the node's connection
+    (:class:`~relay.core.group_commit.GroupCommit` with ``off_loop``, see
+    :attr:`NEW_PACKETS_OFF_LOOP`). One lock is held around every write transaction of
+    either connection: a write on the node's connection meanwhile waits for that commit
+    (as it waited for the same commit on the event loop before) on the lock, never on
+    SQLite's ``busy_timeout``, which a slow disk could run out; reads are never blocked
+    (WAL) and see a group only once it is committed."""
+
+    NEW_PACKETS_OFF_LOOP = True
 
     def __init__(self, directory: Path, *, tree_hash: TreeHash | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            directory / "relay.sqlite3", isolation_level=None, check_same_thread=False
+        self._path = directory / "relay.sqlite3"
+        self._writer: sqlite3.Connection | None = None
+        self._writer_lock = threading.RLock()  # both connections' write transactions
+        self._closed = False
+        super().__init__(
+            self._connect(), blobs=directory / "blobs", work=directory, tree_hash=tree_hash
         )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        super().__init__(conn, blobs=directory / "blobs", work=directory, tree_hash=tree_hash)
         for leftover in (directory / "tmp").iterdir():  # half-sealed files of a crash
             leftover.unlink()
         self._rebuild_heads()  # derived data: rebuilt once per open (see sqlite_schema)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    def _writing(self) -> contextlib.AbstractContextManager[object]:
+        return self._writer_lock
+
+    @contextmanager
+    def _new_packets(self) -> Iterator[Db]:
+        with self._writer_lock:
+            if self._writer is None:
+                if self._closed:
+                    raise StoreError("the store is closed")
+                self._writer = self._connect()
+            yield self._writer
+
+    def close(self) -> None:
+        with self._writer_lock:  # after a group committing in a worker thread
+            self._closed = True
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        super().close()
 
     @property
     def connection(self) -> sqlite3.Connection:

@@ -1,17 +1,21 @@
 """Group commit (issue 12): packets created in the same event-loop turn share one
 transaction; each creator is answered after that commit; a packet that cannot be built
-fails alone; a commit that fails fails the whole group and queues nothing."""
+fails alone; a commit that fails fails the whole group and queues nothing. On SQLite a
+group commits in a worker thread: the event loop takes the next requests meanwhile,
+which form the next group; the case heads the grouped writes keep stay those the
+outbox table implies."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from dataclasses import replace
 
 import pytest
 from relay_core_support import ACTION, DAFENG, MATTER, MODE, WUCHANG, Federation, audit_size, drain
 
-from relay.core.errors import PacketTooLarge
+from relay.core.errors import PacketTooLarge, StoreError
 from relay.core.model import PacketSummary
 
 
@@ -95,3 +99,80 @@ async def test_a_failing_commit_fails_the_group_and_the_next_group_goes_through(
     again = await asyncio.gather(*(create(federation, f"c{i}", {"n": i}) for i in range(3)))
     assert [s.seq for s in again] == [1, 1, 1]
     assert committed_ids(federation) == {s.packet_id for s in again}
+
+
+async def test_a_group_commits_off_the_event_loop(
+    federation: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = federation.nodes[WUCHANG]
+    store = federation.stores[WUCHANG]
+    real = store.enqueue_many
+    committing, release = threading.Event(), threading.Event()
+
+    def held(items: object) -> object:  # the first group's transaction, held open
+        if not committing.is_set():
+            committing.set()
+            # on the event loop this would block the loop that is to release it
+            assert release.wait(20), "the event loop was blocked by the commit"
+        return real(items)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "enqueue_many", held)
+    before = node._commits.commits
+    first = asyncio.ensure_future(create(federation, "c", {"n": 1}))
+    assert await asyncio.to_thread(committing.wait, 20)
+    later = [asyncio.ensure_future(create(federation, "c", {"n": n})) for n in (2, 3)]
+    async with asyncio.timeout(20):  # the loop runs: both queue up behind the group
+        while node._commits.waiting < 2:
+            await asyncio.sleep(0.01)
+    assert not first.done()  # answered only after its commit
+    assert committed_ids(federation) == set()
+    release.set()
+    made = await asyncio.gather(first, *later)
+    assert [s.seq for s in made] == [1, 2, 3]
+    assert node._commits.commits - before == 2  # the two that waited: one group
+    assert committed_ids(federation) == {s.packet_id for s in made}
+
+
+def heads(fed: Federation) -> tuple[set[tuple[str, str, int]], set[tuple[str, str, int]]]:
+    """(the outbox_heads rows, the heads the outbox implies: per destination and case
+    its open packet of the lowest seq)."""
+    conn = sqlite3.connect(fed.root / WUCHANG / "relay.sqlite3")
+    try:
+        kept = set(conn.execute("SELECT peer, case_id, ord FROM outbox_heads"))
+        implied = set(
+            conn.execute(
+                "SELECT peer, case_id, ord FROM outbox o WHERE state IN ('queued', 'in_flight')"
+                " AND seq = (SELECT MIN(seq) FROM outbox p WHERE p.peer = o.peer"
+                " AND p.case_id = o.case_id AND p.state IN ('queued', 'in_flight'))"
+            )
+        )
+        return kept, implied
+    finally:
+        conn.close()
+
+
+async def test_grouped_writes_keep_each_case_head(federation: Federation) -> None:
+    await asyncio.gather(create(federation, "a", {"n": 1}), create(federation, "a", {"n": 2}))
+    kept, implied = heads(federation)
+    assert kept == implied
+    [head_a] = kept
+    # a case with an open head keeps it; a new case gets one
+    await asyncio.gather(create(federation, "a", {"n": 3}), create(federation, "b", {"n": 1}))
+    kept, implied = heads(federation)
+    assert kept == implied
+    assert head_a in kept
+    assert {case for _, case, _ in kept} == {"a", "b"}
+    await drain(federation, WUCHANG)
+    assert heads(federation) == (set(), set())
+    # after everything was delivered, the next packet of a case heads it again
+    again = await create(federation, "a", {"n": 4})
+    assert again.seq == 4
+    kept, implied = heads(federation)
+    assert kept == implied
+    assert len(kept) == 1
+
+
+async def test_a_closed_store_queues_nothing(federation: Federation) -> None:
+    federation.stores[WUCHANG].close()  # its writer connection is not opened again
+    with pytest.raises(StoreError, match="closed"):
+        await create(federation, "c", {"n": 1})

@@ -102,6 +102,24 @@ def test_token_cache_verifies_a_signature_once_and_checks_time_at_every_use(
         assert info.value.code == "token-invalid"
 
 
+def test_token_cache_checks_the_issue_time_at_every_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = Ed25519PrivateKey.generate()
+    cache = TokenCache(key.public_key(), NODE)
+    token = _token(key, now=T0 + timedelta(minutes=5), ttl=600)  # issued ahead of our clock
+    with pytest.raises(TokenError) as info:
+        cache.verify(token, T0)
+    assert info.value.code == "token-invalid"
+
+    def no_verify(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the signature of a known token was verified again")
+
+    monkeypatch.setattr(jwt, "decode", no_verify)
+    with pytest.raises(TokenError):  # remembered, and still refused at that time
+        cache.verify(token, T0 + timedelta(minutes=3, seconds=59))
+    at = T0 + timedelta(minutes=4)  # within the minute of clock skew allowed
+    assert cache.verify(token, at).expires_at == T0 + timedelta(minutes=15)
+
+
 def test_token_key_is_created_0600_and_reused(tmp_path: Path) -> None:
     path = tmp_path / "data" / "staff-token.key"
     key = load_or_create_token_key(path)
