@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.sample import sample_facts
+
 N = int(os.environ.get("CREATE_N", "1600"))
 GROUP, CASES = 16, 4
 A, B = "420106", "320982"
@@ -71,10 +73,6 @@ def _counting() -> Iterator[None]:
 
 def _crypto_create(fed: Any, n: int) -> float:
     """CPU seconds of the crypto of creating one packet, one at a time."""
-    import uuid
-    from datetime import timedelta
-
-    from relay.core.fields import format_time
     from relay.core.packets import build_packet
 
     signer = fed.pki.keys[A].seal
@@ -82,13 +80,7 @@ def _crypto_create(fed: Any, n: int) -> float:
     at = fed.clock()
     cpu0 = time.process_time()
     for i in range(n):
-        facts = {
-            "v": 1, "id": str(uuid.uuid4()), "case": f"case-{i}", "from": A, "to": B,
-            "matter": "food-business-licence", "action": "submit", "mode": "proxy_receipt",
-            "agreement": {"id": "x", "version": 1, "digest": "a" * 64}, "seq": 1,
-            "prev": None, "created": format_time(at),
-            "expires": format_time(at + timedelta(days=1)), "attachments": [],
-        }  # fmt: skip
+        facts = sample_facts(i, at, A, B)
         build_packet(facts, _content(i), [], signer=signer, recipient=recipient, at=at)
     return (time.process_time() - cpu0) / n
 

@@ -21,10 +21,10 @@ import random
 import sys
 import tempfile
 import time
-import uuid
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from bench.sample import sample_facts
 
 N = 500
 SIZE = 1 << 30
@@ -65,7 +65,6 @@ async def _end_to_end(fed: Any) -> float:
 
 
 def _crypto_only(fed: Any) -> float:
-    from relay.core.fields import format_time
     from relay.core.packets import build_packet, key_ring, open_content, verify_packet
     from relay.core.receipts import Receipt, ReceiptStatus, sign_receipt, verify_receipt
 
@@ -76,13 +75,7 @@ def _crypto_only(fed: Any) -> float:
     ring = key_ring(keys_b.hpke_keys)
     start = time.perf_counter()
     for i in range(N):
-        facts = {
-            "v": 1, "id": str(uuid.uuid4()), "case": f"case-{i}", "from": A, "to": B,
-            "matter": "food-business-licence", "action": "submit", "mode": "proxy_receipt",
-            "agreement": {"id": "x", "version": 1, "digest": "a" * 64}, "seq": 1,
-            "prev": None, "created": format_time(at),
-            "expires": format_time(at + timedelta(days=1)), "attachments": [],
-        }  # fmt: skip
+        facts = sample_facts(i, at, A, B)
         token, _, _ = build_packet(
             facts, {"n": i, "applicant": "张三"}, [], signer=keys_a.seal, recipient=recipient, at=at
         )

@@ -56,6 +56,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.sample import sample_facts
+
 N_PACKETS = int(os.environ.get("BENCH_PACKETS", "10000"))
 CLIENTS = 16
 MIB = 1 << 20
@@ -588,9 +590,7 @@ def _client(cfg: Path, role: Any) -> Any:
 def _crypto_bound(a_dir: Path, b_dir: Path, bundle: Path, n: int) -> tuple[float, float]:
     """Packets per second of the crypto one packet needs end to end, on one core, and
     the CPU seconds per packet."""
-    import uuid
 
-    from relay.core.fields import format_time
     from relay.core.packets import build_packet, key_ring, open_content, verify_packet
     from relay.core.receipts import Receipt, ReceiptStatus, sign_receipt, verify_receipt
     from signing.certificates import TrustBundle
@@ -603,13 +603,7 @@ def _crypto_bound(a_dir: Path, b_dir: Path, bundle: Path, n: int) -> tuple[float
     at = datetime.now(UTC)
     t0, cpu0 = time.perf_counter(), time.process_time()
     for i in range(n):
-        facts = {
-            "v": 1, "id": str(uuid.uuid4()), "case": f"case-{i}", "from": A, "to": B,
-            "matter": "food-business-licence", "action": "submit", "mode": "proxy_receipt",
-            "agreement": {"id": "x", "version": 1, "digest": "a" * 64}, "seq": 1,
-            "prev": None, "created": format_time(at),
-            "expires": format_time(at + timedelta(days=1)), "attachments": [],
-        }  # fmt: skip
+        facts = sample_facts(i, at, A, B)
         content = {"applicant": "张三", "note": "x" * 512}
         token, _, _ = build_packet(
             facts, content, [], signer=keys_a.seal, recipient=recipient, at=at
@@ -627,9 +621,7 @@ def _crypto_create(a_dir: Path, b_dir: Path, n: int) -> float:
     """CPU seconds of the crypto creating one packet needs (inner JWS, HPKE seal to the
     partner, outer JWS), one packet at a time in this process: the yardstick of A's CPU
     per created packet in the same run (both slow down alike on a busy machine)."""
-    import uuid
 
-    from relay.core.fields import format_time
     from relay.core.packets import build_packet
     from signing.nodedir import load_node_keys
 
@@ -638,13 +630,7 @@ def _crypto_create(a_dir: Path, b_dir: Path, n: int) -> float:
     at = datetime.now(UTC)
     cpu0 = time.process_time()
     for i in range(n):
-        facts = {
-            "v": 1, "id": str(uuid.uuid4()), "case": f"case-{i}", "from": A, "to": B,
-            "matter": "food-business-licence", "action": "submit", "mode": "proxy_receipt",
-            "agreement": {"id": "x", "version": 1, "digest": "a" * 64}, "seq": 1,
-            "prev": None, "created": format_time(at),
-            "expires": format_time(at + timedelta(days=1)), "attachments": [],
-        }  # fmt: skip
+        facts = sample_facts(i, at, A, B)
         content = {"applicant": "张三", "note": "x" * 512}
         build_packet(facts, content, [], signer=keys_a.seal, recipient=recipient, at=at)
     return (time.process_time() - cpu0) / n
