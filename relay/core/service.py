@@ -495,8 +495,8 @@ class RelayNode:
     @property
     def next_outbox_pass(self) -> datetime | None:
         """When :meth:`run_outbox`, waiting, plans its next pass; ``None`` while a pass
-        runs (or no outbox task runs)."""
-        return self._asleep_until
+        runs or is about to (woken), or no outbox task runs."""
+        return None if self._wake.is_set() else self._asleep_until
 
     async def run_outbox(self, stop: asyncio.Event) -> None:
         """Run outbox passes until ``stop`` is set, sleeping until the next due attempt

@@ -140,9 +140,9 @@ async def test_a_packet_for_a_partner_in_backoff_does_not_wake_the_outbox(
     planned pass) cost a whole outbox pass per created group while a partner was down
     (issue 12); a packet for a reachable partner still wakes it at once."""
     node = federation.nodes[WUCHANG]
-    hour = timedelta(hours=1)
+    long = timedelta(days=1000)  # full jitter: a backoff surely longer than the run
     node.set_outbox_policy(
-        OutboxPolicy(batch_size=16, base_delay=hour, max_delay=2 * hour, idle_poll=hour)
+        OutboxPolicy(batch_size=16, base_delay=long, max_delay=2 * long, idle_poll=long)
     )
     federation.network.down.add(DAFENG)
     stop = asyncio.Event()
