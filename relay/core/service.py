@@ -500,7 +500,8 @@ class RelayNode:
 
     async def run_outbox(self, stop: asyncio.Event) -> None:
         """Run outbox passes until ``stop`` is set, sleeping until the next due attempt
-        (or until a new packet is queued)."""
+        (or until a packet is queued that can go before it: not one for a partner in
+        backoff, see :meth:`_wake_for`)."""
         while not stop.is_set():
             self._wake.clear()
             self._asleep_until = None  # a packet queued during the pass wakes the next one
