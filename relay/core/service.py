@@ -138,6 +138,7 @@ class RelayNode:
         self._policy = policy or OutboxPolicy()
         self._wake = asyncio.Event()
         self._asleep_until: datetime | None = None  # the outbox's next pass, while it waits
+        self._held_until: dict[str, datetime | None] = {}  # backoffs read in this sleep
         self.outbox_passes = 0
         """Passes :meth:`run_outbox` has made so far (for tests)."""
         # the SQLite store commits new packets through a connection of its own: off the loop
@@ -305,15 +306,20 @@ class RelayNode:
         """Wake the outbox for a packet just queued, unless its sleep already ends
         before the packet can go: its destination in backoff (a partner down) until
         after the planned pass, and its expiry plus the grace later too. A wake that
-        sends nothing cost a whole pass per created group."""
+        sends nothing cost a whole pass per created group.
+
+        A destination's backoff is read once per sleep (a pass changes it, and a pass
+        ends the sleep): a backoff that another worker process clears during the sleep
+        is seen at the planned pass, at the latest when the backoff read would end."""
         until = self._asleep_until
-        if until is not None:
-            due = self._clock()
-            backoff = self._store.peer_backoffs().get(queued.receiver)
-            if backoff is not None and backoff.next_attempt_at is not None:
-                due = max(due, backoff.next_attempt_at)
-            due = min(due, queued.expires + self._policy.expiry_grace)
-            if due >= until:
+        if until is not None and not self._wake.is_set():
+            peer = queued.receiver
+            if peer not in self._held_until:
+                backoff = self._store.peer_backoffs().get(peer)
+                self._held_until[peer] = backoff.next_attempt_at if backoff else None
+            held = self._held_until[peer]
+            due = self._clock() if held is None else max(self._clock(), held)
+            if min(due, queued.expires + self._policy.expiry_grace) >= until:
                 return
         self._wake.set()
 
@@ -505,6 +511,7 @@ class RelayNode:
         while not stop.is_set():
             self._wake.clear()
             self._asleep_until = None  # a packet queued during the pass wakes the next one
+            self._held_until.clear()
             try:
                 self.outbox_passes += 1
                 await self._sender.deliver_once(refill=True)
