@@ -9,7 +9,10 @@ as 16 staff clients do (group commit). Reported, all from the same run:
   here just before): what the relay adds around the crypto;
 - SQLite calls (``execute`` / ``executemany`` from Python) per created packet, and
   commits made on the event loop's thread per group: counts, which a busy machine does
-  not blur (``bench relay_http`` has the same path through HTTP, TLS and two processes).
+  not blur (``bench relay_http`` has the same path through HTTP, TLS and two processes);
+- the same creation with the outbox task running while the partner is down (in
+  backoff): its CPU, SQLite calls per packet and outbox passes per group (a wake for a
+  partner in backoff should not cost a pass).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +122,7 @@ async def _scenario(base: Path) -> list[dict[str, object]]:
             await asyncio.gather(*(create(g * GROUP + i) for i in range(GROUP)))
         cpu = (time.process_time() - cpu0) / (groups * GROUP)
         seconds = time.perf_counter() - t0
+        down = await _partner_down(fed, node, create, groups)
     finally:
         fed.close()
     n = groups * GROUP
@@ -137,7 +141,49 @@ async def _scenario(base: Path) -> list[dict[str, object]]:
             "note": f"{_Counts.calls / n:.2f} calls per packet; "
             f"{_Counts.loop_commits / groups:.2f} commits per group on the event loop",
         },
+        down,
     ]
+
+
+async def _partner_down(
+    fed: Any, node: Any, create: Callable[[int], Awaitable[object]], groups: int
+) -> dict[str, object]:
+    """The creation again with ``run_outbox`` running and B down, in a backoff (of
+    the fake clock, which stands still) that outlasts the run."""
+    from datetime import timedelta
+
+    from relay.core.outbox import OutboxPolicy
+
+    long = timedelta(days=1000)  # full jitter: a backoff surely longer than the run
+    node.set_outbox_policy(
+        OutboxPolicy(batch_size=64, base_delay=long, max_delay=2 * long, idle_poll=long)
+    )
+    fed.network.down.add(B)
+    stop = asyncio.Event()
+    task = asyncio.create_task(node.run_outbox(stop))
+    try:
+        await asyncio.gather(*(create(i) for i in range(GROUP)))  # this one fails: backoff
+        async with asyncio.timeout(60):
+            while B not in node.unreachable_partners() or node.next_outbox_pass is None:
+                await asyncio.sleep(0.01)
+        passes = node.outbox_passes
+        _Counts.calls = 0
+        cpu0 = time.process_time()
+        for g in range(groups):
+            await asyncio.gather(*(create(g * GROUP + i) for i in range(GROUP)))
+        cpu = (time.process_time() - cpu0) / (groups * GROUP)
+        passes = node.outbox_passes - passes
+    finally:
+        stop.set()
+        await task
+    n = groups * GROUP
+    return {
+        "measure": f"the same with the outbox task running and B down (backoff), {n} packets",
+        "seconds": "",
+        "per_s": "",
+        "note": f"CPU {cpu * 1000:.2f} ms/packet; {_Counts.calls / n:.2f} SQLite calls per "
+        f"packet; {passes / groups:.2f} outbox passes per group",
+    }
 
 
 def run() -> list[dict[str, object]]:

@@ -137,6 +137,10 @@ class RelayNode:
         self._new_id = new_id
         self._policy = policy or OutboxPolicy()
         self._wake = asyncio.Event()
+        self._asleep_until: datetime | None = None  # the outbox's next pass, while it waits
+        self._held_until: dict[str, datetime | None] = {}  # backoffs read in this sleep
+        self.outbox_passes = 0
+        """Passes :meth:`run_outbox` has made so far (for tests)."""
         # the SQLite store commits new packets through a connection of its own: off the loop
         self._commits = GroupCommit(store, off_loop=getattr(store, "NEW_PACKETS_OFF_LOOP", False))
         self._content_check = content_check
@@ -295,8 +299,29 @@ class RelayNode:
             new = await self._commits.enqueue(to, case_id, build)
         except MalformedPacket as exc:
             raise NotAuthorized(f"malformed: {exc}") from exc
-        self._wake.set()
+        self._wake_for(new.summary)
         return new.summary
+
+    def _wake_for(self, queued: PacketSummary) -> None:
+        """Wake the outbox for a packet just queued, unless its sleep already ends
+        before the packet can go: its destination in backoff (a partner down) until
+        after the planned pass, and its expiry plus the grace later too. A wake that
+        sends nothing cost a whole pass per created group.
+
+        A destination's backoff is read once per sleep (a pass changes it, and a pass
+        ends the sleep): a backoff that another worker process clears during the sleep
+        is seen at the planned pass, at the latest when the backoff read would end."""
+        until = self._asleep_until
+        if until is not None and not self._wake.is_set():
+            peer = queued.receiver
+            if peer not in self._held_until:
+                backoff = self._store.peer_backoffs().get(peer)
+                self._held_until[peer] = backoff.next_attempt_at if backoff else None
+            held = self._held_until[peer]
+            due = self._clock() if held is None else max(self._clock(), held)
+            if min(due, queued.expires + self._policy.expiry_grace) >= until:
+                return
+        self._wake.set()
 
     def _own_copy(self, inner: str, packet_id: str) -> str:
         """The inner JWS sealed at rest for this node alone: ``r1.<kid>.<b64url>``
@@ -473,16 +498,27 @@ class RelayNode:
         """
         return await self._sender.deliver_once()
 
+    @property
+    def next_outbox_pass(self) -> datetime | None:
+        """When :meth:`run_outbox`, waiting, plans its next pass; ``None`` while a pass
+        runs or is about to (woken), or no outbox task runs."""
+        return None if self._wake.is_set() else self._asleep_until
+
     async def run_outbox(self, stop: asyncio.Event) -> None:
         """Run outbox passes until ``stop`` is set, sleeping until the next due attempt
-        (or until a new packet is queued)."""
+        (or until a packet is queued that can go before it: not one for a partner in
+        backoff, see :meth:`_wake_for`)."""
         while not stop.is_set():
             self._wake.clear()
+            self._asleep_until = None  # a packet queued during the pass wakes the next one
+            self._held_until.clear()
             try:
+                self.outbox_passes += 1
                 await self._sender.deliver_once(refill=True)
                 now = self._clock()
                 wake = self._sender.next_wakeup(now)
                 delay = max((wake - now).total_seconds(), 0.0)
+                self._asleep_until = wake
             except (StoreError, OSError, sqlite3.Error, psycopg.Error) as exc:
                 # a storage fault (full disk, I/O error, a lost or deadlocked PostgreSQL
                 # transaction) must not end delivery for good:
@@ -493,5 +529,6 @@ class RelayNode:
             _, pending = await asyncio.wait(
                 waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED
             )
+            self._asleep_until = None
             for task in pending:
                 task.cancel()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
+from collections.abc import Callable
+from datetime import timedelta
 
 from relay_core_support import DAFENG, NINGJIN, WUCHANG, Federation, drain, send
 
 from relay.audit.leaves import AuditLeaf, LeafKind, decode_leaf
 from relay.audit.store import AuditStore
 from relay.core.model import OutboxState
+from relay.core.outbox import OutboxPolicy
 from relay.core.receipts import ReceiptStatus, verify_receipt
 
 
@@ -128,3 +131,37 @@ async def test_own_copies_are_sealed_at_rest_and_older_hpke_copies_still_open(
     )
     assert node.read_packet(old).content == {"step": 1, "applicant": "张三"}
     assert node.read_packet(old).content_jws == inner
+
+
+async def test_a_packet_for_a_partner_in_backoff_does_not_wake_the_outbox(
+    federation: Federation,
+) -> None:
+    """A wake that can send nothing (the destination waits out a backoff past the
+    planned pass) cost a whole outbox pass per created group while a partner was down
+    (issue 12); a packet for a reachable partner still wakes it at once."""
+    node = federation.nodes[WUCHANG]
+    long = timedelta(days=1000)  # full jitter: a backoff surely longer than the run
+    node.set_outbox_policy(
+        OutboxPolicy(batch_size=16, base_delay=long, max_delay=2 * long, idle_poll=long)
+    )
+    federation.network.down.add(DAFENG)
+    stop = asyncio.Event()
+    task = asyncio.create_task(node.run_outbox(stop))
+
+    async def settled(done: Callable[[], bool]) -> None:
+        async with asyncio.timeout(20):
+            while not (done() and node.next_outbox_pass is not None):
+                await asyncio.sleep(0.01)
+
+    await send(federation, WUCHANG, DAFENG, "case-down")  # fails: DAFENG now in backoff
+    await settled(lambda: DAFENG in node.unreachable_partners())
+    passes = node.outbox_passes
+    down = await send(federation, WUCHANG, DAFENG, "case-down-2", n=5)
+    [up] = await send(federation, WUCHANG, NINGJIN, "case-up")
+    await settled(lambda: node.list_outbox(peer=NINGJIN)[0].state is OutboxState.DELIVERED)
+    assert node.outbox_passes == passes + 1  # the packet for NINGJIN's; none for DAFENG's
+    assert [i.summary.packet_id for i in node.list_outbox(peer=NINGJIN)] == [up]
+    queued = {i.summary.packet_id for i in node.list_outbox(state=OutboxState.QUEUED)}
+    assert set(down) <= queued
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
