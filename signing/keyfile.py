@@ -1,14 +1,16 @@
 """Node-local Ed25519 key files (staff-token key, survey join-link key).
 
-A key file is PKCS#8 PEM, created exclusively with mode 0600 (parents 0700) when
-missing; an existing file readable by group or others is refused, so a key that leaked
-through permissions is not silently used.
+A key file is PKCS#8 PEM, created with mode 0600 (parents 0700) when missing, whole or
+not at all (several workers of a node may create it at once); an existing file
+readable by group or others is refused, so a key that leaked through permissions is
+not silently used.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -24,7 +26,11 @@ class KeyFileError(SigningError):
 
 
 def _create(path: Path) -> Ed25519PrivateKey | None:
-    """Write a fresh key to ``path``; None when another process created it first."""
+    """Write a fresh key to ``path``; None when another process created it first.
+
+    The key is written and synced under a name of its own, then linked to ``path`` (an
+    atomic step that never replaces a file): a process starting at the same moment
+    sees either no file or a whole one, and a crash leaves no empty key file."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
@@ -32,13 +38,28 @@ def _create(path: Path) -> Ed25519PrivateKey | None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
+    try:  # mkstemp makes the file 0600
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return None  # created concurrently: load that one
+        _sync_directory(path.parent)
+        return key
+    finally:
+        os.unlink(tmp)
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return None  # created concurrently: load that one
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    return key
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_or_create_ed25519_key(path: Path, what: str) -> Ed25519PrivateKey:
