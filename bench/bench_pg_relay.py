@@ -50,6 +50,7 @@ from typing import Any
 import psycopg
 
 from bench.bench_relay_http import _agreement, _client, _cpu_seconds, _create_concurrently
+from bench.bench_relay_http import _config as node_config
 from relay.staff_client import StaffApiError
 
 N_PACKETS = int(os.environ.get("BENCH_PG_PACKETS", "2000"))
@@ -75,34 +76,9 @@ SETUPS = (
 def _config(folder: Path, node: str, dirs: dict[str, Path], bundle: Path,
             ports: dict[str, list[int]], agreement: Path, url: str | None) -> Path:  # fmt: skip
     partner = B if node == A else A
-    folder.mkdir(parents=True)
-    text = f"""
-[node]
-id = "{node}"
-key_dir = "{dirs[node]}"
-data_dir = "data"
-trust_bundle = "{bundle}"
-[listeners.federation]
-port = {ports[node][0]}
-[listeners.public]
-port = {ports[node][1]}
-[listeners.staff]
-port = {ports[node][2]}
-[[partners]]
-id = "{partner}"
-descriptor = "{dirs[partner] / "node.json"}"
-federation_url = "https://127.0.0.1:{ports[partner][0]}"
-[agreements]
-files = ["{agreement}"]
-[outbox]
-base_backoff = "100ms"
-max_backoff = "1s"
-"""
-    if url is not None:
-        text += f'[database]\nurl = "{url}"\n'
-    path = folder / "node.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    database = f'[database]\nurl = "{url}"\n' if url is not None else ""
+    return node_config(folder, node, dirs[node], bundle, ports[node], partner, dirs[partner],
+                       ports[partner][0], agreement, extra=database)  # fmt: skip
 
 
 async def _start(config: Path, reuse_port: bool) -> asyncio.subprocess.Process:
@@ -123,11 +99,18 @@ async def _start(config: Path, reuse_port: bool) -> asyncio.subprocess.Process:
 
 
 @asynccontextmanager
-async def _workers(config: Path, count: int) -> AsyncIterator[list[asyncio.subprocess.Process]]:
+async def _workers(
+    config: Path,
+    count: int,
+    started: Callable[[asyncio.subprocess.Process], None] = lambda _: None,
+) -> AsyncIterator[list[asyncio.subprocess.Process]]:
+    """``count`` workers of one node, started one after the other; ``started`` is called
+    as each is ready (the first one serves while the next starts)."""
     procs: list[asyncio.subprocess.Process] = []
     try:
         for _ in range(count):
             procs.append(await _start(config, reuse_port=count > 1))
+            started(procs[-1])
         yield procs
     finally:
         for proc in procs:
@@ -218,13 +201,23 @@ async def _one(setup: Setup, work: Path, pki: dict[str, Any], cluster: Any) -> d
             cpu0, t0 = _cpu(senders), time.perf_counter()
             await _create_concurrently(staff_a, request, N_PACKETS)
             created, create_cpu = time.perf_counter() - t0, _cpu(senders) - cpu0
-        async with _workers(configs[B], setup.workers) as receivers:
-            cpu0, t0 = _cpu(senders) + _cpu(receivers), time.perf_counter()
-            server0 = _server_cpu(cluster) if setup.postgresql else 0.0
+        # the catch-up starts when B's first worker serves (a second one starts
+        # meanwhile); each process's CPU counts from the moment it is ready
+        base: dict[int, float] = {}
+        marks: list[float] = []
+
+        def ready(proc: asyncio.subprocess.Process) -> None:
+            if not marks:
+                marks.append(time.perf_counter())
+                marks.append(_server_cpu(cluster) if setup.postgresql else 0.0)
+                base.update((p.pid, _cpu([p])) for p in senders)
+            base[proc.pid] = _cpu([proc])
+
+        async with _workers(configs[B], setup.workers, ready) as receivers:
             await _drained(query)
-            relayed = time.perf_counter() - t0
-            relay_cpu = _cpu(senders) + _cpu(receivers) - cpu0
-            server = _server_cpu(cluster) - server0 if setup.postgresql else 0.0
+            relayed = time.perf_counter() - marks[0]
+            relay_cpu = sum(_cpu([p]) - base[p.pid] for p in [*senders, *receivers])
+            server = _server_cpu(cluster) - marks[1] if setup.postgresql else 0.0
     delivered = int(query(DELIVERED)[0])
     if delivered != N_PACKETS:
         where = urls[A] or configs[A].parent / "data"

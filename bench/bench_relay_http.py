@@ -109,7 +109,10 @@ def _config(
     partner_dir: Path,
     partner_port: int,
     agreement: Path,
+    extra: str = "",
 ) -> Path:
+    """A node's config: one partner, one agreement, a short backoff; ``extra`` TOML is
+    appended (e.g. a ``[database]`` section)."""
     folder.mkdir(parents=True)
     text = f"""
 [node]
@@ -135,7 +138,7 @@ max_backoff = "1s"
 {f"batch_size = {BATCH}" if BATCH else ""}
 [limits]
 max_attachment_bytes = {2 * SIZE}
-"""
+{extra}"""
     path = folder / "node.toml"
     path.write_text(text, encoding="utf-8")
     return path
