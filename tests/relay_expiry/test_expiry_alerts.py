@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from cryptography import x509
 
@@ -37,11 +37,18 @@ def test_a_crl_warns_a_week_ahead_and_is_critical_when_stale(tmp_path, caplog) -
     _, node, bundle = _setup(tmp_path)
     watch = ExpiryWatch(node_id="420106", bundle=lambda: bundle, key_dir=node, agreements=())
     issuer = bundle.crls[0].issuer.rfc4514_string()
-    soon = ISSUED + CRL_VALIDITY - timedelta(days=6)
+    # 01:00 of a day five to six days before the CRL runs out, whatever the hour now
+    soon = datetime.combine((ISSUED + CRL_VALIDITY - timedelta(days=5)).date(), time(1), UTC)
+
+    def logged() -> int:
+        return len([r for r in caplog.records if "crl-expiring" in r.getMessage()])
+
     with caplog.at_level(logging.WARNING, logger="tongban.relay.expiry"):
         assert _codes(watch(soon)) == [("crl-expiring", Severity.WARNING, issuer)]
-        watch(soon + timedelta(hours=1))  # the same day: logged once
-    assert len([r for r in caplog.records if "crl-expiring" in r.getMessage()]) == 1
+        watch(soon + timedelta(hours=22))  # the same day: logged once
+        assert logged() == 1
+        watch(soon + timedelta(hours=23))  # the next day: logged again
+        assert logged() == 2
     stale = ISSUED + CRL_VALIDITY + timedelta(minutes=1)
     assert _codes(watch(stale)) == [("crl-stale", Severity.CRITICAL, issuer)]
     assert _codes(watch(ISSUED + CRL_VALIDITY - timedelta(days=8))) == []
