@@ -19,6 +19,15 @@ change records are appended after its case locks are taken (the log's append loc
 :data:`relay.audit.store.APPEND_LOCK`, comes last): no transaction takes a case lock
 while holding the log, so the two never wait on each other in a circle.
 
+A step must not cost more as its case grows: the store keeps, for the cases it used
+last (:data:`COPIES_KEPT`), the copy it read or wrote with the row's texts. A read whose
+row holds the same texts takes that copy (with its folded view) instead of decoding
+every event again; a write whose copy is the kept one with events added at the end
+writes the kept events text with the new events' text appended instead of encoding
+every event again (the text is the same: ``json.dumps`` of the whole list). The
+row's text is compared on every read, so a copy written by another worker or rolled
+back is never taken.
+
 A :class:`CaseSink` added with :meth:`SqliteCaseStore.add_sink` sees every stored
 change of a case and every audit leaf this store appends *inside* the transaction that
 makes them, so what it writes (relay.integration's event outbox) commits or rolls back
@@ -31,6 +40,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -45,6 +55,7 @@ from relay.cases.workflow import Case
 from relay.db.migrations import Connection, Migration, migrate
 from relay.db.open import connection_for, row_locks
 from relay.db.pg import pg_ddl
+from signing.pathcache import LruCache
 
 __all__ = [
     "MIGRATIONS",
@@ -72,6 +83,9 @@ MIGRATIONS = [Migration(1, "cases and applied case packets", SCHEMA, pg_ddl(SCHE
 
 _LOCKS = 0x6361_7365  # advisory lock space "case"
 
+COPIES_KEPT = 256
+"""Cases whose last copy the store keeps decoded (see the module note)."""
+
 T = TypeVar("T")
 
 
@@ -86,6 +100,20 @@ def case_to_json(case: Case) -> dict[str, Any]:
 def case_from_json(obj: dict[str, Any]) -> Case:
     header = CaseHeader.from_json(obj["header"])
     return Case(header, Office(obj["me"]), tuple(Event.from_content(e) for e in obj["events"]))
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A case copy as decoded from or encoded to its row's texts."""
+
+    me: str
+    header: str
+    events: str
+    case: Case
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 class CaseSink(Protocol):
@@ -109,6 +137,7 @@ class SqliteCaseStore:
         else:  # the log this store appends to
             migrate(self._conn, "audit", AUDIT_MIGRATIONS)
         self._sinks: list[CaseSink] = []
+        self._kept: LruCache[_Kept] = LruCache(COPIES_KEPT)
 
     def add_sink(self, sink: CaseSink) -> None:
         self._sinks.append(sink)
@@ -140,12 +169,44 @@ class SqliteCaseStore:
         self._conn.execute("COMMIT")
 
     @staticmethod
-    def _record(row: tuple[Any, ...]) -> CaseRecord:
+    def _record(row: tuple[Any, ...], case: Case | None = None) -> CaseRecord:
         me, header, events, access_hash, opened_at, version = row
-        case = case_from_json(
-            {"me": me, "header": json.loads(header), "events": json.loads(events)}
-        )
+        if case is None:
+            case = case_from_json(
+                {"me": me, "header": json.loads(header), "events": json.loads(events)}
+            )
         return CaseRecord(case, access_hash, datetime.fromtimestamp(opened_at, UTC), int(version))
+
+    def _decoded(self, case_id: str, row: tuple[Any, ...]) -> CaseRecord:
+        """The record of ``row``, its case the kept copy when the row's texts are the kept
+        ones (compared whole: a copy another writer left is decoded anew)."""
+        me, header, events = row[:3]
+        kept = self._kept.get(case_id)
+        if kept is not None and (kept.events, kept.header, kept.me) == (events, header, me):
+            return self._record(row, kept.case)
+        record = self._record(row)
+        self._kept.put(case_id, _Kept(me, header, events, record.case))
+        return record
+
+    def _encoded(self, case: Case) -> _Kept:
+        """The texts of ``case``'s row: the kept copy's events text with the events
+        appended since, when ``case`` is that copy with events added at its end."""
+        header = case.header
+        kept = self._kept.get(header.case_id)
+        events = case.events
+        if kept is not None and kept.case.header == header and kept.me == case.me.value:
+            held = kept.case.events
+            if len(held) <= len(events) and events[: len(held)] == held:
+                added = ", ".join(_json(e.to_content(header)) for e in events[len(held) :])
+                if not added:
+                    text = kept.events
+                elif held:
+                    text = f"{kept.events[:-1]}, {added}]"
+                else:
+                    text = f"[{added}]"
+                return _Kept(kept.me, kept.header, text, case)
+        data = case_to_json(case)
+        return _Kept(data["me"], _json(data["header"]), _json(data["events"]), case)
 
     _COLUMNS = "me, header, events, access_hash, opened_at, version"
 
@@ -154,14 +215,14 @@ class SqliteCaseStore:
             f"SELECT {self._COLUMNS} FROM cases WHERE case_id = ?",  # noqa: S608 - constant
             (case_id,),
         ).fetchone()
-        return None if row is None else self._record(row)
+        return None if row is None else self._decoded(case_id, row)
 
     def _put(self, conn: Connection, record: CaseRecord, *, insert: bool) -> None:
-        data = case_to_json(record.case)
+        texts = self._encoded(record.case)
         values = (
-            data["me"],
-            json.dumps(data["header"], ensure_ascii=False),
-            json.dumps(data["events"], ensure_ascii=False),
+            texts.me,
+            texts.header,
+            texts.events,
             record.access_hash,
             record.opened_at.timestamp(),
             record.version,
@@ -181,6 +242,7 @@ class SqliteCaseStore:
                 " opened_at = ?, version = ?, state = ?, updated_at = ? WHERE case_id = ?",
                 values,
             )
+        self._kept.put(record.case.header.case_id, texts)
 
     def create(self, record: CaseRecord) -> None:
         with self._tx([record.case.header.case_id]) as conn:

@@ -5,7 +5,8 @@
 2. Two copies driven by random legal steps of both offices, with packets delivered over
    a channel that keeps per-direction order (as the relay guarantees) but interleaves
    the directions arbitrarily and redelivers packets, end with identical events and
-   timelines.
+   timelines; after every step each copy's view, carried one event at a time, is the
+   view folded from all its events.
 """
 
 from __future__ import annotations
@@ -119,6 +120,14 @@ def step(c: Copies, move: tuple[str, int]) -> None:
         assert c.r == before
 
 
+def folded_whole(case: Case | None) -> None:
+    """A copy carried step by step (``Case.with_event``) is the copy folded whole."""
+    if case is not None:
+        whole = Case(case.header, case.me, case.events)
+        assert case.view == whole.view
+        assert [case.count(o) for o in Office] == [whole.count(o) for o in Office]
+
+
 def timeline(case: Case) -> list[tuple[object, ...]]:
     return [
         (e.event.kind, e.event.origin, e.event.seq, e.applied, e.state) for e in case.view.timeline
@@ -139,6 +148,8 @@ def test_both_copies_agree_after_any_interleaving_with_duplicates(moves, survey)
     c.to_h.extend(first)
     for move in moves:
         step(c, move)
+        folded_whole(c.r)
+        folded_whole(c.h)
     while c.to_h or c.to_r:  # drain what is still on the wire
         step(c, ("deliver-h", 0))
         step(c, ("deliver-r", 0))

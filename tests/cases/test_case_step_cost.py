@@ -1,0 +1,154 @@
+"""A case step costs the same however long the case is (issue 12, flat costs).
+
+The store keeps the copy it last read or wrote of each recent case, with its row's
+texts: a step takes it instead of decoding every event, folds only the new event onto
+its view, and appends the new event's text to the row's. These tests hold it to what
+the long way gives, on SQLite and a real PostgreSQL (``database``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from casekit import T0, details_for, header, later
+from dbkit import Database
+
+from relay.cases import workflow
+from relay.cases.model import Event, EventKind, Office
+from relay.cases.sqlite_store import SqliteCaseStore, case_to_json
+from relay.cases.store import CaseRecord
+from relay.cases.workflow import Case, Command, Received, transition
+
+K = EventKind
+R, H = Office.RECEIVING, Office.HANDLING
+
+
+def _opened(store: SqliteCaseStore, case_id: str) -> None:
+    fresh = Case(header(case_id), R)
+    case, _ = transition(fresh, Command(K.SUBMIT, details_for(K.SUBMIT, fresh)), later(0))
+    store.create(CaseRecord(case, None, T0, 1))
+
+
+def _complain(store: SqliteCaseStore, case_id: str, i: int) -> CaseRecord:
+    def change(old: CaseRecord | None) -> CaseRecord:
+        assert old is not None
+        new, _ = transition(old.case, Command(K.COMPLAIN, {"text": f"第{i}次催办"}), later(i))
+        return replace(old, case=new)
+
+    after = store.update(case_id, change)
+    assert after is not None
+    return after
+
+
+def _row_events(store: SqliteCaseStore, case_id: str) -> str:
+    row = store.connection.execute(
+        "SELECT events FROM cases WHERE case_id = ?", (case_id,)
+    ).fetchone()
+    return str(row[0])
+
+
+def _whole(case: Case) -> str:
+    return json.dumps(case_to_json(case)["events"], ensure_ascii=False)
+
+
+def test_a_case_grown_step_by_step_is_stored_and_folded_as_if_written_whole(
+    database: Database,
+) -> None:
+    store = SqliteCaseStore(database.connect())
+    _opened(store, "WC-GROW")
+    for i in range(1, 6):
+        after = _complain(store, "WC-GROW", i)
+        assert _row_events(store, "WC-GROW") == _whole(after.case)
+    # the handling office's acceptance, concurrent with the complaints: it sorts between
+    # them (Lamport time 2, the handling office first), so the copy is folded anew
+    accept = Event(K.ACCEPT, H, 1, 1, later(10), {})
+
+    def receive(old: CaseRecord | None) -> CaseRecord:
+        assert old is not None
+        new, _ = transition(old.case, Received(accept), later(10))
+        return replace(old, case=new)
+
+    after = store.update("WC-GROW", receive)
+    assert after is not None
+    assert after.case.events[1] == accept  # not at the end
+    assert _row_events(store, "WC-GROW") == _whole(after.case)
+    after = _complain(store, "WC-GROW", 11)
+    assert _row_events(store, "WC-GROW") == _whole(after.case)
+    fresh = Case(after.case.header, after.case.me, after.case.events)
+    assert after.case.view == fresh.view  # carried step by step = folded whole
+    assert after.case.count(R) == fresh.count(R) == 7
+    other = SqliteCaseStore(database.connect())  # keeps nothing: decodes the row
+    got = other.get("WC-GROW")
+    assert got is not None
+    assert got.case == after.case
+    assert got.case.view == after.case.view
+    store.close()
+    other.close()
+
+
+def test_a_step_decodes_and_folds_the_same_however_long_the_case(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteCaseStore(database.connect())
+    calls = {"decoded": 0, "folded": 0}
+    decode, fold = Event.from_content, workflow._apply
+
+    def counted_decode(obj: object) -> Event:
+        calls["decoded"] += 1
+        return decode(obj)  # type: ignore[arg-type]
+
+    def counted_fold(view: workflow.CaseView, event: Event) -> workflow.CaseView:
+        calls["folded"] += 1
+        return fold(view, event)
+
+    monkeypatch.setattr(Event, "from_content", staticmethod(counted_decode))
+    monkeypatch.setattr(workflow, "_apply", counted_fold)
+
+    def one_step(events: int) -> dict[str, int]:
+        case_id = f"WC-LONG-{events}"
+        _opened(store, case_id)
+        for i in range(1, events):
+            _complain(store, case_id, i)
+        assert store.get(case_id) is not None  # read once, as a page would
+        calls.update(decoded=0, folded=0)
+        _complain(store, case_id, events)
+        assert store.get(case_id) is not None
+        return dict(calls)
+
+    short, long = one_step(3), one_step(60)
+    assert short == long, (short, long)
+    assert long["decoded"] == 0
+    assert long["folded"] <= 2
+    store.close()
+
+
+def test_a_rolled_back_step_or_another_writers_step_is_read_from_the_row(
+    database: Database,
+) -> None:
+    store = SqliteCaseStore(database.connect())
+    other = SqliteCaseStore(database.connect())
+    _opened(store, "WC-KEPT")
+    kept = _complain(store, "WC-KEPT", 1)
+
+    class Refuses:
+        def changed(self, conn: object, old: object, new: object) -> None:
+            raise RuntimeError("the sink refuses")
+
+        def logged(self, conn: object, leaf: bytes) -> None:
+            pass
+
+    store.add_sink(Refuses())  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError):
+        _complain(store, "WC-KEPT", 2)  # encoded and kept, then rolled back
+    store._sinks.clear()
+    assert store.get("WC-KEPT") == kept
+    theirs = _complain(other, "WC-KEPT", 3)  # a second worker's step
+    got = store.get("WC-KEPT")
+    assert got == theirs
+    assert len(got.case.events) == 3
+    mine = _complain(store, "WC-KEPT", 4)
+    assert _row_events(store, "WC-KEPT") == _whole(mine.case)
+    assert len(mine.case.events) == 4
+    store.close()
+    other.close()
