@@ -20,13 +20,13 @@ change records are appended after its case locks are taken (the log's append loc
 while holding the log, so the two never wait on each other in a circle.
 
 A step must not cost more as its case grows: the store keeps, for the cases it used
-last (:data:`COPIES_KEPT`), the copy it read or wrote with the row's texts. A read whose
-row holds the same texts takes that copy (with its folded view) instead of decoding
-every event again; a write whose copy is the kept one with events added at the end
-writes the kept events text with the new events' text appended instead of encoding
-every event again (the text is the same: ``json.dumps`` of the whole list). The
-row's text is compared on every read, so a copy written by another worker or rolled
-back is never taken.
+last (:data:`COPIES_KEPT`, :data:`KEPT_TEXT_BYTES`), the copy it read or wrote with
+the row's texts. A read whose row holds the same texts takes that copy (with its folded
+view) instead of decoding every event again; a write whose copy is the kept one with
+events added at the end writes the kept events text with the new events' text
+appended instead of encoding every event again (the text is the same: ``json.dumps``
+of the whole list). The row's text is compared on every read, so a copy written by
+another worker or rolled back is never taken.
 
 A :class:`CaseSink` added with :meth:`SqliteCaseStore.add_sink` sees every stored
 change of a case and every audit leaf this store appends *inside* the transaction that
@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,7 +57,6 @@ from relay.cases.workflow import Case
 from relay.db.migrations import Connection, Migration, migrate
 from relay.db.open import connection_for, row_locks
 from relay.db.pg import pg_ddl
-from signing.pathcache import LruCache
 
 __all__ = [
     "MIGRATIONS",
@@ -84,7 +85,41 @@ MIGRATIONS = [Migration(1, "cases and applied case packets", SCHEMA, pg_ddl(SCHE
 _LOCKS = 0x6361_7365  # advisory lock space "case"
 
 COPIES_KEPT = 256
-"""Cases whose last copy the store keeps decoded (see the module note)."""
+"""Cases whose last copy the store keeps decoded (see the module note) ..."""
+KEPT_TEXT_BYTES = 8 << 20
+"""... and at most this many characters of their events texts together (the decoded
+copies take a few times that): a node with long cases keeps fewer of them."""
+
+
+class _KeptCopies:
+    """The kept copies, least recently used first out (by count and by text size);
+    thread-safe (retention runs in a worker thread)."""
+
+    def __init__(self) -> None:
+        self._copies: OrderedDict[str, _Kept] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, case_id: str) -> _Kept | None:
+        with self._lock:
+            kept = self._copies.get(case_id)
+            if kept is not None:
+                self._copies.move_to_end(case_id)
+            return kept
+
+    def put(self, case_id: str, kept: _Kept) -> None:
+        with self._lock:
+            old = self._copies.pop(case_id, None)
+            if old is not None:
+                self._size -= len(old.events)
+            if len(kept.events) > KEPT_TEXT_BYTES:
+                return  # too long to keep: it would only push the others out
+            self._size += len(kept.events)
+            self._copies[case_id] = kept
+            while len(self._copies) > COPIES_KEPT or self._size > KEPT_TEXT_BYTES:
+                _, dropped = self._copies.popitem(last=False)
+                self._size -= len(dropped.events)
+
 
 T = TypeVar("T")
 
@@ -137,7 +172,7 @@ class SqliteCaseStore:
         else:  # the log this store appends to
             migrate(self._conn, "audit", AUDIT_MIGRATIONS)
         self._sinks: list[CaseSink] = []
-        self._kept: LruCache[_Kept] = LruCache(COPIES_KEPT)
+        self._kept = _KeptCopies()
 
     def add_sink(self, sink: CaseSink) -> None:
         self._sinks.append(sink)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from casekit import T0, details_for, header, later
 from dbkit import Database
 
-from relay.cases import workflow
+from relay.cases import sqlite_store, workflow
 from relay.cases.model import Event, EventKind, Office
 from relay.cases.sqlite_store import SqliteCaseStore, case_to_json
 from relay.cases.store import CaseRecord
@@ -45,6 +46,7 @@ def _row_events(store: SqliteCaseStore, case_id: str) -> str:
     row = store.connection.execute(
         "SELECT events FROM cases WHERE case_id = ?", (case_id,)
     ).fetchone()
+    assert row is not None
     return str(row[0])
 
 
@@ -69,8 +71,9 @@ def test_a_case_grown_step_by_step_is_stored_and_folded_as_if_written_whole(
         new, _ = transition(old.case, Received(accept), later(10))
         return replace(old, case=new)
 
-    after = store.update("WC-GROW", receive)
-    assert after is not None
+    received = store.update("WC-GROW", receive)
+    assert received is not None
+    after = received
     assert after.case.events[1] == accept  # not at the end
     assert _row_events(store, "WC-GROW") == _whole(after.case)
     after = _complain(store, "WC-GROW", 11)
@@ -138,7 +141,7 @@ def test_a_rolled_back_step_or_another_writers_step_is_read_from_the_row(
         def logged(self, conn: object, leaf: bytes) -> None:
             pass
 
-    store.add_sink(Refuses())  # type: ignore[arg-type]
+    store.add_sink(Refuses())
     with pytest.raises(RuntimeError):
         _complain(store, "WC-KEPT", 2)  # encoded and kept, then rolled back
     store._sinks.clear()
@@ -152,3 +155,22 @@ def test_a_rolled_back_step_or_another_writers_step_is_read_from_the_row(
     assert len(mine.case.events) == 4
     store.close()
     other.close()
+
+
+def test_the_store_keeps_a_bounded_number_of_copies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "COPIES_KEPT", 2)
+    monkeypatch.setattr(sqlite_store, "KEPT_TEXT_BYTES", 2_000)
+    store = SqliteCaseStore(tmp_path / "relay.sqlite3")
+    for name in ("WC-1", "WC-2", "WC-3"):
+        _opened(store, name)
+    kept = store._kept
+    assert [kept.get(n) is not None for n in ("WC-1", "WC-2", "WC-3")] == [False, True, True]
+    after = _complain(store, "WC-3", 1)
+    for i in range(2, 12):  # WC-3 grows past the text budget: no longer kept, still right
+        after = _complain(store, "WC-3", i)
+    assert kept.get("WC-3") is None
+    assert store.get("WC-3") == after
+    assert store.get("WC-1") is not None
+    store.close()
