@@ -125,6 +125,7 @@ def test_the_cost_curve_benchmark_runs(module: str, monkeypatch: pytest.MonkeyPa
         ("cases", "2 open cases"),
         ("case history", "0 earlier packets in the case"),
         ("case history", "2 earlier packets in the case"),
+        ("case history", "2 earlier events in the case"),
     ]
     assert all(float(r["cpu ms/packet"]) > 0 for r in rows)  # type: ignore[arg-type]
 
