@@ -803,3 +803,11 @@ class SqliteStore(SqlStore):
         """The node's SQLite connection (for the audit log reader)."""
         assert isinstance(self._conn, sqlite3.Connection)
         return self._conn
+
+    @property
+    def writer_connection(self) -> sqlite3.Connection:
+        """The connection new packets are written through (opened on first use; for
+        tools and tests that look at the statements run)."""
+        with self._new_packets() as conn:
+            assert isinstance(conn, sqlite3.Connection)
+            return conn
