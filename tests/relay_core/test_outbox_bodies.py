@@ -1,15 +1,16 @@
 """Issue 12: an outgoing packet's bytes (``token``, ``own_copy``) live in
 ``outbox_bodies``, written once; a change of state rewrites the small ``outbox`` row
 only. Step 3 of the ``relay`` schema moved them there: a node whose database was
-written before keeps working (its delivered packets read back, its queued ones go out,
-once each, in order), on SQLite and on PostgreSQL."""
+written before keeps working (its delivered packets read back, its open ones go out,
+once each, in order): on SQLite a file made by the DDL of steps 1 and 2 holding a
+node's rows, on PostgreSQL step 3 undone in place."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
-from relay_core_support import DAFENG, WUCHANG, Federation, drain, send
+from relay_core_support import DAFENG, WUCHANG, Federation, drain, send, undo_outbox_bodies
 
 from relay.audit.store import MIGRATIONS as AUDIT_MIGRATIONS
 from relay.core.model import OutboxState
@@ -66,23 +67,6 @@ def _sqlite_as_step_2(path: Path) -> None:
     made.replace(path)
 
 
-def _pg_as_step_2(conn: PgConnection) -> None:
-    """Undo step 3 in place: the bodies back in ``outbox`` (as the columns step 1 made,
-    at the end of the row), ``outbox_bodies`` gone, the ``relay`` component at step 2."""
-    conn.execute("BEGIN")
-    conn.execute("ALTER TABLE outbox ADD COLUMN token TEXT, ADD COLUMN own_copy TEXT")
-    conn.execute(
-        "UPDATE outbox SET token = b.token, own_copy = b.own_copy"
-        " FROM outbox_bodies b WHERE b.ord = outbox.ord"
-    )
-    conn.execute(
-        "ALTER TABLE outbox ALTER COLUMN token SET NOT NULL, ALTER COLUMN own_copy SET NOT NULL"
-    )
-    conn.execute("DROP TABLE outbox_bodies")
-    conn.execute("UPDATE schema_versions SET version = 2 WHERE component = 'relay'")
-    conn.execute("COMMIT")
-
-
 async def test_a_node_written_before_step_3_reads_and_delivers_its_packets(
     federation: Federation, backend: str
 ) -> None:
@@ -96,15 +80,18 @@ async def test_a_node_written_before_step_3_reads_and_delivers_its_packets(
     before = {p: store.outgoing(p) for p in delivered + queued}
     contents = {p: node.read_packet(p).content for p in delivered + queued}
     states = [before[p].item.state for p in delivered + queued]  # type: ignore[union-attr]
-    assert states == [OutboxState.DELIVERED] * 2 + [OutboxState.IN_FLIGHT] * 2  # may be lost
+    assert states == [OutboxState.DELIVERED] * 2 + [OutboxState.IN_FLIGHT] * 2  # no answer yet
 
     if backend == "sqlite":
         store.close()
         _sqlite_as_step_2(fed.root / WUCHANG / "relay.sqlite3")
     else:
-        assert isinstance(store.connection, PgConnection)
-        _pg_as_step_2(store.connection)
-        assert "token" in _columns(store.connection, "outbox")
+        conn = store.connection
+        conn.execute("BEGIN")
+        undo_outbox_bodies(conn)
+        conn.execute("UPDATE schema_versions SET version = 2 WHERE component = 'relay'")
+        conn.execute("COMMIT")
+        assert "token" in _columns(conn, "outbox")
     node = fed.start(WUCHANG)  # opens the store: step 3 runs
     store = fed.stores[WUCHANG]
     conn = store.connection
