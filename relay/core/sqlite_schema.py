@@ -29,7 +29,10 @@ SQLite rewrote them, overflow pages included, with every change of the packet's 
 (queued, in flight, delivered with its receipt): several KB of WAL per change. Now a
 state change writes the small row only; the bodies are read where the packet's bytes
 are needed (sending a batch, the sender's own copy of a packet). Step 3 moves the
-bodies of existing rows over and drops the two columns from ``outbox``.
+bodies of existing rows over and drops the two columns from ``outbox``; on SQLite that
+rewrites the table once, at the first start of the release, in time and (reusable)
+file space proportional to the packets held (about 2,000 packets a second, and 80% of
+their size, on a small machine).
 
 ``outbox_heads`` keeps, per destination and case with open packets, the *head* (the
 open packet with the lowest ``seq``) and when it is next due, so the outbox finds what
