@@ -95,13 +95,24 @@ async def _measure(fed: Any, label: str, n: int, cases: int) -> float:
     return (time.process_time() - start) / n
 
 
-def _seed_rows(fed: Any, node: str, sql: str, rows: list[tuple[Any, ...]]) -> None:
+def _seed_rows(fed: Any, node: str, *steps: tuple[str, list[tuple[Any, ...]]]) -> None:
     fed.stores[node].close()
     conn = sqlite3.connect(fed.root / node / "relay.sqlite3")
     with conn:
-        conn.executemany(sql, rows)
+        for sql, rows in steps:
+            conn.executemany(sql, rows)
     conn.close()
     fed.start(node)  # back on its files (the outbox heads are rebuilt at open)
+
+
+_OUTBOX_ROWS = (
+    "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, summary, state, expires,"
+    " receipt) VALUES (?,?,?,?,?,?,?,?,?)"
+)
+_OUTBOX_BODIES = (
+    "INSERT INTO outbox_bodies (ord, token, own_copy)"
+    " SELECT ord, ?, 'own' FROM outbox WHERE packet_id = ?"
+)
 
 
 def _template(fed: Any) -> tuple[str, str]:
@@ -115,32 +126,27 @@ def _template(fed: Any) -> tuple[str, str]:
 
 def _seed_backlog(fed: Any, count: int, token: str, summary: str, expires: float) -> None:
     rows = [
-        (str(uuid.uuid4()), C, f"backlog-{i // 10}", i % 10 + 1, "d" * 64, token, summary,
-         "queued", expires, "own")
+        (str(uuid.uuid4()), C, f"backlog-{i // 10}", i % 10 + 1, "d" * 64, summary,
+         "queued", expires, None)
         for i in range(count)
     ]  # fmt: skip
-    _seed_rows(
-        fed, A,
-        "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, token, summary, state,"
-        " expires, own_copy) VALUES (?,?,?,?,?,?,?,?,?,?)", rows,
-    )  # fmt: skip
+    _seed_rows(fed, A, (_OUTBOX_ROWS, rows), (_OUTBOX_BODIES, [(token, r[0]) for r in rows]))
 
 
 def _seed_history(fed: Any, count: int, token: str, summary: str, at: float) -> None:
     ids = [str(uuid.uuid4()) for _ in range(count)]
     _seed_rows(
         fed, A,
-        "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, token, summary, state,"
-        " expires, own_copy, receipt) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        [(p, B, f"old-{i}", 1, "d" * 64, token, summary, "delivered", at, "own", "r")
-         for i, p in enumerate(ids)],
+        (_OUTBOX_ROWS, [(p, B, f"old-{i}", 1, "d" * 64, summary, "delivered", at, "r")
+                        for i, p in enumerate(ids)]),
+        (_OUTBOX_BODIES, [(token, p) for p in ids]),
     )  # fmt: skip
     _seed_rows(
         fed, B,
-        "INSERT INTO inbox (packet_id, sender, case_id, seq, digest, token, summary,"
-        " received_at, receipt, log_index) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        [(p, A, f"old-{i}", 1, "d" * 64, token, summary, at, "r", None)
-         for i, p in enumerate(ids)],
+        ("INSERT INTO inbox (packet_id, sender, case_id, seq, digest, token, summary,"
+         " received_at, receipt, log_index) VALUES (?,?,?,?,?,?,?,?,?,?)",
+         [(p, A, f"old-{i}", 1, "d" * 64, token, summary, at, "r", None)
+          for i, p in enumerate(ids)]),
     )  # fmt: skip
 
 
@@ -186,8 +192,11 @@ async def _relay_groups(base: Path, groups: set[str], row: Row) -> None:
             _seed_backlog(fed, queued, token, summary, expires)
             await fed.nodes[A].deliver_once()  # the restarted node learns C is down
             row("queued", f"{queued:,} queued", await _measure(fed, f"q{queued}", n, 50), first)
-            _seed_rows(fed, A, "DELETE FROM outbox WHERE peer = ? AND case_id LIKE ?",
-                       [(C, "backlog-%")])  # fmt: skip
+            _seed_rows(fed, A, *(
+                (f"DELETE FROM {table} WHERE ord IN (SELECT ord FROM outbox"
+                 " WHERE peer = ? AND case_id LIKE ?)", [(C, "backlog-%")])
+                for table in ("outbox_bodies", "outbox")
+            ))  # fmt: skip
 
         if "stored" in groups:
             first = row("stored", "0 stored", await _measure(fed, "s0", n, 50), None)

@@ -43,13 +43,16 @@ def _fill(conn: sqlite3.Connection, now: datetime) -> None:
         created = now - timedelta(seconds=HISTORY + OPEN - n)
         text = json.dumps({**summary, "packet_id": f"p{n}", "receiver": peer,
                            "created": created.timestamp()})  # fmt: skip
-        rows.append((f"p{n}", peer, f"C{n}", 1, "0" * 64, "tok", text, state,
-                     (now + timedelta(days=30)).timestamp(), "own"))  # fmt: skip
+        rows.append((f"p{n}", peer, f"C{n}", 1, "0" * 64, text, state,
+                     (now + timedelta(days=30)).timestamp()))  # fmt: skip
     conn.execute("BEGIN")
     conn.executemany(
-        "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, token, summary, state,"
-        " expires, own_copy) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, summary, state, expires)"
+        " VALUES (?,?,?,?,?,?,?,?)",
         rows,
+    )
+    conn.execute(
+        "INSERT INTO outbox_bodies (ord, token, own_copy) SELECT ord, 'tok', 'own' FROM outbox"
     )
     conn.execute("COMMIT")
 

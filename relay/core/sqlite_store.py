@@ -9,7 +9,8 @@ cases they send, locks on sequence allocation, deduplication by constraint).
 
 Layout of a node's data directory::
 
-    relay.sqlite3            outbox, inbox, sequence state, uploads, audit log
+    relay.sqlite3            outbox (and the packets' bodies), inbox, sequence state,
+                             uploads, audit log
     blobs/ab/abcdef…         sealed blobs, named by the SHA-256 of their bytes
     partial/<kind>-<digest>  uploads in progress (offset recorded after fsync); a staff
                              upload is sealed as it arrives, its key and unsealed tail
@@ -272,18 +273,23 @@ class SqlStore:
     ) -> None:
         audit_append_many(c, [new.audit_leaf for new in built])  # the log's lock first
         c.executemany(
-            "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, token, summary,"
-            " state, expires, own_copy) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, summary, state,"
+            " expires) VALUES (?,?,?,?,?,?,?,?)",
             [
                 (
-                    s.packet_id, s.receiver, s.case_id, s.seq, s.digest, new.token,
-                    summary_json(s), str(OutboxState.QUEUED), s.expires.timestamp(),
-                    new.own_copy,
+                    s.packet_id, s.receiver, s.case_id, s.seq, s.digest, summary_json(s),
+                    str(OutboxState.QUEUED), s.expires.timestamp(),
                 )
                 for new in built
                 for s in (new.summary,)
             ],
         )  # fmt: skip
+        # the bytes apart, written once: a change of state rewrites the small row only
+        c.executemany(
+            "INSERT INTO outbox_bodies (ord, token, own_copy)"
+            " SELECT ord, ?, ? FROM outbox WHERE packet_id = ?",
+            [(new.token, new.own_copy, new.summary.packet_id) for new in built],
+        )
         first: dict[tuple[str, str], str] = {}
         for new in built:
             first.setdefault((new.summary.receiver, new.summary.case_id), new.summary.packet_id)
@@ -453,7 +459,7 @@ class SqlStore:
     def outgoing(self, packet_id: str) -> Outgoing | None:
         r = self._conn.execute(
             f"SELECT {self._OUT_COLS}, token, own_copy FROM outbox"  # noqa: S608
-            " WHERE packet_id = ?",
+            " JOIN outbox_bodies USING (ord) WHERE packet_id = ?",
             (packet_id,),
         ).fetchone()
         return None if r is None else Outgoing(self._outbox_item(r), r[6], r[7])
@@ -797,3 +803,11 @@ class SqliteStore(SqlStore):
         """The node's SQLite connection (for the audit log reader)."""
         assert isinstance(self._conn, sqlite3.Connection)
         return self._conn
+
+    @property
+    def writer_connection(self) -> sqlite3.Connection:
+        """The connection new packets are written through (opened on first use; for
+        tools and tests that look at the statements run)."""
+        with self._new_packets() as conn:
+            assert isinstance(conn, sqlite3.Connection)
+            return conn

@@ -77,7 +77,8 @@ def _case_rows(conn: Connection, case_id: str) -> tuple[dict[str, Any], list[tup
     packets = [
         (str(p), str(t), str(r))
         for p, t, r in conn.execute(
-            "SELECT packet_id, token, receipt FROM outbox WHERE case_id = ? AND receipt IS NOT NULL"
+            "SELECT packet_id, token, receipt FROM outbox JOIN outbox_bodies USING (ord)"
+            " WHERE case_id = ? AND receipt IS NOT NULL"
             " UNION ALL SELECT packet_id, token, receipt FROM inbox WHERE case_id = ?",
             (case_id, case_id),
         )

@@ -159,8 +159,8 @@ class RetentionPurge:
 
     def _purge_packets(self, case_id: str) -> tuple[int, int]:
         """Empty the relay's packet copies of the case and delete their attachment blobs
-        (SQL on the relay core's ``inbox``/``outbox``/``blobs`` tables, through a
-        connection of the node's backend)."""
+        (SQL on the relay core's ``inbox``/``outbox``/``outbox_bodies``/``blobs`` tables,
+        through a connection of the node's backend)."""
         conn = self._connect()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -175,7 +175,11 @@ class RetentionPurge:
                 for _, summary in outbox:
                     digests.update(_attachment_digests(summary))
                 conn.execute("UPDATE inbox SET token = '' WHERE case_id = ?", (case_id,))
-                conn.execute("UPDATE outbox SET own_copy = '' WHERE case_id = ?", (case_id,))
+                conn.execute(
+                    "UPDATE outbox_bodies SET own_copy = ''"
+                    " WHERE ord IN (SELECT ord FROM outbox WHERE case_id = ?)",
+                    (case_id,),
+                )
                 for digest in digests:
                     conn.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
                     conn.execute("DELETE FROM attachments WHERE blob_digest = ?", (digest,))

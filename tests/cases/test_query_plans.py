@@ -1,6 +1,6 @@
 """Issue 12: every statement the relay and the case layer run per packet or per batch
 reads through an index, none scans a table that grows with history (outbox, inbox and
-their side tables, the audit log, cases, case_packets).
+their side tables, outbox_bodies included, the audit log, cases, case_packets).
 
 The statements are recorded as they run (SQLite's trace callback, with their values)
 while two offices take the per-packet paths: creating a step, sending, receiving,
@@ -67,7 +67,8 @@ async def test_no_per_packet_statement_scans_a_growing_table(offices: Offices) -
             await h.relay.deliver_once()
         raise AssertionError("still open after 50 passes")
 
-    conns = [o.store.connection for o in (r, h)] + [o.cases.connection for o in (r, h)]
+    conns = [c for o in (r, h) for c in (o.store.connection, o.store.writer_connection)]
+    conns += [o.cases.connection for o in (r, h)]  # new packets go through the writer
     assert all(isinstance(c, sqlite3.Connection) for c in conns)
     recorder = Recorder(conns)  # type: ignore[arg-type]
     try:
@@ -98,4 +99,7 @@ async def test_no_per_packet_statement_scans_a_growing_table(offices: Offices) -
         recorder.stop()
     assert len(h.desk.get(case_id).case.view.complaints) == 3
     assert len(recorder.statements) > 40, "the paths were not taken"
+    bodies = [sql for sql in recorder.statements if "outbox_bodies" in sql]
+    assert any(sql.startswith("INSERT INTO outbox_bodies") for sql in bodies), bodies
+    assert any("JOIN outbox_bodies" in sql for sql in bodies), bodies  # a batch is read
     assert recorder.scans() == []

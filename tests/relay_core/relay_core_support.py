@@ -234,6 +234,20 @@ async def collect(stream: AsyncIterator[bytes]) -> bytes:
     return b"".join([c async for c in stream])
 
 
+def undo_outbox_bodies(conn: Any) -> None:
+    """Undo step 3 of the ``relay`` schema in place, on either backend (for tests of
+    databases written before it): the packets' bodies back in ``outbox`` columns
+    (added at the end of the row), ``outbox_bodies`` dropped. The caller sets the
+    component's version."""
+    for column in ("token", "own_copy"):
+        conn.execute(f"ALTER TABLE outbox ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+        conn.execute(
+            f"UPDATE outbox SET {column} = (SELECT b.{column} FROM outbox_bodies b"
+            " WHERE b.ord = outbox.ord)"
+        )
+    conn.execute("DROP TABLE outbox_bodies")
+
+
 def inbox_ids(fed: Federation, node: str) -> list[str]:
     return [i.summary.packet_id for i in fed.nodes[node].list_inbox()]
 

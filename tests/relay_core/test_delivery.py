@@ -127,7 +127,9 @@ async def test_own_copies_are_sealed_at_rest_and_older_hpke_copies_still_open(
         f"{own.public_key().kid}.{b64url(hpke_seal(inner.encode(), own.public_key(), info=info))}"
     )
     federation.stores[WUCHANG].connection.execute(  # autocommit, on either backend
-        "UPDATE outbox SET own_copy = ? WHERE packet_id = ?", (hpke_copy, old)
+        "UPDATE outbox_bodies SET own_copy = ?"
+        " WHERE ord = (SELECT ord FROM outbox WHERE packet_id = ?)",
+        (hpke_copy, old),
     )
     assert node.read_packet(old).content == {"step": 1, "applicant": "张三"}
     assert node.read_packet(old).content_jws == inner

@@ -99,7 +99,9 @@ async def test_default_and_sm_provinces_exchange_packets_under_one_agreement(
         info = seal_info("packet-copy", {"id": reply.packet_id})
         older = f"r1.{kid}.{b64url(seal_at_rest(inner.encode(), own, info=info))}"
         fed.stores[DAFENG].connection.execute(
-            "UPDATE outbox SET own_copy = ? WHERE packet_id = ?", (older, reply.packet_id)
+            "UPDATE outbox_bodies SET own_copy = ?"
+            " WHERE ord = (SELECT ord FROM outbox WHERE packet_id = ?)",
+            (older, reply.packet_id),
         )
         assert receiver.read_packet(reply.packet_id).content_jws == inner
         # each province logs in its own profile: Jiangsu's audit log hashes with SM3

@@ -5,7 +5,7 @@ unsettled. On both backends."""
 
 from __future__ import annotations
 
-from relay_core_support import DAFENG, WUCHANG, Federation, drain, send
+from relay_core_support import DAFENG, WUCHANG, Federation, drain, send, undo_outbox_bodies
 
 
 def unsettled(fed: Federation, case_id: str | None = None) -> list[str]:
@@ -42,6 +42,7 @@ async def test_a_store_from_before_counts_every_accepted_packet_as_unsettled(
     await drain(fed, WUCHANG)
     fed.nodes[DAFENG].settle_inbox(ids)
     conn = fed.stores[DAFENG].connection  # back to the schema of step 1
+    undo_outbox_bodies(conn)
     conn.execute("DROP TABLE inbox_unsettled")
     conn.execute("UPDATE schema_versions SET version = 1 WHERE component = 'relay'")
     fed.start(DAFENG)  # migrates to step 2
