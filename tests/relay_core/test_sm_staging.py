@@ -34,16 +34,26 @@ from relay_core_support import (
     mixed_pki,
 )
 
+from relay.core.attachments import AttachmentVault
 from relay.core.blobs import attachment_aad
 from relay.core.fakes import FakeNetwork
 from relay.core.model import OutboxState
 from relay.core.outbox import OutboxPolicy
+from relay.core.packets import AttachmentKey
 from relay.core.service import RelayNode
+from relay.core.sqlite_store import SqliteStore
 from relay.core.store import StagedAttachment, UploadKind
 from signing import sm_seal, stream
 from signing.encoding import b64url_decode
 from signing.errors import DecryptionFailed
-from signing.hpke import HpkePrivateKey, HpkeSuite, hpke_open, hpke_seal, seal_info
+from signing.hpke import (
+    HpkePrivateKey,
+    HpkeSuite,
+    generate_hpke_key,
+    hpke_open,
+    hpke_seal,
+    seal_info,
+)
 from signing.segments import SegmentCipher, open_tail
 from signing.stream import HEADER_SIZE, new_stream_key
 
@@ -267,3 +277,66 @@ async def test_what_an_sm_node_staged_in_the_tink_stream_keeps_opening_and_going
         stream_of(blob_of(fed, DONGTAI, blob), received_key(fed, DONGTAI, packet_id), data) == "sm4"
     )
     assert await collect(fed.nodes[DONGTAI].open_attachment(blob)) == data
+
+
+def unwrap(staged: StagedAttachment, key: HpkePrivateKey) -> tuple[bytes, str]:
+    """The stream key of ``staged`` as the wrap's info names its stream, and that stream."""
+    for context, name in (({"stream": SM4_STREAM}, "sm4"), ({}, "tink")):
+        info = seal_info("attachment-key", {"digest": staged.plain_digest, **context})
+        try:
+            return hpke_open(staged.wrapped_key, key, info=info), name
+        except DecryptionFailed:
+            continue
+    raise AssertionError("the wrap opens with neither info")
+
+
+@pytest.mark.parametrize(
+    "suites",
+    [
+        (HpkeSuite.X25519, HpkeSuite.SM2_SM4GCM),
+        (HpkeSuite.SM2_SM4GCM, HpkeSuite.MLKEM768_X25519),
+    ],
+    ids=["default-to-sm", "sm-to-default"],
+)
+async def test_a_node_that_changes_profile_keeps_its_staged_uploads_in_their_stream(
+    tmp_path: Path, suites: tuple[HpkeSuite, HpkeSuite]
+) -> None:
+    """Staged, and half-uploaded (broken inside a segment), under the old key; the node
+    then leads with a key of the other profile and keeps the old one in the overlap:
+    the finished upload and the staged one stay in the old stream and open, a new
+    upload goes into the new one."""
+    old, new = (generate_hpke_key(suite) for suite in suites)
+    streams = {HpkeSuite.SM2_SM4GCM: "sm4"}
+
+    def no_packets(packet_id: str) -> tuple[AttachmentKey, ...]:
+        raise AssertionError("no received packets here")
+
+    store = SqliteStore(tmp_path / "node")
+    try:
+        before = AttachmentVault(store, [old], no_packets)
+        first, second, third = (os.urandom(150_000) for _ in range(3))
+        digests = [hashlib.sha256(d).hexdigest() for d in (first, second, third)]
+        assert await before.write_attachment(
+            digests[0], len(first), 0, chunks_of(first), media_type="a/b", name="1"
+        )
+        assert not await before.write_attachment(
+            digests[1], len(second), 0, chunks_of(second[:100_000]), media_type="a/b", name="2"
+        )
+        after = AttachmentVault(store, [new, old], no_packets)
+        assert await after.write_attachment(
+            digests[1], len(second), 100_000, chunks_of(second[100_000:]),
+            media_type="a/b", name="2",
+        )  # fmt: skip
+        assert await after.write_attachment(
+            digests[2], len(third), 0, chunks_of(third), media_type="a/b", name="3"
+        )
+        for data, digest, key in zip((first, second, third), digests, (old, old, new), strict=True):
+            staged = store.attachment(digest)
+            assert staged is not None
+            assert staged.key_kid == key.public_key().kid
+            stream_key, named = unwrap(staged, key)
+            blob = store.blob_path(staged.blob_digest).read_bytes()
+            assert stream_of(blob, stream_key, data) == named == streams.get(key.suite, "tink")
+            assert await collect(after.open_attachment(digest)) == data
+    finally:
+        store.close()
