@@ -7,7 +7,8 @@ Files of an upload in progress, beside the store's partial path ``P``::
 
     P        the sealed blob so far: header, then every complete segment
     P.key    {"kid", "wrapped"}: the stream key HPKE-sealed to this node's own key
-             (info purpose ``attachment-key``), written before the first byte
+             (info purpose ``attachment-key``, naming the stream unless it is §4.2's),
+             written before the first byte
     P.tail   the plaintext after the last complete segment, when an upload call ended
              inside a segment: ``signing.segments.seal_tail`` under the stream key
              (with the stream's own cipher: SM4-GCM for an SM4-GCM stream), bound to
