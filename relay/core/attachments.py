@@ -18,10 +18,21 @@ whose held bytes cannot be continued (damaged, or begun by an older version as
 plaintext) is dropped and starts again from 0 (``offset-mismatch``). A received blob
 opens with the key carried in the sealed content of the packet naming it.
 
-Streams (:mod:`relay.core.streams`): staged blobs are the Tink AES-GCM stream; a packet
-sealed to an SM partner's ``sm2-sm4gcm`` key carries SM4-GCM copies, re-encrypted
-under fresh keys (:meth:`AttachmentVault.for_recipient`); a received blob is in the
-stream its packet's ``sealed.suite`` names.
+Streams (:mod:`relay.core.streams`): a staged blob is in the stream of the node's own
+current key — the Tink AES-GCM stream, or on an SM-profile node (an ``sm2-sm4gcm``
+key, the switch of its ``r2`` own copies) the SM4-GCM stream from its first byte. A
+packet carries a staged blob as it is when the recipient's suite has the same stream,
+and otherwise a copy re-encrypted under a fresh key (:meth:`AttachmentVault.for_recipient`);
+a received blob is in the stream its packet's ``sealed.suite`` names.
+
+Which stream a staged blob is in follows from what is stored, with no column of its
+own: the wrapped stream key names it in its ``info`` (``{"digest", "stream"}``) unless
+it is the Tink stream (``{"digest"}``, as every wrap made before SM staging existed).
+A wrap by a key whose suite has another stream is opened with that stream's ``info``
+first, then the Tink one: what an SM node staged in the Tink stream before keeps opening
+and going out, and so does a node's staging after it changed profile (the row's
+``key_kid`` names the key it was wrapped to). The ``info`` is authenticated, so the
+stream read is the stream the key was wrapped for.
 """
 
 from __future__ import annotations
@@ -59,6 +70,14 @@ def key_by_kid(ring: Mapping[str, HpkePrivateKey], kid: str) -> HpkePrivateKey:
 def _check_digest(digest: str) -> None:
     if not is_digest(digest):
         raise AttachmentError("bad-digest", "a digest is 64 lowercase hex characters")
+
+
+def _wrap_info(digest: str, stream: streams.Stream) -> bytes:
+    """The ``info`` a staged attachment's stream key is wrapped with (module docstring)."""
+    context = {"digest": digest}
+    if stream is not streams.Stream.TINK_AES256GCM:
+        context["stream"] = stream.value
+    return seal_info("attachment-key", context)
 
 
 def info_of(staged: StagedAttachment) -> AttachmentInfo:
@@ -203,7 +222,7 @@ class AttachmentVault:
     ) -> StagedAttachment | None:
         upload = self._begin(UploadKind.STAGE, digest, size, offset)
         try:
-            kid, wrapped, key = await self._upload_key(upload, offset)
+            kid, wrapped, key, kind = await self._upload_key(upload, offset)
         except UploadDamaged as exc:
             _log.warning("staged upload %s dropped, restarts at 0: %s", digest, exc)
             self._drop(upload)
@@ -211,7 +230,9 @@ class AttachmentVault:
                 "offset-mismatch", "the held part could not be continued: continue at offset 0"
             ) from None
         aad = blobs.attachment_aad(digest)
-        sink = SealingSink(upload.path, key, aad=aad, size=size, offset=offset)
+        sink = SealingSink(
+            upload.path, key, aad=aad, size=size, offset=offset, cipher=kind.segment_cipher
+        )
         try:
             pos = await self._write(upload, size, offset, chunks, sink)
         except TailLost as lost:
@@ -232,21 +253,24 @@ class AttachmentVault:
         self._drop(upload)
         return staged
 
-    async def _upload_key(self, upload: Upload, offset: int) -> tuple[str, bytes, bytes]:
-        """(kid, wrapped key, key) of a staged upload: a new one when it starts at 0."""
-        info = seal_info("attachment-key", {"digest": upload.digest})
+    async def _upload_key(
+        self, upload: Upload, offset: int
+    ) -> tuple[str, bytes, bytes, streams.Stream]:
+        """(kid, wrapped key, key, stream) of a staged upload: a new key, in the stream of
+        this node's current key, when it starts at 0."""
         if offset == 0:
             key = new_stream_key()
             own = self._keys[0].public_key()
-            wrapped = hpke_seal(key, own, info=info)
+            kind = streams.stream_for(own.suite)
+            wrapped = hpke_seal(key, own, info=_wrap_info(upload.digest, kind))
             await asyncio.to_thread(write_key_file, upload.path, own.kid, wrapped)
-            return own.kid, wrapped, key
+            return own.kid, wrapped, key, kind
         held = read_key_file(upload.path)
         if held is None:
             raise UploadDamaged("no key file (begun as plaintext by an older version?)")
         kid, wrapped = held
         try:
-            return kid, wrapped, hpke_open(wrapped, key_by_kid(self._ring, kid), info=info)
+            return kid, wrapped, *self._unwrap(kid, wrapped, upload.digest)
         except (NotFound, DecryptionFailed) as exc:
             raise UploadDamaged(f"the upload's key does not open: {exc}") from None
 
@@ -258,18 +282,18 @@ class AttachmentVault:
             item = self._store.attachment(digest)
             if item is None:
                 raise NotFound(f"attachment {digest} is not staged")
-            key = AttachmentKey(
-                item.blob_digest, self._unwrap(item), item.plain_digest, item.plain_size
-            )
-            found.append((item, key))
+            key, kind = self._unwrap(item.key_kid, item.wrapped_key, item.plain_digest)
+            akey = AttachmentKey(item.blob_digest, key, item.plain_digest, item.plain_size, kind)
+            found.append((item, akey))
         return found
 
     async def for_recipient(
         self, staged: list[tuple[StagedAttachment, AttachmentKey]], suite: str
     ) -> list[tuple[StagedAttachment, AttachmentKey]]:
-        """``staged`` as a packet sealed with ``suite`` carries them: a blob in another
-        stream than the suite's is re-encrypted, under a fresh key, into a new blob
-        (published; the staged record and its blob stay as they are)."""
+        """``staged`` as a packet sealed with ``suite`` carries them: a blob in the
+        suite's stream as it is (an SM node's staged blob to an SM partner), a blob in
+        the other stream re-encrypted, under a fresh key, into a new blob (published;
+        the staged record and its blob stay as they are)."""
         want = streams.stream_for(suite)
         out = []
         for item, key in staged:
@@ -290,15 +314,22 @@ class AttachmentVault:
             out.append((copy, AttachmentKey(digest, fresh, key.plain_digest, key.plain_size, want)))
         return out
 
-    def _unwrap(self, staged: StagedAttachment) -> bytes:
-        info = seal_info("attachment-key", {"digest": staged.plain_digest})
-        return hpke_open(staged.wrapped_key, key_by_kid(self._ring, staged.key_kid), info=info)
+    def _unwrap(self, kid: str, wrapped: bytes, digest: str) -> tuple[bytes, streams.Stream]:
+        """The stream key wrapped to our key ``kid`` for the attachment ``digest``, and
+        the stream it seals (module docstring)."""
+        own = key_by_kid(self._ring, kid)
+        kind = streams.stream_for(own.suite)
+        if kind is not streams.Stream.TINK_AES256GCM:
+            with contextlib.suppress(DecryptionFailed):
+                return hpke_open(wrapped, own, info=_wrap_info(digest, kind)), kind
+        kind = streams.Stream.TINK_AES256GCM  # staged in the Tink stream (before SM staging)
+        return hpke_open(wrapped, own, info=_wrap_info(digest, kind)), kind
 
     def open_attachment(self, digest: str) -> AsyncIterator[bytes]:
         staged = self._store.attachment(digest)
         if staged is not None:
-            key, blob, plain = self._unwrap(staged), staged.blob_digest, staged.plain_digest
-            kind = streams.Stream.TINK_AES256GCM
+            key, kind = self._unwrap(staged.key_kid, staged.wrapped_key, staged.plain_digest)
+            blob, plain = staged.blob_digest, staged.plain_digest
         else:
             packet_id = self._store.packet_naming_blob(digest)
             if packet_id is None:

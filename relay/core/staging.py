@@ -1,15 +1,21 @@
 """A staff upload sealed as it streams in: the staged file is written once, already the
-sealed blob (docs/protocol.md §4.2 stream, associated data
-:func:`relay.core.blobs.attachment_aad`), and no plaintext reaches the disk.
+sealed blob (docs/protocol.md §4.2 stream, or on an SM-profile node the SM4-GCM stream
+of §4.4; associated data :func:`relay.core.blobs.attachment_aad`), and no plaintext
+reaches the disk.
 
 Files of an upload in progress, beside the store's partial path ``P``::
 
     P        the sealed blob so far: header, then every complete segment
     P.key    {"kid", "wrapped"}: the stream key HPKE-sealed to this node's own key
-             (info purpose ``attachment-key``), written before the first byte
+             (info purpose ``attachment-key``, naming the stream unless it is §4.2's),
+             written before the first byte
     P.tail   the plaintext after the last complete segment, when an upload call ended
-             inside a segment: ``signing.segments.seal_tail`` under the stream key,
-             bound to the segment boundary it starts at
+             inside a segment: ``signing.segments.seal_tail`` under the stream key
+             (with the stream's own cipher: SM4-GCM for an SM4-GCM stream), bound to
+             the segment boundary it starts at
+
+Which stream an upload is in, its :class:`signing.segments.SegmentCipher`, is the
+caller's to say (:mod:`relay.core.attachments` reads it from the wrapped key).
 
 The recorded offset ``O`` (the store's ``Upload.offset``) is in plaintext bytes. Its
 segment boundary ``b`` (``signing.segments.segment_boundary``) says how much of ``P`` is
@@ -43,6 +49,7 @@ from typing import BinaryIO
 from relay.core.blobs import UploadDamaged, write_all
 from signing.errors import DecryptionFailed, MalformedInput
 from signing.segments import (
+    SegmentCipher,
     SegmentSealer,
     ciphertext_offset,
     open_sealed_prefix,
@@ -107,11 +114,21 @@ def drop_sidecars(path: Path) -> None:
 class SealingSink:
     """The :class:`relay.core.blobs.Sink` of a staff upload: plaintext in, sealed blob
     out (hashed both ways on the way through). ``offset`` is where this call continues
-    (0: a new stream under ``key``)."""
+    (0: a new stream under ``key``); ``cipher`` is the stream's segment cipher."""
 
-    def __init__(self, path: Path, key: bytes, *, aad: bytes, size: int, offset: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        key: bytes,
+        *,
+        aad: bytes,
+        size: int,
+        offset: int,
+        cipher: SegmentCipher = SegmentCipher.AES256GCM,
+    ) -> None:
         self._path = path
         self._key = key
+        self._cipher = cipher
         self._aad = aad
         self._size = size
         self._offset = offset
@@ -125,7 +142,9 @@ class SealingSink:
         f = open(self._path, "r+b", buffering=0)  # noqa: SIM115 - closed by close()
         try:
             if self._offset == 0:
-                self._sealer = SegmentSealer.start(self._key, aad=self._aad, size=self._size)
+                self._sealer = SegmentSealer.start(
+                    self._key, aad=self._aad, size=self._size, cipher=self._cipher
+                )
                 f.truncate(0)
                 self._emit(f, [self._sealer.header])
                 self._emit(f, self._sealer.feed(b""))  # an empty file: its one segment
@@ -143,11 +162,15 @@ class SealingSink:
         f.seek(0)
         reader = _HashingReader(f)
         try:
-            for plain in open_sealed_prefix(reader, self._key, aad=self._aad, segments=segments):
+            kept_plain = open_sealed_prefix(
+                reader, self._key, aad=self._aad, segments=segments, cipher=self._cipher
+            )
+            for plain in kept_plain:
                 self.plain_sha.update(plain)
             self._sealer = SegmentSealer.resume(
-                self._key, header, aad=self._aad, size=self._size, offset=boundary
-            )
+                self._key, header, aad=self._aad, size=self._size, offset=boundary,
+                cipher=self._cipher,
+            )  # fmt: skip
         except (DecryptionFailed, MalformedInput):
             raise UploadDamaged("the held upload does not open") from None
         self.blob_sha = reader.sha  # header and kept segments, read once
@@ -156,7 +179,8 @@ class SealingSink:
         f.seek(kept)
         if self._offset > boundary:
             try:
-                tail = open_tail(self._key, header, boundary, self._tail_path().read_bytes())
+                held = self._tail_path().read_bytes()
+                tail = open_tail(self._key, header, boundary, held, cipher=self._cipher)
             except (OSError, DecryptionFailed):
                 raise TailLost(boundary) from None
             if len(tail) < self._offset - boundary:
@@ -193,7 +217,9 @@ class SealingSink:
         start = self._sealer.sealed
         _write_durably(
             self._tail_path(),
-            seal_tail(self._key, self._sealer.header, start, self._sealer.pending),
+            seal_tail(
+                self._key, self._sealer.header, start, self._sealer.pending, cipher=self._cipher
+            ),
         )
         return self._sealer.fed
 

@@ -6,9 +6,11 @@ an SM-profile node's ``sm2-sm4gcm`` key, the SM4-GCM stream with HKDF-SM3
 (:mod:`signing.sm_seal`, §4.4): :func:`stream_for` maps the packet's ``sealed.suite``
 to its blobs' stream. Both take a 32-byte key and associated data.
 
-A node stages its own attachments in the Tink stream (:mod:`relay.core.attachments`);
-a packet to an SM partner carries a copy re-encrypted by :func:`transcode_file` under a
-fresh key. Transcoding runs in constant memory and writes no plaintext to disk: one
+A node stages its own attachments in the stream of its own current key (an SM-profile
+node in the SM4-GCM stream, :mod:`relay.core.attachments`), sealing them as they arrive
+with :mod:`signing.segments` under :attr:`Stream.segment_cipher`; a packet to a partner
+of the other stream carries a copy re-encrypted by :func:`transcode_file` under a fresh
+key. Transcoding runs in constant memory and writes no plaintext to disk: one
 thread decrypts into a bounded in-memory pipe while the caller's thread encrypts from
 it. The copy is returned only when the source decrypted completely (every segment
 authenticated); otherwise :class:`signing.errors.DecryptionFailed` is raised and the
@@ -27,6 +29,7 @@ from typing import BinaryIO
 
 from signing import sm_seal, stream
 from signing.hpke import HpkeSuite
+from signing.segments import SegmentCipher
 
 __all__ = ["Stream", "decrypt", "encrypt", "stream_for", "transcode_file"]
 
@@ -38,6 +41,11 @@ class Stream(StrEnum):
 
     TINK_AES256GCM = "tink-aes256gcm-hkdf-sha256-64k"
     SM4GCM = "sm4gcm-hkdf-sm3-64k"
+
+    @property
+    def segment_cipher(self) -> SegmentCipher:
+        """What seals its segments, for resumable sealing (:mod:`signing.segments`)."""
+        return SegmentCipher.SM4GCM if self is Stream.SM4GCM else SegmentCipher.AES256GCM
 
 
 def stream_for(suite: str) -> Stream:

@@ -77,14 +77,17 @@ def make_pki(base: Path) -> Pki:
     return Pki(bundle, keys, descriptors, load_node_keys(base / "rogue-node"), fed)
 
 
-def mixed_pki(base: Path) -> Pki:
-    """Hubei in the default profile (WUCHANG) and Jiangsu in the SM profile (DAFENG),
-    each its own federation, one trust bundle; the rogue slot holds Wuchang's keys."""
+def mixed_pki(base: Path, *, more_sm: tuple[str, ...] = ()) -> Pki:
+    """Hubei in the default profile (WUCHANG) and Jiangsu in the SM profile (DAFENG, and
+    the nodes ``more_sm``), each its own federation, one trust bundle; the rogue slot
+    holds Wuchang's keys."""
     then = START - timedelta(days=1)
     init_federation(base / "hubei", "Hubei", now=then)
     init_federation(base / "jiangsu", "Jiangsu", now=then, profile="sm")
     issue_node(base / "hubei", WUCHANG, "武昌区政务服务中心", "127.0.0.1", base / WUCHANG, now=then)
     issue_node(base / "jiangsu", DAFENG, "大丰区行政审批局", "127.0.0.1", base / DAFENG, now=then)
+    for node in more_sm:
+        issue_node(base / "jiangsu", node, f"office {node}", "127.0.0.1", base / node, now=then)
     bundle = TrustBundle.from_pem(
         b"".join(
             (base / fed / name).read_bytes()
@@ -92,7 +95,7 @@ def mixed_pki(base: Path) -> Pki:
             for name in ("root.pem", "crl.pem")
         )
     )
-    keys = {node: load_node_keys(base / node) for node in (WUCHANG, DAFENG)}
+    keys = {node: load_node_keys(base / node) for node in (WUCHANG, DAFENG, *more_sm)}
     descriptors = {node: k.descriptor_bytes for node, k in keys.items()}
     return Pki(bundle, keys, descriptors, keys[WUCHANG], base / "jiangsu")
 

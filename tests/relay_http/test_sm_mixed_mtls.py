@@ -3,7 +3,8 @@ root, SM2 seals, a P-256 transport root for the channel) and Hubei in the defaul
 profile run real nodes on loopback and exchange packets with attachments both ways
 under one agreement. What crosses is SM where the recipient is SM: the SM node signs
 SM2SM3, seals to it are ``sm2-sm4gcm`` and its attachments SM4-GCM streams; the
-default node gets HPKE and Tink AES-GCM. OpenSSL judges an SM2 signature taken from
+default node gets HPKE and Tink AES-GCM. Each node stages in its own profile's stream
+(the SM node SM4-GCM). OpenSSL judges an SM2 signature taken from
 the run."""
 
 from __future__ import annotations
@@ -251,16 +252,18 @@ async def test_sm_and_default_provinces_exchange_packets_over_mutual_tls(
     now = datetime.now(UTC)
     receipt = verify_receipt(item["receipt"], mixed.bundle, at=now, expected_from=HUBEI)
     assert receipt.status is ReceiptStatus.ACCEPTED
-    # the SM node's own staged copy: the Tink stream, its key sealed to its SM2 key
+    # the SM node's own staged copy: the SM4-GCM stream (密评: no AES at rest either), its
+    # key sealed to its SM2 key naming that stream; Hubei got a Tink copy of it (above)
     store = mixed.jiangsu.core._store
     staged = store.attachment(hashlib.sha256(scan.read_bytes()).hexdigest())
     assert staged is not None
     [own] = load_node_keys(mixed.dirs[JIANGSU]).hpke_keys
     assert own.suite is HpkeSuite.SM2_SM4GCM
     assert staged.key_kid == own.public_key().kid
-    info = seal_info("attachment-key", {"digest": staged.plain_digest})
-    key = hpke_open(staged.wrapped_key, own, info=info)
-    assert _stream_of(store.blob_path(staged.blob_digest), key, scan.read_bytes()) == "tink"
+    context = {"digest": staged.plain_digest, "stream": "sm4gcm-hkdf-sm3-64k"}
+    key = hpke_open(staged.wrapped_key, own, info=seal_info("attachment-key", context))
+    assert _stream_of(store.blob_path(staged.blob_digest), key, scan.read_bytes()) == "sm4"
+    assert staged.blob_digest != _payload(packet)["attachments"][0]["digest"]
 
     # OpenSSL, as the independent judge, verifies the SM2 signature of that packet
     head, body, sig = packet.split(".")
