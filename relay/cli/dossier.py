@@ -20,6 +20,7 @@ from pathlib import Path
 from relay.audit.errors import AuditError
 from relay.cli._common import CliError, read_bytes
 from relay.config import ConfigError, NodeConfig, load_config
+from relay.db.migrations import SchemaBehind, SchemaTooNew
 from relay.db.open import STORAGE_ERRORS
 from relay.dossier.export import UnknownCase, export_case
 from relay.dossier.layout import DossierError
@@ -98,6 +99,10 @@ async def _export_async(config: NodeConfig, case: str, with_media: bool = False)
         )
     except UnknownCase as exc:
         raise CliError("unknown-case", str(exc), 1) from None
+    except SchemaBehind as exc:
+        raise CliError("schema-behind", f"no dossier written: {exc}", 1) from None
+    except SchemaTooNew as exc:
+        raise CliError("schema-too-new", f"no dossier written: {exc}", 1) from None
     except _EXPORT_ERRORS as exc:
         raise CliError("export", f"no dossier written: {exc}", 1) from None
     finally:

@@ -24,9 +24,11 @@ from relay.db.pg import PgConnection
 __all__ = [
     "Connection",
     "Migration",
+    "SchemaBehind",
     "SchemaTooNew",
     "dialect_of",
     "migrate",
+    "require_current",
     "schema_version",
 ]
 
@@ -83,6 +85,32 @@ def _run_script(conn: Connection, script: str) -> None:
             pending = ""
     if pending.strip(" \n\t;"):
         conn.execute(pending)
+
+
+class SchemaBehind(Exception):
+    """The database has not been migrated to this release yet (a tool that only reads
+    does not migrate it: an older node may still be running on it)."""
+
+    def __init__(self, component: str, found: int, known: int) -> None:
+        super().__init__(
+            f"the {component} tables are at schema version {found} and this release reads"
+            f" version {known}: start the node of this release once, or run"
+            " `tongban db migrate --config node.toml`, then try again"
+        )
+        self.component = component
+        self.found = found
+        self.known = known
+
+
+def require_current(conn: Connection, component: str, steps: Sequence[Migration]) -> None:
+    """For a tool that reads ``component``'s tables without migrating them: raise
+    :class:`SchemaBehind` or :class:`SchemaTooNew` unless they are at the last of
+    ``steps``."""
+    found = schema_version(conn, component)
+    if found < len(steps):
+        raise SchemaBehind(component, found, len(steps))
+    if found > len(steps):
+        raise SchemaTooNew(component, found, len(steps))
 
 
 def schema_version(conn: Connection, component: str) -> int:

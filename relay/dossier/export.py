@@ -36,9 +36,11 @@ from relay.audit.bundle import bundle_from_store
 from relay.audit.checkpoint import Checkpoint, SignedNote, node_id_of_origin
 from relay.audit.errors import AuditError
 from relay.audit.service import AuditService, PartnerKeys
+from relay.cases.sqlite_store import MIGRATIONS as CASE_MIGRATIONS
 from relay.config import NodeConfig
 from relay.core.packets import peek_facts
-from relay.db.migrations import Connection, dialect_of
+from relay.core.sqlite_schema import MIGRATIONS as RELAY_MIGRATIONS
+from relay.db.migrations import Connection, dialect_of, require_current
 from relay.db.open import open_connection
 from relay.dossier.layout import pack
 from relay.dossier.surveys import collect_surveys
@@ -110,6 +112,9 @@ async def export_case(
     """
     conn = open_connection(config, "dossier")
     try:
+        # read, never migrated here: a node of the release before may still run on it
+        require_current(conn, "relay", RELAY_MIGRATIONS)
+        require_current(conn, "cases", CASE_MIGRATIONS)
         case, packets = _case_rows(conn, case_id)
     finally:
         conn.close()

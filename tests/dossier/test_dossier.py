@@ -638,3 +638,30 @@ def test_survey_reports_and_licences_carry_a_timestamp_over_their_own_leaf(
     assert not line.ok
     assert line.code == "proof"
     assert f"timestamps/leaves/{index}.tsr" in line.problem
+
+
+def test_export_from_a_database_not_yet_migrated_says_how_to_migrate(
+    exported: Exported, tmp_path: Path
+) -> None:
+    """A read-only export does not migrate (a node of the release before may still run
+    on the database): it names the step the tables are at and what to run."""
+    import shutil
+
+    node = exported.demo / "nodes" / B
+    shutil.copytree(node / "data", tmp_path / "data")
+    shutil.copy(node / "node.toml", tmp_path / "node.toml")
+    conn = sqlite3.connect(tmp_path / "data" / "relay.sqlite3")
+    with conn:
+        conn.execute("UPDATE schema_versions SET version = 2 WHERE component = 'relay'")
+    conn.close()
+    target = tmp_path / "case.zip"
+    result = subprocess.run(
+        [*TONGBAN, "dossier", "export", exported.case, "--config",
+         str(tmp_path / "node.toml"), "--out", str(target)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "error[schema-behind]" in result.stderr
+    assert "relay tables are at schema version 2" in result.stderr
+    assert "tongban db migrate" in result.stderr
+    assert not target.exists()
