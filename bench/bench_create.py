@@ -20,9 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import sqlite3
-import sys
 import tempfile
 import threading
 import time
@@ -30,7 +28,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.sample import sample_facts
+from bench.sample import sample_facts, two_node_federation
 
 N = int(os.environ.get("CREATE_N", "1600"))
 GROUP, CASES = 16, 4
@@ -93,16 +91,7 @@ def _content(i: int) -> dict[str, object]:
 
 
 async def _scenario(base: Path) -> list[dict[str, object]]:
-    sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "relay_core"))
-    from relay_core_support import FakeAgreement, FakeClock, Federation, make_pki
-
-    from relay.core.fakes import FakeNetwork
-    from relay.core.outbox import OutboxPolicy
-
-    fed = Federation(
-        pki=make_pki(base / "pki"), root=base, clock=FakeClock(), agreement=FakeAgreement(),
-        network=FakeNetwork(rng=random.Random(1)), policy=OutboxPolicy(batch_size=64),
-    )  # fmt: skip
+    fed = two_node_federation(base)
     try:
         node = fed.start(A)
         fed.start(B)

@@ -17,14 +17,14 @@ import asyncio
 import contextlib
 import functools
 import os
-import random
 import sqlite3
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from bench.sample import two_node_federation
 
 N = int(os.environ.get("OUTBOX_N", "800"))
 GROUP, CASES = 16, 4
@@ -73,16 +73,7 @@ def _wal(fed: Any) -> int:
 
 
 async def _scenario(base: Path) -> list[dict[str, object]]:
-    sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "relay_core"))
-    from relay_core_support import FakeAgreement, FakeClock, Federation, make_pki
-
-    from relay.core.fakes import FakeNetwork
-    from relay.core.outbox import OutboxPolicy
-
-    fed = Federation(
-        pki=make_pki(base / "pki"), root=base, clock=FakeClock(), agreement=FakeAgreement(),
-        network=FakeNetwork(rng=random.Random(1)), policy=OutboxPolicy(batch_size=64),
-    )  # fmt: skip
+    fed = two_node_federation(base)
     try:
         node = fed.start(A)
         fed.start(B)
