@@ -30,6 +30,7 @@ __all__ = [
     "b64url_decode",
     "canonical_json",
     "check_ijson",
+    "is_canonical_b64url",
     "loads_ijson",
 ]
 
@@ -39,6 +40,9 @@ MAX_DEPTH = 32
 """How deep arrays and objects may nest in one JSON document (the top level is 1)."""
 
 
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_VALUE = {c: i for i, c in enumerate(_ALPHABET)}
+_UNUSED_BITS = {2: 0b1111, 3: 0b11}  # by length mod 4: bits of the last character unused
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _FROM_STANDARD = bytes.maketrans(b"+/", b"-_")
 
@@ -50,6 +54,19 @@ def b64url(data: bytes) -> str:
         .rstrip(b"=")
         .decode("ascii")
     )
+
+
+def is_canonical_b64url(text: str) -> bool:
+    """True when ``text`` is unpadded base64url (:func:`b64url_decode` takes it) and the
+    encoding :func:`b64url` gives its bytes: the unused low bits of its last character
+    are zero. The answer of decoding and encoding again, without doing either."""
+    if not isinstance(text, str) or not text.isascii() or len(text) % 4 == 1:
+        return False
+    raw = text.encode("ascii")
+    if raw.translate(None, _ALPHABET):  # a character outside the alphabet is left
+        return False
+    unused = _UNUSED_BITS.get(len(raw) % 4)
+    return unused is None or _VALUE[raw[-1]] & unused == 0
 
 
 def b64url_decode(text: str) -> bytes:

@@ -54,6 +54,7 @@ from signing.encoding import (
     b64url_decode,
     canonical_json,
     check_ijson,
+    is_canonical_b64url,
     loads_ijson,
 )
 from signing.errors import MalformedInput
@@ -279,8 +280,8 @@ def canonical_parts(token: str) -> None:
     if len(parts) != 3:
         raise MalformedInput("a compact JWS has three parts")
     for part in parts:
-        if b64url(b64url_decode(part)) != part:
-            raise MalformedInput("non-canonical base64url")
+        if not is_canonical_b64url(part):
+            raise MalformedInput("not canonical base64url without padding")
 
 
 def require_canonical(obj: object, payload: bytes) -> None:
