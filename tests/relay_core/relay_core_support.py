@@ -6,6 +6,7 @@ helpers."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -231,6 +232,16 @@ def pg_schema_url(database: str, name: str) -> str:
 async def chunks_of(data: bytes, size: int = 65_536) -> AsyncIterator[bytes]:
     for i in range(0, len(data), size):
         yield data[i : i + size]
+
+
+async def stage(node: RelayNode, data: bytes, name: str = "营业执照.pdf") -> str:
+    """Stage ``data`` at ``node`` as a staff upload in one call; its plaintext digest."""
+    digest = hashlib.sha256(data).hexdigest()
+    info = await node.write_attachment(
+        digest, len(data), 0, chunks_of(data), media_type="application/pdf", name=name
+    )
+    assert info is not None
+    return digest
 
 
 async def collect(stream: AsyncIterator[bytes]) -> bytes:

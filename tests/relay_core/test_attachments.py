@@ -22,23 +22,14 @@ from relay_core_support import (
     chunks_of,
     collect,
     drain,
+    stage,
 )
 
 from relay.core.errors import AttachmentError
 from relay.core.model import OutboxState
-from relay.core.service import RelayNode
 from signing.stream import ciphertext_size
 
 MIB = 1 << 20
-
-
-async def stage(node: RelayNode, data: bytes) -> str:
-    digest = hashlib.sha256(data).hexdigest()
-    info = await node.write_attachment(
-        digest, len(data), 0, chunks_of(data), media_type="application/pdf", name="场地照片.pdf"
-    )
-    assert info is not None
-    return digest
 
 
 async def test_a_staff_upload_resumes_at_its_offset_and_is_sealed_at_rest(
@@ -80,7 +71,7 @@ async def test_an_attachment_crosses_a_breaking_link_and_opens_at_the_recipient(
 ) -> None:
     sender, receiver = federation.nodes[WUCHANG], federation.nodes[DAFENG]
     data = os.urandom(1_000_000)
-    digest = await stage(sender, data)
+    digest = await stage(sender, data, name="场地照片.pdf")
     federation.network.cut_uploads_after = 200_000  # every upload connection breaks
     summary = await sender.create_packet(
         to=DAFENG, case_id="c", matter=MATTER, action=ACTION, mode=MODE,
@@ -161,7 +152,7 @@ async def test_each_byte_is_written_once_per_node_and_read_back_only_when_resume
     size, slack = 8 * MIB, MIB // 2  # slack: SQLite pages, logs; the blob is size + 0.04%
     data = os.urandom(size)
     read0, written0 = _io()
-    digest = await stage(sender, data)
+    digest = await stage(sender, data, name="场地照片.pdf")
     read1, written1 = _io()
     assert size <= written1 - written0 < size + slack  # not plaintext, then sealed copy
     assert read1 - read0 < slack

@@ -32,6 +32,7 @@ from relay_core_support import (
     collect,
     drain,
     mixed_pki,
+    stage,
 )
 
 from relay.core.attachments import AttachmentVault
@@ -40,7 +41,6 @@ from relay.core.fakes import FakeNetwork
 from relay.core.model import OutboxState
 from relay.core.outbox import OutboxPolicy
 from relay.core.packets import AttachmentKey
-from relay.core.service import RelayNode
 from relay.core.sqlite_store import SqliteStore
 from relay.core.store import StagedAttachment, UploadKind
 from signing import sm_seal, stream
@@ -110,15 +110,6 @@ def blob_of(fed: Federation, node: str, digest: str) -> bytes:
 
 def blob_count(fed: Federation, node: str) -> int:
     return sum(1 for p in (fed.root / node / "blobs").rglob("*") if p.is_file())
-
-
-async def stage(node: RelayNode, data: bytes) -> str:
-    digest = hashlib.sha256(data).hexdigest()
-    info = await node.write_attachment(
-        digest, len(data), 0, chunks_of(data), media_type="application/pdf", name="营业执照.pdf"
-    )
-    assert info is not None
-    return digest
 
 
 async def send(fed: Federation, sender: str, to: str, digest: str) -> tuple[str, str]:
