@@ -203,3 +203,22 @@ async def test_receiving_in_a_case_with_a_long_history_costs_the_same(tmp_path: 
         offices.close()
     # a read of the case's whole inbox per packet would cost thousands of steps more
     assert after <= before * 1.15, (before, after)
+
+
+@pytest.mark.parametrize(
+    ("module", "size"), [("bench_create", "CREATE_N"), ("bench_outbox_writes", "OUTBOX_N")]
+)
+def test_the_per_packet_benchmarks_run(
+    module: str, size: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Smoke runs (one group of packets) of the in-process benchmarks that share the
+    two-node set-up of bench/sample.py: each prints rows with a positive measure."""
+    import importlib
+
+    bench = importlib.import_module(f"bench.{module}")
+    monkeypatch.setattr(bench, "N", 16)
+    rows = bench.run()
+    assert rows
+    measured = [v for r in rows for k, v in r.items() if k != "measure" and isinstance(v, float)]
+    assert measured
+    assert all(v > 0 for v in measured), rows
