@@ -13,6 +13,7 @@ key, a wrong type, an out-of-range value, an unknown key (usually a typo) — ra
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -89,6 +90,18 @@ class OutboxSettings:
     base_backoff: float = 1.0
     max_backoff: float = 300.0
     lease: float = 120.0  # PostgreSQL: how long a worker's claim on a case lasts unrenewed
+
+
+@dataclass(frozen=True)
+class InboxSettings:
+    """How the node examines incoming packets."""
+
+    examine_helper: bool = True  # in a helper process (relay.core.examine_pool)
+
+
+def _default_examine_helper() -> bool:
+    """A helper process pays off with a second core to run on."""
+    return (os.cpu_count() or 1) > 1
 
 
 @dataclass(frozen=True)
@@ -200,6 +213,7 @@ class NodeConfig:
 
     survey: SurveySettings = SurveySettings()
     database: DatabaseSettings = DatabaseSettings()  # noqa: RUF009 - frozen, immutable
+    inbox: InboxSettings = InboxSettings(examine_helper=False)  # built by hand: no helper
 
     def partner(self, node_id: str) -> Partner | None:
         for partner in self.partners:
@@ -518,6 +532,12 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
     outbox = replace(outbox, lease=lease)
     outbox_t.done()
 
+    inbox_t = root.sub("inbox", required=False)
+    inbox = InboxSettings(
+        examine_helper=inbox_t.boolean("examine_helper", _default_examine_helper())
+    )
+    inbox_t.done()
+
     staff_t = root.sub("staff", required=False)
     staff = StaffSettings(
         token_key=staff_t.path("token_key", data_dir / "staff-token.key"),
@@ -582,6 +602,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
         directory=directory,
         survey=survey,
         database=database,
+        inbox=inbox,
     )
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -119,6 +119,7 @@ class CoreHandle:
     close: Callable[[], None]
     directory: Directory | None = None  # partner descriptors; resolved partners are added
     agreements: AgreementSwitch | None = None  # replaced as a whole on reload
+    aclose: Callable[[], Awaitable[None]] | None = None  # stops helpers (before close)
 
 
 CoreFactory = Callable[[NodeConfig, PeerLink, BundleSource, Callable[[], datetime]], CoreHandle]
@@ -177,6 +178,7 @@ def relay_core_factory(
         clock=clock,
         rng=random.Random(),  # noqa: S311 - retry jitter, not a secret
         policy=policy,
+        examine_helper=config.inbox.examine_helper,
     )
     closed = False
     health = StorageHealth(lambda: store.connection, config.data_dir)
@@ -190,7 +192,12 @@ def relay_core_factory(
         store.close()
 
     return CoreHandle(
-        core=node, storage_ok=storage_ok, close=close, directory=directory, agreements=authorizer
+        core=node,
+        storage_ok=storage_ok,
+        close=close,
+        directory=directory,
+        agreements=authorizer,
+        aclose=node.aclose,
     )
 
 
@@ -543,6 +550,8 @@ class Node:
         if self._link is not None:
             await self._link.close()
         if self._handle is not None:
+            if self._handle.aclose is not None:
+                await self._handle.aclose()
             self._handle.close()
         if self._staff_store is not None:
             self._staff_store.close()

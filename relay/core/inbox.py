@@ -19,6 +19,7 @@ from datetime import datetime
 
 from relay.audit.leaves import Direction, LeafKind
 from relay.core.directory import Directory
+from relay.core.examine_pool import ExamineProcess
 from relay.core.leaves import packet_leaf, receipt_leaf
 from relay.core.model import AttachmentInfo, PacketSummary
 from relay.core.packets import RoutingFacts, packet_digest, peek_facts
@@ -69,7 +70,10 @@ class Inbox:
         pipeline: Pipeline,
         store: RelayStore,
         clock: Clock,
+        examiner: ExamineProcess | None = None,
     ) -> None:
+        """``examiner``: a helper process that examines batches (checks 1 and 7), else
+        (and whenever it cannot answer) they are examined in a thread."""
         self._me = me
         self._signer = signer
         self._bundle = bundle
@@ -78,6 +82,7 @@ class Inbox:
         self._pipeline = pipeline
         self._store = store
         self._clock = clock
+        self._examiner = examiner
         self._lock = asyncio.Lock()
 
     def use_pipeline(self, pipeline: Pipeline) -> None:
@@ -100,7 +105,11 @@ class Inbox:
             ]
 
         # signatures, certificate paths and HPKE: pure and slow, so off the event loop
-        examined = await asyncio.to_thread(examine_all)
+        examined = None
+        if self._examiner is not None:
+            examined = await self._examiner.examine(packets, bundle, at=at, peer_id=peer_id)
+        if examined is None:
+            examined = await asyncio.to_thread(examine_all)
         async with self._lock:
             pipeline = self._pipeline
             accepted: list[OpenedPacket] = []  # so far in this batch, not yet committed

@@ -42,6 +42,7 @@ from relay.core.errors import (
     PacketTooLarge,
     StoreError,
 )
+from relay.core.examine_pool import ExamineProcess
 from relay.core.fields import format_time
 from relay.core.group_commit import GroupCommit
 from relay.core.inbox import Inbox, summary_of
@@ -113,6 +114,7 @@ class RelayNode:
         policy: OutboxPolicy | None = None,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         content_check: ContentCheck | None = None,
+        examine_helper: bool = False,
     ) -> None:
         """``keys`` gives the seal signer and HPKE private keys (current first, then
         previous ones still inside the rotation overlap); ``bundle`` the trust bundle,
@@ -121,7 +123,8 @@ class RelayNode:
         expiry settings; ``new_id`` makes packet ids (random UUIDs from the OS: they
         must stay unique across restarts, which a seeded ``rng`` would not give);
         ``content_check`` the application's check of incoming content (see
-        :meth:`install_content_check`)."""
+        :meth:`install_content_check`); ``examine_helper``: examine incoming batches in
+        a helper process (:mod:`relay.core.examine_pool`; stop it with :meth:`aclose`)."""
         self.node_id = node_id
         self._signer = keys.seal
         self.profile = certificate_profile(keys.seal.leaf)  # of the seal: signing.profiles
@@ -144,6 +147,7 @@ class RelayNode:
         # the SQLite store commits new packets through a connection of its own: off the loop
         self._commits = GroupCommit(store, off_loop=getattr(store, "NEW_PACKETS_OFF_LOOP", False))
         self._content_check = content_check
+        self._examiner = ExamineProcess(self._hpke, node_id) if examine_helper else None
         self._inbox = Inbox(
             me=node_id,
             signer=keys.seal,
@@ -153,6 +157,7 @@ class RelayNode:
             pipeline=standard_pipeline(authorizer, content_check, profile=self.profile),
             store=store,
             clock=clock,
+            examiner=self._examiner,
         )
         self._vault = AttachmentVault(store, self._hpke, self._incoming_keys)
         self._ring = key_ring(self._hpke)
@@ -178,6 +183,16 @@ class RelayNode:
         returns; a duplicate packet id gets the original receipt back.
         """
         return await self._inbox.receive_batch(peer_id, packets)
+
+    @property
+    def examiner(self) -> ExamineProcess | None:
+        """The helper process examining incoming batches, if the node has one."""
+        return self._examiner
+
+    async def aclose(self) -> None:
+        """Stop what the node runs beside its event loop (the examine helper)."""
+        if self._examiner is not None:
+            await self._examiner.aclose()
 
     async def receive_batch_opened(self, peer_id: str, packets: Sequence[str]) -> ReceivedBatch:
         """:meth:`receive_batch` that also hands over the packets it accepted with their

@@ -35,7 +35,7 @@ pass (backoffs already scheduled stand). :data:`RESTART_LIMITS` are reported und
 - ``max_connections_per_peer``: the peer link's connection pool and the listener's
   per-partner counters are sized with it.
 
-Changed ``[staff]`` and ``[audit]`` settings are reported under ``restart_needed`` too.
+Changed ``[staff]``, ``[audit]`` and ``[inbox]`` settings are reported under ``restart_needed`` too.
 """
 
 from __future__ import annotations
@@ -165,13 +165,16 @@ def _prepare(node: Node, now: datetime) -> _Prepared:
         f"limits.{name}"
         for name in RESTART_LIMITS
         if getattr(config.limits, name) != getattr(old.limits, name)
-    ) + tuple(name for name in ("staff", "audit") if getattr(config, name) != getattr(old, name))
+    ) + tuple(
+        name for name in ("staff", "audit", "inbox") if getattr(config, name) != getattr(old, name)
+    )
     # what runs keeps its restart-only limits; node.config is the configuration in force
     config = replace(
         config,
         limits=replace(
             config.limits, **{name: getattr(old.limits, name) for name in RESTART_LIMITS}
         ),
+        inbox=old.inbox,  # the helper started with the node
     )
     try:
         outbox_policy(config)

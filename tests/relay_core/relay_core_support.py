@@ -160,8 +160,11 @@ class Federation:
         keys: NodeKeys | None = None,
         directory: Directory | None = None,
         bundle: Callable[[], TrustBundle] | None = None,
+        examine_helper: bool = False,
     ) -> RelayNode:
-        """(Re)start a node on its store (closing a previous instance)."""
+        """(Re)start a node on its store (closing a previous instance); with
+        ``examine_helper`` it examines incoming batches in a helper process (stop it with
+        ``await node.aclose()``)."""
         if node_id in self.stores:
             self.stores[node_id].close()
         keys = keys or self.pki.keys[node_id]
@@ -182,6 +185,7 @@ class Federation:
             clock=self.clock,
             rng=random.Random(hash(node_id) & 0xFFFF),
             policy=self.policy,
+            examine_helper=examine_helper,
         )
         self.stores[node_id] = store
         self.nodes[node_id] = node

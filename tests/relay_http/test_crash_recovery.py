@@ -5,6 +5,7 @@ packet is delivered exactly once, in per-case order, and every receipt verifies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -53,16 +54,41 @@ class Proc:
             line = (await self.proc.stdout.readline()).decode()
         assert "serving" in line, line
 
-    async def kill9(self) -> None:
+    def helpers(self) -> list[int]:
+        """The process ids of the node's examine helpers (its children running
+        ``relay.core.examine_worker``)."""
         assert self.proc is not None
+        found = []
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                with contextlib.suppress(OSError):
+                    if b"relay.core.examine_worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                        found.append(int(child))
+        return found
+
+    async def kill9(self) -> None:
+        """kill -9 the node; its examine helper must end by itself (its pipe closes)."""
+        assert self.proc is not None
+        helpers = self.helpers()
         self.proc.send_signal(signal.SIGKILL)
         await self.proc.wait()
+        async with asyncio.timeout(10):
+            while any(_alive(pid) for pid in helpers):
+                await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
             async with asyncio.timeout(60):
                 await self.proc.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended (its parent, the node, is gone)
 
 
 def _client(config: Path, role: StaffRole) -> StaffClient:
@@ -95,6 +121,7 @@ async def test_kill_9_during_delivery_loses_and_duplicates_nothing(
     extra = (
         f'[agreements]\nfiles = ["{agreement}"]\n'
         '[outbox]\nbase_backoff = "50ms"\nmax_backoff = "500ms"\nbatch_size = 20\n'
+        "[inbox]\nexamine_helper = true\n"
     )
     config_a = write_config(
         tmp_path / "a",
@@ -140,17 +167,20 @@ async def test_kill_9_during_delivery_loses_and_duplicates_nothing(
         # B comes up and is killed -9 again and again while A delivers; A once too
         await node_b.start()
         progress = [0]
+        examined_by_helper = False
         for kill in range(B_KILLS):
             async with asyncio.timeout(120):
                 while (done := await _delivered(config_a)) is None or done <= progress[-1]:
                     await asyncio.sleep(0.05)  # wait for some delivery progress
             progress.append(done)
+            examined_by_helper = examined_by_helper or bool(node_b.helpers())
             await node_b.kill9()
             if kill == B_KILLS // 2:
                 await node_a.kill9()
                 await node_a.start()
             await node_b.start()
         assert progress[-1] < total, "everything was delivered before the last kill"
+        assert examined_by_helper, "B never ran its examine helper"
 
         async with asyncio.timeout(300):
             while (done := await _delivered(config_a)) != total:

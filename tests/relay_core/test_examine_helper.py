@@ -1,0 +1,242 @@
+"""The examine helper process (relay.core.examine_pool): a real child process that
+verifies and opens incoming batches for a node, with the same results as the thread it
+replaces, the trust bundle in force, a fallback when it is gone, and no life of its own
+after the node's."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from relay_core_support import (
+    DAFENG,
+    OUTSIDER,
+    START,
+    WUCHANG,
+    FakeAgreement,
+    FakeClock,
+    Federation,
+    Pki,
+    drain,
+    facts,
+    forge,
+    make_pki,
+    send,
+)
+
+import relay.core.examine_pool as examine_pool
+from certs.pki import revoke
+from relay.core.examine_pool import ExamineProcess
+from relay.core.fakes import FakeNetwork
+from relay.core.model import OutboxState
+from relay.core.outbox import OutboxPolicy
+from relay.core.packets import key_ring
+from relay.core.receipts import ReceiptStatus, verify_receipt
+from relay.core.receiver import Examined, examine
+from signing.encoding import b64url, b64url_decode
+
+
+def _federation(pki: Pki, root: Path) -> Federation:
+    return Federation(
+        pki=pki, root=root, clock=FakeClock(), agreement=FakeAgreement(),
+        network=FakeNetwork(rng=random.Random(3)), policy=OutboxPolicy(batch_size=16),
+    )  # fmt: skip
+
+
+def _tampered(token: str) -> str:
+    head, payload, sig = token.split(".")
+    raw = bytearray(b64url_decode(sig))
+    raw[0] ^= 1
+    return f"{head}.{payload}.{b64url(bytes(raw))}"
+
+
+def _same(a: Examined, b: Examined) -> bool:
+    if isinstance(a.packet, str) or isinstance(b.packet, str):
+        return a.packet == b.packet and a.content == b.content and a.body == b.body
+    return (
+        a.packet.token == b.packet.token
+        and a.packet.digest == b.packet.digest
+        and a.packet.facts == b.packet.facts
+        and a.packet.signer == b.packet.signer
+        and (a.content, a.body) == (b.content, b.body)
+    )
+
+
+async def test_the_helper_examines_a_batch_as_the_thread_does(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    fed = _federation(pki, tmp_path)
+    good = [
+        forge(fed, pki.keys[WUCHANG], DAFENG, facts(fed, WUCHANG, DAFENG, case=f"c{i}"),
+              body={"applicant": "张三", "i": i})
+        for i in range(5)
+    ]  # fmt: skip
+    batch = [
+        *good,
+        _tampered(good[0]),  # bad-signature
+        forge(fed, pki.keys[WUCHANG], WUCHANG, facts(fed, WUCHANG, WUCHANG)),  # not-for-me
+        forge(fed, pki.keys[OUTSIDER], DAFENG, facts(fed, OUTSIDER, DAFENG)),  # sender-mismatch
+        "不是包裹",  # malformed (not ASCII)
+    ]
+    ring = key_ring(pki.keys[DAFENG].hpke_keys)
+    local = [examine(t, pki.bundle, ring, at=START, peer_id=WUCHANG, me=DAFENG) for t in batch]
+    helper = ExamineProcess(pki.keys[DAFENG].hpke_keys, DAFENG)
+    try:
+        remote = await helper.examine(batch, pki.bundle, at=START, peer_id=WUCHANG)
+        assert remote is not None, "the helper did not answer"
+        assert helper.examined_batches == 1
+    finally:
+        await helper.aclose()
+    assert [isinstance(e.packet, str) for e in remote] == [False] * 5 + [True] * 4
+    assert [e.packet for e in remote[5:]] == [
+        "bad-signature", "not-for-me", "sender-mismatch", "malformed",
+    ]  # fmt: skip
+    assert all(_same(x, y) for x, y in zip(local, remote, strict=True))
+    assert remote[2].body == {"applicant": "张三", "i": 2}
+
+
+async def test_batches_in_flight_come_back_in_their_own_time(tmp_path: Path) -> None:
+    """Several batches queued at once: each is answered when the helper has examined it,
+    not when the last one is (a sender waiting for the whole queue would stall the
+    pipeline of lanes)."""
+    pki = make_pki(tmp_path / "pki")
+    fed = _federation(pki, tmp_path)
+    tokens = [
+        forge(fed, pki.keys[WUCHANG], DAFENG, facts(fed, WUCHANG, DAFENG, case=f"c{i}"))
+        for i in range(4 * 40)
+    ]
+    helper = ExamineProcess(pki.keys[DAFENG].hpke_keys, DAFENG)
+    try:
+        assert await helper.examine(tokens[:1], pki.bundle, at=START, peer_id=WUCHANG)
+        done: list[int] = []
+
+        async def batch(k: int) -> None:
+            part = tokens[k * 40 : (k + 1) * 40]
+            assert await helper.examine(part, pki.bundle, at=START, peer_id=WUCHANG)
+            done.append(k)
+
+        first = asyncio.ensure_future(batch(0))
+        rest = asyncio.ensure_future(asyncio.gather(*(batch(k) for k in (1, 2, 3))))
+        await first
+        assert done == [0], "the first batch waited for the batches queued after it"
+        await rest
+    finally:
+        await helper.aclose()
+
+
+async def test_a_revoked_sender_is_refused_by_the_helper_from_the_next_batch(
+    tmp_path: Path,
+) -> None:
+    pki = make_pki(tmp_path / "pki")
+    fed = _federation(pki, tmp_path)
+    fed.agreement.parties.add(OUTSIDER)
+    receiver = fed.start(DAFENG, bundle=pki.current_bundle, examine_helper=True)
+    try:
+        keys = pki.keys[OUTSIDER]
+        first = forge(fed, keys, DAFENG, facts(fed, OUTSIDER, DAFENG, case="r"))
+        [ok] = await receiver.receive_batch(OUTSIDER, [first])
+        assert verify_receipt(ok, pki.bundle, at=START, expected_from=DAFENG).status is (
+            ReceiptStatus.ACCEPTED
+        )
+        revoke(pki.federation_dir, (keys.directory / "seal.pem").read_bytes(), now=START)
+        second = forge(fed, keys, DAFENG, facts(fed, OUTSIDER, DAFENG, case="s"))
+        [refused] = await receiver.receive_batch(OUTSIDER, [second])
+        assert verify_receipt(refused, pki.bundle, at=START, expected_from=DAFENG).reason == (
+            "bad-signature"
+        )
+        assert receiver.examiner is not None
+        assert receiver.examiner.examined_batches == 2, "the helper did not examine both"
+        assert len(receiver.list_inbox()) == 1
+    finally:
+        await receiver.aclose()
+        fed.close()
+
+
+async def test_a_node_whose_helper_was_killed_examines_in_a_thread_then_starts_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pki = make_pki(tmp_path / "pki")
+    fed = _federation(pki, tmp_path)
+    sender = fed.start(WUCHANG)
+    receiver = fed.start(DAFENG, examine_helper=True)
+    helper = receiver.examiner
+    assert helper is not None
+    try:
+        await send(fed, WUCHANG, DAFENG, "before")
+        await drain(fed, WUCHANG)
+        first = helper.pid
+        assert first is not None
+        assert helper.examined_batches == 1
+        os.kill(first, signal.SIGKILL)
+        for _ in range(200):  # the node notices the helper's end by its pipe
+            if helper.pid is None:
+                break
+            await asyncio.sleep(0.01)
+        assert helper.pid is None
+        await send(fed, WUCHANG, DAFENG, "while-down")
+        await drain(fed, WUCHANG)  # examined in a thread: delivered all the same
+        assert helper.examined_batches == 1
+        monkeypatch.setattr(examine_pool, "RESTART_AFTER", 0.0)
+        helper._down_until = 0.0  # the wait is over
+        await send(fed, WUCHANG, DAFENG, "after")
+        await drain(fed, WUCHANG)
+        assert helper.pid not in (None, first)
+        assert helper.examined_batches == 2
+        cases = {item.summary.case_id for item in receiver.list_inbox()}
+        assert cases == {"before", "while-down", "after"}
+        assert [i.state for i in sender.list_outbox()] == [OutboxState.DELIVERED] * 3
+    finally:
+        await receiver.aclose()
+        fed.close()
+
+
+_PARENT = textwrap.dedent(
+    """
+    import asyncio, sys
+    sys.path.insert(0, {kit!r})
+    from relay_core_support import DAFENG, make_pki
+    from pathlib import Path
+    from relay.core.examine_pool import ExamineProcess
+
+    async def main():
+        pki = make_pki(Path({pki!r}))
+        helper = ExamineProcess(pki.keys[DAFENG].hpke_keys, DAFENG)
+        await helper.start()
+        print(helper.pid, flush=True)
+        await asyncio.sleep(3600)
+
+    asyncio.run(main())
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_the_helper_ends_when_its_node_is_killed(tmp_path: Path) -> None:
+    kit = str(Path(__file__).parent)
+    code = _PARENT.format(kit=kit, pki=str(tmp_path / "pki"))
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as node:
+        try:
+            assert node.stdout is not None
+            helper = int(node.stdout.readline())
+            assert _alive(helper)
+        finally:
+            node.kill()  # kill -9: no cleanup runs in the node
+        node.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(helper) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(helper), "the helper outlived its node"
