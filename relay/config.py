@@ -93,13 +93,13 @@ class OutboxSettings:
 
 
 @dataclass(frozen=True)
-class InboxSettings:
-    """How the node examines incoming packets."""
+class HelperSettings:
+    """Whether the node runs its packet crypto in a helper process (relay.core.helper)."""
 
-    examine_helper: bool = True  # in a helper process (relay.core.examine_pool)
+    enabled: bool = True
 
 
-def _default_examine_helper() -> bool:
+def _default_helper() -> bool:
     """A helper process pays off with a second core to run on."""
     return (os.cpu_count() or 1) > 1
 
@@ -213,7 +213,7 @@ class NodeConfig:
 
     survey: SurveySettings = SurveySettings()
     database: DatabaseSettings = DatabaseSettings()  # noqa: RUF009 - frozen, immutable
-    inbox: InboxSettings = InboxSettings(examine_helper=False)  # built by hand: no helper
+    helper: HelperSettings = HelperSettings(enabled=False)  # built by hand: no helper
 
     def partner(self, node_id: str) -> Partner | None:
         for partner in self.partners:
@@ -532,11 +532,9 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
     outbox = replace(outbox, lease=lease)
     outbox_t.done()
 
-    inbox_t = root.sub("inbox", required=False)
-    inbox = InboxSettings(
-        examine_helper=inbox_t.boolean("examine_helper", _default_examine_helper())
-    )
-    inbox_t.done()
+    helper_t = root.sub("helper", required=False)
+    helper = HelperSettings(enabled=helper_t.boolean("enabled", _default_helper()))
+    helper_t.done()
 
     staff_t = root.sub("staff", required=False)
     staff = StaffSettings(
@@ -602,7 +600,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
         directory=directory,
         survey=survey,
         database=database,
-        inbox=inbox,
+        helper=helper,
     )
 
 

@@ -178,7 +178,7 @@ def relay_core_factory(
         clock=clock,
         rng=random.Random(),  # noqa: S311 - retry jitter, not a secret
         policy=policy,
-        examine_helper=config.inbox.examine_helper,
+        crypto_helper=config.helper.enabled,
     )
     closed = False
     health = StorageHealth(lambda: store.connection, config.data_dir)

@@ -129,6 +129,19 @@ class Signer:
     def leaf(self) -> x509.Certificate:
         return self.chain[0]
 
+    def to_pem(self) -> tuple[bytes, bytes]:
+        """(PKCS#8 PEM private key, PEM chain): what :meth:`from_pem` loads."""
+        if isinstance(self.key, Sm2PrivateKey):
+            key_pem = self.key.to_pem()
+        else:
+            key_pem = self.key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.chain)
+        return key_pem, chain
+
     @classmethod
     def from_pem(cls, key_pem: bytes, chain_pem: bytes) -> Signer:
         """Load a PKCS#8 PEM private key and a PEM chain (leaf first)."""

@@ -19,7 +19,7 @@ from datetime import datetime
 
 from relay.audit.leaves import Direction, LeafKind
 from relay.core.directory import Directory
-from relay.core.examine_pool import ExamineProcess
+from relay.core.helper import CryptoHelper
 from relay.core.leaves import packet_leaf, receipt_leaf
 from relay.core.model import AttachmentInfo, PacketSummary
 from relay.core.packets import RoutingFacts, packet_digest, peek_facts
@@ -70,10 +70,10 @@ class Inbox:
         pipeline: Pipeline,
         store: RelayStore,
         clock: Clock,
-        examiner: ExamineProcess | None = None,
+        examiner: CryptoHelper | None = None,
     ) -> None:
-        """``examiner``: a helper process that examines batches (checks 1 and 7), else
-        (and whenever it cannot answer) they are examined in a thread."""
+        """``examiner``: the crypto helper process that examines batches (checks 1 and
+        7), else (and whenever it cannot answer) they are examined in a thread."""
         self._me = me
         self._signer = signer
         self._bundle = bundle

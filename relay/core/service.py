@@ -42,9 +42,9 @@ from relay.core.errors import (
     PacketTooLarge,
     StoreError,
 )
-from relay.core.examine_pool import ExamineProcess
 from relay.core.fields import format_time
 from relay.core.group_commit import GroupCommit
+from relay.core.helper import CryptoHelper
 from relay.core.inbox import Inbox, summary_of
 from relay.core.leaves import packet_leaf
 from relay.core.model import (
@@ -96,6 +96,16 @@ _AT_REST = {c.value: c for c in AtRest}
 ``r1`` AES-256-GCM, ``r2`` SM4-GCM (an SM-profile node's copies since issue 19)."""
 
 
+def seal_own_copy(inner: str, packet_id: str, key: HpkePrivateKey, kid: str) -> str:
+    """A sent packet's inner JWS sealed at rest for its node alone under ``key`` (the
+    node's current HPKE private key, whose kid is ``kid``): see
+    :meth:`RelayNode._own_copy`."""
+    cipher = AtRest.for_key(key)
+    info = seal_info("packet-copy", {"id": packet_id})
+    sealed = seal_at_rest(inner.encode("ascii"), key, info=info, cipher=cipher)
+    return f"{cipher.value}.{kid}.{b64url(sealed)}"
+
+
 class RelayNode:
     """One node's relay: create, send, receive, receipt and store case packets."""
 
@@ -114,7 +124,7 @@ class RelayNode:
         policy: OutboxPolicy | None = None,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         content_check: ContentCheck | None = None,
-        examine_helper: bool = False,
+        crypto_helper: bool = False,
     ) -> None:
         """``keys`` gives the seal signer and HPKE private keys (current first, then
         previous ones still inside the rotation overlap); ``bundle`` the trust bundle,
@@ -123,8 +133,9 @@ class RelayNode:
         expiry settings; ``new_id`` makes packet ids (random UUIDs from the OS: they
         must stay unique across restarts, which a seeded ``rng`` would not give);
         ``content_check`` the application's check of incoming content (see
-        :meth:`install_content_check`); ``examine_helper``: examine incoming batches in
-        a helper process (:mod:`relay.core.examine_pool`; stop it with :meth:`aclose`)."""
+        :meth:`install_content_check`); ``crypto_helper``: examine incoming batches and
+        seal new packets in a helper process (:mod:`relay.core.helper`; stop it with
+        :meth:`aclose`)."""
         self.node_id = node_id
         self._signer = keys.seal
         self.profile = certificate_profile(keys.seal.leaf)  # of the seal: signing.profiles
@@ -147,7 +158,7 @@ class RelayNode:
         # the SQLite store commits new packets through a connection of its own: off the loop
         self._commits = GroupCommit(store, off_loop=getattr(store, "NEW_PACKETS_OFF_LOOP", False))
         self._content_check = content_check
-        self._examiner = ExamineProcess(self._hpke, node_id) if examine_helper else None
+        self._helper = CryptoHelper(self._hpke, node_id, keys.seal) if crypto_helper else None
         self._inbox = Inbox(
             me=node_id,
             signer=keys.seal,
@@ -157,7 +168,7 @@ class RelayNode:
             pipeline=standard_pipeline(authorizer, content_check, profile=self.profile),
             store=store,
             clock=clock,
-            examiner=self._examiner,
+            examiner=self._helper,
         )
         self._vault = AttachmentVault(store, self._hpke, self._incoming_keys)
         self._ring = key_ring(self._hpke)
@@ -185,14 +196,14 @@ class RelayNode:
         return await self._inbox.receive_batch(peer_id, packets)
 
     @property
-    def examiner(self) -> ExamineProcess | None:
-        """The helper process examining incoming batches, if the node has one."""
-        return self._examiner
+    def helper(self) -> CryptoHelper | None:
+        """The node's crypto helper process, if it has one."""
+        return self._helper
 
     async def aclose(self) -> None:
-        """Stop what the node runs beside its event loop (the examine helper)."""
-        if self._examiner is not None:
-            await self._examiner.aclose()
+        """Stop what the node runs beside its event loop (the crypto helper)."""
+        if self._helper is not None:
+            await self._helper.aclose()
 
     async def receive_batch_opened(self, peer_id: str, packets: Sequence[str]) -> ReceivedBatch:
         """:meth:`receive_batch` that also hands over the packets it accepted with their
@@ -272,14 +283,22 @@ class RelayNode:
         agreement = decision.agreement
         # the costly half (inner JWS, HPKE seal, own copy) needs no sequence number: done
         # here, per request, so a group's transaction only signs the routing facts
-        try:
-            inner, sealed = seal_content(
-                packet_id, case_id, self.node_id, to, content, keys,
-                signer=self._signer, recipient=recipient, at=at,
-            )  # fmt: skip
-        except MalformedPacket as exc:
-            raise NotAuthorized(f"malformed: {exc}") from exc
-        own_copy = self._own_copy(inner, packet_id)
+        made = None
+        if self._helper is not None:
+            made = await self._helper.seal(
+                packet_id, case_id, to, content, keys, recipient=recipient, at=at
+            )
+        if made is not None:
+            inner, sealed, own_copy = made
+        else:  # no helper, or it could not: here (raising what the helper did not say)
+            try:
+                inner, sealed = seal_content(
+                    packet_id, case_id, self.node_id, to, content, keys,
+                    signer=self._signer, recipient=recipient, at=at,
+                )  # fmt: skip
+            except MalformedPacket as exc:
+                raise NotAuthorized(f"malformed: {exc}") from exc
+            own_copy = self._own_copy(inner, packet_id)
 
         def build(seq: int, prev: str | None) -> NewOutgoing:
             facts = {
@@ -343,11 +362,7 @@ class RelayNode:
         (``r2`` with SM4-GCM on an SM-profile node), under a key derived from our current
         HPKE private key (:mod:`signing.at_rest`; copies made before are
         ``<kid>.<b64url>``, HPKE-sealed to our own public key)."""
-        key = self._hpke[0]
-        cipher = AtRest.for_key(key)
-        info = seal_info("packet-copy", {"id": packet_id})
-        sealed = seal_at_rest(inner.encode("ascii"), key, info=info, cipher=cipher)
-        return f"{cipher.value}.{self._own_kid}.{b64url(sealed)}"
+        return seal_own_copy(inner, packet_id, self._hpke[0], self._own_kid)
 
     def _open_own_copy(self, own_copy: str, packet_id: str) -> str:
         info = seal_info("packet-copy", {"id": packet_id})

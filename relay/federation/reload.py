@@ -35,7 +35,8 @@ pass (backoffs already scheduled stand). :data:`RESTART_LIMITS` are reported und
 - ``max_connections_per_peer``: the peer link's connection pool and the listener's
   per-partner counters are sized with it.
 
-Changed ``[staff]``, ``[audit]`` and ``[inbox]`` settings are reported under ``restart_needed`` too.
+Changed ``[staff]``, ``[audit]`` and ``[helper]`` settings are reported under
+``restart_needed`` too.
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ def _prepare(node: Node, now: datetime) -> _Prepared:
         for name in RESTART_LIMITS
         if getattr(config.limits, name) != getattr(old.limits, name)
     ) + tuple(
-        name for name in ("staff", "audit", "inbox") if getattr(config, name) != getattr(old, name)
+        name for name in ("staff", "audit", "helper") if getattr(config, name) != getattr(old, name)
     )
     # what runs keeps its restart-only limits; node.config is the configuration in force
     config = replace(
@@ -174,7 +175,7 @@ def _prepare(node: Node, now: datetime) -> _Prepared:
         limits=replace(
             config.limits, **{name: getattr(old.limits, name) for name in RESTART_LIMITS}
         ),
-        inbox=old.inbox,  # the helper started with the node
+        helper=old.helper,  # the helper started with the node
     )
     try:
         outbox_policy(config)

@@ -160,10 +160,10 @@ class Federation:
         keys: NodeKeys | None = None,
         directory: Directory | None = None,
         bundle: Callable[[], TrustBundle] | None = None,
-        examine_helper: bool = False,
+        crypto_helper: bool = False,
     ) -> RelayNode:
         """(Re)start a node on its store (closing a previous instance); with
-        ``examine_helper`` it examines incoming batches in a helper process (stop it with
+        ``crypto_helper`` it examines and seals packets in a helper process (stop it with
         ``await node.aclose()``)."""
         if node_id in self.stores:
             self.stores[node_id].close()
@@ -185,7 +185,7 @@ class Federation:
             clock=self.clock,
             rng=random.Random(hash(node_id) & 0xFFFF),
             policy=self.policy,
-            examine_helper=examine_helper,
+            crypto_helper=crypto_helper,
         )
         self.stores[node_id] = store
         self.nodes[node_id] = node

@@ -136,14 +136,14 @@ def test_plain_staff_listener_only_on_loopback(tmp_path: Path) -> None:
     assert "node.toml: listeners.staff.tls: may be false only when" in message
 
 
-def test_the_examine_helper_is_on_with_a_second_core_and_can_be_set(
+def test_the_crypto_helper_is_on_with_a_second_core_and_can_be_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: 2)
-    assert load_config(_write(tmp_path, VALID)).inbox.examine_helper is True
+    assert load_config(_write(tmp_path, VALID)).helper.enabled is True
     monkeypatch.setattr("os.cpu_count", lambda: 1)
-    assert load_config(_write(tmp_path, VALID)).inbox.examine_helper is False
-    on = VALID + "\n[inbox]\nexamine_helper = true\n"
-    assert load_config(_write(tmp_path, on)).inbox.examine_helper is True
-    message = _error(tmp_path, VALID + '\n[inbox]\nexamine_helper = "yes"\n')
-    assert "node.toml: inbox.examine_helper: must be true or false" in message
+    assert load_config(_write(tmp_path, VALID)).helper.enabled is False
+    on = VALID + "\n[helper]\nenabled = true\n"
+    assert load_config(_write(tmp_path, on)).helper.enabled is True
+    message = _error(tmp_path, VALID + '\n[helper]\nenabled = "yes"\n')
+    assert "node.toml: helper.enabled: must be true or false" in message

@@ -55,19 +55,19 @@ class Proc:
         assert "serving" in line, line
 
     def helpers(self) -> list[int]:
-        """The process ids of the node's examine helpers (its children running
-        ``relay.core.examine_worker``)."""
+        """The process ids of the node's crypto helpers (its children running
+        ``relay.core.helper_worker``)."""
         assert self.proc is not None
         found = []
         for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
             for child in (task / "children").read_text().split():
                 with contextlib.suppress(OSError):
-                    if b"relay.core.examine_worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    if b"relay.core.helper_worker" in Path(f"/proc/{child}/cmdline").read_bytes():
                         found.append(int(child))
         return found
 
     async def kill9(self) -> None:
-        """kill -9 the node; its examine helper must end by itself (its pipe closes)."""
+        """kill -9 the node; its crypto helper must end by itself (its pipe closes)."""
         assert self.proc is not None
         helpers = self.helpers()
         self.proc.send_signal(signal.SIGKILL)
@@ -121,7 +121,7 @@ async def test_kill_9_during_delivery_loses_and_duplicates_nothing(
     extra = (
         f'[agreements]\nfiles = ["{agreement}"]\n'
         '[outbox]\nbase_backoff = "50ms"\nmax_backoff = "500ms"\nbatch_size = 20\n'
-        "[inbox]\nexamine_helper = true\n"
+        "[helper]\nenabled = true\n"
     )
     config_a = write_config(
         tmp_path / "a",
@@ -167,20 +167,20 @@ async def test_kill_9_during_delivery_loses_and_duplicates_nothing(
         # B comes up and is killed -9 again and again while A delivers; A once too
         await node_b.start()
         progress = [0]
-        examined_by_helper = False
+        helped = False
         for kill in range(B_KILLS):
             async with asyncio.timeout(120):
                 while (done := await _delivered(config_a)) is None or done <= progress[-1]:
                     await asyncio.sleep(0.05)  # wait for some delivery progress
             progress.append(done)
-            examined_by_helper = examined_by_helper or bool(node_b.helpers())
+            helped = helped or bool(node_b.helpers())
             await node_b.kill9()
             if kill == B_KILLS // 2:
                 await node_a.kill9()
                 await node_a.start()
             await node_b.start()
         assert progress[-1] < total, "everything was delivered before the last kill"
-        assert examined_by_helper, "B never ran its examine helper"
+        assert helped, "B never ran its crypto helper"
 
         async with asyncio.timeout(300):
             while (done := await _delivered(config_a)) != total:

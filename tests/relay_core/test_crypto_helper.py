@@ -1,7 +1,7 @@
-"""The examine helper process (relay.core.examine_pool): a real child process that
-verifies and opens incoming batches for a node, with the same results as the thread it
-replaces, the trust bundle in force, a fallback when it is gone, and no life of its own
-after the node's."""
+"""The crypto helper process (relay.core.helper): a real child process that verifies
+and opens incoming batches and seals new packets for a node, with the same results as
+the node's own code, the trust bundle in force, a fallback when it is gone, and no life
+of its own after the node's."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 from relay_core_support import (
+    ACTION,
     DAFENG,
+    MATTER,
+    MODE,
     OUTSIDER,
     START,
     WUCHANG,
@@ -29,13 +32,15 @@ from relay_core_support import (
     facts,
     forge,
     make_pki,
+    mixed_pki,
     send,
+    stage,
 )
 
-import relay.core.examine_pool as examine_pool
+import relay.core.helper as helper_module
 from certs.pki import revoke
-from relay.core.examine_pool import ExamineProcess
 from relay.core.fakes import FakeNetwork
+from relay.core.helper import CryptoHelper
 from relay.core.model import OutboxState
 from relay.core.outbox import OutboxPolicy
 from relay.core.packets import key_ring
@@ -87,11 +92,11 @@ async def test_the_helper_examines_a_batch_as_the_thread_does(tmp_path: Path) ->
     ]
     ring = key_ring(pki.keys[DAFENG].hpke_keys)
     local = [examine(t, pki.bundle, ring, at=START, peer_id=WUCHANG, me=DAFENG) for t in batch]
-    helper = ExamineProcess(pki.keys[DAFENG].hpke_keys, DAFENG)
+    helper = CryptoHelper(pki.keys[DAFENG].hpke_keys, DAFENG, pki.keys[DAFENG].seal)
     try:
         remote = await helper.examine(batch, pki.bundle, at=START, peer_id=WUCHANG)
         assert remote is not None, "the helper did not answer"
-        assert helper.examined_batches == 1
+        assert helper.answered["examine"] == 1
     finally:
         await helper.aclose()
     assert [isinstance(e.packet, str) for e in remote] == [False] * 5 + [True] * 4
@@ -112,7 +117,7 @@ async def test_batches_in_flight_come_back_in_their_own_time(tmp_path: Path) -> 
         forge(fed, pki.keys[WUCHANG], DAFENG, facts(fed, WUCHANG, DAFENG, case=f"c{i}"))
         for i in range(4 * 40)
     ]
-    helper = ExamineProcess(pki.keys[DAFENG].hpke_keys, DAFENG)
+    helper = CryptoHelper(pki.keys[DAFENG].hpke_keys, DAFENG, pki.keys[DAFENG].seal)
     try:
         assert await helper.examine(tokens[:1], pki.bundle, at=START, peer_id=WUCHANG)
         done: list[int] = []
@@ -137,7 +142,7 @@ async def test_a_revoked_sender_is_refused_by_the_helper_from_the_next_batch(
     pki = make_pki(tmp_path / "pki")
     fed = _federation(pki, tmp_path)
     fed.agreement.parties.add(OUTSIDER)
-    receiver = fed.start(DAFENG, bundle=pki.current_bundle, examine_helper=True)
+    receiver = fed.start(DAFENG, bundle=pki.current_bundle, crypto_helper=True)
     try:
         keys = pki.keys[OUTSIDER]
         first = forge(fed, keys, DAFENG, facts(fed, OUTSIDER, DAFENG, case="r"))
@@ -151,8 +156,8 @@ async def test_a_revoked_sender_is_refused_by_the_helper_from_the_next_batch(
         assert verify_receipt(refused, pki.bundle, at=START, expected_from=DAFENG).reason == (
             "bad-signature"
         )
-        assert receiver.examiner is not None
-        assert receiver.examiner.examined_batches == 2, "the helper did not examine both"
+        assert receiver.helper is not None
+        assert receiver.helper.answered["examine"] == 2, "the helper did not examine both"
         assert len(receiver.list_inbox()) == 1
     finally:
         await receiver.aclose()
@@ -165,15 +170,15 @@ async def test_a_node_whose_helper_was_killed_examines_in_a_thread_then_starts_a
     pki = make_pki(tmp_path / "pki")
     fed = _federation(pki, tmp_path)
     sender = fed.start(WUCHANG)
-    receiver = fed.start(DAFENG, examine_helper=True)
-    helper = receiver.examiner
+    receiver = fed.start(DAFENG, crypto_helper=True)
+    helper = receiver.helper
     assert helper is not None
     try:
         await send(fed, WUCHANG, DAFENG, "before")
         await drain(fed, WUCHANG)
         first = helper.pid
         assert first is not None
-        assert helper.examined_batches == 1
+        assert helper.answered["examine"] == 1
         os.kill(first, signal.SIGKILL)
         for _ in range(200):  # the node notices the helper's end by its pipe
             if helper.pid is None:
@@ -182,18 +187,88 @@ async def test_a_node_whose_helper_was_killed_examines_in_a_thread_then_starts_a
         assert helper.pid is None
         await send(fed, WUCHANG, DAFENG, "while-down")
         await drain(fed, WUCHANG)  # examined in a thread: delivered all the same
-        assert helper.examined_batches == 1
-        monkeypatch.setattr(examine_pool, "RESTART_AFTER", 0.0)
+        assert helper.answered["examine"] == 1
+        monkeypatch.setattr(helper_module, "RESTART_AFTER", 0.0)
         helper._down_until = 0.0  # the wait is over
         await send(fed, WUCHANG, DAFENG, "after")
         await drain(fed, WUCHANG)
         assert helper.pid not in (None, first)
-        assert helper.examined_batches == 2
+        assert helper.answered["examine"] == 2
         cases = {item.summary.case_id for item in receiver.list_inbox()}
         assert cases == {"before", "while-down", "after"}
         assert [i.state for i in sender.list_outbox()] == [OutboxState.DELIVERED] * 3
     finally:
         await receiver.aclose()
+        fed.close()
+
+
+@pytest.mark.parametrize("profile", ["default", "sm"])
+async def test_packets_sealed_by_the_helper_open_at_the_partner_and_at_home(
+    tmp_path: Path, profile: str
+) -> None:
+    """The helper signs the inner JWS with the node's seal (Ed25519, or SM2 on an
+    SM-profile node), seals it to the recipient and seals the node's own copy (AES or
+    SM4 at rest): the partner opens the packet, its attachment included, and the sender
+    reads its own copy."""
+    pki = make_pki(tmp_path / "pki") if profile == "default" else mixed_pki(tmp_path / "pki")
+    fed = _federation(pki, tmp_path)
+    sender = fed.start(DAFENG, crypto_helper=True)  # SM2 seal in the mixed federation
+    receiver = fed.start(WUCHANG)
+    try:
+        digest = await stage(sender, "营业执照".encode() * 1000)
+        ids = [
+            (
+                await sender.create_packet(
+                    to=WUCHANG,
+                    case_id="c1",
+                    matter=MATTER,
+                    action=ACTION,
+                    mode=MODE,
+                    content={"step": i, "applicant": "张三"},
+                    attachments=[digest] if i == 0 else [],
+                )
+            ).packet_id
+            for i in range(3)
+        ]
+        assert sender.helper is not None
+        assert sender.helper.answered["seal"] == 3, "the helper did not seal them"
+        await drain(fed, DAFENG)
+        for i, packet_id in enumerate(ids):
+            there, home = receiver.read_packet(packet_id), sender.read_packet(packet_id)
+            assert there.content == home.content == {"step": i, "applicant": "张三"}
+            assert there.content_jws == home.content_jws
+        assert len(receiver.read_packet(ids[0]).summary.attachments) == 1
+        assert [i.state for i in sender.list_outbox()] == [OutboxState.DELIVERED] * 3
+    finally:
+        await sender.aclose()
+        fed.close()
+
+
+async def test_a_node_whose_helper_was_killed_seals_its_packets_itself(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    fed = _federation(pki, tmp_path)
+    sender = fed.start(WUCHANG, crypto_helper=True)
+    receiver = fed.start(DAFENG)
+    helper = sender.helper
+    assert helper is not None
+    try:
+        [before] = await send(fed, WUCHANG, DAFENG, "c")
+        pid = helper.pid
+        assert pid is not None
+        assert helper.answered["seal"] == 1
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(200):
+            if helper.pid is None:
+                break
+            await asyncio.sleep(0.01)
+        [after] = await send(fed, WUCHANG, DAFENG, "c")
+        assert helper.answered["seal"] == 1
+        await drain(fed, WUCHANG)
+        assert receiver.read_packet(after).content == sender.read_packet(after).content
+        assert receiver.read_packet(before).summary.seq == 1
+        assert receiver.read_packet(after).summary.seq == 2
+    finally:
+        await sender.aclose()
         fed.close()
 
 
@@ -203,11 +278,11 @@ _PARENT = textwrap.dedent(
     sys.path.insert(0, {kit!r})
     from relay_core_support import DAFENG, make_pki
     from pathlib import Path
-    from relay.core.examine_pool import ExamineProcess
+    from relay.core.helper import CryptoHelper
 
     async def main():
         pki = make_pki(Path({pki!r}))
-        helper = ExamineProcess(pki.keys[DAFENG].hpke_keys, DAFENG)
+        helper = CryptoHelper(pki.keys[DAFENG].hpke_keys, DAFENG, pki.keys[DAFENG].seal)
         await helper.start()
         print(helper.pid, flush=True)
         await asyncio.sleep(3600)

@@ -1,0 +1,234 @@
+"""A node's crypto helper process (:mod:`relay.core.helper_worker`).
+
+The costly, pure part of a packet — on receipt the outer JWS, certificate path, HPKE
+open and inner JWS of each packet (:func:`relay.core.receiver.examine`), on creation the
+inner JWS, the HPKE seal to the recipient and the node's own copy — holds the
+interpreter lock for most of its time, so in threads it competes with the event loop
+that decides, stores and answers. :class:`CryptoHelper` does it in one helper process
+instead and gives back the same results. Nothing the helper answers is trusted more
+than the in-process result would be: it is the node's own code, started by the node, on
+a pipe only the two of them hold.
+
+Every decision that depends on the store, time or the agreements stays in the node:
+for examining, the helper gets the trust bundle in force (its fingerprint with every
+batch, its PEM when it changes, so a fresh CRL applies from the next batch) and the
+batch's ``at``; the outer JWS of a new packet, which needs its sequence number, is
+signed by the node.
+
+When the helper cannot answer — not started yet, ended, killed, or a request it failed
+on — :meth:`CryptoHelper.examine` and :meth:`CryptoHelper.seal` return None and the node
+does the work itself, as without a helper; a helper that ended is started again at the
+earliest :data:`RESTART_AFTER` seconds later. The helper ends when the node closes its
+stdin, and on its own when the node dies (the pipe's other end closes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pickle
+import sys
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from relay.core.helper_worker import Packed, frame
+from relay.core.packets import VerifiedPacket
+from relay.core.receiver import Examined
+from signing.certificates import Identity, Purpose, TrustBundle
+from signing.hpke import HpkePrivateKey, HpkePublicKey
+from signing.keys import Signer
+
+__all__ = ["RESTART_AFTER", "CryptoHelper"]
+
+_log = logging.getLogger("tongban.relay.helper")
+
+RESTART_AFTER = 30.0
+"""Seconds after a helper's end before another is started (meanwhile the node does the
+work itself)."""
+
+_IDENTITIES = 256
+
+
+class _HelperGone(Exception):
+    pass
+
+
+class CryptoHelper:
+    """One helper process for the node ``me`` holding ``keys`` (its HPKE private keys,
+    current first: the helper opens sealed content and seals own copies with them) and
+    ``signer`` (its seal: the helper signs inner JWSs with it)."""
+
+    def __init__(self, keys: Sequence[HpkePrivateKey], me: str, signer: Signer) -> None:
+        self._hello = (me, [(k.suite.value, k.secret) for k in keys], signer.to_pem())
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: deque[asyncio.Future[object]] = deque()
+        self._sent_bundle: bytes | None = None
+        self._identities: dict[tuple[bytes, str, str, Purpose], Identity] = {}
+        self._down_until = 0.0
+        self._starting = asyncio.Lock()
+        self._closed = False
+        self.answered = {"examine": 0, "seal": 0}
+        """Requests the helper answered, by kind (for tests and metrics)."""
+
+    @property
+    def pid(self) -> int | None:
+        """The running helper's process id, or None."""
+        return self._proc.pid if self._proc is not None else None
+
+    async def start(self) -> bool:
+        """Start the helper unless it runs (or ended less than :data:`RESTART_AFTER`
+        seconds ago); whether it runs."""
+        if self._proc is not None:
+            return True
+        async with self._starting:
+            if self._proc is not None:
+                return True
+            if self._closed or time.monotonic() < self._down_until:
+                return False
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "relay.core.helper_worker",
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                )  # fmt: skip
+            except OSError as exc:
+                _log.warning("cannot start the crypto helper (%s): working in-process", exc)
+                self._down_until = time.monotonic() + RESTART_AFTER
+                return False
+            assert proc.stdin is not None
+            assert proc.stdout is not None
+            proc.stdin.write(frame(self._hello))
+            self._proc, self._sent_bundle = proc, None
+            self._reader = asyncio.ensure_future(self._read(proc, proc.stdout))
+            return True
+
+    async def _call(self, kind: str, *args: Any, bundle: TrustBundle | None = None) -> object:
+        """The helper's answer to the request ``(kind, *args)``, or None when it cannot
+        answer. With ``bundle`` the request starts with its fingerprint and its PEM
+        (None when this helper process was sent it before)."""
+        if not await self.start():
+            return None
+        proc = self._proc
+        assert proc is not None
+        assert proc.stdin is not None
+        request: tuple[Any, ...] = (kind, *args)
+        if bundle is not None:
+            fingerprint = bundle.fingerprint
+            pem = None if fingerprint == self._sent_bundle else bundle.to_pem()
+            request = (kind, fingerprint, pem, *args)
+        answer: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        try:
+            proc.stdin.write(frame(request))
+        except (ConnectionError, RuntimeError):  # the pipe closed: the reader notices too
+            return None
+        if bundle is not None:
+            self._sent_bundle = bundle.fingerprint
+        self._pending.append(answer)
+        try:  # no drain(): it would wait for the requests queued before this one too
+            result = await answer
+        except _HelperGone:
+            return None
+        if isinstance(result, tuple) and len(result) == 2 and result[0] == "error":
+            _log.warning("the crypto helper failed on a %s request (%s)", kind, result[1])
+            return None
+        self.answered[kind] += 1
+        return result
+
+    async def examine(
+        self, tokens: Sequence[str], bundle: TrustBundle, *, at: datetime, peer_id: str
+    ) -> list[Examined] | None:
+        """``tokens`` examined by the helper (:func:`relay.core.receiver.examine`), in
+        order; None when it cannot answer (the caller then examines them itself)."""
+        result = await self._call("examine", list(tokens), at, peer_id, bundle=bundle)
+        if not isinstance(result, list) or len(result) != len(tokens):
+            return None
+        return [self._unpack(t, p) for t, p in zip(tokens, result, strict=True)]
+
+    async def seal(
+        self,
+        packet_id: str,
+        case_id: str,
+        to: str,
+        body: Mapping[str, Any],
+        attachment_keys: Sequence[Any],
+        *,
+        recipient: HpkePublicKey,
+        at: datetime,
+    ) -> tuple[str, dict[str, str], str] | None:
+        """(inner JWS, ``sealed`` member, own copy) of a new packet, as
+        :func:`relay.core.packets.seal_content` and
+        :func:`relay.core.service.seal_own_copy` make them; None when the helper cannot
+        answer (the caller then seals itself)."""
+        pub = (recipient.suite.value, recipient.public_bytes)
+        result = await self._call(
+            "seal", packet_id, case_id, to, dict(body), list(attachment_keys), pub, at
+        )
+        if not isinstance(result, tuple) or len(result) != 3:
+            return None
+        inner, sealed, own_copy = result
+        return inner, sealed, own_copy
+
+    def _unpack(self, token: str, packed: Packed) -> Examined:
+        if len(packed) == 1:
+            return Examined(packed[0])
+        digest, facts, der, node_id, name, purpose, content, body = packed
+        key = (der, node_id, name, purpose)
+        signer = self._identities.get(key)
+        if signer is None:
+            from cryptography import x509
+
+            if len(self._identities) >= _IDENTITIES:
+                self._identities.clear()
+            signer = Identity(node_id, name, x509.load_der_x509_certificate(der), purpose)
+            self._identities[key] = signer
+        return Examined(VerifiedPacket(token, digest, facts, signer), content, body)
+
+    async def _read(self, proc: asyncio.subprocess.Process, out: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                head = await out.readexactly(4)
+                body = await out.readexactly(int.from_bytes(head, "big"))
+                answer = pickle.loads(body)  # noqa: S301 - our own helper, our own pipe
+                waiter = self._pending.popleft()
+                if not waiter.done():  # a request cancelled meanwhile: its answer is dropped
+                    waiter.set_result(answer)
+        except (asyncio.IncompleteReadError, ConnectionError, IndexError) as exc:
+            if not self._closed:
+                _log.warning(
+                    "the crypto helper (pid %s) ended (%s): working in-process for %.0f s",
+                    proc.pid, type(exc).__name__, RESTART_AFTER,
+                )  # fmt: skip
+            self._down_until = time.monotonic() + RESTART_AFTER
+        finally:
+            if self._proc is proc:
+                self._proc = None
+            while self._pending:
+                waiter = self._pending.popleft()
+                if not waiter.done():
+                    waiter.set_exception(_HelperGone())
+            await _reap(proc)
+
+    async def aclose(self) -> None:
+        """Stop the helper: its stdin closes, it ends (killed if not within 5 s)."""
+        self._closed = True
+        proc, reader = self._proc, self._reader
+        if proc is None or reader is None:
+            return
+        assert proc.stdin is not None
+        proc.stdin.close()
+        await reader  # it reaps the helper
+
+
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    """Wait for the helper's end; kill it if it has not ended within 5 s. (Killing one
+    that has ended would reap it behind asyncio's back: ``Popen.send_signal`` polls.)"""
+    try:
+        await asyncio.wait_for(proc.wait(), 5)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
