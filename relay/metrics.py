@@ -39,6 +39,11 @@ partner's problem code, ``http-<status>`` or ``unavailable``)::
     tongban_audit_last_cosignature_age_seconds               since a partner last cosigned
     tongban_webhook_deliveries{target,state}                 webhook deliveries (pending,
                                                              delivered, parked) per target
+    tongban_crypto_helper_running                            1 while the helper process runs
+    tongban_crypto_helper_starts_total                       helper processes started
+    tongban_crypto_helper_requests_total{kind,outcome}       examine/seal requests: done by
+                                                             the helper, or by the node
+                                                             itself (``fallback``)
 
 ``/metrics`` needs a staff bearer token of any role (a ``reader`` token for the
 scraper, ``tongban staff token --role reader``): the figures name partners and volumes,
@@ -58,7 +63,7 @@ from typing import Any
 from aiohttp import web
 from cryptography import x509
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
@@ -77,6 +82,7 @@ __all__ = [
     "cached",
     "expiry_gauges",
     "gauge",
+    "helper_gauges",
     "metrics_handler",
     "outbox_gauges",
     "survey_gauges",
@@ -326,6 +332,34 @@ def expiry_gauges(bundle: Callable[[], TrustBundle], key_dir: Path) -> GaugeSour
             loaded = x509.load_pem_x509_certificate((key_dir / f"{name}.pem").read_bytes())
             cert.add_metric([name], (loaded.not_valid_after_utc - now).total_seconds())
         return [crl, cert]
+
+    return source
+
+
+def helper_gauges(helper: Any) -> GaugeSource:
+    """The crypto helper's state (:class:`relay.core.helper.CryptoHelper`): whether it
+    runs, how often it was started, and what it did or left to the node. A node whose
+    requests go ``fallback`` works, only slower: the helper cannot start or keeps
+    ending (its log says why)."""
+
+    def source(now: datetime) -> list[Metric]:
+        running = GaugeMetricFamily(
+            "tongban_crypto_helper_running",
+            "1 while the crypto helper process runs",
+            value=1.0 if helper.running else 0.0,
+        )
+        starts = CounterMetricFamily(
+            "tongban_crypto_helper_starts", "Crypto helper processes started", value=helper.starts
+        )
+        requests = CounterMetricFamily(
+            "tongban_crypto_helper_requests",
+            "Examine and seal requests, done by the helper or by the node itself (fallback)",
+            labels=["kind", "outcome"],
+        )
+        for kind in sorted(helper.answered):
+            requests.add_metric([kind, "helper"], helper.answered[kind])
+            requests.add_metric([kind, "fallback"], helper.fallbacks[kind])
+        return [running, starts, requests]
 
     return source
 

@@ -62,6 +62,7 @@ from relay.metrics import (
     NodeMetrics,
     add_metrics_routes,
     expiry_gauges,
+    helper_gauges,
     outbox_gauges,
 )
 from relay.signin.oidc import OidcSignIn
@@ -518,6 +519,9 @@ class Node:
         if depth is not None:
             self.metrics.add_gauges("outbox", outbox_gauges(depth))
         self.metrics.add_gauges("expiry", expiry_gauges(bundle.current, self.config.key_dir))
+        helper = getattr(self.core, "helper", None)  # the relay core's crypto helper
+        if helper is not None:
+            self.metrics.add_gauges("helper", helper_gauges(helper))
         if self.leadership is not None:
             self.metrics.add_gauges("leader", leader_gauges(self.leadership))
 

@@ -74,6 +74,15 @@ class CryptoHelper:
         self._closed = False
         self.answered = {"examine": 0, "seal": 0}
         """Requests the helper answered, by kind (for tests and metrics)."""
+        self.fallbacks = {"examine": 0, "seal": 0}
+        """Requests the node did itself because the helper could not, by kind."""
+        self.starts = 0
+        """Helper processes started so far."""
+
+    @property
+    def running(self) -> bool:
+        """Whether a helper process runs now."""
+        return self._proc is not None
 
     @property
     def pid(self) -> int | None:
@@ -103,6 +112,7 @@ class CryptoHelper:
             assert proc.stdout is not None
             proc.stdin.write(frame(self._hello))
             self._proc, self._sent_bundle = proc, None
+            self.starts += 1
             self._reader = asyncio.ensure_future(self._read(proc, proc.stdout))
             return True
 
@@ -110,6 +120,14 @@ class CryptoHelper:
         """The helper's answer to the request ``(kind, *args)``, or None when it cannot
         answer. With ``bundle`` the request starts with its fingerprint and its PEM
         (None when this helper process was sent it before)."""
+        result = await self._ask(kind, *args, bundle=bundle)
+        if result is None:
+            self.fallbacks[kind] += 1
+        else:
+            self.answered[kind] += 1
+        return result
+
+    async def _ask(self, kind: str, *args: Any, bundle: TrustBundle | None = None) -> object:
         if not await self.start():
             return None
         proc = self._proc
@@ -135,7 +153,6 @@ class CryptoHelper:
         if isinstance(result, tuple) and len(result) == 2 and result[0] == "error":
             _log.warning("the crypto helper failed on a %s request (%s)", kind, result[1])
             return None
-        self.answered[kind] += 1
         return result
 
     async def examine(

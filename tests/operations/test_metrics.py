@@ -8,9 +8,10 @@ import asyncio
 import json
 import subprocess
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
-from chaoskit import A, B, Federation, send_backlog, wait_drained, wait_for
+from chaoskit import A, B, Pki, make_federation, send_backlog, wait_drained, wait_for
 from media_support import make_plan
 from opskit import LoggedProc, staff_get, staff_request, token, tool
 from prometheus_client.parser import text_string_to_metric_families
@@ -42,8 +43,9 @@ def _promtool(text: str) -> None:
 
 
 async def test_metrics_count_packets_backlog_and_latency_and_pass_promtool(
-    federation: Federation,
+    ops_pki: Pki, tmp_path: Path
 ) -> None:
+    federation = make_federation(ops_pki, tmp_path, extra="[helper]\nenabled = true\n")
     node_a, node_b = LoggedProc(federation.config_a), LoggedProc(federation.config_b)
     await node_a.start()
     try:
@@ -98,6 +100,20 @@ async def test_metrics_count_packets_backlog_and_latency_and_pass_promtool(
         assert leaves is not None
         assert leaves >= len(sent)
         assert _value(at_a, "tongban_survey_sessions", state="scheduled") == 1
+        # each node's crypto helper sealed (A) and examined (B) everything, no fallback
+        for at in (at_a, at_b):
+            assert _value(at, "tongban_crypto_helper_running") == 1
+            assert _value(at, "tongban_crypto_helper_starts_total") == 1
+        assert _value(at_a, "tongban_crypto_helper_requests_total", kind="seal",
+                      outcome="helper") == len(sent)  # fmt: skip
+        examined = _value(at_b, "tongban_crypto_helper_requests_total", kind="examine",
+                          outcome="helper")  # fmt: skip
+        assert examined is not None
+        assert examined >= 1
+        for at in (at_a, at_b):
+            for kind in ("seal", "examine"):
+                fallback = {"kind": kind, "outcome": "fallback"}
+                assert _value(at, "tongban_crypto_helper_requests_total", **fallback) == 0
         colours = {dict(labels)["colour"] for n, labels in at_a if n == "tongban_cases"}
         assert colours == {"green", "yellow", "red", "grey"}
         url = f"http://127.0.0.1:{federation.public_port_a}/readyz"
