@@ -105,6 +105,38 @@ def _payload(token: str) -> Mapping[str, Any]:
     return obj if isinstance(obj, dict) else {}
 
 
+_CREATED = b'"created":'
+_HEAD_CHARS = 512
+"""base64url characters of a packet's payload decoded first to find ``created``: its
+canonical JSON sorts the keys, so ``created`` comes after ``action``, ``agreement``,
+``attachments`` and ``case`` — within 384 bytes unless the packet lists attachments —
+and never after the sealed content that makes up most of the payload."""
+
+
+def _created(packet: str) -> int | None:
+    """The ``created`` member (whole seconds since the epoch) of a packet this node
+    made, read from the head of its payload when it is there (a few microseconds
+    instead of decoding the whole sealed content), else from the whole payload."""
+    _, _, rest = packet.partition(".")
+    payload = rest.partition(".")[0]
+    head = payload[: _HEAD_CHARS - _HEAD_CHARS % 4] if len(payload) > _HEAD_CHARS else ""
+    if head:
+        try:
+            text = b64url_decode(head)
+        except (ValueError, TypeError):
+            text = b""
+        at = text.find(_CREATED)
+        # canonical JSON: no spaces; a quote inside a string is escaped, so the member
+        # name can only be the member; the number ends at the comma before "expires"
+        end = text.find(b",", at) if at >= 0 else -1
+        if end > at >= 0:
+            digits = text[at + len(_CREATED) : end]
+            if digits.isdigit():
+                return int(digits)
+    created = _payload(packet).get("created")
+    return created if isinstance(created, int) else None
+
+
 def _outcome(receipt: str) -> tuple[str, str]:
     """(status, reason) of a receipt, the labels it is counted under."""
     facts = _payload(receipt)
@@ -195,8 +227,8 @@ class NodeMetrics:
         for packet, (status, _) in zip(packets, outcomes, strict=False):
             if status != "accepted":
                 continue
-            created = _payload(packet).get("created")  # whole seconds since the epoch
-            if not isinstance(created, int):
+            created = _created(packet)  # whole seconds since the epoch
+            if created is None:
                 continue
             started = datetime.fromtimestamp(created, UTC)
             latency.observe(max((at - started).total_seconds(), 0.0))
