@@ -30,6 +30,8 @@ one index probe (``outbox_heads``, empty when nothing is open), every 20 ms.
   (the client's digest, the upload into A, the packet's creation) and the A→B hop
   (from the packet's creation until A's outbox is empty) are timed apart.
 
+``BENCH_HELPER=0`` (or ``1``) sets both nodes' crypto helper (``[helper] enabled``; by
+default on with more than one core), to see what it brings on the same machine.
 ``BENCH_ONLY=attachment`` (or ``create``: creation and catch-up) runs one part; both
 nodes then start at once for the attachment. CPU seconds of each node during the
 catch-up and the attachment are printed too. ``BENCH_PROFILE=DIR`` writes py-spy
@@ -65,6 +67,9 @@ SIZE = int(os.environ.get("BENCH_ATTACHMENT_MIB", "1024")) * MIB
 ONLY = os.environ.get("BENCH_ONLY", "")
 PHASES = ("create", "attachment")
 BATCH = int(os.environ.get("BENCH_BATCH", "0"))
+HELPER = os.environ.get("BENCH_HELPER", "")
+"""``[helper] enabled`` of both nodes (``1`` or ``0``); empty: the configuration's
+default (on with more than one core)."""
 """``[outbox] batch_size`` of both nodes; 0: the configuration's default."""
 A, B = "420106", "320982"
 
@@ -136,6 +141,7 @@ files = ["{agreement}"]
 base_backoff = "100ms"
 max_backoff = "1s"
 {f"batch_size = {BATCH}" if BATCH else ""}
+{f"[helper]{chr(10)}enabled = {'true' if HELPER == '1' else 'false'}" if HELPER else ""}
 [limits]
 max_attachment_bytes = {2 * SIZE}
 {extra}"""
