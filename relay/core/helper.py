@@ -42,7 +42,7 @@ from signing.certificates import Identity, Purpose, TrustBundle
 from signing.hpke import HpkePrivateKey, HpkePublicKey
 from signing.keys import Signer
 
-__all__ = ["RESTART_AFTER", "CryptoHelper"]
+__all__ = ["ANSWER_WITHIN", "RESTART_AFTER", "CryptoHelper"]
 
 _log = logging.getLogger("tongban.relay.helper")
 
@@ -50,11 +50,16 @@ RESTART_AFTER = 30.0
 """Seconds after a helper's end before another is started (meanwhile the node does the
 work itself)."""
 
+ANSWER_WITHIN = 30.0
+"""Seconds the helper has to answer a request (a batch takes milliseconds); a helper
+that does not is taken for hung: it is killed, the node does the work itself and
+starts another helper :data:`RESTART_AFTER` seconds later."""
+
 _IDENTITIES = 256
 
 
-class _HelperGone(Exception):
-    pass
+_GONE = object()
+"""The answer of the requests pending when the helper ended."""
 
 
 class CryptoHelper:
@@ -147,8 +152,16 @@ class CryptoHelper:
             self._sent_bundle = bundle.fingerprint
         self._pending.append(answer)
         try:  # no drain(): it would wait for the requests queued before this one too
-            result = await answer
-        except _HelperGone:
+            result = await asyncio.wait_for(asyncio.shield(answer), ANSWER_WITHIN)
+        except TimeoutError:
+            _log.warning(
+                "the crypto helper (pid %s) did not answer a %s request within %g s:"
+                " killing it", proc.pid, kind, ANSWER_WITHIN,
+            )  # fmt: skip
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()  # its reader then ends: every pending request falls back
+            return None
+        if result is _GONE:
             return None
         if isinstance(result, tuple) and len(result) == 2 and result[0] == "error":
             _log.warning("the crypto helper failed on a %s request (%s)", kind, result[1])
@@ -226,7 +239,7 @@ class CryptoHelper:
             while self._pending:
                 waiter = self._pending.popleft()
                 if not waiter.done():
-                    waiter.set_exception(_HelperGone())
+                    waiter.set_result(_GONE)
             await _reap(proc)
 
     async def aclose(self) -> None:

@@ -272,6 +272,49 @@ async def test_a_node_whose_helper_was_killed_seals_its_packets_itself(tmp_path:
         fed.close()
 
 
+async def test_a_hung_helper_is_killed_and_the_node_does_the_work_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A helper that stops answering (here: SIGSTOP) holds nothing up for longer than
+    ANSWER_WITHIN: the node kills it, examines the batch itself and later starts
+    another helper."""
+    pki = make_pki(tmp_path / "pki")
+    fed = _federation(pki, tmp_path)
+    sender = fed.start(WUCHANG)
+    receiver = fed.start(DAFENG, crypto_helper=True)
+    helper = receiver.helper
+    assert helper is not None
+    try:
+        await send(fed, WUCHANG, DAFENG, "first")
+        await drain(fed, WUCHANG)  # the helper started and answered
+        monkeypatch.setattr(helper_module, "ANSWER_WITHIN", 0.5)
+        hung = helper.pid
+        assert hung is not None
+        os.kill(hung, signal.SIGSTOP)
+        await send(fed, WUCHANG, DAFENG, "second")
+        started = time.monotonic()
+        await drain(fed, WUCHANG)
+        assert time.monotonic() - started < 10
+        assert helper.fallbacks["examine"] == 1
+        for _ in range(200):
+            if not _alive(hung):
+                break
+            await asyncio.sleep(0.01)
+        assert not _alive(hung), "the hung helper was not killed"
+        monkeypatch.setattr(helper_module, "RESTART_AFTER", 0.0)
+        monkeypatch.setattr(helper_module, "ANSWER_WITHIN", 30.0)  # a new helper starts up
+        helper._down_until = 0.0
+        await send(fed, WUCHANG, DAFENG, "third")
+        await drain(fed, WUCHANG)
+        assert helper.pid not in (None, hung)
+        assert helper.answered["examine"] == 2
+        assert {i.summary.case_id for i in receiver.list_inbox()} == {"first", "second", "third"}
+        assert [i.state for i in sender.list_outbox()] == [OutboxState.DELIVERED] * 3
+    finally:
+        await receiver.aclose()
+        fed.close()
+
+
 _PARENT = textwrap.dedent(
     """
     import asyncio, sys
