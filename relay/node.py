@@ -35,6 +35,7 @@ The core is built by a :data:`CoreFactory`; :func:`relay_core_factory` wires the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
@@ -254,6 +255,7 @@ class Node:
         self._partner_ids: set[str] = {p.node_id for p in config.partners}  # live, see _routes
         self._contexts: list[ssl.SSLContext] = []  # server TLS contexts (reload: rotation)
         self._directory_task: asyncio.Task[None] | None = None
+        self._hello_task: asyncio.Task[None] | None = None
         self.federation: FederationService | None = None
         self.last_reload: ReloadReport | None = None
         self._link: HttpsPeerLink | None = None
@@ -422,6 +424,7 @@ class Node:
         self._directory_task = asyncio.create_task(
             self.federation.run(self._outbox_stop), name="directory"
         )
+        self._hello_task = asyncio.create_task(self._greet_partners(), name="hello")
 
     def _federation_service(self, bundle: BundleSource) -> FederationService:
         """The directory service over this node's agreements and ``[[partners]]``."""
@@ -533,8 +536,21 @@ class Node:
             OidcSignIn(self.config.staff.oidc, signin)
         return signin
 
+    async def _greet_partners(self) -> None:
+        """Once at start, reach every partner (:meth:`HttpsPeerLink.hello`): one that
+        queued packets for us during our absence sends them now instead of at the end
+        of its backoff."""
+        if self._link is None:
+            return
+        answered = await asyncio.gather(*(self._link.hello(p) for p in self._link.partners()))
+        _log.info("greeted %d of %d partners", sum(answered), len(answered))
+
     async def stop(self) -> None:
         """Stop accepting, finish in-flight requests, stop the outbox, close storage."""
+        if self._hello_task is not None:
+            self._hello_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._hello_task
         runners, self._runners = self._runners, []
         await asyncio.gather(*(r.cleanup() for r in runners), return_exceptions=True)
         self._outbox_stop.set()

@@ -94,6 +94,8 @@ class Sender:
         self._limits: dict[str, dict[str, int]] = {}  # learned from refusals
         self._announced: dict[str, dict[str, int]] = {}  # from directory entries
         self._failing_since: dict[str, datetime] = {}
+        self._backing_off: set[str] | None = None  # partners with a backoff (lazily read)
+        self._nudged: dict[str, datetime] = {}  # when partner_reachable last cut a backoff
 
     async def deliver_once(self, *, refill: bool = False) -> int:
         """One pass. With ``refill`` (the running outbox) a batch that comes back is
@@ -324,6 +326,8 @@ class Sender:
             failures.append(exc)
             return None
         self._failing_since.pop(peer, None)
+        if self._backing_off is not None:
+            self._backing_off.discard(peer)
         if peer in self._store.peer_backoffs():
             self._store.set_peer_backoff(peer, PeerBackoff())  # reachable again
         at = self._clock()
@@ -439,8 +443,37 @@ class Sender:
         (kept in memory: a restart starts the count again)."""
         return dict(self._failing_since)
 
+    def partner_reachable(self, peer: str) -> bool:
+        """``peer`` has just reached us (an authenticated request): if it is in backoff,
+        make its next attempt due now — the failures are kept, so that attempt is the
+        one-packet probe — and say so. A partner back from an outage is thus served at
+        once instead of at the end of a backoff of up to ``max_delay``. At most once per
+        ``base_delay`` per partner, so a partner we cannot reach although it reaches us
+        is not probed at the rate of its requests. Reads the store only for a partner
+        in backoff."""
+        if self._backing_off is None:
+            self._backing_off = set(self._store.peer_backoffs())
+        if peer not in self._backing_off:
+            return False
+        now = self._clock()
+        last = self._nudged.get(peer)
+        if last is not None and now - last < self._policy.base_delay:
+            return False
+        backoff = self._store.peer_backoffs().get(peer)
+        if backoff is None:
+            self._backing_off.discard(peer)
+            return False
+        if backoff.next_attempt_at is None or backoff.next_attempt_at <= now:
+            return False
+        self._nudged[peer] = now
+        self._store.set_peer_backoff(peer, PeerBackoff(backoff.failures, now))
+        _log.info("partner %s reached us: retrying it now", peer)
+        return True
+
     def _peer_failed(self, peer: str, exc: Exception) -> None:
         self._failing_since.setdefault(peer, self._clock())
+        if self._backing_off is not None:
+            self._backing_off.add(peer)
         previous = self._store.peer_backoffs().get(peer, PeerBackoff())
         failures = previous.failures + 1
         delay = backoff_delay(self._policy, failures, self._rng.random())

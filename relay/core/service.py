@@ -400,6 +400,13 @@ class RelayNode:
             expires_in=expires_in,
         )
 
+    def partner_reachable(self, peer: str) -> None:
+        """``peer`` has just made an authenticated request to us: if the outbox is
+        waiting out a backoff of it, try it now (:meth:`Sender.partner_reachable`)."""
+        if self._sender.partner_reachable(peer):
+            self._held_until.pop(peer, None)
+            self._wake.set()
+
     def unreachable_partners(self) -> dict[str, datetime]:
         """Partners the outbox could not deliver to since when (consecutive failures)."""
         return self._sender.failing_since()

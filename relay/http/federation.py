@@ -50,6 +50,21 @@ def partner_middleware(partners: Collection[str]) -> Middleware:
     return middleware
 
 
+def reachable_middleware(core: object) -> Middleware:
+    """Tell the core that the calling partner reaches us (``partner_reachable``, when the
+    core has it): a partner back from an outage gets our backlog at once, not at the
+    end of our backoff (docs/protocol.md §8.7)."""
+    seen = getattr(core, "partner_reachable", None)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if seen is not None:
+            seen(request[PEER_KEY].node_id)
+        return await handler(request)
+
+    return middleware
+
+
 def _is_upload(request: web.Request) -> bool:
     return request.method == "PUT" and request.path.startswith("/federation/v1/attachments/")
 
@@ -89,6 +104,7 @@ def federation_app(
             declared_size_middleware(built.max_body_bytes, _is_upload, extra=batch_limits),
             mtls_middleware(bundle, clock),
             *([partner_middleware(partners)] if partners is not None else []),
+            reachable_middleware(core),
             peer_concurrency_middleware(built.max_connections_per_peer),
             timeout_middleware(built.request_timeout, _is_upload),
             core_error_middleware,

@@ -148,6 +148,23 @@ class HttpsPeerLink:
         self._sessions.clear()
         self._retired.clear()
 
+    def partners(self) -> list[str]:
+        """The node ids this link has a federation URL for."""
+        return sorted(self._partners)
+
+    async def hello(self, peer: str) -> bool:
+        """Reach ``peer`` once over mutual TLS (``GET /federation/v1/descriptor``, its
+        answer unused): a partner waiting out a backoff of us retries at once
+        (docs/protocol.md §8.7). Whether it answered 200; never raises."""
+        try:
+            session, url = self._session(peer)
+            async with session.get(f"{url}/federation/v1/descriptor") as resp:
+                await resp.read()
+                return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError, PeerUnavailable, OSError) as exc:
+            _log.debug("hello to node %s failed: %r", peer, exc)
+            return False
+
     async def deliver(self, peer: str, packets: Sequence[str]) -> list[str]:
         session, url = self._session(peer)
         try:

@@ -239,3 +239,46 @@ async def test_a_failing_partner_is_probed_with_one_packet_until_it_answers(
     assert await node.deliver_once() == 1  # the probe gets through, the backoff ends
     assert DAFENG not in federation.stores[WUCHANG].peer_backoffs()
     assert await node.deliver_once() == 11  # then full batches again
+
+
+async def test_a_partner_that_reaches_us_is_retried_at_once_not_at_the_end_of_its_backoff(
+    federation: Federation,
+) -> None:
+    """After an outage the backoff may be minutes long; a request from the partner
+    (it is back) makes the next attempt due now — a one-packet probe, the failures kept
+    — and wakes the outbox. At most once per base delay; a partner not in backoff
+    costs nothing."""
+    sender, store = federation.nodes[WUCHANG], federation.stores[WUCHANG]
+    federation.network.down.add(DAFENG)
+    sent = await send(federation, WUCHANG, DAFENG, "case-back", n=3)
+    for _ in range(6):
+        federation.clock.advance(minutes=5)  # past any backoff so far
+        await sender.deliver_once()  # fails: the next backoff starts now
+    before = store.peer_backoffs()[DAFENG]
+    assert before.next_attempt_at is not None
+    assert before.next_attempt_at > federation.clock()
+    federation.network.down.clear()
+    sender._wake.clear()
+    sender.partner_reachable(DAFENG)
+    after = store.peer_backoffs()[DAFENG]
+    assert after.next_attempt_at == federation.clock()
+    assert after.failures == before.failures  # the next attempt is the probe
+    assert sender._wake.is_set()
+    # a second request within the base delay does not cut again
+    store.set_peer_backoff(DAFENG, before)
+    sender._wake.clear()
+    sender.partner_reachable(DAFENG)
+    assert store.peer_backoffs()[DAFENG] == before
+    assert not sender._wake.is_set()
+    federation.clock.advance(seconds=federation.policy.base_delay.total_seconds())
+    sender.partner_reachable(DAFENG)
+    assert store.peer_backoffs()[DAFENG].next_attempt_at == federation.clock()
+    await sender.deliver_once()  # the probe: one packet, then the rest at once
+    await sender.deliver_once()
+    assert sorted(inbox_ids(federation, DAFENG)) == sorted(sent)
+    assert DAFENG not in store.peer_backoffs()
+    sender._wake.clear()
+    sender.partner_reachable(DAFENG)  # no backoff: nothing to do
+    assert not sender._wake.is_set()
+    sender.partner_reachable(NINGJIN)  # never in backoff
+    assert not sender._wake.is_set()
