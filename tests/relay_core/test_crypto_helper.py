@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -164,9 +165,21 @@ async def test_a_revoked_sender_is_refused_by_the_helper_from_the_next_batch(
         fed.close()
 
 
-async def test_a_node_whose_helper_was_killed_examines_in_a_thread_then_starts_another(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def _until(check: Callable[[], bool], what: str) -> None:
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"waited 5 s for {what}")
+
+
+@pytest.mark.parametrize("failure", ["killed", "hung"])
+async def test_a_node_whose_helper_failed_examines_itself_then_starts_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
 ) -> None:
+    """The helper killed (SIGKILL), or hung (SIGSTOP: no answer within ANSWER_WITHIN, so
+    the node kills it): the batch meanwhile is examined in a thread and delivered all
+    the same; RESTART_AFTER later the node starts another helper."""
     pki = make_pki(tmp_path / "pki")
     fed = _federation(pki, tmp_path)
     sender = fed.start(WUCHANG)
@@ -175,27 +188,32 @@ async def test_a_node_whose_helper_was_killed_examines_in_a_thread_then_starts_a
     assert helper is not None
     try:
         await send(fed, WUCHANG, DAFENG, "before")
-        await drain(fed, WUCHANG)
+        await drain(fed, WUCHANG)  # the helper started and answered
         first = helper.pid
         assert first is not None
         assert helper.answered["examine"] == 1
-        os.kill(first, signal.SIGKILL)
-        for _ in range(200):  # the node notices the helper's end by its pipe
-            if helper.pid is None:
-                break
-            await asyncio.sleep(0.01)
-        assert helper.pid is None
-        await send(fed, WUCHANG, DAFENG, "while-down")
-        await drain(fed, WUCHANG)  # examined in a thread: delivered all the same
+        if failure == "killed":
+            os.kill(first, signal.SIGKILL)
+            await _until(lambda: helper.pid is None, "the node to notice the helper's end")
+        else:
+            monkeypatch.setattr(helper_module, "ANSWER_WITHIN", 0.5)
+            os.kill(first, signal.SIGSTOP)
+        await send(fed, WUCHANG, DAFENG, "meanwhile")
+        started = time.monotonic()
+        await drain(fed, WUCHANG)  # examined in a thread
+        assert time.monotonic() - started < 10
         assert helper.answered["examine"] == 1
+        assert helper.fallbacks["examine"] == 1
+        await _until(lambda: not _alive(first), "the failed helper to be gone")
         monkeypatch.setattr(helper_module, "RESTART_AFTER", 0.0)
+        monkeypatch.setattr(helper_module, "ANSWER_WITHIN", 30.0)  # a new one starts up
         helper._down_until = 0.0  # the wait is over
         await send(fed, WUCHANG, DAFENG, "after")
         await drain(fed, WUCHANG)
         assert helper.pid not in (None, first)
         assert helper.answered["examine"] == 2
         cases = {item.summary.case_id for item in receiver.list_inbox()}
-        assert cases == {"before", "while-down", "after"}
+        assert cases == {"before", "meanwhile", "after"}
         assert [i.state for i in sender.list_outbox()] == [OutboxState.DELIVERED] * 3
     finally:
         await receiver.aclose()
@@ -257,10 +275,7 @@ async def test_a_node_whose_helper_was_killed_seals_its_packets_itself(tmp_path:
         assert pid is not None
         assert helper.answered["seal"] == 1
         os.kill(pid, signal.SIGKILL)
-        for _ in range(200):
-            if helper.pid is None:
-                break
-            await asyncio.sleep(0.01)
+        await _until(lambda: helper.pid is None, "the node to notice the helper's end")
         [after] = await send(fed, WUCHANG, DAFENG, "c")
         assert helper.answered["seal"] == 1
         await drain(fed, WUCHANG)
@@ -269,49 +284,6 @@ async def test_a_node_whose_helper_was_killed_seals_its_packets_itself(tmp_path:
         assert receiver.read_packet(after).summary.seq == 2
     finally:
         await sender.aclose()
-        fed.close()
-
-
-async def test_a_hung_helper_is_killed_and_the_node_does_the_work_itself(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A helper that stops answering (here: SIGSTOP) holds nothing up for longer than
-    ANSWER_WITHIN: the node kills it, examines the batch itself and later starts
-    another helper."""
-    pki = make_pki(tmp_path / "pki")
-    fed = _federation(pki, tmp_path)
-    sender = fed.start(WUCHANG)
-    receiver = fed.start(DAFENG, crypto_helper=True)
-    helper = receiver.helper
-    assert helper is not None
-    try:
-        await send(fed, WUCHANG, DAFENG, "first")
-        await drain(fed, WUCHANG)  # the helper started and answered
-        monkeypatch.setattr(helper_module, "ANSWER_WITHIN", 0.5)
-        hung = helper.pid
-        assert hung is not None
-        os.kill(hung, signal.SIGSTOP)
-        await send(fed, WUCHANG, DAFENG, "second")
-        started = time.monotonic()
-        await drain(fed, WUCHANG)
-        assert time.monotonic() - started < 10
-        assert helper.fallbacks["examine"] == 1
-        for _ in range(200):
-            if not _alive(hung):
-                break
-            await asyncio.sleep(0.01)
-        assert not _alive(hung), "the hung helper was not killed"
-        monkeypatch.setattr(helper_module, "RESTART_AFTER", 0.0)
-        monkeypatch.setattr(helper_module, "ANSWER_WITHIN", 30.0)  # a new helper starts up
-        helper._down_until = 0.0
-        await send(fed, WUCHANG, DAFENG, "third")
-        await drain(fed, WUCHANG)
-        assert helper.pid not in (None, hung)
-        assert helper.answered["examine"] == 2
-        assert {i.summary.case_id for i in receiver.list_inbox()} == {"first", "second", "third"}
-        assert [i.state for i in sender.list_outbox()] == [OutboxState.DELIVERED] * 3
-    finally:
-        await receiver.aclose()
         fed.close()
 
 
