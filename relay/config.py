@@ -97,6 +97,7 @@ class HelperSettings:
     """Whether the node runs its packet crypto in a helper process (relay.core.helper)."""
 
     enabled: bool = True
+    seal_inline_up_to: int = 4  # creations in progress the node seals itself
 
 
 def _default_helper() -> bool:
@@ -533,7 +534,12 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
     outbox_t.done()
 
     helper_t = root.sub("helper", required=False)
-    helper = HelperSettings(enabled=helper_t.boolean("enabled", _default_helper()))
+    helper = HelperSettings(
+        enabled=helper_t.boolean("enabled", _default_helper()),
+        seal_inline_up_to=helper_t.integer(
+            "seal_inline_up_to", 0, 10_000, HelperSettings.seal_inline_up_to
+        ),
+    )
     helper_t.done()
 
     staff_t = root.sub("staff", required=False)

@@ -181,6 +181,7 @@ def relay_core_factory(
         rng=random.Random(),  # noqa: S311 - retry jitter, not a secret
         policy=policy,
         crypto_helper=config.helper.enabled,
+        seal_inline_up_to=config.helper.seal_inline_up_to,
     )
     closed = False
     health = StorageHealth(lambda: store.connection, config.data_dir)

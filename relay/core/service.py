@@ -125,6 +125,7 @@ class RelayNode:
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         content_check: ContentCheck | None = None,
         crypto_helper: bool = False,
+        seal_inline_up_to: int = 4,
     ) -> None:
         """``keys`` gives the seal signer and HPKE private keys (current first, then
         previous ones still inside the rotation overlap); ``bundle`` the trust bundle,
@@ -135,7 +136,8 @@ class RelayNode:
         ``content_check`` the application's check of incoming content (see
         :meth:`install_content_check`); ``crypto_helper``: examine incoming batches and
         seal new packets in a helper process (:mod:`relay.core.helper`; stop it with
-        :meth:`aclose`)."""
+        :meth:`aclose`), the latter only while more than ``seal_inline_up_to`` packets
+        are being created at once (see :meth:`create_packet`)."""
         self.node_id = node_id
         self._signer = keys.seal
         self.profile = certificate_profile(keys.seal.leaf)  # of the seal: signing.profiles
@@ -159,6 +161,8 @@ class RelayNode:
         self._commits = GroupCommit(store, off_loop=getattr(store, "NEW_PACKETS_OFF_LOOP", False))
         self._content_check = content_check
         self._helper = CryptoHelper(self._hpke, node_id, keys.seal) if crypto_helper else None
+        self.seal_inline_up_to = seal_inline_up_to
+        self._creating = 0  # create_packet calls in progress
         self._inbox = Inbox(
             me=node_id,
             signer=keys.seal,
@@ -258,6 +262,11 @@ class RelayNode:
     ) -> PacketSummary:
         """Check the agreement, seal and sign a packet and queue it for ``to``.
 
+        With a crypto helper, the content is sealed there while more than
+        ``seal_inline_up_to`` creations are in progress (under load: the event loop
+        stays free for the requests); fewer, and it is sealed here (the helper's round
+        trip would only add latency).
+
         ``attachments`` are plaintext SHA-256 digests (hex) of attachments staged with
         :meth:`write_attachment`. Raises :class:`NotAuthorized` (the agreement does not
         grant it), :class:`UnknownNode`, :class:`NotFound` (attachment not staged),
@@ -265,6 +274,27 @@ class RelayNode:
         protocol.md "Conventions", or ``case_id`` is not 1-128 characters),
         :class:`PacketTooLarge` (over ``policy.max_packet_bytes``; nothing is queued).
         """
+        self._creating += 1
+        try:
+            return await self._create_packet(
+                to=to, case_id=case_id, matter=matter, action=action, mode=mode,
+                content=content, attachments=attachments, expires_in=expires_in,
+            )  # fmt: skip
+        finally:
+            self._creating -= 1
+
+    async def _create_packet(
+        self,
+        *,
+        to: str,
+        case_id: str,
+        matter: str,
+        action: str,
+        mode: str,
+        content: Mapping[str, Any],
+        attachments: Sequence[str],
+        expires_in: timedelta | None,
+    ) -> PacketSummary:
         check_new_packet(case_id, matter, action, mode, content)
         at = self._clock()
         recipient = self._directory.sealing_key(to)  # UnknownNode first
@@ -284,7 +314,7 @@ class RelayNode:
         # the costly half (inner JWS, HPKE seal, own copy) needs no sequence number: done
         # here, per request, so a group's transaction only signs the routing facts
         made = None
-        if self._helper is not None:
+        if self._helper is not None and self._creating > self.seal_inline_up_to:
             made = await self._helper.seal(
                 packet_id, case_id, to, content, keys, recipient=recipient, at=at
             )

@@ -45,7 +45,8 @@ def _promtool(text: str) -> None:
 async def test_metrics_count_packets_backlog_and_latency_and_pass_promtool(
     ops_pki: Pki, tmp_path: Path
 ) -> None:
-    federation = make_federation(ops_pki, tmp_path, extra="[helper]\nenabled = true\n")
+    helper = "[helper]\nenabled = true\nseal_inline_up_to = 0\n"  # every seal in the helper
+    federation = make_federation(ops_pki, tmp_path, extra=helper)
     node_a, node_b = LoggedProc(federation.config_a), LoggedProc(federation.config_b)
     await node_a.start()
     try:

@@ -186,6 +186,7 @@ class Federation:
             rng=random.Random(hash(node_id) & 0xFFFF),
             policy=self.policy,
             crypto_helper=crypto_helper,
+            seal_inline_up_to=0,  # with a helper, every seal goes there (tests count them)
         )
         self.stores[node_id] = store
         self.nodes[node_id] = node

@@ -330,3 +330,29 @@ def test_the_helper_ends_when_its_node_is_killed(tmp_path: Path) -> None:
         while _alive(helper) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not _alive(helper), "the helper outlived its node"
+
+
+async def test_a_lone_creation_is_sealed_in_the_node_a_crowd_in_the_helper(
+    tmp_path: Path,
+) -> None:
+    """The helper's round trip only pays under load: with at most ``seal_inline_up_to``
+    creations in progress the node seals itself, with more the helper takes them."""
+    pki = make_pki(tmp_path / "pki")
+    fed = _federation(pki, tmp_path)
+    sender = fed.start(WUCHANG, crypto_helper=True)
+    fed.start(DAFENG)
+    helper = sender.helper
+    assert helper is not None
+    sender.seal_inline_up_to = 4  # the default of RelayNode
+    try:
+        for i in range(3):
+            await send(fed, WUCHANG, DAFENG, f"alone-{i}")
+        assert helper.answered["seal"] == 0
+        await asyncio.gather(*(send(fed, WUCHANG, DAFENG, f"crowd-{i}") for i in range(12)))
+        assert helper.answered["seal"] >= 8  # all but the first four of the crowd
+        assert helper.fallbacks["seal"] == 0
+        await drain(fed, WUCHANG)
+        assert len(fed.nodes[DAFENG].list_inbox()) == 15
+    finally:
+        await sender.aclose()
+        fed.close()
