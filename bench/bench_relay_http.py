@@ -185,6 +185,16 @@ def _io_mib(pid: int) -> tuple[float, float]:
     return int(fields["rchar"]) / MIB, int(fields["wchar"]) / MIB
 
 
+def _reset_peak(pid: int) -> bool:
+    """Start the process's peak RSS (VmHWM) afresh (``5`` to /proc/<pid>/clear_refs,
+    Linux 4.0+), so that it tells one phase's peak; whether it could."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def _vm_hwm_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -546,6 +556,8 @@ async def _attachment(
     sha_seconds = time.perf_counter() - t0
 
     tls_before, tls_cpu = await _raw_tls(b_dir, big)
+    whole = {"A": _vm_hwm_mib(node_a.pid), "B": _vm_hwm_mib(node_b.pid)}  # before: create...
+    phase = all(_reset_peak(p) for p in (node_a.pid, node_b.pid))
     spies = await _profilers({"a": node_a.pid, "b": node_b.pid})
     cpu_a, cpu_b = _cpu_seconds(node_a.pid), _cpu_seconds(node_b.pid)
     io_a, io_b = _io_mib(node_a.pid), _io_mib(node_b.pid)
@@ -567,8 +579,9 @@ async def _attachment(
             "seconds": big_seconds,
             "per_s": SIZE / MIB / big_seconds,
             "note": f"MiB/s; staging at A {staged:.1f} s, hop A→B {big_seconds - staged:.1f} s; "
-            f"peak RSS A {_vm_hwm_mib(node_a.pid):.0f} MiB, "
-            f"B {_vm_hwm_mib(node_b.pid):.0f} MiB; CPU A {cpu_a:.1f} s, B {cpu_b:.1f} s, "
+            f"peak RSS {'during it' if phase else 'of the whole run'} A "
+            f"{_vm_hwm_mib(node_a.pid):.0f} MiB, B {_vm_hwm_mib(node_b.pid):.0f} MiB (before "
+            f"it A {whole['A']:.0f}, B {whole['B']:.0f}); CPU A {cpu_a:.1f} s, B {cpu_b:.1f} s, "
             f"staff client {client_cpu:.1f} s",
         }
     )
