@@ -33,6 +33,7 @@ import contextlib
 import fcntl
 import logging
 import pickle
+import signal
 import struct
 import sys
 from collections.abc import Callable
@@ -166,6 +167,9 @@ def _widen_pipes() -> None:
 
 
 def main() -> int:
+    # Ctrl-C in a terminal reaches the whole process group: the node decides when its
+    # helper ends (by closing its stdin), not the interrupt
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     _widen_pipes()
     return serve(sys.stdin.buffer, sys.stdout.buffer)

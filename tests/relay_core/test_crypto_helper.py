@@ -108,6 +108,28 @@ async def test_the_helper_examines_a_batch_as_the_thread_does(tmp_path: Path) ->
     assert remote[2].body == {"applicant": "张三", "i": 2}
 
 
+async def test_an_interrupt_for_the_terminal_leaves_the_helper_to_its_node(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C reaches a terminal's whole process group: the helper ignores SIGINT (its
+    node ends it by closing its stdin) and keeps answering."""
+    pki = make_pki(tmp_path / "pki")
+    fed = _federation(pki, tmp_path)
+    token = forge(fed, pki.keys[WUCHANG], DAFENG, facts(fed, WUCHANG, DAFENG))
+    helper = CryptoHelper(pki.keys[DAFENG].hpke_keys, DAFENG, pki.keys[DAFENG].seal)
+    try:
+        assert await helper.examine([token], pki.bundle, at=START, peer_id=WUCHANG)
+        pid = helper.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGINT)
+        await asyncio.sleep(0.2)
+        assert await helper.examine([token], pki.bundle, at=START, peer_id=WUCHANG)
+        assert helper.pid == pid
+        assert helper.answered["examine"] == 2
+    finally:
+        await helper.aclose()
+
+
 async def test_batches_in_flight_come_back_in_their_own_time(tmp_path: Path) -> None:
     """Several batches queued at once: each is answered when the helper has examined it,
     not when the last one is (a sender waiting for the whole queue would stall the
