@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
 import pickle
 import signal
 import struct
@@ -140,7 +141,8 @@ class _Node:
 
 
 def serve(source: IO[bytes], sink: IO[bytes]) -> int:
-    """Answer the node's requests until ``source`` ends."""
+    """Answer the node's requests until ``source`` ends, or until ``sink`` is closed (the
+    node died while we worked: nobody is left to answer)."""
     hello = read_frame(source)
     if hello is None:
         return 0
@@ -152,8 +154,11 @@ def serve(source: IO[bytes], sink: IO[bytes]) -> int:
             answer: object = kinds[kind](*args)
         except Exception as exc:
             answer = ("error", f"{type(exc).__name__}: {exc}")
-        sink.write(frame(answer))
-        sink.flush()
+        try:
+            sink.write(frame(answer))
+            sink.flush()
+        except BrokenPipeError:
+            return 0
     return 0
 
 
@@ -172,7 +177,11 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     _widen_pipes()
-    return serve(sys.stdin.buffer, sys.stdout.buffer)
+    status = serve(sys.stdin.buffer, sys.stdout.buffer)
+    # stdout may be a broken pipe now: the interpreter's last flush must not complain
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return status
 
 
 if __name__ == "__main__":

@@ -21,12 +21,13 @@ Application above (the case layer):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import sqlite3
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -274,97 +275,90 @@ class RelayNode:
         protocol.md "Conventions", or ``case_id`` is not 1-128 characters),
         :class:`PacketTooLarge` (over ``policy.max_packet_bytes``; nothing is queued).
         """
-        self._creating += 1
-        try:
-            return await self._create_packet(
-                to=to, case_id=case_id, matter=matter, action=action, mode=mode,
-                content=content, attachments=attachments, expires_in=expires_in,
+        with self._one_creation_more():
+            check_new_packet(case_id, matter, action, mode, content)
+            at = self._clock()
+            recipient = self._directory.sealing_key(to)  # UnknownNode first
+            request = AuthorizationRequest(
+                self.node_id, to, matter, action, mode, None,
+                sender_profile=self.profile, receiver_profile=self._directory.profile(to),
             )  # fmt: skip
-        finally:
-            self._creating -= 1
-
-    async def _create_packet(
-        self,
-        *,
-        to: str,
-        case_id: str,
-        matter: str,
-        action: str,
-        mode: str,
-        content: Mapping[str, Any],
-        attachments: Sequence[str],
-        expires_in: timedelta | None,
-    ) -> PacketSummary:
-        check_new_packet(case_id, matter, action, mode, content)
-        at = self._clock()
-        recipient = self._directory.sealing_key(to)  # UnknownNode first
-        request = AuthorizationRequest(
-            self.node_id, to, matter, action, mode, None,
-            sender_profile=self.profile, receiver_profile=self._directory.profile(to),
-        )  # fmt: skip
-        decision = self._authorizer(request, at)
-        if not decision.allowed or decision.agreement is None:
-            raise NotAuthorized(decision.reason or "no-agreement", decision.detail)
-        staged = await self._vault.for_recipient(self._vault.staged(attachments), recipient.suite)
-        keys = [key for _, key in staged]
-        refs = [AttachmentRef(s.blob_digest, s.blob_size, s.media_type, s.name) for s, _ in staged]
-        infos = [info_of(s) for s, _ in staged]
-        packet_id = self._new_id()
-        agreement = decision.agreement
-        # the costly half (inner JWS, HPKE seal, own copy) needs no sequence number: done
-        # here, per request, so a group's transaction only signs the routing facts
-        made = None
-        if self._helper is not None and self._creating > self.seal_inline_up_to:
-            made = await self._helper.seal(
-                packet_id, case_id, to, content, keys, recipient=recipient, at=at
+            decision = self._authorizer(request, at)
+            if not decision.allowed or decision.agreement is None:
+                raise NotAuthorized(decision.reason or "no-agreement", decision.detail)
+            staged = await self._vault.for_recipient(
+                self._vault.staged(attachments), recipient.suite
             )
-        if made is not None:
-            inner, sealed, own_copy = made
-        else:  # no helper, or it could not: here (raising what the helper did not say)
+            keys = [key for _, key in staged]
+            refs = [
+                AttachmentRef(s.blob_digest, s.blob_size, s.media_type, s.name) for s, _ in staged
+            ]
+            infos = [info_of(s) for s, _ in staged]
+            packet_id = self._new_id()
+            agreement = decision.agreement
+            # the costly half (inner JWS, HPKE seal, own copy) needs no sequence number: done
+            # here, per request, so a group's transaction only signs the routing facts
+            made = None
+            if self._helper is not None and self._creating > self.seal_inline_up_to:
+                made = await self._helper.seal(
+                    packet_id, case_id, to, content, keys, recipient=recipient, at=at
+                )
+            if made is not None:
+                inner, sealed, own_copy = made
+            else:  # no helper, or it could not: here (raising what the helper did not say)
+                try:
+                    inner, sealed = seal_content(
+                        packet_id, case_id, self.node_id, to, content, keys,
+                        signer=self._signer, recipient=recipient, at=at,
+                    )  # fmt: skip
+                except MalformedPacket as exc:
+                    raise NotAuthorized(f"malformed: {exc}") from exc
+                own_copy = self._own_copy(inner, packet_id)
+
+            def build(seq: int, prev: str | None) -> NewOutgoing:
+                facts = {
+                    "v": 1,
+                    "id": packet_id,
+                    "case": case_id,
+                    "from": self.node_id,
+                    "to": to,
+                    "matter": matter,
+                    "action": action,
+                    "mode": mode,
+                    "agreement": {
+                        "id": agreement.id,
+                        "version": agreement.version,
+                        "digest": agreement.digest,
+                    },
+                    "seq": seq,
+                    "prev": prev,
+                    "created": format_time(at),
+                    "expires": format_time(at + (expires_in or self._policy.default_ttl)),
+                    "attachments": [r.to_json() for r in refs],
+                }
+                token, parsed = sign_packet(facts, sealed, signer=self._signer, at=at)
+                most = self._policy.max_packet_bytes
+                if most is not None and len(token) > most:
+                    raise PacketTooLarge(len(token), most)
+                digest = packet_digest(token)
+                leaf = packet_leaf(LeafKind.PACKET_SENT, parsed, digest, node=self.node_id, at=at)
+                return NewOutgoing(summary_of(parsed, digest, infos), token, own_copy, leaf)
+
             try:
-                inner, sealed = seal_content(
-                    packet_id, case_id, self.node_id, to, content, keys,
-                    signer=self._signer, recipient=recipient, at=at,
-                )  # fmt: skip
+                new = await self._commits.enqueue(to, case_id, build)
             except MalformedPacket as exc:
                 raise NotAuthorized(f"malformed: {exc}") from exc
-            own_copy = self._own_copy(inner, packet_id)
+            self._wake_for(new.summary)
+            return new.summary
 
-        def build(seq: int, prev: str | None) -> NewOutgoing:
-            facts = {
-                "v": 1,
-                "id": packet_id,
-                "case": case_id,
-                "from": self.node_id,
-                "to": to,
-                "matter": matter,
-                "action": action,
-                "mode": mode,
-                "agreement": {
-                    "id": agreement.id,
-                    "version": agreement.version,
-                    "digest": agreement.digest,
-                },
-                "seq": seq,
-                "prev": prev,
-                "created": format_time(at),
-                "expires": format_time(at + (expires_in or self._policy.default_ttl)),
-                "attachments": [r.to_json() for r in refs],
-            }
-            token, parsed = sign_packet(facts, sealed, signer=self._signer, at=at)
-            most = self._policy.max_packet_bytes
-            if most is not None and len(token) > most:
-                raise PacketTooLarge(len(token), most)
-            digest = packet_digest(token)
-            leaf = packet_leaf(LeafKind.PACKET_SENT, parsed, digest, node=self.node_id, at=at)
-            return NewOutgoing(summary_of(parsed, digest, infos), token, own_copy, leaf)
-
+    @contextlib.contextmanager
+    def _one_creation_more(self) -> Iterator[None]:
+        """Count a :meth:`create_packet` in progress (see ``seal_inline_up_to``)."""
+        self._creating += 1
         try:
-            new = await self._commits.enqueue(to, case_id, build)
-        except MalformedPacket as exc:
-            raise NotAuthorized(f"malformed: {exc}") from exc
-        self._wake_for(new.summary)
-        return new.summary
+            yield
+        finally:
+            self._creating -= 1
 
     def _wake_for(self, queued: PacketSummary) -> None:
         """Wake the outbox for a packet just queued, unless its sleep already ends

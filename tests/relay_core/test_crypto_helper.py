@@ -42,6 +42,7 @@ import relay.core.helper as helper_module
 from certs.pki import revoke
 from relay.core.fakes import FakeNetwork
 from relay.core.helper import CryptoHelper
+from relay.core.helper_worker import frame
 from relay.core.model import OutboxState
 from relay.core.outbox import OutboxPolicy
 from relay.core.packets import key_ring
@@ -307,6 +308,32 @@ async def test_a_node_whose_helper_was_killed_seals_its_packets_itself(tmp_path:
     finally:
         await sender.aclose()
         fed.close()
+
+
+def test_a_helper_whose_node_died_mid_answer_ends_quietly(tmp_path: Path) -> None:
+    """The node killed while its helper works: the answer meets a closed pipe, and the
+    helper ends with status 0 and nothing on stderr (a node's log stays free of
+    tracebacks that are not faults)."""
+    pki = make_pki(tmp_path / "pki")
+    fed = _federation(pki, tmp_path)
+    keys = pki.keys[DAFENG]
+    tokens = [forge(fed, pki.keys[WUCHANG], DAFENG, facts(fed, WUCHANG, DAFENG))] * 200
+    hello = (DAFENG, [(k.suite.value, k.secret) for k in keys.hpke_keys], keys.seal.to_pem())
+    request = ("examine", pki.bundle.fingerprint, pki.bundle.to_pem(), tokens, START, WUCHANG)
+    with subprocess.Popen(
+        [sys.executable, "-m", "relay.core.helper_worker"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as helper:  # fmt: skip
+        assert helper.stdin is not None
+        assert helper.stdout is not None
+        assert helper.stderr is not None
+        helper.stdout.close()  # the node is gone before the answer comes
+        helper.stdin.write(frame(hello) + frame(request))
+        helper.stdin.close()
+        assert helper.wait(timeout=60) == 0
+        said = helper.stderr.read().decode()
+    assert "Traceback" not in said
+    assert said == ""
 
 
 _PARENT = textwrap.dedent(
