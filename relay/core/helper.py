@@ -35,6 +35,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from cryptography import x509
+
 from relay.core.helper_worker import Packed, frame
 from relay.core.packets import VerifiedPacket
 from relay.core.receiver import Examined
@@ -191,7 +193,7 @@ class CryptoHelper:
     ) -> tuple[str, dict[str, str], str] | None:
         """(inner JWS, ``sealed`` member, own copy) of a new packet, as
         :func:`relay.core.packets.seal_content` and
-        :func:`relay.core.service.seal_own_copy` make them; None when the helper cannot
+        :func:`relay.core.packets.seal_own_copy` make them; None when the helper cannot
         answer (the caller then seals itself)."""
         pub = (recipient.suite.value, recipient.public_bytes)
         result = await self._call(
@@ -209,8 +211,6 @@ class CryptoHelper:
         key = (der, node_id, name, purpose)
         signer = self._identities.get(key)
         if signer is None:
-            from cryptography import x509
-
             if len(self._identities) >= _IDENTITIES:
                 self._identities.clear()
             signer = Identity(node_id, name, x509.load_der_x509_certificate(der), purpose)

@@ -5,7 +5,7 @@ lock: on the receiving side verifying the outer JWS, the certificate path, openi
 HPKE-sealed content and verifying the inner JWS (:func:`relay.core.receiver.examine`);
 on the sending side signing the inner JWS, sealing it to the recipient and sealing the
 node's own copy (:func:`relay.core.packets.seal_content`,
-:func:`relay.core.service.seal_own_copy`). A node with more than one core runs that here,
+:func:`relay.core.packets.seal_own_copy`). A node with more than one core runs that here,
 in a process of its own (:class:`relay.core.helper.CryptoHelper` starts it with
 ``python -m relay.core.helper_worker``), so that it and the node's event loop use two
 cores.
@@ -40,10 +40,9 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any
 
-from cryptography.hazmat.primitives.serialization import Encoding
-
-from relay.core.packets import key_ring, seal_content
+from relay.core.packets import key_ring, seal_content, seal_own_copy
 from relay.core.receiver import Examined, examine
+from signing import pathcache
 from signing.certificates import TrustBundle
 from signing.hpke import HpkePrivateKey, HpkePublicKey, HpkeSuite
 from signing.keys import Signer
@@ -85,7 +84,7 @@ def pack(examined: Examined) -> Packed:
     if isinstance(packet, str):
         return (packet,)
     signer = packet.signer
-    der = signer.certificate.public_bytes(Encoding.DER)
+    der = pathcache.der(signer.certificate)  # encoded once per certificate object
     return (
         packet.digest, packet.facts, der, signer.node_id, signer.name, signer.purpose,
         examined.content, examined.body,
@@ -96,15 +95,12 @@ class _Node:
     """What the helper holds of its node: keys, signer, the bundle last sent."""
 
     def __init__(self, hello: tuple[Any, ...]) -> None:
-        from relay.core.service import seal_own_copy
-
         me, keys_raw, (key_pem, chain_pem) = hello
         self.me: str = me
         self.hpke = [HpkePrivateKey(HpkeSuite(suite), secret) for suite, secret in keys_raw]
         self.ring = key_ring(self.hpke)
         self.own_kid = self.hpke[0].public_key().kid
         self.signer = Signer.from_pem(key_pem, chain_pem)
-        self._seal_own_copy = seal_own_copy
         self._fingerprint: bytes | None = None
         self._bundle: TrustBundle | None = None
         self._recipients: dict[tuple[str, bytes], HpkePublicKey] = {}
@@ -137,7 +133,7 @@ class _Node:
             packet_id, case_id, self.me, to, body, keys,
             signer=self.signer, recipient=self.recipient(*recipient), at=at,
         )  # fmt: skip
-        return inner, sealed, self._seal_own_copy(inner, packet_id, self.hpke[0], self.own_kid)
+        return inner, sealed, seal_own_copy(inner, packet_id, self.hpke[0], self.own_kid)
 
 
 def serve(source: IO[bytes], sink: IO[bytes]) -> int:

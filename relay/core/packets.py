@@ -47,6 +47,7 @@ from relay.core.fields import (
 )
 from relay.core.ports import AgreementRef
 from relay.core.streams import Stream, stream_for
+from signing.at_rest import AtRest, seal_at_rest
 from signing.certificates import Identity, Purpose, TrustBundle
 from signing.encoding import (
     MAX_DEPTH,
@@ -373,6 +374,17 @@ def seal_content(
     inner = sign_compact(canonical_json(inner_payload), signer, typ=CONTENT_TYP, at=at)
     ct = hpke_seal(inner.encode("ascii"), recipient, info=seal_info("packet", ident))
     return inner, {"suite": str(recipient.suite), "kid": recipient.kid, "ct": b64url(ct)}
+
+
+def seal_own_copy(inner: str, packet_id: str, key: HpkePrivateKey, kid: str) -> str:
+    """A sent packet's inner JWS (from :func:`seal_content`) sealed at rest for its node
+    alone under ``key`` (the node's current HPKE private key, whose kid is ``kid``):
+    ``<cipher>.<kid>.<b64url>`` (:mod:`signing.at_rest`; see
+    :meth:`relay.core.service.RelayNode._own_copy`)."""
+    cipher = AtRest.for_key(key)
+    info = seal_info("packet-copy", {"id": packet_id})
+    sealed = seal_at_rest(inner.encode("ascii"), key, info=info, cipher=cipher)
+    return f"{cipher.value}.{kid}.{b64url(sealed)}"
 
 
 def sign_packet(

@@ -65,6 +65,7 @@ from relay.core.packets import (
     open_content,
     packet_digest,
     seal_content,
+    seal_own_copy,
     sign_packet,
     verify_packet,
 )
@@ -80,9 +81,9 @@ from relay.core.ports import (
 from relay.core.receiver import standard_pipeline
 from relay.core.sender import Sender
 from relay.core.store import NewOutgoing, RelayStore
-from signing.at_rest import AtRest, open_at_rest, seal_at_rest
+from signing.at_rest import AtRest, open_at_rest
 from signing.certificates import TrustBundle
-from signing.encoding import b64url, b64url_decode
+from signing.encoding import b64url_decode
 from signing.errors import SigningError
 from signing.hpke import HpkePrivateKey, hpke_open, seal_info
 from signing.nodedir import NodeKeys
@@ -95,16 +96,6 @@ _log = logging.getLogger("tongban.relay")
 _AT_REST = {c.value: c for c in AtRest}
 """Own copies sealed with :mod:`signing.at_rest` are ``<cipher>.<kid>.<b64url>``:
 ``r1`` AES-256-GCM, ``r2`` SM4-GCM (an SM-profile node's copies since issue 19)."""
-
-
-def seal_own_copy(inner: str, packet_id: str, key: HpkePrivateKey, kid: str) -> str:
-    """A sent packet's inner JWS sealed at rest for its node alone under ``key`` (the
-    node's current HPKE private key, whose kid is ``kid``): see
-    :meth:`RelayNode._own_copy`."""
-    cipher = AtRest.for_key(key)
-    info = seal_info("packet-copy", {"id": packet_id})
-    sealed = seal_at_rest(inner.encode("ascii"), key, info=info, cipher=cipher)
-    return f"{cipher.value}.{kid}.{b64url(sealed)}"
 
 
 class RelayNode:
