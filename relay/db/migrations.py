@@ -54,18 +54,26 @@ class Migration:
     postgresql: str
 
 
-class SchemaTooNew(Exception):
+class _SchemaMismatch(Exception):
+    """A component's tables at another schema version than this release's."""
+
+    def __init__(self, component: str, found: int, known: int, message: str) -> None:
+        super().__init__(message)
+        self.component = component
+        self.found = found
+        self.known = known
+
+
+class SchemaTooNew(_SchemaMismatch):
     """The database was written by a newer release than this one."""
 
     def __init__(self, component: str, found: int, known: int) -> None:
         super().__init__(
+            component, found, known,
             f"the {component} tables are at schema version {found}, newer than the"
             f" {known} this release knows; run the release that wrote them, or restore"
-            " a backup taken before the upgrade"
-        )
-        self.component = component
-        self.found = found
-        self.known = known
+            " a backup taken before the upgrade",
+        )  # fmt: skip
 
 
 def dialect_of(conn: Connection) -> Dialect:
@@ -87,19 +95,17 @@ def _run_script(conn: Connection, script: str) -> None:
         conn.execute(pending)
 
 
-class SchemaBehind(Exception):
+class SchemaBehind(_SchemaMismatch):
     """The database has not been migrated to this release yet (a tool that only reads
     does not migrate it: an older node may still be running on it)."""
 
     def __init__(self, component: str, found: int, known: int) -> None:
         super().__init__(
+            component, found, known,
             f"the {component} tables are at schema version {found} and this release reads"
             f" version {known}: start the node of this release once, or run"
-            " `tongban db migrate --config node.toml`, then try again"
-        )
-        self.component = component
-        self.found = found
-        self.known = known
+            " `tongban db migrate --config node.toml`, then try again",
+        )  # fmt: skip
 
 
 def require_current(conn: Connection, component: str, steps: Sequence[Migration]) -> None:
