@@ -135,6 +135,11 @@ class Overdue:
     complaints: tuple[tuple[int, SlaReport], ...]  # (complaint seq, its clock)
 
 
+def _flagged(*clocks: SlaReport | None) -> bool:
+    """Whether a clock is yellow, red or grey (None: no such clock)."""
+    return any(c is not None and c.colour is not Colour.GREEN for c in clocks)
+
+
 class CaseDesk:
     def __init__(
         self,
@@ -242,6 +247,14 @@ class CaseDesk:
     def list_cases(self) -> list[CaseRecord]:
         return self._store.list_cases()
 
+    def licence(self, number: str) -> tuple[str, str] | None:
+        """(token, case id) of the e-licence numbered ``number`` issued in a case here."""
+        return self._store.licence(number)
+
+    def licences(self) -> list[str]:
+        """The tokens of every e-licence issued in a case here, oldest case first."""
+        return self._store.licences()
+
     def packets(self, case_id: str) -> list[AppliedPacket]:
         return self._store.packets(case_id)
 
@@ -306,27 +319,40 @@ class CaseDesk:
 
     def unknown_clocks(self, now: datetime) -> list[str]:
         """Cases whose statutory clock cannot be computed (state unknown)."""
+        calendar = self.calendar
         return [
-            o.record.case.header.case_id
-            for o in self.overdue(now)
-            if o.clock.state is ClockState.UNKNOWN
+            case_id
+            for case_id, facts in self._store.clocks()
+            if facts.case_clock(calendar, now).state is ClockState.UNKNOWN
         ]
 
+    def statutory_clocks(self, now: datetime) -> list[SlaReport]:
+        """Every case's statutory clock, oldest case first (from the clock facts the
+        store keeps: no event is read)."""
+        calendar = self.calendar
+        return [facts.case_clock(calendar, now) for _, facts in self._store.clocks()]
+
     def overdue(self, now: datetime | None = None) -> list[Overdue]:
-        """Cases whose clock or an open complaint's clock is yellow, red or grey (unknown)."""
+        """Cases whose clock or an open complaint's clock is yellow, red or grey (unknown).
+
+        Judged on the clock facts the store keeps for every case; only the cases found
+        flagged are read (and judged again on their copy, which a step may have moved on
+        since), so a node with years of cases reads none of those that ended in time."""
         now = now or self._clock()
         calendar = self.calendar
         out = []
-        for record in self._store.list_cases():
+        for case_id, facts in self._store.clocks():
+            if not _flagged(facts.case_clock(calendar, now), facts.complaint_clock(calendar, now)):
+                continue
+            record = self._store.get(case_id, keep=False)  # not pushing out the working set
+            if record is None:
+                continue
             report = self.clock_of(record.case, now, calendar)
             complaints = tuple(
                 (c.seq, complaint_clock(c, calendar=calendar, now=now))
                 for c in record.case.view.open_complaints
             )
-            flagged = report.colour is not Colour.GREEN or any(
-                r.colour is not Colour.GREEN for _, r in complaints
-            )
-            if flagged:
+            if _flagged(report, *(r for _, r in complaints)):
                 out.append(Overdue(record, report, complaints))
         return out
 

@@ -4,29 +4,40 @@ or the configured PostgreSQL database (see :mod:`relay.db.open`).
 Tables (component ``cases``, migrated when the store opens; on SQLite next to the
 relay's own tables in ``relay.sqlite3``)::
 
-    cases         case_id PK, me, header JSON, events JSON, access_hash, opened_at,
-                  version, state, updated_at
+    cases         case_id PK, me, header JSON, events (empty since step 2), access_hash,
+                  opened_at, version, state, updated_at, stamp, clock JSON,
+                  licence_number, licence
+    case_events   (case_id, n) PK, content JSON: the case's events in canonical order
+                  (docs/protocol.md §11 contents), n from 0
     case_packets  packet_id PK, case_id, outcome, detail, applied_at
 
-A case row holds the whole copy (header, which office we are, the events in canonical
-order as docs/protocol.md §11 contents). Every write is one transaction; committed
-means on disk. On SQLite ``BEGIN IMMEDIATE`` makes each read-modify-write the only
-writer; on PostgreSQL, where several workers of the node share the tables, a write first
-takes an advisory lock per case it touches (:func:`relay.db.open.row_locks`, sorted, so
-two workers applying batches never deadlock), so each change reads the copy the last
-committed one left and cases that are not touched are not held up. The audit leaves a
-change records are appended after its case locks are taken (the log's append lock,
-:data:`relay.audit.store.APPEND_LOCK`, comes last): no transaction takes a case lock
-while holding the log, so the two never wait on each other in a circle.
+A case row holds its header and which office we are; its events are rows of their own,
+so a step writes the events it adds (or, when a partner's event sorts before the last
+ones, those from where the order changed) and never the whole history again (issue 12:
+a case with 1,000 events made every step read and rewrite a row that long). ``stamp`` is
+drawn anew at every write of the case. ``clock`` holds what the case's SLA clocks are
+counted from (:class:`relay.cases.sla.ClockFacts`), so :meth:`SqliteCaseStore.clocks`
+judges every case without reading its events; ``licence_number`` and ``licence`` hold
+the e-licence once issued, so a licence is found by its number
+(:meth:`SqliteCaseStore.licence`) and the issued ones are listed
+(:meth:`SqliteCaseStore.licences`) without reading a case.
+
+Every write is one transaction; committed means on disk. On SQLite ``BEGIN IMMEDIATE``
+makes each read-modify-write the only writer; on PostgreSQL, where several workers of
+the node share the tables, a write first takes an advisory lock per case it touches
+(:func:`relay.db.open.row_locks`, sorted, so two workers applying batches never
+deadlock), so each change reads the copy the last committed one left and cases that are
+not touched are not held up. The audit leaves a change records are appended after its
+case locks are taken (the log's append lock, :data:`relay.audit.store.APPEND_LOCK`,
+comes last): no transaction takes a case lock while holding the log, so the two never
+wait on each other in a circle.
 
 A step must not cost more as its case grows: the store keeps, for the cases it used
 last (:data:`COPIES_KEPT`, :data:`KEPT_TEXT_BYTES`), the copy it read or wrote with
-the row's texts. A read whose row holds the same texts takes that copy (with its folded
-view) instead of decoding every event again; a write whose copy is the kept one with
-events added at the end writes the kept events text with the new events' text
-appended instead of encoding every event again (the text is the same: ``json.dumps``
-of the whole list). The row's text is compared on every read, so a copy written by
-another worker or rolled back is never taken.
+the row's stamp. A read whose row holds the kept stamp takes that copy (with its folded
+view) instead of reading and decoding every event again; any other read takes the row
+and its events in one statement (one snapshot) and decodes them. A stamp is never
+written twice, so a copy written by another worker or rolled back is never taken.
 
 A :class:`CaseSink` added with :meth:`SqliteCaseStore.add_sink` sees every stored
 change of a case and every audit leaf this store appends *inside* the transaction that
@@ -37,6 +48,8 @@ with the change.
 from __future__ import annotations
 
 import json
+import logging
+import secrets
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -52,6 +65,7 @@ from relay.audit.store import append as audit_append
 from relay.audit.store import create_schema as audit_schema
 from relay.cases.errors import CaseError
 from relay.cases.model import CaseHeader, Event, Office
+from relay.cases.sla import ClockFacts
 from relay.cases.store import AppliedPacket, CaseRecord
 from relay.cases.workflow import Case
 from relay.db.migrations import Connection, Migration, migrate
@@ -80,7 +94,55 @@ CREATE TABLE IF NOT EXISTS case_packets (
 CREATE INDEX IF NOT EXISTS case_packets_case ON case_packets (case_id);
 """
 
-MIGRATIONS = [Migration(1, "cases and applied case packets", SCHEMA, pg_ddl(SCHEMA))]
+# step 2: each event a row of its own (the old rows' event lists moved over in order);
+# a worker of the release before that still runs on the database (several workers on
+# PostgreSQL) has its writes of a whole events list refused instead of left unread
+_EVENT_ROWS = {
+    "sqlite": """
+CREATE TABLE IF NOT EXISTS case_events (
+    case_id TEXT NOT NULL, n INTEGER NOT NULL, content TEXT NOT NULL,
+    PRIMARY KEY (case_id, n)
+);
+INSERT INTO case_events (case_id, n, content)
+    SELECT c.case_id, e.key, e.value FROM cases AS c, json_each(c.events) AS e;
+ALTER TABLE cases ADD COLUMN stamp TEXT NOT NULL DEFAULT '';
+UPDATE cases SET events = '';
+CREATE TRIGGER IF NOT EXISTS cases_events_in_rows_insert BEFORE INSERT ON cases
+    WHEN NEW.events != '' BEGIN SELECT RAISE(ABORT, 'case events are rows of their own'); END;
+CREATE TRIGGER IF NOT EXISTS cases_events_in_rows_update BEFORE UPDATE OF events ON cases
+    WHEN NEW.events != '' BEGIN SELECT RAISE(ABORT, 'case events are rows of their own'); END;
+""",
+    "postgresql": """
+CREATE TABLE IF NOT EXISTS case_events (
+    case_id TEXT NOT NULL, n BIGINT NOT NULL, content TEXT NOT NULL,
+    PRIMARY KEY (case_id, n)
+);
+INSERT INTO case_events (case_id, n, content)
+    SELECT c.case_id, e.ord - 1, e.value::text
+    FROM cases AS c, json_array_elements(c.events::json) WITH ORDINALITY AS e(value, ord);
+ALTER TABLE cases ADD COLUMN stamp TEXT NOT NULL DEFAULT '';
+UPDATE cases SET events = '';
+ALTER TABLE cases ADD CONSTRAINT cases_events_in_rows CHECK (events = '');
+""",
+}
+
+# step 3: each case's clock facts (relay.cases.sla.ClockFacts, JSON) and its licence
+# (number and token, once issued), filled at every write; rows from before are filled
+# when a store opens on them
+_DERIVED = """
+ALTER TABLE cases ADD COLUMN clock TEXT;
+ALTER TABLE cases ADD COLUMN licence_number TEXT;
+ALTER TABLE cases ADD COLUMN licence TEXT;
+CREATE INDEX IF NOT EXISTS cases_licence_number ON cases (licence_number);
+"""
+
+MIGRATIONS = [
+    Migration(1, "cases and applied case packets", SCHEMA, pg_ddl(SCHEMA)),
+    Migration(2, "case events in rows of their own", **_EVENT_ROWS),
+    Migration(3, "each case's clock facts and licence", _DERIVED, _DERIVED),
+]
+
+_log = logging.getLogger("tongban.relay.cases")
 
 _LOCKS = 0x6361_7365  # advisory lock space "case"
 
@@ -111,14 +173,14 @@ class _KeptCopies:
         with self._lock:
             old = self._copies.pop(case_id, None)
             if old is not None:
-                self._size -= len(old.events)
-            if len(kept.events) > KEPT_TEXT_BYTES:
+                self._size -= old.size
+            if kept.size > KEPT_TEXT_BYTES:
                 return  # too long to keep: it would only push the others out
-            self._size += len(kept.events)
+            self._size += kept.size
             self._copies[case_id] = kept
             while len(self._copies) > COPIES_KEPT or self._size > KEPT_TEXT_BYTES:
                 _, dropped = self._copies.popitem(last=False)
-                self._size -= len(dropped.events)
+                self._size -= dropped.size
 
 
 T = TypeVar("T")
@@ -139,16 +201,28 @@ def case_from_json(obj: dict[str, Any]) -> Case:
 
 @dataclass(frozen=True)
 class _Kept:
-    """A case copy as decoded from or encoded to its row's texts."""
+    """A case copy as read from or written to its row (``stamp``), with the characters
+    of its events' texts (``size``)."""
 
-    me: str
-    header: str
-    events: str
+    stamp: str
+    size: int
     case: Case
 
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
+
+
+def _derived(case: Case) -> tuple[str, str | None, str | None]:
+    """The row's columns derived from ``case``: clock facts, licence number and token
+    (both None until a licence is issued)."""
+    view = case.view
+    licensed = view.licence_number is not None and view.licence is not None
+    return (
+        _json(ClockFacts.of(case).to_json()),
+        view.licence_number if licensed else None,
+        view.licence if licensed else None,
+    )
 
 
 class CaseSink(Protocol):
@@ -173,6 +247,7 @@ class SqliteCaseStore:
             migrate(self._conn, "audit", AUDIT_MIGRATIONS)
         self._sinks: list[CaseSink] = []
         self._kept = _KeptCopies()
+        self._fill_derived()
 
     def add_sink(self, sink: CaseSink) -> None:
         self._sinks.append(sink)
@@ -203,92 +278,126 @@ class SqliteCaseStore:
             raise
         self._conn.execute("COMMIT")
 
+    _COLUMNS = "me, header, stamp, access_hash, opened_at, version"
+    _WITH_EVENTS = (
+        "SELECT c.me, c.header, c.stamp, c.access_hash, c.opened_at, c.version, e.content"
+        " FROM cases AS c LEFT JOIN case_events AS e ON e.case_id = c.case_id"
+        " WHERE c.case_id = ? ORDER BY e.n"
+    )
+
     @staticmethod
-    def _record(row: tuple[Any, ...], case: Case | None = None) -> CaseRecord:
-        me, header, events, access_hash, opened_at, version = row
-        if case is None:
-            case = case_from_json(
-                {"me": me, "header": json.loads(header), "events": json.loads(events)}
-            )
+    def _record(row: Sequence[Any], case: Case) -> CaseRecord:
+        access_hash, opened_at, version = row[3:6]
         return CaseRecord(case, access_hash, datetime.fromtimestamp(opened_at, UTC), int(version))
 
-    def _decoded(self, case_id: str, row: tuple[Any, ...]) -> CaseRecord:
-        """The record of ``row``, its case the kept copy when the row's texts are the kept
-        ones (compared whole: a copy another writer left is decoded anew)."""
-        me, header, events = row[:3]
+    def _kept_for(self, case_id: str, row: Sequence[Any]) -> Case | None:
+        """The kept copy of ``case_id`` when ``row`` is the write it was kept from."""
         kept = self._kept.get(case_id)
-        if kept is not None and (kept.events, kept.header, kept.me) == (events, header, me):
-            return self._record(row, kept.case)
-        record = self._record(row)
-        self._kept.put(case_id, _Kept(me, header, events, record.case))
-        return record
+        if kept is not None and kept.stamp == row[2]:
+            return kept.case
+        return None
 
-    def _encoded(self, case: Case) -> _Kept:
-        """The texts of ``case``'s row: the kept copy's events text with the events
-        appended since, when ``case`` is that copy with events added at its end."""
-        header = case.header
-        kept = self._kept.get(header.case_id)
-        events = case.events
-        if kept is not None and kept.case.header == header and kept.me == case.me.value:
-            held = kept.case.events
-            if len(held) <= len(events) and events[: len(held)] == held:
-                added = ", ".join(_json(e.to_content(header)) for e in events[len(held) :])
-                if not added:
-                    text = kept.events
-                elif held:
-                    text = f"{kept.events[:-1]}, {added}]"
-                else:
-                    text = f"[{added}]"
-                return _Kept(kept.me, kept.header, text, case)
-        data = case_to_json(case)
-        return _Kept(data["me"], _json(data["header"]), _json(data["events"]), case)
+    def _read(self, conn: Connection, case_id: str, *, keep: bool) -> CaseRecord | None:
+        """``case_id``'s row and all its events in one statement (one snapshot: a write
+        committed meanwhile is wholly in it or wholly not), decoded; kept if ``keep``."""
+        rows = conn.execute(self._WITH_EVENTS, (case_id,)).fetchall()
+        if not rows:
+            return None
+        me, header, stamp = rows[0][:3]
+        texts = [str(r[6]) for r in rows if r[6] is not None]
+        case = case_from_json(
+            {"me": me, "header": json.loads(header), "events": [json.loads(t) for t in texts]}
+        )
+        if keep:
+            self._kept.put(case_id, _Kept(stamp, sum(map(len, texts)), case))
+        return self._record(rows[0], case)
 
-    _COLUMNS = "me, header, events, access_hash, opened_at, version"
-
-    def _get(self, conn: Connection, case_id: str) -> CaseRecord | None:
+    def _get(self, conn: Connection, case_id: str, *, keep: bool = True) -> CaseRecord | None:
+        """The case's record: its row alone when the kept copy is that row's (a step
+        reads as much however many events the case holds), else row and events (kept
+        if ``keep``)."""
         row = conn.execute(
             f"SELECT {self._COLUMNS} FROM cases WHERE case_id = ?",  # noqa: S608 - constant
             (case_id,),
         ).fetchone()
-        return None if row is None else self._decoded(case_id, row)
+        if row is None:
+            return None
+        case = self._kept_for(case_id, row)
+        if case is not None:
+            return self._record(row, case)
+        return self._read(conn, case_id, keep=keep)
 
-    def _put(self, conn: Connection, record: CaseRecord, *, insert: bool) -> None:
-        texts = self._encoded(record.case)
+    def _put(self, conn: Connection, record: CaseRecord, old: CaseRecord | None) -> None:
+        """Write ``record`` over ``old`` (``None``: a new case): the row, and the events
+        from the first one that differs from ``old``'s (only the added ones when the
+        events before them are unchanged, as after a step)."""
+        case = record.case
+        header = case.header
+        events = case.events
+        held = () if old is None else old.case.events
+        same = 0
+        if old is not None and old.case.header == header:
+            for mine, theirs in zip(events, held, strict=False):
+                if mine is not theirs and mine != theirs:
+                    break
+                same += 1
+        texts = [_json(e.to_content(header)) for e in events[same:]]
+        header_text = _json(header.to_json())
+        stamp = secrets.token_hex(8)
         values = (
-            texts.me,
-            texts.header,
-            texts.events,
+            case.me.value,
+            header_text,
             record.access_hash,
             record.opened_at.timestamp(),
             record.version,
-            record.case.state.value,
+            case.state.value,
             datetime.now(UTC).timestamp(),
-            record.case.header.case_id,
+            stamp,
+            *_derived(case),
+            header.case_id,
         )
-        if insert:
+        if old is None:
             conn.execute(
-                "INSERT INTO cases (me, header, events, access_hash, opened_at, version, state,"
-                " updated_at, case_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO cases (me, header, access_hash, opened_at, version, state,"
+                " updated_at, stamp, clock, licence_number, licence, case_id, events)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'')",
                 values,
             )
         else:
             conn.execute(
-                "UPDATE cases SET me = ?, header = ?, events = ?, access_hash = ?,"
-                " opened_at = ?, version = ?, state = ?, updated_at = ? WHERE case_id = ?",
+                "UPDATE cases SET me = ?, header = ?, access_hash = ?, opened_at = ?,"
+                " version = ?, state = ?, updated_at = ?, stamp = ?, clock = ?,"
+                " licence_number = ?, licence = ? WHERE case_id = ?",
                 values,
             )
-        self._kept.put(record.case.header.case_id, texts)
+        if same < len(held):
+            conn.execute(
+                "DELETE FROM case_events WHERE case_id = ? AND n >= ?", (header.case_id, same)
+            )
+        if texts:
+            conn.executemany(
+                "INSERT INTO case_events (case_id, n, content) VALUES (?,?,?)",
+                [(header.case_id, same + i, t) for i, t in enumerate(texts)],
+            )
+        size = sum(map(len, texts))
+        if same:  # the unchanged events' texts: at most the kept ones (unknown: too many)
+            kept = self._kept.get(header.case_id)
+            known = kept is not None and old is not None and kept.case is old.case
+            size += kept.size if known and kept is not None else KEPT_TEXT_BYTES + 1
+        self._kept.put(header.case_id, _Kept(stamp, size, case))
 
     def create(self, record: CaseRecord) -> None:
         with self._tx([record.case.header.case_id]) as conn:
             if self._get(conn, record.case.header.case_id) is not None:
                 raise CaseError(f"case {record.case.header.case_id} exists", code="case-exists")
-            self._put(conn, record, insert=True)
+            self._put(conn, record, None)
             for sink in self._sinks:
                 sink.changed(conn, None, record)
 
-    def get(self, case_id: str) -> CaseRecord | None:
-        return self._get(self._conn, case_id)
+    def get(self, case_id: str, *, keep: bool = True) -> CaseRecord | None:
+        """The case's record; ``keep=False`` for a listing's reads, which must not push
+        out the copies of the cases being worked on."""
+        return self._get(self._conn, case_id, keep=keep)
 
     def _change(
         self,
@@ -303,7 +412,7 @@ class SqliteCaseStore:
         stored = CaseRecord(
             new.case, new.access_hash, new.opened_at, (old.version if old else 0) + 1
         )
-        self._put(conn, stored, insert=old is None)
+        self._put(conn, stored, old)
         for sink in self._sinks:
             sink.changed(conn, old, stored)
         return stored
@@ -337,11 +446,87 @@ class SqliteCaseStore:
         with self._tx(names) as conn:
             return work(lambda leaf: self._audit(conn, leaf))
 
+    def _fill_derived(self) -> None:
+        """Store the clock facts and licence of the cases written before schema step 3
+        (once, when a store first opens on them; a few hundred cases per transaction). A
+        case whose copy cannot be decoded is logged and left without them (a listing
+        reads it whole, as before): the node still starts."""
+        after = ""
+        while True:
+            missing = [
+                str(r[0])
+                for r in self._conn.execute(
+                    "SELECT case_id FROM cases WHERE clock IS NULL AND case_id > ?"
+                    " ORDER BY case_id LIMIT 200",
+                    (after,),
+                ).fetchall()
+            ]
+            if not missing:
+                return
+            after = missing[-1]
+            with self._tx(missing) as conn:
+                for case_id in missing:
+                    try:
+                        record = self._read(conn, case_id, keep=False)
+                        derived = None if record is None else _derived(record.case)
+                    except (ValueError, KeyError, TypeError, CaseError) as exc:
+                        _log.error("case %s: clock facts and licence not stored (%s)", case_id, exc)
+                        continue
+                    if derived is not None:
+                        conn.execute(
+                            "UPDATE cases SET clock = ?, licence_number = ?, licence = ?"
+                            " WHERE case_id = ? AND clock IS NULL",
+                            (*derived, case_id),
+                        )
+
+    def clocks(self) -> list[tuple[str, ClockFacts]]:
+        """Every case's id and clock facts, oldest first, without reading its events."""
+        out = []
+        for case_id, text in self._conn.execute(
+            "SELECT case_id, clock FROM cases ORDER BY opened_at, case_id"
+        ).fetchall():
+            if text is not None:
+                out.append((str(case_id), ClockFacts.from_json(json.loads(text))))
+            elif (record := self._read(self._conn, case_id, keep=False)) is not None:
+                out.append((str(case_id), ClockFacts.of(record.case)))  # not filled yet
+        return out
+
+    def licence(self, number: str) -> tuple[str, str] | None:
+        """(token, case id) of the e-licence numbered ``number`` (the oldest case's, as
+        :meth:`list_cases` orders them), or None."""
+        row = self._conn.execute(
+            "SELECT licence, case_id FROM cases WHERE licence_number = ?"
+            " AND licence IS NOT NULL ORDER BY opened_at, case_id LIMIT 1",
+            (number,),
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def licences(self) -> list[str]:
+        """The tokens of every e-licence issued in a case, oldest case first."""
+        return [
+            str(r[0])
+            for r in self._conn.execute(
+                "SELECT licence FROM cases WHERE licence IS NOT NULL ORDER BY opened_at, case_id"
+            )
+        ]
+
     def list_cases(self) -> list[CaseRecord]:
+        """Every case, oldest first: the kept copy of a case whose row is its write, the
+        others read with their events (and not kept: a listing would push out the copies
+        of the cases being worked on)."""
         rows = self._conn.execute(
-            f"SELECT {self._COLUMNS} FROM cases ORDER BY opened_at, case_id"  # noqa: S608
+            f"SELECT case_id, {self._COLUMNS} FROM cases ORDER BY opened_at, case_id"  # noqa: S608
         ).fetchall()
-        return [self._record(r) for r in rows]
+        out = []
+        for case_id, *row in rows:
+            case = self._kept_for(case_id, row)
+            if case is not None:
+                record: CaseRecord | None = self._record(row, case)
+            else:
+                record = self._read(self._conn, case_id, keep=False)
+            if record is not None:  # None: deleted since the listing's statement
+                out.append(record)
+        return out
 
     def unapplied(self, packet_ids: list[str]) -> list[str]:
         done: set[str] = set()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from relay.cases.sla import ClockFacts
 from relay.cases.workflow import Case
 
 __all__ = ["AppliedPacket", "CaseRecord", "CaseStore"]
@@ -41,7 +42,10 @@ class CaseStore(Protocol):
         (``case-exists``) when the id is taken."""
         ...
 
-    def get(self, case_id: str) -> CaseRecord | None: ...
+    def get(self, case_id: str, *, keep: bool = True) -> CaseRecord | None:
+        """The case's record, or None; ``keep=False`` for a listing's reads (a store that
+        keeps recent copies does not keep this one)."""
+        ...
 
     def update(
         self,
@@ -54,6 +58,19 @@ class CaseStore(Protocol):
         ...
 
     def list_cases(self) -> list[CaseRecord]: ...
+
+    def licence(self, number: str) -> tuple[str, str] | None:
+        """(token, case id) of the e-licence numbered ``number``, or None."""
+        ...
+
+    def licences(self) -> list[str]:
+        """The tokens of every e-licence issued in a case, in :meth:`list_cases` order."""
+        ...
+
+    def clocks(self) -> list[tuple[str, ClockFacts]]:
+        """Every case's id and clock facts, in :meth:`list_cases` order, without reading
+        its events."""
+        ...
 
     def unapplied(self, packet_ids: list[str]) -> list[str]:
         """Those of ``packet_ids`` not yet recorded by :meth:`record_packet`."""

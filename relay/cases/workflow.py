@@ -148,6 +148,10 @@ class CaseView:
     licence_number: str | None = None
     rating: Mapping[str, Any] | None = None
     complaints: tuple[Complaint, ...] = ()
+    # the statutory clock's running intervals (start, end or None while running) and
+    # whether it stopped for good (relay.cases.sla counts them): carried step by step
+    clock: tuple[tuple[datetime, datetime | None], ...] = ()
+    clock_stopped: bool = False
 
     @property
     def open_complaints(self) -> tuple[Complaint, ...]:
@@ -174,11 +178,35 @@ def _why_not(view: CaseView, header: CaseHeader, event: Event) -> str | None:
     return None
 
 
+_CLOCK_PAUSES = frozenset({K.REQUEST_CORRECTION})
+_CLOCK_RESUMES = frozenset({K.SUPPLEMENT})
+_CLOCK_STOPS = frozenset({K.REJECT, K.DECIDE, K.WITHDRAW})
+
+
+def _clock_after(view: CaseView, event: Event) -> dict[str, Any]:
+    """The statutory clock's change by an applied ``event``: it starts at submission,
+    pauses for a correction, resumes at the supplement and stops for good at the
+    answer, decision or withdrawal (nothing changes it after that)."""
+    intervals = view.clock
+    if view.clock_stopped:
+        return {}
+    running = bool(intervals) and intervals[-1][1] is None
+    kind = event.kind
+    if kind is K.SUBMIT or (kind in _CLOCK_RESUMES and not running):
+        return {"clock": (*intervals, (event.at, None))}
+    if running and (kind in _CLOCK_PAUSES or kind in _CLOCK_STOPS):
+        return {
+            "clock": (*intervals[:-1], (intervals[-1][0], event.at)),
+            "clock_stopped": kind in _CLOCK_STOPS,
+        }
+    return {}
+
+
 def _apply(view: CaseView, event: Event) -> CaseView:
     _, _, after = _RULES[event.kind]
     d = event.details
     state = after if after is not None else view.state
-    changes: dict[str, Any] = {}
+    changes: dict[str, Any] = _clock_after(view, event)
     if event.kind is K.DECIDE:
         state = S.APPROVED if d["decision"] == "approve" else S.DENIED
     elif event.kind is K.REQUEST_CORRECTION:

@@ -77,7 +77,7 @@ class LicenceDesk:
                 f"'valid_days' must be a whole number of days, 1..{_MAX_VALID_DAYS}"
             )
         at = self._clock().replace(microsecond=0)
-        tokens = [r.case.view.licence for r in self._desk.list_cases() if r.case.view.licence]
+        tokens = self._desk.licences()
         index = next_status_index(tokens, me)
         number = body.get("number") or f"{me}-{at:%Y}-{index + 1:06d}"
         if not isinstance(number, str) or len(number) > 64:

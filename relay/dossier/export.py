@@ -75,7 +75,13 @@ def _leaf_of(conn: Connection, key: str, digest: str) -> int | None:
 
 
 def _case_rows(conn: Connection, case_id: str) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
-    row = conn.execute("SELECT header, events FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+    rows = conn.execute(  # one statement: the header and the events of one write
+        "SELECT c.header, e.content FROM cases AS c"
+        " LEFT JOIN case_events AS e ON e.case_id = c.case_id WHERE c.case_id = ? ORDER BY e.n",
+        (case_id,),
+    ).fetchall()
+    row = rows[0] if rows else None
+    events = [json.loads(r[1]) for r in rows if r[1] is not None]
     packets = [
         (str(p), str(t), str(r))
         for p, t, r in conn.execute(
@@ -89,7 +95,7 @@ def _case_rows(conn: Connection, case_id: str) -> tuple[dict[str, Any], list[tup
         raise UnknownCase(f"this node holds no case {case_id}")
     case: dict[str, Any] = {"case": case_id, "header": None, "events": []}
     if row is not None:
-        case = {"case": case_id, "header": json.loads(row[0]), "events": json.loads(row[1])}
+        case = {"case": case_id, "header": json.loads(row[0]), "events": events}
     return case, packets
 
 

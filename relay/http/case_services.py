@@ -99,9 +99,7 @@ class CaseServices:
             "tongban_cases", "Open cases by the colour of their SLA clock", labels=["colour"]
         )
         counts = dict.fromkeys(Colour, 0)
-        calendar = self.desk.calendar
-        for record in self.desk.list_cases():
-            report = self.desk.clock_of(record.case, now, calendar)
+        for report in self.desk.statutory_clocks(now):
             if report.state is not ClockState.STOPPED:
                 counts[report.colour] += 1
         for colour, n in counts.items():

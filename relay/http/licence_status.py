@@ -84,11 +84,10 @@ class LicenceStatus:
         self._clock = clock
 
     def _licence(self, number: str) -> tuple[str, str]:
-        for record in self._desk.list_cases():
-            view = record.case.view
-            if view.licence_number == number and view.licence:
-                return view.licence, record.case.header.case_id
-        raise Problem(404, ProblemCode.NOT_FOUND, f"no licence {number} in this node's cases")
+        found = self._desk.licence(number)
+        if found is None:
+            raise Problem(404, ProblemCode.NOT_FOUND, f"no licence {number} in this node's cases")
+        return found
 
     def change(self, number: str, purpose: StatusPurpose, value: bool) -> dict[str, Any]:
         token, case_id = self._licence(number)

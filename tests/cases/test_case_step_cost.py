@@ -1,8 +1,8 @@
 """A case step costs the same however long the case is (issue 12, flat costs).
 
 The store keeps the copy it last read or wrote of each recent case, with its row's
-texts: a step takes it instead of decoding every event, folds only the new event onto
-its view, and appends the new event's text to the row's. These tests hold it to what
+stamp: a step takes it instead of reading and decoding every event, folds only the new
+event onto its view, and writes the new event's row alone. These tests hold it to what
 the long way gives, on SQLite and a real PostgreSQL (``database``)."""
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import pytest
 from casekit import T0, details_for, header, later
 from dbkit import Database
 
+from agreements.calendar import default_calendar
 from relay.cases import sqlite_store, workflow
-from relay.cases.model import Event, EventKind, Office
+from relay.cases.model import CaseState, Event, EventKind, Office
+from relay.cases.sla import ClockFacts, case_clock, complaint_clock
 from relay.cases.sqlite_store import SqliteCaseStore, case_to_json
 from relay.cases.store import CaseRecord
 from relay.cases.workflow import Case, Command, Received, transition
@@ -43,11 +45,17 @@ def _complain(store: SqliteCaseStore, case_id: str, i: int) -> CaseRecord:
 
 
 def _row_events(store: SqliteCaseStore, case_id: str) -> str:
+    """The case's events as stored (their rows, in order), as one JSON list's text."""
     row = store.connection.execute(
         "SELECT events FROM cases WHERE case_id = ?", (case_id,)
     ).fetchone()
     assert row is not None
-    return str(row[0])
+    assert row[0] == ""  # the events are rows of their own
+    texts = store.connection.execute(
+        "SELECT n, content FROM case_events WHERE case_id = ? ORDER BY n", (case_id,)
+    ).fetchall()
+    assert [n for n, _ in texts] == list(range(len(texts)))
+    return "[" + ", ".join(str(t) for _, t in texts) + "]"
 
 
 def _whole(case: Case) -> str:
@@ -173,4 +181,84 @@ def test_the_store_keeps_a_bounded_number_of_copies(
     assert kept.get("WC-3") is None
     assert store.get("WC-3") == after
     assert store.get("WC-1") is not None
+    # a listing's read (the overdue cases') takes what is kept but keeps nothing new
+    cold = SqliteCaseStore(tmp_path / "relay.sqlite3")
+    assert cold.get("WC-2", keep=False) == store.get("WC-2")
+    assert cold._kept.get("WC-2") is None
+    assert cold.get("WC-2") is not None
+    assert cold._kept.get("WC-2") is not None
+    cold.close()
     store.close()
+
+
+TOKEN = "eyJhbGciOiJFZERTQSJ9.e30.c2ln"
+
+
+def test_every_case_s_clocks_are_judged_without_reading_an_event(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listings that judge every case's SLA clocks (overdue cases, the metrics
+    gauge, the calendar alerts) read the clock facts stored with each write: a store
+    that keeps nothing decodes no event for them, and the facts count the same clocks
+    as the whole copy, through a correction, a stop and open or answered complaints.
+    A licence is found by its number, and the issued ones listed, the same way."""
+    writer = SqliteCaseStore(database.connect())
+    _opened(writer, "WC-CLOCK-RUNNING")
+    for i in range(1, 4):
+        _complain(writer, "WC-CLOCK-RUNNING", i)
+    _opened(writer, "WC-CLOCK-STOPPED")
+    days = 60 * 24
+    steps: list[Event | Command] = [
+        Event(K.REQUEST_CORRECTION, H, 1, 1, later(3 * days), {"missing": ["证明"]}),
+        Command(K.SUPPLEMENT, {"supplied": ["证明"]}),  # ours, six days later
+        Event(K.ACCEPT, H, 2, 2, later(10 * days), {}),
+        Event(K.DECIDE, H, 3, 2, later(20 * days), {"decision": "approve"}),
+        Event(
+            K.ISSUE_LICENCE, H, 4, 2, later(21 * days), {"licence": TOKEN, "licence_number": "JY1"}
+        ),
+    ]
+    for step in steps:
+
+        def apply(old: CaseRecord | None, step: Event | Command = step) -> CaseRecord:
+            assert old is not None
+            if isinstance(step, Command):
+                new, _ = transition(old.case, step, later(9 * days))
+            else:
+                new, _ = transition(old.case, Received(step), step.at)
+            return replace(old, case=new)
+
+        writer.update("WC-CLOCK-STOPPED", apply)
+    cases = {r.case.header.case_id: r.case for r in writer.list_cases()}
+    assert cases["WC-CLOCK-STOPPED"].view.state is CaseState.LICENCE_ISSUED
+    assert len(cases["WC-CLOCK-RUNNING"].view.open_complaints) == 3
+
+    calls = {"decoded": 0}
+    decode = Event.from_content
+
+    def counted_decode(obj: object) -> Event:
+        calls["decoded"] += 1
+        return decode(obj)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Event, "from_content", staticmethod(counted_decode))
+    cold = SqliteCaseStore(database.connect())  # keeps nothing
+    facts = dict(cold.clocks())
+    assert cold.licence("JY1") == (TOKEN, "WC-CLOCK-STOPPED")
+    assert cold.licence("JY2") is None
+    assert cold.licences() == [TOKEN]
+    assert calls["decoded"] == 0
+    calendar = default_calendar()
+    for case_id, case in cases.items():
+        assert facts[case_id] == ClockFacts.of(case)
+        for now in (later(60), later(60 * 24 * 12), later(60 * 24 * 40)):
+            whole = case_clock(case.view, limit=20, calendar=calendar, now=now)
+            assert facts[case_id].case_clock(calendar, now) == whole
+            open_ = [
+                complaint_clock(c, calendar=calendar, now=now) for c in case.view.open_complaints
+            ]
+            worst = max(open_, key=lambda r: r.used, default=None)  # the longest-running
+            assert facts[case_id].complaint_clock(calendar, now) == worst
+    stopped = facts["WC-CLOCK-STOPPED"]
+    assert stopped.stopped
+    assert len(stopped.intervals) == 2  # paused for the correction
+    writer.close()
+    cold.close()

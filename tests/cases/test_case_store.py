@@ -3,22 +3,24 @@ workers sharing the PostgreSQL tables need: no lost update, no deadlock."""
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from casekit import T0, header
+from casekit import T0, details_for, header, later
 from dbkit import Database
 
 from relay.cases.errors import CaseError
-from relay.cases.model import Office
-from relay.cases.sqlite_store import SCHEMA, SqliteCaseStore
+from relay.cases.model import EventKind, Office
+from relay.cases.sla import ClockFacts
+from relay.cases.sqlite_store import MIGRATIONS, SCHEMA, SqliteCaseStore, case_to_json
 from relay.cases.store import AppliedPacket, CaseRecord
-from relay.cases.workflow import Case
-from relay.db.migrations import Connection, schema_version
-from relay.db.open import sqlite_connection
+from relay.cases.workflow import Case, Command, transition
+from relay.db.migrations import Connection, migrate, schema_version
+from relay.db.open import DATABASE_ERRORS, sqlite_connection
 
 
 def record(case_id: str, access: str | None = "0") -> CaseRecord:
@@ -47,7 +49,7 @@ def test_cases_are_stored_read_back_and_listed(database: Database) -> None:
     store.close()
     reopened = SqliteCaseStore(database.connect())
     assert reopened.get("WC-B") == record("WC-B")
-    assert schema_version(database.connect(), "cases") == 1
+    assert schema_version(database.connect(), "cases") == len(MIGRATIONS)
     reopened.close()
 
 
@@ -181,6 +183,71 @@ def test_the_migration_accepts_a_sqlite_file_written_before_migrations(tmp_path:
         ("p-old", "WC-OLD", "applied", "", datetime.now(UTC).timestamp()),
     )
     store = SqliteCaseStore(conn)
-    assert schema_version(conn, "cases") == 1
+    assert schema_version(conn, "cases") == len(MIGRATIONS)
     assert store.unapplied(["p-old", "p-new"]) == ["p-new"]
     store.close()
+
+
+def _grown(case_id: str, complaints: int) -> Case:
+    case = Case(header(case_id), Office.RECEIVING)
+    case, _ = transition(
+        case, Command(EventKind.SUBMIT, details_for(EventKind.SUBMIT, case)), later(0)
+    )
+    for i in range(1, complaints + 1):
+        case, _ = transition(
+            case, Command(EventKind.COMPLAIN, {"text": f'第{i}次催办："材料"已交齐'}), later(i)
+        )
+    return case
+
+
+def test_step_two_moves_each_case_s_events_into_rows_of_their_own(database: Database) -> None:
+    """A database the release before wrote (the events a JSON list in the case row) is
+    migrated in place: the same cases read back, each event a row in order, the next
+    step adds its row alone, and a write of the release before (a worker not restarted
+    yet) is refused."""
+    conn = database.connect()
+    migrate(conn, "cases", MIGRATIONS[:1])
+    cases = {"WC-OLD-1": _grown("WC-OLD-1", 3), "WC-OLD-2": _grown("WC-OLD-2", 0)}
+    for case_id, case in cases.items():
+        data = case_to_json(case)
+        conn.execute(
+            "INSERT INTO cases (case_id, me, header, events, access_hash, opened_at, version,"
+            " state, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                case_id, data["me"], json.dumps(data["header"], ensure_ascii=False),
+                json.dumps(data["events"], ensure_ascii=False), "h", T0.timestamp(), 4,
+                case.state.value, T0.timestamp(),
+            ),
+        )  # fmt: skip
+    store = SqliteCaseStore(database.connect())
+    assert schema_version(conn, "cases") == len(MIGRATIONS)
+    # step 3 on the way: the clock facts of the cases written before are stored
+    assert store.clocks() == [(c, ClockFacts.of(case)) for c, case in cases.items()]
+    assert conn.execute("SELECT count(*) FROM cases WHERE clock IS NULL").fetchone() == (0,)
+    for case_id, case in cases.items():
+        got = store.get(case_id)
+        assert got is not None
+        assert (got.case, got.access_hash, got.opened_at, got.version) == (case, "h", T0, 4)
+        rows = conn.execute(
+            "SELECT n, content FROM case_events WHERE case_id = ? ORDER BY n", (case_id,)
+        ).fetchall()
+        assert [n for n, _ in rows] == list(range(len(case.events)))
+        assert [json.loads(c) for _, c in rows] == case_to_json(case)["events"]
+    assert conn.execute("SELECT events FROM cases").fetchall() == [("",), ("",)]
+    assert [r.case for r in store.list_cases()] == list(cases.values())
+    old_write = "UPDATE cases SET events = '[]' WHERE case_id = 'WC-OLD-2'"  # the release before
+    with pytest.raises(DATABASE_ERRORS, match="events"):
+        conn.execute(old_write)
+
+    def complain(old: CaseRecord | None) -> CaseRecord | None:
+        assert old is not None
+        new, _ = transition(old.case, Command(EventKind.COMPLAIN, {"text": "再催"}), later(9))
+        return replace(old, case=new)
+
+    after = store.update("WC-OLD-1", complain)
+    assert after is not None
+    assert len(after.case.events) == 5
+    fresh = SqliteCaseStore(database.connect())  # keeps nothing: reads the rows
+    assert fresh.get("WC-OLD-1") == after
+    store.close()
+    fresh.close()

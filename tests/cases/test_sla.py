@@ -59,7 +59,7 @@ def test_correction_pause_across_mid_autumn_and_national_day(calendar):
         return case_clock(h.view, limit=10, calendar=calendar, now=beijing(day, 16))
 
     paused = case_clock(
-        h.view.__class__(h.view.state, h.view.timeline[:2]),
+        Case(h.header, h.me, h.events[:2]).view,  # submitted, correction asked
         limit=10,
         calendar=calendar,
         now=beijing(date(2026, 10, 1)),
