@@ -17,8 +17,9 @@ included). The curve holds the measurement constant and grows one thing at a tim
   events (complaints) in one case that has 0, or 1,000, earlier packets (status notes
   between the offices, sent for real, accepted and applied), or 1,000 earlier events
   (complaints). Each complaint adds an event to the case copy; the store keeps the
-  copies it used last decoded and folded and appends the new event to the row's text,
-  so a step costs the same however many events the case holds.
+  copies it used last decoded and folded and writes the new event's row alone (a case's
+  events are rows of their own), so a step costs the same however many events the case
+  holds.
 
 The backlog and the history are written into the SQLite files directly (valid rows,
 quickly), then the nodes restart on their files. The goal is every row within ±20% of

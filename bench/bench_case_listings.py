@@ -1,0 +1,108 @@
+"""Judging every case's SLA clocks as the cases' histories grow (issue 12, flat costs).
+
+The overdue listing, the calendar alert and the ``tongban_cases`` gauge judge the
+statutory and complaint clocks of every case of the node. They used to decode every
+case's events (``list_cases``) for it; the store now keeps each case's clock facts with
+each write (:class:`relay.cases.sla.ClockFacts`) and the listing reads those. Here
+``BENCH_CASES`` cases (default 500) on a real SQLite file, each submitted and then
+complained about and answered until it holds 3, 21 or 201 events, are judged by a store
+that keeps nothing (as after a restart, or for cases not worked on lately): the time
+per case both ways. The facts' row should not grow with the events; the whole copies'
+does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+N_CASES = int(os.environ.get("BENCH_CASES", "500"))
+EVENTS = (3, 21, 201)
+
+
+def _store_with_cases(path: Path, events: int) -> None:
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "cases"))
+    from casekit import T0, details_for, header, later  # type: ignore[import-not-found]
+
+    from relay.cases.model import Event, EventKind, Office
+    from relay.cases.sqlite_store import SqliteCaseStore
+    from relay.cases.store import CaseRecord
+    from relay.cases.workflow import Case, Command, Received, transition
+
+    store = SqliteCaseStore(path)
+    for k in range(N_CASES):
+        case = Case(header(f"WC-{k:05d}"), Office.RECEIVING)
+        case, _ = transition(
+            case, Command(EventKind.SUBMIT, details_for(EventKind.SUBMIT, case)), later(0)
+        )
+        for i in range(1, (events - 1) // 2 + 1):
+            at = later(i)
+            case, _ = transition(case, Command(EventKind.COMPLAIN, {"text": f"第{i}次催办"}), at)
+            answer = {"complaint": i + 1, "answer": "已协调办理", "staff": "clerk-7"}
+            event = Event(EventKind.ANSWER_COMPLAINT, Office.HANDLING, i, i + 1, at, answer)
+            case, _ = transition(case, Received(event), at)
+        store.create(CaseRecord(case, None, T0, 1))
+    store.close()
+
+
+def _per_case(path: Path) -> tuple[float, float]:
+    """Seconds per case to judge every case's clocks from the whole copies and from the
+    clock facts, each by a fresh store (nothing kept)."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "cases"))
+    from casekit import later  # type: ignore[import-not-found]
+
+    from agreements.calendar import default_calendar
+    from relay.cases.sla import Colour, case_clock, complaint_clock
+    from relay.cases.sqlite_store import SqliteCaseStore
+
+    calendar, now = default_calendar(), later(0) + timedelta(days=3)
+    store = SqliteCaseStore(path)
+    t0 = time.perf_counter()
+    whole = 0
+    for record in store.list_cases():
+        view = record.case.view
+        report = case_clock(view, limit=20, calendar=calendar, now=now)
+        opened = [complaint_clock(c, calendar=calendar, now=now) for c in view.open_complaints]
+        reports = [report, *opened]
+        whole += any(r.colour is not Colour.GREEN for r in reports)
+    whole_seconds = time.perf_counter() - t0
+    store.close()
+    store = SqliteCaseStore(path)
+    t0 = time.perf_counter()
+    facts = 0
+    for _, clock in store.clocks():
+        report = clock.case_clock(calendar, now)
+        worst_open = clock.complaint_clock(calendar, now)
+        reports = [report] if worst_open is None else [report, worst_open]
+        facts += any(r.colour is not Colour.GREEN for r in reports)
+    facts_seconds = time.perf_counter() - t0
+    store.close()
+    if whole != facts:
+        raise AssertionError(f"flagged cases differ: {whole} from the copies, {facts} from facts")
+    return whole_seconds / N_CASES, facts_seconds / N_CASES
+
+
+def run() -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    first: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-case-listings-") as tmp:
+        for events in EVENTS:
+            path = Path(tmp) / f"cases-{events}.sqlite3"
+            _store_with_cases(path, events)
+            for way, seconds in zip(("whole copies", "clock facts"), _per_case(path), strict=True):
+                first.setdefault(way, seconds)
+                rows.append(
+                    {
+                        "way": way,
+                        "events per case": events,
+                        "ms per case": seconds * 1000,
+                        "vs first": seconds / first[way],
+                        "note": f"{N_CASES} cases judged",
+                    }
+                )
+    rows.sort(key=lambda r: (str(r["way"]), int(str(r["events per case"]))))
+    return rows
