@@ -9,6 +9,10 @@ complained about and answered until it holds 3, 21 or 201 events, are judged by 
 that keeps nothing (as after a restart, or for cases not worked on lately): the time
 per case both ways. The facts' row should not grow with the events; the whole copies'
 does.
+
+The console's work queue (every open console reads it again after a change) is
+measured the same way: built from each case's queue entry (its row: queue and clock
+facts) against built from the whole copies.
 """
 
 from __future__ import annotations
@@ -86,6 +90,43 @@ def _per_case(path: Path) -> tuple[float, float]:
     return whole_seconds / N_CASES, facts_seconds / N_CASES
 
 
+def _queue_per_case(path: Path) -> tuple[float, float]:
+    """Seconds per case to build the work queue (every case, every state, no filter) from
+    the whole copies and from the queue entries, each by a fresh store (nothing kept)."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "cases"))
+    from casekit import later  # type: ignore[import-not-found]
+
+    from agreements.calendar import default_calendar
+    from relay.cases.queue import QueueEntry
+    from relay.cases.sqlite_store import SqliteCaseStore
+    from relay.console.views import QueueFilter, queue_view
+
+    calendar, now = default_calendar(), later(0) + timedelta(days=3)
+
+    def build(entries: list[QueueEntry]) -> dict[str, object]:
+        return queue_view(
+            entries,
+            clock_of=lambda e: e.clock.case_clock(calendar, now),
+            names=lambda header: {},
+            keep=QueueFilter(),
+            limit=200,
+        )
+
+    store = SqliteCaseStore(path)
+    t0 = time.perf_counter()
+    whole = build([QueueEntry.of(r.case, r.version, r.opened_at) for r in store.list_cases()])
+    whole_seconds = time.perf_counter() - t0
+    store.close()
+    store = SqliteCaseStore(path)
+    t0 = time.perf_counter()
+    rows = build(store.queue_entries())
+    rows_seconds = time.perf_counter() - t0
+    store.close()
+    if whole != rows:
+        raise AssertionError("the work queue differs between the copies and the entries")
+    return whole_seconds / N_CASES, rows_seconds / N_CASES
+
+
 def run() -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     first: dict[str, float] = {}
@@ -93,7 +134,15 @@ def run() -> list[dict[str, object]]:
         for events in EVENTS:
             path = Path(tmp) / f"cases-{events}.sqlite3"
             _store_with_cases(path, events)
-            for way, seconds in zip(("whole copies", "clock facts"), _per_case(path), strict=True):
+            whole_clocks, fact_clocks = _per_case(path)
+            whole_queue, entry_queue = _queue_per_case(path)
+            ways = {
+                "clocks from whole copies": whole_clocks,
+                "clocks from clock facts": fact_clocks,
+                "work queue from whole copies": whole_queue,
+                "work queue from queue entries": entry_queue,
+            }
+            for way, seconds in ways.items():
                 first.setdefault(way, seconds)
                 rows.append(
                     {

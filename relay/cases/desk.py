@@ -49,6 +49,7 @@ from relay.cases.application import check_application
 from relay.cases.errors import CaseError, TrackingDenied
 from relay.cases.incoming import CASE_ACTIONS, check_licence
 from relay.cases.model import CONTENT_FORMAT, CaseHeader, EventKind, Office
+from relay.cases.queue import QueueEntry
 from relay.cases.short_links import ShortLinks
 from relay.cases.sla import ClockState, Colour, SlaReport, case_clock, complaint_clock
 from relay.cases.store import AppliedPacket, CaseRecord, CaseStore
@@ -176,6 +177,7 @@ class CaseDesk:
         self.short_links = short_links
         self._sync_lock = asyncio.Lock()
         self._changed = asyncio.Condition()
+        self._generation = 0  # how many times cases changed (see wait_changed)
         # accepted packets not applied and settled yet, in commit order (see received())
         self._pending: deque[tuple[OpenedPacket, datetime]] = deque()
 
@@ -246,6 +248,10 @@ class CaseDesk:
 
     def list_cases(self) -> list[CaseRecord]:
         return self._store.list_cases()
+
+    def queue_entries(self) -> list[QueueEntry]:
+        """Every case as the work queue sees it, oldest first (no event read)."""
+        return self._store.queue_entries()
 
     def licence(self, number: str) -> tuple[str, str] | None:
         """(token, case id) of the e-licence numbered ``number`` issued in a case here."""
@@ -538,18 +544,28 @@ class CaseDesk:
                 return None
         return self._store.get(case_id)
 
-    async def wait_changed(self, timeout: float) -> bool:
-        """Wait until any case changes (our step or a partner's packet applied); False
-        on timeout. For live views: they read what they show again afterwards."""
+    @property
+    def generation(self) -> int:
+        """A number that grows each time any case changes (for :meth:`wait_changed`)."""
+        return self._generation
+
+    async def wait_changed(self, timeout: float, since: int | None = None) -> bool:
+        """Wait until any case changes (our step or a partner's packet applied) after
+        :attr:`generation` was ``since`` (now, when None): at once if it has already;
+        False on timeout. For live views: they read what they show again afterwards."""
         async with self._changed:
+            start = self._generation if since is None else since
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self._generation != start), timeout
+                )
             except TimeoutError:
                 return False
         return True
 
     async def _notify(self) -> None:
         async with self._changed:
+            self._generation += 1
             self._changed.notify_all()
 
 

@@ -6,7 +6,7 @@ relay's own tables in ``relay.sqlite3``)::
 
     cases         case_id PK, me, header JSON, events (empty since step 2), access_hash,
                   opened_at, version, state, updated_at, stamp, clock JSON,
-                  licence_number, licence
+                  licence_number, licence, queue JSON
     case_events   (case_id, n) PK, content JSON: the case's events in canonical order
                   (docs/protocol.md §11 contents), n from 0
     case_packets  packet_id PK, case_id, outcome, detail, applied_at
@@ -20,7 +20,9 @@ counted from (:class:`relay.cases.sla.ClockFacts`), so :meth:`SqliteCaseStore.cl
 judges every case without reading its events; ``licence_number`` and ``licence`` hold
 the e-licence once issued, so a licence is found by its number
 (:meth:`SqliteCaseStore.licence`) and the issued ones are listed
-(:meth:`SqliteCaseStore.licences`) without reading a case.
+(:meth:`SqliteCaseStore.licences`) without reading a case; ``queue`` holds what the
+console's work queue shows and filters on (:class:`relay.cases.queue.QueueFacts`), so
+:meth:`SqliteCaseStore.queue_entries` lists every case from its row alone.
 
 Every write is one transaction; committed means on disk. On SQLite ``BEGIN IMMEDIATE``
 makes each read-modify-write the only writer; on PostgreSQL, where several workers of
@@ -64,7 +66,8 @@ from relay.audit.store import MIGRATIONS as AUDIT_MIGRATIONS
 from relay.audit.store import append as audit_append
 from relay.audit.store import create_schema as audit_schema
 from relay.cases.errors import CaseError
-from relay.cases.model import CaseHeader, Event, Office
+from relay.cases.model import CaseHeader, CaseState, Event, Office
+from relay.cases.queue import QueueEntry, QueueFacts
 from relay.cases.sla import ClockFacts
 from relay.cases.store import AppliedPacket, CaseRecord
 from relay.cases.workflow import Case
@@ -136,10 +139,15 @@ ALTER TABLE cases ADD COLUMN licence TEXT;
 CREATE INDEX IF NOT EXISTS cases_licence_number ON cases (licence_number);
 """
 
+# step 4: what the work queue shows of each case (relay.cases.queue.QueueFacts, JSON),
+# filled like step 3's columns
+_QUEUE = "ALTER TABLE cases ADD COLUMN queue TEXT;"
+
 MIGRATIONS = [
     Migration(1, "cases and applied case packets", SCHEMA, pg_ddl(SCHEMA)),
     Migration(2, "case events in rows of their own", **_EVENT_ROWS),
     Migration(3, "each case's clock facts and licence", _DERIVED, _DERIVED),
+    Migration(4, "what the work queue shows of each case", _QUEUE, _QUEUE),
 ]
 
 _log = logging.getLogger("tongban.relay.cases")
@@ -213,15 +221,16 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _derived(case: Case) -> tuple[str, str | None, str | None]:
+def _derived(case: Case) -> tuple[str, str | None, str | None, str]:
     """The row's columns derived from ``case``: clock facts, licence number and token
-    (both None until a licence is issued)."""
+    (both None until a licence is issued), queue facts."""
     view = case.view
     licensed = view.licence_number is not None and view.licence is not None
     return (
         _json(ClockFacts.of(case).to_json()),
         view.licence_number if licensed else None,
         view.licence if licensed else None,
+        _json(QueueFacts.of(case).to_json()),
     )
 
 
@@ -359,15 +368,15 @@ class SqliteCaseStore:
         if old is None:
             conn.execute(
                 "INSERT INTO cases (me, header, access_hash, opened_at, version, state,"
-                " updated_at, stamp, clock, licence_number, licence, case_id, events)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'')",
+                " updated_at, stamp, clock, licence_number, licence, queue, case_id, events)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'')",
                 values,
             )
         else:
             conn.execute(
                 "UPDATE cases SET me = ?, header = ?, access_hash = ?, opened_at = ?,"
                 " version = ?, state = ?, updated_at = ?, stamp = ?, clock = ?,"
-                " licence_number = ?, licence = ? WHERE case_id = ?",
+                " licence_number = ?, licence = ?, queue = ? WHERE case_id = ?",
                 values,
             )
         if same < len(held):
@@ -447,17 +456,17 @@ class SqliteCaseStore:
             return work(lambda leaf: self._audit(conn, leaf))
 
     def _fill_derived(self) -> None:
-        """Store the clock facts and licence of the cases written before schema step 3
-        (once, when a store first opens on them; a few hundred cases per transaction). A
-        case whose copy cannot be decoded is logged and left without them (a listing
-        reads it whole, as before): the node still starts."""
+        """Store the clock facts, licence and queue facts of the cases written before
+        schema steps 3 and 4 (once, when a store first opens on them; a few hundred cases
+        per transaction). A case whose copy cannot be decoded is logged and left without
+        them (a listing reads it whole, as before): the node still starts."""
         after = ""
         while True:
             missing = [
                 str(r[0])
                 for r in self._conn.execute(
-                    "SELECT case_id FROM cases WHERE clock IS NULL AND case_id > ?"
-                    " ORDER BY case_id LIMIT 200",
+                    "SELECT case_id FROM cases WHERE (clock IS NULL OR queue IS NULL)"
+                    " AND case_id > ? ORDER BY case_id LIMIT 200",
                     (after,),
                 ).fetchall()
             ]
@@ -470,12 +479,12 @@ class SqliteCaseStore:
                         record = self._read(conn, case_id, keep=False)
                         derived = None if record is None else _derived(record.case)
                     except (ValueError, KeyError, TypeError, CaseError) as exc:
-                        _log.error("case %s: clock facts and licence not stored (%s)", case_id, exc)
+                        _log.error("case %s: clock and queue facts not stored (%s)", case_id, exc)
                         continue
                     if derived is not None:
                         conn.execute(
-                            "UPDATE cases SET clock = ?, licence_number = ?, licence = ?"
-                            " WHERE case_id = ? AND clock IS NULL",
+                            "UPDATE cases SET clock = ?, licence_number = ?, licence = ?,"
+                            " queue = ? WHERE case_id = ? AND (clock IS NULL OR queue IS NULL)",
                             (*derived, case_id),
                         )
 
@@ -489,6 +498,30 @@ class SqliteCaseStore:
                 out.append((str(case_id), ClockFacts.from_json(json.loads(text))))
             elif (record := self._read(self._conn, case_id, keep=False)) is not None:
                 out.append((str(case_id), ClockFacts.of(record.case)))  # not filled yet
+        return out
+
+    def queue_entries(self) -> list[QueueEntry]:
+        """Every case as the work queue sees it, oldest first, from its row alone."""
+        out = []
+        for case_id, me, header, state, version, opened_at, clock, queue in self._conn.execute(
+            "SELECT case_id, me, header, state, version, opened_at, clock, queue FROM cases"
+            " ORDER BY opened_at, case_id"
+        ).fetchall():
+            opened = datetime.fromtimestamp(opened_at, UTC)
+            if clock is not None and queue is not None:
+                out.append(
+                    QueueEntry(
+                        CaseHeader.from_json(json.loads(header)),
+                        Office(me),
+                        CaseState(state),
+                        int(version),
+                        opened,
+                        ClockFacts.from_json(json.loads(clock)),
+                        QueueFacts.from_json(json.loads(queue)),
+                    )
+                )
+            elif (record := self._read(self._conn, case_id, keep=False)) is not None:
+                out.append(QueueEntry.of(record.case, record.version, opened))  # not filled yet
         return out
 
     def licence(self, number: str) -> tuple[str, str] | None:

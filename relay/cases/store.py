@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from relay.cases.queue import QueueEntry
 from relay.cases.sla import ClockFacts
 from relay.cases.workflow import Case
 
@@ -65,6 +66,11 @@ class CaseStore(Protocol):
 
     def licences(self) -> list[str]:
         """The tokens of every e-licence issued in a case, in :meth:`list_cases` order."""
+        ...
+
+    def queue_entries(self) -> list[QueueEntry]:
+        """Every case as the work queue sees it, in :meth:`list_cases` order, without
+        reading its events."""
         ...
 
     def clocks(self) -> list[tuple[str, ClockFacts]]:

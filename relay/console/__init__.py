@@ -21,7 +21,9 @@ nothing below imports it.
   steps, the licence and its QR code, attachments, resend, and live updates as
   Server-Sent Events woken by the case desk itself (:meth:`CaseDesk.wait_changed`:
   our own step or a partner's packet applied by the desk's sync), never by polling
-  the database.
+  the database, and at most one per second per stream (the changes of that second
+  go out as one); the queue is read from each case's row (its queue and clock facts),
+  not from its events, one state's rows at a time, at most 200 unless asked.
 
 :class:`ConsoleLayer` plugs it into a node next to the case layer::
 

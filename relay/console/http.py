@@ -65,10 +65,9 @@ from agreements.catalog import Catalog
 from relay.alerts import ALERTS
 from relay.cases.desk import CaseDesk
 from relay.cases.errors import CaseError
-from relay.cases.model import EventKind, thaw
+from relay.cases.model import CaseHeader, CaseState, EventKind, thaw
 from relay.cases.sla import complaint_clock
 from relay.cases.terms import AgreementTerms
-from relay.cases.workflow import Case
 from relay.console.acks import AlertAcks
 from relay.console.licensing import LicenceDesk
 from relay.console.records import append_record
@@ -108,6 +107,7 @@ _CSP = (
     "frame-ancestors 'none'"
 )
 _KEEPALIVE_SECONDS = 15.0
+CHANGED_EVERY_SECONDS = 1.0  # at most one `changed` event per stream in this time
 _CLOSING = web.AppKey("console-closing", asyncio.Event)
 
 
@@ -161,8 +161,7 @@ class Console:
         zh, en = self.desk.office_names.get(node_id, (node_id, node_id))
         return {"id": node_id, "name_zh": zh, "name_en": en}
 
-    def names(self, case: Case) -> dict[str, Any]:
-        h = case.header
+    def names(self, h: CaseHeader) -> dict[str, Any]:
         return {
             "matter_names": self.matter_names(h.matter),
             "receiving_office": self.office(h.receiving),
@@ -189,7 +188,7 @@ class Console:
         application = thaw(submit.details.get("application", {})) if submit is not None else {}
         return {
             **h.to_json(),
-            **self.names(case),
+            **self.names(h),
             "me": case.me.value,
             "partner": partner,
             "state": case.state.value,
@@ -306,6 +305,21 @@ def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "") in ("1", "true", "yes")
 
 
+_STATES = tuple(s.value for s in CaseState)
+QUEUE_LIMIT = 200  # rows of the work queue sent at once unless asked for more
+_QUEUE_MAX = 2000
+
+
+def _limit(request: web.Request) -> int:
+    """The ``limit`` query parameter: 1..2000 rows, 200 when absent."""
+    text = request.query.get("limit", "")
+    if not text:
+        return QUEUE_LIMIT
+    if not text.isdigit() or not 1 <= int(text) <= _QUEUE_MAX:
+        raise Problem(400, ProblemCode.INVALID_REQUEST, f"'limit' must be 1..{_QUEUE_MAX}")
+    return int(text)
+
+
 def _applicant(application: Mapping[str, Any]) -> dict[str, Any]:
     """The applicant's identity and premises from an application, for the page."""
     out: dict[str, Any] = {}
@@ -387,15 +401,21 @@ def add_console_routes(app: web.Application, console: Console) -> None:
             turn=_flag(request, "turn"),
             overdue=_flag(request, "overdue"),
         )
+        state = request.query.get("state", "")
+        if state and state not in _STATES:
+            raise Problem(400, ProblemCode.INVALID_REQUEST, f"'state' must be one of {_STATES}")
+        limit = _limit(request)
         now = console.desk.now()
         calendar = console.desk.calendar
         body = queue_view(
-            console.desk.list_cases(),
-            clock_of=lambda case: console.desk.clock_of(case, now, calendar),
+            console.desk.queue_entries(),
+            clock_of=lambda entry: entry.clock.case_clock(calendar, now),
             names=console.names,
             keep=keep,
+            state=state,
+            limit=limit,
         )
-        return _json(body)
+        return _json({**body, "limit": limit})
 
     async def events(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
@@ -409,20 +429,27 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         await response.write(b"retry: 2000\nevent: hello\ndata: {}\n\n")
         stop = request.app[_CLOSING]
         stopping = asyncio.ensure_future(stop.wait())
+        desk = console.desk
+        seen = desk.generation
         try:
             while not stop.is_set():
-                change = asyncio.ensure_future(console.desk.wait_changed(_KEEPALIVE_SECONDS))
+                change = asyncio.ensure_future(desk.wait_changed(_KEEPALIVE_SECONDS, seen))
                 done, _ = await asyncio.wait(
                     {change, stopping}, return_when=asyncio.FIRST_COMPLETED
                 )
                 if stopping in done:
                     change.cancel()
                     break
-                if change.result():
-                    stamp = json.dumps({"at": console.desk.now().isoformat()})
-                    await response.write(f"event: changed\ndata: {stamp}\n\n".encode())
-                else:
+                if not change.result():
                     await response.write(b": keep-alive\n\n")
+                    continue
+                seen = desk.generation
+                stamp = json.dumps({"at": desk.now().isoformat(), "generation": seen})
+                await response.write(f"event: changed\ndata: {stamp}\n\n".encode())
+                # the changes of the next moment go out as one event after it: a backlog
+                # applied packet by packet does not make every console read its queue
+                # again per packet
+                await asyncio.wait({stopping}, timeout=CHANGED_EVERY_SECONDS)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:

@@ -8,7 +8,8 @@ languages, so no Chinese page ever shows a code alone.
 
 - :func:`queue_view` — the work queue: filters (matter, partner office, mine, our turn,
   overdue), counts per state, sorted by deadline (red first, then the nearest deadline;
-  paused and stopped clocks after the running ones);
+  paused and stopped clocks after the running ones), from the cases' queue entries
+  (:class:`relay.cases.queue.QueueEntry`: no event read);
 - :func:`checklist` — the per-matter standard as materials received / missing / to be
   corrected;
 - :func:`available_actions` — the steps the state machine allows our office *now*
@@ -25,9 +26,9 @@ from typing import Any
 
 from agreements.actions import Action
 from agreements.model import Material
-from relay.cases.model import CaseState, EventKind, Office, thaw
+from relay.cases.model import CaseHeader, CaseState, EventKind, Office, thaw
+from relay.cases.queue import QueueEntry, turn_of
 from relay.cases.sla import ClockState, Colour, SlaReport
-from relay.cases.store import CaseRecord
 from relay.cases.workflow import Case, action_for
 from relay.core.model import OutboxItem, OutboxState
 
@@ -68,33 +69,6 @@ _PROBE: Mapping[EventKind, Mapping[str, Any]] = {
     EventKind.ISSUE_LICENCE: {"licence": "?", "licence_number": "?"},
 }
 
-# Which office acts next in a state (None: nobody; the case is closed).
-_TURN: Mapping[CaseState, Office | None] = {
-    CaseState.RECEIVED: Office.RECEIVING,
-    CaseState.SUBMITTED: Office.HANDLING,
-    CaseState.ACCEPTED: Office.HANDLING,
-    CaseState.REJECTED: None,
-    CaseState.CORRECTION_REQUESTED: Office.RECEIVING,
-    CaseState.SURVEY_REQUESTED: None,  # the surveyor's; see turn_of
-    CaseState.SURVEY_REPORTED: Office.HANDLING,
-    CaseState.APPROVED: Office.HANDLING,
-    CaseState.DENIED: Office.RECEIVING,
-    CaseState.LICENCE_ISSUED: Office.RECEIVING,
-    CaseState.DELIVERED: Office.RECEIVING,
-    CaseState.CONCLUDED: None,
-    CaseState.WITHDRAWN: None,
-}
-
-
-def turn_of(case: Case) -> Office | None:
-    """The office whose step the case waits for (None when nobody's)."""
-    view = case.view
-    if view.state is CaseState.SURVEY_REQUESTED:
-        return view.surveyor
-    if view.open_complaints and _TURN[view.state] is None:
-        return Office.HANDLING
-    return _TURN[view.state]
-
 
 @dataclass(frozen=True)
 class QueueFilter:
@@ -106,17 +80,14 @@ class QueueFilter:
     turn: bool = False  # only cases waiting for our office
     overdue: bool = False  # only yellow, red or grey clocks
 
-    def keeps(self, case: Case, clock: SlaReport) -> bool:
-        header = case.header
-        if self.matter and header.matter != self.matter:
+    def keeps(self, entry: QueueEntry, clock: SlaReport) -> bool:
+        if self.matter and entry.header.matter != self.matter:
             return False
-        if self.partner and header.node(case.me.other) != self.partner:
+        if self.partner and entry.partner != self.partner:
             return False
-        if self.mine and not any(
-            e.origin is case.me and e.details.get("staff") == self.mine for e in case.events
-        ):
+        if self.mine and self.mine not in entry.facts.staff:
             return False
-        if self.turn and turn_of(case) is not case.me:
+        if self.turn and not entry.our_turn:
             return False
         return not (self.overdue and clock.colour is Colour.GREEN)
 
@@ -141,41 +112,49 @@ def _deadline_key(case_id: str, clock: SlaReport) -> tuple[int, int, date, str]:
 
 
 def queue_view(
-    records: Iterable[CaseRecord],
+    entries: Iterable[QueueEntry],
     *,
-    clock_of: Callable[[Case], SlaReport],
-    names: Callable[[Case], Mapping[str, Any]],
+    clock_of: Callable[[QueueEntry], SlaReport],
+    names: Callable[[CaseHeader], Mapping[str, Any]],
     keep: QueueFilter,
+    state: str = "",
+    limit: int | None = None,
 ) -> dict[str, Any]:
-    """The work queue: ``{"counts": {state: n}, "total": n, "cases": [...]}``.
+    """The work queue: ``{"counts": {state: n}, "total": n, "shown": n, "cases": [...]}``.
 
-    Counts are per state over the cases the filter keeps; the rows are sorted by
-    deadline (running clocks first, red before yellow before green, then the nearest
-    deadline)."""
-    rows: list[tuple[tuple[int, int, date, str], dict[str, Any]]] = []
+    Counts are per state over the cases the filter keeps (``total`` their sum); the
+    rows are those of them in ``state`` (every state when empty), sorted by deadline
+    (running clocks first, red before yellow before green, then the nearest deadline),
+    at most ``limit`` of them; ``shown`` is how many rows the state holds in all."""
+    keys: list[tuple[tuple[int, int, date, str], QueueEntry, SlaReport]] = []
     counts = dict.fromkeys((s.value for s in CaseState), 0)
-    for record in records:
-        case = record.case
-        clock = clock_of(case)
-        if not keep.keeps(case, clock):
+    total = 0
+    for entry in entries:
+        clock = clock_of(entry)
+        if not keep.keeps(entry, clock):
             continue
-        counts[case.state.value] += 1
-        turn = turn_of(case)
-        row = {
-            **case.header.to_json(),
-            **names(case),
-            "me": case.me.value,
-            "partner": case.header.node(case.me.other),
-            "state": case.state.value,
-            "our_turn": turn is case.me,
-            "version": record.version,
-            "opened_at": record.opened_at.isoformat(),
+        counts[entry.state.value] += 1
+        total += 1
+        if state and entry.state.value != state:
+            continue
+        keys.append((_deadline_key(entry.case_id, clock), entry, clock))
+    keys.sort(key=lambda triple: triple[0])
+    rows = [
+        {
+            **entry.header.to_json(),
+            **names(entry.header),
+            "me": entry.me.value,
+            "partner": entry.partner,
+            "state": entry.state.value,
+            "our_turn": entry.our_turn,
+            "version": entry.version,
+            "opened_at": entry.opened_at.isoformat(),
             "clock": clock.to_json(),
-            "open_complaints": len(case.view.open_complaints),
+            "open_complaints": entry.facts.open_complaints,
         }
-        rows.append((_deadline_key(case.header.case_id, clock), row))
-    rows.sort(key=lambda pair: pair[0])
-    return {"counts": counts, "total": len(rows), "cases": [row for _, row in rows]}
+        for _, entry, clock in keys[:limit]
+    ]
+    return {"counts": counts, "total": total, "shown": len(keys), "cases": rows}
 
 
 class MaterialStatus:

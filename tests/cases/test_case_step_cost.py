@@ -18,6 +18,7 @@ from dbkit import Database
 from agreements.calendar import default_calendar
 from relay.cases import sqlite_store, workflow
 from relay.cases.model import CaseState, Event, EventKind, Office
+from relay.cases.queue import QueueEntry
 from relay.cases.sla import ClockFacts, case_clock, complaint_clock
 from relay.cases.sqlite_store import SqliteCaseStore, case_to_json
 from relay.cases.store import CaseRecord
@@ -201,7 +202,9 @@ def test_every_case_s_clocks_are_judged_without_reading_an_event(
     gauge, the calendar alerts) read the clock facts stored with each write: a store
     that keeps nothing decodes no event for them, and the facts count the same clocks
     as the whole copy, through a correction, a stop and open or answered complaints.
-    A licence is found by its number, and the issued ones listed, the same way."""
+    A licence is found by its number, and the issued ones listed, the same way; and the
+    console's work queue lists every case (turn, open complaints, the people our office
+    acted through, state, version) from its row, as the whole copy gives it."""
     writer = SqliteCaseStore(database.connect())
     _opened(writer, "WC-CLOCK-RUNNING")
     for i in range(1, 4):
@@ -210,7 +213,7 @@ def test_every_case_s_clocks_are_judged_without_reading_an_event(
     days = 60 * 24
     steps: list[Event | Command] = [
         Event(K.REQUEST_CORRECTION, H, 1, 1, later(3 * days), {"missing": ["证明"]}),
-        Command(K.SUPPLEMENT, {"supplied": ["证明"]}),  # ours, six days later
+        Command(K.SUPPLEMENT, {"supplied": ["证明"], "staff": "李补正"}),  # ours, 6 days later
         Event(K.ACCEPT, H, 2, 2, later(10 * days), {}),
         Event(K.DECIDE, H, 3, 2, later(20 * days), {"decision": "approve"}),
         Event(
@@ -245,7 +248,16 @@ def test_every_case_s_clocks_are_judged_without_reading_an_event(
     assert cold.licence("JY1") == (TOKEN, "WC-CLOCK-STOPPED")
     assert cold.licence("JY2") is None
     assert cold.licences() == [TOKEN]
+    entries = cold.queue_entries()
     assert calls["decoded"] == 0
+    records = writer.list_cases()
+    assert entries == [QueueEntry.of(r.case, r.version, r.opened_at) for r in records]
+    queued = {e.case_id: e for e in entries}
+    running, stopped_entry = queued["WC-CLOCK-RUNNING"], queued["WC-CLOCK-STOPPED"]
+    assert (running.facts.open_complaints, running.facts.turn) == (3, H)
+    assert running.facts.staff == ()  # details_for's submit names nobody
+    assert (stopped_entry.facts.staff, stopped_entry.our_turn) == (("李补正",), True)
+    assert stopped_entry.version == len(steps) + 1
     calendar = default_calendar()
     for case_id, case in cases.items():
         assert facts[case_id] == ClockFacts.of(case)

@@ -15,6 +15,7 @@ from dbkit import Database
 
 from relay.cases.errors import CaseError
 from relay.cases.model import EventKind, Office
+from relay.cases.queue import QueueEntry
 from relay.cases.sla import ClockFacts
 from relay.cases.sqlite_store import MIGRATIONS, SCHEMA, SqliteCaseStore, case_to_json
 from relay.cases.store import AppliedPacket, CaseRecord
@@ -224,6 +225,12 @@ def test_step_two_moves_each_case_s_events_into_rows_of_their_own(database: Data
     # step 3 on the way: the clock facts of the cases written before are stored
     assert store.clocks() == [(c, ClockFacts.of(case)) for c, case in cases.items()]
     assert conn.execute("SELECT count(*) FROM cases WHERE clock IS NULL").fetchone() == (0,)
+    # and step 4's: what the work queue shows of them
+    assert store.queue_entries() == [QueueEntry.of(case, 4, T0) for case in cases.values()]
+    assert conn.execute("SELECT count(*) FROM cases WHERE queue IS NULL").fetchone() == (0,)
+    # a row a worker of the release before wrote meanwhile (no queue facts) is read whole
+    conn.execute("UPDATE cases SET queue = NULL WHERE case_id = 'WC-OLD-1'")
+    assert store.queue_entries() == [QueueEntry.of(case, 4, T0) for case in cases.values()]
     for case_id, case in cases.items():
         got = store.get(case_id)
         assert got is not None

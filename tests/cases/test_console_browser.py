@@ -413,6 +413,7 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         await shot(r, shots, "queue-en")
         await r.click("#lang-switch")  # back to Chinese
         await expect(r.locator("html")).to_have_attribute("lang", "zh-CN")
+        await one_state_at_a_time(r, case_id)
 
         # the office's systems: the dead webhook target's deliveries parked, retried
         await r.click("#nav-webhooks")
@@ -431,6 +432,35 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         for context in contexts:
             await context.close()
     assert len(list(shots.glob("*.png"))) == 16
+
+
+async def one_state_at_a_time(r: Page, case_id: str) -> None:
+    """The work queue's state buttons ask the node for that state's rows alone; when the
+    node answers fewer rows than the state holds (at most 200 at once), the page says
+    so, in Chinese, and how to narrow them down."""
+    async with r.expect_request(
+        lambda request: "/console/queue?" in request.url and "state=delivered" in request.url
+    ):
+        await r.click("#counts button[data-state='delivered']")
+    await expect(r.locator("#counts button[data-state='delivered']")).to_have_attribute(
+        "aria-pressed", "true"
+    )
+    await expect(r.locator(f"#queue-table tr[data-case='{case_id}']")).to_be_visible()
+    await expect(r.locator("#queue-table tbody tr:not([data-state='delivered'])")).to_have_count(0)
+
+    async def as_if_many(route: Route) -> None:  # the node's answer, with a larger state
+        response = await route.fetch()
+        body = await response.json()
+        body["shown"] = 500
+        await route.fulfill(response=response, json=body)
+
+    await r.route("**/staff/v1/console/queue*", as_if_many)
+    await r.click("#counts button[data-state='']")
+    await expect(r.locator("#queue-more")).to_have_text(re.compile(r"显示前 \d+ 件，共 500 件"))
+    await no_codes(r, "work queue, more than shown")
+    await r.unroute("**/staff/v1/console/queue*")
+    await r.click("#counts button[data-state='']")
+    await expect(r.locator("#queue-more")).to_have_count(0)
 
 
 async def survey_from_the_case_page(r: Page, h: Page, context: BrowserContext, public: str) -> None:

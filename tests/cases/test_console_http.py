@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,13 +57,20 @@ def auth(office: Office, clock: Clock, role: StaffRole = StaffRole.CLERK) -> dic
 
 async def _read_event(resp: aiohttp.ClientResponse) -> str:
     """The name of the next Server-Sent Event (comments skipped)."""
-    name = ""
+    return (await _read_event_data(resp))[0]
+
+
+async def _read_event_data(resp: aiohttp.ClientResponse) -> tuple[str, str]:
+    """The name and data of the next Server-Sent Event (comments skipped)."""
+    name = data = ""
     while True:
         line = (await resp.content.readline()).decode().rstrip("\n")
         if line.startswith("event: "):
             name = line[len("event: ") :]
+        elif line.startswith("data: "):
+            data = line[len("data: ") :]
         elif line == "" and name:
-            return name
+            return name, data
 
 
 async def _upload(http: aiohttp.ClientSession, base: str, headers: dict[str, str],
@@ -292,8 +300,10 @@ async def test_nothing_without_credentials_and_bad_input_is_a_problem(offices):
                 assert x.status == 400
                 problem = await x.json()
                 assert words in problem["detail"]
-        async with http.get(f"{base}/staff/v1/console/queue?partner=abc", headers=headers) as x:
-            assert x.status == 400
+        for query in ("partner=abc", "state=nonsense", "limit=0", "limit=2001", "limit=x"):
+            async with http.get(f"{base}/staff/v1/console/queue?{query}", headers=headers) as x:
+                assert x.status == 400, query
+                assert (await x.json())["code"] == "invalid-request"
         async with http.get(f"{base}/staff/v1/console/cases/none", headers=headers) as x:
             assert x.status == 404
         reader = auth(r, clock, StaffRole.READER)
@@ -311,6 +321,71 @@ async def test_nothing_without_credentials_and_bad_input_is_a_problem(offices):
         me = await (await http.get(f"{base}/staff/v1/console/me", headers=headers)).json()
         assert me["office"] == {"id": RECEIVING, "name_zh": "武昌区政务服务中心",
                                 "name_en": "Wuchang District Service Centre"}  # fmt: skip
+
+
+async def test_a_burst_of_changes_reaches_a_console_as_few_events_the_last_one_included(
+    offices, monkeypatch
+):
+    """Cases changed in a burst (a backlog applied packet by packet does the same) make
+    an open console's stream send one `changed` event, then one per interval: not one
+    per change (each makes the page read its queue again). The changes made after an
+    event are not lost: an event follows them, carrying the desk's last generation. The
+    queue answers one state's rows at a time, at most ``limit`` of them, with the
+    counts of every state."""
+    import relay.console.http as console_http
+
+    every = 2.0
+    monkeypatch.setattr(console_http, "CHANGED_EVERY_SECONDS", every)
+    clock, r = offices.clock, offices.r
+    headers = auth(r, clock)
+    burst = 12
+    async with serve(console_app(offices, r)) as base, aiohttp.ClientSession() as http:
+        events = await http.get(f"{base}/staff/v1/console/events", headers=headers)
+        assert await _read_event(events) == "hello"
+        received: list[tuple[float, int]] = []
+
+        async def listen() -> None:
+            loop = asyncio.get_running_loop()
+            while True:
+                name, data = await _read_event_data(events)
+                if name == "changed":
+                    received.append((loop.time(), json.loads(data)["generation"]))
+
+        listening = asyncio.ensure_future(listen())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        body = {"matter": BOOKS, "handling": HANDLING}
+        for _ in range(burst):
+            async with http.post(f"{base}/staff/v1/console/cases", json=body, headers=headers) as x:
+                assert x.status == 201, await x.text()
+        ended = loop.time()
+        last = r.desk.generation
+        deadline = ended + every + 10
+        while not (received and received[-1][1] == last) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        listening.cancel()
+        events.close()
+        assert received, "no changed event at all"
+        assert received[-1][1] == last, "the changes after the last event were not announced"
+        during = [t for t, _ in received if t <= ended]
+        # one at the first change, then at most one per interval (and one slack)
+        assert len(during) <= 2 + (ended - started) / every, (len(during), ended - started)
+        assert len(received) < burst
+
+        async def queue(query: str) -> dict[str, Any]:
+            async with http.get(f"{base}/staff/v1/console/queue?{query}", headers=headers) as x:
+                assert x.status == 200, await x.text()
+                return dict(await x.json())
+
+        everything = await queue("")
+        assert everything["total"] == everything["shown"] == burst
+        assert everything["counts"]["submitted"] == burst
+        assert everything["limit"] == console_http.QUEUE_LIMIT
+        some = await queue("state=submitted&limit=5")
+        assert (some["total"], some["shown"], len(some["cases"])) == (burst, burst, 5)
+        assert [c["case"] for c in some["cases"]] == [c["case"] for c in everything["cases"][:5]]
+        none = await queue("state=concluded")
+        assert (none["total"], none["shown"], none["cases"]) == (burst, 0, [])
 
 
 async def test_an_alert_is_taken_on_by_a_named_person_and_that_is_kept(offices, tmp_path):

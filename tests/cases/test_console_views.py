@@ -12,8 +12,8 @@ from casekit import HANDLING, RECEIVING, T0, header, later
 from agreements.actions import Action
 from agreements.model import Material, MaterialCopy, MaterialForm
 from relay.cases.model import EventKind, Office
+from relay.cases.queue import QueueEntry
 from relay.cases.sla import ClockState, Colour, SlaReport
-from relay.cases.store import CaseRecord
 from relay.cases.workflow import Case, Command, transition
 from relay.console.views import (
     QueueFilter,
@@ -73,27 +73,28 @@ def test_queue_is_sorted_by_deadline_red_first_and_counts_per_state() -> None:
         "C": _clock(Colour.GREEN, deadline=date(2026, 9, 10)),
         "D": _clock(Colour.GREEN, ClockState.PAUSED),
     }
-    records = [CaseRecord(c, None, T0, 1) for c in cases.values()]
+    entries = [QueueEntry.of(c, 1, T0) for c in cases.values()]
     view = queue_view(
-        records,
-        clock_of=lambda case: clocks[case.header.case_id],
-        names=lambda case: {},
+        entries,
+        clock_of=lambda entry: clocks[entry.case_id],
+        names=lambda header: {},
         keep=QueueFilter(),
     )
     assert [c["case"] for c in view["cases"]] == ["B", "C", "A", "D"]
     assert view["counts"]["submitted"] == 2
     assert view["counts"]["accepted"] == 1
     assert view["counts"]["correction_requested"] == 1
-    assert view["total"] == 4
+    assert view["total"] == view["shown"] == 4
     by_id = {c["case"]: c for c in view["cases"]}
     assert by_id["A"]["our_turn"] is True  # the handling office reviews
     assert by_id["D"]["our_turn"] is False  # the applicant must correct first
     assert by_id["A"]["partner"] == RECEIVING
 
-    def ids(keep: QueueFilter) -> list[str]:
+    def ids(keep: QueueFilter, state: str = "", limit: int | None = None) -> list[str]:
         kept = queue_view(
-            records, clock_of=lambda c: clocks[c.header.case_id], names=lambda c: {}, keep=keep
-        )
+            entries, clock_of=lambda e: clocks[e.case_id], names=lambda h: {}, keep=keep,
+            state=state, limit=limit,
+        )  # fmt: skip
         return [c["case"] for c in kept["cases"]]
 
     assert ids(QueueFilter(overdue=True)) == ["B"]
@@ -105,11 +106,18 @@ def test_queue_is_sorted_by_deadline_red_first_and_counts_per_state() -> None:
     assert ids(QueueFilter(partner=HANDLING)) == []  # we are the handling office
     # "mine": our office acted through that person (the handling office: nobody yet)
     assert ids(QueueFilter(mine="王收件")) == []
-    as_receiver = [CaseRecord(Case(c.header, Office.RECEIVING, c.events), None, T0, 1)
+    as_receiver = [QueueEntry.of(Case(c.header, Office.RECEIVING, c.events), 1, T0)
                    for c in cases.values()]  # fmt: skip
-    kept = queue_view(as_receiver, clock_of=lambda c: clocks[c.header.case_id],
-                      names=lambda c: {}, keep=QueueFilter(mine="王收件"))  # fmt: skip
+    kept = queue_view(as_receiver, clock_of=lambda e: clocks[e.case_id],
+                      names=lambda h: {}, keep=QueueFilter(mine="王收件"))  # fmt: skip
     assert len(kept["cases"]) == 4
+    # one state's rows, counted over every state; at most ``limit`` rows, in order
+    assert ids(QueueFilter(), state="submitted") == ["C", "A"]
+    assert ids(QueueFilter(), limit=2) == ["B", "C"]
+    some = queue_view(entries, clock_of=lambda e: clocks[e.case_id], names=lambda h: {},
+                      keep=QueueFilter(), state="submitted", limit=1)  # fmt: skip
+    assert (some["total"], some["shown"], len(some["cases"])) == (4, 2, 1)
+    assert some["counts"]["accepted"] == 1
 
 
 def test_checklist_marks_received_missing_and_to_be_corrected() -> None:

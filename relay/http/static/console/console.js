@@ -193,9 +193,16 @@ async function startLive() {
   liveTimer = setTimeout(startLive, 2000);
 }
 
+// One refresh at a time: changes announced while one runs are shown by one more after it.
+let refreshing = null;
+let refreshAgain = false;
 function refresh() {
-  if (!current) return;
-  if (current.name === "queue" || current.name === "case") show(current.name, current.arg, true);
+  if (!current || !(current.name === "queue" || current.name === "case")) return;
+  if (refreshing) { refreshAgain = true; return; }
+  refreshing = show(current.name, current.arg, true).finally(() => {
+    refreshing = null;
+    if (refreshAgain) { refreshAgain = false; refresh(); }
+  });
 }
 
 // -- work queue ------------------------------------------------------------------------
@@ -204,6 +211,7 @@ async function showQueue(view) {
   const q = new URLSearchParams();
   for (const k of ["matter", "partner"]) if (filters[k]) q.set(k, filters[k]);
   for (const k of ["mine", "turn", "overdue"]) if (filters[k]) q.set(k, "1");
+  if (filters.state) q.set("state", filters.state);
   const [data, matters] = await Promise.all([api(`/console/queue?${q}`), mattersOnce()]);
   queueCache = data;
   const partners = new Map();
@@ -238,7 +246,7 @@ async function showQueue(view) {
     h("div", {}, check("filter-mine", t("filterMine"), "mine"), check("filter-turn", t("filterTurn"), "turn"),
       check("filter-overdue", t("filterOverdue"), "overdue")));
 
-  const rows = data.cases.filter((c) => !filters.state || c.state === filters.state);
+  const rows = data.cases;  // the selected state's (the server filters), nearest deadline first
   const table = h("table", { id: "queue-table" },
     h("caption", { class: "muted", text: t("queueTitle") }),
     h("thead", {}, h("tr", {}, [t("caseNumber"), t("matter"), t("partner"), t("state"), t("deadline")]
@@ -254,8 +262,10 @@ async function showQueue(view) {
           c.open_complaints ? h("div", { class: "error", text: t("openComplaints")(c.open_complaints) }) : null),
         h("td", {}, clockChip(c.clock)));
     })));
+  const more = data.shown > rows.length
+    ? h("p", { id: "queue-more", class: "muted", text: t("queueMore")(rows.length, data.shown) }) : null;
   view.append(h("h1", { text: t("queueTitle") }), counts, bar,
-    rows.length ? table : h("p", { id: "queue-empty", class: "muted", text: t("noCases") }));
+    rows.length ? table : h("p", { id: "queue-empty", class: "muted", text: t("noCases") }), ...(more ? [more] : []));
 }
 
 let mattersPromise = null;
