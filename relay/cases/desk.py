@@ -36,7 +36,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -178,6 +178,8 @@ class CaseDesk:
         self._sync_lock = asyncio.Lock()
         self._changed = asyncio.Condition()
         self._generation = 0  # how many times cases changed (see wait_changed)
+        # who waits for which case to change (see changed): woken only by their case
+        self._watchers: dict[str, set[asyncio.Event]] = {}
         # accepted packets not applied and settled yet, in commit order (see received())
         self._pending: deque[tuple[OpenedPacket, datetime]] = deque()
 
@@ -313,7 +315,7 @@ class CaseDesk:
                 ),
             )
             raise
-        await self._notify()
+        await self._notify([case_id])
         return after
 
     @property
@@ -399,7 +401,7 @@ class CaseDesk:
                 [i.summary.packet_id for i in listed if i.summary.packet_id in unsettled]
             )
         if done:
-            await self._notify()
+            await self._notify(a.case_id for a in done)
         return done
 
     def received(self, batch: ReceivedBatch) -> None:
@@ -430,7 +432,7 @@ class CaseDesk:
                 self._pending.popleft()
             self._relay.settle_inbox([p.summary.packet_id for p, _ in queued])
         if done:
-            await self._notify()
+            await self._notify(a.case_id for a in done)
         return done
 
     def admission(self) -> CaseAdmission:
@@ -531,18 +533,30 @@ class CaseDesk:
         return out
 
     async def changed(self, case_id: str, version: int, timeout: float) -> CaseRecord | None:
-        """Wait until the case's version differs from ``version`` (None on timeout)."""
+        """Wait until the case's version differs from ``version`` (None on timeout).
 
-        def newer() -> bool:
-            record = self._store.get(case_id)
-            return record is not None and record.version != version
-
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(newer), timeout)
-            except TimeoutError:
-                return None
-        return self._store.get(case_id)
+        The wait is woken only by a change of this case: with many applicants watching
+        their cases, a change reads the changed case's watchers' copies, not every one."""
+        record = self._store.get(case_id)
+        if record is not None and record.version != version:
+            return record
+        woken = asyncio.Event()
+        watchers = self._watchers.setdefault(case_id, set())
+        watchers.add(woken)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    await woken.wait()
+                    woken.clear()
+                    record = self._store.get(case_id)
+                    if record is not None and record.version != version:
+                        return record
+        except TimeoutError:
+            return None
+        finally:
+            watchers.discard(woken)
+            if not watchers:
+                self._watchers.pop(case_id, None)
 
     @property
     def generation(self) -> int:
@@ -563,7 +577,11 @@ class CaseDesk:
                 return False
         return True
 
-    async def _notify(self) -> None:
+    async def _notify(self, case_ids: Iterable[str]) -> None:
+        """Tell the live views that ``case_ids`` changed."""
+        for case_id in set(case_ids):
+            for woken in self._watchers.get(case_id, ()):
+                woken.set()
         async with self._changed:
             self._generation += 1
             self._changed.notify_all()

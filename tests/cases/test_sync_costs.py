@@ -151,3 +151,43 @@ async def test_a_batch_of_one_case_is_judged_in_one_pass(
     assert sizes == [8]
     assert len(h.desk.get(case_id).case.view.complaints) == 8
     assert len(steps) == 8  # one step per packet (walking again: 8 + 7 + … + 1 = 36)
+
+
+async def test_a_live_view_waiting_for_a_case_reads_it_only_when_that_case_changes(
+    offices: Offices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Applicants' tracking pages wait for their own case (``CaseDesk.changed``): a change
+    of other cases wakes none of them (no read of their copies, however many wait), and
+    a change of theirs, from a partner's batch, ends their wait with the new version."""
+    import asyncio
+
+    h = offices.h
+    watched, other = [
+        (
+            await offices.r.desk.open_case(matter=BOOKS, mode="proxy_receipt", handling=HANDLING)
+        ).record.case.header.case_id
+        for _ in range(2)
+    ]
+    await offices.deliver()
+    version = h.desk.get(watched).version
+    store = h.desk._store
+    got: list[str] = []
+    get = store.get
+
+    def counting_get(case_id: str, **kw: Any) -> Any:
+        got.append(case_id)
+        return get(case_id, **kw)
+
+    monkeypatch.setattr(store, "get", counting_get)
+    waiters = [asyncio.ensure_future(h.desk.changed(watched, version, 30)) for _ in range(20)]
+    await asyncio.sleep(0)
+    got.clear()
+    await h.desk.act(other, EventKind.ACCEPT, {})
+    await asyncio.sleep(0.05)
+    assert not any(w.done() for w in waiters)
+    assert watched not in got  # no waiter read its copy for another case's change
+    await offices.r.desk.act(watched, EventKind.WITHDRAW, {"reason": "申请人撤回"})
+    await offices.deliver()  # the partner's batch applied on h
+    results = await asyncio.wait_for(asyncio.gather(*waiters), 30)
+    assert {r.case.state for r in results} == {CaseState.WITHDRAWN}
+    assert h.desk._watchers == {}  # nothing left behind
