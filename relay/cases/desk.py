@@ -248,8 +248,11 @@ class CaseDesk:
             raise CaseError(f"no case {case_id}", code="unknown-case")
         return record
 
-    def list_cases(self) -> list[CaseRecord]:
-        return self._store.list_cases()
+    def list_cases(
+        self, *, after: tuple[float, str] | None = None, limit: int | None = None
+    ) -> list[CaseRecord]:
+        """Every case, or a page of them (see :meth:`CaseStore.list_cases`)."""
+        return self._store.list_cases(after=after, limit=limit)
 
     def queue_entries(self) -> list[QueueEntry]:
         """Every case as the work queue sees it, oldest first (no event read)."""

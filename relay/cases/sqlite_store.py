@@ -141,13 +141,17 @@ CREATE INDEX IF NOT EXISTS cases_licence_number ON cases (licence_number);
 
 # step 4: what the work queue shows of each case (relay.cases.queue.QueueFacts, JSON),
 # filled like step 3's columns
-_QUEUE = "ALTER TABLE cases ADD COLUMN queue TEXT;"
+# (and an index for listing the cases a page at a time, oldest first)
+_QUEUE = """
+ALTER TABLE cases ADD COLUMN queue TEXT;
+CREATE INDEX IF NOT EXISTS cases_opened ON cases (opened_at, case_id);
+"""
 
 MIGRATIONS = [
     Migration(1, "cases and applied case packets", SCHEMA, pg_ddl(SCHEMA)),
     Migration(2, "case events in rows of their own", **_EVENT_ROWS),
     Migration(3, "each case's clock facts and licence", _DERIVED, _DERIVED),
-    Migration(4, "what the work queue shows of each case", _QUEUE, _QUEUE),
+    Migration(4, "what the work queue shows of each case; cases listed by opening", _QUEUE, _QUEUE),
 ]
 
 _log = logging.getLogger("tongban.relay.cases")
@@ -543,12 +547,23 @@ class SqliteCaseStore:
             )
         ]
 
-    def list_cases(self) -> list[CaseRecord]:
-        """Every case, oldest first: the kept copy of a case whose row is its write, the
-        others read with their events (and not kept: a listing would push out the copies
-        of the cases being worked on)."""
+    def list_cases(
+        self, *, after: tuple[float, str] | None = None, limit: int | None = None
+    ) -> list[CaseRecord]:
+        """Every case, oldest first (by when it was opened, then its id), or a page of
+        them: at most ``limit``, those after the position ``after`` (``(opened_at
+        timestamp, case id)`` of the last case of the page before; an index, so a page
+        costs the same however many cases the node holds). The kept copy of a case whose
+        row is its write is taken, the others are read with their events (and not kept:
+        a listing would push out the copies of the cases being worked on)."""
+        where, args = "", []
+        if after is not None:
+            where, args = " WHERE (opened_at, case_id) > (?, ?)", [after[0], after[1]]
+        page = "" if limit is None else f" LIMIT {int(limit)}"
         rows = self._conn.execute(
-            f"SELECT case_id, {self._COLUMNS} FROM cases ORDER BY opened_at, case_id"  # noqa: S608
+            f"SELECT case_id, {self._COLUMNS} FROM cases{where}"  # noqa: S608 - constants
+            f" ORDER BY opened_at, case_id{page}",
+            args,
         ).fetchall()
         out = []
         for case_id, *row in rows:

@@ -58,7 +58,13 @@ class CaseStore(Protocol):
         None leaves it as it was), appending the ``audit`` leaves in it when it changed."""
         ...
 
-    def list_cases(self) -> list[CaseRecord]: ...
+    def list_cases(
+        self, *, after: tuple[float, str] | None = None, limit: int | None = None
+    ) -> list[CaseRecord]:
+        """Every case, oldest first (opened_at, then case id), or the page of at most
+        ``limit`` after the position ``after`` (the last listed case's opened_at
+        timestamp and id)."""
+        ...
 
     def licence(self, number: str) -> tuple[str, str] | None:
         """(token, case id) of the e-licence numbered ``number``, or None."""

@@ -108,14 +108,21 @@ def _line(case: dict[str, Any]) -> str:
 
 def _list(args: argparse.Namespace) -> int:
     client = _client(args, StaffRole.READER)
-    params = {"overdue": "1"} if args.overdue else None
-    result = _run(client.get("/staff/v1/cases", params))
+    params = {"overdue": "1"} if args.overdue else {}
+    cases: list[dict[str, Any]] = []
+    while True:  # page after page (the node sends at most a page at once)
+        result = _run(client.get("/staff/v1/cases", params))
+        page = result["cases"]
+        cases += page
+        if not args.json:
+            for case in page:
+                sys.stdout.write(_line(case) + "\n")
+        if not result.get("next"):
+            break
+        params = {"after": result["next"]}
     if args.json:
-        _print_json(result)
-        return 0
-    for case in result["cases"]:
-        sys.stdout.write(_line(case) + "\n")
-    if not result["cases"]:
+        _print_json({"cases": cases})
+    elif not cases:
         sys.stdout.write("no overdue cases\n" if args.overdue else "no cases\n")
     return 0
 

@@ -16,6 +16,7 @@ Routes (bearer token; writing needs the ``clerk`` role)::
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -176,9 +177,17 @@ def add_case_routes(app: web.Application, desk: CaseDesk) -> None:
     async def list_cases(request: web.Request) -> web.Response:
         if request.query.get("overdue") in ("1", "true", "yes"):
             items = [case_json(desk, o.record, o) for o in desk.overdue()]
-        else:
-            items = [case_json(desk, r) for r in desk.list_cases()]
-        return web.json_response({"cases": items}, dumps=_dumps)
+            return web.json_response({"cases": items, "next": None}, dumps=_dumps)
+        limit = _page_limit(request)
+        after = _cursor(request.query.get("after", ""))
+        records = desk.list_cases(after=after, limit=limit + 1)  # one more: is there a next?
+        page = records[:limit]
+        more = len(records) > limit
+        body = {
+            "cases": [case_json(desk, r) for r in page],
+            "next": _cursor_of(page[-1]) if more else None,
+        }
+        return web.json_response(body, dumps=_dumps)
 
     async def get_case(request: web.Request) -> web.Response:
         case_id = request.match_info["case"]
@@ -210,3 +219,37 @@ def add_case_routes(app: web.Application, desk: CaseDesk) -> None:
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
+
+
+PAGE_SIZE = 100  # cases per page of GET /staff/v1/cases unless ``limit`` says otherwise
+_PAGE_MAX = 1000
+
+
+def _page_limit(request: web.Request) -> int:
+    text = request.query.get("limit", "")
+    if not text:
+        return PAGE_SIZE
+    if not text.isdigit() or not 1 <= int(text) <= _PAGE_MAX:
+        raise Problem(400, ProblemCode.INVALID_REQUEST, f"'limit' must be 1..{_PAGE_MAX}")
+    return int(text)
+
+
+def _cursor_of(record: CaseRecord) -> str:
+    """Where the next page starts: after this case (opaque to clients)."""
+    position = [record.opened_at.timestamp(), record.case.header.case_id]
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
+def _cursor(text: str) -> tuple[float, str] | None:
+    """The position a ``next`` cursor names (None for the first page)."""
+    if not text:
+        return None
+    try:
+        opened_at, case_id = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        if isinstance(opened_at, int | float) and isinstance(case_id, str):
+            return float(opened_at), case_id
+    except (ValueError, TypeError):
+        pass
+    raise Problem(
+        400, ProblemCode.INVALID_REQUEST, "'after' must be the 'next' of an earlier page, as given"
+    )

@@ -166,3 +166,49 @@ async def test_case_between_two_real_nodes_with_live_tracking(pair: Pair, capsys
                 found = conn.execute("SELECT case_id FROM cases").fetchall()
             assert found == [("WC-NODE-1",)]
         assert (node.config.data_dir / "relay.sqlite3").exists() is (url is None)
+
+
+async def test_cases_are_listed_a_page_at_a_time_and_the_cli_follows_the_pages(
+    pair: Pair, capsys, monkeypatch
+):
+    """GET /staff/v1/cases answers a page (oldest first) and where the next starts; the
+    pages together hold every case once, in order, on SQLite and PostgreSQL; a case
+    opened while a client pages comes on a later page. A cursor not given by the node
+    is a problem document. ``tongban cases`` follows the pages."""
+    import relay.http.cases as case_routes
+
+    ids = [f"WC-PAGE-{i}" for i in range(5)]
+    base = f"{pair.r.urls['staff']}/staff/v1/cases"
+    async with aiohttp.ClientSession() as http:
+
+        async def get(params: dict[str, str]) -> dict:
+            async with http.get(base, params=params, headers=_auth(pair.r)) as resp:
+                assert resp.status == 200, await resp.text()
+                return await resp.json()
+
+        for case_id in ids[:4]:
+            body = {"matter": BOOKS, "handling": HANDLING, "case_id": case_id}
+            async with http.post(base, json=body, headers=_auth(pair.r)) as resp:
+                assert resp.status == 201, await resp.text()
+        first = await get({"limit": "3"})
+        assert [c["case"] for c in first["cases"]] == ids[:3]
+        body = {"matter": BOOKS, "handling": HANDLING, "case_id": ids[4]}
+        async with http.post(base, json=body, headers=_auth(pair.r)) as resp:
+            assert resp.status == 201  # opened while the client pages
+        second = await get({"limit": "3", "after": first["next"]})
+        assert [c["case"] for c in second["cases"]] == ids[3:]
+        assert second["next"] is None
+        assert [c["case"] for c in (await get({}))["cases"]] == ids  # one page of 100
+        for params in ({"limit": "0"}, {"limit": "1001"}, {"after": "not-a-cursor"}):
+            async with http.get(base, params=params, headers=_auth(pair.r)) as resp:
+                assert resp.status == 400, params
+                assert (await resp.json())["code"] == "invalid-request"
+
+    monkeypatch.setattr(case_routes, "PAGE_SIZE", 2)
+    code = await asyncio.to_thread(main, ["cases", "--config", str(pair.config_r)])
+    assert code == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == ids
+    code = await asyncio.to_thread(main, ["cases", "--config", str(pair.config_r), "--json"])
+    assert code == 0
+    assert [c["case"] for c in json.loads(capsys.readouterr().out)["cases"]] == ids

@@ -87,7 +87,7 @@ async def test_serve_mounts_tracking_verification_and_staff_case_routes(office_p
             headers = {"Authorization": f"Bearer {token}"}
             async with http.get(f"{staff}/staff/v1/cases", headers=headers) as resp:
                 assert resp.status == 200
-                assert await resp.json() == {"cases": []}
+                assert await resp.json() == {"cases": [], "next": None}
     finally:
         if proc.returncode is None:
             os.killpg(proc.pid, signal.SIGTERM)
