@@ -4,6 +4,9 @@
 
     audit_timestamps       size PK, response BLOB (DER TimeStampResp), gen_time, at
     audit_leaf_timestamps  idx PK, response BLOB, gen_time, at
+    audit_leaf_stamps_due  idx PK: survey-report and licence-event leaves found by the
+                           scan, until their token is stored
+    timestamps_meta        key PK, value: ``scanned`` = the last leaf index scanned
 
 A row exists only for a checkpoint in ``audit_checkpoints`` (or, in the second table,
 for a ``survey-report`` or ``licence-event`` leaf of ``audit_leaves``: a token over the
@@ -13,6 +16,11 @@ on this module's own connection, and an insert that finds the row there already 
 the first (two workers stamping the same checkpoint store one token). The schema is the
 ``timestamps`` migration; ``audit_checkpoints`` is the audit log's table, declared here
 too (if missing) so the join works before the first checkpoint is signed.
+
+The leaves to stamp are found by scanning only the leaves appended since the last scan
+(``scanned``; the log only grows at its end): the checkpoint task looks for them every
+interval, and a scan of the whole log each time would grow with every packet the node
+ever exchanged (issue 12). Those found wait in ``audit_leaf_stamps_due`` until stamped.
 """
 
 from __future__ import annotations
@@ -40,9 +48,17 @@ CREATE TABLE IF NOT EXISTS audit_leaf_timestamps (
     idx INTEGER PRIMARY KEY, response BLOB NOT NULL, gen_time REAL NOT NULL, at REAL NOT NULL
 );
 """
-MIGRATIONS = [Migration(1, "RFC 3161 timestamp tokens", _SCHEMA, pg_ddl(_SCHEMA))]
+# step 2: the leaves to stamp found so far, and how far the log was scanned for them
+_DUE = """
+CREATE TABLE IF NOT EXISTS audit_leaf_stamps_due (idx INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS timestamps_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+MIGRATIONS = [
+    Migration(1, "RFC 3161 timestamp tokens", _SCHEMA, pg_ddl(_SCHEMA)),
+    Migration(2, "leaves to stamp, scanned once", _DUE, pg_ddl(_DUE)),
+]
 _STAMPED_KINDS = ("survey-report", "licence-event")  # leaves stamped on their own
-_CONTAINS = {"sqlite": "instr(l.data, ?) > 0", "postgresql": "position(? in l.data) > 0"}
+_CONTAINS = {"sqlite": "instr(data, ?) > 0", "postgresql": "position(? in data) > 0"}
 
 
 class TimestampStore:
@@ -54,10 +70,9 @@ class TimestampStore:
         self._conn = connection_for(target)
         migrate(self._conn, "timestamps", MIGRATIONS)
         contains = _CONTAINS[dialect_of(self._conn)]
-        self._unstamped_leaves = (
-            "SELECT l.idx, l.data FROM audit_leaves l"  # noqa: S608 - built from constants
-            " LEFT JOIN audit_leaf_timestamps t ON t.idx = l.idx"
-            f" WHERE t.idx IS NULL AND ({contains} OR {contains}) ORDER BY l.idx"
+        self._new_leaves = (
+            "SELECT idx FROM audit_leaves"  # noqa: S608 - built from constants
+            f" WHERE idx > ? AND idx <= ? AND ({contains} OR {contains}) ORDER BY idx"
         )
 
     def close(self) -> None:
@@ -97,13 +112,36 @@ class TimestampStore:
 
     def unstamped_leaves(self) -> list[tuple[int, bytes]]:
         """(index, leaf bytes) of every survey-report and licence-event leaf without a
-        token of its own, oldest first (none while the node has no audit log yet)."""
+        token of its own, oldest first (none while the node has no audit log yet). Reads
+        the leaves appended since the last call and those found before and not stamped
+        yet, never the whole log."""
         try:
-            rows = self._conn.execute(
-                self._unstamped_leaves, tuple(f'"kind":"{k}"'.encode() for k in _STAMPED_KINDS)
-            ).fetchall()
+            row = self._conn.execute("SELECT max(idx) FROM audit_leaves").fetchone()
         except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):  # no audit log yet
             return []
+        end = -1 if row is None or row[0] is None else int(row[0])
+        mark = self._conn.execute(
+            "SELECT value FROM timestamps_meta WHERE key = 'scanned'"
+        ).fetchone()
+        scanned = -1 if mark is None else int(mark[0])
+        if end > scanned:
+            kinds = tuple(f'"kind":"{k}"'.encode() for k in _STAMPED_KINDS)
+            found = self._conn.execute(self._new_leaves, (scanned, end, *kinds)).fetchall()
+            for (index,) in found:
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO audit_leaf_stamps_due (idx) VALUES (?)", (int(index),)
+                )
+            self._conn.execute(
+                "INSERT INTO timestamps_meta (key, value) VALUES ('scanned', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(end),),
+            )
+        rows = self._conn.execute(
+            "SELECT d.idx, l.data FROM audit_leaf_stamps_due d"
+            " JOIN audit_leaves l ON l.idx = d.idx"
+            " LEFT JOIN audit_leaf_timestamps t ON t.idx = d.idx"
+            " WHERE t.idx IS NULL ORDER BY d.idx"
+        ).fetchall()
         return [(int(i), bytes(d)) for i, d in rows]
 
     def put_leaf(self, index: int, response: bytes, gen_time: datetime, at: datetime) -> None:
@@ -112,6 +150,7 @@ class TimestampStore:
             " VALUES (?, ?, ?, ?)",
             (index, response, gen_time.timestamp(), at.timestamp()),
         )
+        self._conn.execute("DELETE FROM audit_leaf_stamps_due WHERE idx = ?", (index,))
 
     def leaf_response(self, index: int) -> bytes | None:
         row = self._conn.execute(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from dbkit import Database
 
 from relay.db.migrations import schema_version
-from relay.timestamps.store import TimestampStore
+from relay.timestamps.store import MIGRATIONS, TimestampStore
 
 AT = datetime(2026, 9, 1, 2, tzinfo=UTC)  # a stamp written as data, never compared to now
 
@@ -16,7 +16,7 @@ AT = datetime(2026, 9, 1, 2, tzinfo=UTC)  # a stamp written as data, never compa
 def test_checkpoints_get_one_token_each(database: Database) -> None:
     store = TimestampStore(database.connect())
     conn = database.connect()
-    assert schema_version(conn, "timestamps") == 1
+    assert schema_version(conn, "timestamps") == len(MIGRATIONS)
     for size in (3, 8):
         conn.execute(
             "INSERT INTO audit_checkpoints (size, note, signed_at) VALUES (?, ?, ?)",
@@ -48,4 +48,18 @@ def test_survey_and_licence_leaves_are_stamped_on_their_own(database: Database) 
     assert store.unstamped_leaves() == [(2, leaves[2])]
     assert store.leaf_response(1) == b"token"
     assert store.leaf_response(2) is None
+    # the log grows: only the leaves appended since are read (the checkpoint task asks
+    # every interval; the log holds every packet ever exchanged), by this store or
+    # another worker's
+    conn.execute("UPDATE audit_leaves SET data = ? WHERE idx = 0", (b'{"kind":"survey-report"}',))
+    more = [b'{"kind":"packet"}', b'{"kind":"survey-report","n":2}']
+    conn.executemany(
+        "INSERT INTO audit_leaves (idx, data) VALUES (?, ?)", [(3, more[0]), (4, more[1])]
+    )
+    other = TimestampStore(database.connect())
+    assert other.unstamped_leaves() == [(2, leaves[2]), (4, more[1])]  # leaf 0 not read again
+    other.put_leaf(2, b"token 2", AT, AT)
+    assert store.unstamped_leaves() == [(4, more[1])]
+    assert conn.execute("SELECT idx FROM audit_leaf_stamps_due").fetchall() == [(4,)]
     store.close()
+    other.close()
