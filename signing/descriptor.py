@@ -25,6 +25,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -113,10 +114,11 @@ class NodeDescriptor:
     def hpke_key(self, kid: str) -> HpkePublicKey | None:
         return next((k for k in self.hpke_keys if k.kid == kid), None)
 
-    @property
+    @cached_property
     def profile(self) -> Profile:
         """The node's cryptographic profile, as its seal certificate's key type says
-        (:mod:`signing.profiles`)."""
+        (:mod:`signing.profiles`); worked out once per descriptor (its certificate does
+        not change; every new packet to the node asks)."""
         return certificate_profile(self.seal_chain[0])
 
     def to_json(self) -> dict[str, Any]:
