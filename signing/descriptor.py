@@ -25,8 +25,8 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import UTC, datetime
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
