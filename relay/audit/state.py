@@ -67,9 +67,14 @@ CREATE TABLE IF NOT EXISTS audit_acks (
 CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+# step 2: when a partner last cosigned is read at every metrics scrape: an index, not a
+# scan of every cosignature ever kept (one per checkpoint per witness)
+_COSIGNED_AT = "CREATE INDEX IF NOT EXISTS audit_cosignatures_at ON audit_cosignatures (at);"
+
 MIGRATIONS = [
     Migration(1, "checkpoints, cosignatures, partners, alerts, packet index", _SCHEMA,
               pg_ddl(_SCHEMA)),
+    Migration(2, "cosignatures by time", _COSIGNED_AT, _COSIGNED_AT),
 ]  # fmt: skip
 """Steps of the ``witnessing`` component (step 1: the tables SQLite files already have)."""
 

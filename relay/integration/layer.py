@@ -27,7 +27,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from relay.integration.http import add_integration_routes
 from relay.integration.retention import RetentionPurge
 from relay.integration.store import IntegrationStore, OutboxSink
 from relay.integration.webhooks import WebhookDispatcher
-from relay.metrics import METRICS
+from relay.metrics import METRICS, cached
 from relay.node import CoreFactory, CoreHandle
 from relay.tls import BundleSource
 from relay.workers import LEADERSHIP, SoleWorker, while_leading
@@ -152,8 +152,8 @@ class Integration:
             lambda target: self.store.retry_parked(target, self.clock()),
         )  # fmt: skip
         app[ALERTS].add_source("webhooks", self.dispatcher.alerts)
-        if METRICS in app:
-            app[METRICS].add_gauges("webhooks", self.webhook_gauges)
+        if METRICS in app:  # a count over every delivery kept: at most once a minute
+            app[METRICS].add_gauges("webhooks", cached(self.webhook_gauges, timedelta(minutes=1)))
         if background:
             app.cleanup_ctx.append(self._running)
 

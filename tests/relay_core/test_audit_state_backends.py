@@ -55,3 +55,25 @@ async def test_the_witnessing_state_reads_the_stores_log_and_keeps_what_it_is_gi
         assert state.partner(DAFENG).status is PartnerStatus.HALTED
     finally:
         state.close()
+
+
+def test_the_last_cosignature_is_found_through_an_index(tmp_path) -> None:
+    """Every metrics scrape asks when a partner last cosigned: one row per checkpoint per
+    witness is kept for ever, so the statement must not scan them."""
+    import sqlite3
+    from datetime import UTC, datetime
+
+    state = AuditState(tmp_path / "relay.sqlite3")
+    conn = state.connection
+    assert isinstance(conn, sqlite3.Connection)
+    at = datetime(2026, 9, 1, tzinfo=UTC)  # written as data, never compared to now
+    for size in range(1, 50):
+        state.put_cosignature(size, DAFENG, b"cosigned", at + timedelta(minutes=size))
+    ran: list[str] = []
+    conn.set_trace_callback(ran.append)
+    assert state.last_cosignature_at() == at + timedelta(minutes=49)
+    conn.set_trace_callback(None)
+    [statement] = ran
+    plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement)]
+    assert not any(step.startswith("SCAN") for step in plan), plan
+    state.close()
