@@ -108,19 +108,21 @@ class Integration:
         now = self.clock()
         new = 0
         core: Any = self.services.core
-        known = self.store.known_events(f"{self.node_id}:step-refused:")
+        # the refused packets (through the state index; rare) each looked up by event id,
+        # and the cases flagged now each by its mark: never every event or mark kept
         for item in core.list_outbox(state=OutboxState.REJECTED):
             s = item.summary
-            if f"{self.node_id}:step-refused:{s.packet_id}" in known:
+            if self.store.known_event(f"{self.node_id}:step-refused:{s.packet_id}"):
                 continue
             event = refused_event(self.node_id, packet_id=s.packet_id, case_id=s.case_id,
                                   action=s.action, reason=item.reason or "", at=now)  # fmt: skip
             new += self.store.record(event)
-        marked = self.store.sla_marked()
         for overdue in self.services.desk.overdue(now):
             colour = overdue.clock.colour
             case_id = overdue.record.case.header.case_id
-            if colour not in (Colour.YELLOW, Colour.RED) or (case_id, colour.value) in marked:
+            if colour not in (Colour.YELLOW, Colour.RED):
+                continue
+            if self.store.sla_marked(case_id, colour.value):
                 continue
             event = sla_event(self.node_id, case_id=case_id, colour=colour.value,
                               matter=overdue.record.case.header.matter, at=now)  # fmt: skip

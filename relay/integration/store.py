@@ -204,14 +204,20 @@ class IntegrationStore:
                 conn.execute("INSERT OR IGNORE INTO sla_marks VALUES (?, ?)", sla_mark)
             return _insert_event(conn, event, self._node, self._targets)
 
-    def sla_marked(self) -> set[tuple[str, str]]:
-        return {(r[0], r[1]) for r in self._conn.execute("SELECT * FROM sla_marks")}
+    def sla_marked(self, case_id: str, colour: str) -> bool:
+        """Whether the SLA event of ``case_id`` turning ``colour`` was made (a key lookup:
+        the scan asks for the cases flagged now, never reads every mark kept)."""
+        row = self._conn.execute(
+            "SELECT 1 FROM sla_marks WHERE case_id = ? AND colour = ?", (case_id, colour)
+        ).fetchone()
+        return row is not None
 
-    def known_events(self, prefix: str) -> set[str]:
-        rows = self._conn.execute(
-            "SELECT event_id FROM integration_events WHERE event_id LIKE ? || '%'", (prefix,)
-        )
-        return {r[0] for r in rows}
+    def known_event(self, event_id: str) -> bool:
+        """Whether an event of this id is stored (its unique index; never a scan)."""
+        row = self._conn.execute(
+            "SELECT 1 FROM integration_events WHERE event_id = ?", (event_id,)
+        ).fetchone()
+        return row is not None
 
     def events(self) -> list[dict[str, Any]]:
         rows = self._conn.execute("SELECT body FROM integration_events ORDER BY seq")

@@ -33,8 +33,11 @@ def test_events_are_stored_once_and_delivered_in_order(database: Database) -> No
     assert store.record(event(1), sla_mark=("WC-1-1", "yellow")) is False
     assert store.record(event(2)) is True
     assert [e["case"] for e in store.events()] == ["WC-1-1", "WC-1-2"]
-    assert store.sla_marked() == {("WC-1-1", "yellow")}
-    assert store.known_events(f"{NODE}:sla-yellow:WC-1-1") == {event(1).id}
+    assert store.sla_marked("WC-1-1", "yellow")
+    assert not store.sla_marked("WC-1-1", "red")
+    assert not store.sla_marked("WC-1-2", "yellow")
+    assert store.known_event(event(1).id)
+    assert not store.known_event(f"{NODE}:sla-yellow:WC-1-3")
     target = HOOKS[0].url
     first = store.next_delivery(target)
     assert first is not None
