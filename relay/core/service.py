@@ -458,13 +458,19 @@ class RelayNode:
         state: OutboxState | None = None,
         peer: str | None = None,
         case_id: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[OutboxItem]:
-        """Outgoing packets in creation order, optionally filtered (``dead`` = dead letters)."""
-        return self._store.list_outbox(state, peer, case_id)
+        """Outgoing packets in creation order (``newest_first``: the reverse), optionally
+        filtered (``dead`` = dead letters), at most ``limit`` of them."""
+        return self._store.list_outbox(state, peer, case_id, limit=limit, newest_first=newest_first)
 
-    def list_inbox(self, *, case_id: str | None = None) -> list[InboxItem]:
-        """Accepted incoming packets in arrival order."""
-        return self._store.list_inbox(case_id)
+    def list_inbox(
+        self, *, case_id: str | None = None, limit: int | None = None, newest_first: bool = False
+    ) -> list[InboxItem]:
+        """Accepted incoming packets in arrival order (``newest_first``: the reverse), at
+        most ``limit`` of them."""
+        return self._store.list_inbox(case_id, limit=limit, newest_first=newest_first)
 
     def unsettled_inbox(self, *, case_id: str | None = None) -> list[InboxItem]:
         """Accepted packets (of ``case_id``) the application above has not settled yet

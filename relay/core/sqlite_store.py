@@ -74,6 +74,12 @@ __all__ = ["SqlStore", "SqliteStore", "fsync_dir"]
 Db = sqlite3.Connection | PgConnection
 
 
+def _ordered(limit: int | None, newest_first: bool) -> str:
+    """The ``ORDER BY ord`` (and ``LIMIT``) clause of a listing."""
+    clause = " ORDER BY ord DESC" if newest_first else " ORDER BY ord"
+    return clause if limit is None else f"{clause} LIMIT {int(limit)}"
+
+
 class _ReceiveTx:
     def __init__(self, conn: Db) -> None:
         self._conn = conn
@@ -542,8 +548,17 @@ class SqlStore:
             )
 
     def list_outbox(
-        self, state: OutboxState | None, peer: str | None, case_id: str | None = None
+        self,
+        state: OutboxState | None,
+        peer: str | None,
+        case_id: str | None = None,
+        *,
+        limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[OutboxItem]:
+        """Outgoing packets by creation (``ord``; ``newest_first`` reversed), at most
+        ``limit``: unfiltered, the last ``limit`` are a walk of the key's end, however
+        many packets the node ever sent."""
         sql = f"SELECT {self._OUT_COLS} FROM outbox WHERE 1=1"  # noqa: S608
         args: list[str] = []
         if state is not None:
@@ -555,7 +570,8 @@ class SqlStore:
         if case_id is not None:  # indexed (outbox_by_case): a case page reads its own rows
             sql += " AND case_id = ?"
             args.append(case_id)
-        return [self._outbox_item(r) for r in self._conn.execute(sql + " ORDER BY ord", args)]
+        sql += _ordered(limit, newest_first)
+        return [self._outbox_item(r) for r in self._conn.execute(sql, args)]
 
     def uploaded(self, peer: str, digest: str) -> bool:
         row = self._conn.execute(
@@ -594,13 +610,17 @@ class SqlStore:
         ).fetchone()
         return None if r is None else Incoming(self._inbox_item(r), r[4])
 
-    def list_inbox(self, case_id: str | None) -> list[InboxItem]:
+    def list_inbox(
+        self, case_id: str | None, *, limit: int | None = None, newest_first: bool = False
+    ) -> list[InboxItem]:
+        """Accepted packets by arrival (``newest_first`` reversed), at most ``limit``."""
         sql = f"SELECT {self._IN_COLS} FROM inbox"  # noqa: S608
         args: tuple[str, ...] = ()
         if case_id is not None:
             sql += " WHERE case_id = ?"
             args = (case_id,)
-        return [self._inbox_item(r) for r in self._conn.execute(sql + " ORDER BY ord", args)]
+        sql += _ordered(limit, newest_first)
+        return [self._inbox_item(r) for r in self._conn.execute(sql, args)]
 
     def unsettled_inbox(self, case_id: str | None) -> list[InboxItem]:
         """Accepted packets (of ``case_id``; None: of every case) not settled yet, in

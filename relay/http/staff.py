@@ -180,6 +180,18 @@ PROFILE_REFUSED = "agreement-denied:profile-not-allowed"
 """The receipt reason of a packet refused for a cryptographic profile (protocol.md §8.5)."""
 
 
+def _listing(request: web.Request) -> tuple[int | None, bool]:
+    """``limit`` (1..10000; absent: every item) and ``order`` (``asc``, the default:
+    oldest first; ``desc``: newest first) of an outbox or inbox listing."""
+    text = request.query.get("limit", "")
+    if text and (not text.isdigit() or not 1 <= int(text) <= 10_000):
+        raise Problem(400, ProblemCode.INVALID_REQUEST, "'limit' must be 1..10000")
+    order = request.query.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise Problem(400, ProblemCode.INVALID_REQUEST, "'order' must be asc or desc")
+    return (int(text) if text else None), order == "desc"
+
+
 def profile_refusal_alerts(core: RelayApi, now: datetime) -> list[StaffAlert]:
     """An alert per packet a partner rejected because the agreement it names does not
     allow the cryptographic profile of one of the two nodes (``crypto_profiles``), until
@@ -326,11 +338,18 @@ def staff_app(
             raise Problem(
                 400, ProblemCode.INVALID_REQUEST, f"'state' must be one of {allowed}"
             ) from None
-        items = core.list_outbox(state=state, peer=request.query.get("peer") or None)
+        limit, newest_first = _listing(request)
+        items = core.list_outbox(
+            state=state, peer=request.query.get("peer") or None,
+            limit=limit, newest_first=newest_first,
+        )  # fmt: skip
         return web.json_response({"items": [outbox_json(i) for i in items]})
 
     async def get_inbox(request: web.Request) -> web.Response:
-        items = core.list_inbox(case_id=request.query.get("case_id") or None)
+        limit, newest_first = _listing(request)
+        items = core.list_inbox(
+            case_id=request.query.get("case_id") or None, limit=limit, newest_first=newest_first
+        )
         return web.json_response({"items": [inbox_json(i) for i in items]})
 
     async def get_packet(request: web.Request) -> web.Response:

@@ -377,10 +377,14 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         ]
 
         # the other pages, in Chinese: outbox per partner, supervision, agreements
-        await r.click("#nav-outbox")
+        async with r.expect_request(  # the latest packets, not every one ever exchanged
+            lambda request: "/staff/v1/outbox?order=desc&limit=100" in request.url
+        ):
+            await r.click("#nav-outbox")
         await expect(r.locator(f"section[data-peer='{HANDLING}'] h2")).to_have_text(
             "大丰区行政审批局", timeout=MS
         )
+        await expect(r.locator("#outbox-recent")).to_have_text(re.compile("最近收发的各 100 件"))
         assert await r.locator(f"section[data-peer='{HANDLING}'] tbody tr").count() == 3  # ours
         await no_codes(r, "outbox")
         await axe_check(r, "outbox (zh)")

@@ -142,6 +142,8 @@ class FakeCore:
         state: OutboxState | None = None,
         peer: str | None = None,
         case_id: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[OutboxItem]:
         items = [
             OutboxItem(
@@ -154,16 +156,19 @@ class FakeCore:
             )
             for i, c in enumerate(self.created)
         ]
-        return [
+        kept = [
             i
             for i in items
             if (state is None or i.state == state)
             and (peer is None or i.summary.receiver == peer)
             and (case_id is None or i.summary.case_id == case_id)
         ]
+        return (kept[::-1] if newest_first else kept)[:limit]
 
-    def list_inbox(self, *, case_id: str | None = None) -> list[InboxItem]:
-        return [
+    def list_inbox(
+        self, *, case_id: str | None = None, limit: int | None = None, newest_first: bool = False
+    ) -> list[InboxItem]:
+        items = [
             InboxItem(
                 self._summary(f"in{i}", "420106", "C1", "m", "submit", "online", i + 1),
                 T0,
@@ -172,6 +177,7 @@ class FakeCore:
             )
             for i in range(2)
         ]
+        return (items[::-1] if newest_first else items)[:limit]
 
     def read_packet(self, packet_id: str) -> PacketContent:
         if packet_id != "p1":

@@ -154,6 +154,16 @@ async def test_outbox_inbox_and_packet_reading(staff: Staff) -> None:
     assert bad.status == 400
     inbox = await (await staff.session.get(staff.url + "/staff/v1/inbox", headers=reader)).json()
     assert len(inbox["items"]) == 2
+    newest = staff.url + "/staff/v1/inbox?order=desc&limit=1"
+    latest = await (await staff.session.get(newest, headers=reader)).json()
+    assert [i["packet"]["packet_id"] for i in latest["items"]] == [
+        inbox["items"][-1]["packet"]["packet_id"]
+    ]
+    for query in ("limit=0", "limit=10001", "limit=x", "order=up"):
+        for path in ("/staff/v1/outbox", "/staff/v1/inbox"):
+            bad = await staff.session.get(f"{staff.url}{path}?{query}", headers=reader)
+            assert bad.status == 400, (path, query)
+            assert (await bad.json(content_type=None))["code"] == "invalid-request"
     packet = await staff.session.get(staff.url + "/staff/v1/packets/p1", headers=reader)
     assert (await packet.json())["content"] == {"applicant": "张三"}
     missing = await staff.session.get(staff.url + "/staff/v1/packets/p9", headers=reader)

@@ -850,8 +850,16 @@ async function showAlerts(view) {
     : h("p", { class: "muted", text: t("noAlerts") }));
 }
 
+const RECENT = 100; // packets each way on the outbox page, newest first
 async function showOutbox(view) {
-  const [out, inbox] = await Promise.all([api("/outbox"), api("/inbox")]);
+  // the latest packets each way, and every one refused or dead (what needs a person):
+  // never the whole history the node ever exchanged
+  const [latest, dead, rejected, inbox] = await Promise.all([
+    api(`/outbox?order=desc&limit=${RECENT}`), api("/outbox?state=dead&order=desc&limit=500"),
+    api("/outbox?state=rejected&order=desc&limit=500"), api(`/inbox?order=desc&limit=${RECENT}`)]);
+  const seen = new Set();
+  const out = { items: [...dead.items, ...rejected.items, ...latest.items].filter((i) =>
+    !seen.has(i.packet.packet_id) && seen.add(i.packet.packet_id)) };
   const offices = new Map();
   for (const m of await mattersOnce()) for (const o of m.handling) offices.set(o.id, o);
   const officeName = (id) => (offices.get(id) ? pick(offices.get(id)) : id);
@@ -861,7 +869,7 @@ async function showOutbox(view) {
     if (!byPeer.has(peer)) byPeer.set(peer, []);
     byPeer.get(peer).push(item);
   }
-  view.append(h("h1", { text: t("outboxTitle") }));
+  view.append(h("h1", { text: t("outboxTitle") }), h("p", { id: "outbox-recent", class: "muted", text: t("outboxRecent")(RECENT) }));
   for (const [peer, items] of byPeer) {
     view.append(h("section", { class: "card", "data-peer": peer }, h("h2", { text: officeName(peer) }),
       h("table", {}, h("thead", {}, h("tr", {}, [t("caseNumber"), t("actionsTitle"), t("state"), ""].map((x) => h("th", { scope: "col", text: x })))),

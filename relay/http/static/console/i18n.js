@@ -223,6 +223,7 @@ export const TEXT = {
     acknowledgedDone: "已记录由您接手处理。",
     severity: { critical: "紧急", warning: "警告" },
     outboxTitle: "收发件箱",
+    outboxRecent: (n) => `按时间倒序显示最近收发的各 ${n} 件，以及全部被拒收或无法送达的案卷。`,
     outState: {
       queued: "排队中",
       in_flight: "发送中",
@@ -521,6 +522,7 @@ export const TEXT = {
     acknowledgedDone: "Recorded: you took it on.",
     severity: { critical: "Critical", warning: "Warning" },
     outboxTitle: "Outbox / inbox",
+    outboxRecent: (n) => `The latest ${n} packets each way, newest first, and every packet refused or undeliverable.`,
     outState: {
       queued: "Queued",
       in_flight: "Sending",
