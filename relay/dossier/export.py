@@ -62,15 +62,19 @@ def _sha(data: bytes) -> str:
 
 
 _LEAF_WITH = {
-    "sqlite": "SELECT idx FROM audit_leaves WHERE instr(data, ?) > 0 ORDER BY idx LIMIT 1",
-    "postgresql": "SELECT idx FROM audit_leaves WHERE position(? in data) > 0 ORDER BY idx LIMIT 1",
+    "sqlite": "SELECT idx FROM audit_leaves WHERE idx >= ? AND instr(data, ?) > 0"
+    " ORDER BY idx LIMIT 1",
+    "postgresql": "SELECT idx FROM audit_leaves WHERE idx >= ? AND position(? in data) > 0"
+    " ORDER BY idx LIMIT 1",
 }
 
 
-def _leaf_of(conn: Connection, key: str, digest: str) -> int | None:
-    """Index of the first leaf whose canonical JSON has ``"key":"digest"``."""
+def _leaf_of(conn: Connection, key: str, digest: str, start: int = 0) -> int | None:
+    """Index of the first leaf from ``start`` on whose canonical JSON has
+    ``"key":"digest"`` (a walk of the log from there: ``start`` keeps it to the leaves
+    since the case began, not the node's whole history)."""
     needle = f'"{key}":"{digest}"'.encode()
-    row = conn.execute(_LEAF_WITH[dialect_of(conn)], (needle,)).fetchone()
+    row = conn.execute(_LEAF_WITH[dialect_of(conn)], (start, needle)).fetchone()
     return None if row is None else int(row[0])
 
 
@@ -173,8 +177,18 @@ def _add_proofs(
     stamps = TimestampStore(open_connection(config, "timestamps"))
     conn = open_connection(config, "dossier")
     try:
+        # a packet's leaf through the packet index (by digest); the leaves of the case's
+        # other items (receipts, licences, reports) come after its first packet's leaf
+        indexed = {
+            digest: entries[0].index
+            for _, key, digest in signed
+            if key == "digest" and (entries := state.packets_by_digest(digest))
+        }
+        start = min(indexed.values(), default=0)
         for path, key, digest in signed:
-            index = _leaf_of(conn, key, digest)
+            index = indexed.get(digest) if key == "digest" else None
+            if index is None:
+                index = _leaf_of(conn, key, digest, start)
             if index is None:
                 continue
             stamped = stamps.stamped_covering(index)

@@ -63,3 +63,24 @@ def test_survey_and_licence_leaves_are_stamped_on_their_own(database: Database) 
     assert conn.execute("SELECT idx FROM audit_leaf_stamps_due").fetchall() == [(4,)]
     store.close()
     other.close()
+
+
+def test_a_dossier_looks_for_a_case_s_leaves_from_where_the_case_began(
+    database: Database,
+) -> None:
+    """The dossier finds the leaves of a case's receipts, licences and reports by walking
+    the log from the case's first packet leaf (found through the packet index), not from
+    the node's first leaf: leaves before ``start`` are never read."""
+    from relay.dossier.export import _leaf_of
+
+    conn = database.connect()
+    blob = "BYTEA" if database.postgresql else "BLOB"
+    conn.execute(f"CREATE TABLE audit_leaves (idx INTEGER PRIMARY KEY, data {blob} NOT NULL)")
+    same = b'{"kind":"licence-event","credential_digest":"ab12"}'
+    conn.executemany(
+        "INSERT INTO audit_leaves (idx, data) VALUES (?, ?)",
+        [(0, same), (1, b'{"kind":"packet"}'), (2, same)],
+    )
+    assert _leaf_of(conn, "credential_digest", "ab12") == 0
+    assert _leaf_of(conn, "credential_digest", "ab12", start=1) == 2
+    assert _leaf_of(conn, "credential_digest", "ffff", start=1) is None
