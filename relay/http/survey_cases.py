@@ -290,6 +290,10 @@ def _judge(
     return failures
 
 
+# the actions a packet carrying a survey report travels as (relay.cases.workflow.action_for)
+_REPORT_ACTIONS = frozenset({"survey-report", "status-update"})
+
+
 async def _collect_one(
     core: Any, packet_id: str, root: Path, me: str, bundle: TrustBundle, at: datetime
 ) -> Collected | None:
@@ -355,6 +359,13 @@ async def collect_reports(
     for summary in summaries:
         packet_id = summary.packet_id
         if not summary.attachments or packet_id in seen:
+            continue
+        # judged from the routing facts, before opening anything: only a survey-report
+        # or status-update packet carries a report, and one collected before has its
+        # marker (at start the whole inbox is listed: nothing of history is decrypted)
+        collected_before = (root / summary.case_id / f".{packet_id}.done").exists()
+        if summary.action not in _REPORT_ACTIONS or collected_before:
+            seen.add(packet_id)
             continue
         try:
             collected = await _collect_one(core, packet_id, root, me, bundle, at)

@@ -4,6 +4,7 @@ history; at start it still collects from the whole inbox."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -54,3 +55,44 @@ async def test_a_batch_collects_only_its_own_packets_with_files() -> None:
     inner.accepted = (OpenedPacket(plain, {}),)
     await core.receive_batch("320982", ["t3"])
     assert calls == [["p-files"]]  # nothing with files: nothing to collect
+
+
+async def test_at_start_nothing_of_history_is_opened_that_cannot_be_a_report(tmp_path) -> None:
+    """At start the whole inbox is listed; a packet is opened (verified and decrypted)
+    only when its routing facts say it may carry a survey report not collected yet: a
+    submission with files or a report whose marker says it was collected is not."""
+    from relay.http.survey_cases import collect_reports
+
+    def with_action(packet_id: str, action: str) -> PacketSummary:
+        return dataclasses.replace(summary(packet_id, 1), action=action)
+
+    class Listed:
+        def __init__(self) -> None:
+            self.opened: list[str] = []
+
+        def list_inbox(self, *, case_id: str | None = None) -> list[object]:
+            packets = [with_action("p-submit", "submit"), with_action("p-done", "survey-report"),
+                       with_action("p-new", "survey-report")]  # fmt: skip
+            return [type("Item", (), {"summary": p})() for p in packets]
+
+        def read_packet(self, packet_id: str) -> object:
+            self.opened.append(packet_id)
+            content = {"format": "other"}  # not a case event: collected as nothing
+            return type("Opened", (), {"content": content, "summary": summary(packet_id, 1)})()
+
+    (tmp_path / "case").mkdir()
+    (tmp_path / "case" / ".p-done.done").write_text("session\n")
+    core = Listed()
+    seen: set[str] = set()
+    done = await collect_reports(
+        core,
+        tmp_path,
+        me="420106",
+        bundle=None,
+        at=AT,
+        database=None,
+        seen=seen,  # type: ignore[arg-type]
+    )
+    assert done == []
+    assert core.opened == ["p-new"]
+    assert seen == {"p-submit", "p-done", "p-new"}
