@@ -23,7 +23,8 @@ nothing below imports it.
   our own step or a partner's packet applied by the desk's sync), never by polling
   the database, and at most one per second per stream (the changes of that second
   go out as one); the queue is read from each case's row (its queue and clock facts),
-  not from its events, one state's rows at a time, at most 200 unless asked.
+  not from its events, one state's rows at a time, at most 200 unless asked, and
+  shared between consoles asking with the same filters for the same cases.
 
 :class:`ConsoleLayer` plugs it into a node next to the case layer::
 

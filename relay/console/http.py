@@ -52,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -108,6 +109,8 @@ _CSP = (
 )
 _KEEPALIVE_SECONDS = 15.0
 CHANGED_EVERY_SECONDS = 1.0  # at most one `changed` event per stream in this time
+QUEUE_FRESH_SECONDS = 5  # a work queue computed is shared for at most this long
+_QUEUES_KEPT = 32
 _CLOSING = web.AppKey("console-closing", asyncio.Event)
 
 
@@ -148,6 +151,33 @@ class Console:
         self.acks = acks or AlertAcks(None)
         self.licence_status = licence_status
         self.records = records  # folder of the console's own records (None: not kept)
+        # work queues computed lately, by what they were computed from (see queue)
+        self._queues: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+
+    def queue(self, keep: QueueFilter, state: str, limit: int) -> dict[str, Any]:
+        """The work queue for these filters. Every open console asks again after each
+        change it is told of: consoles asking with the same filters, for the same cases
+        (the desk's change generation) within the same few seconds, share one
+        computation instead of each reading every case's row again. Changes made
+        elsewhere (another worker) show within :data:`QUEUE_FRESH_SECONDS`."""
+        desk = self.desk
+        now = desk.now()
+        key = (desk.generation, int(now.timestamp() // QUEUE_FRESH_SECONDS), keep, state, limit)
+        body = self._queues.get(key)
+        if body is None:
+            calendar = desk.calendar
+            body = queue_view(
+                desk.queue_entries(),
+                clock_of=lambda entry: entry.clock.case_clock(calendar, now),
+                names=self.names,
+                keep=keep,
+                state=state,
+                limit=limit,
+            )
+            self._queues[key] = body
+            while len(self._queues) > _QUEUES_KEPT:
+                self._queues.popitem(last=False)
+        return body
 
     # -- names: never a code alone -----------------------------------------------------
 
@@ -405,17 +435,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         if state and state not in _STATES:
             raise Problem(400, ProblemCode.INVALID_REQUEST, f"'state' must be one of {_STATES}")
         limit = _limit(request)
-        now = console.desk.now()
-        calendar = console.desk.calendar
-        body = queue_view(
-            console.desk.queue_entries(),
-            clock_of=lambda entry: entry.clock.case_clock(calendar, now),
-            names=console.names,
-            keep=keep,
-            state=state,
-            limit=limit,
-        )
-        return _json({**body, "limit": limit})
+        return _json({**console.queue(keep, state, limit), "limit": limit})
 
     async def events(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(

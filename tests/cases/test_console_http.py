@@ -387,6 +387,21 @@ async def test_a_burst_of_changes_reaches_a_console_as_few_events_the_last_one_i
         none = await queue("state=concluded")
         assert (none["total"], none["shown"], none["cases"]) == (burst, 0, [])
 
+        # consoles asking the same queue for the same cases share one computation; a
+        # change makes the next ask compute it again
+        reads = []
+        entries = r.desk.queue_entries
+        monkeypatch.setattr(r.desk, "queue_entries", lambda: reads.append(1) or entries())
+        first, again = await queue("limit=7"), await queue("limit=7")
+        assert first == again
+        assert len(reads) == 1
+        body = {"matter": BOOKS, "handling": HANDLING}
+        async with http.post(f"{base}/staff/v1/console/cases", json=body, headers=headers) as x:
+            assert x.status == 201
+        after = await queue("limit=7")
+        assert len(reads) == 2
+        assert after["total"] == burst + 1
+
 
 async def test_an_alert_is_taken_on_by_a_named_person_and_that_is_kept(offices, tmp_path):
     clock, r = offices.clock, offices.r
