@@ -45,7 +45,7 @@ def turn_of(case: Case) -> Office | None:
     view = case.view
     if view.state is CaseState.SURVEY_REQUESTED:
         return view.surveyor
-    if view.open_complaints and _TURN[view.state] is None:
+    if view.open_count and _TURN[view.state] is None:
         return Office.HANDLING
     return _TURN[view.state]
 
@@ -53,8 +53,8 @@ def turn_of(case: Case) -> Office | None:
 @dataclass(frozen=True)
 class QueueFacts:
     """Whose turn the case waits for, how many complaints are open, and the names of
-    the people through whom our office acted in it (the queue's "mine" filter), in the
-    order they first acted."""
+    the people through whom our office took a step (applied) in it (the queue's "mine"
+    filter), in the order they first acted."""
 
     turn: Office | None
     open_complaints: int
@@ -62,9 +62,9 @@ class QueueFacts:
 
     @classmethod
     def of(cls, case: Case) -> QueueFacts:
-        names = (e.details.get("staff") for e in case.events if e.origin is case.me)
-        staff = tuple(dict.fromkeys(n for n in names if isinstance(n, str) and n))
-        return cls(turn_of(case), len(case.view.open_complaints), staff)
+        view = case.view  # the staff carried by the fold: no walk through the events
+        staff = tuple(name for office, name in view.staff if office is case.me)
+        return cls(turn_of(case), view.open_count, staff)
 
     def to_json(self) -> dict[str, Any]:
         turn = None if self.turn is None else self.turn.value

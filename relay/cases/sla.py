@@ -189,12 +189,11 @@ class ClockFacts:
     @classmethod
     def of(cls, case: Case) -> ClockFacts:
         view = case.view  # its clock carried by the fold: as small however long the case
-        open_at = [c.at for c in view.complaints if c.answered_at is None]
         return cls(
             case.header.time_limit_working_days,
             view.clock,
             view.clock_stopped,
-            min(open_at) if open_at else None,
+            view.oldest_open,
         )
 
     def case_clock(self, calendar: WorkingCalendar, now: datetime) -> SlaReport:

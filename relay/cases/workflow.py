@@ -152,6 +152,14 @@ class CaseView:
     # whether it stopped for good (relay.cases.sla counts them): carried step by step
     clock: tuple[tuple[datetime, datetime | None], ...] = ()
     clock_stopped: bool = False
+    # (office, person) of every applied event naming the person who took it
+    # (``details.staff``), each pair once, in the order they first acted: carried step
+    # by step (the console's "my cases" reads it without going through the events)
+    staff: tuple[tuple[Office, str], ...] = ()
+    # how many complaints are open and when the oldest open one was made: carried step
+    # by step (what the work queue and the clock facts need, however many complaints)
+    open_count: int = 0
+    oldest_open: datetime | None = None
 
     @property
     def open_complaints(self) -> tuple[Complaint, ...]:
@@ -207,6 +215,9 @@ def _apply(view: CaseView, event: Event) -> CaseView:
     d = event.details
     state = after if after is not None else view.state
     changes: dict[str, Any] = _clock_after(view, event)
+    person = d.get("staff")
+    if isinstance(person, str) and person and (event.origin, person) not in view.staff:
+        changes["staff"] = (*view.staff, (event.origin, person))
     if event.kind is K.DECIDE:
         state = S.APPROVED if d["decision"] == "approve" else S.DENIED
     elif event.kind is K.REQUEST_CORRECTION:
@@ -221,11 +232,18 @@ def _apply(view: CaseView, event: Event) -> CaseView:
         changes["rating"] = d
     elif event.kind is K.COMPLAIN:
         changes["complaints"] = (*view.complaints, Complaint(event.seq, event.at, d["text"]))
+        changes["open_count"] = view.open_count + 1
+        oldest = view.oldest_open
+        changes["oldest_open"] = event.at if oldest is None else min(oldest, event.at)
     elif event.kind is K.ANSWER_COMPLAINT:
-        changes["complaints"] = tuple(
+        complaints = tuple(
             Complaint(c.seq, c.at, c.text, event.at, d["answer"]) if c.seq == d["complaint"] else c
             for c in view.complaints
         )
+        still_open = [c.at for c in complaints if c.answered_at is None]
+        changes["complaints"] = complaints
+        changes["open_count"] = len(still_open)
+        changes["oldest_open"] = min(still_open, default=None)
     return _replace(view, state=state, **changes)
 
 

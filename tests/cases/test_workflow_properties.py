@@ -93,9 +93,10 @@ def step(c: Copies, move: tuple[str, int]) -> None:
         if not legal:
             return
         kind = legal[choice % len(legal)]
-        new, packets = transition(
-            case, Command(kind, details_for(kind, case, choice)), later(c.clock)
-        )
+        details = dict(details_for(kind, case, choice))
+        if choice % 4:  # the person who took it, as the console names them (some steps)
+            details["staff"] = f"staff-{choice % 3}"
+        new, packets = transition(case, Command(kind, details), later(c.clock))
         if what == "r":
             c.r = new
             c.to_h.extend(packets)
@@ -126,6 +127,16 @@ def folded_whole(case: Case | None) -> None:
         whole = Case(case.header, case.me, case.events)
         assert case.view == whole.view
         assert [case.count(o) for o in Office] == [whole.count(o) for o in Office]
+        # what the fold carries for the queue and the clock facts is what the events say
+        view = case.view
+        assert view.open_count == len(view.open_complaints)
+        assert view.oldest_open == min((c.at for c in view.open_complaints), default=None)
+        named = [
+            (e.origin, e.details["staff"])
+            for e, applied in ((t.event, t.applied) for t in view.timeline)
+            if applied and "staff" in e.details
+        ]
+        assert view.staff == tuple(dict.fromkeys(named))  # fmt: skip
 
 
 def timeline(case: Case) -> list[tuple[object, ...]]:
