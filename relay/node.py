@@ -185,6 +185,7 @@ def relay_core_factory(
     )
     closed = False
     health = StorageHealth(lambda: store.connection, config.data_dir)
+    health.check_soon()
 
     def storage_ok() -> bool:
         return not closed and not health.faults()

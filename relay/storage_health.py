@@ -101,6 +101,11 @@ class StorageHealth:
             self._last = found
         return found
 
+    def check_soon(self) -> None:
+        """Start the database check now unless one runs (at node start: a node started
+        on a corrupt file says so at the first probes, not five minutes later)."""
+        self._database_verdict()
+
     def _database_verdict(self) -> str | None:
         """The last database check's fault (None: passed, or none finished yet); starts
         the next check when one is due."""
