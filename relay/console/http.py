@@ -80,7 +80,7 @@ from relay.console.views import (
     refusals,
     timeline,
 )
-from relay.http.body import read_json_object, require_str
+from relay.http.body import limit_param, read_json_object, require_str
 from relay.http.cases import problem_from_case
 from relay.http.encode import attachment_json
 from relay.http.federation import DIGEST_PATTERN
@@ -342,12 +342,7 @@ _QUEUE_MAX = 2000
 
 def _limit(request: web.Request) -> int:
     """The ``limit`` query parameter: 1..2000 rows, 200 when absent."""
-    text = request.query.get("limit", "")
-    if not text:
-        return QUEUE_LIMIT
-    if not text.isdigit() or not 1 <= int(text) <= _QUEUE_MAX:
-        raise Problem(400, ProblemCode.INVALID_REQUEST, f"'limit' must be 1..{_QUEUE_MAX}")
-    return int(text)
+    return limit_param(request, most=_QUEUE_MAX, default=QUEUE_LIMIT)
 
 
 def _applicant(application: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""Decoding JSON request bodies into problems when they are not what the API says."""
+"""Decoding JSON request bodies (and listing query parameters) into problems when they
+are not what the API says."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 from aiohttp import web
 
@@ -10,7 +11,7 @@ from relay.problem import Problem, ProblemCode
 from signing.encoding import loads_ijson
 from signing.errors import MalformedInput
 
-__all__ = ["read_json_object", "require_str"]
+__all__ = ["limit_param", "read_json_object", "require_str"]
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
@@ -43,3 +44,20 @@ def require_str(body: dict[str, Any], key: str, *, max_length: int = 128) -> str
             f"{key!r} must be a string of 1 to {max_length} characters",
         )
     return value
+
+
+@overload
+def limit_param(request: web.Request, *, most: int, default: int) -> int: ...
+@overload
+def limit_param(request: web.Request, *, most: int, default: None) -> int | None: ...
+
+
+def limit_param(request: web.Request, *, most: int, default: int | None) -> int | None:
+    """The ``limit`` query parameter of a listing: 1..``most``, ``default`` when absent;
+    400 ``invalid-request`` otherwise."""
+    text = request.query.get("limit", "")
+    if not text:
+        return default
+    if not text.isdigit() or not 1 <= int(text) <= most:
+        raise Problem(400, ProblemCode.INVALID_REQUEST, f"'limit' must be 1..{most}")
+    return int(text)

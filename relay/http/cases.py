@@ -30,7 +30,7 @@ from relay.cases.model import EventKind, thaw
 from relay.cases.sla import complaint_clock
 from relay.cases.store import CaseRecord
 from relay.cases.terms import NoTerms
-from relay.http.body import read_json_object, require_str
+from relay.http.body import limit_param, read_json_object, require_str
 from relay.permissions import EVENT_ACTIONS, StaffAction, require
 from relay.problem import Problem, ProblemCode
 from signing.certificates import is_node_id
@@ -226,12 +226,7 @@ _PAGE_MAX = 1000
 
 
 def _page_limit(request: web.Request) -> int:
-    text = request.query.get("limit", "")
-    if not text:
-        return PAGE_SIZE
-    if not text.isdigit() or not 1 <= int(text) <= _PAGE_MAX:
-        raise Problem(400, ProblemCode.INVALID_REQUEST, f"'limit' must be 1..{_PAGE_MAX}")
-    return int(text)
+    return limit_param(request, most=_PAGE_MAX, default=PAGE_SIZE)
 
 
 def _cursor_of(record: CaseRecord) -> str:

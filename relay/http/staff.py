@@ -35,7 +35,7 @@ from relay.alerts import ALERTS, AlertBoard, Severity, StaffAlert
 from relay.config import Limits
 from relay.core.model import OutboxState
 from relay.http.api import RelayApi, core_error_middleware
-from relay.http.body import read_json_object, require_str
+from relay.http.body import limit_param, read_json_object, require_str
 from relay.http.encode import attachment_json, inbox_json, outbox_json, packet_json, summary_json
 from relay.http.federation import DIGEST_PATTERN
 from relay.http.limits import (
@@ -183,13 +183,11 @@ PROFILE_REFUSED = "agreement-denied:profile-not-allowed"
 def _listing(request: web.Request) -> tuple[int | None, bool]:
     """``limit`` (1..10000; absent: every item) and ``order`` (``asc``, the default:
     oldest first; ``desc``: newest first) of an outbox or inbox listing."""
-    text = request.query.get("limit", "")
-    if text and (not text.isdigit() or not 1 <= int(text) <= 10_000):
-        raise Problem(400, ProblemCode.INVALID_REQUEST, "'limit' must be 1..10000")
+    limit = limit_param(request, most=10_000, default=None)
     order = request.query.get("order", "asc")
     if order not in ("asc", "desc"):
         raise Problem(400, ProblemCode.INVALID_REQUEST, "'order' must be asc or desc")
-    return (int(text) if text else None), order == "desc"
+    return limit, order == "desc"
 
 
 def profile_refusal_alerts(core: RelayApi, now: datetime) -> list[StaffAlert]:
