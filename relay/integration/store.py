@@ -297,15 +297,18 @@ class IntegrationStore:
                 (target.url,),
             ):
                 counts[state] = n
-            troubled = [
-                {"event": r[0], "state": r[1], "attempts": r[2], "error": r[3]}
+            troubled = [  # with each event's type and case (the page reads no other list)
+                {"event": r[0], "state": r[1], "attempts": r[2], "error": r[3], "type": r[4],
+                 "case": r[5]}
                 for r in self._conn.execute(
-                    "SELECT event_id, state, attempts, last_error FROM webhook_deliveries"
-                    " WHERE target = ? AND (state = 'parked' OR (state = 'pending'"
-                    " AND attempts > 0)) ORDER BY seq LIMIT 50",
+                    "SELECT d.event_id, d.state, d.attempts, d.last_error, e.type, e.case_id"
+                    " FROM webhook_deliveries d JOIN integration_events e"
+                    " ON e.event_id = d.event_id"
+                    " WHERE d.target = ? AND (d.state = 'parked' OR (d.state = 'pending'"
+                    " AND d.attempts > 0)) ORDER BY d.seq LIMIT 50",
                     (target.url,),
                 )
-            ]
+            ]  # fmt: skip
             out.append({"target": target.url, **counts, "troubled": troubled})
         return out
 

@@ -426,6 +426,9 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
             re.compile(r"[1-9]\d*"), timeout=MS
         )
         await expect(target.locator(".last-error")).to_have_text("无法连接对方系统")
+        # each troubled delivery names its event and case (from the node's status alone)
+        await expect(target.locator("tbody tr td").first).to_have_text("新建办件")
+        await expect(target.locator(f"tbody tr a[href='#/case/{case_id}']").first).to_be_visible()
         await no_codes(r, "webhooks")
         await axe_check(r, "webhooks (zh)")
         await target.locator("button[data-retry]").click()

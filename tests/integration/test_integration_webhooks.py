@@ -226,6 +226,7 @@ async def test_a_dead_target_is_parked_with_an_alert_and_retried_on_request(
         assert row["attempts"] == 3
         assert "ClientConnectorError" in row["error"] or "Connect" in row["error"]
         assert row["event"] == f"{RECEIVING}:case-created:{opened.record.case.header.case_id}"
+        assert (row["type"], row["case"]) == ("case-created", opened.record.case.header.case_id)
         codes = {a.code for a in app[ALERTS].current(clock())}
         assert {"webhook-parked", "webhook-failing"} <= codes
         assert _gauges(w.r, clock()) == {(dead, "pending"): 0, (dead, "delivered"): 0,

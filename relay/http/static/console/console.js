@@ -912,9 +912,8 @@ function webhookError(error, w) {
 
 // The office's own systems: webhook deliveries per target, the last error, retry parked.
 async function showWebhooks(view) {
-  const [status, events] = await Promise.all([api("/integration/webhooks"), api("/integration/events")]);
+  const status = await api("/integration/webhooks");  // troubled deliveries name their event
   const w = t("webhooks");
-  const byId = new Map(events.events.map((e) => [e.id, e]));
   const retry = async (target) => {
     try {
       const done = await api("/integration/webhooks/retry", { method: "POST", json: { target } });
@@ -939,10 +938,9 @@ async function showWebhooks(view) {
         h("caption", { class: "muted", text: w.troubled }),
         h("thead", {}, h("tr", {}, [w.event, t("caseNumber"), t("state"), w.attempts].map((x) => h("th", { scope: "col", text: x })))),
         h("tbody", {}, target.troubled.map((d) => {
-          const e = byId.get(d.event) || {};
           return h("tr", { "data-state": d.state },
-            h("td", { text: w.types[e.type] || w.types.other }),
-            h("td", {}, e.case ? h("a", { href: `#/case/${encodeURIComponent(e.case)}`, text: e.case }) : ""),
+            h("td", { text: w.types[d.type] || w.types.other }),
+            h("td", {}, d.case ? h("a", { href: `#/case/${encodeURIComponent(d.case)}`, text: d.case }) : ""),
             h("td", { text: w.states[d.state] || "" }),
             h("td", { text: String(d.attempts) }));
         }))) : null,
