@@ -141,10 +141,12 @@ CREATE INDEX IF NOT EXISTS cases_licence_number ON cases (licence_number);
 
 # step 4: what the work queue shows of each case (relay.cases.queue.QueueFacts, JSON),
 # filled like step 3's columns
-# (and an index for listing the cases a page at a time, oldest first)
+# (and an index for listing the cases a page at a time, oldest first, and one of the
+# rows still to fill: empty once filled, so a start does not read every case to find none)
 _QUEUE = """
 ALTER TABLE cases ADD COLUMN queue TEXT;
 CREATE INDEX IF NOT EXISTS cases_opened ON cases (opened_at, case_id);
+CREATE INDEX IF NOT EXISTS cases_unfilled ON cases (case_id) WHERE clock IS NULL OR queue IS NULL;
 """
 
 MIGRATIONS = [

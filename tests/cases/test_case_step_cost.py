@@ -274,3 +274,25 @@ def test_every_case_s_clocks_are_judged_without_reading_an_event(
     assert len(stopped.intervals) == 2  # paused for the correction
     writer.close()
     cold.close()
+
+
+def test_a_store_opening_on_filled_cases_reads_none_of_them(tmp_path: Path) -> None:
+    """Opening the store looks for cases written before the clock and queue facts were
+    kept (to fill them): through an index of those alone, so a node restarting on years
+    of cases reads none of them to find there is nothing to fill."""
+    import sqlite3
+
+    path = tmp_path / "relay.sqlite3"
+    writer = SqliteCaseStore(path)
+    for k in range(30):
+        _opened(writer, f"WC-OPEN-{k:02d}")
+    writer.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    ran: list[str] = []
+    conn.set_trace_callback(ran.append)
+    SqliteCaseStore(conn)
+    conn.set_trace_callback(None)
+    [look] = [s for s in ran if "clock IS NULL" in s and s.lstrip().startswith("SELECT")]
+    plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + look)]
+    assert plan == ["SEARCH cases USING INDEX cases_unfilled (case_id>?)"], plan
+    conn.close()
