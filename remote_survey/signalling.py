@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 from aiohttp import WSMsgType, web
@@ -164,7 +164,13 @@ async def _join_token(ws: web.WebSocketResponse) -> str:
     return token if isinstance(token, str) else ""
 
 
-async def handle_ws(request: web.Request, rooms: dict[str, LiveRoom]) -> web.WebSocketResponse:
+class Rooms(Protocol):
+    """Where a connection finds its survey (a dict of them, or the node's hub)."""
+
+    def get(self, session_id: str, /) -> LiveRoom | None: ...
+
+
+async def handle_ws(request: web.Request, rooms: Rooms) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=15.0, max_msg_size=_MAX_MESSAGE)
     await ws.prepare(request)
     if "token" in request.query:  # would be in access logs: refused, never used

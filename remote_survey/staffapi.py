@@ -106,7 +106,7 @@ def add_staff_routes(
             )
         if plan.window.end <= clock():
             raise Problem(422, ProblemCode.INVALID_REQUEST, "the survey window has passed")
-        if plan.session_id in hub.rooms:
+        if plan.session_id in hub.rooms or plan.session_id in hub.ended:
             raise Problem(409, ProblemCode.CONFLICT, f"survey {plan.session_id} already exists")
         try:
             hub.open(plan)
@@ -123,7 +123,7 @@ def add_staff_routes(
 
     async def status(request: web.Request) -> web.Response:
         session = request.match_info["session"]
-        live = hub.rooms.get(session)
+        live = hub.get(session)
         if live is None:
             raise Problem(404, ProblemCode.NOT_FOUND, f"no survey {session} on this node")
         room = live.room

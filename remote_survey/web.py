@@ -23,6 +23,7 @@ WebSocket itself and sends the token as its first message, never in the socket's
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -30,9 +31,9 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from remote_survey.errors import SurveyError
-from remote_survey.persist import STATE_FILE
+from remote_survey.persist import STATE_FILE, load_state
 from remote_survey.room import RoomConfig, SurveyRoom
-from remote_survey.session import SurveyPlan
+from remote_survey.session import SurveyPlan, SurveyState
 from remote_survey.signalling import LiveRoom, handle_ws
 
 __all__ = [
@@ -59,15 +60,26 @@ _HEADERS = {
 }
 
 
+_ENDED_KEPT = 16  # surveys that ended, opened on demand, kept in memory at once
+
+
 class SurveyHub:
-    """The surveys a node runs at the moment, keyed by session id."""
+    """The surveys a node runs at the moment, keyed by session id (``rooms``), and those
+    that ended, kept on disk and opened on demand (:meth:`get`)."""
 
     def __init__(self, config: RoomConfig) -> None:
         self.config = config
         self.rooms: dict[str, LiveRoom] = {}
+        # surveys that ended before this start: their final state (for the gauges), and
+        # the few opened lately (a report to send, a status asked for)
+        self.ended: dict[str, SurveyState] = {}
+        self._opened_ended: OrderedDict[str, LiveRoom] = OrderedDict()
 
     def resume(self) -> list[str]:
-        """Open again every session kept under the media root (after a node restart).
+        """Open again every session kept under the media root that has not ended (after
+        a node restart); one that ended is only noted (:attr:`ended`), its evidence left
+        unread until asked for (:meth:`get`): a start reads what is going on, not every
+        survey the node ever held.
 
         A session that cannot be read is logged and left alone (its files untouched);
         returns the ids of the sessions resumed.
@@ -78,6 +90,10 @@ class SurveyHub:
             if not (folder / STATE_FILE).is_file() or folder.name in self.rooms:
                 continue
             try:
+                session, _ = load_state(folder)
+                if session.state.is_final and session.plan.session_id == folder.name:
+                    self.ended[folder.name] = session.state
+                    continue
                 room = SurveyRoom.restore(folder, self.config)
             except SurveyError as exc:
                 _log.error("survey %s not resumed: %s", folder.name, exc)
@@ -86,10 +102,36 @@ class SurveyHub:
             resumed.append(room.plan.session_id)
         return resumed
 
+    def get(self, session_id: str) -> LiveRoom | None:
+        """The survey ``session_id``: a running one, or one that ended (opened from its
+        folder, checked as at a restart; the last few are kept); None when this node
+        holds no such survey, or its files cannot be read (logged)."""
+        live = self.rooms.get(session_id) or self._opened_ended.get(session_id)
+        if live is not None or session_id not in self.ended:
+            return live
+        try:
+            room = SurveyRoom.restore(self.config.media_root / session_id, self.config)
+        except SurveyError as exc:
+            _log.error("survey %s cannot be opened: %s", session_id, exc)
+            return None
+        live = LiveRoom(room)
+        self._opened_ended[session_id] = live
+        while len(self._opened_ended) > _ENDED_KEPT:
+            self._opened_ended.popitem(last=False)
+        return live
+
+    def states(self) -> list[str]:
+        """The state of every survey this node holds (running and ended)."""
+        return [
+            *(live.room.state.value for live in self.rooms.values()),
+            *(state.value for state in self.ended.values()),
+        ]
+
     def open(self, plan: SurveyPlan) -> LiveRoom:
         """Start serving a scheduled survey (its media directory is created)."""
         if (
             plan.session_id in self.rooms
+            or plan.session_id in self.ended
             or (self.config.media_root / plan.session_id / STATE_FILE).exists()
         ):
             raise ValueError(f"survey {plan.session_id} is already open")
@@ -113,7 +155,7 @@ def add_survey_routes(app: web.Application, hub: SurveyHub) -> None:
     """Mount the survey routes on ``app`` and close the hub's rooms on shutdown."""
 
     async def ws(request: web.Request) -> web.StreamResponse:
-        return await handle_ws(request, hub.rooms)
+        return await handle_ws(request, hub)
 
     async def on_shutdown(_: web.Application) -> None:
         await hub.close()

@@ -113,7 +113,7 @@ async def _run(config: NodeConfig, *, reuse_port: bool = False) -> int:
             cases.extension,
             reports.extension,
             integration.extension,
-            survey_gauges(lambda: (live.room.state.value for live in surveys.rooms.values())),
+            survey_gauges(surveys.states),
         ],
         reuse_port=reuse_port,
     )

@@ -511,7 +511,7 @@ class SurveyCaseLayer:
     async def _send(self, request: web.Request) -> web.Response:
         require(request, StaffAction.SURVEY)
         session = request.match_info["session"]
-        live = self._hub.rooms.get(session)
+        live = self._hub.get(session)
         services = self._cases.services
         if live is None or services is None or self._bundle is None:
             raise Problem(404, ProblemCode.NOT_FOUND, f"no survey {session} on this node")

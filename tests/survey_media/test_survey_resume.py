@@ -103,14 +103,25 @@ def test_a_restarted_node_resumes_a_live_survey_with_a_gap_and_continues(
     assert [(i.start_ms, i.end_ms) for i in result.report.evidence.interruptions] == [
         (last_t, last_t + 33_000)
     ]
-    # and once more: a signed report comes back with the session, ready to be sent
+    # and once more: the survey ended, so a start only notes it (its evidence is not
+    # read: a node holds every survey it ever ran); asked for, it comes back with its
+    # signed report, ready to be sent, and still refuses to be joined
     third = SurveyHub(_config(world, clock))
-    third.resume()
-    kept = third.rooms["sv-media-0001"].room
+    assert third.resume() == []
+    assert "sv-media-0001" not in third.rooms
+    assert third.ended == {"sv-media-0001": SurveyState.COMPLETED}
+    assert third.states() == ["completed"]
+    opened = third.get("sv-media-0001")
+    assert opened is not None
+    kept = opened.room
     assert kept.state is SurveyState.COMPLETED
     assert kept.report_token == token
+    assert third.get("sv-media-0001") is opened  # kept while asked for
+    assert third.get("sv-media-0099") is None
     with pytest.raises(Exception, match="completed"):
         kept.admit(site_token, Role.SITE, "phone-1")
+    with pytest.raises(ValueError, match="already open"):  # never scheduled over
+        third.open(make_plan(clock.at))
 
 
 def test_segment_numbering_continues_after_a_restart(tmp_path: Path) -> None:
