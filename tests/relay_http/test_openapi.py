@@ -117,7 +117,9 @@ def test_every_route_is_documented_and_every_documented_route_exists(pki: Pki) -
     from remote_survey.staffapi import add_staff_routes as add_survey_staff_routes
     from remote_survey.web import add_survey_routes
 
-    hub: Any = SimpleNamespace(config=SimpleNamespace(node_id=NODE, clock=None), rooms={})
+    hub: Any = SimpleNamespace(
+        config=SimpleNamespace(node_id=NODE, clock=None), rooms={}, ended={}, get=lambda s: None
+    )
     add_survey_staff_routes(apps[1], hub, Ed25519PrivateKey.generate())
     SurveyCaseLayer(None, hub).extension("staff", apps[1])  # type: ignore[arg-type]
     add_survey_routes(apps[2], hub)

@@ -81,9 +81,12 @@ async def test_each_role_may_do_its_own_work_and_nothing_else(
         status_dir=h.verifier.status_dir, clock=offices.clock,
     )  # fmt: skip
     add_licence_status_routes(app, status)
-    # the survey routes need only the hub's node id, clock and (no) rooms here
+    # the survey routes need only the hub's node id, clock and (no) surveys here
     hub: Any = SimpleNamespace(
-        config=SimpleNamespace(node_id=HANDLING, clock=offices.clock), rooms={}
+        config=SimpleNamespace(node_id=HANDLING, clock=offices.clock),
+        rooms={},
+        ended={},
+        get=lambda session: None,
     )
     add_staff_routes(app, hub, h.token_key)
     context = server_context(pki.a / "tls.pem", pki.a / "tls.key", None, require_client_cert=False)
