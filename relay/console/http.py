@@ -340,11 +340,6 @@ QUEUE_LIMIT = 200  # rows of the work queue sent at once unless asked for more
 _QUEUE_MAX = 2000
 
 
-def _limit(request: web.Request) -> int:
-    """The ``limit`` query parameter: 1..2000 rows, 200 when absent."""
-    return limit_param(request, most=_QUEUE_MAX, default=QUEUE_LIMIT)
-
-
 def _applicant(application: Mapping[str, Any]) -> dict[str, Any]:
     """The applicant's identity and premises from an application, for the page."""
     out: dict[str, Any] = {}
@@ -429,7 +424,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         state = request.query.get("state", "")
         if state and state not in _STATES:
             raise Problem(400, ProblemCode.INVALID_REQUEST, f"'state' must be one of {_STATES}")
-        limit = _limit(request)
+        limit = limit_param(request, most=_QUEUE_MAX, default=QUEUE_LIMIT)
         return _json({**console.queue(keep, state, limit), "limit": limit})
 
     async def events(request: web.Request) -> web.StreamResponse:

@@ -178,7 +178,7 @@ def add_case_routes(app: web.Application, desk: CaseDesk) -> None:
         if request.query.get("overdue") in ("1", "true", "yes"):
             items = [case_json(desk, o.record, o) for o in desk.overdue()]
             return web.json_response({"cases": items, "next": None}, dumps=_dumps)
-        limit = _page_limit(request)
+        limit = limit_param(request, most=_PAGE_MAX, default=PAGE_SIZE)
         after = _cursor(request.query.get("after", ""))
         records = desk.list_cases(after=after, limit=limit + 1)  # one more: is there a next?
         page = records[:limit]
@@ -223,10 +223,6 @@ def _dumps(obj: Any) -> str:
 
 PAGE_SIZE = 100  # cases per page of GET /staff/v1/cases unless ``limit`` says otherwise
 _PAGE_MAX = 1000
-
-
-def _page_limit(request: web.Request) -> int:
-    return limit_param(request, most=_PAGE_MAX, default=PAGE_SIZE)
 
 
 def _cursor_of(record: CaseRecord) -> str:

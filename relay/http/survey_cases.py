@@ -50,6 +50,7 @@ from typing import Any
 
 from aiohttp import web
 
+from agreements.actions import Action
 from relay.alerts import ALERTS, Severity, StaffAlert
 from relay.audit.leaves import AuditLeaf, LeafKind, SurveyReportLeaf, encode_leaf
 from relay.audit.store import append as audit_append
@@ -291,7 +292,7 @@ def _judge(
 
 
 # the actions a packet carrying a survey report travels as (relay.cases.workflow.action_for)
-_REPORT_ACTIONS = frozenset({"survey-report", "status-update"})
+_REPORT_ACTIONS = frozenset({Action.SURVEY_REPORT, Action.STATUS_UPDATE})
 
 
 async def _collect_one(
