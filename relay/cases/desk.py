@@ -262,9 +262,9 @@ class CaseDesk:
         """(token, case id) of the e-licence numbered ``number`` issued in a case here."""
         return self._store.licence(number)
 
-    def licences(self) -> list[str]:
-        """The tokens of every e-licence issued in a case here, oldest case first."""
-        return self._store.licences()
+    def next_status_index(self) -> int:
+        """The status-list index for the next e-licence this node issues."""
+        return self._store.next_status_index(self.node_id)
 
     def packets(self, case_id: str) -> list[AppliedPacket]:
         return self._store.packets(case_id)

@@ -6,7 +6,7 @@ relay's own tables in ``relay.sqlite3``)::
 
     cases         case_id PK, me, header JSON, events (empty since step 2), access_hash,
                   opened_at, version, state, updated_at, stamp, clock JSON,
-                  licence_number, licence, queue JSON
+                  licence_number, licence, queue JSON, licence_issuer, licence_index
     case_events   (case_id, n) PK, content JSON: the case's events in canonical order
                   (docs/protocol.md §11 contents), n from 0
     case_packets  packet_id PK, case_id, outcome, detail, applied_at
@@ -22,7 +22,10 @@ the e-licence once issued, so a licence is found by its number
 (:meth:`SqliteCaseStore.licence`) and the issued ones are listed
 (:meth:`SqliteCaseStore.licences`) without reading a case; ``queue`` holds what the
 console's work queue shows and filters on (:class:`relay.cases.queue.QueueFacts`), so
-:meth:`SqliteCaseStore.queue_entries` lists every case from its row alone.
+:meth:`SqliteCaseStore.queue_entries` lists every case from its row alone;
+``licence_issuer`` and ``licence_index`` are the issuing node and the highest
+status-list index of that licence, so the next free index is one index probe
+(:meth:`SqliteCaseStore.next_status_index`), not a read of every licence ever issued.
 
 Every write is one transaction; committed means on disk. On SQLite ``BEGIN IMMEDIATE``
 makes each read-modify-write the only writer; on PostgreSQL, where several workers of
@@ -49,6 +52,7 @@ with the change.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -74,6 +78,8 @@ from relay.cases.workflow import Case
 from relay.db.migrations import Connection, Migration, migrate
 from relay.db.open import connection_for, row_locks
 from relay.db.pg import pg_ddl
+from signing.errors import MalformedInput
+from signing.licence import parse_licence
 
 __all__ = [
     "MIGRATIONS",
@@ -149,11 +155,22 @@ CREATE INDEX IF NOT EXISTS cases_opened ON cases (opened_at, case_id);
 CREATE INDEX IF NOT EXISTS cases_unfilled ON cases (case_id) WHERE clock IS NULL OR queue IS NULL;
 """
 
+# step 5: who issued each case's licence and the highest status-list index it uses
+# (filled like step 3's columns; a licence that cannot be decoded gets issuer ''), and
+# an index for the next free one; rows from before are filled at open, found through the
+# same index (their issuer is NULL; none once they are filled)
+_LICENCE_STATUS = """
+ALTER TABLE cases ADD COLUMN licence_issuer TEXT;
+ALTER TABLE cases ADD COLUMN licence_index BIGINT;
+CREATE INDEX IF NOT EXISTS cases_licence_index ON cases (licence_issuer, licence_index);
+"""
+
 MIGRATIONS = [
     Migration(1, "cases and applied case packets", SCHEMA, pg_ddl(SCHEMA)),
     Migration(2, "case events in rows of their own", **_EVENT_ROWS),
     Migration(3, "each case's clock facts and licence", _DERIVED, _DERIVED),
     Migration(4, "what the work queue shows of each case; cases listed by opening", _QUEUE, _QUEUE),
+    Migration(5, "who issued each licence and its status-list index", *[_LICENCE_STATUS] * 2),
 ]
 
 _log = logging.getLogger("tongban.relay.cases")
@@ -227,17 +244,35 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _derived(case: Case) -> tuple[str, str | None, str | None, str]:
+Derived = tuple[str, str | None, str | None, str, str | None, int | None]
+
+
+def _derived(case: Case) -> Derived:
     """The row's columns derived from ``case``: clock facts, licence number and token
-    (both None until a licence is issued), queue facts."""
+    (both None until a licence is issued), queue facts, the licence's issuer and
+    highest status-list index (:func:`_licence_status`)."""
     view = case.view
     licensed = view.licence_number is not None and view.licence is not None
+    token = view.licence if licensed else None
     return (
         _json(ClockFacts.of(case).to_json()),
         view.licence_number if licensed else None,
-        view.licence if licensed else None,
+        token,
         _json(QueueFacts.of(case).to_json()),
+        *(_licence_status(token) if token is not None else (None, None)),
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _licence_status(token: str) -> tuple[str, int | None]:
+    """(issuing node, highest status-list index or None) of a licence token, decoded
+    without verifying it (the case's step checked it); ``('', None)`` when it cannot be
+    decoded. Cached: every later write of a licensed case asks again."""
+    try:
+        licence = parse_licence(token)
+    except MalformedInput:
+        return "", None
+    return licence.issuer_node, max((e.index for e in licence.status), default=None)
 
 
 class CaseSink(Protocol):
@@ -263,6 +298,7 @@ class SqliteCaseStore:
         self._sinks: list[CaseSink] = []
         self._kept = _KeptCopies()
         self._fill_derived()
+        self._fill_licence_status()
 
     def add_sink(self, sink: CaseSink) -> None:
         self._sinks.append(sink)
@@ -377,15 +413,16 @@ class SqliteCaseStore:
         if old is None:
             conn.execute(
                 "INSERT INTO cases (me, header, access_hash, opened_at, version, state,"
-                " updated_at, stamp, clock, licence_number, licence, queue, case_id, events)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'')",
+                " updated_at, stamp, clock, licence_number, licence, queue, licence_issuer,"
+                " licence_index, case_id, events) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'')",
                 values,
             )
         else:
             conn.execute(
                 "UPDATE cases SET me = ?, header = ?, access_hash = ?, opened_at = ?,"
                 " version = ?, state = ?, updated_at = ?, stamp = ?, clock = ?,"
-                " licence_number = ?, licence = ?, queue = ? WHERE case_id = ?",
+                " licence_number = ?, licence = ?, queue = ?, licence_issuer = ?,"
+                " licence_index = ? WHERE case_id = ?",
                 values,
             )
         if same < len(held):
@@ -493,9 +530,24 @@ class SqliteCaseStore:
                     if derived is not None:
                         conn.execute(
                             "UPDATE cases SET clock = ?, licence_number = ?, licence = ?,"
-                            " queue = ? WHERE case_id = ? AND (clock IS NULL OR queue IS NULL)",
+                            " queue = ?, licence_issuer = ?, licence_index = ?"
+                            " WHERE case_id = ? AND (clock IS NULL OR queue IS NULL)",
                             (*derived, case_id),
                         )
+
+    def _fill_licence_status(self) -> None:
+        """Store the issuer and status-list index of the licences issued before schema
+        step 5 (once, when a store first opens on them)."""
+        while rows := self._conn.execute(
+            "SELECT case_id, licence FROM cases"
+            " WHERE licence IS NOT NULL AND licence_issuer IS NULL LIMIT 200"
+        ).fetchall():
+            with self._tx([str(r[0]) for r in rows]) as conn:
+                conn.executemany(
+                    "UPDATE cases SET licence_issuer = ?, licence_index = ?"
+                    " WHERE case_id = ? AND licence = ?",
+                    [(*_licence_status(str(token)), case_id, token) for case_id, token in rows],
+                )
 
     def clocks(self) -> list[tuple[str, ClockFacts]]:
         """Every case's id and clock facts, oldest first, without reading its events."""
@@ -543,14 +595,13 @@ class SqliteCaseStore:
         ).fetchone()
         return None if row is None else (str(row[0]), str(row[1]))
 
-    def licences(self) -> list[str]:
-        """The tokens of every e-licence issued in a case, oldest case first."""
-        return [
-            str(r[0])
-            for r in self._conn.execute(
-                "SELECT licence FROM cases WHERE licence IS NOT NULL ORDER BY opened_at, case_id"
-            )
-        ]
+    def next_status_index(self, issuer: str) -> int:
+        """One past the highest status-list index of the e-licences ``issuer`` issued in
+        a case here (0 for the first): one probe of ``cases_licence_index``."""
+        row = self._conn.execute(
+            "SELECT MAX(licence_index) FROM cases WHERE licence_issuer = ?", (issuer,)
+        ).fetchone()
+        return 0 if row is None or row[0] is None else int(row[0]) + 1
 
     def list_cases(
         self, *, after: tuple[float, str] | None = None, limit: int | None = None

@@ -70,8 +70,9 @@ class CaseStore(Protocol):
         """(token, case id) of the e-licence numbered ``number``, or None."""
         ...
 
-    def licences(self) -> list[str]:
-        """The tokens of every e-licence issued in a case, in :meth:`list_cases` order."""
+    def next_status_index(self, issuer: str) -> int:
+        """One past the highest status-list index of the e-licences ``issuer`` issued in
+        a case here (0 for the first), without reading every licence."""
         ...
 
     def queue_entries(self) -> list[QueueEntry]:

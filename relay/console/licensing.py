@@ -11,6 +11,7 @@ office). Wrong input is a :class:`~relay.cases.errors.MalformedEvent` naming the
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,27 +23,14 @@ from relay.cases.store import CaseRecord
 from relay.http.licences import status_url
 from signing.errors import MalformedInput
 from signing.keys import Signer
-from signing.licence import Licence, StatusEntry, issue_licence, parse_licence
+from signing.licence import Licence, StatusEntry, issue_licence
 from signing.qr import render_qr
 from signing.status_list import StatusPurpose
 
-__all__ = ["LicenceDesk", "next_status_index"]
+__all__ = ["LicenceDesk"]
 
 _MAX_VALID_DAYS = 50 * 366
 _PURPOSES = (StatusPurpose.REVOCATION, StatusPurpose.SUSPENSION)
-
-
-def next_status_index(tokens: list[str], issuer: str) -> int:
-    """One past the highest status-list index any licence of ``issuer`` uses."""
-    used = [-1]
-    for token in tokens:
-        try:
-            licence = parse_licence(token)
-        except MalformedInput:
-            continue
-        if licence.issuer_node == issuer:
-            used += [e.index for e in licence.status]
-    return max(used) + 1
 
 
 def _text(body: Mapping[str, Any], name: str) -> str:
@@ -65,9 +53,17 @@ class LicenceDesk:
         self._signer = signer
         self.public_base = public_base
         self._clock = clock
+        self._issuing = asyncio.Lock()
 
     async def issue(self, case_id: str, body: Mapping[str, Any], *, staff: str) -> CaseRecord:
-        """Seal the licence for ``case_id`` from ``body`` and take ``issue-licence``."""
+        """Seal the licence for ``case_id`` from ``body`` and take ``issue-licence``.
+        One issue at a time: the next status-list index is read from the store (one
+        index probe) and taken by the step that records the licence, so two licences
+        issued at once never share an index (revoking one would revoke the other)."""
+        async with self._issuing:
+            return await self._issue(case_id, body, staff=staff)
+
+    async def _issue(self, case_id: str, body: Mapping[str, Any], *, staff: str) -> CaseRecord:
         record = self._desk.get(case_id)
         header = record.case.header
         me = self._desk.node_id
@@ -77,8 +73,7 @@ class LicenceDesk:
                 f"'valid_days' must be a whole number of days, 1..{_MAX_VALID_DAYS}"
             )
         at = self._clock().replace(microsecond=0)
-        tokens = self._desk.licences()
-        index = next_status_index(tokens, me)
+        index = self._desk.next_status_index()
         number = body.get("number") or f"{me}-{at:%Y}-{index + 1:06d}"
         if not isinstance(number, str) or len(number) > 64:
             raise MalformedEvent("'number' must be a text of at most 64 characters")
