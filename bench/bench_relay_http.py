@@ -520,7 +520,7 @@ async def _profilers(
         # samples only while creating
         if os.environ.get("BENCH_PROFILE_GIL"):
             args += ["--gil"]
-        elif phase != "create":
+        elif phase != "create" or os.environ.get("BENCH_PROFILE_IDLE"):
             args += ["--idle"]
         args += ["--format", "speedscope", "--output", str(out)]
         quiet = asyncio.subprocess.DEVNULL

@@ -49,7 +49,7 @@ from relay.cases.application import check_application
 from relay.cases.errors import CaseError, TrackingDenied
 from relay.cases.incoming import CASE_ACTIONS, check_licence
 from relay.cases.model import CONTENT_FORMAT, CaseHeader, EventKind, Office
-from relay.cases.queue import QueueEntry
+from relay.cases.queue import QueueEntry, SettledQueue, queue_rank
 from relay.cases.short_links import ShortLinks
 from relay.cases.sla import ClockState, Colour, SlaReport, case_clock, complaint_clock
 from relay.cases.store import AppliedPacket, CaseRecord, CaseStore
@@ -254,9 +254,30 @@ class CaseDesk:
         """Every case, or a page of them (see :meth:`CaseStore.list_cases`)."""
         return self._store.list_cases(after=after, limit=limit)
 
-    def queue_entries(self) -> list[QueueEntry]:
-        """Every case as the work queue sees it, oldest first (no event read)."""
-        return self._store.queue_entries()
+    def queue_entries(self, *, settled: bool = True) -> list[QueueEntry]:
+        """Every case as the work queue sees it, oldest first (no event read); without
+        the settled ones unless ``settled`` (see :meth:`settled_queue`)."""
+        return self._store.queue_entries(settled=settled)
+
+    def settled_queue(
+        self,
+        *,
+        matter: str = "",
+        partner: str = "",
+        mine: str = "",
+        overdue: bool = False,
+        state: str = "",
+        limit: int | None = None,
+    ) -> SettledQueue:
+        """What a work queue shows of the settled cases (:attr:`QueueEntry.settled`):
+        their counts per state under these filters and the first ``limit`` rows of
+        ``state``, ordered by their clocks on the working calendar (the ranks of cases
+        settled since the last queue are stored first)."""
+        calendar, now = self.calendar, self.now()
+        self._store.rank_settled(lambda facts: _rank(facts.case_clock(calendar, now)))
+        return self._store.settled_queue(
+            matter=matter, partner=partner, mine=mine, overdue=overdue, state=state, limit=limit
+        )
 
     def licence(self, number: str) -> tuple[str, str] | None:
         """(token, case id) of the e-licence numbered ``number`` issued in a case here."""
@@ -615,3 +636,9 @@ class SyncingCore:
         self._desk.received(batch)  # before any await: the queue keeps commit order
         await self._desk.apply_received()
         return batch
+
+
+def _rank(clock: SlaReport) -> int | None:
+    """A settled case's queue rank, or None while its clock cannot be read (an unknown
+    clock: the calendar does not cover its days yet; ranked once it does)."""
+    return None if clock.state is ClockState.UNKNOWN else queue_rank(clock)

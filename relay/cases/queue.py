@@ -7,6 +7,12 @@ changes. Computing that from each case's events made every refresh decode every 
 of the node. The case store keeps, with each write of a case, the few facts the queue
 needs (:class:`QueueFacts`) beside its clock facts, and :class:`QueueEntry` is a case
 as the queue sees it, read from its row alone.
+
+Most cases of a node that has run for years are settled (:data:`SETTLED_STATES`, no
+open complaint, the clock stopped): nothing is left to do in them and their place in
+the queue (:func:`queue_rank`) no longer changes with time. The store marks them, so a
+queue reads the rows of the cases still in progress and only counts the settled ones,
+reading the few of them a page shows (:class:`SettledQueue`).
 """
 
 from __future__ import annotations
@@ -17,10 +23,49 @@ from datetime import datetime
 from typing import Any
 
 from relay.cases.model import CaseHeader, CaseState, Office
-from relay.cases.sla import ClockFacts
+from relay.cases.sla import ClockFacts, ClockState, Colour, SlaReport
 from relay.cases.workflow import Case
 
-__all__ = ["QueueEntry", "QueueFacts", "turn_of"]
+__all__ = [
+    "SETTLED_BEFORE",
+    "SETTLED_STATES",
+    "QueueEntry",
+    "QueueFacts",
+    "SettledQueue",
+    "is_green",
+    "queue_rank",
+    "turn_of",
+]
+
+SETTLED_STATES = frozenset({CaseState.REJECTED, CaseState.CONCLUDED, CaseState.WITHDRAWN})
+"""The states a case ends in: not accepted, concluded, withdrawn."""
+
+COLOUR_RANK = {Colour.RED: 0, Colour.GREY: 1, Colour.YELLOW: 2, Colour.GREEN: 3}
+CLOCK_RANK = {
+    ClockState.RUNNING: 0,
+    ClockState.UNKNOWN: 0,
+    ClockState.NOT_STARTED: 1,
+    ClockState.PAUSED: 2,
+    ClockState.STOPPED: 3,
+}
+_COLOURS = len(COLOUR_RANK)
+
+
+SETTLED_BEFORE = CLOCK_RANK[ClockState.NOT_STARTED] * len(COLOUR_RANK)
+"""No settled case ranks before this (:func:`queue_rank`): its clock is stopped or
+never started; every running clock ranks before it."""
+
+
+def queue_rank(clock: SlaReport) -> int:
+    """Where a clock puts its case in the queue before the deadline (running clocks
+    first, then red before grey before yellow before green), as one number."""
+    return CLOCK_RANK[clock.state] * _COLOURS + COLOUR_RANK[clock.colour]
+
+
+def is_green(rank: int) -> bool:
+    """Whether the clock of :func:`queue_rank` ``rank`` is green."""
+    return rank % _COLOURS == COLOUR_RANK[Colour.GREEN]
+
 
 # Which office acts next in a state (None: nobody; the case is closed).
 _TURN: Mapping[CaseState, Office | None] = {
@@ -105,6 +150,17 @@ class QueueEntry:
     def our_turn(self) -> bool:
         return self.facts.turn is self.me
 
+    @property
+    def settled(self) -> bool:
+        """Nothing is left to do: the case ended (:data:`SETTLED_STATES`) with no open
+        complaint and its clock stopped or never started, so nobody's turn comes and
+        its clock reads the same whenever it is read."""
+        return (
+            self.state in SETTLED_STATES
+            and self.facts.open_complaints == 0
+            and (self.clock.stopped or not self.clock.intervals)
+        )
+
     @classmethod
     def of(cls, case: Case, version: int, opened_at: datetime) -> QueueEntry:
         """The entry of a whole case copy (what the store's row holds for it)."""
@@ -117,3 +173,14 @@ class QueueEntry:
             ClockFacts.of(case),
             QueueFacts.of(case),
         )
+
+
+@dataclass(frozen=True)
+class SettledQueue:
+    """The settled cases a work queue shows (:attr:`QueueEntry.settled`), as the store
+    gives them from its index: how many of them the filters keep in each state, and the
+    first ``limit`` of them (by :func:`queue_rank`, then case id) in the state asked for
+    (every state when none was)."""
+
+    counts: Mapping[str, int]
+    entries: tuple[QueueEntry, ...]

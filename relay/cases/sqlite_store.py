@@ -71,8 +71,8 @@ from relay.audit.store import append as audit_append
 from relay.audit.store import create_schema as audit_schema
 from relay.cases.errors import CaseError
 from relay.cases.model import CaseHeader, CaseState, Event, Office
-from relay.cases.queue import QueueEntry, QueueFacts
-from relay.cases.sla import ClockFacts
+from relay.cases.queue import COLOUR_RANK, QueueEntry, QueueFacts, SettledQueue
+from relay.cases.sla import ClockFacts, Colour
 from relay.cases.store import AppliedPacket, CaseRecord
 from relay.cases.workflow import Case
 from relay.db.migrations import Connection, Migration, migrate
@@ -165,13 +165,37 @@ ALTER TABLE cases ADD COLUMN licence_index BIGINT;
 CREATE INDEX IF NOT EXISTS cases_licence_index ON cases (licence_issuer, licence_index);
 """
 
+# step 6: whether a case is settled (relay.cases.queue.QueueEntry.settled: 1, else 0),
+# the queue's filters as columns (matter, the other office, the people through whom our
+# office acted, each name between two \x1f) and, for a settled case, its place in the
+# queue (relay.cases.queue.queue_rank: computed with the working calendar by the first
+# queue that reads it, NULL again at each write); a queue reads the rows of the cases
+# in progress and counts the settled ones through partial indexes; rows from before
+# (and rows a worker of the release before writes) have no matter and are in progress
+# until marked: at open, found through an index of those alone
+_SETTLED = """
+ALTER TABLE cases ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cases ADD COLUMN matter TEXT;
+ALTER TABLE cases ADD COLUMN partner TEXT;
+ALTER TABLE cases ADD COLUMN staff TEXT;
+ALTER TABLE cases ADD COLUMN queue_rank INTEGER;
+CREATE INDEX IF NOT EXISTS cases_active ON cases (opened_at, case_id) WHERE settled = 0;
+CREATE INDEX IF NOT EXISTS cases_settled_state ON cases (state, queue_rank, case_id, settled)
+    WHERE settled = 1;
+CREATE INDEX IF NOT EXISTS cases_settled_rank ON cases (queue_rank, case_id) WHERE settled = 1;
+CREATE INDEX IF NOT EXISTS cases_unmarked ON cases (case_id) WHERE matter IS NULL;
+"""
+
 MIGRATIONS = [
     Migration(1, "cases and applied case packets", SCHEMA, pg_ddl(SCHEMA)),
     Migration(2, "case events in rows of their own", **_EVENT_ROWS),
     Migration(3, "each case's clock facts and licence", _DERIVED, _DERIVED),
     Migration(4, "what the work queue shows of each case; cases listed by opening", _QUEUE, _QUEUE),
     Migration(5, "who issued each licence and its status-list index", *[_LICENCE_STATUS] * 2),
+    Migration(6, "settled cases counted apart in the work queue", _SETTLED, _SETTLED),
 ]
+
+_STAFF_SEPARATOR = "\x1f"
 
 _log = logging.getLogger("tongban.relay.cases")
 
@@ -244,22 +268,43 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-Derived = tuple[str, str | None, str | None, str, str | None, int | None]
+Derived = tuple[str, str | None, str | None, str, str | None, int | None, int, str, str, str, None]
 
 
-def _derived(case: Case) -> Derived:
+def _derived(record: CaseRecord) -> Derived:
     """The row's columns derived from ``case``: clock facts, licence number and token
     (both None until a licence is issued), queue facts, the licence's issuer and
-    highest status-list index (:func:`_licence_status`)."""
+    highest status-list index (:func:`_licence_status`), and the queue's columns
+    (:func:`_queue_columns`)."""
+    case = record.case
     view = case.view
     licensed = view.licence_number is not None and view.licence is not None
     token = view.licence if licensed else None
+    clock, queue = ClockFacts.of(case), QueueFacts.of(case)
     return (
-        _json(ClockFacts.of(case).to_json()),
+        _json(clock.to_json()),
         view.licence_number if licensed else None,
         token,
-        _json(QueueFacts.of(case).to_json()),
+        _json(queue.to_json()),
         *(_licence_status(token) if token is not None else (None, None)),
+        *_queue_columns(
+            QueueEntry(
+                case.header, case.me, case.state, record.version, record.opened_at, clock, queue
+            )
+        ),
+    )
+
+
+def _queue_columns(entry: QueueEntry) -> tuple[int, str, str, str, None]:
+    """settled, matter, partner, staff and queue_rank (None: computed when a queue
+    first reads the settled case) of a case's row."""
+    staff = "".join(f"{_STAFF_SEPARATOR}{name}" for name in entry.facts.staff)
+    return (
+        int(entry.settled),
+        entry.header.matter,
+        entry.partner,
+        staff + _STAFF_SEPARATOR,
+        None,
     )
 
 
@@ -299,6 +344,7 @@ class SqliteCaseStore:
         self._kept = _KeptCopies()
         self._fill_derived()
         self._fill_licence_status()
+        self._fill_queue_columns()
 
     def add_sink(self, sink: CaseSink) -> None:
         self._sinks.append(sink)
@@ -407,14 +453,15 @@ class SqliteCaseStore:
             case.state.value,
             datetime.now(UTC).timestamp(),
             stamp,
-            *_derived(case),
+            *_derived(record),
             header.case_id,
         )
         if old is None:
             conn.execute(
                 "INSERT INTO cases (me, header, access_hash, opened_at, version, state,"
                 " updated_at, stamp, clock, licence_number, licence, queue, licence_issuer,"
-                " licence_index, case_id, events) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'')",
+                " licence_index, settled, matter, partner, staff, queue_rank, case_id,"
+                " events) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'')",
                 values,
             )
         else:
@@ -422,7 +469,8 @@ class SqliteCaseStore:
                 "UPDATE cases SET me = ?, header = ?, access_hash = ?, opened_at = ?,"
                 " version = ?, state = ?, updated_at = ?, stamp = ?, clock = ?,"
                 " licence_number = ?, licence = ?, queue = ?, licence_issuer = ?,"
-                " licence_index = ? WHERE case_id = ?",
+                " licence_index = ?, settled = ?, matter = ?, partner = ?, staff = ?,"
+                " queue_rank = ? WHERE case_id = ?",
                 values,
             )
         if same < len(held):
@@ -523,14 +571,15 @@ class SqliteCaseStore:
                 for case_id in missing:
                     try:
                         record = self._read(conn, case_id, keep=False)
-                        derived = None if record is None else _derived(record.case)
+                        derived = None if record is None else _derived(record)
                     except (ValueError, KeyError, TypeError, CaseError) as exc:
                         _log.error("case %s: clock and queue facts not stored (%s)", case_id, exc)
                         continue
                     if derived is not None:
                         conn.execute(
                             "UPDATE cases SET clock = ?, licence_number = ?, licence = ?,"
-                            " queue = ?, licence_issuer = ?, licence_index = ?"
+                            " queue = ?, licence_issuer = ?, licence_index = ?, settled = ?,"
+                            " matter = ?, partner = ?, staff = ?, queue_rank = ?"
                             " WHERE case_id = ? AND (clock IS NULL OR queue IS NULL)",
                             (*derived, case_id),
                         )
@@ -561,29 +610,136 @@ class SqliteCaseStore:
                 out.append((str(case_id), ClockFacts.of(record.case)))  # not filled yet
         return out
 
-    def queue_entries(self) -> list[QueueEntry]:
-        """Every case as the work queue sees it, oldest first, from its row alone."""
-        out = []
-        for case_id, me, header, state, version, opened_at, clock, queue in self._conn.execute(
-            "SELECT case_id, me, header, state, version, opened_at, clock, queue FROM cases"
+    _QUEUE_COLUMNS = "case_id, me, header, state, version, opened_at, clock, queue"
+
+    def _entry(self, row: Sequence[Any]) -> QueueEntry | None:
+        """The queue entry of a row of :attr:`_QUEUE_COLUMNS` (its case read whole when
+        the row's facts are not filled yet; None when the case is gone)."""
+        case_id, me, header, state, version, opened_at, clock, queue = row
+        opened = datetime.fromtimestamp(opened_at, UTC)
+        if clock is None or queue is None:  # not filled yet
+            record = self._read(self._conn, case_id, keep=False)
+            return None if record is None else QueueEntry.of(record.case, record.version, opened)
+        return QueueEntry(
+            CaseHeader.from_json(json.loads(header)),
+            Office(me),
+            CaseState(state),
+            int(version),
+            opened,
+            ClockFacts.from_json(json.loads(clock)),
+            QueueFacts.from_json(json.loads(queue)),
+        )
+
+    def queue_entries(self, *, settled: bool = True) -> list[QueueEntry]:
+        """Every case as the work queue sees it, oldest first, from its row alone;
+        without the settled ones (:attr:`QueueEntry.settled`) unless ``settled``."""
+        where = "" if settled else " WHERE settled = 0"
+        rows = self._conn.execute(
+            f"SELECT {self._QUEUE_COLUMNS} FROM cases{where}"  # noqa: S608 - constants
             " ORDER BY opened_at, case_id"
+        ).fetchall()
+        return [entry for row in rows if (entry := self._entry(row)) is not None]
+
+    def rank_settled(self, rank_of: Callable[[ClockFacts], int | None]) -> int:
+        """Store the queue rank (:func:`relay.cases.queue.queue_rank`, from ``rank_of``;
+        None leaves it to the next time) of the settled cases written since the last
+        time; how many. A case written meanwhile keeps its row (its stamp changed)."""
+        ranked, after = 0, ""
+        while rows := self._conn.execute(
+            "SELECT case_id, stamp, clock FROM cases WHERE settled = 1 AND queue_rank IS NULL"
+            " AND case_id > ? ORDER BY case_id LIMIT 500",
+            (after,),
         ).fetchall():
-            opened = datetime.fromtimestamp(opened_at, UTC)
-            if clock is not None and queue is not None:
-                out.append(
-                    QueueEntry(
-                        CaseHeader.from_json(json.loads(header)),
-                        Office(me),
-                        CaseState(state),
-                        int(version),
-                        opened,
-                        ClockFacts.from_json(json.loads(clock)),
-                        QueueFacts.from_json(json.loads(queue)),
+            after = str(rows[-1][0])
+            ranks = [
+                (rank, case_id, stamp)
+                for case_id, stamp, clock in rows
+                if clock is not None
+                and (rank := rank_of(ClockFacts.from_json(json.loads(clock)))) is not None
+            ]
+            if ranks:
+                with self._tx() as conn:
+                    conn.executemany(
+                        "UPDATE cases SET queue_rank = ? WHERE case_id = ? AND stamp = ?"
+                        " AND settled = 1",
+                        ranks,
                     )
+                ranked += len(ranks)
+        return ranked
+
+    def settled_queue(
+        self,
+        *,
+        matter: str = "",
+        partner: str = "",
+        mine: str = "",
+        overdue: bool = False,
+        state: str = "",
+        limit: int | None = None,
+    ) -> SettledQueue:
+        """The settled cases a work queue shows: how many in each state have this
+        ``matter``, this ``partner``, an act of ours through ``mine`` and (``overdue``)
+        a clock that is not green (an empty filter keeps every case), and the first
+        ``limit`` of them in ``state`` (every state when empty) by queue rank, then case
+        id. Counted on the partial indexes of the settled cases (no row decoded); only
+        the rows shown are read."""
+        where, args = ["settled = 1"], list[str | int]()
+        if matter:
+            where.append("matter = ?")
+            args.append(matter)
+        if partner:
+            where.append("partner = ?")
+            args.append(partner)
+        if mine:
+            where.append("staff LIKE ? ESCAPE '!'")
+            escaped = mine.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+            args.append(f"%{_STAFF_SEPARATOR}{escaped}{_STAFF_SEPARATOR}%")
+        if overdue:  # not green (queue_rank % 4 != 3); a rank not yet stored counts too
+            where.append(f"(queue_rank IS NULL OR queue_rank % {len(COLOUR_RANK)} != ?)")
+            args.append(COLOUR_RANK[Colour.GREEN])
+        condition = " AND ".join(where)
+        counts = {
+            str(state_): int(n)
+            for state_, n in self._conn.execute(
+                f"SELECT state, COUNT(*) FROM cases WHERE {condition} GROUP BY state",  # noqa: S608
+                args,
+            ).fetchall()
+        }
+        if state:
+            condition += " AND state = ?"
+            args.append(state)
+        page = "" if limit is None else f" LIMIT {int(limit)}"
+        rows = self._conn.execute(
+            f"SELECT {self._QUEUE_COLUMNS} FROM cases WHERE {condition}"  # noqa: S608
+            f" ORDER BY queue_rank, case_id{page}",
+            args,
+        ).fetchall()
+        entries = tuple(entry for row in rows if (entry := self._entry(row)) is not None)
+        return SettledQueue(counts, entries)
+
+    def _fill_queue_columns(self) -> None:
+        """Mark the cases written before schema step 6 settled or not and store their
+        queue's columns (once, when a store first opens on them), from their rows'
+        columns: no event decoded. A row without its facts (its case could not be
+        decoded) is taken as in progress (the queue reads it whole, as before)."""
+        while rows := self._conn.execute(
+            f"SELECT {self._QUEUE_COLUMNS}, stamp FROM cases"  # noqa: S608 - constants
+            " WHERE matter IS NULL ORDER BY case_id LIMIT 200"
+        ).fetchall():
+            values: list[tuple[Any, ...]] = []
+            for *row, stamp in rows:
+                if row[6] is None or row[7] is None:  # marked in progress, read whole
+                    values.append((0, "", "", _STAFF_SEPARATOR, None, row[0], stamp))
+                    continue
+                entry = self._entry(row)
+                assert entry is not None
+                values.append((*_queue_columns(entry), row[0], stamp))
+            with self._tx([str(r[0]) for r in rows]) as conn:
+                conn.executemany(
+                    "UPDATE cases SET settled = ?, matter = ?, partner = ?, staff = ?,"
+                    " queue_rank = ? WHERE case_id = ? AND stamp = ?",
+                    values,
                 )
-            elif (record := self._read(self._conn, case_id, keep=False)) is not None:
-                out.append(QueueEntry.of(record.case, record.version, opened))  # not filled yet
-        return out
 
     def licence(self, number: str) -> tuple[str, str] | None:
         """(token, case id) of the e-licence numbered ``number`` (the oldest case's, as

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from relay.cases.queue import QueueEntry
+from relay.cases.queue import QueueEntry, SettledQueue
 from relay.cases.sla import ClockFacts
 from relay.cases.workflow import Case
 
@@ -75,9 +75,27 @@ class CaseStore(Protocol):
         a case here (0 for the first), without reading every licence."""
         ...
 
-    def queue_entries(self) -> list[QueueEntry]:
+    def queue_entries(self, *, settled: bool = True) -> list[QueueEntry]:
         """Every case as the work queue sees it, in :meth:`list_cases` order, without
-        reading its events."""
+        reading its events; without the settled ones unless ``settled``."""
+        ...
+
+    def rank_settled(self, rank_of: Callable[[ClockFacts], int | None]) -> int:
+        """Store the queue rank of the settled cases written since the last time."""
+        ...
+
+    def settled_queue(
+        self,
+        *,
+        matter: str = "",
+        partner: str = "",
+        mine: str = "",
+        overdue: bool = False,
+        state: str = "",
+        limit: int | None = None,
+    ) -> SettledQueue:
+        """The settled cases' counts per state under these filters and the first
+        ``limit`` of ``state`` by queue rank, without reading the others."""
         ...
 
     def clocks(self) -> list[tuple[str, ClockFacts]]:

@@ -67,6 +67,7 @@ from relay.alerts import ALERTS
 from relay.cases.desk import CaseDesk
 from relay.cases.errors import CaseError
 from relay.cases.model import CaseHeader, CaseState, EventKind, thaw
+from relay.cases.queue import SettledQueue
 from relay.cases.sla import complaint_clock
 from relay.cases.terms import AgreementTerms
 from relay.console.acks import AlertAcks
@@ -166,13 +167,26 @@ class Console:
         body = self._queues.get(key)
         if body is None:
             calendar = desk.calendar
+
+            # the cases in progress are read and judged one by one; the settled ones
+            # (most of a node's cases after a few years) are counted on their index,
+            # and only those the page can show are read
+            def settled(rows: int | None) -> SettledQueue:
+                if keep.turn:  # a settled case waits for nobody
+                    return SettledQueue({}, ())
+                return desk.settled_queue(
+                    matter=keep.matter, partner=keep.partner, mine=keep.mine,
+                    overdue=keep.overdue, state=state, limit=rows,
+                )  # fmt: skip
+
             body = queue_view(
-                desk.queue_entries(),
+                desk.queue_entries(settled=False),
                 clock_of=lambda entry: entry.clock.case_clock(calendar, now),
                 names=self.names,
                 keep=keep,
                 state=state,
                 limit=limit,
+                settled=settled,
             )
             self._queues[key] = body
             while len(self._queues) > _QUEUES_KEPT:

@@ -27,8 +27,8 @@ from typing import Any
 from agreements.actions import Action
 from agreements.model import Material
 from relay.cases.model import CaseHeader, CaseState, EventKind, Office, thaw
-from relay.cases.queue import QueueEntry, turn_of
-from relay.cases.sla import ClockState, Colour, SlaReport
+from relay.cases.queue import SETTLED_BEFORE, QueueEntry, SettledQueue, queue_rank, turn_of
+from relay.cases.sla import Colour, SlaReport
 from relay.cases.workflow import Case, action_for
 from relay.core.model import OutboxItem, OutboxState
 
@@ -92,23 +92,10 @@ class QueueFilter:
         return not (self.overdue and clock.colour is Colour.GREEN)
 
 
-_COLOUR_RANK = {Colour.RED: 0, Colour.GREY: 1, Colour.YELLOW: 2, Colour.GREEN: 3}
-_CLOCK_RANK = {
-    ClockState.RUNNING: 0,
-    ClockState.UNKNOWN: 0,
-    ClockState.NOT_STARTED: 1,
-    ClockState.PAUSED: 2,
-    ClockState.STOPPED: 3,
-}
-
-
-def _deadline_key(case_id: str, clock: SlaReport) -> tuple[int, int, date, str]:
-    return (
-        _CLOCK_RANK[clock.state],
-        _COLOUR_RANK[clock.colour],
-        clock.deadline or date.max,
-        case_id,
-    )
+def _deadline_key(case_id: str, clock: SlaReport) -> tuple[int, date, str]:
+    """A case's place in the queue (a settled case's is its stored :func:`queue_rank`
+    and id: its clock has no deadline)."""
+    return (queue_rank(clock), clock.deadline or date.max, case_id)
 
 
 def queue_view(
@@ -119,14 +106,22 @@ def queue_view(
     keep: QueueFilter,
     state: str = "",
     limit: int | None = None,
+    settled: Callable[[int | None], SettledQueue] | None = None,
 ) -> dict[str, Any]:
     """The work queue: ``{"counts": {state: n}, "total": n, "shown": n, "cases": [...]}``.
 
     Counts are per state over the cases the filter keeps (``total`` their sum); the
     rows are those of them in ``state`` (every state when empty), sorted by deadline
     (running clocks first, red before yellow before green, then the nearest deadline),
-    at most ``limit`` of them; ``shown`` is how many rows the state holds in all."""
-    keys: list[tuple[tuple[int, int, date, str], QueueEntry, SlaReport]] = []
+    at most ``limit`` of them; ``shown`` is how many rows the state holds in all.
+
+    ``entries`` are every case, or, with ``settled``, the cases not settled: the
+    settled ones the filter keeps are then what ``settled(n)`` gives, their counts and
+    their first ``n`` rows (the store filtered and ordered them; a settled case's clock
+    is stopped or never started, so it sorts after every running one, by its rank
+    alone); ``n`` leaves out the rows the running clocks take on the page already
+    (None: no limit)."""
+    keys: list[tuple[tuple[int, date, str], QueueEntry, SlaReport]] = []
     counts = dict.fromkeys((s.value for s in CaseState), 0)
     total = 0
     for entry in entries:
@@ -138,6 +133,18 @@ def queue_view(
         if state and entry.state.value != state:
             continue
         keys.append((_deadline_key(entry.case_id, clock), entry, clock))
+    shown = len(keys)
+    if settled is not None:
+        ahead = sum(key[0] < SETTLED_BEFORE for key, _, _ in keys)
+        found = settled(None if limit is None else max(limit - ahead, 0))
+        for name, n in found.counts.items():
+            counts[name] += n
+            total += n
+            if not state or name == state:
+                shown += n
+        for entry in found.entries:
+            clock = clock_of(entry)
+            keys.append((_deadline_key(entry.case_id, clock), entry, clock))
     keys.sort(key=lambda triple: triple[0])
     rows = [
         {
@@ -154,7 +161,7 @@ def queue_view(
         }
         for _, entry, clock in keys[:limit]
     ]
-    return {"counts": counts, "total": total, "shown": len(keys), "cases": rows}
+    return {"counts": counts, "total": total, "shown": shown, "cases": rows}
 
 
 class MaterialStatus:

@@ -391,7 +391,7 @@ async def test_a_burst_of_changes_reaches_a_console_as_few_events_the_last_one_i
         # change makes the next ask compute it again
         reads = []
         entries = r.desk.queue_entries
-        monkeypatch.setattr(r.desk, "queue_entries", lambda: reads.append(1) or entries())
+        monkeypatch.setattr(r.desk, "queue_entries", lambda **kw: reads.append(1) or entries(**kw))
         first, again = await queue("limit=7"), await queue("limit=7")
         assert first == again
         assert len(reads) == 1
