@@ -43,7 +43,8 @@ catch-up and the attachment are printed too. ``BENCH_PROFILE=DIR`` writes py-spy
 profiles there (speedscope JSON, when ``py-spy`` is on the PATH): A while the 16 clients
 create (on-CPU samples, ``node-a-create.json``), both nodes during the catch-up and the
 attachment (waits included; with ``BENCH_PROFILE_GIL=1`` the thread holding the GIL
-only).
+only; with ``BENCH_PROFILE_IDLE=1`` waits are sampled while creating too: where a
+request's latency goes).
 """
 
 from __future__ import annotations
