@@ -15,7 +15,9 @@ result ``read`` with a purpose, the access log and an applicant's export
     GET  /staff/v1/personal-data/reads?applicant=ID | ?case=C   the access log
     GET  /staff/v1/personal-data/applicants/{id}        everything held on an applicant,
                                                          for them — a read of each case
-    GET  /staff/v1/integration/events                   the event outbox
+    GET  /staff/v1/integration/events[?after=N&limit=L] the event outbox, oldest first,
+                                        a page at a time (``next``: the ``after`` of
+                                        the next page, absent on the last)
     GET  /staff/v1/integration/webhooks                 delivery state per target
     POST /staff/v1/integration/webhooks/retry           {target}: parked ones again
 
@@ -40,7 +42,7 @@ from relay.cases.desk import CaseDesk
 from relay.cases.errors import CaseError
 from relay.cases.model import EventKind, thaw
 from relay.cases.store import CaseRecord
-from relay.http.body import read_json_object, require_str
+from relay.http.body import limit_param, read_json_object, require_str
 from relay.http.cases import problem_from_case
 from relay.integration.store import IntegrationStore, Read
 from relay.permissions import StaffAction, require
@@ -48,7 +50,10 @@ from relay.problem import Problem, ProblemCode
 from relay.staff_auth import STAFF_KEY
 from signing.certificates import is_node_id
 
-__all__ = ["add_integration_routes", "case_result"]
+__all__ = ["EVENTS_PAGE_MOST", "add_integration_routes", "case_result"]
+
+EVENTS_PAGE_MOST = 1000
+"""The most events a page of the event outbox holds (and how many when not asked)."""
 
 PURPOSE_HEADER = "Tongban-Purpose"
 
@@ -204,7 +209,18 @@ def add_integration_routes(
         )  # fmt: skip
 
     async def events(request: web.Request) -> web.Response:
-        return _json({"events": store.events()})
+        limit = limit_param(request, most=EVENTS_PAGE_MOST, default=EVENTS_PAGE_MOST)
+        text = request.query.get("after", "0")
+        if not text.isdigit() or len(text) > 18:
+            raise Problem(
+                400, ProblemCode.INVALID_REQUEST,
+                "'after' must be the 'next' of the page before (a whole number)",
+            )  # fmt: skip
+        page = store.events_after(int(text), limit + 1)  # one more: is there a next page?
+        body: dict[str, Any] = {"events": [event for _, event in page[:limit]]}
+        if len(page) > limit:
+            body["next"] = str(page[limit - 1][0])
+        return _json(body)
 
     async def webhooks(request: web.Request) -> web.Response:
         return _json({"targets": store.delivery_status()})

@@ -220,8 +220,21 @@ class IntegrationStore:
         return row is not None
 
     def events(self) -> list[dict[str, Any]]:
-        rows = self._conn.execute("SELECT body FROM integration_events ORDER BY seq")
-        return [json.loads(r[0]) for r in rows]
+        """Every event, oldest first (for tests and tools; the API pages them)."""
+        return [event for _, event in self.events_after(0)]
+
+    def events_after(
+        self, after: int, limit: int | None = None
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """(seq, event) of the events after ``seq`` ``after``, oldest first, at most
+        ``limit``: a range of the primary key, so a page costs the same however many
+        events were ever made."""
+        page = "" if limit is None else f" LIMIT {int(limit)}"
+        rows = self._conn.execute(
+            f"SELECT seq, body FROM integration_events WHERE seq > ? ORDER BY seq{page}",  # noqa: S608
+            (after,),
+        ).fetchall()
+        return [(int(seq), json.loads(body)) for seq, body in rows]
 
     # -- deliveries ------------------------------------------------------------------
 

@@ -33,6 +33,10 @@ def test_events_are_stored_once_and_delivered_in_order(database: Database) -> No
     assert store.record(event(1), sla_mark=("WC-1-1", "yellow")) is False
     assert store.record(event(2)) is True
     assert [e["case"] for e in store.events()] == ["WC-1-1", "WC-1-2"]
+    [(first_seq, first_event), (second_seq, _)] = store.events_after(0)
+    assert store.events_after(0, 1) == [(first_seq, first_event)]
+    assert [e["case"] for _, e in store.events_after(first_seq)] == ["WC-1-2"]
+    assert store.events_after(second_seq) == []
     assert store.sla_marked("WC-1-1", "yellow")
     assert not store.sla_marked("WC-1-1", "red")
     assert not store.sla_marked("WC-1-2", "yellow")

@@ -128,6 +128,25 @@ async def _scenario(nodes: dict[str, Node], platforms: dict[str, Any]) -> None:
 
         await _until(all_delivered, "the receiving office's three events delivered")
 
+        # the event outbox, a page at a time: the pages are the whole list, in order
+        events_url = f"{staff[RECEIVING]}/staff/v1/integration/events"
+        async with http.get(events_url, headers=auth[RECEIVING]) as resp:
+            whole = (await resp.json())["events"]
+        assert len(whole) == 3
+        paged, after = [], "0"
+        while after is not None:
+            async with http.get(f"{events_url}?limit=2&after={after}",
+                                headers=auth[RECEIVING]) as resp:  # fmt: skip
+                page = await resp.json()
+            assert len(page["events"]) <= 2
+            paged += page["events"]
+            after = page.get("next")
+        assert paged == whole
+        for query in ("limit=0", "limit=1001", "after=x", "after=-1"):
+            async with http.get(f"{events_url}?{query}", headers=auth[RECEIVING]) as resp:
+                assert resp.status == 400, query
+                assert resp.content_type == "application/problem+json"
+
         async def handling_delivered() -> bool:
             return len(platforms[HANDLING].events) == 1
 

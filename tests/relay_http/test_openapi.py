@@ -43,6 +43,26 @@ def test_document_is_valid_openapi_31() -> None:
     validate(SPEC)
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """A YAML loader that refuses a mapping naming a key twice (a plain load keeps the
+    last one silently: a path documented twice would hide one of its copies)."""
+
+
+def _mapping(loader: _UniqueKeys, node: yaml.MappingNode) -> dict[Any, Any]:
+    keys = [loader.construct_object(key) for key, _ in node.value]
+    twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+    if twice:
+        raise yaml.constructor.ConstructorError(None, None, f"keys given twice: {twice}")
+    return loader.construct_mapping(node)
+
+
+_UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def test_document_names_every_key_once() -> None:
+    assert yaml.load(openapi_bytes(), Loader=_UniqueKeys) == SPEC
+
+
 def test_docs_copy_is_the_served_document() -> None:
     assert DOCS.read_bytes() == openapi_bytes()
 
