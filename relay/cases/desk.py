@@ -350,30 +350,33 @@ class CaseDesk:
         return self._calendar()
 
     def unknown_clocks(self, now: datetime) -> list[str]:
-        """Cases whose statutory clock cannot be computed (state unknown)."""
+        """Cases in progress whose statutory clock cannot be computed (state unknown)."""
         calendar = self.calendar
         return [
             case_id
-            for case_id, facts in self._store.clocks()
+            for case_id, facts in self._store.clocks(settled=False)
             if facts.case_clock(calendar, now).state is ClockState.UNKNOWN
         ]
 
     def statutory_clocks(self, now: datetime) -> list[SlaReport]:
-        """Every case's statutory clock, oldest case first (from the clock facts the
-        store keeps: no event is read)."""
+        """The statutory clock of every case not settled, oldest case first (from the
+        clock facts the store keeps: no event is read; a settled case's clock no longer
+        runs, :attr:`~relay.cases.queue.QueueEntry.settled`)."""
         calendar = self.calendar
-        return [facts.case_clock(calendar, now) for _, facts in self._store.clocks()]
+        return [facts.case_clock(calendar, now) for _, facts in self._store.clocks(settled=False)]
 
     def overdue(self, now: datetime | None = None) -> list[Overdue]:
         """Cases whose clock or an open complaint's clock is yellow, red or grey (unknown).
 
-        Judged on the clock facts the store keeps for every case; only the cases found
+        Judged on the clock facts the store keeps for every case not settled (a settled
+        case waits for nobody: its stopped clock may have ended red, but nothing is late
+        any more; :attr:`~relay.cases.queue.QueueEntry.settled`); only the cases found
         flagged are read (and judged again on their copy, which a step may have moved on
-        since), so a node with years of cases reads none of those that ended in time."""
+        since), so a node with years of cases reads none of those that ended."""
         now = now or self._clock()
         calendar = self.calendar
         out = []
-        for case_id, facts in self._store.clocks():
+        for case_id, facts in self._store.clocks(settled=False):
             if not _flagged(facts.case_clock(calendar, now), facts.complaint_clock(calendar, now)):
                 continue
             record = self._store.get(case_id, keep=False)  # not pushing out the working set

@@ -98,9 +98,9 @@ class CaseStore(Protocol):
         ``limit`` of ``state`` by queue rank, without reading the others."""
         ...
 
-    def clocks(self) -> list[tuple[str, ClockFacts]]:
+    def clocks(self, *, settled: bool = True) -> list[tuple[str, ClockFacts]]:
         """Every case's id and clock facts, in :meth:`list_cases` order, without reading
-        its events."""
+        its events; without the settled cases unless ``settled``."""
         ...
 
     def unapplied(self, packet_ids: list[str]) -> list[str]:

@@ -263,3 +263,31 @@ def test_the_settled_cases_are_counted_on_their_index_alone(tmp_path: Path) -> N
     assert plan("settled = 1 ORDER BY queue_rank") == ["SCAN cases USING INDEX cases_settled_rank"]
     assert plan("WHERE settled = 0") == ["SCAN cases USING INDEX cases_active"]
     conn.close()
+
+
+def test_the_overdue_list_and_the_sla_gauge_judge_the_cases_in_progress(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A case that ended late is a settled fact, not an overdue case: the overdue list,
+    the gauge's clocks and the unknown-clock alert read the clock facts of the cases in
+    progress only (a case still waiting for its conclusion after a late decision is
+    listed, as before)."""
+    store = SqliteCaseStore(database.connect())
+    for story in ("submitted", "approved-late", "concluded-late", "withdrawn", "rejected"):
+        _write(store, f"WC-SLA-{story}", story, R, "food-business-licence")
+    desk = _desk(store)
+    listed = sorted(o.record.case.header.case_id for o in desk.overdue(NOW))
+    assert listed == ["WC-SLA-approved-late", "WC-SLA-submitted"]
+    assert len(desk.statutory_clocks(NOW)) == 2
+    assert desk.unknown_clocks(NOW) == []
+    read: list[str] = []
+    get = store.get
+
+    def counted(case_id: str, **kwargs: Any) -> Any:
+        read.append(case_id)
+        return get(case_id, **kwargs)
+
+    monkeypatch.setattr(store, "get", counted)
+    desk.overdue(NOW)
+    assert sorted(read) == listed  # the late concluded case is not even read
+    store.close()
