@@ -186,6 +186,22 @@ CREATE INDEX IF NOT EXISTS cases_settled_rank ON cases (queue_rank, case_id) WHE
 CREATE INDEX IF NOT EXISTS cases_unmarked ON cases (case_id) WHERE matter IS NULL;
 """
 
+# step 7: when each case's latest event happened (CaseView.last_at) and when its content
+# falls due for purging (relay.integration.retention: computed by the purge from the
+# agreement's retention years for the cases written since its last run, NULL again at
+# each write; NOT_DUE while the case has not ended) and whether it was purged (0 again
+# at each write: a step after the purge brings content to purge in its turn); the
+# daily purge reads only the rows due, through the partial indexes; rows from before
+# get their last event's time at open
+_PURGE = """
+ALTER TABLE cases ADD COLUMN last_at DOUBLE PRECISION;
+ALTER TABLE cases ADD COLUMN purge_due DOUBLE PRECISION;
+ALTER TABLE cases ADD COLUMN purged INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS cases_last_unknown ON cases (case_id) WHERE last_at IS NULL;
+CREATE INDEX IF NOT EXISTS cases_purge_unknown ON cases (case_id) WHERE purge_due IS NULL;
+CREATE INDEX IF NOT EXISTS cases_purge_due ON cases (purge_due) WHERE purged = 0;
+"""
+
 MIGRATIONS = [
     Migration(1, "cases and applied case packets", SCHEMA, pg_ddl(SCHEMA)),
     Migration(2, "case events in rows of their own", **_EVENT_ROWS),
@@ -193,7 +209,11 @@ MIGRATIONS = [
     Migration(4, "what the work queue shows of each case; cases listed by opening", _QUEUE, _QUEUE),
     Migration(5, "who issued each licence and its status-list index", *[_LICENCE_STATUS] * 2),
     Migration(6, "settled cases counted apart in the work queue", _SETTLED, _SETTLED),
+    Migration(7, "when each case's content falls due for purging", _PURGE, _PURGE),
 ]
+
+NOT_DUE = 1e18
+"""``purge_due`` of a case that has not ended (no purge falls due)."""
 
 _STAFF_SEPARATOR = "\x1f"
 
@@ -275,7 +295,8 @@ def _derived(record: CaseRecord) -> Derived:
     """The row's columns derived from ``case``: clock facts, licence number and token
     (both None until a licence is issued), queue facts, the licence's issuer and
     highest status-list index (:func:`_licence_status`), and the queue's columns
-    (:func:`_queue_columns`)."""
+    (:func:`_queue_columns`), when its latest event happened and ``purge_due`` (None:
+    to compute)."""
     case = record.case
     view = case.view
     licensed = view.licence_number is not None and view.licence is not None
@@ -292,6 +313,8 @@ def _derived(record: CaseRecord) -> Derived:
                 case.header, case.me, case.state, record.version, record.opened_at, clock, queue
             )
         ),
+        None if view.last_at is None else view.last_at.timestamp(),
+        None,  # purge_due: computed again by the next purge
     )
 
 
@@ -345,6 +368,7 @@ class SqliteCaseStore:
         self._fill_derived()
         self._fill_licence_status()
         self._fill_queue_columns()
+        self._fill_last_at()
 
     def add_sink(self, sink: CaseSink) -> None:
         self._sinks.append(sink)
@@ -460,8 +484,9 @@ class SqliteCaseStore:
             conn.execute(
                 "INSERT INTO cases (me, header, access_hash, opened_at, version, state,"
                 " updated_at, stamp, clock, licence_number, licence, queue, licence_issuer,"
-                " licence_index, settled, matter, partner, staff, queue_rank, case_id,"
-                " events) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'')",
+                " licence_index, settled, matter, partner, staff, queue_rank, last_at,"
+                " purge_due, case_id, events)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'')",
                 values,
             )
         else:
@@ -470,7 +495,7 @@ class SqliteCaseStore:
                 " version = ?, state = ?, updated_at = ?, stamp = ?, clock = ?,"
                 " licence_number = ?, licence = ?, queue = ?, licence_issuer = ?,"
                 " licence_index = ?, settled = ?, matter = ?, partner = ?, staff = ?,"
-                " queue_rank = ? WHERE case_id = ?",
+                " queue_rank = ?, last_at = ?, purge_due = ?, purged = 0 WHERE case_id = ?",
                 values,
             )
         if same < len(held):
@@ -579,8 +604,8 @@ class SqliteCaseStore:
                         conn.execute(
                             "UPDATE cases SET clock = ?, licence_number = ?, licence = ?,"
                             " queue = ?, licence_issuer = ?, licence_index = ?, settled = ?,"
-                            " matter = ?, partner = ?, staff = ?, queue_rank = ?"
-                            " WHERE case_id = ? AND (clock IS NULL OR queue IS NULL)",
+                            " matter = ?, partner = ?, staff = ?, queue_rank = ?, last_at = ?,"
+                            " purge_due = ? WHERE case_id = ? AND (clock IS NULL OR queue IS NULL)",
                             (*derived, case_id),
                         )
 
@@ -744,6 +769,81 @@ class SqliteCaseStore:
                     " queue_rank = ? WHERE case_id = ? AND stamp = ?",
                     values,
                 )
+
+    def _fill_last_at(self) -> None:
+        """Store when the latest event of each case written before schema step 7
+        happened (once, when a store first opens on them: each such case read whole)."""
+        after = ""
+        while rows := self._conn.execute(
+            "SELECT case_id FROM cases WHERE last_at IS NULL AND case_id > ?"
+            " ORDER BY case_id LIMIT 200",
+            (after,),
+        ).fetchall():
+            after = str(rows[-1][0])
+            with self._tx([str(r[0]) for r in rows]) as conn:
+                for (case_id,) in rows:
+                    try:
+                        record = self._read(conn, case_id, keep=False)
+                    except (ValueError, KeyError, TypeError, CaseError) as exc:
+                        _log.error("case %s: its last step's time not stored (%s)", case_id, exc)
+                        continue
+                    if record is not None and record.case.view.last_at is not None:
+                        conn.execute(
+                            "UPDATE cases SET last_at = ?, purge_due = NULL WHERE case_id = ?",
+                            (record.case.view.last_at.timestamp(), case_id),
+                        )
+
+    def schedule_purges(
+        self, due_of: Callable[[CaseHeader, CaseState, datetime, datetime | None], float]
+    ) -> int:
+        """Store ``purge_due`` of the cases written since the last time, from
+        ``due_of(header, state, opened_at, last_at)`` (a timestamp, :data:`NOT_DUE` while
+        the case has not ended; raising :class:`CaseError` leaves it to the next time);
+        how many. Read from the rows' columns: no event is decoded."""
+        scheduled, after = 0, ""
+        while rows := self._conn.execute(
+            "SELECT case_id, stamp, header, state, opened_at, last_at FROM cases"
+            " WHERE purge_due IS NULL AND case_id > ? ORDER BY case_id LIMIT 500",
+            (after,),
+        ).fetchall():
+            after = str(rows[-1][0])
+            dues = []
+            for case_id, stamp, header, state, opened_at, last_at in rows:
+                try:
+                    due = due_of(
+                        CaseHeader.from_json(json.loads(header)),
+                        CaseState(state),
+                        datetime.fromtimestamp(opened_at, UTC),
+                        None if last_at is None else datetime.fromtimestamp(last_at, UTC),
+                    )
+                except CaseError as exc:
+                    _log.warning("case %s: retention unknown (%s)", case_id, exc)
+                    continue
+                dues.append((due, case_id, stamp))
+            if dues:
+                with self._tx() as conn:
+                    conn.executemany(
+                        "UPDATE cases SET purge_due = ? WHERE case_id = ? AND stamp = ?", dues
+                    )
+                scheduled += len(dues)
+        return scheduled
+
+    def purges_due(self, now: datetime) -> list[str]:
+        """The cases not purged yet whose ``purge_due`` is ``now`` or before, the
+        earliest first: a range of their partial index."""
+        return [
+            str(r[0])
+            for r in self._conn.execute(
+                "SELECT case_id FROM cases WHERE purged = 0 AND purge_due <= ?"
+                " ORDER BY purge_due, case_id",
+                (now.timestamp(),),
+            ).fetchall()
+        ]
+
+    def mark_purged(self, case_id: str) -> None:
+        """Note that ``case_id``'s content was purged (it is not read for it again)."""
+        with self._tx([case_id]) as conn:
+            conn.execute("UPDATE cases SET purged = 1 WHERE case_id = ?", (case_id,))
 
     def licence(self, number: str) -> tuple[str, str] | None:
         """(token, case id) of the e-licence numbered ``number`` (the oldest case's, as

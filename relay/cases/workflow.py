@@ -160,6 +160,9 @@ class CaseView:
     # by step (what the work queue and the clock facts need, however many complaints)
     open_count: int = 0
     oldest_open: datetime | None = None
+    # when the latest event (applied or not) happened: carried step by step (retention
+    # counts from it)
+    last_at: datetime | None = None
 
     @property
     def open_complaints(self) -> tuple[Complaint, ...]:
@@ -261,7 +264,8 @@ def _fold(header: CaseHeader, events: tuple[Event, ...]) -> CaseView:
         if applied:
             view = _apply(view, event)
         timeline.append(TimelineEntry(event, applied, view.state))
-    return _replace(view, timeline=tuple(timeline))
+    last = max((e.at for e in events), default=None)
+    return _replace(view, timeline=tuple(timeline), last_at=last)
 
 
 @dataclass(frozen=True)
@@ -295,7 +299,8 @@ class Case:
         after = _apply(view, event) if applied else view
         entry = TimelineEntry(event, applied, after.state)
         # cached_property reads the instance dict: the values the fold would compute
-        new.__dict__["view"] = _replace(after, timeline=(*view.timeline, entry))
+        last = event.at if view.last_at is None else max(view.last_at, event.at)
+        new.__dict__["view"] = _replace(after, timeline=(*view.timeline, entry), last_at=last)
         counts = dict(self._counts)
         counts[event.origin] += 1
         new.__dict__["_counts"] = counts

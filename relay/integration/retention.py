@@ -33,8 +33,8 @@ from typing import Any
 
 from relay.audit.leaves import AuditLeaf, LeafKind, RetentionPurgeLeaf, encode_leaf
 from relay.cases.errors import CaseError
-from relay.cases.model import CaseState, thaw
-from relay.cases.sqlite_store import SqliteCaseStore, case_to_json
+from relay.cases.model import CaseHeader, CaseState, thaw
+from relay.cases.sqlite_store import NOT_DUE, SqliteCaseStore, case_to_json
 from relay.cases.store import CaseRecord
 from relay.cases.terms import TermsSource
 from relay.cases.workflow import Case
@@ -75,13 +75,17 @@ def purged_copy(case: Case) -> Case:
 
 def due_at(case: Case, retention_years: int) -> datetime | None:
     """When the case's content is due for purging (None while it has not ended)."""
-    if case.state not in ENDED or not case.events:
+    last = case.view.last_at
+    if case.state not in ENDED or last is None:
         return None
-    last = max(e.at for e in case.events)
+    return _years_after(last, retention_years)
+
+
+def _years_after(at: datetime, years: int) -> datetime:
     try:
-        return last.replace(year=last.year + retention_years)
+        return at.replace(year=at.year + years)
     except ValueError:  # 29 February
-        return last.replace(year=last.year + retention_years, day=28)
+        return at.replace(year=at.year + years, day=28)
 
 
 class RetentionPurge:
@@ -111,10 +115,19 @@ class RetentionPurge:
         self._forget = forget_applicant
 
     def run(self) -> list[str]:
-        """Purge every due case not purged yet; the case ids purged."""
+        """Purge every due case not purged yet; the case ids purged.
+
+        The cases written since the last run get their due time first (from their
+        rows: agreement, opening, last step); then only the cases due are read, through
+        the store's index of due times, so a node with years of cases reads neither
+        those still kept nor those purged before."""
         now = self._clock()
+        self._cases.schedule_purges(self._due_of)
         done = []
-        for record in self._cases.list_cases():
+        for case_id in self._cases.purges_due(now):
+            record = self._cases.get(case_id, keep=False)
+            if record is None:
+                continue
             header = record.case.header
             try:
                 terms = self._terms(header.receiving, header.handling, header.matter,
@@ -123,17 +136,29 @@ class RetentionPurge:
                 _log.warning("case %s: retention unknown (%s)", header.case_id, exc)
                 continue
             due = due_at(record.case, terms.retention_years)
-            if due is None or due > now:
+            if due is None or due > now:  # written meanwhile: its due time is computed again
                 continue
             if self._purge(record, terms.agreement_id, terms.retention_years, now):
                 done.append(header.case_id)
         return done
 
+    def _due_of(
+        self, header: CaseHeader, state: CaseState, opened_at: datetime, last_at: datetime | None
+    ) -> float:
+        """When a case's content falls due (a timestamp; :data:`NOT_DUE` while it has
+        not ended), from its row; raises :class:`CaseError` when no agreement says."""
+        if state not in ENDED or last_at is None:
+            return NOT_DUE
+        terms = self._terms(header.receiving, header.handling, header.matter, header.mode,
+                            opened_at)  # fmt: skip
+        return _years_after(last_at, terms.retention_years).timestamp()
+
     def _purge(self, record: CaseRecord, agreement_id: str, years: int, now: datetime) -> bool:
         case_id = record.case.header.case_id
         purged = purged_copy(record.case)
-        if purged == record.case:
-            return False  # purged before
+        if purged == record.case:  # purged before (by a release that did not note it)
+            self._cases.mark_purged(case_id)
+            return False
         packets, blobs = self._purge_packets(case_id)
         before = hashlib.sha256(canonical_json(case_to_json(record.case))).hexdigest()
         body = RetentionPurgeLeaf(
@@ -152,6 +177,7 @@ class RetentionPurge:
         after = self._cases.update(case_id, change, [leaf])
         if after is None or after.version == record.version:
             return False
+        self._cases.mark_purged(case_id)  # a crash before: the next run notes it
         self._forget(case_id)
         _log.info("case %s purged after %d years (%d packets, %d attachments)",
                   case_id, years, packets, blobs)  # fmt: skip

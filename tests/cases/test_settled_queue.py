@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import sqlite3
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -290,4 +291,66 @@ def test_the_overdue_list_and_the_sla_gauge_judge_the_cases_in_progress(
     monkeypatch.setattr(store, "get", counted)
     desk.overdue(NOW)
     assert sorted(read) == listed  # the late concluded case is not even read
+    store.close()
+
+
+def test_the_retention_purge_reads_only_the_cases_due(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daily purge gives the cases written since its last run their due time from
+    their rows, then reads the cases due and those alone: none while every case is kept,
+    each due one once, none of those purged before; a step after the purge brings its
+    content due in its turn."""
+    from types import SimpleNamespace
+
+    from relay.core.sqlite_store import SqliteStore
+    from relay.integration.retention import RetentionPurge
+
+    SqliteStore(tmp_path).close()  # the relay's tables the purge empties packets in
+    store = SqliteCaseStore(tmp_path / "relay.sqlite3")
+    for k in range(6):
+        _write(store, f"WC-KEEP-{k}", "concluded", R, "food-business-licence")
+    for k in range(4):
+        _write(store, f"WC-OPEN-{k}", "submitted", R, "food-business-licence")
+    now = [NOW]
+    purge = RetentionPurge(
+        node_id=RECEIVING, cases=store, relay_dir=tmp_path, clock=lambda: now[0],
+        terms=lambda *args: SimpleNamespace(retention_years=2, agreement_id="bench"),
+        forget_applicant=lambda case_id: None,
+    )  # fmt: skip
+    read: list[str] = []
+    get = store.get
+
+    def counted(case_id: str, **kwargs: Any) -> Any:
+        read.append(case_id)
+        return get(case_id, **kwargs)
+
+    decoded = []
+    decode = Event.from_content
+
+    def counted_decode(obj: object) -> Event:
+        decoded.append(1)
+        return decode(obj)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "get", counted)
+    monkeypatch.setattr(Event, "from_content", staticmethod(counted_decode))
+    assert purge.run() == []
+    assert read == decoded == []  # every case kept: none read
+    now[0] = later(60 * DAY).replace(year=later(60 * DAY).year + 2) + timedelta(days=1)
+    assert sorted(purge.run()) == [f"WC-KEEP-{k}" for k in range(6)]
+    assert sorted(read) == [f"WC-KEEP-{k}" for k in range(6)]
+    read.clear()
+    decoded.clear()
+    assert purge.run() == []
+    assert read == decoded == []  # purged before: not read again
+
+    def complain(old: CaseRecord | None) -> CaseRecord:
+        assert old is not None
+        new, _ = transition(old.case, Command(K.COMPLAIN, {"text": "证照丢了"}), now[0])
+        return replace(old, case=new, version=old.version + 1)
+
+    store.update("WC-KEEP-0", complain)
+    decoded.clear()
+    assert purge.run() == []
+    assert read == decoded == []  # its new step is kept two years more
     store.close()

@@ -131,6 +131,7 @@ def folded_whole(case: Case | None) -> None:
         view = case.view
         assert view.open_count == len(view.open_complaints)
         assert view.oldest_open == min((c.at for c in view.open_complaints), default=None)
+        assert view.last_at == max((e.at for e in case.events), default=None)
         named = [
             (e.origin, e.details["staff"])
             for e, applied in ((t.event, t.applied) for t in view.timeline)
