@@ -28,6 +28,8 @@ Calendar file (``tongban-calendar/1``)::
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -70,6 +72,17 @@ class WorkingCalendar:
     holidays: frozenset[date]
     adjusted_working_days: frozenset[date]
     compute_missing: bool = False  # answer for uncovered years from the computed rules
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """A digest of what the calendar counts (years, weekend, holidays, adjusted
+        working days, whether it computes the years it lacks): equal for equal calendars,
+        so what was computed with one is known to hold for the other."""
+        text = repr((
+            sorted(self.years), sorted(self.weekend), sorted(self.holidays),
+            sorted(self.adjusted_working_days), self.compute_missing,
+        ))  # fmt: skip
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def __post_init__(self) -> None:
         clash = self.holidays & self.adjusted_working_days

@@ -267,16 +267,19 @@ class CaseDesk:
         mine: str = "",
         overdue: bool = False,
         state: str = "",
-        limit: int | None = None,
+        room: Callable[[int, str], int | None] | None = None,
     ) -> SettledQueue:
         """What a work queue shows of the settled cases (:attr:`QueueEntry.settled`):
-        their counts per state under these filters and the first ``limit`` rows of
-        ``state``, ordered by their clocks on the working calendar (the ranks of cases
-        settled since the last queue are stored first)."""
+        their counts per state under these filters and the first rows of ``state``
+        (see :meth:`~relay.cases.sqlite_store.SqliteCaseStore.settled_queue`), ordered
+        by their clocks on the working calendar: the ranks of cases settled since the
+        last queue are stored first, and all of them again when the calendar changed."""
         calendar, now = self.calendar, self.now()
-        self._store.rank_settled(lambda facts: _rank(facts.case_clock(calendar, now)))
+        self._store.rank_settled(
+            lambda facts: queue_rank(facts.case_clock(calendar, now)), calendar.fingerprint
+        )
         return self._store.settled_queue(
-            matter=matter, partner=partner, mine=mine, overdue=overdue, state=state, limit=limit
+            matter=matter, partner=partner, mine=mine, overdue=overdue, state=state, room=room
         )
 
     def licence(self, number: str) -> tuple[str, str] | None:
@@ -639,9 +642,3 @@ class SyncingCore:
         self._desk.received(batch)  # before any await: the queue keeps commit order
         await self._desk.apply_received()
         return batch
-
-
-def _rank(clock: SlaReport) -> int | None:
-    """A settled case's queue rank, or None while its clock cannot be read (an unknown
-    clock: the calendar does not cover its days yet; ranked once it does)."""
-    return None if clock.state is ClockState.UNKNOWN else queue_rank(clock)

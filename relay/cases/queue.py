@@ -27,12 +27,12 @@ from relay.cases.sla import ClockFacts, ClockState, Colour, SlaReport
 from relay.cases.workflow import Case
 
 __all__ = [
-    "SETTLED_BEFORE",
+    "CLOCK_RANK",
+    "COLOUR_RANK",
     "SETTLED_STATES",
     "QueueEntry",
     "QueueFacts",
     "SettledQueue",
-    "is_green",
     "queue_rank",
     "turn_of",
 ]
@@ -48,23 +48,13 @@ CLOCK_RANK = {
     ClockState.PAUSED: 2,
     ClockState.STOPPED: 3,
 }
-_COLOURS = len(COLOUR_RANK)
-
-
-SETTLED_BEFORE = CLOCK_RANK[ClockState.NOT_STARTED] * len(COLOUR_RANK)
-"""No settled case ranks before this (:func:`queue_rank`): its clock is stopped or
-never started; every running clock ranks before it."""
 
 
 def queue_rank(clock: SlaReport) -> int:
     """Where a clock puts its case in the queue before the deadline (running clocks
-    first, then red before grey before yellow before green), as one number."""
-    return CLOCK_RANK[clock.state] * _COLOURS + COLOUR_RANK[clock.colour]
-
-
-def is_green(rank: int) -> bool:
-    """Whether the clock of :func:`queue_rank` ``rank`` is green."""
-    return rank % _COLOURS == COLOUR_RANK[Colour.GREEN]
+    first, then red before grey before yellow before green), as one number: its
+    remainder by ``len(COLOUR_RANK)`` is the colour's rank."""
+    return CLOCK_RANK[clock.state] * len(COLOUR_RANK) + COLOUR_RANK[clock.colour]
 
 
 # Which office acts next in a state (None: nobody; the case is closed).
@@ -179,8 +169,8 @@ class QueueEntry:
 class SettledQueue:
     """The settled cases a work queue shows (:attr:`QueueEntry.settled`), as the store
     gives them from its index: how many of them the filters keep in each state, and the
-    first ``limit`` of them (by :func:`queue_rank`, then case id) in the state asked for
-    (every state when none was)."""
+    first of them (by :func:`queue_rank`, then case id) in the state asked for (every
+    state when none was), as many as the page has room for."""
 
     counts: Mapping[str, int]
     entries: tuple[QueueEntry, ...]

@@ -169,7 +169,9 @@ CREATE INDEX IF NOT EXISTS cases_licence_index ON cases (licence_issuer, licence
 # the queue's filters as columns (matter, the other office, the people through whom our
 # office acted, each name between two \x1f) and, for a settled case, its place in the
 # queue (relay.cases.queue.queue_rank: computed with the working calendar by the first
-# queue that reads it, NULL again at each write); a queue reads the rows of the cases
+# queue that reads it, NULL again at each write; all computed again when the calendar
+# changes: queue_ranks holds the fingerprint of the one they were computed with); a
+# queue reads the rows of the cases
 # in progress and counts the settled ones through partial indexes; rows from before
 # (and rows a worker of the release before writes) have no matter and are in progress
 # until marked: at open, found through an index of those alone
@@ -184,6 +186,7 @@ CREATE INDEX IF NOT EXISTS cases_settled_state ON cases (state, queue_rank, case
     WHERE settled = 1;
 CREATE INDEX IF NOT EXISTS cases_settled_rank ON cases (queue_rank, case_id) WHERE settled = 1;
 CREATE INDEX IF NOT EXISTS cases_unmarked ON cases (case_id) WHERE matter IS NULL;
+CREATE TABLE IF NOT EXISTS queue_ranks (calendar TEXT NOT NULL);
 """
 
 # step 7: when each case's latest event happened (CaseView.last_at) and when its content
@@ -669,10 +672,21 @@ class SqliteCaseStore:
         ).fetchall()
         return [entry for row in rows if (entry := self._entry(row)) is not None]
 
-    def rank_settled(self, rank_of: Callable[[ClockFacts], int | None]) -> int:
-        """Store the queue rank (:func:`relay.cases.queue.queue_rank`, from ``rank_of``;
-        None leaves it to the next time) of the settled cases written since the last
-        time; how many. A case written meanwhile keeps its row (its stamp changed)."""
+    def rank_settled(self, rank_of: Callable[[ClockFacts], int], calendar: str) -> int:
+        """Store the queue rank (:func:`relay.cases.queue.queue_rank`, from ``rank_of``)
+        of the settled cases written since the last time; how many. When ``calendar``
+        (the working calendar's fingerprint) is not the one the stored ranks were
+        computed with, every settled case is ranked again (once per calendar change).
+        A case written meanwhile keeps its row (its stamp changed)."""
+        row = self._conn.execute("SELECT calendar FROM queue_ranks").fetchone()
+        if row is None or row[0] != calendar:
+            with self._tx() as conn:
+                conn.execute(
+                    "UPDATE cases SET queue_rank = NULL WHERE settled = 1"
+                    " AND queue_rank IS NOT NULL"
+                )
+                conn.execute("DELETE FROM queue_ranks")
+                conn.execute("INSERT INTO queue_ranks (calendar) VALUES (?)", (calendar,))
         ranked, after = 0, ""
         while rows := self._conn.execute(
             "SELECT case_id, stamp, clock FROM cases WHERE settled = 1 AND queue_rank IS NULL"
@@ -681,10 +695,9 @@ class SqliteCaseStore:
         ).fetchall():
             after = str(rows[-1][0])
             ranks = [
-                (rank, case_id, stamp)
+                (rank_of(ClockFacts.from_json(json.loads(clock))), case_id, stamp)
                 for case_id, stamp, clock in rows
                 if clock is not None
-                and (rank := rank_of(ClockFacts.from_json(json.loads(clock)))) is not None
             ]
             if ranks:
                 with self._tx() as conn:
@@ -704,14 +717,15 @@ class SqliteCaseStore:
         mine: str = "",
         overdue: bool = False,
         state: str = "",
-        limit: int | None = None,
+        room: Callable[[int, str], int | None] | None = None,
     ) -> SettledQueue:
         """The settled cases a work queue shows: how many in each state have this
         ``matter``, this ``partner``, an act of ours through ``mine`` and (``overdue``)
-        a clock that is not green (an empty filter keeps every case), and the first
-        ``limit`` of them in ``state`` (every state when empty) by queue rank, then case
-        id. Counted on the partial indexes of the settled cases (no row decoded); only
-        the rows shown are read."""
+        a clock that is not green (an empty filter keeps every case), and the first of
+        them in ``state`` (every state when empty) by queue rank, then case id: as many
+        as ``room(rank, case id of the first)`` says (None: all; no ``room``: none).
+        Counted on the partial indexes of the settled cases (no row decoded); only the
+        rows shown are read."""
         where, args = ["settled = 1"], list[str | int]()
         if matter:
             where.append("matter = ?")
@@ -723,7 +737,7 @@ class SqliteCaseStore:
             where.append("staff LIKE ? ESCAPE '!'")
             escaped = mine.replace("!", "!!").replace("%", "!%").replace("_", "!_")
             args.append(f"%{_STAFF_SEPARATOR}{escaped}{_STAFF_SEPARATOR}%")
-        if overdue:  # not green (queue_rank % 4 != 3); a rank not yet stored counts too
+        if overdue:  # not green; a rank not stored yet (written meanwhile) counts too
             where.append(f"(queue_rank IS NULL OR queue_rank % {len(COLOUR_RANK)} != ?)")
             args.append(COLOUR_RANK[Colour.GREEN])
         condition = " AND ".join(where)
@@ -737,10 +751,21 @@ class SqliteCaseStore:
         if state:
             condition += " AND state = ?"
             args.append(state)
-        page = "" if limit is None else f" LIMIT {int(limit)}"
+        if room is None:
+            return SettledQueue(counts, ())
+        ordered = f"FROM cases WHERE {condition} ORDER BY queue_rank, case_id"
+        first = self._conn.execute(
+            f"SELECT queue_rank, case_id {ordered} LIMIT 1",
+            args,
+        ).fetchone()
+        if first is None:
+            return SettledQueue(counts, ())
+        rows_left = room(int(first[0] or 0), str(first[1]))
+        if rows_left == 0:
+            return SettledQueue(counts, ())
+        page = "" if rows_left is None else f" LIMIT {int(rows_left)}"
         rows = self._conn.execute(
-            f"SELECT {self._QUEUE_COLUMNS} FROM cases WHERE {condition}"  # noqa: S608
-            f" ORDER BY queue_rank, case_id{page}",
+            f"SELECT {self._QUEUE_COLUMNS} {ordered}{page}",
             args,
         ).fetchall()
         entries = tuple(entry for row in rows if (entry := self._entry(row)) is not None)

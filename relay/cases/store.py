@@ -80,8 +80,10 @@ class CaseStore(Protocol):
         reading its events; without the settled ones unless ``settled``."""
         ...
 
-    def rank_settled(self, rank_of: Callable[[ClockFacts], int | None]) -> int:
-        """Store the queue rank of the settled cases written since the last time."""
+    def rank_settled(self, rank_of: Callable[[ClockFacts], int], calendar: str) -> int:
+        """Store the queue rank of the settled cases written since the last time (of
+        every settled case when ``calendar``, the working calendar's fingerprint, is not
+        the one the ranks were stored with)."""
         ...
 
     def settled_queue(
@@ -92,10 +94,10 @@ class CaseStore(Protocol):
         mine: str = "",
         overdue: bool = False,
         state: str = "",
-        limit: int | None = None,
+        room: Callable[[int, str], int | None] | None = None,
     ) -> SettledQueue:
-        """The settled cases' counts per state under these filters and the first
-        ``limit`` of ``state`` by queue rank, without reading the others."""
+        """The settled cases' counts per state under these filters and the first of
+        ``state`` by queue rank (as many as ``room`` says), without reading the others."""
         ...
 
     def clocks(self, *, settled: bool = True) -> list[tuple[str, ClockFacts]]:

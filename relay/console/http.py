@@ -171,12 +171,12 @@ class Console:
             # the cases in progress are read and judged one by one; the settled ones
             # (most of a node's cases after a few years) are counted on their index,
             # and only those the page can show are read
-            def settled(rows: int | None) -> SettledQueue:
+            def settled(room: Callable[[int, str], int | None]) -> SettledQueue:
                 if keep.turn:  # a settled case waits for nobody
                     return SettledQueue({}, ())
                 return desk.settled_queue(
                     matter=keep.matter, partner=keep.partner, mine=keep.mine,
-                    overdue=keep.overdue, state=state, limit=rows,
+                    overdue=keep.overdue, state=state, room=room,
                 )  # fmt: skip
 
             body = queue_view(

@@ -27,7 +27,7 @@ from typing import Any
 from agreements.actions import Action
 from agreements.model import Material
 from relay.cases.model import CaseHeader, CaseState, EventKind, Office, thaw
-from relay.cases.queue import SETTLED_BEFORE, QueueEntry, SettledQueue, queue_rank, turn_of
+from relay.cases.queue import QueueEntry, SettledQueue, queue_rank, turn_of
 from relay.cases.sla import Colour, SlaReport
 from relay.cases.workflow import Case, action_for
 from relay.core.model import OutboxItem, OutboxState
@@ -106,7 +106,7 @@ def queue_view(
     keep: QueueFilter,
     state: str = "",
     limit: int | None = None,
-    settled: Callable[[int | None], SettledQueue] | None = None,
+    settled: Callable[[Callable[[int, str], int | None]], SettledQueue] | None = None,
 ) -> dict[str, Any]:
     """The work queue: ``{"counts": {state: n}, "total": n, "shown": n, "cases": [...]}``.
 
@@ -116,11 +116,11 @@ def queue_view(
     at most ``limit`` of them; ``shown`` is how many rows the state holds in all.
 
     ``entries`` are every case, or, with ``settled``, the cases not settled: the
-    settled ones the filter keeps are then what ``settled(n)`` gives, their counts and
-    their first ``n`` rows (the store filtered and ordered them; a settled case's clock
-    is stopped or never started, so it sorts after every running one, by its rank
-    alone); ``n`` leaves out the rows the running clocks take on the page already
-    (None: no limit)."""
+    settled ones the filter keeps are then what ``settled(room)`` gives, their counts
+    and their first rows (the store filtered and ordered them by rank and id: a settled
+    case's clock has no deadline). ``room(rank, case_id)`` says how many of them the
+    page can show when the first of them has that rank and id: ``limit`` less the rows
+    in progress that sort before it (None: no limit)."""
     keys: list[tuple[tuple[int, date, str], QueueEntry, SlaReport]] = []
     counts = dict.fromkeys((s.value for s in CaseState), 0)
     total = 0
@@ -135,8 +135,14 @@ def queue_view(
         keys.append((_deadline_key(entry.case_id, clock), entry, clock))
     shown = len(keys)
     if settled is not None:
-        ahead = sum(key[0] < SETTLED_BEFORE for key, _, _ in keys)
-        found = settled(None if limit is None else max(limit - ahead, 0))
+
+        def room(rank: int, case_id: str) -> int | None:
+            if limit is None:
+                return None
+            first = (rank, date.max, case_id)
+            return max(limit - sum(key < first for key, _, _ in keys), 0)
+
+        found = settled(room)
         for name, n in found.counts.items():
             counts[name] += n
             total += n

@@ -22,7 +22,7 @@ import pytest
 from casekit import HANDLING, RECEIVING, T0, details_for, later
 from dbkit import Database
 
-from agreements.calendar import default_calendar
+from agreements.calendar import WorkingCalendar, default_calendar
 from agreements.catalog import default_catalog
 from relay.cases.desk import CaseDesk
 from relay.cases.model import CaseHeader, Event, EventKind, Office
@@ -353,4 +353,66 @@ def test_the_retention_purge_reads_only_the_cases_due(
     decoded.clear()
     assert purge.run() == []
     assert read == decoded == []  # its new step is kept two years more
+    store.close()
+
+
+def _calendar(*years: int) -> WorkingCalendar:
+    return WorkingCalendar(
+        name="test", source="test", years=frozenset(years), weekend=frozenset({6, 7}),
+        holidays=frozenset(), adjusted_working_days=frozenset(),
+    )  # fmt: skip
+
+
+def test_a_settled_case_whose_clock_is_unknown_sorts_before_running_ones(
+    database: Database,
+) -> None:
+    """A case concluded in a year the calendar does not cover has an unknown (grey)
+    clock, which ranks before a running green one: the page has room for it although
+    the cases in progress fill the page."""
+    store = SqliteCaseStore(database.connect())
+    _write(store, "WC-RUNNING", "submitted", R, "food-business-licence")
+    old = CaseHeader("WC-2024", "food-business-licence", "proxy_receipt", RECEIVING, HANDLING,
+                     20, False)  # fmt: skip
+    fresh = Case(old, R)
+    year_before = T0.replace(year=2024)
+    case, _ = transition(fresh, Command(K.SUBMIT, details_for(K.SUBMIT, fresh)), year_before)
+    for n, step in enumerate(_STORIES["withdrawn"]):
+        assert isinstance(step, Command)
+        case, _ = transition(case, step, year_before + timedelta(days=1 + n))
+    store.create(CaseRecord(case, None, year_before, 1))
+    desk = CaseDesk(
+        node_id=RECEIVING, relay=None, store=store, terms=None,  # type: ignore[arg-type]
+        calendar=_calendar(2026, 2027), signer=None, bundle=None,  # type: ignore[arg-type]
+        clock=lambda: later(DAY), office_names={},
+    )  # fmt: skip
+    console = _console(desk)
+    page = console.queue(QueueFilter(), "", 1)
+    [row] = page["cases"]
+    assert (row["case"], row["clock"]["colour"]) == ("WC-2024", "grey")
+    calendar = desk.calendar
+    whole = queue_view(
+        store.queue_entries(),
+        clock_of=lambda entry: entry.clock.case_clock(calendar, later(DAY)),
+        names=console.names, keep=QueueFilter(), limit=1,
+    )  # fmt: skip
+    assert page == whole
+    store.close()
+
+
+def test_the_settled_cases_are_ranked_again_when_the_calendar_changes(
+    database: Database,
+) -> None:
+    store = SqliteCaseStore(database.connect())
+    for k in range(3):
+        _write(store, f"WC-RANK-{k}", "concluded", R, "food-business-licence")
+    ranked: list[int] = []
+
+    def rank_of(facts: Any) -> int:
+        ranked.append(1)
+        return 15
+
+    assert store.rank_settled(rank_of, _calendar(2026).fingerprint) == 3
+    assert store.rank_settled(rank_of, _calendar(2026).fingerprint) == 0  # the same calendar
+    assert store.rank_settled(rank_of, _calendar(2026, 2027).fingerprint) == 3
+    assert len(ranked) == 6
     store.close()
