@@ -86,7 +86,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class OutboxSettings:
-    batch_size: int = 50
+    batch_size: int = 100
     base_backoff: float = 1.0
     max_backoff: float = 300.0
     lease: float = 120.0  # PostgreSQL: how long a worker's claim on a case lasts unrenewed
