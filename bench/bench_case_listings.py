@@ -198,6 +198,20 @@ def _queue_with_settled(path: Path, settled: int) -> tuple[float, float]:
     return console_seconds, whole_seconds
 
 
+def _rows(
+    ways: dict[str, float], first: dict[str, float], size: dict[str, int], unit: str, note: str
+) -> list[dict[str, object]]:
+    """One row per way: its milliseconds and its ratio to the way's first size."""
+    out: list[dict[str, object]] = []
+    for way, seconds in ways.items():
+        first.setdefault(way, seconds)
+        out.append(
+            {"way": way, **size, unit: seconds * 1000, "vs first": seconds / first[way],
+             "note": note}
+        )  # fmt: skip
+    return out
+
+
 def run() -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     first: dict[str, float] = {}
@@ -213,17 +227,8 @@ def run() -> list[dict[str, object]]:
                 "work queue from whole copies": whole_queue,
                 "work queue from queue entries": entry_queue,
             }
-            for way, seconds in ways.items():
-                first.setdefault(way, seconds)
-                rows.append(
-                    {
-                        "way": way,
-                        "events per case": events,
-                        "ms per case": seconds * 1000,
-                        "vs first": seconds / first[way],
-                        "note": f"{N_CASES} cases judged",
-                    }
-                )
+            rows += _rows(ways, first, {"events per case": events}, "ms per case",
+                          f"{N_CASES} cases judged")  # fmt: skip
         for settled in SETTLED:
             path = Path(tmp) / f"settled-{settled}.sqlite3"
             console_seconds, whole_seconds = _queue_with_settled(path, settled)
@@ -231,16 +236,7 @@ def run() -> list[dict[str, object]]:
                 "work queue, settled cases counted on their index": console_seconds,
                 "work queue, every case judged": whole_seconds,
             }
-            for way, seconds in ways.items():
-                first.setdefault(way, seconds)
-                rows.append(
-                    {
-                        "way": way,
-                        "settled cases": settled,
-                        "ms per queue": seconds * 1000,
-                        "vs first": seconds / first[way],
-                        "note": f"{N_ACTIVE} cases in progress, {settled} concluded",
-                    }
-                )
+            rows += _rows(ways, first, {"settled cases": settled}, "ms per queue",
+                          f"{N_ACTIVE} cases in progress, {settled} concluded")  # fmt: skip
     rows.sort(key=lambda r: (str(r["way"]), int(str(r.get("events per case", 0)))))
     return rows
