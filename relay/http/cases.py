@@ -6,7 +6,8 @@ Routes (bearer token; writing needs the ``clerk`` role)::
                                              {matter, handling, mode?, case_id?,
                                              materials?, submit?} → 201 with the
                                              access code (shown once) and tracking link
-    GET  /staff/v1/cases[?overdue=1]         our cases; overdue=1: yellow, red, grey only
+    GET  /staff/v1/cases[?overdue=1]         our cases; overdue=1: cases in progress with a
+                                             yellow, red or grey clock only
     GET  /staff/v1/cases/{case}              one case: timeline with internal fields,
                                              clock, complaints, incoming packet outcomes
     POST /staff/v1/cases/{case}/events       take a step: {event, details?}
