@@ -167,14 +167,14 @@ CREATE INDEX IF NOT EXISTS cases_licence_index ON cases (licence_issuer, licence
 
 # step 6: whether a case is settled (relay.cases.queue.QueueEntry.settled: 1, else 0),
 # the queue's filters as columns (matter, the other office, the people through whom our
-# office acted, each name between two \x1f) and, for a settled case, its place in the
-# queue (relay.cases.queue.queue_rank: computed with the working calendar by the first
-# queue that reads it, NULL again at each write; all computed again when the calendar
-# changes: queue_ranks holds the fingerprint of the one they were computed with); a
-# queue reads the rows of the cases
-# in progress and counts the settled ones through partial indexes; rows from before
-# (and rows a worker of the release before writes) have no matter and are in progress
-# until marked: at open, found through an index of those alone
+# office acted, each name between two \x1f, found with instr/strpos) and, for a settled
+# case, its place in the queue (relay.cases.queue.queue_rank: computed with the working
+# calendar by the first queue that reads it, NULL again at each write; all computed
+# again when the calendar changes: queue_ranks holds the fingerprint of the one they
+# were computed with); a queue reads the rows of the cases in progress and counts the
+# settled ones through partial indexes; rows from before (and rows a worker of the
+# release before writes) have no matter and are in progress until marked: at open,
+# found through an index of those alone
 _SETTLED = """
 ALTER TABLE cases ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE cases ADD COLUMN matter TEXT;
@@ -733,10 +733,14 @@ class SqliteCaseStore:
         if partner:
             where.append("partner = ?")
             args.append(partner)
-        if mine:
-            where.append("staff LIKE ? ESCAPE '!'")
-            escaped = mine.replace("!", "!!").replace("%", "!%").replace("_", "!_")
-            args.append(f"%{_STAFF_SEPARATOR}{escaped}{_STAFF_SEPARATOR}%")
+        if mine:  # the name whole, as written (LIKE would ignore ASCII case on SQLite)
+            find = (
+                "instr(staff, ?)"
+                if isinstance(self._conn, sqlite3.Connection)
+                else ("strpos(staff, ?)")
+            )
+            where.append(f"{find} > 0")
+            args.append(f"{_STAFF_SEPARATOR}{mine}{_STAFF_SEPARATOR}")
         if overdue:  # not green; a rank not stored yet (written meanwhile) counts too
             where.append(f"(queue_rank IS NULL OR queue_rank % {len(COLOUR_RANK)} != ?)")
             args.append(COLOUR_RANK[Colour.GREEN])

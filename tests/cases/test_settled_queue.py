@@ -58,6 +58,7 @@ _STORIES: dict[str, list[Event | Command]] = {
         Command(K.CONCLUDE, {"staff": "100%_李"}),
     ],
     "withdrawn": [Command(K.WITHDRAW, {"staff": "王办结"})],
+    "withdrawn-by-clerk": [Command(K.WITHDRAW, {"staff": "clerk-9"})],
     "complained": [  # concluded, but a complaint is open: not settled
         Event(K.ACCEPT, H, 1, 1, later(DAY), {}),
         Event(K.DECIDE, H, 2, 1, later(2 * DAY), {"decision": "deny", "reason": "不符合"}),
@@ -138,6 +139,8 @@ FILTERS = [
     QueueFilter(mine="王办结"),
     QueueFilter(mine="100%_李"),
     QueueFilter(mine="%"),  # a wildcard in a name matches nothing but that name
+    QueueFilter(mine="CLERK-9"),  # nor does another case of the same letters
+    QueueFilter(mine="clerk-9"),
     QueueFilter(turn=True),
     QueueFilter(overdue=True),
     QueueFilter(matter="food-business-licence", overdue=True),
