@@ -27,6 +27,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from remote_survey.errors import SurveyError
+from signing.keyfile import create_whole
 
 __all__ = [
     "MAGIC",
@@ -48,17 +49,14 @@ class VaultError(SurveyError):
 
 
 def load_or_create_media_key(path: Path) -> bytes:
-    """The 32-byte media key at ``path``, created (0600, exclusive) when missing."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read_media_key(path)
-    key = secrets.token_bytes(32)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(key.hex() + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    return key
+    """The 32-byte media key at ``path``, created (0600) when missing, whole or not at
+    all: several workers of a node start at once, and one must never read the file
+    another is still writing (:func:`signing.keyfile.create_whole`)."""
+    if not path.exists():
+        key = secrets.token_bytes(32)
+        if create_whole(path, (key.hex() + "\n").encode("ascii")):
+            return key
+    return _read_media_key(path)
 
 
 def _read_media_key(path: Path) -> bytes:

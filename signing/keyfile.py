@@ -1,4 +1,5 @@
-"""Node-local Ed25519 key files (staff-token key, survey join-link key).
+"""Node-local key files (staff-token key, survey join-link key; :func:`create_whole`
+for the survey media key too).
 
 A key file is PKCS#8 PEM, created with mode 0600 (parents 0700) when missing, whole or
 not at all (several workers of a node may create it at once); an existing file
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from signing.errors import SigningError
 
-__all__ = ["KeyFileError", "load_or_create_ed25519_key"]
+__all__ = ["KeyFileError", "create_whole", "load_or_create_ed25519_key"]
 
 
 class KeyFileError(SigningError):
@@ -26,30 +27,36 @@ class KeyFileError(SigningError):
 
 
 def _create(path: Path) -> Ed25519PrivateKey | None:
-    """Write a fresh key to ``path``; None when another process created it first.
-
-    The key is written and synced under a name of its own, then linked to ``path`` (an
-    atomic step that never replaces a file): a process starting at the same moment
-    sees either no file or a whole one, and a crash leaves no empty key file."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Write a fresh key to ``path``; None when another process created it first."""
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+    return key if create_whole(path, pem) else None
+
+
+def create_whole(path: Path, data: bytes) -> bool:
+    """Create ``path`` (mode 0600, parents 0700) holding ``data``, unless it exists;
+    whether this call created it.
+
+    The data is written and synced under a name of its own, then linked to ``path`` (an
+    atomic step that never replaces a file): a process starting at the same moment
+    sees either no file or a whole one, and a crash leaves no empty key file."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
     try:  # mkstemp makes the file 0600
         with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         try:
             os.link(tmp, path)
         except FileExistsError:
-            return None  # created concurrently: load that one
+            return False  # created concurrently: the caller reads that one
         _sync_directory(path.parent)
-        return key
+        return True
     finally:
         os.unlink(tmp)
 

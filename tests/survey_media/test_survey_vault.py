@@ -129,3 +129,40 @@ def test_a_survey_with_a_vault_keeps_no_plain_media_and_its_report_verifies_with
     capsys.readouterr()
     assert cli_main([*args, "--media-key", str(key_file)]) == 1
     assert f"error[media-digest-mismatch]: {segment.name} was altered" in capsys.readouterr().err
+
+
+def test_a_worker_never_reads_the_media_key_another_is_still_creating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers of a node start at once: the first is held while it makes its key,
+    the second starts meanwhile. The second sees no key file or a whole one (never an
+    empty one: 'does not hold a 32-byte key' stopped a worker in CI), and both end with
+    the same key."""
+    import secrets
+    import threading
+
+    path = tmp_path / "survey-media.key"
+    holding, go = threading.Event(), threading.Event()
+    real = secrets.token_bytes
+
+    def held_first(n: int) -> bytes:
+        if threading.current_thread().name == "first":
+            holding.set()
+            assert go.wait(10)
+        return real(n)
+
+    monkeypatch.setattr(secrets, "token_bytes", held_first)
+    keys: dict[str, bytes] = {}
+    first = threading.Thread(
+        target=lambda: keys.__setitem__("first", load_or_create_media_key(path)), name="first"
+    )
+    first.start()
+    try:
+        assert holding.wait(10)
+        keys["second"] = load_or_create_media_key(path)  # while the first is held
+    finally:
+        go.set()
+        first.join(10)
+    assert keys["first"] == keys["second"]
+    assert len(keys["first"]) == 32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["survey-media.key"]
