@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -136,23 +138,32 @@ class LicenceStatus:
             os.replace(staged, path)  # a failure rolls the leaf back
             return {**answer, "changed": True, "log_index": index}
 
-        return self._store.holding([f"status-list:{purpose.value}"], locked)
+        # both lists: publishing one may publish the other empty (the licence names both)
+        return self._store.holding([_held(p) for p in StatusPurpose], locked)
 
     def renew_due(self) -> list[StatusPurpose]:
         """Re-sign every published list of this node with less than ``RENEW_BEFORE``
-        of validity left (or already expired); the purposes renewed."""
+        of validity left (or already expired); the purposes renewed. Each list is held
+        while it is read and put back, as a change of a bit holds it: a bit another
+        worker sets meanwhile is never undone by a renewal of the list read before."""
         now = self._clock()
-        renewed: list[StatusPurpose] = []
-        for purpose in StatusPurpose:
+
+        def renew(purpose: StatusPurpose) -> bool:
             path = self.status_dir / f"{purpose.value}.jwt"
             if not path.exists():
-                continue
+                return False
             current = parse_status_list(path.read_text("ascii").strip())
             if current.valid_until - now > RENEW_BEFORE:
-                continue
+                return False
             signed = self._sign(current.url, current.status_list, now)
             os.replace(self._stage(path, signed), path)
-            renewed.append(purpose)
+            return True
+
+        renewed = []
+        for purpose in StatusPurpose:
+            held = functools.partial(_ignoring_log, functools.partial(renew, purpose))
+            if self._store.holding([_held(purpose)], held):
+                renewed.append(purpose)
         return renewed
 
     def _sign(self, url: str, lst: StatusList, now: datetime) -> str:
@@ -164,12 +175,25 @@ class LicenceStatus:
 
     @staticmethod
     def _stage(path: Path, token: str) -> Path:
-        staged = path.with_suffix(".jwt.tmp")
-        with staged.open("wb") as fh:
+        """``token`` written and synced under a name of this call's own, beside
+        ``path``, for :func:`os.replace`."""
+        fd, staged = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
             fh.write(token.encode("ascii") + b"\n")
             fh.flush()
             os.fsync(fh.fileno())
-        return staged
+        os.chmod(staged, 0o644)  # a published list: readable by the public listener
+        return Path(staged)
+
+
+def _ignoring_log(work: Callable[[], bool], append: Callable[[bytes], int]) -> bool:
+    """``work`` run in :meth:`SqliteCaseStore.holding`, which logs nothing."""
+    return work()
+
+
+def _held(purpose: StatusPurpose) -> str:
+    """The name a worker holds a status list by (:meth:`SqliteCaseStore.holding`)."""
+    return f"status-list:{purpose.value}"
 
 
 async def renew_status_lists_hourly(status: LicenceStatus, stop: asyncio.Event) -> None:

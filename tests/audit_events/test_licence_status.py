@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -205,3 +206,71 @@ async def test_two_workers_revoking_at_once_lose_no_bit(offices: Offices, tmp_pa
     assert [published.get(n) for n in range(1, 7)] == [True] * 6
     events = [decode_leaf(log.leaf(i)).body for i in range(before, log.size())]
     assert sorted(getattr(b, "status_index", None) for b in events) == [1, 2, 3, 4, 5, 6]
+
+
+async def test_a_renewal_beside_a_change_of_a_bit_loses_no_bit(
+    offices: Offices, tmp_path: Path
+) -> None:
+    """One worker re-signs the revocation list (held while it signs) as another
+    revokes a licence of that list: the published list keeps the revocation, however
+    the two meet (a renewal used to put back the list it had read before the bit)."""
+    h, clock = offices.h, offices.clock
+    numbers = ["XK-320982-0031", "XK-320982-0032"]
+    for n, number in enumerate(numbers, start=31):
+        await _issue(offices, number, n)
+    found = {n: h.desk.licence(n) for n in numbers}
+
+    class Cases:
+        def licence(self, number: str) -> tuple[str, str] | None:
+            return found[number]
+
+    renewing, changing = (
+        LicenceStatus(
+            node_id=HANDLING,
+            desk=cast(CaseDesk, Cases()),
+            store=SqliteCaseStore(tmp_path / HANDLING / "relay.sqlite3"),
+            signer=offices.pki.keys[HANDLING].seal,
+            status_dir=h.verifier.status_dir,
+            clock=clock,
+        )
+        for _ in range(2)
+    )
+    changing.change(numbers[0], StatusPurpose.REVOCATION, True)  # the lists exist
+    clock.advance(days=LIST_VALID_DAYS - 1)  # both due for renewal
+    signing, go = threading.Event(), threading.Event()
+    sign = renewing._sign
+
+    def held_sign(*args: Any) -> str:
+        signing.set()
+        assert go.wait(10)
+        return sign(*args)
+
+    renewing._sign = held_sign  # type: ignore[method-assign]
+    errors: list[BaseException] = []
+
+    def run(work: Callable[[], object]) -> None:
+        try:
+            work()
+        except BaseException as exc:
+            errors.append(exc)
+
+    renewal = threading.Thread(target=run, args=(renewing.renew_due,))
+    renewal.start()
+    try:
+        assert signing.wait(10)
+        change = threading.Thread(
+            target=run,
+            args=(lambda: changing.change(numbers[1], StatusPurpose.REVOCATION, True),),
+        )
+        change.start()
+        change.join(0.5)  # it waits for the list, or (before) went ahead
+    finally:
+        go.set()
+        renewal.join(30)
+    change.join(30)
+    assert not errors
+    path = h.verifier.status_dir / "revocation.jwt"
+    published = parse_status_list(path.read_text("ascii").strip())
+    assert [published.status_list.get(n) for n in (31, 32)] == [True, True]
+    assert published.valid_until > clock() + RENEW_BEFORE
+    assert sorted(p.name for p in path.parent.iterdir()) == ["revocation.jwt", "suspension.jwt"]
