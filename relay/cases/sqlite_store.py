@@ -156,9 +156,9 @@ CREATE INDEX IF NOT EXISTS cases_unfilled ON cases (case_id) WHERE clock IS NULL
 """
 
 # step 5: who issued each case's licence and the highest status-list index it uses
-# (filled like step 3's columns; a licence that cannot be decoded gets issuer ''), and
-# an index for the next free one; rows from before are filled at open, found through the
-# same index (their issuer is NULL; none once they are filled)
+# (filled like step 3's columns; '' when the case has no licence or it cannot be
+# decoded), and an index for the next free one; rows from before are filled at open,
+# found through the same index (their issuer is NULL; none once they are filled)
 _LICENCE_STATUS = """
 ALTER TABLE cases ADD COLUMN licence_issuer TEXT;
 ALTER TABLE cases ADD COLUMN licence_index BIGINT;
@@ -291,7 +291,10 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-Derived = tuple[str, str | None, str | None, str, str | None, int | None, int, str, str, str, None]
+Derived = tuple[
+    str, str | None, str | None, str, str | None, int | None, int, str, str, str, None,
+    float | None, None,
+]  # fmt: skip
 
 
 def _derived(record: CaseRecord) -> Derived:
@@ -305,12 +308,14 @@ def _derived(record: CaseRecord) -> Derived:
     licensed = view.licence_number is not None and view.licence is not None
     token = view.licence if licensed else None
     clock, queue = ClockFacts.of(case), QueueFacts.of(case)
+    issuer, index = ("", None) if token is None else _licence_status(token)
     return (
         _json(clock.to_json()),
         view.licence_number if licensed else None,
         token,
         _json(queue.to_json()),
-        *(_licence_status(token) if token is not None else (None, None)),
+        issuer,
+        index,
         *_queue_columns(
             QueueEntry(
                 case.header, case.me, case.state, record.version, record.opened_at, clock, queue
@@ -614,16 +619,24 @@ class SqliteCaseStore:
 
     def _fill_licence_status(self) -> None:
         """Store the issuer and status-list index of the licences issued before schema
-        step 5 (once, when a store first opens on them)."""
+        step 5, and an empty issuer for the cases without one (once, when a store first
+        opens on them: afterwards no row has a NULL issuer, so this finds none)."""
+        after = ""
         while rows := self._conn.execute(
-            "SELECT case_id, licence FROM cases"
-            " WHERE licence IS NOT NULL AND licence_issuer IS NULL LIMIT 200"
+            "SELECT case_id, licence FROM cases WHERE licence_issuer IS NULL AND case_id > ?"
+            " ORDER BY case_id LIMIT 200",
+            (after,),
         ).fetchall():
+            after = str(rows[-1][0])
             with self._tx([str(r[0]) for r in rows]) as conn:
                 conn.executemany(
                     "UPDATE cases SET licence_issuer = ?, licence_index = ?"
                     " WHERE case_id = ? AND licence = ?",
-                    [(*_licence_status(str(token)), case_id, token) for case_id, token in rows],
+                    [(*_licence_status(str(t)), c, t) for c, t in rows if t is not None],
+                )
+                conn.executemany(
+                    "UPDATE cases SET licence_issuer = '' WHERE case_id = ? AND licence IS NULL",
+                    [(c,) for c, t in rows if t is None],
                 )
 
     def clocks(self, *, settled: bool = True) -> list[tuple[str, ClockFacts]]:
