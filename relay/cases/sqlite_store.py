@@ -582,24 +582,25 @@ class SqliteCaseStore:
         with self._tx(names) as conn:
             return work(lambda leaf: self._audit(conn, leaf))
 
+    def _pages(self, select: str, size: int = 200) -> Iterator[list[Any]]:
+        """The rows of ``select`` (``SELECT case_id, … FROM cases WHERE …``), a page of
+        ``size`` at a time in case-id order, each read once the one before was handled:
+        a keyset over the case id, so no page is read twice, even when a row of it could
+        not be handled (it waits for the next time)."""
+        after = ""
+        while rows := self._conn.execute(
+            f"{select} AND case_id > ? ORDER BY case_id LIMIT {int(size)}", (after,)
+        ).fetchall():
+            after = str(rows[-1][0])
+            yield rows
+
     def _fill_derived(self) -> None:
         """Store the clock facts, licence and queue facts of the cases written before
         schema steps 3 and 4 (once, when a store first opens on them; a few hundred cases
         per transaction). A case whose copy cannot be decoded is logged and left without
         them (a listing reads it whole, as before): the node still starts."""
-        after = ""
-        while True:
-            missing = [
-                str(r[0])
-                for r in self._conn.execute(
-                    "SELECT case_id FROM cases WHERE (clock IS NULL OR queue IS NULL)"
-                    " AND case_id > ? ORDER BY case_id LIMIT 200",
-                    (after,),
-                ).fetchall()
-            ]
-            if not missing:
-                return
-            after = missing[-1]
+        for rows in self._pages("SELECT case_id FROM cases WHERE (clock IS NULL OR queue IS NULL)"):
+            missing = [str(r[0]) for r in rows]
             with self._tx(missing) as conn:
                 for case_id in missing:
                     try:
@@ -621,13 +622,7 @@ class SqliteCaseStore:
         """Store the issuer and status-list index of the licences issued before schema
         step 5, and an empty issuer for the cases without one (once, when a store first
         opens on them: afterwards no row has a NULL issuer, so this finds none)."""
-        after = ""
-        while rows := self._conn.execute(
-            "SELECT case_id, licence FROM cases WHERE licence_issuer IS NULL AND case_id > ?"
-            " ORDER BY case_id LIMIT 200",
-            (after,),
-        ).fetchall():
-            after = str(rows[-1][0])
+        for rows in self._pages("SELECT case_id, licence FROM cases WHERE licence_issuer IS NULL"):
             with self._tx([str(r[0]) for r in rows]) as conn:
                 conn.executemany(
                     "UPDATE cases SET licence_issuer = ?, licence_index = ?"
@@ -700,13 +695,10 @@ class SqliteCaseStore:
                 )
                 conn.execute("DELETE FROM queue_ranks")
                 conn.execute("INSERT INTO queue_ranks (calendar) VALUES (?)", (calendar,))
-        ranked, after = 0, ""
-        while rows := self._conn.execute(
-            "SELECT case_id, stamp, clock FROM cases WHERE settled = 1 AND queue_rank IS NULL"
-            " AND case_id > ? ORDER BY case_id LIMIT 500",
-            (after,),
-        ).fetchall():
-            after = str(rows[-1][0])
+        ranked = 0
+        for rows in self._pages(
+            "SELECT case_id, stamp, clock FROM cases WHERE settled = 1 AND queue_rank IS NULL", 500
+        ):
             ranks = [
                 (rank_of(ClockFacts.from_json(json.loads(clock))), case_id, stamp)
                 for case_id, stamp, clock in rows
@@ -793,10 +785,8 @@ class SqliteCaseStore:
         queue's columns (once, when a store first opens on them), from their rows'
         columns: no event decoded. A row without its facts (its case could not be
         decoded) is taken as in progress (the queue reads it whole, as before)."""
-        while rows := self._conn.execute(
-            f"SELECT {self._QUEUE_COLUMNS}, stamp FROM cases"  # noqa: S608 - constants
-            " WHERE matter IS NULL ORDER BY case_id LIMIT 200"
-        ).fetchall():
+        unmarked = f"SELECT {self._QUEUE_COLUMNS}, stamp FROM cases WHERE matter IS NULL"  # noqa: S608
+        for rows in self._pages(unmarked):
             values: list[tuple[Any, ...]] = []
             for *row, stamp in rows:
                 if row[6] is None or row[7] is None:  # marked in progress, read whole
@@ -815,13 +805,7 @@ class SqliteCaseStore:
     def _fill_last_at(self) -> None:
         """Store when the latest event of each case written before schema step 7
         happened (once, when a store first opens on them: each such case read whole)."""
-        after = ""
-        while rows := self._conn.execute(
-            "SELECT case_id FROM cases WHERE last_at IS NULL AND case_id > ?"
-            " ORDER BY case_id LIMIT 200",
-            (after,),
-        ).fetchall():
-            after = str(rows[-1][0])
+        for rows in self._pages("SELECT case_id FROM cases WHERE last_at IS NULL"):
             with self._tx([str(r[0]) for r in rows]) as conn:
                 for (case_id,) in rows:
                     try:
@@ -842,13 +826,12 @@ class SqliteCaseStore:
         ``due_of(header, state, opened_at, last_at)`` (a timestamp, :data:`NOT_DUE` while
         the case has not ended; raising :class:`CaseError` leaves it to the next time);
         how many. Read from the rows' columns: no event is decoded."""
-        scheduled, after = 0, ""
-        while rows := self._conn.execute(
+        scheduled = 0
+        for rows in self._pages(
             "SELECT case_id, stamp, header, state, opened_at, last_at FROM cases"
-            " WHERE purge_due IS NULL AND case_id > ? ORDER BY case_id LIMIT 500",
-            (after,),
-        ).fetchall():
-            after = str(rows[-1][0])
+            " WHERE purge_due IS NULL",
+            500,
+        ):
             dues = []
             for case_id, stamp, header, state, opened_at, last_at in rows:
                 try:

@@ -157,33 +157,41 @@ async def test_published_status_lists_are_re_signed_before_they_run_out(
         assert current.valid_until - clock() > RENEW_BEFORE
 
 
-async def test_two_workers_revoking_at_once_lose_no_bit(offices: Offices, tmp_path: Path) -> None:
-    """Two workers of the node (each its own connection to the node's database, one
-    status directory) revoke licences of the same list at the same time: every bit
-    they set is in the published list, every change is one leaf."""
-    h, clock = offices.h, offices.clock
-    numbers = [f"XK-320982-00{n:02d}" for n in range(1, 7)]
-    for n, number in enumerate(numbers, start=1):
-        await _issue(offices, number, n)
+def _two_workers(offices: Offices, tmp_path: Path, numbers: list[str]) -> list[LicenceStatus]:
+    """Two workers of the handling office: each its own connection to the node's
+    database, one status directory, the licences ``numbers`` looked up beforehand (the
+    lookup each worker makes, without sharing the test's connection)."""
+    h = offices.h
     found = {n: h.desk.licence(n) for n in numbers}
 
-    class Cases:  # the lookup each worker makes, without sharing the test's connection
+    class Cases:
         def licence(self, number: str) -> tuple[str, str] | None:
             return found[number]
 
-    log = AuditStore(h.store.connection)
-    before = log.size()
-    workers = [
+    return [
         LicenceStatus(
             node_id=HANDLING,
             desk=cast(CaseDesk, Cases()),
             store=SqliteCaseStore(tmp_path / HANDLING / "relay.sqlite3"),
             signer=offices.pki.keys[HANDLING].seal,
             status_dir=h.verifier.status_dir,
-            clock=clock,
+            clock=offices.clock,
         )
         for _ in range(2)
     ]
+
+
+async def test_two_workers_revoking_at_once_lose_no_bit(offices: Offices, tmp_path: Path) -> None:
+    """Two workers of the node (each its own connection to the node's database, one
+    status directory) revoke licences of the same list at the same time: every bit
+    they set is in the published list, every change is one leaf."""
+    h = offices.h
+    numbers = [f"XK-320982-00{n:02d}" for n in range(1, 7)]
+    for n, number in enumerate(numbers, start=1):
+        await _issue(offices, number, n)
+    log = AuditStore(h.store.connection)
+    before = log.size()
+    workers = _two_workers(offices, tmp_path, numbers)
     errors: list[BaseException] = []
 
     def revoke(worker: LicenceStatus, mine: list[str]) -> None:
@@ -219,23 +227,7 @@ async def test_a_renewal_beside_a_change_of_a_bit_loses_no_bit(
     numbers = ["XK-320982-0031", "XK-320982-0032"]
     for n, number in enumerate(numbers, start=31):
         await _issue(offices, number, n)
-    found = {n: h.desk.licence(n) for n in numbers}
-
-    class Cases:
-        def licence(self, number: str) -> tuple[str, str] | None:
-            return found[number]
-
-    renewing, changing = (
-        LicenceStatus(
-            node_id=HANDLING,
-            desk=cast(CaseDesk, Cases()),
-            store=SqliteCaseStore(tmp_path / HANDLING / "relay.sqlite3"),
-            signer=offices.pki.keys[HANDLING].seal,
-            status_dir=h.verifier.status_dir,
-            clock=clock,
-        )
-        for _ in range(2)
-    )
+    renewing, changing = _two_workers(offices, tmp_path, numbers)
     changing.change(numbers[0], StatusPurpose.REVOCATION, True)  # the lists exist
     clock.advance(days=LIST_VALID_DAYS - 1)  # both due for renewal
     signing, go = threading.Event(), threading.Event()
