@@ -452,6 +452,20 @@ class RelayNode:
         newest first: what staff must act on (an indexed read, not the outbox)."""
         return self._store.parked()
 
+    def standing_rejections(self) -> list[OutboxItem]:
+        """Packets partners rejected and not sent again since (no later packet of the
+        case queued to that partner), newest first: an indexed read, not the outbox."""
+        return self._store.standing_rejections()
+
+    def unnoticed_refusals(self, limit: int) -> list[OutboxItem]:
+        """Up to ``limit`` packets refused for good (rejected, or dead for a reason other
+        than ``expired``) not yet passed to :meth:`notice_refusals`, oldest first."""
+        return self._store.unnoticed_refusals(limit)
+
+    def notice_refusals(self, packet_ids: Sequence[str]) -> None:
+        """The integration scan recorded the events of these refusals."""
+        self._store.notice_refusals(packet_ids)
+
     def list_outbox(
         self,
         *,

@@ -39,8 +39,27 @@ open packet with the lowest ``seq``) and when it is next due, so the outbox find
 to send, and when to wake, with indexed reads whose cost does not grow with the number
 of queued or stored packets. It is derived data: rebuilt from ``outbox`` at every open
 (:data:`REBUILD_HEADS`) and kept in step by every write that changes a packet's state.
-Partial indexes (``outbox_live``, ``outbox_live_expiry``, ``outbox_parked``) hold only
-open or parked packets, so delivered history costs nothing to skip.
+Partial indexes (``outbox_live``, ``outbox_live_expiry``) hold only open packets, so
+delivered history costs nothing to skip.
+
+``outbox_refusals`` (step 4) names each packet refused for good: rejected by the partner,
+or dead for a reason other than ``expired`` (its case successors, dead as
+``predecessor-*``, included). It is written in the transaction that settles the packet
+so, with two marks:
+
+- ``standing``, set until a later packet of its case is queued to that partner (sent
+  again, or the case moved on), which clears it in the enqueueing transaction. The
+  staff alerts (a parked packet, a profile refusal, a refused survey report) read the
+  standing refusals through a partial index: what staff must act on now, never every
+  refusal ever kept.
+- ``noticed``, set by the integration scan once it made the refusal's event, so each
+  scan reads only the refusals that are new to it (a partial index), and a crash in
+  between makes it read one again (its event id makes the second record a no-op).
+
+Step 4 fills it from the outbox (standing as the alert board judged it before: no later
+packet of the case to that partner queued, in flight or delivered; not noticed, so the
+first scan reads each old refusal once and finds its event made) and drops the index
+``outbox_parked`` it replaces.
 
 The schema is the ``relay`` component's :data:`MIGRATIONS`. On PostgreSQL the tables and
 columns are the same (types mapped by :func:`relay.db.pg.pg_ddl`; ``offset`` is quoted,
@@ -130,8 +149,6 @@ CREATE INDEX IF NOT EXISTS outbox_live ON outbox (peer, case_id, seq)
     WHERE state IN ('queued', 'in_flight');
 CREATE INDEX IF NOT EXISTS outbox_live_expiry ON outbox (expires)
     WHERE state IN ('queued', 'in_flight');
-CREATE INDEX IF NOT EXISTS outbox_parked ON outbox (ord)
-    WHERE state = 'dead' AND reason IS NOT NULL AND reason != 'expired';
 CREATE TABLE IF NOT EXISTS outbox_heads (
     peer TEXT NOT NULL, case_id TEXT NOT NULL, ord INTEGER NOT NULL, due REAL,
     PRIMARY KEY (peer, case_id)
@@ -165,6 +182,25 @@ ALTER TABLE outbox DROP COLUMN token;
 ALTER TABLE outbox DROP COLUMN own_copy;
 """
 
+_REFUSALS = """
+CREATE TABLE IF NOT EXISTS outbox_refusals (
+    ord INTEGER PRIMARY KEY, peer TEXT NOT NULL, case_id TEXT NOT NULL,
+    standing INTEGER NOT NULL, noticed INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_refusals_standing ON outbox_refusals (peer, case_id)
+    WHERE standing = 1;
+CREATE INDEX IF NOT EXISTS outbox_refusals_unnoticed ON outbox_refusals (ord)
+    WHERE noticed = 0;
+INSERT INTO outbox_refusals (ord, peer, case_id, standing, noticed)
+SELECT d.ord, d.peer, d.case_id, CASE WHEN EXISTS (
+    SELECT 1 FROM outbox l WHERE l.peer = d.peer AND l.case_id = d.case_id
+    AND l.ord > d.ord AND l.state IN ('queued', 'in_flight', 'delivered')
+) THEN 0 ELSE 1 END, 0
+FROM outbox d WHERE d.state = 'rejected'
+    OR (d.state = 'dead' AND d.reason IS NOT NULL AND d.reason != 'expired');
+DROP INDEX IF EXISTS outbox_parked;
+"""
+
 MIGRATIONS = [
     Migration(
         1,
@@ -174,6 +210,7 @@ MIGRATIONS = [
     ),
     Migration(2, "accepted packets not yet settled", _UNSETTLED, pg_ddl(_UNSETTLED)),
     Migration(3, "outgoing packets' bodies apart from their state", _BODIES, pg_ddl(_BODIES)),
+    Migration(4, "packets refused for good, standing and noticed", _REFUSALS, pg_ddl(_REFUSALS)),
 ]
 """Steps of the ``relay`` component (step 1: the tables SQLite files already have)."""
 

@@ -74,6 +74,13 @@ __all__ = ["SqlStore", "SqliteStore", "fsync_dir"]
 Db = sqlite3.Connection | PgConnection
 
 
+def _refused_for_good(u: OutboxUpdate) -> bool:
+    """Whether this update settles a packet as refused for good (see sqlite_schema)."""
+    if u.state is OutboxState.REJECTED:
+        return True
+    return u.state is OutboxState.DEAD and u.reason is not None and u.reason != "expired"
+
+
 def _ordered(limit: int | None, newest_first: bool) -> str:
     """The ``ORDER BY ord`` (and ``LIMIT``) clause of a listing."""
     clause = " ORDER BY ord DESC" if newest_first else " ORDER BY ord"
@@ -305,6 +312,12 @@ class SqlStore:
             " digest = excluded.digest",
             [(peer, case_id, *last[peer, case_id]) for peer, case_id in first],
         )
+        # a later packet of the case: its refusals to that partner stand no more
+        c.executemany(
+            f"UPDATE outbox_refusals{self._hint('outbox_refusals_standing')}"  # noqa: S608
+            " SET standing = 0 WHERE peer = ? AND case_id = ? AND standing = 1",
+            list(first),
+        )
         # a new packet is queued and due now: it heads its case unless an open one does
         c.executemany(
             "INSERT INTO outbox_heads (peer, case_id, ord, due)"
@@ -430,16 +443,46 @@ class SqlStore:
 
     def parked(self) -> list[OutboxItem]:
         """Dead packets refused for good (reason other than ``expired``) with no later
-        live or delivered packet of their case to that destination (not sent again)."""
+        packet of their case queued to that destination since (not sent again), newest
+        first: the standing refusals (see sqlite_schema), never every one ever kept."""
+        return self._standing(OutboxState.DEAD)
+
+    def standing_rejections(self) -> list[OutboxItem]:
+        """Packets the partner rejected with no later packet of their case queued to it
+        since, newest first (an index of the standing refusals only)."""
+        return self._standing(OutboxState.REJECTED)
+
+    def _standing(self, state: OutboxState) -> list[OutboxItem]:
         rows = self._conn.execute(
-            f"SELECT {self._OUT_COLS} FROM outbox d{self._hint('outbox_parked')}"  # noqa: S608
-            " WHERE d.state = 'dead' AND d.reason IS NOT NULL AND d.reason != 'expired'"
-            " AND NOT EXISTS (SELECT 1 FROM outbox l WHERE l.peer = d.peer"
-            " AND l.case_id = d.case_id AND l.ord > d.ord"
-            " AND l.state IN ('queued', 'in_flight', 'delivered'))"
-            " ORDER BY d.ord DESC"
+            f"SELECT {self._OUT_COLS} FROM outbox_refusals r"  # noqa: S608
+            f"{self._hint('outbox_refusals_standing')} JOIN outbox o ON o.ord = r.ord"
+            " WHERE r.standing = 1 AND o.state = ? ORDER BY r.ord DESC",
+            (str(state),),
         ).fetchall()
         return [self._outbox_item(r) for r in rows]
+
+    def unnoticed_refusals(self, limit: int) -> list[OutboxItem]:
+        """Up to ``limit`` packets refused for good that :meth:`notice_refusals` has not
+        been told of, oldest first: what is new to the integration scan, whatever the
+        number of refusals kept."""
+        rows = self._conn.execute(
+            f"SELECT {self._OUT_COLS} FROM outbox_refusals r"  # noqa: S608
+            f"{self._hint('outbox_refusals_unnoticed')} JOIN outbox o ON o.ord = r.ord"
+            " WHERE r.noticed = 0 ORDER BY r.ord LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [self._outbox_item(r) for r in rows]
+
+    def notice_refusals(self, packet_ids: Sequence[str]) -> None:
+        """The integration scan has made the events of these refusals."""
+        if not packet_ids:
+            return
+        with self._tx() as c:
+            c.executemany(
+                "UPDATE outbox_refusals SET noticed = 1"
+                " WHERE ord = (SELECT ord FROM outbox WHERE packet_id = ?)",
+                [(packet_id,) for packet_id in packet_ids],
+            )
 
     def open_rows(self) -> list[OutboxRow]:
         """Every open packet (for tests and tools; the outbox itself reads only what is
@@ -496,6 +539,12 @@ class SqlStore:
             for u in updates:
                 if u.state in (OutboxState.DEAD, OutboxState.REJECTED):
                     self._rewind(c, u.packet_id)
+            c.executemany(
+                "INSERT INTO outbox_refusals (ord, peer, case_id, standing, noticed)"
+                " SELECT ord, peer, case_id, 1, 0 FROM outbox WHERE packet_id = ?"
+                " ON CONFLICT (ord) DO NOTHING",
+                [(u.packet_id,) for u in updates if _refused_for_good(u)],
+            )
             self._refresh_heads(c, touched)
             self._after_updates(c, updates)
 

@@ -194,8 +194,20 @@ class RelayStore(Protocol):
     def has_open(self) -> bool: ...
 
     def parked(self) -> list[OutboxItem]:
-        """Dead packets refused for good (not ``expired``) and not sent again since
-        (no later live or delivered packet of their case and destination), newest first."""
+        """Dead packets refused for good (not ``expired``) and not sent again since (no
+        later packet of their case queued to that destination), newest first."""
+        ...
+
+    def standing_rejections(self) -> list[OutboxItem]:
+        """Rejected packets not sent again since, newest first (as :meth:`parked`)."""
+        ...
+
+    def unnoticed_refusals(self, limit: int) -> list[OutboxItem]:
+        """Up to ``limit`` packets refused for good not yet noticed, oldest first."""
+        ...
+
+    def notice_refusals(self, packet_ids: Sequence[str]) -> None:
+        """Mark these refusals noticed (their integration events are made)."""
         ...
 
     def outgoing(self, packet_id: str) -> Outgoing | None: ...

@@ -131,12 +131,12 @@ PARTNER_UNREACHABLE_AFTER = timedelta(hours=1)
 
 def delivery_alerts(core: RelayApi, now: datetime) -> list[StaffAlert]:
     """Alerts of the outbox: a parked packet (dead, reason other than ``expired``, not
-    yet sent again: no later live packet of its case to that partner), a packet the
+    yet sent again: no later packet of its case queued to that partner), a packet the
     partner refused because the agreement does not allow a profile
     (:func:`profile_refusal_alerts`) and a partner unreachable for longer than
     :data:`PARTNER_UNREACHABLE_AFTER`."""
     alerts: list[StaffAlert] = []
-    for item in core.parked_packets():  # indexed: not the whole outbox on every read
+    for item in core.parked_packets():  # indexed: the refusals standing now only
         s = item.summary
         alerts.append(
             StaffAlert(
@@ -196,17 +196,9 @@ def profile_refusal_alerts(core: RelayApi, now: datetime) -> list[StaffAlert]:
     a later packet of its case to that partner is sent (resent under an agreement
     that allows both)."""
     alerts: list[StaffAlert] = []
-    for item in core.list_outbox(state=OutboxState.REJECTED):  # indexed: refusals only
+    for item in core.standing_rejections():  # indexed: the refusals standing now only
         s = item.summary
         if item.reason != PROFILE_REFUSED:
-            continue
-        later = core.list_outbox(peer=s.receiver, case_id=s.case_id)
-        if any(
-            o.state in (OutboxState.QUEUED, OutboxState.IN_FLIGHT, OutboxState.DELIVERED)
-            and o.summary.created >= s.created
-            and o.summary.packet_id != s.packet_id
-            for o in later
-        ):
             continue
         alerts.append(
             StaffAlert(

@@ -59,7 +59,7 @@ from relay.cases.errors import CaseError
 from relay.cases.model import CONTENT_FORMAT, EventKind
 from relay.config import NodeConfig
 from relay.core.errors import RelayError
-from relay.core.model import OutboxState, PacketSummary
+from relay.core.model import PacketSummary
 from relay.core.ports import PeerLink, ReceivedBatch
 from relay.db.migrations import Connection
 from relay.db.open import open_connection
@@ -388,11 +388,13 @@ async def collect_reports(
 
 def refused_report_alerts(core: Any, now: datetime) -> list[StaffAlert]:
     """An alert per survey-report packet the partner refused (``content-refused:survey-*``):
-    our copy of the case shows the report sent, the partner's and the applicant's do not."""
+    our copy of the case shows the report sent, the partner's and the applicant's do not.
+    It stands until a later packet of the case goes to that partner (the corrected report
+    the alert asks for)."""
     alerts = []
-    for item in core.list_outbox(state=OutboxState.REJECTED):  # indexed: refusals only
+    for item in core.standing_rejections():  # indexed: the refusals standing now only
         reason = item.reason or ""
-        if item.state is not OutboxState.REJECTED or not reason.startswith(_REFUSED):
+        if not reason.startswith(_REFUSED):
             continue
         s = item.summary
         alerts.append(

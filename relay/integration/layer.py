@@ -56,6 +56,9 @@ from signing.nodedir import load_node_keys
 
 __all__ = ["Integration", "IntegrationLayer"]
 
+_REFUSALS_PER_READ = 500
+"""Refusals the integration scan reads at a time (a backlog of them is read in pages)."""
+
 _log = logging.getLogger("tongban.relay.integration")
 
 
@@ -108,15 +111,20 @@ class Integration:
         now = self.clock()
         new = 0
         core: Any = self.services.core
-        # the refused packets (through the state index; rare) each looked up by event id,
-        # and the cases flagged now each by its mark: never every event or mark kept
-        for item in core.list_outbox(state=OutboxState.REJECTED):
-            s = item.summary
-            if self.store.known_event(f"{self.node_id}:step-refused:{s.packet_id}"):
-                continue
-            event = refused_event(self.node_id, packet_id=s.packet_id, case_id=s.case_id,
-                                  action=s.action, reason=item.reason or "", at=now)  # fmt: skip
-            new += self.store.record(event)
+        # the refusals new to the scan (an index of those not yet noticed), each noticed
+        # once its event is made, and the cases flagged now each by its mark: never
+        # every refusal, event or mark kept
+        while refusals := core.unnoticed_refusals(_REFUSALS_PER_READ):
+            for item in refusals:
+                s = item.summary
+                if item.state is not OutboxState.REJECTED:  # a dead letter makes no event
+                    continue
+                event = refused_event(
+                    self.node_id, packet_id=s.packet_id, case_id=s.case_id,
+                    action=s.action, reason=item.reason or "", at=now,
+                )  # fmt: skip
+                new += self.store.record(event)
+            core.notice_refusals([item.summary.packet_id for item in refusals])
         for overdue in self.services.desk.overdue(now):
             colour = overdue.clock.colour
             case_id = overdue.record.case.header.case_id

@@ -309,3 +309,55 @@ async def test_a_step_taken_back_takes_its_event_back(
         assert row["pending"] == len(before)
     finally:
         w.close()
+
+
+async def test_a_refusal_makes_its_event_once_though_the_scan_stops_before_noticing_it(
+    data_pki: Pki, tmp_path: Path, clock, database: Database
+):
+    """The scan reads only the refusals it has not noticed; stopped between making a
+    refusal's event and noticing it, the next scan reads it again and makes nothing new,
+    and once noticed no scan reads it any more."""
+    w = integkit.wired_offices(
+        data_pki, tmp_path, clock, webhooks={RECEIVING: [target("http://127.0.0.1:9/h")]},
+        database=database,
+    )  # fmt: skip
+    try:
+        r = w.office(RECEIVING)
+        opened = await r.desk.open_case(
+            matter=FOOD, mode="proxy_receipt", handling=HANDLING, application=FOOD_FORM
+        )
+        case_id = opened.record.case.header.case_id
+        await w.deliver()
+        forged = {
+            "format": "tongban-case-event/1", "case": case_id, "event": "conclude",
+            "origin": "receiving", "seq": 9, "seen": 0, "at": int(clock().timestamp()),
+            "details": {},
+        }  # fmt: skip
+        refused = await r.relay.create_packet(
+            to=HANDLING, case_id=case_id, matter=FOOD, action="status-update",
+            mode="proxy_receipt", content=forged,
+        )  # fmt: skip
+        await w.deliver()
+        [unnoticed] = r.relay.unnoticed_refusals(10)
+        assert unnoticed.summary.packet_id == refused.packet_id
+        assert unnoticed.state is OutboxState.REJECTED
+
+        def stopped(packet_ids: Any) -> None:
+            raise RuntimeError("stopped before noticing")
+
+        r.relay.notice_refusals = stopped
+        with pytest.raises(RuntimeError):
+            w.r.scan()
+        del r.relay.notice_refusals
+        refusal_events = [e for e in w.r.store.events() if e["type"] == "step-refused"]
+        assert [e["data"]["packet"] for e in refusal_events] == [refused.packet_id]
+        assert r.relay.unnoticed_refusals(10) != []  # read again by the next scan
+        assert w.r.scan() == 0  # its event exists: nothing new
+        assert r.relay.unnoticed_refusals(10) == []
+        reads: list[int] = []
+        looked = r.relay.unnoticed_refusals
+        r.relay.unnoticed_refusals = lambda limit: reads.append(len(got := looked(limit))) or got
+        assert w.r.scan() == 0
+        assert reads == [0]  # one look, at nothing
+    finally:
+        w.close()

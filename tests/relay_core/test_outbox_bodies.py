@@ -48,7 +48,7 @@ def _sqlite_as_step_2(path: Path) -> None:
         str(r[0])
         for r in conn.execute(
             "SELECT name FROM old.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            " AND name NOT IN ('outbox', 'outbox_bodies', 'schema_versions')"
+            " AND name NOT IN ('outbox', 'outbox_bodies', 'outbox_refusals', 'schema_versions')"
         )
     ]
     for table in tables:
@@ -95,7 +95,7 @@ async def test_a_node_written_before_step_3_reads_and_delivers_its_packets(
     node = fed.start(WUCHANG)  # opens the store: step 3 runs
     store = fed.stores[WUCHANG]
     conn = store.connection
-    assert schema_version(conn, "relay") == len(MIGRATIONS) == 3
+    assert schema_version(conn, "relay") == len(MIGRATIONS) >= 3
     assert {"token", "own_copy"}.isdisjoint(_columns(conn, "outbox"))
     assert _columns(conn, "outbox_bodies") == ["ord", "token", "own_copy"]
 
