@@ -94,7 +94,7 @@ class Integration:
         ``data_dir``), ``blob_dir`` is where attachment blobs live (default: in it)."""
         connect = connect or (lambda: sqlite_connection(data_dir / RELAY_FILE))
         store = IntegrationStore(connect(), node_id, webhooks)
-        sink = OutboxSink(node_id, webhooks, clock)
+        sink = OutboxSink(node_id, webhooks, clock, lambda: services.desk.calendar)
         services.store.add_sink(sink)
         dispatcher = WebhookDispatcher(
             store=store, targets=webhooks, signer=signer, clock=clock, poll=0.5

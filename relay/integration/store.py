@@ -28,22 +28,30 @@ and marks' primary keys), so two workers writing the same event keep one.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agreements.calendar import WorkingCalendar
 from relay.audit.leaves import LeafKind, LicenceEvent, decode_leaf
 from relay.cases.application import applicant_key
 from relay.cases.model import EventKind
+from relay.cases.queue import QueueEntry
+from relay.cases.sla import ClockFacts, Colour
 from relay.cases.store import CaseRecord
 from relay.config import Webhook
 from relay.db.migrations import Connection, Migration, migrate
 from relay.db.open import connection_for
 from relay.db.pg import pg_ddl
-from relay.integration.events import IntegrationEvent, events_of_change, revoked_event
+from relay.integration.events import (
+    IntegrationEvent,
+    events_of_change,
+    revoked_event,
+    sla_event,
+)
 
 __all__ = ["MIGRATIONS", "SCHEMA", "Delivery", "IntegrationStore", "OutboxSink", "Read"]
 
@@ -134,19 +142,32 @@ def _withdraw(conn: Connection, event_id: str) -> None:
         conn.execute("DELETE FROM integration_events WHERE event_id = ?", (event_id,))
 
 
+def _settled(record: CaseRecord) -> bool:
+    """:attr:`relay.cases.queue.QueueEntry.settled` of a stored case copy."""
+    return QueueEntry.of(record.case, record.version, record.opened_at).settled
+
+
 class OutboxSink:
     """Writes a case change's events and deliveries in the change's transaction."""
 
-    def __init__(self, node_id: str, targets: Sequence[Webhook], clock: Any) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        targets: Sequence[Webhook],
+        clock: Any,
+        calendar: Callable[[], WorkingCalendar] | None = None,
+    ) -> None:
         self._node = node_id
         self._targets = tuple(targets)
         self._clock = clock
+        self._calendar = calendar
         self.written = 0  # events written (the dispatcher is woken when it grows)
 
     def changed(self, conn: Connection, old: CaseRecord | None, new: CaseRecord) -> None:
         at = self._clock()
         for event in events_of_change(self._node, old, new, at):
             self.written += _insert_event(conn, event, self._node, self._targets)
+        self._settled_late(conn, old, new, at)
         if old is not None:  # a step taken back (the relay refused to queue it)
             kept = {e.ref for e in new.case.events}
             gone = [e for e in old.case.events if e.ref not in kept]
@@ -160,6 +181,25 @@ class OutboxSink:
                 "INSERT OR IGNORE INTO case_applicants (case_id, applicant) VALUES (?, ?)",
                 (new.case.header.case_id, applicant),
             )
+
+    def _settled_late(
+        self, conn: Connection, old: CaseRecord | None, new: CaseRecord, at: datetime
+    ) -> None:
+        """The SLA event of a case settled yellow or red by this change (its clock stopped
+        for good), made here: the integration scan judges the cases in progress only, so a
+        case that turned red and ended between two scans would otherwise never have it. An
+        event the scan made already is not made again (the same id and mark)."""
+        if self._calendar is None or not _settled(new) or (old is not None and _settled(old)):
+            return
+        colour = ClockFacts.of(new.case).case_clock(self._calendar(), at).colour
+        if colour not in (Colour.YELLOW, Colour.RED):
+            return
+        case_id = new.case.header.case_id
+        conn.execute("INSERT OR IGNORE INTO sla_marks VALUES (?, ?)", (case_id, colour.value))
+        event = sla_event(
+            self._node, case_id=case_id, colour=colour.value, matter=new.case.header.matter, at=at
+        )
+        self.written += _insert_event(conn, event, self._node, self._targets)
 
     def logged(self, conn: Connection, leaf: bytes) -> None:
         decoded = decode_leaf(leaf)

@@ -361,3 +361,41 @@ async def test_a_refusal_makes_its_event_once_though_the_scan_stops_before_notic
         assert reads == [0]  # one look, at nothing
     finally:
         w.close()
+
+
+async def test_a_case_that_turns_red_and_ends_between_two_scans_has_its_red_event(
+    data_pki: Pki, tmp_path: Path, clock, database: Database
+):
+    """The scan judges the cases in progress only; a case that turned red since the last
+    scan and was rejected before the next one gets its red event from the change that
+    settled it, in that change's transaction, on both offices, once."""
+    w = integkit.wired_offices(
+        data_pki, tmp_path, clock, webhooks={RECEIVING: [target("http://127.0.0.1:9/h")]},
+        database=database,
+    )  # fmt: skip
+    try:
+        r, h = w.office(RECEIVING), w.office(HANDLING)
+        opened = await r.desk.open_case(
+            matter=FOOD, mode="proxy_receipt", handling=HANDLING, application=FOOD_FORM
+        )
+        case_id = opened.record.case.header.case_id
+        await w.deliver()
+
+        def sla(integration: Any) -> list[str]:
+            return [e["type"] for e in integration.store.events() if e["type"].startswith("sla")]
+
+        clock.advance(days=10)  # yellow
+        for i in (w.r, w.h):
+            i.scan()
+        assert sla(w.r) == sla(w.h) == ["sla-yellow"]
+        clock.advance(days=5)  # red, and no scan before the case ends
+        await h.desk.act(case_id, K.REJECT, {"reason": "材料不全"})
+        await w.deliver()
+        assert r.desk.get(case_id).case.state is h.desk.get(case_id).case.state
+        assert sla(w.r) == sla(w.h) == ["sla-yellow", "sla-red"]
+        clock.advance(days=1)
+        for i in (w.r, w.h):
+            assert i.scan() == 0  # nothing new: the case is settled, its events made
+        assert sla(w.r) == sla(w.h) == ["sla-yellow", "sla-red"]
+    finally:
+        w.close()
