@@ -126,6 +126,37 @@ async def test_every_event_reaches_the_platform_once_despite_downtime(
     assert "applicant-identity" not in json.dumps(expected, ensure_ascii=False)
 
 
+def _wired(data_pki: Pki, tmp_path: Path, clock: Any, database: Database) -> WiredOffices:
+    """Two offices, the receiving one with a webhook target that is never reached."""
+    return integkit.wired_offices(
+        data_pki, tmp_path, clock, webhooks={RECEIVING: [target("http://127.0.0.1:9/h")]},
+        database=database,
+    )  # fmt: skip
+
+
+async def _opened(w: WiredOffices) -> str:
+    """A food licence case opened at the receiving office and delivered; its id."""
+    opened = await w.office(RECEIVING).desk.open_case(
+        matter=FOOD, mode="proxy_receipt", handling=HANDLING, application=FOOD_FORM
+    )
+    await w.deliver()
+    return opened.record.case.header.case_id
+
+
+async def _forged_step(relay: Any, case_id: str, at: Any) -> Any:
+    """A ``conclude`` the receiving office may not take, sent as it stands: the handling
+    office refuses it (``rejected``)."""
+    forged = {
+        "format": "tongban-case-event/1", "case": case_id, "event": "conclude",
+        "origin": "receiving", "seq": 9, "seen": 0, "at": int(at.timestamp()),
+        "details": {},
+    }  # fmt: skip
+    return await relay.create_packet(
+        to=HANDLING, case_id=case_id, matter=FOOD, action="status-update",
+        mode="proxy_receipt", content=forged,
+    )  # fmt: skip
+
+
 async def _run_case(w: WiredOffices) -> None:
     """One food business licence case through every event type, the platforms down."""
     r, h, clock = w.office(RECEIVING), w.office(HANDLING), w.clock
@@ -164,15 +195,7 @@ async def _run_case(w: WiredOffices) -> None:
         status_dir=h.verifier.status_dir, clock=clock,
     )  # fmt: skip
     status.change(licence.number, StatusPurpose.REVOCATION, True)
-    forged = {
-        "format": "tongban-case-event/1", "case": case_id, "event": "conclude",
-        "origin": "receiving", "seq": 9, "seen": 0, "at": int(clock().timestamp()),
-        "details": {},
-    }  # fmt: skip
-    await r.relay.create_packet(
-        to=HANDLING, case_id=case_id, matter=FOOD, action="status-update",
-        mode="proxy_receipt", content=forged,
-    )  # fmt: skip
+    await _forged_step(r.relay, case_id, clock())
     await w.deliver()
     assert r.relay.list_outbox(state=OutboxState.REJECTED)
     assert w.r.scan() == 1  # step-refused
@@ -281,17 +304,10 @@ async def test_a_step_taken_back_takes_its_event_back(
 ):
     """The relay refuses to queue our step: the desk takes the stored step back, and the
     event the step made goes with it."""
-    w = integkit.wired_offices(
-        data_pki, tmp_path, clock, webhooks={RECEIVING: [target("http://127.0.0.1:9/h")]},
-        database=database,
-    )  # fmt: skip
+    w = _wired(data_pki, tmp_path, clock, database)
     try:
         r = w.office(RECEIVING)
-        opened = await r.desk.open_case(
-            matter=FOOD, mode="proxy_receipt", handling=HANDLING, application=FOOD_FORM
-        )
-        case_id = opened.record.case.header.case_id
-        await w.deliver()
+        case_id = await _opened(w)
         await w.office(HANDLING).desk.act(case_id, K.ACCEPT, {})
         await w.deliver()
         before = [e["id"] for e in w.r.store.events()]
@@ -317,26 +333,11 @@ async def test_a_refusal_makes_its_event_once_though_the_scan_stops_before_notic
     """The scan reads only the refusals it has not noticed; stopped between making a
     refusal's event and noticing it, the next scan reads it again and makes nothing new,
     and once noticed no scan reads it any more."""
-    w = integkit.wired_offices(
-        data_pki, tmp_path, clock, webhooks={RECEIVING: [target("http://127.0.0.1:9/h")]},
-        database=database,
-    )  # fmt: skip
+    w = _wired(data_pki, tmp_path, clock, database)
     try:
         r = w.office(RECEIVING)
-        opened = await r.desk.open_case(
-            matter=FOOD, mode="proxy_receipt", handling=HANDLING, application=FOOD_FORM
-        )
-        case_id = opened.record.case.header.case_id
-        await w.deliver()
-        forged = {
-            "format": "tongban-case-event/1", "case": case_id, "event": "conclude",
-            "origin": "receiving", "seq": 9, "seen": 0, "at": int(clock().timestamp()),
-            "details": {},
-        }  # fmt: skip
-        refused = await r.relay.create_packet(
-            to=HANDLING, case_id=case_id, matter=FOOD, action="status-update",
-            mode="proxy_receipt", content=forged,
-        )  # fmt: skip
+        case_id = await _opened(w)
+        refused = await _forged_step(r.relay, case_id, clock())
         await w.deliver()
         [unnoticed] = r.relay.unnoticed_refusals(10)
         assert unnoticed.summary.packet_id == refused.packet_id
@@ -369,17 +370,10 @@ async def test_a_case_that_turns_red_and_ends_between_two_scans_has_its_red_even
     """The scan judges the cases in progress only; a case that turned red since the last
     scan and was rejected before the next one gets its red event from the change that
     settled it, in that change's transaction, on both offices, once."""
-    w = integkit.wired_offices(
-        data_pki, tmp_path, clock, webhooks={RECEIVING: [target("http://127.0.0.1:9/h")]},
-        database=database,
-    )  # fmt: skip
+    w = _wired(data_pki, tmp_path, clock, database)
     try:
         r, h = w.office(RECEIVING), w.office(HANDLING)
-        opened = await r.desk.open_case(
-            matter=FOOD, mode="proxy_receipt", handling=HANDLING, application=FOOD_FORM
-        )
-        case_id = opened.record.case.header.case_id
-        await w.deliver()
+        case_id = await _opened(w)
 
         def sla(integration: Any) -> list[str]:
             return [e["type"] for e in integration.store.events() if e["type"].startswith("sla")]
