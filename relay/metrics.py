@@ -418,15 +418,17 @@ def cached(source: GaugeSource, every: timedelta) -> GaugeSource:
     return wrapped
 
 
-def survey_gauges(states: Callable[[], Iterable[str]]) -> Callable[[str, web.Application], None]:
-    """A ``Node`` extension reporting the node's surveys by state (``states()`` gives the
-    state of each survey the node holds: scheduled, live, interrupted, completed...)."""
+def survey_gauges(
+    counts: Callable[[], Mapping[str, int]],
+) -> Callable[[str, web.Application], None]:
+    """A ``Node`` extension reporting the node's surveys by state (``counts()`` gives how
+    many surveys the node holds in each state: scheduled, live, interrupted, completed...)."""
 
     def source(now: datetime) -> list[Metric]:
         family = GaugeMetricFamily(
             "tongban_survey_sessions", "Surveys held by this node, by state", labels=["state"]
         )
-        for state, n in sorted(collections.Counter(states()).items()):
+        for state, n in sorted(counts().items()):
             family.add_metric([state], n)
         return [family]
 

@@ -23,7 +23,7 @@ WebSocket itself and sends the token as its first message, never in the socket's
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -70,9 +70,11 @@ class SurveyHub:
     def __init__(self, config: RoomConfig) -> None:
         self.config = config
         self.rooms: dict[str, LiveRoom] = {}
-        # surveys that ended before this start: their final state (for the gauges), and
-        # the few opened lately (a report to send, a status asked for)
+        # surveys that ended (before this start, or since: retired from ``rooms``): their
+        # final state, counted by state for the gauges, and the few opened lately (a
+        # report to send, a status asked for)
         self.ended: dict[str, SurveyState] = {}
+        self._ended_counts: Counter[str] = Counter()
         self._opened_ended: OrderedDict[str, LiveRoom] = OrderedDict()
 
     def resume(self) -> list[str]:
@@ -92,7 +94,7 @@ class SurveyHub:
             try:
                 session, _ = load_state(folder)
                 if session.state.is_final and session.plan.session_id == folder.name:
-                    self.ended[folder.name] = session.state
+                    self._note_ended(folder.name, session.state)
                     continue
                 room = SurveyRoom.restore(folder, self.config)
             except SurveyError as exc:
@@ -115,20 +117,49 @@ class SurveyHub:
             _log.error("survey %s cannot be opened: %s", session_id, exc)
             return None
         live = LiveRoom(room)
-        self._opened_ended[session_id] = live
-        while len(self._opened_ended) > _ENDED_KEPT:
-            self._opened_ended.popitem(last=False)
+        self._keep_opened(session_id, live)
         return live
 
-    def states(self) -> list[str]:
-        """The state of every survey this node holds (running and ended)."""
-        return [
-            *(live.room.state.value for live in self.rooms.values()),
-            *(state.value for state in self.ended.values()),
-        ]
+    def _keep_opened(self, session_id: str, live: LiveRoom) -> None:
+        self._opened_ended[session_id] = live
+        self._opened_ended.move_to_end(session_id)
+        while len(self._opened_ended) > _ENDED_KEPT:
+            self._opened_ended.popitem(last=False)
+
+    def _note_ended(self, session_id: str, state: SurveyState) -> None:
+        held = self.ended.get(session_id)
+        if held is not None:
+            self._ended_counts[held.value] -= 1
+        self.ended[session_id] = state
+        self._ended_counts[state.value] += 1
+
+    def retire_ended(self) -> list[str]:
+        """Move the rooms whose survey ended and that nobody is in any more (no
+        connection, no site media) from :attr:`rooms` to :attr:`ended`; each stays among
+        the few opened lately, the same object :meth:`get` gives. A node running for
+        months holds in memory the surveys going on, not every one since it started.
+        Returns the ids retired."""
+        retired = []
+        for session_id, live in tuple(self.rooms.items()):
+            if live.room.state.is_final and not live.connections and live.media.site is None:
+                del self.rooms[session_id]
+                self._note_ended(session_id, live.room.state)
+                self._keep_opened(session_id, live)
+                retired.append(session_id)
+        return retired
+
+    def state_counts(self) -> dict[str, int]:
+        """How many surveys this node holds in each state (running and ended): the
+        ended ones are counted as they end, so a count does not read every survey ever
+        held."""
+        self.retire_ended()
+        counts = Counter({state: n for state, n in self._ended_counts.items() if n})
+        counts.update(live.room.state.value for live in self.rooms.values())
+        return dict(counts)
 
     def open(self, plan: SurveyPlan) -> LiveRoom:
         """Start serving a scheduled survey (its media directory is created)."""
+        self.retire_ended()
         if (
             plan.session_id in self.rooms
             or plan.session_id in self.ended

@@ -113,7 +113,7 @@ async def _run(config: NodeConfig, *, reuse_port: bool = False) -> int:
             cases.extension,
             reports.extension,
             integration.extension,
-            survey_gauges(surveys.states),
+            survey_gauges(surveys.state_counts),
         ],
         reuse_port=reuse_port,
     )

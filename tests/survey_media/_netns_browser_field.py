@@ -177,7 +177,9 @@ async def _location_denied_and_guarded_signing(
 
 
 def live_state(world: World, session: str) -> SurveyState:
-    return world.hub.rooms[session].room.state
+    live = world.hub.get(session)  # running, or ended (retired from the rooms)
+    assert live is not None, session
+    return live.room.state
 
 
 async def _camera_denied(world: World, browser: Browser, shots: Shots) -> None:

@@ -110,7 +110,7 @@ def test_a_restarted_node_resumes_a_live_survey_with_a_gap_and_continues(
     assert third.resume() == []
     assert "sv-media-0001" not in third.rooms
     assert third.ended == {"sv-media-0001": SurveyState.COMPLETED}
-    assert third.states() == ["completed"]
+    assert third.state_counts() == {"completed": 1}
     opened = third.get("sv-media-0001")
     assert opened is not None
     kept = opened.room
@@ -166,3 +166,42 @@ def test_a_damaged_session_is_logged_and_left_alone(
     with pytest.raises(ValueError, match="already open"):  # scheduling it again overwrites nothing
         restarted.open(make_plan(clock.at))
     assert (one.media_dir / "evidence.jsonl").read_bytes() == damaged
+
+
+def test_a_survey_that_ended_leaves_the_rooms_and_is_counted_once(tmp_path: Path) -> None:
+    """A running node holds in memory the surveys going on: one that ended, with nobody
+    in it, moves from ``rooms`` to ``ended`` at the next count or opening, is counted in
+    its final state, and is still the same room when asked for."""
+    world = make_world(tmp_path)
+    clock = Clock(datetime.now(UTC).replace(microsecond=0))
+    hub = SurveyHub(_config(world, clock))
+    plans = [make_plan(clock.at, f"sv-media-{n:04d}") for n in range(1, 4)]
+    lives = [hub.open(plan) for plan in plans]
+    for live in lives[:2]:
+        live.room.admit(world.token(Role.SITE, "site-1", session_id=live.room.plan.session_id),
+                        Role.SITE, "phone-1")  # fmt: skip
+        assert live.room.site_live() is SurveyState.LIVE
+    assert hub.state_counts() == {"live": 2, "scheduled": 1}
+    lives[0].room.end(INSPECTOR, Event.ABANDON)
+    lives[1].room.end(INSPECTOR, Event.CONVERT)
+    assert hub.state_counts() == {"abandoned": 1, "converted_to_onsite": 1, "scheduled": 1}
+    assert set(hub.rooms) == {"sv-media-0003"}
+    assert hub.ended == {
+        "sv-media-0001": SurveyState.ABANDONED, "sv-media-0002": SurveyState.CONVERTED_TO_ONSITE,
+    }  # fmt: skip
+    assert hub.get("sv-media-0001") is lives[0]  # the same room, not read again
+    assert hub.state_counts() == {"abandoned": 1, "converted_to_onsite": 1, "scheduled": 1}
+    # one with somebody still in it stays until they leave
+    lives[2].connections.add(object())  # type: ignore[arg-type]
+    lives[2].room.end(INSPECTOR, Event.ABANDON)
+    hub.open(make_plan(clock.at, "sv-media-0004"))
+    assert set(hub.rooms) == {"sv-media-0003", "sv-media-0004"}
+    lives[2].connections.clear()
+    assert hub.state_counts() == {"abandoned": 2, "converted_to_onsite": 1, "scheduled": 1}
+    assert set(hub.rooms) == {"sv-media-0004"}
+    with pytest.raises(ValueError, match="already open"):
+        hub.open(plans[0])
+    # a new process counts them the same from the disk
+    again = SurveyHub(_config(world, clock))
+    assert again.resume() == ["sv-media-0004"]
+    assert again.state_counts() == hub.state_counts()
