@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -91,24 +91,28 @@ def _fail(path: str, what: str) -> AuditError:
 
 def _check(value: object, spec: str, path: str) -> None:
     optional = spec.endswith("?")
-    spec = spec.rstrip("?")
+    _check_as(value, spec.rstrip("?"), optional, path)
+
+
+def _check_as(value: object, kind: str, optional: bool, path: str) -> None:
+    """:func:`_check` with the spec split (``kind`` without its ``?``)."""
     if value is None and optional:
         return
-    if spec == "int":
+    if kind == "int":
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise _fail(path, "must be a non-negative integer")
-    elif spec == "hex":
+    elif kind == "hex":
         if not isinstance(value, str) or not _HEX64.fullmatch(value):
             raise _fail(path, "must be a lowercase hex SHA-256")
-    elif spec == "node":
+    elif kind == "node":
         if not isinstance(value, str) or not _NODE.fullmatch(value) or value == "000000":
             raise _fail(path, "must be a 6-digit node id")
-    elif spec == "str":
+    elif kind == "str":
         if not isinstance(value, str) or not value or len(value) > 256:
             raise _fail(path, "must be a non-empty string of at most 256 characters")
     else:  # an enum class name registered in _ENUMS
-        allowed = _ENUMS[spec]
-        if value not in allowed:
+        allowed = _ENUMS[kind]
+        if not isinstance(value, Hashable) or value not in allowed:
             raise _fail(path, f"must be one of {', '.join(sorted(allowed))}")
 
 
@@ -118,6 +122,26 @@ _ENUMS: dict[str, frozenset[str]] = {
     "licence_event": frozenset(LicenceEvent),
 }
 
+_JSON_NAMES = {"from_node": "from", "to_node": "to"}
+
+
+_Layout = tuple[tuple[str, str, str, bool], ...]
+_LAYOUTS: dict[type[_Body], _Layout] = {}
+
+
+def _layout(cls: type[_Body]) -> _Layout:
+    """Per field of a body class: its name, JSON name, spec kind and whether it is
+    optional (computed once per class: a leaf is made for every packet and receipt)."""
+    layout = _LAYOUTS.get(cls)
+    if layout is None:
+        spec = cls.SPEC
+        layout = _LAYOUTS[cls] = tuple(
+            (f.name, _JSON_NAMES.get(f.name, f.name), spec[f.name].rstrip("?"),
+             spec[f.name].endswith("?"))
+            for f in fields(cls)  # type: ignore[arg-type]  # every body class is a dataclass
+        )  # fmt: skip
+    return layout
+
 
 class _Body:
     """A kind-specific part: a frozen dataclass whose fields are checked by ``SPEC``."""
@@ -126,18 +150,18 @@ class _Body:
     SPEC: ClassVar[Mapping[str, str]]
 
     def __post_init__(self) -> None:
-        for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
+        for name, _, kind, optional in _layout(type(self)):
+            value = getattr(self, name)
             if isinstance(value, Mapping):
-                raise _fail(f"{self.KEY}/{f.name}", "nested objects are flattened")
-            _check(value, self.SPEC[f.name], f"{self.KEY}/{f.name}")
+                raise _fail(f"{self.KEY}/{name}", "nested objects are flattened")
+            _check_as(value, kind, optional, f"{self.KEY}/{name}")
 
     def to_json(self) -> dict[str, Any]:
-        return {self._json_name(f.name): getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        return {json_name: getattr(self, name) for name, json_name, _, _ in _layout(type(self))}
 
     @staticmethod
     def _json_name(name: str) -> str:
-        return {"from_node": "from", "to_node": "to"}.get(name, name)
+        return _JSON_NAMES.get(name, name)
 
     @classmethod
     def from_json(cls, obj: object) -> _Body:
@@ -313,8 +337,8 @@ class AuditLeaf:
     body: Body
 
     def __post_init__(self) -> None:
-        _check(self.node, "node", "node")
-        _check(self.at, "int", "at")
+        _check_as(self.node, "node", False, "node")
+        _check_as(self.at, "int", False, "at")
         if not isinstance(self.body, _BODY_OF_KIND[self.kind]):
             raise _fail("kind", f"{self.kind} does not carry a {type(self.body).__name__}")
 
