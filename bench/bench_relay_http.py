@@ -9,9 +9,9 @@ measures: it waits on A's outbox through a read-only connection to A's SQLite fi
 one index probe (``outbox_heads``, empty when nothing is open), every 20 ms.
 
 - **create**: N packets (``BENCH_PACKETS``, default 10,000) created through A's staff
-  API by 16 concurrent clients while B is down (group commit); A's CPU per packet,
-  also as a multiple of the crypto creating one needs (measured in this process in the
-  same run), and the clients' own CPU per packet (they share the machine's cores);
+  API by 16 concurrent clients (``BENCH_CLIENTS``) while B is down (group commit); A's
+  CPU per packet, also as a multiple of the crypto creating one needs (measured in this
+  process in the same run), and the clients' own CPU per packet (they share the machine's cores);
   then the p99 latency of creations paced at half that rate, and meanwhile how long A's
   event loop was busy elsewhere: the latency of ``GET /healthz`` on A's public listener
   every 50 ms.
@@ -35,6 +35,9 @@ one index probe (``outbox_heads``, empty when nothing is open), every 20 ms.
   TLS CPU, SHA-256 four times with the client's digest, AES-GCM once) spread over every
   core, and the ratio of raw TLS it would give.
 
+``BENCH_CLIENTS`` (default 16) sets how many clients create at once: with 16 the
+creation is bound by each request's latency (most of it waiting for a group commit),
+with more the groups grow and so does the rate, until A's CPU is the limit.
 ``BENCH_HELPER=0`` (or ``1``) sets both nodes' crypto helper (``[helper] enabled``; by
 default on with more than one core), to see what it brings on the same machine.
 ``BENCH_ONLY=attachment`` (or ``create``: creation and catch-up) runs one part; both
@@ -67,7 +70,7 @@ from typing import Any
 from bench.sample import sample_facts
 
 N_PACKETS = int(os.environ.get("BENCH_PACKETS", "10000"))
-CLIENTS = 16
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "16"))
 MIB = 1 << 20
 SIZE = int(os.environ.get("BENCH_ATTACHMENT_MIB", "1024")) * MIB
 ONLY = os.environ.get("BENCH_ONLY", "")
