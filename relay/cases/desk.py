@@ -407,12 +407,13 @@ class CaseDesk:
     # -- incoming packets ------------------------------------------------------------
 
     async def sync(self) -> list[AppliedPacket]:
-        """Apply every accepted case packet not yet applied, in arrival order, reading
-        the whole inbox and opening each packet again: at start, or on request. After a
+        """Apply every accepted case packet not yet applied, in arrival order, opening
+        each again: at start. It reads the packets the relay holds unsettled, which
+        include every one not applied yet (``RelayNode.unsettled_inbox``), so a start
+        costs what was left in progress, not the inbox kept over the years. After a
         federation batch the node uses :meth:`received` and :meth:`apply_received`."""
         async with self._sync_lock:
-            unsettled = {i.summary.packet_id for i in self._relay.unsettled_inbox()}
-            listed = self._relay.list_inbox()
+            listed = self._relay.unsettled_inbox()
             items = [i for i in listed if i.summary.action in CASE_ACTIONS]
             todo = set(self._store.unapplied([i.summary.packet_id for i in items]))
             done = self._store.apply_packets(
@@ -427,9 +428,7 @@ class CaseDesk:
                 ]
             )
             # every packet listed is recorded now (or carries no case event)
-            self._relay.settle_inbox(
-                [i.summary.packet_id for i in listed if i.summary.packet_id in unsettled]
-            )
+            self._relay.settle_inbox([i.summary.packet_id for i in listed])
         if done:
             await self._notify(a.case_id for a in done)
         return done

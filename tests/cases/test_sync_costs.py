@@ -66,7 +66,8 @@ async def test_sync_at_start_still_applies_what_no_batch_applied(
     offices: Offices, reads: dict[str, Reads]
 ) -> None:
     """A packet accepted while the case layer was not mounted (straight into the core)
-    is applied by ``sync``, which reads the inbox and opens it again."""
+    is applied by ``sync``, which reads the packets the relay holds unsettled (not the
+    whole inbox) and opens it again."""
     opened = await offices.r.desk.open_case(
         matter=BOOKS, mode="proxy_receipt", handling=HANDLING, submit=False
     )
@@ -78,7 +79,7 @@ async def test_sync_at_start_still_applies_what_no_batch_applied(
     [applied] = await offices.h.desk.sync()
     assert applied.outcome == "applied"
     assert offices.h.desk.get(case_id).case.state is CaseState.SUBMITTED
-    assert reads[HANDLING].whole_inbox == 1
+    assert reads[HANDLING].whole_inbox == 0
     assert reads[HANDLING].reopened == [applied.packet_id]
     assert await offices.h.desk.sync() == []  # once only
 
