@@ -22,11 +22,12 @@ accepted case packet carrying a survey-report event with a sealed report is coll
 once into ``<data dir>/survey-reports/<case>/<session>/`` (its attachments decrypted
 there under their names, and ``report.jws``; ``<session>-<packet id>`` when that
 survey was reported before, the packet id when the report names no usable session;
-``.<packet id>.done`` marks a packet collected), so ``tongban survey verify`` works on
-that folder. The copy is accepted when the report verifies against those files, names
-this case, was sealed by the sender as surveying office for us as requesting office,
-and the files are exactly the evidence and the media the chain names; otherwise the
-folder gets ``refused.json`` with every failure.
+``.<packet id>.done`` marks a packet collected, or opened and found to carry no sealed
+report), so ``tongban survey verify`` works on that folder. The copy is accepted when
+the report verifies against those files, names this case, was sealed by the sender as
+surveying office for us as requesting office, and the files are exactly the evidence
+and the media the chain names; otherwise the folder gets ``refused.json`` with every
+failure.
 
 Both sides append a ``survey-report`` audit leaf (:mod:`relay.audit.leaves`) for a
 report sent or accepted, in a transaction of their own on the node's database (SQLite or
@@ -295,21 +296,33 @@ def _judge(
 _REPORT_ACTIONS = frozenset({Action.SURVEY_REPORT, Action.STATUS_UPDATE})
 
 
+def _mark_no_report(done: Path) -> None:
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.write_text("\n", encoding="utf-8")  # no folder: the packet carries no report
+
+
 async def _collect_one(
     core: Any, packet_id: str, root: Path, me: str, bundle: TrustBundle, at: datetime
 ) -> Collected | None:
     opened = core.read_packet(packet_id)
     content, summary = opened.content, opened.summary
-    details = content.get("details")
-    if content.get("format") != CONTENT_FORMAT or content.get("event") != "survey-report":
-        return None
-    token = details.get("report") if isinstance(details, dict) else None
-    if not isinstance(token, str) or not is_sealed_report(token) or not summary.attachments:
-        return None  # a survey result typed in by staff, no sealed report
     base = root / summary.case_id
     done = base / f".{packet_id}.done"
     if done.exists():
         return None  # collected before
+    details = content.get("details")
+    token = details.get("report") if isinstance(details, dict) else None
+    if (
+        content.get("format") != CONTENT_FORMAT
+        or content.get("event") != "survey-report"
+        or not isinstance(token, str)
+        or not is_sealed_report(token)
+        or not summary.attachments
+    ):
+        # no sealed report (another step, or a survey result typed in by staff): marked
+        # too, so that no later start opens this packet again
+        await asyncio.to_thread(_mark_no_report, done)
+        return None
     tmp = base / f".{packet_id}.part"
     tmp.mkdir(parents=True, exist_ok=True)
     names: set[str] = set()
@@ -352,7 +365,8 @@ async def collect_reports(
 ) -> list[Collected]:
     """Collect every accepted survey-report packet not collected yet (see the module
     note); log a survey-report leaf for each report accepted. ``seen`` (kept by the
-    caller) holds the packets already looked at, so each is opened once per process."""
+    caller) holds the packets opened in this process, so each is opened once; a packet
+    judged from its routing facts or its marker alone is not kept there."""
     done = []
     seen = set() if seen is None else seen
     # ``only``: the packets a batch just accepted (not the whole inbox on every batch)
@@ -362,11 +376,12 @@ async def collect_reports(
         if not summary.attachments or packet_id in seen:
             continue
         # judged from the routing facts, before opening anything: only a survey-report
-        # or status-update packet carries a report, and one collected before has its
-        # marker (at start the whole inbox is listed: nothing of history is decrypted)
-        collected_before = (root / summary.case_id / f".{packet_id}.done").exists()
-        if summary.action not in _REPORT_ACTIONS or collected_before:
-            seen.add(packet_id)
+        # or status-update packet can carry a report, and one opened before has its
+        # marker, with or without a report (at start the whole inbox is listed: nothing
+        # of history is decrypted)
+        if summary.action not in _REPORT_ACTIONS:
+            continue
+        if (root / summary.case_id / f".{packet_id}.done").exists():
             continue
         try:
             collected = await _collect_one(core, packet_id, root, me, bundle, at)

@@ -59,8 +59,9 @@ async def test_a_batch_collects_only_its_own_packets_with_files() -> None:
 
 async def test_at_start_nothing_of_history_is_opened_that_cannot_be_a_report(tmp_path) -> None:
     """At start the whole inbox is listed; a packet is opened (verified and decrypted)
-    only when its routing facts say it may carry a survey report not collected yet: a
-    submission with files or a report whose marker says it was collected is not."""
+    only when its routing facts say it may carry a survey report not looked at yet: a
+    submission with files or a report whose marker says it was collected is not, and a
+    packet opened once and found to carry no report is marked so and never again."""
     from relay.http.survey_cases import collect_reports
 
     def with_action(packet_id: str, action: str) -> PacketSummary:
@@ -95,4 +96,11 @@ async def test_at_start_nothing_of_history_is_opened_that_cannot_be_a_report(tmp
     )
     assert done == []
     assert core.opened == ["p-new"]
-    assert seen == {"p-submit", "p-done", "p-new"}
+    assert seen == {"p-new"}  # what was opened only: not every packet of the inbox
+    # it carried no report: marked so, a later start (a new process) opens nothing
+    assert (tmp_path / "case" / ".p-new.done").read_text() == "\n"
+    again = Listed()
+    assert await collect_reports(
+        again, tmp_path, me="420106", bundle=None, at=AT, database=None, seen=set(),  # type: ignore[arg-type]
+    ) == []  # fmt: skip
+    assert again.opened == []
