@@ -45,7 +45,7 @@ delivered history costs nothing to skip.
 ``outbox_refusals`` (step 4) names each packet refused for good: rejected by the partner,
 or dead for a reason other than ``expired`` (its case successors, dead as
 ``predecessor-*``, included). It is written in the transaction that settles the packet
-so, with two marks:
+as refused, with two marks:
 
 - ``standing``, set until a later packet of its case is queued to that partner (sent
   again, or the case moved on), which clears it in the enqueueing transaction. The

@@ -108,12 +108,16 @@ class Integration:
 
     def scan(self) -> int:
         """Record the events found by looking; how many were new."""
+        return self.scan_refusals() + self.scan_clocks()
+
+    def scan_refusals(self) -> int:
+        """Record the ``step-refused`` events of the refusals new to the scan (an index of
+        those not yet noticed), each noticed once its event is made: never every refusal
+        or event kept. Runs on the event loop, whose connection the relay store is: the
+        scan reads and marks only what the node committed."""
         now = self.clock()
         new = 0
         core: Any = self.services.core
-        # the refusals new to the scan (an index of those not yet noticed), each noticed
-        # once its event is made, and the cases flagged now each by its mark: never
-        # every refusal, event or mark kept
         while refusals := core.unnoticed_refusals(_REFUSALS_PER_READ):
             for item in refusals:
                 s = item.summary
@@ -125,6 +129,14 @@ class Integration:
                 )  # fmt: skip
                 new += self.store.record(event)
             core.notice_refusals([item.summary.packet_id for item in refusals])
+        return new
+
+    def scan_clocks(self) -> int:
+        """Record the SLA events of the cases flagged now, each looked up by its mark
+        (never every mark kept; the cases in progress only: one that ended had its event
+        from the change that ended it, :class:`~relay.integration.store.OutboxSink`)."""
+        now = self.clock()
+        new = 0
         for overdue in self.services.desk.overdue(now):
             colour = overdue.clock.colour
             case_id = overdue.record.case.header.case_id
@@ -143,7 +155,8 @@ class Integration:
         purged_at: float | None = None
         while not stop.is_set():
             try:
-                if await asyncio.to_thread(self.scan):
+                # refusals on the loop (few, indexed); the clocks in a worker thread
+                if self.scan_refusals() + await asyncio.to_thread(self.scan_clocks):
                     self.dispatcher.wake()
                 if purged_at is None or loop.time() - purged_at >= self.purge_interval:
                     purged_at = loop.time()
