@@ -28,6 +28,7 @@ and marks' primary keys), so two workers writing the same event keep one.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -218,6 +219,7 @@ class IntegrationStore:
 
     def __init__(self, target: Path | Connection, node_id: str, targets: Sequence[Webhook]) -> None:
         self._conn = connection_for(target)
+        self._writing = threading.RLock()
         migrate(self._conn, "integration", MIGRATIONS)
         self._node = node_id
         self._targets = tuple(targets)
@@ -227,13 +229,18 @@ class IntegrationStore:
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        """One write transaction on the store's connection. The scan, the purge and a
+        dispatcher per webhook target write from the event loop and from worker threads
+        at once: the lock keeps each transaction whole (on one connection, a second
+        ``BEGIN`` would fail, or a statement join another thread's transaction)."""
+        with self._writing:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     # -- events found by looking -------------------------------------------------------
 

@@ -118,3 +118,38 @@ def test_workers_recording_the_same_events_keep_each_once(database: Database) ->
     assert stores[0].delivery_counts()[HOOKS[0].url, "pending"] == 20
     for store in stores:
         store.close()
+
+
+def test_threads_sharing_the_store_each_commit_their_own_writes(database: Database) -> None:
+    """The node's scan, its purge and one dispatcher per webhook target write through
+    the store from the event loop and from worker threads at once: each write is its
+    own whole transaction, none fails or is folded into another's."""
+    store = IntegrationStore(database.connect(), NODE, HOOKS)
+    failures: list[BaseException] = []
+    target = HOOKS[0].url
+
+    def recording(base: int) -> None:
+        try:
+            for n in range(base, base + 150):
+                assert store.record(event(n)) is True
+        except BaseException as exc:
+            failures.append(exc)
+
+    def delivering() -> None:
+        try:
+            for _ in range(150):
+                delivery = store.next_delivery(target)
+                if delivery is not None:
+                    store.delivered(delivery.event_id, target, T0)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=recording, args=(b,)) for b in (0, 1000, 2000)]
+    threads.append(threading.Thread(target=delivering))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert len(store.events()) == 450
+    store.close()
