@@ -6,6 +6,7 @@ Tables (component ``integration``, migrated when the store opens; on SQLite in
     integration_events   seq PK, event_id UNIQUE, type, case_id, at, body JSON
     webhook_deliveries   (event_id, target) PK, seq, state (pending | delivered |
                          parked), attempts, next_at, last_error, delivered_at
+    webhook_delivered    target PK, n                 (deliveries taken, step 2)
     case_applicants      case_id PK, applicant      per-applicant reports and export
     personal_data_reads  seq PK, at, who, purpose, case_id, applicant, what
     sla_marks            (case_id, colour) PK        (the SLA events already made)
@@ -79,7 +80,19 @@ CREATE TABLE IF NOT EXISTS sla_marks (
 );
 """
 
-MIGRATIONS = [Migration(1, "webhook event outbox and personal data", SCHEMA, pg_ddl(SCHEMA))]
+# step 2: how many deliveries each target has taken, counted as they are made, so the
+# gauges and the alert board count only what is pending or parked (an index range each)
+# and never every delivery kept over the years; filled from the rows held before
+_DELIVERED = """
+CREATE TABLE IF NOT EXISTS webhook_delivered (target TEXT PRIMARY KEY, n INTEGER NOT NULL);
+INSERT INTO webhook_delivered (target, n)
+SELECT target, count(*) FROM webhook_deliveries WHERE state = 'delivered' GROUP BY target;
+"""
+
+MIGRATIONS = [
+    Migration(1, "webhook event outbox and personal data", SCHEMA, pg_ddl(SCHEMA)),
+    Migration(2, "deliveries taken, counted per target", _DELIVERED, pg_ddl(_DELIVERED)),
+]
 
 
 @dataclass(frozen=True)
@@ -301,11 +314,18 @@ class IntegrationStore:
 
     def delivered(self, event_id: str, target: str, at: datetime) -> None:
         with self._tx() as conn:
-            conn.execute(
+            cur = conn.execute(
                 "UPDATE webhook_deliveries SET state = 'delivered', attempts = attempts + 1,"
-                " delivered_at = ?, last_error = NULL WHERE event_id = ? AND target = ?",
+                " delivered_at = ?, last_error = NULL"
+                " WHERE event_id = ? AND target = ? AND state != 'delivered'",
                 (at.timestamp(), event_id, target),
             )
+            if cur.rowcount == 1:  # counted once, in the transaction that delivers it
+                conn.execute(
+                    "INSERT INTO webhook_delivered (target, n) VALUES (?, 1)"
+                    " ON CONFLICT (target) DO UPDATE SET n = webhook_delivered.n + 1",
+                    (target,),
+                )
 
     def failed(self, event_id: str, target: str, error: str, *, retry_at: datetime | None) -> None:
         """A failed attempt: retried at ``retry_at``, or parked when it is None."""
@@ -334,29 +354,33 @@ class IntegrationStore:
             return cur.rowcount
 
     def delivery_counts(self) -> dict[tuple[str, str], int]:
-        """(target, state) -> deliveries, every configured target and state present:
-        one grouped count over the ``webhook_deliveries_due`` index (for the gauges)."""
-        counts = {
-            (t.url, state): 0 for t in self._targets for state in ("pending", "delivered", "parked")
+        """(target, state) -> deliveries, every configured target and state present (for
+        the gauges): :meth:`_counts` of each target."""
+        return {
+            (t.url, state): n for t in self._targets for state, n in self._counts(t.url).items()
         }
-        rows = self._conn.execute(
-            "SELECT target, state, count(*) FROM webhook_deliveries GROUP BY target, state"
-        )
-        for target, state, n in rows:
-            if (target, state) in counts:
-                counts[target, state] = n
+
+    def _counts(self, target: str) -> dict[str, int]:
+        """``target``'s deliveries by state: those pending and parked counted on the
+        ``webhook_deliveries_due`` index (a range of what is in progress), those taken
+        read from their counter (``webhook_delivered``): never every delivery kept."""
+        counts = {}
+        args: tuple[str, ...]
+        for state in ("pending", "delivered", "parked"):
+            if state == "delivered":
+                sql, args = "SELECT n FROM webhook_delivered WHERE target = ?", (target,)
+            else:
+                sql = "SELECT count(*) FROM webhook_deliveries WHERE target = ? AND state = ?"
+                args = (target, state)
+            row: Any = self._conn.execute(sql, args).fetchone()
+            counts[state] = 0 if row is None else int(row[0])
         return counts
 
     def delivery_status(self) -> list[dict[str, Any]]:
         """Per target: counts by state, and the parked and failing deliveries."""
         out = []
         for target in self._targets:
-            counts = dict.fromkeys(("pending", "delivered", "parked"), 0)
-            for state, n in self._conn.execute(
-                "SELECT state, count(*) FROM webhook_deliveries WHERE target = ? GROUP BY state",
-                (target.url,),
-            ):
-                counts[state] = n
+            counts = self._counts(target.url)
             troubled = [  # with each event's type and case (the page reads no other list)
                 {"event": r[0], "state": r[1], "attempts": r[2], "error": r[3], "type": r[4],
                  "case": r[5]}
@@ -364,8 +388,9 @@ class IntegrationStore:
                     "SELECT d.event_id, d.state, d.attempts, d.last_error, e.type, e.case_id"
                     " FROM webhook_deliveries d JOIN integration_events e"
                     " ON e.event_id = d.event_id"
-                    " WHERE d.target = ? AND (d.state = 'parked' OR (d.state = 'pending'"
-                    " AND d.attempts > 0)) ORDER BY d.seq LIMIT 50",
+                    # two ranges of the index (parked, pending), not every delivery kept
+                    " WHERE d.target = ? AND d.state IN ('parked', 'pending')"
+                    " AND (d.state = 'parked' OR d.attempts > 0) ORDER BY d.seq LIMIT 50",
                     (target.url,),
                 )
             ]  # fmt: skip

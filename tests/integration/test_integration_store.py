@@ -4,8 +4,11 @@ two workers writing the same event keep one."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from casekit import T0, header
 from dbkit import Database
@@ -15,8 +18,9 @@ from relay.cases.sqlite_store import SqliteCaseStore
 from relay.cases.store import CaseRecord
 from relay.cases.workflow import Case
 from relay.config import Webhook
+from relay.db.migrations import migrate
 from relay.integration.events import EventType, IntegrationEvent, sla_event
-from relay.integration.store import IntegrationStore, OutboxSink, Read
+from relay.integration.store import MIGRATIONS, IntegrationStore, OutboxSink, Read
 
 NODE = "420106"
 ALL = frozenset(t.value for t in EventType)
@@ -152,4 +156,76 @@ def test_threads_sharing_the_store_each_commit_their_own_writes(database: Databa
         t.join()
     assert failures == []
     assert len(store.events()) == 450
+    assert sum(store.delivery_counts()[target, s] for s in ("pending", "delivered")) == 450
+    store.close()
+
+
+def _steps(conn: sqlite3.Connection, read: Any) -> int:
+    counter = [0]
+
+    def tick() -> int:
+        counter[0] += 1
+        return 0
+
+    conn.set_progress_handler(tick, 50)
+    try:
+        read()
+    finally:
+        conn.set_progress_handler(None, 50)
+    return counter[0]
+
+
+def test_counting_deliveries_reads_what_is_pending_not_every_delivery_kept(
+    tmp_path: Path,
+) -> None:
+    """The gauges and the alert board count each target's deliveries at every scrape and
+    every look: the same SQLite instructions with 3,000 deliveries taken per target as
+    with 3, the counts the same as counting every row."""
+    conn = sqlite3.connect(tmp_path / "relay.sqlite3", isolation_level=None)
+    store = IntegrationStore(conn, NODE, HOOKS)
+    target = HOOKS[0].url
+
+    def deliver(n: int, base: int) -> None:
+        for i in range(base, base + n):
+            store.record(event(i))
+            for hook in HOOKS:
+                delivery = store.next_delivery(hook.url)
+                assert delivery is not None
+                store.delivered(delivery.event_id, hook.url, T0)
+
+    def every_row() -> dict[tuple[str, str], int]:
+        counts = dict.fromkeys(store.delivery_counts(), 0)
+        for t, state, n in conn.execute(
+            "SELECT target, state, count(*) FROM webhook_deliveries GROUP BY target, state"
+        ):
+            counts[t, state] = n
+        return counts
+
+    def reads() -> None:
+        store.delivery_counts()
+        store.delivery_status()
+
+    deliver(3, 0)
+    store.record(event(9999))  # pending at both targets
+    assert store.delivery_counts() == every_row()
+    before = _steps(conn, reads)
+    deliver(3000, 10_000)
+    assert store.delivery_counts() == every_row()
+    assert store.delivery_counts()[target, "delivered"] == 3003
+    assert _steps(conn, reads) <= before + 2
+    store.close()
+
+
+def test_step_2_counts_the_deliveries_taken_before_it(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "relay.sqlite3", isolation_level=None)
+    migrate(conn, "integration", MIGRATIONS[:1])
+    conn.executemany(
+        "INSERT INTO webhook_deliveries (event_id, target, seq, state, next_at)"
+        " VALUES (?, ?, ?, ?, 0)",
+        [(f"e{n}", HOOKS[n % 2].url, n, "delivered" if n < 7 else "pending") for n in range(10)],
+    )
+    store = IntegrationStore(conn, NODE, HOOKS)
+    counts = store.delivery_counts()
+    assert (counts[HOOKS[0].url, "delivered"], counts[HOOKS[1].url, "delivered"]) == (4, 3)
+    assert (counts[HOOKS[0].url, "pending"], counts[HOOKS[1].url, "pending"]) == (1, 2)
     store.close()
