@@ -6,7 +6,10 @@
     audit_leaf_timestamps  idx PK, response BLOB, gen_time, at
     audit_leaf_stamps_due  idx PK: survey-report and licence-event leaves found by the
                            scan, until their token is stored
-    timestamps_meta        key PK, value: ``scanned`` = the last leaf index scanned
+    audit_stamps_due       size PK: checkpoints found by the scan, until their token
+                           is stored
+    timestamps_meta        key PK, value: ``scanned`` = the last leaf index scanned,
+                           ``checkpoints_scanned`` = the largest checkpoint looked at
 
 A row exists only for a checkpoint in ``audit_checkpoints`` (or, in the second table,
 for a ``survey-report`` or ``licence-event`` leaf of ``audit_leaves``: a token over the
@@ -21,6 +24,8 @@ The leaves to stamp are found by scanning only the leaves appended since the las
 (``scanned``; the log only grows at its end): the checkpoint task looks for them every
 interval, and a scan of the whole log each time would grow with every packet the node
 ever exchanged (issue 12). Those found wait in ``audit_leaf_stamps_due`` until stamped.
+The checkpoints to stamp are found the same way (``audit_stamps_due``): the stamper and
+the alert board ask for them often, and a node signs a checkpoint every interval.
 """
 
 from __future__ import annotations
@@ -53,9 +58,20 @@ _DUE = """
 CREATE TABLE IF NOT EXISTS audit_leaf_stamps_due (idx INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS timestamps_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# step 3: the checkpoints to stamp found so far (``checkpoints_scanned`` = the largest
+# checkpoint looked at), filled with those that had no token before it
+_CHECKPOINTS_DUE = """
+CREATE TABLE IF NOT EXISTS audit_stamps_due (size INTEGER PRIMARY KEY);
+INSERT INTO audit_stamps_due (size)
+SELECT c.size FROM audit_checkpoints c LEFT JOIN audit_timestamps t ON t.size = c.size
+WHERE t.size IS NULL;
+INSERT INTO timestamps_meta (key, value)
+SELECT 'checkpoints_scanned', CAST(COALESCE(MAX(size), -1) AS TEXT) FROM audit_checkpoints;
+"""
 MIGRATIONS = [
     Migration(1, "RFC 3161 timestamp tokens", _SCHEMA, pg_ddl(_SCHEMA)),
     Migration(2, "leaves to stamp, scanned once", _DUE, pg_ddl(_DUE)),
+    Migration(3, "checkpoints to stamp, found once", _CHECKPOINTS_DUE, pg_ddl(_CHECKPOINTS_DUE)),
 ]
 _STAMPED_KINDS = ("survey-report", "licence-event")  # leaves stamped on their own
 _CONTAINS = {"sqlite": "instr(data, ?) > 0", "postgresql": "position(? in data) > 0"}
@@ -79,11 +95,32 @@ class TimestampStore:
         self._conn.close()
 
     def unstamped(self) -> list[tuple[int, bytes, datetime]]:
-        """(size, note, signed_at) of every checkpoint without a token, oldest first."""
+        """(size, note, signed_at) of every checkpoint without a token, oldest first.
+        Reads the checkpoints signed since the last call and those found before and not
+        stamped yet, never every checkpoint (the stamper and the alert board ask often;
+        a checkpoint is signed every interval for years)."""
+        row = self._conn.execute("SELECT max(size) FROM audit_checkpoints").fetchone()
+        end = -1 if row is None or row[0] is None else int(row[0])
+        mark = self._conn.execute(
+            "SELECT value FROM timestamps_meta WHERE key = 'checkpoints_scanned'"
+        ).fetchone()
+        scanned = -1 if mark is None else int(mark[0])
+        if end > scanned:
+            self._conn.execute(
+                "INSERT OR IGNORE INTO audit_stamps_due (size)"
+                " SELECT size FROM audit_checkpoints WHERE size > ? AND size <= ?",
+                (scanned, end),
+            )
+            self._conn.execute(
+                "INSERT INTO timestamps_meta (key, value) VALUES ('checkpoints_scanned', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(end),),
+            )
         rows = self._conn.execute(
-            "SELECT c.size, c.note, c.signed_at FROM audit_checkpoints c"
-            " LEFT JOIN audit_timestamps t ON t.size = c.size"
-            " WHERE t.size IS NULL ORDER BY c.size"
+            "SELECT c.size, c.note, c.signed_at FROM audit_stamps_due d"
+            " JOIN audit_checkpoints c ON c.size = d.size"
+            " LEFT JOIN audit_timestamps t ON t.size = d.size"
+            " WHERE t.size IS NULL ORDER BY d.size"
         ).fetchall()
         return [(int(s), bytes(n), datetime.fromtimestamp(a, UTC)) for s, n, a in rows]
 
@@ -93,6 +130,7 @@ class TimestampStore:
             " VALUES (?, ?, ?, ?)",
             (size, response, gen_time.timestamp(), at.timestamp()),
         )
+        self._conn.execute("DELETE FROM audit_stamps_due WHERE size = ?", (size,))
 
     def response(self, size: int) -> bytes | None:
         row = self._conn.execute(

@@ -3,11 +3,14 @@ checkpoints and leaves still need a token, one token kept per checkpoint."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from dbkit import Database
 
-from relay.db.migrations import schema_version
+from relay.db.migrations import migrate, schema_version
 from relay.timestamps.store import MIGRATIONS, TimestampStore
 
 AT = datetime(2026, 9, 1, 2, tzinfo=UTC)  # a stamp written as data, never compared to now
@@ -84,3 +87,64 @@ def test_a_dossier_looks_for_a_case_s_leaves_from_where_the_case_began(
     assert _leaf_of(conn, "credential_digest", "ab12") == 0
     assert _leaf_of(conn, "credential_digest", "ab12", start=1) == 2
     assert _leaf_of(conn, "credential_digest", "ffff", start=1) is None
+
+
+def _checkpoints(conn: Any, sizes: range) -> None:
+    conn.executemany(
+        "INSERT INTO audit_checkpoints (size, note, signed_at) VALUES (?, ?, ?)",
+        [(size, b"note", AT.timestamp()) for size in sizes],
+    )
+
+
+def test_finding_the_checkpoints_to_stamp_reads_the_new_ones_not_every_one(
+    tmp_path: Path,
+) -> None:
+    """The stamper and the alert board ask for the checkpoints without a token often: the
+    same SQLite instructions with 5,000 stamped checkpoints behind as with 3."""
+    conn = sqlite3.connect(tmp_path / "relay.sqlite3", isolation_level=None)
+    store = TimestampStore(conn)
+    counter = [0]
+
+    def steps() -> int:
+        counter[0] = 0
+        conn.set_progress_handler(lambda: counter.__setitem__(0, counter[0] + 1) or 0, 20)
+        try:
+            assert [s for s, _, _ in store.unstamped()] == [10_000_000]
+        finally:
+            conn.set_progress_handler(None, 20)
+        return counter[0]
+
+    def stamp_all() -> None:
+        for size, _, _ in store.unstamped():
+            store.put(size, b"token", AT, AT)
+
+    _checkpoints(conn, range(1, 4))
+    stamp_all()
+    _checkpoints(conn, range(10_000_000, 10_000_001))
+    store.unstamped()  # found once
+    before = steps()
+    conn.execute("DELETE FROM audit_checkpoints WHERE size = 10000000")
+    _checkpoints(conn, range(4, 5_004))
+    stamp_all()
+    _checkpoints(conn, range(10_000_000, 10_000_001))
+    store.unstamped()
+    # a deeper B-tree costs a few instructions more; every checkpoint read, thousands
+    assert steps() <= before + 5
+    store.close()
+
+
+def test_step_3_finds_the_checkpoints_left_without_a_token(database: Database) -> None:
+    conn = database.connect()
+    migrate(conn, "timestamps", MIGRATIONS[:2])
+    _checkpoints(conn, range(1, 6))
+    conn.executemany(
+        "INSERT INTO audit_timestamps (size, response, gen_time, at) VALUES (?, ?, ?, ?)",
+        [(size, b"token", AT.timestamp(), AT.timestamp()) for size in (1, 2, 4)],
+    )
+    store = TimestampStore(database.connect())
+    assert [s for s, _, _ in store.unstamped()] == [3, 5]
+    _checkpoints(conn, range(6, 7))
+    assert [s for s, _, _ in store.unstamped()] == [3, 5, 6]
+    store.put(5, b"token", AT, AT)
+    assert [s for s, _, _ in store.unstamped()] == [3, 6]
+    store.close()
