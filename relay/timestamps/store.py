@@ -58,15 +58,11 @@ _DUE = """
 CREATE TABLE IF NOT EXISTS audit_leaf_stamps_due (idx INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS timestamps_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-# step 3: the checkpoints to stamp found so far (``checkpoints_scanned`` = the largest
-# checkpoint looked at), filled with those that had no token before it
+# step 3: the checkpoints to stamp found so far (``checkpoints_scanned`` in
+# ``timestamps_meta`` = the largest checkpoint looked at; none yet: the first look finds
+# every checkpoint without a token, once)
 _CHECKPOINTS_DUE = """
 CREATE TABLE IF NOT EXISTS audit_stamps_due (size INTEGER PRIMARY KEY);
-INSERT INTO audit_stamps_due (size)
-SELECT c.size FROM audit_checkpoints c LEFT JOIN audit_timestamps t ON t.size = c.size
-WHERE t.size IS NULL;
-INSERT INTO timestamps_meta (key, value)
-SELECT 'checkpoints_scanned', CAST(COALESCE(MAX(size), -1) AS TEXT) FROM audit_checkpoints;
 """
 MIGRATIONS = [
     Migration(1, "RFC 3161 timestamp tokens", _SCHEMA, pg_ddl(_SCHEMA)),
@@ -108,7 +104,9 @@ class TimestampStore:
         if end > scanned:
             self._conn.execute(
                 "INSERT OR IGNORE INTO audit_stamps_due (size)"
-                " SELECT size FROM audit_checkpoints WHERE size > ? AND size <= ?",
+                " SELECT c.size FROM audit_checkpoints c"
+                " LEFT JOIN audit_timestamps t ON t.size = c.size"
+                " WHERE c.size > ? AND c.size <= ? AND t.size IS NULL",
                 (scanned, end),
             )
             self._conn.execute(

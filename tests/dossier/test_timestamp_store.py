@@ -133,7 +133,9 @@ def test_finding_the_checkpoints_to_stamp_reads_the_new_ones_not_every_one(
     store.close()
 
 
-def test_step_3_finds_the_checkpoints_left_without_a_token(database: Database) -> None:
+def test_a_store_from_before_step_3_finds_the_checkpoints_left_without_a_token(
+    database: Database,
+) -> None:
     conn = database.connect()
     migrate(conn, "timestamps", MIGRATIONS[:2])
     _checkpoints(conn, range(1, 6))
