@@ -89,13 +89,10 @@ def _fail(path: str, what: str) -> AuditError:
     return AuditError(f"leaf {path}: {what}")
 
 
-def _check(value: object, spec: str, path: str) -> None:
-    optional = spec.endswith("?")
-    _check_as(value, spec.rstrip("?"), optional, path)
-
-
 def _check_as(value: object, kind: str, optional: bool, path: str) -> None:
-    """:func:`_check` with the spec split (``kind`` without its ``?``)."""
+    """Check ``value`` against a ``SPEC`` entry split in two: ``kind`` (``int``, ``hex``,
+    ``node``, ``str`` or an enum name of :data:`_ENUMS`) and ``optional`` (its ``?``:
+    None is allowed)."""
     if value is None and optional:
         return
     if kind == "int":

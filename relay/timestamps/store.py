@@ -90,6 +90,20 @@ class TimestampStore:
     def close(self) -> None:
         self._conn.close()
 
+    def _scanned(self, key: str) -> int:
+        """How far the scan named ``key`` looked (``timestamps_meta``; -1: not yet)."""
+        mark = self._conn.execute(
+            "SELECT value FROM timestamps_meta WHERE key = ?", (key,)
+        ).fetchone()
+        return -1 if mark is None else int(mark[0])
+
+    def _mark_scanned(self, key: str, end: int) -> None:
+        self._conn.execute(
+            "INSERT INTO timestamps_meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, str(end)),
+        )
+
     def unstamped(self) -> list[tuple[int, bytes, datetime]]:
         """(size, note, signed_at) of every checkpoint without a token, oldest first.
         Reads the checkpoints signed since the last call and those found before and not
@@ -97,10 +111,7 @@ class TimestampStore:
         a checkpoint is signed every interval for years)."""
         row = self._conn.execute("SELECT max(size) FROM audit_checkpoints").fetchone()
         end = -1 if row is None or row[0] is None else int(row[0])
-        mark = self._conn.execute(
-            "SELECT value FROM timestamps_meta WHERE key = 'checkpoints_scanned'"
-        ).fetchone()
-        scanned = -1 if mark is None else int(mark[0])
+        scanned = self._scanned("checkpoints_scanned")
         if end > scanned:
             self._conn.execute(
                 "INSERT OR IGNORE INTO audit_stamps_due (size)"
@@ -109,11 +120,7 @@ class TimestampStore:
                 " WHERE c.size > ? AND c.size <= ? AND t.size IS NULL",
                 (scanned, end),
             )
-            self._conn.execute(
-                "INSERT INTO timestamps_meta (key, value) VALUES ('checkpoints_scanned', ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(end),),
-            )
+            self._mark_scanned("checkpoints_scanned", end)
         rows = self._conn.execute(
             "SELECT c.size, c.note, c.signed_at FROM audit_stamps_due d"
             " JOIN audit_checkpoints c ON c.size = d.size"
@@ -156,10 +163,7 @@ class TimestampStore:
         except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):  # no audit log yet
             return []
         end = -1 if row is None or row[0] is None else int(row[0])
-        mark = self._conn.execute(
-            "SELECT value FROM timestamps_meta WHERE key = 'scanned'"
-        ).fetchone()
-        scanned = -1 if mark is None else int(mark[0])
+        scanned = self._scanned("scanned")
         if end > scanned:
             kinds = tuple(f'"kind":"{k}"'.encode() for k in _STAMPED_KINDS)
             found = self._conn.execute(self._new_leaves, (scanned, end, *kinds)).fetchall()
@@ -167,11 +171,7 @@ class TimestampStore:
                 self._conn.execute(
                     "INSERT OR IGNORE INTO audit_leaf_stamps_due (idx) VALUES (?)", (int(index),)
                 )
-            self._conn.execute(
-                "INSERT INTO timestamps_meta (key, value) VALUES ('scanned', ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(end),),
-            )
+            self._mark_scanned("scanned", end)
         rows = self._conn.execute(
             "SELECT d.idx, l.data FROM audit_leaf_stamps_due d"
             " JOIN audit_leaves l ON l.idx = d.idx"
