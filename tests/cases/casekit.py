@@ -51,3 +51,16 @@ def details_for(kind: EventKind, case: Case, choice: int = 0) -> Mapping[str, An
 
 def later(minutes: int) -> datetime:
     return T0 + timedelta(minutes=minutes)
+
+
+def counting_reads(store: Any, monkeypatch: Any) -> list[str]:
+    """The ids of the cases ``store`` reads whole (``get``) from now on, in order."""
+    read: list[str] = []
+    get = store.get
+
+    def counted(case_id: str, **kwargs: Any) -> Any:
+        read.append(case_id)
+        return get(case_id, **kwargs)
+
+    monkeypatch.setattr(store, "get", counted)
+    return read

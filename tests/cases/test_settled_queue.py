@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from casekit import HANDLING, RECEIVING, T0, details_for, later
+from casekit import HANDLING, RECEIVING, T0, counting_reads, details_for, later
 from dbkit import Database
 
 from agreements.calendar import WorkingCalendar, default_calendar
@@ -269,19 +269,6 @@ def test_the_settled_cases_are_counted_on_their_index_alone(tmp_path: Path) -> N
     conn.close()
 
 
-def _counting_reads(store: SqliteCaseStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The ids of the cases read whole (``get``) from now on, in order."""
-    read: list[str] = []
-    get = store.get
-
-    def counted(case_id: str, **kwargs: Any) -> Any:
-        read.append(case_id)
-        return get(case_id, **kwargs)
-
-    monkeypatch.setattr(store, "get", counted)
-    return read
-
-
 def test_the_overdue_list_and_the_sla_gauge_judge_the_cases_in_progress(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -297,7 +284,7 @@ def test_the_overdue_list_and_the_sla_gauge_judge_the_cases_in_progress(
     assert listed == ["WC-SLA-approved-late", "WC-SLA-submitted"]
     assert len(desk.statutory_clocks(NOW)) == 2
     assert desk.unknown_clocks(NOW) == []
-    read = _counting_reads(store, monkeypatch)
+    read = counting_reads(store, monkeypatch)
     desk.overdue(NOW)
     assert sorted(read) == listed  # the late concluded case is not even read
     store.close()
@@ -327,7 +314,7 @@ def test_the_retention_purge_reads_only_the_cases_due(
         terms=lambda *args: SimpleNamespace(retention_years=2, agreement_id="bench"),
         forget_applicant=lambda case_id: None,
     )  # fmt: skip
-    read = _counting_reads(store, monkeypatch)
+    read = counting_reads(store, monkeypatch)
     decoded = []
     decode = Event.from_content
 

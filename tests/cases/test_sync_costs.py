@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 import pytest
-from casekit import HANDLING
+from casekit import HANDLING, counting_reads
 from casekit_offices import Office, Offices
 
 from relay.cases.model import CaseState, EventKind
@@ -172,14 +172,7 @@ async def test_a_live_view_waiting_for_a_case_reads_it_only_when_that_case_chang
     await offices.deliver()
     version = h.desk.get(watched).version
     store = h.desk._store
-    got: list[str] = []
-    get = store.get
-
-    def counting_get(case_id: str, **kw: Any) -> Any:
-        got.append(case_id)
-        return get(case_id, **kw)
-
-    monkeypatch.setattr(store, "get", counting_get)
+    got = counting_reads(store, monkeypatch)
     waiters = [asyncio.ensure_future(h.desk.changed(watched, version, 30)) for _ in range(20)]
     await asyncio.sleep(0)
     got.clear()
