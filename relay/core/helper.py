@@ -190,19 +190,22 @@ class CryptoHelper:
         *,
         recipient: HpkePublicKey,
         at: datetime,
-    ) -> tuple[str, dict[str, str], str] | None:
-        """(inner JWS, ``sealed`` member, own copy) of a new packet, as
-        :func:`relay.core.packets.seal_content` and
-        :func:`relay.core.packets.seal_own_copy` make them; None when the helper cannot
-        answer (the caller then seals itself)."""
+        facts: Mapping[str, Any] | None = None,
+    ) -> tuple[str, dict[str, str], str, str | None] | None:
+        """(inner JWS, ``sealed`` member, own copy, outer JWS) of a new packet, as
+        :func:`relay.core.packets.seal_content`, :func:`relay.core.packets.seal_own_copy`
+        and, for the routing ``facts`` (without ``sealed``) when given,
+        :func:`relay.core.packets.sign_packet` make them (the outer JWS is None without
+        ``facts``); None when the helper cannot answer (the caller then does it itself)."""
         pub = (recipient.suite.value, recipient.public_bytes)
+        outer = None if facts is None else dict(facts)
         result = await self._call(
-            "seal", packet_id, case_id, to, dict(body), list(attachment_keys), pub, at
+            "seal", packet_id, case_id, to, dict(body), list(attachment_keys), pub, at, outer
         )
-        if not isinstance(result, tuple) or len(result) != 3:
+        if not isinstance(result, tuple) or len(result) != 4:
             return None
-        inner, sealed, own_copy = result
-        return inner, sealed, own_copy
+        inner, sealed, own_copy, token = result
+        return inner, sealed, own_copy, token
 
     def _unpack(self, token: str, packed: Packed) -> Examined:
         if len(packed) == 1:

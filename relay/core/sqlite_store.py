@@ -241,6 +241,12 @@ class SqlStore:
         """Make this transaction the only one allocating sequence numbers in these
         (destination, case) pairs (SQLite: its write transaction already is)."""
 
+    def last_sent(self, peer: str, case_id: str) -> tuple[int, str | None]:
+        row = self._conn.execute(
+            "SELECT seq, digest FROM send_seq WHERE peer = ? AND case_id = ?", (peer, case_id)
+        ).fetchone()
+        return (0, None) if row is None else (int(row[0]), str(row[1]))
+
     def enqueue_many(
         self, items: Sequence[tuple[str, str, Callable[[int, str | None], NewOutgoing]]]
     ) -> list[NewOutgoing | Exception]:
