@@ -241,19 +241,27 @@ def append(conn: Executor, data: bytes) -> int:
 
 
 def _frontier(conn: Executor, size: int) -> list[tuple[int, bytes]]:
-    """The complete subtrees on the right edge of a tree of ``size``, largest first."""
-    out: list[tuple[int, bytes]] = []
+    """The complete subtrees on the right edge of a tree of ``size``, largest first
+    (read in one statement: each point on the primary key)."""
+    wanted: list[tuple[int, int]] = []
     start = 0
     for level in range(size.bit_length() - 1, -1, -1):
         if size >> level & 1:
-            row = conn.execute(
-                "SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?",
-                (level, start >> level),
-            ).fetchone()
-            if row is None:
-                raise LogStoreError(f"audit tree is missing node ({level}, {start >> level})")
-            out.append((level, bytes(row[0])))
+            wanted.append((level, start >> level))
             start += 1 << level
+    if not wanted:
+        return []
+    terms = " OR ".join(["(level = ? AND idx = ?)"] * len(wanted))
+    rows = conn.execute(
+        f"SELECT level, idx, hash FROM audit_nodes WHERE {terms}",  # noqa: S608
+        [v for point in wanted for v in point],
+    ).fetchall()
+    found = {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows}
+    out: list[tuple[int, bytes]] = []
+    for level, idx in wanted:
+        if (level, idx) not in found:
+            raise LogStoreError(f"audit tree is missing node ({level}, {idx})")
+        out.append((level, found[level, idx]))
     return out
 
 

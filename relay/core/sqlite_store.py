@@ -247,6 +247,25 @@ class SqlStore:
         ).fetchone()
         return (0, None) if row is None else (int(row[0]), str(row[1]))
 
+    @staticmethod
+    def _last_sent_many(
+        c: Db, keys: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[int, str | None]]:
+        """:meth:`last_sent` of every (peer, case) in ``keys``, in one statement (each
+        pair a point on the primary key)."""
+        last: dict[tuple[str, str], tuple[int, str | None]] = dict.fromkeys(keys, (0, None))
+        if keys:
+            asked = list(keys)
+            # padded to a power of two (the last pair again): few distinct statements
+            asked += asked[-1:] * ((1 << (len(asked) - 1).bit_length()) - len(asked))
+            terms = " OR ".join(["(peer = ? AND case_id = ?)"] * len(asked))
+            for peer, case_id, seq, digest in c.execute(
+                f"SELECT peer, case_id, seq, digest FROM send_seq WHERE {terms}",  # noqa: S608
+                [v for key in asked for v in key],
+            ).fetchall():
+                last[str(peer), str(case_id)] = (int(seq), str(digest))
+        return last
+
     def enqueue_many(
         self, items: Sequence[tuple[str, str, Callable[[int, str | None], NewOutgoing]]]
     ) -> list[NewOutgoing | Exception]:
@@ -260,14 +279,9 @@ class SqlStore:
         out: list[NewOutgoing | Exception] = []
         with self._new_packets() as conn, self._tx(conn) as c:
             self._lock_cases(c, [(peer, case_id) for peer, case_id, _ in items])
-            last: dict[tuple[str, str], tuple[int, str | None]] = {}
+            last = self._last_sent_many(c, {(peer, case_id) for peer, case_id, _ in items})
             for peer, case_id, build in items:
                 key = (peer, case_id)
-                if key not in last:
-                    row = c.execute(
-                        "SELECT seq, digest FROM send_seq WHERE peer = ? AND case_id = ?", key
-                    ).fetchone()
-                    last[key] = (0, None) if row is None else (int(row[0]), str(row[1]))
                 seq = last[key][0] + 1
                 try:
                     new = build(seq, last[key][1])

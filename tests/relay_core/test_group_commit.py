@@ -176,3 +176,28 @@ async def test_a_closed_store_queues_nothing(federation: Federation) -> None:
     federation.stores[WUCHANG].close()  # its writer connection is not opened again
     with pytest.raises(StoreError, match="closed"):
         await create(federation, "c", {"n": 1})
+
+
+async def test_a_group_reads_its_cases_and_the_log_frontier_in_one_statement_each(
+    federation: Federation,
+) -> None:
+    """The transaction is the serial section of creation, and each statement there may
+    wait for the interpreter lock: a group of sixteen packets over eight cases reads the
+    cases' last packets in one statement, and the log's right edge in another, not one
+    statement per case and per subtree."""
+    await create(federation, "warm", {"n": 0})  # opens the writer connection
+    writer = federation.stores[WUCHANG]._writer
+    assert writer is not None
+    statements: list[str] = []
+    writer.set_trace_callback(statements.append)
+    try:
+        made = await asyncio.gather(
+            *(create(federation, f"c-{i % 8}", {"n": i}) for i in range(16))
+        )
+    finally:
+        writer.set_trace_callback(None)
+    assert sorted(s.seq for s in made) == sorted([1, 2] * 8)
+    reads_cases = [s for s in statements if s.startswith("SELECT") and "send_seq" in s]
+    reads_log = [s for s in statements if s.startswith("SELECT") and "audit_nodes" in s]
+    assert len(reads_cases) == 1, reads_cases
+    assert len(reads_log) == 1, reads_log
