@@ -242,10 +242,7 @@ class SqlStore:
         (destination, case) pairs (SQLite: its write transaction already is)."""
 
     def last_sent(self, peer: str, case_id: str) -> tuple[int, str | None]:
-        row = self._conn.execute(
-            "SELECT seq, digest FROM send_seq WHERE peer = ? AND case_id = ?", (peer, case_id)
-        ).fetchone()
-        return (0, None) if row is None else (int(row[0]), str(row[1]))
+        return self._last_sent_many(self._conn, [(peer, case_id)])[peer, case_id]
 
     @staticmethod
     def _last_sent_many(

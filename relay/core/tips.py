@@ -91,9 +91,9 @@ class CaseTips:
             tip.seq, tip.digest, tip.before = seq, digest, None
 
     def failed(self, key: Key, packet_id: str) -> None:
-        """``packet_id`` was not queued: when it holds the case's last allocation, the
-        tip is the one before it again (unknown when there was none: the store is read
-        at the next claim)."""
+        """``packet_id`` was not queued (or its creator went away before it knew): when
+        it holds the case's last allocation, the tip is the one before it again (unknown
+        when there was none: the store is read at the next claim)."""
         tip = self._tips.get(key)
         if tip is not None and tip.packet_id == packet_id:
             if tip.before is None:
