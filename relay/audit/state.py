@@ -36,6 +36,7 @@ from relay.audit.store import MIGRATIONS as LOG_MIGRATIONS
 from relay.audit.store import AuditStore
 from relay.audit.witness import ForkEvidence, PartnerState
 from relay.db.migrations import Migration, migrate
+from relay.db.open import write_transaction
 from relay.db.pg import PgConnection, connect, pg_ddl
 from relay.db.settings import DatabaseSettings
 
@@ -161,13 +162,8 @@ class AuditState:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection | PgConnection]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        with write_transaction(self._conn) as conn:
+            yield conn
 
     # -- our checkpoints -----------------------------------------------------------------
 

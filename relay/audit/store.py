@@ -59,6 +59,7 @@ from relay.audit.merkle import (
     range_hash,
 )
 from relay.db.migrations import Migration
+from relay.db.open import write_transaction
 from relay.db.pg import PgConnection
 
 __all__ = [
@@ -174,8 +175,7 @@ def declare_tree_hash(conn: sqlite3.Connection | PgConnection, tree_hash: TreeHa
     other hash, or leaves appended under the SHA-256 default)."""
     if conn.in_transaction:
         raise LogStoreError("declare the tree hash outside any open transaction")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         lock_for_append(conn)  # several workers declaring at once: one at a time
         current = conn.execute("SELECT name FROM audit_tree_hash WHERE one = 1").fetchone()
         if current is not None and current[0] != tree_hash.name:
@@ -190,10 +190,6 @@ def declare_tree_hash(conn: sqlite3.Connection | PgConnection, tree_hash: TreeHa
             )
         if current is None:
             conn.execute("INSERT INTO audit_tree_hash (one, name) VALUES (1, ?)", (tree_hash.name,))
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def _connection(executor: Executor) -> sqlite3.Connection | PgConnection:

@@ -76,7 +76,7 @@ from relay.cases.sla import ClockFacts, Colour
 from relay.cases.store import AppliedPacket, CaseRecord
 from relay.cases.workflow import Case
 from relay.db.migrations import Connection, Migration, migrate
-from relay.db.open import connection_for, row_locks
+from relay.db.open import connection_for, row_locks, write_transaction
 from relay.db.pg import pg_ddl
 from signing.errors import MalformedInput
 from signing.licence import parse_licence
@@ -398,14 +398,9 @@ class SqliteCaseStore:
     @contextmanager
     def _tx(self, case_ids: Iterable[str] = ()) -> Iterator[Connection]:
         """A write transaction holding the cases ``case_ids`` (see the module note)."""
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            row_locks(self._conn, _LOCKS, case_ids)
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        with write_transaction(self._conn) as conn:
+            row_locks(conn, _LOCKS, case_ids)
+            yield conn
 
     _COLUMNS = "me, header, stamp, access_hash, opened_at, version"
     _WITH_EVENTS = (

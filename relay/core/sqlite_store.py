@@ -67,6 +67,7 @@ from relay.core.store import (
     Upload,
 )
 from relay.db.migrations import migrate
+from relay.db.open import write_transaction
 from relay.db.pg import PgConnection
 
 __all__ = ["SqlStore", "SqliteStore", "fsync_dir"]
@@ -210,13 +211,8 @@ class SqlStore:
         with self._writing():
             if conn.in_transaction:
                 raise StoreError("nested transaction")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            with write_transaction(conn) as c:
+                yield c
 
     def _writing(self) -> contextlib.AbstractContextManager[object]:
         """Held around every write transaction of this store (see :class:`SqliteStore`)."""

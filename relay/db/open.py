@@ -10,20 +10,22 @@ A store accepts either a :class:`Connection` (from :func:`open_connection`) or, 
 always did, the path of a SQLite file (:func:`connection_for`), so tests and tools that
 open a file directly keep working.
 
-:func:`row_locks` is how a store makes a read-modify-write race-free on both backends:
-SQLite's ``BEGIN IMMEDIATE`` already holds the whole database for the writer; on
-PostgreSQL the store takes transaction-scoped advisory locks on the names it is about to
-change (a case id, an account name), in sorted order so two workers never deadlock,
-without serialising writes to other names.
+:func:`write_transaction` is every store's write transaction, and :func:`row_locks`
+how a store makes a read-modify-write race-free on both backends: SQLite's ``BEGIN
+IMMEDIATE`` already holds the whole database for the writer; on PostgreSQL the store
+takes transaction-scoped advisory locks on the names it is about to change (a case id,
+an account name), in sorted order so two workers never deadlock, without serialising
+writes to other names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 
@@ -42,6 +44,7 @@ __all__ = [
     "open_connection",
     "row_locks",
     "sqlite_connection",
+    "write_transaction",
 ]
 
 RELAY_FILE = "relay.sqlite3"
@@ -86,6 +89,32 @@ def _key(name: str) -> int:
     return int.from_bytes(
         hashlib.blake2b(name.encode(), digest_size=4).digest(), "big", signed=True
     )
+
+
+C = TypeVar("C", sqlite3.Connection, pg.PgConnection, Connection)
+
+
+@contextlib.contextmanager
+def write_transaction(conn: C) -> Iterator[C]:
+    """One write transaction on ``conn``, committed when the block ends and rolled back
+    when it raises (what it raised goes on): ``BEGIN IMMEDIATE`` on SQLite, which holds
+    the database for this writer from the start, ``BEGIN`` on PostgreSQL. A commit that
+    fails raises too, and leaves no transaction open behind it."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        # a commit refused (a deferred constraint, a full disk) can leave the transaction
+        # open: ended here, so that the connection takes the next one
+        if conn.in_transaction:
+            with contextlib.suppress(*DATABASE_ERRORS):
+                conn.execute("ROLLBACK")
+        raise
 
 
 def row_locks(conn: Connection, space: int, names: Iterable[str]) -> None:

@@ -63,7 +63,7 @@ from relay.core.errors import RelayError
 from relay.core.model import PacketSummary
 from relay.core.ports import PeerLink, ReceivedBatch
 from relay.db.migrations import Connection
-from relay.db.open import open_connection
+from relay.db.open import open_connection, write_transaction
 from relay.http.case_services import CaseLayer
 from relay.http.survey_admission import is_sealed_report
 from relay.http.survey_view import add_survey_view_routes
@@ -157,14 +157,8 @@ Database = Callable[[], Connection]
 def _append_leaf(database: Database, leaf: bytes) -> int:
     conn = database()
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            index = audit_append(conn, leaf)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return index
+        with write_transaction(conn):
+            return audit_append(conn, leaf)
     finally:
         conn.close()
 

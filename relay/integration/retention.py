@@ -39,7 +39,7 @@ from relay.cases.store import CaseRecord
 from relay.cases.terms import TermsSource
 from relay.cases.workflow import Case
 from relay.db.migrations import Connection
-from relay.db.open import RELAY_FILE, sqlite_connection
+from relay.db.open import RELAY_FILE, sqlite_connection, write_transaction
 from signing.encoding import canonical_json
 
 __all__ = ["ENDED", "PURGED", "RetentionPurge", "due_at", "purged_copy"]
@@ -189,8 +189,7 @@ class RetentionPurge:
         through a connection of the node's backend)."""
         conn = self._connect()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 inbox = [r[0] for r in conn.execute(
                     "SELECT packet_id FROM inbox WHERE case_id = ?", (case_id,))]  # fmt: skip
                 outbox = conn.execute(
@@ -209,10 +208,6 @@ class RetentionPurge:
                 for digest in digests:
                     conn.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
                     conn.execute("DELETE FROM attachments WHERE blob_digest = ?", (digest,))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         finally:
             conn.close()
         removed = 0

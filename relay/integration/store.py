@@ -46,7 +46,7 @@ from relay.cases.sla import ClockFacts, Colour
 from relay.cases.store import CaseRecord
 from relay.config import Webhook
 from relay.db.migrations import Connection, Migration, migrate
-from relay.db.open import connection_for
+from relay.db.open import connection_for, write_transaction
 from relay.db.pg import pg_ddl
 from relay.integration.events import (
     IntegrationEvent,
@@ -246,14 +246,8 @@ class IntegrationStore:
         dispatcher per webhook target write from the event loop and from worker threads
         at once: the lock keeps each transaction whole (on one connection, a second
         ``BEGIN`` would fail, or a statement join another thread's transaction)."""
-        with self._writing:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._writing, write_transaction(self._conn) as conn:
+            yield conn
 
     # -- events found by looking -------------------------------------------------------
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from relay.db.migrations import Connection, Migration, migrate
-from relay.db.open import open_connection, row_locks, sqlite_connection
+from relay.db.open import open_connection, row_locks, sqlite_connection, write_transaction
 from relay.db.pg import pg_ddl
 from relay.staff_auth import StaffRole
 
@@ -208,14 +208,9 @@ class StaffStore:
     @contextmanager
     def _tx(self, names: Sequence[str] = ()) -> Iterator[Connection]:
         """One write transaction holding the accounts ``names``."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            row_locks(self._db, _LOCKS, names)
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with write_transaction(self._db) as db:
+            row_locks(db, _LOCKS, names)
+            yield db
 
     def close(self) -> None:
         self._db.close()
@@ -416,14 +411,8 @@ class StaffStore:
         with self._journal_lock:
             if self._journal_db is None:
                 self._journal_db = self._connect()
-            db = self._journal_db
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(self._journal_db) as db:
                 db.executemany(_JOURNAL_INSERT, rows)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
 
     def journal_entries(self, *, name: str | None = None, after: int = 0) -> Iterator[JournalEntry]:
         sql = "SELECT seq, at, name, event, address, detail FROM journal WHERE seq > ?"

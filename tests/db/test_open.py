@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from relay.config import load_config
-from relay.db.open import open_connection, row_locks
+from relay.db.open import DATABASE_ERRORS, open_connection, row_locks, write_transaction
 from relay.db.pg import PgConnection, connect
 from relay.signin.store import StaffStore
 from relay.staff_auth import StaffRole
@@ -94,3 +96,46 @@ def test_row_locks_hold_one_name_and_let_the_others_pass(pg_url: str) -> None:
     two.execute("COMMIT")
     for conn in (one, two, watch):
         conn.close()
+
+
+def _two_connections(backend: str, tmp_path: Path, url: str) -> tuple[Any, Any]:
+    if backend == "sqlite":
+        one = sqlite3.connect(tmp_path / "t.sqlite3", isolation_level=None)
+        one.execute("PRAGMA foreign_keys = ON")
+        return one, sqlite3.connect(tmp_path / "t.sqlite3", isolation_level=None)
+    return connect(url), connect(url)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_write_transaction_commits_rolls_back_and_survives_a_refused_commit(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else ""
+    conn, other = _two_connections(backend, tmp_path, url)
+    conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    conn.execute(
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER"
+        " REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+    )
+    with write_transaction(conn) as c:
+        c.execute("INSERT INTO parent (id) VALUES (1)")
+    assert other.execute("SELECT id FROM parent").fetchall() == [(1,)]  # committed
+
+    def failing_block() -> None:
+        with write_transaction(conn) as c:
+            c.execute("INSERT INTO parent (id) VALUES (2)")
+            raise KeyError("the block failed")
+
+    with pytest.raises(KeyError):
+        failing_block()
+    assert other.execute("SELECT id FROM parent").fetchall() == [(1,)]  # rolled back
+    # the deferred constraint refuses the COMMIT itself (on SQLite the transaction
+    # would stay open, and every later BEGIN on the connection would fail)
+    with pytest.raises(DATABASE_ERRORS), write_transaction(conn) as c:
+        c.execute("INSERT INTO child (id, parent) VALUES (1, 99)")
+    assert not conn.in_transaction
+    with write_transaction(conn) as c:
+        c.execute("INSERT INTO child (id, parent) VALUES (2, 1)")
+    assert other.execute("SELECT id, parent FROM child").fetchall() == [(2, 1)]
+    conn.close()
+    other.close()
