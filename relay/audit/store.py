@@ -216,24 +216,7 @@ def _require_transaction(executor: Executor) -> None:
 
 def append(conn: Executor, data: bytes) -> int:
     """Append one leaf inside the caller's transaction; return its index. Never commits."""
-    lock_for_append(conn)
-    tree_hash = tree_hash_of(conn)
-    index = _size(conn)
-    h = tree_hash.leaf(data)
-    conn.execute("INSERT INTO audit_leaves (idx, data) VALUES (?, ?)", (index, data))
-    rows = [(0, index, h)]
-    level, i = 0, index
-    while i & 1:
-        row = conn.execute(
-            "SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?", (level, i - 1)
-        ).fetchone()
-        if row is None:
-            raise LogStoreError(f"audit tree is missing node ({level}, {i - 1})")
-        h = tree_hash.node(bytes(row[0]), h)
-        level, i = level + 1, i >> 1
-        rows.append((level, i, h))
-    conn.executemany("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)", rows)
-    return index
+    return Appender(conn).append(data)
 
 
 def _frontier(conn: Executor, size: int) -> list[tuple[int, bytes]]:
@@ -263,26 +246,63 @@ def _frontier(conn: Executor, size: int) -> list[tuple[int, bytes]]:
 
 def append_many(conn: Executor, leaves: Iterable[bytes]) -> range:
     """Append leaves in order inside the caller's transaction; return their indexes."""
-    lock_for_append(conn)
-    tree_hash = tree_hash_of(conn)
-    first = index = _size(conn)
-    frontier = _frontier(conn, first)
-    leaf_rows: list[tuple[int, bytes]] = []
-    node_rows: list[tuple[int, int, bytes]] = []
-    for data in leaves:
-        h = tree_hash.leaf(data)
-        leaf_rows.append((index, data))
-        node_rows.append((0, index, h))
-        level, i = 0, index
-        while frontier and frontier[-1][0] == level:
-            h = tree_hash.node(frontier.pop()[1], h)
-            level, i = level + 1, i >> 1
-            node_rows.append((level, i, h))
-        frontier.append((level, h))
-        index += 1
-    conn.executemany("INSERT INTO audit_leaves (idx, data) VALUES (?, ?)", leaf_rows)
-    conn.executemany("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)", node_rows)
-    return range(first, index)
+    return Appender(conn).extend(leaves)
+
+
+class Appender:
+    """Appends leaves in order inside the caller's open transaction, reading the log's
+    tree hash, size and right edge once: the transaction holds the log (SQLite's writer,
+    the append lock on PostgreSQL), so nothing else moves them until it ends. After a
+    rollback to a savepoint that undid appends, :meth:`forget` what was read."""
+
+    def __init__(self, conn: Executor) -> None:
+        self._conn = conn
+        self._tree_hash: TreeHash = SHA256_TREE
+        self._size: int | None = None  # None: not read yet in this transaction
+        self._frontier: list[tuple[int, bytes]] = []
+
+    def forget(self) -> None:
+        """Read the log again at the next append."""
+        self._size = None
+
+    def append(self, data: bytes) -> int:
+        """Append one leaf; its index."""
+        return self.extend((data,))[0]
+
+    def extend(self, leaves: Iterable[bytes]) -> range:
+        """Append ``leaves`` in order; their indexes."""
+        if self._size is None:
+            lock_for_append(self._conn)
+            self._tree_hash = tree_hash_of(self._conn)
+            size = _size(self._conn)
+            self._frontier = _frontier(self._conn, size)
+            self._size = size
+        first = index = self._size
+        frontier = list(self._frontier)
+        tree_hash = self._tree_hash
+        leaf_rows: list[tuple[int, bytes]] = []
+        node_rows: list[tuple[int, int, bytes]] = []
+        for data in leaves:
+            h = tree_hash.leaf(data)
+            leaf_rows.append((index, data))
+            node_rows.append((0, index, h))
+            level, i = 0, index
+            while frontier and frontier[-1][0] == level:
+                h = tree_hash.node(frontier.pop()[1], h)
+                level, i = level + 1, i >> 1
+                node_rows.append((level, i, h))
+            frontier.append((level, h))
+            index += 1
+        try:
+            self._conn.executemany("INSERT INTO audit_leaves (idx, data) VALUES (?, ?)", leaf_rows)
+            self._conn.executemany(
+                "INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)", node_rows
+            )
+        except BaseException:
+            self.forget()
+            raise
+        self._size, self._frontier = index, frontier
+        return range(first, index)
 
 
 class AuditStore:

@@ -168,6 +168,7 @@ class _PgReceiveTx(_ReceiveTx):
         ).fetchone()  # fmt: skip
         if row is None:  # another worker accepted this packet, or another in its place
             self._conn.execute("ROLLBACK TO SAVEPOINT packet")
+            self._audit.forget()  # the packet's leaves are undone: read the log again
             held = super().inbox_lookup(summary.packet_id)
             return held[1] if held is not None and held[0] == summary.digest else None
         self._conn.execute(

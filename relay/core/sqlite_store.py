@@ -37,9 +37,9 @@ from typing import Any
 
 from relay.audit.merkle import TreeHash
 from relay.audit.store import MIGRATIONS as AUDIT_MIGRATIONS
+from relay.audit.store import Appender, declare_tree_hash, lock_for_append
 from relay.audit.store import append as audit_append
 from relay.audit.store import append_many as audit_append_many
-from relay.audit.store import declare_tree_hash, lock_for_append
 from relay.core.errors import StoreError
 from relay.core.model import (
     InboxItem,
@@ -91,6 +91,7 @@ def _ordered(limit: int | None, newest_first: bool) -> str:
 class _ReceiveTx:
     def __init__(self, conn: Db) -> None:
         self._conn = conn
+        self._audit = Appender(conn)  # a batch's leaves: the log read once, not per leaf
 
     def inbox_lookup(self, packet_id: str) -> tuple[str, str] | None:
         row = self._conn.execute(
@@ -109,7 +110,7 @@ class _ReceiveTx:
         return None if row is None else int(row[0])
 
     def audit_append(self, leaf: bytes) -> int:
-        return audit_append(self._conn, leaf)
+        return self._audit.append(leaf)
 
     def inbox_put(
         self, summary: PacketSummary, token: str, received_at: datetime, receipt: str, log: int

@@ -10,7 +10,7 @@ import pytest
 
 from relay.audit.errors import LogStoreError
 from relay.audit.merkle import MemoryTree, verify_consistency, verify_inclusion
-from relay.audit.store import AuditStore, append, append_many, open_database
+from relay.audit.store import Appender, AuditStore, append, append_many, open_database
 
 
 @pytest.fixture
@@ -134,3 +134,44 @@ def test_requests_beyond_the_log_are_refused(conn: sqlite3.Connection) -> None:
 def test_head_is_the_size_and_root_of_one_view(conn: sqlite3.Connection) -> None:
     data = _fill(conn, 11)
     assert AuditStore(conn).head() == (11, MemoryTree(data).root())
+
+
+def test_an_appender_reads_the_log_once_per_transaction(conn: sqlite3.Connection) -> None:
+    """A receive transaction appends two leaves per packet: the log's hash, size and
+    right edge are read at the first, then kept, not read again for every leaf."""
+    first = _fill(conn, 11)  # an odd size: a right edge of several subtrees
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    more = [f"packet {i}".encode() for i in range(40)]
+    with conn:
+        conn.execute("BEGIN")
+        appender = Appender(conn)
+        assert [appender.append(d) for d in more] == list(range(11, 51))
+    conn.set_trace_callback(None)
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 3, reads  # the tree hash, the size, the right edge
+    store, ref = AuditStore(conn), MemoryTree(first + more)
+    assert store.size() == 51
+    assert all(store.root(n) == ref.root(n) for n in range(52))
+
+
+def test_an_appender_forgets_what_a_rollback_to_a_savepoint_undid(
+    conn: sqlite3.Connection,
+) -> None:
+    """PostgreSQL receives each packet of a batch in a savepoint, and undoes a packet
+    another worker accepted first: the appender reads the log again after it, so the
+    next leaves follow the ones that stayed, without a gap."""
+    kept = [f"kept {i}".encode() for i in range(5)]
+    after = [f"after {i}".encode() for i in range(4)]
+    with conn:
+        conn.execute("BEGIN")
+        appender = Appender(conn)
+        appender.extend(kept)
+        conn.execute("SAVEPOINT packet")
+        appender.extend([b"undone 1", b"undone 2", b"undone 3"])
+        conn.execute("ROLLBACK TO SAVEPOINT packet")
+        appender.forget()
+        assert appender.extend(after) == range(5, 9)
+    store, ref = AuditStore(conn), MemoryTree(kept + after)
+    assert store.size() == 9
+    assert all(store.root(n) == ref.root(n) for n in range(10))

@@ -222,3 +222,20 @@ def test_the_per_packet_benchmarks_run(
     measured = [v for r in rows for k, v in r.items() if k != "measure" and isinstance(v, float)]
     assert measured
     assert all(v > 0 for v in measured), rows
+
+
+async def test_a_received_batch_reads_the_audit_log_once(federation: Federation) -> None:
+    """Each accepted packet appends two leaves (the packet, its receipt) in the batch's
+    transaction: the log's size and right edge are read once per batch, not per leaf."""
+    for case in range(4):
+        await send(federation, WUCHANG, DAFENG, f"batch-{case}", n=4)  # one batch of 16
+    statements: list[str] = []
+    receiver = federation.stores[DAFENG].connection
+    receiver.set_trace_callback(statements.append)
+    try:
+        await federation.nodes[WUCHANG].deliver_once()
+    finally:
+        receiver.set_trace_callback(None)
+    assert len(federation.nodes[DAFENG].list_inbox()) == 16
+    sizes = [s for s in statements if "MAX(idx) FROM audit_leaves" in s]
+    assert len(sizes) == 1, f"{len(sizes)} reads of the log's size for one batch"
