@@ -58,16 +58,27 @@ def is_sealed_report(text: str) -> bool:
     return _JWS.fullmatch(text) is not None
 
 
-def judge_report(packet: OpenedPacket, *, me: str, bundle: TrustBundle, at: datetime) -> str | None:
-    """The refusal code for a packet's sealed survey report, or None (see the table)."""
-    body, summary = packet.body, packet.summary
-    details = body.get("details")
+def _sealed_report(body: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
+    """(sealed report, details) of a survey-report event that carries one; None for any
+    other content, and for a survey result typed in by staff (nothing sealed to judge)."""
     if body.get("format") != CONTENT_FORMAT or body.get("event") != "survey-report":
         return None
-    token = details.get("report") if isinstance(details, Mapping) else None
+    details = body.get("details")
+    if not isinstance(details, Mapping):
+        return None
+    token = details.get("report")
     if not isinstance(token, str) or not is_sealed_report(token):
-        return None  # a survey result typed in by staff: nothing sealed to judge
-    assert isinstance(details, Mapping)
+        return None
+    return token, details
+
+
+def judge_report(packet: OpenedPacket, *, me: str, bundle: TrustBundle, at: datetime) -> str | None:
+    """The refusal code for a packet's sealed survey report, or None (see the table)."""
+    summary = packet.summary
+    sealed = _sealed_report(packet.body)
+    if sealed is None:
+        return None
+    token, details = sealed
     try:
         verified = verify_compact(token, bundle, at=at, typ=REPORT_TYP)
         report = SurveyReport.from_payload(verified.payload)
@@ -103,6 +114,8 @@ class SurveyAdmission:
     def check(
         self, packet: OpenedPacket, *, earlier: Sequence[OpenedPacket], at: datetime
     ) -> str | None:
+        if _sealed_report(packet.body) is None:  # most packets: no trust bundle read
+            return None
         return judge_report(packet, me=self._me, bundle=self._bundle(), at=at)
 
 

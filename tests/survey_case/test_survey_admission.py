@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from relay.cases.model import CONTENT_FORMAT
 from relay.core.model import PacketSummary
 from relay.core.ports import OpenedPacket
-from relay.http.survey_admission import is_sealed_report, judge_report
+from relay.http.survey_admission import SurveyAdmission, is_sealed_report, judge_report
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 
@@ -33,3 +33,21 @@ def test_something_shaped_like_a_jws_that_does_not_verify_is_refused(office_pki)
     assert is_sealed_report("eyJh.eyJi.c2ln")
     code = judge_report(_packet("eyJh.eyJi.c2ln"), me="320982", bundle=office_pki.bundle, at=NOW)
     assert code == "survey-report-invalid"
+
+
+def test_only_a_sealed_report_makes_the_check_read_the_trust_bundle(office_pki) -> None:
+    """The check runs on every accepted packet of every batch; the bundle in force is a
+    file the node looks at (a stat, a lock): read only for what needs it."""
+    reads = []
+
+    def bundle():
+        reads.append(1)
+        return office_pki.bundle
+
+    check = SurveyAdmission("320982", bundle)
+    other = OpenedPacket(_packet("").summary, {"format": CONTENT_FORMAT, "event": "submitted"})
+    assert check.check(other, earlier=(), at=NOW) is None
+    assert check.check(_packet("经营场所 60㎡. 隔离存放"), earlier=(), at=NOW) is None
+    assert reads == []
+    assert check.check(_packet("eyJh.eyJi.c2ln"), earlier=(), at=NOW) == "survey-report-invalid"
+    assert reads == [1]
