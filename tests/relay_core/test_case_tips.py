@@ -8,18 +8,20 @@ exactly what the store allocated."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-import threading
-from collections.abc import Iterator
-from dataclasses import replace
-from typing import Any
 
 import pytest
-from relay_core_support import ACTION, DAFENG, MATTER, MODE, WUCHANG, Federation, drain
+from relay_core_support import (
+    ACTION,
+    DAFENG,
+    MATTER,
+    MODE,
+    WUCHANG,
+    Federation,
+    OuterSignatures,
+    drain,
+)
 
-import relay.core.service as service_module
-from relay.core.errors import PacketTooLarge
 from relay.core.model import PacketSummary
 from relay.core.packets import verify_packet
 from relay.core.service import RelayNode
@@ -104,42 +106,6 @@ def test_the_tips_kept_are_bounded_and_a_forgotten_case_is_read_again() -> None:
 # -- through the node, on both backends ---------------------------------------------------
 
 
-class _Signatures:
-    """Outer JWS signed by the node, and how many of them inside a transaction that
-    queues new packets (the store's ``enqueue_many``, wherever it runs)."""
-
-    def __init__(self) -> None:
-        self.outside = 0
-        self.inside = 0
-        self._in_tx = threading.local()
-
-    @contextlib.contextmanager
-    def watch(self, monkeypatch: pytest.MonkeyPatch, *nodes: RelayNode) -> Iterator[None]:
-        real_sign = service_module.sign_packet
-
-        def sign(*args: Any, **kwargs: Any) -> Any:
-            if getattr(self._in_tx, "on", False):
-                self.inside += 1
-            else:
-                self.outside += 1
-            return real_sign(*args, **kwargs)
-
-        monkeypatch.setattr(service_module, "sign_packet", sign)
-        for node in nodes:
-            store = node._store
-            real_enqueue = store.enqueue_many
-
-            def enqueue_many(items: Any, real: Any = real_enqueue) -> Any:
-                self._in_tx.on = True
-                try:
-                    return real(items)
-                finally:
-                    self._in_tx.on = False
-
-            monkeypatch.setattr(store, "enqueue_many", enqueue_many)
-        yield
-
-
 async def _create(node: RelayNode, case: str, content: dict[str, object]) -> PacketSummary:
     return await node.create_packet(
         to=DAFENG, case_id=case, matter=MATTER, action=ACTION, mode=MODE, content=content
@@ -167,7 +133,7 @@ async def test_guessed_packets_are_signed_outside_the_transaction(
     federation: Federation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     node = federation.nodes[WUCHANG]
-    signatures = _Signatures()
+    signatures = OuterSignatures()
     made: list[PacketSummary] = []
     with signatures.watch(monkeypatch, node):
         for round_ in range(3):  # sixteen at once over four cases, three times
@@ -189,7 +155,7 @@ async def test_one_creation_at_a_time_signs_nothing_in_the_transaction(
     federation: Federation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     node = federation.nodes[WUCHANG]
-    signatures = _Signatures()
+    signatures = OuterSignatures()
     with signatures.watch(monkeypatch, node):
         made = [await _create(node, f"case-{i % 3}", {"n": i}) for i in range(9)]
     assert (signatures.inside, signatures.outside) == (0, 9)
@@ -208,7 +174,7 @@ async def test_a_case_another_worker_moved_on_is_signed_again_in_the_transaction
         store=federation.stores[WUCHANG], link=federation.network.link(WUCHANG),
         clock=federation.clock, rng=random.Random(7), policy=federation.policy,
     )  # fmt: skip
-    signatures = _Signatures()
+    signatures = OuterSignatures()
     with signatures.watch(monkeypatch, first):
         made = [await _create(first, "shared", {"n": 1})]
         made.append(await _create(second, "shared", {"n": 2}))  # first's tip is stale now
@@ -220,26 +186,3 @@ async def test_a_case_another_worker_moved_on_is_signed_again_in_the_transaction
     await drain(federation, WUCHANG)
     got = {i.summary.packet_id for i in federation.nodes[DAFENG].list_inbox()}
     assert got == {s.packet_id for s in made}  # the partner checks the chain: all accepted
-
-
-async def test_a_packet_that_fails_leaves_the_next_guess_right(
-    federation: Federation, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    federation.policy = replace(federation.policy, max_packet_bytes=6_000)
-    node = federation.start(WUCHANG)
-    signatures = _Signatures()
-    with signatures.watch(monkeypatch, node):
-        results = await asyncio.gather(
-            _create(node, "c", {"n": 1}),
-            _create(node, "c", {"n": 2, "scan": "x" * 20_000}),  # too large
-            _create(node, "c", {"n": 3}),
-            return_exceptions=True,
-        )
-        first, big, third = results
-        assert isinstance(big, PacketTooLarge)
-        assert isinstance(first, PacketSummary)
-        assert isinstance(third, PacketSummary)
-        after = await _create(node, "c", {"n": 4})
-    assert (first.seq, third.seq, after.seq) == (1, 2, 3)
-    assert signatures.inside == 0  # the tip went back to the first: the third chained to it
-    _assert_chained(federation, WUCHANG, [first, third, after])
