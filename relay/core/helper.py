@@ -190,22 +190,19 @@ class CryptoHelper:
         *,
         recipient: HpkePublicKey,
         at: datetime,
-        facts: Mapping[str, Any] | None = None,
-    ) -> tuple[str, dict[str, str], str, str | None] | None:
-        """(inner JWS, ``sealed`` member, own copy, outer JWS) of a new packet, as
-        :func:`relay.core.packets.seal_content`, :func:`relay.core.packets.seal_own_copy`
-        and, for the routing ``facts`` (without ``sealed``) when given,
-        :func:`relay.core.packets.sign_packet` make them (the outer JWS is None without
-        ``facts``); None when the helper cannot answer (the caller then does it itself)."""
+    ) -> tuple[str, dict[str, str], str] | None:
+        """(inner JWS, ``sealed`` member, own copy) of a new packet, as
+        :func:`relay.core.packets.seal_content` and
+        :func:`relay.core.packets.seal_own_copy` make them; None when the helper cannot
+        answer (the caller then seals itself)."""
         pub = (recipient.suite.value, recipient.public_bytes)
-        outer = None if facts is None else dict(facts)
         result = await self._call(
-            "seal", packet_id, case_id, to, dict(body), list(attachment_keys), pub, at, outer
+            "seal", packet_id, case_id, to, dict(body), list(attachment_keys), pub, at
         )
-        if not isinstance(result, tuple) or len(result) != 4:
+        if not isinstance(result, tuple) or len(result) != 3:
             return None
-        inner, sealed, own_copy, token = result
-        return inner, sealed, own_copy, token
+        inner, sealed, own_copy = result
+        return inner, sealed, own_copy
 
     def _unpack(self, token: str, packed: Packed) -> Examined:
         if len(packed) == 1:

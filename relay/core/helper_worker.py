@@ -20,9 +20,7 @@ PEM chain). Then each request is answered, in order:
   packed result per token (:func:`pack`). The bundle's PEM comes with the first request
   that names a new fingerprint, so fresh CRLs apply from the next batch, as in the node.
 - ``("seal", packet id, case id, to, body, attachment keys, (suite, recipient public
-  bytes), at, routing facts or None)`` → ``(inner JWS, sealed member, own copy, outer
-  JWS or None)``: the outer JWS signs the routing facts (without ``sealed``, which it
-  adds) when they are given.
+  bytes), at)`` → ``(inner JWS, sealed member, own copy)``.
 
 A request that fails is answered ``("error", text)`` (the node then does the work
 itself, which raises what it would have raised). The process ends when its stdin closes —
@@ -42,7 +40,7 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any
 
-from relay.core.packets import key_ring, seal_content, seal_own_copy, sign_packet
+from relay.core.packets import key_ring, seal_content, seal_own_copy
 from relay.core.receiver import Examined, examine
 from signing import pathcache
 from signing.certificates import TrustBundle
@@ -130,15 +128,12 @@ class _Node:
         ]
 
     def seal(self, packet_id: str, case_id: str, to: str, body: Any, keys: Any,
-             recipient: tuple[str, bytes], at: Any,
-             facts: Any) -> tuple[str, dict[str, str], str, str | None]:  # fmt: skip
+             recipient: tuple[str, bytes], at: Any) -> tuple[str, dict[str, str], str]:  # fmt: skip
         inner, sealed = seal_content(
             packet_id, case_id, self.me, to, body, keys,
             signer=self.signer, recipient=self.recipient(*recipient), at=at,
         )  # fmt: skip
-        own_copy = seal_own_copy(inner, packet_id, self.hpke[0], self.own_kid)
-        token = None if facts is None else sign_packet(facts, sealed, signer=self.signer, at=at)[0]
-        return inner, sealed, own_copy, token
+        return inner, sealed, seal_own_copy(inner, packet_id, self.hpke[0], self.own_kid)
 
 
 def serve(source: IO[bytes], sink: IO[bytes]) -> int:

@@ -4,9 +4,7 @@ The HTTP shell (``relay.http``) only decodes requests, calls these methods and e
 results; nothing here knows about HTTP. Every method that returns an acknowledgement
 returns it only after the store committed what it acknowledges; packets created in the
 same event-loop turn, or while the previous group commits, share one commit
-(:mod:`relay.core.group_commit`; on SQLite in a worker thread, off the event loop), and
-are signed before it, for the sequence numbers it is expected to allocate
-(:mod:`relay.core.tips`).
+(:mod:`relay.core.group_commit`; on SQLite in a worker thread, off the event loop).
 
 Federation side (called with the mTLS-authenticated peer id):
     ``receive_batch``, ``blob_offset``, ``write_blob``, ``open_blob``.
@@ -62,7 +60,6 @@ from relay.core.outbox import OutboxPolicy
 from relay.core.packets import (
     AttachmentKey,
     AttachmentRef,
-    RoutingFacts,
     check_new_packet,
     key_ring,
     open_content,
@@ -84,7 +81,6 @@ from relay.core.ports import (
 from relay.core.receiver import standard_pipeline
 from relay.core.sender import Sender
 from relay.core.store import NewOutgoing, RelayStore
-from relay.core.tips import CaseTips, Guess
 from signing.at_rest import AtRest, open_at_rest
 from signing.certificates import TrustBundle
 from signing.encoding import b64url_decode
@@ -159,7 +155,6 @@ class RelayNode:
         self._helper = CryptoHelper(self._hpke, node_id, keys.seal) if crypto_helper else None
         self.seal_inline_up_to = seal_inline_up_to
         self._creating = 0  # create_packet calls in progress
-        self._tips = CaseTips(store.last_sent)  # each case's next (seq, prev), guessed
         self._inbox = Inbox(
             me=node_id,
             signer=keys.seal,
@@ -292,10 +287,27 @@ class RelayNode:
             infos = [info_of(s) for s, _ in staged]
             packet_id = self._new_id()
             agreement = decision.agreement
-            expires = at + (expires_in or self._policy.default_ttl)
+            # the costly half (inner JWS, HPKE seal, own copy) needs no sequence number: done
+            # here, per request, so a group's transaction only signs the routing facts
+            made = None
+            if self._helper is not None and self._creating > self.seal_inline_up_to:
+                made = await self._helper.seal(
+                    packet_id, case_id, to, content, keys, recipient=recipient, at=at
+                )
+            if made is not None:
+                inner, sealed, own_copy = made
+            else:  # no helper, or it could not: here (raising what the helper did not say)
+                try:
+                    inner, sealed = seal_content(
+                        packet_id, case_id, self.node_id, to, content, keys,
+                        signer=self._signer, recipient=recipient, at=at,
+                    )  # fmt: skip
+                except MalformedPacket as exc:
+                    raise NotAuthorized(f"malformed: {exc}") from exc
+                own_copy = self._own_copy(inner, packet_id)
 
-            def facts_for(seq: int, prev: str | None) -> dict[str, Any]:
-                return {
+            def build(seq: int, prev: str | None) -> NewOutgoing:
+                facts = {
                     "v": 1,
                     "id": packet_id,
                     "case": case_id,
@@ -312,18 +324,10 @@ class RelayNode:
                     "seq": seq,
                     "prev": prev,
                     "created": format_time(at),
-                    "expires": format_time(expires),
+                    "expires": format_time(at + (expires_in or self._policy.default_ttl)),
                     "attachments": [r.to_json() for r in refs],
                 }
-
-            def finish(seq: int, prev: str | None, token: str | None) -> NewOutgoing:
-                """The packet as ``seq`` after ``prev``, with the outer JWS ``token``
-                the helper signed for them (None: signed here)."""
-                facts = facts_for(seq, prev)
-                if token is None:
-                    token, parsed = sign_packet(facts, sealed, signer=self._signer, at=at)
-                else:
-                    parsed = RoutingFacts.from_json({**facts, "sealed": sealed})
+                token, parsed = sign_packet(facts, sealed, signer=self._signer, at=at)
                 most = self._policy.max_packet_bytes
                 if most is not None and len(token) > most:
                     raise PacketTooLarge(len(token), most)
@@ -331,52 +335,10 @@ class RelayNode:
                 leaf = packet_leaf(LeafKind.PACKET_SENT, parsed, digest, node=self.node_id, at=at)
                 return NewOutgoing(summary_of(parsed, digest, infos), token, own_copy, leaf)
 
-            # the store allocates (seq, prev) in the transaction that queues the packet;
-            # guessed here (relay.core.tips), the outer JWS is signed with the content,
-            # off the one serial section, and the transaction only checks the guess
-            tip = (to, case_id)
             try:
-                guess = self._tips.claim(tip, packet_id)
-            except (StoreError, sqlite3.Error, psycopg.Error):
-                guess = None  # no guess: the transaction allocates (and says what failed)
-            try:
-                # the costly half (inner JWS, HPKE seal, own copy; the outer JWS for the
-                # guess) needs no transaction: done here, per request
-                made = None
-                if self._helper is not None and self._creating > self.seal_inline_up_to:
-                    made = await self._helper.seal(
-                        packet_id, case_id, to, content, keys, recipient=recipient, at=at,
-                        facts=None if guess is None else facts_for(guess.seq, guess.prev),
-                    )  # fmt: skip
-                if made is not None:
-                    inner, sealed, own_copy, signed = made
-                else:  # no helper, or it could not: here (raising what the helper did not say)
-                    try:
-                        inner, sealed = seal_content(
-                            packet_id, case_id, self.node_id, to, content, keys,
-                            signer=self._signer, recipient=recipient, at=at,
-                        )  # fmt: skip
-                    except MalformedPacket as exc:
-                        raise NotAuthorized(f"malformed: {exc}") from exc
-                    own_copy, signed = self._own_copy(inner, packet_id), None
-                presigned = None
-                if guess is not None:
-                    presigned = finish(guess.seq, guess.prev, signed)
-                    self._tips.signed(tip, packet_id, presigned.summary.digest)
-
-                def build(seq: int, prev: str | None) -> NewOutgoing:
-                    if presigned is not None and guess == Guess(seq, prev):
-                        return presigned
-                    return finish(seq, prev, None)  # guessed wrong: signed again, here
-
-                try:
-                    new = await self._commits.enqueue(to, case_id, build)
-                except MalformedPacket as exc:
-                    raise NotAuthorized(f"malformed: {exc}") from exc
-            except BaseException:
-                self._tips.failed(tip, packet_id)
-                raise
-            self._tips.committed(tip, packet_id, new.summary.seq, new.summary.digest)
+                new = await self._commits.enqueue(to, case_id, build)
+            except MalformedPacket as exc:
+                raise NotAuthorized(f"malformed: {exc}") from exc
             self._wake_for(new.summary)
             return new.summary
 

@@ -238,15 +238,13 @@ class SqlStore:
         """Make this transaction the only one allocating sequence numbers in these
         (destination, case) pairs (SQLite: its write transaction already is)."""
 
-    def last_sent(self, peer: str, case_id: str) -> tuple[int, str | None]:
-        return self._last_sent_many(self._conn, [(peer, case_id)])[peer, case_id]
-
     @staticmethod
     def _last_sent_many(
         c: Db, keys: Collection[tuple[str, str]]
     ) -> dict[tuple[str, str], tuple[int, str | None]]:
-        """:meth:`last_sent` of every (peer, case) in ``keys``, in one statement (each
-        pair a point on the primary key)."""
+        """(seq, digest) of the last packet queued in each (peer, case) of ``keys``
+        (``(0, None)`` for none), in one statement (each pair a point on the primary
+        key)."""
         last: dict[tuple[str, str], tuple[int, str | None]] = dict.fromkeys(keys, (0, None))
         if keys:
             asked = list(keys)

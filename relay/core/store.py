@@ -158,11 +158,6 @@ class RelayStore(Protocol):
         build that raises leaves out its packet alone (its exception in its place)."""
         ...
 
-    def last_sent(self, peer: str, case_id: str) -> tuple[int, str | None]:
-        """(seq, digest) of the last packet queued in ``case_id`` towards ``peer``;
-        ``(0, None)`` when there is none (what :meth:`enqueue_many` chains the next to)."""
-        ...
-
     def open_rows(self) -> list[OutboxRow]:
         """Every open packet (tests and tools; the outbox reads only what is due)."""
         ...

@@ -6,21 +6,17 @@ helpers."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import random
-import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 
-import relay.core.service as service_module
 from certs.pki import init_federation, issue_node
 from relay.audit.checkpoint import log_tree_hash
 from relay.core.directory import Directory
@@ -319,39 +315,3 @@ def forge(
         at=fed.clock(),
     )  # fmt: skip
     return token
-
-
-class OuterSignatures:
-    """Outer JWS signed by the node, and how many of them inside a transaction that
-    queues new packets (the store's ``enqueue_many``, wherever it runs)."""
-
-    def __init__(self) -> None:
-        self.outside = 0
-        self.inside = 0
-        self._in_tx = threading.local()
-
-    @contextlib.contextmanager
-    def watch(self, monkeypatch: pytest.MonkeyPatch, *nodes: RelayNode) -> Iterator[None]:
-        real_sign = service_module.sign_packet
-
-        def sign(*args: Any, **kwargs: Any) -> Any:
-            if getattr(self._in_tx, "on", False):
-                self.inside += 1
-            else:
-                self.outside += 1
-            return real_sign(*args, **kwargs)
-
-        monkeypatch.setattr(service_module, "sign_packet", sign)
-        for node in nodes:
-            store = node._store
-            real_enqueue = store.enqueue_many
-
-            def enqueue_many(items: Any, real: Any = real_enqueue) -> Any:
-                self._in_tx.on = True
-                try:
-                    return real(items)
-                finally:
-                    self._in_tx.on = False
-
-            monkeypatch.setattr(store, "enqueue_many", enqueue_many)
-        yield
