@@ -47,7 +47,13 @@ from signing.certificates import TrustBundle
 from signing.errors import SigningError
 from signing.jws import verify_compact
 
-__all__ = ["SurveyAdmission", "is_sealed_report", "judge_report", "survey_checked"]
+__all__ = [
+    "SurveyAdmission",
+    "is_sealed_report",
+    "judge_report",
+    "sealed_report",
+    "survey_checked",
+]
 
 _JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _OUTCOMES = {"pass": "pass", "pass_with_corrections": "pass", "fail": "fail"}
@@ -58,7 +64,7 @@ def is_sealed_report(text: str) -> bool:
     return _JWS.fullmatch(text) is not None
 
 
-def _sealed_report(body: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
+def sealed_report(body: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
     """(sealed report, details) of a survey-report event that carries one; None for any
     other content, and for a survey result typed in by staff (nothing sealed to judge)."""
     if body.get("format") != CONTENT_FORMAT or body.get("event") != "survey-report":
@@ -75,7 +81,7 @@ def _sealed_report(body: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | N
 def judge_report(packet: OpenedPacket, *, me: str, bundle: TrustBundle, at: datetime) -> str | None:
     """The refusal code for a packet's sealed survey report, or None (see the table)."""
     summary = packet.summary
-    sealed = _sealed_report(packet.body)
+    sealed = sealed_report(packet.body)
     if sealed is None:
         return None
     token, details = sealed
@@ -114,7 +120,7 @@ class SurveyAdmission:
     def check(
         self, packet: OpenedPacket, *, earlier: Sequence[OpenedPacket], at: datetime
     ) -> str | None:
-        if _sealed_report(packet.body) is None:  # most packets: no trust bundle read
+        if sealed_report(packet.body) is None:  # most packets: no trust bundle read
             return None
         return judge_report(packet, me=self._me, bundle=self._bundle(), at=at)
 

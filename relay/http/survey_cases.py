@@ -57,7 +57,7 @@ from relay.audit.leaves import AuditLeaf, LeafKind, SurveyReportLeaf, encode_lea
 from relay.audit.store import append as audit_append
 from relay.cases.desk import CaseDesk
 from relay.cases.errors import CaseError
-from relay.cases.model import CONTENT_FORMAT, EventKind
+from relay.cases.model import EventKind
 from relay.config import NodeConfig
 from relay.core.errors import RelayError
 from relay.core.model import PacketSummary
@@ -65,7 +65,7 @@ from relay.core.ports import PeerLink, ReceivedBatch
 from relay.db.migrations import Connection
 from relay.db.open import open_connection, write_transaction
 from relay.http.case_services import CaseLayer
-from relay.http.survey_admission import is_sealed_report
+from relay.http.survey_admission import sealed_report
 from relay.http.survey_view import add_survey_view_routes
 from relay.node import CoreHandle
 from relay.permissions import StaffAction, require
@@ -304,19 +304,13 @@ async def _collect_one(
     done = base / f".{packet_id}.done"
     if done.exists():
         return None  # collected before
-    details = content.get("details")
-    token = details.get("report") if isinstance(details, dict) else None
-    if (
-        content.get("format") != CONTENT_FORMAT
-        or content.get("event") != "survey-report"
-        or not isinstance(token, str)
-        or not is_sealed_report(token)
-        or not summary.attachments
-    ):
+    sealed = sealed_report(content)
+    if sealed is None or not summary.attachments:
         # no sealed report (another step, or a survey result typed in by staff): marked
         # too, so that no later start opens this packet again
         await asyncio.to_thread(_mark_no_report, done)
         return None
+    token = sealed[0]
     tmp = base / f".{packet_id}.part"
     tmp.mkdir(parents=True, exist_ok=True)
     names: set[str] = set()
