@@ -15,12 +15,21 @@ own) the transaction, fsync included, runs in a worker thread: the event loop ke
 reading and checking requests meanwhile, and those that arrive while a group commits
 form the next group, committed as soon as the first is done. One group commits at a
 time, so sequence numbers are still allocated by one writer in request order.
+
+A commit has a fixed cost whatever its size (on SQLite about 0.5 ms of CPU and an fsync:
+a group of one took 2.5 ms, a group of twelve 5.6 ms, in ``bench relay_http``). Creators
+that are sealing their content say so (:meth:`GroupCommit.coming`): they enqueue within
+a seal's time. Before committing, a group waits for them, at most ``linger`` seconds and
+never longer than until the last of them has enqueued or given up. A creator alone never
+waits. (PostgreSQL's ``commit_delay`` waits blindly once ``commit_siblings``
+transactions are open; here the group waits only for requests known to be on their way.)
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from relay.core.store import NewOutgoing, RelayStore
@@ -41,19 +50,47 @@ class _Request:
 class GroupCommit:
     """Batches :meth:`RelayStore.enqueue` calls made in the same loop turn."""
 
-    def __init__(self, store: RelayStore, *, most: int = 256, off_loop: bool = False) -> None:
+    def __init__(
+        self,
+        store: RelayStore,
+        *,
+        most: int = 256,
+        off_loop: bool = False,
+        linger: float = 0.0,
+    ) -> None:
         """``most``: the largest group (more requests wait for the next flush).
         ``off_loop``: run each group's transaction in a worker thread (for a store whose
         ``enqueue_many`` writes through a connection of its own, as
         :class:`~relay.core.sqlite_store.SqliteStore` does); the event loop meanwhile
-        takes the next requests, which form the next group."""
+        takes the next requests, which form the next group. ``linger``: the longest a
+        group waits for the requests :meth:`coming` announces (0: it never waits)."""
         self._store = store
         self._most = most
         self._off_loop = off_loop
+        self._linger = linger
         self._queue: list[_Request] = []
         self._flushing: asyncio.Task[None] | None = None
+        self._coming = 0
+        self._waiter: asyncio.Future[None] | None = None  # of a group that waits
         self.commits = 0
         """Transactions committed so far (for benchmarks and tests)."""
+
+    @contextlib.contextmanager
+    def coming(self) -> Iterator[None]:
+        """Announce a request on its way: one :meth:`enqueue` is expected by the end of
+        the block (a group being formed waits for it, see ``linger``). A block that
+        ends without enqueueing (its creation failed) only ends the wait sooner."""
+        self._coming += 1
+        try:
+            yield
+        finally:
+            self._coming -= 1
+            self._poke()
+
+    def _poke(self) -> None:
+        """Wake the group waiting (a request queued, or one on its way gave up)."""
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     @property
     def waiting(self) -> int:
@@ -67,6 +104,7 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[NewOutgoing] = loop.create_future()
         self._queue.append(_Request(peer, case_id, build, answer))
+        self._poke()
         if self._flushing is None or self._flushing.done():
             # starts after every request of this loop turn was queued
             self._flushing = loop.create_task(self._flush())
@@ -74,10 +112,31 @@ class GroupCommit:
 
     async def _flush(self) -> None:
         while self._queue:
+            await self._gather()
             group, self._queue = self._queue[: self._most], self._queue[self._most :]
             group = [r for r in group if not r.answer.cancelled()]
             if group:
                 await self._commit(group)
+
+    async def _gather(self) -> None:
+        """Wait, at most ``linger`` seconds, while requests are on their way (and the
+        group is not full)."""
+        if self._linger <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._linger
+        while len(self._queue) < self._most and self._coming > 0:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._waiter = loop.create_future()
+            try:
+                async with asyncio.timeout(left):
+                    await self._waiter
+            except TimeoutError:
+                return
+            finally:
+                self._waiter = None
 
     async def _commit(self, group: list[_Request]) -> None:
         items = [(r.peer, r.case_id, r.build) for r in group]

@@ -93,6 +93,15 @@ __all__ = ["RelayNode"]
 
 _log = logging.getLogger("tongban.relay")
 
+COMMIT_LINGER = 0.003
+"""The longest a group of new packets waits for the creations still sealing (seconds):
+they then share its commit (:class:`relay.core.group_commit.GroupCommit`), whose fixed
+cost is then paid once. A creator alone never waits. Measured with ``bench relay_http``
+against the code without it, alternating in the same hour: 16 clients create 1,060-1,172
+packets/s instead of 1,018-1,046, at 1.00-1.11 ms of CPU per packet instead of
+1.16-1.19. Waiting 5 ms gave a little more but lengthened the tail at half that rate
+(p99 up to 98 ms once), 2 ms a little less."""
+
 _AT_REST = {c.value: c for c in AtRest}
 """Own copies sealed with :mod:`signing.at_rest` are ``<cipher>.<kid>.<b64url>``:
 ``r1`` AES-256-GCM, ``r2`` SM4-GCM (an SM-profile node's copies since issue 19)."""
@@ -150,7 +159,9 @@ class RelayNode:
         self.outbox_passes = 0
         """Passes :meth:`run_outbox` has made so far (for tests)."""
         # the SQLite store commits new packets through a connection of its own: off the loop
-        self._commits = GroupCommit(store, off_loop=getattr(store, "NEW_PACKETS_OFF_LOOP", False))
+        self._commits = GroupCommit(
+            store, off_loop=getattr(store, "NEW_PACKETS_OFF_LOOP", False), linger=COMMIT_LINGER
+        )
         self._content_check = content_check
         self._helper = CryptoHelper(self._hpke, node_id, keys.seal) if crypto_helper else None
         self.seal_inline_up_to = seal_inline_up_to
@@ -291,9 +302,10 @@ class RelayNode:
             # here, per request, so a group's transaction only signs the routing facts
             made = None
             if self._helper is not None and self._creating > self.seal_inline_up_to:
-                made = await self._helper.seal(
-                    packet_id, case_id, to, content, keys, recipient=recipient, at=at
-                )
+                with self._commits.coming():  # a group forming now waits for this one
+                    made = await self._helper.seal(
+                        packet_id, case_id, to, content, keys, recipient=recipient, at=at
+                    )
             if made is not None:
                 inner, sealed, own_copy = made
             else:  # no helper, or it could not: here (raising what the helper did not say)

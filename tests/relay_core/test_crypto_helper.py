@@ -405,3 +405,30 @@ async def test_a_lone_creation_is_sealed_in_the_node_a_crowd_in_the_helper(
     finally:
         await sender.aclose()
         fed.close()
+
+
+async def test_creations_sealing_in_the_helper_share_one_commit(tmp_path: Path) -> None:
+    """A group waits for the creations the helper is still sealing (see
+    ``relay.core.group_commit``): a crowd sealed there commits once, not once per
+    answer of the helper. (The linger is long here, so that a slow machine gives the
+    same answer: the wait ends when the last seal has come back.)"""
+    pki = make_pki(tmp_path / "pki")
+    fed = _federation(pki, tmp_path)
+    sender = fed.start(WUCHANG, crypto_helper=True)
+    fed.start(DAFENG)
+    helper = sender.helper
+    assert helper is not None
+    sender.seal_inline_up_to = 0  # every creation through the helper
+    sender._commits._linger = 30
+    try:
+        await send(fed, WUCHANG, DAFENG, "warm")  # the helper runs
+        before = sender._commits.commits
+        async with asyncio.timeout(60):
+            await asyncio.gather(*(send(fed, WUCHANG, DAFENG, f"crowd-{i}") for i in range(12)))
+        assert helper.answered["seal"] == 13
+        assert sender._commits.commits - before == 1
+        await drain(fed, WUCHANG)
+        assert len(fed.nodes[DAFENG].list_inbox()) == 13
+    finally:
+        await sender.aclose()
+        fed.close()

@@ -3,7 +3,8 @@ transaction; each creator is answered after that commit; a packet that cannot be
 fails alone; a commit that fails fails the whole group and queues nothing. On SQLite a
 group commits in a worker thread: the event loop takes the next requests meanwhile,
 which form the next group; the case heads the grouped writes keep stay those the
-outbox table implies."""
+outbox table implies. A group waits, a bounded time, for the creations announced as
+still sealing, so that they share its commit."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from relay_core_support import ACTION, DAFENG, MATTER, MODE, WUCHANG, Federation, audit_size, drain
 
 from relay.core.errors import PacketTooLarge, StoreError
+from relay.core.group_commit import GroupCommit
 from relay.core.model import PacketSummary
 
 
@@ -201,3 +203,83 @@ async def test_a_group_reads_its_cases_and_the_log_frontier_in_one_statement_eac
     reads_log = [s for s in statements if s.startswith("SELECT") and "audit_nodes" in s]
     assert len(reads_cases) == 1, reads_cases
     assert len(reads_log) == 1, reads_log
+
+
+class _GroupsStore:
+    """A store that only records the groups it is asked to commit (the waiting rule is
+    the group commit's own: no file needed)."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[str]] = []
+
+    def enqueue_many(self, items: list[tuple[str, str, object]]) -> list[str]:
+        self.groups.append([case for _, case, _ in items])
+        return [case for _, case, _ in items]
+
+
+async def _sealed(commits: GroupCommit, case: str, seconds: float) -> object:
+    """A creator that seals for ``seconds`` (announced), then enqueues."""
+    with commits.coming():
+        await asyncio.sleep(seconds)
+    return await commits.enqueue("peer", case, lambda seq, prev: None)  # type: ignore[arg-type,return-value]
+
+
+async def test_a_group_waits_for_the_creations_still_sealing() -> None:
+    store = _GroupsStore()
+    commits = GroupCommit(store, linger=30)  # type: ignore[arg-type]
+    async with asyncio.timeout(10):  # the wait ends when the last one arrived
+        got = await asyncio.gather(*(_sealed(commits, f"c{i}", 0.01 * i) for i in range(4)))
+    assert got == ["c0", "c1", "c2", "c3"]
+    assert store.groups == [["c0", "c1", "c2", "c3"]]
+
+
+async def test_without_linger_each_arrival_commits_at_once() -> None:
+    store = _GroupsStore()
+    commits = GroupCommit(store)  # type: ignore[arg-type]
+    await asyncio.gather(*(_sealed(commits, f"c{i}", 0.01 * i) for i in range(4)))
+    assert store.groups == [["c0"], ["c1"], ["c2"], ["c3"]]
+
+
+async def test_a_group_waits_no_longer_than_the_linger() -> None:
+    store = _GroupsStore()
+    commits = GroupCommit(store, linger=0.05)  # type: ignore[arg-type]
+    release = asyncio.Event()
+
+    async def slow() -> object:
+        with commits.coming():
+            await release.wait()
+        return await commits.enqueue("peer", "slow", lambda seq, prev: None)  # type: ignore[arg-type,return-value]
+
+    late = asyncio.ensure_future(slow())
+    async with asyncio.timeout(10):
+        assert await _sealed(commits, "quick", 0) == "quick"
+    assert store.groups == [["quick"]]  # committed while "slow" was still sealing
+    release.set()
+    assert await late == "slow"
+    assert store.groups == [["quick"], ["slow"]]
+
+
+async def test_a_creation_that_gives_up_ends_the_wait() -> None:
+    store = _GroupsStore()
+    commits = GroupCommit(store, linger=30)  # type: ignore[arg-type]
+
+    async def failing() -> None:
+        with commits.coming():
+            await asyncio.sleep(0.02)
+            raise PacketTooLarge(1, 0)
+
+    async with asyncio.timeout(10):
+        results = await asyncio.gather(
+            _sealed(commits, "kept", 0), failing(), return_exceptions=True
+        )
+    assert results[0] == "kept"
+    assert isinstance(results[1], PacketTooLarge)
+    assert store.groups == [["kept"]]
+
+
+async def test_a_lone_creation_never_waits() -> None:
+    store = _GroupsStore()
+    commits = GroupCommit(store, linger=30)  # type: ignore[arg-type]
+    async with asyncio.timeout(10):
+        assert await _sealed(commits, "alone", 0) == "alone"
+    assert store.groups == [["alone"]]
