@@ -93,14 +93,15 @@ __all__ = ["RelayNode"]
 
 _log = logging.getLogger("tongban.relay")
 
-COMMIT_LINGER = 0.003
+COMMIT_LINGER = 0.002
 """The longest a group of new packets waits for the creations still sealing (seconds):
 they then share its commit (:class:`relay.core.group_commit.GroupCommit`), whose fixed
 cost is then paid once. A creator alone never waits. Measured with ``bench relay_http``
-against the code without it, alternating in the same hour: 16 clients create 1,060-1,172
-packets/s instead of 1,018-1,046, at 1.00-1.11 ms of CPU per packet instead of
-1.16-1.19. Waiting 5 ms gave a little more but lengthened the tail at half that rate
-(p99 up to 98 ms once), 2 ms a little less."""
+against the code without it, alternating in the same hour: 16 clients create 1,117-1,161
+packets/s instead of 1,050-1,104, at 1.01-1.07 ms of CPU per packet instead of
+1.09-1.15; the p99 at half that rate stayed as it was (29-41 ms against 21-44). Waiting
+3 or 5 ms gave a little more at full rate but a longer tail at half rate (p99 above
+50 ms in some runs)."""
 
 _AT_REST = {c.value: c for c in AtRest}
 """Own copies sealed with :mod:`signing.at_rest` are ``<cipher>.<kid>.<b64url>``:
