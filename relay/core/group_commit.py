@@ -48,7 +48,8 @@ class _Request:
 
 
 class GroupCommit:
-    """Batches :meth:`RelayStore.enqueue` calls made in the same loop turn."""
+    """Batches :meth:`RelayStore.enqueue` calls made in the same loop turn, and those
+    announced by :meth:`coming` for a group that can wait (``linger``)."""
 
     def __init__(
         self,
