@@ -15,6 +15,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from relay_core_support import (
@@ -381,17 +382,21 @@ def test_the_helper_ends_when_its_node_is_killed(tmp_path: Path) -> None:
         assert not _alive(helper), "the helper outlived its node"
 
 
+def _wuchang_with_helper(tmp_path: Path) -> tuple[Federation, Any, CryptoHelper]:
+    """Wuchang with a crypto helper, Dafeng without."""
+    fed = _federation(make_pki(tmp_path / "pki"), tmp_path)
+    sender = fed.start(WUCHANG, crypto_helper=True)
+    fed.start(DAFENG)
+    assert sender.helper is not None
+    return fed, sender, sender.helper
+
+
 async def test_a_lone_creation_is_sealed_in_the_node_a_crowd_in_the_helper(
     tmp_path: Path,
 ) -> None:
     """The helper's round trip only pays under load: with at most ``seal_inline_up_to``
     creations in progress the node seals itself, with more the helper takes them."""
-    pki = make_pki(tmp_path / "pki")
-    fed = _federation(pki, tmp_path)
-    sender = fed.start(WUCHANG, crypto_helper=True)
-    fed.start(DAFENG)
-    helper = sender.helper
-    assert helper is not None
+    fed, sender, helper = _wuchang_with_helper(tmp_path)
     sender.seal_inline_up_to = 4  # the default of RelayNode
     try:
         for i in range(3):
@@ -412,12 +417,7 @@ async def test_creations_sealing_in_the_helper_share_one_commit(tmp_path: Path) 
     ``relay.core.group_commit``): a crowd sealed there commits once, not once per
     answer of the helper. (The linger is long here, so that a slow machine gives the
     same answer: the wait ends when the last seal has come back.)"""
-    pki = make_pki(tmp_path / "pki")
-    fed = _federation(pki, tmp_path)
-    sender = fed.start(WUCHANG, crypto_helper=True)
-    fed.start(DAFENG)
-    helper = sender.helper
-    assert helper is not None
+    fed, sender, helper = _wuchang_with_helper(tmp_path)
     sender.seal_inline_up_to = 0  # every creation through the helper
     sender._commits._linger = 30
     try:
