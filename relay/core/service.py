@@ -500,6 +500,12 @@ class RelayNode:
         most ``limit`` of them."""
         return self._store.list_inbox(case_id, limit=limit, newest_first=newest_first)
 
+    def inbox_after(self, after: int, limit: int) -> list[tuple[int, InboxItem]]:
+        """At most ``limit`` accepted packets numbered after ``after`` (0: from the
+        first), in arrival order, with their numbers: a reader keeping the last number
+        it handled reads each packet once, and each read costs its page only."""
+        return self._store.inbox_after(after, limit)
+
     def unsettled_inbox(self, *, case_id: str | None = None) -> list[InboxItem]:
         """Accepted packets (of ``case_id``) the application above has not settled yet
         (:meth:`settle_inbox`), in arrival order. Every packet it has not applied is

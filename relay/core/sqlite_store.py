@@ -683,6 +683,15 @@ class SqlStore:
         sql += _ordered(limit, newest_first)
         return [self._inbox_item(r) for r in self._conn.execute(sql, args)]
 
+    def inbox_after(self, after: int, limit: int) -> list[tuple[int, InboxItem]]:
+        """Accepted packets numbered after ``after``, by arrival, at most ``limit``."""
+        rows = self._conn.execute(
+            f"SELECT ord, {self._IN_COLS} FROM inbox WHERE ord > ? ORDER BY ord"  # noqa: S608
+            f" LIMIT {int(limit)}",
+            (after,),
+        )
+        return [(r[0], self._inbox_item(r[1:])) for r in rows]
+
     def unsettled_inbox(self, case_id: str | None) -> list[InboxItem]:
         """Accepted packets (of ``case_id``; None: of every case) not settled yet, in
         arrival order: an index range of what is in progress (see sqlite_schema)."""

@@ -232,6 +232,13 @@ class RelayStore(Protocol):
     def list_inbox(
         self, case_id: str | None, *, limit: int | None = None, newest_first: bool = False
     ) -> list[InboxItem]: ...
+    def inbox_after(self, after: int, limit: int) -> list[tuple[int, InboxItem]]:
+        """At most ``limit`` accepted packets numbered after ``after`` (0: from the
+        first), in arrival order, each with its number: a reader that keeps the last
+        number it handled reads each packet once (an index range, however big the inbox
+        grew)."""
+        ...
+
     def packet_naming_blob(self, digest: str) -> str | None: ...
     def unsettled_inbox(self, case_id: str | None) -> list[InboxItem]:
         """Accepted packets (of ``case_id``, None: all) the application has not settled

@@ -27,7 +27,9 @@ report), so ``tongban survey verify`` works on that folder. The copy is accepted
 the report verifies against those files, names this case, was sealed by the sender as
 surveying office for us as requesting office, and the files are exactly the evidence
 and the media the chain names; otherwise the folder gets ``refused.json`` with every
-failure.
+failure. At start the layer catches up with what was accepted while it was not running:
+the inbox after its cursor (``survey-reports/.inbox-cursor``), a page at a time, so a
+start costs what arrived since the last one, not the whole history.
 
 Both sides append a ``survey-report`` audit leaf (:mod:`relay.audit.leaves`) for a
 report sent or accepted, in a transaction of their own on the node's database (SQLite or
@@ -42,10 +44,11 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -340,6 +343,18 @@ async def _collect_one(
     return Collected(packet_id, summary.case_id, folder, tuple(failures))
 
 
+CURSOR_FILE = ".inbox-cursor"
+"""In the reports folder: ``<number> <packet id>`` of the last inbox packet a start's
+catch-up looked at, every packet before it included (:func:`collect_reports`)."""
+
+SETTLE = timedelta(minutes=10)
+"""The cursor stops before the first packet accepted less than this long ago: on
+PostgreSQL a packet with a lower number may still be committing in another worker, and
+a later start must look at it if that worker ends before collecting it."""
+
+_PAGE = 512
+
+
 async def collect_reports(
     core: Any,
     root: Path,
@@ -352,21 +367,90 @@ async def collect_reports(
     only: Sequence[PacketSummary] | None = None,
 ) -> list[Collected]:
     """Collect every accepted survey-report packet not collected yet (see the module
-    note); log a survey-report leaf for each report accepted. ``seen`` (kept by the
-    caller) holds the packets opened in this process, so each is opened once; a packet
-    judged from its routing facts or its marker alone is not kept there."""
-    done = []
+    note); log a survey-report leaf for each report accepted. ``only``: the packets a
+    batch just accepted; without it (at start) the inbox after the cursor
+    (:data:`CURSOR_FILE`), a page at a time, so that a start reads what arrived since
+    the last one and not the whole history. The cursor moves over the packets looked at,
+    never past one whose collection failed (the next start tries it again) nor past one
+    younger than :data:`SETTLE`. ``seen`` (kept by the caller) holds the packets opened
+    in this process, so each is opened once; a packet judged from its routing facts or
+    its marker alone is not kept there."""
     seen = set() if seen is None else seen
-    # ``only``: the packets a batch just accepted (not the whole inbox on every batch)
-    summaries = [i.summary for i in core.list_inbox()] if only is None else only
+    if only is not None:
+        done, _ = await _collect_from(core, root, only, me, bundle, at, database, seen)
+        return done
+    after, cursor = _read_cursor(core, root)
+    start, done, moving = cursor, [], True
+    while page := core.inbox_after(after, _PAGE):
+        summaries = [item.summary for _, item in page]
+        got, failed = await _collect_from(core, root, summaries, me, bundle, at, database, seen)
+        done += got
+        for number, item in page:
+            moving = moving and item.summary.packet_id not in failed
+            moving = moving and item.received_at <= at - SETTLE
+            if moving:
+                cursor = (number, item.summary.packet_id)
+        after = page[-1][0]
+        await asyncio.sleep(0)  # a long history: the node answers between pages
+    if cursor != start and cursor is not None:
+        _write_cursor(root, cursor)
+    return done
+
+
+def _read_cursor(core: Any, root: Path) -> tuple[int, tuple[int, str] | None]:
+    """Where the catch-up starts: after the cursor's packet, when the inbox still has
+    that packet under that number; else (no cursor yet, or another database since, as
+    after a restore) from the first packet."""
+    path = root / CURSOR_FILE
+    try:
+        number_text, packet_id = path.read_text(encoding="ascii").split()
+        number = int(number_text)
+    except FileNotFoundError:
+        return 0, None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        _log.warning(
+            "survey report cursor %s unreadable (%s): looking at the whole inbox", path, exc
+        )
+        return 0, None
+    there = core.inbox_after(number - 1, 1)
+    if not there or there[0][0] != number or there[0][1].summary.packet_id != packet_id:
+        _log.warning(
+            "survey report cursor %s names packet %s at %d, which the inbox does not hold"
+            " there: looking at the whole inbox", path, packet_id, number,
+        )  # fmt: skip
+        return 0, None
+    return number, (number, packet_id)
+
+
+def _write_cursor(root: Path, cursor: tuple[int, str]) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f"{CURSOR_FILE}.tmp"
+    with tmp.open("w", encoding="ascii") as fh:
+        fh.write(f"{cursor[0]} {cursor[1]}\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, root / CURSOR_FILE)
+
+
+async def _collect_from(
+    core: Any,
+    root: Path,
+    summaries: Sequence[PacketSummary],
+    me: str,
+    bundle: TrustBundle,
+    at: datetime,
+    database: Database,
+    seen: set[str],
+) -> tuple[list[Collected], set[str]]:
+    """The reports collected from ``summaries``, and the packets whose collection failed."""
+    done, failed = [], set()
     for summary in summaries:
         packet_id = summary.packet_id
         if not summary.attachments or packet_id in seen:
             continue
         # judged from the routing facts, before opening anything: only a survey-report
         # or status-update packet can carry a report, and one opened before has its
-        # marker, with or without a report (at start the whole inbox is listed: nothing
-        # of history is decrypted)
+        # marker, with or without a report (nothing of history is decrypted)
         if summary.action not in _REPORT_ACTIONS:
             continue
         if (root / summary.case_id / f".{packet_id}.done").exists():
@@ -375,6 +459,7 @@ async def collect_reports(
             collected = await _collect_one(core, packet_id, root, me, bundle, at)
         except (RelayError, SigningError, SurveyError, OSError) as exc:
             _log.warning("survey report in %s not collected: %s", packet_id, exc)
+            failed.add(packet_id)
             continue
         seen.add(packet_id)
         if collected is None:
@@ -386,7 +471,7 @@ async def collect_reports(
             leaf = survey_leaf(token, report, node=me, at=at)
             await asyncio.to_thread(_append_leaf, database, leaf)
         done.append(collected)
-    return done
+    return done, failed
 
 
 def refused_report_alerts(core: Any, now: datetime) -> list[StaffAlert]:

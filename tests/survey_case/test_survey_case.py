@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from survey_case_kit import HANDLING, RECEIVING, Office
 
 from relay.audit.leaves import LeafKind, decode_leaf
 from relay.cases.model import EventKind
 from relay.cli import main
+from relay.http import survey_cases
 from relay.http.survey_cases import REFUSED_FILE, report_files
 from remote_survey.geo import GeoPoint
 from remote_survey.report import Answer, ChecklistAnswer, Verdict
@@ -160,6 +162,30 @@ async def test_a_sealed_survey_report_travels_with_its_media_and_verifies_at_the
 
     (folder / "snap-0002.png").write_bytes(PNG)  # altered after arrival
     assert _verify_cli(folder, h.bundle) == 1
+
+
+async def test_a_start_catches_up_from_the_real_inbox_and_keeps_its_cursor(
+    offices: tuple[Office, Office], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start's catch-up (``SurveyCaseLayer.collect()``) on a real node's inbox: the
+    report collected after its batch is not collected again, and the cursor names the
+    inbox's last packet (settled at once here), from which the next start reads."""
+    r, h = offices
+    async with aiohttp.ClientSession() as http:
+        await _survey_requested(http, r, h, "WC-SV-C")
+        _surveyed(r, "WC-SV-C", "SV-WC-SV-C")
+        code, sent = await _json(http, "POST", r.url("/staff/v1/surveys/SV-WC-SV-C/send"), r)
+        assert code == 202, sent
+        await _case_until(http, h, "WC-SV-C", "survey_reported")
+    await _received_folder(h, "WC-SV-C")
+    monkeypatch.setattr(survey_cases, "SETTLE", timedelta(0))
+    assert await h.layer.collect() == []  # collected after its batch: not again
+    core = h.layer._core
+    last = core.list_inbox(limit=1, newest_first=True)[0].summary.packet_id
+    cursor = (h.layer.reports_dir / survey_cases.CURSOR_FILE).read_text().split()
+    assert cursor[1] == last
+    assert core.inbox_after(int(cursor[0]), 512) == []
+    assert len(_survey_leaves(h)) == 1  # the report's leaf, once
 
 
 async def test_the_surveying_office_refuses_to_send_a_report_whose_media_were_altered(
