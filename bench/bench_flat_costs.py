@@ -9,7 +9,9 @@ included). The curve holds the measurement constant and grows one thing at a tim
 - **queued**: 0 / 1,000 / 10,000 packets already queued at A for a third node that is
   down (backing off), so they stay in A's outbox while the N go to B;
 - **stored**: 0 / 100,000 packets already delivered (A's outbox) and accepted (B's
-  inbox) — the history of a node that has run for a while;
+  inbox) — the history of a node that has run for a while; and the CPU of B's survey
+  catch-up at start (``relay.http.survey_cases.collect_reports``, its cursor at the end
+  of the inbox) with and without that history, beside the whole-inbox read it replaced;
 - **open cases**: the N packets in 1 case, or spread over 1,000 cases with a packet
   each already sent;
 - **case history**: two offices with the case layer mounted (real case desks, the
@@ -151,18 +153,33 @@ def _seed_history(fed: Any, count: int, token: str, summary: str, at: float) -> 
     )  # fmt: skip
 
 
-Row = Callable[[str, str, float, float | None], float]
+Row = Callable[..., float]
+
+
+async def _start_catch_up(fed: Any, reports: Path) -> float:
+    """CPU seconds of B's survey catch-up at start (in the future enough that every
+    packet has settled, so that its cursor moves to the end)."""
+    from relay.http.survey_cases import SETTLE, collect_reports
+
+    at = fed.clock() + SETTLE + timedelta(seconds=1)
+    cpu0 = time.process_time()
+    await collect_reports(
+        fed.nodes[B], reports, me=B, bundle=None, at=at, database=None, seen=set()
+    )
+    return time.process_time() - cpu0
 
 
 async def _scenario(base: Path) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
 
-    def row(group: str, what: str, cpu: float, first: float | None) -> float:
+    def row(
+        group: str, what: str, cpu: float, first: float | None, unit: str = "cpu ms/packet"
+    ) -> float:
         rows.append(
             {
                 "group": group,
                 "measure": what,
-                "cpu ms/packet": cpu * 1000,
+                unit: cpu * 1000,
                 "vs first": 1.0 if first is None else cpu / first,
             }
         )
@@ -201,9 +218,25 @@ async def _relay_groups(base: Path, groups: set[str], row: Row) -> None:
 
         if "stored" in groups:
             first = row("stored", "0 stored", await _measure(fed, "s0", n, 50), None)
+            reports = base / "survey-reports"
+            await _start_catch_up(fed, reports)  # its cursor: the end of the inbox
+            start = await _start_catch_up(fed, reports)
             stored = 100_000 // scale
             _seed_history(fed, stored, token, summary, fed.clock().timestamp())
             row("stored", f"{stored:,} stored", await _measure(fed, "s1", n, 50), first)
+            once = await _start_catch_up(fed, reports)  # reads the new history once
+            again = await _start_catch_up(fed, reports)
+            cpu0 = time.process_time()
+            fed.nodes[B].list_inbox()
+            whole = time.process_time() - cpu0
+            starts = (
+                ("survey catch-up at start, 0 stored", start, None),
+                (f"the first start after {stored:,} more (each read once)", once, start),
+                ("the next start", again, start),
+                (f"reading the whole inbox of {stored:,}, as a start did before", whole, start),
+            )
+            for what, cpu, base_cpu in starts:
+                row("stored", what, cpu, base_cpu, unit="cpu ms/start")
 
         if "cases" in groups:
             first = row("cases", "1 open case", await _measure(fed, "c1", n, 1), None)
