@@ -39,6 +39,7 @@ PostgreSQL: a new connection from :func:`relay.db.open.open_connection`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -423,13 +424,21 @@ def _read_cursor(core: Any, root: Path) -> tuple[int, tuple[int, str] | None]:
 
 
 def _write_cursor(root: Path, cursor: tuple[int, str]) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f"{CURSOR_FILE}.tmp"
-    with tmp.open("w", encoding="ascii") as fh:
-        fh.write(f"{cursor[0]} {cursor[1]}\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, root / CURSOR_FILE)
+    """Replace the cursor file (a temporary file of this process's own, fsynced, then
+    renamed: PostgreSQL workers of one node share the folder). A cursor that cannot be
+    written only means more to read at the next start."""
+    tmp = root / f"{CURSOR_FILE}.{os.getpid()}.tmp"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w", encoding="ascii") as fh:
+            fh.write(f"{cursor[0]} {cursor[1]}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, root / CURSOR_FILE)
+    except OSError as exc:
+        _log.warning("survey report cursor not written (%s): the next start reads more", exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 async def _collect_from(

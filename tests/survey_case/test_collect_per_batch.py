@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from relay.core.model import AttachmentInfo, InboxItem, PacketSummary
 from relay.core.ports import OpenedPacket, ReceivedBatch
 from relay.http.survey_cases import CURSOR_FILE, SETTLE, _CollectingCore, collect_reports
@@ -191,3 +193,14 @@ async def test_a_cursor_the_inbox_does_not_match_means_the_whole_inbox(
     await start(again, tmp_path)
     assert again.opened == ["p3"]
     assert again.reads[0] == (0, 512)
+
+
+async def test_a_cursor_that_cannot_be_written_costs_only_a_longer_next_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "reports"
+    blocked.write_text("a file where the folder should be")
+    core = Inbox([with_action("p1", "submit")])
+    assert await start(core, blocked) == []
+    assert "cursor not written" in caplog.text
+    assert blocked.read_text() == "a file where the folder should be"
