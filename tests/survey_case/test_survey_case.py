@@ -72,6 +72,17 @@ async def _survey_requested(http: aiohttp.ClientSession, r: Office, h: Office,
     await _case_until(http, r, case_id, "survey_requested")
 
 
+async def _report_delivered(http: aiohttp.ClientSession, r: Office, h: Office, case_id: str,
+                            session: str) -> None:  # fmt: skip
+    """A survey requested by ``h``, run at ``r``, its report sent and the case at ``h``
+    moved to ``survey_reported``."""
+    await _survey_requested(http, r, h, case_id)
+    _surveyed(r, case_id, session)
+    code, sent = await _json(http, "POST", r.url(f"/staff/v1/surveys/{session}/send"), r)
+    assert code == 202, sent
+    await _case_until(http, h, case_id, "survey_reported")
+
+
 def _surveyed(office: Office, case_id: str, session: str, requesting: str = HANDLING) -> Path:
     """Run a short survey at the surveying office: live, two snapshots, a geolocation
     fix at the site, a challenge acknowledged and confirmed, completed, checklist
@@ -172,11 +183,7 @@ async def test_a_start_catches_up_from_the_real_inbox_and_keeps_its_cursor(
     inbox's last packet (settled at once here), from which the next start reads."""
     r, h = offices
     async with aiohttp.ClientSession() as http:
-        await _survey_requested(http, r, h, "WC-SV-C")
-        _surveyed(r, "WC-SV-C", "SV-WC-SV-C")
-        code, sent = await _json(http, "POST", r.url("/staff/v1/surveys/SV-WC-SV-C/send"), r)
-        assert code == 202, sent
-        await _case_until(http, h, "WC-SV-C", "survey_reported")
+        await _report_delivered(http, r, h, "WC-SV-C", "SV-WC-SV-C")
     await _received_folder(h, "WC-SV-C")
     monkeypatch.setattr(survey_cases, "SETTLE", timedelta(0))
     assert await h.layer.collect() == []  # collected after its batch: not again

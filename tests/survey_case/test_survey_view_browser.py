@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from playwright.async_api import async_playwright, expect
 from survey_case_kit import HANDLING, RECEIVING, Office, casekit_offices, make_office, node_config
-from test_survey_case import PNG, _case_until, _json, _survey_requested, _surveyed
+from test_survey_case import PNG, _report_delivered
 
 from relay.staff_auth import StaffRole, issue_token, load_or_create_token_key
 
@@ -55,11 +55,7 @@ async def test_the_case_page_shows_the_signed_report_with_thumbnails(console_off
         pytest.fail(f"headless Chromium is required at {CHROMIUM} (Debian's chromium package)")
     r, h = console_offices
     async with aiohttp.ClientSession() as http:
-        await _survey_requested(http, r, h, "WC-SV-7")
-        _surveyed(r, "WC-SV-7", "SV-WC-SV-7")
-        code, sent = await _json(http, "POST", r.url("/staff/v1/surveys/SV-WC-SV-7/send"), r)
-        assert code == 202, sent
-        await _case_until(http, h, "WC-SV-7", "survey_reported")
+        await _report_delivered(http, r, h, "WC-SV-7", "SV-WC-SV-7")
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
