@@ -39,13 +39,11 @@ PostgreSQL: a new connection from :func:`relay.db.open.open_connection`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
 import logging
-import os
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -68,6 +66,7 @@ from relay.core.model import PacketSummary
 from relay.core.ports import PeerLink, ReceivedBatch
 from relay.db.migrations import Connection
 from relay.db.open import open_connection, write_transaction
+from relay.federation.publish import write_atomically
 from relay.http.case_services import CaseLayer
 from relay.http.survey_admission import sealed_report
 from relay.http.survey_view import add_survey_view_routes
@@ -424,21 +423,14 @@ def _read_cursor(core: Any, root: Path) -> tuple[int, tuple[int, str] | None]:
 
 
 def _write_cursor(root: Path, cursor: tuple[int, str]) -> None:
-    """Replace the cursor file (a temporary file of this process's own, fsynced, then
-    renamed: PostgreSQL workers of one node share the folder). A cursor that cannot be
-    written only means more to read at the next start."""
-    tmp = root / f"{CURSOR_FILE}.{os.getpid()}.tmp"
+    """Replace the cursor file (:func:`~relay.federation.publish.write_atomically`: a
+    temporary file of this process's own, as PostgreSQL workers of one node share the
+    folder). A cursor that cannot be written only means more to read at the next start."""
     try:
         root.mkdir(parents=True, exist_ok=True)
-        with tmp.open("w", encoding="ascii") as fh:
-            fh.write(f"{cursor[0]} {cursor[1]}\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, root / CURSOR_FILE)
+        write_atomically(root / CURSOR_FILE, f"{cursor[0]} {cursor[1]}\n".encode("ascii"))
     except OSError as exc:
         _log.warning("survey report cursor not written (%s): the next start reads more", exc)
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
 
 
 async def _collect_from(
