@@ -25,8 +25,10 @@ trickle their request head do not hold connections; on TLS listeners the handsha
 must also finish within that timeout (a silent TCP connection is closed).
 
 Shutdown (:meth:`Node.stop`, on SIGTERM/SIGINT in ``tongban serve``): all listeners stop
-accepting at once, in-flight requests finish (up to ``shutdown_timeout``), the outbox
-task is told to stop and awaited, the peer link and then the storage are closed.
+accepting at once and TLS handshakes under way are dropped, in-flight requests finish
+(up to ``shutdown_timeout``), the outbox task is told to stop and awaited, the peer link
+and then the storage are closed; the stop returns once the listeners' last connections
+are closed (up to :data:`CLOSE_WAIT` for clients' TLS close).
 
 The core is built by a :data:`CoreFactory`; :func:`relay_core_factory` wires the real
 ``relay.core.service.RelayNode`` over SQLite, and tests pass a fake.
@@ -100,6 +102,10 @@ __all__ = [
 ]
 
 _log = logging.getLogger("tongban.relay.node")
+
+CLOSE_WAIT = 5.0
+"""Seconds a stop waits, at most, for its listeners' last connections to close (a TLS
+close waits for the client's close_notify; asyncio gives up on it after 30 s)."""
 
 
 def utc_now() -> datetime:
@@ -251,6 +257,7 @@ class Node:
         self._clock = clock
         self._shutdown_timeout = shutdown_timeout
         self._runners: list[web.AppRunner] = []
+        self._sites: list[_TlsSite] = []
         self._outbox_stop = asyncio.Event()
         self._outbox: asyncio.Task[None] | None = None
         self._expiry: asyncio.Task[None] | None = None
@@ -408,6 +415,7 @@ class Node:
             if context is not None:
                 self._contexts.append(context)  # a reload renews its certificate
             await site.start()
+            self._sites.append(site)
             scheme = "https" if context is not None else "http"
             host = f"[{listener.host}]" if ":" in listener.host else listener.host
             self.urls[name] = f"{scheme}://{host}:{listener.port}"
@@ -577,9 +585,23 @@ class Node:
             self._handle.close()
         if self._staff_store is not None:
             self._staff_store.close()
+        await self._sites_closed()
         if self._lock is not None:
             self._lock.release()
         _log.info("node %s stopped", self.config.node_id)
+
+    async def _sites_closed(self) -> None:
+        """Wait (up to :data:`CLOSE_WAIT`) until no connection a listener accepted is
+        open: a TLS close waits for the client's close_notify, and a stop should not
+        return (nor a test close its event loop) while one is under way. A client that
+        never answers is not waited for longer."""
+        sites, self._sites = self._sites, []
+        wait = min(self._shutdown_timeout, CLOSE_WAIT)
+        try:
+            async with asyncio.timeout(wait):
+                await asyncio.gather(*(site.closed() for site in sites))
+        except TimeoutError:
+            _log.warning("connections still closing %.0f s after the stop; not waited for", wait)
 
 
 class ProtocolLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -599,7 +621,11 @@ class ProtocolLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 class _TlsSite(web.TCPSite):
     """A TCP site whose TLS handshake must finish within ``handshake_timeout`` seconds:
     a client that connects and sends nothing (or stalls mid-handshake) is closed then,
-    not held (asyncio's default is 60 s, aiohttp does not expose it)."""
+    not held (asyncio's default is 60 s, aiohttp does not expose it).
+
+    Stopping it closes the handshakes under way at once (aiohttp only knows a
+    connection once its handshake is done, so would leave them to the deadline), and
+    :meth:`closed` waits for the last accepted connection to be gone."""
 
     def __init__(
         self,
@@ -613,13 +639,17 @@ class _TlsSite(web.TCPSite):
     ) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port)
         self._handshake_timeout = handshake_timeout
+        self._accepting: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self._all_closed: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
         server = self._runner.server
         assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
-            server,
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: self._accept(server),
             self._host,
             self._port,
             ssl=self._ssl_context,
@@ -630,6 +660,36 @@ class _TlsSite(web.TCPSite):
         )
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+        # Python 3.11's wait_closed() returns at once when called after close(); called
+        # while the server still listens, it waits for its last connection (as 3.12+
+        # always does). The task must have started before any stop: hence the sleep.
+        self._all_closed = asyncio.ensure_future(self._server.wait_closed())
+        await asyncio.sleep(0)
+
+    def _accept(self, server: web.Server) -> asyncio.BaseProtocol:
+        """The protocol for a new connection. asyncio calls this from the task that
+        then awaits the TLS handshake: that task is kept until it ends, so that a stop
+        can cancel it (asyncio then aborts the half-open connection)."""
+        handler = server()
+        task = asyncio.current_task()
+        if task is not None:
+            if self._stopping:
+                task.cancel()  # accepted just before the stop: not served
+            else:
+                self._accepting.add(task)
+                task.add_done_callback(self._accepting.discard)
+        return handler
+
+    async def stop(self) -> None:
+        self._stopping = True
+        await super().stop()
+        for task in list(self._accepting):
+            task.cancel()
+
+    async def closed(self) -> None:
+        """Return once the site is stopped and every connection it accepted is closed."""
+        if self._all_closed is not None:
+            await asyncio.shield(self._all_closed)
 
 
 def _log_outbox_end(task: asyncio.Task[None]) -> None:

@@ -373,15 +373,20 @@ class RelayNode:
 
         A destination's backoff is read once per sleep (a pass changes it, and a pass
         ends the sleep): a backoff that another worker process clears during the sleep
-        is seen at the planned pass, at the latest when the backoff read would end."""
+        is seen at the planned pass, at the latest when the backoff read would end.
+
+        The sleep is a timer (monotonic), ``until`` a reading of the clock: once the
+        clock stands past it (stepped forward, or an injected clock moved) the planned
+        pass is no measure of when the sleep ends, and the packet wakes the outbox."""
         until = self._asleep_until
-        if until is not None and not self._wake.is_set():
+        now = self._clock()
+        if until is not None and not self._wake.is_set() and now < until:
             peer = queued.receiver
             if peer not in self._held_until:
                 backoff = self._store.peer_backoffs().get(peer)
                 self._held_until[peer] = backoff.next_attempt_at if backoff else None
             held = self._held_until[peer]
-            due = self._clock() if held is None else max(self._clock(), held)
+            due = now if held is None else max(now, held)
             if min(due, queued.expires + self._policy.expiry_grace) >= until:
                 return
         self._wake.set()

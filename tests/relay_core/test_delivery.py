@@ -135,6 +135,32 @@ async def test_own_copies_are_sealed_at_rest_and_older_hpke_copies_still_open(
     assert node.read_packet(old).content_jws == inner
 
 
+async def test_a_clock_stepped_past_the_planned_pass_still_lets_a_new_packet_wake_the_outbox(
+    federation: Federation,
+) -> None:
+    """The outbox sleeps on a timer, but plans its pass as a reading of the clock: after
+    the clock stepped past that reading, a queued packet counted as going "after the
+    planned pass" and waited out the whole sleep (30 s in a federation test)."""
+    node = federation.nodes[WUCHANG]
+    hour = timedelta(hours=1)
+    node.set_outbox_policy(
+        OutboxPolicy(batch_size=16, base_delay=hour, max_delay=2 * hour, idle_poll=hour)
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(node.run_outbox(stop))
+    async with asyncio.timeout(20):
+        while node.next_outbox_pass is None:  # asleep for an hour
+            await asyncio.sleep(0.01)
+    federation.clock.advance(hours=2)
+    [packet] = await send(federation, WUCHANG, NINGJIN, "after-the-step")
+    async with asyncio.timeout(20):
+        while node.list_outbox(peer=NINGJIN)[0].state is not OutboxState.DELIVERED:
+            await asyncio.sleep(0.01)
+    assert [i.summary.packet_id for i in node.list_outbox(peer=NINGJIN)] == [packet]
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+
+
 async def test_a_packet_for_a_partner_in_backoff_does_not_wake_the_outbox(
     federation: Federation,
 ) -> None:

@@ -89,3 +89,28 @@ async def test_declared_oversize_body_is_answered_413_before_reading(
     writer.close()
     assert head.startswith(b"HTTP/1.1 413 ")
     assert b"application/problem+json" in head
+
+
+async def test_a_stopping_node_closes_connections_still_in_their_tls_handshake(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """aiohttp knows a TLS connection only once its handshake is done; a stop must not
+    leave the half-open ones to the handshake deadline (30 s here)."""
+    ports = free_ports(3)
+    config_path = write_config(tmp_path / "n", pki, pki.a, "420106", ports=ports)  # type: ignore[arg-type]
+    node = Node(
+        load_config(config_path), core_factory=_factory(tmp_path, Built()), shutdown_timeout=5
+    )
+    await node.start()
+    silent = [await asyncio.open_connection("127.0.0.1", port) for port in (ports[0], ports[2])]
+    try:
+        async with asyncio.timeout(10):  # both accepted, their handshakes awaited
+            while sum(len(site._accepting) for site in node._sites) < 2:
+                await asyncio.sleep(0.01)
+        await node.stop()
+        for reader, _ in silent:
+            async with asyncio.timeout(2):
+                assert await reader.read() == b""
+    finally:
+        for _, writer in silent:
+            writer.close()
