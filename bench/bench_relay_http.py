@@ -299,6 +299,22 @@ class _Creator:
                 await self._streams[1].wait_closed()
 
 
+async def _full_collections(client: Any) -> tuple[float, float]:
+    """How many collections of the oldest generation the node's process made so far,
+    and their pauses in all (seconds): ``tongban_gc_pause_seconds{generation="2"}``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with client._session() as session, session.get(f"{client.base_url}/metrics") as resp:
+        text = await resp.text()
+    found = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("generation") == "2"
+    }
+    return found["tongban_gc_pause_seconds_count"], found["tongban_gc_pause_seconds_sum"]
+
+
 async def _create_concurrently(client: Any, request: dict[str, Any], n: int) -> list[float]:
     """Create ``n`` packets with :data:`CLIENTS` concurrent senders (one keep-alive
     connection each, :class:`_Creator`); their latencies."""
@@ -426,6 +442,7 @@ async def _create_and_catch_up(
     """Creation at A while B is down, then B's start and the catch-up; returns B.
     ``public_a``: A's public port, probed while creations are paced."""
     spies = await _profilers({"a": node_a.pid}, "create")
+    full_before = await _full_collections(staff_a)
     started, cpu_a = time.perf_counter(), _cpu_seconds(node_a.pid)
     cpu_clients = time.process_time()
     latencies = await _create_concurrently(staff_a, request, N_PACKETS)
@@ -453,6 +470,8 @@ async def _create_and_catch_up(
     paced = await _create_paced(staff_a, request, rate / 2, 4.0)
     stop.set()
     probes = await probing
+    full_after = await _full_collections(staff_a)
+    collections, paused = full_after[0] - full_before[0], full_after[1] - full_before[1]
     rows.append(
         {
             "measure": f"create at half that rate ({rate / 2:.0f}/s, 4 s, open loop)",
@@ -461,7 +480,9 @@ async def _create_and_catch_up(
             "note": f"p50 {_quantile(paced, 0.5) * 1000:.1f} ms, "
             f"p99 {_quantile(paced, 0.99) * 1000:.1f} ms; goal p99 <= 50 ms; "
             f"A's event loop meanwhile (GET /healthz every 50 ms): p99 "
-            f"{_quantile(probes, 0.99) * 1000:.1f} ms, max {max(probes) * 1000:.1f} ms",
+            f"{_quantile(probes, 0.99) * 1000:.1f} ms, max {max(probes) * 1000:.1f} ms; "
+            f"A's full garbage collections in both creation runs: {collections:.0f}, "
+            f"{paused * 1000:.1f} ms in all",
         }
     )
     backlog = N_PACKETS + len(paced)

@@ -44,6 +44,9 @@ partner's problem code, ``http-<status>`` or ``unavailable``)::
     tongban_crypto_helper_requests_total{kind,outcome}       examine/seal requests: done by
                                                              the helper, or by the node
                                                              itself (``fallback``)
+    tongban_gc_pause_seconds{generation}                     the process's collector
+                                                             pauses (relay.gcpause)
+    tongban_gc_frozen_objects                                objects frozen once started
 
 ``/metrics`` needs a staff bearer token of any role (a ``reader`` token for the
 scraper, ``tongban staff token --role reader``): the figures name partners and volumes,

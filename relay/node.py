@@ -53,6 +53,7 @@ from relay.backup import DataDirLock
 from relay.config import Limits, Listener, NodeConfig
 from relay.core.ports import PeerLink
 from relay.expiry import ExpiryWatch, watch_until_stopped
+from relay.gcpause import gc_gauges
 from relay.http.api import RelayApi
 from relay.http.federation import federation_app
 from relay.http.link import HttpsPeerLink
@@ -537,6 +538,7 @@ class Node:
             self.metrics.add_gauges("helper", helper_gauges(helper))
         if self.leadership is not None:
             self.metrics.add_gauges("leader", leader_gauges(self.leadership))
+        self.metrics.add_gauges("gc", gc_gauges())  # the process's collector pauses
 
     def _signin(self) -> SignIn:
         """Console sign-in on the staff listener (the staff directory in the data dir)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from relay.authorizer import AgreementLoadError
 from relay.cli._common import CliError
 from relay.config import ConfigError, NodeConfig, load_config
+from relay.gcpause import freeze_startup_objects
 from relay.logs import configured_logging
 from relay.metrics import survey_gauges
 from relay.node import Node
@@ -126,6 +127,8 @@ async def _run(config: NodeConfig, *, reuse_port: bool = False) -> int:
         raise CliError(
             "start", f"node {config.node_id} could not start: {type(exc).__name__}: {exc}"
         ) from None
+    frozen = freeze_startup_objects()  # no more 35-40 ms collector pauses (relay.gcpause)
+    logging.getLogger("tongban.relay.node").debug("%d objects frozen once started", frozen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []

@@ -115,6 +115,14 @@ async def test_metrics_count_packets_backlog_and_latency_and_pass_promtool(
             for kind in ("seal", "examine"):
                 fallback = {"kind": kind, "outcome": "fallback"}
                 assert _value(at, "tongban_crypto_helper_requests_total", **fallback) == 0
+        # each serve process froze what it held once started; its collections are counted
+        for at in (at_a, at_b):
+            frozen = _value(at, "tongban_gc_frozen_objects")
+            assert frozen is not None
+            assert frozen > 10_000
+            young = _value(at, "tongban_gc_pause_seconds_count", generation="0")
+            assert young is not None
+            assert young >= 1
         colours = {dict(labels)["colour"] for n, labels in at_a if n == "tongban_cases"}
         assert colours == {"green", "yellow", "red", "grey"}
         url = f"http://127.0.0.1:{federation.public_port_a}/readyz"
