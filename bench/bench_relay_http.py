@@ -14,7 +14,9 @@ one index probe (``outbox_heads``, empty when nothing is open), every 20 ms.
   process in the same run), and the clients' own CPU per packet (they share the machine's cores);
   then the p99 latency of creations paced at half that rate, and meanwhile how long A's
   event loop was busy elsewhere: the latency of ``GET /healthz`` on A's public listener
-  every 50 ms.
+  every 50 ms, and how often A's garbage collector stopped A for a full collection
+  during both creation runs (``tongban_gc_pause_seconds{generation="2"}``, read from
+  ``/metrics`` before and after).
 - **catch-up**: B starts; the time from B serving until A's outbox is empty is the
   catch-up of the backlog (all packets of the outage, over mutual TLS with batches,
   signed receipts and SQLite WAL on both sides). A's backoff is the default (up to 5
