@@ -30,10 +30,9 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # imported where used
-    from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 
 __all__ = ["BUCKETS", "GcPauses", "freeze_startup_objects", "gc_gauges", "pauses"]
 
@@ -80,8 +79,6 @@ class GcPauses:
             self._sums[generation] += seconds
 
     def histogram(self) -> HistogramMetricFamily:
-        from prometheus_client.core import HistogramMetricFamily
-
         family = HistogramMetricFamily(
             "tongban_gc_pause_seconds",
             "Pauses of the process's cyclic garbage collector, by generation",
@@ -120,8 +117,6 @@ def pauses() -> GcPauses:
 def gc_gauges() -> Callable[[datetime], list[Metric]]:
     """A gauge source (:meth:`relay.metrics.NodeMetrics.add_gauges`) for the pauses and
     the frozen objects of the process the node runs in."""
-    from prometheus_client.core import GaugeMetricFamily
-
     recorder = pauses()
 
     def source(now: datetime) -> list[Metric]:
