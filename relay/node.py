@@ -28,7 +28,7 @@ Shutdown (:meth:`Node.stop`, on SIGTERM/SIGINT in ``tongban serve``): all listen
 accepting at once and TLS handshakes under way are dropped, in-flight requests finish
 (up to ``shutdown_timeout``), the outbox task is told to stop and awaited, the peer link
 and then the storage are closed; the stop returns once the listeners' last connections
-are closed (up to :data:`CLOSE_WAIT` for clients' TLS close).
+are closed (those still open after :data:`CLOSE_WAIT` are aborted).
 
 The core is built by a :data:`CoreFactory`; :func:`relay_core_factory` wires the real
 ``relay.core.service.RelayNode`` over SQLite, and tests pass a fake.
@@ -43,7 +43,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -595,15 +595,13 @@ class Node:
     async def _sites_closed(self) -> None:
         """Wait (up to :data:`CLOSE_WAIT`) until no connection a listener accepted is
         open: a TLS close waits for the client's close_notify, and a stop should not
-        return (nor a test close its event loop) while one is under way. A client that
-        never answers is not waited for longer."""
+        return (nor a test close its event loop) while one is under way. A connection
+        still open then is aborted, not left to the garbage collector."""
         sites, self._sites = self._sites, []
         wait = min(self._shutdown_timeout, CLOSE_WAIT)
-        try:
-            async with asyncio.timeout(wait):
-                await asyncio.gather(*(site.closed() for site in sites))
-        except TimeoutError:
-            _log.warning("connections still closing %.0f s after the stop; not waited for", wait)
+        aborted = sum(await asyncio.gather(*(site.closed(wait) for site in sites)))
+        if aborted:
+            _log.warning("aborted %d connections still open %.0f s after the stop", aborted, wait)
 
 
 class ProtocolLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -627,7 +625,15 @@ class _TlsSite(web.TCPSite):
 
     Stopping it closes the handshakes under way at once (aiohttp only knows a
     connection once its handshake is done, so would leave them to the deadline), and
-    :meth:`closed` waits for the last accepted connection to be gone."""
+    :meth:`closed` waits for the last accepted connection to be gone, aborting the ones
+    still open after a grace period.
+
+    That abort is needed, not only tidy: when a client's EOF arrives while aiohttp has
+    paused reading (a request body it has not consumed yet), Python's TLS transport
+    marks itself as flushing without arming its shutdown timer, and aiohttp's later
+    ``close()`` is then a no-op. The socket would stay open, unreferenced, until the
+    garbage collector found it (the same flaw is described for uvloop, whose TLS code
+    asyncio's is, in MagicStack/uvloop#661)."""
 
     def __init__(
         self,
@@ -642,6 +648,7 @@ class _TlsSite(web.TCPSite):
         super().__init__(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port)
         self._handshake_timeout = handshake_timeout
         self._accepting: set[asyncio.Task[Any]] = set()
+        self._open: set[asyncio.Transport] = set()
         self._stopping = False
         self._all_closed: asyncio.Future[None] | None = None
 
@@ -680,7 +687,7 @@ class _TlsSite(web.TCPSite):
             else:
                 self._accepting.add(task)
                 task.add_done_callback(self._accepting.discard)
-        return handler
+        return _Tracked(handler, self._open)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -688,10 +695,49 @@ class _TlsSite(web.TCPSite):
         for task in list(self._accepting):
             task.cancel()
 
-    async def closed(self) -> None:
-        """Return once the site is stopped and every connection it accepted is closed."""
-        if self._all_closed is not None:
-            await asyncio.shield(self._all_closed)
+    async def closed(self, grace: float) -> int:
+        """Return once the site is stopped and every connection it accepted is closed.
+        Connections still open ``grace`` seconds after the call (a client that never
+        answers our TLS close, or the stuck close of the class docstring) are aborted;
+        the number aborted is returned."""
+        if self._all_closed is None:
+            return 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await asyncio.shield(self._all_closed)
+                return 0
+        stuck = list(self._open)
+        for transport in stuck:
+            transport.abort()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):  # an abort closes within a loop turn or two
+                await asyncio.shield(self._all_closed)
+        return len(stuck)
+
+
+class _Tracked(asyncio.Protocol):
+    """aiohttp's handler of one connection, with the connection's transport kept in
+    ``open`` from its start (after the TLS handshake) to its end, so that a stop can
+    abort it. Every other event goes straight to the handler."""
+
+    def __init__(self, handler: asyncio.Protocol, open_transports: set[asyncio.Transport]):
+        self._handler = handler
+        self._open = open_transports
+        self._transport: asyncio.Transport | None = None
+        self.data_received = handler.data_received  # type: ignore[method-assign]
+        self.eof_received = handler.eof_received  # type: ignore[method-assign]
+        self.pause_writing = handler.pause_writing  # type: ignore[method-assign]
+        self.resume_writing = handler.resume_writing  # type: ignore[method-assign]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # a stream's, as aiohttp's
+        self._open.add(self._transport)
+        self._handler.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            self._open.discard(self._transport)
+        self._handler.connection_lost(exc)
 
 
 def _log_outbox_end(task: asyncio.Task[None]) -> None:

@@ -6,17 +6,21 @@ refuses is answered without an ERROR traceback, and a declared oversize body is 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import ssl
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from relay_http_support import Pki, client_ssl, free_ports, write_config
 from test_node import Built, _factory
 
 from relay.config import load_config
-from relay.node import Node
+from relay.node import Node, _TlsSite
+from relay.tls import server_context
 
 
 @pytest.fixture
@@ -114,3 +118,56 @@ async def test_a_stopping_node_closes_connections_still_in_their_tls_handshake(
     finally:
         for _, writer in silent:
             writer.close()
+
+
+async def test_a_stop_aborts_a_connection_whose_tls_close_cannot_finish(pki: Pki) -> None:
+    """A client's EOF that arrives while aiohttp has paused reading (a body it has not
+    read yet) leaves Python's TLS transport flushing without its shutdown timer, and
+    aiohttp's close() is then a no-op: the site must abort that connection, not leave
+    the socket to the garbage collector (the CI failure of the federation tests)."""
+    entered = asyncio.Event()
+
+    async def unread_body(request: web.Request) -> web.Response:
+        entered.set()
+        await asyncio.Event().wait()  # never reads the body; cancelled by the stop
+        raise AssertionError("unreachable")
+
+    app = web.Application()
+    app.router.add_post("/slow", unread_body)
+    runner = web.AppRunner(app, shutdown_timeout=0.2)
+    await runner.setup()
+    tls = server_context(pki.a / "tls.pem", pki.a / "tls.key", None, require_client_cert=False)
+    site = _TlsSite(
+        runner,
+        "127.0.0.1",
+        0,
+        ssl_context=tls,
+        handshake_timeout=5,
+    )
+    await site.start()
+    port = site._bound_port
+    client = client_ssl(pki, None)
+    client.check_hostname = False
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+    # past aiohttp's pause (512 KiB buffered), then less than the TLS layer's own
+    # 256 KiB, so that the TLS layer still reads from the socket and sees the EOF
+    body = b"x" * 600_000
+    writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n" + body)
+    await writer.drain()
+    async with asyncio.timeout(10):
+        await entered.wait()
+        while not any(not t.is_reading() for t in site._open):  # type: ignore[attr-defined]
+            await asyncio.sleep(0.01)  # aiohttp paused reading: the body is not consumed
+    writer.transport.abort()  # EOF, no close_notify
+    await asyncio.sleep(0.2)  # the node sees the EOF while reading is paused
+
+    started = asyncio.get_running_loop().time()
+    await runner.cleanup()  # cancels the handler; aiohttp closes its transport
+    aborted = await site.closed(grace=0.5)
+    assert aborted == 1
+    assert not site._open
+    assert asyncio.get_running_loop().time() - started < 5
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
