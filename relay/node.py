@@ -104,6 +104,11 @@ __all__ = [
 
 _log = logging.getLogger("tongban.relay.node")
 
+CLOSE_DEADLINE = 30.0
+"""Seconds a listener's connection may stay closing while the node runs; checked that
+often, so one closing at two checks in a row is aborted (asyncio's own deadline for a
+TLS close is also 30 s, but the stuck close of :class:`_TlsSite` has none)."""
+
 CLOSE_WAIT = 5.0
 """Seconds a stop waits, at most, for its listeners' last connections to close (a TLS
 close waits for the client's close_notify; asyncio gives up on it after 30 s)."""
@@ -626,7 +631,8 @@ class _TlsSite(web.TCPSite):
     Stopping it closes the handshakes under way at once (aiohttp only knows a
     connection once its handshake is done, so would leave them to the deadline), and
     :meth:`closed` waits for the last accepted connection to be gone, aborting the ones
-    still open after a grace period.
+    still open after a grace period. While it serves, a connection still closing
+    ``close_deadline`` seconds after it was first seen closing is aborted too.
 
     That abort is needed, not only tidy: when a client's EOF arrives while aiohttp has
     paused reading (a request body it has not consumed yet), Python's TLS transport
@@ -644,6 +650,7 @@ class _TlsSite(web.TCPSite):
         ssl_context: ssl.SSLContext | None,
         handshake_timeout: float,
         reuse_port: bool = False,
+        close_deadline: float = CLOSE_DEADLINE,
     ) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port)
         self._handshake_timeout = handshake_timeout
@@ -651,6 +658,8 @@ class _TlsSite(web.TCPSite):
         self._open: set[asyncio.Transport] = set()
         self._stopping = False
         self._all_closed: asyncio.Future[None] | None = None
+        self._close_deadline = close_deadline
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
@@ -673,7 +682,22 @@ class _TlsSite(web.TCPSite):
         # while the server still listens, it waits for its last connection (as 3.12+
         # always does). The task must have started before any stop: hence the sleep.
         self._all_closed = asyncio.ensure_future(self._server.wait_closed())
+        self._sweeper = loop.call_later(self._close_deadline, self._sweep, set())
         await asyncio.sleep(0)
+
+    def _sweep(self, closing_before: set[asyncio.Transport]) -> None:
+        """Abort the connections that were closing at the last check and still are; look
+        again in ``close_deadline`` seconds. It walks the open connections only."""
+        closing = {transport for transport in self._open if transport.is_closing()}
+        stuck = closing & closing_before
+        for transport in stuck:
+            transport.abort()
+        if stuck:
+            deadline = self._close_deadline
+            _log.warning("aborted %d connections closing for over %.0f s", len(stuck), deadline)
+        self._sweeper = asyncio.get_running_loop().call_later(
+            self._close_deadline, self._sweep, closing - stuck
+        )
 
     def _accept(self, server: web.Server) -> asyncio.BaseProtocol:
         """The protocol for a new connection. asyncio calls this from the task that
@@ -691,6 +715,8 @@ class _TlsSite(web.TCPSite):
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         await super().stop()
         for task in list(self._accepting):
             task.cancel()

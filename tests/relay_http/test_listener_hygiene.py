@@ -11,6 +11,7 @@ import logging
 import ssl
 import warnings
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -120,16 +121,17 @@ async def test_a_stopping_node_closes_connections_still_in_their_tls_handshake(
             writer.close()
 
 
-async def test_a_stop_aborts_a_connection_whose_tls_close_cannot_finish(pki: Pki) -> None:
-    """A client's EOF that arrives while aiohttp has paused reading (a body it has not
-    read yet) leaves Python's TLS transport flushing without its shutdown timer, and
-    aiohttp's close() is then a no-op: the site must abort that connection, not leave
-    the socket to the garbage collector (the CI failure of the federation tests)."""
-    entered = asyncio.Event()
+@asynccontextmanager
+async def _stuck_close(
+    pki: Pki, close_deadline: float = 30
+) -> AsyncIterator[tuple[web.AppRunner, _TlsSite, asyncio.Transport]]:
+    """A site (real TLS) with one connection in the state whose close cannot finish: the
+    client's EOF arrived while aiohttp had paused reading a body it has not read, so
+    Python's TLS transport is flushing without its shutdown timer, and a close() of the
+    connection's transport (what aiohttp does) is a no-op."""
 
     async def unread_body(request: web.Request) -> web.Response:
-        entered.set()
-        await asyncio.Event().wait()  # never reads the body; cancelled by the stop
+        await asyncio.Event().wait()  # never reads the body; cancelled by the cleanup
         raise AssertionError("unreachable")
 
     app = web.Application()
@@ -138,36 +140,56 @@ async def test_a_stop_aborts_a_connection_whose_tls_close_cannot_finish(pki: Pki
     await runner.setup()
     tls = server_context(pki.a / "tls.pem", pki.a / "tls.key", None, require_client_cert=False)
     site = _TlsSite(
-        runner,
-        "127.0.0.1",
-        0,
-        ssl_context=tls,
-        handshake_timeout=5,
+        runner, "127.0.0.1", 0, ssl_context=tls, handshake_timeout=5, close_deadline=close_deadline
     )
     await site.start()
-    port = site._bound_port
     client = client_ssl(pki, None)
     client.check_hostname = False
-    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+    _, writer = await asyncio.open_connection("127.0.0.1", site._bound_port, ssl=client)
     # past aiohttp's pause (512 KiB buffered), then less than the TLS layer's own
     # 256 KiB, so that the TLS layer still reads from the socket and sees the EOF
     body = b"x" * 600_000
     writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n" + body)
     await writer.drain()
     async with asyncio.timeout(10):
-        await entered.wait()
-        while not any(not t.is_reading() for t in site._open):  # type: ignore[attr-defined]
+        while not [t for t in site._open if not t.is_reading()]:  # type: ignore[attr-defined]
             await asyncio.sleep(0.01)  # aiohttp paused reading: the body is not consumed
+    (transport,) = site._open
     writer.transport.abort()  # EOF, no close_notify
-    await asyncio.sleep(0.2)  # the node sees the EOF while reading is paused
+    await asyncio.sleep(0.2)  # the site sees the EOF while reading is paused
+    try:
+        yield runner, site, transport
+    finally:
+        await runner.cleanup()
 
-    started = asyncio.get_running_loop().time()
-    await runner.cleanup()  # cancels the handler; aiohttp closes its transport
-    aborted = await site.closed(grace=0.5)
-    assert aborted == 1
-    assert not site._open
-    assert asyncio.get_running_loop().time() - started < 5
+
+def _resource_warnings_of_a_collection() -> list[warnings.WarningMessage]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         gc.collect()
-    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    return [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+async def test_a_stop_aborts_a_connection_whose_tls_close_cannot_finish(pki: Pki) -> None:
+    """The stop closes the connection (aiohttp cancels the handler and closes its
+    transport, a no-op here): the site must abort it, not leave the socket to the garbage
+    collector (the likely cause of the federation tests' CI failure)."""
+    async with _stuck_close(pki) as (runner, site, _):
+        started = asyncio.get_running_loop().time()
+        await runner.cleanup()
+        assert await site.closed(grace=0.5) == 1
+        assert not site._open
+        assert asyncio.get_running_loop().time() - started < 5
+    assert not _resource_warnings_of_a_collection()
+
+
+async def test_a_serving_site_aborts_a_connection_closing_past_the_deadline(pki: Pki) -> None:
+    """While the site serves: the connection's close, a no-op here, must not leave it
+    open for good (the site holds it, so not even a collection would close it)."""
+    async with _stuck_close(pki, close_deadline=0.2) as (_, site, transport):
+        transport.close()  # what aiohttp does once it gives up on the request
+        assert transport.is_closing()
+        async with asyncio.timeout(5):  # two sweeps 0.2 s apart, then the abort
+            while site._open:
+                await asyncio.sleep(0.05)
+        assert not _resource_warnings_of_a_collection()
