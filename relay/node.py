@@ -637,9 +637,9 @@ class _TlsSite(web.TCPSite):
     That abort is needed, not only tidy: when a client's EOF arrives while aiohttp has
     paused reading (a request body it has not consumed yet), Python's TLS transport
     marks itself as flushing without arming its shutdown timer, and aiohttp's later
-    ``close()`` is then a no-op. The socket would stay open, unreferenced, until the
-    garbage collector found it (the same flaw is described for uvloop, whose TLS code
-    asyncio's is, in MagicStack/uvloop#661)."""
+    ``close()`` is then a no-op. Left alone, the socket would stay open, unreferenced,
+    until the garbage collector found it (the same flaw is described for uvloop, whose
+    TLS code asyncio's is, in MagicStack/uvloop#661)."""
 
     def __init__(
         self,
@@ -743,8 +743,9 @@ class _TlsSite(web.TCPSite):
 
 class _Tracked(asyncio.Protocol):
     """aiohttp's handler of one connection, with the connection's transport kept in
-    ``open`` from its start (after the TLS handshake) to its end, so that a stop can
-    abort it. Every other event goes straight to the handler."""
+    ``open`` from its start (after the TLS handshake) to its end, so that the site can
+    abort it (at a stop, or when its close is stuck). Every other event goes straight
+    to the handler."""
 
     def __init__(self, handler: asyncio.Protocol, open_transports: set[asyncio.Transport]):
         self._handler = handler
