@@ -156,7 +156,9 @@ async def _stuck_close(
             await asyncio.sleep(0.01)  # aiohttp paused reading: the body is not consumed
     (transport,) = site._open
     writer.transport.abort()  # EOF, no close_notify
-    await asyncio.sleep(0.2)  # the site sees the EOF while reading is paused
+    async with asyncio.timeout(10):  # the site sees the EOF while reading is paused
+        while not transport._ssl_protocol._eof_received:  # type: ignore[attr-defined]
+            await asyncio.sleep(0.01)  # asyncio's own flag: no public view of this state
     try:
         yield runner, site, transport
     finally:
