@@ -111,7 +111,8 @@ TLS close is also 30 s, but the stuck close of :class:`_TlsSite` has none)."""
 
 CLOSE_WAIT = 5.0
 """Seconds a stop waits, at most, for its listeners' last connections to close (a TLS
-close waits for the client's close_notify; asyncio gives up on it after 30 s)."""
+close waits for the client's close_notify; asyncio gives up on it after 30 s); those
+still open then are aborted."""
 
 
 def utc_now() -> datetime:

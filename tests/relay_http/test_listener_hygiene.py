@@ -1,7 +1,9 @@
 """Listener hygiene of a whole node (issue 11, finding 4 and 5): a silent TCP client on a
 TLS listener is closed once the handshake deadline passes, a request the HTTP parser
 refuses is answered without an ERROR traceback, and a declared oversize body is answered
-413 before any of it is read."""
+413 before any of it is read. Closing connections: a stop drops the TLS handshakes under
+way, and a connection whose TLS close cannot finish is aborted, at a stop and while the
+listener serves."""
 
 from __future__ import annotations
 
