@@ -123,18 +123,49 @@ def _listing(demo: Demo, out: Reporter, total: int) -> None:
 
 
 async def _wait_for_interrupt(announce: Callable[[], None]) -> None:
-    """Install the handlers, then ``announce`` (so a Ctrl-C sent as soon as the prompt
-    is read is never the default KeyboardInterrupt), then wait for SIGINT/SIGTERM."""
+    """Install the handler, then ``announce`` (so a Ctrl-C sent as soon as the prompt
+    is read is never the default KeyboardInterrupt), then wait for SIGINT (SIGTERM and
+    SIGHUP end the wait through :class:`_Termination`)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
     try:
         announce()
         await stop.wait()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+class _Termination:
+    """SIGTERM and SIGHUP (a ``kill``, a closed terminal) stop the demo as a Ctrl-C does,
+    at any point of its run: they cancel the run, whose ``finally`` stops the nodes.
+    Without this, their default action ended the process at once and left the nodes it
+    had started running. A signal that comes while the nodes are being stopped is only
+    noted: the stop goes on."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        self.stopping = False
+        self._task: asyncio.Task[object] | None = None
+
+    def __enter__(self) -> _Termination:
+        loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        for sig in self.SIGNALS:
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self.SIGNALS:
             loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self.received = self.received or sig
+        if not self.stopping and self._task is not None:
+            self._task.cancel()
 
 
 async def run_demo(
@@ -187,19 +218,30 @@ async def _run(demo: Demo, out: Reporter, *, once: bool, steps: tuple[Step, ...]
     if demo.database is not None:
         out.info(f"PostgreSQL: {demo.database}, one schema per office (tongban_demo_<node id>)")
     started = time.perf_counter()
-    try:
-        ok = await _run_steps(demo, out, steps)
-        if ok:
-            _listing(demo, out, len(steps) + 1)
-        out.plain(
-            f"\n{'全部通过' if ok else '演示失败'} {'all steps held' if ok else 'demo failed'}: "
-            f"{out.proofs} proofs ✓ in {time.perf_counter() - started:.1f} s"
-        )
-        if ok and not once and demo.nodes:
-            prompt = "节点运行中，按 Ctrl-C 停止 · nodes running; press Ctrl-C to stop"
-            await _wait_for_interrupt(lambda: out.plain(prompt))
-        return ok
-    finally:
-        if demo.nodes:
-            for node_id, status in await stop_nodes(demo):
-                out.info(f"{node_id} stopped (exit status {status})")
+    ok = False
+    with _Termination() as termination:
+        try:
+            ok = await _run_steps(demo, out, steps)
+            if ok:
+                _listing(demo, out, len(steps) + 1)
+            out.plain(
+                f"\n{'全部通过' if ok else '演示失败'} {'all steps held' if ok else 'demo failed'}:"
+                f" {out.proofs} proofs ✓ in {time.perf_counter() - started:.1f} s"
+            )
+            if ok and not once and demo.nodes:
+                prompt = "节点运行中，按 Ctrl-C 停止 · nodes running; press Ctrl-C to stop"
+                await _wait_for_interrupt(lambda: out.plain(prompt))
+            return ok
+        except asyncio.CancelledError:
+            if termination.received is None:
+                raise  # a Ctrl-C during the steps (asyncio.run's own handling) or a caller
+            name = termination.received.name
+            if not ok:  # the steps were cut short: the run did not prove what it shows
+                out.failed("演示被终止", f"demo stopped by {name} before its last step")
+            out.plain(f"\n收到 {name}，正在停止节点 · {name} received: stopping the nodes")
+            return ok
+        finally:
+            termination.stopping = True
+            if demo.nodes:
+                for node_id, status in await stop_nodes(demo):
+                    out.info(f"{node_id} stopped (exit status {status})")

@@ -5,11 +5,14 @@
 folder, one loopback port), creates the database ``tongban_demo``, runs ``tongban demo
 --database <its URL>`` with the options given, and stops and deletes the cluster once
 the demo has ended. A Ctrl-C reaches both processes: the demo stops its nodes, this
-wrapper waits for it, then stops the cluster.
+wrapper waits for it, then stops the cluster. A SIGTERM or SIGHUP sent to this wrapper
+alone (a ``kill``, a closed terminal) is passed on to the demo as a SIGTERM, and ends
+the same way: no node and no PostgreSQL server is left running.
 """
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -18,8 +21,19 @@ from relay.db.cluster import ClusterError, start_cluster
 
 __all__ = ["main"]
 
+_PASSED_ON = (signal.SIGTERM, signal.SIGHUP)
+
 
 def main(argv: Sequence[str] = ()) -> int:
+    running: list[subprocess.Popen[bytes]] = []
+
+    def pass_on(signum: int, frame: object) -> None:
+        if not running:  # before the demo: end here (``finally`` stops the cluster)
+            raise SystemExit(128 + signum)
+        running[0].send_signal(signal.SIGTERM)  # the demo stops its nodes, then ends
+
+    for sig in _PASSED_ON:
+        signal.signal(sig, pass_on)
     try:
         cluster = start_cluster()
     except (ClusterError, OSError) as exc:
@@ -32,12 +46,15 @@ def main(argv: Sequence[str] = ()) -> int:
         demo = subprocess.Popen(  # noqa: S603 - our own CLI, fixed argv
             [sys.executable, "-m", "relay.cli", "demo", "--database", url, *argv]
         )
+        running.append(demo)
         while True:
             try:
                 return demo.wait()
             except KeyboardInterrupt:
                 continue  # the demo got the same Ctrl-C: wait until it has stopped its nodes
     finally:
+        for sig in _PASSED_ON:  # the cluster's stop is not cut short
+            signal.signal(sig, signal.SIG_IGN)
         cluster.stop()
 
 

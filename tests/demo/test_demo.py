@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -174,9 +175,28 @@ async def test_a_failing_step_makes_the_run_fail_and_stops_there(tmp_path: Path)
     assert "demo failed" in text
 
 
+def _running(pids: list[int]) -> list[int]:
+    """Those of ``pids`` that still name a ``relay.cli serve`` process."""
+    alive = []
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"serve" in cmdline:
+            alive.append(pid)
+    return alive
+
+
+def _serving_pids(lines: list[str]) -> list[int]:
+    return [int(m.group(1)) for ln in lines if (m := re.search(r" serving pid (\d+):", ln))]
+
+
 @pytest.mark.timeout(120)
-def test_demo_keeps_the_nodes_running_until_ctrl_c_then_stops_them_gracefully(tmp_path: Path):
-    import signal
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
+def test_demo_keeps_the_nodes_running_until_ctrl_c_or_a_kill_then_stops_them_gracefully(
+    tmp_path: Path, how: signal.Signals
+):
     import urllib.error
     import urllib.request
 
@@ -201,7 +221,7 @@ def test_demo_keeps_the_nodes_running_until_ctrl_c_then_stops_them_gracefully(tm
         for url in publics:  # the nodes still serve after the scripted part
             with urllib.request.urlopen(f"{url}/readyz", timeout=10) as resp:
                 assert resp.status == 200
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(how)
         rest, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -214,6 +234,43 @@ def test_demo_keeps_the_nodes_running_until_ctrl_c_then_stops_them_gracefully(tm
     for url in publics:
         with pytest.raises(urllib.error.URLError, match="refused"):
             urllib.request.urlopen(f"{url}/readyz", timeout=5)
+    assert _running(_serving_pids(lines)) == []
+
+
+@pytest.mark.timeout(120)
+def test_a_demo_killed_before_its_last_step_stops_the_nodes_it_started(tmp_path: Path):
+    """A SIGTERM (a ``kill``) while the scenario runs: before, it ended the demo at once
+    and the three nodes it had started went on serving, orphaned."""
+    work = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [*TONGBAN, "demo", "--dir", str(work)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if len(_serving_pids(lines)) == 3:  # the federation step started the nodes
+                break
+        pids = _serving_pids(lines)
+        assert len(pids) == 3, "".join(lines)
+        assert _running(pids) == pids
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, rest  # the run did not prove everything it shows
+    assert "✗ 演示被终止 — demo stopped by SIGTERM before its last step" in rest
+    assert "SIGTERM received: stopping the nodes" in rest
+    assert "all steps held" not in rest
+    for node in ("420106", "320982", "371422"):
+        assert f"{node} stopped (exit status 0)" in rest
+    assert _running(pids) == []
 
 
 def test_workdir_of_a_demo_still_running_is_refused_and_kept(tmp_path: Path):

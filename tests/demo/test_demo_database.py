@@ -3,6 +3,8 @@ run with the work folder's care (a schema the demo did not make is refused, kept
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +90,58 @@ def test_the_whole_demo_plays_on_postgresql(tmp_path: Path, pg_url: str) -> None
     with psycopg.connect(pg_url, autocommit=True) as conn:
         cases = conn.execute("SELECT COUNT(*) FROM tongban_demo_320982.cases").fetchone()
         assert cases == (2,)  # the food business and the pesticide retail licence
+
+
+@pytest.mark.timeout(240)
+def test_a_kill_of_the_throwaway_postgresql_demo_stops_the_demo_and_the_cluster(
+    tmp_path: Path,
+) -> None:
+    """``make demo DATABASE=postgres`` killed with SIGTERM (not a Ctrl-C to the whole
+    group): before, the wrapper ended at once and left its PostgreSQL server running and
+    its folder in /tmp, and the demo's nodes with it."""
+    work = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relay.demo.throwaway_postgres", "--dir", str(work)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "press Ctrl-C to stop" in line:
+                break
+        text = "".join(lines)
+        assert "all steps held" in text, text[-4000:]
+        [cluster] = re.findall(r"throwaway PostgreSQL cluster in (\S+): ", text)
+        pids = [int(pid) for pid in re.findall(r" serving pid (\d+):", text)]
+        assert len(pids) == 3
+        assert Path(cluster).is_dir()
+        assert _processes_naming(cluster), "the cluster's server runs"
+        proc.send_signal(signal.SIGTERM)  # to the wrapper alone
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, rest
+    for node in ("420106", "320982", "371422"):
+        assert f"{node} stopped (exit status 0)" in rest
+    assert not Path(cluster).exists()
+    assert _processes_naming(cluster) == []
+    assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
+
+
+def _processes_naming(text: str) -> list[int]:
+    """The processes whose command line holds ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if text.encode() in cmdline:
+            found.append(int(proc.name))
+    return found
