@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -175,6 +177,36 @@ async def test_a_failing_step_makes_the_run_fail_and_stops_there(tmp_path: Path)
     assert "demo failed" in text
 
 
+@contextlib.contextmanager
+def _demo_process(work: Path) -> Iterator[subprocess.Popen[str]]:
+    """``tongban demo --dir work`` as a process of its own, killed at the end if it
+    still runs."""
+    proc = subprocess.Popen(
+        [*TONGBAN, "demo", "--dir", str(work)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _lines_until(proc: subprocess.Popen[str], done: Callable[[list[str]], bool]) -> list[str]:
+    """The demo's output lines up to the first for which ``done(lines so far)`` holds
+    (all of them if none does)."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stdout:
+        lines.append(line)
+        if done(lines):
+            break
+    return lines
+
+
 def _running(pids: list[int]) -> list[int]:
     """Those of ``pids`` that still name a ``relay.cli serve`` process."""
     alive = []
@@ -201,19 +233,8 @@ def test_demo_keeps_the_nodes_running_until_ctrl_c_or_a_kill_then_stops_them_gra
     import urllib.request
 
     work = tmp_path / "demo"
-    proc = subprocess.Popen(
-        [*TONGBAN, "demo", "--dir", str(work)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if "press Ctrl-C to stop" in line:
-                break
+    with _demo_process(work) as proc:
+        lines = _lines_until(proc, lambda lines: "press Ctrl-C to stop" in lines[-1])
         text = "".join(lines)
         assert "all steps held" in text, text
         publics = [ln.split()[1] for ln in lines if ln.strip().startswith("public ")]
@@ -223,10 +244,6 @@ def test_demo_keeps_the_nodes_running_until_ctrl_c_or_a_kill_then_stops_them_gra
                 assert resp.status == 200
         proc.send_signal(how)
         rest, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0
     for node in ("420106", "320982", "371422"):
         assert f"{node} stopped (exit status 0)" in rest
@@ -241,29 +258,14 @@ def test_demo_keeps_the_nodes_running_until_ctrl_c_or_a_kill_then_stops_them_gra
 def test_a_demo_killed_before_its_last_step_stops_the_nodes_it_started(tmp_path: Path):
     """A SIGTERM (a ``kill``) while the scenario runs: before, it ended the demo at once
     and the three nodes it had started went on serving, orphaned."""
-    work = tmp_path / "demo"
-    proc = subprocess.Popen(
-        [*TONGBAN, "demo", "--dir", str(work)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[str] = []
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if len(_serving_pids(lines)) == 3:  # the federation step started the nodes
-                break
+    with _demo_process(tmp_path / "demo") as proc:
+        # the federation step started the three nodes
+        lines = _lines_until(proc, lambda lines: len(_serving_pids(lines)) == 3)
         pids = _serving_pids(lines)
         assert len(pids) == 3, "".join(lines)
         assert _running(pids) == pids
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 1, rest  # the run did not prove everything it shows
     assert "✗ 演示被终止 — demo stopped by SIGTERM before its last step" in rest
     assert "SIGTERM received: stopping the nodes" in rest
