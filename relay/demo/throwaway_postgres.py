@@ -25,14 +25,15 @@ _PASSED_ON = (signal.SIGTERM, signal.SIGHUP)
 
 
 def main(argv: Sequence[str] = ()) -> int:
+    received: list[int] = []
     running: list[subprocess.Popen[bytes]] = []
 
     def pass_on(signum: int, frame: object) -> None:
-        if not running:  # before the demo: end here (``finally`` stops the cluster)
-            raise SystemExit(128 + signum)
-        running[0].send_signal(signal.SIGTERM)  # the demo stops its nodes, then ends
+        received.append(signum)
+        if running:
+            running[0].send_signal(signal.SIGTERM)  # the demo stops its nodes, then ends
 
-    for sig in _PASSED_ON:
+    for sig in _PASSED_ON:  # noted while the cluster starts; acted on once it can stop
         signal.signal(sig, pass_on)
     try:
         cluster = start_cluster()
@@ -40,6 +41,8 @@ def main(argv: Sequence[str] = ()) -> int:
         sys.stderr.write(f"tongban: error[demo-database]: no PostgreSQL cluster: {exc}\n")
         return 2
     try:
+        if received:
+            return 128 + received[0]
         url = cluster.create_database("tongban_demo")
         sys.stdout.write(f"throwaway PostgreSQL cluster in {cluster.directory}: {url}\n")
         sys.stdout.flush()
@@ -47,11 +50,14 @@ def main(argv: Sequence[str] = ()) -> int:
             [sys.executable, "-m", "relay.cli", "demo", "--database", url, *argv]
         )
         running.append(demo)
+        if received:  # came before the demo could be told
+            demo.send_signal(signal.SIGTERM)
         while True:
             try:
-                return demo.wait()
+                status = demo.wait()
             except KeyboardInterrupt:
                 continue  # the demo got the same Ctrl-C: wait until it has stopped its nodes
+            return 128 - status if status < 0 else status  # killed by a signal: as a shell says
     finally:
         for sig in _PASSED_ON:  # the cluster's stop is not cut short
             signal.signal(sig, signal.SIG_IGN)
