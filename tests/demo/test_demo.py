@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from demo_processes import processes_naming
 
 from relay.demo.context import Demo
 from relay.demo.errors import NotADemoFolder, StepFailed
@@ -207,19 +208,6 @@ def _lines_until(proc: subprocess.Popen[str], done: Callable[[list[str]], bool])
     return lines
 
 
-def _running(pids: list[int]) -> list[int]:
-    """Those of ``pids`` that still name a ``relay.cli serve`` process."""
-    alive = []
-    for pid in pids:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except FileNotFoundError:
-            continue
-        if b"serve" in cmdline:
-            alive.append(pid)
-    return alive
-
-
 def _serving_pids(lines: list[str]) -> list[int]:
     return [int(m.group(1)) for ln in lines if (m := re.search(r" serving pid (\d+):", ln))]
 
@@ -251,19 +239,19 @@ def test_demo_keeps_the_nodes_running_until_ctrl_c_or_a_kill_then_stops_them_gra
     for url in publics:
         with pytest.raises(urllib.error.URLError, match="refused"):
             urllib.request.urlopen(f"{url}/readyz", timeout=5)
-    assert _running(_serving_pids(lines)) == []
+    assert processes_naming(str(work / "nodes")) == []  # no node process is left
 
 
 @pytest.mark.timeout(120)
 def test_a_demo_killed_before_its_last_step_stops_the_nodes_it_started(tmp_path: Path):
     """A SIGTERM (a ``kill``) while the scenario runs: before, it ended the demo at once
     and the three nodes it had started went on serving, orphaned."""
+    nodes = str(tmp_path / "demo" / "nodes")  # in each node's command line (--config)
     with _demo_process(tmp_path / "demo") as proc:
         # the federation step started the three nodes
         lines = _lines_until(proc, lambda lines: len(_serving_pids(lines)) == 3)
-        pids = _serving_pids(lines)
-        assert len(pids) == 3, "".join(lines)
-        assert _running(pids) == pids
+        assert len(_serving_pids(lines)) == 3, "".join(lines)
+        assert sorted(processes_naming(nodes)) == sorted(_serving_pids(lines))
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1, rest  # the run did not prove everything it shows
@@ -272,7 +260,7 @@ def test_a_demo_killed_before_its_last_step_stops_the_nodes_it_started(tmp_path:
     assert "all steps held" not in rest
     for node in ("420106", "320982", "371422"):
         assert f"{node} stopped (exit status 0)" in rest
-    assert _running(pids) == []
+    assert processes_naming(nodes) == []
 
 
 def test_workdir_of_a_demo_still_running_is_refused_and_kept(tmp_path: Path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from demo_processes import processes_naming
 
 from relay.demo.database import MARK, node_url, prepare_schemas, schema_name
 from relay.demo.errors import NotADemoDatabase
@@ -114,10 +115,10 @@ def test_a_kill_of_the_throwaway_postgresql_demo_stops_the_demo_and_the_cluster(
         text = "".join(lines)
         assert "all steps held" in text, text[-4000:]
         [cluster] = re.findall(r"throwaway PostgreSQL cluster in (\S+): ", text)
-        pids = [int(pid) for pid in re.findall(r" serving pid (\d+):", text)]
-        assert len(pids) == 3
+        nodes = str(work / "nodes")  # in each node's command line (--config)
+        assert len(processes_naming(nodes)) == 3, "the demo's nodes serve"
         assert Path(cluster).is_dir()
-        assert _processes_naming(cluster), "the cluster's server runs"
+        assert processes_naming(cluster), "the cluster's server runs"
         proc.send_signal(signal.SIGTERM)  # to the wrapper alone
         rest, _ = proc.communicate(timeout=120)
     finally:
@@ -128,20 +129,5 @@ def test_a_kill_of_the_throwaway_postgresql_demo_stops_the_demo_and_the_cluster(
     for node in ("420106", "320982", "371422"):
         assert f"{node} stopped (exit status 0)" in rest
     assert not Path(cluster).exists()
-    assert _processes_naming(cluster) == []
-    assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
-
-
-def _processes_naming(text: str) -> list[int]:
-    """The processes whose command line holds ``text``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        if text.encode() in cmdline:
-            found.append(int(proc.name))
-    return found
+    assert processes_naming(cluster) == []
+    assert processes_naming(nodes) == []
