@@ -48,27 +48,23 @@ unit: $(STAMP) system-deps npm-deps
 # clock_nanosleep with TIMER_ABSTIME in libfaketime 0.9.10), so it is not set.
 FAKETIME      := faketime -f
 PYTEST        := $(BIN)/python -m pytest -q -n 2 --dist loadgroup
-BROWSER_TESTS := tests/cases/test_tracking_browser.py tests/survey_media/test_survey_media_netns.py \
-                 tests/cases/test_licence_page_browser.py tests/cases/test_console_browser.py
 
 # The console sign-in tests: npm's oidc-provider (pinned, into .cache/npm-oidc) for the
-# OpenID Connect test, and that test's file among the browser tests (it runs once).
+# OpenID Connect test.
 oidc-deps:
 	@sh scripts/npm-oidc.sh
-unit: oidc-deps
-test-dates: oidc-deps
-BROWSER_TESTS += tests/signin/test_signin_browser.py
-# the signed survey report on the console's case page
-BROWSER_TESTS += tests/survey_case/test_survey_view_browser.py
+unit unit-future test-dates: oidc-deps
 
-# `make test` runs the non-browser part once more, more than a year ahead and across a
-# midnight and a new year: the clock is shifted (a relative offset, one clock for every
-# process) so that the run starts at 23:58 UTC on 31 December of next year, 13 to 25
-# months from today. A test that takes "now" at import and a day or a year from it later
-# (a CRL's "same day", a calendar year) meets the turn there.
-unit-future: $(STAMP) system-deps
+# `make test` runs the whole suite once more, browser tests included, more than a year
+# ahead and across a midnight and a new year: the clock is shifted (a relative offset, one
+# clock for every process, Chromium and the npm OpenID provider too) so that the run
+# starts at 23:58 UTC on 31 December of next year, 13 to 25 months from today. A test
+# that takes "now" at import and a day or a year from it later (a CRL's "same day", a
+# calendar year) meets the turn there. (The browser tests were left out until the OpenID
+# Connect sign-in test was found failing a year ahead, in `make test-dates` only.)
+unit-future: $(STAMP) system-deps npm-deps
 	$(FAKETIME) +$$(( $$(date -u -d "$$(( $$(date -u +%Y) + 1 ))-12-31 23:58:00" +%s) - $$(date -u +%s) ))s \
-	  $(PYTEST) $(addprefix --ignore=,$(BROWSER_TESTS))
+	  $(PYTEST)
 
 # The whole suite, browser tests included, one and five years ahead.
 test-dates: $(STAMP) system-deps npm-deps
