@@ -16,7 +16,11 @@ one index probe (``outbox_heads``, empty when nothing is open), every 20 ms.
   event loop was busy elsewhere: the latency of ``GET /healthz`` on A's public listener
   every 50 ms, and how often A's garbage collector stopped A for a full collection
   during both creation runs (``tongban_gc_pause_seconds{generation="2"}``, read from
-  ``/metrics`` before and after).
+  ``/metrics`` before and after). Baseline: the same requests, from the same clients,
+  to a bare aiohttp handler over TLS 1.3 with A's certificate (it parses the JSON body
+  and answers ``201`` with a JSON object of a packet summary's size, ~370 bytes): the
+  floor of the HTTP, TLS and JSON a creation rides on, in requests per second and CPU
+  per request.
 - **catch-up**: B starts; the time from B serving until A's outbox is empty is the
   catch-up of the backlog (all packets of the outage, over mutual TLS with batches,
   signed receipts and SQLite WAL on both sides). A's backoff is the default (up to 5
@@ -78,10 +82,10 @@ SIZE = int(os.environ.get("BENCH_ATTACHMENT_MIB", "1024")) * MIB
 ONLY = os.environ.get("BENCH_ONLY", "")
 PHASES = ("create", "attachment")
 BATCH = int(os.environ.get("BENCH_BATCH", "0"))
+"""``[outbox] batch_size`` of both nodes; 0: the configuration's default."""
 HELPER = os.environ.get("BENCH_HELPER", "")
 """``[helper] enabled`` of both nodes (``1`` or ``0``); empty: the configuration's
 default (on with more than one core)."""
-"""``[outbox] batch_size`` of both nodes; 0: the configuration's default."""
 A, B = "420106", "320982"
 
 
@@ -454,6 +458,7 @@ async def _create_and_catch_up(
     await _stop_profilers(spies)
     rate = N_PACKETS / created
     sealing_cpu = _crypto_create(dirs[A], dirs[B], 300)
+    floor_rate, floor_cpu = await _bare_http(dirs[A], staff_a, request)
     rows.append(
         {
             "measure": f"create {N_PACKETS} packets at A, {CLIENTS} clients (B down)",
@@ -465,6 +470,16 @@ async def _create_and_catch_up(
             f"idle core) = {create_cpu / sealing_cpu:.1f} x the crypto of creating one "
             f"({sealing_cpu * 1000:.2f} ms here: inner JWS, HPKE seal, outer JWS), the "
             f"clients {client_cpu * 1000:.2f} ms/packet; goal >= 1,500/s",
+        }
+    )
+    rows.append(
+        {
+            "measure": f"baseline: the same requests to a bare aiohttp handler, {CLIENTS} clients",
+            "seconds": N_PACKETS / floor_rate,
+            "per_s": floor_rate,
+            "note": f"TLS 1.3, JSON in and out, nothing else: CPU {floor_cpu * 1000:.3f} ms/"
+            f"request; creation runs at {rate / floor_rate:.2f} of this rate, A's CPU per "
+            f"packet is {create_cpu / floor_cpu:.1f} x this",
         }
     )
     stop = asyncio.Event()
@@ -754,6 +769,50 @@ async def main():
         await server.serve_forever()
 asyncio.run(main())
 """
+
+
+_BARE_HTTP = """
+import json, socket, ssl, sys
+from aiohttp import web
+ANSWER = {"padding": "x" * 340}  # a packet summary's size: ~370 bytes in all
+async def create(request):
+    body = json.loads(await request.read())
+    return web.json_response({"case_id": body["case_id"], **ANSWER}, status=201)
+ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+app = web.Application()
+app.router.add_post("/staff/v1/packets", create)
+async def started(app):
+    print(app["port"], flush=True)
+sock = socket.create_server(("127.0.0.1", 0))
+app["port"] = sock.getsockname()[1]
+app.on_startup.append(started)
+web.run_app(app, sock=sock, ssl_context=ctx, print=None, access_log=None)
+"""
+
+
+async def _bare_http(node_dir: Path, staff: Any, request: dict[str, Any]) -> tuple[float, float]:
+    """Requests per second of :data:`N_PACKETS` creations by :data:`CLIENTS` clients
+    (:func:`_create_concurrently`) against :data:`_BARE_HTTP` on A's TLS certificate,
+    and that server's CPU seconds per request."""
+    from relay.staff_client import StaffClient
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _BARE_HTTP, str(node_dir / "tls.pem"), str(node_dir / "tls.key"),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        port = int(await proc.stdout.readline())
+        bare = StaffClient(f"https://127.0.0.1:{port}", staff.token, ssl_context=staff.ssl_context)
+        t0, cpu0 = time.perf_counter(), _cpu_seconds(proc.pid)
+        await _create_concurrently(bare, request, N_PACKETS)
+        seconds, cpu = time.perf_counter() - t0, _cpu_seconds(proc.pid) - cpu0
+    finally:
+        proc.kill()
+        await proc.wait()
+    return N_PACKETS / seconds, cpu / N_PACKETS
 
 
 async def _raw_tls(node_dir: Path, path: Path) -> tuple[float, tuple[float, float]]:
