@@ -800,10 +800,9 @@ ctx.minimum_version = ssl.TLSVersion.TLSv1_3
 ctx.load_cert_chain(sys.argv[1], sys.argv[2])
 app = web.Application()
 app.router.add_post("/staff/v1/packets", create)
+sock = socket.create_server(("127.0.0.1", 0))  # listening: connections wait for the app
 async def started(app):
-    print(app["port"], flush=True)
-sock = socket.create_server(("127.0.0.1", 0))
-app["port"] = sock.getsockname()[1]
+    print(sock.getsockname()[1], flush=True)
 app.on_startup.append(started)
 web.run_app(app, sock=sock, ssl_context=ctx, print=None, access_log=None)
 """
