@@ -70,6 +70,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -808,26 +809,34 @@ web.run_app(app, sock=sock, ssl_context=ctx, print=None, access_log=None)
 """
 
 
+@contextlib.asynccontextmanager
+async def _tls_server(script: str, node_dir: Path) -> AsyncIterator[tuple[int, int]]:
+    """A loopback server process running ``script`` with the node's TLS certificate and
+    key (its arguments); its pid and the port it prints first. Killed and waited for
+    (its CPU then counts in this process's ``RUSAGE_CHILDREN``) when the block ends."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, str(node_dir / "tls.pem"), str(node_dir / "tls.key"),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        yield proc.pid, int(await proc.stdout.readline())
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
 async def _bare_http(node_dir: Path, staff: Any, request: dict[str, Any]) -> tuple[float, float]:
     """Requests per second of :data:`N_PACKETS` creations by :data:`CLIENTS` clients
     (:func:`_create_concurrently`) against :data:`_BARE_HTTP` on A's TLS certificate,
     and that server's CPU seconds per request."""
     from relay.staff_client import StaffClient
 
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _BARE_HTTP, str(node_dir / "tls.pem"), str(node_dir / "tls.key"),
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        port = int(await proc.stdout.readline())
+    async with _tls_server(_BARE_HTTP, node_dir) as (pid, port):
         bare = StaffClient(f"https://127.0.0.1:{port}", staff.token, ssl_context=staff.ssl_context)
-        t0, cpu0 = time.perf_counter(), _cpu_seconds(proc.pid)
+        t0, cpu0 = time.perf_counter(), _cpu_seconds(pid)
         await _create_concurrently(bare, request, N_PACKETS)
-        seconds, cpu = time.perf_counter() - t0, _cpu_seconds(proc.pid) - cpu0
-    finally:
-        proc.kill()
-        await proc.wait()
+        seconds, cpu = time.perf_counter() - t0, _cpu_seconds(pid) - cpu0
     return N_PACKETS / seconds, cpu / N_PACKETS
 
 
@@ -842,14 +851,7 @@ async def _raw_tls(node_dir: Path, path: Path) -> tuple[float, tuple[float, floa
         return usage.ru_utime + usage.ru_stime
 
     before = children_cpu()
-
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _TLS_SINK, str(node_dir / "tls.pem"), str(node_dir / "tls.key"),
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        port = int(await proc.stdout.readline())
+    async with _tls_server(_TLS_SINK, node_dir) as (_, port):
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE  # a throughput baseline: the bytes, not the trust
@@ -865,9 +867,6 @@ async def _raw_tls(node_dir: Path, path: Path) -> tuple[float, tuple[float, floa
         seconds, sender_cpu = time.perf_counter() - t0, time.process_time() - cpu0
         writer.close()
         assert received == path.stat().st_size
-    finally:
-        proc.kill()
-        await proc.wait()
     return seconds, (sender_cpu, children_cpu() - before)
 
 
