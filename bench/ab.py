@@ -97,9 +97,9 @@ def summary(pairs: Sequence[Pair]) -> str:
 
 def _run(tree: Path, name: str, measure: str, column: str) -> float:
     """One run of the bench in ``tree`` (its own ``bench`` and ``relay``: the current
-    directory comes first on ``python -m``'s path)."""
+    directory comes first on ``python -m``'s path). Its errors reach the terminal."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench", name], cwd=tree, check=True, capture_output=True,
+        [sys.executable, "-m", "bench", name], cwd=tree, check=True, stdout=subprocess.PIPE,
         text=True,
     )  # fmt: skip
     return figure(parse_tables(done.stdout), measure, column)
