@@ -39,7 +39,7 @@ SETTLED = (0, 1000, 5000)
 
 def _store_with_cases(path: Path, events: int) -> None:
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "cases"))
-    from casekit import T0, details_for, header, later  # type: ignore[import-not-found]
+    from casekit import T0, details_for, header, later
 
     from relay.cases.model import Event, EventKind, Office
     from relay.cases.sqlite_store import SqliteCaseStore
@@ -66,7 +66,7 @@ def _per_case(path: Path) -> tuple[float, float]:
     """Seconds per case to judge every case's clocks from the whole copies and from the
     clock facts, each by a fresh store (nothing kept)."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "cases"))
-    from casekit import later  # type: ignore[import-not-found]
+    from casekit import later
 
     from agreements.calendar import default_calendar
     from relay.cases.sla import Colour, case_clock, complaint_clock
@@ -103,7 +103,7 @@ def _queue_per_case(path: Path) -> tuple[float, float]:
     """Seconds per case to build the work queue (every case, every state, no filter) from
     the whole copies and from the queue entries, each by a fresh store (nothing kept)."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "cases"))
-    from casekit import later  # type: ignore[import-not-found]
+    from casekit import later
 
     from agreements.calendar import default_calendar
     from relay.cases.queue import QueueEntry
@@ -140,7 +140,7 @@ def _queue_with_settled(path: Path, settled: int) -> tuple[float, float]:
     """Milliseconds per work queue computation with :data:`N_ACTIVE` cases in progress
     and ``settled`` concluded ones: the console's way, and every entry judged."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "cases"))
-    from casekit import T0, details_for, header, later  # type: ignore[import-not-found]
+    from casekit import T0, details_for, header, later
 
     from agreements.calendar import default_calendar
     from agreements.catalog import default_catalog

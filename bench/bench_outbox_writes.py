@@ -37,7 +37,7 @@ def _no_checkpoints() -> Iterator[None]:
     real = sqlite3.connect
 
     def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn = real(*args, **kwargs)
+        conn: sqlite3.Connection = real(*args, **kwargs)
         conn.execute("PRAGMA wal_autocheckpoint=0")
         return conn
 
@@ -69,7 +69,7 @@ class _StoreClock:
 
 
 def _wal(fed: Any) -> int:
-    return (fed.root / A / "relay.sqlite3-wal").stat().st_size
+    return int((fed.root / A / "relay.sqlite3-wal").stat().st_size)
 
 
 async def _scenario(base: Path) -> list[dict[str, object]]:

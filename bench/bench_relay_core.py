@@ -34,7 +34,7 @@ A, B = "420106", "320982"
 
 def _setup(base: Path) -> Any:
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "relay_core"))
-    from relay_core_support import FakeAgreement, FakeClock, Federation, make_pki  # type: ignore[import-not-found]
+    from relay_core_support import FakeAgreement, FakeClock, Federation, make_pki
 
     from relay.core.fakes import FakeNetwork
     from relay.core.outbox import OutboxPolicy

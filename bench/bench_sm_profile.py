@@ -55,7 +55,7 @@ def _rate(fn: Callable[[], object]) -> float:
 
 def _federation(base: Path, profile: str) -> Any:
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "relay_core"))
-    from relay_core_support import START, FakeAgreement, FakeClock, Federation, Pki  # type: ignore[import-not-found]
+    from relay_core_support import START, FakeAgreement, FakeClock, Federation, Pki
 
     from certs.pki import init_federation, issue_node
     from relay.core.fakes import FakeNetwork

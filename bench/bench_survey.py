@@ -14,15 +14,19 @@ import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 ENTRIES = 10_000
 FILES, FILE_SIZE = 32, 8 << 20
 MIB = 1 << 20
 
 
-def _timed(fn):  # type: ignore[no-untyped-def]
+def _timed(fn: Callable[[], T]) -> tuple[float, T]:
     start = time.perf_counter()
     result = fn()
     return time.perf_counter() - start, result
@@ -72,7 +76,7 @@ def run() -> list[dict[str, object]]:
         segment_every = ENTRIES // FILES
         site = GeoPoint.from_degrees(30.5428, 114.3162)
 
-        def items():  # type: ignore[no-untyped-def]
+        def items() -> Iterator[tuple[Any, int]]:
             for k in range(ENTRIES):
                 t = ms0 + k * 1000
                 if k % segment_every == segment_every - 1 and k // segment_every < FILES:
@@ -138,6 +142,8 @@ def run() -> list[dict[str, object]]:
             Verdict.PASS,
             radius_mm=20_000,
             at=t_end,
+            # the bench's chain holds no challenge proof: a pass needs the written reason
+            reason="现场已核实，挑战环节因网络中断未完成",
         )
         token = sign_report(report, seal, at=t_end)
         at = t_end + timedelta(minutes=1)

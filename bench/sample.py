@@ -30,7 +30,7 @@ def two_node_federation(base: Path) -> Any:
     clock and agreement, a fake network with a fixed seed, batches of 64; the caller
     starts the nodes it needs and closes it."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "relay_core"))
-    from relay_core_support import (  # type: ignore[import-not-found]
+    from relay_core_support import (
         FakeAgreement,
         FakeClock,
         Federation,
