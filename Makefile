@@ -60,8 +60,7 @@ unit unit-future test-dates: oidc-deps
 # clock for every process, Chromium and the npm OpenID provider too) so that the run
 # starts at 23:58 UTC on 31 December of next year, 13 to 25 months from today. A test
 # that takes "now" at import and a day or a year from it later (a CRL's "same day", a
-# calendar year) meets the turn there. (The browser tests were left out until the OpenID
-# Connect sign-in test was found failing a year ahead, in `make test-dates` only.)
+# calendar year) meets the turn there.
 unit-future: $(STAMP) system-deps npm-deps
 	$(FAKETIME) +$$(( $$(date -u -d "$$(( $$(date -u +%Y) + 1 ))-12-31 23:58:00" +%s) - $$(date -u +%s) ))s \
 	  $(PYTEST)

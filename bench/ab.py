@@ -9,10 +9,9 @@ Runs the benchmark NAME (``python -m bench NAME``) in a worktree of REV (default
 (default 6), in ABBA order: base then change, change then base, and so on, so that a
 machine that speeds up or slows down over the minutes favours neither side. From every
 run it takes the ``per_s`` (or ``--column``, higher is better) of the row whose
-``measure`` starts with MEASURE, and prints
-each pair, the median of each side and of the pairs' ratios (change / base), and in how
-many pairs the change was ahead. Environment variables (``BENCH_ONLY``,
-``BENCH_PACKETS`` …) reach both sides.
+``measure`` starts with MEASURE, and prints each figure, the median of each side and of
+the pairs' ratios (change / base), and in how many pairs the change was ahead.
+Environment variables (``BENCH_ONLY``, ``BENCH_PACKETS`` …) reach both sides.
 
 Why: on a 2-core machine two runs of the same code a minute apart differ by up to 25%
 (``bench relay_http``). Three pairs once showed a change 16% faster, each pair run in
