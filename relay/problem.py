@@ -23,13 +23,13 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
-import psycopg
 from aiohttp import web
+
+from relay.db.open import database_errors
 
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
@@ -234,7 +234,7 @@ def storage_problem() -> Problem:
 
 
 def _is_storage_fault(exc: Exception) -> bool:
-    if isinstance(exc, sqlite3.Error | psycopg.Error):
+    if isinstance(exc, database_errors()):
         return True
     return isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS
 

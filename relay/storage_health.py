@@ -31,8 +31,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psycopg
-
 from relay.db.pg import PgConnection
 
 __all__ = ["MIN_FREE_BYTES", "StorageHealth", "free_bytes"]
@@ -111,6 +109,8 @@ class StorageHealth:
         the next check when one is due."""
         conn = self._connection()
         if isinstance(conn, PgConnection):  # the server checks its own pages
+            import psycopg  # loaded already: it made the connection
+
             try:
                 conn.execute("SELECT 1").fetchall()
             except psycopg.Error:

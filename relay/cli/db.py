@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-import psycopg
-
 from relay.cli import db_move
 from relay.cli._common import CliError
 from relay.config import ConfigError, load_config
 from relay.db.components import migrate_all, open_database
 from relay.db.migrations import SchemaTooNew
+from relay.db.open import database_errors, storage_errors
 
 __all__ = ["register"]
 
@@ -54,7 +53,7 @@ def _migrate(args: argparse.Namespace) -> int:
     where = config.database.url or str(config.data_dir / "relay.sqlite3")
     try:
         conn = open_database(config.data_dir, config.database)
-    except (psycopg.Error, OSError) as exc:
+    except storage_errors() as exc:
         raise CliError("database-unreachable", f"cannot open the database {where}: {exc}") from None
     try:
         for applied in migrate_all(conn):
@@ -66,7 +65,7 @@ def _migrate(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{applied.component}: {done}, at version {applied.version}\n")
     except SchemaTooNew as exc:
         raise CliError("schema-too-new", str(exc), exit_code=1) from None
-    except psycopg.Error as exc:
+    except database_errors() as exc:
         raise CliError("migration-failed", f"migration failed on {where}: {exc}", 1) from None
     finally:
         conn.close()

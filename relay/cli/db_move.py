@@ -18,13 +18,12 @@ import argparse
 import sqlite3
 import sys
 
-import psycopg
-
 from relay.backup import BackupError, DataDirLock
 from relay.cli._common import CliError
 from relay.config import ConfigError, NodeConfig, load_config
 from relay.db.components import migrate_all
 from relay.db.from_sqlite import MoveError, move_to_postgresql
+from relay.db.open import database_errors, storage_errors
 from relay.db.pg import PgConnection, connect
 from signing.certificates import TrustBundle
 from signing.errors import SigningError
@@ -91,7 +90,7 @@ def _move(args: argparse.Namespace) -> int:
 def _run(config: NodeConfig, url: str, bundle: TrustBundle) -> None:
     try:
         target = connect(url, application_name="tongban db migrate-from-sqlite")
-    except psycopg.Error as exc:
+    except database_errors() as exc:
         raise CliError("database-unreachable", f"cannot connect to {url}: {exc}") from None
     try:
         report = move_to_postgresql(
@@ -101,7 +100,7 @@ def _run(config: NodeConfig, url: str, bundle: TrustBundle) -> None:
         )  # fmt: skip
     except MoveError as exc:
         raise CliError("not-moved", f"{_LEFT_EMPTY}: {exc}", exit_code=1) from None
-    except (psycopg.Error, sqlite3.Error, OSError) as exc:
+    except storage_errors() as exc:
         raise CliError("not-moved", f"{_LEFT_EMPTY}: {type(exc).__name__}: {exc}", 1) from None
     finally:
         target.close()

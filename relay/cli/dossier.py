@@ -21,7 +21,7 @@ from relay.audit.errors import AuditError
 from relay.cli._common import CliError, read_bytes
 from relay.config import ConfigError, NodeConfig, load_config
 from relay.db.migrations import SchemaBehind, SchemaTooNew
-from relay.db.open import STORAGE_ERRORS
+from relay.db.open import storage_errors
 from relay.dossier.export import UnknownCase, export_case
 from relay.dossier.layout import DossierError
 from relay.dossier.report import render_html, render_json
@@ -63,9 +63,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify.set_defaults(handler=_verify)
 
 
-_EXPORT_ERRORS: tuple[type[Exception], ...] = (
-    AuditError, SigningError, TimestampError, SurveyError, *STORAGE_ERRORS,
-)  # fmt: skip
+def _export_errors() -> tuple[type[Exception], ...]:
+    return storage_errors(AuditError, SigningError, TimestampError, SurveyError)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -103,7 +102,7 @@ async def _export_async(config: NodeConfig, case: str, with_media: bool = False)
         raise CliError("schema-behind", f"no dossier written: {exc}", 1) from None
     except SchemaTooNew as exc:
         raise CliError("schema-too-new", f"no dossier written: {exc}", 1) from None
-    except _EXPORT_ERRORS as exc:
+    except _export_errors() as exc:
         raise CliError("export", f"no dossier written: {exc}", 1) from None
     finally:
         await audit.close()

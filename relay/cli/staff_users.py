@@ -27,7 +27,7 @@ from typing import Any
 
 from relay.cli._common import CliError
 from relay.config import ConfigError, load_config
-from relay.db.open import STORAGE_ERRORS
+from relay.db.open import storage_errors
 from relay.signin.passwords import hash_password, one_time_password
 from relay.signin.policy import ACCOUNT_ROLES, check_account_name
 from relay.signin.store import StaffStore
@@ -98,7 +98,7 @@ def _open(args: argparse.Namespace) -> tuple[StaffStore, str]:
         raise CliError("config", str(exc)) from None
     try:
         return StaffStore.for_node(config), config.node_id
-    except STORAGE_ERRORS as exc:  # a missing directory, a database that cannot be reached
+    except storage_errors() as exc:  # a missing directory, a database that cannot be reached
         raise CliError("staff-store", f"cannot open the staff directory: {exc}") from None
 
 

@@ -25,13 +25,10 @@ import contextlib
 import json
 import logging
 import random
-import sqlite3
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
-
-import psycopg
 
 from relay.audit.leaves import LeafKind
 from relay.core.attachments import AttachmentVault, info_of, key_by_kid
@@ -81,6 +78,7 @@ from relay.core.ports import (
 from relay.core.receiver import standard_pipeline
 from relay.core.sender import Sender
 from relay.core.store import NewOutgoing, RelayStore
+from relay.db.open import storage_errors
 from signing.at_rest import AtRest, open_at_rest
 from signing.certificates import TrustBundle
 from signing.encoding import b64url_decode
@@ -616,7 +614,7 @@ class RelayNode:
                 wake = self._sender.next_wakeup(now)
                 delay = max((wake - now).total_seconds(), 0.0)
                 self._asleep_until = wake
-            except (StoreError, OSError, sqlite3.Error, psycopg.Error) as exc:
+            except storage_errors(StoreError) as exc:
                 # a storage fault (full disk, I/O error, a lost or deadlocked PostgreSQL
                 # transaction) must not end delivery for good:
                 # the pass is retried once the fault may be gone, nothing was committed

@@ -16,6 +16,11 @@ IMMEDIATE`` already holds the whole database for the writer; on PostgreSQL the s
 takes transaction-scoped advisory locks on the names it is about to change (a case id,
 an account name), in sorted order so two workers never deadlock, without serialising
 writes to other names.
+
+A node on SQLite never loads the PostgreSQL driver (it costs some 11 MiB and 80 ms at
+start): this module and the modules that catch database errors reach psycopg only
+through :func:`database_errors` and its kin, which name psycopg's exceptions once
+psycopg is loaded, and before that cannot meet one.
 """
 
 from __future__ import annotations
@@ -23,40 +28,54 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sqlite3
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-import psycopg
-
-from relay.db import pg
 from relay.db.migrations import Connection
 
 if TYPE_CHECKING:
     from relay.config import NodeConfig
+    from relay.db.pg import PgConnection
 
 __all__ = [
-    "DATABASE_ERRORS",
-    "INTEGRITY_ERRORS",
     "RELAY_FILE",
-    "STORAGE_ERRORS",
     "connection_for",
+    "database_errors",
+    "is_pg_connection",
     "open_connection",
     "row_locks",
     "sqlite_connection",
+    "storage_errors",
     "write_transaction",
 ]
 
 RELAY_FILE = "relay.sqlite3"
 
-INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg.IntegrityError)
-"""A unique or check constraint refused a write, on either backend."""
+ErrorTypes = tuple[type[Exception], ...]
 
-DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
-"""Anything the database driver raises, on either backend."""
 
-STORAGE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, OSError)
-"""A database error or a failing disk (``OSError``): storage cannot take this now."""
+def database_errors(*also: type[Exception]) -> ErrorTypes:
+    """Anything the database driver raises, on either backend, and ``also``. Called
+    where it is matched (``except database_errors():``), so that psycopg's ``Error`` is
+    in it as soon as psycopg is loaded, and a SQLite node need not load it."""
+    psycopg = sys.modules.get("psycopg")
+    driver = (sqlite3.Error,) if psycopg is None else (sqlite3.Error, psycopg.Error)
+    return (*also, *driver)
+
+
+def storage_errors(*also: type[Exception]) -> ErrorTypes:
+    """A database error or a failing disk (``OSError``): storage cannot take this now;
+    and ``also``."""
+    return database_errors(*also, OSError)
+
+
+def is_pg_connection(conn: object) -> bool:
+    """Whether ``conn`` is a PostgreSQL connection (never, while nothing has loaded
+    :mod:`relay.db.pg`)."""
+    pg = sys.modules.get("relay.db.pg")
+    return pg is not None and isinstance(conn, pg.PgConnection)
 
 
 def sqlite_connection(path: Path) -> sqlite3.Connection:
@@ -74,6 +93,8 @@ def open_connection(
     """A new connection to ``component``'s tables: the configured PostgreSQL database,
     else ``data_dir / file_name``."""
     if config.database.url is not None:
+        from relay.db import pg
+
         return pg.connect(config.database.url, application_name=f"tongban-{component}")
     return sqlite_connection(config.data_dir / file_name)
 
@@ -91,7 +112,7 @@ def _key(name: str) -> int:
     )
 
 
-C = TypeVar("C", sqlite3.Connection, pg.PgConnection, Connection)
+C = TypeVar("C", sqlite3.Connection, "PgConnection", Connection)
 
 
 @contextlib.contextmanager
@@ -112,7 +133,7 @@ def write_transaction(conn: C) -> Iterator[C]:
         # a commit refused (a deferred constraint, a full disk) can leave the transaction
         # open: ended here, so that the connection takes the next one
         if conn.in_transaction:
-            with contextlib.suppress(*DATABASE_ERRORS):
+            with contextlib.suppress(*database_errors()):
                 conn.execute("ROLLBACK")
         raise
 
@@ -121,7 +142,7 @@ def row_locks(conn: Connection, space: int, names: Iterable[str]) -> None:
     """Inside an open transaction on PostgreSQL, hold an advisory lock per name of
     ``names`` in lock space ``space`` (a 32-bit constant per table) until it ends.
     Nothing to do on SQLite, where the writer already holds the database."""
-    if not isinstance(conn, pg.PgConnection):
+    if not is_pg_connection(conn):
         return
     for key in sorted({_key(n) for n in names}):
         conn.execute("SELECT pg_advisory_xact_lock(?, ?)", (space, key))

@@ -21,9 +21,10 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
+if TYPE_CHECKING:  # loaded by connect(): a node on SQLite never needs the driver
+    import psycopg
 
 __all__ = ["PgConnection", "connect", "pg_ddl", "translate"]
 
@@ -114,7 +115,9 @@ class PgConnection:
 
     @property
     def in_transaction(self) -> bool:
-        return self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        from psycopg import pq
+
+        return self.raw.info.transaction_status != pq.TransactionStatus.IDLE
 
     def close(self) -> None:
         self.raw.close()
@@ -122,5 +125,7 @@ class PgConnection:
 
 def connect(url: str, *, application_name: str = "tongban") -> PgConnection:
     """A new autocommit connection to the database at ``url`` (a libpq URI)."""
+    import psycopg
+
     conn = psycopg.connect(url, autocommit=True, application_name=application_name)
     return PgConnection(conn)

@@ -20,8 +20,6 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from psycopg import sql
-
 from relay.demo.context import Demo
 from relay.demo.errors import NotADemoDatabase, StepFailed
 from relay.demo.report import Reporter
@@ -57,6 +55,8 @@ def prepare_schemas(server_url: str, node_ids: Iterable[str]) -> dict[str, str]:
     """A fresh empty schema per node (the demo's own ones dropped first); their URLs.
 
     Raises :class:`NotADemoDatabase` for a schema of that name the demo did not make."""
+    from psycopg import sql
+
     urls = {}
     with _connect(server_url) as conn:
         for node_id in node_ids:
@@ -83,6 +83,8 @@ def prepare_schemas(server_url: str, node_ids: Iterable[str]) -> dict[str, str]:
 
 
 def _rows(conn: Any, schema: str, table: str) -> int | None:
+    from psycopg import sql
+
     found = conn.execute(
         "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
         (schema, table),

@@ -36,7 +36,7 @@ import aiohttp
 
 from relay.alerts import Severity, StaffAlert
 from relay.config import Webhook
-from relay.db.open import STORAGE_ERRORS
+from relay.db.open import storage_errors
 from relay.integration.store import Delivery, IntegrationStore
 from signing.jws import sign_compact
 from signing.keys import Signer
@@ -102,7 +102,7 @@ class WebhookDispatcher:
             waker.clear()
             try:
                 wait = await self._step(target, session, context)
-            except STORAGE_ERRORS as exc:  # storage: look again after a pause
+            except storage_errors() as exc:  # storage: look again after a pause
                 _log.error("webhook delivery to %s: storage error: %s", target.url, exc)
                 wait = self._poll
             if wait is None:

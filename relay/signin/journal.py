@@ -26,7 +26,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from relay.alerts import Severity, StaffAlert
 from relay.config import StaffSettings
-from relay.db.open import STORAGE_ERRORS
+from relay.db.open import storage_errors
 from relay.problem import Problem
 from relay.signin.store import JournalRow, StaffStore, journal_row
 from relay.staff_auth import STAFF_KEY
@@ -112,7 +112,7 @@ def journal_middleware(store: StaffStore, clock: Callable[[], datetime]) -> Midd
             row = journal_row(clock(), claims.subject, "request", request.remote or "-", detail)
             try:
                 await writer.write(row)
-            except STORAGE_ERRORS as exc:
+            except storage_errors() as exc:
                 _log.error("staff journal unwritable (%s); %s %s", exc, claims.subject, detail)
 
     return middleware

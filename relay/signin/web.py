@@ -51,7 +51,7 @@ from aiohttp.typedefs import Middleware
 
 from relay.alerts import ALERTS, StaffAlert
 from relay.config import StaffSettings
-from relay.db.open import STORAGE_ERRORS
+from relay.db.open import storage_errors
 from relay.http.body import read_json_object
 from relay.permissions import actions_of
 from relay.problem import Problem, ProblemCode
@@ -195,7 +195,7 @@ class SignIn:
         now = self.clock().timestamp()
         try:
             self.store.touch_session(record.id_hash, now)
-        except STORAGE_ERRORS as exc:  # e.g. a full disk: still let people read
+        except storage_errors() as exc:  # e.g. a full disk: still let people read
             _log.warning("session of %s not refreshed: %s", record.name, exc)
         request[SESSION_KEY] = record
         return StaffClaims(

@@ -31,10 +31,9 @@ the alert board ask for them often, and a node signs a checkpoint every interval
 from __future__ import annotations
 
 import sqlite3
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
-
-import psycopg
 
 from relay.db.migrations import Connection, Migration, dialect_of, migrate
 from relay.db.open import connection_for
@@ -71,6 +70,15 @@ MIGRATIONS = [
 ]
 _STAMPED_KINDS = ("survey-report", "licence-event")  # leaves stamped on their own
 _CONTAINS = {"sqlite": "instr(data, ?) > 0", "postgresql": "position(? in data) > 0"}
+
+
+def _missing_table() -> tuple[type[Exception], ...]:
+    """What reading a table that does not exist raises, on either backend (psycopg's
+    once it is loaded: a node on SQLite never loads it)."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None:
+        return (sqlite3.OperationalError,)
+    return (sqlite3.OperationalError, psycopg.errors.UndefinedTable)
 
 
 class TimestampStore:
@@ -160,7 +168,7 @@ class TimestampStore:
         yet, never the whole log."""
         try:
             row = self._conn.execute("SELECT max(idx) FROM audit_leaves").fetchone()
-        except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):  # no audit log yet
+        except _missing_table():  # no audit log yet
             return []
         end = -1 if row is None or row[0] is None else int(row[0])
         scanned = self._scanned("scanned")

@@ -32,13 +32,16 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import psycopg
 from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from relay.config import NodeConfig
+from relay.db.open import database_errors
+
+if TYPE_CHECKING:  # loaded by the first campaign: a SoleWorker node never needs it
+    import psycopg
 
 __all__ = [
     "LEADERSHIP",
@@ -149,7 +152,7 @@ class AdvisoryLeadership:
                 if self._conn is None:
                     self._conn = await asyncio.to_thread(self._connect)
                 held = await asyncio.to_thread(self._ask, self._conn, self.leading)
-        except (TimeoutError, psycopg.Error) as exc:
+        except database_errors(TimeoutError) as exc:
             if self.leading:
                 _log.warning("%s: leader session lost, stepping down: %s", self.name, exc)
             else:
@@ -160,6 +163,8 @@ class AdvisoryLeadership:
         return held
 
     def _connect(self) -> psycopg.Connection[Any]:
+        import psycopg
+
         return psycopg.connect(
             self._url,
             autocommit=True,

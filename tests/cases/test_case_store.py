@@ -21,7 +21,7 @@ from relay.cases.sqlite_store import MIGRATIONS, SCHEMA, SqliteCaseStore, case_t
 from relay.cases.store import AppliedPacket, CaseRecord
 from relay.cases.workflow import Case, Command, transition
 from relay.db.migrations import Connection, migrate, schema_version
-from relay.db.open import DATABASE_ERRORS, sqlite_connection
+from relay.db.open import database_errors, sqlite_connection
 
 
 def record(case_id: str, access: str | None = "0") -> CaseRecord:
@@ -243,7 +243,7 @@ def test_step_two_moves_each_case_s_events_into_rows_of_their_own(database: Data
     assert conn.execute("SELECT events FROM cases").fetchall() == [("",), ("",)]
     assert [r.case for r in store.list_cases()] == list(cases.values())
     old_write = "UPDATE cases SET events = '[]' WHERE case_id = 'WC-OLD-2'"  # the release before
-    with pytest.raises(DATABASE_ERRORS, match="events"):
+    with pytest.raises(database_errors(), match="events"):
         conn.execute(old_write)
 
     def complain(old: CaseRecord | None) -> CaseRecord | None:

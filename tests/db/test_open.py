@@ -4,6 +4,8 @@ store's read-modify-write race-free on PostgreSQL without serialising other name
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 import pytest
 
 from relay.config import load_config
-from relay.db.open import DATABASE_ERRORS, open_connection, row_locks, write_transaction
+from relay.db.open import database_errors, open_connection, row_locks, write_transaction
 from relay.db.pg import PgConnection, connect
 from relay.signin.store import StaffStore
 from relay.staff_auth import StaffRole
@@ -131,7 +133,7 @@ def test_a_write_transaction_commits_rolls_back_and_survives_a_refused_commit(
     assert other.execute("SELECT id FROM parent").fetchall() == [(1,)]  # rolled back
     # the deferred constraint refuses the COMMIT itself (on SQLite the transaction
     # would stay open, and every later BEGIN on the connection would fail)
-    with pytest.raises(DATABASE_ERRORS), write_transaction(conn) as c:
+    with pytest.raises(database_errors()), write_transaction(conn) as c:
         c.execute("INSERT INTO child (id, parent) VALUES (1, 99)")
     assert not conn.in_transaction
     with write_transaction(conn) as c:
@@ -139,3 +141,27 @@ def test_a_write_transaction_commits_rolls_back_and_survives_a_refused_commit(
     assert other.execute("SELECT id, parent FROM child").fetchall() == [(2, 1)]
     conn.close()
     other.close()
+
+
+def test_database_errors_name_psycopgs_once_it_is_loaded_and_never_load_it() -> None:
+    """A process that has not loaded psycopg cannot meet its errors: the helpers name
+    sqlite3's alone there, and psycopg's as soon as a PostgreSQL connection loads it."""
+    script = """
+import sqlite3, sys
+from relay.db.open import database_errors, is_pg_connection, storage_errors
+assert database_errors() == (sqlite3.Error,), database_errors()
+assert set(storage_errors(KeyError)) == {KeyError, sqlite3.Error, OSError}
+assert not is_pg_connection(sqlite3.connect(":memory:"))
+assert "psycopg" not in sys.modules
+import psycopg
+assert database_errors(TimeoutError) == (TimeoutError, sqlite3.Error, psycopg.Error)
+try:
+    psycopg.connect("postgresql://127.0.0.1:1/none", connect_timeout=1)
+except storage_errors() as exc:
+    print(type(exc).__name__)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "OperationalError\n"

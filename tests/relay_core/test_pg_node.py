@@ -99,3 +99,16 @@ def test_db_migrate_names_an_unreachable_database(
     config = node_toml(pki, tmp_path, '[database]\nurl = "postgresql://nobody@127.0.0.1:1/x"\n')
     assert main(["db", "migrate", "--config", str(config)]) == 2
     assert "error[database-unreachable]" in capsys.readouterr().err
+
+
+def test_db_migrate_names_a_sqlite_file_that_is_not_a_database(
+    pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = node_toml(pki, tmp_path)
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "relay.sqlite3").write_bytes(b"not a database, " * 512)
+    assert main(["db", "migrate", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "error[database-unreachable]" in err
+    assert "relay.sqlite3" in err
+    assert (tmp_path / "data" / "relay.sqlite3").read_bytes() == b"not a database, " * 512

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -14,7 +16,12 @@ from relay_http_support import NOW, Pki, free_ports, write_agreement, write_conf
 A, B = "420106", "320982"
 
 
-async def test_serve_starts_answers_and_stops_on_sigterm(pki: Pki, tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def _serving(
+    pki: Pki, tmp_path: Path
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    """``tongban serve`` of node A on SQLite, started and past its first line; the process
+    and A's public (health) port. Killed when the block ends if it still runs."""
     agreement = write_agreement(tmp_path / "agreement.json", {A: pki.a, B: pki.b}, at=NOW)
     ports = free_ports(4)
     config = write_config(
@@ -42,10 +49,19 @@ async def test_serve_starts_answers_and_stops_on_sigterm(pki: Pki, tmp_path: Pat
         async with asyncio.timeout(60):
             line = (await proc.stdout.readline()).decode()
         assert line.startswith(f"tongban: node {A} serving "), line
+        yield proc, ports[1]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_serve_starts_answers_and_stops_on_sigterm(pki: Pki, tmp_path: Path) -> None:
+    async with _serving(pki, tmp_path) as (proc, port):
         async with aiohttp.ClientSession() as session:
-            health = await session.get(f"http://127.0.0.1:{ports[1]}/healthz")
+            health = await session.get(f"http://127.0.0.1:{port}/healthz")
             assert health.status == 200
-            ready = await session.get(f"http://127.0.0.1:{ports[1]}/readyz")
+            ready = await session.get(f"http://127.0.0.1:{port}/readyz")
             assert ready.status == 200
             assert (await ready.json())["checks"] == {"storage": True, "outbox": True}
         proc.send_signal(signal.SIGTERM)
@@ -53,11 +69,20 @@ async def test_serve_starts_answers_and_stops_on_sigterm(pki: Pki, tmp_path: Pat
             out, err = await proc.communicate()
         assert proc.returncode == 0, err.decode()
         assert f"tongban: node {A} stopped" in out.decode()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
     assert (tmp_path / "a" / "data" / "relay.sqlite3").exists()
+
+
+async def test_serve_on_sqlite_never_loads_the_postgresql_driver(pki: Pki, tmp_path: Path) -> None:
+    """psycopg and its libpq take some 11 MiB and 80 ms at start: a node without a
+    ``[database] url`` has no use for them, also once its storage has been checked."""
+    async with _serving(pki, tmp_path) as (proc, port):
+        async with aiohttp.ClientSession() as session:
+            ready = await session.get(f"http://127.0.0.1:{port}/readyz")
+            assert (await ready.json())["checks"] == {"storage": True, "outbox": True}
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "/sqlite3" in maps or "_sqlite3" in maps  # what a loaded driver looks like
+        assert "psycopg" not in maps
+        assert "libpq" not in maps
 
 
 async def test_serve_with_a_bad_config_exits_2_naming_file_and_key(
