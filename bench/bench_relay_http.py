@@ -31,7 +31,9 @@ one index probe (``outbox_heads``, empty when nothing is open), every 20 ms.
   sign and verify the receipt.
 - **1 GiB attachment** (``BENCH_ATTACHMENT_MIB``, default 1024): staged at A (streamed,
   sealed at rest), uploaded to B (streamed, resumable), checked by B. Peak memory is each
-  node process's VmHWM (/proc/<pid>/status) — the target is under 150 MiB per node.
+  node process's VmHWM (/proc/<pid>/status) — the target is under 150 MiB per node —
+  with what each held as it began (VmRSS; at most, VmHWM before then) and the heap
+  trims A made after the earlier bursts (``tongban_heap_trims_total``, relay.heaptrim).
   Baselines: raw TLS 1.3 over loopback between two processes (same size), measured just
   before and just after the attachment (the faster of the two is the baseline: a busy
   machine does not flatter the ratio), and SHA-256 of the same file in this process
@@ -211,11 +213,12 @@ def _reset_peak(pid: int) -> bool:
     return True
 
 
-def _vm_hwm_mib(pid: int) -> float:
+def _vm_hwm_mib(pid: int, field: str = "VmHWM") -> float:
+    """The process's peak resident memory in MiB (``field="VmRSS"``: its present one)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
+    raise RuntimeError(f"no {field}")
 
 
 async def _start(config: Path) -> asyncio.subprocess.Process:
@@ -308,19 +311,24 @@ class _Creator:
                 await self._streams[1].wait_closed()
 
 
-async def _full_collections(client: Any) -> tuple[float, float]:
-    """How many collections of the oldest generation the node's process made so far,
-    and their pauses in all (seconds): ``tongban_gc_pause_seconds{generation="2"}``."""
+async def _metrics(client: Any, **labels: str) -> dict[str, float]:
+    """The node's ``/metrics`` samples with these labels (any, without), by name."""
     from prometheus_client.parser import text_string_to_metric_families
 
     async with client._session() as session, session.get(f"{client.base_url}/metrics") as resp:
         text = await resp.text()
-    found = {
+    return {
         sample.name: sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.labels.get("generation") == "2"
+        if all(sample.labels.get(k) == v for k, v in labels.items())
     }
+
+
+async def _full_collections(client: Any) -> tuple[float, float]:
+    """How many collections of the oldest generation the node's process made so far,
+    and their pauses in all (seconds): ``tongban_gc_pause_seconds{generation="2"}``."""
+    found = await _metrics(client, generation="2")
     return found["tongban_gc_pause_seconds_count"], found["tongban_gc_pause_seconds_sum"]
 
 
@@ -620,6 +628,8 @@ async def _attachment(
 
     tls_before, tls_cpu = await _raw_tls(b_dir, big)
     whole = {"A": _vm_hwm_mib(node_a.pid), "B": _vm_hwm_mib(node_b.pid)}  # before: create...
+    rss = {"A": _vm_hwm_mib(node_a.pid, "VmRSS"), "B": _vm_hwm_mib(node_b.pid, "VmRSS")}
+    heap = await _metrics(staff_a)
     phase = all(_reset_peak(p) for p in (node_a.pid, node_b.pid))
     spies = await _profilers({"a": node_a.pid, "b": node_b.pid})
     cpu_a, cpu_b = _cpu_seconds(node_a.pid), _cpu_seconds(node_b.pid)
@@ -644,8 +654,10 @@ async def _attachment(
             "note": f"MiB/s; staging at A {staged:.1f} s, hop A→B {big_seconds - staged:.1f} s; "
             f"peak RSS {'during it' if phase else 'of the whole run'} A "
             f"{_vm_hwm_mib(node_a.pid):.0f} MiB, B {_vm_hwm_mib(node_b.pid):.0f} MiB (before "
-            f"it A {whole['A']:.0f}, B {whole['B']:.0f}); CPU A {cpu_a:.1f} s, B {cpu_b:.1f} s, "
-            f"staff client {client_cpu:.1f} s",
+            f"it A {rss['A']:.0f}, B {rss['B']:.0f}, at most A {whole['A']:.0f}, B "
+            f"{whole['B']:.0f}; A's heap trims so far {heap['tongban_heap_trims_total']:.0f}, "
+            f"{heap['tongban_heap_trimmed_bytes_total'] / MIB:.0f} MiB given back); CPU A "
+            f"{cpu_a:.1f} s, B {cpu_b:.1f} s, staff client {client_cpu:.1f} s",
         }
     )
     rows.append(

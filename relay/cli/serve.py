@@ -14,6 +14,7 @@ from relay.authorizer import AgreementLoadError
 from relay.cli._common import CliError
 from relay.config import ConfigError, NodeConfig, load_config
 from relay.gcpause import freeze_startup_objects
+from relay.heaptrim import HeapTrimmer, libc_malloc_trim
 from relay.logs import configured_logging
 from relay.metrics import survey_gauges
 from relay.node import Node
@@ -130,6 +131,9 @@ async def _run(config: NodeConfig, *, reuse_port: bool = False) -> int:
     frozen = freeze_startup_objects()  # no more 35-40 ms collector pauses (relay.gcpause)
     logging.getLogger("tongban.relay.node").debug("%d objects frozen once started", frozen)
     stop = asyncio.Event()
+    trimmer = HeapTrimmer(trim=libc_malloc_trim())  # memory back after bursts (relay.heaptrim)
+    node.metrics.add_gauges("heap", trimmer.gauges)
+    trimming = asyncio.ensure_future(trimmer.run(stop))
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     try:
@@ -152,6 +156,8 @@ async def _run(config: NodeConfig, *, reuse_port: bool = False) -> int:
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+        stop.set()
+        await trimming
         await node.stop()
     sys.stdout.write(f"tongban: node {config.node_id} stopped\n")
     sys.stdout.flush()

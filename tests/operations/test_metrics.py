@@ -123,6 +123,11 @@ async def test_metrics_count_packets_backlog_and_latency_and_pass_promtool(
             young = _value(at, "tongban_gc_pause_seconds_count", generation="0")
             assert young is not None
             assert young >= 1
+            # and trims its heap after bursts (relay.heaptrim): counted from its start
+            trims = _value(at, "tongban_heap_trims_total")
+            assert trims is not None
+            assert trims >= 0
+            assert _value(at, "tongban_heap_trimmed_bytes_total") is not None
         colours = {dict(labels)["colour"] for n, labels in at_a if n == "tongban_cases"}
         assert colours == {"green", "yellow", "red", "grey"}
         url = f"http://127.0.0.1:{federation.public_port_a}/readyz"
