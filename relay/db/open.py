@@ -18,9 +18,10 @@ an account name), in sorted order so two workers never deadlock, without seriali
 writes to other names.
 
 A node on SQLite never loads the PostgreSQL driver (it costs some 11 MiB and 80 ms at
-start): this module and the modules that catch database errors reach psycopg only
-through :func:`database_errors` and its kin, which name psycopg's exceptions once
-psycopg is loaded, and before that cannot meet one.
+start): :mod:`relay.db.pg` loads it when it connects, and the modules that catch
+database errors name psycopg's through :func:`database_errors` and
+:func:`storage_errors`, which include them once psycopg is loaded (before that nothing
+can raise them).
 """
 
 from __future__ import annotations
@@ -33,17 +34,16 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from relay.db import pg
 from relay.db.migrations import Connection
 
 if TYPE_CHECKING:
     from relay.config import NodeConfig
-    from relay.db.pg import PgConnection
 
 __all__ = [
     "RELAY_FILE",
     "connection_for",
     "database_errors",
-    "is_pg_connection",
     "open_connection",
     "row_locks",
     "sqlite_connection",
@@ -71,13 +71,6 @@ def storage_errors(*also: type[Exception]) -> ErrorTypes:
     return database_errors(*also, OSError)
 
 
-def is_pg_connection(conn: object) -> bool:
-    """Whether ``conn`` is a PostgreSQL connection (never, while nothing has loaded
-    :mod:`relay.db.pg`)."""
-    pg = sys.modules.get("relay.db.pg")
-    return pg is not None and isinstance(conn, pg.PgConnection)
-
-
 def sqlite_connection(path: Path) -> sqlite3.Connection:
     """A SQLite file opened the way every store opens it."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -93,8 +86,6 @@ def open_connection(
     """A new connection to ``component``'s tables: the configured PostgreSQL database,
     else ``data_dir / file_name``."""
     if config.database.url is not None:
-        from relay.db import pg
-
         return pg.connect(config.database.url, application_name=f"tongban-{component}")
     return sqlite_connection(config.data_dir / file_name)
 
@@ -112,7 +103,7 @@ def _key(name: str) -> int:
     )
 
 
-C = TypeVar("C", sqlite3.Connection, "PgConnection", Connection)
+C = TypeVar("C", sqlite3.Connection, pg.PgConnection, Connection)
 
 
 @contextlib.contextmanager
@@ -142,7 +133,7 @@ def row_locks(conn: Connection, space: int, names: Iterable[str]) -> None:
     """Inside an open transaction on PostgreSQL, hold an advisory lock per name of
     ``names`` in lock space ``space`` (a 32-bit constant per table) until it ends.
     Nothing to do on SQLite, where the writer already holds the database."""
-    if not is_pg_connection(conn):
+    if not isinstance(conn, pg.PgConnection):
         return
     for key in sorted({_key(n) for n in names}):
         conn.execute("SELECT pg_advisory_xact_lock(?, ?)", (space, key))

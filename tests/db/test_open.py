@@ -148,10 +148,9 @@ def test_database_errors_name_psycopgs_once_it_is_loaded_and_never_load_it() -> 
     sqlite3's alone there, and psycopg's as soon as a PostgreSQL connection loads it."""
     script = """
 import sqlite3, sys
-from relay.db.open import database_errors, is_pg_connection, storage_errors
+from relay.db.open import database_errors, storage_errors
 assert database_errors() == (sqlite3.Error,), database_errors()
 assert set(storage_errors(KeyError)) == {KeyError, sqlite3.Error, OSError}
-assert not is_pg_connection(sqlite3.connect(":memory:"))
 assert "psycopg" not in sys.modules
 import psycopg
 assert database_errors(TimeoutError) == (TimeoutError, sqlite3.Error, psycopg.Error)
