@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -69,8 +70,8 @@ async def serve(app: web.Application, ssl_context: ssl.SSLContext | None) -> Asy
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     await site.start()
     server = site._server
-    assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    assert isinstance(server, asyncio.Server)
+    port = server.sockets[0].getsockname()[1]
     scheme = "https" if ssl_context is not None else "http"
     try:
         yield f"{scheme}://127.0.0.1:{port}"
