@@ -21,20 +21,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import importlib
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jwt
 from aiohttp import WSMsgType, web
 
 from remote_survey.errors import JoinRefused, MalformedReport, SurveyError
-from remote_survey.peer import Peer, RoomMedia
-from remote_survey.recorder import encode_still, encode_thumbnail
 from remote_survey.report import Answer, ChecklistAnswer, Verdict
 from remote_survey.room import RoomError, SurveyRoom
 from remote_survey.session import Event, Participant, Role, SurveyState
+
+if TYPE_CHECKING:  # loaded when someone first joins (load_media)
+    from remote_survey.peer import Peer, RoomMedia
 
 __all__ = ["CLOSE_CODES", "Connection", "LiveRoom", "handle_ws"]
 
@@ -96,13 +99,39 @@ class Connection:
                 await self.ws.send_json(message)
 
 
+_MEDIA = "remote_survey.peer"
+"""The server-side WebRTC media (aiortc and PyAV: some 28 MiB of memory and 0.3 s to
+load), loaded by the first join in the process, not at its start: a node holding no
+survey, or only ended ones, never needs it."""
+
+
+async def load_media() -> None:
+    """Load :data:`_MEDIA` in a thread the first time (the event loop keeps serving)."""
+    if _MEDIA not in sys.modules:
+        await asyncio.to_thread(importlib.import_module, _MEDIA)
+
+
 class LiveRoom:
     """A room plus its media and the connections currently in it."""
 
     def __init__(self, room: SurveyRoom) -> None:
         self.room = room
-        self.media = RoomMedia(room, self.broadcast)
+        self._media: RoomMedia | None = None
         self.connections: set[Connection] = set()
+
+    @property
+    def media(self) -> RoomMedia:
+        """The room's media, made at first use (after :func:`load_media`)."""
+        if self._media is None:
+            from remote_survey.peer import RoomMedia
+
+            self._media = RoomMedia(self.room, self.broadcast)
+        return self._media
+
+    @property
+    def site_peer(self) -> Peer | None:
+        """The site party's peer while it is connected (None before any media)."""
+        return None if self._media is None else self._media.site
 
     def broadcast(self, message: dict[str, Any], roles: tuple[Role, ...] = tuple(Role)) -> None:
         for conn in tuple(self.connections):
@@ -128,8 +157,9 @@ class LiveRoom:
     async def close(self) -> None:
         for conn in tuple(self.connections):
             await conn.ws.close(code=1001, message=b"server-shutdown")
-        if self.media.site is not None:
-            await self.media.site_gone(self.media.site)
+        site = self.site_peer
+        if site is not None:
+            await self.media.site_gone(site)
 
 
 async def _refuse(ws: web.WebSocketResponse, reason: str) -> web.WebSocketResponse:
@@ -201,6 +231,9 @@ async def handle_ws(request: web.Request, rooms: Rooms) -> web.WebSocketResponse
             await old.ws.close(code=CLOSE_CODES["replaced"], message=b"replaced")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(old.peer.closed.wait(), _REPLACE_TIMEOUT)
+    await load_media()
+    from remote_survey.peer import Peer
+
     peer = Peer(role, device, live.room)
     conn = Connection(role, person, device, ws, peer)
     live.connections.add(conn)
@@ -268,6 +301,8 @@ async def _dispatch(live: LiveRoom, conn: Connection, data: dict[str, Any]) -> N
         frame = media.latest_frame()
         if frame is None:
             raise RoomError("no-video", "no video from the site yet")
+        from remote_survey.recorder import encode_still, encode_thumbnail
+
         png = await asyncio.to_thread(encode_still, frame)
         thumb = await asyncio.to_thread(encode_thumbnail, frame)
         taken = room.snapshot(person, png)

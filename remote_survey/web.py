@@ -141,7 +141,7 @@ class SurveyHub:
         Returns the ids retired."""
         retired = []
         for session_id, live in tuple(self.rooms.items()):
-            if live.room.state.is_final and not live.connections and live.media.site is None:
+            if live.room.state.is_final and not live.connections and live.site_peer is None:
                 del self.rooms[session_id]
                 self._note_ended(session_id, live.room.state)
                 self._keep_opened(session_id, live)

@@ -12,7 +12,6 @@ from relay.db.settings import DatabaseUrlError, check_url
 from relay.demo.errors import NotADemoDatabase, NotADemoFolder
 from relay.demo.offices import OFFICES
 from relay.demo.report import Reporter
-from relay.demo.runner import run_demo
 
 __all__ = ["register"]
 
@@ -54,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _demo(args: argparse.Namespace) -> int:
+    # here, not at the top: the scenario's survey participant loads aiortc and PyAV
+    # (some 28 MiB), which every other command, `tongban serve` first, can do without
+    from relay.demo.runner import run_demo
+
     out = Reporter(sys.stdout)
     sm = frozenset(o.federation for o in OFFICES if o.federation.lower() in args.sm_province)
     if args.database is not None:

@@ -31,7 +31,6 @@ import io
 
 import zxingcpp
 from aiohttp import web
-from PIL import Image, UnidentifiedImageError
 
 from relay.cases.tracking import TokenBucketLimiter
 from relay.http.limits import body_chunks
@@ -65,7 +64,10 @@ class ImageRefused(ValueError):
 
 
 def read_qr(data: bytes, *, max_pixels: int = MAX_PIXELS) -> str | None:
-    """The text of the first QR code in a PNG or JPEG image, None when none is readable."""
+    """The text of the first QR code in a PNG or JPEG image, None when none is readable.
+    (Pillow is loaded by the first image, not with the node: most nodes never get one.)"""
+    from PIL import Image, UnidentifiedImageError
+
     try:
         image = Image.open(io.BytesIO(data), formats=["PNG", "JPEG"])
     except (UnidentifiedImageError, OSError, ValueError):

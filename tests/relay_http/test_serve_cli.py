@@ -72,17 +72,19 @@ async def test_serve_starts_answers_and_stops_on_sigterm(pki: Pki, tmp_path: Pat
     assert (tmp_path / "a" / "data" / "relay.sqlite3").exists()
 
 
-async def test_serve_on_sqlite_never_loads_the_postgresql_driver(pki: Pki, tmp_path: Path) -> None:
-    """psycopg and its libpq take some 11 MiB and 80 ms at start: a node without a
-    ``[database] url`` has no use for them, also once its storage has been checked."""
+async def test_serve_loads_no_library_it_does_not_use_yet(pki: Pki, tmp_path: Path) -> None:
+    """A node on SQLite without a live survey needs neither the PostgreSQL driver
+    (psycopg and libpq, ~11 MiB) nor the survey media (aiortc and PyAV with FFmpeg,
+    ~28 MiB), nor Pillow before a QR image comes: none is mapped into it, also once its
+    storage has been checked."""
     async with _serving(pki, tmp_path) as (proc, port):
         async with aiohttp.ClientSession() as session:
             ready = await session.get(f"http://127.0.0.1:{port}/readyz")
             assert (await ready.json())["checks"] == {"storage": True, "outbox": True}
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
-        assert "/sqlite3" in maps or "_sqlite3" in maps  # what a loaded driver looks like
-        assert "psycopg" not in maps
-        assert "libpq" not in maps
+        assert "_sqlite3" in maps  # what a loaded extension looks like
+        for library in ("psycopg", "libpq", "av.libs", "libavcodec", "aiortc", "PIL/"):
+            assert library not in maps, library
 
 
 async def test_serve_with_a_bad_config_exits_2_naming_file_and_key(
