@@ -12,8 +12,9 @@ again as needed.
 second, it trims when the process has used at least ``burst`` CPU-seconds since it last
 trimmed (or started) and at most ``quiet`` CPU-seconds in the last second: a node under
 load does not trim, an idle node does not trim again, a node between bursts trims in
-its first quiet second. With a C library without ``malloc_trim`` (musl) it does
-nothing. ``tongban serve`` runs one; its figures are metrics::
+its first quiet second (a trim of ~100 MiB of scattered free memory takes ~20 ms, and
+holds ``malloc``'s lock meanwhile: not while requests come in). With a C library
+without ``malloc_trim`` (musl) it does nothing. ``tongban serve`` runs one; its figures are metrics::
 
     tongban_heap_trims_total             trims done
     tongban_heap_trimmed_bytes_total     resident memory they gave back
