@@ -667,7 +667,8 @@ async def _attachment(
             f"{_vm_hwm_mib(node_a.pid):.0f} MiB, B {_vm_hwm_mib(node_b.pid):.0f} MiB (before "
             f"it A {rss['A']:.0f}, B {rss['B']:.0f}, at most A {whole['A']:.0f}, B "
             f"{whole['B']:.0f}; A's heap trims so far {heap['tongban_heap_trims_total']:.0f}, "
-            f"{heap['tongban_heap_trimmed_bytes_total'] / MIB:.0f} MiB given back); CPU A "
+            f"{heap['tongban_heap_trimmed_bytes_total'] / MIB:.0f} MiB given back in "
+            f"{heap['tongban_heap_trim_seconds_total'] * 1000:.0f} ms); CPU A "
             f"{cpu_a:.1f} s, B {cpu_b:.1f} s, staff client {client_cpu:.1f} s",
         }
     )

@@ -14,10 +14,12 @@ trimmed (or started) and at most ``quiet`` CPU-seconds in the last second: a nod
 load does not trim, an idle node does not trim again, a node between bursts trims in
 its first quiet second (a trim of ~100 MiB of scattered free memory takes ~20 ms, and
 holds ``malloc``'s lock meanwhile: not while requests come in). With a C library
-without ``malloc_trim`` (musl) it does nothing. ``tongban serve`` runs one; its figures are metrics::
+without ``malloc_trim`` (musl) it does nothing. ``tongban serve`` runs one; its
+figures are metrics::
 
     tongban_heap_trims_total             trims done
     tongban_heap_trimmed_bytes_total     resident memory they gave back
+    tongban_heap_trim_seconds_total      how long they took
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class HeapTrimmer:
         self._at_trim = self._last = cpu()
         self.trims = 0
         self.trimmed_bytes = 0
+        self.trim_seconds = 0.0
 
     def due(self) -> bool:
         """One look: whether a burst has ended since the last trim (and take the look's
@@ -91,8 +94,9 @@ class HeapTrimmer:
     def trim(self) -> int:
         """Trim now; the resident bytes it gave back (blocking: run it off the loop)."""
         assert self._trim is not None
-        before = self._resident()
+        before, started = self._resident(), time.perf_counter()
         self._trim()
+        self.trim_seconds += time.perf_counter() - started
         freed = max(before - self._resident(), 0)
         self._at_trim = self._last = self._cpu()
         self.trims += 1
@@ -120,4 +124,8 @@ class HeapTrimmer:
             "tongban_heap_trimmed_bytes", "Resident memory the heap trims gave back"
         )
         freed.add_metric([], float(self.trimmed_bytes))
-        return [trims, freed]
+        took = CounterMetricFamily(
+            "tongban_heap_trim_seconds", "How long the heap trims took (malloc's lock held)"
+        )
+        took.add_metric([], self.trim_seconds)
+        return [trims, freed, took]

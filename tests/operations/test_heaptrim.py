@@ -88,7 +88,9 @@ def test_run_trims_off_the_loop_and_the_metrics_count_it() -> None:
         for family in trimmer.gauges(datetime.now(UTC))
         for sample in family.samples
     }
-    assert got == {"tongban_heap_trims_total": 1.0, "tongban_heap_trimmed_bytes_total": 8 << 20}
+    assert got["tongban_heap_trims_total"] == 1.0
+    assert got["tongban_heap_trimmed_bytes_total"] == 8 << 20
+    assert 0 <= got["tongban_heap_trim_seconds_total"] < 5
 
 
 def test_glibc_malloc_trim_gives_back_what_free_kept() -> None:
