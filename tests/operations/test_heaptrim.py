@@ -114,3 +114,19 @@ print(freed >> 20, trimmed >> 20)
     freed, trimmed = map(int, done.stdout.split())
     assert freed < 10  # what free() alone gave back, in MiB
     assert trimmed > 30  # what the trim gave back on top
+
+
+def test_a_failing_trim_ends_the_trimming_not_the_node() -> None:
+    process = _Process()
+
+    def broken() -> None:
+        raise OSError("no such symbol")
+
+    trimmer = HeapTrimmer(trim=broken, every=0.01, cpu=lambda: process.cpu)
+
+    async def scenario() -> None:
+        process.cpu += 2.0
+        await asyncio.wait_for(trimmer.run(asyncio.Event()), 10)  # returns: no more trims
+
+    asyncio.run(scenario())
+    assert trimmer.trims == 0
