@@ -16,6 +16,7 @@ from relay.config import ConfigError, NodeConfig, load_config
 from relay.gcpause import freeze_startup_objects
 from relay.heaptrim import HeapTrimmer, libc_malloc_trim
 from relay.logs import configured_logging
+from relay.looplag import LoopLag
 from relay.metrics import survey_gauges
 from relay.node import Node
 from relay.staff_auth import TokenKeyError
@@ -134,6 +135,9 @@ async def _run(config: NodeConfig, *, reuse_port: bool = False) -> int:
     trimmer = HeapTrimmer(trim=libc_malloc_trim())  # memory back after bursts (relay.heaptrim)
     node.metrics.add_gauges("heap", trimmer.gauges)
     trimming = asyncio.ensure_future(trimmer.run(stop))
+    lag = LoopLag()  # stalls of the one thread everything waits on (relay.looplag)
+    node.metrics.add_gauges("loop", lag.gauges)
+    looking = asyncio.ensure_future(lag.run(stop))
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     try:
@@ -157,7 +161,7 @@ async def _run(config: NodeConfig, *, reuse_port: bool = False) -> int:
         for sig in installed:
             loop.remove_signal_handler(sig)
         stop.set()
-        await trimming
+        await asyncio.gather(trimming, looking)
         await node.stop()
     sys.stdout.write(f"tongban: node {config.node_id} stopped\n")
     sys.stdout.flush()

@@ -128,6 +128,10 @@ async def test_metrics_count_packets_backlog_and_latency_and_pass_promtool(
             assert trims is not None
             assert trims >= 0
             assert _value(at, "tongban_heap_trimmed_bytes_total") is not None
+            # and how late its event loop ran (relay.looplag): looked at since it started
+            looks = _value(at, "tongban_event_loop_lag_seconds_count")
+            assert looks is not None
+            assert looks >= 1
         colours = {dict(labels)["colour"] for n, labels in at_a if n == "tongban_cases"}
         assert colours == {"green", "yellow", "red", "grey"}
         url = f"http://127.0.0.1:{federation.public_port_a}/readyz"
