@@ -34,6 +34,8 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from relay.metrics import BucketCounts
+
 __all__ = ["BUCKETS", "GcPauses", "freeze_startup_objects", "gc_gauges", "pauses"]
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
@@ -57,10 +59,7 @@ class GcPauses:
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self._clock = clock
         self._started: float | None = None
-        self._lock = threading.Lock()
-        # per generation: a count per bucket (the last one is +Inf), and the sum
-        self._counts = [[0] * (len(BUCKETS) + 1) for _ in range(3)]
-        self._sums = [0.0, 0.0, 0.0]
+        self._generations = [BucketCounts(BUCKETS) for _ in range(3)]
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         """The :data:`gc.callbacks` entry: ``start`` and ``stop`` of a collection."""
@@ -73,10 +72,7 @@ class GcPauses:
         self._started = None
 
     def record(self, generation: int, seconds: float) -> None:
-        bucket = next((i for i, bound in enumerate(BUCKETS) if seconds <= bound), len(BUCKETS))
-        with self._lock:
-            self._counts[generation][bucket] += 1
-            self._sums[generation] += seconds
+        self._generations[generation].record(seconds)
 
     def histogram(self) -> HistogramMetricFamily:
         family = HistogramMetricFamily(
@@ -84,20 +80,10 @@ class GcPauses:
             "Pauses of the process's cyclic garbage collector, by generation",
             labels=["generation"],
         )
-        with self._lock:
-            counts = [list(c) for c in self._counts]
-            sums = list(self._sums)
-        for generation in range(3):
-            cumulative, buckets = 0, []
-            for bound, count in zip((*BUCKETS, float("inf")), counts[generation], strict=True):
-                cumulative += count
-                buckets.append((_bound(bound), float(cumulative)))
-            family.add_metric([str(generation)], buckets, sums[generation])
+        for generation, counts in enumerate(self._generations):
+            buckets, total = counts.series()
+            family.add_metric([str(generation)], buckets, total)
         return family
-
-
-def _bound(bound: float) -> str:
-    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 _installed: GcPauses | None = None

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
 
 from prometheus_client.core import HistogramMetricFamily, Metric
+
+from relay.metrics import BucketCounts
 
 __all__ = ["BUCKETS", "LoopLag"]
 
@@ -39,17 +40,10 @@ class LoopLag:
     def __init__(self, *, every: float = 0.25, clock: Callable[[], float] = time.monotonic):
         self.every = every
         self._clock = clock
-        self._lock = threading.Lock()  # a scrape may read while the loop records
-        self._counts = [0] * (len(BUCKETS) + 1)  # the last one is +Inf
-        self._sum = 0.0
-        self.worst = 0.0
+        self._lags = BucketCounts(BUCKETS)
 
     def record(self, lag: float) -> None:
-        bucket = next((i for i, bound in enumerate(BUCKETS) if lag <= bound), len(BUCKETS))
-        with self._lock:
-            self._counts[bucket] += 1
-            self._sum += lag
-            self.worst = max(self.worst, lag)
+        self._lags.record(lag)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Look every ``every`` seconds until ``stop`` is set."""
@@ -66,11 +60,6 @@ class LoopLag:
             "tongban_event_loop_lag_seconds",
             "How much later than asked the node's event loop woke a timer (relay.looplag)",
         )
-        with self._lock:
-            counts, total = list(self._counts), self._sum
-        cumulative, buckets = 0, []
-        for bound, count in zip((*BUCKETS, float("inf")), counts, strict=True):
-            cumulative += count
-            buckets.append(("+Inf" if bound == float("inf") else repr(bound), float(cumulative)))
+        buckets, total = self._lags.series()
         family.add_metric([], buckets, total)
         return [family]

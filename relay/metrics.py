@@ -58,6 +58,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -77,6 +78,7 @@ from signing.encoding import b64url_decode
 
 __all__ = [
     "METRICS",
+    "BucketCounts",
     "GaugeSource",
     "MeteredCore",
     "MeteredLink",
@@ -397,6 +399,36 @@ def helper_gauges(helper: Any) -> GaugeSource:
         return [running, starts, requests]
 
     return source
+
+
+class BucketCounts:
+    """Observations counted in fixed buckets, with their sum: one series of a histogram
+    that a gauge source builds at scrape time (``HistogramMetricFamily.add_metric``).
+    Recorded from any thread (a garbage collection, the event loop) while a scrape
+    reads."""
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self._bounds = tuple(bounds)
+        self._lock = threading.Lock()
+        self._counts = [0] * (len(self._bounds) + 1)  # the last one is +Inf
+        self._sum = 0.0
+
+    def record(self, value: float) -> None:
+        bucket = next((i for i, b in enumerate(self._bounds) if value <= b), len(self._bounds))
+        with self._lock:
+            self._counts[bucket] += 1
+            self._sum += value
+
+    def series(self) -> tuple[list[tuple[str, float]], float]:
+        """The cumulative ``(le, count)`` buckets, ``+Inf`` last, and the sum."""
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, buckets = 0, []
+        for bound, count in zip(self._bounds, counts, strict=False):
+            cumulative += count
+            buckets.append((repr(bound), float(cumulative)))
+        buckets.append(("+Inf", float(cumulative + counts[-1])))
+        return buckets, total
 
 
 def gauge(name: str, doc: str, value: Callable[[datetime], float | None]) -> GaugeSource:

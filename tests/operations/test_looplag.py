@@ -18,7 +18,7 @@ def _buckets(lag: LoopLag) -> dict[str, float]:
     }
 
 
-def test_lags_fall_in_cumulative_buckets_with_their_sum_and_the_worst() -> None:
+def test_lags_fall_in_cumulative_buckets_with_their_sum() -> None:
     lag = LoopLag()
     for seconds in (0.0005, 0.003, 0.2, 2.0):
         lag.record(seconds)
@@ -31,7 +31,6 @@ def test_lags_fall_in_cumulative_buckets_with_their_sum_and_the_worst() -> None:
     assert got["+Inf"] == 4
     assert got["tongban_event_loop_lag_seconds_count"] == 4
     assert abs(got["tongban_event_loop_lag_seconds_sum"] - 2.2035) < 1e-9
-    assert lag.worst == 2.0
 
 
 def test_a_callback_that_holds_the_loop_shows_as_lag() -> None:
@@ -50,4 +49,4 @@ def test_a_callback_that_holds_the_loop_shows_as_lag() -> None:
     got = _buckets(lag)
     assert got["+Inf"] >= 3
     assert got["+Inf"] - got["0.1"] >= 1  # the stall: a look at least 0.1 s late
-    assert 0.2 <= lag.worst < 5
+    assert 0.2 <= got["tongban_event_loop_lag_seconds_sum"] < 5  # the 0.3 s it was held
