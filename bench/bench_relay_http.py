@@ -214,7 +214,7 @@ def _reset_peak(pid: int) -> bool:
     return True
 
 
-def _vm_hwm_mib(pid: int, field: str = "VmHWM") -> float:
+def _status_mib(pid: int, field: str = "VmHWM") -> float:
     """The process's peak resident memory in MiB (``field="VmRSS"``: its present one)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
@@ -638,8 +638,8 @@ async def _attachment(
     sha_seconds = time.perf_counter() - t0
 
     tls_before, tls_cpu = await _raw_tls(b_dir, big)
-    whole = {"A": _vm_hwm_mib(node_a.pid), "B": _vm_hwm_mib(node_b.pid)}  # before: create...
-    rss = {"A": _vm_hwm_mib(node_a.pid, "VmRSS"), "B": _vm_hwm_mib(node_b.pid, "VmRSS")}
+    whole = {"A": _status_mib(node_a.pid), "B": _status_mib(node_b.pid)}  # before: create...
+    rss = {"A": _status_mib(node_a.pid, "VmRSS"), "B": _status_mib(node_b.pid, "VmRSS")}
     heap = await _metrics(staff_a)
     phase = all(_reset_peak(p) for p in (node_a.pid, node_b.pid))
     spies = await _profilers({"a": node_a.pid, "b": node_b.pid})
@@ -664,7 +664,7 @@ async def _attachment(
             "per_s": SIZE / MIB / big_seconds,
             "note": f"MiB/s; staging at A {staged:.1f} s, hop A→B {big_seconds - staged:.1f} s; "
             f"peak RSS {'during it' if phase else 'of the whole run'} A "
-            f"{_vm_hwm_mib(node_a.pid):.0f} MiB, B {_vm_hwm_mib(node_b.pid):.0f} MiB (before "
+            f"{_status_mib(node_a.pid):.0f} MiB, B {_status_mib(node_b.pid):.0f} MiB (before "
             f"it A {rss['A']:.0f}, B {rss['B']:.0f}, at most A {whole['A']:.0f}, B "
             f"{whole['B']:.0f}; A's heap trims so far {heap['tongban_heap_trims_total']:.0f}, "
             f"{heap['tongban_heap_trimmed_bytes_total'] / MIB:.0f} MiB given back in "

@@ -3,8 +3,8 @@
 A node that has created or relayed thousands of packets has freed nearly all that work
 allocated, but glibc's ``malloc`` keeps freed memory inside its heap unless it lies at
 the heap's top, and Python's small objects and a packet's buffers leave it scattered. In
-``bench relay_http`` node A held 147-162 MiB after the creation and the catch-up of
-10,000 packets against 112 MiB at start, holding no more objects. ``malloc_trim(0)``
+``bench relay_http`` node A held 35-50 MiB more after the creation and the catch-up of
+10,000 packets than at start, holding no more objects. ``malloc_trim(0)``
 hands every free page of the heap back (``madvise``); later allocations fault them in
 again as needed.
 
