@@ -34,7 +34,6 @@ from types import MappingProxyType
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import Algorithm
 from jwt.api_jws import PyJWS
@@ -52,6 +51,7 @@ from signing.keys import (
     certificate_public_key,
 )
 from signing.sm2 import Sm2PrivateKey, Sm2PublicKey
+from signing.sodium import ed25519_sign, ed25519_verify
 
 __all__ = [
     "MAX_CLOCK_SKEW",
@@ -128,6 +128,22 @@ def sign_compact(
     Appendix F: the signing input still holds ``b64url(payload)``)."""
     if at.tzinfo is None:
         raise ValueError("sign_compact needs a timezone-aware time")
+    head = _header_segment(signer, typ, int(at.timestamp()), extra_header)
+    body = b64url(payload)
+    signing_input = f"{head}.{body}".encode("ascii")
+    secret = signer.ed25519_secret
+    if secret is not None:  # libsodium: the same signature, a third faster
+        signature = ed25519_sign(secret, signing_input)
+    else:  # pyjwt's algorithm object, without PyJWS.encode's checks of header and key
+        algorithm = _PYJWS.get_algorithm_by_name(signer.algorithm)
+        key: Any = signer.key  # an SM2 key goes to the registered SM2SM3 algorithm
+        signature = algorithm.sign(signing_input, algorithm.prepare_key(key))
+    return f"{head}.{'' if detached else body}.{b64url(signature)}"
+
+
+def _header_segment(
+    signer: Signer, typ: str, iat: int, extra_header: Mapping[str, object] | None
+) -> str:
     extra = dict(extra_header or {})
     clash = _RESERVED.intersection(extra)
     if clash:
@@ -138,22 +154,16 @@ def sign_compact(
         "typ": typ,
         "kid": signer.kid,
         "x5c": list(signer.x5c),
-        "iat": int(at.timestamp()),
+        "iat": iat,
     }
-    # the bytes pyjwt's PyJWS.encode writes (sorted compact header JSON, base64url
-    # without padding), with its algorithm object signing; without its generic checks
-    # of header and key on every call (a third of a signature's cost)
-    head = b64url(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
-    body = b64url(payload)
-    algorithm = _PYJWS.get_algorithm_by_name(signer.algorithm)
-    key: Any = signer.key  # an SM2 key goes to the registered SM2SM3 algorithm
-    signature = algorithm.sign(f"{head}.{body}".encode("ascii"), algorithm.prepare_key(key))
-    return f"{head}.{'' if detached else body}.{b64url(signature)}"
+    # the bytes pyjwt's PyJWS.encode writes: sorted compact header JSON, base64url
+    # without padding
+    return b64url(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
 
 
 def verify_raw(algorithm: str, key: PublicKey, signing_input: bytes, signature: bytes) -> None:
-    """Check a raw JWS signature: Ed25519 with ``cryptography``'s verify (what pyjwt's
-    OKP algorithm calls), P-256 / SM2 ``r||s`` with pyjwt's algorithm object.
+    """Check a raw JWS signature: Ed25519 with libsodium (:mod:`signing.sodium`),
+    P-256 / SM2 ``r||s`` with pyjwt's algorithm object.
 
     ``algorithm`` must be the one the key dictates. Raises :class:`InvalidSignature`.
     """
@@ -163,13 +173,9 @@ def verify_raw(algorithm: str, key: PublicKey, signing_input: bytes, signature: 
         raise _fail(f"unsupported key type {type(key).__name__}") from None
     if algorithm != expected:
         raise _fail(f"alg {algorithm!r} does not match the {expected} key")
-    if isinstance(key, ed25519.Ed25519PublicKey):  # what pyjwt's OKP verify does, inline
-        try:
-            key.verify(signature, signing_input)
-        except CryptoInvalidSignature:
-            raise _fail("signature does not verify") from None
-        except (ValueError, TypeError) as exc:
-            raise _fail(f"signature check error: {exc}") from None
+    if isinstance(key, ed25519.Ed25519PublicKey):  # libsodium: twice OpenSSL's speed
+        if not ed25519_verify(key, signature, signing_input):
+            raise _fail("signature does not verify")
         return
     if not isinstance(key, ec.EllipticCurvePublicKey | Sm2PublicKey):
         raise _fail("a public key is required")

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from signing import pathcache
+from signing import pathcache, sodium
 from signing.encoding import b64url
 from signing.errors import MalformedInput
 from signing.sm2 import Sm2PrivateKey, Sm2PublicKey
@@ -124,6 +124,13 @@ class Signer:
     def x5c(self) -> tuple[str, ...]:
         """The chain as a JWS ``x5c`` header holds it: standard base64 DER, leaf first."""
         return tuple(base64.b64encode(pathcache.der(c)).decode("ascii") for c in self.chain)
+
+    @functools.cached_property
+    def ed25519_secret(self) -> bytes | None:
+        """An Ed25519 key as libsodium signs with it (:mod:`signing.sodium`), else None."""
+        if isinstance(self.key, ed25519.Ed25519PrivateKey):
+            return sodium.ed25519_secret(self.key)
+        return None
 
     @property
     def leaf(self) -> x509.Certificate:
