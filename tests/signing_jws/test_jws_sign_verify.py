@@ -352,3 +352,30 @@ def test_a_remembered_header_lets_nothing_else_through(world) -> None:
     with pytest.raises(InvalidSignature):
         _verify(world, token, bundle=world.revoked_bundle, at=world.now + timedelta(days=4000))
     assert _verify(world, token).payload == b'{"n":1}'
+
+
+def test_a_remembered_signing_header_follows_the_chain_the_time_and_the_type(world) -> None:
+    """sign_compact makes a header segment once per (key, chain, typ, second) (issue 12):
+    a signer with the same key and leaf but a longer chain, the next second and another
+    type each get their own header; a header with extra members is never remembered."""
+    from cryptography import x509
+
+    root = x509.load_pem_x509_certificate((world.fed / "root.pem").read_bytes())
+    signer = world.ed_signer
+    longer = Signer(key=signer.key, chain=(*signer.chain, root))
+    assert longer.kid == signer.kid
+
+    def header(token: str) -> dict:
+        return json.loads(b64url_decode(token.split(".")[0]))
+
+    first = header(sign_compact(b"{}", signer, typ=TYP, at=world.now))
+    assert len(header(sign_compact(b"{}", longer, typ=TYP, at=world.now))["x5c"]) == 2
+    assert len(first["x5c"]) == 1
+    later = header(sign_compact(b"{}", signer, typ=TYP, at=world.now + timedelta(seconds=1)))
+    assert later["iat"] == first["iat"] + 1
+    assert header(sign_compact(b"{}", signer, typ="other+jws", at=world.now))["typ"] == "other+jws"
+    extra = sign_compact(b"{}", signer, typ=TYP, at=world.now, extra_header={"cty": "a"})
+    assert header(extra)["cty"] == "a"
+    assert "cty" not in header(sign_compact(b"{}", signer, typ=TYP, at=world.now))
+    token = sign_compact(b"{}", longer, typ=TYP, at=world.now)
+    assert _verify(world, token).signer.node_id == "420106"
