@@ -17,7 +17,6 @@ same bytes as any RFC 8032 signer (Ed25519 is deterministic) in about 22 µs, no
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from nacl.bindings import crypto_sign, crypto_sign_open
 from nacl.exceptions import BadSignatureError
@@ -38,10 +37,7 @@ def ed25519_verify(key: ed25519.Ed25519PublicKey, signature: bytes, message: byt
 
 def ed25519_secret(key: ed25519.Ed25519PrivateKey) -> bytes:
     """The 64 bytes libsodium signs with: the RFC 8032 seed, then the public key."""
-    seed = key.private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-    )
-    return seed + key.public_key().public_bytes_raw()
+    return key.private_bytes_raw() + key.public_key().public_bytes_raw()
 
 
 def ed25519_sign(secret: bytes, message: bytes) -> bytes:
