@@ -129,7 +129,7 @@ def sign_compact(
     if at.tzinfo is None:
         raise ValueError("sign_compact needs a timezone-aware time")
     iat = int(at.timestamp())
-    memo = (signer.algorithm, signer.kid, signer.x5c, typ, iat)
+    memo = (signer.x5c, typ, iat)  # the chain fixes alg and kid (its leaf's key and digest)
     head = None if extra_header else _HEADS.get(memo)
     if head is None:
         head = _header_segment(signer, typ, iat, extra_header)
@@ -149,10 +149,10 @@ def sign_compact(
     return f"{head}.{'' if detached else body}.{b64url(signature)}"
 
 
-# header segments by (alg, kid, x5c, typ, iat): within a second every packet, receipt
-# and copy a node signs has the same header; its JSON and base64 (half the cost of
-# a libsodium signature, x5c is most of its bytes) are made once
-_HEADS: dict[tuple[str, str, tuple[str, ...], str, int], str] = {}
+# header segments by (x5c, typ, iat): within a second every packet, receipt and copy a
+# node signs has the same header; its JSON and base64 (half the cost of a libsodium
+# signature, x5c is most of its bytes) are made once
+_HEADS: dict[tuple[tuple[str, ...], str, int], str] = {}
 _HEADS_KEPT = 64
 
 
