@@ -3,16 +3,18 @@ signing packets and receipts.
 
 Why not ``cryptography``'s ``Ed25519PublicKey.verify``: with the OpenSSL it ships, a
 verify takes about 105 µs on the project's 2-core machines and libsodium's about 55 µs
-(``python -m bench verify`` prints both), and three verifies lie on every packet's way:
-the outer and the inner JWS at the receiver, the receipt back at the sender.
+(``python -m bench verify`` prints the JWS verify against both raw verifies), and three
+verifies lie on every packet's way: the outer and the inner JWS at the receiver, the
+receipt back at the sender.
 
 The answers are the same on every Wycheproof Ed25519 vector
 (``tests/signing_jws/test_jws_wycheproof.py``). Where RFC 8032 leaves verifiers a choice,
 libsodium is the stricter: it refuses an ``S`` not below the group order, non-canonical
-point encodings, and a public key or ``R`` of small order (docs/protocol.md §2.1). An
+point encodings, and a public key or ``R`` of small order (docs/protocol.md §2.2, 8). An
 RFC 8032 signer never makes any of these. Keys stay ``cryptography`` objects everywhere
 else (certificates, PEM files); only their raw bytes reach libsodium. Signing gives the
-same bytes as any RFC 8032 signer (Ed25519 is deterministic) in about 22 µs, not 33.
+same bytes as any RFC 8032 signer (Ed25519 is deterministic) in about 22 µs, not 33
+(the bench's whole ``sign_compact`` runs at 1.4 times OpenSSL's raw signature).
 """
 
 from __future__ import annotations
