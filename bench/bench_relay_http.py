@@ -472,6 +472,10 @@ async def _create_and_catch_up(
     client_cpu = (time.process_time() - cpu_clients) / N_PACKETS
     await _stop_profilers(spies)
     rate = N_PACKETS / created
+    kept, again = [
+        (await _metrics(staff_a, outcome=o)).get("tongban_crypto_helper_presigned_total", 0)
+        for o in ("kept", "signed_again")
+    ]
     sealing_cpu = _crypto_create(dirs[A], dirs[B], 300)
     floor_rate, floor_cpu = await _bare_http(dirs[A], staff_a, request)
     rows.append(
@@ -485,7 +489,8 @@ async def _create_and_catch_up(
             f"crypto helper {(create_cpu - own_cpu) * 1000:.2f}; = {1 / create_cpu:.0f}/s "
             f"on one idle core) = {create_cpu / sealing_cpu:.1f} x the crypto of creating one "
             f"({sealing_cpu * 1000:.2f} ms here: inner JWS, HPKE seal, outer JWS), the "
-            f"clients {client_cpu * 1000:.2f} ms/packet; goal >= 1,500/s",
+            f"clients {client_cpu * 1000:.2f} ms/packet; signed ahead by the helper and kept:"
+            f" {kept:.0f}, signed again by A: {again:.0f}; goal >= 1,500/s",
         }
     )
     rows.append(

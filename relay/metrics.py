@@ -44,6 +44,9 @@ partner's problem code, ``http-<status>`` or ``unavailable``)::
     tongban_crypto_helper_requests_total{kind,outcome}       examine/seal requests: done by
                                                              the helper, or by the node
                                                              itself (``fallback``)
+    tongban_crypto_helper_presigned_total{outcome}           new packets the helper signed
+                                                             ahead: ``kept``, or
+                                                             ``signed_again`` by the node
     tongban_gc_pause_seconds{generation}                     the process's collector
                                                              pauses (relay.gcpause)
     tongban_gc_frozen_objects                                objects frozen once started
@@ -396,7 +399,14 @@ def helper_gauges(helper: Any) -> GaugeSource:
         for kind in sorted(helper.answered):
             requests.add_metric([kind, "helper"], helper.answered[kind])
             requests.add_metric([kind, "fallback"], helper.fallbacks[kind])
-        return [running, starts, requests]
+        presigned = CounterMetricFamily(
+            "tongban_crypto_helper_presigned",
+            "New packets the helper signed ahead of their commit: kept, or signed again",
+            labels=["outcome"],
+        )
+        for outcome in sorted(helper.presigned):
+            presigned.add_metric([outcome], helper.presigned[outcome])
+        return [running, starts, requests, presigned]
 
     return source
 

@@ -12,8 +12,10 @@ a pipe only the two of them hold.
 Every decision that depends on the store, time or the agreements stays in the node:
 for examining, the helper gets the trust bundle in force (its fingerprint with every
 batch, its PEM when it changes, so a fresh CRL applies from the next batch) and the
-batch's ``at``; the outer JWS of a new packet, which needs its sequence number, is
-signed by the node.
+batch's ``at``. The outer JWS of a new packet needs its sequence number and ``prev``,
+which only the group commit allots: the helper signs it with the ones the node expects,
+and the node keeps that signature only when the commit allots the same (it signs the
+packet itself otherwise).
 
 When the helper cannot answer — not started yet, ended, killed, or a request it failed
 on — :meth:`CryptoHelper.examine` and :meth:`CryptoHelper.seal` return None and the node
@@ -37,7 +39,7 @@ from typing import Any
 
 from cryptography import x509
 
-from relay.core.helper_worker import Packed, frame
+from relay.core.helper_worker import Packed, Signed, frame
 from relay.core.packets import VerifiedPacket
 from relay.core.receiver import Examined
 from signing.certificates import Identity, Purpose, TrustBundle
@@ -83,6 +85,10 @@ class CryptoHelper:
         """Requests the helper answered, by kind (for tests and metrics)."""
         self.fallbacks = {"examine": 0, "seal": 0}
         """Requests the node did itself because the helper could not, by kind."""
+        self.presigned = {"kept": 0, "signed_again": 0}
+        """New packets the helper signed ahead of their commit (:meth:`seal` with
+        ``facts``): kept as it signed them, or signed again by the node because the
+        commit allotted another sequence number or ``prev``."""
         self.starts = 0
         """Helper processes started so far."""
 
@@ -190,19 +196,23 @@ class CryptoHelper:
         *,
         recipient: HpkePublicKey,
         at: datetime,
-    ) -> tuple[str, dict[str, str], str] | None:
-        """(inner JWS, ``sealed`` member, own copy) of a new packet, as
+        facts: Mapping[str, Any] | None = None,
+    ) -> tuple[str, dict[str, str], str, Signed | None] | None:
+        """(inner JWS, ``sealed`` member, own copy, signed) of a new packet, as
         :func:`relay.core.packets.seal_content` and
-        :func:`relay.core.packets.seal_own_copy` make them; None when the helper cannot
-        answer (the caller then seals itself)."""
+        :func:`relay.core.packets.seal_own_copy` make them; ``signed``: with ``facts``
+        (its routing facts but ``sealed``), the packet signed with them
+        (:func:`relay.core.helper_worker.sign_outer`), else None. None when the helper
+        cannot answer (the caller then seals itself)."""
         pub = (recipient.suite.value, recipient.public_bytes)
         result = await self._call(
-            "seal", packet_id, case_id, to, dict(body), list(attachment_keys), pub, at
-        )
-        if not isinstance(result, tuple) or len(result) != 3:
+            "seal", packet_id, case_id, to, dict(body), list(attachment_keys), pub, at,
+            None if facts is None else dict(facts),
+        )  # fmt: skip
+        if not isinstance(result, tuple) or len(result) != 4:
             return None
-        inner, sealed, own_copy = result
-        return inner, sealed, own_copy
+        inner, sealed, own_copy, signed = result
+        return inner, sealed, own_copy, signed
 
     def _unpack(self, token: str, packed: Packed) -> Examined:
         if len(packed) == 1:

@@ -20,7 +20,12 @@ PEM chain). Then each request is answered, in order:
   packed result per token (:func:`pack`). The bundle's PEM comes with the first request
   that names a new fingerprint, so fresh CRLs apply from the next batch, as in the node.
 - ``("seal", packet id, case id, to, body, attachment keys, (suite, recipient public
-  bytes), at)`` → ``(inner JWS, sealed member, own copy)``.
+  bytes), at, facts)`` → ``(inner JWS, sealed member, own copy, signed)``. ``facts``
+  are the packet's routing facts without ``sealed``, for the sequence number and
+  ``prev`` the node expects the packet to get, or None; ``signed`` is then the packet
+  signed with them, ``(outer JWS, digest, packet-sent leaf, routing facts)``
+  (:func:`sign_outer`), or None. The node uses it when the group commit allots that
+  number and ``prev``, and signs the packet itself otherwise.
 
 A request that fails is answered ``("error", text)`` (the node then does the work
 itself, which raises what it would have raised). The process ends when its stdin closes —
@@ -40,7 +45,16 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any
 
-from relay.core.packets import key_ring, seal_content, seal_own_copy
+from relay.audit.leaves import LeafKind
+from relay.core.leaves import packet_leaf
+from relay.core.packets import (
+    RoutingFacts,
+    key_ring,
+    packet_digest,
+    seal_content,
+    seal_own_copy,
+    sign_packet,
+)
 from relay.core.receiver import Examined, examine
 from signing import pathcache
 from signing.certificates import TrustBundle
@@ -91,6 +105,22 @@ def pack(examined: Examined) -> Packed:
     )  # fmt: skip
 
 
+Signed = tuple[str, str, bytes, RoutingFacts]
+"""A packet signed ahead of its commit: outer JWS, its digest, its ``packet-sent`` leaf
+and its routing facts."""
+
+
+def sign_outer(
+    facts: dict[str, Any], sealed: dict[str, str], signer: Signer, me: str, at: Any
+) -> Signed:
+    """The outer JWS over ``facts`` with ``sealed``, and what the node stores with it: made
+    here ahead of the commit, and by the node in the commit when the commit allots
+    another sequence number or ``prev`` (:meth:`relay.core.service.RelayNode.create_packet`)."""
+    token, parsed = sign_packet(facts, sealed, signer=signer, at=at)
+    digest = packet_digest(token)
+    return token, digest, packet_leaf(LeafKind.PACKET_SENT, parsed, digest, node=me, at=at), parsed
+
+
 class _Node:
     """What the helper holds of its node: keys, signer, the bundle last sent."""
 
@@ -128,12 +158,15 @@ class _Node:
         ]
 
     def seal(self, packet_id: str, case_id: str, to: str, body: Any, keys: Any,
-             recipient: tuple[str, bytes], at: Any) -> tuple[str, dict[str, str], str]:  # fmt: skip
+             recipient: tuple[str, bytes], at: Any, facts: dict[str, Any] | None = None,
+             ) -> tuple[str, dict[str, str], str, Signed | None]:  # fmt: skip
         inner, sealed = seal_content(
             packet_id, case_id, self.me, to, body, keys,
             signer=self.signer, recipient=self.recipient(*recipient), at=at,
         )  # fmt: skip
-        return inner, sealed, seal_own_copy(inner, packet_id, self.hpke[0], self.own_kid)
+        own_copy = seal_own_copy(inner, packet_id, self.hpke[0], self.own_kid)
+        signed = None if facts is None else sign_outer(facts, sealed, self.signer, self.me, at)
+        return inner, sealed, own_copy, signed
 
 
 def serve(source: IO[bytes], sink: IO[bytes]) -> int:

@@ -30,7 +30,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Ma
 from datetime import datetime, timedelta
 from typing import Any
 
-from relay.audit.leaves import LeafKind
 from relay.core.attachments import AttachmentVault, info_of, key_by_kid
 from relay.core.directory import Directory
 from relay.core.errors import (
@@ -43,8 +42,8 @@ from relay.core.errors import (
 from relay.core.fields import format_time
 from relay.core.group_commit import GroupCommit
 from relay.core.helper import CryptoHelper
+from relay.core.helper_worker import sign_outer
 from relay.core.inbox import Inbox, summary_of
-from relay.core.leaves import packet_leaf
 from relay.core.model import (
     AttachmentInfo,
     InboxItem,
@@ -57,13 +56,12 @@ from relay.core.outbox import OutboxPolicy
 from relay.core.packets import (
     AttachmentKey,
     AttachmentRef,
+    RoutingFacts,
     check_new_packet,
     key_ring,
     open_content,
-    packet_digest,
     seal_content,
     seal_own_copy,
-    sign_packet,
     verify_packet,
 )
 from relay.core.ports import (
@@ -90,6 +88,9 @@ from signing.profiles import certificate_profile
 __all__ = ["RelayNode"]
 
 _log = logging.getLogger("tongban.relay")
+
+_LAST_QUEUED = 4096
+"""Cases whose last queued packet a node remembers (:meth:`RelayNode._expected_next`)."""
 
 COMMIT_LINGER = 0.002
 """The longest a group of new packets waits for the creations still sealing (seconds):
@@ -166,6 +167,8 @@ class RelayNode:
         self._helper = CryptoHelper(self._hpke, node_id, keys.seal) if crypto_helper else None
         self.seal_inline_up_to = seal_inline_up_to
         self._creating = 0  # create_packet calls in progress
+        # (destination, case) -> (seq, digest) of the last packet queued, oldest first
+        self._last_queued: dict[tuple[str, str], tuple[int, str]] = {}
         self._inbox = Inbox(
             me=node_id,
             signer=keys.seal,
@@ -298,28 +301,10 @@ class RelayNode:
             infos = [info_of(s) for s, _ in staged]
             packet_id = self._new_id()
             agreement = decision.agreement
-            # the costly half (inner JWS, HPKE seal, own copy) needs no sequence number: done
-            # here, per request, so a group's transaction only signs the routing facts
-            made = None
-            if self._helper is not None and self._creating > self.seal_inline_up_to:
-                with self._commits.coming():  # a group forming now waits for this one
-                    made = await self._helper.seal(
-                        packet_id, case_id, to, content, keys, recipient=recipient, at=at
-                    )
-            if made is not None:
-                inner, sealed, own_copy = made
-            else:  # no helper, or it could not: here (raising what the helper did not say)
-                try:
-                    inner, sealed = seal_content(
-                        packet_id, case_id, self.node_id, to, content, keys,
-                        signer=self._signer, recipient=recipient, at=at,
-                    )  # fmt: skip
-                except MalformedPacket as exc:
-                    raise NotAuthorized(f"malformed: {exc}") from exc
-                own_copy = self._own_copy(inner, packet_id)
+            expires = at + (expires_in or self._policy.default_ttl)
 
-            def build(seq: int, prev: str | None) -> NewOutgoing:
-                facts = {
+            def facts_of(seq: int, prev: str | None) -> dict[str, Any]:
+                return {
                     "v": 1,
                     "id": packet_id,
                     "case": case_id,
@@ -336,23 +321,79 @@ class RelayNode:
                     "seq": seq,
                     "prev": prev,
                     "created": format_time(at),
-                    "expires": format_time(at + (expires_in or self._policy.default_ttl)),
+                    "expires": format_time(expires),
                     "attachments": [r.to_json() for r in refs],
                 }
-                token, parsed = sign_packet(facts, sealed, signer=self._signer, at=at)
+
+            def outgoing(token: str, digest: str, leaf: bytes, parsed: RoutingFacts) -> NewOutgoing:
                 most = self._policy.max_packet_bytes
                 if most is not None and len(token) > most:
                     raise PacketTooLarge(len(token), most)
-                digest = packet_digest(token)
-                leaf = packet_leaf(LeafKind.PACKET_SENT, parsed, digest, node=self.node_id, at=at)
                 return NewOutgoing(summary_of(parsed, digest, infos), token, own_copy, leaf)
+
+            # the costly half (inner JWS, HPKE seal, own copy) needs no sequence number: done
+            # here, per request, so a group's transaction only signs the routing facts; the
+            # helper signs those too, for the number and prev this case is expected to get
+            made = expected = None
+            if self._helper is not None and self._creating > self.seal_inline_up_to:
+                expected = self._expected_next(to, case_id)
+                with self._commits.coming():  # a group forming now waits for this one
+                    made = await self._helper.seal(
+                        packet_id, case_id, to, content, keys, recipient=recipient, at=at,
+                        facts=facts_of(*expected),
+                    )  # fmt: skip
+            ready: NewOutgoing | None = None
+            if made is not None:
+                inner, sealed, own_copy, signed = made
+                if signed is not None:
+                    with contextlib.suppress(PacketTooLarge):  # said by the build, as ever
+                        ready = outgoing(*signed)
+            else:  # no helper, or it could not: here (raising what the helper did not say)
+                try:
+                    inner, sealed = seal_content(
+                        packet_id, case_id, self.node_id, to, content, keys,
+                        signer=self._signer, recipient=recipient, at=at,
+                    )  # fmt: skip
+                except MalformedPacket as exc:
+                    raise NotAuthorized(f"malformed: {exc}") from exc
+                own_copy = self._own_copy(inner, packet_id)
+
+            def build(seq: int, prev: str | None) -> NewOutgoing:
+                if ready is not None and self._helper is not None:
+                    kept = (seq, prev) == expected
+                    self._helper.presigned["kept" if kept else "signed_again"] += 1
+                    if kept:
+                        return ready
+                facts = facts_of(seq, prev)
+                return outgoing(*sign_outer(facts, sealed, self._signer, self.node_id, at))
 
             try:
                 new = await self._commits.enqueue(to, case_id, build)
             except MalformedPacket as exc:
                 raise NotAuthorized(f"malformed: {exc}") from exc
+            self._queued_last(new.summary)
             self._wake_for(new.summary)
             return new.summary
+
+    def _expected_next(self, peer: str, case_id: str) -> tuple[int, str | None]:
+        """The sequence number and ``prev`` the next packet of ``case_id`` to ``peer`` is
+        expected to get: after the last one this node queued there, when it is among the
+        :data:`_LAST_QUEUED` cases queued to most recently; the first of its case
+        otherwise (a new case, as most are). Only a guess, never read from the store:
+        the group commit allots the real ones, and a packet signed ahead with others is
+        signed again (``CryptoHelper.presigned``)."""
+        last = self._last_queued.get((peer, case_id))
+        return (1, None) if last is None else (last[0] + 1, last[1])
+
+    def _queued_last(self, summary: PacketSummary) -> None:
+        """Remember ``summary`` as the last packet queued in its case (for
+        :meth:`_expected_next`), unless a later one of the case already is."""
+        key = (summary.receiver, summary.case_id)
+        last = (summary.seq, summary.digest)
+        known = self._last_queued.pop(key, None)
+        self._last_queued[key] = last if known is None or known[0] < last[0] else known
+        if len(self._last_queued) > _LAST_QUEUED:
+            del self._last_queued[next(iter(self._last_queued))]
 
     @contextlib.contextmanager
     def _one_creation_more(self) -> Iterator[None]:

@@ -107,6 +107,13 @@ async def test_metrics_count_packets_backlog_and_latency_and_pass_promtool(
             assert _value(at, "tongban_crypto_helper_starts_total") == 1
         assert _value(at_a, "tongban_crypto_helper_requests_total", kind="seal",
                       outcome="helper") == len(sent)  # fmt: skip
+        # the helper signed each ahead too; each kept or signed again by the node
+        presigned = [
+            _value(at_a, "tongban_crypto_helper_presigned_total", outcome=outcome)
+            for outcome in ("kept", "signed_again")
+        ]
+        assert None not in presigned
+        assert sum(v for v in presigned if v is not None) == len(sent)
         examined = _value(at_b, "tongban_crypto_helper_requests_total", kind="examine",
                           outcome="helper")  # fmt: skip
         assert examined is not None

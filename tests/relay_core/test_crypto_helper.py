@@ -432,3 +432,67 @@ async def test_creations_sealing_in_the_helper_share_one_commit(tmp_path: Path) 
     finally:
         await sender.aclose()
         fed.close()
+
+
+async def test_the_helper_signs_new_cases_ahead_and_their_signatures_are_kept(
+    tmp_path: Path,
+) -> None:
+    """A packet sealed in the helper is signed there too, for the number and ``prev`` its
+    case is expected to get: the first of a new case, the one after the last this node
+    queued in a case it knows. The commit allots those, the helper's signature is kept
+    (the node signs nothing itself), and the partner accepts every packet in order."""
+    fed, sender, helper = _wuchang_with_helper(tmp_path)
+    try:
+        await asyncio.gather(*(send(fed, WUCHANG, DAFENG, f"new-{i}") for i in range(12)))
+        for _ in range(3):  # one after the other: each expected after the last
+            await send(fed, WUCHANG, DAFENG, "new-0")
+        assert helper.answered["seal"] == 15
+        assert helper.presigned == {"kept": 15, "signed_again": 0}
+        await drain(fed, WUCHANG)
+        assert [i.state for i in sender.list_outbox()] == [OutboxState.DELIVERED] * 15
+        inbox = fed.nodes[DAFENG].list_inbox()
+        assert sorted(i.summary.seq for i in inbox if i.summary.case_id == "new-0") == [1, 2, 3, 4]
+    finally:
+        await sender.aclose()
+        fed.close()
+
+
+async def test_creations_the_commit_numbers_otherwise_are_signed_again_and_stay_in_order(
+    tmp_path: Path,
+) -> None:
+    """Six creations in one case at once all expect to be its first packet; the commit
+    gives them 1 to 6, so all but one are signed again by the node with the number and
+    ``prev`` they got, and the partner accepts the six in order (a wrong ``prev`` would
+    be refused as out of order)."""
+    fed, sender, helper = _wuchang_with_helper(tmp_path)
+    try:
+        await asyncio.gather(*(send(fed, WUCHANG, DAFENG, "busy") for _ in range(6)))
+        assert helper.presigned["kept"] + helper.presigned["signed_again"] == 6
+        assert helper.presigned["signed_again"] >= 1
+        await drain(fed, WUCHANG)
+        assert [i.state for i in sender.list_outbox()] == [OutboxState.DELIVERED] * 6
+        seqs = sorted(i.summary.seq for i in fed.nodes[DAFENG].list_inbox())
+        assert seqs == [1, 2, 3, 4, 5, 6]
+    finally:
+        await sender.aclose()
+        fed.close()
+
+
+async def test_a_case_the_node_no_longer_remembers_is_signed_again_after_its_last_packet(
+    tmp_path: Path,
+) -> None:
+    """After a restart the node remembers no case: the next packet of an old case is
+    expected to be its first, signed ahead so, and signed again as its third."""
+    fed, sender, _ = _wuchang_with_helper(tmp_path)
+    await send(fed, WUCHANG, DAFENG, "old", n=2)
+    await sender.aclose()
+    sender = fed.start(WUCHANG, crypto_helper=True)
+    try:
+        await send(fed, WUCHANG, DAFENG, "old")
+        assert sender.helper is not None
+        assert sender.helper.presigned == {"kept": 0, "signed_again": 1}
+        await drain(fed, WUCHANG)
+        assert [i.summary.seq for i in fed.nodes[DAFENG].list_inbox()] == [1, 2, 3]
+    finally:
+        await sender.aclose()
+        fed.close()
