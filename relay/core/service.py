@@ -271,7 +271,10 @@ class RelayNode:
         With a crypto helper, the content is sealed there while more than
         ``seal_inline_up_to`` creations are in progress (under load: the event loop
         stays free for the requests); fewer, and it is sealed here (the helper's round
-        trip would only add latency).
+        trip would only add latency). The helper also signs the routing facts, for the
+        sequence number and ``prev`` the case is expected to get
+        (:meth:`_expected_next`); the group commit keeps that signature when it allots
+        the same, and signs again here otherwise.
 
         ``attachments`` are plaintext SHA-256 digests (hex) of attachments staged with
         :meth:`write_attachment`. Raises :class:`NotAuthorized` (the agreement does not

@@ -6,6 +6,7 @@ of its own after the node's."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -43,7 +44,7 @@ import relay.core.helper as helper_module
 from certs.pki import revoke
 from relay.core.fakes import FakeNetwork
 from relay.core.helper import CryptoHelper
-from relay.core.helper_worker import frame
+from relay.core.helper_worker import frame, sign_outer
 from relay.core.model import OutboxState
 from relay.core.outbox import OutboxPolicy
 from relay.core.packets import key_ring
@@ -448,6 +449,13 @@ async def test_the_helper_signs_new_cases_ahead_and_their_signatures_are_kept(
             await send(fed, WUCHANG, DAFENG, "new-0")
         assert helper.answered["seal"] == 15
         assert helper.presigned == {"kept": 15, "signed_again": 0}
+        # the very bytes the node signs itself: the same facts, header and signature
+        out = fed.stores[WUCHANG].outgoing(sender.list_outbox()[0].summary.packet_id)
+        assert out is not None
+        obj = json.loads(b64url_decode(out.token.split(".")[1]))
+        sealed = obj.pop("sealed")
+        token, *_ = sign_outer(obj, sealed, fed.pki.keys[WUCHANG].seal, WUCHANG, fed.clock())
+        assert token == out.token
         await drain(fed, WUCHANG)
         assert [i.state for i in sender.list_outbox()] == [OutboxState.DELIVERED] * 15
         inbox = fed.nodes[DAFENG].list_inbox()
