@@ -25,11 +25,11 @@ import contextlib
 import json
 import logging
 import random
-import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from relay.core import ids
 from relay.core.attachments import AttachmentVault, info_of, key_by_kid
 from relay.core.directory import Directory
 from relay.core.errors import (
@@ -124,7 +124,7 @@ class RelayNode:
         clock: Clock,
         rng: random.Random,
         policy: OutboxPolicy | None = None,
-        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        new_id: Callable[[], str] = ids.packet_id,
         content_check: ContentCheck | None = None,
         crypto_helper: bool = False,
         seal_inline_up_to: int = 4,
@@ -133,8 +133,9 @@ class RelayNode:
         previous ones still inside the rotation overlap); ``bundle`` the trust bundle,
         or a callable returning the one in force (so fresh CRLs apply without a
         restart); ``rng`` the retry jitter; ``policy`` the outbox's retry, batch and
-        expiry settings; ``new_id`` makes packet ids (random UUIDs from the OS: they
-        must stay unique across restarts, which a seeded ``rng`` would not give);
+        expiry settings; ``new_id`` makes packet ids (UUIDs of version 7, their random
+        bits from the OS, :mod:`relay.core.ids`: they must stay unique across restarts,
+        which a seeded ``rng`` would not give);
         ``content_check`` the application's check of incoming content (see
         :meth:`install_content_check`); ``crypto_helper``: examine incoming batches and
         seal new packets in a helper process (:mod:`relay.core.helper`; stop it with
