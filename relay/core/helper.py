@@ -2,7 +2,7 @@
 
 The costly, pure part of a packet — on receipt the outer JWS, certificate path, HPKE
 open and inner JWS of each packet (:func:`relay.core.receiver.examine`), on creation the
-inner JWS, the HPKE seal to the recipient and the node's own copy — holds the
+inner JWS, the HPKE seal to the recipient, the node's own copy and the outer JWS — holds the
 interpreter lock for most of its time, so in threads it competes with the event loop
 that decides, stores and answers. :class:`CryptoHelper` does it in one helper process
 instead and gives back the same results. Nothing the helper answers is trusted more

@@ -3,9 +3,10 @@
 Most of the CPU a packet costs a node is pure cryptography that holds the interpreter
 lock: on the receiving side verifying the outer JWS, the certificate path, opening the
 HPKE-sealed content and verifying the inner JWS (:func:`relay.core.receiver.examine`);
-on the sending side signing the inner JWS, sealing it to the recipient and sealing the
-node's own copy (:func:`relay.core.packets.seal_content`,
-:func:`relay.core.packets.seal_own_copy`). A node with more than one core runs that here,
+on the sending side signing the inner JWS, sealing it to the recipient, sealing the
+node's own copy and signing the outer JWS ahead of the commit
+(:func:`relay.core.packets.seal_content`, :func:`relay.core.packets.seal_own_copy`,
+:func:`sign_outer`). A node with more than one core runs that here,
 in a process of its own (:class:`relay.core.helper.CryptoHelper` starts it with
 ``python -m relay.core.helper_worker``), so that it and the node's event loop use two
 cores.

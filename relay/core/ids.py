@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 
 __all__ = ["packet_id"]
 
@@ -26,5 +27,4 @@ def packet_id() -> str:
     value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
     value = value & ~(0xF << 76) | 0x7 << 76  # version 7
     value = value & ~(0x3 << 62) | 0x2 << 62  # the RFC 9562 variant, 10
-    text = f"{value:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    return str(uuid.UUID(int=value))  # (its version= knows 1-5 only before Python 3.14)
