@@ -15,6 +15,13 @@ A periodic sync runs behind the writing: the worker takes the sink's :meth:`Sink
 that fsync has returned (it covers at least the bytes written before it began). One
 periodic sync is in flight at most. The disk thus writes back while the upload streams
 in, the worker never waits for it, and the final sync finds little left to write.
+
+What a sync made durable also leaves the page cache (:func:`release_cached`), and so
+does what :func:`read_from` has read: an attachment is written once and sent or read
+once, so its gigabyte would only push the node's database pages out of the cache. On
+this project's 2-core virtual machine growing the cache cost more CPU than the bytes
+themselves (writing 1 GiB while it grew: 2.1-3.4 s of kernel time; releasing behind every
+64 MiB: 0.4-0.5 s; reading 1 GiB into the cache 2.3 s, releasing behind 0.12 s).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ __all__ = [
     "attachment_aad",
     "decrypt_to_async",
     "read_from",
+    "release_cached",
     "sha256_file",
     "write_all",
     "write_through",
@@ -54,6 +62,16 @@ _IN_FLIGHT = 4 * CHUNK
 _SYNC_BYTES = 64 * CHUNK
 _SYNC_SECONDS = 2.0
 _IOV_MAX = 1024  # iovecs per writev (Linux UIO_MAXIOV)
+_FADVISE = getattr(os, "posix_fadvise", None)  # not on macOS
+
+
+def release_cached(fd: int) -> None:
+    """Let the kernel drop the clean cached pages of ``fd``'s file (after an fsync, what
+    it made durable; after reading, what was read). ``POSIX_FADV_DONTNEED`` never drops
+    a page not yet written back, so nothing can be lost; a later read of the file comes
+    from the disk."""
+    if _FADVISE is not None:
+        _FADVISE(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def attachment_aad(plain_digest: str) -> bytes:
@@ -107,12 +125,13 @@ class Sink(Protocol):
         ...
 
     def fsync(self) -> None:
-        """Make what was written so far durable. Runs in a helper thread while the
-        worker may go on writing."""
+        """Make what was written so far durable (and release it from the page cache,
+        :func:`release_cached`). Runs in a helper thread while the worker may go on
+        writing."""
 
     def sync(self, final: bool) -> int:
-        """Make what was written durable; the offset to record (``final``: the body
-        ended, keep everything taken)."""
+        """Make what was written durable (and release it from the page cache); the
+        offset to record (``final``: the body ended, keep everything taken)."""
         ...
 
     def close(self) -> None: ...
@@ -154,9 +173,10 @@ class BlobSink:
 
     def fsync(self) -> None:
         os.fsync(self._f.fileno())
+        release_cached(self._f.fileno())
 
     def sync(self, final: bool) -> int:
-        os.fsync(self._f.fileno())
+        self.fsync()
         return self.pos
 
     def close(self) -> None:
@@ -290,14 +310,23 @@ async def write_through(
 
 async def read_from(path: Path, offset: int) -> AsyncIterator[bytes]:
     """The file from ``offset`` in chunks; each read runs in a worker thread while the
-    consumer sends the chunk before it (the event loop never waits for the disk)."""
+    consumer sends the chunk before it (the event loop never waits for the disk). What
+    was read leaves the page cache every :data:`_SYNC_BYTES` and at the end."""
     loop = asyncio.get_running_loop()
     with open(path, "rb") as f:
         f.seek(offset)
-        pending = loop.run_in_executor(None, f.read, CHUNK)
+
+        def read() -> bytes:
+            chunk = f.read(CHUNK)
+            end = f.tell()
+            if not chunk or end // _SYNC_BYTES != (end - len(chunk)) // _SYNC_BYTES:
+                release_cached(f.fileno())
+            return chunk
+
+        pending = loop.run_in_executor(None, read)
         try:
             while chunk := await pending:
-                pending = loop.run_in_executor(None, f.read, CHUNK)
+                pending = loop.run_in_executor(None, read)
                 yield chunk
         finally:
             with contextlib.suppress(Exception):

@@ -46,7 +46,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from relay.core.blobs import UploadDamaged, write_all
+from relay.core.blobs import UploadDamaged, release_cached, write_all
 from signing.errors import DecryptionFailed, MalformedInput
 from signing.segments import (
     SegmentCipher,
@@ -207,9 +207,10 @@ class SealingSink:
 
     def fsync(self) -> None:
         os.fsync(self._f.fileno())
+        release_cached(self._f.fileno())
 
     def sync(self, final: bool) -> int:
-        os.fsync(self._f.fileno())
+        self.fsync()
         if not final:  # the tail this call resumed from (if any) is still in P.tail
             return max(self._sealer.sealed, self._offset)
         if self._sealer.sealed == self._sealer.fed:

@@ -4,8 +4,10 @@ digest-checked, opened by the recipient — in constant memory."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import hashlib
 import itertools
+import mmap
 import os
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -182,6 +184,61 @@ async def test_each_byte_is_written_once_per_node_and_read_back_only_when_resume
     assert first - 70_000 <= read4 - read3 < first + slack  # the kept segments, once
     assert written4 - written3 < len(other) - first + slack
     assert await collect(sender.open_attachment(other_digest)) == other
+
+
+def _cached_bytes(path: Path) -> int:
+    """How much of the file is in the page cache now (mincore(2) over a shared mapping of
+    it; ``fincore`` from util-linux prints the same)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]  # fmt: skip
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    size, page = path.stat().st_size, mmap.PAGESIZE
+    pages = (size + page - 1) // page
+    with path.open("rb") as f:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, f.fileno(), 0)
+        assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+    try:
+        vector = (ctypes.c_ubyte * pages)()
+        assert libc.mincore(addr, size, vector) == 0, os.strerror(ctypes.get_errno())
+    finally:
+        libc.munmap(addr, size)
+    return sum(v & 1 for v in vector) * page
+
+
+async def test_an_attachment_leaves_the_page_cache_once_durable_and_once_sent(
+    federation: Federation,
+) -> None:
+    """Issue 12: a blob is written once and read once, so neither node keeps it in the
+    page cache (it would push the databases' pages out, and growing the cache by a GiB
+    cost this machine seconds of kernel time): the staged blob once its syncs made it
+    durable, the sender's copy once read to be sent, the partner's once durable."""
+    sender, receiver = federation.nodes[WUCHANG], federation.nodes[DAFENG]
+    size = 8 * MIB
+    data = os.urandom(size)
+    digest = await stage(sender, data)
+    await sender.create_packet(
+        to=DAFENG, case_id="c", matter=MATTER, action=ACTION, mode=MODE, content={},
+        attachments=[digest],
+    )  # fmt: skip
+    [item] = sender.list_outbox()
+    blob = item.summary.attachments[0].digest
+    staged = federation.stores[WUCHANG].blob_path(blob)
+    assert _cached_bytes(staged) < MIB, "the staged blob stayed in the page cache"
+    assert hashlib.sha256(staged.read_bytes()).hexdigest() == blob  # now in the cache
+    assert _cached_bytes(staged) > size - MIB, (
+        "reading the file did not cache it: this test needs a disk-backed file system"
+        f" for {staged} (tmpfs keeps every page)"
+    )
+    await drain(federation, WUCHANG)
+    assert sender.list_outbox()[0].state is OutboxState.DELIVERED
+    assert _cached_bytes(staged) < MIB, "the sent blob stayed in the page cache"
+    received = federation.stores[DAFENG].blob_path(blob)
+    assert received.stat().st_size == staged.stat().st_size
+    assert _cached_bytes(received) < MIB, "the partner's blob stayed in the page cache"
+    assert await collect(receiver.open_attachment(blob)) == data
 
 
 async def test_a_staged_upload_resumes_from_any_offset_and_small_pieces_make_progress(
