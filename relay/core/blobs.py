@@ -17,11 +17,12 @@ periodic sync is in flight at most. The disk thus writes back while the upload s
 in, the worker never waits for it, and the final sync finds little left to write.
 
 What a sync made durable also leaves the page cache (:func:`release_cached`), and so
-does what :func:`read_from` has read: an attachment is written once and sent or read
-once, so its gigabyte would only push the node's database pages out of the cache. On
-this project's 2-core virtual machine growing the cache cost more CPU than the bytes
-themselves (writing 1 GiB while it grew: 2.1-3.4 s of kernel time; releasing behind every
-64 MiB: 0.4-0.5 s; reading 1 GiB into the cache 2.3 s, releasing behind 0.12 s).
+does what :func:`read_from` and :func:`decrypt_to_async` have read: an attachment is
+written once and sent or read once, so its gigabyte would only push the node's
+database pages out of the cache. On this project's 2-core virtual machine growing the
+cache cost more CPU than the bytes themselves (writing 1 GiB while it grew: 2.1-3.4 s
+of kernel time; releasing behind every 64 MiB: 0.4-0.5 s; reading 1 GiB into the cache
+2.3 s, releasing behind 0.12 s).
 """
 
 from __future__ import annotations
@@ -308,25 +309,34 @@ async def write_through(
     return offset
 
 
+class _ReadOnce:
+    """A file read once from start to end: what was read leaves the page cache
+    (:func:`release_cached`) every :data:`_SYNC_BYTES` and at the end."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self._release_at = f.tell() + _SYNC_BYTES
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._f.read(size)
+        if not data or self._f.tell() >= self._release_at:
+            release_cached(self._f.fileno())
+            self._release_at = self._f.tell() + _SYNC_BYTES
+        return data
+
+
 async def read_from(path: Path, offset: int) -> AsyncIterator[bytes]:
     """The file from ``offset`` in chunks; each read runs in a worker thread while the
     consumer sends the chunk before it (the event loop never waits for the disk). What
-    was read leaves the page cache every :data:`_SYNC_BYTES` and at the end."""
+    was read leaves the page cache as it goes (:class:`_ReadOnce`)."""
     loop = asyncio.get_running_loop()
     with open(path, "rb") as f:
         f.seek(offset)
-
-        def read() -> bytes:
-            chunk = f.read(CHUNK)
-            end = f.tell()
-            if not chunk or end // _SYNC_BYTES != (end - len(chunk)) // _SYNC_BYTES:
-                release_cached(f.fileno())
-            return chunk
-
-        pending = loop.run_in_executor(None, read)
+        source = _ReadOnce(f)
+        pending = loop.run_in_executor(None, source.read, CHUNK)
         try:
             while chunk := await pending:
-                pending = loop.run_in_executor(None, read)
+                pending = loop.run_in_executor(None, source.read, CHUNK)
                 yield chunk
         finally:
             with contextlib.suppress(Exception):
@@ -378,7 +388,8 @@ async def decrypt_to_async(
     def work() -> None:
         try:
             with open(path, "rb") as src:
-                streams.decrypt(kind, src, writer, key, aad)  # type: ignore[arg-type]
+                source = _ReadOnce(src)  # the streams read with read(n) alone
+                streams.decrypt(kind, source, writer, key, aad)  # type: ignore[arg-type]
         except _Abandoned:
             pass
         finally:

@@ -214,7 +214,8 @@ async def test_an_attachment_leaves_the_page_cache_once_durable_and_once_sent(
     """Issue 12: a blob is written once and read once, so neither node keeps it in the
     page cache (it would push the databases' pages out, and growing the cache by a GiB
     cost this machine seconds of kernel time): the staged blob once its syncs made it
-    durable, the sender's copy once read to be sent, the partner's once durable."""
+    durable, the sender's copy once read to be sent, the partner's once durable and
+    again once opened."""
     sender, receiver = federation.nodes[WUCHANG], federation.nodes[DAFENG]
     size = 8 * MIB
     data = os.urandom(size)
@@ -239,6 +240,7 @@ async def test_an_attachment_leaves_the_page_cache_once_durable_and_once_sent(
     assert received.stat().st_size == staged.stat().st_size
     assert _cached_bytes(received) < MIB, "the partner's blob stayed in the page cache"
     assert await collect(receiver.open_attachment(blob)) == data
+    assert _cached_bytes(received) < MIB, "the opened blob stayed in the page cache"
 
 
 async def test_a_staged_upload_resumes_from_any_offset_and_small_pieces_make_progress(
