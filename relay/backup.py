@@ -8,6 +8,8 @@
 2. the blobs the *snapshot* names (its ``blobs`` table) are copied and checked against
    their names (a blob is named by the SHA-256 of its bytes and only enters ``blobs/``
    complete, before the row naming it commits), so the blobs match the database state;
+   each blob is read once, hashed as it is copied, and neither copy stays in the page
+   cache (a backup of many GiB would push the node's database pages out);
 3. every other file of the data directory (calendars, status lists, survey media and
    reports, the staff-token key) is copied; uploads in progress (``partial/``,
    ``tmp/``) are not: the sender resumes them;
@@ -33,6 +35,8 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+from relay.core.blobs import CHUNK, release_cached
 
 __all__ = ["BackupError", "DataDirLock", "Manifest", "backup", "restore"]
 
@@ -65,6 +69,33 @@ class DataDirLock:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+_RELEASE_EVERY = 64 * CHUNK
+
+
+def _copy_blob(src: Path, dst: Path, digest: str) -> int:
+    """Copy a blob in one pass, hashing what it reads; its size. The copy is durable,
+    and what was read and written leaves the page cache every 64 MiB and at the end.
+    Raises :class:`BackupError` when the bytes do not match the blob's name."""
+    sha, size = hashlib.sha256(), 0
+    with src.open("rb") as source, dst.open("xb") as copy:
+        while chunk := source.read(CHUNK):
+            sha.update(chunk)
+            copy.write(chunk)
+            size += len(chunk)
+            if size % _RELEASE_EVERY < len(chunk):  # 64 MiB more were copied
+                copy.flush()
+                os.fsync(copy.fileno())
+                release_cached(copy.fileno())
+                release_cached(source.fileno())
+        copy.flush()
+        os.fsync(copy.fileno())
+        release_cached(copy.fileno())
+        release_cached(source.fileno())
+    if sha.hexdigest() != digest:
+        raise BackupError(f"blob {digest} does not match its name: the store is damaged")
+    return size
 
 
 def file_sha256(path: Path) -> str:
@@ -129,26 +160,23 @@ def backup(data_dir: Path, out: Path, *, node_id: str, now: datetime) -> Manifes
         leaves = int(target.execute("SELECT COUNT(*) FROM audit_leaves").fetchone()[0])
     finally:
         target.close()
+    files: dict[str, tuple[int, str]] = {}
     for digest in digests:
         rel = Path("blobs") / digest[:2] / digest
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(data_dir / rel, out / rel)
-        if file_sha256(out / rel) != digest:
-            raise BackupError(f"blob {digest} does not match its name: the store is damaged")
+        files[str(rel)] = (_copy_blob(data_dir / rel, out / rel, digest), digest)
     for path in sorted(data_dir.rglob("*")):
         rel = path.relative_to(data_dir)
         if rel.parts[0] in _SKIPPED or not path.is_file():
             continue
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, out / rel)
-    files = {
-        str(p.relative_to(out)): (p.stat().st_size, file_sha256(p))
-        for p in sorted(out.rglob("*"))
-        if p.is_file()
-    }
-    for name in files:
-        fsync_path(out / name)
-    manifest = Manifest(node_id, now.isoformat(), files, leaves)
+    for p in sorted(out.rglob("*")):
+        name = str(p.relative_to(out))
+        if p.is_file() and name not in files:  # the blobs: copied, checked and synced
+            files[name] = (p.stat().st_size, file_sha256(p))
+            fsync_path(p)
+    manifest = Manifest(node_id, now.isoformat(), dict(sorted(files.items())), leaves)
     (out / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=1), encoding="utf-8")
     fsync_path(out / MANIFEST)
     return manifest

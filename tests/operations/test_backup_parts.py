@@ -3,11 +3,14 @@ and what it keeps (the drill with running nodes is test_backup_drill)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pagecache import cached_bytes
 
 from relay.backup import BackupError, DataDirLock, backup, restore
 from relay.core.sqlite_store import SqliteStore
@@ -32,6 +35,42 @@ def test_a_backup_lists_every_file_and_leaves_uploads_out(tmp_path: Path) -> Non
     assert set(listed["files"]) == set(manifest.files)
     with pytest.raises(BackupError, match="not empty"):
         backup(data, tmp_path / "bk", node_id="420106", now=NOW)
+
+
+def test_a_blob_is_copied_checked_and_left_out_of_the_page_cache(tmp_path: Path) -> None:
+    """Each blob is read once, hashed as it is copied: the manifest names it by its
+    digest, and neither the node's file nor the copy stays in the page cache. A blob
+    whose bytes do not match its name fails the backup."""
+    data = _data(tmp_path / "data")
+    blob, mib = os.urandom(5 << 20), 1 << 20
+    digest = hashlib.sha256(blob).hexdigest()
+    store = SqliteStore(data)
+    try:
+        held = store.temp_path()
+        held.parent.mkdir(parents=True, exist_ok=True)
+        held.write_bytes(blob)
+        store.publish_blob(held, digest, len(blob))
+        source = store.blob_path(digest)
+    finally:
+        store.close()
+    assert source.read_bytes() == blob  # now in the page cache
+    assert cached_bytes(source) > len(blob) - mib, (
+        f"reading {source} did not cache it: this test needs a disk-backed file system"
+    )
+    manifest = backup(data, tmp_path / "bk", node_id="420106", now=NOW)
+    rel = f"blobs/{digest[:2]}/{digest}"
+    assert manifest.files[rel] == (len(blob), digest)
+    copy = tmp_path / "bk" / rel
+    assert cached_bytes(source) < mib, "the node's blob stayed in the page cache"
+    assert cached_bytes(copy) < mib, "the copy stayed in the page cache"
+    assert copy.read_bytes() == blob
+
+    damaged = bytearray(blob)
+    damaged[len(blob) // 2] ^= 1
+    source.write_bytes(bytes(damaged))
+    with pytest.raises(BackupError, match=f"blob {digest} does not match its name"):
+        backup(data, tmp_path / "bk2", node_id="420106", now=NOW)
+    assert not (tmp_path / "bk2" / "manifest.json").exists()
 
 
 def test_restore_refuses_a_data_dir_with_files_unless_replacing(tmp_path: Path) -> None:

@@ -4,16 +4,15 @@ digest-checked, opened by the recipient — in constant memory."""
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import hashlib
 import itertools
-import mmap
 import os
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pagecache import cached_bytes
 from relay_core_support import (
     ACTION,
     DAFENG,
@@ -186,28 +185,6 @@ async def test_each_byte_is_written_once_per_node_and_read_back_only_when_resume
     assert await collect(sender.open_attachment(other_digest)) == other
 
 
-def _cached_bytes(path: Path) -> int:
-    """How much of the file is in the page cache now (mincore(2) over a shared mapping of
-    it; ``fincore`` from util-linux prints the same)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                          ctypes.c_int, ctypes.c_long]  # fmt: skip
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    size, page = path.stat().st_size, mmap.PAGESIZE
-    pages = (size + page - 1) // page
-    with path.open("rb") as f:
-        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, f.fileno(), 0)
-        assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
-    try:
-        vector = (ctypes.c_ubyte * pages)()
-        assert libc.mincore(addr, size, vector) == 0, os.strerror(ctypes.get_errno())
-    finally:
-        libc.munmap(addr, size)
-    return sum(v & 1 for v in vector) * page
-
-
 async def test_an_attachment_leaves_the_page_cache_once_durable_and_once_sent(
     federation: Federation,
 ) -> None:
@@ -227,20 +204,20 @@ async def test_an_attachment_leaves_the_page_cache_once_durable_and_once_sent(
     [item] = sender.list_outbox()
     blob = item.summary.attachments[0].digest
     staged = federation.stores[WUCHANG].blob_path(blob)
-    assert _cached_bytes(staged) < MIB, "the staged blob stayed in the page cache"
+    assert cached_bytes(staged) < MIB, "the staged blob stayed in the page cache"
     assert hashlib.sha256(staged.read_bytes()).hexdigest() == blob  # now in the cache
-    assert _cached_bytes(staged) > size - MIB, (
+    assert cached_bytes(staged) > size - MIB, (
         "reading the file did not cache it: this test needs a disk-backed file system"
         f" for {staged} (tmpfs keeps every page)"
     )
     await drain(federation, WUCHANG)
     assert sender.list_outbox()[0].state is OutboxState.DELIVERED
-    assert _cached_bytes(staged) < MIB, "the sent blob stayed in the page cache"
+    assert cached_bytes(staged) < MIB, "the sent blob stayed in the page cache"
     received = federation.stores[DAFENG].blob_path(blob)
     assert received.stat().st_size == staged.stat().st_size
-    assert _cached_bytes(received) < MIB, "the partner's blob stayed in the page cache"
+    assert cached_bytes(received) < MIB, "the partner's blob stayed in the page cache"
     assert await collect(receiver.open_attachment(blob)) == data
-    assert _cached_bytes(received) < MIB, "the opened blob stayed in the page cache"
+    assert cached_bytes(received) < MIB, "the opened blob stayed in the page cache"
 
 
 async def test_a_staged_upload_resumes_from_any_offset_and_small_pieces_make_progress(
