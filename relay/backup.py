@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from relay.core.blobs import CHUNK, release_cached
+from relay.core.blobs import CHUNK, ReadOnce, release_cached, write_all
 
 __all__ = ["BackupError", "DataDirLock", "Manifest", "backup", "restore"]
 
@@ -71,28 +71,23 @@ class DataDirLock:
             self._fd = -1
 
 
-_RELEASE_EVERY = 64 * CHUNK
-
-
 def _copy_blob(src: Path, dst: Path, digest: str) -> int:
-    """Copy a blob in one pass, hashing what it reads; its size. The copy is durable,
-    and what was read and written leaves the page cache every 64 MiB and at the end.
-    Raises :class:`BackupError` when the bytes do not match the blob's name."""
-    sha, size = hashlib.sha256(), 0
-    with src.open("rb") as source, dst.open("xb") as copy:
+    """Copy a blob in one pass, hashing what it reads; its size. The copy is fsync'd
+    every 64 MiB and at the end, and what was read and written leaves the page cache as
+    it goes. Raises :class:`BackupError` when the bytes do not match the blob's name."""
+    sha, size, unsynced = hashlib.sha256(), 0, 0
+    with src.open("rb") as f, dst.open("xb", buffering=0) as copy:
+        source = ReadOnce(f)
         while chunk := source.read(CHUNK):
             sha.update(chunk)
-            copy.write(chunk)
-            size += len(chunk)
-            if size % _RELEASE_EVERY < len(chunk):  # 64 MiB more were copied
-                copy.flush()
+            write_all(copy.fileno(), [chunk])
+            size, unsynced = size + len(chunk), unsynced + len(chunk)
+            if unsynced >= 64 * CHUNK:
                 os.fsync(copy.fileno())
                 release_cached(copy.fileno())
-                release_cached(source.fileno())
-        copy.flush()
+                unsynced = 0
         os.fsync(copy.fileno())
         release_cached(copy.fileno())
-        release_cached(source.fileno())
     if sha.hexdigest() != digest:
         raise BackupError(f"blob {digest} does not match its name: the store is damaged")
     return size

@@ -46,6 +46,7 @@ from relay.core.errors import AttachmentError
 __all__ = [
     "CHUNK",
     "BlobSink",
+    "ReadOnce",
     "Sink",
     "UploadDamaged",
     "attachment_aad",
@@ -309,7 +310,7 @@ async def write_through(
     return offset
 
 
-class _ReadOnce:
+class ReadOnce:
     """A file read once from start to end: what was read leaves the page cache
     (:func:`release_cached`) every :data:`_SYNC_BYTES` and at the end."""
 
@@ -328,11 +329,11 @@ class _ReadOnce:
 async def read_from(path: Path, offset: int) -> AsyncIterator[bytes]:
     """The file from ``offset`` in chunks; each read runs in a worker thread while the
     consumer sends the chunk before it (the event loop never waits for the disk). What
-    was read leaves the page cache as it goes (:class:`_ReadOnce`)."""
+    was read leaves the page cache as it goes (:class:`ReadOnce`)."""
     loop = asyncio.get_running_loop()
     with open(path, "rb") as f:
         f.seek(offset)
-        source = _ReadOnce(f)
+        source = ReadOnce(f)
         pending = loop.run_in_executor(None, source.read, CHUNK)
         try:
             while chunk := await pending:
@@ -388,7 +389,7 @@ async def decrypt_to_async(
     def work() -> None:
         try:
             with open(path, "rb") as src:
-                source = _ReadOnce(src)  # the streams read with read(n) alone
+                source = ReadOnce(src)  # the streams read with read(n) alone
                 streams.decrypt(kind, source, writer, key, aad)  # type: ignore[arg-type]
         except _Abandoned:
             pass
