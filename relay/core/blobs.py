@@ -71,9 +71,10 @@ def release_cached(fd: int) -> None:
     """Let the kernel drop the clean cached pages of ``fd``'s file (after an fsync, what
     it made durable; after reading, what was read). ``POSIX_FADV_DONTNEED`` never drops
     a page not yet written back, so nothing can be lost; a later read of the file comes
-    from the disk."""
+    from the disk. Advice only: a file system that refuses it changes nothing else."""
     if _FADVISE is not None:
-        _FADVISE(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        with contextlib.suppress(OSError):
+            _FADVISE(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def attachment_aad(plain_digest: str) -> bytes:

@@ -4,6 +4,7 @@ digest-checked, opened by the recipient — in constant memory."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import itertools
 import os
@@ -218,6 +219,34 @@ async def test_an_attachment_leaves_the_page_cache_once_durable_and_once_sent(
     assert cached_bytes(received) < MIB, "the partner's blob stayed in the page cache"
     assert await collect(receiver.open_attachment(blob)) == data
     assert cached_bytes(received) < MIB, "the opened blob stayed in the page cache"
+
+
+async def test_a_file_system_that_refuses_the_cache_advice_still_takes_attachments(
+    federation: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page-cache release is advice: where posix_fadvise fails, staging, sending
+    and opening an attachment work as before."""
+    from relay.core import blobs
+
+    refused: list[int] = []
+
+    def refuse(fd: int, offset: int, length: int, advice: int) -> None:
+        refused.append(fd)
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(blobs, "_FADVISE", refuse)
+    sender, receiver = federation.nodes[WUCHANG], federation.nodes[DAFENG]
+    data = os.urandom(3 * MIB)
+    digest = await stage(sender, data)
+    await sender.create_packet(
+        to=DAFENG, case_id="c", matter=MATTER, action=ACTION, mode=MODE, content={},
+        attachments=[digest],
+    )  # fmt: skip
+    await drain(federation, WUCHANG)
+    [item] = sender.list_outbox()
+    assert item.state is OutboxState.DELIVERED
+    assert await collect(receiver.open_attachment(item.summary.attachments[0].digest)) == data
+    assert refused  # the advice was asked for, and refused
 
 
 async def test_a_staged_upload_resumes_from_any_offset_and_small_pieces_make_progress(
