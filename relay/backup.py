@@ -16,12 +16,14 @@
 4. ``manifest.json`` lists every file with its size and SHA-256; it is written last, so
    a folder without one is an unfinished backup (and ``restore`` refuses it).
 
-``tongban restore --config node.toml --from DIR`` checks every digest of the manifest
-first, refuses while the node runs (the node holds an exclusive lock on
-``<data_dir>/node.lock`` while it serves), refuses a data directory that holds files
-unless ``--replace`` (the old directory is then kept as ``<data_dir>.replaced-<time>``),
-and writes into a fresh directory renamed into place at the end, so an interrupted
-restore leaves nothing half-written.
+``tongban restore --config node.toml --from DIR`` refuses while the node runs (the node
+holds an exclusive lock on ``<data_dir>/node.lock`` while it serves), refuses a data
+directory that holds files unless ``--replace`` (the old directory is then kept as
+``<data_dir>.replaced-<time>``), and copies the files of the manifest into a fresh
+directory, checking each file's size and digest as it copies it (read once, left out of
+the page cache). That directory is renamed into place only at the end, after every
+file has been checked: a damaged backup or an interrupted restore leaves nothing
+half-written and the data directory as it was.
 """
 
 from __future__ import annotations
@@ -71,10 +73,11 @@ class DataDirLock:
             self._fd = -1
 
 
-def _copy_blob(src: Path, dst: Path, digest: str) -> int:
-    """Copy a blob in one pass, hashing what it reads; its size. The copy is fsync'd
-    every 64 MiB and at the end, and what was read and written leaves the page cache as
-    it goes. Raises :class:`BackupError` when the bytes do not match the blob's name."""
+def _copy_once(src: Path, dst: Path) -> tuple[int, str]:
+    """Copy ``src`` to the new file ``dst`` in one pass: the size and SHA-256 (hex) of
+    what was read. The copy is fsync'd every 64 MiB and at the end, and what was read
+    and written leaves the page cache as it goes (a blob is read once here, and many
+    GiB of them would push the node's database pages out)."""
     sha, size, unsynced = hashlib.sha256(), 0, 0
     with src.open("rb") as f, dst.open("xb", buffering=0) as copy:
         source = ReadOnce(f)
@@ -88,9 +91,7 @@ def _copy_blob(src: Path, dst: Path, digest: str) -> int:
                 unsynced = 0
         os.fsync(copy.fileno())
         release_cached(copy.fileno())
-    if sha.hexdigest() != digest:
-        raise BackupError(f"blob {digest} does not match its name: the store is damaged")
-    return size
+    return size, sha.hexdigest()
 
 
 def file_sha256(path: Path) -> str:
@@ -159,7 +160,10 @@ def backup(data_dir: Path, out: Path, *, node_id: str, now: datetime) -> Manifes
     for digest in digests:
         rel = Path("blobs") / digest[:2] / digest
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        files[str(rel)] = (_copy_blob(data_dir / rel, out / rel, digest), digest)
+        size, sha = _copy_once(data_dir / rel, out / rel)
+        if sha != digest:
+            raise BackupError(f"blob {digest} does not match its name: the store is damaged")
+        files[str(rel)] = (size, digest)
     for path in sorted(data_dir.rglob("*")):
         rel = path.relative_to(data_dir)
         if rel.parts[0] in _SKIPPED or not path.is_file():
@@ -184,10 +188,6 @@ def restore(
     manifest = Manifest.read(source)
     if manifest.node_id != node_id:
         raise BackupError(f"the backup is of node {manifest.node_id}, not of {node_id}")
-    for rel, (size, digest) in manifest.files.items():
-        held = source / rel
-        if not held.is_file() or held.stat().st_size != size or file_sha256(held) != digest:
-            raise BackupError(f"{rel} in the backup is missing or damaged (digest differs)")
     if data_dir.exists():
         lock = DataDirLock(data_dir)  # refuses while the node runs
         lock.release()
@@ -196,10 +196,17 @@ def restore(
     fresh = data_dir.with_name(f"{data_dir.name}.restoring")
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir(mode=0o700, parents=True)
-    for rel in manifest.files:
-        (fresh / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source / rel, fresh / rel)
-        fsync_path(fresh / rel)
+    try:  # each file read once: checked as it is copied
+        for rel, (size, digest) in manifest.files.items():
+            held, copy = source / rel, fresh / rel
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            if not held.is_file() or _copy_once(held, copy) != (size, digest):
+                raise BackupError(f"{rel} in the backup is missing or damaged (digest differs)")
+            shutil.copystat(held, copy)
+            fsync_path(copy)  # its mode and times too
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)  # the data directory was not touched
+        raise
     if data_dir.exists():
         data_dir.rename(data_dir.with_name(f"{data_dir.name}.replaced-{now:%Y%m%dT%H%M%S}"))
     fresh.rename(data_dir)

@@ -73,6 +73,65 @@ def test_a_blob_is_copied_checked_and_left_out_of_the_page_cache(tmp_path: Path)
     assert not (tmp_path / "bk2" / "manifest.json").exists()
 
 
+def _read_so_far() -> int:
+    """Bytes this process has read through read system calls (/proc/self/io rchar)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar: "):
+            return int(line.split()[1])
+    raise AssertionError("/proc/self/io has no rchar")
+
+
+def test_restore_reads_each_file_once_checks_it_and_keeps_its_mode(tmp_path: Path) -> None:
+    """A restore copies each file of the backup once, checking its digest as it copies
+    (it used to read every file twice), keeps each file's mode, and leaves the blob out
+    of the page cache. A damaged file is found on the way: the data directory stays as
+    it was and nothing of the restore is left."""
+    data = _data(tmp_path / "data")
+    blob, mib = os.urandom(6 << 20), 1 << 20
+    digest = hashlib.sha256(blob).hexdigest()
+    store = SqliteStore(data)
+    try:
+        held = store.temp_path()
+        held.parent.mkdir(parents=True, exist_ok=True)
+        held.write_bytes(blob)
+        store.publish_blob(held, digest, len(blob))
+    finally:
+        store.close()
+    secret = data / "staff-token.key"
+    secret.write_bytes(b"k" * 32)
+    secret.chmod(0o600)
+    manifest = backup(data, tmp_path / "bk", node_id="420106", now=NOW)
+    total = sum(size for size, _ in manifest.files.values())
+
+    before = _read_so_far()
+    restore(tmp_path / "bk", tmp_path / "restored", node_id="420106", now=NOW, replace=False)
+    read = _read_so_far() - before
+    assert total <= read < total + mib, f"read {read} bytes to restore {total}"
+    rel = f"blobs/{digest[:2]}/{digest}"
+    restored = tmp_path / "restored" / rel
+    assert cached_bytes(restored) < mib, "the restored blob stayed in the page cache"
+    assert cached_bytes(tmp_path / "bk" / rel) < mib, "the backup's blob stayed in the cache"
+    assert restored.read_bytes() == blob
+    assert (tmp_path / "restored" / "staff-token.key").stat().st_mode & 0o777 == 0o600
+
+    damaged = bytearray(blob)
+    damaged[-1] ^= 1
+    (tmp_path / "bk" / rel).write_bytes(bytes(damaged))
+
+    def held_data() -> dict[Path, bytes]:  # but the lock file, which the check takes
+        return {
+            p.relative_to(data): p.read_bytes()
+            for p in data.rglob("*")
+            if p.is_file() and p.name != "node.lock"
+        }
+
+    kept = held_data()
+    with pytest.raises(BackupError, match=f"{rel} in the backup is missing or damaged"):
+        restore(tmp_path / "bk", data, node_id="420106", now=NOW, replace=True)
+    assert held_data() == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bk", "data", "restored"]
+
+
 def test_restore_refuses_a_data_dir_with_files_unless_replacing(tmp_path: Path) -> None:
     data = _data(tmp_path / "data")
     backup(data, tmp_path / "bk", node_id="420106", now=NOW)
