@@ -37,12 +37,13 @@ def test_a_backup_lists_every_file_and_leaves_uploads_out(tmp_path: Path) -> Non
         backup(data, tmp_path / "bk", node_id="420106", now=NOW)
 
 
-def test_a_blob_is_copied_checked_and_left_out_of_the_page_cache(tmp_path: Path) -> None:
-    """Each blob is read once, hashed as it is copied: the manifest names it by its
-    digest, and neither the node's file nor the copy stays in the page cache. A blob
-    whose bytes do not match its name fails the backup."""
-    data = _data(tmp_path / "data")
-    blob, mib = os.urandom(5 << 20), 1 << 20
+MIB = 1 << 20
+
+
+def _with_blob(data: Path, size: int) -> tuple[bytes, str, Path]:
+    """A blob of ``size`` random bytes stored in the node's data: its bytes, digest and
+    file."""
+    blob = os.urandom(size)
     digest = hashlib.sha256(blob).hexdigest()
     store = SqliteStore(data)
     try:
@@ -50,19 +51,27 @@ def test_a_blob_is_copied_checked_and_left_out_of_the_page_cache(tmp_path: Path)
         held.parent.mkdir(parents=True, exist_ok=True)
         held.write_bytes(blob)
         store.publish_blob(held, digest, len(blob))
-        source = store.blob_path(digest)
+        return blob, digest, store.blob_path(digest)
     finally:
         store.close()
+
+
+def test_a_blob_is_copied_checked_and_left_out_of_the_page_cache(tmp_path: Path) -> None:
+    """Each blob is read once, hashed as it is copied: the manifest names it by its
+    digest, and neither the node's file nor the copy stays in the page cache. A blob
+    whose bytes do not match its name fails the backup."""
+    data = _data(tmp_path / "data")
+    blob, digest, source = _with_blob(data, 5 * MIB)
     assert source.read_bytes() == blob  # now in the page cache
-    assert cached_bytes(source) > len(blob) - mib, (
+    assert cached_bytes(source) > len(blob) - MIB, (
         f"reading {source} did not cache it: this test needs a disk-backed file system"
     )
     manifest = backup(data, tmp_path / "bk", node_id="420106", now=NOW)
     rel = f"blobs/{digest[:2]}/{digest}"
     assert manifest.files[rel] == (len(blob), digest)
     copy = tmp_path / "bk" / rel
-    assert cached_bytes(source) < mib, "the node's blob stayed in the page cache"
-    assert cached_bytes(copy) < mib, "the copy stayed in the page cache"
+    assert cached_bytes(source) < MIB, "the node's blob stayed in the page cache"
+    assert cached_bytes(copy) < MIB, "the copy stayed in the page cache"
     assert copy.read_bytes() == blob
 
     damaged = bytearray(blob)
@@ -87,16 +96,7 @@ def test_restore_reads_each_file_once_checks_it_and_keeps_its_mode(tmp_path: Pat
     of the page cache. A damaged file is found on the way: the data directory stays as
     it was and nothing of the restore is left."""
     data = _data(tmp_path / "data")
-    blob, mib = os.urandom(6 << 20), 1 << 20
-    digest = hashlib.sha256(blob).hexdigest()
-    store = SqliteStore(data)
-    try:
-        held = store.temp_path()
-        held.parent.mkdir(parents=True, exist_ok=True)
-        held.write_bytes(blob)
-        store.publish_blob(held, digest, len(blob))
-    finally:
-        store.close()
+    blob, digest, _ = _with_blob(data, 6 * MIB)
     secret = data / "staff-token.key"
     secret.write_bytes(b"k" * 32)
     secret.chmod(0o600)
@@ -106,11 +106,11 @@ def test_restore_reads_each_file_once_checks_it_and_keeps_its_mode(tmp_path: Pat
     before = _read_so_far()
     restore(tmp_path / "bk", tmp_path / "restored", node_id="420106", now=NOW, replace=False)
     read = _read_so_far() - before
-    assert total <= read < total + mib, f"read {read} bytes to restore {total}"
+    assert total <= read < total + MIB, f"read {read} bytes to restore {total}"
     rel = f"blobs/{digest[:2]}/{digest}"
     restored = tmp_path / "restored" / rel
-    assert cached_bytes(restored) < mib, "the restored blob stayed in the page cache"
-    assert cached_bytes(tmp_path / "bk" / rel) < mib, "the backup's blob stayed in the cache"
+    assert cached_bytes(restored) < MIB, "the restored blob stayed in the page cache"
+    assert cached_bytes(tmp_path / "bk" / rel) < MIB, "the backup's blob stayed in the cache"
     assert restored.read_bytes() == blob
     assert (tmp_path / "restored" / "staff-token.key").stat().st_mode & 0o777 == 0o600
 
