@@ -11,8 +11,8 @@
    each blob is read once, hashed as it is copied, and neither copy stays in the page
    cache (a backup of many GiB would push the node's database pages out);
 3. every other file of the data directory (calendars, status lists, survey media and
-   reports, the staff-token key) is copied; uploads in progress (``partial/``,
-   ``tmp/``) are not: the sender resumes them;
+   reports, the staff-token key) is copied the same way, keeping its mode and times;
+   uploads in progress (``partial/``, ``tmp/``) are not: the sender resumes them;
 4. ``manifest.json`` lists every file with its size and SHA-256; it is written last, so
    a folder without one is an unfinished backup (and ``restore`` refuses it).
 
@@ -169,10 +169,12 @@ def backup(data_dir: Path, out: Path, *, node_id: str, now: datetime) -> Manifes
         if rel.parts[0] in _SKIPPED or not path.is_file():
             continue
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, out / rel)
+        files[str(rel)] = _copy_once(path, out / rel)
+        shutil.copystat(path, out / rel)
+        fsync_path(out / rel)  # its mode and times too
     for p in sorted(out.rglob("*")):
         name = str(p.relative_to(out))
-        if p.is_file() and name not in files:  # the blobs: copied, checked and synced
+        if p.is_file() and name not in files:  # the database's snapshot
             files[name] = (p.stat().st_size, file_sha256(p))
             fsync_path(p)
     manifest = Manifest(node_id, now.isoformat(), dict(sorted(files.items())), leaves)

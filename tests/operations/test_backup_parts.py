@@ -40,6 +40,14 @@ def test_a_backup_lists_every_file_and_leaves_uploads_out(tmp_path: Path) -> Non
 MIB = 1 << 20
 
 
+def _read_so_far() -> int:
+    """Bytes this process has read through read system calls (/proc/self/io rchar)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar: "):
+            return int(line.split()[1])
+    raise AssertionError("/proc/self/io has no rchar")
+
+
 def _with_blob(data: Path, size: int) -> tuple[bytes, str, Path]:
     """A blob of ``size`` random bytes stored in the node's data: its bytes, digest and
     file."""
@@ -57,16 +65,28 @@ def _with_blob(data: Path, size: int) -> tuple[bytes, str, Path]:
 
 
 def test_a_blob_is_copied_checked_and_left_out_of_the_page_cache(tmp_path: Path) -> None:
-    """Each blob is read once, hashed as it is copied: the manifest names it by its
-    digest, and neither the node's file nor the copy stays in the page cache. A blob
+    """Each file is read once, a blob hashed as it is copied: the manifest names it by
+    its digest, and neither the node's file nor the copy stays in the page cache. A blob
     whose bytes do not match its name fails the backup."""
     data = _data(tmp_path / "data")
     blob, digest, source = _with_blob(data, 5 * MIB)
+    recording = data / "survey-media" / "sv-0001" / "seg-000001.mkv"
+    recording.parent.mkdir(parents=True)
+    recording.write_bytes(os.urandom(3 * MIB))
+    recording.chmod(0o640)
     assert source.read_bytes() == blob  # now in the page cache
     assert cached_bytes(source) > len(blob) - MIB, (
         f"reading {source} did not cache it: this test needs a disk-backed file system"
     )
+    before = _read_so_far()
     manifest = backup(data, tmp_path / "bk", node_id="420106", now=NOW)
+    read = _read_so_far() - before
+    database = manifest.files["relay.sqlite3"][0]  # read by the snapshot, then hashed
+    total = sum(size for size, _ in manifest.files.values())
+    assert read < total + database + MIB, f"read {read} bytes to back up {total}"
+    kept = tmp_path / "bk" / recording.relative_to(data)
+    assert kept.read_bytes() == recording.read_bytes()
+    assert kept.stat().st_mode & 0o777 == 0o640
     rel = f"blobs/{digest[:2]}/{digest}"
     assert manifest.files[rel] == (len(blob), digest)
     copy = tmp_path / "bk" / rel
@@ -80,14 +100,6 @@ def test_a_blob_is_copied_checked_and_left_out_of_the_page_cache(tmp_path: Path)
     with pytest.raises(BackupError, match=f"blob {digest} does not match its name"):
         backup(data, tmp_path / "bk2", node_id="420106", now=NOW)
     assert not (tmp_path / "bk2" / "manifest.json").exists()
-
-
-def _read_so_far() -> int:
-    """Bytes this process has read through read system calls (/proc/self/io rchar)."""
-    for line in Path("/proc/self/io").read_text().splitlines():
-        if line.startswith("rchar: "):
-            return int(line.split()[1])
-    raise AssertionError("/proc/self/io has no rchar")
 
 
 def test_restore_reads_each_file_once_checks_it_and_keeps_its_mode(tmp_path: Path) -> None:
