@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from relay.core.blobs import CHUNK, ReadOnce, release_cached, write_all
+from relay.core.blobs import CHUNK, SYNC_BYTES, BlobSink, ReadOnce
 
 __all__ = ["BackupError", "DataDirLock", "Manifest", "backup", "restore"]
 
@@ -74,24 +74,28 @@ class DataDirLock:
 
 
 def _copy_once(src: Path, dst: Path) -> tuple[int, str]:
-    """Copy ``src`` to the new file ``dst`` in one pass: the size and SHA-256 (hex) of
-    what was read. The copy is fsync'd every 64 MiB and at the end, and what was read
-    and written leaves the page cache as it goes (a blob is read once here, and many
-    GiB of them would push the node's database pages out)."""
-    sha, size, unsynced = hashlib.sha256(), 0, 0
-    with src.open("rb") as f, dst.open("xb", buffering=0) as copy:
-        source = ReadOnce(f)
-        while chunk := source.read(CHUNK):
-            sha.update(chunk)
-            write_all(copy.fileno(), [chunk])
-            size, unsynced = size + len(chunk), unsynced + len(chunk)
-            if unsynced >= 64 * CHUNK:
-                os.fsync(copy.fileno())
-                release_cached(copy.fileno())
-                unsynced = 0
-        os.fsync(copy.fileno())
-        release_cached(copy.fileno())
-    return size, sha.hexdigest()
+    """Copy ``src`` to the new file ``dst`` in one pass, with its mode and times: the
+    size and SHA-256 (hex) of what was read. It is written as a partner's upload is
+    (:class:`~relay.core.blobs.BlobSink`: hashed, fsync'd every 64 MiB and at the end,
+    released from the page cache), and what was read leaves the cache too
+    (:class:`~relay.core.blobs.ReadOnce`): a backup of many GiB would otherwise push the
+    node's database pages out."""
+    dst.touch(mode=0o600, exist_ok=False)
+    sink = BlobSink(dst, 0)
+    sink.open()
+    try:
+        with src.open("rb") as f:
+            source, unsynced = ReadOnce(f), 0
+            while chunk := source.read(CHUNK):
+                sink.write(chunk)
+                unsynced += len(chunk)
+                if unsynced >= SYNC_BYTES:
+                    sink.fsync()
+                    unsynced = 0
+        shutil.copystat(src, dst)
+        return sink.sync(True), sink.sha.hexdigest()  # the fsync covers the mode too
+    finally:
+        sink.close()
 
 
 def file_sha256(path: Path) -> str:
@@ -170,8 +174,6 @@ def backup(data_dir: Path, out: Path, *, node_id: str, now: datetime) -> Manifes
             continue
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         files[str(rel)] = _copy_once(path, out / rel)
-        shutil.copystat(path, out / rel)
-        fsync_path(out / rel)  # its mode and times too
     for p in sorted(out.rglob("*")):
         name = str(p.relative_to(out))
         if p.is_file() and name not in files:  # the database's snapshot
@@ -204,8 +206,6 @@ def restore(
             copy.parent.mkdir(parents=True, exist_ok=True)
             if not held.is_file() or _copy_once(held, copy) != (size, digest):
                 raise BackupError(f"{rel} in the backup is missing or damaged (digest differs)")
-            shutil.copystat(held, copy)
-            fsync_path(copy)  # its mode and times too
     except BaseException:
         shutil.rmtree(fresh, ignore_errors=True)  # the data directory was not touched
         raise

@@ -5,7 +5,7 @@ thread, and decryption streamed to an async consumer — all in constant memory.
 reading the request (TLS, HTTP) while one worker thread writes, hashes — and, for a
 staff upload, seals (:mod:`relay.core.staging`) — what it is handed, at most
 :data:`_IN_FLIGHT` bytes behind. Each byte is written once; progress is fsync'd and
-recorded every :data:`_SYNC_BYTES` or :data:`_SYNC_SECONDS`, and when the body ends
+recorded every :data:`SYNC_BYTES` or :data:`_SYNC_SECONDS`, and when the body ends
 (also when it ends with an error), so a broken upload resumes where the durable bytes
 stop.
 
@@ -45,6 +45,7 @@ from relay.core.errors import AttachmentError
 
 __all__ = [
     "CHUNK",
+    "SYNC_BYTES",
     "BlobSink",
     "ReadOnce",
     "Sink",
@@ -61,7 +62,9 @@ __all__ = [
 CHUNK = 1 << 20
 _IN_FLIGHT = 4 * CHUNK
 """Bytes handed to the worker thread and not yet written (one chunk more at most)."""
-_SYNC_BYTES = 64 * CHUNK
+SYNC_BYTES = 64 * CHUNK
+"""Bytes an upload writes between two periodic syncs (or :data:`_SYNC_SECONDS`), and a
+:class:`ReadOnce` reads between two releases of the page cache."""
 _SYNC_SECONDS = 2.0
 _IOV_MAX = 1024  # iovecs per writev (Linux UIO_MAXIOV)
 _FADVISE = getattr(os, "posix_fadvise", None)  # not on macOS
@@ -275,7 +278,7 @@ async def write_through(
                 sink.write(chunk)
                 room.give(len(chunk))
                 unsynced += len(chunk)
-                due = unsynced >= _SYNC_BYTES or time.monotonic() - since >= _SYNC_SECONDS
+                due = unsynced >= SYNC_BYTES or time.monotonic() - since >= _SYNC_SECONDS
                 if due and (syncing is None or syncing.done()):
                     if syncing is not None:
                         syncing.result()  # an fsync that failed fails the upload
@@ -313,17 +316,17 @@ async def write_through(
 
 class ReadOnce:
     """A file read once from start to end: what was read leaves the page cache
-    (:func:`release_cached`) every :data:`_SYNC_BYTES` and at the end."""
+    (:func:`release_cached`) every :data:`SYNC_BYTES` and at the end."""
 
     def __init__(self, f: BinaryIO) -> None:
         self._f = f
-        self._release_at = f.tell() + _SYNC_BYTES
+        self._release_at = f.tell() + SYNC_BYTES
 
     def read(self, size: int = -1) -> bytes:
         data = self._f.read(size)
         if not data or self._f.tell() >= self._release_at:
             release_cached(self._f.fileno())
-            self._release_at = self._f.tell() + _SYNC_BYTES
+            self._release_at = self._f.tell() + SYNC_BYTES
         return data
 
 

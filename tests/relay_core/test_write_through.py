@@ -131,7 +131,7 @@ class SlowDisk(ListSink):
 async def test_a_periodic_sync_runs_behind_the_writing_and_records_only_durable_marks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(blobs, "_SYNC_BYTES", 64 * KIB)
+    monkeypatch.setattr(blobs, "SYNC_BYTES", 64 * KIB)
     pieces = [bytes([i]) * (32 * KIB) for i in range(64)]
     size = sum(map(len, pieces))
     sink, recorded = SlowDisk(), list[int]()
@@ -148,7 +148,7 @@ async def test_a_periodic_sync_runs_behind_the_writing_and_records_only_durable_
 
 
 async def test_a_failing_periodic_fsync_fails_the_upload(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(blobs, "_SYNC_BYTES", 64 * KIB)
+    monkeypatch.setattr(blobs, "SYNC_BYTES", 64 * KIB)
     pieces = [b"q" * (32 * KIB)] * 64
     sink, recorded = SlowDisk(fail=True), list[int]()
     with pytest.raises(OSError, match="Input/output"):
