@@ -718,6 +718,16 @@ class _TlsSite(web.TCPSite):
         self._stopping = True
         if self._sweeper is not None:
             self._sweeper.cancel()
+        # asyncio accepts a connection in one turn and makes its transport in the next,
+        # in a task that fails (silently, leaving the socket open and unreferenced) when
+        # the server was closed in between. So: accept no more, let the tasks of the
+        # connections already accepted run (they see the stop and cancel themselves),
+        # and only then close the server.
+        if isinstance(self._server, asyncio.Server):
+            loop = asyncio.get_running_loop()
+            for listener in self._server.sockets:
+                loop.remove_reader(listener.fileno())
+            await asyncio.sleep(0)
         await super().stop()
         for task in list(self._accepting):
             task.cancel()

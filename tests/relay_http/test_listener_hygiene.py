@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
 import ssl
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -197,3 +199,62 @@ async def test_a_serving_site_aborts_a_connection_closing_past_the_deadline(pki:
             while site._open:
                 await asyncio.sleep(0.05)
         assert not _resource_warnings_of_a_collection()
+
+
+def _start_now(coroutine: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+    """Run the coroutine's first step now, inside the current callback, and the rest as a
+    task: what a task created here would only do in the loop's next turn."""
+    try:
+        yielded = coroutine.send(None)
+    except StopIteration:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def rest(yielded: Any) -> None:
+        while True:
+            if yielded is None:
+                await asyncio.sleep(0)  # a bare yield: asyncio.sleep(0)
+            else:
+                await yielded  # a future the coroutine waits for
+            try:
+                yielded = coroutine.send(None)
+            except StopIteration:
+                return
+
+    return asyncio.ensure_future(rest(yielded))
+
+
+async def test_a_connection_accepted_in_the_turn_the_site_stops_is_closed(pki: Pki) -> None:
+    """asyncio accepts a connection in one turn of the loop and creates its transport in
+    the next (in a task). A stop between the two used to close the server first: the
+    transport's creation then failed on the closed server, silently, and left the socket
+    to the garbage collector ("unclosed transport", a rare teardown failure of the
+    federation tests)."""
+    runner = web.AppRunner(web.Application(), shutdown_timeout=0.2)
+    await runner.setup()
+    tls = server_context(pki.a / "tls.pem", pki.a / "tls.key", None, require_client_cert=False)
+    site = _TlsSite(runner, "127.0.0.1", 0, ssl_context=tls, handshake_timeout=5)
+    await site.start()
+    loop = asyncio.get_running_loop()
+    stopped: list[asyncio.Future[None]] = []
+    try:
+        with socket.create_connection(("127.0.0.1", site._bound_port)) as client:
+            # the kernel has completed the connection: the next turn's select sees the
+            # listener readable and runs asyncio's accept, then this due timer, then (a
+            # turn later) the task that makes the connection's transport
+            loop.call_at(loop.time(), lambda: stopped.append(_start_now(site.stop())))
+            async with asyncio.timeout(10):
+                while not stopped:
+                    await asyncio.sleep(0)
+                await stopped[0]
+                assert await site.closed(grace=2) == 0
+            client.setblocking(False)
+            try:
+                async with asyncio.timeout(5):
+                    assert await loop.sock_recv(client, 1) == b"", "the connection is closed"
+            except ConnectionResetError:
+                pass  # aborted: closed too
+    finally:
+        await runner.cleanup()
+    assert not _resource_warnings_of_a_collection()
