@@ -97,7 +97,7 @@ class HelperSettings:
     """Whether the node runs its packet crypto in a helper process (relay.core.helper)."""
 
     enabled: bool = True
-    seal_inline_up_to: int = 4  # creations in progress the node seals itself
+    seal_inline_up_to: int = 0  # creations in progress the node seals itself (0: none)
 
 
 def _default_helper() -> bool:

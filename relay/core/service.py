@@ -127,7 +127,7 @@ class RelayNode:
         new_id: Callable[[], str] = ids.packet_id,
         content_check: ContentCheck | None = None,
         crypto_helper: bool = False,
-        seal_inline_up_to: int = 4,
+        seal_inline_up_to: int = 0,
     ) -> None:
         """``keys`` gives the seal signer and HPKE private keys (current first, then
         previous ones still inside the rotation overlap); ``bundle`` the trust bundle,
@@ -270,9 +270,9 @@ class RelayNode:
         """Check the agreement, seal and sign a packet and queue it for ``to``.
 
         With a crypto helper, the content is sealed there while more than
-        ``seal_inline_up_to`` creations are in progress (under load: the event loop
-        stays free for the requests); fewer, and it is sealed here (the helper's round
-        trip would only add latency). The helper also signs the routing facts, for the
+        ``seal_inline_up_to`` creations are in progress (by default always: the event
+        loop stays free for the requests, and the round trip costs a lone creation a
+        fraction of a millisecond); fewer, and it is sealed here. The helper also signs the routing facts, for the
         sequence number and ``prev`` the case is expected to get
         (:meth:`_expected_next`); the group commit keeps that signature when it allots
         the same, and signs again here otherwise.

@@ -398,7 +398,7 @@ async def test_a_lone_creation_is_sealed_in_the_node_a_crowd_in_the_helper(
     """The helper's round trip only pays under load: with at most ``seal_inline_up_to``
     creations in progress the node seals itself, with more the helper takes them."""
     fed, sender, helper = _wuchang_with_helper(tmp_path)
-    sender.seal_inline_up_to = 4  # the default of RelayNode
+    sender.seal_inline_up_to = 4  # (the default is 0: every seal in the helper)
     try:
         for i in range(3):
             await send(fed, WUCHANG, DAFENG, f"alone-{i}")

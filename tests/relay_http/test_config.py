@@ -147,8 +147,8 @@ def test_the_crypto_helper_is_on_with_a_second_core_and_can_be_set(
     assert load_config(_write(tmp_path, on)).helper.enabled is True
     message = _error(tmp_path, VALID + '\n[helper]\nenabled = "yes"\n')
     assert "node.toml: helper.enabled: must be true or false" in message
-    assert load_config(_write(tmp_path, on)).helper.seal_inline_up_to == 4
-    every = on + "seal_inline_up_to = 0\n"
-    assert load_config(_write(tmp_path, every)).helper.seal_inline_up_to == 0
+    assert load_config(_write(tmp_path, on)).helper.seal_inline_up_to == 0
+    some = on + "seal_inline_up_to = 4\n"
+    assert load_config(_write(tmp_path, some)).helper.seal_inline_up_to == 4
     message = _error(tmp_path, on + "seal_inline_up_to = -1\n")
     assert "node.toml: helper.seal_inline_up_to: must be an integer 0-10000" in message
