@@ -529,13 +529,16 @@ class SqlStore:
         with self._tx() as c:
             self._lock_updated(c, updates)
             touched: list[tuple[str, str]] = []
-            for u in updates:  # appends first: the log's lock before any row lock
+            leaves: list[bytes] = []
+            for u in updates:
                 if u.audit_leaf is not None and u.receipt is not None:
                     held = c.execute(
                         "SELECT receipt FROM outbox WHERE packet_id = ?", (u.packet_id,)
                     ).fetchone()
                     if held is None or held[0] != u.receipt:
-                        audit_append(c, u.audit_leaf)
+                        leaves.append(u.audit_leaf)
+            if leaves:  # appends first: the log's lock before any row lock
+                audit_append_many(c, leaves)  # the log's size and edge read once
             for u in updates:
                 pair = c.execute(
                     "UPDATE outbox SET state = ?, next_attempt_at = ?, reason = ?,"
