@@ -39,7 +39,7 @@ from typing import Any
 
 from cryptography import x509
 
-from relay.core.helper_worker import Packed, Signed, frame
+from relay.core.helper_worker import Packed, Signed, frame, pack_time
 from relay.core.packets import VerifiedPacket
 from relay.core.receiver import Examined
 from signing.certificates import Identity, Purpose, TrustBundle
@@ -75,7 +75,9 @@ class CryptoHelper:
         self._hello = (me, [(k.suite.value, k.secret) for k in keys], signer.to_pem())
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._pending: deque[asyncio.Future[object]] = deque()
+        # requests sent and not answered yet, oldest first, with when each was sent
+        self._pending: deque[tuple[asyncio.Future[object], float, str]] = deque()
+        self._watchdog: asyncio.TimerHandle | None = None
         self._sent_bundle: bytes | None = None
         self._identities: dict[tuple[bytes, str, str, Purpose], Identity] = {}
         self._down_until = 0.0
@@ -151,24 +153,20 @@ class CryptoHelper:
             fingerprint = bundle.fingerprint
             pem = None if fingerprint == self._sent_bundle else bundle.to_pem()
             request = (kind, fingerprint, pem, *args)
-        answer: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[object] = loop.create_future()
         try:
             proc.stdin.write(frame(request))
         except (ConnectionError, RuntimeError):  # the pipe closed: the reader notices too
             return None
         if bundle is not None:
             self._sent_bundle = bundle.fingerprint
-        self._pending.append(answer)
-        try:  # no drain(): it would wait for the requests queued before this one too
-            result = await asyncio.wait_for(asyncio.shield(answer), ANSWER_WITHIN)
-        except TimeoutError:
-            _log.warning(
-                "the crypto helper (pid %s) did not answer a %s request within %g s:"
-                " killing it", proc.pid, kind, ANSWER_WITHIN,
-            )  # fmt: skip
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()  # its reader then ends: every pending request falls back
-            return None
+        self._pending.append((answer, loop.time(), kind))
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(ANSWER_WITHIN, self._watch, proc)
+        # no drain(): it would wait for the requests queued before this one too. A caller
+        # cancelled meanwhile cancels only its future: the reader drops that answer
+        result = await answer
         if result is _GONE:
             return None
         if isinstance(result, tuple) and len(result) == 2 and result[0] == "error":
@@ -176,12 +174,31 @@ class CryptoHelper:
             return None
         return result
 
+    def _watch(self, proc: asyncio.subprocess.Process) -> None:
+        """Kill the helper when its oldest unanswered request is :data:`ANSWER_WITHIN`
+        seconds old (its reader then ends: every pending request falls back); else look
+        again when it would be. One timer per helper, not one per request."""
+        self._watchdog = None
+        if not self._pending or self._proc is not proc:
+            return
+        _, sent, kind = self._pending[0]
+        loop = asyncio.get_running_loop()
+        if loop.time() - sent < ANSWER_WITHIN:
+            self._watchdog = loop.call_at(sent + ANSWER_WITHIN, self._watch, proc)
+            return
+        _log.warning(
+            "the crypto helper (pid %s) did not answer a %s request within %g s:"
+            " killing it", proc.pid, kind, ANSWER_WITHIN,
+        )  # fmt: skip
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
     async def examine(
         self, tokens: Sequence[str], bundle: TrustBundle, *, at: datetime, peer_id: str
     ) -> list[Examined] | None:
         """``tokens`` examined by the helper (:func:`relay.core.receiver.examine`), in
         order; None when it cannot answer (the caller then examines them itself)."""
-        result = await self._call("examine", list(tokens), at, peer_id, bundle=bundle)
+        result = await self._call("examine", list(tokens), pack_time(at), peer_id, bundle=bundle)
         if not isinstance(result, list) or len(result) != len(tokens):
             return None
         return [self._unpack(t, p) for t, p in zip(tokens, result, strict=True)]
@@ -197,8 +214,8 @@ class CryptoHelper:
         recipient: HpkePublicKey,
         at: datetime,
         facts: Mapping[str, Any] | None = None,
-    ) -> tuple[str, dict[str, str], str, Signed | None] | None:
-        """(inner JWS, ``sealed`` member, own copy, signed) of a new packet, as
+    ) -> tuple[dict[str, str], str, Signed | None] | None:
+        """(``sealed`` member, own copy, signed) of a new packet, as
         :func:`relay.core.packets.seal_content` and
         :func:`relay.core.packets.seal_own_copy` make them; ``signed``: with ``facts``
         (its routing facts but ``sealed``), the packet signed with them
@@ -206,13 +223,13 @@ class CryptoHelper:
         cannot answer (the caller then seals itself)."""
         pub = (recipient.suite.value, recipient.public_bytes)
         result = await self._call(
-            "seal", packet_id, case_id, to, dict(body), list(attachment_keys), pub, at,
-            None if facts is None else dict(facts),
+            "seal", packet_id, case_id, to, dict(body), list(attachment_keys), pub,
+            pack_time(at), None if facts is None else dict(facts),
         )  # fmt: skip
-        if not isinstance(result, tuple) or len(result) != 4:
+        if not isinstance(result, tuple) or len(result) != 3:
             return None
-        inner, sealed, own_copy, signed = result
-        return inner, sealed, own_copy, signed
+        sealed, own_copy, signed = result
+        return sealed, own_copy, signed
 
     def _unpack(self, token: str, packed: Packed) -> Examined:
         if len(packed) == 1:
@@ -233,9 +250,12 @@ class CryptoHelper:
                 head = await out.readexactly(4)
                 body = await out.readexactly(int.from_bytes(head, "big"))
                 answer = pickle.loads(body)  # noqa: S301 - our own helper, our own pipe
-                waiter = self._pending.popleft()
+                waiter, _, _ = self._pending.popleft()
                 if not waiter.done():  # a request cancelled meanwhile: its answer is dropped
                     waiter.set_result(answer)
+                if not self._pending and self._watchdog is not None:  # nothing to watch
+                    self._watchdog.cancel()
+                    self._watchdog = None
         except (asyncio.IncompleteReadError, ConnectionError, IndexError) as exc:
             if not self._closed:
                 _log.warning(
@@ -246,8 +266,11 @@ class CryptoHelper:
         finally:
             if self._proc is proc:
                 self._proc = None
+            if self._watchdog is not None:  # watching this helper: the next one arms its own
+                self._watchdog.cancel()
+                self._watchdog = None
             while self._pending:
-                waiter = self._pending.popleft()
+                waiter, _, _ = self._pending.popleft()
                 if not waiter.done():
                     waiter.set_result(_GONE)
             await _reap(proc)

@@ -17,11 +17,14 @@ ends are the node's own code). The first frame is the hello: the node id, the HP
 private keys (suite and secret, current first) and the seal signer (PKCS#8 PEM key and
 PEM chain). Then each request is answered, in order:
 
+Times (``at``) cross as integer microseconds since the Unix epoch (:func:`pack_time`):
+a datetime with its time zone pickles several times slower.
+
 - ``("examine", bundle fingerprint, bundle PEM or None, tokens, at, peer id)`` → one
   packed result per token (:func:`pack`). The bundle's PEM comes with the first request
   that names a new fingerprint, so fresh CRLs apply from the next batch, as in the node.
 - ``("seal", packet id, case id, to, body, attachment keys, (suite, recipient public
-  bytes), at, facts)`` → ``(inner JWS, sealed member, own copy, signed)``. ``facts``
+  bytes), at, facts)`` → ``(sealed member, own copy, signed)``. ``facts``
   are the packet's routing facts without ``sealed``, for the sequence number and
   ``prev`` the node expects the packet to get, or None; ``signed`` is then the packet
   signed with them, ``(outer JWS, digest, packet-sent leaf, routing facts)``
@@ -44,6 +47,7 @@ import signal
 import struct
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from relay.audit.leaves import LeafKind
@@ -62,7 +66,9 @@ from signing.certificates import TrustBundle
 from signing.hpke import HpkePrivateKey, HpkePublicKey, HpkeSuite
 from signing.keys import Signer
 
-__all__ = ["PIPE_BYTES", "Packed", "frame", "pack", "read_frame", "serve"]
+__all__ = [
+    "PIPE_BYTES", "Packed", "frame", "pack", "pack_time", "read_frame", "serve", "unpack_time",
+]  # fmt: skip
 
 _LEN = struct.Struct(">I")
 
@@ -74,6 +80,20 @@ verdict, body)`` (the token stays with the node, which sent it)."""
 PIPE_BYTES = 1 << 20
 """Capacity asked for both pipes (Linux ``F_SETPIPE_SZ``): a whole batch and its answer
 fit, so neither side waits for the other to read while it works."""
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def pack_time(at: datetime) -> int:
+    """An aware datetime as integer microseconds since the Unix epoch (exact)."""
+    return (at - _EPOCH) // _MICROSECOND
+
+
+def unpack_time(micros: int) -> datetime:
+    """The UTC datetime :func:`pack_time` gave ``micros`` for."""
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 def read_frame(stream: IO[bytes]) -> Any | None:
@@ -151,23 +171,24 @@ class _Node:
             key = self._recipients[(suite, raw)] = HpkePublicKey(HpkeSuite(suite), raw)
         return key
 
-    def examine(self, fingerprint: bytes, pem: bytes | None, tokens: list[str], at: Any,
+    def examine(self, fingerprint: bytes, pem: bytes | None, tokens: list[str], micros: int,
                 peer_id: str) -> list[Packed]:  # fmt: skip
-        bundle = self.bundle(fingerprint, pem)
+        bundle, at = self.bundle(fingerprint, pem), unpack_time(micros)
         return [
             pack(examine(t, bundle, self.ring, at=at, peer_id=peer_id, me=self.me)) for t in tokens
         ]
 
     def seal(self, packet_id: str, case_id: str, to: str, body: Any, keys: Any,
-             recipient: tuple[str, bytes], at: Any, facts: dict[str, Any] | None = None,
-             ) -> tuple[str, dict[str, str], str, Signed | None]:  # fmt: skip
+             recipient: tuple[str, bytes], micros: int, facts: dict[str, Any] | None = None,
+             ) -> tuple[dict[str, str], str, Signed | None]:  # fmt: skip
+        at = unpack_time(micros)
         inner, sealed = seal_content(
             packet_id, case_id, self.me, to, body, keys,
             signer=self.signer, recipient=self.recipient(*recipient), at=at,
         )  # fmt: skip
         own_copy = seal_own_copy(inner, packet_id, self.hpke[0], self.own_kid)
         signed = None if facts is None else sign_outer(facts, sealed, self.signer, self.me, at)
-        return inner, sealed, own_copy, signed
+        return sealed, own_copy, signed  # the inner JWS stays here: the node keeps the copy
 
 
 def serve(source: IO[bytes], sink: IO[bytes]) -> int:

@@ -32,7 +32,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from relay.core.errors import MalformedPacket
@@ -181,6 +181,19 @@ class RoutingFacts:
             },
         }
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as plain values: the crypto helper's answers carry one per packet, and
+        the default pickle of its datetimes and nested dataclasses cost ~10 us to write
+        and ~8 us to read, against ~2 and ~4."""
+        agreement, sealed = self.agreement, self.sealed
+        return _unpickle_facts, (
+            self.id, self.case, self.sender, self.receiver, self.matter, self.action,
+            self.mode, agreement.id, agreement.version, agreement.digest, self.seq,
+            self.prev, _pack_time(self.created), _pack_time(self.expires),
+            tuple((a.digest, a.size, a.media_type, a.name) for a in self.attachments),
+            sealed.suite, sealed.kid, sealed.ct,
+        )  # fmt: skip
+
     @classmethod
     def from_json(cls, obj: object) -> RoutingFacts:
         if not isinstance(obj, dict) or set(obj) != _FACT_KEYS or obj.get("v") != 1:
@@ -228,6 +241,33 @@ class RoutingFacts:
             attachments=refs,
             sealed=SealedContent(str_field(sealed, "suite"), str_field(sealed, "kid"), ct),
         )
+
+
+def _pack_time(at: datetime) -> int | datetime:
+    """A whole second in UTC as its Unix time (as routing facts hold them), any other
+    datetime as itself."""
+    if at.microsecond == 0 and at.tzinfo is UTC:
+        return int(at.timestamp())
+    return at
+
+
+def _unpack_time(at: int | datetime) -> datetime:
+    return datetime.fromtimestamp(at, UTC) if isinstance(at, int) else at
+
+
+def _unpickle_facts(
+    packet_id: str, case: str, sender: str, receiver: str, matter: str, action: str,
+    mode: str, agreement_id: str, version: int, agreement_digest: str, seq: int,
+    prev: str | None, created: int | datetime, expires: int | datetime,
+    attachments: tuple[tuple[str, int, str, str], ...], suite: str, kid: str, ct: bytes,
+) -> RoutingFacts:  # fmt: skip
+    """:class:`RoutingFacts` from what its ``__reduce__`` gave."""
+    return RoutingFacts(
+        packet_id, case, sender, receiver, matter, action, mode,
+        AgreementRef(agreement_id, version, agreement_digest), seq, prev,
+        _unpack_time(created), _unpack_time(expires),
+        tuple(AttachmentRef(*a) for a in attachments), SealedContent(suite, kid, ct),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -271,11 +271,11 @@ class RelayNode:
 
         With a crypto helper, the content is sealed there while more than
         ``seal_inline_up_to`` creations are in progress (by default always: the event
-        loop stays free for the requests, and the round trip costs a lone creation a
-        fraction of a millisecond); fewer, and it is sealed here. The helper also signs the routing facts, for the
-        sequence number and ``prev`` the case is expected to get
-        (:meth:`_expected_next`); the group commit keeps that signature when it allots
-        the same, and signs again here otherwise.
+        loop stays free for the requests, and the round trip costs a lone creation
+        about half a millisecond); fewer, and it is sealed here. The helper also signs
+        the routing facts, for the sequence number and ``prev`` the case is expected to
+        get (:meth:`_expected_next`); the group commit keeps that signature when it
+        allots the same, and signs again here otherwise.
 
         ``attachments`` are plaintext SHA-256 digests (hex) of attachments staged with
         :meth:`write_attachment`. Raises :class:`NotAuthorized` (the agreement does not
@@ -348,7 +348,7 @@ class RelayNode:
                     )  # fmt: skip
             ready: NewOutgoing | None = None
             if made is not None:
-                inner, sealed, own_copy, signed = made
+                sealed, own_copy, signed = made
                 if signed is not None:
                     with contextlib.suppress(PacketTooLarge):  # said by the build, as ever
                         ready = outgoing(*signed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +46,11 @@ import relay.core.helper as helper_module
 from certs.pki import revoke
 from relay.core.fakes import FakeNetwork
 from relay.core.helper import CryptoHelper
-from relay.core.helper_worker import frame, sign_outer
+from relay.core.helper_worker import frame, pack_time, sign_outer, unpack_time
 from relay.core.model import OutboxState
 from relay.core.outbox import OutboxPolicy
-from relay.core.packets import key_ring
+from relay.core.packets import AttachmentRef, RoutingFacts, SealedContent, key_ring
+from relay.core.ports import AgreementRef
 from relay.core.receipts import ReceiptStatus, verify_receipt
 from relay.core.receiver import Examined, examine
 from signing.encoding import b64url, b64url_decode
@@ -504,3 +507,25 @@ async def test_a_case_the_node_no_longer_remembers_is_signed_again_after_its_las
     finally:
         await sender.aclose()
         fed.close()
+
+
+def test_routing_facts_and_times_cross_the_pipe_unchanged() -> None:
+    """What crosses to and from the helper comes back equal: routing facts (pickled as
+    plain values, their attachments and sealed content included), a whole-second time
+    as the facts hold it and any other time as itself, and the requests' ``at`` to the
+    microsecond."""
+    at = datetime(2026, 12, 6, 8, 30, 15, 123456, tzinfo=UTC)
+    for created in (at.replace(microsecond=0), at, at.astimezone(timezone(timedelta(hours=8)))):
+        routing = RoutingFacts(
+            "p-1", "case-1", WUCHANG, DAFENG, MATTER, ACTION, MODE,
+            AgreementRef("agreement", 3, "d" * 64), 2, "e" * 64, created,
+            created + timedelta(days=1),
+            (AttachmentRef("a" * 64, 10, "application/pdf", "plan.pdf"),),
+            SealedContent("suite", "kid", b"\x00ct"),
+        )  # fmt: skip
+        again = pickle.loads(frame(routing)[4:])
+        assert again == routing
+        assert again.created.utcoffset() == created.utcoffset()
+    for moment in (at, at.replace(microsecond=0), datetime(1970, 1, 1, tzinfo=UTC)):
+        assert unpack_time(pack_time(moment)) == moment
+    assert pack_time(at) == 1796545815123456
