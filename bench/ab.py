@@ -3,6 +3,7 @@
 Usage::
 
     python -m bench.ab NAME MEASURE [--base REV] [--pairs N] [--column per_s]
+                       [--note REGEX] [--lower]
 
 Runs the benchmark NAME (``python -m bench NAME``) in a worktree of REV (default
 ``HEAD``) and in the working tree (the change, committed or not), ``N`` times each
@@ -11,6 +12,11 @@ machine that speeds up or slows down over the minutes favours neither side. From
 run it takes the ``per_s`` (or ``--column``, higher is better) of the row whose
 ``measure`` starts with MEASURE, and prints each figure, the median of each side and of
 the pairs' ratios (change / base), and in how many pairs the change was ahead.
+``--note REGEX`` takes the figure from the row's note instead (the regular expression's
+first group, e.g. ``'its process ([0-9.]+)'`` for node A's CPU per created packet, which
+a busy host disturbs less than the rate); ``--lower`` when less is better (a CPU, a
+latency): each ratio is then base / change, so a ratio over 1 still means the change is
+better.
 Environment variables (``BENCH_ONLY``, ``BENCH_PACKETS`` …) reach both sides.
 
 Why: on a 2-core machine two runs of the same code a minute apart differ by up to 25%
@@ -23,6 +29,7 @@ and the median ratio stands clear of the pairs' spread.
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import subprocess
 import sys
@@ -36,10 +43,12 @@ from pathlib import Path
 class Pair:
     base: float
     change: float
+    lower: bool = False  # less is better: the ratio is base / change
 
     @property
     def ratio(self) -> float:
-        return self.change / self.base
+        """Over 1 when the change is better."""
+        return self.base / self.change if self.lower else self.change / self.base
 
 
 def abba(pairs: int) -> list[str]:
@@ -71,12 +80,20 @@ def parse_tables(text: str) -> list[dict[str, str]]:
     return rows
 
 
-def figure(rows: Sequence[dict[str, str]], measure: str, column: str = "per_s") -> float:
-    """``column`` of the one row whose ``measure`` starts with ``measure``."""
+def figure(
+    rows: Sequence[dict[str, str]], measure: str, column: str = "per_s", note: str | None = None
+) -> float:
+    """``column`` of the one row whose ``measure`` starts with ``measure``; with ``note``
+    (a regular expression), its first group in that row's note."""
     found = [row for row in rows if row.get("measure", "").startswith(measure)]
     if len(found) != 1:
         names = [row.get("measure", "") for row in rows]
         raise ValueError(f"{len(found)} rows start with {measure!r}; the rows: {names}")
+    if note is not None:
+        match = re.search(note, found[0].get("note", ""))
+        if match is None:
+            raise ValueError(f"the note of {found[0]['measure']!r} does not match {note!r}")
+        return float(match.group(1).replace(",", ""))
     try:
         return float(found[0].get(column, "").replace(",", ""))
     except ValueError:
@@ -85,7 +102,7 @@ def figure(rows: Sequence[dict[str, str]], measure: str, column: str = "per_s") 
 
 def summary(pairs: Sequence[Pair]) -> str:
     ratios = [p.ratio for p in pairs]
-    ahead = sum(1 for r in ratios if r > 1)
+    ahead = sum(1 for r in ratios if r > 1)  # a ratio over 1: the change is better
     return (
         f"median base {statistics.median(p.base for p in pairs):,.1f}, change "
         f"{statistics.median(p.change for p in pairs):,.1f}; change / base: median "
@@ -94,14 +111,14 @@ def summary(pairs: Sequence[Pair]) -> str:
     )
 
 
-def _run(tree: Path, name: str, measure: str, column: str) -> float:
+def _run(tree: Path, name: str, measure: str, column: str, note: str | None) -> float:
     """One run of the bench in ``tree`` (its own ``bench`` and ``relay``: the current
     directory comes first on ``python -m``'s path). Its errors reach the terminal."""
     done = subprocess.run(
         [sys.executable, "-m", "bench", name], cwd=tree, check=True, stdout=subprocess.PIPE,
         text=True,
     )  # fmt: skip
-    return figure(parse_tables(done.stdout), measure, column)
+    return figure(parse_tables(done.stdout), measure, column, note)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base", default="HEAD", help="the revision to compare with")
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--column", default="per_s", help="the column compared (higher is better)")
+    parser.add_argument("--note", help="a regular expression: its first group in the row's note")
+    parser.add_argument("--lower", action="store_true", help="less is better (a CPU, a latency)")
     args = parser.parse_args(argv)
     here = Path(subprocess.check_output(["git", "rev-parse", "--show-toplevel"], text=True).strip())
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
@@ -121,11 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             got: dict[str, list[float]] = {"base": [], "change": []}
             for side in abba(args.pairs):
                 tree = base if side == "base" else here
-                got[side].append(_run(tree, args.name, args.measure, args.column))
-                print(f"{side:6} {got[side][-1]:12,.1f} {args.column}", flush=True)
+                got[side].append(_run(tree, args.name, args.measure, args.column, args.note))
+                what = args.column if args.note is None else args.note
+                print(f"{side:6} {got[side][-1]:12,.3f} {what}", flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=here)
-    pairs = [Pair(b, c) for b, c in zip(got["base"], got["change"], strict=True)]
+    pairs = [Pair(b, c, args.lower) for b, c in zip(got["base"], got["change"], strict=True)]
     print(summary(pairs))
     return 0
 

@@ -38,6 +38,9 @@ def test_the_figure_is_read_from_the_printed_table_by_the_start_of_its_measure()
         figure(parsed[:2], "")
     with pytest.raises(ValueError, match="has no per_s figure"):
         figure(parsed, "a row without")
+    assert figure(parsed, "create", note=r"p99 ([0-9.]+) ms") == pytest.approx(26.2)
+    with pytest.raises(ValueError, match="does not match"):
+        figure(parsed, "baseline", note=r"p99 ([0-9.]+) ms")
 
 
 def test_the_summary_gives_medians_the_ratio_spread_and_the_pairs_the_change_led() -> None:
@@ -45,4 +48,11 @@ def test_the_summary_gives_medians_the_ratio_spread_and_the_pairs_the_change_led
     text = summary(pairs)
     assert "median base 1,000.0, change 1,045.0" in text
     assert "median 1.100 (pairs 0.950-1.100)" in text
+    assert text.endswith("the change ahead in 2 of 3 pairs")
+
+
+def test_when_less_is_better_a_ratio_over_one_still_means_the_change_is_better() -> None:
+    pairs = [Pair(0.80, 0.70, lower=True), Pair(0.75, 0.72, lower=True), Pair(0.7, 0.8, lower=True)]
+    text = summary(pairs)
+    assert "median 1.042 (pairs 0.875-1.143)" in text
     assert text.endswith("the change ahead in 2 of 3 pairs")
