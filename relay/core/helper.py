@@ -30,12 +30,13 @@ import asyncio
 import contextlib
 import logging
 import pickle
+import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 
@@ -66,6 +67,79 @@ _GONE = object()
 """The answer of the requests pending when the helper ended."""
 
 
+class _Pipes(asyncio.SubprocessProtocol):
+    """The node's end of one helper process. Its answers are read off stdout as they
+    arrive, in this callback (no reader task, no stream buffer: a task's wake-up and
+    two stream reads per answer were a tenth of the node's side of a seal), and each
+    is handed to ``answered``; ``ended`` is called once, when its stdout closes (the
+    helper ended, or was killed)."""
+
+    def __init__(
+        self, answered: Callable[[object], None], ended: Callable[[_Pipes, str], None]
+    ) -> None:
+        self._answered = answered
+        self._ended = ended
+        self._held = b""  # the start of a frame whose rest has not arrived
+        self._transport: asyncio.SubprocessTransport | None = None
+        loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.stdout_closed: asyncio.Future[None] = loop.create_future()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._transport is None else self._transport.get_pid()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.SubprocessTransport, transport)
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` on the helper's stdin; :class:`ConnectionError` once it is closed."""
+        stdin = None if self._transport is None else self._transport.get_pipe_transport(0)
+        if stdin is None or stdin.is_closing():
+            raise ConnectionError("the crypto helper's stdin is closed")
+        cast(asyncio.WriteTransport, stdin).write(data)
+
+    def close_stdin(self) -> None:
+        """The helper ends when it has answered what it was sent."""
+        stdin = None if self._transport is None else self._transport.get_pipe_transport(0)
+        if stdin is not None:
+            stdin.close()
+
+    def kill(self) -> None:
+        if self._transport is not None and self._transport.get_returncode() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._transport.kill()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd != 1:
+            return
+        chunk = self._held + data if self._held else data
+        answers, start, size = [], 0, len(chunk)
+        with memoryview(chunk) as view:
+            while size - start >= 4:
+                end = start + 4 + int.from_bytes(view[start : start + 4], "big")
+                if end > size:
+                    break
+                answers.append(pickle.loads(view[start + 4 : end]))  # noqa: S301 - our pipe
+                start = end
+        self._held = chunk[start:] if start < size else b""
+        for answer in answers:
+            self._answered(answer)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1 and not self.stdout_closed.done():
+            self._ended(self, "EOF" if exc is None else type(exc).__name__)
+            self.stdout_closed.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
 class CryptoHelper:
     """One helper process for the node ``me`` holding ``keys`` (its HPKE private keys,
     current first: the helper opens sealed content and seals own copies with them) and
@@ -73,8 +147,8 @@ class CryptoHelper:
 
     def __init__(self, keys: Sequence[HpkePrivateKey], me: str, signer: Signer) -> None:
         self._hello = (me, [(k.suite.value, k.secret) for k in keys], signer.to_pem())
-        self._proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._proc: _Pipes | None = None
+        self._reaping: asyncio.Task[None] | None = None  # of the helper that ended last
         # requests sent and not answered yet, oldest first, with when each was sent
         self._pending: deque[tuple[asyncio.Future[object], float, str]] = deque()
         self._watchdog: asyncio.TimerHandle | None = None
@@ -114,21 +188,21 @@ class CryptoHelper:
                 return True
             if self._closed or time.monotonic() < self._down_until:
                 return False
+            if self._reaping is not None:  # the one before is gone first
+                await self._reaping
             try:
-                proc = await asyncio.create_subprocess_exec(
+                _, pipes = await asyncio.get_running_loop().subprocess_exec(
+                    lambda: _Pipes(self._answered, self._ended),
                     sys.executable, "-m", "relay.core.helper_worker",
-                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
                 )  # fmt: skip
             except OSError as exc:
                 _log.warning("cannot start the crypto helper (%s): working in-process", exc)
                 self._down_until = time.monotonic() + RESTART_AFTER
                 return False
-            assert proc.stdin is not None
-            assert proc.stdout is not None
-            proc.stdin.write(frame(self._hello))
-            self._proc, self._sent_bundle = proc, None
+            pipes.write(frame(self._hello))
+            self._proc, self._sent_bundle = pipes, None
             self.starts += 1
-            self._reader = asyncio.ensure_future(self._read(proc, proc.stdout))
             return True
 
     async def _call(self, kind: str, *args: Any, bundle: TrustBundle | None = None) -> object:
@@ -147,7 +221,6 @@ class CryptoHelper:
             return None
         proc = self._proc
         assert proc is not None
-        assert proc.stdin is not None
         request: tuple[Any, ...] = (kind, *args)
         if bundle is not None:
             fingerprint = bundle.fingerprint
@@ -156,16 +229,17 @@ class CryptoHelper:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[object] = loop.create_future()
         try:
-            proc.stdin.write(frame(request))
-        except (ConnectionError, RuntimeError):  # the pipe closed: the reader notices too
+            proc.write(frame(request))
+        except ConnectionError:  # the pipe closed: its end is noticed too
             return None
         if bundle is not None:
             self._sent_bundle = bundle.fingerprint
         self._pending.append((answer, loop.time(), kind))
         if self._watchdog is None:
             self._watchdog = loop.call_later(ANSWER_WITHIN, self._watch, proc)
-        # no drain(): it would wait for the requests queued before this one too. A caller
-        # cancelled meanwhile cancels only its future: the reader drops that answer
+        # nothing waits for the pipe to drain: that would wait for the requests queued
+        # before this one too. A caller cancelled meanwhile cancels only its future:
+        # its answer is dropped when it comes
         result = await answer
         if result is _GONE:
             return None
@@ -174,7 +248,7 @@ class CryptoHelper:
             return None
         return result
 
-    def _watch(self, proc: asyncio.subprocess.Process) -> None:
+    def _watch(self, proc: _Pipes) -> None:
         """Kill the helper when its oldest unanswered request is :data:`ANSWER_WITHIN`
         seconds old (its reader then ends: every pending request falls back); else look
         again when it would be. One timer per helper, not one per request."""
@@ -190,8 +264,7 @@ class CryptoHelper:
             "the crypto helper (pid %s) did not answer a %s request within %g s:"
             " killing it", proc.pid, kind, ANSWER_WITHIN,
         )  # fmt: skip
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+        proc.kill()  # its stdout then closes: every pending request falls back
 
     async def examine(
         self, tokens: Sequence[str], bundle: TrustBundle, *, at: datetime, peer_id: str
@@ -244,54 +317,60 @@ class CryptoHelper:
             self._identities[key] = signer
         return Examined(VerifiedPacket(token, digest, facts, signer), content, body)
 
-    async def _read(self, proc: asyncio.subprocess.Process, out: asyncio.StreamReader) -> None:
-        try:
-            while True:
-                head = await out.readexactly(4)
-                body = await out.readexactly(int.from_bytes(head, "big"))
-                answer = pickle.loads(body)  # noqa: S301 - our own helper, our own pipe
-                waiter, _, _ = self._pending.popleft()
-                if not waiter.done():  # a request cancelled meanwhile: its answer is dropped
-                    waiter.set_result(answer)
-                if not self._pending and self._watchdog is not None:  # nothing to watch
-                    self._watchdog.cancel()
-                    self._watchdog = None
-        except (asyncio.IncompleteReadError, ConnectionError, IndexError) as exc:
-            if not self._closed:
-                _log.warning(
-                    "the crypto helper (pid %s) ended (%s): working in-process for %.0f s",
-                    proc.pid, type(exc).__name__, RESTART_AFTER,
-                )  # fmt: skip
-            self._down_until = time.monotonic() + RESTART_AFTER
-        finally:
-            if self._proc is proc:
-                self._proc = None
-            if self._watchdog is not None:  # watching this helper: the next one arms its own
-                self._watchdog.cancel()
-                self._watchdog = None
-            while self._pending:
-                waiter, _, _ = self._pending.popleft()
-                if not waiter.done():
-                    waiter.set_result(_GONE)
-            await _reap(proc)
+    def _answered(self, answer: object) -> None:
+        """The next answer of the helper: to the oldest request not answered yet."""
+        if not self._pending:
+            _log.error("the crypto helper answered a request it was not sent: killing it")
+            if self._proc is not None:
+                self._proc.kill()
+            return
+        waiter, _, _ = self._pending.popleft()
+        if not waiter.done():  # a request cancelled meanwhile: its answer is dropped
+            waiter.set_result(answer)
+        if not self._pending and self._watchdog is not None:  # nothing to watch
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def _ended(self, pipes: _Pipes, why: str) -> None:
+        """The helper ``pipes`` ended (its stdout closed): its pending requests fall back
+        to the node, and another helper starts :data:`RESTART_AFTER` seconds from now."""
+        if not self._closed:
+            _log.warning(
+                "the crypto helper (pid %s) ended (%s): working in-process for %.0f s",
+                pipes.pid, why, RESTART_AFTER,
+            )  # fmt: skip
+        self._down_until = time.monotonic() + RESTART_AFTER
+        if self._proc is pipes:
+            self._proc = None
+        if self._watchdog is not None:  # watching this helper: the next one arms its own
+            self._watchdog.cancel()
+            self._watchdog = None
+        while self._pending:
+            waiter, _, _ = self._pending.popleft()
+            if not waiter.done():
+                waiter.set_result(_GONE)
+        self._reaping = asyncio.ensure_future(_reap(pipes))
 
     async def aclose(self) -> None:
         """Stop the helper: its stdin closes, it ends (killed if not within 5 s)."""
         self._closed = True
-        proc, reader = self._proc, self._reader
-        if proc is None or reader is None:
-            return
-        assert proc.stdin is not None
-        proc.stdin.close()
-        await reader  # it reaps the helper
+        pipes = self._proc
+        if pipes is not None:
+            pipes.close_stdin()
+            try:  # its stdout closes once it has ended
+                await asyncio.wait_for(asyncio.shield(pipes.stdout_closed), 5)
+            except TimeoutError:
+                pipes.kill()
+                await pipes.stdout_closed
+        if self._reaping is not None:
+            await self._reaping
 
 
-async def _reap(proc: asyncio.subprocess.Process) -> None:
-    """Wait for the helper's end; kill it if it has not ended within 5 s. (Killing one
-    that has ended would reap it behind asyncio's back: ``Popen.send_signal`` polls.)"""
+async def _reap(pipes: _Pipes) -> None:
+    """Wait for the helper's end; kill it if it has not ended within 5 s."""
     try:
-        await asyncio.wait_for(proc.wait(), 5)
+        await asyncio.wait_for(asyncio.shield(pipes.exited), 5)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
+        pipes.kill()
+        await pipes.exited
+    pipes.close()
