@@ -122,22 +122,17 @@ class GroupCommit:
     async def _gather(self) -> None:
         """Wait, at most ``linger`` seconds, while requests are on their way (and the
         group is not full)."""
-        if self._linger <= 0:
+        if self._linger <= 0 or len(self._queue) >= self._most or self._coming <= 0:
             return
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._linger
-        while len(self._queue) < self._most and self._coming > 0:
-            left = deadline - loop.time()
-            if left <= 0:
-                return
-            self._waiter = loop.create_future()
-            try:
-                async with asyncio.timeout(left):
-                    await self._waiter
-            except TimeoutError:
-                return
-            finally:
-                self._waiter = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._linger):  # one timer for the whole wait
+                while len(self._queue) < self._most and self._coming > 0:
+                    self._waiter = loop.create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
 
     async def _commit(self, group: list[_Request]) -> None:
         items = [(r.peer, r.case_id, r.build) for r in group]
