@@ -529,3 +529,19 @@ def test_routing_facts_and_times_cross_the_pipe_unchanged() -> None:
     for moment in (at, at.replace(microsecond=0), datetime(1970, 1, 1, tzinfo=UTC)):
         assert unpack_time(pack_time(moment)) == moment
     assert pack_time(at) == 1796545815123456
+
+
+async def test_answers_are_read_whole_however_the_pipe_cuts_them() -> None:
+    """The helper's stdout arrives in chunks of any size: an answer cut anywhere, several
+    in one chunk, or one byte at a time, each is handed over once, whole, in order."""
+    answers = [("first", b"\x00" * 300), ("second", list(range(50))), ("third", None)]
+    stream = b"".join(frame(a) for a in answers)
+    cuts = [[stream], [stream[:1], stream[1:]], [bytes([b]) for b in stream]]
+    cuts += [[stream[:k], stream[k:]] for k in range(2, len(stream), 37)]
+    for chunks in cuts:
+        got: list[object] = []
+        pipes = helper_module._Pipes(got.append, lambda pipes, why: None)
+        for chunk in chunks:
+            pipes.pipe_data_received(1, chunk)
+        pipes.pipe_data_received(2, b"not stdout")
+        assert got == answers, f"cut into {len(chunks)} chunks"
