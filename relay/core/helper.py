@@ -106,6 +106,8 @@ class _Pipes(asyncio.SubprocessProtocol):
             stdin.close()
 
     def kill(self) -> None:
+        """Kill the helper unless asyncio has seen it end (killing one that has ended
+        would reap it behind asyncio's back: ``Popen.send_signal`` polls)."""
         if self._transport is not None and self._transport.get_returncode() is None:
             with contextlib.suppress(ProcessLookupError):
                 self._transport.kill()
@@ -250,7 +252,7 @@ class CryptoHelper:
 
     def _watch(self, proc: _Pipes) -> None:
         """Kill the helper when its oldest unanswered request is :data:`ANSWER_WITHIN`
-        seconds old (its reader then ends: every pending request falls back); else look
+        seconds old (its stdout then closes: every pending request falls back); else look
         again when it would be. One timer per helper, not one per request."""
         self._watchdog = None
         if not self._pending or self._proc is not proc:
