@@ -40,7 +40,8 @@ from typing import Any, cast
 
 from cryptography import x509
 
-from relay.core.helper_worker import Packed, Signed, frame, pack_time
+from relay.core.fields import time_micros
+from relay.core.helper_worker import Packed, Signed, frame
 from relay.core.packets import VerifiedPacket
 from relay.core.receiver import Examined
 from signing.certificates import Identity, Purpose, TrustBundle
@@ -273,7 +274,7 @@ class CryptoHelper:
     ) -> list[Examined] | None:
         """``tokens`` examined by the helper (:func:`relay.core.receiver.examine`), in
         order; None when it cannot answer (the caller then examines them itself)."""
-        result = await self._call("examine", list(tokens), pack_time(at), peer_id, bundle=bundle)
+        result = await self._call("examine", list(tokens), time_micros(at), peer_id, bundle=bundle)
         if not isinstance(result, list) or len(result) != len(tokens):
             return None
         return [self._unpack(t, p) for t, p in zip(tokens, result, strict=True)]
@@ -299,7 +300,7 @@ class CryptoHelper:
         pub = (recipient.suite.value, recipient.public_bytes)
         result = await self._call(
             "seal", packet_id, case_id, to, dict(body), list(attachment_keys), pub,
-            pack_time(at), None if facts is None else dict(facts),
+            time_micros(at), None if facts is None else dict(facts),
         )  # fmt: skip
         if not isinstance(result, tuple) or len(result) != 3:
             return None

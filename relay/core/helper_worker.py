@@ -17,8 +17,8 @@ ends are the node's own code). The first frame is the hello: the node id, the HP
 private keys (suite and secret, current first) and the seal signer (PKCS#8 PEM key and
 PEM chain). Then each request is answered, in order:
 
-Times (``at``) cross as integer microseconds since the Unix epoch (:func:`pack_time`):
-a datetime with its time zone pickles several times slower.
+Times (``at``) cross as integer microseconds since the Unix epoch
+(:func:`relay.core.fields.time_micros`).
 
 - ``("examine", bundle fingerprint, bundle PEM or None, tokens, at, peer id)`` → one
   packed result per token (:func:`pack`). The bundle's PEM comes with the first request
@@ -47,10 +47,10 @@ import signal
 import struct
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from relay.audit.leaves import LeafKind
+from relay.core.fields import micros_time
 from relay.core.leaves import packet_leaf
 from relay.core.packets import (
     RoutingFacts,
@@ -66,9 +66,7 @@ from signing.certificates import TrustBundle
 from signing.hpke import HpkePrivateKey, HpkePublicKey, HpkeSuite
 from signing.keys import Signer
 
-__all__ = [
-    "PIPE_BYTES", "Packed", "frame", "pack", "pack_time", "read_frame", "serve", "unpack_time",
-]  # fmt: skip
+__all__ = ["PIPE_BYTES", "Packed", "frame", "pack", "read_frame", "serve"]
 
 _LEN = struct.Struct(">I")
 
@@ -80,20 +78,6 @@ verdict, body)`` (the token stays with the node, which sent it)."""
 PIPE_BYTES = 1 << 20
 """Capacity asked for both pipes (Linux ``F_SETPIPE_SZ``): a whole batch and its answer
 fit, so neither side waits for the other to read while it works."""
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def pack_time(at: datetime) -> int:
-    """An aware datetime as integer microseconds since the Unix epoch (exact)."""
-    return (at - _EPOCH) // _MICROSECOND
-
-
-def unpack_time(micros: int) -> datetime:
-    """The UTC datetime :func:`pack_time` gave ``micros`` for."""
-    return _EPOCH + timedelta(microseconds=micros)
 
 
 def read_frame(stream: IO[bytes]) -> Any | None:
@@ -173,7 +157,7 @@ class _Node:
 
     def examine(self, fingerprint: bytes, pem: bytes | None, tokens: list[str], micros: int,
                 peer_id: str) -> list[Packed]:  # fmt: skip
-        bundle, at = self.bundle(fingerprint, pem), unpack_time(micros)
+        bundle, at = self.bundle(fingerprint, pem), micros_time(micros)
         return [
             pack(examine(t, bundle, self.ring, at=at, peer_id=peer_id, me=self.me)) for t in tokens
         ]
@@ -181,7 +165,7 @@ class _Node:
     def seal(self, packet_id: str, case_id: str, to: str, body: Any, keys: Any,
              recipient: tuple[str, bytes], micros: int, facts: dict[str, Any] | None = None,
              ) -> tuple[dict[str, str], str, Signed | None]:  # fmt: skip
-        at = unpack_time(micros)
+        at = micros_time(micros)
         inner, sealed = seal_content(
             packet_id, case_id, self.me, to, body, keys,
             signer=self.signer, recipient=self.recipient(*recipient), at=at,

@@ -41,9 +41,11 @@ from relay.core.fields import (
     format_time,
     int_field,
     is_digest,
+    micros_time,
     node_field,
     parse_time,
     str_field,
+    time_micros,
 )
 from relay.core.ports import AgreementRef
 from relay.core.streams import Stream, stream_for
@@ -244,15 +246,13 @@ class RoutingFacts:
 
 
 def _pack_time(at: datetime) -> int | datetime:
-    """A whole second in UTC as its Unix time (as routing facts hold them), any other
-    datetime as itself."""
-    if at.microsecond == 0 and at.tzinfo is UTC:
-        return int(at.timestamp())
-    return at
+    """A time in UTC (as routing facts hold them) as integer microseconds, any other
+    datetime as itself (its time zone kept)."""
+    return time_micros(at) if at.tzinfo is UTC else at
 
 
 def _unpack_time(at: int | datetime) -> datetime:
-    return datetime.fromtimestamp(at, UTC) if isinstance(at, int) else at
+    return micros_time(at) if isinstance(at, int) else at
 
 
 def _unpickle_facts(

@@ -45,8 +45,9 @@ from relay_core_support import (
 import relay.core.helper as helper_module
 from certs.pki import revoke
 from relay.core.fakes import FakeNetwork
+from relay.core.fields import micros_time, time_micros
 from relay.core.helper import CryptoHelper
-from relay.core.helper_worker import frame, pack_time, sign_outer, unpack_time
+from relay.core.helper_worker import frame, sign_outer
 from relay.core.model import OutboxState
 from relay.core.outbox import OutboxPolicy
 from relay.core.packets import AttachmentRef, RoutingFacts, SealedContent, key_ring
@@ -527,8 +528,8 @@ def test_routing_facts_and_times_cross_the_pipe_unchanged() -> None:
         assert again == routing
         assert again.created.utcoffset() == created.utcoffset()
     for moment in (at, at.replace(microsecond=0), datetime(1970, 1, 1, tzinfo=UTC)):
-        assert unpack_time(pack_time(moment)) == moment
-    assert pack_time(at) == 1796545815123456
+        assert micros_time(time_micros(moment)) == moment
+    assert time_micros(at) == 1796545815123456
 
 
 async def test_answers_are_read_whole_however_the_pipe_cuts_them() -> None:
