@@ -316,7 +316,9 @@ async def write_through(
 
 class ReadOnce:
     """A file read once from start to end: what was read leaves the page cache
-    (:func:`release_cached`) every :data:`SYNC_BYTES` and at the end."""
+    (:func:`release_cached`) every :data:`SYNC_BYTES` and at the end; a reader that
+    stops before the end (a send broken off, a download abandoned) calls
+    :meth:`release`."""
 
     def __init__(self, f: BinaryIO) -> None:
         self._f = f
@@ -328,6 +330,10 @@ class ReadOnce:
             release_cached(self._f.fileno())
             self._release_at = self._f.tell() + SYNC_BYTES
         return data
+
+    def release(self) -> None:
+        """Let what was read leave the page cache now (the kernel's read-ahead too)."""
+        release_cached(self._f.fileno())
 
 
 async def read_from(path: Path, offset: int) -> AsyncIterator[bytes]:
@@ -346,6 +352,7 @@ async def read_from(path: Path, offset: int) -> AsyncIterator[bytes]:
         finally:
             with contextlib.suppress(Exception):
                 await pending  # the file closes only after its last read
+            source.release()  # also when the consumer stopped early
 
 
 class _Abandoned(Exception):
@@ -394,7 +401,10 @@ async def decrypt_to_async(
         try:
             with open(path, "rb") as src:
                 source = ReadOnce(src)  # the streams read with read(n) alone
-                streams.decrypt(kind, source, writer, key, aad)  # type: ignore[arg-type]
+                try:
+                    streams.decrypt(kind, source, writer, key, aad)  # type: ignore[arg-type]
+                finally:
+                    source.release()  # also when the consumer stopped early
         except _Abandoned:
             pass
         finally:

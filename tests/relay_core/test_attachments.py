@@ -221,6 +221,45 @@ async def test_an_attachment_leaves_the_page_cache_once_durable_and_once_sent(
     assert cached_bytes(received) < MIB, "the opened blob stayed in the page cache"
 
 
+async def test_a_blob_read_only_in_part_leaves_the_page_cache_too(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """A send the partner breaks off, a download the clerk abandons: what was read of the
+    blob leaves the page cache when the reading stops, not only at the end of the file.
+    (The kernel's read-ahead still in flight then may stay: at most its window, 8 MiB on
+    the test machine; half of what was read is the bound asserted.)"""
+    from relay.core import blobs
+
+    path = tmp_path / "blob"
+    with path.open("wb") as f:
+        f.write(os.urandom(40 * MIB))
+        f.flush()
+        os.fsync(f.fileno())
+        blobs.release_cached(f.fileno())  # durable, then out of the cache
+    reading = blobs.read_from(path, 0)
+    for _ in range(20):  # 20 MiB sent, then the partner went away
+        assert len(await anext(reading)) == blobs.CHUNK
+    assert cached_bytes(path) >= 20 * MIB, "reading did not cache: needs a disk-backed fs"
+    await reading.aclose()
+    assert cached_bytes(path) < 10 * MIB, "the blob read in part stayed in the page cache"
+
+    sender, receiver = federation.nodes[WUCHANG], federation.nodes[DAFENG]
+    digest = await stage(sender, os.urandom(40 * MIB))
+    await sender.create_packet(
+        to=DAFENG, case_id="c", matter=MATTER, action=ACTION, mode=MODE, content={},
+        attachments=[digest],
+    )  # fmt: skip
+    await drain(federation, WUCHANG)
+    blob = sender.list_outbox()[0].summary.attachments[0].digest
+    received = federation.stores[DAFENG].blob_path(blob)
+    download, opened = receiver.open_attachment(blob), 0
+    while opened < 20 * MIB:  # the clerk closed the page half-way
+        opened += len(await anext(download))
+    assert cached_bytes(received) >= 20 * MIB
+    await download.aclose()
+    assert cached_bytes(received) < 10 * MIB, "the blob opened in part stayed in the cache"
+
+
 async def test_a_file_system_that_refuses_the_cache_advice_still_takes_attachments(
     federation: Federation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
