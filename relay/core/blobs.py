@@ -332,7 +332,8 @@ class ReadOnce:
         return data
 
     def release(self) -> None:
-        """Let what was read leave the page cache now (the kernel's read-ahead too)."""
+        """Let what was read leave the page cache now, with what the kernel read ahead
+        (read-ahead still in flight at that moment may stay)."""
         release_cached(self._f.fileno())
 
 

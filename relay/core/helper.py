@@ -81,6 +81,7 @@ class _Pipes(asyncio.SubprocessProtocol):
         self._answered = answered
         self._ended = ended
         self._held = b""  # the start of a frame whose rest has not arrived
+        self._garbled = False  # an answer did not read: nothing more is
         self._transport: asyncio.SubprocessTransport | None = None
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[None] = loop.create_future()
@@ -118,7 +119,7 @@ class _Pipes(asyncio.SubprocessProtocol):
             self._transport.close()
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
-        if fd != 1:
+        if fd != 1 or self._garbled:
             return
         chunk = self._held + data if self._held else data
         answers, start, size = [], 0, len(chunk)
@@ -127,9 +128,17 @@ class _Pipes(asyncio.SubprocessProtocol):
                 end = start + 4 + int.from_bytes(view[start : start + 4], "big")
                 if end > size:
                     break
-                answers.append(pickle.loads(view[start + 4 : end]))  # noqa: S301 - our pipe
+                try:
+                    answers.append(pickle.loads(view[start + 4 : end]))  # noqa: S301 - our pipe
+                except Exception as exc:
+                    # the stream cannot be followed further: the helper is killed, its end
+                    # falls every pending request back to the node
+                    _log.error("the crypto helper's answer does not read (%r): killing it", exc)
+                    self._garbled = True
+                    self.kill()
+                    break
                 start = end
-        self._held = chunk[start:] if start < size else b""
+        self._held = chunk[start:] if start < size and not self._garbled else b""
         for answer in answers:
             self._answered(answer)
 

@@ -272,7 +272,7 @@ class RelayNode:
         With a crypto helper, the content is sealed there while more than
         ``seal_inline_up_to`` creations are in progress (by default always: the event
         loop stays free for the requests, and the round trip costs a lone creation
-        about half a millisecond); fewer, and it is sealed here. The helper also signs
+        0.4-1 ms); fewer, and it is sealed here. The helper also signs
         the routing facts, for the sequence number and ``prev`` the case is expected to
         get (:meth:`_expected_next`); the group commit keeps that signature when it
         allots the same, and signs again here otherwise.

@@ -546,3 +546,20 @@ async def test_answers_are_read_whole_however_the_pipe_cuts_them() -> None:
             pipes.pipe_data_received(1, chunk)
         pipes.pipe_data_received(2, b"not stdout")
         assert got == answers, f"cut into {len(chunks)} chunks"
+
+
+async def test_an_answer_that_does_not_read_ends_the_helper_instead_of_the_reading(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A garbled frame on the helper's stdout (never written by our helper): nothing is
+    handed over from there on, no exception escapes the pipe's callback, and the helper
+    is killed (its end then falls every pending request back to the node)."""
+    got: list[object] = []
+    pipes = helper_module._Pipes(got.append, lambda pipes, why: None)
+    killed: list[bool] = []
+    pipes.kill = lambda: killed.append(True)  # type: ignore[method-assign]
+    pipes.pipe_data_received(1, frame("first") + b"\x00\x00\x00\x03xyz" + frame("after"))
+    pipes.pipe_data_received(1, frame("later"))
+    assert got == ["first"]
+    assert killed == [True]
+    assert "does not read" in caplog.text
