@@ -7,16 +7,20 @@ name, or a token's subject), from which address, what (method, path, status, and
 whether a session or a bearer token was used). ``tongban staff journal`` prints it.
 
 Request lines are group-committed (:class:`JournalWriter`): a request's answer still
-waits until its line is committed, but the lines of all requests that finish while a
-commit is running share the next commit, made in a worker thread on the journal's own
-connection. Sixteen busy staff clients used to cost sixteen fsyncs in a row on the
-event loop (issue 12: over half the wall time of packet creation).
+waits until its line is committed, but the lines of all requests that finish in the
+same turn of the event loop share one commit, on the journal's own connection. Sixteen
+busy staff clients used to cost sixteen fsyncs in a row on the event loop (issue 12:
+over half the wall time of packet creation).
+
+The commit runs on the event loop while the disk is quick, and in a worker thread while
+it is slow (see :class:`JournalWriter`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,16 +48,41 @@ class _Line:
     written: asyncio.Future[None]
 
 
-class JournalWriter:
-    """Group commit of journal lines: one transaction for every line queued while the
-    previous transaction ran, committed in a worker thread (a single writer)."""
+SLOW_COMMIT = 0.005
+"""A journal commit on the event loop that takes longer than this (seconds) shows a
+slow disk: the next ones go to a worker thread for :data:`OFF_LOOP_FOR` seconds."""
 
-    def __init__(self, store: StaffStore) -> None:
+OFF_LOOP_FOR = 60.0
+"""Seconds the journal commits in a worker thread after a slow commit on the loop; the
+loop is tried again after that (the disk may have been busy for a while only)."""
+
+
+class JournalWriter:
+    """Group commit of journal lines: one transaction for every line queued in the same
+    turn of the event loop (or while the previous transaction ran), by a single writer.
+
+    The transaction is small (a line or a few, one fsync): on the event loop it takes
+    about 0.3 ms here. It used to run in a worker thread, where it waited about 2 ms
+    for the interpreter lock while the loop was busy with other requests, and every
+    staff request's answer waited with it: with 16 clients creating packets, moving it
+    to the loop raised the rate by a quarter (``bench relay_http``, issue 12). A disk
+    whose flush is slow would hold the loop instead, so a commit that takes longer than
+    :data:`SLOW_COMMIT` on the loop sends the next ones to a worker thread for
+    :data:`OFF_LOOP_FOR` seconds (``clock``: a monotonic clock, for tests)."""
+
+    def __init__(self, store: StaffStore, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
+        self._clock = clock
         self._queue: list[_Line] = []
         self._drain: asyncio.Task[None] | None = None
+        self._off_loop_until: float | None = None  # while the disk is slow
         self.commits = 0
         """Transactions committed so far (for tests)."""
+
+    @property
+    def off_loop(self) -> bool:
+        """Whether commits run in a worker thread now (after a slow one on the loop)."""
+        return self._off_loop_until is not None and self._clock() < self._off_loop_until
 
     async def write(self, row: JournalRow) -> None:
         """Returns once ``row`` is committed; raises what the commit raised. A caller
@@ -68,7 +97,7 @@ class JournalWriter:
         while self._queue:
             group, self._queue = self._queue, []
             try:
-                await asyncio.to_thread(self._store.journal_many, [line.row for line in group])
+                await self._commit([line.row for line in group])
             except Exception as exc:  # nothing of the group is written; each caller hears
                 for line in group:
                     line.written.set_exception(exc)
@@ -77,6 +106,24 @@ class JournalWriter:
             self.commits += 1
             for line in group:
                 line.written.set_result(None)
+
+    async def _commit(self, rows: list[JournalRow]) -> None:
+        if self.off_loop:
+            await asyncio.to_thread(self._store.journal_many, rows)
+            return
+        started = self._clock()
+        try:
+            self._store.journal_many(rows)
+        finally:
+            took = self._clock() - started
+            if took > SLOW_COMMIT:
+                self._off_loop_until = self._clock() + OFF_LOOP_FOR
+                _log.info(
+                    "a staff journal commit took %.1f ms on the event loop (a slow disk);"
+                    " the journal commits in a worker thread for the next %.0f s",
+                    took * 1000,
+                    OFF_LOOP_FOR,
+                )
 
 
 def journal_middleware(store: StaffStore, clock: Callable[[], datetime]) -> Middleware:

@@ -5,7 +5,9 @@ token request makes no SQLite write of its own."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ import pytest
 from dbkit import Database
 from signin_kit import NODE, Desk
 
-from relay.signin.journal import JournalWriter
+from relay.signin.journal import OFF_LOOP_FOR, SLOW_COMMIT, JournalWriter
 from relay.signin.store import StaffStore, journal_row
 from relay.staff_auth import StaffRole, issue_token
 
@@ -63,6 +65,76 @@ async def test_a_failed_commit_reaches_every_caller_of_its_group_and_the_next_gr
         monkeypatch.setattr(store, "journal_many", real)
         await writer.write(_row(3))
         assert [e.detail["n"] for e in store.journal_entries()] == [3]
+    finally:
+        store.close()
+
+
+class _Disk:
+    """A monotonic clock that a commit advances by ``flush`` seconds, and the threads
+    the commits ran on."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.flush = 0.0
+        self.threads: list[int] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def timed(self, commit: Any) -> Any:
+        def journal_many(rows: Any) -> None:
+            self.threads.append(threading.get_ident())
+            self.now += self.flush
+            commit(rows)
+
+        return journal_many
+
+
+async def test_commits_run_on_the_event_loop_while_the_disk_is_quick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = StaffStore(tmp_path)
+    disk = _Disk()
+    monkeypatch.setattr(store, "journal_many", disk.timed(store.journal_many))
+    writer = JournalWriter(store, clock=disk.clock)
+    loop_thread = threading.get_ident()
+    try:
+        disk.flush = SLOW_COMMIT / 2
+        for i in range(3):
+            await asyncio.gather(*(writer.write(_row(10 * i + k)) for k in range(4)))
+        assert disk.threads == [loop_thread] * 3
+        assert writer.commits == 3
+        assert not writer.off_loop
+        assert len(list(store.journal_entries())) == 12
+    finally:
+        store.close()
+
+
+async def test_a_slow_commit_sends_the_next_ones_to_a_worker_thread_for_a_while(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = StaffStore(tmp_path)
+    disk = _Disk()
+    monkeypatch.setattr(store, "journal_many", disk.timed(store.journal_many))
+    writer = JournalWriter(store, clock=disk.clock)
+    loop_thread = threading.get_ident()
+    try:
+        disk.flush = SLOW_COMMIT * 2  # the flush of a slow disk, on the loop
+        with caplog.at_level(logging.INFO, logger="tongban.relay.signin"):
+            await writer.write(_row(0))
+        assert writer.off_loop
+        assert "took 10.0 ms on the event loop" in caplog.text
+        await asyncio.gather(*(writer.write(_row(k)) for k in range(1, 4)))
+        disk.now += OFF_LOOP_FOR / 2
+        await writer.write(_row(4))
+        assert disk.threads[0] == loop_thread
+        assert loop_thread not in disk.threads[1:]  # still slow: both in a worker thread
+        disk.flush = 0.0
+        disk.now += OFF_LOOP_FOR  # the while is over: the loop is tried again
+        await writer.write(_row(5))
+        assert disk.threads[-1] == loop_thread
+        assert not writer.off_loop
+        assert sorted(e.detail["n"] for e in store.journal_entries()) == list(range(6))
     finally:
         store.close()
 
