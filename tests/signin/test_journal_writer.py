@@ -8,6 +8,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,73 +71,63 @@ async def test_a_failed_commit_reaches_every_caller_of_its_group_and_the_next_gr
 
 
 class _Disk:
-    """A monotonic clock that a commit advances by ``flush`` seconds, and the threads
-    the commits ran on."""
+    """A staff store whose journal commits advance a monotonic clock by ``flush``
+    seconds and note the thread they ran on, and a writer on that clock."""
 
-    def __init__(self) -> None:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         self.now = 1000.0
         self.flush = 0.0
         self.threads: list[int] = []
+        self.store = StaffStore(tmp_path)
+        commit = self.store.journal_many
 
-    def clock(self) -> float:
-        return self.now
-
-    def timed(self, commit: Any) -> Any:
         def journal_many(rows: Any) -> None:
             self.threads.append(threading.get_ident())
             self.now += self.flush
             commit(rows)
 
-        return journal_many
+        monkeypatch.setattr(self.store, "journal_many", journal_many)
+        self.writer = JournalWriter(self.store, clock=lambda: self.now)
 
 
-async def test_commits_run_on_the_event_loop_while_the_disk_is_quick(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = StaffStore(tmp_path)
-    disk = _Disk()
-    monkeypatch.setattr(store, "journal_many", disk.timed(store.journal_many))
-    writer = JournalWriter(store, clock=disk.clock)
+@pytest.fixture
+def disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_Disk]:
+    made = _Disk(tmp_path, monkeypatch)
+    yield made
+    made.store.close()
+
+
+async def test_commits_run_on_the_event_loop_while_the_disk_is_quick(disk: _Disk) -> None:
     loop_thread = threading.get_ident()
-    try:
-        disk.flush = SLOW_COMMIT / 2
-        for i in range(3):
-            await asyncio.gather(*(writer.write(_row(10 * i + k)) for k in range(4)))
-        assert disk.threads == [loop_thread] * 3
-        assert writer.commits == 3
-        assert not writer.off_loop
-        assert len(list(store.journal_entries())) == 12
-    finally:
-        store.close()
+    disk.flush = SLOW_COMMIT / 2
+    for i in range(3):
+        await asyncio.gather(*(disk.writer.write(_row(10 * i + k)) for k in range(4)))
+    assert disk.threads == [loop_thread] * 3
+    assert disk.writer.commits == 3
+    assert not disk.writer.off_loop
+    assert len(list(disk.store.journal_entries())) == 12
 
 
 async def test_a_slow_commit_sends_the_next_ones_to_a_worker_thread_for_a_while(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    disk: _Disk, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = StaffStore(tmp_path)
-    disk = _Disk()
-    monkeypatch.setattr(store, "journal_many", disk.timed(store.journal_many))
-    writer = JournalWriter(store, clock=disk.clock)
-    loop_thread = threading.get_ident()
-    try:
-        disk.flush = SLOW_COMMIT * 2  # the flush of a slow disk, on the loop
-        with caplog.at_level(logging.INFO, logger="tongban.relay.signin"):
-            await writer.write(_row(0))
-        assert writer.off_loop
-        assert "took 10.0 ms on the event loop" in caplog.text
-        await asyncio.gather(*(writer.write(_row(k)) for k in range(1, 4)))
-        disk.now += OFF_LOOP_FOR / 2
-        await writer.write(_row(4))
-        assert disk.threads[0] == loop_thread
-        assert loop_thread not in disk.threads[1:]  # still slow: both in a worker thread
-        disk.flush = 0.0
-        disk.now += OFF_LOOP_FOR  # the while is over: the loop is tried again
-        await writer.write(_row(5))
-        assert disk.threads[-1] == loop_thread
-        assert not writer.off_loop
-        assert sorted(e.detail["n"] for e in store.journal_entries()) == list(range(6))
-    finally:
-        store.close()
+    loop_thread, writer = threading.get_ident(), disk.writer
+    disk.flush = SLOW_COMMIT * 2  # the flush of a slow disk, on the loop
+    with caplog.at_level(logging.INFO, logger="tongban.relay.signin"):
+        await writer.write(_row(0))
+    assert writer.off_loop
+    assert "took 10.0 ms on the event loop" in caplog.text
+    await asyncio.gather(*(writer.write(_row(k)) for k in range(1, 4)))
+    disk.now += OFF_LOOP_FOR / 2
+    await writer.write(_row(4))
+    assert disk.threads[0] == loop_thread
+    assert loop_thread not in disk.threads[1:]  # still slow: both in a worker thread
+    disk.flush = 0.0
+    disk.now += OFF_LOOP_FOR  # the while is over: the loop is tried again
+    await writer.write(_row(5))
+    assert disk.threads[-1] == loop_thread
+    assert not writer.off_loop
+    assert sorted(e.detail["n"] for e in disk.store.journal_entries()) == list(range(6))
 
 
 async def test_bearer_token_requests_are_journaled_without_a_write_per_request(
