@@ -65,7 +65,7 @@ class JournalWriter:
     about 0.3 ms here. It used to run in a worker thread, where it waited about 2 ms
     for the interpreter lock while the loop was busy with other requests, and every
     staff request's answer waited with it: with 16 clients creating packets, moving it
-    to the loop raised the rate by a quarter (``bench relay_http``, issue 12). A disk
+    to the loop raised the rate by 11-25% (``bench relay_http``, issue 12). A disk
     whose flush is slow would hold the loop instead, so a commit that takes longer than
     :data:`SLOW_COMMIT` on the loop sends the next ones to a worker thread for
     :data:`OFF_LOOP_FOR` seconds (``clock``: a monotonic clock, for tests)."""
