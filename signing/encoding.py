@@ -18,6 +18,7 @@ from __future__ import annotations
 import binascii
 import json
 import math
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = [
     "check_ijson",
     "is_canonical_b64url",
     "loads_ijson",
+    "nested_deeper_than",
 ]
 
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -207,8 +209,42 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+_INNERMOST = re.compile(rb"\[\]|\{\}")
+_NOT_BRACKETS_OR_QUOTES = bytes(b for b in range(256) if b not in b'[]{}"')
+
+
+def nested_deeper_than(text: bytes | str, max_depth: int) -> bool:
+    """Whether the JSON text ``text`` nests arrays and objects more than ``max_depth``
+    deep (text that is not JSON may answer either way: the parser refuses it anyway).
+
+    Found without recursion, before parsing: the standard parser recurses once per
+    level and stops only at the interpreter's recursion limit, and a garbage
+    collection that starts down there runs finalizers with no stack left, whose
+    errors cannot even be reported. Strings are taken out first (their brackets do
+    not nest), then each pass removes the innermost ``[]`` and ``{}`` pairs: what is
+    left after ``max_depth`` passes is deeper. All of it runs in C but the loop of
+    passes, one per level of the text. Text with at most ``max_depth``
+    brackets in all is settled by counting them."""
+    raw = text.encode("utf-8", "replace") if isinstance(text, str) else text
+    if raw.count(b"[") + raw.count(b"{") <= max_depth:
+        return False
+    # escaped backslashes, then escaped quotes, out: every quote left opens or closes a
+    # string, and what lies between two of them (every other piece) is a string's
+    kept = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_BRACKETS_OR_QUOTES)
+    brackets = b"".join(kept.split(b'"')[0::2])
+    for _ in range(max_depth):
+        if not brackets:
+            return False
+        brackets = _INNERMOST.sub(b"", brackets)
+    return bool(brackets)
+
+
 def loads_ijson(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
-    """Parse JSON text and :func:`check_ijson` it; :class:`MalformedInput` if either fails."""
+    """Parse JSON text and :func:`check_ijson` it; :class:`MalformedInput` if either fails
+    (text nested deeper than ``max_depth`` is refused before it is parsed,
+    :func:`nested_deeper_than`)."""
+    if nested_deeper_than(data, max_depth):
+        raise MalformedInput(f"nested deeper than {max_depth} levels")
     try:
         value = json.loads(data, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
     except RecursionError:

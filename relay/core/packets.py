@@ -59,6 +59,7 @@ from signing.encoding import (
     check_ijson,
     is_canonical_b64url,
     loads_ijson,
+    nested_deeper_than,
 )
 from signing.errors import MalformedInput
 from signing.hpke import HpkePrivateKey, HpkePublicKey, hpke_open, hpke_seal, seal_info
@@ -360,6 +361,8 @@ def peek_facts(token: str) -> Mapping[str, Any] | None:
     it does not even parse. Never trust anything read here."""
     try:
         payload = b64url_decode(token.split(".")[1])
+        if nested_deeper_than(payload, MAX_DEPTH):
+            return None
         obj = json.loads(payload)
     except (IndexError, ValueError, MalformedInput, AttributeError, RecursionError):
         return None
