@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from signing.certificates import Purpose, TrustBundle, is_node_id, validate_path
-from signing.encoding import canonical_json
+from signing.encoding import canonical_json, loads_shallow
 from signing.errors import InvalidSignature, MalformedInput
 from signing.hpke import HpkePublicKey, HpkeSuite
 from signing.jws import MAX_CLOCK_SKEW, sign_compact, verify_compact
@@ -179,7 +178,7 @@ def verify_descriptor(data: bytes, bundle: TrustBundle, *, at: datetime) -> Node
     """Verify ``node.json`` bytes; raises InvalidSignature, or CertificateRejected when
     the TLS chain fails path validation."""
     try:
-        outer = json.loads(data.decode("utf-8"))
+        outer = loads_shallow(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _fail(f"node.json is not JSON: {exc}") from None
     if not isinstance(outer, dict) or set(outer) != {"descriptor"}:
@@ -189,7 +188,7 @@ def verify_descriptor(data: bytes, bundle: TrustBundle, *, at: datetime) -> Node
         raise _fail("descriptor is not a string")
     verified = verify_compact(token, bundle, at=at, typ=NODE_TYP, purpose=Purpose.SEAL)
     try:
-        obj = json.loads(verified.payload.decode("utf-8"))
+        obj = loads_shallow(verified.payload.decode("utf-8"))
         if canonical_json(obj) != verified.payload:
             raise MalformedInput("payload is not canonical JSON")
         descriptor = NodeDescriptor.from_json(obj)

@@ -33,6 +33,7 @@ __all__ = [
     "check_ijson",
     "is_canonical_b64url",
     "loads_ijson",
+    "loads_shallow",
     "nested_deeper_than",
 ]
 
@@ -222,9 +223,9 @@ def nested_deeper_than(text: bytes | str, max_depth: int) -> bool:
     collection that starts down there runs finalizers with no stack left, whose
     errors cannot even be reported. Strings are taken out first (their brackets do
     not nest), then each pass removes the innermost ``[]`` and ``{}`` pairs: what is
-    left after ``max_depth`` passes is deeper. All of it runs in C but the loop of
-    passes, one per level of the text. Text with at most ``max_depth``
-    brackets in all is settled by counting them."""
+    left after ``max_depth`` passes is deeper. Text with at most ``max_depth`` brackets
+    in all is settled by counting them. All of it runs in C but the loop of passes, one
+    per level of the text."""
     raw = text.encode("utf-8", "replace") if isinstance(text, str) else text
     if raw.count(b"[") + raw.count(b"{") <= max_depth:
         return False
@@ -237,6 +238,15 @@ def nested_deeper_than(text: bytes | str, max_depth: int) -> bool:
             return False
         brackets = _INNERMOST.sub(b"", brackets)
     return bool(brackets)
+
+
+def loads_shallow(text: bytes | str, *, max_depth: int = MAX_DEPTH, **options: Any) -> Any:
+    """``json.loads(text, **options)`` for text from outside that needs no I-JSON check:
+    text nested deeper than ``max_depth`` raises ``ValueError`` before it is parsed
+    (:func:`nested_deeper_than`)."""
+    if nested_deeper_than(text, max_depth):
+        raise ValueError(f"nested deeper than {max_depth} levels")
+    return json.loads(text, **options)
 
 
 def loads_ijson(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:

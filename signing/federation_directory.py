@@ -28,7 +28,6 @@ using its last good copy and alerts (``relay.federation``).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from cryptography.hazmat.primitives import hashes
 from signing import pathcache
 from signing.certificates import Purpose, TrustBundle, is_node_id
 from signing.descriptor import NodeDescriptor, verify_descriptor
-from signing.encoding import b64url, b64url_decode, canonical_json
+from signing.encoding import b64url, b64url_decode, canonical_json, loads_shallow
 from signing.errors import CertificateRejected, InvalidSignature, MalformedInput
 from signing.jws import MAX_CLOCK_SKEW, sign_compact, verify_compact
 from signing.keys import Signer
@@ -126,8 +125,8 @@ class DirectoryEntry:
         """An entry for a node's own ``node.json`` (names and URLs read from it, unverified:
         the publisher checks the result with :func:`verify_directory`)."""
         try:
-            token = json.loads(data)["descriptor"]
-            payload = json.loads(_b64url_payload(token))
+            token = loads_shallow(data)["descriptor"]
+            payload = loads_shallow(_b64url_payload(token))
             descriptor = NodeDescriptor.from_json(payload)
         except (ValueError, KeyError, TypeError) as exc:
             raise MalformedInput(f"not a node.json: {exc}") from None
@@ -282,7 +281,7 @@ def verify_directory(data: bytes | str, bundle: TrustBundle, *, at: datetime) ->
     token = text.strip()
     verified = verify_compact(token, bundle, at=at, typ=DIRECTORY_TYP, purpose=Purpose.DIRECTORY)
     try:
-        obj = json.loads(verified.payload.decode("utf-8"))
+        obj = loads_shallow(verified.payload.decode("utf-8"))
         if canonical_json(obj) != verified.payload:
             raise MalformedInput("payload is not canonical JSON")
         directory = FederationDirectory.from_json(obj)

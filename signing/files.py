@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from datetime import datetime
 from typing import BinaryIO
 
 from signing.certificates import Identity, Purpose, TrustBundle
-from signing.encoding import canonical_json
+from signing.encoding import canonical_json, loads_shallow
 from signing.errors import InvalidSignature
 from signing.jws import sign_compact as _sign_compact
 from signing.jws import verify_compact
@@ -78,7 +77,7 @@ class FileManifest:
     @classmethod
     def from_bytes(cls, data: bytes) -> FileManifest:
         """Parse a manifest; the bytes must be exactly its canonical JSON."""
-        obj = json.loads(data.decode("utf-8"))
+        obj = loads_shallow(data.decode("utf-8"))
         if not isinstance(obj, dict) or set(obj) != _KEYS:
             raise ValueError(f"manifest members must be exactly {sorted(_KEYS)}")
         manifest = cls(

@@ -40,7 +40,7 @@ from jwt.api_jws import PyJWS
 
 from signing import pathcache
 from signing.certificates import Identity, Purpose, TrustBundle, validate_path
-from signing.encoding import MAX_DEPTH, b64url, b64url_decode, nested_deeper_than
+from signing.encoding import b64url, b64url_decode, loads_shallow
 from signing.errors import CertificateRejected, InvalidSignature, MalformedInput
 from signing.keys import (
     SM2_ALGORITHM,
@@ -269,10 +269,7 @@ def _header(head: str) -> Any:
     known = _HEADERS.get(head)
     if known is not None:
         return known
-    text = b64url_decode(head).decode("utf-8")
-    if nested_deeper_than(text, MAX_DEPTH):
-        raise ValueError(f"protected header nested deeper than {MAX_DEPTH} levels")
-    header = json.loads(text, object_pairs_hook=_no_duplicates)
+    header = loads_shallow(b64url_decode(head).decode("utf-8"), object_pairs_hook=_no_duplicates)
     if _stray_bits(head):
         raise ValueError("non-canonical base64url (stray trailing bits)")
     if isinstance(header, dict):

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,7 +58,7 @@ from signing.encoding import (
     check_ijson,
     is_canonical_b64url,
     loads_ijson,
-    nested_deeper_than,
+    loads_shallow,
 )
 from signing.errors import MalformedInput
 from signing.hpke import HpkePrivateKey, HpkePublicKey, hpke_open, hpke_seal, seal_info
@@ -360,10 +359,7 @@ def peek_facts(token: str) -> Mapping[str, Any] | None:
     """The unverified payload object of a packet, for naming it in a refusal; None if
     it does not even parse. Never trust anything read here."""
     try:
-        payload = b64url_decode(token.split(".")[1])
-        if nested_deeper_than(payload, MAX_DEPTH):
-            return None
-        obj = json.loads(payload)
+        obj = loads_shallow(b64url_decode(token.split(".")[1]))
     except (IndexError, ValueError, MalformedInput, AttributeError, RecursionError):
         return None
     return obj if isinstance(obj, dict) else None

@@ -119,9 +119,9 @@ class JournalWriter:
             if took > SLOW_COMMIT:
                 self._off_loop_until = self._clock() + OFF_LOOP_FOR
                 _log.info(
-                    "a staff journal commit took %.1f ms on the event loop (a slow disk, or a lock"
-                    " held elsewhere);"
-                    " the journal commits in a worker thread for the next %.0f s",
+                    "a staff journal commit took %.1f ms on the event loop (a slow disk, or"
+                    " a lock held elsewhere); the journal commits in a worker thread for the"
+                    " next %.0f s",
                     took * 1000,
                     OFF_LOOP_FOR,
                 )

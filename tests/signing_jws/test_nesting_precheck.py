@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signing.encoding import MAX_DEPTH, loads_ijson, nested_deeper_than
+from signing.encoding import MAX_DEPTH, loads_ijson, loads_shallow, nested_deeper_than
 from signing.errors import MalformedInput
 
 
@@ -36,6 +36,22 @@ def test_deep_text_is_refused_without_parsing_it(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(json, "loads", parse)
     with pytest.raises(MalformedInput, match=f"nested deeper than {MAX_DEPTH} levels"):
         loads_ijson(_nested(5000).encode())
+
+
+def test_the_parsers_of_outside_text_refuse_it_before_parsing_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from relay.core.packets import peek_facts
+    from signing.encoding import b64url
+
+    def parse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the parser was given text nested 5,000 deep")
+
+    monkeypatch.setattr(json, "loads", parse)
+    deep = _nested(5000).encode()
+    with pytest.raises(ValueError, match="nested deeper"):
+        loads_shallow(deep)
+    assert peek_facts(f"e30.{b64url(deep)}.c2ln") is None  # a descriptor, a header: the same
 
 
 def test_the_limit_itself_is_accepted_and_one_more_level_is_not() -> None:
