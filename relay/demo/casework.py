@@ -353,6 +353,7 @@ async def delegated_survey_case(demo: Demo, out: Reporter, desks: Desks) -> None
     sent = await ningjin.staff("POST", f"/staff/v1/surveys/{session}/send")
     await dafeng.wait(case_id, "survey_reported")
     copy = demo.config_path(DAFENG.node_id).parent / "data" / "survey-reports" / case_id / session
+    await _collected(copy, DAFENG.node_id)
     key = load_config(demo.config_path(NINGJIN.node_id)).key_dir / MEDIA_KEY_FILE
     sealed = sum(p.read_bytes().startswith(MAGIC) for p in media.glob("seg-*.mkv"))
     if sealed != len(segments) or not segments:
@@ -396,6 +397,18 @@ async def delegated_survey_case(demo: Demo, out: Reporter, desks: Desks) -> None
     url = f"{ningjin.public}/track#link={view['link']}"
     out.info(f"申请人查询页 applicant's tracking page: {url}")
     demo.facts.setdefault("tracking", []).append(url)
+
+
+async def _collected(folder: Path, node_id: str) -> None:
+    """Wait for the node's verified copy of a survey report in ``folder``: the node collects
+    it after the batch that carried the packet (the case moved on with that batch), once
+    the attachments are in, and renames the finished folder into place."""
+    try:
+        async with asyncio.timeout(_WAIT):
+            while not (folder / "report.jws").exists():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise StepFailed(f"{node_id} never kept its copy of the survey report {folder}") from None
 
 
 async def _survey_verify(demo: Demo, folder: Path, key: Path | None = None) -> None:
