@@ -22,27 +22,50 @@ from relay.cli._common import CliError, fail
 
 __all__ = ["main"]
 
-# Command modules, in the order they appear in ``tongban --help``.
-_COMMAND_MODULES: tuple[str, ...] = (
-    # one line per command module; keep this list sorted by help order
-    "relay.cli.pki",
-    "relay.cli.agreement",
-    "relay.cli.files",
-    "relay.cli.sealing",
-    "relay.cli.init",
-    "relay.cli.serve",
-    "relay.cli.casework",
-    "relay.cli.cases",
-    "relay.cli.calendar",
-    "relay.cli.staff",
-    "relay.cli.licence",
-    "relay.cli.survey",
-    "relay.cli.demo",
-    "relay.cli.audit",
-    "relay.cli.backup",
-    "relay.cli.dossier",
-    "relay.cli.db",
-)
+# The commands, in the order of ``tongban --help``: each with the module that registers it
+# (``register(subparsers)``, which may add several commands) and its line of help. Only
+# the module of the command given is imported: the modules import what their commands
+# need, up to the whole node (``tongban --help`` took 0.8 s when every module was
+# imported). tests/operations/test_cli_start.py holds these lines to what the modules
+# register.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "pki": ("relay.cli.pki", "development PKI: roots, node certificates, CRLs"),
+    "agreement": ("relay.cli.agreement", "draft, sign, verify and check multilateral agreements"),
+    "sign": ("relay.cli.files", "sign a file with this node's seal (detached JWS)"),
+    "verify": ("relay.cli.files", "verify a detached file signature"),
+    "seal": ("relay.cli.sealing", "encrypt a file to a node's HPKE keys"),
+    "open": ("relay.cli.sealing", "decrypt a sealed file with this node's keys"),
+    "init": (
+        "relay.cli.init",
+        "set up a node folder and node.toml from its federation directory entry",
+    ),
+    "serve": ("relay.cli.serve", "run a node (federation, public and staff listeners, outbox)"),
+    "send": ("relay.cli.casework", "create a case packet (with attachments) through the staff API"),
+    "inbox": ("relay.cli.casework", "list accepted incoming packets"),
+    "cases": (
+        "relay.cli.cases",
+        "list, open and advance cases; --overdue lists yellow and red cases",
+    ),
+    "calendar": (
+        "relay.cli.calendar",
+        "working-day calendar: import an official holiday notice, show a year",
+    ),
+    "staff": ("relay.cli.staff", "staff API credentials"),
+    "licence": ("relay.cli.licence", "issue and verify e-licences (电子证照)"),
+    "survey": ("relay.cli.survey", "remote site surveys"),
+    "demo": ("relay.cli.demo", "run the demo: three offices, PKI, agreement, nodes, cases"),
+    "audit": ("relay.cli.audit", "the node's audit log: checkpoints and proofs"),
+    "backup": (
+        "relay.cli.backup",
+        "copy a node's data while it runs (database snapshot, blobs, manifest)",
+    ),
+    "restore": (
+        "relay.cli.backup",
+        "restore a node's data from a backup (the node must be stopped)",
+    ),
+    "dossier": ("relay.cli.dossier", "case dossiers: export a case's evidence, verify it offline"),
+    "db": ("relay.cli.db", "the node's database: schema migrations"),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,18 +75,38 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _modules_for(argv: Sequence[str] | None) -> set[str]:
+    """The command modules to import for ``argv``: every one for None; else the module of
+    the command it names (its first word not an option: ``tongban`` itself takes only
+    ``-h``), or none for no command or an unknown one."""
+    if argv is None:
+        return {module for module, _ in _COMMANDS.values()}
+    command = next((word for word in argv if not word.startswith("-")), None)
+    known = _COMMANDS.get(command) if command is not None else None
+    return set() if known is None else {known[0]}
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of ``tongban``: every command in full for ``argv`` None; for ``argv``,
+    the command it names in full and every other one by its name and help alone."""
     parser = _Parser(prog="tongban", description="通办 tongban — cross-province case relay")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name in _COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    modules = _modules_for(argv)
+    for name, (module, help_line) in _COMMANDS.items():
+        if name in sub.choices:  # registered with another command of its module
+            continue
+        if module in modules:
+            importlib.import_module(module).register(sub)
+        else:
+            sub.add_parser(name, help=help_line)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
+    args = build_parser(argv).parse_args(argv)
     try:
         code: int = args.handler(args)
     except CliError as exc:
