@@ -339,7 +339,10 @@ class SqlStore:
         )
 
     def _refresh_heads(self, c: Db, pairs: Iterable[tuple[str, str]]) -> None:
-        """Bring ``outbox_heads`` in step for these (destination, case) pairs."""
+        """Bring ``outbox_heads`` in step for these (destination, case) pairs. A head
+        that stays as it was is not written: a batch going in flight leaves its cases'
+        heads as they were (``due`` stays NULL), and rewriting them dirtied a page of
+        ``outbox_heads`` and of each of its two indexes per case."""
         for peer, case_id in sorted(set(pairs)):
             row = c.execute(
                 f"SELECT ord, next_attempt_at FROM outbox{self._hint('outbox_live')}"  # noqa: S608
@@ -354,7 +357,8 @@ class SqlStore:
                 c.execute(
                     "INSERT INTO outbox_heads (peer, case_id, ord, due) VALUES (?,?,?,?)"
                     " ON CONFLICT (peer, case_id) DO UPDATE SET ord = excluded.ord,"
-                    " due = excluded.due",
+                    " due = excluded.due WHERE outbox_heads.ord <> excluded.ord"
+                    " OR COALESCE(outbox_heads.due, -1) <> COALESCE(excluded.due, -1)",
                     (peer, case_id, row[0], row[1]),
                 )
 
