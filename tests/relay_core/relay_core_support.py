@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -315,3 +316,21 @@ def forge(
         at=fed.clock(),
     )  # fmt: skip
     return token
+
+
+def heads(fed: Federation) -> tuple[set[tuple[str, str, int]], set[tuple[str, str, int]]]:
+    """(the outbox_heads rows, the heads the outbox implies: per destination and case
+    its open packet of the lowest seq)."""
+    conn = sqlite3.connect(fed.root / WUCHANG / "relay.sqlite3")
+    try:
+        kept = set(conn.execute("SELECT peer, case_id, ord FROM outbox_heads"))
+        implied = set(
+            conn.execute(
+                "SELECT peer, case_id, ord FROM outbox o WHERE state IN ('queued', 'in_flight')"
+                " AND seq = (SELECT MIN(seq) FROM outbox p WHERE p.peer = o.peer"
+                " AND p.case_id = o.case_id AND p.state IN ('queued', 'in_flight'))"
+            )
+        )
+        return kept, implied
+    finally:
+        conn.close()

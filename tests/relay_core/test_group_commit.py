@@ -14,7 +14,17 @@ import threading
 from dataclasses import replace
 
 import pytest
-from relay_core_support import ACTION, DAFENG, MATTER, MODE, WUCHANG, Federation, audit_size, drain
+from relay_core_support import (
+    ACTION,
+    DAFENG,
+    MATTER,
+    MODE,
+    WUCHANG,
+    Federation,
+    audit_size,
+    drain,
+    heads,
+)
 
 from relay.core.errors import PacketTooLarge, StoreError
 from relay.core.group_commit import GroupCommit
@@ -133,24 +143,6 @@ async def test_a_group_commits_off_the_event_loop(
     assert [s.seq for s in made] == [1, 2, 3]
     assert node._commits.commits - before == 2  # the two that waited: one group
     assert committed_ids(federation) == {s.packet_id for s in made}
-
-
-def heads(fed: Federation) -> tuple[set[tuple[str, str, int]], set[tuple[str, str, int]]]:
-    """(the outbox_heads rows, the heads the outbox implies: per destination and case
-    its open packet of the lowest seq)."""
-    conn = sqlite3.connect(fed.root / WUCHANG / "relay.sqlite3")
-    try:
-        kept = set(conn.execute("SELECT peer, case_id, ord FROM outbox_heads"))
-        implied = set(
-            conn.execute(
-                "SELECT peer, case_id, ord FROM outbox o WHERE state IN ('queued', 'in_flight')"
-                " AND seq = (SELECT MIN(seq) FROM outbox p WHERE p.peer = o.peer"
-                " AND p.case_id = o.case_id AND p.state IN ('queued', 'in_flight'))"
-            )
-        )
-        return kept, implied
-    finally:
-        conn.close()
 
 
 async def test_grouped_writes_keep_each_case_head(federation: Federation) -> None:

@@ -11,8 +11,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pytest
-from relay_core_support import ACTION, DAFENG, MATTER, MODE, WUCHANG, Federation
-from test_group_commit import heads
+from relay_core_support import ACTION, DAFENG, MATTER, MODE, WUCHANG, Federation, heads
 
 from relay.core.model import OutboxState, PacketSummary
 from relay.core.store import OutboxUpdate
