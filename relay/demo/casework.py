@@ -45,6 +45,7 @@ from relay.demo.offices import DAFENG, NINGJIN, WUCHANG
 from relay.demo.report import Reporter
 from relay.demo.survey import run_remote_survey
 from relay.licence_print import PrintSize, print_view
+from remote_survey.room import REPORT_FILE
 from remote_survey.vault import MAGIC, MEDIA_KEY_FILE
 from signing.licence import parse_licence, verify_licence
 
@@ -405,7 +406,7 @@ async def _collected(folder: Path, node_id: str) -> None:
     the attachments are in, and renames the finished folder into place."""
     try:
         async with asyncio.timeout(_WAIT):
-            while not (folder / "report.jws").exists():
+            while not (folder / REPORT_FILE).exists():
                 await asyncio.sleep(0.05)
     except TimeoutError:
         raise StepFailed(f"{node_id} never kept its copy of the survey report {folder}") from None
@@ -415,7 +416,7 @@ async def _survey_verify(demo: Demo, folder: Path, key: Path | None = None) -> N
     """``tongban survey verify`` on a survey folder, as a real command."""
     extra = [] if key is None else ["--media-key", str(key)]
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relay.cli", "survey", "verify", str(folder / "report.jws"),
+        sys.executable, "-m", "relay.cli", "survey", "verify", str(folder / REPORT_FILE),
         "--media", str(folder), "--trust", str(demo.bundle_path), *extra,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

@@ -1,8 +1,7 @@
 """The case heads (``outbox_heads``: per destination and case, its open packet of the
-lowest sequence number, and when that one is due) are written only when a head changes.
-A batch going in flight leaves its cases' heads as they were; rewriting them dirtied a
-page of the table and of each of its two indexes for every case of the batch, the cost
-that grew when a batch spread over many cases (``bench flat_costs``, open cases)."""
+lowest sequence number, and when that one is due) are updated only when a head changes.
+A batch going in flight leaves its cases' heads as they were; they were updated all the
+same, one UPDATE per case of the batch (``bench flat_costs``, open cases)."""
 
 from __future__ import annotations
 
