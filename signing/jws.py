@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -51,7 +51,7 @@ from signing.keys import (
     certificate_public_key,
 )
 from signing.sm2 import Sm2PrivateKey, Sm2PublicKey
-from signing.sodium import ed25519_sign, ed25519_verify
+from signing.sodium import ed25519_sign, ed25519_verify, ed25519_verify_raw
 
 __all__ = [
     "MAX_CLOCK_SKEW",
@@ -224,8 +224,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-@dataclass(frozen=True)
-class _Parts:
+class _Parts(NamedTuple):
     header: dict[str, Any]
     payload: bytes
     signing_input: bytes
@@ -320,12 +319,20 @@ def _chain(header: Mapping[str, Any]) -> tuple[x509.Certificate, ...]:
     return tuple(chain)
 
 
-_LEAF_FACTS: pathcache.LruCache[tuple[PublicKey, str, str]] = pathcache.LruCache(1024)
+class _LeafFacts(NamedTuple):
+    key: PublicKey
+    algorithm: str
+    kid: str
+    ed25519: bytes | None  # the raw public key, for an Ed25519 leaf (libsodium's input)
 
 
-def _leaf_facts(leaf: x509.Certificate) -> tuple[PublicKey, str, str]:
-    """The leaf's public key object, its JWS algorithm and its ``kid``: functions of its
-    DER only, so remembered by it (a signer's certificate is seen over and over)."""
+_LEAF_FACTS: pathcache.LruCache[_LeafFacts] = pathcache.LruCache(1024)
+
+
+def _leaf_facts(leaf: x509.Certificate) -> _LeafFacts:
+    """The leaf's public key object, its JWS algorithm, its ``kid`` and, for Ed25519, its
+    raw bytes: functions of its DER only, so remembered by it (a signer's certificate is
+    seen over and over)."""
     der = pathcache.der(leaf)
     known = _LEAF_FACTS.get(der)
     if known is not None:
@@ -335,7 +342,8 @@ def _leaf_facts(leaf: x509.Certificate) -> tuple[PublicKey, str, str]:
         algorithm = algorithm_for(key)
     except MalformedInput:
         raise _fail("x5c leaf key is not Ed25519, P-256 or SM2") from None
-    facts = (key, algorithm, certificate_kid(leaf))
+    raw = key.public_bytes_raw() if isinstance(key, ed25519.Ed25519PublicKey) else None
+    facts = _LeafFacts(key, algorithm, certificate_kid(leaf), raw)
     _LEAF_FACTS.put(der, facts)
     return facts
 
@@ -355,7 +363,8 @@ def verify_compact(
     header = parts.header
     chain = _chain(header)
     leaf = chain[0]
-    leaf_key, key_alg, kid = _leaf_facts(leaf)
+    facts = _leaf_facts(leaf)
+    key_alg, kid = facts.algorithm, facts.kid
     _check_common(header, key_alg)
     if header.get("typ") != typ:
         raise _fail(f"typ {header.get('typ')!r} is not the expected {typ!r}")
@@ -376,7 +385,11 @@ def verify_compact(
         signer = validate_path(chain, bundle, purpose=purpose, at=at, node_id=node_id)
     except CertificateRejected as exc:
         raise _fail(f"certificate path rejected: {exc.reason}") from None
-    verify_raw(key_alg, leaf_key, parts.signing_input, parts.signature)
+    if facts.ed25519 is not None:  # the usual case, straight to libsodium
+        if not ed25519_verify_raw(facts.ed25519, parts.signature, parts.signing_input):
+            raise _fail("signature does not verify")
+    else:
+        verify_raw(key_alg, facts.key, parts.signing_input, parts.signature)
     frozen = {**header, "x5c": tuple(header["x5c"])}
     return VerifiedJws(
         payload=parts.payload,

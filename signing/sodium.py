@@ -28,10 +28,16 @@ SIGNATURE_BYTES = 64
 
 def ed25519_verify(key: ed25519.Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
     """True when ``signature`` is ``key``'s Ed25519 signature of ``message``."""
+    return ed25519_verify_raw(key.public_bytes_raw(), signature, message)
+
+
+def ed25519_verify_raw(public: bytes, signature: bytes, message: bytes) -> bool:
+    """True when ``signature`` is the Ed25519 signature of ``message`` by the 32-byte
+    public key ``public`` (for callers that keep the raw key: the JWS leaf memo)."""
     if len(signature) != SIGNATURE_BYTES:  # else libsodium would read part of the message
         return False  # as signature and check the rest
     try:
-        crypto_sign_open(signature + message, key.public_bytes_raw())
+        crypto_sign_open(signature + message, public)
     except BadSignatureError:
         return False
     return True

@@ -4,6 +4,7 @@ the genuine path was accepted (and cached), and the cache is demonstrably used."
 
 from __future__ import annotations
 
+import sys
 import threading
 from datetime import datetime, timedelta
 
@@ -204,6 +205,50 @@ def test_lru_cache_is_bounded_and_evicts_the_least_recently_used() -> None:
     assert cache.get("c") == 3
     with pytest.raises(ValueError, match="maxsize"):
         pathcache.LruCache(0)
+
+
+def test_lru_cache_readers_without_the_lock_race_writers_that_evict_safely() -> None:
+    """Readers take no lock: a key evicted by a writer between a reader's lookup and its
+    move to the end must still give the right value (or a miss), never an error."""
+    cache: pathcache.LruCache[int] = pathcache.LruCache(4)
+    errors: list[BaseException] = []
+    wrong: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        i = 0
+        while not stop.is_set():
+            cache.put(i % 16, i % 16)
+            i += 1
+
+    def read() -> None:
+        try:
+            for i in range(200_000):
+                value = cache.get(i % 16)
+                if value is not None and value != i % 16:
+                    wrong.append((i % 16, value))
+        except BaseException as exc:
+            errors.append(exc)
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        writers = [threading.Thread(target=write) for _ in range(2)]
+        readers = [threading.Thread(target=read) for _ in range(3)]
+        for t in writers + readers:
+            t.start()
+        for t in readers:
+            t.join()
+        stop.set()
+        for t in writers:
+            t.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert errors == []
+    assert wrong == []
+    assert len(cache) <= 4
+    assert cache.hits > 0
+    assert cache.misses > 0
 
 
 def test_der_memo_is_per_object_and_matches_the_encoding(fed) -> None:
