@@ -75,11 +75,18 @@ async def test_metrics_count_packets_backlog_and_latency_and_pass_promtool(
         assert status == 201, said
         await node_b.start()
         await wait_drained(federation.config_a, len(sent))
+        reader_b = token(federation.config_b, StaffRole.READER)
+
+        async def looked_at_its_loop() -> bool:
+            # B looks every 0.25 s from its start; on a quick host the drain ends sooner
+            _, text = await staff_get(federation.config_b, "/metrics", reader_b)
+            looks = _value(_samples(text), "tongban_event_loop_lag_seconds_count")
+            return looks is not None and looks >= 1
+
+        await wait_for(looked_at_its_loop, "B's first look at its event loop")
         status, text_a = await staff_get(federation.config_a, "/metrics", reader)
         assert status == 200
-        status, text_b = await staff_get(
-            federation.config_b, "/metrics", token(federation.config_b, StaffRole.READER)
-        )
+        status, text_b = await staff_get(federation.config_b, "/metrics", reader_b)
         assert status == 200
         _promtool(text_a)
         _promtool(text_b)
