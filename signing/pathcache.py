@@ -81,7 +81,7 @@ class LruCache(Generic[_V]):
         # Without the lock: every verify asks several of these, and each step here is one
         # call into the C OrderedDict, atomic under the GIL. A put in another thread may
         # evict the key between the two steps; the value found is still right. The
-        # counters may then miss a count (they are statistics).
+        # counters are outside the lock too: two threads may lose a count (statistics).
         value = self._data.get(key)
         if value is None:
             self.misses += 1
