@@ -46,7 +46,6 @@ MAX_DEPTH = 32
 _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _VALUE = {c: i for i, c in enumerate(_ALPHABET)}
 _UNUSED_BITS = {2: 0b1111, 3: 0b11}  # by length mod 4: bits of the last character unused
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _TO_STANDARD_STRICT = bytes.maketrans(b"-_+/=", b"+/!!!")  # "!": refused by strict mode
 _FROM_STANDARD = bytes.maketrans(b"+/", b"-_")
 
