@@ -86,6 +86,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -411,12 +412,21 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
 
 
-async def _scenario(work: Path) -> list[dict[str, object]]:
-    from certs.pki import init_federation, issue_node
-    from relay.staff_auth import StaffRole
+@dataclass(frozen=True)
+class _Federation:
+    """Two nodes' folders and configurations in ``work`` (a development PKI, both
+    nodes' certificates, a reciprocal agreement), not started."""
 
-    if ONLY and ONLY not in PHASES:
-        raise ValueError(f"BENCH_ONLY must be one of {', '.join(PHASES)}")
+    dirs: dict[str, Path]
+    bundle: Path
+    cfg_a: Path
+    cfg_b: Path
+    public_a: int  # A's public listener (its /healthz)
+
+
+def _federation(work: Path) -> _Federation:
+    from certs.pki import init_federation, issue_node
+
     now = datetime.now(UTC)
     init_federation(work / "fed", "Bench", now=now)
     dirs = {n: work / n for n in (A, B)}
@@ -434,22 +444,36 @@ async def _scenario(work: Path) -> list[dict[str, object]]:
     cfg_b = _config(
         work / "cfg-b", B, dirs[B], bundle, pb, A, dirs[A], pa[0], work / "agreement.json"
     )
+    return _Federation(dirs, bundle, cfg_a, cfg_b, pa[1])
+
+
+REQUEST: dict[str, Any] = {
+    "to": B,
+    "matter": "food-business-licence",
+    "action": "submit",
+    "mode": "proxy_receipt",
+    "content": {"applicant": "张三", "note": "x" * 512},
+}
+"""What each created packet asks for (its case id is set per packet)."""
+
+
+async def _scenario(work: Path) -> list[dict[str, object]]:
+    from relay.staff_auth import StaffRole
+
+    if ONLY and ONLY not in PHASES:
+        raise ValueError(f"BENCH_ONLY must be one of {', '.join(PHASES)}")
+    fed = _federation(work)
+    dirs, bundle, cfg_a, cfg_b = fed.dirs, fed.bundle, fed.cfg_a, fed.cfg_b
     node_a = await _start(cfg_a)
     node_b: asyncio.subprocess.Process | None = None
     rows: list[dict[str, object]] = []
     try:
         async with _client(cfg_a, StaffRole.CLERK) as staff_a:
-            request = {
-                "to": B,
-                "matter": "food-business-licence",
-                "action": "submit",
-                "mode": "proxy_receipt",
-                "content": {"applicant": "张三", "note": "x" * 512},
-            }
+            request = REQUEST
             db_a = cfg_a.parent / "data" / "relay.sqlite3"
             if ONLY in ("", "create"):
                 node_b = await _create_and_catch_up(
-                    staff_a, request, node_a, pa[1], cfg_b, db_a, dirs, bundle, rows
+                    staff_a, request, node_a, fed.public_a, cfg_b, db_a, dirs, bundle, rows
                 )
             if ONLY in ("", "attachment"):
                 if node_b is None:
