@@ -40,10 +40,10 @@ one index probe (``outbox_heads``, empty when nothing is open), every 20 ms.
   before and just after the attachment (the faster of the two is the baseline: a busy
   machine does not flatter the ratio; its receiver reads 64 KiB at a time, see
   :data:`_TLS_SINK`); the same file through a bare TLS relay between the sender and the
-  sink (:data:`_TLS_RELAY`, three processes: two TLS hops that pass each read on at
-  once, with nothing else to do), the best a relay can do whose two hops are TLS; and
-  SHA-256 of the same file in this process
-  (what the staff client spends on the digest before its upload starts). The staging
+  sink (the same script given the sink's port; three processes: two TLS hops that pass
+  each read on at once, with nothing else to do), the best a relay can do whose two hops
+  are TLS; and SHA-256 of the same file in this process (what the staff client spends
+  on the digest before its upload starts). The staging
   (the client's digest, the upload into A, the packet's creation) and the A→B hop
   (from the packet's creation until A's outbox is empty) are timed apart. A bound is
   printed too: the CPU the attachment's work needs at the least (two TLS hops at the raw
@@ -922,29 +922,8 @@ import asyncio, asyncio.sslproto, ssl, sys
 # mmap, page faults and a munmap (about 1 s of CPU a GiB). The nodes do not pay it (their
 # threshold has risen by then: strace counts no such calls), so neither does the baseline.
 asyncio.sslproto.SSLProtocol.max_size = 64 * 1024
-async def main():
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.load_cert_chain(sys.argv[1], sys.argv[2])
-    async def serve(reader, writer):
-        size = int.from_bytes(await reader.readexactly(8), "big")
-        n = 0
-        while n < size and (data := await reader.read(1 << 20)):
-            n += len(data)
-        writer.write(str(n).encode())
-        await writer.drain()
-        writer.close()
-    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ctx)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    async with server:
-        await server.serve_forever()
-asyncio.run(main())
-"""
-
-
-_TLS_RELAY = """
-import asyncio, asyncio.sslproto, ssl, sys
-asyncio.sslproto.SSLProtocol.max_size = 64 * 1024  # as in the sink (_TLS_SINK)
+# with a third argument (a port), a bare relay: each read passed on over TLS at once
+ONWARD = int(sys.argv[3]) if len(sys.argv) > 3 else None
 async def main():
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
@@ -954,20 +933,23 @@ async def main():
     onward.verify_mode = ssl.CERT_NONE
     onward.minimum_version = ssl.TLSVersion.TLSv1_3
     async def serve(reader, writer):
-        sink_reader, sink_writer = await asyncio.open_connection(
-            "127.0.0.1", int(sys.argv[3]), ssl=onward
-        )
         head = await reader.readexactly(8)
-        sink_writer.write(head)
+        if ONWARD:
+            sink_reader, sink_writer = await asyncio.open_connection(
+                "127.0.0.1", ONWARD, ssl=onward
+            )
+            sink_writer.write(head)
         size, n = int.from_bytes(head, "big"), 0
         while n < size and (data := await reader.read(1 << 20)):
             n += len(data)
-            sink_writer.write(data)  # each read passed on at once: no store and forward
-            await sink_writer.drain()
-        writer.write(await sink_reader.read())
+            if ONWARD:
+                sink_writer.write(data)
+                await sink_writer.drain()
+        writer.write(await sink_reader.read() if ONWARD else str(n).encode())
         await writer.drain()
         writer.close()
-        sink_writer.close()
+        if ONWARD:
+            sink_writer.close()
     server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ctx)
     print(server.sockets[0].getsockname()[1], flush=True)
     async with server:
@@ -1034,8 +1016,9 @@ async def _raw_tls(
     """Seconds to send the file over TLS 1.3 on loopback to a process that reads it, and
     the CPU seconds of the sender (this process) and of the receiving process. With
     ``relayed``, through a third process that passes each read on over TLS at once
-    (:data:`_TLS_RELAY`): two TLS hops with nothing else to do and nothing waiting for the
-    end of the first, the receiver's CPU then the relay's and the sink's together."""
+    (:data:`_TLS_SINK` given the sink's port): two TLS hops with nothing else to do and
+    nothing waiting for the end of the first, the receiver's CPU then the relay's and the
+    sink's together."""
     import resource
     import ssl
 
@@ -1047,7 +1030,7 @@ async def _raw_tls(
     async with contextlib.AsyncExitStack() as stack:
         _, port = await stack.enter_async_context(_tls_server(_TLS_SINK, node_dir))
         if relayed:
-            _, port = await stack.enter_async_context(_tls_server(_TLS_RELAY, node_dir, str(port)))
+            _, port = await stack.enter_async_context(_tls_server(_TLS_SINK, node_dir, str(port)))
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE  # a throughput baseline: the bytes, not the trust
