@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from relay_core_support import (
@@ -88,18 +89,18 @@ class Scripted:
         await self._inner.upload_attachment(peer, digest, size, open_at)  # type: ignore[attr-defined]
 
 
-_PKI: list[Pki] = []
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """One PKI for every example (made once: hypothesis runs the test many times), in
+    pytest's temporary folder, which pytest removes in later runs."""
+    return make_pki(tmp_path_factory.mktemp("outbox-pki"))
 
 
-def _pki() -> Pki:
-    if not _PKI:
-        _PKI.append(make_pki(Path(tempfile.mkdtemp(prefix="pt-outbox-pki-"))))
-    return _PKI[0]
-
-
-async def _scenario(cases: list[int], steps: list[tuple[object, bool]], root: Path) -> None:
+async def _scenario(
+    pki: Pki, cases: list[int], steps: list[tuple[object, bool]], root: Path
+) -> None:
     fed = Federation(
-        pki=_pki(),
+        pki=pki,
         root=root,
         clock=FakeClock(),
         agreement=FakeAgreement(),
@@ -175,10 +176,10 @@ async def _scenario(cases: list[int], steps: list[tuple[object, bool]], root: Pa
     steps=st.lists(STEP, max_size=20),
 )
 def test_the_outbox_converges_for_any_partner_answers(
-    cases: list[int], steps: list[tuple[object, bool]]
+    pki: Pki, cases: list[int], steps: list[tuple[object, bool]]
 ) -> None:
     root = Path(tempfile.mkdtemp(prefix="pt-outbox-prop-"))
     try:
-        asyncio.run(_scenario(cases, steps, root))
+        asyncio.run(_scenario(pki, cases, steps, root))
     finally:
         shutil.rmtree(root, ignore_errors=True)
