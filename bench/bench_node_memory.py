@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import tempfile
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from bench.bench_relay_http import (
     _federation,
     _start,
     _status_mib,
+    _stop,
     _wait_drained,
 )
 
@@ -84,11 +84,7 @@ async def _scenario(work: Path) -> list[dict[str, object]]:
                 }
             )
     finally:
-        for proc in nodes.values():
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in nodes.values():
-            await asyncio.wait_for(proc.wait(), 60)
+        await _stop(list(nodes.values()))
     return rows
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -49,7 +48,7 @@ from typing import Any
 
 import psycopg
 
-from bench.bench_relay_http import _agreement, _client, _cpu_seconds, _create_concurrently
+from bench.bench_relay_http import _agreement, _client, _cpu_seconds, _create_concurrently, _stop
 from bench.bench_relay_http import _config as node_config
 from relay.staff_client import StaffApiError
 
@@ -113,11 +112,7 @@ async def _workers(
             started(procs[-1])
         yield procs
     finally:
-        for proc in procs:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            await asyncio.wait_for(proc.wait(), 60)
+        await _stop(procs)
 
 
 def _query(config: Path, url: str | None) -> Callable[[str], Any]:

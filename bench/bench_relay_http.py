@@ -469,24 +469,27 @@ async def _scenario(work: Path) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     try:
         async with _client(cfg_a, StaffRole.CLERK) as staff_a:
-            request = REQUEST
             db_a = cfg_a.parent / "data" / "relay.sqlite3"
             if ONLY in ("", "create"):
                 node_b = await _create_and_catch_up(
-                    staff_a, request, node_a, fed.public_a, cfg_b, db_a, dirs, bundle, rows
+                    staff_a, REQUEST, node_a, fed.public_a, cfg_b, db_a, dirs, bundle, rows
                 )
             if ONLY in ("", "attachment"):
                 if node_b is None:
                     node_b = await _start(cfg_b)
-                await _attachment(staff_a, request, node_a, node_b, db_a, dirs[B], work, rows)
+                await _attachment(staff_a, REQUEST, node_a, node_b, db_a, dirs[B], work, rows)
     finally:
-        procs = [p for p in (node_a, node_b) if p is not None]
-        for proc in procs:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            await asyncio.wait_for(proc.wait(), 60)
+        await _stop([p for p in (node_a, node_b) if p is not None])
     return rows
+
+
+async def _stop(procs: list[asyncio.subprocess.Process]) -> None:
+    """Stop node processes as an operator would (SIGTERM) and wait for them."""
+    for proc in procs:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        await asyncio.wait_for(proc.wait(), 60)
 
 
 async def _create_and_catch_up(
