@@ -107,3 +107,14 @@ def test_the_command_given_is_parsed_with_its_own_options(
     err = capsys.readouterr().err
     assert "usage: tongban verify [-h] --sig SIG --trust TRUST file" in err
     assert "error[usage]: the following arguments are required: file, --sig, --trust" in err
+
+
+def test_the_signing_package_imports_none_of_its_modules() -> None:
+    """A command that needs one of them (``tongban verify``: the JWS and certificates)
+    does not load the others (tink, the licence forms, every sealing suite)."""
+    done = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, signing; print(sorted(m for m in sys.modules if m.startswith('signing.')))"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == "[]"
