@@ -33,7 +33,9 @@ start costs what arrived since the last one, not the whole history.
 
 Both sides append a ``survey-report`` audit leaf (:mod:`relay.audit.leaves`) for a
 report sent or accepted, in a transaction of their own on the node's database (SQLite or
-PostgreSQL: a new connection from :func:`relay.db.open.open_connection`).
+PostgreSQL: a new connection from :func:`relay.db.open.open_connection`). The receiving
+side logs it before the copy's folder appears, once per packet (``audit_once``): a node
+stopped in between collects the packet again at its next start and logs nothing more.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from agreements.actions import Action
 from relay.alerts import ALERTS, Severity, StaffAlert
 from relay.audit.leaves import AuditLeaf, LeafKind, SurveyReportLeaf, encode_leaf
 from relay.audit.store import append as audit_append
+from relay.audit.store import lock_for_append
 from relay.cases.desk import CaseDesk
 from relay.cases.errors import CaseError
 from relay.cases.model import EventKind
@@ -162,6 +165,28 @@ def _append_leaf(database: Database, leaf: bytes) -> int:
     try:
         with write_transaction(conn):
             return audit_append(conn, leaf)
+    finally:
+        conn.close()
+
+
+def _received_key(packet_id: str) -> str:
+    """The ``audit_once`` key of the leaf of the report received in ``packet_id``."""
+    return hashlib.sha256(b"survey-report-received\x00" + packet_id.encode()).hexdigest()
+
+
+def _append_leaf_once(database: Database, key: str, leaf: bytes) -> bool:
+    """Append ``leaf`` unless a leaf under ``key`` was appended before (the same
+    ``audit_once`` record as :meth:`relay.core.sqlite_store.SqlStore.audit_append_once`),
+    in one transaction. Returns whether it was appended."""
+    conn = database()
+    try:
+        with write_transaction(conn):
+            lock_for_append(conn)  # before the row lock of audit_once (relay.audit.store)
+            cur = conn.execute("INSERT OR IGNORE INTO audit_once (digest) VALUES (?)", (key,))
+            if cur.rowcount != 1:
+                return False
+            audit_append(conn, leaf)
+            return True
     finally:
         conn.close()
 
@@ -299,7 +324,13 @@ def _mark_no_report(done: Path) -> None:
 
 
 async def _collect_one(
-    core: Any, packet_id: str, root: Path, me: str, bundle: TrustBundle, at: datetime
+    core: Any,
+    packet_id: str,
+    root: Path,
+    me: str,
+    bundle: TrustBundle,
+    at: datetime,
+    database: Database,
 ) -> Collected | None:
     opened = core.read_packet(packet_id)
     content, summary = opened.content, opened.summary
@@ -332,6 +363,12 @@ async def _collect_one(
     if failures:
         (tmp / REFUSED_FILE).write_text(json.dumps(failures, indent=1) + "\n", encoding="utf-8")
         _log.warning("survey report in packet %s refused: %s", packet_id, failures)
+    elif result.report is not None:
+        # logged before the folder appears and the packet is marked collected, once per
+        # packet: a stop in between collects it again at the next start, and that logs
+        # nothing more
+        leaf = survey_leaf(token, result.report, node=me, at=at)
+        await asyncio.to_thread(_append_leaf_once, database, _received_key(packet_id), leaf)
     session = result.report.plan.session_id if result.report is not None else packet_id
     if not _NAME.fullmatch(session) or session.startswith("."):
         session = packet_id
@@ -457,21 +494,14 @@ async def _collect_from(
         if (root / summary.case_id / f".{packet_id}.done").exists():
             continue
         try:
-            collected = await _collect_one(core, packet_id, root, me, bundle, at)
+            collected = await _collect_one(core, packet_id, root, me, bundle, at, database)
         except (RelayError, SigningError, SurveyError, OSError) as exc:
             _log.warning("survey report in %s not collected: %s", packet_id, exc)
             failed.add(packet_id)
             continue
         seen.add(packet_id)
-        if collected is None:
-            continue
-        if collected.ok:
-            token = (collected.folder / REPORT_FILE).read_text(encoding="ascii").strip()
-            report = verify_report(token, bundle, collected.folder, at).report
-            assert report is not None
-            leaf = survey_leaf(token, report, node=me, at=at)
-            await asyncio.to_thread(_append_leaf, database, leaf)
-        done.append(collected)
+        if collected is not None:
+            done.append(collected)
     return done, failed
 
 

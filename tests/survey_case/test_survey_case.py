@@ -195,6 +195,39 @@ async def test_a_start_catches_up_from_the_real_inbox_and_keeps_its_cursor(
     assert len(_survey_leaves(h)) == 1  # the report's leaf, once
 
 
+async def test_a_received_report_is_logged_before_its_folder_appears_and_once_after_a_stop(
+    offices: tuple[Office, Office], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The receiving office logs the report's leaf before its copy's folder appears (so
+    whoever sees the folder finds the leaf), and a stop in between (here: the folder's
+    rename fails once) has the next start collect the packet again without a second
+    leaf."""
+    r, h = offices
+    at_rename: list[int] = []
+    rename = Path.rename
+
+    def stopping_rename(self: Path, target: Any) -> Any:
+        if self.name.endswith(".part"):
+            at_rename.append(len(_survey_leaves(h)))
+            if len(at_rename) == 1:
+                raise OSError("the node stopped here")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", stopping_rename)
+    async with aiohttp.ClientSession() as http:
+        await _report_delivered(http, r, h, "WC-SV-S", "SV-WC-SV-S")
+    async with asyncio.timeout(30):
+        while not at_rename:
+            await asyncio.sleep(0.05)  # the batch's collection, after the packet's commit
+    assert not (h.layer.reports_dir / "WC-SV-S" / "SV-WC-SV-S").exists()
+    monkeypatch.setattr(survey_cases, "SETTLE", timedelta(0))
+    (collected,) = await h.layer.collect()  # the next start's catch-up
+    assert collected.ok
+    assert collected.folder.name == "SV-WC-SV-S"
+    assert at_rename == [1, 1]  # logged before each attempt to show the folder
+    assert len(_survey_leaves(h)) == 1
+
+
 async def test_the_surveying_office_refuses_to_send_a_report_whose_media_were_altered(
     offices: tuple[Office, Office],
 ) -> None:
