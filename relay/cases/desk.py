@@ -299,12 +299,14 @@ class CaseDesk:
         kind: EventKind,
         details: Mapping[str, Any],
         attachments: Sequence[str] = (),
+        audit: Sequence[bytes] = (),
     ) -> CaseRecord:
         """Our office takes a step: checked, stored, and sent to the other office
-        (with ``attachments``: plaintext digests staged with the relay core)."""
+        (with ``attachments``: plaintext digests staged with the relay core). ``audit``:
+        leaves the step logs, appended in the transaction that stores it."""
         now = self._clock()
         before = self.get(case_id)
-        audit: list[bytes] = []
+        audit = list(audit)
         if kind is EventKind.ISSUE_LICENCE:
             check_licence(details, before.case.header, self._bundle(), now)
             token = details["licence"]

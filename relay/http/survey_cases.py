@@ -32,10 +32,12 @@ the inbox after its cursor (``survey-reports/.inbox-cursor``), a page at a time,
 start costs what arrived since the last one, not the whole history.
 
 Both sides append a ``survey-report`` audit leaf (:mod:`relay.audit.leaves`) for a
-report sent or accepted, in a transaction of their own on the node's database (SQLite or
-PostgreSQL: a new connection from :func:`relay.db.open.open_connection`). The receiving
-side logs it before the copy's folder appears, once per packet (``audit_once``): a node
-stopped in between collects the packet again at its next start and logs nothing more.
+report sent or accepted. The sending side logs it in the transaction that stores the
+case's step. The receiving side logs it in a transaction of its own on the node's
+database (SQLite or PostgreSQL: a new connection from
+:func:`relay.db.open.open_connection`) before the copy's folder appears, once per packet
+(``audit_once``): a node stopped in between collects the packet again at its next start
+and logs nothing more.
 """
 
 from __future__ import annotations
@@ -160,15 +162,6 @@ Database = Callable[[], Connection]
 """Opens a new connection to the node's database (:func:`relay.db.open.open_connection`)."""
 
 
-def _append_leaf(database: Database, leaf: bytes) -> int:
-    conn = database()
-    try:
-        with write_transaction(conn):
-            return audit_append(conn, leaf)
-    finally:
-        conn.close()
-
-
 def _received_key(packet_id: str) -> str:
     """The ``audit_once`` key of the leaf of the report received in ``packet_id``."""
     return hashlib.sha256(b"survey-report-received\x00" + packet_id.encode()).hexdigest()
@@ -249,11 +242,10 @@ async def send_report(
     core: Any,
     media_dir: Path,
     bundle: TrustBundle,
-    database: Database,
     vault: MediaVault | None = None,
 ) -> tuple[SurveyReport, list[str]]:
-    """Send the session's sealed report and media as its case's survey-report event;
-    log the survey-report leaf. Raises :class:`SurveyCaseError`, ``CaseError``,
+    """Send the session's sealed report and media as its case's survey-report event,
+    its survey-report leaf logged with the step. Raises :class:`SurveyCaseError`, ``CaseError``,
     ``RelayError``. ``vault`` opens the media sealed at rest (they travel as plaintext,
     sealed by the relay core)."""
     token, report, files = report_files(media_dir, bundle, desk.now(), vault)
@@ -273,9 +265,9 @@ async def send_report(
         )
     digests = [await _stage(core, path, vault) for path in files]
     details = {"outcome": outcome, "verdict": report.verdict.value, "report": token}
-    await desk.act(report.plan.case_id, EventKind.SURVEY_REPORT, details, attachments=digests)
-    await asyncio.to_thread(_append_leaf, database, survey_leaf(token, report, node=desk.node_id,
-                                                                at=desk.now()))  # fmt: skip
+    leaf = survey_leaf(token, report, node=desk.node_id, at=desk.now())
+    await desk.act(report.plan.case_id, EventKind.SURVEY_REPORT, details, attachments=digests,
+                   audit=[leaf])  # fmt: skip
     return report, [p.name for p in files]
 
 
@@ -640,7 +632,7 @@ class SurveyCaseLayer:
         try:
             report, files = await send_report(
                 services.desk, self._core, live.room.media_dir, self._bundle.current(),
-                self._database(), self._hub.config.vault,
+                self._hub.config.vault,
             )  # fmt: skip
         except SurveyCaseError as exc:
             raise Problem(422, ProblemCode.INVALID_REQUEST, f"{exc.code}: {exc}") from None

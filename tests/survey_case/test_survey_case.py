@@ -20,6 +20,7 @@ import pytest
 from survey_case_kit import HANDLING, RECEIVING, Office
 
 from relay.audit.leaves import LeafKind, decode_leaf
+from relay.cases.desk import CaseDesk
 from relay.cases.model import EventKind
 from relay.cli import main
 from relay.http import survey_cases
@@ -226,6 +227,30 @@ async def test_a_received_report_is_logged_before_its_folder_appears_and_once_af
     assert collected.folder.name == "SV-WC-SV-S"
     assert at_rename == [1, 1]  # logged before each attempt to show the folder
     assert len(_survey_leaves(h)) == 1
+
+
+async def test_the_surveying_office_logs_the_report_with_the_step_that_sends_it(
+    offices: tuple[Office, Office], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sent report's leaf is appended in the transaction that stores the case's
+    survey-report step: a node stopped as soon as the step is stored has logged it."""
+    r, h = offices
+    act = CaseDesk.act
+
+    async def act_then_stop(self: CaseDesk, *args: Any, **kwargs: Any) -> Any:
+        await act(self, *args, **kwargs)
+        raise RuntimeError("the node stopped here")
+
+    async with aiohttp.ClientSession() as http:
+        await _survey_requested(http, r, h, "WC-SV-T")
+        _surveyed(r, "WC-SV-T", "SV-WC-SV-T")
+        monkeypatch.setattr(CaseDesk, "act", act_then_stop)
+        code, _ = await _json(http, "POST", r.url("/staff/v1/surveys/SV-WC-SV-T/send"), r)
+        assert code == 500
+        monkeypatch.undo()
+        assert r.cases.services.desk.get("WC-SV-T").case.state.value == "survey_reported"
+    (leaf,) = _survey_leaves(r)
+    assert (leaf.body.case, leaf.body.id) == ("WC-SV-T", "SV-WC-SV-T")
 
 
 async def test_the_surveying_office_refuses_to_send_a_report_whose_media_were_altered(
