@@ -108,6 +108,7 @@ class PacketPort(Protocol):
         content: Mapping[str, Any],
         attachments: Sequence[str] = (),
         expires_in: timedelta | None = None,
+        audit: Sequence[bytes] = (),
     ) -> PacketSummary: ...
 
     def list_inbox(self, *, case_id: str | None = None) -> list[InboxItem]: ...
@@ -299,14 +300,16 @@ class CaseDesk:
         kind: EventKind,
         details: Mapping[str, Any],
         attachments: Sequence[str] = (),
-        audit: Sequence[bytes] = (),
+        logged_when_sent: Sequence[bytes] = (),
     ) -> CaseRecord:
         """Our office takes a step: checked, stored, and sent to the other office
-        (with ``attachments``: plaintext digests staged with the relay core). ``audit``:
-        leaves the step logs, appended in the transaction that stores it."""
+        (with ``attachments``: plaintext digests staged with the relay core).
+        ``logged_when_sent``: audit leaves logged in the transaction that queues the
+        step's packet (a step that sends one), so that a packet the relay refuses
+        (``RelayError``: the step is undone) logs none."""
         now = self._clock()
         before = self.get(case_id)
-        audit = list(audit)
+        audit: list[bytes] = []
         if kind is EventKind.ISSUE_LICENCE:
             check_licence(details, before.case.header, self._bundle(), now)
             token = details["licence"]
@@ -315,6 +318,8 @@ class CaseDesk:
             )
             audit.append(leaf)
         case, packets = transition(before.case, Command(kind, details), now)
+        if logged_when_sent and len(packets) != 1:
+            raise ValueError(f"the step {kind.value} sends {len(packets)} packets, not one")
 
         def change(old: CaseRecord | None) -> CaseRecord | None:
             if old is None or old.version != before.version:
@@ -333,6 +338,7 @@ class CaseDesk:
                     mode=case.header.mode,
                     content=packet.content,
                     attachments=attachments,
+                    audit=logged_when_sent,
                 )
         except RelayError:
             self._store.update(

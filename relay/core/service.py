@@ -266,8 +266,11 @@ class RelayNode:
         content: Mapping[str, Any],
         attachments: Sequence[str] = (),
         expires_in: timedelta | None = None,
+        audit: Sequence[bytes] = (),
     ) -> PacketSummary:
-        """Check the agreement, seal and sign a packet and queue it for ``to``.
+        """Check the agreement, seal and sign a packet and queue it for ``to``;
+        ``audit``: leaves logged in the transaction that queues it, after its
+        ``packet-sent`` leaf.
 
         With a crypto helper, the content is sealed there while more than
         ``seal_inline_up_to`` creations are in progress (by default always: the event
@@ -333,7 +336,8 @@ class RelayNode:
                 most = self._policy.max_packet_bytes
                 if most is not None and len(token) > most:
                     raise PacketTooLarge(len(token), most)
-                return NewOutgoing(summary_of(parsed, digest, infos), token, own_copy, leaf)
+                summary = summary_of(parsed, digest, infos)
+                return NewOutgoing(summary, token, own_copy, leaf, also_logged=tuple(audit))
 
             # the costly half (inner JWS, HPKE seal, own copy) needs no sequence number: done
             # here, per request, so a group's transaction only signs the routing facts; the

@@ -296,7 +296,8 @@ class SqlStore:
         built: Sequence[NewOutgoing],
         last: dict[tuple[str, str], tuple[int, str | None]],
     ) -> None:
-        audit_append_many(c, [new.audit_leaf for new in built])  # the log's lock first
+        leaves = [leaf for new in built for leaf in (new.audit_leaf, *new.also_logged)]
+        audit_append_many(c, leaves)  # the log's lock first
         c.executemany(
             "INSERT INTO outbox (packet_id, peer, case_id, seq, digest, summary, state,"
             " expires) VALUES (?,?,?,?,?,?,?,?)",

@@ -48,12 +48,14 @@ class NewOutgoing:
     alone (``r1.<kid>.<b64url>``, ``r2`` on an SM-profile node, :mod:`signing.at_rest`;
     older rows ``<kid>.<b64url>``, HPKE-sealed to its own key) so staff can read what
     they sent; ``audit_leaf`` is the ``packet-sent`` leaf appended in the same
-    transaction."""
+    transaction, and ``also_logged`` the leaves the packet's sending logs after it (a
+    ``survey-report`` leaf: the report is logged as sent when its packet is queued)."""
 
     summary: PacketSummary
     token: str
     own_copy: str
     audit_leaf: bytes
+    also_logged: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)

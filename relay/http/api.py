@@ -59,6 +59,7 @@ class RelayApi(Protocol):
         content: Mapping[str, Any],
         attachments: Sequence[str] = (),
         expires_in: timedelta | None = None,
+        audit: Sequence[bytes] = (),
     ) -> PacketSummary: ...
 
     def list_outbox(

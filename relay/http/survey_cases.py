@@ -32,12 +32,12 @@ the inbox after its cursor (``survey-reports/.inbox-cursor``), a page at a time,
 start costs what arrived since the last one, not the whole history.
 
 Both sides append a ``survey-report`` audit leaf (:mod:`relay.audit.leaves`) for a
-report sent or accepted. The sending side logs it in the transaction that stores the
-case's step. The receiving side logs it in a transaction of its own on the node's
-database (SQLite or PostgreSQL: a new connection from
-:func:`relay.db.open.open_connection`) before the copy's folder appears, once per packet
-(``audit_once``): a node stopped in between collects the packet again at its next start
-and logs nothing more.
+report sent or accepted. The sending side logs it in the transaction that queues the
+packet (a packet the relay refuses logs none). The receiving side logs it in a
+transaction of its own on the node's database (SQLite or PostgreSQL: a new connection
+from :func:`relay.db.open.open_connection`) before the copy's folder appears, once per
+packet (``audit_once``): a node stopped in between collects the packet again at its
+next start and logs nothing more.
 """
 
 from __future__ import annotations
@@ -245,9 +245,9 @@ async def send_report(
     vault: MediaVault | None = None,
 ) -> tuple[SurveyReport, list[str]]:
     """Send the session's sealed report and media as its case's survey-report event,
-    its survey-report leaf logged with the step. Raises :class:`SurveyCaseError`, ``CaseError``,
-    ``RelayError``. ``vault`` opens the media sealed at rest (they travel as plaintext,
-    sealed by the relay core)."""
+    its survey-report leaf logged with the packet's queueing. Raises
+    :class:`SurveyCaseError`, ``CaseError``, ``RelayError``. ``vault`` opens the media
+    sealed at rest (they travel as plaintext, sealed by the relay core)."""
     token, report, files = report_files(media_dir, bundle, desk.now(), vault)
     outcome = _OUTCOME.get(report.verdict)
     if outcome is None:
@@ -267,7 +267,7 @@ async def send_report(
     details = {"outcome": outcome, "verdict": report.verdict.value, "report": token}
     leaf = survey_leaf(token, report, node=desk.node_id, at=desk.now())
     await desk.act(report.plan.case_id, EventKind.SURVEY_REPORT, details, attachments=digests,
-                   audit=[leaf])  # fmt: skip
+                   logged_when_sent=[leaf])  # fmt: skip
     return report, [p.name for p in files]
 
 

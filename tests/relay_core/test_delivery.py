@@ -8,10 +8,22 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import timedelta
 
-from relay_core_support import DAFENG, NINGJIN, WUCHANG, Federation, drain, send
+import pytest
+from relay_core_support import (
+    ACTION,
+    DAFENG,
+    MATTER,
+    MODE,
+    NINGJIN,
+    WUCHANG,
+    Federation,
+    drain,
+    send,
+)
 
 from relay.audit.leaves import AuditLeaf, LeafKind, decode_leaf
 from relay.audit.store import AuditStore
+from relay.core.errors import NotAuthorized, UnknownNode
 from relay.core.model import OutboxState
 from relay.core.outbox import OutboxPolicy
 from relay.core.receipts import ReceiptStatus, verify_receipt
@@ -193,3 +205,24 @@ async def test_a_packet_for_a_partner_in_backoff_does_not_wake_the_outbox(
     assert set(down) <= queued
     stop.set()
     await asyncio.wait_for(task, timeout=5)
+
+
+async def test_a_packets_further_leaves_are_logged_when_it_is_queued_and_never_if_refused(
+    federation: Federation,
+) -> None:
+    """``create_packet(audit=...)``: the leaves follow the packet's ``packet-sent`` leaf
+    in the transaction that queues it (a survey report is logged as sent so); a packet
+    the relay refuses queues nothing and logs none of them."""
+    node = federation.nodes[WUCHANG]
+    log = AuditStore(federation.stores[WUCHANG].connection)
+    made = dict(to=DAFENG, matter=MATTER, action=ACTION, mode=MODE, content={"c": 1})
+    await node.create_packet(case_id="logged", audit=[b"first", b"second"], **made)
+    assert [log.leaf(1), log.leaf(2)] == [b"first", b"second"]
+    assert decode_leaf(log.leaf(0)).kind is LeafKind.PACKET_SENT
+
+    with pytest.raises(NotAuthorized):
+        await node.create_packet(case_id="refused", audit=[b"never"], **{**made, "matter": "x"})
+    with pytest.raises(UnknownNode):
+        await node.create_packet(case_id="refused", audit=[b"never"], **{**made, "to": "999999"})
+    assert log.size() == 3
+    assert [i.summary.case_id for i in node.list_outbox()] == ["logged"]

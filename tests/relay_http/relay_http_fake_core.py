@@ -105,6 +105,7 @@ class FakeCore:
         content: Mapping[str, Any],
         attachments: Sequence[str] = (),
         expires_in: timedelta | None = None,
+        audit: Sequence[bytes] = (),
     ) -> PacketSummary:
         if to == "999999":
             raise UnknownNode(to)

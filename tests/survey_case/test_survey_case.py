@@ -7,6 +7,7 @@ hold a survey-report leaf."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -23,6 +24,7 @@ from relay.audit.leaves import LeafKind, decode_leaf
 from relay.cases.desk import CaseDesk
 from relay.cases.model import EventKind
 from relay.cli import main
+from relay.core.service import RelayNode
 from relay.http import survey_cases
 from relay.http.survey_cases import REFUSED_FILE, report_files
 from remote_survey.geo import GeoPoint
@@ -229,23 +231,37 @@ async def test_a_received_report_is_logged_before_its_folder_appears_and_once_af
     assert len(_survey_leaves(h)) == 1
 
 
-async def test_the_surveying_office_logs_the_report_with_the_step_that_sends_it(
+async def test_the_surveying_office_logs_the_report_when_its_packet_is_queued_and_not_before(
     offices: tuple[Office, Office], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The sent report's leaf is appended in the transaction that stores the case's
-    survey-report step: a node stopped as soon as the step is stored has logged it."""
+    """The sent report's leaf is appended in the transaction that queues its packet: a
+    packet the relay refuses (here over the node's packet size limit; the step is undone)
+    logs no leaf, and a node stopped as soon as the step returns has logged it."""
     r, h = offices
-    act = CaseDesk.act
-
-    async def act_then_stop(self: CaseDesk, *args: Any, **kwargs: Any) -> Any:
-        await act(self, *args, **kwargs)
-        raise RuntimeError("the node stopped here")
-
+    core = r.node.core
+    while not isinstance(core, RelayNode):  # under the layers' wrappers
+        core = core._core
     async with aiohttp.ClientSession() as http:
         await _survey_requested(http, r, h, "WC-SV-T")
         _surveyed(r, "WC-SV-T", "SV-WC-SV-T")
+        url = r.url("/staff/v1/surveys/SV-WC-SV-T/send")
+        policy = core._policy
+        monkeypatch.setattr(core, "_policy", dataclasses.replace(policy, max_packet_bytes=2000))
+        code, refused = await _json(http, "POST", url, r)
+        assert code == 409, refused
+        assert "could never be delivered" in refused["detail"]
+        assert r.cases.services.desk.get("WC-SV-T").case.state.value == "survey_requested"
+        assert _survey_leaves(r) == []
+        monkeypatch.setattr(core, "_policy", policy)
+
+        act = CaseDesk.act
+
+        async def act_then_stop(self: CaseDesk, *args: Any, **kwargs: Any) -> Any:
+            await act(self, *args, **kwargs)
+            raise RuntimeError("the node stopped here")
+
         monkeypatch.setattr(CaseDesk, "act", act_then_stop)
-        code, _ = await _json(http, "POST", r.url("/staff/v1/surveys/SV-WC-SV-T/send"), r)
+        code, _ = await _json(http, "POST", url, r)
         assert code == 500
         monkeypatch.undo()
         assert r.cases.services.desk.get("WC-SV-T").case.state.value == "survey_reported"
