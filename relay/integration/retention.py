@@ -156,7 +156,8 @@ class RetentionPurge:
     def _purge(self, record: CaseRecord, agreement_id: str, years: int, now: datetime) -> bool:
         case_id = record.case.header.case_id
         purged = purged_copy(record.case)
-        if purged == record.case:  # purged before (by a release that did not note it)
+        if purged == record.case:  # purged before, not noted (a stop, an older release)
+            self._forget(case_id)
             self._cases.mark_purged(case_id)
             return False
         packets, blobs = self._purge_packets(case_id)
@@ -177,8 +178,10 @@ class RetentionPurge:
         after = self._cases.update(case_id, change, [leaf])
         if after is None or after.version == record.version:
             return False
-        self._cases.mark_purged(case_id)  # a crash before: the next run notes it
+        # forgotten before the case is noted purged: a stop in between has the next run
+        # find the copy purged, forget (again: idempotent) and note it
         self._forget(case_id)
+        self._cases.mark_purged(case_id)
         _log.info("case %s purged after %d years (%d packets, %d attachments)",
                   case_id, years, packets, blobs)  # fmt: skip
         return True

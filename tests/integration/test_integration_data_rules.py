@@ -254,3 +254,38 @@ async def test_the_retention_purge_removes_the_content_and_keeps_receipts_and_pr
     verify_inclusion(leaf_hash(leaf), submit.log_index, size,
                      log.inclusion_proof(submit.log_index, size), root)  # fmt: skip
     assert w.h.store.applicant_of(case_id) is None
+
+
+async def test_a_purge_stopped_before_it_was_noted_still_forgets_the_applicant(
+    offices: WiredOffices, monkeypatch: pytest.MonkeyPatch
+):
+    """A node stopped after the purged copy was stored, before the case was noted purged:
+    the next run finds the copy purged and notes it, and forgets the applicant's
+    identity too (the row that finds a person's cases)."""
+    w = offices
+    r, h = w.office(RECEIVING), w.office(HANDLING)
+    status, answer = await _import(w, FORM)
+    assert status == 201
+    case_id = answer["case"]
+    await w.deliver()
+    await h.desk.act(case_id, K.ACCEPT, {})
+    await h.desk.act(case_id, K.DECIDE, {"decision": "deny", "reason": "经营场所不符合要求"})
+    await w.deliver()
+    assert r.desk.get(case_id).case.state is CaseState.DENIED
+    applicant = w.r.store.applicant_of(case_id)
+    assert applicant is not None
+    w.clock.now = w.clock() + timedelta(days=365 * 30 + 8)
+    cases = w.r.purge._cases
+
+    def stopped(case: str) -> None:
+        raise RuntimeError("the node stopped here")
+
+    monkeypatch.setattr(cases, "mark_purged", stopped)
+    with pytest.raises(RuntimeError):
+        w.r.purge.run()
+    monkeypatch.undo()
+    assert PURGED in canonical_json(case_to_json(r.desk.get(case_id).case)).decode()
+    assert w.r.purge.run() == []  # purged before: noted now
+    assert w.r.store.applicant_of(case_id) is None
+    assert w.r.store.cases_of(applicant) == []
+    assert w.r.purge.run() == []
