@@ -48,7 +48,7 @@ from relay.cases.admission import CaseAdmission, advance, read_content
 from relay.cases.application import check_application
 from relay.cases.errors import CaseError, TrackingDenied
 from relay.cases.incoming import CASE_ACTIONS, check_licence
-from relay.cases.model import CONTENT_FORMAT, CaseHeader, EventKind, Office
+from relay.cases.model import CONTENT_FORMAT, CaseHeader, EventKind, Office, thaw
 from relay.cases.queue import QueueEntry, SettledQueue, queue_rank
 from relay.cases.short_links import ShortLinks
 from relay.cases.sla import ClockState, Colour, SlaReport, case_clock, complaint_clock
@@ -68,6 +68,7 @@ from relay.core.errors import RelayError
 from relay.core.model import InboxItem, PacketContent, PacketSummary
 from relay.core.ports import OpenedPacket, ReceivedBatch
 from signing.certificates import TrustBundle
+from signing.encoding import canonical_json
 from signing.keys import Signer
 
 __all__ = ["CASE_ACTIONS", "CaseDesk", "Opened", "Overdue", "PacketPort", "SyncingCore"]
@@ -200,13 +201,21 @@ class CaseDesk:
         submit: bool = True,
         application: Mapping[str, Any] | None = None,
         attachments: Sequence[str] = (),
+        replay: bool = False,
     ) -> Opened:
         """Open a case at hand-in (we are the receiving office); submit it unless told
         not to, with the ``application`` (the structured content: the applicant's data
         entered once, relay.cases.application, checked against the agreement's data
         rules) and the staged ``attachments`` (plaintext digests). Raises
         :class:`~relay.cases.terms.NoTerms`, ``case-exists``, ``data-category-not-agreed``,
-        ``content-schema``."""
+        ``content-schema``.
+
+        ``replay`` (an office's own system importing a case under its own ``case_id``,
+        which may retry a request whose answer it lost): a case of that id opened with
+        the same facts is not opened again. Submitted with the same content, it is
+        answered as opened, with a new access code (the one before, never shown, opens
+        it no more); not submitted yet (the submit failed), it is submitted now. Any
+        other case of that id is ``case-exists``."""
         now = self._clock()
         terms = self._terms(self.node_id, handling, matter, mode, now)
         if application is not None and not submit:
@@ -222,18 +231,53 @@ class CaseDesk:
             case_id, matter, mode, self.node_id, handling,
             terms.time_limit_working_days, terms.survey_required,
         )  # fmt: skip
+        details: dict[str, Any] = {"materials": list(materials)} if materials else {}
+        if application is not None:
+            details["application"] = application
         code = new_access_code(self._randbytes)
-        salt = self._randbytes(16)
-        access_hash = await asyncio.to_thread(hash_access_code, code, salt)
+        access_hash = await asyncio.to_thread(hash_access_code, code, self._randbytes(16))
         record = CaseRecord(Case(header, Office.RECEIVING), access_hash, now, 1)
-        self._store.create(record)
-        if submit:
-            details: dict[str, Any] = {"materials": list(materials)} if materials else {}
-            if application is not None:
-                details["application"] = application
+        try:
+            self._store.create(record)
+        except CaseError as exc:
+            if not replay or exc.code != "case-exists":
+                raise
+            record = self._replayed(header, details if submit else None, access_hash)
+        if submit and not record.case.events:
             record = await self.act(case_id, EventKind.SUBMIT, details, attachments)
         short = None if self.short_links is None else self.short_links.code_for(case_id)
         return Opened(record, code, self.tracking_link(case_id), short)
+
+    def _replayed(
+        self, header: CaseHeader, details: Mapping[str, Any] | None, access_hash: str
+    ) -> CaseRecord:
+        """The case ``header`` names, opened before by the same request, now under
+        ``access_hash`` (see :meth:`open_case`'s ``replay``); else ``case-exists``."""
+        case_id = header.case_id
+
+        def same(old: CaseRecord) -> bool:
+            h = old.case.header
+            if (h.matter, h.mode, h.receiving, h.handling) != (
+                header.matter, header.mode, header.receiving, header.handling,
+            ):  # fmt: skip
+                return False
+            if not old.case.events:  # opened, its submit failed: submitted by the caller
+                return details is not None
+            first = old.case.events[0]
+            return (
+                details is not None
+                and first.kind is EventKind.SUBMIT
+                and canonical_json(thaw(first.details)) == canonical_json(dict(details))
+            )
+
+        def change(old: CaseRecord | None) -> CaseRecord | None:
+            if old is None or not same(old):
+                raise CaseError(f"case {case_id} exists", code="case-exists")
+            return CaseRecord(old.case, access_hash, old.opened_at, old.version)
+
+        after = self._store.update(case_id, change)
+        assert after is not None
+        return after
 
     @property
     def terms_source(self) -> TermsSource:

@@ -157,6 +157,7 @@ def add_integration_routes(
                 matter=require_str(body, "matter"), mode=body.get("mode") or "proxy_receipt",
                 handling=handling, case_id=case_id,
                 materials=[m for m in materials if isinstance(m, str)], application=application,
+                replay=True,  # a retry of a lost answer under the platform's own case id
             )  # fmt: skip
         except CaseError as exc:
             raise problem_from_case(exc) from exc

@@ -25,7 +25,8 @@ from relay.audit.store import AuditStore
 from relay.cases.application import ContentRefused, application_schema, check_application
 from relay.cases.model import CaseState, EventKind
 from relay.cases.sqlite_store import case_to_json
-from relay.core.errors import RelayError
+from relay.cases.tracking import check_access_code
+from relay.core.errors import RelayError, UnknownNode
 from relay.core.model import OutboxState
 from relay.core.receipts import verify_receipt
 from relay.integration.retention import PURGED
@@ -289,3 +290,58 @@ async def test_a_purge_stopped_before_it_was_noted_still_forgets_the_applicant(
     assert w.r.store.applicant_of(case_id) is None
     assert w.r.store.cases_of(applicant) == []
     assert w.r.purge.run() == []
+
+
+async def _import_body(w: WiredOffices, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async with serve(w.staff(RECEIVING)) as base, aiohttp.ClientSession() as http:
+        url = f"{base}/staff/v1/integration/cases"
+        async with http.post(url, json=body, headers=_auth(w, RECEIVING)) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+
+async def test_a_retried_import_under_the_platforms_case_id_opens_and_sends_the_case_once(
+    offices: WiredOffices, monkeypatch: pytest.MonkeyPatch
+):
+    """The platform lost the answer and sends the same request again: the case is not
+    opened or sent twice; the answer carries a new access code, and the one before
+    (never shown) opens the case no more. The same id with other content is refused.
+    A request whose submit failed is completed by its retry."""
+    w = offices
+    r, h = w.office(RECEIVING), w.office(HANDLING)
+    body = {"matter": BOOKS, "handling": HANDLING, "application": FORM, "case_id": "PLAT-000123"}
+    status, first = await _import_body(w, body)
+    assert status == 201, first
+    status, again = await _import_body(w, body)
+    assert status == 201, again
+    assert again["case"] == first["case"] == "PLAT-000123"
+    assert again["state"] == "submitted"
+    record = r.desk.get("PLAT-000123")
+    assert len(record.case.events) == 1
+    assert check_access_code(again["access_code"], record.access_hash or "")
+    assert not check_access_code(first["access_code"], record.access_hash or "")
+    status, other = await _import_body(w, {**body, "application": {**FORM, "case-materials": []}})
+    assert status == 409
+    assert other["reason"] == "case-exists"
+    await w.deliver()
+    inbox = [i for i in h.relay.list_inbox() if i.summary.case_id == "PLAT-000123"]
+    assert len(inbox) == 1
+    assert h.desk.get("PLAT-000123").case.state is CaseState.SUBMITTED
+
+    # the submit fails (the relay refuses it): the case stays opened, unsent; the retry
+    # submits it
+    create_packet = r.relay.create_packet
+
+    async def refused(**_: Any) -> Any:
+        raise UnknownNode(HANDLING)
+
+    monkeypatch.setattr(r.relay, "create_packet", refused)
+    second = {**body, "case_id": "PLAT-000124"}
+    status, _ = await _import_body(w, second)
+    assert status >= 400
+    assert r.desk.get("PLAT-000124").case.events == ()
+    monkeypatch.setattr(r.relay, "create_packet", create_packet)
+    status, done = await _import_body(w, second)
+    assert status == 201, done
+    assert done["state"] == "submitted"
+    await w.deliver()
+    assert h.desk.get("PLAT-000124").case.state is CaseState.SUBMITTED
