@@ -85,6 +85,7 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA",
     "CaseSink",
+    "Held",
     "SqliteCaseStore",
     "case_from_json",
     "case_to_json",
@@ -205,6 +206,17 @@ CREATE INDEX IF NOT EXISTS cases_purge_unknown ON cases (case_id) WHERE purge_du
 CREATE INDEX IF NOT EXISTS cases_purge_due ON cases (purge_due) WHERE purged = 0;
 """
 
+# step 8: the status of each licence this node changed, as its last licence-event leaf
+# says (relay.http.licence_status): written with the leaf, so a change the published
+# list shows and the log does not (its transaction failed after the file was put in
+# place) is logged when the request is made again
+_STATUS_LOGGED = """
+CREATE TABLE IF NOT EXISTS licence_status_logged (
+    number TEXT NOT NULL, purpose TEXT NOT NULL, value INTEGER NOT NULL,
+    PRIMARY KEY (number, purpose)
+);
+"""
+
 MIGRATIONS = [
     Migration(1, "cases and applied case packets", SCHEMA, pg_ddl(SCHEMA)),
     Migration(2, "case events in rows of their own", **_EVENT_ROWS),
@@ -213,6 +225,7 @@ MIGRATIONS = [
     Migration(5, "who issued each licence and its status-list index", *[_LICENCE_STATUS] * 2),
     Migration(6, "settled cases counted apart in the work queue", _SETTLED, _SETTLED),
     Migration(7, "when each case's content falls due for purging", _PURGE, _PURGE),
+    Migration(8, "the licence status each licence-event leaf logged", *[_STATUS_LOGGED] * 2),
 ]
 
 NOT_DUE = 1e18
@@ -357,6 +370,36 @@ class CaseSink(Protocol):
     def changed(self, conn: Connection, old: CaseRecord | None, new: CaseRecord) -> None: ...
 
     def logged(self, conn: Connection, leaf: bytes) -> None: ...
+
+
+class Held:
+    """The transaction of :meth:`SqliteCaseStore.holding`: audit leaves, and the status
+    of each licence as its last ``licence-event`` leaf logged it."""
+
+    def __init__(self, store: SqliteCaseStore, conn: Connection) -> None:
+        self._store = store
+        self._conn = conn
+
+    def append(self, leaf: bytes) -> int:
+        """Append an audit leaf; its index."""
+        return self._store._audit(self._conn, leaf)
+
+    def logged_status(self, number: str, purpose: str) -> bool:
+        """Licence ``number``'s bit of ``purpose`` as the log last set it; False when
+        no change was logged (or logged by a release that did not record it here)."""
+        row: Any = self._conn.execute(
+            "SELECT value FROM licence_status_logged WHERE number = ? AND purpose = ?",
+            (number, purpose),
+        ).fetchone()
+        return row is not None and bool(row[0])
+
+    def log_status(self, number: str, purpose: str, value: bool) -> None:
+        """Record the bit a leaf appended in this transaction logs."""
+        self._conn.execute(
+            "INSERT INTO licence_status_logged (number, purpose, value) VALUES (?, ?, ?)"
+            " ON CONFLICT (number, purpose) DO UPDATE SET value = excluded.value",
+            (number, purpose, int(value)),
+        )
 
 
 class SqliteCaseStore:
@@ -569,13 +612,13 @@ class SqliteCaseStore:
             publish()
             return index
 
-    def holding(self, names: Sequence[str], work: Callable[[Callable[[bytes], int]], T]) -> T:
+    def holding(self, names: Sequence[str], work: Callable[[Held], T]) -> T:
         """Run ``work`` in one write transaction that holds ``names`` (against every
         worker of the node, as a case is held; prefix them, e.g. ``status-list:…``, so
-        they never meet a case id). ``work`` gets a function that appends an audit leaf
-        in that transaction and returns its index; raising rolls the leaves back."""
+        they never meet a case id). ``work`` gets a :class:`Held`: what it appends and
+        records there is rolled back when it raises or the commit fails."""
         with self._tx(names) as conn:
-            return work(lambda leaf: self._audit(conn, leaf))
+            return work(Held(self, conn))
 
     def _pages(self, select: str, size: int = 200) -> Iterator[list[Any]]:
         """The rows of ``select`` (``SELECT case_id, … FROM cases WHERE …``), a page of

@@ -627,19 +627,23 @@ def add_console_routes(app: web.Application, console: Console) -> None:
             raise Problem(400, ProblemCode.INVALID_REQUEST, "'value' must be true or false")
         reason = require_str(body, "reason", max_length=500)
         number = request.match_info["number"]
+        records = console.records
+
+        def record(log_index: int) -> None:  # in the change's transaction: both or neither
+            if records is not None:
+                append_record(
+                    records / "licence-status.jsonl",
+                    {
+                        "number": number, "purpose": purpose.value, "value": value,
+                        "reason": reason, "person": _staff_name(request),
+                        "at": console.desk.now().isoformat(), "log_index": log_index,
+                    },
+                )  # fmt: skip
+
         try:
-            answer = console.licence_status.change(number, purpose, value)
+            answer = console.licence_status.change(number, purpose, value, record=record)
         except MalformedInput as exc:
             raise Problem(409, ProblemCode.CONFLICT, str(exc)) from None
-        if answer["changed"] and console.records is not None:
-            append_record(
-                console.records / "licence-status.jsonl",
-                {
-                    "number": number, "purpose": purpose.value, "value": value,
-                    "reason": reason, "person": _staff_name(request),
-                    "at": console.desk.now().isoformat(), "log_index": answer["log_index"],
-                },
-            )  # fmt: skip
         return _json({**answer, "reason": reason})
 
     async def resend(request: web.Request) -> web.Response:

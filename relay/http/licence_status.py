@@ -10,6 +10,12 @@ in the same database transaction as the file is put in place. That transaction h
 the list from before it is read (:meth:`SqliteCaseStore.holding`), so two workers of the
 node changing bits of one list at once never lose one another's bit.
 
+The published list is what verifiers see; the transaction also records the bit the
+leaf logs (``licence_status_logged``). A transaction that fails after its file was put
+in place (its commit refused, the node stopped) leaves the change published and not
+logged: the same request again finds the bit published and not logged, and logs it
+then (``changed``: true) instead of answering that nothing changed.
+
 A published list is valid for ``LIST_VALID_DAYS``; :meth:`LicenceStatus.renew_due`
 re-signs each of the node's lists (same bits, same URL, nothing logged: no licence's
 status changes) once less than ``RENEW_BEFORE`` of its validity is left, so verifiers
@@ -37,7 +43,7 @@ from aiohttp import web
 from relay.audit.leaves import LicenceEvent
 from relay.audit.licence_events import licence_leaf
 from relay.cases.desk import CaseDesk
-from relay.cases.sqlite_store import SqliteCaseStore
+from relay.cases.sqlite_store import Held, SqliteCaseStore
 from relay.http.body import read_json_object, require_str
 from relay.permissions import StaffAction, require
 from relay.problem import Problem, ProblemCode
@@ -91,7 +97,18 @@ class LicenceStatus:
             raise Problem(404, ProblemCode.NOT_FOUND, f"no licence {number} in this node's cases")
         return found
 
-    def change(self, number: str, purpose: StatusPurpose, value: bool) -> dict[str, Any]:
+    def change(
+        self,
+        number: str,
+        purpose: StatusPurpose,
+        value: bool,
+        *,
+        record: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Set the bit of licence ``number`` in its list of ``purpose`` to ``value``
+        (see the module note); the answer. ``record`` (who changed it and why, kept
+        apart) is called with the leaf's index in the change's transaction, before the
+        list is put in place: when it raises, nothing is changed or logged."""
         token, case_id = self._licence(number)
         licence = parse_licence(token)
         if licence.issuer_node != self.node_id:
@@ -104,7 +121,7 @@ class LicenceStatus:
             "changed": False, "log_index": None,
         }  # fmt: skip
 
-        def locked(append: Callable[[bytes], int]) -> dict[str, Any]:
+        def locked(held: Held) -> dict[str, Any]:
             """Read, change and publish the list while holding it: another worker
             changing a bit of the same list waits, then reads what this one wrote."""
             path = self.status_dir / f"{purpose.value}.jwt"
@@ -116,11 +133,24 @@ class LicenceStatus:
                         409, ProblemCode.CONFLICT, f"{path.name} is not the licence's list"
                     )
                 lst = current.status_list
-            if lst.get(entry.index) == value:
+            published = lst.get(entry.index) == value
+            if published and held.logged_status(number, purpose.value) == value:
                 return answer
-            if purpose is StatusPurpose.REVOCATION and not value:
+            if purpose is StatusPurpose.REVOCATION and not value and not published:
                 raise Problem(409, ProblemCode.CONFLICT, "revocation cannot be undone")
             now = self._clock()
+            if purpose is StatusPurpose.REVOCATION:
+                event = LicenceEvent.REVOKED
+            else:
+                event = LicenceEvent.SUSPENDED if value else LicenceEvent.REINSTATED
+            leaf = licence_leaf(token, event, node_id=self.node_id, case_id=case_id, at=now)
+            if published:  # the list shows it, the log does not: a change whose
+                # transaction failed after its file was put in place, logged now
+                index = held.append(leaf)
+                held.log_status(number, purpose.value, value)
+                if record is not None:
+                    record(index)
+                return {**answer, "changed": True, "log_index": index}
             self.status_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             for other in licence.status:  # the licence's other lists must be published too
                 other_path = self.status_dir / f"{other.purpose.value}.jwt"
@@ -128,13 +158,11 @@ class LicenceStatus:
                     empty = self._sign(other.list_url, StatusList.empty(other.purpose), now)
                     os.replace(self._stage(other_path, empty), other_path)
             signed = self._sign(entry.list_url, lst.with_bit(entry.index, value), now)
-            if purpose is StatusPurpose.REVOCATION:
-                event = LicenceEvent.REVOKED
-            else:
-                event = LicenceEvent.SUSPENDED if value else LicenceEvent.REINSTATED
-            leaf = licence_leaf(token, event, node_id=self.node_id, case_id=case_id, at=now)
             staged = self._stage(path, signed)
-            index = append(leaf)
+            index = held.append(leaf)
+            held.log_status(number, purpose.value, value)
+            if record is not None:
+                record(index)
             os.replace(staged, path)  # a failure rolls the leaf back
             return {**answer, "changed": True, "log_index": index}
 
@@ -148,7 +176,7 @@ class LicenceStatus:
         worker sets meanwhile is never undone by a renewal of the list read before."""
         now = self._clock()
 
-        def renew(purpose: StatusPurpose, _append: Callable[[bytes], int]) -> bool:
+        def renew(purpose: StatusPurpose, _held: Held) -> bool:
             path = self.status_dir / f"{purpose.value}.jwt"
             if not path.exists():
                 return False

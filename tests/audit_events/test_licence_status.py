@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
+import pytest
 from casekit import HANDLING
 from casekit_offices import Offices, serve
 
@@ -269,3 +270,74 @@ async def test_a_renewal_beside_a_change_of_a_bit_loses_no_bit(
     assert [published.status_list.get(n) for n in (31, 32)] == [True, True]
     assert published.valid_until > clock() + RENEW_BEFORE
     assert sorted(p.name for p in path.parent.iterdir()) == ["revocation.jwt", "suspension.jwt"]
+
+
+async def test_a_change_published_whose_transaction_failed_is_logged_when_asked_again(
+    offices: Offices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transaction fails after the new list was put in place (a refused commit): the
+    revocation is published and its leaf rolled back. The same request again logs it
+    (``changed``), once; a third changes nothing."""
+    h, clock = offices.h, offices.clock
+    token = await _issue(offices, "XK-320982-0011", 11)
+    status = LicenceStatus(
+        node_id=HANDLING, desk=h.desk, store=h.cases, signer=offices.pki.keys[HANDLING].seal,
+        status_dir=h.verifier.status_dir, clock=clock,
+    )  # fmt: skip
+    log = AuditStore(h.store.connection)
+    before = log.size()
+    holding = SqliteCaseStore.holding
+
+    def refused_commit(self: SqliteCaseStore, names: Any, work: Any) -> Any:
+        def then_fail(held: Any) -> Any:
+            work(held)
+            raise OSError("the commit was refused")
+
+        return holding(self, names, then_fail)
+
+    monkeypatch.setattr(SqliteCaseStore, "holding", refused_commit)
+    with pytest.raises(OSError, match="refused"):
+        status.change("XK-320982-0011", StatusPurpose.REVOCATION, True)
+    monkeypatch.undo()
+    assert log.size() == before  # rolled back
+    path = h.verifier.status_dir / "revocation.jwt"
+    assert parse_status_list(path.read_text("ascii").strip()).status_list.get(11) is True
+
+    again = status.change("XK-320982-0011", StatusPurpose.REVOCATION, True)
+    assert again["changed"] is True
+    assert again["log_index"] == before
+    leaf = decode_leaf(log.leaf(before))
+    assert isinstance(leaf.body, LicenceEventLeaf)
+    assert (leaf.body.id, leaf.body.event) == ("XK-320982-0011", "revoked")
+    third = status.change("XK-320982-0011", StatusPurpose.REVOCATION, True)
+    assert (third["changed"], log.size()) == (False, before + 1)
+    assert (await h.verifier.verify(token))["failure"] == "revoked"
+
+
+async def test_a_change_whose_record_cannot_be_kept_changes_nothing(offices: Offices) -> None:
+    """Who changed a status and why (the console's record) is kept in the change's
+    transaction: a record that cannot be written leaves the list and the log as they
+    were, and the retry records and logs the change once."""
+    h, clock = offices.h, offices.clock
+    token = await _issue(offices, "XK-320982-0012", 12)
+    status = LicenceStatus(
+        node_id=HANDLING, desk=h.desk, store=h.cases, signer=offices.pki.keys[HANDLING].seal,
+        status_dir=h.verifier.status_dir, clock=clock,
+    )  # fmt: skip
+    log = AuditStore(h.store.connection)
+    before = log.size()
+
+    def disk_full(log_index: int) -> None:
+        raise OSError("no space left on device")
+
+    with pytest.raises(OSError, match="no space"):
+        status.change("XK-320982-0012", StatusPurpose.SUSPENSION, True, record=disk_full)
+    assert log.size() == before
+    assert not (h.verifier.status_dir / "suspension.jwt").exists()
+    assert (await h.verifier.verify(token))["failure"] != "suspended"
+
+    kept: list[int] = []
+    answer = status.change("XK-320982-0012", StatusPurpose.SUSPENSION, True, record=kept.append)
+    assert answer["changed"] is True
+    assert kept == [answer["log_index"]] == [before]
+    assert (await h.verifier.verify(token))["failure"] == "suspended"
