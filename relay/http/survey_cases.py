@@ -23,7 +23,8 @@ once into ``<data dir>/survey-reports/<case>/<session>/`` (its attachments decry
 there under their names, and ``report.jws``; ``<session>-<packet id>`` when that
 survey was reported before, the packet id when the report names no usable session;
 ``.<packet id>.done`` marks a packet collected, or opened and found to carry no sealed
-report), so ``tongban survey verify`` works on that folder. The copy is accepted when
+report; a copy put in place before a stop, its packet not marked yet, is made again in
+its place), so ``tongban survey verify`` works on that folder. The copy is accepted when
 the report verifies against those files, names this case, was sealed by the sender as
 surveying office for us as requesting office, and the files are exactly the evidence
 and the media the chain names; otherwise the folder gets ``refused.json`` with every
@@ -49,6 +50,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -310,6 +312,13 @@ def _judge(
 _REPORT_ACTIONS = frozenset({Action.SURVEY_REPORT, Action.STATUS_UPDATE})
 
 
+def _holds_report(folder: Path, token: str) -> bool:
+    try:
+        return (folder / REPORT_FILE).read_text(encoding="ascii").strip() == token
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def _mark_no_report(done: Path) -> None:
     done.parent.mkdir(parents=True, exist_ok=True)
     done.write_text("\n", encoding="utf-8")  # no folder: the packet carries no report
@@ -365,8 +374,10 @@ async def _collect_one(
     if not _NAME.fullmatch(session) or session.startswith("."):
         session = packet_id
     folder = base / session
-    if folder.exists():  # another report of the same survey: keep both
-        folder = base / f"{session}-{packet_id}"
+    if folder.exists() and not _holds_report(folder, token):
+        folder = base / f"{session}-{packet_id}"  # another report of the same survey: both
+    if folder.exists():  # this report's copy, put in place before a stop: made again
+        await asyncio.to_thread(shutil.rmtree, folder)
     tmp.rename(folder)
     done.write_text(folder.name + "\n", encoding="utf-8")
     return Collected(packet_id, summary.case_id, folder, tuple(failures))

@@ -231,6 +231,40 @@ async def test_a_received_report_is_logged_before_its_folder_appears_and_once_af
     assert len(_survey_leaves(h)) == 1
 
 
+async def test_a_copy_in_place_whose_packet_was_not_marked_is_made_again_in_its_place(
+    offices: tuple[Office, Office], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop after the copy's folder was put in place, before its packet was marked
+    collected: the next start collects the packet again into the same folder (not a
+    second one beside it), and logs no second leaf."""
+    r, h = offices
+    write_text = Path.write_text
+    stops: list[str] = []
+
+    def stopping_write(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.name.endswith(".done") and not stops and (self.parent / "SV-WC-SV-D").exists():
+            stops.append(self.name)
+            raise OSError("the node stopped here")
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", stopping_write)
+    async with aiohttp.ClientSession() as http:
+        await _report_delivered(http, r, h, "WC-SV-D", "SV-WC-SV-D")
+    async with asyncio.timeout(30):
+        while not stops:
+            await asyncio.sleep(0.05)
+    monkeypatch.undo()
+    monkeypatch.setattr(survey_cases, "SETTLE", timedelta(0))
+    (collected,) = await h.layer.collect()
+    assert collected.ok
+    base = h.layer.reports_dir / "WC-SV-D"
+    assert sorted(p.name for p in base.iterdir() if p.name[0] != ".") == ["SV-WC-SV-D"]
+    assert collected.folder == base / "SV-WC-SV-D"
+    assert _verify_cli(collected.folder, h.bundle) == 0
+    assert len(_survey_leaves(h)) == 1
+    assert await h.layer.collect() == []
+
+
 async def test_the_surveying_office_logs_the_report_when_its_packet_is_queued_and_not_before(
     offices: tuple[Office, Office], monkeypatch: pytest.MonkeyPatch
 ) -> None:
