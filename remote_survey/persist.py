@@ -33,7 +33,14 @@ from remote_survey.session import (
     SurveyState,
 )
 
-__all__ = ["STATE_FILE", "load_state", "save_state", "session_from_json", "session_to_json"]
+__all__ = [
+    "STATE_FILE",
+    "load_state",
+    "save_state",
+    "session_from_json",
+    "session_to_json",
+    "write_durably",
+]
 
 STATE_FILE = "session.json"
 _TYPE = "tongban-survey-session"
@@ -102,13 +109,23 @@ def session_from_json(obj: Any) -> tuple[SurveySession, JoinLedger]:
 def save_state(directory: Path, session: SurveySession, ledger: JoinLedger) -> None:
     """Write ``session.json`` atomically and durably."""
     data = json.dumps(session_to_json(session, ledger), ensure_ascii=False, indent=1)
-    tmp = directory / f".{STATE_FILE}.tmp"
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(data + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(directory / STATE_FILE)
-    fd = os.open(directory, os.O_RDONLY)
+    write_durably(directory / STATE_FILE, (data + "\n").encode("utf-8"))
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Put ``data`` at ``path`` whole or not at all: written and synced under a
+    temporary name beside it, then renamed over it, and the folder synced."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -47,7 +47,7 @@ from remote_survey.errors import (
 from remote_survey.evidence import EvidenceChain, parse_evidence
 from remote_survey.geo import GeoPoint
 from remote_survey.join import JoinClaims, JoinLedger, admit, participant_for
-from remote_survey.persist import load_state, save_state
+from remote_survey.persist import load_state, save_state, write_durably
 from remote_survey.report import (
     ChecklistAnswer,
     Verdict,
@@ -434,7 +434,8 @@ class SurveyRoom:
         except MalformedReport as exc:
             raise RoomError("bad-report", str(exc)) from None
         token = sign_report(report, self.config.seal, at=at)
-        (self.media_dir / REPORT_FILE).write_text(token + "\n", encoding="ascii")
+        # whole or not at all: a restart reads a report.jws it finds as the signed report
+        write_durably(self.media_dir / REPORT_FILE, (token + "\n").encode("ascii"))
         self.report_token = token
         return token
 

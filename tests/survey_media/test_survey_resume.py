@@ -17,7 +17,7 @@ from remote_survey.entries import Gap, Segment
 from remote_survey.errors import JoinRefused
 from remote_survey.persist import STATE_FILE
 from remote_survey.report import Answer, ChecklistAnswer, Verdict, verify_report
-from remote_survey.room import RoomConfig
+from remote_survey.room import RoomConfig, SurveyRoom
 from remote_survey.session import Event, Participant, Role, SurveyState
 from remote_survey.web import SurveyHub
 from signing.certificates import TrustBundle
@@ -205,3 +205,36 @@ def test_a_survey_that_ended_leaves_the_rooms_and_is_counted_once(tmp_path: Path
     again = SurveyHub(_config(world, clock))
     assert again.resume() == ["sv-media-0004"]
     assert again.state_counts() == hub.state_counts()
+
+
+def test_a_report_that_could_not_be_written_is_not_taken_as_signed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``report.jws`` is put in place whole or not at all: a write that fails (here its
+    sync) leaves no file, the room and a restart know no report, and the inspector's
+    next try seals one that verifies."""
+    world = make_world(tmp_path)
+    clock = Clock(datetime.now(UTC).replace(microsecond=0))
+    hub = SurveyHub(_config(world, clock))
+    live = hub.open(make_plan(clock.at, "sv-media-0009"))
+    room = live.room
+    room.admit(world.token(Role.SITE, "site-1", session_id="sv-media-0009"), Role.SITE, "p-1")
+    room.site_live()
+    clock.advance(60)
+    room.end(INSPECTOR, Event.COMPLETE)
+    answers = [ChecklistAnswer(i.item_id, Answer.FAIL, note="未见") for i in room.plan.checklist]
+
+    def failing_sync(fd: int) -> None:
+        raise OSError("I/O error")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("remote_survey.persist.os.fsync", failing_sync)
+        with pytest.raises(OSError, match="I/O error"):
+            room.report(INSPECTOR, answers, Verdict.FAIL)
+    assert room.report_token is None
+    assert sorted(p.name for p in room.media_dir.glob("*report*")) == []
+    assert SurveyRoom.restore(room.media_dir, _config(world, clock)).report_token is None
+
+    token = room.report(INSPECTOR, answers, Verdict.FAIL)
+    bundle = TrustBundle.from_pem(world.bundle_path.read_bytes())
+    assert verify_report(token, bundle, room.media_dir, clock()).ok
