@@ -53,16 +53,22 @@ async def _issue(offices: Offices, number: str, index: int) -> str:
     return token
 
 
+def _status(offices: Offices) -> LicenceStatus:
+    """The handling office's licence status changes, on its own store and clock."""
+    h = offices.h
+    return LicenceStatus(
+        node_id=HANDLING, desk=h.desk, store=h.cases, signer=offices.pki.keys[HANDLING].seal,
+        status_dir=h.verifier.status_dir, clock=offices.clock,
+    )  # fmt: skip
+
+
 async def test_revocation_through_the_staff_route_is_published_and_logged(
     offices: Offices,
 ) -> None:
     h, clock = offices.h, offices.clock
     token = await _issue(offices, "XK-320982-0007", 7)
     other = await _issue(offices, "XK-320982-0008", 8)
-    status = LicenceStatus(
-        node_id=HANDLING, desk=h.desk, store=h.cases, signer=offices.pki.keys[HANDLING].seal,
-        status_dir=h.verifier.status_dir, clock=clock,
-    )  # fmt: skip
+    status = _status(offices)
     app = h.staff(clock)
     add_licence_status_routes(app, status)
     headers = {"Authorization": f"Bearer {h.staff_token(clock)}"}
@@ -108,12 +114,9 @@ async def test_revocation_through_the_staff_route_is_published_and_logged(
 
 
 async def test_suspension_and_reinstatement_each_append_a_leaf(offices: Offices) -> None:
-    h, clock = offices.h, offices.clock
+    h = offices.h
     token = await _issue(offices, "XK-320982-0009", 9)
-    status = LicenceStatus(
-        node_id=HANDLING, desk=h.desk, store=h.cases, signer=offices.pki.keys[HANDLING].seal,
-        status_dir=h.verifier.status_dir, clock=clock,
-    )  # fmt: skip
+    status = _status(offices)
     log = AuditStore(h.store.connection)
     before = log.size()
     status.change("XK-320982-0009", StatusPurpose.SUSPENSION, True)
@@ -129,10 +132,7 @@ async def test_published_status_lists_are_re_signed_before_they_run_out(
 ) -> None:
     h, clock = offices.h, offices.clock
     token = await _issue(offices, "XK-320982-0009", 9)
-    status = LicenceStatus(
-        node_id=HANDLING, desk=h.desk, store=h.cases, signer=offices.pki.keys[HANDLING].seal,
-        status_dir=h.verifier.status_dir, clock=clock,
-    )  # fmt: skip
+    status = _status(offices)
     status.change("XK-320982-0009", StatusPurpose.SUSPENSION, True)
     path = h.verifier.status_dir / "suspension.jwt"
     first = parse_status_list(path.read_text("ascii").strip())
@@ -278,12 +278,9 @@ async def test_a_change_published_whose_transaction_failed_is_logged_when_asked_
     """The transaction fails after the new list was put in place (a refused commit): the
     revocation is published and its leaf rolled back. The same request again logs it
     (``changed``), once; a third changes nothing."""
-    h, clock = offices.h, offices.clock
+    h = offices.h
     token = await _issue(offices, "XK-320982-0011", 11)
-    status = LicenceStatus(
-        node_id=HANDLING, desk=h.desk, store=h.cases, signer=offices.pki.keys[HANDLING].seal,
-        status_dir=h.verifier.status_dir, clock=clock,
-    )  # fmt: skip
+    status = _status(offices)
     log = AuditStore(h.store.connection)
     before = log.size()
     holding = SqliteCaseStore.holding
@@ -318,12 +315,9 @@ async def test_a_change_whose_record_cannot_be_kept_changes_nothing(offices: Off
     """Who changed a status and why (the console's record) is kept in the change's
     transaction: a record that cannot be written leaves the list and the log as they
     were, and the retry records and logs the change once."""
-    h, clock = offices.h, offices.clock
+    h = offices.h
     token = await _issue(offices, "XK-320982-0012", 12)
-    status = LicenceStatus(
-        node_id=HANDLING, desk=h.desk, store=h.cases, signer=offices.pki.keys[HANDLING].seal,
-        status_dir=h.verifier.status_dir, clock=clock,
-    )  # fmt: skip
+    status = _status(offices)
     log = AuditStore(h.store.connection)
     before = log.size()
 

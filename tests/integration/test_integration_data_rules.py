@@ -46,7 +46,10 @@ def _auth(w: WiredOffices, node: str, **extra: str) -> dict[str, str]:
 
 
 async def _import(w: WiredOffices, form: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    body = {"matter": BOOKS, "handling": HANDLING, "application": form}
+    return await _import_body(w, {"matter": BOOKS, "handling": HANDLING, "application": form})
+
+
+async def _import_body(w: WiredOffices, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     async with serve(w.staff(RECEIVING)) as base, aiohttp.ClientSession() as http:
         url = f"{base}/staff/v1/integration/cases"
         async with http.post(url, json=body, headers=_auth(w, RECEIVING)) as resp:
@@ -290,13 +293,6 @@ async def test_a_purge_stopped_before_it_was_noted_still_forgets_the_applicant(
     assert w.r.store.applicant_of(case_id) is None
     assert w.r.store.cases_of(applicant) == []
     assert w.r.purge.run() == []
-
-
-async def _import_body(w: WiredOffices, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    async with serve(w.staff(RECEIVING)) as base, aiohttp.ClientSession() as http:
-        url = f"{base}/staff/v1/integration/cases"
-        async with http.post(url, json=body, headers=_auth(w, RECEIVING)) as resp:
-            return resp.status, await resp.json(content_type=None)
 
 
 async def test_a_retried_import_under_the_platforms_case_id_opens_and_sends_the_case_once(
