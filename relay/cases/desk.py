@@ -24,7 +24,11 @@ with the relay (``settle_inbox``): what stays unsettled is what admission must s
 count as pending (:mod:`relay.cases.admission`).
 
 A step of ours is stored first and then queued; if the relay refuses to queue it (the
-agreement does not grant it, unknown partner) the stored step is taken back.
+agreement does not grant it, unknown partner) the stored step is taken back. The step is
+stored with the packets it sends, their ids chosen then (``case_unsent``, removed once
+the relay has queued them): a node stopped between the two queues them at its next start
+(:meth:`CaseDesk.send_unsent`), and a packet the relay had queued under that id before
+the stop is not queued again.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import json
 import logging
 import os
 import time
@@ -64,6 +69,7 @@ from relay.cases.tracking import (
 )
 from relay.cases.tracking_view import OfficeNames, public_view
 from relay.cases.workflow import Case, Command, transition
+from relay.core import ids
 from relay.core.errors import RelayError
 from relay.core.model import InboxItem, PacketContent, PacketSummary
 from relay.core.ports import OpenedPacket, ReceivedBatch
@@ -110,6 +116,7 @@ class PacketPort(Protocol):
         attachments: Sequence[str] = (),
         expires_in: timedelta | None = None,
         audit: Sequence[bytes] = (),
+        packet_id: str | None = None,
     ) -> PacketSummary: ...
 
     def list_inbox(self, *, case_id: str | None = None) -> list[InboxItem]: ...
@@ -119,6 +126,36 @@ class PacketPort(Protocol):
     def settle_inbox(self, packet_ids: Sequence[str]) -> None: ...
 
     def read_packet(self, packet_id: str) -> PacketContent: ...
+
+
+@dataclass(frozen=True)
+class Unsent:
+    """The packets of a step, kept with it until the relay has queued them
+    (``case_unsent``): ``(packet id, to, action, content)`` each, the attachments they
+    carry and the leaves their queueing logs."""
+
+    packets: tuple[tuple[str, str, str, Any], ...]
+    attachments: tuple[str, ...]
+    audit: tuple[bytes, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "packets": [list(p) for p in self.packets],
+                "attachments": list(self.attachments),
+                "audit": [base64.b64encode(leaf).decode("ascii") for leaf in self.audit],
+            },
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Unsent:
+        data = json.loads(text)
+        return cls(
+            tuple((str(i), str(to), str(a), c) for i, to, a, c in data["packets"]),
+            tuple(str(d) for d in data["attachments"]),
+            tuple(base64.b64decode(leaf) for leaf in data["audit"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -370,20 +407,19 @@ class CaseDesk:
                 raise CaseError("the case changed meanwhile; try again", code="conflict")
             return CaseRecord(case, old.access_hash, old.opened_at, old.version)
 
-        after = self._store.update(case_id, change, audit)
+        # the packets, their ids chosen now, are kept with the step until they are queued:
+        # a stop in between has the next start queue them (send_unsent), none twice
+        sends = Unsent(
+            tuple((ids.packet_id(), p.to, p.action.value, thaw(p.content)) for p in packets),
+            tuple(attachments),
+            tuple(logged_when_sent),
+        )
+        after = self._store.update(
+            case_id, change, audit, unsent=sends.to_json() if packets else None
+        )
         assert after is not None
         try:
-            for packet in packets:
-                await self._relay.create_packet(
-                    to=packet.to,
-                    case_id=case_id,
-                    matter=case.header.matter,
-                    action=packet.action.value,
-                    mode=case.header.mode,
-                    content=packet.content,
-                    attachments=attachments,
-                    audit=logged_when_sent,
-                )
+            await self._send(case_id, case.header, sends)
         except RelayError:
             self._store.update(
                 case_id,
@@ -392,10 +428,48 @@ class CaseDesk:
                     if old is not None and old.version == after.version
                     else None
                 ),
+                sent=after.version if packets else None,
             )
             raise
+        if packets:
+            self._store.sent(case_id, after.version)
         await self._notify([case_id])
         return after
+
+    async def _send(self, case_id: str, header: CaseHeader, sends: Unsent) -> None:
+        for packet_id, to, action, content in sends.packets:
+            await self._relay.create_packet(
+                to=to, case_id=case_id, matter=header.matter, action=action,
+                mode=header.mode, content=content, attachments=sends.attachments,
+                audit=sends.audit, packet_id=packet_id,
+            )  # fmt: skip
+
+    async def send_unsent(self) -> list[str]:
+        """Queue the packets of every step stored whose packets a stop left unqueued
+        (at start, before the cases are synced); the cases whose packets were queued.
+        Each packet keeps the id chosen with its step, so one the relay queued before
+        the stop is not queued again. A packet the relay refuses now is logged at ERROR
+        and tried again at the next start."""
+        done: list[str] = []
+        for case_id, version, text in self._store.unsent():
+            record = self._store.get(case_id)
+            if record is None:
+                self._store.sent(case_id, version)
+                continue
+            try:
+                await self._send(case_id, record.case.header, Unsent.from_json(text))
+            except RelayError as exc:
+                _log.error(
+                    "case %s: the packets of its step %d cannot be queued (%s); the next"
+                    " start tries again", case_id, version, exc,
+                )  # fmt: skip
+                continue
+            self._store.sent(case_id, version)
+            done.append(case_id)
+        if done:
+            _log.warning("queued the packets of %d steps a stop had left unsent", len(done))
+            await self._notify(done)
+        return done
 
     @property
     def calendar(self) -> WorkingCalendar:

@@ -217,6 +217,15 @@ CREATE TABLE IF NOT EXISTS licence_status_logged (
 );
 """
 
+# step 9: the packets of a step stored and not queued yet (relay.cases.desk: written with
+# the step, removed once the relay has queued them; a start sends what a stop left)
+_UNSENT = """
+CREATE TABLE IF NOT EXISTS case_unsent (
+    case_id TEXT NOT NULL, version INTEGER NOT NULL, packets TEXT NOT NULL,
+    PRIMARY KEY (case_id, version)
+);
+"""
+
 MIGRATIONS = [
     Migration(1, "cases and applied case packets", SCHEMA, pg_ddl(SCHEMA)),
     Migration(2, "case events in rows of their own", **_EVENT_ROWS),
@@ -226,6 +235,7 @@ MIGRATIONS = [
     Migration(6, "settled cases counted apart in the work queue", _SETTLED, _SETTLED),
     Migration(7, "when each case's content falls due for purging", _PURGE, _PURGE),
     Migration(8, "the licence status each licence-event leaf logged", *[_STATUS_LOGGED] * 2),
+    Migration(9, "the packets of a step not queued yet", _UNSENT, _UNSENT),
 ]
 
 NOT_DUE = 1e18
@@ -596,13 +606,49 @@ class SqliteCaseStore:
         case_id: str,
         change: Callable[[CaseRecord | None], CaseRecord | None],
         audit: Sequence[bytes] = (),
+        *,
+        unsent: str | None = None,
+        sent: int | None = None,
     ) -> CaseRecord | None:
+        """Store ``change`` of the case. ``unsent``: the packets the step sends (JSON,
+        :mod:`relay.cases.desk`), kept under the stored version until :meth:`sent`;
+        ``sent``: the version whose packets go unsent no more (a step undone)."""
         with self._tx([case_id]) as conn:
+            old_version = None
+            if unsent is not None:
+                before = self._get(conn, case_id)
+                old_version = None if before is None else before.version
             after = self._change(conn, case_id, change)
             if after is not None:
                 for leaf in audit:  # durable with the step they record
                     self._audit(conn, leaf)
+                if unsent is not None and after.version != old_version:
+                    conn.execute(
+                        "INSERT INTO case_unsent (case_id, version, packets) VALUES (?, ?, ?)",
+                        (case_id, after.version, unsent),
+                    )
+            if sent is not None:
+                self._sent(conn, case_id, sent)
             return after
+
+    @staticmethod
+    def _sent(conn: Connection, case_id: str, version: int) -> None:
+        conn.execute(
+            "DELETE FROM case_unsent WHERE case_id = ? AND version = ?", (case_id, version)
+        )
+
+    def sent(self, case_id: str, version: int) -> None:
+        """The packets of the case's step stored as ``version`` are queued."""
+        with self._tx([case_id]) as conn:
+            self._sent(conn, case_id, version)
+
+    def unsent(self) -> list[tuple[str, int, str]]:
+        """``(case_id, version, packets)`` of every step whose packets may not be queued
+        (a stop came between the step and its packets), oldest version of a case first."""
+        rows = self._conn.execute(
+            "SELECT case_id, version, packets FROM case_unsent ORDER BY case_id, version"
+        ).fetchall()
+        return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
 
     def append_audit(self, leaf: bytes, publish: Callable[[], None]) -> int:
         """Append ``leaf`` and run ``publish`` (the act it records) in one transaction:

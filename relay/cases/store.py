@@ -53,9 +53,22 @@ class CaseStore(Protocol):
         case_id: str,
         change: Callable[[CaseRecord | None], CaseRecord | None],
         audit: Sequence[bytes] = (),
+        *,
+        unsent: str | None = None,
+        sent: int | None = None,
     ) -> CaseRecord | None:
         """Read, change and write one case in one transaction (``change`` returning
-        None leaves it as it was), appending the ``audit`` leaves in it when it changed."""
+        None leaves it as it was), appending the ``audit`` leaves in it when it changed;
+        ``unsent``: the step's packets, kept until :meth:`sent`; ``sent``: a version
+        whose packets are no longer to be sent."""
+        ...
+
+    def sent(self, case_id: str, version: int) -> None:
+        """The packets of the step stored as ``version`` are queued."""
+        ...
+
+    def unsent(self) -> list[tuple[str, int, str]]:
+        """``(case_id, version, packets)`` of the steps whose packets may be unqueued."""
         ...
 
     def list_cases(

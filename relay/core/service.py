@@ -267,10 +267,14 @@ class RelayNode:
         attachments: Sequence[str] = (),
         expires_in: timedelta | None = None,
         audit: Sequence[bytes] = (),
+        packet_id: str | None = None,
     ) -> PacketSummary:
         """Check the agreement, seal and sign a packet and queue it for ``to``;
         ``audit``: leaves logged in the transaction that queues it, after its
-        ``packet-sent`` leaf.
+        ``packet-sent`` leaf. ``packet_id``: the id the caller chose (a UUID of version
+        7, :func:`relay.core.ids.packet_id`) and recorded before asking: when this node
+        queued a packet under that id already, that packet is answered and nothing is
+        queued (the caller sending again what a stop may have interrupted).
 
         With a crypto helper, the content is sealed there while more than
         ``seal_inline_up_to`` creations are in progress (by default always: the event
@@ -287,6 +291,8 @@ class RelayNode:
         protocol.md "Conventions", or ``case_id`` is not 1-128 characters),
         :class:`PacketTooLarge` (over ``policy.max_packet_bytes``; nothing is queued).
         """
+        if packet_id is not None and (known := self._store.outgoing(packet_id)) is not None:
+            return known.item.summary  # queued before: by the request a stop interrupted
         with self._one_creation_more():
             check_new_packet(case_id, matter, action, mode, content)
             at = self._clock()
@@ -306,7 +312,7 @@ class RelayNode:
                 AttachmentRef(s.blob_digest, s.blob_size, s.media_type, s.name) for s, _ in staged
             ]
             infos = [info_of(s) for s, _ in staged]
-            packet_id = self._new_id()
+            packet_id = packet_id or self._new_id()
             agreement = decision.agreement
             expires = at + (expires_in or self._policy.default_ttl)
 

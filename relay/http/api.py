@@ -60,6 +60,7 @@ class RelayApi(Protocol):
         attachments: Sequence[str] = (),
         expires_in: timedelta | None = None,
         audit: Sequence[bytes] = (),
+        packet_id: str | None = None,
     ) -> PacketSummary: ...
 
     def list_outbox(

@@ -118,7 +118,12 @@ class CaseServices:
         await task
 
     async def start(self) -> None:
-        """Apply case packets that arrived while the case layer was not running."""
+        """Queue the packets of steps a stop left unsent, then apply case packets that
+        arrived while the case layer was not running."""
+        try:
+            await self.desk.send_unsent()
+        except (CaseError, RelayError) as exc:
+            _log.error("unsent case packets not queued at start: %s", exc)
         try:
             await self.desk.sync()
         except (CaseError, RelayError) as exc:

@@ -106,6 +106,7 @@ class FakeCore:
         attachments: Sequence[str] = (),
         expires_in: timedelta | None = None,
         audit: Sequence[bytes] = (),
+        packet_id: str | None = None,
     ) -> PacketSummary:
         if to == "999999":
             raise UnknownNode(to)

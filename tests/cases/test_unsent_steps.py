@@ -1,0 +1,111 @@
+"""A step is stored with the packets it sends (their ids chosen with it) until the relay
+has queued them: a node stopped in between queues them at its next start, none twice,
+and a step the relay refuses leaves nothing to send. Each test runs on SQLite and on
+PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from casekit import HANDLING
+from casekit_offices import Offices
+from dbkit import Database
+
+from relay.cases.model import CaseState, EventKind
+from relay.core.errors import NotAuthorized
+
+BOOKS = "publication-retail-licence"
+
+
+class NodeStopped(BaseException):
+    """The node stops here (a kill: no handler runs)."""
+
+
+def stop(*_: Any, **__: Any) -> Any:
+    raise NodeStopped
+
+
+@pytest.fixture
+def case_database(database: Database) -> Database:
+    return database
+
+
+async def _submitted(offices: Offices) -> str:
+    opened = await offices.r.desk.open_case(matter=BOOKS, mode="proxy_receipt", handling=HANDLING)
+    await offices.deliver()
+    return opened.record.case.header.case_id
+
+
+def _accepts_sent(offices: Offices, case_id: str) -> list[str]:
+    return [
+        i.summary.packet_id
+        for i in offices.h.relay.list_outbox(case_id=case_id)
+        if i.summary.action == "accept"
+    ]
+
+
+async def test_a_step_whose_packet_a_stop_left_unqueued_is_sent_at_the_next_start(
+    offices: Offices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r, h = offices.r, offices.h
+    case_id = await _submitted(offices)
+
+    async def stopped(**_: Any) -> Any:
+        raise NodeStopped
+
+    monkeypatch.setattr(h.desk._relay, "create_packet", stopped)
+    with pytest.raises(NodeStopped):
+        await h.desk.act(case_id, EventKind.ACCEPT, {})
+    monkeypatch.undo()
+    assert h.desk.get(case_id).case.state is CaseState.ACCEPTED  # our copy has the step
+    assert _accepts_sent(offices, case_id) == []
+    await offices.deliver()
+    assert r.desk.get(case_id).case.state is CaseState.SUBMITTED  # the partner's has not
+
+    assert await h.desk.send_unsent() == [case_id]  # the next start
+    assert len(_accepts_sent(offices, case_id)) == 1
+    await offices.deliver()
+    assert r.desk.get(case_id).case.state is CaseState.ACCEPTED
+    assert await h.desk.send_unsent() == []
+
+
+async def test_a_packet_queued_before_the_stop_is_not_queued_again(
+    offices: Offices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop comes after the relay queued the packet, before the step was marked
+    sent: the start finds the packet under the id chosen with the step."""
+    r, h = offices.r, offices.h
+    case_id = await _submitted(offices)
+    monkeypatch.setattr(h.desk._store, "sent", stop)
+    with pytest.raises(NodeStopped):
+        await h.desk.act(case_id, EventKind.ACCEPT, {})
+    monkeypatch.undo()
+    [queued] = _accepts_sent(offices, case_id)
+
+    assert await h.desk.send_unsent() == [case_id]
+    assert _accepts_sent(offices, case_id) == [queued]
+    await offices.deliver()
+    assert r.desk.get(case_id).case.state is CaseState.ACCEPTED
+    assert [i.summary.packet_id for i in r.relay.list_inbox(case_id=case_id)
+            if i.summary.action == "accept"] == [queued]  # fmt: skip
+    assert h.desk._store.unsent() == []
+
+
+async def test_a_step_the_relay_refuses_is_undone_with_nothing_left_to_send(
+    offices: Offices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = offices.h
+    case_id = await _submitted(offices)
+
+    async def refused(**_: Any) -> Any:
+        raise NotAuthorized("no-agreement")
+
+    monkeypatch.setattr(h.desk._relay, "create_packet", refused)
+    with pytest.raises(NotAuthorized):
+        await h.desk.act(case_id, EventKind.ACCEPT, {})
+    monkeypatch.undo()
+    assert h.desk.get(case_id).case.state is CaseState.SUBMITTED
+    assert h.desk._store.unsent() == []
+    assert await h.desk.send_unsent() == []
+    assert _accepts_sent(offices, case_id) == []
