@@ -27,8 +27,9 @@ A step of ours is stored first and then queued; if the relay refuses to queue it
 agreement does not grant it, unknown partner) the stored step is taken back. The step is
 stored with the packets it sends, their ids chosen then (``case_unsent``, removed once
 the relay has queued them): a node stopped between the two queues them at its next start
-(:meth:`CaseDesk.send_unsent`), and a packet the relay had queued under that id before
-the stop is not queued again.
+(:meth:`CaseDesk.send_unsent`; on a node of several workers, each looks every minute
+for steps unsent for :data:`UNSENT_AFTER`), and a packet the relay had queued under
+that id before the stop is not queued again.
 """
 
 from __future__ import annotations
@@ -126,6 +127,12 @@ class PacketPort(Protocol):
     def settle_inbox(self, packet_ids: Sequence[str]) -> None: ...
 
     def read_packet(self, packet_id: str) -> PacketContent: ...
+
+
+UNSENT_AFTER = timedelta(minutes=2)
+"""A step whose packets are still not queued this long after it was stored (or claimed)
+is taken for one a stop interrupted, on a node of several workers: its packets are
+queued by :meth:`CaseDesk.send_unsent` (each worker looks every minute)."""
 
 
 @dataclass(frozen=True)
@@ -415,7 +422,7 @@ class CaseDesk:
             tuple(logged_when_sent),
         )
         after = self._store.update(
-            case_id, change, audit, unsent=sends.to_json() if packets else None
+            case_id, change, audit, unsent=(sends.to_json(), now) if packets else None
         )
         assert after is not None
         try:
@@ -444,28 +451,38 @@ class CaseDesk:
                 audit=sends.audit, packet_id=packet_id,
             )  # fmt: skip
 
-    async def send_unsent(self) -> list[str]:
-        """Queue the packets of every step stored whose packets a stop left unqueued
-        (at start, before the cases are synced); the cases whose packets were queued.
-        Each packet keeps the id chosen with its step, so one the relay queued before
-        the stop is not queued again. A packet the relay refuses now is logged at ERROR
-        and tried again at the next start."""
+    async def send_unsent(self, stored_before: datetime) -> list[str]:
+        """Queue the packets of the steps stored before ``stored_before`` whose packets
+        a stop left unqueued; the cases whose packets were queued. ``stored_before``:
+        when this process started, on a node of one worker (SQLite), whose steps in
+        progress are all younger; on several workers (PostgreSQL), a while ago
+        (:data:`UNSENT_AFTER`), as another worker may be queueing a step's packets
+        now. Each step is claimed first, so two workers never send one together, and
+        each packet keeps the id chosen with its step: one the relay queued before the
+        stop is not queued again. A packet the relay refuses now is logged at ERROR and
+        tried again after :data:`UNSENT_AFTER`, or at the next start."""
         done: list[str] = []
-        for case_id, version, text in self._store.unsent():
-            record = self._store.get(case_id)
-            if record is None:
+        tried: set[tuple[str, int]] = set()
+        while claimed := [
+            c for c in self._store.claim_unsent(stored_before, self._clock())
+            if (c[0], c[1]) not in tried
+        ]:  # fmt: skip
+            for case_id, version, text in claimed:
+                tried.add((case_id, version))
+                record = self._store.get(case_id)
+                if record is None:
+                    self._store.sent(case_id, version)
+                    continue
+                try:
+                    await self._send(case_id, record.case.header, Unsent.from_json(text))
+                except RelayError as exc:
+                    _log.error(
+                        "case %s: the packets of its step %d cannot be queued (%s); tried"
+                        " again later", case_id, version, exc,
+                    )  # fmt: skip
+                    continue
                 self._store.sent(case_id, version)
-                continue
-            try:
-                await self._send(case_id, record.case.header, Unsent.from_json(text))
-            except RelayError as exc:
-                _log.error(
-                    "case %s: the packets of its step %d cannot be queued (%s); the next"
-                    " start tries again", case_id, version, exc,
-                )  # fmt: skip
-                continue
-            self._store.sent(case_id, version)
-            done.append(case_id)
+                done.append(case_id)
         if done:
             _log.warning("queued the packets of %d steps a stop had left unsent", len(done))
             await self._notify(done)

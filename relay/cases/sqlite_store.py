@@ -218,11 +218,12 @@ CREATE TABLE IF NOT EXISTS licence_status_logged (
 """
 
 # step 9: the packets of a step stored and not queued yet (relay.cases.desk: written with
-# the step, removed once the relay has queued them; a start sends what a stop left)
+# the step, removed once the relay has queued them; a start sends what a stop left);
+# ``at``: when the row was written or last claimed by a worker sending it
 _UNSENT = """
 CREATE TABLE IF NOT EXISTS case_unsent (
     case_id TEXT NOT NULL, version INTEGER NOT NULL, packets TEXT NOT NULL,
-    PRIMARY KEY (case_id, version)
+    at DOUBLE PRECISION NOT NULL, PRIMARY KEY (case_id, version)
 );
 """
 
@@ -607,12 +608,13 @@ class SqliteCaseStore:
         change: Callable[[CaseRecord | None], CaseRecord | None],
         audit: Sequence[bytes] = (),
         *,
-        unsent: str | None = None,
+        unsent: tuple[str, datetime] | None = None,
         sent: int | None = None,
     ) -> CaseRecord | None:
         """Store ``change`` of the case. ``unsent``: the packets the step sends (JSON,
-        :mod:`relay.cases.desk`), kept under the stored version until :meth:`sent`;
-        ``sent``: the version whose packets go unsent no more (a step undone)."""
+        :mod:`relay.cases.desk`) and the time, kept under the stored version until
+        :meth:`sent`; ``sent``: the version whose packets go unsent no more (a step
+        undone)."""
         with self._tx([case_id]) as conn:
             old_version = None
             if unsent is not None:
@@ -624,8 +626,9 @@ class SqliteCaseStore:
                     self._audit(conn, leaf)
                 if unsent is not None and after.version != old_version:
                     conn.execute(
-                        "INSERT INTO case_unsent (case_id, version, packets) VALUES (?, ?, ?)",
-                        (case_id, after.version, unsent),
+                        "INSERT INTO case_unsent (case_id, version, packets, at)"
+                        " VALUES (?, ?, ?, ?)",
+                        (case_id, after.version, unsent[0], unsent[1].timestamp()),
                     )
             if sent is not None:
                 self._sent(conn, case_id, sent)
@@ -649,6 +652,28 @@ class SqliteCaseStore:
             "SELECT case_id, version, packets FROM case_unsent ORDER BY case_id, version"
         ).fetchall()
         return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
+
+    def claim_unsent(
+        self, before: datetime, now: datetime, limit: int = 100
+    ) -> list[tuple[str, int, str]]:
+        """Up to ``limit`` steps written (or claimed) before ``before`` whose packets may
+        be unqueued, each claimed for this caller (its time set to ``now``): another
+        worker claiming at once gets none of them."""
+        claimed = []
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT case_id, version, packets FROM case_unsent WHERE at <= ?"
+                " ORDER BY case_id, version LIMIT ?",
+                (before.timestamp(), limit),
+            ).fetchall()
+            for case_id, version, packets in rows:
+                cur = conn.execute(
+                    "UPDATE case_unsent SET at = ? WHERE case_id = ? AND version = ? AND at <= ?",
+                    (now.timestamp(), case_id, version, before.timestamp()),
+                )
+                if cur.rowcount == 1:
+                    claimed.append((str(case_id), int(version), str(packets)))
+        return claimed
 
     def append_audit(self, leaf: bytes, publish: Callable[[], None]) -> int:
         """Append ``leaf`` and run ``publish`` (the act it records) in one transaction:

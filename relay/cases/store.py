@@ -54,7 +54,7 @@ class CaseStore(Protocol):
         change: Callable[[CaseRecord | None], CaseRecord | None],
         audit: Sequence[bytes] = (),
         *,
-        unsent: str | None = None,
+        unsent: tuple[str, datetime] | None = None,
         sent: int | None = None,
     ) -> CaseRecord | None:
         """Read, change and write one case in one transaction (``change`` returning
@@ -69,6 +69,13 @@ class CaseStore(Protocol):
 
     def unsent(self) -> list[tuple[str, int, str]]:
         """``(case_id, version, packets)`` of the steps whose packets may be unqueued."""
+        ...
+
+    def claim_unsent(
+        self, before: datetime, now: datetime, limit: int = 100
+    ) -> list[tuple[str, int, str]]:
+        """The steps written or claimed before ``before`` whose packets may be
+        unqueued, claimed for the caller."""
         ...
 
     def list_cases(

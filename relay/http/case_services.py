@@ -23,8 +23,10 @@ node gets is the case-applying one; closing it closes the case store too) and it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,7 +37,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from relay.alerts import ALERTS
 from relay.calendars import CalendarDir
-from relay.cases.desk import CaseDesk, SyncingCore
+from relay.cases.desk import UNSENT_AFTER, CaseDesk, SyncingCore
 from relay.cases.errors import CaseError
 from relay.cases.short_links import ShortLinks
 from relay.cases.sla import ClockState, Colour
@@ -44,7 +46,7 @@ from relay.cases.terms import AgreementTerms, load_terms
 from relay.config import NodeConfig
 from relay.core.errors import RelayError
 from relay.core.ports import PeerLink
-from relay.db.open import open_connection
+from relay.db.open import database_errors, open_connection
 from relay.http.cases import add_case_routes
 from relay.http.licence_status import (
     LicenceStatus,
@@ -75,6 +77,11 @@ class CaseServices:
     licence_status: LicenceStatus | None = None
     calendars: CalendarDir | None = None
     terms: AgreementTerms | None = None  # read by the console (agreements, standards)
+    started: datetime | None = None  # when this process started (the desk's clock)
+
+    def __post_init__(self) -> None:
+        if self.started is None:
+            self.started = self.desk.now()
 
     def add_routes(self, listener: str, app: web.Application) -> None:
         if listener == "staff":
@@ -89,6 +96,8 @@ class CaseServices:
             if self.licence_status is not None:
                 add_licence_status_routes(app, self.licence_status)
                 app.cleanup_ctx.append(self._renewing_status_lists)
+            if not self._one_worker:
+                app.cleanup_ctx.append(self._sending_unsent)
         elif listener == "public":
             add_tracking_routes(app, self.desk)
             add_licence_routes(app, self.verifier)
@@ -120,14 +129,41 @@ class CaseServices:
     async def start(self) -> None:
         """Queue the packets of steps a stop left unsent, then apply case packets that
         arrived while the case layer was not running."""
-        try:
-            await self.desk.send_unsent()
-        except (CaseError, RelayError) as exc:
-            _log.error("unsent case packets not queued at start: %s", exc)
+        await self._send_unsent(self.started if self._one_worker else None)
         try:
             await self.desk.sync()
         except (CaseError, RelayError) as exc:
             _log.error("case packets not applied at start: %s", exc)
+
+    @property
+    def _one_worker(self) -> bool:
+        """A node on SQLite runs one worker (several are refused); on PostgreSQL several
+        may share the database."""
+        return isinstance(self.store.connection, sqlite3.Connection)
+
+    async def _send_unsent(self, stored_before: datetime | None) -> None:
+        """:meth:`CaseDesk.send_unsent` for the steps stored before ``stored_before``
+        (None: :data:`UNSENT_AFTER` ago). A failure is logged; the next look tries again."""
+        before = stored_before or self.desk.now() - UNSENT_AFTER
+        try:
+            await self.desk.send_unsent(before)
+        except database_errors(CaseError, RelayError) as exc:
+            _log.error("unsent case packets not queued: %s", exc)
+
+    async def _sending_unsent(self, app: web.Application) -> AsyncIterator[None]:
+        """While the staff listener of a node of several workers runs: every minute,
+        queue the packets of steps a worker that stopped left unsent."""
+
+        async def every_minute() -> None:
+            while True:
+                await asyncio.sleep(60)
+                await self._send_unsent(None)
+
+        task = asyncio.create_task(every_minute(), name="unsent-case-packets")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     def close(self) -> None:
         if self.desk.short_links is not None:

@@ -5,6 +5,7 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,8 +13,11 @@ from casekit import HANDLING
 from casekit_offices import Offices
 from dbkit import Database
 
+from relay.cases.desk import UNSENT_AFTER
 from relay.cases.model import CaseState, EventKind
+from relay.cases.sqlite_store import SqliteCaseStore
 from relay.core.errors import NotAuthorized
+from relay.db.open import write_transaction
 
 BOOKS = "publication-retail-licence"
 
@@ -63,11 +67,11 @@ async def test_a_step_whose_packet_a_stop_left_unqueued_is_sent_at_the_next_star
     await offices.deliver()
     assert r.desk.get(case_id).case.state is CaseState.SUBMITTED  # the partner's has not
 
-    assert await h.desk.send_unsent() == [case_id]  # the next start
+    assert await h.desk.send_unsent(h.desk.now()) == [case_id]  # the next start
     assert len(_accepts_sent(offices, case_id)) == 1
     await offices.deliver()
     assert r.desk.get(case_id).case.state is CaseState.ACCEPTED
-    assert await h.desk.send_unsent() == []
+    assert await h.desk.send_unsent(h.desk.now()) == []
 
 
 async def test_a_packet_queued_before_the_stop_is_not_queued_again(
@@ -83,7 +87,7 @@ async def test_a_packet_queued_before_the_stop_is_not_queued_again(
     monkeypatch.undo()
     [queued] = _accepts_sent(offices, case_id)
 
-    assert await h.desk.send_unsent() == [case_id]
+    assert await h.desk.send_unsent(h.desk.now()) == [case_id]
     assert _accepts_sent(offices, case_id) == [queued]
     await offices.deliver()
     assert r.desk.get(case_id).case.state is CaseState.ACCEPTED
@@ -107,5 +111,27 @@ async def test_a_step_the_relay_refuses_is_undone_with_nothing_left_to_send(
     monkeypatch.undo()
     assert h.desk.get(case_id).case.state is CaseState.SUBMITTED
     assert h.desk._store.unsent() == []
-    assert await h.desk.send_unsent() == []
+    assert await h.desk.send_unsent(h.desk.now()) == []
     assert _accepts_sent(offices, case_id) == []
+
+
+def test_a_step_is_claimed_by_one_worker_and_again_only_after_a_while(
+    case_database: Database,
+) -> None:
+    """Two workers looking at once: one claims the step, the other gets nothing; a step
+    claimed is claimed again only by a look that takes steps claimed before it (the
+    claimer stopped too)."""
+    one, two = (SqliteCaseStore(case_database.connect()) for _ in range(2))
+    stored = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    with write_transaction(one.connection):
+        one.connection.execute(
+            "INSERT INTO case_unsent (case_id, version, packets, at) VALUES (?, ?, ?, ?)",
+            ("c-1", 2, "{}", stored.timestamp()),
+        )
+    now = stored + UNSENT_AFTER * 2
+    assert one.claim_unsent(now - UNSENT_AFTER, now) == [("c-1", 2, "{}")]
+    assert two.claim_unsent(now - UNSENT_AFTER, now) == []  # claimed: at is now
+    later = now + UNSENT_AFTER * 2
+    assert two.claim_unsent(later - UNSENT_AFTER, later) == [("c-1", 2, "{}")]
+    two.sent("c-1", 2)
+    assert one.unsent() == []

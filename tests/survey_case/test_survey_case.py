@@ -265,6 +265,33 @@ async def test_a_copy_in_place_whose_packet_was_not_marked_is_made_again_in_its_
     assert await h.layer.collect() == []
 
 
+async def test_a_node_started_again_queues_the_step_a_stop_left_unsent(
+    offices: tuple[Office, Office], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real node's case layer at start (``CaseServices.start``): the packet of a step
+    stored just before a stop is queued, and the partner's copy takes the step."""
+    r, h = offices
+    async with aiohttp.ClientSession() as http:
+        body = {"matter": BOOKS, "handling": HANDLING, "case_id": "WC-UNSENT"}
+        code, _ = await _json(http, "POST", r.url("/staff/v1/cases"), r, body)
+        assert code == 201
+        await _case_until(http, h, "WC-UNSENT", "submitted")
+        services = h.cases.services
+        assert services is not None
+
+        async def stopped(**_: Any) -> Any:
+            raise RuntimeError("the node stopped here")
+
+        monkeypatch.setattr(services.desk._relay, "create_packet", stopped)
+        url = h.url("/staff/v1/cases/WC-UNSENT/events")
+        code, _ = await _json(http, "POST", url, h, {"event": "accept", "details": {}})
+        assert code == 500
+        monkeypatch.undo()
+        services.started = services.desk.now()  # the node starts again
+        await services.start()
+        await _case_until(http, r, "WC-UNSENT", "accepted")
+
+
 async def test_the_surveying_office_logs_the_report_when_its_packet_is_queued_and_not_before(
     offices: tuple[Office, Office], monkeypatch: pytest.MonkeyPatch
 ) -> None:
