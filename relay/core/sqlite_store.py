@@ -144,6 +144,14 @@ class _ReceiveTx:
         )
 
 
+def append_leaf_once(conn: Any, key: str, leaf: bytes) -> int | None:
+    """Append ``leaf`` in the caller's transaction unless a leaf was appended under
+    ``key`` before (``audit_once``); its index, or None when it was not appended."""
+    lock_for_append(conn)  # before the row lock of audit_once (see relay.audit.store)
+    cur = conn.execute("INSERT OR IGNORE INTO audit_once (digest) VALUES (?)", (key,))
+    return audit_append(conn, leaf) if cur.rowcount == 1 else None
+
+
 class SqlStore:
     """The relay store's SQL on an open connection (SQLite or PostgreSQL): sealed blobs
     in ``blobs``, uploads in progress and files being sealed under ``work``
@@ -196,15 +204,8 @@ class SqlStore:
         with the leaf, so loading the same files again appends nothing. Returns how
         many leaves were appended.
         """
-        added = 0
         with self._tx() as c:
-            lock_for_append(c)  # before the row locks of audit_once (see relay.audit.store)
-            for key, leaf in entries:
-                cur = c.execute("INSERT OR IGNORE INTO audit_once (digest) VALUES (?)", (key,))
-                if cur.rowcount == 1:
-                    audit_append(c, leaf)
-                    added += 1
-        return added
+            return sum(append_leaf_once(c, key, leaf) is not None for key, leaf in entries)
 
     @contextmanager
     def _tx(self, conn: Db | None = None) -> Iterator[Db]:

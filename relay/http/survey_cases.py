@@ -62,8 +62,6 @@ from aiohttp import web
 from agreements.actions import Action
 from relay.alerts import ALERTS, Severity, StaffAlert
 from relay.audit.leaves import AuditLeaf, LeafKind, SurveyReportLeaf, encode_leaf
-from relay.audit.store import append as audit_append
-from relay.audit.store import lock_for_append
 from relay.cases.desk import CaseDesk
 from relay.cases.errors import CaseError
 from relay.cases.model import EventKind
@@ -71,6 +69,7 @@ from relay.config import NodeConfig
 from relay.core.errors import RelayError
 from relay.core.model import PacketSummary
 from relay.core.ports import PeerLink, ReceivedBatch
+from relay.core.sqlite_store import append_leaf_once
 from relay.db.migrations import Connection
 from relay.db.open import open_connection, write_transaction
 from relay.federation.publish import write_atomically
@@ -176,12 +175,7 @@ def _append_leaf_once(database: Database, key: str, leaf: bytes) -> bool:
     conn = database()
     try:
         with write_transaction(conn):
-            lock_for_append(conn)  # before the row lock of audit_once (relay.audit.store)
-            cur = conn.execute("INSERT OR IGNORE INTO audit_once (digest) VALUES (?)", (key,))
-            if cur.rowcount != 1:
-                return False
-            audit_append(conn, leaf)
-            return True
+            return append_leaf_once(conn, key, leaf) is not None
     finally:
         conn.close()
 
