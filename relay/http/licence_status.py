@@ -144,26 +144,28 @@ class LicenceStatus:
             else:
                 event = LicenceEvent.SUSPENDED if value else LicenceEvent.REINSTATED
             leaf = licence_leaf(token, event, node_id=self.node_id, case_id=case_id, at=now)
-            if published:  # the list shows it, the log does not: a change whose
-                # transaction failed after its file was put in place, logged now
+            staged = None
+            if not published:  # else the list shows it and the log does not: a change
+                # whose transaction failed after its file was put in place, logged now
+                self.status_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                for other in licence.status:  # the licence's other lists are published too
+                    other_path = self.status_dir / f"{other.purpose.value}.jwt"
+                    if other.purpose is not purpose and not other_path.exists():
+                        empty = self._sign(other.list_url, StatusList.empty(other.purpose), now)
+                        os.replace(self._stage(other_path, empty), other_path)
+                signed = self._sign(entry.list_url, lst.with_bit(entry.index, value), now)
+                staged = self._stage(path, signed)
+            try:
                 index = held.append(leaf)
                 held.log_status(number, purpose.value, value)
                 if record is not None:
                     record(index)
-                return {**answer, "changed": True, "log_index": index}
-            self.status_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            for other in licence.status:  # the licence's other lists must be published too
-                other_path = self.status_dir / f"{other.purpose.value}.jwt"
-                if other.purpose is not purpose and not other_path.exists():
-                    empty = self._sign(other.list_url, StatusList.empty(other.purpose), now)
-                    os.replace(self._stage(other_path, empty), other_path)
-            signed = self._sign(entry.list_url, lst.with_bit(entry.index, value), now)
-            staged = self._stage(path, signed)
-            index = held.append(leaf)
-            held.log_status(number, purpose.value, value)
-            if record is not None:
-                record(index)
-            os.replace(staged, path)  # a failure rolls the leaf back
+            except BaseException:
+                if staged is not None:
+                    staged.unlink(missing_ok=True)
+                raise
+            if staged is not None:
+                os.replace(staged, path)  # a failure rolls the leaf back
             return {**answer, "changed": True, "log_index": index}
 
         # both lists: publishing one may publish the other empty (the licence names both)

@@ -328,6 +328,7 @@ async def test_a_change_whose_record_cannot_be_kept_changes_nothing(offices: Off
         status.change("XK-320982-0012", StatusPurpose.SUSPENSION, True, record=disk_full)
     assert log.size() == before
     assert not (h.verifier.status_dir / "suspension.jwt").exists()
+    assert list(h.verifier.status_dir.glob("*.tmp")) == []  # the staged list is gone too
     assert (await h.verifier.verify(token))["failure"] != "suspended"
 
     kept: list[int] = []
