@@ -615,16 +615,20 @@ class SqliteCaseStore:
         :mod:`relay.cases.desk`) and the time, kept under the stored version until
         :meth:`sent`; ``sent``: the version whose packets go unsent no more (a step
         undone)."""
+        changed = False
+
+        def noting(old: CaseRecord | None) -> CaseRecord | None:
+            nonlocal changed
+            new = change(old)
+            changed = new is not None and new is not old
+            return new
+
         with self._tx([case_id]) as conn:
-            old_version = None
-            if unsent is not None:
-                before = self._get(conn, case_id)
-                old_version = None if before is None else before.version
-            after = self._change(conn, case_id, change)
+            after = self._change(conn, case_id, noting)
             if after is not None:
                 for leaf in audit:  # durable with the step they record
                     self._audit(conn, leaf)
-                if unsent is not None and after.version != old_version:
+                if unsent is not None and changed:
                     conn.execute(
                         "INSERT INTO case_unsent (case_id, version, packets, at)"
                         " VALUES (?, ?, ?, ?)",
@@ -644,14 +648,6 @@ class SqliteCaseStore:
         """The packets of the case's step stored as ``version`` are queued."""
         with self._tx([case_id]) as conn:
             self._sent(conn, case_id, version)
-
-    def unsent(self) -> list[tuple[str, int, str]]:
-        """``(case_id, version, packets)`` of every step whose packets may not be queued
-        (a stop came between the step and its packets), oldest version of a case first."""
-        rows = self._conn.execute(
-            "SELECT case_id, version, packets FROM case_unsent ORDER BY case_id, version"
-        ).fetchall()
-        return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
 
     def claim_unsent(
         self, before: datetime, now: datetime, limit: int = 100

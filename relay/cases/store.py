@@ -67,10 +67,6 @@ class CaseStore(Protocol):
         """The packets of the step stored as ``version`` are queued."""
         ...
 
-    def unsent(self) -> list[tuple[str, int, str]]:
-        """``(case_id, version, packets)`` of the steps whose packets may be unqueued."""
-        ...
-
     def claim_unsent(
         self, before: datetime, now: datetime, limit: int = 100
     ) -> list[tuple[str, int, str]]:

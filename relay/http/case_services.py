@@ -77,11 +77,10 @@ class CaseServices:
     licence_status: LicenceStatus | None = None
     calendars: CalendarDir | None = None
     terms: AgreementTerms | None = None  # read by the console (agreements, standards)
-    started: datetime | None = None  # when this process started (the desk's clock)
+    started: datetime = dataclasses.field(init=False)  # this process (the desk's clock)
 
     def __post_init__(self) -> None:
-        if self.started is None:
-            self.started = self.desk.now()
+        self.started = self.desk.now()
 
     def add_routes(self, listener: str, app: web.Application) -> None:
         if listener == "staff":
