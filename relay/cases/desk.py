@@ -29,7 +29,10 @@ stored with the packets it sends, their ids chosen then (``case_unsent``, remove
 the relay has queued them): a node stopped between the two queues them at its next start
 (:meth:`CaseDesk.send_unsent`; on a node of several workers, each looks every minute
 for steps unsent for :data:`UNSENT_AFTER`), and a packet the relay had queued under
-that id before the stop is not queued again.
+that id before the stop is not queued again. The steps of a case are taken one at a time
+(per process; across workers, the store refuses a step while the case has packets
+unsent), each after the packets of the one before are queued: the relay numbers a
+case's packets in the order they are queued, and the partner applies them in that order.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import json
 import logging
 import os
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -222,6 +226,14 @@ class CaseDesk:
         self._link_ttl = link_ttl
         self.short_links = short_links
         self._sync_lock = asyncio.Lock()
+        # one step at a time per case in this process, its packets queued before the next
+        self._case_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        # the steps left unsent that no sender may still hold: written (or claimed)
+        # UNSENT_AFTER ago on a node of several workers; CaseServices says every one on a
+        # node of one worker, whose senders all hold their case (see _holding)
+        self.unsent_before: Callable[[], datetime] = lambda: self._clock() - UNSENT_AFTER
         self._changed = asyncio.Condition()
         self._generation = 0  # how many times cases changed (see wait_changed)
         # who waits for which case to change (see changed): woken only by their case
@@ -394,7 +406,47 @@ class CaseDesk:
         (with ``attachments``: plaintext digests staged with the relay core).
         ``logged_when_sent``: audit leaves logged in the transaction that queues the
         step's packet (a step that sends one), so that a packet the relay refuses
-        (``RelayError``: the step is undone) logs none."""
+        (``RelayError``: the step is undone) logs none.
+
+        A step of a case waits for the step of the case this process is taking, and
+        queues first the packets of a step before it that a stop or a failure left
+        unsent: the partner gets them in the order they were taken. One another worker
+        may still be sending (younger than :attr:`unsent_before`) refuses the step
+        (``step-in-flight``; try again in a moment)."""
+        async with self._holding(case_id):
+            await self._send_earlier(case_id)
+            return await self._act(case_id, kind, details, attachments, logged_when_sent)
+
+    def _holding(self, case_id: str) -> asyncio.Lock:
+        lock = self._case_locks.get(case_id)
+        if lock is None:
+            lock = self._case_locks[case_id] = asyncio.Lock()
+        return lock
+
+    async def _send_earlier(self, case_id: str) -> None:
+        """Queue the packets of the case's steps left unsent (see :meth:`act`)."""
+        for _, version, text in self._store.claim_unsent(
+            self.unsent_before(), self._clock(), case_id=case_id
+        ):
+            record = self.get(case_id)
+            try:
+                await self._send(case_id, record.case.header, Unsent.from_json(text))
+            except RelayError as exc:
+                raise CaseError(
+                    f"an earlier step of this case cannot be sent ({exc}); it is tried again"
+                    " when the node starts, or ask the administrator to check the agreement",
+                    code="earlier-step-unsent",
+                ) from exc
+            self._store.sent(case_id, version)
+
+    async def _act(
+        self,
+        case_id: str,
+        kind: EventKind,
+        details: Mapping[str, Any],
+        attachments: Sequence[str],
+        logged_when_sent: Sequence[bytes],
+    ) -> CaseRecord:
         now = self._clock()
         before = self.get(case_id)
         audit: list[bytes] = []
@@ -469,19 +521,20 @@ class CaseDesk:
         ]:  # fmt: skip
             for case_id, version, text in claimed:
                 tried.add((case_id, version))
-                record = self._store.get(case_id)
-                if record is None:
+                async with self._holding(case_id):  # a step of it in progress goes first
+                    record = self._store.get(case_id)
+                    if record is None:
+                        self._store.sent(case_id, version)
+                        continue
+                    try:
+                        await self._send(case_id, record.case.header, Unsent.from_json(text))
+                    except RelayError as exc:
+                        _log.error(
+                            "case %s: the packets of its step %d cannot be queued (%s); tried"
+                            " again later", case_id, version, exc,
+                        )  # fmt: skip
+                        continue
                     self._store.sent(case_id, version)
-                    continue
-                try:
-                    await self._send(case_id, record.case.header, Unsent.from_json(text))
-                except RelayError as exc:
-                    _log.error(
-                        "case %s: the packets of its step %d cannot be queued (%s); tried"
-                        " again later", case_id, version, exc,
-                    )  # fmt: skip
-                    continue
-                self._store.sent(case_id, version)
                 done.append(case_id)
         if done:
             _log.warning("queued the packets of %d steps a stop had left unsent", len(done))

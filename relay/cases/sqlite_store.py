@@ -629,6 +629,13 @@ class SqliteCaseStore:
                 for leaf in audit:  # durable with the step they record
                     self._audit(conn, leaf)
                 if unsent is not None and changed:
+                    if conn.execute(
+                        "SELECT 1 FROM case_unsent WHERE case_id = ? LIMIT 1", (case_id,)
+                    ).fetchone():  # its packets would be queued before the earlier step's
+                        raise CaseError(
+                            "an earlier step of this case is still being sent; try again in"
+                            " a moment", code="step-in-flight",
+                        )  # fmt: skip
                     conn.execute(
                         "INSERT INTO case_unsent (case_id, version, packets, at)"
                         " VALUES (?, ?, ?, ?)",
@@ -650,18 +657,26 @@ class SqliteCaseStore:
             self._sent(conn, case_id, version)
 
     def claim_unsent(
-        self, before: datetime, now: datetime, limit: int = 100
+        self, before: datetime, now: datetime, limit: int = 100, *, case_id: str | None = None
     ) -> list[tuple[str, int, str]]:
         """Up to ``limit`` steps written (or claimed) before ``before`` whose packets may
-        be unqueued, each claimed for this caller (its time set to ``now``): another
-        worker claiming at once gets none of them."""
+        be unqueued (of the case ``case_id`` only, when given), each claimed for this
+        caller (its time set to ``now``): another worker claiming at once gets none of
+        them. In the order of their cases and versions."""
         claimed = []
         with self._tx() as conn:
-            rows = conn.execute(
-                "SELECT case_id, version, packets FROM case_unsent WHERE at <= ?"
-                " ORDER BY case_id, version LIMIT ?",
-                (before.timestamp(), limit),
-            ).fetchall()
+            if case_id is None:
+                rows = conn.execute(
+                    "SELECT case_id, version, packets FROM case_unsent WHERE at <= ?"
+                    " ORDER BY case_id, version LIMIT ?",
+                    (before.timestamp(), limit),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT case_id, version, packets FROM case_unsent"
+                    " WHERE case_id = ? AND at <= ? ORDER BY version LIMIT ?",
+                    (case_id, before.timestamp(), limit),
+                ).fetchall()
             for case_id, version, packets in rows:
                 cur = conn.execute(
                     "UPDATE case_unsent SET at = ? WHERE case_id = ? AND version = ? AND at <= ?",

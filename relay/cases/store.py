@@ -59,8 +59,9 @@ class CaseStore(Protocol):
     ) -> CaseRecord | None:
         """Read, change and write one case in one transaction (``change`` returning
         None leaves it as it was), appending the ``audit`` leaves in it when it changed;
-        ``unsent``: the step's packets, kept until :meth:`sent`; ``sent``: a version
-        whose packets are no longer to be sent."""
+        ``unsent``: the step's packets, kept until :meth:`sent` (refused with
+        ``step-in-flight`` while the case has packets of a step before unsent); ``sent``:
+        a version whose packets are no longer to be sent."""
         ...
 
     def sent(self, case_id: str, version: int) -> None:
@@ -68,10 +69,10 @@ class CaseStore(Protocol):
         ...
 
     def claim_unsent(
-        self, before: datetime, now: datetime, limit: int = 100
+        self, before: datetime, now: datetime, limit: int = 100, *, case_id: str | None = None
     ) -> list[tuple[str, int, str]]:
         """The steps written or claimed before ``before`` whose packets may be
-        unqueued, claimed for the caller."""
+        unqueued (of ``case_id`` only, when given), claimed for the caller."""
         ...
 
     def list_cases(

@@ -81,6 +81,8 @@ class CaseServices:
 
     def __post_init__(self) -> None:
         self.started = self.desk.now()
+        if self._one_worker:  # every step on its way is this process's, holding its case
+            self.desk.unsent_before = self.desk.now
 
     def add_routes(self, listener: str, app: web.Application) -> None:
         if listener == "staff":

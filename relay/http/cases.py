@@ -39,6 +39,10 @@ from signing.certificates import is_node_id
 __all__ = ["add_case_routes", "case_json", "problem_from_case"]
 
 
+CASE_CONFLICTS = frozenset({"conflict", "case-exists", "earlier-step-unsent"})
+"""Case error codes answered ``409 conflict`` (besides an illegal transition's)."""
+
+
 def problem_from_case(exc: CaseError) -> Problem:
     """The problem document answering a case error (``code`` is kept as ``reason``)."""
     extra = {"reason": exc.code}
@@ -53,7 +57,11 @@ def problem_from_case(exc: CaseError) -> Problem:
                 extra={**extra, "retry_after": retry},
             )
         return Problem(404, ProblemCode.NOT_FOUND, str(exc), extra=extra)
-    if isinstance(exc, IllegalTransition) or exc.code in ("conflict", "case-exists"):
+    if exc.code == "step-in-flight":  # the case's step before is being queued: a moment
+        return Problem(
+            409, ProblemCode.CONFLICT, str(exc), headers={"Retry-After": "5"}, extra=extra
+        )
+    if isinstance(exc, IllegalTransition) or exc.code in CASE_CONFLICTS:
         return Problem(409, ProblemCode.CONFLICT, str(exc), extra=extra)
     if isinstance(exc, MalformedEvent):
         return Problem(400, ProblemCode.INVALID_REQUEST, str(exc), extra=extra)

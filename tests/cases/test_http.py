@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 
 import aiohttp
+import pytest
 from casekit import HANDLING
 from casekit_offices import free_port, make_offices, serve
 
@@ -236,3 +237,33 @@ async def test_public_licence_verification_fetches_the_issuers_status_list(
     assert bad["valid"] is False
     assert bad["failure"] == "signature"
     assert {c["check"]: c["outcome"] for c in results[3]["checks"]}["entitlement"] == "passed"
+
+
+async def test_a_step_while_the_cases_step_before_is_unsent_is_refused_with_a_retry_after(
+    offices, clock, monkeypatch
+):
+    r, h = offices.r, offices.h
+    async with (
+        serve(r.staff(clock)) as r_url,
+        serve(h.staff(clock)) as h_url,
+        aiohttp.ClientSession() as http,
+    ):
+        await open_case(http, r_url, r, clock, case_id="WC-HTTP-UNSENT")
+        await offices.deliver()
+
+        async def stopped(**_):
+            raise KeyboardInterrupt  # the worker stops between the step and its packet
+
+        monkeypatch.setattr(h.desk._relay, "create_packet", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            await h.desk.act("WC-HTTP-UNSENT", EventKind.ACCEPT, {})
+        monkeypatch.undo()
+        events = f"{h_url}/staff/v1/cases/WC-HTTP-UNSENT/events"
+        body = {"event": "decide", "details": {"decision": "approve"}}
+        async with http.post(events, json=body, headers=auth(h, clock)) as resp:
+            assert resp.status == 409
+            assert resp.headers["Retry-After"] == "5"
+            problem = await resp.json()
+        assert problem["reason"] == "step-in-flight"
+        assert "try again" in problem["detail"]
+        assert h.desk.get("WC-HTTP-UNSENT").case.state.value == "accepted"

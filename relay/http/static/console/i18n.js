@@ -615,6 +615,8 @@ export const PROBLEMS_ZH = {
   "unknown-case": "未找到该案件，请刷新待办列表后重试。",
   "conflict": "案件状态已发生变化，请刷新页面后再操作。",
   "case-exists": "该案件编号已存在，请刷新页面后查看。",
+  "step-in-flight": "本案件的上一步骤仍在发送给对方单位，请稍候几秒后重试。",
+  "earlier-step-unsent": "本案件的上一步骤未能发送给对方单位，此步骤暂不能办理，请联系管理员检查与对方单位的协议。",
   "malformed-event": "此步骤填写不完整或不符合规则，请检查后重试。",
   "content-schema": "申请信息不符合该事项的填报要求，请按提示补全后重试。",
   "data-category-not-agreed": "所填信息超出协议约定的数据范围，请删去协议未列的内容后重试。",
