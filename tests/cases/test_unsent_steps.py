@@ -47,6 +47,18 @@ async def _submitted(offices: Offices) -> str:
     return opened.record.case.header.case_id
 
 
+async def _accepted_then_stopped(office: Any, case_id: str) -> None:
+    """The office accepts the case and stops before the relay queues the packet."""
+
+    async def stopped(**_: Any) -> Any:
+        raise NodeStopped
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(office.desk._relay, "create_packet", stopped)
+        with pytest.raises(NodeStopped):
+            await office.desk.act(case_id, EventKind.ACCEPT, {})
+
+
 def _accepts_sent(offices: Offices, case_id: str) -> list[str]:
     return [
         i.summary.packet_id
@@ -56,18 +68,11 @@ def _accepts_sent(offices: Offices, case_id: str) -> list[str]:
 
 
 async def test_a_step_whose_packet_a_stop_left_unqueued_is_sent_at_the_next_start(
-    offices: Offices, monkeypatch: pytest.MonkeyPatch
+    offices: Offices,
 ) -> None:
     r, h = offices.r, offices.h
     case_id = await _submitted(offices)
-
-    async def stopped(**_: Any) -> Any:
-        raise NodeStopped
-
-    monkeypatch.setattr(h.desk._relay, "create_packet", stopped)
-    with pytest.raises(NodeStopped):
-        await h.desk.act(case_id, EventKind.ACCEPT, {})
-    monkeypatch.undo()
+    await _accepted_then_stopped(h, case_id)
     assert h.desk.get(case_id).case.state is CaseState.ACCEPTED  # our copy has the step
     assert _accepts_sent(offices, case_id) == []
     await offices.deliver()
@@ -178,22 +183,13 @@ async def test_a_step_taken_while_the_cases_step_before_is_being_queued_is_queue
     assert r.desk.get(case_id).case.state is CaseState.APPROVED
 
 
-async def test_a_step_after_one_a_stop_left_unsent_queues_that_one_first(
-    offices: Offices, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_step_after_one_a_stop_left_unsent_queues_that_one_first(offices: Offices) -> None:
     """On a node of several workers, a step younger than UNSENT_AFTER may be on its way at
     another worker: the next step of its case is refused (retry later) and nothing is
     stored; once the while has passed, the next step queues the step before first."""
     r, h = offices.r, offices.h
     case_id = await _submitted(offices)
-
-    async def stopped(**_: Any) -> Any:
-        raise NodeStopped
-
-    monkeypatch.setattr(h.desk._relay, "create_packet", stopped)
-    with pytest.raises(NodeStopped):
-        await h.desk.act(case_id, EventKind.ACCEPT, {})
-    monkeypatch.undo()
+    await _accepted_then_stopped(h, case_id)
     version = h.desk.get(case_id).version
 
     with pytest.raises(CaseError) as refused:
@@ -242,13 +238,7 @@ async def test_a_step_after_one_the_relay_now_refuses_to_send_is_refused_with_th
     h.desk.unsent_before = h.desk.now
     case_id = await _submitted(offices)
     create = h.desk._relay.create_packet
-
-    async def stopped(**_: Any) -> Any:
-        raise NodeStopped
-
-    monkeypatch.setattr(h.desk._relay, "create_packet", stopped)
-    with pytest.raises(NodeStopped):
-        await h.desk.act(case_id, EventKind.ACCEPT, {})
+    await _accepted_then_stopped(h, case_id)
     version = h.desk.get(case_id).version
 
     async def refused(**kw: Any) -> Any:
