@@ -159,6 +159,12 @@ async def test_verify_page_reports_a_licence_in_chinese_and_english(browser, off
         await context.close()
 
 
+async def _refused(**_):
+    from relay.core.errors import NotAuthorized
+
+    raise NotAuthorized("expired")
+
+
 async def test_rating_and_complaint_from_the_page_reach_the_handling_office(
     browser, offices, clock
 ):
@@ -194,12 +200,27 @@ async def test_rating_and_complaint_from_the_page_reach_the_handling_office(
         assert await page.is_visible("#rating-box")
         await page.check("input[name=rating][value=average]")
         await page.fill("#comment", "等了一周")
+        with pytest.MonkeyPatch.context() as patch:  # the agreement refuses the packet once
+            patch.setattr(r.desk._relay, "create_packet", _refused)
+            await page.click("#rating-form button[type=submit]")
+            await page.wait_for_selector("#error:not([hidden])", timeout=MS)
+        assert await page.text_content("#error") == (
+            "提交未成功，请稍后再试；如仍不成功，请联系办理机关。"
+        )
+        assert r.desk.get("WC-RATED").case.view.rating is None
         await page.click("#rating-form button[type=submit]")
         await page.wait_for_selector("#rated-box:not([hidden])", timeout=MS)
+        assert await page.is_hidden("#error")
         assert await page.is_hidden("#rating-box")
         await page.fill("#complaint-text", "证照打印不清楚")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(r.desk._relay, "create_packet", _refused)
+            await page.click("#complaint-form button[type=submit]")
+            await page.wait_for_selector("#error:not([hidden])", timeout=MS)
+        assert await page.input_value("#complaint-text") == "证照打印不清楚"  # not lost
         await page.click("#complaint-form button[type=submit]")
         await page.wait_for_selector("#complaints li", timeout=MS)
+        assert await page.input_value("#complaint-text") == ""
         await context.close()
     await offices.deliver()
     handled = h.desk.get("WC-RATED").case.view

@@ -12,6 +12,7 @@
       submitComplaint: "提交反映", other: "English", none: "—", paused: "补正期间暂停计时",
       stopped: "已办结计时", notFound: "办件编号或查询码不正确。",
       throttled: "查询过于频繁，请稍后再试。", failed: "暂时无法查询，请稍后再试。",
+      stepFailed: "提交未成功，请稍后再试；如仍不成功，请联系办理机关。",
       answered: "答复", respondBy: "答复期限", workingDays: "个工作日",
       provisional: "（按暂定节假日安排计算）",
     },
@@ -26,6 +27,7 @@
       stopped: "clock stopped", notFound: "Case number or access code is wrong.",
       throttled: "Too many attempts. Please try again later.",
       failed: "The case cannot be shown right now. Please try again later.",
+      stepFailed: "This did not go through. Please try again later; if it still fails, contact the office handling your case.",
       answered: "Answer", respondBy: "Answer due", workingDays: "working days",
       provisional: "(counted on the provisional holiday arrangement)",
     },
@@ -159,8 +161,10 @@
   async function applicantStep(path, body) {
     const { response, data } = await post(path, Object.assign({ link }, body));
     if (response.status === 429) return showError("throttled");
-    if (!response.ok) return showError("failed");
+    if (!response.ok) return showError("stepFailed");
+    $("error").hidden = true;
     render(data);
+    return true;
   }
 
   // A short link (/t/AB3K7Q, sent by SMS) names the case; the access code is asked for.
@@ -187,8 +191,8 @@
     });
     $("complaint-form").addEventListener("submit", (e) => {
       e.preventDefault();
-      applicantStep("/public/v1/track/complaint", { text: $("complaint-text").value.trim() });
-      $("complaint-text").value = "";
+      const sent = applicantStep("/public/v1/track/complaint", { text: $("complaint-text").value.trim() });
+      sent.then((ok) => { if (ok) $("complaint-text").value = ""; });  // kept when it failed
     });
     const fragment = new URLSearchParams(location.hash.slice(1));
     if (fragment.get("link")) {
