@@ -14,6 +14,8 @@ refused. Media wiring lives in :mod:`remote_survey.peer`.
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import secrets
 from collections.abc import Callable, Sequence
@@ -74,7 +76,9 @@ from signing.keys import Signer
 __all__ = [
     "NOTICE_ACKNOWLEDGED",
     "REPORT_FILE",
+    "REQUEST_FILE",
     "Clock",
+    "ReportRequest",
     "RoomConfig",
     "RoomError",
     "SurveyRoom",
@@ -83,9 +87,14 @@ __all__ = [
 
 Clock = Callable[[], datetime]
 REPORT_FILE = "report.jws"
+REQUEST_FILE = "report-request.json"
+_REQUEST_TYPE = "tongban-survey-report-request"
 _MIN_FIX_INTERVAL_MS = 1000
 # the text of the note the site party's acknowledgement of the recording notice records
 NOTICE_ACKNOWLEDGED = "recording-notice-acknowledged"
+
+
+_log = logging.getLogger("tongban.survey")
 
 
 def new_code() -> str:
@@ -105,6 +114,56 @@ class RoomError(SurveyError):
         super().__init__(message)
         self.code = code
         self.detail = detail
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """What an inspector asked to sign: kept in ``report-request.json`` from before the
+    session is ended for it until its report is sealed, so a stop in between (or a
+    report that could not be written) loses nothing: the room sealed again at the next
+    start signs it (:meth:`SurveyRoom.restore`)."""
+
+    by: str  # the inspector's person id
+    answers: tuple[ChecklistAnswer, ...]
+    verdict: Verdict
+    remarks: str = ""
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": _REQUEST_TYPE,
+            "v": 1,
+            "by": self.by,
+            "verdict": self.verdict.value,
+            "remarks": self.remarks,
+            "reason": self.reason,
+            "answers": [a.to_json() for a in self.answers],
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> ReportRequest:
+        """Raises MalformedReport."""
+        try:
+            if obj["type"] != _REQUEST_TYPE or obj["v"] != 1:
+                raise MalformedReport("not a version 1 report request")
+            answers = tuple(_answer(a) for a in obj["answers"])
+            return cls(
+                str(obj["by"]), answers, Verdict(obj["verdict"]),
+                str(obj["remarks"]), str(obj["reason"]),
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedReport(f"the report request is malformed: {exc}") from None
+
+
+def _answer(obj: Any) -> ChecklistAnswer:
+    return ChecklistAnswer(
+        item_id=str(obj["item"]),
+        answer=Answer(obj["answer"]),
+        note=str(obj["note"]),
+        snapshots=tuple(str(h) for h in obj["snapshots"]),
+        from_ms=obj["from_ms"],
+        until_ms=obj["until_ms"],
+    )
 
 
 @dataclass(frozen=True)
@@ -188,7 +247,35 @@ class SurveyRoom:
             stopped = max(epoch_ms(session.last_change or room.now()), room._last_ms)
             room.session, _ = transition(session, Event.DROP, from_epoch_ms(stopped))
             room._save()
+        room._seal_requested()
         return room
+
+    def _seal_requested(self) -> None:
+        """Seal the report an inspector asked for before a stop (or a failed write) that
+        the session ended for and that was never sealed; drop a request the session did
+        not end for (the survey went on: the inspector signs again at its end)."""
+        path = self.media_dir / REQUEST_FILE
+        if not path.exists():
+            return
+        if not self.state.is_final or self.report_token is not None:
+            path.unlink()
+            return
+        try:
+            request = ReportRequest.from_json(json.loads(path.read_bytes()))
+            self.report(
+                self._person(request.by), request.answers, request.verdict,
+                request.remarks, request.reason,
+            )  # fmt: skip
+        except (OSError, ValueError, SurveyError) as exc:
+            _log.error("survey %s: the report asked for not sealed: %s", self.media_dir.name, exc)
+            return
+        _log.warning("survey %s: sealed the report a stop had left unsealed", self.media_dir.name)
+
+    def _person(self, person_id: str) -> Participant:
+        for person in self.plan.inspectors:
+            if person.person_id == person_id:
+                return person
+        raise RoomError("not-a-participant", f"{person_id} is not an inspector of the survey")
 
     def _save(self) -> None:
         save_state(self.media_dir, self.session, self.ledger)
@@ -352,11 +439,31 @@ class SurveyRoom:
         self._last_fix_ms = t_ms
         return body.distance_mm
 
-    def end(self, person: Participant, event: Event) -> SurveyState:
+    def end(
+        self, person: Participant, event: Event, report: ReportRequest | None = None
+    ) -> SurveyState:
+        """End the survey; ``report``: what the inspector signs at its end, kept before
+        the session is ended (see :class:`ReportRequest`)."""
         self._require(person, Role.INSPECTOR)
         if event not in (Event.COMPLETE, Event.ABANDON, Event.CONVERT):
             raise RoomError("bad-request", f"{event.value} is not a way to end a survey")
+        if report is None:
+            (self.media_dir / REQUEST_FILE).unlink(missing_ok=True)  # not this end's
+        else:
+            self._keep(report)
         return self.apply(event)
+
+    def _keep(self, request: ReportRequest) -> None:
+        """Put ``request`` in ``report-request.json`` durably (once: kept at the end, it
+        is not written again to be sealed)."""
+        path = self.media_dir / REQUEST_FILE
+        data = json.dumps(request.to_json(), ensure_ascii=False).encode("utf-8")
+        try:
+            if path.read_bytes() == data:
+                return
+        except FileNotFoundError:
+            pass
+        write_durably(path, data)
 
     def check_report(
         self,
@@ -413,7 +520,9 @@ class SurveyRoom:
         remarks: str = "",
         reason: str = "",
     ) -> str:
-        """Build and seal the report of the ended session; write it beside the evidence."""
+        """Build and seal the report of the ended session; write it beside the evidence.
+        What was asked is kept until the report is written (see :class:`ReportRequest`)."""
+        request = ReportRequest(person.person_id, tuple(answers), verdict, remarks, reason)
         self._require(person, Role.INSPECTOR)
         if self.report_token is not None:
             raise RoomError("already-reported", "the report has already been signed")
@@ -422,21 +531,23 @@ class SurveyRoom:
             report = build_report(
                 self.session,
                 self.chain,
-                answers,
-                verdict,
+                request.answers,
+                request.verdict,
                 radius_mm=self.config.radius_mm,
                 at=at,
-                remarks=remarks,
-                reason=reason,
+                remarks=request.remarks,
+                reason=request.reason,
             )
         except ReasonRequired as exc:
             raise RoomError("reason-required", str(exc), missing=list(exc.missing)) from None
         except MalformedReport as exc:
             raise RoomError("bad-report", str(exc)) from None
         token = sign_report(report, self.config.seal, at=at)
+        self._keep(request)  # a stop before report.jws is in place has the start seal it
         # whole or not at all: a restart reads a report.jws it finds as the signed report
         write_durably(self.media_dir / REPORT_FILE, (token + "\n").encode("ascii"))
         self.report_token = token
+        (self.media_dir / REQUEST_FILE).unlink(missing_ok=True)
         return token
 
     def _ice_for(self, person: Participant) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ from aiohttp import WSMsgType, web
 
 from remote_survey.errors import JoinRefused, MalformedReport, SurveyError
 from remote_survey.report import Answer, ChecklistAnswer, Verdict
-from remote_survey.room import RoomError, SurveyRoom
+from remote_survey.room import ReportRequest, RoomError, SurveyRoom
 from remote_survey.session import Event, Participant, Role, SurveyState
 
 if TYPE_CHECKING:  # loaded when someone first joins (load_media)
@@ -350,12 +350,14 @@ def _status(conn: Connection, data: dict[str, Any]) -> None:
             conn.status[key] = value
 
 
-async def _end(live: LiveRoom, person: Participant, event: Event) -> None:
+async def _end(
+    live: LiveRoom, person: Participant, event: Event, report: ReportRequest | None = None
+) -> None:
     room = live.room
     if room.plan.role_of(person.person_id) is not Role.INSPECTOR:
         raise RoomError("not-allowed", f"{person.person_id} may not end the survey")
     await live.media.stop_recording()  # the last segment is chained before the end
-    state = room.end(person, event)
+    state = room.end(person, event, report)
     live.broadcast({"type": "state", "state": state.value})
 
 
@@ -387,6 +389,15 @@ async def _report(live: LiveRoom, conn: Connection, data: dict[str, Any]) -> Non
     room.check_report(conn.person, answers, verdict, remarks, reason)  # before ending it
     if room.state in (SurveyState.LIVE, SurveyState.INTERRUPTED):
         convert = verdict is Verdict.CONVERT_TO_ONSITE
-        await _end(live, conn.person, Event.CONVERT if convert else Event.COMPLETE)
-    token = room.report(conn.person, answers, verdict, remarks, reason)
+        request = ReportRequest(conn.person.person_id, tuple(answers), verdict, remarks, reason)
+        await _end(live, conn.person, Event.CONVERT if convert else Event.COMPLETE, request)
+    try:
+        token = room.report(conn.person, answers, verdict, remarks, reason)
+    except OSError as exc:  # kept: sealed by the next try, or when the node starts again
+        _log.error("survey %s: the report was not written: %s", room.plan.session_id, exc)
+        raise RoomError(
+            "report-not-written",
+            "the report could not be written; what you signed is kept: sign again, or it"
+            " is sealed when the node starts again",
+        ) from None
     conn.send({"type": "report", "token": token, "head": room.chain.head})

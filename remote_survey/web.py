@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from remote_survey.errors import SurveyError
 from remote_survey.persist import STATE_FILE, load_state
-from remote_survey.room import RoomConfig, SurveyRoom
+from remote_survey.room import REQUEST_FILE, RoomConfig, SurveyRoom
 from remote_survey.session import SurveyPlan, SurveyState
 from remote_survey.signalling import LiveRoom, handle_ws
 
@@ -81,7 +81,8 @@ class SurveyHub:
         """Open again every session kept under the media root that has not ended (after
         a node restart); one that ended is only noted (:attr:`ended`), its evidence left
         unread until asked for (:meth:`get`): a start reads what is going on, not every
-        survey the node ever held.
+        survey the node ever held. One that ended with a report asked for and not sealed
+        (a stop in between) is opened to seal it.
 
         A session that cannot be read is logged and left alone (its files untouched);
         returns the ids of the sessions resumed.
@@ -94,6 +95,8 @@ class SurveyHub:
             try:
                 session, _ = load_state(folder)
                 if session.state.is_final and session.plan.session_id == folder.name:
+                    if (folder / REQUEST_FILE).exists():  # a report a stop left unsealed
+                        SurveyRoom.restore(folder, self.config)  # seals it
                     self._note_ended(folder.name, session.state)
                     continue
                 room = SurveyRoom.restore(folder, self.config)

@@ -15,8 +15,9 @@ import aiohttp
 import pytest
 from media_support import WAIT, Inbox, World, make_plan, make_world, served
 
+from remote_survey import room as room_module
 from remote_survey.entries import Note
-from remote_survey.room import NOTICE_ACKNOWLEDGED
+from remote_survey.room import NOTICE_ACKNOWLEDGED, REPORT_FILE, REQUEST_FILE
 from remote_survey.session import Role, SurveyState
 
 
@@ -117,4 +118,41 @@ async def test_a_refused_report_names_the_item_or_the_missing_proof_and_ends_not
         room = world.hub.rooms["sv-media-0001"].room
         assert room.state is SurveyState.SCHEDULED
         assert room.report_token is None
+        await inspector.close()
+
+
+async def test_a_report_that_could_not_be_written_is_kept_and_signed_at_the_next_try(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The survey ends for the report, whose file cannot be written: the inspector is
+    told so, what they signed is kept beside the evidence, and their next try seals it."""
+    room = world.hub.rooms["sv-media-0001"].room
+    room.admit(world.token(Role.SITE, "site-1"), Role.SITE, "phone-1")
+    room.site_live()
+    answers = [
+        {"item": "kitchen-layout", "answer": "fail", "note": "灶台紧贴墙面"},
+        {"item": "fire-exit", "answer": "pass"},
+    ]
+    written = room_module.write_durably
+
+    def no_report(path: Path, data: bytes) -> None:
+        if path.name == REPORT_FILE:
+            raise OSError(28, "No space left on device")
+        written(path, data)
+
+    async with served(world, "127.0.0.1"), aiohttp.ClientSession() as http:
+        inspector = Inbox(await world.join(http, world.token(Role.INSPECTOR, "insp-1"), "pc-1"))
+        await inspector.expect("welcome")
+        monkeypatch.setattr(room_module, "write_durably", no_report)
+        await inspector.ws.send_json({"type": "report", "verdict": "fail", "answers": answers})
+        refused = await inspector.expect("error")
+        assert refused["code"] == "report-not-written"
+        assert room.state is SurveyState.COMPLETED
+        assert room.report_token is None
+        assert (room.media_dir / REQUEST_FILE).is_file()
+        monkeypatch.undo()
+        await inspector.ws.send_json({"type": "report", "verdict": "fail", "answers": answers})
+        signed = await inspector.expect("report")
+        assert signed["token"] == room.report_token
+        assert not (room.media_dir / REQUEST_FILE).exists()
         await inspector.close()

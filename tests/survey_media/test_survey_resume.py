@@ -17,7 +17,7 @@ from remote_survey.entries import Gap, Segment
 from remote_survey.errors import JoinRefused
 from remote_survey.persist import STATE_FILE
 from remote_survey.report import Answer, ChecklistAnswer, Verdict, verify_report
-from remote_survey.room import RoomConfig, SurveyRoom
+from remote_survey.room import REQUEST_FILE, ReportRequest, RoomConfig, SurveyRoom
 from remote_survey.session import Event, Participant, Role, SurveyState
 from remote_survey.web import SurveyHub
 from signing.certificates import TrustBundle
@@ -238,3 +238,86 @@ def test_a_report_that_could_not_be_written_is_not_taken_as_signed(
     token = room.report(INSPECTOR, answers, Verdict.FAIL)
     bundle = TrustBundle.from_pem(world.bundle_path.read_bytes())
     assert verify_report(token, bundle, room.media_dir, clock()).ok
+
+
+class NodeStopped(BaseException):
+    """The node stops here (a kill: no handler runs)."""
+
+
+def _live_room(world: World, clock: Clock, session_id: str) -> SurveyRoom:
+    room = SurveyHub(_config(world, clock)).open(make_plan(clock.at, session_id)).room
+    room.admit(world.token(Role.SITE, "site-1", session_id=session_id), Role.SITE, "p-1")
+    room.site_live()
+    clock.advance(60)
+    return room
+
+
+def _failed(room: SurveyRoom) -> tuple[ChecklistAnswer, ...]:
+    return tuple(ChecklistAnswer(i.item_id, Answer.FAIL, note="未见") for i in room.plan.checklist)
+
+
+@pytest.mark.parametrize("stop_at", ["after the end", "while the report is written"])
+def test_a_report_a_stop_left_unsealed_is_sealed_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop_at: str
+) -> None:
+    """The session ended for the inspector's report and the node stopped before the report
+    was in place: the next start seals what the inspector signed, and it verifies."""
+    world = make_world(tmp_path)
+    clock = Clock(datetime.now(UTC).replace(microsecond=0))
+    room = _live_room(world, clock, "sv-media-0010")
+    answers = _failed(room)
+    request = ReportRequest(INSPECTOR.person_id, answers, Verdict.FAIL, remarks="复查")
+    room.end(INSPECTOR, Event.COMPLETE, request)
+    if stop_at == "while the report is written":
+
+        def stopped(path: Path, data: bytes) -> None:
+            raise NodeStopped
+
+        with monkeypatch.context() as patch:
+            patch.setattr("remote_survey.room.write_durably", stopped)
+            with pytest.raises(NodeStopped):
+                room.report(INSPECTOR, answers, Verdict.FAIL, remarks="复查")
+    assert not (room.media_dir / "report.jws").exists()
+
+    clock.advance(3600)
+    again = SurveyHub(_config(world, clock))
+    assert again.resume() == []  # ended: nothing to run again
+    token = (room.media_dir / "report.jws").read_text(encoding="ascii").strip()
+    bundle = TrustBundle.from_pem(world.bundle_path.read_bytes())
+    result = verify_report(token, bundle, room.media_dir, clock())
+    assert result.ok
+    assert result.report is not None
+    assert result.report.verdict is Verdict.FAIL
+    assert result.report.remarks == "复查"
+    assert result.report.answers == answers
+    assert not (room.media_dir / REQUEST_FILE).exists()
+    assert again.get("sv-media-0010").room.report_token == token
+
+
+def test_a_report_asked_for_whose_end_never_came_is_dropped_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node stopped after keeping the inspector's request and before ending the
+    session: the survey resumes interrupted, with no report and no request left (the
+    inspector signs again at its end)."""
+    world = make_world(tmp_path)
+    clock = Clock(datetime.now(UTC).replace(microsecond=0))
+    room = _live_room(world, clock, "sv-media-0011")
+    answers = _failed(room)
+
+    def stopped(event: Event) -> SurveyState:
+        raise NodeStopped
+
+    monkeypatch.setattr(room, "apply", stopped)
+    request = ReportRequest(INSPECTOR.person_id, answers, Verdict.FAIL)
+    with pytest.raises(NodeStopped):
+        room.end(INSPECTOR, Event.COMPLETE, request)
+    assert (room.media_dir / REQUEST_FILE).exists()
+
+    again = SurveyHub(_config(world, clock))
+    assert again.resume() == ["sv-media-0011"]
+    resumed = again.rooms["sv-media-0011"].room
+    assert resumed.state is SurveyState.INTERRUPTED
+    assert resumed.report_token is None
+    assert not (room.media_dir / REQUEST_FILE).exists()
+    assert not (room.media_dir / "report.jws").exists()
