@@ -15,12 +15,12 @@ derived from the evidence chain and the files beside it.
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from relay.durable import write_durably
 from remote_survey.entries import epoch_ms
 from remote_survey.errors import SurveyError
 from remote_survey.join import JoinLedger, _Binding
@@ -39,7 +39,6 @@ __all__ = [
     "save_state",
     "session_from_json",
     "session_to_json",
-    "write_durably",
 ]
 
 STATE_FILE = "session.json"
@@ -110,26 +109,6 @@ def save_state(directory: Path, session: SurveySession, ledger: JoinLedger) -> N
     """Write ``session.json`` atomically and durably."""
     data = json.dumps(session_to_json(session, ledger), ensure_ascii=False, indent=1)
     write_durably(directory / STATE_FILE, (data + "\n").encode("utf-8"))
-
-
-def write_durably(path: Path, data: bytes) -> None:
-    """Put ``data`` at ``path`` whole or not at all: written and synced under a
-    temporary name beside it, then renamed over it, and the folder synced."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_state(directory: Path) -> tuple[SurveySession, JoinLedger]:

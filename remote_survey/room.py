@@ -26,6 +26,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from relay.durable import write_durably
 from remote_survey.entries import (
     EVIDENCE_FILE,
     Body,
@@ -49,7 +50,7 @@ from remote_survey.errors import (
 from remote_survey.evidence import EvidenceChain, parse_evidence
 from remote_survey.geo import GeoPoint
 from remote_survey.join import JoinClaims, JoinLedger, admit, participant_for
-from remote_survey.persist import load_state, save_state, write_durably
+from remote_survey.persist import load_state, save_state
 from remote_survey.report import (
     ChecklistAnswer,
     Verdict,

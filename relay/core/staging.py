@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from relay.core.blobs import UploadDamaged, release_cached, write_all
+from relay.durable import write_durably
 from signing.errors import DecryptionFailed, MalformedInput
 from signing.segments import (
     SegmentCipher,
@@ -76,17 +77,7 @@ def _sidecar(path: Path, suffix: str) -> Path:
 
 
 def _write_durably(path: Path, data: bytes) -> None:
-    tmp = _sidecar(path, "new")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_durably(path, data, tmp=_sidecar(path, "new"))  # P.new: dropped with the upload
 
 
 def write_key_file(path: Path, kid: str, wrapped: bytes) -> None:

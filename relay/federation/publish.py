@@ -10,11 +10,11 @@ replaced atomically, so a node serving it never reads half a file.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from relay.durable import write_durably
 from signing.certificates import TrustBundle
 from signing.encoding import b64url_decode
 from signing.errors import InvalidSignature, MalformedInput
@@ -61,17 +61,8 @@ def previous_serial(path: Path) -> int:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Put ``data`` at ``path`` whole or not at all, readable by all (a published file)."""
+    write_durably(path, data, mode=0o644)
 
 
 def publish_directory(

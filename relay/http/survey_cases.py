@@ -72,7 +72,7 @@ from relay.core.ports import PeerLink, ReceivedBatch
 from relay.core.sqlite_store import append_leaf_once
 from relay.db.migrations import Connection
 from relay.db.open import open_connection, write_transaction
-from relay.federation.publish import write_atomically
+from relay.durable import write_durably
 from relay.http.case_services import CaseLayer
 from relay.http.survey_admission import sealed_report
 from relay.http.survey_view import add_survey_view_routes
@@ -457,12 +457,12 @@ def _read_cursor(core: Any, root: Path) -> tuple[int, tuple[int, str] | None]:
 
 
 def _write_cursor(root: Path, cursor: tuple[int, str]) -> None:
-    """Replace the cursor file (:func:`~relay.federation.publish.write_atomically`: a
-    temporary file of this process's own, as PostgreSQL workers of one node share the
-    folder). A cursor that cannot be written only means more to read at the next start."""
+    """Replace the cursor file (:func:`~relay.durable.write_durably`: a temporary file
+    of this process's own, as PostgreSQL workers of one node share the folder). A
+    cursor that cannot be written only means more to read at the next start."""
     try:
         root.mkdir(parents=True, exist_ok=True)
-        write_atomically(root / CURSOR_FILE, f"{cursor[0]} {cursor[1]}\n".encode("ascii"))
+        write_durably(root / CURSOR_FILE, f"{cursor[0]} {cursor[1]}\n".encode("ascii"))
     except OSError as exc:
         _log.warning("survey report cursor not written (%s): the next start reads more", exc)
 

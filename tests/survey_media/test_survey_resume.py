@@ -228,7 +228,7 @@ def test_a_report_that_could_not_be_written_is_not_taken_as_signed(
         raise OSError("I/O error")
 
     with monkeypatch.context() as patch:
-        patch.setattr("remote_survey.persist.os.fsync", failing_sync)
+        patch.setattr("relay.durable.os.fsync", failing_sync)
         with pytest.raises(OSError, match="I/O error"):
             room.report(INSPECTOR, answers, Verdict.FAIL)
     assert room.report_token is None
