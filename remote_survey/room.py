@@ -512,6 +512,13 @@ class SurveyRoom:
                     f"a pass verdict without {' and '.join(lacking)} proof needs a reason",
                     missing=list(lacking),
                 )
+        convert = verdict is Verdict.CONVERT_TO_ONSITE
+        if self.state in (SurveyState.SCHEDULED, SurveyState.INTERRUPTED) and not convert:
+            raise RoomError(
+                "site-not-live",
+                f"the survey is {self.state.value}: it is completed only while the site party"
+                " is connected; wait for them to rejoin, or convert it to an on-site visit",
+            )
 
     def report(
         self,

@@ -34,7 +34,7 @@ from aiohttp import WSMsgType, web
 from remote_survey.errors import JoinRefused, MalformedReport, SurveyError
 from remote_survey.report import Answer, ChecklistAnswer, Verdict
 from remote_survey.room import ReportRequest, RoomError, SurveyRoom
-from remote_survey.session import Event, Participant, Role, SurveyState
+from remote_survey.session import Event, Participant, Role
 
 if TYPE_CHECKING:  # loaded when someone first joins (load_media)
     from remote_survey.peer import Peer, RoomMedia
@@ -387,7 +387,7 @@ async def _report(live: LiveRoom, conn: Connection, data: dict[str, Any]) -> Non
             raise RoomError("bad-report", str(exc), item=item_id) from None
     remarks, reason = str(data.get("remarks", "")), str(data.get("reason", ""))
     room.check_report(conn.person, answers, verdict, remarks, reason)  # before ending it
-    if room.state in (SurveyState.LIVE, SurveyState.INTERRUPTED):
+    if not room.state.is_final:  # check_report: complete only while live
         convert = verdict is Verdict.CONVERT_TO_ONSITE
         request = ReportRequest(conn.person.person_id, tuple(answers), verdict, remarks, reason)
         await _end(live, conn.person, Event.CONVERT if convert else Event.COMPLETE, request)

@@ -156,3 +156,32 @@ async def test_a_report_that_could_not_be_written_is_kept_and_signed_at_the_next
         assert signed["token"] == room.report_token
         assert not (room.media_dir / REQUEST_FILE).exists()
         await inspector.close()
+
+
+async def test_a_report_while_the_site_is_away_is_refused_unless_it_converts_the_survey(
+    world: World,
+) -> None:
+    """Not yet started, or interrupted: completing needs the site party live, and the
+    inspector is told so (not a bare bad-state); converting to an on-site visit ends the
+    survey and seals its report from either state."""
+    room = world.hub.rooms["sv-media-0001"].room
+    answers = [
+        {"item": "kitchen-layout", "answer": "note", "note": "未能查看"},
+        {"item": "fire-exit", "answer": "note", "note": "未能查看"},
+    ]
+    async with served(world, "127.0.0.1"), aiohttp.ClientSession() as http:
+        inspector = Inbox(await world.join(http, world.token(Role.INSPECTOR, "insp-1"), "pc-1"))
+        await inspector.expect("welcome")
+        room.admit(world.token(Role.SITE, "site-1"), Role.SITE, "phone-1")
+        room.site_live()
+        room.site_lost()
+        assert room.state is SurveyState.INTERRUPTED
+        await inspector.ws.send_json({"type": "report", "verdict": "fail", "answers": answers})
+        assert (await inspector.expect("error"))["code"] == "site-not-live"
+        assert room.state is SurveyState.INTERRUPTED
+        report = {"type": "report", "verdict": "convert_to_onsite", "answers": answers}
+        await inspector.ws.send_json(report)
+        signed = await inspector.expect("report")
+        assert room.state is SurveyState.CONVERTED_TO_ONSITE
+        assert signed["token"] == room.report_token
+        await inspector.close()

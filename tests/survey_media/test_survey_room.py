@@ -287,3 +287,17 @@ def test_an_interrupted_survey_converted_to_onsite_is_reported_as_such(world: Wo
     assert result.ok, result.failures
     assert result.report is not None
     assert result.report.outcome is SurveyState.CONVERTED_TO_ONSITE
+
+
+def test_a_survey_the_site_never_joined_is_converted_with_its_report(world: World) -> None:
+    clock = Clock(datetime.now(UTC))
+    room = _room(world, clock)
+    notes = [ChecklistAnswer(a.item_id, Answer.NOTE, note="现场方未上线") for a in ANSWERS]
+    with pytest.raises(RoomError) as refused:
+        room.check_report(INSPECTOR, notes, Verdict.FAIL)
+    assert refused.value.code == "site-not-live"
+    room.check_report(INSPECTOR, notes, Verdict.CONVERT_TO_ONSITE)
+    room.end(INSPECTOR, Event.CONVERT)
+    report = _payload(room.report(INSPECTOR, notes, Verdict.CONVERT_TO_ONSITE))
+    assert report.outcome is SurveyState.CONVERTED_TO_ONSITE
+    assert report.evidence.segments == ()
