@@ -74,14 +74,19 @@ _STATE_LABELS: Mapping[CaseState, tuple[str, str]] = {
     CaseState.WITHDRAWN: ("已撤回", "Withdrawn"),
 }
 
-_VALUE_LABELS: Mapping[str, tuple[str, str]] = {
-    "approve": ("准予许可", "approved"),
-    "deny": ("不予许可", "not approved"),
-    "pass": ("符合要求", "meets the requirements"),
-    "fail": ("不符合要求", "does not meet the requirements"),
-    "good": ("好评", "good"),
-    "average": ("中评", "average"),
-    "poor": ("差评", "poor"),
+# the coded values of public fields, by field (free text is shown as it was written)
+_VALUE_LABELS: Mapping[str, Mapping[str, tuple[str, str]]] = {
+    "decision": {"approve": ("准予许可", "approved"), "deny": ("不予许可", "not approved")},
+    "outcome": {
+        "pass": ("符合要求", "meets the requirements"),
+        "fail": ("不符合要求", "does not meet the requirements"),
+    },
+    "rating": {"good": ("好评", "good"), "average": ("中评", "average"), "poor": ("差评", "poor")},
+    "method": {
+        "window": ("窗口领取", "collected at the window"),
+        "post": ("邮寄送达", "by post"),
+        "electronic": ("电子送达", "electronically"),
+    },
 }
 
 _OFFICE_ROLE: Mapping[Office, tuple[str, str]] = {
@@ -99,8 +104,9 @@ def _details(kind: EventKind, details: Mapping[str, Any], lang: str) -> dict[str
     for name in _PUBLIC_FIELDS.get(kind, ()):
         if name in details:
             value = thaw(details[name])
-            if isinstance(value, str) and value in _VALUE_LABELS:
-                value = _pick(_VALUE_LABELS[value], lang)
+            labels = _VALUE_LABELS.get(name, {})
+            if isinstance(value, str) and value in labels:
+                value = _pick(labels[value], lang)
             out[name] = value
     return out
 

@@ -189,7 +189,7 @@ async def test_rating_and_complaint_from_the_page_reach_the_handling_office(
     issued = {"licence": token, "licence_number": "XK-9"}
     await h.desk.act("WC-RATED", EventKind.ISSUE_LICENCE, issued)
     await offices.deliver()
-    await r.desk.act("WC-RATED", EventKind.DELIVER, {})
+    await r.desk.act("WC-RATED", EventKind.DELIVER, {"method": "window"})
     await r.desk.act("WC-RATED", EventKind.CONCLUDE, {})
     async with serve(r.public()) as base:
         context = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
@@ -197,6 +197,9 @@ async def test_rating_and_complaint_from_the_page_reach_the_handling_office(
         await _look_up(page, base, "WC-RATED", opened.access_code)
         await page.wait_for_selector("#state[data-state='concluded']", timeout=MS)
         assert await page.text_content("#licence") == "XK-9"
+        timeline = await page.text_content("#timeline")
+        assert "窗口领取" in timeline  # the delivery method in the applicant's language
+        assert "window" not in timeline
         assert await page.is_visible("#rating-box")
         await page.check("input[name=rating][value=average]")
         await page.fill("#comment", "等了一周")
