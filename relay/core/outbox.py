@@ -100,16 +100,21 @@ _BY_KIND: dict[tuple[str, int], Refusal] = {
 }
 
 
-def classify_refusal(kind: str, status: int) -> Refusal:
-    """The one table of what a partner's HTTP answer ``status`` to a request of
-    ``kind`` means for the sender. Network errors, timeouts and garbage never reach
-    here: they are :data:`Refusal.RETRY` by construction."""
+def classify_refusal(kind: str, status: int, code: str | None = None) -> Refusal:
+    """The one table of what a partner's HTTP answer ``status`` (with its problem
+    ``code``, if any) to a request of ``kind`` means for the sender. Network errors,
+    timeouts and garbage never reach here: they are :data:`Refusal.RETRY` by
+    construction. A refusal of a batch or an upload without a problem code is not a
+    tongban node's (a proxy, a wrong address, a node being redeployed): retry. A
+    ``HEAD`` answer has no body, so its status alone decides."""
     if kind not in REQUEST_KINDS:
         raise ValueError(f"unknown request kind {kind!r}")
     special = _BY_KIND.get((kind, status))
     if special is not None:
         return special
     if status in _RETRY_STATUSES or status >= 500 or status < 400:
+        return Refusal.RETRY
+    if code is None and kind != "blob-offset":
         return Refusal.RETRY
     return Refusal.PERMANENT
 

@@ -34,6 +34,7 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 
 from relay.audit.leaves import Direction
 from relay.core import blobs
@@ -96,6 +97,9 @@ class Sender:
         self._failing_since: dict[str, datetime] = {}
         self._backing_off: set[str] | None = None  # partners with a backoff (lazily read)
         self._nudged: dict[str, datetime] = {}  # when partner_reachable last cut a backoff
+        # cases whose blob upload found the partner away: its probe tries another case
+        # first, as the blob, not the partner, may be what fails (kept until it answers)
+        self._suspects: dict[str, set[str]] = {}
 
     async def deliver_once(self, *, refill: bool = False) -> int:
         """One pass. With ``refill`` (the running outbox) a batch that comes back is
@@ -121,6 +125,8 @@ class Sender:
             busy: set[str] = set()
             for _ in range(batches):
                 rows = self._store.due_rows(peer, at, size, busy)
+                if size == 1 and rows and rows[0].case_id in self._suspects.get(peer, ()):
+                    rows = self._store.due_rows(peer, at, size, self._suspects[peer]) or rows
                 if not rows:
                     break
                 busy.update(r.case_id for r in rows)
@@ -213,13 +219,15 @@ class Sender:
             assert out is not None
             outgoing.append(out)
         parked: list[OutboxUpdate] = []
+        waiting: list[OutboxUpdate] = []  # packets whose blob failed: each backs off alone
         try:
-            ready = await self._upload_attachments(peer, outgoing, parked)
+            ready = await self._upload_attachments(peer, outgoing, parked, waiting)
         except PeerUnavailable as exc:
-            self._store.update_outbox(parked + self._retrying(outgoing, parked, exc))
+            later = self._retrying(outgoing, parked + waiting, exc)
+            self._store.update_outbox(parked + waiting + later)
             failures.append(exc)
             return len(parked)
-        self._store.update_outbox(parked)
+        self._store.update_outbox(parked + waiting)
         settled = len(parked)
         gone = {u.packet_id for u in parked}  # dead-lettered during this send
         for chunk in self._fit(peer, ready):
@@ -299,7 +307,7 @@ class Sender:
             if len(receipts) != len(outgoing):
                 raise PeerUnavailable("the peer answered with the wrong number of receipts")
         except PeerRefused as exc:
-            verdict = classify_refusal("batch", exc.status)
+            verdict = classify_refusal("batch", exc.status, exc.code)
             if verdict is Refusal.RETRY:
                 self._store.update_outbox(self._retrying(outgoing, [], exc, sent=True))
                 failures.append(exc)
@@ -311,7 +319,7 @@ class Sender:
                 for part in (outgoing[:half], outgoing[half:]):
                     done = await self._deliver(peer, part, failures, gone)
                     if done is None:
-                        return None if settled == 0 else settled
+                        return None  # unavailable: what settled before is stored already
                     settled += done
                 return settled
             [out] = outgoing
@@ -326,6 +334,7 @@ class Sender:
             failures.append(exc)
             return None
         self._failing_since.pop(peer, None)
+        self._suspects.pop(peer, None)
         if self._backing_off is not None:
             self._backing_off.discard(peer)
         if peer in self._store.peer_backoffs():
@@ -485,33 +494,78 @@ class Sender:
         peer: str,
         outgoing: Sequence[Outgoing],
         parked: list[OutboxUpdate],
+        waiting: list[OutboxUpdate],
     ) -> list[Outgoing]:
-        """Upload the blobs of ``outgoing``; a packet whose blob the partner refuses for
-        good is parked (its updates appended to ``parked``) and left out of the result."""
+        """Upload the blobs of ``outgoing``; the packets whose blobs are all there are
+        returned. A packet whose blob the partner refuses for good, or whose blob this
+        node no longer holds whole, is parked (its updates appended to ``parked``). A
+        packet whose upload failed otherwise backs off on its own (appended to
+        ``waiting``), so that the next try of the partner, a one-packet probe, is
+        another case's: one bad blob never holds the partner's other cases. When the
+        failure says the partner itself is unavailable (no answer, 429, 502-504) it is
+        raised, and the packets after it wait for the partner's backoff; otherwise the
+        others go on."""
         ready: list[Outgoing] = []
+        held: set[str] = set()  # cases whose packet waits: the later ones wait behind it
         for out in outgoing:
-            if any(u.packet_id == out.item.summary.packet_id for u in parked):
+            pid = out.item.summary.packet_id
+            if any(u.packet_id == pid for u in parked):
                 continue  # parked behind its predecessor earlier in this batch
+            if out.item.summary.case_id in held:
+                continue
             try:
                 for a in out.item.summary.attachments:
                     if self._store.uploaded(peer, a.digest):
                         continue
-                    open_at = functools.partial(blobs.read_from, self._store.blob_path(a.digest))
+                    path = self._store.blob_path(a.digest)
+                    if not _holds(path, a.size):
+                        parked += self._park(out, "attachment-lost")
+                        _log.error(
+                            "parked packet %s: its attachment %s is missing or damaged here",
+                            pid, path,
+                        )  # fmt: skip
+                        break
+                    open_at = functools.partial(blobs.read_from, path)
                     await self._link.upload_attachment(peer, a.digest, a.size, open_at)
                     self._store.mark_uploaded(peer, a.digest)
+                else:
+                    ready.append(out)
             except PeerRefused as exc:
-                if classify_refusal(exc.kind, exc.status) is not Refusal.PERMANENT:
+                if classify_refusal(exc.kind, exc.status, exc.code) is Refusal.PERMANENT:
+                    parked += self._park(out, _refusal_reason("attachment", exc))
+                    _log.warning("parked packet %s: %s refused its attachment: %s", pid, peer, exc)
+                    continue
+                waiting.append(self._waits(out, _refusal_reason("attachment", exc)))
+                held.add(out.item.summary.case_id)
+                if exc.status in _PARTNER_WIDE:
+                    self._suspects.setdefault(peer, set()).add(out.item.summary.case_id)
                     raise
-                parked += self._park(out, _refusal_reason("attachment", exc))
-                _log.warning(
-                    "parked packet %s: %s refused its attachment: %s",
-                    out.item.summary.packet_id,
-                    peer,
-                    exc,
-                )
-                continue
-            ready.append(out)
+                _log.info("packet %s waits: %s answered about its attachment: %s", pid, peer, exc)
+            except PeerUnavailable:
+                waiting.append(self._waits(out, "peer-unavailable"))
+                self._suspects.setdefault(peer, set()).add(out.item.summary.case_id)
+                raise
         return ready
+
+    def _waits(self, out: Outgoing, why: str) -> OutboxUpdate:
+        """``out`` queued again after a backoff of its own (one attempt more)."""
+        delay = backoff_delay(self._policy, out.item.attempts + 1, self._rng.random())
+        return OutboxUpdate(
+            out.item.summary.packet_id, OutboxState.QUEUED, self._clock() + delay, why,
+            attempted=True,
+        )  # fmt: skip
+
+
+_PARTNER_WIDE = frozenset({429, 502, 503, 504})
+"""Answers to a blob request that say the partner as a whole is busy or away."""
+
+
+def _holds(path: Path, size: int) -> bool:
+    """Whether this node holds the blob at ``path`` whole (its sealed size)."""
+    try:
+        return path.stat().st_size == size
+    except OSError:
+        return False
 
 
 def _refusal_reason(prefix: str, exc: PeerRefused) -> str:

@@ -159,23 +159,33 @@ def test_announced_limits_that_are_not_positive_are_ignored(federation: Federati
 
 
 @pytest.mark.parametrize(
-    ("kind", "status", "verdict"),
+    ("kind", "status", "code", "verdict"),
     [
-        ("batch", 413, Refusal.SPLIT),
-        ("batch", 400, Refusal.PERMANENT),
-        ("batch", 422, Refusal.PERMANENT),
-        ("batch", 408, Refusal.RETRY),
-        ("batch", 429, Refusal.RETRY),
-        ("batch", 500, Refusal.RETRY),
-        ("batch", 503, Refusal.RETRY),
-        ("blob-upload", 422, Refusal.PERMANENT),
-        ("blob-upload", 413, Refusal.PERMANENT),
-        ("blob-upload", 409, Refusal.RETRY),
-        ("blob-offset", 404, Refusal.RETRY),
+        ("batch", 413, "batch-too-large", Refusal.SPLIT),
+        ("batch", 413, None, Refusal.SPLIT),
+        ("batch", 400, "bad-request", Refusal.PERMANENT),
+        ("batch", 422, "invalid-request", Refusal.PERMANENT),
+        ("batch", 404, "not-found", Refusal.PERMANENT),
+        ("batch", 408, "request-timeout", Refusal.RETRY),
+        ("batch", 429, "too-many-requests", Refusal.RETRY),
+        ("batch", 500, "internal-error", Refusal.RETRY),
+        ("batch", 503, None, Refusal.RETRY),
+        ("blob-upload", 422, "digest-mismatch", Refusal.PERMANENT),
+        ("blob-upload", 413, "body-too-large", Refusal.PERMANENT),
+        ("blob-upload", 409, "offset-mismatch", Refusal.RETRY),
+        ("blob-offset", 404, None, Refusal.RETRY),
+        ("blob-offset", 400, None, Refusal.PERMANENT),  # HEAD: no body, the status decides
+        # no problem code: not a tongban node's answer (a proxy, a wrong address)
+        ("batch", 404, None, Refusal.RETRY),
+        ("batch", 405, None, Refusal.RETRY),
+        ("batch", 400, None, Refusal.RETRY),
+        ("blob-upload", 404, None, Refusal.RETRY),
     ],
 )
-def test_every_partner_status_has_one_meaning(kind: str, status: int, verdict: Refusal) -> None:
-    assert classify_refusal(kind, status) is verdict
+def test_every_partner_status_has_one_meaning(
+    kind: str, status: int, code: str | None, verdict: Refusal
+) -> None:
+    assert classify_refusal(kind, status, code) is verdict
 
 
 async def test_a_packet_too_large_for_any_batch_is_refused_at_creation(

@@ -1,0 +1,137 @@
+"""A packet whose attachment cannot go now waits on its own: the partner's other cases
+keep moving, whether the partner answered about that one blob, could not be reached
+while it went, or this node lost the blob (then the packet is parked)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from relay_core_support import ACTION, DAFENG, MATTER, MODE, WUCHANG, Federation, send, stage
+
+from relay.core.errors import PeerRefused, PeerUnavailable
+from relay.core.model import OutboxState
+from relay.core.service import RelayNode
+from relay.http.staff import delivery_alerts
+
+
+class FailingBlob:
+    """The link, except that uploading blob ``digest`` raises ``fail()`` each time."""
+
+    def __init__(self, inner: Any, digest: str, fail: Callable[[], Exception]) -> None:
+        self.inner, self.digest, self.fail, self.uploads = inner, digest, fail, 0
+
+    async def deliver(self, peer: str, packets: list[str]) -> list[str]:
+        return await self.inner.deliver(peer, packets)
+
+    async def upload_attachment(self, peer: str, digest: str, size: int, open_at: Any) -> None:
+        if digest == self.digest:
+            self.uploads += 1
+            raise self.fail()
+        await self.inner.upload_attachment(peer, digest, size, open_at)
+
+
+async def _blocked_case(federation: Federation) -> tuple[RelayNode, str, str, list[str]]:
+    """A case whose first packet carries an attachment, and another case of 3 packets."""
+    sender = federation.nodes[WUCHANG]
+    digest = await stage(sender, os.urandom(5000))
+    bad = await sender.create_packet(
+        to=DAFENG, case_id="a-bad", matter=MATTER, action=ACTION, mode=MODE,
+        content={"photos": 1}, attachments=[digest],
+    )  # fmt: skip
+    [behind] = await send(federation, WUCHANG, DAFENG, "a-bad", 1)
+    others = await send(federation, WUCHANG, DAFENG, "b-good", 3)
+    return sender, bad.packet_id, behind, others
+
+
+def _states(node: RelayNode) -> dict[str, tuple[OutboxState, str | None]]:
+    return {i.summary.packet_id: (i.state, i.reason) for i in node.list_outbox()}
+
+
+@pytest.mark.parametrize(
+    "fail",
+    [
+        lambda: PeerRefused("500 on it", status=500, kind="blob-upload", code="internal-error"),
+        lambda: PeerRefused("a proxy's 404", status=404, kind="blob-upload"),
+        lambda: PeerUnavailable("connection reset while uploading"),
+        lambda: PeerRefused("busy", status=503, kind="blob-upload", code="service-unavailable"),
+    ],
+    ids=["partner-answered-500", "no-problem-code", "no-answer", "partner-busy"],
+)
+async def test_one_packets_failing_blob_never_holds_the_partners_other_cases(
+    federation: Federation, fail: Callable[[], Exception]
+) -> None:
+    sender, bad, behind, others = await _blocked_case(federation)
+    blob = sender.list_outbox()[0].summary.attachments[0].digest
+    link = FailingBlob(sender._sender._link, blob, fail)
+    sender._sender._link = link
+    for _ in range(6):  # a partner backoff, if any, is over after 300 s
+        await sender.deliver_once()
+        federation.clock.advance(seconds=300)
+    seen = _states(sender)
+    assert all(seen[p][0] is OutboxState.DELIVERED for p in others)
+    assert seen[bad][0] is OutboxState.QUEUED  # retry-later: it waits, and is tried again
+    assert seen[behind][0] is OutboxState.QUEUED  # behind it in its case, never before it
+    assert link.uploads >= 2
+    inbox = [i.summary.packet_id for i in federation.nodes[DAFENG].list_inbox()]
+    assert inbox == others
+    # once the blob goes through, the case follows in order
+    sender._sender._link = link.inner
+    for _ in range(3):
+        await sender.deliver_once()
+        federation.clock.advance(seconds=300)
+    assert _states(sender)[behind][0] is OutboxState.DELIVERED
+    inbox = [i.summary.packet_id for i in federation.nodes[DAFENG].list_inbox()]
+    assert inbox[-2:] == [bad, behind]
+
+
+async def test_a_blob_this_node_lost_parks_its_packet_with_an_alert(
+    federation: Federation,
+) -> None:
+    sender, bad, behind, others = await _blocked_case(federation)
+    blob = sender.list_outbox()[0].summary.attachments[0].digest
+    federation.stores[WUCHANG].blob_path(blob).unlink()
+    await sender.deliver_once()
+    seen = _states(sender)
+    assert seen[bad] == (OutboxState.DEAD, "attachment-lost")
+    assert seen[behind] == (OutboxState.DEAD, "predecessor-dead")
+    assert all(seen[p][0] is OutboxState.DELIVERED for p in others)
+    alerts = {a.subject: a for a in delivery_alerts(sender, federation.clock())}
+    assert alerts[bad].code == "packet-parked"
+    assert "attachment-lost" in alerts[bad].detail
+
+
+class WrongAddressOnce:
+    """The link, except that the first batch meets a web server that is not a tongban
+    node (a 404 with no problem code)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.refused = inner, 0
+
+    async def deliver(self, peer: str, packets: list[str]) -> list[str]:
+        if not self.refused:
+            self.refused += 1
+            raise PeerRefused("404 Not Found", status=404, kind="batch")
+        return await self.inner.deliver(peer, packets)
+
+    async def upload_attachment(self, peer: str, digest: str, size: int, open_at: Any) -> None:
+        await self.inner.upload_attachment(peer, digest, size, open_at)
+
+
+async def test_a_refusal_that_is_not_a_tongban_nodes_is_retried_not_parked(
+    federation: Federation,
+) -> None:
+    sender = federation.nodes[WUCHANG]
+    sent = await send(federation, WUCHANG, DAFENG, "c", 3)
+    sender._sender._link = WrongAddressOnce(sender._sender._link)
+    await sender.deliver_once()
+    assert {state for state, _ in _states(sender).values()} <= {
+        OutboxState.QUEUED, OutboxState.IN_FLIGHT,
+    }  # fmt: skip
+    federation.clock.advance(seconds=300)
+    await sender.deliver_once()
+    federation.clock.advance(seconds=300)
+    await sender.deliver_once()
+    assert all(_states(sender)[p][0] is OutboxState.DELIVERED for p in sent)
