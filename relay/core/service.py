@@ -520,8 +520,8 @@ class RelayNode:
         return self._store.outbox_depth()
 
     def parked_packets(self) -> list[OutboxItem]:
-        """Dead letters refused for good (not ``expired``) and not sent again since,
-        newest first: what staff must act on (an indexed read, not the outbox)."""
+        """Dead letters (parked or expired) not sent again since, newest first: what
+        staff must act on (an indexed read, not the outbox)."""
         return self._store.parked()
 
     def standing_rejections(self) -> list[OutboxItem]:
@@ -530,8 +530,8 @@ class RelayNode:
         return self._store.standing_rejections()
 
     def unnoticed_refusals(self, limit: int) -> list[OutboxItem]:
-        """Up to ``limit`` packets refused for good (rejected, or dead for a reason other
-        than ``expired``) not yet passed to :meth:`notice_refusals`, oldest first."""
+        """Up to ``limit`` packets refused for good (rejected, or dead) not yet passed
+        to :meth:`notice_refusals`, oldest first."""
         return self._store.unnoticed_refusals(limit)
 
     def notice_refusals(self, packet_ids: Sequence[str]) -> None:

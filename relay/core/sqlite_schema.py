@@ -43,9 +43,9 @@ Partial indexes (``outbox_live``, ``outbox_live_expiry``) hold only open packets
 delivered history costs nothing to skip.
 
 ``outbox_refusals`` (step 4) names each packet refused for good: rejected by the partner,
-or dead for a reason other than ``expired`` (its case successors, dead as
-``predecessor-*``, included). It is written in the transaction that settles the packet
-as refused, with two marks:
+or dead (its case successors, dead as ``predecessor-*``, included; since this release an
+expired packet too: step 4 itself left out the expiries before it). It is written in
+the transaction that settles the packet as refused, with two marks:
 
 - ``standing``, set until a later packet of its case is queued to that partner (sent
   again, or the case moved on), which clears it in the enqueueing transaction. The

@@ -76,10 +76,11 @@ Db = sqlite3.Connection | PgConnection
 
 
 def _refused_for_good(u: OutboxUpdate) -> bool:
-    """Whether this update settles a packet as refused for good (see sqlite_schema)."""
+    """Whether this update settles a packet as undeliverable for good (see sqlite_schema):
+    rejected, or dead for any reason (an expiry too: the step never reached the partner)."""
     if u.state is OutboxState.REJECTED:
         return True
-    return u.state is OutboxState.DEAD and u.reason is not None and u.reason != "expired"
+    return u.state is OutboxState.DEAD and u.reason is not None
 
 
 def _ordered(limit: int | None, newest_first: bool) -> str:
@@ -460,9 +461,10 @@ class SqlStore:
         return self._conn.execute("SELECT 1 FROM outbox_heads LIMIT 1").fetchone() is not None
 
     def parked(self) -> list[OutboxItem]:
-        """Dead packets refused for good (reason other than ``expired``) with no later
-        packet of their case queued to that destination since (not sent again), newest
-        first: the standing refusals (see sqlite_schema), never every one ever kept."""
+        """Dead packets (parked, or expired since the relay schema's step 4) with no
+        later packet of their case queued to that destination since (not sent again),
+        newest first: the standing refusals (see sqlite_schema), never every one ever
+        kept."""
         return self._standing(OutboxState.DEAD)
 
     def standing_rejections(self) -> list[OutboxItem]:

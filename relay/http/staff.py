@@ -130,14 +130,33 @@ PARTNER_UNREACHABLE_AFTER = timedelta(hours=1)
 
 
 def delivery_alerts(core: RelayApi, now: datetime) -> list[StaffAlert]:
-    """Alerts of the outbox: a parked packet (dead, reason other than ``expired``, not
-    yet sent again: no later packet of its case queued to that partner), a packet the
-    partner refused because the agreement does not allow a profile
-    (:func:`profile_refusal_alerts`) and a partner unreachable for longer than
-    :data:`PARTNER_UNREACHABLE_AFTER`."""
+    """Alerts of the outbox, each until the packet is sent again (a later packet of its
+    case queued to that partner): a parked packet (dead), an expired one, a packet the
+    partner rejected (:func:`rejection_alerts`; one refused because the agreement does
+    not allow a profile has an alert of its own, :func:`profile_refusal_alerts`), and a
+    partner unreachable for longer than :data:`PARTNER_UNREACHABLE_AFTER`."""
     alerts: list[StaffAlert] = []
     for item in core.parked_packets():  # indexed: the refusals standing now only
         s = item.summary
+        if item.reason == "expired":
+            alerts.append(
+                StaffAlert(
+                    id=f"outbox:expired:{s.packet_id}",
+                    source="outbox",
+                    code="packet-expired",
+                    severity=Severity.CRITICAL,
+                    at=now,
+                    title_zh="有一份案卷超过有效期仍未送达对方，已停止发送",
+                    title_en="A packet expired before it was delivered and was set aside",
+                    detail=f"Packet {s.packet_id} of case {s.case_id} to node {s.receiver} "
+                    "was not delivered before it expired (the partner could not be reached, "
+                    "or it arrived too late). Check the partner, then resend the packet if "
+                    "its step still stands",
+                    subject=s.packet_id,
+                    extra={"reason": item.reason, "peer": s.receiver, "case_id": s.case_id},
+                )
+            )
+            continue
         alerts.append(
             StaffAlert(
                 id=f"outbox:parked:{s.packet_id}",
@@ -155,6 +174,7 @@ def delivery_alerts(core: RelayApi, now: datetime) -> list[StaffAlert]:
             )
         )
     alerts += profile_refusal_alerts(core, now)
+    alerts += rejection_alerts(core, now)
     for peer, since in sorted(core.unreachable_partners().items()):
         if now - since < PARTNER_UNREACHABLE_AFTER:
             continue
@@ -178,6 +198,38 @@ def delivery_alerts(core: RelayApi, now: datetime) -> list[StaffAlert]:
 
 PROFILE_REFUSED = "agreement-denied:profile-not-allowed"
 """The receipt reason of a packet refused for a cryptographic profile (protocol.md §8.5)."""
+
+SURVEY_REPORT_REFUSED = "content-refused:survey-"
+"""The receipt reasons of a survey report the partner refused (its alert:
+:func:`relay.http.survey_cases.refused_report_alerts`)."""
+
+
+def rejection_alerts(core: RelayApi, now: datetime) -> list[StaffAlert]:
+    """An alert per packet the partner rejected, until a later packet of its case goes
+    to that partner; those with an alert of their own (a profile, a survey report) are
+    left to it."""
+    alerts: list[StaffAlert] = []
+    for item in core.standing_rejections():  # indexed: the refusals standing now only
+        s, reason = item.summary, item.reason or ""
+        if reason == PROFILE_REFUSED or reason.startswith(SURVEY_REPORT_REFUSED):
+            continue
+        alerts.append(
+            StaffAlert(
+                id=f"outbox:rejected:{s.packet_id}",
+                source="outbox",
+                code="packet-rejected",
+                severity=Severity.CRITICAL,
+                at=now,
+                title_zh="对方拒收了一份案卷，该案件暂不能继续发往对方",
+                title_en="A partner rejected a packet; its case cannot go on to that partner",
+                detail=f"Node {s.receiver} rejected packet {s.packet_id} of case {s.case_id} "
+                f"({reason}). Open the case to see the refusal, agree the next step with the "
+                "partner's office, then resend the packet or take the step again",
+                subject=s.packet_id,
+                extra={"reason": reason, "peer": s.receiver, "case_id": s.case_id},
+            )
+        )
+    return alerts
 
 
 def _listing(request: web.Request) -> tuple[int | None, bool]:

@@ -74,6 +74,7 @@ from relay.db.migrations import Connection
 from relay.db.open import open_connection, write_transaction
 from relay.durable import write_durably
 from relay.http.case_services import CaseLayer
+from relay.http.staff import SURVEY_REPORT_REFUSED
 from relay.http.survey_admission import sealed_report
 from relay.http.survey_view import add_survey_view_routes
 from relay.node import CoreHandle
@@ -111,7 +112,7 @@ REFUSED_FILE = "refused.json"
 _CHUNK = 1 << 20
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 _OUTCOME = {Verdict.PASS: "pass", Verdict.PASS_WITH_CORRECTIONS: "pass", Verdict.FAIL: "fail"}
-_REFUSED = "content-refused:survey-"
+_REFUSED = SURVEY_REPORT_REFUSED
 _TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".webm": "video/webm", ".mp4": "video/mp4"}
 
 

@@ -44,22 +44,27 @@ async def test_a_refusal_stands_until_a_later_packet_of_its_case_is_queued(
         ]
     )
     assert ids(store.standing_rejections()) == [other_peer, rejected]  # newest first
-    assert ids(store.parked()) == [successor, parked]  # an expiry is no refusal
-    alerts = {a.subject for a in delivery_alerts(fed.nodes[WUCHANG], fed.clock())}
-    assert alerts == {parked, successor}
+    assert ids(store.parked()) == [expired, successor, parked]  # an expiry never arrived
+    alerts = {a.subject: a.code for a in delivery_alerts(fed.nodes[WUCHANG], fed.clock())}
+    assert alerts == {
+        parked: "packet-parked", successor: "packet-parked", expired: "packet-expired",
+        rejected: "packet-rejected", other_peer: "packet-rejected",
+    }  # fmt: skip
 
     await send(fed, WUCHANG, DAFENG, "rejected")  # the case moves on to that partner
     await fed.nodes[WUCHANG].resend(parked)  # sent again
+    await fed.nodes[WUCHANG].resend(expired)
     assert ids(store.standing_rejections()) == [other_peer]  # its partner got nothing new
     assert store.parked() == []
-    assert delivery_alerts(fed.nodes[WUCHANG], fed.clock()) == []
+    alerts = {a.subject for a in delivery_alerts(fed.nodes[WUCHANG], fed.clock())}
+    assert alerts == {other_peer}
 
     # the integration scan's view: every refusal once, in order, until noticed
-    assert ids(store.unnoticed_refusals(10)) == [rejected, parked, successor, other_peer]
+    assert ids(store.unnoticed_refusals(10)) == [rejected, parked, successor, expired, other_peer]
     assert ids(store.unnoticed_refusals(2)) == [rejected, parked]
     store.notice_refusals([rejected, successor])
-    assert ids(store.unnoticed_refusals(10)) == [parked, other_peer]
-    store.notice_refusals([parked, other_peer])
+    assert ids(store.unnoticed_refusals(10)) == [parked, expired, other_peer]
+    store.notice_refusals([parked, expired, other_peer])
     assert store.unnoticed_refusals(10) == []
 
 
