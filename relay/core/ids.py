@@ -1,4 +1,5 @@
-"""Packet ids: UUIDs whose first bits are the time they were made (version 7).
+"""Packet ids: UUIDs whose first bits are the time they were made (version 7); a packet
+sent again by staff gets one derived from the refused packet's (version 5).
 
 Protocol §8 asks a sender for a UUID, lowercase and hyphenated, and a receiver takes any
 string of 1-64 characters. Version 7 (RFC 9562 §5.7) puts the Unix
@@ -19,7 +20,7 @@ import os
 import time
 import uuid
 
-__all__ = ["packet_id"]
+__all__ = ["packet_id", "resent_id"]
 
 
 def packet_id() -> str:
@@ -28,3 +29,12 @@ def packet_id() -> str:
     value = value & ~(0xF << 76) | 0x7 << 76  # version 7
     value = value & ~(0x3 << 62) | 0x2 << 62  # the RFC 9562 variant, 10
     return str(uuid.UUID(int=value))  # (its version= knows 1-5 only before Python 3.14)
+
+
+_RESENT = uuid.UUID("6f1b0c1e-9d5e-4c3a-8a57-1f0e3c6b2d40")  # this namespace only
+
+
+def resent_id(refused: str) -> str:
+    """The id of the packet that sends the refused packet ``refused`` again: a UUID of
+    version 5 (RFC 9562 §5.5) named by ``refused``, so that asking twice makes one."""
+    return str(uuid.uuid5(_RESENT, refused))

@@ -168,6 +168,9 @@ class RelayNode:
         self._helper = CryptoHelper(self._hpke, node_id, keys.seal) if crypto_helper else None
         self.seal_inline_up_to = seal_inline_up_to
         self._creating = 0  # create_packet calls in progress
+        # creations under an id the caller chose, while they run (the same id twice at
+        # once makes one packet)
+        self._in_creation: dict[str, asyncio.Future[PacketSummary]] = {}
         # (destination, case) -> (seq, digest) of the last packet queued, oldest first
         self._last_queued: dict[tuple[str, str], tuple[int, str]] = {}
         self._inbox = Inbox(
@@ -291,8 +294,48 @@ class RelayNode:
         protocol.md "Conventions", or ``case_id`` is not 1-128 characters),
         :class:`PacketTooLarge` (over ``policy.max_packet_bytes``; nothing is queued).
         """
-        if packet_id is not None and (known := self._store.outgoing(packet_id)) is not None:
+        if packet_id is None:
+            return await self._create_packet(
+                to, case_id, matter, action, mode, content, attachments, expires_in, audit,
+                self._new_id(),
+            )  # fmt: skip
+        if (known := self._store.outgoing(packet_id)) is not None:
             return known.item.summary  # queued before: by the request a stop interrupted
+        pending = self._in_creation.get(packet_id)
+        if pending is not None:  # the same id asked twice at once: one packet, one answer
+            return await asyncio.shield(pending)
+        pending = self._in_creation[packet_id] = asyncio.get_running_loop().create_future()
+        try:
+            made = await self._create_packet(
+                to, case_id, matter, action, mode, content, attachments, expires_in, audit,
+                packet_id,
+            )  # fmt: skip
+        except asyncio.CancelledError:
+            pending.cancel()
+            raise
+        except Exception as exc:
+            pending.set_exception(exc)
+            pending.exception()  # retrieved: nobody else may be waiting
+            raise
+        else:
+            pending.set_result(made)
+            return made
+        finally:
+            del self._in_creation[packet_id]
+
+    async def _create_packet(
+        self,
+        to: str,
+        case_id: str,
+        matter: str,
+        action: str,
+        mode: str,
+        content: Mapping[str, Any],
+        attachments: Sequence[str],
+        expires_in: timedelta | None,
+        audit: Sequence[bytes],
+        packet_id: str,
+    ) -> PacketSummary:
         with self._one_creation_more():
             check_new_packet(case_id, matter, action, mode, content)
             at = self._clock()
@@ -312,7 +355,6 @@ class RelayNode:
                 AttachmentRef(s.blob_digest, s.blob_size, s.media_type, s.name) for s, _ in staged
             ]
             infos = [info_of(s) for s, _ in staged]
-            packet_id = packet_id or self._new_id()
             agreement = decision.agreement
             expires = at + (expires_in or self._policy.default_ttl)
 
@@ -466,8 +508,10 @@ class RelayNode:
 
     async def resend(self, packet_id: str, *, expires_in: timedelta | None = None) -> PacketSummary:
         """Staff's action on a dead letter or a rejected packet: send the same step again
-        as a new packet (new id, next sequence number of its case, fresh expiry), with
-        the same content and attachments, after checking the agreement again. Raises
+        as a new packet (next sequence number of its case, fresh expiry), with the same
+        content and attachments, after checking the agreement again. Its id is derived
+        from the refused packet's (:func:`relay.core.ids.resent_id`): asked twice (a
+        double click, a retried request), it is sent once and answered twice. Raises
         :class:`NotFound` (no such outgoing packet) or :class:`NotAuthorized` (the
         packet is not dead or rejected: ``not-settled-as-failed``)."""
         outgoing = self._store.outgoing(packet_id)
@@ -485,6 +529,7 @@ class RelayNode:
             content=self.read_packet(packet_id).content,
             attachments=[a.plain_digest for a in s.attachments if a.plain_digest],
             expires_in=expires_in,
+            packet_id=ids.resent_id(packet_id),  # asked twice (a retried request): sent once
         )
 
     def partner_reachable(self, peer: str) -> None:

@@ -4,6 +4,7 @@ while it went, or this node lost the blob (then the packet is parked)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ from relay_core_support import ACTION, DAFENG, MATTER, MODE, WUCHANG, Federation
 from relay.core.errors import PeerRefused, PeerUnavailable
 from relay.core.model import OutboxState
 from relay.core.service import RelayNode
+from relay.core.store import OutboxUpdate
 from relay.http.staff import delivery_alerts
 
 
@@ -135,3 +137,23 @@ async def test_a_refusal_that_is_not_a_tongban_nodes_is_retried_not_parked(
     federation.clock.advance(seconds=300)
     await sender.deliver_once()
     assert all(_states(sender)[p][0] is OutboxState.DELIVERED for p in sent)
+
+
+async def test_a_packet_sent_again_twice_is_sent_once(federation: Federation) -> None:
+    """A double click, or a request retried after its answer was lost: the second resend
+    answers the packet the first one queued; two at once make one packet too."""
+    sender = federation.nodes[WUCHANG]
+    refused = await send(federation, WUCHANG, DAFENG, "twice", 2)
+    federation.stores[WUCHANG].update_outbox(
+        [
+            OutboxUpdate(refused[0], OutboxState.REJECTED, reason="content-refused:x"),
+            OutboxUpdate(refused[1], OutboxState.REJECTED, reason="content-refused:y"),
+        ]
+    )
+    first = await sender.resend(refused[0])
+    again = await sender.resend(refused[0])
+    assert again.packet_id == first.packet_id
+    both = await asyncio.gather(sender.resend(refused[1]), sender.resend(refused[1]))
+    assert both[0].packet_id == both[1].packet_id
+    queued = [i.summary.packet_id for i in sender.list_outbox() if i.state is OutboxState.QUEUED]
+    assert sorted(queued) == sorted([first.packet_id, both[0].packet_id])
