@@ -122,7 +122,15 @@ class AttachmentVault:
         if size is not None:
             return size
         upload = self._store.upload(UploadKind.BLOB, digest)
-        return 0 if upload is None else upload.offset
+        if upload is None:
+            return 0
+        if upload.offset >= upload.size and (UploadKind.BLOB, digest) not in self._writing:
+            # every byte held, never checked and published (a stop, or a storage error,
+            # came in between): told "complete", the sender would never send it again
+            _log.warning("blob upload %s was complete but never published: restarts at 0", digest)
+            self._drop(upload)
+            return 0
+        return upload.offset
 
     async def write_blob(
         self, peer_id: str, digest: str, size: int, offset: int, chunks: AsyncIterable[bytes]

@@ -361,6 +361,8 @@ class Sender:
                 )
                 settled += 1
             elif receipt.reason in RETRYABLE_REASONS:
+                if receipt.reason == "attachment-missing":  # whatever we noted: ask again
+                    self._store.unmark_uploaded(peer, [a.digest for a in s.attachments])
                 retry = at + backoff_delay(self._policy, out.item.attempts + 1, self._rng.random())
                 updates.append(
                     OutboxUpdate(

@@ -655,6 +655,12 @@ class SqlStore:
         with self._tx() as c:
             c.execute("INSERT OR IGNORE INTO uploaded (peer, digest) VALUES (?, ?)", (peer, digest))
 
+    def unmark_uploaded(self, peer: str, digests: Sequence[str]) -> None:
+        """The partner says it lacks these blobs: ask it again before the next send."""
+        with self._tx() as c:
+            for digest in digests:
+                c.execute("DELETE FROM uploaded WHERE peer = ? AND digest = ?", (peer, digest))
+
     # -- receiver ----------------------------------------------------------------------
 
     @contextmanager

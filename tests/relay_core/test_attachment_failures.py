@@ -157,3 +157,54 @@ async def test_a_packet_sent_again_twice_is_sent_once(federation: Federation) ->
     assert both[0].packet_id == both[1].packet_id
     queued = [i.summary.packet_id for i in sender.list_outbox() if i.state is OutboxState.QUEUED]
     assert sorted(queued) == sorted([first.packet_id, both[0].packet_id])
+
+
+async def test_a_blob_complete_but_never_published_is_sent_again_and_the_packet_accepted(
+    federation: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The receiver stops (here: its storage fails) after the last byte of a blob was
+    recorded and before the blob was published: its next ``HEAD`` does not call the blob
+    complete, so it is sent again, and the packet goes through."""
+    sender = federation.nodes[WUCHANG]
+    digest = await stage(sender, os.urandom(200_000))
+    packet = await sender.create_packet(
+        to=DAFENG, case_id="gap", matter=MATTER, action=ACTION, mode=MODE,
+        content={"photos": 1}, attachments=[digest],
+    )  # fmt: skip
+    store = federation.stores[DAFENG]
+
+    def storage_failed(*_: Any, **__: Any) -> None:
+        raise OSError(5, "I/O error")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "publish_blob", storage_failed)
+        with pytest.raises(OSError, match="I/O error"):  # in-process: the receiver's fault
+            await sender.deliver_once()
+    federation.start(DAFENG)  # the receiver again, on its files
+    blob = packet.attachments[0]
+    assert federation.nodes[DAFENG].blob_offset(blob.digest) == 0
+    for _ in range(4):
+        await sender.deliver_once()
+        federation.clock.advance(seconds=300)
+    assert _states(sender)[packet.packet_id][0] is OutboxState.DELIVERED
+
+
+async def test_a_blob_the_partner_says_it_lacks_is_asked_about_again(
+    federation: Federation,
+) -> None:
+    """The sender noted a blob as uploaded that the partner does not hold (restored from
+    an older backup, say): the ``attachment-missing`` receipt makes it ask again."""
+    sender = federation.nodes[WUCHANG]
+    digest = await stage(sender, os.urandom(20_000))
+    packet = await sender.create_packet(
+        to=DAFENG, case_id="lacks", matter=MATTER, action=ACTION, mode=MODE,
+        content={"photos": 1}, attachments=[digest],
+    )  # fmt: skip
+    blob = packet.attachments[0].digest
+    federation.stores[WUCHANG].mark_uploaded(DAFENG, blob)
+    await sender.deliver_once()
+    assert _states(sender)[packet.packet_id] == (OutboxState.QUEUED, "attachment-missing")
+    assert not federation.stores[WUCHANG].uploaded(DAFENG, blob)
+    federation.clock.advance(seconds=300)
+    await sender.deliver_once()
+    assert _states(sender)[packet.packet_id][0] is OutboxState.DELIVERED
