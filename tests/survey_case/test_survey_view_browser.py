@@ -83,6 +83,11 @@ async def test_the_case_page_shows_the_signed_report_with_thumbnails(console_off
                 )
                 assert fetched == len(data)
             await no_codes(page, "case page with a survey report")
+            step = page.locator("#timeline li[data-event='survey-report']")
+            await expect(step).to_contain_text("勘查结论: 整改后通过")
+            step_text = await step.inner_text()
+            assert "eyJ" not in step_text  # the signed report is shown above, not as text
+            assert "pass_with_corrections" not in step_text
             await axe_check(page, "survey report (zh)")
             await context.close()
 

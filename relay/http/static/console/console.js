@@ -129,7 +129,9 @@ function detailValue(name, value) {
   if (typeof value === "object" && value !== null) {
     return Object.entries(value).map(([k, v]) => `${(t("applicantFields")[k] || k)}: ${v}`).join("; ");
   }
-  if (name === "licence") return null;
+  if (name === "licence" || name === "report") return null; // signed tokens: shown elsewhere
+  if (name === "verdict") return t("report").verdicts[value] || t("report").verdicts.other;
+  if (name === "complaint") return t("complaintNumber")(value);
   return t("values")[value] || String(value);
 }
 
