@@ -377,10 +377,24 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         ]
 
         # the other pages, in Chinese: outbox per partner, supervision, agreements
+
+        async def as_if_waiting(route: Route) -> None:  # the newest packet, partner away
+            response = await route.fetch()
+            body = await response.json()
+            body["items"][0].update(state="queued", reason="peer-unavailable", attempts=3)
+            await route.fulfill(response=response, json=body)
+
+        await r.route("**/staff/v1/outbox?order=desc&limit=100", as_if_waiting)
         async with r.expect_request(  # the latest packets, not every one ever exchanged
             lambda request: "/staff/v1/outbox?order=desc&limit=100" in request.url
         ):
             await r.click("#nav-outbox")
+        waiting = r.locator(f"section[data-peer='{HANDLING}'] tr[data-state='queued']")
+        await expect(waiting.locator("div.muted").first).to_have_text(
+            "暂时连不上对方，系统将自动重试", timeout=MS
+        )  # waiting is no refusal: not in red, not "对方拒收"
+        assert await waiting.locator("div.error").count() == 0
+        await r.unroute("**/staff/v1/outbox?order=desc&limit=100")
         await expect(r.locator(f"section[data-peer='{HANDLING}'] h2")).to_have_text(
             "大丰区行政审批局", timeout=MS
         )

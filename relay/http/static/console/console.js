@@ -119,10 +119,16 @@ function clockChip(clock) {
     `${t("colour")[clock.colour]} · ${clockText(clock)}`);
 }
 
+// A delivery reason in words: by itself, by its part before ":", or by its family
+// (http-503, refused-<code>, attachment-<code>).
 function reasonText(code) {
+  const reasons = t("reasons");
   const base = String(code || "").split(":")[0];
-  return t("reasons")[base] || t("reasons").other;
+  const family = /^(http|refused|attachment)-/.exec(base);
+  return reasons[base] || (family && reasons[`${family[1]}-*`]) || reasons.other;
 }
+
+const SETTLED_AS_FAILED = ["dead", "rejected"];
 
 function detailValue(name, value) {
   if (Array.isArray(value)) return value.join("、");
@@ -878,9 +884,10 @@ async function showOutbox(view) {
         h("tbody", {}, items.map((i) => h("tr", { "data-state": i.state },
           h("td", {}, h("a", { href: `#/case/${encodeURIComponent(i.packet.case_id)}`, text: i.packet.case_id })),
           h("td", { text: t("events")[i.packet.action] || "" }),
-          h("td", {}, t("outState")[i.state] || "", i.reason ? h("div", { class: "error", text: reasonText(i.reason) }) : null,
+          h("td", {}, t("outState")[i.state] || "",
+            i.reason ? h("div", { class: SETTLED_AS_FAILED.includes(i.state) ? "error" : "muted", text: reasonText(i.reason) }) : null,
             h("div", { class: "muted", text: t("attempts")(i.attempts) })),
-          h("td", {}, ["dead", "rejected"].includes(i.state)
+          h("td", {}, SETTLED_AS_FAILED.includes(i.state)
             ? h("button", { type: "button", class: "secondary", onclick: () => resend(i.packet.packet_id), text: t("resend") }) : null)))))));
   }
   view.append(h("section", { class: "card" }, h("h2", { text: t("inboxTitle") }),
