@@ -73,7 +73,9 @@ from relay.core.sqlite_store import append_leaf_once
 from relay.db.migrations import Connection
 from relay.db.open import open_connection, write_transaction
 from relay.durable import write_durably
+from relay.http.api import problem_from_core
 from relay.http.case_services import CaseLayer
+from relay.http.cases import problem_from_case
 from relay.http.staff import SURVEY_REPORT_REFUSED
 from relay.http.survey_admission import sealed_report
 from relay.http.survey_view import add_survey_view_routes
@@ -640,12 +642,14 @@ class SurveyCaseLayer:
                 services.desk, self._core, live.room.media_dir, self._bundle.current(),
                 self._hub.config.vault,
             )  # fmt: skip
-        except SurveyCaseError as exc:
-            raise Problem(422, ProblemCode.INVALID_REQUEST, f"{exc.code}: {exc}") from None
+        except SurveyCaseError as exc:  # the reason names it for the console's sentence
+            raise Problem(
+                422, ProblemCode.INVALID_REQUEST, f"{exc.code}: {exc}", extra={"reason": exc.code}
+            ) from None
         except CaseError as exc:
-            raise Problem(409, ProblemCode.CONFLICT, f"{exc.code}: {exc}") from None
+            raise problem_from_case(exc) from None
         except RelayError as exc:
-            raise Problem(409, ProblemCode.CONFLICT, str(exc)) from None
+            raise problem_from_core(exc) from None
         body = {
             "session": session,
             "case": report.plan.case_id,

@@ -156,6 +156,7 @@ async def test_a_sealed_survey_report_travels_with_its_media_and_verifies_at_the
         assert step["details"]["report"] == token
         code, again = await _json(http, "POST", r.url("/staff/v1/surveys/SV-WC-SV-1/send"), r)
         assert code == 409, again  # the case has moved on: a report is sent once
+        assert again["reason"] == "wrong-state"
 
     folder = await _received_folder(h, "WC-SV-1")
     assert folder == h.layer.reports_dir / "WC-SV-1" / "SV-WC-SV-1"
@@ -309,8 +310,8 @@ async def test_the_surveying_office_logs_the_report_when_its_packet_is_queued_an
         policy = core._policy
         monkeypatch.setattr(core, "_policy", dataclasses.replace(policy, max_packet_bytes=2000))
         code, refused = await _json(http, "POST", url, r)
-        assert code == 409, refused
-        assert "could never be delivered" in refused["detail"]
+        assert code == 413, refused
+        assert (refused["code"], refused["max_packet_bytes"]) == ("packet-too-large", 2000)
         assert r.cases.services.desk.get("WC-SV-T").case.state.value == "survey_requested"
         assert _survey_leaves(r) == []
         monkeypatch.setattr(core, "_policy", policy)
@@ -340,6 +341,7 @@ async def test_the_surveying_office_refuses_to_send_a_report_whose_media_were_al
         (media / "snap-0001.png").write_bytes(PNG[:-1] + b"\x00")
         code, refused = await _json(http, "POST", r.url("/staff/v1/surveys/SV-WC-SV-2/send"), r)
         assert code == 422
+        assert refused["reason"] == "report-invalid"  # the console's sentence names it
         assert "report-invalid" in refused["detail"]
         code, case = await _json(http, "GET", r.url("/staff/v1/cases/WC-SV-2"), r)
         assert case["state"] == "survey_requested"

@@ -392,7 +392,9 @@ async function surveyPanel(panel, c) {
       `${t("surveyState")}: ${t("surveyStates")[status.state] || t("surveyStates").other}`));
     if (status.report) {
       panel.append(h("p", { class: "ok", text: t("reportSigned") }));
-      if (c.state === "survey_requested" && may("survey")) {
+      if (status.state === "converted_to_onsite") {
+        panel.append(h("p", { id: "survey-onsite", class: "muted", text: t("reportOnsite") }));
+      } else if (c.state === "survey_requested" && may("survey")) {
         panel.append(h("button", { type: "button", id: "survey-send", onclick: async () => {
           try {
             await api(`/surveys/${encodeURIComponent(session)}/send`, { method: "POST", json: {} });
