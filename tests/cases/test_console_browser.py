@@ -332,6 +332,15 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
 
         await act(h, "accept", "accepted")
         await agree(r, h, "accepted")
+        # a denial needs its reason before it goes to the node, which would refuse it
+        await h.click("#actions button[data-event='decide']")
+        await expect(h.locator("#action-dialog")).to_be_visible(timeout=MS)
+        await expect(h.locator("label[for='f-reason']")).to_have_text("理由（不予许可时必填）")
+        await h.check("input[name=decision][value=deny]")
+        await h.click("#action-confirm")
+        assert await h.evaluate("document.getElementById('f-reason').validity.valueMissing")
+        await expect(h.locator("#action-dialog")).to_be_visible()
+        await h.click("#action-cancel")
         await act(h, "decide", "approved")
         await agree(r, h, "approved")
         await h.click("#actions button[data-event='issue-licence']")

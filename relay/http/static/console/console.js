@@ -578,9 +578,13 @@ function actionFields(c, a) {
         h("progress", { id: "f-progress", max: 1, value: 0, hidden: true, "aria-label": t("uploading") })];
     case "request-survey":
       return [radios("surveyor", f.surveyor, a.surveyors.map((s) => ({ value: s, text: t("surveyors")[s] })))];
-    case "decide":
-      return [radios("decision", f.decision, [{ value: "approve", text: f.approve }, { value: "deny", text: f.deny }]),
-        field("f-reason", f.reasonOptional, h("input", { id: "f-reason", type: "text" }))];
+    case "decide": {
+      // a denial must say why (the node refuses one without): the reason is required then
+      const reason = h("input", { id: "f-reason", type: "text" });
+      const decision = radios("decision", f.decision, [{ value: "approve", text: f.approve }, { value: "deny", text: f.deny }]);
+      decision.addEventListener("change", (e) => { reason.required = e.target.value === "deny"; });
+      return [decision, field("f-reason", f.reasonIfDenied, reason)];
+    }
     case "issue-licence":
       return [field("f-holder-name", f.holder_name, h("input", { id: "f-holder-name", type: "text", required: true, value: c.applicant.name || "" })),
         field("f-holder-id", f.holder_id, h("input", { id: "f-holder-id", type: "text", required: true, value: c.applicant.id_number || "" })),
