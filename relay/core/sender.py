@@ -1,7 +1,9 @@
 """The outbox executor: applies :mod:`relay.core.outbox` policy through the store and
 the link. One pass = dead-letter what expired, then for every destination that is due
 send up to ``batches_in_flight`` batches at once (uploading their attachment blobs
-first) and apply the receipts. A batch holds, per case, the head and the due packets
+first) and apply the receipts. The running outbox serves each destination in a task of
+its own (:meth:`Sender.start_pass`): a destination whose batch takes long, a large
+attachment on a slow line, holds no other destination and no later pass. A batch holds, per case, the head and the due packets
 after it in sequence (the receiver admits them in order within the batch); a case is in
 one batch in flight only, so batches in flight never race within a case.
 
@@ -32,7 +34,7 @@ import asyncio
 import functools
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -100,18 +102,72 @@ class Sender:
         # cases whose blob upload found the partner away: its probe tries another case
         # first, as the blob, not the partner, may be what fails (kept until it answers)
         self._suspects: dict[str, set[str]] = {}
+        self._serving: dict[str, asyncio.Task[int]] = {}  # start_pass's tasks, by partner
+        self.failed_lanes: list[BaseException] = []  # their errors, for the outbox loop
 
     async def deliver_once(self, *, refill: bool = False) -> int:
-        """One pass. With ``refill`` (the running outbox) a batch that comes back is
-        followed at once by the next due batch of other cases, up to
-        :data:`_REFILLS_PER_LANE` times, while the other batches are still out: the
-        partner verifies one batch while we apply the receipts of another, instead of
-        both sides waiting for the slowest batch of the pass."""
+        """One pass, every due partner served before it returns. With ``refill`` a
+        batch that comes back is followed at once by the next due batch of other cases,
+        up to :data:`_REFILLS_PER_LANE` times, while the other batches are still out:
+        the partner verifies one batch while we apply the receipts of another, instead
+        of both sides waiting for the slowest batch of the pass."""
         at = self._clock()
         settled = self._expire(at)
+        work, backoffs = self._work(at)
+        # destinations are served concurrently: one slow partner does not hold up others
+        sent = await asyncio.gather(
+            *(
+                self._serve(peer, batches, refill and not self._probing(peer, backoffs))
+                for peer, batches in work.items()
+            )
+        )
+        return settled + sum(sent)
+
+    def start_pass(self, done: Callable[[], None]) -> int:
+        """The running outbox's pass (see :meth:`deliver_once`, with refills): each due
+        partner is served in a task of its own that this does not wait for, so a partner
+        whose batch takes long (a large attachment on a slow link) holds neither the
+        next pass nor any other partner. A partner still being served is left out of the
+        pass (its expiries too, which its lane may be delivering) until its task ends;
+        the end calls ``done``. Returns the packets dead-lettered by expiry."""
+        at = self._clock()
+        busy = frozenset(self._serving)
+        settled = self._expire(at, skip=busy)
+        work, backoffs = self._work(at, skip=busy)
+        for peer, batches in work.items():
+            refill = not self._probing(peer, backoffs)
+            task = asyncio.create_task(self._serve(peer, batches, refill), name=f"outbox {peer}")
+            self._serving[peer] = task
+            task.add_done_callback(functools.partial(self._served, peer, done))
+        return settled
+
+    def _served(self, peer: str, done: Callable[[], None], task: asyncio.Task[int]) -> None:
+        self._serving.pop(peer, None)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.failed_lanes.append(exc)
+        done()
+
+    def serving(self, peer: str) -> bool:
+        """Whether a task of :meth:`start_pass` serves ``peer`` now."""
+        return peer in self._serving
+
+    async def stop_serving(self) -> None:
+        """Cancel the tasks of :meth:`start_pass` still running and wait for them (a
+        batch cut off is as after a crash: in flight, sent again, deduplicated)."""
+        tasks = list(self._serving.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _work(
+        self, at: datetime, skip: frozenset[str] = frozenset()
+    ) -> tuple[dict[str, list[list[OutboxRow]]], Mapping[str, PeerBackoff]]:
+        """The due batches of every partner not in ``skip`` whose backoff is over."""
         backoffs = self._store.peer_backoffs()
         work: dict[str, list[list[OutboxRow]]] = {}
         for peer in self._store.open_peers():
+            if peer in skip:
+                continue
             backoff = backoffs.get(peer)
             if backoff and backoff.next_attempt_at and backoff.next_attempt_at > at:
                 continue
@@ -131,14 +187,7 @@ class Sender:
                     break
                 busy.update(r.case_id for r in rows)
                 work.setdefault(peer, []).append(rows)
-        # destinations are served concurrently: one slow partner does not hold up others
-        sent = await asyncio.gather(
-            *(
-                self._serve(peer, batches, refill and not self._probing(peer, backoffs))
-                for peer, batches in work.items()
-            )
-        )
-        return settled + sum(sent)
+        return work, backoffs
 
     @staticmethod
     def _probing(peer: str, backoffs: Mapping[str, PeerBackoff]) -> bool:
@@ -155,6 +204,8 @@ class Sender:
             wake = min(wake, soonest + self._policy.expiry_grace)
         backoffs = self._store.peer_backoffs()
         for peer in self._store.open_peers():
+            if peer in self._serving:
+                continue  # its task calls the outbox back when it ends
             has_open, due = self._store.head_due(peer)
             if not has_open:
                 continue
@@ -165,8 +216,9 @@ class Sender:
             wake = min(wake, when)
         return max(wake, at)
 
-    def _expire(self, at: datetime) -> int:
+    def _expire(self, at: datetime, skip: frozenset[str] = frozenset()) -> int:
         rows = self._store.expired_rows(at - self._policy.expiry_grace, _EXPIRE_PER_PASS)
+        rows = [r for r in rows if r.peer not in skip]
         dead = {r.packet_id for r in rows}
         updates = [OutboxUpdate(r.packet_id, OutboxState.DEAD, reason="expired") for r in rows]
         for row in rows:

@@ -475,6 +475,8 @@ class RelayNode:
         pass is no measure of when the sleep ends, and the packet wakes the outbox."""
         until = self._asleep_until
         now = self._clock()
+        if self._sender.serving(queued.receiver):
+            return  # its partner's task takes it, or wakes the outbox when it ends
         if until is not None and not self._wake.is_set() and now < until:
             peer = queued.receiver
             if peer not in self._held_until:
@@ -703,13 +705,22 @@ class RelayNode:
         """Run outbox passes until ``stop`` is set, sleeping until the next due attempt
         (or until a packet is queued that can go before it: not one for a partner in
         backoff, see :meth:`_wake_for`)."""
+        try:
+            await self._outbox_loop(stop)
+        finally:
+            await self._sender.stop_serving()
+
+    async def _outbox_loop(self, stop: asyncio.Event) -> None:
+        """Each pass starts a task per due partner (:meth:`Sender.start_pass`) and sleeps:
+        a partner's task that ends wakes the loop for the next pass."""
         while not stop.is_set():
             self._wake.clear()
             self._asleep_until = None  # a packet queued during the pass wakes the next one
             self._held_until.clear()
             try:
+                self._raise_lane_errors()
                 self.outbox_passes += 1
-                await self._sender.deliver_once(refill=True)
+                self._sender.start_pass(self._wake.set)
                 now = self._clock()
                 wake = self._sender.next_wakeup(now)
                 delay = max((wake - now).total_seconds(), 0.0)
@@ -727,3 +738,12 @@ class RelayNode:
             self._asleep_until = None
             for task in pending:
                 task.cancel()
+
+    def _raise_lane_errors(self) -> None:
+        """Raise the first error a partner's task of the last passes ended with (a
+        storage fault is then retried after a while, as a failed pass)."""
+        failed = self._sender.failed_lanes
+        if failed:
+            first = failed[0]
+            failed.clear()
+            raise first

@@ -10,7 +10,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from relay_core_support import ACTION, DAFENG, MATTER, MODE, WUCHANG, Federation, send, stage
+from relay_core_support import (
+    ACTION,
+    DAFENG,
+    MATTER,
+    MODE,
+    NINGJIN,
+    WUCHANG,
+    Federation,
+    send,
+    stage,
+)  # fmt: skip
 
 from relay.core.errors import PeerRefused, PeerUnavailable
 from relay.core.model import OutboxState
@@ -208,3 +218,54 @@ async def test_a_blob_the_partner_says_it_lacks_is_asked_about_again(
     federation.clock.advance(seconds=300)
     await sender.deliver_once()
     assert _states(sender)[packet.packet_id][0] is OutboxState.DELIVERED
+
+
+class SlowBlob:
+    """The link, except that uploading blob ``digest`` waits until ``go`` is set (a
+    large attachment on a slow line)."""
+
+    def __init__(self, inner: Any, digest: str) -> None:
+        self.inner, self.digest = inner, digest
+        self.go, self.started = asyncio.Event(), asyncio.Event()
+
+    async def deliver(self, peer: str, packets: list[str]) -> list[str]:
+        return await self.inner.deliver(peer, packets)
+
+    async def upload_attachment(self, peer: str, digest: str, size: int, open_at: Any) -> None:
+        if digest == self.digest:
+            self.started.set()
+            await self.go.wait()
+        await self.inner.upload_attachment(peer, digest, size, open_at)
+
+
+async def test_a_long_upload_to_one_partner_holds_no_other_partner(
+    federation: Federation,
+) -> None:
+    """The running outbox: while a packet's attachment is still going to DAFENG, a
+    packet queued for NINGJIN goes at once, and so does a packet of another case to
+    DAFENG once the long one's lane ends."""
+    sender = federation.nodes[WUCHANG]
+    digest = await stage(sender, os.urandom(5000))
+    big = await sender.create_packet(
+        to=DAFENG, case_id="big", matter=MATTER, action=ACTION, mode=MODE,
+        content={"scan": 1}, attachments=[digest],
+    )  # fmt: skip
+    link = SlowBlob(sender._sender._link, big.attachments[0].digest)
+    sender._sender._link = link
+    stop = asyncio.Event()
+    task = asyncio.create_task(sender.run_outbox(stop))
+    try:
+        async with asyncio.timeout(10):
+            await link.started.wait()
+            [quick] = await send(federation, WUCHANG, NINGJIN, "quick")
+            while _states(sender)[quick][0] is not OutboxState.DELIVERED:
+                await asyncio.sleep(0.01)
+        assert _states(sender)[big.packet_id][0] is OutboxState.QUEUED  # still uploading
+        link.go.set()
+        async with asyncio.timeout(10):
+            while _states(sender)[big.packet_id][0] is not OutboxState.DELIVERED:
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        link.go.set()  # a pass waiting for the upload ends too
+        await task
