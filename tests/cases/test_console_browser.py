@@ -409,6 +409,15 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         )
         await expect(r.locator("#outbox-recent")).to_have_text(re.compile("最近收发的各 100 件"))
         assert await r.locator(f"section[data-peer='{HANDLING}'] tbody tr").count() == 3  # ours
+        actions = r.locator(f"section[data-peer='{HANDLING}'] tbody td:nth-child(2)")
+        assert all(await actions.all_text_contents())  # every packet's action in words
+        # the handling office names the office it receives from (it hands none cases)
+        await h.click("#nav-outbox")
+        await expect(h.locator(f"section[data-peer='{RECEIVING}'] h2")).to_have_text(
+            "武昌区政务服务中心", timeout=MS
+        )
+        h_actions = h.locator(f"section[data-peer='{RECEIVING}'] tbody td:nth-child(2)")
+        assert all(await h_actions.all_text_contents())
         await no_codes(r, "outbox")
         await axe_check(r, "outbox (zh)")
         await r.click("#nav-alerts")

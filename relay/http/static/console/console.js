@@ -874,9 +874,14 @@ async function showOutbox(view) {
   const seen = new Set();
   const out = { items: [...dead.items, ...rejected.items, ...latest.items].filter((i) =>
     !seen.has(i.packet.packet_id) && seen.add(i.packet.packet_id)) };
+  // partners by name: the offices we hand cases to, and every party of our agreements
+  // (a handling office hands none, and receives from offices it does not hand to)
   const offices = new Map();
   for (const m of await mattersOnce()) for (const o of m.handling) offices.set(o.id, o);
+  const agreements = await api("/console/agreements").catch(() => ({ agreements: [] }));
+  for (const a of agreements.agreements) for (const p of a.parties) if (!offices.has(p.id)) offices.set(p.id, p);
   const officeName = (id) => (offices.get(id) ? pick(offices.get(id)) : id);
+  const actionName = (action) => t("events")[action] || t("packetActions")[action] || t("packetActions").other;
   const byPeer = new Map();
   for (const item of out.items) {
     const peer = item.packet.to;
@@ -889,7 +894,7 @@ async function showOutbox(view) {
       h("table", {}, h("thead", {}, h("tr", {}, [t("caseNumber"), t("actionsTitle"), t("state"), ""].map((x) => h("th", { scope: "col", text: x })))),
         h("tbody", {}, items.map((i) => h("tr", { "data-state": i.state },
           h("td", {}, h("a", { href: `#/case/${encodeURIComponent(i.packet.case_id)}`, text: i.packet.case_id })),
-          h("td", { text: t("events")[i.packet.action] || "" }),
+          h("td", { text: actionName(i.packet.action) }),
           h("td", {}, t("outState")[i.state] || "",
             i.reason ? h("div", { class: SETTLED_AS_FAILED.includes(i.state) ? "error" : "muted", text: reasonText(i.reason) }) : null,
             h("div", { class: "muted", text: t("attempts")(i.attempts) })),
@@ -899,7 +904,7 @@ async function showOutbox(view) {
   view.append(h("section", { class: "card" }, h("h2", { text: t("inboxTitle") }),
     h("ul", {}, inbox.items.map((i) => h("li", {},
       h("a", { href: `#/case/${encodeURIComponent(i.packet.case_id)}`, text: i.packet.case_id }),
-      ` · ${t("events")[i.packet.action] || ""} · ${officeName(i.packet.from)} · ${when(i.received_at)}`)))));
+      ` · ${actionName(i.packet.action)} · ${officeName(i.packet.from)} · ${when(i.received_at)}`)))));
 }
 
 async function showAgreements(view) {

@@ -97,6 +97,8 @@ export const TEXT = {
       complain: "投诉",
       "answer-complaint": "答复投诉",
     },
+    // packet actions that are not a step of their own (a conclusion, an answer, …)
+    packetActions: { "status-update": "办理状态更新", rating: "评价", complaint: "投诉", other: "其他案卷" },
     states: {
       received: "已收件",
       submitted: "办理地审查中",
@@ -407,6 +409,7 @@ export const TEXT = {
       complain: "Complaint",
       "answer-complaint": "Answer the complaint",
     },
+    packetActions: { "status-update": "Status update", rating: "Rating", complaint: "Complaint", other: "Other packet" },
     states: {
       received: "Received",
       submitted: "Under review by the handling office",
