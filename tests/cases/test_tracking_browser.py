@@ -261,3 +261,31 @@ async def test_a_deadline_on_provisional_holidays_says_so_in_both_languages(
             await context.close()
     finally:
         offices.close()
+
+
+async def test_a_tracking_link_opens_the_case_and_a_dead_one_says_what_to_do(browser, offices):
+    """The link of an SMS or a receipt shows the case at once; one that no longer opens
+    it (here: not a link of this office) says so and asks for the number and code,
+    instead of a blank form retrying for ever."""
+    r = offices.r
+    opened = await r.desk.open_case(
+        matter=BOOKS, mode="proxy_receipt", handling=HANDLING, case_id="WC-LINK"
+    )
+    async with serve(r.public()) as base:
+        page = await browser.new_page()
+        await page.goto(f"{base}/track#link={opened.tracking_link}", timeout=MS)
+        await page.wait_for_selector("#state[data-state='submitted']", timeout=MS)
+        await page.close()
+
+        page = await browser.new_page()
+        sockets: list[str] = []
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        await page.goto(f"{base}/track#link=not-a-link-of-ours", timeout=MS)
+        await page.wait_for_selector("#error:not([hidden])", timeout=MS)
+        assert await page.text_content("#error") == (
+            "此查询链接已失效或已过期：请输入办件编号和查询码查询（见受理回执）。"
+        )
+        assert await page.is_visible("#lookup")
+        await page.wait_for_timeout(3500)  # the old page retried every 3 s
+        assert sockets == []
+        await page.close()

@@ -13,6 +13,7 @@
       stopped: "已办结计时", notFound: "办件编号或查询码不正确。",
       throttled: "查询过于频繁，请稍后再试。", failed: "暂时无法查询，请稍后再试。",
       stepFailed: "提交未成功，请稍后再试；如仍不成功，请联系办理机关。",
+      linkExpired: "此查询链接已失效或已过期：请输入办件编号和查询码查询（见受理回执）。",
       answered: "答复", respondBy: "答复期限", workingDays: "个工作日",
       provisional: "（按暂定节假日安排计算）",
     },
@@ -27,6 +28,7 @@
       stopped: "clock stopped", notFound: "Case number or access code is wrong.",
       throttled: "Too many attempts. Please try again later.",
       failed: "The case cannot be shown right now. Please try again later.",
+      linkExpired: "This tracking link no longer works (expired or not valid): enter the case number and access code from your receipt.",
       stepFailed: "This did not go through. Please try again later; if it still fails, contact the office handling your case.",
       answered: "Answer", respondBy: "Answer due", workingDays: "working days",
       provisional: "(counted on the provisional holiday arrangement)",
@@ -158,6 +160,19 @@
     follow();
   }
 
+  // A link from an SMS or a receipt: shown at once, then followed live; one that no
+  // longer opens the case (expired, or not a link of this office) says so and asks
+  // for the case number and access code instead of retrying for ever.
+  async function openLink(token) {
+    const response = await fetch("/public/v1/track?lang=" + lang + "&link=" + encodeURIComponent(token));
+    if (response.status === 429) return showError("throttled");
+    if (response.status === 404 || response.status === 400) return showError("linkExpired");
+    if (!response.ok) return showError("failed");
+    link = token;
+    render(await response.json());
+    follow();
+  }
+
   async function applicantStep(path, body) {
     const { response, data } = await post(path, Object.assign({ link }, body));
     if (response.status === 429) return showError("throttled");
@@ -195,9 +210,6 @@
       sent.then((ok) => { if (ok) $("complaint-text").value = ""; });  // kept when it failed
     });
     const fragment = new URLSearchParams(location.hash.slice(1));
-    if (fragment.get("link")) {
-      link = fragment.get("link");
-      follow();
-    }
+    if (fragment.get("link")) openLink(fragment.get("link"));
   });
 })();
