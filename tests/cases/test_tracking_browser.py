@@ -121,7 +121,10 @@ async def test_guessing_is_throttled_and_another_case_is_never_shown(browser, of
             statuses.append((await answer.value).status)
             await page.wait_for_selector("#error:not([hidden])", timeout=MS)
             if statuses[-1] == 404:
-                assert await page.text_content("#error") == "办件编号或查询码不正确。"
+                assert await page.text_content("#error") == (
+                    "办件编号或查询码不正确：请核对受理回执上的编号和查询码；"
+                    "查询码遗失的，请到受理窗口重新获取。"
+                )
         assert statuses == [404] * 5 + [429]
         assert await page.text_content("#error") == "查询过于频繁，请稍后再试。"
         assert await page.is_hidden("#case-view")
