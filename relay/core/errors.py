@@ -46,9 +46,9 @@ class PeerRefused(PeerUnavailable):
     """The peer answered a request of ``kind`` (``batch``, ``blob-offset``,
     ``blob-upload``) with a refusal: ``status`` (HTTP status), ``code``
     (its problem code, if any), ``limits`` (limit extension members of its problem,
-    e.g. ``max_batch_size``). Whether to retry is decided by
-    :func:`relay.core.outbox.classify_refusal`; code that only knows
-    :class:`PeerUnavailable` retries it, which is the safe default."""
+    e.g. ``max_batch_size``), ``retry_after`` (its ``Retry-After`` in seconds, if any).
+    Whether to retry is decided by :func:`relay.core.outbox.classify_refusal`; code that
+    only knows :class:`PeerUnavailable` retries it, which is the safe default."""
 
     def __init__(
         self,
@@ -58,12 +58,14 @@ class PeerRefused(PeerUnavailable):
         kind: str = "batch",
         code: str | None = None,
         limits: dict[str, int] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.kind = kind
         self.code = code
         self.limits = dict(limits or {})
+        self.retry_after = retry_after  # seconds the partner asked us to wait (Retry-After)
 
 
 class UnknownNode(RelayError):

@@ -3,9 +3,10 @@ the link. One pass = dead-letter what expired, then for every destination that i
 send up to ``batches_in_flight`` batches at once (uploading their attachment blobs
 first) and apply the receipts. The running outbox serves each destination in a task of
 its own (:meth:`Sender.start_pass`): a destination whose batch takes long, a large
-attachment on a slow line, holds no other destination and no later pass. A batch holds, per case, the head and the due packets
-after it in sequence (the receiver admits them in order within the batch); a case is in
-one batch in flight only, so batches in flight never race within a case.
+attachment on a slow line, holds no other destination and no later pass. A batch holds,
+per case, the head and the due packets after it in sequence (the receiver admits them in
+order within the batch); a case is in one batch in flight only, so batches in flight
+never race within a case.
 
 **Pipelining.** The running outbox (``deliver_once(refill=True)``) keeps each of those
 ``batches_in_flight`` lanes busy: when a lane's batch comes back and its receipts are
@@ -35,7 +36,7 @@ import functools
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from relay.audit.leaves import Direction
@@ -540,6 +541,9 @@ class Sender:
         previous = self._store.peer_backoffs().get(peer, PeerBackoff())
         failures = previous.failures + 1
         delay = backoff_delay(self._policy, failures, self._rng.random())
+        asked = exc.retry_after if isinstance(exc, PeerRefused) else None
+        if asked is not None:  # the partner said when (429, 503): not before, within reason
+            delay = max(delay, min(timedelta(seconds=asked), self._policy.max_delay))
         self._store.set_peer_backoff(peer, PeerBackoff(failures, self._clock() + delay))
         _log.info("peer %s unavailable (%s); retry in %.1fs", peer, exc, delay.total_seconds())
 

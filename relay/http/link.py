@@ -254,4 +254,8 @@ async def _refused(resp: aiohttp.ClientResponse, what: str, kind: str = "batch")
             value = body.get(name)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 limits[name] = value
-    return PeerRefused(f"{what}: {detail}", status=resp.status, kind=kind, code=code, limits=limits)
+    wait = resp.headers.get("Retry-After", "")
+    return PeerRefused(
+        f"{what}: {detail}", status=resp.status, kind=kind, code=code, limits=limits,
+        retry_after=float(wait) if wait.isdigit() else None,  # seconds; an HTTP date: none
+    )  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -269,3 +270,40 @@ async def test_a_long_upload_to_one_partner_holds_no_other_partner(
         stop.set()
         link.go.set()  # a pass waiting for the upload ends too
         await task
+
+
+class BusyOnce:
+    """The link, except that the first batch is answered 503 with ``Retry-After``."""
+
+    def __init__(self, inner: Any, seconds: float) -> None:
+        self.inner, self.seconds, self.refused = inner, seconds, 0
+
+    async def deliver(self, peer: str, packets: list[str]) -> list[str]:
+        if not self.refused:
+            self.refused += 1
+            raise PeerRefused(
+                "busy", status=503, kind="batch", code="service-unavailable",
+                retry_after=self.seconds,
+            )  # fmt: skip
+        return await self.inner.deliver(peer, packets)
+
+    async def upload_attachment(self, peer: str, digest: str, size: int, open_at: Any) -> None:
+        await self.inner.upload_attachment(peer, digest, size, open_at)
+
+
+async def test_a_partner_that_says_when_to_come_back_is_not_asked_before(
+    federation: Federation,
+) -> None:
+    sender = federation.nodes[WUCHANG]
+    [packet] = await send(federation, WUCHANG, DAFENG, "busy")
+    sender._sender._link = BusyOnce(sender._sender._link, 120)
+    await sender.deliver_once()
+    backoff = federation.stores[WUCHANG].peer_backoffs()[DAFENG]
+    assert backoff.next_attempt_at is not None
+    assert backoff.next_attempt_at >= federation.clock() + timedelta(seconds=120)
+    federation.clock.advance(seconds=119)
+    await sender.deliver_once()
+    assert _states(sender)[packet][0] is not OutboxState.DELIVERED  # not asked before
+    federation.clock.advance(seconds=2)
+    await sender.deliver_once()
+    assert _states(sender)[packet][0] is OutboxState.DELIVERED

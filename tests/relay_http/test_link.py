@@ -13,9 +13,10 @@ from relay_http_fake_core import FakeCore
 from relay_http_support import Pki, serve
 
 from relay.config import Limits
-from relay.core.errors import PeerUnavailable
+from relay.core.errors import PeerRefused, PeerUnavailable, StoreError
 from relay.http.federation import federation_app
 from relay.http.link import HttpsPeerLink
+from relay.problem import STORAGE_RETRY_AFTER
 from relay.tls import BundleSource, server_context
 
 
@@ -138,3 +139,24 @@ async def test_server_with_a_revoked_certificate_gets_nothing(pki: Pki, tmp_path
         finally:
             await link.close()
     assert core.batches == []
+
+
+async def test_a_partner_out_of_storage_says_when_to_come_back(
+    pki: Pki, node_b: tuple[FakeCore, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over real mutual TLS: the partner's ``503 storage-unavailable`` and its
+    ``Retry-After`` reach the sender, which waits at least that long."""
+    core, url = node_b
+
+    async def full(peer_id: str, packets: object) -> list[str]:
+        raise StoreError("disk full")
+
+    monkeypatch.setattr(core, "receive_batch", full)
+    link = _link(pki, {"320982": url})
+    try:
+        with pytest.raises(PeerRefused) as refused:
+            await link.deliver("320982", ["p1"])
+    finally:
+        await link.close()
+    assert (refused.value.status, refused.value.code) == (503, "storage-unavailable")
+    assert refused.value.retry_after == STORAGE_RETRY_AFTER
