@@ -30,14 +30,25 @@ from relay.core.store import OutboxUpdate
 from relay.http.staff import delivery_alerts
 
 
-class FailingBlob:
-    """The link, except that uploading blob ``digest`` raises ``fail()`` each time."""
+class Through:
+    """The sender's link, passing every request on (the classes below change one)."""
 
-    def __init__(self, inner: Any, digest: str, fail: Callable[[], Exception]) -> None:
-        self.inner, self.digest, self.fail, self.uploads = inner, digest, fail, 0
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
 
     async def deliver(self, peer: str, packets: list[str]) -> list[str]:
         return await self.inner.deliver(peer, packets)
+
+    async def upload_attachment(self, peer: str, digest: str, size: int, open_at: Any) -> None:
+        await self.inner.upload_attachment(peer, digest, size, open_at)
+
+
+class FailingBlob(Through):
+    """The link, except that uploading blob ``digest`` raises ``fail()`` each time."""
+
+    def __init__(self, inner: Any, digest: str, fail: Callable[[], Exception]) -> None:
+        super().__init__(inner)
+        self.digest, self.fail, self.uploads = digest, fail, 0
 
     async def upload_attachment(self, peer: str, digest: str, size: int, open_at: Any) -> None:
         if digest == self.digest:
@@ -116,21 +127,19 @@ async def test_a_blob_this_node_lost_parks_its_packet_with_an_alert(
     assert "attachment-lost" in alerts[bad].detail
 
 
-class WrongAddressOnce:
+class WrongAddressOnce(Through):
     """The link, except that the first batch meets a web server that is not a tongban
     node (a 404 with no problem code)."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner, self.refused = inner, 0
+        super().__init__(inner)
+        self.refused = 0
 
     async def deliver(self, peer: str, packets: list[str]) -> list[str]:
         if not self.refused:
             self.refused += 1
             raise PeerRefused("404 Not Found", status=404, kind="batch")
         return await self.inner.deliver(peer, packets)
-
-    async def upload_attachment(self, peer: str, digest: str, size: int, open_at: Any) -> None:
-        await self.inner.upload_attachment(peer, digest, size, open_at)
 
 
 async def test_a_refusal_that_is_not_a_tongban_nodes_is_retried_not_parked(
@@ -221,16 +230,13 @@ async def test_a_blob_the_partner_says_it_lacks_is_asked_about_again(
     assert _states(sender)[packet.packet_id][0] is OutboxState.DELIVERED
 
 
-class SlowBlob:
+class SlowBlob(Through):
     """The link, except that uploading blob ``digest`` waits until ``go`` is set (a
     large attachment on a slow line)."""
 
     def __init__(self, inner: Any, digest: str) -> None:
-        self.inner, self.digest = inner, digest
-        self.go, self.started = asyncio.Event(), asyncio.Event()
-
-    async def deliver(self, peer: str, packets: list[str]) -> list[str]:
-        return await self.inner.deliver(peer, packets)
+        super().__init__(inner)
+        self.digest, self.go, self.started = digest, asyncio.Event(), asyncio.Event()
 
     async def upload_attachment(self, peer: str, digest: str, size: int, open_at: Any) -> None:
         if digest == self.digest:
@@ -272,11 +278,12 @@ async def test_a_long_upload_to_one_partner_holds_no_other_partner(
         await task
 
 
-class BusyOnce:
+class BusyOnce(Through):
     """The link, except that the first batch is answered 503 with ``Retry-After``."""
 
     def __init__(self, inner: Any, seconds: float) -> None:
-        self.inner, self.seconds, self.refused = inner, seconds, 0
+        super().__init__(inner)
+        self.seconds, self.refused = seconds, 0
 
     async def deliver(self, peer: str, packets: list[str]) -> list[str]:
         if not self.refused:
@@ -286,9 +293,6 @@ class BusyOnce:
                 retry_after=self.seconds,
             )  # fmt: skip
         return await self.inner.deliver(peer, packets)
-
-    async def upload_attachment(self, peer: str, digest: str, size: int, open_at: Any) -> None:
-        await self.inner.upload_attachment(peer, digest, size, open_at)
 
 
 async def test_a_partner_that_says_when_to_come_back_is_not_asked_before(
