@@ -341,6 +341,27 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         assert await h.evaluate("document.getElementById('f-reason').validity.valueMissing")
         await expect(h.locator("#action-dialog")).to_be_visible()
         await h.click("#action-cancel")
+
+        # a step of the partner's this office could not take: its own heading, in words
+        async def as_if_refused_here(route: Route) -> None:
+            response = await route.fetch()
+            body = await response.json()
+            body["incoming_refused"] = [{"packet_id": "p-1", "reason": "wrong-state", "detail": ""}]
+            await route.fulfill(response=response, json=body)
+
+        page_of_case = f"**/staff/v1/console/cases/{case_id}"
+        await h.route(page_of_case, as_if_refused_here)
+        await h.reload()
+        await expect(h.locator("#incoming-refused")).to_have_text(
+            "本办公室未能接收对方发来的操作", timeout=MS
+        )
+        assert await h.locator("#refused li[data-reason='wrong-state']").inner_text() == (
+            "对方的操作与本办公室的案件进度不符。请与对方单位核对案件进度；需要时请联系管理员。"
+        )
+        assert "对方拒收" not in await h.locator("#refused").inner_text()
+        await h.unroute(page_of_case)
+        await h.reload()
+        await expect(h.locator("#refused")).to_have_count(0, timeout=MS)
         await act(h, "decide", "approved")
         await agree(r, h, "approved")
         await h.click("#actions button[data-event='issue-licence']")

@@ -291,12 +291,17 @@ async function showCase(view, caseId) {
   section.append(h("p", { class: "no-print" }, h("a", { href: "#/queue", text: t("back") })));
   section.append(h("h1", {}, `${pick(c.matter_names)} · ${c.case}`));
   if (c.refused.length || c.incoming_refused.length) {
+    // ours the partner refused, and the partner's this office could not take: each
+    // under its own heading, with what to do next
+    const incoming = t("incomingRefused");
     section.append(h("div", { class: "refused", id: "refused", role: "alert" },
-      h("h2", { text: t("refusedTitle") }),
-      h("ul", {}, c.refused.map((r) => h("li", { "data-reason": r.reason },
-        `${t("refusedStep")(t("events")[r.action] || t("reasons").other)} — ${reasonText(r.reason)} `,
-        h("button", { type: "button", class: "secondary", onclick: () => resend(r.packet_id), text: t("resend") }))),
-      c.incoming_refused.map((r) => h("li", { "data-reason": r.reason }, reasonText(r.reason))))));
+      c.refused.length ? [h("h2", { text: t("refusedTitle") }),
+        h("ul", {}, c.refused.map((r) => h("li", { "data-reason": r.reason },
+          `${t("refusedStep")(t("events")[r.action] || t("reasons").other)} — ${reasonText(r.reason)} `,
+          h("button", { type: "button", class: "secondary", onclick: () => resend(r.packet_id), text: t("resend") }))))] : null,
+      c.incoming_refused.length ? [h("h2", { id: "incoming-refused", text: incoming.title }),
+        h("ul", {}, c.incoming_refused.map((r) => h("li", { "data-reason": r.reason },
+          `${incoming.reasons[String(r.reason).split(":")[0]] || incoming.reasons.other}${incoming.next}`)))] : null));
   }
   const facts = h("dl", { class: "facts" },
     h("dt", { text: t("state") }), h("dd", { id: "case-state", "data-state": c.state, text: t("states")[c.state] }),
