@@ -137,5 +137,32 @@ def add_staff_routes(
             headers={"Cache-Control": "no-store"},
         )
 
+    async def links_again(request: web.Request) -> web.Response:
+        """Fresh join links of a survey not ended (those shown at scheduling are not
+        kept: a page reloaded, a phone changed, a message lost). The links given before
+        stay valid, each for the device that first used it."""
+        require(request, StaffAction.SURVEY)
+        session = request.match_info["session"]
+        live = hub.get(session)
+        if live is None:
+            raise Problem(404, ProblemCode.NOT_FOUND, f"no survey {session} on this node")
+        plan = live.room.plan
+        if live.room.state.is_final:
+            raise Problem(
+                409, ProblemCode.CONFLICT, f"the survey is {live.room.state.value}",
+                extra={"reason": "session-ended"},
+            )  # fmt: skip
+        if plan.window.end <= clock():
+            raise Problem(
+                409, ProblemCode.CONFLICT, "the survey window has passed",
+                extra={"reason": "window-passed"},
+            )  # fmt: skip
+        return web.json_response(
+            {"session": session, "links": _links(plan, join_key, node_id, jti)},
+            status=201,
+            headers={"Cache-Control": "no-store"},
+        )
+
     app.router.add_post("/staff/v1/surveys", schedule)
     app.router.add_get("/staff/v1/surveys/{session}", status)
+    app.router.add_post("/staff/v1/surveys/{session}/links", links_again)

@@ -568,6 +568,15 @@ async def survey_from_the_case_page(r: Page, h: Page, context: BrowserContext, p
     assert await r.evaluate("navigator.clipboard.readText()") == link
     await no_codes(r, "survey links")
     await axe_check(r, "survey links (zh)")
+    # the links are shown once; after a reload, new ones for whoever lost theirs
+    await r.reload()
+    state = r.locator("#survey-state")
+    await expect(state).to_have_attribute("data-state", "scheduled", timeout=MS)
+    await r.click("#survey-links-again")
+    again = r.locator("#survey-links li[data-link='现场人员链接'] input")
+    await expect(again).to_be_visible(timeout=MS)
+    assert "/survey/v1/site#token=" in await again.input_value()
+    assert await again.input_value() != link
 
     # the links name the public endpoint of the node's descriptor (the development PKI's,
     # not served here): the browser reaches this node's public listener in its place

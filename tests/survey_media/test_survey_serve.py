@@ -129,6 +129,21 @@ async def test_serve_schedules_a_survey_for_staff_and_admits_its_links_publicly(
                 assert welcome["role"] == "site"
             status = await http.get(f"{staff}/staff/v1/surveys/{plan.session_id}", headers=auth)
             assert (await status.json())["state"] == "scheduled"
+            # the links are not kept: a lost one is made again, and opens the room on a
+            # new phone, as long as the survey has not ended
+            relinked = f"{staff}/staff/v1/surveys/{plan.session_id}/links"
+            assert (await http.post(relinked, headers=reading)).status == 403
+            fresh = await http.post(relinked, headers=auth)
+            assert fresh.status == 201, await fresh.text()
+            renewed = {link["person"]: link for link in (await fresh.json())["links"]}
+            assert set(renewed) == {"insp-1", "site-1", "obs-1"}
+            assert renewed["site-1"]["path"] != links["site-1"]["path"]
+            token = renewed["site-1"]["path"].split("#token=")[1]
+            async with http.ws_connect(ws_url.replace("device=p1", "device=p2")) as ws:
+                await ws.send_json({"type": "join", "token": token})
+                assert (await ws.receive_json(timeout=20))["type"] == "welcome"
+            missing = await http.post(f"{staff}/staff/v1/surveys/sv-nope/links", headers=auth)
+            assert missing.status == 404
             page = await http.get(f"{public}/survey/v1/inspector")
             assert page.status == 200
             assert "inspector.js" in await page.text()

@@ -395,6 +395,17 @@ async function surveyPanel(panel, c) {
   if (status) {
     panel.append(h("p", { id: "survey-state", "data-state": status.state },
       `${t("surveyState")}: ${t("surveyStates")[status.state] || t("surveyStates").other}`));
+    if (["scheduled", "live", "interrupted"].includes(status.state) && may("survey")) {
+      // the links are shown once, at scheduling: new ones for whoever lost theirs
+      const again = h("button", { type: "button", id: "survey-links-again", class: "secondary", onclick: async () => {
+        try {
+          const issued = await api(`/surveys/${encodeURIComponent(session)}/links`, { method: "POST", json: {} });
+          again.replaceWith(h("ul", { id: "survey-links", class: "plain" }, issued.links.map((l) =>
+            linkRow(c.public_base + l.path, t("surveyRoles")[l.role] || l.person, l.role === "site"))));
+        } catch (err) { fail(t("error") + err.message); }
+      }, text: t("linksAgain") });
+      panel.append(h("p", {}, again));
+    }
     if (status.report) {
       panel.append(h("p", { class: "ok", text: t("reportSigned") }));
       if (status.state === "converted_to_onsite") {
