@@ -24,6 +24,7 @@ import sys
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -442,6 +443,32 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         await no_codes(r, "outbox")
         await axe_check(r, "outbox (zh)")
         await r.click("#nav-alerts")
+        await expect(r.locator("body[data-view='alerts']")).to_be_visible(timeout=MS)
+        # each alert says in Chinese what to do (the English detail is the English page's)
+        cards = r.locator("#alerts li[data-alert]")
+        await expect(cards.first).to_be_visible(timeout=MS)
+        for card in await cards.all():
+            assert "请" in await card.locator(".next").inner_text()
+
+        async def with_a_partner_away(route: Route) -> None:
+            response = await route.fetch()
+            body = await response.json()
+            body["alerts"].append({
+                "id": f"outbox:unreachable:{HANDLING}", "source": "outbox",
+                "code": "partner-unreachable", "severity": "warning",
+                "at": datetime.now(UTC).isoformat(),
+                "title": {"zh": "对方节点长时间无法连通，案卷正在排队重试", "en": "away"},
+                "detail": "Every delivery failed", "subject": HANDLING, "peer": HANDLING,
+            })  # fmt: skip
+            await route.fulfill(response=response, json=body)
+
+        await r.route("**/staff/v1/console/alerts", with_a_partner_away)
+        await r.reload()
+        away = r.locator(f"#alerts li[data-alert='outbox:unreachable:{HANDLING}']")
+        await expect(away.locator(".peer")).to_have_text("对方单位: 大丰区行政审批局", timeout=MS)
+        assert "请管理员检查网络" in await away.locator(".next").inner_text()
+        await r.unroute("**/staff/v1/console/alerts")
+        await r.reload()
         await expect(r.locator("body[data-view='alerts']")).to_be_visible(timeout=MS)
         await no_codes(r, "alerts")
         await axe_check(r, "alerts (zh)")

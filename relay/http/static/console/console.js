@@ -2,7 +2,7 @@
 // Talks only to this node's staff API with the console session (cookie; X-CSRF-Token on
 // every change, from GET /console/v1/me); without a session the sign-in page (/login)
 // takes over. Live updates come as Server-Sent Events read through fetch.
-import { PROBLEMS_ZH, STATUS_ZH, TEXT } from "/console/i18n.js";
+import { ALERT_NEXT_ZH, PROBLEMS_ZH, STATUS_ZH, TEXT } from "/console/i18n.js";
 
 const API = "/staff/v1";
 let lang = localStorage.getItem("tongban.lang") === "en" ? "en" : "zh";
@@ -865,11 +865,19 @@ async function showAlerts(view) {
       show("alerts", "", true);
     } catch (err) { fail(t("error") + err.message); }
   };
+  // the partner an alert is about, by name (the parties of the agreements in force)
+  const names = new Map();
+  if (data.alerts.some((a) => a.peer)) {
+    const agreements = await api("/console/agreements").catch(() => ({ agreements: [] }));
+    for (const ag of agreements.agreements) for (const p of ag.parties) names.set(p.id, p);
+  }
+  const nextStep = (code) => ALERT_NEXT_ZH[code] || (code.startsWith("audit-") && ALERT_NEXT_ZH["audit-*"]) || ALERT_NEXT_ZH.other;
   view.append(h("h1", { text: t("alertsTitle") }), data.alerts.length
     ? h("ul", { id: "alerts", class: "plain" }, data.alerts.map((a) => h("li", { class: "card", "data-alert": a.id, "data-severity": a.severity },
       h("h2", { text: `${t("severity")[a.severity] || ""} · ${a.title[lang]}` }),
       h("div", { class: "when", text: when(a.at) }),
-      lang === "en" ? h("div", { text: a.detail }) : null,
+      lang === "en" ? h("div", { text: a.detail }) : h("div", { class: "next", text: nextStep(a.code) }),
+      a.peer ? h("div", { class: "peer", text: `${t("partnerOffice")}: ${names.has(a.peer) ? pick(names.get(a.peer)) : a.peer}` }) : null,
       a.case_id ? h("a", { href: `#/case/${encodeURIComponent(a.case_id)}`, text: a.case_id }) : null,
       a.acknowledged
         ? h("p", { class: "acknowledged", text: t("acknowledgedBy")(a.acknowledged.person, when(a.acknowledged.at)) })

@@ -233,6 +233,7 @@ export const TEXT = {
     reportOnsite: "本次勘查已转为现场勘查，报告不经系统发送：请安排现场勘查，并按现场勘查的结果办理。",
     sendReport: "发送勘查报告",
     linksAgain: "重新生成勘查链接（链接遗失时使用）",
+    partnerOffice: "对方单位",
     surveyNotScheduled: "尚未安排远程勘查。",
     surveyStart: "开始时间",
     surveyHours: "时长（小时）",
@@ -562,6 +563,7 @@ export const TEXT = {
     reportOnsite: "This survey was converted to an on-site visit; its report is not sent here: arrange the visit and go on from its result.",
     sendReport: "Send the survey report",
     linksAgain: "Make the survey links again (when one was lost)",
+    partnerOffice: "Partner office",
     surveyNotScheduled: "No remote survey scheduled yet.",
     surveyStart: "Start",
     surveyHours: "Length (hours)",
@@ -712,6 +714,36 @@ export const PROBLEMS_ZH = {
   "too-many-requests": "操作过于频繁，请稍后再试。",
   "storage-unavailable": "本节点存储暂时不可用，请稍后再试并通知管理员。",
   "reload-refused": "新配置未生效，原配置继续使用；请按提示修正配置文件后重试。",
+};
+
+// What to do about an alert, on a Chinese page (the English page shows the node's own
+// detail), by the alert's code; `audit-*` is every kind of audit-log fork.
+export const ALERT_NEXT_ZH = {
+  "crl-stale": "请管理员立即取得最新的证书吊销列表并加载，否则对方节点的证书将无法核验。",
+  "crl-expiring": "请管理员在到期前取得新的证书吊销列表并加载。",
+  "certificate-expiring": "请管理员在到期前为本节点换发证书。",
+  "directory-key-expiring": "请本省管理员在到期前生成新的目录签名密钥，并用它重新签署联邦目录。",
+  "agreement-ending": "请在协议到期前与对方单位续签，并由双方签署生效。",
+  "directory-unreachable": "暂时取不到联邦目录，系统沿用已有目录：请管理员检查网络及目录地址。",
+  "directory-expired": "联邦目录已过期：请管理员尽快取得本省新签发的目录。",
+  "partner-unresolved": "请管理员检查联邦目录中该单位的节点信息。",
+  "packet-parked": "请打开该案件查看原因，处理后在发件箱中重发。",
+  "packet-expired": "请确认对方节点可以连通；该步骤仍然有效的，请在发件箱中重发。",
+  "packet-rejected": "请打开该案件查看对方拒收的原因，与对方单位确认后重发或重新办理该步骤。",
+  "profile-not-allowed": "请与对方单位约定同时允许双方密码配置的协议版本，双方加载后重发。",
+  "partner-unreachable": "案卷会自动重试：请管理员检查网络、对方地址和证书，必要时联系对方单位。",
+  "survey-report-refused": "请核对勘查报告，与对方单位商定后重新发送更正后的报告。",
+  "audit-*": "已停止见证该单位的审计日志，证据已留存：请立即联系对方单位和本省管理员核查。",
+  "tsa-unavailable": "请管理员检查可信时间戳服务的地址与网络；恢复后将自动补盖时间戳。",
+  "reload-failed": "新配置有误，未被采用：请管理员按日志修正后重新加载。",
+  "account-locked": "如非本人操作，请通知管理员核查；锁定期满后自动解锁，也可由管理员解锁。",
+  "webhook-parked": "请管理员检查本单位业务系统的接收地址，修复后重新排队推送。",
+  "webhook-failing": "系统会自动重试：请管理员检查本单位业务系统是否正常接收推送。",
+  "calendar-next-year-provisional": "请管理员在国务院公布安排后导入该年度的节假日安排。",
+  "calendar-file-invalid": "请管理员修正节假日安排文件后重新导入。",
+  "sla-clock-unknown": "请管理员导入覆盖该案件日期的节假日安排，办理时限才能计算。",
+  "alert-source-failed": "部分告警暂时无法读取：请管理员查看日志。",
+  other: "请联系管理员处理。",
 };
 
 export const STATUS_ZH = {
