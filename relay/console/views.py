@@ -51,6 +51,7 @@ CONSOLE_ACTIONS: tuple[EventKind, ...] = (
     EventKind.REJECT,
     EventKind.SUPPLEMENT,
     EventKind.REQUEST_SURVEY,
+    EventKind.SURVEY_REPORT,  # typed in: an on-site survey (a remote one sends its seal)
     EventKind.DECIDE,
     EventKind.ISSUE_LICENCE,
     EventKind.DELIVER,
@@ -65,6 +66,7 @@ _PROBE: Mapping[EventKind, Mapping[str, Any]] = {
     EventKind.REJECT: {"reason": "?"},
     EventKind.REQUEST_CORRECTION: {"missing": ["?"]},
     EventKind.REQUEST_SURVEY: {"surveyor": "handling"},
+    EventKind.SURVEY_REPORT: {"outcome": "pass"},
     EventKind.DECIDE: {"decision": "approve"},
     EventKind.ISSUE_LICENCE: {"licence": "?", "licence_number": "?"},
 }

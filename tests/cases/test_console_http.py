@@ -21,6 +21,7 @@ from console_kit import CATEGORIES, with_categories
 
 from agreements.catalog import default_catalog
 from relay.alerts import ALERTS, Severity, StaffAlert
+from relay.cases.model import EventKind
 from relay.cases.terms import load_terms
 from relay.console.acks import AlertAcks
 from relay.console.http import Console, add_console_routes
@@ -429,3 +430,29 @@ async def test_an_alert_is_taken_on_by_a_named_person_and_that_is_kept(offices, 
     kept = again.of("cases:red:WC-1")
     assert kept is not None
     assert kept.person == "clerk-1"
+
+
+async def test_the_office_that_surveyed_on_site_records_its_outcome_from_the_console(offices):
+    """The handling office surveys the site itself (or a remote survey became an on-site
+    visit): its case page offers the step that records the outcome, and the partner's
+    copy of the case follows."""
+    clock, r, h = offices.clock, offices.r, offices.h
+    opened = await r.desk.open_case(matter=BOOKS, mode="proxy_receipt", handling=HANDLING)
+    case_id = opened.record.case.header.case_id
+    await offices.deliver()
+    await h.desk.act(case_id, EventKind.ACCEPT, {})
+    await h.desk.act(case_id, EventKind.REQUEST_SURVEY, {"surveyor": "handling"})
+    await offices.deliver()
+    async with serve(console_app(offices, h)) as base, aiohttp.ClientSession() as http:
+        page_url = f"{base}/staff/v1/console/cases/{case_id}"
+        page = await (await http.get(page_url, headers=auth(h, clock))).json()
+        assert "survey-report" in {a["event"] for a in page["actions"]}
+        step = {"event": "survey-report",
+                "details": {"outcome": "fail", "report": "消防通道堆放杂物"}}  # fmt: skip
+        async with http.post(f"{page_url}/steps", json=step, headers=auth(h, clock)) as resp:
+            assert resp.status == 200, await resp.text()
+            page = await resp.json()
+        assert page["state"] == "survey_reported"
+        assert page["timeline"][-1]["details"]["report"] == "消防通道堆放杂物"
+    await offices.deliver()
+    assert r.desk.get(case_id).case.state.value == "survey_reported"

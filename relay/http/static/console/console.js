@@ -130,12 +130,18 @@ function reasonText(code) {
 
 const SETTLED_AS_FAILED = ["dead", "rejected"];
 
+// A step's button: its own words where they differ from the timeline's
+function actionLabel(event) {
+  return t("actionLabels")[event] || t("events")[event];
+}
+
 function detailValue(name, value) {
   if (Array.isArray(value)) return value.join("、");
   if (typeof value === "object" && value !== null) {
     return Object.entries(value).map(([k, v]) => `${(t("applicantFields")[k] || k)}: ${v}`).join("; ");
   }
-  if (name === "licence" || name === "report") return null; // signed tokens: shown elsewhere
+  if (name === "licence") return null; // a signed token: shown elsewhere
+  if (name === "report" && /^eyJ[\w-]*\.[\w-]*\.[\w-]*$/.test(String(value))) return null; // sealed
   if (name === "verdict") return t("report").verdicts[value] || t("report").verdicts.other;
   if (name === "complaint") return t("complaintNumber")(value);
   return t("values")[value] || String(value);
@@ -339,7 +345,7 @@ async function showCase(view, caseId) {
     : h("p", { class: "muted", text: t("noAttachments") });
   const actions = h("div", { class: "actions", id: "actions" }, c.actions.length
     ? c.actions.map((a) => h("button", { type: "button", "data-event": a.event, onclick: () => openAction(c, a),
-      text: t("events")[a.event] }))
+      text: actionLabel(a.event) }))
     : h("p", { class: "muted", text: t("noActions") }));
   const complaints = c.complaints.length ? h("section", { class: "card", id: "complaints" },
     h("h2", { text: t("complaintsTitle") }),
@@ -594,6 +600,9 @@ function actionFields(c, a) {
         h("progress", { id: "f-progress", max: 1, value: 0, hidden: true, "aria-label": t("uploading") })];
     case "request-survey":
       return [radios("surveyor", f.surveyor, a.surveyors.map((s) => ({ value: s, text: t("surveyors")[s] })))];
+    case "survey-report":
+      return [radios("outcome", f.outcome, [{ value: "pass", text: f.outcomePass }, { value: "fail", text: f.outcomeFail }]),
+        field("f-report", f.findings, h("textarea", { id: "f-report", rows: 3 }))];
     case "decide": {
       // a denial must say why (the node refuses one without): the reason is required then
       const reason = h("input", { id: "f-reason", type: "text" });
@@ -637,6 +646,10 @@ function collect(c, a) {
     case "request-survey":
       details.surveyor = radio("surveyor");
       break;
+    case "survey-report":
+      details.outcome = radio("outcome");
+      if (val("f-report")) details.report = val("f-report");
+      break;
     case "decide":
       details.decision = radio("decision");
       if (reason) details.reason = reason;
@@ -655,7 +668,7 @@ function collect(c, a) {
 
 function openAction(c, a) {
   const dialog = $("action-dialog");
-  const label = t("events")[a.event];
+  const label = actionLabel(a.event);
   dialog.dataset.event = a.event;
   $("action-title").textContent = label;
   $("action-question").textContent = t("confirmQuestion")(label);
