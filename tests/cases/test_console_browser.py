@@ -361,6 +361,21 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         )
         assert "对方拒收" not in await h.locator("#refused").inner_text()
         await h.unroute(page_of_case)
+
+        # the handling office asked itself to survey: no remote form it could not use
+        async def as_if_surveying_itself(route: Route) -> None:
+            response = await route.fetch()
+            body = await response.json()
+            body.update(state="survey_requested", surveyor="handling")
+            await route.fulfill(response=response, json=body)
+
+        await h.route(page_of_case, as_if_surveying_itself)
+        await h.reload()
+        await expect(h.locator("#survey-onsite-only")).to_contain_text(
+            "登记现场勘查结论", timeout=MS
+        )
+        assert await h.locator("#survey-form").count() == 0
+        await h.unroute(page_of_case)
         await h.reload()
         await expect(h.locator("#refused")).to_have_count(0, timeout=MS)
         await act(h, "decide", "approved")

@@ -391,6 +391,11 @@ function linkRow(url, label, withQr) {
 }
 
 async function surveyPanel(panel, c) {
+  if (c.me === "handling" && c.state === "survey_requested") {
+    // a remote survey's report goes to the other office: there is none to send it to
+    panel.append(h("p", { id: "survey-onsite-only", class: "muted", text: t("surveyOnsiteOnly") }));
+    return;
+  }
   const session = `SV-${c.case}`;
   let status = null;
   try {
