@@ -47,6 +47,8 @@ function render() {
     $("reason").hidden = false;
     return;
   }
+  $("after").hidden = !FINAL.includes(serverState); // what happens next, once it ended
+  if (FINAL.includes(serverState)) $("after").textContent = t(`after_${serverState}`);
   if (FINAL.includes(serverState)) show(serverState);
   else if (serverState === "live") show(presence && presence.inspector.joined ? "live" : "waiting_inspector");
   else if (serverState === "scheduled") show(devices.camera === "denied" || devices.camera === "absent" ? "site_no_camera" : "waiting");

@@ -166,6 +166,7 @@ async def _location_denied_and_guarded_signing(
     for control in ("#sign", "#abandon", "#snapshot", "#challenge", "#verdict", "#guard-reason"):
         assert await inspector.is_disabled(control), control
     await _state(site, "completed")
+    assert "可以关闭本页面" in await _text(site, "#after")  # what happens next
     await site.wait_for_selector("#preview[data-camera='stopped']", timeout=MS)
     assert await site.evaluate("document.getElementById('preview').srcObject === null")
     await shots.take(inspector, "6-inspector-report-signed")
