@@ -73,6 +73,9 @@ to a partner whose packets were queued meanwhile) ends within a few seconds."""
 
 _LIMIT_NAMES = ("max_batch_size", "max_body_bytes")
 
+_CALM_BATCHES = 64
+"""Batches a partner takes without a 429 before it gets back one lane taken away."""
+
 _log = logging.getLogger("tongban.relay")
 
 
@@ -104,6 +107,10 @@ class Sender:
         # first, as the blob, not the partner, may be what fails (kept until it answers)
         self._suspects: dict[str, set[str]] = {}
         self._serving: dict[str, asyncio.Task[int]] = {}  # start_pass's tasks, by partner
+        # lanes a partner takes at once, learned from its 429s (fewer than the policy's),
+        # and the batches it took since without one (a while of them gives a lane back)
+        self._lanes: dict[str, int] = {}
+        self._calm: dict[str, int] = {}
         self.failed_lanes: list[BaseException] = []  # their errors, for the outbox loop
 
     async def deliver_once(self, *, refill: bool = False) -> int:
@@ -177,7 +184,7 @@ class Sender:
             batches, size = (
                 (1, 1)
                 if self._probing(peer, backoffs)
-                else (self._policy.batches_in_flight, self._policy.batch_size)
+                else (self._lanes_for(peer), self._policy.batch_size)
             )
             busy: set[str] = set()
             for _ in range(batches):
@@ -361,6 +368,9 @@ class Sender:
                 raise PeerUnavailable("the peer answered with the wrong number of receipts")
         except PeerRefused as exc:
             verdict = classify_refusal("batch", exc.status, exc.code)
+            if exc.status == 429:  # too many of our requests at once: one lane fewer
+                self._lanes[peer] = max(1, self._lanes_for(peer) - 1)
+                self._calm[peer] = 0
             if verdict is Refusal.RETRY:
                 self._store.update_outbox(self._retrying(outgoing, [], exc, sent=True))
                 failures.append(exc)
@@ -388,6 +398,7 @@ class Sender:
             return None
         self._failing_since.pop(peer, None)
         self._suspects.pop(peer, None)
+        self._took_a_batch(peer)
         if self._backing_off is not None:
             self._backing_off.discard(peer)
         if peer in self._store.peer_backoffs():
@@ -449,6 +460,24 @@ class Sender:
                         settled += 1
         self._store.update_outbox(updates)
         return settled
+
+    def _lanes_for(self, peer: str) -> int:
+        """Batches sent to ``peer`` at once: the policy's, or fewer after its 429s."""
+        return min(self._policy.batches_in_flight, self._lanes.get(peer, 1 << 30))
+
+    def _took_a_batch(self, peer: str) -> None:
+        """A lane taken away by a 429 comes back after :data:`_CALM_BATCHES` batches
+        the partner took without one (its limit may have been raised, or its load gone)."""
+        if peer not in self._lanes:
+            return
+        calm = self._calm.get(peer, 0) + 1
+        if calm < _CALM_BATCHES:
+            self._calm[peer] = calm
+            return
+        self._calm[peer] = 0
+        self._lanes[peer] += 1
+        if self._lanes[peer] >= self._policy.batches_in_flight:
+            del self._lanes[peer], self._calm[peer]
 
     def _learn(self, peer: str, exc: PeerRefused) -> None:
         """Remember the limits a partner's refusal states (e.g. ``max_batch_size``)."""

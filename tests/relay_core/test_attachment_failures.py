@@ -5,6 +5,7 @@ while it went, or this node lost the blob (then the packet is parked)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Callable
 from datetime import timedelta
@@ -311,3 +312,45 @@ async def test_a_partner_that_says_when_to_come_back_is_not_asked_before(
     federation.clock.advance(seconds=2)
     await sender.deliver_once()
     assert _states(sender)[packet][0] is OutboxState.DELIVERED
+
+
+class TwoAtOnce(Through):
+    """A partner that takes two requests of ours at once and answers 429 to a third."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.now, self.refused = 0, 0
+
+    async def deliver(self, peer: str, packets: list[str]) -> list[str]:
+        if self.now >= 2:
+            self.refused += 1
+            raise PeerRefused("busy", status=429, kind="batch", code="too-many-requests")
+        self.now += 1
+        try:
+            await asyncio.sleep(0.01)  # the lanes overlap at the partner
+            return await self.inner.deliver(peer, packets)
+        finally:
+            self.now -= 1
+
+
+async def test_a_partner_that_takes_fewer_requests_at_once_gets_fewer_lanes(
+    federation: Federation,
+) -> None:
+    """Its 429s take lanes away until it takes every batch: the backlog drains, and
+    later passes meet no more 429s (before, every pass after a probe opened all four
+    lanes again)."""
+    sender = federation.nodes[WUCHANG]
+    sender._policy = dataclasses.replace(sender._policy, batch_size=2)
+    sender._sender.set_policy(sender._policy)
+    for case in range(12):
+        await send(federation, WUCHANG, DAFENG, f"lane-{case}", 4)
+    link = TwoAtOnce(sender._sender._link)
+    sender._sender._link = link
+    for _ in range(40):
+        await sender._sender.deliver_once(refill=True)
+        federation.clock.advance(seconds=300)
+        if all(state is OutboxState.DELIVERED for state, _ in _states(sender).values()):
+            break
+    assert all(state is OutboxState.DELIVERED for state, _ in _states(sender).values())
+    assert link.refused <= 3  # learned at once, not met again pass after pass
+    assert sender._sender._lanes_for(DAFENG) <= 2
