@@ -42,6 +42,11 @@ class PeerUnavailable(RelayError):
     """The peer could not be reached or did not answer usefully; try again later."""
 
 
+class PeerUnreachable(PeerUnavailable):
+    """No connection to the peer could be made (refused, no route, TLS handshake
+    failed): nothing of the request reached it."""
+
+
 class PeerRefused(PeerUnavailable):
     """The peer answered a request of ``kind`` (``batch``, ``blob-offset``,
     ``blob-upload``) with a refusal: ``status`` (HTTP status), ``code``

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from relay.core.errors import AttachmentError, PeerRefused, PeerUnavailable
+from relay.core.errors import AttachmentError, PeerRefused, PeerUnavailable, PeerUnreachable
 from relay.core.ports import OpenAt
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class FakeNetwork:
             await asyncio.sleep(self.delay)
         node = self.nodes.get(peer)
         if node is None or peer in self.down:
-            raise PeerUnavailable(f"{peer} is down")
+            raise PeerUnreachable(f"{peer} is down")
         if self.rng.random() < self.loss:
             raise PeerUnavailable(f"request to {peer} lost")
         return node

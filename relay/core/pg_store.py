@@ -310,10 +310,12 @@ class PgStore(SqlStore):
         return True, None if not row[1] else datetime.fromtimestamp(row[1], UTC)
 
     def expired_rows(self, before: datetime, limit: int) -> list[OutboxRow]:
-        """As on SQLite, except packets of cases another worker is sending now."""
+        """As on SQLite (queued packets only), except packets of cases another worker
+        is sending now."""
         rows = self._conn.execute(
             f"SELECT {self._ROW_COLS} FROM outbox o"  # noqa: S608 - constants
-            f" WHERE state IN {LIVE} AND expires <= ? AND NOT {self._others_lease('o')}"
+            f" WHERE state IN {LIVE} AND state = 'queued' AND expires <= ?"
+            f" AND NOT {self._others_lease('o')}"
             " ORDER BY expires LIMIT ?",
             (before.timestamp(), self.worker, self._clock().timestamp(), limit),
         ).fetchall()

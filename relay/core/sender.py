@@ -41,7 +41,7 @@ from pathlib import Path
 
 from relay.audit.leaves import Direction
 from relay.core import blobs
-from relay.core.errors import MalformedPacket, PeerRefused, PeerUnavailable
+from relay.core.errors import MalformedPacket, PeerRefused, PeerUnavailable, PeerUnreachable
 from relay.core.leaves import receipt_leaf
 from relay.core.model import OutboxState
 from relay.core.outbox import (
@@ -392,7 +392,15 @@ class Sender:
             gone.update(u.packet_id for u in parked)
             _log.warning("parked packet %s for %s: %s", out.item.summary.packet_id, peer, exc)
             return len(parked)
-        except PeerUnavailable as exc:
+        except PeerUnreachable as exc:  # not sent: queued again (its attempt counted)
+            why = "peer-unavailable"
+            queued = OutboxState.QUEUED
+            self._store.update_outbox(
+                [OutboxUpdate(o.item.summary.packet_id, queued, None, why) for o in outgoing]
+            )
+            failures.append(exc)
+            return None
+        except PeerUnavailable as exc:  # the partner may hold the batch: in flight
             self._store.update_outbox(self._retrying(outgoing, [], exc, sent=True))
             failures.append(exc)
             return None

@@ -431,19 +431,24 @@ class SqlStore:
         return out
 
     def expired_rows(self, before: datetime, limit: int) -> list[OutboxRow]:
-        """Up to ``limit`` open packets whose expiry is at or before ``before``."""
+        """Up to ``limit`` queued packets whose expiry is at or before ``before``. A
+        packet in flight is not among them: the partner may hold it (its answer was
+        lost), and only the partner can say, when it answers the packet sent again (the
+        original receipt, or ``expired``); taken for dead here, its sequence number
+        would go to the case's next packet, which such a partner refuses for good."""
         rows = self._conn.execute(
             f"SELECT {self._ROW_COLS} FROM outbox{self._hint('outbox_live_expiry')}"  # noqa: S608
-            f" WHERE state IN {LIVE} AND expires <= ? ORDER BY expires LIMIT ?",
+            f" WHERE state IN {LIVE} AND state = 'queued' AND expires <= ?"
+            " ORDER BY expires LIMIT ?",
             (before.timestamp(), limit),
         ).fetchall()
         return [self._row(r) for r in rows]
 
     def earliest_expiry(self) -> datetime | None:
-        """The earliest expiry of an open packet."""
+        """The earliest expiry of a queued packet (see :meth:`expired_rows`)."""
         row: Any = self._conn.execute(
             f"SELECT MIN(expires) FROM outbox{self._hint('outbox_live_expiry')}"  # noqa: S608
-            f" WHERE state IN {LIVE}"
+            f" WHERE state IN {LIVE} AND state = 'queued'"
         ).fetchone()
         return dt(row[0])
 

@@ -24,7 +24,7 @@ from aiohttp.client_reqrep import ClientRequest
 from aiohttp.tracing import Trace
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from relay.core.errors import PeerRefused, PeerUnavailable
+from relay.core.errors import PeerRefused, PeerUnavailable, PeerUnreachable
 from relay.core.ports import OpenAt
 from relay.tls import BundleSource, client_context, peer_identity
 from signing.certificates import TrustBundle
@@ -174,6 +174,8 @@ class HttpsPeerLink:
                 if resp.status != 200:
                     raise await _refused(resp, f"node {peer} answered {resp.status} to a batch")
                 body = await resp.json()
+        except aiohttp.ClientConnectorError as exc:  # no connection: nothing was sent
+            raise PeerUnreachable(f"cannot connect to node {peer}: {exc!r}") from exc
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise PeerUnavailable(f"cannot deliver to node {peer}: {exc!r}") from exc
         receipts = body.get("receipts") if isinstance(body, dict) else None

@@ -354,3 +354,52 @@ async def test_a_partner_that_takes_fewer_requests_at_once_gets_fewer_lanes(
     assert all(state is OutboxState.DELIVERED for state, _ in _states(sender).values())
     assert link.refused <= 3  # learned at once, not met again pass after pass
     assert sender._sender._lanes_for(DAFENG) <= 2
+
+
+class AnswerLost(Through):
+    """The partner takes the first batch, but its answer is lost; then it is away until
+    ``back`` is set."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.lost, self.back = False, False
+
+    async def deliver(self, peer: str, packets: list[str]) -> list[str]:
+        if self.lost and not self.back:
+            raise PeerUnavailable("away")
+        receipts = await self.inner.deliver(peer, packets)
+        if not self.lost:
+            self.lost = True
+            raise PeerUnavailable("the answer was lost (a timeout)")
+        return receipts
+
+
+async def test_a_packet_the_partner_may_hold_is_not_expired_before_it_answers(
+    federation: Federation,
+) -> None:
+    """Its answer lost, the partner away past the packet's expiry: taken for dead, the
+    packet's sequence number went to the case's next packet, which the partner, holding
+    the first, refused as out of order, and every later one after it. Now the packet
+    stays in flight until the partner answers its second sending (here: its original
+    receipt), and the case goes on in order."""
+    sender, receiver = federation.nodes[WUCHANG], federation.nodes[DAFENG]
+    first = await sender.create_packet(
+        to=DAFENG, case_id="c", matter=MATTER, action=ACTION, mode=MODE,
+        content={"step": 1}, expires_in=timedelta(hours=2),
+    )  # fmt: skip
+    link = AnswerLost(sender._sender._link)
+    sender._sender._link = link
+    await sender.deliver_once()
+    assert [i.summary.packet_id for i in receiver.list_inbox()] == [first.packet_id]
+    federation.clock.advance(hours=3, seconds=10)  # past its expiry and the grace
+    await sender.deliver_once()
+    assert _states(sender)[first.packet_id][0] is OutboxState.IN_FLIGHT  # not dead
+    [second] = await send(federation, WUCHANG, DAFENG, "c", 1)
+    link.back = True
+    for _ in range(4):
+        await sender.deliver_once()
+        federation.clock.advance(seconds=300)
+    seen = _states(sender)
+    assert seen[first.packet_id][0] is OutboxState.DELIVERED  # the original receipt
+    assert seen[second][0] is OutboxState.DELIVERED
+    assert [i.summary.packet_id for i in receiver.list_inbox()] == [first.packet_id, second]

@@ -69,7 +69,7 @@ async def test_a_partner_failing_for_an_hour_raises_an_alert(federation: Federat
     federation.network.down.add(DAFENG)
     await sender.deliver_once()
     [item] = sender.list_outbox()
-    assert item.state is OutboxState.IN_FLIGHT  # the partner may hold it: ask again
+    assert item.state is OutboxState.QUEUED  # no connection: nothing reached it
     assert item.reason == "peer-unavailable"
     assert item.attempts == 1
     assert delivery_alerts(sender, federation.clock()) == []
