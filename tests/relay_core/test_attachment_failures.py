@@ -58,14 +58,19 @@ class FailingBlob(Through):
         await self.inner.upload_attachment(peer, digest, size, open_at)
 
 
+async def _with_attachment(sender: RelayNode, case_id: str, size: int) -> Any:
+    """A packet to DAFENG carrying one attachment of ``size`` random bytes."""
+    digest = await stage(sender, os.urandom(size))
+    return await sender.create_packet(
+        to=DAFENG, case_id=case_id, matter=MATTER, action=ACTION, mode=MODE,
+        content={"photos": 1}, attachments=[digest],
+    )  # fmt: skip
+
+
 async def _blocked_case(federation: Federation) -> tuple[RelayNode, str, str, list[str]]:
     """A case whose first packet carries an attachment, and another case of 3 packets."""
     sender = federation.nodes[WUCHANG]
-    digest = await stage(sender, os.urandom(5000))
-    bad = await sender.create_packet(
-        to=DAFENG, case_id="a-bad", matter=MATTER, action=ACTION, mode=MODE,
-        content={"photos": 1}, attachments=[digest],
-    )  # fmt: skip
+    bad = await _with_attachment(sender, "a-bad", 5000)
     [behind] = await send(federation, WUCHANG, DAFENG, "a-bad", 1)
     others = await send(federation, WUCHANG, DAFENG, "b-good", 3)
     return sender, bad.packet_id, behind, others
@@ -187,11 +192,7 @@ async def test_a_blob_complete_but_never_published_is_sent_again_and_the_packet_
     recorded and before the blob was published: its next ``HEAD`` does not call the blob
     complete, so it is sent again, and the packet goes through."""
     sender = federation.nodes[WUCHANG]
-    digest = await stage(sender, os.urandom(200_000))
-    packet = await sender.create_packet(
-        to=DAFENG, case_id="gap", matter=MATTER, action=ACTION, mode=MODE,
-        content={"photos": 1}, attachments=[digest],
-    )  # fmt: skip
+    packet = await _with_attachment(sender, "gap", 200_000)
     store = federation.stores[DAFENG]
 
     def storage_failed(*_: Any, **__: Any) -> None:
@@ -216,11 +217,7 @@ async def test_a_blob_the_partner_says_it_lacks_is_asked_about_again(
     """The sender noted a blob as uploaded that the partner does not hold (restored from
     an older backup, say): the ``attachment-missing`` receipt makes it ask again."""
     sender = federation.nodes[WUCHANG]
-    digest = await stage(sender, os.urandom(20_000))
-    packet = await sender.create_packet(
-        to=DAFENG, case_id="lacks", matter=MATTER, action=ACTION, mode=MODE,
-        content={"photos": 1}, attachments=[digest],
-    )  # fmt: skip
+    packet = await _with_attachment(sender, "lacks", 20_000)
     blob = packet.attachments[0].digest
     federation.stores[WUCHANG].mark_uploaded(DAFENG, blob)
     await sender.deliver_once()
@@ -253,11 +250,7 @@ async def test_a_long_upload_to_one_partner_holds_no_other_partner(
     packet queued for NINGJIN goes at once, and so does a packet of another case to
     DAFENG once the long one's lane ends."""
     sender = federation.nodes[WUCHANG]
-    digest = await stage(sender, os.urandom(5000))
-    big = await sender.create_packet(
-        to=DAFENG, case_id="big", matter=MATTER, action=ACTION, mode=MODE,
-        content={"scan": 1}, attachments=[digest],
-    )  # fmt: skip
+    big = await _with_attachment(sender, "big", 5000)
     link = SlowBlob(sender._sender._link, big.attachments[0].digest)
     sender._sender._link = link
     stop = asyncio.Event()
