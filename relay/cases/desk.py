@@ -414,7 +414,11 @@ class CaseDesk:
         may still be sending (younger than :attr:`unsent_before`) refuses the step
         (``step-in-flight``; try again in a moment)."""
         async with self._holding(case_id):
-            await self._send_earlier(case_id)
+            try:
+                return await self._act(case_id, kind, details, attachments, logged_when_sent)
+            except CaseError as exc:  # the store found packets unsent: those go first
+                if exc.code != "step-in-flight" or not await self._send_earlier(case_id):
+                    raise
             return await self._act(case_id, kind, details, attachments, logged_when_sent)
 
     def _holding(self, case_id: str) -> asyncio.Lock:
@@ -423,11 +427,12 @@ class CaseDesk:
             lock = self._case_locks[case_id] = asyncio.Lock()
         return lock
 
-    async def _send_earlier(self, case_id: str) -> None:
-        """Queue the packets of the case's steps left unsent (see :meth:`act`)."""
-        for _, version, text in self._store.claim_unsent(
-            self.unsent_before(), self._clock(), case_id=case_id
-        ):
+    async def _send_earlier(self, case_id: str) -> bool:
+        """Queue the packets of the case's steps left unsent that no sender may still
+        hold (see :meth:`act`); whether there were any. Read only when a step found
+        some: the steps of a case that has none cost no look."""
+        claimed = self._store.claim_unsent(self.unsent_before(), self._clock(), case_id=case_id)
+        for _, version, text in claimed:
             record = self.get(case_id)
             try:
                 await self._send(case_id, record.case.header, Unsent.from_json(text))
@@ -438,6 +443,7 @@ class CaseDesk:
                     code="earlier-step-unsent",
                 ) from exc
             self._store.sent(case_id, version)
+        return bool(claimed)
 
     async def _act(
         self,
