@@ -25,7 +25,15 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -294,22 +302,25 @@ class RelayNode:
         protocol.md "Conventions", or ``case_id`` is not 1-128 characters),
         :class:`PacketTooLarge` (over ``policy.max_packet_bytes``; nothing is queued).
         """
-        if packet_id is None:
-            return await self._create_packet(
-                to, case_id, matter, action, mode, content, attachments, expires_in, audit,
-                self._new_id(),
-            )  # fmt: skip
-        if (known := self._store.outgoing(packet_id)) is not None:
-            return known.item.summary  # queued before: by the request a stop interrupted
-        pending = self._in_creation.get(packet_id)
-        if pending is not None:  # the same id asked twice at once: one packet, one answer
-            return await asyncio.shield(pending)
+        if packet_id is not None:
+            if (known := self._store.outgoing(packet_id)) is not None:
+                return known.item.summary  # queued before: by the request a stop interrupted
+            if (pending := self._in_creation.get(packet_id)) is not None:
+                return await asyncio.shield(pending)  # the same id twice at once: one packet
+        creating = self._create_packet(
+            to, case_id, matter, action, mode, content, attachments, expires_in, audit,
+            packet_id or self._new_id(),
+        )  # fmt: skip
+        return await (creating if packet_id is None else self._shared(packet_id, creating))
+
+    async def _shared(
+        self, packet_id: str, creating: Coroutine[Any, Any, PacketSummary]
+    ) -> PacketSummary:
+        """Await ``creating``, its outcome given to whoever asks for ``packet_id``
+        meanwhile (:attr:`_in_creation`)."""
         pending = self._in_creation[packet_id] = asyncio.get_running_loop().create_future()
         try:
-            made = await self._create_packet(
-                to, case_id, matter, action, mode, content, attachments, expires_in, audit,
-                packet_id,
-            )  # fmt: skip
+            made = await creating
         except asyncio.CancelledError:
             pending.cancel()
             raise
