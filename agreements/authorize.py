@@ -129,16 +129,19 @@ class AgreementIndex:
     not copied: each agreement's own ``matter -> clause`` mapping is used.
     """
 
-    __slots__ = ("_by_pair", "_count", "_superseded_at")
+    __slots__ = ("_by_pair", "_count", "_signed_at", "_superseded_at")
 
     def __init__(self, lifecycles: Iterable[Lifecycle] = ()) -> None:
         by_pair: dict[tuple[str, str], list[Lifecycle]] = {}
         superseded_at: dict[tuple[str, int], datetime] = {}
+        signed_at: dict[tuple[str, int], datetime] = {}
         count = 0
         for lc in lifecycles:
             count += 1
             ag = lc.agreement
             activated = lc.activated_at
+            if activated is not None:
+                signed_at[ag.ref] = min(activated, signed_at.get(ag.ref, activated))
             if ag.supersedes is not None and activated is not None:
                 # a successor supersedes once fully signed and in its window
                 when = max(activated, ag.valid_from)
@@ -153,6 +156,7 @@ class AgreementIndex:
             {k: tuple(v) for k, v in by_pair.items()}
         )
         self._superseded_at: Mapping[tuple[str, int], datetime] = MappingProxyType(superseded_at)
+        self._signed_at: Mapping[tuple[str, int], datetime] = MappingProxyType(signed_at)
         self._count = count
 
     def __len__(self) -> int:
@@ -168,6 +172,14 @@ class AgreementIndex:
     def superseded_at(self, agreement_id: str, version: int) -> datetime | None:
         """When a fully signed successor in this index replaced that version, if one did."""
         return self._superseded_at.get((agreement_id, version))
+
+    def signed_at(self, agreement_id: str, version: int) -> datetime | None:
+        """When that version became fully signed (active) here, if it did."""
+        return self._signed_at.get((agreement_id, version))
+
+    def signed_versions(self, agreement_id: str, at: datetime) -> list[int]:
+        """The versions of that agreement fully signed here at ``at``."""
+        return [v for (a, v), t in self._signed_at.items() if a == agreement_id and t <= at]
 
 
 def _status_reason(

@@ -391,6 +391,7 @@ class Node:
             ),
         ]
         apps[2][1][ALERTS].add_source("expiry", expiry)  # the staff application
+        apps[2][1][ALERTS].add_source("agreements", self._agreement_alerts)
         self._add_metrics(apps[2][1], bundle)
         for name, app, listener, context in apps:
             app[LEADERSHIP] = self.leadership
@@ -525,6 +526,13 @@ class Node:
 
         self.last_reload = await reload_node(self)
         return self.last_reload
+
+    def _agreement_alerts(self, now: datetime) -> list[Any]:
+        """Agreement versions partners send under that this node has not loaded."""
+        from relay.authorizer import unknown_agreement_alerts
+
+        switch = self._handle.agreements if self._handle is not None else None
+        return unknown_agreement_alerts(switch.current, now) if switch is not None else []
 
     def _reload_alerts(self, now: datetime) -> list[Any]:
         from relay.federation.reload import reload_alerts

@@ -60,7 +60,7 @@ __all__ = [
     "next_wakeup",
 ]
 
-RETRYABLE_REASONS = frozenset({"gap", "attachment-missing", "unknown-sender"})
+RETRYABLE_REASONS = frozenset({"gap", "attachment-missing", "unknown-sender", "agreement-unknown"})
 """Rejections that may succeed later unchanged; every other rejection is final."""
 
 PER_PACKET_BYTES = 4

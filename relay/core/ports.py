@@ -25,6 +25,7 @@ from relay.core.model import PacketSummary
 from signing.certificates import TrustBundle
 
 __all__ = [
+    "AGREEMENT_UNKNOWN",
     "AgreementRef",
     "AuthorizationDecision",
     "AuthorizationRequest",
@@ -38,6 +39,12 @@ __all__ = [
     "PeerUnavailable",
     "ReceivedBatch",
 ]
+
+AGREEMENT_UNKNOWN = "agreement-unknown"
+"""An :class:`AuthorizationDecision` reason that is no agreement decision: the receiving
+node does not hold the agreement version the packet pins (not loaded yet). The packet's
+receipt says ``agreement-unknown`` itself, not ``agreement-denied:*``, and the sender
+retries it (docs/protocol.md §8.5 step 5, §8.7)."""
 
 Clock = Callable[[], datetime]
 """Returns the current time as an aware UTC ``datetime``."""

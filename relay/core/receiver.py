@@ -16,7 +16,8 @@ Order (the first refusal wins and names the receipt's reason code):
 5. ``authorized`` — the agreement named in the packet grants this sender, receiver,
    matter, action and mode now, and allows the cryptographic profiles of the sender
    (its seal certificate that signed the packet) and of this node
-   (``agreement-denied:<agreement reason>``, e.g. ``agreement-denied:profile-not-allowed``).
+   (``agreement-denied:<agreement reason>``, e.g. ``agreement-denied:profile-not-allowed``;
+   ``agreement-unknown`` when this node does not hold the pinned version yet).
 6. ``in-sequence`` — ``seq`` is one past the last accepted of this case from this
    sender and ``prev`` its digest (``gap`` when packets are missing before it,
    ``out-of-order`` when it is behind or its ``prev`` does not chain).
@@ -44,7 +45,13 @@ from typing import Any
 
 from relay.core.errors import MalformedPacket
 from relay.core.packets import Content, VerifiedPacket, open_content, verify_packet
-from relay.core.ports import AuthorizationRequest, Authorizer, ContentCheck, OpenedPacket
+from relay.core.ports import (
+    AGREEMENT_UNKNOWN,
+    AuthorizationRequest,
+    Authorizer,
+    ContentCheck,
+    OpenedPacket,
+)
 from signing.certificates import TrustBundle
 from signing.errors import InvalidSignature, SigningError
 from signing.hpke import HpkePrivateKey
@@ -75,6 +82,7 @@ class Reason(StrEnum):
     UNKNOWN_SENDER = "unknown-sender"
     EXPIRED = "expired"
     AGREEMENT_DENIED = "agreement-denied"
+    AGREEMENT_UNKNOWN = "agreement-unknown"
     DUPLICATE_ID_DIFFERENT_CONTENT = "duplicate-id-different-content"
     OUT_OF_ORDER = "out-of-order"
     GAP = "gap"
@@ -244,7 +252,11 @@ def _authorized(authorizer: Authorizer, profile: str | None) -> Callable[[Inboun
             receiver_profile=profile,
         )
         decision = authorizer(request, i.at)
-        return None if decision.allowed else Reason.agreement_denied(decision.reason)
+        if decision.allowed:
+            return None
+        if decision.reason == AGREEMENT_UNKNOWN:  # not loaded here yet: the sender retries
+            return Reason.AGREEMENT_UNKNOWN
+        return Reason.agreement_denied(decision.reason)
 
     return run
 

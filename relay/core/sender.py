@@ -74,6 +74,11 @@ to a partner whose packets were queued meanwhile) ends within a few seconds."""
 _LIMIT_NAMES = ("max_batch_size", "max_body_bytes")
 
 _CALM_BATCHES = 64
+
+AGREEMENT_UNKNOWN_STANDS = timedelta(minutes=15)
+"""A case refused as ``agreement-unknown`` counts for the staff alert this long after its
+last refusal (its retries come at most ``max_delay``, 5 minutes by default, apart)."""
+_AGREEMENT_UNKNOWN_KEPT = 4096
 """Batches a partner takes without a 429 before it gets back one lane taken away."""
 
 _log = logging.getLogger("tongban.relay")
@@ -112,6 +117,9 @@ class Sender:
         self._lanes: dict[str, int] = {}
         self._calm: dict[str, int] = {}
         self.failed_lanes: list[BaseException] = []  # their errors, for the outbox loop
+        # cases a partner refused as "agreement-unknown" (it has not loaded the version),
+        # by (partner, case): when last; an accepted packet of the case ends it
+        self._agreement_unknown: dict[tuple[str, str], datetime] = {}
 
     async def deliver_once(self, *, refill: bool = False) -> int:
         """One pass, every due partner served before it returns. With ``refill`` a
@@ -432,9 +440,13 @@ class Sender:
                     OutboxUpdate(s.packet_id, OutboxState.DELIVERED, receipt=token, audit_leaf=leaf)
                 )
                 settled += 1
+                if self._agreement_unknown:
+                    self._agreement_unknown.pop((peer, s.case_id), None)
             elif receipt.reason in RETRYABLE_REASONS:
                 if receipt.reason == "attachment-missing":  # whatever we noted: ask again
                     self._store.unmark_uploaded(peer, [a.digest for a in s.attachments])
+                elif receipt.reason == "agreement-unknown":
+                    self._note_agreement_unknown(peer, s.case_id, at)
                 retry = at + backoff_delay(self._policy, out.item.attempts + 1, self._rng.random())
                 updates.append(
                     OutboxUpdate(
@@ -538,6 +550,25 @@ class Sender:
             _log.warning("receipt from %s does not name packet %s", peer, s.packet_id)
             return None
         return r
+
+    def _note_agreement_unknown(self, peer: str, case_id: str, at: datetime) -> None:
+        self._agreement_unknown.pop((peer, case_id), None)
+        self._agreement_unknown[(peer, case_id)] = at  # last: the oldest come first
+        if len(self._agreement_unknown) > _AGREEMENT_UNKNOWN_KEPT:
+            del self._agreement_unknown[next(iter(self._agreement_unknown))]
+
+    def agreement_unknown(self, now: datetime) -> dict[str, tuple[int, datetime]]:
+        """Partners that refused packets as ``agreement-unknown`` (they have not loaded
+        the agreement version the packets name) in the last
+        :data:`AGREEMENT_UNKNOWN_STANDS`: how many cases wait, and the latest refusal
+        (kept in memory: after a restart the packets' retries bring it back)."""
+        standing: dict[str, tuple[int, datetime]] = {}
+        for (peer, _), at in list(self._agreement_unknown.items()):
+            if now - at > AGREEMENT_UNKNOWN_STANDS:
+                continue
+            count, latest = standing.get(peer, (0, at))
+            standing[peer] = (count + 1, max(latest, at))
+        return standing
 
     def failing_since(self) -> dict[str, datetime]:
         """Partners whose every request failed (retry-later) since when, by node id

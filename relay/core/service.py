@@ -556,6 +556,11 @@ class RelayNode:
         """Partners the outbox could not deliver to since when (consecutive failures)."""
         return self._sender.failing_since()
 
+    def partners_lacking_agreements(self) -> dict[str, tuple[int, datetime]]:
+        """Partners that have not loaded the agreement version some of our packets name:
+        how many cases wait for it, and the latest such refusal."""
+        return self._sender.agreement_unknown(self._clock())
+
     @property
     def outbox_policy(self) -> OutboxPolicy:
         return self._policy

@@ -175,6 +175,25 @@ def delivery_alerts(core: RelayApi, now: datetime) -> list[StaffAlert]:
         )
     alerts += profile_refusal_alerts(core, now)
     alerts += rejection_alerts(core, now)
+    for peer, (cases, latest) in sorted(core.partners_lacking_agreements().items()):
+        alerts.append(
+            StaffAlert(
+                id=f"outbox:agreement-unknown:{peer}",
+                source="outbox",
+                code="partner-lacks-agreement",
+                severity=Severity.WARNING,
+                at=latest,
+                title_zh="对方节点尚未载入案卷所依据的协议版本，案卷正在排队重试",
+                title_en="A partner has not loaded the agreement version our packets name; "
+                "they wait",
+                detail=f"Node {peer} refuses packets of {cases} case(s) as agreement-unknown: "
+                "it does not hold the agreement version they were sent under (signed by "
+                "every party). They are retried until it does. Ask the partner's office to "
+                "install the signed agreement file and reload its node",
+                subject=peer,
+                extra={"cases": cases, "peer": peer},
+            )
+        )
     for peer, since in sorted(core.unreachable_partners().items()):
         if now - since < PARTNER_UNREACHABLE_AFTER:
             continue

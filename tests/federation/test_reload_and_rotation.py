@@ -15,6 +15,7 @@ import pytest
 from cryptography import x509
 from federation_kit import (
     Federation,
+    agreement_file,
     delivered,
     reload_over_http,
     resolved,
@@ -86,6 +87,38 @@ async def test_a_broken_file_is_refused_whole_and_the_old_state_keeps_working(
     status, report = await reload_over_http(fed.nodes[A])
     assert (status, report["ok"], report["partners"]) == (200, True, [B])
     assert "reload-failed" not in await _alert_codes(fed, A)
+
+
+async def test_a_version_one_partner_has_not_loaded_yet_waits_until_it_reloads(
+    pair: Federation,
+) -> None:
+    """Both offices signed version 2; A's administrator loads it first. B refuses A's
+    packets as agreement-unknown (retried, not rejected), both boards say who must act,
+    and the packet goes once B reloads."""
+    fed = pair
+    signers = {n: d for p in fed.provinces.values() for n, d in p.nodes.items()}
+    agreement_file(fed.agreements / "federation-v2.json", signers, version=2)
+    assert (await fed.nodes[A].reload()).ok
+    packet = await send(fed.nodes[A], B, "V2-FIRST-AT-A")
+    client = staff_client(fed.nodes[A])
+
+    async def refused_for_the_agreement() -> dict[str, object]:
+        async with asyncio.timeout(60):
+            while True:
+                for item in (await client.get("/staff/v1/outbox"))["items"]:
+                    if item["packet"]["packet_id"] == packet and item["reason"]:
+                        return dict(item)
+                await asyncio.sleep(0.05)
+
+    item = await refused_for_the_agreement()
+    assert (item["state"], item["reason"]) == ("queued", "agreement-unknown")
+    assert "agreement-unknown" in await _alert_codes(fed, B)
+    assert "partner-lacks-agreement" in await _alert_codes(fed, A)
+
+    assert (await fed.nodes[B].reload()).ok
+    assert (await delivered(fed.nodes[A], packet))["state"] == "delivered"
+    assert "agreement-unknown" not in await _alert_codes(fed, B)
+    assert "partner-lacks-agreement" not in await _alert_codes(fed, A)
 
 
 async def test_a_bundle_that_does_not_parse_is_refused_by_reload(pair: Federation) -> None:
