@@ -20,6 +20,7 @@ the agreement allows and those of the two nodes.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -175,7 +176,7 @@ def unknown_agreement_alerts(authorizer: AgreementAuthorizer, now: datetime) -> 
             "the partner keeps retrying until then",
             subject=sender,
         )
-        alerts.append(alert)
+        alerts.append(replace(alert, extra={"peer": sender}))  # the console names it
     return alerts
 
 

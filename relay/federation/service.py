@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import ssl
@@ -32,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -369,7 +371,7 @@ class FederationService:
                 )
         for node_id in sorted(self.resolution.unresolved):
             out.append(
-                _alert(
+                _partner_alert(
                     f"unresolved:{node_id}",
                     "partner-unresolved",
                     Severity.WARNING,
@@ -403,3 +405,9 @@ def _strings(value: object) -> list[str]:
 
 
 _alert = partial(StaffAlert.of, SOURCE)  # (key, code, severity, now, zh, en, detail, subject)
+
+
+def _partner_alert(*args: Any) -> StaffAlert:
+    """An alert about the partner node its subject names (the console shows its office)."""
+    alert = _alert(*args)
+    return dataclasses.replace(alert, extra={"peer": alert.subject})

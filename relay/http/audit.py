@@ -31,6 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from relay.alerts import ALERTS, Severity, StaffAlert
+from relay.audit.checkpoint import node_id_of_origin
 from relay.audit.errors import AuditError, CheckpointError, LogStoreError
 from relay.audit.service import AuditService, LeafNotFound
 from relay.http.body import read_json_object
@@ -162,7 +163,7 @@ def add_audit_staff_routes(app: web.Application, audit: AuditService) -> None:
                 detail=f"{a.detail}. Both signed checkpoints are kept as evidence; "
                 "raise it with the partner office, then resume witnessing",
                 subject=a.origin,
-                extra={"origin": a.origin, "reason": a.reason,
+                extra={"origin": a.origin, "reason": a.reason, "peer": _node_of(a.origin),
                        "evidence": None if a.evidence is None else a.evidence.to_json()},
             )  # fmt: skip
 
@@ -178,3 +179,11 @@ def add_audit_staff_routes(app: web.Application, audit: AuditService) -> None:
     app.router.add_post("/staff/v1/audit/checkpoint", post_checkpoint)
     app.router.add_post("/staff/v1/audit/partners/{node:[0-9]{6}}/resume", post_resume)
     app[ALERTS].add_source("audit", alerts)
+
+
+def _node_of(origin: str) -> str | None:
+    """The partner node an origin names (the console shows its office by name)."""
+    try:
+        return node_id_of_origin(origin)
+    except CheckpointError:
+        return None

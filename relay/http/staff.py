@@ -209,7 +209,7 @@ def delivery_alerts(core: RelayApi, now: datetime) -> list[StaffAlert]:
                 detail=f"Every delivery to node {peer} has failed since {since.isoformat()}. "
                 "Check the network and the partner's address and certificate with its office",
                 subject=peer,
-                extra={"since": since.isoformat()},
+                extra={"since": since.isoformat(), "peer": peer},
             )
         )
     return alerts

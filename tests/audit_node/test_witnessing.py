@@ -107,6 +107,7 @@ async def test_rewritten_or_truncated_log_is_detected_and_the_partner_halted(
     assert status == 200
     [alert] = body["alerts"]
     assert alert["origin"] == origin_for(B)
+    assert alert["peer"] == B  # the console names the partner office by it
     assert alert["reason"] == reason
     second = alert["evidence"]["second"].encode()
     open_checkpoint(second, _seal_key(pair, B))  # B really signed the conflicting note

@@ -135,6 +135,7 @@ async def test_directory_alerts_while_the_node_works_on_its_cache(tmp_path: Path
     codes = {a.code: a for a in node.alerts(clock())}
     assert set(codes) == {"partner-unresolved"}  # 320982: no Jiangsu directory held
     assert codes["partner-unresolved"].subject == B
+    assert codes["partner-unresolved"].to_json()["peer"] == B  # the console names it
     later = clock() + timedelta(seconds=down.validity + 1)
     assert {a.code for a in node.alerts(later)} == {"directory-unreachable", "partner-unresolved"}
     assert str(port) in node.alerts(later)[0].detail

@@ -77,6 +77,7 @@ async def test_a_partner_failing_for_an_hour_raises_an_alert(federation: Federat
     await sender.deliver_once()
     [alert] = delivery_alerts(sender, federation.clock())
     assert (alert.code, alert.subject) == ("partner-unreachable", DAFENG)
+    assert alert.to_json()["peer"] == DAFENG  # the console names the partner by it
     federation.network.down.clear()
     await drain(federation, WUCHANG)
     assert delivery_alerts(sender, federation.clock()) == []

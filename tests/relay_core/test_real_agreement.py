@@ -159,9 +159,14 @@ async def test_a_packet_under_a_version_the_partner_has_not_loaded_waits_for_it(
     now = federation.clock()
     [(peer, (cases, _))] = sender.partners_lacking_agreements().items()
     assert (peer, cases) == (DAFENG, 1)
-    assert [a.code for a in delivery_alerts(sender, now)] == ["partner-lacks-agreement"]
+    [lacks] = delivery_alerts(sender, now)
+    assert (lacks.code, lacks.to_json()["peer"]) == ("partner-lacks-agreement", DAFENG)
     [alert] = unknown_agreement_alerts(switch.current, now)
-    assert (alert.code, alert.subject) == ("agreement-unknown", WUCHANG)
+    assert (alert.code, alert.subject, alert.to_json()["peer"]) == (
+        "agreement-unknown",
+        WUCHANG,
+        WUCHANG,
+    )
 
     # the partner loads version 2: both packets go and the alerts end
     switch.install(_authorizer(active(v1), active(v2)), federation.pki.bundle, now)
