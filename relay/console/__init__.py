@@ -78,6 +78,9 @@ class ConsoleLayer:
             signer=keys.seal,
             public_base=self._public_base(),
             clock=services.desk.now,
+            publish_lists=(
+                None if services.licence_status is None else services.licence_status.publish_missing
+            ),
         )
         console = Console(
             desk=services.desk,

@@ -568,7 +568,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         text = require_str(body, "text", max_length=4000)
         if not text.isascii():
             raise Problem(400, ProblemCode.INVALID_REQUEST, "'text' must be ASCII (a link)")
-        svg = await asyncio.to_thread(console.licences.qr_svg, text)
+        svg = await asyncio.to_thread(console.licences.text_qr_svg, text)
         return web.Response(body=svg, content_type="image/svg+xml")
 
     async def attachment(request: web.Request) -> web.StreamResponse:

@@ -6,13 +6,15 @@ node, type the case's matter, department the office's names, status entries in t
 node's published revocation and suspension lists at the next free index), seals it
 with the node's seal key and takes the case's ``issue-licence`` step through the desk
 (which checks it, logs the ``issued`` licence event and sends it to the receiving
-office). Wrong input is a :class:`~relay.cases.errors.MalformedEvent` naming the field.
+office). The node's status lists the licence names are published first, empty, if the
+node has none yet: a verifier that finds no list takes the licence for unverifiable.
+Wrong input is a :class:`~relay.cases.errors.MalformedEvent` naming the field.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,8 +25,9 @@ from relay.cases.store import CaseRecord
 from relay.http.licences import status_url
 from signing.errors import MalformedInput
 from signing.keys import Signer
-from signing.licence import Licence, StatusEntry, issue_licence
-from signing.qr import render_qr
+from signing.licence import Licence, StatusEntry, issue_licence, parse_licence
+from signing.licence_compact import Issuer, issue_compact_licence, licence_url
+from signing.qr import render_qr, render_url_qr
 from signing.status_list import StatusPurpose
 
 __all__ = ["LicenceDesk"]
@@ -48,11 +51,13 @@ class LicenceDesk:
         signer: Signer,
         public_base: str,
         clock: Callable[[], datetime],
+        publish_lists: Callable[[Sequence[StatusEntry]], object] | None = None,
     ) -> None:
         self._desk = desk
         self._signer = signer
         self.public_base = public_base
         self._clock = clock
+        self._publish_lists = publish_lists  # LicenceStatus.publish_missing
         self._issuing = asyncio.Lock()
 
     async def issue(self, case_id: str, body: Mapping[str, Any], *, staff: str) -> CaseRecord:
@@ -98,9 +103,25 @@ class LicenceDesk:
             token = issue_licence(licence, self._signer, at=at)
         except MalformedInput as exc:
             raise MalformedEvent(f"the licence is not valid: {exc}") from None
+        if self._publish_lists is not None:  # before the licence exists: its lists exist
+            self._publish_lists(licence.status)
         details = {"licence": token, "licence_number": number, "staff": staff}
         return await self._desk.act(case_id, EventKind.ISSUE_LICENCE, details)
 
+    def qr_svg(self, token: str) -> bytes:
+        """The QR code a citizen scans: a link to this node's verify page, which a phone
+        camera opens (the bare ``vc+jwt`` is text it only shows). A licence this node
+        issued travels in the compact form (protocol.md §9.4, a small code); a partner's,
+        which only its issuer can seal so, as the whole token (``#token=``)."""
+        licence = parse_licence(token)
+        if licence.issuer_node != self._desk.node_id:
+            return render_url_qr(f"{self.public_base.rstrip('/')}/v#token={token}").svg
+        zh, en = licence.department_zh, licence.department_en
+        issuer = Issuer(licence.issuer_node, zh, en, self.public_base, self._signer.chain)
+        credential = issue_compact_licence(licence, self._signer, issuer)
+        return render_url_qr(licence_url(self.public_base, credential), scale=4).svg
+
     @staticmethod
-    def qr_svg(token: str) -> bytes:
-        return render_qr(token, scale=4).svg
+    def text_qr_svg(text: str) -> bytes:
+        """Any link (e.g. a tracking link) as a QR code."""
+        return render_qr(text, scale=4).svg

@@ -33,7 +33,7 @@ import functools
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from relay.permissions import StaffAction, require
 from relay.problem import Problem, ProblemCode
 from signing.errors import MalformedInput, SigningError
 from signing.keys import Signer
-from signing.licence import parse_licence
+from signing.licence import StatusEntry, parse_licence
 from signing.status_list import (
     StatusList,
     StatusListCredential,
@@ -170,6 +170,29 @@ class LicenceStatus:
 
         # both lists: publishing one may publish the other empty (the licence names both)
         return self._store.holding([_held(p) for p in StatusPurpose], locked)
+
+    def publish_missing(self, entries: Sequence[StatusEntry]) -> list[StatusPurpose]:
+        """Publish an empty list at each of ``entries``' URLs that this node has not
+        published yet (a licence about to be issued names them: a verifier that finds no
+        list cannot tell a valid licence from a revoked one); the purposes published.
+        Nothing is logged: no licence's status changes."""
+        now = self._clock()
+
+        def publish(entry: StatusEntry, _held: Held) -> bool:
+            path = self.status_dir / f"{entry.purpose.value}.jwt"
+            if path.exists():
+                return False
+            self.status_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            empty = self._sign(entry.list_url, StatusList.empty(entry.purpose), now)
+            os.replace(self._stage(path, empty), path)
+            return True
+
+        return [
+            entry.purpose
+            for entry in entries
+            if not (self.status_dir / f"{entry.purpose.value}.jwt").exists()
+            and self._store.holding([_held(entry.purpose)], functools.partial(publish, entry))
+        ]
 
     def renew_due(self) -> list[StatusPurpose]:
         """Re-sign every published list of this node with less than ``RENEW_BEFORE``

@@ -128,6 +128,19 @@ async def tongban_serve(config: Path, node: str) -> AsyncIterator[str]:
         await asyncio.wait_for(proc.wait(), 60)
 
 
+async def _scan_qr(png: bytes) -> str:
+    """The text of the one QR code in a screenshot, as a phone camera reads it."""
+    import io
+
+    import zxingcpp
+    from PIL import Image
+
+    [code] = zxingcpp.read_barcodes(
+        Image.open(io.BytesIO(png)), formats=zxingcpp.BarcodeFormat.QRCode
+    )
+    return str(code.text)
+
+
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
@@ -400,6 +413,15 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         # the licence print view with its QR code
         await h.click("#case-view a[href^='#/licence/']")
         await expect(h.locator("#licence-qr")).to_be_visible(timeout=MS)
+        # its QR code is a link a phone camera opens: the verify page, the licence in the
+        # compact form, valid at once (its status lists published at issuance)
+        scanned = await _scan_qr(await h.locator("#licence-qr").screenshot())
+        _, credential = scanned.split("/v#", 1)
+        assert credential.isdigit(), scanned
+        phone = await contexts[1].new_page()
+        await phone.goto(f"http://127.0.0.1:{ports[HANDLING]['public']}/v#{credential}")
+        await expect(phone.locator("#verdict")).to_have_text("有效", timeout=MS)
+        await phone.close()
         # suspended and reinstated by the licence officer, each with a reason, confirmed
         for button, reason in (
             ("#licence-suspend", "场所整改期间"),
