@@ -81,9 +81,14 @@ def numeric(t: datetime) -> int:
 
 
 def from_numeric(value: object, name: str) -> datetime:
+    """A NumericDate as an aware UTC time; :class:`MalformedInput` when it is not a
+    non-negative integer or lies beyond what a date can hold (year 9999)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise MalformedInput(f"{name} must be a non-negative integer NumericDate")
-    return datetime.fromtimestamp(value, UTC)
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise MalformedInput(f"{name} is out of range") from None
 
 
 def x5c_chain(token: str) -> tuple[x509.Certificate, ...]:

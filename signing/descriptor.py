@@ -24,7 +24,7 @@ import binascii
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any
@@ -32,6 +32,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from signing._claims import from_numeric
 from signing.certificates import Purpose, TrustBundle, is_node_id, validate_path
 from signing.encoding import canonical_json, loads_shallow
 from signing.errors import InvalidSignature, MalformedInput
@@ -157,7 +158,7 @@ class NodeDescriptor:
             tls_chain=_parse_chain(obj["tls_chain"]),
             seal_chain=_parse_chain(obj["seal_chain"]),
             hpke_keys=tuple(HpkePublicKey.from_json(k) for k in keys),
-            issued_at=datetime.fromtimestamp(issued, UTC),
+            issued_at=from_numeric(issued, "issued_at"),
         )
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -39,6 +39,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from signing import pathcache
+from signing._claims import from_numeric
 from signing.certificates import Purpose, TrustBundle, is_node_id
 from signing.descriptor import NodeDescriptor, verify_descriptor
 from signing.encoding import b64url, b64url_decode, canonical_json, loads_shallow
@@ -221,8 +222,8 @@ class FederationDirectory:
         return cls(
             federation=_text(obj, "federation"),
             serial=_int(obj, "serial"),
-            issued_at=datetime.fromtimestamp(_int(obj, "issued_at"), UTC),
-            expires_at=datetime.fromtimestamp(_int(obj, "expires_at"), UTC),
+            issued_at=from_numeric(_int(obj, "issued_at"), "issued_at"),
+            expires_at=from_numeric(_int(obj, "expires_at"), "expires_at"),
             entries=tuple(DirectoryEntry.from_json(n) for n in nodes),
         )
 

@@ -296,7 +296,10 @@ def _status_set(args: argparse.Namespace) -> int:
     if current is None:
         if not args.url:
             raise CliError("usage", f"{args.list} does not exist; give --url to create it")
-        url, lst = args.url, StatusList.empty(purpose, args.size)
+        try:
+            url, lst = args.url, StatusList.empty(purpose, args.size)
+        except MalformedInput as exc:
+            raise CliError("usage", f"--size: {exc}") from None
     else:
         if current.issuer_node != node:
             raise CliError("status-list", f"{args.list} belongs to node {current.issuer_node}")

@@ -38,7 +38,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -53,9 +53,10 @@ from relay.dossier.surveys import REPORT_TYP, SURVEYS, case_report_tokens, check
 from relay.timestamps.tokens import Stamp, TimestampError, TsaTrust, check_response
 from remote_survey.room import REPORT_FILE
 from signing import pathcache
+from signing._claims import from_numeric
 from signing.certificates import TrustBundle
 from signing.encoding import b64url_decode, canonical_json
-from signing.errors import SigningError
+from signing.errors import MalformedInput, SigningError
 from signing.jws import verify_compact
 
 __all__ = ["DossierError", "Line", "Report", "Revocation", "verify_dossier"]
@@ -148,10 +149,10 @@ def _header(token: str) -> Mapping[str, Any]:
 
 
 def _claimed(header: Mapping[str, Any]) -> datetime:
-    iat = header.get("iat")
-    if not isinstance(iat, int) or isinstance(iat, bool) or iat < 0:
-        raise SigningError("iat missing")
-    return datetime.fromtimestamp(iat, UTC)
+    try:
+        return from_numeric(header.get("iat"), "iat")
+    except MalformedInput:
+        raise SigningError("iat missing or out of range") from None
 
 
 class _Context:

@@ -11,6 +11,7 @@ from casekit import HANDLING
 from casekit_offices import free_port, make_offices, serve
 
 from relay.cases.model import EventKind
+from signing.encoding import b64url, b64url_decode, canonical_json
 from signing.licence import Licence, StatusEntry, issue_licence
 from signing.status_list import (
     StatusList,
@@ -229,12 +230,17 @@ async def test_public_licence_verification_fetches_the_issuers_status_list(
                 flipped = "AAAA" if payload[-4:] != "AAAA" else "BBBB"
                 tampered = f"{head}.{payload[:-4]}{flipped}.{sig}"
                 _, bad = await post(http, endpoint, {"token": tampered})
+                claims = json.loads(b64url_decode(payload))
+                far = b64url(canonical_json({**claims, "exp": 10**12}))
+                far_status, far_off = await post(http, endpoint, {"token": f"{head}.{far}.{sig}"})
         finally:
             offices.close()
     assert results[3]["valid"] is True
     assert results[7]["valid"] is False
     assert results[7]["failure"] == "revoked"
     assert bad["valid"] is False
+    assert far_status != 500, far_off  # a date no calendar holds is bad input
+    assert far_off.get("valid") is not True
     assert bad["failure"] == "signature"
     assert {c["check"]: c["outcome"] for c in results[3]["checks"]}["entitlement"] == "passed"
 

@@ -168,6 +168,12 @@ def test_usage_errors_exit_2(
     other = ["--node-dir", str(fed.nodes[OTHER]), "--list", str(lst)]
     bit = ["--index", "1", "--purpose", "revocation", "--value", "1"]
     assert main(["licence", "status", "set", *other, *bit]) == 2
+    # a list smaller than the 131,072 entries §9.2 asks for: a usage error, no traceback
+    capsys.readouterr()
+    small = ["--node-dir", str(fed.nodes[ISSUER]), "--list", str(tmp_path / "small.jwt")]
+    url = ["--url", f"{BASE}/revocation", "--size", "1000"]
+    assert main(["licence", "status", "set", *small, *bit, *url]) == 2
+    assert "error[usage]" in capsys.readouterr().err
 
 
 def test_installed_entry_point_exit_code(fed: Federation, issued: Path, tmp_path: Path) -> None:

@@ -266,6 +266,25 @@ def test_malformed_tokens_are_reported_not_raised(fed: Federation, junk: str) ->
     assert report.to_json()["failure"] == "malformed"
 
 
+@pytest.mark.parametrize("where", ["exp", "nbf", "iat", "header-iat"])
+def test_a_time_beyond_year_9999_is_malformed_not_an_error(fed: Federation, where: str) -> None:
+    """Unsigned or signed, a NumericDate no date can hold is reported (the public verify
+    route answered such an edited token with a 500)."""
+    claims = make_licence().to_claims()
+    if where != "header-iat":
+        claims[where] = 10**12
+    token = sign_compact(canonical_json(claims), fed.signer(ISSUER), typ="vc+jwt", at=T0)
+    if where == "header-iat":
+        head, payload, signature = token.split(".")
+        header = json.loads(b64url_decode(head))
+        token = f"{b64url(canonical_json({**header, 'iat': 10**12}))}.{payload}.{signature}"
+    else:
+        with pytest.raises(MalformedInput):
+            parse_licence(token)
+    report = verify_licence(token, fed.bundle, at=AT)
+    assert report.failure in (Failure.MALFORMED, Failure.SIGNATURE)
+
+
 def test_signed_jwt_that_is_not_a_licence(fed: Federation) -> None:
     claims = make_licence().to_claims()
     del claims["vc"]["credentialSubject"]["lt"]
