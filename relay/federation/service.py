@@ -53,6 +53,7 @@ from relay.federation.partners import (
     resolve_partners,
 )
 from relay.federation.publish import write_atomically
+from relay.http.body import read_at_most
 from relay.tls import BundleSource
 from signing.certificates import TrustBundle
 from signing.errors import InvalidSignature
@@ -246,8 +247,8 @@ class FederationService:
         async with session.get(base + DIRECTORY_PATH) as response:
             if response.status != 200:
                 raise ValueError(f"HTTP {response.status}")
-            body = await response.content.read(MAX_DOCUMENT_BYTES + 1)
-        if len(body) > MAX_DOCUMENT_BYTES:
+            body = await read_at_most(response.content, MAX_DOCUMENT_BYTES)
+        if body is None:
             raise ValueError("answer too large")
         document = json.loads(body)
         if not isinstance(document, dict):

@@ -5,13 +5,28 @@ from __future__ import annotations
 
 from typing import Any, overload
 
+import aiohttp
 from aiohttp import web
 
 from relay.problem import Problem, ProblemCode
 from signing.encoding import loads_ijson
 from signing.errors import MalformedInput
 
-__all__ = ["limit_param", "read_json_object", "require_str"]
+__all__ = ["limit_param", "read_at_most", "read_json_object", "require_str"]
+
+
+async def read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes | None:
+    """A response body to its end, or None once it is longer than ``limit`` bytes.
+    (``stream.read(n)`` returns what has arrived so far, up to ``n``: a body that comes
+    in several pieces would be cut short.)"""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in stream.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import aiohttp
 from aiohttp import web
 
 from agreements.catalog import Catalog, default_catalog
-from relay.http.body import read_json_object, require_str
+from relay.http.body import read_at_most, read_json_object, require_str
 from relay.http.qr_decode import add_qr_decode_route
 from relay.problem import Problem, ProblemCode
 from relay.tls import client_context
@@ -124,11 +124,12 @@ class LicenceVerifier:
             ):
                 if response.status != 200:
                     return None
-                data = await response.content.read(_MAX_LIST + 1)
+                data = await read_at_most(response.content, _MAX_LIST)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             _log.info("status list %s unavailable: %s", url, exc)
             return None
-        if len(data) > _MAX_LIST:
+        if data is None:
+            _log.info("status list %s is larger than %d bytes", url, _MAX_LIST)
             return None
         return data.decode("ascii", "replace").strip()
 
