@@ -97,6 +97,7 @@ class CaseServices:
             if self.licence_status is not None:
                 add_licence_status_routes(app, self.licence_status)
                 app.cleanup_ctx.append(self._renewing_status_lists)
+                app[ALERTS].add_source("licences", self.licence_status.alerts)
             if not self._one_worker:
                 app.cleanup_ctx.append(self._sending_unsent)
         elif listener == "public":

@@ -40,6 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
+from relay.alerts import Severity, StaffAlert
 from relay.audit.leaves import LicenceEvent
 from relay.audit.licence_events import licence_leaf
 from relay.cases.desk import CaseDesk
@@ -47,7 +48,7 @@ from relay.cases.sqlite_store import Held, SqliteCaseStore
 from relay.http.body import read_json_object, require_str
 from relay.permissions import StaffAction, require
 from relay.problem import Problem, ProblemCode
-from signing.errors import MalformedInput, SigningError
+from signing.errors import MalformedInput
 from signing.keys import Signer
 from signing.licence import StatusEntry, parse_licence
 from signing.status_list import (
@@ -218,6 +219,35 @@ class LicenceStatus:
             if self._store.holding([_held(purpose)], functools.partial(renew, purpose))
         ]
 
+    def alerts(self, now: datetime) -> list[StaffAlert]:
+        """A published list that renewal has left to run low (less than
+        ``RENEW_BEFORE`` minus a day left: hourly renewals have failed for a day) or
+        that ran out: once it has, every licence of this node verifies as
+        unconfirmable."""
+        alerts: list[StaffAlert] = []
+        for purpose in StatusPurpose:
+            path = self.status_dir / f"{purpose.value}.jwt"
+            try:
+                current = parse_status_list(path.read_text("ascii").strip())
+            except FileNotFoundError:
+                continue
+            except (OSError, UnicodeDecodeError, MalformedInput) as exc:
+                detail = f"{path} cannot be read as a status list ({exc})"
+                alerts.append(_list_alert(purpose, Severity.CRITICAL, now, detail))
+                continue
+            left = current.valid_until - now
+            if left > RENEW_BEFORE - timedelta(days=1):
+                continue
+            severity = Severity.CRITICAL if left <= timedelta(0) else Severity.WARNING
+            detail = (
+                f"the {purpose.value} status list published at {current.url} is valid until "
+                f"{current.valid_until.isoformat()} and was not renewed (see the node's log); "
+                "once it runs out, verifiers cannot confirm this office's licences. Fix the "
+                "cause (storage, database, seal key), then restart the node"
+            )
+            alerts.append(_list_alert(purpose, severity, now, detail))
+        return alerts
+
     def _sign(self, url: str, lst: StatusList, now: datetime) -> str:
         credential = StatusListCredential(
             issuer_node=self.node_id, url=url, status_list=lst, issued_at=now, valid_from=now,
@@ -238,6 +268,23 @@ class LicenceStatus:
         return Path(staged)
 
 
+def _list_alert(
+    purpose: StatusPurpose, severity: Severity, now: datetime, detail: str
+) -> StaffAlert:
+    return StaffAlert.of(
+        "licences",
+        f"status-list:{purpose.value}",
+        "status-list-not-renewed",
+        severity,
+        now,
+        "证照状态列表未能按时更新，到期后各方将无法确认本单位证照的状态",
+        "The licence status list was not renewed; once it runs out no licence of this "
+        "office can be confirmed",
+        detail,
+        subject=purpose.value,
+    )
+
+
 def _held(purpose: StatusPurpose) -> str:
     """The name a worker holds a status list by (:meth:`SqliteCaseStore.holding`)."""
     return f"status-list:{purpose.value}"
@@ -245,12 +292,13 @@ def _held(purpose: StatusPurpose) -> str:
 
 async def renew_status_lists_hourly(status: LicenceStatus, stop: asyncio.Event) -> None:
     """Run :meth:`LicenceStatus.renew_due` now and every hour until ``stop``; a
-    failure is logged at ERROR and tried again the next hour."""
+    failure (any: a database error too) is logged at ERROR and tried again the next
+    hour, and :meth:`LicenceStatus.alerts` says so once a list is overdue."""
     while not stop.is_set():
         try:
             for purpose in status.renew_due():
                 _log.info("status list %s re-signed before it ran out", purpose.value)
-        except (OSError, MalformedInput, SigningError):
+        except Exception:
             _log.exception("the node's status lists could not be renewed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 3600)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from relay.http.licence_status import (
     RENEW_BEFORE,
     LicenceStatus,
     add_licence_status_routes,
+    renew_status_lists_hourly,
 )
 from signing.licence import Licence, StatusEntry, issue_licence
 from signing.status_list import StatusPurpose, parse_status_list
@@ -156,6 +159,40 @@ async def test_published_status_lists_are_re_signed_before_they_run_out(
         status.renew_due()
         current = parse_status_list(path.read_text("ascii").strip())
         assert current.valid_until - clock() > RENEW_BEFORE
+
+
+async def test_a_renewal_that_fails_is_tried_again_and_an_overdue_list_is_alerted(
+    offices: Offices,
+) -> None:
+    """A database error in a renewal ended the hourly task for good, silently: the lists
+    then ran out 30 days later and every licence of the office went unconfirmable."""
+    h, clock = offices.h, offices.clock
+    await _issue(offices, "XK-320982-0009", 9)
+    status = _status(offices)
+    status.change("XK-320982-0009", StatusPurpose.SUSPENSION, True)
+    assert status.alerts(clock()) == []
+    clock.advance(days=LIST_VALID_DAYS - 8)  # renewal is due, and a day overdue
+
+    def broken(*_: object) -> object:
+        raise sqlite3.OperationalError("database is locked")
+
+    holding = status._store.holding
+    status._store.holding = broken  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = asyncio.create_task(renew_status_lists_hourly(status, stop))
+    await asyncio.sleep(0.1)
+    assert not task.done()  # the failure is logged; the next hour tries again
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert {(a.code, a.severity.value) for a in status.alerts(clock())} == {
+        ("status-list-not-renewed", "warning")
+    }
+    clock.advance(days=9)
+    assert {a.severity.value for a in status.alerts(clock())} == {"critical"}
+    status._store.holding = holding  # type: ignore[method-assign]
+    assert set(status.renew_due()) == set(StatusPurpose)
+    assert status.alerts(clock()) == []
+    assert (h.verifier.status_dir / "revocation.jwt").exists()
 
 
 def _two_workers(offices: Offices, tmp_path: Path, numbers: list[str]) -> list[LicenceStatus]:

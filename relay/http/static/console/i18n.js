@@ -760,6 +760,7 @@ export const ALERT_NEXT_ZH = {
   "calendar-next-year-provisional": "请管理员在国务院公布安排后导入该年度的节假日安排。",
   "calendar-file-invalid": "请管理员修正节假日安排文件后重新导入。",
   "sla-clock-unknown": "请管理员导入覆盖该案件日期的节假日安排，办理时限才能计算。",
+  "status-list-not-renewed": "请管理员查看节点日志，排除存储、数据库或印章密钥的问题后重启节点；状态列表到期前必须恢复更新，否则本单位的证照都将无法核验。",
   "alert-source-failed": "部分告警暂时无法读取：请管理员查看日志。",
   other: "请联系管理员处理。",
 };
