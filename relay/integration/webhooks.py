@@ -14,13 +14,18 @@ node's seal key: protected header ``alg`` (EdDSA or ES256), ``typ``
 ``tongban-webhook+jws``, ``kid``, ``x5c`` (the seal certificate chain) and ``iat``. The
 target checks it with the node's seal certificate and any JOSE library.
 
-A 2xx answer settles the delivery. Anything else (an error status, a refused
-connection, a timeout) is retried after ``base_backoff * 2**(attempts-1)`` (capped at
-``max_backoff``, with jitter) until ``max_attempts``; then the delivery is *parked* with
-the last error as its reason, a staff alert stands (``webhook-parked``) and the target's
-next events follow. A target failing right now raises ``webhook-failing``. Targets are
-served concurrently, each by its own loop, so a slow or dead target holds back neither
-the others nor the relay (the dispatcher only reads and updates its own tables).
+A 2xx answer settles the delivery. An answer that says this event will never be
+taken as it is (:data:`PERMANENT_STATUSES`: 400, 409, 410, 413, 415, 422) parks it at
+once, so the target's next events are not held behind it. Anything else (another error
+status, a refused connection, a timeout: the target as a whole is down or misconfigured)
+is retried after ``base_backoff * 2**(attempts-1)`` (capped at ``max_backoff``, with
+jitter; longer when a 429 or 503 says so in ``Retry-After``) until ``max_attempts``;
+then the delivery is *parked* too. A parked delivery keeps the last error as its
+reason, a staff alert stands (``webhook-parked``) and the target's next events follow.
+A target failing right now raises ``webhook-failing`` (its CA file that cannot be read
+too). Targets are served concurrently, each by its own loop, so a slow or dead target
+holds back neither the others nor the relay (the dispatcher only reads and updates its
+own tables).
 """
 
 from __future__ import annotations
@@ -41,7 +46,10 @@ from relay.integration.store import Delivery, IntegrationStore
 from signing.jws import sign_compact
 from signing.keys import Signer
 
-__all__ = ["SIGNATURE_TYP", "WebhookDispatcher", "sign_body"]
+__all__ = ["PERMANENT_STATUSES", "SIGNATURE_TYP", "WebhookDispatcher", "sign_body"]
+
+PERMANENT_STATUSES = frozenset({400, 409, 410, 413, 415, 422})
+"""Answers about the event itself, which sending it again unchanged cannot mend."""
 
 SIGNATURE_TYP = "tongban-webhook+jws"
 _log = logging.getLogger("tongban.relay.webhooks")
@@ -59,6 +67,26 @@ def backoff(target: Webhook, attempts: int, rng: random.Random) -> timedelta:
     """The wait after the ``attempts``-th failed attempt (full exponential, ±20 %)."""
     base = min(target.max_backoff, target.base_backoff * 2 ** max(0, attempts - 1))
     return timedelta(seconds=base * rng.uniform(0.8, 1.2))
+
+
+async def _pause(stop: asyncio.Event, waker: asyncio.Event, seconds: float) -> None:
+    """Wait ``seconds``, or less when stopped or woken."""
+    stopping = asyncio.ensure_future(stop.wait())
+    woken = asyncio.ensure_future(waker.wait())
+    await asyncio.wait({stopping, woken}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    woken.cancel()
+
+
+def _retry_after(value: str | None) -> timedelta:
+    """A ``Retry-After`` of delay-seconds (an HTTP date counts as none)."""
+    if value is None or not value.strip().isascii() or not value.strip().isdigit():
+        return timedelta(0)
+    return timedelta(seconds=int(value.strip()))
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
 
 
 class WebhookDispatcher:
@@ -94,24 +122,29 @@ class WebhookDispatcher:
     async def _serve(
         self, target: Webhook, session: aiohttp.ClientSession, stop: asyncio.Event
     ) -> None:
-        context = None
-        if target.url.startswith("https:"):
-            context = ssl.create_default_context(cafile=str(target.ca) if target.ca else None)
+        context: ssl.SSLContext | None = None
         waker = self._wakers[target.url]
         while not stop.is_set():
             waker.clear()
+            if context is None and target.url.startswith("https:"):
+                try:
+                    context = self._context(target)
+                except (OSError, ssl.SSLError, ValueError) as exc:  # this target only
+                    _log.error("webhook target %s: CA file %s: %s", target.url, target.ca, exc)
+                    self._failing[target.url] = (self._clock(), f"CA file {target.ca}: {exc}")
+                    await _pause(stop, waker, max(self._poll, 60.0))
+                    continue
             try:
                 wait = await self._step(target, session, context)
             except storage_errors() as exc:  # storage: look again after a pause
                 _log.error("webhook delivery to %s: storage error: %s", target.url, exc)
                 wait = self._poll
-            if wait is None:
-                continue
-            stopping = asyncio.ensure_future(stop.wait())
-            woken = asyncio.ensure_future(waker.wait())
-            await asyncio.wait({stopping, woken}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            woken.cancel()
+            if wait is not None:
+                await _pause(stop, waker, wait)
+
+    @staticmethod
+    def _context(target: Webhook) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(target.ca) if target.ca else None)
 
     async def _step(
         self, target: Webhook, session: aiohttp.ClientSession, context: ssl.SSLContext | None
@@ -124,17 +157,20 @@ class WebhookDispatcher:
         now = self._clock()
         if delivery.next_at > now:
             return min(self._poll, (delivery.next_at - now).total_seconds())
-        error = await self._post(target, session, context, delivery)
+        answer = await self._post(target, session, context, delivery)
         now = self._clock()
-        if error is None:
+        if answer is None:
             await asyncio.to_thread(self._store.delivered, delivery.event_id, target.url, now)
             self._failing.pop(target.url, None)
             return None
+        error, permanent, later = answer
         attempts = delivery.attempts + 1
-        self._failing[target.url] = (now, error)
-        retry_at = (
-            None if attempts >= target.max_attempts else now + backoff(target, attempts, self._rng)
-        )
+        if permanent:  # the target took it in, and refused this event: the next may go
+            self._failing.pop(target.url, None)
+        else:
+            self._failing[target.url] = (now, error)
+        wait = max(backoff(target, attempts, self._rng), min(later, _seconds(target.max_backoff)))
+        retry_at = None if permanent or attempts >= target.max_attempts else now + wait
         if retry_at is None:
             _log.warning("webhook %s to %s parked: %s", delivery.event_id, target.url, error)
         await asyncio.to_thread(
@@ -148,7 +184,9 @@ class WebhookDispatcher:
         session: aiohttp.ClientSession,
         context: ssl.SSLContext | None,
         delivery: Delivery,
-    ) -> str | None:
+    ) -> tuple[str, bool, timedelta] | None:
+        """None when the target took the event; else the error, whether it is
+        permanent (:data:`PERMANENT_STATUSES`) and how long the target asked to wait."""
         body = delivery.body.encode("utf-8")
         event_type = delivery.event_id.split(":")[1]
         headers = {
@@ -167,9 +205,10 @@ class WebhookDispatcher:
                 await resp.read()
                 if 200 <= resp.status < 300:
                     return None
-                return f"HTTP {resp.status}"
+                later = _retry_after(resp.headers.get("Retry-After"))
+                return f"HTTP {resp.status}", resp.status in PERMANENT_STATUSES, later
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return f"{type(exc).__name__}: {exc}"[:300]
+            return f"{type(exc).__name__}: {exc}"[:300], False, timedelta(0)
 
     def alerts(self, now: datetime) -> Iterable[StaffAlert]:
         """The staff alerts of the webhook targets (an alert source)."""
@@ -181,8 +220,9 @@ class WebhookDispatcher:
                     severity=Severity.CRITICAL, at=now,
                     title_zh="业务系统推送已搁置", title_en="Webhook deliveries parked",
                     detail=(
-                        f"{row['parked']} event(s) to {url} were given up after the retry "
-                        "limit; fix the target, then retry them "
+                        f"{row['parked']} event(s) to {url} were refused by it for good "
+                        "(400, 409, 410, 413, 415 or 422) or given up after the retry limit; "
+                        "fix the target, then retry them "
                         "(POST /staff/v1/integration/webhooks/retry)."
                     ),
                     subject=url, extra={"parked": row["parked"]},

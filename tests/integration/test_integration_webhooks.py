@@ -15,6 +15,7 @@ import aiohttp
 import example_platform as example  # examples/platform.py (loaded by conftest)
 import integkit
 import pytest
+from aiohttp import web
 from casekit import HANDLING, RECEIVING
 from casekit_offices import Pki, free_port, serve
 from dbkit import Database
@@ -393,3 +394,54 @@ async def test_a_case_that_turns_red_and_ends_between_two_scans_has_its_red_even
         assert sla(w.r) == sla(w.h) == ["sla-yellow", "sla-red"]
     finally:
         w.close()
+
+
+async def test_an_event_the_platform_refuses_for_good_is_parked_and_holds_nothing_back(
+    data_pki: Pki, tmp_path: Path, clock
+):
+    """A 422 parks that event at once: retrying it (12 times over about half an hour by
+    default) held every later event of the target behind it. A target whose CA file
+    cannot be read waits with an alert; the other targets go on."""
+    seen: list[tuple[str, int]] = []
+
+    async def platform(request: web.Request) -> web.Response:
+        status = 200 if seen else 422  # the first event is one it can never take
+        seen.append((request.headers["Tongban-Event-Id"], status))
+        return web.json_response({}, status=status)
+
+    app = web.Application()
+    app.router.add_post("/webhooks", platform)
+    async with serve(app) as base:
+        url = f"{base}/webhooks"
+        broken = target(f"https://127.0.0.1:{free_port()}/x", ca=tmp_path / "missing.pem")
+        w = integkit.wired_offices(
+            data_pki, tmp_path, clock,
+            webhooks={RECEIVING: [target(url, base_backoff=600.0, max_backoff=600.0), broken]},
+        )  # fmt: skip
+        stop = asyncio.Event()
+        task = asyncio.create_task(w.r.dispatcher.run(stop))
+        try:
+            r = w.office(RECEIVING)
+            await r.desk.open_case(
+                matter=FOOD, mode="proxy_receipt", handling=HANDLING, application=FOOD_FORM
+            )
+            w.r.dispatcher.wake()
+            await _until(lambda: len(seen) >= 1, "the platform refused the first event")
+            second = await r.desk.open_case(
+                matter=FOOD, mode="proxy_receipt", handling=HANDLING, application=FOOD_FORM
+            )
+            w.r.dispatcher.wake()
+            wanted = f"{RECEIVING}:case-created:{second.record.case.header.case_id}"
+            # no clock advanced: a retry of the refused event would wait 10 minutes first
+            await _until(lambda: (wanted, 200) in seen, "the next event delivered")
+            troubled = {row["target"]: row for row in w.r.store.delivery_status() if row["parked"]}
+            [parked] = troubled[url]["troubled"]
+            assert (parked["attempts"], parked["error"]) == (1, "HTTP 422")
+            codes = {(a.code, a.subject) for a in w.r.dispatcher.alerts(clock())}
+            assert ("webhook-parked", url) in codes
+            assert ("webhook-failing", broken.url) in codes  # its CA file is missing
+            assert ("webhook-failing", url) not in codes  # the platform itself answers
+        finally:
+            stop.set()
+            await task
+            w.close()
