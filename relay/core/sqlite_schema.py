@@ -42,6 +42,12 @@ of queued or stored packets. It is derived data: rebuilt from ``outbox`` at ever
 Partial indexes (``outbox_live``, ``outbox_live_expiry``) hold only open packets, so
 delivered history costs nothing to skip.
 
+``outbox_blobs`` (step 5) names, by blob digest, the outgoing packets whose
+attachments it carries (written with the outbox row; step 5 fills it from the
+packets' summaries), as ``inbox_blobs`` does for incoming ones: one staged attachment
+may travel in packets of several cases, and the retention purge deletes a blob only
+when no packet of another case names it.
+
 ``outbox_refusals`` (step 4) names each packet refused for good: rejected by the partner,
 or dead (its case successors, dead as ``predecessor-*``, included; since this release an
 expired packet too: step 4 itself left out the expiries before it). It is written in
@@ -201,6 +207,26 @@ FROM outbox d WHERE d.state = 'rejected'
 DROP INDEX IF EXISTS outbox_parked;
 """
 
+_OUTBOX_BLOBS = """
+CREATE TABLE IF NOT EXISTS outbox_blobs (
+    digest TEXT NOT NULL, packet_id TEXT NOT NULL, PRIMARY KEY (digest, packet_id)
+);
+"""
+
+_OUTBOX_BLOBS_FILL = """
+INSERT INTO outbox_blobs (digest, packet_id)
+SELECT DISTINCT json_extract(a.value, '$.digest'), o.packet_id
+FROM outbox o, json_each(o.summary, '$.attachments') a
+WHERE json_valid(o.summary) AND json_extract(a.value, '$.digest') IS NOT NULL;
+"""
+
+_OUTBOX_BLOBS_FILL_PG = """
+INSERT INTO outbox_blobs (digest, packet_id)
+SELECT DISTINCT a.value ->> 'digest', o.packet_id
+FROM outbox o, jsonb_array_elements(COALESCE(o.summary::jsonb -> 'attachments', '[]')) a
+WHERE a.value ->> 'digest' IS NOT NULL;
+"""
+
 MIGRATIONS = [
     Migration(
         1,
@@ -211,6 +237,12 @@ MIGRATIONS = [
     Migration(2, "accepted packets not yet settled", _UNSETTLED, pg_ddl(_UNSETTLED)),
     Migration(3, "outgoing packets' bodies apart from their state", _BODIES, pg_ddl(_BODIES)),
     Migration(4, "packets refused for good, standing and noticed", _REFUSALS, pg_ddl(_REFUSALS)),
+    Migration(
+        5,
+        "which outgoing packet names which blob",
+        _OUTBOX_BLOBS + _OUTBOX_BLOBS_FILL,
+        pg_ddl(_OUTBOX_BLOBS) + _OUTBOX_BLOBS_FILL_PG,
+    ),
 ]
 """Steps of the ``relay`` component (step 1: the tables SQLite files already have)."""
 

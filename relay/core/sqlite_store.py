@@ -318,6 +318,12 @@ class SqlStore:
             " SELECT ord, ?, ? FROM outbox WHERE packet_id = ?",
             [(new.token, new.own_copy, new.summary.packet_id) for new in built],
         )
+        named = {(a.digest, n.summary.packet_id) for n in built for a in n.summary.attachments}
+        if named:
+            c.executemany(
+                "INSERT INTO outbox_blobs (digest, packet_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                sorted(named),
+            )
         first: dict[tuple[str, str], str] = {}
         for new in built:
             first.setdefault((new.summary.receiver, new.summary.case_id), new.summary.packet_id)
@@ -743,8 +749,12 @@ class SqlStore:
         return int(row[0])
 
     def packet_naming_blob(self, digest: str) -> str | None:
+        """An accepted packet naming the blob whose copy is still held (a case the
+        retention purge emptied holds none)."""
         row = self._conn.execute(
-            "SELECT packet_id FROM inbox_blobs WHERE digest = ? LIMIT 1", (digest,)
+            "SELECT b.packet_id FROM inbox_blobs b JOIN inbox i ON i.packet_id = b.packet_id"
+            " WHERE b.digest = ? AND i.token != '' LIMIT 1",
+            (digest,),
         ).fetchone()
         return None if row is None else str(row[0])
 

@@ -208,6 +208,9 @@ class RetentionPurge:
                     " WHERE ord IN (SELECT ord FROM outbox WHERE case_id = ?)",
                     (case_id,),
                 )
+                # one staged file may travel in packets of several cases (the same scan
+                # handed in twice): its blob stays while a packet of another case names it
+                digests = {d for d in digests if not _named_elsewhere(conn, d, case_id)}
                 for digest in digests:
                     conn.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
                     conn.execute("DELETE FROM attachments WHERE blob_digest = ?", (digest,))
@@ -220,6 +223,24 @@ class RetentionPurge:
                 path.unlink()
                 removed += 1
         return len(inbox) + len(outbox), removed
+
+
+def _named_elsewhere(conn: Any, digest: str, case_id: str) -> bool:
+    """A packet of another case, its copy not purged, names blob ``digest``."""
+    incoming = conn.execute(
+        "SELECT 1 FROM inbox_blobs b JOIN inbox i ON i.packet_id = b.packet_id"
+        " WHERE b.digest = ? AND i.case_id != ? AND i.token != '' LIMIT 1",
+        (digest, case_id),
+    ).fetchone()
+    if incoming is not None:
+        return True
+    outgoing = conn.execute(
+        "SELECT 1 FROM outbox_blobs b JOIN outbox o ON o.packet_id = b.packet_id"
+        " JOIN outbox_bodies d ON d.ord = o.ord"
+        " WHERE b.digest = ? AND o.case_id != ? AND d.own_copy != '' LIMIT 1",
+        (digest, case_id),
+    ).fetchone()
+    return outgoing is not None
 
 
 def _attachment_digests(summary_json: str) -> set[str]:

@@ -260,6 +260,65 @@ async def test_the_retention_purge_removes_the_content_and_keeps_receipts_and_pr
     assert w.h.store.applicant_of(case_id) is None
 
 
+async def _stage(office: Any, data: bytes) -> str:
+    """``data`` staged at ``office`` as a clerk's upload; its plaintext digest."""
+    digest = hashlib.sha256(data).hexdigest()
+
+    async def chunks() -> Any:
+        yield data
+
+    info = await office.relay.write_attachment(
+        digest, len(data), 0, chunks(), media_type="application/pdf", name="营业执照.pdf"
+    )
+    assert info is not None
+    return digest
+
+
+async def _read(stream: Any) -> bytes:
+    return b"".join([chunk async for chunk in stream])
+
+
+async def test_a_purge_keeps_the_attachment_a_younger_case_shares(offices: WiredOffices):
+    """The same scan handed in for two cases is one staged blob, in both offices. The
+    older case's purge deleted it, and the younger case, still being handled, could
+    open its attachment no more at either office."""
+    w = offices
+    r, h = w.office(RECEIVING), w.office(HANDLING)
+    scan = b"%PDF-1.4 the same business licence scan " * 200
+    digest = await _stage(r, scan)
+    old, young = [
+        (
+            await r.desk.open_case(
+                matter=BOOKS, mode="proxy_receipt", handling=HANDLING, application=FORM,
+                attachments=[digest],
+            )
+        ).record.case.header.case_id
+        for _ in range(2)
+    ]  # fmt: skip
+    await w.deliver()
+    await h.desk.act(old, K.REJECT, {"reason": "材料不全"})
+    await w.deliver()
+    ended = w.clock()
+    w.clock.now = ended + timedelta(days=20)
+    await h.desk.act(young, K.ACCEPT, {})  # the younger case ends 20 days later
+    await h.desk.act(young, K.DECIDE, {"decision": "deny", "reason": "经营场所不符合要求"})
+    await w.deliver()
+    [item] = h.relay.list_inbox(case_id=young)
+    blob = item.summary.attachments[0].digest
+    w.clock.now = ended + timedelta(days=365 * 30 + 8)  # the old case is due, not the young
+    assert w.r.purge.run() == [old]
+    assert w.h.purge.run() == [old]
+    assert await _read(r.relay.open_attachment(digest)) == scan  # staged at the receiving
+    assert await _read(h.relay.open_attachment(blob)) == scan  # received at the handling
+    # once the younger case is purged too, the blob goes at both offices
+    w.clock.now += timedelta(days=20)
+    assert w.r.purge.run() == [young]
+    assert w.h.purge.run() == [young]
+    for office, name in ((r, digest), (h, blob)):
+        with pytest.raises(RelayError):
+            await _read(office.relay.open_attachment(name))
+
+
 async def test_a_purge_stopped_before_it_was_noted_still_forgets_the_applicant(
     offices: WiredOffices, monkeypatch: pytest.MonkeyPatch
 ):

@@ -48,7 +48,8 @@ def _sqlite_as_step_2(path: Path) -> None:
         str(r[0])
         for r in conn.execute(
             "SELECT name FROM old.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            " AND name NOT IN ('outbox', 'outbox_bodies', 'outbox_refusals', 'schema_versions')"
+            " AND name NOT IN ('outbox', 'outbox_bodies', 'outbox_refusals', 'outbox_blobs',"
+            " 'schema_versions')"
         )
     ]
     for table in tables:
