@@ -6,8 +6,10 @@ A CRL in the trust bundle warns 7 days before its nextUpdate and is critical onc
 the directory key that signs its own province's federation directory, warn 30 days
 before they expire and are critical within 7; an agreement the node is party to warns 30 days before
 it ends. :func:`expiry_alerts` is the pure core (data and the instant in, alerts out);
-:class:`ExpiryWatch` reads the files anew on every call (so a renewed CRL or certificate
-clears its alert by itself) and logs each standing alert as a WARNING once a day.
+:class:`ExpiryWatch` reads the CRLs and agreements anew on every call (so a renewed one
+clears its alert by itself), watches the certificates the node *uses* (a renewed file
+clears nothing until the node has loaded it: ``certificate-not-loaded`` says to reload
+or restart meanwhile), and logs each standing alert as a WARNING once a day.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "ExpiryWatch",
     "expiry_alerts",
     "expiry_detail",
+    "read_certificates",
     "watch_until_stopped",
 ]
 
@@ -58,10 +61,35 @@ def expiry_alerts(
     agreements: Iterable[Agreement],
     node_id: str,
     directory_keys: Mapping[str, x509.Certificate] | None = None,
+    on_disk: Mapping[str, x509.Certificate] | None = None,
 ) -> list[StaffAlert]:
     """The alerts standing at ``now`` for everything given that runs out;
-    ``directory_keys`` maps a federation name to its directory-signing certificate."""
+    ``directory_keys`` maps a federation name to its directory-signing certificate.
+    ``certificates`` are those the node uses; ``on_disk`` those in its key folder: one
+    that differs (renewed, not loaded yet) is an alert of its own until it is loaded."""
     out: list[StaffAlert] = []
+    for name, cert in sorted((on_disk or {}).items()):
+        used = certificates.get(name)
+        if used is None or used == cert:
+            continue
+        how = "reload the node (tongban reload)" if name == "tls" else "restart the node"
+        out.append(
+            _alert(
+                f"certificate-not-loaded:{name}",
+                "certificate-not-loaded",
+                Severity.WARNING
+                if used.not_valid_after_utc - now > CERT_CRITICAL
+                else Severity.CRITICAL,
+                now,
+                "新证书已放入密钥目录，但节点仍在使用旧证书",
+                "A new certificate is in the key folder, but the node still uses the old one",
+                f"{name}.pem in the key folder (valid until "
+                f"{cert.not_valid_after_utc.isoformat()}) is not the certificate the node "
+                f"uses (valid until {used.not_valid_after_utc.isoformat()}): {how} so that "
+                "it takes the new one before the old one runs out",
+                name,
+            )
+        )
     for crl in crls:
         issuer = crl.issuer.rfc4514_string()
         end = crl.next_update_utc
@@ -206,10 +234,13 @@ class ExpiryWatch:
         key_dir: Path,
         agreements: Iterable[Path] | Callable[[], Iterable[Path]],
         directory_keys: Callable[[], Mapping[str, x509.Certificate]] | None = None,
+        in_use: Callable[[], Mapping[str, x509.Certificate]] | None = None,
     ) -> None:
         """``directory_keys`` gives the directory-signing certificates to watch
-        (federation name -> certificate), asked on every check."""
+        (federation name -> certificate), asked on every check; ``in_use`` the node's
+        certificates as it loaded them (None: those in ``key_dir``)."""
         self._node_id = node_id
+        self._in_use = in_use
         self._bundle = bundle
         self._key_dir = key_dir
         # a callable is asked on every check: the files the node holds after a reload
@@ -218,17 +249,19 @@ class ExpiryWatch:
         self._directory_keys = directory_keys
 
     def _certificates(self) -> dict[str, x509.Certificate]:
-        return {
-            name: x509.load_pem_x509_certificate((self._key_dir / f"{name}.pem").read_bytes())
-            for name in ("tls", "seal")
-        }
+        """The certificates the node uses."""
+        return dict(self._in_use()) if self._in_use else read_certificates(self._key_dir)
 
     def detail(self, now: datetime) -> dict[str, list[dict[str, object]]]:
-        """:func:`expiry_detail` of the files as they are now."""
+        """:func:`expiry_detail` of the certificates in use and the CRLs as they are now."""
         return expiry_detail(now, crls=self._bundle().crls, certificates=self._certificates())
 
     def __call__(self, now: datetime) -> list[StaffAlert]:
         certificates = self._certificates()
+        try:
+            on_disk = read_certificates(self._key_dir) if self._in_use else None
+        except (OSError, ValueError):  # being replaced, or unreadable: the next look
+            on_disk = None
         agreements = [
             SignedAgreement.from_bytes(p.read_bytes()).agreement for p in self._agreements
         ]
@@ -239,6 +272,7 @@ class ExpiryWatch:
             agreements=agreements,
             node_id=self._node_id,
             directory_keys=self._directory_keys() if self._directory_keys else None,
+            on_disk=on_disk,
         )
         for alert in alerts:
             if self._logged.get(alert.id) != now.date():
@@ -250,6 +284,14 @@ class ExpiryWatch:
     def _agreements(self) -> tuple[Path, ...]:
         files = self._agreement_files
         return tuple(files() if callable(files) else files)
+
+
+def read_certificates(key_dir: Path) -> dict[str, x509.Certificate]:
+    """The node's TLS and seal certificates as they are in its key folder now."""
+    return {
+        name: x509.load_pem_x509_certificate((key_dir / f"{name}.pem").read_bytes())
+        for name in ("tls", "seal")
+    }
 
 
 async def watch_until_stopped(

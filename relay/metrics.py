@@ -349,9 +349,14 @@ def outbox_gauges(depth: Callable[[], Mapping[str, tuple[int, datetime]]]) -> Ga
     return source
 
 
-def expiry_gauges(bundle: Callable[[], TrustBundle], key_dir: Path) -> GaugeSource:
+def expiry_gauges(
+    bundle: Callable[[], TrustBundle],
+    key_dir: Path,
+    in_use: Callable[[], Mapping[str, x509.Certificate]] | None = None,
+) -> GaugeSource:
     """Seconds left to each CRL's nextUpdate and to the node's certificates' notAfter
-    (negative once past), read anew on every scrape like :class:`relay.expiry.ExpiryWatch`."""
+    (negative once past), read anew on every scrape like :class:`relay.expiry.ExpiryWatch`:
+    the certificates the node uses (``in_use``), else those in ``key_dir``."""
 
     def source(now: datetime) -> list[Metric]:
         crl = GaugeMetricFamily(
@@ -368,8 +373,11 @@ def expiry_gauges(bundle: Callable[[], TrustBundle], key_dir: Path) -> GaugeSour
             "Seconds until this node's certificate expires (negative: expired)",
             labels=["certificate"],
         )
+        used = in_use() if in_use is not None else {}
         for name in ("tls", "seal"):
-            loaded = x509.load_pem_x509_certificate((key_dir / f"{name}.pem").read_bytes())
+            loaded = used.get(name) or x509.load_pem_x509_certificate(
+                (key_dir / f"{name}.pem").read_bytes()
+            )
             cert.add_metric([name], (loaded.not_valid_after_utc - now).total_seconds())
         return [crl, cert]
 

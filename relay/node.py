@@ -52,7 +52,7 @@ from relay.alerts import ALERTS
 from relay.backup import DataDirLock
 from relay.config import Limits, Listener, NodeConfig
 from relay.core.ports import PeerLink
-from relay.expiry import ExpiryWatch, watch_until_stopped
+from relay.expiry import ExpiryWatch, read_certificates, watch_until_stopped
 from relay.gcpause import gc_gauges
 from relay.http.api import RelayApi
 from relay.http.federation import federation_app
@@ -317,6 +317,9 @@ class Node:
         self.metrics = NodeMetrics(self._clock)  # fresh figures for each start
         bundle = BundleSource(config.trust_bundle)
         cert, key = config.key_dir / "tls.pem", config.key_dir / "tls.key"
+        # what the node loads now: the expiry alerts watch these, not the files, which
+        # a renewal replaces before the node has loaded them (a reload, or a restart)
+        self.certificates_in_use = read_certificates(config.key_dir)
         descriptor_path = config.key_dir / "node.json"
         self._link = HttpsPeerLink(
             {p.node_id: p.federation_url for p in config.partners},
@@ -341,6 +344,7 @@ class Node:
             node_id=config.node_id,
             bundle=bundle.current,
             key_dir=config.key_dir,
+            in_use=lambda: self.certificates_in_use,
             agreements=lambda: self.config.agreements,  # as reloaded
             directory_keys=self.federation.directory_signers,  # the province's, as held
         )
@@ -546,7 +550,10 @@ class Node:
         depth = getattr(self.core, "outbox_depth", None)  # the relay core reports it
         if depth is not None:
             self.metrics.add_gauges("outbox", outbox_gauges(depth))
-        self.metrics.add_gauges("expiry", expiry_gauges(bundle.current, self.config.key_dir))
+        self.metrics.add_gauges(
+            "expiry",
+            expiry_gauges(bundle.current, self.config.key_dir, lambda: self.certificates_in_use),
+        )
         helper = getattr(self.core, "helper", None)  # the relay core's crypto helper
         if helper is not None:
             self.metrics.add_gauges("helper", helper_gauges(helper))

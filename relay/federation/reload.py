@@ -245,6 +245,7 @@ def _install(node: Node, prepared: _Prepared, now: datetime) -> None:
         )
     cert, key = config.key_dir / "tls.pem", config.key_dir / "tls.key"
     roots = _roots_file(prepared.bundle)
+    in_use = x509.load_pem_x509_certificate(cert.read_bytes())
     for context in node._contexts:
         context.load_cert_chain(cert, key)
         if context.verify_mode == ssl.CERT_REQUIRED:
@@ -252,6 +253,7 @@ def _install(node: Node, prepared: _Prepared, now: datetime) -> None:
     Path(roots).unlink(missing_ok=True)
     if node._link is not None:
         node._link.add_trust(prepared.bundle, cert, key)
+    node.certificates_in_use = {**node.certificates_in_use, "tls": in_use}  # the seal: a restart
     assert node.federation is not None
     node.config = config
     node.federation.install(config.directory_settings, prepared.directories, prepared.overrides)

@@ -188,7 +188,11 @@ async def test_tls_rotation_with_the_development_ca_while_packets_flow(
     trust = str(fed.nodes[A].config.trust_bundle)
     argv = ["pki", "install", "--node-dir", str(node_dir), "--cert", str(cert), "--trust", trust]
     assert await asyncio.to_thread(main, argv) == 0
+    # installed, not loaded yet: the board says so (the old one is still what peers see,
+    # and its expiry, not the new file's, is what the expiry alerts watch)
+    assert "certificate-not-loaded" in await _alert_codes(fed, A)
     assert (await fed.nodes[A].reload()).ok
+    assert "certificate-not-loaded" not in await _alert_codes(fed, A)
     # the old certificate is revoked once the new one is in use (end of the overlap)
     crl = revoke(hubei.folder, old_pem, now=datetime.now(UTC))
     from cryptography.hazmat.primitives.serialization import Encoding

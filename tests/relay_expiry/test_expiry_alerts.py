@@ -73,6 +73,32 @@ def test_own_certificates_warn_a_month_ahead_and_are_critical_within_a_week(tmp_
                                            ("certificate-expiring", c, "tls")]  # fmt: skip
 
 
+def test_a_renewed_file_clears_nothing_until_the_node_has_loaded_it(tmp_path) -> None:
+    """The watch reads the certificates in use: a renewed tls.pem in the key folder once
+    cleared the alert while the node went on serving the old certificate to its end."""
+    fed, node, bundle = _setup(tmp_path)
+    in_use = {n: x509.load_pem_x509_certificate((node / f"{n}.pem").read_bytes())
+              for n in ("tls", "seal")}  # fmt: skip
+    end = in_use["tls"].not_valid_after_utc
+    renewed = tmp_path / "renewed"
+    later = end - timedelta(days=20)
+    issue_node(fed, "420106", "武昌区政务服务中心", "127.0.0.1", renewed, now=later)
+    (node / "tls.pem").write_bytes((renewed / "tls.pem").read_bytes())
+    roots = TrustBundle(bundle.roots, ())  # the CRL has its own test
+    watch = ExpiryWatch(
+        node_id="420106", bundle=lambda: roots, key_dir=node, agreements=(),
+        in_use=lambda: in_use,
+    )  # fmt: skip
+    w = Severity.WARNING
+    assert _codes(watch(end - timedelta(days=20))) == [
+        ("certificate-expiring", w, "seal"),
+        ("certificate-expiring", w, "tls"),
+        ("certificate-not-loaded", w, "tls"),
+    ]
+    in_use["tls"] = x509.load_pem_x509_certificate((node / "tls.pem").read_bytes())  # loaded
+    assert _codes(watch(end - timedelta(days=20))) == [("certificate-expiring", w, "seal")]
+
+
 def test_an_agreement_the_node_is_party_to_warns_a_month_before_it_ends(tmp_path) -> None:
     from types import SimpleNamespace
 

@@ -738,6 +738,7 @@ export const ALERT_NEXT_ZH = {
   "crl-stale": "请管理员立即取得最新的证书吊销列表并加载，否则对方节点的证书将无法核验。",
   "crl-expiring": "请管理员在到期前取得新的证书吊销列表并加载。",
   "certificate-expiring": "请管理员在到期前为本节点换发证书。",
+  "certificate-not-loaded": "新证书尚未生效：请管理员重新加载节点（传输证书）或重启节点（印章证书），否则旧证书到期后对方将无法连通。",
   "directory-key-expiring": "请本省管理员在到期前生成新的目录签名密钥，并用它重新签署联邦目录。",
   "agreement-ending": "请在协议到期前与对方单位续签，并由双方签署生效。",
   "directory-unreachable": "暂时取不到联邦目录，系统沿用已有目录：请管理员检查网络及目录地址。",
