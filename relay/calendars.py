@@ -97,6 +97,8 @@ def _read_dir(
     if not directory.is_dir():
         return good, bad
     for path in sorted(directory.glob("*.json")):
+        if path.name.startswith("."):  # an import's staging file, left by a stop
+            continue
         try:
             cal = validate_official(path.read_bytes())
         except (CalendarError, OSError) as exc:
@@ -162,6 +164,25 @@ class CalendarDir:
         loaded = self._load()
         today = local_date(now)
         out = []
+        if loaded.calendar.is_provisional(date(today.year, 1, 1)):  # the year has begun
+            out.append(
+                StaffAlert(
+                    id=f"calendar:this-year:{today.year}",
+                    source="calendar",
+                    code="calendar-year-provisional",
+                    severity=Severity.CRITICAL,
+                    at=now,
+                    title_zh=f"{today.year}年节假日安排尚未导入，本年期限均按暂定节假日安排计算",
+                    title_en=f"The {today.year} holiday arrangement is not loaded; this year's "
+                    "deadlines use provisional holidays",
+                    detail=f"deadlines in {today.year} are counted on the statutory holidays "
+                    "computed from the rules, without the State Council's make-up working "
+                    "days (调休), so some are a day or more off. Write the published notice "
+                    "as a tongban-calendar/1 file and run `tongban calendar import FILE "
+                    "--config node.toml` on this node.",
+                    subject=str(today.year),
+                )
+            )
         next_year = today.year + 1
         if today.month == 12 and loaded.calendar.is_provisional(date(next_year, 1, 1)):
             out.append(

@@ -22,7 +22,7 @@ from signing.certificates import TrustBundle
 from signing.errors import InvalidSignature
 from signing.federation_directory import DirectoryEntry, VerifiedDirectory, verify_directory
 
-__all__ = ["DirectoryCache", "DirectorySet", "Offer", "merge"]
+__all__ = ["DirectoryCache", "DirectorySet", "Offer", "claimed_federation", "merge"]
 
 _log = logging.getLogger("tongban.relay.federation")
 
@@ -40,9 +40,14 @@ class DirectorySet:
     """Verified directories by root id (:func:`signing.federation_directory.root_id`)."""
 
     by_root: Mapping[str, VerifiedDirectory] = field(default_factory=dict)
+    dropped: Mapping[str, str] = field(default_factory=dict)
+    """Copies left out when the set was loaded, by the federation they claim to be of,
+    with why: a copy that no longer verifies (its key expired or was revoked,
+    a CRL went stale) is dropped, and staff must hear of it."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_root", MappingProxyType(dict(self.by_root)))
+        object.__setattr__(self, "dropped", MappingProxyType(dict(self.dropped)))
 
     def __iter__(self) -> Iterator[VerifiedDirectory]:
         return iter(self.by_root[k] for k in sorted(self.by_root))
@@ -71,6 +76,21 @@ def merge(held: DirectorySet, offered: VerifiedDirectory) -> tuple[DirectorySet,
     return DirectorySet({**held.by_root, offered.root_id: offered}), Offer.NEWER
 
 
+def claimed_federation(path: Path) -> str | None:
+    """The federation a directory file says it is of, unverified (to name a copy that no
+    longer verifies to people); None when that cannot be read."""
+    import json
+
+    from signing.encoding import b64url_decode
+
+    try:
+        payload = json.loads(b64url_decode(path.read_text("ascii").strip().split(".")[1]))
+        name = payload["federation"]
+    except (OSError, ValueError, IndexError, KeyError, TypeError):
+        return None
+    return name if isinstance(name, str) and name.isprintable() and len(name) <= 64 else None
+
+
 class DirectoryCache:
     """Directory copies on disk: ``<folder>/<root id>.directory.jws``."""
 
@@ -78,17 +98,21 @@ class DirectoryCache:
         self.folder = folder
 
     def load(self, bundle: TrustBundle, *, at: datetime) -> DirectorySet:
+        """The cached copies that verify now; the others in ``dropped``."""
         held = DirectorySet()
         if not self.folder.is_dir():
             return held
+        dropped: dict[str, str] = {}
         for path in sorted(self.folder.glob("*.directory.jws")):
             try:
                 verified = verify_directory(path.read_bytes(), bundle, at=at)
             except (OSError, InvalidSignature) as exc:
                 _log.warning("cached directory %s dropped: %s", path.name, exc or "invalid")
+                name = claimed_federation(path) or path.name.removesuffix(".directory.jws")
+                dropped[name] = "it no longer verifies"
                 continue
             held, _ = merge(held, verified)
-        return held
+        return DirectorySet(held.by_root, dropped)
 
     def save(self, verified: VerifiedDirectory) -> None:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ import json
 import logging
 import ssl
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,13 @@ from agreements.lifecycle import Lifecycle
 from relay.alerts import Severity, StaffAlert
 from relay.config import DirectorySettings
 from relay.federation.crls import fresher_bundle
-from relay.federation.directories import DirectoryCache, DirectorySet, Offer, merge
+from relay.federation.directories import (
+    DirectoryCache,
+    DirectorySet,
+    Offer,
+    claimed_federation,
+    merge,
+)
 from relay.federation.partners import (
     PartnerRoute,
     Resolution,
@@ -56,6 +62,7 @@ from relay.federation.publish import write_atomically
 from relay.http.body import read_at_most
 from relay.tls import BundleSource
 from signing.certificates import TrustBundle
+from signing.encoding import b64url_decode
 from signing.errors import InvalidSignature
 from signing.federation_directory import VerifiedDirectory, verify_directory
 
@@ -78,6 +85,24 @@ class DirectoryError(Exception):
     """The node's own directory file cannot be used (names the file and why)."""
 
 
+class DirectoryLapsed(DirectoryError):
+    """The province's own directory file verified when it was signed, and no longer
+    does: the node keeps running, with the ``directory-dropped`` alert, until the
+    province signs a new one (a start or reload refused for it would stop the office)."""
+
+
+def _valid_when_issued(data: bytes, bundle: TrustBundle) -> bool:
+    """Whether the (unverified) directory ``data`` verifies at the ``issued_at`` it
+    claims: a file that once was valid, as opposed to a broken one."""
+    try:
+        payload = json.loads(b64url_decode(data.decode("ascii").strip().split(".")[1]))
+        issued = datetime.fromtimestamp(int(payload["issued_at"]), UTC)
+        verify_directory(data, bundle, at=issued)
+    except (ValueError, IndexError, KeyError, TypeError, OverflowError, InvalidSignature):
+        return False
+    return True
+
+
 def load_own(path: Path, bundle: TrustBundle, *, at: datetime) -> VerifiedDirectory:
     """Read and verify the province's directory file; raises :class:`DirectoryError`."""
     try:
@@ -87,6 +112,11 @@ def load_own(path: Path, bundle: TrustBundle, *, at: datetime) -> VerifiedDirect
     try:
         verified = verify_directory(data, bundle, at=at)
     except InvalidSignature:
+        if _valid_when_issued(data, bundle):
+            raise DirectoryLapsed(
+                f"{path}: valid when it was signed, not now (its directory key expired, "
+                "or a CRL is stale)"
+            ) from None
         raise DirectoryError(
             f"{path}: not a valid federation directory for this trust bundle"
         ) from None
@@ -123,6 +153,8 @@ class FederationService:
         self.started_at = clock()
         self.last_success: datetime | None = None
         self.failures: dict[str, str] = {}
+        self.dropped: dict[str, str] = {}  # copies that no longer verify (see prepare)
+        self.bundle_unwritable: str | None = None  # why fresher CRLs could not be kept
         self._session: aiohttp.ClientSession | None = None
         self._round = 0
         self._wanted: frozenset[str] = frozenset()
@@ -135,12 +167,20 @@ class FederationService:
         """The set the node would hold with ``settings`` (cache + own file), checked but
         not installed; raises :class:`DirectoryError` (used at start and on reload)."""
         held = DirectoryCache(settings.cache).load(bundle, at=at)
+        dropped = dict(held.dropped)
         for verified in self.directories:  # fetched since start, still valid?
-            with contextlib.suppress(InvalidSignature):
+            try:
                 held, _ = merge(held, verify_directory(verified.token, bundle, at=at))
+            except InvalidSignature:
+                dropped[verified.directory.federation] = "it no longer verifies"
         if settings.own is not None:
-            held, _ = merge(held, load_own(settings.own, bundle, at=at))
-        return held
+            try:
+                held, _ = merge(held, load_own(settings.own, bundle, at=at))
+            except DirectoryLapsed as exc:  # once valid: an alert, not a refusal
+                dropped[claimed_federation(settings.own) or "own"] = str(exc)
+        for verified in held:  # a valid copy of the same federation came in the end
+            dropped.pop(verified.directory.federation, None)
+        return DirectorySet(held.by_root, dropped)
 
     def install(
         self,
@@ -153,6 +193,7 @@ class FederationService:
         self._cache = DirectoryCache(settings.cache)
         self._overrides = dict(overrides)
         self.directories = directories
+        self.dropped = dict(directories.dropped)
         for verified in directories:
             self._save(verified)
         self.resolve()
@@ -193,6 +234,7 @@ class FederationService:
             return None
         self.directories, outcome = merge(self.directories, verified)
         if outcome is Offer.NEWER:
+            self.dropped.pop(verified.directory.federation, None)  # a valid copy again
             _log.info(
                 "directory %s serial %d taken (%d nodes)",
                 verified.directory.federation,
@@ -308,9 +350,10 @@ class FederationService:
         try:
             write_atomically(self._bundle.path, fresher.to_pem())
         except OSError as exc:
-            self.failures[str(self._bundle.path)] = f"cannot write the trust bundle: {exc}"
+            self.bundle_unwritable = str(exc)
             _log.error("fresher CRL not installed: %s", exc)
             return
+        self.bundle_unwritable = None
         _log.info("fresher CRLs written into %s", self._bundle.path)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -353,8 +396,58 @@ class FederationService:
                     "",
                 )
             )
+        for key, why in sorted(self.dropped.items()):
+            what = f"the directory of {key}"
+            out.append(
+                _alert(
+                    f"dropped:{key}",
+                    "directory-dropped",
+                    Severity.CRITICAL,
+                    now,
+                    "联邦目录已失效被弃用，其中的节点无法连通",
+                    "A federation directory no longer verifies and was dropped",
+                    f"{what} no longer verifies ({why}): its directory key expired or was "
+                    "revoked, or the CRL that covers it is stale. The nodes it lists cannot "
+                    "be reached until the province signs a new directory with a valid key "
+                    "(tongban pki directory-key, tongban pki sign-directory)",
+                    key,
+                )
+            )
+        if self.bundle_unwritable is not None:
+            out.append(
+                _alert(
+                    "bundle-unwritable",
+                    "trust-bundle-unwritable",
+                    Severity.CRITICAL,
+                    now,
+                    "无法将新的吊销列表写入信任包",
+                    "Fresher CRLs cannot be written into the trust bundle",
+                    f"the node fetched fresher CRLs but cannot write {self._bundle.path} "
+                    f"({self.bundle_unwritable}): make the file writable by the node's user; "
+                    "until then the CRLs in it run out as if nobody had renewed them",
+                    str(self._bundle.path),
+                )
+            )
         for verified in self.directories:
             d = verified.directory
+            # a seventh of its validity ahead (a day for a weekly directory), 1 h to 7 days
+            life = (d.expires_at - d.issued_at) / 7
+            ahead = min(max(timedelta(hours=1), life), timedelta(days=7))
+            if now < d.expires_at <= now + ahead:
+                out.append(
+                    _alert(
+                        f"expiring:{verified.root_id}",
+                        "directory-expiring",
+                        Severity.WARNING,
+                        now,
+                        "联邦目录即将过期",
+                        "A federation directory runs out soon",
+                        f"the directory of {d.federation} (serial {d.serial}) expires at "
+                        f"{d.expires_at.isoformat()}; the province must sign a new one before "
+                        "then (tongban pki sign-directory)",
+                        d.federation,
+                    )
+                )
             if d.expires_at <= now:
                 out.append(
                     _alert(

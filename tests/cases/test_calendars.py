@@ -51,6 +51,13 @@ def notice(*years: int, extra_working: tuple[str, ...] = ()) -> bytes:
     ).encode()
 
 
+def this_year_loaded(folder: Path, year: int) -> None:
+    """The folder holds ``year``'s arrangement unless the bundled calendar has it (the
+    tests run in any year, and a year begun without its file has an alert of its own)."""
+    if default_calendar().is_provisional(date(year, 1, 1)):
+        import_calendar(notice(year), folder)
+
+
 def cst(day: date, hour: int = 0) -> datetime:
     return datetime.combine(day, time(hour), CHINA_TIME)
 
@@ -157,6 +164,7 @@ def test_a_file_overlapping_another_years_file_is_refused(tmp_path: Path, year: 
 def test_an_invalid_file_in_the_folder_is_left_out_logged_and_alerted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, year: int
 ) -> None:
+    this_year_loaded(tmp_path, year)
     (tmp_path / "cn-broken.json").write_text("{")
     with caplog.at_level(logging.ERROR, logger="tongban.relay.calendars"):
         cals = CalendarDir(tmp_path)
@@ -173,6 +181,7 @@ def test_an_invalid_file_in_the_folder_is_left_out_logged_and_alerted(
 def test_the_next_year_alert_appears_on_1_december_and_not_on_30_november(
     tmp_path: Path, year: int
 ) -> None:
+    this_year_loaded(tmp_path, year)
     cals = CalendarDir(tmp_path)
     last_moment_of_november = cst(date(year, 12, 1)) - timedelta(seconds=1)
     assert cals.alerts(last_moment_of_november) == []
@@ -192,13 +201,30 @@ def test_the_next_year_alert_appears_on_1_december_and_not_on_30_november(
 def test_no_next_year_alert_when_next_years_official_file_is_loaded(
     tmp_path: Path, year: int
 ) -> None:
+    this_year_loaded(tmp_path, year)
     import_calendar(notice(year + 1), tmp_path)
     assert CalendarDir(tmp_path).alerts(cst(date(year, 12, 1))) == []
+
+
+def test_a_year_begun_without_its_arrangement_is_alerted_all_year(
+    tmp_path: Path, year: int
+) -> None:
+    """The December alert went away on 1 January though nobody had loaded the year: its
+    deadlines were then counted on provisional holidays all year, with nothing on the
+    board. A staging file a stopped import left behind is no arrangement either."""
+    (tmp_path / ".import-k9x2.json").write_bytes(notice(year + 1))  # a stop mid-import
+    cals = CalendarDir(tmp_path)
+    for day in (date(year + 1, 1, 1), date(year + 1, 6, 1), date(year + 1, 11, 30)):
+        assert codes(cals.alerts(cst(day, 9))) == [("calendar-year-provisional", str(year + 1))]
+    assert cals.alerts(cst(date(year + 1, 1, 1), 9))[0].severity.value == "critical"
+    import_calendar(notice(year + 1), tmp_path)  # not refused for the leftover
+    assert cals.alerts(cst(date(year + 1, 6, 1), 9)) == []
 
 
 async def test_the_staff_board_shows_the_calendar_alert_from_1_december(
     office_pki, tmp_path: Path, clock: Clock, year: int
 ) -> None:
+    this_year_loaded(tmp_path / "calendars", year)
     cals = CalendarDir(tmp_path / "calendars")
     offices = make_offices(office_pki, tmp_path, clock, calendar=cals.current)
     try:
