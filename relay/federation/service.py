@@ -194,6 +194,10 @@ class FederationService:
         self._overrides = dict(overrides)
         self.directories = directories
         self.dropped = dict(directories.dropped)
+        if self._session is not None and not self._session.closed:  # roots may have changed
+            session, self._session = self._session, None
+            with contextlib.suppress(RuntimeError):  # no loop running (a start before it)
+                asyncio.get_running_loop().create_task(session.close())
         for verified in directories:
             self._save(verified)
         self.resolve()
@@ -293,8 +297,10 @@ class FederationService:
         if body is None:
             raise ValueError("answer too large")
         document = json.loads(body)
-        if not isinstance(document, dict):
-            raise ValueError("answer is not a JSON object")
+        if not isinstance(document, dict) or not all(
+            isinstance(document.get(k), list) for k in ("directories", "crls")
+        ):  # protocol.md §1.7: any other reply is ignored (it is no answer)
+            raise ValueError("answer is not a directory document")
         return document
 
     async def refresh(self) -> int:

@@ -145,3 +145,35 @@ def test_fresher_crls_the_node_cannot_write_are_on_the_board_until_written(
     monkeypatch.setattr(service_module, "write_atomically", write)
     node._take_crls([fresh], clock())
     assert "trust-bundle-unwritable" not in _codes(node, clock())
+
+
+async def test_a_source_answering_something_else_is_no_answer(tmp_path: Path) -> None:
+    """protocol.md §1.7: a reply not of the document's form is ignored. Counting ``{}`` as
+    an answer kept directory-unreachable away for good from a misconfigured source."""
+    from aiohttp import web
+
+    async def wrong(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/.well-known/tongban/directory", wrong)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    _, _, bundle = _province(tmp_path, key_issued=T0)
+    node = FederationService(
+        node_id=A,
+        settings=DirectorySettings(cache=tmp_path / "cache", sources=(f"http://127.0.0.1:{port}",)),
+        bundle=BundleSource(bundle), clock=Clock(T0), lifecycles=lambda: [_Live()],
+        overrides={}, on_routes=lambda resolution: None,
+    )  # fmt: skip
+    try:
+        node.start()
+        assert await node.refresh() == 0
+        assert node.last_success is None
+        assert "not a directory document" in next(iter(node.failures.values()))
+    finally:
+        await node.close()
+        await runner.cleanup()
