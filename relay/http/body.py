@@ -73,6 +73,6 @@ def limit_param(request: web.Request, *, most: int, default: int | None) -> int 
     text = request.query.get("limit", "")
     if not text:
         return default
-    if not text.isdigit() or not 1 <= int(text) <= most:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= most:
         raise Problem(400, ProblemCode.INVALID_REQUEST, f"'limit' must be 1..{most}")
     return int(text)

@@ -151,6 +151,8 @@ def add_integration_routes(
         if case_id is not None and not isinstance(case_id, str):
             raise Problem(400, ProblemCode.INVALID_REQUEST, "'case_id' must be a string")
         items = application.get("case-materials", [])
+        if not isinstance(items, list):  # the schema check below names it (422)
+            items = []
         materials = [m["material"] for m in items if isinstance(m, dict) and "material" in m]
         try:
             opened = await desk.open_case(
@@ -212,7 +214,7 @@ def add_integration_routes(
     async def events(request: web.Request) -> web.Response:
         limit = limit_param(request, most=EVENTS_PAGE_MOST, default=EVENTS_PAGE_MOST)
         text = request.query.get("after", "0")
-        if not text.isdigit() or len(text) > 18:
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
             raise Problem(
                 400, ProblemCode.INVALID_REQUEST,
                 "'after' must be the 'next' of the page before (a whole number)",
@@ -228,7 +230,12 @@ def add_integration_routes(
 
     async def retry_parked(request: web.Request) -> web.Response:
         require(request, StaffAction.INTEGRATION)
-        target = require_str(await read_json_object(request), "target")
+        target = require_str(await read_json_object(request), "target", max_length=2048)
+        if target not in store.target_urls():
+            raise Problem(
+                404, ProblemCode.NOT_FOUND,
+                "no webhook target with that URL is configured ([[webhooks]] url)",
+            )  # fmt: skip
         return _json({"target": target, "retried": retry(target)})
 
     @web.middleware

@@ -89,9 +89,18 @@ INSERT INTO webhook_delivered (target, n)
 SELECT target, count(*) FROM webhook_deliveries WHERE state = 'delivered' GROUP BY target;
 """
 
+# an applicant's reads are an index range, not a scan of every read ever logged
+_READS_BY_APPLICANT = """
+CREATE INDEX IF NOT EXISTS personal_data_reads_applicant
+    ON personal_data_reads (applicant, seq);
+"""
+
 MIGRATIONS = [
     Migration(1, "webhook event outbox and personal data", SCHEMA, pg_ddl(SCHEMA)),
     Migration(2, "deliveries taken, counted per target", _DELIVERED, pg_ddl(_DELIVERED)),
+    Migration(
+        3, "personal data reads by applicant", _READS_BY_APPLICANT, pg_ddl(_READS_BY_APPLICANT)
+    ),
 ]
 
 
@@ -336,6 +345,10 @@ class IntegrationStore:
                     " next_at = ? WHERE event_id = ? AND target = ?",
                     (error, retry_at.timestamp(), event_id, target),
                 )
+
+    def target_urls(self) -> frozenset[str]:
+        """The URLs of the configured webhook targets."""
+        return frozenset(t.url for t in self._targets)
 
     def retry_parked(self, target: str, now: datetime) -> int:
         """Put ``target``'s parked deliveries back in line (after the target is fixed)."""

@@ -197,6 +197,14 @@ async def test_the_access_log_lists_every_read_of_personal_data(offices: WiredOf
     assert len(export["reads"]) == len(reads) + 1  # the export lists its own read too
 
 
+async def test_an_import_whose_materials_are_not_a_list_is_refused_not_an_error(
+    offices: WiredOffices,
+):
+    status, answer = await _import(offices, {**FORM, "case-materials": 5})
+    assert status in (400, 422), answer  # was a 500: 'int' object is not iterable
+    assert answer["code"] != "internal-error"
+
+
 async def test_the_retention_purge_removes_the_content_and_keeps_receipts_and_proofs(
     offices: WiredOffices,
 ):

@@ -229,3 +229,19 @@ def test_step_2_counts_the_deliveries_taken_before_it(tmp_path: Path) -> None:
     assert (counts[HOOKS[0].url, "delivered"], counts[HOOKS[1].url, "delivered"]) == (4, 3)
     assert (counts[HOOKS[0].url, "pending"], counts[HOOKS[1].url, "pending"]) == (1, 2)
     store.close()
+
+
+def test_an_applicants_reads_are_an_index_range_not_a_scan_of_the_log(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "relay.sqlite3", isolation_level=None)
+    store = IntegrationStore(conn, NODE, HOOKS)
+    plan = " ".join(
+        str(row[-1])
+        for row in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT at, who, purpose, case_id, applicant, what"
+            " FROM personal_data_reads WHERE applicant = ? ORDER BY seq",
+            ("420106199001011234",),
+        )
+    )
+    assert "personal_data_reads_applicant" in plan, plan
+    assert "SCAN personal_data_reads" not in plan
+    store.close()

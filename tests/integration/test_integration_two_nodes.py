@@ -37,10 +37,10 @@ async def _until(predicate: Callable[[], Any], what: str, timeout: float = 60.0)
         raise AssertionError(f"timed out waiting for {what}") from None
 
 
-def _token(node: Node) -> str:
+def _token(node: Node, role: StaffRole = StaffRole.CLERK) -> str:
     key = load_or_create_token_key(node.config.staff.token_key)
     return issue_token(key, node_id=node.config.node_id, subject="platform",
-                       roles=[StaffRole.CLERK], now=datetime.now(UTC), ttl=600)  # fmt: skip
+                       roles=[role], now=datetime.now(UTC), ttl=600)  # fmt: skip
 
 
 async def test_an_imported_case_reaches_the_partner_and_both_platforms(
@@ -142,10 +142,20 @@ async def _scenario(nodes: dict[str, Node], platforms: dict[str, Any]) -> None:
             paged += page["events"]
             after = page.get("next")
         assert paged == whole
-        for query in ("limit=0", "limit=1001", "after=x", "after=-1"):
+        # "²" is a digit to str.isdigit() and no number to int(): it was a 500
+        for query in ("limit=0", "limit=1001", "after=x", "after=-1", "after=%C2%B2",
+                      "limit=%C2%B2"):  # fmt: skip
             async with http.get(f"{events_url}?{query}", headers=auth[RECEIVING]) as resp:
                 assert resp.status == 400, query
                 assert resp.content_type == "application/problem+json"
+        # a retry of a target that is not configured says so (it answered "0 retried")
+        admin = {"Authorization": f"Bearer {_token(nodes[RECEIVING], StaffRole.ADMINISTRATOR)}"}
+        async with http.post(
+            f"{staff[RECEIVING]}/staff/v1/integration/webhooks/retry",
+            json={"target": "https://platform.example/typo"}, headers=admin,
+        ) as resp:  # fmt: skip
+            assert resp.status == 404
+            assert (await resp.json(content_type=None))["code"] == "not-found"
 
         async def handling_delivered() -> bool:
             return len(platforms[HANDLING].events) == 1
