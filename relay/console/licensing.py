@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from relay.cases.desk import CaseDesk
-from relay.cases.errors import MalformedEvent
+from relay.cases.errors import CaseError, MalformedEvent
 from relay.cases.model import EventKind
 from relay.cases.store import CaseRecord
 from relay.http.licences import status_url
@@ -28,7 +28,7 @@ from signing.keys import Signer
 from signing.licence import Licence, StatusEntry, issue_licence, parse_licence
 from signing.licence_compact import Issuer, issue_compact_licence, licence_url
 from signing.qr import render_qr, render_url_qr
-from signing.status_list import StatusPurpose
+from signing.status_list import MIN_BITS, StatusPurpose
 
 __all__ = ["LicenceDesk"]
 
@@ -79,6 +79,12 @@ class LicenceDesk:
             )
         at = self._clock().replace(microsecond=0)
         index = self._desk.next_status_index()
+        if index >= MIN_BITS:  # its bit would lie outside the node's status lists
+            raise CaseError(
+                f"the node's status lists are full ({MIN_BITS} licences): no licence can be "
+                "issued with a status entry until they are extended",
+                code="status-list-full",
+            )
         number = body.get("number") or f"{me}-{at:%Y}-{index + 1:06d}"
         if not isinstance(number, str) or len(number) > 64:
             raise MalformedEvent("'number' must be a text of at most 64 characters")

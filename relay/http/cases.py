@@ -39,7 +39,7 @@ from signing.certificates import is_node_id
 __all__ = ["add_case_routes", "case_json", "problem_from_case"]
 
 
-CASE_CONFLICTS = frozenset({"conflict", "case-exists", "earlier-step-unsent"})
+CASE_CONFLICTS = frozenset({"conflict", "case-exists", "earlier-step-unsent", "status-list-full"})
 """Case error codes answered ``409 conflict`` (besides an illegal transition's)."""
 
 

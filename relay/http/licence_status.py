@@ -52,6 +52,7 @@ from signing.errors import MalformedInput
 from signing.keys import Signer
 from signing.licence import StatusEntry, parse_licence
 from signing.status_list import (
+    MIN_BITS,
     StatusList,
     StatusListCredential,
     StatusPurpose,
@@ -223,8 +224,25 @@ class LicenceStatus:
         """A published list that renewal has left to run low (less than
         ``RENEW_BEFORE`` minus a day left: hourly renewals have failed for a day) or
         that ran out: once it has, every licence of this node verifies as
-        unconfirmable."""
+        unconfirmable; and lists nine tenths full (one index probe)."""
         alerts: list[StaffAlert] = []
+        taken = self._desk.next_status_index()
+        if taken >= MIN_BITS * 9 // 10:
+            alerts.append(
+                StaffAlert.of(
+                    "licences",
+                    "status-list:filling",
+                    "status-list-filling",
+                    Severity.CRITICAL if taken >= MIN_BITS else Severity.WARNING,
+                    now,
+                    "证照状态列表将满，满后无法签发新证照",
+                    "The licence status lists are nearly full; once full no licence can be issued",
+                    f"{taken} of the {MIN_BITS} entries of this node's status lists are "
+                    "taken; once all are, issuing a licence is refused. Plan the lists' "
+                    "extension with the system's maintainers now",
+                    subject=str(taken),
+                )
+            )
         for purpose in StatusPurpose:
             path = self.status_dir / f"{purpose.value}.jwt"
             try:

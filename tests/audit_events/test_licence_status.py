@@ -373,3 +373,37 @@ async def test_a_change_whose_record_cannot_be_kept_changes_nothing(offices: Off
     assert answer["changed"] is True
     assert kept == [answer["log_index"]] == [before]
     assert (await h.verifier.verify(token))["failure"] == "suspended"
+
+
+async def test_full_status_lists_refuse_a_licence_and_are_alerted_before(
+    offices: Offices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A licence past the lists' 131,072 entries verified as unconfirmable for ever (its
+    bit outside every list) and could not be revoked; now it is refused, and staff are
+    told at nine tenths."""
+    from types import SimpleNamespace
+
+    from relay.cases.errors import CaseError
+    from relay.console.licensing import LicenceDesk
+    from signing.status_list import MIN_BITS
+
+    h, clock = offices.h, offices.clock
+    status = _status(offices)
+    monkeypatch.setattr(h.desk, "next_status_index", lambda: MIN_BITS * 9 // 10 - 1)
+    assert status.alerts(clock()) == []
+    monkeypatch.setattr(h.desk, "next_status_index", lambda: MIN_BITS * 9 // 10)
+    [alert] = status.alerts(clock())
+    assert (alert.code, alert.severity.value) == ("status-list-filling", "warning")
+    monkeypatch.setattr(h.desk, "next_status_index", lambda: MIN_BITS)
+    assert [a.severity.value for a in status.alerts(clock())] == ["critical"]
+    record = SimpleNamespace(case=SimpleNamespace(header=SimpleNamespace(matter="x")))
+    desk = SimpleNamespace(
+        get=lambda _: record, node_id=HANDLING, next_status_index=lambda: MIN_BITS
+    )
+    licences = LicenceDesk(
+        desk=desk,  # type: ignore[arg-type]
+        signer=offices.pki.keys[HANDLING].seal, public_base="http://127.0.0.1:9", clock=clock,
+    )  # fmt: skip
+    with pytest.raises(CaseError) as refused:
+        await licences.issue("C-1", {"holder_name": "x", "holder_id": "y", "scope": "z"}, staff="s")
+    assert refused.value.code == "status-list-full"
