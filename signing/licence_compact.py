@@ -39,6 +39,7 @@ which key id is missing.
 from __future__ import annotations
 
 import hashlib
+import io
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -227,6 +228,16 @@ def issue_compact_licence(licence: Licence, signer: Signer, issuer: Issuer) -> s
     return digits_encode(packed if len(packed) < len(cose) else cose)
 
 
+def _cbor_whole(data: bytes) -> Any:
+    """The one CBOR item ``data`` holds, and nothing after it (``cbor2.loads`` ignores
+    trailing bytes: one licence would have many QR texts)."""
+    stream = io.BytesIO(data)
+    value = cbor2.CBORDecoder(stream).decode()
+    if stream.tell() != len(data):
+        raise ValueError(f"{len(data) - stream.tell()} bytes after the CBOR item")
+    return value
+
+
 def _sig_structure(protected: bytes, payload: bytes) -> bytes:
     """RFC 9052 §4.4 ``Sig_structure`` for COSE_Sign1 without external AAD."""
     return bytes(cbor2.dumps(["Signature1", protected, b"", payload]))
@@ -281,10 +292,12 @@ def _sign1(credential: str) -> _Sign1:
             data = inflater.decompress(data, _MAX_COSE)
         except zlib.error as exc:
             raise MalformedInput(f"the compact licence does not inflate: {exc}") from None
-        if inflater.unconsumed_tail or not inflater.eof:
-            raise MalformedInput("the compact licence inflates beyond 8 KiB or is cut short")
+        if inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
+            raise MalformedInput(
+                "the compact licence inflates beyond 8 KiB, is cut short or has bytes after"
+            )
     try:
-        obj = cbor2.loads(data)
+        obj = _cbor_whole(data)
     except (cbor2.CBORDecodeError, ValueError, RecursionError) as exc:
         raise MalformedInput(f"the compact licence is not CBOR: {exc}") from None
     if not isinstance(obj, cbor2.CBORTag) or obj.tag != _COSE_SIGN1:
@@ -298,7 +311,7 @@ def _sign1(credential: str) -> _Sign1:
     if unprotected != {}:
         raise MalformedInput("the compact licence has no unprotected header parameters")
     try:
-        header = cbor2.loads(protected)
+        header = _cbor_whole(protected)
     except (cbor2.CBORDecodeError, ValueError, RecursionError):
         raise MalformedInput("the protected header is not CBOR") from None
     if not isinstance(header, dict) or set(header) != {1, 4}:
@@ -397,7 +410,7 @@ def parse_compact_licence(credential: str, issuers: IssuerResolver) -> Licence:
     if issuer is None:
         raise MalformedInput(f"no issuer known for key id {sign1.kid.hex()}")
     try:
-        claims = cbor2.loads(sign1.payload)
+        claims = _cbor_whole(sign1.payload)
     except (cbor2.CBORDecodeError, ValueError, RecursionError):
         raise MalformedInput("the claims are not CBOR") from None
     return licence_from_claims(claims, issuer)
@@ -487,7 +500,7 @@ def verify_compact_licence(
         )
         return _skipped_after(bad, chain_ok, "signature failed")
     try:
-        licence = licence_from_claims(cbor2.loads(sign1.payload), issuer)
+        licence = licence_from_claims(_cbor_whole(sign1.payload), issuer)
     except (MalformedInput, cbor2.CBORDecodeError, ValueError, SigningError) as exc:
         bad = CheckResult(
             Check.SIGNATURE, Outcome.FAILED, Failure.MALFORMED, f"signed, but not a licence: {exc}"

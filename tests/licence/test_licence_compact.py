@@ -245,6 +245,20 @@ def test_each_bad_compact_licence_gets_its_verdict(fed: Federation, case: str, c
         assert "descriptor" in detail
 
 
+def test_bytes_after_the_credential_make_it_malformed(fed: Federation) -> None:
+    """One licence, one QR text: CBOR or zlib data with bytes after it was taken as the
+    same licence (``cbor2.loads`` ignores what follows the item)."""
+    issuer = _issuer(fed)
+    credential = issue_compact_licence(_typical(issuer), fed.signer(ISSUER), issuer)
+    data = digits_decode(credential)
+    cose = zlib.decompress(data) if data[0] == 0x78 else data
+    for padded in (cose + b"\x00", data + b"\x00" if data[0] == 0x78 else cose + b"\xa0"):
+        report = _verify(fed, issuer, digits_encode(padded), at=AT)
+        assert report.failure is Failure.MALFORMED, report.to_json()
+        with pytest.raises(MalformedInput):
+            parse_compact_licence(digits_encode(padded), IssuerList([issuer]))
+
+
 def test_a_kid_resolving_to_another_key_fails_the_signature(fed: Federation) -> None:
     """A trust list that maps the kid to the wrong certificate cannot make it verify."""
     issuer = _issuer(fed)
