@@ -195,6 +195,14 @@ async def test_the_printed_qr_opens_the_verify_page_on_a_phone_with_each_verdict
             reason = await page.text_content("#reason")
             assert code not in reason
             assert reason.strip()
+            # every dead end says what to do next, in Chinese
+            step = await page.text_content("#next") or ""
+            assert step.strip(), code
+            assert not re.search(r"[A-Za-z]", step), step
+        # bad input is not "try again later": a text that is no licence at all
+        await page.fill("#token", "x" * 9000)
+        await page.click("#verify-form button[type='submit']")
+        await expect(page.locator("#error")).to_contain_text("重新扫描", timeout=MS)
         # Debian's Chromium on Linux lacks BarcodeDetector (the camera stills then go to
         # the node: test_the_laptop_camera_reads_the_licence_qr_without_barcodedetector);
         # with no camera allowed here the page says what to do instead, in Chinese
@@ -209,6 +217,15 @@ async def test_the_printed_qr_opens_the_verify_page_on_a_phone_with_each_verdict
             await _open(page, good)
             await expect(page.locator("#verdict")).to_have_attribute("data-failure", code)
             assert await page.text_content("#verdict") == "无效"
+        # the lists cannot be had: no proof of invalidity, said apart, with a next step
+        for published in offices.h.verifier.status_dir.glob("*.jwt"):
+            published.unlink()
+        await _open(page, good)
+        await expect(page.locator("#verdict")).to_have_attribute(
+            "data-failure", "status-unavailable"
+        )
+        assert await page.text_content("#verdict") == "无法确认"
+        assert "稍后再核验" in (await page.text_content("#next") or "")
         await context.close()
 
 

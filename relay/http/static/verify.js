@@ -31,6 +31,20 @@
       "r:issuer-not-entitled": "签发机关无权签发此类证照。",
       "r:status-unavailable": "暂时无法确认证照是否被吊销或暂停。",
       "r:unknown-issuer": "无法识别签发机关（本节点不认识该印章）。",
+      unknown: "无法确认",
+      "n:malformed": "请确认扫描的是通办电子证照上的二维码；纸质证照请向签发机关核实。",
+      "n:signature": "请勿采信此证照，并向签发机关或当地市场监管部门反映。",
+      "n:chain": "请联系签发机关核实证照；如为本核验点的问题，请稍后再试。",
+      "n:not-yet-valid": "证照自有效期开始之日起方可使用，请届时再核验。",
+      "n:expired": "请持证人向签发机关申请延续或重新办理。",
+      "n:revoked": "该证照已失效，请勿采信；如有疑问，请联系签发机关。",
+      "n:suspended": "暂停期间证照不能使用；恢复时间请向签发机关了解。",
+      "n:issuer-not-entitled": "请勿采信，并向签发机关或其上级主管部门反映。",
+      "n:status-unavailable": "签名和有效期均已核验，但暂时取不到签发机关的吊销、暂停信息：请稍后再核验；仍无法确认时，请联系签发机关。",
+      "n:unknown-issuer": "请到签发机关的政务服务网站核验，或直接联系签发机关。",
+      "e:400": "这不是可以核验的证照内容：请重新扫描证照二维码，或粘贴扫码所得的完整网址。",
+      "e:413": "内容过长，不是通办电子证照：请重新扫描证照二维码。",
+      "e:429": "核验请求过于频繁，请稍等一分钟后再试。",
       unchecked: "以下项目未检查：",
     },
     en: {
@@ -60,6 +74,20 @@
       "r:issuer-not-entitled": "The issuing office is not entitled to issue this kind of licence.",
       "r:status-unavailable": "Whether the licence was revoked or suspended cannot be established now.",
       "r:unknown-issuer": "The issuing office is not known here (its seal is not recognised).",
+      unknown: "Cannot be confirmed",
+      "n:malformed": "Make sure you scanned the QR code of a tongban e-licence; for a paper licence, ask the issuing office.",
+      "n:signature": "Do not rely on this licence; report it to the issuing office or the local market regulator.",
+      "n:chain": "Ask the issuing office to confirm the licence; if the problem is on this verification point, try again later.",
+      "n:not-yet-valid": "The licence may be used from the start of its validity; verify it again then.",
+      "n:expired": "The holder should ask the issuing office to renew or reissue it.",
+      "n:revoked": "The licence is void: do not rely on it; ask the issuing office if in doubt.",
+      "n:suspended": "The licence may not be used while suspended; ask the issuing office when it resumes.",
+      "n:issuer-not-entitled": "Do not rely on it; report it to the issuing office or its supervising department.",
+      "n:status-unavailable": "Seal and validity were checked, but the issuing office's revocation and suspension lists cannot be fetched now: verify again later, or ask the issuing office.",
+      "n:unknown-issuer": "Verify it on the issuing office's own government service site, or ask the office.",
+      "e:400": "This is nothing that can be verified: scan the licence QR code again, or paste the whole scanned address.",
+      "e:413": "Too long to be a tongban e-licence: scan the licence QR code again.",
+      "e:429": "Too many verifications just now: wait a minute and try again.",
       unchecked: "Not checked: ",
     },
   };
@@ -99,14 +127,19 @@
   function render(report) {
     last = report;
     $("result").hidden = false;
-    $("verdict").textContent = report.valid ? t("valid") : t("invalid");
-    $("verdict").className = "state " + (report.valid ? "valid" : "invalid");
+    // an unconfirmable status is no proof of invalidity: said apart, neither green nor red
+    const unknown = !report.valid && report.failure === "status-unavailable";
+    $("verdict").textContent = report.valid ? t("valid") : unknown ? t("unknown") : t("invalid");
+    $("verdict").className = "state " + (report.valid ? "valid" : unknown ? "unknown" : "invalid");
     $("verdict").dataset.valid = String(report.valid);
     $("verdict").dataset.failure = report.failure || "";
     const skipped = (report.checks || []).filter((c) => c.outcome === "skipped").map((c) => t(c.check));
     let reason = t("r:" + (report.failure || "valid"));
     if (report.valid && skipped.length) reason = t("unchecked") + skipped.join(lang === "zh" ? "、" : ", ");
     $("reason").textContent = reason;
+    const next = report.valid ? "" : t("n:" + report.failure);
+    $("next").textContent = next.startsWith("n:") ? "" : next;
+    $("next").hidden = !$("next").textContent;
     const lic = report.licence || null;
     const names = report.names || {};
     const rows = [];
@@ -142,7 +175,13 @@
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
       });
     } catch (e) { response = null; }
-    if (!response || !response.ok) { $("error").textContent = t("failed"); $("error").hidden = false; return; }
+    if (!response || !response.ok) {
+      // bad input says what to do about it; only what may pass later says "later"
+      const known = response && ["e:400", "e:413", "e:429"].includes("e:" + response.status);
+      $("error").textContent = known ? t("e:" + response.status) : t("failed");
+      $("error").hidden = false;
+      return;
+    }
     $("error").hidden = true;
     render(await response.json());
   }
