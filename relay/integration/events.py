@@ -10,16 +10,19 @@ Types, when each is made, and its id (``N`` the node, ``C`` the case):
 - ``case-created`` — a case appears here (opened at hand-in, or the partner's
   ``submit`` applied); ``N:case-created:C``
 - ``partner-step-received`` — the partner's step is applied to our copy;
-  ``N:step:C:<origin>:<seq>``
+  ``N:step:C:<origin>:<seq>:<d>`` (``d``: 8 hex digits of the step's digest, so a step
+  taken back and the one taken instead under the same ``seq`` have different ids)
 - ``step-refused`` — the partner refused a packet of ours (a ``rejected`` receipt);
   ``N:step-refused:<packet id>``
 - ``sla-yellow``, ``sla-red`` — the statutory clock turned yellow (75 %) or red
   (overdue); ``N:sla-<colour>:C``
 - ``survey-report-received``, ``licence-issued``, ``complaint-received`` — a survey
   report, the e-licence or an applicant's complaint (办不成事) is on the case, whichever
-  office took the step; ``N:step:C:<origin>:<seq>``
+  office took the step; ``N:step:C:<origin>:<seq>:<d>``
 - ``licence-revoked`` — this office revoked a licence it issued;
   ``N:licence-revoked:<number>``
+- ``step-taken-back`` — a step of ours whose event a target already had was taken back
+  (the relay refused to send it); ``N:step-taken-back:<that event's id>``
 
 A step of the partner that is a survey report, licence or complaint is announced by its
 specific type only. Events name the case and the step, never personal data: a platform
@@ -29,6 +32,8 @@ logged.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,7 +41,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from relay.cases.model import EventKind
+from relay.cases.model import Event, EventKind, thaw
 from relay.cases.store import CaseRecord
 
 __all__ = ["EventType", "IntegrationEvent", "events_of_change", "refused_event", "sla_event"]
@@ -52,6 +57,7 @@ class EventType(StrEnum):
     LICENCE_ISSUED = "licence-issued"
     LICENCE_REVOKED = "licence-revoked"
     COMPLAINT_RECEIVED = "complaint-received"
+    STEP_TAKEN_BACK = "step-taken-back"
 
 
 _SPECIFIC: Mapping[EventKind, EventType] = {
@@ -116,11 +122,27 @@ def events_of_change(
             data["decision"] = event.details["decision"]
         out.append(
             IntegrationEvent(
-                f"{node_id}:step:{header.case_id}:{event.origin.value}:{event.seq}",
-                kind, header.case_id, at, MappingProxyType(data),
+                step_event_id(node_id, header.case_id, event), kind, header.case_id, at,
+                MappingProxyType(data),
             )
         )  # fmt: skip
     return out
+
+
+def step_event_id(node_id: str, case_id: str, event: Event) -> str:
+    """``N:step:C:<origin>:<seq>:<d>``: the same step always has the same id, and a step
+    taken back and the one taken in its place (same ``seq``) have different ones."""
+    facts = {"kind": event.kind.value, "at": event.at.isoformat(), "details": thaw(event.details)}
+    digest = hashlib.sha256(json.dumps(facts, sort_keys=True, ensure_ascii=False).encode())
+    return f"{node_id}:step:{case_id}:{event.origin.value}:{event.seq}:{digest.hexdigest()[:8]}"
+
+
+def taken_back_event(node_id: str, event_id: str, case_id: str, at: datetime) -> IntegrationEvent:
+    """A step whose event a target already had was taken back: forget it."""
+    return IntegrationEvent(
+        f"{node_id}:step-taken-back:{event_id}", EventType.STEP_TAKEN_BACK, case_id, at,
+        MappingProxyType({"event": event_id}),
+    )  # fmt: skip
 
 
 def refused_event(

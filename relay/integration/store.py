@@ -53,6 +53,8 @@ from relay.integration.events import (
     events_of_change,
     revoked_event,
     sla_event,
+    step_event_id,
+    taken_back_event,
 )
 
 __all__ = ["MIGRATIONS", "SCHEMA", "Delivery", "IntegrationStore", "OutboxSink", "Read"]
@@ -154,15 +156,19 @@ def _insert_event(
     return True
 
 
-def _withdraw(conn: Connection, event_id: str) -> None:
-    """Drop an event whose change was taken back, unless a target already has it."""
-    delivered = conn.execute(
-        "SELECT 1 FROM webhook_deliveries WHERE event_id = ? AND state = 'delivered'",
+def _withdraw(conn: Connection, event_id: str) -> bool:
+    """Drop an event whose change was taken back, unless a target already has it (or is
+    being sent it): True when one may, and must hear that the step is gone."""
+    reached = conn.execute(
+        "SELECT 1 FROM webhook_deliveries WHERE event_id = ?"
+        " AND (state = 'delivered' OR attempts > 0)",
         (event_id,),
     ).fetchone()
-    if delivered is None:
-        conn.execute("DELETE FROM webhook_deliveries WHERE event_id = ?", (event_id,))
-        conn.execute("DELETE FROM integration_events WHERE event_id = ?", (event_id,))
+    if reached is not None:
+        return True
+    conn.execute("DELETE FROM webhook_deliveries WHERE event_id = ?", (event_id,))
+    conn.execute("DELETE FROM integration_events WHERE event_id = ?", (event_id,))
+    return False
 
 
 def _settled(record: CaseRecord) -> bool:
@@ -196,7 +202,9 @@ class OutboxSink:
             gone = [e for e in old.case.events if e.ref not in kept]
             case_id = new.case.header.case_id
             for e in gone:
-                _withdraw(conn, f"{self._node}:step:{case_id}:{e.origin.value}:{e.seq}")
+                if _withdraw(conn, event_id := step_event_id(self._node, case_id, e)):
+                    back = taken_back_event(self._node, event_id, case_id, at)
+                    self.written += _insert_event(conn, back, self._node, self._targets)
         submit = next((e for e in new.case.events if e.kind is EventKind.SUBMIT), None)
         applicant = applicant_key(submit.details.get("application") if submit else None)
         if applicant is not None:

@@ -121,7 +121,7 @@ async def test_every_event_reaches_the_platform_once_despite_downtime(
         assert list(p.events.values()) == expected[node]  # each once, in outbox order
     assert platform_h.repeats == 0
     types = {e["type"] for e in expected[RECEIVING] + expected[HANDLING]}
-    assert types == {t.value for t in EventType}
+    assert types == {t.value for t in EventType} - {"step-taken-back"}  # a test of its own
     r_types = [e["type"] for e in expected[RECEIVING]]
     assert r_types.count("sla-yellow") == r_types.count("sla-red") == 1
     assert "applicant-identity" not in json.dumps(expected, ensure_ascii=False)
@@ -324,6 +324,52 @@ async def test_a_step_taken_back_takes_its_event_back(
         assert [e["id"] for e in w.r.store.events()] == before
         [row] = w.r.store.delivery_status()
         assert row["pending"] == len(before)
+    finally:
+        w.close()
+
+
+async def test_a_step_taken_back_after_its_event_went_out_is_announced_and_not_reused(
+    data_pki: Pki, tmp_path: Path, clock, database: Database
+):
+    """The platform had the event of a step the relay then refused to send: it hears the
+    step was taken back, and the step taken next under the same number is an event of
+    its own (the same id was kept for both, and the platform dropped the second as a
+    repeat)."""
+    w = _wired(data_pki, tmp_path, clock, database)
+    url = "http://127.0.0.1:9/h"
+    try:
+        r = w.office(RECEIVING)
+        case_id = await _opened(w)
+        await w.office(HANDLING).desk.act(case_id, K.ACCEPT, {})
+        await w.deliver()
+
+        def complaints() -> list[str]:
+            return [e["id"] for e in w.r.store.events() if e["type"] == "complaint-received"]
+
+        class _SentThenRefused(_RefusingRelay):
+            async def create_packet(self, **_: Any) -> Any:
+                for event_id in complaints():  # as if the dispatcher had just sent it
+                    w.r.store.delivered(event_id, url, clock())
+                raise NotAuthorized("not-a-party")
+
+        refusing = CaseDesk(
+            node_id=RECEIVING, relay=_SentThenRefused(), store=r.cases,
+            terms=load_terms([data_pki.agreement], data_pki.bundle, at=clock()),
+            calendar=default_calendar(), signer=data_pki.keys[RECEIVING].seal,
+            bundle=lambda: data_pki.bundle, clock=clock, office_names={},
+        )  # fmt: skip
+        with pytest.raises(NotAuthorized):
+            await refusing.act(case_id, K.COMPLAIN, {"text": "领证要跑两趟"})
+        [first] = complaints()
+        back = [e for e in w.r.store.events() if e["type"] == "step-taken-back"]
+        assert [(e["id"], e["data"]) for e in back] == [
+            (f"{RECEIVING}:step-taken-back:{first}", {"event": first})
+        ]
+        clock.advance(seconds=5)
+        await r.desk.act(case_id, K.COMPLAIN, {"text": "领证要跑三趟"})
+        again = [i for i in complaints() if i != first]
+        assert len(again) == 1  # its own id, though the same step number
+        assert again[0].rsplit(":", 1)[0] == first.rsplit(":", 1)[0]
     finally:
         w.close()
 
