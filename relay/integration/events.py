@@ -14,6 +14,9 @@ Types, when each is made, and its id (``N`` the node, ``C`` the case):
   taken back and the one taken instead under the same ``seq`` have different ids)
 - ``step-refused`` — the partner refused a packet of ours (a ``rejected`` receipt);
   ``N:step-refused:<packet id>``
+- ``step-undelivered`` — a packet of ours was set aside before the partner took it
+  (expired, parked, or dead behind one of its case that was);
+  ``N:step-undelivered:<packet id>``
 - ``sla-yellow``, ``sla-red`` — the statutory clock turned yellow (75 %) or red
   (overdue); ``N:sla-<colour>:C``
 - ``survey-report-received``, ``licence-issued``, ``complaint-received`` — a survey
@@ -58,6 +61,7 @@ class EventType(StrEnum):
     LICENCE_REVOKED = "licence-revoked"
     COMPLAINT_RECEIVED = "complaint-received"
     STEP_TAKEN_BACK = "step-taken-back"
+    STEP_UNDELIVERED = "step-undelivered"
 
 
 _SPECIFIC: Mapping[EventKind, EventType] = {
@@ -146,10 +150,25 @@ def taken_back_event(node_id: str, event_id: str, case_id: str, at: datetime) ->
 
 
 def refused_event(
-    node_id: str, *, packet_id: str, case_id: str, action: str, reason: str, at: datetime
+    node_id: str,
+    *,
+    packet_id: str,
+    case_id: str,
+    action: str,
+    reason: str,
+    at: datetime,
+    undelivered: bool = False,
 ) -> IntegrationEvent:
+    """``step-refused`` (the partner's receipt rejected it), or with ``undelivered``
+    ``step-undelivered`` (set aside before the partner took it: expired, parked, or
+    behind a packet of its case that was)."""
+    kind, name = (
+        (EventType.STEP_UNDELIVERED, "step-undelivered")
+        if undelivered
+        else (EventType.STEP_REFUSED, "step-refused")
+    )
     return IntegrationEvent(
-        f"{node_id}:step-refused:{packet_id}", EventType.STEP_REFUSED, case_id, at,
+        f"{node_id}:{name}:{packet_id}", kind, case_id, at,
         MappingProxyType({"packet": packet_id, "action": action, "reason": reason}),
     )  # fmt: skip
 

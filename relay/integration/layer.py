@@ -111,7 +111,8 @@ class Integration:
         return self.scan_refusals() + self.scan_clocks()
 
     def scan_refusals(self) -> int:
-        """Record the ``step-refused`` events of the refusals new to the scan (an index of
+        """Record the ``step-refused`` (or, for a dead letter, ``step-undelivered``) events
+        of the refusals new to the scan (an index of
         those not yet noticed), each noticed once its event is made: never every refusal
         or event kept. Runs on the event loop, whose connection the relay store is: the
         scan reads and marks only what the node committed."""
@@ -121,11 +122,10 @@ class Integration:
         while refusals := core.unnoticed_refusals(_REFUSALS_PER_READ):
             for item in refusals:
                 s = item.summary
-                if item.state is not OutboxState.REJECTED:  # a dead letter makes no event
-                    continue
                 event = refused_event(
                     self.node_id, packet_id=s.packet_id, case_id=s.case_id,
                     action=s.action, reason=item.reason or "", at=now,
+                    undelivered=item.state is not OutboxState.REJECTED,  # a dead letter
                 )  # fmt: skip
                 new += self.store.record(event)
             core.notice_refusals([item.summary.packet_id for item in refusals])

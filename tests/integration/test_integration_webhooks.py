@@ -144,7 +144,7 @@ async def _opened(w: WiredOffices) -> str:
     return opened.record.case.header.case_id
 
 
-async def _forged_step(relay: Any, case_id: str, at: Any) -> Any:
+async def _forged_step(relay: Any, case_id: str, at: Any, **kw: Any) -> Any:
     """A ``conclude`` the receiving office may not take, sent as it stands: the handling
     office refuses it (``rejected``)."""
     forged = {
@@ -154,7 +154,7 @@ async def _forged_step(relay: Any, case_id: str, at: Any) -> Any:
     }  # fmt: skip
     return await relay.create_packet(
         to=HANDLING, case_id=case_id, matter=FOOD, action="status-update",
-        mode="proxy_receipt", content=forged,
+        mode="proxy_receipt", content=forged, **kw,
     )  # fmt: skip
 
 
@@ -200,6 +200,13 @@ async def _run_case(w: WiredOffices) -> None:
     await w.deliver()
     assert r.relay.list_outbox(state=OutboxState.REJECTED)
     assert w.r.scan() == 1  # step-refused
+    assert w.r.scan() == 0
+    # a step set aside before the partner took it (here: it expired on the way)
+    await _forged_step(r.relay, case_id, clock(), expires_in=timedelta(seconds=1))
+    clock.advance(seconds=2)
+    await w.deliver()
+    assert r.relay.list_outbox(state=OutboxState.DEAD)
+    assert w.r.scan() == 1  # step-undelivered
     assert w.r.scan() == 0
 
 
