@@ -22,6 +22,7 @@ import aiohttp
 from relay.alerts import Severity, StaffAlert
 from relay.timestamps.store import TimestampStore
 from relay.timestamps.tokens import (
+    Stamp,
     TimestampError,
     TsaTrust,
     TsaUnavailable,
@@ -59,6 +60,11 @@ class HttpTsa:
             raise TsaUnavailable(f"the TSA could not be reached: {exc}") from exc
 
 
+TSA_SKEW = timedelta(minutes=5)
+"""How far a token's genTime may be from the node's clock: a TSA whose clock is off
+stamps times that prove nothing, so its tokens are refused (and tried again later)."""
+
+
 class Stamper:
     def __init__(
         self,
@@ -83,7 +89,7 @@ class Stamper:
             request, nonce = build_request(leaf)
             try:
                 response = await self._tsa(request)
-                stamp = check_response(response, leaf, self._trust, nonce=nonce)
+                stamp = self._timely(check_response(response, leaf, self._trust, nonce=nonce))
             except TimestampError as exc:
                 self.last_error = str(exc)
                 _log.warning("timestamps: leaf %d not stamped: %s", index, exc)
@@ -94,7 +100,7 @@ class Stamper:
             request, nonce = build_request(note)
             try:
                 response = await self._tsa(request)
-                stamp = check_response(response, note, self._trust, nonce=nonce)
+                stamp = self._timely(check_response(response, note, self._trust, nonce=nonce))
             except TimestampError as exc:
                 self.last_error = str(exc)
                 _log.warning("timestamps: checkpoint %d not stamped: %s", size, exc)
@@ -103,6 +109,16 @@ class Stamper:
             done += 1
         self.last_error = ""
         return done
+
+    def _timely(self, stamp: Stamp) -> Stamp:
+        """``stamp`` when its genTime is within :data:`TSA_SKEW` of the node's clock."""
+        now = self._clock()
+        if abs(stamp.gen_time - now) > TSA_SKEW:
+            raise TimestampError(
+                f"the TSA's time {stamp.gen_time.isoformat()} is off from this node's "
+                f"{now.isoformat()} by more than {int(TSA_SKEW.total_seconds() // 60)} minutes"
+            )
+        return stamp
 
     def alerts(self, now: datetime) -> Iterable[StaffAlert]:
         waiting = self._store.unstamped()

@@ -96,6 +96,14 @@ async def test_tsa_down_exchange_goes_on_alert_after_the_set_time_then_caught_up
             a.live.checkpoint()
             assert len(store.unstamped()) == 2
             tsa.up = True
+            # a TSA whose clock is off by an hour (here: the node's) stamps nothing that
+            # proves a time: refused, and tried again
+            clock = stamper._clock
+            stamper._clock = lambda: clock() + timedelta(hours=1)
+            assert await stamper.catch_up() == 0
+            assert "off from this node's" in stamper.last_error
+            assert len(store.unstamped()) == 2
+            stamper._clock = clock
             assert await stamper.catch_up() == 2
             assert store.unstamped() == []
             assert list(stamper.alerts(signed_at + timedelta(days=1))) == []
