@@ -74,12 +74,13 @@ to a partner whose packets were queued meanwhile) ends within a few seconds."""
 _LIMIT_NAMES = ("max_batch_size", "max_body_bytes")
 
 _CALM_BATCHES = 64
+"""Batches a partner takes without a 429 before it gets back one lane taken away."""
 
 AGREEMENT_UNKNOWN_STANDS = timedelta(minutes=15)
 """A case refused as ``agreement-unknown`` counts for the staff alert this long after its
-last refusal (its retries come at most ``max_delay``, 5 minutes by default, apart)."""
+last refusal, or three times the policy's ``max_delay`` when that is longer (its
+retries come at most ``max_delay`` apart)."""
 _AGREEMENT_UNKNOWN_KEPT = 4096
-"""Batches a partner takes without a 429 before it gets back one lane taken away."""
 
 _log = logging.getLogger("tongban.relay")
 
@@ -563,8 +564,9 @@ class Sender:
         :data:`AGREEMENT_UNKNOWN_STANDS`: how many cases wait, and the latest refusal
         (kept in memory: after a restart the packets' retries bring it back)."""
         standing: dict[str, tuple[int, datetime]] = {}
+        window = max(AGREEMENT_UNKNOWN_STANDS, 3 * self._policy.max_delay)
         for (peer, _), at in list(self._agreement_unknown.items()):
-            if now - at > AGREEMENT_UNKNOWN_STANDS:
+            if now - at > window:
                 continue
             count, latest = standing.get(peer, (0, at))
             standing[peer] = (count + 1, max(latest, at))
@@ -611,7 +613,8 @@ class Sender:
         delay = backoff_delay(self._policy, failures, self._rng.random())
         asked = exc.retry_after if isinstance(exc, PeerRefused) else None
         if asked is not None:  # the partner said when (429, 503): not before, within reason
-            delay = max(delay, min(timedelta(seconds=asked), self._policy.max_delay))
+            cap = self._policy.max_delay.total_seconds()  # bounded before a timedelta is
+            delay = max(delay, timedelta(seconds=min(asked, cap)))  # made of 10**20 seconds
         self._store.set_peer_backoff(peer, PeerBackoff(failures, self._clock() + delay))
         _log.info("peer %s unavailable (%s); retry in %.1fs", peer, exc, delay.total_seconds())
 

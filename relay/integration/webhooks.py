@@ -78,11 +78,17 @@ async def _pause(stop: asyncio.Event, waker: asyncio.Event, seconds: float) -> N
     woken.cancel()
 
 
+_RETRY_AFTER_MOST = 7 * 86400
+"""A longer ``Retry-After`` is read as this (``max_backoff`` bounds it further)."""
+
+
 def _retry_after(value: str | None) -> timedelta:
-    """A ``Retry-After`` of delay-seconds (an HTTP date counts as none)."""
-    if value is None or not value.strip().isascii() or not value.strip().isdigit():
+    """A ``Retry-After`` of delay-seconds (an HTTP date counts as none), bounded before
+    it is made a timedelta (one of 10**20 seconds cannot be)."""
+    text = (value or "").strip()
+    if not text.isascii() or not text.isdigit():
         return timedelta(0)
-    return timedelta(seconds=int(value.strip()))
+    return timedelta(seconds=min(int(text), _RETRY_AFTER_MOST))
 
 
 def _seconds(value: float) -> timedelta:
@@ -129,6 +135,7 @@ class WebhookDispatcher:
             if context is None and target.url.startswith("https:"):
                 try:
                     context = self._context(target)
+                    self._failing.pop(target.url, None)  # its CA file is readable (again)
                 except (OSError, ssl.SSLError, ValueError) as exc:  # this target only
                     _log.error("webhook target %s: CA file %s: %s", target.url, target.ca, exc)
                     self._failing[target.url] = (self._clock(), f"CA file {target.ca}: {exc}")

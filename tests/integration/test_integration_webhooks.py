@@ -498,3 +498,46 @@ async def test_an_event_the_platform_refuses_for_good_is_parked_and_holds_nothin
             stop.set()
             await task
             w.close()
+
+
+async def test_a_platform_that_says_when_to_come_back_is_asked_then_and_not_before(
+    data_pki: Pki, tmp_path: Path, clock
+):
+    """A 503's ``Retry-After`` is honoured up to ``max_backoff``; one of 10**20 seconds
+    ended the dispatcher, and every target with it."""
+    answers = [("99999999999999999999", 503), ("", 200)]
+    seen: list[int] = []
+
+    async def platform(request: web.Request) -> web.Response:
+        wait, status = answers[min(len(seen), 1)]
+        seen.append(status)
+        return web.json_response({}, status=status, headers={"Retry-After": wait} if wait else {})
+
+    app = web.Application()
+    app.router.add_post("/webhooks", platform)
+    async with serve(app) as base:
+        url = f"{base}/webhooks"
+        w = integkit.wired_offices(
+            data_pki, tmp_path, clock,
+            webhooks={RECEIVING: [target(url, base_backoff=1.0, max_backoff=60.0)]},
+        )  # fmt: skip
+        stop = asyncio.Event()
+        task = asyncio.create_task(w.r.dispatcher.run(stop))
+        try:
+            await w.office(RECEIVING).desk.open_case(
+                matter=FOOD, mode="proxy_receipt", handling=HANDLING, application=FOOD_FORM
+            )
+            w.r.dispatcher.wake()
+            await _until(lambda: seen == [503], "the platform asked to come back later")
+            clock.advance(seconds=59)  # the backoff is the most max_backoff allows ...
+            w.r.dispatcher.wake()
+            await asyncio.sleep(0.3)
+            assert seen == [503]
+            assert not task.done()
+            clock.advance(seconds=12)  # ... and no more (±20 % jitter)
+            await _until(lambda: seen == [503, 200], "the event delivered",
+                         tick=w.r.dispatcher.wake)  # fmt: skip
+        finally:
+            stop.set()
+            await task
+            w.close()

@@ -307,6 +307,23 @@ async def test_a_partner_that_says_when_to_come_back_is_not_asked_before(
     assert _states(sender)[packet][0] is OutboxState.DELIVERED
 
 
+async def test_a_partner_that_says_to_come_back_in_a_thousand_years_is_asked_within_max_delay(
+    federation: Federation,
+) -> None:
+    """``Retry-After: 99999999999999999999`` once made a timedelta too large to exist:
+    the error ended the running outbox for every partner."""
+    sender = federation.nodes[WUCHANG]
+    [packet] = await send(federation, WUCHANG, DAFENG, "far")
+    sender._sender._link = BusyOnce(sender._sender._link, 10**20)
+    await sender.deliver_once()
+    backoff = federation.stores[WUCHANG].peer_backoffs()[DAFENG]
+    assert backoff.next_attempt_at is not None
+    assert backoff.next_attempt_at <= federation.clock() + federation.policy.max_delay
+    federation.clock.advance(seconds=federation.policy.max_delay.total_seconds() + 1)
+    await sender.deliver_once()
+    assert _states(sender)[packet][0] is OutboxState.DELIVERED
+
+
 class TwoAtOnce(Through):
     """A partner that takes two requests of ours at once and answers 429 to a third."""
 
