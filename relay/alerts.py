@@ -65,6 +65,7 @@ class StaffAlert:
         title_en: str,
         detail: str,
         subject: str = "",
+        extra: Mapping[str, Any] | None = None,
     ) -> StaffAlert:
         """The alert of ``source`` about ``key`` (its id is ``<source>:<key>``)."""
         return cls(
@@ -77,6 +78,7 @@ class StaffAlert:
             title_en=title_en,
             detail=detail,
             subject=subject,
+            extra=extra or {},
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -20,7 +20,6 @@ the agreement allows and those of the two nodes.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -51,7 +50,7 @@ __all__ = [
 UNKNOWN_KEPT = 64
 """Agreement versions unknown here that :attr:`AgreementAuthorizer.unknown` remembers."""
 
-UNKNOWN_ALERT_FOR = timedelta(hours=1)
+UNKNOWN_ALERT_FOR = timedelta(hours=24)
 """How long after the last packet refused as ``agreement-unknown`` its alert stands."""
 
 
@@ -118,7 +117,8 @@ class AgreementAuthorizer:
             False,
             AGREEMENT_UNKNOWN,
             detail=f"this node does not hold agreement {pinned.id} version {pinned.version} "
-            "signed by every party (not loaded yet?)",
+            "signed by every party (not loaded yet, or a party's signature does not verify "
+            "here)",
         )
 
     def _may_load_later(self, pinned: AgreementRef, at: datetime) -> bool:
@@ -173,10 +173,12 @@ def unknown_agreement_alerts(authorizer: AgreementAuthorizer, now: datetime) -> 
             f"Node {sender} sends packets under agreement {ref.id} version {ref.version} "
             f"(document digest {ref.digest}), which this node does not hold signed by every "
             "party. Install the signed agreement file and reload the node (tongban reload); "
-            "the partner keeps retrying until then",
+            "if it is installed, a party's signature does not verify here (see the reload "
+            "report). The partner keeps retrying until then",
             subject=sender,
+            extra={"peer": sender},  # the console names the office
         )
-        alerts.append(replace(alert, extra={"peer": sender}))  # the console names it
+        alerts.append(alert)
     return alerts
 
 

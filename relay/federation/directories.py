@@ -9,20 +9,22 @@ e.g. after its key was revoked, is dropped and logged).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 
 from relay.federation.publish import write_atomically
 from signing.certificates import TrustBundle
+from signing.encoding import b64url_decode
 from signing.errors import InvalidSignature
 from signing.federation_directory import DirectoryEntry, VerifiedDirectory, verify_directory
 
-__all__ = ["DirectoryCache", "DirectorySet", "Offer", "claimed_federation", "merge"]
+__all__ = ["DirectoryCache", "DirectorySet", "Dropped", "Offer", "lapsed_copy", "merge"]
 
 _log = logging.getLogger("tongban.relay.federation")
 
@@ -40,10 +42,9 @@ class DirectorySet:
     """Verified directories by root id (:func:`signing.federation_directory.root_id`)."""
 
     by_root: Mapping[str, VerifiedDirectory] = field(default_factory=dict)
-    dropped: Mapping[str, str] = field(default_factory=dict)
-    """Copies left out when the set was loaded, by the federation they claim to be of,
-    with why: a copy that no longer verifies (its key expired or was revoked,
-    a CRL went stale) is dropped, and staff must hear of it."""
+    dropped: Mapping[str, Dropped] = field(default_factory=dict)
+    """Copies left out when the set was loaded because they no longer verify (their key
+    expired, a CRL went stale), by root id: staff must hear of them."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_root", MappingProxyType(dict(self.by_root)))
@@ -76,19 +77,26 @@ def merge(held: DirectorySet, offered: VerifiedDirectory) -> tuple[DirectorySet,
     return DirectorySet({**held.by_root, offered.root_id: offered}), Offer.NEWER
 
 
-def claimed_federation(path: Path) -> str | None:
-    """The federation a directory file says it is of, unverified (to name a copy that no
-    longer verifies to people); None when that cannot be read."""
-    import json
+@dataclass(frozen=True)
+class Dropped:
+    """A held copy that no longer verifies: of which federation, and why."""
 
-    from signing.encoding import b64url_decode
+    federation: str
+    why: str
 
+
+def lapsed_copy(data: bytes, bundle: TrustBundle) -> VerifiedDirectory | None:
+    """The directory file ``data`` as it verified at the ``issued_at`` it claims (read
+    unverified), when it did: a copy that was valid and no longer is (its key expired,
+    a CRL went stale), as opposed to a broken file or one of a root no longer trusted
+    (None)."""
     try:
-        payload = json.loads(b64url_decode(path.read_text("ascii").strip().split(".")[1]))
-        name = payload["federation"]
-    except (OSError, ValueError, IndexError, KeyError, TypeError):
+        token = data.decode("ascii").strip()
+        payload = json.loads(b64url_decode(token.split(".")[1]))
+        issued = datetime.fromtimestamp(int(payload["issued_at"]), UTC)
+        return verify_directory(token, bundle, at=issued)
+    except (ValueError, IndexError, KeyError, TypeError, OverflowError, InvalidSignature):
         return None
-    return name if isinstance(name, str) and name.isprintable() and len(name) <= 64 else None
 
 
 class DirectoryCache:
@@ -102,14 +110,17 @@ class DirectoryCache:
         held = DirectorySet()
         if not self.folder.is_dir():
             return held
-        dropped: dict[str, str] = {}
+        dropped: dict[str, Dropped] = {}
         for path in sorted(self.folder.glob("*.directory.jws")):
             try:
-                verified = verify_directory(path.read_bytes(), bundle, at=at)
+                data = path.read_bytes()
+                verified = verify_directory(data, bundle, at=at)
             except (OSError, InvalidSignature) as exc:
                 _log.warning("cached directory %s dropped: %s", path.name, exc or "invalid")
-                name = claimed_federation(path) or path.name.removesuffix(".directory.jws")
-                dropped[name] = "it no longer verifies"
+                lapsed = lapsed_copy(data, bundle) if not isinstance(exc, OSError) else None
+                if lapsed is not None:  # else broken, or of a root no longer trusted
+                    why = "the cached copy was valid when it was signed, not now"
+                    dropped[lapsed.root_id] = Dropped(lapsed.directory.federation, why)
                 continue
             held, _ = merge(held, verified)
         return DirectorySet(held.by_root, dropped)

@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import ssl
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -48,8 +46,9 @@ from relay.federation.crls import fresher_bundle
 from relay.federation.directories import (
     DirectoryCache,
     DirectorySet,
+    Dropped,
     Offer,
-    claimed_federation,
+    lapsed_copy,
     merge,
 )
 from relay.federation.partners import (
@@ -62,7 +61,6 @@ from relay.federation.publish import write_atomically
 from relay.http.body import read_at_most
 from relay.tls import BundleSource
 from signing.certificates import TrustBundle
-from signing.encoding import b64url_decode
 from signing.errors import InvalidSignature
 from signing.federation_directory import VerifiedDirectory, verify_directory
 
@@ -90,17 +88,9 @@ class DirectoryLapsed(DirectoryError):
     does: the node keeps running, with the ``directory-dropped`` alert, until the
     province signs a new one (a start or reload refused for it would stop the office)."""
 
-
-def _valid_when_issued(data: bytes, bundle: TrustBundle) -> bool:
-    """Whether the (unverified) directory ``data`` verifies at the ``issued_at`` it
-    claims: a file that once was valid, as opposed to a broken one."""
-    try:
-        payload = json.loads(b64url_decode(data.decode("ascii").strip().split(".")[1]))
-        issued = datetime.fromtimestamp(int(payload["issued_at"]), UTC)
-        verify_directory(data, bundle, at=issued)
-    except (ValueError, IndexError, KeyError, TypeError, OverflowError, InvalidSignature):
-        return False
-    return True
+    def __init__(self, message: str, copy: VerifiedDirectory) -> None:
+        super().__init__(message)
+        self.copy = copy
 
 
 def load_own(path: Path, bundle: TrustBundle, *, at: datetime) -> VerifiedDirectory:
@@ -112,10 +102,12 @@ def load_own(path: Path, bundle: TrustBundle, *, at: datetime) -> VerifiedDirect
     try:
         verified = verify_directory(data, bundle, at=at)
     except InvalidSignature:
-        if _valid_when_issued(data, bundle):
+        lapsed = lapsed_copy(data, bundle)
+        if lapsed is not None:
             raise DirectoryLapsed(
                 f"{path}: valid when it was signed, not now (its directory key expired, "
-                "or a CRL is stale)"
+                "or a CRL is stale)",
+                lapsed,
             ) from None
         raise DirectoryError(
             f"{path}: not a valid federation directory for this trust bundle"
@@ -153,8 +145,9 @@ class FederationService:
         self.started_at = clock()
         self.last_success: datetime | None = None
         self.failures: dict[str, str] = {}
-        self.dropped: dict[str, str] = {}  # copies that no longer verify (see prepare)
+        self.dropped: dict[str, Dropped] = {}  # copies that no longer verify (prepare)
         self.bundle_unwritable: str | None = None  # why fresher CRLs could not be kept
+        self._closing: asyncio.Task[None] | None = None  # a replaced fetch session
         self._session: aiohttp.ClientSession | None = None
         self._round = 0
         self._wanted: frozenset[str] = frozenset()
@@ -172,14 +165,15 @@ class FederationService:
             try:
                 held, _ = merge(held, verify_directory(verified.token, bundle, at=at))
             except InvalidSignature:
-                dropped[verified.directory.federation] = "it no longer verifies"
+                why = "the copy fetched earlier no longer verifies"
+                dropped[verified.root_id] = Dropped(verified.directory.federation, why)
         if settings.own is not None:
             try:
                 held, _ = merge(held, load_own(settings.own, bundle, at=at))
             except DirectoryLapsed as exc:  # once valid: an alert, not a refusal
-                dropped[claimed_federation(settings.own) or "own"] = str(exc)
-        for verified in held:  # a valid copy of the same federation came in the end
-            dropped.pop(verified.directory.federation, None)
+                dropped[exc.copy.root_id] = Dropped(exc.copy.directory.federation, str(exc))
+        for root_id in held.by_root:  # a valid copy of the same root came in the end
+            dropped.pop(root_id, None)
         return DirectorySet(held.by_root, dropped)
 
     def install(
@@ -197,7 +191,7 @@ class FederationService:
         if self._session is not None and not self._session.closed:  # roots may have changed
             session, self._session = self._session, None
             with contextlib.suppress(RuntimeError):  # no loop running (a start before it)
-                asyncio.get_running_loop().create_task(session.close())
+                self._closing = asyncio.get_running_loop().create_task(session.close())
         for verified in directories:
             self._save(verified)
         self.resolve()
@@ -238,7 +232,7 @@ class FederationService:
             return None
         self.directories, outcome = merge(self.directories, verified)
         if outcome is Offer.NEWER:
-            self.dropped.pop(verified.directory.federation, None)  # a valid copy again
+            self.dropped.pop(verified.root_id, None)  # a valid copy again
             _log.info(
                 "directory %s serial %d taken (%d nodes)",
                 verified.directory.federation,
@@ -402,8 +396,8 @@ class FederationService:
                     "",
                 )
             )
-        for key, why in sorted(self.dropped.items()):
-            what = f"the directory of {key}"
+        for key, lost in sorted(self.dropped.items()):
+            what, why = f"the directory of {lost.federation}", lost.why
             out.append(
                 _alert(
                     f"dropped:{key}",
@@ -416,7 +410,7 @@ class FederationService:
                     "revoked, or the CRL that covers it is stale. The nodes it lists cannot "
                     "be reached until the province signs a new directory with a valid key "
                     "(tongban pki directory-key, tongban pki sign-directory)",
-                    key,
+                    lost.federation,
                 )
             )
         if self.bundle_unwritable is not None:
@@ -507,7 +501,8 @@ def _strings(value: object) -> list[str]:
 _alert = partial(StaffAlert.of, SOURCE)  # (key, code, severity, now, zh, en, detail, subject)
 
 
-def _partner_alert(*args: Any) -> StaffAlert:
-    """An alert about the partner node its subject names (the console shows its office)."""
-    alert = _alert(*args)
-    return dataclasses.replace(alert, extra={"peer": alert.subject})
+def _partner_alert(
+    key: str, code: str, severity: Severity, now: datetime, zh: str, en: str, detail: str, node: str
+) -> StaffAlert:
+    """An alert about partner ``node`` (its subject; the console shows its office)."""
+    return StaffAlert.of(SOURCE, key, code, severity, now, zh, en, detail, node, {"peer": node})

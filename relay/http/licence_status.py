@@ -45,10 +45,11 @@ from relay.audit.leaves import LicenceEvent
 from relay.audit.licence_events import licence_leaf
 from relay.cases.desk import CaseDesk
 from relay.cases.sqlite_store import Held, SqliteCaseStore
+from relay.db.open import storage_errors
 from relay.http.body import read_json_object, require_str
 from relay.permissions import StaffAction, require
 from relay.problem import Problem, ProblemCode
-from signing.errors import MalformedInput
+from signing.errors import MalformedInput, SigningError
 from signing.keys import Signer
 from signing.licence import StatusEntry, parse_licence
 from signing.status_list import (
@@ -240,7 +241,7 @@ class LicenceStatus:
                     f"{taken} of the {MIN_BITS} entries of this node's status lists are "
                     "taken; once all are, issuing a licence is refused. Plan the lists' "
                     "extension with the system's maintainers now",
-                    subject=str(taken),
+                    subject="status-lists",
                 )
             )
         for purpose in StatusPurpose:
@@ -261,7 +262,7 @@ class LicenceStatus:
                 f"the {purpose.value} status list published at {current.url} is valid until "
                 f"{current.valid_until.isoformat()} and was not renewed (see the node's log); "
                 "once it runs out, verifiers cannot confirm this office's licences. Fix the "
-                "cause (storage, database, seal key), then restart the node"
+                "cause (storage, database, seal key): the node tries again every hour"
             )
             alerts.append(_list_alert(purpose, severity, now, detail))
         return alerts
@@ -310,13 +311,14 @@ def _held(purpose: StatusPurpose) -> str:
 
 async def renew_status_lists_hourly(status: LicenceStatus, stop: asyncio.Event) -> None:
     """Run :meth:`LicenceStatus.renew_due` now and every hour until ``stop``; a
-    failure (any: a database error too) is logged at ERROR and tried again the next
-    hour, and :meth:`LicenceStatus.alerts` says so once a list is overdue."""
+    failure of storage (a database error too), of a list file or of the seal is logged
+    at ERROR and tried again the next hour, and :meth:`LicenceStatus.alerts` says so
+    once a list is overdue."""
     while not stop.is_set():
         try:
             for purpose in status.renew_due():
                 _log.info("status list %s re-signed before it ran out", purpose.value)
-        except Exception:
+        except storage_errors(MalformedInput, SigningError):
             _log.exception("the node's status lists could not be renewed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 3600)

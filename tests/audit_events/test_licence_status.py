@@ -173,14 +173,19 @@ async def test_a_renewal_that_fails_is_tried_again_and_an_overdue_list_is_alerte
     assert status.alerts(clock()) == []
     clock.advance(days=LIST_VALID_DAYS - 8)  # renewal is due, and a day overdue
 
+    tried = asyncio.Event()
+
     def broken(*_: object) -> object:
+        tried.set()
         raise sqlite3.OperationalError("database is locked")
 
     holding = status._store.holding
     status._store.holding = broken  # type: ignore[method-assign]
     stop = asyncio.Event()
     task = asyncio.create_task(renew_status_lists_hourly(status, stop))
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(tried.wait(), 10)
+    for _ in range(3):  # the task goes on to wait for the next hour, or ends
+        await asyncio.sleep(0)
     assert not task.done()  # the failure is logged; the next hour tries again
     stop.set()
     await asyncio.wait_for(task, 5)
@@ -407,3 +412,7 @@ async def test_full_status_lists_refuse_a_licence_and_are_alerted_before(
     with pytest.raises(CaseError) as refused:
         await licences.issue("C-1", {"holder_name": "x", "holder_id": "y", "scope": "z"}, staff="s")
     assert refused.value.code == "status-list-full"
+    from relay.http.cases import problem_from_case
+
+    problem = problem_from_case(refused.value)  # what the console's staff API answers
+    assert (problem.status, problem.extra["reason"]) == (409, "status-list-full")

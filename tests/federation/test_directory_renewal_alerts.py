@@ -177,3 +177,19 @@ async def test_a_source_answering_something_else_is_no_answer(tmp_path: Path) ->
     finally:
         await node.close()
         await runner.cleanup()
+
+
+def test_a_cached_copy_under_a_root_no_longer_trusted_is_left_out_without_an_alert(
+    tmp_path: Path,
+) -> None:
+    """Its advice (sign again) would not apply, and it would stand on every start."""
+    _, _, bundle = _province(tmp_path, key_issued=T0)
+    _publish(tmp_path, bundle, T0, 7)
+    _service(tmp_path, bundle, Clock(T0), tmp_path / "hubei.directory.jws").start()  # cached
+    other = tmp_path / "other"
+    init_federation(other, "Other", now=T0)
+    bundle.write_bytes((other / "root.pem").read_bytes() + (other / "crl.pem").read_bytes())
+    node = _service(tmp_path, bundle, Clock(T0), None)
+    node.start()
+    assert len(node.directories) == 0
+    assert "directory-dropped" not in _codes(node, T0)
