@@ -137,9 +137,18 @@ class Manifest:
         try:
             obj = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
             files = {p: (int(f["size"]), str(f["sha256"])) for p, f in obj["files"].items()}
-            return cls(str(obj["node_id"]), str(obj["created"]), files, int(obj["audit_leaves"]))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            manifest = cls(
+                str(obj["node_id"]), str(obj["created"]), files, int(obj["audit_leaves"])
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise BackupError(f"{folder} holds no readable {MANIFEST}: {exc}") from None
+        for name in files:  # every file inside the backup and the data folder, no other
+            rel = Path(name)
+            if not name or rel.is_absolute() or ".." in rel.parts or "\x00" in name:
+                raise BackupError(f"{MANIFEST} names {name!r}, a path outside the backup")
+        if DATABASE not in files:
+            raise BackupError(f"{MANIFEST} lists no {DATABASE}: not a backup of a node")
+        return manifest
 
 
 def backup(data_dir: Path, out: Path, *, node_id: str, now: datetime) -> Manifest:

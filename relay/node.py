@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from cryptography.x509.oid import NameOID
 
 from relay.alerts import ALERTS
 from relay.backup import DataDirLock
@@ -320,6 +321,14 @@ class Node:
         # what the node loads now: the expiry alerts watch these, not the files, which
         # a renewal replaces before the node has loaded them (a reload, or a restart)
         self.certificates_in_use = read_certificates(config.key_dir)
+        for name, certificate in self.certificates_in_use.items():  # another node's keys?
+            names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+            if [str(n.value) for n in names] != [config.node_id]:
+                held = ", ".join(str(n.value) for n in names) or "none"
+                raise ValueError(
+                    f"{config.key_dir}/{name}.pem is the certificate of node {held}, not of "
+                    f"node {config.node_id} ([node] id): the key folder is another node's"
+                )
         descriptor_path = config.key_dir / "node.json"
         self._link = HttpsPeerLink(
             {p.node_id: p.federation_url for p in config.partners},

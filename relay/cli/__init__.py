@@ -5,7 +5,9 @@ handler it sets returns the process exit code. Conventions for every command:
 
 - exit 0: success (for checks: valid / permitted);
 - exit 1: the thing checked is invalid or denied (the reason on stderr);
-- exit 2: usage error, unreadable input, bad configuration.
+- exit 2: usage error, unreadable input, bad configuration; also, as a last net, input
+  too deeply nested or too large (``input-too-large``) and a file that cannot be read
+  or written where no command said so itself (``file-error``).
 
 Errors are printed on stderr as ``tongban: error[CODE]: human sentence`` so scripts
 can match the stable code and people can read the sentence.
@@ -113,6 +115,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(exc.code, exc.message, exc.exit_code)
     except KeyboardInterrupt:
         return 130
+    # the last net for input no command foresaw (each should say more itself)
+    except (RecursionError, OverflowError, MemoryError) as exc:
+        return fail(
+            "input-too-large",
+            "the input is nested too deeply, or holds a number or a size larger than can "
+            f"be handled ({type(exc).__name__})",
+            2,
+        )
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return fail("file-error", f"{where}{exc.strerror or exc}", 2)
     return code
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-__all__ = ["CliError", "fail", "read_bytes"]
+__all__ = ["CliError", "fail", "read_bytes", "write_output"]
 
 
 class CliError(Exception):
@@ -33,3 +33,16 @@ def read_bytes(path: str | Path, what: str) -> bytes:
         raise CliError("file-not-found", f"{what} {path} is a directory, not a file") from None
     except OSError as exc:
         raise CliError("file-unreadable", f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def write_output(path: str | Path, data: bytes) -> None:
+    """Write a file the user named whole or not at all (a failure leaves what was there,
+    and no part of the new one), turning OS errors into a usage error."""
+    from relay.durable import write_durably
+
+    try:
+        write_durably(Path(path), data)
+    except IsADirectoryError:
+        raise CliError("file-unwritable", f"cannot write {path}: it is a directory") from None
+    except OSError as exc:
+        raise CliError("file-unwritable", f"cannot write {path}: {exc.strerror}") from None

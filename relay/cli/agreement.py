@@ -34,7 +34,7 @@ from agreements.lifecycle import State
 from agreements.model import ServiceMode
 from agreements.signatures import sign_agreement, sign_event, signer_node_id
 from agreements.signed import Evaluation, SignedAgreement
-from relay.cli._common import CliError, read_bytes
+from relay.cli._common import CliError, read_bytes, write_output
 from signing.certificates import TrustBundle
 from signing.errors import SigningError
 from signing.keys import Signer
@@ -84,10 +84,7 @@ def _signer(node_dir: str) -> Signer:
 
 
 def _write(path: str, signed: SignedAgreement) -> None:
-    try:
-        Path(path).write_bytes(signed.to_bytes())
-    except OSError as exc:
-        raise CliError("file-unwritable", f"cannot write {path}: {exc.strerror}") from None
+    write_output(path, signed.to_bytes())  # whole or not at all: it may be signed in place
 
 
 def _draft(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from relay.cli._common import CliError, read_bytes
+from relay.cli._common import CliError, read_bytes, write_output
 from signing.certificates import TrustBundle
 from signing.errors import InvalidSignature, MalformedInput
 from signing.files import sign_file, verify_file
@@ -46,10 +46,7 @@ def _sign(args: argparse.Namespace) -> int:
         raise CliError("usage", str(exc)) from None
     except OSError as exc:
         raise CliError("file-unreadable", f"cannot read {args.file}: {exc.strerror}") from None
-    try:
-        out.write_text(token + "\n", encoding="ascii")
-    except OSError as exc:
-        raise CliError("file-unwritable", f"cannot write {out}: {exc.strerror}") from None
+    write_output(out, (token + "\n").encode("ascii"))
     print(f"signed {args.file} as node {signer.leaf.subject.rfc4514_string()} -> {out}")
     return 0
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from relay.cli._common import CliError, read_bytes
+from relay.cli._common import CliError, read_bytes, write_output
 from signing.certificates import TrustBundle
 from signing.encoding import b64url_decode
 from signing.errors import MalformedInput
@@ -39,6 +38,7 @@ from signing.licence_compact import (
 from signing.licence_report import LicenceReport
 from signing.qr import render_url_qr
 from signing.status_list import (
+    MIN_BITS,
     StatusList,
     StatusListCredential,
     StatusPurpose,
@@ -91,13 +91,7 @@ def _subject(signer: Signer, oid: x509.ObjectIdentifier) -> str:
 
 
 def _write(path: str, data: bytes) -> None:
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(target)
-    except OSError as exc:
-        raise CliError("file-unwritable", f"cannot write {path}: {exc.strerror}") from None
+    write_output(path, data)
 
 
 def _issue(args: argparse.Namespace) -> int:
@@ -361,6 +355,15 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _status_index(text: str) -> int:
+    """An index inside a status list of the size tongban publishes (else the licence's
+    status could never be set: its bit would lie outside the list)."""
+    value = _non_negative(text)
+    if value >= MIN_BITS:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside the lists' 0..{MIN_BITS - 1}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = _non_negative(text)
     if value == 0:
@@ -384,8 +387,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     issue.add_argument(
         "--status-index",
         required=True,
-        type=_non_negative,
-        help="this licence's index in the status lists",
+        type=_status_index,
+        help=f"this licence's index in the status lists (0..{MIN_BITS - 1})",
     )
     issue.add_argument(
         "--status-url",

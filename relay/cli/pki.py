@@ -17,7 +17,7 @@ from certs.pki import (
     renew_crl,
     revoke,
 )
-from relay.cli._common import CliError, read_bytes
+from relay.cli._common import CliError, read_bytes, write_output
 from relay.config import parse_duration
 
 __all__ = ["register"]
@@ -122,11 +122,14 @@ def _sign_directory(args: argparse.Namespace) -> int:
 def _csr(args: argparse.Namespace) -> int:
     from certs.renewal import make_csr
 
+    out = Path(args.out)
+    if not out.parent.is_dir() or out.is_dir():  # before a new key is made for nothing
+        raise CliError("file-unwritable", f"cannot write {out}: no such folder, or a folder")
     try:
         pem = make_csr(Path(args.node_dir))
     except PkiError as exc:
         raise CliError("pki", str(exc), 2) from None
-    Path(args.out).write_bytes(pem)
+    write_output(out, pem)
     print(f"new key {args.node_dir}/tls.key.next; certificate request written to {args.out}")
     return 0
 
@@ -168,12 +171,25 @@ def _install(args: argparse.Namespace) -> int:
     return 0
 
 
+_PACKET_LIFETIME = timedelta(days=7)
+"""A packet's default time to live ([outbox] ttl): old HPKE keys must outlast it."""
+
+
 def _rotate_hpke(args: argparse.Namespace) -> int:
     from certs.hpke_rotation import rotate_hpke
     from signing.errors import MalformedInput
 
     try:
         overlap = timedelta(seconds=parse_duration(args.overlap))
+    except (ValueError, OverflowError) as exc:
+        raise CliError("usage", f"--overlap: {exc}") from None
+    if overlap <= _PACKET_LIFETIME:  # the old keys must open every packet sealed to them
+        raise CliError(
+            "usage",
+            f"--overlap {args.overlap} is not longer than a packet's time to live "
+            f"({_PACKET_LIFETIME.days} days): packets sealed to the old keys could not be opened",
+        )
+    try:
         kids = rotate_hpke(Path(args.node_dir), at=_now(), overlap=overlap)
     except (MalformedInput, ValueError, OSError) as exc:
         raise CliError("pki", f"{args.node_dir}: {exc}", 2) from None

@@ -354,3 +354,39 @@ def test_signing_an_agreement_that_excludes_the_own_profile_warns(
                         str(federation.node_dirs["420106"]), "--at", SIGN_AT)  # fmt: skip
     assert code == 0
     assert "the seal of 420106 is in the default profile" in err
+
+
+def test_a_signature_that_cannot_be_written_leaves_the_agreement_as_it_was(
+    capsys, federation, drafted, monkeypatch
+) -> None:
+    """``agreement sign`` rewrites its file: a write that failed half-way (a full disk)
+    left it cut short, the first party's signature lost with it."""
+    node = str(federation.node_dirs["420106"])
+    assert (
+        _run(capsys, "agreement", "sign", str(drafted), "--node-dir", node, "--at", SIGN_AT)[0] == 0
+    )
+    before = drafted.read_bytes()
+
+    def full(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("relay.durable.os.replace", full)
+    other = str(federation.node_dirs["420103"])
+    code, _, err = _run(
+        capsys, "agreement", "sign", str(drafted), "--node-dir", other, "--at", SIGN_AT
+    )
+    assert code == 2
+    assert "error[file-unwritable]" in err
+    assert drafted.read_bytes() == before
+    assert [p.name for p in drafted.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_input_nested_too_deeply_is_an_error_not_a_traceback(capsys, federation, tmp_path) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000, encoding="utf-8")
+    code, _, err = _run(
+        capsys, "agreement", "verify", str(deep), "--trust", str(federation.bundle_path)
+    )
+    assert code == 2
+    assert "tongban: error[" in err
+    assert "Traceback" not in err

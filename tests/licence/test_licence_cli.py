@@ -168,6 +168,13 @@ def test_usage_errors_exit_2(
     other = ["--node-dir", str(fed.nodes[OTHER]), "--list", str(lst)]
     bit = ["--index", "1", "--purpose", "revocation", "--value", "1"]
     assert main(["licence", "status", "set", *other, *bit]) == 2
+    # an index no list holds: the licence could never be revoked
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as caught:
+        _issue(fed, tmp_path / "far.jwt", "--status-index", "131072")
+    assert caught.value.code == 2
+    assert "outside the lists' 0..131071" in capsys.readouterr().err
+    assert not (tmp_path / "far.jwt").exists()
     # a list smaller than the 131,072 entries §9.2 asks for: a usage error, no traceback
     capsys.readouterr()
     small = ["--node-dir", str(fed.nodes[ISSUER]), "--list", str(tmp_path / "small.jwt")]

@@ -191,3 +191,34 @@ def test_backup_on_postgresql_is_refused_naming_pg_dump(
     assert main(["backup", "--config", str(config), "--out", str(tmp_path / "bk")]) != 0
     assert "pg_dump" in capsys.readouterr().err
     assert not (tmp_path / "bk").exists()
+
+
+@pytest.mark.parametrize("name", ["../evil", "/etc/evil", "calendars/../../evil"])
+def test_restore_refuses_a_manifest_naming_a_path_outside_the_backup(
+    tmp_path: Path, name: str
+) -> None:
+    """A backup whose manifest lists ``../evil`` (with its digest) read it from beside the
+    backup and wrote it beside the data folder, as root."""
+    data = _data(tmp_path / "data")
+    backup(data, tmp_path / "bk", node_id="420106", now=NOW)
+    evil = b"not yours"
+    (tmp_path / "evil").write_bytes(evil)
+    path = tmp_path / "bk" / "manifest.json"
+    listed = json.loads(path.read_text(encoding="utf-8"))
+    listed["files"][name] = {"size": len(evil), "sha256": hashlib.sha256(evil).hexdigest()}
+    path.write_text(json.dumps(listed), encoding="utf-8")
+    with pytest.raises(BackupError, match="outside the backup"):
+        restore(tmp_path / "bk", data, node_id="420106", now=NOW, replace=True)
+    assert (data / "calendars" / "cn-2027.json").exists()  # nothing moved aside
+
+
+def test_restore_refuses_a_manifest_without_the_database(tmp_path: Path) -> None:
+    """``{"files": {}}`` moved the node's data aside and put an empty folder in place."""
+    data = _data(tmp_path / "data")
+    backup(data, tmp_path / "bk", node_id="420106", now=NOW)
+    path = tmp_path / "bk" / "manifest.json"
+    listed = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps({**listed, "files": {}}), encoding="utf-8")
+    with pytest.raises(BackupError, match=r"lists no relay\.sqlite3"):
+        restore(tmp_path / "bk", data, node_id="420106", now=NOW, replace=True)
+    assert (data / "relay.sqlite3").exists()

@@ -197,3 +197,16 @@ def test_renew_crl_command_reissues_a_fresh_crl(federation, capsys) -> None:
 def test_renew_crl_refuses_a_directory_that_is_no_federation(tmp_path, capsys) -> None:
     assert main(["pki", "renew-crl", "--federation", str(tmp_path / "nothing")]) == 2
     assert "not a readable federation directory" in capsys.readouterr().err
+
+
+def test_a_csr_to_a_folder_that_is_not_there_makes_no_key(federation, tmp_path, capsys) -> None:
+    """The new key used to be written first: every later attempt then refused with
+    "renewal is pending" until someone deleted it."""
+    assert _issue(federation, tmp_path / "node") == 0
+    out = tmp_path / "no-such-folder" / "tls.csr"
+    assert main(["pki", "csr", "--node-dir", str(tmp_path / "node"), "--out", str(out)]) == 2
+    assert "error[file-unwritable]" in capsys.readouterr().err
+    assert not (tmp_path / "node" / "tls.key.next").exists()
+    good = tmp_path / "tls.csr"
+    assert main(["pki", "csr", "--node-dir", str(tmp_path / "node"), "--out", str(good)]) == 0
+    assert good.read_bytes().startswith(b"-----BEGIN CERTIFICATE REQUEST-----")

@@ -124,6 +124,11 @@ def test_the_cli_rotates_and_retires_with_clear_errors(
     assert {k.kid for k in read_descriptor(folder).hpke_keys} == after
     assert main(["pki", "rotate-hpke", "--node-dir", str(folder), "--overlap", "soon"]) == 2
     assert "duration" in capsys.readouterr().err
+    # an overlap shorter than a packet's life: packets sealed to the old keys would stay
+    # shut once retire-hpke drops them
+    assert main(["pki", "rotate-hpke", "--node-dir", str(folder), "--overlap", "1ms"]) == 2
+    assert "time to live" in capsys.readouterr().err
+    assert {k.kid for k in read_descriptor(folder).hpke_keys} == after
 
 
 async def test_a_rotated_seal_certificate_is_accepted_and_old_receipts_still_verify(

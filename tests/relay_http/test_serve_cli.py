@@ -106,3 +106,20 @@ async def test_serve_with_a_bad_config_exits_2_naming_file_and_key(
     assert proc.returncode == 2
     assert "tongban: error[config]:" in err.decode()
     assert "node.toml: limits.max_batch_size: must be an integer 1-10000" in err.decode()
+
+
+async def test_serve_with_another_nodes_key_folder_refuses_to_start(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """[node] id 320982 with 420106's keys started, and served as a node it is not."""
+    config = write_config(tmp_path / "b", pki, pki.a, B)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay.cli", "serve", "--config", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        _, err = await proc.communicate()
+    assert proc.returncode == 2
+    text = err.decode()
+    assert "tongban: error[start]:" in text
+    assert f"certificate of node {A}, not of node {B}" in text
