@@ -112,11 +112,11 @@ def retire_due(node_dir: Path, *, at: datetime) -> tuple[str, ...]:
     """Drop the keys whose retirement instant is at or before ``at`` from ``node.json``
     and delete their private key files; returns their kids."""
     node_dir = Path(node_dir)
+    descriptor = read_descriptor(node_dir)  # first: a folder that is no node's says so
     schedule = _schedule(node_dir)
     due = {kid for kid, when in schedule.items() if datetime.fromisoformat(when) <= at}
     if not due:
         return ()
-    descriptor = read_descriptor(node_dir)
     kept = tuple(k for k in descriptor.hpke_keys if k.kid not in due)
     if not kept:
         raise MalformedInput("retiring these keys would leave the descriptor without a key")

@@ -128,7 +128,7 @@ def issue_token(
         raise ValueError("the subject must not be empty")
     if not roles:
         raise ValueError("a staff token needs at least one role")
-    if not 0 < ttl <= _MAX_TTL:
+    if not 1 <= ttl <= _MAX_TTL:  # whole seconds: less would give exp == iat
         raise ValueError("the token lifetime must be between 1 second and 31 days")
     iat = int(now.timestamp())
     claims: dict[str, Any] = {

@@ -100,6 +100,8 @@ class StatusList:
     def __post_init__(self) -> None:
         if len(self.bits) * 8 < MIN_BITS:
             raise MalformedInput(f"a status list holds at least {MIN_BITS} bits")
+        if len(self.bits) > _MAX_BYTES:  # what no verifier decompresses (§9.2)
+            raise MalformedInput(f"a status list holds at most {_MAX_BYTES * 8} bits")
 
     @classmethod
     def empty(cls, purpose: StatusPurpose, size_bits: int = MIN_BITS) -> StatusList:

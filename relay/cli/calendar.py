@@ -41,9 +41,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _node_args(imp, required=True)
     imp.set_defaults(handler=_import)
     show = sub.add_parser("show", help="a year's rest days and whether it is provisional")
-    show.add_argument("year", type=int)
+    show.add_argument("year", type=_year)
     _node_args(show, required=False)
     show.set_defaults(handler=_show)
+
+
+def _year(text: str) -> int:
+    """A year a calendar can hold (ASCII digits: ``int`` takes full-width ones too)."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 9998:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a year from 1 to 9998")
+    return int(text)
 
 
 def _node_args(parser: argparse.ArgumentParser, *, required: bool) -> None:

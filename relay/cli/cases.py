@@ -18,6 +18,7 @@ import asyncio
 import json
 import sys
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -129,7 +130,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     client = _client(args, StaffRole.READER)
-    case = _run(client.get(f"/staff/v1/cases/{args.case}"))
+    case = _run(client.get(f"/staff/v1/cases/{quote(args.case, safe='')}"))
     if args.json:
         _print_json(case)
         return 0
@@ -172,7 +173,9 @@ def _act(args: argparse.Namespace) -> int:
     client = _client(args, StaffRole.CLERK)
     case = _run(
         _post(
-            client, f"/staff/v1/cases/{args.case}/events", {"event": args.event, "details": details}
+            client,
+            f"/staff/v1/cases/{quote(args.case, safe='')}/events",
+            {"event": args.event, "details": details},
         )
     )
     sys.stdout.write(_line(case) + "\n")

@@ -58,6 +58,8 @@ def _client(args: argparse.Namespace, role: StaffRole) -> StaffClient:
     except ConfigError as exc:
         raise CliError("config", str(exc)) from None
     token = args.token
+    if token is not None and not (token.isascii() and token.isprintable() and " " not in token):
+        raise CliError("usage", "--token must be a staff token (printable ASCII, no spaces)")
     if token is None:
         try:
             key = load_or_create_token_key(config.staff.token_key)

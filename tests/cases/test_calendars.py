@@ -125,6 +125,11 @@ def test_a_loaded_official_year_stops_being_provisional(
     nxt = year + 1
     assert main(["calendar", "show", str(nxt), "--data-dir", str(data_dir)]) == 0
     assert f"{nxt}: provisional — 按暂定节假日安排计算" in capsys.readouterr().out
+    for bad in ("0", "10000", "99999999999999999999", "２０２６"):  # a traceback before
+        with pytest.raises(SystemExit) as caught:
+            main(["calendar", "show", bad, "--data-dir", str(data_dir)])
+        assert caught.value.code == 2
+        assert "not a year from 1 to 9998" in capsys.readouterr().err
     saturday = next(
         date(nxt, 3, 1) + timedelta(days=i)
         for i in range(7)

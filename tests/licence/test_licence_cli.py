@@ -181,6 +181,11 @@ def test_usage_errors_exit_2(
     url = ["--url", f"{BASE}/revocation", "--size", "1000"]
     assert main(["licence", "status", "set", *small, *bit, *url]) == 2
     assert "error[usage]" in capsys.readouterr().err
+    # nor one larger than any verifier decompresses (its own `status show` refused it)
+    huge = ["--url", f"{BASE}/revocation", "--size", str(16 * 1024 * 1024 * 8 + 8)]
+    assert main(["licence", "status", "set", *small, *bit, *huge]) == 2
+    assert "at most" in capsys.readouterr().err
+    assert not (tmp_path / "small.jwt").exists()
 
 
 def test_installed_entry_point_exit_code(fed: Federation, issued: Path, tmp_path: Path) -> None:

@@ -129,6 +129,9 @@ def test_the_cli_rotates_and_retires_with_clear_errors(
     assert main(["pki", "rotate-hpke", "--node-dir", str(folder), "--overlap", "1ms"]) == 2
     assert "time to live" in capsys.readouterr().err
     assert {k.kid for k in read_descriptor(folder).hpke_keys} == after
+    # a folder that is no node's is said to be so (it was "no key is due", exit 0)
+    assert main(["pki", "retire-hpke", "--node-dir", str(tmp_path / "no-such-node")]) == 2
+    assert "not a node descriptor" in capsys.readouterr().err
 
 
 async def test_a_rotated_seal_certificate_is_accepted_and_old_receipts_still_verify(

@@ -201,6 +201,11 @@ def test_cli_issues_a_token_the_node_accepts(
     claims = verify_token(token, key.public_key(), node_id=NODE, now=datetime.now(UTC))
     assert claims.subject == "李雷"
     assert claims.expires_at - claims.issued_at == timedelta(hours=2)
+    # less than a second is a token that expires as it is issued: refused, as the
+    # message always said
+    code = main(["staff", "token", "--config", str(config), "--subject", "李雷", "--ttl", "1ms"])
+    assert code == 2
+    assert "between 1 second and 31 days" in capsys.readouterr().err
 
 
 def test_cli_reports_config_error_with_file_and_key(
