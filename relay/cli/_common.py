@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["CliError", "fail", "read_bytes", "write_output"]
+if TYPE_CHECKING:
+    from signing.keys import Signer
+
+__all__ = ["CliError", "fail", "read_bytes", "within_certificate", "write_output"]
 
 
 class CliError(Exception):
@@ -46,3 +51,16 @@ def write_output(path: str | Path, data: bytes) -> None:
         raise CliError("file-unwritable", f"cannot write {path}: it is a directory") from None
     except OSError as exc:
         raise CliError("file-unwritable", f"cannot write {path}: {exc.strerror}") from None
+
+
+def within_certificate(signer: Signer, at: datetime) -> datetime:
+    """``at`` when the signer's seal certificate is valid then: a signature made at
+    another time (``--at``) is refused by every verifier, and may replace a good one."""
+    leaf = signer.leaf
+    if not leaf.not_valid_before_utc <= at < leaf.not_valid_after_utc:
+        raise CliError(
+            "usage",
+            f"--at {at.isoformat()} is outside the seal certificate's validity "
+            f"({leaf.not_valid_before_utc.isoformat()} .. {leaf.not_valid_after_utc.isoformat()})",
+        )
+    return at

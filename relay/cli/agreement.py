@@ -34,7 +34,7 @@ from agreements.lifecycle import State
 from agreements.model import ServiceMode
 from agreements.signatures import sign_agreement, sign_event, signer_node_id
 from agreements.signed import Evaluation, SignedAgreement
-from relay.cli._common import CliError, read_bytes, write_output
+from relay.cli._common import CliError, read_bytes, within_certificate, write_output
 from signing.certificates import TrustBundle
 from signing.errors import SigningError
 from signing.keys import Signer
@@ -118,7 +118,7 @@ def _sign(args: argparse.Namespace) -> int:
     signed = _load(args.file)
     signer = _signer(args.node_dir)
     try:
-        sig = sign_agreement(signed.agreement, signer, at=_at(args.at))
+        sig = sign_agreement(signed.agreement, signer, at=within_certificate(signer, _at(args.at)))
     except SignatureRefused as exc:
         raise CliError("not-a-party", str(exc), 1) from None
     signed = signed.with_signature(sig)
@@ -143,8 +143,12 @@ def _sign(args: argparse.Namespace) -> int:
 def _event(args: argparse.Namespace) -> int:
     signed = _load(args.file)
     signer = _signer(args.node_dir)
-    at = _at(args.at)
+    at = within_certificate(signer, _at(args.at))
     party = signer_node_id(signer)
+    if party not in signed.agreement.party_ids:
+        raise CliError("not-a-party", f"node {party} is not a party of {signed.agreement.id}", 1)
+    if len(args.reason) > _MAX_REASON:
+        raise CliError("usage", f"--reason is longer than {_MAX_REASON} characters")
     event = Event.for_agreement(
         signed.agreement, EventKind(args.kind), party=party, at=at, reason=args.reason
     )
@@ -152,9 +156,30 @@ def _event(args: argparse.Namespace) -> int:
         token = sign_event(event, signer, at=at)
     except AgreementError as exc:
         raise CliError("event", str(exc), 1) from None
-    _write(args.file, signed.with_event(token))
+    recorded = signed.with_event(token)
+    refused = _refused_event(recorded, Path(args.node_dir), at)
+    if refused is not None:  # what every verifier would refuse is not written
+        raise CliError("event", refused, 1)
+    _write(args.file, recorded)
     print(f"{party} recorded {args.kind} of {signed.agreement.id} at {at.isoformat()}")
     return 0
+
+
+_MAX_REASON = 2000
+"""An event's reason, at most (protocol.md §6.4)."""
+
+
+def _refused_event(recorded: SignedAgreement, node_dir: Path, at: datetime) -> str | None:
+    """Why the file's last event would be refused (e.g. ``resume`` of an agreement not
+    suspended), judged under the node folder's root as at ``at``; None when it would not
+    be (or no root is there to judge with)."""
+    try:
+        roots = TrustBundle.from_pem((node_dir / "root.pem").read_bytes())
+    except (OSError, SigningError):
+        return None
+    last = len(recorded.events) - 1
+    evaluation = recorded.evaluate(roots, at=at)
+    return next((why for index, why in evaluation.refused_events if index == last), None)
 
 
 def _report(path: str, ev: Evaluation, at: datetime) -> State:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from relay.cli._common import CliError, read_bytes, write_output
+from relay.cli._common import CliError, read_bytes, within_certificate, write_output
 from signing.certificates import TrustBundle
 from signing.encoding import b64url_decode
 from signing.errors import MalformedInput
@@ -96,7 +96,7 @@ def _write(path: str, data: bytes) -> None:
 
 def _issue(args: argparse.Namespace) -> int:
     signer = _signer(args.node_dir)
-    at = _time(args.at)
+    at = within_certificate(signer, _time(args.at))
     node = _subject(signer, x509.NameOID.COMMON_NAME)
     office = _subject(signer, x509.NameOID.ORGANIZATION_NAME)
     base = args.status_url.rstrip("/")

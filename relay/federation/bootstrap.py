@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import tomllib
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from relay.config import ConfigError, parse_config
 from relay.federation.directories import DirectoryCache
 from signing.certificates import TrustBundle
 from signing.errors import InvalidSignature, MalformedInput
@@ -120,7 +122,10 @@ def init_node(
         verified = verify_directory(data, bundle, at=now)
     except InvalidSignature:
         raise InitError(f"{directory} is not a valid directory for {trust_bundle}") from None
-    mine = json.loads(node_json).get("descriptor") if node_json.strip() else None
+    try:
+        mine = json.loads(node_json).get("descriptor") if node_json.strip() else None
+    except (ValueError, AttributeError):  # UnicodeDecodeError is a ValueError
+        raise InitError(f"{key_dir / 'node.json'} is not a node descriptor file") from None
     entry = next((e for e in verified.entries.values() if e.descriptor_token == mine), None)
     if entry is None:
         listed = ", ".join(sorted(verified.entries)) or "no node"
@@ -142,9 +147,17 @@ def init_node(
         listen=listen,
         staff_port=staff_port,
     )
-    (out / "agreements").mkdir(parents=True)
-    shutil.copyfile(trust_bundle, out / "trust-bundle.pem")
-    DirectoryCache(out / "data" / "directories").save(verified)
-    (out / "data").chmod(0o700)
-    (out / "node.toml").write_text(text, encoding="utf-8")
+    try:
+        (out / "agreements").mkdir(parents=True)
+        shutil.copyfile(trust_bundle, out / "trust-bundle.pem")
+        DirectoryCache(out / "data" / "directories").save(verified)
+        (out / "data").chmod(0o700)
+        # the node must accept what is written for it (ports, source URLs), else nothing
+        parse_config(tomllib.loads(text), source=out / "node.toml")
+        (out / "node.toml").write_text(text, encoding="utf-8")
+    except (ConfigError, tomllib.TOMLDecodeError) as exc:
+        shutil.rmtree(out, ignore_errors=True)  # it was empty or not there (checked above)
+        raise InitError(f"the node.toml it would write is refused: {exc}") from None
+    except OSError as exc:
+        raise InitError(f"cannot write {exc.filename or out}: {exc.strerror}") from None
     return entry

@@ -390,3 +390,34 @@ def test_input_nested_too_deeply_is_an_error_not_a_traceback(capsys, federation,
     assert code == 2
     assert "tongban: error[" in err
     assert "Traceback" not in err
+
+
+def test_an_event_every_verifier_would_refuse_is_not_recorded(capsys, federation, drafted) -> None:
+    """``agreement event`` wrote events that ``verify`` then refused, all with exit 0: by
+    a node that is no party, a resume of an agreement not suspended, a reason over 2,000
+    characters, a time the seal certificate does not cover."""
+    _sign(capsys, federation, drafted, IDS.values())
+    before = drafted.read_bytes()
+
+    def event(node: str, kind: str, *extra: str) -> tuple[int, str]:
+        code, _, err = _run(
+            capsys, "agreement", "event", str(drafted), "--node-dir",
+            str(federation.node_dirs[node]), "--kind", kind, *extra,
+        )  # fmt: skip
+        return code, err
+
+    at = ("--at", "2026-03-02T12:00:00Z")
+    assert event("420104", "resume", *at, "--reason", "x") == (
+        1,
+        event("420104", "resume", *at, "--reason", "x")[1],
+    )
+    assert "error[event]" in event("420104", "resume", *at, "--reason", "x")[1]
+    code, err = event("420104", "suspend", *at, "--reason", "长" * 2001)
+    assert (code, "error[usage]" in err) == (2, True)
+    code, err = event("420104", "suspend", "--at", "2001-01-01T00:00:00Z", "--reason", "x")
+    assert (code, "outside the seal certificate's validity" in err) == (2, True)
+    outsider = next(n for n in federation.node_dirs if n not in IDS.values())
+    code, err = event(outsider, "suspend", *at, "--reason", "x")
+    assert (code, "error[not-a-party]" in err) == (1, True)
+    assert drafted.read_bytes() == before  # none of them written
+    assert event("420104", "suspend", *at, "--reason", "系统维护")[0] == 0

@@ -81,6 +81,21 @@ def test_init_refuses_a_node_the_directory_does_not_list(
     assert not out.exists()
 
 
+def test_init_writes_no_node_toml_the_node_would_refuse(
+    province, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--staff-port 0`` (or a source that is no http(s) URL) made a folder whose
+    node.toml the node then refused to start with, and init said it was done."""
+    directory, bundle, nodes, _ = province
+    argv = ["init", "--directory", str(directory), "--trust", str(bundle)]
+    argv += ["--key-dir", str(nodes[A]), "--listen", "127.0.0.1"]
+    for bad in (["--staff-port", "0"], ["--source", "ftp://x"]):
+        out = tmp_path / f"srv-{bad[1].replace(':', '').replace('/', '')}"
+        assert main([*argv, "--out", str(out), *bad]) == 2, bad
+        assert "node.toml it would write is refused" in capsys.readouterr().err
+        assert not (out / "node.toml").exists()
+
+
 async def _line(stream: asyncio.StreamReader, needle: str) -> str:
     async with asyncio.timeout(60):
         while True:

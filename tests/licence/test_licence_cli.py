@@ -168,6 +168,11 @@ def test_usage_errors_exit_2(
     other = ["--node-dir", str(fed.nodes[OTHER]), "--list", str(lst)]
     bit = ["--index", "1", "--purpose", "revocation", "--value", "1"]
     assert main(["licence", "status", "set", *other, *bit]) == 2
+    # a time the seal certificate does not cover: every verifier would refuse it
+    capsys.readouterr()
+    assert _issue(fed, tmp_path / "then.jwt", "--at", "2001-01-01T00:00:00+00:00") == 2
+    assert "outside the seal certificate's validity" in capsys.readouterr().err
+    assert not (tmp_path / "then.jwt").exists()
     # an index no list holds: the licence could never be revoked
     capsys.readouterr()
     with pytest.raises(SystemExit) as caught:
