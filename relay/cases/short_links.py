@@ -33,7 +33,7 @@ from relay.cases.tracking import CODE_ALPHABET, normalize_code
 from relay.db.migrations import Connection, Migration, migrate
 from relay.db.open import connection_for
 
-__all__ = ["MIGRATIONS", "SHORT_LENGTH", "ShortLinks", "new_short_code"]
+__all__ = ["LICENCE_LENGTH", "MIGRATIONS", "SHORT_LENGTH", "ShortLinks", "new_short_code"]
 
 SHORT_LENGTH = 6
 _SCHEMA = """
@@ -43,7 +43,22 @@ CREATE TABLE IF NOT EXISTS short_links (
 );
 """
 
-MIGRATIONS = [Migration(1, "short tracking codes", _SCHEMA, _SCHEMA)]
+_LICENCES = """
+CREATE TABLE IF NOT EXISTS licence_links (
+    short  TEXT PRIMARY KEY,
+    number TEXT NOT NULL UNIQUE,
+    token  TEXT NOT NULL
+);
+"""
+
+MIGRATIONS = [
+    Migration(1, "short tracking codes", _SCHEMA, _SCHEMA),
+    Migration(2, "short links to licences handed over here", _LICENCES, _LICENCES),
+]
+
+LICENCE_LENGTH = 10
+"""A licence link's code: 10 characters, 50 random bits (it names a licence, and its
+content is then read with no further secret, as the paper licence itself shows it)."""
 
 
 def new_short_code(randbytes: Callable[[int], bytes] = os.urandom) -> str:
@@ -104,5 +119,44 @@ class ShortLinks:
             return None
         row = self._conn.execute(
             "SELECT case_id FROM short_links WHERE short = ?", (code,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def licence_code(self, number: str, token: str) -> str:
+        """The code of the licence ``number`` (its ``vc+jwt`` ``token``) for a link to
+        the verify page (``/l/<code>``), drawn and stored on first use: a partner's
+        licence handed over here, which only its issuer can put in the compact form."""
+        row = self._conn.execute(
+            "SELECT short FROM licence_links WHERE number = ?", (number,)
+        ).fetchone()
+        if row is not None:
+            return str(row[0])
+        for _ in range(32):
+            value = int.from_bytes(self._randbytes(7), "big") >> 6  # 50 bits
+            chars = []
+            for _ in range(LICENCE_LENGTH):
+                value, index = divmod(value, 32)
+                chars.append(CODE_ALPHABET[index])
+            short = "".join(chars)
+            stored = self._conn.execute(
+                "INSERT OR IGNORE INTO licence_links (short, number, token) VALUES (?, ?, ?)",
+                (short, number, token),
+            ).rowcount
+            if stored == 1:
+                return short
+            row = self._conn.execute(
+                "SELECT short FROM licence_links WHERE number = ?", (number,)
+            ).fetchone()
+            if row is not None:
+                return str(row[0])
+        raise RuntimeError("no free licence code after 32 draws")  # pragma: no cover
+
+    def licence_for(self, short: str) -> str | None:
+        """The licence token a licence link's code names."""
+        code = normalize_code(short)
+        if len(code) != LICENCE_LENGTH or any(ch not in CODE_ALPHABET for ch in code):
+            return None
+        row = self._conn.execute(
+            "SELECT token FROM licence_links WHERE short = ?", (code,)
         ).fetchone()
         return None if row is None else str(row[0])

@@ -118,10 +118,15 @@ class LicenceDesk:
         """The QR code a citizen scans: a link to this node's verify page, which a phone
         camera opens (the bare ``vc+jwt`` is text it only shows). A licence this node
         issued travels in the compact form (protocol.md §9.4, a small code); a partner's,
-        which only its issuer can seal so, as the whole token (``#token=``)."""
+        which only its issuer can seal so, by a short link to this node (``/l/<code>``,
+        on to ``/v#token=``)."""
         licence = parse_licence(token)
-        if licence.issuer_node != self._desk.node_id:
-            return render_url_qr(f"{self.public_base.rstrip('/')}/v#token={token}").svg
+        base = self.public_base.rstrip("/")
+        if licence.issuer_node != self._desk.node_id:  # a short link to the whole token
+            links = self._desk.short_links
+            if links is None:
+                return render_url_qr(f"{base}/v#token={token}").svg
+            return render_qr(f"{base}/l/{links.licence_code(licence.number, token)}").svg
         zh, en = licence.department_zh, licence.department_en
         issuer = Issuer(licence.issuer_node, zh, en, self.public_base, self._signer.chain)
         credential = issue_compact_licence(licence, self._signer, issuer)

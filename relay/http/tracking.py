@@ -13,6 +13,7 @@ Routes::
     POST /public/v1/track/complaint    {link, text}
     GET  /track, /verify               the pages (plain HTML + JS from package files)
     GET  /t/{short}                    the tracking page of a short link (asks the code)
+    GET  /l/{short}                    a licence link: on to /v#token=<the licence>
     GET  /v                            the verify page at the compact licence URL
                                        ``/v#<credential>`` (the fragment stays in the browser)
     GET  /static/cases/{file}          their scripts and style sheet
@@ -216,4 +217,18 @@ def add_tracking_routes(
     for path in _PAGES:
         app.router.add_get(path, page)
     app.router.add_get("/t/{short}", page)  # a short link: the page asks for the access code
+
+    async def licence_link(request: web.Request) -> web.Response:
+        """A licence link (a partner's licence handed over here): on to the verify page
+        with the whole licence, which it verifies at once."""
+        links = desk.short_links
+        token = None if links is None else links.licence_for(request.match_info["short"])
+        if token is None:
+            raise Problem(404, ProblemCode.NOT_FOUND, "no licence has this link")
+        raise web.HTTPFound(
+            f"/v#token={token}",
+            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+        )
+
+    app.router.add_get("/l/{short}", licence_link)
     app.router.add_get("/static/cases/{file}", static)

@@ -422,6 +422,20 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         await phone.goto(f"http://127.0.0.1:{ports[HANDLING]['public']}/v#{credential}")
         await expect(phone.locator("#verdict")).to_have_text("有效", timeout=MS)
         await phone.close()
+        # the receiving office hands the partner's licence over: its QR is a short link to
+        # its own verify page (only the issuer can put a licence in the compact form);
+        # the whole vc+jwt was a version-38 code
+        await r.click("#case-view a[href^='#/licence/']")
+        await expect(r.locator("#licence-qr")).to_be_visible(timeout=MS)
+        link = urlsplit(await _scan_qr(await r.locator("#licence-qr").screenshot()))
+        assert re.fullmatch(r"/l/[2-9A-HJ-NP-Z]{10}", link.path), link
+        phone = await contexts[0].new_page()
+        await phone.goto(f"http://127.0.0.1:{ports[RECEIVING]['public']}{link.path}")
+        await expect(phone.locator("#verdict")).not_to_be_empty(timeout=MS)
+        verdict = await phone.get_attribute("#verdict", "data-failure")
+        assert verdict in ("", "status-unavailable"), verdict  # read whole, seal verified
+        await phone.close()
+        await r.go_back()
         # suspended and reinstated by the licence officer, each with a reason, confirmed
         for button, reason in (
             ("#licence-suspend", "场所整改期间"),

@@ -82,3 +82,27 @@ async def test_short_link_fits_an_sms_and_needs_the_access_code(offices, clock, 
         assert problem["code"] == "too-many-requests"
         status, _ = await post(http, track, {"case": "WC-SHORT-1", "code": mine["access_code"]})
         assert status == 429
+
+
+async def test_a_licence_link_leads_to_the_verify_page_with_the_whole_licence(
+    database: Database, offices, clock, tmp_path: Path
+):
+    """A partner's licence handed over here is printed as ``/l/<code>``: a QR code of
+    version 3 or so, where the whole token made one of version 38."""
+    links = ShortLinks(database.connect(), randbytes=random.Random(3).randbytes)
+    code = links.licence_code("JY-1", "a.b.c")
+    assert len(code) == 10
+    assert set(code) <= set(CODE_ALPHABET)
+    assert links.licence_code("JY-1", "a.b.c") == code  # one link per licence, kept
+    assert links.licence_for(code.lower()) == "a.b.c"
+    assert links.licence_for(code[:6]) is None  # a tracking code names no licence
+    assert links.licence_for("ZZZZZZZZZZ") is None
+    offices.r.desk.short_links = links
+    async with serve(offices.r.public()) as public, aiohttp.ClientSession() as http:
+        async with http.get(f"{public}/l/{code}", allow_redirects=False) as answer:
+            assert answer.status == 302
+            assert answer.headers["Location"] == "/v#token=a.b.c"
+            assert answer.headers["Cache-Control"] == "no-store"
+        async with http.get(f"{public}/l/ZZZZZZZZZZ", allow_redirects=False) as answer:
+            assert answer.status == 404
+            assert (await answer.json(content_type=None))["code"] == "not-found"
