@@ -139,7 +139,13 @@ def expiry_alerts(
                 "本节点证书即将过期",
                 "This node's certificate runs out soon",
                 f"the node's {name} certificate {verb} {end.isoformat()}; "
-                "have the federation issue a new one",
+                "have the federation issue a new one"
+                + (
+                    ". Licences sealed with it stop verifying when it ends (protocol.md "
+                    "§9.3, shell model): issue them again under the new seal"
+                    if name == "seal"
+                    else ""
+                ),
                 name,
             )
         )

@@ -92,8 +92,15 @@ def _send(args: argparse.Namespace) -> int:
         raise CliError("bad-json", f"content file {args.content} must hold a JSON object")
     attachments = [Path(a) for a in args.attach]
     for path in attachments:
+        if path.is_dir():
+            raise CliError("file-not-found", f"attachment {path} is a directory, not a file")
         if not path.is_file():
             raise CliError("file-not-found", f"attachment {path} does not exist")
+        try:
+            path.open("rb").close()
+        except OSError as exc:
+            message = f"cannot read attachment {path}: {exc.strerror}"
+            raise CliError("file-unreadable", message) from None
     request: dict[str, Any] = {
         "to": args.to,
         "case_id": args.case,

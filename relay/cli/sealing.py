@@ -126,10 +126,13 @@ def _run_to(
     try:
         with source.open("rb") as src, _replace_on_success(target, force) as dst:
             work(src, dst)
-    except FileNotFoundError:
-        raise CliError("file-not-found", f"{source} does not exist") from None
-    except IsADirectoryError:
-        raise CliError("file-not-found", f"{source} is a directory, not a file") from None
+    except FileNotFoundError as exc:  # the input, or the output's folder: say which
+        if exc.filename is None or Path(exc.filename) == source:
+            raise CliError("file-not-found", f"{source} does not exist") from None
+        raise CliError("file-unwritable", f"the folder of {target} does not exist") from None
+    except IsADirectoryError as exc:
+        where = source if exc.filename is None or Path(exc.filename) == source else target
+        raise CliError("file-not-found", f"{where} is a directory, not a file") from None
     except OSError as exc:
         raise CliError("io", f"{exc.filename or source}: {exc.strerror}") from None
 

@@ -163,6 +163,16 @@ async def test_cli_send_and_inbox_over_the_staff_api(
     )
     assert code == 1
     assert "tongban: error[token-invalid]" in capsys.readouterr().err
+    # a token with a line break was a traceback (aiohttp refuses it as a header)
+    code = await asyncio.to_thread(
+        main, ["inbox", "--config", str(config_path), "--token", "abc\r\nX: 1"]
+    )
+    assert code == 2
+    assert "tongban: error[usage]" in capsys.readouterr().err
+    # an attachment that is a folder says so (it said "does not exist")
+    code = await asyncio.to_thread(main, [*argv[:-1], str(tmp_path)])
+    assert code == 2
+    assert "is a directory" in capsys.readouterr().err
 
 
 async def test_cli_send_refused_by_agreement_exits_1(

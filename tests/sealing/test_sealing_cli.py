@@ -166,6 +166,15 @@ def test_usage_errors_exit_2(
         seal(world, tmp_path / "v", "--suite", "rsa")
     assert caught.value.code == 2
     assert no_leftovers(tmp_path)
+    # an output that is a folder is named as such, not blamed on the input
+    capsys.readouterr()
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    assert seal(world, folder, "--force") == 2
+    err = capsys.readouterr().err
+    assert f"{folder} is a directory" in err
+    assert str(world["plain"]) not in err
+    assert no_leftovers(tmp_path)
 
 
 def test_force_replaces_an_existing_output(world: dict[str, Path], tmp_path: Path) -> None:
