@@ -91,25 +91,27 @@ class ShortLinks:
 
     def code_for(self, case_id: str) -> str:
         """The case's short code, drawn and stored on first use."""
-        row = self._conn.execute(
-            "SELECT short FROM short_links WHERE case_id = ?", (case_id,)
-        ).fetchone()
+        return self._drawn(
+            "SELECT short FROM short_links WHERE case_id = ?",
+            "INSERT OR IGNORE INTO short_links (short, case_id) VALUES (?, ?)",
+            (case_id,),
+            lambda: new_short_code(self._randbytes),
+        )
+
+    def _drawn(self, find: str, store: str, key: tuple[str, ...], draw: Callable[[], str]) -> str:
+        """The code ``find`` finds for ``key``, else a fresh one from ``draw`` stored by
+        ``store`` (a code that names something else is drawn again; another worker that
+        stored one for ``key`` meanwhile wins)."""
+        row = self._conn.execute(find, key[:1]).fetchone()
         if row is not None:
             return str(row[0])
         for _ in range(32):
-            short = new_short_code(self._randbytes)
-            stored = self._conn.execute(
-                "INSERT OR IGNORE INTO short_links (short, case_id) VALUES (?, ?)",
-                (short, case_id),
-            ).rowcount
-            if stored == 1:
+            short = draw()
+            if self._conn.execute(store, (short, *key)).rowcount == 1:
                 return short
-            row = self._conn.execute(
-                "SELECT short FROM short_links WHERE case_id = ?", (case_id,)
-            ).fetchone()
-            if row is not None:  # another worker stored one for this case meanwhile
+            row = self._conn.execute(find, key[:1]).fetchone()
+            if row is not None:
                 return str(row[0])
-            # the code names another case: draw again
         raise RuntimeError("no free short code after 32 draws")  # pragma: no cover
 
     def case_for(self, short: str) -> str | None:
@@ -126,30 +128,21 @@ class ShortLinks:
         """The code of the licence ``number`` (its ``vc+jwt`` ``token``) for a link to
         the verify page (``/l/<code>``), drawn and stored on first use: a partner's
         licence handed over here, which only its issuer can put in the compact form."""
-        row = self._conn.execute(
-            "SELECT short FROM licence_links WHERE number = ?", (number,)
-        ).fetchone()
-        if row is not None:
-            return str(row[0])
-        for _ in range(32):
+
+        def draw() -> str:
             value = int.from_bytes(self._randbytes(7), "big") >> 6  # 50 bits
             chars = []
             for _ in range(LICENCE_LENGTH):
                 value, index = divmod(value, 32)
                 chars.append(CODE_ALPHABET[index])
-            short = "".join(chars)
-            stored = self._conn.execute(
-                "INSERT OR IGNORE INTO licence_links (short, number, token) VALUES (?, ?, ?)",
-                (short, number, token),
-            ).rowcount
-            if stored == 1:
-                return short
-            row = self._conn.execute(
-                "SELECT short FROM licence_links WHERE number = ?", (number,)
-            ).fetchone()
-            if row is not None:
-                return str(row[0])
-        raise RuntimeError("no free licence code after 32 draws")  # pragma: no cover
+            return "".join(chars)
+
+        return self._drawn(
+            "SELECT short FROM licence_links WHERE number = ?",
+            "INSERT OR IGNORE INTO licence_links (short, number, token) VALUES (?, ?, ?)",
+            (number, token),
+            draw,
+        )
 
     def licence_for(self, short: str) -> str | None:
         """The licence token a licence link's code names."""

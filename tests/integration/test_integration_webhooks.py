@@ -307,6 +307,16 @@ class _RefusingRelay:
         raise NotAuthorized("not-a-party")
 
 
+def _desk_over(relay: Any, office: Any, data_pki: Pki, clock: Any) -> CaseDesk:
+    """The receiving office's desk on its case store, over the stand-in ``relay``."""
+    return CaseDesk(
+        node_id=RECEIVING, relay=relay, store=office.cases,
+        terms=load_terms([data_pki.agreement], data_pki.bundle, at=clock()),
+        calendar=default_calendar(), signer=data_pki.keys[RECEIVING].seal,
+        bundle=lambda: data_pki.bundle, clock=clock, office_names={},
+    )  # fmt: skip
+
+
 async def test_a_step_taken_back_takes_its_event_back(
     data_pki: Pki, tmp_path: Path, clock, database: Database
 ):
@@ -319,12 +329,7 @@ async def test_a_step_taken_back_takes_its_event_back(
         await w.office(HANDLING).desk.act(case_id, K.ACCEPT, {})
         await w.deliver()
         before = [e["id"] for e in w.r.store.events()]
-        refusing = CaseDesk(
-            node_id=RECEIVING, relay=_RefusingRelay(), store=r.cases,
-            terms=load_terms([data_pki.agreement], data_pki.bundle, at=clock()),
-            calendar=default_calendar(), signer=data_pki.keys[RECEIVING].seal,
-            bundle=lambda: data_pki.bundle, clock=clock, office_names={},
-        )  # fmt: skip
+        refusing = _desk_over(_RefusingRelay(), r, data_pki, clock)
         with pytest.raises(NotAuthorized):
             await refusing.act(case_id, K.COMPLAIN, {"text": "领证要跑两趟"})
         assert r.desk.get(case_id).case.events[-1].kind is not K.COMPLAIN
@@ -359,12 +364,7 @@ async def test_a_step_taken_back_after_its_event_went_out_is_announced_and_not_r
                     w.r.store.delivered(event_id, url, clock())
                 raise NotAuthorized("not-a-party")
 
-        refusing = CaseDesk(
-            node_id=RECEIVING, relay=_SentThenRefused(), store=r.cases,
-            terms=load_terms([data_pki.agreement], data_pki.bundle, at=clock()),
-            calendar=default_calendar(), signer=data_pki.keys[RECEIVING].seal,
-            bundle=lambda: data_pki.bundle, clock=clock, office_names={},
-        )  # fmt: skip
+        refusing = _desk_over(_SentThenRefused(), r, data_pki, clock)
         with pytest.raises(NotAuthorized):
             await refusing.act(case_id, K.COMPLAIN, {"text": "领证要跑两趟"})
         [first] = complaints()
