@@ -45,9 +45,8 @@ CREATE TABLE IF NOT EXISTS short_links (
 
 _LICENCES = """
 CREATE TABLE IF NOT EXISTS licence_links (
-    short  TEXT PRIMARY KEY,
-    number TEXT NOT NULL UNIQUE,
-    token  TEXT NOT NULL
+    short   TEXT PRIMARY KEY,
+    case_id TEXT NOT NULL UNIQUE
 );
 """
 
@@ -124,10 +123,12 @@ class ShortLinks:
         ).fetchone()
         return None if row is None else str(row[0])
 
-    def licence_code(self, number: str, token: str) -> str:
-        """The code of the licence ``number`` (its ``vc+jwt`` ``token``) for a link to
-        the verify page (``/l/<code>``), drawn and stored on first use: a partner's
-        licence handed over here, which only its issuer can put in the compact form."""
+    def licence_code(self, case_id: str) -> str:
+        """The code of a link to the licence of case ``case_id`` (``/l/<code>``), drawn
+        and stored on first use: a partner's licence handed over here, which only its
+        issuer can put in the compact form. The link names the case, whose licence is
+        read when it is opened (a licence number is free text, and the retention purge
+        takes the licence off the case)."""
 
         def draw() -> str:
             value = int.from_bytes(self._randbytes(7), "big") >> 6  # 50 bits
@@ -138,18 +139,18 @@ class ShortLinks:
             return "".join(chars)
 
         return self._drawn(
-            "SELECT short FROM licence_links WHERE number = ?",
-            "INSERT OR IGNORE INTO licence_links (short, number, token) VALUES (?, ?, ?)",
-            (number, token),
+            "SELECT short FROM licence_links WHERE case_id = ?",
+            "INSERT OR IGNORE INTO licence_links (short, case_id) VALUES (?, ?)",
+            (case_id,),
             draw,
         )
 
-    def licence_for(self, short: str) -> str | None:
-        """The licence token a licence link's code names."""
+    def licence_case(self, short: str) -> str | None:
+        """The case whose licence a licence link's code names."""
         code = normalize_code(short)
         if len(code) != LICENCE_LENGTH or any(ch not in CODE_ALPHABET for ch in code):
             return None
         row = self._conn.execute(
-            "SELECT token FROM licence_links WHERE short = ?", (code,)
+            "SELECT case_id FROM licence_links WHERE short = ?", (code,)
         ).fetchone()
         return None if row is None else str(row[0])

@@ -157,7 +157,7 @@ def _event(args: argparse.Namespace) -> int:
     except AgreementError as exc:
         raise CliError("event", str(exc), 1) from None
     recorded = signed.with_event(token)
-    refused = _refused_event(recorded, Path(args.node_dir), at)
+    refused = _refused_event(signed, recorded, Path(args.node_dir))
     if refused is not None:  # what every verifier would refuse is not written
         raise CliError("event", refused, 1)
     _write(args.file, recorded)
@@ -169,17 +169,22 @@ _MAX_REASON = 2000
 """An event's reason, at most (protocol.md §6.4)."""
 
 
-def _refused_event(recorded: SignedAgreement, node_dir: Path, at: datetime) -> str | None:
-    """Why the file's last event would be refused (e.g. ``resume`` of an agreement not
-    suspended), judged under the node folder's root as at ``at``; None when it would not
-    be (or no root is there to judge with)."""
+def _refused_event(
+    original: SignedAgreement, recorded: SignedAgreement, node_dir: Path
+) -> str | None:
+    """Why recording the event would have an event refused that the file's verifiers
+    accept now (the new one: e.g. ``resume`` of an agreement not suspended; or one
+    already there, which a back-dated event would come before), judged with every event
+    in effect under the node folder's root; None when it would not (or no root is there
+    to judge with)."""
     try:
         roots = TrustBundle.from_pem((node_dir / "root.pem").read_bytes())
     except (OSError, SigningError):
         return None
-    last = len(recorded.events) - 1
-    evaluation = recorded.evaluate(roots, at=at)
-    return next((why for index, why in evaluation.refused_events if index == last), None)
+    every = datetime(9000, 1, 1, tzinfo=UTC)  # past every event's time: all in effect
+    before = {index for index, _ in original.evaluate(roots, at=every).refused_events}
+    after = recorded.evaluate(roots, at=every).refused_events
+    return next((why for index, why in after if index not in before), None)
 
 
 def _report(path: str, ev: Evaluation, at: datetime) -> State:

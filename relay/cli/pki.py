@@ -122,14 +122,15 @@ def _sign_directory(args: argparse.Namespace) -> int:
 def _csr(args: argparse.Namespace) -> int:
     from certs.renewal import make_csr
 
-    out = Path(args.out)
-    if not out.parent.is_dir() or out.is_dir():  # before a new key is made for nothing
-        raise CliError("file-unwritable", f"cannot write {out}: no such folder, or a folder")
     try:
         pem = make_csr(Path(args.node_dir))
     except PkiError as exc:
         raise CliError("pki", str(exc), 2) from None
-    write_output(out, pem)
+    try:
+        write_output(args.out, pem)
+    except CliError:  # the request is lost: so is its key, or every retry says "pending"
+        (Path(args.node_dir) / "tls.key.next").unlink(missing_ok=True)
+        raise
     print(f"new key {args.node_dir}/tls.key.next; certificate request written to {args.out}")
     return 0
 

@@ -560,7 +560,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         token = record.case.view.licence
         if token is None:
             raise Problem(404, ProblemCode.NOT_FOUND, "this case has no licence yet")
-        svg = await asyncio.to_thread(console.licences.qr_svg, token)
+        svg = await asyncio.to_thread(console.licences.qr_svg, token, request.match_info["case"])
         return web.Response(body=svg, content_type="image/svg+xml")
 
     async def qr(request: web.Request) -> web.Response:

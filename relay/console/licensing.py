@@ -114,7 +114,7 @@ class LicenceDesk:
         details = {"licence": token, "licence_number": number, "staff": staff}
         return await self._desk.act(case_id, EventKind.ISSUE_LICENCE, details)
 
-    def qr_svg(self, token: str) -> bytes:
+    def qr_svg(self, token: str, case_id: str) -> bytes:
         """The QR code a citizen scans: a link to this node's verify page, which a phone
         camera opens (the bare ``vc+jwt`` is text it only shows). A licence this node
         issued travels in the compact form (protocol.md §9.4, a small code); a partner's,
@@ -126,7 +126,7 @@ class LicenceDesk:
             links = self._desk.short_links
             if links is None:
                 return render_url_qr(f"{base}/v#token={token}").svg
-            return render_qr(f"{base}/l/{links.licence_code(licence.number, token)}").svg
+            return render_qr(f"{base}/l/{links.licence_code(case_id)}").svg
         zh, en = licence.department_zh, licence.department_en
         issuer = Issuer(licence.issuer_node, zh, en, self.public_base, self._signer.chain)
         credential = issue_compact_licence(licence, self._signer, issuer)

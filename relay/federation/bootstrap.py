@@ -17,6 +17,7 @@ descriptor is the folder's ``node.json``), and writes into a new folder:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tomllib
@@ -147,6 +148,7 @@ def init_node(
         listen=listen,
         staff_port=staff_port,
     )
+    existed = out.exists()
     try:
         (out / "agreements").mkdir(parents=True)
         shutil.copyfile(trust_bundle, out / "trust-bundle.pem")
@@ -155,9 +157,20 @@ def init_node(
         # the node must accept what is written for it (ports, source URLs), else nothing
         parse_config(tomllib.loads(text), source=out / "node.toml")
         (out / "node.toml").write_text(text, encoding="utf-8")
-    except (ConfigError, tomllib.TOMLDecodeError) as exc:
-        shutil.rmtree(out, ignore_errors=True)  # it was empty or not there (checked above)
+    except (ConfigError, tomllib.TOMLDecodeError, OSError) as exc:
+        _take_back(out, existed)  # it was empty or not there (checked above)
+        if isinstance(exc, OSError):
+            raise InitError(f"cannot write {exc.filename or out}: {exc.strerror}") from None
         raise InitError(f"the node.toml it would write is refused: {exc}") from None
-    except OSError as exc:
-        raise InitError(f"cannot write {exc.filename or out}: {exc.strerror}") from None
     return entry
+
+
+def _take_back(out: Path, existed: bool) -> None:
+    """Remove what :func:`init_node` made in ``out`` (and ``out`` when it made it)."""
+    for name in ("agreements", "data"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in ("trust-bundle.pem", "node.toml"):
+        (out / name).unlink(missing_ok=True)
+    if not existed:
+        with contextlib.suppress(OSError):
+            out.rmdir()

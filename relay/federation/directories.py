@@ -87,14 +87,14 @@ class Dropped:
 
 def lapsed_copy(data: bytes, bundle: TrustBundle) -> VerifiedDirectory | None:
     """The directory file ``data`` as it verified at the ``issued_at`` it claims (read
-    unverified), when it did: a copy that was valid and no longer is (its key expired,
-    a CRL went stale), as opposed to a broken file or one of a root no longer trusted
-    (None)."""
+    unverified), when it did: a copy that was valid and no longer is (its key expired
+    or was revoked, a CRL went stale: it is checked under the bundle's roots without
+    its CRLs), as opposed to a broken file or one of a root no longer trusted (None)."""
     try:
         token = data.decode("ascii").strip()
         payload = json.loads(b64url_decode(token.split(".")[1]))
         issued = datetime.fromtimestamp(int(payload["issued_at"]), UTC)
-        return verify_directory(token, bundle, at=issued)
+        return verify_directory(token, TrustBundle(bundle.roots, ()), at=issued)
     except (ValueError, IndexError, KeyError, TypeError, OverflowError, InvalidSignature):
         return None
 

@@ -318,7 +318,8 @@ async def renew_status_lists_hourly(status: LicenceStatus, stop: asyncio.Event) 
         try:
             for purpose in status.renew_due():
                 _log.info("status list %s re-signed before it ran out", purpose.value)
-        except storage_errors(MalformedInput, SigningError):
+        except storage_errors(MalformedInput, SigningError, ValueError):  # ValueError: a
+            # list file that is not ASCII (UnicodeDecodeError)
             _log.exception("the node's status lists could not be renewed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 3600)

@@ -257,7 +257,7 @@ async def _refused(resp: aiohttp.ClientResponse, what: str, kind: str = "batch")
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 limits[name] = value
     wait = resp.headers.get("Retry-After", "")
-    seconds = float(wait) if wait.isascii() and wait.isdigit() else None  # a date: none
+    seconds = float(wait[:12]) if wait.isascii() and wait.isdigit() else None  # a date: none
     return PeerRefused(
         f"{what}: {detail}", status=resp.status, kind=kind, code=code, limits=limits,
         retry_after=seconds,

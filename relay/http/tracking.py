@@ -222,8 +222,12 @@ def add_tracking_routes(
         """A licence link (a partner's licence handed over here): on to the verify page
         with the whole licence, which it verifies at once."""
         links = desk.short_links
-        token = None if links is None else links.licence_for(request.match_info["short"])
-        if token is None:
+        case_id = None if links is None else links.licence_case(request.match_info["short"])
+        try:
+            token = None if case_id is None else desk.get(case_id).case.view.licence
+        except CaseError:
+            token = None
+        if token is None:  # no such link, or the licence is gone (the retention purge)
             raise Problem(404, ProblemCode.NOT_FOUND, "no licence has this link")
         raise web.HTTPFound(
             f"/v#token={token}",

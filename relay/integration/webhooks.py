@@ -88,6 +88,8 @@ def _retry_after(value: str | None) -> timedelta:
     text = (value or "").strip()
     if not text.isascii() or not text.isdigit():
         return timedelta(0)
+    if len(text) > 9:  # more than 31 years (and int() refuses over 4,300 digits)
+        return timedelta(seconds=_RETRY_AFTER_MOST)
     return timedelta(seconds=min(int(text), _RETRY_AFTER_MOST))
 
 

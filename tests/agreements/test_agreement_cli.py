@@ -421,3 +421,9 @@ def test_an_event_every_verifier_would_refuse_is_not_recorded(capsys, federation
     assert (code, "error[not-a-party]" in err) == (1, True)
     assert drafted.read_bytes() == before  # none of them written
     assert event("420104", "suspend", *at, "--reason", "系统维护")[0] == 0
+    # back-dated before the suspension it would end, or have refused: not written
+    suspended = drafted.read_bytes()
+    code, err = event("420104", "resume", "--at", "2026-03-02T06:00:00Z", "--reason", "x")
+    assert (code, "error[event]" in err) == (1, True)
+    assert drafted.read_bytes() == suspended
+    assert event("420104", "resume", "--at", "2026-03-02T18:00:00Z", "--reason", "x")[0] == 0

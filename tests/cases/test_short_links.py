@@ -84,25 +84,40 @@ async def test_short_link_fits_an_sms_and_needs_the_access_code(offices, clock, 
         assert status == 429
 
 
-async def test_a_licence_link_leads_to_the_verify_page_with_the_whole_licence(
+async def test_a_licence_link_leads_to_the_verify_page_with_the_case_licence(
     database: Database, offices, clock, tmp_path: Path
 ):
     """A partner's licence handed over here is printed as ``/l/<code>``: a QR code of
-    version 3 or so, where the whole token made one of version 38."""
+    version 3 or so, where the whole token made one of version 38. The link names the
+    case (two partners' licences may carry one number), whose licence it reads when
+    opened: none, no link."""
     links = ShortLinks(database.connect(), randbytes=random.Random(3).randbytes)
-    code = links.licence_code("JY-1", "a.b.c")
+    code = links.licence_code("WC-LIC-1")
     assert len(code) == 10
     assert set(code) <= set(CODE_ALPHABET)
-    assert links.licence_code("JY-1", "a.b.c") == code  # one link per licence, kept
-    assert links.licence_for(code.lower()) == "a.b.c"
-    assert links.licence_for(code[:6]) is None  # a tracking code names no licence
-    assert links.licence_for("ZZZZZZZZZZ") is None
+    assert links.licence_code("WC-LIC-1") == code  # one link per case, kept
+    assert links.licence_code("WC-LIC-2") != code
+    assert links.licence_case(code.lower()) == "WC-LIC-1"
+    assert links.licence_case(code[:6]) is None  # a tracking code names no licence
+    assert links.licence_case("ZZZZZZZZZZ") is None
     offices.r.desk.short_links = links
-    async with serve(offices.r.public()) as public, aiohttp.ClientSession() as http:
+    async with (
+        serve(offices.r.staff(clock)) as staff,
+        serve(offices.r.public()) as public,
+        aiohttp.ClientSession() as http,
+    ):
+        await open_case(http, staff, offices.r, clock, case_id="WC-LIC-1")
+        # the case holds no licence (yet, or any more after the retention purge): 404
+        async with http.get(f"{public}/l/{code}", allow_redirects=False) as answer:
+            assert answer.status == 404
+            assert (await answer.json(content_type=None))["code"] == "not-found"
+        record = offices.r.desk.get("WC-LIC-1")
+        view = record.case.view
+        object.__setattr__(view, "licence", "a.b.c")  # as if the licence had come
+        offices.r.desk.get = lambda case_id: record  # type: ignore[method-assign]
         async with http.get(f"{public}/l/{code}", allow_redirects=False) as answer:
             assert answer.status == 302
             assert answer.headers["Location"] == "/v#token=a.b.c"
             assert answer.headers["Cache-Control"] == "no-store"
         async with http.get(f"{public}/l/ZZZZZZZZZZ", allow_redirects=False) as answer:
             assert answer.status == 404
-            assert (await answer.json(content_type=None))["code"] == "not-found"

@@ -193,3 +193,22 @@ def test_a_cached_copy_under_a_root_no_longer_trusted_is_left_out_without_an_ale
     node.start()
     assert len(node.directories) == 0
     assert "directory-dropped" not in _codes(node, T0)
+
+
+def test_a_cached_copy_whose_key_was_revoked_is_dropped_with_an_alert(tmp_path: Path) -> None:
+    """Checked again at its issuing time with the CRLs, a revoked key failed then too,
+    and the copy went without a word."""
+    from certs.pki import revoke
+
+    fed, key, bundle = _province(tmp_path, key_issued=T0)
+    _publish(tmp_path, bundle, T0, 7)
+    _service(tmp_path, bundle, Clock(T0), tmp_path / "hubei.directory.jws").start()  # cached
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    revoke(fed, key.public_bytes(Encoding.PEM), now=T0 + timedelta(hours=1))
+    bundle.write_bytes((fed / "root.pem").read_bytes() + (fed / "crl.pem").read_bytes())
+    node = _service(tmp_path, bundle, Clock(T0 + timedelta(hours=2)), None)
+    node.start()
+    assert len(node.directories) == 0
+    [alert] = [a for a in node.alerts(T0 + timedelta(hours=2)) if a.code == "directory-dropped"]
+    assert alert.subject == "Hubei"

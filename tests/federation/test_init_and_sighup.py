@@ -93,7 +93,12 @@ def test_init_writes_no_node_toml_the_node_would_refuse(
         out = tmp_path / f"srv-{bad[1].replace(':', '').replace('/', '')}"
         assert main([*argv, "--out", str(out), *bad]) == 2, bad
         assert "node.toml it would write is refused" in capsys.readouterr().err
-        assert not (out / "node.toml").exists()
+        assert not out.exists()  # nothing written
+    prepared = tmp_path / "prepared"  # a folder an administrator made for the node
+    prepared.mkdir(mode=0o750)
+    assert main([*argv, "--out", str(prepared), "--staff-port", "0"]) == 2
+    assert prepared.is_dir()  # left as it was: there, and empty
+    assert list(prepared.iterdir()) == []
 
 
 async def _line(stream: asyncio.StreamReader, needle: str) -> str:

@@ -541,3 +541,14 @@ async def test_a_platform_that_says_when_to_come_back_is_asked_then_and_not_befo
             stop.set()
             await task
             w.close()
+
+
+def test_a_retry_after_of_any_length_is_read_within_bounds() -> None:
+    """``int`` refuses more than 4,300 digits: such a header ended the dispatcher."""
+    from relay.integration.webhooks import _retry_after
+
+    assert _retry_after("9" * 5000) == timedelta(days=7)
+    assert _retry_after("99999999999999999999") == timedelta(days=7)
+    assert _retry_after("120") == timedelta(seconds=120)
+    assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == timedelta(0)
+    assert _retry_after("²") == timedelta(0)
