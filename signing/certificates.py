@@ -271,6 +271,12 @@ def _check_issuer_usages(path: Sequence[x509.Certificate]) -> None:
             )
 
 
+def check_purpose(leaf: x509.Certificate, purpose: Purpose) -> None:
+    """Whether ``leaf`` may be used for ``purpose`` (its key and usages, §1.2; nothing
+    about its path or time): :class:`CertificateRejected` ``wrong-purpose`` if not."""
+    _check_purpose(leaf, purpose)
+
+
 def _check_purpose(leaf: x509.Certificate, purpose: Purpose) -> None:
     if not _supported_leaf_key(leaf):
         raise _reject("wrong-purpose", f"{_describe(leaf)} key is not Ed25519, P-256 or SM2")

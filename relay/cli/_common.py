@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from signing.keys import Signer
 
-__all__ = ["CliError", "fail", "read_bytes", "within_certificate", "write_output"]
+__all__ = ["CliError", "fail", "read_bytes", "seal_signer", "within_certificate", "write_output"]
 
 
 class CliError(Exception):
@@ -64,3 +64,22 @@ def within_certificate(signer: Signer, at: datetime) -> datetime:
             f"({leaf.not_valid_before_utc.isoformat()} .. {leaf.not_valid_after_utc.isoformat()})",
         )
     return at
+
+
+def seal_signer(node_dir: str | Path) -> Signer:
+    """The node's seal (``seal.key``, ``seal.pem``) as a signer, refused with a usage
+    error when it is no seal (e.g. the TLS key and certificate put there: what it signs
+    every verifier would refuse)."""
+    from signing.certificates import Purpose, check_purpose
+    from signing.errors import SigningError
+    from signing.keys import Signer
+
+    folder = Path(node_dir)
+    key = read_bytes(folder / "seal.key", "seal key")
+    chain = read_bytes(folder / "seal.pem", "seal certificate")
+    try:
+        signer = Signer.from_pem(key, chain)
+        check_purpose(signer.leaf, Purpose.SEAL)
+    except SigningError as exc:
+        raise CliError("node-dir", f"{folder} holds no usable seal: {exc}") from None
+    return signer

@@ -34,7 +34,13 @@ from agreements.lifecycle import State
 from agreements.model import ServiceMode
 from agreements.signatures import sign_agreement, sign_event, signer_node_id
 from agreements.signed import Evaluation, SignedAgreement
-from relay.cli._common import CliError, read_bytes, within_certificate, write_output
+from relay.cli._common import (
+    CliError,
+    read_bytes,
+    seal_signer,
+    within_certificate,
+    write_output,
+)
 from signing.certificates import TrustBundle
 from signing.errors import SigningError
 from signing.keys import Signer
@@ -74,13 +80,7 @@ def _bundle(path: str) -> TrustBundle:
 
 
 def _signer(node_dir: str) -> Signer:
-    d = Path(node_dir)
-    try:
-        return Signer.from_pem(
-            read_bytes(d / "seal.key", "seal key"), read_bytes(d / "seal.pem", "seal certificate")
-        )
-    except SigningError as exc:
-        raise CliError("node-dir", f"{node_dir}: {exc}", 2) from None
+    return seal_signer(node_dir)
 
 
 def _write(path: str, signed: SignedAgreement) -> None:

@@ -11,24 +11,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from relay.cli._common import CliError, read_bytes, write_output
+from relay.cli._common import CliError, read_bytes, seal_signer, write_output
 from signing.certificates import TrustBundle
 from signing.errors import InvalidSignature, MalformedInput
 from signing.files import sign_file, verify_file
-from signing.keys import Signer
 
 __all__ = ["register"]
 
 
 def _sign(args: argparse.Namespace) -> int:
-    node_dir = Path(args.node_dir)
-    try:
-        signer = Signer.from_pem(
-            read_bytes(node_dir / "seal.key", "seal key"),
-            read_bytes(node_dir / "seal.pem", "seal certificate"),
-        )
-    except MalformedInput as exc:
-        raise CliError("bad-node-dir", f"{node_dir} holds no usable seal key: {exc}") from None
+    signer = seal_signer(args.node_dir)
     media_type = args.media_type or mimetypes.guess_type(args.file)[0] or "application/octet-stream"
     out = Path(args.out or f"{args.file}.jws")
     try:

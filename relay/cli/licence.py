@@ -22,7 +22,13 @@ from pathlib import Path
 
 from cryptography import x509
 
-from relay.cli._common import CliError, read_bytes, within_certificate, write_output
+from relay.cli._common import (
+    CliError,
+    read_bytes,
+    seal_signer,
+    within_certificate,
+    write_output,
+)
 from signing.certificates import TrustBundle
 from signing.encoding import b64url_decode
 from signing.errors import MalformedInput
@@ -76,13 +82,7 @@ def _time(text: str | None) -> datetime:
 
 
 def _signer(node_dir: str) -> Signer:
-    directory = Path(node_dir)
-    key = read_bytes(directory / "seal.key", "seal key")
-    chain = read_bytes(directory / "seal.pem", "seal certificate")
-    try:
-        return Signer.from_pem(key, chain)
-    except MalformedInput as exc:
-        raise CliError("node-dir", f"{node_dir}: {exc}") from None
+    return seal_signer(node_dir)
 
 
 def _subject(signer: Signer, oid: x509.ObjectIdentifier) -> str:

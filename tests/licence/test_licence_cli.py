@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import subprocess
 import sys
 from datetime import timedelta
@@ -24,15 +25,19 @@ def _iso(delta: timedelta) -> str:
     return (T0 + delta).isoformat().replace("+00:00", "Z")
 
 
-def _issue(fed: Federation, out: Path, *extra: str, node: str = ISSUER) -> int:
-    return main([
+def _issue_args(fed: Federation, node: str = ISSUER) -> list[str]:
+    return [
         "licence", "issue", "--node-dir", str(fed.nodes[node]), "--type", PESTICIDE,
         "--number", "苏农药零售2026第0007号", "--holder-id", "91320982MA1XY2Z3Q4",
         "--holder-name", "盐城市丰收农资经营部", "--scope", "农药零售",
         "--valid-days", "30", "--status-index", "7", "--status-url", BASE,
         "--department-en", "Dafeng District Administrative Approval Bureau",
-        "--at", ISSUED.isoformat(), "--out", str(out), *extra,
-    ])  # fmt: skip
+        "--at", ISSUED.isoformat(),
+    ]  # fmt: skip
+
+
+def _issue(fed: Federation, out: Path, *extra: str, node: str = ISSUER) -> int:
+    return main([*_issue_args(fed, node), "--out", str(out), *extra])
 
 
 def _status(fed: Federation, lst: Path, purpose: str, value: int, at: timedelta) -> int:
@@ -173,6 +178,17 @@ def test_usage_errors_exit_2(
     assert _issue(fed, tmp_path / "then.jwt", "--at", "2001-01-01T00:00:00+00:00") == 2
     assert "outside the seal certificate's validity" in capsys.readouterr().err
     assert not (tmp_path / "then.jwt").exists()
+    # the TLS key and certificate put where the seal belongs: refused before signing
+    swapped = tmp_path / "swapped"
+    shutil.copytree(fed.nodes[ISSUER], swapped)
+    for kind in ("key", "pem"):
+        (swapped / f"seal.{kind}").write_bytes((swapped / f"tls.{kind}").read_bytes())
+    capsys.readouterr()
+    issue = [a if a != str(fed.nodes[ISSUER]) else str(swapped) for a in _issue_args(fed)]
+    assert main([*issue, "--out", str(tmp_path / "tls.jwt")]) == 2
+    assert "holds no usable seal" in capsys.readouterr().err
+    assert main(["sign", str(bundle), "--node-dir", str(swapped)]) == 2
+    assert "holds no usable seal" in capsys.readouterr().err
     # an index no list holds: the licence could never be revoked
     capsys.readouterr()
     with pytest.raises(SystemExit) as caught:
