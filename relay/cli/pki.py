@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from certs.pki import (
     PROFILES,
@@ -41,6 +42,12 @@ def _issue_node(args: argparse.Namespace) -> int:
     if args.federation_url or args.public_url:
         if not (args.federation_url and args.public_url):
             raise CliError("usage", "give both --federation-url and --public-url, or neither")
+        urls = (("--federation-url", args.federation_url), ("--public-url", args.public_url))
+        for flag, url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("https", "http") or not parts.hostname:
+                # a directory would leave the node out (protocol.md §1.6)
+                raise CliError("usage", f"{flag} {url!r} is not an http(s) URL with a host")
         endpoints = {"federation": args.federation_url, "public": args.public_url}
     try:
         files = issue_node(

@@ -119,6 +119,17 @@ def test_issue_node_needs_both_urls_or_neither(federation, tmp_path) -> None:
     assert _issue(federation, tmp_path / "n", "420106", "--public-url", "https://x") == 2
 
 
+@pytest.mark.parametrize("bad", ["notaurl", "ftp://x", "https://"])
+def test_issue_node_refuses_an_endpoint_no_directory_would_take(
+    federation, tmp_path, capsys, bad
+) -> None:
+    """It issued the node with exit 0, and sign-directory then left the node out."""
+    urls = ["--federation-url", "https://127.0.0.1:8443", "--public-url", bad]
+    assert _issue(federation, tmp_path / "n", "420106", *urls) == 2
+    assert "is not an http(s) URL with a host" in capsys.readouterr().err
+    assert not (tmp_path / "n").exists()
+
+
 def test_installed_tongban_command_refuses_a_bad_code_with_exit_2(tmp_path) -> None:
     """The real console script, in a child process: exit status and stderr format."""
     import subprocess
