@@ -218,6 +218,15 @@ def _load_federation(
         raise PkiError(f"{federation} is not a readable federation directory: {exc}") from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(state, dict):
         raise PkiError(f"{federation} is not a federation directory made by this tool")
+    if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+        # else CRLs and certificates signed with it would name an issuer that did not sign
+        raise PkiError(f"{federation}: root.key is not the key of root.pem")
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise PkiError(f"{federation}: root.pem is not a CA certificate")
     return cert, key, state
 
 

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from signing.keys import Signer
 
-__all__ = ["CliError", "fail", "read_bytes", "seal_signer", "within_certificate", "write_output"]
+__all__ = [
+    "CliError",
+    "fail",
+    "read_bytes",
+    "seal_signer",
+    "whole_number",
+    "within_certificate",
+    "write_output",
+]
 
 
 class CliError(Exception):
@@ -83,3 +91,15 @@ def seal_signer(node_dir: str | Path) -> Signer:
     except SigningError as exc:
         raise CliError("node-dir", f"{folder} holds no usable seal: {exc}") from None
     return signer
+
+
+def whole_number(text: str) -> int:
+    """An argparse type: a whole number in ASCII digits (``int`` also takes full-width
+    and other Unicode digits, which a person did not mean as a number)."""
+    import argparse
+
+    digits = text[1:] if text[:1] in "+-" else text
+    if not digits or not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (ASCII digits)")
+    return int(text)
+

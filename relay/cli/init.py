@@ -6,7 +6,7 @@ import argparse
 from datetime import UTC, datetime
 from pathlib import Path
 
-from relay.cli._common import CliError
+from relay.cli._common import CliError, whole_number
 
 __all__ = ["register"]
 
@@ -59,5 +59,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="0.0.0.0",  # noqa: S104 - partners reach the node from other hosts
         help="address of the federation and public listeners",
     )
-    init.add_argument("--staff-port", type=int, default=8445, help="staff API port (loopback)")
+    init.add_argument(
+        "--staff-port", type=whole_number, default=8445, help="staff API port (loopback)"
+    )
     init.set_defaults(handler=_init)

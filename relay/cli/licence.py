@@ -26,6 +26,7 @@ from relay.cli._common import (
     CliError,
     read_bytes,
     seal_signer,
+    whole_number,
     within_certificate,
     write_output,
 )
@@ -346,10 +347,7 @@ def _status_show(args: argparse.Namespace) -> int:
 
 
 def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    value = whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is negative")
     return value
@@ -447,7 +445,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     setter.add_argument("--list", required=True, help="status list file (created if absent)")
     setter.add_argument("--index", required=True, type=_non_negative, help="licence index")
     setter.add_argument("--purpose", required=True, choices=[p.value for p in StatusPurpose])
-    setter.add_argument("--value", required=True, type=int, choices=[0, 1])
+    setter.add_argument("--value", required=True, type=whole_number, choices=[0, 1])
     setter.add_argument("--url", help="the list's published URL (required to create it)")
     setter.add_argument("--size", type=_positive, default=131_072, help="entries (new list)")
     setter.add_argument(

@@ -18,7 +18,7 @@ from certs.pki import (
     renew_crl,
     revoke,
 )
-from relay.cli._common import CliError, read_bytes, write_output
+from relay.cli._common import CliError, read_bytes, whole_number, write_output
 from relay.config import parse_duration
 
 __all__ = ["register"]
@@ -284,8 +284,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     sdir.add_argument("--out", required=True, help="directory file to write (replaced)")
     sdir.add_argument("--valid-for", default="7d", help="validity (default 7d)")
-    sdir.add_argument("--max-body-bytes", type=int, default=1024 * 1024)
-    sdir.add_argument("--max-batch-size", type=int, default=100)
+    sdir.add_argument("--max-body-bytes", type=whole_number, default=1024 * 1024)
+    sdir.add_argument("--max-batch-size", type=whole_number, default=100)
     sdir.set_defaults(handler=_sign_directory)
 
     csr = sub.add_parser("csr", help="new TLS key (tls.key.next) and a certificate request")

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from relay.authorizer import AgreementLoadError
-from relay.cli._common import CliError
+from relay.cli._common import CliError, whole_number
 from relay.config import ConfigError, NodeConfig, load_config
 from relay.gcpause import freeze_startup_objects
 from relay.heaptrim import HeapTrimmer, libc_malloc_trim
@@ -47,8 +47,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="write the log to this file, rotated by size (default: standard error, "
         "which systemd sends to the journal)",
     )
-    serve.add_argument("--log-max-bytes", type=int, default=50 * 1024 * 1024)
-    serve.add_argument("--log-backups", type=int, default=10)
+    serve.add_argument("--log-max-bytes", type=whole_number, default=50 * 1024 * 1024)
+    serve.add_argument("--log-backups", type=whole_number, default=10)
     serve.add_argument(
         "--reuse-port",
         action="store_true",

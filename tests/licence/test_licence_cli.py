@@ -189,6 +189,11 @@ def test_usage_errors_exit_2(
     assert "holds no usable seal" in capsys.readouterr().err
     assert main(["sign", str(bundle), "--node-dir", str(swapped)]) == 2
     assert "holds no usable seal" in capsys.readouterr().err
+    # full-width digits are no number a person typed as one (int() takes them)
+    with pytest.raises(SystemExit) as caught:
+        _issue(fed, tmp_path / "wide.jwt", "--valid-days", "３６５")
+    assert caught.value.code == 2
+    assert "not a whole number" in capsys.readouterr().err
     # an index no list holds: the licence could never be revoked
     capsys.readouterr()
     with pytest.raises(SystemExit) as caught:

@@ -221,3 +221,16 @@ def test_a_csr_to_a_folder_that_is_not_there_makes_no_key(federation, tmp_path, 
     good = tmp_path / "tls.csr"
     assert main(["pki", "csr", "--node-dir", str(tmp_path / "node"), "--out", str(good)]) == 0
     assert good.read_bytes().startswith(b"-----BEGIN CERTIFICATE REQUEST-----")
+
+
+def test_a_crl_is_not_signed_with_a_key_that_is_not_the_roots(
+    federation, tmp_path, capsys
+) -> None:
+    """``root.pem`` replaced by a node certificate: `pki crl` re-issued the CRL naming
+    that node as its issuer, signed by the root key, with exit 0."""
+    assert _issue(federation, tmp_path / "node") == 0
+    before = (federation / "crl.pem").read_bytes()
+    (federation / "root.pem").write_bytes((tmp_path / "node" / "tls.pem").read_bytes())
+    assert main(["pki", "crl", "--federation", str(federation)]) == 2
+    assert "root.key is not the key of root.pem" in capsys.readouterr().err
+    assert (federation / "crl.pem").read_bytes() == before
