@@ -102,4 +102,3 @@ def whole_number(text: str) -> int:
     if not digits or not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (ASCII digits)")
     return int(text)
-

@@ -223,9 +223,7 @@ def test_a_csr_to_a_folder_that_is_not_there_makes_no_key(federation, tmp_path, 
     assert good.read_bytes().startswith(b"-----BEGIN CERTIFICATE REQUEST-----")
 
 
-def test_a_crl_is_not_signed_with_a_key_that_is_not_the_roots(
-    federation, tmp_path, capsys
-) -> None:
+def test_a_crl_is_not_signed_with_a_key_that_is_not_the_roots(federation, tmp_path, capsys) -> None:
     """``root.pem`` replaced by a node certificate: `pki crl` re-issued the CRL naming
     that node as its issuer, signed by the root key, with exit 0."""
     assert _issue(federation, tmp_path / "node") == 0
