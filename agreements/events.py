@@ -25,7 +25,10 @@ from agreements.errors import MalformedAgreement
 from agreements.model import Agreement, epoch, from_epoch
 from signing.encoding import canonical_json
 
-__all__ = ["EVENT_FORMAT", "Event", "EventKind", "document_digest", "parse_event"]
+__all__ = ["EVENT_FORMAT", "MAX_REASON", "Event", "EventKind", "document_digest", "parse_event"]
+
+MAX_REASON = 2000
+"""An event's reason, at most this many characters (protocol.md §6.4)."""
 
 EVENT_FORMAT = "tongban-agreement-event/1"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -134,8 +137,8 @@ def parse_event(data: bytes) -> Event:
         raise MalformedAgreement("/document_sha256", "must be 64 lowercase hex digits")
     if not is_node_id(obj["party"]):
         raise MalformedAgreement("/party", "must be a 6-digit division code")
-    if not isinstance(obj["reason"], str) or len(obj["reason"]) > 2000:
-        raise MalformedAgreement("/reason", "must be a string (at most 2000 characters)")
+    if not isinstance(obj["reason"], str) or len(obj["reason"]) > MAX_REASON:
+        raise MalformedAgreement("/reason", f"must be a string (at most {MAX_REASON} characters)")
     sup = obj["superseded_by"]
     if sup is not None and (isinstance(sup, bool) or not isinstance(sup, int) or sup < 1):
         raise MalformedAgreement("/superseded_by", "must be null or a version number")

@@ -29,7 +29,7 @@ from agreements.authorize import AgreementIndex, Permit, Request, authorize
 from agreements.catalog import Catalog, default_catalog
 from agreements.draft import draft_from_template
 from agreements.errors import AgreementError, MalformedAgreement, SignatureRefused
-from agreements.events import Event, EventKind
+from agreements.events import MAX_REASON, Event, EventKind
 from agreements.lifecycle import State
 from agreements.model import ServiceMode
 from agreements.signatures import sign_agreement, sign_event, signer_node_id
@@ -147,8 +147,8 @@ def _event(args: argparse.Namespace) -> int:
     party = signer_node_id(signer)
     if party not in signed.agreement.party_ids:
         raise CliError("not-a-party", f"node {party} is not a party of {signed.agreement.id}", 1)
-    if len(args.reason) > _MAX_REASON:
-        raise CliError("usage", f"--reason is longer than {_MAX_REASON} characters")
+    if len(args.reason) > MAX_REASON:
+        raise CliError("usage", f"--reason is longer than {MAX_REASON} characters")
     event = Event.for_agreement(
         signed.agreement, EventKind(args.kind), party=party, at=at, reason=args.reason
     )
@@ -163,10 +163,6 @@ def _event(args: argparse.Namespace) -> int:
     _write(args.file, recorded)
     print(f"{party} recorded {args.kind} of {signed.agreement.id} at {at.isoformat()}")
     return 0
-
-
-_MAX_REASON = 2000
-"""An event's reason, at most (protocol.md §6.4)."""
 
 
 def _refused_event(

@@ -20,6 +20,7 @@ from certs.pki import (
 )
 from relay.cli._common import CliError, read_bytes, whole_number, write_output
 from relay.config import parse_duration
+from relay.core.outbox import OutboxPolicy
 
 __all__ = ["register"]
 
@@ -179,8 +180,8 @@ def _install(args: argparse.Namespace) -> int:
     return 0
 
 
-_PACKET_LIFETIME = timedelta(days=7)
-"""A packet's default time to live ([outbox] ttl): old HPKE keys must outlast it."""
+_PACKET_LIFETIME = OutboxPolicy().default_ttl
+"""A packet's time to live: old HPKE keys must outlast it."""
 
 
 def _rotate_hpke(args: argparse.Namespace) -> int:

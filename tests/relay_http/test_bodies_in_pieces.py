@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from relay_http_support import serve
 
 from relay.http.body import read_at_most
 from relay.http.licences import LicenceVerifier
@@ -27,31 +28,21 @@ async def _in_two_writes(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _serve() -> tuple[web.AppRunner, str]:
+def _app() -> web.Application:
     app = web.Application()
     app.router.add_get("/list", _in_two_writes)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}/list"
+    return app
 
 
 async def test_a_body_in_two_writes_is_read_whole_and_a_long_one_refused() -> None:
-    runner, url = await _serve()
-    try:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(url) as response:
-                assert await read_at_most(response.content, len(BODY)) == BODY
-            async with session.get(url) as response:
-                assert await read_at_most(response.content, len(BODY) - 1) is None
-    finally:
-        await runner.cleanup()
+    async with serve(_app(), None) as base, aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/list") as response:
+            assert await read_at_most(response.content, len(BODY)) == BODY
+        async with session.get(f"{base}/list") as response:
+            assert await read_at_most(response.content, len(BODY) - 1) is None
 
 
 async def test_a_status_list_sent_in_two_writes_is_fetched_whole(tmp_path: Path) -> None:
-    runner, url = await _serve()
     verifier = LicenceVerifier(
         node_id="320982",
         bundle=lambda: TrustBundle((), ()),
@@ -59,7 +50,5 @@ async def test_a_status_list_sent_in_two_writes_is_fetched_whole(tmp_path: Path)
         public_endpoints={},
         status_dir=tmp_path,
     )
-    try:
-        assert await verifier._fetch(url) == BODY.decode()
-    finally:
-        await runner.cleanup()
+    async with serve(_app(), None) as base:
+        assert await verifier._fetch(f"{base}/list") == BODY.decode()
