@@ -19,13 +19,12 @@ import json
 import sqlite3
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 from relay.audit.bundle import verify_bundle
 from relay.audit.errors import AuditError, BundleError
 from relay.audit.service import LeafNotFound
 from relay.audit.verify import verify_partner
-from relay.cli._common import CliError, read_bytes
+from relay.cli._common import CliError, read_bytes, write_output
 from relay.config import ConfigError, NodeConfig, load_config
 from relay.http.audit_node import AuditNode
 from signing.certificates import TrustBundle
@@ -138,10 +137,7 @@ def _proof(args: argparse.Namespace) -> int:
         asyncio.run(node.close())
     text = json.dumps(bundle, indent=2) + "\n"
     if args.out:
-        try:
-            Path(args.out).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise CliError("write", f"cannot write {args.out}: {exc.strerror}") from None
+        write_output(args.out, text.encode())
     else:
         sys.stdout.write(text)
     return 0

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from relay.audit.errors import AuditError
-from relay.cli._common import CliError, read_bytes
+from relay.cli._common import CliError, read_bytes, write_output
 from relay.config import ConfigError, NodeConfig, load_config
 from relay.db.migrations import SchemaBehind, SchemaTooNew
 from relay.db.open import storage_errors
@@ -76,10 +76,7 @@ def _export(args: argparse.Namespace) -> int:
         raise CliError("no-log", f"node {config.node_id} has no database in {config.data_dir}")
     out = Path(args.out or f"{args.case}.dossier.zip")
     data = asyncio.run(_export_async(config, args.case, args.with_media))
-    try:
-        out.write_bytes(data)
-    except OSError as exc:
-        raise CliError("write", f"cannot write {out}: {exc.strerror}") from None
+    write_output(out, data)
     sys.stdout.write(f"wrote {out} ({len(data)} bytes)\n")
     return 0
 
@@ -136,10 +133,7 @@ def _verify(args: argparse.Namespace) -> int:
         raise CliError("not-a-dossier", f"{args.file}: {exc}") from None
     for path, text in ((args.report_html, render_html), (args.report_json, render_json)):
         if path:
-            try:
-                Path(path).write_text(text(report), encoding="utf-8")
-            except OSError as exc:
-                raise CliError("write", f"cannot write {path}: {exc.strerror}") from None
+            write_output(path, text(report).encode())
     for line in report.lines:
         mark = "ok " if line.ok else "BAD"
         when = "" if line.proven is None else f" proven by {line.proven.isoformat()}"

@@ -14,6 +14,8 @@ import asyncio
 import base64
 import io
 import json
+import resource
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -466,6 +468,33 @@ def test_verify_cli_writes_the_html_and_json_reports(exported: Exported, tmp_pat
     assert "error[not-a-dossier]" in bad.stderr
     with pytest.raises(DossierError):
         unpack(b"PK\x03\x04garbage")
+
+
+def _small_disk() -> None:
+    """In the child: files may not grow past 4 KiB, as on a disk that fills mid-write."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+
+def test_a_report_that_cannot_be_written_whole_leaves_the_earlier_one(
+    exported: Exported, tmp_path: Path
+):
+    """The report was written in place: a disk full half-way left the earlier report cut
+    short (the HTML report is larger than the 4 KiB the child may write)."""
+    dossier = tmp_path / "a.zip"
+    dossier.write_bytes(exported.dossiers[B])
+    earlier = tmp_path / "r.html"
+    earlier.write_text("<p>the earlier report</p>", encoding="utf-8")
+    result = subprocess.run(
+        [*TONGBAN, "dossier", "verify", str(dossier),
+         "--trust", str(exported.demo / "pki" / "trust-bundle.pem"),
+         "--tsa-trust", str(exported.tsa.ca), "--report-html", str(earlier)],
+        capture_output=True, text=True, timeout=120, check=False, preexec_fn=_small_disk,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "error[file-unwritable]" in result.stderr
+    assert earlier.read_text(encoding="utf-8") == "<p>the earlier report</p>"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip", "r.html"]
 
 
 def _survey_line(report: Report):  # type: ignore[no-untyped-def]
