@@ -19,6 +19,7 @@ import asyncio
 import collections
 import contextlib
 import fractions
+import logging
 import time
 from collections.abc import Callable
 
@@ -30,6 +31,8 @@ __all__ = ["AUDIO_RATE", "ForwardTrack", "FrameSink", "TrackTap", "copy_video"]
 Frame = av.VideoFrame | av.AudioFrame
 Item = tuple[float, Frame]  # (monotonic arrival time, frame)
 AUDIO_RATE = 48_000
+_log = logging.getLogger("tongban.survey.media")
+
 _AUDIO_SAMPLES = 960  # 20 ms at 48 kHz
 _VIDEO_BASE = fractions.Fraction(1, 90_000)
 _AUDIO_BASE = fractions.Fraction(1, AUDIO_RATE)
@@ -135,7 +138,10 @@ class TrackTap:
                 for sink in tuple(self._sinks):
                     sink.offer(item)
                 if self._on_frame is not None:
-                    self._on_frame(frame)
+                    try:
+                        self._on_frame(frame)
+                    except Exception:  # the frames must go on being read, or they pile up
+                        _log.exception("a received frame's handler failed")
         finally:
             self.ended.set()
             for sink in tuple(self._sinks):

@@ -35,8 +35,8 @@ from aiortc.mediastreams import MediaStreamTrack
 from remote_survey.entries import Segment
 from remote_survey.fanout import ForwardTrack, FrameSink, TrackTap
 from remote_survey.recorder import SegmentRecorder
-from remote_survey.room import SurveyRoom
-from remote_survey.session import Role
+from remote_survey.room import RoomError, SurveyRoom
+from remote_survey.session import Role, SurveyState
 
 __all__ = ["RECORDER_BUFFER", "Peer", "RoomMedia"]
 
@@ -176,12 +176,23 @@ class RoomMedia:
         _log.debug("survey %s: site is %s", self.room.plan.session_id, peer.device_id)
 
     def _site_frame(self, frame: av.VideoFrame | av.AudioFrame) -> None:
-        if self._waiting_live:
-            self._waiting_live = False
-            state = self.room.site_live()
-            _log.debug("survey %s: first site frame, state %s", self.room.plan.session_id, state)
-            if state is not None:
-                self._notify({"type": "state", "state": state.value})
+        """The site's video flows: the first frame starts the survey (or ends its
+        interruption). A site that joined before the window opened (its link is valid
+        earlier) waits: a frame after the opening starts it."""
+        if not self._waiting_live:
+            return
+        room = self.room
+        if room.state is SurveyState.SCHEDULED and room.now() < room.plan.window.start:
+            return
+        self._waiting_live = False
+        try:
+            state = room.site_live()
+        except RoomError as exc:
+            _log.warning("survey %s: the site's media flows, but %s", room.plan.session_id, exc)
+            return
+        _log.debug("survey %s: first site frame, state %s", room.plan.session_id, state)
+        if state is not None:
+            self._notify({"type": "state", "state": state.value})
 
     def _start_recording(self) -> None:
         if not self.room.config.record or self.site_video is None or self._recording:
@@ -234,6 +245,16 @@ class RoomMedia:
                 break
         self._recording = None
         _log.debug("survey %s: recording stopped in %.2f s", session, time.monotonic() - began)
+
+    async def survey_ended(self) -> None:
+        """The survey has ended: the site's connection is closed (its page stops sending
+        then; one that would not fills no queue) and its last frame forgotten."""
+        async with self._site_lock:
+            site, self.site = self.site, None
+            self._waiting_live = False
+            self.site_video = self.site_audio = None
+            if site is not None:
+                await site.close()
 
     async def site_gone(self, peer: Peer) -> None:
         """The site's connection went away: finish the segment, then interrupt the session."""

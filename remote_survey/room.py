@@ -66,6 +66,7 @@ from remote_survey.session import (
     Role,
     SurveyPlan,
     SurveyState,
+    can_apply,
     schedule,
     transition,
 )
@@ -226,7 +227,7 @@ class SurveyRoom:
         if room.media_dir != media_dir:
             raise SurveyError(f"{media_dir} does not hold session {session.plan.session_id}")
         try:
-            entries = parse_evidence(room._evidence.read_bytes())
+            entries = parse_evidence(room._whole_lines())
         except OSError as exc:
             raise SurveyError(f"cannot read {room._evidence}: {exc.strerror}") from None
         room.chain = EvidenceChain(session.plan.session_id, tuple(entries))  # checks it
@@ -250,6 +251,26 @@ class SurveyRoom:
             room._save()
         room._seal_requested()
         return room
+
+    def _whole_lines(self) -> bytes:
+        """The evidence file, cut back to its last whole line: an entry is one line ended
+        by a newline, so a line without one is a write a crash or a full disk stopped
+        half-way (nothing acted on it: :meth:`record` returns after the write). A
+        complete line that does not parse is still refused as it is."""
+        data = self._evidence.read_bytes()
+        if data and not data.endswith(b"\n"):
+            whole = data[: data.rfind(b"\n") + 1]
+            _log.warning(
+                "survey %s: the last %d bytes of %s are half an entry (a write cut short); removed",
+                self.plan.session_id,
+                len(data) - len(whole),
+                self._evidence,
+            )
+            with self._evidence.open("r+b") as f:
+                f.truncate(len(whole))
+                os.fsync(f.fileno())
+            data = whole
+        return data
 
     def _seal_requested(self) -> None:
         """Seal the report an inspector asked for before a stop (or a failed write) that
@@ -300,13 +321,25 @@ class SurveyRoom:
         return self._last_ms
 
     def record(self, body: Body) -> int:
-        """Append ``body`` to the chain and to the evidence file (fsynced); return its time."""
+        """Append ``body`` to the chain and to the evidence file (fsynced); return its time.
+
+        Refused once the report is sealed: the report pins the chain's length and head, so
+        a later entry would make it fail verification for good. A write that fails (a full
+        disk) is cut back off the file, so the file never holds half an entry."""
+        if self.report_token is not None:
+            raise RoomError("session-ended", "the report is sealed: nothing more is recorded")
         t_ms = self.now_ms()
         chain = self.chain.append(body, t_ms)
-        with self._evidence.open("ab") as f:
-            f.write(canonical_json(chain.entries[-1].to_json()) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
+        line = memoryview(canonical_json(chain.entries[-1].to_json()) + b"\n")
+        with self._evidence.open("ab", buffering=0) as f:  # unbuffered: no write left over
+            size = f.seek(0, os.SEEK_END)
+            try:
+                while line:
+                    line = line[f.write(line) or 0 :]
+                os.fsync(f.fileno())
+            except OSError:
+                os.ftruncate(f.fileno(), size)
+                raise
         self.chain = chain
         return t_ms
 
@@ -366,6 +399,11 @@ class SurveyRoom:
         if self.plan.role_of(person.person_id) not in roles:
             raise RoomError("not-allowed", f"{person.person_id} may not do this")
 
+    def _require_open(self) -> None:
+        """Refuse an action that adds evidence once the survey has ended."""
+        if self.state.is_final:
+            raise RoomError("session-ended", f"the survey is {self.state.value}")
+
     def _require_live(self) -> None:
         if self.state is not SurveyState.LIVE:
             raise RoomError("not-live", f"the survey is {self.state.value}, not live")
@@ -401,6 +439,7 @@ class SurveyRoom:
     def acknowledge_notice(self, person: Participant) -> int:
         """The site party acknowledged the recording notice (chained once, as a note)."""
         self._require(person, Role.SITE)
+        self._require_open()
         if self.notice_ms is None:
             self.notice_ms = self.record(Note(NOTICE_ACKNOWLEDGED, person.person_id))
         return self.notice_ms
@@ -408,6 +447,7 @@ class SurveyRoom:
     def challenge_shown(self, person: Participant, challenge_id: str) -> dict[str, Any]:
         """The site party acknowledged (on the phone) that the code was shown."""
         self._require(person, Role.SITE)
+        self._require_open()
         try:
             t_ms = self.record(ChallengeShown(challenge_id, person.person_id))
         except MalformedEvidence as exc:
@@ -418,6 +458,7 @@ class SurveyRoom:
         self, person: Participant, challenge_id: str, result: str
     ) -> dict[str, Any]:
         self._require(person, Role.INSPECTOR)
+        self._require_open()
         try:
             t_ms = self.record(ChallengeConfirmed(challenge_id, person.person_id, result))
         except MalformedEvidence as exc:
@@ -440,14 +481,21 @@ class SurveyRoom:
         self._last_fix_ms = t_ms
         return body.distance_mm
 
+    def check_end(self, person: Participant, event: Event) -> None:
+        """Refuse, before the recording is stopped for it, an end that would be refused."""
+        self._require(person, Role.INSPECTOR)
+        if event not in (Event.COMPLETE, Event.ABANDON, Event.CONVERT):
+            raise RoomError("bad-request", f"{event.value} is not a way to end a survey")
+        if not can_apply(self.session, event):
+            state = self.state.value
+            raise RoomError("bad-state", f"cannot {event.value} a survey that is {state}")
+
     def end(
         self, person: Participant, event: Event, report: ReportRequest | None = None
     ) -> SurveyState:
         """End the survey; ``report``: what the inspector signs at its end, kept before
         the session is ended (see :class:`ReportRequest`)."""
-        self._require(person, Role.INSPECTOR)
-        if event not in (Event.COMPLETE, Event.ABANDON, Event.CONVERT):
-            raise RoomError("bad-request", f"{event.value} is not a way to end a survey")
+        self.check_end(person, event)
         if report is None:
             (self.media_dir / REQUEST_FILE).unlink(missing_ok=True)  # not this end's
         else:

@@ -45,6 +45,7 @@ __all__ = [
     "SurveySession",
     "SurveyState",
     "TimeWindow",
+    "can_apply",
     "schedule",
     "transition",
 ]
@@ -236,6 +237,12 @@ _ALLOWED: dict[Event, tuple[frozenset[SurveyState], SurveyState]] = {
         SurveyState.CONVERTED_TO_ONSITE,
     ),
 }
+
+
+def can_apply(session: SurveySession, event: Event) -> bool:
+    """Whether the state of ``session`` allows ``event`` (times are checked by
+    :func:`transition`)."""
+    return session.state in _ALLOWED[event][0]
 
 
 def transition(

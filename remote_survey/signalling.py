@@ -199,6 +199,10 @@ class Rooms(Protocol):
 
     def get(self, session_id: str, /) -> LiveRoom | None: ...
 
+    def has_ended(self, session_id: str, /) -> bool:
+        """Whether ``session_id`` ended and was put away (:meth:`get` opens it from disk)."""
+        ...
+
 
 async def handle_ws(request: web.Request, rooms: Rooms) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=15.0, max_msg_size=_MAX_MESSAGE)
@@ -213,6 +217,10 @@ async def handle_ws(request: web.Request, rooms: Rooms) -> web.WebSocketResponse
         return await _refuse(ws, "bad-request")
     claims = _peek(token)
     session_id = request.query.get("session") or claims.get("session")
+    if isinstance(session_id, str) and rooms.has_ended(session_id):
+        # refused as it is: opening its evidence from disk before the token is checked
+        # would let anyone make the node read and hash a whole survey, again and again
+        return await _refuse(ws, "session-ended")
     live = rooms.get(session_id) if isinstance(session_id, str) else None
     if live is None:
         return await _refuse(ws, "wrong-session")
@@ -356,9 +364,11 @@ async def _end(
     room = live.room
     if room.plan.role_of(person.person_id) is not Role.INSPECTOR:
         raise RoomError("not-allowed", f"{person.person_id} may not end the survey")
+    room.check_end(person, event)  # a refused end leaves the recording running
     await live.media.stop_recording()  # the last segment is chained before the end
     state = room.end(person, event, report)
     live.broadcast({"type": "state", "state": state.value})
+    await live.media.survey_ended()
 
 
 async def _report(live: LiveRoom, conn: Connection, data: dict[str, Any]) -> None:
@@ -400,4 +410,5 @@ async def _report(live: LiveRoom, conn: Connection, data: dict[str, Any]) -> Non
             "the report could not be written; what you signed is kept: sign again, or it"
             " is sealed when the node starts again",
         ) from None
-    conn.send({"type": "report", "token": token, "head": room.chain.head})
+    # every inspector's page locks its controls: nothing may be added to a sealed chain
+    live.broadcast({"type": "report", "token": token, "head": room.chain.head}, (Role.INSPECTOR,))

@@ -123,6 +123,10 @@ class SurveyHub:
         self._keep_opened(session_id, live)
         return live
 
+    def has_ended(self, session_id: str) -> bool:
+        """Whether ``session_id`` ended and was put away (:meth:`get` opens it from disk)."""
+        return session_id in self.ended and session_id not in self.rooms
+
     def _keep_opened(self, session_id: str, live: LiveRoom) -> None:
         self._opened_ended[session_id] = live
         self._opened_ended.move_to_end(session_id)

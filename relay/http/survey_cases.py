@@ -247,7 +247,10 @@ async def send_report(
     its survey-report leaf logged with the packet's queueing. Raises
     :class:`SurveyCaseError`, ``CaseError``, ``RelayError``. ``vault`` opens the media
     sealed at rest (they travel as plaintext, sealed by the relay core)."""
-    token, report, files = report_files(media_dir, bundle, desk.now(), vault)
+    # every media file is hashed again: off the event loop, which every listener shares
+    token, report, files = await asyncio.to_thread(
+        report_files, media_dir, bundle, desk.now(), vault
+    )
     outcome = _OUTCOME.get(report.verdict)
     if outcome is None:
         raise SurveyCaseError("convert-to-onsite", "an on-site visit reports this case")

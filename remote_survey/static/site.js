@@ -202,7 +202,10 @@ function start() {
         }
       } else if (msg.type === "state") {
         serverState = msg.state;
-        if (FINAL.includes(msg.state)) stopMedia();
+        if (FINAL.includes(msg.state)) {
+          stopMedia();
+          $("notice").hidden = true; // nothing more is recorded: nothing to acknowledge
+        }
         sendFix();
       } else if (msg.type === "presence") {
         presence = msg;

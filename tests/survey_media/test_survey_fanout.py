@@ -102,3 +102,19 @@ def test_each_receiver_gets_its_own_video_frame_with_the_same_pixels() -> None:
     assert [bytes(p) for p in copy.planes] == [bytes(p) for p in frame.planes]
     copy.pts = 99
     assert frame.pts == 7
+
+
+async def test_a_failing_frame_handler_never_stops_the_track_being_read() -> None:
+    """The handler's exception ended the read loop: aiortc went on decoding the site's
+    video into the track's queue, which nothing read any more (memory without limit)."""
+    seen: list[int] = []
+
+    def handler(frame: av.VideoFrame | av.AudioFrame) -> None:
+        seen.append(1)
+        raise RuntimeError("refused")
+
+    track = FakeTrack("video", 300)
+    tap = TrackTap(track, on_frame=handler)
+    await asyncio.wait_for(tap.ended.wait(), 10)
+    assert tap.frames == len(seen) == 300
+    assert track.left == 0

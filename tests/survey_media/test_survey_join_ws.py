@@ -122,3 +122,24 @@ async def test_a_client_that_stops_reading_is_disconnected_not_buffered(world: W
         assert inbox.closed is not None
         assert inbox.closed[0] == 4008
         conn.ws.send_json = original  # type: ignore[method-assign]
+
+
+async def test_a_link_to_a_survey_put_away_is_refused_without_opening_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session named was opened from disk (its whole evidence read and hashed on the
+    event loop) before the token was checked: any caller could make the node do it."""
+    from remote_survey.room import SurveyRoom
+    from remote_survey.session import Event, Participant
+
+    room = world.hub.rooms["sv-media-0001"].room
+    room.end(Participant("insp-1", "李勘查"), Event.ABANDON)
+    assert world.hub.retire_ended() == ["sv-media-0001"]
+    world.hub._opened_ended.clear()  # as after a restart, or once more have ended since
+    opened: list[object] = []
+    monkeypatch.setattr(SurveyRoom, "restore", lambda *a, **k: opened.append(a))
+    junk = "eyJhbGciOiJFZERTQSJ9.eyJzZXNzaW9uIjoic3YtbWVkaWEtMDAwMSJ9.AAAA"
+    async with served(world, "127.0.0.1"):
+        closed = await _closed_with(world, junk, "pc-1", session="sv-media-0001")
+        assert closed == (4410, "session-ended")
+    assert opened == []

@@ -58,3 +58,43 @@ async def test_a_failed_recording_is_logged_and_the_stop_completes(
     assert "the recording failed" in caplog.text
     assert "disk full" in caplog.text
     assert media._recording is None
+
+
+async def test_a_site_that_joins_before_the_window_starts_the_survey_once_it_opens(
+    tmp_path: Path,
+) -> None:
+    """Links are valid 15 minutes before the window; the first frame's refused start
+    ended the read loop, nothing tried again, and the survey never started."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    import av
+
+    from remote_survey.room import RoomConfig
+    from remote_survey.session import SurveyState, TimeWindow
+
+    world = make_world(tmp_path)
+    at = datetime.now(UTC)
+    clock = [at]
+    base = world.hub.config
+    config = RoomConfig(
+        node_id=base.node_id,
+        join_key=base.join_key,
+        seal=base.seal,
+        media_root=base.media_root,
+        clock=lambda: clock[0],
+    )
+    window = TimeWindow(at + timedelta(minutes=10), at + timedelta(hours=1))
+    room = SurveyRoom(replace(make_plan(at), window=window), config)
+    notes: list[dict[str, object]] = []
+    media = RoomMedia(room, notes.append)
+    media._waiting_live = True  # as claim_site leaves it for a site that joined
+    frame = av.VideoFrame(64, 48, "yuv420p")
+    for _ in range(3):
+        media._site_frame(frame)
+    assert room.state is SurveyState.SCHEDULED
+    assert notes == []
+    clock[0] = at + timedelta(minutes=11)  # the window is open
+    media._site_frame(frame)
+    assert room.state is SurveyState.LIVE
+    assert notes == [{"type": "state", "state": "live"}]

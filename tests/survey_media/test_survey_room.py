@@ -15,7 +15,7 @@ from remote_survey.entries import (
     Gap,
     Note,
 )
-from remote_survey.errors import MalformedReport
+from remote_survey.errors import MalformedReport, SurveyError
 from remote_survey.evidence import parse_evidence, verify_chain
 from remote_survey.report import Answer, ChecklistAnswer, Verdict, verify_report
 from remote_survey.report_model import Guard, SurveyReport
@@ -301,3 +301,107 @@ def test_a_survey_the_site_never_joined_is_converted_with_its_report(world: Worl
     report = _payload(room.report(INSPECTOR, notes, Verdict.CONVERT_TO_ONSITE))
     assert report.outcome is SurveyState.CONVERTED_TO_ONSITE
     assert report.evidence.segments == ()
+
+
+def test_nothing_is_added_to_the_evidence_once_the_report_is_sealed(world: World) -> None:
+    """A second inspector's page, or a site page still showing the recording notice,
+    added entries after the report: the chain no longer matched the report's pinned
+    length and head, and the report could neither be sent nor signed again."""
+    clock = Clock(datetime.now(UTC))
+    room = _room(world, clock)
+    room.site_live()
+    room.issue_challenge(INSPECTOR)
+    room.site_lost()
+    room.end(INSPECTOR, Event.CONVERT)
+    notes = [ChecklistAnswer(a.item_id, Answer.NOTE, note="转现场") for a in ANSWERS]
+    token = room.report(INSPECTOR, notes, Verdict.CONVERT_TO_ONSITE)
+    before = room._evidence.read_bytes()
+    for late in (
+        lambda: room.acknowledge_notice(SITE_PARTY),
+        lambda: room.challenge_shown(SITE_PARTY, "ch-1"),
+        lambda: room.confirm_challenge(INSPECTOR, "ch-1", "confirmed"),
+        lambda: room.record(Note("late", "insp-1")),
+    ):
+        with pytest.raises(RoomError) as refused:
+            late()
+        assert refused.value.code == "session-ended"
+    assert room._evidence.read_bytes() == before
+    bundle = TrustBundle.from_pem(world.bundle_path.read_bytes())
+    assert verify_report(token, bundle, room.media_dir, clock()).ok
+
+
+def test_an_end_that_would_be_refused_is_refused_before_anything_stops(world: World) -> None:
+    clock = Clock(datetime.now(UTC))
+    room = _room(world, clock)
+    room.site_live()
+    for event in (Event.START, Event.REJOIN, Event.DROP):
+        with pytest.raises(RoomError) as refused:
+            room.check_end(INSPECTOR, event)
+        assert refused.value.code == "bad-request"
+    with pytest.raises(RoomError) as refused:
+        room.check_end(SITE_PARTY, Event.COMPLETE)
+    assert refused.value.code == "not-allowed"
+    room.check_end(INSPECTOR, Event.COMPLETE)
+    assert room.state is SurveyState.LIVE  # a check changes nothing
+    room.end(INSPECTOR, Event.ABANDON)
+    with pytest.raises(RoomError) as refused:
+        room.check_end(INSPECTOR, Event.COMPLETE)
+    assert refused.value.code == "bad-state"
+
+
+def _small_file_limit(room: SurveyRoom) -> int:
+    """Lets the evidence file grow by 10 bytes at most (a disk that fills mid-write)."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limit = room._evidence.stat().st_size + 10
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old[1]))
+    return old[0]
+
+
+def test_a_write_the_disk_cut_short_leaves_no_half_entry_and_the_survey_goes_on(
+    world: World,
+) -> None:
+    """Half a line stayed in evidence.jsonl; later entries followed it, the file no
+    longer parsed, and the survey could not be opened again."""
+    import resource
+
+    clock = Clock(datetime.now(UTC))
+    room = _room(world, clock)
+    room.site_live()
+    before = room._evidence.read_bytes()
+    soft = _small_file_limit(room)
+    try:
+        with pytest.raises(OSError, match="too large"):
+            room.issue_challenge(INSPECTOR)
+    finally:
+        resource.setrlimit(
+            resource.RLIMIT_FSIZE, (soft, resource.getrlimit(resource.RLIMIT_FSIZE)[1])
+        )
+    assert room._evidence.read_bytes() == before
+    clock.advance(5)
+    room.issue_challenge(INSPECTOR)  # the disk has room again
+    assert verify_chain(parse_evidence(room._evidence.read_bytes())).ok
+
+
+def test_a_half_written_last_entry_is_cut_off_when_the_survey_is_opened_again(
+    world: World,
+) -> None:
+    """A crash mid-write (power lost) left half a line: the survey was not resumed, its
+    status was gone and it could not be scheduled again."""
+    clock = Clock(datetime.now(UTC))
+    room = _room(world, clock)
+    room.site_live()
+    room.issue_challenge(INSPECTOR)
+    whole = room._evidence.read_bytes()
+    with room._evidence.open("ab") as f:
+        f.write(b'{"seq":9,"t_ms":17')
+    again = SurveyRoom.restore(room.media_dir, room.config)
+    assert room._evidence.read_bytes() == whole
+    assert again.chain.head == room.chain.head
+    with room._evidence.open("ab") as f:
+        f.write(b'{"not": "an entry"}\n')  # a whole line that does not parse: refused
+    with pytest.raises(SurveyError):
+        SurveyRoom.restore(room.media_dir, room.config)
