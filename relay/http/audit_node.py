@@ -267,6 +267,8 @@ class AuditNode:
                     await result
             except (AuditError, sqlite3.Error) as exc:
                 _log.error("audit task step failed: %s", exc)
+            except Exception:  # one bad step (a TSA's answer, a database error) ends no task
+                _log.exception("audit task step failed")
 
     async def close(self) -> None:
         """Stop the tasks, close the partner clients and the database connection."""

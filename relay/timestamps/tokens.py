@@ -105,7 +105,20 @@ def _signer_subject(certs: Sequence[bytes], serial: int, issuer: x509.Name) -> s
 def check_response(
     response: bytes, data: bytes, trust: TsaTrust, *, nonce: int | None = None
 ) -> Stamp:
-    """Verify a DER TimeStampResp over ``data`` against ``trust`` (see module doc)."""
+    """Verify a DER TimeStampResp over ``data`` against ``trust`` (see module doc).
+
+    Whatever is wrong with the answer is a :class:`TimestampError`: it comes from outside
+    (a TSA, often over plain HTTP, or a file in a dossier), and the parser raises other
+    errors for tokens that decode but are malformed inside."""
+    try:
+        return _check_response(response, data, trust, nonce)
+    except TimestampError:
+        raise
+    except Exception as exc:
+        raise TimestampError(f"the timestamp answer is malformed: {exc}") from exc
+
+
+def _check_response(response: bytes, data: bytes, trust: TsaTrust, nonce: int | None) -> Stamp:
     try:
         decoded = decode_timestamp_response(response)
     except ValueError as exc:

@@ -133,3 +133,45 @@ def test_timestamps_config_is_checked(tmp_path: Path):
     assert settings.alert_after == 3600.0
     path.write_text(base)
     assert load_config(path).timestamps is None
+
+
+async def test_a_malformed_tsa_answer_is_a_timestamp_error_and_stamping_goes_on(
+    stamped_pair: Federation, tsa_pki: TsaPki
+):
+    """The parser raised plain ValueErrors for tokens that decode but are malformed
+    inside: the checkpoint task ended for good on the first (no checkpoints, stamps or
+    index upkeep until a restart), and a changed token in a dossier was a traceback."""
+    a = stamped_pair[A]
+    await a.send(B, "CASE-TS-4")
+    store = TimestampStore(a.db)
+    try:
+        _, note, response = await _wait_stamped(store, a.live.service.state.log.size() - 1)
+        trust = TsaTrust.from_pem(tsa_pki.ca.read_bytes())
+        outcomes: set[str] = set()
+        for at in range(len(response)):
+            for bit in (0x01, 0x80):
+                changed = bytearray(response)
+                changed[at] ^= bit
+                try:
+                    check_response(bytes(changed), note, trust)
+                    outcomes.add("accepted")
+                except TimestampError as exc:
+                    outcomes.add("malformed" if "malformed" in str(exc) else "refused")
+        assert "malformed" in outcomes  # the parser's own errors, each a TimestampError
+
+        stamper = a.live.stamper
+        assert stamper is not None
+        real, failures = stamper.catch_up, [0]
+
+        async def once_broken() -> int:
+            if failures[0] == 0:
+                failures[0] += 1
+                raise ValueError("Malformed TimestampToken: ASN.1 parsing error")
+            return await real()
+
+        stamper.catch_up = once_broken  # type: ignore[method-assign]
+        await a.send(B, "CASE-TS-5")
+        await _wait_stamped(store, a.live.service.state.log.size() - 1)  # the task lived on
+        assert failures == [1]
+    finally:
+        store.close()
