@@ -50,8 +50,14 @@ def micros_time(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
+_LAST_SECOND = 253_402_300_799
+"""9999-12-31T23:59:59Z: the last time a date can hold."""
+
+
 def parse_time(value: object) -> datetime:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**40:
+    """A time in whole seconds since the epoch, up to the end of year 9999 (a later one,
+    even signed by a partner, is malformed, never an exception of the date library)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _LAST_SECOND:
         raise MalformedPacket(f"not a time in whole seconds since the epoch: {value!r}")
     return datetime.fromtimestamp(value, UTC)
 

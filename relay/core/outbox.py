@@ -87,6 +87,10 @@ _BY_KIND: dict[tuple[str, int], Refusal] = {
     # the batch is over the partner's body or batch-size limit: halve it; a single
     # packet that is still too large is permanent (see Sender)
     ("batch", 413): Refusal.SPLIT,
+    # no such route: a wrong federation URL or a node being redeployed, never a packet's
+    # fault (taken per packet, one bad pass parked every packet and its successors)
+    ("batch", 404): Refusal.RETRY,
+    ("batch", 405): Refusal.RETRY,
     # the partner does not hold the blob / the offset moved: ask again later
     ("blob-offset", 404): Refusal.RETRY,
     ("blob-upload", 409): Refusal.RETRY,
@@ -172,8 +176,9 @@ def backoff_delay(policy: OutboxPolicy, failures: int, rand: float) -> timedelta
     if not 0.0 <= rand <= 1.0:
         raise ValueError("rand must be in [0, 1]")
     exp = min(failures - 1, 40)
-    ceiling = min(policy.max_delay, policy.base_delay * (1 << exp))
-    return ceiling * rand
+    # in float seconds: base_delay × 2^40 is no timedelta once base_delay is over 78 s
+    ceiling = min(policy.max_delay.total_seconds(), policy.base_delay.total_seconds() * 2.0**exp)
+    return timedelta(seconds=ceiling * rand)
 
 
 def expired(rows: Iterable[OutboxRow], policy: OutboxPolicy, at: datetime) -> list[str]:

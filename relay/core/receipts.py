@@ -27,7 +27,14 @@ from signing.errors import MalformedInput
 from signing.jws import sign_compact, verify_compact
 from signing.keys import Signer
 
-__all__ = ["RECEIPT_TYP", "Receipt", "ReceiptStatus", "sign_receipt", "verify_receipt"]
+__all__ = [
+    "MAX_REASON",
+    "RECEIPT_TYP",
+    "Receipt",
+    "ReceiptStatus",
+    "sign_receipt",
+    "verify_receipt",
+]
 
 RECEIPT_TYP = "tongban-receipt+jws"
 
@@ -35,6 +42,10 @@ RECEIPT_TYP = "tongban-receipt+jws"
 class ReceiptStatus(StrEnum):
     ACCEPTED = "accepted"
     REJECTED = "rejected"
+
+
+MAX_REASON = 256
+"""The longest reason a receipt may give (the audit log's receipt leaf holds it)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,8 @@ class Receipt:
             reason is not None and not isinstance(reason, str)
         ):
             raise MalformedPacket("a reason is given exactly when the packet was rejected")
+        if reason is not None and not 0 < len(reason) <= MAX_REASON:
+            raise MalformedPacket(f"a reason is 1 to {MAX_REASON} characters")
         packet_id = obj["packet_id"]
         if packet_id is not None and not isinstance(packet_id, str):
             raise MalformedPacket("packet_id must be a string or null")

@@ -41,7 +41,13 @@ from pathlib import Path
 
 from relay.audit.leaves import Direction
 from relay.core import blobs
-from relay.core.errors import MalformedPacket, PeerRefused, PeerUnavailable, PeerUnreachable
+from relay.core.errors import (
+    MalformedPacket,
+    PeerRefused,
+    PeerUnavailable,
+    PeerUnreachable,
+    StoreError,
+)
 from relay.core.leaves import receipt_leaf
 from relay.core.model import OutboxState
 from relay.core.outbox import (
@@ -58,6 +64,7 @@ from relay.core.outbox import (
 from relay.core.ports import BundleSource, Clock, PeerLink
 from relay.core.receipts import Receipt, ReceiptStatus, verify_receipt
 from relay.core.store import OutboxUpdate, Outgoing, RelayStore
+from relay.db.open import storage_errors
 from signing.certificates import TrustBundle
 from signing.errors import SigningError
 
@@ -159,9 +166,20 @@ class Sender:
         return settled
 
     def _served(self, peer: str, done: Callable[[], None], task: asyncio.Task[int]) -> None:
+        """A partner's task ended. A storage fault goes to the outbox loop (the pass is
+        tried again after a while); anything else (a partner's answer no check foresaw,
+        a fault of ours) is that partner's failure: logged and backed off, never the end
+        of delivery to every partner."""
         self._serving.pop(peer, None)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            self.failed_lanes.append(exc)
+            if isinstance(exc, storage_errors(StoreError)):
+                self.failed_lanes.append(exc)
+            else:
+                _log.error("delivery to %s failed", peer, exc_info=exc)
+                try:
+                    self._peer_failed(peer, exc)
+                except storage_errors(StoreError) as fault:
+                    self.failed_lanes.append(fault)
         done()
 
     def serving(self, peer: str) -> bool:
@@ -216,7 +234,9 @@ class Sender:
         the earliest due case head of a destination whose backoff elapsed, or the
         earliest expiry plus the grace. Indexed reads only."""
         wake = at + self._policy.idle_poll
-        soonest = self._store.earliest_expiry()
+        # a partner being served is left out: its expiries wait for its task, whose end
+        # wakes the outbox (counted in, a past one would wake it at once, again and again)
+        soonest = self._store.earliest_expiry(skip=frozenset(self._serving))
         if soonest is not None:
             wake = min(wake, soonest + self._policy.expiry_grace)
         backoffs = self._store.peer_backoffs()
@@ -381,7 +401,10 @@ class Sender:
                 self._lanes[peer] = max(1, self._lanes_for(peer) - 1)
                 self._calm[peer] = 0
             if verdict is Refusal.RETRY:
-                self._store.update_outbox(self._retrying(outgoing, [], exc, sent=True))
+                door = exc.status in _AT_THE_DOOR
+                self._store.update_outbox(
+                    self._retrying(outgoing, [], exc, sent=True, refused_at_door=door)
+                )
                 failures.append(exc)
                 return None
             self._learn(peer, exc)
@@ -431,9 +454,11 @@ class Sender:
                 receipt is None or receipt.status is not ReceiptStatus.ACCEPTED
             ):
                 continue  # already dead-lettered behind its refused predecessor
-            if receipt is None:
+            if receipt is None:  # counts as no answer (§8.7): the partner may hold it
                 retry = at + backoff_delay(self._policy, out.item.attempts + 1, self._rng.random())
-                updates.append(OutboxUpdate(s.packet_id, OutboxState.QUEUED, retry, "bad-receipt"))
+                updates.append(
+                    OutboxUpdate(s.packet_id, OutboxState.IN_FLIGHT, retry, "bad-receipt")
+                )
                 continue
             leaf = receipt_leaf(Direction.RECEIVED, receipt, token, node=self._me, at=at)
             if receipt.status is ReceiptStatus.ACCEPTED:
@@ -525,18 +550,26 @@ class Sender:
         exc: Exception,
         *,
         sent: bool = False,
+        refused_at_door: bool = False,
     ) -> list[OutboxUpdate]:
         """Record why the attempt failed on packets that stay open: ``in_flight`` when
         the batch was ``sent`` (the partner may hold it; attempt already counted),
-        else ``queued`` with one more attempt."""
+        else ``queued`` with one more attempt. A batch ``refused_at_door`` (the partner
+        answered before taking any packet: 401, 403, 429...) leaves each packet as it
+        was: ``queued`` unless an earlier sending of it is unanswered (so a packet only
+        ever refused expires as any queued one, never in flight for ever)."""
         gone = {u.packet_id for u in parked}
         why = _refusal_reason("http", exc) if isinstance(exc, PeerRefused) else "peer-unavailable"
-        state = OutboxState.IN_FLIGHT if sent else OutboxState.QUEUED
-        return [
-            OutboxUpdate(o.item.summary.packet_id, state, None, why, attempted=not sent)
-            for o in outgoing
-            if o.item.summary.packet_id not in gone
-        ]
+        updates = []
+        for o in outgoing:
+            if o.item.summary.packet_id in gone:
+                continue
+            held = sent and not (refused_at_door and o.item.state is not OutboxState.IN_FLIGHT)
+            state = OutboxState.IN_FLIGHT if held else OutboxState.QUEUED
+            updates.append(
+                OutboxUpdate(o.item.summary.packet_id, state, None, why, attempted=not sent)
+            )
+        return updates
 
     def _check_receipt(
         self, token: str, out: Outgoing, peer: str, bundle: TrustBundle, at: datetime
@@ -604,7 +637,7 @@ class Sender:
         _log.info("partner %s reached us: retrying it now", peer)
         return True
 
-    def _peer_failed(self, peer: str, exc: Exception) -> None:
+    def _peer_failed(self, peer: str, exc: BaseException) -> None:
         self._failing_since.setdefault(peer, self._clock())
         if self._backing_off is not None:
             self._backing_off.add(peer)
@@ -684,6 +717,11 @@ class Sender:
             attempted=True,
         )  # fmt: skip
 
+
+_AT_THE_DOOR = frozenset({401, 403, 404, 405, 408, 425, 429})
+"""Answers to a batch given before any packet of it was taken: authentication, the
+partner relation, the request's pace (a 5xx may come after a commit: the partner may
+hold the packets)."""
 
 _PARTNER_WIDE = frozenset({429, 502, 503, 504})
 """Answers to a blob request that say the partner as a whole is busy or away."""

@@ -60,7 +60,7 @@ from relay.core.model import (
     PacketContent,
     PacketSummary,
 )
-from relay.core.outbox import OutboxPolicy
+from relay.core.outbox import OutboxPolicy, OutboxRow
 from relay.core.packets import (
     AttachmentKey,
     AttachmentRef,
@@ -581,6 +581,12 @@ class RelayNode:
     def outbox_depth(self) -> dict[str, tuple[int, datetime]]:
         """Partner → (packets queued or in flight, creation of the oldest), for metrics."""
         return self._store.outbox_depth()
+
+    def unconfirmed_packets(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
+        """Packets sent but never answered, past their expiry and its grace: the partner
+        may hold them, so they stay in flight and are sent again until it answers (an
+        indexed read of at most ``limit``)."""
+        return self._store.unconfirmed_rows(now - self._policy.expiry_grace, limit)
 
     def parked_packets(self) -> list[OutboxItem]:
         """Dead letters (parked or expired) not sent again since, newest first: what

@@ -450,11 +450,26 @@ class SqlStore:
         ).fetchall()
         return [self._row(r) for r in rows]
 
-    def earliest_expiry(self) -> datetime | None:
-        """The earliest expiry of a queued packet (see :meth:`expired_rows`)."""
+    def unconfirmed_rows(self, before: datetime, limit: int) -> list[OutboxRow]:
+        """Up to ``limit`` packets in flight whose expiry is at or before ``before``: sent,
+        never answered, and left in flight since the partner may hold them (see
+        :meth:`expired_rows`), oldest expiry first."""
+        rows = self._conn.execute(
+            f"SELECT {self._ROW_COLS} FROM outbox{self._hint('outbox_live_expiry')}"  # noqa: S608
+            f" WHERE state IN {LIVE} AND state = 'in_flight' AND expires <= ?"
+            " ORDER BY expires LIMIT ?",
+            (before.timestamp(), limit),
+        ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def earliest_expiry(self, skip: Collection[str] = ()) -> datetime | None:
+        """The earliest expiry of a queued packet (see :meth:`expired_rows`) to a
+        destination not in ``skip``."""
+        others = f" AND peer NOT IN ({','.join('?' * len(skip))})" if skip else ""
         row: Any = self._conn.execute(
             f"SELECT MIN(expires) FROM outbox{self._hint('outbox_live_expiry')}"  # noqa: S608
-            f" WHERE state IN {LIVE} AND state = 'queued'"
+            f" WHERE state IN {LIVE} AND state = 'queued'{others}",
+            tuple(skip),
         ).fetchone()
         return dt(row[0])
 

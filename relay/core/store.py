@@ -187,7 +187,14 @@ class RelayStore(Protocol):
         """Up to ``limit`` open packets that expire at or before ``before``."""
         ...
 
-    def earliest_expiry(self) -> datetime | None: ...
+    def unconfirmed_rows(self, before: datetime, limit: int) -> list[OutboxRow]:
+        """Up to ``limit`` packets in flight (sent, never answered) that expire at or
+        before ``before``."""
+        ...
+
+    def earliest_expiry(self, skip: Collection[str] = ()) -> datetime | None:
+        """The earliest expiry of a queued packet to a destination not in ``skip``."""
+        ...
 
     def open_after(self, peer: str, case_id: str, seq: int) -> list[str]:
         """Open packets of ``case_id`` towards ``peer`` after ``seq``, in order."""

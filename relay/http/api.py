@@ -32,6 +32,7 @@ from relay.core.model import (
     PacketContent,
     PacketSummary,
 )
+from relay.core.outbox import OutboxRow
 from relay.problem import Problem, ProblemCode, storage_problem
 
 __all__ = ["RelayApi", "core_error_middleware", "problem_from_core"]
@@ -78,6 +79,8 @@ class RelayApi(Protocol):
     def partners_lacking_agreements(self) -> dict[str, tuple[int, datetime]]: ...
 
     def parked_packets(self) -> list[OutboxItem]: ...
+
+    def unconfirmed_packets(self, now: datetime, limit: int = 100) -> list[OutboxRow]: ...
 
     def standing_rejections(self) -> list[OutboxItem]: ...
 

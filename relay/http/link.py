@@ -11,6 +11,8 @@ with backoff; the receiver deduplicates).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -102,6 +104,7 @@ class HttpsPeerLink:
         self._clock = clock
         self._limit = connections_per_peer
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._chunk_timeout = upload_chunk_timeout
         self._upload_timeout = aiohttp.ClientTimeout(
             total=None, connect=request_timeout, sock_read=upload_chunk_timeout
         )
@@ -128,7 +131,8 @@ class HttpsPeerLink:
     def _session(self, peer: str) -> tuple[aiohttp.ClientSession, str]:
         url = self._partners.get(peer)
         if url is None:
-            raise PeerUnavailable(f"no federation URL configured for node {peer}")
+            # nothing is sent: queued packets expire as usual (none is taken for held)
+            raise PeerUnreachable(f"no federation URL configured for node {peer}")
         session = self._sessions.get(peer)
         if session is None or session.closed:
             connector = _VerifyingConnector(
@@ -174,7 +178,9 @@ class HttpsPeerLink:
                 if resp.status != 200:
                     raise await _refused(resp, f"node {peer} answered {resp.status} to a batch")
                 body = await resp.json()
-        except aiohttp.ClientConnectorError as exc:  # no connection: nothing was sent
+        except (aiohttp.ClientConnectorError, PeerIdentityError) as exc:
+            # no connection, or not to the partner (a revoked or wrong certificate): nothing
+            # of the batch was sent
             raise PeerUnreachable(f"cannot connect to node {peer}: {exc!r}") from exc
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise PeerUnavailable(f"cannot deliver to node {peer}: {exc!r}") from exc
@@ -202,20 +208,25 @@ class HttpsPeerLink:
                     "Content-Length": str(size - offset),  # not chunked: less to frame
                     "Content-Type": "application/octet-stream",
                 }
-                async with session.put(
-                    target,
-                    data=_stream(open_at, offset),
-                    headers=headers,
-                    timeout=self._upload_timeout,
-                ) as resp:
-                    if resp.status == 409:
-                        continue  # offset moved (a concurrent or earlier upload): ask again
-                    if resp.status not in (200, 201):
-                        raise await _refused(
-                            resp, f"node {peer} refused blob {digest[:12]}", "blob-upload"
-                        )
-                    if int(resp.headers.get("Upload-Offset", "-1")) == size:
-                        return
+                # a partner that stops reading the body holds its write for ever (the
+                # socket's timeouts watch reads): each chunk must be taken within the
+                # chunk timeout, or the upload ends (resumed later from the offset)
+                async with asyncio.timeout(None) as stall:
+                    moved = functools.partial(_moved, stall, self._chunk_timeout)
+                    async with session.put(
+                        target,
+                        data=_stream(open_at, offset, moved),
+                        headers=headers,
+                        timeout=self._upload_timeout,
+                    ) as resp:
+                        if resp.status == 409:
+                            continue  # offset moved (a concurrent or earlier upload): ask again
+                        if resp.status not in (200, 201):
+                            raise await _refused(
+                                resp, f"node {peer} refused blob {digest[:12]}", "blob-upload"
+                            )
+                        if int(resp.headers.get("Upload-Offset", "-1")) == size:
+                            return
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
             raise PeerUnavailable(f"cannot upload to node {peer}: {exc!r}") from exc
         raise PeerUnavailable(f"node {peer} did not complete blob {digest[:12]}")
@@ -231,9 +242,22 @@ class HttpsPeerLink:
             return int(resp.headers["Upload-Offset"])
 
 
-async def _stream(open_at: OpenAt, offset: int) -> AsyncIterator[bytes]:
+async def _stream(
+    open_at: OpenAt, offset: int, moved: Callable[[bool], None]
+) -> AsyncIterator[bytes]:
+    """The blob from ``offset``, calling ``moved`` as each chunk is asked for (the one
+    before it was written) and ``moved(True)`` once all were."""
+    moved(False)
     async for chunk in open_at(offset):
+        moved(False)
         yield chunk
+    moved(True)
+
+
+def _moved(stall: asyncio.Timeout, seconds: float, done: bool) -> None:
+    """The upload's body moved: it has ``seconds`` more to take the next chunk; once it
+    is all written, reading the answer is the socket timeout's to watch."""
+    stall.reschedule(None if done else asyncio.get_running_loop().time() + seconds)
 
 
 _LIMIT_MEMBERS = ("max_batch_size", "max_body_bytes")

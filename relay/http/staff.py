@@ -173,6 +173,25 @@ def delivery_alerts(core: RelayApi, now: datetime) -> list[StaffAlert]:
                 extra={"reason": item.reason, "peer": s.receiver, "case_id": s.case_id},
             )
         )
+    for row in core.unconfirmed_packets(now):
+        alerts.append(
+            StaffAlert(
+                id=f"outbox:unconfirmed:{row.packet_id}",
+                source="outbox",
+                code="packet-unconfirmed",
+                severity=Severity.CRITICAL,
+                at=now,
+                title_zh="有一份案卷已发出但对方始终未确认，且已超过有效期",
+                title_en="A packet was sent but never confirmed, and it has expired",
+                detail=f"Packet {row.packet_id} of case {row.case_id} to node {row.peer} was "
+                "sent but never answered, and it expired on "
+                f"{row.expires.isoformat()}. The partner may hold it, so it is sent again "
+                "until the partner answers (its case waits behind it). Ask the partner's "
+                "office whether it arrived, and check the partner's address and certificate",
+                subject=row.packet_id,
+                extra={"peer": row.peer, "case_id": row.case_id},
+            )
+        )
     alerts += profile_refusal_alerts(core, now)
     alerts += rejection_alerts(core, now)
     for peer, (cases, latest) in sorted(core.partners_lacking_agreements().items()):

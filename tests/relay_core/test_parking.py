@@ -166,7 +166,10 @@ def test_announced_limits_that_are_not_positive_are_ignored(federation: Federati
         ("batch", 413, None, Refusal.SPLIT),
         ("batch", 400, "bad-request", Refusal.PERMANENT),
         ("batch", 422, "invalid-request", Refusal.PERMANENT),
-        ("batch", 404, "not-found", Refusal.PERMANENT),
+        # no such route (a wrong URL, a node being redeployed): the partner's, never a
+        # packet's (taken per packet, one such pass parked every packet)
+        ("batch", 404, "not-found", Refusal.RETRY),
+        ("batch", 405, "method-not-allowed", Refusal.RETRY),
         ("batch", 408, "request-timeout", Refusal.RETRY),
         ("batch", 429, "too-many-requests", Refusal.RETRY),
         ("batch", 500, "internal-error", Refusal.RETRY),

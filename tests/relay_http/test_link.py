@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import socket
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +15,7 @@ from relay_http_fake_core import FakeCore
 from relay_http_support import Pki, serve
 
 from relay.config import Limits
-from relay.core.errors import PeerRefused, PeerUnavailable, StoreError
+from relay.core.errors import PeerRefused, PeerUnavailable, PeerUnreachable, StoreError
 from relay.http.federation import federation_app
 from relay.http.link import HttpsPeerLink
 from relay.problem import STORAGE_RETRY_AFTER
@@ -68,7 +70,9 @@ async def test_server_that_is_not_the_expected_node_gets_nothing(
     core, url = node_b
     link = _link(pki, {"420981": url})  # node_b is 320982
     try:
-        with pytest.raises(PeerUnavailable, match="wrong-node"):
+        # nothing was sent (the packets stay queued and expire as usual, never taken
+        # for held by a partner they never reached)
+        with pytest.raises(PeerUnreachable, match="wrong-node"):
             await link.deliver("420981", ["p1"])
     finally:
         await link.close()
@@ -81,9 +85,9 @@ async def test_unreachable_or_unknown_peer_is_unavailable(pki: Pki) -> None:
         port = sock.getsockname()[1]
     link = _link(pki, {"320982": f"https://127.0.0.1:{port}"})
     try:
-        with pytest.raises(PeerUnavailable):
+        with pytest.raises(PeerUnreachable):
             await link.deliver("320982", ["p1"])
-        with pytest.raises(PeerUnavailable):
+        with pytest.raises(PeerUnreachable, match="no federation URL"):  # left the directory
             await link.deliver("371422", ["p1"])
     finally:
         await link.close()
@@ -160,3 +164,58 @@ async def test_a_partner_out_of_storage_says_when_to_come_back(
         await link.close()
     assert (refused.value.status, refused.value.code) == (503, "storage-unavailable")
     assert refused.value.retry_after == STORAGE_RETRY_AFTER
+
+
+async def test_an_upload_the_partner_stops_reading_ends_within_the_chunk_timeout(
+    pki: Pki,
+) -> None:
+    """The socket's timeouts watch reads only: a partner that took the PUT and never read
+    its body held the upload (and with it every packet to that partner) for ever, with
+    no failure counted and no alert."""
+    from aiohttp import web
+
+    stalled, release = asyncio.Event(), asyncio.Event()
+    app = web.Application(client_max_size=1 << 40)
+
+    async def head(request: web.Request) -> web.Response:
+        return web.Response(headers={"Upload-Offset": "0"})
+
+    async def put(request: web.Request) -> web.Response:
+        stalled.set()
+        await release.wait()  # alive, never reading the body
+        assert request.transport is not None
+        request.transport.abort()  # the unread body would hold the server's stop
+        return web.Response()
+
+    app.router.add_route("HEAD", "/federation/v1/attachments/{d}", head)
+    app.router.add_put("/federation/v1/attachments/{d}", put)
+    context = server_context(
+        pki.b / "tls.pem", pki.b / "tls.key", pki.bundle, require_client_cert=True
+    )
+    size = 256 << 20  # far more than every buffer between the two holds
+
+    async def zeros(offset: int) -> AsyncIterator[bytes]:
+        chunk = bytes(1 << 20)
+        for _ in range((size - offset) >> 20):
+            yield chunk
+
+    async with serve(app, context) as url:
+        link = HttpsPeerLink(
+            {"320982": url},
+            bundle=BundleSource(pki.bundle_path),
+            cert=pki.a / "tls.pem",
+            key=pki.a / "tls.key",
+            clock=_now,
+            request_timeout=1.0,
+            upload_chunk_timeout=1.0,
+        )
+        try:
+            began = time.monotonic()
+            with pytest.raises(PeerUnavailable):
+                async with asyncio.timeout(30):  # the old code is still uploading then
+                    await link.upload_attachment("320982", "ab" * 32, size, zeros)
+            assert stalled.is_set()
+            assert time.monotonic() - began < 20
+        finally:
+            await link.close()
+            release.set()

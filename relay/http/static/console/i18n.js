@@ -751,6 +751,7 @@ export const ALERT_NEXT_ZH = {
   "partner-unresolved": "请管理员检查联邦目录中该单位的节点信息。",
   "packet-parked": "请打开该案件查看原因，处理后在发件箱中重发。",
   "packet-expired": "请确认对方节点可以连通；该步骤仍然有效的，请在发件箱中重发。",
+  "packet-unconfirmed": "案卷会继续自动重发：请联系对方单位确认是否已收到该案卷，并请管理员检查对方地址和证书。",
   "packet-rejected": "请打开该案件查看对方拒收的原因，与对方单位确认后重发或重新办理该步骤。",
   "profile-not-allowed": "请与对方单位约定同时允许双方密码配置的协议版本，双方加载后重发。",
   "partner-unreachable": "案卷会自动重试：请管理员检查网络、对方地址和证书，必要时联系对方单位。",
