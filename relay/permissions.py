@@ -59,8 +59,8 @@ class StaffAction(StrEnum):
     """Something a staff request does; granted to roles by :data:`PERMISSIONS`."""
 
     READ = "read"  # cases, outbox, inbox, packets, alerts
-    RECEIVE = "receive"  # hand in a case, create packets, upload, supplement, deliver
-    DECIDE = "decide"  # accept, reject, request correction or survey, decide, conclude
+    RECEIVE = "receive"  # hand in a case, create packets, upload, supplement, deliver, conclude
+    DECIDE = "decide"  # accept, reject, request correction or survey, decide
     VIEW_SURVEYS = "view-surveys"  # survey status and reports
     SURVEY = "survey"  # schedule a survey, send its report
     LICENCE = "licence"  # issue, suspend, reinstate, revoke a licence
@@ -103,7 +103,9 @@ EVENT_ACTIONS: Mapping[EventKind, StaffAction] = MappingProxyType(
         EventKind.REQUEST_CORRECTION: _A.DECIDE,
         EventKind.REQUEST_SURVEY: _A.DECIDE,
         EventKind.DECIDE: _A.DECIDE,
-        EventKind.CONCLUDE: _A.DECIDE,
+        # the receiving office's step (after the hand-over): its counter concludes, and an
+        # office with no approver could otherwise never conclude, nor the applicant rate
+        EventKind.CONCLUDE: _A.RECEIVE,
         EventKind.ANSWER_COMPLAINT: _A.DECIDE,
         EventKind.SURVEY_REPORT: _A.SURVEY,
         EventKind.ISSUE_LICENCE: _A.LICENCE,

@@ -111,7 +111,8 @@ async def _run(config: NodeConfig, *, reuse_port: bool = False) -> int:
         core_factory=integration.core_factory(reports.core_factory),
         extensions=[
             audit.extension,
-            ConsoleLayer(cases, config).extension,  # the clerk's console on the staff listener
+            # the clerk's console on the staff listener; its reads of personal data logged
+            ConsoleLayer(cases, config, integration.log_console_read).extension,
             survey_extension(surveys, join_key),
             cases.extension,
             reports.extension,

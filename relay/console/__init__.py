@@ -36,6 +36,8 @@ nothing below imports it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
 from agreements.catalog import default_catalog
@@ -52,9 +54,17 @@ __all__ = ["ConsoleLayer"]
 class ConsoleLayer:
     """The console on the staff listener of a node running ``cases``."""
 
-    def __init__(self, cases: CaseLayer, config: NodeConfig) -> None:
+    def __init__(
+        self,
+        cases: CaseLayer,
+        config: NodeConfig,
+        personal_reads: Callable[[str, str, str], None] | None = None,
+    ) -> None:
+        """``personal_reads`` writes a person's read of a case's personal data (who,
+        case, purpose) to the node's access log (the integration layer's)."""
         self._cases = cases
         self._config = config
+        self._personal_reads = personal_reads
 
     def _public_base(self) -> str:
         services = self._cases.services
@@ -91,5 +101,6 @@ class ConsoleLayer:
             acks=AlertAcks(self._config.data_dir / "console" / "alert-acks.jsonl"),
             licence_status=services.licence_status,
             records=self._config.data_dir / "console",
+            personal_reads=self._personal_reads,
         )
         add_console_routes(app, console)

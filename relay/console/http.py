@@ -54,6 +54,7 @@ import json
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ from relay.console.acks import AlertAcks
 from relay.console.licensing import LicenceDesk
 from relay.console.records import append_record
 from relay.console.views import (
+    CONSOLE_ACTIONS,
     QueueFilter,
     available_actions,
     checklist,
@@ -129,6 +131,12 @@ def _json(obj: Any, status: int = 200) -> web.Response:
     )
 
 
+PERSONAL_READ_EVERY = timedelta(hours=1)
+"""How often a person's reads of one case's personal data in the console are logged."""
+PERSONAL_READ_PURPOSE = "办理本案件（工作台案件页） handling the case (console case page)"
+_READS_KEPT = 10_000  # (person, case) pairs whose last logged read is remembered
+
+
 class Console:
     """What the console's handlers need, composed once per staff application."""
 
@@ -143,6 +151,7 @@ class Console:
         acks: AlertAcks | None = None,
         licence_status: LicenceStatus | None = None,
         records: Path | None = None,
+        personal_reads: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.desk = desk
         self.core = core
@@ -152,6 +161,10 @@ class Console:
         self.acks = acks or AlertAcks(None)
         self.licence_status = licence_status
         self.records = records  # folder of the console's own records (None: not kept)
+        # the personal-data access log (who, case, purpose), and when each person's read
+        # of a case was last written to it
+        self.personal_reads = personal_reads
+        self._read_logged: OrderedDict[tuple[str, str], datetime] = OrderedDict()
         # work queues computed lately, by what they were computed from (see queue)
         self._queues: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
 
@@ -213,6 +226,26 @@ class Console:
         }
 
     # -- the case page -------------------------------------------------------------------
+
+    def page_for(
+        self, who: str, case_id: str, may: Callable[[EventKind], bool] = lambda kind: True
+    ) -> dict[str, Any]:
+        """The case page as ``who`` sees it; a page holding the applicant's personal data
+        is a read of it, written to the personal-data access log (purpose: handling the
+        case) once per person and case in :data:`PERSONAL_READ_EVERY` (the page asks
+        again after every change, and the log would hold each refresh)."""
+        page = self.case_page(case_id, may)
+        if page["application"] and self.personal_reads is not None:
+            now = self.desk.now()
+            key = (who, case_id)
+            last = self._read_logged.get(key)
+            if last is None or now - last >= PERSONAL_READ_EVERY:
+                self.personal_reads(who, case_id, PERSONAL_READ_PURPOSE)
+                self._read_logged[key] = now
+                self._read_logged.move_to_end(key)
+                while len(self._read_logged) > _READS_KEPT:
+                    self._read_logged.popitem(last=False)
+        return page
 
     def case_page(
         self, case_id: str, may: Callable[[EventKind], bool] = lambda kind: True
@@ -390,6 +423,11 @@ def add_console_routes(app: web.Application, console: Console) -> None:
     """Add the console page and its API to a staff application (before it starts)."""
     app[_CLOSING] = asyncio.Event()
 
+    def seen(request: web.Request, case_id: str) -> dict[str, Any]:
+        """The case page as the person asking sees it (their reads of personal data
+        logged)."""
+        return console.page_for(_staff_name(request), case_id, _may(request))
+
     async def closing(app: web.Application) -> None:
         app[_CLOSING].set()
 
@@ -519,7 +557,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
 
     async def case_page(request: web.Request) -> web.Response:
         try:
-            return _json(console.case_page(request.match_info["case"], _may(request)))
+            return _json(seen(request, request.match_info["case"]))
         except CaseError as exc:
             raise problem_from_case(exc) from exc
 
@@ -530,6 +568,12 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         except ValueError:
             raise Problem(400, ProblemCode.INVALID_REQUEST, "unknown 'event'") from None
         require(request, EVENT_ACTIONS[kind])
+        if kind not in CONSOLE_ACTIONS:  # a rating or a complaint: the applicant's own
+            raise Problem(
+                403,
+                ProblemCode.FORBIDDEN,
+                f"{kind.value!r} is the applicant's own step, taken on the tracking page",
+            )
         if kind is EventKind.ISSUE_LICENCE:
             raise Problem(400, ProblemCode.INVALID_REQUEST, "a licence is issued through …/licence")
         details = body.get("details", {})
@@ -538,7 +582,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         details = {**details, "staff": _staff_name(request)}
         try:
             await console.desk.act(request.match_info["case"], kind, details, _digests(body))
-            return _json(console.case_page(request.match_info["case"], _may(request)))
+            return _json(seen(request, request.match_info["case"]))
         except CaseError as exc:
             raise problem_from_case(exc) from exc
 
@@ -548,7 +592,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         case_id = request.match_info["case"]
         try:
             await console.licences.issue(case_id, body, staff=_staff_name(request))
-            return _json(console.case_page(case_id, _may(request)), status=201)
+            return _json(seen(request, case_id), status=201)
         except CaseError as exc:
             raise problem_from_case(exc) from exc
 
@@ -568,7 +612,10 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         text = require_str(body, "text", max_length=4000)
         if not text.isascii():
             raise Problem(400, ProblemCode.INVALID_REQUEST, "'text' must be ASCII (a link)")
-        svg = await asyncio.to_thread(console.licences.text_qr_svg, text)
+        try:
+            svg = await asyncio.to_thread(console.licences.text_qr_svg, text)
+        except MalformedInput as exc:  # longer than one QR code holds
+            raise Problem(413, ProblemCode.BODY_TOO_LARGE, str(exc)) from None
         return web.Response(body=svg, content_type="image/svg+xml")
 
     async def attachment(request: web.Request) -> web.StreamResponse:

@@ -45,7 +45,7 @@ from relay.http.case_services import CaseLayer, CaseServices
 from relay.integration.events import refused_event, sla_event
 from relay.integration.http import add_integration_routes
 from relay.integration.retention import RetentionPurge
-from relay.integration.store import IntegrationStore, OutboxSink
+from relay.integration.store import IntegrationStore, OutboxSink, Read
 from relay.integration.webhooks import WebhookDispatcher
 from relay.metrics import METRICS, cached
 from relay.node import CoreFactory, CoreHandle
@@ -240,6 +240,16 @@ class IntegrationLayer:
             return dataclasses.replace(handle, close=close)  # keeps every other field
 
         return factory
+
+    def log_console_read(self, who: str, case_id: str, purpose: str) -> None:
+        """A person's read of a case's personal data in the console (its case page), in
+        the personal-data access log as a read through the staff API is."""
+        integration = self.integration
+        if integration is None:
+            return
+        store = integration.store
+        applicant = store.applicant_of(case_id)
+        store.log_read(Read(integration.clock(), who, purpose, case_id, applicant, "application"))
 
     def extension(self, listener: str, app: web.Application) -> None:
         if self.integration is None:

@@ -407,6 +407,15 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
             "submit", "request-correction", "supplement", "accept", "decide",
             "issue-licence", "deliver",
         ]  # fmt: skip
+        # the clerk's case page held the applicant's personal data: a read in the node's
+        # access log, which the administrator reads (it was in none)
+        log = await r.evaluate(
+            "(c) => fetch('/staff/v1/personal-data/reads?case=' + c).then((x) => x.json())",
+            case_id,
+        )
+        assert {(x["who"], x["what"]) for x in log["reads"]} == {
+            (PEOPLE[RECEIVING][0], "application")
+        }
         await no_codes(r, "delivered case")
         await shot(r, shots, "case-delivered-zh")
 

@@ -32,7 +32,12 @@ from signing.licence import parse_licence
 BOOKS = "publication-retail-licence"
 
 
-def console_app(offices: Offices, office: Office, acks: Path | None = None) -> web.Application:
+def console_app(
+    offices: Offices,
+    office: Office,
+    acks: Path | None = None,
+    reads: list[tuple[str, str, str]] | None = None,
+) -> web.Application:
     clock = offices.clock
     app = office.staff(clock)
     console = Console(
@@ -47,6 +52,7 @@ def console_app(offices: Offices, office: Office, acks: Path | None = None) -> w
             clock=clock,
         ),
         acks=AlertAcks(acks),
+        personal_reads=None if reads is None else lambda *read: reads.append(read),
     )
     add_console_routes(app, console)
     return app
@@ -101,9 +107,10 @@ async def test_hand_in_reaches_the_handling_office_live_with_its_standard(consol
     offices = console_offices
     clock, r, h = offices.clock, offices.r, offices.h
     scan = b"%PDF-1.4 licence scan " * 4000
+    reads: list[tuple[str, str, str]] = []
     async with (
         serve(console_app(offices, r)) as base_r,
-        serve(console_app(offices, h)) as base_h,
+        serve(console_app(offices, h, reads=reads)) as base_h,
         aiohttp.ClientSession() as http,
     ):
         # the handling office's console listens before anything happens
@@ -160,6 +167,14 @@ async def test_hand_in_reaches_the_handling_office_live_with_its_standard(consol
             await http.get(f"{base_h}/staff/v1/console/cases/{case_id}", headers=auth(h, clock))
         ).json()
         assert page["applicant"] == identity  # entered once, never re-typed
+        # a read of the applicant's personal data, in the access log (it was in none): once
+        # per person and case an hour, however often the page refreshes
+        for _ in range(2):
+            await http.get(f"{base_h}/staff/v1/console/cases/{case_id}", headers=auth(h, clock))
+        [(who, read_case, purpose)] = reads
+        assert read_case == case_id
+        assert who
+        assert "办理本案件" in purpose
         assert page["application"]["case-materials"] == [
             {"material": standard[0], "digest": digest}
         ]
@@ -171,6 +186,12 @@ async def test_hand_in_reaches_the_handling_office_live_with_its_standard(consol
         ) as resp:  # fmt: skip
             assert resp.status == 200
             assert resp.content_type == "image/svg+xml"
+        async with http.post(  # within the request's limit, beyond what one QR code holds
+            f"{base_h}/staff/v1/console/qr", json={"text": "http://x/" + "a" * 3900},
+            headers=auth(h, clock),
+        ) as resp:  # fmt: skip
+            assert resp.status == 413  # was a 500
+            assert (await resp.json())["code"] == "body-too-large"
         statuses = {m["name_zh"]: m["status"] for m in page["checklist"]}
         assert statuses[standard[0]] == "received"
         assert all(statuses[m] == "missing" for m in standard[1:])
@@ -319,6 +340,13 @@ async def test_nothing_without_credentials_and_bad_input_is_a_problem(offices):
         ) as x:
             assert x.status == 409  # the handling office's step, not ours
             assert (await x.json())["reason"] == "wrong-office"
+        for own in ({"event": "rate", "details": {"rating": "good"}},
+                    {"event": "complain", "details": {"text": "职员代填"}}):  # fmt: skip
+            async with http.post(
+                f"{base}/staff/v1/console/cases/{case_id}/steps", json=own, headers=headers
+            ) as x:  # the applicant's own, on the tracking page: a clerk's locked them out
+                assert x.status == 403
+                assert "applicant" in (await x.json())["detail"]
         me = await (await http.get(f"{base}/staff/v1/console/me", headers=headers)).json()
         assert me["office"] == {"id": RECEIVING, "name_zh": "武昌区政务服务中心",
                                 "name_en": "Wuchang District Service Centre"}  # fmt: skip

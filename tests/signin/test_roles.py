@@ -119,7 +119,14 @@ async def test_each_role_may_do_its_own_work_and_nothing_else(
             assert await call("inspector", "POST", events, {"event": "accept"}) == 403
             assert await call("approver", "POST", events, {"event": "accept"}) == 200
 
-            # an inspector sees surveys only
+            # the receiving office's counter concludes (the permission holds; this office is
+            # the handling one): an office with no approver could never conclude, nor the
+            # applicant rate
+            concluded = f"/staff/v1/cases/{case_id}/events"
+            assert await call("clerk", "POST", concluded, {"event": "conclude"}) == 409
+            assert await call("approver", "POST", concluded, {"event": "conclude"}) == 403
+
+            # an inspector sees surveys only (no personal data)
             assert await call("inspector", "GET", "/staff/v1/cases") == 403
             assert await call("inspector", "GET", f"/staff/v1/cases/{case_id}") == 403
             assert await call("inspector", "GET", "/staff/v1/outbox") == 403

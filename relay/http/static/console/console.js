@@ -121,6 +121,12 @@ function clockChip(clock) {
 
 // A delivery reason in words: by itself, by its part before ":", or by its family
 // (http-503, refused-<code>, attachment-<code>).
+// A packet's action in the page's language: a case step, or what a packet carries
+// (status-update, rating, complaint...), never a reason's label.
+function actionName(action) {
+  return t("events")[action] || t("packetActions")[action] || t("packetActions").other;
+}
+
 function reasonText(code) {
   const reasons = t("reasons");
   const base = String(code || "").split(":")[0];
@@ -303,7 +309,7 @@ async function showCase(view, caseId) {
     section.append(h("div", { class: "refused", id: "refused", role: "alert" },
       c.refused.length ? [h("h2", { text: t("refusedTitle") }),
         h("ul", {}, c.refused.map((r) => h("li", { "data-reason": r.reason },
-          `${t("refusedStep")(t("events")[r.action] || t("reasons").other)} — ${reasonText(r.reason)} `,
+          `${t("refusedStep")(actionName(r.action))} — ${reasonText(r.reason)} `,
           h("button", { type: "button", class: "secondary", onclick: () => resend(r.packet_id), text: t("resend") }))))] : null,
       c.incoming_refused.length ? [h("h2", { id: "incoming-refused", text: incoming.title }),
         h("ul", {}, c.incoming_refused.map((r) => h("li", { "data-reason": r.reason },
@@ -401,6 +407,11 @@ async function surveyPanel(panel, c) {
   try {
     status = await api(`/surveys/${encodeURIComponent(session)}`);
   } catch (err) {
+    if (err.status === 403) {
+      // nothing failed: surveys are the inspector's (a person's roles decide what they see)
+      panel.append(h("p", { id: "survey-not-mine", class: "muted", text: t("surveyNeedsInspector") }));
+      return;
+    }
     if (err.status !== 404) { panel.append(h("p", { class: "error", text: t("error") + err.message })); return; }
   }
   if (status) {
@@ -923,7 +934,6 @@ async function showOutbox(view) {
   const agreements = await api("/console/agreements").catch(() => ({ agreements: [] }));
   for (const a of agreements.agreements) for (const p of a.parties) if (!offices.has(p.id)) offices.set(p.id, p);
   const officeName = (id) => (offices.get(id) ? pick(offices.get(id)) : id);
-  const actionName = (action) => t("events")[action] || t("packetActions")[action] || t("packetActions").other;
   const byPeer = new Map();
   for (const item of out.items) {
     const peer = item.packet.to;
