@@ -423,10 +423,12 @@ def open_checkpoint(
     for sig in note.signatures:
         ident = (sig.name, sig.key_id)
         key = known.get(ident)
-        if key is None or ident in seen:
+        if key is None:
+            continue
+        timestamp = _verify(key, sig, note.text)  # every line of a known key: one that
+        if ident in seen:  # fails rejects the note, a repeat included (signed-note)
             continue
         seen.add(ident)
-        timestamp = _verify(key, sig, note.text)
         if key is origin_key:
             origin_ok = True
         elif timestamp is not None:

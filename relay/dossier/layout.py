@@ -102,7 +102,7 @@ def unpack(data: bytes) -> Unpacked:
                 raise DossierError(f"entry {info.filename!r} is too large or repeated")
             try:
                 files[info.filename] = zf.read(info)
-            except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            except Exception as exc:  # zlib.error, an unknown method, encryption...: all of it
                 raise DossierError(f"entry {info.filename!r} cannot be read: {exc}") from exc
     if files.pop("mimetype", b"") != MEDIA_TYPE.encode():
         raise DossierError(f"the dossier's mimetype is not {MEDIA_TYPE}")

@@ -19,6 +19,7 @@ __all__ = ["render_html", "render_json"]
 
 _KIND = {
     "manifest": ("清单签名", "Manifest signature"),
+    "case": ("办件归属", "Case of the dossier"),
     "packet": ("办件包", "Case packet"),
     "receipt": ("回执", "Receipt"),
     "licence": ("电子证照", "E-licence"),
@@ -45,6 +46,8 @@ _PROBLEM_ZH = {
     "backdated": "时间戳早于签名声称的时间",
     "late": "时间晚于验证时间",
     "wrong-party": "签署方与协议当事方不符",
+    "wrong-node": "清单签署方不是清单所称的导出单位",
+    "wrong-case": "案件文件或办件包不属于清单所称的案件",
     "agreement-missing": "卷宗中没有办件包所依据的协议版本",
     "revocation-revoked": "证书在签署前已被吊销",
     "revocation-indeterminate": "证书已被吊销，无法证明签署早于吊销",

@@ -207,6 +207,30 @@ class _Context:
                 return cert
         return None
 
+    def path_revocation(
+        self, chain: Sequence[x509.Certificate], claimed: datetime, proven: datetime | None
+    ) -> tuple[Revocation, str, datetime | None]:
+        """The revocation status of the signer's path: the leaf's, unless a CA
+        certificate above it was revoked, or its status cannot be told (a CA revoked
+        before the signature makes every CRL and certificate it signed worthless)."""
+        leaf_status: tuple[Revocation, str, datetime | None] | None = None
+        for i, cert in enumerate(chain):
+            issuer = self.issuer_of(chain[i:])
+            if issuer is None:
+                if i == 0:
+                    return Revocation.UNKNOWN, "the issuer is not in the trust bundle", None
+                break  # a CA the trust bundle's roots issued no CRL about: its root is next
+            status = self.revocation(cert, issuer, claimed, proven)
+            if i == 0:
+                leaf_status = status
+            elif status[0] is not Revocation.GOOD:
+                who = cert.subject.rfc4514_string()
+                return status[0], f"CA certificate {who}: {status[1]}", status[2]
+            if any(cert.subject == root.subject for root in self.trust.roots):
+                break
+        assert leaf_status is not None
+        return leaf_status
+
     def revocation(
         self,
         leaf: x509.Certificate,
@@ -289,7 +313,7 @@ class _Context:
                 cosigned = verify_bundle(bundle, trust, at=moment).cosigned_by
             except (AuditError, SigningError):
                 cosigned = ()
-        except (ValueError, KeyError, TypeError, AuditError, SigningError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError, AuditError, SigningError) as exc:
             return None, "", f"proof does not verify: {exc}"
         leaf = verified.leaf
         if not any(
@@ -371,9 +395,7 @@ class _Context:
                 None,
             )
         else:
-            status, detail, revoked_at = self.revocation(
-                signer.certificate, issuer, claimed, proven
-            )
+            status, detail, revoked_at = self.path_revocation(x5c_chain, claimed, proven)
         if claimed > self.at + _SKEW:
             code, problem = code or "late", problem or f"signed after {self.at.isoformat()}"
         return Line(
@@ -458,8 +480,9 @@ def verify_dossier(
     unpacked = unpack(data)
     ctx = _Context(unpacked.files, trust, tsa_trust, at)
     manifest = unpacked.manifest
-    lines = [ctx.signature("manifest", MANIFEST_PATH, unpacked.manifest_token, MANIFEST_TYP)]
+    lines = [_manifest_line(ctx, unpacked.manifest_token, manifest)]
     lines += _members(ctx, manifest)
+    lines.append(_case_binding(unpacked.files, str(manifest.get("case", ""))))
     for size, stamp in sorted(ctx.stamps.items()):
         subject = f"timestamps/{size}.tsr"
         if isinstance(stamp, Stamp):
@@ -497,6 +520,49 @@ def verify_dossier(
     return Report(str(manifest.get("case", "")), str(manifest.get("node", "")), at, tuple(lines))
 
 
+def _manifest_line(ctx: _Context, token: str, manifest: Mapping[str, Any]) -> Line:
+    """The manifest's signature, by the node the manifest names: the report presents
+    ``node`` as the exporting office, so another office's seal over it is a forgery of
+    that office's dossier."""
+    line = ctx.signature("manifest", MANIFEST_PATH, token, MANIFEST_TYP)
+    named = str(manifest.get("node", ""))
+    if line.ok and line.signer.split(" ", 1)[0] != named:
+        return dataclasses.replace(
+            line, ok=False, code="wrong-node", problem=f"the manifest names node {named}"
+        )
+    return line
+
+
+def _case_binding(files: Mapping[str, bytes], case_id: str) -> Line:
+    """``case.json`` and every packet are of the case the manifest names (the report
+    presents it as the case; without this a dossier could carry another case's packets
+    or a case file that is not one)."""
+    problem = ""
+    try:
+        case = json.loads(files.get("case.json", b"null"))
+        if not isinstance(case, dict) or set(case) != {"case", "header", "events"}:
+            problem = "case.json is not {case, header, events}"
+        elif case["case"] != case_id:
+            problem = f"case.json is of case {case['case']!r}"
+    except (ValueError, RecursionError):
+        problem = "case.json is not JSON"
+    for path, content in sorted(files.items()):
+        if problem:
+            break
+        if not path.startswith("packets/"):
+            continue
+        try:
+            payload = json.loads(b64url_decode(content.decode("ascii").split(".")[1]))
+            of = payload.get("case") if isinstance(payload, dict) else None
+        except (ValueError, IndexError, RecursionError, SigningError):
+            continue  # the packet's own line reports it
+        if of != case_id:
+            problem = f"{path} is a packet of case {of!r}"
+    if problem:
+        return Line("case", case_id, False, code="wrong-case", problem=problem)
+    return Line("case", case_id, True, proven_by="case.json and every packet name it")
+
+
 def _survey(ctx: _Context, path: str, content: bytes, case_id: str) -> Line:
     """The line of a sealed survey report: its signature (chain, proof, revocation at
     the time) and, when that holds, its binding to the case, its evidence chain and the
@@ -526,7 +592,7 @@ def _agreement_versions(files: Mapping[str, bytes]) -> list[Line]:
                 held[
                     hashlib.sha256(canonical_json(json.loads(content)["document"])).hexdigest()
                 ] = path
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError, SigningError):
                 continue
     named: dict[tuple[str, int, str], str] = {}
     for path, content in sorted(files.items()):
@@ -536,7 +602,8 @@ def _agreement_versions(files: Mapping[str, bytes]) -> list[Line]:
             payload = json.loads(b64url_decode(content.decode("ascii").split(".")[1]))
             ref = payload["agreement"]
             named.setdefault((str(ref["id"]), int(ref["version"]), str(ref["digest"])), path)
-        except (ValueError, KeyError, TypeError, IndexError, SigningError):
+        except (ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError,
+                SigningError):  # fmt: skip
             continue  # the packet's own line reports it
     lines = []
     for (agreement, version, digest), first in sorted(named.items()):
@@ -562,7 +629,7 @@ def _agreement(ctx: _Context, path: str, content: bytes) -> list[Line]:
         signed = json.loads(content)
         document = canonical_json(signed["document"])
         signatures = [(str(s["party"]), str(s["jws"])) for s in signed["signatures"]]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError, SigningError) as exc:
         return [
             Line(
                 "agreement", path, False, code="signature", problem=f"not a signed agreement: {exc}"
@@ -573,7 +640,7 @@ def _agreement(ctx: _Context, path: str, content: bytes) -> list[Line]:
         line = ctx.signature(
             "agreement", f"{path} ({party})", token, _AGREEMENT_TYP, detached=document
         )
-        if line.ok and not line.signer.startswith(party):
+        if line.ok and line.signer.split(" ", 1)[0] != party:
             line = Line(
                 line.kind,
                 line.subject,

@@ -4,6 +4,7 @@ hand-built cosignature messages, and every way a checkpoint note must be refused
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 
 import pytest
@@ -183,3 +184,18 @@ def test_origins_name_node_ids() -> None:
     for bad in ("tongban.node/42010", "example.com/log", "tongban.node/000000"):
         with pytest.raises(CheckpointError):
             node_id_of_origin(bad)
+
+
+def test_a_repeated_line_of_a_known_key_that_fails_rejects_the_note(
+    log_key: Ed25519PrivateKey,
+) -> None:
+    """A second line under the origin's name and key id with a zero signature was
+    skipped as a repeat: signed-note rejects a note with any failing known-key line."""
+    signed = sign_checkpoint(Checkpoint(ORIGIN, 7, ROOT), log_key)
+    [good] = signed.note.signatures
+    bad = dataclasses.replace(good, signature=bytes(len(good.signature)))
+    forged = signed.note.with_signatures(bad)
+    with pytest.raises(CheckpointError, match="does not verify"):
+        open_checkpoint(forged.to_bytes(), NoteKey.for_private_key(ORIGIN, log_key))
+    twice = signed.note.with_signatures(good)  # the same good line again still opens
+    open_checkpoint(twice.to_bytes(), NoteKey.for_private_key(ORIGIN, log_key))

@@ -17,17 +17,20 @@ import json
 import resource
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from tsakit import OpenSslTsa, TsaPki, make_tsa_pki, openssl_ts_verify
 
 from relay.config import NodeConfig, load_config
@@ -40,6 +43,7 @@ from relay.staff_auth import StaffRole, issue_token, load_or_create_token_key
 from relay.timestamps.tokens import TsaTrust
 from relay.tls import client_context
 from signing.certificates import TrustBundle
+from signing.keys import Signer
 from signing.nodedir import load_node_keys
 
 TONGBAN = [sys.executable, "-m", "relay.cli"]
@@ -694,3 +698,176 @@ def test_export_from_a_database_not_yet_migrated_says_how_to_migrate(
     assert "relay tables are at schema version 2" in result.stderr
     assert "tongban db migrate" in result.stderr
     assert not target.exists()
+
+
+def _repacked(exported: Exported, office: str, files: dict[str, bytes], **kw: Any) -> bytes:
+    config = load_config(exported.demo / "nodes" / office / "node.toml")
+    seal = kw.pop("seal", None) or load_node_keys(config.key_dir).seal
+    return pack(files, case=kw.pop("case", exported.case), node=kw.pop("node", office),
+                seal=seal, at=datetime.now(UTC))  # fmt: skip
+
+
+def test_a_manifest_signed_by_another_office_than_it_names_fails(exported: Exported):
+    """Any seal of the federation over a manifest naming 420106 passed, and the report
+    presented 420106 as the exporting office."""
+    files = dict(unpack(exported.dossiers[A]).files)
+    config = load_config(exported.demo / "nodes" / B / "node.toml")
+    forged = _repacked(exported, A, files, seal=load_node_keys(config.key_dir).seal)
+    report = exported.verify(forged)
+    [manifest] = [line for line in report.lines if line.kind == "manifest"]
+    assert (manifest.ok, manifest.code) == (False, "wrong-node")
+    assert not report.ok
+    assert "清单签署方不是清单所称的导出单位" in render_html(report)
+
+
+def test_a_dossier_of_another_case_than_its_manifest_names_fails(exported: Exported):
+    """The manifest's case was bound to nothing: a dossier labelled with one case could
+    carry another's packets, or a case file that is not one."""
+    files = dict(unpack(exported.dossiers[A]).files)
+    report = exported.verify(_repacked(exported, A, files))
+    assert [line.ok for line in report.lines if line.kind == "case"] == [True]
+    relabelled = exported.verify(_repacked(exported, A, files, case="420106-20990101-OTHERCAS"))
+    [line] = [line for line in relabelled.lines if line.kind == "case"]
+    assert (line.ok, line.code) == (False, "wrong-case")
+    assert not relabelled.ok
+    broken = exported.verify(_repacked(exported, A, {**files, "case.json": b"\xff not json"}))
+    [line] = [line for line in broken.lines if line.kind == "case"]
+    assert not line.ok
+    assert "not JSON" in line.problem
+
+
+def test_an_agreement_party_must_be_its_signer_not_a_prefix_of_it(exported: Exported):
+    files = dict(unpack(exported.dossiers[A]).files)
+    path = _first(files, "agreements/")
+    signed = json.loads(files[path])
+    ours = next(s for s in signed["signatures"] if s["party"] == A)
+    ours["party"] = A[:5]  # "42010": a prefix of the signer 420106
+    report = exported.verify(_repacked(exported, A, {**files, path: json.dumps(signed).encode()}))
+    [line] = [line for line in report.lines if line.subject == f"{path} ({A[:5]})"]
+    assert (line.ok, line.code) == (False, "wrong-party")
+
+
+def test_a_dossier_whose_zip_member_is_damaged_is_not_a_dossier_not_a_traceback(
+    exported: Exported,
+):
+    """Bytes flipped in a member's deflate stream raised zlib.error out of the verifier
+    (an unknown compression method NotImplementedError, an encryption flag RuntimeError)."""
+    data = bytearray(exported.dossiers[A])
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+        info = zf.getinfo("case.json")
+    assert info.compress_type == zipfile.ZIP_DEFLATED
+    name_length, extra_length = struct.unpack_from("<HH", data, info.header_offset + 26)
+    start = info.header_offset + 30 + name_length + extra_length
+    original = unpack(bytes(data)).files["case.json"]
+    refused = 0
+    for at in range(start, start + info.compress_size, 3):  # some give a CRC error, some
+        damaged = bytearray(data)  # an invalid deflate stream, a few (bits the stream
+        damaged[at] ^= 0xFF  # does not use) nothing at all
+        try:
+            same = unpack(bytes(damaged)).files["case.json"]
+        except DossierError as exc:
+            refused += "case.json" in str(exc)
+        else:
+            assert same == original
+    assert refused > info.compress_size // 6
+
+
+def test_a_signature_under_a_revoked_intermediate_ca_is_reported_revoked(exported: Exported):
+    """Revocation was checked for the leaf only (against its issuer's CRLs): a seal
+    certificate from a sub-CA the root had revoked before the signature verified good."""
+    config = load_config(exported.demo / "nodes" / A / "node.toml")
+    seal = load_node_keys(config.key_dir).seal
+    original = seal.chain[0]
+    now = datetime.now(UTC)
+    # a root of its own (the development roots allow no intermediate: path length 0)
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root_name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "Test Root")])
+    root = (
+        x509.CertificateBuilder()
+        .subject_name(root_name)
+        .issuer_name(root_name)
+        .public_key(root_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=2))
+        .not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False
+        )
+        .sign(root_key, hashes.SHA256())
+    )
+    roots = (*exported.trust.roots, root)
+    sub_key = ec.generate_private_key(ec.SECP256R1())
+    sub_ca = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "Test Sub CA")]))
+        .issuer_name(root.subject)
+        .public_key(sub_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(sub_key.public_key()), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(root.public_key()), critical=False
+        )
+        .sign(root_key, hashes.SHA256())
+    )
+    leaf = x509.CertificateBuilder(
+        subject_name=original.subject, issuer_name=sub_ca.subject,
+        public_key=original.public_key(), serial_number=x509.random_serial_number(),
+        not_valid_before=now - timedelta(hours=2), not_valid_after=now + timedelta(days=30),
+    )  # fmt: skip
+    for ext in original.extensions:
+        if ext.oid != x509.ExtensionOID.AUTHORITY_KEY_IDENTIFIER:
+            leaf = leaf.add_extension(ext.value, ext.critical)
+    leaf_cert = leaf.add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(sub_key.public_key()), critical=False
+    ).sign(sub_key, hashes.SHA256())
+    signer = Signer(seal.key, (leaf_cert, sub_ca))
+    forged = _repacked(exported, A, dict(unpack(exported.dossiers[A]).files), seal=signer)
+    clean_sub_crl = (  # the sub-CA says its leaf is fine: worthless once it is revoked
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(sub_ca.subject)
+        .last_update(now - timedelta(minutes=5))
+        .next_update(now + timedelta(days=30))
+        .sign(sub_key, hashes.SHA256())
+    )
+    clean_root_crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(root.subject)
+        .last_update(now - timedelta(minutes=10))
+        .next_update(now + timedelta(days=30))
+        .sign(root_key, hashes.SHA256())
+    )
+    before = TrustBundle(roots, (*exported.trust.crls, clean_sub_crl, clean_root_crl))
+    [line] = [x for x in exported.verify(forged, trust=before).lines if x.kind == "manifest"]
+    assert line.ok, line  # the path holds while the sub-CA stands
+    root_crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(root.subject)
+        .last_update(now - timedelta(minutes=5))
+        .next_update(now + timedelta(days=30))
+        .add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(sub_ca.serial_number)
+            .revocation_date(now - timedelta(hours=1))
+            .build()
+        )
+        .sign(root_key, hashes.SHA256())
+    )
+    after = TrustBundle(roots, (*exported.trust.crls, clean_sub_crl, clean_root_crl, root_crl))
+    [line] = [x for x in exported.verify(forged, trust=after).lines if x.kind == "manifest"]
+    assert not line.ok
+    assert line.revocation is Revocation.REVOKED
+    assert "CA certificate" in line.revocation_detail
