@@ -6,8 +6,8 @@ What goes in (member names are normative, docs/dossier.md §2):
 - ``packets/<packet id>.jws`` and ``receipts/<packet id>.jws``: every packet of the
   case this node sent (outbox) or received (inbox), and the receipt of each;
 - ``licences/<n>.jwt``: every licence credential the case's events carry;
-- ``agreements/<agreement id>.json``: the signed agreement the packets name, with every
-  party's signature;
+- ``agreements/<agreement id>-v<version>.json``: each signed agreement version the
+  packets name (by document digest), with every party's signature;
 - ``proofs/<member>.json``: for each signed member our log holds a leaf of (packets,
   receipts, licences), an audit proof bundle (docs/protocol.md §7.6) to the smallest
   checkpoint covering it that has a timestamp token (else the latest covering one);
@@ -133,7 +133,7 @@ async def export_case(
         await stamper.catch_up()  # never raises for a TSA failure: what is stamped goes
     members: dict[str, bytes] = {"case.json": canonical_json(case)}
     signed: list[tuple[str, str, str]] = []  # (member path, leaf key, digest)
-    agreement_ids: set[str] = set()
+    agreement_digests: set[str] = set()  # the versions the packets were sent under
     for packet_id, token, receipt in packets:
         members[f"packets/{packet_id}.jws"] = token.encode()
         members[f"receipts/{packet_id}.jws"] = receipt.encode()
@@ -141,8 +141,8 @@ async def export_case(
         signed.append((f"receipts/{packet_id}.jws", "digest", _sha(receipt.encode())))
         facts = peek_facts(token)
         agreement = facts.get("agreement") if facts is not None else None
-        if isinstance(agreement, dict) and isinstance(agreement.get("id"), str):
-            agreement_ids.add(agreement["id"])
+        if isinstance(agreement, dict) and isinstance(agreement.get("digest"), str):
+            agreement_digests.add(agreement["digest"])
     for n, event in enumerate(case["events"] or []):
         licence = event.get("details", {}).get("licence") if isinstance(event, dict) else None
         if isinstance(licence, str):
@@ -152,11 +152,11 @@ async def export_case(
     surveys, reports = collect_surveys(config, case_id, case, with_media=with_media)
     members.update(surveys)
     signed += [(path, "report_digest", _sha(surveys[path])) for path in reports]
-    for file in config.agreements:
-        data = file.read_bytes()
+    for file in config.agreements:  # every version a packet names (a later one held too
+        data = file.read_bytes()  # took the place of the one the case was sent under)
         document = json.loads(data).get("document", {})
-        if isinstance(document, dict) and document.get("id") in agreement_ids:
-            members[f"agreements/{document['id']}.json"] = data
+        if isinstance(document, dict) and _sha(canonical_json(document)) in agreement_digests:
+            members[f"agreements/{document.get('id')}-v{document.get('version')}.json"] = data
     trust = TrustBundle.from_pem(config.trust_bundle.read_bytes())
     for n, crl in enumerate(trust.crls):
         members[f"validation/crl-{n}.der"] = crl.public_bytes(Encoding.DER)

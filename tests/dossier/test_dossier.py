@@ -871,3 +871,43 @@ def test_a_signature_under_a_revoked_intermediate_ca_is_reported_revoked(exporte
     assert not line.ok
     assert line.revocation is Revocation.REVOKED
     assert "CA certificate" in line.revocation_detail
+
+
+def test_a_node_holding_a_later_agreement_version_exports_the_one_the_case_used(
+    exported: Exported, tmp_path: Path
+):
+    """The agreement members were named by id: the later version (listed after) took the
+    place of the one the packets name, and the dossier failed its own step 7 for ever."""
+    from agreements.document import parse_agreement
+    from agreements.signatures import sign_agreement
+    from agreements.signed import SignedAgreement
+
+    source = exported.demo / "agreement" / "agreement.signed.json"
+    first = json.loads(source.read_bytes())
+    later = parse_agreement({**first["document"], "version": 2, "supersedes": 1})
+    signed = SignedAgreement(later)
+    for office in (A, B, C):
+        config = load_config(exported.demo / "nodes" / office / "node.toml")
+        seal = load_node_keys(config.key_dir).seal
+        signed = signed.with_signature(sign_agreement(later, seal, at=datetime.now(UTC)))
+    v2 = tmp_path / "agreement-v2.signed.json"
+    v2.write_bytes(signed.to_bytes())
+    node_toml = exported.demo / "nodes" / A / "node.toml"
+    both = node_toml.read_text(encoding="utf-8").replace(
+        f'files = ["{source}"]', f'files = ["{source}", "{v2}"]'
+    )
+    assert str(v2) in both
+    config_path = node_toml.with_name("node-v2.toml")  # beside it: its paths are relative
+    config_path.write_text(both, encoding="utf-8")
+    target = tmp_path / "case.zip"
+    result = subprocess.run(
+        [*TONGBAN, "dossier", "export", exported.case, "--config", str(config_path),
+         "--out", str(target)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    files = unpack(target.read_bytes()).files
+    held = sorted(p for p in files if p.startswith("agreements/"))
+    assert held == [f"agreements/{first['document']['id']}-v{first['document']['version']}.json"]
+    report = exported.verify(target.read_bytes())
+    assert [line.ok for line in report.lines if line.kind == "agreement-version"] == [True]
