@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["write_durably"]
+__all__ = ["rename_durably", "sync_folder", "write_durably"]
 
 
 def write_durably(
@@ -28,8 +28,23 @@ def write_durably(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fd = os.open(path.parent, os.O_RDONLY)
+    sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """Make the names in ``folder`` (a rename, a new file) survive a crash."""
+    fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def rename_durably(source: Path, target: Path) -> None:
+    """Put the file ``source`` at ``target`` with its bytes and its new name on disk
+    (synced, renamed, the folder synced): what names it later never names a file a
+    crash left empty or absent."""
+    with source.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(source, target)
+    sync_folder(target.parent)

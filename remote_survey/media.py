@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from remote_survey.entries import Segment, Snapshot
+from remote_survey.vault import MAGIC
 
 if TYPE_CHECKING:
     from remote_survey.evidence import Entry
@@ -65,11 +66,19 @@ def _check_one(directory: Path, name: str, size: int, sha256: str) -> MediaProbl
     except OSError as exc:
         return MediaProblem(name, "unreadable", f"{name}: {exc.strerror}")
     try:
+        sealed = os.pread(fd, len(MAGIC), 0) == MAGIC
         actual_size, actual_sha = file_digest(fd)
     except OSError as exc:
         return MediaProblem(name, "unreadable", f"{name}: {exc.strerror}")
     finally:
         os.close(fd)
+    if sealed and actual_size != size:  # the surveying node's own copy: sealed at rest
+        return MediaProblem(
+            name,
+            "sealed",
+            f"{name} is sealed at rest on the node that surveyed: give its key with "
+            "--media-key <node dir>/survey-media.key",
+        )
     if actual_size != size:
         return MediaProblem(
             name, "size-mismatch", f"{name} has {actual_size} bytes, the chain says {size}"

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import av
 
+from relay.durable import rename_durably
 from remote_survey.entries import Segment
 from remote_survey.fanout import AUDIO_RATE, FrameSink, copy_video
 from remote_survey.vault import MediaVault
@@ -222,8 +223,8 @@ class SegmentRecorder:
         size, digest = _digest(seg.path)
         if self._vault is not None:
             self._vault.seal_file(seg.path, final)
-        else:
-            os.replace(seg.path, final)
+        else:  # the chain names it next: on disk first, bytes and name
+            rename_durably(seg.path, final)
         end_ms = max(now_ms, seg.start_ms)
         return Segment(
             seg.name, size, digest, seg.start_ms, end_ms, seg.video.width, seg.video.height,

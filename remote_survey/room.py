@@ -419,8 +419,8 @@ class SurveyRoom:
         name = f"snap-{self._snapshots:04d}.png"
         if self.config.vault is not None:
             self.config.vault.seal_chunks([png], self.media_dir / name)
-        else:
-            (self.media_dir / name).write_bytes(png)
+        else:  # on disk before the chain names it
+            write_durably(self.media_dir / name, png)
         body = Snapshot(name, len(png), hashlib.sha256(png).hexdigest(), person.person_id)
         t_ms = self.record(body)
         return {"type": "snapshot", "name": name, "sha256": body.sha256, "t_ms": t_ms}

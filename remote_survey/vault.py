@@ -26,6 +26,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from relay.durable import sync_folder
 from remote_survey.errors import SurveyError
 from signing.keyfile import create_whole
 
@@ -113,6 +114,7 @@ class MediaVault:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
+        sync_folder(target.parent)  # the chain names it next: the name must last too
 
     def seal_file(self, plain: Path, target: Path) -> None:
         """Seal the file ``plain`` as ``target`` and remove ``plain``."""

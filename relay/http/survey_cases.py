@@ -49,6 +49,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -72,7 +73,7 @@ from relay.core.ports import PeerLink, ReceivedBatch
 from relay.core.sqlite_store import append_leaf_once
 from relay.db.migrations import Connection
 from relay.db.open import open_connection, write_transaction
-from relay.durable import write_durably
+from relay.durable import sync_folder, write_durably
 from relay.http.api import problem_from_core
 from relay.http.case_services import CaseLayer
 from relay.http.cases import problem_from_case
@@ -357,7 +358,9 @@ async def _collect_one(
         with (tmp / a.name).open("wb") as fh:
             async for chunk in core.open_attachment(a.digest):
                 await asyncio.to_thread(fh.write, chunk)
-    (tmp / REPORT_FILE).write_text(token + "\n", encoding="ascii")
+            fh.flush()
+            await asyncio.to_thread(os.fsync, fh.fileno())  # before it is marked collected
+    write_durably(tmp / REPORT_FILE, (token + "\n").encode("ascii"))
     result = await asyncio.to_thread(verify_report, token, bundle, tmp, at)
     evidence = (tmp / EVIDENCE_FILE).read_bytes() if EVIDENCE_FILE in names else b""
     failures = _judge(result, summary, me, names, evidence)
@@ -379,7 +382,8 @@ async def _collect_one(
     if folder.exists():  # this report's copy, put in place before a stop: made again
         await asyncio.to_thread(shutil.rmtree, folder)
     tmp.rename(folder)
-    done.write_text(folder.name + "\n", encoding="utf-8")
+    sync_folder(base)  # the folder's name lasts before the marker says it is there
+    write_durably(done, (folder.name + "\n").encode())
     return Collected(packet_id, summary.case_id, folder, tuple(failures))
 
 

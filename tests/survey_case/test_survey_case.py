@@ -239,16 +239,16 @@ async def test_a_copy_in_place_whose_packet_was_not_marked_is_made_again_in_its_
     collected: the next start collects the packet again into the same folder (not a
     second one beside it), and logs no second leaf."""
     r, h = offices
-    write_text = Path.write_text
+    write = survey_cases.write_durably
     stops: list[str] = []
 
-    def stopping_write(self: Path, *args: Any, **kwargs: Any) -> Any:
-        if self.name.endswith(".done") and not stops and (self.parent / "SV-WC-SV-D").exists():
-            stops.append(self.name)
+    def stopping_write(path: Path, *args: Any, **kwargs: Any) -> Any:
+        if path.name.endswith(".done") and not stops and (path.parent / "SV-WC-SV-D").exists():
+            stops.append(path.name)
             raise OSError("the node stopped here")
-        return write_text(self, *args, **kwargs)
+        return write(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "write_text", stopping_write)
+    monkeypatch.setattr(survey_cases, "write_durably", stopping_write)
     async with aiohttp.ClientSession() as http:
         await _report_delivered(http, r, h, "WC-SV-D", "SV-WC-SV-D")
     async with asyncio.timeout(30):
