@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
+from relay.http.dead_ends import dead_end_middleware
 from relay.http.limits import declared_size_middleware
 from relay.http.openapi import openapi_handler
 from relay.http.qr_decode import QR_DECODE_PATH
@@ -40,6 +41,7 @@ def public_app(
     app = web.Application(
         client_max_size=_MAX_BODY,
         middlewares=[
+            dead_end_middleware,  # a person's browser gets a page, a program the problem
             problem_middleware,
             # camera stills for the verify page's QR reader have their own, larger limit
             declared_size_middleware(_MAX_BODY, lambda request: request.path == QR_DECODE_PATH),

@@ -121,3 +121,21 @@ async def test_a_licence_link_leads_to_the_verify_page_with_the_case_licence(
             assert answer.headers["Cache-Control"] == "no-store"
         async with http.get(f"{public}/l/ZZZZZZZZZZ", allow_redirects=False) as answer:
             assert answer.status == 404
+        # a person's browser (a purged licence's QR code) gets a page that says why and
+        # what to do next, in Chinese with an English switch; it got English JSON
+        page = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+        async with http.get(f"{public}/l/ZZZZZZZZZZ", headers=page) as answer:
+            assert answer.status == 404
+            assert answer.content_type == "text/html"
+            text = await answer.text()
+            assert "证照链接已经失效" in text
+            assert 'href="/v?lang=zh"' in text
+            assert "not-found" not in text
+        async with http.get(f"{public}/l/ZZZZZZZZZZ?lang=en", headers=page) as answer:
+            assert "licence link no longer works" in await answer.text()
+        for path in ("/", "/t/AB3K7Q/", "/nothing"):
+            async with http.get(f"{public}{path}", headers=page) as answer:
+                assert answer.status == 404, path
+                assert "链接不完整或已经失效" in await answer.text(), path
+        async with http.get(f"{public}/public/v1/nothing", headers=page) as answer:
+            assert answer.content_type == "application/problem+json"  # an API: a program
