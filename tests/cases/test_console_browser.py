@@ -391,7 +391,28 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
         await h.unroute(page_of_case)
         await h.reload()
         await expect(h.locator("#refused")).to_have_count(0, timeout=MS)
-        await act(h, "decide", "approved")
+        # a refused step keeps its dialog open with what was typed, the reason in it (it
+        # closed, and a long reason was lost to one wrong character)
+        steps = re.compile(r".*/staff/v1/console/cases/[^/]+/steps$")
+
+        async def refuse(route: Route) -> None:
+            await route.fulfill(
+                status=422, content_type="application/problem+json",
+                body=json.dumps({"type": "about:blank", "title": "Unprocessable", "status": 422,
+                                 "code": "invalid-request", "detail": "too long"}),
+            )  # fmt: skip
+
+        await h.route(steps, refuse)
+        await h.click("#actions button[data-event='decide']")
+        await expect(h.locator("#action-dialog")).to_be_visible(timeout=MS)
+        await h.click("#action-confirm")
+        await expect(h.locator("#action-error")).to_be_visible(timeout=MS)
+        await expect(h.locator("#action-dialog")).to_be_visible()
+        await h.unroute(steps)
+        await h.click("#action-confirm")
+        approved = h.locator("#case-view")
+        await expect(approved).to_have_attribute("data-state", "approved", timeout=MS)
+        await expect(h.locator("#action-dialog")).to_be_hidden()
         await agree(r, h, "approved")
         await h.click("#actions button[data-event='issue-licence']")
         assert await h.input_value("#f-holder-name") == "武昌书店"

@@ -10,7 +10,7 @@
       average: "中评", poor: "差评", comment: "意见（可选）", submitRating: "提交评价",
       thanks: "感谢您的评价。", complain: "办不成事反映", complaintText: "请描述遇到的问题",
       submitComplaint: "提交反映", other: "English", none: "—", paused: "补正期间暂停计时",
-      stopped: "已办结计时", notFound: "办件编号或查询码不正确：请核对受理回执上的编号和查询码；查询码遗失的，请到受理窗口重新获取。",
+      stopped: "已停止计时", notFound: "办件编号或查询码不正确：请核对受理回执上的编号和查询码；查询码遗失的，请到受理窗口重新获取。",
       throttled: "查询过于频繁，请稍后再试。", failed: "暂时无法查询，请稍后再试。",
       stepFailed: "提交未成功，请稍后再试；如仍不成功，请联系办理机关。",
       linkExpired: "此查询链接已失效或已过期：请输入办件编号和查询码查询（见受理回执）。",

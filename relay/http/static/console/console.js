@@ -135,6 +135,8 @@ function reasonText(code) {
 }
 
 const SETTLED_AS_FAILED = ["dead", "rejected"];
+// Case states after which nobody has a step to take (no one's turn)
+const ENDED = ["concluded", "rejected", "withdrawn"];
 
 // A step's button: its own words where they differ from the timeline's
 function actionLabel(event) {
@@ -278,7 +280,7 @@ async function showQueue(view) {
         h("td", { text: pick(c.matter_names) }),
         h("td", { text: pick(partner) }),
         h("td", { class: "state" }, t("states")[c.state], h("br"),
-          h("span", { class: "muted", text: c.our_turn ? t("ourTurn") : t("theirTurn") }),
+          h("span", { class: "muted", text: ENDED.includes(c.state) ? t("ended") : c.our_turn ? t("ourTurn") : t("theirTurn") }),
           c.open_complaints ? h("div", { class: "error", text: t("openComplaints")(c.open_complaints) }) : null),
         h("td", {}, clockChip(c.clock)));
     })));
@@ -604,12 +606,12 @@ function actionFields(c, a) {
   switch (a.event) {
     case "request-correction":
       return [h("p", { text: f.missing }), checks("missing", materials, (m) => m.status === "missing"),
-        field("f-other", f.otherMissing, h("textarea", { id: "f-other", rows: 2 })),
-        field("f-reason", f.reasonOptional, h("input", { id: "f-reason", type: "text" }))];
+        field("f-other", f.otherMissing, h("textarea", { id: "f-other", rows: 2, maxlength: 2000 })),
+        field("f-reason", f.reasonOptional, h("input", { id: "f-reason", type: "text", maxlength: 2000 }))];
     case "reject":
     case "withdraw":
       return [field("f-reason", a.event === "reject" ? f.reason : f.reasonOptional,
-        h("input", { id: "f-reason", type: "text", required: a.event === "reject" }))];
+        h("input", { id: "f-reason", type: "text", required: a.event === "reject", maxlength: 2000 }))];
     case "supplement":
       return [h("p", { text: f.supplied }), checks("supplied", c.missing.map((m) => ({ value: m, text: m })), () => true),
         h("p", {}, h("span", { class: "muted", text: `${f.files}: ` }), filePicker("f-files", f.files, true)),
@@ -618,10 +620,10 @@ function actionFields(c, a) {
       return [radios("surveyor", f.surveyor, a.surveyors.map((s) => ({ value: s, text: t("surveyors")[s] })))];
     case "survey-report":
       return [radios("outcome", f.outcome, [{ value: "pass", text: f.outcomePass }, { value: "fail", text: f.outcomeFail }]),
-        field("f-report", f.findings, h("textarea", { id: "f-report", rows: 3 }))];
+        field("f-report", f.findings, h("textarea", { id: "f-report", rows: 3, maxlength: 2000 }))];
     case "decide": {
       // a denial must say why (the node refuses one without): the reason is required then
-      const reason = h("input", { id: "f-reason", type: "text" });
+      const reason = h("input", { id: "f-reason", type: "text", maxlength: 2000 });
       const decision = radios("decision", f.decision, [{ value: "approve", text: f.approve }, { value: "deny", text: f.deny }]);
       decision.addEventListener("change", (e) => { reason.required = e.target.value === "deny"; });
       return [decision, field("f-reason", f.reasonIfDenied, reason)];
@@ -636,7 +638,7 @@ function actionFields(c, a) {
     case "answer-complaint":
       return [field("f-complaint", f.complaint, h("select", { id: "f-complaint" },
         a.complaints.map((x) => h("option", { value: x.seq }, x.text)))),
-      field("f-answer", f.answer, h("textarea", { id: "f-answer", rows: 3, required: true }))];
+      field("f-answer", f.answer, h("textarea", { id: "f-answer", rows: 3, required: true, maxlength: 2000 }))];
     default:
       return [];
   }
@@ -711,12 +713,16 @@ function openAction(c, a) {
       fail("");
       await show("case", c.case, true);
     } catch (err) {
-      fail(t("error") + err.message);
-      dialog.close();
+      // the dialog stays open with what was typed: the person corrects it and confirms
+      // again (closing it lost a long reason to one wrong character)
+      $("action-error").textContent = t("error") + err.message;
+      $("action-error").hidden = false;
     } finally {
       $("action-confirm").disabled = false;
     }
   };
+  $("action-error").hidden = true;
+  $("action-error").textContent = "";
   dialog.showModal();
 }
 
@@ -737,6 +743,7 @@ function askReason(label) {
       dialog.close();
       resolve($("f-reason").value.trim());
     };
+    $("action-error").hidden = true;
     dialog.showModal();
   });
 }
@@ -943,7 +950,7 @@ async function showOutbox(view) {
   view.append(h("h1", { text: t("outboxTitle") }), h("p", { id: "outbox-recent", class: "muted", text: t("outboxRecent")(RECENT) }));
   for (const [peer, items] of byPeer) {
     view.append(h("section", { class: "card", "data-peer": peer }, h("h2", { text: officeName(peer) }),
-      h("table", {}, h("thead", {}, h("tr", {}, [t("caseNumber"), t("actionsTitle"), t("state"), ""].map((x) => h("th", { scope: "col", text: x })))),
+      h("table", {}, h("thead", {}, h("tr", {}, [t("caseNumber"), t("packetContent"), t("state"), ""].map((x) => h("th", { scope: "col", text: x })))),
         h("tbody", {}, items.map((i) => h("tr", { "data-state": i.state },
           h("td", {}, h("a", { href: `#/case/${encodeURIComponent(i.packet.case_id)}`, text: i.packet.case_id })),
           h("td", { text: actionName(i.packet.action) }),
