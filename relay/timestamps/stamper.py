@@ -81,6 +81,7 @@ class Stamper:
         self._alert_after = timedelta(seconds=alert_after)
         self._clock = clock
         self.last_error = ""
+        self._signer: tuple[str, datetime] | None = None  # the last token's TSA certificate
 
     async def catch_up(self) -> int:
         """Stamp every unstamped survey-report and licence-event leaf, then every
@@ -95,6 +96,7 @@ class Stamper:
                 _log.warning("timestamps: leaf %d not stamped: %s", index, exc)
                 return 0
             self._store.put_leaf(index, stamp.response, stamp.gen_time, self._clock())
+            self._note_signer(stamp)
         done = 0
         for size, note, _ in self._store.unstamped():
             request, nonce = build_request(note)
@@ -106,9 +108,48 @@ class Stamper:
                 _log.warning("timestamps: checkpoint %d not stamped: %s", size, exc)
                 return done
             self._store.put(size, stamp.response, stamp.gen_time, self._clock())
+            self._note_signer(stamp)
             done += 1
         self.last_error = ""
         return done
+
+    def _note_signer(self, stamp: Stamp) -> None:
+        if stamp.tsa_not_after is not None:
+            self._signer = (stamp.tsa, stamp.tsa_not_after)
+
+    def certificate_alerts(self, now: datetime) -> list[StaffAlert]:
+        """``tsa-certificate-expiring`` for each certificate of the TSA trust
+        (``[timestamps] trust``) and the TSA's signing certificate of the last token that
+        ends within :data:`relay.expiry.CERT_WARN`: once it has, no token verifies, and
+        nothing gets a proven time until the trust or the TSA is renewed."""
+        from relay.expiry import CERT_CRITICAL, CERT_WARN
+
+        watched = [(c.subject.rfc4514_string(), c.not_valid_after_utc)
+                   for c in (*self._trust.roots, *self._trust.intermediates)]  # fmt: skip
+        if self._signer is not None:
+            watched.append(self._signer)
+        alerts = []
+        for subject, end in watched:
+            if end - now > CERT_WARN:
+                continue
+            verb = "expired at" if end <= now else "expires at"
+            alerts.append(
+                StaffAlert.of(
+                    "timestamps",
+                    f"certificate:{subject}",
+                    "tsa-certificate-expiring",
+                    Severity.CRITICAL if end - now <= CERT_CRITICAL else Severity.WARNING,
+                    now,
+                    "可信时间戳服务的证书即将过期",
+                    "A certificate of the trusted timestamp service runs out soon",
+                    f"the TSA certificate {subject} {verb} {end.isoformat()}; tokens it "
+                    "signs stop verifying then, and checkpoints get no proven time: get the "
+                    "TSA's new certificate into [timestamps] trust (or a renewed TSA) "
+                    "before it",
+                    subject=subject,
+                )
+            )
+        return alerts
 
     def _timely(self, stamp: Stamp) -> Stamp:
         """``stamp`` when its genTime is within :data:`TSA_SKEW` of the node's clock."""
@@ -121,9 +162,10 @@ class Stamper:
         return stamp
 
     def alerts(self, now: datetime) -> Iterable[StaffAlert]:
+        certificates = self.certificate_alerts(now)
         waiting = self._store.unstamped()
         if not waiting or now - waiting[0][2] < self._alert_after:
-            return []
+            return certificates
         size, _, since = waiting[0]
         cause = f" (last error: {self.last_error})" if self.last_error else ""
         return [
@@ -139,5 +181,6 @@ class Stamper:
                 f"{since.isoformat()}) have no timestamp token{cause}; exchange goes on and "
                 "the tokens are fetched once the TSA answers: check [timestamps] url",
                 subject=str(size),
-            )
+            ),
+            *certificates,
         ]

@@ -72,6 +72,7 @@ class Stamp:
     serial: int
     tsa: str  # the TSA certificate's subject (RFC 4514)
     response: bytes  # the DER TimeStampResp as the TSA sent it
+    tsa_not_after: datetime | None = None  # when the TSA's signing certificate ends
 
 
 def imprint(data: bytes) -> bytes:
@@ -94,12 +95,12 @@ def build_request(data: bytes) -> tuple[bytes, int]:
     return request.as_bytes(), nonce
 
 
-def _signer_subject(certs: Sequence[bytes], serial: int, issuer: x509.Name) -> str:
+def _signer(certs: Sequence[bytes], serial: int, issuer: x509.Name) -> x509.Certificate | None:
     for der in certs:
         cert = x509.load_der_x509_certificate(der)
         if cert.serial_number == serial and cert.issuer == issuer:
-            return cert.subject.rfc4514_string()
-    return ""
+            return cert
+    return None
 
 
 def check_response(
@@ -139,11 +140,11 @@ def _check_response(response: bytes, data: bytes, trust: TsaTrust, nonce: int | 
     gen_time = info.gen_time
     if gen_time.tzinfo is None:
         gen_time = gen_time.replace(tzinfo=UTC)
+    tsa = _signer(list(decoded.signed_data.certificates), signer.serial_number, signer.issuer)
     return Stamp(
         gen_time=gen_time,
         serial=info.serial_number,
-        tsa=_signer_subject(
-            list(decoded.signed_data.certificates), signer.serial_number, signer.issuer
-        ),
+        tsa="" if tsa is None else tsa.subject.rfc4514_string(),
         response=response,
+        tsa_not_after=None if tsa is None else tsa.not_valid_after_utc,
     )

@@ -175,3 +175,32 @@ async def test_a_malformed_tsa_answer_is_a_timestamp_error_and_stamping_goes_on(
         assert failures == [1]
     finally:
         store.close()
+
+
+async def test_the_tsa_certificates_warn_before_they_run_out(
+    stamped_pair: Federation, tsa_pki: TsaPki
+):
+    """Nothing watched the TSA's certificates: once one ended, no token verified and
+    checkpoints got no proven time, with only `tsa-unavailable` after a while, its last
+    error empty."""
+    from cryptography import x509
+
+    a = stamped_pair[A]
+    await a.send(B, "CASE-TS-6")
+    store = TimestampStore(a.db)
+    try:
+        await _wait_stamped(store, a.live.service.state.log.size() - 1)
+    finally:
+        store.close()
+    stamper = a.live.stamper
+    assert stamper is not None
+    signer = x509.load_pem_x509_certificate(tsa_pki.tsa_cert.read_bytes())
+    end = signer.not_valid_after_utc
+    assert stamper.certificate_alerts(end - timedelta(days=40)) == []
+    alerts = {x.subject: x for x in stamper.alerts(end - timedelta(days=10))}
+    assert set(alerts) == {"CN=tongban test TSA", "CN=tongban test TSA root"}
+    assert alerts["CN=tongban test TSA"].code == "tsa-certificate-expiring"
+    assert alerts["CN=tongban test TSA"].severity == "warning"
+    assert alerts["CN=tongban test TSA"].title_zh == "可信时间戳服务的证书即将过期"
+    [late] = [x for x in stamper.alerts(end - timedelta(days=3)) if "root" not in x.subject]
+    assert late.severity == "critical"
