@@ -27,6 +27,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from relay.audit.bundle import bundle_from_store
 from relay.audit.checkpoint import (
@@ -149,6 +150,20 @@ class AuditService:
         self.own_key = NoteKey.for_private_key(self.origin, seal)
         # our log hashes the way our log key says (SM3 for SM2); refuses a log that does not
         declare_tree_hash(state.connection, self.own_key.tree_hash)
+        # every chain we sign checkpoints under is kept: after a seal rotation the proofs
+        # of the checkpoints signed before it carry the chain that verifies them
+        pem = "".join(c.public_bytes(Encoding.PEM).decode("ascii") for c in seal.chain)
+        state.keep_seal_chain(self.own_key.key_id, pem)
+
+    def chain_of(self, note: bytes) -> tuple[x509.Certificate, ...]:
+        """The seal chain our signature on ``note`` (one of our checkpoints) was made
+        under: the one kept for its key id, else the current one."""
+        for signature in SignedNote.parse(note).signatures:
+            if signature.name == self.origin:
+                pem = self.state.seal_chain_pem(signature.key_id)
+                if pem is not None:
+                    return tuple(x509.load_pem_x509_certificates(pem.encode("ascii")))
+        return tuple(self._seal.chain)
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -362,4 +377,5 @@ class AuditService:
             except (AuditError, KeyError):
                 continue
             signed = signed.with_signatures(*theirs)
-        return bundle_from_store(self.state.log, index, signed.to_bytes(), self._seal.chain, chains)
+        own = self.chain_of(note)  # the chain it was signed under, before any rotation
+        return bundle_from_store(self.state.log, index, signed.to_bytes(), own, chains)

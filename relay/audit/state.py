@@ -278,6 +278,24 @@ class AuditState:
             for r in rows
         ]
 
+    # -- the seal chains our checkpoints were signed under ----------------------------------
+
+    def keep_seal_chain(self, key_id: bytes, pem: str) -> None:
+        """Keep the certificate chain of our note key ``key_id`` (its first keeping
+        wins): a proof of a checkpoint signed before a seal rotation needs that chain."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO audit_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (f"seal-chain:{key_id.hex()}", pem),
+            )
+
+    def seal_chain_pem(self, key_id: bytes) -> str | None:
+        """The chain kept for our note key ``key_id`` (PEM), if any."""
+        row = self._conn.execute(
+            "SELECT value FROM audit_meta WHERE key = ?", (f"seal-chain:{key_id.hex()}",)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     # -- packet leaves of our log ----------------------------------------------------------
 
     def index_packets(self, limit: int | None = None) -> bool:

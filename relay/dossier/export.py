@@ -173,7 +173,6 @@ def _add_proofs(
     members: dict[str, bytes],
 ) -> None:
     state = service.state
-    own = load_node_keys(config.key_dir).seal.chain
     stamps = TimestampStore(open_connection(config, "timestamps"))
     conn = open_connection(config, "dossier")
     try:
@@ -214,6 +213,7 @@ def _add_proofs(
                 except AuditError:  # no valid seal key for that witness now: left out
                     continue
                 signed_note = signed_note.with_signatures(*theirs)
+            own = service.chain_of(note)  # the chain it was signed under, before any rotation
             bundle = bundle_from_store(state.log, index, signed_note.to_bytes(), own, chains)
             members[f"proofs/{path}.json"] = json.dumps(bundle, indent=1).encode()
     finally:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 from relay_http_support import Pki
 
@@ -101,3 +102,41 @@ def test_a_checkpoint_signed_while_another_worker_appends_and_signs_extends_it(
     assert states[0].checkpoint(5) == note
     for state in states:
         state.close()
+
+
+def test_a_proof_of_a_checkpoint_signed_before_a_seal_rotation_carries_the_old_chain(
+    workers_pki: Pki, tmp_path: Path
+) -> None:
+    """Proofs carried the current seal chain: after a rotation (docs/operations.md), every
+    proof of an older checkpoint failed ("not signed by") in dossiers and bundles."""
+    from certs.pki import issue_node
+    from relay.audit.bundle import bundle_from_store, verify_bundle
+    from relay.audit.errors import AuditError
+    from signing.certificates import TrustBundle
+
+    path = tmp_path / "relay.sqlite3"
+    before = load_node_keys(workers_pki.a).seal
+    rotated = issue_node(workers_pki.root, NODE, "武昌区", "127.0.0.1", tmp_path / "new",
+                         now=datetime.now(UTC))  # fmt: skip
+    after = load_node_keys(rotated.directory).seal
+    assert after.chain[0] != before.chain[0]
+    state = AuditState(path)
+
+    def service(seal: Any) -> AuditService:
+        return AuditService(node_id=NODE, state=state, seal=seal, keys=OwnKeys(seal.chain),
+                            clock=lambda: datetime.now(UTC))  # fmt: skip
+
+    _append(path, 3, "before")
+    old_note = service(before).checkpoint()
+    now = service(after)  # the node starts again with its new seal
+    _append(path, 2, "after")
+    new_note = now.checkpoint()
+    trust = TrustBundle.from_pem(workers_pki.bundle_path.read_bytes())
+    at = datetime.now(UTC)
+    assert now.chain_of(old_note) == tuple(before.chain)
+    assert now.chain_of(new_note) == tuple(after.chain)
+    verify_bundle(bundle_from_store(state.log, 1, old_note, now.chain_of(old_note)), trust, at=at)
+    verify_bundle(bundle_from_store(state.log, 4, new_note, now.chain_of(new_note)), trust, at=at)
+    with pytest.raises(AuditError, match="not signed by"):  # what the proofs carried
+        verify_bundle(bundle_from_store(state.log, 1, old_note, after.chain), trust, at=at)
+    state.close()
