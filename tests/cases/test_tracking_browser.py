@@ -95,7 +95,19 @@ async def test_applicant_sees_chinese_then_english_and_a_live_new_step(browser, 
         assert await page.text_content("#deadline") == "clock paused during correction"
         assert "内部" not in await page.content()
         assert await page.evaluate("window.__stillTheSamePage") is True
-        assert len([u for u in navigations if "/track" in u]) == 1  # no reload
+        # no reload (the window's flag stands); the switch only wrote the language into
+        # the address
+        assert [u for u in navigations if "/track" in u] == [
+            f"{base}/track",
+            f"{base}/track?lang=en",
+        ]
+        # the choice is kept: a reload, and the licence check page, stay in English (each
+        # went back to Chinese)
+        assert "lang=en" in page.url
+        await page.reload()
+        await expect(page.locator("h1")).to_have_text("Case progress", timeout=MS)
+        await page.goto(f"{base}/v")
+        await expect(page.locator("html")).to_have_attribute("lang", "en", timeout=MS)
         await context.close()
 
 

@@ -34,13 +34,23 @@
       provisional: "(counted on the provisional holiday arrangement)",
     },
   };
-  let lang = new URLSearchParams(location.search).get("lang") === "en" ? "en" : "zh";
+  // the language asked for in the link, else the one this browser chose last
+  const asked = new URLSearchParams(location.search).get("lang");
+  let lang = (asked || localStorage.getItem("tongban.lang")) === "en" ? "en" : "zh";
   let link = null;
   let socket = null;
   let lastView = null;
   const $ = (id) => document.getElementById(id);
 
   function t(key) { return TEXT[lang][key] || key; }
+
+  // The choice kept for the next page (verify, a reload) and in this page's address.
+  function rememberLang(value) {
+    try { localStorage.setItem("tongban.lang", value); } catch (e) { /* private mode */ }
+    const url = new URL(location.href);
+    url.searchParams.set("lang", value);
+    history.replaceState(null, "", url);
+  }
 
   function applyStatic() {
     document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
@@ -92,7 +102,7 @@
     $("missing-box").hidden = view.missing.length === 0;
     $("licence-line").hidden = !view.licence_number;
     $("licence").textContent = view.licence_number || "";
-    if (view.licence) $("verify-link").href = "/verify#token=" + encodeURIComponent(view.licence);
+    if (view.licence) $("verify-link").href = "/verify?lang=" + lang + "#token=" + encodeURIComponent(view.licence);
     const items = view.steps.map((step, i) => {
       const li = document.createElement("li");
       li.dataset.event = step.event;
@@ -195,8 +205,10 @@
     $("lookup-form").addEventListener("submit", lookup);
     $("lang-switch").addEventListener("click", () => {
       lang = lang === "zh" ? "en" : "zh";
+      rememberLang(lang);
       applyStatic();
       if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ lang }));
+      else if (link) openLink(link);  // the server words the steps: ask again in this language
       else if (lastView) render(lastView);
     });
     $("rating-form").addEventListener("submit", (e) => {

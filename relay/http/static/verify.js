@@ -92,7 +92,8 @@
     },
   };
   const JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
-  let lang = new URLSearchParams(location.search).get("lang") === "en" ? "en" : "zh";
+  const asked = new URLSearchParams(location.search).get("lang");
+  let lang = (asked || localStorage.getItem("tongban.lang")) === "en" ? "en" : "zh";
   let last = null;
   const $ = (id) => document.getElementById(id);
   const t = (key) => TEXT[lang][key] || key;
@@ -289,7 +290,14 @@
   document.addEventListener("DOMContentLoaded", () => {
     applyStatic();
     $("verify-form").addEventListener("submit", (event) => { event.preventDefault(); verify($("token").value); });
-    $("lang-switch").addEventListener("click", () => { lang = lang === "zh" ? "en" : "zh"; applyStatic(); });
+    $("lang-switch").addEventListener("click", () => {
+      lang = lang === "zh" ? "en" : "zh";
+      try { localStorage.setItem("tongban.lang", lang); } catch (e) { /* private mode */ }
+      const url = new URL(location.href);
+      url.searchParams.set("lang", lang);
+      history.replaceState(null, "", url);
+      applyStatic();
+    });
     $("scan").addEventListener("click", scan);
     const credential = fromFragment(location.hash);
     if (credential) verify(credential);
