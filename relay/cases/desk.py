@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import functools
 import json
 import logging
@@ -56,7 +57,7 @@ from relay.audit.leaves import LicenceEvent
 from relay.audit.licence_events import licence_leaf
 from relay.cases.admission import CaseAdmission, advance, read_content
 from relay.cases.application import check_application
-from relay.cases.errors import CaseError, TrackingDenied
+from relay.cases.errors import CaseError, IllegalTransition, TrackingDenied
 from relay.cases.incoming import CASE_ACTIONS, check_licence
 from relay.cases.model import CONTENT_FORMAT, CaseHeader, EventKind, Office, thaw
 from relay.cases.queue import QueueEntry, SettledQueue, queue_rank
@@ -342,6 +343,27 @@ class CaseDesk:
     def terms(self, handling: str, matter: str, mode: str) -> CaseTerms:
         """The agreed terms now of a case we would receive for ``handling``."""
         return self._terms(self.node_id, handling, matter, mode, self._clock())
+
+    async def reissue_access_code(self, case_id: str) -> Opened:
+        """A new access code for an applicant who lost theirs (the old one stops
+        working), with a new tracking link; only the receiving office, which gave the
+        first, holds one."""
+        record = self.get(case_id)
+        if record.case.me is not Office.RECEIVING or record.access_hash is None:
+            raise IllegalTransition(
+                "only the receiving office gives the applicant an access code",
+                code="wrong-office",
+            )
+        code = new_access_code(self._randbytes)
+        access_hash = await asyncio.to_thread(hash_access_code, code, self._randbytes(16))
+
+        def change(old: CaseRecord | None) -> CaseRecord | None:
+            return None if old is None else dataclasses.replace(old, access_hash=access_hash)
+
+        updated = self._store.update(case_id, change)
+        assert updated is not None
+        short = None if self.short_links is None else self.short_links.code_for(case_id)
+        return Opened(updated, code, self.tracking_link(case_id), short)
 
     def get(self, case_id: str) -> CaseRecord:
         record = self._store.get(case_id)

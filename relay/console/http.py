@@ -586,6 +586,24 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         except CaseError as exc:
             raise problem_from_case(exc) from exc
 
+    async def access_code(request: web.Request) -> web.Response:
+        """A new access code for an applicant who lost theirs (the old one stops working)."""
+        require(request, StaffAction.RECEIVE)
+        case_id = request.match_info["case"]
+        try:
+            opened = await console.desk.reissue_access_code(case_id)
+        except CaseError as exc:
+            raise problem_from_case(exc) from exc
+        return _json(
+            {
+                "case": case_id,
+                "access_code": opened.access_code,
+                "tracking_path": f"/track#link={opened.tracking_link}",
+                "tracking_url": f"{console.licences.public_base}/track#link={opened.tracking_link}",
+            },
+            status=201,
+        )
+
     async def licence(request: web.Request) -> web.Response:
         require(request, StaffAction.LICENCE)
         body = await read_json_object(request)
@@ -713,6 +731,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
     app.router.add_post(f"{base}/cases", hand_in)
     app.router.add_get(f"{base}/cases/{{case}}", case_page)
     app.router.add_post(f"{base}/cases/{{case}}/steps", step)
+    app.router.add_post(f"{base}/cases/{{case}}/access-code", access_code)
     app.router.add_post(f"{base}/cases/{{case}}/licence", licence)
     app.router.add_get(f"{base}/cases/{{case}}/licence.svg", licence_svg)
     app.router.add_get(f"{base}/attachments/{{digest:{DIGEST_PATTERN}}}", attachment)

@@ -428,6 +428,11 @@ async def test_hand_in_correction_licence_delivery_across_two_consoles(
             "submit", "request-correction", "supplement", "accept", "decide",
             "issue-licence", "deliver",
         ]  # fmt: skip
+        # an applicant who lost the access code gets a new one at the counter, shown once
+        r.once("dialog", lambda question: asyncio.ensure_future(question.accept()))
+        await r.click("#access-code-new")
+        await expect(r.locator("#access-code-issued")).to_be_visible(timeout=MS)
+        assert (await r.text_content("#access-code-issued") or "").strip()
         # the clerk's case page held the applicant's personal data: a read in the node's
         # access log, which the administrator reads (it was in none)
         log = await r.evaluate(

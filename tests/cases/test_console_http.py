@@ -23,6 +23,7 @@ from agreements.catalog import default_catalog
 from relay.alerts import ALERTS, Severity, StaffAlert
 from relay.cases.model import EventKind
 from relay.cases.terms import load_terms
+from relay.cases.tracking import TrackingDenied
 from relay.console.acks import AlertAcks
 from relay.console.http import Console, add_console_routes
 from relay.console.licensing import LicenceDesk
@@ -484,3 +485,38 @@ async def test_the_office_that_surveyed_on_site_records_its_outcome_from_the_con
         assert page["timeline"][-1]["details"]["report"] == "消防通道堆放杂物"
     await offices.deliver()
     assert r.desk.get(case_id).case.state.value == "survey_reported"
+
+
+async def test_an_applicant_who_lost_the_access_code_gets_a_new_one_at_the_counter(offices):
+    """The code was made once, at hand-in, and nothing made another: an applicant who
+    lost it could never track, rate or complain, and the counter the page sent them to
+    could not help."""
+    clock, r, h = offices.clock, offices.r, offices.h
+    async with (
+        serve(console_app(offices, r)) as base_r,
+        serve(console_app(offices, h)) as base_h,
+        aiohttp.ClientSession() as http,
+    ):
+        body = {"matter": BOOKS, "handling": HANDLING}
+        async with http.post(f"{base_r}/staff/v1/console/cases", json=body,
+                             headers=auth(r, clock)) as x:  # fmt: skip
+            opened = await x.json()
+        case_id, old = opened["case"], opened["access_code"]
+        await r.desk.lookup(case_id, old, "counter")
+        path = f"/staff/v1/console/cases/{case_id}/access-code"
+        reader = auth(r, clock, StaffRole.READER)
+        async with http.post(f"{base_r}{path}", json={}, headers=reader) as x:
+            assert x.status == 403
+        async with http.post(f"{base_r}{path}", json={}, headers=auth(r, clock)) as x:
+            assert x.status == 201
+            issued = await x.json()
+        new = issued["access_code"]
+        assert new != old
+        assert issued["tracking_path"].startswith("/track#link=")
+        assert (await r.desk.lookup(case_id, new, "applicant")).case.header.case_id == case_id
+        with pytest.raises(TrackingDenied):
+            await r.desk.lookup(case_id, old, "someone")
+        await offices.deliver()
+        async with http.post(f"{base_h}{path}", json={}, headers=auth(h, clock)) as x:
+            assert x.status == 409  # the handling office gives no access code
+            assert (await x.json())["reason"] == "wrong-office"

@@ -367,7 +367,7 @@ async function showCase(view, caseId) {
   const reports = (c.survey_reports || []).length ? surveyReports(c) : null;
   section.append(h("div", { class: "case-grid" },
     h("div", {},
-      h("section", { class: "card" }, facts),
+      h("section", { class: "card" }, facts, accessCodeButton(c)),
       h("section", { class: "card no-print" }, h("h2", { text: t("actionsTitle") }), actions),
       survey,
       reports,
@@ -396,6 +396,26 @@ function linkRow(url, label, withQr) {
     " ", h("a", { href: url, target: "_blank", rel: "noopener", text: t("openLink") }));
   if (withQr) qrImage(url, label).then((img) => img && row.append(img));
   return row;
+}
+
+// An applicant who lost the access code: a new one, shown once (the old one stops working).
+function accessCodeButton(c) {
+  if (c.me !== "receiving" || !may("receive")) return null;
+  const box = h("div", { id: "access-code-box", class: "no-print" });
+  const button = h("button", { type: "button", class: "secondary", id: "access-code-new", text: t("newAccessCode"),
+    onclick: async () => {
+      if (!window.confirm(t("newAccessCodeQuestion"))) return;
+      try {
+        const issued = await api(`/console/cases/${encodeURIComponent(c.case)}/access-code`, { method: "POST", json: {} });
+        box.replaceChildren(h("dl", { class: "facts" },
+          h("dt", { text: t("accessCode") }), h("dd", { class: "code", id: "access-code-issued", text: issued.access_code }),
+          h("dt", { text: t("trackingLink") }), h("dd", {}, h("a", { href: issued.tracking_url, target: "_blank",
+            rel: "noopener", text: t("openLink") }))),
+          h("p", { class: "muted", text: t("newAccessCodeShown") }));
+      } catch (err) { fail(t("error") + err.message); }
+    } });
+  box.append(button);
+  return box;
 }
 
 async function surveyPanel(panel, c) {
