@@ -490,6 +490,18 @@ class SurveyRoom:
             state = self.state.value
             raise RoomError("bad-state", f"cannot {event.value} a survey that is {state}")
 
+    def check_office_end(self) -> None:
+        """Refuse an office's abandon the state does not allow (before anything stops)."""
+        if not can_apply(self.session, Event.ABANDON):
+            raise RoomError("bad-state", f"cannot abandon a survey that is {self.state.value}")
+
+    def end_by_office(self) -> SurveyState:
+        """The office abandons the survey (no participant can: the window passed, the
+        inspector is gone); a report asked for and not sealed is dropped."""
+        self.check_office_end()
+        (self.media_dir / REQUEST_FILE).unlink(missing_ok=True)
+        return self.apply(Event.ABANDON)
+
     def end(
         self, person: Participant, event: Event, report: ReportRequest | None = None
     ) -> SurveyState:

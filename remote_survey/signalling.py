@@ -34,7 +34,7 @@ from aiohttp import WSMsgType, web
 from remote_survey.errors import JoinRefused, MalformedReport, SurveyError
 from remote_survey.report import Answer, ChecklistAnswer, Verdict
 from remote_survey.room import ReportRequest, RoomError, SurveyRoom
-from remote_survey.session import Event, Participant, Role
+from remote_survey.session import Event, Participant, Role, SurveyState
 
 if TYPE_CHECKING:  # loaded when someone first joins (load_media)
     from remote_survey.peer import Peer, RoomMedia
@@ -369,6 +369,19 @@ async def _end(
     state = room.end(person, event, report)
     live.broadcast({"type": "state", "state": state.value})
     await live.media.survey_ended()
+
+
+async def end_by_office(live: LiveRoom) -> SurveyState:
+    """The office abandons the survey (its staff, not a participant): checked first, then
+    the open segment closed and chained, the state changed, every page told, the site's
+    connection closed. Raises :class:`RoomError`."""
+    room = live.room
+    room.check_office_end()
+    await live.media.stop_recording()
+    state = room.end_by_office()
+    live.broadcast({"type": "state", "state": state.value})
+    await live.media.survey_ended()
+    return state
 
 
 async def _report(live: LiveRoom, conn: Connection, data: dict[str, Any]) -> None:

@@ -12,14 +12,19 @@ Added to the node's staff listener (behind its bearer-token check) by
 
 A link is ``{"person", "role", "path"}`` where ``path`` is the page path with the token
 in its fragment (``/survey/v1/site#token=...``), to append to the node's public
-endpoint. Links are valid from 15 minutes before the window until its end. A plan
-whose requesting office is this node itself is refused: the report could never be sent.
+endpoint. Links are valid from 15 minutes before the window until its end; links
+asked for again for a survey that started and runs past its window are valid for
+:data:`OVERRUN` more (whoever dropped can rejoin and the inspector sign the report). A
+plan whose requesting office is this node itself is refused: the report could never be
+sent. ``POST /staff/v1/surveys/{session}/abandon`` ends a survey nobody can finish (the
+office's own way out, as the inspector's ``abandon``): the case can then be surveyed
+again under a new session.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -31,7 +36,9 @@ from relay.problem import Problem, ProblemCode
 from remote_survey.errors import SurveyError
 from remote_survey.join import issue_join_token, new_jti
 from remote_survey.reportjson import plan_from_json
+from remote_survey.room import RoomError
 from remote_survey.session import Role, SurveyPlan
+from remote_survey.signalling import end_by_office
 
 if TYPE_CHECKING:
     from remote_survey.web import SurveyHub
@@ -39,11 +46,17 @@ if TYPE_CHECKING:
 __all__ = ["LINK_LEAD", "add_staff_routes"]
 
 LINK_LEAD = timedelta(minutes=15)
+OVERRUN = timedelta(hours=2)
+"""How long links asked for again stay valid for a survey that runs past its window."""
 _PAGES = {Role.SITE: "site", Role.INSPECTOR: "inspector", Role.OBSERVER: "inspector"}
 
 
 def _links(
-    plan: SurveyPlan, key: Ed25519PrivateKey, node_id: str, jti: Callable[[], str]
+    plan: SurveyPlan,
+    key: Ed25519PrivateKey,
+    node_id: str,
+    jti: Callable[[], str],
+    until: datetime | None = None,
 ) -> list[dict[str, str]]:
     people = [
         *((p, Role.INSPECTOR) for p in plan.inspectors),
@@ -59,7 +72,7 @@ def _links(
             role=role,
             subject=person.person_id,
             not_before=plan.window.start - LINK_LEAD,
-            expires=plan.window.end,
+            expires=until or plan.window.end,
             jti=jti(),
         )
         fragment = f"token={token}" + ("&role=observer" if role is Role.OBSERVER else "")
@@ -152,17 +165,37 @@ def add_staff_routes(
                 409, ProblemCode.CONFLICT, f"the survey is {live.room.state.value}",
                 extra={"reason": "session-ended"},
             )  # fmt: skip
+        until = None
         if plan.window.end <= clock():
-            raise Problem(
-                409, ProblemCode.CONFLICT, "the survey window has passed",
-                extra={"reason": "window-passed"},
-            )  # fmt: skip
+            if live.room.session.started_at is None:  # never started: schedule it anew
+                raise Problem(
+                    409, ProblemCode.CONFLICT, "the survey window has passed",
+                    extra={"reason": "window-passed"},
+                )  # fmt: skip
+            until = clock() + OVERRUN  # started, running over: rejoin, end and sign
         return web.json_response(
-            {"session": session, "links": _links(plan, join_key, node_id, jti)},
+            {"session": session, "links": _links(plan, join_key, node_id, jti, until)},
             status=201,
             headers={"Cache-Control": "no-store"},
         )
 
+    async def abandon(request: web.Request) -> web.Response:
+        """End a survey nobody can finish (its window passed, the inspector gone): the
+        case can be surveyed again under a new session."""
+        require(request, StaffAction.SURVEY)
+        session = request.match_info["session"]
+        live = hub.get(session)
+        if live is None:
+            raise Problem(404, ProblemCode.NOT_FOUND, f"no survey {session} on this node")
+        try:
+            state = await end_by_office(live)
+        except RoomError as exc:
+            raise Problem(409, ProblemCode.CONFLICT, str(exc), extra={"reason": exc.code}) from None
+        return web.json_response(
+            {"session": session, "state": state.value}, headers={"Cache-Control": "no-store"}
+        )
+
     app.router.add_post("/staff/v1/surveys", schedule)
+    app.router.add_post("/staff/v1/surveys/{session}/abandon", abandon)
     app.router.add_get("/staff/v1/surveys/{session}", status)
     app.router.add_post("/staff/v1/surveys/{session}/links", links_again)

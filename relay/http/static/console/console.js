@@ -424,17 +424,34 @@ async function surveyPanel(panel, c) {
     panel.append(h("p", { id: "survey-onsite-only", class: "muted", text: t("surveyOnsiteOnly") }));
     return;
   }
-  const session = `SV-${c.case}`;
+  // a case's surveys are SV-<case>, then SV-<case>-2, -3...: one abandoned (the window
+  // passed, the site never came) is followed by another; the page follows the latest
+  const attempt = (n) => (n === 1 ? `SV-${c.case}` : `SV-${c.case}-${n}`);
   let status = null;
-  try {
-    status = await api(`/surveys/${encodeURIComponent(session)}`);
-  } catch (err) {
-    if (err.status === 403) {
-      // nothing failed: surveys are the inspector's (a person's roles decide what they see)
-      panel.append(h("p", { id: "survey-not-mine", class: "muted", text: t("surveyNeedsInspector") }));
-      return;
+  let session = attempt(1);  // the latest survey, or the one to schedule when none
+  let next = attempt(1);  // the one to schedule after an abandoned one
+  for (let n = 1; n <= 20; n += 1) {
+    try {
+      status = await api(`/surveys/${encodeURIComponent(attempt(n))}`);
+      session = attempt(n);
+      next = attempt(n + 1);
+    } catch (err) {
+      if (err.status === 403) {
+        // nothing failed: surveys are the inspector's (a person's roles decide what they see)
+        panel.append(h("p", { id: "survey-not-mine", class: "muted", text: t("surveyNeedsInspector") }));
+        return;
+      }
+      if (err.status !== 404) { panel.append(h("p", { class: "error", text: t("error") + err.message })); return; }
+      break;
     }
-    if (err.status !== 404) { panel.append(h("p", { class: "error", text: t("error") + err.message })); return; }
+  }
+  const reschedule = status && status.state === "abandoned" && c.state === "survey_requested" && may("survey");
+  if (reschedule) {
+    panel.append(h("p", { id: "survey-state", "data-state": status.state },
+      `${t("surveyState")}: ${t("surveyStates")[status.state] || t("surveyStates").other}`),
+      h("p", { class: "muted", id: "survey-again", text: t("surveyAgain") }));
+    status = null;  // the form below schedules the next one
+    session = next;
   }
   if (status) {
     panel.append(h("p", { id: "survey-state", "data-state": status.state },
@@ -448,7 +465,16 @@ async function surveyPanel(panel, c) {
             linkRow(c.public_base + l.path, t("surveyRoles")[l.role] || l.person, l.role === "site"))));
         } catch (err) { fail(t("error") + err.message); }
       }, text: t("linksAgain") });
-      panel.append(h("p", {}, again));
+      // the office's way out of a survey nobody can finish (the inspector's page has its own)
+      const stop = h("button", { type: "button", id: "survey-abandon", class: "secondary", onclick: async () => {
+        if (!window.confirm(t("abandonQuestion"))) return;
+        try {
+          await api(`/surveys/${encodeURIComponent(session)}/abandon`, { method: "POST", json: {} });
+          notice(t("doneStep"));
+          show("case", c.case, true);
+        } catch (err) { fail(t("error") + err.message); }
+      }, text: t("abandonSurvey") });
+      panel.append(h("p", {}, again, " ", stop));
     }
     if (status.report) {
       panel.append(h("p", { class: "ok", text: t("reportSigned") }));
