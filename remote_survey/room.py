@@ -538,6 +538,15 @@ class SurveyRoom:
         self._require(person, Role.INSPECTOR)
         if self.report_token is not None:
             raise RoomError("already-reported", "the report has already been signed")
+        leaf, now = self.config.seal.chain[0], self.now()
+        if not leaf.not_valid_before_utc <= now < leaf.not_valid_after_utc:
+            # sealed anyway, the report would never verify, and the ended survey could not
+            # be reported again: refused while the survey can still wait for a renewal
+            raise RoomError(
+                "seal-invalid",
+                f"the node's seal certificate is not valid now (valid until "
+                f"{leaf.not_valid_after_utc.isoformat()}): renew it, then sign the report",
+            )
         items = [i.item_id for i in self.plan.checklist]
         answered = [a.item_id for a in answers]
         if answered != items:

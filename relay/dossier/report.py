@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from relay.dossier.verify import Line, Report, Revocation
 
@@ -63,8 +63,17 @@ def render_json(report: Report) -> str:
     return json.dumps(report.to_json(), ensure_ascii=False, indent=2) + "\n"
 
 
+_BEIJING = timezone(timedelta(hours=8), "CST")
+
+
 def _when(moment: datetime | None) -> str:
-    return "—" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    """A time as each view reads it: Beijing time in Chinese, UTC in English."""
+    if moment is None:
+        return "—"
+    return _both(
+        moment.astimezone(_BEIJING).strftime("%Y-%m-%d %H:%M:%S（北京时间）"),
+        moment.strftime("%Y-%m-%d %H:%M:%S UTC"),
+    )
 
 
 def _both(zh: str, en: str) -> str:
@@ -79,7 +88,9 @@ def _row(line: Line) -> str:
     if line.revoked_at is not None:
         revocation += (
             "<br><small>"
-            + _both(f"吊销时间 {_when(line.revoked_at)}", line.revocation_detail)
+            + _both("吊销时间 ", "")
+            + _when(line.revoked_at)
+            + _both("", f" ({line.revocation_detail})")
             + "</small>"
         )
     problem = ""
@@ -108,9 +119,35 @@ def _detail_zh(detail: str) -> str:
     return f"证据链与报告一致，所附影像资料 {present}/{named} 个与报告一致"
 
 
+_BY_CHECKPOINT = re.compile(
+    r"timestamp (\d+) \((.*?)\) over checkpoint (\d+) of (\S+), leaf (\d+)"
+    r"(?:, cosigned by (.*))?"
+)
+_BY_LEAF = re.compile(r"timestamp (\d+) \((.*?)\) over leaf (\d+) itself")
+_TOKEN = re.compile(r"RFC 3161 token (\d+) over (\S+)")
+
+
+def _proven_by_zh(text: str) -> str:
+    """What proved the time, in Chinese: which timestamp over which checkpoint (or leaf)
+    and who cosigned it (dossier.md §5 asks for it in the report)."""
+    if found := _BY_LEAF.match(text):
+        serial, tsa, leaf = found.groups()
+        return f"可信时间戳（序号 {serial}，{tsa}）直接覆盖审计日志第 {leaf} 条记录"
+    if found := _BY_CHECKPOINT.match(text):
+        serial, tsa, size, origin, leaf, cosigned = found.groups()
+        zh = (
+            f"可信时间戳（序号 {serial}，{tsa}）覆盖审计日志 {origin} 的检查点"
+            f"（共 {size} 条记录，本项为第 {leaf} 条）"
+        )
+        return zh + (f"，并经 {cosigned} 见证" if cosigned else "")
+    if found := _TOKEN.match(text):
+        return f"可信时间戳（序号 {found.group(1)}）覆盖 {found.group(2)}"
+    return "由可信时间戳（覆盖审计日志检查点）证明"
+
+
 def _proven_by(line: Line) -> str:
     if line.proven is not None:
-        return _both("由可信时间戳（覆盖审计日志检查点）证明", line.proven_by)
+        return _both(_proven_by_zh(line.proven_by), line.proven_by)
     if line.claimed is None:
         return ""
     return _both("仅有签署方自述时间", line.proven_by)

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 import resource
 import signal
 import sqlite3
@@ -911,3 +912,15 @@ def test_a_node_holding_a_later_agreement_version_exports_the_one_the_case_used(
     assert held == [f"agreements/{first['document']['id']}-v{first['document']['version']}.json"]
     report = exported.verify(target.read_bytes())
     assert [line.ok for line in report.lines if line.kind == "agreement-version"] == [True]
+
+
+def test_the_chinese_report_says_what_proved_each_time_in_beijing_time(exported: Exported):
+    """The Chinese view read only "由可信时间戳（覆盖审计日志检查点）证明" for every line
+    and gave times in UTC; which token over which checkpoint, and who cosigned it, were
+    in the English view only."""
+    page = render_html(exported.verify(exported.dossiers[A]))
+    zh = " ".join(re.findall(r'<span lang="zh">([^<]*)</span>', page))
+    assert re.search(r"可信时间戳（序号 \d+，CN=tongban test TSA）覆盖审计日志 \S+ 的检查点", zh)
+    assert "见证" in zh  # the partner that cosigned the checkpoint
+    assert "（北京时间）" in zh
+    assert "UTC" not in zh

@@ -405,3 +405,18 @@ def test_a_half_written_last_entry_is_cut_off_when_the_survey_is_opened_again(
         f.write(b'{"not": "an entry"}\n')  # a whole line that does not parse: refused
     with pytest.raises(SurveyError):
         SurveyRoom.restore(room.media_dir, room.config)
+
+
+def test_a_report_is_refused_before_the_end_while_the_seal_certificate_is_not_valid(
+    world: World,
+) -> None:
+    """Sealed with an expired certificate, the report never verified, and the survey,
+    ended for it, could not be reported again."""
+    leaf = world.hub.config.seal.chain[0]
+    clock = Clock(leaf.not_valid_after_utc + timedelta(days=1))
+    room = _room(world, clock)
+    room.site_live()
+    with pytest.raises(RoomError) as refused:
+        room.check_report(INSPECTOR, ANSWERS, Verdict.PASS, reason="现场核实")
+    assert refused.value.code == "seal-invalid"
+    assert room.state is SurveyState.LIVE  # the survey waits for a renewed seal
