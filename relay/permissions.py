@@ -42,6 +42,7 @@ from relay.problem import Problem, ProblemCode
 from relay.staff_auth import STAFF_KEY, StaffClaims, StaffRole
 
 __all__ = [
+    "APPLICANT_STEPS",
     "EVENT_ACTIONS",
     "PERMISSIONS",
     "READ_POLICY",
@@ -112,6 +113,10 @@ EVENT_ACTIONS: Mapping[EventKind, StaffAction] = MappingProxyType(
     }
 )
 """A case step (``POST /staff/v1/cases/{case}/events``) -> the action it needs."""
+
+APPLICANT_STEPS = frozenset({EventKind.RATE, EventKind.COMPLAIN})
+"""Steps that are the applicant's (on the tracking page): refused to a person signed in
+to the console, whose roles would grant them."""
 
 READ_POLICY: tuple[tuple[str, StaffAction], ...] = (
     ("/staff/v1/surveys", _A.VIEW_SURVEYS),

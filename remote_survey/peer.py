@@ -168,6 +168,8 @@ class RoomMedia:
         cleaned up; the lock orders the two so the old cleanup never touches the new one.
         """
         async with self._site_lock:
+            if self.room.state.is_final:  # the survey ended while this join was admitted:
+                return  # its media are discarded, nothing is recorded
             old = self.site
             if old is not None and old is not peer:
                 await self._release_site(old)
@@ -190,12 +192,21 @@ class RoomMedia:
         except RoomError as exc:
             _log.warning("survey %s: the site's media flows, but %s", room.plan.session_id, exc)
             return
+        except OSError as exc:  # the gap could not be written (a full disk): a later frame
+            self._waiting_live = True  # tries again, the state as it was
+            _log.error("survey %s: the rejoin was not recorded: %s", room.plan.session_id, exc)
+            return
         _log.debug("survey %s: first site frame, state %s", room.plan.session_id, state)
         if state is not None:
             self._notify({"type": "state", "state": state.value})
 
     def _start_recording(self) -> None:
-        if not self.room.config.record or self.site_video is None or self._recording:
+        if (
+            not self.room.config.record
+            or self.site_video is None
+            or self._recording
+            or self.room.state.is_final
+        ):
             return
         sink = FrameSink(RECORDER_BUFFER)
         self.site_video.add_sink(sink)
@@ -250,6 +261,7 @@ class RoomMedia:
         """The survey has ended: the site's connection is closed (its page stops sending
         then; one that would not fills no queue) and its last frame forgotten."""
         async with self._site_lock:
+            await self.stop_recording()  # one a racing rejoin started before the end
             site, self.site = self.site, None
             self._waiting_live = False
             self.site_video = self.site_audio = None

@@ -372,11 +372,12 @@ class SurveyRoom:
     def apply(self, event: Event) -> SurveyState:
         """Run ``event`` through the state machine; record the gap it may close."""
         try:
-            self.session, effects = transition(self.session, event, self.now())
+            session, effects = transition(self.session, event, self.now())
         except InvalidTransition as exc:
             raise RoomError("bad-state", str(exc)) from None
-        for gap in effects:
+        for gap in effects:  # chained first: a failed write leaves the state as it was
             self.record(gap)
+        self.session = session
         self._save()
         return self.session.state
 

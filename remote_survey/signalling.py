@@ -377,10 +377,13 @@ async def end_by_office(live: LiveRoom) -> SurveyState:
     connection closed. Raises :class:`RoomError`."""
     room = live.room
     room.check_office_end()
-    await live.media.stop_recording()
+    media = live._media  # none: nobody joined since the start (nothing to stop or load)
+    if media is not None:
+        await media.stop_recording()
     state = room.end_by_office()
     live.broadcast({"type": "state", "state": state.value})
-    await live.media.survey_ended()
+    if media is not None:
+        await media.survey_ended()
     return state
 
 

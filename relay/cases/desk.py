@@ -68,6 +68,7 @@ from relay.cases.terms import CaseTerms, TermsSource
 from relay.cases.tracking import (
     LookupThrottle,
     check_access_code,
+    code_key,
     hash_access_code,
     new_access_code,
     sign_tracking_link,
@@ -303,7 +304,7 @@ class CaseDesk:
         if submit and not record.case.events:
             record = await self.act(case_id, EventKind.SUBMIT, details, attachments)
         short = None if self.short_links is None else self.short_links.code_for(case_id)
-        return Opened(record, code, self.tracking_link(case_id), short)
+        return Opened(record, code, self.tracking_link(case_id, record.access_hash), short)
 
     def _replayed(
         self, header: CaseHeader, details: Mapping[str, Any] | None, access_hash: str
@@ -363,7 +364,7 @@ class CaseDesk:
         updated = self._store.update(case_id, change)
         assert updated is not None
         short = None if self.short_links is None else self.short_links.code_for(case_id)
-        return Opened(updated, code, self.tracking_link(case_id), short)
+        return Opened(updated, code, self.tracking_link(case_id, access_hash), short)
 
     def get(self, case_id: str) -> CaseRecord:
         record = self._store.get(case_id)
@@ -737,10 +738,16 @@ class CaseDesk:
 
     # -- applicants ------------------------------------------------------------------
 
-    def tracking_link(self, case_id: str) -> str:
+    def tracking_link(self, case_id: str, access_hash: str | None = None) -> str:
+        """A tracking link of the case's current access code (``access_hash``: its
+        stored hash, read from the case when not given)."""
+        if access_hash is None:
+            record = self._store.get(case_id)
+            access_hash = None if record is None else record.access_hash
         return sign_tracking_link(
-            case_id, self._signer, node_id=self.node_id, at=self._clock(), ttl=self._link_ttl
-        )
+            case_id, self._signer, node_id=self.node_id, at=self._clock(), ttl=self._link_ttl,
+            key=None if access_hash is None else code_key(access_hash),
+        )  # fmt: skip
 
     async def lookup(self, case_id: str, code: str, client: str) -> CaseRecord:
         """The case if ``code`` is its access code; raises :class:`TrackingDenied`
@@ -766,12 +773,14 @@ class CaseDesk:
         return await self.lookup(case_id or f"short:{short[:16]}", code, client)
 
     def lookup_link(self, token: str) -> CaseRecord:
-        case_id = verify_tracking_link(
+        case_id, key = verify_tracking_link(
             token, self._bundle(), node_id=self.node_id, at=self._clock()
         )
         record = self._store.get(case_id)
         if record is None or record.access_hash is None:
             raise TrackingDenied("no such case", code="bad-link")
+        if key is not None and key != code_key(record.access_hash):
+            raise TrackingDenied("the link is of an access code replaced since", code="bad-link")
         return record
 
     def view(self, record: CaseRecord, lang: str) -> dict[str, Any]:

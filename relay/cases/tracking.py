@@ -38,6 +38,7 @@ __all__ = [
     "LookupThrottle",
     "TokenBucketLimiter",
     "check_access_code",
+    "code_key",
     "hash_access_code",
     "new_access_code",
     "normalize_code",
@@ -107,36 +108,57 @@ def check_access_code(code: str, stored: str) -> bool:
     return hmac.compare_digest(candidate, digest)
 
 
+def code_key(access_hash: str) -> str:
+    """What a tracking link names of the access code it was given for (a digest of the
+    code's stored hash): a new code makes the links of the old one refused."""
+    return hashlib.sha256(access_hash.encode()).hexdigest()[:16]
+
+
 def sign_tracking_link(
-    case_id: str, signer: Signer, *, node_id: str, at: datetime, ttl: timedelta
+    case_id: str,
+    signer: Signer,
+    *,
+    node_id: str,
+    at: datetime,
+    ttl: timedelta,
+    key: str | None = None,
 ) -> str:
-    """A signed tracking token for ``case_id`` valid for ``ttl`` from ``at``."""
+    """A signed tracking token for ``case_id`` valid for ``ttl`` from ``at``; ``key``:
+    :func:`code_key` of the access code it stands for."""
     issued = int(at.timestamp())
-    claims = {
+    claims: dict[str, object] = {
         "iss": node_id,
         "case": case_id,
         "iat": issued,
         "exp": issued + int(ttl.total_seconds()),
     }
+    if key is not None:
+        claims["key"] = key
     return sign_compact(canonical_json(claims), signer, typ=TRACK_TYP, at=at)
 
 
-def verify_tracking_link(token: str, bundle: TrustBundle, *, node_id: str, at: datetime) -> str:
-    """The case id a tracking token grants; raises :class:`TrackingDenied`
-    (``bad-link`` or ``expired-link``)."""
+def verify_tracking_link(
+    token: str, bundle: TrustBundle, *, node_id: str, at: datetime
+) -> tuple[str, str | None]:
+    """The case id a tracking token grants and the code key it names (None: a link made
+    before links named one); raises :class:`TrackingDenied` (``bad-link`` or
+    ``expired-link``)."""
     if len(token) > 16384:
         raise TrackingDenied("tracking link too long", code="bad-link")
     try:
         verified = verify_compact(token, bundle, at=at, typ=TRACK_TYP, node_id=node_id)
         claims = json.loads(verified.payload)
         case_id, exp, iss = claims["case"], claims["exp"], claims["iss"]
+        key = claims.get("key")
         if not isinstance(case_id, str) or not isinstance(exp, int) or iss != node_id:
+            raise TypeError
+        if key is not None and not isinstance(key, str):
             raise TypeError
     except (SigningError, ValueError, KeyError, TypeError):
         raise TrackingDenied("the tracking link is not valid", code="bad-link") from None
     if at.timestamp() >= exp:
         raise TrackingDenied("the tracking link has expired", code="expired-link")
-    return case_id
+    return case_id, key
 
 
 @dataclass

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -114,6 +115,8 @@ _KEEPALIVE_SECONDS = 15.0
 CHANGED_EVERY_SECONDS = 1.0  # at most one `changed` event per stream in this time
 QUEUE_FRESH_SECONDS = 5  # a work queue computed is shared for at most this long
 _QUEUES_KEPT = 32
+_log = logging.getLogger("tongban.relay.console")
+
 _CLOSING = web.AppKey("console-closing", asyncio.Event)
 
 
@@ -240,7 +243,11 @@ class Console:
             key = (who, case_id)
             last = self._read_logged.get(key)
             if last is None or now - last >= PERSONAL_READ_EVERY:
-                self.personal_reads(who, case_id, PERSONAL_READ_PURPOSE)
+                try:
+                    self.personal_reads(who, case_id, PERSONAL_READ_PURPOSE)
+                except Exception:  # the page may answer a step already taken: never a 5xx
+                    _log.exception("the console's read of case %s was not logged", case_id)
+                    return page
                 self._read_logged[key] = now
                 self._read_logged.move_to_end(key)
                 while len(self._read_logged) > _READS_KEPT:

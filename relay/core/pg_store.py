@@ -66,7 +66,7 @@ import psycopg
 from relay.audit.merkle import TreeHash
 from relay.core.model import OutboxState, PacketSummary
 from relay.core.outbox import OutboxRow
-from relay.core.sqlite_schema import LIVE, summary_json
+from relay.core.sqlite_schema import LIVE, dt, summary_json
 from relay.core.sqlite_store import Db, SqlStore, _ReceiveTx
 from relay.core.store import OutboxUpdate
 from relay.db.pg import PgConnection
@@ -320,6 +320,18 @@ class PgStore(SqlStore):
             (before.timestamp(), self.worker, self._clock().timestamp(), limit),
         ).fetchall()
         return [self._row(r) for r in rows]
+
+    def earliest_expiry(self, skip: Collection[str] = ()) -> datetime | None:
+        """As on SQLite, except packets of cases another worker is sending now (their
+        expiry is that worker's: counted here, a past one would wake this worker's
+        outbox at once, again and again, for as long as the lease)."""
+        row: Any = self._conn.execute(
+            "SELECT MIN(expires) FROM outbox o"  # noqa: S608 - constants
+            f" WHERE state IN {LIVE} AND state = 'queued'"
+            f" AND NOT (peer = ANY(?::text[])) AND NOT {self._others_lease('o')}",
+            (sorted(skip), self.worker, self._clock().timestamp()),
+        ).fetchone()
+        return dt(row[0])
 
     def _after_updates(self, c: Db, updates: Sequence[OutboxUpdate]) -> None:
         """Renew the leases of cases going in flight; release those this worker is

@@ -424,11 +424,12 @@ class Sender:
             gone.update(u.packet_id for u in parked)
             _log.warning("parked packet %s for %s: %s", out.item.summary.packet_id, peer, exc)
             return len(parked)
-        except PeerUnreachable as exc:  # not sent: queued again (its attempt counted)
-            why = "peer-unavailable"
-            queued = OutboxState.QUEUED
+        except PeerUnreachable as exc:  # not sent: as it was (its attempt counted)
             self._store.update_outbox(
-                [OutboxUpdate(o.item.summary.packet_id, queued, None, why) for o in outgoing]
+                [
+                    OutboxUpdate(o.item.summary.packet_id, _unsent(o), None, "peer-unavailable")
+                    for o in outgoing
+                ]
             )
             failures.append(exc)
             return None
@@ -564,8 +565,7 @@ class Sender:
         for o in outgoing:
             if o.item.summary.packet_id in gone:
                 continue
-            held = sent and not (refused_at_door and o.item.state is not OutboxState.IN_FLIGHT)
-            state = OutboxState.IN_FLIGHT if held else OutboxState.QUEUED
+            state = _unsent(o) if refused_at_door or not sent else OutboxState.IN_FLIGHT
             updates.append(
                 OutboxUpdate(o.item.summary.packet_id, state, None, why, attempted=not sent)
             )
@@ -716,6 +716,14 @@ class Sender:
             out.item.summary.packet_id, OutboxState.QUEUED, self._clock() + delay, why,
             attempted=True,
         )  # fmt: skip
+
+
+def _unsent(out: Outgoing) -> OutboxState:
+    """The state of a packet this attempt did not deliver (nothing reached the partner,
+    or it was refused before it took any): ``queued``, unless an earlier sending of it
+    went unanswered; then the partner may hold it, and it stays in flight (taken for
+    queued, it would expire and give its sequence number to the next packet)."""
+    return OutboxState.IN_FLIGHT if out.item.state is OutboxState.IN_FLIGHT else OutboxState.QUEUED
 
 
 _AT_THE_DOOR = frozenset({401, 403, 404, 405, 408, 425, 429})

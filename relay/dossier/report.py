@@ -132,12 +132,12 @@ def _proven_by_zh(text: str) -> str:
     and who cosigned it (dossier.md §5 asks for it in the report)."""
     if found := _BY_LEAF.match(text):
         serial, tsa, leaf = found.groups()
-        return f"可信时间戳（序号 {serial}，{tsa}）直接覆盖审计日志第 {leaf} 条记录"
+        return f"可信时间戳（序号 {serial}，{tsa}）直接覆盖审计日志第 {int(leaf) + 1} 条记录"
     if found := _BY_CHECKPOINT.match(text):
         serial, tsa, size, origin, leaf, cosigned = found.groups()
         zh = (
             f"可信时间戳（序号 {serial}，{tsa}）覆盖审计日志 {origin} 的检查点"
-            f"（共 {size} 条记录，本项为第 {leaf} 条）"
+            f"（共 {size} 条记录，本项为第 {int(leaf) + 1} 条）"
         )
         return zh + (f"，并经 {cosigned} 见证" if cosigned else "")
     if found := _TOKEN.match(text):

@@ -32,7 +32,7 @@ from relay.cases.sla import complaint_clock
 from relay.cases.store import CaseRecord
 from relay.cases.terms import NoTerms
 from relay.http.body import limit_param, read_json_object, require_str
-from relay.permissions import EVENT_ACTIONS, StaffAction, require
+from relay.permissions import APPLICANT_STEPS, EVENT_ACTIONS, StaffAction, require
 from relay.problem import Problem, ProblemCode
 from signing.certificates import is_node_id
 
@@ -213,7 +213,15 @@ def add_case_routes(app: web.Application, desk: CaseDesk) -> None:
 
     async def post_event(request: web.Request) -> web.Response:
         kind, details = _event_request(await read_json_object(request))
-        require(request, EVENT_ACTIONS[kind])
+        claims = require(request, EVENT_ACTIONS[kind])
+        if kind in APPLICANT_STEPS and claims.credential == "session":
+            # a person signed in may not rate or complain for the applicant (it locks the
+            # applicant out); the office's systems (tokens) may pass on one made elsewhere
+            raise Problem(
+                403,
+                ProblemCode.FORBIDDEN,
+                f"{kind.value!r} is the applicant's own step, taken on the tracking page",
+            )
         try:
             record = await desk.act(request.match_info["case"], kind, details)
         except CaseError as exc:

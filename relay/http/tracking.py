@@ -113,7 +113,7 @@ def add_tracking_routes(
         except CaseError as exc:
             raise problem_from_case(exc) from exc
         view = desk.view(record, _lang(body.get("lang")))
-        view["link"] = desk.tracking_link(record.case.header.case_id)
+        view["link"] = desk.tracking_link(record.case.header.case_id, record.access_hash)
         return web.json_response(view, headers=_NO_STORE, dumps=_dumps)
 
     async def track_get(request: web.Request) -> web.Response:

@@ -503,6 +503,8 @@ async def test_an_applicant_who_lost_the_access_code_gets_a_new_one_at_the_count
             opened = await x.json()
         case_id, old = opened["case"], opened["access_code"]
         await r.desk.lookup(case_id, old, "counter")
+        found_link = opened["tracking_path"].split("#link=", 1)[1]
+        assert r.desk.lookup_link(found_link).case.header.case_id == case_id
         path = f"/staff/v1/console/cases/{case_id}/access-code"
         reader = auth(r, clock, StaffRole.READER)
         async with http.post(f"{base_r}{path}", json={}, headers=reader) as x:
@@ -516,6 +518,10 @@ async def test_an_applicant_who_lost_the_access_code_gets_a_new_one_at_the_count
         assert (await r.desk.lookup(case_id, new, "applicant")).case.header.case_id == case_id
         with pytest.raises(TrackingDenied):
             await r.desk.lookup(case_id, old, "someone")
+        with pytest.raises(TrackingDenied):  # nor does a link of the old code
+            r.desk.lookup_link(found_link)
+        new_link = issued["tracking_path"].split("#link=", 1)[1]
+        assert r.desk.lookup_link(new_link).case.header.case_id == case_id
         await offices.deliver()
         async with http.post(f"{base_h}{path}", json={}, headers=auth(h, clock)) as x:
             assert x.status == 409  # the handling office gives no access code

@@ -47,7 +47,7 @@ def test_access_codes_are_random_well_formed_and_stored_only_as_salted_scrypt():
 def test_tracking_link_verifies_for_its_node_and_is_refused_when_expired_or_foreign(pki):
     signer = pki.keys[RECEIVING].seal
     token = sign_tracking_link("WC-1", signer, node_id=RECEIVING, at=NOW, ttl=timedelta(hours=1))
-    assert verify_tracking_link(token, pki.bundle, node_id=RECEIVING, at=NOW) == "WC-1"
+    assert verify_tracking_link(token, pki.bundle, node_id=RECEIVING, at=NOW) == ("WC-1", None)
     with pytest.raises(TrackingDenied) as info:
         verify_tracking_link(token, pki.bundle, node_id=RECEIVING, at=NOW + timedelta(hours=2))
     assert info.value.code == "expired-link"

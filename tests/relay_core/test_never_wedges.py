@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from relay_core_support import DAFENG, NINGJIN, WUCHANG, Federation, send
 
-from relay.core.errors import MalformedPacket, PeerRefused, PeerUnavailable
+from relay.core.errors import MalformedPacket, PeerRefused, PeerUnavailable, PeerUnreachable
 from relay.core.fields import parse_time
 from relay.core.model import OutboxState
 from relay.core.outbox import OutboxPolicy, backoff_delay
@@ -206,3 +206,30 @@ async def test_a_partner_being_served_with_an_expired_packet_does_not_spin_the_o
         sender._sender._serving.clear()
     assert sender._sender.next_wakeup(federation.clock()) == federation.clock()
     assert _state(federation, old)[0] is OutboxState.QUEUED
+
+
+async def test_a_packet_the_partner_may_hold_stays_in_flight_when_it_becomes_unreachable(
+    federation: Federation,
+) -> None:
+    """The partner stored the batch and the answer was lost; then it left the directory
+    (or presented a certificate we refuse): the packet was queued again, expired, and its
+    number went to the case's next packet, refused as out of order for good."""
+    sender = federation.nodes[WUCHANG]
+    [p1] = await send(federation, WUCHANG, DAFENG, "held")
+    inner = sender._sender._link
+
+    class LostAnswer(Through):
+        async def deliver(self, peer: str, packets: list[str]) -> list[str]:
+            await self.inner.deliver(peer, packets)  # the partner takes and stores it
+            raise PeerUnavailable("the answer was lost")
+
+    sender._sender._link = LostAnswer(inner)
+    await sender.deliver_once()
+    assert _state(federation, p1)[0] is OutboxState.IN_FLIGHT
+    sender._sender._link = Through(inner, lambda: PeerUnreachable("no federation URL"))
+    federation.clock.advance(days=8)
+    await _passes(federation, 1)
+    assert _state(federation, p1)[0] is OutboxState.IN_FLIGHT  # never expired
+    sender._sender._link = inner  # the partner is back: its duplicate answer settles it
+    await _passes(federation, 0.5)
+    assert _state(federation, p1)[0] is OutboxState.DELIVERED

@@ -347,3 +347,21 @@ def test_heads_rebuilt_after_a_copy_from_sqlite_find_every_open_case(workers: An
     store.rebuild_heads()
     rows = store.due_rows(PEER, clock(), 10)
     assert [(r.case_id, r.seq) for r in rows] == [("c1", 1), ("c1", 2), ("c2", 1), ("c2", 2)]
+
+
+def test_an_expiry_in_a_case_another_worker_holds_does_not_wake_this_one_at_once(
+    workers: Any,
+) -> None:
+    """The next wake-up counted the expiry of a queued packet in a case another worker
+    holds under its lease, which this worker's expiry pass leaves out: "now", on every
+    pass, for as long as the lease (a spin on the event loop)."""
+    clock = FakeClock()
+    a, b = workers("a", clock), workers("b", clock)
+    a.enqueue(PEER, "c1", packet(clock, "c1"))
+    clock.advance(days=2)  # past its expiry and any grace
+    assert a.due_rows(PEER, clock(), 10)  # a serves it now (say, a long upload)
+    grace = timedelta(minutes=10)
+    assert b.expired_rows(clock() - grace, 10) == []
+    assert b.earliest_expiry() is None  # nothing of b's to expire: no wake-up for it
+    assert a.earliest_expiry() is not None  # a's own
+    assert a.earliest_expiry(skip={PEER}) is None

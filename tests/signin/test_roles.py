@@ -126,6 +126,12 @@ async def test_each_role_may_do_its_own_work_and_nothing_else(
             assert await call("clerk", "POST", concluded, {"event": "conclude"}) == 409
             assert await call("approver", "POST", concluded, {"event": "conclude"}) == 403
 
+            # a rating or a complaint is the applicant's: refused to a person signed in
+            # (a clerk's filed for the applicant locked the applicant out)
+            for own in ({"event": "rate", "details": {"rating": "good"}},
+                        {"event": "complain", "details": {"text": "职员代填"}}):  # fmt: skip
+                assert await call("clerk", "POST", concluded, own) == 403
+
             # an inspector sees surveys only (no personal data)
             assert await call("inspector", "GET", "/staff/v1/cases") == 403
             assert await call("inspector", "GET", f"/staff/v1/cases/{case_id}") == 403

@@ -420,3 +420,28 @@ def test_a_report_is_refused_before_the_end_while_the_seal_certificate_is_not_va
         room.check_report(INSPECTOR, ANSWERS, Verdict.PASS, reason="现场核实")
     assert refused.value.code == "seal-invalid"
     assert room.state is SurveyState.LIVE  # the survey waits for a renewed seal
+
+
+def test_a_rejoin_whose_gap_cannot_be_written_leaves_the_survey_interrupted(
+    world: World,
+) -> None:
+    """The state changed in memory before the gap was chained: on a full disk the room
+    was live while its file said interrupted, and the gap was never in the evidence."""
+    import resource
+
+    clock = Clock(datetime.now(UTC))
+    room = _room(world, clock)
+    room.site_live()
+    room.site_lost()
+    clock.advance(30)
+    soft = _small_file_limit(room)
+    try:
+        with pytest.raises(OSError, match="too large"):
+            room.site_live()
+    finally:
+        hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert room.state is SurveyState.INTERRUPTED
+    assert room.site_live() is SurveyState.LIVE  # the disk has room again
+    gaps = [e.body for e in room.chain.entries if isinstance(e.body, Gap)]
+    assert len(gaps) == 1

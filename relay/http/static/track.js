@@ -34,9 +34,12 @@
       provisional: "(counted on the provisional holiday arrangement)",
     },
   };
+  function savedLang() {  // a browser that blocks site data throws on any access
+    try { return localStorage.getItem("tongban.lang"); } catch (e) { return null; }
+  }
   // the language asked for in the link, else the one this browser chose last
   const asked = new URLSearchParams(location.search).get("lang");
-  let lang = (asked || localStorage.getItem("tongban.lang")) === "en" ? "en" : "zh";
+  let lang = (asked || savedLang()) === "en" ? "en" : "zh";
   let link = null;
   let socket = null;
   let lastView = null;

@@ -93,7 +93,9 @@
   };
   const JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
   const asked = new URLSearchParams(location.search).get("lang");
-  let lang = (asked || localStorage.getItem("tongban.lang")) === "en" ? "en" : "zh";
+  let saved = null;
+  try { saved = localStorage.getItem("tongban.lang"); } catch (e) { /* site data blocked */ }
+  let lang = (asked || saved) === "en" ? "en" : "zh";
   let last = null;
   const $ = (id) => document.getElementById(id);
   const t = (key) => TEXT[lang][key] || key;
