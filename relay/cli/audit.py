@@ -150,6 +150,12 @@ def _verify_bundle(args: argparse.Namespace) -> int:
         raise CliError("trust-bundle", f"{args.trust}: {exc}") from None
     data = read_bytes(args.file, "proof bundle")
     try:
+        parsed = json.loads(data)
+    except (ValueError, RecursionError):  # not a bundle at all: bad input, not a verdict
+        raise CliError("not-a-bundle", f"{args.file} is not a JSON proof bundle") from None
+    if not isinstance(parsed, dict):
+        raise CliError("not-a-bundle", f"{args.file} is not a JSON proof bundle object")
+    try:
         verified = verify_bundle(data, trust, at=datetime.now(UTC))
     except BundleError as exc:
         raise CliError("invalid-bundle", str(exc), 1) from None

@@ -154,7 +154,7 @@ class Console:
         acks: AlertAcks | None = None,
         licence_status: LicenceStatus | None = None,
         records: Path | None = None,
-        personal_reads: Callable[[str, str, str], None] | None = None,
+        personal_reads: Callable[..., None] | None = None,
     ) -> None:
         self.desk = desk
         self.core = core
@@ -644,8 +644,20 @@ def add_console_routes(app: web.Application, console: Console) -> None:
         return web.Response(body=svg, content_type="image/svg+xml")
 
     async def attachment(request: web.Request) -> web.StreamResponse:
+        """An attachment of the case named by ``?case=`` (an applicant's scan: a read of
+        their personal data, logged as the case page's are, each time)."""
         digest = request.match_info["digest"]
         name = request.query.get("name", "") or digest[:12]
+        case_id = request.query.get("case", "")
+        held = {
+            k for a in console._attachments(case_id) for k in (a["digest"], a.get("plain_digest"))
+        }
+        if not case_id or digest not in held:
+            raise Problem(404, ProblemCode.NOT_FOUND, "no such attachment in ?case=")
+        if console.personal_reads is not None:
+            console.personal_reads(
+                _staff_name(request), case_id, PERSONAL_READ_PURPOSE, "attachment"
+            )
         chunks = console.core.open_attachment(digest)
         response = web.StreamResponse(
             headers={

@@ -241,15 +241,18 @@ class IntegrationLayer:
 
         return factory
 
-    def log_console_read(self, who: str, case_id: str, purpose: str) -> None:
-        """A person's read of a case's personal data in the console (its case page), in
-        the personal-data access log as a read through the staff API is."""
+    def log_console_read(
+        self, who: str, case_id: str, purpose: str, what: str = "application"
+    ) -> None:
+        """A person's read of a case's personal data in the console (its case page, an
+        attachment: ``what``), in the personal-data access log as a read through the
+        staff API is."""
         integration = self.integration
         if integration is None:
             return
         store = integration.store
         applicant = store.applicant_of(case_id)
-        store.log_read(Read(integration.clock(), who, purpose, case_id, applicant, "application"))
+        store.log_read(Read(integration.clock(), who, purpose, case_id, applicant, what))
 
     def extension(self, listener: str, app: web.Application) -> None:
         if self.integration is None:

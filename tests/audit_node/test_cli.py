@@ -100,6 +100,12 @@ async def test_proof_bundle_verifies_offline_with_only_the_trust_bundle(
         capsys, "audit", "verify-bundle", str(tmp_path / "none.json"), "--trust", trust
     )
     assert code == 2
+    (tmp_path / "garbage.json").write_bytes(b"\xff not json")
+    code, _, err = await _cli(
+        capsys, "audit", "verify-bundle", str(tmp_path / "garbage.json"), "--trust", trust
+    )
+    assert code == 2  # bad input; a bundle that does not verify is exit 1
+    assert "error[not-a-bundle]" in err
     code, _, err = await _cli(capsys, "audit", "proof", "nope", "--config", str(a.config_path))
     assert code == 1
     assert "error[unknown-packet]" in err

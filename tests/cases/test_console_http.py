@@ -37,7 +37,7 @@ def console_app(
     offices: Offices,
     office: Office,
     acks: Path | None = None,
-    reads: list[tuple[str, str, str]] | None = None,
+    reads: list[tuple[str, ...]] | None = None,
 ) -> web.Application:
     clock = offices.clock
     app = office.staff(clock)
@@ -108,7 +108,7 @@ async def test_hand_in_reaches_the_handling_office_live_with_its_standard(consol
     offices = console_offices
     clock, r, h = offices.clock, offices.r, offices.h
     scan = b"%PDF-1.4 licence scan " * 4000
-    reads: list[tuple[str, str, str]] = []
+    reads: list[tuple[str, ...]] = []
     async with (
         serve(console_app(offices, r)) as base_r,
         serve(console_app(offices, h, reads=reads)) as base_h,
@@ -202,11 +202,19 @@ async def test_hand_in_reaches_the_handling_office_live_with_its_standard(consol
         [attachment] = page["attachments"]
         assert attachment["name"] == "营业执照.pdf"
         async with http.get(
-            f"{base_h}/staff/v1/console/attachments/{attachment['digest']}",
+            f"{base_h}/staff/v1/console/attachments/{attachment['digest']}?case={case_id}",
             headers=auth(h, clock),
         ) as resp:
             assert resp.status == 200
             assert await resp.read() == scan
+        # the applicant's scan is personal data: each download is in the access log, and
+        # one asked for outside its case is not served
+        assert reads[-1] == (reads[-1][0], case_id, reads[-1][2], "attachment")
+        async with http.get(
+            f"{base_h}/staff/v1/console/attachments/{attachment['digest']}",
+            headers=auth(h, clock),
+        ) as resp:
+            assert resp.status == 404
 
         # a person sees only the steps their roles allow (relay.permissions)
         def steps_for(role: StaffRole) -> Any:

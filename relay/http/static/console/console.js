@@ -581,7 +581,7 @@ const INLINE_TYPES = new Set(["image/png", "image/jpeg", "image/gif", "image/web
 
 async function attachmentBlob(a) {
   const digest = a.plain_digest || a.digest;
-  const resp = await fetch(`${API}/console/attachments/${digest}?name=${encodeURIComponent(a.name || "")}`);
+  const resp = await fetch(`${API}/console/attachments/${digest}?name=${encodeURIComponent(a.name || "")}&case=${encodeURIComponent(caseCache ? caseCache.case : "")}`);
   if (!resp.ok) throw new ApiError(resp.status, null);
   // typed by what was recorded at upload, and only for the types shown inline (never SVG/HTML)
   const type = INLINE_TYPES.has(a.media_type) ? a.media_type : "application/octet-stream";
@@ -601,7 +601,7 @@ async function viewInline(a, viewer) {
 
 async function download(a) {
   const digest = a.plain_digest || a.digest;
-  const resp = await fetch(`${API}/console/attachments/${digest}?name=${encodeURIComponent(a.name || "")}`);
+  const resp = await fetch(`${API}/console/attachments/${digest}?name=${encodeURIComponent(a.name || "")}&case=${encodeURIComponent(caseCache ? caseCache.case : "")}`);
   if (!resp.ok) { fail(t("error")); return; }
   const url = URL.createObjectURL(await resp.blob());
   const link = h("a", { href: url, download: a.name || digest.slice(0, 12) });
