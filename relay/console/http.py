@@ -66,7 +66,7 @@ from aiohttp import web
 from agreements.actions import Action
 from agreements.catalog import Catalog
 from relay.alerts import ALERTS
-from relay.cases.desk import CaseDesk
+from relay.cases.desk import CaseDesk, Opened
 from relay.cases.errors import CaseError
 from relay.cases.model import CaseHeader, CaseState, EventKind, thaw
 from relay.cases.queue import SettledQueue
@@ -430,6 +430,17 @@ def add_console_routes(app: web.Application, console: Console) -> None:
     """Add the console page and its API to a staff application (before it starts)."""
     app[_CLOSING] = asyncio.Event()
 
+    def applicant_access(opened: Opened) -> dict[str, Any]:
+        """What the applicant takes away (a hand-in, a new access code): the case, its
+        access code (shown this once) and the tracking link."""
+        link = f"/track#link={opened.tracking_link}"
+        return {
+            "case": opened.record.case.header.case_id,
+            "access_code": opened.access_code,
+            "tracking_path": link,
+            "tracking_url": f"{console.licences.public_base}{link}",
+        }
+
     def seen(request: web.Request, case_id: str) -> dict[str, Any]:
         """The case page as the person asking sees it (their reads of personal data
         logged)."""
@@ -551,16 +562,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
             )
         except CaseError as exc:
             raise problem_from_case(exc) from exc
-        case_id = opened.record.case.header.case_id
-        return _json(
-            {
-                "case": case_id,
-                "access_code": opened.access_code,
-                "tracking_path": f"/track#link={opened.tracking_link}",
-                "tracking_url": f"{console.licences.public_base}/track#link={opened.tracking_link}",
-            },
-            status=201,
-        )
+        return _json(applicant_access(opened), status=201)
 
     async def case_page(request: web.Request) -> web.Response:
         try:
@@ -601,15 +603,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
             opened = await console.desk.reissue_access_code(case_id)
         except CaseError as exc:
             raise problem_from_case(exc) from exc
-        return _json(
-            {
-                "case": case_id,
-                "access_code": opened.access_code,
-                "tracking_path": f"/track#link={opened.tracking_link}",
-                "tracking_url": f"{console.licences.public_base}/track#link={opened.tracking_link}",
-            },
-            status=201,
-        )
+        return _json(applicant_access(opened), status=201)
 
     async def licence(request: web.Request) -> web.Response:
         require(request, StaffAction.LICENCE)
