@@ -442,23 +442,22 @@ class SqlStore:
         lost), and only the partner can say, when it answers the packet sent again (the
         original receipt, or ``expired``); taken for dead here, its sequence number
         would go to the case's next packet, which such a partner refuses for good."""
-        rows = self._conn.execute(
-            f"SELECT {self._ROW_COLS} FROM outbox{self._hint('outbox_live_expiry')}"  # noqa: S608
-            f" WHERE state IN {LIVE} AND state = 'queued' AND expires <= ?"
-            " ORDER BY expires LIMIT ?",
-            (before.timestamp(), limit),
-        ).fetchall()
-        return [self._row(r) for r in rows]
+        return self._expiring(OutboxState.QUEUED, before, limit)
 
     def unconfirmed_rows(self, before: datetime, limit: int) -> list[OutboxRow]:
         """Up to ``limit`` packets in flight whose expiry is at or before ``before``: sent,
         never answered, and left in flight since the partner may hold them (see
         :meth:`expired_rows`), oldest expiry first."""
+        return self._expiring(OutboxState.IN_FLIGHT, before, limit)
+
+    def _expiring(self, state: OutboxState, before: datetime, limit: int) -> list[OutboxRow]:
+        """Up to ``limit`` open packets in ``state`` that expire at or before ``before``,
+        oldest expiry first (the partial expiry index)."""
         rows = self._conn.execute(
             f"SELECT {self._ROW_COLS} FROM outbox{self._hint('outbox_live_expiry')}"  # noqa: S608
-            f" WHERE state IN {LIVE} AND state = 'in_flight' AND expires <= ?"
+            f" WHERE state IN {LIVE} AND state = ? AND expires <= ?"
             " ORDER BY expires LIMIT ?",
-            (before.timestamp(), limit),
+            (str(state), before.timestamp(), limit),
         ).fetchall()
         return [self._row(r) for r in rows]
 

@@ -773,6 +773,66 @@ def test_a_dossier_whose_zip_member_is_damaged_is_not_a_dossier_not_a_traceback(
     assert refused > info.compress_size // 6
 
 
+def _ca(
+    name: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Certificate | None,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    now: datetime,
+    *,
+    path_length: int,
+) -> x509.Certificate:
+    """A CA certificate (self-signed when ``issuer`` is None)."""
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, name)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject if issuer is None else issuer.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=2))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _crl(
+    issuer: x509.Certificate,
+    key: ec.EllipticCurvePrivateKey,
+    published: datetime,
+    *,
+    revoked: tuple[x509.Certificate, datetime] | None = None,
+) -> x509.CertificateRevocationList:
+    """A CRL of ``issuer`` published 5 minutes before ``published``, for 30 days,
+    revoking ``revoked`` (a certificate, as of a time) when given."""
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.subject)
+        .last_update(published - timedelta(minutes=5))
+        .next_update(published + timedelta(days=30))
+    )
+    if revoked is not None:
+        cert, at = revoked
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(cert.serial_number)
+            .revocation_date(at)
+            .build()
+        )
+    return builder.sign(key, hashes.SHA256())
+
+
 def test_a_signature_under_a_revoked_intermediate_ca_is_reported_revoked(exported: Exported):
     """Revocation was checked for the leaf only (against its issuer's CRLs): a seal
     certificate from a sub-CA the root had revoked before the signature verified good."""
@@ -782,48 +842,10 @@ def test_a_signature_under_a_revoked_intermediate_ca_is_reported_revoked(exporte
     now = datetime.now(UTC)
     # a root of its own (the development roots allow no intermediate: path length 0)
     root_key = ec.generate_private_key(ec.SECP256R1())
-    root_name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "Test Root")])
-    root = (
-        x509.CertificateBuilder()
-        .subject_name(root_name)
-        .issuer_name(root_name)
-        .public_key(root_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=2))
-        .not_valid_after(now + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False
-        )
-        .sign(root_key, hashes.SHA256())
-    )
+    root = _ca("Test Root", root_key, None, root_key, now, path_length=1)
     roots = (*exported.trust.roots, root)
     sub_key = ec.generate_private_key(ec.SECP256R1())
-    sub_ca = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "Test Sub CA")]))
-        .issuer_name(root.subject)
-        .public_key(sub_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(sub_key.public_key()), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(root.public_key()), critical=False
-        )
-        .sign(root_key, hashes.SHA256())
-    )
+    sub_ca = _ca("Test Sub CA", sub_key, root, root_key, now, path_length=0)
     leaf = x509.CertificateBuilder(
         subject_name=original.subject, issuer_name=sub_ca.subject,
         public_key=original.public_key(), serial_number=x509.random_serial_number(),
@@ -837,36 +859,13 @@ def test_a_signature_under_a_revoked_intermediate_ca_is_reported_revoked(exporte
     ).sign(sub_key, hashes.SHA256())
     signer = Signer(seal.key, (leaf_cert, sub_ca))
     forged = _repacked(exported, A, dict(unpack(exported.dossiers[A]).files), seal=signer)
-    clean_sub_crl = (  # the sub-CA says its leaf is fine: worthless once it is revoked
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(sub_ca.subject)
-        .last_update(now - timedelta(minutes=5))
-        .next_update(now + timedelta(days=30))
-        .sign(sub_key, hashes.SHA256())
-    )
-    clean_root_crl = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(root.subject)
-        .last_update(now - timedelta(minutes=10))
-        .next_update(now + timedelta(days=30))
-        .sign(root_key, hashes.SHA256())
-    )
+    # the sub-CA says its leaf is fine: worthless once the sub-CA is revoked
+    clean_sub_crl = _crl(sub_ca, sub_key, now)
+    clean_root_crl = _crl(root, root_key, now - timedelta(minutes=5))
     before = TrustBundle(roots, (*exported.trust.crls, clean_sub_crl, clean_root_crl))
     [line] = [x for x in exported.verify(forged, trust=before).lines if x.kind == "manifest"]
     assert line.ok, line  # the path holds while the sub-CA stands
-    root_crl = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(root.subject)
-        .last_update(now - timedelta(minutes=5))
-        .next_update(now + timedelta(days=30))
-        .add_revoked_certificate(
-            x509.RevokedCertificateBuilder()
-            .serial_number(sub_ca.serial_number)
-            .revocation_date(now - timedelta(hours=1))
-            .build()
-        )
-        .sign(root_key, hashes.SHA256())
-    )
+    root_crl = _crl(root, root_key, now, revoked=(sub_ca, now - timedelta(hours=1)))
     after = TrustBundle(roots, (*exported.trust.crls, clean_sub_crl, clean_root_crl, root_crl))
     [line] = [x for x in exported.verify(forged, trust=after).lines if x.kind == "manifest"]
     assert not line.ok

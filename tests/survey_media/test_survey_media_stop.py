@@ -8,6 +8,7 @@ second recording on the same recorder) while the first one is still writing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,20 +71,12 @@ async def test_a_site_that_joins_before_the_window_starts_the_survey_once_it_ope
 
     import av
 
-    from remote_survey.room import RoomConfig
     from remote_survey.session import SurveyState, TimeWindow
 
     world = make_world(tmp_path)
     at = datetime.now(UTC)
     clock = [at]
-    base = world.hub.config
-    config = RoomConfig(
-        node_id=base.node_id,
-        join_key=base.join_key,
-        seal=base.seal,
-        media_root=base.media_root,
-        clock=lambda: clock[0],
-    )
+    config = dataclasses.replace(world.hub.config, clock=lambda: clock[0])
     window = TimeWindow(at + timedelta(minutes=10), at + timedelta(hours=1))
     room = SurveyRoom(replace(make_plan(at), window=window), config)
     notes: list[dict[str, object]] = []
